@@ -1,0 +1,206 @@
+-- graph: traces the model's methods (forward and every other declared one) and
+-- the training loss with symbolic tensors, giving one op graph per entry point
+-- with every tensor's shape and dtype and every node's spec line.
+local diag = require "diag"
+local util = require "util"
+local nn = require "nn"
+local tensor = require "tensor"
+local spec_mod = require "spec"
+
+local graph = {}
+
+-- Per-sample shapes of the fields a data source yields.
+local function data_fields(sp)
+  local data = sp.train and sp.train.data
+  if not data then return nil end
+  if data.kind == "FashionMNIST" then
+    return { { name = "image", shape = { 1, 28, 28 }, dtype = "float" },
+             { name = "label", shape = {}, dtype = "int64" } }
+  end
+  if data.kind == "Synthetic" then
+    local list = {}
+    for k, d in pairs(data.args.fields) do list[#list + 1] = { name = k, shape = d.shape, dtype = d.dtype, decl = d, seq = d.seq } end
+    table.sort(list, function(a, b) return a.seq < b.seq end)
+    return list
+  end
+  return nil
+end
+graph.data_fields = data_fields
+
+local function batched(shape)
+  local s = { "B" }
+  for i, d in ipairs(shape) do s[i + 1] = d end
+  return s
+end
+
+-- A table of named tensors that refuses unknown names.
+local function named_view(what, fields)
+  local names = util.sorted_keys(fields)
+  return setmetatable({}, {
+    __index = function(_, k)
+      local v = fields[k]
+      if v then return v end
+      diag.fatal(nil, string.format("%s has no field '%s'%s (it has: %s)", what, tostring(k),
+        util.did_you_mean(tostring(k), names), table.concat(names, ", ")))
+    end,
+    __newindex = function(_, k) diag.fatal(nil, string.format("cannot assign '%s' on %s", tostring(k), what)) end,
+    __pairs = function() return next, fields, nil end,
+  })
+end
+
+-- Runs `fn(...)` as a trace into a fresh graph; returns the trace.
+local function run_trace(name, g, fn, ...)
+  local t = { name = name, nodes = {}, ntensors = 0, param_tensors = {} }
+  local cache = {}
+  nn.set_param_source(function(rec, pname)
+    cache[rec] = cache[rec] or {}
+    local pt = cache[rec][pname]
+    if not pt then
+      local prefix = g.prefix_of[rec]
+      local entry = g.param_by_name[prefix .. pname]
+      pt = tensor.new(entry.shape, "float", { param = entry.name })
+      cache[rec][pname] = pt
+      t.param_tensors[#t.param_tensors + 1] = pt
+    end
+    return pt
+  end)
+  tensor.begin_trace(t)
+  local args = table.pack(...)
+  local ok, result = xpcall(function() return table.pack(fn(table.unpack(args, 1, args.n))) end, function(err)
+    local user = spec_mod.user_error(err, "@" .. g.spec.file)
+    if user then return user end
+    return debug.traceback(tostring(err), 2)
+  end)
+  tensor.end_trace()
+  nn.set_param_source(nil)
+  if not ok then error(result, 0) end
+  t.outputs = result
+  return t
+end
+
+local function make_inputs(sp)
+  if sp.single_input then
+    local d = sp.inputs[1].decl
+    return tensor.new(batched(d.shape), d.dtype, { input = "x" })
+  end
+  local fields = {}
+  for _, inp in ipairs(sp.inputs) do
+    fields[inp.name] = tensor.new(batched(inp.decl.shape), inp.decl.dtype, { input = inp.name })
+  end
+  return named_view("the model's input", fields)
+end
+
+local function describe_output(v)
+  if tensor.is(v) then return "a tensor " .. util.shape_str(v.shape) end
+  return type(v)
+end
+
+function graph.build(sp)
+  local g = { spec = sp, model = sp.model, model_rec = nn.record(sp.model), traces = {}, order = {} }
+  g.params, g.buffers, g.state, g.prefix_of = nn.named_tensors(sp.model)
+  g.param_by_name = {}
+  for _, e in ipairs(g.state) do g.param_by_name[e.name] = e end
+
+  -- every declared method of the model, forward first
+  local methods = {}
+  for name in pairs(g.model_rec.methods) do if name ~= "forward" then methods[#methods + 1] = name end end
+  table.sort(methods)
+  table.insert(methods, 1, "forward")
+  for _, name in ipairs(methods) do g.order[#g.order + 1] = name end
+  for _, name in ipairs(g.order) do
+    local fn = g.model_rec.methods[name]
+    local holder = {}
+    local t = run_trace(name, g, function()
+      holder.x = make_inputs(sp)
+      return fn(sp.model, holder.x)
+    end)
+    t.input_value = holder.x
+    for i = 1, t.outputs.n do
+      local v = t.outputs[i]
+      if v ~= nil and not tensor.is(v) and type(v) ~= "table" then
+        diag.error(g.model_rec.where, string.format("%s returns %s; a method returns tensors", name, describe_output(v)))
+      end
+    end
+    g.traces[name] = t
+  end
+  diag.check()
+
+  -- the training loss: loss(m, batch) over the data source's fields
+  if sp.train and sp.train.loss then
+    local fields_list = data_fields(sp)
+    local tr = sp.train
+    if fields_list then
+      local by_name = {}
+      for _, f in ipairs(fields_list) do by_name[f.name] = f end
+      for _, inp in ipairs(sp.single_input and {} or sp.inputs) do
+        local f = by_name[inp.name]
+        if not f then
+          local names = {}
+          for _, x in ipairs(fields_list) do names[#names + 1] = x.name end
+          diag.error(inp.decl.where, string.format("model input '%s' is not provided by %s (it gives: %s)%s",
+            inp.name, tr.data.kind, table.concat(names, ", "), util.did_you_mean(inp.name, names)))
+        elseif util.shape_str(f.shape) ~= util.shape_str(inp.decl.shape) or f.dtype ~= inp.decl.dtype then
+          diag.error(inp.decl.where, string.format("model input '%s' is declared %s %s but %s gives %s %s",
+            inp.name, inp.decl.dtype, util.shape_str(inp.decl.shape), tr.data.kind, f.dtype, util.shape_str(f.shape)))
+        end
+      end
+      diag.check()
+      local holder = {}
+      local t = run_trace("loss", g, function()
+        local fields = {}
+        for _, f in ipairs(fields_list) do
+          fields[f.name] = tensor.new(batched(f.shape), f.dtype, { input = f.name })
+        end
+        holder.b = named_view("the batch", fields)
+        return tr.loss(sp.model, holder.b)
+      end)
+      t.input_value = holder.b
+      local out = t.outputs[1]
+      if not tensor.is(out) or #out.shape ~= 0 then
+        diag.error(tr.where, string.format("train.loss must return a scalar tensor (use a reduction), got %s", describe_output(out)))
+      end
+      g.loss = t
+    end
+  end
+  diag.check()
+  return g
+end
+
+-- Per-sample totals of a trace: forward FLOPs and activation bytes (fp32).
+function graph.totals(t)
+  local flops, act = 0, 0
+  for _, node in ipairs(t.nodes) do
+    local op = require("ops")[node.op]
+    node.flops = op.flops(node)
+    flops = flops + node.flops
+    act = act + util.numel(node.out.shape, 1) * (node.out.dtype == "int64" and 8 or 4)
+  end
+  return flops, act
+end
+
+-- A text dump of the traces, for --dump=graph and the shape tests.
+function graph.dump(g)
+  local out = {}
+  for _, name in ipairs(g.order) do
+    local t = g.traces[name]
+    out[#out + 1] = "method " .. name
+    for _, node in ipairs(t.nodes) do
+      local ins = {}
+      for _, x in ipairs(node.inputs) do
+        ins[#ins + 1] = x.param and x.param or ("%" .. x.id)
+      end
+      out[#out + 1] = string.format("  %%%d = %s(%s) %s %s  -- %s:%d%s", node.out.id, node.op, table.concat(ins, ", "),
+        util.shape_str(node.out.shape), node.out.dtype, node.where.file, node.where.line,
+        node.module and ("  " .. (g.prefix_of[node.module] or ""):gsub("%.$", "")) or "")
+    end
+    local outs = {}
+    for i = 1, t.outputs.n do
+      local v = t.outputs[i]
+      outs[#outs + 1] = tensor.is(v) and ("%" .. v.id .. " " .. util.shape_str(v.shape)) or type(v)
+    end
+    out[#out + 1] = "  return " .. table.concat(outs, ", ")
+  end
+  return table.concat(out, "\n") .. "\n"
+end
+
+return graph

@@ -1,0 +1,232 @@
+// The generator's C host.  Follows lua.c: everything, including set-up, runs
+// under lua_pcall, and a message handler adds a traceback only to internal errors
+// (a user's mistake in a spec arrives as a diagnostic table, already formatted).
+#include "host.h"
+#include "embedded.h"
+
+#include <cmark.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_INTERNAL = 70 };
+
+char *loom_markdown_to_html(const char *markdown, size_t length) {
+    // CMARK_OPT_UNSAFE keeps the <a id=…> anchors the report uses.
+    return cmark_markdown_to_html(markdown, length, CMARK_OPT_UNSAFE);
+}
+
+int loom_mkdir_p(const char *path) {
+    char buf[4096];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof buf) { errno = ENAMETOOLONG; return -1; }
+    memcpy(buf, path, n + 1);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    if (mkdir(buf, 0777) != 0 && errno != EEXIST) return -1;
+    return 0;
+}
+
+int loom_write_file_atomic(const char *path, const char *data, size_t length,
+                           char *err, size_t errlen) {
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp) {
+        snprintf(err, errlen, "%s: path too long", path);
+        return -1;
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) { snprintf(err, errlen, "%s: %s", path, strerror(errno)); return -1; }
+    size_t done = 0;
+    while (done < length) {
+        ssize_t w = write(fd, data + done, length - done);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            snprintf(err, errlen, "%s: %s", path, strerror(errno));
+            close(fd); unlink(tmp);
+            return -1;
+        }
+        done += (size_t)w;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    if (rename(tmp, path) != 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- native functions for Lua ------------------------------------------- */
+
+static int l_markdown_to_html(lua_State *L) {
+    size_t n;
+    const char *md = luaL_checklstring(L, 1, &n);
+    char *html = loom_markdown_to_html(md, n);
+    if (!html) return luaL_error(L, "cmark failed");
+    lua_pushstring(L, html);
+    free(html);
+    return 1;
+}
+
+static int l_write_file(lua_State *L) {
+    size_t n;
+    const char *path = luaL_checkstring(L, 1);
+    const char *data = luaL_checklstring(L, 2, &n);
+    char err[4200];
+    if (loom_write_file_atomic(path, data, n, err, sizeof err) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_mkdir_p(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    if (loom_mkdir_p(path) != 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", path, strerror(errno));
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_isatty(lua_State *L) {
+    lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+    return 1;
+}
+
+static const luaL_Reg loomc_functions[] = {
+    {"markdown_to_html", l_markdown_to_html},
+    {"write_file", l_write_file},
+    {"mkdir_p", l_mkdir_p},
+    {"isatty", l_isatty},
+    {NULL, NULL},
+};
+
+static int open_loomc(lua_State *L) {
+    luaL_newlib(L, loomc_functions);
+    lua_pushstring(L, cmark_version_string());
+    lua_setfield(L, -2, "cmark_version");
+    return 1;
+}
+
+/* ---- finding the generator's modules ------------------------------------- */
+
+// package.searchers entry: $LOOM_GEN_DIR/NAME.lua when set (developing), else the
+// copy embedded at build time.
+static int search_generator(lua_State *L) {
+    const char *name = luaL_checkstring(L, 1);
+    const char *dir = getenv("LOOM_GEN_DIR");
+    if (dir && *dir) {
+        lua_pushfstring(L, "%s/%s.lua", dir, name);
+        const char *path = lua_tostring(L, -1);
+        FILE *f = fopen(path, "r");
+        if (f) {
+            fclose(f);
+            if (luaL_loadfile(L, path) != LUA_OK) return lua_error(L);
+            lua_insert(L, -2);  // loader, path
+            return 2;
+        }
+        lua_pop(L, 1);
+    }
+    for (const struct embedded_file *e = embedded_files; e->module; e++) {
+        if (strcmp(e->module, name) != 0) continue;
+        lua_pushfstring(L, "@%s", e->path);
+        if (luaL_loadbuffer(L, e->source, e->length, lua_tostring(L, -1)) != LUA_OK)
+            return lua_error(L);
+        lua_pushstring(L, e->path);
+        return 2;
+    }
+    lua_pushfstring(L, "no generator module '%s'", name);
+    return 1;
+}
+
+lua_State *loom_new_state(void) {
+    lua_State *L = luaL_newstate();
+    if (!L) return NULL;
+    luaL_openlibs(L);
+    luaL_requiref(L, "loomc", open_loomc, 0);
+    lua_pop(L, 1);
+    // Put our searcher first so a stray gen/*.lua on package.path never wins.
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "searchers");
+    lua_Integer n = luaL_len(L, -1);
+    for (lua_Integer i = n; i >= 1; i--) {
+        lua_geti(L, -1, i);
+        lua_seti(L, -2, i + 1);
+    }
+    lua_pushcfunction(L, search_generator);
+    lua_seti(L, -2, 1);
+    lua_pop(L, 2);
+    return L;
+}
+
+/* ---- main ---------------------------------------------------------------- */
+
+// Message handler: a diagnostic (a table from gen/diag.lua) passes through; any
+// other error is loom's own bug and gets a traceback.
+static int message_handler(lua_State *L) {
+    if (lua_istable(L, 1)) return 1;
+    const char *msg = lua_tostring(L, 1);
+    if (!msg) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+static int pmain(lua_State *L) {
+    int argc = (int)lua_tointeger(L, 1);
+    char **argv = (char **)lua_touserdata(L, 2);
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "loom");
+    lua_call(L, 1, 1);                 // the driver module
+    lua_getfield(L, -1, "main");
+    lua_createtable(L, argc, 0);
+    for (int i = 1; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_seti(L, -2, i);
+    }
+    lua_call(L, 1, 1);
+    return 1;                          // exit code
+}
+
+int loom_main(int argc, char **argv) {
+    lua_State *L = loom_new_state();
+    if (!L) { fprintf(stderr, "loom: out of memory\n"); return EXIT_FAIL; }
+    lua_pushcfunction(L, message_handler);
+    lua_pushcfunction(L, pmain);
+    lua_pushinteger(L, argc);
+    lua_pushlightuserdata(L, argv);
+    int status = lua_pcall(L, 2, 1, 1);
+    int code;
+    if (status == LUA_OK) {
+        code = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : EXIT_OK;
+    } else if (lua_istable(L, -1)) {
+        // A user error that escaped the driver's own reporting: print its text.
+        lua_getfield(L, -1, "text");
+        fprintf(stderr, "%s\n", lua_isstring(L, -1) ? lua_tostring(L, -1) : "loom: error");
+        code = EXIT_USAGE;
+    } else {
+        fprintf(stderr, "loom: internal error: %s\n", lua_tostring(L, -1));
+        code = EXIT_INTERNAL;
+    }
+    fflush(stdout);
+    lua_close(L);
+    return code;
+}

@@ -1,0 +1,28 @@
+#ifndef LOOM_HOST_H
+#define LOOM_HOST_H
+// The C host of the generator: a Lua 5.4 state with the generator's modules
+// (embedded, or from $LOOM_GEN_DIR while developing) and a few native helpers
+// the passes need (Markdown → HTML through cmark, atomic file writes, mkdir -p).
+#include <stddef.h>
+#include <lua.h>
+
+// Runs `loom ARGS...`; returns the process exit code
+// (0 ok, 1 failure, 2 user error in a spec or on the command line, 70 internal error).
+int loom_main(int argc, char **argv);
+
+// A fresh Lua state with the standard libraries, `require` able to find the
+// generator's modules, and the native module "loomc".  NULL when out of memory.
+lua_State *loom_new_state(void);
+
+// Markdown → HTML (CommonMark, via libcmark).  Caller frees.  NULL on failure.
+char *loom_markdown_to_html(const char *markdown, size_t length);
+
+// Writes `data` to `path` through a temporary file, fsync and rename, so a reader
+// never sees a half-written file.  Returns 0, or -1 with a message in `err`.
+int loom_write_file_atomic(const char *path, const char *data, size_t length,
+                           char *err, size_t errlen);
+
+// mkdir -p.  Returns 0, or -1 with errno set.
+int loom_mkdir_p(const char *path);
+
+#endif

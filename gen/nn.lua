@@ -1,0 +1,731 @@
+-- nn: the module library.  Constructors take PyTorch's signatures and defaults
+-- (positional arguments, then an options table: Conv2d(3, 16, 3, {padding = "same"})),
+-- record where in the spec they were called, and know their parameters and
+-- buffers (with PyTorch's names and initialisations), how PyTorch prints them, and
+-- which ops their forward records.
+--
+-- A module value in a spec is an opaque proxy; its record lives in `records`.
+-- Indexing a proxy gives a submodule (m.img_input, m.blocks[1]), a parameter
+-- tensor while tracing (m.embed.weight), or a plain attribute.
+local diag = require "diag"
+local util = require "util"
+local tensor = require "tensor"
+
+local nn = {}
+local records = setmetatable({}, { __mode = "k" })
+local creation_counter = 0
+
+local Proxy = { __name = "Module" }
+
+function nn.is_module(v) return records[v] ~= nil end
+function nn.record(v) return records[v] end
+
+local function new_module(class, where, fields)
+  creation_counter = creation_counter + 1
+  local rec = { class = class, where = where, seq = creation_counter,
+                params = {}, buffers = {}, children = {}, child_by_key = {},
+                attrs = {}, methods = {} }
+  for k, v in pairs(fields or {}) do rec[k] = v end
+  local proxy = setmetatable({}, Proxy)
+  records[proxy] = rec
+  rec.proxy = proxy
+  return proxy, rec
+end
+
+local function add_child(rec, name, key, child)
+  rec.children[#rec.children + 1] = { name = name, mod = child }
+  rec.child_by_key[key] = child
+end
+
+Proxy.__index = function(p, k)
+  local rec = records[p]
+  local child = rec.child_by_key[k]
+  if child then return child end
+  if rec.param_by_name and rec.param_by_name[k] then
+    return nn.param_tensor(rec, k)
+  end
+  local a = rec.attrs[k]
+  if a ~= nil then return a end
+  local f = rec.methods[k]
+  if f then return f end
+  if rec.list and math.type(k) == "integer" then
+    diag.fatal(nil, string.format("%s index %d out of range: it has %d modules (indices 1..%d in Lua)",
+      rec.class, k, #rec.children, #rec.children))
+  end
+  local names = {}
+  for key in pairs(rec.child_by_key) do if type(key) == "string" then names[#names + 1] = key end end
+  for _, prm in ipairs(rec.params) do names[#names + 1] = prm.name end
+  for key in pairs(rec.attrs) do names[#names + 1] = key end
+  for key in pairs(rec.methods) do names[#names + 1] = key end
+  diag.fatal(nil, string.format("%s has no submodule, parameter or attribute '%s'%s",
+    rec.class, tostring(k), util.did_you_mean(tostring(k), names)))
+end
+Proxy.__newindex = function(p, k)
+  diag.fatal(nil, string.format("cannot assign '%s' on %s: modules are fixed once defined", tostring(k), records[p].class))
+end
+Proxy.__len = function(p) return #records[p].children end
+Proxy.__call = function(p, ...) return nn.apply(p, ...) end
+Proxy.__tostring = function(p) return nn.repr(p) end
+
+---------------------------------------------------------------------------
+-- Parameters while tracing: gen/graph.lua installs the function that hands out
+-- one leaf tensor per (module, parameter) per trace.
+
+local param_source = nil
+function nn.set_param_source(f) param_source = f end
+function nn.param_tensor(rec, name)
+  if not param_source then
+    diag.fatal(nil, string.format("%s.%s can only be used inside a traced method", rec.class, name))
+  end
+  return param_source(rec, name)
+end
+
+---------------------------------------------------------------------------
+-- Applying a module: built-in forward or the spec's own.
+
+function nn.apply(p, ...)
+  local rec = records[p]
+  if not tensor.tracing() then
+    diag.fatal(nil, string.format("%s can only be called inside a traced method (forward, loss, ...)", rec.class))
+  end
+  local call_where = diag.here()
+  tensor.push_module(rec, call_where)
+  local results
+  if rec.forward then
+    results = table.pack(rec.forward(rec, ...))
+  elseif rec.methods.forward then
+    results = table.pack(rec.methods.forward(p, ...))
+  else
+    diag.fatal(call_where, string.format("%s has no forward method, so it cannot be called", rec.class))
+  end
+  tensor.pop_module()
+  return table.unpack(results, 1, results.n)
+end
+
+local function input_tensor(rec, x, argn)
+  if not tensor.is(x) then
+    diag.fatal(nil, string.format("%s expects a tensor as input %d, gets %s", rec.call_text or rec.class, argn or 1,
+      nn.is_module(x) and "a module" or type(x)))
+  end
+  return x
+end
+
+local function P(rec, name)
+  if rec.param_by_name[name] then return nn.param_tensor(rec, name) end
+  return nil
+end
+
+---------------------------------------------------------------------------
+-- Argument binding with PyTorch's signatures.
+
+local kinds = {}
+local function bad(cls, name, want, v)
+  local shown = type(v) == "string" and ("'" .. v .. "'") or tostring(v)
+  if type(v) == "table" then shown = "a table" end
+  diag.error(nil, string.format("%s: %s must be %s, got %s", cls, name, want, shown))
+  return nil
+end
+function kinds.int(cls, name, v)
+  if math.type(v) ~= "integer" then return bad(cls, name, "an integer", v) end
+  return v
+end
+function kinds.posint(cls, name, v)
+  if math.type(v) ~= "integer" or v <= 0 then return bad(cls, name, "a positive integer", v) end
+  return v
+end
+function kinds.number(cls, name, v)
+  if type(v) ~= "number" then return bad(cls, name, "a number", v) end
+  return v + 0.0
+end
+function kinds.posnumber(cls, name, v)
+  if type(v) ~= "number" or v <= 0 then return bad(cls, name, "a positive number", v) end
+  return v + 0.0
+end
+function kinds.prob(cls, name, v)
+  if type(v) ~= "number" or v < 0 or v > 1 then return bad(cls, name, "a probability in [0, 1]", v) end
+  return v + 0.0
+end
+function kinds.bool(cls, name, v)
+  if type(v) ~= "boolean" then return bad(cls, name, "true or false", v) end
+  return v
+end
+-- an int or a pair of ints → a pair
+function kinds.pair(cls, name, v, min)
+  min = min or 1
+  if math.type(v) == "integer" and v >= min then return { v, v } end
+  if type(v) == "table" and #v == 2 and math.type(v[1]) == "integer" and math.type(v[2]) == "integer"
+     and v[1] >= min and v[2] >= min then
+    return { v[1], v[2] }
+  end
+  return bad(cls, name, min == 0 and "a non-negative integer or a pair of them" or "a positive integer or a pair of them", v)
+end
+function kinds.pair0(cls, name, v) return kinds.pair(cls, name, v, 0) end
+function kinds.padding(cls, name, v)
+  if v == "same" or v == "valid" then return v end
+  if type(v) == "string" then
+    return bad(cls, name, "'same', 'valid', a non-negative integer or a pair of them", v)
+  end
+  return kinds.pair(cls, name, v, 0)
+end
+function kinds.shape(cls, name, v)
+  if math.type(v) == "integer" and v > 0 then return { v } end
+  if type(v) == "table" and #v >= 1 then
+    local out = {}
+    for i, d in ipairs(v) do
+      if math.type(d) ~= "integer" or d <= 0 then return bad(cls, name, "a positive integer or a list of them", v) end
+      out[i] = d
+    end
+    return out
+  end
+  return bad(cls, name, "a positive integer or a list of them", v)
+end
+function kinds.dim(cls, name, v)
+  if v == false then return nil end
+  return kinds.int(cls, name, v)
+end
+function kinds.gelu_approx(cls, name, v)
+  if v ~= "none" and v ~= "tanh" then return bad(cls, name, "'none' or 'tanh'", v) end
+  return v
+end
+function kinds.momentum(cls, name, v)
+  if v == false then return false end     -- PyTorch's momentum=None: cumulative average
+  return kinds.number(cls, name, v)
+end
+function kinds.padding_mode(cls, name, v)
+  if v ~= "zeros" then
+    return bad(cls, name, "'zeros' (other padding modes are not supported yet)", v)
+  end
+  return v
+end
+
+-- Is `t` an options table (string keys only, not a module or tensor)?
+local function is_options(t)
+  if type(t) ~= "table" or nn.is_module(t) or tensor.is(t) then return false end
+  if #t > 0 then return false end
+  return next(t) ~= nil
+end
+
+local function format_arg(v)
+  if type(v) == "string" then return '"' .. v .. '"' end
+  if type(v) == "table" then
+    local parts = {}
+    for i, x in ipairs(v) do parts[i] = format_arg(x) end
+    return "{" .. table.concat(parts, ", ") .. "}"
+  end
+  return tostring(v)
+end
+
+-- Binds `args` (a packed argument list) to `sig`: { {name, kind, default}, ... },
+-- an entry with `required = true` has no default.
+local function bind(cls, sig, args)
+  local n = args.n
+  local opts = {}
+  if n > 0 and is_options(args[n]) then opts = args[n]; n = n - 1 end
+  local out, given = {}, {}
+  local positional_text = {}
+  if n > #sig then
+    diag.error(nil, string.format("%s takes at most %d positional arguments, got %d", cls, #sig, n))
+    n = #sig
+  end
+  for i = 1, n do
+    local s = sig[i]
+    if args[i] == nil then
+      diag.error(nil, string.format("%s: argument %d (%s) is nil", cls, i, s[1]))
+    else
+      given[s[1]] = args[i]
+      positional_text[#positional_text + 1] = format_arg(args[i])
+    end
+  end
+  local by_name = {}
+  for _, s in ipairs(sig) do by_name[s[1]] = s end
+  for k, v in pairs(opts) do
+    if type(k) ~= "string" or not by_name[k] then
+      local names = {}
+      for _, s in ipairs(sig) do names[#names + 1] = s[1] end
+      diag.error(nil, string.format("%s got an unexpected option '%s'%s", cls, tostring(k),
+        util.did_you_mean(tostring(k), names)))
+    elseif given[k] ~= nil then
+      diag.error(nil, string.format("%s got multiple values for '%s'", cls, k))
+    else
+      given[k] = v
+    end
+  end
+  for _, s in ipairs(sig) do
+    local name, kind, default = s[1], s[2], s[3]
+    local v = given[name]
+    if v == nil then
+      if s.required then
+        diag.error(nil, string.format("%s is missing its required argument '%s'", cls, name))
+      elseif default ~= nil and default ~= false then
+        out[name] = kinds[kind](cls, name, default)
+      else
+        out[name] = default
+      end
+    else
+      out[name] = kinds[kind](cls, name, v)
+    end
+  end
+  -- How the user wrote the call, for messages: Linear(8000, 128)
+  local shown = {}
+  for i = 1, #positional_text do shown[i] = positional_text[i] end
+  if #shown == 0 then
+    for _, s in ipairs(sig) do
+      if s.required and given[s[1]] ~= nil then shown[#shown + 1] = format_arg(given[s[1]]) end
+    end
+  end
+  return out, cls .. "(" .. table.concat(shown, ", ") .. ")"
+end
+
+---------------------------------------------------------------------------
+-- Built-in modules.  `class` is the table of constructors the spec sees.
+
+local class = {}
+nn.class = class
+
+local function uniform_fan_in(fan_in) return { kind = "uniform_fan_in", fan_in = fan_in } end
+
+-- Declares a built-in module class.
+local function builtin(name, def)
+  class[name] = function(...)
+    local where = diag.here()
+    local args = table.pack(...)
+    local a, call_text = bind(name, def.signature, args)
+    local p, rec = new_module(name, where, { args = a, call_text = call_text,
+      extra_repr = def.extra_repr, forward = def.forward, param_by_name = {} })
+    if not diag.has_errors() and def.init then def.init(rec, a) end
+    for _, prm in ipairs(rec.params) do rec.param_by_name[prm.name] = prm end
+    return p
+  end
+end
+
+local function param(rec, name, shape, init)
+  rec.params[#rec.params + 1] = { name = name, shape = shape, init = init }
+end
+local function buffer(rec, name, shape, init, dtype)
+  rec.buffers[#rec.buffers + 1] = { name = name, shape = shape, init = init, dtype = dtype or "float" }
+end
+
+builtin("Linear", {
+  signature = { { "in_features", "posint", required = true }, { "out_features", "posint", required = true },
+                { "bias", "bool", true } },
+  init = function(rec, a)
+    param(rec, "weight", { a.out_features, a.in_features }, { kind = "kaiming_uniform", fan_in = a.in_features })
+    if a.bias then param(rec, "bias", { a.out_features }, uniform_fan_in(a.in_features)) end
+  end,
+  extra_repr = function(rec)
+    local a = rec.args
+    return string.format("in_features=%d, out_features=%d, bias=%s", a.in_features, a.out_features, util.pyrepr(a.bias))
+  end,
+  forward = function(rec, x)
+    return tensor.apply("linear", { input_tensor(rec, x), P(rec, "weight"), P(rec, "bias") })
+  end,
+})
+
+builtin("Conv2d", {
+  signature = { { "in_channels", "posint", required = true }, { "out_channels", "posint", required = true },
+                { "kernel_size", "pair", required = true }, { "stride", "pair", 1 }, { "padding", "padding", 0 },
+                { "dilation", "pair", 1 }, { "groups", "posint", 1 }, { "bias", "bool", true },
+                { "padding_mode", "padding_mode", "zeros" } },
+  init = function(rec, a)
+    a.stride = type(a.stride) == "table" and a.stride or { a.stride, a.stride }
+    a.dilation = type(a.dilation) == "table" and a.dilation or { a.dilation, a.dilation }
+    if type(a.padding) == "number" then a.padding = { a.padding, a.padding } end
+    if a.in_channels % a.groups ~= 0 then
+      diag.error(rec.where, string.format("%s: in_channels (%d) must be divisible by groups (%d)", rec.call_text, a.in_channels, a.groups))
+    end
+    if a.out_channels % a.groups ~= 0 then
+      diag.error(rec.where, string.format("%s: out_channels (%d) must be divisible by groups (%d)", rec.call_text, a.out_channels, a.groups))
+    end
+    if a.padding == "same" and (a.stride[1] ~= 1 or a.stride[2] ~= 1) then
+      diag.error(rec.where, string.format("%s: padding='same' is not supported for strided convolutions", rec.call_text))
+    end
+    local k = a.kernel_size
+    local fan_in = (a.in_channels // a.groups) * k[1] * k[2]
+    param(rec, "weight", { a.out_channels, a.in_channels // a.groups, k[1], k[2] }, { kind = "kaiming_uniform", fan_in = fan_in })
+    if a.bias then param(rec, "bias", { a.out_channels }, uniform_fan_in(fan_in)) end
+  end,
+  extra_repr = function(rec)
+    local a = rec.args
+    local s = string.format("%d, %d, kernel_size=%s, stride=%s", a.in_channels, a.out_channels,
+      util.pyrepr(a.kernel_size), util.pyrepr(a.stride))
+    if type(a.padding) == "string" then s = s .. ", padding=" .. a.padding
+    elseif a.padding[1] ~= 0 or a.padding[2] ~= 0 then s = s .. ", padding=" .. util.pyrepr(a.padding) end
+    if a.dilation[1] ~= 1 or a.dilation[2] ~= 1 then s = s .. ", dilation=" .. util.pyrepr(a.dilation) end
+    if a.groups ~= 1 then s = s .. ", groups=" .. a.groups end
+    if not a.bias then s = s .. ", bias=False" end
+    return s
+  end,
+  forward = function(rec, x)
+    local a = rec.args
+    local attrs = { kernel_size = a.kernel_size, stride = a.stride, dilation = a.dilation, groups = a.groups }
+    if a.padding == "same" then
+      attrs.padding_lo, attrs.padding_hi = {}, {}
+      for i = 1, 2 do
+        local total = a.dilation[i] * (a.kernel_size[i] - 1)
+        attrs.padding_lo[i] = total // 2
+        attrs.padding_hi[i] = total - total // 2
+      end
+      attrs.padding = attrs.padding_lo
+    elseif a.padding == "valid" then
+      attrs.padding = { 0, 0 }
+    else
+      attrs.padding = a.padding
+    end
+    return tensor.apply("conv2d", { input_tensor(rec, x), P(rec, "weight"), P(rec, "bias") }, attrs)
+  end,
+})
+
+local function pool(name, opname, sig, extra)
+  builtin(name, {
+    signature = sig,
+    init = function(_, a)
+      if a.stride == nil or a.stride == false then a.stride = a.kernel_size end
+    end,
+    extra_repr = extra,
+    forward = function(rec, x)
+      local a = rec.args
+      return tensor.apply(opname, { input_tensor(rec, x) }, {
+        kernel_size = a.kernel_size, stride = a.stride, padding = a.padding,
+        dilation = a.dilation, ceil_mode = a.ceil_mode, count_include_pad = a.count_include_pad })
+    end,
+  })
+end
+-- PyTorch prints a pooling argument as the user passed it: 2, or (2, 3)
+local function pool_arg(raw, pair)
+  if pair[1] == pair[2] and math.type(raw) == "integer" then return tostring(pair[1]) end
+  return util.pyrepr(pair)
+end
+pool("MaxPool2d", "max_pool2d",
+  { { "kernel_size", "pair", required = true }, { "stride", "pair", false }, { "padding", "pair0", 0 },
+    { "dilation", "pair", 1 }, { "return_indices", "bool", false }, { "ceil_mode", "bool", false } },
+  function(rec)
+    local a, raw = rec.args, rec.raw
+    return string.format("kernel_size=%s, stride=%s, padding=%s, dilation=%s, ceil_mode=%s",
+      pool_arg(raw.kernel_size, a.kernel_size), pool_arg(raw.stride or raw.kernel_size, a.stride),
+      pool_arg(raw.padding or 0, a.padding), pool_arg(raw.dilation or 1, a.dilation), util.pyrepr(a.ceil_mode))
+  end)
+pool("AvgPool2d", "avg_pool2d",
+  { { "kernel_size", "pair", required = true }, { "stride", "pair", false }, { "padding", "pair0", 0 },
+    { "ceil_mode", "bool", false }, { "count_include_pad", "bool", true } },
+  function(rec)
+    local a, raw = rec.args, rec.raw
+    return string.format("kernel_size=%s, stride=%s, padding=%s",
+      pool_arg(raw.kernel_size, a.kernel_size), pool_arg(raw.stride or raw.kernel_size, a.stride),
+      pool_arg(raw.padding or 0, a.padding))
+  end)
+
+local function batchnorm(name, ndims)
+  builtin(name, {
+    signature = { { "num_features", "posint", required = true }, { "eps", "posnumber", 1e-5 },
+                  { "momentum", "momentum", 0.1 }, { "affine", "bool", true }, { "track_running_stats", "bool", true } },
+    init = function(rec, a)
+      local c = a.num_features
+      if a.affine then
+        param(rec, "weight", { c }, { kind = "ones" })
+        param(rec, "bias", { c }, { kind = "zeros" })
+      end
+      if a.track_running_stats then
+        buffer(rec, "running_mean", { c }, { kind = "zeros" })
+        buffer(rec, "running_var", { c }, { kind = "ones" })
+        buffer(rec, "num_batches_tracked", {}, { kind = "zeros" }, "int64")
+      end
+    end,
+    extra_repr = function(rec)
+      local a = rec.args
+      return string.format("%d, eps=%s, momentum=%s, affine=%s, track_running_stats=%s", a.num_features,
+        util.pyfloat(a.eps), a.momentum == false and "None" or util.pyfloat(a.momentum),
+        util.pyrepr(a.affine), util.pyrepr(a.track_running_stats))
+    end,
+    forward = function(rec, x)
+      local a = rec.args
+      return tensor.apply("batch_norm", { input_tensor(rec, x), P(rec, "weight"), P(rec, "bias") },
+        { num_features = a.num_features, eps = a.eps, momentum = a.momentum, ndims = ndims,
+          track_running_stats = a.track_running_stats })
+    end,
+  })
+end
+batchnorm("BatchNorm1d", { 2, 3 })
+batchnorm("BatchNorm2d", { 4 })
+
+builtin("LayerNorm", {
+  signature = { { "normalized_shape", "shape", required = true }, { "eps", "posnumber", 1e-5 },
+                { "elementwise_affine", "bool", true } },
+  init = function(rec, a)
+    if a.elementwise_affine then
+      param(rec, "weight", a.normalized_shape, { kind = "ones" })
+      param(rec, "bias", a.normalized_shape, { kind = "zeros" })
+    end
+  end,
+  extra_repr = function(rec)
+    local a = rec.args
+    return string.format("%s, eps=%s, elementwise_affine=%s", util.pyrepr(a.normalized_shape),
+      util.pyfloat(a.eps), util.pyrepr(a.elementwise_affine))
+  end,
+  forward = function(rec, x)
+    return tensor.apply("layer_norm", { input_tensor(rec, x), P(rec, "weight"), P(rec, "bias") },
+      { normalized_shape = rec.args.normalized_shape, eps = rec.args.eps })
+  end,
+})
+
+builtin("Embedding", {
+  signature = { { "num_embeddings", "posint", required = true }, { "embedding_dim", "posint", required = true },
+                { "padding_idx", "int", nil } },
+  init = function(rec, a)
+    if a.padding_idx and (a.padding_idx >= a.num_embeddings or a.padding_idx < -a.num_embeddings) then
+      diag.error(rec.where, string.format("%s: padding_idx must be within num_embeddings", rec.call_text))
+    elseif a.padding_idx and a.padding_idx < 0 then
+      a.padding_idx = a.padding_idx + a.num_embeddings
+    end
+    param(rec, "weight", { a.num_embeddings, a.embedding_dim }, { kind = "normal", padding_idx = a.padding_idx })
+  end,
+  extra_repr = function(rec)
+    local a = rec.args
+    local s = string.format("%d, %d", a.num_embeddings, a.embedding_dim)
+    if a.padding_idx then s = s .. ", padding_idx=" .. a.padding_idx end
+    return s
+  end,
+  forward = function(rec, idx)
+    return tensor.apply("embedding", { input_tensor(rec, idx), P(rec, "weight") }, { padding_idx = rec.args.padding_idx })
+  end,
+})
+
+builtin("Dropout", {
+  signature = { { "p", "prob", 0.5 }, { "inplace", "bool", false } },
+  extra_repr = function(rec) return string.format("p=%s, inplace=%s", util.pyfloat(rec.args.p), util.pyrepr(rec.args.inplace)) end,
+  forward = function(rec, x) return tensor.apply("dropout", { input_tensor(rec, x) }, { p = rec.args.p }) end,
+})
+
+builtin("Flatten", {
+  signature = { { "start_dim", "int", 1 }, { "end_dim", "int", -1 } },
+  extra_repr = function(rec) return string.format("start_dim=%d, end_dim=%d", rec.args.start_dim, rec.args.end_dim) end,
+  forward = function(rec, x)
+    return tensor.apply("flatten", { input_tensor(rec, x) }, { start_dim = rec.args.start_dim, end_dim = rec.args.end_dim })
+  end,
+})
+
+local function activation(name, opname, sig, extra, attrs)
+  builtin(name, {
+    signature = sig,
+    extra_repr = extra or function() return "" end,
+    forward = function(rec, x)
+      return tensor.apply(opname, { input_tensor(rec, x) }, attrs and attrs(rec.args) or {})
+    end,
+  })
+end
+local function inplace_repr(rec) return rec.args.inplace and "inplace=True" or "" end
+activation("ReLU", "relu", { { "inplace", "bool", false } }, inplace_repr)
+activation("SiLU", "silu", { { "inplace", "bool", false } }, inplace_repr)
+activation("Sigmoid", "sigmoid", {})
+activation("Tanh", "tanh", {})
+activation("GELU", "gelu", { { "approximate", "gelu_approx", "none" } },
+  function(rec) return "approximate=" .. util.pyrepr(rec.args.approximate) end,
+  function(a) return { approximate = a.approximate } end)
+activation("Softmax", "softmax", { { "dim", "dim", nil } },
+  function(rec) return "dim=" .. (rec.args.dim == nil and "None" or tostring(rec.args.dim)) end,
+  function(a) return { dim = a.dim } end)
+
+-- Remember the raw arguments too (pooling prints them as given).
+for name, ctor in pairs(class) do
+  class[name] = function(...)
+    local p = ctor(...)
+    local rec = records[p]
+    local args = table.pack(...)
+    rec.raw = {}
+    local n = args.n
+    if n > 0 and is_options(args[n]) then
+      for k, v in pairs(args[n]) do rec.raw[k] = v end
+      n = n - 1
+    end
+    rec.raw_positional = { table.unpack(args, 1, n) }
+    return p
+  end
+end
+
+-- Positional raw args by name for the pooling classes.
+local pool_positional = { "kernel_size", "stride", "padding", "dilation" }
+for _, name in ipairs { "MaxPool2d", "AvgPool2d" } do
+  local ctor = class[name]
+  class[name] = function(...)
+    local p = ctor(...)
+    local rec = records[p]
+    local names = name == "MaxPool2d" and pool_positional or { "kernel_size", "stride", "padding" }
+    for i, v in ipairs(rec.raw_positional) do if names[i] then rec.raw[names[i]] = v end end
+    return p
+  end
+end
+
+---------------------------------------------------------------------------
+-- Containers and user-defined modules.
+
+local function module_list_from(cls, where, items, names)
+  local p, rec = new_module(cls, where, { list = true })
+  for i, child in ipairs(items) do add_child(rec, names and names[i] or tostring(i - 1), i, child) end
+  return p, rec
+end
+
+local function check_modules(cls, t)
+  for k, v in pairs(t) do
+    if not nn.is_module(v) then
+      diag.error(nil, string.format("%s: entry %s is not a module (got %s)", cls, tostring(k),
+        tensor.is(v) and "a tensor" or type(v)))
+      return false
+    end
+  end
+  return true
+end
+
+-- Named entries of a table, in the order they were created in the spec.
+local function named_in_order(t)
+  local names = {}
+  for k, v in pairs(t) do if type(k) == "string" then names[#names + 1] = k end end
+  table.sort(names, function(a, b)
+    local ra, rb = records[t[a]], records[t[b]]
+    local sa, sb = ra and ra.seq or math.huge, rb and rb.seq or math.huge
+    if sa ~= sb then return sa < sb end
+    return a < b
+  end)
+  return names
+end
+
+function class.Sequential(items, ...)
+  local where = diag.here()
+  if select("#", ...) > 0 or type(items) ~= "table" or nn.is_module(items) then
+    diag.fatal(where, "Sequential takes one table of modules: Sequential { Linear(4, 8), ReLU() }")
+  end
+  check_modules("Sequential", items)
+  local p, rec = module_list_from("Sequential", where, items)
+  rec.call_text = "Sequential"
+  for _, name in ipairs(named_in_order(items)) do add_child(rec, name, name, items[name]) end
+  rec.forward = function(r, x, ...)
+    local extra = select("#", ...)
+    if extra > 0 then diag.fatal(nil, "Sequential takes one input") end
+    for _, c in ipairs(r.children) do x = c.mod(x) end
+    return x
+  end
+  return p
+end
+
+function class.ModuleList(items, ...)
+  local where = diag.here()
+  if select("#", ...) > 0 or type(items) ~= "table" or nn.is_module(items) then
+    diag.fatal(where, "ModuleList takes one table of modules: ModuleList { Linear(4, 8), Linear(8, 8) }")
+  end
+  for k in pairs(items) do
+    if math.type(k) ~= "integer" then diag.fatal(where, "ModuleList takes a list; use ModuleDict for named modules") end
+  end
+  check_modules("ModuleList", items)
+  return (module_list_from("ModuleList", where, items))
+end
+
+function class.ModuleDict(items, ...)
+  local where = diag.here()
+  if select("#", ...) > 0 or type(items) ~= "table" or nn.is_module(items) then
+    diag.fatal(where, "ModuleDict takes one table of named modules")
+  end
+  check_modules("ModuleDict", items)
+  local p, rec = new_module("ModuleDict", where)
+  for _, name in ipairs(named_in_order(items)) do add_child(rec, name, name, items[name]) end
+  return p
+end
+
+local function is_module_table(v)
+  if type(v) ~= "table" or nn.is_module(v) or tensor.is(v) or next(v) == nil then return false end
+  for _, x in pairs(v) do if not nn.is_module(x) then return false end end
+  return true
+end
+
+-- Builds a user-defined module (`model "Name" {...}` and `Module "Name" {...}`)
+-- from its definition table: submodules (in creation order), methods, attributes.
+-- `reserved` names fields that belong to the caller (e.g. `inputs`).
+function nn.define(class_name, def, where, reserved)
+  local p, rec = new_module(class_name, where, { call_text = class_name })
+  local named = {}
+  for k, v in pairs(def) do
+    if reserved and reserved[k] then
+      -- handled by the caller
+    elseif type(k) ~= "string" then
+      diag.error(where, string.format("%s: entry [%s] has no name; give every submodule a name", class_name, tostring(k)))
+    elseif nn.is_module(v) then
+      named[k] = v
+    elseif is_module_table(v) then
+      if #v > 0 then named[k] = class.ModuleList(v) else named[k] = class.ModuleDict(v) end
+      records[named[k]].seq = math.huge  -- placed by its first member below
+      local first = math.huge
+      for _, x in pairs(v) do first = math.min(first, records[x].seq) end
+      records[named[k]].seq = first
+    elseif type(v) == "function" then
+      rec.methods[k] = v
+    elseif tensor.is(v) then
+      diag.error(where, string.format("%s.%s: a tensor cannot be a module field", class_name, k))
+    else
+      rec.attrs[k] = v
+    end
+  end
+  for _, name in ipairs(named_in_order(named)) do add_child(rec, name, name, named[name]) end
+  return p, rec
+end
+
+---------------------------------------------------------------------------
+-- PyTorch's print(model), character for character (torch.nn.Module.__repr__).
+
+local function addindent(s, n)
+  local lines = {}
+  for line in (s .. "\n"):gmatch("(.-)\n") do lines[#lines + 1] = line end
+  if #lines == 1 then return s end
+  local pad = string.rep(" ", n)
+  for i = 2, #lines do lines[i] = pad .. lines[i] end
+  return table.concat(lines, "\n")
+end
+
+function nn.repr(p)
+  local rec = records[p]
+  local extra_lines = {}
+  local extra = rec.extra_repr and rec.extra_repr(rec) or ""
+  if extra ~= "" then
+    for line in (extra .. "\n"):gmatch("(.-)\n") do extra_lines[#extra_lines + 1] = line end
+  end
+  local child_lines = {}
+  for _, c in ipairs(rec.children) do
+    child_lines[#child_lines + 1] = "(" .. c.name .. "): " .. addindent(nn.repr(c.mod), 2)
+  end
+  local lines = {}
+  for _, l in ipairs(extra_lines) do lines[#lines + 1] = l end
+  for _, l in ipairs(child_lines) do lines[#lines + 1] = l end
+  local s = rec.class .. "("
+  if #lines > 0 then
+    if #extra_lines == 1 and #child_lines == 0 then
+      s = s .. extra_lines[1]
+    else
+      s = s .. "\n  " .. table.concat(lines, "\n  ") .. "\n"
+    end
+  end
+  return s .. ")"
+end
+
+---------------------------------------------------------------------------
+-- state_dict order and names: a module's parameters, then its buffers, then
+-- its children's, recursively.  A module reachable under two names (weight
+-- sharing) is listed once, under the first, as named_parameters() does.
+
+function nn.named_tensors(p)
+  local params, buffers, seen = {}, {}, {}
+  local order = {}
+  local function walk(prefix, mp)
+    local rec = records[mp]
+    if seen[rec] then return end
+    seen[rec] = prefix
+    for _, prm in ipairs(rec.params) do
+      local e = { name = prefix .. prm.name, shape = prm.shape, init = prm.init, module = rec, local_name = prm.name, kind = "param", dtype = "float" }
+      params[#params + 1] = e; order[#order + 1] = e
+    end
+    for _, b in ipairs(rec.buffers) do
+      local e = { name = prefix .. b.name, shape = b.shape, init = b.init, module = rec, local_name = b.name, kind = "buffer", dtype = b.dtype }
+      buffers[#buffers + 1] = e; order[#order + 1] = e
+    end
+    for _, c in ipairs(rec.children) do walk(prefix .. c.name .. ".", c.mod) end
+  end
+  walk("", p)
+  return params, buffers, order, seen
+end
+
+return nn

@@ -1,0 +1,545 @@
+-- ops: the one op table.  Each entry holds everything the stages need to know
+-- about one op: its shape rule (errors in the user's terms), its FLOP count per
+-- sample and its precision class (autocast's lists: "lowp" runs in the low
+-- precision, "fp32" must stay fp32, "follow" follows its input).  Later stages
+-- add their own fields (vjp, kernels) here, never a per-op `if` chain elsewhere.
+--
+-- Shapes are lists whose entries are integers or "B" (the batch size).  `shape`
+-- returns the output shape and dtype ("float" or "int64"), raising through
+-- tensor.shape_error with a message that names the module as the user wrote it.
+local util = require "util"
+
+local ops = {}
+
+local function err(node, msg)
+  -- required lazily: gen/tensor.lua requires this module
+  require("tensor").shape_error(node, msg)
+end
+
+local function label(node)
+  return node.module and node.module.call_text or node.op
+end
+
+local function copy(t) local c = {} for i, v in ipairs(t) do c[i] = v end return c end
+
+local function numel(shape) return util.numel(shape, 1) end
+
+-- A dim in PyTorch's convention (0-based, negative from the end) → 1-based index.
+local function norm_dim(node, d, ndim)
+  local i = d < 0 and d + ndim or d
+  if i < 0 or i >= ndim then
+    err(node, string.format("%s: dim %d is out of range for a %d-d tensor (expected in [%d, %d])",
+      label(node), d, ndim, -ndim, ndim - 1))
+  end
+  return i + 1
+end
+
+-- How a flattened dimension came about, for messages: "128×8×8".
+local function describe_dim(t, i)
+  local f = t.factors and t.factors[i]
+  if f then return string.format("%d (%s)", t.shape[i], f) end
+  return tostring(t.shape[i])
+end
+
+local function expect_float(node, t, what)
+  if t.dtype ~= "float" then
+    err(node, string.format("%s expects a floating-point %s, gets %s", label(node), what or "input", t.dtype))
+  end
+end
+
+-- numpy/PyTorch broadcasting, with "B" matching only "B" or 1.
+local function broadcast(node, a, b)
+  local na, nb = #a, #b
+  local n = math.max(na, nb)
+  local out = {}
+  for i = 1, n do
+    local da = a[na - n + i] or 1
+    local db = b[nb - n + i] or 1
+    if da == db then out[i] = da
+    elseif da == 1 then out[i] = db
+    elseif db == 1 then out[i] = da
+    else
+      err(node, string.format("%s: shapes %s and %s cannot be broadcast together (dim %d: %s vs %s)",
+        node.op, util.shape_str(a), util.shape_str(b), i - 1, tostring(da), tostring(db)))
+    end
+  end
+  return out
+end
+
+local function elementwise_flops(node) return numel(node.out.shape) end
+
+local function same_shape(node, x)
+  expect_float(node, x)
+  return copy(x.shape), x.dtype
+end
+
+---------------------------------------------------------------------------
+-- Modules' ops
+
+ops.linear = {
+  arity = 3, precision = "lowp",
+  shape = function(node, x, w)
+    expect_float(node, x)
+    local inf, outf = w.shape[2], w.shape[1]
+    local n = #x.shape
+    if n == 0 then err(node, label(node) .. " expects an input with at least 1 dimension, gets a scalar") end
+    if x.shape[n] ~= inf then
+      err(node, string.format("%s expects %d input features, gets %s", label(node), inf, describe_dim(x, n)))
+    end
+    local out = copy(x.shape); out[n] = outf
+    return out
+  end,
+  flops = function(node)
+    local w = node.inputs[2].shape
+    local rows = numel(node.out.shape) // w[1]
+    return rows * (2 * w[1] * w[2] + (node.inputs[3] and w[1] or 0))
+  end,
+}
+
+-- Output size of a window op along one spatial dim (PyTorch's formula).
+local function window_out(size, k, s, p, d, ceil_mode)
+  local span = size + 2 * p - d * (k - 1) - 1
+  local out
+  if ceil_mode then
+    out = -((-span) // s) + 1
+    -- PyTorch: the last window must start inside the input or left padding
+    if (out - 1) * s >= size + p then out = out - 1 end
+  else
+    out = span // s + 1
+  end
+  return out
+end
+
+local function spatial_input(node, x, what)
+  expect_float(node, x)
+  if #x.shape ~= 4 then
+    err(node, string.format("%s expects a 4-d input (batch, channels, height, width), gets %d-d %s",
+      label(node), #x.shape, util.shape_str(x.shape)))
+  end
+end
+
+ops.conv2d = {
+  arity = 3, precision = "lowp",
+  shape = function(node, x, w)
+    spatial_input(node, x)
+    local a = node.attrs
+    local cin = w.shape[2] * a.groups
+    if x.shape[2] ~= cin then
+      err(node, string.format("%s expects %d input channels, gets %d (input %s)",
+        label(node), cin, x.shape[2], util.shape_str(x.shape)))
+    end
+    local out = { x.shape[1], w.shape[1] }
+    for i = 1, 2 do
+      local size, k, s, d = x.shape[2 + i], a.kernel_size[i], a.stride[i], a.dilation[i]
+      local p = a.padding_lo and a.padding_lo[i] or a.padding[i]
+      local p_total = a.padding_lo and (a.padding_lo[i] + a.padding_hi[i]) or 2 * p
+      local o = (size + p_total - d * (k - 1) - 1) // s + 1
+      if o < 1 then
+        err(node, string.format("%s: input %s is too small for kernel size %d%s (output would be %d)",
+          label(node), util.shape_str(x.shape), k, d > 1 and (" with dilation " .. d) or "", o))
+      end
+      out[2 + i] = o
+    end
+    return out
+  end,
+  flops = function(node)
+    local w = node.inputs[2].shape
+    local o = node.out.shape
+    local per_out = 2 * w[2] * w[3] * w[4] + (node.inputs[3] and 1 or 0)
+    return o[2] * o[3] * o[4] * per_out
+  end,
+}
+
+local function pool_shape(node, x)
+  spatial_input(node, x)
+  local a = node.attrs
+  local out = { x.shape[1], x.shape[2] }
+  for i = 1, 2 do
+    local k, s, p, d = a.kernel_size[i], a.stride[i], a.padding[i], a.dilation and a.dilation[i] or 1
+    if p > k // 2 then
+      err(node, string.format("%s: padding %d should be at most half of the kernel size %d", label(node), p, k))
+    end
+    local o = window_out(x.shape[2 + i], k, s, p, d, a.ceil_mode)
+    if o < 1 then
+      err(node, string.format("%s: input %s is too small for kernel size %d (output would be %d)",
+        label(node), util.shape_str(x.shape), k, o))
+    end
+    out[2 + i] = o
+  end
+  return out
+end
+
+ops.max_pool2d = {
+  arity = 1, precision = "follow", shape = pool_shape,
+  flops = function(node) local a = node.attrs return numel(node.out.shape) * a.kernel_size[1] * a.kernel_size[2] end,
+}
+ops.avg_pool2d = {
+  arity = 1, precision = "follow", shape = pool_shape,
+  flops = function(node) local a = node.attrs return numel(node.out.shape) * a.kernel_size[1] * a.kernel_size[2] end,
+}
+
+ops.batch_norm = {
+  arity = 3, precision = "fp32",
+  shape = function(node, x)
+    expect_float(node, x)
+    local a = node.attrs
+    local n = #x.shape
+    local ok = false
+    for _, allowed in ipairs(a.ndims) do if n == allowed then ok = true end end
+    if not ok then
+      local want = #a.ndims == 2 and string.format("a %dD or %dD", a.ndims[1], a.ndims[2]) or string.format("a %dD", a.ndims[1])
+      err(node, string.format("%s expects %s input, gets %dD %s", label(node), want, n, util.shape_str(x.shape)))
+    end
+    if x.shape[2] ~= a.num_features then
+      err(node, string.format("%s expects %d channels (dim 1), gets %s (input %s)",
+        label(node), a.num_features, tostring(x.shape[2]), util.shape_str(x.shape)))
+    end
+    return copy(x.shape)
+  end,
+  flops = function(node) return 4 * numel(node.out.shape) end,
+}
+
+ops.layer_norm = {
+  arity = 3, precision = "fp32",
+  shape = function(node, x)
+    expect_float(node, x)
+    local ns = node.attrs.normalized_shape
+    local n, k = #x.shape, #ns
+    local ok = n >= k
+    for i = 1, k do if ok and x.shape[n - k + i] ~= ns[i] then ok = false end end
+    if not ok then
+      err(node, string.format("%s expects the input's last dimensions to be %s, gets input %s",
+        label(node), util.shape_str(ns), util.shape_str(x.shape)))
+    end
+    return copy(x.shape)
+  end,
+  flops = function(node) return 5 * numel(node.out.shape) end,
+}
+
+ops.embedding = {
+  arity = 2, precision = "follow",
+  shape = function(node, idx, w)
+    if idx.dtype ~= "int64" then
+      err(node, string.format("%s expects integer indices (a Tensor with dtype = 'int64'), gets %s", label(node), idx.dtype))
+    end
+    local out = copy(idx.shape); out[#out + 1] = w.shape[2]
+    return out
+  end,
+  flops = function() return 0 end,
+}
+
+ops.dropout = { arity = 1, precision = "follow", shape = same_shape, flops = elementwise_flops }
+
+---------------------------------------------------------------------------
+-- Elementwise and activations
+
+for _, name in ipairs { "relu", "silu", "sigmoid", "tanh", "gelu" } do
+  ops[name] = { arity = 1, precision = "follow", shape = same_shape, flops = elementwise_flops }
+end
+
+local function softmax_shape(node, x)
+  expect_float(node, x)
+  if node.attrs.dim == nil then
+    err(node, string.format("%s: dim must be given (PyTorch's implicit dim choice is deprecated)", label(node)))
+  end
+  norm_dim(node, node.attrs.dim, #x.shape)
+  return copy(x.shape)
+end
+ops.softmax = { arity = 1, precision = "fp32", shape = softmax_shape, flops = function(n) return 5 * numel(n.out.shape) end }
+ops.log_softmax = { arity = 1, precision = "fp32", shape = softmax_shape, flops = function(n) return 5 * numel(n.out.shape) end }
+
+local function binary_shape(node, a, b)
+  expect_float(node, a, "operand")
+  if b == nil then return copy(a.shape) end      -- tensor with a scalar
+  expect_float(node, b, "operand")
+  return broadcast(node, a.shape, b.shape)
+end
+for _, name in ipairs { "add", "sub", "mul", "div" } do
+  ops[name] = { arity = 2, precision = "follow", shape = binary_shape, flops = elementwise_flops }
+end
+
+---------------------------------------------------------------------------
+-- Shape ops (no arithmetic)
+
+ops.cat = {
+  precision = "follow",
+  shape = function(node, ...)
+    local list = { ... }
+    local first = list[1].shape
+    local n = #first
+    local d = norm_dim(node, node.attrs.dim, n)
+    local out = copy(first)
+    out[d] = 0
+    for i, t in ipairs(list) do
+      expect_float(node, t)
+      if #t.shape ~= n then
+        err(node, string.format("cat: tensor %d has %d dimensions, tensor 1 has %d (%s vs %s)",
+          i, #t.shape, n, util.shape_str(t.shape), util.shape_str(first)))
+      end
+      for j = 1, n do
+        if j ~= d and t.shape[j] ~= first[j] then
+          err(node, string.format("cat: sizes must match except in dim %d, but tensor %d is %s and tensor 1 is %s",
+            d - 1, i, util.shape_str(t.shape), util.shape_str(first)))
+        end
+      end
+      if t.shape[d] == "B" then
+        err(node, "cat: cannot concatenate along the batch dimension")
+      end
+      out[d] = out[d] + t.shape[d]
+    end
+    return out
+  end,
+  flops = function() return 0 end,
+}
+
+ops.flatten = {
+  arity = 1, precision = "follow",
+  shape = function(node, x)
+    local n = #x.shape
+    if n == 0 then return { 1 } end
+    local s = norm_dim(node, node.attrs.start_dim, n)
+    local e = norm_dim(node, node.attrs.end_dim, n)
+    if s > e then
+      err(node, string.format("%s: start_dim %d comes after end_dim %d", label(node), node.attrs.start_dim, node.attrs.end_dim))
+    end
+    local out, prod, parts, has_b = {}, 1, {}, false
+    for i = 1, s - 1 do out[i] = x.shape[i] end
+    for i = s, e do
+      if x.shape[i] == "B" then has_b = true else prod = prod * x.shape[i] end
+      parts[#parts + 1] = tostring(x.shape[i])
+    end
+    if has_b and e > s then
+      err(node, string.format("%s: flattening the batch dimension together with others is not supported (dims %d..%d of %s)",
+        label(node), s - 1, e - 1, util.shape_str(x.shape)))
+    end
+    out[s] = has_b and "B" or prod
+    for i = e + 1, n do out[#out + 1] = x.shape[i] end
+    local factors
+    if e > s then factors = { [s] = table.concat(parts, "×") } end
+    return out, x.dtype, { factors = factors }
+  end,
+  flops = function() return 0 end,
+}
+
+ops.reshape = {
+  arity = 1, precision = "follow",
+  shape = function(node, x)
+    local dims = node.attrs.dims
+    local per_sample = 1   -- product of the input's non-batch dims
+    local batched = false
+    for _, d in ipairs(x.shape) do if d == "B" then batched = true else per_sample = per_sample * d end end
+    local out, known, infer = {}, 1, nil
+    for i, d in ipairs(dims) do
+      if d == -1 then
+        if infer then err(node, "reshape: only one dimension can be -1") end
+        infer = i
+      elseif d < 0 then
+        err(node, string.format("reshape: invalid size %d", d))
+      else
+        known = known * d
+      end
+      out[i] = d
+    end
+    local function bad()
+      err(node, string.format("reshape: shape %s is invalid for an input of shape %s",
+        util.shape_str(dims), util.shape_str(x.shape)))
+    end
+    if batched then
+      -- -1 must absorb the batch: the remaining dims must hold exactly one sample
+      if not infer or known ~= per_sample then
+        if infer and known ~= 0 and (per_sample % known == 0) and known ~= per_sample then
+          err(node, string.format("reshape: shape %s would mix the batch dimension into others (input %s); keep one dim as -1 for the batch",
+            util.shape_str(dims), util.shape_str(x.shape)))
+        end
+        bad()
+      end
+      out[infer] = "B"
+    else
+      if infer then
+        if known == 0 or per_sample % known ~= 0 then bad() end
+        out[infer] = per_sample // known
+      elseif known ~= per_sample then bad() end
+    end
+    return out, x.dtype
+  end,
+  flops = function() return 0 end,
+}
+
+ops.transpose = {
+  arity = 1, precision = "follow",
+  shape = function(node, x)
+    local n = #x.shape
+    local a = norm_dim(node, node.attrs.dim0, n)
+    local b = norm_dim(node, node.attrs.dim1, n)
+    local out = copy(x.shape)
+    out[a], out[b] = out[b], out[a]
+    return out, x.dtype
+  end,
+  flops = function() return 0 end,
+}
+
+ops.permute = {
+  arity = 1, precision = "follow",
+  shape = function(node, x)
+    local n = #x.shape
+    local dims = node.attrs.dims
+    if #dims ~= n then
+      err(node, string.format("permute: %d dims given for a %d-d tensor %s", #dims, n, util.shape_str(x.shape)))
+    end
+    local out, seen = {}, {}
+    for i, d in ipairs(dims) do
+      local j = norm_dim(node, d, n)
+      if seen[j] then err(node, string.format("permute: dim %d repeated", j - 1)) end
+      seen[j] = true
+      out[i] = x.shape[j]
+    end
+    return out, x.dtype
+  end,
+  flops = function() return 0 end,
+}
+
+ops.slice = {
+  arity = 1, precision = "follow",
+  shape = function(node, x)
+    local a = node.attrs
+    local n = #x.shape
+    local d = norm_dim(node, a.dim, n)
+    local size = x.shape[d]
+    if size == "B" then err(node, "slice: slicing the batch dimension is not supported") end
+    if a.step <= 0 then err(node, "slice: step must be positive") end
+    local function clamp(v, default)
+      if v == nil then return default end
+      if v < 0 then v = v + size end
+      return math.max(0, math.min(size, v))
+    end
+    local start, stop = clamp(a.start, 0), clamp(a.stop, size)
+    local len = stop > start and (stop - start + a.step - 1) // a.step or 0
+    if len == 0 then
+      err(node, string.format("slice: [%s:%s] of dim %d (size %d) is empty",
+        tostring(a.start or ""), tostring(a.stop or ""), a.dim, size))
+    end
+    local out = copy(x.shape); out[d] = len
+    a.start_index = start
+    return out, x.dtype
+  end,
+  flops = function() return 0 end,
+}
+
+local function reduce_shape(node, x)
+  expect_float(node, x)
+  local n = #x.shape
+  local dims = node.attrs.dims
+  if dims == nil then return {} end        -- over everything: a scalar
+  local drop = {}
+  for _, d in ipairs(dims) do drop[norm_dim(node, d, n)] = true end
+  local out = {}
+  for i = 1, n do
+    if drop[i] then
+      if node.attrs.keepdim then out[#out + 1] = 1 end
+    else
+      out[#out + 1] = x.shape[i]
+    end
+  end
+  return out
+end
+ops.sum = { arity = 1, precision = "fp32", shape = reduce_shape, flops = function(n) return numel(n.inputs[1].shape) end }
+ops.mean = { arity = 1, precision = "fp32", shape = reduce_shape, flops = function(n) return numel(n.inputs[1].shape) end }
+
+-- torch.matmul: 1-d, 2-d and batched (broadcast) operands.
+ops.matmul = {
+  arity = 2, precision = "lowp",
+  shape = function(node, a, b)
+    expect_float(node, a, "operand"); expect_float(node, b, "operand")
+    local sa, sb = copy(a.shape), copy(b.shape)
+    if #sa == 0 or #sb == 0 then err(node, "matmul: both arguments need at least 1 dimension") end
+    local squeeze_a, squeeze_b = #sa == 1, #sb == 1
+    if squeeze_a then table.insert(sa, 1, 1) end
+    if squeeze_b then sb[#sb + 1] = 1 end
+    local m, k = sa[#sa - 1], sa[#sa]
+    local k2, nn = sb[#sb - 1], sb[#sb]
+    if k ~= k2 then
+      err(node, string.format("matmul: shapes %s and %s cannot be multiplied (%s ≠ %s)",
+        util.shape_str(a.shape), util.shape_str(b.shape), tostring(k), tostring(k2)))
+    end
+    local ba, bb = {}, {}
+    for i = 1, #sa - 2 do ba[i] = sa[i] end
+    for i = 1, #sb - 2 do bb[i] = sb[i] end
+    local out = broadcast(node, ba, bb)
+    if not squeeze_a then out[#out + 1] = m end
+    if not squeeze_b then out[#out + 1] = nn end
+    return out
+  end,
+  flops = function(node)
+    local a = node.inputs[1].shape
+    local k = a[#a]
+    return 2 * k * numel(node.out.shape)
+  end,
+}
+
+---------------------------------------------------------------------------
+-- Losses (fp32, as autocast keeps them)
+
+local function reduced(node, shape)
+  if node.attrs.reduction == "none" then return copy(shape) end
+  return {}
+end
+
+ops.cross_entropy = {
+  arity = 2, precision = "fp32",
+  shape = function(node, input, target)
+    expect_float(node, input, "input (logits)")
+    local si, st = input.shape, target.shape
+    if #si < 1 then err(node, "cross_entropy: input must have a class dimension") end
+    if target.dtype == "int64" then
+      -- class indices: input (N, C, d1...) and target (N, d1...), or input (C) and target ()
+      local expect = {}
+      for i, d in ipairs(si) do if i ~= 2 then expect[#expect + 1] = d end end
+      if #si == 1 then expect = {} end
+      local ok = #st == #expect
+      for i = 1, #expect do if ok and st[i] ~= expect[i] then ok = false end end
+      if not ok then
+        err(node, string.format("cross_entropy: class-index target must have shape %s for input %s, gets %s",
+          util.shape_str(expect), util.shape_str(si), util.shape_str(st)))
+      end
+      return reduced(node, st)
+    end
+    -- class probabilities: same shape as the input
+    local ok = #st == #si
+    for i = 1, #si do if ok and st[i] ~= si[i] then ok = false end end
+    if not ok then
+      err(node, string.format("cross_entropy: probability target must have the input's shape %s, gets %s (for class indices use a Tensor with dtype = 'int64')",
+        util.shape_str(si), util.shape_str(st)))
+    end
+    local out = {}
+    for i, d in ipairs(si) do if i ~= 2 then out[#out + 1] = d end end
+    return reduced(node, out)
+  end,
+  flops = function(node) return 6 * numel(node.inputs[1].shape) end,
+}
+
+local function pointwise_loss(name)
+  return {
+    arity = 2, precision = "fp32",
+    shape = function(node, input, target)
+      expect_float(node, input, "input")
+      if target.dtype ~= "float" then
+        err(node, string.format("%s expects a floating-point target, gets %s", name, target.dtype))
+      end
+      local si, st = input.shape, target.shape
+      local ok = #si == #st
+      for i = 1, #si do if ok and si[i] ~= st[i] then ok = false end end
+      if not ok then
+        err(node, string.format("%s: target shape %s must equal input shape %s",
+          name, util.shape_str(st), util.shape_str(si)))
+      end
+      return reduced(node, si)
+    end,
+    flops = function(node) return 4 * numel(node.inputs[1].shape) end,
+  }
+end
+ops.bce = pointwise_loss("bce")
+ops.bce_with_logits = pointwise_loss("bce_with_logits")
+ops.mse = pointwise_loss("mse")
+ops.l1 = pointwise_loss("l1")
+
+return ops

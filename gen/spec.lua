@@ -1,0 +1,504 @@
+-- spec: runs a spec file in a sandbox that exposes only the DSL, and returns
+-- what it declared: the model (a module proxy with its inputs and methods), the
+-- Fabric settings and the training setup, each value validated and each
+-- carrying the spec line it was written on.
+local diag = require "diag"
+local util = require "util"
+local nn = require "nn"
+local tensor = require "tensor"
+
+local spec = {}
+
+---------------------------------------------------------------------------
+-- Validation of settings tables (fabric, train, optimizers, ...).
+
+local checkers = {}
+local function fail(what, want, v)
+  local shown = type(v) == "string" and ("'" .. v .. "'") or (type(v) == "table" and "a table" or tostring(v))
+  return nil, string.format("%s must be %s, got %s", what, want, shown)
+end
+function checkers.number(v, what) if type(v) == "number" then return v + 0.0 end return fail(what, "a number", v) end
+function checkers.nonneg(v, what) if type(v) == "number" and v >= 0 then return v + 0.0 end return fail(what, "a non-negative number", v) end
+function checkers.posnumber(v, what) if type(v) == "number" and v > 0 then return v + 0.0 end return fail(what, "a positive number", v) end
+function checkers.prob(v, what) if type(v) == "number" and v >= 0 and v <= 1 then return v + 0.0 end return fail(what, "a number in [0, 1]", v) end
+function checkers.int(v, what) if math.type(v) == "integer" then return v end return fail(what, "an integer", v) end
+function checkers.posint(v, what) if math.type(v) == "integer" and v > 0 then return v end return fail(what, "a positive integer", v) end
+function checkers.nonnegint(v, what) if math.type(v) == "integer" and v >= 0 then return v end return fail(what, "a non-negative integer", v) end
+function checkers.bool(v, what) if type(v) == "boolean" then return v end return fail(what, "true or false", v) end
+function checkers.string(v, what) if type(v) == "string" then return v end return fail(what, "a string", v) end
+function checkers.func(v, what) if type(v) == "function" then return v end return fail(what, "a function", v) end
+function checkers.betas(v, what)
+  if type(v) == "table" and #v == 2 and type(v[1]) == "number" and type(v[2]) == "number"
+     and v[1] >= 0 and v[1] < 1 and v[2] >= 0 and v[2] < 1 then
+    return { v[1] + 0.0, v[2] + 0.0 }
+  end
+  return fail(what, "a pair of numbers in [0, 1), e.g. {0.9, 0.999}", v)
+end
+local function enum(...)
+  local allowed = { ... }
+  return function(v, what)
+    for _, a in ipairs(allowed) do if v == a then return v end end
+    local quoted = {}
+    for i, a in ipairs(allowed) do quoted[i] = "'" .. a .. "'" end
+    local hint = type(v) == "string" and util.did_you_mean(v, allowed) or ""
+    local r, msg = fail(what, "one of " .. table.concat(quoted, ", "), v)
+    return r, msg .. hint
+  end
+end
+
+-- Values made by the DSL's settings constructors (AdamW{...}, EarlyStopping{...}).
+local Setting = { __name = "Setting" }
+local function is_setting(v, family)
+  return getmetatable(v) == Setting and (family == nil or v.family == family)
+end
+local function setting_of(family)
+  return function(v, what)
+    if is_setting(v, family) then return v end
+    return fail(what, "a " .. family .. " (" .. table.concat(spec.families[family], ", ") .. ")", v)
+  end
+end
+local function list_of(family)
+  return function(v, what)
+    if is_setting(v, family) then return { v } end
+    if type(v) ~= "table" or getmetatable(v) ~= nil then
+      return fail(what, "a list of " .. family .. "s", v)
+    end
+    local out = {}
+    for i, x in ipairs(v) do
+      if not is_setting(x, family) then
+        return fail(string.format("%s[%d]", what, i), "a " .. family .. " (" .. table.concat(spec.families[family], ", ") .. ")", x)
+      end
+      out[i] = x
+    end
+    return out
+  end
+end
+
+-- Checks `t` against `schema` ({ key = {checker, default, required = bool}, ... }).
+local function validate(owner, t, schema, where)
+  local out = {}
+  if type(t) ~= "table" or getmetatable(t) ~= nil then
+    diag.error(where, string.format("%s takes a table of settings: %s { ... }", owner, owner))
+    return out
+  end
+  local names = util.sorted_keys(schema)
+  for k, v in pairs(t) do
+    if type(k) ~= "string" or not schema[k] then
+      diag.error(where, string.format("%s: unknown setting '%s'%s", owner, tostring(k), util.did_you_mean(tostring(k), names)))
+    else
+      local r, msg = schema[k][1](v, owner .. "." .. k)
+      if msg then diag.error(where, msg) else out[k] = r end
+    end
+  end
+  for _, k in ipairs(names) do
+    local s = schema[k]
+    if out[k] == nil then
+      if s.required and t[k] == nil then
+        diag.error(where, string.format("%s: '%s' is required", owner, k))
+      elseif t[k] == nil then
+        out[k] = s[2]
+      end
+    end
+  end
+  return out
+end
+
+---------------------------------------------------------------------------
+-- Settings constructors: optimizers, schedulers, callbacks, loggers, data.
+-- Defaults are PyTorch's / Lightning's.
+
+spec.families = {}
+local settings = {}
+local function define_setting(family, name, schema, check)
+  spec.families[family] = spec.families[family] or {}
+  table.insert(spec.families[family], name)
+  table.sort(spec.families[family])
+  settings[name] = function(t)
+    local where = diag.here()
+    local args = validate(name, t or {}, schema, where)
+    if check and not diag.has_errors() then check(args, where) end
+    return setmetatable({ family = family, kind = name, args = args, where = where }, Setting)
+  end
+end
+
+define_setting("optimizer", "SGD", {
+  lr = { checkers.nonneg, 1e-3 }, momentum = { checkers.nonneg, 0.0 }, dampening = { checkers.number, 0.0 },
+  weight_decay = { checkers.nonneg, 0.0 }, nesterov = { checkers.bool, false }, maximize = { checkers.bool, false },
+}, function(a, where)
+  if a.nesterov and (a.momentum <= 0 or a.dampening ~= 0) then
+    diag.error(where, "SGD: Nesterov momentum requires a momentum and zero dampening")
+  end
+end)
+for _, name in ipairs { "Adam", "AdamW" } do
+  define_setting("optimizer", name, {
+    lr = { checkers.nonneg, 1e-3 }, betas = { checkers.betas, { 0.9, 0.999 } }, eps = { checkers.nonneg, 1e-8 },
+    weight_decay = { checkers.nonneg, name == "AdamW" and 1e-2 or 0.0 }, amsgrad = { checkers.bool, false },
+    maximize = { checkers.bool, false },
+  })
+end
+
+define_setting("scheduler", "StepLR", {
+  step_size = { checkers.posint, nil, required = true }, gamma = { checkers.number, 0.1 },
+  interval = { enum("epoch", "step"), "epoch" },
+})
+define_setting("scheduler", "WarmupCosine", {
+  warmup_steps = { checkers.nonnegint, 0 }, total_steps = { checkers.posint, nil },
+  min_lr = { checkers.nonneg, 0.0 },
+})
+define_setting("scheduler", "OneCycleLR", {
+  max_lr = { checkers.posnumber, nil, required = true }, total_steps = { checkers.posint, nil },
+  pct_start = { checkers.prob, 0.3 }, anneal_strategy = { enum("cos", "linear"), "cos" },
+  div_factor = { checkers.posnumber, 25.0 }, final_div_factor = { checkers.posnumber, 1e4 },
+  three_phase = { checkers.bool, false },
+})
+
+define_setting("callback", "EarlyStopping", {
+  monitor = { checkers.string, nil, required = true }, mode = { enum("min", "max"), "min" },
+  patience = { checkers.nonnegint, 3 }, min_delta = { checkers.nonneg, 0.0 },
+})
+define_setting("callback", "ModelCheckpoint", {
+  monitor = { checkers.string, nil }, mode = { enum("min", "max"), "min" },
+  save_top_k = { checkers.int, 1 }, save_last = { checkers.bool, false },
+  dirpath = { checkers.string, nil }, filename = { checkers.string, nil },
+})
+
+for _, name in ipairs { "CSVLogger", "TensorBoardLogger", "MLFlowLogger" } do
+  define_setting("logger", name, {
+    root_dir = { checkers.string, "logs" }, name = { checkers.string, "lightning_logs" },
+    version = { checkers.nonnegint, nil }, every_n_steps = { checkers.posint, 50 },
+  })
+end
+
+define_setting("data", "FashionMNIST", {
+  root = { checkers.string, "/usr/share/datasets/fashion-mnist" },
+  val_split = { checkers.nonnegint, 5000 }, normalize = { checkers.bool, false },
+  mean = { checkers.number, 0.2860 }, std = { checkers.posnumber, 0.3530 },
+})
+define_setting("data", "Synthetic", {
+  fields = { function(v, what)
+    if type(v) ~= "table" then return fail(what, "a table of Tensor declarations", v) end
+    for k, x in pairs(v) do
+      if type(k) ~= "string" or not spec.is_decl(x) then
+        return fail(what .. "." .. tostring(k), "a Tensor{...} declaration", x)
+      end
+    end
+    return v
+  end, nil, required = true },
+  size = { checkers.posint, 1024 }, val_size = { checkers.nonnegint, 256 },
+})
+define_setting("data", "Npy", {
+  fields = { function(v, what)
+    if type(v) ~= "table" then return fail(what, "a table: field name → .npy file", v) end
+    for k, x in pairs(v) do
+      if type(k) ~= "string" or type(x) ~= "string" then return fail(what .. "." .. tostring(k), "a file name", x) end
+    end
+    return v
+  end, nil, required = true },
+  val_split = { checkers.nonnegint, 0 },
+})
+
+---------------------------------------------------------------------------
+-- Tensor declarations: model inputs and data fields (per-sample shape).
+
+local Decl = { __name = "TensorDecl" }
+local decl_counter = 0
+function spec.is_decl(v) return getmetatable(v) == Decl end
+
+local DTYPES = { float = "float", float32 = "float", int64 = "int64", long = "int64" }
+local DISTS = { uniform = true, normal = true, bernoulli = true, randint = true }
+
+local function Tensor(t)
+  local where = diag.here()
+  if type(t) ~= "table" then
+    diag.fatal(where, "Tensor takes a table: Tensor{3, 32, 32} or Tensor{dtype = 'int64'}")
+  end
+  local dims = {}
+  for i, d in ipairs(t) do
+    if math.type(d) ~= "integer" or d <= 0 then
+      diag.error(where, string.format("Tensor: dimension %d must be a positive integer, got %s", i, tostring(d)))
+    end
+    dims[i] = d
+  end
+  local known = { dtype = true, dist = true, low = true, high = true }
+  for k in pairs(t) do
+    if math.type(k) ~= "integer" and not known[k] then
+      diag.error(where, string.format("Tensor: unknown setting '%s'%s", tostring(k),
+        util.did_you_mean(tostring(k), util.sorted_keys(known))))
+    end
+  end
+  local dtype = DTYPES[t.dtype or "float"]
+  if not dtype then
+    diag.error(where, string.format("Tensor: dtype must be 'float32' or 'int64', got '%s'", tostring(t.dtype)))
+  end
+  if t.dist ~= nil and not DISTS[t.dist] then
+    diag.error(where, string.format("Tensor: dist must be one of 'uniform', 'normal', 'bernoulli', 'randint', got '%s'%s",
+      tostring(t.dist), util.did_you_mean(tostring(t.dist), util.sorted_keys(DISTS))))
+  end
+  if t.dist == "randint" and math.type(t.high) ~= "integer" then
+    diag.error(where, "Tensor: dist = 'randint' needs an integer 'high' (exclusive)")
+  end
+  decl_counter = decl_counter + 1
+  return setmetatable({ shape = dims, dtype = dtype or "float", dist = t.dist, low = t.low, high = t.high,
+                        where = where, seq = decl_counter }, Decl)
+end
+
+---------------------------------------------------------------------------
+-- fabric { ... }: exactly Fabric's accepted strings.
+
+local PRECISION_ALIASES = {
+  ["64"] = "64-true", ["32"] = "32-true", ["16"] = "16-mixed", ["bf16"] = "bf16-mixed",
+  [64] = "64-true", [32] = "32-true", [16] = "16-mixed",
+}
+local PRECISIONS = { "32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true" }
+
+local function check_precision(v, what)
+  if PRECISION_ALIASES[v] then return PRECISION_ALIASES[v] end
+  for _, p in ipairs(PRECISIONS) do if v == p then return v end end
+  if type(v) == "string" and v:match("^transformer%-engine") then
+    return nil, string.format("%s '%s' is a Fabric precision that loom does not support (NVIDIA Transformer Engine)", what, v)
+  end
+  local all = { table.unpack(PRECISIONS) }
+  for _, a in ipairs { "64", "32", "16", "bf16" } do all[#all + 1] = a end
+  return nil, string.format("%s: unknown precision %s; expected one of %s (or the aliases 64, 32, 16, 'bf16')%s", what,
+    type(v) == "string" and ("'" .. v .. "'") or tostring(v), table.concat(PRECISIONS, ", "),
+    type(v) == "string" and util.did_you_mean(v, all) or "")
+end
+
+local function check_devices(v, what)
+  if v == "auto" or v == -1 then return v end
+  if math.type(v) == "integer" and v > 0 then return v end
+  if type(v) == "string" and v:match("^%d+$") and tonumber(v) > 0 then return math.tointeger(tonumber(v)) end
+  if type(v) == "table" and #v > 0 then
+    for _, d in ipairs(v) do
+      if math.type(d) ~= "integer" or d < 0 then return fail(what, "a list of device indices", v) end
+    end
+    return v
+  end
+  return fail(what, "a positive integer, a list of device indices, -1 (all) or 'auto'", v)
+end
+
+local function check_strategy(v, what)
+  local ok = { auto = true, ddp = true, fsdp = true }
+  if ok[v] then return v end
+  local known_elsewhere = { dp = true, ddp_spawn = true, deepspeed = true, xla = true, single_device = false }
+  if type(v) == "string" and known_elsewhere[v] then
+    return nil, string.format("%s '%s' is a Fabric strategy that loom does not support; use 'auto', 'ddp' or 'fsdp'", what, v)
+  end
+  local r, msg = enum("auto", "ddp", "fsdp")(v, what)
+  return r, msg
+end
+
+local FABRIC_SCHEMA = {
+  accelerator = { function(v, what)
+    if v == "gpu" then return "cuda" end
+    if v == "mps" or v == "tpu" then
+      return nil, string.format("%s '%s' is a Fabric accelerator that loom does not support; use 'cpu', 'cuda', 'gpu' or 'auto'", what, v)
+    end
+    return enum("cpu", "cuda", "gpu", "auto")(v, what)
+  end, "auto" },
+  devices = { check_devices, "auto" },
+  num_nodes = { checkers.posint, 1 },
+  strategy = { check_strategy, "auto" },
+  precision = { check_precision, "32-true" },
+}
+
+local function check_clip(v, what)
+  if type(v) ~= "table" or getmetatable(v) then return fail(what, "{max_norm = N[, norm_type = 2]} or {clip_val = V}", v) end
+  local out = validate(what, v, { max_norm = { checkers.posnumber }, norm_type = { checkers.posnumber, 2.0 },
+                                  clip_val = { checkers.posnumber } }, diag.here())
+  if (out.max_norm == nil) == (out.clip_val == nil) then
+    return nil, what .. ": give exactly one of max_norm (clip by norm) and clip_val (clip by value)"
+  end
+  if out.clip_val then out.norm_type = nil end
+  return out
+end
+
+local TRAIN_SCHEMA = {
+  data = { setting_of("data"), nil, required = true },
+  loss = { checkers.func, nil, required = true },
+  optimizer = { setting_of("optimizer"), nil, required = true },
+  scheduler = { setting_of("scheduler"), nil },
+  epochs = { checkers.posint, nil }, max_steps = { checkers.posint, nil },
+  batch_size = { checkers.posint, nil, required = true },
+  accumulate = { checkers.posint, 1 },
+  clip = { check_clip, nil },
+  callbacks = { list_of("callback"), {} },
+  loggers = { list_of("logger"), {} },
+  seed = { checkers.nonnegint, 42 },
+  val_every = { checkers.posint, 1 },
+  num_workers = { checkers.nonnegint, 1 },
+}
+
+---------------------------------------------------------------------------
+-- The sandbox.
+
+local FORBIDDEN = {
+  io = "file access", os = "the operating system", require = "loading modules", load = "loading code",
+  loadfile = "loading files", dofile = "running files", debug = "the debug library",
+  package = "the module system", collectgarbage = "the garbage collector",
+  getmetatable = "metatables", setmetatable = "metatables", rawget = "raw access",
+  rawset = "raw access", rawequal = "raw access", rawlen = "raw access",
+}
+
+local function copy_lib(lib, drop)
+  local t = {}
+  for k, v in pairs(lib) do if not (drop and drop[k]) then t[k] = v end end
+  return t
+end
+
+local function make_env(result)
+  local dsl = {}
+  for name, ctor in pairs(nn.class) do dsl[name] = ctor end
+  for name, f in pairs(tensor.functional) do dsl[name] = f end
+  for name, f in pairs(settings) do dsl[name] = f end
+  dsl.Tensor = Tensor
+
+  dsl.Module = function(name)
+    local where = diag.here()
+    if type(name) ~= "string" or not name:match("^[%a_][%w_]*$") then
+      diag.fatal(where, "Module takes a class name and a table: Module \"Block\" { ... }")
+    end
+    return function(def)
+      if type(def) ~= "table" then diag.fatal(where, "Module \"" .. name .. "\" needs a table: Module \"" .. name .. "\" { ... }") end
+      local p = nn.define(name, def, where)
+      return p
+    end
+  end
+
+  dsl.model = function(name)
+    local where = diag.here()
+    if type(name) ~= "string" or not name:match("^[%a_][%w_]*$") then
+      diag.fatal(where, "model takes a class name and a table: model \"Net\" { ... }")
+    end
+    return function(def)
+      if type(def) ~= "table" then diag.fatal(where, "model \"" .. name .. "\" needs a table: model \"" .. name .. "\" { ... }") end
+      if result.model then
+        diag.error(where, string.format("a spec declares one model; '%s' was already declared at line %d",
+          result.model_name, result.model_where.line))
+        return
+      end
+      local p, rec = nn.define(name, def, where, { inputs = true })
+      result.model, result.model_name, result.model_where = p, name, where
+      -- inputs: one Tensor (forward gets it), or named Tensors (forward gets a table)
+      local inputs = def.inputs
+      if inputs == nil then
+        diag.error(where, string.format("model \"%s\" needs inputs, e.g. inputs = { image = Tensor{1, 28, 28} }", name))
+      elseif spec.is_decl(inputs) then
+        result.inputs = { { name = "x", decl = inputs } }
+        result.single_input = true
+      elseif type(inputs) == "table" then
+        local list = {}
+        for k, v in pairs(inputs) do
+          if type(k) ~= "string" or not spec.is_decl(v) then
+            diag.error(where, string.format("model \"%s\": inputs.%s must be a Tensor{...} declaration", name, tostring(k)))
+          else
+            list[#list + 1] = { name = k, decl = v }
+          end
+        end
+        table.sort(list, function(a, b) return a.decl.seq < b.decl.seq end)
+        if #list == 0 and not diag.has_errors() then
+          diag.error(where, string.format("model \"%s\": inputs is empty", name))
+        end
+        result.inputs = list
+      else
+        diag.error(where, string.format("model \"%s\": inputs must be a Tensor{...} or a table of them", name))
+      end
+      if not rec.methods.forward then
+        diag.error(where, string.format("model \"%s\" has no forward = function(m, x) ... end", name))
+      end
+    end
+  end
+
+  dsl.fabric = function(t)
+    local where = diag.here()
+    if result.fabric then diag.error(where, "fabric { ... } is given twice") end
+    result.fabric = validate("fabric", t, FABRIC_SCHEMA, where)
+    result.fabric.where = where
+  end
+
+  dsl.train = function(t)
+    local where = diag.here()
+    if result.train then diag.error(where, "train { ... } is given twice") end
+    local tr = validate("train", t, TRAIN_SCHEMA, where)
+    if type(t) == "table" and t.epochs == nil and t.max_steps == nil then
+      diag.error(where, "train: give epochs or max_steps")
+    end
+    tr.where = where
+    result.train = tr
+  end
+
+  local safe = {
+    assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs, pcall = pcall,
+    select = select, tonumber = tonumber, tostring = tostring, type = type, xpcall = xpcall,
+    print = function(...)
+      local parts = table.pack(...)
+      for i = 1, parts.n do parts[i] = tostring(parts[i]) end
+      io.stderr:write(table.concat(parts, "\t", 1, parts.n), "\n")
+    end,
+    math = copy_lib(math), string = copy_lib(string, { dump = true }), table = copy_lib(table),
+    utf8 = copy_lib(utf8), unpack = table.unpack, _VERSION = _VERSION,
+  }
+  for k, v in pairs(safe) do dsl[k] = v end
+
+  local all_names = util.sorted_keys(dsl)
+  local env = setmetatable({}, {
+    __index = function(_, k)
+      local v = dsl[k]
+      if v ~= nil then return v end
+      if FORBIDDEN[k] then
+        diag.fatal(nil, string.format("'%s' is not available in a spec: specs run in a sandbox without %s", k, FORBIDDEN[k]))
+      end
+      diag.fatal(nil, string.format("unknown name '%s'%s", tostring(k), util.did_you_mean(tostring(k), all_names)))
+    end,
+  })
+  dsl._G = env
+  return env
+end
+
+-- Turns an error raised while running spec code into a diagnostic where it is
+-- the user's (a Lua error located in the spec); returns it unchanged otherwise.
+function spec.user_error(e, chunkname)
+  if diag.is_failure(e) then return e end
+  if type(e) == "string" then
+    local file = chunkname:sub(2)
+    local line, msg = e:match("^" .. file:gsub("%p", "%%%0") .. ":(%d+): (.*)$")
+    if line then
+      diag.error({ file = file, line = tonumber(line) }, msg)
+      local ok, failure = pcall(diag.check)
+      if not ok then return failure end
+    end
+  end
+  return nil
+end
+
+-- Runs the spec at `path`.  Returns the declared spec; raises a diagnostic
+-- failure (table) for the user's errors.
+function spec.load(path)
+  local f, open_err = io.open(path, "rb")
+  if not f then diag.fatal(nil, string.format("cannot read spec %s", open_err)) end
+  local text = f:read("a")
+  f:close()
+  local chunkname = "@" .. path
+  diag.set_spec(chunkname, text)
+  local result = { file = path, text = text }
+  local env = make_env(result)
+  local chunk, syntax = load(text, chunkname, "t", env)
+  if not chunk then
+    local e = spec.user_error(syntax, chunkname)
+    error(e or syntax, 0)
+  end
+  local ok, e = xpcall(chunk, function(err)
+    local user = spec.user_error(err, chunkname)
+    if user then return user end
+    return debug.traceback(tostring(err), 2)
+  end)
+  if not ok then error(e, 0) end
+  if not result.model and not diag.has_errors() then
+    diag.error({ file = path, line = 1 }, "the spec declares no model: add model \"Name\" { inputs = ..., forward = ... }")
+  end
+  diag.check()
+  result.fabric = result.fabric or validate("fabric", {}, FABRIC_SCHEMA, nil)
+  return result
+end
+
+return spec

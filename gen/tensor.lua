@@ -1,0 +1,296 @@
+-- tensor: symbolic tensors for tracing.  A spec's forward runs on these; every
+-- operation on them checks shapes through the op table (gen/ops.lua) and appends
+-- a node to the graph being traced.  Shapes include the batch dimension as the
+-- symbol "B" in front, exactly as the PyTorch code would see them, so dims in
+-- `sum(x, 1)` or `transpose(x, 1, 2)` mean what they mean in PyTorch.
+local diag = require "diag"
+local util = require "util"
+local ops = require "ops"
+
+local tensor = {}
+
+local Tensor = {}          -- metatable of symbolic tensors
+Tensor.__name = "Tensor"
+local methods = {}
+
+local current = nil        -- the graph being traced (set by gen/graph.lua)
+local module_stack = {}    -- modules being applied, innermost last
+
+function tensor.is(v) return getmetatable(v) == Tensor end
+
+function tensor.begin_trace(graph) current = graph; module_stack = {} end
+function tensor.end_trace() current = nil end
+function tensor.tracing() return current ~= nil end
+
+function tensor.push_module(mod, call_where)
+  module_stack[#module_stack + 1] = { mod = mod, call_where = call_where }
+end
+function tensor.pop_module() module_stack[#module_stack] = nil end
+function tensor.current_module()
+  local top = module_stack[#module_stack]
+  return top and top.mod, top and top.call_where
+end
+
+-- A new tensor value in the current graph.
+function tensor.new(shape, dtype, fields)
+  local t = { shape = shape, dtype = dtype or "float" }
+  for k, v in pairs(fields or {}) do t[k] = v end
+  if current then
+    current.ntensors = current.ntensors + 1
+    t.id = current.ntensors
+  end
+  return setmetatable(t, Tensor)
+end
+
+-- Records one op: checks it through the op table and returns its output tensor.
+-- `inputs` are tensors (nil allowed for optional ones such as a missing bias).
+function tensor.apply(opname, inputs, attrs, where)
+  local op = ops[opname]
+  assert(op, "unknown op " .. tostring(opname))
+  if not current then
+    diag.fatal(where or diag.here(),
+      string.format("%s can only be used on tensors inside a traced method (forward, loss, ...)", opname))
+  end
+  local mod, call_where = tensor.current_module()
+  local node = {
+    op = opname, inputs = inputs, attrs = attrs or {},
+    -- a built-in module's op points at the module's constructor; any other op
+    -- (functional, or inside a spec-defined forward) at the line that called it
+    module = mod, where = where or (mod and mod.forward and mod.where) or diag.here(),
+    call_where = call_where or diag.here(),
+  }
+  local shape, dtype, extra = op.shape(node, table.unpack(inputs, 1, op.arity or #inputs))
+  extra = extra or {}
+  extra.node = node
+  local out = tensor.new(shape, dtype or "float", extra)
+  node.out = out
+  node.index = #current.nodes + 1
+  current.nodes[node.index] = node
+  return out
+end
+
+-- Raises the standard shape error for `node` (the module's or op's own words).
+function tensor.shape_error(node, msg)
+  local notes
+  if node.module and node.call_where and node.call_where.line ~= (node.where and node.where.line) then
+    notes = { { where = node.call_where, msg = "called here" } }
+  end
+  diag.fatal(node.where, msg, notes)
+end
+
+local function as_tensor_or_number(v, what)
+  if tensor.is(v) or type(v) == "number" then return v end
+  diag.fatal(nil, string.format("%s: expected a tensor or a number, got %s", what, type(v)))
+end
+
+local function binary(opname)
+  return function(a, b)
+    as_tensor_or_number(a, opname); as_tensor_or_number(b, opname)
+    if type(a) == "number" then return tensor.apply(opname, { b }, { scalar = a, scalar_left = true }) end
+    if type(b) == "number" then return tensor.apply(opname, { a }, { scalar = b }) end
+    return tensor.apply(opname, { a, b })
+  end
+end
+Tensor.__add = binary("add")
+Tensor.__sub = binary("sub")
+Tensor.__mul = binary("mul")
+Tensor.__div = binary("div")
+Tensor.__unm = function(a) return tensor.apply("mul", { a }, { scalar = -1 }) end
+Tensor.__tostring = function(t) return "Tensor" .. util.shape_str(t.shape) end
+-- Fields a tensor may or may not carry; absent ones read as nil.
+local OPTIONAL_FIELDS = { param = true, input = true, factors = true, node = true, id = true }
+Tensor.__index = function(t, k)
+  local m = methods[k]
+  if m then return m end
+  if OPTIONAL_FIELDS[k] then return nil end
+  diag.fatal(nil, string.format("tensors have no field or method '%s'%s", tostring(k),
+    util.did_you_mean(tostring(k), util.sorted_keys(methods))))
+end
+Tensor.__newindex = function(_, k)
+  diag.fatal(nil, string.format("tensors are immutable (assignment to '%s')", tostring(k)))
+end
+Tensor.__len = function(t) return t.shape[1] end
+Tensor.__call = function() diag.fatal(nil, "a tensor is not callable") end
+
+-- The functional API: available in the spec as globals and as tensor methods.
+local functional = {}
+tensor.functional = functional
+
+local function check_tensor(v, fname, argn)
+  if not tensor.is(v) then
+    diag.fatal(nil, string.format("%s: argument %d must be a tensor, got %s", fname, argn, type(v)))
+  end
+  return v
+end
+
+local function int_arg(v, fname, what, default)
+  if v == nil then return default end
+  if math.type(v) ~= "integer" then
+    diag.fatal(nil, string.format("%s: %s must be an integer, got %s", fname, what, tostring(v)))
+  end
+  return v
+end
+
+local function dims_arg(args, fname)
+  -- accepts f(x, 2, 3) or f(x, {2, 3})
+  if type(args[1]) == "table" and not tensor.is(args[1]) then args = args[1] end
+  local dims = {}
+  for i, d in ipairs(args) do dims[i] = int_arg(d, fname, "dimension", nil) end
+  return dims
+end
+
+function functional.cat(list, dim)
+  if type(list) ~= "table" or tensor.is(list) then
+    diag.fatal(nil, "cat: expects a list of tensors, cat{a, b} or cat({a, b}, dim)")
+  end
+  if #list == 0 then diag.fatal(nil, "cat: expects a non-empty list of tensors") end
+  for i, t in ipairs(list) do check_tensor(t, "cat", i) end
+  return tensor.apply("cat", list, { dim = int_arg(dim, "cat", "dim", 1) })
+end
+functional.concat = functional.cat
+
+function functional.add(a, b) return Tensor.__add(a, b) end
+function functional.sub(a, b) return Tensor.__sub(a, b) end
+function functional.mul(a, b) return Tensor.__mul(a, b) end
+function functional.div(a, b) return Tensor.__div(a, b) end
+
+function functional.matmul(a, b)
+  check_tensor(a, "matmul", 1); check_tensor(b, "matmul", 2)
+  return tensor.apply("matmul", { a, b })
+end
+
+function functional.reshape(x, ...)
+  check_tensor(x, "reshape", 1)
+  return tensor.apply("reshape", { x }, { dims = dims_arg({ ... }, "reshape") })
+end
+functional.view = functional.reshape
+
+function functional.flatten(x, start_dim, end_dim)
+  check_tensor(x, "flatten", 1)
+  return tensor.apply("flatten", { x }, {
+    start_dim = int_arg(start_dim, "flatten", "start_dim", 0),
+    end_dim = int_arg(end_dim, "flatten", "end_dim", -1) })
+end
+
+function functional.transpose(x, d0, d1)
+  check_tensor(x, "transpose", 1)
+  return tensor.apply("transpose", { x }, { dim0 = int_arg(d0, "transpose", "dim0"), dim1 = int_arg(d1, "transpose", "dim1") })
+end
+
+function functional.permute(x, ...)
+  check_tensor(x, "permute", 1)
+  return tensor.apply("permute", { x }, { dims = dims_arg({ ... }, "permute") })
+end
+
+local function reduction(name)
+  return function(x, dim, keepdim)
+    check_tensor(x, name, 1)
+    local dims = nil
+    if type(dim) == "table" then dims = dims_arg({ dim }, name)
+    elseif dim ~= nil then dims = { int_arg(dim, name, "dim") } end
+    if keepdim ~= nil and type(keepdim) ~= "boolean" then
+      diag.fatal(nil, name .. ": keepdim must be true or false")
+    end
+    return tensor.apply(name, { x }, { dims = dims, keepdim = keepdim or false })
+  end
+end
+functional.sum = reduction("sum")
+functional.mean = reduction("mean")
+
+-- slice(x, dim, start, stop[, step]) is x[..., start:stop:step, ...] on `dim`
+-- (Python's slice rules: 0-based, stop exclusive, negative from the end, nil = open).
+function functional.slice(x, dim, start, stop, step)
+  check_tensor(x, "slice", 1)
+  return tensor.apply("slice", { x }, {
+    dim = int_arg(dim, "slice", "dim"), start = int_arg(start, "slice", "start"),
+    stop = int_arg(stop, "slice", "stop"), step = int_arg(step, "slice", "step", 1) })
+end
+
+function functional.narrow(x, dim, start, length)
+  int_arg(start, "narrow", "start"); int_arg(length, "narrow", "length")
+  return functional.slice(x, dim, start, start + length)
+end
+
+local function unary(name)
+  return function(x, ...)
+    check_tensor(x, name, 1)
+    return tensor.apply(name, { x }, ...)
+  end
+end
+functional.relu = unary("relu")
+functional.silu = unary("silu")
+functional.sigmoid = unary("sigmoid")
+functional.tanh = unary("tanh")
+function functional.gelu(x, approximate)
+  check_tensor(x, "gelu", 1)
+  approximate = approximate or "none"
+  if approximate ~= "none" and approximate ~= "tanh" then
+    diag.fatal(nil, string.format("gelu: approximate must be 'none' or 'tanh', got '%s'", tostring(approximate)))
+  end
+  return tensor.apply("gelu", { x }, { approximate = approximate })
+end
+function functional.softmax(x, dim)
+  check_tensor(x, "softmax", 1)
+  return tensor.apply("softmax", { x }, { dim = int_arg(dim, "softmax", "dim") })
+end
+function functional.log_softmax(x, dim)
+  check_tensor(x, "log_softmax", 1)
+  return tensor.apply("log_softmax", { x }, { dim = int_arg(dim, "log_softmax", "dim") })
+end
+
+-- Losses, with torch.nn.functional's names, defaults and keyword options.
+local REDUCTIONS = { mean = true, sum = true, none = true }
+local function loss_options(name, opts, allowed)
+  opts = opts or {}
+  if type(opts) ~= "table" then diag.fatal(nil, name .. ": options must be a table, e.g. {reduction = 'sum'}") end
+  local out = { reduction = "mean" }
+  for k, v in pairs(opts) do
+    if allowed[k] == nil and k ~= "reduction" then
+      local names = { "reduction" }
+      for a in pairs(allowed) do names[#names + 1] = a end
+      table.sort(names)
+      diag.fatal(nil, string.format("%s: unknown option '%s'%s", name, tostring(k), util.did_you_mean(tostring(k), names)))
+    end
+    out[k] = v
+  end
+  if not REDUCTIONS[out.reduction] then
+    diag.fatal(nil, string.format("%s: reduction must be 'mean', 'sum' or 'none', got '%s'", name, tostring(out.reduction)))
+  end
+  for k, default in pairs(allowed) do if out[k] == nil then out[k] = default end end
+  return out
+end
+
+function functional.cross_entropy(input, target, opts)
+  check_tensor(input, "cross_entropy", 1); check_tensor(target, "cross_entropy", 2)
+  local o = loss_options("cross_entropy", opts, { ignore_index = -100, label_smoothing = 0.0 })
+  if math.type(o.ignore_index) ~= "integer" then diag.fatal(nil, "cross_entropy: ignore_index must be an integer") end
+  if type(o.label_smoothing) ~= "number" or o.label_smoothing < 0 or o.label_smoothing > 1 then
+    diag.fatal(nil, "cross_entropy: label_smoothing must be a number in [0, 1]")
+  end
+  return tensor.apply("cross_entropy", { input, target }, o)
+end
+for _, name in ipairs { "bce", "bce_with_logits", "mse", "l1" } do
+  functional[name] = function(input, target, opts)
+    check_tensor(input, name, 1); check_tensor(target, name, 2)
+    return tensor.apply(name, { input, target }, loss_options(name, opts, {}))
+  end
+end
+functional.binary_cross_entropy = functional.bce
+functional.binary_cross_entropy_with_logits = functional.bce_with_logits
+functional.mse_loss = functional.mse
+functional.l1_loss = functional.l1
+
+-- Tensor methods: x:view(...), x:sum(1), ...; plus x:size(d) and x:dim().
+for k, f in pairs(functional) do if k ~= "cat" and k ~= "concat" then methods[k] = f end end
+function methods.size(t, d)
+  if d == nil then return t.shape end
+  local n = #t.shape
+  d = int_arg(d, "size", "dim")
+  if d < 0 then d = d + n end
+  if d < 0 or d >= n then diag.fatal(nil, string.format("size: dim %d out of range for a %d-d tensor", d, n)) end
+  return t.shape[d + 1]
+end
+function methods.dim(t) return #t.shape end
+function methods.numel(t) return util.numel(t.shape) end
+
+return tensor

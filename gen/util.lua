@@ -1,0 +1,126 @@
+-- util: small helpers shared by the stages (no stage state lives here).
+local util = {}
+
+-- Python's repr() of a float (shortest round-trip digits; scientific notation when
+-- the exponent is < -4 or >= 16), so printed models match PyTorch's text.
+function util.pyfloat(x)
+  if x ~= x then return "nan" end
+  if x == math.huge then return "inf" end
+  if x == -math.huge then return "-inf" end
+  if x == 0 then return (1 / x < 0) and "-0.0" or "0.0" end
+  local s
+  for p = 1, 17 do
+    s = string.format("%." .. (p - 1) .. "e", x)
+    if tonumber(s) == x then break end
+  end
+  local sign, digits, exp = s:match("^(%-?)(%d[%.%d]*)e([-+]%d+)$")
+  digits = digits:gsub("%.", "")
+  exp = tonumber(exp)
+  digits = digits:gsub("0+$", "")
+  if digits == "" then digits = "0" end
+  local n = #digits
+  if exp < -4 or exp >= 16 then
+    local mant = digits:sub(1, 1)
+    if n > 1 then mant = mant .. "." .. digits:sub(2) end
+    return string.format("%s%se%s%02d", sign, mant, exp < 0 and "-" or "+", math.abs(exp))
+  end
+  if exp < 0 then
+    return sign .. "0." .. string.rep("0", -exp - 1) .. digits
+  end
+  if n <= exp + 1 then
+    return sign .. digits .. string.rep("0", exp + 1 - n) .. ".0"
+  end
+  return sign .. digits:sub(1, exp + 1) .. "." .. digits:sub(exp + 2)
+end
+
+-- Python's repr() of a value as PyTorch's extra_repr would show it.
+function util.pyrepr(v)
+  local t = type(v)
+  if t == "boolean" then return v and "True" or "False" end
+  if v == nil then return "None" end
+  if math.type(v) == "integer" then return tostring(v) end
+  if t == "number" then return util.pyfloat(v) end
+  if t == "string" then return "'" .. v .. "'" end
+  if t == "table" then   -- a tuple
+    local parts = {}
+    for i, x in ipairs(v) do parts[i] = util.pyrepr(x) end
+    if #parts == 1 then return "(" .. parts[1] .. ",)" end
+    return "(" .. table.concat(parts, ", ") .. ")"
+  end
+  return tostring(v)
+end
+
+local function edit_distance(a, b)
+  local prev, cur = {}, {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    cur[0] = i
+    for j = 1, #b do
+      local cost = (a:sub(i, i):lower() == b:sub(j, j):lower()) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+    end
+    prev, cur = cur, prev
+  end
+  return prev[#b]
+end
+
+-- The closest of `candidates` to `word`, if close enough to be a likely typo.
+function util.did_you_mean(word, candidates)
+  local best, best_d = nil, math.huge
+  for _, c in ipairs(candidates) do
+    local d = edit_distance(word, c)
+    if d < best_d or (d == best_d and c < best) then best, best_d = c, d end
+  end
+  if best and best_d <= math.max(2, #word // 3) then
+    return string.format(" (did you mean '%s'?)", best)
+  end
+  return ""
+end
+
+function util.sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+  return keys
+end
+
+-- "(B, 3, 128, 128)"
+function util.shape_str(shape)
+  local parts = {}
+  for i, d in ipairs(shape) do parts[i] = tostring(d) end
+  return "(" .. table.concat(parts, ", ") .. ")"
+end
+
+function util.numel(shape, batch)
+  local n = 1
+  for _, d in ipairs(shape) do
+    if d == "B" then n = n * (batch or 1) else n = n * d end
+  end
+  return n
+end
+
+-- 1234567 -> "1,234,567"
+function util.commas(n)
+  local s = tostring(math.floor(n))
+  local sign, digits = s:match("^(%-?)(%d+)$")
+  digits = digits:reverse():gsub("(%d%d%d)", "%1,"):reverse()
+  return sign .. digits:gsub("^,", "")
+end
+
+function util.human_bytes(n)
+  local units = { "B", "KiB", "MiB", "GiB" }
+  local i = 1
+  while n >= 1024 and i < #units do n = n / 1024; i = i + 1 end
+  if i == 1 then return string.format("%d B", n) end
+  return string.format("%.2f %s", n, units[i])
+end
+
+function util.human_flops(n)
+  local units = { "", "K", "M", "G", "T" }
+  local i = 1
+  while n >= 1000 and i < #units do n = n / 1000; i = i + 1 end
+  if i == 1 then return string.format("%d", n) end
+  return string.format("%.2f %s", n, units[i])
+end
+
+return util
