@@ -23,15 +23,21 @@ local function stack_depth()
   return lo
 end
 
-local function line_hook(_, line)
+-- Entries deeper than a running or returning spec frame are stale: clear them.
+local function line_hook(event, line)
   local info = debug.getinfo(2, "S")
-  if info.source == spec_source then line_at_depth[stack_depth() - 2] = line end
+  if info.source ~= spec_source then return end
+  local depth = stack_depth() - 2
+  for d in pairs(line_at_depth) do
+    if d > depth or (d == depth and event ~= "line") then line_at_depth[d] = nil end
+  end
+  if event == "line" then line_at_depth[depth] = line end
 end
 
 function diag.set_spec(chunkname, text)
   spec_source = chunkname
   line_at_depth = {}
-  debug.sethook(line_hook, "l")
+  debug.sethook(line_hook, "lr")
   spec_lines = {}
   for line in (text .. "\n"):gmatch("(.-)\r?\n") do spec_lines[#spec_lines + 1] = line end
 end

@@ -476,6 +476,41 @@ ops.matmul = {
   end,
 }
 
+-- q (..., L, E), k (..., S, E), v (..., S, Ev) -> (..., L, Ev)
+ops.scaled_dot_product_attention = {
+  arity = 3, precision = "lowp",
+  shape = function(node, q, k, v)
+    for i, t in ipairs { q, k, v } do expect_float(node, t, ({ "query", "key", "value" })[i]) end
+    local sq, sk, sv = q.shape, k.shape, v.shape
+    local n = #sq
+    if n < 2 or #sk ~= n or #sv ~= n then
+      err(node, string.format("scaled_dot_product_attention: query, key and value need the same number (≥ 2) of dims, got %s, %s, %s",
+        util.shape_str(sq), util.shape_str(sk), util.shape_str(sv)))
+    end
+    for i = 1, n - 2 do
+      if sq[i] ~= sk[i] or sq[i] ~= sv[i] then
+        err(node, string.format("scaled_dot_product_attention: batch dims differ: %s, %s, %s",
+          util.shape_str(sq), util.shape_str(sk), util.shape_str(sv)))
+      end
+    end
+    if sq[n] ~= sk[n] then
+      err(node, string.format("scaled_dot_product_attention: query and key feature sizes differ (%s vs %s)", tostring(sq[n]), tostring(sk[n])))
+    end
+    if sk[n - 1] ~= sv[n - 1] then
+      err(node, string.format("scaled_dot_product_attention: key and value lengths differ (%s vs %s)", tostring(sk[n - 1]), tostring(sv[n - 1])))
+    end
+    local out = copy(sq); out[n] = sv[n]
+    return out
+  end,
+  flops = function(node)
+    local q, k, v = node.inputs[1].shape, node.inputs[2].shape, node.inputs[3].shape
+    local n = #q
+    local batch = numel(q) // (q[n - 1] * q[n])
+    local L, S, E, Ev = q[n - 1], k[n - 1], q[n], v[n]
+    return batch * (2 * L * S * E + 5 * L * S + 2 * L * S * Ev)
+  end,
+}
+
 ---------------------------------------------------------------------------
 -- Losses (fp32, as autocast keeps them)
 

@@ -238,6 +238,27 @@ function functional.log_softmax(x, dim)
   return tensor.apply("log_softmax", { x }, { dim = int_arg(dim, "log_softmax", "dim") })
 end
 
+-- softmax(q kᵀ · scale [+ causal mask]) v, as torch.nn.functional's (one fused op).
+function functional.scaled_dot_product_attention(q, k, v, opts)
+  check_tensor(q, "scaled_dot_product_attention", 1); check_tensor(k, "scaled_dot_product_attention", 2)
+  check_tensor(v, "scaled_dot_product_attention", 3)
+  opts = opts or {}
+  local allowed = { is_causal = "boolean", scale = "number", dropout_p = "number" }
+  for key, val in pairs(opts) do
+    if not allowed[key] then
+      diag.fatal(nil, string.format("scaled_dot_product_attention: unknown option '%s'%s", tostring(key),
+        util.did_you_mean(tostring(key), util.sorted_keys(allowed))))
+    elseif type(val) ~= allowed[key] then
+      diag.fatal(nil, string.format("scaled_dot_product_attention: %s must be a %s", key, allowed[key]))
+    end
+  end
+  if (opts.dropout_p or 0) ~= 0 then
+    diag.fatal(nil, "scaled_dot_product_attention: dropout_p is not supported yet (use a Dropout module on the output)")
+  end
+  return tensor.apply("scaled_dot_product_attention", { q, k, v },
+    { is_causal = opts.is_causal or false, scale = opts.scale })
+end
+
 -- Losses, with torch.nn.functional's names, defaults and keyword options.
 local REDUCTIONS = { mean = true, sum = true, none = true }
 local function loss_options(name, opts, allowed)

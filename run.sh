@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The two commands of README.md:
+#   ./run.sh main   install what is missing, build loom, run the main job
+#   ./run.sh test   install what is missing, build loom, run every test
+# Works on a fresh Debian 12 as root (uses sudo otherwise).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PACKAGES=(build-essential ninja-build pkg-config liblua5.4-dev libcmark-dev libcriterion-dev
+  libopenblas-openmp-dev libopenmpi-dev openmpi-bin zlib1g-dev python3 python3-torch
+  dataset-fashion-mnist bible-kjv-text bible-kjv)
+
+install_missing() {
+  local missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "run.sh: installing ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+case "${1:-}" in
+  main)
+    install_missing
+    ninja >/dev/null
+    build/loom explain specs/fashion_cnn.lua -o out/fashion_cnn
+    build/loom inspect specs/fashion_cnn.lua
+    ;;
+  test)
+    install_missing
+    ninja
+    ninja test
+    ;;
+  *)
+    echo "usage: ./run.sh main | ./run.sh test" >&2
+    exit 2
+    ;;
+esac
