@@ -4,7 +4,8 @@
 #include "host.h"
 #include "embedded.h"
 
-#include <cmark.h>
+#include <cmark-gfm.h>
+#include <cmark-gfm-core-extensions.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <lauxlib.h>
@@ -17,9 +18,20 @@
 
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_INTERNAL = 70 };
 
+// cmark-gfm (GitHub's libcmark) rather than plain libcmark: the report is mostly
+// tables, and only the GFM table extension renders them.
 char *loom_markdown_to_html(const char *markdown, size_t length) {
-    // CMARK_OPT_UNSAFE keeps the <a id=…> anchors the report uses.
-    return cmark_markdown_to_html(markdown, length, CMARK_OPT_UNSAFE);
+    cmark_gfm_core_extensions_ensure_registered();
+    cmark_parser *parser = cmark_parser_new(CMARK_OPT_DEFAULT);
+    if (!parser) return NULL;
+    cmark_syntax_extension *table = cmark_find_syntax_extension("table");
+    if (table) cmark_parser_attach_syntax_extension(parser, table);
+    cmark_parser_feed(parser, markdown, length);
+    cmark_node *doc = cmark_parser_finish(parser);
+    char *html = doc ? cmark_render_html(doc, CMARK_OPT_DEFAULT, cmark_parser_get_syntax_extensions(parser)) : NULL;
+    if (doc) cmark_node_free(doc);
+    cmark_parser_free(parser);
+    return html;
 }
 
 int loom_mkdir_p(const char *path) {
