@@ -124,7 +124,37 @@ static int l_isatty(lua_State *L) {
     return 1;
 }
 
+// The text of a file embedded at build time (templates/, runtime/), by path.
+static int l_embedded(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    for (const struct embedded_file *e = embedded_files; e->module; e++) {
+        if (strcmp(e->path, path) == 0) {
+            lua_pushlstring(L, e->source, e->length);
+            return 1;
+        }
+    }
+    lua_pushnil(L);
+    return 1;
+}
+
+// Paths of every embedded file under a directory prefix ("runtime/").
+static int l_embedded_list(lua_State *L) {
+    size_t n;
+    const char *prefix = luaL_checklstring(L, 1, &n);
+    lua_newtable(L);
+    int i = 1;
+    for (const struct embedded_file *e = embedded_files; e->module; e++) {
+        if (strncmp(e->path, prefix, n) == 0) {
+            lua_pushstring(L, e->path);
+            lua_seti(L, -2, i++);
+        }
+    }
+    return 1;
+}
+
 static const luaL_Reg loomc_functions[] = {
+    {"embedded", l_embedded},
+    {"embedded_list", l_embedded_list},
     {"markdown_to_html", l_markdown_to_html},
     {"write_file", l_write_file},
     {"mkdir_p", l_mkdir_p},
@@ -159,6 +189,8 @@ static int search_generator(lua_State *L) {
         lua_pop(L, 1);
     }
     for (const struct embedded_file *e = embedded_files; e->module; e++) {
+        size_t plen = strlen(e->path);
+        if (plen < 4 || strcmp(e->path + plen - 4, ".lua") != 0) continue;
         if (strcmp(e->module, name) != 0) continue;
         lua_pushfstring(L, "@%s", e->path);
         if (luaL_loadbuffer(L, e->source, e->length, lua_tostring(L, -1)) != LUA_OK)

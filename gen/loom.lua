@@ -10,9 +10,14 @@ usage: loom COMMAND [options] SPEC
 commands:
   inspect SPEC            print the model as PyTorch prints it, and its parameters
   explain SPEC [-o DIR]   write DIR/REPORT.md and DIR/REPORT.html (default DIR: build/<spec>)
+  build SPEC [-o DIR]     generate the C training program in DIR (default build/<spec>) and compile it
+  train SPEC [-- FLAGS]   build, then run it; FLAGS go to the program (--epochs N, --max-steps N,
+                          --seed N, --resume CKPT, --out DIR, --data DIR, --quiet)
 
 options:
   --dump=STAGE            print what a stage produced and stop (STAGE: spec, graph)
+  --precision=P           override the spec's precision (32-true, 64-true)
+  --no-compile            build: write the files only
   -o DIR                  output directory
   -h, --help              this text
 ]]
@@ -24,14 +29,21 @@ local function usage_error(msg)
 end
 
 local function parse_args(args)
-  local opts = { positional = {} }
+  local opts = { positional = {}, program_args = {} }
   local i = 1
   while i <= #args do
     local a = args[i]
-    if a == "-h" or a == "--help" then opts.help = true
+    if a == "--" then
+      -- everything after -- goes to the generated program
+      for j = i + 1, #args do opts.program_args[#opts.program_args + 1] = args[j] end
+      break
+    elseif a == "-h" or a == "--help" then opts.help = true
+    elseif a == "--no-compile" then opts.no_compile = true
     elseif a == "-o" then
       i = i + 1
       opts.out = args[i] or usage_error("-o needs a directory")
+    elseif a:match("^%-%-precision=") then
+      opts.precision = a:sub(13)
     elseif a:match("^%-%-dump=") then
       opts.dump = a:sub(8)
       local ok = false
@@ -93,6 +105,91 @@ function commands.explain(opts, path)
   io.write(string.format("wrote %s/REPORT.md and %s/REPORT.html\n", dir, dir))
 end
 
+-- FNV-1a of the spec's text: checkpoints remember which spec made them.
+local function spec_hash(text)
+  local h = 0xcbf29ce484222325
+  for i = 1, #text do h = ((h ~ text:byte(i)) * 0x100000001b3) & 0xffffffffffffffff end
+  return string.format("%016x", h)
+end
+
+-- Runtime and kernel files copied next to every generated C program.
+local RUNTIME_PREFIXES = { "runtime/", "templates/cpu/" }
+
+-- spec → graph → C program in DIR (generated files, runtime, build.ninja).
+local function generate(path, opts)
+  local g = front_end(path, opts)
+  if not g then return nil end
+  local emit_c = require "emit_c"
+  local files, info = emit_c.model(g, { precision = opts.precision, spec_hash = spec_hash(g.spec.text) })
+  files["train.c"] = require("emit_train").program(g, info, {})
+  local loomc = require "loomc"
+  local template = require "template"
+  for _, prefix in ipairs(RUNTIME_PREFIXES) do
+    for _, p in ipairs(loomc.embedded_list(prefix)) do
+      files[p:match("([^/]+)$")] = template.source(p)
+    end
+  end
+  local objects, list = {}, {}
+  local names = {}
+  for name in pairs(files) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    if name:match("%.c$") then
+      local obj = "obj/" .. name:gsub("%.c$", ".o")
+      objects[#objects + 1] = string.format("build %s: cc %s", obj, name)
+      list[#list + 1] = obj
+    end
+  end
+  files["build.ninja"] = template.fill("templates/c/build.ninja.in", {
+    model_name = g.model_rec.class, spec_file = g.spec.file,
+    objects = table.concat(objects, "\n"), object_list = table.concat(list, " "),
+  })
+  local dir = opts.out or ("build/" .. spec_basename(path))
+  local ok, err = loomc.mkdir_p(dir)
+  if not ok then diag.fatal(nil, "cannot create " .. err) end
+  names = {}
+  for name in pairs(files) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    -- unchanged files keep their timestamps, so ninja rebuilds only what changed
+    local f = io.open(dir .. "/" .. name, "rb")
+    local old = f and f:read("a")
+    if f then f:close() end
+    if old ~= files[name] then write(dir .. "/" .. name, files[name]) end
+  end
+  return dir, g
+end
+
+local function compile(dir)
+  local ok = os.execute(string.format("ninja -C '%s' >'%s/build.log' 2>&1", dir, dir))
+  if not ok then
+    local f = io.open(dir .. "/build.log")
+    local log = f and f:read("a") or ""
+    if f then f:close() end
+    io.stderr:write(log)
+    diag.fatal(nil, string.format("the generated program in %s did not compile (loom's bug; log above and in %s/build.log)", dir, dir))
+  end
+end
+
+function commands.build(opts, path)
+  local dir = generate(path, opts)
+  if not dir then return end
+  if not opts.no_compile then compile(dir) end
+  io.write(string.format("built %s/train\n", dir))
+end
+
+function commands.train(opts, path)
+  local dir = generate(path, opts)
+  if not dir then return end
+  compile(dir)
+  local args = {}
+  for _, a in ipairs(opts.program_args) do args[#args + 1] = "'" .. a:gsub("'", "'\\''") .. "'" end
+  io.stdout:flush()
+  local ok, how, code = os.execute(string.format("'%s/train' %s", dir, table.concat(args, " ")))
+  if ok then return 0 end
+  return how == "exit" and code or 1
+end
+
 local function run(args)
   local opts = parse_args(args)
   local cmd = opts.positional[1]
@@ -106,8 +203,7 @@ local function run(args)
     usage_error(string.format("unknown command '%s'%s", cmd, require("util").did_you_mean(cmd, names)))
   end
   if #opts.positional ~= 2 then usage_error(cmd .. " takes one SPEC file") end
-  f(opts, opts.positional[2])
-  return 0
+  return f(opts, opts.positional[2]) or 0
 end
 
 -- Entry point called by the C host.  A user's error prints as diagnostics and

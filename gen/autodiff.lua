@@ -1,0 +1,42 @@
+-- autodiff: reverse mode over a traced graph.  Decides which tensors need a
+-- gradient (parameters, and everything computed from them) and lists the nodes
+-- whose backward rule runs, last node first.  Each op's backward rule itself
+-- (which gradients it produces, what it must have saved) lives in the op table.
+local ops = require "ops"
+
+local autodiff = {}
+
+-- Ops whose inputs at these positions never receive a gradient (indices,
+-- class targets): the rule is the op's, stated in its table entry.
+local function input_differentiable(node, i)
+  local op = ops[node.op]
+  if op.no_grad_inputs and op.no_grad_inputs[i] then return false end
+  return node.inputs[i].dtype == "float"
+end
+
+-- Returns { needs_grad = {[tensor] = true}, backward = {node, ...} (reverse order),
+--           grad_inputs = {[node] = {[i] = true}} }.
+function autodiff.differentiate(trace)
+  local needs = {}
+  local grad_inputs = {}
+  for _, node in ipairs(trace.nodes) do
+    local any = false
+    grad_inputs[node] = {}
+    for i, x in ipairs(node.inputs) do
+      if x.param and x.dtype == "float" then needs[x] = true end
+      if needs[x] and input_differentiable(node, i) then
+        grad_inputs[node][i] = true
+        any = true
+      end
+    end
+    if any and node.out.dtype == "float" then needs[node.out] = true end
+  end
+  local backward = {}
+  for i = #trace.nodes, 1, -1 do
+    local node = trace.nodes[i]
+    if needs[node.out] then backward[#backward + 1] = node end
+  end
+  return { needs_grad = needs, backward = backward, grad_inputs = grad_inputs, trace = trace }
+end
+
+return autodiff

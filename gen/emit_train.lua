@@ -1,0 +1,499 @@
+-- emit_train: the C backend's training program (train.c).  Everything the spec
+-- decided — data source, optimizer and its constants, schedule, clipping,
+-- callbacks, loggers — becomes plain code in the loop; nothing is looked up at
+-- run time.
+local diag = require "diag"
+local util = require "util"
+local template = require "template"
+
+local emit_train = {}
+
+local function lit(v, suffix)
+  local s = string.format("%.17g", v)
+  if tonumber(string.format("%.9g", v)) == v then s = string.format("%.9g", v) end
+  if v == math.huge then return "INFINITY" end
+  if v == -math.huge then return "-INFINITY" end
+  if not s:find("[%.eEn]") then s = s .. ".0" end
+  return s .. (suffix or "")
+end
+
+local function join(lines) return table.concat(lines, "\n") end
+
+local function cname(name) return (name:gsub("[^%w]", "_")) end
+
+---------------------------------------------------------------------------
+-- data
+
+local DIST = { uniform = "SYNTH_UNIFORM", normal = "SYNTH_NORMAL", bernoulli = "SYNTH_BERNOULLI", randint = "SYNTH_RANDINT" }
+
+local function data_code(sp, fields, ctype)
+  local data = sp.train.data
+  local a = data.args
+  local open
+  if data.kind == "FashionMNIST" then
+    open = {
+      string.format("    const char *root = args->data ? args->data : \"%s\";", a.root),
+      string.format("    fashion_opts o = { %d, %s, %s };   // val_split, mean, std%s", a.val_split,
+        a.normalize and lit(a.mean, "f") or "0.0f", a.normalize and lit(a.std, "f") or "1.0f",
+        a.normalize and "" or " (pixels scaled to [0, 1])"),
+      "    if (fashion_open(root, &o, train, val, test, &err)) die(err.msg);",
+      "    *has_test = 1;",
+    }
+  elseif data.kind == "Synthetic" then
+    local rows = {}
+    for _, f in ipairs(fields) do
+      local d = f.decl
+      local dist = d.dist or (f.dtype == "int64" and "randint" or "uniform")
+      local lo, hi
+      if dist == "uniform" then lo, hi = d.low or 0, d.high or 1
+      elseif dist == "normal" then lo, hi = d.low or 0, d.high or 1
+      elseif dist == "bernoulli" then lo, hi = d.low or 0.5, 0
+      else lo, hi = d.low or 0, d.high end
+      local shape = {}
+      for i, x in ipairs(f.shape) do shape[i] = tostring(x) end
+      rows[#rows + 1] = string.format("        { \"%s\", %s, %d, { %s }, %s, %s, %s },", f.name,
+        f.dtype == "int64" and "DT_I64" or "DT_F32", #f.shape, #shape > 0 and table.concat(shape, ", ") or "0",
+        DIST[dist], lit(lo), lit(hi))
+    end
+    open = {
+      "    // every sample is a pure function of (seed, field, index): the same data on every run",
+      "    static const synth_field_spec fields[] = {",
+      join(rows),
+      "    };",
+      "    dataset all;",
+      string.format("    if (synth_open(fields, %d, %d, args->seed, &all, &err)) die(err.msg);", #fields, a.size + a.val_size),
+      string.format("    if (dataset_split(&all, %d, train, val, &err)) die(err.msg);", a.val_size),
+      "    dataset_free(&all);",
+      "    (void)test;",
+      "    *has_test = 0;",
+    }
+  else
+    diag.fatal(data.where, string.format("%s data is not supported by the C backend yet", data.kind))
+  end
+
+  local bind = {}
+  for _, f in ipairs(fields) do
+    local per = util.numel(f.shape)
+    if f.dtype == "int64" then
+      bind[#bind + 1] = string.format("    b->%s = (int64_t *)db->data[dataset_field(ds, \"%s\")];", cname(f.name), f.name)
+    elseif ctype == "float" then
+      bind[#bind + 1] = string.format("    b->%s = (real *)db->data[dataset_field(ds, \"%s\")];", cname(f.name), f.name)
+    else
+      -- the loader yields float32; a 64-true program converts once, where data enters
+      bind[#bind + 1] = string.format("    static real %s_buf[BATCH_MAX * %d];", cname(f.name), per)
+      bind[#bind + 1] = string.format("    const float *%s_src = db->data[dataset_field(ds, \"%s\")];", cname(f.name), f.name)
+      bind[#bind + 1] = string.format("    for (int64_t i = 0; i < db->size * %d; i++) %s_buf[i] = %s_src[i];", per, cname(f.name), cname(f.name))
+      bind[#bind + 1] = string.format("    b->%s = %s_buf;", cname(f.name), cname(f.name))
+    end
+  end
+  local desc = data.kind .. (data.kind == "FashionMNIST" and string.format(" (val_split %d)", a.val_split) or "")
+  return join(open), join(bind), desc
+end
+
+---------------------------------------------------------------------------
+-- optimizer (torch.optim's single-tensor update rules)
+
+local function optimizer_code(opt, sfx, momentum_expr)
+  local a = opt.args
+  local k, s = opt.kind, sfx
+  local fields, alloc, step, save, load, groups = {}, {}, {}, {}, {}, {}
+  local states
+  if k == "SGD" then
+    states = a.momentum ~= 0 and { "momentum_buffer" } or {}
+  else
+    states = { "exp_avg", "exp_avg_sq" }
+    if a.amsgrad then states[#states + 1] = "max_exp_avg_sq" end
+  end
+  for _, st in ipairs(states) do
+    fields[#fields + 1] = string.format("    real *%s;   // NUM_PARAMS, laid out like the parameters", st)
+    alloc[#alloc + 1] = string.format("    o->%s = calloc(NUM_PARAMS, sizeof(real));", st)
+    alloc[#alloc + 1] = string.format("    if (!o->%s) die_oom();", st)
+    save[#save + 1] = string.format("    add_tensors(&w, model_param_info, NUM_PARAM_TENSORS, o->%s, real_dtype(), \"optimizer.%s.\");", st, st)
+    load[#load + 1] = string.format("    read_tensors(&f, model_param_info, NUM_PARAM_TENSORS, o->%s, real_dtype(), \"optimizer.%s.\");", st, st)
+    groups[#groups + 1] = string.format("        { model_param_info, NUM_PARAM_TENSORS, real_dtype(), \"optimizer.%s.\" },", st)
+  end
+  if #fields == 0 then
+    fields[1] = "    int unused;   // plain SGD keeps no state"
+    alloc[1] = "    o->unused = 0;"
+  end
+  local desc
+  local T = "(real)"
+  if k == "SGD" then
+    desc = string.format("SGD(lr=%s, momentum=%s, dampening=%s, weight_decay=%s, nesterov=%s)", lit(a.lr), lit(a.momentum),
+      lit(a.dampening), lit(a.weight_decay), tostring(a.nesterov))
+    step = {
+      string.format("    // %s", desc),
+      "    const real lr_ = (real)lr;",
+    }
+    if a.momentum ~= 0 then
+      step[#step + 1] = "    const real momentum = (real)mom;"
+      step[#step + 1] = "    const int first = step == 0;   // the momentum buffer starts as the first gradient"
+    else
+      step[#step + 1] = "    (void)o; (void)mom; (void)step;"
+    end
+    step[#step + 1] = "    #pragma omp parallel for schedule(static)"
+    step[#step + 1] = "    for (size_t i = 0; i < NUM_PARAMS; i++) {"
+    step[#step + 1] = "        real d = m->grads[i];"
+    if a.weight_decay ~= 0 then step[#step + 1] = string.format("        d += %s * m->params[i];", lit(a.weight_decay, sfx == "f32" and "f" or "")) end
+    if a.momentum ~= 0 then
+      step[#step + 1] = string.format("        real buf = first ? d : momentum * o->momentum_buffer[i] + %s * d;", lit(1 - a.dampening, sfx == "f32" and "f" or ""))
+      step[#step + 1] = "        o->momentum_buffer[i] = buf;"
+      step[#step + 1] = a.nesterov and "        d = d + momentum * buf;" or "        d = buf;"
+    end
+    step[#step + 1] = string.format("        m->params[i] %s lr_ * d;", a.maximize and "+=" or "-=")
+    step[#step + 1] = "    }"
+  else
+    local adamw = k == "AdamW"
+    desc = string.format("%s(lr=%s, betas=(%s, %s), eps=%s, weight_decay=%s%s)", k, lit(a.lr), lit(a.betas[1]),
+      lit(a.betas[2]), lit(a.eps), lit(a.weight_decay), a.amsgrad and ", amsgrad=True" or "")
+    local f = sfx == "f32" and "f" or ""
+    step = {
+      string.format("    // %s", desc),
+      "    // bias corrections in double, as torch.optim computes them in Python",
+      "    const double beta1 = mom;",
+      string.format("    const double bc1 = 1.0 - pow(beta1, (double)(step + 1)), bc2 = 1.0 - pow(%s, (double)(step + 1));", lit(a.betas[2])),
+      "    const real step_size = (real)(lr / bc1), bc2_sqrt = (real)sqrt(bc2);",
+      "    const real one_minus_beta1 = (real)(1.0 - beta1);",
+    }
+    if adamw and a.weight_decay ~= 0 then
+      step[#step + 1] = string.format("    const real decay = (real)(1.0 - lr * %s);   // decoupled weight decay", lit(a.weight_decay))
+    end
+    step[#step + 1] = "    #pragma omp parallel for schedule(static)"
+    step[#step + 1] = "    for (size_t i = 0; i < NUM_PARAMS; i++) {"
+    step[#step + 1] = string.format("        real g = %sm->grads[i];", a.maximize and "-" or "")
+    if not adamw and a.weight_decay ~= 0 then
+      step[#step + 1] = string.format("        g += %s * m->params[i];   // L2 penalty", lit(a.weight_decay, f))
+    end
+    if adamw and a.weight_decay ~= 0 then step[#step + 1] = "        m->params[i] *= decay;" end
+    step[#step + 1] = "        o->exp_avg[i] += one_minus_beta1 * (g - o->exp_avg[i]);   // lerp, as torch"
+    step[#step + 1] = string.format("        o->exp_avg_sq[i] = %s * o->exp_avg_sq[i] + %s * g * g;", lit(a.betas[2], f), lit(1 - a.betas[2], f))
+    if a.amsgrad then
+      step[#step + 1] = "        if (o->exp_avg_sq[i] > o->max_exp_avg_sq[i]) o->max_exp_avg_sq[i] = o->exp_avg_sq[i];"
+      step[#step + 1] = string.format("        real denom = sqrt%s(o->max_exp_avg_sq[i]) / bc2_sqrt + %s;", f, lit(a.eps, f))
+    else
+      step[#step + 1] = string.format("        real denom = sqrt%s(o->exp_avg_sq[i]) / bc2_sqrt + %s;", f, lit(a.eps, f))
+    end
+    step[#step + 1] = "        m->params[i] -= step_size * o->exp_avg[i] / denom;"
+    step[#step + 1] = "    }"
+  end
+  return {
+    desc = desc, fields = join(fields), alloc = join(alloc), step = join(step),
+    save = #save > 0 and join(save) or "    (void)o;", load = #load > 0 and join(load) or "    (void)o;",
+    groups = join(groups),
+    base_momentum = k == "SGD" and a.momentum or (a.betas and a.betas[1]),
+  }
+end
+
+---------------------------------------------------------------------------
+-- learning-rate schedule
+
+local function schedule_code(sp, opt)
+  local sched = sp.train.scheduler
+  local base = opt.args.lr
+  if not sched then
+    return string.format("    (void)step; (void)epoch; (void)total_steps;\n    return %s;", lit(base)), "constant", nil
+  end
+  local a = sched.args
+  if sched.kind == "StepLR" then
+    local counter = a.interval == "step" and "step" or "epoch"
+    return join {
+      string.format("    (void)%s; (void)total_steps;", counter == "step" and "epoch" or "step"),
+      string.format("    return %s * pow(%s, (double)(%s / %d));", lit(base), lit(a.gamma), counter, a.step_size),
+    }, string.format("StepLR(step_size=%d, gamma=%s) per %s", a.step_size, lit(a.gamma), a.interval), nil
+  end
+  if sched.kind == "WarmupCosine" then
+    return join {
+      "    (void)epoch;",
+      string.format("    const int64_t warmup = %d;", a.warmup_steps),
+      a.total_steps and string.format("    total_steps = %d;", a.total_steps) or "    // total_steps: the run's",
+      string.format("    if (step < warmup) return %s * (double)(step + 1) / warmup;", lit(base)),
+      "    double progress = (double)(step - warmup) / (double)(total_steps > warmup ? total_steps - warmup : 1);",
+      "    if (progress > 1) progress = 1;",
+      string.format("    return %s + (%s - %s) * 0.5 * (1.0 + cos(M_PI * progress));", lit(a.min_lr), lit(base), lit(a.min_lr)),
+    }, string.format("linear warmup for %d steps, then cosine to %s", a.warmup_steps, lit(a.min_lr)), nil
+  end
+  if sched.kind == "OneCycleLR" then
+    -- torch.optim.lr_scheduler.OneCycleLR: phases (end step, lr from, lr to, momentum from, momentum to)
+    local initial = a.max_lr / a.div_factor
+    local min_lr = initial / a.final_div_factor
+    local body = {
+      "    (void)epoch;",
+      a.total_steps and string.format("    total_steps = %d;", a.total_steps) or "    // total_steps: the run's",
+      string.format("    const double pct_start = %s;", lit(a.pct_start)),
+    }
+    local phases
+    if a.three_phase then
+      phases = {
+        { "pct_start * total_steps - 1", initial, a.max_lr },
+        { "2 * pct_start * total_steps - 2", a.max_lr, initial },
+        { "total_steps - 1.0", initial, min_lr },
+      }
+    else
+      phases = {
+        { "pct_start * total_steps - 1", initial, a.max_lr },
+        { "total_steps - 1.0", a.max_lr, min_lr },
+      }
+    end
+    body[#body + 1] = "    double start = 0;"
+    for i, ph in ipairs(phases) do
+      body[#body + 1] = string.format("    double end%d = %s;", i, ph[1])
+      local anneal = a.anneal_strategy == "cos"
+        and "%s + (%s - %s) / 2.0 * (cos(M_PI * pct) + 1)"
+        or "(%s - %s) * pct + %s"
+      local expr
+      if a.anneal_strategy == "cos" then
+        expr = string.format(anneal, lit(ph[3]), lit(ph[2]), lit(ph[3]))
+      else
+        expr = string.format(anneal, lit(ph[3]), lit(ph[2]), lit(ph[2]))
+      end
+      local cond = i == #phases and "" or string.format("if (step <= end%d) ", i)
+      body[#body + 1] = string.format("    %s{ double pct = (step - start) / (end%d - start); return %s; }", cond, i, expr)
+      if i < #phases then body[#body + 1] = string.format("    start = end%d;", i) end
+    end
+    return join(body), string.format("OneCycleLR(max_lr=%s, pct_start=%s, %s)", lit(a.max_lr), lit(a.pct_start), a.anneal_strategy),
+      { phases = phases, initial = initial }
+  end
+  diag.fatal(sched.where, sched.kind .. " is not supported by the C backend yet")
+end
+
+---------------------------------------------------------------------------
+-- clipping
+
+local function clip_code(sp)
+  local c = sp.train.clip
+  if not c then return "    (void)m;", "none" end
+  if c.clip_val then
+    return join {
+      string.format("    const real v = %s;", lit(c.clip_val)),
+      "    #pragma omp parallel for schedule(static)",
+      "    for (size_t i = 0; i < NUM_PARAMS; i++) m->grads[i] = m->grads[i] > v ? v : (m->grads[i] < -v ? -v : m->grads[i]);",
+    }, string.format("by value, to [-%s, %s]", lit(c.clip_val), lit(c.clip_val))
+  end
+  local inf = c.norm_type == math.huge
+  local body = {
+    "    // fixed-size chunks summed in a fixed order: the same bits on every run",
+    "    enum { CHUNKS = 64 };",
+    "    double part[CHUNKS] = {0};",
+    "    #pragma omp parallel for schedule(static)",
+    "    for (int c = 0; c < CHUNKS; c++) {",
+    "        size_t lo = (size_t)NUM_PARAMS * c / CHUNKS, hi = (size_t)NUM_PARAMS * (c + 1) / CHUNKS;",
+    "        double s = 0;",
+  }
+  if inf then
+    body[#body + 1] = "        for (size_t i = lo; i < hi; i++) s = fmax(s, fabs((double)m->grads[i]));"
+  elseif c.norm_type == 2 then
+    body[#body + 1] = "        for (size_t i = lo; i < hi; i++) s += (double)m->grads[i] * m->grads[i];"
+  else
+    body[#body + 1] = string.format("        for (size_t i = lo; i < hi; i++) s += pow(fabs((double)m->grads[i]), %s);", lit(c.norm_type))
+  end
+  body[#body + 1] = "        part[c] = s;"
+  body[#body + 1] = "    }"
+  body[#body + 1] = "    double total = 0;"
+  if inf then
+    body[#body + 1] = "    for (int c = 0; c < CHUNKS; c++) total = fmax(total, part[c]);"
+  else
+    body[#body + 1] = "    for (int c = 0; c < CHUNKS; c++) total += part[c];"
+    body[#body + 1] = c.norm_type == 2 and "    total = sqrt(total);" or string.format("    total = pow(total, 1.0 / %s);", lit(c.norm_type))
+  end
+  body[#body + 1] = string.format("    double coef = %s / (total + 1e-6);   // torch.nn.utils.clip_grad_norm_", lit(c.max_norm))
+  body[#body + 1] = "    if (coef >= 1) return;"
+  body[#body + 1] = "    #pragma omp parallel for schedule(static)"
+  body[#body + 1] = "    for (size_t i = 0; i < NUM_PARAMS; i++) m->grads[i] *= (real)coef;"
+  return join(body), string.format("by norm (%s-norm) to %s", inf and "inf" or lit(c.norm_type), lit(c.max_norm))
+end
+
+---------------------------------------------------------------------------
+-- callbacks and loggers
+
+local MONITORS = { ["val/loss"] = "val_loss", ["val/acc"] = "val_acc", ["train/loss"] = "epoch_train_loss" }
+
+local function monitor_var(cb, has_accuracy)
+  local v = MONITORS[cb.args.monitor]
+  if not v or (cb.args.monitor == "val/acc" and not has_accuracy) then
+    local names = { "val/loss", "train/loss" }
+    if has_accuracy then names[#names + 1] = "val/acc" end
+    diag.fatal(cb.where, string.format("%s: cannot monitor '%s'; this program logs %s%s", cb.kind, cb.args.monitor,
+      table.concat(names, ", "), util.did_you_mean(cb.args.monitor, names)))
+  end
+  return v
+end
+
+local function callbacks_code(sp, has_accuracy)
+  local lines, init = {}, {}
+  local slot = 0
+  local function take(initial)
+    slot = slot + 1
+    if slot > 8 then diag.fatal(sp.train.where, "too many callbacks (their state has 8 slots)") end
+    init[#init + 1] = initial
+    return slot - 1
+  end
+  for _, cb in ipairs(sp.train.callbacks) do
+    local a = cb.args
+    if cb.kind == "EarlyStopping" then
+      local var = monitor_var(cb, has_accuracy)
+      local best = take(a.mode == "min" and "INFINITY" or "-INFINITY")
+      local wait = take("0")
+      local better = a.mode == "min" and string.format("%s < next.cb[%d] - %s", var, best, lit(a.min_delta))
+        or string.format("%s > next.cb[%d] + %s", var, best, lit(a.min_delta))
+      lines[#lines + 1] = string.format("        // EarlyStopping(monitor=\"%s\", mode=\"%s\", patience=%d, min_delta=%s)  <- %s:%d",
+        a.monitor, a.mode, a.patience, lit(a.min_delta), cb.where.file, cb.where.line)
+      lines[#lines + 1] = string.format("        if (!isnan(%s)) {", var)
+      lines[#lines + 1] = string.format("            if (%s) { next.cb[%d] = %s; next.cb[%d] = 0; }", better, best, var, wait)
+      lines[#lines + 1] = string.format("            else if (++next.cb[%d] >= %d) {", wait, a.patience)
+      lines[#lines + 1] = string.format("                if (!args.quiet) progress_print(&prog, \"early stopping: %s did not improve for %d epochs (best %%.4f)\", next.cb[%d]);",
+        a.monitor, a.patience, best)
+      lines[#lines + 1] = "                stop = 1;"
+      lines[#lines + 1] = "            }"
+      lines[#lines + 1] = "        }"
+    elseif cb.kind == "ModelCheckpoint" then
+      local dir = a.dirpath and string.format("\"%s\"", a.dirpath) or "args.out"
+      lines[#lines + 1] = string.format("        // ModelCheckpoint(monitor=%s, mode=\"%s\", save_top_k=%d, save_last=%s)  <- %s:%d",
+        a.monitor and ('"' .. a.monitor .. '"') or "None", a.mode, a.save_top_k, tostring(a.save_last), cb.where.file, cb.where.line)
+      if a.save_top_k ~= 0 then
+        local var = a.monitor and monitor_var(cb, has_accuracy) or nil
+        local best = take(a.mode == "min" and "INFINITY" or "-INFINITY")
+        local best_epoch = take("-1")
+        local best_step = take("-1")
+        local improved
+        if not var or a.save_top_k < 0 then improved = "1"
+        elseif a.mode == "min" then improved = string.format("!isnan(%s) && %s < next.cb[%d]", var, var, best)
+        else improved = string.format("!isnan(%s) && %s > next.cb[%d]", var, var, best) end
+        lines[#lines + 1] = "        {"
+        lines[#lines + 1] = string.format("            if (%s) {", improved)
+        if a.save_top_k == 1 then
+          lines[#lines + 1] = string.format("                if (next.cb[%d] >= 0) {   // keep only the best", best_epoch)
+          lines[#lines + 1] = string.format("                    snprintf(path, sizeof path, \"%%s/epoch=%%lld-step=%%lld.safetensors\", %s, (long long)next.cb[%d], (long long)next.cb[%d]);", dir, best_epoch, best_step)
+          lines[#lines + 1] = "                    remove(path);"
+          lines[#lines + 1] = "                }"
+        end
+        if var then lines[#lines + 1] = string.format("                next.cb[%d] = %s;", best, var) end
+        lines[#lines + 1] = string.format("                next.cb[%d] = (double)rs.epoch; next.cb[%d] = (double)rs.step;", best_epoch, best_step)
+        lines[#lines + 1] = string.format("                snprintf(path, sizeof path, \"%%s/epoch=%%lld-step=%%lld.safetensors\", %s, (long long)rs.epoch, (long long)rs.step);", dir)
+        lines[#lines + 1] = "                save_checkpoint(path, &m, &opt, &next, &ls);"
+        lines[#lines + 1] = "            }"
+        lines[#lines + 1] = "        }"
+        if a.save_top_k > 1 then
+          diag.fatal(cb.where, "ModelCheckpoint: save_top_k > 1 is not supported yet (use 1 or -1)")
+        end
+      end
+      if a.save_last then
+        lines[#lines + 1] = "        // save_last: last.safetensors is written after every epoch below"
+      end
+    end
+  end
+  while slot < 8 do init[#init + 1] = "0"; slot = slot + 1 end
+  if #lines == 0 then lines[1] = "        (void)val_acc;" end
+  return join(lines), table.concat(init, ", ")
+end
+
+local function logger_code(sp, has_accuracy)
+  local csv
+  for _, lg in ipairs(sp.train.loggers) do
+    if lg.kind == "CSVLogger" then
+      if csv then diag.fatal(lg.where, "only one CSVLogger per spec") end
+      csv = lg
+    else
+      diag.fatal(lg.where, lg.kind .. " is not supported by the C backend yet (CSVLogger is)")
+    end
+  end
+  if not csv then
+    return "    (void)0;   // no logger", "", "", "", ""
+  end
+  local a = csv.args
+  local root = string.format("\"%s\"", a.root_dir)
+  local open = {
+    "    // CSVLogger: metrics.csv and hparams.yaml in Lightning's layout",
+    "    csvlog log;",
+    string.format("    char log_root[4096];"),
+    string.format("    snprintf(log_root, sizeof log_root, \"%%s/%%s\", args.out, %s);", root),
+    string.format("    if (csvlog_open(&log, log_root, \"%s\", %d, %d)) die(log.err);", a.name, a.version or -1, 100),
+    "    csvlog_hparam_str(&log, \"model\", MODEL_NAME);",
+    "    csvlog_hparam_str(&log, \"precision\", MODEL_PRECISION);",
+    "    csvlog_hparam_i64(&log, \"batch_size\", BATCH_MAX);",
+    "    csvlog_hparam_i64(&log, \"accumulate\", ACCUMULATE);",
+    "    csvlog_hparam_i64(&log, \"seed\", (int64_t)args.seed);",
+    "    csvlog_hparam_i64(&log, \"epochs\", args.epochs);",
+    "    csvlog_hparam_i64(&log, \"max_steps\", args.max_steps);",
+    string.format("    csvlog_hparam_str(&log, \"optimizer\", \"%s\");", sp.train.optimizer.kind),
+    string.format("    csvlog_hparam_f64(&log, \"lr\", %s);", lit(sp.train.optimizer.args.lr)),
+  }
+  local step = string.format("            if (rs.step %% %d == 0) { csvlog_log1(&log, rs.step, rs.epoch, \"train/loss\", mean_loss); csvlog_log1(&log, rs.step, rs.epoch, \"lr-%s\", lr); }",
+    a.every_n_steps, sp.train.optimizer.kind)
+  local epoch = {
+    "        if (!isnan(val_loss)) csvlog_log1(&log, rs.step, rs.epoch, \"val/loss\", val_loss);",
+  }
+  if has_accuracy then epoch[#epoch + 1] = "        if (!isnan(val_acc)) csvlog_log1(&log, rs.step, rs.epoch, \"val/acc\", val_acc);" end
+  local test = { "        csvlog_log1(&log, rs.step, rs.epoch, \"test/loss\", test_loss);" }
+  if has_accuracy then test[#test + 1] = "        csvlog_log1(&log, rs.step, rs.epoch, \"test/acc\", test_acc);" end
+  return join(open), step, join(epoch), join(test), "    if (csvlog_close(&log)) die(log.err);"
+end
+
+---------------------------------------------------------------------------
+
+function emit_train.program(g, info, opts)
+  local sp = g.spec
+  local tr = sp.train
+  local ty = info.types
+  local open, bind, data_desc = data_code(sp, info.fields, ty.ctype)
+  local o = optimizer_code(tr.optimizer, ty.sfx)
+  local lr_body, sched_desc, onecycle = schedule_code(sp, tr.optimizer)
+  local clip_body, clip_desc = clip_code(sp)
+  local has_accuracy = info.has_accuracy
+  local callbacks, cb_init = callbacks_code(sp, has_accuracy)
+  local log_open, log_step, log_epoch, log_test, log_close = logger_code(sp, has_accuracy)
+  local mom = o.base_momentum and lit(o.base_momentum) or "0.0"
+  local settings = join {
+    string.format("#define DEFAULT_EPOCHS %d      // train.epochs (0: run until max_steps)", tr.epochs or 0),
+    string.format("#define DEFAULT_MAX_STEPS %d   // train.max_steps (0: no limit)", tr.max_steps or 0),
+    string.format("#define DEFAULT_SEED %d", tr.seed),
+    string.format("#define ACCUMULATE %d          // micro-batches per optimizer step", tr.accumulate),
+    string.format("#define VAL_EVERY %d           // validate every N epochs", tr.val_every),
+    string.format("#define LOG_EVERY %d           // progress lines when not on a terminal", 100),
+    string.format("#define MOMENTUM %s            // beta1 (Adam) or momentum (SGD)", mom),
+  }
+  local step_code = o.step
+  local momentum_body, momentum_desc
+  local cyc = tr.scheduler and tr.scheduler.kind == "OneCycleLR" and tr.scheduler.args.cycle_momentum
+  if cyc then
+    -- OneCycleLR cycles the momentum (beta1 for Adam) inversely to the learning rate
+    local a = tr.scheduler.args
+    local lo, hi = a.base_momentum, a.max_momentum
+    local moms = a.three_phase and { { hi, lo }, { lo, hi }, { hi, hi } } or { { hi, lo }, { lo, hi } }
+    local lines = {
+      a.total_steps and string.format("    total_steps = %d;", a.total_steps) or "    // total_steps: the run's",
+      string.format("    const double pct_start = %s;", lit(a.pct_start)),
+      "    double start = 0;",
+    }
+    for i, ph in ipairs(onecycle.phases) do
+      lines[#lines + 1] = string.format("    double end%d = %s;", i, ph[1])
+      local from, to = moms[i][1], moms[i][2]
+      local expr = a.anneal_strategy == "cos"
+        and string.format("%s + (%s - %s) / 2.0 * (cos(M_PI * pct) + 1)", lit(to), lit(from), lit(to))
+        or string.format("(%s - %s) * pct + %s", lit(to), lit(from), lit(from))
+      local cond = i == #onecycle.phases and "" or string.format("if (step <= end%d) ", i)
+      lines[#lines + 1] = string.format("    %s{ double pct = (step - start) / (end%d - start); return %s; }", cond, i, expr)
+      if i < #onecycle.phases then lines[#lines + 1] = string.format("    start = end%d;", i) end
+    end
+    momentum_body = join(lines)
+    momentum_desc = string.format("cycled by OneCycleLR between %s and %s", lit(lo), lit(hi))
+  else
+    momentum_body = "    (void)step; (void)total_steps;\n    return MOMENTUM;"
+    momentum_desc = "constant"
+  end
+  -- the optimizer_step signature carries the momentum (OneCycleLR cycles it)
+  local text = template.fill("templates/c/train.c.in", {
+    model_name = g.model_rec.class, spec_file = sp.file, settings = settings,
+    default_out = opts.out_default or "out",
+    data_desc = data_desc, open_data = open, bind_batch = bind,
+    optimizer_desc = o.desc, optimizer_fields = o.fields, optimizer_alloc = o.alloc,
+    scheduler_desc = sched_desc, lr_body = lr_body,
+    optimizer_step = step_code, momentum_body = momentum_body, momentum_desc = momentum_desc, clip_desc = clip_desc, clip_body = clip_body,
+    optimizer_save = o.save, optimizer_groups = o.groups, optimizer_load = o.load,
+    drop_last = "0", callback_init = cb_init,
+    logger_open = log_open, log_step = log_step, log_epoch = log_epoch, callbacks = callbacks,
+    log_test = log_test, logger_close = log_close,
+  })
+  return text
+end
+
+return emit_train

@@ -1,0 +1,304 @@
+-- ops_cpu: the C backend's half of the op table — for each op, the kernel calls
+-- of its forward and backward (kernels in templates/cpu/), what it saves for the
+-- backward, its scratch space, and whether it is a view (no storage, no code).
+-- Entries are keyed like gen/ops.lua; an op missing here is reported to the user
+-- as not yet supported by the C backend.
+--
+-- Each rule gets `e`, the emitter's context:
+--   e.ptr(t) / e.grad(t)      C expressions for a tensor's data / gradient ("NULL" if none)
+--   e.save(node, name)        a saved buffer;  e.state(node, name) a module buffer ("NULL" if none)
+--   e.counter(node, name)     an int64 counter (num_batches_tracked)
+--   e.numel(t) / e.rows(t, k) element count / count without the last k dims, as C expressions
+--   e.call(kernel, ...)       "k_<kernel>_<sfx>(args);"
+--   e.lit(x)                  a floating literal of the program's type
+--   e.rng_stream(node)        the Philox stream of this node at this step
+local ops_cpu = {}
+
+local function dims_after(shape, first)  -- product of shape[first..]
+  local n = 1
+  for i = first, #shape do n = n * shape[i] end
+  return n
+end
+
+local REDUCTION = { none = 0, mean = 1, sum = 2 }
+
+ops_cpu.linear = {
+  forward = function(e, n)
+    local x, w = n.inputs[1], n.inputs[2]
+    return { e.call("linear_forward", e.ptr(n.out), e.ptr(x), e.ptr(w), n.inputs[3] and e.ptr(n.inputs[3]) or "NULL",
+      e.rows(x, 1), w.shape[2], w.shape[1]) }
+  end,
+  backward = function(e, n)
+    local x, w = n.inputs[1], n.inputs[2]
+    return { e.call("linear_backward", e.grad(x), e.grad(w), n.inputs[3] and e.grad(n.inputs[3]) or "NULL",
+      e.grad(n.out), e.ptr(x), e.ptr(w), e.rows(x, 1), w.shape[2], w.shape[1]) }
+  end,
+}
+
+local function conv_dims(e, n, batch)
+  local x, w, a = n.inputs[1], n.inputs[2], n.attrs
+  return string.format("{%s, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d}",
+    batch or e.batch(x), x.shape[2], x.shape[3], x.shape[4], w.shape[1], w.shape[3], w.shape[4],
+    a.stride[1], a.stride[2], a.padding[1], a.padding[2], a.dilation[1], a.dilation[2], a.groups,
+    n.out.shape[3], n.out.shape[4])
+end
+
+ops_cpu.conv2d = {
+  -- scratch depends on the thread count, so the program sizes it at start-up
+  scratch = function(e, n)
+    return string.format("{ const k_conv2d_dims d = %s; grow(&need, k_conv2d_scratch_%s(&d)); }",
+      conv_dims(e, n, "BATCH_MAX"), e.sfx)
+  end,
+  forward = function(e, n)
+    local d = e.local_name(n, "dims")
+    return { string.format("const k_conv2d_dims %s = %s;", d, conv_dims(e, n)),
+      e.call("conv2d_forward", e.ptr(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]),
+        n.inputs[3] and e.ptr(n.inputs[3]) or "NULL", e.scratch(), "&" .. d) }
+  end,
+  backward = function(e, n)
+    local d = e.local_name(n, "dims")
+    return { string.format("const k_conv2d_dims %s = %s;", d, conv_dims(e, n)),
+      e.call("conv2d_backward", e.grad(n.inputs[1]), e.grad(n.inputs[2]),
+        n.inputs[3] and e.grad(n.inputs[3]) or "NULL", e.grad(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]),
+        e.scratch(), "&" .. d) }
+  end,
+}
+
+local function pool_dims(e, n)
+  local x, a = n.inputs[1], n.attrs
+  local dil = a.dilation or { 1, 1 }
+  return string.format("{%s, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d}",
+    e.batch(x), x.shape[2], x.shape[3], x.shape[4], a.kernel_size[1], a.kernel_size[2],
+    a.stride[1], a.stride[2], a.padding[1], a.padding[2], dil[1], dil[2], n.out.shape[3], n.out.shape[4],
+    (a.count_include_pad == false) and 0 or 1)
+end
+
+ops_cpu.max_pool2d = {
+  saves = function(n) return { { name = "argmax", dtype = "int32", per_sample = dims_after(n.out.shape, 2) } } end,
+  forward = function(e, n)
+    local d = e.local_name(n, "dims")
+    return { string.format("const k_pool2d_dims %s = %s;", d, pool_dims(e, n)),
+      e.call("max_pool2d_forward", e.ptr(n.out), e.training_only(e.save(n, "argmax")), e.ptr(n.inputs[1]), "&" .. d) }
+  end,
+  backward = function(e, n)
+    local d = e.local_name(n, "dims")
+    return { string.format("const k_pool2d_dims %s = %s;", d, pool_dims(e, n)),
+      e.call("max_pool2d_backward", e.grad(n.inputs[1]), e.grad(n.out), e.save(n, "argmax"), "&" .. d) }
+  end,
+}
+
+ops_cpu.avg_pool2d = {
+  forward = function(e, n)
+    local d = e.local_name(n, "dims")
+    return { string.format("const k_pool2d_dims %s = %s;", d, pool_dims(e, n)),
+      e.call("avg_pool2d_forward", e.ptr(n.out), e.ptr(n.inputs[1]), "&" .. d) }
+  end,
+  backward = function(e, n)
+    local d = e.local_name(n, "dims")
+    return { string.format("const k_pool2d_dims %s = %s;", d, pool_dims(e, n)),
+      e.call("avg_pool2d_backward", e.grad(n.inputs[1]), e.grad(n.out), "&" .. d) }
+  end,
+}
+
+ops_cpu.batch_norm = {
+  saves = function(n)
+    local c = n.inputs[1].shape[2]
+    return { { name = "mean", count = c }, { name = "invstd", count = c } }
+  end,
+  forward = function(e, n)
+    local x, a = n.inputs[1], n.attrs
+    local C, S = x.shape[2], dims_after(x.shape, 3)
+    local w = n.inputs[2] and e.ptr(n.inputs[2]) or "NULL"
+    local b = n.inputs[3] and e.ptr(n.inputs[3]) or "NULL"
+    local momentum = a.momentum == false and e.lit(-1) or e.lit(a.momentum)
+    local train = e.call("batch_norm_forward_train", e.ptr(n.out), e.save(n, "mean"), e.save(n, "invstd"),
+      e.state(n, "running_mean"), e.state(n, "running_var"), e.counter(n, "num_batches_tracked"),
+      e.ptr(x), w, b, e.batch(x), C, S, e.lit(a.eps), momentum)
+    if not a.track_running_stats then return { train } end   -- batch statistics in eval too
+    local eval = e.call("batch_norm_forward_eval", e.ptr(n.out), e.ptr(x), w, b,
+      e.state(n, "running_mean"), e.state(n, "running_var"), e.batch(x), C, S, e.lit(a.eps))
+    return { "if (training) {", "    " .. train, "} else {", "    " .. eval, "}" }
+  end,
+  backward = function(e, n)
+    local x = n.inputs[1]
+    return { e.call("batch_norm_backward", e.grad(x), n.inputs[2] and e.grad(n.inputs[2]) or "NULL",
+      n.inputs[3] and e.grad(n.inputs[3]) or "NULL", e.grad(n.out), e.ptr(x),
+      n.inputs[2] and e.ptr(n.inputs[2]) or "NULL", e.save(n, "mean"), e.save(n, "invstd"),
+      e.batch(x), x.shape[2], dims_after(x.shape, 3)) }
+  end,
+}
+
+ops_cpu.layer_norm = {
+  saves = function(n)
+    local k = #n.attrs.normalized_shape
+    local x = n.inputs[1]
+    local per = 1
+    for i = 2, #x.shape - k do per = per * x.shape[i] end
+    return { { name = "mean", per_sample = per }, { name = "rstd", per_sample = per } }
+  end,
+  forward = function(e, n)
+    local x = n.inputs[1]
+    local k = #n.attrs.normalized_shape
+    return { e.call("layer_norm_forward", e.ptr(n.out), e.save(n, "mean"), e.save(n, "rstd"), e.ptr(x),
+      n.inputs[2] and e.ptr(n.inputs[2]) or "NULL", n.inputs[3] and e.ptr(n.inputs[3]) or "NULL",
+      e.rows(x, k), dims_after(x.shape, #x.shape - k + 1), e.lit(n.attrs.eps)) }
+  end,
+  backward = function(e, n)
+    local x = n.inputs[1]
+    local k = #n.attrs.normalized_shape
+    return { e.call("layer_norm_backward", e.grad(x), n.inputs[2] and e.grad(n.inputs[2]) or "NULL",
+      n.inputs[3] and e.grad(n.inputs[3]) or "NULL", e.grad(n.out), e.ptr(x),
+      n.inputs[2] and e.ptr(n.inputs[2]) or "NULL", e.save(n, "mean"), e.save(n, "rstd"),
+      e.rows(x, k), dims_after(x.shape, #x.shape - k + 1)) }
+  end,
+}
+
+-- activations: the backward of relu/sigmoid/tanh reads the output, silu/gelu the input
+local function activation(name, from_output, extra)
+  ops_cpu[name] = {
+    forward = function(e, n)
+      local args = { e.ptr(n.out), e.ptr(n.inputs[1]), e.numel(n.out) }
+      if extra then args[#args + 1] = extra(n) end
+      return { e.call(name .. "_forward", table.unpack(args)) }
+    end,
+    backward = function(e, n)
+      local args = { e.grad(n.inputs[1]), e.grad(n.out), from_output and e.ptr(n.out) or e.ptr(n.inputs[1]), e.numel(n.out) }
+      if extra then args[#args + 1] = extra(n) end
+      return { e.call(name .. "_backward", table.unpack(args)) }
+    end,
+  }
+end
+activation("relu", true)
+activation("sigmoid", true)
+activation("tanh", true)
+activation("silu", false)
+activation("gelu", false, function(n) return n.attrs.approximate == "tanh" and "1" or "0" end)
+
+ops_cpu.dropout = {
+  forward = function(e, n)
+    if n.attrs.p == 0 then
+      return { string.format("memcpy(%s, %s, sizeof(%s) * (size_t)(%s));", e.ptr(n.out), e.ptr(n.inputs[1]), e.T, e.numel(n.out)) }
+    end
+    return { "if (training) {",
+      "    " .. e.call("dropout_forward", e.ptr(n.out), e.ptr(n.inputs[1]), e.numel(n.out), e.lit(n.attrs.p), "m->seed", e.rng_stream(n)),
+      "} else {",
+      string.format("    memcpy(%s, %s, sizeof(%s) * (size_t)(%s));", e.ptr(n.out), e.ptr(n.inputs[1]), e.T, e.numel(n.out)),
+      "}" }
+  end,
+  backward = function(e, n)
+    if n.attrs.p == 0 then
+      return { string.format("for (size_t i = 0; i < (size_t)(%s); i++) %s[i] += %s[i];", e.numel(n.out), e.grad(n.inputs[1]), e.grad(n.out)) }
+    end
+    return { e.call("dropout_backward", e.grad(n.inputs[1]), e.grad(n.out), e.numel(n.out), e.lit(n.attrs.p), "m->seed", e.rng_stream(n)) }
+  end,
+}
+
+-- views: same storage, no code
+ops_cpu.flatten = { alias = true }
+ops_cpu.reshape = { alias = true }
+
+-- cat along `dim`: each input is OUTER blocks of (its dim size × INNER) elements
+local function cat_layout(n)
+  local d = n.attrs.dim
+  local shape = n.out.shape
+  if d < 0 then d = d + #shape end
+  local inner = dims_after(shape, d + 2)
+  return d + 1, inner
+end
+ops_cpu.cat = {
+  forward = function(e, n)
+    local di, inner = cat_layout(n)
+    local lines, offset = {}, 0
+    for _, x in ipairs(n.inputs) do
+      lines[#lines + 1] = e.call("cat_forward", e.ptr(n.out), e.ptr(x), e.outer(x, di), x.shape[di], inner, n.out.shape[di], offset)
+      offset = offset + x.shape[di]
+    end
+    return lines
+  end,
+  backward = function(e, n)
+    local di, inner = cat_layout(n)
+    local lines, offset = {}, 0
+    for _, x in ipairs(n.inputs) do
+      if e.grad(x) ~= "NULL" then
+        lines[#lines + 1] = e.call("cat_backward", e.grad(x), e.grad(n.out), e.outer(x, di), x.shape[di], inner, n.out.shape[di], offset)
+      end
+      offset = offset + x.shape[di]
+    end
+    return lines
+  end,
+}
+
+ops_cpu.embedding = {
+  forward = function(e, n)
+    local w = n.inputs[2]
+    return { e.call("embedding_forward", e.ptr(n.out), e.ptr(n.inputs[1]), e.ptr(w), e.numel(n.inputs[1]), w.shape[1], w.shape[2]) }
+  end,
+  backward = function(e, n)
+    local w = n.inputs[2]
+    return { e.call("embedding_backward", e.grad(w), e.grad(n.out), e.ptr(n.inputs[1]), e.numel(n.inputs[1]), w.shape[1], w.shape[2],
+      n.attrs.padding_idx or -1) }
+  end,
+}
+
+-- softmax over `dim` of a tensor seen as (OUTER, D, INNER)
+local function softmax_layout(e, n)
+  local x = n.inputs[1]
+  local d = n.attrs.dim
+  if d < 0 then d = d + #x.shape end
+  return e.outer(x, d + 1), x.shape[d + 1], dims_after(x.shape, d + 2)
+end
+for _, name in ipairs { "softmax", "log_softmax" } do
+  ops_cpu[name] = {
+    forward = function(e, n)
+      local o, d, i = softmax_layout(e, n)
+      return { e.call(name .. "_forward", e.ptr(n.out), e.ptr(n.inputs[1]), o, d, i) }
+    end,
+    backward = function(e, n)
+      local o, d, i = softmax_layout(e, n)
+      return { e.call(name .. "_backward", e.grad(n.inputs[1]), e.grad(n.out), e.ptr(n.out), o, d, i) }
+    end,
+  }
+end
+
+ops_cpu.cross_entropy = {
+  saves = function(n)
+    return { { name = "logp", per_sample = dims_after(n.inputs[1].shape, 2) } }
+  end,
+  forward = function(e, n)
+    local x, t, a = n.inputs[1], n.inputs[2], n.attrs
+    local N, C = e.batch(x), x.shape[2]
+    local S = dims_after(x.shape, 3)
+    if t.dtype ~= "int64" then
+      return { e.call("cross_entropy_soft_forward", e.ptr(n.out), e.save(n, "logp"), e.ptr(x), e.ptr(t), N, C, S,
+        e.lit(a.label_smoothing), REDUCTION[a.reduction]) }
+    end
+    return { e.call("cross_entropy_forward", e.ptr(n.out), e.save(n, "logp"), e.ptr(x), e.ptr(t), N, C, S,
+      a.ignore_index, e.lit(a.label_smoothing), REDUCTION[a.reduction]) }
+  end,
+  backward = function(e, n)
+    local x, t, a = n.inputs[1], n.inputs[2], n.attrs
+    local N, C = e.batch(x), x.shape[2]
+    local S = dims_after(x.shape, 3)
+    if t.dtype ~= "int64" then
+      return { e.call("cross_entropy_soft_backward", e.grad(x), e.grad(n.out), e.save(n, "logp"), e.ptr(x), e.ptr(t), N, C, S,
+        e.lit(a.label_smoothing), REDUCTION[a.reduction]) }
+    end
+    return { e.call("cross_entropy_backward", e.grad(x), e.grad(n.out), e.save(n, "logp"), e.ptr(x), e.ptr(t), N, C, S,
+      a.ignore_index, e.lit(a.label_smoothing), REDUCTION[a.reduction]) }
+  end,
+}
+
+for _, name in ipairs { "bce", "bce_with_logits", "mse", "l1" } do
+  ops_cpu[name] = {
+    forward = function(e, n)
+      return { e.call(name .. "_forward", e.ptr(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]), e.numel(n.inputs[1]),
+        REDUCTION[n.attrs.reduction]) }
+    end,
+    backward = function(e, n)
+      return { e.call(name .. "_backward", e.grad(n.inputs[1]), e.grad(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]),
+        e.numel(n.inputs[1]), REDUCTION[n.attrs.reduction]) }
+    end,
+  }
+end
+
+return ops_cpu

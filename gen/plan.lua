@@ -1,0 +1,91 @@
+-- plan: where every tensor of a trace lives.  One parameter buffer (named views
+-- in state_dict order), one gradient buffer with the same layout, one buffer
+-- buffer (running stats), one activation arena and one activation-gradient arena,
+-- plus what ops save for their backward.  Sizes are per batch of B_MAX samples;
+-- the program passes the actual batch size at run time (a last, smaller batch).
+-- Views (reshape, flatten) take no storage: they alias their input.
+local util = require "util"
+local ops_cpu = require "ops_cpu"
+
+local plan = {}
+
+local ALIGN = 16     -- elements: 64-byte alignment for fp32 vectors
+
+local function align(n) return (n + ALIGN - 1) // ALIGN * ALIGN end
+
+-- Elements per sample and fixed elements of a shape with "B" in it.
+local function sizes(shape)
+  local per, batched = 1, false
+  for _, d in ipairs(shape) do if d == "B" then batched = true else per = per * d end end
+  return per, batched
+end
+plan.sizes = sizes
+
+-- The state: parameters and float buffers in one layout each (as nn.named_tensors
+-- orders them), the int64 counters (num_batches_tracked) on their own.
+function plan.state(g)
+  local st = { params = {}, buffers = {}, counters = {}, nparams = 0, nbuffers = 0 }
+  for _, p in ipairs(g.params) do
+    local n = util.numel(p.shape)
+    st.params[#st.params + 1] = { name = p.name, entry = p, offset = st.nparams, numel = n }
+    st.nparams = st.nparams + align(n)
+  end
+  for _, b in ipairs(g.buffers) do
+    local n = util.numel(b.shape)
+    if b.dtype == "int64" then
+      st.counters[#st.counters + 1] = { name = b.name, entry = b, offset = #st.counters, numel = n }
+    else
+      st.buffers[#st.buffers + 1] = { name = b.name, entry = b, offset = st.nbuffers, numel = n }
+      st.nbuffers = st.nbuffers + align(n)
+    end
+  end
+  st.by_name = {}
+  for _, list in ipairs { st.params, st.buffers, st.counters } do
+    for _, e in ipairs(list) do st.by_name[e.name] = e end
+  end
+  return st
+end
+
+-- Activation layout of one trace (with its autodiff result `ad`, or nil for an
+-- inference-only entry point).
+function plan.activations(trace, ad, batch_max)
+  local p = { acts = {}, grads = {}, saves = {}, nacts = 0, ngrads = 0, nint = 0, scratch_nodes = {},
+              batch_max = batch_max }
+  local function alloc(field, count_field, shape)
+    local per, batched = sizes(shape)
+    local n = batched and per * batch_max or per
+    local off = p[count_field]
+    p[count_field] = p[count_field] + align(n)
+    return { offset = off, numel = n, arena = field }
+  end
+  for _, node in ipairs(trace.nodes) do
+    local rule = ops_cpu[node.op]
+    local out = node.out
+    if rule.alias then
+      local src = node.inputs[1]
+      p.acts[out] = p.acts[src] or { source = src }
+      if ad and ad.needs_grad[out] then p.grads[out] = p.grads[src] or { source = src } end
+    else
+      p.acts[out] = alloc("acts", "nacts", out.shape)
+      if ad and ad.needs_grad[out] then p.grads[out] = alloc("grads", "ngrads", out.shape) end
+    end
+    -- what the op keeps for its backward, and its scratch space
+    if rule.saves then
+      p.saves[node] = {}
+      for _, s in ipairs(rule.saves(node)) do
+        local n = s.per_sample and s.per_sample * batch_max or s.count
+        if s.dtype == "int32" then
+          p.saves[node][s.name] = { offset = p.nint, numel = n, arena = "ints" }
+          p.nint = p.nint + align(n)
+        else
+          p.saves[node][s.name] = { offset = p.nacts, numel = n, arena = "acts" }
+          p.nacts = p.nacts + align(n)
+        end
+      end
+    end
+    if rule.scratch then p.scratch_nodes[#p.scratch_nodes + 1] = node end
+  end
+  return p
+end
+
+return plan
