@@ -1,0 +1,639 @@
+// Gradient checks for every backward in templates/cpu/kernels.h (f64, central
+// differences; see tests/kernels_check.h for the method and tolerances), that
+// backward accumulates, that NULL gradients are skipped, and that the f32 and f64
+// forwards agree.  Several seeds and random small shapes per op.
+#include "kernels_check.h"
+
+#define SEEDS 3
+static gc *gc_new(void) { return calloc(1, sizeof(gc)); }
+
+// ---------------------------------------------------------------------------- linear
+#define LINEAR_BODY(S) k_linear_forward_##S(OUT, X[0], X[1], c->iv[3] ? X[2] : NULL, c->iv[0], c->iv[1], c->iv[2]);
+GC_FWD(linear, LINEAR_BODY)
+static void linear_bwd(gc *c) {
+    k_linear_backward_f64(c->g[0], c->g[1], c->iv[3] ? c->g[2] : NULL, c->w, c->x[0], c->x[1], c->iv[0], c->iv[1], c->iv[2]);
+}
+Test(kernels, linear) {
+    for (uint64_t seed = 1; seed <= SEEDS; seed++) {
+        uint64_t s = seed;
+        gc *c = gc_new();
+        int N = gc_int(&s, 1, 5), IC = gc_int(&s, 1, 7), OC = gc_int(&s, 1, 6), bias = seed != 2;
+        c->iv[0] = N; c->iv[1] = IC; c->iv[2] = OC; c->iv[3] = bias;
+        gc_input(c, gc_rand(&s, N * IC, -1, 1), N * IC, 1);
+        gc_input(c, gc_rand(&s, OC * IC, -1, 1), OC * IC, 1);
+        gc_input(c, gc_rand(&s, OC, -1, 1), OC, bias);
+        gc_output(c, &s, N * OC);
+        c->fwd64 = linear_fwd64; c->fwd32 = linear_fwd32; c->bwd64 = linear_bwd;
+        gc_check(c, "linear");
+    }
+}
+
+// ---------------------------------------------------------------------------- conv2d
+#define CONV_BODY(S) k_conv2d_forward_##S(OUT, X[0], X[1], c->iv[0] ? X[2] : NULL, GC_SCR(0), &c->cd);
+GC_FWD(conv, CONV_BODY)
+static void conv_bwd(gc *c) {
+    k_conv2d_backward_f64(c->g[0], c->g[1], c->iv[0] ? c->g[2] : NULL, c->w, c->x[0], c->x[1], c->s64[0], &c->cd);
+}
+static void conv_case(uint64_t seed, int pointwise) {
+    uint64_t s = seed * 7919;
+    gc *c = gc_new();
+    k_conv2d_dims d;
+    d.G = gc_int(&s, 1, 2);
+    d.N = gc_int(&s, 1, 3); d.C = d.G * gc_int(&s, 1, 2); d.OC = d.G * gc_int(&s, 1, 3);
+    d.H = gc_int(&s, 4, 7); d.W = gc_int(&s, 4, 7);
+    if (pointwise) {
+        d.KH = d.KW = d.SH = d.SW = d.DH = d.DW = 1; d.PH = d.PW = 0; d.OH = d.H; d.OW = d.W;
+    } else {
+        d.KH = gc_int(&s, 1, 3); d.KW = gc_int(&s, 1, 3); d.SH = gc_int(&s, 1, 2); d.SW = gc_int(&s, 1, 2);
+        d.DH = gc_int(&s, 1, 2); d.DW = gc_int(&s, 1, 2); d.PH = gc_int(&s, 0, 2); d.PW = gc_int(&s, 0, 1);
+        int extra_h = gc_int(&s, 0, 1), extra_w = gc_int(&s, 0, 1);      // asymmetric ("same") padding
+        d.OH = (d.H + 2 * d.PH + extra_h - d.DH * (d.KH - 1) - 1) / d.SH + 1;
+        d.OW = (d.W + 2 * d.PW + extra_w - d.DW * (d.KW - 1) - 1) / d.SW + 1;
+    }
+    c->cd = d;
+    int bias = seed % 3 != 0;
+    c->iv[0] = bias;
+    size_t nw = (size_t)d.OC * (d.C / d.G) * d.KH * d.KW;
+    gc_input(c, gc_rand(&s, (size_t)d.N * d.C * d.H * d.W, -1, 1), (size_t)d.N * d.C * d.H * d.W, 1);
+    gc_input(c, gc_rand(&s, nw, -1, 1), nw, 1);
+    gc_input(c, gc_rand(&s, d.OC, -1, 1), d.OC, bias);
+    gc_output(c, &s, (size_t)d.N * d.OC * d.OH * d.OW);
+    gc_scratch(c, 0, k_conv2d_scratch_f64(&d));
+    c->fwd64 = conv_fwd64; c->fwd32 = conv_fwd32; c->bwd64 = conv_bwd;
+    char what[256];
+    snprintf(what, sizeof what, "conv2d N%d C%d H%d W%d OC%d K%dx%d S%dx%d P%dx%d D%dx%d G%d -> %dx%d", d.N, d.C, d.H, d.W,
+             d.OC, d.KH, d.KW, d.SH, d.SW, d.PH, d.PW, d.DH, d.DW, d.G, d.OH, d.OW);
+    gc_check(c, what);
+}
+Test(kernels, conv2d) { for (uint64_t seed = 1; seed <= 6; seed++) conv_case(seed, 0); }
+Test(kernels, conv2d_pointwise) { for (uint64_t seed = 1; seed <= SEEDS; seed++) conv_case(seed, 1); }
+
+// ---------------------------------------------------------------------------- pooling
+// PyTorch's output size (ops.lua window_out)
+static int pool_out(int size, int k, int s, int p, int d, int ceil_mode) {
+    int span = size + 2 * p - d * (k - 1) - 1;
+    if (!ceil_mode) return span / s + 1;
+    int out = (span + s - 1) / s + 1;
+    if ((out - 1) * s >= size + p) out--;
+    return out;
+}
+static k_pool2d_dims pool_dims(uint64_t *s, int dilation) {
+    k_pool2d_dims d;
+    d.N = gc_int(s, 1, 2); d.C = gc_int(s, 1, 3); d.H = gc_int(s, 4, 8); d.W = gc_int(s, 4, 8);
+    d.KH = gc_int(s, 1, 3); d.KW = gc_int(s, 2, 3); d.SH = gc_int(s, 1, 3); d.SW = gc_int(s, 1, 2);
+    d.PH = gc_int(s, 0, d.KH / 2); d.PW = gc_int(s, 0, d.KW / 2);
+    d.DH = dilation ? gc_int(s, 1, 2) : 1; d.DW = dilation ? gc_int(s, 1, 2) : 1;
+    int ceil_mode = gc_int(s, 0, 1);
+    d.OH = pool_out(d.H, d.KH, d.SH, d.PH, d.DH, ceil_mode);
+    d.OW = pool_out(d.W, d.KW, d.SW, d.PW, d.DW, ceil_mode);
+    d.count_include_pad = gc_int(s, 0, 1);
+    return d;
+}
+#define MAXPOOL_BODY(S) k_max_pool2d_forward_##S(OUT, c->am, X[0], &c->pd);
+GC_FWD(maxpool, MAXPOOL_BODY)
+static void maxpool_bwd(gc *c) { if (c->g[0]) k_max_pool2d_backward_f64(c->g[0], c->w, c->am, &c->pd); }
+Test(kernels, max_pool2d) {
+    for (uint64_t seed = 1; seed <= 6; seed++) {
+        uint64_t s = seed;
+        gc *c = gc_new();
+        c->pd = pool_dims(&s, 1);
+        size_t n = (size_t)c->pd.N * c->pd.C * c->pd.H * c->pd.W, no = (size_t)c->pd.N * c->pd.C * c->pd.OH * c->pd.OW;
+        gc_input(c, gc_rand_distinct(&s, n), n, 1);
+        gc_output(c, &s, no);
+        c->am = calloc(no, sizeof(int32_t));
+        c->fwd64 = maxpool_fwd64; c->fwd32 = maxpool_fwd32; c->bwd64 = maxpool_bwd;
+        gc_check(c, "max_pool2d");
+    }
+}
+#define AVGPOOL_BODY(S) k_avg_pool2d_forward_##S(OUT, X[0], &c->pd);
+GC_FWD(avgpool, AVGPOOL_BODY)
+static void avgpool_bwd(gc *c) { if (c->g[0]) k_avg_pool2d_backward_f64(c->g[0], c->w, &c->pd); }
+Test(kernels, avg_pool2d) {
+    for (uint64_t seed = 1; seed <= 6; seed++) {
+        uint64_t s = seed;
+        gc *c = gc_new();
+        c->pd = pool_dims(&s, 0);
+        size_t n = (size_t)c->pd.N * c->pd.C * c->pd.H * c->pd.W, no = (size_t)c->pd.N * c->pd.C * c->pd.OH * c->pd.OW;
+        gc_input(c, gc_rand(&s, n, -1, 1), n, 1);
+        gc_output(c, &s, no);
+        c->fwd64 = avgpool_fwd64; c->fwd32 = avgpool_fwd32; c->bwd64 = avgpool_bwd;
+        gc_check(c, "avg_pool2d");
+    }
+}
+
+// ---------------------------------------------------------------------------- batch norm
+#define BN_BODY(S) k_batch_norm_forward_train_##S(OUT, GC_SCR(0), GC_SCR(1), NULL, NULL, NULL, X[0], \
+    c->iv[3] ? X[1] : NULL, c->iv[3] ? X[2] : NULL, c->iv[0], c->iv[1], c->iv[2], 1e-5, 0.1);
+GC_FWD(bn, BN_BODY)
+static void bn_bwd(gc *c) {
+    k_batch_norm_backward_f64(c->g[0], c->g[1], c->g[2], c->w, c->x[0], c->iv[3] ? c->x[1] : NULL,
+                              c->s64[0], c->s64[1], c->iv[0], c->iv[1], c->iv[2]);
+}
+Test(kernels, batch_norm_train) {
+    for (uint64_t seed = 1; seed <= 4; seed++) {
+        uint64_t s = seed;
+        gc *c = gc_new();
+        int N = gc_int(&s, 2, 4), C = gc_int(&s, 1, 3), S = seed == 1 ? 1 : gc_int(&s, 1, 5), affine = seed != 3;
+        c->iv[0] = N; c->iv[1] = C; c->iv[2] = S; c->iv[3] = affine;
+        size_t n = (size_t)N * C * S;
+        gc_input(c, gc_rand(&s, n, -2, 2), n, 1);
+        gc_input(c, gc_rand(&s, C, 0.5, 1.5), C, affine);
+        gc_input(c, gc_rand(&s, C, -1, 1), C, affine);
+        gc_output(c, &s, n);
+        gc_scratch(c, 0, C); gc_scratch(c, 1, C);
+        c->fwd64 = bn_fwd64; c->fwd32 = bn_fwd32; c->bwd64 = bn_bwd;
+        c->tol32 = 1e-4;   // normalising by a batch std of a few values amplifies rounding
+        gc_check(c, "batch_norm (train)");
+    }
+}
+#define BNE_BODY(S) k_batch_norm_forward_eval_##S(OUT, X[0], X[1], X[2], X[3], X[4], c->iv[0], c->iv[1], c->iv[2], 1e-5);
+GC_FWD(bne, BNE_BODY)
+static void bne_bwd(gc *c) {
+    k_batch_norm_backward_eval_f64(c->g[0], c->g[1], c->g[2], c->w, c->x[0], c->x[1], c->x[3], c->x[4],
+                                   c->iv[0], c->iv[1], c->iv[2], 1e-5);
+}
+Test(kernels, batch_norm_eval) {
+    for (uint64_t seed = 1; seed <= SEEDS; seed++) {
+        uint64_t s = seed;
+        gc *c = gc_new();
+        int N = gc_int(&s, 1, 4), C = gc_int(&s, 1, 3), S = gc_int(&s, 1, 5);
+        c->iv[0] = N; c->iv[1] = C; c->iv[2] = S;
+        size_t n = (size_t)N * C * S;
+        gc_input(c, gc_rand(&s, n, -2, 2), n, 1);
+        gc_input(c, gc_rand(&s, C, 0.5, 1.5), C, 1);
+        gc_input(c, gc_rand(&s, C, -1, 1), C, 1);
+        gc_input(c, gc_rand(&s, C, -1, 1), C, 0);
+        gc_input(c, gc_rand(&s, C, 0.5, 2), C, 0);
+        gc_output(c, &s, n);
+        c->fwd64 = bne_fwd64; c->fwd32 = bne_fwd32; c->bwd64 = bne_bwd;
+        gc_check(c, "batch_norm (eval)");
+    }
+}
+
+// ---------------------------------------------------------------------------- layer norm
+#define LN_BODY(S) k_layer_norm_forward_##S(OUT, GC_SCR(0), GC_SCR(1), X[0], c->iv[2] ? X[1] : NULL, \
+    c->iv[2] ? X[2] : NULL, c->iv[0], c->iv[1], 1e-5);
+GC_FWD(ln, LN_BODY)
+static void ln_bwd(gc *c) {
+    k_layer_norm_backward_f64(c->g[0], c->g[1], c->g[2], c->w, c->x[0], c->iv[2] ? c->x[1] : NULL,
+                              c->s64[0], c->s64[1], c->iv[0], c->iv[1]);
+}
+Test(kernels, layer_norm) {
+    for (uint64_t seed = 1; seed <= SEEDS; seed++) {
+        uint64_t s = seed;
+        gc *c = gc_new();
+        int N = gc_int(&s, 1, 4), D = gc_int(&s, 2, 9), affine = seed != 2;
+        c->iv[0] = N; c->iv[1] = D; c->iv[2] = affine;
+        gc_input(c, gc_rand(&s, N * D, -2, 2), N * D, 1);
+        gc_input(c, gc_rand(&s, D, 0.5, 1.5), D, affine);
+        gc_input(c, gc_rand(&s, D, -1, 1), D, affine);
+        gc_output(c, &s, N * D);
+        gc_scratch(c, 0, N); gc_scratch(c, 1, N);
+        c->fwd64 = ln_fwd64; c->fwd32 = ln_fwd32; c->bwd64 = ln_bwd;
+        c->tol32 = 1e-4;
+        gc_check(c, "layer_norm");
+    }
+}
+
+// ---------------------------------------------------------------------------- embedding
+#define EMB_BODY(S) k_embedding_forward_##S(OUT, c->idx, X[0], c->iv[0], c->iv[1], c->iv[2]);
+GC_FWD(emb, EMB_BODY)
+static void emb_bwd(gc *c) { if (c->g[0]) k_embedding_backward_f64(c->g[0], c->w, c->idx, c->iv[0], c->iv[1], c->iv[2], c->iv[3]); }
+Test(kernels, embedding) {
+    for (uint64_t seed = 1; seed <= SEEDS; seed++) {
+        uint64_t s = seed;
+        gc *c = gc_new();
+        int N = gc_int(&s, 1, 9), V = gc_int(&s, 2, 6), D = gc_int(&s, 1, 4);
+        c->iv[0] = N; c->iv[1] = V; c->iv[2] = D; c->iv[3] = seed == 1 ? -1 : gc_int(&s, 0, V - 1);
+        c->idx = malloc(N * sizeof(int64_t));
+        for (int i = 0; i < N; i++) c->idx[i] = gc_int(&s, 0, V - 1);
+        c->idx[0] = c->iv[3] >= 0 ? c->iv[3] : 0;   // the padding row is used
+        gc_input(c, gc_rand(&s, V * D, -1, 1), V * D, 1);
+        gc_output(c, &s, N * D);
+        c->fwd64 = emb_fwd64; c->fwd32 = emb_fwd32; c->bwd64 = emb_bwd;
+        c->tol = 1e30;   // the padding row's gradient is 0 by definition, not the derivative: checked below
+        gc_check(c, "embedding");
+        // exact: dw[v] = sum over n with idx[n] == v of w[n], except the padding row
+        double *dw = calloc(V * D, sizeof(double));
+        k_embedding_backward_f64(dw, c->w, c->idx, N, V, D, c->iv[3]);
+        for (int v = 0; v < V; v++)
+            for (int j = 0; j < D; j++) {
+                double want = 0;
+                if (v != c->iv[3]) for (int n = 0; n < N; n++) if (c->idx[n] == v) want += c->w[n * D + j];
+                cr_assert(fabs(dw[v * D + j] - want) < 1e-15, "embedding: dw[%d, %d] = %g, want %g", v, j, dw[v * D + j], want);
+            }
+    }
+}
+
+// ---------------------------------------------------------------------------- activations
+// iv[0]: which activation; backward reads out or inp as the kernel asks
+enum { A_RELU, A_SIGMOID, A_TANH, A_SILU, A_GELU, A_GELU_TANH, A_DROPOUT };
+#define ACT_BODY(S) switch (c->iv[0]) { \
+    case A_RELU: k_relu_forward_##S(OUT, X[0], c->nout); break; \
+    case A_SIGMOID: k_sigmoid_forward_##S(OUT, X[0], c->nout); break; \
+    case A_TANH: k_tanh_forward_##S(OUT, X[0], c->nout); break; \
+    case A_SILU: k_silu_forward_##S(OUT, X[0], c->nout); break; \
+    case A_GELU: k_gelu_forward_##S(OUT, X[0], c->nout, 0); break; \
+    case A_GELU_TANH: k_gelu_forward_##S(OUT, X[0], c->nout, 1); break; \
+    case A_DROPOUT: k_dropout_forward_##S(OUT, X[0], c->nout, 0.3, 42, 7); break; }
+GC_FWD(act, ACT_BODY)
+static void act_bwd(gc *c) {
+    double *dx = c->g[0], *x = c->x[0], *y = c->out, *w = c->w;
+    size_t n = c->nout;
+    if (!dx) return;
+    c->fwd64(c);
+    switch (c->iv[0]) {
+    case A_RELU: k_relu_backward_f64(dx, w, y, n); break;
+    case A_SIGMOID: k_sigmoid_backward_f64(dx, w, y, n); break;
+    case A_TANH: k_tanh_backward_f64(dx, w, y, n); break;
+    case A_SILU: k_silu_backward_f64(dx, w, x, n); break;
+    case A_GELU: k_gelu_backward_f64(dx, w, x, n, 0); break;
+    case A_GELU_TANH: k_gelu_backward_f64(dx, w, x, n, 1); break;
+    case A_DROPOUT: k_dropout_backward_f64(dx, w, n, 0.3, 42, 7); break;
+    }
+}
+static void act_case(int which, const char *name) {
+    for (uint64_t seed = 1; seed <= SEEDS; seed++) {
+        uint64_t s = seed;
+        gc *c = gc_new();
+        int n = gc_int(&s, 1, 40);
+        c->iv[0] = which;
+        gc_input(c, which == A_RELU ? gc_rand_nz(&s, n) : gc_rand(&s, n, -3, 3), n, 1);
+        gc_output(c, &s, n);
+        c->fwd64 = act_fwd64; c->fwd32 = act_fwd32; c->bwd64 = act_bwd;
+        gc_check(c, name);
+    }
+}
+Test(kernels, relu) { act_case(A_RELU, "relu"); }
+Test(kernels, sigmoid) { act_case(A_SIGMOID, "sigmoid"); }
+Test(kernels, tanh) { act_case(A_TANH, "tanh"); }
+Test(kernels, silu) { act_case(A_SILU, "silu"); }
+Test(kernels, gelu) { act_case(A_GELU, "gelu"); }
+Test(kernels, gelu_tanh) { act_case(A_GELU_TANH, "gelu (tanh)"); }
+Test(kernels, dropout) {
+    act_case(A_DROPOUT, "dropout");
+    // the mask drops about p of the elements and scales the rest by 1/(1-p)
+    size_t n = 100000, dropped = 0;
+    float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = 1;
+    k_dropout_forward_f32(y, x, n, 0.25f, 1234, 1);
+    for (size_t i = 0; i < n; i++) {
+        if (y[i] == 0) dropped++;
+        else cr_assert(fabsf(y[i] - 1 / 0.75f) < 1e-6f);
+    }
+    cr_assert(fabs((double)dropped / n - 0.25) < 0.01, "dropout: dropped %zu of %zu with p = 0.25", dropped, n);
+    k_dropout_forward_f32(y, x, n, 1.0f, 1234, 1);
+    for (size_t i = 0; i < n; i++) cr_assert(y[i] == 0, "dropout p = 1 keeps element %zu", i);
+}
+
+// ---------------------------------------------------------------------------- softmax
+#define SM_BODY(S) if (c->iv[3]) k_log_softmax_forward_##S(OUT, X[0], c->iv[0], c->iv[1], c->iv[2]); \
+    else k_softmax_forward_##S(OUT, X[0], c->iv[0], c->iv[1], c->iv[2]);
+GC_FWD(sm, SM_BODY)
+static void sm_bwd(gc *c) {
+    if (!c->g[0]) return;
+    c->fwd64(c);
+    if (c->iv[3]) k_log_softmax_backward_f64(c->g[0], c->w, c->out, c->iv[0], c->iv[1], c->iv[2]);
+    else k_softmax_backward_f64(c->g[0], c->w, c->out, c->iv[0], c->iv[1], c->iv[2]);
+}
+static void sm_case(int logp) {
+    for (uint64_t seed = 1; seed <= 4; seed++) {
+        uint64_t s = seed;
+        gc *c = gc_new();
+        int O = gc_int(&s, 1, 3), D = gc_int(&s, 1, 6), In = seed <= 2 ? 1 : gc_int(&s, 2, 4);
+        c->iv[0] = O; c->iv[1] = D; c->iv[2] = In; c->iv[3] = logp;
+        gc_input(c, gc_rand(&s, O * D * In, -3, 3), O * D * In, 1);
+        gc_output(c, &s, O * D * In);
+        c->fwd64 = sm_fwd64; c->fwd32 = sm_fwd32; c->bwd64 = sm_bwd;
+        gc_check(c, logp ? "log_softmax" : "softmax");
+    }
+}
+Test(kernels, softmax) { sm_case(0); }
+Test(kernels, log_softmax) { sm_case(1); }
+
+// ---------------------------------------------------------------------------- add/sub/mul/div
+// iv[0]: op (0 add, 1 sub, 2 mul, 3 div), iv[1]: form (0 equal, 1 row, 2 bcast, 3 scalar, 4 rscalar)
+#define BIN_CALL(S, op, form) do { switch (form) { \
+    case 0: k_##op##_forward_##S(OUT, X[0], X[1], c->nout); break; \
+    case 1: k_##op##_row_forward_##S(OUT, X[0], X[1], c->iv[2], c->iv[3]); break; \
+    case 2: k_##op##_bcast_forward_##S(OUT, X[0], X[1], &c->bd); break; \
+    case 3: k_##op##_scalar_forward_##S(OUT, X[0], c->dv[0], c->nout); break; } } while (0)
+#define BIN_BODY(S) switch (c->iv[0]) { \
+    case 0: BIN_CALL(S, add, c->iv[1]); break; \
+    case 1: if (c->iv[1] == 4) k_rsub_scalar_forward_##S(OUT, X[0], c->dv[0], c->nout); else BIN_CALL(S, sub, c->iv[1]); break; \
+    case 2: BIN_CALL(S, mul, c->iv[1]); break; \
+    case 3: if (c->iv[1] == 4) k_rdiv_scalar_forward_##S(OUT, X[0], c->dv[0], c->nout); else BIN_CALL(S, div, c->iv[1]); break; }
+GC_FWD(bin, BIN_BODY)
+#define BIN_BCALL(op, form) do { switch (form) { \
+    case 0: k_##op##_backward_f64(c->g[0], c->g[1], c->w, c->x[0], c->x[1], c->nout); break; \
+    case 1: k_##op##_row_backward_f64(c->g[0], c->g[1], c->w, c->x[0], c->x[1], c->iv[2], c->iv[3]); break; \
+    case 2: k_##op##_bcast_backward_f64(c->g[0], c->g[1], c->w, c->x[0], c->x[1], &c->bd); break; \
+    case 3: if (c->g[0]) k_##op##_scalar_backward_f64(c->g[0], c->w, c->x[0], c->dv[0], c->nout); break; } } while (0)
+static void bin_bwd(gc *c) {
+    switch (c->iv[0]) {
+    case 0: BIN_BCALL(add, c->iv[1]); break;
+    case 1: if (c->iv[1] == 4) { if (c->g[0]) k_rsub_scalar_backward_f64(c->g[0], c->w, c->x[0], c->dv[0], c->nout); }
+            else BIN_BCALL(sub, c->iv[1]);
+            break;
+    case 2: BIN_BCALL(mul, c->iv[1]); break;
+    case 3: if (c->iv[1] == 4) { if (c->g[0]) k_rdiv_scalar_backward_f64(c->g[0], c->w, c->x[0], c->dv[0], c->nout); }
+            else BIN_BCALL(div, c->iv[1]);
+            break;
+    }
+}
+static void bin_case(int op, const char *name) {
+    static const char *forms[] = { "equal", "row", "broadcast", "scalar", "scalar-left" };
+    for (int form = 0; form < 5; form++) {
+        if (form == 4 && (op == 0 || op == 2)) continue;
+        for (uint64_t seed = 1; seed <= SEEDS; seed++) {
+            uint64_t s = seed * 31 + form;
+            gc *c = gc_new();
+            c->iv[0] = op; c->iv[1] = form;
+            size_t na = 0, nb = 0, no = 0;
+            if (form == 0 || form >= 3) { na = nb = no = gc_int(&s, 1, 12); if (form >= 3) nb = 0; }
+            if (form == 1) { c->iv[2] = gc_int(&s, 1, 4); c->iv[3] = gc_int(&s, 1, 5); na = no = c->iv[2] * c->iv[3]; nb = c->iv[3]; }
+            if (form == 2) {
+                // out (d0, d1, d2, d3); a and b each broadcast over a random subset of dims, and
+                // one case (seed 3) where a is laid out transposed (a non-contiguous view)
+                k_bcast_dims *d = &c->bd;
+                d->ndim = 4;
+                for (int i = 0; i < 4; i++) d->shape[i] = gc_int(&s, 1, 3);
+                int64_t sa = 1, sb = 1;
+                for (int i = 3; i >= 0; i--) {
+                    int ka = gc_int(&s, 0, 2) != 0, kb = gc_int(&s, 0, 1) != 0;   // keeps the dim
+                    d->sa[i] = ka ? sa : 0; sa *= ka ? d->shape[i] : 1;
+                    d->sb[i] = kb ? sb : 0; sb *= kb ? d->shape[i] : 1;
+                }
+                if (seed == 3) {   // a full, with its last two dims swapped in memory
+                    d->sa[3] = d->shape[2]; d->sa[2] = 1; d->sa[1] = d->shape[2] * d->shape[3]; d->sa[0] = d->sa[1] * d->shape[1];
+                    sa = d->sa[0] * d->shape[0];
+                }
+                na = sa; nb = sb; no = (size_t)d->shape[0] * d->shape[1] * d->shape[2] * d->shape[3];
+            }
+            c->dv[0] = gc_unif(&s, 0.5, 2);
+            gc_input(c, op == 3 && form == 4 ? gc_rand(&s, na, 0.5, 2) : gc_rand(&s, na, -1, 1), na, 1);
+            if (nb) gc_input(c, op == 3 ? gc_rand(&s, nb, 0.5, 2) : gc_rand(&s, nb, -1, 1), nb, 1);
+            gc_output(c, &s, no);
+            c->fwd64 = bin_fwd64; c->fwd32 = bin_fwd32; c->bwd64 = bin_bwd;
+            char what[64];
+            snprintf(what, sizeof what, "%s (%s)", name, forms[form]);
+            gc_check(c, what);
+        }
+    }
+}
+Test(kernels, add) { bin_case(0, "add"); }
+Test(kernels, sub) { bin_case(1, "sub"); }
+Test(kernels, mul) { bin_case(2, "mul"); }
+Test(kernels, div) { bin_case(3, "div"); }
+
+// ---------------------------------------------------------------------------- shape ops
+// permute: iv[0] ndim, iv[1..6] in_shape, iv[7..12] perm
+#define PERM_BODY(S) k_permute_forward_##S(OUT, X[0], c->iv[0], c->iv + 1, c->iv + 7);
+GC_FWD(perm, PERM_BODY)
+static void perm_bwd(gc *c) { if (c->g[0]) k_permute_backward_f64(c->g[0], c->w, c->iv[0], c->iv + 1, c->iv + 7); }
+Test(kernels, permute) {
+    for (uint64_t seed = 1; seed <= 5; seed++) {
+        uint64_t s = seed;
+        gc *c = gc_new();
+        int nd = gc_int(&s, 1, 5);
+        size_t n = 1;
+        c->iv[0] = nd;
+        for (int i = 0; i < nd; i++) { c->iv[1 + i] = gc_int(&s, 1, 3); n *= c->iv[1 + i]; c->iv[7 + i] = i; }
+        for (int i = nd - 1; i > 0; i--) { int j = gc_int(&s, 0, i); int t = c->iv[7 + i]; c->iv[7 + i] = c->iv[7 + j]; c->iv[7 + j] = t; }
+        gc_input(c, gc_rand(&s, n, -1, 1), n, 1);
+        gc_output(c, &s, n);
+        c->fwd64 = perm_fwd64; c->fwd32 = perm_fwd32; c->bwd64 = perm_bwd;
+        gc_check(c, "permute");
+    }
+    // transpose(1, 2) of (2, 3, 4) against the definition
+    double x[24], y[24];
+    int shape[3] = { 2, 3, 4 };
+    for (int i = 0; i < 24; i++) x[i] = i;
+    k_transpose_forward_f64(y, x, 3, shape, 1, 2);
+    for (int a = 0; a < 2; a++) for (int b = 0; b < 4; b++) for (int k = 0; k < 3; k++)
+        cr_assert_eq(y[(a * 4 + b) * 3 + k], x[(a * 3 + k) * 4 + b]);
+    double dx[24] = {0};
+    k_transpose_backward_f64(dx, y, 3, shape, 1, 2);
+    for (int i = 0; i < 24; i++) cr_assert_eq(dx[i], x[i]);
+}
+
+// slice: iv = OUTER, D, INNER, start, step, LEN
+#define SLICE_BODY(S) k_slice_forward_##S(OUT, X[0], c->iv[0], c->iv[1], c->iv[2], c->iv[3], c->iv[4], c->iv[5]);
+GC_FWD(slice, SLICE_BODY)
+static void slice_bwd(gc *c) { if (c->g[0]) k_slice_backward_f64(c->g[0], c->w, c->iv[0], c->iv[1], c->iv[2], c->iv[3], c->iv[4], c->iv[5]); }
+Test(kernels, slice) {
+    for (uint64_t seed = 1; seed <= 5; seed++) {
+        uint64_t s = seed;
+        gc *c = gc_new();
+        int O = gc_int(&s, 1, 3), D = gc_int(&s, 1, 8), In = gc_int(&s, 1, 3);
+        int start = gc_int(&s, 0, D - 1), step = gc_int(&s, 1, 3), len = (D - start + step - 1) / step;
+        len = gc_int(&s, 1, len);
+        int v[6] = { O, D, In, start, step, len };
+        memcpy(c->iv, v, sizeof v);
+        gc_input(c, gc_rand(&s, O * D * In, -1, 1), O * D * In, 1);
+        gc_output(c, &s, O * len * In);
+        c->fwd64 = slice_fwd64; c->fwd32 = slice_fwd32; c->bwd64 = slice_bwd;
+        gc_check(c, "slice");
+    }
+}
+
+// cat of two inputs along the middle dim: iv = OUTER, D0, D1, INNER
+#define CAT_BODY(S) k_cat_forward_##S(OUT, X[0], c->iv[0], c->iv[1], c->iv[3], c->iv[1] + c->iv[2], 0); \
+    k_cat_forward_##S(OUT, X[1], c->iv[0], c->iv[2], c->iv[3], c->iv[1] + c->iv[2], c->iv[1]);
+GC_FWD(cat, CAT_BODY)
+static void cat_bwd(gc *c) {
+    if (c->g[0]) k_cat_backward_f64(c->g[0], c->w, c->iv[0], c->iv[1], c->iv[3], c->iv[1] + c->iv[2], 0);
+    if (c->g[1]) k_cat_backward_f64(c->g[1], c->w, c->iv[0], c->iv[2], c->iv[3], c->iv[1] + c->iv[2], c->iv[1]);
+}
+Test(kernels, cat) {
+    for (uint64_t seed = 1; seed <= SEEDS; seed++) {
+        uint64_t s = seed;
+        gc *c = gc_new();
+        int O = gc_int(&s, 1, 3), D0 = gc_int(&s, 1, 4), D1 = gc_int(&s, 1, 4), In = gc_int(&s, 1, 3);
+        c->iv[0] = O; c->iv[1] = D0; c->iv[2] = D1; c->iv[3] = In;
+        gc_input(c, gc_rand(&s, O * D0 * In, -1, 1), O * D0 * In, 1);
+        gc_input(c, gc_rand(&s, O * D1 * In, -1, 1), O * D1 * In, 1);
+        gc_output(c, &s, O * (D0 + D1) * In);
+        c->fwd64 = cat_fwd64; c->fwd32 = cat_fwd32; c->bwd64 = cat_bwd;
+        gc_check(c, "cat");
+    }
+}
+
+// sum / mean: iv = OUTER, D, INNER, mean
+#define RED_BODY(S) if (c->iv[3]) k_mean_forward_##S(OUT, X[0], c->iv[0], c->iv[1], c->iv[2]); \
+    else k_sum_forward_##S(OUT, X[0], c->iv[0], c->iv[1], c->iv[2]);
+GC_FWD(red, RED_BODY)
+static void red_bwd(gc *c) {
+    if (!c->g[0]) return;
+    if (c->iv[3]) k_mean_backward_f64(c->g[0], c->w, c->iv[0], c->iv[1], c->iv[2]);
+    else k_sum_backward_f64(c->g[0], c->w, c->iv[0], c->iv[1], c->iv[2]);
+}
+static void red_case(int mean) {
+    for (uint64_t seed = 1; seed <= 4; seed++) {
+        uint64_t s = seed;
+        gc *c = gc_new();
+        int O = gc_int(&s, 1, 3), D = gc_int(&s, 1, 6), In = seed <= 2 ? 1 : gc_int(&s, 2, 4);
+        c->iv[0] = O; c->iv[1] = D; c->iv[2] = In; c->iv[3] = mean;
+        gc_input(c, gc_rand(&s, O * D * In, -1, 1), O * D * In, 1);
+        gc_output(c, &s, O * In);
+        c->fwd64 = red_fwd64; c->fwd32 = red_fwd32; c->bwd64 = red_bwd;
+        gc_check(c, mean ? "mean" : "sum");
+    }
+}
+Test(kernels, sum) { red_case(0); }
+Test(kernels, mean) { red_case(1); }
+
+// ---------------------------------------------------------------------------- matmul
+#define MM_BODY(S) k_matmul_forward_##S(OUT, X[0], X[1], &c->md);
+GC_FWD(mm, MM_BODY)
+static void mm_bwd(gc *c) { k_matmul_backward_f64(c->g[0], c->g[1], c->w, c->x[0], c->x[1], &c->md); }
+Test(kernels, matmul) {
+    // layouts: 0 a (2,1,M,K) @ b (3,K,N); 1 a (2,3,M,K) @ b (K,N) (one GEMM); 2 both (2,3,...);
+    //          3 a (M,K) @ b (2,3,K,N); 4 plain 2-d
+    for (int layout = 0; layout < 5; layout++) {
+        for (uint64_t seed = 1; seed <= 2; seed++) {
+            uint64_t s = seed * 13 + layout;
+            gc *c = gc_new();
+            k_matmul_dims *d = &c->md;
+            d->M = gc_int(&s, 1, 4); d->K = gc_int(&s, 1, 5); d->N = gc_int(&s, 1, 4);
+            d->nb = layout == 4 ? 0 : 2; d->bshape[0] = 2; d->bshape[1] = 3;
+            int64_t sa[5][2] = { { 1, 0 }, { 3, 1 }, { 3, 1 }, { 0, 0 }, { 0, 0 } };
+            int64_t sb[5][2] = { { 0, 1 }, { 0, 0 }, { 3, 1 }, { 3, 1 }, { 0, 0 } };
+            int nma[5] = { 2, 6, 6, 1, 1 }, nmb[5] = { 3, 1, 6, 6, 1 };
+            for (int i = 0; i < 2; i++) { d->sa[i] = sa[layout][i]; d->sb[i] = sb[layout][i]; }
+            size_t na = (size_t)nma[layout] * d->M * d->K, nb = (size_t)nmb[layout] * d->K * d->N;
+            size_t no = (size_t)(layout == 4 ? 1 : 6) * d->M * d->N;
+            gc_input(c, gc_rand(&s, na, -1, 1), na, 1);
+            gc_input(c, gc_rand(&s, nb, -1, 1), nb, 1);
+            gc_output(c, &s, no);
+            c->fwd64 = mm_fwd64; c->fwd32 = mm_fwd32; c->bwd64 = mm_bwd;
+            gc_check(c, "matmul");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------- attention
+// iv = B, L, S, E, EV, causal; s[0] = att, s[1] = backward scratch
+#define SDPA_BODY(S) k_sdpa_forward_##S(OUT, GC_SCR(0), X[0], X[1], X[2], c->iv[0], c->iv[1], c->iv[2], c->iv[3], \
+    c->iv[4], c->iv[5], c->dv[0]);
+GC_FWD(sdpa, SDPA_BODY)
+static void sdpa_bwd(gc *c) {
+    k_sdpa_backward_f64(c->g[0], c->g[1], c->g[2], c->s64[1], c->w, c->x[0], c->x[1], c->x[2], c->s64[0],
+                        c->iv[0], c->iv[1], c->iv[2], c->iv[3], c->iv[4], c->dv[0]);
+}
+Test(kernels, scaled_dot_product_attention) {
+    for (uint64_t seed = 1; seed <= 6; seed++) {
+        uint64_t s = seed;
+        gc *c = gc_new();
+        int B = gc_int(&s, 1, 3), L = gc_int(&s, 1, 5), S = gc_int(&s, 1, 5), E = gc_int(&s, 1, 4), EV = gc_int(&s, 1, 4);
+        int v[6] = { B, L, S, E, EV, (int)(seed % 2) };
+        memcpy(c->iv, v, sizeof v);
+        c->dv[0] = 1 / sqrt(E);
+        gc_input(c, gc_rand(&s, B * L * E, -1, 1), B * L * E, 1);
+        gc_input(c, gc_rand(&s, B * S * E, -1, 1), B * S * E, 1);
+        gc_input(c, gc_rand(&s, B * S * EV, -1, 1), B * S * EV, 1);
+        gc_output(c, &s, B * L * EV);
+        gc_scratch(c, 0, B * L * S);
+        gc_scratch(c, 1, k_sdpa_scratch_f64(B, L, S));
+        c->fwd64 = sdpa_fwd64; c->fwd32 = sdpa_fwd32; c->bwd64 = sdpa_bwd;
+        gc_check(c, seed % 2 ? "sdpa (causal)" : "sdpa");
+    }
+}
+
+// ---------------------------------------------------------------------------- losses
+// cross entropy: iv = N, C, S, ignore_index, reduction; dv[0] = label smoothing; s[0] = log-probs
+#define CE_BODY(S) k_cross_entropy_forward_##S(OUT, GC_SCR(0), X[0], c->idx, c->iv[0], c->iv[1], c->iv[2], c->iv[3], \
+    c->dv[0], c->iv[4]);
+GC_FWD(ce, CE_BODY)
+static void ce_bwd(gc *c) {
+    if (c->g[0]) k_cross_entropy_backward_f64(c->g[0], c->w, c->s64[0], c->x[0], c->idx, c->iv[0], c->iv[1], c->iv[2],
+                                              c->iv[3], c->dv[0], c->iv[4]);
+}
+Test(kernels, cross_entropy) {
+    for (int red = 0; red < 3; red++) {
+        for (uint64_t seed = 1; seed <= 4; seed++) {
+            uint64_t s = seed * 5 + red;
+            gc *c = gc_new();
+            int N = gc_int(&s, 1, 4), C = gc_int(&s, 2, 5), S = seed <= 2 ? 1 : gc_int(&s, 2, 3);
+            int ignore = seed == 3 ? 1 : -100;    // an ignore_index that is also a class
+            int v[5] = { N, C, S, ignore, red };
+            memcpy(c->iv, v, sizeof v);
+            c->dv[0] = seed % 2 ? 0.0 : 0.2;
+            c->idx = malloc(N * S * sizeof(int64_t));
+            for (int i = 0; i < N * S; i++) c->idx[i] = gc_int(&s, 0, 3) == 0 ? -100 : gc_int(&s, 0, C - 1);
+            c->idx[0] = gc_int(&s, 0, C - 1) == 1 ? 0 : 1 % C;
+            if (ignore != -100) for (int i = 0; i < N * S; i++) if (c->idx[i] == -100) c->idx[i] = ignore;
+            gc_input(c, gc_rand(&s, N * C * S, -2, 2), N * C * S, 1);
+            gc_output(c, &s, red == 0 ? N * S : 1);
+            gc_scratch(c, 0, N * C * S);
+            c->fwd64 = ce_fwd64; c->fwd32 = ce_fwd32; c->bwd64 = ce_bwd;
+            gc_check(c, "cross_entropy");
+        }
+    }
+}
+#define CES_BODY(S) k_cross_entropy_soft_forward_##S(OUT, GC_SCR(0), X[0], X[1], c->iv[0], c->iv[1], c->iv[2], c->dv[0], c->iv[4]);
+GC_FWD(ces, CES_BODY)
+static void ces_bwd(gc *c) {
+    if (c->g[0]) k_cross_entropy_soft_backward_f64(c->g[0], c->w, c->s64[0], c->x[0], c->x[1], c->iv[0], c->iv[1], c->iv[2],
+                                                   c->dv[0], c->iv[4]);
+    if (c->g[1]) k_cross_entropy_soft_target_backward_f64(c->g[1], c->w, c->s64[0], c->iv[0], c->iv[1], c->iv[2], c->dv[0], c->iv[4]);
+}
+Test(kernels, cross_entropy_soft) {
+    for (int red = 0; red < 3; red++) {
+        for (uint64_t seed = 1; seed <= 3; seed++) {
+            uint64_t s = seed * 5 + red;
+            gc *c = gc_new();
+            int N = gc_int(&s, 1, 4), C = gc_int(&s, 2, 5), S = seed == 1 ? 1 : gc_int(&s, 2, 3);
+            int v[5] = { N, C, S, 0, red };
+            memcpy(c->iv, v, sizeof v);
+            c->dv[0] = seed == 2 ? 0.1 : 0.0;
+            gc_input(c, gc_rand(&s, N * C * S, -2, 2), N * C * S, 1);
+            gc_input(c, gc_rand(&s, N * C * S, 0, 1), N * C * S, 1);
+            gc_output(c, &s, red == 0 ? N * S : 1);
+            gc_scratch(c, 0, N * C * S);
+            c->fwd64 = ces_fwd64; c->fwd32 = ces_fwd32; c->bwd64 = ces_bwd;
+            gc_check(c, "cross_entropy (soft)");
+        }
+    }
+}
+
+// pointwise losses: iv[0] which, iv[1] reduction
+enum { L_BCE, L_BCEL, L_MSE, L_L1 };
+#define PL_BODY(S) switch (c->iv[0]) { \
+    case L_BCE: k_bce_forward_##S(OUT, X[0], X[1], c->n[0], c->iv[1]); break; \
+    case L_BCEL: k_bce_with_logits_forward_##S(OUT, X[0], X[1], c->n[0], c->iv[1]); break; \
+    case L_MSE: k_mse_forward_##S(OUT, X[0], X[1], c->n[0], c->iv[1]); break; \
+    case L_L1: k_l1_forward_##S(OUT, X[0], X[1], c->n[0], c->iv[1]); break; }
+GC_FWD(pl, PL_BODY)
+static void pl_bwd(gc *c) {
+    double *dx = c->g[0];
+    if (!dx) return;
+    switch (c->iv[0]) {
+    case L_BCE: k_bce_backward_f64(dx, c->w, c->x[0], c->x[1], c->n[0], c->iv[1]); break;
+    case L_BCEL: k_bce_with_logits_backward_f64(dx, c->w, c->x[0], c->x[1], c->n[0], c->iv[1]); break;
+    case L_MSE: k_mse_backward_f64(dx, c->w, c->x[0], c->x[1], c->n[0], c->iv[1]); break;
+    case L_L1: k_l1_backward_f64(dx, c->w, c->x[0], c->x[1], c->n[0], c->iv[1]); break;
+    }
+}
+static void pl_case(int which, const char *name) {
+    for (int red = 0; red < 3; red++) {
+        for (uint64_t seed = 1; seed <= SEEDS; seed++) {
+            uint64_t s = seed * 3 + red;
+            gc *c = gc_new();
+            int n = gc_int(&s, 1, 20);
+            c->iv[0] = which; c->iv[1] = red;
+            double *x = which == L_BCE ? gc_rand(&s, n, 0.05, 0.95) : gc_rand(&s, n, -2, 2);
+            double *t = which == L_BCE || which == L_BCEL ? gc_rand(&s, n, 0, 1) : gc_rand(&s, n, -2, 2);
+            if (which == L_L1) for (int i = 0; i < n; i++) if (fabs(x[i] - t[i]) < 1e-3) x[i] += 0.01;
+            gc_input(c, x, n, 1);
+            gc_input(c, t, n, 0);
+            gc_output(c, &s, red == 0 ? n : 1);
+            c->fwd64 = pl_fwd64; c->fwd32 = pl_fwd32; c->bwd64 = pl_bwd;
+            gc_check(c, name);
+        }
+    }
+}
+Test(kernels, bce) { pl_case(L_BCE, "bce"); }
+Test(kernels, bce_with_logits) { pl_case(L_BCEL, "bce_with_logits"); }
+Test(kernels, mse) { pl_case(L_MSE, "mse"); }
+Test(kernels, l1) { pl_case(L_L1, "l1"); }
