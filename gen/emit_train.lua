@@ -107,7 +107,7 @@ local function optimizer_code(opt, sfx, momentum_expr)
   for _, st in ipairs(states) do
     fields[#fields + 1] = string.format("    real *%s;   // NUM_PARAMS, laid out like the parameters", st)
     alloc[#alloc + 1] = string.format("    o->%s = calloc(NUM_PARAMS, sizeof(real));", st)
-    alloc[#alloc + 1] = string.format("    if (!o->%s) die_oom();", st)
+    alloc[#alloc + 1] = string.format("    if (!o->%s) return -1;", st)
     save[#save + 1] = string.format("    add_tensors(&w, model_param_info, NUM_PARAM_TENSORS, o->%s, real_dtype(), \"optimizer.%s.\");", st, st)
     load[#load + 1] = string.format("    read_tensors(&f, model_param_info, NUM_PARAM_TENSORS, o->%s, real_dtype(), \"optimizer.%s.\");", st, st)
     groups[#groups + 1] = string.format("        { model_param_info, NUM_PARAM_TENSORS, real_dtype(), \"optimizer.%s.\" },", st)
@@ -449,7 +449,6 @@ function emit_train.program(g, info, opts)
     string.format("#define ACCUMULATE %d          // micro-batches per optimizer step", tr.accumulate),
     string.format("#define VAL_EVERY %d           // validate every N epochs", tr.val_every),
     string.format("#define LOG_EVERY %d           // progress lines when not on a terminal", 100),
-    string.format("#define MOMENTUM %s            // beta1 (Adam) or momentum (SGD)", mom),
   }
   local step_code = o.step
   local momentum_body, momentum_desc
@@ -481,19 +480,26 @@ function emit_train.program(g, info, opts)
     momentum_desc = "constant"
   end
   -- the optimizer_step signature carries the momentum (OneCycleLR cycles it)
-  local text = template.fill("templates/c/train.c.in", {
+  local files = {}
+  files["train.c"] = template.fill("templates/c/train.c.in", {
     model_name = g.model_rec.class, spec_file = sp.file, settings = settings,
     default_out = opts.out_default or "out",
     data_desc = data_desc, open_data = open, bind_batch = bind,
-    optimizer_desc = o.desc, optimizer_fields = o.fields, optimizer_alloc = o.alloc,
-    scheduler_desc = sched_desc, lr_body = lr_body,
-    optimizer_step = step_code, momentum_body = momentum_body, momentum_desc = momentum_desc, clip_desc = clip_desc, clip_body = clip_body,
     optimizer_save = o.save, optimizer_groups = o.groups, optimizer_load = o.load,
     drop_last = "0", callback_init = cb_init,
     logger_open = log_open, log_step = log_step, log_epoch = log_epoch, callbacks = callbacks,
     log_test = log_test, logger_close = log_close,
   })
-  return text
+  files["optim.h"] = template.fill("templates/c/optim.h.in", {
+    model_name = g.model_rec.class, spec_file = sp.file, optimizer_desc = o.desc, optimizer_fields = o.fields,
+  })
+  files["optim.c"] = template.fill("templates/c/optim.c.in", {
+    model_name = g.model_rec.class, spec_file = sp.file, optimizer_desc = o.desc, momentum = mom,
+    optimizer_alloc = o.alloc, scheduler_desc = sched_desc, lr_body = lr_body,
+    optimizer_step = step_code, momentum_body = momentum_body, momentum_desc = momentum_desc,
+    clip_desc = clip_desc, clip_body = clip_body,
+  })
+  return files
 end
 
 return emit_train

@@ -121,7 +121,7 @@ local function generate(path, opts)
   if not g then return nil end
   local emit_c = require "emit_c"
   local files, info = emit_c.model(g, { precision = opts.precision, spec_hash = spec_hash(g.spec.text) })
-  files["train.c"] = require("emit_train").program(g, info, {})
+  for name, text in pairs(require("emit_train").program(g, info, {})) do files[name] = text end
   local loomc = require "loomc"
   local template = require "template"
   for _, prefix in ipairs(RUNTIME_PREFIXES) do

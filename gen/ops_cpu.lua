@@ -301,4 +301,247 @@ for _, name in ipairs { "bce", "bce_with_logits", "mse", "l1" } do
   }
 end
 
+---------------------------------------------------------------------------
+-- elementwise arithmetic: scalar, equal shapes, bias-like rows, general broadcast
+
+local function same(a, b)
+  if #a ~= #b then return false end
+  for i = 1, #a do if a[i] ~= b[i] then return false end end
+  return true
+end
+
+-- strides (in elements) of `shape` seen through the broadcast to `out`
+local function bcast_strides(shape, out)
+  local n, k = #out, #shape
+  local strides, run = {}, 1
+  for i = n, 1, -1 do
+    local d = shape[k - n + i]
+    if d == nil or (d == 1 and out[i] ~= 1) then
+      strides[i] = 0
+    else
+      strides[i] = run
+      run = run * (d == "B" and 1 or d)   -- "B" is always the outermost dim
+    end
+  end
+  return strides
+end
+
+local function ints(list) local t = {} for i, v in ipairs(list) do t[i] = tostring(v) end return table.concat(t, ", ") end
+
+local function binary(opname)
+  local commutes = opname == "add" or opname == "mul"
+  return {
+    forward = function(e, n)
+      local a, b = n.inputs[1], n.inputs[2]
+      if not b then
+        local k = (n.attrs.scalar_left and not commutes) and ("r" .. opname) or opname
+        return { e.call(k .. "_scalar_forward", e.ptr(n.out), e.ptr(a), e.lit(n.attrs.scalar), e.numel(n.out)) }
+      end
+      if same(a.shape, b.shape) then
+        return { e.call(opname .. "_forward", e.ptr(n.out), e.ptr(a), e.ptr(b), e.numel(n.out)) }
+      end
+      if #b.shape == 1 and same(a.shape, n.out.shape) and a.shape[#a.shape] == b.shape[1] then
+        return { e.call(opname .. "_row_forward", e.ptr(n.out), e.ptr(a), e.ptr(b), e.rows(a, 1), b.shape[1]) }
+      end
+      if commutes and #a.shape == 1 and same(b.shape, n.out.shape) and b.shape[#b.shape] == a.shape[1] then
+        return { e.call(opname .. "_row_forward", e.ptr(n.out), e.ptr(b), e.ptr(a), e.rows(b, 1), a.shape[1]) }
+      end
+      local d = e.local_name(n, "bcast")
+      return { string.format("const k_bcast_dims %s = { %d, { %s }, { %s }, { %s } };", d, #n.out.shape, ints(n.out.shape),
+          ints(bcast_strides(a.shape, n.out.shape)), ints(bcast_strides(b.shape, n.out.shape))),
+        e.call(opname .. "_bcast_forward", e.ptr(n.out), e.ptr(a), e.ptr(b), "&" .. d) }
+    end,
+    backward = function(e, n)
+      local a, b = n.inputs[1], n.inputs[2]
+      if not b then
+        local k = (n.attrs.scalar_left and not commutes) and ("r" .. opname) or opname
+        return { e.call(k .. "_scalar_backward", e.grad(a), e.grad(n.out), e.ptr(a), e.lit(n.attrs.scalar), e.numel(n.out)) }
+      end
+      if same(a.shape, b.shape) then
+        return { e.call(opname .. "_backward", e.grad(a), e.grad(b), e.grad(n.out), e.ptr(a), e.ptr(b), e.numel(n.out)) }
+      end
+      if #b.shape == 1 and same(a.shape, n.out.shape) and a.shape[#a.shape] == b.shape[1] then
+        return { e.call(opname .. "_row_backward", e.grad(a), e.grad(b), e.grad(n.out), e.ptr(a), e.ptr(b), e.rows(a, 1), b.shape[1]) }
+      end
+      if commutes and #a.shape == 1 and same(b.shape, n.out.shape) and b.shape[#b.shape] == a.shape[1] then
+        return { e.call(opname .. "_row_backward", e.grad(b), e.grad(a), e.grad(n.out), e.ptr(b), e.ptr(a), e.rows(b, 1), a.shape[1]) }
+      end
+      local d = e.local_name(n, "bcast")
+      return { string.format("const k_bcast_dims %s = { %d, { %s }, { %s }, { %s } };", d, #n.out.shape, ints(n.out.shape),
+          ints(bcast_strides(a.shape, n.out.shape)), ints(bcast_strides(b.shape, n.out.shape))),
+        e.call(opname .. "_bcast_backward", e.grad(a), e.grad(b), e.grad(n.out), e.ptr(a), e.ptr(b), "&" .. d) }
+    end,
+  }
+end
+for _, name in ipairs { "add", "sub", "mul", "div" } do ops_cpu[name] = binary(name) end
+
+---------------------------------------------------------------------------
+-- data movement: transpose, permute, slice
+
+local function norm(d, n) return d < 0 and d + n or d end
+
+local function permute_rule(perm_of)
+  local function decl(e, n)
+    local x = n.inputs[1]
+    local shape, perm = e.local_name(n, "shape"), e.local_name(n, "perm")
+    return { string.format("const int %s[] = { %s }, %s[] = { %s };", shape, ints(x.shape), perm, ints(perm_of(n))) }, shape, perm
+  end
+  return {
+    forward = function(e, n)
+      local lines, shape, perm = decl(e, n)
+      lines[#lines + 1] = e.call("permute_forward", e.ptr(n.out), e.ptr(n.inputs[1]), #n.inputs[1].shape, shape, perm)
+      return lines
+    end,
+    backward = function(e, n)
+      local lines, shape, perm = decl(e, n)
+      lines[#lines + 1] = e.call("permute_backward", e.grad(n.inputs[1]), e.grad(n.out), #n.inputs[1].shape, shape, perm)
+      return lines
+    end,
+  }
+end
+ops_cpu.transpose = permute_rule(function(n)
+  local k = #n.inputs[1].shape
+  local perm = {}
+  for i = 1, k do perm[i] = i - 1 end
+  local a, b = norm(n.attrs.dim0, k), norm(n.attrs.dim1, k)
+  perm[a + 1], perm[b + 1] = b, a
+  return perm
+end)
+ops_cpu.permute = permute_rule(function(n)
+  local k = #n.inputs[1].shape
+  local perm = {}
+  for i, d in ipairs(n.attrs.dims) do perm[i] = norm(d, k) end
+  return perm
+end)
+
+ops_cpu.slice = {
+  forward = function(e, n)
+    local x = n.inputs[1]
+    local d = norm(n.attrs.dim, #x.shape) + 1
+    return { e.call("slice_forward", e.ptr(n.out), e.ptr(x), e.outer(x, d), x.shape[d], dims_after(x.shape, d + 1),
+      n.attrs.start_index, n.attrs.step, n.out.shape[d]) }
+  end,
+  backward = function(e, n)
+    local x = n.inputs[1]
+    local d = norm(n.attrs.dim, #x.shape) + 1
+    return { e.call("slice_backward", e.grad(x), e.grad(n.out), e.outer(x, d), x.shape[d], dims_after(x.shape, d + 1),
+      n.attrs.start_index, n.attrs.step, n.out.shape[d]) }
+  end,
+}
+
+---------------------------------------------------------------------------
+-- reductions over one contiguous run of dims, seen as (OUTER, D, INNER)
+
+local function reduce_layout(e, n)
+  local x = n.inputs[1]
+  local k = #x.shape
+  if not n.attrs.dims then return "1", e.numel(x), "1" end
+  local ds = {}
+  for _, d in ipairs(n.attrs.dims) do ds[#ds + 1] = norm(d, k) + 1 end
+  table.sort(ds)
+  for i = 2, #ds do
+    if ds[i] ~= ds[i - 1] + 1 then
+      require("diag").fatal(n.where, string.format("%s over non-adjacent dims is not supported by the C backend yet", n.op))
+    end
+  end
+  local first, last = ds[1], ds[#ds]
+  local D = 1
+  for i = first, last do
+    if x.shape[i] == "B" then require("diag").fatal(n.where, n.op .. " over the batch dimension inside the model is not supported by the C backend yet") end
+    D = D * x.shape[i]
+  end
+  return e.outer(x, first), D, dims_after(x.shape, last + 1)
+end
+for _, name in ipairs { "sum", "mean" } do
+  ops_cpu[name] = {
+    forward = function(e, n)
+      local o, d, i = reduce_layout(e, n)
+      return { e.call(name .. "_forward", e.ptr(n.out), e.ptr(n.inputs[1]), o, d, i) }
+    end,
+    backward = function(e, n)
+      local o, d, i = reduce_layout(e, n)
+      return { e.call(name .. "_backward", e.grad(n.inputs[1]), e.grad(n.out), o, d, i) }
+    end,
+  }
+end
+
+---------------------------------------------------------------------------
+-- matmul (torch.matmul) and attention
+
+local function matmul_dims(e, n)
+  local a, b, out = n.inputs[1].shape, n.inputs[2].shape, n.out.shape
+  local am = #a == 1 and { 1, a[1] } or a
+  local bm = #b == 1 and { b[1], 1 } or b
+  local M, K, N = am[#am - 1], am[#am], bm[#bm]
+  local nb = math.max(#am, #bm) - 2
+  if nb > 4 then require("diag").fatal(n.where, "matmul with more than 4 batch dims is not supported by the C backend") end
+  local bshape = {}
+  for i = 1, nb do
+    local da, db = am[#am - 2 - nb + i], bm[#bm - 2 - nb + i]
+    bshape[i] = (da ~= nil and da ~= 1) and da or (db or 1)
+  end
+  local function strides(m)
+    local s, run = {}, 1
+    local k = #m - 2
+    for i = nb, 1, -1 do
+      local d = m[k - nb + i]
+      if d == nil or (d == 1 and bshape[i] ~= 1) then s[i] = 0 else s[i] = run; run = run * (d == "B" and 1 or d) end
+    end
+    return s
+  end
+  local sa, sb = strides(am), strides(bm)
+  local pad = function(t) local c = {} for i = 1, 4 do c[i] = t[i] or 0 end return c end
+  return string.format("{ %d, { %s }, { %s }, { %s }, %s, %s, %s }", nb, ints(pad(bshape)), ints(pad(sa)), ints(pad(sb)),
+    tostring(M), tostring(K), tostring(N))
+end
+ops_cpu.matmul = {
+  forward = function(e, n)
+    local d = e.local_name(n, "mm")
+    return { string.format("const k_matmul_dims %s = %s;", d, matmul_dims(e, n)),
+      e.call("matmul_forward", e.ptr(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]), "&" .. d) }
+  end,
+  backward = function(e, n)
+    local d = e.local_name(n, "mm")
+    return { string.format("const k_matmul_dims %s = %s;", d, matmul_dims(e, n)),
+      e.call("matmul_backward", e.grad(n.inputs[1]), e.grad(n.inputs[2]), e.grad(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]), "&" .. d) }
+  end,
+}
+
+local function count_expr_batch(shape, upto, batch)
+  local n = 1
+  for i = 1, upto do if shape[i] ~= "B" then n = n * shape[i] end end
+  return string.format("%s * %d", batch, n)
+end
+local function sdpa_sizes(e, n, batch)
+  local q, k, v = n.inputs[1].shape, n.inputs[2].shape, n.inputs[3].shape
+  local r = #q
+  local Bq = batch and count_expr_batch(q, r - 2, batch) or e.outer(n.inputs[1], r - 1)
+  return Bq, q[r - 1], k[r - 1], q[r], v[r]
+end
+ops_cpu.scaled_dot_product_attention = {
+  saves = function(n)
+    local q, k = n.inputs[1].shape, n.inputs[2].shape
+    local r = #q
+    local per = 1
+    for i = 1, r - 2 do if q[i] ~= "B" then per = per * q[i] end end
+    return { { name = "att", per_sample = per * q[r - 1] * k[r - 1] } }
+  end,
+  scratch = function(e, n)
+    local B, L, S = sdpa_sizes(e, n, "BATCH_MAX")
+    return string.format("grow(&need, k_sdpa_scratch_%s(%s, %d, %d));", e.sfx, B, L, S)
+  end,
+  forward = function(e, n)
+    local B, L, S, E, EV = sdpa_sizes(e, n)
+    local scale = n.attrs.scale or 1 / math.sqrt(E)
+    return { e.call("sdpa_forward", e.ptr(n.out), e.save(n, "att"), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]), e.ptr(n.inputs[3]),
+      B, L, S, E, EV, n.attrs.is_causal and 1 or 0, e.lit(scale)) }
+  end,
+  backward = function(e, n)
+    local B, L, S, E, EV = sdpa_sizes(e, n)
+    local scale = n.attrs.scale or 1 / math.sqrt(E)
+    return { e.call("sdpa_backward", e.grad(n.inputs[1]), e.grad(n.inputs[2]), e.grad(n.inputs[3]), e.scratch(), e.grad(n.out),
+      e.ptr(n.inputs[1]), e.ptr(n.inputs[2]), e.ptr(n.inputs[3]), e.save(n, "att"), B, L, S, E, EV, e.lit(scale)) }
+  end,
+}
+
 return ops_cpu
