@@ -27,8 +27,8 @@ case "${1:-}" in
   main)
     install_missing
     ninja >/dev/null
-    build/loom explain specs/fashion_cnn.lua -o out/fashion_cnn
     build/loom inspect specs/fashion_cnn.lua
+    build/loom train specs/fashion_cnn.lua -o out/fashion_cnn -- --out out/fashion_cnn/run
     ;;
   test)
     install_missing

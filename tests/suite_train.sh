@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# End-to-end tests of generated training programs: they build, train on real data,
+# resume bit-exactly, stop cleanly on SIGTERM, and refuse bad input with one line.
+set -u
+LOOM=${LOOM:-build/loom}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+FASHION=/usr/share/datasets/fashion-mnist
+
+ok() { echo "ok $1"; }
+fail() { echo "not ok $1: $2"; }
+skip() { echo "ok $1 # SKIP $2"; }
+
+# expect_error NAME EXPECTED_SUBSTRING CMD...: non-zero exit, one line on stderr containing the text
+expect_error() {
+  local name=$1 want=$2; shift 2
+  local err rc
+  err=$("$@" 2>&1 >/dev/null); rc=$?
+  if [ $rc -eq 0 ]; then fail "$name" "exited 0"; return; fi
+  if [ "$(printf '%s\n' "$err" | grep -c .)" -ne 1 ]; then fail "$name" "expected one line, got: $err"; return; fi
+  case "$err" in *"$want"*) ok "$name" ;; *) fail "$name" "expected '$want' in: $err" ;; esac
+}
+
+if ! "$LOOM" build specs/fashion_mlp.lua -o "$work/mlp" >"$work/build.log" 2>&1; then
+  fail "build fashion_mlp" "$(tail -5 "$work/build.log")"; exit 0
+fi
+ok "build fashion_mlp"
+train="$work/mlp/train"
+
+# flags
+expect_error "unknown flag is refused" "unknown flag '--epoch'" "$train" --epoch 2
+expect_error "bad flag value is refused" "--epochs expects a non-negative integer" "$train" --epochs two
+
+# data errors: one line naming the file
+expect_error "missing data directory" "$work/nowhere" "$train" --data "$work/nowhere" --out "$work/o1"
+if [ -d "$FASHION" ]; then
+  mkdir -p "$work/bad"
+  cp "$FASHION"/* "$work/bad/"
+  img=$(ls "$work/bad"/train-images* | head -1)
+  head -c 100000 "$img" >"$work/t" && mv "$work/t" "$img"
+  expect_error "truncated IDX file" "$(basename "$img")" "$train" --data "$work/bad" --out "$work/o2"
+  printf 'not an idx file at all' >"$img"
+  expect_error "corrupt IDX file" "$(basename "$img")" "$train" --data "$work/bad" --out "$work/o3"
+else
+  skip "truncated IDX file" "no Fashion-MNIST at $FASHION"
+  skip "corrupt IDX file" "no Fashion-MNIST at $FASHION"
+fi
+
+if [ ! -d "$FASHION" ]; then
+  skip "resume is bit-exact" "no Fashion-MNIST"; skip "SIGTERM checkpoints and exits 0" "no Fashion-MNIST"
+  exit 0
+fi
+
+# resume: 2 epochs in one run == 1 epoch, resume, 1 epoch — bit for bit
+export OMP_NUM_THREADS=2
+"$train" --epochs 2 --out "$work/a" --quiet >"$work/a.log" 2>&1 &&
+"$train" --epochs 1 --out "$work/b" --quiet >"$work/b.log" 2>&1 &&
+"$train" --epochs 2 --resume "$work/b/last.safetensors" --out "$work/c" --quiet >"$work/c.log" 2>&1
+if [ $? -ne 0 ]; then fail "resume is bit-exact" "a run failed: $(tail -2 "$work"/*.log)"
+elif cmp -s "$work/a/last.safetensors" "$work/c/last.safetensors"; then ok "resume is bit-exact"
+else fail "resume is bit-exact" "checkpoints differ ($(cmp "$work/a/last.safetensors" "$work/c/last.safetensors" | head -1))"; fi
+
+# the metrics file is Lightning's CSVLogger layout
+csv=$(ls "$work"/a/logs/lightning_logs/version_0/metrics.csv 2>/dev/null)
+if [ -n "$csv" ] && head -1 "$csv" | grep -q "step" && grep -q "val/acc" "$csv"; then ok "metrics.csv written"
+else fail "metrics.csv written" "no metrics.csv with step and val/acc under $work/a/logs"; fi
+
+# SIGTERM: finish the step, checkpoint, exit 0; the checkpoint resumes
+"$train" --epochs 3 --out "$work/s" >"$work/s.log" 2>&1 &
+pid=$!
+sleep 1.5
+kill -TERM $pid
+wait $pid; rc=$?
+if [ $rc -eq 0 ] && grep -q "stopped by signal" "$work/s.log" && [ -f "$work/s/last.safetensors" ]; then
+  if "$train" --epochs 1 --resume "$work/s/last.safetensors" --out "$work/s2" --quiet >"$work/s2.log" 2>&1; then
+    ok "SIGTERM checkpoints and exits 0"
+  else fail "SIGTERM checkpoints and exits 0" "resume failed: $(tail -2 "$work/s2.log")"; fi
+else fail "SIGTERM checkpoints and exits 0" "rc=$rc: $(tail -3 "$work/s.log")"; fi
+
+# checkpoint errors
+head -c 1000 "$work/a/last.safetensors" >"$work/trunc.safetensors"
+expect_error "truncated checkpoint" "trunc.safetensors" "$train" --resume "$work/trunc.safetensors" --out "$work/o4"
+expect_error "missing checkpoint" "nothere.safetensors" "$train" --resume "$work/nothere.safetensors" --out "$work/o5"
+if "$LOOM" build specs/fashion_cnn.lua -o "$work/cnn" >"$work/build2.log" 2>&1; then
+  expect_error "checkpoint of another model" "FashionMLP" "$work/cnn/train" --resume "$work/a/last.safetensors" --out "$work/o6"
+else fail "checkpoint of another model" "fashion_cnn did not build"; fi
+exit 0
