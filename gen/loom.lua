@@ -18,6 +18,7 @@ options:
   --dump=STAGE            print what a stage produced and stop (STAGE: spec, graph)
   --precision=P           override the spec's precision (32-true, 64-true)
   --no-compile            build: write the files only
+  --emit torch            build: also write model.py, the equivalent PyTorch module
   -o DIR                  output directory
   -h, --help              this text
 ]]
@@ -39,6 +40,10 @@ local function parse_args(args)
       break
     elseif a == "-h" or a == "--help" then opts.help = true
     elseif a == "--no-compile" then opts.no_compile = true
+    elseif a == "--emit" then
+      i = i + 1
+      if args[i] ~= "torch" then usage_error("--emit takes 'torch' (also write model.py, the PyTorch equivalent)") end
+      opts.emit_torch = true
     elseif a == "-o" then
       i = i + 1
       opts.out = args[i] or usage_error("-o needs a directory")
@@ -144,6 +149,7 @@ local function generate(path, opts)
     model_name = g.model_rec.class, spec_file = g.spec.file,
     objects = table.concat(objects, "\n"), object_list = table.concat(list, " "),
   })
+  if opts.emit_torch then files["model.py"] = require("emit_torch").module(g) end
   local dir = opts.out or ("build/" .. spec_basename(path))
   local ok, err = loomc.mkdir_p(dir)
   if not ok then diag.fatal(nil, "cannot create " .. err) end

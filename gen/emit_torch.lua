@@ -1,0 +1,283 @@
+-- emit_torch: the spec as a PyTorch module file (model.py), for interop and parity.
+-- Submodules are PyTorch's own classes with the spec's arguments, so the module
+-- prints, names its parameters and loads a loom checkpoint exactly as the spec's
+-- model; each method's body is the traced graph written as PyTorch calls.
+local util = require "util"
+local diag = require "diag"
+local nn = require "nn"
+
+local emit_torch = {}
+
+local function pyrepr(v) return util.pyrepr(v) end
+local function pybool(v) return v and "True" or "False" end
+
+-- Constructor call of a built-in module with the spec's arguments.
+local CTORS = {
+  Linear = function(a) return string.format("nn.Linear(%d, %d, bias=%s)", a.in_features, a.out_features, pybool(a.bias)) end,
+  Conv2d = function(a)
+    local pad = type(a.padding) == "string" and ("'" .. a.padding .. "'") or pyrepr(a.padding)
+    return string.format("nn.Conv2d(%d, %d, %s, stride=%s, padding=%s, dilation=%s, groups=%d, bias=%s)", a.in_channels,
+      a.out_channels, pyrepr(a.kernel_size), pyrepr(a.stride), pad, pyrepr(a.dilation), a.groups, pybool(a.bias))
+  end,
+  MaxPool2d = function(a, raw)
+    local function arg(name, pair, default)
+      local r = raw[name]
+      if r == nil then r = default end
+      if math.type(r) == "integer" then return tostring(r) end
+      return pyrepr(pair)
+    end
+    return string.format("nn.MaxPool2d(%s, stride=%s, padding=%s, dilation=%s, ceil_mode=%s)", arg("kernel_size", a.kernel_size),
+      arg("stride", a.stride, raw.kernel_size), arg("padding", a.padding, 0), arg("dilation", a.dilation, 1), pybool(a.ceil_mode))
+  end,
+  AvgPool2d = function(a, raw)
+    local function arg(name, pair, default)
+      local r = raw[name]
+      if r == nil then r = default end
+      if math.type(r) == "integer" then return tostring(r) end
+      return pyrepr(pair)
+    end
+    return string.format("nn.AvgPool2d(%s, stride=%s, padding=%s, ceil_mode=%s, count_include_pad=%s)", arg("kernel_size", a.kernel_size),
+      arg("stride", a.stride, raw.kernel_size), arg("padding", a.padding, 0), pybool(a.ceil_mode), pybool(a.count_include_pad))
+  end,
+  BatchNorm1d = function(a) return string.format("nn.BatchNorm1d(%d, eps=%s, momentum=%s, affine=%s, track_running_stats=%s)",
+    a.num_features, util.pyfloat(a.eps), a.momentum == false and "None" or util.pyfloat(a.momentum), pybool(a.affine), pybool(a.track_running_stats)) end,
+  BatchNorm2d = function(a) return string.format("nn.BatchNorm2d(%d, eps=%s, momentum=%s, affine=%s, track_running_stats=%s)",
+    a.num_features, util.pyfloat(a.eps), a.momentum == false and "None" or util.pyfloat(a.momentum), pybool(a.affine), pybool(a.track_running_stats)) end,
+  LayerNorm = function(a) return string.format("nn.LayerNorm(%s, eps=%s, elementwise_affine=%s)", pyrepr(a.normalized_shape),
+    util.pyfloat(a.eps), pybool(a.elementwise_affine)) end,
+  Embedding = function(a) return string.format("nn.Embedding(%d, %d%s)", a.num_embeddings, a.embedding_dim,
+    a.padding_idx and (", padding_idx=" .. a.padding_idx) or "") end,
+  Dropout = function(a) return string.format("nn.Dropout(p=%s, inplace=%s)", util.pyfloat(a.p), pybool(a.inplace)) end,
+  Flatten = function(a) return string.format("nn.Flatten(%d, %d)", a.start_dim, a.end_dim) end,
+  ReLU = function(a) return string.format("nn.ReLU(inplace=%s)", pybool(a.inplace)) end,
+  SiLU = function(a) return string.format("nn.SiLU(inplace=%s)", pybool(a.inplace)) end,
+  Sigmoid = function() return "nn.Sigmoid()" end,
+  Tanh = function() return "nn.Tanh()" end,
+  GELU = function(a) return string.format("nn.GELU(approximate='%s')", a.approximate) end,
+  Softmax = function(a) return string.format("nn.Softmax(dim=%s)", a.dim == nil and "None" or tostring(a.dim)) end,
+}
+
+-- Python access path of a module from the model: "img_input.1" → self.img_input[1]
+local function access(prefix)
+  local out = "self"
+  for part in prefix:gmatch("[^.]+") do
+    if part:match("^%d+$") then out = out .. "[" .. part .. "]" else out = out .. "." .. part end
+  end
+  return out
+end
+
+---------------------------------------------------------------------------
+-- classes for spec-defined modules (one per distinct structure)
+
+local function class_writer()
+  local classes, order, by_key, used = {}, {}, {}, {}
+  local function class_of(rec)
+    -- a container of built-ins needs no class of its own
+    local lines = {}
+    for _, c in ipairs(rec.children) do
+      lines[#lines + 1] = { name = c.name, expr = nil, mod = c.mod }
+    end
+    local body = {}
+    local function ctor(p)
+      local r = nn.record(p)
+      if CTORS[r.class] then return CTORS[r.class](r.args, r.raw or {}) end
+      if r.class == "Sequential" or r.class == "ModuleList" then
+        local items = {}
+        for _, c in ipairs(r.children) do items[#items + 1] = ctor(c.mod) end
+        return string.format("nn.%s([%s])", r.class, table.concat(items, ", "))
+          :gsub("^nn%.Sequential%(%[(.*)%]%)$", "nn.Sequential(%1)")
+      end
+      if r.class == "ModuleDict" then
+        local items = {}
+        for _, c in ipairs(r.children) do items[#items + 1] = string.format("'%s': %s", c.name, ctor(c.mod)) end
+        return string.format("nn.ModuleDict({%s})", table.concat(items, ", "))
+      end
+      return class_of(r) .. "()"
+    end
+    for _, c in ipairs(rec.children) do body[#body + 1] = string.format("        self.%s = %s", c.name, ctor(c.mod)) end
+    local key = rec.class .. "\0" .. table.concat(body, "\n")
+    if by_key[key] then return by_key[key] end
+    local pyname = rec.class
+    local n = 1
+    while used[pyname] do n = n + 1; pyname = rec.class .. "_" .. n end
+    used[pyname] = true
+    by_key[key] = pyname
+    classes[pyname] = { name = pyname, class = rec.class, body = body, rec = rec }
+    order[#order + 1] = pyname
+    return pyname
+  end
+  return class_of, classes, order
+end
+
+---------------------------------------------------------------------------
+-- a trace as Python statements
+
+local REDUCTION = function(a) return a.reduction end
+
+local function slice_expr(x, a, var)
+  local n = #x.shape
+  local d = a.dim < 0 and a.dim + n or a.dim
+  local parts = {}
+  for i = 0, d - 1 do parts[#parts + 1] = ":" end
+  parts[#parts + 1] = string.format("%s:%s%s", a.start and tostring(a.start) or "", a.stop and tostring(a.stop) or "",
+    a.step ~= 1 and (":" .. a.step) or "")
+  return string.format("%s[%s]", var, table.concat(parts, ", "))
+end
+
+local function statements(g, trace, input_expr)
+  local lines = {}
+  local function v(t)
+    if t.param then return access(t.param:gsub("%.([^.]+)$", "")) .. "." .. t.param:match("([^.]+)$") end
+    if t.input then return input_expr(t.input) end
+    return "t" .. t.id
+  end
+  for _, node in ipairs(trace.nodes) do
+    local a = node.attrs
+    local i = node.inputs
+    local expr
+    if node.module and node.module.forward and CTORS[node.module.class] then
+      expr = string.format("%s(%s)", access((g.prefix_of[node.module] or ""):gsub("%.$", "")), v(i[1]))
+    elseif node.op == "add" or node.op == "sub" or node.op == "mul" or node.op == "div" then
+      local sym = ({ add = "+", sub = "-", mul = "*", div = "/" })[node.op]
+      if not i[2] then
+        local s = util.pyfloat(a.scalar)
+        expr = a.scalar_left and string.format("%s %s %s", s, sym, v(i[1])) or string.format("%s %s %s", v(i[1]), sym, s)
+      else
+        expr = string.format("%s %s %s", v(i[1]), sym, v(i[2]))
+      end
+    elseif node.op == "cat" then
+      local xs = {}
+      for k, x in ipairs(i) do xs[k] = v(x) end
+      expr = string.format("torch.cat([%s], dim=%d)", table.concat(xs, ", "), a.dim)
+    elseif node.op == "matmul" then expr = string.format("torch.matmul(%s, %s)", v(i[1]), v(i[2]))
+    elseif node.op == "reshape" then expr = string.format("%s.reshape(%s)", v(i[1]), table.concat(a.dims, ", "))
+    elseif node.op == "flatten" then expr = string.format("torch.flatten(%s, %d, %d)", v(i[1]), a.start_dim, a.end_dim)
+    elseif node.op == "transpose" then expr = string.format("%s.transpose(%d, %d)", v(i[1]), a.dim0, a.dim1)
+    elseif node.op == "permute" then expr = string.format("%s.permute(%s)", v(i[1]), table.concat(a.dims, ", "))
+    elseif node.op == "sum" or node.op == "mean" then
+      if a.dims then
+        expr = string.format("%s.%s(dim=(%s,), keepdim=%s)", v(i[1]), node.op, table.concat(a.dims, ", "), pybool(a.keepdim))
+      else
+        expr = string.format("%s.%s()", v(i[1]), node.op)
+      end
+    elseif node.op == "slice" then expr = slice_expr(i[1], a, v(i[1]))
+    elseif node.op == "softmax" or node.op == "log_softmax" then expr = string.format("F.%s(%s, dim=%d)", node.op, v(i[1]), a.dim)
+    elseif node.op == "gelu" then expr = string.format("F.gelu(%s, approximate='%s')", v(i[1]), a.approximate)
+    elseif node.op == "relu" or node.op == "silu" then expr = string.format("F.%s(%s)", node.op, v(i[1]))
+    elseif node.op == "sigmoid" or node.op == "tanh" then expr = string.format("torch.%s(%s)", node.op, v(i[1]))
+    elseif node.op == "scaled_dot_product_attention" then
+      expr = string.format("scaled_dot_product_attention(%s, %s, %s, is_causal=%s%s)", v(i[1]), v(i[2]), v(i[3]),
+        pybool(a.is_causal), a.scale and (", scale=" .. util.pyfloat(a.scale)) or "")
+    elseif node.op == "cross_entropy" then
+      expr = string.format("F.cross_entropy(%s, %s, ignore_index=%d, label_smoothing=%s, reduction='%s')", v(i[1]), v(i[2]),
+        a.ignore_index, util.pyfloat(a.label_smoothing), REDUCTION(a))
+    elseif node.op == "bce" then expr = string.format("F.binary_cross_entropy(%s, %s, reduction='%s')", v(i[1]), v(i[2]), REDUCTION(a))
+    elseif node.op == "bce_with_logits" then expr = string.format("F.binary_cross_entropy_with_logits(%s, %s, reduction='%s')", v(i[1]), v(i[2]), REDUCTION(a))
+    elseif node.op == "mse" then expr = string.format("F.mse_loss(%s, %s, reduction='%s')", v(i[1]), v(i[2]), REDUCTION(a))
+    elseif node.op == "l1" then expr = string.format("F.l1_loss(%s, %s, reduction='%s')", v(i[1]), v(i[2]), REDUCTION(a))
+    else
+      diag.fatal(node.where, node.op .. " has no PyTorch translation yet (loom build --emit torch)")
+    end
+    lines[#lines + 1] = string.format("        t%d = %s  # %s:%d", node.out.id, expr, node.where.file, node.where.line)
+  end
+  return lines, v
+end
+
+local HEADER = [==[
+# %s: the PyTorch equivalent of the model in %s, generated by loom.
+# The module prints, names its parameters and buffers, and computes as the spec's
+# model; a loom checkpoint loads with load_loom_checkpoint() + load_state_dict(strict=True).
+import json
+import struct
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def scaled_dot_product_attention(q, k, v, is_causal=False, scale=None):
+    """softmax(q k^T * scale [+ causal mask]) v, as torch.nn.functional's (PyTorch >= 2.0)."""
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    att = torch.matmul(q, k.transpose(-2, -1)) * scale
+    if is_causal:
+        L, S = q.shape[-2], k.shape[-2]
+        mask = torch.ones(L, S, dtype=torch.bool, device=q.device).tril()
+        att = att.masked_fill(~mask, float('-inf'))
+    return torch.matmul(torch.softmax(att, dim=-1), v)
+
+
+_DTYPES = {'F32': torch.float32, 'F64': torch.float64, 'F16': torch.float16, 'BF16': torch.bfloat16,
+           'I64': torch.int64, 'I32': torch.int32, 'U8': torch.uint8}
+
+
+def load_loom_checkpoint(path):
+    """A loom checkpoint (safetensors) → (model state_dict, everything else, metadata)."""
+    with open(path, 'rb') as f:
+        data = f.read()
+    (n,) = struct.unpack('<Q', data[:8])
+    header = json.loads(data[8:8 + n])
+    meta = header.pop('__metadata__', {})
+    base = 8 + n
+    model, other = {}, {}
+    for name, t in header.items():
+        b, e = t['data_offsets']
+        x = torch.frombuffer(bytearray(data[base + b:base + e]), dtype=_DTYPES[t['dtype']]).reshape(t['shape'])
+        (other if name.startswith('optimizer.') else model)[name] = x
+    return model, other, meta
+]==]
+
+function emit_torch.module(g)
+  local sp = g.spec
+  local class_of, classes, order = class_writer()
+  local top = class_of(g.model_rec)
+  local out = { string.format(HEADER, g.model_rec.class, sp.file) }
+  -- the model's input names, in the spec's order (forward takes a dict of them)
+  if not sp.single_input then
+    local names = {}
+    for _, inp in ipairs(sp.inputs) do names[#names + 1] = "'" .. inp.name .. "'" end
+    out[#out + 1] = string.format("INPUTS = [%s]", table.concat(names, ", "))
+  end
+  for _, name in ipairs(order) do
+    local c = classes[name]
+    out[#out + 1] = ""
+    out[#out + 1] = ""
+    out[#out + 1] = string.format("class %s(nn.Module):", name)
+    out[#out + 1] = "    def __init__(self):"
+    out[#out + 1] = "        super().__init__()"
+    for _, l in ipairs(c.body) do out[#out + 1] = l end
+    if name ~= c.class then
+      out[#out + 1] = ""
+      out[#out + 1] = "    def _get_name(self):"
+      out[#out + 1] = string.format("        return '%s'", c.class)
+    end
+    if name == top then
+      -- every traced method; inputs come as in the spec (a tensor, or a dict of named tensors)
+      for _, mname in ipairs(g.order) do
+        local t = g.traces[mname]
+        local body, v = statements(g, t, function(inp) return sp.single_input and "x" or string.format("x['%s']", inp) end)
+        out[#out + 1] = ""
+        out[#out + 1] = string.format("    def %s(self, x):", mname)
+        for _, l in ipairs(body) do out[#out + 1] = l end
+        local rets = {}
+        for k = 1, t.outputs.n do rets[k] = v(t.outputs[k]) end
+        out[#out + 1] = "        return " .. table.concat(rets, ", ")
+      end
+      if g.loss then
+        local body, v = statements(g, g.loss, function(inp) return string.format("batch['%s']", inp) end)
+        out[#out + 1] = ""
+        out[#out + 1] = "    def training_loss(self, batch):"
+        out[#out + 1] = string.format("        \"\"\"train.loss of %s, on a dict of batch fields.\"\"\"", sp.file)
+        for _, l in ipairs(body) do out[#out + 1] = l end
+        out[#out + 1] = "        return " .. v(g.loss.outputs[1])
+      end
+    else
+      out[#out + 1] = ""
+      out[#out + 1] = "    def forward(self, *args):"
+      out[#out + 1] = string.format("        raise NotImplementedError('loom writes this module\\'s computation inline in %s.forward')", g.model_rec.class)
+    end
+  end
+  out[#out + 1] = ""
+  return table.concat(out, "\n")
+end
+
+return emit_torch
