@@ -1,0 +1,744 @@
+// Safetensors checkpoints: see ckpt.h for the format and the guarantees.
+#include "ckpt.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+// A header larger than this is corrupt rather than big: the reference implementation
+// refuses headers over 100 MB too, and it stops a bad length from allocating gigabytes.
+#define CKPT_MAX_HEADER (100u * 1000u * 1000u)
+
+static const struct { const char *name; int size; } dtypes[CKPT_NDTYPES] = {
+    [CKPT_F32] = {"F32", 4}, [CKPT_F64] = {"F64", 8}, [CKPT_F16] = {"F16", 2},
+    [CKPT_BF16] = {"BF16", 2}, [CKPT_I64] = {"I64", 8}, [CKPT_I32] = {"I32", 4},
+    [CKPT_I16] = {"I16", 2}, [CKPT_I8] = {"I8", 1}, [CKPT_U8] = {"U8", 1},
+    [CKPT_BOOL] = {"BOOL", 1},
+};
+
+const char *ckpt_dtype_name(ckpt_dtype dt) { return (unsigned)dt < CKPT_NDTYPES ? dtypes[dt].name : "?"; }
+int ckpt_dtype_size(ckpt_dtype dt) { return (unsigned)dt < CKPT_NDTYPES ? dtypes[dt].size : 0; }
+
+int ckpt_dtype_from_name(const char *name, ckpt_dtype *dt) {
+    for (int i = 0; i < CKPT_NDTYPES; i++)
+        if (strcmp(name, dtypes[i].name) == 0) { *dt = (ckpt_dtype)i; return 0; }
+    return -1;
+}
+
+int64_t ckpt_numel(int ndim, const int64_t *shape) {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= shape[i];
+    return n;
+}
+
+// Element count times element size, or -1 when it does not fit in 63 bits (a corrupt
+// shape must not wrap around into a size that happens to match its offsets).
+static int64_t nbytes_checked(ckpt_dtype dt, int ndim, const int64_t *shape) {
+    int64_t n = ckpt_dtype_size(dt);
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0) return -1;
+        if (shape[i] != 0 && n > INT64_MAX / shape[i]) return -1;
+        n *= shape[i];
+    }
+    return n;
+}
+
+// "[256, 784]" into buf (shapes in messages read as Python prints them).
+static const char *shape_str(char *buf, size_t len, int ndim, const int64_t *shape) {
+    size_t k = (size_t)snprintf(buf, len, "[");
+    for (int i = 0; i < ndim && k < len; i++)
+        k += (size_t)snprintf(buf + k, len - k, "%s%" PRId64, i ? ", " : "", shape[i]);
+    if (k < len) snprintf(buf + k, len - k, "]");
+    return buf;
+}
+
+// One-line error into err: "what: message". Returns -1 so callers can `return errf(...)`.
+static int errf(char *err, const char *what, const char *fmt, ...) {
+    int k = snprintf(err, CKPT_ERR_LEN, "%s: ", what);
+    if (k < 0 || k >= CKPT_ERR_LEN) return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err + k, CKPT_ERR_LEN - (size_t)k, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+// A failed system call: the user gets the file and the reason, a developer the line.
+#define SYSFAIL(err, path, call) \
+    errf(err, path, "%s failed: %s (%s:%d)", call, strerror(errno), __FILE__, __LINE__)
+
+static char *xstrdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+// ---------------------------------------------------------------------------------
+// writing
+
+void ckpt_writer_init(ckpt_writer *w) { memset(w, 0, sizeof *w); }
+
+void ckpt_writer_free(ckpt_writer *w) {
+    for (int i = 0; i < w->ntensors; i++) free((char *)w->tensors[i].name);
+    for (int i = 0; i < w->nmeta; i++) { free(w->meta[i].key); free(w->meta[i].value); }
+    free(w->tensors);
+    free(w->meta);
+    memset(w, 0, sizeof *w);
+}
+
+int ckpt_writer_add(ckpt_writer *w, const char *name, ckpt_dtype dt, int ndim,
+                    const int64_t *shape, const void *data) {
+    if (!name || !*name || strcmp(name, "__metadata__") == 0)
+        return errf(w->err, "ckpt_writer_add", "tensor name '%s' is not allowed", name ? name : "(null)");
+    if ((unsigned)dt >= CKPT_NDTYPES)
+        return errf(w->err, "ckpt_writer_add", "tensor '%s': unknown dtype %d", name, (int)dt);
+    if (ndim < 0 || ndim > CKPT_MAX_DIMS)
+        return errf(w->err, "ckpt_writer_add", "tensor '%s': %d dimensions (at most %d)", name, ndim, CKPT_MAX_DIMS);
+    int64_t nb = nbytes_checked(dt, ndim, shape);
+    if (nb < 0) return errf(w->err, "ckpt_writer_add", "tensor '%s': bad shape", name);
+    if (nb > 0 && !data) return errf(w->err, "ckpt_writer_add", "tensor '%s': no data", name);
+    if (w->ntensors == w->cap_tensors) {
+        int cap = w->cap_tensors ? 2 * w->cap_tensors : 64;
+        ckpt_tensor *t = realloc(w->tensors, (size_t)cap * sizeof *t);
+        if (!t) return errf(w->err, "ckpt_writer_add", "out of memory");
+        w->tensors = t; w->cap_tensors = cap;
+    }
+    ckpt_tensor *t = &w->tensors[w->ntensors];
+    memset(t, 0, sizeof *t);
+    if (!(t->name = xstrdup(name))) return errf(w->err, "ckpt_writer_add", "out of memory");
+    t->dtype = dt; t->ndim = ndim; t->data = data;
+    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
+    w->ntensors++;
+    return 0;
+}
+
+int ckpt_writer_set_meta(ckpt_writer *w, const char *key, const char *value) {
+    for (int i = 0; i < w->nmeta; i++)
+        if (strcmp(w->meta[i].key, key) == 0) {
+            char *v = xstrdup(value);
+            if (!v) return errf(w->err, "ckpt_writer_set_meta", "out of memory");
+            free(w->meta[i].value); w->meta[i].value = v;
+            return 0;
+        }
+    if (w->nmeta == w->cap_meta) {
+        int cap = w->cap_meta ? 2 * w->cap_meta : 16;
+        ckpt_meta *m = realloc(w->meta, (size_t)cap * sizeof *m);
+        if (!m) return errf(w->err, "ckpt_writer_set_meta", "out of memory");
+        w->meta = m; w->cap_meta = cap;
+    }
+    ckpt_meta *m = &w->meta[w->nmeta];
+    m->key = xstrdup(key); m->value = xstrdup(value);
+    if (!m->key || !m->value) { free(m->key); free(m->value); return errf(w->err, "ckpt_writer_set_meta", "out of memory"); }
+    w->nmeta++;
+    return 0;
+}
+
+int ckpt_writer_set_meta_i64(ckpt_writer *w, const char *key, int64_t value) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%" PRId64, value);
+    return ckpt_writer_set_meta(w, key, buf);
+}
+
+int ckpt_writer_set_meta_f64(ckpt_writer *w, const char *key, double value) {
+    char buf[40];
+    snprintf(buf, sizeof buf, "%.17g", value);   // 17 significant digits round-trip any double
+    return ckpt_writer_set_meta(w, key, buf);
+}
+
+// A growable byte buffer for the header.
+typedef struct { char *p; size_t n, cap; int oom; } sbuf;
+
+static void sb_put(sbuf *b, const char *s, size_t n) {
+    if (b->oom) return;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (b->n + n + 1 > cap) cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) { b->oom = 1; return; }
+        b->p = p; b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+static void sb_str(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
+
+// A JSON string literal; names and metadata may hold any byte but '\0'.
+static void sb_json_string(sbuf *b, const char *s) {
+    sb_put(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        char esc[8];
+        if (c == '"' || c == '\\') { esc[0] = '\\'; esc[1] = (char)c; sb_put(b, esc, 2); }
+        else if (c < 0x20) { snprintf(esc, sizeof esc, "\\u%04x", c); sb_put(b, esc, 6); }
+        else sb_put(b, (const char *)&c, 1);
+    }
+    sb_put(b, "\"", 1);
+}
+
+static int cmp_tensor_ptr_name(const void *a, const void *b) {
+    return strcmp((*(ckpt_tensor *const *)a)->name, (*(ckpt_tensor *const *)b)->name);
+}
+
+static int write_all(int fd, const void *buf, uint64_t n) {
+    const char *p = buf;
+    while (n > 0) {
+        size_t chunk = n > (1u << 30) ? (1u << 30) : (size_t)n;   // write() caps one call near 2 GB
+        ssize_t k = write(fd, p, chunk);
+        if (k < 0) { if (errno == EINTR) continue; return -1; }
+        p += k; n -= (uint64_t)k;
+    }
+    return 0;
+}
+
+// fsync the directory holding path, so that the rename itself survives a power cut.
+static int fsync_dir_of(const char *path) {
+    const char *slash = strrchr(path, '/');
+    char dir[4096];
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == path) snprintf(dir, sizeof dir, "/");
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+int ckpt_write(ckpt_writer *w, const char *path) {
+    // Names must be unique: a second 'x' would silently shadow the first on load.
+    if (w->ntensors > 0) {
+        ckpt_tensor **s = malloc((size_t)w->ntensors * sizeof *s);
+        if (!s) return errf(w->err, path, "out of memory");
+        for (int i = 0; i < w->ntensors; i++) s[i] = &w->tensors[i];
+        qsort(s, (size_t)w->ntensors, sizeof *s, cmp_tensor_ptr_name);
+        for (int i = 1; i < w->ntensors; i++)
+            if (strcmp(s[i - 1]->name, s[i]->name) == 0) {
+                errf(w->err, path, "tensor '%s' added twice", s[i]->name);
+                free(s);
+                return -1;
+            }
+        free(s);
+    }
+
+    // The header: metadata first, then the tensors in data order.
+    sbuf h = {0};
+    sb_str(&h, "{");
+    if (w->nmeta > 0) {
+        sb_str(&h, "\"__metadata__\":{");
+        for (int i = 0; i < w->nmeta; i++) {
+            if (i) sb_str(&h, ",");
+            sb_json_string(&h, w->meta[i].key);
+            sb_str(&h, ":");
+            sb_json_string(&h, w->meta[i].value);
+        }
+        sb_str(&h, "}");
+    }
+    uint64_t off = 0;
+    for (int i = 0; i < w->ntensors; i++) {
+        ckpt_tensor *t = &w->tensors[i];
+        char num[64];
+        if (i || w->nmeta) sb_str(&h, ",");
+        sb_json_string(&h, t->name);
+        sb_str(&h, ":{\"dtype\":\"");
+        sb_str(&h, ckpt_dtype_name(t->dtype));
+        sb_str(&h, "\",\"shape\":[");
+        for (int d = 0; d < t->ndim; d++) {
+            snprintf(num, sizeof num, "%s%" PRId64, d ? "," : "", t->shape[d]);
+            sb_str(&h, num);
+        }
+        t->begin = off;
+        t->end = off + (uint64_t)nbytes_checked(t->dtype, t->ndim, t->shape);
+        off = t->end;
+        snprintf(num, sizeof num, "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}", t->begin, t->end);
+        sb_str(&h, num);
+    }
+    sb_str(&h, "}");
+    while (h.n % 8 != 0) sb_str(&h, " ");   // so that the data starts 8-byte aligned
+    if (h.oom) { free(h.p); return errf(w->err, path, "out of memory"); }
+
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp) {
+        free(h.p);
+        return errf(w->err, path, "path too long");
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) { free(h.p); return SYSFAIL(w->err, tmp, "open"); }
+    unsigned char len8[8];
+    for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)h.n >> (8 * i));
+    int rc = write_all(fd, len8, 8);
+    if (rc == 0) rc = write_all(fd, h.p, h.n);
+    for (int i = 0; rc == 0 && i < w->ntensors; i++) {
+        const ckpt_tensor *t = &w->tensors[i];
+        if (t->end > t->begin) rc = write_all(fd, t->data, t->end - t->begin);
+    }
+    free(h.p);
+    if (rc != 0) { SYSFAIL(w->err, tmp, "write"); close(fd); unlink(tmp); return -1; }
+    // The data must be on disk before the rename makes it the checkpoint; otherwise a
+    // crash could leave `path` naming a file whose blocks were never written.
+    if (fsync(fd) != 0) { SYSFAIL(w->err, tmp, "fsync"); close(fd); unlink(tmp); return -1; }
+    if (close(fd) != 0) { SYSFAIL(w->err, tmp, "close"); unlink(tmp); return -1; }
+    if (rename(tmp, path) != 0) { SYSFAIL(w->err, path, "rename"); unlink(tmp); return -1; }
+    if (fsync_dir_of(path) != 0) return SYSFAIL(w->err, path, "fsync of its directory");
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------
+// reading: a small JSON parser for exactly the subset safetensors headers use (objects,
+// arrays of non-negative integers, strings), written here rather than pulling in a
+// JSON library. It follows the expected schema as it goes, so it builds no tree, and
+// every malformed input stops it with an error naming the byte where it went wrong.
+
+typedef struct {
+    ckpt_file *f;
+    const char *s; size_t n, i;   // the header text, its length, the read position
+    char *out;                    // where the next decoded string goes (f->strings)
+} jparser;
+
+static int jfail(jparser *p, const char *fmt, ...) {
+    char msg[CKPT_ERR_LEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    // byte offsets count from the start of the file, as a hex dump would show them
+    return errf(p->f->err, p->f->path, "bad header JSON at byte %zu: %s", p->i + 8, msg);
+}
+
+static void jws(jparser *p) {
+    while (p->i < p->n && (p->s[p->i] == ' ' || p->s[p->i] == '\t' || p->s[p->i] == '\n' || p->s[p->i] == '\r')) p->i++;
+}
+
+// Skips whitespace and consumes c, or fails saying what was there instead.
+static int jexpect(jparser *p, char c, const char *context) {
+    jws(p);
+    if (p->i >= p->n) return jfail(p, "expected '%c' %s, found the end of the header", c, context);
+    if (p->s[p->i] != c) {
+        unsigned char got = (unsigned char)p->s[p->i];
+        if (got >= 0x20 && got < 0x7f) return jfail(p, "expected '%c' %s, found '%c'", c, context, got);
+        return jfail(p, "expected '%c' %s, found byte 0x%02x", c, context, got);
+    }
+    p->i++;
+    return 0;
+}
+
+static int jpeek(jparser *p) { jws(p); return p->i < p->n ? (unsigned char)p->s[p->i] : -1; }
+
+static int hex4(const char *s, unsigned *v) {
+    *v = 0;
+    for (int k = 0; k < 4; k++) {
+        char c = s[k];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (d < 0) return -1;
+        *v = *v * 16 + (unsigned)d;
+    }
+    return 0;
+}
+
+// Decodes a string literal into p->out and returns it via *out. A decoded string plus
+// its '\0' never takes more bytes than its literal, so f->strings (header length + 1)
+// always has room.
+static int jstring(jparser *p, const char **out, const char *context) {
+    if (jexpect(p, '"', context)) return -1;
+    char *d = p->out;
+    *out = d;
+    for (;;) {
+        if (p->i >= p->n) return jfail(p, "unterminated string");
+        unsigned char c = (unsigned char)p->s[p->i];
+        if (c == '"') { p->i++; break; }
+        if (c < 0x20) return jfail(p, "control byte 0x%02x inside a string", c);
+        if (c != '\\') { *d++ = (char)c; p->i++; continue; }
+        if (p->i + 1 >= p->n) return jfail(p, "unterminated string");
+        char e = p->s[p->i + 1];
+        p->i += 2;
+        switch (e) {
+        case '"': *d++ = '"'; break;
+        case '\\': *d++ = '\\'; break;
+        case '/': *d++ = '/'; break;
+        case 'b': *d++ = '\b'; break;
+        case 'f': *d++ = '\f'; break;
+        case 'n': *d++ = '\n'; break;
+        case 'r': *d++ = '\r'; break;
+        case 't': *d++ = '\t'; break;
+        case 'u': {
+            unsigned u;
+            if (p->i + 4 > p->n || hex4(p->s + p->i, &u)) return jfail(p, "bad \\u escape");
+            p->i += 4;
+            if (u >= 0xD800 && u <= 0xDBFF) {   // a UTF-16 surrogate pair
+                unsigned lo;
+                if (p->i + 6 > p->n || p->s[p->i] != '\\' || p->s[p->i + 1] != 'u' || hex4(p->s + p->i + 2, &lo) ||
+                    lo < 0xDC00 || lo > 0xDFFF)
+                    return jfail(p, "unpaired surrogate in \\u escape");
+                p->i += 6;
+                u = 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00);
+            } else if (u >= 0xDC00 && u <= 0xDFFF) {
+                return jfail(p, "unpaired surrogate in \\u escape");
+            }
+            if (u == 0) return jfail(p, "\\u0000 inside a string");   // would cut a C string short
+            if (u < 0x80) *d++ = (char)u;
+            else if (u < 0x800) { *d++ = (char)(0xC0 | (u >> 6)); *d++ = (char)(0x80 | (u & 0x3F)); }
+            else if (u < 0x10000) {
+                *d++ = (char)(0xE0 | (u >> 12)); *d++ = (char)(0x80 | ((u >> 6) & 0x3F)); *d++ = (char)(0x80 | (u & 0x3F));
+            } else {
+                *d++ = (char)(0xF0 | (u >> 18)); *d++ = (char)(0x80 | ((u >> 12) & 0x3F));
+                *d++ = (char)(0x80 | ((u >> 6) & 0x3F)); *d++ = (char)(0x80 | (u & 0x3F));
+            }
+            break;
+        }
+        default: p->i--; return jfail(p, "bad escape '\\%c'", e);
+        }
+    }
+    *d++ = 0;
+    p->out = d;
+    return 0;
+}
+
+// A non-negative integer (all that shapes and offsets hold), at most INT64_MAX.
+static int juint(jparser *p, uint64_t *v, const char *context) {
+    jws(p);
+    if (p->i >= p->n || p->s[p->i] < '0' || p->s[p->i] > '9')
+        return jfail(p, "expected a non-negative integer %s", context);
+    if (p->s[p->i] == '0' && p->i + 1 < p->n && p->s[p->i + 1] >= '0' && p->s[p->i + 1] <= '9')
+        return jfail(p, "leading zero in a number %s", context);
+    uint64_t x = 0;
+    while (p->i < p->n && p->s[p->i] >= '0' && p->s[p->i] <= '9') {
+        unsigned dgt = (unsigned)(p->s[p->i] - '0');
+        if (x > ((uint64_t)INT64_MAX - dgt) / 10) return jfail(p, "number too large %s", context);
+        x = x * 10 + dgt;
+        p->i++;
+    }
+    if (p->i < p->n && (p->s[p->i] == '.' || p->s[p->i] == 'e' || p->s[p->i] == 'E'))
+        return jfail(p, "expected an integer %s, found a fraction or exponent", context);
+    *v = x;
+    return 0;
+}
+
+// "[a, b, ...]" of at most max integers; the count goes to *count.
+static int juint_array(jparser *p, uint64_t *vals, int max, int *count, const char *context) {
+    if (jexpect(p, '[', context)) return -1;
+    *count = 0;
+    if (jpeek(p) == ']') { p->i++; return 0; }
+    for (;;) {
+        if (*count == max) return jfail(p, "more than %d numbers %s", max, context);
+        if (juint(p, &vals[(*count)++], context)) return -1;
+        int c = jpeek(p);
+        if (c == ',') { p->i++; continue; }
+        if (c == ']') { p->i++; return 0; }
+        return jexpect(p, ']', context);   // reports what was found instead
+    }
+}
+
+static int jtensor(jparser *p, ckpt_tensor *t) {
+    char ctx[300];
+    snprintf(ctx, sizeof ctx, "in tensor '%.200s'", t->name);
+    if (jexpect(p, '{', ctx)) return -1;
+    int have_dtype = 0, have_shape = 0, have_offsets = 0;
+    if (jpeek(p) != '}')
+        for (;;) {
+            const char *key;
+            char *mark = p->out;
+            size_t at = p->i;
+            if (jstring(p, &key, ctx) || jexpect(p, ':', ctx)) return -1;
+            if (strcmp(key, "dtype") == 0) {
+                if (have_dtype++) { p->i = at; return jfail(p, "\"dtype\" given twice %s", ctx); }
+                const char *dt;
+                size_t vat = (jws(p), p->i);
+                if (jstring(p, &dt, ctx)) return -1;
+                if (ckpt_dtype_from_name(dt, &t->dtype)) { p->i = vat; return jfail(p, "unknown dtype \"%.40s\" %s", dt, ctx); }
+            } else if (strcmp(key, "shape") == 0) {
+                if (have_shape++) { p->i = at; return jfail(p, "\"shape\" given twice %s", ctx); }
+                uint64_t v[CKPT_MAX_DIMS];
+                if (juint_array(p, v, CKPT_MAX_DIMS, &t->ndim, ctx)) return -1;
+                for (int d = 0; d < t->ndim; d++) t->shape[d] = (int64_t)v[d];
+            } else if (strcmp(key, "data_offsets") == 0) {
+                if (have_offsets++) { p->i = at; return jfail(p, "\"data_offsets\" given twice %s", ctx); }
+                uint64_t v[2];
+                int k;
+                size_t vat = (jws(p), p->i);
+                if (juint_array(p, v, 2, &k, ctx)) return -1;
+                if (k != 2) { p->i = vat; return jfail(p, "\"data_offsets\" needs 2 numbers, has %d, %s", k, ctx); }
+                t->begin = v[0]; t->end = v[1];
+            } else {
+                p->i = at;
+                return jfail(p, "unknown field \"%.40s\" %s", key, ctx);
+            }
+            p->out = mark;   // the field name is not kept
+            int c = jpeek(p);
+            if (c == ',') { p->i++; continue; }
+            break;
+        }
+    if (jexpect(p, '}', ctx)) return -1;
+    if (!have_dtype || !have_shape || !have_offsets)
+        return jfail(p, "tensor '%.200s' has no \"%s\"", t->name, !have_dtype ? "dtype" : !have_shape ? "shape" : "data_offsets");
+    return 0;
+}
+
+static int jmetadata(jparser *p) {
+    ckpt_file *f = p->f;
+    if (jexpect(p, '{', "after \"__metadata__\"")) return -1;
+    int cap = 0;
+    if (jpeek(p) != '}')
+        for (;;) {
+            const char *k, *v;
+            size_t at = (jws(p), p->i);
+            if (jstring(p, &k, "in __metadata__") || jexpect(p, ':', "in __metadata__")) return -1;
+            if (jpeek(p) != '"') return jfail(p, "metadata '%.200s' is not a string (safetensors metadata maps strings to strings)", k);
+            if (jstring(p, &v, "in __metadata__")) return -1;
+            for (int i = 0; i < f->nmeta; i++)
+                if (strcmp(f->meta[i].key, k) == 0) { p->i = at; return jfail(p, "metadata '%.200s' given twice", k); }
+            if (f->nmeta == cap) {
+                cap = cap ? 2 * cap : 16;
+                ckpt_meta *m = realloc(f->meta, (size_t)cap * sizeof *m);
+                if (!m) return jfail(p, "out of memory");
+                f->meta = m;
+            }
+            f->meta[f->nmeta].key = (char *)k;
+            f->meta[f->nmeta].value = (char *)v;
+            f->nmeta++;
+            int c = jpeek(p);
+            if (c == ',') { p->i++; continue; }
+            break;
+        }
+    return jexpect(p, '}', "to close \"__metadata__\"");
+}
+
+static int jheader(jparser *p) {
+    ckpt_file *f = p->f;
+    int cap = 0, have_meta = 0;
+    if (jexpect(p, '{', "at the start of the header")) return -1;
+    if (jpeek(p) != '}')
+        for (;;) {
+            const char *name;
+            size_t at = (jws(p), p->i);
+            if (jstring(p, &name, "(a tensor name)") || jexpect(p, ':', "after a tensor name")) return -1;
+            if (strcmp(name, "__metadata__") == 0) {
+                if (have_meta++) { p->i = at; return jfail(p, "\"__metadata__\" given twice"); }
+                if (jmetadata(p)) return -1;
+            } else {
+                if (f->ntensors == cap) {
+                    cap = cap ? 2 * cap : 64;
+                    ckpt_tensor *t = realloc(f->tensors, (size_t)cap * sizeof *t);
+                    if (!t) return jfail(p, "out of memory");
+                    f->tensors = t;
+                }
+                ckpt_tensor *t = &f->tensors[f->ntensors++];
+                memset(t, 0, sizeof *t);
+                t->name = name;
+                if (jtensor(p, t)) return -1;
+            }
+            int c = jpeek(p);
+            if (c == ',') { p->i++; continue; }
+            break;
+        }
+    if (jexpect(p, '}', "to close the header")) return -1;
+    jws(p);   // the padding
+    if (p->i != p->n) return jfail(p, "unexpected bytes after the header's closing '}'");
+    return 0;
+}
+
+// The header must be UTF-8 (the reference reader refuses anything else).
+static long bad_utf8_at(const unsigned char *s, size_t n) {
+    for (size_t i = 0; i < n;) {
+        unsigned c = s[i];
+        int len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 && c >= 0xC2 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 && c <= 0xF4 ? 4 : 0;
+        if (len == 0 || i + (size_t)len > n) return (long)i;
+        for (int k = 1; k < len; k++)
+            if ((s[i + (size_t)k] & 0xC0) != 0x80) return (long)i;
+        i += (size_t)len;
+    }
+    return -1;
+}
+
+static int cmp_offsets(const void *a, const void *b) {
+    const ckpt_tensor *x = a, *y = b;
+    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+    if (x->end != y->end) return x->end < y->end ? -1 : 1;
+    return 0;
+}
+
+static int validate_layout(ckpt_file *f, uint64_t data_size) {
+    char sh[256], nbs[32];
+    for (int i = 0; i < f->ntensors; i++) {
+        ckpt_tensor *t = &f->tensors[i];
+        if (t->end < t->begin)
+            return errf(f->err, f->path, "tensor '%s' has data_offsets [%" PRIu64 ", %" PRIu64 "] that run backwards",
+                        t->name, t->begin, t->end);
+        if (t->end > data_size)
+            return errf(f->err, f->path,
+                        "tensor '%s' has data_offsets [%" PRIu64 ", %" PRIu64 "] past the end of the data (%" PRIu64
+                        " bytes): the file is truncated or the offsets are wrong", t->name, t->begin, t->end, data_size);
+        int64_t nb = nbytes_checked(t->dtype, t->ndim, t->shape);
+        if (nb < 0 || (uint64_t)nb != t->end - t->begin) {
+            if (nb < 0) snprintf(nbs, sizeof nbs, "too many");
+            else snprintf(nbs, sizeof nbs, "%" PRId64, nb);
+            return errf(f->err, f->path, "tensor '%s' is %s %s, %s bytes, but its data_offsets [%" PRIu64 ", %" PRIu64
+                        "] span %" PRIu64, t->name, ckpt_dtype_name(t->dtype), shape_str(sh, sizeof sh, t->ndim, t->shape),
+                        nbs, t->begin, t->end, t->end - t->begin);
+        }
+    }
+    // The data must be covered exactly once, with no gaps: the header may list the
+    // tensors in any order (the reference writer sorts names, not offsets), so sort first.
+    qsort(f->tensors, (size_t)f->ntensors, sizeof *f->tensors, cmp_offsets);
+    uint64_t at = 0;
+    for (int i = 0; i < f->ntensors; i++) {
+        ckpt_tensor *t = &f->tensors[i];
+        if (t->begin < at)
+            return errf(f->err, f->path, "tensors '%s' and '%s' overlap (data_offsets [%" PRIu64 ", %" PRIu64 "] and [%" PRIu64
+                        ", %" PRIu64 "])", f->tensors[i - 1].name, t->name, f->tensors[i - 1].begin, f->tensors[i - 1].end,
+                        t->begin, t->end);
+        if (t->begin > at)
+            return errf(f->err, f->path, "data bytes [%" PRIu64 ", %" PRIu64 ") belong to no tensor (before '%s')", at,
+                        t->begin, t->name);
+        at = t->end;
+    }
+    if (at != data_size)
+        return errf(f->err, f->path, "%" PRIu64 " bytes after the last tensor's data: the offsets do not cover the file",
+                    data_size - at);
+    return 0;
+}
+
+static int cmp_name(const void *a, const void *b) { return cmp_tensor_ptr_name(a, b); }
+
+int ckpt_open(ckpt_file *f, const char *path) {
+    memset(f, 0, sizeof *f);
+    f->path = xstrdup(path);
+    if (!f->path) return errf(f->err, path, "out of memory");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return errf(f->err, path, "cannot open: %s", strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) { close(fd); return SYSFAIL(f->err, path, "fstat"); }
+    if (!S_ISREG(st.st_mode)) { close(fd); return errf(f->err, path, "not a regular file"); }
+    uint64_t size = (uint64_t)st.st_size;
+    if (size < 8) {
+        close(fd);
+        return errf(f->err, path, "file too short (%" PRIu64 " bytes): a safetensors file starts with an 8-byte header length", size);
+    }
+    // mmap rather than read: a checkpoint can be most of RAM, and ckpt_read_into then
+    // copies each tensor once, straight from the page cache.
+    void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) return SYSFAIL(f->err, path, "mmap");
+    f->map = map; f->map_size = (size_t)size;
+
+    uint64_t hlen = 0;
+    for (int i = 0; i < 8; i++) hlen |= (uint64_t)f->map[i] << (8 * i);
+    if (hlen == 0) return errf(f->err, path, "header length is 0: not a safetensors file");
+    if (hlen > CKPT_MAX_HEADER || hlen > size - 8)
+        return errf(f->err, path, "header length %" PRIu64 " is larger than the file (%" PRIu64 " bytes): truncated or not a safetensors file",
+                    hlen, size);
+    const char *hdr = (const char *)f->map + 8;
+    long bad = bad_utf8_at((const unsigned char *)hdr, hlen);
+    if (bad >= 0) return errf(f->err, path, "bad header JSON at byte %ld: not UTF-8", bad + 8);
+    if (!(f->strings = malloc(hlen + 1))) return errf(f->err, path, "out of memory");
+    jparser p = {.f = f, .s = hdr, .n = hlen, .i = 0, .out = f->strings};
+    if (jheader(&p)) return -1;
+
+    if (f->ntensors > 0) {
+        if (!(f->by_name = malloc((size_t)f->ntensors * sizeof *f->by_name))) return errf(f->err, path, "out of memory");
+        if (validate_layout(f, size - 8 - hlen)) return -1;
+        for (int i = 0; i < f->ntensors; i++) {
+            f->tensors[i].data = f->map + 8 + hlen + f->tensors[i].begin;
+            f->by_name[i] = &f->tensors[i];
+        }
+        qsort(f->by_name, (size_t)f->ntensors, sizeof *f->by_name, cmp_name);
+        for (int i = 1; i < f->ntensors; i++)
+            if (strcmp(f->by_name[i - 1]->name, f->by_name[i]->name) == 0)
+                return errf(f->err, path, "tensor '%s' appears twice in the header", f->by_name[i]->name);
+    } else if (size - 8 - hlen != 0) {
+        return errf(f->err, path, "%" PRIu64 " bytes of data but no tensors", size - 8 - hlen);
+    }
+    return 0;
+}
+
+void ckpt_close(ckpt_file *f) {
+    if (f->map) munmap(f->map, f->map_size);
+    free(f->path); free(f->strings); free(f->tensors); free(f->by_name); free(f->meta);
+    memset(f, 0, sizeof *f);
+}
+
+const ckpt_tensor *ckpt_find(const ckpt_file *f, const char *name) {
+    ckpt_tensor key = {.name = name}, *kp = &key;
+    if (f->ntensors == 0) return NULL;
+    ckpt_tensor **hit = bsearch(&kp, f->by_name, (size_t)f->ntensors, sizeof *f->by_name, cmp_name);
+    return hit ? *hit : NULL;
+}
+
+// Compares one tensor of the model with the checkpoint's; 0 when they agree.
+static int check_one(ckpt_file *f, const char *name, ckpt_dtype dt, int ndim, const int64_t *shape, const ckpt_tensor **out) {
+    const ckpt_tensor *t = ckpt_find(f, name);
+    if (!t) return errf(f->err, f->path, "tensor '%s' of this model is missing from the checkpoint", name);
+    char a[256], b[256];
+    int same = t->ndim == ndim;
+    for (int d = 0; same && d < ndim; d++) same = t->shape[d] == shape[d];
+    if (!same)
+        return errf(f->err, f->path, "tensor '%s' has shape %s in the checkpoint but %s in this model", name,
+                    shape_str(a, sizeof a, t->ndim, t->shape), shape_str(b, sizeof b, ndim, shape));
+    if (t->dtype != dt)
+        return errf(f->err, f->path, "tensor '%s' has dtype %s in the checkpoint but %s in this model", name,
+                    ckpt_dtype_name(t->dtype), ckpt_dtype_name(dt));
+    if (out) *out = t;
+    return 0;
+}
+
+int ckpt_read_into(ckpt_file *f, const char *name, ckpt_dtype dt, int ndim, const int64_t *shape, void *dst) {
+    const ckpt_tensor *t;
+    if (check_one(f, name, dt, ndim, shape, &t)) return -1;
+    if (t->end > t->begin) memcpy(dst, t->data, t->end - t->begin);
+    return 0;
+}
+
+int ckpt_check_against(ckpt_file *f, const ckpt_tensor *expected, int n) {
+    for (int i = 0; i < n; i++)
+        if (check_one(f, expected[i].name, expected[i].dtype, expected[i].ndim, expected[i].shape, NULL)) return -1;
+    // Every tensor of the model is there; is some checkpoint tensor not in the model?
+    // Name the first one in file order.
+    const ckpt_tensor **e = malloc((size_t)(n > 0 ? n : 1) * sizeof *e);
+    if (!e) return errf(f->err, f->path, "out of memory");
+    for (int i = 0; i < n; i++) e[i] = &expected[i];
+    qsort(e, (size_t)n, sizeof *e, cmp_name);
+    for (int i = 0; i < f->ntensors; i++) {
+        const ckpt_tensor *kp = &f->tensors[i];
+        if (!bsearch(&kp, e, (size_t)n, sizeof *e, cmp_name)) {
+            free(e);
+            return errf(f->err, f->path, "tensor '%s' in the checkpoint is not in this model", kp->name);
+        }
+    }
+    free(e);
+    if (n != f->ntensors) return errf(f->err, f->path, "this model lists a tensor twice");
+    return 0;
+}
+
+const char *ckpt_meta_get(const ckpt_file *f, const char *key) {
+    for (int i = 0; i < f->nmeta; i++)
+        if (strcmp(f->meta[i].key, key) == 0) return f->meta[i].value;
+    return NULL;
+}
+
+int ckpt_meta_get_i64(ckpt_file *f, const char *key, int64_t *out) {
+    const char *v = ckpt_meta_get(f, key);
+    if (!v) return errf(f->err, f->path, "metadata '%s' is missing", key);
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || end == v || *end) return errf(f->err, f->path, "metadata '%s' is \"%.60s\", not an integer", key, v);
+    *out = (int64_t)x;
+    return 0;
+}
+
+int ckpt_meta_get_f64(ckpt_file *f, const char *key, double *out) {
+    const char *v = ckpt_meta_get(f, key);
+    if (!v) return errf(f->err, f->path, "metadata '%s' is missing", key);
+    char *end;
+    double x = strtod(v, &end);
+    if (end == v || *end) return errf(f->err, f->path, "metadata '%s' is \"%.60s\", not a number", key, v);
+    *out = x;
+    return 0;
+}
