@@ -67,6 +67,30 @@ local function data_code(sp, fields, ctype)
       "    (void)test;",
       "    *has_test = 0;",
     }
+  elseif data.kind == "Npy" then
+    -- uint8 becomes float32 / 255 (images), integers int64, floats float32
+    local rows = {}
+    for _, f in ipairs(fields) do
+      local kind = f.npy.descr:sub(2)
+      local out = f.dtype == "int64" and "DT_I64" or "DT_F32"
+      rows[#rows + 1] = string.format("        { \"%s\", \"%s\", 1, %s, %s, 0.0f, 1.0f },", f.name, f.npy.path, out,
+        kind == "u1" and "1.0f / 255.0f" or "1.0f")
+    end
+    open = {
+      string.format("    npy_field_spec fields[] = {\n%s\n    };", join(rows)),
+      "    char paths[sizeof fields / sizeof fields[0]][4096];",
+      "    for (size_t i = 0; args->data && i < sizeof fields / sizeof fields[0]; i++) {   // --data DIR: files in DIR",
+      "        const char *base = strrchr(fields[i].path, '/');",
+      "        snprintf(paths[i], sizeof paths[i], \"%s/%s\", args->data, base ? base + 1 : fields[i].path);",
+      "        fields[i].path = paths[i];",
+      "    }",
+      "    dataset all;",
+      string.format("    if (npy_dataset_open(fields, %d, &all, &err)) die(err.msg);", #fields),
+      string.format("    if (dataset_split(&all, %d, train, val, &err)) die(err.msg);", a.val_split),
+      "    dataset_free(&all);",
+      "    (void)test;",
+      "    *has_test = 0;",
+    }
   else
     diag.fatal(data.where, string.format("%s data is not supported by the C backend yet", data.kind))
   end
