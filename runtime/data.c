@@ -1,0 +1,477 @@
+// Data: errors, arrays, files through zlib, and the datasets (Fashion-MNIST, .npy
+// fields, synthetic) over a shared, refcounted store.  See data.h for the API.
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include "data_internal.h"
+#include "philox.h"
+
+// ----------------------------------------------------------------------------
+// errors, dtypes, arrays
+
+int data_fail(data_err *err, int code, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+        err->code = code;
+    }
+    return code;
+}
+
+int data_ok(data_err *err) {
+    if (err) { err->code = DATA_OK; err->msg[0] = '\0'; }
+    return DATA_OK;
+}
+
+void *data_malloc_at(size_t bytes, const char *what, data_err *err, const char *file, int line) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) data_fail(err, DATA_ENOMEM, "%s:%d: out of memory allocating %zu bytes for %s", file, line, bytes, what);
+    return p;
+}
+
+static const struct { const char *name; size_t size; } dtypes[DT_COUNT] = {
+    [DT_U8] = {"uint8", 1}, [DT_I8] = {"int8", 1}, [DT_I16] = {"int16", 2}, [DT_I32] = {"int32", 4},
+    [DT_I64] = {"int64", 8}, [DT_F32] = {"float32", 4}, [DT_F64] = {"float64", 8},
+};
+const char *dtype_name(data_dtype t) { return (unsigned)t < DT_COUNT ? dtypes[t].name : "?"; }
+size_t dtype_size(data_dtype t) { return (unsigned)t < DT_COUNT ? dtypes[t].size : 0; }
+
+void array_free(data_array *a) {
+    free(a->data);
+    memset(a, 0, sizeof *a);
+}
+
+const char *dims_str(const int64_t *dims, int ndim, char *buf, size_t bufsize) {
+    size_t len = 0;
+    buf[0] = '\0';
+    if (ndim == 0) { snprintf(buf, bufsize, "()"); return buf; }
+    for (int d = 0; d < ndim && len < bufsize; d++)
+        len += snprintf(buf + len, bufsize - len, d ? "x%lld" : "%lld", (long long)dims[d]);
+    return buf;
+}
+
+int64_t dims_numel(const int64_t *dims, int ndim, size_t elemsize) {
+    int64_t n = 1;
+    for (int d = 0; d < ndim; d++) {
+        if (dims[d] < 0) return -1;
+        if (dims[d] != 0 && n > INT64_MAX / dims[d]) return -1;
+        n *= dims[d];
+    }
+    if (elemsize && (uint64_t)n > SIZE_MAX / elemsize) return -1;
+    return n;
+}
+
+// ----------------------------------------------------------------------------
+// files: plain or gzip through zlib
+
+int dfile_open(data_file *f, const char *path, data_err *err) {
+    memset(f, 0, sizeof *f);
+    f->path = path;
+    struct stat st;
+    if (stat(path, &st) != 0) return data_fail(err, DATA_EIO, "%s: cannot open: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) return data_fail(err, DATA_EIO, "%s: cannot open: is a directory", path);
+    f->gz = gzopen(path, "rb");
+    if (!f->gz) return data_fail(err, DATA_EIO, "%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
+    gzbuffer(f->gz, 1 << 20);
+    f->compressed = !gzdirect(f->gz);  // looks at the magic bytes 1f 8b
+    return data_ok(err);
+}
+
+// The error zlib holds after a read: 0 if none (or only "unexpected end of file",
+// which the caller reports as truncation, seeing fewer bytes than it asked for).
+static int dfile_check(data_file *f, const char *context, data_err *err) {
+    int errnum;
+    const char *zmsg = gzerror(f->gz, &errnum);
+    if (errnum == Z_OK) return DATA_OK;
+    if (errnum == Z_BUF_ERROR) { f->truncated_gz = 1; return DATA_OK; }
+    if (errnum == Z_ERRNO) return data_fail(err, DATA_EIO, "%s: read error while reading %s: %s", f->path, context, strerror(errno));
+    if (errnum == Z_MEM_ERROR) return data_fail(err, DATA_ENOMEM, "%s: out of memory in zlib while reading %s", f->path, context);
+    size_t plen = strlen(f->path);  // zlib's message starts with "path: "
+    if (strncmp(zmsg, f->path, plen) == 0 && zmsg[plen] == ':') zmsg += plen + 2;
+    return data_fail(err, DATA_EFORMAT, "%s: corrupt gzip stream (%s)", f->path, zmsg);
+}
+
+int dfile_read(data_file *f, void *buf, size_t n, size_t *got, const char *context, data_err *err) {
+    *got = 0;
+    while (*got < n) {
+        size_t chunk = n - *got < (1u << 30) ? n - *got : (1u << 30);
+        int r = gzread(f->gz, (char *)buf + *got, (unsigned)chunk);
+        if (r > 0) { *got += (size_t)r; f->pos += r; }
+        if (r <= 0 || (size_t)r < chunk) break;
+    }
+    return dfile_check(f, context, err);
+}
+
+int dfile_expect_eof(data_file *f, data_err *err) {
+    char buf[1 << 14];
+    int64_t extra = 0;
+    int r;
+    while ((r = gzread(f->gz, buf, sizeof buf)) > 0) extra += r;
+    int rc = dfile_check(f, "the end of the file", err);
+    if (rc) return rc;
+    if (extra) return data_fail(err, DATA_EFORMAT, "%s: %lld unexpected bytes after the data (the header says the data ends at byte %lld)",
+                                f->path, (long long)extra, (long long)f->pos);
+    if (f->truncated_gz)
+        return data_fail(err, DATA_ETRUNC, "%s: truncated gzip stream: it ends without its trailer", f->path);
+    return data_ok(err);
+}
+
+void dfile_close(data_file *f) {
+    if (f->gz) gzclose(f->gz);
+    f->gz = NULL;
+}
+
+// ----------------------------------------------------------------------------
+// the store: the samples behind one or more dataset views
+
+enum { SF_ARRAY, SF_SYNTH };
+
+typedef struct {
+    int kind;
+    // SF_ARRAY: arr (n, *sample shape) in the file's dtype; out = x * a + b for float output
+    data_array arr;
+    double a, b;
+    // SF_SYNTH
+    synth_dist dist;
+    double p0, p1;
+    uint32_t hash;  // of the field name: the Philox stream of this field
+} store_field;
+
+struct data_store {
+    atomic_int refs;
+    int64_t n;
+    int nfields;
+    data_field field[DATA_MAX_FIELDS];
+    store_field sf[DATA_MAX_FIELDS];
+    uint64_t seed;
+};
+
+static data_store *store_new(int64_t n, data_err *err) {
+    data_store *s = data_malloc(sizeof *s, "a dataset", err);
+    if (!s) return NULL;
+    memset(s, 0, sizeof *s);
+    atomic_init(&s->refs, 1);
+    s->n = n;
+    return s;
+}
+
+static void store_unref(data_store *s) {
+    if (!s || atomic_fetch_sub(&s->refs, 1) != 1) return;
+    for (int f = 0; f < s->nfields; f++) array_free(&s->sf[f].arr);
+    free(s);
+}
+
+// Declares field f of s: its name, batch dtype and per-sample shape.
+static int store_add_field(data_store *s, const char *name, data_dtype dtype, int ndim, const int64_t *shape, data_err *err) {
+    if (s->nfields == DATA_MAX_FIELDS) return data_fail(err, DATA_EARG, "dataset: more than %d fields", DATA_MAX_FIELDS);
+    if (!name || !name[0] || strlen(name) >= DATA_NAME_MAX)
+        return data_fail(err, DATA_EARG, "dataset: field name '%s' is empty or longer than %d characters", name ? name : "", DATA_NAME_MAX - 1);
+    for (int f = 0; f < s->nfields; f++)
+        if (strcmp(s->field[f].name, name) == 0) return data_fail(err, DATA_EARG, "dataset: field '%s' given twice", name);
+    if (ndim < 0 || ndim > DATA_MAX_DIMS) return data_fail(err, DATA_EARG, "dataset: field '%s' has %d dimensions (0..%d)", name, ndim, DATA_MAX_DIMS);
+    data_field *fd = &s->field[s->nfields];
+    memset(fd, 0, sizeof *fd);
+    snprintf(fd->name, sizeof fd->name, "%s", name);
+    fd->dtype = dtype;
+    fd->ndim = ndim;
+    for (int d = 0; d < ndim; d++) fd->shape[d] = shape[d];
+    fd->numel = dims_numel(shape, ndim, dtype_size(dtype));
+    if (fd->numel <= 0) return data_fail(err, DATA_EARG, "dataset: field '%s' has an empty or too large sample shape", name);
+    fd->nbytes = (size_t)fd->numel * dtype_size(dtype);
+    s->nfields++;
+    return data_ok(err);
+}
+
+// A dataset viewing samples [start, start + n) of s (takes a reference).
+static dataset view_of(data_store *s, int64_t start, int64_t n) {
+    dataset ds;
+    memset(&ds, 0, sizeof ds);
+    ds.nfields = s->nfields;
+    memcpy(ds.field, s->field, sizeof ds.field);
+    ds.start = start;
+    ds.n = n;
+    ds.store = s;
+    atomic_fetch_add(&s->refs, 1);
+    return ds;
+}
+
+dataset dataset_ref(const dataset *ds) { return view_of(ds->store, ds->start, ds->n); }
+
+void dataset_free(dataset *ds) {
+    store_unref(ds->store);
+    memset(ds, 0, sizeof *ds);
+}
+
+int dataset_field(const dataset *ds, const char *name) {
+    for (int f = 0; f < ds->nfields; f++)
+        if (strcmp(ds->field[f].name, name) == 0) return f;
+    return -1;
+}
+
+int dataset_split(const dataset *ds, int64_t val_split, dataset *train, dataset *val, data_err *err) {
+    if (val_split < 0 || val_split >= ds->n)
+        return data_fail(err, DATA_EARG, "dataset: val_split %lld must be in 0..%lld (the dataset has %lld samples)",
+                         (long long)val_split, (long long)ds->n - 1, (long long)ds->n);
+    *train = view_of(ds->store, ds->start, ds->n - val_split);
+    if (val) *val = view_of(ds->store, ds->start + ds->n - val_split, val_split);
+    return data_ok(err);
+}
+
+// ----------------------------------------------------------------------------
+// dataset_get: one sample of one field
+
+// x[k] of an array of dtype t, as a double (exact for every dtype but int64 > 2^53).
+static double elem_get(const void *x, data_dtype t, int64_t k) {
+    switch (t) {
+    case DT_U8: return ((const uint8_t *)x)[k];
+    case DT_I8: return ((const int8_t *)x)[k];
+    case DT_I16: return ((const int16_t *)x)[k];
+    case DT_I32: return ((const int32_t *)x)[k];
+    case DT_I64: return (double)((const int64_t *)x)[k];
+    case DT_F32: return ((const float *)x)[k];
+    case DT_F64: return ((const double *)x)[k];
+    default: return 0;
+    }
+}
+
+static void elem_set(void *y, data_dtype t, int64_t k, double v) {
+    switch (t) {
+    case DT_U8: ((uint8_t *)y)[k] = (uint8_t)v; break;
+    case DT_I8: ((int8_t *)y)[k] = (int8_t)v; break;
+    case DT_I16: ((int16_t *)y)[k] = (int16_t)v; break;
+    case DT_I32: ((int32_t *)y)[k] = (int32_t)v; break;
+    case DT_I64: ((int64_t *)y)[k] = (int64_t)v; break;
+    case DT_F32: ((float *)y)[k] = (float)v; break;
+    case DT_F64: ((double *)y)[k] = v; break;
+    default: break;
+    }
+}
+
+static int is_float(data_dtype t) { return t == DT_F32 || t == DT_F64; }
+
+// A double in [0, 1) from 53 random bits.
+static double u53(uint32_t hi, uint32_t lo) { return (double)((((uint64_t)hi << 32) | lo) >> 11) * 0x1p-53; }
+
+// Element j of sample i of a synthetic field: Philox(seed; j, i, hash(name)).
+static double synth_value(const store_field *sf, uint64_t seed, int64_t i, int64_t j) {
+    philox4x32 r = philox4x32_10(seed, (uint32_t)j, (uint32_t)i, (uint32_t)((uint64_t)i >> 32), sf->hash);
+    switch (sf->dist) {
+    case SYNTH_UNIFORM: return sf->p0 + (sf->p1 - sf->p0) * u53(r.v[0], r.v[1]);
+    case SYNTH_NORMAL: {
+        double u1 = 1.0 - u53(r.v[0], r.v[1]);  // (0, 1]: log(u1) is finite
+        double u2 = u53(r.v[2], r.v[3]);
+        return sf->p0 + sf->p1 * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+    }
+    case SYNTH_BERNOULLI: return u53(r.v[0], r.v[1]) < sf->p0 ? 1.0 : 0.0;
+    case SYNTH_RANDINT: {
+        uint64_t range = (uint64_t)((int64_t)sf->p1 - (int64_t)sf->p0);
+        uint64_t bits = ((uint64_t)r.v[0] << 32) | r.v[1];
+        return (double)((int64_t)sf->p0 + (int64_t)(bits % range));  // bias <= range / 2^64
+    }
+    }
+    return 0;
+}
+
+// y (n,) = p (n,) * a + b: uint8 pixels to float32 (restrict: no overlap, so it vectorizes).
+// Written 8 at a time so that -O2's basic-block vectorizer packs it (-O3 needs no help).
+static void u8_to_f32(float *restrict y, const uint8_t *restrict p, int64_t n, float a, float b) {
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        y[j + 0] = (float)p[j + 0] * a + b; y[j + 1] = (float)p[j + 1] * a + b;
+        y[j + 2] = (float)p[j + 2] * a + b; y[j + 3] = (float)p[j + 3] * a + b;
+        y[j + 4] = (float)p[j + 4] * a + b; y[j + 5] = (float)p[j + 5] * a + b;
+        y[j + 6] = (float)p[j + 6] * a + b; y[j + 7] = (float)p[j + 7] * a + b;
+    }
+    for (; j < n; j++) y[j] = (float)p[j] * a + b;
+}
+
+void dataset_get(const dataset *ds, int f, int64_t i, void *out) {
+    const data_store *s = ds->store;
+    const store_field *sf = &s->sf[f];
+    const data_field *fd = &s->field[f];
+    int64_t row = ds->start + i;  // index in the store
+    if (sf->kind == SF_SYNTH) {
+        for (int64_t j = 0; j < fd->numel; j++) elem_set(out, fd->dtype, j, synth_value(sf, s->seed, row, j));
+        return;
+    }
+    const data_array *a = &sf->arr;
+    const char *x = (const char *)a->data + (size_t)row * fd->numel * dtype_size(a->dtype);
+    // the common cases first: uint8 pixels -> float32, uint8 labels -> int64, same dtype
+    if (a->dtype == DT_U8 && fd->dtype == DT_F32) {
+        u8_to_f32(out, (const uint8_t *)x, fd->numel, (float)sf->a, (float)sf->b);
+    } else if (a->dtype == DT_U8 && fd->dtype == DT_I64) {
+        const uint8_t *p = (const uint8_t *)x;
+        int64_t *y = out;
+        for (int64_t j = 0; j < fd->numel; j++) y[j] = p[j];
+    } else if (a->dtype == fd->dtype && (!is_float(fd->dtype) || (sf->a == 1.0 && sf->b == 0.0))) {
+        memcpy(out, x, fd->nbytes);
+    } else {
+        for (int64_t j = 0; j < fd->numel; j++) {
+            double v = elem_get(x, a->dtype, j);
+            elem_set(out, fd->dtype, j, is_float(fd->dtype) ? v * sf->a + sf->b : v);
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// Fashion-MNIST
+
+// Reads root/base.gz, or root/base when that does not exist.
+static int fashion_read(const char *root, const char *base, char *path, size_t pathsize, data_array *a, data_err *err) {
+    snprintf(path, pathsize, "%s/%s.gz", root, base);
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        snprintf(path, pathsize, "%s/%s", root, base);
+        if (stat(path, &st) != 0)
+            return data_fail(err, DATA_EIO, "%s/%s.gz: cannot open: %s (nor %s)", root, base, strerror(errno), path);
+    }
+    return idx_read(path, a, err);
+}
+
+// One split of Fashion-MNIST (images + labels) into a new store, validated.
+static int fashion_store(const char *root, const char *images, const char *labels, const fashion_opts *o,
+                         data_store **out, data_err *err) {
+    char ipath[4096], lpath[4096], dims[128];
+    data_array img = {0}, lab = {0};
+    int rc = fashion_read(root, images, ipath, sizeof ipath, &img, err);
+    if (rc == DATA_OK) rc = fashion_read(root, labels, lpath, sizeof lpath, &lab, err);
+    if (rc != DATA_OK) goto fail;
+    if (img.dtype != DT_U8 || img.ndim != 3 || img.dims[1] != 28 || img.dims[2] != 28) {
+        rc = data_fail(err, DATA_EFORMAT, "%s: expected uint8 images Nx28x28, got %s %s", ipath, dtype_name(img.dtype), dims_str(img.dims, img.ndim, dims, sizeof dims));
+        goto fail;
+    }
+    if (lab.dtype != DT_U8 || lab.ndim != 1) {
+        rc = data_fail(err, DATA_EFORMAT, "%s: expected uint8 labels N, got %s %s", lpath, dtype_name(lab.dtype), dims_str(lab.dims, lab.ndim, dims, sizeof dims));
+        goto fail;
+    }
+    if (lab.dims[0] != img.dims[0]) {
+        rc = data_fail(err, DATA_EMISMATCH, "%s: has %lld labels but %s has %lld images", lpath, (long long)lab.dims[0], ipath, (long long)img.dims[0]);
+        goto fail;
+    }
+    if (img.dims[0] == 0) { rc = data_fail(err, DATA_EFORMAT, "%s: has no images", ipath); goto fail; }
+    for (int64_t i = 0; i < lab.numel; i++) {
+        int v = ((uint8_t *)lab.data)[i];
+        if (v > 9) { rc = data_fail(err, DATA_EFORMAT, "%s: label %d of sample %lld is not a class 0..9", lpath, v, (long long)i); goto fail; }
+    }
+    data_store *s = store_new(img.dims[0], err);
+    if (!s) { rc = err->code; goto fail; }
+    int64_t ishape[3] = {1, 28, 28};
+    store_add_field(s, "image", DT_F32, 3, ishape, err);
+    store_add_field(s, "label", DT_I64, 0, NULL, err);
+    // image = (x / 255 - mean) / std = x * a + b
+    double stdv = o->std != 0 ? o->std : 1.0;
+    s->sf[0] = (store_field){.kind = SF_ARRAY, .arr = img, .a = 1.0 / (255.0 * stdv), .b = -o->mean / stdv};
+    s->sf[1] = (store_field){.kind = SF_ARRAY, .arr = lab, .a = 1.0, .b = 0.0};
+    *out = s;
+    return data_ok(err);
+fail:
+    array_free(&img);
+    array_free(&lab);
+    return rc;
+}
+
+int fashion_open(const char *root, const fashion_opts *o, dataset *train, dataset *val, dataset *test, data_err *err) {
+    fashion_opts def = {0};
+    if (!o) o = &def;
+    data_store *tr = NULL, *te = NULL;
+    int rc = fashion_store(root, "train-images-idx3-ubyte", "train-labels-idx1-ubyte", o, &tr, err);
+    if (rc) return rc;
+    if (test) {
+        rc = fashion_store(root, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", o, &te, err);
+        if (rc) { store_unref(tr); return rc; }
+    }
+    if (o->val_split < 0 || o->val_split >= tr->n) {
+        store_unref(tr);
+        store_unref(te);
+        return data_fail(err, DATA_EARG, "%s: val_split %lld must be in 0..%lld", root, (long long)o->val_split, (long long)tr->n - 1);
+    }
+    *train = view_of(tr, 0, tr->n - o->val_split);
+    if (val) *val = view_of(tr, tr->n - o->val_split, o->val_split);
+    if (test) *test = view_of(te, 0, te->n);
+    store_unref(tr);  // the views hold their own references
+    store_unref(te);
+    return data_ok(err);
+}
+
+// ----------------------------------------------------------------------------
+// .npy fields
+
+int npy_dataset_open(const npy_field_spec *fields, int nfields, dataset *out, data_err *err) {
+    if (nfields < 1 || nfields > DATA_MAX_FIELDS) return data_fail(err, DATA_EARG, "npy dataset: %d fields (1..%d)", nfields, DATA_MAX_FIELDS);
+    data_store *s = NULL;
+    int rc = DATA_OK;
+    for (int f = 0; f < nfields; f++) {
+        const npy_field_spec *fs = &fields[f];
+        data_array a = {0};
+        if ((rc = npy_read(fs->path, &a, err))) goto fail;
+        if (a.ndim < 1) { rc = data_fail(err, DATA_EFORMAT, "%s: a scalar, expected one row per sample", fs->path); array_free(&a); goto fail; }
+        if (a.dims[0] == 0) { rc = data_fail(err, DATA_EFORMAT, "%s: has no samples", fs->path); array_free(&a); goto fail; }
+        if (!s && !(s = store_new(a.dims[0], err))) { rc = err->code; array_free(&a); goto fail; }
+        if (a.dims[0] != s->n) {
+            rc = data_fail(err, DATA_EMISMATCH, "%s: has %lld samples but %s has %lld", fs->path, (long long)a.dims[0], fields[0].path, (long long)s->n);
+            array_free(&a);
+            goto fail;
+        }
+        data_dtype dt = fs->convert ? fs->out_dtype : a.dtype;
+        if ((unsigned)dt >= DT_COUNT) { rc = data_fail(err, DATA_EARG, "%s: field '%s': unknown out_dtype %d", fs->path, fs->name, (int)dt); array_free(&a); goto fail; }
+        if ((rc = store_add_field(s, fs->name, dt, a.ndim - 1, a.dims + 1, err))) { array_free(&a); goto fail; }
+        double scale = fs->scale != 0 ? fs->scale : 1.0, stdv = fs->std != 0 ? fs->std : 1.0;
+        s->sf[f] = (store_field){.kind = SF_ARRAY, .arr = a, .a = scale / stdv, .b = -fs->mean / stdv};
+    }
+    *out = view_of(s, 0, s->n);
+    store_unref(s);
+    return data_ok(err);
+fail:
+    store_unref(s);
+    return rc;
+}
+
+// ----------------------------------------------------------------------------
+// synthetic
+
+// FNV-1a of the field name: the field's Philox stream.
+static uint32_t name_hash(const char *s) {
+    uint32_t h = 2166136261u;
+    for (; *s; s++) h = (h ^ (uint8_t)*s) * 16777619u;
+    return h;
+}
+
+int synth_open(const synth_field_spec *fields, int nfields, int64_t n, uint64_t seed, dataset *out, data_err *err) {
+    if (nfields < 1 || nfields > DATA_MAX_FIELDS) return data_fail(err, DATA_EARG, "synthetic dataset: %d fields (1..%d)", nfields, DATA_MAX_FIELDS);
+    if (n < 1) return data_fail(err, DATA_EARG, "synthetic dataset: n = %lld samples, must be >= 1", (long long)n);
+    data_store *s = store_new(n, err);
+    if (!s) return err->code;
+    s->seed = seed;
+    int rc;
+    for (int f = 0; f < nfields; f++) {
+        const synth_field_spec *fs = &fields[f];
+        if ((rc = store_add_field(s, fs->name, fs->dtype, fs->ndim, fs->shape, err))) goto fail;
+        data_dtype t = fs->dtype;
+        int ok_dtype = t == DT_F32 || t == DT_F64 || t == DT_I64 || t == DT_I32 || t == DT_U8;
+        int int_dist = fs->dist == SYNTH_BERNOULLI || fs->dist == SYNTH_RANDINT;
+        const char *why = NULL;
+        if (!ok_dtype) why = "dtype must be float32, float64, int64, int32 or uint8";
+        else if (!is_float(t) && !int_dist) why = "an integer field needs a bernoulli or randint distribution";
+        else if (fs->dist == SYNTH_UNIFORM && !(fs->b > fs->a)) why = "uniform needs a < b";
+        else if (fs->dist == SYNTH_NORMAL && !(fs->b >= 0)) why = "normal needs a standard deviation b >= 0";
+        else if (fs->dist == SYNTH_BERNOULLI && !(fs->a >= 0 && fs->a <= 1)) why = "bernoulli needs 0 <= p = a <= 1";
+        else if (fs->dist == SYNTH_RANDINT && !(fs->a == floor(fs->a) && fs->b == floor(fs->b) && fs->b > fs->a)) why = "randint needs integers a < b";
+        else if (fs->dist == SYNTH_RANDINT && t == DT_U8 && !(fs->a >= 0 && fs->b <= 256)) why = "randint into uint8 needs 0 <= a < b <= 256";
+        else if ((unsigned)fs->dist > SYNTH_RANDINT) why = "unknown distribution";
+        else if (s->field[f].numel > UINT32_MAX) why = "more than 2^32 elements per sample";
+        if (why) { rc = data_fail(err, DATA_EARG, "synthetic dataset: field '%s': %s", fs->name, why); goto fail; }
+        s->sf[f] = (store_field){.kind = SF_SYNTH, .dist = fs->dist, .p0 = fs->a, .p1 = fs->b, .hash = name_hash(fs->name)};
+    }
+    *out = view_of(s, 0, n);
+    store_unref(s);
+    return data_ok(err);
+fail:
+    store_unref(s);
+    return rc;
+}
