@@ -23,21 +23,45 @@ local function stack_depth()
   return lo
 end
 
+-- A spec that recurses without end or loops forever gets a diagnostic, not a
+-- hang: spec code may nest calls MAX_DEPTH deep and run for MAX_SECONDS (CPU).
+local MAX_DEPTH = 400
+local MAX_SECONDS = tonumber(os.getenv("LOOM_SPEC_SECONDS")) or 60   -- tests set it lower
+local started_at, events = 0, 0
+
+local function check_time()
+  if os.clock() - started_at > MAX_SECONDS then
+    started_at = math.huge   -- report once
+    diag.fatal(nil, string.format("the spec is still running after %g second%s (an endless loop?)",
+      MAX_SECONDS, MAX_SECONDS == 1 and "" or "s"))
+  end
+end
+
 -- Entries deeper than a running or returning spec frame are stale: clear them.
 local function line_hook(event, line)
+  if event == "count" then return check_time() end
+  events = events + 1
+  if events % 4096 == 0 then check_time() end
   local info = debug.getinfo(2, "S")
   if info.source ~= spec_source then return end
   local depth = stack_depth() - 2
   for d in pairs(line_at_depth) do
     if d > depth or (d == depth and event ~= "line") then line_at_depth[d] = nil end
   end
-  if event == "line" then line_at_depth[depth] = line end
+  if event == "line" then
+    line_at_depth[depth] = line
+    if depth > MAX_DEPTH then
+      line_at_depth = {}
+      diag.fatal(nil, string.format("calls nest more than %d deep here: does a function or method call itself without end?", MAX_DEPTH))
+    end
+  end
 end
 
 function diag.set_spec(chunkname, text)
   spec_source = chunkname
   line_at_depth = {}
-  debug.sethook(line_hook, "lr")
+  started_at = os.clock()
+  debug.sethook(line_hook, "lr", 1000000)
   spec_lines = {}
   for line in (text .. "\n"):gmatch("(.-)\r?\n") do spec_lines[#spec_lines + 1] = line end
 end
@@ -65,6 +89,24 @@ function diag.source_line(line)
   return spec_lines[line]
 end
 
+-- Lua keeps no line for a table's fields, so a setting's line is found in the
+-- text: the first line, from `where` to the end of the table constructor that
+-- starts there, that reads `key =`.  Falls back to `where`.
+function diag.key_where(where, key)
+  if not where or type(key) ~= "string" or not spec_source or where.file ~= spec_source:sub(2) then return where end
+  local pattern = "%f[%w_]" .. key:gsub("%p", "%%%0") .. "%s*=%f[^=]"
+  local depth, opened = 0, false
+  for n = where.line, math.min(#spec_lines, where.line + 1000) do
+    local text = spec_lines[n]:gsub("%-%-.*$", "")
+    if text:find(pattern) then return { file = where.file, line = n } end
+    for c in text:gmatch("[{}]") do
+      if c == "{" then depth, opened = depth + 1, true else depth = depth - 1 end
+    end
+    if opened and depth <= 0 then break end
+  end
+  return where
+end
+
 local function format_one(d)
   local head
   if d.where then
@@ -87,8 +129,10 @@ local function format_one(d)
 end
 
 -- Records an error; `where` may be nil (then the innermost spec frame is used).
-function diag.error(where, msg, notes)
-  collected[#collected + 1] = { where = where or diag.here(), msg = msg, notes = notes }
+-- `opts.no_excerpt` leaves out the source line (when it would show nothing useful).
+function diag.error(where, msg, notes, opts)
+  collected[#collected + 1] = { where = where or diag.here(), msg = msg, notes = notes,
+                                no_excerpt = opts and opts.no_excerpt }
 end
 
 -- The error object raised at a stage boundary.

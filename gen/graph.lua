@@ -23,9 +23,50 @@ local function data_fields(sp)
     table.sort(list, function(a, b) return a.seq < b.seq end)
     return list
   end
+  if data.kind == "Npy" then
+    -- shapes and dtypes come from the files' headers, read now
+    local list = {}
+    for _, name in ipairs(util.sorted_keys(data.args.fields)) do
+      local path = data.args.fields[name]
+      local h, why = graph.npy_header(path)
+      if not h then diag.fatal(data.where, string.format("Npy: field '%s': %s: %s", name, path, why)) end
+      local per = {}
+      for i = 2, #h.shape do per[#per + 1] = h.shape[i] end
+      local kind = h.descr:sub(2)
+      local dtype = (kind == "i8" or kind == "i4") and "int64" or "float"
+      if not ({ f4 = 1, f8 = 1, u1 = 1, i8 = 1, i4 = 1 })[kind] then
+        diag.fatal(data.where, string.format("Npy: %s: dtype '%s' is not supported (float32, float64, uint8, int32, int64)", path, h.descr))
+      end
+      list[#list + 1] = { name = name, shape = per, dtype = dtype, npy = { path = path, descr = h.descr, n = h.shape[1] } }
+    end
+    return list
+  end
   return nil
 end
 graph.data_fields = data_fields
+
+-- The header of a .npy file: { descr = "<f4", shape = {N, ...} }, or nil and why.
+function graph.npy_header(path)
+  local f = io.open(path, "rb")
+  if not f then return nil, "cannot open" end
+  local head = f:read(12) or ""
+  if head:sub(1, 6) ~= "\x93NUMPY" then f:close(); return nil, "not a .npy file" end
+  local major = head:byte(7)
+  local len, skip
+  if major == 1 then len, skip = string.unpack("<I2", head, 9), 10 else len, skip = string.unpack("<I4", head, 9), 12 end
+  f:seek("set", skip)
+  local dict = f:read(len) or ""
+  f:close()
+  local descr = dict:match("'descr'%s*:%s*'([^']+)'")
+  local fortran = dict:match("'fortran_order'%s*:%s*(%a+)")
+  local shape_text = dict:match("'shape'%s*:%s*(%b())")
+  if not descr or not shape_text then return nil, "malformed header" end
+  if fortran == "True" then return nil, "fortran_order arrays are not supported" end
+  local shape = {}
+  for d in shape_text:gmatch("%d+") do shape[#shape + 1] = math.tointeger(tonumber(d)) end
+  if #shape == 0 then return nil, "a 0-d array has no samples" end
+  return { descr = descr, shape = shape }
+end
 
 local function batched(shape)
   local s = { "B" }
@@ -66,11 +107,8 @@ local function run_trace(name, g, fn, ...)
   end)
   tensor.begin_trace(t)
   local args = table.pack(...)
-  local ok, result = xpcall(function() return table.pack(fn(table.unpack(args, 1, args.n))) end, function(err)
-    local user = spec_mod.user_error(err, "@" .. g.spec.file)
-    if user then return user end
-    return debug.traceback(tostring(err), 2)
-  end)
+  local ok, result = xpcall(function() return table.pack(fn(table.unpack(args, 1, args.n))) end,
+    spec_mod.message_handler("@" .. g.spec.file))
   tensor.end_trace()
   nn.set_param_source(nil)
   if not ok then error(result, 0) end
@@ -92,7 +130,21 @@ end
 
 local function describe_output(v)
   if tensor.is(v) then return "a tensor " .. util.shape_str(v.shape) end
-  return type(v)
+  if v == nil then return "nothing" end
+  if type(v) == "number" then return "the number " .. tostring(v) end
+  if type(v) == "string" then return "the string " .. spec_mod.show(v) end
+  return spec_mod.show(v)
+end
+
+-- Where a method's result came from: the op that made it, else the function's
+-- first line, else `fallback`.
+local function result_where(v, fn, fallback)
+  if tensor.is(v) and v.node and v.node.call_where then return v.node.call_where end
+  local info = type(fn) == "function" and debug.getinfo(fn, "S")
+  if info and info.linedefined and info.linedefined > 0 and info.source:sub(2) == fallback.file then
+    return { file = fallback.file, line = info.linedefined }
+  end
+  return fallback
 end
 
 function graph.build(sp)
@@ -118,7 +170,8 @@ function graph.build(sp)
     for i = 1, t.outputs.n do
       local v = t.outputs[i]
       if v ~= nil and not tensor.is(v) and type(v) ~= "table" then
-        diag.error(g.model_rec.where, string.format("%s returns %s; a method returns tensors", name, describe_output(v)))
+        diag.error(result_where(v, fn, g.model_rec.where), string.format("%s returns %s; a method returns tensors",
+          name, describe_output(v)))
       end
     end
     g.traces[name] = t
@@ -157,7 +210,8 @@ function graph.build(sp)
       t.input_value = holder.b
       local out = t.outputs[1]
       if not tensor.is(out) or #out.shape ~= 0 then
-        diag.error(tr.where, string.format("train.loss must return a scalar tensor (use a reduction), got %s", describe_output(out)))
+        diag.error(result_where(out, tr.loss, tr.where),
+          string.format("train.loss must return a scalar tensor (use a reduction), got %s", describe_output(out)))
       end
       g.loss = t
     end

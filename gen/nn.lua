@@ -92,6 +92,10 @@ function nn.apply(p, ...)
   tensor.push_module(rec, call_where)
   local results
   if rec.forward then
+    local n = select("#", ...)
+    if n ~= 1 and rec.class ~= "Sequential" then
+      diag.fatal(call_where, string.format("%s takes one input, gets %d", rec.call_text or rec.class, n))
+    end
     results = table.pack(rec.forward(rec, ...))
   elseif rec.methods.forward then
     results = table.pack(rec.methods.forward(p, ...))
@@ -121,7 +125,11 @@ end
 local kinds = {}
 local function bad(cls, name, want, v)
   local shown = type(v) == "string" and ("'" .. v .. "'") or tostring(v)
-  if type(v) == "table" then shown = "a table" end
+  if type(v) == "table" then
+    shown = nn.is_module(v) and "a module" or tensor.is(v) and "a tensor" or "a table"
+  elseif type(v) == "function" then
+    shown = "a function"
+  end
   diag.error(nil, string.format("%s: %s must be %s, got %s", cls, name, want, shown))
   return nil
 end
@@ -207,6 +215,7 @@ end
 
 local function format_arg(v)
   if type(v) == "string" then return '"' .. v .. '"' end
+  if nn.is_module(v) or tensor.is(v) or (type(v) == "table" and getmetatable(v) ~= nil) then return "…" end
   if type(v) == "table" then
     local parts = {}
     for i, x in ipairs(v) do parts[i] = format_arg(x) end
@@ -221,7 +230,7 @@ local function bind(cls, sig, args)
   local n = args.n
   local opts = {}
   if n > 0 and is_options(args[n]) then opts = args[n]; n = n - 1 end
-  local out, given = {}, {}
+  local out, given, nil_arg = {}, {}, {}
   local positional_text = {}
   if n > #sig then
     diag.error(nil, string.format("%s takes at most %d positional arguments, got %d", cls, #sig, n))
@@ -231,6 +240,7 @@ local function bind(cls, sig, args)
     local s = sig[i]
     if args[i] == nil then
       diag.error(nil, string.format("%s: argument %d (%s) is nil", cls, i, s[1]))
+      nil_arg[s[1]] = true
     else
       given[s[1]] = args[i]
       positional_text[#positional_text + 1] = format_arg(args[i])
@@ -254,7 +264,7 @@ local function bind(cls, sig, args)
     local name, kind, default = s[1], s[2], s[3]
     local v = given[name]
     if v == nil then
-      if s.required then
+      if s.required and not nil_arg[name] then
         diag.error(nil, string.format("%s is missing its required argument '%s'", cls, name))
       elseif default ~= nil and default ~= false then
         out[name] = kinds[kind](cls, name, default)
@@ -567,7 +577,8 @@ local function check_modules(cls, t)
   for k, v in pairs(t) do
     if not nn.is_module(v) then
       diag.error(nil, string.format("%s: entry %s is not a module (got %s)", cls, tostring(k),
-        tensor.is(v) and "a tensor" or type(v)))
+        tensor.is(v) and "a tensor" or type(v) == "function" and "a function; a module is made by calling its class, e.g. ReLU()"
+        or type(v)))
       return false
     end
   end

@@ -13,9 +13,31 @@ local spec = {}
 -- Validation of settings tables (fabric, train, optimizers, ...).
 
 local checkers = {}
+
+-- A value as a message shows it: 'text', 3, {0.9, 1.5}, a function, a module.
+local function show(v, depth)
+  local t = type(v)
+  if t == "string" then return "'" .. v .. "'" end
+  if t == "number" or t == "boolean" or t == "nil" then return tostring(v) end
+  if t ~= "table" then return "a " .. t end
+  if nn.is_module(v) then return "a module (" .. (nn.record(v).call_text or nn.record(v).class) .. ")" end
+  if tensor.is(v) then return "a tensor" end
+  local mt = getmetatable(v)
+  if mt and mt.__name == "TensorDecl" then return "a Tensor{...} declaration" end
+  if mt and mt.__name == "Setting" then return "a " .. v.kind .. " { ... }" end
+  if mt then return "a table" end
+  local n, count = #v, 0
+  for _ in pairs(v) do count = count + 1 end
+  if count == 0 then return "an empty table" end
+  if count ~= n or n > 8 or (depth or 0) > 1 then return "a table" end
+  local parts = {}
+  for i = 1, n do parts[i] = show(v[i], (depth or 0) + 1) end
+  return "{" .. table.concat(parts, ", ") .. "}"
+end
+spec.show = show
+
 local function fail(what, want, v)
-  local shown = type(v) == "string" and ("'" .. v .. "'") or (type(v) == "table" and "a table" or tostring(v))
-  return nil, string.format("%s must be %s, got %s", what, want, shown)
+  return nil, string.format("%s must be %s, got %s", what, want, show(v))
 end
 function checkers.number(v, what) if type(v) == "number" then return v + 0.0 end return fail(what, "a number", v) end
 function checkers.nonneg(v, what) if type(v) == "number" and v >= 0 then return v + 0.0 end return fail(what, "a non-negative number", v) end
@@ -51,10 +73,27 @@ local Setting = { __name = "Setting" }
 local function is_setting(v, family)
   return getmetatable(v) == Setting and (family == nil or v.family == family)
 end
+local settings = {}
+local NOUNS = { optimizer = "an optimizer", scheduler = "a scheduler", callback = "a callback",
+                logger = "a logger", data = "a data source" }
+local function one_of(family)
+  return NOUNS[family] .. " (" .. table.concat(spec.families[family], ", ") .. ")"
+end
+-- `optimizer = AdamW` (the constructor itself, not called): say how to call it.
+local function uncalled(v, what)
+  for name, ctor in pairs(settings) do
+    if v == ctor then
+      return nil, string.format("%s is %s itself, not called: write %s { ... }", what, name, name)
+    end
+  end
+  return nil
+end
 local function setting_of(family)
   return function(v, what)
     if is_setting(v, family) then return v end
-    return fail(what, "a " .. family .. " (" .. table.concat(spec.families[family], ", ") .. ")", v)
+    local r, msg = uncalled(v, what)
+    if msg then return r, msg end
+    return fail(what, one_of(family), v)
   end
 end
 local function list_of(family)
@@ -63,10 +102,14 @@ local function list_of(family)
     if type(v) ~= "table" or getmetatable(v) ~= nil then
       return fail(what, "a list of " .. family .. "s", v)
     end
-    local out = {}
-    for i, x in ipairs(v) do
+    local out, n = {}, 0
+    for _ in pairs(v) do n = n + 1 end
+    for i = 1, n do
+      local x = v[i]
       if not is_setting(x, family) then
-        return fail(string.format("%s[%d]", what, i), "a " .. family .. " (" .. table.concat(spec.families[family], ", ") .. ")", x)
+        local r, msg = uncalled(x, string.format("%s[%d]", what, i))
+        if msg then return r, msg end
+        return fail(string.format("%s[%d]", what, i), one_of(family), x)
       end
       out[i] = x
     end
@@ -75,32 +118,44 @@ local function list_of(family)
 end
 
 -- Checks `t` against `schema` ({ key = {checker, default, required = bool}, ... }).
+-- Returns the checked settings and how many errors it reported.
 local function validate(owner, t, schema, where)
-  local out = {}
+  local out, errors = {}, 0
   if type(t) ~= "table" or getmetatable(t) ~= nil then
-    diag.error(where, string.format("%s takes a table of settings: %s { ... }", owner, owner))
-    return out
+    diag.error(where, string.format("%s takes a table of settings: %s { ... }, got %s", owner, owner, show(t)))
+    return out, 1
   end
   local names = util.sorted_keys(schema)
   for k, v in pairs(t) do
-    if type(k) ~= "string" or not schema[k] then
-      diag.error(where, string.format("%s: unknown setting '%s'%s", owner, tostring(k), util.did_you_mean(tostring(k), names)))
+    if type(k) ~= "string" then
+      errors = errors + 1
+      diag.error(where, string.format("%s: settings are named (key = value), got a value without a name: %s",
+        owner, show(v)))
+    elseif not schema[k] then
+      errors = errors + 1
+      diag.error(diag.key_where(where, k), string.format("%s: unknown setting '%s'%s", owner, k, util.did_you_mean(k, names)))
     else
       local r, msg = schema[k][1](v, owner .. "." .. k)
-      if msg then diag.error(where, msg) else out[k] = r end
+      if msg then
+        errors = errors + 1
+        diag.error(diag.key_where(where, k), msg)
+      else
+        out[k] = r
+      end
     end
   end
   for _, k in ipairs(names) do
     local s = schema[k]
     if out[k] == nil then
       if s.required and t[k] == nil then
+        errors = errors + 1
         diag.error(where, string.format("%s: '%s' is required", owner, k))
       elseif t[k] == nil then
         out[k] = s[2]
       end
     end
   end
-  return out
+  return out, errors
 end
 
 ---------------------------------------------------------------------------
@@ -108,15 +163,17 @@ end
 -- Defaults are PyTorch's / Lightning's.
 
 spec.families = {}
-local settings = {}
 local function define_setting(family, name, schema, check)
   spec.families[family] = spec.families[family] or {}
   table.insert(spec.families[family], name)
   table.sort(spec.families[family])
-  settings[name] = function(t)
+  settings[name] = function(t, ...)
     local where = diag.here()
-    local args = validate(name, t or {}, schema, where)
-    if check and not diag.has_errors() then check(args, where) end
+    if select("#", ...) > 0 then
+      diag.error(where, string.format("%s takes one table of settings: %s { ... }", name, name))
+    end
+    local args, errors = validate(name, t or {}, schema, where)
+    if check and errors == 0 then check(args, where) end
     return setmetatable({ family = family, kind = name, args = args, where = where }, Setting)
   end
 end
@@ -149,7 +206,8 @@ define_setting("scheduler", "OneCycleLR", {
   max_lr = { checkers.posnumber, nil, required = true }, total_steps = { checkers.posint, nil },
   pct_start = { checkers.prob, 0.3 }, anneal_strategy = { enum("cos", "linear"), "cos" },
   div_factor = { checkers.posnumber, 25.0 }, final_div_factor = { checkers.posnumber, 1e4 },
-  three_phase = { checkers.bool, false },
+  three_phase = { checkers.bool, false }, cycle_momentum = { checkers.bool, true },
+  base_momentum = { checkers.prob, 0.85 }, max_momentum = { checkers.prob, 0.95 },
 })
 
 define_setting("callback", "EarlyStopping", {
@@ -212,16 +270,20 @@ local function Tensor(t)
   if type(t) ~= "table" then
     diag.fatal(where, "Tensor takes a table: Tensor{3, 32, 32} or Tensor{dtype = 'int64'}")
   end
-  local dims = {}
-  for i, d in ipairs(t) do
+  local dims, last = {}, 0
+  for k in pairs(t) do if math.type(k) == "integer" and k > last then last = k end end
+  for i = 1, last do
+    local d = t[i]
     if math.type(d) ~= "integer" or d <= 0 then
-      diag.error(where, string.format("Tensor: dimension %d must be a positive integer, got %s", i, tostring(d)))
+      diag.error(where, string.format("Tensor: dimension %d must be a positive integer, got %s", i, show(d)))
     end
     dims[i] = d
   end
   local known = { dtype = true, dist = true, low = true, high = true }
   for k in pairs(t) do
-    if math.type(k) ~= "integer" and not known[k] then
+    if math.type(k) == "integer" and k < 1 then
+      diag.error(where, string.format("Tensor: unknown entry [%d]", k))
+    elseif math.type(k) ~= "integer" and not known[k] then
       diag.error(where, string.format("Tensor: unknown setting '%s'%s", tostring(k),
         util.did_you_mean(tostring(k), util.sorted_keys(known))))
     end
@@ -233,6 +295,11 @@ local function Tensor(t)
   if t.dist ~= nil and not DISTS[t.dist] then
     diag.error(where, string.format("Tensor: dist must be one of 'uniform', 'normal', 'bernoulli', 'randint', got '%s'%s",
       tostring(t.dist), util.did_you_mean(tostring(t.dist), util.sorted_keys(DISTS))))
+  end
+  for _, k in ipairs { "low", "high" } do
+    if t[k] ~= nil and type(t[k]) ~= "number" then
+      diag.error(where, string.format("Tensor: %s must be a number, got %s", k, show(t[k])))
+    end
   end
   if t.dist == "randint" and math.type(t.high) ~= "integer" then
     diag.error(where, "Tensor: dist = 'randint' needs an integer 'high' (exclusive)")
@@ -304,8 +371,9 @@ local FABRIC_SCHEMA = {
 
 local function check_clip(v, what)
   if type(v) ~= "table" or getmetatable(v) then return fail(what, "{max_norm = N[, norm_type = 2]} or {clip_val = V}", v) end
-  local out = validate(what, v, { max_norm = { checkers.posnumber }, norm_type = { checkers.posnumber, 2.0 },
-                                  clip_val = { checkers.posnumber } }, diag.here())
+  local out, errors = validate(what, v, { max_norm = { checkers.posnumber }, norm_type = { checkers.posnumber, 2.0 },
+                                          clip_val = { checkers.posnumber } }, diag.key_where(diag.here(), "clip"))
+  if errors > 0 then return out end
   if (out.max_norm == nil) == (out.clip_val == nil) then
     return nil, what .. ": give exactly one of max_norm (clip by norm) and clip_val (clip by value)"
   end
@@ -313,9 +381,22 @@ local function check_clip(v, what)
   return out
 end
 
+-- loss = function(m, b) ... end; not a loss function of the DSL itself
+local function check_loss(v, what)
+  local name
+  for n, f in pairs(tensor.functional) do
+    if v == f and (not name or #n < #name or (#n == #name and n < name)) then name = n end
+  end
+  if name then
+    return nil, string.format("%s is %s itself; write a function of the model and the batch: "
+      .. "%s = function(m, b) return %s(m(b), b.target) end", what, name, what:match("[^.]+$"), name)
+  end
+  return checkers.func(v, what)
+end
+
 local TRAIN_SCHEMA = {
   data = { setting_of("data"), nil, required = true },
-  loss = { checkers.func, nil, required = true },
+  loss = { check_loss, nil, required = true },
   optimizer = { setting_of("optimizer"), nil, required = true },
   scheduler = { setting_of("scheduler"), nil },
   epochs = { checkers.posint, nil }, max_steps = { checkers.posint, nil },
@@ -346,6 +427,17 @@ local function copy_lib(lib, drop)
   return t
 end
 
+-- Fields of a Module/model definition that cannot be what the user meant.
+local function check_fields(class_name, def, where, except)
+  for k, v in pairs(def) do
+    if k ~= except and spec.is_decl(v) then
+      diag.error(diag.key_where(where, tostring(k)), string.format(
+        "%s.%s: a Tensor{...} declaration cannot be a module field (only model inputs and data fields are declared)",
+        class_name, tostring(k)))
+    end
+  end
+end
+
 local function make_env(result)
   local dsl = {}
   for name, ctor in pairs(nn.class) do dsl[name] = ctor end
@@ -360,6 +452,7 @@ local function make_env(result)
     end
     return function(def)
       if type(def) ~= "table" then diag.fatal(where, "Module \"" .. name .. "\" needs a table: Module \"" .. name .. "\" { ... }") end
+      check_fields(name, def, where)
       local p = nn.define(name, def, where)
       return p
     end
@@ -377,6 +470,7 @@ local function make_env(result)
           result.model_name, result.model_where.line))
         return
       end
+      check_fields(name, def, where, "inputs")
       local p, rec = nn.define(name, def, where, { inputs = true })
       result.model, result.model_name, result.model_where = p, name, where
       -- inputs: one Tensor (forward gets it), or named Tensors (forward gets a table)
@@ -389,8 +483,13 @@ local function make_env(result)
       elseif type(inputs) == "table" then
         local list = {}
         for k, v in pairs(inputs) do
-          if type(k) ~= "string" or not spec.is_decl(v) then
-            diag.error(where, string.format("model \"%s\": inputs.%s must be a Tensor{...} declaration", name, tostring(k)))
+          if type(k) ~= "string" then
+            diag.error(diag.key_where(where, "inputs"), string.format(
+              "model \"%s\": inputs must be named, e.g. inputs = { image = Tensor{1, 28, 28} }; entry [%s] has no name",
+              name, tostring(k)))
+          elseif not spec.is_decl(v) then
+            diag.error(diag.key_where(where, "inputs"), string.format(
+              "model \"%s\": inputs.%s must be a Tensor{...} declaration, got %s", name, k, show(v)))
           else
             list[#list + 1] = { name = k, decl = v }
           end
@@ -401,10 +500,16 @@ local function make_env(result)
         end
         result.inputs = list
       else
-        diag.error(where, string.format("model \"%s\": inputs must be a Tensor{...} or a table of them", name))
+        diag.error(diag.key_where(where, "inputs"), string.format(
+          "model \"%s\": inputs must be a Tensor{...} or a table of them, got %s", name, show(inputs)))
       end
       if not rec.methods.forward then
-        diag.error(where, string.format("model \"%s\" has no forward = function(m, x) ... end", name))
+        if def.forward ~= nil then
+          diag.error(diag.key_where(where, "forward"), string.format(
+            "model \"%s\": forward must be a function(m, x) ... end, got %s", name, show(def.forward)))
+        else
+          diag.error(where, string.format("model \"%s\" has no forward = function(m, x) ... end", name))
+        end
       end
     end
   end
@@ -419,8 +524,8 @@ local function make_env(result)
   dsl.train = function(t)
     local where = diag.here()
     if result.train then diag.error(where, "train { ... } is given twice") end
-    local tr = validate("train", t, TRAIN_SCHEMA, where)
-    if type(t) == "table" and t.epochs == nil and t.max_steps == nil then
+    local tr, errors = validate("train", t, TRAIN_SCHEMA, where)
+    if errors == 0 and t.epochs == nil and t.max_steps == nil then
       diag.error(where, "train: give epochs or max_steps")
     end
     tr.where = where
@@ -435,9 +540,16 @@ local function make_env(result)
       for i = 1, parts.n do parts[i] = tostring(parts[i]) end
       io.stderr:write(table.concat(parts, "\t", 1, parts.n), "\n")
     end,
-    math = copy_lib(math), string = copy_lib(string, { dump = true }), table = copy_lib(table),
+    math = copy_lib(math), string = copy_lib(string, { dump = true, rep = true }), table = copy_lib(table),
     utf8 = copy_lib(utf8), unpack = table.unpack, _VERSION = _VERSION,
   }
+  -- a spec has no use for huge strings; refuse them rather than exhaust memory
+  safe.string.rep = function(str, n, sep)
+    if type(n) == "number" and type(str) == "string" and n * (#str + #(type(sep) == "string" and sep or "")) > 1 << 24 then
+      diag.fatal(nil, "string.rep: the result would be larger than 16 MiB")
+    end
+    return string.rep(str, n, sep)
+  end
   for k, v in pairs(safe) do dsl[k] = v end
 
   local all_names = util.sorted_keys(dsl)
@@ -455,20 +567,44 @@ local function make_env(result)
   return env
 end
 
+local function as_failure(where, msg)
+  diag.error(where, msg)
+  local ok, failure = pcall(diag.check)
+  return not ok and failure or nil
+end
+
 -- Turns an error raised while running spec code into a diagnostic where it is
--- the user's (a Lua error located in the spec); returns it unchanged otherwise.
+-- the user's (a Lua error located in the spec); returns nil otherwise.
 function spec.user_error(e, chunkname)
   if diag.is_failure(e) then return e end
   if type(e) == "string" then
     local file = chunkname:sub(2)
     local line, msg = e:match("^" .. file:gsub("%p", "%%%0") .. ":(%d+): (.*)$")
-    if line then
-      diag.error({ file = file, line = tonumber(line) }, msg)
-      local ok, failure = pcall(diag.check)
-      if not ok then return failure end
-    end
+    if line then return as_failure({ file = file, line = tonumber(line) }, msg) end
   end
   return nil
+end
+
+-- A message handler (for xpcall) around spec code: the user's errors become
+-- diagnostics, anything else gets a traceback (loom's own bug).  Errors without
+-- a position are the user's when the spec raised them, or a library function it
+-- called directly did: error({}), error("x", 0), math.floor("x").
+function spec.message_handler(chunkname)
+  return function(e)
+    local user = spec.user_error(e, chunkname)
+    if user then return user end
+    local info = debug.getinfo(2, "S")
+    if info and info.what == "C" then info = debug.getinfo(3, "S") end
+    if info and info.source == chunkname then
+      local msg
+      if type(e) == "string" then msg = e
+      elseif e == nil then msg = "error raised with no message"
+      else msg = "error raised with " .. show(e) .. " as its message (error() takes a string)" end
+      local where = diag.here()
+      if where then return as_failure(where, msg) end
+    end
+    return debug.traceback(tostring(e), 2)
+  end
 end
 
 -- Runs the spec at `path`.  Returns the declared spec; raises a diagnostic
@@ -487,14 +623,15 @@ function spec.load(path)
     local e = spec.user_error(syntax, chunkname)
     error(e or syntax, 0)
   end
-  local ok, e = xpcall(chunk, function(err)
-    local user = spec.user_error(err, chunkname)
-    if user then return user end
-    return debug.traceback(tostring(err), 2)
-  end)
-  if not ok then error(e, 0) end
+  local ok, e = xpcall(chunk, spec.message_handler(chunkname))
+  if not ok then
+    -- memory errors bypass the message handler
+    if e == "not enough memory" then diag.fatal(nil, "the spec ran out of memory") end
+    error(e, 0)
+  end
   if not result.model and not diag.has_errors() then
-    diag.error({ file = path, line = 1 }, "the spec declares no model: add model \"Name\" { inputs = ..., forward = ... }")
+    diag.error({ file = path, line = 1 }, "the spec declares no model: add model \"Name\" { inputs = ..., forward = ... }",
+      nil, { no_excerpt = true })
   end
   diag.check()
   result.fabric = result.fabric or validate("fabric", {}, FABRIC_SCHEMA, nil)

@@ -78,9 +78,18 @@ function tensor.shape_error(node, msg)
   diag.fatal(node.where, msg, notes)
 end
 
+-- What a value that should have been a tensor is, for messages.
+local function what_is(v)
+  local mt = type(v) == "table" and getmetatable(v)
+  if mt and mt.__name == "Module" then return "a module (call it on a tensor to get one)" end
+  if mt and mt.__name == "TensorDecl" then return "a Tensor{...} declaration (those declare inputs and data fields)" end
+  if type(v) == "table" then return "a table" end
+  return type(v)
+end
+
 local function as_tensor_or_number(v, what)
   if tensor.is(v) or type(v) == "number" then return v end
-  diag.fatal(nil, string.format("%s: expected a tensor or a number, got %s", what, type(v)))
+  diag.fatal(nil, string.format("%s: expected a tensor or a number, got %s", what, what_is(v)))
 end
 
 local function binary(opname)
@@ -103,6 +112,9 @@ Tensor.__index = function(t, k)
   local m = methods[k]
   if m then return m end
   if OPTIONAL_FIELDS[k] then return nil end
+  if type(k) ~= "string" then
+    diag.fatal(nil, string.format("tensors cannot be indexed with [%s]; use slice(x, dim, start, stop) or narrow", tostring(k)))
+  end
   diag.fatal(nil, string.format("tensors have no field or method '%s'%s", tostring(k),
     util.did_you_mean(tostring(k), util.sorted_keys(methods))))
 end
@@ -118,7 +130,7 @@ tensor.functional = functional
 
 local function check_tensor(v, fname, argn)
   if not tensor.is(v) then
-    diag.fatal(nil, string.format("%s: argument %d must be a tensor, got %s", fname, argn, type(v)))
+    diag.fatal(nil, string.format("%s: argument %d must be a tensor, got %s", fname, argn, what_is(v)))
   end
   return v
 end
@@ -144,7 +156,7 @@ function functional.cat(list, dim)
     diag.fatal(nil, "cat: expects a list of tensors, cat{a, b} or cat({a, b}, dim)")
   end
   if #list == 0 then diag.fatal(nil, "cat: expects a non-empty list of tensors") end
-  for i, t in ipairs(list) do check_tensor(t, "cat", i) end
+  for i = 1, #list do check_tensor(list[i], "cat", i) end
   return tensor.apply("cat", list, { dim = int_arg(dim, "cat", "dim", 1) })
 end
 functional.concat = functional.cat
@@ -243,6 +255,9 @@ function functional.scaled_dot_product_attention(q, k, v, opts)
   check_tensor(q, "scaled_dot_product_attention", 1); check_tensor(k, "scaled_dot_product_attention", 2)
   check_tensor(v, "scaled_dot_product_attention", 3)
   opts = opts or {}
+  if type(opts) ~= "table" or tensor.is(opts) then
+    diag.fatal(nil, "scaled_dot_product_attention: options must be a table, e.g. {is_causal = true}")
+  end
   local allowed = { is_causal = "boolean", scale = "number", dropout_p = "number" }
   for key, val in pairs(opts) do
     if not allowed[key] then

@@ -50,13 +50,15 @@ function util.pyrepr(v)
   return tostring(v)
 end
 
-local function edit_distance(a, b)
+-- Levenshtein distance; letters differing only in case cost `case_cost` (0 or 1).
+local function edit_distance(a, b, case_cost)
   local prev, cur = {}, {}
   for j = 0, #b do prev[j] = j end
   for i = 1, #a do
     cur[0] = i
     for j = 1, #b do
-      local cost = (a:sub(i, i):lower() == b:sub(j, j):lower()) and 0 or 1
+      local x, y = a:sub(i, i), b:sub(j, j)
+      local cost = x == y and 0 or (x:lower() == y:lower() and case_cost or 1)
       cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
     end
     prev, cur = cur, prev
@@ -66,10 +68,13 @@ end
 
 -- The closest of `candidates` to `word`, if close enough to be a likely typo.
 function util.did_you_mean(word, candidates)
-  local best, best_d = nil, math.huge
+  -- case does not count, except to choose between equally close candidates
+  local best, best_d, best_exact = nil, math.huge, math.huge
   for _, c in ipairs(candidates) do
-    local d = edit_distance(word, c)
-    if d < best_d or (d == best_d and c < best) then best, best_d = c, d end
+    local d, exact = edit_distance(word, c, 0), edit_distance(word, c, 1)
+    if d < best_d or (d == best_d and (exact < best_exact or (exact == best_exact and c < best))) then
+      best, best_d, best_exact = c, d, exact
+    end
   end
   if best and best_d <= math.max(2, #word // 3) then
     return string.format(" (did you mean '%s'?)", best)

@@ -1,0 +1,14 @@
+-- expect: tests/spec_fail/early_stopping_monitor.lua:13: EarlyStopping: 'monitor' is required
+model "Net" {
+  inputs = { image = Tensor{1, 28, 28} },
+  net = Sequential { Flatten(), Linear(784, 10) },
+  forward = function(m, x) return m.net(x.image) end,
+}
+train {
+  data = FashionMNIST {},
+  batch_size = 32,
+  loss = function(m, b) return cross_entropy(m(b), b.label) end,
+  optimizer = SGD { lr = 0.1 },
+  epochs = 1,
+  callbacks = { EarlyStopping { patience = 3 } },
+}

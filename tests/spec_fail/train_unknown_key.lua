@@ -1,0 +1,13 @@
+-- expect: tests/spec_fail/train_unknown_key.lua:12: train: unknown setting 'epoch' (did you mean 'epochs'?)
+model "Net" {
+  inputs = { image = Tensor{1, 28, 28} },
+  net = Sequential { Flatten(), Linear(784, 10) },
+  forward = function(m, x) return m.net(x.image) end,
+}
+train {
+  data = FashionMNIST {},
+  batch_size = 32,
+  loss = function(m, b) return cross_entropy(m(b), b.label) end,
+  optimizer = SGD { lr = 0.1 },
+  epoch = 1,
+}
