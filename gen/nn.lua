@@ -388,8 +388,11 @@ builtin("Conv2d", {
 local function pool(name, opname, sig, extra)
   builtin(name, {
     signature = sig,
-    init = function(_, a)
+    init = function(rec, a)
       if a.stride == nil or a.stride == false then a.stride = a.kernel_size end
+      if a.return_indices then
+        diag.error(rec.where, string.format("%s: return_indices=True is not supported (the forward would return (output, indices))", rec.call_text))
+      end
     end,
     extra_repr = extra,
     forward = function(rec, x)
@@ -424,6 +427,15 @@ pool("AvgPool2d", "avg_pool2d",
       pool_arg(raw.padding or 0, a.padding))
   end)
 
+-- A float argument as PyTorch prints it: PyTorch keeps the number the user
+-- passed, so Dropout(0) prints p=0 and Dropout(0.0) prints p=0.0.
+local function num_text(rec, name, pos)
+  local raw = rec.raw and rec.raw[name]
+  if raw == nil and rec.raw_positional then raw = rec.raw_positional[pos] end
+  if math.type(raw) == "integer" then return tostring(raw) end
+  return util.pyfloat(rec.args[name])
+end
+
 local function batchnorm(name, ndims)
   builtin(name, {
     signature = { { "num_features", "posint", required = true }, { "eps", "posnumber", 1e-5 },
@@ -443,7 +455,7 @@ local function batchnorm(name, ndims)
     extra_repr = function(rec)
       local a = rec.args
       return string.format("%d, eps=%s, momentum=%s, affine=%s, track_running_stats=%s", a.num_features,
-        util.pyfloat(a.eps), a.momentum == false and "None" or util.pyfloat(a.momentum),
+        num_text(rec, "eps", 2), a.momentum == false and "None" or num_text(rec, "momentum", 3),
         util.pyrepr(a.affine), util.pyrepr(a.track_running_stats))
     end,
     forward = function(rec, x)
@@ -469,7 +481,7 @@ builtin("LayerNorm", {
   extra_repr = function(rec)
     local a = rec.args
     return string.format("%s, eps=%s, elementwise_affine=%s", util.pyrepr(a.normalized_shape),
-      util.pyfloat(a.eps), util.pyrepr(a.elementwise_affine))
+      num_text(rec, "eps", 2), util.pyrepr(a.elementwise_affine))
   end,
   forward = function(rec, x)
     return tensor.apply("layer_norm", { input_tensor(rec, x), P(rec, "weight"), P(rec, "bias") },
@@ -501,7 +513,7 @@ builtin("Embedding", {
 
 builtin("Dropout", {
   signature = { { "p", "prob", 0.5 }, { "inplace", "bool", false } },
-  extra_repr = function(rec) return string.format("p=%s, inplace=%s", util.pyfloat(rec.args.p), util.pyrepr(rec.args.inplace)) end,
+  extra_repr = function(rec) return string.format("p=%s, inplace=%s", num_text(rec, "p", 1), util.pyrepr(rec.args.inplace)) end,
   forward = function(rec, x) return tensor.apply("dropout", { input_tensor(rec, x) }, { p = rec.args.p }) end,
 })
 

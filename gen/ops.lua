@@ -321,35 +321,46 @@ ops.flatten = {
   flops = function() return 0 end,
 }
 
+-- dims: integers, at most one -1 (inferred) and at most one "B" (the batch
+-- kept where x:size(0) put it, as in x.view(x.size(0), -1)).  Without a "B", a
+-- batched input's -1 must absorb exactly the batch.
 ops.reshape = {
   arity = 1, precision = "follow",
   shape = function(node, x)
     local dims = node.attrs.dims
+    local name = node.attrs.as or "reshape"
     local per_sample = 1   -- product of the input's non-batch dims
     local batched = false
     for _, d in ipairs(x.shape) do if d == "B" then batched = true else per_sample = per_sample * d end end
-    local out, known, infer = {}, 1, nil
+    local out, known, infer, keeps_batch = {}, 1, nil, false
     for i, d in ipairs(dims) do
-      if d == -1 then
-        if infer then err(node, "reshape: only one dimension can be -1") end
+      if d == "B" then
+        if keeps_batch then err(node, name .. ": the batch size can appear only once in the new shape") end
+        if not batched then
+          err(node, string.format("%s: the batch size is given for an input without a batch dimension %s",
+            name, util.shape_str(x.shape)))
+        end
+        keeps_batch = true
+      elseif d == -1 then
+        if infer then err(node, name .. ": only one dimension can be -1") end
         infer = i
       elseif d < 0 then
-        err(node, string.format("reshape: invalid size %d", d))
+        err(node, string.format("%s: invalid size %d", name, d))
       else
         known = known * d
       end
       out[i] = d
     end
     local function bad()
-      err(node, string.format("reshape: shape %s is invalid for an input of shape %s",
-        util.shape_str(dims), util.shape_str(x.shape)))
+      err(node, string.format("%s: shape %s is invalid for an input of shape %s",
+        name, util.shape_str(dims), util.shape_str(x.shape)))
     end
-    if batched then
+    if batched and not keeps_batch then
       -- -1 must absorb the batch: the remaining dims must hold exactly one sample
       if not infer or known ~= per_sample then
         if infer and known ~= 0 and (per_sample % known == 0) and known ~= per_sample then
-          err(node, string.format("reshape: shape %s would mix the batch dimension into others (input %s); keep one dim as -1 for the batch",
-            util.shape_str(dims), util.shape_str(x.shape)))
+          err(node, string.format("%s: shape %s would mix the batch dimension into others (input %s); keep one dim as -1 for the batch",
+            name, util.shape_str(dims), util.shape_str(x.shape)))
         end
         bad()
       end
@@ -405,14 +416,30 @@ ops.slice = {
     local n = #x.shape
     local d = norm_dim(node, a.dim, n)
     local size = x.shape[d]
-    if size == "B" then err(node, "slice: slicing the batch dimension is not supported") end
+    if size == "B" then err(node, (a.length and "narrow" or "slice") .. ": slicing the batch dimension is not supported") end
     if a.step <= 0 then err(node, "slice: step must be positive") end
     local function clamp(v, default)
       if v == nil then return default end
       if v < 0 then v = v + size end
       return math.max(0, math.min(size, v))
     end
-    local start, stop = clamp(a.start, 0), clamp(a.stop, size)
+    local start, stop
+    if a.length then
+      -- narrow(x, dim, start, length): no clamping, as torch.narrow
+      start = a.start < 0 and a.start + size or a.start
+      if start < 0 or start > size then
+        err(node, string.format("narrow: start %d is out of range for dim %d of size %d (expected in [%d, %d])",
+          a.start, a.dim, size, -size, size))
+      end
+      if a.length < 0 then err(node, string.format("narrow: length %d must be non-negative", a.length)) end
+      if start + a.length > size then
+        err(node, string.format("narrow: start (%d) + length (%d) exceeds the size %d of dim %d",
+          start, a.length, size, a.dim))
+      end
+      stop = start + a.length
+    else
+      start, stop = clamp(a.start, 0), clamp(a.stop, size)
+    end
     local len = stop > start and (stop - start + a.step - 1) // a.step or 0
     if len == 0 then
       err(node, string.format("slice: [%s:%s] of dim %d (size %d) is empty",
@@ -429,9 +456,15 @@ local function reduce_shape(node, x)
   expect_float(node, x)
   local n = #x.shape
   local dims = node.attrs.dims
-  if dims == nil then return {} end        -- over everything: a scalar
   local drop = {}
-  for _, d in ipairs(dims) do drop[norm_dim(node, d, n)] = true end
+  if dims == nil then                      -- over everything (PyTorch: dim=None, or dim=[])
+    for i = 1, n do drop[i] = true end
+  end
+  for _, d in ipairs(dims or {}) do
+    local i = norm_dim(node, d, n)
+    if drop[i] then err(node, string.format("%s: dim %d appears multiple times in the list of dims", node.op, i - 1)) end
+    drop[i] = true
+  end
   local out = {}
   for i = 1, n do
     if drop[i] then

@@ -143,6 +143,11 @@ local function int_arg(v, fname, what, default)
   return v
 end
 
+local function required_int(v, fname, what)
+  if v == nil then diag.fatal(nil, string.format("%s: %s is required", fname, what)) end
+  return int_arg(v, fname, what)
+end
+
 local function dims_arg(args, fname)
   -- accepts f(x, 2, 3) or f(x, {2, 3})
   if type(args[1]) == "table" and not tensor.is(args[1]) then args = args[1] end
@@ -171,11 +176,104 @@ function functional.matmul(a, b)
   return tensor.apply("matmul", { a, b })
 end
 
+-- reshape(x, -1, 4, 5), x:view({-1, 20}), x:view(x:size(0), -1): sizes are
+-- integers, one may be -1, and the batch size (what x:size(0) gives) may stand
+-- where the batch goes.
 function functional.reshape(x, ...)
   check_tensor(x, "reshape", 1)
-  return tensor.apply("reshape", { x }, { dims = dims_arg({ ... }, "reshape") })
+  local args = { ... }
+  if type(args[1]) == "table" and not tensor.is(args[1]) then args = args[1] end
+  local dims = {}
+  for i, d in ipairs(args) do dims[i] = d == "B" and d or int_arg(d, "reshape", "dimension", nil) end
+  return tensor.apply("reshape", { x }, { dims = dims })
 end
 functional.view = functional.reshape
+
+-- A PyTorch dim (0-based, negative from the end) of an n-d tensor → 1-based.
+local function dim_index(fname, d, n, extra)
+  extra = extra or 0          -- unsqueeze accepts one more position
+  local lo, hi = -n - extra, n - 1 + extra
+  if d < lo or d > hi then
+    diag.fatal(nil, string.format("%s: dim %d is out of range for a %d-d tensor (expected in [%d, %d])", fname, d, n, lo, hi))
+  end
+  return (d < 0 and d + n + extra or d) + 1
+end
+
+-- unsqueeze / squeeze are reshapes (no data moves); the reshape node says which.
+function functional.unsqueeze(x, dim)
+  check_tensor(x, "unsqueeze", 1)
+  local i = dim_index("unsqueeze", required_int(dim, "unsqueeze", "dim"), #x.shape, 1)
+  local dims = {}
+  for j, d in ipairs(x.shape) do dims[j] = d end
+  table.insert(dims, i, 1)
+  return tensor.apply("reshape", { x }, { dims = dims, as = "unsqueeze" })
+end
+
+-- squeeze(x, dim) drops `dim` if it has size 1 (else returns x); squeeze(x)
+-- drops every dim of size 1.  The batch dimension is never dropped: its size
+-- is not known when the program is generated.
+function functional.squeeze(x, dim)
+  check_tensor(x, "squeeze", 1)
+  local drop = {}
+  if dim ~= nil then
+    local i = dim_index("squeeze", int_arg(dim, "squeeze", "dim"), #x.shape)
+    if x.shape[i] == "B" then
+      diag.fatal(nil, string.format("squeeze: dim %d is the batch dimension, whose size is not known here", dim))
+    end
+    drop[i] = x.shape[i] == 1
+  else
+    for i, d in ipairs(x.shape) do drop[i] = d == 1 end
+  end
+  local dims = {}
+  for j, d in ipairs(x.shape) do if not drop[j] then dims[#dims + 1] = d end end
+  if #dims == #x.shape then return x end
+  return tensor.apply("reshape", { x }, { dims = dims, as = "squeeze" })
+end
+
+-- split(x, size, dim) / split(x, {sizes...}, dim) and chunk(x, n, dim): several
+-- results, as torch.split and torch.chunk (dim defaults to 0 as there):
+-- local q, k, v = qkv:split(C, 2)
+function functional.split(x, size, dim)
+  check_tensor(x, "split", 1)
+  dim = int_arg(dim, "split", "dim", 0)
+  local i = dim_index("split", dim, #x.shape)
+  local len = x.shape[i]
+  if len == "B" then diag.fatal(nil, "split: splitting the batch dimension is not supported") end
+  local sizes = {}
+  if type(size) == "table" and not tensor.is(size) then
+    local total = 0
+    for k, s in ipairs(size) do
+      if math.type(s) ~= "integer" or s <= 0 then
+        diag.fatal(nil, string.format("split: section %d must be a positive integer, got %s", k, tostring(s)))
+      end
+      sizes[k] = s; total = total + s
+    end
+    if total ~= len then
+      diag.fatal(nil, string.format("split: sections %s add up to %d, but dim %d has size %d",
+        util.shape_str(sizes), total, dim, len))
+    end
+  else
+    size = int_arg(size, "split", "split_size", nil)
+    if size == nil or size <= 0 then diag.fatal(nil, "split: split_size must be a positive integer") end
+    for start = 0, len - 1, size do sizes[#sizes + 1] = math.min(size, len - start) end
+  end
+  local outs, start = {}, 0
+  for k, s in ipairs(sizes) do
+    outs[k] = tensor.apply("slice", { x }, { dim = dim, start = start, stop = start + s, step = 1 })
+    start = start + s
+  end
+  return table.unpack(outs)
+end
+
+function functional.chunk(x, chunks, dim)
+  check_tensor(x, "chunk", 1)
+  chunks = int_arg(chunks, "chunk", "chunks", nil)
+  if chunks == nil or chunks <= 0 then diag.fatal(nil, "chunk: chunks must be a positive integer") end
+  dim = int_arg(dim, "chunk", "dim", 0)
+  local len = x.shape[dim_index("chunk", dim, #x.shape)]
+  if len == "B" then diag.fatal(nil, "chunk: splitting the batch dimension is not supported") end
+  return functional.split(x, (len + chunks - 1) // chunks, dim)
+end
 
 function functional.flatten(x, start_dim, end_dim)
   check_tensor(x, "flatten", 1)
@@ -186,7 +284,7 @@ end
 
 function functional.transpose(x, d0, d1)
   check_tensor(x, "transpose", 1)
-  return tensor.apply("transpose", { x }, { dim0 = int_arg(d0, "transpose", "dim0"), dim1 = int_arg(d1, "transpose", "dim1") })
+  return tensor.apply("transpose", { x }, { dim0 = required_int(d0, "transpose", "dim0"), dim1 = required_int(d1, "transpose", "dim1") })
 end
 
 function functional.permute(x, ...)
@@ -198,7 +296,9 @@ local function reduction(name)
   return function(x, dim, keepdim)
     check_tensor(x, name, 1)
     local dims = nil
-    if type(dim) == "table" then dims = dims_arg({ dim }, name)
+    if type(dim) == "table" then
+      dims = dims_arg({ dim }, name)
+      if #dims == 0 then dims = nil end      -- sum(x, {}) is over everything, as torch.sum(x, [])
     elseif dim ~= nil then dims = { int_arg(dim, name, "dim") } end
     if keepdim ~= nil and type(keepdim) ~= "boolean" then
       diag.fatal(nil, name .. ": keepdim must be true or false")
@@ -214,13 +314,17 @@ functional.mean = reduction("mean")
 function functional.slice(x, dim, start, stop, step)
   check_tensor(x, "slice", 1)
   return tensor.apply("slice", { x }, {
-    dim = int_arg(dim, "slice", "dim"), start = int_arg(start, "slice", "start"),
+    dim = required_int(dim, "slice", "dim"), start = int_arg(start, "slice", "start"),
     stop = int_arg(stop, "slice", "stop"), step = int_arg(step, "slice", "step", 1) })
 end
 
+-- narrow(x, dim, start, length): as torch.narrow, start may be negative and
+-- the range must lie inside the dim (no clamping, unlike a slice).
 function functional.narrow(x, dim, start, length)
-  int_arg(start, "narrow", "start"); int_arg(length, "narrow", "length")
-  return functional.slice(x, dim, start, start + length)
+  check_tensor(x, "narrow", 1)
+  start = required_int(start, "narrow", "start"); length = required_int(length, "narrow", "length")
+  return tensor.apply("slice", { x }, {
+    dim = required_int(dim, "narrow", "dim"), start = start, stop = start + length, step = 1, length = length })
 end
 
 local function unary(name)
@@ -319,7 +423,7 @@ functional.l1_loss = functional.l1
 -- Tensor methods: x:view(...), x:sum(1), ...; plus x:size(d) and x:dim().
 for k, f in pairs(functional) do if k ~= "cat" and k ~= "concat" then methods[k] = f end end
 function methods.size(t, d)
-  if d == nil then return t.shape end
+  if d == nil then return { table.unpack(t.shape) } end   -- a copy: shapes are immutable
   local n = #t.shape
   d = int_arg(d, "size", "dim")
   if d < 0 then d = d + n end
@@ -327,6 +431,24 @@ function methods.size(t, d)
   return t.shape[d + 1]
 end
 function methods.dim(t) return #t.shape end
-function methods.numel(t) return util.numel(t.shape) end
+-- x:t(), as Tensor.t(): transposes a 2-d tensor, returns a 0-d or 1-d one as is
+function methods.t(x)
+  check_tensor(x, "t", 1)
+  local n = #x.shape
+  if n > 2 then
+    diag.fatal(nil, string.format("t() expects a tensor with <= 2 dimensions, gets %d-d %s (use transpose)",
+      n, util.shape_str(x.shape)))
+  end
+  if n < 2 then return x end
+  return functional.transpose(x, 0, 1)
+end
+function methods.numel(t)
+  for _, d in ipairs(t.shape) do
+    if d == "B" then
+      diag.fatal(nil, string.format("numel: a tensor %s has a batch dimension, whose size is not known here", util.shape_str(t.shape)))
+    end
+  end
+  return util.numel(t.shape)
+end
 
 return tensor

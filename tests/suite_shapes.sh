@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Shape inference against PyTorch: the cases in tests/torch/shape_cases.py (every
+# module of gen/nn.lua, every functional op of gen/tensor.lua, and shape errors
+# that both must reject).  Each case is one model spec run through
+# `$LOOM --dump=graph inspect`; its return shape must equal PyTorch's.
+set -u
+cd "$(dirname "$0")/.."
+export LOOM=${LOOM:-build/loom}
+PY=/usr/bin/python3
+export OPENBLAS_NUM_THREADS=1
+if ! "$PY" -c "import torch" >/dev/null 2>&1; then
+  echo "ok shapes_against_torch # SKIP no torch"
+  exit 0
+fi
+"$PY" tests/torch/shape_cases.py
