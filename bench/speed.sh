@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# bench/speed.sh — training-step time, loom against PyTorch eager (issue 3).
+#
+# For each benchmarked spec, the same model, batch size, optimizer (AdamW lr 1e-3,
+# weight decay 0.01) and thread count on both sides:
+#   loom   bench/step_bench.c linked with the generated model.o/optim.o: forward +
+#          backward + clip_gradients + optimizer_step + zero_grad on a fixed batch
+#   torch  bench/torch_step.py: opt.zero_grad(); loss_fn(model(x), y).backward();
+#          opt.step(), torch.set_num_threads(THREADS), OPENBLAS_NUM_THREADS=1
+# Each process warms up, times every step on its own and reports the median.  The
+# two sides run alternately (loom, torch, loom, torch, ...; ROUNDS rounds, a fresh
+# process each), so machine noise hits both; the table gives the median over rounds
+# of the per-process medians, with the spread of the round medians.
+# Then (OMP_SWEEP=1, the default) the loom side alone under OpenMP environment
+# settings, to pick the default a generated program could set.
+#
+#   bench/speed.sh                       # everything (a few minutes on 2 quiet cores)
+#   ROUNDS=5 OMP_SWEEP=0 bench/speed.sh  # more rounds, no OpenMP sweep
+#   SPECS="fashion_cnn paw" bench/speed.sh
+#   STEP_DIV=4 ROUNDS=2 bench/speed.sh   # a quick look: a quarter of the timed steps
+#
+# Not part of `ninja test`: speed is measured here, never in tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+THREADS=${THREADS:-2}
+OMP_SWEEP=${OMP_SWEEP:-1}
+OMP_ROUNDS=${OMP_ROUNDS:-2}
+SPECS=${SPECS:-"fashion_mlp fashion_cnn paw linear"}
+STEP_DIV=${STEP_DIV:-1}        # divide the step counts (a quick look on a busy machine)
+PY=/usr/bin/python3            # Debian's python3-torch lives here only
+OUT=build/bench/speed
+mkdir -p "$OUT"
+
+# name | spec file | batch | precision override | warmup | loom steps | torch steps | target ratio
+spec_row() {
+    spec_row_full "$1" | awk -v d="$STEP_DIV" '{ for (i = 4; i <= 6; i++) { $i = int($i / d); if ($i < 3) $i = 3 } print }'
+}
+spec_row_full() {
+    case "$1" in
+        fashion_mlp) echo "specs/fashion_mlp.lua 128 - 20 300 200 2" ;;
+        fashion_cnn) echo "specs/fashion_cnn.lua 128 - 5 40 30 2" ;;
+        paw)         echo "specs/paw.lua 32 32-true 3 12 10 2" ;;   # bf16-mixed is not on the CPU backend yet
+        linear)      echo "bench/specs/linear.lua 4 - 200 5000 2000 250" ;;
+        *) echo "speed.sh: unknown spec $1" >&2; exit 2 ;;
+    esac
+}
+
+echo "== bench/speed.sh  $(date -u +%FT%TZ)  $(nproc) cores, THREADS=$THREADS, ROUNDS=$ROUNDS"
+echo "== load: $(uptime)"
+ninja build/loom >/dev/null
+
+# generate each program, build the harness against it, count its FLOPs
+for name in $SPECS; do
+    read -r spec B prec warm lsteps tsteps target <<<"$(spec_row "$name")"
+    dir=$OUT/$name
+    popt=(); [ "$prec" != - ] && popt=(--precision="$prec")
+    build/loom build "$spec" -o "$dir/gen" "${popt[@]}" >"$dir.build.log" 2>&1 \
+        || { cat "$dir.build.log"; exit 1; }
+    build/loom explain "$spec" -o "$dir/explain" "${popt[@]}" >/dev/null
+    cflags=$(sed -n 's/^cflags = //p' "$dir/gen/build.ninja")
+    ldlibs=$(sed -n 's/^ldlibs = //p' "$dir/gen/build.ninja")
+    # shellcheck disable=SC2086
+    cc $cflags -I"$dir/gen" -Ibench bench/step_bench.c "$dir/gen/obj/model.o" "$dir/gen/obj/optim.o" \
+        -o "$dir/step_bench" $ldlibs
+    # the same, with a per-op timing hook (bench/profile.sh runs it)
+    $PY bench/prof_model.py "$dir/gen/model.c" "$dir/model_prof.c"
+    # shellcheck disable=SC2086
+    cc $cflags -DSTEP_PROF -I"$dir/gen" -Ibench "$dir/model_prof.c" bench/step_bench.c "$dir/gen/obj/optim.o" \
+        -o "$dir/step_prof" $ldlibs
+    # forward FLOPs per sample of the training-step trace (the loss), from the report
+    awk '/^## Traced ops: `loss/ { on = 1 } on && /FLOPs per sample/ { gsub(/[*,]/, ""); for (i = 1; i <= NF; i++) if ($(i+1) == "FLOPs") { print $i; exit } }' \
+        "$dir/explain/REPORT.md" >"$dir/flops"
+    [ -s "$dir/flops" ] || { echo "speed.sh: no FLOPs in $dir/explain/REPORT.md" >&2; exit 1; }
+done
+
+run_loom() {   # name [env assignments...]
+    local name=$1; shift
+    read -r spec B prec warm lsteps tsteps target <<<"$(spec_row "$name")"
+    env OMP_NUM_THREADS="$THREADS" "$@" "$OUT/$name/step_bench" --batch "$B" --warmup "$warm" --steps "$lsteps" --label "$name"
+}
+run_torch() {
+    local name=$1
+    read -r spec B prec warm lsteps tsteps target <<<"$(spec_row "$name")"
+    OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS="$THREADS" $PY bench/torch_step.py "$name" --batch "$B" \
+        --warmup "$warm" --steps "$tsteps" --threads "$THREADS"
+}
+
+results=$OUT/results.txt
+: >"$results"
+for r in $(seq 1 "$ROUNDS"); do
+    for name in $SPECS; do
+        run_loom "$name" | sed "s/^/round=$r /" | tee -a "$results"
+        run_torch "$name" | sed "s/^/round=$r /" | tee -a "$results"
+    done
+done
+
+# the table
+flops_args=()
+for name in $SPECS; do
+    read -r spec B prec warm lsteps tsteps target <<<"$(spec_row "$name")"
+    flops_args+=("$name=$(cat "$OUT/$name/flops"):$B:$target")
+done
+echo
+echo "== load after the runs: $(uptime)"
+$PY - "$results" "${flops_args[@]}" <<'EOF'
+import re, statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    f = line.split()
+    side, name = f[1], f[2]
+    kv = dict(x.split("=", 1) for x in f if "=" in x)
+    rows.setdefault((side, name), []).append(kv)
+print()
+print("| spec | B | loom median ms | torch median ms | torch/loom | target | loom GFLOP/s | loom peak RSS MiB | torch peak RSS MiB |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+for arg in sys.argv[2:]:
+    name, rest = arg.split("=", 1)
+    flops, B, target = rest.split(":")
+    def stat(side):
+        rs = rows.get((side, name), [])
+        med = [float(r["median_ms"]) for r in rs]
+        rss = max(int(r["maxrss_kb"]) for r in rs) / 1024 if rs else float("nan")
+        return (statistics.median(med) if med else float("nan"), min(med, default=float("nan")), max(med, default=float("nan")), rss)
+    lm, llo, lhi, lrss = stat("loom")
+    tm, tlo, thi, trss = stat("torch")
+    ratio = tm / lm
+    gflops = 3 * float(flops) * int(B) / (lm * 1e-3) * 1e-9
+    ok = "ok" if ratio >= float(target) else "MISS"
+    print(f"| {name} | {B} | {lm:.3f} ({llo:.3f}–{lhi:.3f}) | {tm:.3f} ({tlo:.3f}–{thi:.3f}) | {ratio:.1f}× | ≥{target}× {ok} | {gflops:.1f} | {lrss:.1f} | {trss:.1f} |")
+print()
+print("medians over rounds of per-process step medians (range of the round medians in brackets);")
+print("GFLOP/s = 3 × forward FLOPs per sample (REPORT.md, loss trace) × B / loom median step time.")
+EOF
+
+if [ "$OMP_SWEEP" = 1 ]; then
+    echo
+    echo "== OpenMP settings, loom side only ($OMP_ROUNDS rounds, configs interleaved); load: $(uptime)"
+    configs=(
+        "default|"
+        "OMP_WAIT_POLICY=passive|OMP_WAIT_POLICY=passive"
+        "OMP_WAIT_POLICY=active|OMP_WAIT_POLICY=active"
+        "GOMP_SPINCOUNT=10000|GOMP_SPINCOUNT=10000"
+        "GOMP_SPINCOUNT=10000000|GOMP_SPINCOUNT=10000000"
+        "OMP_PROC_BIND=close OMP_PLACES=cores|OMP_PROC_BIND=close OMP_PLACES=cores"
+        "OPENBLAS_NUM_THREADS=1|OPENBLAS_NUM_THREADS=1"
+    )
+    sweep=$OUT/omp_sweep.txt
+    : >"$sweep"
+    for r in $(seq 1 "$OMP_ROUNDS"); do
+        for c in "${configs[@]}"; do
+            label=${c%%|*}; vars=${c#*|}
+            for name in $SPECS; do
+                # shellcheck disable=SC2086
+                line=$(run_loom "$name" $vars)
+                echo "config=${label// /+} $line" >>"$sweep"
+            done
+        done
+    done
+    $PY - "$sweep" $SPECS <<'EOF'
+import statistics, sys
+res = {}
+order = []
+for line in open(sys.argv[1]):
+    f = line.split()
+    cfg = f[0].split("=", 1)[1].replace("+", " ")
+    if cfg not in order: order.append(cfg)
+    kv = dict(x.split("=", 1) for x in f[1:] if "=" in x)
+    res.setdefault((cfg, f[2]), []).append(float(kv["median_ms"]))
+specs = sys.argv[2:]
+print()
+print("| OpenMP setting | " + " | ".join(f"{s} ms" for s in specs) + " |")
+print("| --- |" + " ---: |" * len(specs))
+for cfg in order:
+    cells = []
+    for s in specs:
+        v = res.get((cfg, s), [])
+        cells.append(f"{statistics.median(v):.3f}" if v else "-")
+    print(f"| {cfg} | " + " | ".join(cells) + " |")
+print()
+print("median over rounds of per-process step medians, OMP_NUM_THREADS as above.")
+EOF
+fi
+echo "== done: $(uptime)"

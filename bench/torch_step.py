@@ -1,0 +1,87 @@
+"""PyTorch eager reference for bench/step_bench.c: one training step of the same
+model, batch size and optimizer, timed step by step.
+
+    OPENBLAS_NUM_THREADS=1 /usr/bin/python3 bench/torch_step.py SPEC [--batch B] [--warmup N] [--steps N] [--threads T]
+
+SPEC is a key of tests/torch/models.py's SPECS (fashion_mlp, fashion_cnn, paw) or
+"linear" (bench/specs/linear.lua: one Linear(10, 2), mse).  The step is
+    opt.zero_grad(); loss = loss_fn(model(x), y); loss.backward(); opt.step()
+with AdamW(lr=1e-3, weight_decay=0.01), the model in train mode, on one fixed
+random batch (floats uniform in [0, 1), class indices uniform, paw's feat
+Bernoulli(0.5)), as the loom harness.  Prints one line in step_bench's format:
+    torch SPEC B=.. threads=.. steps=.. median_ms=.. min_ms=.. mean_ms=.. maxrss_kb=.. loss0=.. lossN=..
+OPENBLAS_NUM_THREADS=1 matters: Debian's torch calls OpenBLAS, whose own thread pool
+would otherwise fight PyTorch's OpenMP threads over the same cores.
+"""
+import argparse
+import os
+import resource
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "torch"))
+import models  # noqa: E402  (hand-written PyTorch equivalents of the specs)
+
+
+def setup(spec, B, g):
+    """model, input tuple, target, loss function"""
+    if spec == "linear":
+        model = nn.Linear(10, 2)
+        return model, (torch.rand(B, 10, generator=g),), torch.rand(B, 2, generator=g), F.mse_loss
+    cls, _ = models.SPECS[spec]
+    model = cls()
+    if spec in ("fashion_mlp", "fashion_cnn"):
+        x = torch.rand(B, 1, 28, 28, generator=g)
+        y = torch.randint(0, 10, (B,), generator=g)
+        return model, (x,), y, F.cross_entropy
+    if spec == "paw":
+        img = torch.rand(B, 3, 128, 128, generator=g)
+        feat = (torch.rand(B, 12, generator=g) < 0.5).float()
+        target = torch.rand(B, 1, generator=g)
+        return model, (img, feat), target, F.binary_cross_entropy
+    raise SystemExit(f"torch_step.py: no benchmark setup for spec {spec!r}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("spec")
+    ap.add_argument("--batch", type=int, required=True)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1234)
+    model, xs, y, loss_fn = setup(args.spec, args.batch, g)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+
+    times = []
+    loss0 = lossN = float("nan")
+    for s in range(args.warmup + args.steps):
+        t0 = time.perf_counter()
+        opt.zero_grad()
+        loss = loss_fn(model(*xs), y)
+        loss.backward()
+        opt.step()
+        t1 = time.perf_counter()
+        if s >= args.warmup:
+            times.append((t1 - t0) * 1e3)
+        lossN = loss.item()   # after the clock: .item() is not part of the step
+        if s == 0:
+            loss0 = lossN
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    print(f"torch {args.spec} B={args.batch} threads={torch.get_num_threads()} steps={args.steps} "
+          f"median_ms={statistics.median(times):.4f} min_ms={min(times):.4f} mean_ms={statistics.fmean(times):.4f} "
+          f"maxrss_kb={ru.ru_maxrss} loss0={loss0:.5f} lossN={lossN:.5f}")
+
+
+if __name__ == "__main__":
+    main()
