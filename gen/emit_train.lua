@@ -343,11 +343,11 @@ local function monitor_var(cb, has_accuracy)
 end
 
 local function callbacks_code(sp, has_accuracy)
-  local lines, init = {}, {}
+  local lines, init, mkdirs = {}, {}, {}
   local slot = 0
   local function take(initial)
     slot = slot + 1
-    if slot > 8 then diag.fatal(sp.train.where, "too many callbacks (their state has 8 slots)") end
+    if slot > 32 then diag.fatal(sp.train.where, "too many callbacks (their state has 32 slots)") end
     init[#init + 1] = initial
     return slot - 1
   end
@@ -373,41 +373,58 @@ local function callbacks_code(sp, has_accuracy)
       local dir = a.dirpath and string.format("\"%s\"", a.dirpath) or "args.out"
       lines[#lines + 1] = string.format("        // ModelCheckpoint(monitor=%s, mode=\"%s\", save_top_k=%d, save_last=%s)  <- %s:%d",
         a.monitor and ('"' .. a.monitor .. '"') or "None", a.mode, a.save_top_k, tostring(a.save_last), cb.where.file, cb.where.line)
-      if a.save_top_k ~= 0 then
-        local var = a.monitor and monitor_var(cb, has_accuracy) or nil
-        local best = take(a.mode == "min" and "INFINITY" or "-INFINITY")
-        local best_epoch = take("-1")
-        local best_step = take("-1")
-        local improved
-        if not var or a.save_top_k < 0 then improved = "1"
-        elseif a.mode == "min" then improved = string.format("!isnan(%s) && %s < next.cb[%d]", var, var, best)
-        else improved = string.format("!isnan(%s) && %s > next.cb[%d]", var, var, best) end
-        lines[#lines + 1] = "        {"
-        lines[#lines + 1] = string.format("            if (%s) {", improved)
-        if a.save_top_k == 1 then
-          lines[#lines + 1] = string.format("                if (next.cb[%d] >= 0) {   // keep only the best", best_epoch)
-          lines[#lines + 1] = string.format("                    snprintf(path, sizeof path, \"%%s/epoch=%%lld-step=%%lld.safetensors\", %s, (long long)next.cb[%d], (long long)next.cb[%d]);", dir, best_epoch, best_step)
-          lines[#lines + 1] = "                    remove(path);"
-          lines[#lines + 1] = "                }"
+      if a.save_top_k < 0 then
+        -- every epoch's checkpoint is kept
+        lines[#lines + 1] = string.format("        snprintf(path, sizeof path, \"%%s/epoch=%%lld-step=%%lld.safetensors\", %s, (long long)rs.epoch, (long long)rs.step);", dir)
+        lines[#lines + 1] = "        save_checkpoint(path, &m, &opt, &next, &ls);"
+      elseif a.save_top_k > 0 then
+        local k = a.save_top_k
+        if k > 8 then diag.fatal(cb.where, "ModelCheckpoint: save_top_k is at most 8 here (or -1 for all)") end
+        if not a.monitor and k > 1 then
+          diag.fatal(cb.where, "ModelCheckpoint: save_top_k > 1 needs a monitor (as in Lightning)")
         end
-        if var then lines[#lines + 1] = string.format("                next.cb[%d] = %s;", best, var) end
-        lines[#lines + 1] = string.format("                next.cb[%d] = (double)rs.epoch; next.cb[%d] = (double)rs.step;", best_epoch, best_step)
+        -- without a monitor, the latest checkpoint is the best (Lightning keeps the last one)
+        local var = a.monitor and monitor_var(cb, has_accuracy) or "(double)rs.step"
+        local maximize = (not a.monitor) or a.mode == "max"
+        local base = take("0")
+        for _ = 2, 3 * k do take("0") end
+        -- the slots start as "empty" (epoch -1)
+        for i = 0, k - 1 do init[base + 3 * i + 2] = "-1" end
+        local better = maximize and ">" or "<"
+        lines[#lines + 1] = "        {"
+        lines[#lines + 1] = string.format("            double *top = &next.cb[%d];   // %d × (value, epoch, step); epoch < 0: an empty slot", base, k)
+        lines[#lines + 1] = string.format("            double value = %s;", var)
+        lines[#lines + 1] = "            int slot = -1;   // an empty slot, else the worst kept checkpoint"
+        lines[#lines + 1] = string.format("            for (int i = 0; i < %d && !isnan(value); i++) {", k)
+        lines[#lines + 1] = "                if (top[3 * i + 1] < 0) { slot = i; break; }"
+        lines[#lines + 1] = string.format("                if (slot < 0 || top[3 * slot] %s top[3 * i]) slot = i;", better)
+        lines[#lines + 1] = "            }"
+        lines[#lines + 1] = string.format("            if (slot >= 0 && (top[3 * slot + 1] < 0 || value %s top[3 * slot])) {", better)
+        lines[#lines + 1] = "                if (top[3 * slot + 1] >= 0) {"
+        lines[#lines + 1] = string.format("                    snprintf(path, sizeof path, \"%%s/epoch=%%lld-step=%%lld.safetensors\", %s, (long long)top[3 * slot + 1], (long long)top[3 * slot + 2]);", dir)
+        lines[#lines + 1] = "                    remove(path);"
+        lines[#lines + 1] = "                }"
+        lines[#lines + 1] = "                top[3 * slot] = value; top[3 * slot + 1] = (double)rs.epoch; top[3 * slot + 2] = (double)rs.step;"
         lines[#lines + 1] = string.format("                snprintf(path, sizeof path, \"%%s/epoch=%%lld-step=%%lld.safetensors\", %s, (long long)rs.epoch, (long long)rs.step);", dir)
         lines[#lines + 1] = "                save_checkpoint(path, &m, &opt, &next, &ls);"
         lines[#lines + 1] = "            }"
         lines[#lines + 1] = "        }"
-        if a.save_top_k > 1 then
-          diag.fatal(cb.where, "ModelCheckpoint: save_top_k > 1 is not supported yet (use 1 or -1)")
-        end
+      end
+      if a.dirpath then
+        mkdirs[#mkdirs + 1] = a.dirpath
       end
       if a.save_last then
         lines[#lines + 1] = "        // save_last: last.safetensors is written after every epoch below"
       end
     end
   end
-  while slot < 8 do init[#init + 1] = "0"; slot = slot + 1 end
+  while slot < 32 do init[#init + 1] = "0"; slot = slot + 1 end
   if #lines == 0 then lines[1] = "        (void)val_acc;" end
-  return join(lines), table.concat(init, ", ")
+  local mk = {}
+  for _, d in ipairs(mkdirs) do
+    mk[#mk + 1] = string.format("    if (mkdir(\"%s\", 0777) && errno != EEXIST) { fprintf(stderr, \"%s: %%s\\n\", strerror(errno)); return 1; }", d, d)
+  end
+  return join(lines), table.concat(init, ", "), #mk > 0 and join(mk) or "    // (checkpoints go to --out)"
 end
 
 local function logger_code(sp, has_accuracy)
@@ -463,7 +480,7 @@ function emit_train.program(g, info, opts)
   local lr_body, sched_desc, onecycle = schedule_code(sp, tr.optimizer)
   local clip_body, clip_desc = clip_code(sp)
   local has_accuracy = info.has_accuracy
-  local callbacks, cb_init = callbacks_code(sp, has_accuracy)
+  local callbacks, cb_init, cb_mkdirs = callbacks_code(sp, has_accuracy)
   local log_open, log_step, log_epoch, log_test, log_close = logger_code(sp, has_accuracy)
   local mom = o.base_momentum and lit(o.base_momentum) or "0.0"
   local settings = join {
@@ -510,7 +527,7 @@ function emit_train.program(g, info, opts)
     default_out = opts.out_default or "out",
     data_desc = data_desc, open_data = open, bind_batch = bind,
     optimizer_save = o.save, optimizer_groups = o.groups, optimizer_load = o.load,
-    drop_last = "0", callback_init = cb_init,
+    drop_last = "0", callback_init = cb_init, callback_dirs = cb_mkdirs,
     logger_open = log_open, log_step = log_step, log_epoch = log_epoch, callbacks = callbacks,
     log_test = log_test, logger_close = log_close,
   })
