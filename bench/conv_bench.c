@@ -1,5 +1,5 @@
 // conv_bench: k_conv2d forward and forward+backward at the shapes of a small
-// Fashion-MNIST CNN, batch 128, best of 10.  Compare with bench/conv_bench_torch.py:
+// Fashion-MNIST CNN, batch 128, best of 30.  Compare with bench/conv_bench_torch.py:
 //   ninja build/bench/conv_bench && OMP_NUM_THREADS=2 build/bench/conv_bench
 //   OPENBLAS_NUM_THREADS=1 /usr/bin/python3 bench/conv_bench_torch.py
 #include <stdio.h>
@@ -29,7 +29,7 @@ int main(void) {
         for (int i = 0; i < OC; i++) b[i] = 0.01f * i;
         for (size_t i = 0; i < ny; i++) dy[i] = 1;
         double best_f = 1e30, best_fb = 1e30;
-        for (int it = 0; it < 13; it++) {
+        for (int it = 0; it < 33; it++) {
             double t0 = now_ms();
             k_conv2d_forward_f32(y, x, w, b, scratch, &d);
             double t1 = now_ms();

@@ -21,7 +21,7 @@ for N, C, H, W, OC, K, P, dx in SHAPES:
     for name, fn in (("fwd", lambda: conv(x)), ("fwd+bwd", step)):
         times = []
         with torch.set_grad_enabled(name != "fwd"):
-            for _ in range(10):
+            for _ in range(30):
                 t0 = time.perf_counter(); fn(); times.append(time.perf_counter() - t0)
         best[name] = min(times) * 1e3
     print(f"torch conv N={N} {C}->{OC} {H}x{W} k{K}: fwd {best['fwd']:.2f} ms  fwd+bwd {best['fwd+bwd']:.2f} ms")

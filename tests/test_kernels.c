@@ -637,3 +637,25 @@ Test(kernels, bce) { pl_case(L_BCE, "bce"); }
 Test(kernels, bce_with_logits) { pl_case(L_BCEL, "bce_with_logits"); }
 Test(kernels, mse) { pl_case(L_MSE, "mse"); }
 Test(kernels, l1) { pl_case(L_L1, "l1"); }
+
+// ---------------------------------------------------------------------------- initialisers
+Test(kernels, init) {
+    size_t n = 200000;
+    double *p = malloc(n * sizeof(double));
+    k_init_uniform_f64(p, n, 0.25, 7, 3);
+    double s = 0, ss = 0, lo = 1, hi = -1;
+    for (size_t i = 0; i < n; i++) { s += p[i]; ss += p[i] * p[i]; lo = fmin(lo, p[i]); hi = fmax(hi, p[i]); }
+    cr_assert(lo >= -0.25 && hi < 0.25 && lo < -0.249 && hi > 0.249, "uniform(0.25): range [%g, %g]", lo, hi);
+    cr_assert(fabs(s / n) < 0.002 && fabs(ss / n - 0.25 * 0.25 / 3) < 0.001, "uniform(0.25): mean %g, var %g", s / n, ss / n);
+    k_init_normal_f64(p, n, 1.0, 2.0, 7, 4);
+    s = ss = 0;
+    for (size_t i = 0; i < n; i++) { s += p[i]; ss += (p[i] - 1) * (p[i] - 1); }
+    cr_assert(fabs(s / n - 1) < 0.02 && fabs(sqrt(ss / n) - 2) < 0.02, "normal(1, 2): mean %g, std %g", s / n, sqrt(ss / n));
+    // the same (seed, stream) gives the same numbers in both precisions
+    float *q = malloc(n * sizeof(float));
+    k_init_uniform_f32(q, 100, 0.25, 7, 3);
+    k_init_uniform_f64(p, 100, 0.25, 7, 3);
+    for (int i = 0; i < 100; i++) cr_assert(fabs(q[i] - p[i]) < 1e-7);
+    k_init_const_f32(q, 10, 1.0);
+    for (int i = 0; i < 10; i++) cr_assert_eq(q[i], 1.0f);
+}

@@ -17,6 +17,31 @@
 // In the .inc files a kernel is declared as FN(k_linear_forward)(...), which the
 // preprocessor turns into k_linear_forward_f32 and k_linear_forward_f64.
 //
+// The kernels (each as _f32 and _f64; T is float or double; "d" a dims struct below):
+//   linear     k_linear_{forward,backward}            conv2d  k_conv2d_{forward,backward}, k_conv2d_scratch
+//   pooling    k_max_pool2d_{forward,backward}        k_avg_pool2d_{forward,backward}
+//   norms      k_batch_norm_forward_{train,eval}, k_batch_norm_backward{,_eval}, k_layer_norm_{forward,backward}
+//   embedding  k_embedding_{forward,backward}
+//   pointwise  k_{relu,sigmoid,tanh,silu,gelu,dropout}_{forward,backward}
+//   arithmetic k_{add,sub,mul,div}_{forward,backward}                 (equal shapes)
+//              k_{add,sub,mul,div}_row_{forward,backward}             (a (M, K) op b (K))
+//              k_{add,sub,mul,div}_bcast_{forward,backward}           (general broadcast, k_bcast_dims)
+//              k_{add,sub,mul,div}_scalar_{forward,backward}, k_{rsub,rdiv}_scalar_{forward,backward}
+//   shape      k_permute_{forward,backward}, k_transpose_{forward,backward}, k_slice_{forward,backward},
+//              k_cat_{forward,backward}, k_sum_{forward,backward}, k_mean_{forward,backward}
+//   softmax    k_softmax_{forward,backward}, k_log_softmax_{forward,backward}
+//   matmul     k_matmul_{forward,backward} (k_matmul_dims)
+//   attention  k_sdpa_{forward,backward}, k_sdpa_scratch
+//   losses     k_cross_entropy_{forward,backward}, k_cross_entropy_soft_{forward,backward},
+//              k_cross_entropy_soft_target_backward, k_{bce,bce_with_logits,mse,l1}_{forward,backward}
+//   optimizers k_sgd_step, k_adam_step, k_adamw_step
+//   clipping   k_grad_norm, k_scale, k_clamp (and k_clip_coef, type-independent)
+//   init       k_init_uniform, k_init_normal, k_init_const
+// Each kernel's shapes and math are in the comment above it in its .inc file.
+//
+// Note for generated code: <cblas.h> (OpenBLAS) includes <complex.h>, which
+// defines the macro `I`: do not name a variable I.
+//
 // Conventions (as llm.c's train_gpt2.c):
 //  - tensors are contiguous and row-major; the comment above each kernel gives the
 //    shapes of its pointers and its math;
