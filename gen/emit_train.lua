@@ -19,6 +19,14 @@ end
 
 local function join(lines) return table.concat(lines, "\n") end
 
+-- The pragma for a loop over every parameter: threads only pay off on big buffers,
+-- and even a false `if` clause costs libgomp about 1 µs, so decide it here.
+local PAR_FOR = "    #pragma omp parallel for schedule(static)"
+local function set_param_count(n)
+  PAR_FOR = n > 32768 and "    #pragma omp parallel for schedule(static)"
+    or "    // (serial: too few parameters for threads to pay off)"
+end
+
 local function cname(name) return (name:gsub("[^%w]", "_")) end
 
 ---------------------------------------------------------------------------
@@ -155,7 +163,7 @@ local function optimizer_code(opt, sfx, momentum_expr)
     else
       step[#step + 1] = "    (void)o; (void)mom; (void)step;"
     end
-    step[#step + 1] = "    #pragma omp parallel for schedule(static) if (NUM_PARAMS > 32768)   // threads only pay off on big buffers"
+    step[#step + 1] = PAR_FOR
     step[#step + 1] = "    for (size_t i = 0; i < NUM_PARAMS; i++) {"
     step[#step + 1] = "        real d = m->grads[i];"
     if a.weight_decay ~= 0 then step[#step + 1] = string.format("        d += %s * m->params[i];", lit(a.weight_decay, sfx == "f32" and "f" or "")) end
@@ -182,7 +190,7 @@ local function optimizer_code(opt, sfx, momentum_expr)
     if adamw and a.weight_decay ~= 0 then
       step[#step + 1] = string.format("    const real decay = (real)(1.0 - lr * %s);   // decoupled weight decay", lit(a.weight_decay))
     end
-    step[#step + 1] = "    #pragma omp parallel for schedule(static) if (NUM_PARAMS > 32768)   // threads only pay off on big buffers"
+    step[#step + 1] = PAR_FOR
     step[#step + 1] = "    for (size_t i = 0; i < NUM_PARAMS; i++) {"
     step[#step + 1] = string.format("        real g = %sm->grads[i];", a.maximize and "-" or "")
     if not adamw and a.weight_decay ~= 0 then
@@ -289,7 +297,7 @@ local function clip_code(sp)
   if c.clip_val then
     return join {
       string.format("    const real v = %s;", lit(c.clip_val)),
-      "    #pragma omp parallel for schedule(static) if (NUM_PARAMS > 32768)   // threads only pay off on big buffers",
+      PAR_FOR,
       "    for (size_t i = 0; i < NUM_PARAMS; i++) m->grads[i] = m->grads[i] > v ? v : (m->grads[i] < -v ? -v : m->grads[i]);",
     }, string.format("by value, to [-%s, %s]", lit(c.clip_val), lit(c.clip_val))
   end
@@ -298,7 +306,7 @@ local function clip_code(sp)
     "    // fixed-size chunks summed in a fixed order: the same bits on every run",
     "    enum { CHUNKS = 64 };",
     "    double part[CHUNKS] = {0};",
-    "    #pragma omp parallel for schedule(static) if (NUM_PARAMS > 32768)   // threads only pay off on big buffers",
+    PAR_FOR,
     "    for (int c = 0; c < CHUNKS; c++) {",
     "        size_t lo = (size_t)NUM_PARAMS * c / CHUNKS, hi = (size_t)NUM_PARAMS * (c + 1) / CHUNKS;",
     "        double s = 0;",
@@ -321,7 +329,7 @@ local function clip_code(sp)
   end
   body[#body + 1] = string.format("    double coef = %s / (total + 1e-6);   // torch.nn.utils.clip_grad_norm_", lit(c.max_norm))
   body[#body + 1] = "    if (coef >= 1) return;"
-  body[#body + 1] = "    #pragma omp parallel for schedule(static) if (NUM_PARAMS > 32768)   // threads only pay off on big buffers"
+  body[#body + 1] = PAR_FOR
   body[#body + 1] = "    for (size_t i = 0; i < NUM_PARAMS; i++) m->grads[i] *= (real)coef;"
   return join(body), string.format("by norm (%s-norm) to %s", inf and "inf" or lit(c.norm_type), lit(c.max_norm))
 end
@@ -475,6 +483,7 @@ function emit_train.program(g, info, opts)
   local sp = g.spec
   local tr = sp.train
   local ty = info.types
+  set_param_count(info.state.nparams)
   local open, bind, data_desc = data_code(sp, info.fields, ty.ctype)
   local o = optimizer_code(tr.optimizer, ty.sfx)
   local lr_body, sched_desc, onecycle = schedule_code(sp, tr.optimizer)

@@ -105,6 +105,32 @@ Test(kernels, max_pool2d) {
         gc_check(c, "max_pool2d");
     }
 }
+// The branch-free 2x2/stride-2 path equals the plain scan (first maximum in scan
+// order, a NaN wins) on data full of ties and with NaNs, output and argmax alike.
+Test(kernels, max_pool2d_2x2_fast_path) {
+    k_pool2d_dims d = {3, 2, 9, 8, 2, 2, 2, 2, 0, 0, 1, 1, 4, 4, 1};   // odd H: the last row is unused
+    size_t n = (size_t)3 * 2 * 9 * 8, no = (size_t)3 * 2 * 4 * 4;
+    float *x = malloc(n * sizeof(float)), *out = malloc(no * sizeof(float));
+    int32_t *am = malloc(no * sizeof(int32_t));
+    uint64_t s = 7;
+    for (size_t i = 0; i < n; i++) { s = s * 6364136223846793005ull + 1442695040888963407ull; x[i] = (float)((s >> 60) % 3); }
+    x[5] = NAN; x[100] = NAN; x[101] = NAN;
+    k_max_pool2d_forward_f32(out, am, x, &d);
+    for (int pl = 0; pl < 6; pl++)
+        for (int oh = 0; oh < 4; oh++)
+            for (int ow = 0; ow < 4; ow++) {
+                const float *p = x + (size_t)pl * 72;
+                float best = -INFINITY; int bi = 2 * oh * 8 + 2 * ow;
+                for (int h = 2 * oh; h < 2 * oh + 2; h++)
+                    for (int w = 2 * ow; w < 2 * ow + 2; w++)
+                        if (p[h * 8 + w] > best || isnan(p[h * 8 + w])) { best = p[h * 8 + w]; bi = h * 8 + w; }
+                size_t o = (size_t)pl * 16 + oh * 4 + ow;
+                cr_assert(am[o] == bi, "argmax at plane %d (%d, %d): %d, want %d", pl, oh, ow, am[o], bi);
+                cr_assert(isnan(best) ? isnan(out[o]) : out[o] == best);
+            }
+    free(x); free(out); free(am);
+}
+
 #define AVGPOOL_BODY(S) k_avg_pool2d_forward_##S(OUT, X[0], &c->pd);
 GC_FWD(avgpool, AVGPOOL_BODY)
 static void avgpool_bwd(gc *c) { if (c->g[0]) k_avg_pool2d_backward_f64(c->g[0], c->w, &c->pd); }

@@ -86,6 +86,13 @@ typedef struct { int N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW; int cou
 // operand a is read at element offset sum_i idx[i] * sa[i] (sa[i] = 0 on dims where
 // a is broadcast), b likewise with sb.  The emitter computes the strides.
 #define K_MAXDIM 6
+
+// K_PARALLEL_FOR(cond, for (...) body;) runs the loop on the OpenMP team when cond
+// holds and plainly otherwise.  Not `#pragma omp parallel for if (cond)`: with a false
+// condition libgomp still sets up a one-thread team, about 1 µs a loop, which is most of
+// the step of a small model.
+#define K_PARALLEL_FOR(cond, ...) \
+    do { if (cond) { _Pragma("omp parallel for") __VA_ARGS__ } else { __VA_ARGS__ } } while (0)
 typedef struct { int ndim; int shape[K_MAXDIM]; int64_t sa[K_MAXDIM], sb[K_MAXDIM]; } k_bcast_dims;
 
 // Batched matmul with broadcast batch dims:
