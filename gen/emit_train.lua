@@ -352,6 +352,7 @@ end
 
 local function callbacks_code(sp, has_accuracy)
   local lines, init, mkdirs = {}, {}, {}
+  local best_ckpt = nil   -- where the best checkpoint is tracked, for testing it
   local slot = 0
   local function take(initial)
     slot = slot + 1
@@ -399,6 +400,7 @@ local function callbacks_code(sp, has_accuracy)
         -- the slots start as "empty" (epoch -1)
         for i = 0, k - 1 do init[base + 3 * i + 2] = "-1" end
         local better = maximize and ">" or "<"
+        if a.monitor and not best_ckpt then best_ckpt = { base = base, k = k, better = better, dir = dir, monitor = a.monitor } end
         lines[#lines + 1] = "        {"
         lines[#lines + 1] = string.format("            double *top = &next.cb[%d];   // %d × (value, epoch, step); epoch < 0: an empty slot", base, k)
         lines[#lines + 1] = string.format("            double value = %s;", var)
@@ -432,7 +434,23 @@ local function callbacks_code(sp, has_accuracy)
   for _, d in ipairs(mkdirs) do
     mk[#mk + 1] = string.format("    if (mkdir(\"%s\", 0777) && errno != EEXIST) { fprintf(stderr, \"%s: %%s\\n\", strerror(errno)); return 1; }", d, d)
   end
-  return join(lines), table.concat(init, ", "), #mk > 0 and join(mk) or "    // (checkpoints go to --out)"
+  local test_desc, test_weights = "", "        // (the final weights)"
+  if best_ckpt then
+    -- Lightning's trainer.test(ckpt_path="best"): test the best checkpoint by the monitor
+    local b = best_ckpt
+    test_desc = string.format(": the best checkpoint by %s, as Lightning's trainer.test(ckpt_path=\"best\")", b.monitor)
+    test_weights = join {
+      "        int best = -1;",
+      string.format("        for (int i = 0; i < %d; i++)", b.k),
+      string.format("            if (rs.cb[%d + 3 * i + 1] >= 0 && (best < 0 || rs.cb[%d + 3 * i] %s rs.cb[%d + 3 * best])) best = i;", b.base, b.base, b.better, b.base),
+      "        if (best >= 0) {",
+      string.format("            snprintf(path, sizeof path, \"%%s/epoch=%%lld-step=%%lld.safetensors\", %s, (long long)rs.cb[%d + 3 * best + 1], (long long)rs.cb[%d + 3 * best + 2]);", b.dir == "args.out" and "args.out" or b.dir, b.base, b.base),
+      "            load_weights(path, &m);",
+      "            if (!args.quiet) printf(\"testing %s\\n\", path);",
+      "        }",
+    }
+  end
+  return join(lines), table.concat(init, ", "), #mk > 0 and join(mk) or "    // (checkpoints go to --out)", test_desc, test_weights
 end
 
 local function logger_code(sp, has_accuracy)
@@ -489,7 +507,7 @@ function emit_train.program(g, info, opts)
   local lr_body, sched_desc, onecycle = schedule_code(sp, tr.optimizer)
   local clip_body, clip_desc = clip_code(sp)
   local has_accuracy = info.has_accuracy
-  local callbacks, cb_init, cb_mkdirs = callbacks_code(sp, has_accuracy)
+  local callbacks, cb_init, cb_mkdirs, test_desc, test_weights = callbacks_code(sp, has_accuracy)
   local log_open, log_step, log_epoch, log_test, log_close = logger_code(sp, has_accuracy)
   local mom = o.base_momentum and lit(o.base_momentum) or "0.0"
   local settings = join {
@@ -537,6 +555,7 @@ function emit_train.program(g, info, opts)
     data_desc = data_desc, open_data = open, bind_batch = bind,
     optimizer_save = o.save, optimizer_groups = o.groups, optimizer_load = o.load,
     drop_last = "0", callback_init = cb_init, callback_dirs = cb_mkdirs,
+    test_desc = test_desc, test_weights = test_weights,
     logger_open = log_open, log_step = log_step, log_epoch = log_epoch, callbacks = callbacks,
     log_test = log_test, logger_close = log_close,
   })

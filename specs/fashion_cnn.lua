@@ -18,9 +18,10 @@ train {
   batch_size = 128,
   loss = function(m, b) return cross_entropy(m(b), b.label) end,
   optimizer = AdamW { lr = 1e-3, weight_decay = 0.01 },
+  scheduler = WarmupCosine { warmup_steps = 0 },   -- cosine decay to 0 over the run
   epochs = 10,
   callbacks = {
-    EarlyStopping { monitor = "val/loss", patience = 3 },
+    EarlyStopping { monitor = "val/acc", mode = "max", patience = 3 },
     ModelCheckpoint { monitor = "val/acc", mode = "max", save_top_k = 1, save_last = true },
   },
   loggers = { CSVLogger { root_dir = "logs" } },

@@ -17,6 +17,7 @@ train {
   batch_size = 128,
   loss = function(m, b) return cross_entropy(m(b), b.label) end,
   optimizer = AdamW { lr = 1e-3, weight_decay = 0.01 },
+  scheduler = WarmupCosine { warmup_steps = 0 },   -- cosine decay to 0 over the run
   epochs = 5,
   loggers = { CSVLogger { root_dir = "logs" } },
 }
