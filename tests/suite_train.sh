@@ -80,6 +80,22 @@ if [ $rc -eq 0 ] && grep -q "stopped by signal" "$work/s.log" && [ -f "$work/s/l
   else fail "SIGTERM checkpoints and exits 0" "resume failed: $(tail -2 "$work/s2.log")"; fi
 else fail "SIGTERM checkpoints and exits 0" "rc=$rc: $(tail -3 "$work/s.log")"; fi
 
+# SIGKILL at arbitrary moments (also while a checkpoint is being written): whatever
+# last.safetensors is left is complete, and the run resumes from it
+killed_ok=1
+for delay in 0.7 1.1 1.6 2.3; do
+  rm -rf "$work/k"
+  "$train" --epochs 50 --out "$work/k" --quiet >/dev/null 2>&1 &
+  pid=$!
+  sleep $delay
+  kill -KILL $pid 2>/dev/null; wait $pid 2>/dev/null
+  if [ -f "$work/k/last.safetensors" ] &&
+     ! "$train" --epochs 1 --max-steps 1 --resume "$work/k/last.safetensors" --out "$work/k2" --quiet >"$work/k.log" 2>&1; then
+    killed_ok=0; echo "# after SIGKILL at ${delay}s: $(tail -1 "$work/k.log")"
+  fi
+done
+if [ $killed_ok = 1 ]; then ok "SIGKILL leaves a loadable checkpoint"; else fail "SIGKILL leaves a loadable checkpoint" "see above"; fi
+
 # checkpoint errors
 head -c 1000 "$work/a/last.safetensors" >"$work/trunc.safetensors"
 expect_error "truncated checkpoint" "trunc.safetensors" "$train" --resume "$work/trunc.safetensors" --out "$work/o4"
