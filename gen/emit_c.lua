@@ -235,7 +235,13 @@ function emit.model(g, opts)
   local precision = opts.precision or sp.fabric.precision
   local ty = TYPES[precision]
   if not ty then
-    diag.fatal(sp.fabric.where, string.format("precision '%s' is not supported by the C backend yet (supported: 32-true, 64-true)", precision))
+    diag.fatal(sp.fabric.where, string.format("precision '%s' is not supported by the C backend yet (supported: 32-true, 64-true; loom build --precision=32-true overrides the spec)", precision))
+  end
+  -- what the spec asks for that this backend does not do yet is said once, not ignored
+  local f = sp.fabric
+  if (f.strategy ~= "auto" and f.strategy) or (f.devices ~= "auto" and f.devices ~= 1) or f.num_nodes ~= 1 then
+    io.stderr:write(string.format("%s:%d: note: strategy '%s' on %s device(s) is not implemented yet; the program trains in one process\n",
+      f.where and f.where.file or sp.file, f.where and f.where.line or 1, f.strategy, tostring(f.devices)))
   end
   local trace = g.loss
   if not trace then

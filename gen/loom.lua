@@ -180,8 +180,12 @@ end
 function commands.build(opts, path)
   local dir = generate(path, opts)
   if not dir then return end
-  if not opts.no_compile then compile(dir) end
-  io.write(string.format("built %s/train\n", dir))
+  if opts.no_compile then
+    io.write(string.format("wrote %s (not compiled: ninja -C %s)\n", dir, dir))
+  else
+    compile(dir)
+    io.write(string.format("built %s/train\n", dir))
+  end
 end
 
 function commands.train(opts, path)
