@@ -94,11 +94,12 @@ for s in "${specs[@]}"; do
     IFS='|' read -r name opt clip on <<<"$c"
     [[ " $on " == *" $s "* ]] || continue
     v="$tmp/${s}_$name"
-    # the spec with its optimizer line replaced (and a clip line added)
+    # the spec with its optimizer line replaced (and a clip line added), and without
+    # its learning-rate schedule: the reference steps torch.optim at a constant lr
     line="  optimizer = $opt,"
     [ -n "$clip" ] && line="$line
   clip = $clip,"
-    awk -v line="$line" '/^[[:space:]]*optimizer = / { print line; next } { print }' "specs/$s.lua" >"$v.lua"
+    awk -v line="$line" '/^[[:space:]]*optimizer = / { print line; next } /^[[:space:]]*scheduler = / { next } { print }' "specs/$s.lua" >"$v.lua"
     ok=1
     for prec in 32 64; do
       if ! msg=$(harness "$v.lua" "${v}_$prec" "$prec-true" "$tmp/${s}_$prec"); then
