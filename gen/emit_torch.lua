@@ -11,6 +11,15 @@ local emit_torch = {}
 local function pyrepr(v) return util.pyrepr(v) end
 local function pybool(v) return v and "True" or "False" end
 
+-- A pooling argument as the user passed it (2 stays 2, a pair stays a tuple), so
+-- PyTorch prints the module as loom does.
+local function pool_arg(raw, name, pair, default)
+  local r = raw[name]
+  if r == nil then r = default end
+  if math.type(r) == "integer" then return tostring(r) end
+  return pyrepr(pair)
+end
+
 -- Constructor call of a built-in module with the spec's arguments.
 local CTORS = {
   Linear = function(a) return string.format("nn.Linear(%d, %d, bias=%s)", a.in_features, a.out_features, pybool(a.bias)) end,
@@ -20,24 +29,13 @@ local CTORS = {
       a.out_channels, pyrepr(a.kernel_size), pyrepr(a.stride), pad, pyrepr(a.dilation), a.groups, pybool(a.bias))
   end,
   MaxPool2d = function(a, raw)
-    local function arg(name, pair, default)
-      local r = raw[name]
-      if r == nil then r = default end
-      if math.type(r) == "integer" then return tostring(r) end
-      return pyrepr(pair)
-    end
-    return string.format("nn.MaxPool2d(%s, stride=%s, padding=%s, dilation=%s, ceil_mode=%s)", arg("kernel_size", a.kernel_size),
-      arg("stride", a.stride, raw.kernel_size), arg("padding", a.padding, 0), arg("dilation", a.dilation, 1), pybool(a.ceil_mode))
+    return string.format("nn.MaxPool2d(%s, stride=%s, padding=%s, dilation=%s, ceil_mode=%s)", pool_arg(raw, "kernel_size", a.kernel_size),
+      pool_arg(raw, "stride", a.stride, raw.kernel_size), pool_arg(raw, "padding", a.padding, 0), pool_arg(raw, "dilation", a.dilation, 1),
+      pybool(a.ceil_mode))
   end,
   AvgPool2d = function(a, raw)
-    local function arg(name, pair, default)
-      local r = raw[name]
-      if r == nil then r = default end
-      if math.type(r) == "integer" then return tostring(r) end
-      return pyrepr(pair)
-    end
-    return string.format("nn.AvgPool2d(%s, stride=%s, padding=%s, ceil_mode=%s, count_include_pad=%s)", arg("kernel_size", a.kernel_size),
-      arg("stride", a.stride, raw.kernel_size), arg("padding", a.padding, 0), pybool(a.ceil_mode), pybool(a.count_include_pad))
+    return string.format("nn.AvgPool2d(%s, stride=%s, padding=%s, ceil_mode=%s, count_include_pad=%s)", pool_arg(raw, "kernel_size", a.kernel_size),
+      pool_arg(raw, "stride", a.stride, raw.kernel_size), pool_arg(raw, "padding", a.padding, 0), pybool(a.ceil_mode), pybool(a.count_include_pad))
   end,
   BatchNorm1d = function(a) return string.format("nn.BatchNorm1d(%d, eps=%s, momentum=%s, affine=%s, track_running_stats=%s)",
     a.num_features, util.pyfloat(a.eps), a.momentum == false and "None" or util.pyfloat(a.momentum), pybool(a.affine), pybool(a.track_running_stats)) end,

@@ -1,5 +1,6 @@
 // Safetensors checkpoints: see ckpt.h for the format and the guarantees.
 #include "ckpt.h"
+#include "sbuf.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -153,23 +154,6 @@ int ckpt_writer_set_meta_f64(ckpt_writer *w, const char *key, double value) {
     return ckpt_writer_set_meta(w, key, buf);
 }
 
-// A growable byte buffer for the header.
-typedef struct { char *p; size_t n, cap; int oom; } sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (b->n + n + 1 > cap) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) { b->oom = 1; return; }
-        b->p = p; b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-static void sb_str(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
 
 // A JSON string literal; names and metadata may hold any byte but '\0'.
 static void sb_json_string(sbuf *b, const char *s) {

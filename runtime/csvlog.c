@@ -1,5 +1,6 @@
 // Lightning-compatible CSV metrics. See csvlog.h.
 #include "csvlog.h"
+#include "sbuf.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -270,21 +271,6 @@ int csvlog_hparam_bool(csvlog *log, const char *key, int value) { return set_hpa
 
 // Writes text to dir/name through a temporary file and a rename, so a reader (or a
 // crash) never sees half a file.
-typedef struct { char *p; size_t n, cap; int oom; } sbuf;
-static void sb_put(sbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (b->n + n + 1 > cap) cap *= 2;
-        char *q = realloc(b->p, cap);
-        if (!q) { b->oom = 1; return; }
-        b->p = q; b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-static void sb_str(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
 
 static int write_file(csvlog *log, const char *name, const sbuf *b, int append) {
     char path[4300], tmp[4400];
