@@ -241,7 +241,7 @@ local function schedule_code(sp, opt)
       string.format("    if (step < warmup) return %s * (double)(step + 1) / warmup;", lit(base)),
       "    double progress = (double)(step - warmup) / (double)(total_steps > warmup ? total_steps - warmup : 1);",
       "    if (progress > 1) progress = 1;",
-      string.format("    return %s + (%s - %s) * 0.5 * (1.0 + cos(M_PI * progress));", lit(a.min_lr), lit(base), lit(a.min_lr)),
+      string.format("    return %s + (%s - %s) * 0.5 * (1.0 + cos(PI * progress));", lit(a.min_lr), lit(base), lit(a.min_lr)),
     }, string.format("linear warmup for %d steps, then cosine to %s", a.warmup_steps, lit(a.min_lr)), nil
   end
   if sched.kind == "OneCycleLR" then
@@ -270,7 +270,7 @@ local function schedule_code(sp, opt)
     for i, ph in ipairs(phases) do
       body[#body + 1] = string.format("    double end%d = %s;", i, ph[1])
       local anneal = a.anneal_strategy == "cos"
-        and "%s + (%s - %s) / 2.0 * (cos(M_PI * pct) + 1)"
+        and "%s + (%s - %s) / 2.0 * (cos(PI * pct) + 1)"
         or "(%s - %s) * pct + %s"
       local expr
       if a.anneal_strategy == "cos" then
@@ -535,7 +535,7 @@ function emit_train.program(g, info, opts)
       lines[#lines + 1] = string.format("    double end%d = %s;", i, ph[1])
       local from, to = moms[i][1], moms[i][2]
       local expr = a.anneal_strategy == "cos"
-        and string.format("%s + (%s - %s) / 2.0 * (cos(M_PI * pct) + 1)", lit(to), lit(from), lit(to))
+        and string.format("%s + (%s - %s) / 2.0 * (cos(PI * pct) + 1)", lit(to), lit(from), lit(to))
         or string.format("(%s - %s) * pct + %s", lit(to), lit(from), lit(from))
       local cond = i == #onecycle.phases and "" or string.format("if (step <= end%d) ", i)
       lines[#lines + 1] = string.format("    %s{ double pct = (step - start) / (end%d - start); return %s; }", cond, i, expr)

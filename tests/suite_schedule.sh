@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Learning-rate schedules (and OneCycleLR's momentum cycling) of generated programs
+# against torch.optim.lr_scheduler, step by step.
+set -u
+LOOM=${LOOM:-build/loom}
+PY=/usr/bin/python3
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cases="steplr_epoch onecycle_cos onecycle_linear3 warmupcosine"
+if ! OPENBLAS_NUM_THREADS=1 "$PY" -c "import torch" 2>/dev/null; then
+  for c in $cases; do echo "ok schedule $c # SKIP no torch for $PY"; done; exit 0
+fi
+STEPS=40; PER_EPOCH=8
+for c in $cases; do
+  case $c in
+    steplr_epoch) sched='StepLR { step_size = 2, gamma = 0.5 }' ;;
+    onecycle_cos) sched="OneCycleLR { max_lr = 0.2, total_steps = $STEPS }" ;;
+    onecycle_linear3) sched="OneCycleLR { max_lr = 0.2, total_steps = $STEPS, anneal_strategy = 'linear', three_phase = true, pct_start = 0.25 }" ;;
+    warmupcosine) sched="WarmupCosine { warmup_steps = 5 }" ;;
+  esac
+  cat >"$work/$c.lua" <<LUA
+model "S" { inputs = { x = Tensor{2} }, fc = Linear(2, 1), forward = function(m, b) return m.fc(b.x) end }
+train {
+  data = Synthetic { fields = { x = Tensor{2}, y = Tensor{1} } },
+  batch_size = 4, loss = function(m, b) return mse(m(b), b.y) end,
+  optimizer = SGD { lr = 0.1, momentum = 0.9 }, scheduler = $sched, epochs = 5,
+}
+LUA
+  if ! "$LOOM" build "$work/$c.lua" --no-compile -o "$work/$c" >"$work/$c.log" 2>&1; then
+    echo "not ok schedule $c: $(tail -2 "$work/$c.log")"; continue
+  fi
+  d="$work/$c"
+  if ! cc -std=c11 -O2 -fopenmp -I"$d" tests/harness/schedule.c "$d/optim.c" "$d/model.c" -o "$d/schedule" -lopenblas -lm 2>"$work/$c.cc"; then
+    echo "not ok schedule $c: harness does not compile: $(grep -m1 error "$work/$c.cc")"; continue
+  fi
+  "$d/schedule" $STEPS $PER_EPOCH $STEPS | OPENBLAS_NUM_THREADS=1 "$PY" tests/torch/schedule.py $c $STEPS $PER_EPOCH |
+    sed "s/^ok/ok schedule $c/; s/^not ok/not ok schedule $c/"
+done
+exit 0

@@ -1,0 +1,51 @@
+"""Compares a loom program's learning-rate (and momentum) schedule with PyTorch's:
+
+    /usr/bin/python3 tests/torch/schedule.py KIND STEPS STEPS_PER_EPOCH < loom_output
+
+KIND is steplr_epoch, onecycle_cos, onecycle_linear3 or warmupcosine (the settings
+tests/suite_schedule.sh writes into the spec).  Prints "ok" or "not ok: why".
+"""
+import math
+import sys
+
+import torch
+
+kind, steps, per_epoch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+loom = [tuple(map(float, line.split())) for line in sys.stdin if line.strip()]
+p = torch.nn.Parameter(torch.zeros(1))
+ref = []
+if kind == "warmupcosine":   # not a PyTorch class: LambdaLR with the same formula
+    warm, total, base = 5, steps, 0.1
+    for s in range(steps):
+        if s < warm:
+            ref.append((base * (s + 1) / warm, 0.9))
+        else:
+            prog = min(1.0, (s - warm) / max(1, total - warm))
+            ref.append((0.5 * base * (1 + math.cos(math.pi * prog)), 0.9))
+else:
+    opt = torch.optim.SGD([p], lr=0.1, momentum=0.9)
+    if kind == "steplr_epoch":
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    elif kind == "onecycle_cos":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.2, total_steps=steps)
+    elif kind == "onecycle_linear3":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.2, total_steps=steps, anneal_strategy="linear",
+                                                    three_phase=True, pct_start=0.25)
+    for s in range(steps):
+        g = opt.param_groups[0]
+        ref.append((g["lr"], g["momentum"]))
+        opt.step()
+        if kind == "steplr_epoch":
+            if (s + 1) % per_epoch == 0:
+                sched.step()
+        else:
+            sched.step()
+worst = max(max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(l, r)) for l, r in zip(loom, ref))
+if len(loom) != len(ref) or worst > 1e-9:
+    print("not ok: worst relative difference %.3e over %d steps (loom %d lines)" % (worst, len(ref), len(loom)))
+    for s, (l, r) in enumerate(zip(loom, ref)):
+        if max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(l, r)) > 1e-9:
+            print("#   step %d: loom %s torch %s" % (s, l, r))
+            break
+else:
+    print("ok (worst relative difference %.1e over %d steps)" % (worst, len(ref)))
