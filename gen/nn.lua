@@ -283,7 +283,7 @@ local function bind(cls, sig, args)
       if s.required and given[s[1]] ~= nil then shown[#shown + 1] = format_arg(given[s[1]]) end
     end
   end
-  return out, cls .. "(" .. table.concat(shown, ", ") .. ")"
+  return out, cls .. "(" .. table.concat(shown, ", ") .. ")", given
 end
 
 ---------------------------------------------------------------------------
@@ -299,8 +299,9 @@ local function builtin(name, def)
   class[name] = function(...)
     local where = diag.here()
     local args = table.pack(...)
-    local a, call_text = bind(name, def.signature, args)
-    local p, rec = new_module(name, where, { args = a, call_text = call_text,
+    -- `raw` keeps each argument as written: PyTorch prints some as given (2 vs (2, 2), 0 vs 0.0)
+    local a, call_text, raw = bind(name, def.signature, args)
+    local p, rec = new_module(name, where, { args = a, call_text = call_text, raw = raw,
       extra_repr = def.extra_repr, forward = def.forward, param_by_name = {} })
     if not diag.has_errors() and def.init then def.init(rec, a) end
     for _, prm in ipairs(rec.params) do rec.param_by_name[prm.name] = prm end
@@ -431,7 +432,6 @@ pool("AvgPool2d", "avg_pool2d",
 -- passed, so Dropout(0) prints p=0 and Dropout(0.0) prints p=0.0.
 local function num_text(rec, name, pos)
   local raw = rec.raw and rec.raw[name]
-  if raw == nil and rec.raw_positional then raw = rec.raw_positional[pos] end
   if math.type(raw) == "integer" then return tostring(raw) end
   return util.pyfloat(rec.args[name])
 end
@@ -545,36 +545,6 @@ activation("GELU", "gelu", { { "approximate", "gelu_approx", "none" } },
 activation("Softmax", "softmax", { { "dim", "dim", nil } },
   function(rec) return "dim=" .. (rec.args.dim == nil and "None" or tostring(rec.args.dim)) end,
   function(a) return { dim = a.dim } end)
-
--- Remember the raw arguments too (pooling prints them as given).
-for name, ctor in pairs(class) do
-  class[name] = function(...)
-    local p = ctor(...)
-    local rec = records[p]
-    local args = table.pack(...)
-    rec.raw = {}
-    local n = args.n
-    if n > 0 and is_options(args[n]) then
-      for k, v in pairs(args[n]) do rec.raw[k] = v end
-      n = n - 1
-    end
-    rec.raw_positional = { table.unpack(args, 1, n) }
-    return p
-  end
-end
-
--- Positional raw args by name for the pooling classes.
-local pool_positional = { "kernel_size", "stride", "padding", "dilation" }
-for _, name in ipairs { "MaxPool2d", "AvgPool2d" } do
-  local ctor = class[name]
-  class[name] = function(...)
-    local p = ctor(...)
-    local rec = records[p]
-    local names = name == "MaxPool2d" and pool_positional or { "kernel_size", "stride", "padding" }
-    for i, v in ipairs(rec.raw_positional) do if names[i] then rec.raw[names[i]] = v end end
-    return p
-  end
-end
 
 ---------------------------------------------------------------------------
 -- Containers and user-defined modules.
