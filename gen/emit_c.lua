@@ -36,11 +36,13 @@ local function count_expr(shape, from, to)
 end
 
 -- The emitter context handed to the rules in gen/ops_cpu.lua (see there).
-local function context(g, st, p, ty, ad)
+-- `read_only`: declare pointers const (a function that takes a const Model).
+local function context(g, st, p, ty, ad, read_only)
   local e = { T = ty.ctype, sfx = ty.sfx, decls = {}, declared = {} }
   local function declare(name, line)
     if not e.declared[name] then
       e.declared[name] = true
+      if read_only then line = line:gsub("^    real %*", "    const real *") end
       e.decls[#e.decls + 1] = line
     end
     return name
@@ -297,16 +299,7 @@ function emit.model(g, opts)
   end
 
   -- metrics
-  local em = context(g, st, p, ty, nil)
-  em.ptr = function(t)
-    -- const view of the same storage (the metrics function takes a const Model)
-    local e2 = context(g, st, p, ty, nil)
-    local expr = e2.ptr(t)
-    local line = e2.decls[1]
-    line = line:gsub("^    real %*", "    const real *"):gsub("^    const int64_t %*", "    const int64_t *")
-    if not em.declared[expr] then em.declared[expr] = true; em.decls[#em.decls + 1] = line end
-    return expr
-  end
+  local em = context(g, st, p, ty, nil, true)
   local loss_node = loss.node
   local mbody = metrics_body(em, loss_node)
   local has_accuracy = mbody ~= nil
