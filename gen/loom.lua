@@ -104,7 +104,7 @@ function commands.explain(opts, path)
   local dir = opts.out or ("build/" .. spec_basename(path))
   local ok, err = require("loomc").mkdir_p(dir)
   if not ok then diag.fatal(nil, "cannot create " .. err) end
-  local md = report.markdown(g)
+  local md = report.markdown(g, { report.memory_section(g) })
   write(dir .. "/REPORT.md", md)
   write(dir .. "/REPORT.html", report.html(g.model_rec.class .. " — loom report", md))
   io.write(string.format("wrote %s/REPORT.md and %s/REPORT.html\n", dir, dir))

@@ -92,6 +92,44 @@ function report.markdown(g, sections)
   return table.concat(out, "\n") .. "\n"
 end
 
+-- The C backend's memory plan for the training step (gen/plan.lua), at the spec's
+-- batch size: what the generated program allocates, buffer by buffer.
+function report.memory_section(g)
+  if not (g.loss and g.spec.train) then return nil end
+  local plan = require "plan"
+  local ops_cpu = require "ops_cpu"
+  for _, node in ipairs(g.loss.nodes) do
+    if not ops_cpu[node.op] then return nil end   -- not on the C backend (yet)
+  end
+  local ad = require("autodiff").differentiate(g.loss)
+  local st = plan.state(g)
+  local B = g.spec.train.batch_size
+  local p = plan.activations(g.loss, ad, B)
+  local esize = g.spec.fabric.precision == "64-true" and 8 or 4
+  local opt = g.spec.train.optimizer
+  local nstate = opt.kind == "SGD" and (opt.args.momentum ~= 0 and 1 or 0) or (opt.args.amsgrad and 3 or 2)
+  local rows = {
+    { "parameters", st.nparams * esize },
+    { "gradients", st.nparams * esize },
+    { string.format("optimizer state (%s: %d per parameter)", opt.kind, nstate), nstate * st.nparams * esize },
+    { "buffers (running statistics, counters)", st.nbuffers * esize + 8 * #st.counters },
+    { string.format("activations and what backward keeps (B = %d)", B), p.nacts * esize },
+    { "activation gradients", p.ngrads * esize },
+    { "max-pool argmax (int32)", p.nint * 4 },
+  }
+  local out = { "## Memory plan (C backend)", "",
+    string.format("What the generated program allocates for a training step at batch %d (%s; scratch for im2col comes on top and depends on the thread count).", B,
+      esize == 8 and "float64" or "float32"), "",
+    "| buffer | bytes |", "| --- | ---: |" }
+  local total = 0
+  for _, r in ipairs(rows) do
+    out[#out + 1] = string.format("| %s | %s |", r[1], util.human_bytes(r[2]))
+    total = total + r[2]
+  end
+  out[#out + 1] = string.format("| **total** | **%s** |", util.human_bytes(total))
+  return table.concat(out, "\n")
+end
+
 local HTML_HEAD = [[<!doctype html>
 <html><head><meta charset="utf-8"><title>%s</title>
 <style>
