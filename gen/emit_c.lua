@@ -237,6 +237,9 @@ function emit.model(g, opts)
   local precision = opts.precision or sp.fabric.precision
   local ty = TYPES[precision]
   if not ty then
+    if opts.precision then   -- from the command line, not the spec
+      diag.fatal(nil, string.format("--precision=%s is not supported by the C backend yet (supported: 32-true, 64-true)", precision))
+    end
     diag.fatal(sp.fabric.where, string.format("precision '%s' is not supported by the C backend yet (supported: 32-true, 64-true; loom build --precision=32-true overrides the spec)", precision))
   end
   -- what the spec asks for that this backend does not do yet is said once, not ignored

@@ -48,7 +48,9 @@ local function parse_args(args)
       i = i + 1
       opts.out = args[i] or usage_error("-o needs a directory")
     elseif a:match("^%-%-precision=") then
-      opts.precision = a:sub(13)
+      local prec, msg = require("spec").check_precision(a:sub(13), "--precision")
+      if not prec then usage_error(msg) end
+      opts.precision = prec
     elseif a:match("^%-%-dump=") then
       opts.dump = a:sub(8)
       local ok = false

@@ -355,6 +355,9 @@ local function check_strategy(v, what)
   return r, msg
 end
 
+-- Also for the command line's --precision.
+spec.check_precision = check_precision
+
 local FABRIC_SCHEMA = {
   accelerator = { function(v, what)
     if v == "gpu" then return "cuda" end
