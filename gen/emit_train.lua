@@ -219,6 +219,27 @@ end
 ---------------------------------------------------------------------------
 -- learning-rate schedule
 
+-- OneCycleLR's piecewise annealing, as C statements: `ends` are the phases' last
+-- steps (C expressions), `values` their {from, to}; torch's _annealing_cos/_linear.
+local function onecycle_phases(a, ends, values)
+  local lines = {
+    a.total_steps and string.format("    total_steps = %d;", a.total_steps) or "    // total_steps: the run's",
+    string.format("    const double pct_start = %s;", lit(a.pct_start)),
+    "    double start = 0;",
+  }
+  for i, e in ipairs(ends) do
+    local from, to = values[i][1], values[i][2]
+    lines[#lines + 1] = string.format("    double end%d = %s;", i, e)
+    local expr = a.anneal_strategy == "cos"
+      and string.format("%s + (%s - %s) / 2.0 * (cos(PI * pct) + 1)", lit(to), lit(from), lit(to))
+      or string.format("(%s - %s) * pct + %s", lit(to), lit(from), lit(from))
+    local cond = i == #ends and "" or string.format("if (step <= end%d) ", i)
+    lines[#lines + 1] = string.format("    %s{ double pct = (step - start) / (end%d - start); return %s; }", cond, i, expr)
+    if i < #ends then lines[#lines + 1] = string.format("    start = end%d;", i) end
+  end
+  return lines
+end
+
 local function schedule_code(sp, opt)
   local sched = sp.train.scheduler
   local base = opt.args.lr
@@ -245,45 +266,18 @@ local function schedule_code(sp, opt)
     }, string.format("linear warmup for %d steps, then cosine to %s", a.warmup_steps, lit(a.min_lr)), nil
   end
   if sched.kind == "OneCycleLR" then
-    -- torch.optim.lr_scheduler.OneCycleLR: phases (end step, lr from, lr to, momentum from, momentum to)
+    -- torch.optim.lr_scheduler.OneCycleLR: its phases' last steps and lr from/to
     local initial = a.max_lr / a.div_factor
     local min_lr = initial / a.final_div_factor
-    local body = {
-      "    (void)epoch;",
-      a.total_steps and string.format("    total_steps = %d;", a.total_steps) or "    // total_steps: the run's",
-      string.format("    const double pct_start = %s;", lit(a.pct_start)),
-    }
-    local phases
-    if a.three_phase then
-      phases = {
-        { "pct_start * total_steps - 1", initial, a.max_lr },
-        { "2 * pct_start * total_steps - 2", a.max_lr, initial },
-        { "total_steps - 1.0", initial, min_lr },
-      }
-    else
-      phases = {
-        { "pct_start * total_steps - 1", initial, a.max_lr },
-        { "total_steps - 1.0", a.max_lr, min_lr },
-      }
-    end
-    body[#body + 1] = "    double start = 0;"
-    for i, ph in ipairs(phases) do
-      body[#body + 1] = string.format("    double end%d = %s;", i, ph[1])
-      local anneal = a.anneal_strategy == "cos"
-        and "%s + (%s - %s) / 2.0 * (cos(PI * pct) + 1)"
-        or "(%s - %s) * pct + %s"
-      local expr
-      if a.anneal_strategy == "cos" then
-        expr = string.format(anneal, lit(ph[3]), lit(ph[2]), lit(ph[3]))
-      else
-        expr = string.format(anneal, lit(ph[3]), lit(ph[2]), lit(ph[2]))
-      end
-      local cond = i == #phases and "" or string.format("if (step <= end%d) ", i)
-      body[#body + 1] = string.format("    %s{ double pct = (step - start) / (end%d - start); return %s; }", cond, i, expr)
-      if i < #phases then body[#body + 1] = string.format("    start = end%d;", i) end
-    end
+    local ends = a.three_phase
+      and { "pct_start * total_steps - 1", "2 * pct_start * total_steps - 2", "total_steps - 1.0" }
+      or { "pct_start * total_steps - 1", "total_steps - 1.0" }
+    local lrs = a.three_phase and { { initial, a.max_lr }, { a.max_lr, initial }, { initial, min_lr } }
+      or { { initial, a.max_lr }, { a.max_lr, min_lr } }
+    local body = onecycle_phases(a, ends, lrs)
+    table.insert(body, 1, "    (void)epoch;")
     return join(body), string.format("OneCycleLR(max_lr=%s, pct_start=%s, %s)", lit(a.max_lr), lit(a.pct_start), a.anneal_strategy),
-      { phases = phases, initial = initial }
+      { ends = ends }
   end
   diag.fatal(sched.where, sched.kind .. " is not supported by the C backend yet")
 end
@@ -526,21 +520,7 @@ function emit_train.program(g, info, opts)
     local a = tr.scheduler.args
     local lo, hi = a.base_momentum, a.max_momentum
     local moms = a.three_phase and { { hi, lo }, { lo, hi }, { hi, hi } } or { { hi, lo }, { lo, hi } }
-    local lines = {
-      a.total_steps and string.format("    total_steps = %d;", a.total_steps) or "    // total_steps: the run's",
-      string.format("    const double pct_start = %s;", lit(a.pct_start)),
-      "    double start = 0;",
-    }
-    for i, ph in ipairs(onecycle.phases) do
-      lines[#lines + 1] = string.format("    double end%d = %s;", i, ph[1])
-      local from, to = moms[i][1], moms[i][2]
-      local expr = a.anneal_strategy == "cos"
-        and string.format("%s + (%s - %s) / 2.0 * (cos(PI * pct) + 1)", lit(to), lit(from), lit(to))
-        or string.format("(%s - %s) * pct + %s", lit(to), lit(from), lit(from))
-      local cond = i == #onecycle.phases and "" or string.format("if (step <= end%d) ", i)
-      lines[#lines + 1] = string.format("    %s{ double pct = (step - start) / (end%d - start); return %s; }", cond, i, expr)
-      if i < #onecycle.phases then lines[#lines + 1] = string.format("    start = end%d;", i) end
-    end
+    local lines = onecycle_phases(a, onecycle.ends, moms)
     momentum_body = join(lines)
     momentum_desc = string.format("cycled by OneCycleLR between %s and %s", lit(lo), lit(hi))
   else
