@@ -9,6 +9,7 @@
 //   kernels_shape.inc    permute, slice, cat, sum/mean, softmax, log_softmax, matmul, attention
 //   kernels_loss.inc     cross entropy (class index and soft), bce, bce_with_logits, mse, l1
 //   kernels_optim.inc    sgd, adam, adamw, grad norm / clipping, initialisers
+//   kernels_cast.inc     bf16 / f16 storage and the conversions of the precision plan
 // and needs runtime/philox.h on the include path (dropout and initialisers).
 //
 // Every kernel is written once over a scalar type T and instantiated twice:
@@ -109,6 +110,9 @@ static inline double k_clip_coef(double total_norm, double max_norm) {
     double coef = max_norm / (total_norm + 1e-6);
     return coef < 1.0 ? coef : 1.0;
 }
+
+// storage formats and conversions (bf16, f16): see kernels_cast.inc
+#include "kernels_cast.inc"
 
 // the type-generic kernels, instantiated for float and double
 #define K_CAT2(a, b) a##_##b
