@@ -15,6 +15,8 @@ local TYPES = {
   ["64-true"] = { ctype = "double", sfx = "f64", lit_suffix = "" },
 }
 
+local function ty_bytes(ty) return ty.ctype == "double" and 8 or 4 end
+
 local function cname(name) return (name:gsub("[^%w]", "_")) end
 
 local function literal(v, suffix)
@@ -65,7 +67,7 @@ local function context(g, st, p, ty, ad, read_only)
         cname(t.input), cname(t.input), util.shape_str(t.shape)))
     end
     local a = p.acts[t]
-    return declare("a" .. t.id, string.format("    real *a%d = m->acts + %d;   // %s", t.id, a.offset, util.shape_str(t.shape)))
+    return declare("a" .. t.id, string.format("    real *a%d = (real *)(m->acts + %d);   // %s", t.id, a.offset * ty_bytes(ty), util.shape_str(t.shape)))
   end
   function e.grad(t)
     t = root(t)
@@ -75,7 +77,7 @@ local function context(g, st, p, ty, ad, read_only)
     end
     local gr = p.grads[t]
     if not gr or not ad or not ad.needs_grad[t] then return "NULL" end
-    return declare("d" .. t.id, string.format("    real *d%d = m->dacts + %d;   // grad of a%d", t.id, gr.offset, t.id))
+    return declare("d" .. t.id, string.format("    real *d%d = (real *)(m->dacts + %d);   // grad of a%d", t.id, gr.offset * ty_bytes(ty), t.id))
   end
   function e.save(node, name)
     local s = p.saves[node][name]
@@ -83,7 +85,7 @@ local function context(g, st, p, ty, ad, read_only)
     if s.arena == "ints" then
       return declare(var, string.format("    int32_t *%s = m->ints + %d;", var, s.offset))
     end
-    return declare(var, string.format("    real *%s = m->acts + %d;", var, s.offset))
+    return declare(var, string.format("    real *%s = (real *)(m->acts + %d);", var, s.offset * ty_bytes(ty)))
   end
   function e.state(node, name)
     local full = (g.prefix_of[node.module] or "") .. name
@@ -336,9 +338,13 @@ function emit.model(g, opts)
   local loss_desc = string.format("%s", loss_node and loss_node.op or "loss")
   local values = {
     model_name = g.model_rec.class, spec_file = sp.file, precision = precision, ctype = ty.ctype,
+    precision_summary = "every tensor is `real` = " .. ty.ctype,
+    state_ctype = ty.ctype, state_format = ty.sfx, state_is_real = 1, loss_scaling = 0,
+    act_bytes = p.nacts * (ty.ctype == "double" and 8 or 4), dact_bytes = p.ngrads * (ty.ctype == "double" and 8 or 4),
+    num_wide = 1,
     spec_hash = opts.spec_hash or "", batch_max = batch_max,
     num_params = st.nparams, num_buffers = st.nbuffers, num_counters = #st.counters,
-    num_acts = p.nacts, num_dacts = p.ngrads, num_ints = p.nint,
+    num_ints = p.nint,
     num_param_tensors = #st.params, num_buffer_tensors = #st.buffers, num_counter_tensors = #st.counters,
     batch_fields = table.concat(bfields, "\n"), num_batch_fields = #fields, loss_desc = loss_desc,
     has_accuracy = has_accuracy and 1 or 0,
