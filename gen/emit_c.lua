@@ -11,11 +11,9 @@ local plan_mod = require "plan"
 local emit = {}
 
 local TYPES = {
-  ["32-true"] = { ctype = "float", sfx = "f32", lit_suffix = "f" },
-  ["64-true"] = { ctype = "double", sfx = "f64", lit_suffix = "" },
+  f32 = { ctype = "float", sfx = "f32", lit_suffix = "f" },
+  f64 = { ctype = "double", sfx = "f64", lit_suffix = "" },
 }
-
-local function ty_bytes(ty) return ty.ctype == "double" and 8 or 4 end
 
 local function cname(name) return (name:gsub("[^%w]", "_")) end
 
@@ -39,45 +37,148 @@ end
 
 -- The emitter context handed to the rules in gen/ops_cpu.lua (see there).
 -- `read_only`: declare pointers const (a function that takes a const Model).
-local function context(g, st, p, ty, ad, read_only)
-  local e = { T = ty.ctype, sfx = ty.sfx, decls = {}, declared = {} }
-  local function declare(name, line)
+--
+-- Every operand goes through the precision plan `pp`: a tensor is stored in its
+-- root's format and read as its own (gen/precision.lua's chain).  Where that is
+-- the compute type, the kernel gets the buffer itself.  Otherwise the operand is
+-- converted into the widening arena (m->wide) around the op: loaded before it
+-- (inputs), stored after it (outputs), or, for gradients the op adds into, summed
+-- into the tensor's format after it.  e.begin(node, phase) starts an op and
+-- e.wrap(lines) puts the conversions around its kernel calls.
+local FORMATS = require("precision").FORMATS
+
+local function context(g, st, p, pp, ty, ad, read_only)
+  local precision = require "precision"
+  local e = { T = ty.ctype, sfx = ty.sfx, decls = {}, declared = {}, conversions = {} }
+  local compute = pp.settings.compute
+  local wide_used, wide_max = 0, 0
+  local pre, post, slots = {}, {}, {}
+  local phase, cur_node = "forward", nil
+  local function declare(name, line, writable)
     if not e.declared[name] then
       e.declared[name] = true
-      if read_only then line = line:gsub("^    real %*", "    const real *") end
+      if read_only and not writable then line = line:gsub("^    real %*", "    const real *") end
       e.decls[#e.decls + 1] = line
     end
     return name
   end
-  local function root(t)
+  -- the next tensor toward the storage: a view's input, a folded cast's other end
+  local function next_of(t)
     local a = p.acts[t]
-    while a and a.source do t = a.source; a = p.acts[t] end
+    if a and a.source then return a.source end
+    return nil
+  end
+  local function root(t)
+    local n = 0
+    while next_of(t) do t = next_of(t); n = n + 1; assert(n < 10000) end
     return t
   end
-  function e.ptr(t)
+  -- formats from storage to t: { storage } or { storage, view }
+  local function chain(t)
+    local steps = {}
+    local u = t
+    while u do
+      if u.dtype == "float" then table.insert(steps, 1, pp.fmt[u]) end
+      u = next_of(u)
+    end
+    local out = { steps[1] }
+    for i = 2, #steps do
+      if not precision.exact(out[#out], steps[i]) then out[#out + 1] = steps[i] end
+    end
+    assert(#out <= 2, "a value rounded through more than one format")
+    return out
+  end
+  e.chain = chain
+  function e.fmt(t) return pp.fmt[t] end
+
+  -- the storage of a tensor (its root), typed in its format
+  local function storage(t)
     t = root(t)
+    local f = pp.fmt[t] or compute
+    local ct = f == compute and "real" or FORMATS[f].ctype
     if t.param then
       local s = st.by_name[t.param]
-      return declare("p_" .. cname(t.param), string.format("    real *p_%s = m->params + %d;   // %s %s",
-        cname(t.param), s.offset, t.param, util.shape_str(t.shape)))
+      return declare("p_" .. cname(t.param), string.format("    %s *p_%s = m->params + %d;   // %s %s",
+        ct, cname(t.param), s.offset, t.param, util.shape_str(t.shape)))
     end
     if t.input then
-      local ct = t.dtype == "int64" and "int64_t" or "real"
-      return declare("in_" .. cname(t.input), string.format("    const %s *in_%s = batch->%s;   // %s", ct,
+      local c = t.dtype == "int64" and "int64_t" or "real"
+      return declare("in_" .. cname(t.input), string.format("    const %s *in_%s = batch->%s;   // %s", c,
         cname(t.input), cname(t.input), util.shape_str(t.shape)))
     end
     local a = p.acts[t]
-    return declare("a" .. t.id, string.format("    real *a%d = (real *)(m->acts + %d);   // %s", t.id, a.offset * ty_bytes(ty), util.shape_str(t.shape)))
+    return declare("a" .. t.id, string.format("    %s *a%d = (%s *)(m->acts + %d);   // %s%s", ct, t.id, ct, a.offset,
+      util.shape_str(t.shape), f ~= compute and (" " .. f) or ""))
   end
-  function e.grad(t)
+  local function grad_storage(t)
     t = root(t)
+    local f = pp.fmt[t] or compute
+    local ct = f == compute and "real" or FORMATS[f].ctype
     if t.param then
       local s = st.by_name[t.param]
-      return declare("g_" .. cname(t.param), string.format("    real *g_%s = m->grads + %d;", cname(t.param), s.offset))
+      return declare("g_" .. cname(t.param), string.format("    %s *g_%s = m->grads + %d;", ct, cname(t.param), s.offset))
     end
     local gr = p.grads[t]
     if not gr or not ad or not ad.needs_grad[t] then return "NULL" end
-    return declare("d" .. t.id, string.format("    real *d%d = (real *)(m->dacts + %d);   // grad of a%d", t.id, gr.offset * ty_bytes(ty), t.id))
+    return declare("d" .. t.id, string.format("    %s *d%d = (%s *)(m->dacts + %d);   // grad of a%d", ct, t.id, ct, gr.offset, t.id))
+  end
+  e.raw, e.raw_grad = storage, grad_storage
+
+  -- a float operand in the widening arena; how = "load", "store", "accum", "update"
+  local function widened(t, base, how, what)
+    local c = chain(t)
+    if #c == 1 and c[1] == compute then return base end
+    if base == "NULL" then return base end
+    local key = base .. "|" .. how
+    if slots[key] then return slots[key] end
+    local S, V = c[1], c[2] or c[1]
+    local n = e.numel(t)
+    local per, batched = plan_mod.sizes(t.shape)
+    local cap = batched and per * p.batch_max or per
+    local name = string.format("w%d_%d", cur_node and cur_node.index or 0, wide_used)
+    declare(name, string.format("    real *%s = m->wide + %d;", name, wide_used), true)
+    wide_used = wide_used + (cap + 15) // 16 * 16
+    if wide_used > wide_max then wide_max = wide_used end
+    slots[key] = name
+    local conv = { node = cur_node, phase = phase, tensor = t, what = what, storage = S, view = V, how = how, count = cap }
+    e.conversions[#e.conversions + 1] = conv
+    if how == "load" or how == "update" then
+      pre[#pre + 1] = string.format("k_load_%s_as_%s(%s, %s, %s);", S, V, name, base, n)
+    end
+    if how == "accum" then
+      pre[#pre + 1] = string.format("memset(%s, 0, sizeof(real) * (size_t)(%s));", name, n)
+      post[#post + 1] = string.format("k_accum_%s_from_%s(%s, %s, %s);", S, V, base, name, n)
+    elseif how == "store" or how == "update" then
+      post[#post + 1] = string.format("k_store_%s_from_%s(%s, %s, %s);", S, V, base, name, n)
+    end
+    return name
+  end
+
+  function e.begin(node, ph)
+    cur_node, phase = node, ph
+    pre, post, slots, wide_used = {}, {}, {}, 0
+  end
+  function e.wrap(lines)
+    if #pre == 0 and #post == 0 then return lines end
+    local out = {}
+    for _, l in ipairs(pre) do out[#out + 1] = l end
+    for _, l in ipairs(lines) do out[#out + 1] = l end
+    for _, l in ipairs(post) do out[#out + 1] = l end
+    return out
+  end
+  function e.wide_size() return wide_max end
+
+  function e.ptr(t)
+    local base = storage(t)
+    if t.dtype ~= "float" then return base end
+    local writes = phase == "forward" and cur_node and t == cur_node.out
+    return widened(t, base, writes and "store" or "load", "value")
+  end
+  function e.grad(t)
+    local base = grad_storage(t)
+    if base == "NULL" then return base end
+    local reads = cur_node and t == cur_node.out
+    return widened(t, base, reads and "load" or "accum", "grad")
   end
   function e.save(node, name)
     local s = p.saves[node][name]
@@ -85,13 +186,22 @@ local function context(g, st, p, ty, ad, read_only)
     if s.arena == "ints" then
       return declare(var, string.format("    int32_t *%s = m->ints + %d;", var, s.offset))
     end
-    return declare(var, string.format("    real *%s = (real *)(m->acts + %d);", var, s.offset * ty_bytes(ty)))
+    return declare(var, string.format("    real *%s = (real *)(m->acts + %d);", var, s.offset))
   end
   function e.state(node, name)
     local full = (g.prefix_of[node.module] or "") .. name
     local s = st.by_name[full]
     if not s then return "NULL" end
-    return declare("b_" .. cname(full), string.format("    real *b_%s = m->buffers + %d;   // %s", cname(full), s.offset, full))
+    local var = "b_" .. cname(full)
+    if pp.settings.state == compute then
+      return declare(var, string.format("    real *%s = m->buffers + %d;   // %s", var, s.offset, full))
+    end
+    declare(var, string.format("    %s *%s = m->buffers + %d;   // %s", FORMATS[pp.settings.state].ctype, var, s.offset, full))
+    -- a running statistic in 16 bits: widened for the op, rounded back after it
+    local fake = { shape = s.entry.shape, dtype = "float" }
+    pp.fmt[fake] = pp.settings.state
+    p.acts[fake] = nil
+    return widened(fake, var, "update", "buffer " .. full)
   end
   function e.counter(node, name)
     local full = (g.prefix_of[node.module] or "") .. name
@@ -174,7 +284,7 @@ local function init_lines(st)
       line = string.format("init_normal(%s, %d, seed, %d);", ptr, s.numel, i)
       if init.padding_idx then
         local row = s.entry.shape[2]
-        line = line .. string.format("\n    memset(%s + %d, 0, sizeof(real) * %d);   // padding_idx row", ptr, init.padding_idx * row, row)
+        line = line .. string.format("\n    memset(%s + %d, 0, sizeof(state_t) * %d);   // padding_idx row", ptr, init.padding_idx * row, row)
       end
     elseif init.kind == "ones" then
       line = string.format("init_fill(%s, %d, 1);", ptr, s.numel)
@@ -237,62 +347,83 @@ end
 function emit.model(g, opts)
   local sp = g.spec
   local precision = opts.precision or sp.fabric.precision
-  local ty = TYPES[precision]
-  if not ty then
+  local prec = require "precision"
+  local settings = prec.SETTINGS[precision]
+  if not settings then
     if opts.precision then   -- from the command line, not the spec
-      diag.fatal(nil, string.format("--precision=%s is not supported by the C backend yet (supported: 32-true, 64-true)", precision))
+      diag.fatal(nil, string.format("--precision=%s is not supported by the C backend", precision))
     end
-    diag.fatal(sp.fabric.where, string.format("precision '%s' is not supported by the C backend yet (supported: 32-true, 64-true; loom build --precision=32-true overrides the spec)", precision))
+    diag.fatal(sp.fabric.where, string.format("precision '%s' is not supported by the C backend", precision))
   end
+  local ty = TYPES[settings.compute]
   -- what the spec asks for that this backend does not do yet is said once, not ignored
   local f = sp.fabric
   if (f.strategy ~= "auto" and f.strategy) or (f.devices ~= "auto" and f.devices ~= 1) or f.num_nodes ~= 1 then
     io.stderr:write(string.format("%s:%d: note: strategy '%s' on %s device(s) is not implemented yet; the program trains in one process\n",
       f.where and f.where.file or sp.file, f.where and f.where.line or 1, f.strategy, tostring(f.devices)))
   end
-  local trace = g.loss
-  if not trace then
+  if not g.loss then
     diag.fatal(sp.model_where, "the spec has no train { ... } with a loss, so there is no training step to generate")
   end
-  check_supported(trace)
+  check_supported(g.loss)
   local batch_max = opts.batch_size or sp.train.batch_size
   local autodiff = require "autodiff"
+  -- precision: casts inserted before autodiff (their backward is derived), folded after
+  local pp = prec.assign(g.loss, precision)
+  local trace = pp.trace
   local ad = autodiff.differentiate(trace)
+  prec.fold(pp, ad, function(node) return ops_cpu[node.op].alias end)
   local st = plan_mod.state(g)
-  local p = plan_mod.activations(trace, ad, batch_max)
+  local p = plan_mod.activations(trace, ad, batch_max, pp)
+  local function skipped(node) return ops_cpu[node.op].alias or pp.folded[node] end
 
   -- forward
-  local ef = context(g, st, p, ty, nil)
+  local ef = context(g, st, p, pp, ty, nil)
   ef.grad = function() return "NULL" end
   local fwd = {}
   for _, node in ipairs(trace.nodes) do
     local rule = ops_cpu[node.op]
-    fwd[#fwd + 1] = ""
-    fwd[#fwd + 1] = node_comment(g, node)
-    fwd[#fwd + 1] = shapes_comment(node)
-    if rule.alias then
-      fwd[#fwd + 1] = string.format("    // (a view of its input: no copy)")
+    if node.op == "cast" then
+      if not pp.folded[node] then
+        fwd[#fwd + 1] = ""
+        fwd[#fwd + 1] = string.format("    // cast %s -> %s, kept as a kernel (REPORT.md, precision plan)  <- %s:%d",
+          node.attrs.from, node.attrs.to, node.where.file, node.where.line)
+        ef.begin(node, "forward")
+        for _, l in ipairs(indent(rule.forward(ef, node))) do fwd[#fwd + 1] = l end
+      end
     else
-      for _, l in ipairs(indent(rule.forward(ef, node))) do fwd[#fwd + 1] = l end
+      fwd[#fwd + 1] = ""
+      fwd[#fwd + 1] = node_comment(g, node)
+      fwd[#fwd + 1] = shapes_comment(node)
+      if rule.alias then
+        fwd[#fwd + 1] = string.format("    // (a view of its input: no copy)")
+      else
+        ef.begin(node, "forward")
+        for _, l in ipairs(indent(ef.wrap(rule.forward(ef, node)))) do fwd[#fwd + 1] = l end
+      end
     end
   end
   local loss = trace.outputs[1]
+  ef.begin(nil, "result")
   local loss_ptr = ef.ptr(loss)
   local uses_training = false
   for _, l in ipairs(fwd) do if l:find("training") then uses_training = true end end
   if not uses_training then table.insert(ef.decls, "    (void)training;   // no op of this model behaves differently in training") end
 
   -- backward
-  local eb = context(g, st, p, ty, ad)
+  local eb = context(g, st, p, pp, ty, ad)
   local bwd = {}
   for _, node in ipairs(ad.backward) do
     local rule = ops_cpu[node.op]
-    if not rule.alias then
+    if not skipped(node) then
       bwd[#bwd + 1] = ""
-      bwd[#bwd + 1] = node_comment(g, node) .. "  (backward)"
-      for _, l in ipairs(indent(rule.backward(eb, node))) do bwd[#bwd + 1] = l end
+      bwd[#bwd + 1] = (node.op == "cast" and string.format("    // cast %s -> %s  <- %s:%d", node.attrs.from, node.attrs.to,
+        node.where.file, node.where.line) or node_comment(g, node)) .. "  (backward)"
+      eb.begin(node, "backward")
+      for _, l in ipairs(indent(eb.wrap(rule.backward(eb, node)))) do bwd[#bwd + 1] = l end
     end
   end
+  eb.begin(nil, "result")
   local dloss_ptr = eb.grad(loss)
   local bwd_text = table.concat(bwd, "\n")
   if bwd_text:find("training") then table.insert(eb.decls, "    const int training = 1;") end
@@ -304,9 +435,15 @@ function emit.model(g, opts)
   end
 
   -- metrics
-  local em = context(g, st, p, ty, nil, true)
+  local em = context(g, st, p, pp, ty, nil, true)
   local loss_node = loss.node
+  em.begin(nil, "metrics")
   local mbody = metrics_body(em, loss_node)
+  if mbody then
+    local lines = {}
+    for _, l in ipairs(em.wrap({ false })) do lines[#lines + 1] = l and ("    " .. l) or mbody end
+    mbody = table.concat(lines, "\n")
+  end
   local has_accuracy = mbody ~= nil
   if not mbody then mbody = "    (void)m; (void)batch; (void)B;\n    *correct = 0;\n    *count = 0;"
   else
@@ -315,7 +452,7 @@ function emit.model(g, opts)
   end
 
   -- scratch: the largest any op needs (some depend on the thread count)
-  local es = context(g, st, p, ty, nil)
+  local es = context(g, st, p, pp, ty, nil)
   local sl = {}
   for _, node in ipairs(p.scratch_nodes) do sl[#sl + 1] = "    " .. ops_cpu[node.op].scratch(es, node) end
   local scratch_body = #sl > 0 and table.concat(sl, "\n") or "    // no op needs scratch space"
@@ -338,10 +475,13 @@ function emit.model(g, opts)
   local loss_desc = string.format("%s", loss_node and loss_node.op or "loss")
   local values = {
     model_name = g.model_rec.class, spec_file = sp.file, precision = precision, ctype = ty.ctype,
-    precision_summary = "every tensor is `real` = " .. ty.ctype,
-    state_ctype = ty.ctype, state_format = ty.sfx, state_is_real = 1, loss_scaling = 0,
-    act_bytes = p.nacts * (ty.ctype == "double" and 8 or 4), dact_bytes = p.ngrads * (ty.ctype == "double" and 8 or 4),
-    num_wide = 1,
+    precision_summary = prec.summary(pp),
+    state_ctype = settings.state == "bf16" and "uint16_t" or settings.state == "f16" and "_Float16"
+      or prec.FORMATS[settings.state].ctype,
+    state_format = settings.state, state_is_real = settings.state == settings.compute and 1 or 0,
+    loss_scaling = settings.loss_scaling and 1 or 0,
+    act_bytes = p.nacts, dact_bytes = p.ngrads,
+    num_wide = math.max(1, ef.wide_size(), eb.wide_size(), em.wide_size()),
     spec_hash = opts.spec_hash or "", batch_max = batch_max,
     num_params = st.nparams, num_buffers = st.nbuffers, num_counters = #st.counters,
     num_ints = p.nint,
@@ -361,7 +501,8 @@ function emit.model(g, opts)
     backward_decls = table.concat(eb.decls, "\n"), backward_body = bwd_text, dloss_ptr = dloss_ptr,
     metrics_body = mbody, scratch_body = scratch_body,
   })
-  return files, { state = st, plan = p, autodiff = ad, types = ty, precision = precision, batch_max = batch_max,
+  return files, { state = st, plan = p, autodiff = ad, types = ty, precision = precision, batch_max = batch_max, pp = pp,
+                  conversions = { ef.conversions, eb.conversions, em.conversions },
                   fields = fields, has_accuracy = has_accuracy }
 end
 

@@ -1,7 +1,10 @@
 -- ops: the one op table.  Each entry holds everything the stages need to know
 -- about one op: its shape rule (errors in the user's terms), its FLOP count per
 -- sample and its precision class (autocast's lists: "lowp" runs in the low
--- precision, "fp32" must stay fp32, "follow" follows its input).  Later stages
+-- precision, "fp32" must stay fp32, "follow" follows its input; `keeps_dtype`
+-- lists inputs the class does not cast, such as batch norm's fp32 affine
+-- parameters; `backward_reads_output` says the backward reads the op's output, so
+-- the output cannot be stored in a narrower format than the op computed).  Later stages
 -- add their own fields (vjp, kernels) here, never a per-op `if` chain elsewhere.
 --
 -- Shapes are lists whose entries are integers or "B" (the batch size).  `shape`
@@ -178,8 +181,9 @@ ops.avg_pool2d = {
   flops = function(node) local a = node.attrs return numel(node.out.shape) * a.kernel_size[1] * a.kernel_size[2] end,
 }
 
+-- both autocasts run batch norm in its input's dtype with fp32 parameters
 ops.batch_norm = {
-  arity = 3, precision = "fp32",
+  arity = 3, precision = "follow", keeps_dtype = { [2] = true, [3] = true },
   shape = function(node, x)
     expect_float(node, x)
     local a = node.attrs
@@ -234,7 +238,8 @@ ops.dropout = { arity = 1, precision = "follow", shape = same_shape, flops = ele
 -- Elementwise and activations
 
 for _, name in ipairs { "relu", "silu", "sigmoid", "tanh", "gelu" } do
-  ops[name] = { arity = 1, precision = "follow", shape = same_shape, flops = elementwise_flops }
+  ops[name] = { arity = 1, precision = "follow", shape = same_shape, flops = elementwise_flops,
+                backward_reads_output = (name == "relu" or name == "sigmoid" or name == "tanh") }
 end
 
 local function softmax_shape(node, x)
@@ -245,8 +250,10 @@ local function softmax_shape(node, x)
   norm_dim(node, node.attrs.dim, #x.shape)
   return copy(x.shape)
 end
-ops.softmax = { arity = 1, precision = "fp32", shape = softmax_shape, flops = function(n) return 5 * numel(n.out.shape) end }
-ops.log_softmax = { arity = 1, precision = "fp32", shape = softmax_shape, flops = function(n) return 5 * numel(n.out.shape) end }
+ops.softmax = { arity = 1, precision = "fp32", shape = softmax_shape, flops = function(n) return 5 * numel(n.out.shape) end,
+                backward_reads_output = true }
+ops.log_softmax = { arity = 1, precision = "fp32", shape = softmax_shape, flops = function(n) return 5 * numel(n.out.shape) end,
+                    backward_reads_output = true }
 
 local function binary_shape(node, a, b)
   expect_float(node, a, "operand")
@@ -289,6 +296,13 @@ ops.cat = {
     end
     return out
   end,
+  flops = function() return 0 end,
+}
+
+-- a change of format, inserted by the precision pass (gen/precision.lua), never by a spec
+ops.cast = {
+  arity = 1, precision = "follow",
+  shape = function(_, x) return copy(x.shape) end,
   flops = function() return 0 end,
 }
 

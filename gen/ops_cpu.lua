@@ -193,6 +193,19 @@ ops_cpu.dropout = {
   end,
 }
 
+-- a cast the precision pass kept as a kernel (gen/precision.lua); folded casts are views
+ops_cpu.cast = {
+  forward = function(e, n)
+    local x, y = n.inputs[1], n.out
+    return { string.format("k_convert_%s_%s(%s, %s, %s);", e.fmt(x), e.fmt(y), e.raw(y), e.raw(x), e.numel(y)) }
+  end,
+  backward = function(e, n)
+    local x, y = n.inputs[1], n.out
+    if e.raw_grad(x) == "NULL" then return {} end
+    return { string.format("k_accum_convert_%s_%s(%s, %s, %s);", e.fmt(y), e.fmt(x), e.raw_grad(x), e.raw_grad(y), e.numel(y)) }
+  end,
+}
+
 -- views: same storage, no code
 ops_cpu.flatten = { alias = true }
 ops_cpu.reshape = { alias = true }

@@ -47,27 +47,35 @@ function plan.state(g)
 end
 
 -- Activation layout of one trace (with its autodiff result `ad`, or nil for an
--- inference-only entry point).
-function plan.activations(trace, ad, batch_max)
+-- inference-only entry point) under the precision plan `pp` (gen/precision.lua).
+-- Offsets and sizes of the two activation arenas are in bytes: each tensor is
+-- stored in its own format, and a tensor linked to another by a folded cast has
+-- no storage of its own.  Saved values are in the compute type.
+function plan.activations(trace, ad, batch_max, pp)
+  local FORMATS = require("precision").FORMATS
+  local compute = pp.settings.compute
   local p = { acts = {}, grads = {}, saves = {}, nacts = 0, ngrads = 0, nint = 0, scratch_nodes = {},
               batch_max = batch_max }
-  local function alloc(field, count_field, shape)
+  local function alloc(field, count_field, shape, fmt)
     local per, batched = sizes(shape)
     local n = batched and per * batch_max or per
     local off = p[count_field]
-    p[count_field] = p[count_field] + align(n)
-    return { offset = off, numel = n, arena = field }
+    p[count_field] = p[count_field] + align((n * FORMATS[fmt].bytes + 3) // 4) * 4   -- 64-byte aligned
+    return { offset = off, numel = n, arena = field, fmt = fmt }
   end
   for _, node in ipairs(trace.nodes) do
     local rule = ops_cpu[node.op]
     local out = node.out
     if rule.alias then
       local src = node.inputs[1]
-      p.acts[out] = p.acts[src] or { source = src }
-      if ad and ad.needs_grad[out] then p.grads[out] = p.grads[src] or { source = src } end
+      p.acts[out] = { source = src }
+      if ad and ad.needs_grad[out] then p.grads[out] = { source = src } end
+    elseif pp.link[out] then
+      p.acts[out] = { source = pp.link[out].src }
+      if ad and ad.needs_grad[out] then p.grads[out] = { source = pp.link[out].src } end
     else
-      p.acts[out] = alloc("acts", "nacts", out.shape)
-      if ad and ad.needs_grad[out] then p.grads[out] = alloc("grads", "ngrads", out.shape) end
+      p.acts[out] = alloc("acts", "nacts", out.shape, pp.fmt[out])
+      if ad and ad.needs_grad[out] then p.grads[out] = alloc("grads", "ngrads", out.shape, pp.fmt[out]) end
     end
     -- what the op keeps for its backward, and its scratch space
     if rule.saves then
@@ -78,8 +86,8 @@ function plan.activations(trace, ad, batch_max)
           p.saves[node][s.name] = { offset = p.nint, numel = n, arena = "ints" }
           p.nint = p.nint + align(n)
         else
-          p.saves[node][s.name] = { offset = p.nacts, numel = n, arena = "acts" }
-          p.nacts = p.nacts + align(n)
+          local e = alloc("acts", "nacts", { n }, compute)
+          p.saves[node][s.name] = e
         end
       end
     end

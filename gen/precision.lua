@@ -1,0 +1,279 @@
+-- precision: Fabric's precision string, resolved once.  Gives every float tensor
+-- of a trace a format (f64, f32, bf16, f16), inserts the casts that Fabric and
+-- autocast would make at run time, and then folds them:
+--   a cast of a cast          composes (rounding through both, never dropped when it narrows)
+--   a cast after a producer   the producer stores in the new format (narrowing casts)
+--   a cast before consumers   each consumer loads with the conversion (widening casts,
+--                             and narrowing ones read at most FOLD_READS times a step)
+-- and keeps as a kernel only a narrowing cast read more often than that, where one
+-- conversion into its own buffer moves fewer bytes than converting at every read.
+--
+-- The rules, per precision (Fabric 2.x, PyTorch's autocast lists):
+--   32-true, 64-true      every tensor in that format; no casts
+--   bf16-true, 16-true    parameters, buffers, activations and gradients in 16 bits;
+--                         convert_input casts the model's float inputs to 16 bits,
+--                         convert_output casts its outputs to float32 (the loss runs there)
+--   bf16-mixed, 16-mixed  parameters and optimizer state fp32; convert_input /
+--                         convert_output as above; inside the model each op's class
+--                         (gen/ops.lua) decides: "lowp" casts its float inputs to 16
+--                         bits, "fp32" to fp32, "follow" promotes them to the widest
+--                         format among them (bf16 with f16 gives fp32, as torch does)
+-- Compute is float32 except in 64-true; a 16-bit value widens to float exactly, so
+-- an op over widened operands is the 16-bit op with float accumulation.
+--
+-- Casts are nodes (op "cast") in a copy of the trace, so autodiff derives their
+-- backward (the gradient cast back).  A folded cast stays in the trace as a view:
+-- `pp.link[y] = { src = x }` says y's storage is x's and y is read as y's format;
+-- `pp.link[x] = { src = y }` (producer fold) says x is stored in y's buffer.
+local ops = require "ops"
+local util = require "util"
+
+local precision = {}
+
+precision.FORMATS = {
+  f64 = { ctype = "double", bytes = 8 },
+  f32 = { ctype = "float", bytes = 4 },
+  bf16 = { ctype = "k_bf16", bytes = 2 },
+  f16 = { ctype = "k_f16", bytes = 2 },
+}
+precision.TORCH_DTYPE = { f64 = "float64", f32 = "float32", bf16 = "bfloat16", f16 = "float16" }
+
+-- compute: the kernels' type; state: parameters, grads, buffers, optimizer state;
+-- half: the 16-bit format; mixed: autocast's op classes apply.
+local SETTINGS = {
+  ["64-true"] = { compute = "f64", state = "f64" },
+  ["32-true"] = { compute = "f32", state = "f32" },
+  ["bf16-true"] = { compute = "f32", state = "bf16", half = "bf16" },
+  ["16-true"] = { compute = "f32", state = "f16", half = "f16" },
+  ["bf16-mixed"] = { compute = "f32", state = "f32", half = "bf16", mixed = true },
+  ["16-mixed"] = { compute = "f32", state = "f32", half = "f16", mixed = true, loss_scaling = true },
+}
+precision.SETTINGS = SETTINGS
+
+-- A narrowing cast read at most this many times a step is folded into its readers:
+-- converting at each read moves 4k bytes an element (fp32 reads), one conversion
+-- into a 16-bit buffer 4 + 2 + 2k; the fold costs less up to k = 3.
+local FOLD_READS = 3
+
+-- Can every value of format a be held exactly in format b?
+local SUBSET = {
+  f16 = { f16 = true, f32 = true, f64 = true }, bf16 = { bf16 = true, f32 = true, f64 = true },
+  f32 = { f32 = true, f64 = true }, f64 = { f64 = true },
+}
+function precision.exact(a, b) return SUBSET[a][b] == true end
+
+local function promote(a, b)
+  if a == nil then return b end
+  if b == nil or a == b then return a end
+  if precision.exact(a, b) then return b end
+  if precision.exact(b, a) then return a end
+  return "f32"   -- bf16 with f16
+end
+
+local function arity(node)
+  return ops[node.op].arity or #node.inputs
+end
+
+-- Copies `trace` with casts inserted; returns the plan (pp) with pp.trace.
+function precision.assign(trace, name)
+  local S = assert(SETTINGS[name], name)
+  local pp = { name = name, settings = S, fmt = {}, casts = {}, link = {}, cast_of = {} }
+  local fmt = pp.fmt
+  local next_id = trace.ntensors
+  local nodes = {}
+  local made = {}                 -- made[x][format] = the cast tensor (one cast per value and format)
+  local produced_inside = {}      -- tensors computed inside the model's forward
+
+  local function cast(x, to, rule, consumer)
+    if fmt[x] == to then return x end
+    made[x] = made[x] or {}
+    local y = made[x][to]
+    if y then return y end
+    next_id = next_id + 1
+    local node = { op = "cast", inputs = { x }, attrs = { from = fmt[x], to = to },
+                   module = consumer.module, where = consumer.where, call_where = consumer.call_where }
+    y = setmetatable({ shape = x.shape, dtype = "float", id = next_id, node = node }, getmetatable(x))
+    node.out = y
+    fmt[y] = to
+    made[x][to] = y
+    nodes[#nodes + 1] = node
+    pp.casts[#pp.casts + 1] = { node = node, from = fmt[x], to = to, rule = rule, consumer = consumer }
+    pp.cast_of[y] = x
+    produced_inside[y] = produced_inside[x]
+    return y
+  end
+
+  for _, p in ipairs(trace.param_tensors or {}) do fmt[p] = S.state end
+  for _, node in ipairs(trace.nodes) do
+    local op = ops[node.op]
+    local copy = {}
+    for k, v in pairs(node) do copy[k] = v end
+    copy.inputs = {}
+    copy.original = node
+    local inside = node.module ~= nil
+    local n = arity(node)
+    for i = 1, n do
+      local x = node.inputs[i]
+      if x and x.dtype == "float" then
+        if fmt[x] == nil then
+          fmt[x] = x.param and S.state or S.compute   -- data arrives in the program's compute type
+        end
+        if S.half then
+          if x.input and inside then x = cast(x, S.half, "convert_input: the model's float inputs", node) end
+          if produced_inside[x] and not inside and not x.param then
+            x = cast(x, "f32", "convert_output: the model's outputs, in the default dtype", node)
+          end
+        end
+      end
+      copy.inputs[i] = x
+    end
+    -- autocast's classes (mixed precisions only)
+    local out_fmt
+    if S.mixed and inside then
+      if op.precision == "lowp" then
+        for i = 1, n do
+          local x = copy.inputs[i]
+          if x and x.dtype == "float" then copy.inputs[i] = cast(x, S.half, "autocast: " .. node.op .. " runs in " .. S.half, node) end
+        end
+        out_fmt = S.half
+      elseif op.precision == "fp32" then
+        for i = 1, n do
+          local x = copy.inputs[i]
+          if x and x.dtype == "float" then copy.inputs[i] = cast(x, "f32", "autocast: " .. node.op .. " runs in float32", node) end
+        end
+        out_fmt = "f32"
+      end
+    end
+    if not out_fmt then
+      -- follow: the widest of the inputs the op computes with
+      local widest
+      for i = 1, n do
+        local x = copy.inputs[i]
+        if x and x.dtype == "float" and not (op.keeps_dtype and op.keeps_dtype[i]) then widest = promote(widest, fmt[x]) end
+      end
+      if not widest then
+        for i = 1, n do
+          local x = copy.inputs[i]
+          if x and x.dtype == "float" then widest = promote(widest, fmt[x]) end
+        end
+      end
+      for i = 1, n do
+        local x = copy.inputs[i]
+        if x and x.dtype == "float" and not (op.keeps_dtype and op.keeps_dtype[i]) and fmt[x] ~= widest then
+          copy.inputs[i] = cast(x, widest, "type promotion: " .. node.op .. " of " .. fmt[x] .. " with " .. widest, node)
+        end
+      end
+      out_fmt = widest or S.compute
+    end
+    if node.out.dtype == "float" then
+      fmt[node.out] = out_fmt
+      if inside then produced_inside[node.out] = true end
+    end
+    nodes[#nodes + 1] = copy
+  end
+  local t = {}
+  for k, v in pairs(trace) do t[k] = v end
+  t.nodes = nodes
+  for i, node in ipairs(nodes) do node.index = i end
+  t.ntensors = next_id
+  pp.trace = t
+  return pp
+end
+
+-- Root storage of a tensor through the folded casts (and views: alias ops).
+function precision.root(pp, t)
+  local seen = 0
+  while pp.link[t] do
+    t = pp.link[t].src
+    seen = seen + 1
+    assert(seen < 1000)
+  end
+  return t
+end
+
+-- Folds casts after autodiff (it needs to know who reads what in the backward).
+-- `is_alias(node)` says an op is a view of its input (reshape, flatten).
+function precision.fold(pp, ad, is_alias)
+  local trace = pp.trace
+  local consumers = {}     -- consumers[t] = { node, ... } in the forward
+  for _, node in ipairs(trace.nodes) do
+    for i = 1, arity(node) do
+      local x = node.inputs[i]
+      if x then
+        consumers[x] = consumers[x] or {}
+        consumers[x][#consumers[x] + 1] = node
+      end
+    end
+  end
+  local in_backward = {}
+  for _, node in ipairs(ad.backward) do in_backward[node] = true end
+  local outputs = {}
+  for i = 1, (trace.outputs and trace.outputs.n or 0) do outputs[trace.outputs[i]] = true end
+
+  -- kernel reads of t a step: each consumer's forward, and its backward when it runs;
+  -- through views, the readers of the view
+  local function reads(t)
+    local k = 0
+    for _, c in ipairs(consumers[t] or {}) do
+      if is_alias(c) or (c.op == "cast" and pp.folded and pp.folded[c]) then k = k + reads(c.out)
+      else k = k + 1 + (in_backward[c] and 1 or 0) end
+    end
+    return k
+  end
+
+  pp.folded = {}
+  for _, c in ipairs(pp.casts) do
+    local node = c.node
+    local x, y = node.inputs[1], node.out
+    local P = x.node
+    local narrowing = not precision.exact(c.from, c.to)
+    local only_reader = consumers[x] and #consumers[x] == 1 and not outputs[x]
+    if narrowing and P and not x.param and not x.input and not is_alias(P) and P.op ~= "cast" and only_reader
+        and not ops[P.op].backward_reads_output then
+      pp.link[x] = { src = y }
+      pp.folded[node] = true
+      c.fate = "folded into the store of its producer"
+      c.into = P
+    elseif not narrowing or reads(y) <= FOLD_READS then
+      pp.link[y] = { src = x }
+      pp.folded[node] = true
+      c.fate = "folded into the load of its reader" .. ((consumers[y] and #consumers[y] > 1) and "s" or "")
+      c.into = consumers[y] and consumers[y][1]
+      c.reads = reads(y)
+    else
+      c.fate = string.format("kept: read %d times a step, more than the %d a fold pays for", reads(y), FOLD_READS)
+      c.reads = reads(y)
+    end
+  end
+  return pp
+end
+
+-- The formats a value goes through from its root's storage to tensor t, with the
+-- steps that change nothing removed: { storage, view } or { storage }.
+function precision.chain(pp, t)
+  local steps = {}
+  local u = t
+  while true do
+    table.insert(steps, 1, pp.fmt[u])
+    local l = pp.link[u]
+    if not l then break end
+    u = l.src
+  end
+  -- producer folds link the other way round: x -> y, x's own format is the view
+  local out = { steps[1] }
+  for i = 2, #steps do
+    local cur = out[#out]
+    if not precision.exact(cur, steps[i]) then out[#out + 1] = steps[i] end
+  end
+  return out
+end
+
+-- One line per setting for model.h.
+function precision.summary(pp)
+  local S = pp.settings
+  if not S.half then return "every tensor is " .. precision.FORMATS[S.compute].ctype end
+  return string.format("compute in float; parameters and optimizer state %s; activations in %s where the plan says (REPORT.md)%s",
+    S.state, S.half, S.loss_scaling and "; dynamic loss scaling" or "")
+end
+
+return precision
