@@ -49,7 +49,8 @@ local FORMATS = require("precision").FORMATS
 
 local function context(g, st, p, pp, ty, ad, read_only)
   local precision = require "precision"
-  local e = { T = ty.ctype, sfx = ty.sfx, decls = {}, declared = {}, conversions = {} }
+  -- operands: every float operand of a kernel; conversions: those moved through m->wide
+  local e = { T = ty.ctype, sfx = ty.sfx, decls = {}, declared = {}, conversions = {}, operands = {} }
   local compute = pp.settings.compute
   local wide_used, wide_max = 0, 0
   local pre, post, slots = {}, {}, {}
@@ -88,7 +89,7 @@ local function context(g, st, p, pp, ty, ad, read_only)
     assert(#out <= 2, "a value rounded through more than one format")
     return out
   end
-  e.chain = chain
+  e.chain, e.root = chain, root
   function e.fmt(t) return pp.fmt[t] end
 
   -- the storage of a tensor (its root), typed in its format
@@ -126,15 +127,17 @@ local function context(g, st, p, pp, ty, ad, read_only)
 
   -- a float operand in the widening arena; how = "load", "store", "accum", "update"
   local function widened(t, base, how, what)
-    local c = chain(t)
-    if #c == 1 and c[1] == compute then return base end
     if base == "NULL" then return base end
+    local c = chain(t)
+    local per, batched = plan_mod.sizes(t.shape)
+    local cap = batched and per * p.batch_max or per
+    e.operands[#e.operands + 1] = { node = cur_node, phase = phase, tensor = t, what = what, storage = c[1],
+                                    view = c[2] or c[1], how = how, count = cap }
+    if #c == 1 and c[1] == compute then return base end
     local key = base .. "|" .. how
     if slots[key] then return slots[key] end
     local S, V = c[1], c[2] or c[1]
     local n = e.numel(t)
-    local per, batched = plan_mod.sizes(t.shape)
-    local cap = batched and per * p.batch_max or per
     local name = string.format("w%d_%d", cur_node and cur_node.index or 0, wide_used)
     declare(name, string.format("    real *%s = m->wide + %d;", name, wide_used), true)
     wide_used = wide_used + (cap + 15) // 16 * 16
@@ -490,6 +493,7 @@ function emit.model(g, opts)
     has_accuracy = has_accuracy and 1 or 0,
   }
   local files = {}
+  files["precision_plan.tsv"] = prec.plan_tsv(pp, { ef.conversions, eb.conversions, em.conversions }, ef.root)
   files["model.h"] = template.fill("templates/c/model.h.in", values)
   files["model.c"] = template.fill("templates/c/model.c.in", {
     model_name = g.model_rec.class, spec_file = sp.file,
@@ -503,6 +507,7 @@ function emit.model(g, opts)
   })
   return files, { state = st, plan = p, autodiff = ad, types = ty, precision = precision, batch_max = batch_max, pp = pp,
                   conversions = { ef.conversions, eb.conversions, em.conversions },
+                  operands = { ef.operands, eb.operands }, root = ef.root, num_wide = values.num_wide,
                   fields = fields, has_accuracy = has_accuracy }
 end
 

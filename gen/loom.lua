@@ -16,7 +16,8 @@ commands:
 
 options:
   --dump=STAGE            print what a stage produced and stop (STAGE: spec, graph)
-  --precision=P           override the spec's precision (32-true, 64-true)
+  --precision=P           override the spec's precision (32-true, 64-true, bf16-mixed, 16-mixed, bf16-true, 16-true)
+  --compare-wrapper       explain: also count the casts a run-time wrapper (Fabric + autocast) would make
   --no-compile            build: write the files only
   --emit torch            build: also write model.py, the equivalent PyTorch module
   -o DIR                  output directory
@@ -40,6 +41,7 @@ local function parse_args(args)
       break
     elseif a == "-h" or a == "--help" then opts.help = true
     elseif a == "--no-compile" then opts.no_compile = true
+    elseif a == "--compare-wrapper" then opts.compare_wrapper = true
     elseif a == "--emit" then
       i = i + 1
       if args[i] ~= "torch" then usage_error("--emit takes 'torch' (also write model.py, the PyTorch equivalent)") end
@@ -106,7 +108,17 @@ function commands.explain(opts, path)
   local dir = opts.out or ("build/" .. spec_basename(path))
   local ok, err = require("loomc").mkdir_p(dir)
   if not ok then diag.fatal(nil, "cannot create " .. err) end
-  local md = report.markdown(g, { report.memory_section(g) })
+  -- the C backend's plan, when the spec trains and every op is on that backend
+  local info
+  if g.loss and g.spec.train then
+    local ok = true
+    for _, node in ipairs(g.loss.nodes) do if not require("ops_cpu")[node.op] then ok = false end end
+    if ok then
+      local _
+      _, info = require("emit_c").model(g, { precision = opts.precision, spec_hash = "" })
+    end
+  end
+  local md = report.markdown(g, { report.precision_section(g, info, opts.compare_wrapper), report.memory_section(g, info) })
   write(dir .. "/REPORT.md", md)
   write(dir .. "/REPORT.html", report.html(g.model_rec.class .. " — loom report", md))
   io.write(string.format("wrote %s/REPORT.md and %s/REPORT.html\n", dir, dir))

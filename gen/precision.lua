@@ -77,7 +77,7 @@ end
 -- Copies `trace` with casts inserted; returns the plan (pp) with pp.trace.
 function precision.assign(trace, name)
   local S = assert(SETTINGS[name], name)
-  local pp = { name = name, settings = S, fmt = {}, casts = {}, link = {}, cast_of = {} }
+  local pp = { name = name, settings = S, fmt = {}, casts = {}, link = {}, cast_of = {}, uses = {} }
   local fmt = pp.fmt
   local next_id = trace.ntensors
   local nodes = {}
@@ -88,7 +88,10 @@ function precision.assign(trace, name)
     if fmt[x] == to then return x end
     made[x] = made[x] or {}
     local y = made[x][to]
-    if y then return y end
+    if y then
+      pp.uses[y] = pp.uses[y] + 1
+      return y
+    end
     next_id = next_id + 1
     local node = { op = "cast", inputs = { x }, attrs = { from = fmt[x], to = to },
                    module = consumer.module, where = consumer.where, call_where = consumer.call_where }
@@ -99,6 +102,7 @@ function precision.assign(trace, name)
     nodes[#nodes + 1] = node
     pp.casts[#pp.casts + 1] = { node = node, from = fmt[x], to = to, rule = rule, consumer = consumer }
     pp.cast_of[y] = x
+    pp.uses[y] = 1
     produced_inside[y] = produced_inside[x]
     return y
   end
@@ -266,6 +270,49 @@ function precision.chain(pp, t)
     if not precision.exact(cur, steps[i]) then out[#out + 1] = steps[i] end
   end
   return out
+end
+
+local function label(t)
+  if t.param then return t.param end
+  if t.input then return "input " .. t.input end
+  local n = t.node
+  if n.op == "cast" then return label(n.inputs[1]) .. " as " .. n.attrs.to end
+  return string.format("%s@%s:%d", n.op, n.where and n.where.file:match("[^/]*$") or "?", n.where and n.where.line or 0)
+end
+precision.label = label
+
+-- The plan as tab-separated lines (precision_plan.tsv beside the generated program;
+-- the tests read it).  `conversions`: the emitter's lists of operands moved through
+-- the widening arena; `root(t)` its storage resolution.
+--   tensor      ID  LABEL  SHAPE  FORMAT  STORED        (STORED: its own buffer, or "in tN")
+--   cast        FROM  TO  FATE  RULE  AT
+--   conversion  PHASE  OP  VALUE|GRAD|BUFFER  STORAGE  VIEW  HOW  ELEMENTS
+function precision.plan_tsv(pp, conversions, root)
+  local S = pp.settings
+  local lines = { string.format("# precision %s: compute %s, state %s, half %s", pp.name, S.compute, S.state, S.half or "-") }
+  local seen = {}
+  local function tensor_line(t)
+    if seen[t] or t.dtype ~= "float" then return end
+    seen[t] = true
+    local r = root(t)
+    lines[#lines + 1] = table.concat({ "tensor", "t" .. t.id, label(t), util.shape_str(t.shape), pp.fmt[t],
+      r == t and "own" or ("in t" .. r.id) }, "\t")
+  end
+  for _, node in ipairs(pp.trace.nodes) do
+    for i = 1, arity(node) do if node.inputs[i] then tensor_line(node.inputs[i]) end end
+    tensor_line(node.out)
+  end
+  for _, c in ipairs(pp.casts) do
+    lines[#lines + 1] = table.concat({ "cast", c.from, c.to, c.fate or "-", c.rule,
+      string.format("%s:%d", c.node.where.file, c.node.where.line) }, "\t")
+  end
+  for _, list in ipairs(conversions) do
+    for _, cv in ipairs(list) do
+      lines[#lines + 1] = table.concat({ "conversion", cv.phase, cv.node and cv.node.op or "-", cv.what, cv.storage, cv.view,
+        cv.how, tostring(cv.count) }, "\t")
+    end
+  end
+  return table.concat(lines, "\n") .. "\n"
 end
 
 -- One line per setting for model.h.

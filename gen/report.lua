@@ -93,33 +93,29 @@ function report.markdown(g, sections)
 end
 
 -- The C backend's memory plan for the training step (gen/plan.lua), at the spec's
--- batch size: what the generated program allocates, buffer by buffer.
-function report.memory_section(g)
-  if not (g.loss and g.spec.train) then return nil end
-  local plan = require "plan"
-  local ops_cpu = require "ops_cpu"
-  for _, node in ipairs(g.loss.nodes) do
-    if not ops_cpu[node.op] then return nil end   -- not on the C backend (yet)
-  end
-  local ad = require("autodiff").differentiate(g.loss)
-  local st = plan.state(g)
-  local B = g.spec.train.batch_size
-  local p = plan.activations(g.loss, ad, B)
-  local esize = g.spec.fabric.precision == "64-true" and 8 or 4
+-- batch size: what the generated program allocates, buffer by buffer.  `info` is
+-- what gen/emit_c.lua returns beside the files.
+function report.memory_section(g, info)
+  if not info then return nil end
+  local FORMATS = require("precision").FORMATS
+  local st, p, S = info.state, info.plan, info.pp.settings
+  local sb, cb = FORMATS[S.state].bytes, FORMATS[S.compute].bytes
+  local B = info.batch_max
   local opt = g.spec.train.optimizer
   local nstate = opt.kind == "SGD" and (opt.args.momentum ~= 0 and 1 or 0) or (opt.args.amsgrad and 3 or 2)
   local rows = {
-    { "parameters", st.nparams * esize },
-    { "gradients", st.nparams * esize },
-    { string.format("optimizer state (%s: %d per parameter)", opt.kind, nstate), nstate * st.nparams * esize },
-    { "buffers (running statistics, counters)", st.nbuffers * esize + 8 * #st.counters },
-    { string.format("activations and what backward keeps (B = %d)", B), p.nacts * esize },
-    { "activation gradients", p.ngrads * esize },
+    { string.format("parameters (%s)", S.state), st.nparams * sb },
+    { string.format("gradients (%s)", S.state), st.nparams * sb },
+    { string.format("optimizer state (%s: %d per parameter, %s)", opt.kind, nstate, S.state), nstate * st.nparams * sb },
+    { "buffers (running statistics, counters)", st.nbuffers * sb + 8 * #st.counters },
+    { string.format("activations and what backward keeps (B = %d, each in its format)", B), p.nacts },
+    { "activation gradients", p.ngrads },
     { "max-pool argmax (int32)", p.nint * 4 },
   }
+  if S.half then rows[#rows + 1] = { "16-bit operands widened for one op at a time", info.num_wide * cb } end
   local out = { "## Memory plan (C backend)", "",
-    string.format("What the generated program allocates for a training step at batch %d (%s; scratch for im2col comes on top and depends on the thread count).", B,
-      esize == 8 and "float64" or "float32"), "",
+    string.format("What the generated program allocates for a training step at batch %d (precision %s; scratch for im2col comes on top and depends on the thread count).",
+      B, info.precision), "",
     "| buffer | bytes |", "| --- | ---: |" }
   local total = 0
   for _, r in ipairs(rows) do
@@ -127,6 +123,134 @@ function report.memory_section(g)
     total = total + r[2]
   end
   out[#out + 1] = string.format("| **total** | **%s** |", util.human_bytes(total))
+  return table.concat(out, "\n")
+end
+
+-- Bytes the kernels of one training step read and write, by kind of tensor, and the
+-- values converted between formats on the way (from the emitter's operand lists).
+local function traffic(info)
+  local FORMATS = require("precision").FORMATS
+  local pp = info.pp
+  local compute_bytes = FORMATS[pp.settings.compute].bytes
+  local rows = { parameters = { 0, 0, 0 }, activations = { 0, 0, 0 }, gradients = { 0, 0, 0 },
+                 ["activation gradients"] = { 0, 0, 0 }, buffers = { 0, 0, 0 } }
+  for _, list in ipairs { info.operands[1], info.operands[2] } do
+    for _, o in ipairs(list) do
+      local r = info.root(o.tensor)
+      local kind = o.what == "value" and (r.param and "parameters" or "activations")
+        or o.what == "grad" and (r.param and "gradients" or "activation gradients") or "buffers"
+      local n = o.count
+      local sb = FORMATS[o.storage].bytes
+      local moves = (o.how == "accum" or o.how == "update") and 2 or 1
+      rows[kind][1] = rows[kind][1] + n * sb * moves
+      if o.storage ~= o.view then                       -- a folded cast: the value changes dtype
+        rows[kind][2] = rows[kind][2] + n * moves
+      elseif o.storage ~= pp.settings.compute then      -- 16 bits widened to compute in
+        rows[kind][3] = rows[kind][3] + n * moves
+      end
+    end
+  end
+  return rows, compute_bytes
+end
+
+-- The precision plan: every tensor's format, every cast with its rule and fate, and
+-- what a step moves.  With `compare_wrapper`, what a run-time wrapper (Fabric's
+-- convert_input/convert_output plus autocast, casting at every op call) would do.
+function report.precision_section(g, info, compare_wrapper)
+  if not info then return nil end
+  local prec = require "precision"
+  local pp = info.pp
+  local S = pp.settings
+  local B = info.batch_max
+  local out = { "## Precision plan", "",
+    string.format("Precision **%s**: kernels compute in %s; parameters, gradients and optimizer state are %s%s%s.",
+      pp.name, prec.TORCH_DTYPE[S.compute], prec.TORCH_DTYPE[S.state],
+      S.half and (", activations follow autocast's rules in " .. prec.TORCH_DTYPE[S.half]) or "",
+      S.loss_scaling and "; the loss is scaled dynamically (GradScaler)" or ""), "" }
+  local function numel(t)
+    local n = 1
+    for _, d in ipairs(t.shape) do n = n * (d == "B" and B or d) end
+    return n
+  end
+  -- casts
+  local kept, folded = 0, 0
+  if #pp.casts == 0 then
+    out[#out + 1] = "No casts: every tensor is in one format."
+  else
+    out[#out + 1] = "| cast | of | rule | fate | spec line |"
+    out[#out + 1] = "| --- | --- | --- | --- | --- |"
+    for _, c in ipairs(pp.casts) do
+      if pp.folded[c.node] then folded = folded + 1 else kept = kept + 1 end
+      out[#out + 1] = string.format("| %s → %s | %s %s | %s | %s | %s:%d |", c.from, c.to, md_escape(prec.label(c.node.inputs[1])),
+        util.shape_str(c.node.inputs[1].shape), md_escape(c.rule), md_escape(c.fate or ""), c.node.where.file, c.node.where.line)
+    end
+    out[#out + 1] = ""
+    out[#out + 1] = string.format("%d casts: %d folded into a neighbouring kernel's load or store, %d kept as kernels.", #pp.casts, folded, kept)
+  end
+  -- tensors
+  out[#out + 1] = ""
+  out[#out + 1] = "| tensor | shape | format | stored |"
+  out[#out + 1] = "| --- | --- | --- | --- |"
+  local seen = {}
+  for _, node in ipairs(pp.trace.nodes) do
+    local list = { node.out }
+    for i = 1, (require("ops")[node.op].arity or #node.inputs) do list[#list + 1] = node.inputs[i] end
+    for _, t in ipairs(list) do
+      if t and t.dtype == "float" and not seen[t] then
+        seen[t] = true
+        local r = info.root(t)
+        out[#out + 1] = string.format("| %s | %s | %s | %s |", md_escape(prec.label(t)), util.shape_str(t.shape), pp.fmt[t],
+          r == t and "own buffer" or ("in " .. md_escape(prec.label(r)) .. " (" .. pp.fmt[r] .. ")"))
+      end
+    end
+  end
+  -- traffic
+  local rows = traffic(info)
+  out[#out + 1] = ""
+  out[#out + 1] = string.format("Bytes the kernels read and write in one training step at batch %d (each operand once per kernel call, in its storage format); the values that change dtype on the way (folded casts); and the 16-bit values widened to float for a kernel, which involves no change of dtype (float holds every 16-bit value):", B)
+  out[#out + 1] = ""
+  out[#out + 1] = "| tensors | bytes moved | values cast in a load or store | 16-bit values widened |"
+  out[#out + 1] = "| --- | ---: | ---: | ---: |"
+  for _, k in ipairs { "parameters", "gradients", "activations", "activation gradients", "buffers" } do
+    out[#out + 1] = string.format("| %s | %s | %d | %d |", k, util.human_bytes(rows[k][1]), rows[k][2], rows[k][3])
+  end
+  if compare_wrapper then
+    local FORMATS = prec.FORMATS
+    local w_kernels, w_values, w_bytes = 0, 0, 0
+    local l_kernels, l_values, l_bytes = 0, 0, 0
+    for _, c in ipairs(pp.casts) do
+      local x, y = c.node.inputs[1], c.node.out
+      local n = numel(x)
+      local per = FORMATS[c.from].bytes + FORMATS[c.to].bytes
+      -- autocast casts at every op call; a parameter's cast is cached for the forward
+      local calls = x.param and 1 or pp.uses[y]
+      local back = info.autodiff.needs_grad[y] and calls or 0
+      w_kernels = w_kernels + calls + back
+      w_values = w_values + n * (calls + back)
+      w_bytes = w_bytes + n * per * (calls + back)
+      if not pp.folded[c.node] then
+        local lb = info.autodiff.needs_grad[y] and 1 or 0
+        l_kernels = l_kernels + 1 + lb
+        l_values = l_values + n * (1 + lb)
+        l_bytes = l_bytes + n * per * (1 + lb)
+      end
+    end
+    local folded_values = 0
+    for _, k in pairs(rows) do folded_values = folded_values + k[2] end   -- (widening is not a cast)
+    out[#out + 1] = ""
+    out[#out + 1] = "### Against a run-time wrapper"
+    out[#out + 1] = ""
+    out[#out + 1] = "A wrapper that converts at run time (Fabric's convert_input / convert_output around the forward, autocast casting the inputs of every op call, with its per-forward cache of parameter casts, and autograd casting each gradient back) runs every cast below as a kernel of its own, reading and writing the whole tensor. loom keeps as kernels only the casts in the plan above; the others are conversions inside the load or store of a kernel that reads the tensor anyway."
+    out[#out + 1] = ""
+    out[#out + 1] = "| per training step | run-time wrapper | loom |"
+    out[#out + 1] = "| --- | ---: | ---: |"
+    out[#out + 1] = string.format("| cast kernels | %d | %d |", w_kernels, l_kernels)
+    out[#out + 1] = string.format("| values converted by cast kernels | %d | %d |", w_values, l_values)
+    out[#out + 1] = string.format("| bytes those kernels read and write | %s | %s |", util.human_bytes(w_bytes), util.human_bytes(l_bytes))
+    out[#out + 1] = string.format("| values cast inside other kernels' loads and stores | 0 | %d |", folded_values)
+    out[#out + 1] = ""
+    out[#out + 1] = "On this CPU backend a kernel's conversions are a pass over the operand into a float buffer next to the kernel (there is no bf16 arithmetic to do them in registers); the CUDA backend does them in the kernel's loads and stores."
+  end
   return table.concat(out, "\n")
 end
 

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Every Fabric precision string on the C backend (issue 4):
+#  - precision_build_SPEC_PREC: the program for each spec at each precision is
+#    generated and compiles with -Wall -Wextra -Werror (its own build.ninja);
+#  - precision_plan_SPEC_PREC: from precision_plan.tsv, the plan the emitter followed:
+#    no cast from a format into the same format, no operand conversion between the
+#    compute type and itself, and every conversion of the plan is one call in model.c
+#    (and no other conversion call is there);
+#  - precision_kept_cast: a narrowing cast read 6 times a step is kept as one kernel
+#    (tests/precision/shared_input.lua), the others fold;
+#  - precision_train_SPEC_PREC: 150 steps of fashion_mlp / 60 of fashion_cnn on
+#    Fashion-MNIST reach a test accuracy above 0.6 at every precision;
+#  - precision_bf16-mixed_SPEC_grad: loss and gradients against PyTorch's CPU autocast
+#    (tests/torch/precision_parity.py states the tolerance and why).
+set -u
+cd "$(dirname "$0")/.."
+LOOM=${LOOM:-build/loom}
+PY=/usr/bin/python3
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+PRECISIONS=(32-true 64-true bf16-mixed 16-mixed bf16-true 16-true)
+SPECS=(specs/fashion_mlp.lua specs/fashion_cnn.lua specs/paw.lua specs/tiny_transformer.lua tests/precision/shared_input.lua)
+DATA=/usr/share/datasets/fashion-mnist
+
+# conversions of the plan against the calls in model.c
+check_plan() {
+  local d=$1 prec=$2
+  local plan="$d/precision_plan.tsv"
+  [ -f "$plan" ] || { echo "no precision_plan.tsv"; return 1; }
+  local same
+  same=$(awk -F'\t' '$1 == "cast" && $2 == $3' "$plan" | head -1)
+  [ -z "$same" ] || { echo "a cast into its own format: $same"; return 1; }
+  local compute
+  compute=$(sed -n '1s/.*compute \([a-z0-9]*\),.*/\1/p' "$plan")
+  same=$(awk -F'\t' -v c="$compute" '$1 == "conversion" && $5 == c && $6 == c' "$plan" | head -1)
+  [ -z "$same" ] || { echo "a conversion from $compute to $compute: $same"; return 1; }
+  local planned called kept
+  # an "update" (a 16-bit running statistic) is loaded before the op and stored after it
+  planned=$(awk -F'\t' '$1 == "conversion" { n += ($7 == "update") ? 2 : 1 } END { print n + 0 }' "$plan")
+  kept=$(awk -F'\t' '$1 == "cast" && $4 ~ /^kept/' "$plan" | wc -l)
+  called=$(sed 's|//.*||' "$d/model.c" | grep -Eo '\bk_(load|store|accum)_[a-z0-9]+_(as|from)_[a-z0-9]+\(' | wc -l)
+  local convert
+  convert=$(sed 's|//.*||' "$d/model.c" | grep -Eo '\bk_convert_[a-z0-9]+_[a-z0-9]+\(' | wc -l)
+  [ "$planned" -eq "$called" ] || { echo "the plan has $planned operand conversions, model.c calls $called"; return 1; }
+  [ "$kept" -eq "$convert" ] || { echo "the plan keeps $kept casts, model.c converts $convert times"; return 1; }
+  case $prec in
+    32-true|64-true) [ "$planned" -eq 0 ] || { echo "$prec converts $planned operands"; return 1; } ;;
+  esac
+  echo "# $planned operand conversions, $kept kept casts"
+}
+
+for spec in "${SPECS[@]}"; do
+  name=$(basename "$spec" .lua)
+  for prec in "${PRECISIONS[@]}"; do
+    d="$tmp/$name-$prec"
+    if "$LOOM" build "$spec" --precision="$prec" -o "$d" >"$d.log" 2>&1; then
+      echo "ok precision_build_${name}_$prec"
+      if out=$(check_plan "$d" "$prec"); then echo "ok precision_plan_${name}_$prec"; echo "$out"
+      else echo "not ok precision_plan_${name}_$prec: $out"; fi
+    else
+      echo "not ok precision_build_${name}_$prec: $(grep -m1 -E 'error|loom:' "$d.log" "$d/build.log" 2>/dev/null | head -1)"
+      echo "not ok precision_plan_${name}_$prec: not built"
+    fi
+  done
+done
+
+kept=$(awk -F'\t' '$1 == "cast" && $4 ~ /^kept/' "$tmp/shared_input-bf16-mixed/precision_plan.tsv" 2>/dev/null | wc -l)
+folded=$(awk -F'\t' '$1 == "cast" && $4 ~ /^folded/' "$tmp/shared_input-bf16-mixed/precision_plan.tsv" 2>/dev/null | wc -l)
+if [ "$kept" -eq 1 ] && [ "$folded" -ge 10 ]; then echo "ok precision_kept_cast"
+else echo "not ok precision_kept_cast: $kept kept, $folded folded (want 1 kept: the input read 6 times)"; fi
+
+if [ -f "$DATA/train-images-idx3-ubyte.gz" ]; then
+  for spec in fashion_mlp fashion_cnn; do
+    steps=150; [ "$spec" = fashion_cnn ] && steps=60
+    for prec in "${PRECISIONS[@]}"; do
+      d="$tmp/$spec-$prec"
+      if [ ! -x "$d/train" ]; then echo "not ok precision_train_${spec}_$prec: not built"; continue; fi
+      out=$(cd "$d" && OMP_NUM_THREADS=2 ./train --max-steps $steps --quiet --out run 2>&1)
+      acc=$(echo "$out" | sed -n 's/.*test\/acc \([0-9.]*\).*/\1/p' | tail -1)
+      if [ -n "$acc" ] && awk -v a="$acc" 'BEGIN { exit !(a > 0.6) }'; then
+        echo "ok precision_train_${spec}_$prec"
+      else
+        echo "not ok precision_train_${spec}_$prec: test accuracy '${acc}' after $steps steps: $(echo "$out" | tail -2 | tr '\n' ' ')"
+      fi
+      echo "# $spec $prec: test/acc $acc after $steps steps"
+    done
+  done
+else
+  echo "ok precision_train # SKIP Fashion-MNIST is not installed ($DATA)"
+fi
+
+# parity with PyTorch's autocast
+if "$PY" -c "import torch, numpy" >/dev/null 2>&1; then
+  CFLAGS="-std=c11 -O2 -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE"
+  declare -A BATCH=([fashion_mlp]=32 [fashion_cnn]=8)
+  for spec in fashion_mlp fashion_cnn; do
+    d="$tmp/parity-$spec"
+    if ! "$LOOM" build "specs/$spec.lua" -o "$d" --precision=bf16-mixed --no-compile >"$d.log" 2>&1 ||
+       ! cc $CFLAGS -I"$d" tests/harness/parity.c "$d"/model.c "$d"/optim.c "$d"/ckpt.c "$d"/data.c "$d"/npy.c "$d"/idx.c \
+            -o "$d/parity" -lopenblas -lz -lm >"$d.cc" 2>&1; then
+      echo "not ok precision_bf16-mixed_${spec}_grad: harness did not build: $(grep -m1 error "$d.cc" "$d.log")"
+      continue
+    fi
+    OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 "$PY" tests/torch/precision_parity.py "$spec" "${BATCH[$spec]}" "$d/work" \
+      "$d/parity" bf16-mixed
+  done
+else
+  echo "ok precision_bf16-mixed_grad # SKIP $PY cannot import torch"
+fi

@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Parity of loom's mixed precision with PyTorch's, driven by tests/suite_precision.sh.
+
+  precision_parity.py SPEC B WORK HARNESS PREC
+
+HARNESS is tests/harness/parity.c compiled against SPEC generated at PREC (bf16-mixed).
+The reference is what Fabric does for that precision: the model in float32, its float
+inputs converted to bfloat16 (MixedPrecision.convert_input), the forward under
+torch.autocast("cpu", dtype=torch.bfloat16), the output converted back to float32
+(convert_output) and the loss outside autocast.  Same weights, same batch (written by
+tests/torch/parity.py's prepare); one forward in training mode and one backward.
+
+The measure, per tensor: err = max|c - t| / max|t| (c: loom, t: PyTorch autocast).
+The tolerance comes from the dtype: bfloat16 keeps 8 significant bits, a unit
+roundoff u = 2^-8 = 3.9e-3.  Both sides round the same values at the same places
+(inputs, weights and outputs of each GEMM/conv, activation gradients), so they differ
+only where float32 accumulation order tips a rounding to the neighbouring bfloat16
+value (1 ulp = 2u relative on that element), which then propagates.  Each tensor must
+be within 4u = 1.6e-2 of PyTorch's, AND closer to PyTorch's bf16-mixed result than
+PyTorch's own float32 run is (err < 0.5 x dev, dev = the same err between PyTorch
+float32 and PyTorch bf16-mixed): a loom that ignored the precision (computed in fp32)
+would sit at err ~ dev and fail.  Prints TAP lines.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+try:
+    import torch
+except ImportError as e:
+    print("ok precision_parity # SKIP torch: %s" % e)
+    sys.exit(0)
+import parity  # noqa: E402
+import models  # noqa: E402
+
+U = 2.0 ** -8
+TOL = 4 * U
+DEV_FACTOR = 0.5
+
+
+def torch_step(spec, state, batch, autocast):
+    fields, inputs, loss_fn = parity.SPECS[spec]
+    model = models.SPECS[spec][0]()
+    model.load_state_dict(state, strict=True)
+    model.train()
+    if autocast:
+        xs = [batch[n].to(torch.bfloat16) if batch[n].is_floating_point() else batch[n] for n in inputs]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(*xs)
+        out = out.float()
+    else:
+        out = model(*[batch[n] for n in inputs])
+    L = loss_fn(out, batch)
+    L.backward()
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+    return L.detach().reshape(1), grads, {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def main():
+    spec, B, work, harness, prec = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+    state, batch = parity.prepare(spec, work, B, 1234)
+    got = parity.run_harness(harness, os.path.join(work, "w32"), B, 0)
+    ref = torch_step(spec, state, batch, True)
+    f32 = torch_step(spec, state, batch, False)
+    rows = [("loss", got["loss"], ref[0], f32[0])]
+    for n in ref[1]:
+        if n in parity.ZERO_GRAD[spec]:
+            continue   # mathematically zero: both sides return rounding noise (parity.py)
+        rows.append(("grad." + n, got["grad." + n], ref[1][n], f32[1][n]))
+    for n, t in ref[2].items():
+        if t.is_floating_point() and "running" in n:
+            rows.append((n, got[n], t, f32[2][n]))
+    bad = 0
+    lines = []
+    for name, c, t, t32 in rows:
+        err = parity.rel(c.reshape(t.shape), t.float())
+        dev = parity.rel(t32, t.float())
+        limit = min(TOL, DEV_FACTOR * dev) if dev > 0 else TOL
+        ok = err <= limit or err < 1e-6
+        bad += not ok
+        lines.append("#   %s %-28s err %.2e  (PyTorch fp32 vs bf16-mixed: %.2e; limit %.2e)" %
+                     ("ok" if ok else "NOT OK", name, err, dev, limit))
+    print("%s precision_%s_%s_grad" % ("ok" if bad == 0 else "not ok", prec, spec))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
