@@ -54,6 +54,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--autocast", choices=["bf16"], help="Fabric's bf16-mixed: inputs to bfloat16, "
+                    "the forward under torch.autocast('cpu', torch.bfloat16), the output back to float32")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -68,7 +70,12 @@ def main():
     for s in range(args.warmup + args.steps):
         t0 = time.perf_counter()
         opt.zero_grad()
-        loss = loss_fn(model(*xs), y)
+        if args.autocast:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = model(*[x.to(torch.bfloat16) for x in xs])
+            loss = loss_fn(out.float(), y)
+        else:
+            loss = loss_fn(model(*xs), y)
         loss.backward()
         opt.step()
         t1 = time.perf_counter()
@@ -78,7 +85,8 @@ def main():
         if s == 0:
             loss0 = lossN
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    print(f"torch {args.spec} B={args.batch} threads={torch.get_num_threads()} steps={args.steps} "
+    label = args.spec + ("-bf16-autocast" if args.autocast else "")
+    print(f"torch {label} B={args.batch} threads={torch.get_num_threads()} steps={args.steps} "
           f"median_ms={statistics.median(times):.4f} min_ms={min(times):.4f} mean_ms={statistics.fmean(times):.4f} "
           f"maxrss_kb={ru.ru_maxrss} loss0={loss0:.5f} lossN={lossN:.5f}")
 
