@@ -41,7 +41,7 @@ spec_row_full() {
     case "$1" in
         fashion_mlp) echo "specs/fashion_mlp.lua 128 - 20 300 200 2" ;;
         fashion_cnn) echo "specs/fashion_cnn.lua 128 - 5 40 30 2" ;;
-        paw)         echo "specs/paw.lua 32 32-true 3 12 10 2" ;;   # bf16-mixed is not on the CPU backend yet
+        paw)         echo "specs/paw.lua 32 32-true 3 12 10 2" ;;   # fp32 on both sides (bench/precision.sh compares precisions)
         linear)      echo "bench/specs/linear.lua 4 - 200 5000 2000 250" ;;
         *) echo "speed.sh: unknown spec $1" >&2; exit 2 ;;
     esac
