@@ -241,7 +241,8 @@ function precision.fold(pp, ad, is_alias)
     elseif not narrowing or reads(y) <= FOLD_READS then
       pp.link[y] = { src = x }
       pp.folded[node] = true
-      c.fate = "folded into the load of its reader" .. ((consumers[y] and #consumers[y] > 1) and "s" or "")
+      c.fate = (P and P.op == "cast" and "composed with the cast before it, " or "") ..
+        "folded into the load of its reader" .. ((consumers[y] and #consumers[y] > 1) and "s" or "")
       c.into = consumers[y] and consumers[y][1]
       c.reads = reads(y)
     else

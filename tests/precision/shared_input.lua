@@ -1,17 +1,23 @@
--- tests/precision/shared_input.lua — one input read by three Linear layers and a
--- LayerNorm: under bf16-mixed the input's cast to bf16 is read 6 times a step (three
--- forwards, three backwards), more than a fold into each reader pays for, so the
--- precision pass keeps it as a kernel.  LayerNorm (autocast's fp32 list) takes the
--- bf16 sum back to float32, and the model's output is float32 before the loss.
+-- tests/precision/shared_input.lua — every kind of fold under bf16-mixed:
+--  - the input, converted to bf16 (convert_input), is read by two Linear layers and a
+--    LayerNorm: 5 reads a step (two forwards, two backwards, the cast back to float32
+--    for LayerNorm), more than a fold into each reader pays for, so that
+--    cast is kept as a kernel;
+--  - LayerNorm (autocast's fp32 list) casts that bf16 copy back to float32: a cast of
+--    a cast, folded into LayerNorm's load;
+--  - LayerNorm's float32 output is read only by the cast to bf16 for Linear c: the
+--    cast is folded into LayerNorm's store;
+--  - the weights' casts and the cast of the output to float32 fold into their readers.
 model "SharedInput" {
   inputs = { x = Tensor{16} },
   a = Linear(16, 8),
   b = Linear(16, 8),
   c = Linear(16, 8),
+  pre = LayerNorm(16),
   norm = LayerNorm(8),
   head = Linear(8, 2),
   forward = function(m, b)
-    local h = m.a(b.x) + m.b(b.x) + m.c(b.x)
+    local h = m.a(b.x) + m.b(b.x) + m.c(m.pre(b.x))
     return m.head(relu(m.norm(h)))
   end,
 }
