@@ -95,10 +95,11 @@ fi
 # parity with PyTorch's autocast
 if "$PY" -c "import torch, numpy" >/dev/null 2>&1; then
   CFLAGS="-std=c11 -O2 -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE"
-  declare -A BATCH=([fashion_mlp]=32 [fashion_cnn]=8 [paw]=16)
-  for spec in fashion_mlp fashion_cnn paw; do
+  declare -A BATCH=([fashion_mlp]=32 [fashion_cnn]=8 [paw]=16 [shared_input]=16)
+  for spec in fashion_mlp fashion_cnn paw shared_input; do
     d="$tmp/parity-$spec"
-    if ! "$LOOM" build "specs/$spec.lua" -o "$d" --precision=bf16-mixed --no-compile >"$d.log" 2>&1 ||
+    file=specs/$spec.lua; [ -f "$file" ] || file=tests/precision/$spec.lua
+    if ! "$LOOM" build "$file" -o "$d" --precision=bf16-mixed --no-compile >"$d.log" 2>&1 ||
        ! cc $CFLAGS -I"$d" tests/harness/parity.c "$d"/model.c "$d"/optim.c "$d"/ckpt.c "$d"/data.c "$d"/npy.c "$d"/idx.c \
             -o "$d/parity" -lopenblas -lz -lm >"$d.cc" 2>&1; then
       echo "not ok precision_bf16-mixed_${spec}_grad: harness did not build: $(grep -m1 error "$d.cc" "$d.log")"
