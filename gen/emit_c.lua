@@ -163,7 +163,7 @@ local function context(g, st, p, pp, ty, ad, read_only)
   end
   function e.wrap(lines)
     if #pre == 0 and #post == 0 then return lines end
-    local out = {}
+    local out = { "// operands converted between their storage and float around the kernel (precision plan)" }
     for _, l in ipairs(pre) do out[#out + 1] = l end
     for _, l in ipairs(lines) do out[#out + 1] = l end
     for _, l in ipairs(post) do out[#out + 1] = l end
