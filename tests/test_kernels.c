@@ -685,3 +685,272 @@ Test(kernels, init) {
     k_init_const_f32(q, 10, 1.0);
     for (int i = 0; i < 10; i++) cr_assert_eq(q[i], 1.0f);
 }
+
+// ---------------------------------------------------------------------------- 16-bit storage
+// kernels_cast.inc's conversions: round to nearest even, ties to even, NaN stays NaN,
+// overflow to inf; every 16-bit value widens exactly (narrow(widen(h)) == h).
+static uint32_t f32_bits(float x) { uint32_t u; memcpy(&u, &x, sizeof u); return u; }
+static float f32_of(uint32_t u) { float x; memcpy(&x, &u, sizeof x); return x; }
+static uint16_t f16_bits(k_f16 h) { uint16_t u; memcpy(&u, &h, sizeof u); return u; }
+static k_f16 f16_of(uint16_t u) { k_f16 h; memcpy(&h, &u, sizeof h); return h; }
+
+Test(kernels16, bf16_round_to_nearest_even) {
+    // 1 + 2^-8 lies halfway between 1 and 1 + 2^-7: ties go to the even mantissa (1)
+    cr_assert_eq(k_narrow_bf16(1.0f + 0x1p-8f), 0x3f80);
+    // 1 + 3·2^-8 lies halfway between 1 + 2^-7 (odd) and 1 + 2^-6 (even)
+    cr_assert_eq(k_narrow_bf16(1.0f + 3 * 0x1p-8f), 0x3f82);
+    // just above / below a tie
+    cr_assert_eq(k_narrow_bf16(f32_of(0x3f808001u)), 0x3f81);
+    cr_assert_eq(k_narrow_bf16(f32_of(0x3f807fffu)), 0x3f80);
+    cr_assert_eq(k_narrow_bf16(-1.0f - 0x1p-8f), 0xbf80);
+    cr_assert_eq(k_narrow_bf16(-0.0f), 0x8000);
+    cr_assert_eq(k_narrow_bf16(INFINITY), 0x7f80);
+    cr_assert_eq(k_narrow_bf16(-INFINITY), 0xff80);
+    // the largest float rounds past bf16's largest finite value (0x7f7f): inf
+    cr_assert_eq(k_narrow_bf16(f32_of(0x7f7fffffu)), 0x7f80);
+    cr_assert_eq(k_narrow_bf16(f32_of(0x7f7f7fffu)), 0x7f7f);
+    // NaN stays NaN (quiet), whatever its payload, never becomes inf
+    uint16_t n1 = k_narrow_bf16(NAN), n2 = k_narrow_bf16(f32_of(0x7f800001u));
+    cr_assert(isnan(k_widen_bf16(n1)) && isnan(k_widen_bf16(n2)), "NaN narrowed to %04x, %04x", n1, n2);
+    // subnormals round too
+    cr_assert_eq(k_narrow_bf16(f32_of(0x00018000u)), 0x0002);
+    cr_assert_eq(k_narrow_bf16(f32_of(0x00008000u)), 0x0000);
+    // every bf16 value widens exactly; every float rounds to one of its two neighbours
+    for (uint32_t h = 0; h < 65536; h++) {
+        float x = k_widen_bf16((k_bf16)h);
+        if (isnan(x)) continue;
+        cr_assert_eq(k_narrow_bf16(x), h, "bf16 %04x does not round-trip", h);
+        cr_assert_eq(f32_bits(x), h << 16);
+    }
+    uint64_t s = 99;
+    for (int i = 0; i < 100000; i++) {
+        uint32_t u = (uint32_t)gc_next(&s);
+        float x = f32_of(u);
+        if (isnan(x)) continue;
+        uint16_t r = k_narrow_bf16(x), lo = (uint16_t)(u >> 16), hi = (uint16_t)(lo + 1);
+        uint32_t rest = u & 0xffffu;
+        uint16_t want = rest > 0x8000u ? hi : rest < 0x8000u ? lo : ((lo & 1) ? hi : lo);
+        cr_assert_eq(r, want, "narrow(%08x) = %04x, want %04x", u, r, want);
+    }
+}
+
+Test(kernels16, f16_round_to_nearest_even) {
+    cr_assert_eq(f16_bits(k_narrow_f16(1.0f + 0x1p-11f)), 0x3c00);          // tie: to even (1)
+    cr_assert_eq(f16_bits(k_narrow_f16(1.0f + 3 * 0x1p-11f)), 0x3c02);      // tie: to even (1 + 2^-9)
+    cr_assert_eq(f16_bits(k_narrow_f16(1.0f + 0x1p-11f + 0x1p-20f)), 0x3c01);
+    cr_assert_eq(k_widen_f16(k_narrow_f16(65504.0f)), 65504.0f);            // the largest finite f16
+    cr_assert_eq(k_widen_f16(k_narrow_f16(65519.0f)), 65504.0f);            // below the midpoint
+    cr_assert(isinf(k_widen_f16(k_narrow_f16(65520.0f))));                  // the midpoint: to even (inf)
+    cr_assert(isinf(k_widen_f16(k_narrow_f16(1e5f))) && k_widen_f16(k_narrow_f16(-1e5f)) < 0);
+    cr_assert(isinf(k_widen_f16(k_narrow_f16(INFINITY))));
+    cr_assert(isnan(k_widen_f16(k_narrow_f16(NAN))));
+    cr_assert_eq(k_widen_f16(k_narrow_f16(0x1p-24f)), 0x1p-24f);            // the smallest subnormal
+    cr_assert_eq(k_widen_f16(k_narrow_f16(0x1p-25f)), 0.0f);                // half of it: tie to even (0)
+    cr_assert_eq(k_widen_f16(k_narrow_f16(0x1.8p-25f)), 0x1p-24f);
+    cr_assert_eq(f16_bits(k_narrow_f16(-0.0f)), 0x8000);
+    for (uint32_t h = 0; h < 65536; h++) {
+        float x = k_widen_f16(f16_of((uint16_t)h));
+        if (isnan(x)) continue;
+        cr_assert_eq(f16_bits(k_narrow_f16(x)), h, "f16 %04x does not round-trip", h);
+        cr_assert_eq(k_round_f16(x), x);
+    }
+}
+
+// Random 16-bit buffers (as bits) with values in [-a, a]; their float images.
+static void rand16(uint64_t *s, int bf, void *dst, float *wide, size_t n, double a) {
+    for (size_t i = 0; i < n; i++) {
+        float x = (float)gc_unif(s, -a, a);
+        if (bf) { ((k_bf16 *)dst)[i] = k_narrow_bf16(x); wide[i] = k_widen_bf16(((k_bf16 *)dst)[i]); }
+        else { ((k_f16 *)dst)[i] = k_narrow_f16(x); wide[i] = k_widen_f16(((k_f16 *)dst)[i]); }
+    }
+}
+// 16-bit buffer == the float buffer rounded once, bit for bit
+static void expect_rounded(const char *what, int bf, const void *got, const float *f, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint16_t g = bf ? ((const k_bf16 *)got)[i] : f16_bits(((const k_f16 *)got)[i]);
+        uint16_t w = bf ? k_narrow_bf16(f[i]) : f16_bits(k_narrow_f16(f[i]));
+        cr_assert_eq(g, w, "%s (%s) [%zu]: %04x, the float step rounded is %04x (%.9g)", what, bf ? "bf16" : "f16", i, g, w, f[i]);
+    }
+}
+static void widen16(int bf, const void *src, float *dst, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = bf ? k_widen_bf16(((const k_bf16 *)src)[i]) : k_widen_f16(((const k_f16 *)src)[i]);
+}
+
+// A 16-bit optimizer step is the float step on the widened values with every stored
+// value (parameter, momentum, moments) rounded once: 5 steps of each optimizer
+// variant, the 16-bit state carried from step to step, on the serial and the
+// parallel (n > K_PAR_N) path.
+enum { O_SGD, O_SGD_MOM, O_SGD_NEST, O_ADAM, O_ADAM_AMS, O_ADAMW, O_ADAMW_AMS, O_NKINDS };
+static void opt16_case(int bf, int kind, size_t n) {
+    uint64_t s = 1234 + (uint64_t)kind * 77 + n;
+    size_t bytes = n * 2;
+    void *p = malloc(bytes), *g = malloc(bytes), *m = malloc(bytes), *v = malloc(bytes), *vm = malloc(bytes);
+    float *pf = malloc(n * 4), *gf = malloc(n * 4), *mf = malloc(n * 4), *vf = malloc(n * 4), *vmf = malloc(n * 4);
+    rand16(&s, bf, p, pf, n, 1.0);
+    memset(m, 0, bytes); memset(v, 0, bytes); memset(vm, 0, bytes);
+    for (int step = 0; step < 5; step++) {
+        rand16(&s, bf, g, gf, n, step == 3 ? 1e-3 : 0.5);
+        widen16(bf, p, pf, n); widen16(bf, m, mf, n); widen16(bf, v, vf, n); widen16(bf, vm, vmf, n);
+        int first = step == 0;
+        switch (kind) {
+#define OPT16(fn, ...) do { if (bf) fn##_bf16(__VA_ARGS__); else fn##_f16(__VA_ARGS__); } while (0)
+        case O_SGD:
+            k_sgd_step_f32(pf, gf, NULL, n, 0.1, 0, 0, 0.01, 0, 0, first);
+            OPT16(k_sgd_step, p, g, NULL, n, 0.1, 0, 0, 0.01, 0, 0, first);
+            break;
+        case O_SGD_MOM:
+            k_sgd_step_f32(pf, gf, mf, n, 0.05, 0.9, 0.1, 0, 0, 0, first);
+            OPT16(k_sgd_step, p, g, m, n, 0.05, 0.9, 0.1, 0, 0, 0, first);
+            break;
+        case O_SGD_NEST:
+            k_sgd_step_f32(pf, gf, mf, n, 0.05, 0.9, 0, 1e-3, 1, 1, first);
+            OPT16(k_sgd_step, p, g, m, n, 0.05, 0.9, 0, 1e-3, 1, 1, first);
+            break;
+        case O_ADAM: case O_ADAM_AMS:
+            k_adam_step_f32(pf, gf, mf, vf, kind == O_ADAM_AMS ? vmf : NULL, n, 1e-3, 0.9, 0.999, 1e-8, 0.01, kind == O_ADAM_AMS, 0, step + 1);
+            OPT16(k_adam_step, p, g, m, v, kind == O_ADAM_AMS ? vm : NULL, n, 1e-3, 0.9, 0.999, 1e-8, 0.01, kind == O_ADAM_AMS, 0, step + 1);
+            break;
+        case O_ADAMW: case O_ADAMW_AMS:
+            k_adamw_step_f32(pf, gf, mf, vf, kind == O_ADAMW_AMS ? vmf : NULL, n, 1e-2, 0.8, 0.99, 1e-6, 0.1, kind == O_ADAMW_AMS, 1, step + 1);
+            OPT16(k_adamw_step, p, g, m, v, kind == O_ADAMW_AMS ? vm : NULL, n, 1e-2, 0.8, 0.99, 1e-6, 0.1, kind == O_ADAMW_AMS, 1, step + 1);
+            break;
+        }
+        char what[64];
+        snprintf(what, sizeof what, "optimizer %d n=%zu step %d param", kind, n, step);
+        expect_rounded(what, bf, p, pf, n);
+        if (kind != O_SGD) { what[strlen(what) - 5] = 0; strcat(what, "m"); expect_rounded(what, bf, m, mf, n); }
+        if (kind >= O_ADAM) expect_rounded("exp_avg_sq", bf, v, vf, n);
+        if (kind == O_ADAM_AMS || kind == O_ADAMW_AMS) expect_rounded("max_exp_avg_sq", bf, vm, vmf, n);
+    }
+    free(p); free(g); free(m); free(v); free(vm); free(pf); free(gf); free(mf); free(vf); free(vmf);
+}
+Test(kernels16, optimizers_bf16) { for (int k = 0; k < O_NKINDS; k++) { opt16_case(1, k, 37); opt16_case(1, k, 40000); } }
+Test(kernels16, optimizers_f16) { for (int k = 0; k < O_NKINDS; k++) { opt16_case(0, k, 37); opt16_case(0, k, 40000); } }
+
+// The f32 Adam/AdamW/SGD kernels compute what they did before 16-bit storage was
+// added: the loops as they were, bit for bit.
+static void adam_before(float *p, const float *g, float *m, float *v, float *vmax, size_t n, double lr, double beta1,
+                        double beta2, double eps, double weight_decay, int amsgrad, int maximize, int64_t step, int decoupled) {
+    const double bc1 = 1 - pow(beta1, (double)step), bc2 = 1 - pow(beta2, (double)step);
+    const float b1 = (float)beta1, b2 = (float)beta2, a1 = (float)(1 - beta1), a2 = (float)(1 - beta2);
+    const float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2), eps_ = (float)eps, wd = (float)weight_decay;
+    const float decay = (float)(1 - lr * weight_decay);
+    for (size_t i = 0; i < n; i++) {
+        float d = maximize ? -g[i] : g[i];
+        if (decoupled) p[i] *= decay;
+        else if (weight_decay != 0) d += wd * p[i];
+        m[i] = m[i] * b1 + a1 * d;
+        v[i] = v[i] * b2 + a2 * d * d;
+        float vv = v[i];
+        if (amsgrad) { if (vmax[i] < vv) vmax[i] = vv; vv = vmax[i]; }
+        p[i] -= step_size * m[i] / (sqrtf(vv) / bc2_sqrt + eps_);
+    }
+}
+static void sgd_before(float *p, const float *g, float *buf, size_t n, double lr, double momentum, double dampening,
+                       double weight_decay, int nesterov, int maximize, int first_step) {
+    const float lr_ = (float)lr, mom = (float)momentum, damp = (float)(1 - dampening), wd = (float)weight_decay;
+    for (size_t i = 0; i < n; i++) {
+        float d = maximize ? -g[i] : g[i];
+        if (weight_decay != 0) d += wd * p[i];
+        if (momentum != 0) {
+            float b = first_step ? d : mom * buf[i] + damp * d;
+            buf[i] = b;
+            d = nesterov ? d + mom * b : b;
+        }
+        p[i] -= lr_ * d;
+    }
+}
+Test(kernels16, f32_kernels_unchanged) {
+    enum { N = 513 };
+    uint64_t s = 5;
+    float p[2][N], g[N], m[2][N], v[2][N], vm[2][N];
+    for (int c = 0; c < 6; c++) {
+        for (int i = 0; i < N; i++) { p[0][i] = p[1][i] = (float)gc_unif(&s, -1, 1); m[0][i] = m[1][i] = v[0][i] = v[1][i] = vm[0][i] = vm[1][i] = 0; }
+        for (int step = 1; step <= 4; step++) {
+            for (int i = 0; i < N; i++) g[i] = (float)gc_unif(&s, -1, 1);
+            if (c < 4) {
+                int ams = c & 1, dec = c >> 1;
+                adam_before(p[0], g, m[0], v[0], vm[0], N, 1e-3, 0.9, 0.999, 1e-8, 0.05, ams, c == 3, step, dec);
+                if (dec) k_adamw_step_f32(p[1], g, m[1], v[1], vm[1], N, 1e-3, 0.9, 0.999, 1e-8, 0.05, ams, c == 3, step);
+                else k_adam_step_f32(p[1], g, m[1], v[1], vm[1], N, 1e-3, 0.9, 0.999, 1e-8, 0.05, ams, c == 3, step);
+            } else {
+                sgd_before(p[0], g, m[0], N, 0.1, 0.9, 0.1, 0.01, c == 5, c == 5, step == 1);
+                k_sgd_step_f32(p[1], g, m[1], N, 0.1, 0.9, 0.1, 0.01, c == 5, c == 5, step == 1);
+            }
+            cr_assert(!memcmp(p[0], p[1], sizeof p[0]) && !memcmp(m[0], m[1], sizeof m[0]) && !memcmp(v[0], v[1], sizeof v[0]) &&
+                      !memcmp(vm[0], vm[1], sizeof vm[0]), "case %d step %d: the f32 kernel's result changed", c, step);
+        }
+    }
+}
+
+// Clipping over 16-bit gradients: the norm of the widened values; scaling and
+// clamping round once.
+Test(kernels16, clipping) {
+    for (int bf = 0; bf < 2; bf++) {
+        enum { N = 300 };
+        uint64_t s = 17;
+        uint16_t g[N];
+        float gf[N];
+        rand16(&s, bf, g, gf, N, 3.0);
+        double n16 = bf ? k_grad_norm_bf16((k_bf16 *)g, N) : k_grad_norm_f16((k_f16 *)g, N);
+        double n32 = k_grad_norm_f32(gf, N);
+        cr_assert_eq(n16, n32, "grad norm %.17g vs %.17g", n16, n32);
+        if (bf) k_scale_bf16((k_bf16 *)g, N, 0.3); else k_scale_f16((k_f16 *)g, N, 0.3);
+        k_scale_f32(gf, N, 0.3);
+        expect_rounded("k_scale", bf, g, gf, N);
+        widen16(bf, g, gf, N);
+        if (bf) k_clamp_bf16((k_bf16 *)g, N, -0.5, 0.25); else k_clamp_f16((k_f16 *)g, N, -0.5, 0.25);
+        k_clamp_f32(gf, N, -0.5, 0.25);
+        expect_rounded("k_clamp", bf, g, gf, N);
+    }
+}
+
+// GradScaler's unscale_: g *= 1/scale (exact for a power of two), found_inf when any
+// gradient was inf or NaN; on the serial and the parallel path, in every storage.
+Test(kernels16, unscale_check) {
+    for (int big = 0; big < 2; big++) {
+        size_t n = big ? 100000 : 100;
+        float *g = malloc(n * sizeof *g);
+        double *d = malloc(n * sizeof *d);
+        k_bf16 *b = malloc(n * sizeof *b);
+        k_f16 *h = malloc(n * sizeof *h);
+        for (size_t i = 0; i < n; i++) { g[i] = (float)(i % 97) * 65536.0f - 1e6f; d[i] = g[i]; b[i] = k_narrow_bf16(g[i] / 65536); h[i] = k_narrow_f16(g[i] / 65536); }
+        cr_assert_eq(k_unscale_check_f32(g, n, 1.0 / 65536), 0);
+        cr_assert_eq(k_unscale_check_f64(d, n, 1.0 / 65536), 0);
+        for (size_t i = 0; i < n; i++) cr_assert(g[i] == (float)(i % 97) - 1e6f / 65536 && d[i] == g[i], "[%zu] %g", i, g[i]);
+        cr_assert_eq(k_unscale_check_bf16(b, n, 0.5), 0);
+        cr_assert_eq(k_unscale_check_f16(h, n, 0.5), 0);
+        for (size_t i = 0; i < n; i++) cr_assert(k_widen_bf16(b[i]) == k_round_bf16(g[i]) / 2 && k_widen_f16(h[i]) == k_round_f16(g[i]) / 2);
+        // one inf, or one NaN, anywhere
+        size_t at[] = { 0, n / 2, n - 1 };
+        for (int k = 0; k < 3; k++) {
+            float saved = g[at[k]];
+            g[at[k]] = k == 1 ? NAN : -INFINITY;
+            cr_assert_eq(k_unscale_check_f32(g, n, 0.5), 1, "inf/nan at %zu not found", at[k]);
+            g[at[k]] = saved;
+            b[at[k]] = k_narrow_bf16(k == 1 ? NAN : INFINITY);
+            cr_assert_eq(k_unscale_check_bf16(b, n, 0.5), 1);
+            b[at[k]] = 0;
+            h[at[k]] = k_narrow_f16(1e6f);   // overflows f16: inf
+            cr_assert_eq(k_unscale_check_f16(h, n, 0.5), 1);
+            h[at[k]] = 0;
+        }
+        // the largest finite float is finite (unscaled, not checked after scaling)
+        g[1] = 3.4e38f;
+        cr_assert_eq(k_unscale_check_f32(g, n, 2.0), 0);
+        cr_assert(isinf(g[1]));
+        free(g); free(d); free(b); free(h);
+    }
+}
+
+Test(kernels16, init) {
+    enum { N = 1000 };
+    k_bf16 b[N]; k_f16 h[N]; float f[N];
+    k_init_uniform_f32(f, N, 0.3, 3, 9);
+    k_init_uniform_bf16(b, N, 0.3, 3, 9);
+    k_init_uniform_f16(h, N, 0.3, 3, 9);
+    expect_rounded("init_uniform", 1, b, f, N);
+    expect_rounded("init_uniform", 0, h, f, N);
+    k_init_const_bf16(b, N, 1.0);
+    for (int i = 0; i < N; i++) cr_assert_eq(b[i], 0x3f80);
+}

@@ -8,7 +8,7 @@
 //   kernels_pointwise.inc activations, dropout, add/sub/mul/div (equal, scalar, row, broadcast)
 //   kernels_shape.inc    permute, slice, cat, sum/mean, softmax, log_softmax, matmul, attention
 //   kernels_loss.inc     cross entropy (class index and soft), bce, bce_with_logits, mse, l1
-//   kernels_optim.inc    sgd, adam, adamw, grad norm / clipping, initialisers
+//   kernels_optim.inc    sgd, adam, adamw, grad norm / clipping, loss unscaling, initialisers
 //   kernels_cast.inc     bf16 / f16 storage and the conversions of the precision plan
 // and needs runtime/philox.h on the include path (dropout and initialisers).
 //
@@ -37,7 +37,10 @@
 //              k_cross_entropy_soft_target_backward, k_{bce,bce_with_logits,mse,l1}_{forward,backward}
 //   optimizers k_sgd_step, k_adam_step, k_adamw_step
 //   clipping   k_grad_norm, k_scale, k_clamp (and k_clip_coef, type-independent)
+//   scaler     k_unscale_check (GradScaler's unscale_ and found_inf)
 //   init       k_init_uniform, k_init_normal, k_init_const
+// The optimizer, clipping, scaler and init kernels also come as _bf16 and _f16: state
+// stored in 16 bits, arithmetic in float (see kernels_optim.inc).
 // Each kernel's shapes and math are in the comment above it in its .inc file.
 //
 // Note for generated code: <cblas.h> (OpenBLAS) includes <complex.h>, which
@@ -128,7 +131,13 @@ static inline double k_clip_coef(double total_norm, double max_norm) {
 #include "kernels_pointwise.inc"
 #include "kernels_shape.inc"
 #include "kernels_loss.inc"
+#define KS T                         /* kernels_optim.inc: the storage type, KLD/KST its conversions */
+#define KLD(x) (x)
+#define KST(x) (x)
 #include "kernels_optim.inc"
+#undef KS
+#undef KLD
+#undef KST
 #undef T
 #undef SFX
 #undef KM
@@ -144,11 +153,43 @@ static inline double k_clip_coef(double total_norm, double max_norm) {
 #include "kernels_pointwise.inc"
 #include "kernels_shape.inc"
 #include "kernels_loss.inc"
+#define KS T                         /* kernels_optim.inc: the storage type, KLD/KST its conversions */
+#define KLD(x) (x)
+#define KST(x) (x)
 #include "kernels_optim.inc"
+#undef KS
+#undef KLD
+#undef KST
 #undef T
 #undef SFX
 #undef KM
 #undef K_GEMM
 #undef K_EPS_T
+
+// the optimizer, clipping, unscaling and init kernels over 16-bit storage
+// ("bf16-true", "16-true"): k_adam_step_bf16, k_sgd_step_f16, ...  Float arithmetic,
+// values widened on load and rounded to nearest even once on store.
+#define T float
+#define KM(fn) fn##f
+#define SFX bf16
+#define KS k_bf16
+#define KLD(x) k_widen_bf16(x)
+#define KST(x) k_narrow_bf16(x)
+#include "kernels_optim.inc"
+#undef SFX
+#undef KS
+#undef KLD
+#undef KST
+#define SFX f16
+#define KS k_f16
+#define KLD(x) k_widen_f16(x)
+#define KST(x) k_narrow_f16(x)
+#include "kernels_optim.inc"
+#undef SFX
+#undef KS
+#undef KLD
+#undef KST
+#undef T
+#undef KM
 
 #endif
