@@ -29,6 +29,25 @@ end
 
 local function cname(name) return (name:gsub("[^%w]", "_")) end
 
+-- Parameters, gradients, buffers and optimizer state are state_t (model.h).  When
+-- that is the compute type (32-true, 64-true, the mixed precisions) the loops below
+-- read and write it directly; in 16 bits (bf16-true, 16-true) every value is widened
+-- to float where it is read (LD) and rounded to nearest even once where it is
+-- stored (ST), with kernels_cast.inc's conversions.  STATE16 is then the format.
+--
+-- The optimizer state (momentum, moments) is stored like the parameters (PyTorch
+-- makes it zeros_like(param)), in OPT16, except in 16-true: float16 cannot hold
+-- Adam's second moment (0.001·g² is below its smallest subnormal, 6e-8, for every
+-- |g| < 7.7e-3, i.e. nearly every gradient), so the moment rounds to 0 and the step
+-- divides by eps: PyTorch's own 16-true Adam gives NaN within a few steps.  There
+-- the optimizer state stays float32 (OPT16 nil), parameters and gradients float16.
+local STATE16, OPT16 = nil, nil
+local function LD(x) return STATE16 and string.format("k_widen_%s(%s)", STATE16, x) or x end
+local function ST(x) return STATE16 and string.format("k_narrow_%s(%s)", STATE16, x) or x end
+local function LDO(x) return OPT16 and string.format("k_widen_%s(%s)", OPT16, x) or x end
+local function STO(x) return OPT16 and string.format("k_narrow_%s(%s)", OPT16, x) or x end
+local CKPT_DTYPE = { f32 = "CKPT_F32", f64 = "CKPT_F64", bf16 = "CKPT_BF16", f16 = "CKPT_F16" }
+
 ---------------------------------------------------------------------------
 -- data
 
@@ -137,12 +156,16 @@ local function optimizer_code(opt, sfx, momentum_expr)
     if a.amsgrad then states[#states + 1] = "max_exp_avg_sq" end
   end
   for _, st in ipairs(states) do
-    fields[#fields + 1] = string.format("    real *%s;   // NUM_PARAMS, laid out like the parameters", st)
-    alloc[#alloc + 1] = string.format("    o->%s = calloc(NUM_PARAMS, sizeof(real));", st)
+    -- float32 beside 16-true's float16 parameters (see OPT16), else like the parameters
+    local ct, dt = "state_t", "state_dtype()"
+    if STATE16 and not OPT16 then ct, dt = "real", "CKPT_F32" end
+    fields[#fields + 1] = string.format("    %s *%s;   // NUM_PARAMS, laid out like the parameters%s", ct, st,
+      ct == "real" and " (float32: see optimizer_step)" or "")
+    alloc[#alloc + 1] = string.format("    o->%s = calloc(NUM_PARAMS, sizeof(%s));", st, ct)
     alloc[#alloc + 1] = string.format("    if (!o->%s) return -1;", st)
-    save[#save + 1] = string.format("    add_tensors(&w, model_param_info, NUM_PARAM_TENSORS, o->%s, real_dtype(), \"optimizer.%s.\");", st, st)
-    load[#load + 1] = string.format("    read_tensors(&f, model_param_info, NUM_PARAM_TENSORS, o->%s, real_dtype(), \"optimizer.%s.\");", st, st)
-    groups[#groups + 1] = string.format("        { model_param_info, NUM_PARAM_TENSORS, real_dtype(), \"optimizer.%s.\" },", st)
+    save[#save + 1] = string.format("    add_tensors(&w, model_param_info, NUM_PARAM_TENSORS, o->%s, %s, \"optimizer.%s.\");", st, dt, st)
+    load[#load + 1] = string.format("    read_tensors(&f, model_param_info, NUM_PARAM_TENSORS, o->%s, %s, \"optimizer.%s.\");", st, dt, st)
+    groups[#groups + 1] = string.format("        { model_param_info, NUM_PARAM_TENSORS, %s, \"optimizer.%s.\" },", dt, st)
   end
   if #fields == 0 then
     fields[1] = "    int unused;   // plain SGD keeps no state"
@@ -165,14 +188,18 @@ local function optimizer_code(opt, sfx, momentum_expr)
     end
     step[#step + 1] = PAR_FOR
     step[#step + 1] = "    for (size_t i = 0; i < NUM_PARAMS; i++) {"
-    step[#step + 1] = "        real d = m->grads[i];"
-    if a.weight_decay ~= 0 then step[#step + 1] = string.format("        d += %s * m->params[i];", lit(a.weight_decay, sfx == "f32" and "f" or "")) end
+    -- in 16 bits the parameter is read once into p, and p stored once
+    local P = STATE16 and "p" or "m->params[i]"
+    if STATE16 then step[#step + 1] = string.format("        real p = %s;   // widened: the update runs in float", LD("m->params[i]")) end
+    step[#step + 1] = string.format("        real d = %s;", LD("m->grads[i]"))
+    if a.weight_decay ~= 0 then step[#step + 1] = string.format("        d += %s * %s;", lit(a.weight_decay, sfx == "f32" and "f" or ""), P) end
     if a.momentum ~= 0 then
-      step[#step + 1] = string.format("        real buf = first ? d : momentum * o->momentum_buffer[i] + %s * d;", lit(1 - a.dampening, sfx == "f32" and "f" or ""))
-      step[#step + 1] = "        o->momentum_buffer[i] = buf;"
+      step[#step + 1] = string.format("        real buf = first ? d : momentum * %s + %s * d;", LDO("o->momentum_buffer[i]"), lit(1 - a.dampening, sfx == "f32" and "f" or ""))
+      step[#step + 1] = string.format("        o->momentum_buffer[i] = %s;", STO("buf"))
       step[#step + 1] = a.nesterov and "        d = d + momentum * buf;" or "        d = buf;"
     end
-    step[#step + 1] = string.format("        m->params[i] %s lr_ * d;", a.maximize and "+=" or "-=")
+    step[#step + 1] = string.format("        %s %s lr_ * d;", P, a.maximize and "+=" or "-=")
+    if STATE16 then step[#step + 1] = string.format("        m->params[i] = %s;   // rounded once", ST("p")) end
     step[#step + 1] = "    }"
   else
     local adamw = k == "AdamW"
@@ -192,20 +219,48 @@ local function optimizer_code(opt, sfx, momentum_expr)
     end
     step[#step + 1] = PAR_FOR
     step[#step + 1] = "    for (size_t i = 0; i < NUM_PARAMS; i++) {"
-    step[#step + 1] = string.format("        real g = %sm->grads[i];", a.maximize and "-" or "")
-    if not adamw and a.weight_decay ~= 0 then
-      step[#step + 1] = string.format("        g += %s * m->params[i];   // L2 penalty", lit(a.weight_decay, f))
-    end
-    if adamw and a.weight_decay ~= 0 then step[#step + 1] = "        m->params[i] *= decay;" end
-    step[#step + 1] = "        o->exp_avg[i] += one_minus_beta1 * (g - o->exp_avg[i]);   // lerp, as torch"
-    step[#step + 1] = string.format("        o->exp_avg_sq[i] = %s * o->exp_avg_sq[i] + %s * g * g;", lit(a.betas[2], f), lit(1 - a.betas[2], f))
-    if a.amsgrad then
-      step[#step + 1] = "        if (o->exp_avg_sq[i] > o->max_exp_avg_sq[i]) o->max_exp_avg_sq[i] = o->exp_avg_sq[i];"
-      step[#step + 1] = string.format("        real denom = sqrt%s(o->max_exp_avg_sq[i]) / bc2_sqrt + %s;", f, lit(a.eps, f))
+    if not STATE16 then
+      step[#step + 1] = string.format("        real g = %sm->grads[i];", a.maximize and "-" or "")
+      if not adamw and a.weight_decay ~= 0 then
+        step[#step + 1] = string.format("        g += %s * m->params[i];   // L2 penalty", lit(a.weight_decay, f))
+      end
+      if adamw and a.weight_decay ~= 0 then step[#step + 1] = "        m->params[i] *= decay;" end
+      step[#step + 1] = "        o->exp_avg[i] += one_minus_beta1 * (g - o->exp_avg[i]);   // lerp, as torch"
+      step[#step + 1] = string.format("        o->exp_avg_sq[i] = %s * o->exp_avg_sq[i] + %s * g * g;", lit(a.betas[2], f), lit(1 - a.betas[2], f))
+      if a.amsgrad then
+        step[#step + 1] = "        if (o->exp_avg_sq[i] > o->max_exp_avg_sq[i]) o->max_exp_avg_sq[i] = o->exp_avg_sq[i];"
+        step[#step + 1] = string.format("        real denom = sqrt%s(o->max_exp_avg_sq[i]) / bc2_sqrt + %s;", f, lit(a.eps, f))
+      else
+        step[#step + 1] = string.format("        real denom = sqrt%s(o->exp_avg_sq[i]) / bc2_sqrt + %s;", f, lit(a.eps, f))
+      end
+      step[#step + 1] = "        m->params[i] -= step_size * o->exp_avg[i] / denom;"
     else
-      step[#step + 1] = string.format("        real denom = sqrt%s(o->exp_avg_sq[i]) / bc2_sqrt + %s;", f, lit(a.eps, f))
+      -- 16-bit state: every value widened once, the update in float, each stored value rounded once
+      step[#step + 1] = string.format("        real g = %s%s;", a.maximize and "-" or "", LD("m->grads[i]"))
+      step[#step + 1] = string.format("        real p = %s;", LD("m->params[i]"))
+      if not adamw and a.weight_decay ~= 0 then
+        step[#step + 1] = string.format("        g += %s * p;   // L2 penalty", lit(a.weight_decay, f))
+      end
+      if adamw and a.weight_decay ~= 0 then step[#step + 1] = "        p *= decay;" end
+      if not OPT16 then
+        step[#step + 1] = "        // the moments stay float32: float16 would round 0.001·g² to 0 (see emit_train.lua)"
+      end
+      step[#step + 1] = string.format("        real exp_avg = %s;", LDO("o->exp_avg[i]"))
+      step[#step + 1] = "        exp_avg += one_minus_beta1 * (g - exp_avg);   // lerp, as torch"
+      step[#step + 1] = string.format("        real exp_avg_sq = %s * %s + %s * g * g;", lit(a.betas[2], f), LDO("o->exp_avg_sq[i]"), lit(1 - a.betas[2], f))
+      step[#step + 1] = string.format("        o->exp_avg[i] = %s;", STO("exp_avg"))
+      step[#step + 1] = string.format("        o->exp_avg_sq[i] = %s;", STO("exp_avg_sq"))
+      if a.amsgrad then
+        step[#step + 1] = string.format("        real max_sq = %s;", LDO("o->max_exp_avg_sq[i]"))
+        step[#step + 1] = "        if (exp_avg_sq > max_sq) max_sq = exp_avg_sq;"
+        step[#step + 1] = string.format("        o->max_exp_avg_sq[i] = %s;", STO("max_sq"))
+        step[#step + 1] = string.format("        real denom = sqrt%s(max_sq) / bc2_sqrt + %s;", f, lit(a.eps, f))
+      else
+        step[#step + 1] = string.format("        real denom = sqrt%s(exp_avg_sq) / bc2_sqrt + %s;", f, lit(a.eps, f))
+      end
+      step[#step + 1] = "        p -= step_size * exp_avg / denom;"
+      step[#step + 1] = string.format("        m->params[i] = %s;", ST("p"))
     end
-    step[#step + 1] = "        m->params[i] -= step_size * o->exp_avg[i] / denom;"
     step[#step + 1] = "    }"
   end
   return {
@@ -292,7 +347,8 @@ local function clip_code(sp)
     return join {
       string.format("    const real v = %s;", lit(c.clip_val)),
       PAR_FOR,
-      "    for (size_t i = 0; i < NUM_PARAMS; i++) m->grads[i] = m->grads[i] > v ? v : (m->grads[i] < -v ? -v : m->grads[i]);",
+      STATE16 and string.format("    for (size_t i = 0; i < NUM_PARAMS; i++) { real g = %s; m->grads[i] = %s; }", LD("m->grads[i]"), ST("g > v ? v : (g < -v ? -v : g)"))
+        or "    for (size_t i = 0; i < NUM_PARAMS; i++) m->grads[i] = m->grads[i] > v ? v : (m->grads[i] < -v ? -v : m->grads[i]);",
     }, string.format("by value, to [-%s, %s]", lit(c.clip_val), lit(c.clip_val))
   end
   local inf = c.norm_type == math.huge
@@ -305,12 +361,13 @@ local function clip_code(sp)
     "        size_t lo = (size_t)NUM_PARAMS * c / CHUNKS, hi = (size_t)NUM_PARAMS * (c + 1) / CHUNKS;",
     "        double s = 0;",
   }
+  local G = LD("m->grads[i]")
   if inf then
-    body[#body + 1] = "        for (size_t i = lo; i < hi; i++) s = fmax(s, fabs((double)m->grads[i]));"
+    body[#body + 1] = string.format("        for (size_t i = lo; i < hi; i++) s = fmax(s, fabs((double)%s));", G)
   elseif c.norm_type == 2 then
-    body[#body + 1] = "        for (size_t i = lo; i < hi; i++) s += (double)m->grads[i] * m->grads[i];"
+    body[#body + 1] = string.format("        for (size_t i = lo; i < hi; i++) s += (double)%s * %s;", G, G)
   else
-    body[#body + 1] = string.format("        for (size_t i = lo; i < hi; i++) s += pow(fabs((double)m->grads[i]), %s);", lit(c.norm_type))
+    body[#body + 1] = string.format("        for (size_t i = lo; i < hi; i++) s += pow(fabs((double)%s), %s);", G, lit(c.norm_type))
   end
   body[#body + 1] = "        part[c] = s;"
   body[#body + 1] = "    }"
@@ -324,8 +381,139 @@ local function clip_code(sp)
   body[#body + 1] = string.format("    double coef = %s / (total + 1e-6);   // torch.nn.utils.clip_grad_norm_", lit(c.max_norm))
   body[#body + 1] = "    if (coef >= 1) return;"
   body[#body + 1] = PAR_FOR
-  body[#body + 1] = "    for (size_t i = 0; i < NUM_PARAMS; i++) m->grads[i] *= (real)coef;"
+  body[#body + 1] = STATE16 and string.format("    for (size_t i = 0; i < NUM_PARAMS; i++) m->grads[i] = %s;", ST(G .. " * (real)coef"))
+    or "    for (size_t i = 0; i < NUM_PARAMS; i++) m->grads[i] *= (real)coef;"
   return join(body), string.format("by norm (%s-norm) to %s", inf and "inf" or lit(c.norm_type), lit(c.max_norm))
+end
+
+---------------------------------------------------------------------------
+-- 16-mixed: dynamic loss scaling, as torch.cuda.amp.GradScaler() with its defaults
+-- (what Fabric's MixedPrecision("16-mixed") creates).  The backward starts from
+-- loss × scale; before clipping the gradients are unscaled and checked (found_inf);
+-- a step with an inf or NaN gradient is skipped (parameters, optimizer state, its
+-- step count and the schedule stay: Fabric skips the scheduler step too) and halves
+-- the scale; growth_interval good steps in a row double it.
+
+local SCALER = { init_scale = 65536.0, growth_factor = 2.0, backoff_factor = 0.5, growth_interval = 2000 }
+
+local function scaler_code(enabled)
+  if not enabled then
+    return {
+      types = "", decls = "", code = "", fields = {}, alloc = {}, save = {}, load = {}, loop_vars = "", summary = "",
+      backward = "            model_backward(&m, &batch, B, (real)1 / ACCUMULATE);",
+      step = join {
+        "            clip_gradients(&m);",
+        "            double lr = lr_at(rs.step, rs.epoch, total_steps);",
+        "            optimizer_step(&opt, &m, lr, momentum_at(rs.step, total_steps), rs.step);",
+      },
+    }
+  end
+  local S = SCALER
+  local desc = string.format("GradScaler(init_scale=%s, growth_factor=%s, backoff_factor=%s, growth_interval=%d)",
+    lit(S.init_scale), lit(S.growth_factor), lit(S.backoff_factor), S.growth_interval)
+  local par = PAR_FOR:find("pragma") and (PAR_FOR .. " reduction(| : found_inf)") or PAR_FOR
+  return {
+    types = join {
+      "",
+      "// 16-mixed's dynamic loss scale: torch.cuda.amp.GradScaler's state",
+      "typedef struct {",
+      "    float scale;              // the backward starts from loss × scale (a float32 tensor in torch)",
+      "    int64_t growth_tracker;   // good steps in a row since the scale last changed",
+      "} GradScaler;",
+      "",
+    },
+    decls = join {
+      "",
+      "// " .. desc .. ":",
+      "void scaler_init(GradScaler *s);",
+      "// unscale_: grads *= 1/scale; returns found_inf (1 when any gradient was inf or NaN)",
+      "int scaler_unscale_and_check(const GradScaler *s, Model *m);",
+      "// update(): after a skipped step (found_inf) scale *= backoff_factor; after",
+      "// growth_interval good steps in a row scale *= growth_factor",
+      "void scaler_update(GradScaler *s, int found_inf);",
+    },
+    code = join {
+      "",
+      "",
+      "// 16-mixed: dynamic loss scaling, " .. desc,
+      "// (Fabric's MixedPrecision(\"16-mixed\") creates it with these defaults).",
+      string.format("#define SCALER_INIT_SCALE %sf", lit(S.init_scale)),
+      string.format("#define SCALER_GROWTH_FACTOR %sf", lit(S.growth_factor)),
+      string.format("#define SCALER_BACKOFF_FACTOR %sf", lit(S.backoff_factor)),
+      string.format("#define SCALER_GROWTH_INTERVAL %d", S.growth_interval),
+      "",
+      "void scaler_init(GradScaler *s) {",
+      "    s->scale = SCALER_INIT_SCALE;",
+      "    s->growth_tracker = 0;",
+      "}",
+      "",
+      "// GradScaler.unscale_ (_amp_foreach_non_finite_check_and_unscale_): every master",
+      "// gradient times 1/scale, found_inf when one of them is inf or NaN",
+      "int scaler_unscale_and_check(const GradScaler *s, Model *m) {",
+      "    const real inv_scale = (real)(1.0 / (double)s->scale);   // scale.double().reciprocal().float()",
+      "    int found_inf = 0;",
+      par,
+      "    for (size_t i = 0; i < NUM_PARAMS; i++) {",
+      string.format("        real g = %s;", LD("m->grads[i]")),
+      "        found_inf |= !isfinite(g);",
+      string.format("        m->grads[i] = %s;", ST("g * inv_scale")),
+      "    }",
+      "    return found_inf;",
+      "}",
+      "",
+      "// GradScaler.update (_amp_update_scale_)",
+      "void scaler_update(GradScaler *s, int found_inf) {",
+      "    if (found_inf) {",
+      "        s->scale *= SCALER_BACKOFF_FACTOR;",
+      "        s->growth_tracker = 0;",
+      "    } else if (++s->growth_tracker == SCALER_GROWTH_INTERVAL) {",
+      "        float grown = s->scale * SCALER_GROWTH_FACTOR;",
+      "        if (isfinite(grown)) s->scale = grown;   // never grows to inf",
+      "        s->growth_tracker = 0;",
+      "    }",
+      "}",
+    },
+    fields = {
+      "    int64_t steps;        // updates taken (torch's state['step']): skipped steps do not count",
+      "    GradScaler scaler;    // 16-mixed's loss scale",
+    },
+    alloc = {
+      "    o->steps = 0;",
+      "    scaler_init(&o->scaler);",
+    },
+    save = {
+      "    ckpt_writer_set_meta_i64(&w, \"optimizer.steps\", o->steps);",
+      "    ckpt_writer_set_meta_f64(&w, \"scaler.scale\", o->scaler.scale);",
+      "    ckpt_writer_set_meta_i64(&w, \"scaler.growth_tracker\", o->scaler.growth_tracker);",
+    },
+    load = {
+      "    double scale = 0;",
+      "    if (ckpt_meta_get_i64(&f, \"optimizer.steps\", &o->steps) || ckpt_meta_get_f64(&f, \"scaler.scale\", &scale) ||",
+      "        ckpt_meta_get_i64(&f, \"scaler.growth_tracker\", &o->scaler.growth_tracker))",
+      "        die(f.err);",
+      "    o->scaler.scale = (float)scale;",
+    },
+    loop_vars = "\n    int64_t skipped = 0;   // steps the loss scaler skipped in this run",
+    summary = "\n    if (skipped || !args.quiet) printf(\"loss scale %g; %lld steps skipped for inf/nan gradients\\n\", (double)opt.scaler.scale, (long long)skipped);",
+    backward = join {
+      "            // GradScaler.scale(loss): the backward starts from loss × scale",
+      "            model_backward(&m, &batch, B, (real)opt.scaler.scale / ACCUMULATE);",
+    },
+    step = join {
+      "            // GradScaler: unscale; a step with inf/nan gradients is skipped (parameters,",
+      "            // optimizer state, its step count and the schedule stay) and backs the scale off",
+      "            double lr = lr_at(opt.steps, rs.epoch, total_steps);",
+      "            int found_inf = scaler_unscale_and_check(&opt.scaler, &m);",
+      "            if (!found_inf) {",
+      "                clip_gradients(&m);",
+      "                optimizer_step(&opt, &m, lr, momentum_at(opt.steps, total_steps), opt.steps);",
+      "                opt.steps++;",
+      "            } else {",
+      "                skipped++;",
+      "            }",
+      "            scaler_update(&opt.scaler, found_inf);",
+    },
+  }
 end
 
 ---------------------------------------------------------------------------
@@ -447,7 +635,7 @@ local function callbacks_code(sp, has_accuracy)
   return join(lines), table.concat(init, ", "), #mk > 0 and join(mk) or "    // (checkpoints go to --out)", test_desc, test_weights
 end
 
-local function logger_code(sp, has_accuracy)
+local function logger_code(sp, has_accuracy, loss_scaling)
   local csv
   for _, lg in ipairs(sp.train.loggers) do
     if lg.kind == "CSVLogger" then
@@ -478,8 +666,9 @@ local function logger_code(sp, has_accuracy)
     string.format("    csvlog_hparam_str(&log, \"optimizer\", \"%s\");", sp.train.optimizer.kind),
     string.format("    csvlog_hparam_f64(&log, \"lr\", %s);", lit(sp.train.optimizer.args.lr)),
   }
-  local step = string.format("            if (rs.step %% %d == 0) { csvlog_log1(&log, rs.step, rs.epoch, \"train/loss\", mean_loss); csvlog_log1(&log, rs.step, rs.epoch, \"lr-%s\", lr); }",
-    a.every_n_steps, sp.train.optimizer.kind)
+  local step = string.format("            if (rs.step %% %d == 0) { csvlog_log1(&log, rs.step, rs.epoch, \"train/loss\", mean_loss); csvlog_log1(&log, rs.step, rs.epoch, \"lr-%s\", lr);%s }",
+    a.every_n_steps, sp.train.optimizer.kind,
+    loss_scaling and " csvlog_log1(&log, rs.step, rs.epoch, \"scale\", opt.scaler.scale);" or "")
   local epoch = {
     "        if (!isnan(val_loss)) csvlog_log1(&log, rs.step, rs.epoch, \"val/loss\", val_loss);",
   }
@@ -495,14 +684,26 @@ function emit_train.program(g, info, opts)
   local sp = g.spec
   local tr = sp.train
   local ty = info.types
+  local ps = info.pp.settings   -- the precision: state and compute formats, loss scaling
   set_param_count(info.state.nparams)
+  STATE16 = ps.state ~= ps.compute and ps.state or nil
+  OPT16 = STATE16 ~= "f16" and STATE16 or nil   -- 16-true: float32 optimizer state (see above)
+  assert(not STATE16 or ps.compute == "f32", "16-bit state is computed in float")
   local open, bind, data_desc = data_code(sp, info.fields, ty.ctype)
   local o = optimizer_code(tr.optimizer, ty.sfx)
+  local sc = scaler_code(ps.loss_scaling)
+  if ps.loss_scaling then
+    -- the scaler and the count of updates taken live with the optimizer (saved with it)
+    o.fields = (o.fields:find("int unused;") and "" or (o.fields .. "\n")) .. join(sc.fields)
+    o.alloc = (o.alloc:find("o%->unused") and "" or (o.alloc .. "\n")) .. join(sc.alloc)
+    o.save = (o.save == "    (void)o;" and "" or (o.save .. "\n")) .. join(sc.save)
+    o.load = (o.load == "    (void)o;" and "" or (o.load .. "\n")) .. join(sc.load)
+  end
   local lr_body, sched_desc, onecycle = schedule_code(sp, tr.optimizer)
   local clip_body, clip_desc = clip_code(sp)
   local has_accuracy = info.has_accuracy
   local callbacks, cb_init, cb_mkdirs, test_desc, test_weights = callbacks_code(sp, has_accuracy)
-  local log_open, log_step, log_epoch, log_test, log_close = logger_code(sp, has_accuracy)
+  local log_open, log_step, log_epoch, log_test, log_close = logger_code(sp, has_accuracy, ps.loss_scaling)
   local mom = o.base_momentum and lit(o.base_momentum) or "0.0"
   local settings = join {
     string.format("#define DEFAULT_EPOCHS %d      // train.epochs (0: run until max_steps)", tr.epochs or 0),
@@ -513,6 +714,7 @@ function emit_train.program(g, info, opts)
     string.format("#define LOG_EVERY %d           // progress lines when not on a terminal", 100),
   }
   local step_code = o.step
+  local state_desc = ({ f32 = "float32", f64 = "float64", bf16 = "bfloat16", f16 = "float16" })[ps.state]
   local momentum_body, momentum_desc
   local cyc = tr.scheduler and tr.scheduler.kind == "OneCycleLR" and tr.scheduler.args.cycle_momentum
   if cyc then
@@ -538,15 +740,19 @@ function emit_train.program(g, info, opts)
     test_desc = test_desc, test_weights = test_weights,
     logger_open = log_open, log_step = log_step, log_epoch = log_epoch, callbacks = callbacks,
     log_test = log_test, logger_close = log_close,
+    state_dtype = CKPT_DTYPE[ps.state], state_desc = state_desc,
+    backward = sc.backward, step_block = sc.step, loop_vars = sc.loop_vars, train_summary = sc.summary,
   })
   files["optim.h"] = template.fill("templates/c/optim.h.in", {
     model_name = g.model_rec.class, spec_file = sp.file, optimizer_desc = o.desc, optimizer_fields = o.fields,
+    scaler_types = sc.types, scaler_decls = sc.decls,
   })
   files["optim.c"] = template.fill("templates/c/optim.c.in", {
     model_name = g.model_rec.class, spec_file = sp.file, optimizer_desc = o.desc, momentum = mom,
     optimizer_alloc = o.alloc, scheduler_desc = sched_desc, lr_body = lr_body,
     optimizer_step = step_code, momentum_body = momentum_body, momentum_desc = momentum_desc,
-    clip_desc = clip_desc, clip_body = clip_body,
+    clip_desc = clip_desc, clip_body = clip_body, scaler_code = sc.code,
+    optim_includes = STATE16 and string.format("\n#include \"kernels.h\"   // k_widen_%s / k_narrow_%s: the state is stored in 16 bits", STATE16, STATE16) or "",
   })
   return files
 end
