@@ -54,7 +54,7 @@ int main(int argc, char **argv) {
     uint64_t seed = argc > 3 ? strtoull(argv[3], NULL, 10) : 1;
     double tol = argc > 4 ? atof(argv[4]) : 1e-5;
     const double eps = argc > 5 ? atof(argv[5]) : 1e-6;
-    if (sizeof(real) != 8) { fprintf(stderr, "gradcheck: the model must be generated with --precision=64-true\n"); return 2; }
+    if (sizeof(real) != 8 || sizeof(state_t) != 8) { fprintf(stderr, "gradcheck: the model must be generated with --precision=64-true\n"); return 2; }
     if (B < 1 || B > BATCH_MAX) { fprintf(stderr, "gradcheck: B=%d outside [1, %d]\n", B, BATCH_MAX); return 2; }
     rng_state = seed * 0x2545F4914F6CDD1Dull + 12345;
 
@@ -104,8 +104,8 @@ int main(int argc, char **argv) {
             // distinct enough: a random element (repeats are harmless)
             size_t j = (size_t)(next_u64() % ti->numel);
             if ((size_t)samples >= ti->numel) j = (size_t)s;
-            real *p = &m.params[ti->offset + j];
-            real saved = *p;
+            state_t *p = &m.params[ti->offset + j];   // 64-true: state_t is double
+            state_t saved = *p;
             *p = saved + eps;
             double Lp = model_forward(&m, &batch, B, 1);
             *p = saved - eps;
