@@ -1,0 +1,694 @@
+-- emit_cuda: the CUDA backend.  Writes a host .cu (model.cu: parameters, gradients,
+-- activations, optimizer state in device memory, one allocation each, laid out by
+-- gen/plan.lua exactly as the C backend lays them out; GEMMs through cuBLASLt; every
+-- other op an NVRTC kernel, compiled at start-up through runtime/nvrtc_cache), the
+-- training loop (train.c: the C backend's loop with pinned buffers and a copy stream),
+-- and a build.ninja that compiles with nvcc -Werror.
+--
+-- The graph, the precision plan (casts folded into loads and stores), autodiff and the
+-- memory plan are the C backend's: emit_c.model runs them and hands back `info`; this
+-- emitter only writes code for them.  The loop's pieces (data, checkpoints, callbacks,
+-- loggers, schedule) are emit_train's, captured as it fills templates/c/train.c.in.
+local util = require "util"
+local diag = require "diag"
+local template = require "template"
+local ops_cuda = require "ops_cuda"
+
+local emit = {}
+
+-- the precisions this backend runs: float compute and float state
+emit.PRECISIONS = { ["32-true"] = true, ["bf16-mixed"] = true, ["16-mixed"] = true }
+
+local function cname(name) return (name:gsub("[^%w]", "_")) end
+
+local function literal(v)
+  if v == math.huge then return "__int_as_float(0x7f800000)" end
+  local s = string.format("%.9g", v)
+  if not s:find("[%.eEn]") then s = s .. ".0" end
+  return s .. "f"
+end
+
+local function count_expr(shape, from, to)
+  local n, batched = 1, false
+  for i = from or 1, to or #shape do
+    if shape[i] == "B" then batched = true else n = n * shape[i] end
+  end
+  if not batched then return tostring(n) end
+  if n == 1 then return "(long long)B" end
+  return "(long long)B * " .. n
+end
+
+-- the value of a size expression at BATCH_MAX (for the scratch plan)
+local function eval_count(expr, batch_max)
+  local e = tostring(expr):gsub("%(long long%)", ""):gsub("%(size_t%)", ""):gsub("BATCH_MAX", tostring(batch_max))
+  e = e:gsub("%f[%w_]B%f[^%w_]", tostring(batch_max))
+  local f = assert(load("return " .. e), "size expression " .. tostring(expr))
+  return math.tointeger(f()) or f()
+end
+
+local FMT = {
+  f32 = { ctype = "float", code = "f", lc = "LC_F32", bytes = 4 },
+  bf16 = { ctype = "so_u16", code = "b", lc = "LC_BF16", bytes = 2 },
+  f16 = { ctype = "so_u16", code = "h", lc = "LC_F16", bytes = 2 },
+  i64 = { ctype = "long long", code = "l", bytes = 8 },
+}
+
+-- The kernels' common prelude: scalar_ops.h, inlined (NVRTC gets no include path), and
+-- a block reduction.
+local function prelude()
+  local so = template.source("templates/common/scalar_ops.h")
+  return so .. [[
+
+// the sum of v over the block (blockDim.x <= 256, a power of two); every thread gets it
+static __device__ double block_sum(double v) {
+    __shared__ double sh[256];
+    sh[threadIdx.x] = v;
+    __syncthreads();
+    for (unsigned s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) sh[threadIdx.x] += sh[threadIdx.x + s];
+        __syncthreads();
+    }
+    double r = sh[0];
+    __syncthreads();
+    return r;
+}
+]]
+end
+
+-- The emitter context for the rules of gen/ops_cuda.lua.
+local function context(g, info, kernels, scratch)
+  local pp, p, st, ad = info.pp, info.plan, info.state, info.autodiff
+  local root = info.root
+  local precision = require "precision"
+  local e = {}
+  local cur = nil
+  local used = 0
+
+  local function next_of(t)
+    local a = p.acts[t]
+    return a and a.source or nil
+  end
+  local function chain(t)
+    local steps = {}
+    local u = t
+    while u do
+      if u.dtype == "float" then table.insert(steps, 1, pp.fmt[u] or "f32") end
+      u = next_of(u)
+    end
+    local out = { steps[1] }
+    for i = 2, #steps do
+      if not precision.exact(out[#out], steps[i]) then out[#out + 1] = steps[i] end
+    end
+    return out
+  end
+
+  local function storage(t)
+    local r = root(t)
+    if r.param then return string.format("(void *)(m->d_params + %d)", st.by_name[r.param].offset) end
+    if r.input then return string.format("(void *)db->%s", cname(r.input)) end
+    return string.format("(void *)(m->d_acts + %d)", p.acts[r].offset)
+  end
+  function e.val(t)
+    if t.dtype ~= "float" then return { ptr = storage(t), S = "i64", V = "i64" } end
+    local c = chain(t)
+    return { ptr = storage(t), S = c[1], V = c[2] or c[1] }
+  end
+  function e.grad(t)
+    local r = root(t)
+    local ptr
+    if r.param then
+      ptr = string.format("(void *)(m->d_grads + %d)", st.by_name[r.param].offset)
+    else
+      local gr = p.grads[r]
+      if not gr or not ad.needs_grad[r] then return nil end
+      ptr = string.format("(void *)(m->d_dacts + %d)", gr.offset)
+    end
+    local c = chain(t)
+    return { ptr = ptr, S = c[1], V = c[2] or c[1] }
+  end
+  function e.save(node, name)
+    local s = p.saves[node][name]
+    if s.arena == "ints" then return string.format("(void *)(m->d_ints + %d)", s.offset) end
+    return string.format("(void *)(m->d_acts + %d)", s.offset)
+  end
+  function e.state(node, name)
+    local s = st.by_name[(g.prefix_of[node.module] or "") .. name]
+    if not s then return "NULL" end
+    return string.format("(void *)(m->d_buffers + %d)", s.offset)
+  end
+  function e.counter(node, name)
+    local s = st.by_name[(g.prefix_of[node.module] or "") .. name]
+    if not s then return "NULL" end
+    return string.format("(void *)(m->d_counters + %d)", s.offset)
+  end
+  function e.numel(t) return count_expr(t.shape) end
+  function e.rows(t, k) return count_expr(t.shape, 1, #t.shape - k) end
+  function e.batch(t) return t.shape[1] == "B" and "B" or tostring(t.shape[1]) end
+  function e.lit(v) return literal(v) end
+
+  function e.begin(node) cur = node; used = 0 end
+  -- a region of the scratch arena for this op: `count` elements of `fmt`
+  function e.scratch(count, fmt)
+    local bytes = eval_count(count, info.batch_max) * FMT[fmt].bytes
+    local off = used
+    used = used + (bytes + 255) // 256 * 256
+    if used > scratch.max then scratch.max = used end
+    return { ptr = string.format("(void *)(m->d_scratch + %d)", off), S = fmt, V = fmt, count = count }
+  end
+
+  -- a kernel: its name is its kind and its operands' formats; the same name is the
+  -- same source, compiled once
+  function e.kernel(k)
+    local sig, decls, macros = {}, {}, {}
+    for _, o in ipairs(k.ops) do
+      local name, d, mode = o[1], o[2], o[3]
+      sig[#sig + 1] = FMT[d.S].code .. FMT[d.V].code
+      local ct = FMT[d.S].ctype
+      decls[#decls + 1] = string.format("%s%s *__restrict__ %s", mode == "r" and "const " or "", ct, name)
+      local widen = string.format("so_widen_%s", d.S)
+      if mode == "r" then
+        macros[#macros + 1] = string.format("#define ld_%s(i) so_round_%s(%s(%s[i]))", name, d.V, widen, name)
+      elseif mode == "w" then
+        macros[#macros + 1] = string.format("#define st_%s(i, v) (%s[i] = so_narrow_%s(so_round_%s(v)))", name, name, d.S, d.V)
+      else
+        macros[#macros + 1] = string.format("#define acc_%s(i, v) (%s[i] = so_narrow_%s(%s(%s[i]) + so_round_%s(v)))",
+          name, name, d.S, widen, name, d.V)
+      end
+    end
+    local name = k.kind .. (#sig > 0 and ("_" .. table.concat(sig, "_")) or "")
+    local params = k.params
+    if #decls > 0 then params = table.concat(decls, ", ") .. ", " .. params end
+    local src = table.concat({
+      "// " .. name .. ": generated by loom (gen/ops_cuda.lua)",
+      "__PRELUDE__",
+      table.concat(macros, "\n"),
+      string.format('extern "C" __global__ void __launch_bounds__(256) %s(%s) {', name, params),
+      "    " .. k.body,
+      "}",
+      "",
+    }, "\n")
+    local have = kernels.by_name[name]
+    if have then
+      assert(have.src == src, "two kernels named " .. name)
+      return have.index
+    end
+    kernels.list[#kernels.list + 1] = { name = name, src = src }
+    kernels.by_name[name] = { index = #kernels.list - 1, src = src }
+    return #kernels.list - 1
+  end
+
+  -- host lines launching kernel k: operand pointers, then `args` ({ctype, expr})
+  function e.launch(k, ops, args, shape)
+    local decl, refs = {}, {}
+    for i, o in ipairs(ops) do
+      decl[#decl + 1] = string.format("void *o%d = %s;", i, o[2].ptr)
+      refs[#refs + 1] = "&o" .. i
+    end
+    for i, a in ipairs(args) do
+      decl[#decl + 1] = string.format("%s a%d = %s;", a[1], i, a[2])
+      refs[#refs + 1] = "&a" .. i
+    end
+    local threads = shape.threads or 256
+    local blocks = shape.grid and string.format("lc_blocks(%s, %d)", shape.grid, threads) or tostring(shape.blocks)
+    local lines = { "{   // " .. kernels.list[k + 1].name }
+    for _, d in ipairs(decl) do lines[#lines + 1] = "    " .. d end
+    lines[#lines + 1] = string.format("    void *args[] = { %s };", table.concat(refs, ", "))
+    lines[#lines + 1] = string.format("    lc_launch(&m->kernels[%d], %s, %d, m->stream, args);", k, blocks, threads)
+    lines[#lines + 1] = "}"
+    return lines
+  end
+
+  -- the GEMM's operand format: the operands' view when they agree, else f32
+  function e.gemm_format(a, b)
+    if a.V == b.V and FMT[a.V].lc then return a.V end
+    return "f32"
+  end
+  -- an operand in format F: itself, or converted into scratch (rounded through its view)
+  local function staged(o, F, count, lines)
+    if o.S == F and o.V == F then return o.ptr end
+    local s = e.scratch(count, F)
+    local ops = { { "src", o, "r" }, { "dst", s, "w" } }
+    local k = e.kernel { kind = "stage", ops = ops, params = "long long n",
+      body = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) st_dst(i, ld_src(i));" }
+    for _, l in ipairs(e.launch(k, ops, { { "long long", count } }, { grid = count })) do lines[#lines + 1] = l end
+    return s.ptr
+  end
+  function e.gemm(q)
+    local lines = {}
+    local F = e.gemm_format(q.A, q.B)
+    local M, N, K = tostring(q.M), tostring(q.N), tostring(q.K)
+    local function mul(a, b) return string.format("(long long)(%s) * (%s)", a, b) end
+    local pa = staged(q.A, F, mul(M, K), lines)
+    local pb = staged(q.B, F, mul(K, N), lines)
+    local C = q.C
+    local direct = C.S == C.V and (C.S == F or C.S == "f32")
+    local Dfmt = direct and C.S or ((C.V == F or C.V == "f32") and C.V or "f32")
+    local pbias = "NULL"
+    if q.bias then pbias = staged(q.bias, Dfmt, N, lines) end
+    local dptr = C.ptr
+    local tmp
+    if not direct then
+      tmp = e.scratch(mul(M, N), Dfmt)
+      dptr = tmp.ptr
+    end
+    local where = cur and cur.where and string.format("%s <- %s:%d", q.what, cur.where.file, cur.where.line) or q.what
+    lines[#lines + 1] = string.format("{   static lc_gemm_site site = { {NULL}, {{0}}, 0, \"%s\" };", where)
+    lines[#lines + 1] = string.format("    lc_gemm(&site, %d, %d, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, TF32, m->stream);",
+      q.ta, q.tb, M, N, K, pa, pb, FMT[F].lc, dptr, FMT[Dfmt].lc, (direct and q.accumulate) and "1.0f" or "0.0f", pbias)
+    lines[#lines + 1] = "}"
+    if not direct then
+      local mode = q.accumulate and "a" or "w"
+      local ops = { { "t", tmp, "r" }, { "c", C, mode } }
+      local k = e.kernel { kind = q.accumulate and "gemm_accum" or "gemm_store", ops = ops, params = "long long n",
+        body = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) " ..
+               (q.accumulate and "acc_c(i, ld_t(i));" or "st_c(i, ld_t(i));") }
+      for _, l in ipairs(e.launch(k, ops, { { "long long", mul(M, N) } }, { grid = mul(M, N) })) do lines[#lines + 1] = l end
+    end
+    return lines
+  end
+  e.chain = chain
+  return e
+end
+
+local function node_comment(g, node, suffix)
+  if node.op == "cast" then
+    return string.format("    // cast %s -> %s  <- %s:%d%s", node.attrs.from, node.attrs.to, node.where.file, node.where.line, suffix)
+  end
+  if node.module and node.module.forward then
+    local label = (g.prefix_of[node.module] or ""):gsub("%.$", "")
+    return string.format("    // %s  <- %s:%d  %s%s", label, node.where.file, node.where.line, node.module.call_text, suffix)
+  end
+  return string.format("    // %s  <- %s:%d%s", node.op, node.where.file, node.where.line, suffix)
+end
+
+local function indent(lines, pre)
+  local out = {}
+  for i, l in ipairs(lines) do out[i] = (pre or "    ") .. l end
+  return out
+end
+
+-- PyTorch's default initialisation, drawn on the host with the C backend's streams
+-- (the same weights as the CPU program for the same seed), then copied to the device.
+local function init_lines(st)
+  local lines = {}
+  for i, s in ipairs(st.params) do
+    local init = s.entry.init
+    local ptr = string.format("m->params + %d", s.offset)
+    local line
+    if init.kind == "kaiming_uniform" or init.kind == "uniform_fan_in" then
+      line = string.format("init_uniform(%s, %d, %.17g, seed, %d);", ptr, s.numel, 1 / math.sqrt(init.fan_in), i)
+    elseif init.kind == "normal" then
+      line = string.format("init_normal(%s, %d, seed, %d);", ptr, s.numel, i)
+      if init.padding_idx then
+        local row = s.entry.shape[2]
+        line = line .. string.format("\n    memset(%s + %d, 0, sizeof(float) * %d);   // padding_idx row", ptr, init.padding_idx * row, row)
+      end
+    elseif init.kind == "ones" then
+      line = string.format("init_fill(%s, %d, 1);", ptr, s.numel)
+    else
+      line = string.format("init_fill(%s, %d, 0);", ptr, s.numel)
+    end
+    lines[#lines + 1] = string.format("    %s   // %s", line, s.name)
+  end
+  for _, s in ipairs(st.buffers) do
+    lines[#lines + 1] = string.format("    init_fill(m->buffers + %d, %d, %d);   // %s", s.offset, s.numel,
+      s.entry.init.kind == "ones" and 1 or 0, s.name)
+  end
+  lines[#lines + 1] = "    memset(m->counters, 0, sizeof(int64_t) * NUM_COUNTERS);"
+  return table.concat(lines, "\n")
+end
+
+-- The optimizer update: torch.optim's Adam/AdamW as one kernel over every parameter.
+local function optimizer(sp, kernels, ctx)
+  local opt = sp.train.optimizer
+  local a = opt.args
+  if (opt.kind ~= "AdamW" and opt.kind ~= "Adam") or a.amsgrad or a.maximize then
+    diag.fatal(opt.where or sp.train.where, string.format("the CUDA backend does not run the %s optimizer%s yet (Adam and AdamW)",
+      opt.kind, a.amsgrad and " with amsgrad" or a.maximize and " with maximize" or ""))
+  end
+  if sp.train.clip then
+    diag.fatal(sp.train.where, "the CUDA backend does not clip gradients yet")
+  end
+  local ops = {}
+  local k = ctx.kernel { kind = "adam", ops = ops,
+    params = "float *__restrict__ p, float *__restrict__ m, float *__restrict__ v, const float *__restrict__ g, long long n, so_adam_consts c",
+    body = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)\n" ..
+           "        so_adam(&p[i], &m[i], &v[i], g[i], &c);" }
+  local adamw = opt.kind == "AdamW"
+  local wd = a.weight_decay or 0
+  local body = {
+    "    // " .. string.format("%s(lr=%s, betas=(%s, %s), eps=%s, weight_decay=%s)", opt.kind, a.lr, a.betas[1], a.betas[2], a.eps, wd),
+    "    // bias corrections in double, as torch.optim computes them in Python; the constants",
+    "    // rounded to float as the C backend's update rounds them",
+    "    const double beta1 = mom;",
+    string.format("    const double bc1 = 1.0 - pow(beta1, (double)(step + 1)), bc2 = 1.0 - pow(%.17g, (double)(step + 1));", a.betas[2]),
+    "    so_adam_consts c;",
+    string.format("    c.decay = %s;", (adamw and wd ~= 0) and string.format("(float)(1.0 - lr * %.17g)", wd) or "1.0f"),
+    string.format("    c.l2 = %s;", (not adamw and wd ~= 0) and string.format("(float)%.17g", wd) or "0.0f"),
+    "    c.one_minus_beta1 = (float)(1.0 - beta1);",
+    string.format("    c.beta2 = (float)%.17g;", a.betas[2]),
+    string.format("    c.one_minus_beta2 = (float)%.17g;", 1 - a.betas[2]),
+    "    c.step_size = (float)(lr / bc1);",
+    "    c.bc2_sqrt = (float)sqrt(bc2);",
+    string.format("    c.eps = (float)%.17g;", a.eps),
+    "    void *p = m->d_params, *mm = o->d_exp_avg, *v = o->d_exp_avg_sq, *g = m->d_grads;",
+    "    long long n = NUM_PARAMS;",
+    "    void *args[] = { &p, &mm, &v, &g, &n, &c };",
+    string.format("    lc_launch(&m->kernels[%d], lc_blocks(n, 256), 256, m->stream, args);", k),
+  }
+  return table.concat(body, "\n"), { "exp_avg", "exp_avg_sq" }
+end
+
+-- Accuracy on the host from the loss's input (staged to f32 on the device) and the
+-- host batch's targets, as the C backend computes it.
+local function metrics(e, loss_node, kernels)
+  local x, t = loss_node.inputs[1], loss_node.inputs[2]
+  local xv = e.val(x)
+  local f32 = { S = "f32", V = "f32" }
+  local ops = { { "src", xv, "r" }, { "dst", { ptr = "m->d_metrics", S = "f32", V = "f32" }, "w" } }
+  local k = e.kernel { kind = "stage", ops = ops, params = "long long n",
+    body = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) st_dst(i, ld_src(i));" }
+  local _ = f32
+  local lines = indent(e.launch(k, ops, { { "long long", e.numel(x) } }, { grid = e.numel(x) }))
+  lines[#lines + 1] = string.format("    LC_CHECK(cudaMemcpyAsync(m->h_metrics, m->d_metrics, sizeof(float) * (size_t)(%s), cudaMemcpyDeviceToHost, STREAM(m->stream)));", e.numel(x))
+  lines[#lines + 1] = "    LC_CHECK(cudaStreamSynchronize(STREAM(m->stream)));"
+  if loss_node.op == "cross_entropy" then
+    local C = x.shape[2]
+    local S = 1
+    for i = 3, #x.shape do S = S * x.shape[i] end
+    local tname = cname(t.input or "label")
+    for _, l in ipairs {
+      "    const float *logits = m->h_metrics;",
+      string.format("    const int64_t *target = batch->%s;", tname),
+      "    int64_t right = 0, seen = 0;",
+      "    for (int n = 0; n < B; n++) {",
+      string.format("        for (int s = 0; s < %d; s++) {", S),
+      string.format("            int64_t y = target[n * %d + s];", S),
+      string.format("            if (y == %d) continue;   // ignore_index", loss_node.attrs.ignore_index),
+      "            int best = 0;",
+      string.format("            for (int c = 1; c < %d; c++)", C),
+      string.format("                if (logits[(n * %d + c) * %d + s] > logits[(n * %d + best) * %d + s]) best = c;", C, S, C, S),
+      "            right += (best == y);",
+      "            seen++;",
+      "        }",
+      "    }",
+      "    *correct = right;",
+      "    *count = seen;",
+    } do lines[#lines + 1] = l end
+  else
+    local tname = cname(t.input or "target")
+    for _, l in ipairs {
+      "    const float *pred = m->h_metrics;",
+      string.format("    const float *target = batch->%s;", tname),
+      "    int64_t right = 0;",
+      string.format("    for (int64_t i = 0; i < (int64_t)(%s); i++) right += ((pred[i] > 0.5f) == (target[i] > 0.5f));", e.numel(x)),
+      "    *correct = right;",
+      string.format("    *count = (int64_t)(%s);", e.numel(x)),
+    } do lines[#lines + 1] = l end
+  end
+  return table.concat(lines, "\n")
+end
+
+-- Captures the values emit_train gives templates/c/train.c.in and optim.c.in: the
+-- CUDA loop is the same loop, with the same data, schedule, callbacks and loggers.
+local function train_values(g, info)
+  local captured = {}
+  local fill = template.fill
+  template.fill = function(path, values)
+    captured[path] = values
+    return fill(path, values)
+  end
+  local ok, err = pcall(require("emit_train").program, g, info, {})
+  template.fill = fill
+  if not ok then error(err, 0) end
+  return captured["templates/c/train.c.in"], captured["templates/c/optim.c.in"]
+end
+
+-- Fills a template's ${holes} from `values`, ignoring values no hole uses (the
+-- captured C-loop values include some this loop does not need).
+local function fill(path, values)
+  local text = template.source(path)
+  return (text:gsub("%${([%w_]+)}", function(name)
+    local v = values[name]
+    assert(v ~= nil, path .. ": no value for ${" .. name .. "}")
+    return tostring(v)
+  end))
+end
+
+-- Generates the CUDA program's files.  Returns { [filename] = text }.
+-- opts: precision, spec_hash, accelerator ("cuda" or "auto"), cpu_program (for auto).
+function emit.program(g, opts)
+  local sp = g.spec
+  local prec = opts.precision or sp.fabric.precision
+  if not emit.PRECISIONS[prec] then
+    local where = opts.precision and nil or sp.fabric.where
+    diag.fatal(where, string.format("precision '%s' is not supported by the CUDA backend yet (32-true, bf16-mixed, 16-mixed)", prec))
+  end
+  if not g.loss then
+    diag.fatal(sp.model_where, "the spec has no train { ... } with a loss, so there is no training step to generate")
+  end
+  for _, node in ipairs(g.loss.nodes) do
+    if not ops_cuda[node.op] or node.op == "supported" then
+      diag.error(node.where, string.format("%s is not supported by the CUDA backend yet", node.op))
+    else
+      local why = ops_cuda.supported(node)
+      if why then diag.error(node.where, string.format("%s: %s is not supported by the CUDA backend yet", node.op, why)) end
+    end
+  end
+  diag.check()
+  -- the C backend's passes: precision plan, autodiff, memory plan
+  local cfiles, info = require("emit_c").model(g, { precision = prec, spec_hash = opts.spec_hash })
+  local pp, p, st, ad = info.pp, info.plan, info.state, info.autodiff
+  local trace = pp.trace
+  local kernels = { list = {}, by_name = {} }
+  local scratch = { max = 256 }
+  local function skipped(node) return (ops_cuda[node.op] and ops_cuda[node.op].alias) or pp.folded[node] end
+
+  -- forward
+  local e = context(g, info, kernels, scratch)
+  local fwd = {}
+  for _, node in ipairs(trace.nodes) do
+    local rule = ops_cuda[node.op]
+    if not skipped(node) then
+      fwd[#fwd + 1] = ""
+      fwd[#fwd + 1] = node_comment(g, node, "")
+      e.begin(node)
+      for _, l in ipairs(indent(rule.forward(e, node))) do fwd[#fwd + 1] = l end
+    end
+  end
+  local loss = trace.outputs[1]
+  local lossv = e.val(loss)
+  assert(lossv.S == "f32", "the loss is stored in float")
+
+  -- backward
+  local bwd = {}
+  e.begin(nil)
+  local dl = e.grad(loss)
+  local fops = { { "dl", dl, "w" } }
+  local fk = e.kernel { kind = "fill", ops = fops, params = "long long n, float v",
+    body = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) st_dl(i, v);" }
+  for _, l in ipairs(indent(e.launch(fk, fops, { { "long long", "1" }, { "float", "dloss" } }, { blocks = 1, threads = 32 }))) do
+    bwd[#bwd + 1] = l
+  end
+  for _, node in ipairs(ad.backward) do
+    local rule = ops_cuda[node.op]
+    if not skipped(node) then
+      bwd[#bwd + 1] = ""
+      bwd[#bwd + 1] = node_comment(g, node, "  (backward)")
+      e.begin(node)
+      for _, l in ipairs(indent(rule.backward(e, node))) do bwd[#bwd + 1] = l end
+    end
+  end
+
+  e.begin(nil)
+  local opt_body, opt_states = optimizer(sp, kernels, e)
+  e.begin(nil)
+  local metrics_body = metrics(e, loss.node, kernels)
+  local unscale = e.kernel { kind = "unscale", ops = {}, params = "float *__restrict__ g, int *found, long long n, float inv_scale",
+    body = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {\n" ..
+           "        float v = g[i];\n        if (!(fabsf(v) <= 3.402823466e38f)) atomicOr(found, 1);   // inf or NaN\n" ..
+           "        g[i] = v * inv_scale;\n    }" }
+
+  local tv, ov = train_values(g, info)
+  -- the kernels, as C string literals
+  local pre = prelude()
+  local srcs = {}
+  for i, k in ipairs(kernels.list) do
+    local text = k.src:gsub("__PRELUDE__", function() return pre end)
+    local quoted = {}
+    for line in (text .. "\n"):gmatch("(.-)\n") do
+      quoted[#quoted + 1] = '    "' .. line:gsub("\\", "\\\\"):gsub('"', '\\"') .. '\\n"'
+    end
+    srcs[#srcs + 1] = string.format("    { \"%s\",\n%s },", k.name, table.concat(quoted, "\n"))
+    kernels.list[i].text = text
+  end
+
+  -- the batch: every field, as the CPU program's model.h declares it
+  local bfields, dfields, bcopy = {}, {}, {}
+  local binfo, bswitch = {}, {}
+  for i, f in ipairs(info.fields) do
+    local per = util.numel(f.shape)
+    local ct = f.dtype == "int64" and "int64_t" or "float"
+    bfields[#bfields + 1] = string.format("    %s *%s;   // (B%s)", ct, cname(f.name), #f.shape > 0 and (", " .. table.concat(f.shape, ", ")) or "")
+    dfields[#dfields + 1] = string.format("    %s *%s;", ct, cname(f.name))
+    bcopy[#bcopy + 1] = string.format("    { size_t n = sizeof(%s) * %d * (size_t)B; memcpy(s->host.%s, b->%s, n);\n" ..
+      "      LC_CHECK(cudaMemcpyAsync(s->dev.%s, s->host.%s, n, cudaMemcpyHostToDevice, STREAM(m->copy_stream))); }",
+      ct, per, cname(f.name), cname(f.name), cname(f.name), cname(f.name))
+    local high = 0
+    if f.decl and f.decl.dist == "randint" then high = f.decl.high end
+    if sp.train.data.kind == "FashionMNIST" and f.name == "label" then high = 10 end
+    binfo[#binfo + 1] = string.format("    {\"%s\", %d, %d, %d},", f.name, f.dtype == "int64" and 1 or 0, per, high)
+    bswitch[#bswitch + 1] = string.format("    case %d: return b->%s;", i - 1, cname(f.name))
+  end
+  local balloc = {}
+  for _, f in ipairs(info.fields) do
+    local ct = f.dtype == "int64" and "int64_t" or "float"
+    balloc[#balloc + 1] = string.format("        LC_CHECK(cudaMallocHost((void **)&s->host.%s, sizeof(%s) * %d * BATCH_MAX));", cname(f.name), ct, util.numel(f.shape))
+    balloc[#balloc + 1] = string.format("        LC_CHECK(cudaMalloc((void **)&s->dev.%s, sizeof(%s) * %d * BATCH_MAX));", cname(f.name), ct, util.numel(f.shape))
+  end
+  local bfree = {}
+  for _, f in ipairs(info.fields) do
+    bfree[#bfree + 1] = string.format("        cudaFreeHost(s->host.%s); cudaFree(s->dev.%s);", cname(f.name), cname(f.name))
+  end
+  local opt_fields, opt_alloc, opt_copy_h, opt_copy_d, opt_free = {}, {}, {}, {}, {}
+  for _, s in ipairs(opt_states) do
+    opt_fields[#opt_fields + 1] = string.format("    real *%s;     // NUM_PARAMS, laid out like the parameters (host copy, for checkpoints)", s)
+    opt_fields[#opt_fields + 1] = string.format("    real *d_%s;   // on the device", s)
+    opt_alloc[#opt_alloc + 1] = string.format("    LC_CHECK(cudaMallocHost((void **)&o->%s, sizeof(real) * NUM_PARAMS));\n" ..
+      "    memset(o->%s, 0, sizeof(real) * NUM_PARAMS);\n    LC_CHECK(cudaMalloc((void **)&o->d_%s, sizeof(real) * NUM_PARAMS));\n" ..
+      "    LC_CHECK(cudaMemset(o->d_%s, 0, sizeof(real) * NUM_PARAMS));", s, s, s, s)
+    opt_copy_h[#opt_copy_h + 1] = string.format("        LC_CHECK(cudaMemcpyAsync(o->%s, o->d_%s, sizeof(real) * NUM_PARAMS, cudaMemcpyDeviceToHost, STREAM(m->stream)));", s, s)
+    opt_copy_d[#opt_copy_d + 1] = string.format("        LC_CHECK(cudaMemcpyAsync(o->d_%s, o->%s, sizeof(real) * NUM_PARAMS, cudaMemcpyHostToDevice, STREAM(m->stream)));", s, s)
+    opt_free[#opt_free + 1] = string.format("    cudaFreeHost(o->%s); cudaFree(o->d_%s);", s, s)
+  end
+
+  local accel = opts.accelerator or "cuda"
+  local loss_node = loss.node
+  local x = loss_node.inputs[1]
+  local values = {
+    model_name = g.model_rec.class, spec_file = sp.file, precision = prec, precision_summary = require("precision").summary(pp),
+    spec_hash = opts.spec_hash or "", batch_max = info.batch_max,
+    num_params = st.nparams, num_buffers = st.nbuffers, num_counters = #st.counters, num_ints = p.nint,
+    act_bytes = p.nacts, dact_bytes = p.ngrads, scratch_bytes = scratch.max,
+    num_param_tensors = #st.params, num_buffer_tensors = #st.buffers, num_counter_tensors = #st.counters,
+    batch_fields = table.concat(bfields, "\n"), dev_batch_fields = table.concat(dfields, "\n"),
+    num_batch_fields = #info.fields, loss_desc = loss_node.op, has_accuracy = info.has_accuracy and 1 or 0,
+    num_kernels = #kernels.list, accelerator = accel, cpu_program = opts.cpu_program or "train_cpu",
+    optimizer_fields = table.concat(opt_fields, "\n"),
+    loss_scaling = require("precision").SETTINGS[prec].loss_scaling and 1 or 0, metrics_count = eval_count(count_expr(x.shape), info.batch_max),
+  }
+  local files = {}
+  files["precision_plan.tsv"] = cfiles["precision_plan.tsv"]
+  files["model.h"] = fill("templates/cuda/model.h.in", values)
+  local mc = {}
+  for k, v in pairs(values) do mc[k] = v end
+  mc.param_info = cfiles["model.c"]:match("const tensor_info model_param_info%[%] = {\n(.-)\n};")
+  mc.buffer_info = cfiles["model.c"]:match("const tensor_info model_buffer_info%[%] = {\n(.-)\n};")
+  mc.counter_info = cfiles["model.c"]:match("const tensor_info model_counter_info%[%] = {\n(.-)\n};")
+  mc.batch_info = table.concat(binfo, "\n")
+  mc.batch_switch = table.concat(bswitch, "\n")
+  mc.batch_alloc = table.concat(balloc, "\n")
+  mc.batch_free = table.concat(bfree, "\n")
+  mc.batch_copy = table.concat(bcopy, "\n")
+  mc.init_body = init_lines(st)
+  mc.forward_body = table.concat(fwd, "\n")
+  mc.loss_ptr = lossv.ptr
+  mc.backward_body = table.concat(bwd, "\n")
+  mc.metrics_body = metrics_body
+  mc.kernel_sources = table.concat(srcs, "\n")
+  mc.optimizer_step = opt_body
+  mc.unscale_kernel = unscale
+  mc.optimizer_alloc = table.concat(opt_alloc, "\n")
+  mc.optimizer_to_host = table.concat(opt_copy_h, "\n")
+  mc.optimizer_to_device = table.concat(opt_copy_d, "\n")
+  mc.optimizer_free = table.concat(opt_free, "\n")
+  files["model.cu"] = fill("templates/cuda/model.cu.in", mc)
+  local t = {}
+  for k, v in pairs(tv) do t[k] = v end
+  t.accelerator = accel
+  for _, k in ipairs { "lr_body", "momentum_body", "momentum", "scheduler_desc", "momentum_desc" } do t[k] = ov[k] end
+  t.cpu_program = values.cpu_program
+  files["train.c"] = fill("templates/cuda/train.c.in", t)
+  -- the kernels, one file each, for inspection (the program carries its own copies)
+  for _, k in ipairs(kernels.list) do files["kernels/" .. k.name .. ".cu"] = k.text end
+  return files, { kernels = kernels.list, scratch = scratch.max, info = info }
+end
+
+-- Where the CUDA toolkit is: $CUDA_HOME, else /usr/local/cuda (nil when nvcc is absent).
+function emit.cuda_home()
+  for _, d in ipairs { os.getenv("CUDA_HOME") or "", "/usr/local/cuda" } do
+    if d ~= "" then
+      local f = io.open(d .. "/bin/nvcc", "rb")
+      if f then f:close(); return d end
+    end
+  end
+  return nil
+end
+
+-- Can this backend build the spec here?  true, or false and why (for "auto").
+function emit.available(g, precision)
+  local prec = precision or g.spec.fabric.precision
+  if not emit.PRECISIONS[prec] then return false, string.format("the CUDA backend does not run precision '%s' yet", prec) end
+  if not emit.cuda_home() then return false, "no CUDA toolkit (nvcc) in $CUDA_HOME or /usr/local/cuda" end
+  if not g.loss then return false, "no training step" end
+  for _, node in ipairs(g.loss.nodes) do
+    if not ops_cuda[node.op] or node.op == "supported" or ops_cuda.supported(node) then
+      return false, string.format("the CUDA backend does not run %s yet", node.op)
+    end
+  end
+  local opt = g.spec.train.optimizer
+  if (opt.kind ~= "AdamW" and opt.kind ~= "Adam") or opt.args.amsgrad or opt.args.maximize then
+    return false, string.format("the CUDA backend does not run the %s optimizer yet", opt.kind)
+  end
+  if g.spec.train.clip then return false, "the CUDA backend does not clip gradients yet" end
+  return true
+end
+
+-- Files the CUDA program carries besides its own: the runtime (data, checkpoints,
+-- logging, NVRTC cache, loom_cuda) and the kernels' scalar header.
+local RUNTIME = { "runtime/", "templates/common/" }
+
+-- Writes the CUDA program for `g` into `dir` (and its build.ninja).  Returns dir.
+function emit.generate(g, dir, opts)
+  local files = emit.program(g, opts)
+  local loomc = require "loomc"
+  for _, prefix in ipairs(RUNTIME) do
+    for _, p in ipairs(loomc.embedded_list(prefix)) do files[p:match("([^/]+)$")] = template.source(p) end
+  end
+  local names = {}
+  for name in pairs(files) do names[#names + 1] = name end
+  table.sort(names)
+  local objects, list = {}, {}
+  for _, name in ipairs(names) do
+    if not name:find("/") and (name:match("%.c$") or name:match("%.cu$")) then
+      local obj = "obj/" .. name:gsub("%.cu?$", ".o")
+      objects[#objects + 1] = string.format("build %s: %s %s", obj, name:match("%.cu$") and "nvcc" or "cc", name)
+      list[#list + 1] = obj
+    end
+  end
+  files["build.ninja"] = template.fill("templates/cuda/build.ninja.in", {
+    model_name = g.model_rec.class, spec_file = g.spec.file, cuda_home = emit.cuda_home() or "/usr/local/cuda",
+    archs = "-gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90",
+    objects = table.concat(objects, "\n"), object_list = table.concat(list, " "),
+  })
+  for _, sub in ipairs { "", "/kernels" } do
+    local ok, err = loomc.mkdir_p(dir .. sub)
+    if not ok then diag.fatal(nil, "cannot create " .. err) end
+  end
+  names = {}
+  for name in pairs(files) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local path = dir .. "/" .. name
+    local f = io.open(path, "rb")
+    local old = f and f:read("a")
+    if f then f:close() end
+    if old ~= files[name] then
+      local ok, err = loomc.write_file(path, files[name])
+      if not ok then diag.fatal(nil, "cannot write " .. err) end
+    end
+  end
+  return dir
+end
+
+return emit

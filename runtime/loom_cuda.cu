@@ -1,0 +1,277 @@
+// The CUDA backend's host runtime (see loom_cuda.h).
+#include "loom_cuda.h"
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+void lc_check(int status, const char *what, const char *file, int line) {
+    if (status == 0) return;
+    fprintf(stderr, "train: %s:%d: %s failed: %s\n", file, line, what, cudaGetErrorString((cudaError_t)status));
+    exit(1);
+}
+
+static double seconds_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+// ---------------------------------------------------------------------------
+// the device check
+
+void lc_require_device(int argc, char **argv, const char *accelerator, const char *cpu_program, int device) {
+    int count = 0;
+    cudaError_t rc = cudaGetDeviceCount(&count);
+    char why[256];
+    if (rc != cudaSuccess) snprintf(why, sizeof why, "%s", cudaGetErrorString(rc));
+    else if (count <= device) snprintf(why, sizeof why, "%d device(s) visible, device %d asked for", count, device);
+    if (rc == cudaSuccess && count > device) {
+        LC_CHECK(cudaSetDevice(device));
+        return;
+    }
+    if (strcmp(accelerator, "auto") != 0) {
+        fprintf(stderr, "train: no CUDA device (%s); the spec asks for accelerator \"cuda\" "
+                        "(accelerator = \"auto\" falls back to the CPU)\n", why);
+        exit(1);
+    }
+    // the CPU build sits next to this program
+    char self[PATH_MAX], path[PATH_MAX + 64];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) snprintf(self, sizeof self, "%s", argv[0]);
+    else self[n] = 0;
+    char *slash = strrchr(self, '/');
+    if (slash) slash[1] = 0; else snprintf(self, sizeof self, "./");
+    snprintf(path, sizeof path, "%s%s", self, cpu_program);
+    printf("no CUDA device (%s): running the CPU build %s\n", why, path);
+    fflush(stdout);
+    (void)argc;
+    argv[0] = path;
+    execv(path, argv);
+    fprintf(stderr, "train: cannot run the CPU build %s: %s\n", path, strerror(errno));
+    exit(1);
+}
+
+// ---------------------------------------------------------------------------
+// kernels: NVRTC through the cache, launched with the driver's cuLaunchKernel
+
+typedef int (*launch_fn)(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                         unsigned shmem, void *stream, void **params, void **extra);
+static launch_fn cu_launch;
+
+static void open_driver(void) {
+    void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
+    if (!lib) lib = dlopen("libcuda.so", RTLD_NOW | RTLD_GLOBAL);
+    if (!lib) { fprintf(stderr, "train: cannot open the CUDA driver (libcuda.so.1): %s\n", dlerror()); exit(1); }
+    *(void **)&cu_launch = dlsym(lib, "cuLaunchKernel");
+    if (!cu_launch) { fprintf(stderr, "train: the CUDA driver has no cuLaunchKernel\n"); exit(1); }
+}
+
+typedef struct {
+    const lc_kernel_source *src;
+    jit_image *img;
+    int n, major, minor, failed;
+    int next;
+    pthread_mutex_t lock;
+    char err[1024];
+} compile_job;
+
+static void *compile_worker(void *arg) {
+    compile_job *j = (compile_job *)arg;
+    for (;;) {
+        pthread_mutex_lock(&j->lock);
+        int i = j->next++;
+        pthread_mutex_unlock(&j->lock);
+        if (i >= j->n) return NULL;
+        char err[1024];
+        if (jit_compile(j->src[i].name, j->src[i].source, j->major, j->minor, NULL, &j->img[i], err, sizeof err)) {
+            pthread_mutex_lock(&j->lock);
+            if (!j->failed) snprintf(j->err, sizeof j->err, "%s", err);
+            j->failed = 1;
+            pthread_mutex_unlock(&j->lock);
+        }
+    }
+}
+
+static void compile_all(const lc_kernel_source *src, int n, int major, int minor, jit_image *img) {
+    compile_job j;
+    memset(&j, 0, sizeof j);
+    j.src = src; j.img = img; j.n = n; j.major = major; j.minor = minor;
+    pthread_mutex_init(&j.lock, NULL);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int nt = cpus > 8 ? 8 : cpus < 1 ? 1 : (int)cpus;
+    pthread_t t[8];
+    for (int i = 0; i < nt; i++) pthread_create(&t[i], NULL, compile_worker, &j);
+    for (int i = 0; i < nt; i++) pthread_join(t[i], NULL);
+    if (j.failed) { fprintf(stderr, "train: %s\n", j.err); exit(1); }
+}
+
+void lc_kernels_load(const lc_kernel_source *src, int n, jit_kernel *out, int quiet) {
+    int major = 0, minor = 0;
+    char err[1024];
+    if (jit_device_arch(0, &major, &minor, err, sizeof err)) { fprintf(stderr, "train: %s\n", err); exit(1); }
+    double t0 = seconds_now();
+    jit_image *img = (jit_image *)calloc((size_t)n, sizeof *img);
+    compile_all(src, n, major, minor, img);
+    int hits = 0;
+    for (int i = 0; i < n; i++) {
+        hits += img[i].from_cache;
+        if (jit_load(&img[i], src[i].name, &out[i], err, sizeof err)) { fprintf(stderr, "train: %s\n", err); exit(1); }
+        if (img[i].note[0] && !quiet) fprintf(stderr, "note: %s\n", img[i].note);
+        jit_image_free(&img[i]);
+    }
+    free(img);
+    if (!cu_launch) open_driver();
+    if (!quiet)
+        printf("kernels: %d for sm_%d%d, %d from the cache, %d compiled by NVRTC (%.2f s)\n", n, major, minor, hits,
+               n - hits, seconds_now() - t0);
+}
+
+int lc_kernels_check(const lc_kernel_source *src, int n, int sm_major, int sm_minor, const char *ptx_dir) {
+    int failed = 0;
+    char err[1024], path[4096];
+    if (ptx_dir && mkdir(ptx_dir, 0777) && errno != EEXIST) { perror(ptx_dir); return n; }
+    double t0 = seconds_now();
+    jit_image *img = (jit_image *)calloc((size_t)n, sizeof *img);
+    compile_all(src, n, sm_major, sm_minor, img);   // exits on a failure, naming the kernel
+    int hits = 0;
+    for (int i = 0; i < n; i++) {
+        hits += img[i].from_cache;
+        if (img[i].kind != JIT_CUBIN) { fprintf(stderr, "%s: not a cubin for sm_%d%d\n", src[i].name, sm_major, sm_minor); failed++; }
+        jit_image_free(&img[i]);
+        if (!ptx_dir) continue;
+        jit_image ptx;
+        if (jit_compile_ptx(src[i].name, src[i].source, sm_major, sm_minor, NULL, &ptx, err, sizeof err)) {
+            fprintf(stderr, "%s\n", err);
+            failed++;
+            continue;
+        }
+        snprintf(path, sizeof path, "%s/%s.ptx", ptx_dir, src[i].name);
+        FILE *f = fopen(path, "wb");
+        if (!f || fwrite(ptx.data, 1, ptx.size - 1, f) != ptx.size - 1) { perror(path); failed++; }
+        if (f) fclose(f);
+        jit_image_free(&ptx);
+    }
+    free(img);
+    printf("jit-check sm_%d%d: %d kernels, %d from the cache, %d failed (%.2f s)\n", sm_major, sm_minor, n, hits, failed,
+           seconds_now() - t0);
+    return failed;
+}
+
+void lc_launch(const jit_kernel *k, unsigned blocks, unsigned threads, void *stream, void **args) {
+    int rc = cu_launch(k->function, blocks, 1, 1, threads, 1, 1, 0, stream, args, NULL);
+    if (rc != 0) { fprintf(stderr, "train: cuLaunchKernel failed (CUresult %d)\n", rc); exit(1); }
+}
+
+unsigned lc_blocks(int64_t n, unsigned threads) {
+    int64_t b = (n + threads - 1) / threads;
+    if (b < 1) b = 1;
+    if (b > 65535 * 32) b = 65535 * 32;
+    return (unsigned)b;
+}
+
+// ---------------------------------------------------------------------------
+// GEMMs
+
+static cublasLtHandle_t lt;
+static void *workspace;
+static const size_t WORKSPACE = 32u << 20;
+
+typedef struct {
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t a, b, c;
+    cublasLtMatmulAlgo_t algo;
+} gemm_plan;
+
+static void lt_check(cublasStatus_t s, const char *what, const char *site) {
+    if (s == CUBLAS_STATUS_SUCCESS) return;
+    fprintf(stderr, "train: cuBLASLt %s failed for %s: status %d\n", what, site, (int)s);
+    exit(1);
+}
+
+static cudaDataType_t dtype(lc_format f) {
+    return f == LC_BF16 ? CUDA_R_16BF : f == LC_F16 ? CUDA_R_16F : CUDA_R_32F;
+}
+
+// Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: cuBLASLt sees
+// m = N, n = M, with B as its first operand and A as its second.
+static gemm_plan *make_plan(const lc_gemm_site *site, int ta, int tb, int64_t M, int64_t N, int64_t K, lc_format ab,
+                            lc_format cf, int has_bias, int tf32) {
+    gemm_plan *p = (gemm_plan *)calloc(1, sizeof *p);
+    cublasComputeType_t ct = (tf32 && ab == LC_F32) ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    lt_check(cublasLtMatmulDescCreate(&p->op, ct, CUDA_R_32F), "MatmulDescCreate", site->what);
+    cublasOperation_t opa = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opb = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+    lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa), "TRANSA", site->what);
+    lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb), "TRANSB", site->what);
+    if (has_bias) {
+        cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+        lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi), "EPILOGUE", site->what);
+        int32_t bt = (int32_t)dtype(cf);
+        lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt), "BIAS_DATA_TYPE",
+                 site->what);
+    }
+    // the first operand (row-major B): stored N x K when tb, else K x N (row-major), i.e.
+    // column-major rows x cols with leading dimension = rows
+    if (tb) lt_check(cublasLtMatrixLayoutCreate(&p->a, dtype(ab), (uint64_t)K, (uint64_t)N, K), "layout B", site->what);
+    else lt_check(cublasLtMatrixLayoutCreate(&p->a, dtype(ab), (uint64_t)N, (uint64_t)K, N), "layout B", site->what);
+    if (ta) lt_check(cublasLtMatrixLayoutCreate(&p->b, dtype(ab), (uint64_t)M, (uint64_t)K, M), "layout A", site->what);
+    else lt_check(cublasLtMatrixLayoutCreate(&p->b, dtype(ab), (uint64_t)K, (uint64_t)M, K), "layout A", site->what);
+    lt_check(cublasLtMatrixLayoutCreate(&p->c, dtype(cf), (uint64_t)N, (uint64_t)M, N), "layout C", site->what);
+    cublasLtMatmulPreference_t pref;
+    lt_check(cublasLtMatmulPreferenceCreate(&pref), "PreferenceCreate", site->what);
+    size_t ws = WORKSPACE;
+    lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws),
+             "MAX_WORKSPACE", site->what);
+    cublasLtMatmulHeuristicResult_t res;
+    int found = 0;
+    lt_check(cublasLtMatmulAlgoGetHeuristic(lt, p->op, p->a, p->b, p->c, p->c, pref, 1, &res, &found), "AlgoGetHeuristic",
+             site->what);
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (found < 1) {
+        fprintf(stderr, "train: cuBLASLt has no algorithm for %s (%lld x %lld x %lld)\n", site->what, (long long)M,
+                (long long)N, (long long)K);
+        exit(1);
+    }
+    p->algo = res.algo;
+    return p;
+}
+
+void lc_gemm(lc_gemm_site *site, int ta, int tb, int64_t M, int64_t N, int64_t K, const void *A, const void *B,
+             lc_format ab, void *C, lc_format cf, float beta, const void *bias, int tf32, void *stream) {
+    if (!lt) {
+        lt_check(cublasLtCreate(&lt), "Create", site->what);
+        LC_CHECK(cudaMalloc(&workspace, WORKSPACE));
+    }
+    gemm_plan *p = NULL;
+    for (int i = 0; i < site->n; i++)
+        if (site->mnk[i][0] == M && site->mnk[i][1] == N && site->mnk[i][2] == K) p = (gemm_plan *)site->plans[i];
+    if (!p) {
+        p = make_plan(site, ta, tb, M, N, K, ab, cf, bias != NULL, tf32);
+        int slot = site->n < 4 ? site->n++ : 3;   // the full batch and the last one: a site sees two shapes
+        site->plans[slot] = p;
+        site->mnk[slot][0] = M; site->mnk[slot][1] = N; site->mnk[slot][2] = K;
+    }
+    if (bias)
+        lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias), "BIAS_POINTER",
+                 site->what);
+    const float alpha = 1.0f;
+    lt_check(cublasLtMatmul(lt, p->op, &alpha, B, p->a, A, p->b, &beta, C, p->c, C, p->c, &p->algo, workspace, WORKSPACE,
+                            (cudaStream_t)stream),
+             "Matmul", site->what);
+}
+
+void lc_gemm_shutdown(void) {
+    if (lt) cublasLtDestroy(lt);
+    if (workspace) cudaFree(workspace);
+    lt = NULL;
+    workspace = NULL;
+}

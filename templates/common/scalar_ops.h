@@ -1,0 +1,156 @@
+// scalar_ops.h: the per-element arithmetic of loom's kernels, written once and
+// compiled twice: as C by the CPU test suite (tests/test_scalar_ops.c checks every
+// function here against the CPU kernels of templates/cpu/, bit for bit) and as CUDA C
+// by NVRTC, where each fused kernel of the CUDA backend (gen/ops_cuda.lua) is a loop
+// around these functions.  What the CPU tests prove about them holds on the GPU.
+//
+// No libc: NVRTC compiles this without any system header.  The math functions used
+// (expf, logf, sqrtf) are NVRTC built-ins; on the CPU the includer provides <math.h>.
+// Storage formats as gen/precision.lua names them: f32 (float), bf16 and f16 (16-bit
+// patterns in an unsigned short, converted here bit by bit, rounding to nearest even,
+// so that the GPU needs neither cuda_bf16.h nor cuda_fp16.h and rounds as the CPU does).
+#ifndef LOOM_SCALAR_OPS_H
+#define LOOM_SCALAR_OPS_H
+
+#if defined(__CUDACC_RTC__) || defined(__CUDACC__)
+#define SO_FN static __device__ __forceinline__
+#else
+#define SO_FN static inline
+#endif
+
+typedef unsigned int so_u32;
+typedef unsigned short so_u16;
+
+SO_FN so_u32 so_float_bits(float x) {
+#if defined(__CUDACC_RTC__) || defined(__CUDACC__)
+    return __float_as_uint(x);
+#else
+    union { float f; so_u32 u; } c;
+    c.f = x;
+    return c.u;
+#endif
+}
+SO_FN float so_bits_float(so_u32 u) {
+#if defined(__CUDACC_RTC__) || defined(__CUDACC__)
+    return __uint_as_float(u);
+#else
+    union { float f; so_u32 u; } c;
+    c.u = u;
+    return c.f;
+#endif
+}
+
+// ---------------------------------------------------------------------------
+// formats: widen (to float, exact), narrow (from float, nearest even), round (both)
+
+SO_FN float so_widen_f32(float x) { return x; }
+SO_FN float so_narrow_f32(float x) { return x; }
+SO_FN float so_round_f32(float x) { return x; }
+
+SO_FN float so_widen_bf16(so_u16 h) { return so_bits_float((so_u32)h << 16); }
+// NaN stays NaN (quiet), overflow gives inf
+SO_FN so_u16 so_narrow_bf16(float x) {
+    so_u32 u = so_float_bits(x);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (so_u16)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (so_u16)(u >> 16);
+}
+SO_FN float so_round_bf16(float x) { return so_widen_bf16(so_narrow_bf16(x)); }
+
+// IEEE binary16: 1 sign, 5 exponent (bias 15), 10 mantissa bits
+SO_FN float so_widen_f16(so_u16 h) {
+    so_u32 sign = (so_u32)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
+    if (e == 0x1fu) return so_bits_float(sign | 0x7f800000u | (mant << 13));   // inf, NaN
+    if (e == 0) {
+        if (mant == 0) return so_bits_float(sign);
+        // subnormal: mant * 2^-24, exact in float
+        float v = (float)mant * 5.9604644775390625e-8f;
+        return sign ? -v : v;
+    }
+    return so_bits_float(sign | ((e + 112u) << 23) | (mant << 13));
+}
+SO_FN so_u16 so_narrow_f16(float x) {
+    so_u32 u = so_float_bits(x);
+    so_u16 sign = (so_u16)((u >> 16) & 0x8000u);
+    so_u32 a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return (so_u16)(sign | 0x7e00u | ((a >> 13) & 0x3ffu));   // NaN, quiet
+    if (a >= 0x477ff000u) return (so_u16)(sign | 0x7c00u);   // rounds to >= 65520: inf
+    if (a < 0x38800000u) {
+        // below the smallest normal (2^-14): subnormal or zero, in units of 2^-24
+        if (a < 0x33000000u) return sign;   // < 2^-25: rounds to 0 (2^-25 itself ties to even 0)
+        so_u32 e = a >> 23, m = (a & 0x7fffffu) | 0x800000u;
+        so_u32 shift = 126u - e;   // value = m * 2^(e-150); in units of 2^-24: m >> (126 - e)
+        so_u32 q = m >> shift, rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1u);
+        if (rem > half || (rem == half && (q & 1u))) q++;
+        return (so_u16)(sign | q);
+    }
+    // normal: drop 13 mantissa bits, nearest even (a carry into the exponent is right)
+    so_u32 r = a - 0x38000000u;   // rebias 127 -> 15
+    r += 0xfffu + ((r >> 13) & 1u);
+    return (so_u16)(sign | (r >> 13));
+}
+SO_FN float so_round_f16(float x) { return so_widen_f16(so_narrow_f16(x)); }
+
+// ---------------------------------------------------------------------------
+// activations (the backward of relu and sigmoid reads the output)
+
+SO_FN float so_relu(float x) { return x > 0 ? x : 0; }
+SO_FN float so_relu_grad(float dy, float y) { return y > 0 ? dy : 0; }
+SO_FN float so_sigmoid(float x) { return 1 / (1 + expf(-x)); }
+SO_FN float so_sigmoid_grad(float dy, float y) { return dy * y * (1 - y); }
+
+// ---------------------------------------------------------------------------
+// losses
+
+// binary cross entropy of probability p against target t, logs clamped at -100 (torch)
+SO_FN float so_bce(float p, float t) {
+    float lp = logf(p), l1p = logf(1 - p);
+    if (lp < -100) lp = -100;
+    if (l1p < -100) l1p = -100;
+    return -(t * lp + (1 - t) * l1p);
+}
+// its gradient, g = dloss of this element
+SO_FN float so_bce_grad(float g, float p, float t) {
+    float den = p * (1 - p);
+    if (den < 1e-12f) den = 1e-12f;
+    return g * (p - t) / den;
+}
+// cross entropy: the gradient of one logit from its log-probability lp and q, the
+// target's weight of its class ((1 - eps) * onehot + eps / C)
+SO_FN float so_ce_grad(float g, float lp, float q) { return g * (expf(lp) - q); }
+SO_FN float so_ce_q(int is_target, float smoothing, int C) { return smoothing / C + (is_target ? 1 - smoothing : 0); }
+
+// ---------------------------------------------------------------------------
+// batch norm (training statistics computed by the kernel's reduction)
+
+// forward: (x - mean) * scale + shift, scale = w * invstd
+SO_FN float so_bn_apply(float x, float mean, float scale, float shift) { return (x - mean) * scale + shift; }
+// eval: x * scale + shift with shift = b - running_mean * scale
+SO_FN float so_bn_eval(float x, float scale, float shift) { return x * scale + shift; }
+// backward of the training forward: k = w * invstd, mdy = mean(dy), mdyx = mean(dy * xhat)
+SO_FN float so_bn_grad(float dy, float x, float mean, float invstd, float k, float mdy, float mdyx) {
+    return k * (dy - mdy - (x - mean) * invstd * mdyx);
+}
+
+// ---------------------------------------------------------------------------
+// optimizers (torch.optim's single-tensor rules; constants from the host, in float)
+
+typedef struct {
+    float decay;              // 1 - lr * weight_decay (AdamW), 1 otherwise
+    float l2;                 // weight_decay (Adam's L2 penalty), 0 otherwise
+    float one_minus_beta1, beta2, one_minus_beta2;
+    float step_size;          // lr / (1 - beta1^t)
+    float bc2_sqrt;           // sqrt(1 - beta2^t)
+    float eps;
+} so_adam_consts;
+
+SO_FN void so_adam(float *p, float *m, float *v, float g, const so_adam_consts *c) {
+    g += c->l2 * *p;
+    *p *= c->decay;
+    *m += c->one_minus_beta1 * (g - *m);   // lerp, as torch
+    *v = c->beta2 * *v + c->one_minus_beta2 * g * g;
+    float denom = sqrtf(*v) / c->bc2_sqrt + c->eps;
+    *p -= c->step_size * *m / denom;
+}
+
+#endif

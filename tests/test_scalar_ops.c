@@ -1,0 +1,179 @@
+// templates/common/scalar_ops.h against the CPU kernels (templates/cpu/): the CUDA
+// backend's fused kernels are loops around these functions, so matching the CPU
+// kernels here, bit for bit, is what makes the CPU tests cover the GPU arithmetic.
+// Compiled with -ffp-contract=off so that the comparison is of the expressions as
+// written; NVRTC (default --fmad=true) may contract a*b+c into an FMA, one rounding
+// fewer: the GPU test (tests/gpu/run.sh) compares with tolerances for that reason.
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "scalar_ops.h"
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static uint32_t next_u32(void) {
+    rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+    return (uint32_t)(rng >> 16);
+}
+static float uniform(float lo, float hi) { return lo + (hi - lo) * (float)(next_u32() >> 8) / 16777216.0f; }
+
+static int same_bits(float a, float b) {
+    if (isnan(a) && isnan(b)) return 1;
+    uint32_t x, y;
+    memcpy(&x, &a, 4); memcpy(&y, &b, 4);
+    return x == y;
+}
+#define N 4099
+
+Test(scalar_ops, bf16_matches_cpu_conversions) {
+    // every 16-bit pattern widens as the CPU widens it
+    for (uint32_t h = 0; h < 65536; h++)
+        cr_assert(same_bits(so_widen_bf16((so_u16)h), k_widen_bf16((k_bf16)h)), "widen bf16 %04x", h);
+    // narrowing: random bit patterns (all exponents), ties, and specials
+    for (int i = 0; i < 2000000; i++) {
+        uint32_t u = next_u32() ^ ((uint32_t)next_u32() << 16);
+        if (i % 4 == 1) u = (u & 0xffff0000u) | 0x8000u;   // exact ties
+        float x;
+        memcpy(&x, &u, 4);
+        cr_assert_eq(so_narrow_bf16(x), k_narrow_bf16(x), "narrow bf16 %08x", u);
+    }
+    const float special[] = { 0.0f, -0.0f, INFINITY, -INFINITY, NAN, 3.4028235e38f, 1e-45f };
+    for (size_t i = 0; i < sizeof special / sizeof special[0]; i++)
+        cr_assert_eq(so_narrow_bf16(special[i]), k_narrow_bf16(special[i]));
+}
+
+Test(scalar_ops, f16_matches_cpu_conversions) {
+    for (uint32_t h = 0; h < 65536; h++) {
+        k_f16 v;
+        uint16_t b = (uint16_t)h;
+        memcpy(&v, &b, 2);
+        cr_assert(same_bits(so_widen_f16((so_u16)h), k_widen_f16(v)), "widen f16 %04x", h);
+    }
+    for (int i = 0; i < 2000000; i++) {
+        uint32_t u = next_u32() ^ ((uint32_t)next_u32() << 16);
+        if (i % 2) u = (u & 0x80000000u) | ((uint32_t)(100 + next_u32() % 50) << 23) | (u & 0x7fffffu);  // f16's range
+        if (i % 8 == 3) u = (u & 0xffffe000u) | 0x1000u;   // ties
+        float x;
+        memcpy(&x, &u, 4);
+        k_f16 r = k_narrow_f16(x);
+        uint16_t rb;
+        memcpy(&rb, &r, 2);
+        if (isnan(x)) { cr_assert((so_narrow_f16(x) & 0x7c00u) == 0x7c00u && (so_narrow_f16(x) & 0x3ffu)); continue; }
+        cr_assert_eq(so_narrow_f16(x), rb, "narrow f16 %08x (%g): %04x, cpu %04x", u, x, so_narrow_f16(x), rb);
+    }
+    for (int i = 0; i < 100000; i++) {
+        float x = uniform(-70000, 70000);
+        cr_assert(same_bits(so_round_f16(x), k_round_f16(x)));
+        cr_assert(same_bits(so_round_bf16(x), k_round_bf16(x)));
+    }
+}
+
+Test(scalar_ops, activations_match_cpu_kernels) {
+    static float x[N], y[N], dy[N], dx[N], ys[N], dxs[N];
+    for (int i = 0; i < N; i++) { x[i] = uniform(-8, 8); dy[i] = uniform(-1, 1); }
+    k_relu_forward_f32(y, x, N);
+    memset(dx, 0, sizeof dx);
+    k_relu_backward_f32(dx, dy, y, N);
+    for (int i = 0; i < N; i++) {
+        ys[i] = so_relu(x[i]);
+        dxs[i] = 0 + so_relu_grad(dy[i], ys[i]);
+        cr_assert(same_bits(ys[i], y[i]) && same_bits(dxs[i], dx[i]), "relu at %d", i);
+    }
+    k_sigmoid_forward_f32(y, x, N);
+    memset(dx, 0, sizeof dx);
+    k_sigmoid_backward_f32(dx, dy, y, N);
+    for (int i = 0; i < N; i++) {
+        ys[i] = so_sigmoid(x[i]);
+        dxs[i] = 0 + so_sigmoid_grad(dy[i], ys[i]);
+        cr_assert(same_bits(ys[i], y[i]) && same_bits(dxs[i], dx[i]), "sigmoid at %d", i);
+    }
+}
+
+Test(scalar_ops, losses_match_cpu_kernels) {
+    static float p[N], t[N], l[N], dp[N];
+    for (int i = 0; i < N; i++) { p[i] = i % 97 == 0 ? 0.0f : uniform(0, 1); t[i] = uniform(0, 1); }
+    p[5] = 1.0f;
+    float loss[N];
+    k_bce_forward_f32(loss, p, t, N, K_REDUCTION_NONE);
+    float g = 0.37f;
+    for (int i = 0; i < N; i++) l[i] = g;
+    memset(dp, 0, sizeof dp);
+    k_bce_backward_f32(dp, l, p, t, N, K_REDUCTION_NONE);
+    for (int i = 0; i < N; i++) {
+        cr_assert(same_bits(so_bce(p[i], t[i]), loss[i]), "bce at %d", i);
+        cr_assert(same_bits(0 + so_bce_grad(g, p[i], t[i]), dp[i]), "bce grad at %d", i);
+    }
+    // cross entropy: the gradient from the log-probabilities the forward saves
+    enum { R = 37, C = 10 };
+    static float logits[R * C], logp[R * C], dl[R * C];
+    int64_t target[R];
+    for (int i = 0; i < R * C; i++) logits[i] = uniform(-5, 5);
+    for (int r = 0; r < R; r++) target[r] = r % 7 == 3 ? -100 : (int64_t)(next_u32() % C);
+    float mean;
+    k_cross_entropy_forward_f32(&mean, logp, logits, target, R, C, 1, -100, 0.1f, K_REDUCTION_MEAN);
+    memset(dl, 0, sizeof dl);
+    float one = 1;
+    k_cross_entropy_backward_f32(dl, &one, logp, logits, target, R, C, 1, -100, 0.1f, K_REDUCTION_MEAN);
+    double count = 0;
+    for (int r = 0; r < R; r++) count += target[r] != -100;
+    float gm = (float)(1.0 / count);
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) {
+            float want = target[r] == -100 ? 0 : 0 + so_ce_grad(gm, logp[r * C + c], so_ce_q(c == target[r], 0.1f, C));
+            cr_assert(same_bits(want, dl[r * C + c]), "cross entropy grad at %d,%d", r, c);
+        }
+}
+
+Test(scalar_ops, batch_norm_matches_cpu_kernels) {
+    enum { NB = 5, C = 3, S = 17 };
+    static float x[NB * C * S], y[NB * C * S], dy[NB * C * S], dx[NB * C * S], w[C], b[C], mean[C], invstd[C], dw[C], db[C];
+    for (int i = 0; i < NB * C * S; i++) { x[i] = uniform(-3, 3); dy[i] = uniform(-1, 1); }
+    for (int c = 0; c < C; c++) { w[c] = uniform(0.5f, 1.5f); b[c] = uniform(-1, 1); }
+    k_batch_norm_forward_train_f32(y, mean, invstd, NULL, NULL, NULL, x, w, b, NB, C, S, 1e-5f, 0.1f);
+    memset(dx, 0, sizeof dx); memset(dw, 0, sizeof dw); memset(db, 0, sizeof db);
+    k_batch_norm_backward_f32(dx, dw, db, dy, x, w, mean, invstd, NB, C, S);
+    for (int c = 0; c < C; c++) {
+        // the reductions as the CPU does them (in double), the elementwise parts from scalar_ops
+        double sdy = 0, sdyx = 0;
+        for (int n = 0; n < NB; n++)
+            for (int s = 0; s < S; s++) {
+                size_t i = ((size_t)n * C + c) * S + s;
+                cr_assert(same_bits(so_bn_apply(x[i], mean[c], w[c] * invstd[c], b[c]), y[i]), "bn forward at %zu", i);
+                sdy += dy[i];
+                sdyx += (double)dy[i] * (x[i] - mean[c]);
+            }
+        sdyx *= invstd[c];
+        float k = w[c] * invstd[c], mdy = (float)(sdy / (NB * S)), mdyx = (float)(sdyx / (NB * S));
+        for (int n = 0; n < NB; n++)
+            for (int s = 0; s < S; s++) {
+                size_t i = ((size_t)n * C + c) * S + s;
+                float got = 0 + so_bn_grad(dy[i], x[i], mean[c], invstd[c], k, mdy, mdyx);
+                cr_assert(fabsf(got - dx[i]) <= 1e-6f * (1 + fabsf(dx[i])), "bn backward at %zu: %g vs %g", i, got, dx[i]);
+            }
+    }
+}
+
+// The AdamW step the C backend emits (gen/emit_train.lua, optimizer_code), transcribed,
+// against so_adam with the same float constants.
+Test(scalar_ops, adamw_matches_emitted_update) {
+    const double lr = 1e-3, wd = 0.01, beta1 = 0.9;
+    for (int64_t step = 0; step < 5; step++) {
+        const double bc1 = 1.0 - pow(beta1, (double)(step + 1)), bc2 = 1.0 - pow(0.999, (double)(step + 1));
+        so_adam_consts c = { (float)(1.0 - lr * wd), 0, (float)(1.0 - beta1), 0.999f, 0.0010000000000000009f,
+                             (float)(lr / bc1), (float)sqrt(bc2), 1e-08f };
+        for (int i = 0; i < 1000; i++) {
+            float p = uniform(-1, 1), m = uniform(-0.1f, 0.1f), v = uniform(0, 0.01f), g = uniform(-1, 1);
+            float p2 = p, m2 = m, v2 = v;
+            // emitted:
+            p *= c.decay;
+            m += c.one_minus_beta1 * (g - m);
+            v = 0.999f * v + 0.0010000000000000009f * g * g;
+            float denom = sqrtf(v) / c.bc2_sqrt + 1e-08f;
+            p -= c.step_size * m / denom;
+            so_adam(&p2, &m2, &v2, g, &c);
+            cr_assert(same_bits(p, p2) && same_bits(m, m2) && same_bits(v, v2), "adamw step %lld element %d", (long long)step, i);
+        }
+    }
+}
