@@ -17,6 +17,8 @@ commands:
 options:
   --dump=STAGE            print what a stage produced and stop (STAGE: spec, graph)
   --precision=P           override the spec's precision (32-true, 64-true, bf16-mixed, 16-mixed, bf16-true, 16-true)
+  --accelerator=A         override the spec's accelerator: cpu, cuda (DIR/train runs on a GPU), auto (DIR/train
+                          for the CPU and DIR/cuda/train, which runs the CPU build when there is no device)
   --compare-wrapper       explain: also count the casts a run-time wrapper (Fabric + autocast) would make
   --no-compile            build: write the files only
   --emit torch            build: also write model.py, the equivalent PyTorch module
@@ -53,6 +55,12 @@ local function parse_args(args)
       local prec, msg = require("spec").check_precision(a:sub(13), "--precision")
       if not prec then usage_error(msg) end
       opts.precision = prec
+    elseif a:match("^%-%-accelerator=") then
+      opts.accelerator = a:sub(15)
+      if not ({ cpu = true, cuda = true, gpu = true, auto = true })[opts.accelerator] then
+        usage_error("--accelerator takes cpu, cuda or auto, not '" .. opts.accelerator .. "'")
+      end
+      if opts.accelerator == "gpu" then opts.accelerator = "cuda" end
     elseif a:match("^%-%-dump=") then
       opts.dump = a:sub(8)
       local ok = false
@@ -133,6 +141,9 @@ end
 
 -- Runtime and kernel files copied next to every generated C program.
 local RUNTIME_PREFIXES = { "runtime/", "templates/cpu/" }
+-- the CUDA backend's runtime files (gen/emit_cuda.lua copies them), not the C program's
+local CUDA_ONLY = { ["runtime/nvrtc_cache.c"] = true, ["runtime/nvrtc_cache.h"] = true,
+                    ["runtime/loom_cuda.cu"] = true, ["runtime/loom_cuda.h"] = true }
 
 -- spec → graph → C program in DIR (generated files, runtime, build.ninja).
 local function generate(path, opts)
@@ -145,7 +156,7 @@ local function generate(path, opts)
   local template = require "template"
   for _, prefix in ipairs(RUNTIME_PREFIXES) do
     for _, p in ipairs(loomc.embedded_list(prefix)) do
-      files[p:match("([^/]+)$")] = template.source(p)
+      if not CUDA_ONLY[p] then files[p:match("([^/]+)$")] = template.source(p) end
     end
   end
   local objects, list = {}, {}
@@ -180,6 +191,14 @@ local function generate(path, opts)
   return dir, g
 end
 
+-- The CUDA program (gen/emit_cuda.lua) for accelerator "cuda" (in DIR) or "auto" (in
+-- DIR/cuda, beside the CPU build it falls back to).
+local function accelerator_of(g, opts)
+  local a = opts.accelerator or g.spec.fabric.accelerator or "cpu"
+  if a == "gpu" then a = "cuda" end
+  return a
+end
+
 local function compile(dir)
   local ok = os.execute(string.format("ninja -C '%s' >'%s/build.log' 2>&1", dir, dir))
   if not ok then
@@ -191,21 +210,48 @@ local function compile(dir)
   end
 end
 
+-- spec → the program for its accelerator: the C program in DIR ("cpu"), the CUDA one in
+-- DIR ("cuda"), or both, the CUDA one in DIR/cuda ("auto", when the CUDA backend can
+-- build it; else said once).  Returns the CPU dir (or nil), the CUDA dir (or nil).
+local function generate_for_accelerator(path, opts)
+  local g = front_end(path, opts)
+  if not g then return nil end
+  local accel = accelerator_of(g, opts)
+  if accel == "cpu" then return generate(path, opts), nil end
+  local cuda = require "emit_cuda"
+  local dir = opts.out or ("build/" .. spec_basename(path))
+  if accel == "cuda" then
+    return nil, cuda.generate(g, dir, { precision = opts.precision, spec_hash = spec_hash(g.spec.text), accelerator = "cuda" })
+  end
+  local cpu_dir = generate(path, opts)
+  local ok, why = cuda.available(g, opts.precision)
+  if not ok then
+    io.stderr:write(string.format("note: accelerator \"auto\": %s; built for the CPU only\n", why))
+    return cpu_dir, nil
+  end
+  return cpu_dir, cuda.generate(g, cpu_dir .. "/cuda", { precision = opts.precision, spec_hash = spec_hash(g.spec.text),
+                                                         accelerator = "auto", cpu_program = "../train" })
+end
+
 function commands.build(opts, path)
-  local dir = generate(path, opts)
-  if not dir then return end
-  if opts.no_compile then
-    io.write(string.format("wrote %s (not compiled: ninja -C %s)\n", dir, dir))
-  else
-    compile(dir)
-    io.write(string.format("built %s/train\n", dir))
+  local dir, cuda_dir = generate_for_accelerator(path, opts)
+  if not dir and not cuda_dir then return end
+  for _, d in ipairs { dir or false, cuda_dir or false } do
+    if d and opts.no_compile then
+      io.write(string.format("wrote %s (not compiled: ninja -C %s)\n", d, d))
+    elseif d then
+      compile(d)
+      io.write(string.format("built %s/train\n", d))
+    end
   end
 end
 
 function commands.train(opts, path)
-  local dir = generate(path, opts)
-  if not dir then return end
-  compile(dir)
+  local cpu_dir, cuda_dir = generate_for_accelerator(path, opts)
+  if not cpu_dir and not cuda_dir then return end
+  if cpu_dir then compile(cpu_dir) end
+  if cuda_dir then compile(cuda_dir) end
+  local dir = cuda_dir or cpu_dir
   local args = {}
   for _, a in ipairs(opts.program_args) do args[#args + 1] = "'" .. a:gsub("'", "'\\''") .. "'" end
   io.stdout:flush()
