@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# The CUDA backend, without a GPU (what can be proven on a machine with the toolkit only):
+#  - fashion_mlp, fashion_cnn, paw at 32-true, bf16-mixed and 16-mixed: the generated
+#    program (model.cu, loom_cuda.cu with nvcc -Werror all-warnings, -Wall -Wextra -Werror
+#    for the host compiler, for sm_80 and sm_90; train.c and the runtime with cc -Werror)
+#    compiles and links against cudart, cuBLASLt (NVRTC and the driver are dlopen'ed);
+#  - every NVRTC kernel of it compiles through the runtime's path (runtime/nvrtc_cache)
+#    to a cubin for sm_80 and for sm_90, and ptxas -v on its PTX reports no spills;
+#  - the kernel cache: a second --jit-check reads every kernel from the cache;
+#  - accelerator = "auto" with no device: the CUDA program says so in one line and the
+#    CPU build trains; accelerator = "cuda" with no device: exit 1 and one clear line.
+# Everything SKIPs where /usr/local/cuda (or $CUDA_HOME) has no nvcc.
+set -u
+cd "$(dirname "$0")/.."
+LOOM=${LOOM:-build/loom}
+CUDA=${CUDA_HOME:-/usr/local/cuda}
+SPECS=(fashion_mlp fashion_cnn paw)
+PRECS=(32-true bf16-mixed 16-mixed)
+if [ ! -x "$CUDA/bin/nvcc" ]; then
+  for s in "${SPECS[@]}"; do for p in "${PRECS[@]}"; do
+    echo "ok cuda_build_${s}_$p # SKIP no CUDA toolkit ($CUDA/bin/nvcc)"
+    echo "ok cuda_kernels_${s}_$p # SKIP no CUDA toolkit"
+  done; done
+  echo "ok cuda_kernel_cache # SKIP no CUDA toolkit"
+  echo "ok cuda_auto_falls_back_to_cpu # SKIP no CUDA toolkit"
+  echo "ok cuda_without_device_exits # SKIP no CUDA toolkit"
+  exit 0
+fi
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+export LOOM_KERNEL_CACHE="$tmp/kernel_cache"
+
+for s in "${SPECS[@]}"; do
+  for p in "${PRECS[@]}"; do
+    d="$tmp/${s}_$p"
+    if ! "$LOOM" build "specs/$s.lua" --accelerator=cuda --precision="$p" -o "$d" >"$d.log" 2>&1; then
+      echo "not ok cuda_build_${s}_$p: $(grep -m1 -E 'error|FAILED' "$d.log" || tail -1 "$d.log")"
+      echo "not ok cuda_kernels_${s}_$p: the program did not build"
+      continue
+    fi
+    grep -q -- "-gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90" "$d/build.ninja" &&
+      grep -q -- "-Werror all-warnings" "$d/build.ninja" &&
+      echo "ok cuda_build_${s}_$p" || echo "not ok cuda_build_${s}_$p: build.ninja lacks sm_80/sm_90 or -Werror"
+    why=""
+    total=0
+    for a in 80 90; do
+      if ! out=$("$d/train" --jit-check "sm_$a" "$d/ptx$a" 2>&1); then why="jit-check sm_$a: $(echo "$out" | tail -1)"; break; fi
+      n=$(ls "$d/ptx$a"/*.ptx 2>/dev/null | wc -l)
+      [ "$n" -gt 0 ] || { why="no PTX for sm_$a"; break; }
+      for f in "$d/ptx$a"/*.ptx; do
+        info=$("$CUDA/bin/ptxas" -v -arch="sm_$a" -o /dev/null "$f" 2>&1) || { why="ptxas sm_$a $(basename "$f"): $(echo "$info" | tail -1)"; break 2; }
+        spill=$(echo "$info" | grep -o "[0-9]* bytes spill stores, [0-9]* bytes spill loads" | grep -v "^0 bytes spill stores, 0 bytes spill loads" | head -1)
+        [ -z "$spill" ] || { why="$(basename "$f" .ptx) spills on sm_$a: $spill"; break 2; }
+      done
+      total=$n
+    done
+    if [ -z "$why" ]; then echo "ok cuda_kernels_${s}_$p ($total NVRTC kernels, cubin + PTX for sm_80 and sm_90, no spills)"
+    else echo "not ok cuda_kernels_${s}_$p: $why"; fi
+  done
+done
+
+# the cache: the second compile of a program's kernels reads every one of them
+d="$tmp/fashion_cnn_bf16-mixed"
+if [ -x "$d/train" ]; then
+  out=$("$d/train" --jit-check sm_80 2>&1 | tail -1)   # "jit-check sm_80: N kernels, H from the cache, ..."
+  n=$(echo "$out" | sed -n 's/.*: \([0-9]*\) kernels, \([0-9]*\) from the cache.*/\1 \2/p')
+  set -- $n
+  if [ "${1:-x}" = "${2:-y}" ] && [ "$(ls "$LOOM_KERNEL_CACHE" | wc -l)" -gt 0 ]; then echo "ok cuda_kernel_cache ($out)"
+  else echo "not ok cuda_kernel_cache: $out"; fi
+else
+  echo "not ok cuda_kernel_cache: fashion_cnn bf16-mixed did not build"
+fi
+
+# accelerator = "auto" / "cuda" on a machine without a device
+has_gpu=0
+if [ -e /dev/nvidiactl ] || ls /dev/nvidia0 >/dev/null 2>&1; then has_gpu=1; fi
+if [ "$has_gpu" = 1 ]; then
+  echo "ok cuda_auto_falls_back_to_cpu # SKIP this machine has a GPU (tests/gpu/run.sh)"
+  echo "ok cuda_without_device_exits # SKIP this machine has a GPU"
+  exit 0
+fi
+d="$tmp/auto"
+if "$LOOM" build specs/fashion_mlp.lua --accelerator=auto -o "$d" >"$d.log" 2>&1 && [ -x "$d/cuda/train" ] && [ -x "$d/train" ]; then
+  out=$("$d/cuda/train" --max-steps 5 --epochs 1 --out "$tmp/auto_run" 2>&1); rc=$?
+  first=$(echo "$out" | head -1)
+  if [ $rc -eq 0 ] && echo "$first" | grep -q "^no CUDA device (.*): running the CPU build .*/train$" &&
+     echo "$out" | grep -q "trained 5 steps" && [ -f "$tmp/auto_run/last.safetensors" ]; then
+    echo "ok cuda_auto_falls_back_to_cpu ($first)"
+  else
+    echo "not ok cuda_auto_falls_back_to_cpu: rc $rc: $(echo "$out" | head -3 | tr '\n' '|')"
+  fi
+else
+  echo "not ok cuda_auto_falls_back_to_cpu: loom build --accelerator=auto failed: $(tail -1 "$d.log")"
+fi
+d="$tmp/fashion_mlp_32-true"
+if [ -x "$d/train" ]; then
+  out=$("$d/train" --max-steps 1 2>&1); rc=$?
+  if [ $rc -eq 1 ] && [ "$(echo "$out" | wc -l)" -eq 1 ] && echo "$out" | grep -q 'no CUDA device.*accelerator "cuda"'; then
+    echo "ok cuda_without_device_exits ($out)"
+  else
+    echo "not ok cuda_without_device_exits: rc $rc: $out"
+  fi
+else
+  echo "not ok cuda_without_device_exits: the program did not build"
+fi
