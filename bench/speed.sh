@@ -56,7 +56,7 @@ for name in $SPECS; do
     read -r spec B prec warm lsteps tsteps target <<<"$(spec_row "$name")"
     dir=$OUT/$name
     popt=(); [ "$prec" != - ] && popt=(--precision="$prec")
-    build/loom build "$spec" -o "$dir/gen" "${popt[@]}" >"$dir.build.log" 2>&1 \
+    build/loom build "$spec" --accelerator=cpu -o "$dir/gen" "${popt[@]}" >"$dir.build.log" 2>&1 \
         || { cat "$dir.build.log"; exit 1; }
     build/loom explain "$spec" -o "$dir/explain" "${popt[@]}" >/dev/null
     cflags=$(sed -n 's/^cflags = //p' "$dir/gen/build.ninja")
