@@ -318,16 +318,120 @@ local function init_lines(st)
   return table.concat(lines, "\n")
 end
 
--- The optimizer update: torch.optim's Adam/AdamW as one kernel over every parameter.
-local function optimizer(sp, kernels, ctx)
+-- Gradient clipping on the device (Fabric's clip_gradients, as the C backend's
+-- clip_gradients): by value, one clamp kernel; by norm, CLIP_CHUNKS blocks each sum the
+-- terms of one of the CPU's 64 fixed chunks in double (threads strided, then a tree:
+-- the order within a chunk differs from the CPU's left-to-right sum, so the norm may
+-- differ in its last bits), one thread adds the chunks in the CPU's order and writes the
+-- coefficient (double) to scratch, and the scale kernel reads it there (no host sync:
+-- the clip is capturable in a CUDA Graph).  The per-element parts are scalar_ops.h's.
+local function clip_lines(sp, ctx, scratch)
+  local c = sp.train.clip
+  if not c then return {} end
+  local lines = {}
+  if c.clip_val then
+    local k = ctx.kernel { kind = "clip_value", ops = {}, params = "float *__restrict__ g, long long n, float v",
+      body = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)\n" ..
+             "        g[i] = so_clip_value(g[i], v);" }
+    lines[#lines + 1] = string.format("    {   // clip_grad_value_(clip_value=%s)", literal(c.clip_val))
+    lines[#lines + 1] = string.format("        void *g = m->d_grads; long long n = NUM_PARAMS; float v = %s;", literal(c.clip_val))
+    lines[#lines + 1] = "        void *args[] = { &g, &n, &v };"
+    lines[#lines + 1] = string.format("        lc_launch(&m->kernels[%d], lc_blocks(n, 256), 256, m->stream, args);", k)
+    lines[#lines + 1] = "    }"
+    return lines
+  end
+  if scratch.max < 1024 then scratch.max = 1024 end   -- 64 partial sums and the coefficient
+  local inf = c.norm_type == math.huge
+  local term, combine, finish
+  if inf then
+    term, combine = "so_norm_abs(g[i])", "s = fmax(s, %s);"
+    finish = "for (int c = 0; c < 64; c++) total = fmax(total, part[c]);"
+  else
+    term = c.norm_type == 2 and "so_norm_sq(g[i])" or string.format("so_norm_pow(g[i], %.17g)", c.norm_type)
+    combine = "s += %s;"
+    finish = "for (int c = 0; c < 64; c++) total += part[c];\n    total = " ..
+      (c.norm_type == 2 and "sqrt(total);" or string.format("pow(total, 1.0 / %.17g);", c.norm_type))
+  end
+  local reduce = inf and [[
+    __shared__ double sh[256];
+    sh[threadIdx.x] = s;
+    __syncthreads();
+    for (unsigned w = blockDim.x / 2; w > 0; w >>= 1) {
+        if (threadIdx.x < w) sh[threadIdx.x] = fmax(sh[threadIdx.x], sh[threadIdx.x + w]);
+        __syncthreads();
+    }
+    s = sh[0];]] or "    s = block_sum(s);"
+  local kp = ctx.kernel { kind = "clip_norm_part", ops = {}, params = "const float *__restrict__ g, double *part, long long n",
+    body = table.concat({
+      "// block c: the CPU's chunk c of 64, [n c / 64, n (c + 1) / 64)",
+      "    const long long lo = n * (long long)blockIdx.x / 64, hi = n * ((long long)blockIdx.x + 1) / 64;",
+      "    double s = 0;",
+      "    for (long long i = lo + threadIdx.x; i < hi; i += blockDim.x) " .. string.format(combine, term),
+      reduce,
+      "    if (threadIdx.x == 0) part[blockIdx.x] = s;",
+    }, "\n") }
+  local kc = ctx.kernel { kind = "clip_norm_coef", ops = {}, params = "const double *part, double *coef, double max_norm",
+    body = "if (threadIdx.x != 0 || blockIdx.x != 0) return;\n    double total = 0;\n    " .. finish ..
+           "\n    *coef = so_clip_coef(total, max_norm);   // torch.nn.utils.clip_grad_norm_" }
+  local ks = ctx.kernel { kind = "clip_norm_scale", ops = {}, params = "float *__restrict__ g, const double *coef, long long n",
+    body = "const double c = *coef;\n    if (c >= 1) return;\n    const float cf = (float)c;\n" ..
+           "    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)\n" ..
+           "        g[i] = so_clip_scale(g[i], cf);" }
+  for _, l in ipairs {
+    string.format("    {   // clip_grad_norm_(max_norm=%s, norm_type=%s)", literal(c.max_norm), inf and "inf" or string.format("%.17g", c.norm_type)),
+    "        void *g = m->d_grads, *part = m->d_scratch, *coef = m->d_scratch + 512;",
+    "        long long n = NUM_PARAMS;",
+    string.format("        double max_norm = %.17g;", c.max_norm),
+    "        void *a1[] = { &g, &part, &n };",
+    string.format("        lc_launch(&m->kernels[%d], 64, 256, m->stream, a1);", kp),
+    "        void *a2[] = { &part, &coef, &max_norm };",
+    string.format("        lc_launch(&m->kernels[%d], 1, 32, m->stream, a2);", kc),
+    "        void *a3[] = { &g, &coef, &n };",
+    string.format("        lc_launch(&m->kernels[%d], lc_blocks(n, 256), 256, m->stream, a3);", ks),
+    "    }",
+  } do lines[#lines + 1] = l end
+  return lines
+end
+
+-- The optimizer update: torch.optim's SGD, Adam or AdamW as one kernel over every
+-- parameter, after the clip.
+local function optimizer(sp, kernels, ctx, scratch)
   local opt = sp.train.optimizer
   local a = opt.args
-  if (opt.kind ~= "AdamW" and opt.kind ~= "Adam") or a.amsgrad or a.maximize then
-    diag.fatal(opt.where or sp.train.where, string.format("the CUDA backend does not run the %s optimizer%s yet (Adam and AdamW)",
+  if (opt.kind ~= "AdamW" and opt.kind ~= "Adam" and opt.kind ~= "SGD") or a.amsgrad or (a.maximize and opt.kind ~= "SGD") then
+    diag.fatal(opt.where or sp.train.where, string.format("the CUDA backend does not run the %s optimizer%s yet (SGD, Adam and AdamW)",
       opt.kind, a.amsgrad and " with amsgrad" or a.maximize and " with maximize" or ""))
   end
-  if sp.train.clip then
-    diag.fatal(sp.train.where, "the CUDA backend does not clip gradients yet")
+  local clip = clip_lines(sp, ctx, scratch)
+  if opt.kind == "SGD" then
+    local k = ctx.kernel { kind = "sgd", ops = {},
+      params = "float *__restrict__ p, float *__restrict__ buf, const float *__restrict__ g, long long n, so_sgd_consts c",
+      body = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)\n" ..
+             "        so_sgd(&p[i], buf ? &buf[i] : p, g[i], &c);" }
+    local hasmom = a.momentum ~= 0
+    local body = {}
+    for _, l in ipairs(clip) do body[#body + 1] = l end
+    for _, l in ipairs {
+      string.format("    // SGD(lr=%s, momentum=%s, dampening=%s, weight_decay=%s, nesterov=%s, maximize=%s)", a.lr, a.momentum,
+        a.dampening, a.weight_decay, tostring(a.nesterov), tostring(a.maximize or false)),
+      "    // the constants in float, as the CPU's k_sgd_step rounds them (scalar_ops.h: so_sgd)",
+      "    so_sgd_consts c;",
+      "    c.lr = (float)lr;",
+      "    c.momentum = (float)mom;",
+      string.format("    c.damp = (float)(1 - %.17g);", a.dampening),
+      string.format("    c.wd = (float)%.17g;", a.weight_decay),
+      string.format("    c.has_wd = %d;", a.weight_decay ~= 0 and 1 or 0),
+      string.format("    c.has_momentum = %d;", hasmom and 1 or 0),
+      string.format("    c.nesterov = %d;", a.nesterov and 1 or 0),
+      string.format("    c.maximize = %d;", a.maximize and 1 or 0),
+      "    c.first = step == 0;   // the momentum buffer starts as the first gradient",
+      string.format("    void *p = m->d_params, *buf = %s, *g = m->d_grads;", hasmom and "o->d_momentum_buffer" or "NULL"),
+      hasmom and "" or "    (void)o;",
+      "    long long n = NUM_PARAMS;",
+      "    void *args[] = { &p, &buf, &g, &n, &c };",
+      string.format("    lc_launch(&m->kernels[%d], lc_blocks(n, 256), 256, m->stream, args);", k),
+    } do body[#body + 1] = l end
+    return table.concat(body, "\n"), hasmom and { "momentum_buffer" } or {}
   end
   local ops = {}
   local k = ctx.kernel { kind = "adam", ops = ops,
@@ -336,7 +440,8 @@ local function optimizer(sp, kernels, ctx)
            "        so_adam(&p[i], &m[i], &v[i], g[i], &c);" }
   local adamw = opt.kind == "AdamW"
   local wd = a.weight_decay or 0
-  local body = {
+  local body = clip
+  for _, l in ipairs {
     "    // " .. string.format("%s(lr=%s, betas=(%s, %s), eps=%s, weight_decay=%s)", opt.kind, a.lr, a.betas[1], a.betas[2], a.eps, wd),
     "    // bias corrections in double, as torch.optim computes them in Python; the constants",
     "    // rounded to float as the C backend's update rounds them",
@@ -355,7 +460,7 @@ local function optimizer(sp, kernels, ctx)
     "    long long n = NUM_PARAMS;",
     "    void *args[] = { &p, &mm, &v, &g, &n, &c };",
     string.format("    lc_launch(&m->kernels[%d], lc_blocks(n, 256), 256, m->stream, args);", k),
-  }
+  } do body[#body + 1] = l end
   return table.concat(body, "\n"), { "exp_avg", "exp_avg_sq" }
 end
 
@@ -501,7 +606,7 @@ function emit.program(g, opts)
   end
 
   e.begin(nil)
-  local opt_body, opt_states = optimizer(sp, kernels, e)
+  local opt_body, opt_states = optimizer(sp, kernels, e, scratch)
   e.begin(nil)
   local metrics_body = metrics(e, loss.node, kernels)
   local unscale = e.kernel { kind = "unscale", ops = {}, params = "float *__restrict__ g, int *found, long long n, float inv_scale",
@@ -637,10 +742,9 @@ function emit.available(g, precision)
     end
   end
   local opt = g.spec.train.optimizer
-  if (opt.kind ~= "AdamW" and opt.kind ~= "Adam") or opt.args.amsgrad or opt.args.maximize then
+  if (opt.kind ~= "AdamW" and opt.kind ~= "Adam" and opt.kind ~= "SGD") or opt.args.amsgrad or (opt.args.maximize and opt.kind ~= "SGD") then
     return false, string.format("the CUDA backend does not run the %s optimizer yet", opt.kind)
   end
-  if g.spec.train.clip then return false, "the CUDA backend does not clip gradients yet" end
   return true
 end
 

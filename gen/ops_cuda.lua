@@ -533,6 +533,33 @@ ops_cuda.bce = {
   end,
 }
 
+-- dropout: the CPU kernel's mask (k_dropout_*: Philox at (m->seed, m->step << 20 | node
+-- index, element)), recomputed by the backward; scalar_ops.h's so_dropout_keep is
+-- runtime/philox.h's philox_uniform_at, so the device drops exactly the CPU's elements.
+-- Out of training (or p = 0) it copies.
+ops_cuda.dropout = {
+  forward = function(e, n)
+    local ops = { { "x", e.val(n.inputs[1]), "r" }, { "y", e.val(n.out), "w" } }
+    return pointwise(e, "dropout", ops,
+      "st_y(i, on ? so_dropout(ld_x(i), so_dropout_keep(seed, stream, (so_u64)i, p), so_dropout_scale(p)) : ld_x(i));",
+      e.numel(n.out), "float p, so_u64 seed, so_u64 stream, int on",
+      { { "float", e.lit(n.attrs.p) }, { "unsigned long long", "m->seed" },
+        { "unsigned long long", string.format("(m->step << 20 | %du)", n.index) },
+        { "int", n.attrs.p == 0 and "0" or "training" } })
+  end,
+  backward = function(e, n)
+    local dx = e.grad(n.inputs[1])
+    if not dx then return {} end
+    local ops = { { "dy", e.grad(n.out), "r" }, { "dx", dx, "a" } }
+    return pointwise(e, "dropout_grad", ops,
+      "if (!on) acc_dx(i, ld_dy(i));\n        else if (so_dropout_keep(seed, stream, (so_u64)i, p)) acc_dx(i, so_dropout(ld_dy(i), 1, so_dropout_scale(p)));",
+      e.numel(n.out), "float p, so_u64 seed, so_u64 stream, int on",
+      { { "float", e.lit(n.attrs.p) }, { "unsigned long long", "m->seed" },
+        { "unsigned long long", string.format("(m->step << 20 | %du)", n.index) },
+        { "int", n.attrs.p == 0 and "0" or "1" } })
+  end,
+}
+
 -- which reductions the loss kernels implement (checked by emit_cuda)
 ops_cuda.supported = function(node)
   if node.op == "conv2d" and node.attrs.groups ~= 1 then return "grouped convolution" end

@@ -6,6 +6,8 @@
 #    compiles and links against cudart, cuBLASLt (NVRTC and the driver are dlopen'ed);
 #  - every NVRTC kernel of it compiles through the runtime's path (runtime/nvrtc_cache)
 #    to a cubin for sm_80 and for sm_90, and ptxas -v on its PTX reports no spills;
+#  - SGD, gradient clipping (norm 2 and inf, value) and Dropout: three fashion_mlp variants
+#    built and their kernels checked the same way;
 #  - the kernel cache: a second --jit-check reads every kernel from the cache;
 #  - accelerator = "auto" with no device: the CUDA program says so in one line and the
 #    CPU build trains; accelerator = "cuda" with no device: exit 1 and one clear line.
@@ -21,6 +23,9 @@ if [ ! -x "$CUDA/bin/nvcc" ]; then
     echo "ok cuda_build_${s}_$p # SKIP no CUDA toolkit ($CUDA/bin/nvcc)"
     echo "ok cuda_kernels_${s}_$p # SKIP no CUDA toolkit"
   done; done
+  for v in mlp_sgd_clipnorm_bf16-mixed mlp_sgd_clipval_16-mixed mlp_adamw_clipinf_32-true; do
+    echo "ok cuda_build_$v # SKIP no CUDA toolkit"; echo "ok cuda_kernels_$v # SKIP no CUDA toolkit"
+  done
   echo "ok cuda_kernel_cache # SKIP no CUDA toolkit"
   echo "ok cuda_auto_falls_back_to_cpu # SKIP no CUDA toolkit"
   echo "ok cuda_without_device_exits # SKIP no CUDA toolkit"
@@ -30,13 +35,14 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 export LOOM_KERNEL_CACHE="$tmp/kernel_cache"
 
-for s in "${SPECS[@]}"; do
-  for p in "${PRECS[@]}"; do
+# check NAME SPEC_FILE PRECISION: build for cuda, then every NVRTC kernel for sm_80/sm_90
+check() {
+    local s=$1 spec=$2 p=$3
     d="$tmp/${s}_$p"
-    if ! "$LOOM" build "specs/$s.lua" --accelerator=cuda --precision="$p" -o "$d" >"$d.log" 2>&1; then
+    if ! "$LOOM" build "$spec" --accelerator=cuda --precision="$p" -o "$d" >"$d.log" 2>&1; then
       echo "not ok cuda_build_${s}_$p: $(grep -m1 -E 'error|FAILED' "$d.log" || tail -1 "$d.log")"
       echo "not ok cuda_kernels_${s}_$p: the program did not build"
-      continue
+      return
     fi
     grep -q -- "-gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90" "$d/build.ninja" &&
       grep -q -- "-Werror all-warnings" "$d/build.ninja" &&
@@ -54,10 +60,28 @@ for s in "${SPECS[@]}"; do
       done
       total=$n
     done
+    for k in ${4:-}; do [ -f "$d/ptx80/$k.ptx" ] || why="${why:-no kernel $k}"; done
     if [ -z "$why" ]; then echo "ok cuda_kernels_${s}_$p ($total NVRTC kernels, cubin + PTX for sm_80 and sm_90, no spills)"
     else echo "not ok cuda_kernels_${s}_$p: $why"; fi
-  done
+}
+for s in "${SPECS[@]}"; do
+  for p in "${PRECS[@]}"; do check "$s" "specs/$s.lua" "$p"; done
 done
+
+# the paths the three specs do not take: SGD (momentum, dampening, weight decay / nesterov,
+# maximize), clipping by norm (2 and inf) and by value, Dropout (in training and p = 0)
+mkdir -p "$tmp/variants"
+variant() {   # NAME DROPOUT OPTIMIZER CLIP
+  sed -e "s/Linear(784, 256), ReLU(),/Linear(784, 256), ReLU(), $2/" \
+      -e "s/optimizer = AdamW { lr = 1e-3, weight_decay = 0.01 },/optimizer = $3, clip = $4,/" specs/fashion_mlp.lua >"$tmp/variants/$1.lua"
+}
+variant mlp_sgd_clipnorm "Dropout(0.2), Linear(256, 256), Dropout(0.0)," \
+  "SGD { lr = 0.05, momentum = 0.9, dampening = 0.1, weight_decay = 1e-3 }" "{ max_norm = 1.0 }"
+variant mlp_sgd_clipval "Dropout(0.5)," "SGD { lr = 0.01, momentum = 0.9, nesterov = true, maximize = true }" "{ clip_val = 0.01 }"
+variant mlp_adamw_clipinf "Dropout(0.3)," "AdamW { lr = 1e-3 }" "{ max_norm = 0.5, norm_type = math.huge }"
+check mlp_sgd_clipnorm "$tmp/variants/mlp_sgd_clipnorm.lua" bf16-mixed "sgd clip_norm_part clip_norm_coef clip_norm_scale"
+check mlp_sgd_clipval "$tmp/variants/mlp_sgd_clipval.lua" 16-mixed "sgd clip_value"
+check mlp_adamw_clipinf "$tmp/variants/mlp_adamw_clipinf.lua" 32-true "adam clip_norm_part dropout_ff_ff dropout_grad_ff_ff"
 
 # the cache: the second compile of a program's kernels reads every one of them
 d="$tmp/fashion_cnn_bf16-mixed"

@@ -177,3 +177,88 @@ Test(scalar_ops, adamw_matches_emitted_update) {
         }
     }
 }
+
+// SGD: so_sgd against the CPU kernel k_sgd_step_f32, every combination of momentum,
+// dampening, nesterov, weight_decay and maximize, first step and later ones
+Test(scalar_ops, sgd_matches_cpu_kernel) {
+    enum { M = 1037 };
+    static float p[M], g[M], buf[M], p2[M], buf2[M];
+    const double lrs[] = { 0.1, 0.013 }, moms[] = { 0, 0.9 }, damps[] = { 0, 0.1 }, wds[] = { 0, 1e-3 };
+    for (int combo = 0; combo < 2 * 2 * 2 * 2 * 2 * 2; combo++) {
+        double lr = lrs[combo & 1], mom = moms[(combo >> 1) & 1], damp = damps[(combo >> 2) & 1], wd = wds[(combo >> 3) & 1];
+        int nesterov = (combo >> 4) & 1, maximize = (combo >> 5) & 1;
+        for (int i = 0; i < M; i++) { p[i] = p2[i] = uniform(-1, 1); buf[i] = buf2[i] = 0; }
+        for (int step = 0; step < 3; step++) {
+            for (int i = 0; i < M; i++) g[i] = uniform(-1, 1);
+            k_sgd_step_f32(p, g, mom != 0 ? buf : NULL, M, lr, mom, damp, wd, nesterov, maximize, step == 0);
+            so_sgd_consts c = { (float)lr, (float)mom, (float)(1 - damp), (float)wd, wd != 0, mom != 0, nesterov, maximize, step == 0 };
+            for (int i = 0; i < M; i++) so_sgd(&p2[i], &buf2[i], g[i], &c);
+            for (int i = 0; i < M; i++)
+                cr_assert(same_bits(p[i], p2[i]) && (mom == 0 || same_bits(buf[i], buf2[i])),
+                          "sgd combo %d step %d element %d: %a vs %a", combo, step, i, p[i], p2[i]);
+        }
+    }
+}
+
+// clipping: the norm's terms summed in the CPU's order give k_grad_norm_f32's sum; the
+// coefficient and the scaling equal k_scale_f32; by value equals k_clamp_f32
+Test(scalar_ops, clipping_matches_cpu_kernels) {
+    static float g[N], a[N], b[N];
+    for (int i = 0; i < N; i++) g[i] = uniform(-2, 2);
+    g[7] = NAN; g[8] = INFINITY; g[9] = -INFINITY;
+    double s = 0;
+    for (int i = 10; i < N; i++) s += so_norm_sq(g[i]);
+    cr_assert(s == k_grad_norm_f32(g + 10, N - 10), "sum of squares");
+    double mx = 0, sp = 0;
+    for (int i = 10; i < N; i++) { mx = fmax(mx, so_norm_abs(g[i])); sp += so_norm_pow(g[i], 3.0); }
+    double mx2 = 0, sp2 = 0;
+    for (int i = 10; i < N; i++) { mx2 = fmax(mx2, fabs((double)g[i])); sp2 += pow(fabs((double)g[i]), 3.0); }
+    cr_assert(mx == mx2 && sp == sp2, "inf and 3-norm terms");
+    double coef = so_clip_coef(sqrt(s), 0.5);
+    cr_assert(coef == 0.5 / (sqrt(s) + 1e-6));
+    memcpy(a, g, sizeof g);
+    k_scale_f32(a, N, coef);
+    for (int i = 0; i < N; i++) cr_assert(same_bits(a[i], so_clip_scale(g[i], (float)coef)), "scale at %d", i);
+    const float vs[] = { 0.002f, 0.5f, 1.0f };
+    for (int j = 0; j < 3; j++) {
+        memcpy(a, g, sizeof g);
+        k_clamp_f32(a, N, -(double)vs[j], (double)vs[j]);
+        for (int i = 0; i < N; i++) {
+            float x = g[i];
+            b[i] = x > vs[j] ? vs[j] : (x < -vs[j] ? -vs[j] : x);   // the C backend's emitted clip_gradients
+            cr_assert(same_bits(a[i], so_clip_value(g[i], vs[j])) && same_bits(b[i], so_clip_value(g[i], vs[j])), "clamp at %d", i);
+        }
+    }
+}
+
+// dropout: the Philox stream reimplemented without stdint equals runtime/philox.h, and
+// the mask and scaling equal k_dropout_forward_f32 / k_dropout_backward_f32
+Test(scalar_ops, dropout_matches_cpu_kernels) {
+    const uint64_t seeds[] = { 0, 42, 0x123456789abcdefull };
+    for (int s = 0; s < 3; s++)
+        for (uint64_t i = 0; i < 20000; i++) {
+            uint64_t stream = ((uint64_t)(i % 7) << 20) | (i % 5), at = i % 3 == 0 ? i : i * 0x9e3779b97ull;
+            cr_assert(same_bits(so_philox_uniform_at(seeds[s], stream, at), philox_uniform_at(seeds[s], stream, at)), "philox %llu", (unsigned long long)i);
+        }
+    static float x[N], y[N], dy[N], dx[N];
+    const float ps[] = { 0.1f, 0.5f, 0.9f, 1.0f };
+    for (int j = 0; j < 4; j++) {
+        uint64_t seed = 1234 + j, stream = (uint64_t)(j + 3) << 20 | 17u;
+        for (int i = 0; i < N; i++) { x[i] = uniform(-3, 3); dy[i] = uniform(-1, 1); dx[i] = uniform(-1, 1); }
+        float dx0[N];
+        memcpy(dx0, dx, sizeof dx);
+        k_dropout_forward_f32(y, x, N, ps[j], seed, stream);
+        k_dropout_backward_f32(dx, dy, N, ps[j], seed, stream);
+        float scale = so_dropout_scale(ps[j]);
+        int kept = 0;
+        for (int i = 0; i < N; i++) {
+            int keep = so_dropout_keep(seed, stream, (so_u64)i, ps[j]);
+            kept += keep;
+            cr_assert(same_bits(y[i], so_dropout(x[i], keep, scale)), "dropout p=%g at %d", ps[j], i);
+            float want = dx0[i];
+            if (keep) want += so_dropout(dy[i], keep, scale);
+            cr_assert(same_bits(dx[i], want), "dropout backward p=%g at %d", ps[j], i);
+        }
+        cr_assert(j < 3 || kept == 0);
+    }
+}

@@ -5,7 +5,7 @@
 // around these functions.  What the CPU tests prove about them holds on the GPU.
 //
 // No libc: NVRTC compiles this without any system header.  The math functions used
-// (expf, logf, sqrtf) are NVRTC built-ins; on the CPU the includer provides <math.h>.
+// (expf, logf, sqrtf, fabs, pow) are NVRTC built-ins; on the CPU the includer provides <math.h>.
 // Storage formats as gen/precision.lua names them: f32 (float), bf16 and f16 (16-bit
 // patterns in an unsigned short, converted here bit by bit, rounding to nearest even,
 // so that the GPU needs neither cuda_bf16.h nor cuda_fp16.h and rounds as the CPU does).
@@ -152,5 +152,65 @@ SO_FN void so_adam(float *p, float *m, float *v, float g, const so_adam_consts *
     float denom = sqrtf(*v) / c->bc2_sqrt + c->eps;
     *p -= c->step_size * *m / denom;
 }
+
+// SGD (torch.optim.SGD; the CPU's k_sgd_step): constants in float as T = float takes them
+typedef struct {
+    float lr, momentum, damp;   // damp = 1 - dampening
+    float wd;                   // weight_decay
+    int has_wd, has_momentum;   // weight_decay != 0, momentum != 0 (as doubles, on the host)
+    int nesterov, maximize;
+    int first;                  // the momentum buffer is still empty (torch's buf is None)
+} so_sgd_consts;
+
+SO_FN void so_sgd(float *p, float *buf, float g, const so_sgd_consts *c) {
+    float d = c->maximize ? -g : g;
+    if (c->has_wd) d += c->wd * *p;
+    if (c->has_momentum) {
+        float b = c->first ? d : c->momentum * *buf + c->damp * d;
+        *buf = b;
+        d = c->nesterov ? d + c->momentum * b : b;
+    }
+    *p -= c->lr * d;
+}
+
+// ---------------------------------------------------------------------------
+// gradient clipping (Fabric's clip_gradients: torch.nn.utils.clip_grad_norm_ /
+// clip_grad_value_, as the C backend's clip_gradients computes them)
+
+// one gradient's term of the norm, in double: |g|^2, |g|^p, or |g| (inf-norm, max-reduced)
+SO_FN double so_norm_sq(float g) { return (double)g * g; }
+SO_FN double so_norm_abs(float g) { return fabs((double)g); }
+SO_FN double so_norm_pow(float g, double p) { return pow(fabs((double)g), p); }
+// the clip coefficient from the total norm (applied only when < 1)
+SO_FN double so_clip_coef(double total, double max_norm) { return max_norm / (total + 1e-6); }
+SO_FN float so_clip_scale(float g, float coef) { return g * coef; }
+// by value: clamped to [-v, v] (NaN stays)
+SO_FN float so_clip_value(float g, float v) { return g > v ? v : (g < -v ? -v : g); }
+
+// ---------------------------------------------------------------------------
+// dropout: runtime/philox.h's Philox4x32-10 and its (seed, stream, i) mapping, without
+// <stdint.h>, so that a device's mask is the CPU's (k_dropout_*) bit for bit
+
+typedef unsigned long long so_u64;
+
+// the uniform philox_uniform_at(seed, stream, i) gives
+SO_FN float so_philox_uniform_at(so_u64 seed, so_u64 stream, so_u64 i) {
+    so_u32 k0 = (so_u32)seed, k1 = (so_u32)(seed >> 32);
+    so_u32 x0 = (so_u32)(i >> 2), x1 = (so_u32)(i >> 34), x2 = (so_u32)stream, x3 = (so_u32)(stream >> 32);
+    for (int round = 0; round < 10; round++) {
+        so_u64 p0 = (so_u64)0xD2511F53u * x0, p1 = (so_u64)0xCD9E8D57u * x2;
+        so_u32 hi0 = (so_u32)(p0 >> 32), lo0 = (so_u32)p0, hi1 = (so_u32)(p1 >> 32), lo1 = (so_u32)p1;
+        so_u32 y0 = hi1 ^ x1 ^ k0, y1 = lo1, y2 = hi0 ^ x3 ^ k1, y3 = lo0;
+        x0 = y0; x1 = y1; x2 = y2; x3 = y3;
+        k0 += 0x9E3779B9u; k1 += 0xBB67AE85u;
+    }
+    so_u32 w = (i & 3) == 0 ? x0 : (i & 3) == 1 ? x1 : (i & 3) == 2 ? x2 : x3;
+    return (float)(w >> 8) * (1.0f / 16777216.0f);
+}
+// element i is kept unless its uniform is < p; kept ones are scaled by 1/(1-p)
+SO_FN int so_dropout_keep(so_u64 seed, so_u64 stream, so_u64 i, float p) { return !(so_philox_uniform_at(seed, stream, i) < p); }
+SO_FN float so_dropout_scale(float p) { return p < 1 ? 1 / (1 - p) : 0; }
+SO_FN float so_dropout(float x, int keep, float scale) { return keep ? x * scale : 0; }
+
 
 #endif
