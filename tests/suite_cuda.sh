@@ -8,6 +8,7 @@
 #    to a cubin for sm_80 and for sm_90, and ptxas -v on its PTX reports no spills;
 #  - SGD, gradient clipping (norm 2 and inf, value) and Dropout: three fashion_mlp variants
 #    built and their kernels checked the same way;
+#  - --cuda-graph is compiled into the programs (it runs on a GPU: tests/gpu/run.sh);
 #  - the kernel cache: a second --jit-check reads every kernel from the cache;
 #  - accelerator = "auto" with no device: the CUDA program says so in one line and the
 #    CPU build trains; accelerator = "cuda" with no device: exit 1 and one clear line.
@@ -26,6 +27,7 @@ if [ ! -x "$CUDA/bin/nvcc" ]; then
   for v in mlp_sgd_clipnorm_bf16-mixed mlp_sgd_clipval_16-mixed mlp_adamw_clipinf_32-true; do
     echo "ok cuda_build_$v # SKIP no CUDA toolkit"; echo "ok cuda_kernels_$v # SKIP no CUDA toolkit"
   done
+  echo "ok cuda_graph_option # SKIP no CUDA toolkit"
   echo "ok cuda_kernel_cache # SKIP no CUDA toolkit"
   echo "ok cuda_auto_falls_back_to_cpu # SKIP no CUDA toolkit"
   echo "ok cuda_without_device_exits # SKIP no CUDA toolkit"
@@ -82,6 +84,17 @@ variant mlp_adamw_clipinf "Dropout(0.3)," "AdamW { lr = 1e-3 }" "{ max_norm = 0.
 check mlp_sgd_clipnorm "$tmp/variants/mlp_sgd_clipnorm.lua" bf16-mixed "sgd clip_norm_part clip_norm_coef clip_norm_scale"
 check mlp_sgd_clipval "$tmp/variants/mlp_sgd_clipval.lua" 16-mixed "sgd clip_value"
 check mlp_adamw_clipinf "$tmp/variants/mlp_adamw_clipinf.lua" 32-true "adam clip_norm_part dropout_ff_ff dropout_grad_ff_ff"
+
+# --cuda-graph (a GPU runs it: tests/gpu/run.sh): the flag is parsed, the step's two halves
+# are captured and updated in place, and the option is off unless asked for
+d="$tmp/mlp_sgd_clipval_16-mixed"
+if [ -x "$d/train" ] && grep -q 'strcmp(f, "--cuda-graph")' "$d/train.c" && grep -q "model_graph_end(&m, 1)" "$d/train.c" &&
+   grep -q "cudaStreamBeginCapture" "$d/model.cu" && grep -q "cudaGraphExecUpdate" "$d/model.cu" &&
+   grep -q "NULL, 0, 0 };" "$d/train.c" && strings "$d/train" | grep -q -- "--cuda-graph"; then
+  echo "ok cuda_graph_option (16-mixed SGD + clip_val + Dropout: built with capture, exec update and the flag)"
+else
+  echo "not ok cuda_graph_option: the --cuda-graph code is missing from $d"
+fi
 
 # the cache: the second compile of a program's kernels reads every one of them
 d="$tmp/fashion_cnn_bf16-mixed"

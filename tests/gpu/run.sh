@@ -9,7 +9,11 @@
 # Tolerances per precision (relative to each tensor's largest value): 32-true 1e-3
 # (cuBLASLt's and OpenBLAS's summation orders, FMA contraction under NVRTC), bf16-mixed
 # and 16-mixed 5e-2 (16-bit operands rounded at different points of a different sum
-# order).  Not run on machines without a GPU: prints SKIP lines.
+# order).  Also: two fashion_mlp variants (SGD + clip by norm + Dropout, the mask is the
+# CPU's; AdamW + clip by value) against the CPU the same way, and --cuda-graph: 6 steps
+# with the step captured as CUDA Graphs give the same checkpoint, bit for bit, as 6
+# steps without (the same kernels on the same data), and the graphs were launched.
+# Not run on machines without a GPU: prints SKIP lines.
 set -u
 cd "$(dirname "$0")/../.."
 LOOM=${LOOM:-build/loom}
@@ -18,7 +22,10 @@ SPECS=(${GPU_SPECS:-fashion_mlp fashion_cnn paw})
 PRECS=(32-true bf16-mixed 16-mixed)
 declare -A TOL=([32-true]=1e-3 [bf16-mixed]=5e-2 [16-mixed]=5e-2)
 if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
-  for s in "${SPECS[@]}"; do for p in "${PRECS[@]}"; do echo "ok gpu_vs_cpu_${s}_$p # SKIP no GPU"; done; done
+  for s in "${SPECS[@]}"; do for p in "${PRECS[@]}"; do
+    echo "ok gpu_vs_cpu_${s}_$p # SKIP no GPU"; echo "ok gpu_cuda_graph_${s}_$p # SKIP no GPU"
+  done; done
+  for v in mlp_sgd_clipnorm_dropout mlp_adamw_clipval_dropout; do echo "ok gpu_vs_cpu_${v}_32-true # SKIP no GPU"; done
   exit 0
 fi
 tmp=$(mktemp -d)
@@ -27,21 +34,44 @@ cc -std=c11 -O2 -Wall -Wextra -Werror -D_GNU_SOURCE -Iruntime tests/gpu/compare_
   { echo "not ok gpu_compare_tool: did not compile"; exit 0; }
 # paw trains on synthetic data: a small run keeps the CPU side short
 declare -A FLAGS=([fashion_mlp]="" [fashion_cnn]="" [paw]="")
-for s in "${SPECS[@]}"; do
-  for p in "${PRECS[@]}"; do
+# compare NAME SPEC_FILE PRECISION
+compare() {
+    local s=$1 spec=$2 p=$3
     name="gpu_vs_cpu_${s}_$p"
     c="$tmp/${s}_${p}_cpu" g="$tmp/${s}_${p}_gpu"
-    if ! "$LOOM" build "specs/$s.lua" --accelerator=cpu --precision="$p" -o "$c" >"$c.log" 2>&1 ||
-       ! "$LOOM" build "specs/$s.lua" --accelerator=cuda --precision="$p" -o "$g" >"$g.log" 2>&1; then
-      echo "not ok $name: loom build failed"; continue
+    if ! "$LOOM" build "$spec" --accelerator=cpu --precision="$p" -o "$c" >"$c.log" 2>&1 ||
+       ! "$LOOM" build "$spec" --accelerator=cuda --precision="$p" -o "$g" >"$g.log" 2>&1; then
+      echo "not ok $name: loom build failed"; return
     fi
-    "$c/train" --max-steps 1 --epochs 1 --seed 11 --out "$c/run" ${FLAGS[$s]} >"$c/out.txt" 2>&1 || { echo "not ok $name: CPU run failed"; continue; }
-    "$g/train" --max-steps 1 --epochs 1 --seed 11 --out "$g/run" ${FLAGS[$s]} >"$g/out.txt" 2>&1 || { echo "not ok $name: GPU run failed: $(tail -1 "$g/out.txt")"; continue; }
+    "$c/train" --max-steps 1 --epochs 1 --seed 11 --out "$c/run" ${FLAGS[$s]:-} >"$c/out.txt" 2>&1 || { echo "not ok $name: CPU run failed"; return; }
+    "$g/train" --max-steps 1 --epochs 1 --seed 11 --out "$g/run" ${FLAGS[$s]:-} >"$g/out.txt" 2>&1 || { echo "not ok $name: GPU run failed: $(tail -1 "$g/out.txt")"; return; }
     cmp=$("$tmp/compare_ckpt" "$g/run/last.safetensors" "$c/run/last.safetensors" "${TOL[$p]}" 2>&1); ok=$?
     lc=$(grep -o "val/loss [0-9.naif]*" "$c/out.txt" | head -1 | cut -d' ' -f2)
     lg=$(grep -o "val/loss [0-9.naif]*" "$g/out.txt" | head -1 | cut -d' ' -f2)
     lossok=$(awk -v a="$lc" -v b="$lg" -v t="${TOL[$p]}" 'BEGIN { d = a - b; if (d < 0) d = -d; print (a != "" && d <= t * (a < 0 ? -a : a) + 1e-4) ? 1 : 0 }')
     if [ $ok -eq 0 ] && [ "$lossok" = 1 ]; then echo "ok $name (val/loss cpu $lc gpu $lg; $cmp)"
     else echo "not ok $name: val/loss cpu $lc gpu $lg; $cmp"; fi
-  done
+}
+# graph NAME PRECISION: after compare, --cuda-graph against plain, 6 steps, bit for bit
+graph() {
+    local s=$1 p=$2 g="$tmp/${1}_${2}_gpu"
+    name="gpu_cuda_graph_${s}_$p"
+    [ -x "$g/train" ] || { echo "not ok $name: no GPU program"; return; }
+    "$g/train" --max-steps 6 --epochs 1 --seed 11 --out "$g/plain" >"$g/plain.txt" 2>&1 || { echo "not ok $name: plain run failed"; return; }
+    "$g/train" --max-steps 6 --epochs 1 --seed 11 --out "$g/graph" --cuda-graph >"$g/graph.txt" 2>&1 || { echo "not ok $name: --cuda-graph run failed: $(tail -1 "$g/graph.txt")"; return; }
+    launches=$(sed -n 's/^--cuda-graph: \([0-9]*\) graph launches/\1/p' "$g/graph.txt")
+    cmp=$("$tmp/compare_ckpt" "$g/graph/last.safetensors" "$g/plain/last.safetensors" 0 2>&1); ok=$?
+    if [ $ok -eq 0 ] && [ "${launches:-0}" -gt 0 ]; then echo "ok $name ($launches graph launches; $cmp)"
+    else echo "not ok $name: launches ${launches:-none}; $cmp"; fi
+}
+for s in "${SPECS[@]}"; do
+  for p in "${PRECS[@]}"; do compare "$s" "specs/$s.lua" "$p"; graph "$s" "$p"; done
 done
+mkdir -p "$tmp/variants"
+variant() {   # NAME DROPOUT OPTIMIZER CLIP
+  sed -e "s/Linear(784, 256), ReLU(),/Linear(784, 256), ReLU(), $2/" \
+      -e "s/optimizer = AdamW { lr = 1e-3, weight_decay = 0.01 },/optimizer = $3, clip = $4,/" specs/fashion_mlp.lua >"$tmp/variants/$1.lua"
+}
+variant mlp_sgd_clipnorm_dropout "Dropout(0.2)," "SGD { lr = 0.05, momentum = 0.9, dampening = 0.1, weight_decay = 1e-3 }" "{ max_norm = 0.5 }"
+variant mlp_adamw_clipval_dropout "Dropout(0.5)," "AdamW { lr = 1e-3, weight_decay = 0.01 }" "{ clip_val = 0.01 }"
+for v in mlp_sgd_clipnorm_dropout mlp_adamw_clipval_dropout; do compare "$v" "$tmp/variants/$v.lua" 32-true; done
