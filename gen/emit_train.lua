@@ -191,14 +191,15 @@ local function optimizer_code(opt, sfx, momentum_expr)
     -- in 16 bits the parameter is read once into p, and p stored once
     local P = STATE16 and "p" or "m->params[i]"
     if STATE16 then step[#step + 1] = string.format("        real p = %s;   // widened: the update runs in float", LD("m->params[i]")) end
-    step[#step + 1] = string.format("        real d = %s;", LD("m->grads[i]"))
+    -- torch.optim.SGD: maximize negates the gradient first, before weight decay and momentum
+    step[#step + 1] = string.format("        real d = %s%s;", a.maximize and "-" or "", LD("m->grads[i]"))
     if a.weight_decay ~= 0 then step[#step + 1] = string.format("        d += %s * %s;", lit(a.weight_decay, sfx == "f32" and "f" or ""), P) end
     if a.momentum ~= 0 then
       step[#step + 1] = string.format("        real buf = first ? d : momentum * %s + %s * d;", LDO("o->momentum_buffer[i]"), lit(1 - a.dampening, sfx == "f32" and "f" or ""))
       step[#step + 1] = string.format("        o->momentum_buffer[i] = %s;", STO("buf"))
       step[#step + 1] = a.nesterov and "        d = d + momentum * buf;" or "        d = buf;"
     end
-    step[#step + 1] = string.format("        %s %s lr_ * d;", P, a.maximize and "+=" or "-=")
+    step[#step + 1] = string.format("        %s -= lr_ * d;", P)
     if STATE16 then step[#step + 1] = string.format("        m->params[i] = %s;   // rounded once", ST("p")) end
     step[#step + 1] = "    }"
   else

@@ -31,6 +31,7 @@ specs=(${PARITY_SPECS:-fashion_mlp fashion_cnn paw})
 cases=(
   "sgd_nesterov|SGD { lr = 0.01, momentum = 0.9, nesterov = true, weight_decay = 1e-4 }||fashion_mlp fashion_cnn paw"
   "sgd_dampening_clipval|SGD { lr = 0.05, momentum = 0.8, dampening = 0.1, weight_decay = 1e-3 }|{ clip_val = 0.002 }|fashion_mlp"
+  "sgd_maximize|SGD { lr = 0.01, momentum = 0.9, dampening = 0.1, weight_decay = 1e-3, maximize = true }||fashion_mlp"
   "adam|Adam { lr = 1e-3, weight_decay = 1e-4 }||fashion_mlp fashion_cnn"
   "adamw|AdamW { lr = 1e-3, weight_decay = 0.01 }||fashion_mlp fashion_cnn paw"
   "adamw_clipnorm|AdamW { lr = 2e-3, betas = {0.8, 0.99}, eps = 1e-6, weight_decay = 0.05 }|{ max_norm = 0.5 }|fashion_mlp"
