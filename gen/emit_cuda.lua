@@ -703,7 +703,8 @@ function emit.program(g, opts)
   mc.kernel_sources = table.concat(srcs, "\n")
   mc.optimizer_step = opt_body
   mc.unscale_kernel = unscale
-  mc.optimizer_alloc = table.concat(opt_alloc, "\n")
+  -- an optimizer without state (SGD without momentum) leaves `o` unused
+  mc.optimizer_alloc = #opt_alloc > 0 and table.concat(opt_alloc, "\n") or "    (void)o;   // no optimizer state"
   mc.optimizer_to_host = table.concat(opt_copy_h, "\n")
   mc.optimizer_to_device = table.concat(opt_copy_d, "\n")
   mc.optimizer_free = table.concat(opt_free, "\n")
