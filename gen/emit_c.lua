@@ -16,6 +16,7 @@ local TYPES = {
 }
 
 local function cname(name) return (name:gsub("[^%w]", "_")) end
+emit.cname = cname
 
 local function literal(v, suffix)
   local s = string.format("%.17g", v)
@@ -49,8 +50,9 @@ local FORMATS = require("precision").FORMATS
 
 local function context(g, st, p, pp, ty, ad, read_only)
   local precision = require "precision"
-  -- operands: every float operand of a kernel; conversions: those moved through m->wide
-  local e = { T = ty.ctype, sfx = ty.sfx, decls = {}, declared = {}, conversions = {}, operands = {} }
+  -- operands: every float operand of a kernel, once per op (those not in the compute
+  -- type go through m->wide: the program's conversions)
+  local e = { T = ty.ctype, sfx = ty.sfx, decls = {}, declared = {}, operands = {} }
   local compute = pp.settings.compute
   local wide_used, wide_max = 0, 0
   local pre, post, slots = {}, {}, {}
@@ -75,20 +77,7 @@ local function context(g, st, p, pp, ty, ad, read_only)
     return t
   end
   -- formats from storage to t: { storage } or { storage, view }
-  local function chain(t)
-    local steps = {}
-    local u = t
-    while u do
-      if u.dtype == "float" then table.insert(steps, 1, pp.fmt[u]) end
-      u = next_of(u)
-    end
-    local out = { steps[1] }
-    for i = 2, #steps do
-      if not precision.exact(out[#out], steps[i]) then out[#out + 1] = steps[i] end
-    end
-    assert(#out <= 2, "a value rounded through more than one format")
-    return out
-  end
+  local function chain(t) return precision.chain(pp, t, next_of) end
   e.chain, e.root = chain, root
   function e.fmt(t) return pp.fmt[t] end
 
@@ -125,17 +114,22 @@ local function context(g, st, p, pp, ty, ad, read_only)
   end
   e.raw, e.raw_grad = storage, grad_storage
 
-  -- a float operand in the widening arena; how = "load", "store", "accum", "update"
-  local function widened(t, base, how, what)
+  -- a float operand in the widening arena; how = "load", "store", "accum", "update";
+  -- `formats`: the chain when t is not in the plan (a module buffer)
+  local function widened(t, base, how, what, formats)
     if base == "NULL" then return base end
-    local c = chain(t)
+    -- an operand the rule names twice (both branches of an if) is one operand
+    local key = base .. "|" .. how
+    if slots[key] then return slots[key] end
+    local c = formats or chain(t)
     local per, batched = plan_mod.sizes(t.shape)
     local cap = batched and per * p.batch_max or per
     e.operands[#e.operands + 1] = { node = cur_node, phase = phase, tensor = t, what = what, storage = c[1],
                                     view = c[2] or c[1], how = how, count = cap }
-    if #c == 1 and c[1] == compute then return base end
-    local key = base .. "|" .. how
-    if slots[key] then return slots[key] end
+    if #c == 1 and c[1] == compute then
+      slots[key] = base
+      return base
+    end
     local S, V = c[1], c[2] or c[1]
     local n = e.numel(t)
     local name = string.format("w%d_%d", cur_node and cur_node.index or 0, wide_used)
@@ -143,8 +137,6 @@ local function context(g, st, p, pp, ty, ad, read_only)
     wide_used = wide_used + (cap + 15) // 16 * 16
     if wide_used > wide_max then wide_max = wide_used end
     slots[key] = name
-    local conv = { node = cur_node, phase = phase, tensor = t, what = what, storage = S, view = V, how = how, count = cap }
-    e.conversions[#e.conversions + 1] = conv
     if how == "load" or how == "update" then
       pre[#pre + 1] = string.format("k_load_%s_as_%s(%s, %s, %s);", S, V, name, base, n)
     end
@@ -201,10 +193,7 @@ local function context(g, st, p, pp, ty, ad, read_only)
     end
     declare(var, string.format("    %s *%s = m->buffers + %d;   // %s", FORMATS[pp.settings.state].ctype, var, s.offset, full))
     -- a running statistic in 16 bits: widened for the op, rounded back after it
-    local fake = { shape = s.entry.shape, dtype = "float" }
-    pp.fmt[fake] = pp.settings.state
-    p.acts[fake] = nil
-    return widened(fake, var, "update", "buffer " .. full)
+    return widened({ shape = s.entry.shape, dtype = "float" }, var, "update", "buffer " .. full, { pp.settings.state })
   end
   function e.counter(node, name)
     local full = (g.prefix_of[node.module] or "") .. name
@@ -229,15 +218,19 @@ local function context(g, st, p, pp, ty, ad, read_only)
   return e
 end
 
--- "// img_input.1  <- specs/paw.lua:7  Conv2d(3, 16, 3, {padding = \"same\"})"
-local function node_comment(g, node)
-  local label
-  if node.module and node.module.forward then
-    label = (g.prefix_of[node.module] or ""):gsub("%.$", "")
-    return string.format("    // %s  <- %s:%d  %s", label, node.where.file, node.where.line, node.module.call_text)
+-- "// img_input.1  <- specs/paw.lua:7  Conv2d(3, 16, 3, {padding = \"same\"})", then `suffix`
+local function node_comment(g, node, suffix)
+  suffix = suffix or ""
+  if node.op == "cast" then
+    return string.format("    // cast %s -> %s  <- %s:%d%s", node.attrs.from, node.attrs.to, node.where.file, node.where.line, suffix)
   end
-  return string.format("    // %s  <- %s:%d", node.op, node.where.file, node.where.line)
+  if node.module and node.module.forward then
+    local label = (g.prefix_of[node.module] or ""):gsub("%.$", "")
+    return string.format("    // %s  <- %s:%d  %s%s", label, node.where.file, node.where.line, node.module.call_text, suffix)
+  end
+  return string.format("    // %s  <- %s:%d%s", node.op, node.where.file, node.where.line, suffix)
 end
+emit.node_comment = node_comment
 
 local function shapes_comment(node)
   local ins = {}
@@ -247,11 +240,12 @@ local function shapes_comment(node)
   return string.format("    // %s -> %s", table.concat(ins, ", "), util.shape_str(node.out.shape))
 end
 
-local function indent(lines)
+local function indent(lines, pre)
   local out = {}
-  for i, l in ipairs(lines) do out[i] = "    " .. l end
+  for i, l in ipairs(lines) do out[i] = (pre or "    ") .. l end
   return out
 end
+emit.indent = indent
 
 local function check_supported(trace)
   for _, node in ipairs(trace.nodes) do
@@ -274,6 +268,8 @@ local function tensor_info_rows(list)
   return table.concat(rows, "\n")
 end
 
+-- PyTorch's default initialisation of the state `st` (also the CUDA program's, drawn
+-- on the host with the same Philox streams)
 local function init_lines(st)
   local lines = {}
   for i, s in ipairs(st.params) do
@@ -303,6 +299,8 @@ local function init_lines(st)
   lines[#lines + 1] = "    memset(m->counters, 0, sizeof(int64_t) * NUM_COUNTERS);"
   return table.concat(lines, "\n")
 end
+
+emit.init_lines = init_lines
 
 -- Accuracy from the loss's inputs: argmax for class indices, a 0.5 threshold
 -- (0 on logits) for binary targets.
@@ -389,8 +387,7 @@ function emit.model(g, opts)
     if node.op == "cast" then
       if not pp.folded[node] then
         fwd[#fwd + 1] = ""
-        fwd[#fwd + 1] = string.format("    // cast %s -> %s, kept as a kernel (REPORT.md, precision plan)  <- %s:%d",
-          node.attrs.from, node.attrs.to, node.where.file, node.where.line)
+        fwd[#fwd + 1] = node_comment(g, node, "  (kept as a kernel: REPORT.md, precision plan)")
         ef.begin(node, "forward")
         for _, l in ipairs(indent(rule.forward(ef, node))) do fwd[#fwd + 1] = l end
       end
@@ -420,8 +417,7 @@ function emit.model(g, opts)
     local rule = ops_cpu[node.op]
     if not skipped(node) then
       bwd[#bwd + 1] = ""
-      bwd[#bwd + 1] = (node.op == "cast" and string.format("    // cast %s -> %s  <- %s:%d", node.attrs.from, node.attrs.to,
-        node.where.file, node.where.line) or node_comment(g, node)) .. "  (backward)"
+      bwd[#bwd + 1] = node_comment(g, node, "  (backward)")
       eb.begin(node, "backward")
       for _, l in ipairs(indent(eb.wrap(rule.backward(eb, node)))) do bwd[#bwd + 1] = l end
     end
@@ -493,7 +489,7 @@ function emit.model(g, opts)
     has_accuracy = has_accuracy and 1 or 0,
   }
   local files = {}
-  files["precision_plan.tsv"] = prec.plan_tsv(pp, { ef.conversions, eb.conversions, em.conversions }, ef.root)
+  files["precision_plan.tsv"] = prec.plan_tsv(pp, { ef.operands, eb.operands, em.operands }, ef.root)
   files["model.h"] = template.fill("templates/c/model.h.in", values)
   files["model.c"] = template.fill("templates/c/model.c.in", {
     model_name = g.model_rec.class, spec_file = sp.file,
@@ -506,7 +502,6 @@ function emit.model(g, opts)
     metrics_body = mbody, scratch_body = scratch_body,
   })
   return files, { state = st, plan = p, autodiff = ad, types = ty, precision = precision, batch_max = batch_max, pp = pp,
-                  conversions = { ef.conversions, eb.conversions, em.conversions },
                   operands = { ef.operands, eb.operands }, root = ef.root, num_wide = values.num_wide,
                   fields = fields, has_accuracy = has_accuracy }
 end

@@ -19,7 +19,8 @@ local emit = {}
 -- the precisions this backend runs: float compute and float state
 emit.PRECISIONS = { ["32-true"] = true, ["bf16-mixed"] = true, ["16-mixed"] = true }
 
-local function cname(name) return (name:gsub("[^%w]", "_")) end
+local emit_c = require "emit_c"
+local cname, node_comment, indent, init_lines = emit_c.cname, emit_c.node_comment, emit_c.indent, emit_c.init_lines
 
 local function literal(v)
   if v == math.huge then return "__int_as_float(0x7f800000)" end
@@ -88,19 +89,7 @@ local function context(g, info, kernels, scratch)
     local a = p.acts[t]
     return a and a.source or nil
   end
-  local function chain(t)
-    local steps = {}
-    local u = t
-    while u do
-      if u.dtype == "float" then table.insert(steps, 1, pp.fmt[u] or "f32") end
-      u = next_of(u)
-    end
-    local out = { steps[1] }
-    for i = 2, #steps do
-      if not precision.exact(out[#out], steps[i]) then out[#out + 1] = steps[i] end
-    end
-    return out
-  end
+  local function chain(t) return precision.chain(pp, t, next_of, "f32") end
 
   local function storage(t)
     local r = root(t)
@@ -268,54 +257,6 @@ local function context(g, info, kernels, scratch)
   end
   e.chain = chain
   return e
-end
-
-local function node_comment(g, node, suffix)
-  if node.op == "cast" then
-    return string.format("    // cast %s -> %s  <- %s:%d%s", node.attrs.from, node.attrs.to, node.where.file, node.where.line, suffix)
-  end
-  if node.module and node.module.forward then
-    local label = (g.prefix_of[node.module] or ""):gsub("%.$", "")
-    return string.format("    // %s  <- %s:%d  %s%s", label, node.where.file, node.where.line, node.module.call_text, suffix)
-  end
-  return string.format("    // %s  <- %s:%d%s", node.op, node.where.file, node.where.line, suffix)
-end
-
-local function indent(lines, pre)
-  local out = {}
-  for i, l in ipairs(lines) do out[i] = (pre or "    ") .. l end
-  return out
-end
-
--- PyTorch's default initialisation, drawn on the host with the C backend's streams
--- (the same weights as the CPU program for the same seed), then copied to the device.
-local function init_lines(st)
-  local lines = {}
-  for i, s in ipairs(st.params) do
-    local init = s.entry.init
-    local ptr = string.format("m->params + %d", s.offset)
-    local line
-    if init.kind == "kaiming_uniform" or init.kind == "uniform_fan_in" then
-      line = string.format("init_uniform(%s, %d, %.17g, seed, %d);", ptr, s.numel, 1 / math.sqrt(init.fan_in), i)
-    elseif init.kind == "normal" then
-      line = string.format("init_normal(%s, %d, seed, %d);", ptr, s.numel, i)
-      if init.padding_idx then
-        local row = s.entry.shape[2]
-        line = line .. string.format("\n    memset(%s + %d, 0, sizeof(float) * %d);   // padding_idx row", ptr, init.padding_idx * row, row)
-      end
-    elseif init.kind == "ones" then
-      line = string.format("init_fill(%s, %d, 1);", ptr, s.numel)
-    else
-      line = string.format("init_fill(%s, %d, 0);", ptr, s.numel)
-    end
-    lines[#lines + 1] = string.format("    %s   // %s", line, s.name)
-  end
-  for _, s in ipairs(st.buffers) do
-    lines[#lines + 1] = string.format("    init_fill(m->buffers + %d, %d, %d);   // %s", s.offset, s.numel,
-      s.entry.init.kind == "ones" and 1 or 0, s.name)
-  end
-  lines[#lines + 1] = "    memset(m->counters, 0, sizeof(int64_t) * NUM_COUNTERS);"
-  return table.concat(lines, "\n")
 end
 
 -- Gradient clipping on the device (Fabric's clip_gradients, as the C backend's

@@ -298,6 +298,14 @@ ops.cat = {
   end,
   flops = function() return 0 end,
 }
+-- cat's memory layout, for the backends: along output dim `d` (1-based) each input is
+-- OUTER blocks of (its size along d × INNER) elements; returns d, INNER
+function ops.cat.layout(node)
+  local d = node.attrs.dim
+  local shape = node.out.shape
+  if d < 0 then d = d + #shape end
+  return d + 1, numel({ table.unpack(shape, d + 2) })
+end
 
 -- a change of format, inserted by the precision pass (gen/precision.lua), never by a spec
 ops.cast = {

@@ -210,14 +210,8 @@ ops_cpu.cast = {
 ops_cpu.flatten = { alias = true }
 ops_cpu.reshape = { alias = true }
 
--- cat along `dim`: each input is OUTER blocks of (its dim size × INNER) elements
-local function cat_layout(n)
-  local d = n.attrs.dim
-  local shape = n.out.shape
-  if d < 0 then d = d + #shape end
-  local inner = dims_after(shape, d + 2)
-  return d + 1, inner
-end
+-- cat along `dim` (its layout is the op table's)
+local cat_layout = require("ops").cat.layout
 ops_cpu.cat = {
   forward = function(e, n)
     local di, inner = cat_layout(n)

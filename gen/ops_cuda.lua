@@ -415,12 +415,8 @@ ops_cuda.cast = {
 ops_cuda.flatten = { alias = true }
 ops_cuda.reshape = { alias = true }
 
--- cat along `dim`: each input is OUTER blocks of (its dim size × INNER)
-local function cat_layout(n)
-  local d = n.attrs.dim
-  if d < 0 then d = d + #n.out.shape end
-  return d + 1, dims_after(n.out.shape, d + 2)
-end
+-- cat along `dim` (its layout is the op table's)
+local cat_layout = require("ops").cat.layout
 ops_cuda.cat = {
   forward = function(e, n)
     local di, inner = cat_layout(n)

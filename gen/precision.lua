@@ -184,17 +184,6 @@ function precision.assign(trace, name)
   return pp
 end
 
--- Root storage of a tensor through the folded casts (and views: alias ops).
-function precision.root(pp, t)
-  local seen = 0
-  while pp.link[t] do
-    t = pp.link[t].src
-    seen = seen + 1
-    assert(seen < 1000)
-  end
-  return t
-end
-
 -- Folds casts after autodiff (it needs to know who reads what in the backward).
 -- `is_alias(node)` says an op is a view of its input (reshape, flatten).
 function precision.fold(pp, ad, is_alias)
@@ -254,22 +243,21 @@ function precision.fold(pp, ad, is_alias)
 end
 
 -- The formats a value goes through from its root's storage to tensor t, with the
--- steps that change nothing removed: { storage, view } or { storage }.
-function precision.chain(pp, t)
+-- steps that change nothing removed: { storage } or { storage, view }.  `next_of(t)`
+-- is the backend's link toward the storage (a view's input, a folded cast's other
+-- end); tensors without a format (a backend's own temporaries) count as `default`.
+function precision.chain(pp, t, next_of, default)
   local steps = {}
   local u = t
-  while true do
-    table.insert(steps, 1, pp.fmt[u])
-    local l = pp.link[u]
-    if not l then break end
-    u = l.src
+  while u do
+    if u.dtype == "float" then table.insert(steps, 1, pp.fmt[u] or default) end
+    u = next_of(u)
   end
-  -- producer folds link the other way round: x -> y, x's own format is the view
   local out = { steps[1] }
   for i = 2, #steps do
-    local cur = out[#out]
-    if not precision.exact(cur, steps[i]) then out[#out + 1] = steps[i] end
+    if not precision.exact(out[#out], steps[i]) then out[#out + 1] = steps[i] end
   end
+  assert(#out <= 2, "a value rounded through more than one format")
   return out
 end
 
@@ -283,12 +271,13 @@ end
 precision.label = label
 
 -- The plan as tab-separated lines (precision_plan.tsv beside the generated program;
--- the tests read it).  `conversions`: the emitter's lists of operands moved through
--- the widening arena; `root(t)` its storage resolution.
+-- the tests read it).  `operands`: the emitter's lists of kernel operands, of which
+-- those not in the compute type are the program's conversions; `root(t)` its storage
+-- resolution.
 --   tensor      ID  LABEL  SHAPE  FORMAT  STORED        (STORED: its own buffer, or "in tN")
 --   cast        FROM  TO  FATE  RULE  AT
 --   conversion  PHASE  OP  VALUE|GRAD|BUFFER  STORAGE  VIEW  HOW  ELEMENTS
-function precision.plan_tsv(pp, conversions, root)
+function precision.plan_tsv(pp, operands, root)
   local S = pp.settings
   local lines = { string.format("# precision %s: compute %s, state %s, half %s", pp.name, S.compute, S.state, S.half or "-") }
   local seen = {}
@@ -307,10 +296,13 @@ function precision.plan_tsv(pp, conversions, root)
     lines[#lines + 1] = table.concat({ "cast", c.from, c.to, c.fate or "-", c.rule,
       string.format("%s:%d", c.node.where.file, c.node.where.line) }, "\t")
   end
-  for _, list in ipairs(conversions) do
+  local compute = S.compute
+  for _, list in ipairs(operands) do
     for _, cv in ipairs(list) do
-      lines[#lines + 1] = table.concat({ "conversion", cv.phase, cv.node and cv.node.op or "-", cv.what, cv.storage, cv.view,
-        cv.how, tostring(cv.count) }, "\t")
+      if not (cv.storage == compute and cv.view == compute) then
+        lines[#lines + 1] = table.concat({ "conversion", cv.phase, cv.node and cv.node.op or "-", cv.what, cv.storage,
+          cv.view, cv.how, tostring(cv.count) }, "\t")
+      end
     end
   end
   return table.concat(lines, "\n") .. "\n"
