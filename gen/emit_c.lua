@@ -237,6 +237,9 @@ local function shapes_comment(node)
   for _, x in ipairs(node.inputs) do
     if not x.param then ins[#ins + 1] = util.shape_str(x.shape) end
   end
+  if #ins == 0 then   -- an op of parameters only (a kept cast of a weight)
+    for _, x in ipairs(node.inputs) do ins[#ins + 1] = util.shape_str(x.shape) end
+  end
   return string.format("    // %s -> %s", table.concat(ins, ", "), util.shape_str(node.out.shape))
 end
 
@@ -384,16 +387,9 @@ function emit.model(g, opts)
   local fwd = {}
   for _, node in ipairs(trace.nodes) do
     local rule = ops_cpu[node.op]
-    if node.op == "cast" then
-      if not pp.folded[node] then
-        fwd[#fwd + 1] = ""
-        fwd[#fwd + 1] = node_comment(g, node, "  (kept as a kernel: REPORT.md, precision plan)")
-        ef.begin(node, "forward")
-        for _, l in ipairs(indent(rule.forward(ef, node))) do fwd[#fwd + 1] = l end
-      end
-    else
+    if not pp.folded[node] then   -- a folded cast is a view, its conversion in a neighbour
       fwd[#fwd + 1] = ""
-      fwd[#fwd + 1] = node_comment(g, node)
+      fwd[#fwd + 1] = node_comment(g, node, node.op == "cast" and "  (kept as a kernel: REPORT.md, precision plan)" or "")
       fwd[#fwd + 1] = shapes_comment(node)
       if rule.alias then
         fwd[#fwd + 1] = string.format("    // (a view of its input: no copy)")
