@@ -307,18 +307,28 @@ emit.init_lines = init_lines
 
 -- Accuracy from the loss's inputs: argmax for class indices, a 0.5 threshold
 -- (0 on logits) for binary targets.
-local function metrics_body(e, loss_node)
-  if not loss_node then return nil end
-  local x, t = loss_node.inputs[1], loss_node.inputs[2]
-  if loss_node.op == "cross_entropy" and t.dtype == "int64" then
+-- Accuracy over a batch on the host, for the loss `loss_node`: class indices by argmax,
+-- binary targets by a 0.5 threshold (0 on logits).  `pred` and `target` are C
+-- pointers already declared (pred of type `ctype`); returns the lines, or nil when
+-- the loss has no accuracy.
+local function accuracy_kind(loss_node)
+  if loss_node.op == "cross_entropy" and loss_node.inputs[2].dtype == "int64" then return "argmax" end
+  if loss_node.op == "bce" or loss_node.op == "bce_with_logits" then return "threshold" end
+  return nil
+end
+
+local function accuracy_lines(loss_node, pred, target, ctype, batch, numel)
+  local x = loss_node.inputs[1]
+  local kind = accuracy_kind(loss_node)
+  if kind == "argmax" then
     local C = x.shape[2]
     local S = 1
     for i = 3, #x.shape do S = S * x.shape[i] end
-    return table.concat({
-      string.format("    const real *logits = %s;   // %s", e.ptr(x), util.shape_str(x.shape)),
-      string.format("    const int64_t *target = %s;", e.ptr(t)),
+    return {
+      string.format("    const %s *logits = %s;   // %s", ctype, pred, util.shape_str(x.shape)),
+      string.format("    const int64_t *target = %s;", target),
       "    int64_t right = 0, seen = 0;",
-      string.format("    for (int n = 0; n < %s; n++) {", e.batch(x)),
+      string.format("    for (int n = 0; n < %s; n++) {", batch),
       string.format("        for (int s = 0; s < %d; s++) {", S),
       string.format("            int64_t y = target[n * %d + s];", S),
       string.format("            if (y == %d) continue;   // ignore_index", loss_node.attrs.ignore_index),
@@ -331,20 +341,27 @@ local function metrics_body(e, loss_node)
       "    }",
       "    *correct = right;",
       "    *count = seen;",
-    }, "\n")
+    }
   end
-  if loss_node.op == "bce" or loss_node.op == "bce_with_logits" then
+  if kind == "threshold" then
     local threshold = loss_node.op == "bce" and "0.5" or "0"
-    return table.concat({
-      string.format("    const real *pred = %s;", e.ptr(x)),
-      string.format("    const real *target = %s;", e.ptr(t)),
+    return {
+      string.format("    const %s *pred = %s;", ctype, pred),
+      string.format("    const %s *target = %s;", ctype, target),
       "    int64_t right = 0;",
-      string.format("    for (int64_t i = 0; i < (int64_t)(%s); i++) right += ((pred[i] > %s) == (target[i] > 0.5));", e.numel(x), threshold),
+      string.format("    for (int64_t i = 0; i < (int64_t)(%s); i++) right += ((pred[i] > %s) == (target[i] > 0.5));", numel, threshold),
       "    *correct = right;",
-      string.format("    *count = (int64_t)(%s);", e.numel(x)),
-    }, "\n")
+      string.format("    *count = (int64_t)(%s);", numel),
+    }
   end
   return nil
+end
+emit.accuracy_lines = accuracy_lines
+
+local function metrics_body(e, loss_node)
+  if not (loss_node and accuracy_kind(loss_node)) then return nil end
+  local x, t = loss_node.inputs[1], loss_node.inputs[2]
+  return table.concat(accuracy_lines(loss_node, e.ptr(x), e.ptr(t), "real", e.batch(x), e.numel(x)), "\n")
 end
 
 -- Generates the model's files.  Returns { [filename] = text }, info.

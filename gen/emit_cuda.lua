@@ -410,47 +410,15 @@ end
 local function metrics(e, loss_node, kernels)
   local x, t = loss_node.inputs[1], loss_node.inputs[2]
   local xv = e.val(x)
-  local f32 = { S = "f32", V = "f32" }
   local ops = { { "src", xv, "r" }, { "dst", { ptr = "m->d_metrics", S = "f32", V = "f32" }, "w" } }
   local k = e.kernel { kind = "stage", ops = ops, params = "long long n",
     body = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) st_dst(i, ld_src(i));" }
-  local _ = f32
   local lines = indent(e.launch(k, ops, { { "long long", e.numel(x) } }, { grid = e.numel(x) }))
   lines[#lines + 1] = string.format("    LC_CHECK(cudaMemcpyAsync(m->h_metrics, m->d_metrics, sizeof(float) * (size_t)(%s), cudaMemcpyDeviceToHost, STREAM(m->stream)));", e.numel(x))
   lines[#lines + 1] = "    LC_CHECK(cudaStreamSynchronize(STREAM(m->stream)));"
-  if loss_node.op == "cross_entropy" then
-    local C = x.shape[2]
-    local S = 1
-    for i = 3, #x.shape do S = S * x.shape[i] end
-    local tname = cname(t.input or "label")
-    for _, l in ipairs {
-      "    const float *logits = m->h_metrics;",
-      string.format("    const int64_t *target = batch->%s;", tname),
-      "    int64_t right = 0, seen = 0;",
-      "    for (int n = 0; n < B; n++) {",
-      string.format("        for (int s = 0; s < %d; s++) {", S),
-      string.format("            int64_t y = target[n * %d + s];", S),
-      string.format("            if (y == %d) continue;   // ignore_index", loss_node.attrs.ignore_index),
-      "            int best = 0;",
-      string.format("            for (int c = 1; c < %d; c++)", C),
-      string.format("                if (logits[(n * %d + c) * %d + s] > logits[(n * %d + best) * %d + s]) best = c;", C, S, C, S),
-      "            right += (best == y);",
-      "            seen++;",
-      "        }",
-      "    }",
-      "    *correct = right;",
-      "    *count = seen;",
-    } do lines[#lines + 1] = l end
-  else
-    local tname = cname(t.input or "target")
-    for _, l in ipairs {
-      "    const float *pred = m->h_metrics;",
-      string.format("    const float *target = batch->%s;", tname),
-      "    int64_t right = 0;",
-      string.format("    for (int64_t i = 0; i < (int64_t)(%s); i++) right += ((pred[i] > 0.5f) == (target[i] > 0.5f));", e.numel(x)),
-      "    *correct = right;",
-      string.format("    *count = (int64_t)(%s);", e.numel(x)),
-    } do lines[#lines + 1] = l end
+  local tname = cname(t.input or (loss_node.op == "cross_entropy" and "label" or "target"))
+  for _, l in ipairs(emit_c.accuracy_lines(loss_node, "m->h_metrics", "batch->" .. tname, "float", "B", e.numel(x))) do
+    lines[#lines + 1] = l
   end
   return table.concat(lines, "\n")
 end
