@@ -184,8 +184,8 @@ static std::vector<fiber> fibers;
 static size_t fibers_used;             // fibers started in this block
 static std::vector<thread_state> thread_states;
 static std::vector<int> thread_fiber;   // the fiber a thread runs on
-static unsigned block_threads, next_thread;
-static ucontext_t scheduler_ctx;
+static unsigned block_threads, next_thread, threads_done;
+[[maybe_unused]] static ucontext_t scheduler_ctx;   // ucontext switching only
 static void *scheduler_sp;
 
 // A thread switch without ucontext's signal-mask system calls (x86-64; ASan builds keep
@@ -283,6 +283,7 @@ static void fiber_main() {
         set_thread_index(t);
         current_call->call();
         thread_states[t] = DONE;
+        threads_done++;
     }
     // out of threads: back to the scheduler for good (ucontext: through uc_link)
 #if EMU_ASAN
@@ -360,6 +361,7 @@ extern "C" uint64_t emu_shfl(uint64_t bits, int arg, int width, int mode) {
 static void run_block(unsigned nthreads) {
     block_threads = nthreads;
     next_thread = 0;
+    threads_done = 0;
     fibers_used = 0;
     if (thread_states.size() < nthreads) {
         thread_states.resize(nthreads);
@@ -369,6 +371,7 @@ static void run_block(unsigned nthreads) {
     std::fill(thread_states.begin(), thread_states.begin() + nthreads, NOT_STARTED);
     while (next_thread < nthreads) start_fiber();   // every thread runs until its end or first barrier
     for (;;) {
+        if (threads_done == nthreads) return;   // no barrier (or all passed): no scan
         unsigned done = 0, at_barrier = 0, at_warp = 0;
         for (unsigned t = 0; t < nthreads; t++) {
             done += thread_states[t] == DONE;
