@@ -10,7 +10,8 @@
 #  - fashion_mlp variants (SGD + clip by norm + Dropout, AdamW + clip by value + Dropout);
 #  - --cuda-graph (fashion_mlp at each precision): 6 steps with the step captured and
 #    replayed give the checkpoint of 6 plain steps, bit for bit, and graphs were launched;
-#  - the emulated cuBLASLt against its documented semantics (tests/cuda_emu/test_cublaslt.cpp);
+#  - the emulated cuBLASLt against its documented semantics (tests/cuda_emu/test_cublaslt.cpp)
+#    and the emulated runtime's (tests/cuda_emu/test_runtime.cpp);
 #  - one ASan + UBSan build and run (fashion_mlp 16-mixed);
 #  - tiny_transformer at 32-true and bf16-mixed once `loom build --accelerator=cuda`
 #    accepts it (SKIP with its reason until then).
@@ -47,11 +48,17 @@ export OPENBLAS_NUM_THREADS=1 GOMP_SPINCOUNT=10000
 cc -std=c11 -O2 -Wall -Wextra -Werror -D_GNU_SOURCE -Iruntime tests/cuda_emu/compare_ckpt.c runtime/ckpt.c -o "$tmp/compare_ckpt" -lm ||
   { echo "not ok emu_compare_tool: did not compile"; exit 0; }
 
-# the emulated cuBLASLt against the definitions (every layout, type, epilogue)
-if g++ -std=c++17 -O1 -Wall -Wextra -Werror -Itemplates/common -I"$CUDA/include" -Itests/cuda_emu tests/cuda_emu/test_cublaslt.cpp \
-     tests/cuda_emu/emu_runtime.cpp -o "$tmp/test_cublaslt" -lopenblas -lpthread -ldl >"$tmp/test_cublaslt.log" 2>&1; then
+# the emulated cuBLASLt against the definitions (every layout, type, epilogue), and the
+# emulated runtime's semantics the comparisons rely on (barriers, lazy streams, capture,
+# the checks that abort)
+cxx="g++ -std=c++17 -O1 -Wall -Wextra -Werror -Itemplates/common -I$CUDA/include -Itests/cuda_emu"
+if $cxx -c tests/cuda_emu/emu_runtime.cpp -o "$tmp/emu_runtime.o" >"$tmp/unit.log" 2>&1 &&
+   $cxx tests/cuda_emu/test_cublaslt.cpp "$tmp/emu_runtime.o" -o "$tmp/test_cublaslt" -lopenblas -lpthread -ldl >>"$tmp/unit.log" 2>&1 &&
+   $cxx -x c++ -include emu_device.h -c tests/cuda_emu/test_runtime_kernels.cu -o "$tmp/test_runtime_kernels.o" >>"$tmp/unit.log" 2>&1 &&
+   $cxx tests/cuda_emu/test_runtime.cpp "$tmp/emu_runtime.o" "$tmp/test_runtime_kernels.o" -o "$tmp/test_runtime" -lopenblas -lpthread -ldl >>"$tmp/unit.log" 2>&1; then
   "$tmp/test_cublaslt" 2>/dev/null
-else echo "not ok cublaslt_build: $(grep -m1 error "$tmp/test_cublaslt.log")"; fi
+  "$tmp/test_runtime" 2>/dev/null
+else echo "not ok emu_unit_tests_build: $(grep -m1 error "$tmp/unit.log")"; fi
 
 # the cut-down Fashion-MNIST
 data="$tmp/fashion"
@@ -106,7 +113,7 @@ compare() {
 graph() {
   local s=$1 p=$2 d="$tmp/$1_$2" name="emu_cuda_graph_$1_$2"
   [ -x "$d/cuda/emu/train" ] || { echo "not ok $name: no emulated program"; return; }
-  local flags="--max-steps 6 --epochs 1 --seed 11 $(data_flag "$s")"
+  local flags="--max-steps 6 --epochs 1 --seed 11"   # the whole data: the cut-down set has one batch
   "$d/cuda/emu/run" $flags --out "$d/plain" >"$d/plain.txt" 2>&1 || { echo "not ok $name: plain run failed: $(tail -1 "$d/plain.txt")"; return; }
   "$d/cuda/emu/run" $flags --out "$d/graph" --cuda-graph >"$d/graph.txt" 2>&1 || { echo "not ok $name: --cuda-graph run failed: $(grep -m1 cuda_emu "$d/graph.txt" || tail -1 "$d/graph.txt")"; return; }
   launches=$(sed -n 's/^--cuda-graph: \([0-9]*\) graph launches/\1/p' "$d/graph.txt")
@@ -137,7 +144,8 @@ for v in mlp_sgd_clipnorm_dropout mlp_adamw_clipval_dropout; do compare "$v" "$t
 # ASan + UBSan: an out-of-bounds kernel access, a too-small scratch arena, a use after free
 d="$tmp/fashion_mlp_16-mixed/cuda"
 if tests/cuda_emu/build.sh --asan "$d" >"$tmp/asan_build.log" 2>&1; then
-  if "$d/emu-asan/run" --max-steps 2 --epochs 1 --seed 11 --data "$data" --out "$tmp/asan_run" >"$tmp/asan.txt" 2>&1; then
+  # (leak checking off: the programs leave their device memory to the process's exit)
+  if ASAN_OPTIONS=detect_leaks=0 "$d/emu-asan/run" --max-steps 2 --epochs 1 --seed 11 --data "$data" --out "$tmp/asan_run" >"$tmp/asan.txt" 2>&1; then
     echo "ok emu_asan_fashion_mlp_16-mixed"
   else echo "not ok emu_asan_fashion_mlp_16-mixed: $(grep -m1 'ERROR\|runtime error\|cuda_emu' "$tmp/asan.txt" || tail -1 "$tmp/asan.txt")"; fi
 else echo "not ok emu_asan_fashion_mlp_16-mixed: ASan build failed: $(grep -m1 -i error "$tmp/asan_build.log")"; fi

@@ -104,7 +104,7 @@ int main(int argc, char **argv) {
         double rel = diff / scale;
         note(is_grad ? &grads : gy && strncmp(ta->name, "optimizer.", 10) ? &params : &other, rel, ta->name);
     }
-    int ok = params.n + grads.n > 0 && params.worst <= ptol && grads.worst <= tol && other.worst <= tol;
+    int ok = params.n + grads.n + other.n > 0 && params.worst <= ptol && grads.worst <= tol && other.worst <= tol;
     printf("worst relative differences: gradients %.3g (%s), Adam's parameters %.3g (%s), the rest %.3g (%s); "
            "%d round-off gradients; tolerances %g, parameters %g\n",
            grads.worst, grads.name, params.worst, params.name, other.worst, other.name, noise, tol, ptol);

@@ -180,7 +180,7 @@ struct fiber {
     void *fake_stack;
 };
 static const size_t FIBER_STACK = EMU_ASAN ? (1u << 20) : (256u << 10);
-static std::vector<fiber> fibers;
+static std::deque<fiber> fibers;   // a deque: a parked fiber's element must not move
 static size_t fibers_used;             // fibers started in this block
 static std::vector<thread_state> thread_states;
 static std::vector<int> thread_fiber;   // the fiber a thread runs on
@@ -475,6 +475,13 @@ static void drain_all(void) {
     drain(&legacy_stream, legacy_stream.issued);
     for (cudaStream_t s : streams) drain(s, s->issued);
 }
+// what a synchronous call on the legacy default stream waits for: it and the blocking
+// streams, not the streams created with cudaStreamNonBlocking
+static void drain_legacy(void) {
+    for (cudaStream_t s : streams)
+        if (!s->nonblocking) drain(s, s->issued);
+    drain(&legacy_stream, legacy_stream.issued);
+}
 
 static void enqueue(cudaStream_t s, op o) {
     s = resolve(s);
@@ -647,7 +654,7 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind kind) {
     if (unsafe_in_capture("cudaMemcpy")) return set_error(cudaErrorStreamCaptureUnsupported);
     cudaError_t e = memcpy_async(dst, src, n, kind, nullptr, "cudaMemcpy");
-    drain_all();
+    drain_legacy();
     return e;
 }
 cudaError_t cudaMemsetAsync(void *p, int value, size_t n, cudaStream_t stream) {
@@ -659,7 +666,7 @@ cudaError_t cudaMemset(void *p, int value, size_t n) {
     if (unsafe_in_capture("cudaMemset")) return set_error(cudaErrorStreamCaptureUnsupported);
     check_region(p, n, MEM_DEVICE, "cudaMemset");
     enqueue(nullptr, op{OP_MEMSET, nullptr, [p, value, n] { memset(p, value, n); }});
-    drain_all();
+    drain_legacy();
     return cudaSuccess;
 }
 
