@@ -190,6 +190,7 @@ typedef struct {
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t a, b, c;
     cublasLtMatmulAlgo_t algo;
+    int64_t batch;   // lc_gemm_batched's batch count (1 for lc_gemm)
 } gemm_plan;
 
 static void lt_check(cublasStatus_t s, const char *what, const char *site) {
@@ -204,9 +205,11 @@ static cudaDataType_t dtype(lc_format f) {
 
 // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: cuBLASLt sees
 // m = N, n = M, with B as its first operand and A as its second.
+// `strides` (A, B, C; NULL for one matrix) makes the layouts strided batches of `batch`.
 static gemm_plan *make_plan(const lc_gemm_site *site, int ta, int tb, int64_t M, int64_t N, int64_t K, lc_format ab,
-                            lc_format cf, int has_bias, int tf32) {
+                            lc_format cf, int has_bias, int tf32, int64_t batch, const int64_t *strides) {
     gemm_plan *p = (gemm_plan *)calloc(1, sizeof *p);
+    p->batch = batch;
     cublasComputeType_t ct = (tf32 && ab == LC_F32) ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     lt_check(cublasLtMatmulDescCreate(&p->op, ct, CUDA_R_32F), "MatmulDescCreate", site->what);
     cublasOperation_t opa = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opb = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -226,6 +229,17 @@ static gemm_plan *make_plan(const lc_gemm_site *site, int ta, int tb, int64_t M,
     if (ta) lt_check(cublasLtMatrixLayoutCreate(&p->b, dtype(ab), (uint64_t)M, (uint64_t)K, M), "layout A", site->what);
     else lt_check(cublasLtMatrixLayoutCreate(&p->b, dtype(ab), (uint64_t)K, (uint64_t)M, K), "layout A", site->what);
     lt_check(cublasLtMatrixLayoutCreate(&p->c, dtype(cf), (uint64_t)N, (uint64_t)M, N), "layout C", site->what);
+    if (strides) {   // cuBLASLt's first operand is the row-major B, its second A
+        const int32_t count = (int32_t)batch;
+        cublasLtMatrixLayout_t layouts[3] = { p->a, p->b, p->c };
+        const int64_t offsets[3] = { strides[1], strides[0], strides[2] };
+        for (int i = 0; i < 3; i++) {
+            lt_check(cublasLtMatrixLayoutSetAttribute(layouts[i], CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof count),
+                     "BATCH_COUNT", site->what);
+            lt_check(cublasLtMatrixLayoutSetAttribute(layouts[i], CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &offsets[i],
+                                                      sizeof offsets[i]), "STRIDED_BATCH_OFFSET", site->what);
+        }
+    }
     cublasLtMatmulPreference_t pref;
     lt_check(cublasLtMatmulPreferenceCreate(&pref), "PreferenceCreate", site->what);
     size_t ws = WORKSPACE;
@@ -255,7 +269,7 @@ void lc_gemm(lc_gemm_site *site, int ta, int tb, int64_t M, int64_t N, int64_t K
     for (int i = 0; i < site->n; i++)
         if (site->mnk[i][0] == M && site->mnk[i][1] == N && site->mnk[i][2] == K) p = (gemm_plan *)site->plans[i];
     if (!p) {
-        p = make_plan(site, ta, tb, M, N, K, ab, cf, bias != NULL, tf32);
+        p = make_plan(site, ta, tb, M, N, K, ab, cf, bias != NULL, tf32, 1, NULL);
         int slot = site->n < 4 ? site->n++ : 3;   // the full batch and the last one: a site sees two shapes
         site->plans[slot] = p;
         site->mnk[slot][0] = M; site->mnk[slot][1] = N; site->mnk[slot][2] = K;
@@ -264,6 +278,29 @@ void lc_gemm(lc_gemm_site *site, int ta, int tb, int64_t M, int64_t N, int64_t K
         lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias), "BIAS_POINTER",
                  site->what);
     const float alpha = 1.0f;
+    lt_check(cublasLtMatmul(lt, p->op, &alpha, B, p->a, A, p->b, &beta, C, p->c, C, p->c, &p->algo, workspace, WORKSPACE,
+                            (cudaStream_t)stream),
+             "Matmul", site->what);
+}
+
+void lc_gemm_batched(lc_gemm_site *site, int ta, int tb, int64_t M, int64_t N, int64_t K, int64_t batch,
+                     const void *A, int64_t sa, const void *B, int64_t sb, lc_format ab,
+                     void *C, int64_t sc, lc_format cf, float alpha, float beta, int tf32, void *stream) {
+    if (!lt) {
+        lt_check(cublasLtCreate(&lt), "Create", site->what);
+        LC_CHECK(cudaMalloc(&workspace, WORKSPACE));
+    }
+    gemm_plan *p = NULL;
+    for (int i = 0; i < site->n; i++)
+        if (site->mnk[i][0] == M && site->mnk[i][1] == N && site->mnk[i][2] == K && ((gemm_plan *)site->plans[i])->batch == batch)
+            p = (gemm_plan *)site->plans[i];
+    if (!p) {
+        const int64_t strides[3] = { sa, sb, sc };
+        p = make_plan(site, ta, tb, M, N, K, ab, cf, 0, tf32, batch, strides);
+        int slot = site->n < 4 ? site->n++ : 3;
+        site->plans[slot] = p;
+        site->mnk[slot][0] = M; site->mnk[slot][1] = N; site->mnk[slot][2] = K;
+    }
     lt_check(cublasLtMatmul(lt, p->op, &alpha, B, p->a, A, p->b, &beta, C, p->c, C, p->c, &p->algo, workspace, WORKSPACE,
                             (cudaStream_t)stream),
              "Matmul", site->what);
