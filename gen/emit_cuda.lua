@@ -422,6 +422,10 @@ end
 -- host batch's targets, as the C backend computes it.
 local function metrics(e, loss_node, kernels)
   local x, t = loss_node.inputs[1], loss_node.inputs[2]
+  -- (a loss without an accuracy, e.g. mse or one reduced by mean(), leaves it NaN)
+  local acc = t and emit_c.accuracy_lines(loss_node, "m->h_metrics", "batch->" ..
+    cname(t.input or (loss_node.op == "cross_entropy" and "label" or "target")), "float", "B", e.numel(x))
+  if not acc then return "    (void)m; (void)B; (void)correct; (void)count;" end
   local xv = e.val(x)
   local ops = { { "src", xv, "r" }, { "dst", { ptr = "m->d_metrics", S = "f32", V = "f32" }, "w" } }
   local k = e.kernel { kind = "stage", ops = ops, params = "long long n",
@@ -429,10 +433,7 @@ local function metrics(e, loss_node, kernels)
   local lines = indent(e.launch(k, ops, { { "long long", e.numel(x) } }, { grid = e.numel(x) }))
   lines[#lines + 1] = string.format("    LC_CHECK(cudaMemcpyAsync(m->h_metrics, m->d_metrics, sizeof(float) * (size_t)(%s), cudaMemcpyDeviceToHost, STREAM(m->stream)));", e.numel(x))
   lines[#lines + 1] = "    LC_CHECK(cudaStreamSynchronize(STREAM(m->stream)));"
-  local tname = cname(t.input or (loss_node.op == "cross_entropy" and "label" or "target"))
-  for _, l in ipairs(emit_c.accuracy_lines(loss_node, "m->h_metrics", "batch->" .. tname, "float", "B", e.numel(x))) do
-    lines[#lines + 1] = l
-  end
+  for _, l in ipairs(acc) do lines[#lines + 1] = l end
   return table.concat(lines, "\n")
 end
 
