@@ -525,7 +525,7 @@ ops_cuda.cat = {
 ---------------------------------------------------------------------------
 -- losses: one block (the batch's loss is one number)
 
-local REDUCTION = { mean = 1, sum = 2 }
+local REDUCTION = { none = 0, mean = 1, sum = 2 }   -- the CPU's K_REDUCTION_*
 local ce_soft_forward, ce_soft_backward   -- probability targets (below)
 
 ops_cuda.cross_entropy = {
@@ -537,29 +537,29 @@ ops_cuda.cross_entropy = {
     local k = e.kernel { kind = "cross_entropy", ops = ops,
       params = "long long n, int C, long long S, const long long *target, float *logp, long long ignore, float eps, int reduction",
       body = "double total = 0, count = 0;\n    " .. BLOCK .. [[ {
-        long long b = i / S, s = i % S;
-        float mx = -__int_as_float(0x7f800000);
-        for (int c = 0; c < C; c++) { float v = ld_x((b * C + c) * S + s); if (v > mx) mx = v; }
-        double se = 0;
-        for (int c = 0; c < C; c++) se += expf(ld_x((b * C + c) * S + s) - mx);
-        const float lse = mx + logf((float)se);
+        const long long base = i / S * C * S + i % S;
+        float mx = -__int_as_float(0x7f800000), se = 0;   // the CPU's log_softmax: float sums
+        for (int c = 0; c < C; c++) { const float v = ld_x(base + c * S); if (v > mx) mx = v; }
+        for (int c = 0; c < C; c++) se += so_exp_shifted(ld_x(base + c * S), mx);
         float sum = 0;
         for (int c = 0; c < C; c++) {
-            float lp = ld_x((b * C + c) * S + s) - lse;
-            logp[(b * C + c) * S + s] = lp;
+            const float lp = so_log_softmax(ld_x(base + c * S), mx, se);
+            logp[base + c * S] = lp;
             sum += lp;
         }
-        long long y = target[i];
+        const long long y = target[i];
+        float l = 0;
         if (y != ignore) {
-            float l = -(1 - eps) * logp[(b * C + y) * S + s];
+            l = -(1 - eps) * logp[base + y * S];
             if (eps > 0) l -= eps / C * sum;
-            total += l;
             count += 1;
         }
+        if (reduction == 0) st_loss(i, l);
+        total += l;
     }
     total = block_sum(total);
     count = block_sum(count);
-    if (threadIdx.x == 0) st_loss(0, (float)(reduction == 1 ? total / count : total));]] }
+    if (threadIdx.x == 0 && reduction != 0) st_loss(0, (float)(reduction == 1 ? total / count : total));]] }
     return e.launch(k, ops, { { "long long", string.format("(long long)%s * %d", e.batch(x), S) }, { "int", C }, { "long long", S },
       { "void *", e.val(t).ptr }, { "void *", e.save(n, "logp") }, { "long long", a.ignore_index }, { "float", e.lit(a.label_smoothing) },
       { "int", REDUCTION[a.reduction] } }, { blocks = 1 })
@@ -572,9 +572,10 @@ ops_cuda.cross_entropy = {
     local k = e.kernel { kind = "cross_entropy_grad", ops = ops,
       params = "long long n, int C, long long S, const long long *target, const float *logp, long long ignore, float eps, int reduction",
       body = "double count = 0;\n    " .. BLOCK .. " count += target[i] != ignore;\n    count = block_sum(count);\n" ..
-             "    const float g = reduction == 1 ? (float)(ld_dl(0) / count) : ld_dl(0);\n    " .. BLOCK .. [[ {
+             "    const float g0 = reduction == 1 ? (float)(ld_dl(0) / count) : ld_dl(0);\n    " .. BLOCK .. [[ {
         long long b = i / S, s = i % S, y = target[i];
         if (y == ignore) continue;
+        const float g = reduction == 0 ? ld_dl(i) : g0;
         for (int c = 0; c < C; c++) {
             long long j = (b * C + c) * S + s;
             acc_dx(j, so_ce_grad(g, logp[j], so_ce_q(c == y, eps, C)));
@@ -1194,7 +1195,7 @@ for op, fn in pairs(POINTWISE_LOSS) do
       local g = n.attrs.reduction == "none" and "ld_dl(i)" or "so_loss_grad(ld_dl(0), reduction == 1, (double)n)"
       return pointwise(e, op .. "_grad" .. (n.attrs.reduction == "none" and "_none" or ""), ops,
         string.format("acc_dx(i, so_%s_grad(%s, ld_x(i), ld_t(i)));", fn, g),
-        e.numel(x), "int reduction", { { "int", REDUCTION[n.attrs.reduction] or 0 } })
+        e.numel(x), "int reduction", { { "int", REDUCTION[n.attrs.reduction] } })
     end,
   }
 end
@@ -1217,10 +1218,11 @@ ce_soft_forward = function(e, n)
             logp[base + c * S] = lp;
             l -= so_ce_soft_q(ld_t(base + c * S), eps, C) * lp;
         }
+        if (reduction == 0) st_loss(i, l);
         total += l;
     }
     total = block_sum(total);
-    if (threadIdx.x == 0) st_loss(0, (float)(reduction == 1 ? total / n : total));]] }
+    if (threadIdx.x == 0 && reduction != 0) st_loss(0, (float)(reduction == 1 ? total / n : total));]] }
   return e.launch(k, ops, { { "long long", string.format("(long long)%s * %d", e.batch(x), S) }, { "int", C }, { "long long", S },
     { "void *", e.save(n, "logp") }, { "float", e.lit(a.label_smoothing) }, { "int", REDUCTION[a.reduction] } }, { blocks = 1 })
 end
@@ -1231,7 +1233,7 @@ ce_soft_backward = function(e, n)
   if not dx then return {} end
   local ops = { { "dl", e.grad(n.out), "r" }, { "t", e.val(t), "r" }, { "dx", dx, "a" } }
   return pointwise(e, "cross_entropy_soft_grad", ops, [[const long long base = i / S * C * S + i % S;
-        const float g = so_loss_grad(ld_dl(0), reduction == 1, (double)n);
+        const float g = reduction == 0 ? ld_dl(i) : so_loss_grad(ld_dl(0), reduction == 1, (double)n);
         float qsum = 0;
         for (int c = 0; c < C; c++) qsum += so_ce_soft_q(ld_t(base + c * S), eps, C);
         for (int c = 0; c < C; c++)
@@ -1244,9 +1246,6 @@ end
 -- the spec line): nil, or why not
 ops_cuda.supported = function(node)
   local op = node.op
-  if (op == "cross_entropy") and not REDUCTION[node.attrs.reduction] then
-    return "reduction '" .. tostring(node.attrs.reduction) .. "'"
-  end
   if (op == "transpose" or op == "permute") and #node.inputs[1].shape > MAXDIM then
     return string.format("a %d-d tensor (at most %d dims)", #node.inputs[1].shape, MAXDIM)
   end
