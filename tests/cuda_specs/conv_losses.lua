@@ -2,7 +2,8 @@
 -- and depthwise convolution, dilated max pooling with padding, average pooling with
 -- ceil_mode and count_include_pad = false, flatten, and cross entropy with probability
 -- targets (label smoothing).  tests/suite_cuda.sh also builds it with the loss swapped
--- for bce_with_logits, mse (sum) and l1 (none, then mean).
+-- for bce_with_logits, mse (sum) and l1 (none, then mean); tests/suite_ops_emu.sh runs
+-- them under the CUDA emulator against the CPU program.
 model "ConvLosses" {
   inputs = { img = Tensor{4, 12, 12} },
   features = Sequential {
