@@ -132,6 +132,8 @@ local function context(g, info, kernels, scratch)
   end
   function e.numel(t) return count_expr(t.shape) end
   function e.rows(t, k) return count_expr(t.shape, 1, #t.shape - k) end
+  -- the product of the dims before dim d (1-based)
+  function e.outer(t, d) return count_expr(t.shape, 1, d - 1) end
   function e.batch(t) return t.shape[1] == "B" and "B" or tostring(t.shape[1]) end
   function e.lit(v) return literal(v) end
 
@@ -222,14 +224,18 @@ local function context(g, info, kernels, scratch)
     for _, l in ipairs(e.launch(k, ops, { { "long long", count } }, { grid = count })) do lines[#lines + 1] = l end
     return s.ptr
   end
+  -- q: what, ta, tb, M, N, K, A, B, C (operands), bias, accumulate; for a strided batch
+  -- (lc_gemm_batched) also batch, sA, sB, sC (element strides between matrices, 0 for a
+  -- broadcast A or B), nA, nB, nC (the operands' element counts) and alpha
   function e.gemm(q)
     local lines = {}
     local F = e.gemm_format(q.A, q.B)
     local M, N, K = tostring(q.M), tostring(q.N), tostring(q.K)
     local function mul(a, b) return string.format("(long long)(%s) * (%s)", a, b) end
-    local pa = staged(q.A, F, mul(M, K), lines)
-    local pb = staged(q.B, F, mul(K, N), lines)
+    local pa = staged(q.A, F, q.nA or mul(M, K), lines)
+    local pb = staged(q.B, F, q.nB or mul(K, N), lines)
     local C = q.C
+    local nC = q.nC or mul(M, N)
     local direct = C.S == C.V and (C.S == F or C.S == "f32")
     local Dfmt = direct and C.S or ((C.V == F or C.V == "f32") and C.V or "f32")
     local pbias = "NULL"
@@ -237,13 +243,20 @@ local function context(g, info, kernels, scratch)
     local dptr = C.ptr
     local tmp
     if not direct then
-      tmp = e.scratch(mul(M, N), Dfmt)
+      tmp = e.scratch(nC, Dfmt)
       dptr = tmp.ptr
     end
     local where = cur and cur.where and string.format("%s <- %s:%d", q.what, cur.where.file, cur.where.line) or q.what
     lines[#lines + 1] = string.format("{   static lc_gemm_site site = { {NULL}, {{0}}, 0, \"%s\" };", where)
-    lines[#lines + 1] = string.format("    lc_gemm(&site, %d, %d, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, TF32, m->stream);",
-      q.ta, q.tb, M, N, K, pa, pb, FMT[F].lc, dptr, FMT[Dfmt].lc, (direct and q.accumulate) and "1.0f" or "0.0f", pbias)
+    local beta = (direct and q.accumulate) and "1.0f" or "0.0f"
+    if q.batch then
+      assert(not q.bias, "a batched GEMM has no bias")
+      lines[#lines + 1] = string.format("    lc_gemm_batched(&site, %d, %d, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, TF32, m->stream);",
+        q.ta, q.tb, M, N, K, q.batch, pa, q.sA, pb, q.sB, FMT[F].lc, dptr, q.sC, FMT[Dfmt].lc, literal(q.alpha or 1), beta)
+    else
+      lines[#lines + 1] = string.format("    lc_gemm(&site, %d, %d, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, TF32, m->stream);",
+        q.ta, q.tb, M, N, K, pa, pb, FMT[F].lc, dptr, FMT[Dfmt].lc, beta, pbias)
+    end
     lines[#lines + 1] = "}"
     if not direct then
       local mode = q.accumulate and "a" or "w"
@@ -251,7 +264,7 @@ local function context(g, info, kernels, scratch)
       local k = e.kernel { kind = q.accumulate and "gemm_accum" or "gemm_store", ops = ops, params = "long long n",
         body = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) " ..
                (q.accumulate and "acc_c(i, ld_t(i));" or "st_c(i, ld_t(i));") }
-      for _, l in ipairs(e.launch(k, ops, { { "long long", mul(M, N) } }, { grid = mul(M, N) })) do lines[#lines + 1] = l end
+      for _, l in ipairs(e.launch(k, ops, { { "long long", nC } }, { grid = nC })) do lines[#lines + 1] = l end
     end
     return lines
   end
@@ -409,6 +422,10 @@ end
 -- host batch's targets, as the C backend computes it.
 local function metrics(e, loss_node, kernels)
   local x, t = loss_node.inputs[1], loss_node.inputs[2]
+  -- (a loss without an accuracy, e.g. mse or one reduced by mean(), leaves it NaN)
+  local acc = t and emit_c.accuracy_lines(loss_node, "m->h_metrics", "batch->" ..
+    cname(t.input or (loss_node.op == "cross_entropy" and "label" or "target")), "float", "B", e.numel(x))
+  if not acc then return "    (void)m; (void)B; (void)correct; (void)count;" end
   local xv = e.val(x)
   local ops = { { "src", xv, "r" }, { "dst", { ptr = "m->d_metrics", S = "f32", V = "f32" }, "w" } }
   local k = e.kernel { kind = "stage", ops = ops, params = "long long n",
@@ -416,10 +433,7 @@ local function metrics(e, loss_node, kernels)
   local lines = indent(e.launch(k, ops, { { "long long", e.numel(x) } }, { grid = e.numel(x) }))
   lines[#lines + 1] = string.format("    LC_CHECK(cudaMemcpyAsync(m->h_metrics, m->d_metrics, sizeof(float) * (size_t)(%s), cudaMemcpyDeviceToHost, STREAM(m->stream)));", e.numel(x))
   lines[#lines + 1] = "    LC_CHECK(cudaStreamSynchronize(STREAM(m->stream)));"
-  local tname = cname(t.input or (loss_node.op == "cross_entropy" and "label" or "target"))
-  for _, l in ipairs(emit_c.accuracy_lines(loss_node, "m->h_metrics", "batch->" .. tname, "float", "B", e.numel(x))) do
-    lines[#lines + 1] = l
-  end
+  for _, l in ipairs(acc) do lines[#lines + 1] = l end
   return table.concat(lines, "\n")
 end
 

@@ -500,6 +500,33 @@ end
 ops.sum = { arity = 1, precision = "fp32", shape = reduce_shape, flops = function(n) return numel(n.inputs[1].shape) end }
 ops.mean = { arity = 1, precision = "fp32", shape = reduce_shape, flops = function(n) return numel(n.inputs[1].shape) end }
 
+-- sum/mean's memory layout, for the backends: the reduced dims must be one adjacent run,
+-- seen as (OUTER, D, INNER).  Returns nil when reducing over everything, else the
+-- 1-based first dim of the run (OUTER is the product of the dims before it), D and INNER.
+function ops.sum.layout(node)
+  local x = node.inputs[1]
+  local k = #x.shape
+  if not node.attrs.dims then return nil end
+  local ds = {}
+  for _, d in ipairs(node.attrs.dims) do ds[#ds + 1] = (d < 0 and d + k or d) + 1 end
+  table.sort(ds)
+  for i = 2, #ds do
+    if ds[i] ~= ds[i - 1] + 1 then
+      require("diag").fatal(node.where, string.format("%s over non-adjacent dims is not supported yet", node.op))
+    end
+  end
+  local first, last = ds[1], ds[#ds]
+  local D = 1
+  for i = first, last do
+    if x.shape[i] == "B" then require("diag").fatal(node.where, node.op .. " over the batch dimension inside the model is not supported yet") end
+    D = D * x.shape[i]
+  end
+  local inner = 1
+  for i = last + 1, k do inner = inner * x.shape[i] end
+  return first, D, inner
+end
+ops.mean.layout = ops.sum.layout
+
 -- torch.matmul: 1-d, 2-d and batched (broadcast) operands.
 ops.matmul = {
   arity = 2, precision = "lowp",
@@ -530,6 +557,34 @@ ops.matmul = {
     return 2 * k * numel(node.out.shape)
   end,
 }
+
+-- matmul's memory layout, for the backends (the CPU's k_matmul_dims): the output's
+-- batch dims `bshape` (up to 4; "B" only first), each operand's matrix stride per batch
+-- dim (`sa`, `sb`, in matrices; 0 where it is broadcast) and the matrices' M, K, N
+-- (a 1-d operand is a 1-row or 1-column matrix).
+function ops.matmul.layout(node)
+  local a, b = node.inputs[1].shape, node.inputs[2].shape
+  local am = #a == 1 and { 1, a[1] } or a
+  local bm = #b == 1 and { b[1], 1 } or b
+  local M, K, N = am[#am - 1], am[#am], bm[#bm]
+  local nb = math.max(#am, #bm) - 2
+  if nb > 4 then require("diag").fatal(node.where, "matmul with more than 4 batch dims is not supported yet") end
+  local bshape = {}
+  for i = 1, nb do
+    local da, db = am[#am - 2 - nb + i], bm[#bm - 2 - nb + i]
+    bshape[i] = (da ~= nil and da ~= 1) and da or (db or 1)
+  end
+  local function strides(m)
+    local s, run = {}, 1
+    local k = #m - 2
+    for i = nb, 1, -1 do
+      local d = m[k - nb + i]
+      if d == nil or (d == 1 and bshape[i] ~= 1) then s[i] = 0 else s[i] = run; run = run * (d == "B" and 1 or d) end
+    end
+    return s
+  end
+  return { nb = nb, bshape = bshape, sa = strides(am), sb = strides(bm), M = M, K = K, N = N }
+end
 
 -- q (..., L, E), k (..., S, E), v (..., S, Ev) -> (..., L, Ev)
 ops.scaled_dot_product_attention = {

@@ -440,24 +440,9 @@ ops_cpu.slice = {
 -- reductions over one contiguous run of dims, seen as (OUTER, D, INNER)
 
 local function reduce_layout(e, n)
-  local x = n.inputs[1]
-  local k = #x.shape
-  if not n.attrs.dims then return "1", e.numel(x), "1" end
-  local ds = {}
-  for _, d in ipairs(n.attrs.dims) do ds[#ds + 1] = norm(d, k) + 1 end
-  table.sort(ds)
-  for i = 2, #ds do
-    if ds[i] ~= ds[i - 1] + 1 then
-      require("diag").fatal(n.where, string.format("%s over non-adjacent dims is not supported by the C backend yet", n.op))
-    end
-  end
-  local first, last = ds[1], ds[#ds]
-  local D = 1
-  for i = first, last do
-    if x.shape[i] == "B" then require("diag").fatal(n.where, n.op .. " over the batch dimension inside the model is not supported by the C backend yet") end
-    D = D * x.shape[i]
-  end
-  return e.outer(x, first), D, dims_after(x.shape, last + 1)
+  local first, D, inner = require("ops").sum.layout(n)
+  if not first then return "1", e.numel(n.inputs[1]), "1" end
+  return e.outer(n.inputs[1], first), D, inner
 end
 for _, name in ipairs { "sum", "mean" } do
   ops_cpu[name] = {
@@ -476,30 +461,10 @@ end
 -- matmul (torch.matmul) and attention
 
 local function matmul_dims(e, n)
-  local a, b, out = n.inputs[1].shape, n.inputs[2].shape, n.out.shape
-  local am = #a == 1 and { 1, a[1] } or a
-  local bm = #b == 1 and { b[1], 1 } or b
-  local M, K, N = am[#am - 1], am[#am], bm[#bm]
-  local nb = math.max(#am, #bm) - 2
-  if nb > 4 then require("diag").fatal(n.where, "matmul with more than 4 batch dims is not supported by the C backend") end
-  local bshape = {}
-  for i = 1, nb do
-    local da, db = am[#am - 2 - nb + i], bm[#bm - 2 - nb + i]
-    bshape[i] = (da ~= nil and da ~= 1) and da or (db or 1)
-  end
-  local function strides(m)
-    local s, run = {}, 1
-    local k = #m - 2
-    for i = nb, 1, -1 do
-      local d = m[k - nb + i]
-      if d == nil or (d == 1 and bshape[i] ~= 1) then s[i] = 0 else s[i] = run; run = run * (d == "B" and 1 or d) end
-    end
-    return s
-  end
-  local sa, sb = strides(am), strides(bm)
+  local l = require("ops").matmul.layout(n)
   local pad = function(t) local c = {} for i = 1, 4 do c[i] = t[i] or 0 end return c end
-  return string.format("{ %d, { %s }, { %s }, { %s }, %s, %s, %s }", nb, ints(pad(bshape)), ints(pad(sa)), ints(pad(sb)),
-    tostring(M), tostring(K), tostring(N))
+  return string.format("{ %d, { %s }, { %s }, { %s }, %s, %s, %s }", l.nb, ints(pad(l.bshape)), ints(pad(l.sa)), ints(pad(l.sb)),
+    tostring(l.M), tostring(l.K), tostring(l.N))
 end
 ops_cpu.matmul = {
   forward = function(e, n)

@@ -190,6 +190,7 @@ typedef struct {
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t a, b, c;
     cublasLtMatmulAlgo_t algo;
+    int64_t batch;   // lc_gemm_batched's batch count (1 for lc_gemm)
 } gemm_plan;
 
 static void lt_check(cublasStatus_t s, const char *what, const char *site) {
@@ -204,9 +205,16 @@ static cudaDataType_t dtype(lc_format f) {
 
 // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: cuBLASLt sees
 // m = N, n = M, with B as its first operand and A as its second.
+// A strided batch (lc_gemm_batched): the count, each operand's stride between matrices
+// (A, B, C, in elements) and the alignment in bytes its matrices all have (the heuristic
+// otherwise assumes 256: a batch of matrices at odd strides needs an algorithm for less).
+typedef struct { int64_t count, stride[3]; uint32_t align[3]; } gemm_batch;
+
+// `batch` (NULL for one matrix) makes the layouts strided batches.
 static gemm_plan *make_plan(const lc_gemm_site *site, int ta, int tb, int64_t M, int64_t N, int64_t K, lc_format ab,
-                            lc_format cf, int has_bias, int tf32) {
+                            lc_format cf, int has_bias, int tf32, const gemm_batch *batch) {
     gemm_plan *p = (gemm_plan *)calloc(1, sizeof *p);
+    p->batch = batch ? batch->count : 1;
     cublasComputeType_t ct = (tf32 && ab == LC_F32) ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     lt_check(cublasLtMatmulDescCreate(&p->op, ct, CUDA_R_32F), "MatmulDescCreate", site->what);
     cublasOperation_t opa = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opb = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -226,11 +234,30 @@ static gemm_plan *make_plan(const lc_gemm_site *site, int ta, int tb, int64_t M,
     if (ta) lt_check(cublasLtMatrixLayoutCreate(&p->b, dtype(ab), (uint64_t)M, (uint64_t)K, M), "layout A", site->what);
     else lt_check(cublasLtMatrixLayoutCreate(&p->b, dtype(ab), (uint64_t)K, (uint64_t)M, K), "layout A", site->what);
     lt_check(cublasLtMatrixLayoutCreate(&p->c, dtype(cf), (uint64_t)N, (uint64_t)M, N), "layout C", site->what);
+    if (batch) {   // cuBLASLt's first operand is the row-major B, its second A
+        const int32_t count = (int32_t)batch->count;
+        cublasLtMatrixLayout_t layouts[3] = { p->a, p->b, p->c };
+        const int64_t offsets[3] = { batch->stride[1], batch->stride[0], batch->stride[2] };
+        for (int i = 0; i < 3; i++) {
+            lt_check(cublasLtMatrixLayoutSetAttribute(layouts[i], CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof count),
+                     "BATCH_COUNT", site->what);
+            lt_check(cublasLtMatrixLayoutSetAttribute(layouts[i], CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &offsets[i],
+                                                      sizeof offsets[i]), "STRIDED_BATCH_OFFSET", site->what);
+        }
+    }
     cublasLtMatmulPreference_t pref;
     lt_check(cublasLtMatmulPreferenceCreate(&pref), "PreferenceCreate", site->what);
     size_t ws = WORKSPACE;
     lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws),
              "MAX_WORKSPACE", site->what);
+    if (batch) {
+        const cublasLtMatmulPreferenceAttributes_t which[4] = { CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+            CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+            CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES };
+        const uint32_t align[4] = { batch->align[1], batch->align[0], batch->align[2], batch->align[2] };
+        for (int i = 0; i < 4; i++)
+            lt_check(cublasLtMatmulPreferenceSetAttribute(pref, which[i], &align[i], sizeof align[i]), "MIN_ALIGNMENT", site->what);
+    }
     cublasLtMatmulHeuristicResult_t res;
     int found = 0;
     lt_check(cublasLtMatmulAlgoGetHeuristic(lt, p->op, p->a, p->b, p->c, p->c, pref, 1, &res, &found), "AlgoGetHeuristic",
@@ -255,7 +282,7 @@ void lc_gemm(lc_gemm_site *site, int ta, int tb, int64_t M, int64_t N, int64_t K
     for (int i = 0; i < site->n; i++)
         if (site->mnk[i][0] == M && site->mnk[i][1] == N && site->mnk[i][2] == K) p = (gemm_plan *)site->plans[i];
     if (!p) {
-        p = make_plan(site, ta, tb, M, N, K, ab, cf, bias != NULL, tf32);
+        p = make_plan(site, ta, tb, M, N, K, ab, cf, bias != NULL, tf32, NULL);
         int slot = site->n < 4 ? site->n++ : 3;   // the full batch and the last one: a site sees two shapes
         site->plans[slot] = p;
         site->mnk[slot][0] = M; site->mnk[slot][1] = N; site->mnk[slot][2] = K;
@@ -264,6 +291,37 @@ void lc_gemm(lc_gemm_site *site, int ta, int tb, int64_t M, int64_t N, int64_t K
         lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias), "BIAS_POINTER",
                  site->what);
     const float alpha = 1.0f;
+    lt_check(cublasLtMatmul(lt, p->op, &alpha, B, p->a, A, p->b, &beta, C, p->c, C, p->c, &p->algo, workspace, WORKSPACE,
+                            (cudaStream_t)stream),
+             "Matmul", site->what);
+}
+
+static size_t elem_size(lc_format f) { return f == LC_F32 ? 4 : 2; }
+// the largest power of two up to 256 dividing the address of every matrix of a batch
+static uint32_t alignment(const void *base, int64_t stride, size_t elem) {
+    uint64_t bits = (uint64_t)(uintptr_t)base | (uint64_t)stride * elem | 256;
+    return (uint32_t)(bits & (~bits + 1));
+}
+
+void lc_gemm_batched(lc_gemm_site *site, int ta, int tb, int64_t M, int64_t N, int64_t K, int64_t batch,
+                     const void *A, int64_t sa, const void *B, int64_t sb, lc_format ab,
+                     void *C, int64_t sc, lc_format cf, float alpha, float beta, int tf32, void *stream) {
+    if (!lt) {
+        lt_check(cublasLtCreate(&lt), "Create", site->what);
+        LC_CHECK(cudaMalloc(&workspace, WORKSPACE));
+    }
+    gemm_plan *p = NULL;
+    for (int i = 0; i < site->n; i++)
+        if (site->mnk[i][0] == M && site->mnk[i][1] == N && site->mnk[i][2] == K && ((gemm_plan *)site->plans[i])->batch == batch)
+            p = (gemm_plan *)site->plans[i];
+    if (!p) {
+        gemm_batch b = { batch, { sa, sb, sc }, { alignment(A, sa, elem_size(ab)), alignment(B, sb, elem_size(ab)),
+                                                  alignment(C, sc, elem_size(cf)) } };
+        p = make_plan(site, ta, tb, M, N, K, ab, cf, 0, tf32, &b);
+        int slot = site->n < 4 ? site->n++ : 3;
+        site->plans[slot] = p;
+        site->mnk[slot][0] = M; site->mnk[slot][1] = N; site->mnk[slot][2] = K;
+    }
     lt_check(cublasLtMatmul(lt, p->op, &alpha, B, p->a, A, p->b, &beta, C, p->c, C, p->c, &p->algo, workspace, WORKSPACE,
                             (cudaStream_t)stream),
              "Matmul", site->what);

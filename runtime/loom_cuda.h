@@ -60,6 +60,13 @@ typedef struct lc_gemm_site lc_gemm_site;
 struct lc_gemm_site { void *plans[4]; int64_t mnk[4][3]; int n; const char *what; };
 void lc_gemm(lc_gemm_site *site, int ta, int tb, int64_t M, int64_t N, int64_t K, const void *A, const void *B,
              lc_format ab, void *C, lc_format cf, float beta, const void *bias, int tf32, void *stream);
+// The same GEMM over `batch` matrices at once (cuBLASLt's strided batches): matrix i of A
+// starts at A + i * sa elements, of B at B + i * sb, of C at C + i * sc; a stride of 0
+// gives every batch the same matrix (a broadcast operand; never for C).  C = alpha *
+// op(A) op(B) + beta * C.  Each call site keeps its plans per (M, N, K, batch).
+void lc_gemm_batched(lc_gemm_site *site, int ta, int tb, int64_t M, int64_t N, int64_t K, int64_t batch,
+                     const void *A, int64_t sa, const void *B, int64_t sb, lc_format ab,
+                     void *C, int64_t sc, lc_format cf, float alpha, float beta, int tf32, void *stream);
 void lc_gemm_shutdown(void);
 
 #ifdef __cplusplus

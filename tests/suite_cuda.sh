@@ -8,6 +8,12 @@
 #    to a cubin for sm_80 and for sm_90, and ptxas -v on its PTX reports no spills;
 #  - SGD, gradient clipping (norm 2 and inf, value) and Dropout: three fashion_mlp variants
 #    built and their kernels checked the same way;
+#  - the rest of the op table (tests/cuda_specs: attention_ops — embedding, layer_norm,
+#    slice, transpose/permute, sum/mean, matmul with dense/shared/broadcast operands,
+#    attention, softmax/log_softmax; conv_losses — grouped conv, dilated max pooling,
+#    avg pooling, soft cross entropy, and its loss swapped for bce_with_logits, mse, l1):
+#    built at 32-true and bf16-mixed (the loss variants at one precision each) and their
+#    kernels checked the same way;
 #  - --cuda-graph is compiled into the programs (it runs on a GPU: tests/gpu/run.sh);
 #  - the kernel cache: a second --jit-check reads every kernel from the cache;
 #  - accelerator = "auto" with no device: the CUDA program says so in one line and the
@@ -27,6 +33,11 @@ if [ ! -x "$CUDA/bin/nvcc" ]; then
   for v in mlp_sgd_clipnorm_bf16-mixed mlp_sgd_clipval_16-mixed mlp_adamw_clipinf_32-true; do
     echo "ok cuda_build_$v # SKIP no CUDA toolkit"; echo "ok cuda_kernels_$v # SKIP no CUDA toolkit"
   done
+  for v in attention_ops_32-true attention_ops_bf16-mixed conv_losses_32-true conv_losses_bf16-mixed \
+           conv_bce_logits_16-mixed conv_mse_sum_32-true conv_l1_none_mean_bf16-mixed; do
+    echo "ok cuda_build_$v # SKIP no CUDA toolkit"; echo "ok cuda_kernels_$v # SKIP no CUDA toolkit"
+  done
+  echo "ok cuda_batched_gemms # SKIP no CUDA toolkit"
   echo "ok cuda_graph_option # SKIP no CUDA toolkit"
   echo "ok cuda_kernel_cache # SKIP no CUDA toolkit"
   echo "ok cuda_auto_falls_back_to_cpu # SKIP no CUDA toolkit"
@@ -84,6 +95,32 @@ variant mlp_adamw_clipinf "Dropout(0.3)," "AdamW { lr = 1e-3 }" "{ max_norm = 0.
 check mlp_sgd_clipnorm "$tmp/variants/mlp_sgd_clipnorm.lua" bf16-mixed "sgd clip_norm_part clip_norm_coef clip_norm_scale"
 check mlp_sgd_clipval "$tmp/variants/mlp_sgd_clipval.lua" 16-mixed "sgd clip_value"
 check mlp_adamw_clipinf "$tmp/variants/mlp_adamw_clipinf.lua" 32-true "adam clip_norm_part dropout_ff_ff dropout_grad_ff_ff"
+
+# the rest of the op table: each spec at 32-true (with the kernels it must have) and bf16-mixed;
+# conv_losses' loss swapped for each of the other losses and reductions
+check attention_ops tests/cuda_specs/attention_ops.lua 32-true \
+  "embedding_ff_ff embedding_grad_ff_ff layer_norm_w_b_ff_ff_ff_ff layer_norm_ff_ff layer_norm_grad_wb_part_ff_ff slice_grad_ff_ff
+   permute_ff_ff permute_grad_ff_ff reduce_rows_ff_ff expand_rows_ff_ff matmul_expand_ff_ff matmul_reduce_ff_ff
+   attention_softmax attention_softmax_grad softmax_grad_ff_ff_ff log_softmax_ff_ff log_softmax_grad_ff_ff_ff"
+check attention_ops tests/cuda_specs/attention_ops.lua bf16-mixed
+check conv_losses tests/cuda_specs/conv_losses.lua 32-true \
+  "avg_pool2d_ff_ff avg_pool2d_grad_ff_ff max_pool2d_grad_ff_ff cross_entropy_soft_ff_ff_ff cross_entropy_soft_grad_ff_ff_ff"
+check conv_losses tests/cuda_specs/conv_losses.lua bf16-mixed
+d="$tmp/attention_ops_32-true"
+if [ -f "$d/model.cu" ] && [ "$(grep -c "lc_gemm_batched(" "$d/model.cu")" -ge 8 ]; then
+  echo "ok cuda_batched_gemms (attention and matmul: $(grep -c "lc_gemm_batched(" "$d/model.cu") strided-batch cuBLASLt calls)"
+else
+  echo "not ok cuda_batched_gemms: attention_ops' model.cu has too few lc_gemm_batched calls"
+fi
+loss_variant() {   # NAME LOSS-EXPRESSION
+  sed "s/return cross_entropy(m(b), b.target, { label_smoothing = 0.1 })/return $2/" tests/cuda_specs/conv_losses.lua >"$tmp/variants/$1.lua"
+}
+loss_variant conv_bce_logits "bce_with_logits(m(b), b.target)"
+loss_variant conv_mse_sum 'mse(m(b), b.target, { reduction = "sum" })'
+loss_variant conv_l1_none_mean 'mean(l1(m(b), b.target, { reduction = "none" }))'
+check conv_bce_logits "$tmp/variants/conv_bce_logits.lua" 16-mixed
+check conv_mse_sum "$tmp/variants/conv_mse_sum.lua" 32-true "mse_ff_ff_ff mse_grad_ff_ff_ff_ff"
+check conv_l1_none_mean "$tmp/variants/conv_l1_none_mean.lua" bf16-mixed
 
 # --cuda-graph (a GPU runs it: tests/gpu/run.sh): the flag is parsed, the step's two halves
 # are captured and updated in place, and the option is off unless asked for

@@ -262,3 +262,138 @@ Test(scalar_ops, dropout_matches_cpu_kernels) {
         cr_assert(j < 3 || kept == 0);
     }
 }
+
+// ---------------------------------------------------------------------------
+// layer norm, softmax, avg_pool2d's divisor and the remaining losses (gen/ops_cuda.lua's
+// rules for them); each reduction as the CPU kernel does it, the per-element parts here
+
+Test(scalar_ops, layer_norm_matches_cpu_kernels) {
+    enum { R = 7, D = 37 };
+    static float x[R * D], y[R * D], y0[R * D], dy[R * D], dx[R * D], w[D], b[D], dw[D], db[D], mean[R], rstd[R];
+    for (int i = 0; i < R * D; i++) { x[i] = uniform(-3, 3); dy[i] = uniform(-1, 1); }
+    for (int i = 0; i < D; i++) { w[i] = uniform(0.5f, 1.5f); b[i] = uniform(-1, 1); }
+    k_layer_norm_forward_f32(y, mean, rstd, x, w, b, R, D, 1e-5f);
+    k_layer_norm_forward_f32(y0, NULL, NULL, x, NULL, NULL, R, D, 1e-5f);   // no affine
+    memset(dx, 0, sizeof dx); memset(dw, 0, sizeof dw); memset(db, 0, sizeof db);
+    k_layer_norm_backward_f32(dx, dw, db, dy, x, w, mean, rstd, R, D);
+    for (int r = 0; r < R; r++) {
+        double s1 = 0, s2 = 0;
+        for (int i = 0; i < D; i++) {
+            int j = r * D + i;
+            cr_assert(same_bits(so_ln_apply(x[j], mean[r], rstd[r], w[i], b[i]), y[j]), "layer norm at %d", j);
+            cr_assert(same_bits(so_ln_apply(x[j], mean[r], rstd[r], 1, 0), y0[j]), "layer norm without affine at %d", j);
+            float g = dy[j] * w[i];
+            s1 += g;
+            s2 += so_ln_term(g, x[j], mean[r], rstd[r]);
+        }
+        float m1 = (float)(s1 / D), m2 = (float)(s2 / D);
+        for (int i = 0; i < D; i++) {
+            int j = r * D + i;
+            cr_assert(same_bits(0 + so_ln_grad(dy[j] * w[i], x[j], mean[r], rstd[r], m1, m2), dx[j]), "layer norm dx at %d", j);
+        }
+    }
+    for (int i = 0; i < D; i++) {
+        float sw = 0, sb = 0;
+        for (int r = 0; r < R; r++) { sw += so_ln_term(dy[r * D + i], x[r * D + i], mean[r], rstd[r]); sb += dy[r * D + i]; }
+        cr_assert(same_bits(sw, dw[i]) && same_bits(sb, db[i]), "layer norm dw, db at %d", i);
+    }
+}
+
+Test(scalar_ops, softmax_matches_cpu_kernels) {
+    enum { O = 3, D = 11, IN = 5 };
+    static float x[O * D * IN], y[O * D * IN], ly[O * D * IN], dy[O * D * IN], dx[O * D * IN], ldx[O * D * IN];
+    for (int i = 0; i < O * D * IN; i++) { x[i] = uniform(-6, 6); dy[i] = uniform(-1, 1); }
+    k_softmax_forward_f32(y, x, O, D, IN);
+    k_log_softmax_forward_f32(ly, x, O, D, IN);
+    memset(dx, 0, sizeof dx); memset(ldx, 0, sizeof ldx);
+    k_softmax_backward_f32(dx, dy, y, O, D, IN);
+    k_log_softmax_backward_f32(ldx, dy, ly, O, D, IN);
+    for (int o = 0; o < O; o++)
+        for (int i = 0; i < IN; i++) {
+            const int base = o * D * IN + i;
+            float mx = -INFINITY, s = 0, ls = 0, gy = 0, gs = 0;
+            for (int d = 0; d < D; d++) if (x[base + d * IN] > mx) mx = x[base + d * IN];
+            for (int d = 0; d < D; d++) { s += so_exp_shifted(x[base + d * IN], mx); ls += so_exp_shifted(x[base + d * IN], mx); }
+            for (int d = 0; d < D; d++) {
+                const int j = base + d * IN;
+                cr_assert(same_bits(so_exp_shifted(x[j], mx) * (1 / s), y[j]), "softmax at %d", j);
+                cr_assert(same_bits(so_log_softmax(x[j], mx, ls), ly[j]), "log_softmax at %d", j);
+                gy += dy[j] * y[j];
+                gs += dy[j];
+            }
+            for (int d = 0; d < D; d++) {
+                const int j = base + d * IN;
+                cr_assert(same_bits(0 + so_softmax_grad(dy[j], y[j], gy), dx[j]), "softmax grad at %d", j);
+                cr_assert(same_bits(0 + so_log_softmax_grad(dy[j], ly[j], gs), ldx[j]), "log_softmax grad at %d", j);
+            }
+        }
+}
+
+Test(scalar_ops, avg_pool_divisor_matches_cpu_kernel) {
+    for (int it = 0; it < 2000; it++) {
+        k_pool2d_dims d = { 1, 1, 3 + (int)(next_u32() % 9), 3 + (int)(next_u32() % 9), 1 + (int)(next_u32() % 4), 1 + (int)(next_u32() % 4),
+                            1 + (int)(next_u32() % 3), 1 + (int)(next_u32() % 3), 0, 0, 1, 1, 0, 0, (int)(next_u32() % 2) };
+        d.PH = (int)(next_u32() % (d.KH / 2 + 1)); d.PW = (int)(next_u32() % (d.KW / 2 + 1));
+        d.OH = (d.H + 2 * d.PH - d.KH + d.SH - 1) / d.SH + 1;   // ceil mode's extra window included
+        d.OW = (d.W + 2 * d.PW - d.KW + d.SW - 1) / d.SW + 1;
+        for (int oh = 0; oh < d.OH; oh++)
+            for (int ow = 0; ow < d.OW; ow++) {
+                int h0, h1, w0, w1, div;
+                k_avg_pool2d_window_f32(&d, oh, ow, &h0, &h1, &w0, &w1, &div);
+                cr_assert_eq(so_avg_pool_divisor(oh * d.SH - d.PH, ow * d.SW - d.PW, d.KH, d.KW, d.H, d.W, d.PH, d.PW, d.count_include_pad), div);
+            }
+    }
+}
+
+Test(scalar_ops, more_losses_match_cpu_kernels) {
+    static float x[N], t[N], l[N], g[N], dx[N];
+    for (int i = 0; i < N; i++) { x[i] = uniform(-20, 20); t[i] = uniform(0, 1); g[i] = uniform(-1, 1); }
+    x[3] = 0; t[3] = 0;   // l1's sign at 0
+    float mean;
+    k_bce_with_logits_forward_f32(l, x, t, N, K_REDUCTION_NONE);
+    memset(dx, 0, sizeof dx);
+    k_bce_with_logits_backward_f32(dx, g, x, t, N, K_REDUCTION_NONE);
+    for (int i = 0; i < N; i++) {
+        cr_assert(same_bits(so_bce_logits(x[i], t[i]), l[i]), "bce_with_logits at %d", i);
+        cr_assert(same_bits(0 + so_bce_logits_grad(g[i], x[i], t[i]), dx[i]), "bce_with_logits grad at %d", i);
+    }
+    k_mse_forward_f32(l, x, t, N, K_REDUCTION_NONE);
+    memset(dx, 0, sizeof dx);
+    k_mse_backward_f32(dx, g, x, t, N, K_REDUCTION_NONE);
+    for (int i = 0; i < N; i++) {
+        cr_assert(same_bits(so_mse(x[i], t[i]), l[i]) && same_bits(0 + so_mse_grad(g[i], x[i], t[i]), dx[i]), "mse at %d", i);
+    }
+    k_l1_forward_f32(l, x, t, N, K_REDUCTION_NONE);
+    memset(dx, 0, sizeof dx);
+    k_l1_backward_f32(dx, g, x, t, N, K_REDUCTION_NONE);
+    for (int i = 0; i < N; i++) {
+        cr_assert(same_bits(so_l1(x[i], t[i]), l[i]) && same_bits(0 + so_l1_grad(g[i], x[i], t[i]), dx[i]), "l1 at %d", i);
+    }
+    // mean: the factor from the one dloss
+    float one = 0.75f;
+    memset(dx, 0, sizeof dx);
+    k_mse_forward_f32(&mean, x, t, N, K_REDUCTION_MEAN);
+    k_mse_backward_f32(dx, &one, x, t, N, K_REDUCTION_MEAN);
+    for (int i = 0; i < N; i++)
+        cr_assert(same_bits(0 + so_mse_grad(so_loss_grad(one, 1, (double)N), x[i], t[i]), dx[i]), "mse mean grad at %d", i);
+    // cross entropy with probability targets (label smoothing 0.1)
+    enum { R = 29, C = 7 };
+    static float logits[R * C], tg[R * C], logp[R * C], dl[R * C];
+    for (int i = 0; i < R * C; i++) { logits[i] = uniform(-5, 5); tg[i] = uniform(0, 1); }
+    float loss;
+    k_cross_entropy_soft_forward_f32(&loss, logp, logits, tg, R, C, 1, 0.1f, K_REDUCTION_MEAN);
+    memset(dl, 0, sizeof dl);
+    k_cross_entropy_soft_backward_f32(dl, &one, logp, logits, tg, R, C, 1, 0.1f, K_REDUCTION_MEAN);
+    double total = 0;
+    for (int r = 0; r < R; r++) {
+        float lr = 0, qsum = 0;
+        for (int c = 0; c < C; c++) { lr -= so_ce_soft_q(tg[r * C + c], 0.1f, C) * logp[r * C + c]; qsum += so_ce_soft_q(tg[r * C + c], 0.1f, C); }
+        total += lr;
+        float gr = so_loss_grad(one, 1, (double)R);
+        for (int c = 0; c < C; c++) {
+            float want = 0 + so_ce_soft_grad(gr, logp[r * C + c], qsum, so_ce_soft_q(tg[r * C + c], 0.1f, C));
+            cr_assert(same_bits(want, dl[r * C + c]), "soft cross entropy grad at %d,%d", r, c);
+        }
+    }
+    cr_assert(same_bits((float)(total / R), loss), "soft cross entropy loss");
+}

@@ -5,7 +5,7 @@
 // around these functions.  What the CPU tests prove about them holds on the GPU.
 //
 // No libc: NVRTC compiles this without any system header.  The math functions used
-// (expf, logf, sqrtf, fabs, pow) are NVRTC built-ins; on the CPU the includer provides <math.h>.
+// (expf, logf, sqrtf, fabs, fabsf, pow) are NVRTC built-ins; on the CPU the includer provides <math.h>.
 // Storage formats as gen/precision.lua names them: f32 (float), bf16 and f16 (16-bit
 // patterns in an unsigned short, converted here bit by bit, rounding to nearest even,
 // so that the GPU needs neither cuda_bf16.h nor cuda_fp16.h and rounds as the CPU does).
@@ -131,6 +131,60 @@ SO_FN float so_bn_eval(float x, float scale, float shift) { return x * scale + s
 SO_FN float so_bn_grad(float dy, float x, float mean, float invstd, float k, float mdy, float mdyx) {
     return k * (dy - mdy - (x - mean) * invstd * mdyx);
 }
+
+// ---------------------------------------------------------------------------
+// normalisation, softmax, pooling and the remaining losses (the CUDA rules of
+// gen/ops_cuda.lua for layer_norm, softmax/log_softmax, attention, avg_pool2d, sum/mean,
+// cross_entropy with probability targets, bce_with_logits, mse, l1), each as the CPU
+// kernel of templates/cpu/ writes it
+
+// layer norm forward: (x - mean) * rstd * w + b   (w = 1, b = 0 when the module has none:
+// the CPU's `v` and `v + 0` are the same floats)
+SO_FN float so_ln_apply(float x, float mean, float rstd, float w, float b) { return (x - mean) * rstd * w + b; }
+// one term of the backward's sums: g * xhat, g = dy * w for dx's, g = dy for dw's
+SO_FN float so_ln_term(float g, float x, float mean, float rstd) { return g * (x - mean) * rstd; }
+// dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
+SO_FN float so_ln_grad(float dxhat, float x, float mean, float rstd, float m1, float m2) {
+    return rstd * (dxhat - m1 - (x - mean) * rstd * m2);
+}
+
+// softmax: exp(x - max); log_softmax: x - (max + log(sum exp(x - max)))
+SO_FN float so_exp_shifted(float x, float mx) { return expf(x - mx); }
+SO_FN float so_log_softmax(float x, float mx, float sum) { return x - (mx + logf(sum)); }
+// backward: softmax dx = y * (dy - sum(dy * y));  log_softmax dx = dy - exp(y) * sum(dy)
+SO_FN float so_softmax_grad(float dy, float y, float s) { return y * (dy - s); }
+SO_FN float so_log_softmax_grad(float dy, float y, float s) { return dy - expf(y) * s; }
+
+// avg_pool2d's divisor for the window starting at (hs, ws) (PyTorch: the window clipped to
+// the padded input with count_include_pad, else the number of real inputs in it)
+SO_FN int so_avg_pool_divisor(int hs, int ws, int KH, int KW, int H, int W, int PH, int PW, int count_include_pad) {
+    int he = hs + KH, we = ws + KW;
+    if (he > H + PH) he = H + PH;
+    if (we > W + PW) we = W + PW;
+    const int pool = (he - hs) * (we - ws);
+    if (hs < 0) hs = 0;
+    if (ws < 0) ws = 0;
+    if (he > H) he = H;
+    if (we > W) we = W;
+    return count_include_pad ? pool : (he - hs) * (we - ws);
+}
+
+// a loss's gradient factor: dloss / count for mean, dloss for sum and none
+SO_FN float so_loss_grad(float dloss, int mean, double count) { return mean ? (float)(dloss / count) : dloss; }
+// cross entropy with probability targets: q = (1 - eps) * t + eps / C, l = -sum q * logp,
+// dlogit = g * (softmax * sum(q) - q)
+SO_FN float so_ce_soft_q(float t, float smoothing, int C) { return (1 - smoothing) * t + smoothing / C; }
+SO_FN float so_ce_soft_grad(float g, float lp, float qsum, float q) { return g * (expf(lp) * qsum - q); }
+// binary cross entropy on logits, stably: (1 - t) x + m + log(exp(-m) + exp(-x - m)), m = max(-x, 0)
+SO_FN float so_bce_logits(float x, float t) {
+    const float m = x < 0 ? -x : 0;
+    return (1 - t) * x + m + logf(expf(-m) + expf(-x - m));
+}
+SO_FN float so_bce_logits_grad(float g, float x, float t) { return g * (1 / (1 + expf(-x)) - t); }
+SO_FN float so_mse(float x, float t) { return (x - t) * (x - t); }
+SO_FN float so_mse_grad(float g, float x, float t) { return g * 2 * (x - t); }
+SO_FN float so_l1(float x, float t) { return fabsf(x - t); }
+SO_FN float so_l1_grad(float g, float x, float t) { const float d = x - t; return g * (float)((d > 0) - (d < 0)); }
 
 // ---------------------------------------------------------------------------
 // optimizers (torch.optim's single-tensor rules; constants from the host, in float)

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The rest of the op table on the CUDA backend, run: each spec of tests/cuda_specs is
+# built for CUDA, run under the CUDA emulator (tests/cuda_emu: kernels host-compiled,
+# cuBLASLt and its strided batches emulated) and as the CPU program, the same steps
+# from the same seed, and the checkpoints (parameters and optimizer state) compared
+# with a bound per precision (GEMM summation order; the CUDA kernels' double block sums
+# against the CPU's left-to-right ones; bf16/f16 storage).
+#  - attention_ops (embedding, layer_norm, slice, transpose/permute, sum/mean, matmul
+#    with dense/shared/broadcast operands, attention, softmax/log_softmax, cross entropy
+#    over a transposed output) at 32-true and bf16-mixed;
+#  - conv_losses (grouped and depthwise conv, dilated max pooling, avg pooling with
+#    ceil_mode and count_include_pad = false, soft cross entropy) at 32-true and
+#    bf16-mixed, and with its loss swapped for bce_with_logits (16-mixed), mse (sum) and
+#    l1 (none, reduced by mean()).
+# SKIPs without the CUDA toolkit (the emulator compiles kernels with NVRTC) or numpy.
+set -u
+cd "$(dirname "$0")/.."
+LOOM=${LOOM:-build/loom}
+CUDA=${CUDA_HOME:-/usr/local/cuda}
+PY=/usr/bin/python3
+# NAME SPEC PRECISION STEPS BOUND (largest absolute difference against the CPU program)
+CASES=("attention_ops tests/cuda_specs/attention_ops.lua 32-true 3 1e-5"
+       "attention_ops tests/cuda_specs/attention_ops.lua bf16-mixed 3 1e-3"
+       "conv_losses tests/cuda_specs/conv_losses.lua 32-true 3 1e-5"
+       "conv_losses tests/cuda_specs/conv_losses.lua bf16-mixed 3 1e-3"
+       "conv_bce_logits @variants/conv_bce_logits.lua 16-mixed 3 1e-3"
+       "conv_mse_sum @variants/conv_mse_sum.lua 32-true 3 1e-5"
+       "conv_l1_none_mean @variants/conv_l1_none_mean.lua 32-true 3 1e-5")
+if [ ! -x "$CUDA/bin/nvcc" ] || ! "$PY" -c "import numpy" 2>/dev/null; then
+  for c in "${CASES[@]}"; do set -- $c; echo "ok ops_emu_matches_cpu_$1_$3 # SKIP no CUDA toolkit or no numpy"; done
+  exit 0
+fi
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+mkdir -p "$tmp/variants"
+loss_variant() {   # NAME LOSS-EXPRESSION: conv_losses with another loss
+  sed "s/return cross_entropy(m(b), b.target, { label_smoothing = 0.1 })/return $2/" tests/cuda_specs/conv_losses.lua >"$tmp/variants/$1.lua"
+}
+loss_variant conv_bce_logits "bce_with_logits(m(b), b.target)"
+loss_variant conv_mse_sum 'mse(m(b), b.target, { reduction = "sum" })'
+loss_variant conv_l1_none_mean 'mean(l1(m(b), b.target, { reduction = "none" }))'
+for c in "${CASES[@]}"; do
+  set -- $c
+  name=$1 spec=${2/#@/$tmp/} prec=$3 steps=$4 bound=$5
+  d="$tmp/${name}_$prec"
+  mkdir -p "$d"
+  if ! "$LOOM" build "$spec" --accelerator=cuda --precision="$prec" --no-compile -o "$d/cuda" >"$d/cuda.log" 2>&1 ||
+     ! tests/cuda_emu/build.sh "$d/cuda" >>"$d/cuda.log" 2>&1 ||
+     ! "$d/cuda/emu/run" --max-steps "$steps" --seed 11 --out "$d/run_cuda" >>"$d/cuda.log" 2>&1; then
+    echo "not ok ops_emu_matches_cpu_${name}_$prec: emulated CUDA program: $(tail -n 1 "$d/cuda.log")"; continue
+  fi
+  if ! "$LOOM" build "$spec" --accelerator=cpu --precision="$prec" -o "$d/cpu" >"$d/cpu.log" 2>&1 ||
+     ! "$d/cpu/train" --max-steps "$steps" --seed 11 --out "$d/run_cpu" >>"$d/cpu.log" 2>&1; then
+    echo "not ok ops_emu_matches_cpu_${name}_$prec: CPU program: $(tail -n 1 "$d/cpu.log")"; continue
+  fi
+  if out=$("$PY" tests/fuse/compare_ckpt.py "$d/run_cuda/last.safetensors" "$d/run_cpu/last.safetensors" "$bound"); then
+    echo "ok ops_emu_matches_cpu_${name}_$prec ($steps steps: $out; bound $bound)"
+  else
+    echo "not ok ops_emu_matches_cpu_${name}_$prec: $out (bound $bound)"
+  fi
+done
