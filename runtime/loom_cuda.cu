@@ -205,16 +205,19 @@ static cudaDataType_t dtype(lc_format f) {
 // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: cuBLASLt sees
 // m = N, n = M, with B as its first operand and A as its second.
 static gemm_plan *make_plan(const lc_gemm_site *site, int ta, int tb, int64_t M, int64_t N, int64_t K, lc_format ab,
-                            lc_format cf, int has_bias, int tf32) {
+                            lc_format cf, int has_bias, lc_epilogue act, int tf32) {
     gemm_plan *p = (gemm_plan *)calloc(1, sizeof *p);
     cublasComputeType_t ct = (tf32 && ab == LC_F32) ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     lt_check(cublasLtMatmulDescCreate(&p->op, ct, CUDA_R_32F), "MatmulDescCreate", site->what);
     cublasOperation_t opa = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opb = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
     lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa), "TRANSA", site->what);
     lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb), "TRANSB", site->what);
-    if (has_bias) {
-        cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    if (has_bias || act != LC_EPI_NONE) {
+        cublasLtEpilogue_t epi = act == LC_EPI_RELU ? (has_bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU)
+                                                    : CUBLASLT_EPILOGUE_BIAS;
         lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi), "EPILOGUE", site->what);
+    }
+    if (has_bias) {
         int32_t bt = (int32_t)dtype(cf);
         lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt), "BIAS_DATA_TYPE",
                  site->what);
@@ -247,6 +250,12 @@ static gemm_plan *make_plan(const lc_gemm_site *site, int ta, int tb, int64_t M,
 
 void lc_gemm(lc_gemm_site *site, int ta, int tb, int64_t M, int64_t N, int64_t K, const void *A, const void *B,
              lc_format ab, void *C, lc_format cf, float beta, const void *bias, int tf32, void *stream) {
+    lc_gemm_epilogue(site, ta, tb, M, N, K, A, B, ab, C, cf, beta, bias, LC_EPI_NONE, tf32, stream);
+}
+
+void lc_gemm_epilogue(lc_gemm_site *site, int ta, int tb, int64_t M, int64_t N, int64_t K, const void *A, const void *B,
+                      lc_format ab, void *C, lc_format cf, float beta, const void *bias, lc_epilogue epi, int tf32,
+                      void *stream) {
     if (!lt) {
         lt_check(cublasLtCreate(&lt), "Create", site->what);
         LC_CHECK(cudaMalloc(&workspace, WORKSPACE));
@@ -255,7 +264,7 @@ void lc_gemm(lc_gemm_site *site, int ta, int tb, int64_t M, int64_t N, int64_t K
     for (int i = 0; i < site->n; i++)
         if (site->mnk[i][0] == M && site->mnk[i][1] == N && site->mnk[i][2] == K) p = (gemm_plan *)site->plans[i];
     if (!p) {
-        p = make_plan(site, ta, tb, M, N, K, ab, cf, bias != NULL, tf32);
+        p = make_plan(site, ta, tb, M, N, K, ab, cf, bias != NULL, epi, tf32);
         int slot = site->n < 4 ? site->n++ : 3;   // the full batch and the last one: a site sees two shapes
         site->plans[slot] = p;
         site->mnk[slot][0] = M; site->mnk[slot][1] = N; site->mnk[slot][2] = K;

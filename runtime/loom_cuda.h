@@ -60,6 +60,15 @@ typedef struct lc_gemm_site lc_gemm_site;
 struct lc_gemm_site { void *plans[4]; int64_t mnk[4][3]; int n; const char *what; };
 void lc_gemm(lc_gemm_site *site, int ta, int tb, int64_t M, int64_t N, int64_t K, const void *A, const void *B,
              lc_format ab, void *C, lc_format cf, float beta, const void *bias, int tf32, void *stream);
+// The GEMM with an activation in cuBLASLt's epilogue: C = act(op(A) op(B) + bias) (the
+// fuse pass's linear + ReLU: the pre-activation never goes to memory).  LC_EPI_RELU only:
+// ReLU commutes with the rounding of C, so the result is the unfused GEMM's + ReLU kernel's,
+// bit for bit; cuBLASLt's GELU is the tanh approximation with its own arithmetic (not
+// scalar_ops.h's), so GELU stays a kernel.
+typedef enum { LC_EPI_NONE = 0, LC_EPI_RELU = 1 } lc_epilogue;
+void lc_gemm_epilogue(lc_gemm_site *site, int ta, int tb, int64_t M, int64_t N, int64_t K, const void *A, const void *B,
+                      lc_format ab, void *C, lc_format cf, float beta, const void *bias, lc_epilogue epi, int tf32,
+                      void *stream);
 void lc_gemm_shutdown(void);
 
 #ifdef __cplusplus
