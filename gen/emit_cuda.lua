@@ -177,6 +177,8 @@ local function context(g, info, kernels, scratch)
       elseif mode == "w" then
         macros[#macros + 1] = string.format("#define st_%s(i, v) (%s[i] = so_narrow_%s(so_round_%s(v)))", name, name, d.S, d.V)
       else
+        -- a gradient: accumulated into, or (a sum made in a register) loaded and stored
+        macros[#macros + 1] = string.format("#define st_%s(i, v) (%s[i] = so_narrow_%s(so_round_%s(v)))", name, name, d.S, d.V)
         macros[#macros + 1] = string.format("#define acc_%s(i, v) (%s[i] = so_narrow_%s(%s(%s[i]) + so_round_%s(v)))",
           name, name, d.S, widen, name, d.V)
       end

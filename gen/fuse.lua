@@ -137,7 +137,7 @@ function fuse.plan(trace, pp, ad, is_alias, describe, tail_of, opts)
           if ok and g.epilogue then ok = q.op == "relu" and tail_of(g.head, q) == "epilogue" end
           for k = 1, #q.inputs do
             local r = resolve(q.inputs[k])
-            if ok and not in_group[r] and r.node and index[r.node] >= start then ok = false end
+            if ok and not in_group[r] and r.node and index[r.node] and index[r.node] >= start then ok = false end
           end
           if ok then nxt = q; break end
         end
