@@ -31,7 +31,9 @@ if [ ! -x "$CUDA/bin/nvcc" ]; then
   for v in mlp_sgd_clipnorm_bf16-mixed mlp_sgd_clipval_16-mixed mlp_adamw_clipinf_32-true; do
     echo "ok cuda_build_$v # SKIP no CUDA toolkit"; echo "ok cuda_kernels_$v # SKIP no CUDA toolkit"
   done
-  for p in "${PRECS[@]}"; do echo "ok cuda_build_fuse_chains_$p # SKIP no CUDA toolkit"; echo "ok cuda_kernels_fuse_chains_$p # SKIP no CUDA toolkit"; done
+  for v in fuse_chains_32-true fuse_chains_bf16-mixed fuse_chains_16-mixed fuse_conv_tail_32-true; do
+    echo "ok cuda_build_$v # SKIP no CUDA toolkit"; echo "ok cuda_kernels_$v # SKIP no CUDA toolkit"
+  done
   for t in cuda_fuse_groups cuda_fuse_stored_when_read_elsewhere cuda_no_fuse cuda_fuse_report; do echo "ok $t # SKIP no CUDA toolkit"; done
   echo "ok cuda_graph_option # SKIP no CUDA toolkit"
   echo "ok cuda_kernel_cache # SKIP no CUDA toolkit"
@@ -95,6 +97,7 @@ check mlp_adamw_clipinf "$tmp/variants/mlp_adamw_clipinf.lua" 32-true "adam clip
 check fuse_chains tests/fuse/chains.lua 32-true "tanh_muls_rsub_silu_add_gelu_dropout_divs_ tanh_muls_rsub_silu_add_gelu_dropout_divs_grad_ mul_grad2_bcast_"
 check fuse_chains tests/fuse/chains.lua bf16-mixed "tanh_muls_rsub_silu_add_gelu_dropout_divs_"
 check fuse_chains tests/fuse/chains.lua 16-mixed
+check fuse_conv_tail tests/fuse/conv_tail.lua 32-true "conv_out_bias_tail_"
 
 # the groups formed (fuse_plan.tsv: group ID KIND OPS AT BYTES; tensor ID tN OP stored|register WHY)
 groups() { grep "^group" "$1/fuse_plan.tsv" | cut -f3,4 | tr '\t' ' ' | tr '\n' ';'; }
@@ -128,7 +131,12 @@ for p in "${PRECS[@]}"; do
   [ "$t" = "$want" ] || why="${why}$p tensors: $t "
   grep -q "silu	stored	read by linear outside the group" "$d/fuse_plan.tsv" || why="${why}$p: silu not stored for linear "
 done
-if [ -z "$why" ]; then echo "ok cuda_fuse_stored_when_read_elsewhere (tests/fuse/chains.lua at 32-true, bf16-mixed, 16-mixed)"
+# conv → add → relu → dropout in the conv's output kernel: the conv's output stays stored
+# (the tail's backward recomputes ReLU's output from it), the sum and ReLU's output do not
+d="$tmp/fuse_conv_tail_32-true"
+[ "$(groups "$d")" = "tail conv2d+add+relu+dropout;" ] || why="${why}conv_tail groups: $(groups "$d") "
+[ "$(tensors "$d")" = "conv2d stored;add register;relu register;dropout stored;" ] || why="${why}conv_tail tensors: $(tensors "$d") "
+if [ -z "$why" ]; then echo "ok cuda_fuse_stored_when_read_elsewhere (tests/fuse/chains.lua at 32-true, bf16-mixed, 16-mixed; tests/fuse/conv_tail.lua)"
 else echo "not ok cuda_fuse_stored_when_read_elsewhere: $why"; fi
 
 # --no-fuse: one kernel per op, no groups, no epilogue; explain --accelerator=cuda lists the groups

@@ -1,0 +1,32 @@
+-- tests/fuse/conv_tail.lua — a producer's elementwise tail (tests/suite_cuda.sh and
+-- tests/suite_fuse_emu.sh): conv → + x (residual) → ReLU → Dropout goes into the store
+-- of the conv's output kernel, x an extra operand of it.  The sum and ReLU's output
+-- live in registers; the conv's output is still stored, because the tail's backward
+-- recomputes ReLU's output (its backward reads it) from it; Dropout's output is read
+-- by Linear head.
+model "ConvTail" {
+  inputs = { x = Tensor{4, 8, 8} },
+  conv = Conv2d(4, 4, 3, {padding = "same"}),
+  drop = Dropout(0.1),
+  head = Linear(256, 10),
+  forward = function(m, b)
+    local h = m.drop(relu(m.conv(b.x) + b.x))
+    return m.head(flatten(h, 1))
+  end,
+}
+
+fabric { accelerator = "cuda", precision = "32-true" }
+
+train {
+  data = Synthetic {
+    fields = {
+      x = Tensor{4, 8, 8, dist = "uniform"},
+      label = Tensor{dtype = "int64", dist = "randint", high = 10},
+    },
+    size = 128,
+  },
+  batch_size = 16,
+  loss = function(m, b) return cross_entropy(m(b), b.label) end,
+  optimizer = SGD { lr = 0.1, momentum = 0.9 },
+  epochs = 1,
+}
