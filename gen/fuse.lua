@@ -12,6 +12,9 @@
 --              chain's first member, so the one kernel can run where the chain starts.
 --              A singleton is a group too: every pointwise op's kernel is a group's.
 --   tail       a producer (conv2d, batch_norm, linear) + such a chain after it.
+-- The hook for a producer (layer_norm, say): set `tail = "kernel"` on its ops_cuda rule.
+-- Its kernels must store each element of its output once, through the st_<name> macro
+-- of the output's operand, and never read it back: the tail replaces that macro.
 -- A member whose broadcast operand (a bias-like (K) added to (M, K)) needs a gradient
 -- stays a singleton: its reduction over the broadcast dims is a kernel of its own.
 --
