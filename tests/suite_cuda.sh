@@ -97,7 +97,7 @@ check mlp_adamw_clipinf "$tmp/variants/mlp_adamw_clipinf.lua" 32-true "adam clip
 check fuse_chains tests/fuse/chains.lua 32-true "tanh_muls_rsub_silu_add_gelu_dropout_divs_ tanh_muls_rsub_silu_add_gelu_dropout_divs_grad_ mul_grad2_bcast_"
 check fuse_chains tests/fuse/chains.lua bf16-mixed "tanh_muls_rsub_silu_add_gelu_dropout_divs_"
 check fuse_chains tests/fuse/chains.lua 16-mixed
-check fuse_conv_tail tests/fuse/conv_tail.lua 32-true "conv_out_bias_tail_"
+check fuse_conv_tail tests/fuse/conv_tail.lua 32-true "conv_out_bias_tail_ batch_norm_train_w_b_tail_"
 
 # the groups formed (fuse_plan.tsv: group ID KIND OPS AT BYTES; tensor ID tN OP stored|register WHY)
 groups() { grep "^group" "$1/fuse_plan.tsv" | cut -f3,4 | tr '\t' ' ' | tr '\n' ';'; }
@@ -134,8 +134,9 @@ done
 # conv → add → relu → dropout in the conv's output kernel: the conv's output stays stored
 # (the tail's backward recomputes ReLU's output from it), the sum and ReLU's output do not
 d="$tmp/fuse_conv_tail_32-true"
-[ "$(groups "$d")" = "tail conv2d+add+relu+dropout;" ] || why="${why}conv_tail groups: $(groups "$d") "
-[ "$(tensors "$d")" = "conv2d stored;add register;relu register;dropout stored;" ] || why="${why}conv_tail tensors: $(tensors "$d") "
+[ "$(groups "$d")" = "tail conv2d+add+relu+dropout;tail batch_norm+relu;epilogue linear+relu;" ] || why="${why}conv_tail groups: $(groups "$d") "
+[ "$(tensors "$d")" = "conv2d stored;add register;relu register;dropout stored;batch_norm register;relu stored;linear register;relu stored;" ] ||
+  why="${why}conv_tail tensors: $(tensors "$d") "
 if [ -z "$why" ]; then echo "ok cuda_fuse_stored_when_read_elsewhere (tests/fuse/chains.lua at 32-true, bf16-mixed, 16-mixed; tests/fuse/conv_tail.lua)"
 else echo "not ok cuda_fuse_stored_when_read_elsewhere: $why"; fi
 

@@ -1,17 +1,21 @@
--- tests/fuse/conv_tail.lua — a producer's elementwise tail (tests/suite_cuda.sh and
--- tests/suite_fuse_emu.sh): conv → + x (residual) → ReLU → Dropout goes into the store
--- of the conv's output kernel, x an extra operand of it.  The sum and ReLU's output
--- live in registers; the conv's output is still stored, because the tail's backward
--- recomputes ReLU's output (its backward reads it) from it; Dropout's output is read
--- by Linear head.
+-- tests/fuse/conv_tail.lua — producers' elementwise tails (tests/suite_cuda.sh and
+-- tests/suite_fuse_emu.sh):
+--  - conv → + x (residual) → ReLU → Dropout goes into the store of the conv's output
+--    kernel, x an extra operand of it.  The sum and ReLU's output live in registers;
+--    the conv's output is still stored, because the tail's backward recomputes ReLU's
+--    output (its backward reads it) from it;
+--  - BatchNorm → ReLU goes into BN's kernel: BN's backward reads its input, not its
+--    output, so BN's output lives in registers;
+--  - Linear → ReLU is cuBLASLt's epilogue.
 model "ConvTail" {
   inputs = { x = Tensor{4, 8, 8} },
   conv = Conv2d(4, 4, 3, {padding = "same"}),
   drop = Dropout(0.1),
-  head = Linear(256, 10),
+  bn = BatchNorm2d(4),
+  head = Sequential { Flatten(), Linear(256, 32), ReLU(), Linear(32, 10) },
   forward = function(m, b)
     local h = m.drop(relu(m.conv(b.x) + b.x))
-    return m.head(flatten(h, 1))
+    return m.head(relu(m.bn(h)))
   end,
 }
 
