@@ -129,14 +129,18 @@ function commands.explain(opts, path)
     end
   end
   -- the CUDA program's fused kernels, when the program is for a GPU
-  local cuda
+  local cuda, why
   local accel = opts.accelerator or g.spec.fabric.accelerator
-  if info and (accel == "cuda" or accel == "gpu" or accel == "auto") and require("emit_cuda").available(g, opts.precision) then
-    local _
-    _, cuda = require("emit_cuda").program(g, { precision = opts.precision, spec_hash = "", no_fuse = opts.no_fuse })
+  if info and (accel == "cuda" or accel == "gpu" or accel == "auto") then
+    local ok
+    ok, why = require("emit_cuda").available(g, opts.precision)
+    if ok then
+      local _
+      _, cuda = require("emit_cuda").program(g, { precision = opts.precision, spec_hash = "", no_fuse = opts.no_fuse })
+    end
   end
   local md = report.markdown(g, { report.precision_section(g, info, opts.compare_wrapper), report.memory_section(g, info),
-    report.fuse_section(g, cuda, opts.no_fuse) })
+    report.fuse_section(g, cuda, opts.no_fuse, why) })
   write(dir .. "/REPORT.md", md)
   write(dir .. "/REPORT.html", report.html(g.model_rec.class .. " — loom report", md))
   io.write(string.format("wrote %s/REPORT.md and %s/REPORT.html\n", dir, dir))

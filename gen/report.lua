@@ -128,8 +128,12 @@ end
 
 -- The CUDA program's fused kernels (gen/fuse.lua): each group of more than one op, what
 -- stays in registers, and the memory traffic that saves a step.  `cuda` is what
--- gen/emit_cuda.lua's program returns beside the files; `no_fuse` says it was asked off.
-function report.fuse_section(g, cuda, no_fuse)
+-- gen/emit_cuda.lua's program returns beside the files; `no_fuse` says it was asked off;
+-- `unavailable` why there is no CUDA program.
+function report.fuse_section(g, cuda, no_fuse, unavailable)
+  if not cuda and unavailable then
+    return "## Fused kernels (CUDA)\n\nNo CUDA program: " .. unavailable .. "."
+  end
   if not cuda then return nil end
   local fz, saved = cuda.fuse, cuda.fuse_saved
   local out = { "## Fused kernels (CUDA)", "" }
