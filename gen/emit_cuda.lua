@@ -259,7 +259,17 @@ local function context(g, info, kernels, scratch)
     -- linear + ReLU fused (gen/fuse.lua): the GEMM writes the ReLU's output, the
     -- pre-activation never goes to memory
     local epilogue = C.tail and C.tail.epilogue
-    if epilogue then C = e.val(C.tail.members[1].out) end
+    local act, aux = "LC_EPI_RELU", "NULL"
+    if epilogue then
+      local grp = C.tail
+      local m = grp.members[1]
+      if m.op == "gelu" then
+        -- GELU's backward reads the pre-activation: written beside through the aux output
+        act = grp.stored[e.fz.resolve(grp.head.out)] and "LC_EPI_GELU_AUX" or "LC_EPI_GELU"
+        if act == "LC_EPI_GELU_AUX" then aux = C.ptr end
+      end
+      C = e.val(m.out)
+    end
     local direct = C.S == C.V and (C.S == F or C.S == "f32")
     assert(direct or not epilogue, "an epilogue GEMM writes its output directly (gen/fuse.lua)")
     local Dfmt = direct and C.S or ((C.V == F or C.V == "f32") and C.V or "f32")
@@ -274,8 +284,8 @@ local function context(g, info, kernels, scratch)
     local where = cur and cur.where and string.format("%s <- %s:%d", q.what, cur.where.file, cur.where.line) or q.what
     lines[#lines + 1] = string.format("{   static lc_gemm_site site = { {NULL}, {{0}}, 0, \"%s\" };", where)
     if epilogue then
-      lines[#lines + 1] = string.format("    lc_gemm_epilogue(&site, %d, %d, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, LC_EPI_RELU, TF32, m->stream);",
-        q.ta, q.tb, M, N, K, pa, pb, FMT[F].lc, dptr, FMT[Dfmt].lc, q.accumulate and "1.0f" or "0.0f", pbias)
+      lines[#lines + 1] = string.format("    lc_gemm_epilogue(&site, %d, %d, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, TF32, m->stream);",
+        q.ta, q.tb, M, N, K, pa, pb, FMT[F].lc, dptr, FMT[Dfmt].lc, q.accumulate and "1.0f" or "0.0f", pbias, act, aux)
     else
       lines[#lines + 1] = string.format("    lc_gemm(&site, %d, %d, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, TF32, m->stream);",
         q.ta, q.tb, M, N, K, pa, pb, FMT[F].lc, dptr, FMT[Dfmt].lc, (direct and q.accumulate) and "1.0f" or "0.0f", pbias)
@@ -527,7 +537,11 @@ function emit.program(g, opts)
       local r = ops_cuda[n.op]
       if not r or not r.tail then return nil end
       if r.tail == "epilogue" and q then
-        -- the GEMM writes the ReLU's output directly, in the linear output's formats
+        -- cuBLASLt's activations: ReLU, and GELU's tanh approximation (the aux output, the
+        -- pre-activation GELU's backward reads, needs N a multiple of 8)
+        local gelu = q.op == "gelu" and q.attrs.approximate == "tanh" and n.inputs[2].shape[1] % 8 == 0
+        if q.op ~= "relu" and not gelu then return nil end
+        -- the GEMM writes the activation's output directly, in the linear output's formats
         local F = e.gemm_format(e.val(n.inputs[1]), e.val(n.inputs[2]))
         local C, L = e.val(q.out), e.val(n.out)
         if not (C.S == C.V and (C.S == F or C.S == "f32") and L.S == C.S and L.V == C.V) then return nil end
@@ -734,6 +748,9 @@ function emit.fuse_savings(fz, e, batch_max)
       local d = not (grp.head and fz.resolve(grp.head.out) == t) and e.grad(t)
       if d then bytes = bytes + 3 * n * FMT[d.S].bytes end
     end
+    -- an epilogue that writes the pre-activation too spares the activation kernel's load of it
+    local h = grp.head and fz.resolve(grp.head.out)
+    if grp.epilogue and grp.stored[h] then bytes = bytes + eval_count(count_expr(h.shape), batch_max) * FMT[e.val(h).S].bytes end
     saved[grp] = bytes
   end
   return saved

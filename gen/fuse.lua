@@ -3,8 +3,9 @@
 -- decides, for every tensor inside a group, whether it must still be stored or lives
 -- only in registers.  Backend-neutral: the backend says which ops are pointwise
 -- (`describe(node)`: the op's scalar description, or nil) and which producers can take
--- an elementwise tail (`tail_of(node)`: "kernel" — the tail goes into the store of a
--- kernel the producer already runs — "epilogue" — a GEMM epilogue, ReLU only — or nil).
+-- an elementwise tail (`tail_of(node, reader)`: "kernel" — the tail goes into the store of
+-- a kernel the producer already runs — "epilogue" — a GEMM epilogue of one activation,
+-- when the backend's library has it for `reader` — or nil).
 --
 -- Groups (each node is in at most one):
 --   pointwise  a chain of pointwise ops: member k+1 reads member k's output (through
@@ -137,7 +138,7 @@ function fuse.plan(trace, pp, ad, is_alias, describe, tail_of, opts)
         local nxt
         for _, q in ipairs(readers[resolve(cur.out)] or {}) do
           local ok = not group_of[q] and fusable(q) and same_count(q.out, cur.out)
-          if ok and g.epilogue then ok = q.op == "relu" and tail_of(g.head, q) == "epilogue" end
+          if ok and g.epilogue then ok = tail_of(g.head, q) == "epilogue" end
           for k = 1, #q.inputs do
             local r = resolve(q.inputs[k])
             if ok and not in_group[r] and r.node and index[r.node] and index[r.node] >= start then ok = false end
@@ -174,8 +175,9 @@ function fuse.plan(trace, pp, ad, is_alias, describe, tail_of, opts)
       if not why and i == #list then why = "read by nothing" end   -- kept: a dead end still gets its value
       if why then g.stored[t] = why else g.register[t] = true end
     end
-    -- an epilogue writes the activation only: a pre-activation read elsewhere undoes the group
-    if g.epilogue and g.stored[resolve(g.head.out)] then
+    -- ReLU's epilogue writes the activation only: a pre-activation read elsewhere undoes
+    -- the group (GELU's writes the pre-activation too, through its aux output)
+    if g.epilogue and g.members[1].op == "relu" and g.stored[resolve(g.head.out)] then
       g.dissolve = true
     end
     -- a tail's producer output the chain's backward needs (it cannot be recomputed)

@@ -158,7 +158,7 @@ function report.fuse_section(g, cuda, no_fuse, unavailable)
         if grp.register[t] then regs[#regs + 1] = string.format("%s %s", m.op, util.shape_str(t.shape)) end
         if grp.stored[t] then stored[#stored + 1] = string.format("%s: %s", m.op, grp.stored[t]) end
       end
-      local how = grp.epilogue and "cuBLASLt epilogue (GEMM + bias + ReLU)" or grp.head and
+      local how = grp.epilogue and string.format("cuBLASLt epilogue (GEMM + bias + %s)", grp.members[1].op) or grp.head and
         string.format("appended to %s's kernel", grp.head.op) or "one kernel forward, one backward"
       rows[#rows + 1] = string.format("| %d | %s | %s | %s | %s | %s | %s |", n, table.concat(ops, " → "), table.concat(lines, ", "),
         how, #regs > 0 and table.concat(regs, ", ") or "-", #stored > 0 and table.concat(stored, "; ") or "-",

@@ -213,9 +213,18 @@ static gemm_plan *make_plan(const lc_gemm_site *site, int ta, int tb, int64_t M,
     lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa), "TRANSA", site->what);
     lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb), "TRANSB", site->what);
     if (has_bias || act != LC_EPI_NONE) {
-        cublasLtEpilogue_t epi = act == LC_EPI_RELU ? (has_bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU)
-                                                    : CUBLASLT_EPILOGUE_BIAS;
+        cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+        if (act == LC_EPI_RELU) epi = has_bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU;
+        if (act == LC_EPI_GELU) epi = has_bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU;
+        if (act == LC_EPI_GELU_AUX) epi = has_bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
         lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi), "EPILOGUE", site->what);
+    }
+    if (act == LC_EPI_GELU_AUX) {   // the pre-activation, laid out as C (leading dimension N)
+        int64_t ld = N;
+        int32_t at = (int32_t)dtype(cf);
+        lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof ld), "AUX_LD", site->what);
+        lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE, &at, sizeof at),
+                 "AUX_DATA_TYPE", site->what);
     }
     if (has_bias) {
         int32_t bt = (int32_t)dtype(cf);
@@ -250,12 +259,12 @@ static gemm_plan *make_plan(const lc_gemm_site *site, int ta, int tb, int64_t M,
 
 void lc_gemm(lc_gemm_site *site, int ta, int tb, int64_t M, int64_t N, int64_t K, const void *A, const void *B,
              lc_format ab, void *C, lc_format cf, float beta, const void *bias, int tf32, void *stream) {
-    lc_gemm_epilogue(site, ta, tb, M, N, K, A, B, ab, C, cf, beta, bias, LC_EPI_NONE, tf32, stream);
+    lc_gemm_epilogue(site, ta, tb, M, N, K, A, B, ab, C, cf, beta, bias, LC_EPI_NONE, NULL, tf32, stream);
 }
 
 void lc_gemm_epilogue(lc_gemm_site *site, int ta, int tb, int64_t M, int64_t N, int64_t K, const void *A, const void *B,
-                      lc_format ab, void *C, lc_format cf, float beta, const void *bias, lc_epilogue epi, int tf32,
-                      void *stream) {
+                      lc_format ab, void *C, lc_format cf, float beta, const void *bias, lc_epilogue epi, void *aux,
+                      int tf32, void *stream) {
     if (!lt) {
         lt_check(cublasLtCreate(&lt), "Create", site->what);
         LC_CHECK(cudaMalloc(&workspace, WORKSPACE));
@@ -271,6 +280,9 @@ void lc_gemm_epilogue(lc_gemm_site *site, int ta, int tb, int64_t M, int64_t N, 
     }
     if (bias)
         lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias), "BIAS_POINTER",
+                 site->what);
+    if (aux)
+        lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux), "AUX_POINTER",
                  site->what);
     const float alpha = 1.0f;
     lt_check(cublasLtMatmul(lt, p->op, &alpha, B, p->a, A, p->b, &beta, C, p->c, C, p->c, &p->algo, workspace, WORKSPACE,

@@ -61,14 +61,17 @@ struct lc_gemm_site { void *plans[4]; int64_t mnk[4][3]; int n; const char *what
 void lc_gemm(lc_gemm_site *site, int ta, int tb, int64_t M, int64_t N, int64_t K, const void *A, const void *B,
              lc_format ab, void *C, lc_format cf, float beta, const void *bias, int tf32, void *stream);
 // The GEMM with an activation in cuBLASLt's epilogue: C = act(op(A) op(B) + bias) (the
-// fuse pass's linear + ReLU: the pre-activation never goes to memory).  LC_EPI_RELU only:
-// ReLU commutes with the rounding of C, so the result is the unfused GEMM's + ReLU kernel's,
-// bit for bit; cuBLASLt's GELU is the tanh approximation with its own arithmetic (not
-// scalar_ops.h's), so GELU stays a kernel.
-typedef enum { LC_EPI_NONE = 0, LC_EPI_RELU = 1 } lc_epilogue;
+// fuse pass's linear + activation: the pre-activation need not go to memory).
+//   LC_EPI_RELU      ReLU commutes with the rounding of C: the result is the unfused GEMM's
+//                    + ReLU kernel's, bit for bit.
+//   LC_EPI_GELU      GELU, tanh approximation, computed by cuBLASLt (its arithmetic, not
+//                    scalar_ops.h's so_gelu_tanh: the last bits may differ from the unfused);
+//   LC_EPI_GELU_AUX  the same, and the pre-activation written to `aux` (M x N, format cf,
+//                    N a multiple of 8), which GELU's backward reads.
+typedef enum { LC_EPI_NONE = 0, LC_EPI_RELU = 1, LC_EPI_GELU = 2, LC_EPI_GELU_AUX = 3 } lc_epilogue;
 void lc_gemm_epilogue(lc_gemm_site *site, int ta, int tb, int64_t M, int64_t N, int64_t K, const void *A, const void *B,
-                      lc_format ab, void *C, lc_format cf, float beta, const void *bias, lc_epilogue epi, int tf32,
-                      void *stream);
+                      lc_format ab, void *C, lc_format cf, float beta, const void *bias, lc_epilogue epi, void *aux,
+                      int tf32, void *stream);
 void lc_gemm_shutdown(void);
 
 #ifdef __cplusplus

@@ -31,7 +31,7 @@ if [ ! -x "$CUDA/bin/nvcc" ]; then
   for v in mlp_sgd_clipnorm_bf16-mixed mlp_sgd_clipval_16-mixed mlp_adamw_clipinf_32-true; do
     echo "ok cuda_build_$v # SKIP no CUDA toolkit"; echo "ok cuda_kernels_$v # SKIP no CUDA toolkit"
   done
-  for v in fuse_chains_32-true fuse_chains_bf16-mixed fuse_chains_16-mixed fuse_conv_tail_32-true; do
+  for v in fuse_chains_32-true fuse_chains_bf16-mixed fuse_chains_16-mixed fuse_gelu_epilogue_bf16-mixed fuse_conv_tail_32-true; do
     echo "ok cuda_build_$v # SKIP no CUDA toolkit"; echo "ok cuda_kernels_$v # SKIP no CUDA toolkit"
   done
   for t in cuda_fuse_groups cuda_fuse_stored_when_read_elsewhere cuda_no_fuse cuda_fuse_report; do echo "ok $t # SKIP no CUDA toolkit"; done
@@ -97,6 +97,7 @@ check mlp_adamw_clipinf "$tmp/variants/mlp_adamw_clipinf.lua" 32-true "adam clip
 check fuse_chains tests/fuse/chains.lua 32-true "tanh_muls_rsub_silu_add_gelu_dropout_divs_ tanh_muls_rsub_silu_add_gelu_dropout_divs_grad_ mul_grad2_bcast_"
 check fuse_chains tests/fuse/chains.lua bf16-mixed "tanh_muls_rsub_silu_add_gelu_dropout_divs_"
 check fuse_chains tests/fuse/chains.lua 16-mixed
+check fuse_gelu_epilogue tests/fuse/gelu_epilogue.lua bf16-mixed
 check fuse_conv_tail tests/fuse/conv_tail.lua 32-true "conv_out_bias_tail_ batch_norm_train_w_b_tail_"
 
 # the groups formed (fuse_plan.tsv: group ID KIND OPS AT BYTES; tensor ID tN OP stored|register WHY)
@@ -137,7 +138,13 @@ d="$tmp/fuse_conv_tail_32-true"
 [ "$(groups "$d")" = "tail conv2d+add+relu+dropout;tail batch_norm+relu;epilogue linear+relu;" ] || why="${why}conv_tail groups: $(groups "$d") "
 [ "$(tensors "$d")" = "conv2d stored;add register;relu register;dropout stored;batch_norm register;relu stored;linear register;relu stored;" ] ||
   why="${why}conv_tail tensors: $(tensors "$d") "
-if [ -z "$why" ]; then echo "ok cuda_fuse_stored_when_read_elsewhere (tests/fuse/chains.lua at 32-true, bf16-mixed, 16-mixed; tests/fuse/conv_tail.lua)"
+# linear + GELU (tanh) in the epilogue with the pre-activation through the aux output
+# (GELU's backward reads it: stored); the exact GELU stays a kernel of its own
+d="$tmp/fuse_gelu_epilogue_bf16-mixed"
+[ "$(groups "$d")" = "epilogue linear+gelu;" ] || why="${why}gelu_epilogue groups: $(groups "$d") "
+[ "$(tensors "$d")" = "linear stored;gelu stored;" ] || why="${why}gelu_epilogue tensors: $(tensors "$d") "
+grep -q "LC_EPI_GELU_AUX" "$d/model.cu" || why="${why}gelu_epilogue: no GELU_AUX epilogue "
+if [ -z "$why" ]; then echo "ok cuda_fuse_stored_when_read_elsewhere (tests/fuse/chains.lua at 32-true, bf16-mixed, 16-mixed; tests/fuse/conv_tail.lua; tests/fuse/gelu_epilogue.lua)"
 else echo "not ok cuda_fuse_stored_when_read_elsewhere: $why"; fi
 
 # --no-fuse: one kernel per op, no groups, no epilogue; explain --accelerator=cuda lists the groups
