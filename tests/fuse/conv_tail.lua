@@ -6,15 +6,17 @@
 --    output (its backward reads it) from it;
 --  - BatchNorm → ReLU goes into BN's kernel: BN's backward reads its input, not its
 --    output, so BN's output lives in registers;
---  - Linear → ReLU is cuBLASLt's epilogue.
+--  - Linear → ReLU is cuBLASLt's epilogue;
+--  - * w (4, 1, 1) and / b (1, 1, 4) broadcast parameters over (B, 4, 8, 4): each their
+--    own kernel, their gradients reductions over the broadcast dims (batch included).
 model "ConvTail" {
-  inputs = { x = Tensor{4, 8, 8} },
+  inputs = { x = Tensor{4, 8, 4} },
   conv = Conv2d(4, 4, 3, {padding = "same"}),
   drop = Dropout(0.1),
   bn = BatchNorm2d(4),
-  head = Sequential { Flatten(), Linear(256, 32), ReLU(), Linear(32, 10) },
+  head = Sequential { Flatten(), Linear(128, 32), ReLU(), Linear(32, 10) },
   forward = function(m, b)
-    local h = m.drop(relu(m.conv(b.x) + b.x))
+    local h = m.drop(relu(m.conv(b.x) + b.x)) * reshape(m.bn.weight, 4, 1, 1) / reshape(m.bn.bias, 1, 1, 4)
     return m.head(relu(m.bn(h)))
   end,
 }
@@ -24,7 +26,7 @@ fabric { accelerator = "cuda", precision = "32-true" }
 train {
   data = Synthetic {
     fields = {
-      x = Tensor{4, 8, 8, dist = "uniform"},
+      x = Tensor{4, 8, 4, dist = "uniform"},
       label = Tensor{dtype = "int64", dist = "randint", high = 10},
     },
     size = 128,
