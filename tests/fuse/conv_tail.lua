@@ -7,7 +7,7 @@
 --  - BatchNorm → ReLU goes into BN's kernel: BN's backward reads its input, not its
 --    output, so BN's output lives in registers;
 --  - Linear → ReLU is cuBLASLt's epilogue;
---  - * w (4, 1, 1) and / b (1, 1, 4) broadcast parameters over (B, 4, 8, 4): each their
+--  - * w (4, 1, 1) and / w (1, 1, 4) broadcast a parameter over (B, 4, 8, 4): each their
 --    own kernel, their gradients reductions over the broadcast dims (batch included).
 model "ConvTail" {
   inputs = { x = Tensor{4, 8, 4} },
@@ -16,7 +16,7 @@ model "ConvTail" {
   bn = BatchNorm2d(4),
   head = Sequential { Flatten(), Linear(128, 32), ReLU(), Linear(32, 10) },
   forward = function(m, b)
-    local h = m.drop(relu(m.conv(b.x) + b.x)) * reshape(m.bn.weight, 4, 1, 1) / reshape(m.bn.bias, 1, 1, 4)
+    local h = m.drop(relu(m.conv(b.x) + b.x)) * reshape(m.bn.weight, 4, 1, 1) / reshape(m.bn.weight, 1, 1, 4)
     return m.head(relu(m.bn(h)))
   end,
 }
