@@ -542,14 +542,15 @@ end
 
 -- The forward of the group's pointwise members at element I, as lines; `head_value`:
 -- the C expression of the head's value (tail groups).  Values kept in registers are
--- rounded as a store and a load would round them, so fusing changes no arithmetic.
+-- rounded as a store and a load would round them, and passed on through so_keep (no
+-- FMA across ops), so fusing changes no arithmetic.
 local function forward_lines(e, g, fz, b, I, head_value)
   local R = fz.resolve
   local lines, reg = {}, {}
   if g.head then
     local hv = e.val(g.head.out)
     lines[#lines + 1] = string.format("const float v0 = %s;", head_value)
-    lines[#lines + 1] = string.format("const float r0 = so_round_%s(so_round_%s(v0));", hv.S, hv.V)
+    lines[#lines + 1] = string.format("const float r0 = so_keep(so_round_%s(so_round_%s(v0)));", hv.S, hv.V)
     reg[R(g.head.out)] = "r0"
   end
   for j, m in ipairs(g.members) do
@@ -566,7 +567,7 @@ local function forward_lines(e, g, fz, b, I, head_value)
     end
     local ov = e.val(m.out)
     lines[#lines + 1] = string.format("const float v%d = %s;   /* %s */", j, desc.value(x, P, I), m.op)
-    lines[#lines + 1] = string.format("const float r%d = so_round_%s(so_round_%s(v%d));", j, ov.S, ov.V, j)
+    lines[#lines + 1] = string.format("const float r%d = so_keep(so_round_%s(so_round_%s(v%d)));", j, ov.S, ov.V, j)
     reg[R(m.out)] = "r" .. j
     if g.stored[R(m.out)] then
       lines[#lines + 1] = string.format("st_%s(%s, v%d);", b.operand("t" .. m.out.id, ov, "w"), I, j)
@@ -658,7 +659,7 @@ function ops_cuda.group_backward(e, g, fz)
         else x[k] = string.format("ld_%s(%s)", b.operand("t" .. t.id, e.val(t), "r"), offset_expr(t, m.out, I)) end
       end
       local ov = e.val(m.out)
-      lines[#lines + 1] = string.format("const float %s = so_round_%s(so_round_%s(%s));   /* %s, recomputed */", name, ov.S, ov.V,
+      lines[#lines + 1] = string.format("const float %s = so_keep(so_round_%s(so_round_%s(%s)));   /* %s, recomputed */", name, ov.S, ov.V,
         descs[j].value(x, P[j], I), m.op)
     end
     val[r] = name
@@ -672,7 +673,7 @@ function ops_cuda.group_backward(e, g, fz)
       local r = R(m.out)
       local gname = "g" .. j
       if dreg[r] then
-        lines[#lines + 1] = string.format("const float %s = so_round_%s(%s);", gname, dy.V, dreg[r])
+        lines[#lines + 1] = string.format("const float %s = so_keep(so_round_%s(%s));", gname, dy.V, dreg[r])
       else
         lines[#lines + 1] = string.format("const float %s = ld_%s(%s);", gname, b.operand("g" .. m.out.id, dy, "a"), I)
       end
@@ -695,7 +696,7 @@ function ops_cuda.group_backward(e, g, fz)
               dreg[rk] = "d" .. producer[rk]
               lines[#lines + 1] = string.format("float %s = 0.0f;", dreg[rk])
             end
-            lines[#lines + 1] = string.format("%s = so_round_%s(%s + so_round_%s(%s));", dreg[rk], dx.S, dreg[rk], dx.V, c)
+            lines[#lines + 1] = string.format("%s = so_keep(so_round_%s(%s + so_round_%s(%s)));", dreg[rk], dx.S, dreg[rk], dx.V, c)
           elseif producer[rk] or fuse.full(t, m.out) then
             local c = f(gname, x, y, P[j], I)   -- first: it may add the lines of the values it reads
             lines[#lines + 1] = string.format("acc_%s(%s, %s);", b.operand("g" .. t.id, dx, "a"), I, c)

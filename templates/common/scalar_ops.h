@@ -91,6 +91,20 @@ SO_FN so_u16 so_narrow_f16(float x) {
 }
 SO_FN float so_round_f16(float x) { return so_widen_f16(so_narrow_f16(x)); }
 
+// A value as a kernel of its own would leave it: a fused kernel passes each op's result
+// to the next through this.  On the GPU it is an exact add (x + -0 is x for every x,
+// -0 and NaN included) that the compiler may not contract with the arithmetic around
+// it, so that NVRTC (--fmad=true) cannot turn one op's a*b and the next op's + c into
+// an FMA the unfused kernels would not compute.  Elsewhere (the CPU, the emulator) the
+// value itself.
+SO_FN float so_keep(float x) {
+#if defined(__CUDA_ARCH__)
+    return __fadd_rn(x, -0.0f);
+#else
+    return x;
+#endif
+}
+
 // ---------------------------------------------------------------------------
 // activations (the backward of relu, sigmoid and tanh reads the output)
 
