@@ -28,10 +28,14 @@ local util = require "util"
 
 local fuse = {}
 
--- the tensor a read of t resolves to: through views and folded casts to its source
-local function resolver(pp, is_alias)
+-- the tensor a read of t resolves to: through views and folded casts to its source.
+-- `producer` maps a tensor to the node of the precision pass's trace that makes it (a
+-- tensor's own .node is the traced graph's, before the casts went in).
+local function resolver(pp, is_alias, producer)
   return function(t)
-    while t and t.node and (is_alias(t.node) or (t.node.op == "cast" and pp.folded[t.node])) do t = t.node.inputs[1] end
+    while t and producer[t] and (is_alias(producer[t]) or (producer[t].op == "cast" and pp.folded[producer[t]])) do
+      t = producer[t].inputs[1]
+    end
     return t
   end
 end
@@ -91,7 +95,9 @@ end
 -- opts: { no_fuse = bool }
 function fuse.plan(trace, pp, ad, is_alias, describe, tail_of, opts)
   opts = opts or {}
-  local resolve = resolver(pp, is_alias)
+  local producer = {}
+  for _, n in ipairs(trace.nodes) do producer[n.out] = n end
+  local resolve = resolver(pp, is_alias, producer)
   local transparent = function(n) return is_alias(n) or (n.op == "cast" and pp.folded[n]) end
   local index = {}
   for i, n in ipairs(trace.nodes) do index[n] = i end
@@ -141,7 +147,7 @@ function fuse.plan(trace, pp, ad, is_alias, describe, tail_of, opts)
           if ok and g.epilogue then ok = tail_of(g.head, q) == "epilogue" end
           for k = 1, #q.inputs do
             local r = resolve(q.inputs[k])
-            if ok and not in_group[r] and r.node and index[r.node] and index[r.node] >= start then ok = false end
+            if ok and not in_group[r] and producer[r] and index[producer[r]] >= start then ok = false end
           end
           if ok then nxt = q; break end
         end
