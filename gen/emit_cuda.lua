@@ -22,12 +22,7 @@ emit.PRECISIONS = { ["32-true"] = true, ["bf16-mixed"] = true, ["16-mixed"] = tr
 local emit_c = require "emit_c"
 local cname, node_comment, indent, init_lines = emit_c.cname, emit_c.node_comment, emit_c.indent, emit_c.init_lines
 
-local function literal(v)
-  if v == math.huge then return "__int_as_float(0x7f800000)" end
-  local s = string.format("%.9g", v)
-  if not s:find("[%.eEn]") then s = s .. ".0" end
-  return s .. "f"
-end
+local literal = ops_cuda.literal
 
 local function count_expr(shape, from, to)
   local n, batched = 1, false
@@ -76,6 +71,12 @@ static __device__ double block_sum(double v) {
 ]]
 end
 
+local function fnv(s)
+  local h = 2166136261
+  for i = 1, #s do h = ((h ~ s:byte(i)) * 16777619) & 0xffffffff end
+  return string.format("%08x", h)
+end
+
 -- The emitter context for the rules of gen/ops_cuda.lua.
 local function context(g, info, kernels, scratch)
   local pp, p, st, ad = info.pp, info.plan, info.state, info.autodiff
@@ -100,7 +101,9 @@ local function context(g, info, kernels, scratch)
   function e.val(t)
     if t.dtype ~= "float" then return { ptr = storage(t), S = "i64", V = "i64" } end
     local c = chain(t)
-    return { ptr = storage(t), S = c[1], V = c[2] or c[1] }
+    -- the output of a producer whose elementwise tail is fused into its store (gen/fuse.lua)
+    local tail = e.tail and e.tail.head.out == t and e.tail or nil
+    return { ptr = storage(t), S = c[1], V = c[2] or c[1], tail = tail }
   end
   function e.grad(t)
     local r = root(t)
@@ -151,22 +154,41 @@ local function context(g, info, kernels, scratch)
   -- same source, compiled once
   function e.kernel(k)
     local sig, decls, macros = {}, {}, {}
+    -- a fused tail replaces the store of the producer's output (and adds its operands)
+    local tails = {}
+    for i = 1, #k.ops do
+      local o = k.ops[i]
+      if o[3] == "w" and o[2].tail then tails[o[1]] = ops_cuda.tail_store(e, o[2].tail, e.fz, o[1], o[2], k.ops) end
+    end
     for _, o in ipairs(k.ops) do
       local name, d, mode = o[1], o[2], o[3]
+      if mode == "p" then
+        decls[#decls + 1] = d.scalar .. " " .. name
+        goto next
+      end
       sig[#sig + 1] = FMT[d.S].code .. FMT[d.V].code
       local ct = FMT[d.S].ctype
       decls[#decls + 1] = string.format("%s%s *__restrict__ %s", mode == "r" and "const " or "", ct, name)
       local widen = string.format("so_widen_%s", d.S)
-      if mode == "r" then
+      if mode == "r" or mode == "a" then
         macros[#macros + 1] = string.format("#define ld_%s(i) so_round_%s(%s(%s[i]))", name, d.V, widen, name)
+      end
+      if mode == "r" then
+      elseif tails[name] then
+        macros[#macros + 1] = tails[name]
       elseif mode == "w" then
         macros[#macros + 1] = string.format("#define st_%s(i, v) (%s[i] = so_narrow_%s(so_round_%s(v)))", name, name, d.S, d.V)
       else
+        -- a gradient: accumulated into, or (a sum made in a register) loaded and stored
+        macros[#macros + 1] = string.format("#define st_%s(i, v) (%s[i] = so_narrow_%s(so_round_%s(v)))", name, name, d.S, d.V)
         macros[#macros + 1] = string.format("#define acc_%s(i, v) (%s[i] = so_narrow_%s(%s(%s[i]) + so_round_%s(v)))",
           name, name, d.S, widen, name, d.V)
       end
+      ::next::
     end
-    local name = k.kind .. (#sig > 0 and ("_" .. table.concat(sig, "_")) or "")
+    local kind = k.kind
+    if next(tails) then kind = kind .. "_tail_" .. fnv(table.concat(macros, "\n")) end
+    local name = kind .. (#sig > 0 and ("_" .. table.concat(sig, "_")) or "")
     local params = k.params
     if #decls > 0 then params = table.concat(decls, ", ") .. ", " .. params end
     local src = table.concat({
@@ -192,7 +214,11 @@ local function context(g, info, kernels, scratch)
   function e.launch(k, ops, args, shape)
     local decl, refs = {}, {}
     for i, o in ipairs(ops) do
-      decl[#decl + 1] = string.format("void *o%d = %s;", i, o[2].ptr)
+      if o[3] == "p" then
+        decl[#decl + 1] = string.format("%s o%d = %s;", o[2].scalar, i, o[2].expr)
+      else
+        decl[#decl + 1] = string.format("void *o%d = %s;", i, o[2].ptr)
+      end
       refs[#refs + 1] = "&o" .. i
     end
     for i, a in ipairs(args) do
@@ -236,7 +262,22 @@ local function context(g, info, kernels, scratch)
     local pb = staged(q.B, F, q.nB or mul(K, N), lines)
     local C = q.C
     local nC = q.nC or mul(M, N)
+    -- linear + ReLU fused (gen/fuse.lua): the GEMM writes the ReLU's output, the
+    -- pre-activation never goes to memory
+    local epilogue = C.tail and C.tail.epilogue
+    local act, aux = "LC_EPI_RELU", "NULL"
+    if epilogue then
+      local grp = C.tail
+      local m = grp.members[1]
+      if m.op == "gelu" then
+        -- GELU's backward reads the pre-activation: written beside through the aux output
+        act = grp.stored[e.fz.resolve(grp.head.out)] and "LC_EPI_GELU_AUX" or "LC_EPI_GELU"
+        if act == "LC_EPI_GELU_AUX" then aux = C.ptr end
+      end
+      C = e.val(m.out)
+    end
     local direct = C.S == C.V and (C.S == F or C.S == "f32")
+    assert(direct or not epilogue, "an epilogue GEMM writes its output directly (gen/fuse.lua)")
     local Dfmt = direct and C.S or ((C.V == F or C.V == "f32") and C.V or "f32")
     local pbias = "NULL"
     if q.bias then pbias = staged(q.bias, Dfmt, N, lines) end
@@ -250,9 +291,12 @@ local function context(g, info, kernels, scratch)
     lines[#lines + 1] = string.format("{   static lc_gemm_site site = { {NULL}, {{0}}, 0, \"%s\" };", where)
     local beta = (direct and q.accumulate) and "1.0f" or "0.0f"
     if q.batch then
-      assert(not q.bias, "a batched GEMM has no bias")
+      assert(not q.bias and not epilogue, "a batched GEMM has no bias and no epilogue")
       lines[#lines + 1] = string.format("    lc_gemm_batched(&site, %d, %d, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, TF32, m->stream);",
         q.ta, q.tb, M, N, K, q.batch, pa, q.sA, pb, q.sB, FMT[F].lc, dptr, q.sC, FMT[Dfmt].lc, literal(q.alpha or 1), beta)
+    elseif epilogue then
+      lines[#lines + 1] = string.format("    lc_gemm_epilogue(&site, %d, %d, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, TF32, m->stream);",
+        q.ta, q.tb, M, N, K, pa, pb, FMT[F].lc, dptr, FMT[Dfmt].lc, beta, pbias, act, aux)
     else
       lines[#lines + 1] = string.format("    lc_gemm(&site, %d, %d, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, TF32, m->stream);",
         q.ta, q.tb, M, N, K, pa, pb, FMT[F].lc, dptr, FMT[Dfmt].lc, beta, pbias)
@@ -492,16 +536,57 @@ function emit.program(g, opts)
   local scratch = { max = 256 }
   local function skipped(node) return (ops_cuda[node.op] and ops_cuda[node.op].alias) or pp.folded[node] end
 
-  -- forward
   local e = context(g, info, kernels, scratch)
+  -- the fuse pass's groups (gen/fuse.lua): pointwise chains as one kernel each way, a
+  -- producer's elementwise tail in the store of its kernel (or linear's ReLU in the GEMM)
+  local fuse = require "fuse"
+  local fz = fuse.plan(trace, pp, ad, function(n) return ops_cuda[n.op] and ops_cuda[n.op].alias end,
+    function(n)
+      local r = ops_cuda[n.op]
+      if r and r.pointwise and not pp.folded[n] then return r.pointwise(n) end
+    end,
+    function(n, q)
+      local r = ops_cuda[n.op]
+      if not r or not r.tail then return nil end
+      if r.tail == "epilogue" and q then
+        -- cuBLASLt's activations: ReLU, and GELU's tanh approximation (the aux output, the
+        -- pre-activation GELU's backward reads, needs N a multiple of 8)
+        local gelu = q.op == "gelu" and q.attrs.approximate == "tanh" and n.inputs[2].shape[1] % 8 == 0
+        if q.op ~= "relu" and not gelu then return nil end
+        -- the GEMM writes the activation's output directly, in the linear output's formats
+        local F = e.gemm_format(e.val(n.inputs[1]), e.val(n.inputs[2]))
+        local C, L = e.val(q.out), e.val(n.out)
+        if not (C.S == C.V and (C.S == F or C.S == "f32") and L.S == C.S and L.V == C.V) then return nil end
+      end
+      return r.tail
+    end, { no_fuse = opts.no_fuse })
+  e.fz = fz
+  local function members_comment(grp, lines, suffix)
+    local list = {}
+    if grp.head and suffix == "" then list[1] = grp.head end   -- the producer's backward runs on its own
+    for _, m in ipairs(grp.members) do list[#list + 1] = m end
+    if #list > 1 then lines[#lines + 1] = string.format("    // fused (gen/fuse.lua): %d ops, one kernel%s", #list, suffix) end
+    for _, m in ipairs(list) do lines[#lines + 1] = node_comment(g, m, suffix) end
+  end
+
+  -- forward
   local fwd = {}
   for _, node in ipairs(trace.nodes) do
     local rule = ops_cuda[node.op]
-    if not skipped(node) then
+    local grp = fz.group_of[node]
+    if not skipped(node) and not (grp and node ~= (grp.head or grp.first)) then
       fwd[#fwd + 1] = ""
-      fwd[#fwd + 1] = node_comment(g, node, "")
       e.begin(node)
-      for _, l in ipairs(indent(rule.forward(e, node))) do fwd[#fwd + 1] = l end
+      if grp then members_comment(grp, fwd, "") else fwd[#fwd + 1] = node_comment(g, node, "") end
+      local lines
+      if grp and not grp.head then
+        lines = ops_cuda.group_forward(e, grp, fz)
+      else
+        e.tail = grp
+        lines = rule.forward(e, node)
+        e.tail = nil
+      end
+      for _, l in ipairs(indent(lines)) do fwd[#fwd + 1] = l end
     end
   end
   local loss = trace.outputs[1]
@@ -518,13 +603,28 @@ function emit.program(g, opts)
   for _, l in ipairs(indent(e.launch(fk, fops, { { "long long", "1" }, { "float", "dloss" } }, { blocks = 1, threads = 32 }))) do
     bwd[#bwd + 1] = l
   end
+  -- a group's backward runs where the earliest of its pointwise members' would
+  local bwd_at = {}
+  for _, node in ipairs(ad.backward) do
+    local grp = fz.group_of[node]
+    if grp and node ~= grp.head then bwd_at[grp] = node end
+  end
   for _, node in ipairs(ad.backward) do
     local rule = ops_cuda[node.op]
-    if not skipped(node) then
+    local grp = fz.group_of[node]
+    if grp and node == grp.head then grp = nil end
+    if not skipped(node) and not (grp and bwd_at[grp] ~= node) then
       bwd[#bwd + 1] = ""
-      bwd[#bwd + 1] = node_comment(g, node, "  (backward)")
       e.begin(node)
-      for _, l in ipairs(indent(rule.backward(e, node))) do bwd[#bwd + 1] = l end
+      local lines
+      if grp then
+        members_comment(grp, bwd, "  (backward)")
+        lines = ops_cuda.group_backward(e, grp, fz)
+      else
+        bwd[#bwd + 1] = node_comment(g, node, "  (backward)")
+        lines = rule.backward(e, node)
+      end
+      for _, l in ipairs(indent(lines)) do bwd[#bwd + 1] = l end
     end
   end
 
@@ -607,6 +707,8 @@ function emit.program(g, opts)
   }
   local files = {}
   files["precision_plan.tsv"] = cfiles["precision_plan.tsv"]
+  local saved = emit.fuse_savings(fz, e, info.batch_max)
+  files["fuse_plan.tsv"] = fuse.tsv(fz, saved)
   files["model.h"] = fill("templates/cuda/model.h.in", values)
   local mc = {}
   for k, v in pairs(values) do mc[k] = v end
@@ -640,7 +742,30 @@ function emit.program(g, opts)
   files["train.c"] = fill("templates/cuda/train.c.in", t)
   -- the kernels, one file each, for inspection (the program carries its own copies)
   for _, k in ipairs(kernels.list) do files["kernels/" .. k.name .. ".cu"] = k.text end
-  return files, { kernels = kernels.list, scratch = scratch.max, info = info }
+  return files, { kernels = kernels.list, scratch = scratch.max, info = info, fuse = fz, fuse_saved = saved }
+end
+
+-- Bytes of memory traffic a step saves per group: for each tensor kept in registers, its
+-- store and its load in the forward, and (but for a producer's output, whose gradient
+-- its own backward reads) its gradient's accumulation (a read and a write) and load in
+-- the backward, at the largest batch.
+function emit.fuse_savings(fz, e, batch_max)
+  local saved = {}
+  for _, grp in ipairs(fz.groups) do
+    local bytes = 0
+    for t in pairs(grp.register) do
+      local n = eval_count(count_expr(t.shape), batch_max)
+      bytes = bytes + 2 * n * FMT[e.val(t).S].bytes
+      -- a producer's output gradient still goes to memory: the producer's backward reads it
+      local d = not (grp.head and fz.resolve(grp.head.out) == t) and e.grad(t)
+      if d then bytes = bytes + 3 * n * FMT[d.S].bytes end
+    end
+    -- an epilogue that writes the pre-activation too spares the activation kernel's load of it
+    local h = grp.head and fz.resolve(grp.head.out)
+    if grp.epilogue and grp.stored[h] then bytes = bytes + eval_count(count_expr(h.shape), batch_max) * FMT[e.val(h).S].bytes end
+    saved[grp] = bytes
+  end
+  return saved
 end
 
 -- Where the CUDA toolkit is: $CUDA_HOME, else /usr/local/cuda (nil when nvcc is absent).

@@ -20,6 +20,7 @@ options:
   --accelerator=A         override the spec's accelerator: cpu, cuda (DIR/train runs on a GPU), auto (DIR/train
                           for the CPU and DIR/cuda/train, which runs the CPU build when there is no device)
   --compare-wrapper       explain: also count the casts a run-time wrapper (Fabric + autocast) would make
+  --no-fuse               CUDA: one kernel per op (no fused groups: gen/fuse.lua), to compare with the fused program
   --no-compile            build: write the files only
   --emit torch            build: also write model.py, the equivalent PyTorch module
   -o DIR                  output directory
@@ -44,6 +45,7 @@ local function parse_args(args)
     elseif a == "-h" or a == "--help" then opts.help = true
     elseif a == "--no-compile" then opts.no_compile = true
     elseif a == "--compare-wrapper" then opts.compare_wrapper = true
+    elseif a == "--no-fuse" then opts.no_fuse = true
     elseif a == "--emit" then
       i = i + 1
       if args[i] ~= "torch" then usage_error("--emit takes 'torch' (also write model.py, the PyTorch equivalent)") end
@@ -126,7 +128,19 @@ function commands.explain(opts, path)
       _, info = require("emit_c").model(g, { precision = opts.precision, spec_hash = "" })
     end
   end
-  local md = report.markdown(g, { report.precision_section(g, info, opts.compare_wrapper), report.memory_section(g, info) })
+  -- the CUDA program's fused kernels, when the program is for a GPU
+  local cuda, why
+  local accel = opts.accelerator or g.spec.fabric.accelerator
+  if info and (accel == "cuda" or accel == "gpu" or accel == "auto") then
+    local ok
+    ok, why = require("emit_cuda").available(g, opts.precision)
+    if ok then
+      local _
+      _, cuda = require("emit_cuda").program(g, { precision = opts.precision, spec_hash = "", no_fuse = opts.no_fuse })
+    end
+  end
+  local md = report.markdown(g, { report.precision_section(g, info, opts.compare_wrapper), report.memory_section(g, info),
+    report.fuse_section(g, cuda, opts.no_fuse, why) })
   write(dir .. "/REPORT.md", md)
   write(dir .. "/REPORT.html", report.html(g.model_rec.class .. " — loom report", md))
   io.write(string.format("wrote %s/REPORT.md and %s/REPORT.html\n", dir, dir))
@@ -221,7 +235,8 @@ local function generate_for_accelerator(path, opts)
   local cuda = require "emit_cuda"
   local dir = opts.out or ("build/" .. spec_basename(path))
   if accel == "cuda" then
-    return nil, cuda.generate(g, dir, { precision = opts.precision, spec_hash = spec_hash(g.spec.text), accelerator = "cuda" })
+    return nil, cuda.generate(g, dir, { precision = opts.precision, spec_hash = spec_hash(g.spec.text), accelerator = "cuda",
+                                        no_fuse = opts.no_fuse })
   end
   local cpu_dir = generate(path, opts)
   local ok, why = cuda.available(g, opts.precision)
@@ -230,7 +245,7 @@ local function generate_for_accelerator(path, opts)
     return cpu_dir, nil
   end
   return cpu_dir, cuda.generate(g, cpu_dir .. "/cuda", { precision = opts.precision, spec_hash = spec_hash(g.spec.text),
-                                                         accelerator = "auto", cpu_program = "../train" })
+                                                         accelerator = "auto", cpu_program = "../train", no_fuse = opts.no_fuse })
 end
 
 function commands.build(opts, path)

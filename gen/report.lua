@@ -126,6 +126,68 @@ function report.memory_section(g, info)
   return table.concat(out, "\n")
 end
 
+-- The CUDA program's fused kernels (gen/fuse.lua): each group of more than one op, what
+-- stays in registers, and the memory traffic that saves a step.  `cuda` is what
+-- gen/emit_cuda.lua's program returns beside the files; `no_fuse` says it was asked off;
+-- `unavailable` why there is no CUDA program.
+function report.fuse_section(g, cuda, no_fuse, unavailable)
+  if not cuda and unavailable then
+    return "## Fused kernels (CUDA)\n\nNo CUDA program: " .. unavailable .. "."
+  end
+  if not cuda then return nil end
+  local fz, saved = cuda.fuse, cuda.fuse_saved
+  local out = { "## Fused kernels (CUDA)", "" }
+  if no_fuse then
+    out[#out + 1] = "Fusion is off (`--no-fuse`): every op runs its own kernels."
+    return table.concat(out, "\n")
+  end
+  local rows, total, n = {}, 0, 0
+  for _, grp in ipairs(fz.groups) do
+    local list = {}
+    if grp.head then list[1] = grp.head end
+    for _, m in ipairs(grp.members) do list[#list + 1] = m end
+    if #list > 1 then
+      n = n + 1
+      local ops, lines, regs, stored = {}, {}, {}, {}
+      local seen = {}
+      for _, m in ipairs(list) do
+        ops[#ops + 1] = m.op
+        local at = m.where and string.format("%s:%d", m.where.file:match("[^/]*$"), m.where.line)
+        if at and not seen[at] then seen[at] = true; lines[#lines + 1] = at end
+        local t = fz.resolve(m.out)
+        if grp.register[t] then regs[#regs + 1] = string.format("%s %s", m.op, util.shape_str(t.shape)) end
+        if grp.stored[t] then stored[#stored + 1] = string.format("%s: %s", m.op, grp.stored[t]) end
+      end
+      local how = grp.epilogue and string.format("cuBLASLt epilogue (GEMM + bias + %s)", grp.members[1].op) or grp.head and
+        string.format("appended to %s's kernel", grp.head.op) or "one kernel forward, one backward"
+      rows[#rows + 1] = string.format("| %d | %s | %s | %s | %s | %s | %s |", n, table.concat(ops, " → "), table.concat(lines, ", "),
+        how, #regs > 0 and table.concat(regs, ", ") or "-", #stored > 0 and table.concat(stored, "; ") or "-",
+        util.human_bytes(saved[grp] or 0))
+      total = total + (saved[grp] or 0)
+    end
+  end
+  out[#out + 1] = string.format("%d groups of elementwise ops run as single kernels, saving **%s** of memory traffic a step " ..
+    "at batch %d (for each value kept in registers: its store and load forward, and but for a producer's output its " ..
+    "gradient's accumulation and load backward).  Fusing changes no arithmetic: a value in a register is rounded as its buffer would round it, and the " ..
+    "fused backward recomputes the chain's values from the group's inputs.  `--no-fuse` builds the unfused program to compare.",
+    n, util.human_bytes(total), cuda.info.batch_max)
+  if n > 0 then
+    out[#out + 1] = ""
+    out[#out + 1] = "| # | ops | spec lines | how | in registers | stored (why) | saved a step |"
+    out[#out + 1] = "| ---: | --- | --- | --- | --- | --- | ---: |"
+    for _, r in ipairs(rows) do out[#out + 1] = r end
+  end
+  for _, node in ipairs(g.loss and g.loss.nodes or {}) do
+    if node.op == "cross_entropy" then
+      out[#out + 1] = ""
+      out[#out + 1] = "Softmax and cross-entropy are one kernel already: the cross-entropy kernel computes the " ..
+        "log-softmax and the loss in one pass and keeps the log-probabilities for its backward."
+      break
+    end
+  end
+  return table.concat(out, "\n")
+end
+
 -- Bytes the kernels of one training step read and write, by kind of tensor, and the
 -- values converted between formats on the way (from the emitter's operand lists).
 local function traffic(info)

@@ -212,7 +212,7 @@ typedef struct { int64_t count, stride[3]; uint32_t align[3]; } gemm_batch;
 
 // `batch` (NULL for one matrix) makes the layouts strided batches.
 static gemm_plan *make_plan(const lc_gemm_site *site, int ta, int tb, int64_t M, int64_t N, int64_t K, lc_format ab,
-                            lc_format cf, int has_bias, int tf32, const gemm_batch *batch) {
+                            lc_format cf, int has_bias, lc_epilogue act, int tf32, const gemm_batch *batch) {
     gemm_plan *p = (gemm_plan *)calloc(1, sizeof *p);
     p->batch = batch ? batch->count : 1;
     cublasComputeType_t ct = (tf32 && ab == LC_F32) ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
@@ -220,9 +220,21 @@ static gemm_plan *make_plan(const lc_gemm_site *site, int ta, int tb, int64_t M,
     cublasOperation_t opa = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opb = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
     lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa), "TRANSA", site->what);
     lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb), "TRANSB", site->what);
-    if (has_bias) {
+    if (has_bias || act != LC_EPI_NONE) {
         cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+        if (act == LC_EPI_RELU) epi = has_bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU;
+        if (act == LC_EPI_GELU) epi = has_bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU;
+        if (act == LC_EPI_GELU_AUX) epi = has_bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
         lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi), "EPILOGUE", site->what);
+    }
+    if (act == LC_EPI_GELU_AUX) {   // the pre-activation, laid out as C (leading dimension N)
+        int64_t ld = N;
+        int32_t at = (int32_t)dtype(cf);
+        lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof ld), "AUX_LD", site->what);
+        lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE, &at, sizeof at),
+                 "AUX_DATA_TYPE", site->what);
+    }
+    if (has_bias) {
         int32_t bt = (int32_t)dtype(cf);
         lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt), "BIAS_DATA_TYPE",
                  site->what);
@@ -274,6 +286,12 @@ static gemm_plan *make_plan(const lc_gemm_site *site, int ta, int tb, int64_t M,
 
 void lc_gemm(lc_gemm_site *site, int ta, int tb, int64_t M, int64_t N, int64_t K, const void *A, const void *B,
              lc_format ab, void *C, lc_format cf, float beta, const void *bias, int tf32, void *stream) {
+    lc_gemm_epilogue(site, ta, tb, M, N, K, A, B, ab, C, cf, beta, bias, LC_EPI_NONE, NULL, tf32, stream);
+}
+
+void lc_gemm_epilogue(lc_gemm_site *site, int ta, int tb, int64_t M, int64_t N, int64_t K, const void *A, const void *B,
+                      lc_format ab, void *C, lc_format cf, float beta, const void *bias, lc_epilogue epi, void *aux,
+                      int tf32, void *stream) {
     if (!lt) {
         lt_check(cublasLtCreate(&lt), "Create", site->what);
         LC_CHECK(cudaMalloc(&workspace, WORKSPACE));
@@ -282,13 +300,16 @@ void lc_gemm(lc_gemm_site *site, int ta, int tb, int64_t M, int64_t N, int64_t K
     for (int i = 0; i < site->n; i++)
         if (site->mnk[i][0] == M && site->mnk[i][1] == N && site->mnk[i][2] == K) p = (gemm_plan *)site->plans[i];
     if (!p) {
-        p = make_plan(site, ta, tb, M, N, K, ab, cf, bias != NULL, tf32, NULL);
+        p = make_plan(site, ta, tb, M, N, K, ab, cf, bias != NULL, epi, tf32, NULL);
         int slot = site->n < 4 ? site->n++ : 3;   // the full batch and the last one: a site sees two shapes
         site->plans[slot] = p;
         site->mnk[slot][0] = M; site->mnk[slot][1] = N; site->mnk[slot][2] = K;
     }
     if (bias)
         lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias), "BIAS_POINTER",
+                 site->what);
+    if (aux)
+        lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux), "AUX_POINTER",
                  site->what);
     const float alpha = 1.0f;
     lt_check(cublasLtMatmul(lt, p->op, &alpha, B, p->a, A, p->b, &beta, C, p->c, C, p->c, &p->algo, workspace, WORKSPACE,
@@ -317,7 +338,7 @@ void lc_gemm_batched(lc_gemm_site *site, int ta, int tb, int64_t M, int64_t N, i
     if (!p) {
         gemm_batch b = { batch, { sa, sb, sc }, { alignment(A, sa, elem_size(ab)), alignment(B, sb, elem_size(ab)),
                                                   alignment(C, sc, elem_size(cf)) } };
-        p = make_plan(site, ta, tb, M, N, K, ab, cf, 0, tf32, &b);
+        p = make_plan(site, ta, tb, M, N, K, ab, cf, 0, LC_EPI_NONE, tf32, &b);
         int slot = site->n < 4 ? site->n++ : 3;
         site->plans[slot] = p;
         site->mnk[slot][0] = M; site->mnk[slot][1] = N; site->mnk[slot][2] = K;

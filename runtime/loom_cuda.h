@@ -67,6 +67,18 @@ void lc_gemm(lc_gemm_site *site, int ta, int tb, int64_t M, int64_t N, int64_t K
 void lc_gemm_batched(lc_gemm_site *site, int ta, int tb, int64_t M, int64_t N, int64_t K, int64_t batch,
                      const void *A, int64_t sa, const void *B, int64_t sb, lc_format ab,
                      void *C, int64_t sc, lc_format cf, float alpha, float beta, int tf32, void *stream);
+// The GEMM with an activation in cuBLASLt's epilogue: C = act(op(A) op(B) + bias) (the
+// fuse pass's linear + activation: the pre-activation need not go to memory).
+//   LC_EPI_RELU      ReLU commutes with the rounding of C: the result is the unfused GEMM's
+//                    + ReLU kernel's, bit for bit.
+//   LC_EPI_GELU      GELU, tanh approximation, computed by cuBLASLt (its arithmetic, not
+//                    scalar_ops.h's so_gelu_tanh: the last bits may differ from the unfused);
+//   LC_EPI_GELU_AUX  the same, and the pre-activation written to `aux` (M x N, format cf,
+//                    N a multiple of 8), which GELU's backward reads.
+typedef enum { LC_EPI_NONE = 0, LC_EPI_RELU = 1, LC_EPI_GELU = 2, LC_EPI_GELU_AUX = 3 } lc_epilogue;
+void lc_gemm_epilogue(lc_gemm_site *site, int ta, int tb, int64_t M, int64_t N, int64_t K, const void *A, const void *B,
+                      lc_format ab, void *C, lc_format cf, float beta, const void *bias, lc_epilogue epi, void *aux,
+                      int tf32, void *stream);
 void lc_gemm_shutdown(void);
 
 #ifdef __cplusplus

@@ -14,6 +14,10 @@
 #    avg pooling, soft cross entropy, and its loss swapped for bce_with_logits, mse, l1):
 #    built at 32-true and bf16-mixed (the loss variants at one precision each) and their
 #    kernels checked the same way;
+#  - the fuse pass (gen/fuse.lua): tests/fuse/chains.lua (every elementwise op in one
+#    chain, a value with two readers, a broadcast operand) at each precision, the groups
+#    formed for the three specs and the chains spec (fuse_plan.tsv), --no-fuse, and the
+#    report's Fused kernels section;
 #  - --cuda-graph is compiled into the programs (it runs on a GPU: tests/gpu/run.sh);
 #  - the kernel cache: a second --jit-check reads every kernel from the cache;
 #  - accelerator = "auto" with no device: the CUDA program says so in one line and the
@@ -38,6 +42,10 @@ if [ ! -x "$CUDA/bin/nvcc" ]; then
     echo "ok cuda_build_$v # SKIP no CUDA toolkit"; echo "ok cuda_kernels_$v # SKIP no CUDA toolkit"
   done
   echo "ok cuda_batched_gemms # SKIP no CUDA toolkit"
+  for v in fuse_chains_32-true fuse_chains_bf16-mixed fuse_chains_16-mixed fuse_gelu_epilogue_bf16-mixed fuse_conv_tail_32-true; do
+    echo "ok cuda_build_$v # SKIP no CUDA toolkit"; echo "ok cuda_kernels_$v # SKIP no CUDA toolkit"
+  done
+  for t in cuda_fuse_groups cuda_fuse_stored_when_read_elsewhere cuda_no_fuse cuda_fuse_report; do echo "ok $t # SKIP no CUDA toolkit"; done
   echo "ok cuda_graph_option # SKIP no CUDA toolkit"
   echo "ok cuda_kernel_cache # SKIP no CUDA toolkit"
   echo "ok cuda_auto_falls_back_to_cpu # SKIP no CUDA toolkit"
@@ -73,7 +81,7 @@ check() {
       done
       total=$n
     done
-    for k in ${4:-}; do [ -f "$d/ptx80/$k.ptx" ] || why="${why:-no kernel $k}"; done
+    for k in ${4:-}; do ls "$d/ptx80/$k"*.ptx >/dev/null 2>&1 || why="${why:-no kernel $k}"; done
     if [ -z "$why" ]; then echo "ok cuda_kernels_${s}_$p ($total NVRTC kernels, cubin + PTX for sm_80 and sm_90, no spills)"
     else echo "not ok cuda_kernels_${s}_$p: $why"; fi
 }
@@ -94,7 +102,76 @@ variant mlp_sgd_clipval "Dropout(0.5)," "SGD { lr = 0.01, momentum = 0.9, nester
 variant mlp_adamw_clipinf "Dropout(0.3)," "AdamW { lr = 1e-3 }" "{ max_norm = 0.5, norm_type = math.huge }"
 check mlp_sgd_clipnorm "$tmp/variants/mlp_sgd_clipnorm.lua" bf16-mixed "sgd clip_norm_part clip_norm_coef clip_norm_scale"
 check mlp_sgd_clipval "$tmp/variants/mlp_sgd_clipval.lua" 16-mixed "sgd clip_value"
-check mlp_adamw_clipinf "$tmp/variants/mlp_adamw_clipinf.lua" 32-true "adam clip_norm_part dropout_ff_ff dropout_grad_ff_ff"
+check mlp_adamw_clipinf "$tmp/variants/mlp_adamw_clipinf.lua" 32-true "adam clip_norm_part dropout_ dropout_grad_"
+
+# the fuse pass (gen/fuse.lua): a chain of every elementwise op, fused and not
+check fuse_chains tests/fuse/chains.lua 32-true "tanh_muls_rsub_silu_add_gelu_dropout_divs_ tanh_muls_rsub_silu_add_gelu_dropout_divs_grad_ mul_grad2_bcast_"
+check fuse_chains tests/fuse/chains.lua bf16-mixed "tanh_muls_rsub_silu_add_gelu_dropout_divs_"
+check fuse_chains tests/fuse/chains.lua 16-mixed
+check fuse_gelu_epilogue tests/fuse/gelu_epilogue.lua bf16-mixed
+check fuse_conv_tail tests/fuse/conv_tail.lua 32-true "conv_out_bias_tail_ batch_norm_train_w_b_tail_"
+
+# the groups formed (fuse_plan.tsv: group ID KIND OPS AT BYTES; tensor ID tN OP stored|register WHY)
+groups() { grep "^group" "$1/fuse_plan.tsv" | cut -f3,4 | tr '\t' ' ' | tr '\n' ';'; }
+tensors() { grep "^tensor" "$1/fuse_plan.tsv" | cut -f4,5 | tr '\t' ' ' | tr '\n' ';'; }
+why=""
+for p in "${PRECS[@]}"; do
+  g=$(groups "$tmp/fashion_cnn_$p")
+  [ "$g" = "tail batch_norm+relu;tail batch_norm+relu;epilogue linear+relu;" ] || why="${why}fashion_cnn $p: $g "
+  t=$(tensors "$tmp/fashion_cnn_$p")
+  [ "$t" = "batch_norm register;relu stored;batch_norm register;relu stored;linear register;relu stored;" ] || why="${why}fashion_cnn $p: $t "
+  g=$(groups "$tmp/fashion_mlp_$p")
+  [ "$g" = "epilogue linear+relu;epilogue linear+relu;" ] || why="${why}fashion_mlp $p: $g "
+  g=$(groups "$tmp/paw_$p")   # BN → conv → pool, BN1d → linear → sigmoid: nothing elementwise to fuse
+  [ -z "$g" ] || why="${why}paw $p: $g "
+done
+grep -q "lc_gemm_epilogue(.*LC_EPI_RELU" "$tmp/fashion_mlp_32-true/model.cu" || why="${why}fashion_mlp: no ReLU epilogue "
+grep -q "batch_norm_train_w_b_tail_" "$tmp/fashion_cnn_32-true/model.cu" || why="${why}fashion_cnn: BN's kernel has no tail "
+if [ -z "$why" ]; then echo "ok cuda_fuse_groups (fashion_cnn: conv→BN→ReLU gives BN+ReLU in BN's kernel, linear+ReLU in cuBLASLt's epilogue; fashion_mlp: two epilogues; paw: none)"
+else echo "not ok cuda_fuse_groups: $why"; fi
+
+# stored when read elsewhere: silu's output is read by the chain and by Linear c, the
+# chain's last value by Linear head, the rest only by the chain; the broadcast mul
+# (its gradient a reduction) is not fused
+why=""
+for p in "${PRECS[@]}"; do
+  d="$tmp/fuse_chains_$p"
+  g=$(groups "$d")
+  [ "$g" = "pointwise tanh+mul+sub+silu+add+gelu+dropout+div;pointwise add+sigmoid;" ] || why="${why}$p groups: $g "
+  t=$(tensors "$d")
+  want="tanh register;mul register;sub register;silu stored;add register;gelu register;dropout register;div stored;add register;sigmoid stored;"
+  [ "$t" = "$want" ] || why="${why}$p tensors: $t "
+  grep -q "silu	stored	read by linear outside the group" "$d/fuse_plan.tsv" || why="${why}$p: silu not stored for linear "
+done
+# conv → add → relu → dropout in the conv's output kernel: the conv's output stays stored
+# (the tail's backward recomputes ReLU's output from it), the sum and ReLU's output do not
+d="$tmp/fuse_conv_tail_32-true"
+[ "$(groups "$d")" = "tail conv2d+add+relu+dropout;tail batch_norm+relu;epilogue linear+relu;" ] || why="${why}conv_tail groups: $(groups "$d") "
+[ "$(tensors "$d")" = "conv2d stored;add register;relu register;dropout stored;batch_norm register;relu stored;linear register;relu stored;" ] ||
+  why="${why}conv_tail tensors: $(tensors "$d") "
+# linear + GELU (tanh) in the epilogue with the pre-activation through the aux output
+# (GELU's backward reads it: stored); the exact GELU stays a kernel of its own
+d="$tmp/fuse_gelu_epilogue_bf16-mixed"
+[ "$(groups "$d")" = "epilogue linear+gelu;" ] || why="${why}gelu_epilogue groups: $(groups "$d") "
+[ "$(tensors "$d")" = "linear stored;gelu stored;" ] || why="${why}gelu_epilogue tensors: $(tensors "$d") "
+grep -q "LC_EPI_GELU_AUX" "$d/model.cu" || why="${why}gelu_epilogue: no GELU_AUX epilogue "
+if [ -z "$why" ]; then echo "ok cuda_fuse_stored_when_read_elsewhere (tests/fuse/chains.lua at 32-true, bf16-mixed, 16-mixed; tests/fuse/conv_tail.lua; tests/fuse/gelu_epilogue.lua)"
+else echo "not ok cuda_fuse_stored_when_read_elsewhere: $why"; fi
+
+# --no-fuse: one kernel per op, no groups, no epilogue; explain --accelerator=cuda lists the groups
+d="$tmp/nofuse"
+if "$LOOM" build tests/fuse/chains.lua --no-fuse --no-compile -o "$d" >"$d.log" 2>&1 && "$LOOM" build specs/fashion_cnn.lua \
+     --accelerator=cuda --no-fuse --no-compile -o "$d/cnn" >>"$d.log" 2>&1; then
+  nf=$(ls "$d/kernels" | wc -l); f=$(ls "$tmp/fuse_chains_32-true/kernels" | wc -l)
+  if [ -z "$(groups "$d")" ] && [ -z "$(groups "$d/cnn")" ] && ! grep -q lc_gemm_epilogue "$d/cnn/model.cu" && [ "$nf" -gt "$f" ]; then
+    echo "ok cuda_no_fuse (chains: $nf kernels unfused, $f fused)"
+  else echo "not ok cuda_no_fuse: groups or epilogue left ($nf vs $f kernels)"; fi
+else echo "not ok cuda_no_fuse: $(tail -1 "$d.log")"; fi
+d="$tmp/explain"
+if "$LOOM" explain specs/fashion_cnn.lua --accelerator=cuda -o "$d" >"$d.log" 2>&1 && grep -q "^## Fused kernels (CUDA)" "$d/REPORT.md" &&
+   grep -q "| 1 | batch_norm → relu | fashion_cnn.lua:5 | appended to batch_norm's kernel |" "$d/REPORT.md"; then
+  echo "ok cuda_fuse_report ($(grep -m1 "groups of elementwise ops" "$d/REPORT.md" | cut -c1-90)...)"
+else echo "not ok cuda_fuse_report: no Fused kernels section in $d/REPORT.md"; fi
 
 # the rest of the op table: each spec at 32-true (with the kernels it must have) and bf16-mixed;
 # conv_losses' loss swapped for each of the other losses and reductions

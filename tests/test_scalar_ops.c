@@ -89,6 +89,124 @@ Test(scalar_ops, activations_match_cpu_kernels) {
         dxs[i] = 0 + so_sigmoid_grad(dy[i], ys[i]);
         cr_assert(same_bits(ys[i], y[i]) && same_bits(dxs[i], dx[i]), "sigmoid at %d", i);
     }
+    // tanh reads the output; silu and gelu (both forms) the input
+    k_tanh_forward_f32(y, x, N);
+    memset(dx, 0, sizeof dx);
+    k_tanh_backward_f32(dx, dy, y, N);
+    for (int i = 0; i < N; i++)
+        cr_assert(same_bits(so_tanh(x[i]), y[i]) && same_bits(0 + so_tanh_grad(dy[i], y[i]), dx[i]), "tanh at %d", i);
+    k_silu_forward_f32(y, x, N);
+    memset(dx, 0, sizeof dx);
+    k_silu_backward_f32(dx, dy, x, N);
+    for (int i = 0; i < N; i++)
+        cr_assert(same_bits(so_silu(x[i]), y[i]) && same_bits(0 + so_silu_grad(dy[i], x[i]), dx[i]), "silu at %d", i);
+    for (int approx = 0; approx < 2; approx++) {
+        k_gelu_forward_f32(y, x, N, approx);
+        memset(dx, 0, sizeof dx);
+        k_gelu_backward_f32(dx, dy, x, N, approx);
+        for (int i = 0; i < N; i++) {
+            float f = approx ? so_gelu_tanh(x[i]) : so_gelu(x[i]);
+            float d = 0 + (approx ? so_gelu_tanh_grad(dy[i], x[i]) : so_gelu_grad(dy[i], x[i]));
+            cr_assert(same_bits(f, y[i]) && same_bits(d, dx[i]), "gelu (tanh %d) at %d", approx, i);
+        }
+    }
+}
+
+// add, sub, mul, div: each form of the CPU kernels (equal shapes, rows, broadcast,
+// scalar on either side) against scalar_ops' value and partial derivatives, the
+// reductions of broadcast gradients summed in the CPU's order
+typedef float (*so_fwd)(float, float);
+typedef float (*so_bwd)(float, float, float);
+Test(scalar_ops, arithmetic_matches_cpu_kernels) {
+    enum { M = 7, K = 13, MK = M * K };
+    static float a[MK], b[MK], r[K], y[MK], dy[MK], da[MK], db[MK], dr[K];
+    for (int i = 0; i < MK; i++) { a[i] = uniform(-4, 4); b[i] = uniform(0.25f, 3); dy[i] = uniform(-1, 1); }
+    for (int k = 0; k < K; k++) r[k] = uniform(0.5f, 2);
+    const float s = 1.7f;
+    struct { const char *name; so_fwd f; so_bwd fa, fb; } op[] = {
+        { "add", so_add, so_add_da, so_add_db }, { "sub", so_sub, so_sub_da, so_sub_db },
+        { "mul", so_mul, so_mul_da, so_mul_db }, { "div", so_div, so_div_da, so_div_db },
+    };
+    for (int o = 0; o < 4; o++) {
+        float want_da, want_db;
+        // equal shapes
+        memset(da, 0, sizeof da); memset(db, 0, sizeof db);
+        switch (o) {
+        case 0: k_add_forward_f32(y, a, b, MK); k_add_backward_f32(da, db, dy, a, b, MK); break;
+        case 1: k_sub_forward_f32(y, a, b, MK); k_sub_backward_f32(da, db, dy, a, b, MK); break;
+        case 2: k_mul_forward_f32(y, a, b, MK); k_mul_backward_f32(da, db, dy, a, b, MK); break;
+        default: k_div_forward_f32(y, a, b, MK); k_div_backward_f32(da, db, dy, a, b, MK); break;
+        }
+        for (int i = 0; i < MK; i++) {
+            want_da = 0 + op[o].fa(dy[i], a[i], b[i]);
+            want_db = 0 + op[o].fb(dy[i], a[i], b[i]);
+            cr_assert(same_bits(op[o].f(a[i], b[i]), y[i]) && same_bits(want_da, da[i]) && same_bits(want_db, db[i]),
+                      "%s at %d", op[o].name, i);
+        }
+        // rows: a (M, K) op r (K); r's gradient summed over rows in order
+        memset(da, 0, sizeof da); memset(dr, 0, sizeof dr);
+        switch (o) {
+        case 0: k_add_row_forward_f32(y, a, r, M, K); k_add_row_backward_f32(da, dr, dy, a, r, M, K); break;
+        case 1: k_sub_row_forward_f32(y, a, r, M, K); k_sub_row_backward_f32(da, dr, dy, a, r, M, K); break;
+        case 2: k_mul_row_forward_f32(y, a, r, M, K); k_mul_row_backward_f32(da, dr, dy, a, r, M, K); break;
+        default: k_div_row_forward_f32(y, a, r, M, K); k_div_row_backward_f32(da, dr, dy, a, r, M, K); break;
+        }
+        for (int k = 0; k < K; k++) {
+            float sum = 0;
+            for (int m = 0; m < M; m++) {
+                int i = m * K + k;
+                sum = sum + op[o].fb(dy[i], a[i], r[k]);
+                cr_assert(same_bits(op[o].f(a[i], r[k]), y[i]) && same_bits(0 + op[o].fa(dy[i], a[i], r[k]), da[i]),
+                          "%s rows at %d", op[o].name, i);
+            }
+            cr_assert(same_bits(sum, dr[k]), "%s rows: gradient of the row operand at %d", op[o].name, k);
+        }
+        // a scalar on the right, and (sub, div) on the left
+        memset(da, 0, sizeof da);
+        switch (o) {
+        case 0: k_add_scalar_forward_f32(y, a, s, MK); k_add_scalar_backward_f32(da, dy, a, s, MK); break;
+        case 1: k_sub_scalar_forward_f32(y, a, s, MK); k_sub_scalar_backward_f32(da, dy, a, s, MK); break;
+        case 2: k_mul_scalar_forward_f32(y, a, s, MK); k_mul_scalar_backward_f32(da, dy, a, s, MK); break;
+        default: k_div_scalar_forward_f32(y, a, s, MK); k_div_scalar_backward_f32(da, dy, a, s, MK); break;
+        }
+        for (int i = 0; i < MK; i++)
+            cr_assert(same_bits(op[o].f(a[i], s), y[i]) && same_bits(0 + op[o].fa(dy[i], a[i], s), da[i]), "%s scalar at %d",
+                      op[o].name, i);
+        if (o == 1 || o == 3) {
+            memset(da, 0, sizeof da);
+            if (o == 1) { k_rsub_scalar_forward_f32(y, b, s, MK); k_rsub_scalar_backward_f32(da, dy, b, s, MK); }
+            else { k_rdiv_scalar_forward_f32(y, b, s, MK); k_rdiv_scalar_backward_f32(da, dy, b, s, MK); }
+            for (int i = 0; i < MK; i++)
+                cr_assert(same_bits(op[o].f(s, b[i]), y[i]) && same_bits(0 + op[o].fb(dy[i], s, b[i]), da[i]),
+                          "%s scalar_left at %d", op[o].name, i);
+        }
+    }
+    // general broadcast: a (M, 1, K) op b (3, 1) -> (M, 3, K); both gradients summed
+    // over their broadcast dims, in the CPU's order
+    enum { J = 3 };
+    static float bb[J], y3[M * J * K], dy3[M * J * K], dbb[J];
+    for (int j = 0; j < J; j++) bb[j] = uniform(0.5f, 2);
+    for (int i = 0; i < M * J * K; i++) dy3[i] = uniform(-1, 1);
+    k_bcast_dims d = { 3, { M, J, K }, { K, 0, 1 }, { 0, 1, 0 } };
+    memset(da, 0, sizeof da); memset(dbb, 0, sizeof dbb);
+    k_mul_bcast_forward_f32(y3, a, bb, &d);
+    k_mul_bcast_backward_f32(da, dbb, dy3, a, bb, &d);
+    for (int m = 0; m < M; m++)
+        for (int k = 0; k < K; k++) {
+            float sum = 0;
+            for (int j = 0; j < J; j++) {
+                int i = (m * J + j) * K + k;
+                cr_assert(same_bits(so_mul(a[m * K + k], bb[j]), y3[i]), "mul broadcast at %d", i);
+                sum = sum + so_mul_da(dy3[i], a[m * K + k], bb[j]);
+            }
+            cr_assert(same_bits(sum, da[m * K + k]), "mul broadcast: gradient of a at %d,%d", m, k);
+        }
+    for (int j = 0; j < J; j++) {
+        float sum = 0;
+        for (int m = 0; m < M; m++)
+            for (int k = 0; k < K; k++) sum = sum + so_mul_db(dy3[(m * J + j) * K + k], a[m * K + k], bb[j]);
+        cr_assert(same_bits(sum, dbb[j]), "mul broadcast: gradient of b at %d", j);
+    }
 }
 
 Test(scalar_ops, losses_match_cpu_kernels) {

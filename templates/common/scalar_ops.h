@@ -5,7 +5,7 @@
 // around these functions.  What the CPU tests prove about them holds on the GPU.
 //
 // No libc: NVRTC compiles this without any system header.  The math functions used
-// (expf, logf, sqrtf, fabs, fabsf, pow) are NVRTC built-ins; on the CPU the includer provides <math.h>.
+// (expf, logf, tanhf, erff, sqrtf, fabs, fabsf, pow) are NVRTC built-ins; on the CPU the includer provides <math.h>.
 // Storage formats as gen/precision.lua names them: f32 (float), bf16 and f16 (16-bit
 // patterns in an unsigned short, converted here bit by bit, rounding to nearest even,
 // so that the GPU needs neither cuda_bf16.h nor cuda_fp16.h and rounds as the CPU does).
@@ -91,13 +91,69 @@ SO_FN so_u16 so_narrow_f16(float x) {
 }
 SO_FN float so_round_f16(float x) { return so_widen_f16(so_narrow_f16(x)); }
 
+// A value as a kernel of its own would leave it: a fused kernel passes each op's result
+// to the next through this.  On the GPU it is an exact add (x + -0 is x for every x,
+// -0 and NaN included) that the compiler may not contract with the arithmetic around
+// it, so that NVRTC (--fmad=true) cannot turn one op's a*b and the next op's + c into
+// an FMA the unfused kernels would not compute.  Elsewhere (the CPU, the emulator) the
+// value itself.
+SO_FN float so_keep(float x) {
+#if defined(__CUDA_ARCH__)
+    return __fadd_rn(x, -0.0f);
+#else
+    return x;
+#endif
+}
+
 // ---------------------------------------------------------------------------
-// activations (the backward of relu and sigmoid reads the output)
+// activations (the backward of relu, sigmoid and tanh reads the output)
 
 SO_FN float so_relu(float x) { return x > 0 ? x : 0; }
 SO_FN float so_relu_grad(float dy, float y) { return y > 0 ? dy : 0; }
 SO_FN float so_sigmoid(float x) { return 1 / (1 + expf(-x)); }
 SO_FN float so_sigmoid_grad(float dy, float y) { return dy * y * (1 - y); }
+SO_FN float so_tanh(float x) { return tanhf(x); }
+SO_FN float so_tanh_grad(float dy, float y) { return dy * (1 - y * y); }
+// silu and gelu: the backward reads the input
+SO_FN float so_silu(float x) { return x / (1 + expf(-x)); }
+SO_FN float so_silu_grad(float dy, float x) {
+    float s = 1 / (1 + expf(-x));
+    return dy * s * (1 + x * (1 - s));
+}
+// gelu, exact: x/2 (1 + erf(x/sqrt 2));  d = Phi(x) + x phi(x)
+SO_FN float so_gelu(float x) { return 0.5f * x * (1 + erff(x * (float)0.7071067811865476)); }
+SO_FN float so_gelu_grad(float dy, float x) {
+    float cdf = 0.5f * (1 + erff(x * (float)0.7071067811865476));
+    float pdf = (float)0.3989422804014327 * expf(-0.5f * x * x);
+    return dy * (cdf + x * pdf);
+}
+// gelu, tanh approximation: x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+SO_FN float so_gelu_tanh(float x) {
+    return 0.5f * x * (1 + tanhf((float)0.7978845608028654 * (x + 0.044715f * x * x * x)));
+}
+SO_FN float so_gelu_tanh_grad(float dy, float x) {
+    float t = tanhf((float)0.7978845608028654 * (x + 0.044715f * x * x * x));
+    float du = (float)0.7978845608028654 * (1 + 3 * 0.044715f * x * x);
+    return dy * (0.5f * (1 + t) + 0.5f * x * (1 - t * t) * du);
+}
+
+// ---------------------------------------------------------------------------
+// add, sub, mul, div: the value, and the gradient g times the partial derivative for
+// each operand (_da, _db); `s op a` (a scalar on the left) is the same op with the
+// operands swapped, its gradient the _db one
+
+SO_FN float so_add(float a, float b) { return a + b; }
+SO_FN float so_add_da(float g, float a, float b) { (void)a; (void)b; return g; }
+SO_FN float so_add_db(float g, float a, float b) { (void)a; (void)b; return g; }
+SO_FN float so_sub(float a, float b) { return a - b; }
+SO_FN float so_sub_da(float g, float a, float b) { (void)a; (void)b; return g; }
+SO_FN float so_sub_db(float g, float a, float b) { (void)a; (void)b; return -g; }
+SO_FN float so_mul(float a, float b) { return a * b; }
+SO_FN float so_mul_da(float g, float a, float b) { (void)a; return g * b; }
+SO_FN float so_mul_db(float g, float a, float b) { (void)b; return g * a; }
+SO_FN float so_div(float a, float b) { return a / b; }
+SO_FN float so_div_da(float g, float a, float b) { (void)a; return g / b; }
+SO_FN float so_div_db(float g, float a, float b) { return -g * a / (b * b); }
 
 // ---------------------------------------------------------------------------
 // losses
