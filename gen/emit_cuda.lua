@@ -449,6 +449,25 @@ local function fill(path, values)
   end))
 end
 
+-- fabric.devices (or loom's --devices=): the ordinal of the one GPU the program runs on,
+-- or nil and why (the multi-GPU strategies come in their own issue)
+local function device_ordinal(sp, override)
+  local d = override or sp.fabric.devices
+  if d == "auto" or d == 1 then return 0 end
+  if type(d) == "table" and #d == 1 then return d[1] end
+  local shown = type(d) == "table" and ("{" .. table.concat(d, ", ") .. "}") or tostring(d)
+  return nil, string.format("devices = %s: the CUDA backend runs on one GPU (devices = 1, 'auto', or {k} for GPU k); " ..
+    "the multi-GPU strategies come in their own issue", shown)
+end
+
+-- torch.set_float32_matmul_precision: "high" and "medium" both let cuBLASLt compute
+-- float32 GEMMs in TF32 (CUBLAS_COMPUTE_32F_FAST_TF32), as PyTorch does on CUDA
+local function tf32_of(sp)
+  local mp = sp.fabric.float32_matmul_precision or "highest"
+  return mp ~= "highest" and 1 or 0, mp
+end
+emit.tf32_of = tf32_of
+
 -- Generates the CUDA program's files.  Returns { [filename] = text }.
 -- opts: precision, spec_hash, accelerator ("cuda" or "auto"), cpu_program (for auto).
 function emit.program(g, opts)
@@ -469,9 +488,11 @@ function emit.program(g, opts)
       if why then diag.error(node.where, string.format("%s: %s is not supported by the CUDA backend yet", node.op, why)) end
     end
   end
+  local device, why = device_ordinal(sp, opts.devices)
+  if not device then diag.error(not opts.devices and diag.key_where(sp.fabric.where, "devices") or nil, why) end
   diag.check()
   -- the C backend's passes: precision plan, autodiff, memory plan
-  local cfiles, info = require("emit_c").model(g, { precision = prec, spec_hash = opts.spec_hash })
+  local cfiles, info = require("emit_c").model(g, { precision = prec, spec_hash = opts.spec_hash, backend = "cuda" })
   local pp, p, st, ad = info.pp, info.plan, info.state, info.autodiff
   local trace = pp.trace
   local kernels = { list = {}, by_name = {} }
@@ -589,6 +610,7 @@ function emit.program(g, opts)
     num_batch_fields = #info.fields, loss_desc = loss_node.op, has_accuracy = info.has_accuracy and 1 or 0,
     num_kernels = #kernels.list, accelerator = accel, cpu_program = opts.cpu_program or "train_cpu",
     optimizer_fields = table.concat(opt_fields, "\n"),
+    tf32 = tf32_of(sp), matmul_precision = select(2, tf32_of(sp)), device = device,
     loss_scaling = require("precision").SETTINGS[prec].loss_scaling and 1 or 0, metrics_count = eval_count(count_expr(x.shape), info.batch_max),
   }
   local files = {}
@@ -623,6 +645,7 @@ function emit.program(g, opts)
   t.accelerator = accel
   for _, k in ipairs { "lr_body", "momentum_body", "momentum", "scheduler_desc", "momentum_desc" } do t[k] = ov[k] end
   t.cpu_program = values.cpu_program
+  t.device = device
   files["train.c"] = fill("templates/cuda/train.c.in", t)
   -- the kernels, one file each, for inspection (the program carries its own copies)
   for _, k in ipairs(kernels.list) do files["kernels/" .. k.name .. ".cu"] = k.text end
@@ -641,11 +664,13 @@ function emit.cuda_home()
 end
 
 -- Can this backend build the spec here?  true, or false and why (for "auto").
-function emit.available(g, precision)
+function emit.available(g, precision, devices)
   local prec = precision or g.spec.fabric.precision
   if not emit.PRECISIONS[prec] then return false, string.format("the CUDA backend does not run precision '%s' yet", prec) end
   if not emit.cuda_home() then return false, "no CUDA toolkit (nvcc) in $CUDA_HOME or /usr/local/cuda" end
   if not g.loss then return false, "no training step" end
+  local device, why = device_ordinal(g.spec, devices)
+  if not device then return false, why end
   for _, node in ipairs(g.loss.nodes) do
     if not ops_cuda[node.op] or node.op == "supported" or ops_cuda.supported(node) then
       return false, string.format("the CUDA backend does not run %s yet", node.op)

@@ -19,6 +19,7 @@ options:
   --precision=P           override the spec's precision (32-true, 64-true, bf16-mixed, 16-mixed, bf16-true, 16-true)
   --accelerator=A         override the spec's accelerator: cpu, cuda (DIR/train runs on a GPU), auto (DIR/train
                           for the CPU and DIR/cuda/train, which runs the CPU build when there is no device)
+  --devices=N             override the spec's devices (the CUDA program runs on one GPU: 1 or auto)
   --compare-wrapper       explain: also count the casts a run-time wrapper (Fabric + autocast) would make
   --no-compile            build: write the files only
   --emit torch            build: also write model.py, the equivalent PyTorch module
@@ -61,6 +62,11 @@ local function parse_args(args)
         usage_error("--accelerator takes cpu, cuda or auto, not '" .. opts.accelerator .. "'")
       end
       if opts.accelerator == "gpu" then opts.accelerator = "cuda" end
+    elseif a:match("^%-%-devices=") then
+      local v = a:sub(11)
+      local d, msg = require("spec").check_devices(v:match("^%d+$") and math.tointeger(tonumber(v)) or v, "--devices")
+      if not d then usage_error(msg) end
+      opts.devices = d
     elseif a:match("^%-%-dump=") then
       opts.dump = a:sub(8)
       local ok = false
@@ -150,7 +156,7 @@ local function generate(path, opts)
   local g = front_end(path, opts)
   if not g then return nil end
   local emit_c = require "emit_c"
-  local files, info = emit_c.model(g, { precision = opts.precision, spec_hash = spec_hash(g.spec.text) })
+  local files, info = emit_c.model(g, { precision = opts.precision, spec_hash = spec_hash(g.spec.text), backend = "cpu" })
   for name, text in pairs(require("emit_train").program(g, info, {})) do files[name] = text end
   local loomc = require "loomc"
   local template = require "template"
@@ -221,16 +227,17 @@ local function generate_for_accelerator(path, opts)
   local cuda = require "emit_cuda"
   local dir = opts.out or ("build/" .. spec_basename(path))
   if accel == "cuda" then
-    return nil, cuda.generate(g, dir, { precision = opts.precision, spec_hash = spec_hash(g.spec.text), accelerator = "cuda" })
+    return nil, cuda.generate(g, dir, { precision = opts.precision, spec_hash = spec_hash(g.spec.text), accelerator = "cuda",
+                                        devices = opts.devices })
   end
   local cpu_dir = generate(path, opts)
-  local ok, why = cuda.available(g, opts.precision)
+  local ok, why = cuda.available(g, opts.precision, opts.devices)
   if not ok then
     io.stderr:write(string.format("note: accelerator \"auto\": %s; built for the CPU only\n", why))
     return cpu_dir, nil
   end
   return cpu_dir, cuda.generate(g, cpu_dir .. "/cuda", { precision = opts.precision, spec_hash = spec_hash(g.spec.text),
-                                                         accelerator = "auto", cpu_program = "../train" })
+                                                         accelerator = "auto", cpu_program = "../train", devices = opts.devices })
 end
 
 function commands.build(opts, path)

@@ -28,6 +28,9 @@ if [ ! -x "$CUDA/bin/nvcc" ]; then
     echo "ok cuda_build_$v # SKIP no CUDA toolkit"; echo "ok cuda_kernels_$v # SKIP no CUDA toolkit"
   done
   echo "ok cuda_graph_option # SKIP no CUDA toolkit"
+  echo "ok cuda_tf32_opt_in # SKIP no CUDA toolkit"
+  echo "ok cuda_tf32_cpu_note # SKIP no CUDA toolkit"
+  echo "ok cuda_devices_refused # SKIP no CUDA toolkit"
   echo "ok cuda_kernel_cache # SKIP no CUDA toolkit"
   echo "ok cuda_auto_falls_back_to_cpu # SKIP no CUDA toolkit"
   echo "ok cuda_without_device_exits # SKIP no CUDA toolkit"
@@ -41,7 +44,8 @@ export LOOM_KERNEL_CACHE="$tmp/kernel_cache"
 check() {
     local s=$1 spec=$2 p=$3
     d="$tmp/${s}_$p"
-    if ! "$LOOM" build "$spec" --accelerator=cuda --precision="$p" -o "$d" >"$d.log" 2>&1; then
+    # --devices=1: paw asks for 2 (ddp), which the one-GPU CUDA program refuses
+    if ! "$LOOM" build "$spec" --accelerator=cuda --precision="$p" --devices=1 -o "$d" >"$d.log" 2>&1; then
       echo "not ok cuda_build_${s}_$p: $(grep -m1 -E 'error|FAILED' "$d.log" || tail -1 "$d.log")"
       echo "not ok cuda_kernels_${s}_$p: the program did not build"
       return
@@ -94,6 +98,31 @@ if [ -x "$d/train" ] && grep -q 'strcmp(f, "--cuda-graph")' "$d/train.c" && grep
   echo "ok cuda_graph_option (16-mixed SGD + clip_val + Dropout: built with capture, exec update and the flag)"
 else
   echo "not ok cuda_graph_option: the --cuda-graph code is missing from $d"
+fi
+
+# fabric { float32_matmul_precision = "high", devices = {1} }: TF32 GEMMs on, GPU 1 by default
+# (--device N overrides); devices = 2 is refused at its spec line; the CPU build says it
+# ignores the setting
+sed 's/fabric { accelerator = "cpu", precision = "32-true" }/fabric { accelerator = "cpu", precision = "32-true", float32_matmul_precision = "high", devices = {1} }/' \
+  specs/fashion_mlp.lua >"$tmp/variants/mlp_tf32.lua"
+d="$tmp/mlp_tf32"
+if "$LOOM" build "$tmp/variants/mlp_tf32.lua" --accelerator=cuda -o "$d" >"$d.log" 2>&1 && [ -x "$d/train" ] &&
+   grep -q "^#define TF32 1$" "$d/model.cu" && grep -q "NULL, 0, 0, 1 };" "$d/train.c" && strings "$d/train" | grep -q -- "--device N"; then
+  echo "ok cuda_tf32_opt_in (float32_matmul_precision = \"high\": built with TF32 on, devices = {1} is GPU 1)"
+else
+  echo "not ok cuda_tf32_opt_in: $(grep -m1 -E 'error|FAILED' "$d.log" || echo "no TF32 1 / device 1 in $d")"
+fi
+out=$("$LOOM" build "$tmp/variants/mlp_tf32.lua" --accelerator=cpu --no-compile -o "$tmp/mlp_tf32_cpu" 2>&1)
+if echo "$out" | grep -q "mlp_tf32.lua:13: note: float32_matmul_precision 'high' is for the GPU's TF32"; then
+  echo "ok cuda_tf32_cpu_note"
+else
+  echo "not ok cuda_tf32_cpu_note: $out"
+fi
+out=$("$LOOM" build specs/paw.lua --accelerator=cuda --no-compile -o "$tmp/paw_devices2" 2>&1); rc=$?
+if [ $rc -eq 2 ] && echo "$out" | head -1 | grep -q "^specs/paw.lua:20: devices = 2: the CUDA backend runs on one GPU.*multi-GPU strategies come in their own issue"; then
+  echo "ok cuda_devices_refused ($(echo "$out" | head -1))"
+else
+  echo "not ok cuda_devices_refused: rc $rc: $(echo "$out" | head -1)"
 fi
 
 # the cache: the second compile of a program's kernels reads every one of them
