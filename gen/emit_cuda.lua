@@ -100,7 +100,8 @@ local function context(g, info, kernels, scratch)
   function e.val(t)
     if t.dtype ~= "float" then return { ptr = storage(t), S = "i64", V = "i64" } end
     local c = chain(t)
-    return { ptr = storage(t), S = c[1], V = c[2] or c[1] }
+    local r = root(t)
+    return { ptr = storage(t), S = c[1], V = c[2] or c[1], param = r.param and st.by_name[r.param].offset or nil }
   end
   function e.grad(t)
     local r = root(t)
@@ -212,9 +213,20 @@ local function context(g, info, kernels, scratch)
     if a.V == b.V and FMT[a.V].lc then return a.V end
     return "f32"
   end
-  -- an operand in format F: itself, or converted into scratch (rounded through its view)
+  -- The compute copy: a float32 master parameter that a GEMM reads in 16 bits is read
+  -- from m->d_compute (so_narrow_F(so_round_F(p)), what staging it would give: the view
+  -- is F), which the optimizer's kernel writes with the update and model_upload after
+  -- init/resume.  e.compute.fmt: that 16-bit format, once one GEMM has asked for it.
+  e.compute = { fmt = nil }
+  -- an operand in format F: itself, the compute copy, or converted into scratch
+  -- (rounded through its view)
   local function staged(o, F, count, lines)
     if o.S == F and o.V == F then return o.ptr end
+    if o.param and o.S == "f32" and o.V == F and F ~= "f32" then
+      assert(e.compute.fmt == nil or e.compute.fmt == F, "one 16-bit compute format per program")
+      e.compute.fmt = F
+      return string.format("(void *)(m->d_compute + %d)", o.param)
+    end
     local s = e.scratch(count, F)
     local ops = { { "src", o, "r" }, { "dst", s, "w" } }
     local k = e.kernel { kind = "stage", ops = ops, params = "long long n",
@@ -344,11 +356,18 @@ local function optimizer(sp, kernels, ctx, scratch)
       opt.kind, a.amsgrad and " with amsgrad" or a.maximize and " with maximize" or ""))
   end
   local clip = clip_lines(sp, ctx, scratch)
+  -- the compute copy (see staged in context) is written in the same pass as the update
+  local cf = ctx.compute.fmt
+  local copy_kind = cf and ("_copy_" .. FMT[cf].code) or ""
+  local copy_param = cf and ", so_u16 *__restrict__ copy" or ""
+  local copy_stmt = cf and string.format("\n        copy[i] = so_narrow_%s(so_round_%s(p[i]));   // the compute copy", cf, cf) or ""
+  local copy_ptr = cf and ", *copy = m->d_compute" or ""
+  local copy_arg = cf and ", &copy" or ""
   if opt.kind == "SGD" then
-    local k = ctx.kernel { kind = "sgd", ops = {},
-      params = "float *__restrict__ p, float *__restrict__ buf, const float *__restrict__ g, long long n, so_sgd_consts c",
-      body = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)\n" ..
-             "        so_sgd(&p[i], buf ? &buf[i] : p, g[i], &c);" }
+    local k = ctx.kernel { kind = "sgd" .. copy_kind, ops = {},
+      params = "float *__restrict__ p, float *__restrict__ buf, const float *__restrict__ g" .. copy_param .. ", long long n, so_sgd_consts c",
+      body = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {\n" ..
+             "        so_sgd(&p[i], buf ? &buf[i] : p, g[i], &c);" .. copy_stmt .. "\n    }" }
     local hasmom = a.momentum ~= 0
     local body = {}
     for _, l in ipairs(clip) do body[#body + 1] = l end
@@ -366,19 +385,19 @@ local function optimizer(sp, kernels, ctx, scratch)
       string.format("    c.nesterov = %d;", a.nesterov and 1 or 0),
       string.format("    c.maximize = %d;", a.maximize and 1 or 0),
       "    c.first = step == 0;   // the momentum buffer starts as the first gradient",
-      string.format("    void *p = m->d_params, *buf = %s, *g = m->d_grads;", hasmom and "o->d_momentum_buffer" or "NULL"),
+      string.format("    void *p = m->d_params, *buf = %s, *g = m->d_grads%s;", hasmom and "o->d_momentum_buffer" or "NULL", copy_ptr),
       hasmom and "" or "    (void)o;",
       "    long long n = NUM_PARAMS;",
-      "    void *args[] = { &p, &buf, &g, &n, &c };",
+      string.format("    void *args[] = { &p, &buf, &g%s, &n, &c };", copy_arg),
       string.format("    lc_launch(&m->kernels[%d], lc_blocks(n, 256), 256, m->stream, args);", k),
     } do body[#body + 1] = l end
     return table.concat(body, "\n"), hasmom and { "momentum_buffer" } or {}
   end
   local ops = {}
-  local k = ctx.kernel { kind = "adam", ops = ops,
-    params = "float *__restrict__ p, float *__restrict__ m, float *__restrict__ v, const float *__restrict__ g, long long n, so_adam_consts c",
-    body = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)\n" ..
-           "        so_adam(&p[i], &m[i], &v[i], g[i], &c);" }
+  local k = ctx.kernel { kind = "adam" .. copy_kind, ops = ops,
+    params = "float *__restrict__ p, float *__restrict__ m, float *__restrict__ v, const float *__restrict__ g" .. copy_param .. ", long long n, so_adam_consts c",
+    body = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {\n" ..
+           "        so_adam(&p[i], &m[i], &v[i], g[i], &c);" .. copy_stmt .. "\n    }" }
   local adamw = opt.kind == "AdamW"
   local wd = a.weight_decay or 0
   local body = clip
@@ -397,9 +416,9 @@ local function optimizer(sp, kernels, ctx, scratch)
     "    c.step_size = (float)(lr / bc1);",
     "    c.bc2_sqrt = (float)sqrt(bc2);",
     string.format("    c.eps = (float)%.17g;", a.eps),
-    "    void *p = m->d_params, *mm = o->d_exp_avg, *v = o->d_exp_avg_sq, *g = m->d_grads;",
+    "    void *p = m->d_params, *mm = o->d_exp_avg, *v = o->d_exp_avg_sq, *g = m->d_grads" .. copy_ptr .. ";",
     "    long long n = NUM_PARAMS;",
-    "    void *args[] = { &p, &mm, &v, &g, &n, &c };",
+    "    void *args[] = { &p, &mm, &v, &g" .. copy_arg .. ", &n, &c };",
     string.format("    lc_launch(&m->kernels[%d], lc_blocks(n, 256), 256, m->stream, args);", k),
   } do body[#body + 1] = l end
   return table.concat(body, "\n"), { "exp_avg", "exp_avg_sq" }
@@ -544,6 +563,22 @@ function emit.program(g, opts)
            "        float v = g[i];\n        if (!(fabsf(v) <= 3.402823466e38f)) atomicOr(found, 1);   // inf or NaN\n" ..
            "        g[i] = v * inv_scale;\n    }" }
 
+  -- the compute copy after init, resume or loading weights (model_upload)
+  local compute_upload = "    // no compute copy: no GEMM reads a float32 parameter in 16 bits"
+  local cf = e.compute.fmt
+  if cf then
+    local ck = e.kernel { kind = "compute_copy_" .. FMT[cf].code, ops = {}, params = "const float *__restrict__ p, so_u16 *__restrict__ copy, long long n",
+      body = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)\n" ..
+             string.format("        copy[i] = so_narrow_%s(so_round_%s(p[i]));", cf, cf) }
+    compute_upload = table.concat({
+      string.format("    {   // the %s compute copy of the parameters the GEMMs read (the optimizer keeps it after this)", cf),
+      "        void *p = m->d_params, *copy = m->d_compute;",
+      "        long long n = NUM_PARAMS;",
+      "        void *args[] = { &p, &copy, &n };",
+      string.format("        lc_launch(&m->kernels[%d], lc_blocks(n, 256), 256, m->stream, args);", ck),
+      "    }" }, "\n")
+  end
+
   local tv, ov = train_values(g, info)
   -- the kernels, as C string literals
   local pre = prelude()
@@ -608,7 +643,7 @@ function emit.program(g, opts)
     num_param_tensors = #st.params, num_buffer_tensors = #st.buffers, num_counter_tensors = #st.counters,
     batch_fields = table.concat(bfields, "\n"), dev_batch_fields = table.concat(dfields, "\n"),
     num_batch_fields = #info.fields, loss_desc = loss_node.op, has_accuracy = info.has_accuracy and 1 or 0,
-    num_kernels = #kernels.list, accelerator = accel, cpu_program = opts.cpu_program or "train_cpu",
+    num_kernels = #kernels.list, compute_copy = cf and 1 or 0, compute_format = cf or "none", accelerator = accel, cpu_program = opts.cpu_program or "train_cpu",
     optimizer_fields = table.concat(opt_fields, "\n"),
     tf32 = tf32_of(sp), matmul_precision = select(2, tf32_of(sp)), device = device,
     loss_scaling = require("precision").SETTINGS[prec].loss_scaling and 1 or 0, metrics_count = eval_count(count_expr(x.shape), info.batch_max),
@@ -633,6 +668,7 @@ function emit.program(g, opts)
   mc.metrics_body = metrics_body
   mc.kernel_sources = table.concat(srcs, "\n")
   mc.optimizer_step = opt_body
+  mc.compute_upload = compute_upload
   mc.unscale_kernel = unscale
   -- an optimizer without state (SGD without momentum) leaves `o` unused
   mc.optimizer_alloc = #opt_alloc > 0 and table.concat(opt_alloc, "\n") or "    (void)o;   // no optimizer state"

@@ -28,6 +28,7 @@ if [ ! -x "$CUDA/bin/nvcc" ]; then
     echo "ok cuda_build_$v # SKIP no CUDA toolkit"; echo "ok cuda_kernels_$v # SKIP no CUDA toolkit"
   done
   echo "ok cuda_graph_option # SKIP no CUDA toolkit"
+  echo "ok cuda_compute_copy # SKIP no CUDA toolkit"
   echo "ok cuda_tf32_opt_in # SKIP no CUDA toolkit"
   echo "ok cuda_tf32_cpu_note # SKIP no CUDA toolkit"
   echo "ok cuda_devices_refused # SKIP no CUDA toolkit"
@@ -99,6 +100,20 @@ if [ -x "$d/train" ] && grep -q 'strcmp(f, "--cuda-graph")' "$d/train.c" && grep
 else
   echo "not ok cuda_graph_option: the --cuda-graph code is missing from $d"
 fi
+
+# the compute copy (bf16-mixed / 16-mixed): the GEMMs read the 16-bit copy of the float32
+# weights that the optimizer writes with the update (and model_upload after init/resume);
+# no kernel stages a parameter into scratch; 32-true has no copy
+why=""
+for p in bf16-mixed 16-mixed; do
+  d="$tmp/fashion_cnn_$p"; c=$([ $p = bf16-mixed ] && echo b || echo h)
+  [ -f "$d/kernels/adam_copy_$c.cu" ] && [ -f "$d/kernels/compute_copy_$c.cu" ] || why="$p: no adam_copy_$c / compute_copy_$c kernel"
+  grep -q "^#define COMPUTE_COPY 1" "$d/model.h" || why="$p: COMPUTE_COPY is not 1"
+  [ "$(grep -c 'lc_gemm(&site.*m->d_compute' "$d/model.cu")" -ge 6 ] || why="$p: fewer than 6 GEMMs read d_compute"
+  ! ls "$d/kernels" | grep -q "^stage_f${c}_" || why="$p: a parameter is still staged ($(ls "$d/kernels" | grep "^stage_f${c}_"))"
+done
+grep -q "^#define COMPUTE_COPY 0" "$tmp/fashion_cnn_32-true/model.h" || why="${why:-32-true has a compute copy}"
+if [ -z "$why" ]; then echo "ok cuda_compute_copy (fashion_cnn bf16-mixed, 16-mixed)"; else echo "not ok cuda_compute_copy: $why"; fi
 
 # fabric { float32_matmul_precision = "high", devices = {1} }: TF32 GEMMs on, GPU 1 by default
 # (--device N overrides); devices = 2 is refused at its spec line; the CPU build says it
