@@ -685,7 +685,9 @@ function emit.program(g, opts)
   files["train.c"] = fill("templates/cuda/train.c.in", t)
   -- the kernels, one file each, for inspection (the program carries its own copies)
   for _, k in ipairs(kernels.list) do files["kernels/" .. k.name .. ".cu"] = k.text end
-  return files, { kernels = kernels.list, scratch = scratch.max, info = info }
+  return files, { kernels = kernels.list, scratch = scratch.max, info = info, compute_format = cf, device = device,
+                  tf32 = values.tf32, matmul_precision = values.matmul_precision, opt_states = #opt_states,
+                  metrics_count = values.metrics_count }
 end
 
 -- Where the CUDA toolkit is: $CUDA_HOME, else /usr/local/cuda (nil when nvcc is absent).

@@ -132,7 +132,20 @@ function commands.explain(opts, path)
       _, info = require("emit_c").model(g, { precision = opts.precision, spec_hash = "" })
     end
   end
-  local md = report.markdown(g, { report.precision_section(g, info, opts.compare_wrapper), report.memory_section(g, info) })
+  local sections = { report.precision_section(g, info, opts.compare_wrapper), report.memory_section(g, info) }
+  -- the CUDA program's choices, for accelerator "cuda" or "auto" (the spec's or --accelerator=)
+  local accel = opts.accelerator or g.spec.fabric.accelerator
+  if (accel == "cuda" or accel == "gpu" or accel == "auto") and g.loss and g.spec.train then
+    local cuda = require "emit_cuda"
+    local ok, why = cuda.available(g, opts.precision, opts.devices)
+    local cinfo = { unavailable = why }
+    if ok then
+      local _
+      _, cinfo = cuda.program(g, { precision = opts.precision, spec_hash = "", devices = opts.devices })
+    end
+    sections[#sections + 1] = report.cuda_section(g, cinfo)
+  end
+  local md = report.markdown(g, sections)
   write(dir .. "/REPORT.md", md)
   write(dir .. "/REPORT.html", report.html(g.model_rec.class .. " — loom report", md))
   io.write(string.format("wrote %s/REPORT.md and %s/REPORT.html\n", dir, dir))

@@ -30,6 +30,8 @@ if [ ! -x "$CUDA/bin/nvcc" ]; then
   echo "ok cuda_graph_option # SKIP no CUDA toolkit"
   echo "ok cuda_compute_copy # SKIP no CUDA toolkit"
   echo "ok cuda_tf32_opt_in # SKIP no CUDA toolkit"
+  echo "ok cuda_report_states_conv_choice # SKIP no CUDA toolkit"
+  echo "ok cuda_bench_gpu_conv_builds # SKIP no CUDA toolkit"
   echo "ok cuda_tf32_cpu_note # SKIP no CUDA toolkit"
   echo "ok cuda_devices_refused # SKIP no CUDA toolkit"
   echo "ok cuda_kernel_cache # SKIP no CUDA toolkit"
@@ -40,6 +42,8 @@ fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 export LOOM_KERNEL_CACHE="$tmp/kernel_cache"
+has_gpu_dev=0
+if [ -e /dev/nvidiactl ] || ls /dev/nvidia0 >/dev/null 2>&1; then has_gpu_dev=1; fi
 
 # check NAME SPEC_FILE PRECISION: build for cuda, then every NVRTC kernel for sm_80/sm_90
 check() {
@@ -138,6 +142,22 @@ if [ $rc -eq 2 ] && echo "$out" | head -1 | grep -q "^specs/paw.lua:20: devices 
   echo "ok cuda_devices_refused ($(echo "$out" | head -1))"
 else
   echo "not ok cuda_devices_refused: rc $rc: $(echo "$out" | head -1)"
+fi
+
+# the convolution choice: the report states it and points at bench/gpu_conv.sh, which
+# compiles (cuDNN against im2col + cuBLASLt) and, without a GPU, says so and exits 0
+if "$LOOM" explain specs/fashion_cnn.lua --accelerator=cuda --precision=bf16-mixed -o "$tmp/report" >/dev/null 2>&1 &&
+   grep -q "^- Convolution: im2col .*bench/gpu_conv.sh" "$tmp/report/REPORT.md" && grep -q "^| compute copy (bf16" "$tmp/report/REPORT.md"; then
+  echo "ok cuda_report_states_conv_choice"
+else
+  echo "not ok cuda_report_states_conv_choice: no CUDA section with the convolution and the compute copy in $tmp/report/REPORT.md"
+fi
+if out=$(bench/gpu_conv.sh --build "$tmp/gpu_conv" 2>&1) && [ -x "$tmp/gpu_conv/gpu_conv" ]; then
+  run=$("$tmp/gpu_conv/gpu_conv" 2>&1); rc=$?
+  if [ $rc -eq 0 ] && { [ "$run" = "no GPU: gpu_conv measures on a CUDA device" ] || [ "$has_gpu_dev" = 1 ]; }; then echo "ok cuda_bench_gpu_conv_builds ($(echo "$run" | head -1))"
+  else echo "not ok cuda_bench_gpu_conv_builds: rc $rc: $(echo "$run" | tail -1)"; fi
+else
+  echo "not ok cuda_bench_gpu_conv_builds: $(echo "$out" | grep -m1 -E 'error' || echo "$out" | tail -1)"
 fi
 
 # the cache: the second compile of a program's kernels reads every one of them
