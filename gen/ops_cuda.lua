@@ -532,27 +532,27 @@ ops_cuda.bce = {
 -- dropout: the CPU kernel's mask (k_dropout_*: Philox at (m->seed, m->step << 20 | node
 -- index, element)), recomputed by the backward; scalar_ops.h's so_dropout_keep is
 -- runtime/philox.h's philox_uniform_at, so the device drops exactly the CPU's elements.
--- Out of training (or p = 0) it copies.
+-- Out of training (or p = 0) it copies.  The step is read on the device (m->d_step,
+-- the step's constants): a captured step replays with each step's mask.
+local STREAM = "const so_u64 stream = *step << 20 | op;\n        "
 ops_cuda.dropout = {
   forward = function(e, n)
     local ops = { { "x", e.val(n.inputs[1]), "r" }, { "y", e.val(n.out), "w" } }
     return pointwise(e, "dropout", ops,
-      "st_y(i, on ? so_dropout(ld_x(i), so_dropout_keep(seed, stream, (so_u64)i, p), so_dropout_scale(p)) : ld_x(i));",
-      e.numel(n.out), "float p, so_u64 seed, so_u64 stream, int on",
-      { { "float", e.lit(n.attrs.p) }, { "unsigned long long", "m->seed" },
-        { "unsigned long long", string.format("(m->step << 20 | %du)", n.index) },
-        { "int", n.attrs.p == 0 and "0" or "training" } })
+      STREAM .. "st_y(i, on ? so_dropout(ld_x(i), so_dropout_keep(seed, stream, (so_u64)i, p), so_dropout_scale(p)) : ld_x(i));",
+      e.numel(n.out), "float p, so_u64 seed, const so_u64 *step, unsigned op, int on",
+      { { "float", e.lit(n.attrs.p) }, { "unsigned long long", "m->seed" }, { "void *", "m->d_step" },
+        { "unsigned", string.format("%du", n.index) }, { "int", n.attrs.p == 0 and "0" or "training" } })
   end,
   backward = function(e, n)
     local dx = e.grad(n.inputs[1])
     if not dx then return {} end
     local ops = { { "dy", e.grad(n.out), "r" }, { "dx", dx, "a" } }
     return pointwise(e, "dropout_grad", ops,
-      "if (!on) acc_dx(i, ld_dy(i));\n        else if (so_dropout_keep(seed, stream, (so_u64)i, p)) acc_dx(i, so_dropout(ld_dy(i), 1, so_dropout_scale(p)));",
-      e.numel(n.out), "float p, so_u64 seed, so_u64 stream, int on",
-      { { "float", e.lit(n.attrs.p) }, { "unsigned long long", "m->seed" },
-        { "unsigned long long", string.format("(m->step << 20 | %du)", n.index) },
-        { "int", n.attrs.p == 0 and "0" or "1" } })
+      STREAM .. "if (!on) acc_dx(i, ld_dy(i));\n        else if (so_dropout_keep(seed, stream, (so_u64)i, p)) acc_dx(i, so_dropout(ld_dy(i), 1, so_dropout_scale(p)));",
+      e.numel(n.out), "float p, so_u64 seed, const so_u64 *step, unsigned op, int on",
+      { { "float", e.lit(n.attrs.p) }, { "unsigned long long", "m->seed" }, { "void *", "m->d_step" },
+        { "unsigned", string.format("%du", n.index) }, { "int", n.attrs.p == 0 and "0" or "1" } })
   end,
 }
 

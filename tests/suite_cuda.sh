@@ -90,19 +90,26 @@ variant mlp_sgd_clipnorm "Dropout(0.2), Linear(256, 256), Dropout(0.0)," \
   "SGD { lr = 0.05, momentum = 0.9, dampening = 0.1, weight_decay = 1e-3 }" "{ max_norm = 1.0 }"
 variant mlp_sgd_clipval "Dropout(0.5)," "SGD { lr = 0.01, momentum = 0.9, nesterov = true, maximize = true }" "{ clip_val = 0.01 }"
 variant mlp_adamw_clipinf "Dropout(0.3)," "AdamW { lr = 1e-3 }" "{ max_norm = 0.5, norm_type = math.huge }"
-check mlp_sgd_clipnorm "$tmp/variants/mlp_sgd_clipnorm.lua" bf16-mixed "sgd clip_norm_part clip_norm_coef clip_norm_scale"
-check mlp_sgd_clipval "$tmp/variants/mlp_sgd_clipval.lua" 16-mixed "sgd clip_value"
+check mlp_sgd_clipnorm "$tmp/variants/mlp_sgd_clipnorm.lua" bf16-mixed "sgd_copy_b clip_norm_part clip_norm_coef clip_norm_scale"
+check mlp_sgd_clipval "$tmp/variants/mlp_sgd_clipval.lua" 16-mixed "sgd_copy_h clip_value loss_seed_ff unscale scaler_update"
 check mlp_adamw_clipinf "$tmp/variants/mlp_adamw_clipinf.lua" 32-true "adam clip_norm_part dropout_ff_ff dropout_grad_ff_ff"
 
-# --cuda-graph (a GPU runs it: tests/gpu/run.sh): the flag is parsed, the step's two halves
-# are captured and updated in place, and the option is off unless asked for
+# --cuda-graph (a GPU runs it: tests/gpu/run.sh): the flag is parsed, a step is captured
+# once and replayed (no cudaGraphExecUpdate), the option is off unless asked for, and
+# nothing the captured operations pass to a kernel changes between steps: the step,
+# the learning rate and the optimizer's constants, the loss scale and the skip decision
+# are read on the device (16-mixed SGD + clip by value + Dropout)
 d="$tmp/mlp_sgd_clipval_16-mixed"
-if [ -x "$d/train" ] && grep -q 'strcmp(f, "--cuda-graph")' "$d/train.c" && grep -q "model_graph_end(&m, 1)" "$d/train.c" &&
-   grep -q "cudaStreamBeginCapture" "$d/model.cu" && grep -q "cudaGraphExecUpdate" "$d/model.cu" &&
-   grep -q "NULL, 0, 0 };" "$d/train.c" && strings "$d/train" | grep -q -- "--cuda-graph"; then
-  echo "ok cuda_graph_option (16-mixed SGD + clip_val + Dropout: built with capture, exec update and the flag)"
+step_code=$(sed -n '/^static void forward_ops/,/^}/p;/^static void backward/,/^}/p;/^static void optimizer_ops/,/^}/p;/^static void step_ops/,/^}/p' "$d/model.cu")
+if [ -x "$d/train" ] && grep -q 'strcmp(f, "--cuda-graph")' "$d/train.c" && grep -q "model_train_step(&m, &opt, boundary, ACCUMULATE)" "$d/train.c" &&
+   grep -q "cudaStreamBeginCapture" "$d/model.cu" && grep -q "cudaGraphLaunch" "$d/model.cu" && ! grep -q "cudaGraphExecUpdate" "$d/model.cu" &&
+   grep -q "NULL, 0, 0, 0 };" "$d/train.c" && strings "$d/train" | grep -q -- "--cuda-graph" &&
+   ! echo "$step_code" | grep -qE 'm->step\b|\blr\b|dloss|scaler\.scale|inv_scale' &&
+   grep -q "const so_u64 \*step" "$d/kernels/dropout_hh_hh.cu" && grep -q "const so_sgd_consts \*consts, const int \*skip" "$d/kernels/sgd_copy_h.cu" &&
+   grep -q "skip = &m->d_scaler->found_inf" "$d/model.cu"; then
+  echo "ok cuda_graph_option (16-mixed SGD + clip_val + Dropout: captured once, per-step values on the device, scaler on the device)"
 else
-  echo "not ok cuda_graph_option: the --cuda-graph code is missing from $d"
+  echo "not ok cuda_graph_option: the capture-once code is missing from $d, or a per-step host value is a kernel argument"
 fi
 
 # the compute copy (bf16-mixed / 16-mixed): the GEMMs read the 16-bit copy of the float32
