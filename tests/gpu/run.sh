@@ -32,6 +32,7 @@ if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; t
   for v in mlp_sgd_clipnorm_dropout mlp_adamw_clipval_dropout; do echo "ok gpu_vs_cpu_${v}_32-true # SKIP no GPU"; done
   echo "ok gpu_cuda_graph_resume_fashion_mlp_16-mixed # SKIP no GPU"
   echo "ok gpu_device_choice # SKIP no GPU"
+  echo "ok gpu_vs_cpu_mlp_tf32_32-true # SKIP no GPU"; echo "ok gpu_tf32_is_on # SKIP no GPU"
   exit 0
 fi
 tmp=$(mktemp -d)
@@ -83,6 +84,19 @@ variant() {   # NAME DROPOUT OPTIMIZER CLIP
 variant mlp_sgd_clipnorm_dropout "Dropout(0.2)," "SGD { lr = 0.05, momentum = 0.9, dampening = 0.1, weight_decay = 1e-3 }" "{ max_norm = 0.5 }"
 variant mlp_adamw_clipval_dropout "Dropout(0.5)," "AdamW { lr = 1e-3, weight_decay = 0.01 }" "{ clip_val = 0.01 }"
 for v in mlp_sgd_clipnorm_dropout mlp_adamw_clipval_dropout; do compare "$v" "$tmp/variants/$v.lua" 32-true; done
+
+# float32_matmul_precision = "high": TF32 GEMMs, against the CPU at bf16's tolerance, and
+# not bit for bit the full-float32 program (TF32 is on)
+sed 's/fabric { accelerator = "cpu", precision = "32-true" }/fabric { accelerator = "cpu", precision = "32-true", float32_matmul_precision = "high" }/' \
+  specs/fashion_mlp.lua >"$tmp/variants/mlp_tf32.lua"
+TOL[32-true]=5e-2; compare mlp_tf32 "$tmp/variants/mlp_tf32.lua" 32-true; TOL[32-true]=1e-3
+if [ -f "$tmp/mlp_tf32_32-true_gpu/run/last.safetensors" ] && [ -f "$tmp/fashion_mlp_32-true_gpu/run/last.safetensors" ]; then
+  if cmp -s "$tmp/mlp_tf32_32-true_gpu/run/last.safetensors" "$tmp/fashion_mlp_32-true_gpu/run/last.safetensors"; then
+    echo "not ok gpu_tf32_is_on: the TF32 program's checkpoint is the full-float32 one's, bit for bit"
+  else echo "ok gpu_tf32_is_on"; fi
+else
+  echo "not ok gpu_tf32_is_on: a program did not run"
+fi
 
 # --cuda-graph across a checkpoint: 2 epochs in one run == 1 epoch, resume, 1 more, bit
 # for bit, every step of both captured once and replayed (16-mixed: the loss scale and
