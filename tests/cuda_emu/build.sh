@@ -69,11 +69,8 @@ edge() {
   for f in "$dir"/*.cu; do edge "obj/$(basename "${f%.cu}").o" host_cu "$f"; done
   for f in "$dir"/kernels/*.cu; do
     name=$(basename "${f%.cu}")
-    # barrier-free kernels run each thread straight through; the others on fibers
-    barriers=0
-    grep -Eq '__syncthreads|__syncwarp|__shfl' "$f" && barriers=1
     w=$out/obj/k_$name.cpp
-    printf '#include "kernels/%s.cu"\nEMU_KERNEL(%s, %d)\n' "$name" "$name" "$barriers" >"$w.new"
+    printf '#include "kernels/%s.cu"\nEMU_KERNEL(%s)\n' "$name" "$name" >"$w.new"
     if cmp -s "$w.new" "$w"; then rm "$w.new"; else mv "$w.new" "$w"; fi
     cat "$w" "$f" >"$out/obj/k_$name.key"   # the wrapper names no directory: wrapper + source say it all
     edge "obj/k_$name.o" kernel "$w" "$out/obj/k_$name.key"

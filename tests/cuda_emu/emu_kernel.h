@@ -35,15 +35,15 @@ template <typename... A> struct emu_bound : emu_bound_call {
 enum { EMU_SHFL_IDX = 0, EMU_SHFL_XOR = 1, EMU_SHFL_DOWN = 2, EMU_SHFL_UP = 3 };
 
 typedef emu_bound_call *(*emu_binder)(void **args);
-extern "C" void emu_register_kernel(const char *name, emu_binder bind, int uses_barriers);
+extern "C" void emu_register_kernel(const char *name, emu_binder bind);
 
 template <typename... A> emu_bound_call *emu_bind(const char *name, void (*f)(A...), void **args) {
     return new emu_bound<A...>(name, f, args, std::index_sequence_for<A...>{});
 }
 
-// EMU_KERNEL(name, uses_barriers): at the end of a kernel's translation unit
-#define EMU_KERNEL(NAME, BARRIERS)                                                        \
+// EMU_KERNEL(name): at the end of a kernel's translation unit
+#define EMU_KERNEL(NAME)                                                        \
     static emu_bound_call *emu_bind_##NAME(void **a) { return emu_bind(#NAME, &NAME, a); } \
-    __attribute__((constructor)) static void emu_reg_##NAME(void) { emu_register_kernel(#NAME, emu_bind_##NAME, BARRIERS); }
+    __attribute__((constructor)) static void emu_reg_##NAME(void) { emu_register_kernel(#NAME, emu_bind_##NAME); }
 
 #endif

@@ -148,13 +148,13 @@ extern "C" void emu_check_kernel_pointer(const char *kernel, int index, const vo
 // kernels: the registry (filled by the kernels' translation units before main) and
 // the block scheduler
 
-struct kernel_entry { std::string name; emu_binder bind; int barriers; };
+struct kernel_entry { std::string name; emu_binder bind; };
 static std::map<std::string, kernel_entry> &kernel_registry() {
     static std::map<std::string, kernel_entry> r;
     return r;
 }
-extern "C" void emu_register_kernel(const char *name, emu_binder bind, int barriers) {
-    kernel_registry()[name] = kernel_entry{name, bind, barriers};
+extern "C" void emu_register_kernel(const char *name, emu_binder bind) {
+    kernel_registry()[name] = kernel_entry{name, bind};
 }
 extern "C" void *emu_find_kernel(const char *name) {
     auto it = kernel_registry().find(name);
@@ -166,17 +166,26 @@ uint3 threadIdx, blockIdx;
 dim3 blockDim, gridDim;
 }
 
-enum fiber_state { RUNNABLE, AT_BARRIER, AT_WARP, DONE };
+// The threads of a block run on fibers, lazily: a fiber runs thread after thread to
+// completion on its own stack, and only a thread that reaches a barrier (or warp sync,
+// shuffle) parks its fiber; the next thread then starts on another fiber.  A block
+// without barriers costs one fiber start; with barriers, one park/resume per thread and
+// barrier.  When every thread has started, the parked ones are released barrier by
+// barrier (warp barriers first), in thread order.
+enum thread_state { NOT_STARTED, RUNNABLE, AT_BARRIER, AT_WARP, DONE };
 struct fiber {
     ucontext_t ctx;
     void *sp;   // the saved stack pointer (fast switch)
     char *stack;
-    fiber_state state;
     void *fake_stack;
 };
 static const size_t FIBER_STACK = EMU_ASAN ? (1u << 20) : (256u << 10);
 static std::vector<fiber> fibers;
-static ucontext_t scheduler_ctx;
+static size_t fibers_used;             // fibers started in this block
+static std::vector<thread_state> thread_states;
+static std::vector<int> thread_fiber;   // the fiber a thread runs on
+static unsigned block_threads, next_thread, threads_done;
+[[maybe_unused]] static ucontext_t scheduler_ctx;   // ucontext switching only
 static void *scheduler_sp;
 
 // A thread switch without ucontext's signal-mask system calls (x86-64; ASan builds keep
@@ -200,7 +209,9 @@ asm(".text\n"
 #else
 #define EMU_FAST_SWITCH 0
 #endif
+
 static int current_fiber = -1;
+static int current_thread = -1;
 static emu_bound_call *current_call;
 static const char *current_kernel = "";
 static std::vector<uint64_t> shuffle_slots;
@@ -211,14 +222,20 @@ static size_t scheduler_stack_size;
 static unsigned long long kernel_launches, fiber_switches;
 
 static void set_thread_index(unsigned t) {
+    if (blockDim.y == 1 && blockDim.z == 1) {   // 1-D blocks (all of loom's): no division
+        threadIdx.x = t;
+        threadIdx.y = threadIdx.z = 0;
+        return;
+    }
     threadIdx.x = t % blockDim.x;
     threadIdx.y = (t / blockDim.x) % blockDim.y;
     threadIdx.z = t / (blockDim.x * blockDim.y);
 }
 
-static void switch_to_scheduler(fiber_state st) {
-    fiber &f = fibers[current_fiber];
-    f.state = st;
+// from a fiber to the scheduler
+static void park(thread_state st) {
+    fiber &f = fibers[(size_t)current_fiber];
+    thread_states[(size_t)current_thread] = st;
     fiber_switches++;
 #if EMU_ASAN
     __sanitizer_start_switch_fiber(&f.fake_stack, scheduler_stack_bottom, scheduler_stack_size);
@@ -233,47 +250,99 @@ static void switch_to_scheduler(fiber_state st) {
 #endif
 }
 
+// from the scheduler to a fiber
+static void resume(int fi) {
+    fiber &f = fibers[(size_t)fi];
+    current_fiber = fi;
+    fiber_switches++;
+#if EMU_ASAN
+    void *fake = nullptr;
+    __sanitizer_start_switch_fiber(&fake, f.stack, FIBER_STACK);
+#endif
+#if EMU_FAST_SWITCH
+    emu_fiber_switch(&scheduler_sp, f.sp);
+#else
+    swapcontext(&scheduler_ctx, &f.ctx);
+#endif
+#if EMU_ASAN
+    __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#endif
+    current_fiber = -1;
+}
+
 static void fiber_main() {
 #if EMU_ASAN
     __sanitizer_finish_switch_fiber(nullptr, &scheduler_stack_bottom, &scheduler_stack_size);
 #endif
-    current_call->call();
-    fibers[current_fiber].state = DONE;
+    int me = current_fiber;
+    while (next_thread < block_threads) {
+        unsigned t = next_thread++;
+        current_thread = (int)t;
+        thread_fiber[t] = me;
+        thread_states[t] = RUNNABLE;
+        set_thread_index(t);
+        current_call->call();
+        thread_states[t] = DONE;
+        threads_done++;
+    }
+    // out of threads: back to the scheduler for good (ucontext: through uc_link)
 #if EMU_ASAN
     __sanitizer_start_switch_fiber(nullptr, scheduler_stack_bottom, scheduler_stack_size);
 #endif
 #if EMU_FAST_SWITCH
     void *dead;
-    emu_fiber_switch(&dead, scheduler_sp);   // never resumed
+    emu_fiber_switch(&dead, scheduler_sp);
     abort();
 #endif
-    // returns to scheduler_ctx through uc_link
+}
+
+static void start_fiber(void) {
+    if (fibers_used == fibers.size()) {
+        fibers.emplace_back();
+        void *s = mmap(nullptr, FIBER_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (s == MAP_FAILED) emu_fail("cannot map a fiber stack");
+        fibers.back().stack = (char *)s;
+    }
+    int fi = (int)fibers_used++;
+    fiber &f = fibers[(size_t)fi];
+#if EMU_FAST_SWITCH
+    // a fresh stack as emu_fiber_switch leaves one: control words, six registers, and
+    // fiber_main as the return address (16-byte aligned, as after a call)
+    uint64_t *top = (uint64_t *)(f.stack + FIBER_STACK - 64);
+    uint32_t csr[2];
+    asm volatile("stmxcsr %0\n fnstcw %1" : "=m"(csr[0]), "=m"(csr[1]));
+    top[0] = (uint64_t)(uintptr_t)fiber_main;
+    for (int r = 1; r <= 6; r++) top[-r] = 0;
+    memcpy(&top[-7], csr, 8);
+    f.sp = &top[-7];
+#else
+    getcontext(&f.ctx);
+    f.ctx.uc_stack.ss_sp = f.stack;
+    f.ctx.uc_stack.ss_size = FIBER_STACK;
+    f.ctx.uc_link = &scheduler_ctx;
+    makecontext(&f.ctx, fiber_main, 0);
+#endif
+    resume(fi);
+}
+
+static void need_fiber(const char *what) {
+    if (current_fiber < 0) emu_fail("kernel %s: %s outside a kernel thread", current_kernel, what);
 }
 
 extern "C" void emu_syncthreads(void) {
-    if (current_fiber < 0) {
-        if (blockDim.x * blockDim.y * blockDim.z == 1) return;
-        emu_fail("kernel %s calls __syncthreads() but was registered as barrier-free (build.sh greps for it)", current_kernel);
-    }
-    switch_to_scheduler(AT_BARRIER);
+    need_fiber("__syncthreads()");
+    park(AT_BARRIER);
 }
 
 extern "C" void emu_syncwarp(void) {
-    if (current_fiber < 0) {
-        if (blockDim.x * blockDim.y * blockDim.z == 1) return;
-        emu_fail("kernel %s syncs a warp but was registered as barrier-free (build.sh greps for it)", current_kernel);
-    }
-    switch_to_scheduler(AT_WARP);
+    need_fiber("__syncwarp()");
+    park(AT_WARP);
 }
 
 extern "C" uint64_t emu_shfl(uint64_t bits, int arg, int width, int mode) {
-    unsigned nthreads = blockDim.x * blockDim.y * blockDim.z;
+    need_fiber("a shuffle");
     if (width <= 0 || width > 32 || (width & (width - 1))) emu_fail("kernel %s: shuffle width %d", current_kernel, width);
-    if (current_fiber < 0) {
-        if (nthreads == 1) return bits;
-        emu_fail("kernel %s shuffles but was registered as barrier-free (build.sh greps for it)", current_kernel);
-    }
-    int t = current_fiber, lane = t % 32, seg = lane & ~(width - 1), src = lane;
+    int t = current_thread, lane = t % 32, seg = lane & ~(width - 1), src = lane;
     switch (mode) {
     case EMU_SHFL_IDX: src = seg + (arg % width); break;
     case EMU_SHFL_XOR: src = lane ^ arg; if (src >= seg + width) src = lane; break;
@@ -281,99 +350,63 @@ extern "C" uint64_t emu_shfl(uint64_t bits, int arg, int width, int mode) {
     case EMU_SHFL_UP: src = lane - arg; if (src < seg) src = lane; break;
     }
     int from = t - lane + src;
-    if (from >= (int)nthreads) from = t;
-    shuffle_slots[t] = bits;
-    switch_to_scheduler(AT_WARP);   // every lane has published
-    uint64_t r = shuffle_slots[from];
-    switch_to_scheduler(AT_WARP);   // every lane has read before anyone publishes again
+    if (from >= (int)block_threads) from = t;   // a lane past the end of a partial warp
+    shuffle_slots[(size_t)t] = bits;
+    park(AT_WARP);   // every lane has published
+    uint64_t r = shuffle_slots[(size_t)from];
+    park(AT_WARP);   // every lane has read before anyone publishes again
     return r;
 }
 
-static void run_block_fibers(unsigned nthreads) {
-    if (fibers.size() < nthreads) {
-        size_t old = fibers.size();
-        fibers.resize(nthreads);
-        for (size_t i = old; i < nthreads; i++) {
-            void *s = mmap(nullptr, FIBER_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-            if (s == MAP_FAILED) emu_fail("cannot map a fiber stack");
-            fibers[i].stack = (char *)s;
-        }
+static void run_block(unsigned nthreads) {
+    block_threads = nthreads;
+    next_thread = 0;
+    threads_done = 0;
+    fibers_used = 0;
+    if (thread_states.size() < nthreads) {
+        thread_states.resize(nthreads);
+        thread_fiber.resize(nthreads);
+        shuffle_slots.resize(nthreads);
     }
-    if (shuffle_slots.size() < nthreads) shuffle_slots.resize(nthreads);
-    for (unsigned t = 0; t < nthreads; t++) {
-        fiber &f = fibers[t];
-#if EMU_FAST_SWITCH
-        // a fresh stack as emu_fiber_switch leaves one: control words, six registers, and
-        // fiber_main as the return address (16-byte aligned, as after a call)
-        uint64_t *top = (uint64_t *)(f.stack + FIBER_STACK - 64);
-        uint32_t csr[2];
-        asm volatile("stmxcsr %0\n fnstcw %1" : "=m"(csr[0]), "=m"(csr[1]));
-        top[0] = (uint64_t)(uintptr_t)fiber_main;
-        for (int r = 1; r <= 6; r++) top[-r] = 0;
-        memcpy(&top[-7], csr, 8);
-        f.sp = &top[-7];
-#else
-        getcontext(&f.ctx);
-        f.ctx.uc_stack.ss_sp = f.stack;
-        f.ctx.uc_stack.ss_size = FIBER_STACK;
-        f.ctx.uc_link = &scheduler_ctx;
-        makecontext(&f.ctx, fiber_main, 0);
-#endif
-        f.state = RUNNABLE;
-    }
+    std::fill(thread_states.begin(), thread_states.begin() + nthreads, NOT_STARTED);
+    while (next_thread < nthreads) start_fiber();   // every thread runs until its end or first barrier
     for (;;) {
-        for (unsigned t = 0; t < nthreads; t++) {
-            fiber &f = fibers[t];
-            if (f.state != RUNNABLE) continue;
-            current_fiber = (int)t;
-            set_thread_index(t);
-            fiber_switches++;
-#if EMU_ASAN
-            void *fake = nullptr;
-            __sanitizer_start_switch_fiber(&fake, f.stack, FIBER_STACK);
-#endif
-#if EMU_FAST_SWITCH
-            emu_fiber_switch(&scheduler_sp, f.sp);
-#else
-            swapcontext(&scheduler_ctx, &f.ctx);
-#endif
-#if EMU_ASAN
-            __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
-#endif
-        }
-        current_fiber = -1;
+        if (threads_done == nthreads) return;   // no barrier (or all passed): no scan
         unsigned done = 0, at_barrier = 0, at_warp = 0;
         for (unsigned t = 0; t < nthreads; t++) {
-            done += fibers[t].state == DONE;
-            at_barrier += fibers[t].state == AT_BARRIER;
-            at_warp += fibers[t].state == AT_WARP;
+            done += thread_states[t] == DONE;
+            at_barrier += thread_states[t] == AT_BARRIER;
+            at_warp += thread_states[t] == AT_WARP;
         }
         if (done == nthreads) return;
+        int released = 0;
         if (at_warp) {
-            // release each warp whose every live lane waits at the warp barrier
-            int released = 0;
+            // release each warp whose every lane waits at the warp barrier
             for (unsigned w = 0; w < nthreads; w += 32) {
-                unsigned end = w + 32 < nthreads ? w + 32 : nthreads, waiting = 0, live = 0;
-                for (unsigned t = w; t < end; t++) {
-                    waiting += fibers[t].state == AT_WARP;
-                    live += fibers[t].state != DONE;
-                }
+                unsigned end = w + 32 < nthreads ? w + 32 : nthreads, waiting = 0;
+                for (unsigned t = w; t < end; t++) waiting += thread_states[t] == AT_WARP;
                 if (!waiting) continue;
                 if (waiting != end - w)
                     emu_fail("kernel %s block (%u,%u,%u) warp %u: %u lanes wait at a warp sync/shuffle while %u have "
-                             "returned or wait at __syncthreads() (deadlock on a GPU)",
+                             "returned or wait at __syncthreads() (a deadlock or undefined on a GPU)",
                              current_kernel, blockIdx.x, blockIdx.y, blockIdx.z, w / 32, waiting, end - w - waiting);
-                (void)live;
-                for (unsigned t = w; t < end; t++) fibers[t].state = RUNNABLE;
+                for (unsigned t = w; t < end; t++) thread_states[t] = RUNNABLE;
                 released++;
             }
-            if (released) continue;
         }
-        if (done)
-            emu_fail("kernel %s block (%u,%u,%u): %u threads wait at __syncthreads() while %u have returned "
-                     "(a barrier after a divergent return)",
-                     current_kernel, blockIdx.x, blockIdx.y, blockIdx.z, at_barrier, done);
-        for (unsigned t = 0; t < nthreads; t++) fibers[t].state = RUNNABLE;
+        if (!released) {
+            if (done)
+                emu_fail("kernel %s block (%u,%u,%u): %u threads wait at __syncthreads() while %u have returned "
+                         "(a barrier after a divergent return)",
+                         current_kernel, blockIdx.x, blockIdx.y, blockIdx.z, at_barrier, done);
+            for (unsigned t = 0; t < nthreads; t++) thread_states[t] = RUNNABLE;
+        }
+        for (unsigned t = 0; t < nthreads; t++) {
+            if (thread_states[t] != RUNNABLE) continue;
+            current_thread = (int)t;
+            set_thread_index(t);
+            resume(thread_fiber[t]);
+        }
     }
 }
 
@@ -388,12 +421,7 @@ static void run_kernel(const kernel_entry *k, emu_bound_call *call, dim3 grid, d
         for (unsigned by = 0; by < grid.y; by++)
             for (unsigned bx = 0; bx < grid.x; bx++) {
                 blockIdx.x = bx; blockIdx.y = by; blockIdx.z = bz;
-                if (k->barriers) run_block_fibers(nthreads);
-                else
-                    for (unsigned t = 0; t < nthreads; t++) {   // no barrier: each thread runs to its end in turn
-                        set_thread_index(t);
-                        call->call();
-                    }
+                run_block(nthreads);
             }
     current_kernel = "";
 }
@@ -1130,7 +1158,11 @@ static void run_matmul(const lt_desc &d, float alpha, float beta, const float *a
     const uint32_t e = d.epilogue;
     const int bias_type = d.bias_type >= 0 ? d.bias_type : dl.type;
     const int aux_type = d.aux_type >= 0 ? d.aux_type : dl.type;
-    std::vector<float> am((size_t)(m * kk)), bt((size_t)(n * kk)), acc((size_t)(m * n)), bgrad;
+    // operand copies kept between calls (clearing fresh ones cost more than the GEMMs)
+    static std::vector<float> am, bt, acc, bgrad;
+    if (am.size() < (size_t)(m * kk)) am.resize((size_t)(m * kk));
+    if (bt.size() < (size_t)(n * kk)) bt.resize((size_t)(n * kk));
+    if (acc.size() < (size_t)(m * n)) acc.resize((size_t)(m * n));
     for (int64_t batch = 0; batch < dl.batch; batch++) {
         // op(A) row-major m x k, op(B) transposed: n x k
         for (int64_t i = 0; i < m; i++)
@@ -1147,7 +1179,7 @@ static void run_matmul(const lt_desc &d, float alpha, float beta, const float *a
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, (int)kk, 1.0f, am.data(), (int)kk, bt.data(), (int)kk,
                         0.0f, acc.data(), (int)n);
         else
-            std::fill(acc.begin(), acc.end(), 0.0f);
+            std::fill(acc.begin(), acc.begin() + m * n, 0.0f);
         char *bias = (char *)d.bias + batch * d.bias_stride * (int64_t)type_size(bias_type);
         char *aux = (char *)d.aux;
         if (e & 16) bgrad.assign((size_t)m, 0.0f);
