@@ -66,8 +66,8 @@ graph() {
     [ -x "$g/train" ] || { echo "not ok $name: no GPU program"; return; }
     "$g/train" --max-steps 6 --epochs 1 --seed 11 --out "$g/plain" >"$g/plain.txt" 2>&1 || { echo "not ok $name: plain run failed"; return; }
     "$g/train" --max-steps 6 --epochs 1 --seed 11 --out "$g/graph" --cuda-graph >"$g/graph.txt" 2>&1 || { echo "not ok $name: --cuda-graph run failed: $(tail -1 "$g/graph.txt")"; return; }
-    launches=$(sed -n 's/^--cuda-graph: \([0-9]*\) graph launches.*/\1/p' "$g/graph.txt")
-    captures=$(sed -n 's/^--cuda-graph: [0-9]* graph launches, \([0-9]*\) captures/\1/p' "$g/graph.txt")
+    launches=$(sed -n 's/^--cuda-graph: \([0-9]*\) graph launches$/\1/p' "$g/graph.txt")
+    captures=$(sed -n 's/^--cuda-graph: \([0-9]*\) graphs captured$/\1/p' "$g/graph.txt")
     cmp=$("$tmp/compare_ckpt" "$g/graph/last.safetensors" "$g/plain/last.safetensors" 0 2>&1); ok=$?
     if [ $ok -eq 0 ] && [ "${launches:-0}" -ge 4 ] && [ "${captures:-0}" -ge 1 ] && [ "${captures:-9}" -le 4 ]; then
       echo "ok $name ($launches graph launches, $captures captures; $cmp)"
