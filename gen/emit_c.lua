@@ -379,9 +379,16 @@ function emit.model(g, opts)
   local ty = TYPES[settings.compute]
   -- what the spec asks for that this backend does not do yet is said once, not ignored
   local f = sp.fabric
-  if (f.strategy ~= "auto" and f.strategy) or (f.devices ~= "auto" and f.devices ~= 1) or f.num_nodes ~= 1 then
+  local one_device = f.devices == "auto" or f.devices == 1 or (type(f.devices) == "table" and #f.devices == 1)
+  if (f.strategy ~= "auto" and f.strategy) or not one_device or f.num_nodes ~= 1 then
+    local shown = type(f.devices) == "table" and ("{" .. table.concat(f.devices, ", ") .. "}") or tostring(f.devices)
     io.stderr:write(string.format("%s:%d: note: strategy '%s' on %s device(s) is not implemented yet; the program trains in one process\n",
-      f.where and f.where.file or sp.file, f.where and f.where.line or 1, f.strategy, tostring(f.devices)))
+      f.where and f.where.file or sp.file, f.where and f.where.line or 1, f.strategy, shown))
+  end
+  if opts.backend == "cpu" and f.float32_matmul_precision and f.float32_matmul_precision ~= "highest" then
+    local w = diag.key_where(f.where, "float32_matmul_precision") or { file = sp.file, line = 1 }
+    io.stderr:write(string.format("%s:%d: note: float32_matmul_precision '%s' is for the GPU's TF32; the CPU program computes float32 GEMMs in float32\n",
+      w.file, w.line, f.float32_matmul_precision))
   end
   if not g.loss then
     diag.fatal(sp.model_where, "the spec has no train { ... } with a loss, so there is no training step to generate")

@@ -103,7 +103,8 @@ local function context(g, info, kernels, scratch)
     local c = chain(t)
     -- the output of a producer whose elementwise tail is fused into its store (gen/fuse.lua)
     local tail = e.tail and e.tail.head.out == t and e.tail or nil
-    return { ptr = storage(t), S = c[1], V = c[2] or c[1], tail = tail }
+    local r = root(t)
+    return { ptr = storage(t), S = c[1], V = c[2] or c[1], tail = tail, param = r.param and st.by_name[r.param].offset or nil }
   end
   function e.grad(t)
     local r = root(t)
@@ -240,9 +241,20 @@ local function context(g, info, kernels, scratch)
     if a.V == b.V and FMT[a.V].lc then return a.V end
     return "f32"
   end
-  -- an operand in format F: itself, or converted into scratch (rounded through its view)
+  -- The compute copy: a float32 master parameter that a GEMM reads in 16 bits is read
+  -- from m->d_compute (so_narrow_F(so_round_F(p)), what staging it would give: the view
+  -- is F), which the optimizer's kernel writes with the update and model_upload after
+  -- init/resume.  e.compute.fmt: that 16-bit format, once one GEMM has asked for it.
+  e.compute = { fmt = nil }
+  -- an operand in format F: itself, the compute copy, or converted into scratch
+  -- (rounded through its view)
   local function staged(o, F, count, lines)
     if o.S == F and o.V == F then return o.ptr end
+    if o.param and o.S == "f32" and o.V == F and F ~= "f32" then
+      assert(e.compute.fmt == nil or e.compute.fmt == F, "one 16-bit compute format per program")
+      e.compute.fmt = F
+      return string.format("(void *)(m->d_compute + %d)", o.param)
+    end
     local s = e.scratch(count, F)
     local ops = { { "src", o, "r" }, { "dst", s, "w" } }
     local k = e.kernel { kind = "stage", ops = ops, params = "long long n",
@@ -392,8 +404,14 @@ local function clip_lines(sp, ctx, scratch)
 end
 
 -- The optimizer update: torch.optim's SGD, Adam or AdamW as one kernel over every
--- parameter, after the clip.
-local function optimizer(sp, kernels, ctx, scratch)
+-- parameter, after the clip.  Its constants (learning rate, bias corrections, ...) are
+-- computed on the host in double and rounded to float as the C backend's update rounds
+-- them, into the step's constants (step_consts.opt in model.cu), which the kernel reads
+-- on the device: a captured step replays with each step's values.  Under 16-mixed the
+-- kernel reads GradScaler's found_inf and skips the update when it is set.
+-- Returns the host lines (optimizer_consts), the device lines (optimizer_ops), the
+-- state's names and the constants' type.
+local function optimizer(sp, kernels, ctx, scratch, scaling)
   local opt = sp.train.optimizer
   local a = opt.args
   if (opt.kind ~= "AdamW" and opt.kind ~= "Adam" and opt.kind ~= "SGD") or a.amsgrad or (a.maximize and opt.kind ~= "SGD") then
@@ -401,65 +419,81 @@ local function optimizer(sp, kernels, ctx, scratch)
       opt.kind, a.amsgrad and " with amsgrad" or a.maximize and " with maximize" or ""))
   end
   local clip = clip_lines(sp, ctx, scratch)
+  -- the compute copy (see staged in context) is written in the same pass as the update
+  local cf = ctx.compute.fmt
+  local copy_kind = cf and ("_copy_" .. FMT[cf].code) or ""
+  local copy_param = cf and ", so_u16 *__restrict__ copy" or ""
+  local copy_stmt = cf and string.format("\n        copy[i] = so_narrow_%s(so_round_%s(p[i]));   // the compute copy", cf, cf) or ""
+  local copy_ptr = cf and ", *copy = m->d_compute" or ""
+  local copy_arg = cf and ", &copy" or ""
+  local skip_ptr = scaling and "&m->d_scaler->found_inf" or "NULL"
+  local LOOP = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {\n"
+  local SKIP = "if (skip && *skip) return;   // GradScaler found inf/nan gradients: the step is skipped\n    "
+  local ops = {}
+  for _, l in ipairs(clip) do ops[#ops + 1] = l end
   if opt.kind == "SGD" then
-    local k = ctx.kernel { kind = "sgd", ops = {},
-      params = "float *__restrict__ p, float *__restrict__ buf, const float *__restrict__ g, long long n, so_sgd_consts c",
-      body = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)\n" ..
-             "        so_sgd(&p[i], buf ? &buf[i] : p, g[i], &c);" }
+    local k = ctx.kernel { kind = "sgd" .. copy_kind, ops = {},
+      params = "float *__restrict__ p, float *__restrict__ buf, const float *__restrict__ g" .. copy_param ..
+               ", long long n, const so_sgd_consts *consts, const int *skip",
+      body = SKIP .. "const so_sgd_consts c = *consts;\n    " .. LOOP ..
+             "        so_sgd(&p[i], buf ? &buf[i] : p, g[i], &c);" .. copy_stmt .. "\n    }" }
     local hasmom = a.momentum ~= 0
-    local body = {}
-    for _, l in ipairs(clip) do body[#body + 1] = l end
-    for _, l in ipairs {
+    local host = {
       string.format("    // SGD(lr=%s, momentum=%s, dampening=%s, weight_decay=%s, nesterov=%s, maximize=%s)", a.lr, a.momentum,
         a.dampening, a.weight_decay, tostring(a.nesterov), tostring(a.maximize or false)),
       "    // the constants in float, as the CPU's k_sgd_step rounds them (scalar_ops.h: so_sgd)",
-      "    so_sgd_consts c;",
-      "    c.lr = (float)lr;",
-      "    c.momentum = (float)mom;",
-      string.format("    c.damp = (float)(1 - %.17g);", a.dampening),
-      string.format("    c.wd = (float)%.17g;", a.weight_decay),
-      string.format("    c.has_wd = %d;", a.weight_decay ~= 0 and 1 or 0),
-      string.format("    c.has_momentum = %d;", hasmom and 1 or 0),
-      string.format("    c.nesterov = %d;", a.nesterov and 1 or 0),
-      string.format("    c.maximize = %d;", a.maximize and 1 or 0),
-      "    c.first = step == 0;   // the momentum buffer starts as the first gradient",
-      string.format("    void *p = m->d_params, *buf = %s, *g = m->d_grads;", hasmom and "o->d_momentum_buffer" or "NULL"),
+      "    so_sgd_consts *c = &((step_consts *)m->h_consts)->opt;",
+      "    c->lr = (float)lr;",
+      "    c->momentum = (float)mom;",
+      string.format("    c->damp = (float)(1 - %.17g);", a.dampening),
+      string.format("    c->wd = (float)%.17g;", a.weight_decay),
+      string.format("    c->has_wd = %d;", a.weight_decay ~= 0 and 1 or 0),
+      string.format("    c->has_momentum = %d;", hasmom and 1 or 0),
+      string.format("    c->nesterov = %d;", a.nesterov and 1 or 0),
+      string.format("    c->maximize = %d;", a.maximize and 1 or 0),
+      "    c->first = step == 0;   // the momentum buffer starts as the first gradient",
+    }
+    for _, l in ipairs {
+      string.format("    void *p = m->d_params, *buf = %s, *g = m->d_grads%s;", hasmom and "o->d_momentum_buffer" or "NULL", copy_ptr),
       hasmom and "" or "    (void)o;",
+      string.format("    void *consts = &((step_consts *)m->d_consts)->opt, *skip = %s;", skip_ptr),
       "    long long n = NUM_PARAMS;",
-      "    void *args[] = { &p, &buf, &g, &n, &c };",
+      string.format("    void *args[] = { &p, &buf, &g%s, &n, &consts, &skip };", copy_arg),
       string.format("    lc_launch(&m->kernels[%d], lc_blocks(n, 256), 256, m->stream, args);", k),
-    } do body[#body + 1] = l end
-    return table.concat(body, "\n"), hasmom and { "momentum_buffer" } or {}
+    } do ops[#ops + 1] = l end
+    return table.concat(host, "\n"), table.concat(ops, "\n"), hasmom and { "momentum_buffer" } or {}, "so_sgd_consts"
   end
-  local ops = {}
-  local k = ctx.kernel { kind = "adam", ops = ops,
-    params = "float *__restrict__ p, float *__restrict__ m, float *__restrict__ v, const float *__restrict__ g, long long n, so_adam_consts c",
-    body = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)\n" ..
-           "        so_adam(&p[i], &m[i], &v[i], g[i], &c);" }
+  local k = ctx.kernel { kind = "adam" .. copy_kind, ops = {},
+    params = "float *__restrict__ p, float *__restrict__ m, float *__restrict__ v, const float *__restrict__ g" .. copy_param ..
+             ", long long n, const so_adam_consts *consts, const int *skip",
+    body = SKIP .. "const so_adam_consts c = *consts;\n    " .. LOOP ..
+           "        so_adam(&p[i], &m[i], &v[i], g[i], &c);" .. copy_stmt .. "\n    }" }
   local adamw = opt.kind == "AdamW"
   local wd = a.weight_decay or 0
-  local body = clip
-  for _, l in ipairs {
+  local host = {
     "    // " .. string.format("%s(lr=%s, betas=(%s, %s), eps=%s, weight_decay=%s)", opt.kind, a.lr, a.betas[1], a.betas[2], a.eps, wd),
     "    // bias corrections in double, as torch.optim computes them in Python; the constants",
     "    // rounded to float as the C backend's update rounds them",
     "    const double beta1 = mom;",
     string.format("    const double bc1 = 1.0 - pow(beta1, (double)(step + 1)), bc2 = 1.0 - pow(%.17g, (double)(step + 1));", a.betas[2]),
-    "    so_adam_consts c;",
-    string.format("    c.decay = %s;", (adamw and wd ~= 0) and string.format("(float)(1.0 - lr * %.17g)", wd) or "1.0f"),
-    string.format("    c.l2 = %s;", (not adamw and wd ~= 0) and string.format("(float)%.17g", wd) or "0.0f"),
-    "    c.one_minus_beta1 = (float)(1.0 - beta1);",
-    string.format("    c.beta2 = (float)%.17g;", a.betas[2]),
-    string.format("    c.one_minus_beta2 = (float)%.17g;", 1 - a.betas[2]),
-    "    c.step_size = (float)(lr / bc1);",
-    "    c.bc2_sqrt = (float)sqrt(bc2);",
-    string.format("    c.eps = (float)%.17g;", a.eps),
-    "    void *p = m->d_params, *mm = o->d_exp_avg, *v = o->d_exp_avg_sq, *g = m->d_grads;",
+    "    so_adam_consts *c = &((step_consts *)m->h_consts)->opt;",
+    string.format("    c->decay = %s;", (adamw and wd ~= 0) and string.format("(float)(1.0 - lr * %.17g)", wd) or "1.0f"),
+    string.format("    c->l2 = %s;", (not adamw and wd ~= 0) and string.format("(float)%.17g", wd) or "0.0f"),
+    "    c->one_minus_beta1 = (float)(1.0 - beta1);",
+    string.format("    c->beta2 = (float)%.17g;", a.betas[2]),
+    string.format("    c->one_minus_beta2 = (float)%.17g;", 1 - a.betas[2]),
+    "    c->step_size = (float)(lr / bc1);",
+    "    c->bc2_sqrt = (float)sqrt(bc2);",
+    string.format("    c->eps = (float)%.17g;", a.eps),
+  }
+  for _, l in ipairs {
+    "    void *p = m->d_params, *mm = o->d_exp_avg, *v = o->d_exp_avg_sq, *g = m->d_grads" .. copy_ptr .. ";",
+    string.format("    void *consts = &((step_consts *)m->d_consts)->opt, *skip = %s;", skip_ptr),
     "    long long n = NUM_PARAMS;",
-    "    void *args[] = { &p, &mm, &v, &g, &n, &c };",
+    "    void *args[] = { &p, &mm, &v, &g" .. copy_arg .. ", &n, &consts, &skip };",
     string.format("    lc_launch(&m->kernels[%d], lc_blocks(n, 256), 256, m->stream, args);", k),
-  } do body[#body + 1] = l end
-  return table.concat(body, "\n"), { "exp_avg", "exp_avg_sq" }
+  } do ops[#ops + 1] = l end
+  return table.concat(host, "\n"), table.concat(ops, "\n"), { "exp_avg", "exp_avg_sq" }, "so_adam_consts"
 end
 
 -- Accuracy on the host from the loss's input (staged to f32 on the device) and the
@@ -507,6 +541,25 @@ local function fill(path, values)
   end))
 end
 
+-- fabric.devices (or loom's --devices=): the ordinal of the one GPU the program runs on,
+-- or nil and why (the multi-GPU strategies come in their own issue)
+local function device_ordinal(sp, override)
+  local d = override or sp.fabric.devices
+  if d == "auto" or d == 1 then return 0 end
+  if type(d) == "table" and #d == 1 then return d[1] end
+  local shown = type(d) == "table" and ("{" .. table.concat(d, ", ") .. "}") or tostring(d)
+  return nil, string.format("devices = %s: the CUDA backend runs on one GPU (devices = 1, 'auto', or {k} for GPU k); " ..
+    "the multi-GPU strategies come in their own issue", shown)
+end
+
+-- torch.set_float32_matmul_precision: "high" and "medium" both let cuBLASLt compute
+-- float32 GEMMs in TF32 (CUBLAS_COMPUTE_32F_FAST_TF32), as PyTorch does on CUDA
+local function tf32_of(sp)
+  local mp = sp.fabric.float32_matmul_precision or "highest"
+  return mp ~= "highest" and 1 or 0, mp
+end
+emit.tf32_of = tf32_of
+
 -- Generates the CUDA program's files.  Returns { [filename] = text }.
 -- opts: precision, spec_hash, accelerator ("cuda" or "auto"), cpu_program (for auto).
 function emit.program(g, opts)
@@ -527,9 +580,11 @@ function emit.program(g, opts)
       if why then diag.error(node.where, string.format("%s: %s is not supported by the CUDA backend yet", node.op, why)) end
     end
   end
+  local device, why = device_ordinal(sp, opts.devices)
+  if not device then diag.error(not opts.devices and diag.key_where(sp.fabric.where, "devices") or nil, why) end
   diag.check()
   -- the C backend's passes: precision plan, autodiff, memory plan
-  local cfiles, info = require("emit_c").model(g, { precision = prec, spec_hash = opts.spec_hash })
+  local cfiles, info = require("emit_c").model(g, { precision = prec, spec_hash = opts.spec_hash, backend = "cuda" })
   local pp, p, st, ad = info.pp, info.plan, info.state, info.autodiff
   local trace = pp.trace
   local kernels = { list = {}, by_name = {} }
@@ -598,9 +653,14 @@ function emit.program(g, opts)
   e.begin(nil)
   local dl = e.grad(loss)
   local fops = { { "dl", dl, "w" } }
-  local fk = e.kernel { kind = "fill", ops = fops, params = "long long n, float v",
-    body = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) st_dl(i, v);" }
-  for _, l in ipairs(indent(e.launch(fk, fops, { { "long long", "1" }, { "float", "dloss" } }, { blocks = 1, threads = 32 }))) do
+  -- the backward's seed, read on the device (a captured step replays it): the loss scale
+  -- (16-mixed's, on the device; else 1) over the ACCUMULATE micro-batches, in float as
+  -- the C program's (real)scale / ACCUMULATE
+  local scaling = require("precision").SETTINGS[prec].loss_scaling
+  local fk = e.kernel { kind = "loss_seed", ops = fops, params = "long long n, const float *scale, const float *divisor",
+    body = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) st_dl(i, (scale ? *scale : 1.0f) / *divisor);" }
+  for _, l in ipairs(indent(e.launch(fk, fops, { { "long long", "1" }, { "void *", scaling and "&m->d_scaler->scale" or "NULL" },
+      { "void *", "&((step_consts *)m->d_consts)->loss_divisor" } }, { blocks = 1, threads = 32 }))) do
     bwd[#bwd + 1] = l
   end
   -- a group's backward runs where the earliest of its pointwise members' would
@@ -629,13 +689,43 @@ function emit.program(g, opts)
   end
 
   e.begin(nil)
-  local opt_body, opt_states = optimizer(sp, kernels, e, scratch)
+  local opt_consts, opt_ops, opt_states, consts_type = optimizer(sp, kernels, e, scratch, scaling)
   e.begin(nil)
   local metrics_body = metrics(e, loss.node, kernels)
-  local unscale = e.kernel { kind = "unscale", ops = {}, params = "float *__restrict__ g, int *found, long long n, float inv_scale",
-    body = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {\n" ..
+  -- 16-mixed's GradScaler on the device: unscale_ (grads *= 1/scale, found_inf), and
+  -- update() after the optimizer (which skips its update on found_inf)
+  local unscale = e.kernel { kind = "unscale", ops = {}, params = "float *__restrict__ g, int *found, const float *scale, long long n",
+    body = "const float inv_scale = (float)(1.0 / (double)*scale);   // scale.double().reciprocal().float()\n    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {\n" ..
            "        float v = g[i];\n        if (!(fabsf(v) <= 3.402823466e38f)) atomicOr(found, 1);   // inf or NaN\n" ..
            "        g[i] = v * inv_scale;\n    }" }
+  local scaler_update = e.kernel { kind = "scaler_update", ops = {}, params = "float *scale, const int *found, long long *growth_tracker",
+    body = table.concat({
+      "// GradScaler.update (_amp_update_scale_): init 65536, x0.5 on inf/nan, x2 after 2000 good steps in a row",
+      "    if (threadIdx.x != 0 || blockIdx.x != 0) return;",
+      "    if (*found) {",
+      "        *scale *= 0.5f;",
+      "        *growth_tracker = 0;",
+      "    } else if (++*growth_tracker == 2000) {",
+      "        float grown = *scale * 2.0f;",
+      "        if (fabsf(grown) <= 3.402823466e38f) *scale = grown;   // never grows to inf",
+      "        *growth_tracker = 0;",
+      "    }" }, "\n") }
+
+  -- the compute copy after init, resume or loading weights (model_upload)
+  local compute_upload = "    // no compute copy: no GEMM reads a float32 parameter in 16 bits"
+  local cf = e.compute.fmt
+  if cf then
+    local ck = e.kernel { kind = "compute_copy_" .. FMT[cf].code, ops = {}, params = "const float *__restrict__ p, so_u16 *__restrict__ copy, long long n",
+      body = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)\n" ..
+             string.format("        copy[i] = so_narrow_%s(so_round_%s(p[i]));", cf, cf) }
+    compute_upload = table.concat({
+      string.format("    {   // the %s compute copy of the parameters the GEMMs read (the optimizer keeps it after this)", cf),
+      "        void *p = m->d_params, *copy = m->d_compute;",
+      "        long long n = NUM_PARAMS;",
+      "        void *args[] = { &p, &copy, &n };",
+      string.format("        lc_launch(&m->kernels[%d], lc_blocks(n, 256), 256, m->stream, args);", ck),
+      "    }" }, "\n")
+  end
 
   local tv, ov = train_values(g, info)
   -- the kernels, as C string literals
@@ -701,8 +791,9 @@ function emit.program(g, opts)
     num_param_tensors = #st.params, num_buffer_tensors = #st.buffers, num_counter_tensors = #st.counters,
     batch_fields = table.concat(bfields, "\n"), dev_batch_fields = table.concat(dfields, "\n"),
     num_batch_fields = #info.fields, loss_desc = loss_node.op, has_accuracy = info.has_accuracy and 1 or 0,
-    num_kernels = #kernels.list, accelerator = accel, cpu_program = opts.cpu_program or "train_cpu",
+    num_kernels = #kernels.list, compute_copy = cf and 1 or 0, compute_format = cf or "none", accelerator = accel, cpu_program = opts.cpu_program or "train_cpu",
     optimizer_fields = table.concat(opt_fields, "\n"),
+    tf32 = tf32_of(sp), matmul_precision = select(2, tf32_of(sp)), device = device,
     loss_scaling = require("precision").SETTINGS[prec].loss_scaling and 1 or 0, metrics_count = eval_count(count_expr(x.shape), info.batch_max),
   }
   local files = {}
@@ -726,7 +817,11 @@ function emit.program(g, opts)
   mc.backward_body = table.concat(bwd, "\n")
   mc.metrics_body = metrics_body
   mc.kernel_sources = table.concat(srcs, "\n")
-  mc.optimizer_step = opt_body
+  mc.optimizer_consts = opt_consts
+  mc.optimizer_ops = opt_ops
+  mc.consts_type = consts_type
+  mc.scaler_update_kernel = scaler_update
+  mc.compute_upload = compute_upload
   mc.unscale_kernel = unscale
   -- an optimizer without state (SGD without momentum) leaves `o` unused
   mc.optimizer_alloc = #opt_alloc > 0 and table.concat(opt_alloc, "\n") or "    (void)o;   // no optimizer state"
@@ -739,10 +834,13 @@ function emit.program(g, opts)
   t.accelerator = accel
   for _, k in ipairs { "lr_body", "momentum_body", "momentum", "scheduler_desc", "momentum_desc" } do t[k] = ov[k] end
   t.cpu_program = values.cpu_program
+  t.device = device
   files["train.c"] = fill("templates/cuda/train.c.in", t)
   -- the kernels, one file each, for inspection (the program carries its own copies)
   for _, k in ipairs(kernels.list) do files["kernels/" .. k.name .. ".cu"] = k.text end
-  return files, { kernels = kernels.list, scratch = scratch.max, info = info, fuse = fz, fuse_saved = saved }
+  return files, { kernels = kernels.list, scratch = scratch.max, info = info, fuse = fz, fuse_saved = saved, compute_format = cf,
+                  device = device, tf32 = values.tf32, matmul_precision = values.matmul_precision, opt_states = #opt_states,
+                  metrics_count = values.metrics_count }
 end
 
 -- Bytes of memory traffic a step saves per group: for each tensor kept in registers, its
@@ -780,11 +878,13 @@ function emit.cuda_home()
 end
 
 -- Can this backend build the spec here?  true, or false and why (for "auto").
-function emit.available(g, precision)
+function emit.available(g, precision, devices)
   local prec = precision or g.spec.fabric.precision
   if not emit.PRECISIONS[prec] then return false, string.format("the CUDA backend does not run precision '%s' yet", prec) end
   if not emit.cuda_home() then return false, "no CUDA toolkit (nvcc) in $CUDA_HOME or /usr/local/cuda" end
   if not g.loss then return false, "no training step" end
+  local device, why = device_ordinal(g.spec, devices)
+  if not device then return false, why end
   for _, node in ipairs(g.loss.nodes) do
     if not ops_cuda[node.op] or node.op == "supported" or ops_cuda.supported(node) then
       return false, string.format("the CUDA backend does not run %s yet", node.op)

@@ -229,6 +229,14 @@ function emit_torch.module(g)
   local class_of, classes, order = class_writer()
   local top = class_of(g.model_rec)
   local out = { string.format(HEADER, g.model_rec.class, sp.file) }
+  -- fabric.float32_matmul_precision: a module sets no global state on import, so the
+  -- setting is a constant for the training script to apply
+  local mp = sp.fabric.float32_matmul_precision
+  if mp and mp ~= "highest" then
+    out[#out + 1] = string.format("# the spec's fabric.float32_matmul_precision: before training, as loom's CUDA program does,\n" ..
+      "# torch.set_float32_matmul_precision(FLOAT32_MATMUL_PRECISION)  (TF32 float32 GEMMs on the GPU)\n" ..
+      "FLOAT32_MATMUL_PRECISION = '%s'", mp)
+  end
   -- the model's input names, in the spec's order (forward takes a dict of them)
   if not sp.single_input then
     local names = {}

@@ -19,6 +19,7 @@ options:
   --precision=P           override the spec's precision (32-true, 64-true, bf16-mixed, 16-mixed, bf16-true, 16-true)
   --accelerator=A         override the spec's accelerator: cpu, cuda (DIR/train runs on a GPU), auto (DIR/train
                           for the CPU and DIR/cuda/train, which runs the CPU build when there is no device)
+  --devices=N             override the spec's devices (the CUDA program runs on one GPU: 1 or auto)
   --compare-wrapper       explain: also count the casts a run-time wrapper (Fabric + autocast) would make
   --no-fuse               CUDA: one kernel per op (no fused groups: gen/fuse.lua), to compare with the fused program
   --no-compile            build: write the files only
@@ -63,6 +64,11 @@ local function parse_args(args)
         usage_error("--accelerator takes cpu, cuda or auto, not '" .. opts.accelerator .. "'")
       end
       if opts.accelerator == "gpu" then opts.accelerator = "cuda" end
+    elseif a:match("^%-%-devices=") then
+      local v = a:sub(11)
+      local d, msg = require("spec").check_devices(v:match("^%d+$") and math.tointeger(tonumber(v)) or v, "--devices")
+      if not d then usage_error(msg) end
+      opts.devices = d
     elseif a:match("^%-%-dump=") then
       opts.dump = a:sub(8)
       local ok = false
@@ -128,19 +134,22 @@ function commands.explain(opts, path)
       _, info = require("emit_c").model(g, { precision = opts.precision, spec_hash = "" })
     end
   end
-  -- the CUDA program's fused kernels, when the program is for a GPU
-  local cuda, why
+  local sections = { report.precision_section(g, info, opts.compare_wrapper), report.memory_section(g, info) }
+  -- the CUDA program's choices and fused kernels, for accelerator "cuda" or "auto" (the
+  -- spec's or --accelerator=)
   local accel = opts.accelerator or g.spec.fabric.accelerator
-  if info and (accel == "cuda" or accel == "gpu" or accel == "auto") then
-    local ok
-    ok, why = require("emit_cuda").available(g, opts.precision)
+  if (accel == "cuda" or accel == "gpu" or accel == "auto") and g.loss and g.spec.train then
+    local cuda = require "emit_cuda"
+    local ok, why = cuda.available(g, opts.precision, opts.devices)
+    local cinfo = { unavailable = why }
     if ok then
       local _
-      _, cuda = require("emit_cuda").program(g, { precision = opts.precision, spec_hash = "", no_fuse = opts.no_fuse })
+      _, cinfo = cuda.program(g, { precision = opts.precision, spec_hash = "", devices = opts.devices, no_fuse = opts.no_fuse })
     end
+    sections[#sections + 1] = report.cuda_section(g, cinfo)
+    sections[#sections + 1] = report.fuse_section(g, ok and cinfo or nil, opts.no_fuse, why)
   end
-  local md = report.markdown(g, { report.precision_section(g, info, opts.compare_wrapper), report.memory_section(g, info),
-    report.fuse_section(g, cuda, opts.no_fuse, why) })
+  local md = report.markdown(g, sections)
   write(dir .. "/REPORT.md", md)
   write(dir .. "/REPORT.html", report.html(g.model_rec.class .. " — loom report", md))
   io.write(string.format("wrote %s/REPORT.md and %s/REPORT.html\n", dir, dir))
@@ -164,7 +173,7 @@ local function generate(path, opts)
   local g = front_end(path, opts)
   if not g then return nil end
   local emit_c = require "emit_c"
-  local files, info = emit_c.model(g, { precision = opts.precision, spec_hash = spec_hash(g.spec.text) })
+  local files, info = emit_c.model(g, { precision = opts.precision, spec_hash = spec_hash(g.spec.text), backend = "cpu" })
   for name, text in pairs(require("emit_train").program(g, info, {})) do files[name] = text end
   local loomc = require "loomc"
   local template = require "template"
@@ -236,16 +245,16 @@ local function generate_for_accelerator(path, opts)
   local dir = opts.out or ("build/" .. spec_basename(path))
   if accel == "cuda" then
     return nil, cuda.generate(g, dir, { precision = opts.precision, spec_hash = spec_hash(g.spec.text), accelerator = "cuda",
-                                        no_fuse = opts.no_fuse })
+                                        no_fuse = opts.no_fuse, devices = opts.devices })
   end
   local cpu_dir = generate(path, opts)
-  local ok, why = cuda.available(g, opts.precision)
+  local ok, why = cuda.available(g, opts.precision, opts.devices)
   if not ok then
     io.stderr:write(string.format("note: accelerator \"auto\": %s; built for the CPU only\n", why))
     return cpu_dir, nil
   end
   return cpu_dir, cuda.generate(g, cpu_dir .. "/cuda", { precision = opts.precision, spec_hash = spec_hash(g.spec.text),
-                                                         accelerator = "auto", cpu_program = "../train", no_fuse = opts.no_fuse })
+                                                         accelerator = "auto", cpu_program = "../train", no_fuse = opts.no_fuse, devices = opts.devices })
 end
 
 function commands.build(opts, path)

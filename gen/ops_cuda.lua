@@ -517,18 +517,20 @@ for _, op in ipairs { "add", "sub", "mul", "div" } do binary(op) end
 -- dropout: the CPU kernel's mask (k_dropout_*: Philox at (m->seed, m->step << 20 | node
 -- index, element)), recomputed by the backward; scalar_ops.h's so_dropout_keep is
 -- runtime/philox.h's philox_uniform_at, so the device drops exactly the CPU's elements.
--- Out of training (or p = 0) it copies.
+-- Out of training (or p = 0) it copies.  The step is read on the device (m->d_step, the
+-- step's constants): a step captured once in a CUDA Graph replays with each step's mask.
 ops_cuda.dropout = {
   pointwise = function(n)
     local p = n.attrs.p
     local function masked(v, P, I)
       return string.format("(%s ? so_dropout(%s, so_dropout_keep(%s, %s, (so_u64)(%s), %s), so_dropout_scale(%s)) : %s)",
-        P.on, v, P.seed, P.stream, I, P.p, P.p, v)
+        P.on, v, P.seed, string.format("(*%s << 20 | %s)", P.step, P.op), I, P.p, P.p, v)
     end
     return { key = "dropout",
       params = { { "float", "p", ops_cuda.literal(p), ops_cuda.literal(p) },
                  { "unsigned long long", "seed", "m->seed", "m->seed" },
-                 { "unsigned long long", "stream", string.format("(m->step << 20 | %du)", n.index), string.format("(m->step << 20 | %du)", n.index) },
+                 { "const unsigned long long *", "step", "m->d_step", "m->d_step" },
+                 { "unsigned", "op", string.format("%du", n.index), string.format("%du", n.index) },
                  { "int", "on", p == 0 and "0" or "training", p == 0 and "0" or "1" } },
       value = function(x, P, I) return masked(x[1], P, I) end,
       grad = { function(g, x, y, P, I) return masked(g, P, I) end } }

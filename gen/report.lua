@@ -188,6 +188,61 @@ function report.fuse_section(g, cuda, no_fuse, unavailable)
   return table.concat(out, "\n")
 end
 
+-- The CUDA program (gen/emit_cuda.lua): the device, the GEMMs' precision, its device
+-- memory and how it convolves.  `cuda` is what emit_cuda.program returns beside the
+-- files, or { unavailable = why }.
+function report.cuda_section(g, cuda)
+  local f = g.spec.fabric
+  local out = { "## CUDA backend", "" }
+  local function add(s) out[#out + 1] = s end
+  if cuda.unavailable then
+    add("The CUDA backend does not build this spec: " .. cuda.unavailable .. ".")
+    return table.concat(out, "\n")
+  end
+  local info, st, p = cuda.info, cuda.info.state, cuda.info.plan
+  local shown = type(f.devices) == "table" and ("{" .. table.concat(f.devices, ", ") .. "}") or tostring(f.devices)
+  add(string.format("- Device: GPU %d (`devices = %s`; the program's `--device N` picks another).", cuda.device, shown))
+  add(string.format("- GEMMs: cuBLASLt with float accumulation; float32 GEMMs in %s (`float32_matmul_precision = \"%s\"`, " ..
+    "as `torch.set_float32_matmul_precision`).", cuda.tf32 == 1 and "TF32" or "full float32", cuda.matmul_precision))
+  add("- Convolution: im2col (an NVRTC kernel that also folds the operand's cast) and one cuBLASLt GEMM per pass " ..
+    "(forward; weight gradient; input gradient, then col2im).  Chosen because the GEMM is the same library call, plan " ..
+    "cache and precision handling (bf16/fp16 operands, float accumulation, TF32 opt-in) as every Linear, with no second " ..
+    "library, workspace or per-shape algorithm search at start-up, and the layout kernels take the precision plan's " ..
+    "casts for free.  The cost: the column buffer is C·K·K times the input (scratch below) and is written and read " ..
+    "once per pass, where cuDNN's implicit GEMM reads the input in place; for small channel counts (the first layers) " ..
+    "cuDNN is expected to be faster.  This is argued, not measured: `bench/gpu_conv.sh` times both (cuDNN's fastest " ..
+    "algorithm from cudnnFind*) at fashion_cnn's and paw's shapes in fp32 and bf16 on a GPU.")
+  local rows = {
+    { "parameters (float32 master weights)", st.nparams * 4 },
+    { "gradients (float32)", st.nparams * 4 },
+    { string.format("optimizer state (%d per parameter, float32)", cuda.opt_states), cuda.opt_states * st.nparams * 4 },
+  }
+  if cuda.compute_format then
+    rows[#rows + 1] = { string.format("compute copy (%s: what the GEMMs read of the weights, written by the optimizer)", cuda.compute_format),
+      st.nparams * 2 }
+  end
+  for _, r in ipairs {
+    { "buffers (running statistics, counters)", st.nbuffers * 4 + 8 * #st.counters },
+    { string.format("activations and what backward keeps (B = %d)", info.batch_max), p.nacts },
+    { "activation gradients", p.ngrads },
+    { "max-pool argmax (int32)", p.nint * 4 },
+    { "scratch (im2col columns, operands converted for cuBLASLt, the largest one op needs)", cuda.scratch },
+  } do rows[#rows + 1] = r end
+  add("")
+  add(string.format("Device memory of the training step at batch %d (precision %s; double-buffered batches and cuBLASLt's 32 MiB workspace come on top):",
+    info.batch_max, info.precision))
+  add("")
+  add("| buffer | bytes |")
+  add("| --- | ---: |")
+  local total = 0
+  for _, r in ipairs(rows) do
+    add(string.format("| %s | %s |", r[1], util.human_bytes(r[2])))
+    total = total + r[2]
+  end
+  add(string.format("| **total** | **%s** |", util.human_bytes(total)))
+  return table.concat(out, "\n")
+end
+
 -- Bytes the kernels of one training step read and write, by kind of tensor, and the
 -- values converted between formats on the way (from the emitter's operand lists).
 local function traffic(info)

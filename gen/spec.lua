@@ -357,6 +357,7 @@ end
 
 -- Also for the command line's --precision.
 spec.check_precision = check_precision
+spec.check_devices = check_devices   -- and --devices
 
 local FABRIC_SCHEMA = {
   accelerator = { function(v, what)
@@ -370,6 +371,9 @@ local FABRIC_SCHEMA = {
   num_nodes = { checkers.posint, 1 },
   strategy = { check_strategy, "auto" },
   precision = { check_precision, "32-true" },
+  -- torch.set_float32_matmul_precision: "high" and "medium" let float32 GEMMs run in
+  -- TF32 on the GPU (the CUDA backend; the CPU ignores it, as PyTorch's CPU matmuls do)
+  float32_matmul_precision = { enum("highest", "high", "medium"), "highest" },
 }
 
 local function check_clip(v, what)

@@ -54,9 +54,18 @@ void lc_require_device(int argc, char **argv, const char *accelerator, const cha
     snprintf(path, sizeof path, "%s%s", self, cpu_program);
     printf("no CUDA device (%s): running the CPU build %s\n", why, path);
     fflush(stdout);
-    (void)argc;
-    argv[0] = path;
-    execv(path, argv);
+    // the same flags, less the GPU's own (--cuda-graph, --device N), which the CPU build refuses
+    char **cpu_argv = (char **)calloc((size_t)argc + 1, sizeof *cpu_argv);
+    if (!cpu_argv) { fprintf(stderr, "train: out of memory\n"); exit(1); }
+    int k = 0;
+    cpu_argv[k++] = path;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--cuda-graph")) continue;
+        if (!strcmp(argv[i], "--device")) { i++; continue; }
+        cpu_argv[k++] = argv[i];
+    }
+    cpu_argv[k] = NULL;
+    execv(path, cpu_argv);
     fprintf(stderr, "train: cannot run the CPU build %s: %s\n", path, strerror(errno));
     exit(1);
 }

@@ -32,7 +32,8 @@ void lc_check(int status, const char *what, const char *file, int line);
 // The device check at start.  `accelerator` is the spec's ("cuda" or "auto").  With a
 // device: selects it (ordinal `device`) and returns.  Without one: for "auto", says so
 // in one line and exec's the CPU build of the same spec (`cpu_program`, relative to
-// this program's directory) with the same arguments; for "cuda", one line and exit 1.
+// this program's directory) with the same arguments less the GPU's own (--cuda-graph,
+// --device N); for "cuda", one line and exit 1.
 void lc_require_device(int argc, char **argv, const char *accelerator, const char *cpu_program, int device);
 
 // One NVRTC kernel of the program: its name (the extern "C" __global__ function) and

@@ -47,6 +47,12 @@ if [ ! -x "$CUDA/bin/nvcc" ]; then
   done
   for t in cuda_fuse_groups cuda_fuse_stored_when_read_elsewhere cuda_no_fuse cuda_fuse_report; do echo "ok $t # SKIP no CUDA toolkit"; done
   echo "ok cuda_graph_option # SKIP no CUDA toolkit"
+  echo "ok cuda_compute_copy # SKIP no CUDA toolkit"
+  echo "ok cuda_tf32_opt_in # SKIP no CUDA toolkit"
+  echo "ok cuda_report_states_conv_choice # SKIP no CUDA toolkit"
+  echo "ok cuda_bench_gpu_conv_builds # SKIP no CUDA toolkit"
+  echo "ok cuda_tf32_cpu_note # SKIP no CUDA toolkit"
+  echo "ok cuda_devices_refused # SKIP no CUDA toolkit"
   echo "ok cuda_kernel_cache # SKIP no CUDA toolkit"
   echo "ok cuda_auto_falls_back_to_cpu # SKIP no CUDA toolkit"
   echo "ok cuda_without_device_exits # SKIP no CUDA toolkit"
@@ -55,12 +61,15 @@ fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 export LOOM_KERNEL_CACHE="$tmp/kernel_cache"
+has_gpu_dev=0
+if [ -e /dev/nvidiactl ] || ls /dev/nvidia0 >/dev/null 2>&1; then has_gpu_dev=1; fi
 
 # check NAME SPEC_FILE PRECISION: build for cuda, then every NVRTC kernel for sm_80/sm_90
 check() {
     local s=$1 spec=$2 p=$3
     d="$tmp/${s}_$p"
-    if ! "$LOOM" build "$spec" --accelerator=cuda --precision="$p" -o "$d" >"$d.log" 2>&1; then
+    # --devices=1: paw asks for 2 (ddp), which the one-GPU CUDA program refuses
+    if ! "$LOOM" build "$spec" --accelerator=cuda --precision="$p" --devices=1 -o "$d" >"$d.log" 2>&1; then
       echo "not ok cuda_build_${s}_$p: $(grep -m1 -E 'error|FAILED' "$d.log" || tail -1 "$d.log")"
       echo "not ok cuda_kernels_${s}_$p: the program did not build"
       return
@@ -100,8 +109,8 @@ variant mlp_sgd_clipnorm "Dropout(0.2), Linear(256, 256), Dropout(0.0)," \
   "SGD { lr = 0.05, momentum = 0.9, dampening = 0.1, weight_decay = 1e-3 }" "{ max_norm = 1.0 }"
 variant mlp_sgd_clipval "Dropout(0.5)," "SGD { lr = 0.01, momentum = 0.9, nesterov = true, maximize = true }" "{ clip_val = 0.01 }"
 variant mlp_adamw_clipinf "Dropout(0.3)," "AdamW { lr = 1e-3 }" "{ max_norm = 0.5, norm_type = math.huge }"
-check mlp_sgd_clipnorm "$tmp/variants/mlp_sgd_clipnorm.lua" bf16-mixed "sgd clip_norm_part clip_norm_coef clip_norm_scale"
-check mlp_sgd_clipval "$tmp/variants/mlp_sgd_clipval.lua" 16-mixed "sgd clip_value"
+check mlp_sgd_clipnorm "$tmp/variants/mlp_sgd_clipnorm.lua" bf16-mixed "sgd_copy_b clip_norm_part clip_norm_coef clip_norm_scale"
+check mlp_sgd_clipval "$tmp/variants/mlp_sgd_clipval.lua" 16-mixed "sgd_copy_h clip_value loss_seed_ff unscale scaler_update"
 check mlp_adamw_clipinf "$tmp/variants/mlp_adamw_clipinf.lua" 32-true "adam clip_norm_part dropout_ dropout_grad_"
 
 # the fuse pass (gen/fuse.lua): a chain of every elementwise op, fused and not
@@ -199,15 +208,77 @@ check conv_bce_logits "$tmp/variants/conv_bce_logits.lua" 16-mixed
 check conv_mse_sum "$tmp/variants/conv_mse_sum.lua" 32-true "mse_ff_ff_ff mse_grad_ff_ff_ff_ff"
 check conv_l1_none_mean "$tmp/variants/conv_l1_none_mean.lua" bf16-mixed
 
-# --cuda-graph (a GPU runs it: tests/gpu/run.sh): the flag is parsed, the step's two halves
-# are captured and updated in place, and the option is off unless asked for
+# --cuda-graph (a GPU runs it: tests/gpu/run.sh): the flag is parsed, a step is captured
+# once and replayed (no cudaGraphExecUpdate), the option is off unless asked for, and
+# nothing the captured operations pass to a kernel changes between steps: the step,
+# the learning rate and the optimizer's constants, the loss scale and the skip decision
+# are read on the device (16-mixed SGD + clip by value + Dropout)
 d="$tmp/mlp_sgd_clipval_16-mixed"
-if [ -x "$d/train" ] && grep -q 'strcmp(f, "--cuda-graph")' "$d/train.c" && grep -q "model_graph_end(&m, 1)" "$d/train.c" &&
-   grep -q "cudaStreamBeginCapture" "$d/model.cu" && grep -q "cudaGraphExecUpdate" "$d/model.cu" &&
-   grep -q "NULL, 0, 0 };" "$d/train.c" && strings "$d/train" | grep -q -- "--cuda-graph"; then
-  echo "ok cuda_graph_option (16-mixed SGD + clip_val + Dropout: built with capture, exec update and the flag)"
+step_code=$(sed -n '/^static void forward_ops/,/^}/p;/^static void backward/,/^}/p;/^static void optimizer_ops/,/^}/p;/^static void step_ops/,/^}/p' "$d/model.cu")
+if [ -x "$d/train" ] && grep -q 'strcmp(f, "--cuda-graph")' "$d/train.c" && grep -q "model_train_step(&m, &opt, boundary, ACCUMULATE)" "$d/train.c" &&
+   grep -q "cudaStreamBeginCapture" "$d/model.cu" && grep -q "cudaGraphLaunch" "$d/model.cu" && ! grep -q "cudaGraphExecUpdate" "$d/model.cu" &&
+   grep -q "NULL, 0, 0, 0 };" "$d/train.c" && strings "$d/train" | grep -q -- "--cuda-graph" &&
+   ! echo "$step_code" | grep -qE 'm->step\b|\blr\b|dloss|scaler\.scale|inv_scale' &&
+   grep -q "const so_u64 \*step" "$d/kernels/dropout_hh_hh.cu" && grep -q "const so_sgd_consts \*consts, const int \*skip" "$d/kernels/sgd_copy_h.cu" &&
+   grep -q "skip = &m->d_scaler->found_inf" "$d/model.cu"; then
+  echo "ok cuda_graph_option (16-mixed SGD + clip_val + Dropout: captured once, per-step values on the device, scaler on the device)"
 else
-  echo "not ok cuda_graph_option: the --cuda-graph code is missing from $d"
+  echo "not ok cuda_graph_option: the capture-once code is missing from $d, or a per-step host value is a kernel argument"
+fi
+
+# the compute copy (bf16-mixed / 16-mixed): the GEMMs read the 16-bit copy of the float32
+# weights that the optimizer writes with the update (and model_upload after init/resume);
+# no kernel stages a parameter into scratch; 32-true has no copy
+why=""
+for p in bf16-mixed 16-mixed; do
+  d="$tmp/fashion_cnn_$p"; c=$([ $p = bf16-mixed ] && echo b || echo h)
+  [ -f "$d/kernels/adam_copy_$c.cu" ] && [ -f "$d/kernels/compute_copy_$c.cu" ] || why="$p: no adam_copy_$c / compute_copy_$c kernel"
+  grep -q "^#define COMPUTE_COPY 1" "$d/model.h" || why="$p: COMPUTE_COPY is not 1"
+  [ "$(grep -c 'lc_gemm(&site.*m->d_compute' "$d/model.cu")" -ge 6 ] || why="$p: fewer than 6 GEMMs read d_compute"
+  ! ls "$d/kernels" | grep -q "^stage_f${c}_" || why="$p: a parameter is still staged ($(ls "$d/kernels" | grep "^stage_f${c}_"))"
+done
+grep -q "^#define COMPUTE_COPY 0" "$tmp/fashion_cnn_32-true/model.h" || why="${why:-32-true has a compute copy}"
+if [ -z "$why" ]; then echo "ok cuda_compute_copy (fashion_cnn bf16-mixed, 16-mixed)"; else echo "not ok cuda_compute_copy: $why"; fi
+
+# fabric { float32_matmul_precision = "high", devices = {1} }: TF32 GEMMs on, GPU 1 by default
+# (--device N overrides); devices = 2 is refused at its spec line; the CPU build says it
+# ignores the setting
+sed 's/fabric { accelerator = "cpu", precision = "32-true" }/fabric { accelerator = "cpu", precision = "32-true", float32_matmul_precision = "high", devices = {1} }/' \
+  specs/fashion_mlp.lua >"$tmp/variants/mlp_tf32.lua"
+d="$tmp/mlp_tf32"
+if "$LOOM" build "$tmp/variants/mlp_tf32.lua" --accelerator=cuda -o "$d" >"$d.log" 2>&1 && [ -x "$d/train" ] &&
+   grep -q "^#define TF32 1$" "$d/model.cu" && grep -q "NULL, 0, 0, 1 };" "$d/train.c" && strings "$d/train" | grep -q -- "--device N"; then
+  echo "ok cuda_tf32_opt_in (float32_matmul_precision = \"high\": built with TF32 on, devices = {1} is GPU 1)"
+else
+  echo "not ok cuda_tf32_opt_in: $(grep -m1 -E 'error|FAILED' "$d.log" || echo "no TF32 1 / device 1 in $d")"
+fi
+out=$("$LOOM" build "$tmp/variants/mlp_tf32.lua" --accelerator=cpu --no-compile -o "$tmp/mlp_tf32_cpu" 2>&1)
+if echo "$out" | grep -q "mlp_tf32.lua:13: note: float32_matmul_precision 'high' is for the GPU's TF32"; then
+  echo "ok cuda_tf32_cpu_note"
+else
+  echo "not ok cuda_tf32_cpu_note: $out"
+fi
+out=$("$LOOM" build specs/paw.lua --accelerator=cuda --no-compile -o "$tmp/paw_devices2" 2>&1); rc=$?
+if [ $rc -eq 2 ] && echo "$out" | head -1 | grep -q "^specs/paw.lua:20: devices = 2: the CUDA backend runs on one GPU.*multi-GPU strategies come in their own issue"; then
+  echo "ok cuda_devices_refused ($(echo "$out" | head -1))"
+else
+  echo "not ok cuda_devices_refused: rc $rc: $(echo "$out" | head -1)"
+fi
+
+# the convolution choice: the report states it and points at bench/gpu_conv.sh, which
+# compiles (cuDNN against im2col + cuBLASLt) and, without a GPU, says so and exits 0
+if "$LOOM" explain specs/fashion_cnn.lua --accelerator=cuda --precision=bf16-mixed -o "$tmp/report" >/dev/null 2>&1 &&
+   grep -q "^- Convolution: im2col .*bench/gpu_conv.sh" "$tmp/report/REPORT.md" && grep -q "^| compute copy (bf16" "$tmp/report/REPORT.md"; then
+  echo "ok cuda_report_states_conv_choice"
+else
+  echo "not ok cuda_report_states_conv_choice: no CUDA section with the convolution and the compute copy in $tmp/report/REPORT.md"
+fi
+if out=$(bench/gpu_conv.sh --build "$tmp/gpu_conv" 2>&1) && [ -x "$tmp/gpu_conv/gpu_conv" ]; then
+  run=$("$tmp/gpu_conv/gpu_conv" 2>&1); rc=$?
+  if [ $rc -eq 0 ] && { [ "$run" = "no GPU: gpu_conv measures on a CUDA device" ] || [ "$has_gpu_dev" = 1 ]; }; then echo "ok cuda_bench_gpu_conv_builds ($(echo "$run" | head -1))"
+  else echo "not ok cuda_bench_gpu_conv_builds: rc $rc: $(echo "$run" | tail -1)"; fi
+else
+  echo "not ok cuda_bench_gpu_conv_builds: $(echo "$out" | grep -m1 -E 'error' || echo "$out" | tail -1)"
 fi
 
 # the cache: the second compile of a program's kernels reads every one of them

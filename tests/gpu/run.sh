@@ -11,8 +11,12 @@
 # and 16-mixed 5e-2 (16-bit operands rounded at different points of a different sum
 # order).  Also: two fashion_mlp variants (SGD + clip by norm + Dropout, the mask is the
 # CPU's; AdamW + clip by value) against the CPU the same way, and --cuda-graph: 6 steps
-# with the step captured as CUDA Graphs give the same checkpoint, bit for bit, as 6
-# steps without (the same kernels on the same data), and the graphs were launched.
+# with the step captured once (per batch slot) and replayed give the same checkpoint,
+# bit for bit, as 6 eager steps (a value baked in at capture would show), with at most 4
+# captures; a run with graphs resumed from its checkpoint ends bit for bit where one run
+# ends (16-mixed: the device's GradScaler goes through the checkpoint); --device 0 is
+# the default device bit for bit, and a device that is not there is one clear line.
+# paw asks for devices = 2 (ddp): its CUDA program is built with --devices=1.
 # Not run on machines without a GPU: prints SKIP lines.
 set -u
 cd "$(dirname "$0")/../.."
@@ -26,6 +30,9 @@ if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; t
     echo "ok gpu_vs_cpu_${s}_$p # SKIP no GPU"; echo "ok gpu_cuda_graph_${s}_$p # SKIP no GPU"
   done; done
   for v in mlp_sgd_clipnorm_dropout mlp_adamw_clipval_dropout; do echo "ok gpu_vs_cpu_${v}_32-true # SKIP no GPU"; done
+  echo "ok gpu_cuda_graph_resume_fashion_mlp_16-mixed # SKIP no GPU"
+  echo "ok gpu_device_choice # SKIP no GPU"
+  echo "ok gpu_vs_cpu_mlp_tf32_32-true # SKIP no GPU"; echo "ok gpu_tf32_is_on # SKIP no GPU"
   exit 0
 fi
 tmp=$(mktemp -d)
@@ -40,7 +47,7 @@ compare() {
     name="gpu_vs_cpu_${s}_$p"
     c="$tmp/${s}_${p}_cpu" g="$tmp/${s}_${p}_gpu"
     if ! "$LOOM" build "$spec" --accelerator=cpu --precision="$p" -o "$c" >"$c.log" 2>&1 ||
-       ! "$LOOM" build "$spec" --accelerator=cuda --precision="$p" -o "$g" >"$g.log" 2>&1; then
+       ! "$LOOM" build "$spec" --accelerator=cuda --precision="$p" --devices=1 -o "$g" >"$g.log" 2>&1; then
       echo "not ok $name: loom build failed"; return
     fi
     "$c/train" --max-steps 1 --epochs 1 --seed 11 --out "$c/run" ${FLAGS[$s]:-} >"$c/out.txt" 2>&1 || { echo "not ok $name: CPU run failed"; return; }
@@ -59,10 +66,12 @@ graph() {
     [ -x "$g/train" ] || { echo "not ok $name: no GPU program"; return; }
     "$g/train" --max-steps 6 --epochs 1 --seed 11 --out "$g/plain" >"$g/plain.txt" 2>&1 || { echo "not ok $name: plain run failed"; return; }
     "$g/train" --max-steps 6 --epochs 1 --seed 11 --out "$g/graph" --cuda-graph >"$g/graph.txt" 2>&1 || { echo "not ok $name: --cuda-graph run failed: $(tail -1 "$g/graph.txt")"; return; }
-    launches=$(sed -n 's/^--cuda-graph: \([0-9]*\) graph launches/\1/p' "$g/graph.txt")
+    launches=$(sed -n 's/^--cuda-graph: \([0-9]*\) graph launches$/\1/p' "$g/graph.txt")
+    captures=$(sed -n 's/^--cuda-graph: \([0-9]*\) graphs captured$/\1/p' "$g/graph.txt")
     cmp=$("$tmp/compare_ckpt" "$g/graph/last.safetensors" "$g/plain/last.safetensors" 0 2>&1); ok=$?
-    if [ $ok -eq 0 ] && [ "${launches:-0}" -gt 0 ]; then echo "ok $name ($launches graph launches; $cmp)"
-    else echo "not ok $name: launches ${launches:-none}; $cmp"; fi
+    if [ $ok -eq 0 ] && [ "${launches:-0}" -ge 4 ] && [ "${captures:-0}" -ge 1 ] && [ "${captures:-9}" -le 4 ]; then
+      echo "ok $name ($launches graph launches, $captures captures; $cmp)"
+    else echo "not ok $name: launches ${launches:-none}, captures ${captures:-none}; $cmp"; fi
 }
 for s in "${SPECS[@]}"; do
   for p in "${PRECS[@]}"; do compare "$s" "specs/$s.lua" "$p"; graph "$s" "$p"; done
@@ -75,3 +84,50 @@ variant() {   # NAME DROPOUT OPTIMIZER CLIP
 variant mlp_sgd_clipnorm_dropout "Dropout(0.2)," "SGD { lr = 0.05, momentum = 0.9, dampening = 0.1, weight_decay = 1e-3 }" "{ max_norm = 0.5 }"
 variant mlp_adamw_clipval_dropout "Dropout(0.5)," "AdamW { lr = 1e-3, weight_decay = 0.01 }" "{ clip_val = 0.01 }"
 for v in mlp_sgd_clipnorm_dropout mlp_adamw_clipval_dropout; do compare "$v" "$tmp/variants/$v.lua" 32-true; done
+
+# float32_matmul_precision = "high": TF32 GEMMs, against the CPU at bf16's tolerance, and
+# not bit for bit the full-float32 program (TF32 is on)
+sed 's/fabric { accelerator = "cpu", precision = "32-true" }/fabric { accelerator = "cpu", precision = "32-true", float32_matmul_precision = "high" }/' \
+  specs/fashion_mlp.lua >"$tmp/variants/mlp_tf32.lua"
+TOL[32-true]=5e-2; compare mlp_tf32 "$tmp/variants/mlp_tf32.lua" 32-true; TOL[32-true]=1e-3
+if [ -f "$tmp/mlp_tf32_32-true_gpu/run/last.safetensors" ] && [ -f "$tmp/fashion_mlp_32-true_gpu/run/last.safetensors" ]; then
+  if cmp -s "$tmp/mlp_tf32_32-true_gpu/run/last.safetensors" "$tmp/fashion_mlp_32-true_gpu/run/last.safetensors"; then
+    echo "not ok gpu_tf32_is_on: the TF32 program's checkpoint is the full-float32 one's, bit for bit"
+  else echo "ok gpu_tf32_is_on"; fi
+else
+  echo "not ok gpu_tf32_is_on: a program did not run"
+fi
+
+# --cuda-graph across a checkpoint: 2 epochs in one run == 1 epoch, resume, 1 more, bit
+# for bit, every step of both captured once and replayed (16-mixed: the loss scale and
+# its growth tracker are the device's, downloaded into the checkpoint and uploaded back)
+g="$tmp/fashion_mlp_16-mixed_gpu"
+name=gpu_cuda_graph_resume_fashion_mlp_16-mixed
+if [ -x "$g/train" ]; then
+  "$g/train" --epochs 2 --seed 5 --cuda-graph --quiet --out "$g/r2" >"$g/r2.txt" 2>&1 &&
+  "$g/train" --epochs 1 --seed 5 --cuda-graph --quiet --out "$g/r1" >"$g/r1.txt" 2>&1 &&
+  "$g/train" --epochs 2 --seed 5 --cuda-graph --quiet --resume "$g/r1/last.safetensors" --out "$g/r12" >"$g/r12.txt" 2>&1
+  if [ $? -ne 0 ]; then echo "not ok $name: a run failed: $(tail -1 "$g"/r*.txt | tr '\n' '|')"
+  elif cmp -s "$g/r2/last.safetensors" "$g/r12/last.safetensors"; then echo "ok $name"
+  else echo "not ok $name: $("$tmp/compare_ckpt" "$g/r12/last.safetensors" "$g/r2/last.safetensors" 0 2>&1)"; fi
+else
+  echo "not ok $name: no GPU program"
+fi
+
+# the device: --device 0 is the default device; a device that is not there is one line
+g="$tmp/fashion_mlp_32-true_gpu"
+name=gpu_device_choice
+n=$(nvidia-smi -L | wc -l)
+if [ -x "$g/train" ]; then
+  "$g/train" --max-steps 3 --epochs 1 --seed 11 --device 0 --out "$g/dev0" >"$g/dev0.txt" 2>&1; rc0=$?
+  "$g/train" --max-steps 3 --epochs 1 --seed 11 --out "$g/devd" >"$g/devd.txt" 2>&1
+  out=$("$g/train" --max-steps 1 --device "$n" --out "$g/devn" 2>&1); rcn=$?
+  if [ $rc0 -eq 0 ] && cmp -s "$g/dev0/last.safetensors" "$g/devd/last.safetensors" && [ $rcn -eq 1 ] &&
+     [ "$(echo "$out" | wc -l)" -eq 1 ] && echo "$out" | grep -q "device $n asked for"; then
+    echo "ok $name ($out)"
+  else
+    echo "not ok $name: --device 0 rc $rc0; --device $n rc $rcn: $out"
+  fi
+else
+  echo "not ok $name: no GPU program"
+fi
