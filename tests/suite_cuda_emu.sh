@@ -28,8 +28,8 @@ PRECS=(32-true bf16-mixed 16-mixed)
 # "round-off" gradients (a bias right before a BatchNorm: zero but for rounding) below
 # ROUNDOFF of the model's largest, Adam's parameters 2e-5.  Measured worst gradient
 # differences (32-true / bf16-mixed / 16-mixed): fashion_mlp 2.8e-7 / 0 / 4.6e-4,
-# fashion_cnn 9.4e-7 / 1.9e-4 / 1.2e-3, paw 1.1e-2 / 4.2e-2 / see the ok line; Adam's
-# parameters at most 4.7e-7.  tests/gpu/run.sh allows 1e-3 and 5e-2 on a real GPU.
+# fashion_cnn 9.4e-7 / 1.9e-4 / 1.2e-3, paw 1.1e-2 / 4.2e-2 / 4.3e-2; Adam's parameters
+# at most 1.1e-6.  tests/gpu/run.sh allows 1e-3 and 5e-2 on a real GPU.
 declare -A TOL=([32-true]=1e-5 [bf16-mixed]=2e-3 [16-mixed]=5e-3)
 declare -A ROUNDOFF=([32-true]=1e-4 [bf16-mixed]=1e-2 [16-mixed]=1e-2)
 # paw: max-pool windows whose two largest values differ by round-off route the gradient

@@ -11,6 +11,7 @@
 # $CUDA_EMU_CACHE (a directory): objects of identical sources compiled the same way are
 # taken from there (the runtime files and most kernels recur in every program).
 set -eu
+shopt -s nullglob   # a program without kernels has an empty kernels/
 here=$(cd "$(dirname "$0")" && pwd)
 asan=0
 if [ "${1:-}" = --asan ]; then asan=1; shift; fi

@@ -534,6 +534,7 @@ const char *cudaGetErrorString(cudaError_t e) {
     case cudaErrorStreamCaptureIsolation: return "operation would make the legacy stream depend on a capturing blocking stream";
     case cudaErrorGraphExecUpdateFailure: return "the graph update was not performed because it included changes which violated constraints specific to instantiated graph update";
     case cudaErrorIllegalState: return "the operation is not permitted in the current state";
+    case cudaErrorCapturedEvent: return "operation not permitted on an event last recorded in a capturing stream";
     default: return "cuda_emu: unknown error";
     }
 }
@@ -730,16 +731,24 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t stream) {
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
     if (e->graph) {
         emu_note("cudaEventSynchronize of an event recorded in a capture: not permitted");
-        return set_error(cudaErrorStreamCaptureUnsupported);
+        return set_error(cudaErrorCapturedEvent);
     }
     if (e->stream) drain(e->stream, e->seq);
     return cudaSuccess;
 }
 cudaError_t cudaEventQuery(cudaEvent_t e) {
+    if (e->graph) return set_error(cudaErrorCapturedEvent);
     return !e->stream || e->stream->done >= e->seq ? cudaSuccess : cudaErrorNotReady;
 }
-cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t e, unsigned int) {
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t e, unsigned int flags) {
     cudaStream_t s = resolve(stream);
+    if (s->capture && !e->graph && (flags & cudaEventWaitExternal)) {
+        // an external event node: at each replay, wait for the event as it is then
+        enqueue(s, op{OP_WAIT, nullptr, [e] {
+                          if (e->stream) drain(e->stream, e->seq);
+                      }});
+        return cudaSuccess;
+    }
     if (e->graph) {
         // an event of a capture: the waiting stream joins the capture (fork); the graph
         // here is one sequence, so the order is already right
@@ -753,7 +762,7 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t e, unsigned int
     if (!e->stream) return cudaSuccess;   // never recorded: nothing to wait for
     if (s->capture) {
         emu_note("cudaStreamWaitEvent: a capturing stream waits on an event recorded outside the capture "
-                 "(cudaErrorStreamCaptureIsolation)");
+                 "without cudaEventWaitExternal (cudaErrorStreamCaptureIsolation)");
         s->capture_invalid = true;
         return set_error(cudaErrorStreamCaptureIsolation);
     }
