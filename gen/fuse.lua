@@ -40,21 +40,7 @@ local function resolver(pp, is_alias, producer)
   end
 end
 
--- strides of `shape` broadcast to `out` (0 on broadcast dims), right-aligned
-function fuse.bcast_strides(shape, out)
-  local n, k = #out, #shape
-  local strides, run = {}, 1
-  for i = n, 1, -1 do
-    local d = shape[k - n + i]
-    if d == nil or (d == 1 and out[i] ~= 1) then
-      strides[i] = 0
-    else
-      strides[i] = run
-      run = run * (d == "B" and 1 or d)
-    end
-  end
-  return strides
-end
+fuse.bcast_strides = util.bcast_strides   -- the fused kernels' operand offsets
 -- does t cover every element of `out` once (no broadcast dims)?
 function fuse.full(t, out)
   local s = fuse.bcast_strides(t.shape, out.shape)
@@ -168,9 +154,7 @@ function fuse.plan(trace, pp, ad, is_alias, describe, tail_of, opts)
 
   -- what is stored: read outside the group, or an output
   for _, g in ipairs(groups) do
-    local list = {}
-    if g.head then list[1] = g.head end
-    for _, m in ipairs(g.members) do list[#list + 1] = m end
+    local list = fuse.nodes(g)
     for i, m in ipairs(list) do
       local t = resolve(m.out)
       local why
@@ -231,6 +215,14 @@ function fuse.plan(trace, pp, ad, is_alias, describe, tail_of, opts)
   return { groups = kept, group_of = group_of, resolve = resolve }
 end
 
+-- a group's nodes in order: its producer (a tail's or an epilogue's), then its members
+function fuse.nodes(g)
+  local list = {}
+  if g.head then list[1] = g.head end
+  for _, m in ipairs(g.members) do list[#list + 1] = m end
+  return list
+end
+
 -- One line per group member and per tensor (fuse_plan.tsv beside the generated program;
 -- the tests read it):
 --   group  ID  KIND  OPS  AT            (OPS: op names joined by +, AT: file:line of each)
@@ -239,9 +231,7 @@ function fuse.tsv(fz, bytes_saved)
   local lines = { "# fuse plan: groups of more than one op, and where each of their tensors lives" }
   local id = 0
   for _, g in ipairs(fz.groups) do
-    local list = {}
-    if g.head then list[1] = g.head end
-    for _, m in ipairs(g.members) do list[#list + 1] = m end
+    local list = fuse.nodes(g)
     if #list > 1 then
       id = id + 1
       local names, at = {}, {}

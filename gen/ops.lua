@@ -411,6 +411,16 @@ ops.transpose = {
   flops = function() return 0 end,
 }
 
+-- the permutation a transpose is (0-based dims, as torch's permute takes them)
+function ops.transpose.perm(n)
+  local k = #n.inputs[1].shape
+  local perm = {}
+  for i = 1, k do perm[i] = i - 1 end
+  local a, b = n.attrs.dim0 % k, n.attrs.dim1 % k
+  perm[a + 1], perm[b + 1] = b, a
+  return perm
+end
+
 ops.permute = {
   arity = 1, precision = "follow",
   shape = function(node, x)
@@ -430,6 +440,12 @@ ops.permute = {
   end,
   flops = function() return 0 end,
 }
+function ops.permute.perm(n)
+  local k = #n.inputs[1].shape
+  local perm = {}
+  for i, d in ipairs(n.attrs.dims) do perm[i] = d % k end
+  return perm
+end
 
 ops.slice = {
   arity = 1, precision = "follow",

@@ -317,21 +317,7 @@ local function same(a, b)
   return true
 end
 
--- strides (in elements) of `shape` seen through the broadcast to `out`
-local function bcast_strides(shape, out)
-  local n, k = #out, #shape
-  local strides, run = {}, 1
-  for i = n, 1, -1 do
-    local d = shape[k - n + i]
-    if d == nil or (d == 1 and out[i] ~= 1) then
-      strides[i] = 0
-    else
-      strides[i] = run
-      run = run * (d == "B" and 1 or d)   -- "B" is always the outermost dim
-    end
-  end
-  return strides
-end
+local bcast_strides = require("util").bcast_strides
 
 local function ints(list) local t = {} for i, v in ipairs(list) do t[i] = tostring(v) end return table.concat(t, ", ") end
 
@@ -406,20 +392,8 @@ local function permute_rule(perm_of)
     end,
   }
 end
-ops_cpu.transpose = permute_rule(function(n)
-  local k = #n.inputs[1].shape
-  local perm = {}
-  for i = 1, k do perm[i] = i - 1 end
-  local a, b = norm(n.attrs.dim0, k), norm(n.attrs.dim1, k)
-  perm[a + 1], perm[b + 1] = b, a
-  return perm
-end)
-ops_cpu.permute = permute_rule(function(n)
-  local k = #n.inputs[1].shape
-  local perm = {}
-  for i, d in ipairs(n.attrs.dims) do perm[i] = norm(d, k) end
-  return perm
-end)
+ops_cpu.transpose = permute_rule(require("ops").transpose.perm)
+ops_cpu.permute = permute_rule(require("ops").permute.perm)
 
 ops_cpu.slice = {
   forward = function(e, n)

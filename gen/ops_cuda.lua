@@ -607,12 +607,7 @@ local function builder()
   return b
 end
 
-local function list_of(g)
-  local l = {}
-  if g.head then l[1] = g.head end
-  for _, m in ipairs(g.members) do l[#l + 1] = m end
-  return l
-end
+local list_of = fuse.nodes
 
 -- The forward of the group's pointwise members at element I, as lines; `head_value`:
 -- the C expression of the head's value (tail groups).  Values kept in registers are
@@ -1219,20 +1214,8 @@ local function permute_rule(perm_of)
     end,
   }
 end
-ops_cuda.transpose = permute_rule(function(n)
-  local k = #n.inputs[1].shape
-  local perm = {}
-  for i = 1, k do perm[i] = i - 1 end
-  local a, b = norm(n.attrs.dim0, k), norm(n.attrs.dim1, k)
-  perm[a + 1], perm[b + 1] = b, a
-  return perm
-end)
-ops_cuda.permute = permute_rule(function(n)
-  local k = #n.inputs[1].shape
-  local perm = {}
-  for i, d in ipairs(n.attrs.dims) do perm[i] = norm(d, k) end
-  return perm
-end)
+ops_cuda.transpose = permute_rule(require("ops").transpose.perm)
+ops_cuda.permute = permute_rule(require("ops").permute.perm)
 
 -- slice with step: out (OUTER, LEN, INNER) = x (OUTER, D, INNER)[:, start::step][:LEN]
 local SLICE = [[const long long o = i / ((long long)LEN * INNER), j = i / INNER % LEN, in = i % INNER;

@@ -143,9 +143,7 @@ function report.fuse_section(g, cuda, no_fuse, unavailable)
   end
   local rows, total, n = {}, 0, 0
   for _, grp in ipairs(fz.groups) do
-    local list = {}
-    if grp.head then list[1] = grp.head end
-    for _, m in ipairs(grp.members) do list[#list + 1] = m end
+    local list = require("fuse").nodes(grp)
     if #list > 1 then
       n = n + 1
       local ops, lines, regs, stored = {}, {}, {}, {}

@@ -96,6 +96,23 @@ function util.shape_str(shape)
   return "(" .. table.concat(parts, ", ") .. ")"
 end
 
+-- strides (in elements) of `shape` seen through the broadcast to `out` (0 on a
+-- broadcast dim), dims right-aligned; "B" is always the outermost dim
+function util.bcast_strides(shape, out)
+  local n, k = #out, #shape
+  local strides, run = {}, 1
+  for i = n, 1, -1 do
+    local d = shape[k - n + i]
+    if d == nil or (d == 1 and out[i] ~= 1) then
+      strides[i] = 0
+    else
+      strides[i] = run
+      run = run * (d == "B" and 1 or d)
+    end
+  end
+  return strides
+end
+
 function util.numel(shape, batch)
   local n = 1
   for _, d in ipairs(shape) do

@@ -219,7 +219,7 @@ if [ -x "$d/train" ] && grep -q 'strcmp(f, "--cuda-graph")' "$d/train.c" && grep
    grep -q "cudaStreamBeginCapture" "$d/model.cu" && grep -q "cudaGraphLaunch" "$d/model.cu" && ! grep -q "cudaGraphExecUpdate" "$d/model.cu" &&
    grep -q "NULL, 0, 0, 0 };" "$d/train.c" && strings "$d/train" | grep -q -- "--cuda-graph" &&
    ! echo "$step_code" | grep -qE 'm->step\b|\blr\b|dloss|scaler\.scale|inv_scale' &&
-   grep -q "const so_u64 \*step" "$d/kernels/dropout_hh_hh.cu" && grep -q "const so_sgd_consts \*consts, const int \*skip" "$d/kernels/sgd_copy_h.cu" &&
+   cat "$d"/kernels/dropout_*.cu | grep -qE "const unsigned long long \* m[0-9]+_step" && grep -q "const so_sgd_consts \*consts, const int \*skip" "$d/kernels/sgd_copy_h.cu" &&
    grep -q "skip = &m->d_scaler->found_inf" "$d/model.cu"; then
   echo "ok cuda_graph_option (16-mixed SGD + clip_val + Dropout: captured once, per-step values on the device, scaler on the device)"
 else

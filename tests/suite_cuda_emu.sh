@@ -5,7 +5,7 @@
 #  - fashion_mlp, fashion_cnn, paw at 32-true, bf16-mixed, 16-mixed: the emulated CUDA
 #    program and the CPU program from --seed 11, one step; checkpoints (parameters and
 #    optimizer.exp_avg = 0.1 x gradient) and the validation loss agree within the
-#    tolerances below (tests/cuda_emu/compare_ckpt.c; measured worst differences are
+#    tolerances below (tests/harness/compare_ckpt.c; measured worst differences are
 #    printed on each ok line);
 #  - fashion_mlp variants (SGD + clip by norm + Dropout, AdamW + clip by value + Dropout);
 #  - --cuda-graph (fashion_mlp at each precision): 6 steps with the step captured and
@@ -24,7 +24,7 @@ LOOM=${LOOM:-build/loom}
 CUDA=${CUDA_HOME:-/usr/local/cuda}
 SPECS=(fashion_mlp fashion_cnn paw)
 PRECS=(32-true bf16-mixed 16-mixed)
-# Tolerances (tests/cuda_emu/compare_ckpt.c): gradients relative to each tensor's largest,
+# Tolerances (tests/harness/compare_ckpt.c): gradients relative to each tensor's largest,
 # "round-off" gradients (a bias right before a BatchNorm: zero but for rounding) below
 # ROUNDOFF of the model's largest, Adam's parameters 2e-5.  Measured worst gradient
 # differences (32-true / bf16-mixed / 16-mixed): fashion_mlp 2.8e-7 / 0 / 4.6e-4,
@@ -35,7 +35,10 @@ declare -A ROUNDOFF=([32-true]=1e-4 [bf16-mixed]=1e-2 [16-mixed]=1e-2)
 # paw: max-pool windows whose two largest values differ by round-off route the gradient
 # differently (the CPU program's own fp32 and fp64 runs differ the same way, by 1.1e-2 in
 # img_input.5.weight's gradient): the GPU test's tolerances
-declare -A SPEC_TOL=([paw_32-true]=3e-2 [paw_bf16-mixed]=8e-2 [paw_16-mixed]=8e-2)
+# tiny_transformer bf16-mixed: bf16 activation gradients that round a tie the other way
+# after a different GEMM summation order (5.95e-3 measured in block.mlp.2.weight's gradient,
+# with or without --no-fuse; 1.3e-6 at 32-true)
+declare -A SPEC_TOL=([paw_32-true]=3e-2 [paw_bf16-mixed]=8e-2 [paw_16-mixed]=8e-2 [tiny_transformer_bf16-mixed]=2e-2)
 nvrtc=$(ls "$CUDA"/lib64/libnvrtc.so* 2>/dev/null | head -1)
 if [ ! -f "$CUDA/include/cuda_runtime.h" ] || [ ! -f "$CUDA/include/cublasLt.h" ] || [ -z "$nvrtc" ] || ! command -v g++ >/dev/null; then
   for s in "${SPECS[@]}"; do for p in "${PRECS[@]}"; do echo "ok emu_vs_cpu_${s}_$p # SKIP no CUDA toolkit (headers, NVRTC) or g++"; done; done
@@ -45,7 +48,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 export CUDA_EMU_CACHE=${CUDA_EMU_CACHE:-$PWD/build/cuda_emu_cache}
 export OPENBLAS_NUM_THREADS=1 GOMP_SPINCOUNT=10000
-cc -std=c11 -O2 -Wall -Wextra -Werror -D_GNU_SOURCE -Iruntime tests/cuda_emu/compare_ckpt.c runtime/ckpt.c -o "$tmp/compare_ckpt" -lm ||
+cc -std=c11 -O2 -Wall -Wextra -Werror -D_GNU_SOURCE -Iruntime tests/harness/compare_ckpt.c runtime/ckpt.c -o "$tmp/compare_ckpt" -lm ||
   { echo "not ok emu_compare_tool: did not compile"; exit 0; }
 
 # the emulated cuBLASLt against the definitions (every layout, type, epilogue), and the

@@ -25,6 +25,13 @@ CUDA=${CUDA_HOME:-/usr/local/cuda}
 SPECS=(${GPU_SPECS:-fashion_mlp fashion_cnn paw})
 PRECS=(32-true bf16-mixed 16-mixed)
 declare -A TOL=([32-true]=1e-3 [bf16-mixed]=5e-2 [16-mixed]=5e-2)
+# tests/harness/compare_ckpt.c (the emulator suite's tool): a gradient that is round-off
+# only (a bias right before a BatchNorm) is measured against the model's largest, and
+# Adam's first step (about lr * sign(g)) only where the gradient's sign is settled.
+# paw: max-pool windows whose two largest values differ by round-off route the gradient
+# differently (the CPU program's own fp32 and fp64 runs differ by 1.1e-2 there).
+declare -A ROUNDOFF=([32-true]=1e-4 [bf16-mixed]=1e-2 [16-mixed]=1e-2)
+declare -A SPEC_TOL=([paw_32-true]=3e-2 [paw_bf16-mixed]=8e-2 [paw_16-mixed]=8e-2)
 if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
   for s in "${SPECS[@]}"; do for p in "${PRECS[@]}"; do
     echo "ok gpu_vs_cpu_${s}_$p # SKIP no GPU"; echo "ok gpu_cuda_graph_${s}_$p # SKIP no GPU"
@@ -37,7 +44,7 @@ if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; t
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-cc -std=c11 -O2 -Wall -Wextra -Werror -D_GNU_SOURCE -Iruntime tests/gpu/compare_ckpt.c runtime/ckpt.c -o "$tmp/compare_ckpt" -lm ||
+cc -std=c11 -O2 -Wall -Wextra -Werror -D_GNU_SOURCE -Iruntime tests/harness/compare_ckpt.c runtime/ckpt.c -o "$tmp/compare_ckpt" -lm ||
   { echo "not ok gpu_compare_tool: did not compile"; exit 0; }
 # paw trains on synthetic data: a small run keeps the CPU side short
 declare -A FLAGS=([fashion_mlp]="" [fashion_cnn]="" [paw]="")
@@ -52,7 +59,7 @@ compare() {
     fi
     "$c/train" --max-steps 1 --epochs 1 --seed 11 --out "$c/run" ${FLAGS[$s]:-} >"$c/out.txt" 2>&1 || { echo "not ok $name: CPU run failed"; return; }
     "$g/train" --max-steps 1 --epochs 1 --seed 11 --out "$g/run" ${FLAGS[$s]:-} >"$g/out.txt" 2>&1 || { echo "not ok $name: GPU run failed: $(tail -1 "$g/out.txt")"; return; }
-    cmp=$("$tmp/compare_ckpt" "$g/run/last.safetensors" "$c/run/last.safetensors" "${TOL[$p]}" 2>&1); ok=$?
+    cmp=$("$tmp/compare_ckpt" "$g/run/last.safetensors" "$c/run/last.safetensors" "${SPEC_TOL[${s}_$p]:-${TOL[$p]}}" "${ROUNDOFF[$p]}" 2>&1); ok=$?
     lc=$(grep -o "val/loss [0-9.naif]*" "$c/out.txt" | head -1 | cut -d' ' -f2)
     lg=$(grep -o "val/loss [0-9.naif]*" "$g/out.txt" | head -1 | cut -d' ' -f2)
     lossok=$(awk -v a="$lc" -v b="$lg" -v t="${TOL[$p]}" 'BEGIN { d = a - b; if (d < 0) d = -d; print (a != "" && d <= t * (a < 0 ? -a : a) + 1e-4) ? 1 : 0 }')
@@ -68,7 +75,7 @@ graph() {
     "$g/train" --max-steps 6 --epochs 1 --seed 11 --out "$g/graph" --cuda-graph >"$g/graph.txt" 2>&1 || { echo "not ok $name: --cuda-graph run failed: $(tail -1 "$g/graph.txt")"; return; }
     launches=$(sed -n 's/^--cuda-graph: \([0-9]*\) graph launches$/\1/p' "$g/graph.txt")
     captures=$(sed -n 's/^--cuda-graph: \([0-9]*\) graphs captured$/\1/p' "$g/graph.txt")
-    cmp=$("$tmp/compare_ckpt" "$g/graph/last.safetensors" "$g/plain/last.safetensors" 0 2>&1); ok=$?
+    cmp=$("$tmp/compare_ckpt" "$g/graph/last.safetensors" "$g/plain/last.safetensors" 0 0 0 2>&1); ok=$?
     if [ $ok -eq 0 ] && [ "${launches:-0}" -ge 4 ] && [ "${captures:-0}" -ge 1 ] && [ "${captures:-9}" -le 4 ]; then
       echo "ok $name ($launches graph launches, $captures captures; $cmp)"
     else echo "not ok $name: launches ${launches:-none}, captures ${captures:-none}; $cmp"; fi
@@ -109,7 +116,7 @@ if [ -x "$g/train" ]; then
   "$g/train" --epochs 2 --seed 5 --cuda-graph --quiet --resume "$g/r1/last.safetensors" --out "$g/r12" >"$g/r12.txt" 2>&1
   if [ $? -ne 0 ]; then echo "not ok $name: a run failed: $(tail -1 "$g"/r*.txt | tr '\n' '|')"
   elif cmp -s "$g/r2/last.safetensors" "$g/r12/last.safetensors"; then echo "ok $name"
-  else echo "not ok $name: $("$tmp/compare_ckpt" "$g/r12/last.safetensors" "$g/r2/last.safetensors" 0 2>&1)"; fi
+  else echo "not ok $name: $("$tmp/compare_ckpt" "$g/r12/last.safetensors" "$g/r2/last.safetensors" 0 0 0 2>&1)"; fi
 else
   echo "not ok $name: no GPU program"
 fi

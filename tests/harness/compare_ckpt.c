@@ -1,6 +1,7 @@
-// compare_ckpt A B TOL [ROUNDOFF [PTOL]]: the emulated CUDA program's checkpoint (A) against the CPU
-// program's (B) after the same first step, as tests/gpu/compare_ckpt.c compares them,
-// but with what makes that comparison fail for a legitimate reason taken out.  Adam's
+// compare_ckpt A B TOL [ROUNDOFF [PTOL]]: the CUDA program's checkpoint (A; on a GPU,
+// tests/gpu/run.sh, or under the emulator, tests/suite_cuda_emu.sh) against the CPU
+// program's (B) after the same first step, with what makes a plain per-tensor
+// comparison fail for a legitimate reason taken out (`0 0 0`: bit for bit).  Adam's
 // first step is lr * g / (|g| + eps): about lr * sign(g) whatever the size of g, so an
 // element whose gradient is round-off (every element of a bias right before a
 // BatchNorm, which subtracts it out again; single elements of any tensor) moves by
