@@ -208,6 +208,22 @@ static void lt_check(cublasStatus_t s, const char *what, const char *site) {
     exit(1);
 }
 
+// Keeps plan p for (M, N, K) at its call site: a site sees the full batch and the last
+// one, so 4 slots; a fifth shape replaces (and frees) the plan of the fourth.
+static void site_keep(lc_gemm_site *site, int64_t M, int64_t N, int64_t K, gemm_plan *p) {
+    int slot = site->n < 4 ? site->n++ : 3;
+    gemm_plan *old = (gemm_plan *)site->plans[slot];   // NULL (static sites start zeroed) but for a fifth shape
+    if (old) {
+        cublasLtMatmulDescDestroy(old->op);
+        cublasLtMatrixLayoutDestroy(old->a);
+        cublasLtMatrixLayoutDestroy(old->b);
+        cublasLtMatrixLayoutDestroy(old->c);
+        free(old);
+    }
+    site->plans[slot] = p;
+    site->mnk[slot][0] = M; site->mnk[slot][1] = N; site->mnk[slot][2] = K;
+}
+
 static cudaDataType_t dtype(lc_format f) {
     return f == LC_BF16 ? CUDA_R_16BF : f == LC_F16 ? CUDA_R_16F : CUDA_R_32F;
 }
@@ -310,9 +326,7 @@ void lc_gemm_epilogue(lc_gemm_site *site, int ta, int tb, int64_t M, int64_t N, 
         if (site->mnk[i][0] == M && site->mnk[i][1] == N && site->mnk[i][2] == K) p = (gemm_plan *)site->plans[i];
     if (!p) {
         p = make_plan(site, ta, tb, M, N, K, ab, cf, bias != NULL, epi, tf32, NULL);
-        int slot = site->n < 4 ? site->n++ : 3;   // the full batch and the last one: a site sees two shapes
-        site->plans[slot] = p;
-        site->mnk[slot][0] = M; site->mnk[slot][1] = N; site->mnk[slot][2] = K;
+        site_keep(site, M, N, K, p);
     }
     if (bias)
         lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias), "BIAS_POINTER",
@@ -348,9 +362,7 @@ void lc_gemm_batched(lc_gemm_site *site, int ta, int tb, int64_t M, int64_t N, i
         gemm_batch b = { batch, { sa, sb, sc }, { alignment(A, sa, elem_size(ab)), alignment(B, sb, elem_size(ab)),
                                                   alignment(C, sc, elem_size(cf)) } };
         p = make_plan(site, ta, tb, M, N, K, ab, cf, 0, LC_EPI_NONE, tf32, &b);
-        int slot = site->n < 4 ? site->n++ : 3;
-        site->plans[slot] = p;
-        site->mnk[slot][0] = M; site->mnk[slot][1] = N; site->mnk[slot][2] = K;
+        site_keep(site, M, N, K, p);
     }
     lt_check(cublasLtMatmul(lt, p->op, &alpha, B, p->a, A, p->b, &beta, C, p->c, C, p->c, &p->algo, workspace, WORKSPACE,
                             (cudaStream_t)stream),
