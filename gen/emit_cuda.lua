@@ -698,15 +698,17 @@ function emit.program(g, opts)
     body = "const float inv_scale = (float)(1.0 / (double)*scale);   // scale.double().reciprocal().float()\n    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {\n" ..
            "        float v = g[i];\n        if (!(fabsf(v) <= 3.402823466e38f)) atomicOr(found, 1);   // inf or NaN\n" ..
            "        g[i] = v * inv_scale;\n    }" }
+  local S = require("emit_train").SCALER
   local scaler_update = e.kernel { kind = "scaler_update", ops = {}, params = "float *scale, const int *found, long long *growth_tracker",
     body = table.concat({
-      "// GradScaler.update (_amp_update_scale_): init 65536, x0.5 on inf/nan, x2 after 2000 good steps in a row",
+      string.format("// GradScaler.update (_amp_update_scale_): x%g on inf/nan, x%g after %d good steps in a row",
+        S.backoff_factor, S.growth_factor, S.growth_interval),
       "    if (threadIdx.x != 0 || blockIdx.x != 0) return;",
       "    if (*found) {",
-      "        *scale *= 0.5f;",
+      string.format("        *scale *= %s;", literal(S.backoff_factor)),
       "        *growth_tracker = 0;",
-      "    } else if (++*growth_tracker == 2000) {",
-      "        float grown = *scale * 2.0f;",
+      string.format("    } else if (++*growth_tracker == %d) {", S.growth_interval),
+      string.format("        float grown = *scale * %s;", literal(S.growth_factor)),
       "        if (fabsf(grown) <= 3.402823466e38f) *scale = grown;   // never grows to inf",
       "        *growth_tracker = 0;",
       "    }" }, "\n") }
@@ -834,6 +836,10 @@ function emit.program(g, opts)
   t.accelerator = accel
   for _, k in ipairs { "lr_body", "momentum_body", "momentum", "scheduler_desc", "momentum_desc" } do t[k] = ov[k] end
   t.cpu_program = values.cpu_program
+  local S = require("emit_train").SCALER
+  t.scaler_desc = string.format("GradScaler(init_scale=%.1f, growth_factor=%.1f, backoff_factor=%.1f, growth_interval=%d)",
+    S.init_scale, S.growth_factor, S.backoff_factor, S.growth_interval)
+  t.scaler_init_scale = literal(S.init_scale)
   t.device = device
   files["train.c"] = fill("templates/cuda/train.c.in", t)
   -- the kernels, one file each, for inspection (the program carries its own copies)

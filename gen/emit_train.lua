@@ -396,6 +396,7 @@ end
 -- the scale; growth_interval good steps in a row double it.
 
 local SCALER = { init_scale = 65536.0, growth_factor = 2.0, backoff_factor = 0.5, growth_interval = 2000 }
+emit_train.SCALER = SCALER   -- the CUDA program's device-side scaler uses the same
 
 local function scaler_code(enabled)
   if not enabled then
