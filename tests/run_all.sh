@@ -10,9 +10,9 @@ pass=0; fail=0; skip=0
 log=$(mktemp -d)
 run_suite() {
   local name=$1; shift
-  local out="$log/$(basename "$name").out"
+  local out="$log/$(basename "$name").out" t0=$SECONDS
   "$@" >"$out" 2>&1
-  local rc=$?
+  local rc=$? secs=$((SECONDS - t0))
   local p f s
   p=$(grep -Ec '^ok ' "$out" | tr -d ' ')
   s=$(grep -Ec '^ok .*# (SKIP|skip)' "$out" | tr -d ' ')
@@ -23,7 +23,7 @@ run_suite() {
   fi
   p=$((p - s))
   pass=$((pass + p)); fail=$((fail + f)); skip=$((skip + s))
-  printf '%-40s %4d passed %4d failed %4d skipped\n' "$name" "$p" "$f" "$s"
+  printf '%-40s %4d passed %4d failed %4d skipped %5d s\n' "$name" "$p" "$f" "$s" "$secs"
   if [ "$f" -gt 0 ]; then grep -E '^not ok|^#' "$out" | head -40 | sed 's/^/    /'; fi
   grep -E '^ok .*# (SKIP|skip)' "$out" | head -5 | sed 's/^/    /'
 }
