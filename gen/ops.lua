@@ -254,6 +254,17 @@ ops.softmax = { arity = 1, precision = "fp32", shape = softmax_shape, flops = fu
                 backward_reads_output = true }
 ops.log_softmax = { arity = 1, precision = "fp32", shape = softmax_shape, flops = function(n) return 5 * numel(n.out.shape) end,
                     backward_reads_output = true }
+-- both: the tensor seen as (OUTER, D, INNER) around `dim`: the dim's index (1-based, for
+-- the backends' outer-size expression), D and INNER
+local function softmax_layout(n)
+  local x = n.inputs[1]
+  local d = n.attrs.dim
+  if d < 0 then d = d + #x.shape end
+  local inner = 1
+  for i = d + 2, #x.shape do inner = inner * x.shape[i] end
+  return d + 1, x.shape[d + 1], inner
+end
+ops.softmax.layout, ops.log_softmax.layout = softmax_layout, softmax_layout
 
 local function binary_shape(node, a, b)
   expect_float(node, a, "operand")

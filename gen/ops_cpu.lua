@@ -249,10 +249,8 @@ ops_cpu.embedding = {
 
 -- softmax over `dim` of a tensor seen as (OUTER, D, INNER)
 local function softmax_layout(e, n)
-  local x = n.inputs[1]
-  local d = n.attrs.dim
-  if d < 0 then d = d + #x.shape end
-  return e.outer(x, d + 1), x.shape[d + 1], dims_after(x.shape, d + 2)
+  local d, D, inner = require("ops").softmax.layout(n)
+  return e.outer(n.inputs[1], d), D, inner
 end
 for _, name in ipairs { "softmax", "log_softmax" } do
   ops_cpu[name] = {

@@ -1119,10 +1119,8 @@ ops_cuda.embedding = {
 -- column, the CPU's loops over D (float sums, in its order)
 
 local function softmax_layout(e, n)
-  local x = n.inputs[1]
-  local d = n.attrs.dim
-  if d < 0 then d = d + #x.shape end
-  return e.outer(x, d + 1), x.shape[d + 1], dims_after(x.shape, d + 2)
+  local d, D, inner = require("ops").softmax.layout(n)
+  return e.outer(n.inputs[1], d), D, inner
 end
 local COLUMN = [[const long long base = i / INNER * D * INNER + i % INNER;
         float mx = -__int_as_float(0x7f800000);
