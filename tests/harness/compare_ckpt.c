@@ -22,9 +22,42 @@
 #include "ckpt.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+// bf16-true / 16-true checkpoints hold 16-bit tensors: each is compared as the float
+// values it holds (widening is exact), so every tensor of either program is F32 here.
+static float widen16(uint16_t h, ckpt_dtype dt) {
+    if (dt == CKPT_BF16) {
+        uint32_t u = (uint32_t)h << 16;
+        float f;
+        memcpy(&f, &u, 4);
+        return f;
+    }
+    _Float16 x;
+    memcpy(&x, &h, 2);
+    return (float)x;
+}
+static void widen_tensors(ckpt_file *f) {
+    for (int i = 0; i < f->ntensors; i++) {
+        ckpt_tensor *t = &f->tensors[i];
+        if (t->dtype != CKPT_BF16 && t->dtype != CKPT_F16) continue;
+        int64_t n = (int64_t)(t->end - t->begin) / 2;
+        float *w = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));   // freed at exit
+        if (!w) { fprintf(stderr, "compare_ckpt: out of memory\n"); exit(2); }
+        const unsigned char *src = t->data;
+        for (int64_t k = 0; k < n; k++) {
+            uint16_t h;
+            memcpy(&h, src + 2 * k, 2);
+            w[k] = widen16(h, t->dtype);
+        }
+        t->data = w;
+        t->dtype = CKPT_F32;
+        t->end = t->begin + 4 * (uint64_t)n;
+    }
+}
 
 static const char EXP_AVG[] = "optimizer.exp_avg.", EXP_AVG_SQ[] = "optimizer.exp_avg_sq.";
 
@@ -54,6 +87,8 @@ int main(int argc, char **argv) {
     ckpt_file a, b;
     if (ckpt_open(&a, argv[1])) { fprintf(stderr, "%s\n", a.err); return 2; }
     if (ckpt_open(&b, argv[2])) { fprintf(stderr, "%s\n", b.err); return 2; }
+    widen_tensors(&a);
+    widen_tensors(&b);
     double tol = atof(argv[3]), roundoff = argc >= 5 ? atof(argv[4]) : 1e-4,
            ptol = argc >= 6 ? atof(argv[5]) : 2e-5, largest_grad = 0;
     for (int i = 0; i < b.ntensors; i++)
