@@ -689,7 +689,7 @@ function emit_train.program(g, info, opts)
   local ps = info.pp.settings   -- the precision: state and compute formats, loss scaling
   set_param_count(info.state.nparams)
   STATE16 = ps.state ~= ps.compute and ps.state or nil
-  OPT16 = STATE16 ~= "f16" and STATE16 or nil   -- 16-true: float32 optimizer state (see above)
+  OPT16 = (ps.optimizer or ps.state) ~= ps.compute and (ps.optimizer or ps.state) or nil   -- 16-true: float32 (see above)
   assert(not STATE16 or ps.compute == "f32", "16-bit state is computed in float")
   local open, bind, data_desc = data_code(sp, info.fields, ty.ctype)
   local o = optimizer_code(tr.optimizer, ty.sfx)

@@ -39,12 +39,15 @@ precision.FORMATS = {
 precision.TORCH_DTYPE = { f64 = "float64", f32 = "float32", bf16 = "bfloat16", f16 = "float16" }
 
 -- compute: the kernels' type; state: parameters, grads, buffers, optimizer state;
+-- optimizer: the optimizer state's format where it is not the state's (16-true: float16
+-- cannot hold Adam's second moment, 0.001·g² < 6e-8 for |g| < 7.7e-3, so the moments stay
+-- float32; PyTorch's own 16-true Adam goes NaN within a few steps);
 -- half: the 16-bit format; mixed: autocast's op classes apply.
 local SETTINGS = {
   ["64-true"] = { compute = "f64", state = "f64" },
   ["32-true"] = { compute = "f32", state = "f32" },
   ["bf16-true"] = { compute = "f32", state = "bf16", half = "bf16" },
-  ["16-true"] = { compute = "f32", state = "f16", half = "f16" },
+  ["16-true"] = { compute = "f32", state = "f16", optimizer = "f32", half = "f16" },
   ["bf16-mixed"] = { compute = "f32", state = "f32", half = "bf16", mixed = true },
   ["16-mixed"] = { compute = "f32", state = "f32", half = "f16", mixed = true, loss_scaling = true },
 }

@@ -106,7 +106,8 @@ function report.memory_section(g, info)
   local rows = {
     { string.format("parameters (%s)", S.state), st.nparams * sb },
     { string.format("gradients (%s)", S.state), st.nparams * sb },
-    { string.format("optimizer state (%s: %d per parameter, %s)", opt.kind, nstate, S.state), nstate * st.nparams * sb },
+    { string.format("optimizer state (%s: %d per parameter, %s)", opt.kind, nstate, S.optimizer or S.state),
+      nstate * st.nparams * FORMATS[S.optimizer or S.state].bytes },
     { "buffers (running statistics, counters)", st.nbuffers * sb + 8 * #st.counters },
     { string.format("activations and what backward keeps (B = %d, each in its format)", B), p.nacts },
     { "activation gradients", p.ngrads },
@@ -210,17 +211,19 @@ function report.cuda_section(g, cuda)
     "once per pass, where cuDNN's implicit GEMM reads the input in place; for small channel counts (the first layers) " ..
     "cuDNN is expected to be faster.  This is argued, not measured: `bench/gpu_conv.sh` times both (cuDNN's fastest " ..
     "algorithm from cudnnFind*) at fashion_cnn's and paw's shapes in fp32 and bf16 on a GPU.")
+  local NAME, BYTES = { f32 = "float32", bf16 = "bfloat16", f16 = "float16" }, { f32 = 4, bf16 = 2, f16 = 2 }
+  local sf, of = cuda.state_format, cuda.opt_format
   local rows = {
-    { "parameters (float32 master weights)", st.nparams * 4 },
-    { "gradients (float32)", st.nparams * 4 },
-    { string.format("optimizer state (%d per parameter, float32)", cuda.opt_states), cuda.opt_states * st.nparams * 4 },
+    { string.format("parameters (%s%s)", NAME[sf], cuda.compute_format and " master weights" or ""), st.nparams * BYTES[sf] },
+    { string.format("gradients (%s)", NAME[sf]), st.nparams * BYTES[sf] },
+    { string.format("optimizer state (%d per parameter, %s)", cuda.opt_states, NAME[of]), cuda.opt_states * st.nparams * BYTES[of] },
   }
   if cuda.compute_format then
     rows[#rows + 1] = { string.format("compute copy (%s: what the GEMMs read of the weights, written by the optimizer)", cuda.compute_format),
       st.nparams * 2 }
   end
   for _, r in ipairs {
-    { "buffers (running statistics, counters)", st.nbuffers * 4 + 8 * #st.counters },
+    { "buffers (running statistics, counters)", st.nbuffers * BYTES[sf] + 8 * #st.counters },
     { string.format("activations and what backward keeps (B = %d)", info.batch_max), p.nacts },
     { "activation gradients", p.ngrads },
     { "max-pool argmax (int32)", p.nint * 4 },
@@ -278,8 +281,10 @@ function report.precision_section(g, info, compare_wrapper)
   local S = pp.settings
   local B = info.batch_max
   local out = { "## Precision plan", "",
-    string.format("Precision **%s**: kernels compute in %s; parameters, gradients and optimizer state are %s%s%s.",
-      pp.name, prec.TORCH_DTYPE[S.compute], prec.TORCH_DTYPE[S.state],
+    string.format("Precision **%s**: kernels compute in %s; %s%s%s.",
+      pp.name, prec.TORCH_DTYPE[S.compute],
+      S.optimizer and string.format("parameters and gradients are %s, the optimizer state %s", prec.TORCH_DTYPE[S.state], prec.TORCH_DTYPE[S.optimizer])
+        or string.format("parameters, gradients and optimizer state are %s", prec.TORCH_DTYPE[S.state]),
       S.half and (", activations follow autocast's rules in " .. prec.TORCH_DTYPE[S.half]) or "",
       S.loss_scaling and "; the loss is scaled dynamically (GradScaler)" or ""), "" }
   local function numel(t)
