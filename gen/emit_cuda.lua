@@ -16,8 +16,9 @@ local ops_cuda = require "ops_cuda"
 
 local emit = {}
 
--- the precisions this backend runs: float compute and float state
-emit.PRECISIONS = { ["32-true"] = true, ["bf16-mixed"] = true, ["16-mixed"] = true }
+-- the precisions this backend runs: float compute; float state, or (bf16-true, 16-true)
+-- parameters, gradients and buffers in 16 bits (model.h's state_t), as the C backend
+emit.PRECISIONS = { ["32-true"] = true, ["bf16-mixed"] = true, ["16-mixed"] = true, ["bf16-true"] = true, ["16-true"] = true }
 
 local emit_c = require "emit_c"
 local cname, node_comment, indent, init_lines = emit_c.cname, emit_c.node_comment, emit_c.indent, emit_c.init_lines
@@ -49,11 +50,31 @@ local FMT = {
   i64 = { ctype = "long long", code = "l", bytes = 8 },
 }
 
--- The kernels' common prelude: scalar_ops.h, inlined (NVRTC gets no include path), and
--- a block reduction.
-local function prelude()
+-- The formats of the state (parameters, gradients, buffers) and of the optimizer's
+-- moments (gen/precision.lua: 16-true keeps the moments in float32)
+local function state_formats(settings)
+  return settings.state, settings.optimizer or settings.state
+end
+
+-- their host types (model.h): 16-bit formats as their bit patterns
+local HOST_CTYPE = { f32 = "float", bf16 = "uint16_t", f16 = "uint16_t" }
+
+-- The kernels' common prelude: scalar_ops.h, inlined (NVRTC gets no include path), the
+-- state's types and a block reduction.
+local function prelude(settings)
   local so = template.source("templates/common/scalar_ops.h")
-  return so .. [[
+  local s, o = state_formats(settings)
+  return so .. string.format([[
+
+// model.h's state_t (parameters, gradients, buffers: %s) and the optimizer's moments
+// (%s), widened to float where a kernel reads them and rounded where it stores them
+typedef %s state_t;
+#define state_widen(x) so_widen_%s(x)
+#define state_narrow(x) so_narrow_%s(x)
+typedef %s opt_t;
+#define opt_widen(x) so_widen_%s(x)
+#define opt_narrow(x) so_narrow_%s(x)
+]], s, o, FMT[s].ctype, s, s, FMT[o].ctype, o, o) .. [[
 
 // the sum of v over the block (blockDim.x <= 256, a power of two); every thread gets it
 static __device__ double block_sum(double v) {
@@ -340,9 +361,9 @@ local function clip_lines(sp, ctx, scratch)
   if not c then return {} end
   local lines = {}
   if c.clip_val then
-    local k = ctx.kernel { kind = "clip_value", ops = {}, params = "float *__restrict__ g, long long n, float v",
+    local k = ctx.kernel { kind = "clip_value", ops = {}, params = "state_t *__restrict__ g, long long n, float v",
       body = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)\n" ..
-             "        g[i] = so_clip_value(g[i], v);" }
+             "        g[i] = state_narrow(so_clip_value(state_widen(g[i]), v));" }
     lines[#lines + 1] = string.format("    {   // clip_grad_value_(clip_value=%s)", literal(c.clip_val))
     lines[#lines + 1] = string.format("        void *g = m->d_grads; long long n = NUM_PARAMS; float v = %s;", literal(c.clip_val))
     lines[#lines + 1] = "        void *args[] = { &g, &n, &v };"
@@ -354,10 +375,10 @@ local function clip_lines(sp, ctx, scratch)
   local inf = c.norm_type == math.huge
   local term, combine, finish
   if inf then
-    term, combine = "so_norm_abs(g[i])", "s = fmax(s, %s);"
+    term, combine = "so_norm_abs(state_widen(g[i]))", "s = fmax(s, %s);"
     finish = "for (int c = 0; c < 64; c++) total = fmax(total, part[c]);"
   else
-    term = c.norm_type == 2 and "so_norm_sq(g[i])" or string.format("so_norm_pow(g[i], %.17g)", c.norm_type)
+    term = c.norm_type == 2 and "so_norm_sq(state_widen(g[i]))" or string.format("so_norm_pow(state_widen(g[i]), %.17g)", c.norm_type)
     combine = "s += %s;"
     finish = "for (int c = 0; c < 64; c++) total += part[c];\n    total = " ..
       (c.norm_type == 2 and "sqrt(total);" or string.format("pow(total, 1.0 / %.17g);", c.norm_type))
@@ -371,7 +392,7 @@ local function clip_lines(sp, ctx, scratch)
         __syncthreads();
     }
     s = sh[0];]] or "    s = block_sum(s);"
-  local kp = ctx.kernel { kind = "clip_norm_part", ops = {}, params = "const float *__restrict__ g, double *part, long long n",
+  local kp = ctx.kernel { kind = "clip_norm_part", ops = {}, params = "const state_t *__restrict__ g, double *part, long long n",
     body = table.concat({
       "// block c: the CPU's chunk c of 64, [n c / 64, n (c + 1) / 64)",
       "    const long long lo = n * (long long)blockIdx.x / 64, hi = n * ((long long)blockIdx.x + 1) / 64;",
@@ -383,10 +404,10 @@ local function clip_lines(sp, ctx, scratch)
   local kc = ctx.kernel { kind = "clip_norm_coef", ops = {}, params = "const double *part, double *coef, double max_norm",
     body = "if (threadIdx.x != 0 || blockIdx.x != 0) return;\n    double total = 0;\n    " .. finish ..
            "\n    *coef = so_clip_coef(total, max_norm);   // torch.nn.utils.clip_grad_norm_" }
-  local ks = ctx.kernel { kind = "clip_norm_scale", ops = {}, params = "float *__restrict__ g, const double *coef, long long n",
+  local ks = ctx.kernel { kind = "clip_norm_scale", ops = {}, params = "state_t *__restrict__ g, const double *coef, long long n",
     body = "const double c = *coef;\n    if (c >= 1) return;\n    const float cf = (float)c;\n" ..
            "    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)\n" ..
-           "        g[i] = so_clip_scale(g[i], cf);" }
+           "        g[i] = state_narrow(so_clip_scale(state_widen(g[i]), cf));" }
   for _, l in ipairs {
     string.format("    {   // clip_grad_norm_(max_norm=%s, norm_type=%s)", literal(c.max_norm), inf and "inf" or string.format("%.17g", c.norm_type)),
     "        void *g = m->d_grads, *part = m->d_scratch, *coef = m->d_scratch + 512;",
@@ -423,7 +444,7 @@ local function optimizer(sp, kernels, ctx, scratch, scaling)
   local cf = ctx.compute.fmt
   local copy_kind = cf and ("_copy_" .. FMT[cf].code) or ""
   local copy_param = cf and ", so_u16 *__restrict__ copy" or ""
-  local copy_stmt = cf and string.format("\n        copy[i] = so_narrow_%s(so_round_%s(p[i]));   // the compute copy", cf, cf) or ""
+  local copy_stmt = cf and string.format("\n        copy[i] = so_narrow_%s(so_round_%s(pi));   // the compute copy", cf, cf) or ""
   local copy_ptr = cf and ", *copy = m->d_compute" or ""
   local copy_arg = cf and ", &copy" or ""
   local skip_ptr = scaling and "&m->d_scaler->found_inf" or "NULL"
@@ -433,10 +454,14 @@ local function optimizer(sp, kernels, ctx, scratch, scaling)
   for _, l in ipairs(clip) do ops[#ops + 1] = l end
   if opt.kind == "SGD" then
     local k = ctx.kernel { kind = "sgd" .. copy_kind, ops = {},
-      params = "float *__restrict__ p, float *__restrict__ buf, const float *__restrict__ g" .. copy_param ..
+      params = "state_t *__restrict__ p, opt_t *__restrict__ buf, const state_t *__restrict__ g" .. copy_param ..
                ", long long n, const so_sgd_consts *consts, const int *skip",
+      -- each value widened to float, updated, and rounded once where it is stored (the
+      -- C backend's 16-bit update; nothing to convert in float)
       body = SKIP .. "const so_sgd_consts c = *consts;\n    " .. LOOP ..
-             "        so_sgd(&p[i], buf ? &buf[i] : p, g[i], &c);" .. copy_stmt .. "\n    }" }
+             "        float pi = state_widen(p[i]), bi = buf ? opt_widen(buf[i]) : 0.0f;\n" ..
+             "        so_sgd(&pi, &bi, state_widen(g[i]), &c);\n" ..
+             "        p[i] = state_narrow(pi);\n        if (buf) buf[i] = opt_narrow(bi);" .. copy_stmt .. "\n    }" }
     local hasmom = a.momentum ~= 0
     local host = {
       string.format("    // SGD(lr=%s, momentum=%s, dampening=%s, weight_decay=%s, nesterov=%s, maximize=%s)", a.lr, a.momentum,
@@ -464,10 +489,12 @@ local function optimizer(sp, kernels, ctx, scratch, scaling)
     return table.concat(host, "\n"), table.concat(ops, "\n"), hasmom and { "momentum_buffer" } or {}, "so_sgd_consts"
   end
   local k = ctx.kernel { kind = "adam" .. copy_kind, ops = {},
-    params = "float *__restrict__ p, float *__restrict__ m, float *__restrict__ v, const float *__restrict__ g" .. copy_param ..
+    params = "state_t *__restrict__ p, opt_t *__restrict__ m, opt_t *__restrict__ v, const state_t *__restrict__ g" .. copy_param ..
              ", long long n, const so_adam_consts *consts, const int *skip",
     body = SKIP .. "const so_adam_consts c = *consts;\n    " .. LOOP ..
-           "        so_adam(&p[i], &m[i], &v[i], g[i], &c);" .. copy_stmt .. "\n    }" }
+           "        float pi = state_widen(p[i]), mi = opt_widen(m[i]), vi = opt_widen(v[i]);\n" ..
+           "        so_adam(&pi, &mi, &vi, state_widen(g[i]), &c);\n" ..
+           "        p[i] = state_narrow(pi);\n        m[i] = opt_narrow(mi);\n        v[i] = opt_narrow(vi);" .. copy_stmt .. "\n    }" }
   local adamw = opt.kind == "AdamW"
   local wd = a.weight_decay or 0
   local host = {
@@ -567,7 +594,7 @@ function emit.program(g, opts)
   local prec = opts.precision or sp.fabric.precision
   if not emit.PRECISIONS[prec] then
     local where = opts.precision and nil or sp.fabric.where
-    diag.fatal(where, string.format("precision '%s' is not supported by the CUDA backend yet (32-true, bf16-mixed, 16-mixed)", prec))
+    diag.fatal(where, string.format("precision '%s' is not supported by the CUDA backend yet (32-true, bf16-mixed, 16-mixed, bf16-true, 16-true)", prec))
   end
   if not g.loss then
     diag.fatal(sp.model_where, "the spec has no train { ... } with a loss, so there is no training step to generate")
@@ -731,7 +758,7 @@ function emit.program(g, opts)
 
   local tv, ov = train_values(g, info)
   -- the kernels, as C string literals
-  local pre = prelude()
+  local pre = prelude(info.pp.settings)
   local srcs = {}
   for i, k in ipairs(kernels.list) do
     local text = k.src:gsub("__PRELUDE__", function() return pre end)
@@ -772,16 +799,17 @@ function emit.program(g, opts)
   end
   local opt_fields, opt_alloc, opt_copy_h, opt_copy_d, opt_free = {}, {}, {}, {}, {}
   for _, s in ipairs(opt_states) do
-    opt_fields[#opt_fields + 1] = string.format("    real *%s;     // NUM_PARAMS, laid out like the parameters (host copy, for checkpoints)", s)
-    opt_fields[#opt_fields + 1] = string.format("    real *d_%s;   // on the device", s)
-    opt_alloc[#opt_alloc + 1] = string.format("    LC_CHECK(cudaMallocHost((void **)&o->%s, sizeof(real) * NUM_PARAMS));\n" ..
-      "    memset(o->%s, 0, sizeof(real) * NUM_PARAMS);\n    LC_CHECK(cudaMalloc((void **)&o->d_%s, sizeof(real) * NUM_PARAMS));\n" ..
-      "    LC_CHECK(cudaMemset(o->d_%s, 0, sizeof(real) * NUM_PARAMS));", s, s, s, s)
-    opt_copy_h[#opt_copy_h + 1] = string.format("        LC_CHECK(cudaMemcpyAsync(o->%s, o->d_%s, sizeof(real) * NUM_PARAMS, cudaMemcpyDeviceToHost, STREAM(m->stream)));", s, s)
-    opt_copy_d[#opt_copy_d + 1] = string.format("        LC_CHECK(cudaMemcpyAsync(o->d_%s, o->%s, sizeof(real) * NUM_PARAMS, cudaMemcpyHostToDevice, STREAM(m->stream)));", s, s)
+    opt_fields[#opt_fields + 1] = string.format("    opt_t *%s;     // NUM_PARAMS, laid out like the parameters (host copy, for checkpoints)", s)
+    opt_fields[#opt_fields + 1] = string.format("    opt_t *d_%s;   // on the device", s)
+    opt_alloc[#opt_alloc + 1] = string.format("    LC_CHECK(cudaMallocHost((void **)&o->%s, sizeof(opt_t) * NUM_PARAMS));\n" ..
+      "    memset(o->%s, 0, sizeof(opt_t) * NUM_PARAMS);\n    LC_CHECK(cudaMalloc((void **)&o->d_%s, sizeof(opt_t) * NUM_PARAMS));\n" ..
+      "    LC_CHECK(cudaMemset(o->d_%s, 0, sizeof(opt_t) * NUM_PARAMS));", s, s, s, s)
+    opt_copy_h[#opt_copy_h + 1] = string.format("        LC_CHECK(cudaMemcpyAsync(o->%s, o->d_%s, sizeof(opt_t) * NUM_PARAMS, cudaMemcpyDeviceToHost, STREAM(m->stream)));", s, s)
+    opt_copy_d[#opt_copy_d + 1] = string.format("        LC_CHECK(cudaMemcpyAsync(o->d_%s, o->%s, sizeof(opt_t) * NUM_PARAMS, cudaMemcpyHostToDevice, STREAM(m->stream)));", s, s)
     opt_free[#opt_free + 1] = string.format("    cudaFreeHost(o->%s); cudaFree(o->d_%s);", s, s)
   end
 
+  local state_fmt, opt_fmt = state_formats(info.pp.settings)
   local accel = opts.accelerator or "cuda"
   local loss_node = loss.node
   local x = loss_node.inputs[1]
@@ -793,6 +821,7 @@ function emit.program(g, opts)
     num_param_tensors = #st.params, num_buffer_tensors = #st.buffers, num_counter_tensors = #st.counters,
     batch_fields = table.concat(bfields, "\n"), dev_batch_fields = table.concat(dfields, "\n"),
     num_batch_fields = #info.fields, loss_desc = loss_node.op, has_accuracy = info.has_accuracy and 1 or 0,
+    state_format = state_fmt, opt_format = opt_fmt, state_ctype = HOST_CTYPE[state_fmt], opt_ctype = HOST_CTYPE[opt_fmt],
     num_kernels = #kernels.list, compute_copy = cf and 1 or 0, compute_format = cf or "none", accelerator = accel, cpu_program = opts.cpu_program or "train_cpu",
     optimizer_fields = table.concat(opt_fields, "\n"),
     tf32 = tf32_of(sp), matmul_precision = select(2, tf32_of(sp)), device = device,
@@ -846,6 +875,7 @@ function emit.program(g, opts)
   for _, k in ipairs(kernels.list) do files["kernels/" .. k.name .. ".cu"] = k.text end
   return files, { kernels = kernels.list, scratch = scratch.max, info = info, fuse = fz, fuse_saved = saved, compute_format = cf,
                   device = device, tf32 = values.tf32, matmul_precision = values.matmul_precision, opt_states = #opt_states,
+                  state_format = state_fmt, opt_format = opt_fmt,
                   metrics_count = values.metrics_count }
 end
 

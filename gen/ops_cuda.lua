@@ -12,7 +12,7 @@
 -- The rules get `e`:
 --   e.val(t) / e.grad(t)        operand of a tensor's value / gradient (nil: no gradient)
 --   e.save(node, name)          the device pointer of a saved buffer (C expression)
---   e.state(node, name), e.counter(node, name)   module buffers (f32) and counters
+--   e.state(node, name), e.counter(node, name)   module buffers (state_t) and counters
 --   e.numel(t), e.rows(t, k), e.outer(t, d), e.batch(t)   sizes as C expressions
 --   e.kernel{...}, e.launch(k, ...), e.gemm{...}, e.scratch(bytes, fmt)
 local ops_cuda = {}
@@ -239,10 +239,12 @@ local function pool_geometry(n)
 end
 local PGEOM = "const int H, const int W, const int KH, const int KW, const int SH, const int SW, const int PH, const int PW, " ..
               "const int DH, const int DW, const int OH, const int OW"
-local function pgeom_args(g)
-  local t = {}
-  for _, k in ipairs { "H", "W", "KH", "KW", "SH", "SW", "PH", "PW", "DH", "DW", "OH", "OW" } do t[#t + 1] = { "int", g[k] } end
-  return t
+-- launches pooling kernel k over `count` elements: (n, the kernel's own argument, then
+-- the geometry: PGEOM)
+local function pool_launch(e, k, ops, count, own, g)
+  local args = { { "long long", count }, own }
+  for _, d in ipairs { "H", "W", "KH", "KW", "SH", "SW", "PH", "PW", "DH", "DW", "OH", "OW" } do args[#args + 1] = { "int", g[d] } end
+  return e.launch(k, ops, args, { grid = count })
 end
 -- the outputs (oh, ow) whose window holds input (h, w), in increasing order: `body` runs
 -- for each, with o its index in the plane's outputs
@@ -263,6 +265,17 @@ local function windows_holding(body)
 
             }
         }]]
+end
+-- a pooling backward: input element i sums `term` (adding into s) over the windows holding it
+local function pool_grad_body(term)
+  return GRID .. [[ {
+        long long plane = i / ((long long)H * W);
+        int idx = (int)(i % ((long long)H * W)), h = idx / W, w = idx % W;
+        float s = 0;
+]] .. windows_holding(term) .. [[
+
+        acc_dx(i, s);
+    }]]
 end
 
 ops_cuda.max_pool2d = {
@@ -288,27 +301,14 @@ ops_cuda.max_pool2d = {
         st_y(i, best);
         if (argmax) argmax[i] = besti;
     }]] }
-    local count = e.numel(n.out)
-    local args = { { "long long", count }, { "void *", "training ? " .. e.save(n, "argmax") .. " : NULL" } }
-    for _, a in ipairs(pgeom_args(g)) do args[#args + 1] = a end
-    return e.launch(k, ops, args, { grid = count })
+    return pool_launch(e, k, ops, e.numel(n.out), { "void *", "training ? " .. e.save(n, "argmax") .. " : NULL" }, g)
   end,
   backward = function(e, n)
     local g = pool_geometry(n)
     local ops = { { "dy", e.grad(n.out), "r" }, { "dx", e.grad(n.inputs[1]), "a" } }
     local k = e.kernel { kind = "max_pool2d_grad", ops = ops, params = "long long n, const int *argmax, " .. PGEOM,
-      body = GRID .. [[ {
-        long long plane = i / ((long long)H * W);
-        int idx = (int)(i % ((long long)H * W)), h = idx / W, w = idx % W;
-        float s = 0;
-]] .. windows_holding("if (argmax[o] == idx) s += ld_dy(o);") .. [[
-
-        acc_dx(i, s);
-    }]] }
-    local count = e.numel(n.inputs[1])
-    local args = { { "long long", count }, { "void *", e.save(n, "argmax") } }
-    for _, a in ipairs(pgeom_args(g)) do args[#args + 1] = a end
-    return e.launch(k, ops, args, { grid = count })
+      body = pool_grad_body("if (argmax[o] == idx) s += ld_dy(o);") }
+    return pool_launch(e, k, ops, e.numel(n.inputs[1]), { "void *", e.save(n, "argmax") }, g)
   end,
 }
 
@@ -329,27 +329,14 @@ ops_cuda.avg_pool2d = {
             for (int w = w0; w < w1; w++) s += ld_x(plane * H * W + h * W + w);
         st_y(i, s / div);
     }]] }
-    local count = e.numel(n.out)
-    local args = { { "long long", count }, { "int", n.attrs.count_include_pad == false and 0 or 1 } }
-    for _, a in ipairs(pgeom_args(g)) do args[#args + 1] = a end
-    return e.launch(k, ops, args, { grid = count })
+    return pool_launch(e, k, ops, e.numel(n.out), { "int", n.attrs.count_include_pad == false and 0 or 1 }, g)
   end,
   backward = function(e, n)
     local g = pool_geometry(n)
     local ops = { { "dy", e.grad(n.out), "r" }, { "dx", e.grad(n.inputs[1]), "a" } }
     local k = e.kernel { kind = "avg_pool2d_grad", ops = ops, params = "long long n, int count_include_pad, " .. PGEOM,
-      body = GRID .. [[ {
-        long long plane = i / ((long long)H * W);
-        int idx = (int)(i % ((long long)H * W)), h = idx / W, w = idx % W;
-        float s = 0;
-]] .. windows_holding("s += ld_dy(o) / so_avg_pool_divisor(oh * SH - PH, ow * SW - PW, KH, KW, H, W, PH, PW, count_include_pad);") .. [[
-
-        acc_dx(i, s);
-    }]] }
-    local count = e.numel(n.inputs[1])
-    local args = { { "long long", count }, { "int", n.attrs.count_include_pad == false and 0 or 1 } }
-    for _, a in ipairs(pgeom_args(g)) do args[#args + 1] = a end
-    return e.launch(k, ops, args, { grid = count })
+      body = pool_grad_body("s += ld_dy(o) / so_avg_pool_divisor(oh * SH - PH, ow * SW - PW, KH, KW, H, W, PH, PW, count_include_pad);") }
+    return pool_launch(e, k, ops, e.numel(n.inputs[1]), { "int", n.attrs.count_include_pad == false and 0 or 1 }, g)
   end,
 }
 
@@ -370,7 +357,7 @@ ops_cuda.batch_norm = {
     local shift = b and "ld_bs(c)" or "0.0f"
     local k = e.kernel { kind = "batch_norm_train" .. (w and "_w" or "") .. (b and "_b" or ""), ops = ops,
       params = "long long n, int C, long long S, float eps, float momentum, float *save_mean, float *save_invstd, " ..
-               "float *running_mean, float *running_var, const long long *tracked",
+               "state_t *running_mean, state_t *running_var, const long long *tracked",
       body = [[const int c = blockIdx.x;
     double sum = 0, ss = 0;
     ]] .. BLOCK .. [[ sum += ld_x((i / S * C + c) * S + i % S);
@@ -388,8 +375,9 @@ ops_cuda.batch_norm = {
         if (momentum < 0 && tracked) f = 1.0 / (double)*tracked;
         if (save_mean) save_mean[c] = m;
         if (save_invstd) save_invstd[c] = invstd;
-        if (running_mean) running_mean[c] = (float)((1 - f) * running_mean[c] + f * mean);
-        if (running_var) running_var[c] = (float)((1 - f) * running_var[c] + f * (n > 1 ? ss / (n - 1) : 0.0 / 0.0));
+        // in the state's format (bf16-true, 16-true: widened, updated in float, rounded)
+        if (running_mean) running_mean[c] = state_narrow((float)((1 - f) * state_widen(running_mean[c]) + f * mean));
+        if (running_var) running_var[c] = state_narrow((float)((1 - f) * state_widen(running_var[c]) + f * (n > 1 ? ss / (n - 1) : 0.0 / 0.0)));
     }]] }
     local count = string.format("(long long)%s * %d", e.batch(x), S)
     local momentum = a.momentum == false and -1 or a.momentum
@@ -408,9 +396,9 @@ ops_cuda.batch_norm = {
     if w then eops[#eops + 1] = { "wt", e.val(w), "r" } end
     if b then eops[#eops + 1] = { "bs", e.val(b), "r" } end
     local ek = e.kernel { kind = "batch_norm_eval" .. (w and "_w" or "") .. (b and "_b" or ""), ops = eops,
-      params = "long long n, int C, long long S, float eps, const float *running_mean, const float *running_var",
-      body = GRID .. " {\n        const int c = (int)(i / S % C);\n        const float invstd = 1 / sqrtf(running_var[c] + eps);\n" ..
-             "        const float scale = " .. scale .. ", shift = " .. shift .. " - running_mean[c] * scale;\n" ..
+      params = "long long n, int C, long long S, float eps, const state_t *running_mean, const state_t *running_var",
+      body = GRID .. " {\n        const int c = (int)(i / S % C);\n        const float invstd = 1 / sqrtf(state_widen(running_var[c]) + eps);\n" ..
+             "        const float scale = " .. scale .. ", shift = " .. shift .. " - state_widen(running_mean[c]) * scale;\n" ..
              "        st_y(i, so_bn_eval(ld_x(i), scale, shift));\n    }" }
     local ecount = e.numel(x)
     lines[#lines + 1] = "if (training) {"

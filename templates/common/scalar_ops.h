@@ -12,8 +12,11 @@
 #ifndef LOOM_SCALAR_OPS_H
 #define LOOM_SCALAR_OPS_H
 
-#if defined(__CUDACC_RTC__) || defined(__CUDACC__)
+#if defined(__CUDACC_RTC__)
 #define SO_FN static __device__ __forceinline__
+#elif defined(__CUDACC__)
+// nvcc: model.cu's host code converts too (parameters initialised in 16 bits)
+#define SO_FN static __host__ __device__ __forceinline__
 #else
 #define SO_FN static inline
 #endif
@@ -22,7 +25,7 @@ typedef unsigned int so_u32;
 typedef unsigned short so_u16;
 
 SO_FN so_u32 so_float_bits(float x) {
-#if defined(__CUDACC_RTC__) || defined(__CUDACC__)
+#if defined(__CUDACC_RTC__) || defined(__CUDA_ARCH__)
     return __float_as_uint(x);
 #else
     union { float f; so_u32 u; } c;
@@ -31,7 +34,7 @@ SO_FN so_u32 so_float_bits(float x) {
 #endif
 }
 SO_FN float so_bits_float(so_u32 u) {
-#if defined(__CUDACC_RTC__) || defined(__CUDACC__)
+#if defined(__CUDACC_RTC__) || defined(__CUDA_ARCH__)
     return __uint_as_float(u);
 #else
     union { float f; so_u32 u; } c;
