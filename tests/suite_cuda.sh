@@ -34,7 +34,7 @@ if [ ! -x "$CUDA/bin/nvcc" ]; then
     echo "ok cuda_build_${s}_$p # SKIP no CUDA toolkit ($CUDA/bin/nvcc)"
     echo "ok cuda_kernels_${s}_$p # SKIP no CUDA toolkit"
   done; done
-  for v in mlp_sgd_clipnorm_bf16-mixed mlp_sgd_clipval_16-mixed mlp_adamw_clipinf_32-true; do
+  for v in mlp_sgd_clipnorm_bf16-mixed mlp_sgd_clipval_16-mixed mlp_adamw_clipinf_32-true fashion_cnn_bf16-true fashion_cnn_16-true mlp_sgd_clipnorm_16-true; do
     echo "ok cuda_build_$v # SKIP no CUDA toolkit"; echo "ok cuda_kernels_$v # SKIP no CUDA toolkit"
   done
   for v in attention_ops_32-true attention_ops_bf16-mixed conv_losses_32-true conv_losses_bf16-mixed \
@@ -48,6 +48,7 @@ if [ ! -x "$CUDA/bin/nvcc" ]; then
   for t in cuda_fuse_groups cuda_fuse_stored_when_read_elsewhere cuda_no_fuse cuda_fuse_report; do echo "ok $t # SKIP no CUDA toolkit"; done
   echo "ok cuda_graph_option # SKIP no CUDA toolkit"
   echo "ok cuda_compute_copy # SKIP no CUDA toolkit"
+  echo "ok cuda_state16 # SKIP no CUDA toolkit"
   echo "ok cuda_tf32_opt_in # SKIP no CUDA toolkit"
   echo "ok cuda_report_states_conv_choice # SKIP no CUDA toolkit"
   echo "ok cuda_bench_gpu_conv_builds # SKIP no CUDA toolkit"
@@ -112,6 +113,23 @@ variant mlp_adamw_clipinf "Dropout(0.3)," "AdamW { lr = 1e-3 }" "{ max_norm = 0.
 check mlp_sgd_clipnorm "$tmp/variants/mlp_sgd_clipnorm.lua" bf16-mixed "sgd_copy_b clip_norm_part clip_norm_coef clip_norm_scale"
 check mlp_sgd_clipval "$tmp/variants/mlp_sgd_clipval.lua" 16-mixed "sgd_copy_h clip_value loss_seed_ff unscale scaler_update"
 check mlp_adamw_clipinf "$tmp/variants/mlp_adamw_clipinf.lua" 32-true "adam clip_norm_part dropout_ dropout_grad_"
+
+# 16-bit state (bf16-true, 16-true): parameters, gradients and BatchNorm's running
+# statistics in 16 bits on the device, the optimizer and the clip widening and rounding them
+check fashion_cnn specs/fashion_cnn.lua bf16-true "adam batch_norm_train_w_b_ batch_norm_eval_w_b_"
+check fashion_cnn specs/fashion_cnn.lua 16-true "adam batch_norm_train_w_b_"
+check mlp_sgd_clipnorm "$tmp/variants/mlp_sgd_clipnorm.lua" 16-true "sgd clip_norm_part clip_norm_coef clip_norm_scale"
+why=""
+d="$tmp/fashion_cnn_bf16-true"
+grep -q "^typedef uint16_t state_t;" "$d/model.h" && grep -q "^typedef uint16_t opt_t;" "$d/model.h" || why="bf16-true: state_t/opt_t are not 16-bit "
+grep -q "^#define COMPUTE_COPY 0" "$d/model.h" || why="${why}bf16-true has a compute copy (its parameters are the GEMMs' operands) "
+grep -q "^typedef so_u16 state_t;" "$d"/kernels/adam.cu && grep -q "so_narrow_bf16(pi)" "$d"/kernels/adam.cu || why="${why}bf16-true: adam does not round the parameter to bf16 "
+d="$tmp/fashion_cnn_16-true"
+grep -q "^typedef uint16_t state_t;" "$d/model.h" && grep -q "^typedef float opt_t;" "$d/model.h" || why="${why}16-true: the optimizer state is not float "
+"$LOOM" explain specs/fashion_cnn.lua --accelerator=cuda --precision=16-true -o "$tmp/explain16" >/dev/null 2>&1 &&
+  grep -q "| parameters (float16) |" "$tmp/explain16/REPORT.md" && grep -q "optimizer state (2 per parameter, float32)" "$tmp/explain16/REPORT.md" ||
+  why="${why}16-true: REPORT.md's device memory table "
+if [ -z "$why" ]; then echo "ok cuda_state16 (bf16-true: 16-bit parameters and moments, no compute copy; 16-true: float moments)"; else echo "not ok cuda_state16: $why"; fi
 
 # the fuse pass (gen/fuse.lua): a chain of every elementwise op, fused and not
 check fuse_chains tests/fuse/chains.lua 32-true "tanh_muls_rsub_silu_add_gelu_dropout_divs_ tanh_muls_rsub_silu_add_gelu_dropout_divs_grad_ mul_grad2_bcast_"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU test (`ninja test-gpu`; needs an NVIDIA GPU with compute capability >= 8.0 and
-# the CUDA toolkit): for fashion_mlp, fashion_cnn and paw at 32-true, bf16-mixed and
-# 16-mixed, the CUDA program and the CPU program start from the same weights (both
+# the CUDA toolkit): for fashion_mlp, fashion_cnn and paw at 32-true, bf16-mixed,
+# 16-mixed, bf16-true and 16-true, the CUDA program and the CPU program start from the same weights (both
 # draw PyTorch's default initialisation from the same Philox streams on the host),
 # train one step on the same first batch, and their checkpoints must agree:
 #   - gradients: optimizer.exp_avg.* after one Adam step is 0.1 × the gradient;
@@ -9,7 +9,7 @@
 # Tolerances per precision (relative to each tensor's largest value): 32-true 1e-3
 # (cuBLASLt's and OpenBLAS's summation orders, FMA contraction under NVRTC), bf16-mixed
 # and 16-mixed 5e-2 (16-bit operands rounded at different points of a different sum
-# order).  Also: two fashion_mlp variants (SGD + clip by norm + Dropout, the mask is the
+# order), bf16-true and 16-true the same (16-bit gradients and parameters).  Also: two fashion_mlp variants (SGD + clip by norm + Dropout, the mask is the
 # CPU's; AdamW + clip by value) against the CPU the same way, and --cuda-graph: 6 steps
 # with the step captured once (per batch slot) and replayed give the same checkpoint,
 # bit for bit, as 6 eager steps (a value baked in at capture would show), with at most 4
@@ -23,15 +23,15 @@ cd "$(dirname "$0")/../.."
 LOOM=${LOOM:-build/loom}
 CUDA=${CUDA_HOME:-/usr/local/cuda}
 SPECS=(${GPU_SPECS:-fashion_mlp fashion_cnn paw})
-PRECS=(32-true bf16-mixed 16-mixed)
-declare -A TOL=([32-true]=1e-3 [bf16-mixed]=5e-2 [16-mixed]=5e-2)
+PRECS=(32-true bf16-mixed 16-mixed bf16-true 16-true)
+declare -A TOL=([32-true]=1e-3 [bf16-mixed]=5e-2 [16-mixed]=5e-2 [bf16-true]=5e-2 [16-true]=5e-2)
 # tests/harness/compare_ckpt.c (the emulator suite's tool): a gradient that is round-off
 # only (a bias right before a BatchNorm) is measured against the model's largest, and
 # Adam's first step (about lr * sign(g)) only where the gradient's sign is settled.
 # paw: max-pool windows whose two largest values differ by round-off route the gradient
 # differently (the CPU program's own fp32 and fp64 runs differ by 1.1e-2 there).
-declare -A ROUNDOFF=([32-true]=1e-4 [bf16-mixed]=1e-2 [16-mixed]=1e-2)
-declare -A SPEC_TOL=([paw_32-true]=3e-2 [paw_bf16-mixed]=8e-2 [paw_16-mixed]=8e-2)
+declare -A ROUNDOFF=([32-true]=1e-4 [bf16-mixed]=1e-2 [16-mixed]=1e-2 [bf16-true]=1e-2 [16-true]=1e-2)
+declare -A SPEC_TOL=([paw_32-true]=3e-2 [paw_bf16-mixed]=8e-2 [paw_16-mixed]=8e-2 [paw_bf16-true]=8e-2 [paw_16-true]=8e-2)
 if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
   for s in "${SPECS[@]}"; do for p in "${PRECS[@]}"; do
     echo "ok gpu_vs_cpu_${s}_$p # SKIP no GPU"; echo "ok gpu_cuda_graph_${s}_$p # SKIP no GPU"
