@@ -59,7 +59,9 @@ else fail "metrics.csv written" "no metrics.csv with step and val/acc under $wor
 # SIGTERM: finish the step, checkpoint, exit 0; the checkpoint resumes
 "$train" --epochs 3 --out "$work/s" >"$work/s.log" 2>&1 &
 pid=$!
-sleep 1.5
+# once it trains (its first progress line; at most 30 s on a loaded machine), then a bit
+for _ in $(seq 300); do grep -q "^epoch 1/" "$work/s.log" 2>/dev/null && break; sleep 0.1; done
+sleep 0.5
 kill -TERM $pid
 wait $pid; rc=$?
 if [ $rc -eq 0 ] && grep -q "stopped by signal" "$work/s.log" && [ -f "$work/s/last.safetensors" ]; then
