@@ -593,8 +593,10 @@ function emit.program(g, opts)
   local sp = g.spec
   local prec = opts.precision or sp.fabric.precision
   if not emit.PRECISIONS[prec] then
-    local where = opts.precision and nil or sp.fabric.where
-    diag.fatal(where, string.format("precision '%s' is not supported by the CUDA backend yet (32-true, bf16-mixed, 16-mixed, bf16-true, 16-true)", prec))
+    -- the spec's line when the spec chose it; --precision= has no line to point at
+    local where = not opts.precision and sp.fabric.where or nil
+    diag.fatal(where, string.format("%s is not supported by the CUDA backend yet (32-true, bf16-mixed, 16-mixed, bf16-true, 16-true)",
+      opts.precision and ("--precision=" .. prec) or ("precision '" .. prec .. "'")))
   end
   if not g.loss then
     diag.fatal(sp.model_where, "the spec has no train { ... } with a loss, so there is no training step to generate")

@@ -54,6 +54,7 @@ if [ ! -x "$CUDA/bin/nvcc" ]; then
   echo "ok cuda_bench_gpu_conv_builds # SKIP no CUDA toolkit"
   echo "ok cuda_tf32_cpu_note # SKIP no CUDA toolkit"
   echo "ok cuda_devices_refused # SKIP no CUDA toolkit"
+  echo "ok cuda_precision_refused # SKIP no CUDA toolkit"
   echo "ok cuda_kernel_cache # SKIP no CUDA toolkit"
   echo "ok cuda_auto_falls_back_to_cpu # SKIP no CUDA toolkit"
   echo "ok cuda_without_device_exits # SKIP no CUDA toolkit"
@@ -282,6 +283,17 @@ if [ $rc -eq 2 ] && echo "$out" | head -1 | grep -q "^specs/paw.lua:20: devices 
   echo "ok cuda_devices_refused ($(echo "$out" | head -1))"
 else
   echo "not ok cuda_devices_refused: rc $rc: $(echo "$out" | head -1)"
+fi
+# 64-true: refused in one line, at the spec's line when the spec asks for it, else naming the flag
+sed 's/fabric { accelerator = "cpu", precision = "32-true" }/fabric { accelerator = "cuda", precision = "64-true" }/' \
+  specs/fashion_mlp.lua >"$tmp/variants/mlp_f64.lua"
+o1=$("$LOOM" build "$tmp/variants/mlp_f64.lua" --no-compile -o "$tmp/mlp_f64" 2>&1); r1=$?
+o2=$("$LOOM" build specs/fashion_mlp.lua --accelerator=cuda --precision=64-true --no-compile -o "$tmp/mlp_f64b" 2>&1); r2=$?
+if [ $r1 -eq 2 ] && [ $r2 -eq 2 ] && echo "$o1" | head -1 | grep -q "^$tmp/variants/mlp_f64.lua:13: precision '64-true' is not supported by the CUDA backend yet" &&
+   echo "$o2" | head -1 | grep -q "^loom: --precision=64-true is not supported by the CUDA backend yet" && ! echo "$o1$o2" | grep -qi traceback; then
+  echo "ok cuda_precision_refused ($(echo "$o2" | head -1))"
+else
+  echo "not ok cuda_precision_refused: rc $r1/$r2: $(echo "$o1" | head -1) | $(echo "$o2" | head -1)"
 fi
 
 # the convolution choice: the report states it and points at bench/gpu_conv.sh, which
