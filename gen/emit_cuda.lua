@@ -43,27 +43,19 @@ local function eval_count(expr, batch_max)
   return math.tointeger(f()) or f()
 end
 
+-- ctype: in the kernels; host: in model.h (16-bit formats as their bit patterns)
 local FMT = {
-  f32 = { ctype = "float", code = "f", lc = "LC_F32", bytes = 4 },
-  bf16 = { ctype = "so_u16", code = "b", lc = "LC_BF16", bytes = 2 },
-  f16 = { ctype = "so_u16", code = "h", lc = "LC_F16", bytes = 2 },
+  f32 = { ctype = "float", host = "float", code = "f", lc = "LC_F32", bytes = 4 },
+  bf16 = { ctype = "so_u16", host = "uint16_t", code = "b", lc = "LC_BF16", bytes = 2 },
+  f16 = { ctype = "so_u16", host = "uint16_t", code = "h", lc = "LC_F16", bytes = 2 },
   i64 = { ctype = "long long", code = "l", bytes = 8 },
 }
 
--- The formats of the state (parameters, gradients, buffers) and of the optimizer's
--- moments (gen/precision.lua: 16-true keeps the moments in float32)
-local function state_formats(settings)
-  return settings.state, settings.optimizer or settings.state
-end
-
--- their host types (model.h): 16-bit formats as their bit patterns
-local HOST_CTYPE = { f32 = "float", bf16 = "uint16_t", f16 = "uint16_t" }
-
 -- The kernels' common prelude: scalar_ops.h, inlined (NVRTC gets no include path), the
--- state's types and a block reduction.
-local function prelude(settings)
+-- types of the state (s: parameters, gradients, buffers) and of the optimizer's moments
+-- (o), and a block reduction.
+local function prelude(s, o)
   local so = template.source("templates/common/scalar_ops.h")
-  local s, o = state_formats(settings)
   return so .. string.format([[
 
 // model.h's state_t (parameters, gradients, buffers: %s) and the optimizer's moments
@@ -760,7 +752,8 @@ function emit.program(g, opts)
 
   local tv, ov = train_values(g, info)
   -- the kernels, as C string literals
-  local pre = prelude(info.pp.settings)
+  local state_fmt, opt_fmt = pp.settings.state, require("precision").optimizer_format(pp.settings)
+  local pre = prelude(state_fmt, opt_fmt)
   local srcs = {}
   for i, k in ipairs(kernels.list) do
     local text = k.src:gsub("__PRELUDE__", function() return pre end)
@@ -811,7 +804,6 @@ function emit.program(g, opts)
     opt_free[#opt_free + 1] = string.format("    cudaFreeHost(o->%s); cudaFree(o->d_%s);", s, s)
   end
 
-  local state_fmt, opt_fmt = state_formats(info.pp.settings)
   local accel = opts.accelerator or "cuda"
   local loss_node = loss.node
   local x = loss_node.inputs[1]
@@ -823,7 +815,7 @@ function emit.program(g, opts)
     num_param_tensors = #st.params, num_buffer_tensors = #st.buffers, num_counter_tensors = #st.counters,
     batch_fields = table.concat(bfields, "\n"), dev_batch_fields = table.concat(dfields, "\n"),
     num_batch_fields = #info.fields, loss_desc = loss_node.op, has_accuracy = info.has_accuracy and 1 or 0,
-    state_format = state_fmt, opt_format = opt_fmt, state_ctype = HOST_CTYPE[state_fmt], opt_ctype = HOST_CTYPE[opt_fmt],
+    state_format = state_fmt, opt_format = opt_fmt, state_ctype = FMT[state_fmt].host, opt_ctype = FMT[opt_fmt].host,
     num_kernels = #kernels.list, compute_copy = cf and 1 or 0, compute_format = cf or "none", accelerator = accel, cpu_program = opts.cpu_program or "train_cpu",
     optimizer_fields = table.concat(opt_fields, "\n"),
     tf32 = tf32_of(sp), matmul_precision = select(2, tf32_of(sp)), device = device,
@@ -877,7 +869,6 @@ function emit.program(g, opts)
   for _, k in ipairs(kernels.list) do files["kernels/" .. k.name .. ".cu"] = k.text end
   return files, { kernels = kernels.list, scratch = scratch.max, info = info, fuse = fz, fuse_saved = saved, compute_format = cf,
                   device = device, tf32 = values.tf32, matmul_precision = values.matmul_precision, opt_states = #opt_states,
-                  state_format = state_fmt, opt_format = opt_fmt,
                   metrics_count = values.metrics_count }
 end
 

@@ -36,11 +36,9 @@ local function cname(name) return (name:gsub("[^%w]", "_")) end
 -- stored (ST), with kernels_cast.inc's conversions.  STATE16 is then the format.
 --
 -- The optimizer state (momentum, moments) is stored like the parameters (PyTorch
--- makes it zeros_like(param)), in OPT16, except in 16-true: float16 cannot hold
--- Adam's second moment (0.001·g² is below its smallest subnormal, 6e-8, for every
--- |g| < 7.7e-3, i.e. nearly every gradient), so the moment rounds to 0 and the step
--- divides by eps: PyTorch's own 16-true Adam gives NaN within a few steps.  There
--- the optimizer state stays float32 (OPT16 nil), parameters and gradients float16.
+-- makes it zeros_like(param)), in OPT16, except where precision.optimizer_format says
+-- otherwise: 16-true keeps it float32 (OPT16 nil; float16 cannot hold Adam's second
+-- moment, see gen/precision.lua), parameters and gradients float16.
 local STATE16, OPT16 = nil, nil
 local function LD(x) return STATE16 and string.format("k_widen_%s(%s)", STATE16, x) or x end
 local function ST(x) return STATE16 and string.format("k_narrow_%s(%s)", STATE16, x) or x end
@@ -689,7 +687,8 @@ function emit_train.program(g, info, opts)
   local ps = info.pp.settings   -- the precision: state and compute formats, loss scaling
   set_param_count(info.state.nparams)
   STATE16 = ps.state ~= ps.compute and ps.state or nil
-  OPT16 = (ps.optimizer or ps.state) ~= ps.compute and (ps.optimizer or ps.state) or nil   -- 16-true: float32 (see above)
+  local opt_format = require("precision").optimizer_format(ps)
+  OPT16 = opt_format ~= ps.compute and opt_format or nil   -- 16-true: float32 (see above)
   assert(not STATE16 or ps.compute == "f32", "16-bit state is computed in float")
   local open, bind, data_desc = data_code(sp, info.fields, ty.ctype)
   local o = optimizer_code(tr.optimizer, ty.sfx)

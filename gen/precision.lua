@@ -53,6 +53,9 @@ local SETTINGS = {
 }
 precision.SETTINGS = SETTINGS
 
+-- the optimizer state's format under `settings` (one of SETTINGS)
+function precision.optimizer_format(settings) return settings.optimizer or settings.state end
+
 -- A narrowing cast read at most this many times a step is folded into its readers:
 -- converting at each read moves 4k bytes an element (fp32 reads), one conversion
 -- into a 16-bit buffer 4 + 2 + 2k; the fold costs less up to k = 3.

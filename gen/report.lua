@@ -97,17 +97,18 @@ end
 -- what gen/emit_c.lua returns beside the files.
 function report.memory_section(g, info)
   if not info then return nil end
-  local FORMATS = require("precision").FORMATS
+  local prec = require "precision"
+  local FORMATS = prec.FORMATS
   local st, p, S = info.state, info.plan, info.pp.settings
   local sb, cb = FORMATS[S.state].bytes, FORMATS[S.compute].bytes
+  local of = prec.optimizer_format(S)
   local B = info.batch_max
   local opt = g.spec.train.optimizer
   local nstate = opt.kind == "SGD" and (opt.args.momentum ~= 0 and 1 or 0) or (opt.args.amsgrad and 3 or 2)
   local rows = {
     { string.format("parameters (%s)", S.state), st.nparams * sb },
     { string.format("gradients (%s)", S.state), st.nparams * sb },
-    { string.format("optimizer state (%s: %d per parameter, %s)", opt.kind, nstate, S.optimizer or S.state),
-      nstate * st.nparams * FORMATS[S.optimizer or S.state].bytes },
+    { string.format("optimizer state (%s: %d per parameter, %s)", opt.kind, nstate, of), nstate * st.nparams * FORMATS[of].bytes },
     { "buffers (running statistics, counters)", st.nbuffers * sb + 8 * #st.counters },
     { string.format("activations and what backward keeps (B = %d, each in its format)", B), p.nacts },
     { "activation gradients", p.ngrads },
@@ -211,19 +212,20 @@ function report.cuda_section(g, cuda)
     "once per pass, where cuDNN's implicit GEMM reads the input in place; for small channel counts (the first layers) " ..
     "cuDNN is expected to be faster.  This is argued, not measured: `bench/gpu_conv.sh` times both (cuDNN's fastest " ..
     "algorithm from cudnnFind*) at fashion_cnn's and paw's shapes in fp32 and bf16 on a GPU.")
-  local NAME, BYTES = { f32 = "float32", bf16 = "bfloat16", f16 = "float16" }, { f32 = 4, bf16 = 2, f16 = 2 }
-  local sf, of = cuda.state_format, cuda.opt_format
+  local prec = require "precision"
+  local NAME, F = prec.TORCH_DTYPE, prec.FORMATS
+  local sf, of = info.pp.settings.state, prec.optimizer_format(info.pp.settings)
   local rows = {
-    { string.format("parameters (%s%s)", NAME[sf], cuda.compute_format and " master weights" or ""), st.nparams * BYTES[sf] },
-    { string.format("gradients (%s)", NAME[sf]), st.nparams * BYTES[sf] },
-    { string.format("optimizer state (%d per parameter, %s)", cuda.opt_states, NAME[of]), cuda.opt_states * st.nparams * BYTES[of] },
+    { string.format("parameters (%s%s)", NAME[sf], cuda.compute_format and " master weights" or ""), st.nparams * F[sf].bytes },
+    { string.format("gradients (%s)", NAME[sf]), st.nparams * F[sf].bytes },
+    { string.format("optimizer state (%d per parameter, %s)", cuda.opt_states, NAME[of]), cuda.opt_states * st.nparams * F[of].bytes },
   }
   if cuda.compute_format then
     rows[#rows + 1] = { string.format("compute copy (%s: what the GEMMs read of the weights, written by the optimizer)", cuda.compute_format),
       st.nparams * 2 }
   end
   for _, r in ipairs {
-    { "buffers (running statistics, counters)", st.nbuffers * BYTES[sf] + 8 * #st.counters },
+    { "buffers (running statistics, counters)", st.nbuffers * F[sf].bytes + 8 * #st.counters },
     { string.format("activations and what backward keeps (B = %d)", info.batch_max), p.nacts },
     { "activation gradients", p.ngrads },
     { "max-pool argmax (int32)", p.nint * 4 },
