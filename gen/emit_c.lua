@@ -6,9 +6,16 @@ local util = require "util"
 local diag = require "diag"
 local ops_cpu = require "ops_cpu"
 local template = require "template"
+local ops = require "ops"
 local plan_mod = require "plan"
 
 local emit = {}
+
+-- Runtime and kernel files copied next to every generated C program.
+local RUNTIME_PREFIXES = { "runtime/", "templates/cpu/" }
+-- the CUDA backend's runtime files (gen/emit_cuda.lua copies them), not the C program's
+local CUDA_ONLY = { ["runtime/nvrtc_cache.c"] = true, ["runtime/nvrtc_cache.h"] = true,
+                    ["runtime/loom_cuda.cu"] = true, ["runtime/loom_cuda.h"] = true }
 
 local TYPES = {
   f32 = { ctype = "float", sfx = "f32", lit_suffix = "f" },
@@ -270,6 +277,7 @@ local function tensor_info_rows(list)
   if #rows == 0 then rows[1] = "    {\"\", 0, 0, 0, {0}}," end
   return table.concat(rows, "\n")
 end
+emit.tensor_info_rows = tensor_info_rows
 
 -- PyTorch's default initialisation of the state `st` (also the CUDA program's, drawn
 -- on the host with the same Philox streams)
@@ -312,9 +320,8 @@ emit.init_lines = init_lines
 -- pointers already declared (pred of type `ctype`); returns the lines, or nil when
 -- the loss has no accuracy.
 local function accuracy_kind(loss_node)
-  if loss_node.op == "cross_entropy" and loss_node.inputs[2].dtype == "int64" then return "argmax" end
-  if loss_node.op == "bce" or loss_node.op == "bce_with_logits" then return "threshold" end
-  return nil
+  local acc = ops[loss_node.op].accuracy
+  return acc and acc(loss_node) or nil
 end
 
 local function accuracy_lines(loss_node, pred, target, ctype, batch, numel)
@@ -364,46 +371,41 @@ local function metrics_body(e, loss_node)
   return table.concat(accuracy_lines(loss_node, e.ptr(x), e.ptr(t), "real", e.batch(x), e.numel(x)), "\n")
 end
 
--- Generates the model's files.  Returns { [filename] = text }, info.
-function emit.model(g, opts)
+-- What this backend cannot run, said before any work: its precisions, a training step,
+-- its ops.  (The pipeline's assign stage asks; gen/pipeline.lua.)
+function emit.check(g, target)
   local sp = g.spec
-  local precision = opts.precision or sp.fabric.precision
-  local prec = require "precision"
-  local settings = prec.SETTINGS[precision]
-  if not settings then
-    if opts.precision then   -- from the command line, not the spec
+  local precision = target.precision or sp.fabric.precision
+  if not require("precision").SETTINGS[precision] then
+    if target.precision then   -- from the command line, not the spec
       diag.fatal(nil, string.format("--precision=%s is not supported by the C backend", precision))
     end
     diag.fatal(sp.fabric.where, string.format("precision '%s' is not supported by the C backend", precision))
-  end
-  local ty = TYPES[settings.compute]
-  -- what the spec asks for that this backend does not do yet is said once, not ignored
-  local f = sp.fabric
-  local one_device = f.devices == "auto" or f.devices == 1 or (type(f.devices) == "table" and #f.devices == 1)
-  if (f.strategy ~= "auto" and f.strategy) or not one_device or f.num_nodes ~= 1 then
-    local shown = type(f.devices) == "table" and ("{" .. table.concat(f.devices, ", ") .. "}") or tostring(f.devices)
-    io.stderr:write(string.format("%s:%d: note: strategy '%s' on %s device(s) is not implemented yet; the program trains in one process\n",
-      f.where and f.where.file or sp.file, f.where and f.where.line or 1, f.strategy, shown))
-  end
-  if opts.backend == "cpu" and f.float32_matmul_precision and f.float32_matmul_precision ~= "highest" then
-    local w = diag.key_where(f.where, "float32_matmul_precision") or { file = sp.file, line = 1 }
-    io.stderr:write(string.format("%s:%d: note: float32_matmul_precision '%s' is for the GPU's TF32; the CPU program computes float32 GEMMs in float32\n",
-      w.file, w.line, f.float32_matmul_precision))
   end
   if not g.loss then
     diag.fatal(sp.model_where, "the spec has no train { ... } with a loss, so there is no training step to generate")
   end
   check_supported(g.loss)
-  local batch_max = opts.batch_size or sp.train.batch_size
-  local autodiff = require "autodiff"
-  -- precision: casts inserted before autodiff (their backward is derived), folded after
-  local pp = prec.assign(g.loss, precision)
-  local trace = pp.trace
-  local ad = autodiff.differentiate(trace)
-  prec.fold(pp, ad, function(node) return ops_cpu[node.op].alias end)
-  local st = plan_mod.state(g)
-  local p = plan_mod.activations(trace, ad, batch_max, pp)
-  local function skipped(node) return ops_cpu[node.op].alias or pp.folded[node] end
+end
+
+-- Does this backend run every op of the training step?  (explain: the C plan or none)
+function emit.runs(g)
+  for _, node in ipairs(g.loss.nodes) do if not ops_cpu[node.op] then return false end end
+  return true
+end
+
+-- The model's files (model.h, model.c, precision_plan.tsv) for the lowered table `l`
+-- (gen/pipeline.lua).  Returns { [filename] = text } and what the operand contexts
+-- counted: { operands = { forward's, backward's }, num_wide = elements of m->wide }.
+function emit.model(l)
+  local g, sp = l.graph, l.spec
+  local precision = l.precision
+  local prec = require "precision"
+  local settings = l.settings
+  local ty = TYPES[settings.compute]
+  local batch_max = l.batch_max
+  local pp, trace, ad, st, p = l.pp, l.trace, l.autodiff, l.state, l.plan
+  local function skipped(node) return ops[node.op].alias or pp.folded[node] end
 
   -- forward
   local ef = context(g, st, p, pp, ty, nil)
@@ -415,7 +417,7 @@ function emit.model(g, opts)
       fwd[#fwd + 1] = ""
       fwd[#fwd + 1] = node_comment(g, node, node.op == "cast" and "  (kept as a kernel: REPORT.md, precision plan)" or "")
       fwd[#fwd + 1] = shapes_comment(node)
-      if rule.alias then
+      if ops[node.op].alias then
         fwd[#fwd + 1] = string.format("    // (a view of its input: no copy)")
       else
         ef.begin(node, "forward")
@@ -473,11 +475,14 @@ function emit.model(g, opts)
   -- scratch: the largest any op needs (some depend on the thread count)
   local es = context(g, st, p, pp, ty, nil)
   local sl = {}
-  for _, node in ipairs(p.scratch_nodes) do sl[#sl + 1] = "    " .. ops_cpu[node.op].scratch(es, node) end
+  for _, node in ipairs(trace.nodes) do
+    local scratch = ops_cpu[node.op].scratch
+    if scratch then sl[#sl + 1] = "    " .. scratch(es, node) end
+  end
   local scratch_body = #sl > 0 and table.concat(sl, "\n") or "    // no op needs scratch space"
 
   -- the batch: every field of the data source
-  local fields = require("graph").data_fields(sp)
+  local fields = l.fields
   local bfields, binfo, bswitch = {}, {}, {}
   for i, f in ipairs(fields) do
     local per = util.numel(f.shape)
@@ -501,7 +506,7 @@ function emit.model(g, opts)
     loss_scaling = settings.loss_scaling and 1 or 0,
     act_bytes = p.nacts, dact_bytes = p.ngrads,
     num_wide = math.max(1, ef.wide_size(), eb.wide_size(), em.wide_size()),
-    spec_hash = opts.spec_hash or "", batch_max = batch_max,
+    spec_hash = l.spec_hash, batch_max = batch_max,
     num_params = st.nparams, num_buffers = st.nbuffers, num_counters = #st.counters,
     num_ints = p.nint,
     num_param_tensors = #st.params, num_buffer_tensors = #st.buffers, num_counter_tensors = #st.counters,
@@ -521,9 +526,45 @@ function emit.model(g, opts)
     backward_decls = table.concat(eb.decls, "\n"), backward_body = bwd_text, dloss_ptr = dloss_ptr,
     metrics_body = mbody, scratch_body = scratch_body,
   })
-  return files, { state = st, plan = p, autodiff = ad, types = ty, precision = precision, batch_max = batch_max, pp = pp,
-                  operands = { ef.operands, eb.operands }, root = ef.root, num_wide = values.num_wide,
-                  fields = fields, has_accuracy = has_accuracy }
+  return files, { operands = { ef.operands, eb.operands }, num_wide = values.num_wide }
+end
+
+-- The CPU program's files for the lowered table `l`: the model's (emit.model), the
+-- training loop's (gen/emit_train.lua's values in templates/c/), the runtime and kernels
+-- it compiles with, and its build.ninja.  Returns { files = ..., counted = what
+-- emit.model counted }.
+function emit.program(l)
+  local sp = l.spec
+  local f = sp.fabric
+  if f.float32_matmul_precision and f.float32_matmul_precision ~= "highest" then
+    local w = diag.key_where(f.where, "float32_matmul_precision") or { file = sp.file, line = 1 }
+    io.stderr:write(string.format("%s:%d: note: float32_matmul_precision '%s' is for the GPU's TF32; the CPU program computes float32 GEMMs in float32\n",
+      w.file, w.line, f.float32_matmul_precision))
+  end
+  local files, counted = emit.model(l)
+  local loop = require("emit_train").values(l)
+  files["train.c"] = template.fill("templates/c/train.c.in", loop.train)
+  files["optim.h"] = template.fill("templates/c/optim.h.in", loop.optim_h)
+  files["optim.c"] = template.fill("templates/c/optim.c.in", loop.optim_c)
+  local loomc = require "loomc"
+  for _, prefix in ipairs(RUNTIME_PREFIXES) do
+    for _, path in ipairs(loomc.embedded_list(prefix)) do
+      if not CUDA_ONLY[path] then files[path:match("([^/]+)$")] = template.source(path) end
+    end
+  end
+  local objects, list = {}, {}
+  for _, name in ipairs(util.sorted_keys(files)) do
+    if name:match("%.c$") then
+      local obj = "obj/" .. name:gsub("%.c$", ".o")
+      objects[#objects + 1] = string.format("build %s: cc %s", obj, name)
+      list[#list + 1] = obj
+    end
+  end
+  files["build.ninja"] = template.fill("templates/c/build.ninja.in", {
+    model_name = l.graph.model_rec.class, spec_file = sp.file,
+    objects = table.concat(objects, "\n"), object_list = table.concat(list, " "),
+  })
+  return { files = files, counted = counted }
 end
 
 return emit

@@ -5,10 +5,11 @@
 -- training loop (train.c: the C backend's loop with pinned buffers and a copy stream),
 -- and a build.ninja that compiles with nvcc -Werror.
 --
--- The graph, the precision plan (casts folded into loads and stores), autodiff and the
--- memory plan are the C backend's: emit_c.model runs them and hands back `info`; this
--- emitter only writes code for them.  The loop's pieces (data, checkpoints, callbacks,
--- loggers, schedule) are emit_train's, captured as it fills templates/c/train.c.in.
+-- It consumes the lowered table (gen/pipeline.lua: the precision plan with its casts
+-- folded into loads and stores, autodiff, the memory plan the C backend lays out the
+-- same way, the fuse plan) and only writes code for it.  The loop's pieces (data,
+-- checkpoints, callbacks, loggers, schedule) are gen/emit_train.lua's values, filled
+-- into templates/cuda/train.c.in.
 local util = require "util"
 local diag = require "diag"
 local template = require "template"
@@ -22,6 +23,7 @@ emit.PRECISIONS = { ["32-true"] = true, ["bf16-mixed"] = true, ["16-mixed"] = tr
 
 local emit_c = require "emit_c"
 local cname, node_comment, indent, init_lines = emit_c.cname, emit_c.node_comment, emit_c.indent, emit_c.init_lines
+local tensor_info_rows = emit_c.tensor_info_rows
 
 local literal = ops_cuda.literal
 
@@ -35,7 +37,11 @@ local function count_expr(shape, from, to)
   return "(long long)B * " .. n
 end
 
--- the value of a size expression at BATCH_MAX (for the scratch plan)
+-- elements of a tensor of `shape` at the largest batch
+local function count_at(shape, batch_max) return util.numel(shape, batch_max) end
+
+-- the value of a size expression at BATCH_MAX (for the scratch plan: gen/ops_cuda.lua's
+-- rules give their scratch sizes as C expressions)
 local function eval_count(expr, batch_max)
   local e = tostring(expr):gsub("%(long long%)", ""):gsub("%(size_t%)", ""):gsub("BATCH_MAX", tostring(batch_max))
   e = e:gsub("%f[%w_]B%f[^%w_]", tostring(batch_max))
@@ -91,9 +97,10 @@ local function fnv(s)
 end
 
 -- The emitter context for the rules of gen/ops_cuda.lua.
-local function context(g, info, kernels, scratch)
-  local pp, p, st, ad = info.pp, info.plan, info.state, info.autodiff
-  local root = info.root
+local function context(l, kernels, scratch)
+  local g = l.graph
+  local pp, p, st, ad = l.pp, l.plan, l.state, l.autodiff
+  local root = l.root
   local precision = require "precision"
   local e = {}
   local cur = nil
@@ -157,7 +164,7 @@ local function context(g, info, kernels, scratch)
   function e.begin(node) cur = node; used = 0 end
   -- a region of the scratch arena for this op: `count` elements of `fmt`
   function e.scratch(count, fmt)
-    local bytes = eval_count(count, info.batch_max) * FMT[fmt].bytes
+    local bytes = eval_count(count, l.batch_max) * FMT[fmt].bytes
     local off = used
     used = used + (bytes + 255) // 256 * 256
     if used > scratch.max then scratch.max = used end
@@ -534,30 +541,12 @@ local function metrics(e, loss_node, kernels)
   return table.concat(lines, "\n")
 end
 
--- Captures the values emit_train gives templates/c/train.c.in and optim.c.in: the
--- CUDA loop is the same loop, with the same data, schedule, callbacks and loggers.
-local function train_values(g, info)
-  local captured = {}
-  local fill = template.fill
-  template.fill = function(path, values)
-    captured[path] = values
-    return fill(path, values)
-  end
-  local ok, err = pcall(require("emit_train").program, g, info, {})
-  template.fill = fill
-  if not ok then error(err, 0) end
-  return captured["templates/c/train.c.in"], captured["templates/c/optim.c.in"]
-end
-
--- Fills a template's ${holes} from `values`, ignoring values no hole uses (the
--- captured C-loop values include some this loop does not need).
-local function fill(path, values)
-  local text = template.source(path)
-  return (text:gsub("%${([%w_]+)}", function(name)
-    local v = values[name]
-    assert(v ~= nil, path .. ": no value for ${" .. name .. "}")
-    return tostring(v)
-  end))
+-- values[name] for each of `names`: what one template takes of a larger table
+-- (template.fill then checks that every one of them fills a hole)
+local function pick(values, names)
+  local t = {}
+  for _, n in ipairs(names) do t[n] = values[n] end
+  return t
 end
 
 -- fabric.devices (or loom's --devices=): the ordinal of the one GPU the program runs on,
@@ -579,16 +568,16 @@ local function tf32_of(sp)
 end
 emit.tf32_of = tf32_of
 
--- Generates the CUDA program's files.  Returns { [filename] = text }.
--- opts: precision, spec_hash, accelerator ("cuda" or "auto"), cpu_program (for auto).
-function emit.program(g, opts)
+-- What this backend cannot run, said before any work (gen/pipeline.lua's assign stage
+-- asks): its precisions, a training step, its ops, one device.
+function emit.check(g, target)
   local sp = g.spec
-  local prec = opts.precision or sp.fabric.precision
+  local prec = target.precision or sp.fabric.precision
   if not emit.PRECISIONS[prec] then
     -- the spec's line when the spec chose it; --precision= has no line to point at
-    local where = not opts.precision and sp.fabric.where or nil
+    local where = not target.precision and sp.fabric.where or nil
     diag.fatal(where, string.format("%s is not supported by the CUDA backend yet (32-true, bf16-mixed, 16-mixed, bf16-true, 16-true)",
-      opts.precision and ("--precision=" .. prec) or ("precision '" .. prec .. "'")))
+      target.precision and ("--precision=" .. prec) or ("precision '" .. prec .. "'")))
   end
   if not g.loss then
     diag.fatal(sp.model_where, "the spec has no train { ... } with a loss, so there is no training step to generate")
@@ -601,41 +590,60 @@ function emit.program(g, opts)
       if why then diag.error(node.where, string.format("%s: %s is not supported by the CUDA backend yet", node.op, why)) end
     end
   end
-  local device, why = device_ordinal(sp, opts.devices)
-  if not device then diag.error(not opts.devices and diag.key_where(sp.fabric.where, "devices") or nil, why) end
+  local device, why = device_ordinal(sp, target.devices)
+  if not device then diag.error(not target.devices and diag.key_where(sp.fabric.where, "devices") or nil, why) end
   diag.check()
-  -- the C backend's passes: precision plan, autodiff, memory plan
-  local cfiles, info = require("emit_c").model(g, { precision = prec, spec_hash = opts.spec_hash, backend = "cuda" })
-  local pp, p, st, ad = info.pp, info.plan, info.state, info.autodiff
-  local trace = pp.trace
+end
+
+-- What fuses on this backend (gen/fuse.lua's questions, for gen/pipeline.lua's fuse
+-- stage): describe(node), the scalar description of a pointwise op, and
+-- tail_of(node, reader), how a producer takes an elementwise tail.
+function emit.fusion_rules(l)
+  local pp = l.pp
+  local e = context(l, { list = {}, by_name = {} }, { max = 256 })
+  local function describe(n)
+    local r = ops_cuda[n.op]
+    if r and r.pointwise and not pp.folded[n] then return r.pointwise(n) end
+  end
+  local function tail_of(n, q)
+    local r = ops_cuda[n.op]
+    if not r or not r.tail then return nil end
+    if r.tail == "epilogue" and q then
+      -- cuBLASLt's activations: ReLU, and GELU's tanh approximation (the aux output, the
+      -- pre-activation GELU's backward reads, needs N a multiple of 8)
+      local gelu = q.op == "gelu" and q.attrs.approximate == "tanh" and n.inputs[2].shape[1] % 8 == 0
+      if q.op ~= "relu" and not gelu then return nil end
+      -- the GEMM writes the activation's output directly, in the linear output's formats
+      local F = e.gemm_format(e.val(n.inputs[1]), e.val(n.inputs[2]))
+      local C, L = e.val(q.out), e.val(n.out)
+      if not (C.S == C.V and (C.S == F or C.S == "f32") and L.S == C.S and L.V == C.V) then return nil end
+    end
+    return r.tail
+  end
+  return describe, tail_of
+end
+
+-- The CUDA program's files for the lowered table `l` (gen/pipeline.lua), with the
+-- precision plan's table `precision_plan` (the C emitter's: its operand contexts count
+-- the conversions).  Returns { files = { [filename] = text }, counted = what the
+-- report shows: kernels, scratch, fuse_saved, compute_format, device, tf32,
+-- matmul_precision, opt_states, metrics_count }.
+function emit.program(l, precision_plan)
+  local g, sp = l.graph, l.spec
+  local prec = l.precision
+  local opts = l.options
+  local device = device_ordinal(sp, opts.devices)
+  local pp, p, st, ad = l.pp, l.plan, l.state, l.autodiff
+  local trace = l.trace
   local kernels = { list = {}, by_name = {} }
   local scratch = { max = 256 }
-  local function skipped(node) return (ops_cuda[node.op] and ops_cuda[node.op].alias) or pp.folded[node] end
+  local function skipped(node) return require("ops")[node.op].alias or pp.folded[node] end
 
-  local e = context(g, info, kernels, scratch)
-  -- the fuse pass's groups (gen/fuse.lua): pointwise chains as one kernel each way, a
+  local e = context(l, kernels, scratch)
+  -- the fuse stage's groups (gen/fuse.lua): pointwise chains as one kernel each way, a
   -- producer's elementwise tail in the store of its kernel (or linear's ReLU in the GEMM)
   local fuse = require "fuse"
-  local fz = fuse.plan(trace, pp, ad, function(n) return ops_cuda[n.op] and ops_cuda[n.op].alias end,
-    function(n)
-      local r = ops_cuda[n.op]
-      if r and r.pointwise and not pp.folded[n] then return r.pointwise(n) end
-    end,
-    function(n, q)
-      local r = ops_cuda[n.op]
-      if not r or not r.tail then return nil end
-      if r.tail == "epilogue" and q then
-        -- cuBLASLt's activations: ReLU, and GELU's tanh approximation (the aux output, the
-        -- pre-activation GELU's backward reads, needs N a multiple of 8)
-        local gelu = q.op == "gelu" and q.attrs.approximate == "tanh" and n.inputs[2].shape[1] % 8 == 0
-        if q.op ~= "relu" and not gelu then return nil end
-        -- the GEMM writes the activation's output directly, in the linear output's formats
-        local F = e.gemm_format(e.val(n.inputs[1]), e.val(n.inputs[2]))
-        local C, L = e.val(q.out), e.val(n.out)
-        if not (C.S == C.V and (C.S == F or C.S == "f32") and L.S == C.S and L.V == C.V) then return nil end
-      end
-      return r.tail
-    end, { no_fuse = opts.no_fuse })
+  local fz = l.fuse
   e.fz = fz
   local function members_comment(grp, lines, suffix)
     local list = {}
@@ -750,7 +758,7 @@ function emit.program(g, opts)
       "    }" }, "\n")
   end
 
-  local tv, ov = train_values(g, info)
+  local loop = require("emit_train").values(l)
   -- the kernels, as C string literals
   local state_fmt, opt_fmt = pp.settings.state, require("precision").optimizer_format(pp.settings)
   local pre = prelude(state_fmt, opt_fmt)
@@ -766,13 +774,12 @@ function emit.program(g, opts)
   end
 
   -- the batch: every field, as the CPU program's model.h declares it
-  local bfields, dfields, bcopy = {}, {}, {}
+  local bfields, bcopy = {}, {}
   local binfo, bswitch = {}, {}
-  for i, f in ipairs(info.fields) do
+  for i, f in ipairs(l.fields) do
     local per = util.numel(f.shape)
     local ct = f.dtype == "int64" and "int64_t" or "float"
     bfields[#bfields + 1] = string.format("    %s *%s;   // (B%s)", ct, cname(f.name), #f.shape > 0 and (", " .. table.concat(f.shape, ", ")) or "")
-    dfields[#dfields + 1] = string.format("    %s *%s;", ct, cname(f.name))
     bcopy[#bcopy + 1] = string.format("    { size_t n = sizeof(%s) * %d * (size_t)B; memcpy(s->host.%s, b->%s, n);\n" ..
       "      LC_CHECK(cudaMemcpyAsync(s->dev.%s, s->host.%s, n, cudaMemcpyHostToDevice, STREAM(m->copy_stream))); }",
       ct, per, cname(f.name), cname(f.name), cname(f.name), cname(f.name))
@@ -783,13 +790,13 @@ function emit.program(g, opts)
     bswitch[#bswitch + 1] = string.format("    case %d: return b->%s;", i - 1, cname(f.name))
   end
   local balloc = {}
-  for _, f in ipairs(info.fields) do
+  for _, f in ipairs(l.fields) do
     local ct = f.dtype == "int64" and "int64_t" or "float"
     balloc[#balloc + 1] = string.format("        LC_CHECK(cudaMallocHost((void **)&s->host.%s, sizeof(%s) * %d * BATCH_MAX));", cname(f.name), ct, util.numel(f.shape))
     balloc[#balloc + 1] = string.format("        LC_CHECK(cudaMalloc((void **)&s->dev.%s, sizeof(%s) * %d * BATCH_MAX));", cname(f.name), ct, util.numel(f.shape))
   end
   local bfree = {}
-  for _, f in ipairs(info.fields) do
+  for _, f in ipairs(l.fields) do
     bfree[#bfree + 1] = string.format("        cudaFreeHost(s->host.%s); cudaFree(s->dev.%s);", cname(f.name), cname(f.name))
   end
   local opt_fields, opt_alloc, opt_copy_h, opt_copy_d, opt_free = {}, {}, {}, {}, {}
@@ -809,28 +816,29 @@ function emit.program(g, opts)
   local x = loss_node.inputs[1]
   local values = {
     model_name = g.model_rec.class, spec_file = sp.file, precision = prec, precision_summary = require("precision").summary(pp),
-    spec_hash = opts.spec_hash or "", batch_max = info.batch_max,
+    spec_hash = l.spec_hash, batch_max = l.batch_max,
     num_params = st.nparams, num_buffers = st.nbuffers, num_counters = #st.counters, num_ints = p.nint,
     act_bytes = p.nacts, dact_bytes = p.ngrads, scratch_bytes = scratch.max,
     num_param_tensors = #st.params, num_buffer_tensors = #st.buffers, num_counter_tensors = #st.counters,
-    batch_fields = table.concat(bfields, "\n"), dev_batch_fields = table.concat(dfields, "\n"),
-    num_batch_fields = #info.fields, loss_desc = loss_node.op, has_accuracy = info.has_accuracy and 1 or 0,
+    batch_fields = table.concat(bfields, "\n"),
+    num_batch_fields = #l.fields, loss_desc = loss_node.op, has_accuracy = l.accuracy and 1 or 0,
     state_format = state_fmt, opt_format = opt_fmt, state_ctype = FMT[state_fmt].host, opt_ctype = FMT[opt_fmt].host,
-    num_kernels = #kernels.list, compute_copy = cf and 1 or 0, compute_format = cf or "none", accelerator = accel, cpu_program = opts.cpu_program or "train_cpu",
+    num_kernels = #kernels.list, compute_copy = cf and 1 or 0, compute_format = cf or "none", accelerator = accel,
     optimizer_fields = table.concat(opt_fields, "\n"),
-    tf32 = tf32_of(sp), matmul_precision = select(2, tf32_of(sp)), device = device,
-    loss_scaling = require("precision").SETTINGS[prec].loss_scaling and 1 or 0, metrics_count = eval_count(count_expr(x.shape), info.batch_max),
+    loss_scaling = require("precision").SETTINGS[prec].loss_scaling and 1 or 0,
   }
+  local tf32, matmul_precision = tf32_of(sp)
+  local metrics_count = count_at(x.shape, l.batch_max)
   local files = {}
-  files["precision_plan.tsv"] = cfiles["precision_plan.tsv"]
-  local saved = emit.fuse_savings(fz, e, info.batch_max)
+  files["precision_plan.tsv"] = precision_plan
+  local saved = emit.fuse_savings(fz, e, l.batch_max)
   files["fuse_plan.tsv"] = fuse.tsv(fz, saved)
-  files["model.h"] = fill("templates/cuda/model.h.in", values)
-  local mc = {}
-  for k, v in pairs(values) do mc[k] = v end
-  mc.param_info = cfiles["model.c"]:match("const tensor_info model_param_info%[%] = {\n(.-)\n};")
-  mc.buffer_info = cfiles["model.c"]:match("const tensor_info model_buffer_info%[%] = {\n(.-)\n};")
-  mc.counter_info = cfiles["model.c"]:match("const tensor_info model_counter_info%[%] = {\n(.-)\n};")
+  files["model.h"] = template.fill("templates/cuda/model.h.in", values)
+  local mc = pick(values, { "model_name", "spec_file", "state_format" })
+  mc.tf32, mc.matmul_precision, mc.metrics_count = tf32, matmul_precision, metrics_count
+  mc.param_info = tensor_info_rows(st.params)
+  mc.buffer_info = tensor_info_rows(st.buffers)
+  mc.counter_info = tensor_info_rows(st.counters)
   mc.batch_info = table.concat(binfo, "\n")
   mc.batch_switch = table.concat(bswitch, "\n")
   mc.batch_alloc = table.concat(balloc, "\n")
@@ -853,23 +861,28 @@ function emit.program(g, opts)
   mc.optimizer_to_host = table.concat(opt_copy_h, "\n")
   mc.optimizer_to_device = table.concat(opt_copy_d, "\n")
   mc.optimizer_free = table.concat(opt_free, "\n")
-  files["model.cu"] = fill("templates/cuda/model.cu.in", mc)
-  local t = {}
-  for k, v in pairs(tv) do t[k] = v end
+  files["model.cu"] = template.fill("templates/cuda/model.cu.in", mc)
+  -- the C loop's pieces this loop takes (it has its own step, scaler and summary)
+  local t = pick(loop.train, { "model_name", "spec_file", "settings", "default_out", "data_desc", "open_data",
+    "bind_batch", "optimizer_save", "optimizer_groups", "optimizer_load", "drop_last", "callback_init",
+    "callback_dirs", "test_desc", "test_weights", "logger_open", "log_step", "log_epoch", "callbacks",
+    "log_test", "logger_close", "state_dtype", "state_desc", "train_summary" })
   t.accelerator = accel
-  for _, k in ipairs { "lr_body", "momentum_body", "momentum", "scheduler_desc", "momentum_desc" } do t[k] = ov[k] end
-  t.cpu_program = values.cpu_program
+  for _, k in ipairs { "lr_body", "momentum_body", "momentum", "scheduler_desc", "momentum_desc" } do t[k] = loop.optim_c[k] end
+  t.cpu_program = opts.cpu_program or "train_cpu"
   local S = require("emit_train").SCALER
   t.scaler_desc = string.format("GradScaler(init_scale=%.1f, growth_factor=%.1f, backoff_factor=%.1f, growth_interval=%d)",
     S.init_scale, S.growth_factor, S.backoff_factor, S.growth_interval)
   t.scaler_init_scale = literal(S.init_scale)
   t.device = device
-  files["train.c"] = fill("templates/cuda/train.c.in", t)
+  files["train.c"] = template.fill("templates/cuda/train.c.in", t)
   -- the kernels, one file each, for inspection (the program carries its own copies)
   for _, k in ipairs(kernels.list) do files["kernels/" .. k.name .. ".cu"] = k.text end
-  return files, { kernels = kernels.list, scratch = scratch.max, info = info, fuse = fz, fuse_saved = saved, compute_format = cf,
-                  device = device, tf32 = values.tf32, matmul_precision = values.matmul_precision, opt_states = #opt_states,
-                  metrics_count = values.metrics_count }
+  emit.add_runtime(files, g)
+  return { files = files,
+           counted = { kernels = kernels.list, scratch = scratch.max, fuse_saved = saved, compute_format = cf,
+                       device = device, tf32 = tf32, matmul_precision = matmul_precision,
+                       opt_states = #opt_states, metrics_count = metrics_count } }
 end
 
 -- Bytes of memory traffic a step saves per group: for each tensor kept in registers, its
@@ -881,7 +894,7 @@ function emit.fuse_savings(fz, e, batch_max)
   for _, grp in ipairs(fz.groups) do
     local bytes = 0
     for t in pairs(grp.register) do
-      local n = eval_count(count_expr(t.shape), batch_max)
+      local n = count_at(t.shape, batch_max)
       bytes = bytes + 2 * n * FMT[e.val(t).S].bytes
       -- a producer's output gradient still goes to memory: the producer's backward reads it
       local d = not (grp.head and fz.resolve(grp.head.out) == t) and e.grad(t)
@@ -889,7 +902,7 @@ function emit.fuse_savings(fz, e, batch_max)
     end
     -- an epilogue that writes the pre-activation too spares the activation kernel's load of it
     local h = grp.head and fz.resolve(grp.head.out)
-    if grp.epilogue and grp.stored[h] then bytes = bytes + eval_count(count_expr(h.shape), batch_max) * FMT[e.val(h).S].bytes end
+    if grp.epilogue and grp.stored[h] then bytes = bytes + count_at(h.shape, batch_max) * FMT[e.val(h).S].bytes end
     saved[grp] = bytes
   end
   return saved
@@ -930,18 +943,14 @@ end
 -- logging, NVRTC cache, loom_cuda) and the kernels' scalar header.
 local RUNTIME = { "runtime/", "templates/common/" }
 
--- Writes the CUDA program for `g` into `dir` (and its build.ninja).  Returns dir.
-function emit.generate(g, dir, opts)
-  local files = emit.program(g, opts)
+-- Adds the runtime files and the build.ninja to the program's `files`.
+function emit.add_runtime(files, g)
   local loomc = require "loomc"
   for _, prefix in ipairs(RUNTIME) do
     for _, p in ipairs(loomc.embedded_list(prefix)) do files[p:match("([^/]+)$")] = template.source(p) end
   end
-  local names = {}
-  for name in pairs(files) do names[#names + 1] = name end
-  table.sort(names)
   local objects, list = {}, {}
-  for _, name in ipairs(names) do
+  for _, name in ipairs(util.sorted_keys(files)) do
     if not name:find("/") and (name:match("%.c$") or name:match("%.cu$")) then
       local obj = "obj/" .. name:gsub("%.cu?$", ".o")
       objects[#objects + 1] = string.format("build %s: %s %s", obj, name:match("%.cu$") and "nvcc" or "cc", name)
@@ -953,24 +962,6 @@ function emit.generate(g, dir, opts)
     archs = "-gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90",
     objects = table.concat(objects, "\n"), object_list = table.concat(list, " "),
   })
-  for _, sub in ipairs { "", "/kernels" } do
-    local ok, err = loomc.mkdir_p(dir .. sub)
-    if not ok then diag.fatal(nil, "cannot create " .. err) end
-  end
-  names = {}
-  for name in pairs(files) do names[#names + 1] = name end
-  table.sort(names)
-  for _, name in ipairs(names) do
-    local path = dir .. "/" .. name
-    local f = io.open(path, "rb")
-    local old = f and f:read("a")
-    if f then f:close() end
-    if old ~= files[name] then
-      local ok, err = loomc.write_file(path, files[name])
-      if not ok then diag.fatal(nil, "cannot write " .. err) end
-    end
-  end
-  return dir
 end
 
 return emit

@@ -4,7 +4,6 @@
 -- run time.
 local diag = require "diag"
 local util = require "util"
-local template = require "template"
 
 local emit_train = {}
 
@@ -19,13 +18,6 @@ end
 
 local function join(lines) return table.concat(lines, "\n") end
 
--- The pragma for a loop over every parameter: threads only pay off on big buffers,
--- and even a false `if` clause costs libgomp about 1 µs, so decide it here.
-local PAR_FOR = "    #pragma omp parallel for schedule(static)"
-local function set_param_count(n)
-  PAR_FOR = n > 32768 and "    #pragma omp parallel for schedule(static)"
-    or "    // (serial: too few parameters for threads to pay off)"
-end
 
 local function cname(name) return (name:gsub("[^%w]", "_")) end
 
@@ -39,11 +31,28 @@ local function cname(name) return (name:gsub("[^%w]", "_")) end
 -- makes it zeros_like(param)), in OPT16, except where precision.optimizer_format says
 -- otherwise: 16-true keeps it float32 (OPT16 nil; float16 cannot hold Adam's second
 -- moment, see gen/precision.lua), parameters and gradients float16.
-local STATE16, OPT16 = nil, nil
-local function LD(x) return STATE16 and string.format("k_widen_%s(%s)", STATE16, x) or x end
-local function ST(x) return STATE16 and string.format("k_narrow_%s(%s)", STATE16, x) or x end
-local function LDO(x) return OPT16 and string.format("k_widen_%s(%s)", OPT16, x) or x end
-local function STO(x) return OPT16 and string.format("k_narrow_%s(%s)", OPT16, x) or x end
+--
+-- These are one program's: `storage(l)` makes them for the lowered table `l`, and the
+-- code builders below take them as their first argument.
+local function storage(l)
+  local ps = l.settings
+  local opt_format = require("precision").optimizer_format(ps)
+  local k = {
+    STATE16 = ps.state ~= ps.compute and ps.state or nil,
+    OPT16 = opt_format ~= ps.compute and opt_format or nil,   -- 16-true: float32 (see above)
+    -- the pragma for a loop over every parameter: threads only pay off on big buffers,
+    -- and even a false `if` clause costs libgomp about 1 µs, so decide it here
+    parallel = l.state.nparams > 32768,
+  }
+  assert(not k.STATE16 or ps.compute == "f32", "16-bit state is computed in float")
+  k.PAR_FOR = k.parallel and "    #pragma omp parallel for schedule(static)"
+    or "    // (serial: too few parameters for threads to pay off)"
+  function k.LD(x) return k.STATE16 and string.format("k_widen_%s(%s)", k.STATE16, x) or x end
+  function k.ST(x) return k.STATE16 and string.format("k_narrow_%s(%s)", k.STATE16, x) or x end
+  function k.LDO(x) return k.OPT16 and string.format("k_widen_%s(%s)", k.OPT16, x) or x end
+  function k.STO(x) return k.OPT16 and string.format("k_narrow_%s(%s)", k.OPT16, x) or x end
+  return k
+end
 local CKPT_DTYPE = { f32 = "CKPT_F32", f64 = "CKPT_F64", bf16 = "CKPT_BF16", f16 = "CKPT_F16" }
 
 ---------------------------------------------------------------------------
@@ -142,7 +151,8 @@ end
 ---------------------------------------------------------------------------
 -- optimizer (torch.optim's single-tensor update rules)
 
-local function optimizer_code(opt, sfx, momentum_expr)
+local function optimizer_code(k16, opt, sfx, momentum_expr)
+  local STATE16, OPT16, PAR_FOR, LD, ST, LDO, STO = k16.STATE16, k16.OPT16, k16.PAR_FOR, k16.LD, k16.ST, k16.LDO, k16.STO
   local a = opt.args
   local k, s = opt.kind, sfx
   local fields, alloc, step, save, load, groups = {}, {}, {}, {}, {}, {}
@@ -263,6 +273,8 @@ local function optimizer_code(opt, sfx, momentum_expr)
     step[#step + 1] = "    }"
   end
   return {
+    stateless = #states == 0,   -- fields and alloc hold a placeholder
+    saves_nothing = #save == 0,   -- save and load hold a placeholder
     desc = desc, fields = join(fields), alloc = join(alloc), step = join(step),
     save = #save > 0 and join(save) or "    (void)o;", load = #load > 0 and join(load) or "    (void)o;",
     groups = join(groups),
@@ -339,7 +351,8 @@ end
 ---------------------------------------------------------------------------
 -- clipping
 
-local function clip_code(sp)
+local function clip_code(k16, sp)
+  local STATE16, OPT16, PAR_FOR, LD, ST, LDO, STO = k16.STATE16, k16.OPT16, k16.PAR_FOR, k16.LD, k16.ST, k16.LDO, k16.STO
   local c = sp.train.clip
   if not c then return "    (void)m;", "none" end
   if c.clip_val then
@@ -396,7 +409,8 @@ end
 local SCALER = { init_scale = 65536.0, growth_factor = 2.0, backoff_factor = 0.5, growth_interval = 2000 }
 emit_train.SCALER = SCALER   -- the CUDA program's device-side scaler uses the same
 
-local function scaler_code(enabled)
+local function scaler_code(k16, enabled)
+  local STATE16, OPT16, PAR_FOR, LD, ST, LDO, STO = k16.STATE16, k16.OPT16, k16.PAR_FOR, k16.LD, k16.ST, k16.LDO, k16.STO
   if not enabled then
     return {
       types = "", decls = "", code = "", fields = {}, alloc = {}, save = {}, load = {}, loop_vars = "", summary = "",
@@ -411,7 +425,7 @@ local function scaler_code(enabled)
   local S = SCALER
   local desc = string.format("GradScaler(init_scale=%s, growth_factor=%s, backoff_factor=%s, growth_interval=%d)",
     lit(S.init_scale), lit(S.growth_factor), lit(S.backoff_factor), S.growth_interval)
-  local par = PAR_FOR:find("pragma") and (PAR_FOR .. " reduction(| : found_inf)") or PAR_FOR
+  local par = k16.parallel and (PAR_FOR .. " reduction(| : found_inf)") or PAR_FOR
   return {
     types = join {
       "",
@@ -680,29 +694,30 @@ end
 
 ---------------------------------------------------------------------------
 
-function emit_train.program(g, info, opts)
-  local sp = g.spec
+-- The values of the training loop's templates for the lowered table `l`
+-- (gen/pipeline.lua): { train = templates/c/train.c.in's, optim_h = optim.h.in's,
+-- optim_c = optim.c.in's }.  Each backend fills its own templates with them (the CUDA
+-- loop, templates/cuda/train.c.in, takes the same data, schedule, callbacks, loggers).
+function emit_train.values(l)
+  local g = l.graph
+  local sp = l.spec
   local tr = sp.train
-  local ty = info.types
-  local ps = info.pp.settings   -- the precision: state and compute formats, loss scaling
-  set_param_count(info.state.nparams)
-  STATE16 = ps.state ~= ps.compute and ps.state or nil
-  local opt_format = require("precision").optimizer_format(ps)
-  OPT16 = opt_format ~= ps.compute and opt_format or nil   -- 16-true: float32 (see above)
-  assert(not STATE16 or ps.compute == "f32", "16-bit state is computed in float")
-  local open, bind, data_desc = data_code(sp, info.fields, ty.ctype)
-  local o = optimizer_code(tr.optimizer, ty.sfx)
-  local sc = scaler_code(ps.loss_scaling)
+  local ty = { ctype = l.settings.compute == "f64" and "double" or "float", sfx = l.settings.compute }
+  local ps = l.settings   -- the precision: state and compute formats, loss scaling
+  local k16 = storage(l)
+  local open, bind, data_desc = data_code(sp, l.fields, ty.ctype)
+  local o = optimizer_code(k16, tr.optimizer, ty.sfx)
+  local sc = scaler_code(k16, ps.loss_scaling)
   if ps.loss_scaling then
     -- the scaler and the count of updates taken live with the optimizer (saved with it)
-    o.fields = (o.fields:find("int unused;") and "" or (o.fields .. "\n")) .. join(sc.fields)
-    o.alloc = (o.alloc:find("o%->unused") and "" or (o.alloc .. "\n")) .. join(sc.alloc)
-    o.save = (o.save == "    (void)o;" and "" or (o.save .. "\n")) .. join(sc.save)
-    o.load = (o.load == "    (void)o;" and "" or (o.load .. "\n")) .. join(sc.load)
+    o.fields = (o.stateless and "" or (o.fields .. "\n")) .. join(sc.fields)
+    o.alloc = (o.stateless and "" or (o.alloc .. "\n")) .. join(sc.alloc)
+    o.save = (o.saves_nothing and "" or (o.save .. "\n")) .. join(sc.save)
+    o.load = (o.saves_nothing and "" or (o.load .. "\n")) .. join(sc.load)
   end
   local lr_body, sched_desc, onecycle = schedule_code(sp, tr.optimizer)
-  local clip_body, clip_desc = clip_code(sp)
-  local has_accuracy = info.has_accuracy
+  local clip_body, clip_desc = clip_code(k16, sp)
+  local has_accuracy = l.accuracy ~= nil
   local callbacks, cb_init, cb_mkdirs, test_desc, test_weights = callbacks_code(sp, has_accuracy)
   local log_open, log_step, log_epoch, log_test, log_close = logger_code(sp, has_accuracy, ps.loss_scaling)
   local mom = o.base_momentum and lit(o.base_momentum) or "0.0"
@@ -731,10 +746,10 @@ function emit_train.program(g, info, opts)
     momentum_desc = "constant"
   end
   -- the optimizer_step signature carries the momentum (OneCycleLR cycles it)
-  local files = {}
-  files["train.c"] = template.fill("templates/c/train.c.in", {
+  local values = {}
+  values.train = {
     model_name = g.model_rec.class, spec_file = sp.file, settings = settings,
-    default_out = opts.out_default or "out",
+    default_out = "out",
     data_desc = data_desc, open_data = open, bind_batch = bind,
     optimizer_save = o.save, optimizer_groups = o.groups, optimizer_load = o.load,
     drop_last = "0", callback_init = cb_init, callback_dirs = cb_mkdirs,
@@ -743,19 +758,19 @@ function emit_train.program(g, info, opts)
     log_test = log_test, logger_close = log_close,
     state_dtype = CKPT_DTYPE[ps.state], state_desc = state_desc,
     backward = sc.backward, step_block = sc.step, loop_vars = sc.loop_vars, train_summary = sc.summary,
-  })
-  files["optim.h"] = template.fill("templates/c/optim.h.in", {
+  }
+  values.optim_h = {
     model_name = g.model_rec.class, spec_file = sp.file, optimizer_desc = o.desc, optimizer_fields = o.fields,
     scaler_types = sc.types, scaler_decls = sc.decls,
-  })
-  files["optim.c"] = template.fill("templates/c/optim.c.in", {
+  }
+  values.optim_c = {
     model_name = g.model_rec.class, spec_file = sp.file, optimizer_desc = o.desc, momentum = mom,
     optimizer_alloc = o.alloc, scheduler_desc = sched_desc, lr_body = lr_body,
     optimizer_step = step_code, momentum_body = momentum_body, momentum_desc = momentum_desc,
     clip_desc = clip_desc, clip_body = clip_body, scaler_code = sc.code,
-    optim_includes = STATE16 and string.format("\n#include \"kernels.h\"   // k_widen_%s / k_narrow_%s: the state is stored in 16 bits", STATE16, STATE16) or "",
-  })
-  return files
+    optim_includes = k16.STATE16 and string.format("\n#include \"kernels.h\"   // k_widen_%s / k_narrow_%s: the state is stored in 16 bits", k16.STATE16, k16.STATE16) or "",
+  }
+  return values
 end
 
 return emit_train

@@ -1,6 +1,8 @@
--- loom: the driver.  It only parses the command line and lists the stages;
--- each stage is one module that takes the previous stage's data.
+-- loom: the driver.  It parses the command line and runs the stages that
+-- gen/pipeline.lua lists (spec → graph → assign → autodiff → fold → strategy → plan →
+-- fuse → emit) for each command; gen/README.md is the map.
 local diag = require "diag"
+local pipeline = require "pipeline"
 
 local loom = {}
 
@@ -15,7 +17,8 @@ commands:
                           --seed N, --resume CKPT, --out DIR, --data DIR, --quiet)
 
 options:
-  --dump=STAGE            print what a stage produced and stop (STAGE: spec, graph)
+  --dump=STAGE            print what a stage produced and stop (STAGE: spec, graph, assign, autodiff, fold,
+                          strategy, plan, fuse, emit)
   --precision=P           override the spec's precision (32-true, 64-true, bf16-mixed, 16-mixed, bf16-true, 16-true)
   --accelerator=A         override the spec's accelerator: cpu, cuda (DIR/train runs on a GPU), auto (DIR/train
                           for the CPU and DIR/cuda/train, which runs the CPU build when there is no device)
@@ -28,7 +31,7 @@ options:
   -h, --help              this text
 ]]
 
-local STAGES = { "spec", "graph" }
+local STAGES = pipeline.NAMES
 
 local function usage_error(msg)
   diag.fatal(nil, msg .. " (loom --help for usage)")
@@ -94,67 +97,6 @@ local function write(path, text)
   if not ok then diag.fatal(nil, "cannot write " .. err) end
 end
 
--- The front end: spec → graph.  Stops early for --dump.
-local function front_end(path, opts)
-  local sp = require("spec").load(path)
-  if opts.dump == "spec" then
-    io.write(string.format("spec %s: model %s, inputs %d, fabric %s/%s/%s, train %s\n", sp.file, sp.model_name,
-      #sp.inputs, sp.fabric.accelerator, sp.fabric.precision, sp.fabric.strategy, sp.train and "yes" or "no"))
-    return nil
-  end
-  local g = require("graph").build(sp)
-  if opts.dump == "graph" then
-    io.write(require("graph").dump(g))
-    return nil
-  end
-  return g
-end
-
-local commands = {}
-
-function commands.inspect(opts, path)
-  local g = front_end(path, opts)
-  if g then io.write(require("inspect").text(g)) end
-end
-
-function commands.explain(opts, path)
-  local g = front_end(path, opts)
-  if not g then return end
-  local report = require "report"
-  local dir = opts.out or ("build/" .. spec_basename(path))
-  local ok, err = require("loomc").mkdir_p(dir)
-  if not ok then diag.fatal(nil, "cannot create " .. err) end
-  -- the C backend's plan, when the spec trains and every op is on that backend
-  local info
-  if g.loss and g.spec.train then
-    local ok = true
-    for _, node in ipairs(g.loss.nodes) do if not require("ops_cpu")[node.op] then ok = false end end
-    if ok then
-      local _
-      _, info = require("emit_c").model(g, { precision = opts.precision, spec_hash = "" })
-    end
-  end
-  local sections = { report.precision_section(g, info, opts.compare_wrapper), report.memory_section(g, info) }
-  -- the CUDA program's choices and fused kernels, for accelerator "cuda" or "auto" (the
-  -- spec's or --accelerator=)
-  local accel = opts.accelerator or g.spec.fabric.accelerator
-  if (accel == "cuda" or accel == "gpu" or accel == "auto") and g.loss and g.spec.train then
-    local cuda = require "emit_cuda"
-    local ok, why = cuda.available(g, opts.precision, opts.devices)
-    local cinfo = { unavailable = why }
-    if ok then
-      local _
-      _, cinfo = cuda.program(g, { precision = opts.precision, spec_hash = "", devices = opts.devices, no_fuse = opts.no_fuse })
-    end
-    sections[#sections + 1] = report.cuda_section(g, cinfo)
-    sections[#sections + 1] = report.fuse_section(g, ok and cinfo or nil, opts.no_fuse, why)
-  end
-  local md = report.markdown(g, sections)
-  write(dir .. "/REPORT.md", md)
-  write(dir .. "/REPORT.html", report.html(g.model_rec.class .. " — loom report", md))
-  io.write(string.format("wrote %s/REPORT.md and %s/REPORT.html\n", dir, dir))
-end
-
 -- FNV-1a of the spec's text: checkpoints remember which spec made them.
 local function spec_hash(text)
   local h = 0xcbf29ce484222325
@@ -162,56 +104,87 @@ local function spec_hash(text)
   return string.format("%016x", h)
 end
 
--- Runtime and kernel files copied next to every generated C program.
-local RUNTIME_PREFIXES = { "runtime/", "templates/cpu/" }
--- the CUDA backend's runtime files (gen/emit_cuda.lua copies them), not the C program's
-local CUDA_ONLY = { ["runtime/nvrtc_cache.c"] = true, ["runtime/nvrtc_cache.h"] = true,
-                    ["runtime/loom_cuda.cu"] = true, ["runtime/loom_cuda.h"] = true }
+-- What the stages after the graph get from the command line, for `backend`.
+local function target(g, opts, backend, extra)
+  local t = { backend = backend, precision = opts.precision, devices = opts.devices, no_fuse = opts.no_fuse,
+              spec_hash = spec_hash(g.spec.text) }
+  for k, v in pairs(extra or {}) do t[k] = v end
+  return t
+end
 
--- spec → graph → C program in DIR (generated files, runtime, build.ninja).
-local function generate(path, opts)
-  local g = front_end(path, opts)
-  if not g then return nil end
-  local emit_c = require "emit_c"
-  local files, info = emit_c.model(g, { precision = opts.precision, spec_hash = spec_hash(g.spec.text), backend = "cpu" })
-  for name, text in pairs(require("emit_train").program(g, info, {})) do files[name] = text end
-  local loomc = require "loomc"
-  local template = require "template"
-  for _, prefix in ipairs(RUNTIME_PREFIXES) do
-    for _, p in ipairs(loomc.embedded_list(prefix)) do
-      if not CUDA_ONLY[p] then files[p:match("([^/]+)$")] = template.source(p) end
-    end
-  end
-  local objects, list = {}, {}
-  local names = {}
-  for name in pairs(files) do names[#names + 1] = name end
-  table.sort(names)
-  for _, name in ipairs(names) do
-    if name:match("%.c$") then
-      local obj = "obj/" .. name:gsub("%.c$", ".o")
-      objects[#objects + 1] = string.format("build %s: cc %s", obj, name)
-      list[#list + 1] = obj
-    end
-  end
-  files["build.ninja"] = template.fill("templates/c/build.ninja.in", {
-    model_name = g.model_rec.class, spec_file = g.spec.file,
-    objects = table.concat(objects, "\n"), object_list = table.concat(list, " "),
-  })
-  if opts.emit_torch then files["model.py"] = require("emit_torch").module(g) end
+local commands = {}
+
+function commands.inspect(opts, path)
+  local g = pipeline.front_end(path, opts.dump)
+  if g then io.write(require("inspect").text(g)) end
+end
+
+function commands.explain(opts, path)
+  local g = pipeline.front_end(path, opts.dump)
+  if not g then return end
+  local report = require "report"
   local dir = opts.out or ("build/" .. spec_basename(path))
-  local ok, err = loomc.mkdir_p(dir)
+  local ok, err = require("loomc").mkdir_p(dir)
   if not ok then diag.fatal(nil, "cannot create " .. err) end
-  names = {}
-  for name in pairs(files) do names[#names + 1] = name end
-  table.sort(names)
+  -- the C backend's plan, when the spec trains and every op is on that backend, and
+  -- the operand conversions its model code makes
+  local l, counted
+  if g.loss and g.spec.train and require("emit_c").runs(g) then
+    l = pipeline.lower(g, target(g, opts, "cpu", { spec_hash = "" }))
+    local _
+    _, counted = require("emit_c").model(l)
+  end
+  local sections = { report.precision_section(l, counted, opts.compare_wrapper), report.memory_section(l, counted) }
+  -- the CUDA program's choices and fused kernels, for accelerator "cuda" or "auto" (the
+  -- spec's or --accelerator=)
+  local accel = opts.accelerator or g.spec.fabric.accelerator
+  if (accel == "cuda" or accel == "gpu" or accel == "auto") and g.loss and g.spec.train then
+    local cuda = require "emit_cuda"
+    local ok, why = cuda.available(g, opts.precision, opts.devices)
+    local result, lc = { counted = { unavailable = why } }, nil
+    if ok then result, lc = pipeline.program(g, target(g, opts, "cuda", { spec_hash = "" })) end
+    sections[#sections + 1] = report.cuda_section(g, lc, result.counted)
+    sections[#sections + 1] = report.fuse_section(lc, ok and result.counted or nil, opts.no_fuse, why)
+  end
+  local md = report.markdown(g, sections)
+  write(dir .. "/REPORT.md", md)
+  write(dir .. "/REPORT.html", report.html(g.model_rec.class .. " — loom report", md))
+  io.write(string.format("wrote %s/REPORT.md and %s/REPORT.html\n", dir, dir))
+end
+
+-- Writes the program's files into dir (subdirectories too).  Unchanged files keep
+-- their timestamps, so ninja rebuilds only what changed.
+local function write_program(dir, files)
+  local loomc = require "loomc"
+  local names = require("util").sorted_keys(files)
   for _, name in ipairs(names) do
-    -- unchanged files keep their timestamps, so ninja rebuilds only what changed
+    local sub = name:match("^(.*)/[^/]*$")
+    local ok, err = loomc.mkdir_p(sub and (dir .. "/" .. sub) or dir)
+    if not ok then diag.fatal(nil, "cannot create " .. err) end
+  end
+  for _, name in ipairs(names) do
     local f = io.open(dir .. "/" .. name, "rb")
     local old = f and f:read("a")
     if f then f:close() end
     if old ~= files[name] then write(dir .. "/" .. name, files[name]) end
   end
-  return dir, g
+  return dir
+end
+
+-- graph → the C program in dir (generated files, runtime, build.ninja; --emit torch:
+-- model.py).  Returns dir, or nil after a --dump.
+local function generate(g, opts, dir)
+  local result = pipeline.program(g, target(g, opts, "cpu"), opts.dump)
+  if not result then return nil end
+  if opts.emit_torch then result.files["model.py"] = require("emit_torch").module(g) end
+  return write_program(dir, result.files)
+end
+
+-- graph → the CUDA program in dir.  Returns dir, or nil after a --dump.
+local function generate_cuda(g, opts, dir, accelerator, cpu_program)
+  local result = pipeline.program(g, target(g, opts, "cuda", { accelerator = accelerator, cpu_program = cpu_program }), opts.dump)
+  if not result then return nil end
+  return write_program(dir, result.files)
 end
 
 -- The CUDA program (gen/emit_cuda.lua) for accelerator "cuda" (in DIR) or "auto" (in
@@ -237,24 +210,20 @@ end
 -- DIR ("cuda"), or both, the CUDA one in DIR/cuda ("auto", when the CUDA backend can
 -- build it; else said once).  Returns the CPU dir (or nil), the CUDA dir (or nil).
 local function generate_for_accelerator(path, opts)
-  local g = front_end(path, opts)
+  local g = pipeline.front_end(path, opts.dump)   -- the spec runs once
   if not g then return nil end
   local accel = accelerator_of(g, opts)
-  if accel == "cpu" then return generate(path, opts), nil end
-  local cuda = require "emit_cuda"
   local dir = opts.out or ("build/" .. spec_basename(path))
-  if accel == "cuda" then
-    return nil, cuda.generate(g, dir, { precision = opts.precision, spec_hash = spec_hash(g.spec.text), accelerator = "cuda",
-                                        no_fuse = opts.no_fuse, devices = opts.devices })
-  end
-  local cpu_dir = generate(path, opts)
-  local ok, why = cuda.available(g, opts.precision, opts.devices)
+  if accel == "cpu" then return generate(g, opts, dir), nil end
+  if accel == "cuda" then return nil, generate_cuda(g, opts, dir, "cuda") end
+  local cpu_dir = generate(g, opts, dir)
+  if not cpu_dir then return nil end
+  local ok, why = require("emit_cuda").available(g, opts.precision, opts.devices)
   if not ok then
     io.stderr:write(string.format("note: accelerator \"auto\": %s; built for the CPU only\n", why))
     return cpu_dir, nil
   end
-  return cpu_dir, cuda.generate(g, cpu_dir .. "/cuda", { precision = opts.precision, spec_hash = spec_hash(g.spec.text),
-                                                         accelerator = "auto", cpu_program = "../train", no_fuse = opts.no_fuse, devices = opts.devices })
+  return cpu_dir, generate_cuda(g, opts, cpu_dir .. "/cuda", "auto", "../train")
 end
 
 function commands.build(opts, path)

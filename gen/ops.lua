@@ -714,4 +714,48 @@ ops.bce_with_logits = pointwise_loss("bce_with_logits")
 ops.mse = pointwise_loss("mse")
 ops.l1 = pointwise_loss("l1")
 
+
+-- What an op keeps from its forward for its backward (gen/plan.lua lays it out; both
+-- backends' kernels read it): a list of { name, per_sample = n (times the batch) or
+-- count = n, dtype = "int32" for indices (else the compute type) }.
+local function dims_after(shape, first)  -- product of shape[first..]
+  local n = 1
+  for i = first, #shape do n = n * shape[i] end
+  return n
+end
+function ops.max_pool2d.saves(n)
+  return { { name = "argmax", dtype = "int32", per_sample = dims_after(n.out.shape, 2) } }
+end
+function ops.batch_norm.saves(n)
+  local c = n.inputs[1].shape[2]
+  return { { name = "mean", count = c }, { name = "invstd", count = c } }
+end
+function ops.layer_norm.saves(n)
+  local k = #n.attrs.normalized_shape
+  local x = n.inputs[1]
+  local per = 1
+  for i = 2, #x.shape - k do per = per * x.shape[i] end
+  return { { name = "mean", per_sample = per }, { name = "rstd", per_sample = per } }
+end
+function ops.cross_entropy.saves(n)
+  return { { name = "logp", per_sample = dims_after(n.inputs[1].shape, 2) } }
+end
+function ops.scaled_dot_product_attention.saves(n)
+  local q, k = n.inputs[1].shape, n.inputs[2].shape
+  local r = #q
+  local per = 1
+  for i = 1, r - 2 do if q[i] ~= "B" then per = per * q[i] end end
+  return { { name = "att", per_sample = per * q[r - 1] * k[r - 1] } }
+end
+
+-- How a loss's input is scored (the program's accuracy): "argmax" over the classes
+-- (cross entropy with class indices), "threshold" (binary losses), or no accuracy.
+function ops.cross_entropy.accuracy(n) return n.inputs[2].dtype == "int64" and "argmax" or nil end
+function ops.bce.accuracy() return "threshold" end
+function ops.bce_with_logits.accuracy() return "threshold" end
+
+-- Views: the output is the input's storage, read in another shape (no kernel, no copy).
+ops.flatten.alias = true
+ops.reshape.alias = true
+
 return ops

@@ -74,7 +74,6 @@ local function pool_dims(e, n)
 end
 
 ops_cpu.max_pool2d = {
-  saves = function(n) return { { name = "argmax", dtype = "int32", per_sample = dims_after(n.out.shape, 2) } } end,
   forward = function(e, n)
     local d = e.local_name(n, "dims")
     return { string.format("const k_pool2d_dims %s = %s;", d, pool_dims(e, n)),
@@ -101,10 +100,6 @@ ops_cpu.avg_pool2d = {
 }
 
 ops_cpu.batch_norm = {
-  saves = function(n)
-    local c = n.inputs[1].shape[2]
-    return { { name = "mean", count = c }, { name = "invstd", count = c } }
-  end,
   forward = function(e, n)
     local x, a = n.inputs[1], n.attrs
     local C, S = x.shape[2], dims_after(x.shape, 3)
@@ -129,13 +124,6 @@ ops_cpu.batch_norm = {
 }
 
 ops_cpu.layer_norm = {
-  saves = function(n)
-    local k = #n.attrs.normalized_shape
-    local x = n.inputs[1]
-    local per = 1
-    for i = 2, #x.shape - k do per = per * x.shape[i] end
-    return { { name = "mean", per_sample = per }, { name = "rstd", per_sample = per } }
-  end,
   forward = function(e, n)
     local x = n.inputs[1]
     local k = #n.attrs.normalized_shape
@@ -207,8 +195,8 @@ ops_cpu.cast = {
 }
 
 -- views: same storage, no code
-ops_cpu.flatten = { alias = true }
-ops_cpu.reshape = { alias = true }
+ops_cpu.flatten = {}   -- a view (gen/ops.lua: alias): no kernel
+ops_cpu.reshape = {}
 
 -- cat along `dim` (its layout is the op table's)
 local cat_layout = require("ops").cat.layout
@@ -266,9 +254,6 @@ for _, name in ipairs { "softmax", "log_softmax" } do
 end
 
 ops_cpu.cross_entropy = {
-  saves = function(n)
-    return { { name = "logp", per_sample = dims_after(n.inputs[1].shape, 2) } }
-  end,
   forward = function(e, n)
     local x, t, a = n.inputs[1], n.inputs[2], n.attrs
     local N, C = e.batch(x), x.shape[2]
@@ -463,13 +448,6 @@ local function sdpa_sizes(e, n, batch)
   return Bq, q[r - 1], k[r - 1], q[r], v[r]
 end
 ops_cpu.scaled_dot_product_attention = {
-  saves = function(n)
-    local q, k = n.inputs[1].shape, n.inputs[2].shape
-    local r = #q
-    local per = 1
-    for i = 1, r - 2 do if q[i] ~= "B" then per = per * q[i] end end
-    return { { name = "att", per_sample = per * q[r - 1] * k[r - 1] } }
-  end,
   scratch = function(e, n)
     local B, L, S = sdpa_sizes(e, n, "BATCH_MAX")
     return string.format("grow(&need, k_sdpa_scratch_%s(%s, %d, %d));", e.sfx, B, L, S)

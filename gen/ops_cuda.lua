@@ -845,8 +845,8 @@ for name, rule in pairs(ops_cuda) do
   end
 end
 
-ops_cuda.flatten = { alias = true }
-ops_cuda.reshape = { alias = true }
+ops_cuda.flatten = {}   -- a view (gen/ops.lua: alias): no kernel
+ops_cuda.reshape = {}
 
 -- cat along `dim` (its layout is the op table's)
 local cat_layout = require("ops").cat.layout

@@ -5,7 +5,7 @@
 -- the program passes the actual batch size at run time (a last, smaller batch).
 -- Views (reshape, flatten) take no storage: they alias their input.
 local util = require "util"
-local ops_cpu = require "ops_cpu"
+local ops = require "ops"
 
 local plan = {}
 
@@ -54,8 +54,7 @@ end
 function plan.activations(trace, ad, batch_max, pp)
   local FORMATS = require("precision").FORMATS
   local compute = pp.settings.compute
-  local p = { acts = {}, grads = {}, saves = {}, nacts = 0, ngrads = 0, nint = 0, scratch_nodes = {},
-              batch_max = batch_max }
+  local p = { acts = {}, grads = {}, saves = {}, nacts = 0, ngrads = 0, nint = 0, batch_max = batch_max }
   local function alloc(field, count_field, shape, fmt)
     local per, batched = sizes(shape)
     local n = batched and per * batch_max or per
@@ -64,7 +63,7 @@ function plan.activations(trace, ad, batch_max, pp)
     return { offset = off, numel = n, arena = field, fmt = fmt }
   end
   for _, node in ipairs(trace.nodes) do
-    local rule = ops_cpu[node.op]
+    local rule = ops[node.op]
     local out = node.out
     if rule.alias then
       local src = node.inputs[1]
@@ -77,7 +76,7 @@ function plan.activations(trace, ad, batch_max, pp)
       p.acts[out] = alloc("acts", "nacts", out.shape, pp.fmt[out])
       if ad and ad.needs_grad[out] then p.grads[out] = alloc("grads", "ngrads", out.shape, pp.fmt[out]) end
     end
-    -- what the op keeps for its backward, and its scratch space
+    -- what the op keeps for its backward (gen/ops.lua)
     if rule.saves then
       p.saves[node] = {}
       for _, s in ipairs(rule.saves(node)) do
@@ -91,7 +90,6 @@ function plan.activations(trace, ad, batch_max, pp)
         end
       end
     end
-    if rule.scratch then p.scratch_nodes[#p.scratch_nodes + 1] = node end
   end
   return p
 end

@@ -93,16 +93,17 @@ function report.markdown(g, sections)
 end
 
 -- The C backend's memory plan for the training step (gen/plan.lua), at the spec's
--- batch size: what the generated program allocates, buffer by buffer.  `info` is
--- what gen/emit_c.lua returns beside the files.
-function report.memory_section(g, info)
-  if not info then return nil end
+-- batch size: what the generated program allocates, buffer by buffer.  `l` is the
+-- lowered table (gen/pipeline.lua), `counted` what gen/emit_c.lua's model counted.
+function report.memory_section(l, counted)
+  if not l then return nil end
+  local g = l.graph
   local prec = require "precision"
   local FORMATS = prec.FORMATS
-  local st, p, S = info.state, info.plan, info.pp.settings
+  local st, p, S = l.state, l.plan, l.settings
   local sb, cb = FORMATS[S.state].bytes, FORMATS[S.compute].bytes
   local of = prec.optimizer_format(S)
-  local B = info.batch_max
+  local B = l.batch_max
   local opt = g.spec.train.optimizer
   local nstate = opt.kind == "SGD" and (opt.args.momentum ~= 0 and 1 or 0) or (opt.args.amsgrad and 3 or 2)
   local rows = {
@@ -114,10 +115,10 @@ function report.memory_section(g, info)
     { "activation gradients", p.ngrads },
     { "max-pool argmax (int32)", p.nint * 4 },
   }
-  if S.half then rows[#rows + 1] = { "16-bit operands widened for one op at a time", info.num_wide * cb } end
+  if S.half then rows[#rows + 1] = { "16-bit operands widened for one op at a time", counted.num_wide * cb } end
   local out = { "## Memory plan (C backend)", "",
     string.format("What the generated program allocates for a training step at batch %d (precision %s; scratch for im2col comes on top and depends on the thread count).",
-      B, info.precision), "",
+      B, l.precision), "",
     "| buffer | bytes |", "| --- | ---: |" }
   local total = 0
   for _, r in ipairs(rows) do
@@ -129,15 +130,16 @@ function report.memory_section(g, info)
 end
 
 -- The CUDA program's fused kernels (gen/fuse.lua): each group of more than one op, what
--- stays in registers, and the memory traffic that saves a step.  `cuda` is what
--- gen/emit_cuda.lua's program returns beside the files; `no_fuse` says it was asked off;
+-- stays in registers, and the memory traffic that saves a step.  `l` is the lowered
+-- table for the CUDA backend (its fuse plan), `cuda` what gen/emit_cuda.lua counted; `no_fuse` says it was asked off;
 -- `unavailable` why there is no CUDA program.
-function report.fuse_section(g, cuda, no_fuse, unavailable)
+function report.fuse_section(l, cuda, no_fuse, unavailable)
   if not cuda and unavailable then
     return "## Fused kernels (CUDA)\n\nNo CUDA program: " .. unavailable .. "."
   end
   if not cuda then return nil end
-  local fz, saved = cuda.fuse, cuda.fuse_saved
+  local g = l.graph
+  local fz, saved = l.fuse, cuda.fuse_saved
   local out = { "## Fused kernels (CUDA)", "" }
   if no_fuse then
     out[#out + 1] = "Fusion is off (`--no-fuse`): every op runs its own kernels."
@@ -170,7 +172,7 @@ function report.fuse_section(g, cuda, no_fuse, unavailable)
     "at batch %d (for each value kept in registers: its store and load forward, and but for a producer's output its " ..
     "gradient's accumulation and load backward).  Fusing changes no arithmetic: a value in a register is rounded as its buffer would round it, and the " ..
     "fused backward recomputes the chain's values from the group's inputs.  `--no-fuse` builds the unfused program to compare.",
-    n, util.human_bytes(total), cuda.info.batch_max)
+    n, util.human_bytes(total), l.batch_max)
   if n > 0 then
     out[#out + 1] = ""
     out[#out + 1] = "| # | ops | spec lines | how | in registers | stored (why) | saved a step |"
@@ -189,9 +191,9 @@ function report.fuse_section(g, cuda, no_fuse, unavailable)
 end
 
 -- The CUDA program (gen/emit_cuda.lua): the device, the GEMMs' precision, its device
--- memory and how it convolves.  `cuda` is what emit_cuda.program returns beside the
--- files, or { unavailable = why }.
-function report.cuda_section(g, cuda)
+-- memory and how it convolves.  `l` is the lowered table for the CUDA backend (nil
+-- when there is none), `cuda` what emit_cuda.program counted, or { unavailable = why }.
+function report.cuda_section(g, l, cuda)
   local f = g.spec.fabric
   local out = { "## CUDA backend", "" }
   local function add(s) out[#out + 1] = s end
@@ -199,7 +201,7 @@ function report.cuda_section(g, cuda)
     add("The CUDA backend does not build this spec: " .. cuda.unavailable .. ".")
     return table.concat(out, "\n")
   end
-  local info, st, p = cuda.info, cuda.info.state, cuda.info.plan
+  local st, p = l.state, l.plan
   local shown = type(f.devices) == "table" and ("{" .. table.concat(f.devices, ", ") .. "}") or tostring(f.devices)
   add(string.format("- Device: GPU %d (`devices = %s`; the program's `--device N` picks another).", cuda.device, shown))
   add(string.format("- GEMMs: cuBLASLt with float accumulation; float32 GEMMs in %s (`float32_matmul_precision = \"%s\"`, " ..
@@ -214,7 +216,7 @@ function report.cuda_section(g, cuda)
     "algorithm from cudnnFind*) at fashion_cnn's and paw's shapes in fp32 and bf16 on a GPU.")
   local prec = require "precision"
   local NAME, F = prec.TORCH_DTYPE, prec.FORMATS
-  local sf, of = info.pp.settings.state, prec.optimizer_format(info.pp.settings)
+  local sf, of = l.settings.state, prec.optimizer_format(l.settings)
   local rows = {
     { string.format("parameters (%s%s)", NAME[sf], cuda.compute_format and " master weights" or ""), st.nparams * F[sf].bytes },
     { string.format("gradients (%s)", NAME[sf]), st.nparams * F[sf].bytes },
@@ -226,14 +228,14 @@ function report.cuda_section(g, cuda)
   end
   for _, r in ipairs {
     { "buffers (running statistics, counters)", st.nbuffers * F[sf].bytes + 8 * #st.counters },
-    { string.format("activations and what backward keeps (B = %d)", info.batch_max), p.nacts },
+    { string.format("activations and what backward keeps (B = %d)", l.batch_max), p.nacts },
     { "activation gradients", p.ngrads },
     { "max-pool argmax (int32)", p.nint * 4 },
     { "scratch (im2col columns, operands converted for cuBLASLt, the largest one op needs)", cuda.scratch },
   } do rows[#rows + 1] = r end
   add("")
   add(string.format("Device memory of the training step at batch %d (precision %s; double-buffered batches and cuBLASLt's 32 MiB workspace come on top):",
-    info.batch_max, info.precision))
+    l.batch_max, l.precision))
   add("")
   add("| buffer | bytes |")
   add("| --- | ---: |")
@@ -248,15 +250,15 @@ end
 
 -- Bytes the kernels of one training step read and write, by kind of tensor, and the
 -- values converted between formats on the way (from the emitter's operand lists).
-local function traffic(info)
+local function traffic(l, counted)
   local FORMATS = require("precision").FORMATS
-  local pp = info.pp
+  local pp = l.pp
   local compute_bytes = FORMATS[pp.settings.compute].bytes
   local rows = { parameters = { 0, 0, 0 }, activations = { 0, 0, 0 }, gradients = { 0, 0, 0 },
                  ["activation gradients"] = { 0, 0, 0 }, buffers = { 0, 0, 0 } }
-  for _, list in ipairs { info.operands[1], info.operands[2] } do
+  for _, list in ipairs { counted.operands[1], counted.operands[2] } do
     for _, o in ipairs(list) do
-      local r = info.root(o.tensor)
+      local r = l.root(o.tensor)
       local kind = o.what == "value" and (r.param and "parameters" or "activations")
         or o.what == "grad" and (r.param and "gradients" or "activation gradients") or "buffers"
       local n = o.count
@@ -276,12 +278,13 @@ end
 -- The precision plan: every tensor's format, every cast with its rule and fate, and
 -- what a step moves.  With `compare_wrapper`, what a run-time wrapper (Fabric's
 -- convert_input/convert_output plus autocast, casting at every op call) would do.
-function report.precision_section(g, info, compare_wrapper)
-  if not info then return nil end
+function report.precision_section(l, counted, compare_wrapper)
+  if not l then return nil end
+  local g = l.graph
   local prec = require "precision"
-  local pp = info.pp
+  local pp = l.pp
   local S = pp.settings
-  local B = info.batch_max
+  local B = l.batch_max
   local out = { "## Precision plan", "",
     string.format("Precision **%s**: kernels compute in %s; %s%s%s.",
       pp.name, prec.TORCH_DTYPE[S.compute],
@@ -320,14 +323,14 @@ function report.precision_section(g, info, compare_wrapper)
     for _, t in ipairs(list) do
       if t and t.dtype == "float" and not seen[t] then
         seen[t] = true
-        local r = info.root(t)
+        local r = l.root(t)
         out[#out + 1] = string.format("| %s | %s | %s | %s |", md_escape(prec.label(t)), util.shape_str(t.shape), pp.fmt[t],
           r == t and "own buffer" or ("in " .. md_escape(prec.label(r)) .. " (" .. pp.fmt[r] .. ")"))
       end
     end
   end
   -- traffic
-  local rows = traffic(info)
+  local rows = traffic(l, counted)
   out[#out + 1] = ""
   out[#out + 1] = string.format("Bytes the kernels read and write in one training step at batch %d (each operand once per kernel call, in its storage format); the values that change dtype on the way (folded casts); and the 16-bit values widened to float for a kernel, which involves no change of dtype (float holds every 16-bit value):", B)
   out[#out + 1] = ""
@@ -346,12 +349,12 @@ function report.precision_section(g, info, compare_wrapper)
       local per = FORMATS[c.from].bytes + FORMATS[c.to].bytes
       -- autocast casts at every op call; a parameter's cast is cached for the forward
       local calls = x.param and 1 or pp.uses[y]
-      local back = info.autodiff.needs_grad[y] and calls or 0
+      local back = l.autodiff.needs_grad[y] and calls or 0
       w_kernels = w_kernels + calls + back
       w_values = w_values + n * (calls + back)
       w_bytes = w_bytes + n * per * (calls + back)
       if not pp.folded[c.node] then
-        local lb = info.autodiff.needs_grad[y] and 1 or 0
+        local lb = l.autodiff.needs_grad[y] and 1 or 0
         l_kernels = l_kernels + 1 + lb
         l_values = l_values + n * (1 + lb)
         l_bytes = l_bytes + n * per * (1 + lb)

@@ -1,0 +1,240 @@
+-- pipeline: the stages a spec goes through, in order, one line each.  Each stage is a
+-- function from the previous stage's value to the next one (the same `target` beside
+-- it: the backend and the command line's choices); `--dump=STAGE` prints what STAGE
+-- made and stops.  gen/README.md is the map: every stage, its module, and what the
+-- emitters read.
+local ops = require "ops"
+
+local pipeline = {}
+
+local function is_alias(node) return ops[node.op].alias == true end
+
+-- a new lowered table: `l`'s fields and `fields` (a stage never changes what an
+-- earlier one made; it adds its own)
+local function with(l, fields)
+  local n = {}
+  for k, v in pairs(l) do n[k] = v end
+  for k, v in pairs(fields) do n[k] = v end
+  return n
+end
+
+local BACKENDS = { cpu = "emit_c", cuda = "emit_cuda" }
+
+---------------------------------------------------------------------------
+-- The stages.
+
+-- spec: the file, run in its sandbox (its print() runs here, once)
+local function spec_stage(path) return require("spec").load(path) end
+
+-- graph: the model traced on symbolic shapes (modules, parameters, the loss's trace)
+local function graph_stage(sp) return require("graph").build(sp) end
+
+-- precision (assign): the format of every tensor of the training step; the casts go
+-- into the trace before autodiff (their backward is derived).  The backend says first
+-- what it cannot run (one clear error, before any work).  This makes the lowered table:
+--   graph      the traced graph (gen/graph.lua): spec, params, buffers, model_rec, loss
+--   spec       graph.spec
+--   backend    "cpu" (gen/emit_c.lua) or "cuda" (gen/emit_cuda.lua)
+--   precision  the Fabric precision string (the spec's, or --precision=)
+--   settings   precision.SETTINGS[precision]: compute, state, optimizer formats, loss scaling
+--   batch_max  train.batch_size: every size in the plan is for a batch this large
+--   fields     graph.data_fields: the fields of a batch (name, shape, dtype, decl)
+--   accuracy   "argmax", "threshold" (ops.lua's `accuracy` of the loss) or nil
+--   spec_hash  FNV-1a of the spec's text (checkpoints remember it)
+--   options    the command line's: devices, no_fuse, accelerator, cpu_program
+--   pp         the precision plan (gen/precision.lua): pp.trace, pp.fmt[tensor], pp.casts
+--   trace      pp.trace: the loss's trace with the casts in it, which every later stage reads
+local function assign(g, target)
+  local sp = g.spec
+  local precision = target.precision or sp.fabric.precision
+  require(BACKENDS[target.backend]).check(g, target)
+  local prec = require "precision"
+  local pp = prec.assign(g.loss, precision)
+  local loss_node = g.loss.outputs[1].node
+  local acc = ops[loss_node.op].accuracy
+  return {
+    graph = g, spec = sp, backend = target.backend, precision = precision, settings = prec.SETTINGS[precision],
+    batch_max = sp.train.batch_size, fields = require("graph").data_fields(sp),
+    accuracy = acc and acc(loss_node) or nil, spec_hash = target.spec_hash or "",
+    options = { devices = target.devices, no_fuse = target.no_fuse, accelerator = target.accelerator,
+                cpu_program = target.cpu_program },
+    pp = pp, trace = pp.trace,
+  }
+end
+
+-- autodiff: the backward of the trace (gen/autodiff.lua).  Adds
+--   autodiff   { backward = nodes in the order they run, needs_grad[tensor], grad[tensor] }
+local function differentiate(l)
+  return with(l, { autodiff = require("autodiff").differentiate(l.trace) })
+end
+
+-- precision (fold): a cast whose conversion can ride in a neighbour's load or store
+-- becomes a view.  Adds to pp (in place: the plan it completes)
+--   pp.folded[cast node], pp.link[tensor] = { src }: the folded casts and what they view
+local function fold(l)
+  require("precision").fold(l.pp, l.autodiff, is_alias)
+  return with(l, {})
+end
+
+-- strategy: how the step is spread over devices.  One process on one device today:
+-- a pass-through.  DDP and FSDP go here (replicas, gradient all-reduce, sharded state).
+-- Adds
+--   strategy   { kind = "single" }
+local function strategy(l)
+  local sp, f = l.spec, l.spec.fabric
+  -- what the spec asks for that no backend does yet is said once per program, not ignored
+  local one_device = f.devices == "auto" or f.devices == 1 or (type(f.devices) == "table" and #f.devices == 1)
+  if (f.strategy ~= "auto" and f.strategy) or not one_device or f.num_nodes ~= 1 then
+    local shown = type(f.devices) == "table" and ("{" .. table.concat(f.devices, ", ") .. "}") or tostring(f.devices)
+    io.stderr:write(string.format("%s:%d: note: strategy '%s' on %s device(s) is not implemented yet; the program trains in one process\n",
+      f.where and f.where.file or sp.file, f.where and f.where.line or 1, f.strategy, shown))
+  end
+  return with(l, { strategy = { kind = "single" } })
+end
+
+-- plan: where every tensor lives (gen/plan.lua).  Adds
+--   state      plan.state: params, buffers, counters (name, entry, offset, numel),
+--              nparams, nbuffers (elements, aligned), by_name
+--   plan       plan.activations: acts[tensor], grads[tensor] ({ offset, numel, arena,
+--              fmt } in bytes, or { source } for a view), saves[node][name], nacts,
+--              ngrads (bytes), nint (int32 elements), batch_max
+--   root(t)    the tensor whose storage t is (through views and folded casts)
+local function plan_stage(l)
+  local plan = require "plan"
+  local p = plan.activations(l.trace, l.autodiff, l.batch_max, l.pp)
+  local function root(t)
+    while p.acts[t] and p.acts[t].source do t = p.acts[t].source end
+    return t
+  end
+  return with(l, { state = plan.state(l.graph), plan = p, root = root })
+end
+
+-- fuse (CUDA only): elementwise chains and producers' tails as one kernel each
+-- (gen/fuse.lua; the CUDA backend says what fuses).  Adds
+--   fuse       fuse.plan's groups (group_of[node], groups, resolve), or nil on the CPU
+local function fuse_stage(l)
+  if l.backend ~= "cuda" then return l end
+  local describe, tail_of = require("emit_cuda").fusion_rules(l)
+  return with(l, { fuse = require("fuse").plan(l.trace, l.pp, l.autodiff, is_alias, describe, tail_of,
+                                              { no_fuse = l.options.no_fuse }) })
+end
+
+-- emit: the program's files ({ [name] = text }) and what the emitters counted for the
+-- report (the C emitter's operand conversions; the CUDA emitter's kernels)
+local function emit(l)
+  if l.backend == "cpu" then return require("emit_c").program(l) end
+  -- the precision plan's table counts the operand conversions, which the C emitter's
+  -- operand context makes: the CUDA program's precision_plan.tsv is the C program's
+  local cfiles = require("emit_c").model(l)
+  return require("emit_cuda").program(l, cfiles["precision_plan.tsv"])
+end
+
+---------------------------------------------------------------------------
+-- What --dump=STAGE prints.
+
+local dumps = {}
+function dumps.spec(sp)
+  return string.format("spec %s: model %s, inputs %d, fabric %s/%s/%s, train %s\n", sp.file, sp.model_name,
+    #sp.inputs, sp.fabric.accelerator, sp.fabric.precision, sp.fabric.strategy, sp.train and "yes" or "no")
+end
+function dumps.graph(g) return require("graph").dump(g) end
+
+local function node_line(l, node)
+  local prec = require "precision"
+  local ins = {}
+  for _, x in ipairs(node.inputs) do ins[#ins + 1] = prec.label(x) end
+  local f = l.pp.fmt[node.out]
+  return string.format("  %s = %s(%s)%s%s", prec.label(node.out), node.op, table.concat(ins, ", "),
+    f and ("  " .. f) or "", l.pp.folded and l.pp.folded[node] and "  (folded)" or "")
+end
+local function trace_dump(title, l)
+  local out = { string.format("%s: %s, %s on %s", title, l.graph.model_rec.class, l.precision, l.backend) }
+  for _, node in ipairs(l.trace.nodes) do out[#out + 1] = node_line(l, node) end
+  return table.concat(out, "\n") .. "\n"
+end
+function dumps.assign(l) return trace_dump("precision plan (assign)", l) end
+function dumps.autodiff(l)
+  local out = { string.format("autodiff: %d backward ops", #l.autodiff.backward) }
+  for _, node in ipairs(l.autodiff.backward) do out[#out + 1] = node_line(l, node) end
+  return table.concat(out, "\n") .. "\n"
+end
+function dumps.fold(l) return trace_dump("precision plan (fold)", l) .. require("precision").summary(l.pp) .. "\n" end
+function dumps.strategy(l) return string.format("strategy: %s (one process, one device)\n", l.strategy.kind) end
+function dumps.plan(l)
+  local st, p = l.state, l.plan
+  local out = { string.format("plan: %d parameter elements, %d buffer elements, %d counters; activations %d bytes, " ..
+    "their gradients %d bytes, %d int32 (B = %d)", st.nparams, st.nbuffers, #st.counters, p.nacts, p.ngrads, p.nint, l.batch_max) }
+  for _, s in ipairs(st.params) do out[#out + 1] = string.format("  param %s @%d (%d)", s.name, s.offset, s.numel) end
+  for _, s in ipairs(st.buffers) do out[#out + 1] = string.format("  buffer %s @%d (%d)", s.name, s.offset, s.numel) end
+  local prec = require "precision"
+  for _, node in ipairs(l.trace.nodes) do
+    local a = p.acts[node.out]
+    out[#out + 1] = a.source and string.format("  %s: a view of %s", prec.label(node.out), prec.label(a.source))
+      or string.format("  %s: acts @%d, %d %s", prec.label(node.out), a.offset, a.numel, a.fmt)
+  end
+  return table.concat(out, "\n") .. "\n"
+end
+function dumps.fuse(l)
+  if not l.fuse then return "fuse: none (the CPU program runs one kernel call per op)\n" end
+  return require("fuse").tsv(l.fuse, {})
+end
+function dumps.emit(result)
+  local names = {}
+  for name in pairs(result.files) do names[#names + 1] = name end
+  table.sort(names)
+  local out = {}
+  for _, name in ipairs(names) do out[#out + 1] = string.format("%s\t%d bytes", name, #result.files[name]) end
+  return table.concat(out, "\n") .. "\n"
+end
+
+---------------------------------------------------------------------------
+-- The driver.
+
+pipeline.STAGES = {
+  { "spec",     spec_stage },      -- gen/spec.lua
+  { "graph",    graph_stage },     -- gen/graph.lua, gen/nn.lua, gen/tensor.lua, gen/ops.lua
+  { "assign",   assign },          -- gen/precision.lua
+  { "autodiff", differentiate },   -- gen/autodiff.lua
+  { "fold",     fold },            -- gen/precision.lua
+  { "strategy", strategy },        -- (one device)
+  { "plan",     plan_stage },      -- gen/plan.lua
+  { "fuse",     fuse_stage },      -- gen/fuse.lua (CUDA)
+  { "emit",     emit },            -- gen/emit_c.lua, gen/emit_cuda.lua, gen/emit_train.lua
+}
+pipeline.NAMES = {}
+for i, s in ipairs(pipeline.STAGES) do pipeline.NAMES[i] = s[1] end
+
+-- Runs the stages from `from` through `to` on `value`; nil when `dump` named one of
+-- them (its dump was printed).
+function pipeline.run(value, from, to, target, dump)
+  local running = false
+  for _, s in ipairs(pipeline.STAGES) do
+    if s[1] == from then running = true end
+    if running then
+      value = s[2](value, target)
+      if dump == s[1] then
+        io.write(dumps[s[1]](value))
+        return nil
+      end
+    end
+    if s[1] == to then break end
+  end
+  return value
+end
+
+-- spec → graph: the front end, once per command
+function pipeline.front_end(path, dump) return pipeline.run(path, "spec", "graph", nil, dump) end
+
+-- graph → lowered table (assign .. fuse) for target.backend
+function pipeline.lower(g, target, dump) return pipeline.run(g, "assign", "fuse", target, dump) end
+
+-- graph → the program's files and what the emitter counted
+function pipeline.program(g, target, dump)
+  local l = pipeline.lower(g, target, dump)
+  if not l then return nil end
+  local result = pipeline.run(l, "emit", "emit", target, dump)
+  if not result then return nil end
+  return result, l
+end
+
+return pipeline
