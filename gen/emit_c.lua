@@ -25,23 +25,10 @@ local TYPES = {
 local function cname(name) return (name:gsub("[^%w]", "_")) end
 emit.cname = cname
 
-local function literal(v, suffix)
-  local s = string.format("%.17g", v)
-  if tonumber(string.format("%.9g", v)) == v then s = string.format("%.9g", v) end
-  if not s:find("[%.eEn]") then s = s .. ".0" end
-  return s .. suffix
-end
+local literal = util.c_float
 
 -- A C expression for the product of `shape`'s dims from..to, with B symbolic.
-local function count_expr(shape, from, to)
-  local n, batched = 1, false
-  for i = from or 1, to or #shape do
-    if shape[i] == "B" then batched = true else n = n * shape[i] end
-  end
-  if not batched then return tostring(n) end
-  if n == 1 then return "B" end
-  return "B * " .. n
-end
+local count_expr = util.count_expr
 
 -- The emitter context handed to the rules in gen/ops_cpu.lua (see there).
 -- `read_only`: declare pointers const (a function that takes a const Model).

@@ -27,15 +27,8 @@ local tensor_info_rows = emit_c.tensor_info_rows
 
 local literal = ops_cuda.literal
 
-local function count_expr(shape, from, to)
-  local n, batched = 1, false
-  for i = from or 1, to or #shape do
-    if shape[i] == "B" then batched = true else n = n * shape[i] end
-  end
-  if not batched then return tostring(n) end
-  if n == 1 then return "(long long)B" end
-  return "(long long)B * " .. n
-end
+-- (sizes in long long: a batch of large tensors overflows int)
+local function count_expr(shape, from, to) return util.count_expr(shape, from, to, "(long long)B") end
 
 -- elements of a tensor of `shape` at the largest batch
 local function count_at(shape, batch_max) return util.numel(shape, batch_max) end
@@ -568,6 +561,155 @@ local function tf32_of(sp)
 end
 emit.tf32_of = tf32_of
 
+local function members_comment(g, grp, lines, suffix)
+  local list = {}
+  if grp.head and suffix == "" then list[1] = grp.head end   -- the producer's backward runs on its own
+  for _, m in ipairs(grp.members) do list[#list + 1] = m end
+  if #list > 1 then lines[#lines + 1] = string.format("    // fused (gen/fuse.lua): %d ops, one kernel%s", #list, suffix) end
+  for _, m in ipairs(list) do lines[#lines + 1] = node_comment(g, m, suffix) end
+end
+
+
+-- A node the step runs no code for: a view, or a cast folded into its neighbours.
+local function skipped(pp, node) return require("ops")[node.op].alias or pp.folded[node] end
+
+-- The forward's launches, op by op (a fused group where its first member runs).
+-- Returns the lines and the loss's operand.
+local function forward_code(l, e)
+  local g, pp, fz, trace = l.graph, l.pp, l.fuse, l.trace
+  local fwd = {}
+  for _, node in ipairs(trace.nodes) do
+    local rule = ops_cuda[node.op]
+    local grp = fz.group_of[node]
+    if not skipped(pp, node) and not (grp and node ~= (grp.head or grp.first)) then
+      fwd[#fwd + 1] = ""
+      e.begin(node)
+      if grp then members_comment(g, grp, fwd, "") else fwd[#fwd + 1] = node_comment(g, node, "") end
+      local lines
+      if grp and not grp.head then
+        lines = ops_cuda.group_forward(e, grp, fz)
+      else
+        e.tail = grp
+        lines = rule.forward(e, node)
+        e.tail = nil
+      end
+      for _, line in ipairs(indent(lines)) do fwd[#fwd + 1] = line end
+    end
+  end
+  local loss = trace.outputs[1]
+  local lossv = e.val(loss)
+  assert(lossv.S == "f32", "the loss is stored in float")
+  return fwd, lossv
+end
+
+-- The backward's launches: the loss's seed, then each op's backward in autodiff's order
+-- (a fused group's where the earliest of its members' would run).
+local function backward_code(l, e, loss, scaling)
+  local g, pp, fz, ad = l.graph, l.pp, l.fuse, l.autodiff
+  local bwd = {}
+  e.begin(nil)
+  local dl = e.grad(loss)
+  local fops = { { "dl", dl, "w" } }
+  -- the backward's seed, read on the device (a captured step replays it): the loss scale
+  -- (16-mixed's, on the device; else 1) over the ACCUMULATE micro-batches, in float as
+  -- the C program's (real)scale / ACCUMULATE
+  local fk = e.kernel { kind = "loss_seed", ops = fops, params = "long long n, const float *scale, const float *divisor",
+    body = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) st_dl(i, (scale ? *scale : 1.0f) / *divisor);" }
+  for _, line in ipairs(indent(e.launch(fk, fops, { { "long long", "1" }, { "void *", scaling and "&m->d_scaler->scale" or "NULL" },
+      { "void *", "&((step_consts *)m->d_consts)->loss_divisor" } }, { blocks = 1, threads = 32 }))) do
+    bwd[#bwd + 1] = line
+  end
+  -- a group's backward runs where the earliest of its pointwise members' would
+  local bwd_at = {}
+  for _, node in ipairs(ad.backward) do
+    local grp = fz.group_of[node]
+    if grp and node ~= grp.head then bwd_at[grp] = node end
+  end
+  for _, node in ipairs(ad.backward) do
+    local rule = ops_cuda[node.op]
+    local grp = fz.group_of[node]
+    if grp and node == grp.head then grp = nil end
+    if not skipped(pp, node) and not (grp and bwd_at[grp] ~= node) then
+      bwd[#bwd + 1] = ""
+      e.begin(node)
+      local lines
+      if grp then
+        members_comment(g, grp, bwd, "  (backward)")
+        lines = ops_cuda.group_backward(e, grp, fz)
+      else
+        bwd[#bwd + 1] = node_comment(g, node, "  (backward)")
+        lines = rule.backward(e, node)
+      end
+      for _, line in ipairs(indent(lines)) do bwd[#bwd + 1] = line end
+    end
+  end
+  return bwd
+end
+
+-- The kernels, as C string literals (each with the prelude `pre` in its source); sets
+-- each kernel's .text (written to kernels/ for inspection).
+local function kernel_sources(kernels, pre)
+  local srcs = {}
+  for i, k in ipairs(kernels.list) do
+    local text = k.src:gsub("__PRELUDE__", function() return pre end)
+    local quoted = {}
+    for line in (text .. "\n"):gmatch("(.-)\n") do
+      quoted[#quoted + 1] = '    "' .. line:gsub("\\", "\\\\"):gsub('"', '\\"') .. '\\n"'
+    end
+    srcs[#srcs + 1] = string.format("    { \"%s\",\n%s },", k.name, table.concat(quoted, "\n"))
+    kernels.list[i].text = text
+  end
+  return srcs
+end
+
+-- The batch: every field, as the CPU program's model.h declares it, pinned on the host
+-- and copied to the device on the copy stream.
+local function batch_code(l)
+  local sp = l.spec
+  local bfields, bcopy = {}, {}
+  local binfo, bswitch = {}, {}
+  for i, f in ipairs(l.fields) do
+    local per = util.numel(f.shape)
+    local ct = f.dtype == "int64" and "int64_t" or "float"
+    bfields[#bfields + 1] = string.format("    %s *%s;   // (B%s)", ct, cname(f.name), #f.shape > 0 and (", " .. table.concat(f.shape, ", ")) or "")
+    bcopy[#bcopy + 1] = string.format("    { size_t n = sizeof(%s) * %d * (size_t)B; memcpy(s->host.%s, b->%s, n);\n" ..
+      "      LC_CHECK(cudaMemcpyAsync(s->dev.%s, s->host.%s, n, cudaMemcpyHostToDevice, STREAM(m->copy_stream))); }",
+      ct, per, cname(f.name), cname(f.name), cname(f.name), cname(f.name))
+    local high = 0
+    if f.decl and f.decl.dist == "randint" then high = f.decl.high end
+    if sp.train.data.kind == "FashionMNIST" and f.name == "label" then high = 10 end
+    binfo[#binfo + 1] = string.format("    {\"%s\", %d, %d, %d},", f.name, f.dtype == "int64" and 1 or 0, per, high)
+    bswitch[#bswitch + 1] = string.format("    case %d: return b->%s;", i - 1, cname(f.name))
+  end
+  local balloc = {}
+  for _, f in ipairs(l.fields) do
+    local ct = f.dtype == "int64" and "int64_t" or "float"
+    balloc[#balloc + 1] = string.format("        LC_CHECK(cudaMallocHost((void **)&s->host.%s, sizeof(%s) * %d * BATCH_MAX));", cname(f.name), ct, util.numel(f.shape))
+    balloc[#balloc + 1] = string.format("        LC_CHECK(cudaMalloc((void **)&s->dev.%s, sizeof(%s) * %d * BATCH_MAX));", cname(f.name), ct, util.numel(f.shape))
+  end
+  local bfree = {}
+  for _, f in ipairs(l.fields) do
+    bfree[#bfree + 1] = string.format("        cudaFreeHost(s->host.%s); cudaFree(s->dev.%s);", cname(f.name), cname(f.name))
+  end
+  return { fields = bfields, copy = bcopy, info = binfo, switch = bswitch, alloc = balloc, free = bfree }
+end
+
+-- The optimizer's state on the device (a host copy for checkpoints), named `states`.
+local function optimizer_state_code(opt_states)
+  local opt_fields, opt_alloc, opt_copy_h, opt_copy_d, opt_free = {}, {}, {}, {}, {}
+  for _, s in ipairs(opt_states) do
+    opt_fields[#opt_fields + 1] = string.format("    opt_t *%s;     // NUM_PARAMS, laid out like the parameters (host copy, for checkpoints)", s)
+    opt_fields[#opt_fields + 1] = string.format("    opt_t *d_%s;   // on the device", s)
+    opt_alloc[#opt_alloc + 1] = string.format("    LC_CHECK(cudaMallocHost((void **)&o->%s, sizeof(opt_t) * NUM_PARAMS));\n" ..
+      "    memset(o->%s, 0, sizeof(opt_t) * NUM_PARAMS);\n    LC_CHECK(cudaMalloc((void **)&o->d_%s, sizeof(opt_t) * NUM_PARAMS));\n" ..
+      "    LC_CHECK(cudaMemset(o->d_%s, 0, sizeof(opt_t) * NUM_PARAMS));", s, s, s, s)
+    opt_copy_h[#opt_copy_h + 1] = string.format("        LC_CHECK(cudaMemcpyAsync(o->%s, o->d_%s, sizeof(opt_t) * NUM_PARAMS, cudaMemcpyDeviceToHost, STREAM(m->stream)));", s, s)
+    opt_copy_d[#opt_copy_d + 1] = string.format("        LC_CHECK(cudaMemcpyAsync(o->d_%s, o->%s, sizeof(opt_t) * NUM_PARAMS, cudaMemcpyHostToDevice, STREAM(m->stream)));", s, s)
+    opt_free[#opt_free + 1] = string.format("    cudaFreeHost(o->%s); cudaFree(o->d_%s);", s, s)
+  end
+  return { fields = opt_fields, alloc = opt_alloc, to_host = opt_copy_h, to_device = opt_copy_d, free = opt_free }
+end
+
 -- What this backend cannot run, said before any work (gen/pipeline.lua's assign stage
 -- asks): its precisions, a training step, its ops, one device.
 function emit.check(g, target)
@@ -637,7 +779,6 @@ function emit.program(l, precision_plan)
   local trace = l.trace
   local kernels = { list = {}, by_name = {} }
   local scratch = { max = 256 }
-  local function skipped(node) return require("ops")[node.op].alias or pp.folded[node] end
 
   local e = context(l, kernels, scratch)
   -- the fuse stage's groups (gen/fuse.lua): pointwise chains as one kernel each way, a
@@ -645,77 +786,10 @@ function emit.program(l, precision_plan)
   local fuse = require "fuse"
   local fz = l.fuse
   e.fz = fz
-  local function members_comment(grp, lines, suffix)
-    local list = {}
-    if grp.head and suffix == "" then list[1] = grp.head end   -- the producer's backward runs on its own
-    for _, m in ipairs(grp.members) do list[#list + 1] = m end
-    if #list > 1 then lines[#lines + 1] = string.format("    // fused (gen/fuse.lua): %d ops, one kernel%s", #list, suffix) end
-    for _, m in ipairs(list) do lines[#lines + 1] = node_comment(g, m, suffix) end
-  end
-
-  -- forward
-  local fwd = {}
-  for _, node in ipairs(trace.nodes) do
-    local rule = ops_cuda[node.op]
-    local grp = fz.group_of[node]
-    if not skipped(node) and not (grp and node ~= (grp.head or grp.first)) then
-      fwd[#fwd + 1] = ""
-      e.begin(node)
-      if grp then members_comment(grp, fwd, "") else fwd[#fwd + 1] = node_comment(g, node, "") end
-      local lines
-      if grp and not grp.head then
-        lines = ops_cuda.group_forward(e, grp, fz)
-      else
-        e.tail = grp
-        lines = rule.forward(e, node)
-        e.tail = nil
-      end
-      for _, l in ipairs(indent(lines)) do fwd[#fwd + 1] = l end
-    end
-  end
+  local fwd, lossv = forward_code(l, e)
   local loss = trace.outputs[1]
-  local lossv = e.val(loss)
-  assert(lossv.S == "f32", "the loss is stored in float")
-
-  -- backward
-  local bwd = {}
-  e.begin(nil)
-  local dl = e.grad(loss)
-  local fops = { { "dl", dl, "w" } }
-  -- the backward's seed, read on the device (a captured step replays it): the loss scale
-  -- (16-mixed's, on the device; else 1) over the ACCUMULATE micro-batches, in float as
-  -- the C program's (real)scale / ACCUMULATE
   local scaling = require("precision").SETTINGS[prec].loss_scaling
-  local fk = e.kernel { kind = "loss_seed", ops = fops, params = "long long n, const float *scale, const float *divisor",
-    body = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) st_dl(i, (scale ? *scale : 1.0f) / *divisor);" }
-  for _, l in ipairs(indent(e.launch(fk, fops, { { "long long", "1" }, { "void *", scaling and "&m->d_scaler->scale" or "NULL" },
-      { "void *", "&((step_consts *)m->d_consts)->loss_divisor" } }, { blocks = 1, threads = 32 }))) do
-    bwd[#bwd + 1] = l
-  end
-  -- a group's backward runs where the earliest of its pointwise members' would
-  local bwd_at = {}
-  for _, node in ipairs(ad.backward) do
-    local grp = fz.group_of[node]
-    if grp and node ~= grp.head then bwd_at[grp] = node end
-  end
-  for _, node in ipairs(ad.backward) do
-    local rule = ops_cuda[node.op]
-    local grp = fz.group_of[node]
-    if grp and node == grp.head then grp = nil end
-    if not skipped(node) and not (grp and bwd_at[grp] ~= node) then
-      bwd[#bwd + 1] = ""
-      e.begin(node)
-      local lines
-      if grp then
-        members_comment(grp, bwd, "  (backward)")
-        lines = ops_cuda.group_backward(e, grp, fz)
-      else
-        bwd[#bwd + 1] = node_comment(g, node, "  (backward)")
-        lines = rule.backward(e, node)
-      end
-      for _, l in ipairs(indent(lines)) do bwd[#bwd + 1] = l end
-    end
-  end
+  local bwd = backward_code(l, e, loss, scaling)
 
   e.begin(nil)
   local opt_consts, opt_ops, opt_states, consts_type = optimizer(sp, kernels, e, scratch, scaling)
@@ -759,57 +833,11 @@ function emit.program(l, precision_plan)
   end
 
   local loop = require("emit_train").values(l)
-  -- the kernels, as C string literals
   local state_fmt, opt_fmt = pp.settings.state, require("precision").optimizer_format(pp.settings)
-  local pre = prelude(state_fmt, opt_fmt)
-  local srcs = {}
-  for i, k in ipairs(kernels.list) do
-    local text = k.src:gsub("__PRELUDE__", function() return pre end)
-    local quoted = {}
-    for line in (text .. "\n"):gmatch("(.-)\n") do
-      quoted[#quoted + 1] = '    "' .. line:gsub("\\", "\\\\"):gsub('"', '\\"') .. '\\n"'
-    end
-    srcs[#srcs + 1] = string.format("    { \"%s\",\n%s },", k.name, table.concat(quoted, "\n"))
-    kernels.list[i].text = text
-  end
+  local srcs = kernel_sources(kernels, prelude(state_fmt, opt_fmt))
 
-  -- the batch: every field, as the CPU program's model.h declares it
-  local bfields, bcopy = {}, {}
-  local binfo, bswitch = {}, {}
-  for i, f in ipairs(l.fields) do
-    local per = util.numel(f.shape)
-    local ct = f.dtype == "int64" and "int64_t" or "float"
-    bfields[#bfields + 1] = string.format("    %s *%s;   // (B%s)", ct, cname(f.name), #f.shape > 0 and (", " .. table.concat(f.shape, ", ")) or "")
-    bcopy[#bcopy + 1] = string.format("    { size_t n = sizeof(%s) * %d * (size_t)B; memcpy(s->host.%s, b->%s, n);\n" ..
-      "      LC_CHECK(cudaMemcpyAsync(s->dev.%s, s->host.%s, n, cudaMemcpyHostToDevice, STREAM(m->copy_stream))); }",
-      ct, per, cname(f.name), cname(f.name), cname(f.name), cname(f.name))
-    local high = 0
-    if f.decl and f.decl.dist == "randint" then high = f.decl.high end
-    if sp.train.data.kind == "FashionMNIST" and f.name == "label" then high = 10 end
-    binfo[#binfo + 1] = string.format("    {\"%s\", %d, %d, %d},", f.name, f.dtype == "int64" and 1 or 0, per, high)
-    bswitch[#bswitch + 1] = string.format("    case %d: return b->%s;", i - 1, cname(f.name))
-  end
-  local balloc = {}
-  for _, f in ipairs(l.fields) do
-    local ct = f.dtype == "int64" and "int64_t" or "float"
-    balloc[#balloc + 1] = string.format("        LC_CHECK(cudaMallocHost((void **)&s->host.%s, sizeof(%s) * %d * BATCH_MAX));", cname(f.name), ct, util.numel(f.shape))
-    balloc[#balloc + 1] = string.format("        LC_CHECK(cudaMalloc((void **)&s->dev.%s, sizeof(%s) * %d * BATCH_MAX));", cname(f.name), ct, util.numel(f.shape))
-  end
-  local bfree = {}
-  for _, f in ipairs(l.fields) do
-    bfree[#bfree + 1] = string.format("        cudaFreeHost(s->host.%s); cudaFree(s->dev.%s);", cname(f.name), cname(f.name))
-  end
-  local opt_fields, opt_alloc, opt_copy_h, opt_copy_d, opt_free = {}, {}, {}, {}, {}
-  for _, s in ipairs(opt_states) do
-    opt_fields[#opt_fields + 1] = string.format("    opt_t *%s;     // NUM_PARAMS, laid out like the parameters (host copy, for checkpoints)", s)
-    opt_fields[#opt_fields + 1] = string.format("    opt_t *d_%s;   // on the device", s)
-    opt_alloc[#opt_alloc + 1] = string.format("    LC_CHECK(cudaMallocHost((void **)&o->%s, sizeof(opt_t) * NUM_PARAMS));\n" ..
-      "    memset(o->%s, 0, sizeof(opt_t) * NUM_PARAMS);\n    LC_CHECK(cudaMalloc((void **)&o->d_%s, sizeof(opt_t) * NUM_PARAMS));\n" ..
-      "    LC_CHECK(cudaMemset(o->d_%s, 0, sizeof(opt_t) * NUM_PARAMS));", s, s, s, s)
-    opt_copy_h[#opt_copy_h + 1] = string.format("        LC_CHECK(cudaMemcpyAsync(o->%s, o->d_%s, sizeof(opt_t) * NUM_PARAMS, cudaMemcpyDeviceToHost, STREAM(m->stream)));", s, s)
-    opt_copy_d[#opt_copy_d + 1] = string.format("        LC_CHECK(cudaMemcpyAsync(o->d_%s, o->%s, sizeof(opt_t) * NUM_PARAMS, cudaMemcpyHostToDevice, STREAM(m->stream)));", s, s)
-    opt_free[#opt_free + 1] = string.format("    cudaFreeHost(o->%s); cudaFree(o->d_%s);", s, s)
-  end
+  local b = batch_code(l)
+  local os_ = optimizer_state_code(opt_states)
 
   local accel = opts.accelerator or "cuda"
   local loss_node = loss.node
@@ -820,11 +848,11 @@ function emit.program(l, precision_plan)
     num_params = st.nparams, num_buffers = st.nbuffers, num_counters = #st.counters, num_ints = p.nint,
     act_bytes = p.nacts, dact_bytes = p.ngrads, scratch_bytes = scratch.max,
     num_param_tensors = #st.params, num_buffer_tensors = #st.buffers, num_counter_tensors = #st.counters,
-    batch_fields = table.concat(bfields, "\n"),
+    batch_fields = table.concat(b.fields, "\n"),
     num_batch_fields = #l.fields, loss_desc = loss_node.op, has_accuracy = l.accuracy and 1 or 0,
     state_format = state_fmt, opt_format = opt_fmt, state_ctype = FMT[state_fmt].host, opt_ctype = FMT[opt_fmt].host,
     num_kernels = #kernels.list, compute_copy = cf and 1 or 0, compute_format = cf or "none", accelerator = accel,
-    optimizer_fields = table.concat(opt_fields, "\n"),
+    optimizer_fields = table.concat(os_.fields, "\n"),
     loss_scaling = require("precision").SETTINGS[prec].loss_scaling and 1 or 0,
   }
   local tf32, matmul_precision = tf32_of(sp)
@@ -839,11 +867,11 @@ function emit.program(l, precision_plan)
   mc.param_info = tensor_info_rows(st.params)
   mc.buffer_info = tensor_info_rows(st.buffers)
   mc.counter_info = tensor_info_rows(st.counters)
-  mc.batch_info = table.concat(binfo, "\n")
-  mc.batch_switch = table.concat(bswitch, "\n")
-  mc.batch_alloc = table.concat(balloc, "\n")
-  mc.batch_free = table.concat(bfree, "\n")
-  mc.batch_copy = table.concat(bcopy, "\n")
+  mc.batch_info = table.concat(b.info, "\n")
+  mc.batch_switch = table.concat(b.switch, "\n")
+  mc.batch_alloc = table.concat(b.alloc, "\n")
+  mc.batch_free = table.concat(b.free, "\n")
+  mc.batch_copy = table.concat(b.copy, "\n")
   mc.init_body = init_lines(st)
   mc.forward_body = table.concat(fwd, "\n")
   mc.loss_ptr = lossv.ptr
@@ -857,10 +885,10 @@ function emit.program(l, precision_plan)
   mc.compute_upload = compute_upload
   mc.unscale_kernel = unscale
   -- an optimizer without state (SGD without momentum) leaves `o` unused
-  mc.optimizer_alloc = #opt_alloc > 0 and table.concat(opt_alloc, "\n") or "    (void)o;   // no optimizer state"
-  mc.optimizer_to_host = table.concat(opt_copy_h, "\n")
-  mc.optimizer_to_device = table.concat(opt_copy_d, "\n")
-  mc.optimizer_free = table.concat(opt_free, "\n")
+  mc.optimizer_alloc = #os_.alloc > 0 and table.concat(os_.alloc, "\n") or "    (void)o;   // no optimizer state"
+  mc.optimizer_to_host = table.concat(os_.to_host, "\n")
+  mc.optimizer_to_device = table.concat(os_.to_device, "\n")
+  mc.optimizer_free = table.concat(os_.free, "\n")
   files["model.cu"] = template.fill("templates/cuda/model.cu.in", mc)
   -- the C loop's pieces this loop takes (it has its own step, scaler and summary)
   local t = pick(loop.train, { "model_name", "spec_file", "settings", "default_out", "data_desc", "open_data",

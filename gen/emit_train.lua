@@ -7,14 +7,7 @@ local util = require "util"
 
 local emit_train = {}
 
-local function lit(v, suffix)
-  local s = string.format("%.17g", v)
-  if tonumber(string.format("%.9g", v)) == v then s = string.format("%.9g", v) end
-  if v == math.huge then return "INFINITY" end
-  if v == -math.huge then return "-INFINITY" end
-  if not s:find("[%.eEn]") then s = s .. ".0" end
-  return s .. (suffix or "")
-end
+local lit = util.c_float
 
 local function join(lines) return table.concat(lines, "\n") end
 

@@ -130,7 +130,8 @@ function commands.explain(opts, path)
   -- the operand conversions its model code makes
   local l, counted
   if g.loss and g.spec.train and require("emit_c").runs(g) then
-    l = pipeline.lower(g, target(g, opts, "cpu", { spec_hash = "" }))
+    l = pipeline.lower(g, target(g, opts, "cpu", { spec_hash = "" }), opts.dump)
+    if not l then return end   -- --dump= a stage after the graph
     local _
     _, counted = require("emit_c").model(l)
   end

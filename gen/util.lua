@@ -82,6 +82,31 @@ function util.did_you_mean(word, candidates)
   return ""
 end
 
+-- A C floating literal for v: the shortest of %.9g / %.17g that reads back as v,
+-- with a ".0" where it would read as an integer, then `suffix` ("f" for float);
+-- infinities as math.h's INFINITY.
+function util.c_float(v, suffix)
+  if v == math.huge then return "INFINITY" end
+  if v == -math.huge then return "-INFINITY" end
+  local s = string.format("%.17g", v)
+  if tonumber(string.format("%.9g", v)) == v then s = string.format("%.9g", v) end
+  if not s:find("[%.eEn]") then s = s .. ".0" end
+  return s .. (suffix or "")
+end
+
+-- A C expression for the product of shape[from..to] (default: all of it), with the
+-- batch dim as `b` (default "B"): "12", "B", "B * 12".
+function util.count_expr(shape, from, to, b)
+  b = b or "B"
+  local n, batched = 1, false
+  for i = from or 1, to or #shape do
+    if shape[i] == "B" then batched = true else n = n * shape[i] end
+  end
+  if not batched then return tostring(n) end
+  if n == 1 then return b end
+  return b .. " * " .. n
+end
+
 function util.sorted_keys(t)
   local keys = {}
   for k in pairs(t) do keys[#keys + 1] = k end
