@@ -207,7 +207,9 @@ local function context(g, st, p, pp, ty, ad, read_only)
   end
   function e.local_name(node, what) return string.format("%s%d", what, node.index) end
   function e.scratch() return "m->scratch" end
-  function e.training_only(expr) return "training ? " .. expr .. " : NULL" end
+  -- the step's `training` flag (e.uses_training: some op behaves differently in training)
+  function e.training() e.uses_training = true; return "training" end
+  function e.training_only(expr) return e.training() .. " ? " .. expr .. " : NULL" end
   function e.rng_stream(node) return string.format("(m->step << 20 | %du)", node.index) end
   return e
 end
@@ -415,9 +417,7 @@ function emit.model(l)
   local loss = trace.outputs[1]
   ef.begin(nil, "result")
   local loss_ptr = ef.ptr(loss)
-  local uses_training = false
-  for _, l in ipairs(fwd) do if l:find("training") then uses_training = true end end
-  if not uses_training then table.insert(ef.decls, "    (void)training;   // no op of this model behaves differently in training") end
+  if not ef.uses_training then table.insert(ef.decls, "    (void)training;   // no op of this model behaves differently in training") end
 
   -- backward
   local eb = context(g, st, p, pp, ty, ad)
@@ -434,7 +434,7 @@ function emit.model(l)
   eb.begin(nil, "result")
   local dloss_ptr = eb.grad(loss)
   local bwd_text = table.concat(bwd, "\n")
-  if bwd_text:find("training") then table.insert(eb.decls, "    const int training = 1;") end
+  if eb.uses_training then table.insert(eb.decls, "    const int training = 1;") end
   if not bwd_text:find("batch") and not table.concat(eb.decls, "\n"):find("batch") then
     table.insert(eb.decls, "    (void)batch;")
   end

@@ -12,6 +12,7 @@
 --   e.call(kernel, ...)       "k_<kernel>_<sfx>(args);"
 --   e.lit(x)                  a floating literal of the program's type
 --   e.rng_stream(node)        the Philox stream of this node at this step
+--   e.training() / e.training_only(x)  the step's training flag / x in training, NULL in eval
 local ops_cpu = {}
 
 local function dims_after(shape, first)  -- product of shape[first..]
@@ -112,7 +113,7 @@ ops_cpu.batch_norm = {
     if not a.track_running_stats then return { train } end   -- batch statistics in eval too
     local eval = e.call("batch_norm_forward_eval", e.ptr(n.out), e.ptr(x), w, b,
       e.state(n, "running_mean"), e.state(n, "running_var"), e.batch(x), C, S, e.lit(a.eps))
-    return { "if (training) {", "    " .. train, "} else {", "    " .. eval, "}" }
+    return { "if (" .. e.training() .. ") {", "    " .. train, "} else {", "    " .. eval, "}" }
   end,
   backward = function(e, n)
     local x = n.inputs[1]
@@ -167,7 +168,7 @@ ops_cpu.dropout = {
     if n.attrs.p == 0 then
       return { string.format("memcpy(%s, %s, sizeof(%s) * (size_t)(%s));", e.ptr(n.out), e.ptr(n.inputs[1]), e.T, e.numel(n.out)) }
     end
-    return { "if (training) {",
+    return { "if (" .. e.training() .. ") {",
       "    " .. e.call("dropout_forward", e.ptr(n.out), e.ptr(n.inputs[1]), e.numel(n.out), e.lit(n.attrs.p), "m->seed", e.rng_stream(n)),
       "} else {",
       string.format("    memcpy(%s, %s, sizeof(%s) * (size_t)(%s));", e.ptr(n.out), e.ptr(n.inputs[1]), e.T, e.numel(n.out)),
