@@ -11,6 +11,7 @@ export OPENBLAS_NUM_THREADS=1
 specs=(fashion_mlp fashion_cnn paw tiny_transformer)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+echo "1..$((2 * ${#specs[@]}))"   # torch_print_SPEC, torch_state_SPEC
 
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   for s in "${specs[@]}"; do
