@@ -10,7 +10,7 @@ PY=/usr/bin/python3
 export OPENBLAS_NUM_THREADS=1
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   echo "1..1"
-  echo "ok shapes_against_torch # SKIP no torch"
+  . tests/tap.sh; no_torch shapes_against_torch "$PY cannot import torch"
   exit 0
 fi
 # shape_cases.py prints its plan (the number of results its cases give)

@@ -17,15 +17,16 @@ expect_error() {
 }
 
 # harness NAME N SED CMD...: runs CMD, a harness that prints N TAP results, and passes its
-# output (stdout and stderr) through the sed script SED (which names its results).  A
-# harness that prints fewer results than N, or exits non-zero without a "not ok", adds
-# "not ok NAME: ..." with its exit status and last line: its lost cases are a failure.
+# output (stdout and stderr) through the sed script SED (which names its results); its
+# other lines (a traceback, a message) become comments.  A harness that prints fewer
+# results than N, or exits non-zero without a "not ok", adds "not ok NAME: ..." with its
+# exit status and last line: its lost cases are a failure.
 # (CMD may be a shell function, e.g. one that runs a pipeline under pipefail.)
 harness() {
   local name=$1 want=$2 script=$3; shift 3
   local out rc got
   out=$("$@" 2>&1); rc=$?
-  out=$(printf '%s\n' "$out" | sed "$script")
+  out=$(printf '%s\n' "$out" | sed -E '/^(ok|not ok)( |$)|^#|^$/!s/^/# /' | sed "$script")
   [ -z "$out" ] || printf '%s\n' "$out"
   got=$(printf '%s\n' "$out" | grep -cE '^(ok|not ok)( |$)')
   if [ "$got" -lt "$want" ]; then
