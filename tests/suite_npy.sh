@@ -7,7 +7,8 @@ PY=/usr/bin/python3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 echo "1..2"
-if ! "$PY" -c "import numpy" 2>/dev/null; then
+. "$(dirname "$0")/tap.sh"   # py_lacks
+if py_lacks numpy; then
   echo "ok npy spec trains # SKIP no numpy for $PY"; echo "ok missing .npy is a spec error # SKIP no numpy for $PY"; exit 0
 fi
 # two separable classes of 8x8 "images": bright top half or bright bottom half

@@ -48,8 +48,8 @@ names() {
 }
 all=$(for s in "${specs[@]}"; do names "$s"; done)
 plan $((2 * $(echo "$all" | wc -l)))
-if ! "$PY" -c "import torch, numpy" >/dev/null 2>&1; then
-  for n in $all; do for p in parity parity64; do no_torch "${p}_$n" "$PY cannot import torch, numpy"; done; done
+if py_lacks torch numpy; then
+  for n in $all; do for p in parity parity64; do no_torch "${p}_$n" "$PY has no torch or numpy"; done; done
   exit 0
 fi
 

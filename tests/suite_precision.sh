@@ -99,7 +99,7 @@ else
 fi
 
 # parity with PyTorch's autocast
-if "$PY" -c "import torch, numpy" >/dev/null 2>&1; then
+if ! py_lacks torch numpy; then
   CFLAGS="-std=c11 -O2 -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE"
   declare -A BATCH=([fashion_mlp]=32 [fashion_cnn]=8 [paw]=16 [shared_input]=16)
   for spec in "${AUTOCAST[@]}"; do
@@ -115,5 +115,5 @@ if "$PY" -c "import torch, numpy" >/dev/null 2>&1; then
       "$PY" tests/torch/precision_parity.py "$spec" "${BATCH[$spec]}" "$d/work" "$d/parity" bf16-mixed
   done
 else
-  for spec in "${AUTOCAST[@]}"; do no_torch "precision_bf16-mixed_${spec}_grad" "$PY cannot import torch, numpy"; done
+  for spec in "${AUTOCAST[@]}"; do no_torch "precision_bf16-mixed_${spec}_grad" "$PY has no torch or numpy"; done
 fi

@@ -9,8 +9,8 @@ trap 'rm -rf "$work"' EXIT
 cases=(steplr_epoch onecycle_cos onecycle_linear3 warmupcosine)
 . "$(dirname "$0")/tap.sh"   # plan, harness
 plan ${#cases[@]}
-if ! OPENBLAS_NUM_THREADS=1 "$PY" -c "import torch" 2>/dev/null; then
-  for c in "${cases[@]}"; do no_torch "schedule $c" "$PY cannot import torch"; done; exit 0
+if py_lacks torch; then
+  for c in "${cases[@]}"; do no_torch "schedule $c" "$PY has no torch"; done; exit 0
 fi
 STEPS=40; PER_EPOCH=8
 for c in "${cases[@]}"; do

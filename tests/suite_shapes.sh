@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 export LOOM=${LOOM:-build/loom}
 PY=/usr/bin/python3
 export OPENBLAS_NUM_THREADS=1
-if ! "$PY" -c "import torch" >/dev/null 2>&1; then
+. tests/tap.sh   # py_lacks, no_torch
+if py_lacks torch; then
   echo "1..1"
-  . tests/tap.sh; no_torch shapes_against_torch "$PY cannot import torch"
+  no_torch shapes_against_torch "$PY has no torch"
   exit 0
 fi
 # shape_cases.py prints its plan (the number of results its cases give)

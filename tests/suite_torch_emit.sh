@@ -23,8 +23,8 @@ checks() {
 n=0
 for s in "${specs[@]}"; do set -- $(checks "$s"); n=$((n + $#)); done
 plan $n
-if ! OPENBLAS_NUM_THREADS=1 "$PY" -c "import torch" 2>/dev/null; then
-  for s in "${specs[@]}"; do for c in $(checks "$s"); do no_torch "emit_torch_${s}_$c" "$PY cannot import torch"; done; done
+if py_lacks torch; then
+  for s in "${specs[@]}"; do for c in $(checks "$s"); do no_torch "emit_torch_${s}_$c" "$PY has no torch"; done; done
   exit 0
 fi
 for s in "${specs[@]}"; do

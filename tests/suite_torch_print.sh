@@ -14,10 +14,10 @@ trap 'rm -rf "$tmp"' EXIT
 . tests/tap.sh   # no_torch
 echo "1..$((2 * ${#specs[@]}))"   # torch_print_SPEC, torch_state_SPEC
 
-if ! "$PY" -c "import torch" >/dev/null 2>&1; then
+if py_lacks torch; then
   for s in "${specs[@]}"; do
-    no_torch "torch_print_$s" "$PY cannot import torch"
-    no_torch "torch_state_$s" "$PY cannot import torch"
+    no_torch "torch_print_$s" "$PY has no torch"
+    no_torch "torch_state_$s" "$PY has no torch"
   done
   exit 0
 fi

@@ -42,3 +42,13 @@ harness() {
 no_torch() {
   if [ "${LOOM_REQUIRE_TORCH:-0}" = 1 ]; then fail "$1" "$2 (LOOM_REQUIRE_TORCH=1)"; else skip "$1" "$2"; fi
 }
+
+# py_lacks MODULE...: true when /usr/bin/python3 (or python3 itself) is not there, or has
+# no such module installed.  A module that is installed but fails to import is not
+# lacking: the tests run, and fail saying why.
+py_lacks() {
+  /usr/bin/python3 -c 'import importlib.util, sys
+sys.exit(0 if any(importlib.util.find_spec(m) is None for m in sys.argv[1:]) else 1)' "$@" 2>/dev/null
+  local rc=$?
+  [ $rc -eq 0 ] || [ $rc -eq 126 ] || [ $rc -eq 127 ]
+}
