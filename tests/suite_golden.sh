@@ -23,6 +23,6 @@ for f in $files; do
   elif cmp -s "tests/golden/$f" "$tmp/new/$f"; then ok "$name"
   else
     fail "$name" "differs from tests/golden/$f (ninja regen-golden rewrites it once the change is meant)"
-    diff -u "tests/golden/$f" "$tmp/new/$f" | head -20 | sed 's/^/# /'
+    diff -u --label "tests/golden/$f" --label "generated $f" "tests/golden/$f" "$tmp/new/$f" | head -20 | sed 's/^/# /'
   fi
 done

@@ -18,7 +18,7 @@
 set -u
 cd "$(dirname "$0")/.."
 LOOM=${LOOM:-build/loom}
-FASHION=/usr/share/datasets/fashion-mnist
+FASHION=${FASHION:-/usr/share/datasets/fashion-mnist}
 CFLAGS="-std=c11 -O2 -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE"
 export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1
 tmp=$(mktemp -d)
