@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Runs every test suite and prints one summary line.
+# Runs every test suite (or those named as arguments) and prints one summary line.
 #  - Criterion binaries in build/tests/ (run with --tap)
 #  - shell suites tests/suite_*.sh, which print TAP-style "ok NAME" / "not ok NAME: why"
 #    and "ok NAME # SKIP why" for tests whose hardware (GPU, several ranks) is missing.
+# Every suite prints its plan ("1..N", as Criterion's --tap does) before its results; a
+# suite fails when its harness exits non-zero, when it prints nothing or no plan, or
+# when the number of ok / not ok lines is not its plan (a case lost to a crash).
 # Two lanes run side by side (LOOM_TEST_LANES=1: one after another): most suites keep
 # about one core busy, so on two cores the CUDA suites (nvcc, NVRTC, the emulator) run
 # beside the rest.  Each suite's line is printed as it ends.
@@ -24,15 +27,28 @@ run_suite() {
   p=$(grep -Ec '^ok ' "$out" | tr -d ' ')
   s=$(grep -Ec '^ok .*# (SKIP|skip)' "$out" | tr -d ' ')
   f=$(grep -Ec '^not ok ' "$out" | tr -d ' ')
+  local results=$((p + f)) extra=""
   if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
     f=1
-    echo "not ok $name: exited $rc" >>"$out"
+    extra="not ok $name: exited $rc"
+  fi
+  local planned why=""
+  planned=$(grep -m1 -E '^1\.\.[0-9]+$' "$out" | cut -c4-)
+  if [ ! -s "$out" ]; then why="printed nothing"
+  elif [ -z "$planned" ]; then why="printed no plan (1..N)"
+  elif [ "$results" -ne "$planned" ]; then why="$results results, $planned planned"
+  fi
+  if [ -n "$why" ]; then
+    f=$((f + 1))
+    extra="${extra:+$extra
+}not ok $name: $why"
   fi
   p=$((p - s))
   echo "$p $f $s" >"$log/$(basename "$name").sum"
   {
     printf '%-40s %4d passed %4d failed %4d skipped %5d s\n' "$name" "$p" "$f" "$s" "$secs"
     if [ "$f" -gt 0 ]; then grep -E '^not ok|^#' "$out" | head -40 | sed 's/^/    /'; fi
+    if [ -n "$extra" ]; then echo "$extra" | sed 's/^/    /'; fi
     grep -E '^ok .*# (SKIP|skip)' "$out" | head -5 | sed 's/^/    /'
   } >"$out.line"
   cat "$out.line"   # one write per suite: the lanes' lines do not interleave
@@ -50,7 +66,12 @@ rest() {
 cuda() {
   for s in "${cuda_lane[@]}"; do [ -f "$s" ] && run_suite "$s" bash "$s"; done
 }
-if [ "${LOOM_TEST_LANES:-2}" = 1 ]; then
+# tests/run_all.sh SUITE...: only those (tests/suite_X.sh or build/tests/test_X), in order
+if [ $# -gt 0 ]; then
+  for s in "$@"; do
+    case $s in *.sh) run_suite "$s" bash "$s" ;; *) run_suite "$s" "$s" --tap -j2 ;; esac
+  done
+elif [ "${LOOM_TEST_LANES:-2}" = 1 ]; then
   rest
   cuda
 else

@@ -29,35 +29,51 @@ LOOM=${LOOM:-build/loom}
 CUDA=${CUDA_HOME:-/usr/local/cuda}
 SPECS=(fashion_mlp fashion_cnn paw)
 PRECS=(32-true bf16-mixed 16-mixed)
+# The builds checked (check below): NAME|SPEC|PRECISION|KERNELS it must have; a spec
+# "@variants/X.lua" is made below from fashion_mlp or conv_losses.  Each gives two results,
+# cuda_build_NAME_PREC and cuda_kernels_NAME_PREC.
+CHECKS=()
+for s in "${SPECS[@]}"; do for p in "${PRECS[@]}"; do CHECKS+=("$s|specs/$s.lua|$p|"); done; done
+CHECKS+=(
+  # the paths the three specs do not take: SGD (momentum, dampening, weight decay / nesterov,
+  # maximize), clipping by norm (2 and inf) and by value, Dropout (in training and p = 0)
+  "mlp_sgd_clipnorm|@variants/mlp_sgd_clipnorm.lua|bf16-mixed|sgd_copy_b clip_norm_part clip_norm_coef clip_norm_scale"
+  "mlp_sgd_clipval|@variants/mlp_sgd_clipval.lua|16-mixed|sgd_copy_h clip_value loss_seed_ff unscale scaler_update"
+  "mlp_adamw_clipinf|@variants/mlp_adamw_clipinf.lua|32-true|adam clip_norm_part dropout_ dropout_grad_"
+  # 16-bit state (bf16-true, 16-true): parameters, gradients and BatchNorm's running
+  # statistics in 16 bits on the device, the optimizer and the clip widening and rounding them
+  "fashion_cnn|specs/fashion_cnn.lua|bf16-true|adam batch_norm_train_w_b_ batch_norm_eval_w_b_"
+  "fashion_cnn|specs/fashion_cnn.lua|16-true|adam batch_norm_train_w_b_"
+  "mlp_sgd_clipnorm|@variants/mlp_sgd_clipnorm.lua|16-true|sgd clip_norm_part clip_norm_coef clip_norm_scale"
+  # the fuse pass (gen/fuse.lua): a chain of every elementwise op, fused and not
+  "fuse_chains|tests/fuse/chains.lua|32-true|tanh_muls_rsub_silu_add_gelu_dropout_divs_ tanh_muls_rsub_silu_add_gelu_dropout_divs_grad_ mul_grad2_bcast_"
+  "fuse_chains|tests/fuse/chains.lua|bf16-mixed|tanh_muls_rsub_silu_add_gelu_dropout_divs_"
+  "fuse_chains|tests/fuse/chains.lua|16-mixed|"
+  "fuse_gelu_epilogue|tests/fuse/gelu_epilogue.lua|bf16-mixed|"
+  "fuse_conv_tail|tests/fuse/conv_tail.lua|32-true|conv_out_bias_tail_ batch_norm_train_w_b_tail_"
+  # the rest of the op table: each spec at 32-true (with the kernels it must have) and
+  # bf16-mixed; conv_losses' loss swapped for each of the other losses and reductions
+  "attention_ops|tests/cuda_specs/attention_ops.lua|32-true|embedding_ff_ff embedding_grad_ff_ff layer_norm_w_b_ff_ff_ff_ff layer_norm_ff_ff layer_norm_grad_wb_part_ff_ff slice_grad_ff_ff permute_ff_ff permute_grad_ff_ff reduce_rows_ff_ff expand_rows_ff_ff matmul_expand_ff_ff matmul_reduce_ff_ff attention_softmax attention_softmax_grad softmax_grad_ff_ff_ff log_softmax_ff_ff log_softmax_grad_ff_ff_ff"
+  "attention_ops|tests/cuda_specs/attention_ops.lua|bf16-mixed|"
+  "conv_losses|tests/cuda_specs/conv_losses.lua|32-true|avg_pool2d_ff_ff avg_pool2d_grad_ff_ff max_pool2d_grad_ff_ff cross_entropy_soft_ff_ff_ff cross_entropy_soft_grad_ff_ff_ff"
+  "conv_losses|tests/cuda_specs/conv_losses.lua|bf16-mixed|"
+  "conv_bce_logits|@variants/conv_bce_logits.lua|16-mixed|"
+  "conv_mse_sum|@variants/conv_mse_sum.lua|32-true|mse_ff_ff_ff mse_grad_ff_ff_ff_ff"
+  "conv_l1_none_mean|@variants/conv_l1_none_mean.lua|bf16-mixed|"
+)
+# the other tests, each one result, in the order they run
+TESTS=(cuda_state16 cuda_fuse_groups cuda_fuse_stored_when_read_elsewhere cuda_no_fuse cuda_fuse_report
+  cuda_batched_gemms cuda_graph_option cuda_compute_copy cuda_tf32_opt_in cuda_tf32_cpu_note cuda_devices_refused
+  cuda_precision_refused cuda_report_states_conv_choice cuda_bench_gpu_conv_builds cuda_kernel_cache
+  cuda_auto_falls_back_to_cpu cuda_without_device_exits)
+echo "1..$((2 * ${#CHECKS[@]} + ${#TESTS[@]}))"
 if [ ! -x "$CUDA/bin/nvcc" ]; then
-  for s in "${SPECS[@]}"; do for p in "${PRECS[@]}"; do
+  for c in "${CHECKS[@]}"; do
+    IFS='|' read -r s _ p _ <<<"$c"
     echo "ok cuda_build_${s}_$p # SKIP no CUDA toolkit ($CUDA/bin/nvcc)"
     echo "ok cuda_kernels_${s}_$p # SKIP no CUDA toolkit"
-  done; done
-  for v in mlp_sgd_clipnorm_bf16-mixed mlp_sgd_clipval_16-mixed mlp_adamw_clipinf_32-true fashion_cnn_bf16-true fashion_cnn_16-true mlp_sgd_clipnorm_16-true; do
-    echo "ok cuda_build_$v # SKIP no CUDA toolkit"; echo "ok cuda_kernels_$v # SKIP no CUDA toolkit"
   done
-  for v in attention_ops_32-true attention_ops_bf16-mixed conv_losses_32-true conv_losses_bf16-mixed \
-           conv_bce_logits_16-mixed conv_mse_sum_32-true conv_l1_none_mean_bf16-mixed; do
-    echo "ok cuda_build_$v # SKIP no CUDA toolkit"; echo "ok cuda_kernels_$v # SKIP no CUDA toolkit"
-  done
-  echo "ok cuda_batched_gemms # SKIP no CUDA toolkit"
-  for v in fuse_chains_32-true fuse_chains_bf16-mixed fuse_chains_16-mixed fuse_gelu_epilogue_bf16-mixed fuse_conv_tail_32-true; do
-    echo "ok cuda_build_$v # SKIP no CUDA toolkit"; echo "ok cuda_kernels_$v # SKIP no CUDA toolkit"
-  done
-  for t in cuda_fuse_groups cuda_fuse_stored_when_read_elsewhere cuda_no_fuse cuda_fuse_report; do echo "ok $t # SKIP no CUDA toolkit"; done
-  echo "ok cuda_graph_option # SKIP no CUDA toolkit"
-  echo "ok cuda_compute_copy # SKIP no CUDA toolkit"
-  echo "ok cuda_state16 # SKIP no CUDA toolkit"
-  echo "ok cuda_tf32_opt_in # SKIP no CUDA toolkit"
-  echo "ok cuda_report_states_conv_choice # SKIP no CUDA toolkit"
-  echo "ok cuda_bench_gpu_conv_builds # SKIP no CUDA toolkit"
-  echo "ok cuda_tf32_cpu_note # SKIP no CUDA toolkit"
-  echo "ok cuda_devices_refused # SKIP no CUDA toolkit"
-  echo "ok cuda_precision_refused # SKIP no CUDA toolkit"
-  echo "ok cuda_kernel_cache # SKIP no CUDA toolkit"
-  echo "ok cuda_auto_falls_back_to_cpu # SKIP no CUDA toolkit"
-  echo "ok cuda_without_device_exits # SKIP no CUDA toolkit"
+  for t in "${TESTS[@]}"; do echo "ok $t # SKIP no CUDA toolkit"; done
   exit 0
 fi
 tmp=$(mktemp -d)
@@ -65,6 +81,24 @@ trap 'rm -rf "$tmp"' EXIT
 export LOOM_KERNEL_CACHE="$tmp/kernel_cache"
 has_gpu_dev=0
 if [ -e /dev/nvidiactl ] || ls /dev/nvidia0 >/dev/null 2>&1; then has_gpu_dev=1; fi
+
+# the variants of CHECKS: fashion_mlp with other optimizers, clipping and Dropout;
+# conv_losses with other losses
+mkdir -p "$tmp/variants"
+variant() {   # NAME DROPOUT OPTIMIZER CLIP
+  sed -e "s/Linear(784, 256), ReLU(),/Linear(784, 256), ReLU(), $2/" \
+      -e "s/optimizer = AdamW { lr = 1e-3, weight_decay = 0.01 },/optimizer = $3, clip = $4,/" specs/fashion_mlp.lua >"$tmp/variants/$1.lua"
+}
+variant mlp_sgd_clipnorm "Dropout(0.2), Linear(256, 256), Dropout(0.0)," \
+  "SGD { lr = 0.05, momentum = 0.9, dampening = 0.1, weight_decay = 1e-3 }" "{ max_norm = 1.0 }"
+variant mlp_sgd_clipval "Dropout(0.5)," "SGD { lr = 0.01, momentum = 0.9, nesterov = true, maximize = true }" "{ clip_val = 0.01 }"
+variant mlp_adamw_clipinf "Dropout(0.3)," "AdamW { lr = 1e-3 }" "{ max_norm = 0.5, norm_type = math.huge }"
+loss_variant() {   # NAME LOSS-EXPRESSION
+  sed "s/return cross_entropy(m(b), b.target, { label_smoothing = 0.1 })/return $2/" tests/cuda_specs/conv_losses.lua >"$tmp/variants/$1.lua"
+}
+loss_variant conv_bce_logits "bce_with_logits(m(b), b.target)"
+loss_variant conv_mse_sum 'mse(m(b), b.target, { reduction = "sum" })'
+loss_variant conv_l1_none_mean 'mean(l1(m(b), b.target, { reduction = "none" }))'
 
 # check NAME SPEC_FILE PRECISION: build for cuda, then every NVRTC kernel for sm_80/sm_90
 check() {
@@ -96,30 +130,11 @@ check() {
     if [ -z "$why" ]; then echo "ok cuda_kernels_${s}_$p ($total NVRTC kernels, cubin + PTX for sm_80 and sm_90, no spills)"
     else echo "not ok cuda_kernels_${s}_$p: $why"; fi
 }
-for s in "${SPECS[@]}"; do
-  for p in "${PRECS[@]}"; do check "$s" "specs/$s.lua" "$p"; done
+for c in "${CHECKS[@]}"; do
+  IFS='|' read -r s spec p kernels <<<"$c"
+  check "$s" "${spec/#@/$tmp/}" "$p" "$kernels"
 done
 
-# the paths the three specs do not take: SGD (momentum, dampening, weight decay / nesterov,
-# maximize), clipping by norm (2 and inf) and by value, Dropout (in training and p = 0)
-mkdir -p "$tmp/variants"
-variant() {   # NAME DROPOUT OPTIMIZER CLIP
-  sed -e "s/Linear(784, 256), ReLU(),/Linear(784, 256), ReLU(), $2/" \
-      -e "s/optimizer = AdamW { lr = 1e-3, weight_decay = 0.01 },/optimizer = $3, clip = $4,/" specs/fashion_mlp.lua >"$tmp/variants/$1.lua"
-}
-variant mlp_sgd_clipnorm "Dropout(0.2), Linear(256, 256), Dropout(0.0)," \
-  "SGD { lr = 0.05, momentum = 0.9, dampening = 0.1, weight_decay = 1e-3 }" "{ max_norm = 1.0 }"
-variant mlp_sgd_clipval "Dropout(0.5)," "SGD { lr = 0.01, momentum = 0.9, nesterov = true, maximize = true }" "{ clip_val = 0.01 }"
-variant mlp_adamw_clipinf "Dropout(0.3)," "AdamW { lr = 1e-3 }" "{ max_norm = 0.5, norm_type = math.huge }"
-check mlp_sgd_clipnorm "$tmp/variants/mlp_sgd_clipnorm.lua" bf16-mixed "sgd_copy_b clip_norm_part clip_norm_coef clip_norm_scale"
-check mlp_sgd_clipval "$tmp/variants/mlp_sgd_clipval.lua" 16-mixed "sgd_copy_h clip_value loss_seed_ff unscale scaler_update"
-check mlp_adamw_clipinf "$tmp/variants/mlp_adamw_clipinf.lua" 32-true "adam clip_norm_part dropout_ dropout_grad_"
-
-# 16-bit state (bf16-true, 16-true): parameters, gradients and BatchNorm's running
-# statistics in 16 bits on the device, the optimizer and the clip widening and rounding them
-check fashion_cnn specs/fashion_cnn.lua bf16-true "adam batch_norm_train_w_b_ batch_norm_eval_w_b_"
-check fashion_cnn specs/fashion_cnn.lua 16-true "adam batch_norm_train_w_b_"
-check mlp_sgd_clipnorm "$tmp/variants/mlp_sgd_clipnorm.lua" 16-true "sgd clip_norm_part clip_norm_coef clip_norm_scale"
 why=""
 d="$tmp/fashion_cnn_bf16-true"
 grep -q "^typedef uint16_t state_t;" "$d/model.h" && grep -q "^typedef uint16_t opt_t;" "$d/model.h" || why="bf16-true: state_t/opt_t are not 16-bit "
@@ -133,14 +148,7 @@ grep -q "^typedef uint16_t state_t;" "$d/model.h" && grep -q "^typedef float opt
   why="${why}16-true: REPORT.md's device memory table "
 if [ -z "$why" ]; then echo "ok cuda_state16 (bf16-true: 16-bit parameters and moments, no compute copy; 16-true: float moments)"; else echo "not ok cuda_state16: $why"; fi
 
-# the fuse pass (gen/fuse.lua): a chain of every elementwise op, fused and not
-check fuse_chains tests/fuse/chains.lua 32-true "tanh_muls_rsub_silu_add_gelu_dropout_divs_ tanh_muls_rsub_silu_add_gelu_dropout_divs_grad_ mul_grad2_bcast_"
-check fuse_chains tests/fuse/chains.lua bf16-mixed "tanh_muls_rsub_silu_add_gelu_dropout_divs_"
-check fuse_chains tests/fuse/chains.lua 16-mixed
-check fuse_gelu_epilogue tests/fuse/gelu_epilogue.lua bf16-mixed
-check fuse_conv_tail tests/fuse/conv_tail.lua 32-true "conv_out_bias_tail_ batch_norm_train_w_b_tail_"
-
-# the groups formed (fuse_plan.tsv: group ID KIND OPS AT BYTES; tensor ID tN OP stored|register WHY)
+# the fuse pass (gen/fuse.lua): the groups formed (fuse_plan.tsv: group ID KIND OPS AT BYTES; tensor ID tN OP stored|register WHY)
 groups() { grep "^group" "$1/fuse_plan.tsv" | cut -f3,4 | tr '\t' ' ' | tr '\n' ';'; }
 tensors() { grep "^tensor" "$1/fuse_plan.tsv" | cut -f4,5 | tr '\t' ' ' | tr '\n' ';'; }
 why=""
@@ -202,31 +210,12 @@ if "$LOOM" explain specs/fashion_cnn.lua --accelerator=cuda -o "$d" >"$d.log" 2>
   echo "ok cuda_fuse_report ($(grep -m1 "groups of elementwise ops" "$d/REPORT.md" | cut -c1-90)...)"
 else echo "not ok cuda_fuse_report: no Fused kernels section in $d/REPORT.md"; fi
 
-# the rest of the op table: each spec at 32-true (with the kernels it must have) and bf16-mixed;
-# conv_losses' loss swapped for each of the other losses and reductions
-check attention_ops tests/cuda_specs/attention_ops.lua 32-true \
-  "embedding_ff_ff embedding_grad_ff_ff layer_norm_w_b_ff_ff_ff_ff layer_norm_ff_ff layer_norm_grad_wb_part_ff_ff slice_grad_ff_ff
-   permute_ff_ff permute_grad_ff_ff reduce_rows_ff_ff expand_rows_ff_ff matmul_expand_ff_ff matmul_reduce_ff_ff
-   attention_softmax attention_softmax_grad softmax_grad_ff_ff_ff log_softmax_ff_ff log_softmax_grad_ff_ff_ff"
-check attention_ops tests/cuda_specs/attention_ops.lua bf16-mixed
-check conv_losses tests/cuda_specs/conv_losses.lua 32-true \
-  "avg_pool2d_ff_ff avg_pool2d_grad_ff_ff max_pool2d_grad_ff_ff cross_entropy_soft_ff_ff_ff cross_entropy_soft_grad_ff_ff_ff"
-check conv_losses tests/cuda_specs/conv_losses.lua bf16-mixed
 d="$tmp/attention_ops_32-true"
 if [ -f "$d/model.cu" ] && [ "$(grep -c "lc_gemm_batched(" "$d/model.cu")" -ge 8 ]; then
   echo "ok cuda_batched_gemms (attention and matmul: $(grep -c "lc_gemm_batched(" "$d/model.cu") strided-batch cuBLASLt calls)"
 else
   echo "not ok cuda_batched_gemms: attention_ops' model.cu has too few lc_gemm_batched calls"
 fi
-loss_variant() {   # NAME LOSS-EXPRESSION
-  sed "s/return cross_entropy(m(b), b.target, { label_smoothing = 0.1 })/return $2/" tests/cuda_specs/conv_losses.lua >"$tmp/variants/$1.lua"
-}
-loss_variant conv_bce_logits "bce_with_logits(m(b), b.target)"
-loss_variant conv_mse_sum 'mse(m(b), b.target, { reduction = "sum" })'
-loss_variant conv_l1_none_mean 'mean(l1(m(b), b.target, { reduction = "none" }))'
-check conv_bce_logits "$tmp/variants/conv_bce_logits.lua" 16-mixed
-check conv_mse_sum "$tmp/variants/conv_mse_sum.lua" 32-true "mse_ff_ff_ff mse_grad_ff_ff_ff_ff"
-check conv_l1_none_mean "$tmp/variants/conv_l1_none_mean.lua" bf16-mixed
 
 # --cuda-graph (a GPU runs it: tests/gpu/run.sh): the flag is parsed, a step is captured
 # once and replayed (no cudaGraphExecUpdate), the option is off unless asked for, and

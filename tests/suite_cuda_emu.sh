@@ -48,17 +48,42 @@ declare -A ROUNDOFF=([32-true]=1e-4 [bf16-mixed]=1e-2 [16-mixed]=1e-2 [bf16-true
 # after a different GEMM summation order (5.95e-3 measured in block.mlp.2.weight's gradient,
 # with or without --no-fuse; 1.3e-6 at 32-true)
 declare -A SPEC_TOL=([paw_32-true]=3e-2 [paw_bf16-mixed]=8e-2 [paw_16-mixed]=8e-2 [tiny_transformer_bf16-mixed]=2e-2)
+# The comparisons (compare below: NAME SPEC PRECISION [skip_if_refused]; "@variants/X.lua"
+# is made below), emu_vs_cpu_NAME_PREC each: fashion_cnn's in a lane of their own
+CNN=()
+for p in "${PRECS[@]}" "${PRECS16[@]}"; do CNN+=("fashion_cnn specs/fashion_cnn.lua $p"); done
+MAIN=()
+for s in fashion_mlp paw; do for p in "${PRECS[@]}"; do MAIN+=("$s specs/$s.lua $p"); done; done
+for p in "${PRECS16[@]}"; do MAIN+=("fashion_mlp specs/fashion_mlp.lua $p"); done
+MAIN+=("mlp_sgd_clipnorm_dropout @variants/mlp_sgd_clipnorm_dropout.lua 32-true"
+       "mlp_adamw_clipval_dropout @variants/mlp_adamw_clipval_dropout.lua 32-true"
+       "mlp_sgd_clipnorm_dropout @variants/mlp_sgd_clipnorm_dropout.lua bf16-true"
+       "tiny_transformer specs/tiny_transformer.lua 32-true skip_if_refused"
+       "tiny_transformer specs/tiny_transformer.lua bf16-mixed skip_if_refused")
+GRAPH=("${PRECS[@]}" bf16-true)   # emu_cuda_graph_fashion_mlp_PREC (after its comparison)
+RESUME=("${PRECS16[@]}")          # emu_resume_fashion_mlp_PREC
+CUBLASLT_CASES=27 RUNTIME_CASES=12   # the results tests/cuda_emu/test_cublaslt.cpp and test_runtime.cpp print
+names() {
+  local c
+  for c in "${CNN[@]}" "${MAIN[@]}"; do set -- $c; echo "emu_vs_cpu_$1_$3"; done
+  for p in "${GRAPH[@]}"; do echo "emu_cuda_graph_fashion_mlp_$p"; done
+  for p in "${RESUME[@]}"; do echo "emu_resume_fashion_mlp_$p"; done
+  echo emu_asan_fashion_mlp_16-mixed
+}
+. tests/tap.sh   # plan, ok, fail, skip, harness
 nvrtc=$(ls "$CUDA"/lib64/libnvrtc.so* 2>/dev/null | head -1)
 if [ ! -f "$CUDA/include/cuda_runtime.h" ] || [ ! -f "$CUDA/include/cublasLt.h" ] || [ -z "$nvrtc" ] || ! command -v g++ >/dev/null; then
-  for s in "${SPECS[@]}"; do for p in "${PRECS[@]}"; do echo "ok emu_vs_cpu_${s}_$p # SKIP no CUDA toolkit (headers, NVRTC) or g++"; done; done
+  plan $(($(names | wc -l) + 2))
+  for t in $(names) emu_cublaslt emu_runtime; do skip "$t" "no CUDA toolkit (headers, NVRTC) or g++"; done
   exit 0
 fi
+plan $(($(names | wc -l) + CUBLASLT_CASES + RUNTIME_CASES))
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 export CUDA_EMU_CACHE=${CUDA_EMU_CACHE:-$PWD/build/cuda_emu_cache}
 export OPENBLAS_NUM_THREADS=1 GOMP_SPINCOUNT=10000
 cc -std=c11 -O2 -Wall -Wextra -Werror -D_GNU_SOURCE -Iruntime tests/harness/compare_ckpt.c runtime/ckpt.c -o "$tmp/compare_ckpt" -lm ||
-  { echo "not ok emu_compare_tool: did not compile"; exit 0; }
+  { for t in $(names); do fail "$t" "tests/harness/compare_ckpt.c did not compile"; done; exit 0; }
 
 # the emulated cuBLASLt against the definitions (every layout, type, epilogue), and the
 # emulated runtime's semantics the comparisons rely on (barriers, lazy streams, capture,
@@ -68,14 +93,16 @@ if $cxx -c tests/cuda_emu/emu_runtime.cpp -o "$tmp/emu_runtime.o" >"$tmp/unit.lo
    $cxx tests/cuda_emu/test_cublaslt.cpp "$tmp/emu_runtime.o" -o "$tmp/test_cublaslt" -lopenblas -lpthread -ldl >>"$tmp/unit.log" 2>&1 &&
    $cxx -x c++ -include emu_device.h -c tests/cuda_emu/test_runtime_kernels.cu -o "$tmp/test_runtime_kernels.o" >>"$tmp/unit.log" 2>&1 &&
    $cxx tests/cuda_emu/test_runtime.cpp "$tmp/emu_runtime.o" "$tmp/test_runtime_kernels.o" -o "$tmp/test_runtime" -lopenblas -lpthread -ldl >>"$tmp/unit.log" 2>&1; then
-  "$tmp/test_cublaslt" 2>/dev/null
-  "$tmp/test_runtime" 2>/dev/null
-else echo "not ok emu_unit_tests_build: $(grep -m1 error "$tmp/unit.log")"; fi
+  harness emu_cublaslt "$CUBLASLT_CASES" "" "$tmp/test_cublaslt"
+  harness emu_runtime "$RUNTIME_CASES" "" "$tmp/test_runtime"
+else
+  fail emu_cublaslt "did not build: $(grep -m1 error "$tmp/unit.log")"; fail emu_runtime "did not build"
+fi
 
 # the cut-down Fashion-MNIST
 data="$tmp/fashion"
 mkdir -p "$data"
-python3 - "$data" <<'EOF' || { echo "not ok emu_data: cannot cut down Fashion-MNIST"; exit 0; }
+python3 - "$data" <<'EOF' || { for t in $(names); do fail "$t" "cannot cut down Fashion-MNIST"; done; exit 0; }
 import gzip, struct, sys
 src, dst = '/usr/share/datasets/fashion-mnist/', sys.argv[1] + '/'
 for name, n in [('train-images-idx3-ubyte', 5128), ('train-labels-idx1-ubyte', 5128),
@@ -136,21 +163,26 @@ graph() {
   else echo "not ok $name: launches ${launches:-none}; $cmp"; fi
 }
 
+mkdir -p "$tmp/variants"
+variant() {   # NAME DROPOUT OPTIMIZER CLIP
+  sed -e "s/Linear(784, 256), ReLU(),/Linear(784, 256), ReLU(), $2/" \
+      -e "s/optimizer = AdamW { lr = 1e-3, weight_decay = 0.01 },/optimizer = $3, clip = $4,/" specs/fashion_mlp.lua >"$tmp/variants/$1.lua"
+}
+variant mlp_sgd_clipnorm_dropout "Dropout(0.2)," "SGD { lr = 0.05, momentum = 0.9, dampening = 0.1, weight_decay = 1e-3 }" "{ max_norm = 0.5 }"
+variant mlp_adamw_clipval_dropout "Dropout(0.5)," "AdamW { lr = 1e-3, weight_decay = 0.01 }" "{ clip_val = 0.01 }"
+
 # two lanes (the emulator runs one thread): fashion_cnn's runs beside the rest
 (
-  for p in "${PRECS[@]}" "${PRECS16[@]}"; do compare fashion_cnn specs/fashion_cnn.lua "$p"; done
+  for c in "${CNN[@]}"; do compare $c; done
 ) >"$tmp/lane_cnn.tap" 2>&1 &
 lane=$!
-for s in fashion_mlp paw; do
-  for p in "${PRECS[@]}"; do compare "$s" "specs/$s.lua" "$p"; done
-done
-for p in "${PRECS16[@]}"; do compare fashion_mlp specs/fashion_mlp.lua "$p"; done
-for p in "${PRECS[@]}" bf16-true; do graph fashion_mlp "$p"; done
+for c in "${MAIN[@]}"; do set -- $c; compare "$1" "${2/#@/$tmp/}" "$3" ${4:-}; done
+for p in "${GRAPH[@]}"; do graph fashion_mlp "$p"; done
 
 # resume with 16-bit state on the device: 3 epochs (one batch each) in one run == 1
 # epoch, then resumed to 3, bit for bit (parameters, moments, buffers through the
 # checkpoint's BF16/F16 tensors and back)
-for p in "${PRECS16[@]}"; do
+for p in "${RESUME[@]}"; do
   d="$tmp/fashion_mlp_$p" name="emu_resume_fashion_mlp_$p"
   [ -x "$d/cuda/emu/train" ] || { echo "not ok $name: no emulated program"; continue; }
   flags="--seed 11 --data $data"
@@ -161,15 +193,6 @@ for p in "${PRECS16[@]}"; do
   elif cmp -s "$d/e3/last.safetensors" "$d/e13/last.safetensors"; then echo "ok $name"
   else echo "not ok $name: $("$tmp/compare_ckpt" "$d/e13/last.safetensors" "$d/e3/last.safetensors" 0 0 0 2>&1)"; fi
 done
-mkdir -p "$tmp/variants"
-variant() {   # NAME DROPOUT OPTIMIZER CLIP
-  sed -e "s/Linear(784, 256), ReLU(),/Linear(784, 256), ReLU(), $2/" \
-      -e "s/optimizer = AdamW { lr = 1e-3, weight_decay = 0.01 },/optimizer = $3, clip = $4,/" specs/fashion_mlp.lua >"$tmp/variants/$1.lua"
-}
-variant mlp_sgd_clipnorm_dropout "Dropout(0.2)," "SGD { lr = 0.05, momentum = 0.9, dampening = 0.1, weight_decay = 1e-3 }" "{ max_norm = 0.5 }"
-variant mlp_adamw_clipval_dropout "Dropout(0.5)," "AdamW { lr = 1e-3, weight_decay = 0.01 }" "{ clip_val = 0.01 }"
-for v in mlp_sgd_clipnorm_dropout mlp_adamw_clipval_dropout; do compare "$v" "$tmp/variants/$v.lua" 32-true; done
-compare mlp_sgd_clipnorm_dropout "$tmp/variants/mlp_sgd_clipnorm_dropout.lua" bf16-true
 
 # ASan + UBSan: an out-of-bounds kernel access, a too-small scratch arena, a use after free
 d="$tmp/fashion_mlp_16-mixed/cuda"
@@ -180,6 +203,5 @@ if tests/cuda_emu/build.sh --asan "$d" >"$tmp/asan_build.log" 2>&1; then
   else echo "not ok emu_asan_fashion_mlp_16-mixed: $(grep -m1 'ERROR\|runtime error\|cuda_emu' "$tmp/asan.txt" || tail -1 "$tmp/asan.txt")"; fi
 else echo "not ok emu_asan_fashion_mlp_16-mixed: ASan build failed: $(grep -m1 -i error "$tmp/asan_build.log")"; fi
 
-for p in 32-true bf16-mixed; do compare tiny_transformer specs/tiny_transformer.lua "$p" skip_if_refused; done
 wait $lane
 cat "$tmp/lane_cnn.tap"

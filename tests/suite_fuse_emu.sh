@@ -23,6 +23,7 @@ PY=/usr/bin/python3
 CASES=("chains tests/fuse/chains.lua 32-true 3 1e-6 same" "chains tests/fuse/chains.lua bf16-mixed 3 1e-3 same"
        "conv_tail tests/fuse/conv_tail.lua 32-true 3 1e-5 same" "conv_tail tests/fuse/conv_tail.lua bf16-mixed 3 1e-3 same"
        "gelu_epilogue tests/fuse/gelu_epilogue.lua 32-true 3 1e-5 1e-5")
+echo "1..$((2 * ${#CASES[@]}))"   # fuse_emu_fused_equals_unfused_NAME_PREC, fuse_emu_matches_cpu_NAME_PREC
 if [ ! -x "$CUDA/bin/nvcc" ] || ! "$PY" -c "import numpy" 2>/dev/null; then
   for c in "${CASES[@]}"; do set -- $c
     echo "ok fuse_emu_fused_equals_unfused_$1_$3 # SKIP no CUDA toolkit or no numpy"

@@ -26,7 +26,9 @@ declare -A ARGS=(
   [tiny_transformer]="4 10 1 1e-5 1e-4"
 )
 
-for spec_file in specs/*.lua; do
+spec_files=(specs/*.lua)
+echo "1..${#spec_files[@]}"
+for spec_file in "${spec_files[@]}"; do
   s=$(basename "$spec_file" .lua)
   d="$tmp/$s"
   if ! "$LOOM" build "$spec_file" -o "$d" --precision=64-true --no-compile >"$tmp/$s.gen" 2>&1; then

@@ -29,6 +29,7 @@ CASES=("attention_ops tests/cuda_specs/attention_ops.lua 32-true 3 1e-5"
        "conv_bce_logits @variants/conv_bce_logits.lua 16-mixed 3 1e-3"
        "conv_mse_sum @variants/conv_mse_sum.lua 32-true 3 1e-5"
        "conv_l1_none_mean @variants/conv_l1_none_mean.lua 32-true 3 1e-5")
+echo "1..${#CASES[@]}"   # ops_emu_matches_cpu_NAME_PREC
 if [ ! -x "$CUDA/bin/nvcc" ] || ! "$PY" -c "import numpy" 2>/dev/null; then
   for c in "${CASES[@]}"; do set -- $c; echo "ok ops_emu_matches_cpu_$1_$3 # SKIP no CUDA toolkit or no numpy"; done
   exit 0

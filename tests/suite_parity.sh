@@ -37,16 +37,19 @@ cases=(
   "adamw_clipnorm|AdamW { lr = 2e-3, betas = {0.8, 0.99}, eps = 1e-6, weight_decay = 0.05 }|{ max_norm = 0.5 }|fashion_mlp"
 )
 
-if ! "$PY" -c "import torch, numpy" >/dev/null 2>&1; then
-  for s in "${specs[@]}"; do
-    for p in parity parity64; do
-      echo "ok ${p}_${s}_grad # SKIP $PY cannot import torch"
-      for c in "${cases[@]}"; do
-        IFS='|' read -r name _ _ on <<<"$c"
-        [[ " $on " == *" $s "* ]] && echo "ok ${p}_${s}_$name # SKIP $PY cannot import torch"
-      done
-    done
+. tests/tap.sh   # plan, fail, no_torch, harness
+# names SPEC: the cases of SPEC (each runs as parity_SPEC_CASE and parity64_SPEC_CASE)
+names() {
+  echo "$1_grad"
+  for c in "${cases[@]}"; do
+    IFS='|' read -r name _ _ on <<<"$c"
+    [[ " $on " == *" $1 "* ]] && echo "$1_$name"
   done
+}
+all=$(for s in "${specs[@]}"; do names "$s"; done)
+plan $((2 * $(echo "$all" | wc -l)))
+if py_lacks torch numpy; then
+  for n in $all; do for p in parity parity64; do no_torch "${p}_$n" "$PY has no torch or numpy"; done; done
   exit 0
 fi
 
@@ -54,18 +57,18 @@ fi
 rt="$tmp/rt"
 mkdir -p "$rt"
 if ! "$LOOM" build specs/fashion_mlp.lua -o "$tmp/rtsrc" --no-compile >"$tmp/rt.gen" 2>&1; then
-  echo "not ok parity_build: loom build failed: $(tail -1 "$tmp/rt.gen")"; exit 0
+  for n in $all; do for p in parity parity64; do fail "${p}_$n" "loom build failed: $(tail -1 "$tmp/rt.gen")"; done; done; exit 0
 fi
 for f in ckpt data npy idx; do
   cc $CFLAGS -I"$tmp/rtsrc" -c "$tmp/rtsrc/$f.c" -o "$rt/$f.o" 2>"$tmp/rt.cc" ||
-    { echo "not ok parity_build: runtime $f.c does not compile: $(grep -m1 error "$tmp/rt.cc")"; exit 0; }
+    { for n in $all; do for p in parity parity64; do fail "${p}_$n" "runtime $f.c does not compile: $(grep -m1 error "$tmp/rt.cc")"; done; done; exit 0; }
 done
 
-# harness SPEC_FILE DIR PREC BASE: generate at precision PREC and link tests/harness/parity.c
+# build_harness SPEC_FILE DIR PREC BASE: generate at precision PREC and link tests/harness/parity.c
 # against it; model.c is compiled once per spec and precision (in BASE) and reused when
 # a variant's model.c/model.h differ from BASE's only in comments and the spec hash.
 strip_src() { sed -e 's|//.*||' -e '/MODEL_SPEC_HASH/d' "$@"; }
-harness() {
+build_harness() {
   local spec_file=$1 d=$2 prec=$3 base=$4
   "$LOOM" build "$spec_file" -o "$d" --precision="$prec" --no-compile >"$d.gen" 2>&1 ||
     { echo "loom build failed: $(tail -1 "$d.gen")"; return 1; }
@@ -85,11 +88,13 @@ for s in "${specs[@]}"; do
   B=${BATCH[$s]}
   ok=1
   for prec in 32 64; do
-    if ! msg=$(harness "specs/$s.lua" "$tmp/${s}_$prec" "$prec-true" "$tmp/${s}_$prec"); then
-      echo "not ok parity_${s}_grad: $msg"; ok=0
+    if ! msg=$(build_harness "specs/$s.lua" "$tmp/${s}_$prec" "$prec-true" "$tmp/${s}_$prec"); then
+      ok=0; why=$msg
     fi
   done
-  [ $ok = 1 ] || continue
+  if [ $ok = 0 ]; then   # the spec's own program: none of its cases run
+    for n in $(names "$s"); do fail "parity_$n" "$why"; fail "parity64_$n" "$why"; done; continue
+  fi
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "${s}_grad" "$s" "$B" 0 - - "$tmp/${s}_32/parity" "$tmp/${s}_64/parity" >>"$manifest"
   for c in "${cases[@]}"; do
     IFS='|' read -r name opt clip on <<<"$c"
@@ -103,12 +108,13 @@ for s in "${specs[@]}"; do
     awk -v line="$line" '/^[[:space:]]*optimizer = / { print line; next } /^[[:space:]]*scheduler = / { next } { print }' "specs/$s.lua" >"$v.lua"
     ok=1
     for prec in 32 64; do
-      if ! msg=$(harness "$v.lua" "${v}_$prec" "$prec-true" "$tmp/${s}_$prec"); then
-        echo "not ok parity_${s}_$name: $msg"; ok=0
+      if ! msg=$(build_harness "$v.lua" "${v}_$prec" "$prec-true" "$tmp/${s}_$prec"); then
+        ok=0; why=$msg
       fi
     done
-    [ $ok = 1 ] || continue
+    [ $ok = 1 ] || { fail "parity_${s}_$name" "$why"; fail "parity64_${s}_$name" "$why"; continue; }
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "${s}_$name" "$s" "$B" "$STEPS" "$opt" "${clip:--}" "${v}_32/parity" "${v}_64/parity" >>"$manifest"
   done
 done
-"$PY" tests/torch/parity.py run "$manifest"
+# two results (parity_, parity64_) per case of the manifest
+harness parity $((2 * $(wc -l <"$manifest"))) "" "$PY" tests/torch/parity.py run "$manifest"

@@ -22,6 +22,10 @@ trap 'rm -rf "$tmp"' EXIT
 PRECISIONS=(32-true 64-true bf16-mixed 16-mixed bf16-true 16-true)
 SPECS=(specs/fashion_mlp.lua specs/fashion_cnn.lua specs/paw.lua specs/tiny_transformer.lua tests/precision/shared_input.lua)
 DATA=/usr/share/datasets/fashion-mnist
+TRAIN=(fashion_mlp fashion_cnn)                          # precision_train_SPEC_PREC
+AUTOCAST=(fashion_mlp fashion_cnn paw shared_input)      # precision_bf16-mixed_SPEC_grad
+. tests/tap.sh   # plan, ok, fail, skip, no_torch, harness
+plan $((2 * ${#SPECS[@]} * ${#PRECISIONS[@]} + 1 + ${#TRAIN[@]} * ${#PRECISIONS[@]} + ${#AUTOCAST[@]}))
 
 # conversions of the plan against the calls in model.c
 check_plan() {
@@ -73,7 +77,7 @@ if [ "$kept" -eq 1 ] && [ "$store" -eq 1 ] && [ "$composed" -eq 1 ]; then echo "
 else echo "not ok precision_folds: $kept kept (want 1: the input read 5 times), $store into a producer's store (want 1: LayerNorm's output), $composed cast of a cast (want 1)"; fi
 
 if [ -f "$DATA/train-images-idx3-ubyte.gz" ]; then
-  for spec in fashion_mlp fashion_cnn; do
+  for spec in "${TRAIN[@]}"; do
     steps=150; [ "$spec" = fashion_cnn ] && steps=60
     for prec in "${PRECISIONS[@]}"; do
       d="$tmp/$spec-$prec"
@@ -89,14 +93,16 @@ if [ -f "$DATA/train-images-idx3-ubyte.gz" ]; then
     done
   done
 else
-  echo "ok precision_train # SKIP Fashion-MNIST is not installed ($DATA)"
+  for spec in "${TRAIN[@]}"; do for prec in "${PRECISIONS[@]}"; do
+    skip "precision_train_${spec}_$prec" "Fashion-MNIST is not installed ($DATA)"
+  done; done
 fi
 
 # parity with PyTorch's autocast
-if "$PY" -c "import torch, numpy" >/dev/null 2>&1; then
+if ! py_lacks torch numpy; then
   CFLAGS="-std=c11 -O2 -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE"
   declare -A BATCH=([fashion_mlp]=32 [fashion_cnn]=8 [paw]=16 [shared_input]=16)
-  for spec in fashion_mlp fashion_cnn paw shared_input; do
+  for spec in "${AUTOCAST[@]}"; do
     d="$tmp/parity-$spec"
     file=specs/$spec.lua; [ -f "$file" ] || file=tests/precision/$spec.lua
     if ! "$LOOM" build "$file" -o "$d" --precision=bf16-mixed --no-compile >"$d.log" 2>&1 ||
@@ -105,9 +111,9 @@ if "$PY" -c "import torch, numpy" >/dev/null 2>&1; then
       echo "not ok precision_bf16-mixed_${spec}_grad: harness did not build: $(grep -m1 error "$d.cc" "$d.log")"
       continue
     fi
-    OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 "$PY" tests/torch/precision_parity.py "$spec" "${BATCH[$spec]}" "$d/work" \
-      "$d/parity" bf16-mixed
+    OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 harness "precision_bf16-mixed_${spec}_grad" 1 "" \
+      "$PY" tests/torch/precision_parity.py "$spec" "${BATCH[$spec]}" "$d/work" "$d/parity" bf16-mixed
   done
 else
-  echo "ok precision_bf16-mixed_grad # SKIP $PY cannot import torch"
+  for spec in "${AUTOCAST[@]}"; do no_torch "precision_bf16-mixed_${spec}_grad" "$PY has no torch or numpy"; done
 fi

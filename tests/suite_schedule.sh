@@ -6,12 +6,14 @@ LOOM=${LOOM:-build/loom}
 PY=/usr/bin/python3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-cases="steplr_epoch onecycle_cos onecycle_linear3 warmupcosine"
-if ! OPENBLAS_NUM_THREADS=1 "$PY" -c "import torch" 2>/dev/null; then
-  for c in $cases; do echo "ok schedule $c # SKIP no torch for $PY"; done; exit 0
+cases=(steplr_epoch onecycle_cos onecycle_linear3 warmupcosine)
+. "$(dirname "$0")/tap.sh"   # plan, harness
+plan ${#cases[@]}
+if py_lacks torch; then
+  for c in "${cases[@]}"; do no_torch "schedule $c" "$PY has no torch"; done; exit 0
 fi
 STEPS=40; PER_EPOCH=8
-for c in $cases; do
+for c in "${cases[@]}"; do
   case $c in
     steplr_epoch) sched='StepLR { step_size = 2, gamma = 0.5 }' ;;
     onecycle_cos) sched="OneCycleLR { max_lr = 0.2, total_steps = $STEPS }" ;;
@@ -33,7 +35,9 @@ LUA
   if ! cc -std=c11 -O2 -fopenmp -I"$d" tests/harness/schedule.c "$d/optim.c" "$d/model.c" -o "$d/schedule" -lopenblas -lm 2>"$work/$c.cc"; then
     echo "not ok schedule $c: harness does not compile: $(grep -m1 error "$work/$c.cc")"; continue
   fi
-  "$d/schedule" $STEPS $PER_EPOCH $STEPS | OPENBLAS_NUM_THREADS=1 "$PY" tests/torch/schedule.py $c $STEPS $PER_EPOCH |
-    sed "s/^ok/ok schedule $c/; s/^not ok/not ok schedule $c/"
+  # the program's learning rates into the reference, which prints one result; either
+  # one failing (pipefail) without a "not ok" is one
+  compare() { set -o pipefail; "$d/schedule" $STEPS $PER_EPOCH $STEPS | OPENBLAS_NUM_THREADS=1 "$PY" tests/torch/schedule.py $c $STEPS $PER_EPOCH; }
+  harness "schedule $c" 1 "s/^ok/ok schedule $c/; s/^not ok/not ok schedule $c/" compare
 done
 exit 0

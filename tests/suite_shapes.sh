@@ -8,8 +8,21 @@ cd "$(dirname "$0")/.."
 export LOOM=${LOOM:-build/loom}
 PY=/usr/bin/python3
 export OPENBLAS_NUM_THREADS=1
-if ! "$PY" -c "import torch" >/dev/null 2>&1; then
-  echo "ok shapes_against_torch # SKIP no torch"
+. tests/tap.sh   # py_lacks, no_torch
+if py_lacks torch; then
+  echo "1..1"
+  no_torch shapes_against_torch "$PY has no torch"
   exit 0
 fi
-"$PY" tests/torch/shape_cases.py
+# shape_cases.py prints its plan (the number of results its cases give); where it fails
+# before that, or part way, the failure is a result of its own (and tests/run_all.sh finds
+# the plan missing or short)
+err=$(mktemp)
+trap 'rm -f "$err"' EXIT
+"$PY" tests/torch/shape_cases.py 2>"$err"
+rc=$?
+if [ $rc -ne 0 ]; then
+  sed 's/^/# /' "$err"
+  fail shapes_against_torch "tests/torch/shape_cases.py exited $rc: $(tail -1 "$err")"
+fi
+exit $rc

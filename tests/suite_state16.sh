@@ -18,25 +18,33 @@
 set -u
 cd "$(dirname "$0")/.."
 LOOM=${LOOM:-build/loom}
-FASHION=/usr/share/datasets/fashion-mnist
+FASHION=${FASHION:-/usr/share/datasets/fashion-mnist}
 CFLAGS="-std=c11 -O2 -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE"
 export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-. "$(dirname "$0")/tap.sh"   # ok, fail, skip, expect_error
+. "$(dirname "$0")/tap.sh"   # plan, ok, fail, skip, expect_error, harness
+SCALER_CASES=11   # the results tests/harness/scaler.c prints
+# the tests that train on Fashion-MNIST (SKIPs without it)
+RESUME=("fashion_mlp bf16-true 40" "fashion_mlp 16-true 40" "fashion_mlp 16-mixed 40" "fashion_cnn 16-mixed 40")
+REFUSALS=(state16_ckpt_dtype_32_refuses_bf16 state16_ckpt_dtype_bf16_refuses_f16 state16_ckpt_dtype_bf16_refuses_f32
+  state16_ckpt_16mixed_needs_the_scaler)
+ON_DATA=(state16_ckpt_dtype_written "${REFUSALS[@]}" state16_metrics_scale)
+for c in "${RESUME[@]}"; do set -- $c; ON_DATA+=("state16_resume_$1_$2"); done
+plan $((SCALER_CASES + ${#ON_DATA[@]}))
 
 # the scaler harness
 d="$tmp/scaler"
 if "$LOOM" build specs/fashion_mlp.lua --precision=16-mixed -o "$d" --no-compile >"$tmp/scaler.log" 2>&1 &&
    cc $CFLAGS -I"$d" tests/harness/scaler.c "$d"/model.c "$d"/optim.c -o "$d/scaler" -lopenblas -lm >>"$tmp/scaler.log" 2>&1; then
-  "$d/scaler" 8 3 | sed 's/^ok /ok state16_scaler_/; s/^not ok /not ok state16_scaler_/'
+  harness state16_scaler "$SCALER_CASES" 's/^ok /ok state16_scaler_/; s/^not ok /not ok state16_scaler_/' "$d/scaler" 8 3
 else
   fail "state16_scaler" "harness did not build: $(grep -m1 -E 'error' "$tmp/scaler.log")"
 fi
 
 if [ ! -d "$FASHION" ]; then
-  skip "state16_resume" "no Fashion-MNIST at $FASHION"
+  for t in "${ON_DATA[@]}"; do skip "$t" "no Fashion-MNIST at $FASHION"; done
   exit 0
 fi
 
@@ -65,10 +73,7 @@ resume_case() {
   else fail "$name" "checkpoints differ ($(cmp "$out/a/last.safetensors" "$out/c/last.safetensors" | head -1))"; fi
   grep -h "loss scale" "$out/a.log" | sed "s/^/# $spec $prec, $n steps: /"
 }
-resume_case fashion_mlp bf16-true 40
-resume_case fashion_mlp 16-true 40
-resume_case fashion_mlp 16-mixed 40
-resume_case fashion_cnn 16-mixed 40
+for c in "${RESUME[@]}"; do resume_case $c; done
 
 # the header of a safetensors file: the dtype of tensor NAME
 dtype_of() {
@@ -96,9 +101,9 @@ if [ -f "$ck" ] && [ -f "$ck16" ]; then
       "$tmp/fashion_mlp-bf16-true/train" --resume "$tmp/fashion_mlp-32-true/a/last.safetensors" --out "$tmp/o3"
     expect_error "state16_ckpt_16mixed_needs_the_scaler" "metadata 'optimizer.steps' is missing" \
       "$tmp/fashion_mlp-16-mixed/train" --resume "$tmp/fashion_mlp-32-true/a/last.safetensors" --out "$tmp/o4"
-  else fail "state16_ckpt_dtype_refused" "fashion_mlp 32-true did not build"; fi
+  else for t in "${REFUSALS[@]}"; do fail "$t" "fashion_mlp 32-true did not build"; done; fi
 else
-  fail "state16_ckpt_dtype" "no bf16-true / 16-true checkpoint"
+  for t in state16_ckpt_dtype_written "${REFUSALS[@]}"; do fail "$t" "no bf16-true / 16-true checkpoint"; done
 fi
 
 # the scale in metrics.csv (logged every 50 steps)

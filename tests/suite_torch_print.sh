@@ -11,11 +11,13 @@ export OPENBLAS_NUM_THREADS=1
 specs=(fashion_mlp fashion_cnn paw tiny_transformer)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+. tests/tap.sh   # no_torch
+echo "1..$((2 * ${#specs[@]}))"   # torch_print_SPEC, torch_state_SPEC
 
-if ! "$PY" -c "import torch" >/dev/null 2>&1; then
+if py_lacks torch; then
   for s in "${specs[@]}"; do
-    echo "ok torch_print_$s # SKIP no torch"
-    echo "ok torch_state_$s # SKIP no torch"
+    no_torch "torch_print_$s" "$PY has no torch"
+    no_torch "torch_state_$s" "$PY has no torch"
   done
   exit 0
 fi

@@ -8,7 +8,8 @@ reference in tests/torch/models.py:
 3. with the same weights, the emitted module's forward equals the reference's
    (train and eval mode) within 1e-5 — float32 on the same ops, only the order of
    a few additions can differ.
-Prints one line per check: "ok ..." or "not ok ...: why".
+Prints one line per check: "ok CHECK: ..." or "not ok CHECK: why", CHECK being
+print, checkpoint or forward (tests/suite_torch_emit.sh names the results by them).
 """
 import importlib.util
 import os
@@ -32,18 +33,18 @@ def main():
 
     expected = open(expected_path).read().rstrip("\n")
     if str(model) == expected:
-        print("ok %s: model.py prints as loom inspect" % spec)
+        print("ok print: %s's model.py prints as loom inspect" % spec)
     else:
-        print("not ok %s: model.py prints differently:\n%s" % (spec, str(model)))
+        print("not ok print: %s's model.py prints differently:\n%s" % (spec, str(model)))
 
     if ckpt:
         state, other, meta = emitted.load_loom_checkpoint(ckpt)
         try:
             model.load_state_dict(state, strict=True)
-            print("ok %s: loom checkpoint loads with load_state_dict(strict=True) (%d tensors, %d optimizer tensors, step %s)"
+            print("ok checkpoint: %s's loom checkpoint loads with load_state_dict(strict=True) (%d tensors, %d optimizer tensors, step %s)"
                   % (spec, len(state), len(other), meta.get("step")))
         except Exception as e:  # noqa: BLE001 - report any failure as a test line
-            print("not ok %s: load_state_dict failed: %s" % (spec, e))
+            print("not ok checkpoint: %s: load_state_dict failed: %s" % (spec, e))
 
     ref_cls, inputs = models.SPECS[spec]
     ref = ref_cls()
@@ -61,9 +62,9 @@ def main():
             b = ref(*args)
         worst = max(worst, (a - b).abs().max().item() / max(1.0, b.abs().max().item()))
     if worst <= 1e-5:
-        print("ok %s: forward equals the reference (worst relative difference %.2e)" % (spec, worst))
+        print("ok forward: %s equals the reference (worst relative difference %.2e)" % (spec, worst))
     else:
-        print("not ok %s: forward differs from the reference by %.2e" % (spec, worst))
+        print("not ok forward: %s differs from the reference by %.2e" % (spec, worst))
 
 
 if __name__ == "__main__":

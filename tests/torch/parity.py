@@ -60,7 +60,7 @@ try:
     import torch
     import torch.nn.functional as F
 except ImportError as e:
-    print("torch is not installed: %s" % e, file=sys.stderr)
+    print("cannot import torch and numpy: %s" % e, file=sys.stderr)
     sys.exit(77)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

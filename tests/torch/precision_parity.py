@@ -27,11 +27,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-try:
-    import torch
-except ImportError as e:
-    print("ok precision_parity # SKIP torch: %s" % e)
-    sys.exit(0)
+import torch  # noqa: E402 — tests/suite_precision.sh skips where torch is not installed
 import parity  # noqa: E402
 import models  # noqa: E402
 import torch.nn.functional as F  # noqa: E402

@@ -1,0 +1,371 @@
+-- Unit tests of the middle stages on small hand-made specs, called through their module
+-- API (gen/precision.lua, gen/autodiff.lua, gen/plan.lua, gen/fuse.lua): which casts fold
+-- into which neighbour, which tensors share storage, which nodes form a fuse group and
+-- which of their values are stored.  Run by tests/suite_passes.sh:
+--   build/lua_unit tests/passes/test_passes.lua
+-- Prints its plan ("1..N") and one TAP line per test.
+local spec = require "spec"
+local graph = require "graph"
+local diag = require "diag"
+local precision = require "precision"
+local autodiff = require "autodiff"
+local plan = require "plan"
+local fuse = require "fuse"
+local ops_cpu = require "ops_cpu"
+local ops_cuda = require "ops_cuda"
+
+local tests = {}
+local function test(name, fn) tests[#tests + 1] = { name = name, fn = fn } end
+
+local function check(cond, fmt, ...)
+  if not cond then error(string.format(fmt, ...), 2) end
+end
+local function eq(got, want, what)
+  if got ~= want then error(string.format("%s: got %s, want %s", what, tostring(got), tostring(want)), 2) end
+end
+
+-- A model spec from its body (the model's fields and forward), training with `loss`
+-- on Synthetic data of `fields`, traced: the graph (gen/graph.lua).  Line 1 of the file
+-- is `model "T" {`, so a field on line k of `body` is on line k + 2.
+local function trace(body, loss, fields)
+  local path = os.tmpname()
+  local f = assert(io.open(path, "w"))
+  f:write('model "T" {\n  inputs = { x = Tensor{16} },\n', body, "\n}\n",
+    'fabric { accelerator = "cpu", precision = "32-true" }\n',
+    "train {\n  data = Synthetic { fields = { x = Tensor{16}, ", fields or "target = Tensor{2}", " }, size = 64 },\n",
+    "  batch_size = 16,\n  loss = function(m, b) return ", loss or "mse(m(b), b.target)", " end,\n",
+    "  optimizer = SGD { lr = 0.1 },\n  epochs = 1,\n}\n")
+  f:close()
+  diag.reset()
+  local ok, g = pcall(function() return graph.build(spec.load(path)) end)
+  os.remove(path)
+  if not ok then error(diag.is_failure(g) and g.text or g, 0) end
+  g.path = path
+  return g
+end
+
+local cpu_alias = function(n) return ops_cpu[n.op].alias end
+-- precision (assign), autodiff, precision (fold): the stages before the memory plan
+local function lower(g, prec)
+  local pp = precision.assign(g.loss, prec)
+  local ad = autodiff.differentiate(pp.trace)
+  precision.fold(pp, ad, cpu_alias)
+  return pp, ad
+end
+
+-- the node of `trace` doing `op` on spec line `line` (the n-th such, default the first):
+-- a module's op is on the line that declares the module, a function's on its call's line
+local function node_at(tr, op, line, n)
+  n = n or 1
+  for _, node in ipairs(tr.nodes) do
+    if node.op == op and node.where and node.where.line == line then
+      n = n - 1
+      if n == 0 then return node end
+    end
+  end
+  error(string.format("no %s node on line %d", op, line), 2)
+end
+-- the casts of the plan reading tensor x (into format `to`)
+local function cast_of(pp, x, to)
+  for _, c in ipairs(pp.casts) do
+    if c.node.inputs[1] == x and (not to or c.to == to) then return c end
+  end
+end
+
+-- the model of tests/precision/shared_input.lua, smaller: the input read by two
+-- Linear layers and a LayerNorm; LayerNorm's float32 output read only by Linear c
+local SHARED = [[
+  a = Linear(16, 8),
+  b = Linear(16, 8),
+  c = Linear(16, 8),
+  pre = LayerNorm(16),
+  head = Linear(8, 2),
+  forward = function(m, b)
+    local h = m.a(b.x) + m.b(b.x) + m.c(m.pre(b.x))
+    return m.head(relu(h))
+  end,]]
+local A, B, C, PRE = 3, 4, 5, 6   -- the lines declaring Linear a, b, c and LayerNorm pre
+
+---------------------------------------------------------------------------- precision
+test("precision_32_true_has_no_casts", function()
+  local pp = lower(trace(SHARED), "32-true")
+  eq(#pp.casts, 0, "casts at 32-true")
+  for t, f in pairs(pp.fmt) do if t.dtype == "float" then eq(f, "f32", "format of t" .. t.id) end end
+end)
+
+test("precision_fold_kept_cast_read_more_than_three_times", function()
+  local g = trace(SHARED)
+  local pp = lower(g, "bf16-mixed")
+  local x = node_at(pp.trace, "linear", A).inputs[1]   -- Linear a's operand: the input as bf16
+  eq(x.node.op, "cast", "Linear a's input is made by")
+  local c = cast_of(pp, x.node.inputs[1], "bf16")
+  check(c and c.node == x.node, "the input's bf16 cast is not in pp.casts")
+  check(x.node.inputs[1].input == "x", "the cast reads the model input")
+  -- Linear a and b, forward and backward (4), and LayerNorm's cast back to float32 (1)
+  eq(c.reads, 5, "reads of the input's bf16 copy")
+  check(not pp.folded[c.node], "a cast read 5 times a step is folded")
+  check(c.fate:find("^kept"), "fate: %s", c.fate)
+  check(not pp.link[x] and not pp.link[x.node.inputs[1]], "the kept cast's tensors are linked")
+end)
+
+test("precision_fold_cast_of_a_cast_composes_into_the_reader", function()
+  local pp = lower(trace(SHARED), "bf16-mixed")
+  local ln = node_at(pp.trace, "layer_norm", PRE)
+  local y = ln.inputs[1]                       -- float32 again, from the bf16 copy
+  eq(y.node.op, "cast", "LayerNorm's input is made by")
+  eq(pp.fmt[y], "f32", "LayerNorm's input format")
+  local src = y.node.inputs[1]
+  eq(src.node.op, "cast", "the cast's input is made by")      -- the kept bf16 copy
+  check(pp.folded[y.node], "the cast back to float32 is not folded")
+  check(pp.link[y] and pp.link[y].src == src, "the float32 view is not linked to the bf16 copy's storage")
+  local c = cast_of(pp, src, "f32")
+  check(c.fate:find("^composed with the cast before it"), "fate: %s", c.fate)
+  eq(c.into, ln, "the cast folds into")
+end)
+
+test("precision_fold_narrowing_cast_into_its_producers_store", function()
+  local pp = lower(trace(SHARED), "bf16-mixed")
+  local ln = node_at(pp.trace, "layer_norm", PRE)
+  local lc = node_at(pp.trace, "linear", C)      -- Linear c reads LayerNorm's output as bf16
+  local y = lc.inputs[1]
+  eq(y.node.op, "cast", "Linear c's input is made by")
+  eq(y.node.inputs[1], ln.out, "the cast reads")
+  check(pp.folded[y.node], "the cast after LayerNorm is not folded")
+  -- LayerNorm's output lives in the cast's (bf16) buffer: the producer stores bf16
+  check(pp.link[ln.out] and pp.link[ln.out].src == y, "LayerNorm's output is not stored in the cast's buffer")
+  check(not pp.link[y], "the cast's output is linked as well")
+  local c = cast_of(pp, ln.out, "bf16")
+  eq(c.fate, "folded into the store of its producer", "fate")
+  -- (c.into is the traced node here, the one pp.trace's copy was made from)
+  check(c.into == ln or c.into == ln.original, "the cast folds into %s, not LayerNorm", c.into.op)
+end)
+
+test("precision_fold_weight_casts_into_their_readers_loads", function()
+  local g = trace(SHARED)
+  local pp = lower(g, "bf16-mixed")
+  local n = 0
+  for i, line in ipairs { A, B, C } do
+    local lin = node_at(pp.trace, "linear", line)
+    local w = lin.inputs[2]
+    eq(w.node.op, "cast", "Linear " .. i .. "'s weight operand is made by")
+    local p = w.node.inputs[1]
+    check(p.param, "the weight cast reads a parameter")
+    eq(pp.fmt[p], "f32", "a parameter's format at bf16-mixed")
+    eq(pp.fmt[w], "bf16", "the weight operand's format")
+    check(pp.folded[w.node] and pp.link[w] and pp.link[w].src == p, "weight cast %d is not folded into its reader", i)
+    eq(cast_of(pp, p, "bf16").into, lin, "the weight cast folds into")
+    n = n + 1
+  end
+  eq(n, 3, "weight casts checked")
+end)
+
+test("precision_fold_a_second_reader_keeps_the_producer_in_float32", function()
+  -- LayerNorm's float32 output read by Linear a (as bf16) and by the float32 loss path:
+  -- its cast cannot go into LayerNorm's store (the other reader wants float32)
+  local g = trace([[
+  pre = LayerNorm(16),
+  a = Linear(16, 16),
+  forward = function(m, b)
+    local n = m.pre(b.x)
+    return m.a(n) + n
+  end,]], "mse(m(b), b.x)", "")
+  local pp = lower(g, "bf16-mixed")
+  local ln = node_at(pp.trace, "layer_norm", 3)
+  local c = cast_of(pp, ln.out, "bf16")
+  check(c, "no bf16 cast of LayerNorm's output")
+  check(not pp.link[ln.out], "LayerNorm's output is stored in the cast's buffer though it has two readers")
+  check(c.fate:find("load of its reader"), "fate: %s", c.fate)
+end)
+
+---------------------------------------------------------------------------- plan
+test("plan_state_parameter_offsets_are_aligned", function()
+  local st = plan.state(trace(SHARED))
+  local want = {   -- Linear(16, 8): 128 + 8 (16, aligned); LayerNorm(16): 16 + 16; head 16 + 2 (16)
+    { "a.weight", 0, 128 }, { "a.bias", 128, 8 }, { "b.weight", 144, 128 }, { "b.bias", 272, 8 },
+    { "c.weight", 288, 128 }, { "c.bias", 416, 8 }, { "pre.weight", 432, 16 }, { "pre.bias", 448, 16 },
+    { "head.weight", 464, 16 }, { "head.bias", 480, 2 },
+  }
+  eq(#st.params, #want, "parameters")
+  for i, w in ipairs(want) do
+    eq(st.params[i].name, w[1], "parameter " .. i)
+    eq(st.params[i].offset, w[2], w[1] .. " offset")
+    eq(st.params[i].numel, w[3], w[1] .. " numel")
+  end
+  eq(st.nparams, 496, "parameter buffer elements")
+end)
+
+test("plan_views_and_folded_casts_share_storage", function()
+  local g = trace([[
+  a = Linear(16, 8),
+  b = Linear(8, 2),
+  forward = function(m, b)
+    return m.b(reshape(relu(m.a(b.x)), -1, 2, 4):reshape(-1, 8))
+  end,]])
+  local pp, ad = lower(g, "bf16-mixed")
+  local p = plan.activations(pp.trace, ad, 16, pp)
+  local view = node_at(pp.trace, "reshape", 6, 2)
+  check(p.acts[view.out].source == view.inputs[1], "reshape's output is not a view of its input")
+  check(p.grads[view.out] and p.grads[view.out].source == view.inputs[1], "reshape's gradient is not its input's")
+  local folded = 0
+  for _, c in ipairs(pp.casts) do
+    local x, y = c.node.inputs[1], c.node.out
+    if pp.link[y] then
+      folded = folded + 1
+      check(p.acts[y].source == x, "a cast folded into its reader has storage of its own")
+    elseif pp.link[x] then
+      folded = folded + 1
+      check(p.acts[x].source == y, "a producer folded into its cast's store has storage of its own")
+    end
+  end
+  check(folded >= 3, "only %d folded casts (the input's and two weights' at least)", folded)
+end)
+
+test("plan_activation_buffers_do_not_overlap_and_have_their_format", function()
+  local pp, ad = lower(trace(SHARED), "bf16-mixed")
+  local p = plan.activations(pp.trace, ad, 16, pp)
+  local ranges = {}
+  for t, e in pairs(p.acts) do
+    if not e.source and e.arena == "acts" and t.dtype == "float" then
+      eq(e.fmt, pp.fmt[t], "t" .. t.id .. "'s buffer format")
+      local per, batched = plan.sizes(t.shape)
+      eq(e.numel, batched and per * 16 or per, "t" .. t.id .. "'s elements")
+      eq(e.offset % 64, 0, "t" .. t.id .. "'s offset is 64-byte aligned")
+      ranges[#ranges + 1] = { e.offset, e.offset + e.numel * precision.FORMATS[e.fmt].bytes, t }
+    end
+  end
+  table.sort(ranges, function(a, b) return a[1] < b[1] end)
+  for i = 2, #ranges do
+    check(ranges[i][1] >= ranges[i - 1][2], "t%d [%d, %d) overlaps t%d [%d, %d)", ranges[i][3].id, ranges[i][1],
+      ranges[i][2], ranges[i - 1][3].id, ranges[i - 1][1], ranges[i - 1][2])
+  end
+  check(#ranges >= 8, "only %d activation buffers", #ranges)
+  check(p.nacts >= ranges[#ranges][2], "the arena (%d bytes) ends before its last buffer", p.nacts)
+  -- the model's input needs no gradient; the parameters' gradients are in the state's layout
+  local x = node_at(pp.trace, "linear", A).inputs[1].node.inputs[1]
+  check(not p.grads[x], "the input has an activation gradient")
+end)
+
+---------------------------------------------------------------------------- fuse
+-- the CUDA backend's hooks (gen/emit_cuda.lua): pointwise ops by their scalar
+-- description; linear's epilogue takes a ReLU
+local function fuse_plan(pp, ad, opts)
+  local alias = function(n) return ops_cuda[n.op] and ops_cuda[n.op].alias end
+  return fuse.plan(pp.trace, pp, ad, alias,
+    function(n)
+      local r = ops_cuda[n.op]
+      if r and r.pointwise and not pp.folded[n] then return r.pointwise(n) end
+    end,
+    function(n, q)
+      local r = ops_cuda[n.op]
+      if not r or not r.tail then return nil end
+      if r.tail == "epilogue" and q and q.op ~= "relu" then return nil end
+      return r.tail
+    end, opts)
+end
+local function ops_of(grp)
+  local names = {}
+  for _, m in ipairs(fuse.nodes(grp)) do names[#names + 1] = m.op end
+  return table.concat(names, "+")
+end
+
+local CHAIN = [[
+  a = Linear(16, 32),
+  c = Linear(32, 2),
+  head = Linear(32, 2),
+  forward = function(m, b)
+    local u = m.a(b.x)
+    local s = silu(2 - tanh(u) * 0.5)
+    local z = relu(s) / 3
+    return m.head(z) + m.c(s)
+  end,]]
+
+test("fuse_chain_is_one_group_until_a_second_reader", function()
+  local pp, ad = lower(trace(CHAIN), "32-true")
+  local fz = fuse_plan(pp, ad)
+  local tanh = node_at(pp.trace, "tanh", 8)
+  local grp = fz.group_of[tanh]
+  check(grp, "tanh is in no group")
+  eq(grp.kind, "pointwise", "the chain's kind")
+  -- silu's output has two readers (relu in the chain, Linear c): the chain goes on through
+  -- relu and the division, and silu's value is stored
+  eq(ops_of(grp), "tanh+mul+sub+silu+relu+div", "the chain")
+  eq(grp.first, tanh, "the chain runs at")
+  local silu = node_at(pp.trace, "silu", 8)
+  eq(grp.stored[fz.resolve(silu.out)], "read by linear outside the group", "silu's output")
+  local mul = node_at(pp.trace, "mul", 8)
+  check(grp.register[fz.resolve(mul.out)], "the mul's output is stored (only the chain reads it)")
+  local div = node_at(pp.trace, "div", 9)
+  check(grp.stored[fz.resolve(div.out)], "the chain's last value (read by Linear head) lives in registers")
+end)
+
+test("fuse_linear_relu_is_an_epilogue_group", function()
+  local g = trace([[
+  a = Linear(16, 32),
+  head = Linear(32, 2),
+  forward = function(m, b) return m.head(relu(m.a(b.x))) end,]])
+  local pp, ad = lower(g, "32-true")
+  local fz = fuse_plan(pp, ad)
+  local lin = node_at(pp.trace, "linear", 3)
+  local relu = node_at(pp.trace, "relu", 5)
+  local grp = fz.group_of[relu]
+  check(grp and grp == fz.group_of[lin], "linear and relu are not one group")
+  eq(grp.kind, "tail", "kind")
+  check(grp.epilogue, "linear + relu is not an epilogue")
+  eq(grp.head, lin, "the group's head")
+  eq(ops_of(grp), "linear+relu", "the group")
+  check(grp.register[fz.resolve(lin.out)], "the pre-activation is stored (only ReLU reads it)")
+  check(grp.stored[fz.resolve(relu.out)], "ReLU's output (read by Linear head) is not stored")
+end)
+
+test("fuse_epilogue_dissolves_when_the_pre_activation_is_read_elsewhere", function()
+  local g = trace([[
+  a = Linear(16, 32),
+  head = Linear(32, 2),
+  forward = function(m, b)
+    local u = m.a(b.x)
+    return m.head(relu(u) + u)
+  end,]])
+  local pp, ad = lower(g, "32-true")
+  local fz = fuse_plan(pp, ad)
+  local lin = node_at(pp.trace, "linear", 3)
+  check(not fz.group_of[lin], "linear is in a group though its output is read by the add")
+  local relu = node_at(pp.trace, "relu", 7)
+  check(fz.group_of[relu], "relu is in no group")
+  eq(fz.group_of[relu].kind, "pointwise", "relu's group")
+end)
+
+test("fuse_broadcast_operand_with_a_gradient_stays_a_singleton", function()
+  local g = trace([[
+  a = Linear(16, 2),
+  forward = function(m, b)
+    return sigmoid(m.a(b.x) * m.a.bias)
+  end,]])
+  local pp, ad = lower(g, "32-true")
+  local fz = fuse_plan(pp, ad)
+  local mul = node_at(pp.trace, "mul", 5)
+  local grp = fz.group_of[mul]
+  check(grp, "the mul is in no group")
+  eq(#fuse.nodes(grp), 1, "nodes in the broadcast mul's group")
+  check(fz.group_of[node_at(pp.trace, "sigmoid", 5)] ~= grp, "sigmoid joined the broadcast mul")
+end)
+
+test("fuse_no_fuse_leaves_every_group_a_singleton", function()
+  local pp, ad = lower(trace(CHAIN), "32-true")
+  local fz = fuse_plan(pp, ad, { no_fuse = true })
+  check(#fz.groups > 0, "no groups at all")
+  for _, grp in ipairs(fz.groups) do eq(#fuse.nodes(grp), 1, "nodes of a group under no_fuse (" .. ops_of(grp) .. ")") end
+end)
+
+print("1.." .. #tests)
+local failed = 0
+for _, t in ipairs(tests) do
+  local ok, err = xpcall(t.fn, debug.traceback)
+  if ok then print("ok " .. t.name)
+  else
+    failed = failed + 1
+    local first, rest = tostring(err):match("^([^\n]*)\n?(.*)$")
+    print("not ok " .. t.name .. ": " .. first)
+    for line in rest:gmatch("[^\n]+") do print("# " .. line) end
+  end
+end
+os.exit(failed == 0 and 0 or 1)
