@@ -67,17 +67,23 @@ function diag.set_spec(chunkname, text)
 end
 
 -- The innermost stack frame that belongs to the spec: {file=, line=} or nil.
-function diag.here()
+-- With `outer` (a function), the search stops at the next frame that runs it and
+-- returns false: that frame already found the answer (a module applied inside
+-- another module's forward is called from where the outer one was), and a deep
+-- stack is not walked once per level.
+function diag.here(outer)
   if not spec_source then return nil end
-  local total = stack_depth()
-  for level = 2, total do
-    local info = debug.getinfo(level, "Slt")
+  local total   -- the stack's depth, counted only when a tail call needs it
+  for level = 2, math.huge do
+    local info = debug.getinfo(level, outer and "Sltf" or "Slt")
     if not info then break end
     if info.source == spec_source and info.currentline and info.currentline > 0 then
       return { file = spec_source:sub(2), line = info.currentline }
     end
+    if outer and level > 2 and info.func == outer then return false end
     if info.istailcall then
       -- stack_depth() counts from here, one frame above `level`'s view
+      total = total or stack_depth()
       local line = line_at_depth[total - level]
       if line then return { file = spec_source:sub(2), line = line } end
     end
