@@ -10,11 +10,16 @@
 #include <fcntl.h>
 #include <lauxlib.h>
 #include <lualib.h>
+#include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+extern char **environ;
 
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_INTERNAL = 70 };
 
@@ -80,6 +85,64 @@ int loom_write_file_atomic(const char *path, const char *data, size_t length,
         return -1;
     }
     return 0;
+}
+
+// The child being waited for by loom_spawn, for forwarding SIGTERM.
+static volatile sig_atomic_t spawned_child = 0;
+
+static void forward_signal(int sig) {
+    if (spawned_child > 0) kill((pid_t)spawned_child, sig);
+}
+
+int loom_spawn(char *const argv[], const char *log_path, int *status, char *err, size_t errlen) {
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawnattr_init(&attr);
+    if (log_path) {
+        posix_spawn_file_actions_addopen(&actions, 1, log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    }
+    // As system() does: while the child runs, Ctrl-C and Ctrl-\ are the child's to
+    // handle (a training program checkpoints on SIGINT) and loom waits for it; a
+    // SIGTERM sent to loom is passed on.  The child starts with default handlers.
+    struct sigaction ignore = {.sa_handler = SIG_IGN}, forward = {.sa_handler = forward_signal};
+    struct sigaction old_int, old_quit, old_term;
+    sigemptyset(&ignore.sa_mask);
+    sigemptyset(&forward.sa_mask);
+    sigaction(SIGINT, &ignore, &old_int);
+    sigaction(SIGQUIT, &ignore, &old_quit);
+    sigaction(SIGTERM, &forward, &old_term);
+    sigset_t defaults;
+    sigemptyset(&defaults);
+    sigaddset(&defaults, SIGINT);
+    sigaddset(&defaults, SIGQUIT);
+    sigaddset(&defaults, SIGTERM);
+    posix_spawnattr_setsigdefault(&attr, &defaults);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF);
+    pid_t pid;
+    int rc = strchr(argv[0], '/') ? posix_spawn(&pid, argv[0], &actions, &attr, argv, environ)
+                                   : posix_spawnp(&pid, argv[0], &actions, &attr, argv, environ);
+    int result = 0;
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot run %s: %s", argv[0], strerror(rc));
+        result = -1;
+    } else {
+        spawned_child = pid;
+        while (waitpid(pid, status, 0) < 0) {
+            if (errno == EINTR) continue;
+            snprintf(err, errlen, "waiting for %s: %s", argv[0], strerror(errno));
+            result = -1;
+            break;
+        }
+        spawned_child = 0;
+    }
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGQUIT, &old_quit, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attr);
+    return result;
 }
 
 /* ---- native functions for Lua ------------------------------------------- */
@@ -152,7 +215,41 @@ static int l_embedded_list(lua_State *L) {
     return 1;
 }
 
+// loomc.spawn({prog, args...} [, log]): runs prog (looked up on PATH unless it
+// has a '/') with exactly those arguments, no shell, and waits.  With `log`, the
+// child's stdout and stderr go to that file.  Returns "exit", code or "signal",
+// number, or nil and why it could not run.
+static int l_spawn(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    const char *log_path = luaL_optstring(L, 2, NULL);
+    lua_Integer n = luaL_len(L, 1);
+    luaL_argcheck(L, n >= 1, 1, "empty argument list");
+    char **argv = lua_newuserdatauv(L, (size_t)(n + 1) * sizeof *argv, 0);
+    for (lua_Integer i = 1; i <= n; i++) {
+        if (lua_geti(L, 1, i) != LUA_TSTRING) return luaL_error(L, "spawn: argument %d is not a string", (int)i);
+        argv[i - 1] = (char *)lua_tostring(L, -1);   // the table keeps the string alive
+        lua_pop(L, 1);
+    }
+    argv[n] = NULL;
+    int status;
+    char err[512];
+    if (loom_spawn(argv, log_path, &status, err, sizeof err) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    if (WIFSIGNALED(status)) {
+        lua_pushliteral(L, "signal");
+        lua_pushinteger(L, WTERMSIG(status));
+    } else {
+        lua_pushliteral(L, "exit");
+        lua_pushinteger(L, WEXITSTATUS(status));
+    }
+    return 2;
+}
+
 static const luaL_Reg loomc_functions[] = {
+    {"spawn", l_spawn},
     {"embedded", l_embedded},
     {"embedded_list", l_embedded_list},
     {"markdown_to_html", l_markdown_to_html},

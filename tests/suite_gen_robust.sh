@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The generator against hostile or careless input: paths that a shell would
+# misread, strings that would break the generated C, and specs that are merely
+# large.  (Spec errors with a fixed message are tests/spec_fail/ cases.)
+set -u
+cd "$(dirname "$0")/.."
+. tests/tap.sh
+LOOM=${LOOM:-build/loom}
+LOOM=$(cd "$(dirname "$LOOM")" && pwd)/$(basename "$LOOM")
+export GOMP_SPINCOUNT=${GOMP_SPINCOUNT:-10000}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+cat >"$work/small.lua" <<'LUAEOF'
+model "Net" { inputs = { x = Tensor{4} }, fc = Linear(4, 2), forward = function(m, x) return m.fc(x.x) end }
+fabric { accelerator = "cpu" }
+train { data = Synthetic { fields = { x = Tensor{4}, y = Tensor{2} }, size = 64, val_size = 16 }, batch_size = 8,
+  loss = function(m, b) return mse_loss(m(b), b.y) end, optimizer = SGD { lr = 0.1 }, epochs = 1 }
+LUAEOF
+
+# -o and the program's flags reach ninja and the program as arguments, never
+# through a shell: a quote in a path neither breaks the build nor runs anything
+out="$work/it's; touch $work/pwned; echo '/out dir"
+if "$LOOM" train "$work/small.lua" -o "$out" -- --out "$work/run's dir" --quiet >"$work/q.log" 2>&1 \
+   && [ -x "$out/train" ] && [ -d "$work/run's dir" ] && [ ! -e "$work/pwned" ]; then
+  ok "paths with quotes and spaces build and train, run nothing"
+else
+  fail "paths with quotes and spaces build and train, run nothing" "$(ls "$work"; tail -3 "$work/q.log")"
+fi
