@@ -27,3 +27,24 @@ if "$LOOM" train "$work/small.lua" -o "$out" -- --out "$work/run's dir" --quiet 
 else
   fail "paths with quotes and spaces build and train, run nothing" "$(ls "$work"; tail -3 "$work/q.log")"
 fi
+
+# 1,000 nested Sequentials: inspect and generate in time linear in the depth
+# (it was cubic: 55 s of CPU for inspect alone); the bound is CPU seconds, so a
+# loaded machine does not fail it
+cat >"$work/deep.lua" <<'LUAEOF'
+local s = Linear(4, 4)
+for i = 1, 1000 do s = Sequential { s } end
+model "Net" { inputs = { x = Tensor{4} }, net = s, forward = function(m, x) return m.net(x.x) end }
+fabric { accelerator = "cpu" }
+train { data = Synthetic { fields = { x = Tensor{4}, y = Tensor{4} } }, batch_size = 8,
+  loss = function(m, b) return mse_loss(m(b), b.y) end, optimizer = SGD { lr = 0.1 }, epochs = 1 }
+LUAEOF
+TIMEFORMAT='%U %S'
+cpu=$( { time { "$LOOM" inspect "$work/deep.lua" >"$work/deep.txt" 2>&1 &&
+                "$LOOM" build --no-compile -o "$work/deep" "$work/deep.lua" >/dev/null 2>&1; }; } 2>&1 )
+rc=$?
+cpu=$(awk '{ printf "%.1f", $1 + $2 }' <<<"$cpu")
+if [ $rc -ne 0 ]; then fail "1,000 nested Sequentials" "loom failed: $(head -2 "$work/deep.txt")"
+elif ! grep -q "^Total: 20 parameters" "$work/deep.txt"; then fail "1,000 nested Sequentials" "inspect output: $(tail -1 "$work/deep.txt")"
+elif awk -v c="$cpu" 'BEGIN { exit !(c > 8) }'; then fail "1,000 nested Sequentials" "inspect + build took ${cpu} s of CPU (limit 8)"
+else ok "1,000 nested Sequentials inspect and generate in ${cpu} s of CPU"; fi
