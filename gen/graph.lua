@@ -111,7 +111,7 @@ local function run_trace(name, g, fn, ...)
     spec_mod.message_handler("@" .. g.spec.file))
   tensor.end_trace()
   nn.set_param_source(nil)
-  if not ok then error(result, 0) end
+  if not ok then error(diag.spec_error(result), 0) end
   t.outputs = result
   return t
 end
@@ -217,6 +217,7 @@ function graph.build(sp)
     end
   end
   diag.check()
+  diag.end_spec()   -- no spec code runs after the traces
   return g
 end
 

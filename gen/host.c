@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -145,6 +146,83 @@ int loom_spawn(char *const argv[], const char *log_path, int *status, char *err,
     return result;
 }
 
+/* ---- limits on a spec's evaluation --------------------------------------- */
+
+// The Lua heap in bytes, and while a spec runs its cap (0: none).  A spec cannot
+// catch these limits for good: the allocator refuses past the cap and keeps
+// `exceeded` set for gen/diag.lua to report, and a CPU-time timer ends loom from
+// a signal handler when the spec is stuck where no Lua hook runs (inside a C
+// library call: a string pattern that backtracks for ever).
+static struct { size_t used, limit; int exceeded; } heap;
+static char backstop_message[1024];
+static size_t backstop_length;
+
+static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+    (void)ud;
+    size_t old = ptr ? osize : 0;   // for a new object, osize is its type
+    if (nsize == 0) {
+        free(ptr);
+        heap.used -= old;
+        return NULL;
+    }
+    if (heap.limit && nsize > old && heap.used - old + nsize > heap.limit) {
+        // the first refusal leaves room to report it, should the spec hold
+        // nearly all it may
+        if (!heap.exceeded) heap.limit += 16 << 20;
+        heap.exceeded = 1;
+        return NULL;
+    }
+    void *p = realloc(ptr, nsize);
+    if (p) heap.used = heap.used - old + nsize;
+    return p;
+}
+
+static void backstop(int sig) {
+    (void)sig;
+    ssize_t w = write(STDERR_FILENO, backstop_message, backstop_length);
+    (void)w;
+    _exit(EXIT_USAGE);
+}
+
+// loomc.spec_limits(seconds, bytes, message): from now, the Lua heap may grow by
+// `bytes`, and after `seconds` of CPU time loom prints `message` and exits 2.
+// loomc.spec_limits(): both off.
+static int l_spec_limits(lua_State *L) {
+    struct itimerval timer = {0};
+    if (lua_isnoneornil(L, 1)) {
+        setitimer(ITIMER_PROF, &timer, NULL);
+        heap.limit = 0;
+        heap.exceeded = 0;
+        return 0;
+    }
+    double seconds = luaL_checknumber(L, 1);
+    lua_Integer bytes = luaL_checkinteger(L, 2);
+    size_t n;
+    const char *msg = luaL_checklstring(L, 3, &n);
+    luaL_argcheck(L, seconds > 0 && seconds < 1e9, 1, "seconds out of range");
+    luaL_argcheck(L, bytes > 0, 2, "bytes out of range");
+    if (n > sizeof backstop_message - 2) n = sizeof backstop_message - 2;
+    memcpy(backstop_message, msg, n);
+    backstop_message[n] = '\n';
+    backstop_length = n + 1;
+    struct sigaction sa = {.sa_handler = backstop};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGPROF, &sa, NULL);
+    timer.it_value.tv_sec = (time_t)seconds;
+    timer.it_value.tv_usec = (suseconds_t)((seconds - (double)timer.it_value.tv_sec) * 1e6);
+    if (timer.it_value.tv_sec == 0 && timer.it_value.tv_usec == 0) timer.it_value.tv_usec = 1;
+    setitimer(ITIMER_PROF, &timer, NULL);
+    heap.limit = heap.used + (size_t)bytes;
+    heap.exceeded = 0;
+    return 0;
+}
+
+// loomc.memory_exceeded(): whether the allocator refused since spec_limits.
+static int l_memory_exceeded(lua_State *L) {
+    lua_pushboolean(L, heap.exceeded);
+    return 1;
+}
+
 /* ---- native functions for Lua ------------------------------------------- */
 
 static int l_markdown_to_html(lua_State *L) {
@@ -250,6 +328,8 @@ static int l_spawn(lua_State *L) {
 
 static const luaL_Reg loomc_functions[] = {
     {"spawn", l_spawn},
+    {"spec_limits", l_spec_limits},
+    {"memory_exceeded", l_memory_exceeded},
     {"embedded", l_embedded},
     {"embedded_list", l_embedded_list},
     {"markdown_to_html", l_markdown_to_html},
@@ -299,9 +379,17 @@ static int search_generator(lua_State *L) {
     return 1;
 }
 
+static int panic(lua_State *L) {
+    const char *msg = lua_tostring(L, -1);
+    fprintf(stderr, "loom: internal error: unprotected Lua error: %s\n", msg ? msg : "(not a string)");
+    return 0;   // Lua aborts
+}
+
 lua_State *loom_new_state(void) {
-    lua_State *L = luaL_newstate();
+    // luaL_newstate with an allocator that counts (and, while a spec runs, caps) the heap
+    lua_State *L = lua_newstate(capped_alloc, NULL);
     if (!L) return NULL;
+    lua_atpanic(L, panic);
     luaL_openlibs(L);
     luaL_requiref(L, "loomc", open_loomc, 0);
     lua_pop(L, 1);

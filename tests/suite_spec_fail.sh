@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 LOOM=${LOOM:-build/loom}
 # an endless loop in a spec is cut off after this much CPU time
 export LOOM_SPEC_SECONDS=${LOOM_SPEC_SECONDS:-1}
+# and a spec that grows without end stops at this many MiB
+export LOOM_SPEC_MEMORY=${LOOM_SPEC_MEMORY:-64}
 n=0
 for f in tests/spec_fail/*.lua; do
   n=$((n + 1))
