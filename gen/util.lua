@@ -145,4 +145,42 @@ function util.human_flops(n)
   return string.format("%.2f %s", n, units[i])
 end
 
+---------------------------------------------------------------------------
+-- Text that reaches generated C (and build.ninja).  Every string literal and
+-- every piece of spec text in a comment goes through these.
+
+local C_ESCAPES = { ["\\"] = "\\\\", ['"'] = '\\"', ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
+
+-- The body of a C string literal holding the bytes of `s` (no quotes): quotes,
+-- backslashes and control characters escaped, bytes outside printable ASCII as
+-- three-digit octal (never hex, which would swallow a following digit), and every
+-- '?' escaped where "??" occurs, so that no trigraph forms (-std=c11 has them).
+function util.c_string_body(s)
+  s = tostring(s)
+  local out = s:gsub('[%c"\\\128-\255]', function(c)
+    return C_ESCAPES[c] or string.format("\\%03o", c:byte())
+  end)
+  if out:find("??", 1, true) then out = out:gsub("%?", "\\?") end
+  return out
+end
+
+-- `s` as a C string literal: "..." (see util.c_string_body).
+function util.c_string(s)
+  return '"' .. util.c_string_body(s) .. '"'
+end
+
+-- `s` for a // (or build.ninja #) comment: itself when plain printable ASCII,
+-- else as a C string literal, which has no line break, no backslash at its end
+-- and no trigraph (any of which would pull the next line into the comment).
+function util.c_comment(s)
+  s = tostring(s)
+  if s:find("^[ -~]*$") and not s:find("\\", 1, true) and not s:find("??", 1, true) then return s end
+  return util.c_string(s)
+end
+
+-- The C identifier the emitters derive from a tensor or field name.
+function util.c_ident(name)
+  return (name:gsub("[^%w]", "_"))
+end
+
 return util
