@@ -168,11 +168,14 @@ end
 -- starts there, that reads `key =`.  Falls back to `where`.
 function diag.key_where(where, key)
   if not where or type(key) ~= "string" or not spec_source or where.file ~= spec_source:sub(2) then return where end
-  local pattern = "%f[%w_]" .. key:gsub("%p", "%%%0") .. "%s*=%f[^=]"
+  local quoted = key:gsub("%p", "%%%0")
+  local patterns = { "%f[%w_]" .. quoted .. "%s*=%f[^=]", '%[%s*"' .. quoted .. '"%s*%]%s*=', "%[%s*'" .. quoted .. "'%s*%]%s*=" }
   local depth, opened = 0, false
   for n = where.line, math.min(#spec_lines, where.line + 1000) do
     local text = spec_lines[n]:gsub("%-%-.*$", "")
-    if text:find(pattern) then return { file = where.file, line = n } end
+    for _, pattern in ipairs(patterns) do
+      if text:find(pattern) then return { file = where.file, line = n } end
+    end
     for c in text:gmatch("[{}]") do
       if c == "{" then depth, opened = depth + 1, true else depth = depth - 1 end
     end

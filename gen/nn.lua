@@ -568,6 +568,23 @@ local function check_modules(cls, t)
   return true
 end
 
+-- A submodule's name, as PyTorch's add_module takes it: not empty and without
+-- '.', which would make its tensors' names those of another's ("net.0" beside
+-- net = Sequential {...}); and, for the generated C and the checkpoint, without
+-- control characters.
+local function check_child_names(cls, t, where)
+  for _, k in ipairs(util.sorted_keys(t)) do
+    if type(k) == "string" then
+      local why = k == "" and "is empty"
+        or k:find(".", 1, true) and "contains '.', which separates the parts of a tensor's name (as in net.0.weight)"
+        or k:find("%c") and "contains a control character"
+      if why then
+        diag.error(diag.key_where(where, k), string.format("%s: the submodule name %s %s", cls, util.c_string(k), why))
+      end
+    end
+  end
+end
+
 -- Named entries of a table, in the order they were created in the spec.
 local function named_in_order(t)
   local names = {}
@@ -587,6 +604,7 @@ function class.Sequential(items, ...)
     diag.fatal(where, "Sequential takes one table of modules: Sequential { Linear(4, 8), ReLU() }")
   end
   check_modules("Sequential", items)
+  check_child_names("Sequential", items, where)
   local p, rec = module_list_from("Sequential", where, items)
   rec.call_text = "Sequential"
   for _, name in ipairs(named_in_order(items)) do add_child(rec, name, name, items[name]) end
@@ -617,6 +635,7 @@ function class.ModuleDict(items, ...)
     diag.fatal(where, "ModuleDict takes one table of named modules")
   end
   check_modules("ModuleDict", items)
+  check_child_names("ModuleDict", items, where)
   local p, rec = new_module("ModuleDict", where)
   for _, name in ipairs(named_in_order(items)) do add_child(rec, name, name, items[name]) end
   return p
@@ -655,6 +674,7 @@ function nn.define(class_name, def, where, reserved)
       rec.attrs[k] = v
     end
   end
+  check_child_names(class_name, named, where)
   for _, name in ipairs(named_in_order(named)) do add_child(rec, name, name, named[name]) end
   return p, rec
 end

@@ -239,6 +239,7 @@ define_setting("data", "Synthetic", {
       if type(k) ~= "string" or not spec.is_decl(x) then
         return fail(what .. "." .. tostring(k), "a Tensor{...} declaration", x)
       end
+      if not util.is_c_name(k) then return nil, spec.field_name_error(what, k) end
     end
     return v
   end, nil, required = true },
@@ -249,11 +250,18 @@ define_setting("data", "Npy", {
     if type(v) ~= "table" then return fail(what, "a table: field name → .npy file", v) end
     for k, x in pairs(v) do
       if type(k) ~= "string" or type(x) ~= "string" then return fail(what .. "." .. tostring(k), "a file name", x) end
+      if not util.is_c_name(k) then return nil, spec.field_name_error(what, k) end
     end
     return v
   end, nil, required = true },
   val_split = { checkers.nonnegint, 0 },
 })
+
+-- A data field's name becomes a member of the generated program's batch struct.
+function spec.field_name_error(what, k)
+  return string.format("%s: the field name %s is not a plain name (letters, digits and '_', not a C keyword, "
+    .. "not starting with a digit or with '_' and a capital)", what, util.c_string(k))
+end
 
 ---------------------------------------------------------------------------
 -- Tensor declarations: model inputs and data fields (per-sample shape).

@@ -183,4 +183,18 @@ function util.c_ident(name)
   return (name:gsub("[^%w]", "_"))
 end
 
+-- Words a data field cannot be called: it becomes a struct member in C and in
+-- the CUDA program's C++.
+local RESERVED = {}
+for w in ([[auto break case char const continue default do double else enum extern float for goto if inline int
+  long register restrict return short signed sizeof static struct switch typedef union unsigned void volatile
+  while bool true false class new delete this template typename namespace operator private protected public
+  virtual friend throw try catch using explicit mutable export constexpr nullptr alignas alignof decltype
+  noexcept static_assert thread_local]]):gmatch("%a+") do RESERVED[w] = true end
+
+-- Whether `name` can be used as it is as a C (and C++) member name.
+function util.is_c_name(name)
+  return type(name) == "string" and name:find("^[%a_][%w_]*$") ~= nil and not RESERVED[name] and not name:find("^_[%u_]")
+end
+
 return util
