@@ -650,6 +650,10 @@ function spec.load(path)
     local e = spec.user_error(syntax, chunkname)
     error(e or syntax, 0)
   end
+  for _, d in ipairs(util.duplicate_keys(text)) do
+    diag.error({ file = path, line = d.line }, string.format(
+      "'%s' is given twice in this table (first on line %d); Lua would keep only the last", d.key, d.first))
+  end
   local ok, e = xpcall(chunk, spec.message_handler(chunkname))
   if not ok then error(diag.spec_error(e), 0) end
   if not result.model and not diag.has_errors() then
