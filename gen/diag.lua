@@ -31,8 +31,13 @@ end
 -- ends the process a second later if the spec is stuck inside a C call (a string
 -- pattern that backtracks) where no hook runs.
 local MAX_DEPTH = 400
-local MAX_SECONDS = tonumber(os.getenv("LOOM_SPEC_SECONDS")) or 60   -- tests set it lower
-local MAX_MIB = tonumber(os.getenv("LOOM_SPEC_MEMORY")) or 1024
+-- from the environment (tests set them lower), when a sensible number
+local function setting(name, default, max)
+  local v = tonumber(os.getenv(name))
+  return (v and v > 0 and v <= max) and v or default
+end
+local MAX_SECONDS = setting("LOOM_SPEC_SECONDS", 60, 1e6)
+local MAX_MIB = setting("LOOM_SPEC_MEMORY", 1024, 1 << 30)
 local BACKSTOP_SECONDS = 1
 local started_at, events = 0, 0
 local stopped = nil          -- the failure that stopped the spec
