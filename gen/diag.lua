@@ -47,14 +47,12 @@ local function plural(n, what) return string.format("%g %s%s", n, what, n == 1 a
 -- Whether a limit is passed (setting `stopped`).
 local function limit_passed()
   if stopped then return true end
-  local msg
   if require("loomc").memory_exceeded() then
-    msg = string.format("the spec uses more than %g MiB of memory (a string or table that grows without end?)", MAX_MIB)
-    -- raised where no line is known: the allocator cannot say where it was
-    collected[#collected + 1] = { where = { file = spec_source:sub(2) }, msg = msg }
+    -- the spec file, no line: the allocator cannot say where it was
+    diag.error({ file = spec_source:sub(2) }, string.format(
+      "the spec uses more than %g MiB of memory (a string or table that grows without end?)", MAX_MIB))
   elseif os.clock() - started_at > MAX_SECONDS then
-    msg = string.format("the spec is still running after %s (an endless loop?)", plural(MAX_SECONDS, "second"))
-    diag.error(nil, msg)
+    diag.error(nil, string.format("the spec is still running after %s (an endless loop?)", plural(MAX_SECONDS, "second")))
   else
     return false
   end
