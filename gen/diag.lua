@@ -23,27 +23,63 @@ local function stack_depth()
   return lo
 end
 
--- A spec that recurses without end or loops forever gets a diagnostic, not a
--- hang: spec code may nest calls MAX_DEPTH deep and run for MAX_SECONDS (CPU).
+-- A spec that recurses without end, loops forever or grows without end gets a
+-- diagnostic, not a hang: spec code may nest calls MAX_DEPTH deep, run for
+-- MAX_SECONDS of CPU and grow the heap by MAX_MIB.  Once a limit is passed the
+-- spec is stopped for good: the failure is raised again whenever spec code runs
+-- (a spec's own pcall cannot swallow it; see diag.after_pcall), and loom's C host
+-- ends the process a second later if the spec is stuck inside a C call (a string
+-- pattern that backtracks) where no hook runs.
 local MAX_DEPTH = 400
-local MAX_SECONDS = tonumber(os.getenv("LOOM_SPEC_SECONDS")) or 60   -- tests set it lower
+-- from the environment (tests set them lower), when a sensible number
+local function setting(name, default, max)
+  local v = tonumber(os.getenv(name))
+  return (v and v > 0 and v <= max) and v or default
+end
+local MAX_SECONDS = setting("LOOM_SPEC_SECONDS", 60, 1e6)
+local MAX_MIB = setting("LOOM_SPEC_MEMORY", 1024, 1 << 30)
+local BACKSTOP_SECONDS = 1
 local started_at, events = 0, 0
+local stopped = nil          -- the failure that stopped the spec
 
-local function check_time()
-  if os.clock() - started_at > MAX_SECONDS then
-    started_at = math.huge   -- report once
-    diag.fatal(nil, string.format("the spec is still running after %g second%s (an endless loop?)",
-      MAX_SECONDS, MAX_SECONDS == 1 and "" or "s"))
+local function plural(n, what) return string.format("%g %s%s", n, what, n == 1 and "" or "s") end
+
+-- Whether a limit is passed (setting `stopped`).
+local function limit_passed()
+  if stopped then return true end
+  if require("loomc").memory_exceeded() then
+    -- the spec file, no line: the allocator cannot say where it was
+    diag.error({ file = spec_source:sub(2) }, string.format(
+      "the spec uses more than %g MiB of memory (a string or table that grows without end?)", MAX_MIB))
+  elseif os.clock() - started_at > MAX_SECONDS then
+    diag.error(nil, string.format("the spec is still running after %s (an endless loop?)", plural(MAX_SECONDS, "second")))
+  else
+    return false
   end
+  local ok, failure = pcall(diag.check)
+  assert(not ok)
+  stopped = failure
+  return true
+end
+
+-- Raises the stop when the function at `level` (of the caller) is spec code:
+-- never inside loom's own code, such as the message handler reporting it.
+local function stop_if_spec(level)
+  if stopped and debug.getinfo(level + 1, "S").source == spec_source then error(stopped, 0) end
 end
 
 -- Entries deeper than a running or returning spec frame are stale: clear them.
 local function line_hook(event, line)
-  if event == "count" then return check_time() end
+  if event == "count" then
+    limit_passed()
+    stop_if_spec(2)
+    return
+  end
   events = events + 1
-  if events % 4096 == 0 then check_time() end
+  if events % 4096 == 0 then limit_passed() end
   local info = debug.getinfo(2, "S")
   if info.source ~= spec_source then return end
+  stop_if_spec(2)
   local depth = stack_depth() - 2
   for d in pairs(line_at_depth) do
     if d > depth or (d == depth and event ~= "line") then line_at_depth[d] = nil end
@@ -61,23 +97,64 @@ function diag.set_spec(chunkname, text)
   spec_source = chunkname
   line_at_depth = {}
   started_at = os.clock()
+  stopped = nil
+  require("loomc").spec_limits(MAX_SECONDS + BACKSTOP_SECONDS, math.floor(MAX_MIB * 1024 * 1024),
+    string.format("%s: the spec is still running after %s, stuck inside a library call (a string pattern that backtracks without end?)",
+      chunkname:sub(2), plural(MAX_SECONDS + BACKSTOP_SECONDS, "second")))
   debug.sethook(line_hook, "lr", 1000000)
   spec_lines = {}
   for line in (text .. "\n"):gmatch("(.-)\r?\n") do spec_lines[#spec_lines + 1] = line end
 end
 
+-- The spec's code has run (or failed): its limits and hook go, so loom's own
+-- work afterwards is neither slowed nor cut off.
+function diag.end_spec()
+  debug.sethook()
+  require("loomc").spec_limits()
+end
+
+-- What the sandbox's pcall and xpcall return: their results, unless a limit was
+-- passed meanwhile (the spec caught the stop, or the allocator's refusal).
+function diag.after_pcall(...)
+  if limit_passed() then error(stopped, 0) end
+  return ...
+end
+
+-- Whether the spec has passed a limit (and is being stopped).
+function diag.stopped() return limit_passed() end
+
+-- The error to report for `e`, raised by spec code: the stop, when a limit was
+-- passed (a memory error reaches no message handler), else `e`.  Ends the spec.
+function diag.spec_error(e)
+  limit_passed()
+  diag.end_spec()
+  if stopped then return stopped end
+  if e == "not enough memory" then
+    diag.error({ file = spec_source:sub(2) }, "the spec ran out of memory")
+    local _, failure = pcall(diag.check)
+    return failure
+  end
+  return e
+end
+
 -- The innermost stack frame that belongs to the spec: {file=, line=} or nil.
-function diag.here()
+-- With `outer` (a function), the search stops at the next frame that runs it and
+-- returns false: that frame already found the answer (a module applied inside
+-- another module's forward is called from where the outer one was), and a deep
+-- stack is not walked once per level.
+function diag.here(outer)
   if not spec_source then return nil end
-  local total = stack_depth()
-  for level = 2, total do
-    local info = debug.getinfo(level, "Slt")
+  local total   -- the stack's depth, counted only when a tail call needs it
+  for level = 2, math.huge do
+    local info = debug.getinfo(level, outer and "Sltf" or "Slt")
     if not info then break end
     if info.source == spec_source and info.currentline and info.currentline > 0 then
       return { file = spec_source:sub(2), line = info.currentline }
     end
+    if outer and level > 2 and info.func == outer then return false end
     if info.istailcall then
       -- stack_depth() counts from here, one frame above `level`'s view
+      total = total or stack_depth()
       local line = line_at_depth[total - level]
       if line then return { file = spec_source:sub(2), line = line } end
     end
@@ -94,11 +171,14 @@ end
 -- starts there, that reads `key =`.  Falls back to `where`.
 function diag.key_where(where, key)
   if not where or type(key) ~= "string" or not spec_source or where.file ~= spec_source:sub(2) then return where end
-  local pattern = "%f[%w_]" .. key:gsub("%p", "%%%0") .. "%s*=%f[^=]"
+  local quoted = key:gsub("%p", "%%%0")
+  local patterns = { "%f[%w_]" .. quoted .. "%s*=%f[^=]", '%[%s*"' .. quoted .. '"%s*%]%s*=', "%[%s*'" .. quoted .. "'%s*%]%s*=" }
   local depth, opened = 0, false
   for n = where.line, math.min(#spec_lines, where.line + 1000) do
     local text = spec_lines[n]:gsub("%-%-.*$", "")
-    if text:find(pattern) then return { file = where.file, line = n } end
+    for _, pattern in ipairs(patterns) do
+      if text:find(pattern) then return { file = where.file, line = n } end
+    end
     for c in text:gmatch("[{}]") do
       if c == "{" then depth, opened = depth + 1, true else depth = depth - 1 end
     end
@@ -109,7 +189,9 @@ end
 
 local function format_one(d)
   local head
-  if d.where then
+  if d.where and not d.where.line then
+    head = string.format("%s: %s", d.where.file, d.msg)
+  elseif d.where then
     head = string.format("%s:%d: %s", d.where.file, d.where.line, d.msg)
   else
     head = "loom: " .. d.msg

@@ -22,7 +22,7 @@ local TYPES = {
   f64 = { ctype = "double", sfx = "f64", lit_suffix = "" },
 }
 
-local function cname(name) return (name:gsub("[^%w]", "_")) end
+local cname = util.c_ident
 emit.cname = cname
 
 local literal = util.c_float
@@ -83,7 +83,7 @@ local function context(g, st, p, pp, ty, ad, read_only)
     if t.param then
       local s = st.by_name[t.param]
       return declare("p_" .. cname(t.param), string.format("    %s *p_%s = m->params + %d;   // %s %s",
-        ct, cname(t.param), s.offset, t.param, util.shape_str(t.shape)))
+        ct, cname(t.param), s.offset, util.c_comment(t.param), util.shape_str(t.shape)))
     end
     if t.input then
       local c = t.dtype == "int64" and "int64_t" or "real"
@@ -183,9 +183,9 @@ local function context(g, st, p, pp, ty, ad, read_only)
     if not s then return "NULL" end
     local var = "b_" .. cname(full)
     if pp.settings.state == compute then
-      return declare(var, string.format("    real *%s = m->buffers + %d;   // %s", var, s.offset, full))
+      return declare(var, string.format("    real *%s = m->buffers + %d;   // %s", var, s.offset, util.c_comment(full)))
     end
-    declare(var, string.format("    %s *%s = m->buffers + %d;   // %s", FORMATS[pp.settings.state].ctype, var, s.offset, full))
+    declare(var, string.format("    %s *%s = m->buffers + %d;   // %s", FORMATS[pp.settings.state].ctype, var, s.offset, util.c_comment(full)))
     -- a running statistic in 16 bits: widened for the op, rounded back after it
     return widened({ shape = s.entry.shape, dtype = "float" }, var, "update", "buffer " .. full, { pp.settings.state })
   end
@@ -218,13 +218,13 @@ end
 local function node_comment(g, node, suffix)
   suffix = suffix or ""
   if node.op == "cast" then
-    return string.format("    // cast %s -> %s  <- %s:%d%s", node.attrs.from, node.attrs.to, node.where.file, node.where.line, suffix)
+    return string.format("    // cast %s -> %s  <- %s:%d%s", node.attrs.from, node.attrs.to, util.c_comment(node.where.file), node.where.line, suffix)
   end
   if node.module and node.module.forward then
     local label = (g.prefix_of[node.module] or ""):gsub("%.$", "")
-    return string.format("    // %s  <- %s:%d  %s%s", label, node.where.file, node.where.line, node.module.call_text, suffix)
+    return string.format("    // %s  <- %s:%d  %s%s", util.c_comment(label), util.c_comment(node.where.file), node.where.line, node.module.call_text, suffix)
   end
-  return string.format("    // %s  <- %s:%d%s", node.op, node.where.file, node.where.line, suffix)
+  return string.format("    // %s  <- %s:%d%s", node.op, util.c_comment(node.where.file), node.where.line, suffix)
 end
 emit.node_comment = node_comment
 
@@ -260,7 +260,7 @@ local function tensor_info_rows(list)
   for _, s in ipairs(list) do
     local shape = {}
     for i, d in ipairs(s.entry.shape) do shape[i] = tostring(d) end
-    rows[#rows + 1] = string.format("    {\"%s\", %d, %d, %d, {%s}},", s.name, s.offset, s.numel, #s.entry.shape,
+    rows[#rows + 1] = string.format("    {%s, %d, %d, %d, {%s}},", util.c_string(s.name), s.offset, s.numel, #s.entry.shape,
       #shape > 0 and table.concat(shape, ", ") or "0")
   end
   if #rows == 0 then rows[1] = "    {\"\", 0, 0, 0, {0}}," end
@@ -290,11 +290,11 @@ local function init_lines(st)
     else
       line = string.format("init_fill(%s, %d, 0);", ptr, s.numel)
     end
-    lines[#lines + 1] = string.format("    %s   // %s", line, s.name)
+    lines[#lines + 1] = string.format("    %s   // %s", line, util.c_comment(s.name))
   end
   for _, s in ipairs(st.buffers) do
     local v = s.entry.init.kind == "ones" and 1 or 0
-    lines[#lines + 1] = string.format("    init_fill(m->buffers + %d, %d, %d);   // %s", s.offset, s.numel, v, s.name)
+    lines[#lines + 1] = string.format("    init_fill(m->buffers + %d, %d, %d);   // %s", s.offset, s.numel, v, util.c_comment(s.name))
   end
   lines[#lines + 1] = "    memset(m->counters, 0, sizeof(int64_t) * NUM_COUNTERS);"
   return table.concat(lines, "\n")
@@ -479,7 +479,7 @@ function emit.model(l)
     local high = 0
     if f.decl and f.decl.dist == "randint" then high = f.decl.high end
     if sp.train.data.kind == "FashionMNIST" and f.name == "label" then high = 10 end
-    binfo[#binfo + 1] = string.format("    {\"%s\", %d, %d, %d},", f.name, f.dtype == "int64" and 1 or 0, per, high)
+    binfo[#binfo + 1] = string.format("    {%s, %d, %d, %d},", util.c_string(f.name), f.dtype == "int64" and 1 or 0, per, high)
     bswitch[#bswitch + 1] = string.format("    case %d: return b->%s;", i - 1, cname(f.name))
   end
 

@@ -313,7 +313,7 @@ local function context(l, kernels, scratch)
       dptr = tmp.ptr
     end
     local where = cur and cur.where and string.format("%s <- %s:%d", q.what, cur.where.file, cur.where.line) or q.what
-    lines[#lines + 1] = string.format("{   static lc_gemm_site site = { {NULL}, {{0}}, 0, \"%s\" };", where)
+    lines[#lines + 1] = string.format("{   static lc_gemm_site site = { {NULL}, {{0}}, 0, %s };", util.c_string(where))
     local beta = (direct and q.accumulate) and "1.0f" or "0.0f"
     if q.batch then
       assert(not q.bias and not epilogue, "a batched GEMM has no bias and no epilogue")
@@ -654,9 +654,9 @@ local function kernel_sources(kernels, pre)
     local text = k.src:gsub("__PRELUDE__", function() return pre end)
     local quoted = {}
     for line in (text .. "\n"):gmatch("(.-)\n") do
-      quoted[#quoted + 1] = '    "' .. line:gsub("\\", "\\\\"):gsub('"', '\\"') .. '\\n"'
+      quoted[#quoted + 1] = "    " .. util.c_string(line .. "\n")
     end
-    srcs[#srcs + 1] = string.format("    { \"%s\",\n%s },", k.name, table.concat(quoted, "\n"))
+    srcs[#srcs + 1] = string.format("    { %s,\n%s },", util.c_string(k.name), table.concat(quoted, "\n"))
     kernels.list[i].text = text
   end
   return srcs
@@ -678,7 +678,7 @@ local function batch_code(l)
     local high = 0
     if f.decl and f.decl.dist == "randint" then high = f.decl.high end
     if sp.train.data.kind == "FashionMNIST" and f.name == "label" then high = 10 end
-    binfo[#binfo + 1] = string.format("    {\"%s\", %d, %d, %d},", f.name, f.dtype == "int64" and 1 or 0, per, high)
+    binfo[#binfo + 1] = string.format("    {%s, %d, %d, %d},", util.c_string(f.name), f.dtype == "int64" and 1 or 0, per, high)
     bswitch[#bswitch + 1] = string.format("    case %d: return b->%s;", i - 1, cname(f.name))
   end
   local balloc = {}

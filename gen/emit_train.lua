@@ -12,7 +12,7 @@ local lit = util.c_float
 local function join(lines) return table.concat(lines, "\n") end
 
 
-local function cname(name) return (name:gsub("[^%w]", "_")) end
+local cname = util.c_ident
 
 -- Parameters, gradients, buffers and optimizer state are state_t (model.h).  When
 -- that is the compute type (32-true, 64-true, the mixed precisions) the loops below
@@ -59,7 +59,7 @@ local function data_code(sp, fields, ctype)
   local open
   if data.kind == "FashionMNIST" then
     open = {
-      string.format("    const char *root = args->data ? args->data : \"%s\";", a.root),
+      string.format("    const char *root = args->data ? args->data : %s;", util.c_string(a.root)),
       string.format("    fashion_opts o = { %d, %s, %s };   // val_split, mean, std%s", a.val_split,
         a.normalize and lit(a.mean, "f") or "0.0f", a.normalize and lit(a.std, "f") or "1.0f",
         a.normalize and "" or " (pixels scaled to [0, 1])"),
@@ -78,7 +78,7 @@ local function data_code(sp, fields, ctype)
       else lo, hi = d.low or 0, d.high end
       local shape = {}
       for i, x in ipairs(f.shape) do shape[i] = tostring(x) end
-      rows[#rows + 1] = string.format("        { \"%s\", %s, %d, { %s }, %s, %s, %s },", f.name,
+      rows[#rows + 1] = string.format("        { %s, %s, %d, { %s }, %s, %s, %s },", util.c_string(f.name),
         f.dtype == "int64" and "DT_I64" or "DT_F32", #f.shape, #shape > 0 and table.concat(shape, ", ") or "0",
         DIST[dist], lit(lo), lit(hi))
     end
@@ -100,7 +100,7 @@ local function data_code(sp, fields, ctype)
     for _, f in ipairs(fields) do
       local kind = f.npy.descr:sub(2)
       local out = f.dtype == "int64" and "DT_I64" or "DT_F32"
-      rows[#rows + 1] = string.format("        { \"%s\", \"%s\", 1, %s, %s, 0.0f, 1.0f },", f.name, f.npy.path, out,
+      rows[#rows + 1] = string.format("        { %s, %s, 1, %s, %s, 0.0f, 1.0f },", util.c_string(f.name), util.c_string(f.npy.path), out,
         kind == "u1" and "1.0f / 255.0f" or "1.0f")
     end
     open = {
@@ -126,13 +126,13 @@ local function data_code(sp, fields, ctype)
   for _, f in ipairs(fields) do
     local per = util.numel(f.shape)
     if f.dtype == "int64" then
-      bind[#bind + 1] = string.format("    b->%s = (int64_t *)db->data[dataset_field(ds, \"%s\")];", cname(f.name), f.name)
+      bind[#bind + 1] = string.format("    b->%s = (int64_t *)db->data[dataset_field(ds, %s)];", cname(f.name), util.c_string(f.name))
     elseif ctype == "float" then
-      bind[#bind + 1] = string.format("    b->%s = (real *)db->data[dataset_field(ds, \"%s\")];", cname(f.name), f.name)
+      bind[#bind + 1] = string.format("    b->%s = (real *)db->data[dataset_field(ds, %s)];", cname(f.name), util.c_string(f.name))
     else
       -- the loader yields float32; a 64-true program converts once, where data enters
       bind[#bind + 1] = string.format("    static real %s_buf[BATCH_MAX * %d];", cname(f.name), per)
-      bind[#bind + 1] = string.format("    const float *%s_src = db->data[dataset_field(ds, \"%s\")];", cname(f.name), f.name)
+      bind[#bind + 1] = string.format("    const float *%s_src = db->data[dataset_field(ds, %s)];", cname(f.name), util.c_string(f.name))
       bind[#bind + 1] = string.format("    for (int64_t i = 0; i < db->size * %d; i++) %s_buf[i] = %s_src[i];", per, cname(f.name), cname(f.name))
       bind[#bind + 1] = string.format("    b->%s = %s_buf;", cname(f.name), cname(f.name))
     end
@@ -557,20 +557,20 @@ local function callbacks_code(sp, has_accuracy)
       local wait = take("0")
       local better = a.mode == "min" and string.format("%s < next.cb[%d] - %s", var, best, lit(a.min_delta))
         or string.format("%s > next.cb[%d] + %s", var, best, lit(a.min_delta))
-      lines[#lines + 1] = string.format("        // EarlyStopping(monitor=\"%s\", mode=\"%s\", patience=%d, min_delta=%s)  <- %s:%d",
-        a.monitor, a.mode, a.patience, lit(a.min_delta), cb.where.file, cb.where.line)
+      lines[#lines + 1] = string.format("        // EarlyStopping(monitor=%s, mode=\"%s\", patience=%d, min_delta=%s)  <- %s:%d",
+        util.c_string(a.monitor), a.mode, a.patience, lit(a.min_delta), util.c_comment(cb.where.file), cb.where.line)
       lines[#lines + 1] = string.format("        if (!isnan(%s)) {", var)
       lines[#lines + 1] = string.format("            if (%s) { next.cb[%d] = %s; next.cb[%d] = 0; }", better, best, var, wait)
       lines[#lines + 1] = string.format("            else if (++next.cb[%d] >= %d) {", wait, a.patience)
-      lines[#lines + 1] = string.format("                if (!args.quiet) progress_print(&prog, \"early stopping: %s did not improve for %d epochs (best %%.4f)\", next.cb[%d]);",
-        a.monitor, a.patience, best)
+      lines[#lines + 1] = string.format("                if (!args.quiet) progress_print(&prog, \"early stopping: %%s did not improve for %d epochs (best %%.4f)\", %s, next.cb[%d]);",
+        a.patience, util.c_string(a.monitor), best)
       lines[#lines + 1] = "                stop = 1;"
       lines[#lines + 1] = "            }"
       lines[#lines + 1] = "        }"
     elseif cb.kind == "ModelCheckpoint" then
-      local dir = a.dirpath and string.format("\"%s\"", a.dirpath) or "args.out"
+      local dir = a.dirpath and util.c_string(a.dirpath) or "args.out"
       lines[#lines + 1] = string.format("        // ModelCheckpoint(monitor=%s, mode=\"%s\", save_top_k=%d, save_last=%s)  <- %s:%d",
-        a.monitor and ('"' .. a.monitor .. '"') or "None", a.mode, a.save_top_k, tostring(a.save_last), cb.where.file, cb.where.line)
+        a.monitor and util.c_string(a.monitor) or "None", a.mode, a.save_top_k, tostring(a.save_last), util.c_comment(cb.where.file), cb.where.line)
       if a.save_top_k < 0 then
         -- every epoch's checkpoint is kept
         lines[#lines + 1] = string.format("        snprintf(path, sizeof path, \"%%s/epoch=%%lld-step=%%lld.safetensors\", %s, (long long)rs.epoch, (long long)rs.step);", dir)
@@ -621,7 +621,8 @@ local function callbacks_code(sp, has_accuracy)
   if #lines == 0 then lines[1] = "        (void)val_acc;" end
   local mk = {}
   for _, d in ipairs(mkdirs) do
-    mk[#mk + 1] = string.format("    if (mkdir(\"%s\", 0777) && errno != EEXIST) { fprintf(stderr, \"%s: %%s\\n\", strerror(errno)); return 1; }", d, d)
+    mk[#mk + 1] = string.format("    if (mkdir(%s, 0777) && errno != EEXIST) { fprintf(stderr, \"%%s: %%s\\n\", %s, strerror(errno)); return 1; }",
+      util.c_string(d), util.c_string(d))
   end
   local test_desc, test_weights = "", "        // (the final weights)"
   if best_ckpt then
@@ -656,13 +657,13 @@ local function logger_code(sp, has_accuracy, loss_scaling)
     return "    (void)0;   // no logger", "", "", "", ""
   end
   local a = csv.args
-  local root = string.format("\"%s\"", a.root_dir)
+  local root = util.c_string(a.root_dir)
   local open = {
     "    // CSVLogger: metrics.csv and hparams.yaml in Lightning's layout",
     "    csvlog log;",
     string.format("    char log_root[4096];"),
     string.format("    snprintf(log_root, sizeof log_root, \"%%s/%%s\", args.out, %s);", root),
-    string.format("    if (csvlog_open(&log, log_root, \"%s\", %d, %d)) die(log.err);", a.name, a.version or -1, 100),
+    string.format("    if (csvlog_open(&log, log_root, %s, %d, %d)) die(log.err);", util.c_string(a.name), a.version or -1, 100),
     "    csvlog_hparam_str(&log, \"model\", MODEL_NAME);",
     "    csvlog_hparam_str(&log, \"precision\", MODEL_PRECISION);",
     "    csvlog_hparam_i64(&log, \"batch_size\", BATCH_MAX);",
@@ -670,11 +671,11 @@ local function logger_code(sp, has_accuracy, loss_scaling)
     "    csvlog_hparam_i64(&log, \"seed\", (int64_t)args.seed);",
     "    csvlog_hparam_i64(&log, \"epochs\", args.epochs);",
     "    csvlog_hparam_i64(&log, \"max_steps\", args.max_steps);",
-    string.format("    csvlog_hparam_str(&log, \"optimizer\", \"%s\");", sp.train.optimizer.kind),
+    string.format("    csvlog_hparam_str(&log, \"optimizer\", %s);", util.c_string(sp.train.optimizer.kind)),
     string.format("    csvlog_hparam_f64(&log, \"lr\", %s);", lit(sp.train.optimizer.args.lr)),
   }
-  local step = string.format("            if (rs.step %% %d == 0) { csvlog_log1(&log, rs.step, rs.epoch, \"train/loss\", mean_loss); csvlog_log1(&log, rs.step, rs.epoch, \"lr-%s\", lr);%s }",
-    a.every_n_steps, sp.train.optimizer.kind,
+  local step = string.format("            if (rs.step %% %d == 0) { csvlog_log1(&log, rs.step, rs.epoch, \"train/loss\", mean_loss); csvlog_log1(&log, rs.step, rs.epoch, %s, lr);%s }",
+    a.every_n_steps, util.c_string("lr-" .. sp.train.optimizer.kind),
     loss_scaling and " csvlog_log1(&log, rs.step, rs.epoch, \"scale\", opt.scaler.scale);" or "")
   local epoch = {
     "        if (!isnan(val_loss)) csvlog_log1(&log, rs.step, rs.epoch, \"val/loss\", val_loss);",

@@ -111,7 +111,7 @@ local function run_trace(name, g, fn, ...)
     spec_mod.message_handler("@" .. g.spec.file))
   tensor.end_trace()
   nn.set_param_source(nil)
-  if not ok then error(result, 0) end
+  if not ok then error(diag.spec_error(result), 0) end
   t.outputs = result
   return t
 end
@@ -147,11 +147,40 @@ local function result_where(v, fn, fallback)
   return fallback
 end
 
+-- Whether tensor `t` is computed from a parameter.
+local function reaches_param(t)
+  local seen, stack = {}, { t }
+  while #stack > 0 do
+    local x = table.remove(stack)
+    if x.param then return true end
+    local node = x.node
+    if node and not seen[node] then
+      seen[node] = true
+      for _, input in pairs(node.inputs) do stack[#stack + 1] = input end
+    end
+  end
+  return false
+end
+
 function graph.build(sp)
   local g = { spec = sp, model = sp.model, model_rec = nn.record(sp.model), traces = {}, order = {} }
   g.params, g.buffers, g.state, g.prefix_of = nn.named_tensors(sp.model)
   g.param_by_name = {}
   for _, e in ipairs(g.state) do g.param_by_name[e.name] = e end
+  -- the generated C names a tensor by util.c_ident: net_0.weight and net.0.weight
+  -- would be one variable
+  local by_ident, reported = {}, {}
+  for _, e in ipairs(g.state) do
+    local id = util.c_ident(e.name)
+    local first = by_ident[id]
+    if first and not reported[e.module] then
+      reported[e.module] = true
+      diag.error(e.module.where, string.format("the tensors %s and %s would have the same name in the generated C (%s): rename a module",
+        util.c_string(first.name), util.c_string(e.name), id), { { where = first.module.where, msg = "the first one's module" } })
+    end
+    by_ident[id] = by_ident[id] or e
+  end
+  diag.check()
 
   -- every declared method of the model, forward first
   local methods = {}
@@ -212,11 +241,15 @@ function graph.build(sp)
       if not tensor.is(out) or #out.shape ~= 0 then
         diag.error(result_where(out, tr.loss, tr.where),
           string.format("train.loss must return a scalar tensor (use a reduction), got %s", describe_output(out)))
+      elseif not reaches_param(out) then
+        diag.error(result_where(out, tr.loss, tr.where), "train.loss does not depend on any parameter of the model: "
+          .. "there is nothing to train (does the model have layers, and does the loss use its output?)")
       end
       g.loss = t
     end
   end
   diag.check()
+  diag.end_spec()   -- no spec code runs after the traces
   return g
 end
 

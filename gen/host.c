@@ -10,11 +10,17 @@
 #include <fcntl.h>
 #include <lauxlib.h>
 #include <lualib.h>
+#include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+extern char **environ;
 
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_INTERNAL = 70 };
 
@@ -80,6 +86,141 @@ int loom_write_file_atomic(const char *path, const char *data, size_t length,
         return -1;
     }
     return 0;
+}
+
+// The child being waited for by loom_spawn, for forwarding SIGTERM.
+static volatile sig_atomic_t spawned_child = 0;
+
+static void forward_signal(int sig) {
+    if (spawned_child > 0) kill((pid_t)spawned_child, sig);
+}
+
+int loom_spawn(char *const argv[], const char *log_path, int *status, char *err, size_t errlen) {
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawnattr_init(&attr);
+    if (log_path) {
+        posix_spawn_file_actions_addopen(&actions, 1, log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    }
+    // As system() does: while the child runs, Ctrl-C and Ctrl-\ are the child's to
+    // handle (a training program checkpoints on SIGINT) and loom waits for it; a
+    // SIGTERM sent to loom is passed on.  The child starts with default handlers.
+    struct sigaction ignore = {.sa_handler = SIG_IGN}, forward = {.sa_handler = forward_signal};
+    struct sigaction old_int, old_quit, old_term;
+    sigemptyset(&ignore.sa_mask);
+    sigemptyset(&forward.sa_mask);
+    sigaction(SIGINT, &ignore, &old_int);
+    sigaction(SIGQUIT, &ignore, &old_quit);
+    sigaction(SIGTERM, &forward, &old_term);
+    sigset_t defaults;
+    sigemptyset(&defaults);
+    sigaddset(&defaults, SIGINT);
+    sigaddset(&defaults, SIGQUIT);
+    sigaddset(&defaults, SIGTERM);
+    posix_spawnattr_setsigdefault(&attr, &defaults);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF);
+    pid_t pid;
+    int rc = strchr(argv[0], '/') ? posix_spawn(&pid, argv[0], &actions, &attr, argv, environ)
+                                   : posix_spawnp(&pid, argv[0], &actions, &attr, argv, environ);
+    int result = 0;
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot run %s: %s", argv[0], strerror(rc));
+        result = -1;
+    } else {
+        spawned_child = pid;
+        while (waitpid(pid, status, 0) < 0) {
+            if (errno == EINTR) continue;
+            snprintf(err, errlen, "waiting for %s: %s", argv[0], strerror(errno));
+            result = -1;
+            break;
+        }
+        spawned_child = 0;
+    }
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGQUIT, &old_quit, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attr);
+    return result;
+}
+
+/* ---- limits on a spec's evaluation --------------------------------------- */
+
+// The Lua heap in bytes, and while a spec runs its cap (0: none).  A spec cannot
+// catch these limits for good: the allocator refuses past the cap and keeps
+// `exceeded` set for gen/diag.lua to report, and a CPU-time timer ends loom from
+// a signal handler when the spec is stuck where no Lua hook runs (inside a C
+// library call: a string pattern that backtracks for ever).
+static struct { size_t used, limit; int exceeded; } heap;
+static char backstop_message[1024];
+static size_t backstop_length;
+
+static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+    (void)ud;
+    size_t old = ptr ? osize : 0;   // for a new object, osize is its type
+    if (nsize == 0) {
+        free(ptr);
+        heap.used -= old;
+        return NULL;
+    }
+    if (heap.limit && nsize > old && heap.used - old + nsize > heap.limit) {
+        // the first refusal leaves room to report it, should the spec hold
+        // nearly all it may
+        if (!heap.exceeded) heap.limit += 16 << 20;
+        heap.exceeded = 1;
+        return NULL;
+    }
+    void *p = realloc(ptr, nsize);
+    if (p) heap.used = heap.used - old + nsize;
+    return p;
+}
+
+static void backstop(int sig) {
+    (void)sig;
+    ssize_t w = write(STDERR_FILENO, backstop_message, backstop_length);
+    (void)w;
+    _exit(EXIT_USAGE);
+}
+
+// loomc.spec_limits(seconds, bytes, message): from now, the Lua heap may grow by
+// `bytes`, and after `seconds` of CPU time loom prints `message` and exits 2.
+// loomc.spec_limits(): both off.
+static int l_spec_limits(lua_State *L) {
+    struct itimerval timer = {0};
+    if (lua_isnoneornil(L, 1)) {
+        setitimer(ITIMER_PROF, &timer, NULL);
+        heap.limit = 0;
+        heap.exceeded = 0;
+        return 0;
+    }
+    double seconds = luaL_checknumber(L, 1);
+    lua_Integer bytes = luaL_checkinteger(L, 2);
+    size_t n;
+    const char *msg = luaL_checklstring(L, 3, &n);
+    luaL_argcheck(L, seconds > 0 && seconds < 1e9, 1, "seconds out of range");
+    luaL_argcheck(L, bytes > 0, 2, "bytes out of range");
+    if (n > sizeof backstop_message - 2) n = sizeof backstop_message - 2;
+    memcpy(backstop_message, msg, n);
+    backstop_message[n] = '\n';
+    backstop_length = n + 1;
+    struct sigaction sa = {.sa_handler = backstop};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGPROF, &sa, NULL);
+    timer.it_value.tv_sec = (time_t)seconds;
+    timer.it_value.tv_usec = (suseconds_t)((seconds - (double)timer.it_value.tv_sec) * 1e6);
+    if (timer.it_value.tv_sec == 0 && timer.it_value.tv_usec == 0) timer.it_value.tv_usec = 1;
+    setitimer(ITIMER_PROF, &timer, NULL);
+    heap.limit = heap.used + (size_t)bytes;
+    heap.exceeded = 0;
+    return 0;
+}
+
+// loomc.memory_exceeded(): whether the allocator refused since spec_limits.
+static int l_memory_exceeded(lua_State *L) {
+    lua_pushboolean(L, heap.exceeded);
+    return 1;
 }
 
 /* ---- native functions for Lua ------------------------------------------- */
@@ -152,7 +293,43 @@ static int l_embedded_list(lua_State *L) {
     return 1;
 }
 
+// loomc.spawn({prog, args...} [, log]): runs prog (looked up on PATH unless it
+// has a '/') with exactly those arguments, no shell, and waits.  With `log`, the
+// child's stdout and stderr go to that file.  Returns "exit", code or "signal",
+// number, or nil and why it could not run.
+static int l_spawn(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    const char *log_path = luaL_optstring(L, 2, NULL);
+    lua_Integer n = luaL_len(L, 1);
+    luaL_argcheck(L, n >= 1, 1, "empty argument list");
+    char **argv = lua_newuserdatauv(L, (size_t)(n + 1) * sizeof *argv, 0);
+    for (lua_Integer i = 1; i <= n; i++) {
+        if (lua_geti(L, 1, i) != LUA_TSTRING) return luaL_error(L, "spawn: argument %d is not a string", (int)i);
+        argv[i - 1] = (char *)lua_tostring(L, -1);   // the table keeps the string alive
+        lua_pop(L, 1);
+    }
+    argv[n] = NULL;
+    int status;
+    char err[512];
+    if (loom_spawn(argv, log_path, &status, err, sizeof err) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    if (WIFSIGNALED(status)) {
+        lua_pushliteral(L, "signal");
+        lua_pushinteger(L, WTERMSIG(status));
+    } else {
+        lua_pushliteral(L, "exit");
+        lua_pushinteger(L, WEXITSTATUS(status));
+    }
+    return 2;
+}
+
 static const luaL_Reg loomc_functions[] = {
+    {"spawn", l_spawn},
+    {"spec_limits", l_spec_limits},
+    {"memory_exceeded", l_memory_exceeded},
     {"embedded", l_embedded},
     {"embedded_list", l_embedded_list},
     {"markdown_to_html", l_markdown_to_html},
@@ -202,9 +379,17 @@ static int search_generator(lua_State *L) {
     return 1;
 }
 
+static int panic(lua_State *L) {
+    const char *msg = lua_tostring(L, -1);
+    fprintf(stderr, "loom: internal error: unprotected Lua error: %s\n", msg ? msg : "(not a string)");
+    return 0;   // Lua aborts
+}
+
 lua_State *loom_new_state(void) {
-    lua_State *L = luaL_newstate();
+    // luaL_newstate with an allocator that counts (and, while a spec runs, caps) the heap
+    lua_State *L = lua_newstate(capped_alloc, NULL);
     if (!L) return NULL;
+    lua_atpanic(L, panic);
     luaL_openlibs(L);
     luaL_requiref(L, "loomc", open_loomc, 0);
     lua_pop(L, 1);

@@ -25,4 +25,10 @@ int loom_write_file_atomic(const char *path, const char *data, size_t length,
 // mkdir -p.  Returns 0, or -1 with errno set.
 int loom_mkdir_p(const char *path);
 
+// Runs argv[0] (on PATH unless it contains '/') with argv, without a shell, and
+// waits for it; with `log_path`, its stdout and stderr go to that file.  While it
+// runs, SIGINT and SIGQUIT are left to the child and SIGTERM is passed on to it.
+// Returns 0 with the wait status in *status, or -1 with a message in `err`.
+int loom_spawn(char *const argv[], const char *log_path, int *status, char *err, size_t errlen);
+
 #endif

@@ -197,8 +197,9 @@ local function accelerator_of(g, opts)
 end
 
 local function compile(dir)
-  local ok = os.execute(string.format("ninja -C '%s' >'%s/build.log' 2>&1", dir, dir))
-  if not ok then
+  local how, code = require("loomc").spawn({ "ninja", "-C", dir }, dir .. "/build.log")
+  if not how then diag.fatal(nil, code) end
+  if how ~= "exit" or code ~= 0 then
     local f = io.open(dir .. "/build.log")
     local log = f and f:read("a") or ""
     if f then f:close() end
@@ -246,12 +247,11 @@ function commands.train(opts, path)
   if cpu_dir then compile(cpu_dir) end
   if cuda_dir then compile(cuda_dir) end
   local dir = cuda_dir or cpu_dir
-  local args = {}
-  for _, a in ipairs(opts.program_args) do args[#args + 1] = "'" .. a:gsub("'", "'\\''") .. "'" end
+  local argv = { dir .. "/train", table.unpack(opts.program_args) }
   io.stdout:flush()
-  local ok, how, code = os.execute(string.format("'%s/train' %s", dir, table.concat(args, " ")))
-  if ok then return 0 end
-  return how == "exit" and code or 1
+  local how, code = require("loomc").spawn(argv)
+  if not how then diag.fatal(nil, code) end
+  return how == "exit" and code or 128 + code
 end
 
 local function run(args)

@@ -88,7 +88,8 @@ function nn.apply(p, ...)
   if not tensor.tracing() then
     diag.fatal(nil, string.format("%s can only be called inside a traced method (forward, loss, ...)", rec.class))
   end
-  local call_where = diag.here()
+  local call_where = diag.here(nn.apply)
+  if call_where == false then call_where = select(2, tensor.current_module()) end
   tensor.push_module(rec, call_where)
   local results
   if rec.forward then
@@ -567,6 +568,23 @@ local function check_modules(cls, t)
   return true
 end
 
+-- A submodule's name, as PyTorch's add_module takes it: not empty and without
+-- '.', which would make its tensors' names those of another's ("net.0" beside
+-- net = Sequential {...}); and, for the generated C and the checkpoint, without
+-- control characters.
+local function check_child_names(cls, t, where)
+  for _, k in ipairs(util.sorted_keys(t)) do
+    if type(k) == "string" then
+      local why = k == "" and "is empty"
+        or k:find(".", 1, true) and "contains '.', which separates the parts of a tensor's name (as in net.0.weight)"
+        or k:find("%c") and "contains a control character"
+      if why then
+        diag.error(diag.key_where(where, k), string.format("%s: the submodule name %s %s", cls, util.c_string(k), why))
+      end
+    end
+  end
+end
+
 -- Named entries of a table, in the order they were created in the spec.
 local function named_in_order(t)
   local names = {}
@@ -586,6 +604,7 @@ function class.Sequential(items, ...)
     diag.fatal(where, "Sequential takes one table of modules: Sequential { Linear(4, 8), ReLU() }")
   end
   check_modules("Sequential", items)
+  check_child_names("Sequential", items, where)
   local p, rec = module_list_from("Sequential", where, items)
   rec.call_text = "Sequential"
   for _, name in ipairs(named_in_order(items)) do add_child(rec, name, name, items[name]) end
@@ -616,6 +635,7 @@ function class.ModuleDict(items, ...)
     diag.fatal(where, "ModuleDict takes one table of named modules")
   end
   check_modules("ModuleDict", items)
+  check_child_names("ModuleDict", items, where)
   local p, rec = new_module("ModuleDict", where)
   for _, name in ipairs(named_in_order(items)) do add_child(rec, name, name, items[name]) end
   return p
@@ -654,6 +674,7 @@ function nn.define(class_name, def, where, reserved)
       rec.attrs[k] = v
     end
   end
+  check_child_names(class_name, named, where)
   for _, name in ipairs(named_in_order(named)) do add_child(rec, name, name, named[name]) end
   return p, rec
 end
@@ -661,38 +682,30 @@ end
 ---------------------------------------------------------------------------
 -- PyTorch's print(model), character for character (torch.nn.Module.__repr__).
 
-local function addindent(s, n)
-  local lines = {}
-  for line in (s .. "\n"):gmatch("(.-)\n") do lines[#lines + 1] = line end
-  if #lines == 1 then return s end
-  local pad = string.rep(" ", n)
-  for i = 2, #lines do lines[i] = pad .. lines[i] end
-  return table.concat(lines, "\n")
-end
-
-function nn.repr(p)
+-- Appends the lines of `p`'s repr to `out`: the first is `pad .. head ..`, the
+-- others start with `pad` (PyTorch's _addindent, applied once per line rather than
+-- to each child's whole text at every level: deep nesting stays linear in the output).
+local function repr_into(out, p, pad, head)
   local rec = records[p]
   local extra_lines = {}
   local extra = rec.extra_repr and rec.extra_repr(rec) or ""
   if extra ~= "" then
     for line in (extra .. "\n"):gmatch("(.-)\n") do extra_lines[#extra_lines + 1] = line end
   end
-  local child_lines = {}
-  for _, c in ipairs(rec.children) do
-    child_lines[#child_lines + 1] = "(" .. c.name .. "): " .. addindent(nn.repr(c.mod), 2)
-  end
-  local lines = {}
-  for _, l in ipairs(extra_lines) do lines[#lines + 1] = l end
-  for _, l in ipairs(child_lines) do lines[#lines + 1] = l end
-  local s = rec.class .. "("
-  if #lines > 0 then
-    if #extra_lines == 1 and #child_lines == 0 then
-      s = s .. extra_lines[1]
-    else
-      s = s .. "\n  " .. table.concat(lines, "\n  ") .. "\n"
-    end
-  end
-  return s .. ")"
+  local first = pad .. head .. rec.class .. "("
+  if #extra_lines + #rec.children == 0 then out[#out + 1] = first .. ")"; return end
+  if #extra_lines == 1 and #rec.children == 0 then out[#out + 1] = first .. extra_lines[1] .. ")"; return end
+  out[#out + 1] = first
+  local inner = pad .. "  "
+  for _, l in ipairs(extra_lines) do out[#out + 1] = inner .. l end
+  for _, c in ipairs(rec.children) do repr_into(out, c.mod, inner, "(" .. c.name .. "): ") end
+  out[#out + 1] = pad .. ")"
+end
+
+function nn.repr(p)
+  local out = {}
+  repr_into(out, p, "", "")
+  return table.concat(out, "\n")
 end
 
 ---------------------------------------------------------------------------

@@ -239,6 +239,7 @@ define_setting("data", "Synthetic", {
       if type(k) ~= "string" or not spec.is_decl(x) then
         return fail(what .. "." .. tostring(k), "a Tensor{...} declaration", x)
       end
+      if not util.is_c_name(k) then return nil, spec.field_name_error(what, k) end
     end
     return v
   end, nil, required = true },
@@ -249,11 +250,18 @@ define_setting("data", "Npy", {
     if type(v) ~= "table" then return fail(what, "a table: field name → .npy file", v) end
     for k, x in pairs(v) do
       if type(k) ~= "string" or type(x) ~= "string" then return fail(what .. "." .. tostring(k), "a file name", x) end
+      if not util.is_c_name(k) then return nil, spec.field_name_error(what, k) end
     end
     return v
   end, nil, required = true },
   val_split = { checkers.nonnegint, 0 },
 })
+
+-- A data field's name becomes a member of the generated program's batch struct.
+function spec.field_name_error(what, k)
+  return string.format("%s: the field name %s is not a plain name (letters, digits and '_', not a C keyword, "
+    .. "not starting with a digit or with '_' and a capital)", what, util.c_string(k))
+end
 
 ---------------------------------------------------------------------------
 -- Tensor declarations: model inputs and data fields (per-sample shape).
@@ -540,8 +548,19 @@ local function make_env(result)
   end
 
   local safe = {
-    assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs, pcall = pcall,
-    select = select, tonumber = tonumber, tostring = tostring, type = type, xpcall = xpcall,
+    assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs,
+    select = select, tonumber = tonumber, tostring = tostring, type = type,
+    -- a spec may catch its own errors, but not the stop for passing a limit
+    pcall = function(f, ...) return diag.after_pcall(pcall(f, ...)) end,
+    xpcall = function(f, handler, ...)
+      if type(handler) ~= "function" then return xpcall(f, handler, ...) end
+      -- the stop is raised from a hook, where hooks are off: the spec's handler
+      -- would run unchecked, so it does not see the stop at all
+      return diag.after_pcall(xpcall(f, function(e)
+        if diag.stopped() then return e end
+        return handler(e)
+      end, ...))
+    end,
     print = function(...)
       local parts = table.pack(...)
       for i = 1, parts.n do parts[i] = tostring(parts[i]) end
@@ -627,15 +646,16 @@ function spec.load(path)
   local env = make_env(result)
   local chunk, syntax = load(text, chunkname, "t", env)
   if not chunk then
+    diag.end_spec()
     local e = spec.user_error(syntax, chunkname)
     error(e or syntax, 0)
   end
-  local ok, e = xpcall(chunk, spec.message_handler(chunkname))
-  if not ok then
-    -- memory errors bypass the message handler
-    if e == "not enough memory" then diag.fatal(nil, "the spec ran out of memory") end
-    error(e, 0)
+  for _, d in ipairs(util.duplicate_keys(text)) do
+    diag.error({ file = path, line = d.line }, string.format(
+      "'%s' is given twice in this table (first on line %d); Lua would keep only the last", d.key, d.first))
   end
+  local ok, e = xpcall(chunk, spec.message_handler(chunkname))
+  if not ok then error(diag.spec_error(e), 0) end
   if not result.model and not diag.has_errors() then
     diag.error({ file = path, line = 1 }, "the spec declares no model: add model \"Name\" { inputs = ..., forward = ... }",
       nil, { no_excerpt = true })

@@ -20,16 +20,56 @@ function template.source(path)
   return text
 end
 
-function template.fill(path, values)
+-- Scans C text from `i` to `j` starting in `state` ("code", "string", "char",
+-- "line" for a // comment, "block" for /* */) and returns the state at `j`.
+local function scan_c(text, i, j, state)
+  while i < j do
+    local c = text:sub(i, i)
+    if state == "code" then
+      local two = text:sub(i, i + 1)
+      if two == "//" then state = "line"; i = i + 1
+      elseif two == "/*" then state = "block"; i = i + 1
+      elseif c == '"' then state = "string"
+      elseif c == "'" then state = "char" end
+    elseif state == "line" then
+      if c == "\n" then state = "code" end
+    elseif state == "block" then
+      if text:sub(i, i + 1) == "*/" then state = "code"; i = i + 1 end
+    elseif c == "\\" then i = i + 1   -- an escape in a string or character literal
+    elseif (state == "string" and c == '"') or (state == "char" and c == "'") or c == "\n" then state = "code" end
+    i = i + 1
+  end
+  return state
+end
+
+-- Fills the holes of a template.  A value inside a C string literal is text and
+-- is escaped (util.c_string_body); one inside a comment is made safe for it
+-- (util.c_comment); anywhere else it is code and goes in as it is.  With
+-- `some_unused`, values that fill no hole are allowed.
+function template.fill(path, values, some_unused)
+  local util = require "util"
   local text = template.source(path)
+  local ninja = path:match("%.ninja%.in$") ~= nil
   local used = {}
-  local out = text:gsub("%${([%w_]+)}", function(name)
+  local scanned, state = 1, "code"   -- holes come in order: the scan goes on from the last
+  local out = text:gsub("()%${([%w_]+)}", function(pos, name)
     local v = values[name]
     assert(v ~= nil, path .. ": no value for ${" .. name .. "}")
     used[name] = true
+    local where
+    if ninja then
+      local line_start = pos
+      while line_start > 1 and text:sub(line_start - 1, line_start - 1) ~= "\n" do line_start = line_start - 1 end
+      where = text:sub(line_start, pos - 1):find("^%s*#") and "comment" or "code"
+    else
+      state, scanned = scan_c(text, scanned, pos, state), pos
+      where = (state == "line" or state == "block") and "comment" or state
+    end
+    if where == "string" then return util.c_string_body(v) end
+    if where == "comment" then return util.c_comment(v) end
     return tostring(v)
   end)
-  for name in pairs(values) do
+  for name in pairs(some_unused and {} or values) do
     assert(used[name], path .. ": value '" .. name .. "' fills no hole")
   end
   return out

@@ -170,4 +170,179 @@ function util.human_flops(n)
   return string.format("%.2f %s", n, units[i])
 end
 
+---------------------------------------------------------------------------
+-- Text that reaches generated C (and build.ninja).  Every string literal and
+-- every piece of spec text in a comment goes through these.
+
+local C_ESCAPES = { ["\\"] = "\\\\", ['"'] = '\\"', ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
+
+-- The body of a C string literal holding the bytes of `s` (no quotes): quotes,
+-- backslashes and control characters escaped, bytes outside printable ASCII as
+-- three-digit octal (never hex, which would swallow a following digit), and every
+-- '?' escaped where "??" occurs, so that no trigraph forms (-std=c11 has them).
+function util.c_string_body(s)
+  s = tostring(s)
+  local out = s:gsub('[%c"\\\128-\255]', function(c)
+    return C_ESCAPES[c] or string.format("\\%03o", c:byte())
+  end)
+  if out:find("??", 1, true) then out = out:gsub("%?", "\\?") end
+  return out
+end
+
+-- `s` as a C string literal: "..." (see util.c_string_body).
+function util.c_string(s)
+  return '"' .. util.c_string_body(s) .. '"'
+end
+
+-- `s` for a // (or build.ninja #) comment: itself when plain printable ASCII,
+-- else as a C string literal, which has no line break, no backslash at its end
+-- and no trigraph (any of which would pull the next line into the comment).
+function util.c_comment(s)
+  s = tostring(s)
+  if s:find("^[ -~]*$") and not s:find("\\", 1, true) and not s:find("??", 1, true) then return s end
+  return util.c_string(s)
+end
+
+-- The C identifier the emitters derive from a tensor or field name.
+function util.c_ident(name)
+  return (name:gsub("[^%w]", "_"))
+end
+
+-- Words a data field cannot be called: it becomes a struct member in C and in
+-- the CUDA program's C++.
+local RESERVED = {}
+for w in ([[auto break case char const continue default do double else enum extern float for goto if inline int
+  long register restrict return short signed sizeof static struct switch typedef union unsigned void volatile
+  while bool true false class new delete this template typename namespace operator private protected public
+  virtual friend throw try catch using explicit mutable export constexpr nullptr alignas alignof decltype
+  noexcept static_assert thread_local]]):gmatch("%a+") do RESERVED[w] = true end
+
+-- Whether `name` can be used as it is as a C (and C++) member name.
+function util.is_c_name(name)
+  return type(name) == "string" and name:find("^[%a_][%w_]*$") ~= nil and not RESERVED[name] and not name:find("^_[%u_]")
+end
+
+---------------------------------------------------------------------------
+-- Lua keeps only the last of two equal keys in a table constructor
+-- (`epochs = 1, epochs = 3`), so the duplicates are found in the source text.
+
+local BLOCK_OPEN = { ["function"] = true, ["if"] = true, ["do"] = true, ["repeat"] = true }
+local BLOCK_CLOSE = { ["end"] = true, ["until"] = true }
+
+-- The tokens of Lua source `text`: { v = text or string value, kind = "name" |
+-- "string" | "number" | "op", line = n }.  A string's value is its text when it
+-- has no escapes, else false (never equal to a key).  Returns nil on text it
+-- cannot read (the caller has already had it compiled, so only a bug would).
+local function lua_tokens(text)
+  local toks, i, line, n = {}, 1, 1, #text
+  local function long_bracket(at)   -- the level of a [==[ opening at `at`, or nil
+    local eq = text:match("^%[(=*)%[", at)
+    return eq and #eq
+  end
+  local function skip_long(at, level)   -- past the ]==] closing a long bracket opened at `at`
+    local open_len = level + 2
+    local close = "]" .. string.rep("=", level) .. "]"
+    local stop = text:find(close, at + open_len, true)
+    if not stop then return nil end
+    local _, newlines = text:sub(at, stop):gsub("\n", "")
+    line = line + newlines
+    return stop + #close, text:sub(at + open_len, stop - 1)
+  end
+  while i <= n do
+    local c = text:sub(i, i)
+    if c == "\n" then line = line + 1; i = i + 1
+    elseif c:find("%s") then i = i + 1
+    elseif text:sub(i, i + 1) == "--" then
+      local level = long_bracket(i + 2)
+      if level then
+        i = skip_long(i + 2, level)
+        if not i then return nil end
+      else
+        i = (text:find("\n", i, true) or n + 1)
+      end
+    elseif c == '"' or c == "'" then
+      local j, escaped, start_line = i + 1, false, line
+      while true do
+        local d = text:sub(j, j)
+        if d == "" then return nil end
+        if d == "\\" then
+          escaped = true
+          if text:sub(j + 1, j + 1) == "\n" then line = line + 1 end
+          j = j + 2
+        elseif d == c then break
+        else
+          if d == "\n" then return nil end
+          j = j + 1
+        end
+      end
+      toks[#toks + 1] = { kind = "string", v = not escaped and text:sub(i + 1, j - 1), line = start_line }
+      i = j + 1
+    elseif c == "[" and long_bracket(i) then
+      local start_line = line
+      local after = skip_long(i, long_bracket(i))
+      if not after then return nil end
+      toks[#toks + 1] = { kind = "string", v = false, line = start_line }
+      i = after
+    elseif c:find("[%a_]") then
+      local word = text:match("^[%a_][%w_]*", i)
+      toks[#toks + 1] = { kind = "name", v = word, line = line }
+      i = i + #word
+    elseif c:find("%d") or (c == "." and text:sub(i + 1, i + 1):find("%d")) then
+      local num = text:match("^[%w_%.]*", i)
+      while num:find("[eEpP]$") and text:sub(i + #num, i + #num):find("[%+%-]") do
+        num = num .. text:match("^[%+%-][%w_%.]*", i + #num)
+      end
+      toks[#toks + 1] = { kind = "number", v = num, line = line }
+      i = i + #num
+    else
+      local op = text:match("^%.%.%.", i) or text:match("^[=~<>]=", i) or text:match("^::", i)
+        or text:match("^%.%.", i) or text:match("^//", i) or text:match("^<<", i) or text:match("^>>", i) or c
+      toks[#toks + 1] = { kind = "op", v = op, line = line }
+      i = i + #op
+    end
+  end
+  return toks
+end
+
+-- Keys given twice in one table constructor of Lua source `text`: a list of
+-- { key =, line = (of the second), first = (its first line) }.
+function util.duplicate_keys(text)
+  local toks = lua_tokens(text)
+  if not toks then return {} end
+  local found = {}
+  local stack = { { kind = "chunk" } }
+  local function record(frame, key, line)
+    local first = frame.keys[key]
+    if first then found[#found + 1] = { key = key, line = line, first = first }
+    else frame.keys[key] = line end
+  end
+  for i, t in ipairs(toks) do
+    local top = stack[#stack]
+    local at_field = top.kind == "table" and top.field_start
+    if top.kind == "table" then top.field_start = false end
+    local v, kind = t.v, t.kind
+    if kind == "op" and v == "{" then
+      stack[#stack + 1] = { kind = "table", keys = {}, field_start = true }
+    elseif kind == "op" and (v == "(" or v == "[") then
+      local a, b, c = toks[i + 1], toks[i + 2], toks[i + 3]
+      if at_field and v == "[" and a and a.kind == "string" and a.v and b and b.v == "]" and c and c.kind == "op" and c.v == "=" then
+        record(top, a.v, t.line)
+      end
+      stack[#stack + 1] = { kind = "group" }
+    elseif kind == "op" and (v == "}" or v == ")" or v == "]") then
+      if #stack > 1 and top.kind ~= "block" then stack[#stack] = nil end
+    elseif kind == "name" and BLOCK_OPEN[v] then
+      stack[#stack + 1] = { kind = "block" }
+    elseif kind == "name" and BLOCK_CLOSE[v] then
+      if top.kind == "block" then stack[#stack] = nil end
+    elseif kind == "op" and (v == "," or v == ";") then
+      if top.kind == "table" then top.field_start = true end
+    elseif kind == "name" and at_field then
+      local nxt = toks[i + 1]
+      if nxt and nxt.kind == "op" and nxt.v == "=" then record(top, v, t.line) end
+    end
+  end
+  return found
+end
+
 return util

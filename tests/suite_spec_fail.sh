@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 LOOM=${LOOM:-build/loom}
 # an endless loop in a spec is cut off after this much CPU time
 export LOOM_SPEC_SECONDS=${LOOM_SPEC_SECONDS:-1}
+# and a spec that grows without end stops at this many MiB
+export LOOM_SPEC_MEMORY=${LOOM_SPEC_MEMORY:-64}
 cases=(tests/spec_fail/*.lua)
 [ -f "${cases[0]}" ] || { echo "1..1"; echo "not ok spec_fail: no cases in tests/spec_fail/"; exit 0; }
 echo "1..${#cases[@]}"

@@ -1,0 +1,9 @@
+-- expect: tests/spec_fail/loss_without_parameters.lua:7: train.loss does not depend on any parameter of the model: there is nothing to train (does the model have layers, and does the loss use its output?)
+model "Net" { inputs = { x = Tensor{4} }, net = Linear(4, 4),
+  forward = function(m, x) return m.net(x.x) end }
+train {
+  data = Synthetic { fields = { x = Tensor{4}, y = Tensor{4} } }, batch_size = 8,
+  loss = function(m, b)
+    local unused = m(b); return mse_loss(b.x, b.y)
+  end,
+  optimizer = SGD { lr = 0.1 }, epochs = 1 }
