@@ -51,7 +51,28 @@ local CKPT_DTYPE = { f32 = "CKPT_F32", f64 = "CKPT_F64", bf16 = "CKPT_BF16", f16
 
 local DIST = { uniform = "SYNTH_UNIFORM", normal = "SYNTH_NORMAL", bernoulli = "SYNTH_BERNOULLI", randint = "SYNTH_RANDINT" }
 
-local function data_code(sp, fields, ctype)
+-- The integer data fields the training graph uses as indices: field name ->
+-- { hi = the values' bound, except = a value allowed besides [0, hi), what = their name }
+-- (cross_entropy's class-index target with its ignore_index, an embedding's indices).
+local function index_ranges(g)
+  local ranges = {}
+  local function bound(t, hi, except, what)
+    if not (t and t.input) then return end
+    local r = ranges[t.input]
+    if not r or hi < r.hi then ranges[t.input] = { hi = hi, except = except, what = what } end
+  end
+  for _, node in ipairs(g.loss and g.loss.nodes or {}) do
+    local x, t = node.inputs and node.inputs[1], node.inputs and node.inputs[2]
+    if node.op == "cross_entropy" and t and t.dtype == "int64" then
+      bound(t, #x.shape >= 2 and x.shape[2] or x.shape[1], node.attrs.ignore_index, "class index")
+    elseif node.op == "embedding" then
+      bound(x, t.shape[1], 0, "embedding index")   -- (0 is in range: no exception)
+    end
+  end
+  return ranges
+end
+
+local function data_code(sp, fields, ctype, g)
   local data = sp.train.data
   local a = data.args
   local open
@@ -93,13 +114,23 @@ local function data_code(sp, fields, ctype)
       "    *has_test = 0;",
     }
   elseif data.kind == "Npy" then
-    -- uint8 becomes float32 / 255 (images), integers int64, floats float32
+    -- uint8 becomes float32 / 255 (images), integers int64, floats float32; the files
+    -- (the spec's, or --data's) must have the rows and dtypes generated for, and class
+    -- or embedding indices must be in range (npy_dataset_open checks)
     local rows = {}
+    local ranges = index_ranges(g)
     for _, f in ipairs(fields) do
       local kind = f.npy.descr:sub(2)
       local out = f.dtype == "int64" and "DT_I64" or "DT_F32"
-      rows[#rows + 1] = string.format("        { \"%s\", \"%s\", 1, %s, %s, 0.0f, 1.0f },", f.name, f.npy.path, out,
-        kind == "u1" and "1.0f / 255.0f" or "1.0f")
+      local dtypes = kind == "u1" and "1u << DT_U8" or f.dtype == "int64" and "1u << DT_I32 | 1u << DT_I64"
+        or "1u << DT_F32 | 1u << DT_F64"
+      local shape = {}
+      for i, x in ipairs(f.shape) do shape[i] = tostring(x) end
+      local r = ranges[f.name]
+      rows[#rows + 1] = string.format("        { .name = \"%s\", .path = \"%s\", .convert = 1, .out_dtype = %s, .scale = %s, .mean = 0.0f, .std = 1.0f,\n" ..
+        "          .check = 1, .ndim = %d, .shape = { %s }, .dtypes = %s%s },", f.name, f.npy.path, out,
+        kind == "u1" and "1.0f / 255.0f" or "1.0f", #f.shape, #shape > 0 and table.concat(shape, ", ") or "0", dtypes,
+        r and string.format(", .lo = 0, .hi = %d, .except = %d, .range_what = \"%s\"", r.hi, r.except, r.what) or "")
     end
     open = {
       string.format("    npy_field_spec fields[] = {\n%s\n    };", join(rows)),
@@ -690,7 +721,7 @@ function emit_train.program(g, info, opts)
   local opt_format = require("precision").optimizer_format(ps)
   OPT16 = opt_format ~= ps.compute and opt_format or nil   -- 16-true: float32 (see above)
   assert(not STATE16 or ps.compute == "f32", "16-bit state is computed in float")
-  local open, bind, data_desc = data_code(sp, info.fields, ty.ctype)
+  local open, bind, data_desc = data_code(sp, info.fields, ty.ctype, g)
   local o = optimizer_code(tr.optimizer, ty.sfx)
   local sc = scaler_code(ps.loss_scaling)
   if ps.loss_scaling then
