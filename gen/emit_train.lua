@@ -176,7 +176,7 @@ end
 local function optimizer_code(opt, sfx, momentum_expr)
   local a = opt.args
   local k, s = opt.kind, sfx
-  local fields, alloc, step, save, load, groups = {}, {}, {}, {}, {}, {}
+  local fields, alloc, step, save, load, groups, free = {}, {}, {}, {}, {}, {}, {}
   local states
   if k == "SGD" then
     states = a.momentum ~= 0 and { "momentum_buffer" } or {}
@@ -192,6 +192,7 @@ local function optimizer_code(opt, sfx, momentum_expr)
       ct == "real" and " (float32: see optimizer_step)" or "")
     alloc[#alloc + 1] = string.format("    o->%s = calloc(NUM_PARAMS, sizeof(%s));", st, ct)
     alloc[#alloc + 1] = string.format("    if (!o->%s) return -1;", st)
+    free[#free + 1] = string.format("    free(o->%s);", st)
     save[#save + 1] = string.format("    add_tensors(&w, model_param_info, NUM_PARAM_TENSORS, o->%s, %s, \"optimizer.%s.\");", st, dt, st)
     load[#load + 1] = string.format("    read_tensors(&f, model_param_info, NUM_PARAM_TENSORS, o->%s, %s, \"optimizer.%s.\");", st, dt, st)
     groups[#groups + 1] = string.format("        { model_param_info, NUM_PARAM_TENSORS, %s, \"optimizer.%s.\" },", dt, st)
@@ -296,7 +297,7 @@ local function optimizer_code(opt, sfx, momentum_expr)
   return {
     desc = desc, fields = join(fields), alloc = join(alloc), step = join(step),
     save = #save > 0 and join(save) or "    (void)o;", load = #load > 0 and join(load) or "    (void)o;",
-    groups = join(groups),
+    groups = join(groups), free = #free > 0 and join(free) or "    (void)o;   // no state to free",
     base_momentum = k == "SGD" and a.momentum or (a.betas and a.betas[1]),
   }
 end
@@ -323,6 +324,11 @@ local function onecycle_phases(a, ends, values)
     if i < #ends then lines[#lines + 1] = string.format("    start = end%d;", i) end
   end
   return lines
+end
+
+-- Whether the schedule's values depend on the run's total steps (--epochs, --max-steps)
+local function schedule_spans_run(sched)
+  return sched ~= nil and (sched.kind == "WarmupCosine" or sched.kind == "OneCycleLR") and not sched.args.total_steps
 end
 
 local function schedule_code(sp, opt)
@@ -625,7 +631,7 @@ local function callbacks_code(sp, has_accuracy)
         lines[#lines + 1] = string.format("            if (slot >= 0 && (top[3 * slot + 1] < 0 || value %s top[3 * slot])) {", better)
         lines[#lines + 1] = "                if (top[3 * slot + 1] >= 0) {"
         lines[#lines + 1] = string.format("                    snprintf(path, sizeof path, \"%%s/epoch=%%lld-step=%%lld.safetensors\", %s, (long long)top[3 * slot + 1], (long long)top[3 * slot + 2]);", dir)
-        lines[#lines + 1] = "                    remove(path);"
+        lines[#lines + 1] = "                    ckpt_pending_add(&stale, path);   // deleted once last.safetensors no longer names it"
         lines[#lines + 1] = "                }"
         lines[#lines + 1] = "                top[3 * slot] = value; top[3 * slot + 1] = (double)rs.epoch; top[3 * slot + 2] = (double)rs.step;"
         lines[#lines + 1] = string.format("                snprintf(path, sizeof path, \"%%s/epoch=%%lld-step=%%lld.safetensors\", %s, (long long)rs.epoch, (long long)rs.step);", dir)
@@ -744,6 +750,8 @@ function emit_train.program(g, info, opts)
     string.format("#define ACCUMULATE %d          // micro-batches per optimizer step", tr.accumulate),
     string.format("#define VAL_EVERY %d           // validate every N epochs", tr.val_every),
     string.format("#define LOG_EVERY %d           // progress lines when not on a terminal", 100),
+    string.format("#define SCHEDULE_SPANS_RUN %d  // the schedule reads the run's total steps (a resume may not change them)",
+      schedule_spans_run(tr.scheduler) and 1 or 0),
   }
   local step_code = o.step
   local state_desc = ({ f32 = "float32", f64 = "float64", bf16 = "bfloat16", f16 = "float16" })[ps.state]
@@ -781,7 +789,7 @@ function emit_train.program(g, info, opts)
   })
   files["optim.c"] = template.fill("templates/c/optim.c.in", {
     model_name = g.model_rec.class, spec_file = sp.file, optimizer_desc = o.desc, momentum = mom,
-    optimizer_alloc = o.alloc, scheduler_desc = sched_desc, lr_body = lr_body,
+    optimizer_alloc = o.alloc, optimizer_free = o.free, scheduler_desc = sched_desc, lr_body = lr_body,
     optimizer_step = step_code, momentum_body = momentum_body, momentum_desc = momentum_desc,
     clip_desc = clip_desc, clip_body = clip_body, scaler_code = sc.code,
     optim_includes = STATE16 and string.format("\n#include \"kernels.h\"   // k_widen_%s / k_narrow_%s: the state is stored in 16 bits", STATE16, STATE16) or "",

@@ -911,3 +911,12 @@ int ckpt_dir_clean(const char *dir) {
     closedir(d);
     return removed;
 }
+
+void ckpt_pending_add(ckpt_pending *p, const char *path) {
+    if (p->n < CKPT_PENDING_MAX) snprintf(p->path[p->n++], sizeof p->path[0], "%s", path);
+}
+
+void ckpt_pending_remove(ckpt_pending *p) {
+    for (int i = 0; i < p->n; i++) remove(p->path[i]);
+    p->n = 0;
+}

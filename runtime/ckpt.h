@@ -138,6 +138,15 @@ int ckpt_run_resume(const char *path, const ckpt_run *saved, ckpt_run *run, unsi
 int ckpt_run_check(const char *path, const ckpt_run *saved, const ckpt_run *run, int64_t batches_per_epoch,
                    int64_t steps_per_epoch, unsigned overridden, int spans, char *err, char *note);
 
+// --- files a newer checkpoint replaces ---
+// ModelCheckpoint's old best is deleted only once the checkpoints that stop naming it
+// (the new best, last.safetensors) are on disk: a kill in between leaves a stray file,
+// never a callback state that names a deleted one.
+#define CKPT_PENDING_MAX 16
+typedef struct { char path[CKPT_PENDING_MAX][4096]; int n; } ckpt_pending;
+void ckpt_pending_add(ckpt_pending *p, const char *path);   // beyond CKPT_PENDING_MAX: left on disk
+void ckpt_pending_remove(ckpt_pending *p);                  // deletes them, and empties p
+
 // --- the run directory ---
 // Locks dir (flock on the directory itself) for as long as the process lives: a second
 // run on the same directory is refused with one line instead of deleting the first
