@@ -867,10 +867,10 @@ int ckpt_run_check(const char *path, const ckpt_run *saved, const ckpt_run *run,
     int64_t v = overridden & CKPT_GIVEN_EPOCHS ? run->epochs : run->max_steps;
     int64_t was = overridden & CKPT_GIVEN_EPOCHS ? saved->epochs : saved->max_steps;
     if (spans && run->total_steps != saved->total_steps)
-        return errf(err, path, "%s %" PRId64 " would make the run %" PRId64 " steps, but the checkpoint's run was planned for %" PRId64
-                    " (%s %" PRId64 ") and its learning-rate schedule spans them: resume without %s", flag, v, run->total_steps,
-                    saved->total_steps, flag, was, flag);
-    snprintf(note, CKPT_ERR_LEN, "note: %s %" PRId64 " overrides the checkpoint's %" PRId64 " (this run stops at step %" PRId64 ")",
+        snprintf(note, CKPT_ERR_LEN, "note: %s %" PRId64 " overrides the checkpoint's %" PRId64 ": the learning-rate schedule now spans %"
+                 PRId64 " steps, not the %" PRId64 " it was planned for (resume without %s to continue that run)",
+                 flag, v, was, run->total_steps, saved->total_steps, flag);
+    else snprintf(note, CKPT_ERR_LEN, "note: %s %" PRId64 " overrides the checkpoint's %" PRId64 " (this run stops at step %" PRId64 ")",
              flag, v, was, run->total_steps);
     return 0;
 }

@@ -132,9 +132,10 @@ int ckpt_run_load(ckpt_file *f, const char *spec_hash, ckpt_run *r);
 int ckpt_run_resume(const char *path, const ckpt_run *saved, ckpt_run *run, unsigned given, char *err);
 // After the data is open: `run` holds this program's batch_size, train_size and
 // total_steps.  A checkpoint of another data size or batch size is refused; so is one
-// whose position does not fit its own plan (steps past its total, batches past an epoch);
-// `overridden` (from ckpt_run_resume) flags that change the total steps are refused when
-// `spans` (the learning-rate schedule spans the run's steps), else noted in `note`.
+// whose position does not fit its own plan (steps past its total, batches past an epoch).
+// `overridden` (from ckpt_run_resume) flags are noted in `note` (empty when none): where
+// `spans` (the learning-rate schedule spans the run's steps) and the total changes, the
+// note says that the schedule is not the one the checkpoint's run followed.
 int ckpt_run_check(const char *path, const ckpt_run *saved, const ckpt_run *run, int64_t batches_per_epoch,
                    int64_t steps_per_epoch, unsigned overridden, int spans, char *err, char *note);
 
