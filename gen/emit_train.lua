@@ -525,9 +525,10 @@ local function scaler_code(enabled)
     },
     load = {
       "    double scale = 0;",
-      "    if (ckpt_meta_get_i64(&f, \"optimizer.steps\", &o->steps) || ckpt_meta_get_f64(&f, \"scaler.scale\", &scale) ||",
-      "        ckpt_meta_get_i64(&f, \"scaler.growth_tracker\", &o->scaler.growth_tracker))",
+      "    if (ckpt_meta_get_i64_in(&f, \"optimizer.steps\", 0, CKPT_MAX_COUNT, &o->steps) || ckpt_meta_get_f64(&f, \"scaler.scale\", &scale) ||",
+      string.format("        ckpt_meta_get_i64_in(&f, \"scaler.growth_tracker\", 0, %d, &o->scaler.growth_tracker))", S.growth_interval),
       "        die(f.err);",
+      "    if (!(scale > 0 && scale <= 3.4028234663852886e38)) { fprintf(stderr, \"%s: metadata 'scaler.scale' is %g, not a loss scale\\n\", path, scale); exit(1); }",
       "    o->scaler.scale = (float)scale;",
     },
     loop_vars = "\n    int64_t skipped = 0;   // steps the loss scaler skipped in this run",
