@@ -73,6 +73,7 @@ model "Synth" {
   net = Sequential { Linear(8, 16), ReLU(), Dropout(0.5), Linear(16, 1) },
   forward = function(m, b) return m.net(b.x) end,
 }
+fabric { accelerator = "cpu" }
 train {
   data = Synthetic { fields = { x = Tensor{8}, y = Tensor{1} }, size = ${SYNTH_SIZE:-64}, val_size = ${SYNTH_VAL:-0} },
   batch_size = 8, accumulate = $acc,
