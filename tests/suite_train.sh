@@ -152,6 +152,15 @@ if "$LOOM" build "$work/long.lua" -o "$work/long" >"$work/long.log" 2>&1; then
   kill -KILL $pid 2>/dev/null; wait $pid 2>/dev/null
 else fail "resume across a kill is bit-exact (schedule, dropout, accumulate)" "$(tail -3 "$work/long.log")"; fi
 
+# 16-mixed's loss scale from a checkpoint must be a positive float (a NaN scale trained on)
+if "$LOOM" build "$work/acc1.lua" --precision=16-mixed -o "$work/acc16" >"$work/acc16.log" 2>&1 &&
+   "$work/acc16/train" --quiet --out "$work/a16" >>"$work/acc16.log" 2>&1; then
+  cp "$work/a16/last.safetensors" "$work/scale.safetensors"; set_meta "$work/scale.safetensors" scaler.scale nan
+  expect_error "16-mixed: a NaN loss scale in a checkpoint is refused" "scale.safetensors: metadata 'scaler.scale' is nan, not a loss scale" "$work/acc16/train" --resume "$work/scale.safetensors" --out "$work/o15"
+  cp "$work/a16/last.safetensors" "$work/scale.safetensors"; set_meta "$work/scale.safetensors" optimizer.steps -1
+  expect_error "16-mixed: a negative optimizer step count is refused" "scale.safetensors: metadata 'optimizer.steps' is -1, out of range" "$work/acc16/train" --resume "$work/scale.safetensors" --out "$work/o16"
+else fail "16-mixed: a NaN loss scale in a checkpoint is refused" "$(tail -3 "$work/acc16.log")"; fi
+
 # ModelCheckpoint: killed right after it deletes the old best, the newest last.safetensors
 # names a best checkpoint that exists (it deleted the old best before writing the new one)
 cc -shared -fPIC tests/harness/kill_after_remove.c -o "$work/kill_after_remove.so" -ldl
