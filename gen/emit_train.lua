@@ -572,12 +572,14 @@ end
 
 local function callbacks_code(sp, has_accuracy)
   local lines, init, mkdirs = {}, {}, {}
+  local counts = {}   -- per slot: 1 when it holds a count (epochs, steps), checked as one on resume
   local best_ckpt = nil   -- where the best checkpoint is tracked, for testing it
   local slot = 0
-  local function take(initial)
+  local function take(initial, count)
     slot = slot + 1
     if slot > 32 then diag.fatal(sp.train.where, "too many callbacks (their state has 32 slots)") end
     init[#init + 1] = initial
+    counts[slot] = count and "1" or "0"
     return slot - 1
   end
   for _, cb in ipairs(sp.train.callbacks) do
@@ -585,7 +587,7 @@ local function callbacks_code(sp, has_accuracy)
     if cb.kind == "EarlyStopping" then
       local var = monitor_var(cb, has_accuracy)
       local best = take(a.mode == "min" and "INFINITY" or "-INFINITY")
-      local wait = take("0")
+      local wait = take("0", true)
       local better = a.mode == "min" and string.format("%s < next.cb[%d] - %s", var, best, lit(a.min_delta))
         or string.format("%s > next.cb[%d] + %s", var, best, lit(a.min_delta))
       lines[#lines + 1] = string.format("        // EarlyStopping(monitor=\"%s\", mode=\"%s\", patience=%d, min_delta=%s)  <- %s:%d",
@@ -615,8 +617,8 @@ local function callbacks_code(sp, has_accuracy)
         -- without a monitor, the latest checkpoint is the best (Lightning keeps the last one)
         local var = a.monitor and monitor_var(cb, has_accuracy) or "(double)rs.step"
         local maximize = (not a.monitor) or a.mode == "max"
-        local base = take("0")
-        for _ = 2, 3 * k do take("0") end
+        local base = take("0")   -- k × (value, epoch, step)
+        for i = 2, 3 * k do take("0", i % 3 ~= 1) end
         -- the slots start as "empty" (epoch -1)
         for i = 0, k - 1 do init[base + 3 * i + 2] = "-1" end
         local better = maximize and ">" or "<"
@@ -670,7 +672,9 @@ local function callbacks_code(sp, has_accuracy)
       "        }",
     }
   end
-  return join(lines), table.concat(init, ", "), #mk > 0 and join(mk) or "    // (checkpoints go to --out)", test_desc, test_weights
+  while #counts < 32 do counts[#counts + 1] = "0" end
+  return join(lines), table.concat(init, ", "), #mk > 0 and join(mk) or "    // (checkpoints go to --out)", test_desc, test_weights,
+    "{ " .. table.concat(counts, ", ") .. " }"
 end
 
 local function logger_code(sp, has_accuracy, loss_scaling)
@@ -741,7 +745,7 @@ function emit_train.program(g, info, opts)
   local lr_body, sched_desc, onecycle = schedule_code(sp, tr.optimizer)
   local clip_body, clip_desc = clip_code(sp)
   local has_accuracy = info.has_accuracy
-  local callbacks, cb_init, cb_mkdirs, test_desc, test_weights = callbacks_code(sp, has_accuracy)
+  local callbacks, cb_init, cb_mkdirs, test_desc, test_weights, cb_counts = callbacks_code(sp, has_accuracy)
   local log_open, log_step, log_epoch, log_test, log_close = logger_code(sp, has_accuracy, ps.loss_scaling)
   local mom = o.base_momentum and lit(o.base_momentum) or "0.0"
   local settings = join {
@@ -751,6 +755,7 @@ function emit_train.program(g, info, opts)
     string.format("#define ACCUMULATE %d          // micro-batches per optimizer step", tr.accumulate),
     string.format("#define VAL_EVERY %d           // validate every N epochs", tr.val_every),
     string.format("#define LOG_EVERY %d           // progress lines when not on a terminal", 100),
+    string.format("#define CALLBACK_COUNT_SLOTS %s   // callback state slots holding epochs, steps, waits", cb_counts),
     string.format("#define SCHEDULE_SPANS_RUN %d  // the schedule reads the run's total steps (a resume may not change them)",
       schedule_spans_run(tr.scheduler) and 1 or 0),
   }

@@ -172,6 +172,9 @@ if "$LOOM" build "$work/mc.lua" -o "$work/mc" >"$work/mc.log" 2>&1; then
   if [ $rc -ne 137 ]; then fail "ModelCheckpoint never names a deleted file" "the run did not replace a best checkpoint (rc=$rc)"
   elif [ -n "$best" ] && [ -f "$best" ]; then ok "ModelCheckpoint never names a deleted file"
   else fail "ModelCheckpoint never names a deleted file" "last.safetensors names '$best', which is gone ($(ls "$work/mcr" | tr '\n' ' '))"; fi
+  # the best checkpoint's epoch, a count, as inf: it was cast to long long (undefined)
+  cp "$work/mcr/last.safetensors" "$work/cb.safetensors"; set_meta "$work/cb.safetensors" callback_state_1 inf
+  expect_error "a callback's count that is not an integer is refused" "cb.safetensors: metadata 'callback_state_1' is inf, not a callback's state" "$work/mc/train" --resume "$work/cb.safetensors" --out "$work/o17"
 else fail "ModelCheckpoint never names a deleted file" "$(tail -3 "$work/mc.log")"; fi
 
 # Under AddressSanitizer, UBSan and LeakSanitizer (no suppressions) a program builds at
