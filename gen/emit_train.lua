@@ -53,7 +53,28 @@ local CKPT_DTYPE = { f32 = "CKPT_F32", f64 = "CKPT_F64", bf16 = "CKPT_BF16", f16
 
 local DIST = { uniform = "SYNTH_UNIFORM", normal = "SYNTH_NORMAL", bernoulli = "SYNTH_BERNOULLI", randint = "SYNTH_RANDINT" }
 
-local function data_code(sp, fields, ctype)
+-- The integer data fields the training graph uses as indices: field name ->
+-- { hi = the values' bound, except = a value allowed besides [0, hi), what = their name }
+-- (cross_entropy's class-index target with its ignore_index, an embedding's indices).
+local function index_ranges(g)
+  local ranges = {}
+  local function bound(t, hi, except, what)
+    if not (t and t.input) then return end
+    local r = ranges[t.input]
+    if not r or hi < r.hi then ranges[t.input] = { hi = hi, except = except, what = what } end
+  end
+  for _, node in ipairs(g.loss and g.loss.nodes or {}) do
+    local x, t = node.inputs and node.inputs[1], node.inputs and node.inputs[2]
+    if node.op == "cross_entropy" and t and t.dtype == "int64" then
+      bound(t, #x.shape >= 2 and x.shape[2] or x.shape[1], node.attrs.ignore_index, "class index")
+    elseif node.op == "embedding" then
+      bound(x, t.shape[1], 0, "embedding index")   -- (0 is in range: no exception)
+    end
+  end
+  return ranges
+end
+
+local function data_code(sp, fields, ctype, g)
   local data = sp.train.data
   local a = data.args
   local open
@@ -95,13 +116,23 @@ local function data_code(sp, fields, ctype)
       "    *has_test = 0;",
     }
   elseif data.kind == "Npy" then
-    -- uint8 becomes float32 / 255 (images), integers int64, floats float32
+    -- uint8 becomes float32 / 255 (images), integers int64, floats float32; the files
+    -- (the spec's, or --data's) must have the rows and dtypes generated for, and class
+    -- or embedding indices must be in range (npy_dataset_open checks)
     local rows = {}
+    local ranges = index_ranges(g)
     for _, f in ipairs(fields) do
       local kind = f.npy.descr:sub(2)
       local out = f.dtype == "int64" and "DT_I64" or "DT_F32"
-      rows[#rows + 1] = string.format("        { %s, %s, 1, %s, %s, 0.0f, 1.0f },", util.c_string(f.name), util.c_string(f.npy.path), out,
-        kind == "u1" and "1.0f / 255.0f" or "1.0f")
+      local dtypes = kind == "u1" and "1u << DT_U8" or f.dtype == "int64" and "1u << DT_I32 | 1u << DT_I64"
+        or "1u << DT_F32 | 1u << DT_F64"
+      local shape = {}
+      for i, x in ipairs(f.shape) do shape[i] = tostring(x) end
+      local r = ranges[f.name]
+      rows[#rows + 1] = string.format("        { .name = %s, .path = %s, .convert = 1, .out_dtype = %s, .scale = %s, .mean = 0.0f, .std = 1.0f,\n" ..
+        "          .check = 1, .ndim = %d, .shape = { %s }, .dtypes = %s%s },", util.c_string(f.name), util.c_string(f.npy.path), out,
+        kind == "u1" and "1.0f / 255.0f" or "1.0f", #f.shape, #shape > 0 and table.concat(shape, ", ") or "0", dtypes,
+        r and string.format(", .lo = 0, .hi = %d, .except = %d, .range_what = %s", r.hi, r.except, util.c_string(r.what)) or "")
     end
     open = {
       string.format("    npy_field_spec fields[] = {\n%s\n    };", join(rows)),
@@ -148,7 +179,7 @@ local function optimizer_code(k16, opt, sfx, momentum_expr)
   local STATE16, OPT16, PAR_FOR, LD, ST, LDO, STO = k16.STATE16, k16.OPT16, k16.PAR_FOR, k16.LD, k16.ST, k16.LDO, k16.STO
   local a = opt.args
   local k, s = opt.kind, sfx
-  local fields, alloc, step, save, load, groups = {}, {}, {}, {}, {}, {}
+  local fields, alloc, step, save, load, groups, free = {}, {}, {}, {}, {}, {}, {}
   local states
   if k == "SGD" then
     states = a.momentum ~= 0 and { "momentum_buffer" } or {}
@@ -164,6 +195,7 @@ local function optimizer_code(k16, opt, sfx, momentum_expr)
       ct == "real" and " (float32: see optimizer_step)" or "")
     alloc[#alloc + 1] = string.format("    o->%s = calloc(NUM_PARAMS, sizeof(%s));", st, ct)
     alloc[#alloc + 1] = string.format("    if (!o->%s) return -1;", st)
+    free[#free + 1] = string.format("    free(o->%s);", st)
     save[#save + 1] = string.format("    add_tensors(&w, model_param_info, NUM_PARAM_TENSORS, o->%s, %s, \"optimizer.%s.\");", st, dt, st)
     load[#load + 1] = string.format("    read_tensors(&f, model_param_info, NUM_PARAM_TENSORS, o->%s, %s, \"optimizer.%s.\");", st, dt, st)
     groups[#groups + 1] = string.format("        { model_param_info, NUM_PARAM_TENSORS, %s, \"optimizer.%s.\" },", dt, st)
@@ -270,7 +302,7 @@ local function optimizer_code(k16, opt, sfx, momentum_expr)
     saves_nothing = #save == 0,   -- save and load hold a placeholder
     desc = desc, fields = join(fields), alloc = join(alloc), step = join(step),
     save = #save > 0 and join(save) or "    (void)o;", load = #load > 0 and join(load) or "    (void)o;",
-    groups = join(groups),
+    groups = join(groups), free = #free > 0 and join(free) or "    (void)o;   // no state to free",
     base_momentum = k == "SGD" and a.momentum or (a.betas and a.betas[1]),
   }
 end
@@ -297,6 +329,11 @@ local function onecycle_phases(a, ends, values)
     if i < #ends then lines[#lines + 1] = string.format("    start = end%d;", i) end
   end
   return lines
+end
+
+-- Whether the schedule's values depend on the run's total steps (--epochs, --max-steps)
+local function schedule_spans_run(sched)
+  return sched ~= nil and (sched.kind == "WarmupCosine" or sched.kind == "OneCycleLR") and not sched.args.total_steps
 end
 
 local function schedule_code(sp, opt)
@@ -495,9 +532,10 @@ local function scaler_code(k16, enabled)
     },
     load = {
       "    double scale = 0;",
-      "    if (ckpt_meta_get_i64(&f, \"optimizer.steps\", &o->steps) || ckpt_meta_get_f64(&f, \"scaler.scale\", &scale) ||",
-      "        ckpt_meta_get_i64(&f, \"scaler.growth_tracker\", &o->scaler.growth_tracker))",
+      "    if (ckpt_meta_get_i64_in(&f, \"optimizer.steps\", 0, CKPT_MAX_COUNT, &o->steps) || ckpt_meta_get_f64(&f, \"scaler.scale\", &scale) ||",
+      string.format("        ckpt_meta_get_i64_in(&f, \"scaler.growth_tracker\", 0, %d, &o->scaler.growth_tracker))", S.growth_interval),
       "        die(f.err);",
+      "    if (!(scale > 0 && scale <= 3.4028234663852886e38)) { fprintf(stderr, \"%s: metadata 'scaler.scale' is %g, not a loss scale\\n\", path, scale); exit(1); }",
       "    o->scaler.scale = (float)scale;",
     },
     loop_vars = "\n    int64_t skipped = 0;   // steps the loss scaler skipped in this run",
@@ -541,12 +579,14 @@ end
 
 local function callbacks_code(sp, has_accuracy)
   local lines, init, mkdirs = {}, {}, {}
+  local counts = {}   -- per slot: 1 when it holds a count (epochs, steps), checked as one on resume
   local best_ckpt = nil   -- where the best checkpoint is tracked, for testing it
   local slot = 0
-  local function take(initial)
+  local function take(initial, count)
     slot = slot + 1
     if slot > 32 then diag.fatal(sp.train.where, "too many callbacks (their state has 32 slots)") end
     init[#init + 1] = initial
+    counts[slot] = count and "1" or "0"
     return slot - 1
   end
   for _, cb in ipairs(sp.train.callbacks) do
@@ -554,7 +594,7 @@ local function callbacks_code(sp, has_accuracy)
     if cb.kind == "EarlyStopping" then
       local var = monitor_var(cb, has_accuracy)
       local best = take(a.mode == "min" and "INFINITY" or "-INFINITY")
-      local wait = take("0")
+      local wait = take("0", true)
       local better = a.mode == "min" and string.format("%s < next.cb[%d] - %s", var, best, lit(a.min_delta))
         or string.format("%s > next.cb[%d] + %s", var, best, lit(a.min_delta))
       lines[#lines + 1] = string.format("        // EarlyStopping(monitor=%s, mode=\"%s\", patience=%d, min_delta=%s)  <- %s:%d",
@@ -584,8 +624,8 @@ local function callbacks_code(sp, has_accuracy)
         -- without a monitor, the latest checkpoint is the best (Lightning keeps the last one)
         local var = a.monitor and monitor_var(cb, has_accuracy) or "(double)rs.step"
         local maximize = (not a.monitor) or a.mode == "max"
-        local base = take("0")
-        for _ = 2, 3 * k do take("0") end
+        local base = take("0")   -- k × (value, epoch, step)
+        for i = 2, 3 * k do take("0", i % 3 ~= 1) end
         -- the slots start as "empty" (epoch -1)
         for i = 0, k - 1 do init[base + 3 * i + 2] = "-1" end
         local better = maximize and ">" or "<"
@@ -601,7 +641,7 @@ local function callbacks_code(sp, has_accuracy)
         lines[#lines + 1] = string.format("            if (slot >= 0 && (top[3 * slot + 1] < 0 || value %s top[3 * slot])) {", better)
         lines[#lines + 1] = "                if (top[3 * slot + 1] >= 0) {"
         lines[#lines + 1] = string.format("                    snprintf(path, sizeof path, \"%%s/epoch=%%lld-step=%%lld.safetensors\", %s, (long long)top[3 * slot + 1], (long long)top[3 * slot + 2]);", dir)
-        lines[#lines + 1] = "                    remove(path);"
+        lines[#lines + 1] = "                    ckpt_pending_add(&stale, path);   // deleted once last.safetensors no longer names it"
         lines[#lines + 1] = "                }"
         lines[#lines + 1] = "                top[3 * slot] = value; top[3 * slot + 1] = (double)rs.epoch; top[3 * slot + 2] = (double)rs.step;"
         lines[#lines + 1] = string.format("                snprintf(path, sizeof path, \"%%s/epoch=%%lld-step=%%lld.safetensors\", %s, (long long)rs.epoch, (long long)rs.step);", dir)
@@ -640,7 +680,9 @@ local function callbacks_code(sp, has_accuracy)
       "        }",
     }
   end
-  return join(lines), table.concat(init, ", "), #mk > 0 and join(mk) or "    // (checkpoints go to --out)", test_desc, test_weights
+  while #counts < 32 do counts[#counts + 1] = "0" end
+  return join(lines), table.concat(init, ", "), #mk > 0 and join(mk) or "    // (checkpoints go to --out)", test_desc, test_weights,
+    "{ " .. table.concat(counts, ", ") .. " }"
 end
 
 local function logger_code(sp, has_accuracy, loss_scaling)
@@ -699,7 +741,7 @@ function emit_train.values(l)
   local ty = { ctype = l.settings.compute == "f64" and "double" or "float", sfx = l.settings.compute }
   local ps = l.settings   -- the precision: state and compute formats, loss scaling
   local k16 = storage(l)
-  local open, bind, data_desc = data_code(sp, l.fields, ty.ctype)
+  local open, bind, data_desc = data_code(sp, l.fields, ty.ctype, g)
   local o = optimizer_code(k16, tr.optimizer, ty.sfx)
   local sc = scaler_code(k16, ps.loss_scaling)
   if ps.loss_scaling then
@@ -712,7 +754,7 @@ function emit_train.values(l)
   local lr_body, sched_desc, onecycle = schedule_code(sp, tr.optimizer)
   local clip_body, clip_desc = clip_code(k16, sp)
   local has_accuracy = l.accuracy ~= nil
-  local callbacks, cb_init, cb_mkdirs, test_desc, test_weights = callbacks_code(sp, has_accuracy)
+  local callbacks, cb_init, cb_mkdirs, test_desc, test_weights, cb_counts = callbacks_code(sp, has_accuracy)
   local log_open, log_step, log_epoch, log_test, log_close = logger_code(sp, has_accuracy, ps.loss_scaling)
   local mom = o.base_momentum and lit(o.base_momentum) or "0.0"
   local settings = join {
@@ -722,6 +764,9 @@ function emit_train.values(l)
     string.format("#define ACCUMULATE %d          // micro-batches per optimizer step", tr.accumulate),
     string.format("#define VAL_EVERY %d           // validate every N epochs", tr.val_every),
     string.format("#define LOG_EVERY %d           // progress lines when not on a terminal", 100),
+    string.format("#define CALLBACK_COUNT_SLOTS %s   // callback state slots holding epochs, steps, waits", cb_counts),
+    string.format("#define SCHEDULE_SPANS_RUN %d  // the schedule reads the run's total steps (a resume may not change them)",
+      schedule_spans_run(tr.scheduler) and 1 or 0),
   }
   local step_code = o.step
   local state_desc = ({ f32 = "float32", f64 = "float64", bf16 = "bfloat16", f16 = "float16" })[ps.state]
@@ -759,7 +804,7 @@ function emit_train.values(l)
   }
   values.optim_c = {
     model_name = g.model_rec.class, spec_file = sp.file, optimizer_desc = o.desc, momentum = mom,
-    optimizer_alloc = o.alloc, scheduler_desc = sched_desc, lr_body = lr_body,
+    optimizer_alloc = o.alloc, optimizer_free = o.free, scheduler_desc = sched_desc, lr_body = lr_body,
     optimizer_step = step_code, momentum_body = momentum_body, momentum_desc = momentum_desc,
     clip_desc = clip_desc, clip_body = clip_body, scaler_code = sc.code,
     optim_includes = k16.STATE16 and string.format("\n#include \"kernels.h\"   // k_widen_%s / k_narrow_%s: the state is stored in 16 bits", k16.STATE16, k16.STATE16) or "",

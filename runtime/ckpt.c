@@ -9,9 +9,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <signal.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 // A header larger than this is corrupt rather than big: the reference implementation
 // refuses headers over 100 MB too, and it stops a bad length from allocating gigabytes.
@@ -74,6 +78,13 @@ static int errf(char *err, const char *what, const char *fmt, ...) {
 // A failed system call: the user gets the file and the reason, a developer the line.
 #define SYSFAIL(err, path, call) \
     errf(err, path, "%s failed: %s (%s:%d)", call, strerror(errno), __FILE__, __LINE__)
+
+// The metadata key of a tensor's checksum, and the checksum of its bytes (zlib's CRC-32).
+#define CRC_PREFIX "crc32:"
+static int is_crc_key(const char *key) { return strncmp(key, CRC_PREFIX, sizeof CRC_PREFIX - 1) == 0; }
+static uint32_t data_crc(const void *data, uint64_t n) {
+    return (uint32_t)crc32_z(crc32_z(0L, Z_NULL, 0), data, (z_size_t)n);
+}
 
 static char *xstrdup(const char *s) {
     size_t n = strlen(s) + 1;
@@ -214,23 +225,37 @@ int ckpt_write(ckpt_writer *w, const char *path) {
     }
 
     // The header: metadata first, then the tensors in data order.
+    // The caller's metadata, then each tensor's checksum (the caller's own "crc32:"
+    // keys, if any, are replaced: a checksum is always of the bytes written).
     sbuf h = {0};
     sb_str(&h, "{");
-    if (w->nmeta > 0) {
-        sb_str(&h, "\"__metadata__\":{");
-        for (int i = 0; i < w->nmeta; i++) {
-            if (i) sb_str(&h, ",");
-            sb_json_string(&h, w->meta[i].key);
-            sb_str(&h, ":");
-            sb_json_string(&h, w->meta[i].value);
-        }
-        sb_str(&h, "}");
+    int have_meta = 0;
+    for (int i = 0; i < w->nmeta; i++) {
+        if (is_crc_key(w->meta[i].key)) continue;
+        sb_str(&h, have_meta++ ? "," : "\"__metadata__\":{");
+        sb_json_string(&h, w->meta[i].key);
+        sb_str(&h, ":");
+        sb_json_string(&h, w->meta[i].value);
     }
+    for (int i = 0; i < w->ntensors; i++) {
+        ckpt_tensor *t = &w->tensors[i];
+        char crc[16];
+        char *key = malloc(sizeof CRC_PREFIX + strlen(t->name));
+        if (!key) { h.oom = 1; break; }
+        snprintf(key, sizeof CRC_PREFIX + strlen(t->name), CRC_PREFIX "%s", t->name);
+        snprintf(crc, sizeof crc, "%08" PRIx32, data_crc(t->data, (uint64_t)nbytes_checked(t->dtype, t->ndim, t->shape)));
+        sb_str(&h, have_meta++ ? "," : "\"__metadata__\":{");
+        sb_json_string(&h, key);
+        sb_str(&h, ":");
+        sb_json_string(&h, crc);
+        free(key);
+    }
+    if (have_meta) sb_str(&h, "}");
     uint64_t off = 0;
     for (int i = 0; i < w->ntensors; i++) {
         ckpt_tensor *t = &w->tensors[i];
         char num[64];
-        if (i || w->nmeta) sb_str(&h, ",");
+        if (i || have_meta) sb_str(&h, ",");
         sb_json_string(&h, t->name);
         sb_str(&h, ":{\"dtype\":\"");
         sb_str(&h, ckpt_dtype_name(t->dtype));
@@ -590,12 +615,38 @@ static int validate_layout(ckpt_file *f, uint64_t data_size) {
 }
 
 static int cmp_name(const void *a, const void *b) { return cmp_tensor_ptr_name(a, b); }
+const ckpt_tensor *ckpt_find(const ckpt_file *f, const char *name);
+
+// Every "crc32:NAME" of the metadata against the bytes of tensor NAME; the keys are
+// then dropped from f->meta (they are the format's, not the caller's metadata).
+static int verify_checksums(ckpt_file *f) {
+    int kept = 0;
+    for (int i = 0; i < f->nmeta; i++) {
+        const char *key = f->meta[i].key, *v = f->meta[i].value;
+        if (!is_crc_key(key)) { f->meta[kept++] = f->meta[i]; continue; }
+        const char *name = key + sizeof CRC_PREFIX - 1;
+        const ckpt_tensor *t = ckpt_find(f, name);
+        if (!t) return errf(f->err, f->path, "metadata '%.200s' is the checksum of a tensor the file does not have", key);
+        char *end;
+        errno = 0;
+        unsigned long want = strtoul(v, &end, 16);
+        if (strlen(v) != 8 || *end || errno || want > 0xffffffffUL)
+            return errf(f->err, f->path, "metadata '%.200s' is \"%.60s\", not a CRC-32 (8 hex digits)", key, v);
+        uint32_t got = data_crc(t->data, t->end - t->begin);
+        if (got != (uint32_t)want)
+            return errf(f->err, f->path, "tensor '%.200s': its data do not match their checksum (CRC-32 %08lx in the header, "
+                        "%08" PRIx32 " of the bytes): the file is corrupt", name, want, got);
+    }
+    f->nmeta = kept;
+    return 0;
+}
 
 int ckpt_open(ckpt_file *f, const char *path) {
     memset(f, 0, sizeof *f);
     f->path = xstrdup(path);
     if (!f->path) return errf(f->err, path, "out of memory");
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: opening a FIFO with no writer would wait forever (it is refused below)
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return errf(f->err, path, "cannot open: %s", strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0) { close(fd); return SYSFAIL(f->err, path, "fstat"); }
@@ -639,7 +690,7 @@ int ckpt_open(ckpt_file *f, const char *path) {
     } else if (size - 8 - hlen != 0) {
         return errf(f->err, path, "%" PRIu64 " bytes of data but no tensors", size - 8 - hlen);
     }
-    return 0;
+    return verify_checksums(f);
 }
 
 void ckpt_close(ckpt_file *f) {
@@ -717,6 +768,15 @@ int ckpt_meta_get_i64(ckpt_file *f, const char *key, int64_t *out) {
     return 0;
 }
 
+int ckpt_meta_get_i64_in(ckpt_file *f, const char *key, int64_t lo, int64_t hi, int64_t *out) {
+    int64_t v;
+    if (ckpt_meta_get_i64(f, key, &v)) return -1;
+    if (v < lo || v > hi)
+        return errf(f->err, f->path, "metadata '%s' is %" PRId64 ", out of range [%" PRId64 ", %" PRId64 "]", key, v, lo, hi);
+    *out = v;
+    return 0;
+}
+
 int ckpt_meta_get_f64(ckpt_file *f, const char *key, double *out) {
     const char *v = ckpt_meta_get(f, key);
     if (!v) return errf(f->err, f->path, "metadata '%s' is missing", key);
@@ -725,4 +785,138 @@ int ckpt_meta_get_f64(ckpt_file *f, const char *key, double *out) {
     if (end == v || *end) return errf(f->err, f->path, "metadata '%s' is \"%.60s\", not a number", key, v);
     *out = x;
     return 0;
+}
+
+// ---------------------------------------------------------------------------------
+// a training run's plan and position
+
+int ckpt_run_save(ckpt_writer *w, const ckpt_run *r) {
+    const struct { const char *key; int64_t v; } kv[] = {
+        {"step", r->step}, {"epoch", r->epoch}, {"batch", r->batch}, {"seed", r->seed},
+        {"loader_epoch", r->loader_epoch}, {"loader_batch", r->loader_batch},
+        {"epochs", r->epochs}, {"max_steps", r->max_steps}, {"total_steps", r->total_steps},
+        {"batch_size", r->batch_size}, {"train_size", r->train_size},
+    };
+    for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++)
+        if (ckpt_writer_set_meta_i64(w, kv[i].key, kv[i].v)) return -1;
+    return 0;
+}
+
+int ckpt_run_load(ckpt_file *f, const char *spec_hash, ckpt_run *r) {
+    if (spec_hash) {
+        const char *h = ckpt_meta_get(f, "spec_hash");
+        if (!h) return errf(f->err, f->path, "metadata 'spec_hash' is missing: not a checkpoint of a loom training run");
+        if (strcmp(h, spec_hash) != 0)
+            return errf(f->err, f->path, "a checkpoint of another version of the spec (spec hash %.40s; this program's is %s): "
+                        "resume it with the program generated from that spec", h, spec_hash);
+    }
+    // the plan first: the position is checked against it
+    if (ckpt_meta_get_i64_in(f, "epochs", 0, CKPT_MAX_EPOCHS, &r->epochs) ||
+        ckpt_meta_get_i64_in(f, "max_steps", 0, CKPT_MAX_COUNT, &r->max_steps) ||
+        ckpt_meta_get_i64_in(f, "total_steps", 0, CKPT_MAX_COUNT, &r->total_steps) ||
+        ckpt_meta_get_i64_in(f, "batch_size", 1, CKPT_MAX_COUNT, &r->batch_size) ||
+        ckpt_meta_get_i64_in(f, "train_size", 1, CKPT_MAX_COUNT, &r->train_size) ||
+        ckpt_meta_get_i64_in(f, "seed", 0, INT64_MAX, &r->seed) ||
+        ckpt_meta_get_i64_in(f, "step", 0, CKPT_MAX_COUNT, &r->step) ||
+        ckpt_meta_get_i64_in(f, "epoch", 0, CKPT_MAX_EPOCHS, &r->epoch) ||
+        ckpt_meta_get_i64_in(f, "batch", 0, r->train_size, &r->batch) ||
+        ckpt_meta_get_i64_in(f, "loader_epoch", 0, CKPT_MAX_EPOCHS, &r->loader_epoch) ||
+        ckpt_meta_get_i64_in(f, "loader_batch", 0, r->train_size, &r->loader_batch))
+        return -1;
+    return 0;
+}
+
+int ckpt_run_resume(const char *path, const ckpt_run *saved, ckpt_run *run, unsigned given, char *err) {
+    if ((given & CKPT_GIVEN_SEED) && run->seed != saved->seed)
+        return errf(err, path, "--seed %" PRId64 " contradicts the checkpoint's seed %" PRId64
+                    " (its shuffle and dropout continue from it): resume without --seed", run->seed, saved->seed);
+    unsigned differ = 0;
+    if (!(given & CKPT_GIVEN_EPOCHS)) run->epochs = saved->epochs;
+    else if (run->epochs != saved->epochs) differ |= CKPT_GIVEN_EPOCHS;
+    if (!(given & CKPT_GIVEN_MAX_STEPS)) run->max_steps = saved->max_steps;
+    else if (run->max_steps != saved->max_steps) differ |= CKPT_GIVEN_MAX_STEPS;
+    run->seed = saved->seed;
+    return (int)differ;
+}
+
+int ckpt_run_check(const char *path, const ckpt_run *saved, const ckpt_run *run, int64_t batches_per_epoch,
+                   int64_t steps_per_epoch, unsigned overridden, int spans, char *err, char *note) {
+    note[0] = '\0';
+    if (saved->train_size != run->train_size)
+        return errf(err, path, "the checkpoint's run trained on %" PRId64 " samples, this data has %" PRId64
+                    " (the continuation would shuffle other samples)", saved->train_size, run->train_size);
+    if (saved->batch_size != run->batch_size)
+        return errf(err, path, "the checkpoint's run used batches of %" PRId64 ", this program %" PRId64, saved->batch_size, run->batch_size);
+    int64_t max_epochs = saved->epochs ? saved->epochs
+                       : steps_per_epoch ? (saved->max_steps + steps_per_epoch - 1) / steps_per_epoch : 0;
+    // steps: at most one per micro-batch of its epochs, and at most max_steps
+    int64_t most = INT64_MAX;
+    if (saved->epochs && __builtin_mul_overflow(saved->epochs, batches_per_epoch, &most)) most = INT64_MAX;
+    if (saved->max_steps && saved->max_steps < most) most = saved->max_steps;
+    if (saved->step > most)
+        return errf(err, path, "metadata 'step' is %" PRId64 ", more than the run's %" PRId64 " steps", saved->step, most);
+    if (saved->epoch > max_epochs)
+        return errf(err, path, "metadata 'epoch' is %" PRId64 ", past the run's %" PRId64 " epochs", saved->epoch, max_epochs);
+    if (saved->batch > batches_per_epoch || saved->loader_batch > batches_per_epoch)
+        return errf(err, path, "metadata 'batch' (%" PRId64 ") or 'loader_batch' (%" PRId64 ") is past the %" PRId64
+                    " batches of an epoch", saved->batch, saved->loader_batch, batches_per_epoch);
+    if (saved->loader_epoch > max_epochs)
+        return errf(err, path, "metadata 'loader_epoch' is %" PRId64 ", past the run's %" PRId64 " epochs", saved->loader_epoch, max_epochs);
+    if (!overridden) return 0;
+    const char *flag = overridden & CKPT_GIVEN_EPOCHS ? "--epochs" : "--max-steps";
+    int64_t v = overridden & CKPT_GIVEN_EPOCHS ? run->epochs : run->max_steps;
+    int64_t was = overridden & CKPT_GIVEN_EPOCHS ? saved->epochs : saved->max_steps;
+    if (spans && run->total_steps != saved->total_steps)
+        snprintf(note, CKPT_ERR_LEN, "note: %s %" PRId64 " overrides the checkpoint's %" PRId64 ": the learning-rate schedule now spans %"
+                 PRId64 " steps, not the %" PRId64 " it was planned for (resume without %s to continue that run)",
+                 flag, v, was, run->total_steps, saved->total_steps, flag);
+    else snprintf(note, CKPT_ERR_LEN, "note: %s %" PRId64 " overrides the checkpoint's %" PRId64 " (this run stops at step %" PRId64 ")",
+             flag, v, was, run->total_steps);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------
+// the run directory
+
+int ckpt_dir_lock(const char *dir, char *err) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return errf(err, dir, "cannot open the directory: %s", strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        close(fd);
+        if (e == EWOULDBLOCK)
+            return errf(err, dir, "another training run is using this directory (--out): wait for it to finish or choose another");
+        return errf(err, dir, "cannot lock the directory: %s", strerror(e));
+    }
+    return fd;
+}
+
+int ckpt_dir_clean(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int removed = 0;
+    struct dirent *e;
+    char path[4096];
+    while ((e = readdir(d)) != NULL) {
+        const char *tag = strstr(e->d_name, ".safetensors.tmp.");
+        if (!tag) continue;
+        char *end;
+        errno = 0;
+        long pid = strtol(tag + strlen(".safetensors.tmp."), &end, 10);
+        if (errno || *end || pid <= 0) continue;   // not one of ours
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;   // its writer is alive (or not ours to ask)
+        if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= sizeof path) continue;
+        if (remove(path) == 0) removed++;
+    }
+    closedir(d);
+    return removed;
+}
+
+void ckpt_pending_add(ckpt_pending *p, const char *path) {
+    if (p->n < CKPT_PENDING_MAX) snprintf(p->path[p->n++], sizeof p->path[0], "%s", path);
+}
+
+void ckpt_pending_remove(ckpt_pending *p) {
+    for (int i = 0; i < p->n; i++) remove(p->path[i]);
+    p->n = 0;
 }

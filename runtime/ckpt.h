@@ -16,6 +16,12 @@
 // sees the old checkpoint or the new one, never half of one, and a crash at any moment
 // leaves the previous checkpoint intact.
 //
+// Each tensor's data carry a CRC-32 (zlib's) in the metadata, "crc32:NAME" = 8 hex
+// digits: ckpt_open verifies every one present and names the tensor whose bytes do not
+// match (safetensors itself has no checksum); a file without them (written by PyTorch
+// or the safetensors package) loads as before.  The keys are the format's, not the
+// caller's: ckpt_meta_get does not see them.
+//
 // Errors never exit: a function returns non-zero and leaves one line in `err`, naming
 // the file and the problem, e.g.
 //   ckpt.safetensors: tensor 'net.1.weight' has shape [256, 784] in the checkpoint but [128, 784] in this model
@@ -95,5 +101,60 @@ int ckpt_check_against(ckpt_file *f, const ckpt_tensor *expected, int n);
 const char *ckpt_meta_get(const ckpt_file *f, const char *key);         // NULL if absent
 int ckpt_meta_get_i64(ckpt_file *f, const char *key, int64_t *out);    // missing/bad -> error
 int ckpt_meta_get_f64(ckpt_file *f, const char *key, double *out);
+// An integer in [lo, hi]; out of range is an error naming the file, the key and the range.
+int ckpt_meta_get_i64_in(ckpt_file *f, const char *key, int64_t lo, int64_t hi, int64_t *out);
+
+// --- a training run: what --resume continues besides the tensors ---
+// Every count a run keeps is at most CKPT_MAX_COUNT (2^52: exact as a double, and no
+// arithmetic on it overflows int64); the limits --epochs and --max-steps at most
+// CKPT_MAX_EPOCHS / CKPT_MAX_COUNT.
+#define CKPT_MAX_COUNT (INT64_C(1) << 52)
+#define CKPT_MAX_EPOCHS INT64_C(2147483647)
+typedef struct {
+    int64_t step, epoch, batch;            // optimizer steps done; the epoch and batch to continue at
+    int64_t loader_epoch, loader_batch;    // the training loader's position
+    int64_t seed;                          // weights, shuffle, dropout and synthetic data
+    int64_t epochs, max_steps;             // the run's limits (--epochs, --max-steps; 0: none)
+    int64_t total_steps;                   // the steps it was planned for: the schedule's horizon
+    int64_t batch_size, train_size;        // samples per batch, and in the training set
+} ckpt_run;
+// Flags given on the command line (ckpt_run_resume's `given`)
+enum { CKPT_GIVEN_EPOCHS = 1, CKPT_GIVEN_MAX_STEPS = 2, CKPT_GIVEN_SEED = 4 };
+int ckpt_run_save(ckpt_writer *w, const ckpt_run *r);
+// Reads a run saved by ckpt_run_save: every key present and in range, and, when
+// spec_hash is not NULL, the checkpoint's "spec_hash" equal to it (a checkpoint of
+// another version of the spec is refused).  Errors name the file.
+int ckpt_run_load(ckpt_file *f, const char *spec_hash, ckpt_run *r);
+// --resume: `run` holds this program's flags (epochs, max_steps, seed), `given` which of
+// them the command line set.  Those not given take the checkpoint's; a --seed other than
+// the checkpoint's is refused.  Returns -1 (err says why) or the given flags that differ
+// from the checkpoint's (CKPT_GIVEN_*), for ckpt_run_check.
+int ckpt_run_resume(const char *path, const ckpt_run *saved, ckpt_run *run, unsigned given, char *err);
+// After the data is open: `run` holds this program's batch_size, train_size and
+// total_steps.  A checkpoint of another data size or batch size is refused; so is one
+// whose position does not fit its own plan (steps past its total, batches past an epoch).
+// `overridden` (from ckpt_run_resume) flags are noted in `note` (empty when none): where
+// `spans` (the learning-rate schedule spans the run's steps) and the total changes, the
+// note says that the schedule is not the one the checkpoint's run followed.
+int ckpt_run_check(const char *path, const ckpt_run *saved, const ckpt_run *run, int64_t batches_per_epoch,
+                   int64_t steps_per_epoch, unsigned overridden, int spans, char *err, char *note);
+
+// --- files a newer checkpoint replaces ---
+// ModelCheckpoint's old best is deleted only once the checkpoints that stop naming it
+// (the new best, last.safetensors) are on disk: a kill in between leaves a stray file,
+// never a callback state that names a deleted one.
+#define CKPT_PENDING_MAX 16
+typedef struct { char path[CKPT_PENDING_MAX][4096]; int n; } ckpt_pending;
+void ckpt_pending_add(ckpt_pending *p, const char *path);   // beyond CKPT_PENDING_MAX: left on disk
+void ckpt_pending_remove(ckpt_pending *p);                  // deletes them, and empties p
+
+// --- the run directory ---
+// Locks dir (flock on the directory itself) for as long as the process lives: a second
+// run on the same directory is refused with one line instead of deleting the first
+// one's temporaries.  Returns the lock's descriptor, or -1 with err set.
+int ckpt_dir_lock(const char *dir, char *err);
+// Removes the temporaries (NAME.safetensors.tmp.PID) that dead processes left in dir
+// (a run killed while writing); those of live processes stay.  Returns how many.
+int ckpt_dir_clean(const char *dir);
 
 #endif

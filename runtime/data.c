@@ -76,6 +76,8 @@ int dfile_open(data_file *f, const char *path, data_err *err) {
     struct stat st;
     if (stat(path, &st) != 0) return data_fail(err, DATA_EIO, "%s: cannot open: %s", path, strerror(errno));
     if (S_ISDIR(st.st_mode)) return data_fail(err, DATA_EIO, "%s: cannot open: is a directory", path);
+    // a FIFO would block the open (and then the read) forever, a device has no end
+    if (!S_ISREG(st.st_mode)) return data_fail(err, DATA_EIO, "%s: cannot open: not a regular file", path);
     f->gz = gzopen(path, "rb");
     if (!f->gz) return data_fail(err, DATA_EIO, "%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
     gzbuffer(f->gz, 1 << 20);
@@ -324,12 +326,14 @@ void dataset_get(const dataset *ds, int f, int64_t i, void *out) {
 
 // Reads root/base.gz, or root/base when that does not exist.
 static int fashion_read(const char *root, const char *base, char *path, size_t pathsize, data_array *a, data_err *err) {
-    snprintf(path, pathsize, "%s/%s.gz", root, base);
+    int n = snprintf(path, pathsize, "%s/%s.gz", root, base);
+    if (n < 0 || (size_t)n >= pathsize) return data_fail(err, DATA_EIO, "%s: cannot open: the path is too long", root);
     struct stat st;
     if (stat(path, &st) != 0) {
-        snprintf(path, pathsize, "%s/%s", root, base);
+        int e = errno;
+        path[n - 3] = '\0';   // root/base, without ".gz"
         if (stat(path, &st) != 0)
-            return data_fail(err, DATA_EIO, "%s/%s.gz: cannot open: %s (nor %s)", root, base, strerror(errno), path);
+            return data_fail(err, DATA_EIO, "%s/%s.gz: cannot open: %s (nor %s)", root, base, strerror(e), path);
     }
     return idx_read(path, a, err);
 }
@@ -387,9 +391,11 @@ int fashion_open(const char *root, const fashion_opts *o, dataset *train, datase
         if (rc) { store_unref(tr); return rc; }
     }
     if (o->val_split < 0 || o->val_split >= tr->n) {
+        // the message first: it reads tr->n, which store_unref frees
+        data_fail(err, DATA_EARG, "%s: val_split %lld must be in 0..%lld", root, (long long)o->val_split, (long long)tr->n - 1);
         store_unref(tr);
         store_unref(te);
-        return data_fail(err, DATA_EARG, "%s: val_split %lld must be in 0..%lld", root, (long long)o->val_split, (long long)tr->n - 1);
+        return DATA_EARG;
     }
     *train = view_of(tr, 0, tr->n - o->val_split);
     if (val) *val = view_of(tr, tr->n - o->val_split, o->val_split);
@@ -401,6 +407,44 @@ int fashion_open(const char *root, const fashion_opts *o, dataset *train, datase
 
 // ----------------------------------------------------------------------------
 // .npy fields
+
+static int is_integer(data_dtype t) { return t == DT_U8 || t == DT_I8 || t == DT_I16 || t == DT_I32 || t == DT_I64; }
+
+// The file against what the program was compiled for (fs->check): the shape of one
+// row, the dtype, and an integer field's values.
+static int npy_field_check(const npy_field_spec *fs, const data_array *a, data_err *err) {
+    if (!fs->check) return data_ok(err);
+    char got[256], want[256], kinds[128];
+    int same = a->ndim - 1 == fs->ndim;
+    for (int d = 0; same && d < fs->ndim; d++) same = a->dims[d + 1] == fs->shape[d];
+    if (!same) {
+        dims_str(a->dims + 1, a->ndim - 1, got, sizeof got);
+        dims_str(fs->shape, fs->ndim, want, sizeof want);
+        return data_fail(err, DATA_EMISMATCH, "%s: field '%s': one sample has shape %s, but this program was generated for %s (the file is %s)",
+                         fs->path, fs->name, got, want, dims_str(a->dims, a->ndim, kinds, sizeof kinds));
+    }
+    if (fs->dtypes && !(fs->dtypes & (1u << a->dtype))) {
+        size_t k = 0;
+        kinds[0] = '\0';
+        for (int t = 0; t < DT_COUNT && k < sizeof kinds; t++)
+            if (fs->dtypes & (1u << t)) k += (size_t)snprintf(kinds + k, sizeof kinds - k, "%s%s", k ? " or " : "", dtype_name((data_dtype)t));
+        return data_fail(err, DATA_EMISMATCH, "%s: field '%s' is %s, but this program was generated for %s", fs->path, fs->name,
+                         dtype_name(a->dtype), kinds);
+    }
+    if (fs->hi > fs->lo) {
+        if (!is_integer(a->dtype))
+            return data_fail(err, DATA_EMISMATCH, "%s: field '%s' is %s, but its values are %ss (an integer dtype)", fs->path, fs->name,
+                             dtype_name(a->dtype), fs->range_what ? fs->range_what : "integer");
+        int64_t per = a->ndim > 1 ? a->numel / a->dims[0] : 1;
+        for (int64_t k = 0; k < a->numel; k++) {
+            double v = elem_get(a->data, a->dtype, k);
+            if ((v < (double)fs->lo || v >= (double)fs->hi) && v != (double)fs->except)
+                return data_fail(err, DATA_EFORMAT, "%s: sample %lld: %s %lld is out of range [%lld, %lld)", fs->path,
+                                 (long long)(k / per), fs->range_what ? fs->range_what : "value", (long long)v, (long long)fs->lo, (long long)fs->hi);
+        }
+    }
+    return data_ok(err);
+}
 
 int npy_dataset_open(const npy_field_spec *fields, int nfields, dataset *out, data_err *err) {
     if (nfields < 1 || nfields > DATA_MAX_FIELDS) return data_fail(err, DATA_EARG, "npy dataset: %d fields (1..%d)", nfields, DATA_MAX_FIELDS);
@@ -418,6 +462,7 @@ int npy_dataset_open(const npy_field_spec *fields, int nfields, dataset *out, da
             array_free(&a);
             goto fail;
         }
+        if ((rc = npy_field_check(fs, &a, err))) { array_free(&a); goto fail; }
         data_dtype dt = fs->convert ? fs->out_dtype : a.dtype;
         if ((unsigned)dt >= DT_COUNT) { rc = data_fail(err, DATA_EARG, "%s: field '%s': unknown out_dtype %d", fs->path, fs->name, (int)dt); array_free(&a); goto fail; }
         if ((rc = store_add_field(s, fs->name, dt, a.ndim - 1, a.dims + 1, err))) { array_free(&a); goto fail; }

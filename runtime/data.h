@@ -132,12 +132,24 @@ int fashion_open(const char *root, const fashion_opts *o, dataset *train, datase
 // sample of a field is one row).  The batch dtype is the file's, except: out_dtype
 // converts (e.g. uint8 -> float32), and for float32/float64 output
 // value = (x * scale - mean) / std (scale 0 means 1, std 0 means 1).
+//
+// A generated program was compiled for one per-sample shape and dtype: with `check`
+// set, a file (e.g. under --data) whose rows have another shape, or whose dtype is not
+// in `dtypes`, is refused naming the file, and with hi > lo every value of an integer
+// field must lie in [lo, hi) or equal `except` (a class index, cross_entropy's
+// ignore_index), else the file and the sample are named.
 typedef struct {
     const char *name;
     const char *path;
     int convert;          // 0: keep the file's dtype; 1: convert to out_dtype
     data_dtype out_dtype;
     float scale, mean, std;
+    int check;                       // 1: the file must match ndim/shape and dtypes
+    int ndim;                        // dims of one sample (a row)
+    int64_t shape[DATA_MAX_DIMS];
+    unsigned dtypes;                 // file dtypes accepted: bit 1u << DT_x for each
+    int64_t lo, hi, except;          // integer values: [lo, hi) or `except` (hi > lo)
+    const char *range_what;          // what the values are, for the message ("class index")
 } npy_field_spec;
 int npy_dataset_open(const npy_field_spec *fields, int nfields, dataset *out, data_err *err);
 

@@ -82,7 +82,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 export CUDA_EMU_CACHE=${CUDA_EMU_CACHE:-$PWD/build/cuda_emu_cache}
 export OPENBLAS_NUM_THREADS=1 GOMP_SPINCOUNT=10000
-cc -std=c11 -O2 -Wall -Wextra -Werror -D_GNU_SOURCE -Iruntime tests/harness/compare_ckpt.c runtime/ckpt.c -o "$tmp/compare_ckpt" -lm ||
+cc -std=c11 -O2 -Wall -Wextra -Werror -D_GNU_SOURCE -Iruntime tests/harness/compare_ckpt.c runtime/ckpt.c -o "$tmp/compare_ckpt" -lz -lm ||
   { for t in $(names); do fail "$t" "tests/harness/compare_ckpt.c did not compile"; done; exit 0; }
 
 # the emulated cuBLASLt against the definitions (every layout, type, epilogue), and the

@@ -41,6 +41,162 @@ else
   skip "corrupt IDX file" "no Fashion-MNIST at $FASHION"
 fi
 
+# ---------------------------------------------------------------------------------
+# issue 11: what a careless user or a damaged file could do to a run (small synthetic specs)
+
+# A metadata value of a checkpoint replaced (header rewritten, data untouched)
+set_meta() {   # FILE KEY VALUE
+  /usr/bin/python3 - "$@" <<'PYEOF'
+import json, struct, sys
+path, key, value = sys.argv[1:4]
+blob = open(path, "rb").read()
+n = struct.unpack("<Q", blob[:8])[0]
+h = json.loads(blob[8:8 + n])
+h["__metadata__"][key] = value
+text = json.dumps(h, separators=(",", ":")).encode()
+text += b" " * (-len(text) % 8)
+open(path, "wb").write(struct.pack("<Q", len(text)) + text + blob[8 + n:])
+PYEOF
+}
+# The file names last.safetensors' ModelCheckpoint state (slots 0..2: value, epoch, step) points at
+named_best() {   # FILE DIR
+  /usr/bin/python3 - "$@" <<'PYEOF'
+import json, struct, sys
+blob = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", blob[:8])[0]
+m = json.loads(blob[8:8 + n])["__metadata__"]
+epoch, step = float(m["callback_state_1"]), float(m["callback_state_2"])
+if epoch >= 0: print(f"{sys.argv[2]}/epoch={int(epoch)}-step={int(step)}.safetensors")
+PYEOF
+}
+synth_spec() {   # FILE ACCUMULATE LR EXTRA...: dropout, an optional schedule and callbacks
+  local file=$1 acc=$2 lr=$3; shift 3
+  cat >"$file" <<LUA
+model "Synth" {
+  inputs = { x = Tensor{8} },
+  net = Sequential { Linear(8, 16), ReLU(), Dropout(0.5), Linear(16, 1) },
+  forward = function(m, b) return m.net(b.x) end,
+}
+fabric { accelerator = "cpu" }
+train {
+  data = Synthetic { fields = { x = Tensor{8}, y = Tensor{1} }, size = ${SYNTH_SIZE:-64}, val_size = ${SYNTH_VAL:-0} },
+  batch_size = 8, accumulate = $acc,
+  loss = function(m, b) return mse(m(b), b.y) end,
+  optimizer = SGD { lr = $lr, momentum = 0.9 },
+  epochs = ${SYNTH_EPOCHS:-1},
+  loggers = { CSVLogger { root_dir = "logs", every_n_steps = 1 } },
+  $*
+}
+LUA
+}
+
+# Dropout under accumulate = 2 draws a mask per micro-batch (it drew the step's mask for
+# both): with lr = 0 the loss of step s is the mean of the losses of steps 2s and 2s+1 of
+# the same run without accumulation (the same batches, the same masks, as in PyTorch)
+synth_spec "$work/acc2.lua" 2 0
+synth_spec "$work/acc1.lua" 1 0
+if "$LOOM" build "$work/acc2.lua" -o "$work/acc2" >"$work/acc.log" 2>&1 && "$LOOM" build "$work/acc1.lua" -o "$work/acc1" >>"$work/acc.log" 2>&1 &&
+   "$work/acc2/train" --quiet --out "$work/acc2/run" >>"$work/acc.log" 2>&1 && "$work/acc1/train" --quiet --out "$work/acc1/run" >>"$work/acc.log" 2>&1; then
+  verdict=$(/usr/bin/python3 - "$work/acc2/run/logs/lightning_logs/version_0/metrics.csv" "$work/acc1/run/logs/lightning_logs/version_0/metrics.csv" <<'PYEOF'
+import csv, sys
+def losses(p): return [float(r["train/loss"]) for r in csv.DictReader(open(p)) if r.get("train/loss")]
+a, b = losses(sys.argv[1]), losses(sys.argv[2])
+if len(a) != 4 or len(b) != 8: print(f"expected 4 and 8 logged steps, got {len(a)} and {len(b)}"); sys.exit()
+bad = [s for s in range(4) if abs(a[s] - (b[2 * s] + b[2 * s + 1]) / 2) > 1e-6 * abs(a[s])]
+print("ok" if not bad else f"step {bad[0]}: {a[bad[0]]!r} but the micro-batches' own masks give {(b[2 * bad[0]] + b[2 * bad[0] + 1]) / 2!r}")
+PYEOF
+)
+  if [ "$verdict" = ok ]; then ok "dropout draws a mask per micro-batch under accumulate"
+  else fail "dropout draws a mask per micro-batch under accumulate" "$verdict"; fi
+else fail "dropout draws a mask per micro-batch under accumulate" "$(tail -3 "$work/acc.log")"; fi
+
+# Resume is bit-exact across a kill (SIGTERM mid-epoch) with a schedule that spans the run,
+# dropout and accumulation, without repeating any flag: the checkpoint carries the seed
+# (a run with --seed 5 resumed with the default seed's shuffle) and the planned epochs
+SYNTH_SIZE=40000 SYNTH_EPOCHS=2 synth_spec "$work/long.lua" 2 0.01 "scheduler = WarmupCosine { warmup_steps = 10 },"
+if "$LOOM" build "$work/long.lua" -o "$work/long" >"$work/long.log" 2>&1; then
+  L="$work/long/train"
+  "$L" --seed 5 --quiet --out "$work/la" >>"$work/long.log" 2>&1
+  "$L" --seed 5 --out "$work/lb" >"$work/lb.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 300); do grep -q "^epoch 1/" "$work/lb.log" 2>/dev/null && break; sleep 0.1; done
+  kill -TERM $pid; wait $pid
+  if ! grep -q "stopped by signal" "$work/lb.log"; then skip "resume across a kill is bit-exact (schedule, dropout, accumulate)" "the run ended before the signal"
+  elif "$L" --resume "$work/lb/last.safetensors" --quiet --out "$work/lc" >>"$work/long.log" 2>&1 &&
+       cmp -s "$work/la/last.safetensors" "$work/lc/last.safetensors"; then ok "resume across a kill is bit-exact (schedule, dropout, accumulate)"
+  else fail "resume across a kill is bit-exact (schedule, dropout, accumulate)" "$(tail -2 "$work/long.log") $(cmp "$work/la/last.safetensors" "$work/lc/last.safetensors" 2>&1 | head -1)"; fi
+  ck="$work/la/last.safetensors"
+  expect_error "resume refuses a contradicting --seed" "la/last.safetensors: --seed 6 contradicts the checkpoint's seed 5" "$L" --resume "$ck" --seed 6 --out "$work/o7"
+  # another --epochs is taken, and said on stderr: the schedule no longer the planned one
+  err=$("$L" --resume "$ck" --epochs 3 --max-steps 1 --quiet --out "$work/o8" 2>&1 >/dev/null)
+  case "$err" in *"note: --epochs 3 overrides the checkpoint's 2: the learning-rate schedule now spans"*) ok "resume notes an --epochs that changes the schedule's horizon" ;;
+    *) fail "resume notes an --epochs that changes the schedule's horizon" "stderr: $err" ;; esac
+  SYNTH_SIZE=39000 SYNTH_EPOCHS=2 synth_spec "$work/long2.lua" 2 0.01 "scheduler = WarmupCosine { warmup_steps = 10 },"
+  if "$LOOM" build "$work/long2.lua" -o "$work/long2" >>"$work/long.log" 2>&1; then
+    expect_error "resume refuses a checkpoint of another spec" "a checkpoint of another version of the spec" "$work/long2/train" --resume "$ck" --out "$work/o9"
+  fi
+  cp "$ck" "$work/meta.safetensors"; set_meta "$work/meta.safetensors" step 9223372036854775807
+  expect_error "checkpoint step INT64_MAX is refused, naming the file" "meta.safetensors: metadata 'step' is 9223372036854775807, out of range" "$L" --resume "$work/meta.safetensors" --out "$work/o10"
+  cp "$ck" "$work/meta.safetensors"; set_meta "$work/meta.safetensors" seed -3
+  expect_error "checkpoint negative seed is refused" "meta.safetensors: metadata 'seed' is -3, out of range" "$L" --resume "$work/meta.safetensors" --out "$work/o11"
+  cp "$ck" "$work/meta.safetensors"; set_meta "$work/meta.safetensors" train_size 41000
+  expect_error "resume refuses another data size" "meta.safetensors: the checkpoint's run trained on 41000 samples, this data has 40000" "$L" --resume "$work/meta.safetensors" --out "$work/o12"
+  cp "$ck" "$work/meta.safetensors"; set_meta "$work/meta.safetensors" epoch 99999
+  expect_error "checkpoint epoch past the run is refused" "meta.safetensors: metadata 'epoch' is 99999, past the run's 2 epochs" "$L" --resume "$work/meta.safetensors" --out "$work/o13"
+  # a flipped data byte (the checkpoint's data section ends the file)
+  cp "$ck" "$work/flip.safetensors"
+  size=$(stat -c %s "$work/flip.safetensors")
+  printf '\x55' | dd of="$work/flip.safetensors" bs=1 seek=$((size - 30)) conv=notrunc 2>/dev/null
+  expect_error "a flipped checkpoint byte is caught, naming the tensor" "flip.safetensors: tensor 'optimizer.momentum_buffer.net.3.weight': its data do not match their checksum" "$L" --resume "$work/flip.safetensors" --out "$work/o14"
+  # one run per --out: a second one is refused (it deleted the first one's temporary)
+  "$L" --epochs 100 --quiet --out "$work/busy" >/dev/null 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do [ -d "$work/busy" ] && ! flock -n "$work/busy" true 2>/dev/null && break; sleep 0.1; done
+  expect_error "a second run on the same --out is refused" "busy: another training run is using this directory (--out)" "$L" --max-steps 2 --quiet --out "$work/busy"
+  kill -KILL $pid 2>/dev/null; wait $pid 2>/dev/null
+else fail "resume across a kill is bit-exact (schedule, dropout, accumulate)" "$(tail -3 "$work/long.log")"; fi
+
+# 16-mixed's loss scale from a checkpoint must be a positive float (a NaN scale trained on)
+if "$LOOM" build "$work/acc1.lua" --precision=16-mixed -o "$work/acc16" >"$work/acc16.log" 2>&1 &&
+   "$work/acc16/train" --quiet --out "$work/a16" >>"$work/acc16.log" 2>&1; then
+  cp "$work/a16/last.safetensors" "$work/scale.safetensors"; set_meta "$work/scale.safetensors" scaler.scale nan
+  expect_error "16-mixed: a NaN loss scale in a checkpoint is refused" "scale.safetensors: metadata 'scaler.scale' is nan, not a loss scale" "$work/acc16/train" --resume "$work/scale.safetensors" --out "$work/o15"
+  cp "$work/a16/last.safetensors" "$work/scale.safetensors"; set_meta "$work/scale.safetensors" optimizer.steps -1
+  expect_error "16-mixed: a negative optimizer step count is refused" "scale.safetensors: metadata 'optimizer.steps' is -1, out of range" "$work/acc16/train" --resume "$work/scale.safetensors" --out "$work/o16"
+else fail "16-mixed: a NaN loss scale in a checkpoint is refused" "$(tail -3 "$work/acc16.log")"; fi
+
+# ModelCheckpoint: killed right after it deletes the old best, the newest last.safetensors
+# names a best checkpoint that exists (it deleted the old best before writing the new one)
+cc -shared -fPIC tests/harness/kill_after_remove.c -o "$work/kill_after_remove.so" -ldl
+SYNTH_SIZE=256 SYNTH_VAL=64 SYNTH_EPOCHS=30 synth_spec "$work/mc.lua" 1 0.01 'callbacks = { ModelCheckpoint { monitor = "val/loss", save_top_k = 1 } },'
+if "$LOOM" build "$work/mc.lua" -o "$work/mc" >"$work/mc.log" 2>&1; then
+  { LD_PRELOAD="$work/kill_after_remove.so" "$work/mc/train" --quiet --out "$work/mcr" >>"$work/mc.log" 2>&1; } 2>/dev/null
+  rc=$?
+  best=$(named_best "$work/mcr/last.safetensors" "$work/mcr")
+  if [ $rc -ne 137 ]; then fail "ModelCheckpoint never names a deleted file" "the run did not replace a best checkpoint (rc=$rc)"
+  elif [ -n "$best" ] && [ -f "$best" ]; then ok "ModelCheckpoint never names a deleted file"
+  else fail "ModelCheckpoint never names a deleted file" "last.safetensors names '$best', which is gone ($(ls "$work/mcr" | tr '\n' ' '))"; fi
+  # the best checkpoint's epoch, a count, as inf: it was cast to long long (undefined)
+  cp "$work/mcr/last.safetensors" "$work/cb.safetensors"; set_meta "$work/cb.safetensors" callback_state_1 inf
+  expect_error "a callback's count that is not an integer is refused" "cb.safetensors: metadata 'callback_state_1' is inf, not a callback's state" "$work/mc/train" --resume "$work/cb.safetensors" --out "$work/o17"
+else fail "ModelCheckpoint never names a deleted file" "$(tail -3 "$work/mc.log")"; fi
+
+# Under AddressSanitizer, UBSan and LeakSanitizer (no suppressions) a program builds at
+# -O1 with -Werror (GCC 12's false -Wformat-truncation in data.c broke it), trains, checkpoints, resumes
+# and exits 0 with no report (the optimizer was never freed)
+san="$work/mc_san"
+if cp -r "$work/mc" "$san" && rm -f "$san"/*.o "$san"/train && rm -rf "$san/cuda" &&
+   sed -i 's/^cflags = \(.*\)$/cflags = \1 -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer/; s/^cflags = \(.*\)-O3/cflags = \1-O1 -g/; s/^ldlibs = \(.*\)$/ldlibs = \1 -fsanitize=address,undefined/' "$san/build.ninja" &&
+   ninja -C "$san" >"$san.log" 2>&1; then
+  export ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
+  "$san/train" --epochs 2 --quiet --out "$work/sr" >"$san.run" 2>&1 &&
+  "$san/train" --epochs 3 --resume "$work/sr/last.safetensors" --quiet --out "$work/sr2" >>"$san.run" 2>&1
+  rc=$?
+  unset ASAN_OPTIONS UBSAN_OPTIONS
+  if [ $rc -eq 0 ] && ! grep -qE "Sanitizer|runtime error" "$san.run"; then ok "sanitizers: train and resume without a report"
+  else fail "sanitizers: train and resume without a report" "rc=$rc: $(grep -m2 -E "Sanitizer|runtime error|SUMMARY" "$san.run" | tr '\n' ' ')"; fi
+else fail "sanitizers: train and resume without a report" "did not build: $(grep -m2 error "$san.log")"; fi
+
 if [ ! -d "$FASHION" ]; then
   for t in "${ON_DATA[@]}"; do skip "$t" "no Fashion-MNIST at $FASHION"; done
   exit 0

@@ -459,10 +459,10 @@ Test(ckpt, pytorch_reads_loom_checkpoint, .timeout = 120) {
     snprintf(cmd, sizeof cmd, "%s '%s' 2>&1", py, in_dir("loom.safetensors"));
     run_capture(cmd, out, sizeof out);
     cr_expect_str_eq(out, "meta model=Tiny\n"
-                          "net.0.weight F32 [2, 3] 21.0\n"
-                          "net.0.half F16 [3] 6.0\n"
-                          "net.0.bf BF16 [2] 4.0\n"
-                          "steps I64 [] 7.0\n");
+                          "net.0.weight F32 [2, 3] 21.0 crc ok\n"
+                          "net.0.half F16 [3] 6.0 crc ok\n"
+                          "net.0.bf BF16 [2] 4.0 crc ok\n"
+                          "steps I64 [] 7.0 crc ok\n");
 }
 
 Test(ckpt, loom_reads_pytorch_written_file, .timeout = 120) {
@@ -486,4 +486,180 @@ Test(ckpt, loom_reads_pytorch_written_file, .timeout = 120) {
     cr_assert_eq(ckpt_read_into(&f, "z.bias", CKPT_F32, 1, want[0].shape, bias), 0, "%s", f.err);
     cr_expect(bias[0] == 0 && bias[1] == 1 && bias[2] == 2);
     ckpt_close(&f);
+}
+
+// ---------------------------------------------------------------------------------
+// issue 11: checksums, FIFOs, the run's plan and range checks, the run directory
+
+// A flipped data byte is caught (safetensors has no checksum: 10 of 10 went unnoticed),
+// naming the file and the tensor; a file without checksums loads.
+Test(ckpt, checksum_catches_a_flipped_data_byte) {
+    float a[64], b[3] = {1, 2, 3};
+    for (int i = 0; i < 64; i++) a[i] = (float)i;
+    int64_t s64[] = {8, 8}, s3[] = {3};
+    ckpt_writer w;
+    ckpt_writer_init(&w);
+    ckpt_writer_add(&w, "net.0.weight", CKPT_F32, 2, s64, a);
+    ckpt_writer_add(&w, "net.0.bias", CKPT_F32, 1, s3, b);
+    ckpt_writer_set_meta(&w, "model", "M");
+    cr_assert_eq(ckpt_write(&w, in_dir("c.safetensors")), 0, "%s", w.err);
+    ckpt_writer_free(&w);
+    ckpt_file f;
+    cr_assert_eq(ckpt_open(&f, in_dir("c.safetensors")), 0, "%s", f.err);
+    cr_expect_eq(f.nmeta, 1);   // the checksums are not the caller's metadata
+    cr_expect_null(ckpt_meta_get(&f, "crc32:net.0.bias"));
+    ckpt_close(&f);
+    // flip one bit of the first tensor's data (the last 12 bytes are the bias)
+    struct stat st;
+    cr_assert_eq(stat(in_dir("c.safetensors"), &st), 0);
+    int fd = open(in_dir("c.safetensors"), O_RDWR);
+    unsigned char byte;
+    off_t at = st.st_size - 12 - 100;
+    cr_assert_eq(pread(fd, &byte, 1, at), 1);
+    byte ^= 0x10;
+    cr_assert_eq(pwrite(fd, &byte, 1, at), 1);
+    close(fd);
+    cr_assert_neq(ckpt_open(&f, in_dir("c.safetensors")), 0);
+    cr_expect(strstr(f.err, in_dir("c.safetensors: tensor 'net.0.weight': its data do not match their checksum")) == f.err, "%s", f.err);
+    ckpt_close(&f);
+    // without checksums (as PyTorch writes it) the same bytes load
+    const char *hdr = "{\"__metadata__\":{\"model\":\"M\"},\"x\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,12]}}";
+    write_raw(in_dir("plain.safetensors"), hdr, b, 12, 0);
+    cr_assert_eq(ckpt_open(&f, in_dir("plain.safetensors")), 0, "%s", f.err);
+    ckpt_close(&f);
+    // a checksum of a tensor the file lacks, or not 8 hex digits, is refused
+    hdr = "{\"__metadata__\":{\"crc32:y\":\"00000000\"},\"x\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,12]}}";
+    write_raw(in_dir("bad.safetensors"), hdr, b, 12, 0);
+    cr_assert_neq(ckpt_open(&f, in_dir("bad.safetensors")), 0);
+    cr_expect_str_eq(f.err, in_dir("bad.safetensors: metadata 'crc32:y' is the checksum of a tensor the file does not have"));
+    ckpt_close(&f);
+}
+
+// A FIFO given as --resume is refused at once (open() on one with no writer waits forever).
+Test(ckpt, fifo_is_refused_not_waited_on, .timeout = 10) {
+    cr_assert_eq(mkfifo(in_dir("fifo.safetensors"), 0600), 0);
+    ckpt_file f;
+    cr_assert_neq(ckpt_open(&f, in_dir("fifo.safetensors")), 0);
+    cr_expect_str_eq(f.err, in_dir("fifo.safetensors: not a regular file"));
+    ckpt_close(&f);
+}
+
+static const ckpt_run RUN = {.step = 30, .epoch = 1, .batch = 0, .loader_epoch = 1, .loader_batch = 0, .seed = 7,
+                             .epochs = 2, .max_steps = 0, .total_steps = 60, .batch_size = 32, .train_size = 960};
+
+// A run's plan with one key replaced by `value` (NULL: as saved).
+static void write_run(const char *path, const char *key, const char *value) {
+    float x = 1;
+    ckpt_writer w;
+    ckpt_writer_init(&w);
+    ckpt_writer_add(&w, "x", CKPT_F32, 0, NULL, &x);
+    ckpt_writer_set_meta(&w, "spec_hash", "00000000000000ab");
+    cr_assert_eq(ckpt_run_save(&w, &RUN), 0);
+    if (key) ckpt_writer_set_meta(&w, key, value);
+    cr_assert_eq(ckpt_write(&w, path), 0, "%s", w.err);
+    ckpt_writer_free(&w);
+}
+
+static const char *load_run_error(const char *key, const char *value) {
+    static char err[CKPT_ERR_LEN];
+    write_run(in_dir("r.safetensors"), key, value);
+    ckpt_file f;
+    ckpt_run r;
+    cr_assert_eq(ckpt_open(&f, in_dir("r.safetensors")), 0, "%s", f.err);
+    int rc = ckpt_run_load(&f, "00000000000000ab", &r);
+    snprintf(err, sizeof err, "%s", rc ? f.err : "");
+    ckpt_close(&f);
+    return err;
+}
+
+// Out-of-range metadata is refused naming the file (step = INT64_MAX trained
+// "-9223372036854774089 steps"), as is a checkpoint of another version of the spec.
+Test(ckpt, run_metadata_is_range_checked) {
+    cr_expect_str_eq(load_run_error(NULL, NULL), "");
+    cr_expect_str_eq(load_run_error("step", "9223372036854775807"),
+                     in_dir("r.safetensors: metadata 'step' is 9223372036854775807, out of range [0, 4503599627370496]"));
+    cr_expect_str_eq(load_run_error("step", "-1"), in_dir("r.safetensors: metadata 'step' is -1, out of range [0, 4503599627370496]"));
+    cr_expect_str_eq(load_run_error("epoch", "-3"), in_dir("r.safetensors: metadata 'epoch' is -3, out of range [0, 2147483647]"));
+    cr_expect_str_eq(load_run_error("seed", "-5"), in_dir("r.safetensors: metadata 'seed' is -5, out of range [0, 9223372036854775807]"));
+    cr_expect_str_eq(load_run_error("batch_size", "0"), in_dir("r.safetensors: metadata 'batch_size' is 0, out of range [1, 4503599627370496]"));
+    cr_expect_str_eq(load_run_error("batch", "961"), in_dir("r.safetensors: metadata 'batch' is 961, out of range [0, 960]"));
+    cr_expect_str_eq(load_run_error("epochs", "99999999999"), in_dir("r.safetensors: metadata 'epochs' is 99999999999, out of range [0, 2147483647]"));
+    cr_expect_str_eq(load_run_error("total_steps", "x"), in_dir("r.safetensors: metadata 'total_steps' is \"x\", not an integer"));
+    cr_expect_str_eq(load_run_error("spec_hash", "1111111111111111"),
+                     in_dir("r.safetensors: a checkpoint of another version of the spec (spec hash 1111111111111111; this program's is "
+                            "00000000000000ab): resume it with the program generated from that spec"));
+    // the position against the plan (30 batches an epoch, 2 epochs)
+    char err[CKPT_ERR_LEN], note[CKPT_ERR_LEN];
+    ckpt_run saved = RUN, now = RUN;
+    cr_expect_eq(ckpt_run_check("r", &saved, &now, 30, 30, 0, 1, err, note), 0, "%s", err);
+    saved.step = 61;
+    saved.epochs = 0; saved.max_steps = 60;
+    cr_expect_neq(ckpt_run_check("r", &saved, &now, 30, 30, 0, 1, err, note), 0);
+    cr_expect_str_eq(err, "r: metadata 'step' is 61, more than the run's 60 steps");
+    saved = RUN; saved.epoch = 3;
+    cr_expect_neq(ckpt_run_check("r", &saved, &now, 30, 30, 0, 1, err, note), 0);
+    cr_expect_str_eq(err, "r: metadata 'epoch' is 3, past the run's 2 epochs");
+    saved = RUN; saved.loader_batch = 31;
+    cr_expect_neq(ckpt_run_check("r", &saved, &now, 30, 30, 0, 1, err, note), 0);
+    cr_expect_str_eq(err, "r: metadata 'batch' (0) or 'loader_batch' (31) is past the 30 batches of an epoch");
+}
+
+// --resume continues the checkpoint's run: its seed, limits and data; a flag that
+// contradicts them is refused, or (where nothing depends on it) noted.
+Test(ckpt, resume_flags_against_the_plan) {
+    char err[CKPT_ERR_LEN], note[CKPT_ERR_LEN];
+    ckpt_run now = {.epochs = 5, .max_steps = 0, .seed = 1};
+    // nothing given: the checkpoint's seed and limits
+    cr_expect_eq(ckpt_run_resume("r", &RUN, &now, 0, err), 0);
+    cr_expect_eq(now.seed, 7);
+    cr_expect_eq(now.epochs, 2);
+    // another --seed
+    now.seed = 3;
+    cr_expect_eq(ckpt_run_resume("r", &RUN, &now, CKPT_GIVEN_SEED, err), -1);
+    cr_expect_str_eq(err, "r: --seed 3 contradicts the checkpoint's seed 7 (its shuffle and dropout continue from it): resume without --seed");
+    // the same --seed, another --epochs
+    now.seed = 7; now.epochs = 4;
+    int over = ckpt_run_resume("r", &RUN, &now, CKPT_GIVEN_SEED | CKPT_GIVEN_EPOCHS, err);
+    cr_expect_eq(over, CKPT_GIVEN_EPOCHS);
+    now.batch_size = 32; now.train_size = 960; now.total_steps = 120;
+    cr_expect_eq(ckpt_run_check("r", &RUN, &now, 30, 30, (unsigned)over, 1, err, note), 0, "%s", err);   // the schedule spans the run
+    cr_expect_str_eq(note, "note: --epochs 4 overrides the checkpoint's 2: the learning-rate schedule now spans 120 steps, "
+                           "not the 60 it was planned for (resume without --epochs to continue that run)");
+    cr_expect_eq(ckpt_run_check("r", &RUN, &now, 30, 30, (unsigned)over, 0, err, note), 0, "%s", err);   // a constant one
+    cr_expect_str_eq(note, "note: --epochs 4 overrides the checkpoint's 2 (this run stops at step 120)");
+    // another data or batch size
+    now.train_size = 900;
+    cr_expect_eq(ckpt_run_check("r", &RUN, &now, 30, 30, 0, 1, err, note), -1);
+    cr_expect_str_eq(err, "r: the checkpoint's run trained on 960 samples, this data has 900 (the continuation would shuffle other samples)");
+    now.train_size = 960; now.batch_size = 16;
+    cr_expect_eq(ckpt_run_check("r", &RUN, &now, 30, 30, 0, 1, err, note), -1);
+    cr_expect_str_eq(err, "r: the checkpoint's run used batches of 32, this program 16");
+}
+
+// One run per directory: a second lock is refused; temporaries of dead writers go,
+// those of live ones stay (start-up cleaning deleted a live run's temporary).
+Test(ckpt, run_directory_lock_and_clean) {
+    char err[CKPT_ERR_LEN];
+    int fd = ckpt_dir_lock(dir, err);
+    cr_assert_geq(fd, 0, "%s", err);
+    cr_expect_eq(ckpt_dir_lock(dir, err), -1);
+    char want[CKPT_ERR_LEN];
+    snprintf(want, sizeof want, "%s: another training run is using this directory (--out): wait for it to finish or choose another", dir);
+    cr_expect_str_eq(err, want);
+    close(fd);
+    fd = ckpt_dir_lock(dir, err);
+    cr_expect_geq(fd, 0, "%s", err);   // free again once the holder closes (or exits)
+    close(fd);
+    // a dead writer: a child that exited
+    pid_t child = fork();
+    if (child == 0) _exit(0);
+    waitpid(child, NULL, 0);
+    char dead[64], live[64];
+    snprintf(dead, sizeof dead, "last.safetensors.tmp.%ld", (long)child);
+    snprintf(live, sizeof live, "last.safetensors.tmp.%ld", (long)getpid());
+    write_raw(in_dir(dead), "{}", NULL, 0, 0);
+    write_raw(in_dir(live), "{}", NULL, 0, 0);
+    cr_expect_eq(ckpt_dir_clean(dir), 1);
+    cr_expect_neq(access(in_dir(dead), F_OK), 0);
+    cr_expect_eq(access(in_dir(live), F_OK), 0);
 }

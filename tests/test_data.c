@@ -372,6 +372,21 @@ Test(fashion, small_files_plain_and_missing) {
     cr_assert_str_eq(err.msg, want);
 }
 
+// val_split as large as the training set: the message names the bound, read before the
+// store is released (it was read after: a use after free, issue 11, finding 2)
+Test(fashion, val_split_too_large_names_the_bound) {
+    const char *d = tmpdir();
+    write_fashion_pair(d, "train-images-idx3-ubyte", "train-labels-idx1-ubyte", 100, 100, 0);
+    write_fashion_pair(d, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 7, 7, 0);
+    dataset train, val, test;
+    data_err err;
+    char want[512];
+    fashion_opts o = {.val_split = 60000};
+    cr_assert_eq(fashion_open(d, &o, &train, &val, &test, &err), DATA_EARG);
+    snprintf(want, sizeof want, "%s: val_split 60000 must be in 0..99", d);
+    cr_assert_str_eq(err.msg, want);
+}
+
 // ----------------------------------------------------------------------------
 // .npy
 
@@ -536,6 +551,96 @@ Test(npy, dataset_fields) {
     cr_assert_eq(npy_dataset_open(f, 2, &ds, &err), DATA_EMISMATCH);
     char want[512];
     snprintf(want, sizeof want, "%s: has 4 samples but %s has 5", f[1].path, f[0].path);
+    cr_assert_str_eq(err.msg, want);
+}
+
+// A file generated for one shape and dtype is checked against them (issue 11, finding 1):
+// rows of another shape, another dtype, labels of shape (N, 1) or float labels, and
+// labels out of range are refused naming the file (and the sample).
+Test(npy, dataset_checked_against_the_compiled_shape) {
+    const char *d = tmpdir();
+    float x[256 * 5] = {0};
+    int64_t y[256];
+    for (int i = 0; i < 256; i++) y[i] = i % 3;
+    data_err err;
+    dataset ds;
+    char want[1024];
+    const char *xp = path_in(d, "x.npy"), *yp = path_in(d, "y.npy");
+    data_array ay = {.dtype = DT_I64, .ndim = 1, .dims = {256}, .numel = 256, .data = y};
+    cr_assert_eq(npy_write(yp, &ay, &err), DATA_OK);
+    npy_field_spec f[2] = {
+        {.name = "x", .path = xp, .convert = 1, .out_dtype = DT_F32, .scale = 1, .std = 1,
+         .check = 1, .ndim = 1, .shape = {4}, .dtypes = 1u << DT_F32 | 1u << DT_F64},
+        {.name = "y", .path = yp, .convert = 1, .out_dtype = DT_I64, .check = 1, .ndim = 0,
+         .dtypes = 1u << DT_I32 | 1u << DT_I64, .lo = 0, .hi = 3, .except = -100, .range_what = "class index"},
+    };
+    // (256, 4): what the program was generated for
+    data_array ax = {.dtype = DT_F32, .ndim = 2, .dims = {256, 4}, .numel = 256 * 4, .data = x};
+    cr_assert_eq(npy_write(xp, &ax, &err), DATA_OK);
+    cr_assert_eq(npy_dataset_open(f, 2, &ds, &err), DATA_OK, "%s", err.msg);
+    dataset_free(&ds);
+    // (256, 3), (256, 5) and (256, 2, 2): refused
+    const int64_t shapes[3][3] = {{2, 256, 3}, {2, 256, 5}, {3, 256, 2}};
+    const char *shown[3] = {"3", "5", "2x2"}, *whole[3] = {"256x3", "256x5", "256x2x2"};
+    for (int k = 0; k < 3; k++) {
+        ax = (data_array){.dtype = DT_F32, .ndim = (int)shapes[k][0], .dims = {256, shapes[k][2], 2}, .numel = 256 * shapes[k][2] * (shapes[k][0] == 3 ? 2 : 1), .data = x};
+        cr_assert_eq(npy_write(xp, &ax, &err), DATA_OK);
+        cr_assert_eq(npy_dataset_open(f, 2, &ds, &err), DATA_EMISMATCH, "case %d", k);
+        snprintf(want, sizeof want, "%s: field 'x': one sample has shape %s, but this program was generated for 4 (the file is %s)", xp, shown[k], whole[k]);
+        cr_assert_str_eq(err.msg, want);
+    }
+    // float64 is accepted, uint8 is not (the program scales uint8 pixels, and was not told to)
+    double x64[256 * 4] = {0};
+    ax = (data_array){.dtype = DT_F64, .ndim = 2, .dims = {256, 4}, .numel = 256 * 4, .data = x64};
+    cr_assert_eq(npy_write(xp, &ax, &err), DATA_OK);
+    cr_assert_eq(npy_dataset_open(f, 2, &ds, &err), DATA_OK, "%s", err.msg);
+    dataset_free(&ds);
+    ax = (data_array){.dtype = DT_U8, .ndim = 2, .dims = {256, 4}, .numel = 256 * 4, .data = x};
+    cr_assert_eq(npy_write(xp, &ax, &err), DATA_OK);
+    cr_assert_eq(npy_dataset_open(f, 2, &ds, &err), DATA_EMISMATCH);
+    snprintf(want, sizeof want, "%s: field 'x' is uint8, but this program was generated for float32 or float64", xp);
+    cr_assert_str_eq(err.msg, want);
+    ax = (data_array){.dtype = DT_F32, .ndim = 2, .dims = {256, 4}, .numel = 256 * 4, .data = x};
+    cr_assert_eq(npy_write(xp, &ax, &err), DATA_OK);
+    // labels of shape (N, 1)
+    ay = (data_array){.dtype = DT_I64, .ndim = 2, .dims = {256, 1}, .numel = 256, .data = y};
+    cr_assert_eq(npy_write(yp, &ay, &err), DATA_OK);
+    cr_assert_eq(npy_dataset_open(f, 2, &ds, &err), DATA_EMISMATCH);
+    snprintf(want, sizeof want, "%s: field 'y': one sample has shape 1, but this program was generated for () (the file is 256x1)", yp);
+    cr_assert_str_eq(err.msg, want);
+    // float labels
+    float yf[256] = {0};
+    ay = (data_array){.dtype = DT_F32, .ndim = 1, .dims = {256}, .numel = 256, .data = yf};
+    cr_assert_eq(npy_write(yp, &ay, &err), DATA_OK);
+    cr_assert_eq(npy_dataset_open(f, 2, &ds, &err), DATA_EMISMATCH);
+    snprintf(want, sizeof want, "%s: field 'y' is float32, but this program was generated for int32 or int64", yp);
+    cr_assert_str_eq(err.msg, want);
+    // a label out of range names the file and the sample; ignore_index is allowed
+    y[7] = -100;
+    y[200] = 3;
+    ay = (data_array){.dtype = DT_I64, .ndim = 1, .dims = {256}, .numel = 256, .data = y};
+    cr_assert_eq(npy_write(yp, &ay, &err), DATA_OK);
+    cr_assert_eq(npy_dataset_open(f, 2, &ds, &err), DATA_EFORMAT);
+    snprintf(want, sizeof want, "%s: sample 200: class index 3 is out of range [0, 3)", yp);
+    cr_assert_str_eq(err.msg, want);
+    y[200] = 2;
+    cr_assert_eq(npy_write(yp, &ay, &err), DATA_OK);
+    cr_assert_eq(npy_dataset_open(f, 2, &ds, &err), DATA_OK, "%s", err.msg);
+    dataset_free(&ds);
+}
+
+// A FIFO (or any file that is not a regular file) is refused, never opened: opening
+// one with no writer blocks forever (issue 11, finding 10).
+Test(npy, fifo_is_refused_not_waited_on, .timeout = 10) {
+    const char *d = tmpdir(), *p = path_in(d, "fifo.npy");
+    cr_assert_eq(mkfifo(p, 0600), 0);
+    data_array a;
+    data_err err;
+    char want[512];
+    cr_assert_eq(npy_read(p, &a, &err), DATA_EIO);
+    snprintf(want, sizeof want, "%s: cannot open: not a regular file", p);
+    cr_assert_str_eq(err.msg, want);
+    cr_assert_eq(idx_read(p, &a, &err), DATA_EIO);
     cr_assert_str_eq(err.msg, want);
 }
 

@@ -44,7 +44,7 @@ if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; t
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-cc -std=c11 -O2 -Wall -Wextra -Werror -D_GNU_SOURCE -Iruntime tests/harness/compare_ckpt.c runtime/ckpt.c -o "$tmp/compare_ckpt" -lm ||
+cc -std=c11 -O2 -Wall -Wextra -Werror -D_GNU_SOURCE -Iruntime tests/harness/compare_ckpt.c runtime/ckpt.c -o "$tmp/compare_ckpt" -lz -lm ||
   { echo "not ok gpu_compare_tool: did not compile"; exit 0; }
 # paw trains on synthetic data: a small run keeps the CPU side short
 declare -A FLAGS=([fashion_mlp]="" [fashion_cnn]="" [paw]="")

@@ -3,13 +3,15 @@
 prove that tools other than loom read loom checkpoints (and the other way round).
 
   read_safetensors.py FILE           prints metadata, then one line per tensor:
-                                     name dtype [shape] sum-of-elements
+                                     name dtype [shape] sum-of-elements, and
+                                     "crc ok" when loom's CRC-32 of it matches
   read_safetensors.py --write FILE   writes a file laid out as Hugging Face's writer
                                      lays it out (header keys sorted, data sorted by
                                      alignment then name), for loom to read
 Exit status 77 when torch is missing (the caller skips).
 """
 import json
+import zlib
 import struct
 import sys
 
@@ -30,8 +32,10 @@ def read(path):
     (n,) = struct.unpack("<Q", blob[:8])
     header = json.loads(blob[8:8 + n].decode("utf-8"))
     data = bytearray(blob[8 + n:])
-    for k, v in sorted(header.pop("__metadata__", {}).items()):
-        print(f"meta {k}={v}")
+    meta = header.pop("__metadata__", {})
+    for k, v in sorted(meta.items()):
+        if not k.startswith("crc32:"):   # loom's per-tensor checksums: checked below
+            print(f"meta {k}={v}")
     for name, info in header.items():   # in header order
         begin, end = info["data_offsets"]
         dtype = DTYPES[info["dtype"]]
@@ -39,7 +43,9 @@ def read(path):
             t = torch.frombuffer(data[begin:end], dtype=dtype).reshape(info["shape"])
         else:
             t = torch.zeros(info["shape"], dtype=dtype)
-        print(f"{name} {info['dtype']} {list(t.shape)} {t.double().sum().item()!r}")
+        crc = meta.get("crc32:" + name)
+        check = "" if crc is None else " crc ok" if int(crc, 16) == zlib.crc32(data[begin:end]) else " crc BAD"
+        print(f"{name} {info['dtype']} {list(t.shape)} {t.double().sum().item()!r}{check}")
 
 
 def write(path):
