@@ -8,7 +8,7 @@ trap 'rm -rf "$work"' EXIT
 FASHION=/usr/share/datasets/fashion-mnist
 
 . "$(dirname "$0")/tap.sh"   # plan, ok, fail, skip, expect_error
-plan 13
+plan 29
 # the tests that train on Fashion-MNIST (SKIPs without it)
 ON_DATA=("resume is bit-exact" "metrics.csv written" "SIGTERM checkpoints and exits 0" "SIGKILL leaves a loadable checkpoint"
   "truncated checkpoint" "missing checkpoint" "checkpoint of another model names the first mismatched tensor")
