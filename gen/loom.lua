@@ -193,8 +193,15 @@ local function generate(path, opts)
       list[#list + 1] = obj
     end
   end
+  -- $LOOM_CFLAGS / $LOOM_LDFLAGS are appended to the program's flags (tests/asan.sh
+  -- builds with sanitizers); written into build.ninja, so ninja rebuilds when they change
+  local function ninja_flags(name)
+    local v = os.getenv(name)
+    return v and v ~= "" and " " .. v:gsub("[%$\n]", { ["$"] = "$$", ["\n"] = " " }) or ""
+  end
   files["build.ninja"] = template.fill("templates/c/build.ninja.in", {
     model_name = g.model_rec.class, spec_file = g.spec.file,
+    extra_cflags = ninja_flags("LOOM_CFLAGS"), extra_ldflags = ninja_flags("LOOM_LDFLAGS"),
     objects = table.concat(objects, "\n"), object_list = table.concat(list, " "),
   })
   if opts.emit_torch then files["model.py"] = require("emit_torch").module(g) end
