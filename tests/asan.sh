@@ -38,7 +38,7 @@ report() {
   local log=$1 kind frame
   kind=$(grep -m1 -oE "ERROR: (AddressSanitizer|LeakSanitizer): [a-z-]+|runtime error: .*" "$log")
   [ -n "$kind" ] || return 0
-  frame=$(grep -E "^ +#[0-9]+ " "$log" | grep -vE "libsanitizer|/libc|libasan|libubsan|liblua|libopenblas|libgomp|libcriterion|\(<unknown|/lib/x86_64" | head -1 |
+  frame=$(grep -E "^ +#[0-9]+ " "$log" | grep -vE "libsanitizer|/libc|libasan|libubsan|liblua|libopenblas|libgomp|libcriterion| in __(asan|interceptor|ubsan|sanitizer)|\(<unknown|/lib/x86_64" | head -1 |
           sed -E 's/^ +#[0-9]+ 0x[0-9a-f]+ in //')
   [ -n "$frame" ] || frame=$(grep -m1 -oE "[A-Za-z0-9_./-]+\.(c|inc|h):[0-9]+" "$log")
   echo "$kind at $frame"

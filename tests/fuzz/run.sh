@@ -38,9 +38,9 @@ for t in "${targets[@]}"; do
     ok "fuzz $t (${execs:-?} executions in $secs s, corpus $n inputs + $(ls "$seeds" | wc -l) seeds)"
   else
     what=$(grep -m1 -oE "ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer): [a-z-]+( \(malloc\([0-9]+\)\))?|runtime error: .*|fuzz_spec: .*" "$log")
-    frame=$(grep -E "^ +#[0-9]+ " "$log" | grep -vE "libsanitizer|libFuzzer|fuzzer::|compiler-rt|/libc|liblua|LLVMFuzzerTestOneInput|\(<unknown|/lib/x86_64" | head -1 |
+    frame=$(grep -E "^ +#[0-9]+ " "$log" | grep -vE "libsanitizer|libFuzzer|fuzzer::|compiler-rt|/libc|liblua| in __(asan|interceptor|ubsan|sanitizer)|\(<unknown|/lib/x86_64" | head -1 |
             sed -E 's/^ +#[0-9]+ 0x[0-9a-f]+ in //')
-    input=$(grep -m1 -oE "build/fuzz/crashes/[^ ]+" "$log")
+    input=$(grep -m1 -oE "Test unit written to [^ ]+" "$log" | cut -d' ' -f5)
     fail "fuzz $t" "${what:-exit $rc} at ${frame:-?}; input ${input:-?}; log $log"
   fi
 done
