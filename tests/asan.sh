@@ -61,9 +61,12 @@ run() {
 }
 nlog=0 nfail=0
 
-# the front end on every mistake in tests/spec_fail
+# every mistake in tests/spec_fail, through each command's way into the front end
 for f in tests/spec_fail/*.lua; do
-  run "asan spec_fail/$(basename "$f" .lua)" fail "$LOOM" inspect "$f"
+  c=$(basename "$f" .lua)
+  run "asan inspect spec_fail/$c" fail "$LOOM" inspect "$f"
+  run "asan explain spec_fail/$c" fail "$LOOM" explain "$f" -o "$work/fail/$c"
+  run "asan build spec_fail/$c" fail "$LOOM" build "$f" -o "$work/fail/$c" --no-compile
 done
 
 # every spec: inspect, explain, build (with the sanitizers), train, resume
