@@ -26,21 +26,23 @@ for t in "${targets[@]}"; do
   if [ ! -x "$bin" ]; then fail "fuzz $t" "$bin is not built (ninja fuzzers)"; continue; fi
   mkdir -p "$corpus"
   extra=(-max_len=4096)
-  # the front end: DSL names to splice in, and loom's diagnostics muted
-  [ "$t" = spec ] && extra=(-max_len=8192 -dict=tests/fuzz/spec.dict -close_fd_mask=3)
+  # the front end: DSL names to splice in (the harness captures loom's output)
+  [ "$t" = spec ] && extra=(-max_len=8192 -dict=tests/fuzz/spec.dict)
   log=build/fuzz/$t.log
   "$bin" "${extra[@]}" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix="build/fuzz/crashes/$t-" "$corpus" "$seeds" >"$log" 2>&1
   rc=$?
-  execs=$(grep -oE "stat::number_of_executed_units: [0-9]+" "$log" | grep -oE "[0-9]+$")
+  execs=$(grep -a -oE "stat::number_of_executed_units: [0-9]+" "$log" | grep -oE "[0-9]+$")
   n=$(find "$corpus" -type f | wc -l)
   if [ $rc -eq 0 ]; then
     ok "fuzz $t (${execs:-?} executions in $secs s, corpus $n inputs + $(ls "$seeds" | wc -l) seeds)"
   else
-    what=$(grep -m1 -oE "ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer): [a-z-]+( \(malloc\([0-9]+\)\))?|runtime error: .*|fuzz_spec: .*" "$log")
-    frame=$(grep -E "^ +#[0-9]+ " "$log" | grep -vE "libsanitizer|libFuzzer|fuzzer::|compiler-rt|/libc|liblua| in __(asan|interceptor|ubsan|sanitizer)|\(<unknown|/lib/x86_64" | head -1 |
+    what=$(grep -a -m1 -oE "ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer): [a-z-]+( \(malloc\([0-9]+\)\))?|runtime error: .*|fuzz_spec: .*" "$log")
+    frame=$(grep -a -E "^ +#[0-9]+ " "$log" | grep -vE "libsanitizer|libFuzzer|fuzzer::|compiler-rt|/libc|liblua| in __(asan|interceptor|ubsan|sanitizer)| in (__pthread_kill_implementation|raise|abort) |\(<unknown|/lib/x86_64" | head -1 |
             sed -E 's/^ +#[0-9]+ 0x[0-9a-f]+ in //')
-    input=$(grep -m1 -oE "Test unit written to [^ ]+" "$log" | cut -d' ' -f5)
-    fail "fuzz $t" "${what:-exit $rc} at ${frame:-?}; input ${input:-?}; log $log"
+    input=$(grep -a -m1 -oE "Test unit written to [^ ]+" "$log" | cut -d' ' -f5)
+    # fuzz_spec prints loom's own first line (the internal error) under its own
+    detail=$(grep -a -m1 -A1 "^fuzz_spec: " "$log" | sed -n 2p)
+    fail "fuzz $t" "${what:-exit $rc}${detail:+ ($detail)} at ${frame:-?}; input ${input:-?}; log $log"
   fi
 done
