@@ -549,6 +549,7 @@ function emit.program(l)
   end
   files["build.ninja"] = template.fill("templates/c/build.ninja.in", {
     model_name = l.graph.model_rec.class, spec_file = sp.file,
+    extra_cflags = l.options.extra_cflags, extra_ldflags = l.options.extra_ldflags,
     objects = table.concat(objects, "\n"), object_list = table.concat(list, " "),
   })
   return { files = files, counted = counted }

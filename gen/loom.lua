@@ -104,10 +104,18 @@ local function spec_hash(text)
   return string.format("%016x", h)
 end
 
+-- $LOOM_CFLAGS / $LOOM_LDFLAGS, appended to a generated C program's flags (tests/asan.sh
+-- builds with sanitizers); written into its build.ninja, so ninja rebuilds when they change
+local function ninja_flags(name)
+  local v = os.getenv(name)
+  return v and v ~= "" and " " .. v:gsub("[%$\n]", { ["$"] = "$$", ["\n"] = " " }) or ""
+end
+
 -- What the stages after the graph get from the command line, for `backend`.
 local function target(g, opts, backend, extra)
   local t = { backend = backend, precision = opts.precision, devices = opts.devices, no_fuse = opts.no_fuse,
-              spec_hash = spec_hash(g.spec.text) }
+              spec_hash = spec_hash(g.spec.text),
+              extra_cflags = ninja_flags("LOOM_CFLAGS"), extra_ldflags = ninja_flags("LOOM_LDFLAGS") }
   for k, v in pairs(extra or {}) do t[k] = v end
   return t
 end

@@ -41,7 +41,8 @@ local function graph_stage(sp) return require("graph").build(sp) end
 --   fields     graph.data_fields: the fields of a batch (name, shape, dtype, decl)
 --   accuracy   "argmax", "threshold" (ops.lua's `accuracy` of the loss) or nil
 --   spec_hash  FNV-1a of the spec's text (checkpoints remember it)
---   options    the command line's: devices, no_fuse, accelerator, cpu_program
+--   options    the command line's: devices, no_fuse, accelerator, cpu_program, and
+--              extra_cflags/extra_ldflags (the environment's LOOM_CFLAGS/LOOM_LDFLAGS)
 --   pp         the precision plan (gen/precision.lua): pp.trace, pp.fmt[tensor], pp.casts
 --   trace      pp.trace: the loss's trace with the casts in it, which every later stage reads
 local function assign(g, target)
@@ -57,7 +58,8 @@ local function assign(g, target)
     batch_max = sp.train.batch_size, fields = require("graph").data_fields(sp),
     accuracy = acc and acc(loss_node) or nil, spec_hash = target.spec_hash or "",
     options = { devices = target.devices, no_fuse = target.no_fuse, accelerator = target.accelerator,
-                cpu_program = target.cpu_program },
+                cpu_program = target.cpu_program, extra_cflags = target.extra_cflags or "",
+                extra_ldflags = target.extra_ldflags or "" },
     pp = pp, trace = pp.trace,
   }
 end
