@@ -648,7 +648,12 @@ function spec.load(path)
   if not chunk then
     diag.end_spec()
     local e = spec.user_error(syntax, chunkname)
-    error(e or syntax, 0)
+    if e then error(e, 0) end
+    -- an error without a line: Lua refused the text as a whole (an ESC first byte
+    -- marks a precompiled chunk, which a spec may not be)
+    diag.fatal({ file = path, line = 1 }, text:byte(1) == 0x1b
+      and "this is not a Lua text spec (its first byte, ESC, marks precompiled Lua bytecode)"
+      or ("the spec cannot be loaded: " .. tostring(syntax)))
   end
   for _, d in ipairs(util.duplicate_keys(text)) do
     diag.error({ file = path, line = d.line }, string.format(

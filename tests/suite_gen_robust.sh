@@ -10,7 +10,7 @@ LOOM=$(cd "$(dirname "$LOOM")" && pwd)/$(basename "$LOOM")
 export GOMP_SPINCOUNT=${GOMP_SPINCOUNT:-10000}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-plan 3
+plan 4
 
 cat >"$work/small.lua" <<'LUAEOF'
 model "Net" { inputs = { x = Tensor{4} }, fc = Linear(4, 2), forward = function(m, x) return m.fc(x.x) end }
@@ -78,3 +78,12 @@ elif ! grep -q 'from we"ird\\dir/sp"ec.lua)' <("$work/weird/train" --help 2>&1);
 else
   ok "$name"
 fi
+
+# a file that Lua would read as precompiled bytecode (first byte ESC; found by
+# tests/fuzz's spec target) is a spec error at its line 1, not loom's internal error
+printf '\033%%' >"$work/esc.lua"
+err=$("$LOOM" inspect "$work/esc.lua" 2>&1); rc=$?
+case "$rc:$err" in
+  "2:$work/esc.lua:1: this is not a Lua text spec"*) ok "a bytecode-looking spec is refused at line 1" ;;
+  *) fail "a bytecode-looking spec is refused at line 1" "exit $rc: $(head -1 <<<"$err")" ;;
+esac
