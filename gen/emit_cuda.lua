@@ -13,6 +13,7 @@ local util = require "util"
 local diag = require "diag"
 local template = require "template"
 local ops_cuda = require "ops_cuda"
+local fuse_cuda = require "fuse_cuda"
 
 local emit = {}
 
@@ -172,7 +173,7 @@ local function context(g, info, kernels, scratch)
     local tails = {}
     for i = 1, #k.ops do
       local o = k.ops[i]
-      if o[3] == "w" and o[2].tail then tails[o[1]] = ops_cuda.tail_store(e, o[2].tail, e.fz, o[1], o[2], k.ops) end
+      if o[3] == "w" and o[2].tail then tails[o[1]] = fuse_cuda.tail_store(e, o[2].tail, e.fz, o[1], o[2], k.ops) end
     end
     for _, o in ipairs(k.ops) do
       local name, d, mode = o[1], o[2], o[3]
@@ -656,7 +657,7 @@ function emit.program(g, opts)
       if grp then members_comment(grp, fwd, "") else fwd[#fwd + 1] = node_comment(g, node, "") end
       local lines
       if grp and not grp.head then
-        lines = ops_cuda.group_forward(e, grp, fz)
+        lines = fuse_cuda.group_forward(e, grp, fz)
       else
         e.tail = grp
         lines = rule.forward(e, node)
@@ -700,7 +701,7 @@ function emit.program(g, opts)
       local lines
       if grp then
         members_comment(grp, bwd, "  (backward)")
-        lines = ops_cuda.group_backward(e, grp, fz)
+        lines = fuse_cuda.group_backward(e, grp, fz)
       else
         bwd[#bwd + 1] = node_comment(g, node, "  (backward)")
         lines = rule.backward(e, node)
