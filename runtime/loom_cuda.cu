@@ -87,6 +87,7 @@ static void open_driver(void) {
 
 typedef struct {
     const lc_kernel_source *src;
+    jit_header prelude;
     jit_image *img;
     int n, major, minor, failed;
     int next;
@@ -102,7 +103,8 @@ static void *compile_worker(void *arg) {
         pthread_mutex_unlock(&j->lock);
         if (i >= j->n) return NULL;
         char err[1024];
-        if (jit_compile(j->src[i].name, j->src[i].source, j->major, j->minor, NULL, &j->img[i], err, sizeof err)) {
+        if (jit_compile_with_headers(JIT_CUBIN, j->src[i].name, j->src[i].source, &j->prelude, 1, j->major, j->minor, NULL,
+                                     &j->img[i], err, sizeof err)) {
             pthread_mutex_lock(&j->lock);
             if (!j->failed) snprintf(j->err, sizeof j->err, "%s", err);
             j->failed = 1;
@@ -111,10 +113,11 @@ static void *compile_worker(void *arg) {
     }
 }
 
-static void compile_all(const lc_kernel_source *src, int n, int major, int minor, jit_image *img) {
+static void compile_all(const char *prelude, const lc_kernel_source *src, int n, int major, int minor, jit_image *img) {
     compile_job j;
     memset(&j, 0, sizeof j);
     j.src = src; j.img = img; j.n = n; j.major = major; j.minor = minor;
+    j.prelude.name = LC_PRELUDE; j.prelude.text = prelude;
     pthread_mutex_init(&j.lock, NULL);
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     int nt = cpus > 8 ? 8 : cpus < 1 ? 1 : (int)cpus;
@@ -124,13 +127,13 @@ static void compile_all(const lc_kernel_source *src, int n, int major, int minor
     if (j.failed) { fprintf(stderr, "train: %s\n", j.err); exit(1); }
 }
 
-void lc_kernels_load(const lc_kernel_source *src, int n, jit_kernel *out, int quiet) {
+void lc_kernels_load(const char *prelude, const lc_kernel_source *src, int n, jit_kernel *out, int quiet) {
     int major = 0, minor = 0;
     char err[1024];
     if (jit_device_arch(0, &major, &minor, err, sizeof err)) { fprintf(stderr, "train: %s\n", err); exit(1); }
     double t0 = seconds_now();
     jit_image *img = (jit_image *)calloc((size_t)n, sizeof *img);
-    compile_all(src, n, major, minor, img);
+    compile_all(prelude, src, n, major, minor, img);
     int hits = 0;
     for (int i = 0; i < n; i++) {
         hits += img[i].from_cache;
@@ -145,13 +148,14 @@ void lc_kernels_load(const lc_kernel_source *src, int n, jit_kernel *out, int qu
                n - hits, seconds_now() - t0);
 }
 
-int lc_kernels_check(const lc_kernel_source *src, int n, int sm_major, int sm_minor, const char *ptx_dir) {
+int lc_kernels_check(const char *prelude, const lc_kernel_source *src, int n, int sm_major, int sm_minor,
+                     const char *ptx_dir) {
     int failed = 0;
     char err[1024], path[4096];
     if (ptx_dir && mkdir(ptx_dir, 0777) && errno != EEXIST) { perror(ptx_dir); return n; }
     double t0 = seconds_now();
     jit_image *img = (jit_image *)calloc((size_t)n, sizeof *img);
-    compile_all(src, n, sm_major, sm_minor, img);   // exits on a failure, naming the kernel
+    compile_all(prelude, src, n, sm_major, sm_minor, img);   // exits on a failure, naming the kernel
     int hits = 0;
     for (int i = 0; i < n; i++) {
         hits += img[i].from_cache;
@@ -159,7 +163,9 @@ int lc_kernels_check(const lc_kernel_source *src, int n, int sm_major, int sm_mi
         jit_image_free(&img[i]);
         if (!ptx_dir) continue;
         jit_image ptx;
-        if (jit_compile_ptx(src[i].name, src[i].source, sm_major, sm_minor, NULL, &ptx, err, sizeof err)) {
+        jit_header h = { LC_PRELUDE, prelude };
+        if (jit_compile_with_headers(JIT_PTX, src[i].name, src[i].source, &h, 1, sm_major, sm_minor, NULL, &ptx, err,
+                                     sizeof err)) {
             fprintf(stderr, "%s\n", err);
             failed++;
             continue;

@@ -37,15 +37,19 @@ void lc_check(int status, const char *what, const char *file, int line);
 void lc_require_device(int argc, char **argv, const char *accelerator, const char *cpu_program, int device);
 
 // One NVRTC kernel of the program: its name (the extern "C" __global__ function) and
-// its whole source (scalar_ops.h included in it).
+// its source, which #includes the program's prelude by this name (scalar_ops.h, the
+// state's types: the text common to every kernel, held once in model.cu).
 typedef struct { const char *name; const char *source; } lc_kernel_source;
+#define LC_PRELUDE "loom_prelude.h"
 
-// Compiles (or reads from the cache) and loads every kernel for the current device;
-// prints one line with the count, cache hits and time unless quiet.  Exits on error.
-void lc_kernels_load(const lc_kernel_source *src, int n, jit_kernel *out, int quiet);
+// Compiles (or reads from the cache) and loads every kernel for the current device, the
+// text of `prelude` given to NVRTC as LC_PRELUDE; prints one line with the count, cache
+// hits and time unless quiet.  Exits on error.
+void lc_kernels_load(const char *prelude, const lc_kernel_source *src, int n, jit_kernel *out, int quiet);
 // --jit-check: compiles every kernel for sm_XY as a cubin and as PTX (written to
 // `ptx_dir`/<name>.ptx for ptxas -v); no device needed.  Returns the number that failed.
-int lc_kernels_check(const lc_kernel_source *src, int n, int sm_major, int sm_minor, const char *ptx_dir);
+int lc_kernels_check(const char *prelude, const lc_kernel_source *src, int n, int sm_major, int sm_minor,
+                     const char *ptx_dir);
 
 // Launches `k` on `stream` (a cudaStream_t) with a 1-D grid.
 void lc_launch(const jit_kernel *k, unsigned blocks, unsigned threads, void *stream, void **args);

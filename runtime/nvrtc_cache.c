@@ -290,13 +290,22 @@ static int make_plan(const char *name, jit_kind want, int major, int minor, plan
     return 0;
 }
 
-static uint64_t make_key(const plan *p, const char *source) {
+// The key: the plan, the source, then (when there are any) each header's name and text.
+// With headers every string is hashed with its NUL, so that no two lists of strings
+// give the same bytes; without, the source alone as it always was (caches stay valid).
+static uint64_t make_key(const plan *p, const char *source, const jit_header *headers, int nheaders) {
     char head[128];
     int n = snprintf(head, sizeof head, "loom-jit %u|nvrtc %d.%d|kind %d|arch %d|",
                      CACHE_VERSION, nv.major, nv.minor, (int)p->kind, p->arch);
     uint64_t h = fnv1a(FNV_OFFSET, head, (size_t)n);
     for (int i = 0; i < p->nopts; i++) h = fnv1a(h, p->opts[i], strlen(p->opts[i]) + 1);   // with the NUL
-    return fnv1a(h, source, strlen(source));
+    if (nheaders == 0) return fnv1a(h, source, strlen(source));
+    h = fnv1a(h, source, strlen(source) + 1);
+    for (int i = 0; i < nheaders; i++) {
+        h = fnv1a(h, headers[i].name, strlen(headers[i].name) + 1);
+        h = fnv1a(h, headers[i].text, strlen(headers[i].text) + 1);
+    }
+    return h;
 }
 
 static void put_u32(unsigned char *b, uint32_t v) { for (int i = 0; i < 4; i++) b[i] = (unsigned char)(v >> (8 * i)); }
@@ -468,12 +477,14 @@ static void append_log(char *err, size_t errlen, const char *log) {
     if (more && used + 1 < errlen) snprintf(err + used, errlen - used, " | (%d more log lines)", more);
 }
 
-static int nvrtc_build(const char *name, const char *source, const plan *p,
-                       unsigned char **data, size_t *size, char *err, size_t errlen) {
+static int nvrtc_build(const char *name, const char *source, const jit_header *headers, int nheaders,
+                       const plan *p, unsigned char **data, size_t *size, char *err, size_t errlen) {
     char file[256];
     snprintf(file, sizeof file, "%s.cu", name);
+    const char *texts[JIT_MAX_HEADERS], *names[JIT_MAX_HEADERS];
+    for (int i = 0; i < nheaders; i++) { texts[i] = headers[i].text; names[i] = headers[i].name; }
     lj_nvrtc_program prog = NULL;
-    lj_nvrtc_result r = nv.CreateProgram(&prog, source, file, 0, NULL, NULL);
+    lj_nvrtc_result r = nv.CreateProgram(&prog, source, file, nheaders, texts, names);
     if (r != LJ_NVRTC_SUCCESS)
         return fail(err, errlen, "%s: nvrtcCreateProgram: %s", name, nv.GetErrorString(r));
     atomic_fetch_add(&n_compiles, 1);
@@ -512,19 +523,25 @@ static int nvrtc_build(const char *name, const char *source, const plan *p,
     return 0;
 }
 
-static int compile_kind(jit_kind want, const char *name, const char *source, int sm_major, int sm_minor,
-                        const char *cache_dir, jit_image *out, char *err, size_t errlen) {
+int jit_compile_with_headers(jit_kind want, const char *name, const char *source, const jit_header *headers,
+                             int nheaders, int sm_major, int sm_minor, const char *cache_dir, jit_image *out,
+                             char *err, size_t errlen) {
     double t0 = now_s();
     memset(out, 0, sizeof *out);
     if (!name || !*name) name = "kernel";
     if (!source) return fail(err, errlen, "%s: no source", name);
+    if (nheaders < 0 || nheaders > JIT_MAX_HEADERS || (nheaders > 0 && !headers))
+        return fail(err, errlen, "%s: %d headers (at most %d)", name, nheaders, JIT_MAX_HEADERS);
+    for (int i = 0; i < nheaders; i++)
+        if (!headers[i].name || !*headers[i].name || !headers[i].text)
+            return fail(err, errlen, "%s: header %d has no name or no text", name, i);
     if (nv_ready(err, errlen) != 0) return -1;
     plan p;
     if (make_plan(name, want, sm_major, sm_minor, &p, err, errlen) != 0) return -1;
     out->kind = p.kind;
     out->sm_major = p.arch / 10;
     out->sm_minor = p.arch % 10;
-    out->key = make_key(&p, source);
+    out->key = make_key(&p, source, headers, nheaders);
 
     char dirbuf[JIT_PATH_LEN];
     if (!cache_dir) {
@@ -551,7 +568,7 @@ static int compile_kind(jit_kind want, const char *name, const char *source, int
         if (r < 0) atomic_fetch_add(&n_rejected, 1);
     }
     atomic_fetch_add(&n_misses, 1);
-    if (nvrtc_build(name, source, &p, &out->data, &out->size, err, errlen) != 0) {
+    if (nvrtc_build(name, source, headers, nheaders, &p, &out->data, &out->size, err, errlen) != 0) {
         memset(out, 0, sizeof *out);
         return -1;
     }
@@ -569,12 +586,12 @@ static int compile_kind(jit_kind want, const char *name, const char *source, int
 
 int jit_compile(const char *name, const char *source, int sm_major, int sm_minor,
                 const char *cache_dir, jit_image *out, char *err, size_t errlen) {
-    return compile_kind(JIT_CUBIN, name, source, sm_major, sm_minor, cache_dir, out, err, errlen);
+    return jit_compile_with_headers(JIT_CUBIN, name, source, NULL, 0, sm_major, sm_minor, cache_dir, out, err, errlen);
 }
 
 int jit_compile_ptx(const char *name, const char *source, int sm_major, int sm_minor,
                     const char *cache_dir, jit_image *out, char *err, size_t errlen) {
-    return compile_kind(JIT_PTX, name, source, sm_major, sm_minor, cache_dir, out, err, errlen);
+    return jit_compile_with_headers(JIT_PTX, name, source, NULL, 0, sm_major, sm_minor, cache_dir, out, err, errlen);
 }
 
 void jit_image_free(jit_image *img) {

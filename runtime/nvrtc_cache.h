@@ -36,6 +36,13 @@
 // each write a whole file and the last rename wins. No fsync: a file half-written by a
 // power cut fails its size or checksum test and is simply recompiled.
 //
+// Headers: a source may #include headers that are not files but strings, handed to
+// NVRTC with the program (nvrtcCreateProgram's headers / includeNames). A generated
+// program's kernels all #include "loom_prelude.h" (scalar_ops.h and the state types),
+// which the program holds once. When there are headers, the key hashes each one's name
+// and text after the source, so a changed header never reuses a stale cubin; a source
+// compiled without headers keeps the key it always had.
+//
 // A cache hit reads the file and creates no NVRTC program (the only NVRTC calls are
 // the one-time nvrtcVersion / nvrtcGetSupportedArchs that the key needs):
 // jit_get_stats().compiles counts the calls to nvrtcCompileProgram, for tests.
@@ -80,6 +87,15 @@ int jit_compile(const char *name, const char *source, int sm_major, int sm_minor
 // ptxas / cuobjdump, or for a driver to JIT.
 int jit_compile_ptx(const char *name, const char *source, int sm_major, int sm_minor,
                     const char *cache_dir, jit_image *out, char *err, size_t errlen);
+
+// A header a source #includes by `name` ("loom_prelude.h"), with its whole text.
+typedef struct { const char *name; const char *text; } jit_header;
+#define JIT_MAX_HEADERS 8
+// jit_compile (want JIT_CUBIN) or jit_compile_ptx (JIT_PTX) of a source that #includes
+// `headers` (nheaders of them, at most JIT_MAX_HEADERS; NULL and 0 for none).
+int jit_compile_with_headers(jit_kind want, const char *name, const char *source, const jit_header *headers,
+                             int nheaders, int sm_major, int sm_minor, const char *cache_dir, jit_image *out,
+                             char *err, size_t errlen);
 void jit_image_free(jit_image *img);
 
 // The cache directory: $LOOM_KERNEL_CACHE, else $XDG_CACHE_HOME/loom/kernels (when

@@ -139,8 +139,11 @@ why=""
 d="$tmp/fashion_cnn_bf16-true"
 grep -q "^typedef uint16_t state_t;" "$d/model.h" && grep -q "^typedef uint16_t opt_t;" "$d/model.h" || why="bf16-true: state_t/opt_t are not 16-bit "
 grep -q "^#define COMPUTE_COPY 0" "$d/model.h" || why="${why}bf16-true has a compute copy (its parameters are the GEMMs' operands) "
-grep -q "^typedef so_u16 state_t;" "$d"/kernels/adam.cu && grep -q "^#define state_narrow(x) so_narrow_bf16(x)" "$d"/kernels/adam.cu &&
+# the kernels' types are in the prelude each includes (model.cu holds it once)
+grep -q '^#include "loom_prelude.h"$' "$d"/kernels/adam.cu && ! grep -q "^typedef .* state_t;" "$d"/kernels/adam.cu &&
+  grep -q "^typedef so_u16 state_t;" "$d"/kernels/loom_prelude.h && grep -q "^#define state_narrow(x) so_narrow_bf16(x)" "$d"/kernels/loom_prelude.h &&
   grep -q "p\[i\] = state_narrow(pi);" "$d"/kernels/adam.cu || why="${why}bf16-true: adam does not round the parameter to bf16 "
+[ "$(grep -c '"#define LOOM_SCALAR_OPS_H' "$d/model.cu")" = 1 ] || why="${why}bf16-true: model.cu does not hold the prelude once "
 d="$tmp/fashion_cnn_16-true"
 grep -q "^typedef uint16_t state_t;" "$d/model.h" && grep -q "^typedef float opt_t;" "$d/model.h" || why="${why}16-true: the optimizer state is not float "
 "$LOOM" explain specs/fashion_cnn.lua --accelerator=cuda --precision=16-true -o "$tmp/explain16" >/dev/null 2>&1 &&

@@ -179,6 +179,82 @@ Test(nvrtc, one_character_changed_is_a_miss) {
     jit_image_free(&c);
 }
 
+// The kernels of a generated program #include "loom_prelude.h", a header NVRTC gets as
+// a string: the key covers its text (a changed prelude is a miss, never a stale cubin)
+// and its name; the same header again is a hit.
+static const char *prelude_src =
+    "#include \"loom_prelude.h\"\n"
+    "extern \"C\" __global__ void scaled(float *y, const float *x, int n) {\n"
+    "    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) y[i] = scale(x[i]);\n"
+    "}\n";
+
+static jit_image compile_with(jit_kind want, const char *name, const char *text, long *calls) {
+    jit_header h = { name, text };
+    jit_image img;
+    long before = jit_nvrtc_calls();
+    int rc = jit_compile_with_headers(want, "scaled", prelude_src, &h, 1, 8, 0, cache, &img, err, sizeof err);
+    cr_assert_eq(rc, 0, "jit_compile_with_headers: %s", err);
+    *calls = jit_nvrtc_calls() - before;
+    return img;
+}
+
+Test(nvrtc, header_text_is_in_the_key) {
+    need_nvrtc();
+    const char *five = "static __device__ float scale(float v) { return 5.0f * v; }\n";
+    const char *three = "static __device__ float scale(float v) { return 3.0f * v; }\n";
+    long calls;
+    jit_image a = compile_with(JIT_CUBIN, "loom_prelude.h", five, &calls);
+    cr_expect_eq(calls, 1);
+    cr_expect_eq(a.from_cache, 0);
+    jit_image b = compile_with(JIT_CUBIN, "loom_prelude.h", five, &calls);
+    cr_expect_eq(calls, 0, "the same source and header: NVRTC called again");
+    cr_expect_eq(b.from_cache, 1);
+    cr_expect_eq(b.key, a.key);
+    jit_image c = compile_with(JIT_CUBIN, "loom_prelude.h", three, &calls);
+    cr_expect_eq(calls, 1, "a changed header read a cached cubin");
+    cr_expect_eq(c.from_cache, 0);
+    cr_expect_neq(c.key, a.key);
+    cr_expect(c.size != a.size || memcmp(c.data, a.data, a.size) != 0, "5x and 3x compiled to the same cubin");
+    // the header's text appended to the source is another program, with another key
+    size_t n = strlen(five) + strlen(prelude_src) + 1;
+    char *joined = malloc(n);
+    snprintf(joined, n, "%s%s", five, strstr(prelude_src, "extern"));
+    jit_image d;
+    cr_assert_eq(jit_compile("scaled", joined, 8, 0, cache, &d, err, sizeof err), 0, "%s", err);
+    cr_expect_neq(d.key, a.key);
+    // PTX: the header is in its key too
+    jit_image e = compile_with(JIT_PTX, "loom_prelude.h", five, &calls);
+    jit_image f = compile_with(JIT_PTX, "loom_prelude.h", three, &calls);
+    cr_expect_neq(e.key, f.key);
+    cr_expect_not_null(strstr((const char *)e.data, "0f40A00000"), "no 5.0f in the PTX of the first header");   // 5.0f
+    cr_expect_not_null(strstr((const char *)f.data, "0f40400000"), "no 3.0f in the PTX of the second header");  // 3.0f
+    free(joined);
+    jit_image *all[] = { &a, &b, &c, &d, &e, &f };
+    for (int i = 0; i < 6; i++) jit_image_free(all[i]);
+}
+
+Test(nvrtc, header_name_is_in_the_key_and_a_missing_header_fails) {
+    need_nvrtc();
+    const char *five = "static __device__ float scale(float v) { return 5.0f * v; }\n";
+    jit_header h = { "loom_prelude.h", five };
+    jit_image a, b;
+    cr_assert_eq(jit_compile_with_headers(JIT_CUBIN, "scaled", prelude_src, &h, 1, 8, 0, cache, &a, err, sizeof err), 0, "%s", err);
+    // the same text under two names (the source includes one): another key, and it compiles
+    jit_header two_names[] = { { "other.h", five }, { "loom_prelude.h", five } };
+    cr_assert_eq(jit_compile_with_headers(JIT_CUBIN, "scaled", prelude_src, two_names, 2, 8, 0, cache, &b, err, sizeof err), 0, "%s", err);
+    cr_expect_neq(a.key, b.key);
+    jit_image_free(&a);
+    jit_image_free(&b);
+    // under another name only, the include fails with NVRTC's log, naming the kernel
+    jit_header wrong = { "prelude.h", five };
+    cr_expect_eq(jit_compile_with_headers(JIT_CUBIN, "scaled", prelude_src, &wrong, 1, 8, 0, cache, &a, err, sizeof err), -1);
+    cr_expect_eq(strncmp(err, "scaled: NVRTC ", 14), 0, "err: %s", err);
+    cr_expect_not_null(strstr(err, "loom_prelude.h"), "err: %s", err);
+    jit_header noname = { NULL, five };
+    cr_expect_eq(jit_compile_with_headers(JIT_CUBIN, "scaled", prelude_src, &noname, 1, 8, 0, cache, &a, err, sizeof err), -1);
+    cr_expect_str_eq(err, "scaled: header 0 has no name or no text");
+}
+
 // Damages the cache file of bias_gelu/sm_80 with `damage`, then checks that the next
 // compile says so in `note` (containing `why`), calls NVRTC, rewrites a good file,
 // and that the compile after that is a hit again.

@@ -58,8 +58,10 @@ edge() {
   echo "  command = cc \$cflags -c \$in -o \$out \$save"
   echo "rule host_cu"
   echo "  command = g++ \$cxxflags -Wall -Wextra -x c++ -include cuda_runtime.h -include math.h -c \$in -o \$out \$save"
-  echo "rule kernel"
-  echo "  command = g++ \$cxxflags -x c++ -include emu_device.h -c \$in -o \$out \$save"
+  echo "rule kernel"   # the depfile: a kernel and its prelude, rewritten in place by a new loom build
+  echo "  command = g++ \$cxxflags -x c++ -include emu_device.h -MMD -MF \$out.d -c \$in -o \$out \$save"
+  echo "  depfile = \$out.d"
+  echo "  deps = gcc"
   echo "rule cxx"
   echo "  command = g++ \$cxxflags -Wall -Wextra -c \$in -o \$out \$save"
   echo "rule driver"
@@ -73,7 +75,8 @@ edge() {
     w=$out/obj/k_$name.cpp
     printf '#include "kernels/%s.cu"\nEMU_KERNEL(%s)\n' "$name" "$name" >"$w.new"
     if cmp -s "$w.new" "$w"; then rm "$w.new"; else mv "$w.new" "$w"; fi
-    cat "$w" "$f" >"$out/obj/k_$name.key"   # the wrapper names no directory: wrapper + source say it all
+    # the wrapper names no directory: wrapper + source + the prelude it includes say it all
+    cat "$w" "$f" "$dir/kernels/loom_prelude.h" >"$out/obj/k_$name.key"
     edge "obj/k_$name.o" kernel "$w" "$out/obj/k_$name.key"
   done
   edge obj/emu_runtime.o cxx "$here/emu_runtime.cpp"
