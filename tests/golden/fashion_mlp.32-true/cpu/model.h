@@ -61,7 +61,7 @@ typedef struct {
     real *wide;                     // NUM_WIDE
     real *scratch;                  // model_scratch_size() (im2col columns; depends on the thread count)
     uint64_t seed;                  // Philox key of this run (init, dropout)
-    uint64_t step;                  // optimizer steps taken (dropout's stream)
+    uint64_t step;                  // dropout's stream: micro-batches so far (train.c sets it)
 } Model;
 
 int model_alloc(Model *m);                       // 0, or -1 when out of memory
