@@ -34,15 +34,6 @@ local function count_expr(shape, from, to) return util.count_expr(shape, from, t
 -- elements of a tensor of `shape` at the largest batch
 local function count_at(shape, batch_max) return util.numel(shape, batch_max) end
 
--- the value of a size expression at BATCH_MAX (for the scratch plan: gen/ops_cuda.lua's
--- rules give their scratch sizes as C expressions)
-local function eval_count(expr, batch_max)
-  local e = tostring(expr):gsub("%(long long%)", ""):gsub("%(size_t%)", ""):gsub("BATCH_MAX", tostring(batch_max))
-  e = e:gsub("%f[%w_]B%f[^%w_]", tostring(batch_max))
-  local f = assert(load("return " .. e), "size expression " .. tostring(expr))
-  return math.tointeger(f()) or f()
-end
-
 -- ctype: in the kernels; host: in model.h (16-bit formats as their bit patterns)
 local FMT = {
   f32 = { ctype = "float", host = "float", code = "f", lc = "LC_F32", bytes = 4 },
@@ -116,12 +107,14 @@ local function context(l, kernels, scratch)
     return string.format("(void *)(m->d_acts + %d)", p.acts[r].offset)
   end
   function e.val(t)
-    if t.dtype ~= "float" then return { ptr = storage(t), S = "i64", V = "i64" } end
+    -- n: its elements at the largest batch (what a copy of it takes in scratch)
+    local n = count_at(t.shape, l.batch_max)
+    if t.dtype ~= "float" then return { ptr = storage(t), S = "i64", V = "i64", n = n } end
     local c = chain(t)
     -- the output of a producer whose elementwise tail is fused into its store (gen/fuse.lua)
     local tail = e.tail and e.tail.head.out == t and e.tail or nil
     local r = root(t)
-    return { ptr = storage(t), S = c[1], V = c[2] or c[1], tail = tail, param = r.param and st.by_name[r.param].offset or nil }
+    return { ptr = storage(t), S = c[1], V = c[2] or c[1], tail = tail, param = r.param and st.by_name[r.param].offset or nil, n = n }
   end
   function e.grad(t)
     local r = root(t)
@@ -134,7 +127,7 @@ local function context(l, kernels, scratch)
       ptr = string.format("(void *)(m->d_dacts + %d)", gr.offset)
     end
     local c = chain(t)
-    return { ptr = ptr, S = c[1], V = c[2] or c[1] }
+    return { ptr = ptr, S = c[1], V = c[2] or c[1], n = count_at(t.shape, l.batch_max) }
   end
   function e.save(node, name)
     local s = p.saves[node][name]
@@ -157,15 +150,21 @@ local function context(l, kernels, scratch)
   function e.outer(t, d) return count_expr(t.shape, 1, d - 1) end
   function e.batch(t) return t.shape[1] == "B" and "B" or tostring(t.shape[1]) end
   function e.lit(v) return literal(v) end
+  -- elements of dims from..to of `shape` at the largest batch (a number: scratch sizes)
+  function e.numel_max(shape, from, to)
+    return count_at(table.move(shape, from or 1, to or #shape, 1, {}), l.batch_max)
+  end
 
   function e.begin(node) cur = node; used = 0 end
-  -- a region of the scratch arena for this op: `count` elements of `fmt`
-  function e.scratch(count, fmt)
-    local bytes = eval_count(count, l.batch_max) * FMT[fmt].bytes
+  -- a region of the scratch arena for this op: n elements of `fmt` (a number: the
+  -- count at the largest batch)
+  function e.scratch(n, fmt)
+    assert(math.type(n) == "integer", "a scratch size is a number of elements")
+    local bytes = n * FMT[fmt].bytes
     local off = used
     used = used + (bytes + 255) // 256 * 256
     if used > scratch.max then scratch.max = used end
-    return { ptr = string.format("(void *)(m->d_scratch + %d)", off), S = fmt, V = fmt, count = count }
+    return { ptr = string.format("(void *)(m->d_scratch + %d)", off), S = fmt, V = fmt, n = n }
   end
 
   -- a kernel: its name is its kind and its operands' formats; the same name is the
@@ -272,7 +271,7 @@ local function context(l, kernels, scratch)
       e.compute.fmt = F
       return string.format("(void *)(m->d_compute + %d)", o.param)
     end
-    local s = e.scratch(count, F)
+    local s = e.scratch(assert(o.n, "an operand knows its size"), F)
     local ops = { { "src", o, "r" }, { "dst", s, "w" } }
     local k = e.kernel { kind = "stage", ops = ops, params = "long long n",
       body = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) st_dst(i, ld_src(i));" }
@@ -313,7 +312,7 @@ local function context(l, kernels, scratch)
     local dptr = C.ptr
     local tmp
     if not direct then
-      tmp = e.scratch(nC, Dfmt)
+      tmp = e.scratch(assert(C.n, "an operand knows its size"), Dfmt)
       dptr = tmp.ptr
     end
     local where = cur and cur.where and string.format("%s <- %s:%d", q.what, cur.where.file, cur.where.line) or q.what

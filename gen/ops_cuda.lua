@@ -14,7 +14,7 @@
 --   e.save(node, name)          the device pointer of a saved buffer (C expression)
 --   e.state(node, name), e.counter(node, name)   module buffers (state_t) and counters
 --   e.numel(t), e.rows(t, k), e.outer(t, d), e.batch(t)   sizes as C expressions
---   e.kernel{...}, e.launch(k, ...), e.gemm{...}, e.scratch(bytes, fmt)
+--   e.kernel{...}, e.launch(k, ...), e.gemm{...}, e.scratch(n, fmt) (n: elements at the largest batch, a number)
 --
 -- A pointwise op (activations, add/sub/mul/div, dropout, cast) has no forward/backward
 -- here but a `pointwise` rule: its scalar description, from which gen/fuse_cuda.lua
@@ -138,8 +138,9 @@ ops_cuda.conv2d = {
     local np = string.format("(long long)%s * %d", B, g.OH * g.OW)
     local F = e.gemm_format(e.val(x), e.val(w))
     local ckk = g.C * g.KH * g.KW
-    local cols = e.scratch(string.format("(size_t)%d * %s", ckk, np), F)
-    local yt = e.scratch(string.format("(size_t)%d * %s", g.OC, np), "f32")
+    local np_max = e.numel_max(x.shape, 1, 1) * g.OH * g.OW
+    local cols = e.scratch(ckk * np_max, F)
+    local yt = e.scratch(g.OC * np_max, "f32")
     local lines = im2col(e, e.val(x), cols, g, np, B)
     local OCg, Kc = g.OC // g.G, ckk // g.G
     for _, l in ipairs(conv_gemm(e, g, { what = "conv2d forward", ta = 0, tb = 0, M = g.OC, N = np, K = ckk, A = e.val(w), B = cols, C = yt },
@@ -171,7 +172,8 @@ ops_cuda.conv2d = {
     local lines = {}
     local function add(t) for _, l in ipairs(t) do lines[#lines + 1] = l end end
     -- dYt (OC, B·P) in the GEMMs' format
-    local dyt = e.scratch(string.format("(size_t)%d * %s", g.OC, np), F)
+    local np_max = e.numel_max(x.shape, 1, 1) * P
+    local dyt = e.scratch(g.OC * np_max, F)
     local ops = { { "dy", dy, "r" }, { "dyt", dyt, "w" } }
     local k = e.kernel { kind = "conv_dyt", ops = ops, params = "long long n, long long NP, int OC, long long P",
       body = GRID .. " {\n        long long c = i / NP, col = i % NP, bi = col / P, p = col % P;\n" ..
@@ -189,7 +191,7 @@ ops_cuda.conv2d = {
     local need_cols = e.grad(w) ~= nil
     local cols
     if need_cols then
-      cols = e.scratch(string.format("(size_t)%d * %s", ckk, np), F)
+      cols = e.scratch(ckk * np_max, F)
       add(im2col(e, e.val(x), cols, g, np, B))
       -- dW (OC, CKK) += dYt (OC, NP) · colsᵀ (cols stored CKK x NP)
       add(conv_gemm(e, g, { what = "conv2d dW", ta = 0, tb = 1, M = g.OC, N = ckk, K = np, A = dyt, B = cols, C = e.grad(w), accumulate = true },
@@ -197,7 +199,7 @@ ops_cuda.conv2d = {
           sC = OCg * Kc, nA = string.format("(long long)%d * %s", g.OC, np), nB = string.format("(long long)%d * %s", ckk, np), nC = g.OC * Kc }))
     end
     if e.grad(x) then
-      local dcols = e.scratch(string.format("(size_t)%d * %s", ckk, np), "f32")
+      local dcols = e.scratch(ckk * np_max, "f32")
       add(conv_gemm(e, g, { what = "conv2d dx", ta = 1, tb = 0, M = ckk, N = np, K = g.OC, A = e.val(w), B = dyt, C = dcols },
         { M = Kc, N = np, K = OCg, sA = OCg * Kc, sB = string.format("(long long)%d * %s", OCg, np), sC = string.format("(long long)%d * %s", Kc, np),
           nA = g.OC * Kc, nB = string.format("(long long)%d * %s", g.OC, np), nC = string.format("(long long)%d * %s", ckk, np) }))
@@ -1011,7 +1013,7 @@ local INDEX = [[const long long bs[4] = { b0, b1, b2, b3 }, ss[4] = { s0, s1, s2
 
 -- the operand expanded to one matrix per batch (nbat, size) in scratch, in format `fmt`
 local function expand(e, l, s, x, size, nbat, lines)
-  local out = e.scratch(string.format("(long long)(%s) * %s", nbat, size), x.V)
+  local out = e.scratch(e.numel_max(l.bshape) * size, x.V)
   local ops = { { "x", x, "r" }, { "y", out, "w" } }
   local args = { { "long long", string.format("(long long)(%s) * %s", nbat, size) }, { "long long", size } }
   for _, a in ipairs(index_args(l, s)) do args[#args + 1] = a end
@@ -1084,7 +1086,7 @@ ops_cuda.matmul = {
         add(e.gemm(q))
         return
       end
-      local per = e.scratch(q.nC, "f32")
+      local per = e.scratch(e.numel_max(l.bshape) * size, "f32")
       q.C = per
       add(e.gemm(q))
       reduce_batches(e, l, s, per, grad, count, size, nbat, lines)
@@ -1124,7 +1126,7 @@ ops_cuda.scaled_dot_product_attention = {
     local q, k, v = n.inputs[1], n.inputs[2], n.inputs[3]
     local B, L, S, E, EV = sdpa_sizes(e, n)
     local scale = n.attrs.scale or 1 / math.sqrt(E)
-    local att = { ptr = e.save(n, "att"), S = "f32", V = "f32" }
+    local att = { ptr = e.save(n, "att"), S = "f32", V = "f32", n = e.numel_max(q.shape, 1, #q.shape - 2) * L * S }
     local natt = string.format("(long long)(%s) * %d", B, L * S)
     local lines = {}
     local function add(t) for _, ln in ipairs(t) do lines[#lines + 1] = ln end end
@@ -1152,7 +1154,7 @@ ops_cuda.scaled_dot_product_attention = {
     local q, k, v = n.inputs[1], n.inputs[2], n.inputs[3]
     local B, L, S, E, EV = sdpa_sizes(e, n)
     local scale = n.attrs.scale or 1 / math.sqrt(E)
-    local att = { ptr = e.save(n, "att"), S = "f32", V = "f32" }
+    local att = { ptr = e.save(n, "att"), S = "f32", V = "f32", n = e.numel_max(q.shape, 1, #q.shape - 2) * L * S }
     local natt = string.format("(long long)(%s) * %d", B, L * S)
     local dout = e.grad(n.out)
     local dq, dk, dv = e.grad(q), e.grad(k), e.grad(v)
@@ -1163,7 +1165,7 @@ ops_cuda.scaled_dot_product_attention = {
                    batch = B, sA = L * S, sB = L * EV, sC = S * EV, nA = natt, nB = e.numel(n.out), nC = e.numel(v) })
     end
     if not dq and not dk then return lines end
-    local dp = e.scratch(natt, "f32")
+    local dp = e.scratch(att.n, "f32")
     add(e.gemm { what = "attention dP", ta = 0, tb = 1, M = L, N = S, K = EV, A = dout, B = e.val(v), C = dp,
                  batch = B, sA = L * EV, sB = S * EV, sC = L * S, nA = e.numel(n.out), nB = e.numel(v), nC = natt })
     local kern = e.kernel { kind = "attention_softmax_grad", ops = {},
