@@ -87,6 +87,7 @@ local function context(g, st, p, pp, ty, ad, read_only)
     end
     if t.input then
       local c = t.dtype == "int64" and "int64_t" or "real"
+      e.uses_batch = true
       return declare("in_" .. cname(t.input), string.format("    const %s *in_%s = batch->%s;   // %s", c,
         cname(t.input), cname(t.input), util.shape_str(t.shape)))
     end
@@ -195,10 +196,17 @@ local function context(g, st, p, pp, ty, ad, read_only)
     if not s then return "NULL" end
     return string.format("&m->counters[%d]", s.offset)
   end
-  function e.numel(t) return count_expr(t.shape) end
-  function e.rows(t, k) return count_expr(t.shape, 1, #t.shape - k) end
-  function e.outer(t, before) return count_expr(t.shape, 1, before - 1) end
-  function e.batch(t) return t.shape[1] == "B" and "B" or tostring(t.shape[1]) end
+  -- sizes; e.uses_B: some size named the batch size B (else the function says (void)B)
+  local function sized(shape, from, to)
+    for i = from or 1, to or #shape do
+      if shape[i] == "B" then e.uses_B = true end
+    end
+    return count_expr(shape, from, to)
+  end
+  function e.numel(t) return sized(t.shape) end
+  function e.rows(t, k) return sized(t.shape, 1, #t.shape - k) end
+  function e.outer(t, before) return sized(t.shape, 1, before - 1) end
+  function e.batch(t) return sized(t.shape, 1, 1) end
   function e.lit(v) return literal(v, ty.lit_suffix) end
   function e.call(kernel, ...)
     local args = table.pack(...)
@@ -433,14 +441,10 @@ function emit.model(l)
   end
   eb.begin(nil, "result")
   local dloss_ptr = eb.grad(loss)
-  local bwd_text = table.concat(bwd, "\n")
   if eb.uses_training then table.insert(eb.decls, "    const int training = 1;") end
-  if not bwd_text:find("batch") and not table.concat(eb.decls, "\n"):find("batch") then
-    table.insert(eb.decls, "    (void)batch;")
-  end
-  if not bwd_text:find("%f[%w]B%f[^%w]") and not table.concat(eb.decls, "\n"):find("%f[%w]B%f[^%w]") then
-    table.insert(eb.decls, "    (void)B;")
-  end
+  -- the backward's parameters it reads (the context records each use)
+  if not eb.uses_batch then table.insert(eb.decls, "    (void)batch;") end
+  if not eb.uses_B then table.insert(eb.decls, "    (void)B;") end
 
   -- metrics
   local em = context(g, st, p, pp, ty, nil, true)
@@ -456,7 +460,7 @@ function emit.model(l)
   if not mbody then mbody = "    (void)m; (void)batch; (void)B;\n    *correct = 0;\n    *count = 0;"
   else
     mbody = table.concat(em.decls, "\n") .. "\n" .. mbody
-    if not mbody:find("batch") then mbody = "    (void)batch;\n" .. mbody end
+    if not em.uses_batch then mbody = "    (void)batch;\n" .. mbody end
   end
 
   -- scratch: the largest any op needs (some depend on the thread count)
@@ -510,7 +514,7 @@ function emit.model(l)
     batch_info = table.concat(binfo, "\n"), batch_switch = table.concat(bswitch, "\n"),
     init_body = init_lines(st),
     forward_decls = table.concat(ef.decls, "\n"), forward_body = table.concat(fwd, "\n"), loss_ptr = loss_ptr,
-    backward_decls = table.concat(eb.decls, "\n"), backward_body = bwd_text, dloss_ptr = dloss_ptr,
+    backward_decls = table.concat(eb.decls, "\n"), backward_body = table.concat(bwd, "\n"), dloss_ptr = dloss_ptr,
     metrics_body = mbody, scratch_body = scratch_body,
   })
   return files, { operands = { ef.operands, eb.operands }, num_wide = values.num_wide }
