@@ -731,9 +731,10 @@ end
 ---------------------------------------------------------------------------
 
 -- The values of the training loop's templates for the lowered table `l`
--- (gen/pipeline.lua): { train = templates/c/train.c.in's, optim_h = optim.h.in's,
--- optim_c = optim.c.in's }.  Each backend fills its own templates with them (the CUDA
--- loop, templates/cuda/train.c.in, takes the same data, schedule, callbacks, loggers).
+-- (gen/pipeline.lua): { train = templates/loop/train.c.in's (with the C program's
+-- blocks), optim_h = optim.h.in's, optim_c = optim.c.in's }.  Both backends fill the
+-- one loop template, each with its own blocks (the CUDA loop takes the same data,
+-- schedule, callbacks, loggers).
 function emit_train.values(l)
   local g = l.graph
   local sp = l.spec

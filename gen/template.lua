@@ -42,13 +42,32 @@ local function scan_c(text, i, j, state)
   return state
 end
 
--- Fills the holes of a template.  A value inside a C string literal is text and
+-- A template's block holes: a line "@{name}   what goes there" is replaced by
+-- blocks[name], a piece of template text (ending its lines, with its own ${holes})
+-- that each backend gives (templates/loop/train.c.in, one loop for both backends).
+-- A block hole with no block and a block that fills no hole are both errors.
+local function splice(path, text, blocks)
+  local used = {}
+  local out = text:gsub("()@{([%w_]+)}[^\n]*\n", function(pos, name)
+    assert(pos == 1 or text:sub(pos - 1, pos - 1) == "\n", path .. ": @{" .. name .. "} is not at a line's start")
+    local b = blocks and blocks[name]
+    assert(b, path .. ": no block for @{" .. name .. "}")
+    used[name] = true
+    return b
+  end)
+  for name in pairs(blocks or {}) do
+    assert(used[name], path .. ": block '" .. name .. "' fills no hole")
+  end
+  return out
+end
+
+-- Fills the holes of a template (after its block holes, from `blocks`).  A value inside a C string literal is text and
 -- is escaped (util.c_string_body); one inside a comment is made safe for it
 -- (util.c_comment); anywhere else it is code and goes in as it is.  With
 -- `some_unused`, values that fill no hole are allowed.
-function template.fill(path, values, some_unused)
+function template.fill(path, values, some_unused, blocks)
   local util = require "util"
-  local text = template.source(path)
+  local text = splice(path, template.source(path), blocks)
   local ninja = path:match("%.ninja%.in$") ~= nil
   local used = {}
   local scanned, state = 1, "code"   -- holes come in order: the scan goes on from the last
