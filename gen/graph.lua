@@ -47,6 +47,9 @@ graph.data_fields = data_fields
 
 -- The header of a .npy file: { descr = "<f4", shape = {N, ...} }, or nil and why.
 function graph.npy_header(path)
+  -- a FIFO or a device would block io.open until a writer comes
+  local regular = require("loomc").is_regular_file(path)
+  if regular == false then return nil, "cannot open: not a regular file" end
   local f = io.open(path, "rb")
   if not f then return nil, "cannot open" end
   local head = f:read(12) or ""

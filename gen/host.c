@@ -260,6 +260,20 @@ static int l_mkdir_p(lua_State *L) {
     return 1;
 }
 
+// Whether path names a regular file: true, false (it exists but is a FIFO, a device, a
+// directory: opening a FIFO to read would wait for a writer), or nil and why it cannot
+// be looked at.
+static int l_is_regular_file(lua_State *L) {
+    struct stat st;
+    if (stat(luaL_checkstring(L, 1), &st) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, strerror(errno));
+        return 2;
+    }
+    lua_pushboolean(L, S_ISREG(st.st_mode));
+    return 1;
+}
+
 static int l_isatty(lua_State *L) {
     lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
     return 1;
@@ -336,6 +350,7 @@ static const luaL_Reg loomc_functions[] = {
     {"write_file", l_write_file},
     {"mkdir_p", l_mkdir_p},
     {"isatty", l_isatty},
+    {"is_regular_file", l_is_regular_file},
     {NULL, NULL},
 };
 
