@@ -480,10 +480,7 @@ function emit.model(l)
     local ct = f.dtype == "int64" and "int64_t" or "real"
     bfields[#bfields + 1] = string.format("    %s *%s;   // (B%s)", ct, cname(f.name),
       #f.shape > 0 and (", " .. table.concat(f.shape, ", ")) or "")
-    local high = 0
-    if f.decl and f.decl.dist == "randint" then high = f.decl.high end
-    if sp.train.data.kind == "FashionMNIST" and f.name == "label" then high = 10 end
-    binfo[#binfo + 1] = string.format("    {%s, %d, %d, %d},", util.c_string(f.name), f.dtype == "int64" and 1 or 0, per, high)
+    binfo[#binfo + 1] = string.format("    {%s, %d, %d, %d},", util.c_string(f.name), f.dtype == "int64" and 1 or 0, per, f.high)
     bswitch[#bswitch + 1] = string.format("    case %d: return b->%s;", i - 1, cname(f.name))
   end
 

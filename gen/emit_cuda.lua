@@ -836,10 +836,7 @@ local function batch_code(l)
     bcopy[#bcopy + 1] = string.format("    { size_t n = sizeof(%s) * %d * (size_t)B; memcpy(s->host.%s, b->%s, n);\n" ..
       "      LC_CHECK(cudaMemcpyAsync(s->dev.%s, s->host.%s, n, cudaMemcpyHostToDevice, STREAM(m->copy_stream))); }",
       ct, per, cname(f.name), cname(f.name), cname(f.name), cname(f.name))
-    local high = 0
-    if f.decl and f.decl.dist == "randint" then high = f.decl.high end
-    if sp.train.data.kind == "FashionMNIST" and f.name == "label" then high = 10 end
-    binfo[#binfo + 1] = string.format("    {%s, %d, %d, %d},", util.c_string(f.name), f.dtype == "int64" and 1 or 0, per, high)
+    binfo[#binfo + 1] = string.format("    {%s, %d, %d, %d},", util.c_string(f.name), f.dtype == "int64" and 1 or 0, per, f.high)
     bswitch[#bswitch + 1] = string.format("    case %d: return b->%s;", i - 1, cname(f.name))
   end
   local balloc = {}

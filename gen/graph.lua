@@ -9,17 +9,20 @@ local spec_mod = require "spec"
 
 local graph = {}
 
--- Per-sample shapes of the fields a data source yields.
+-- Per-sample shapes of the fields a data source yields; `high` is the bound of an integer
+-- field's values where the source knows it (FashionMNIST's classes, Synthetic's randint),
+-- else 0.
 local function data_fields(sp)
   local data = sp.train and sp.train.data
   if not data then return nil end
   if data.kind == "FashionMNIST" then
-    return { { name = "image", shape = { 1, 28, 28 }, dtype = "float" },
-             { name = "label", shape = {}, dtype = "int64" } }
+    return { { name = "image", shape = { 1, 28, 28 }, dtype = "float", high = 0 },
+             { name = "label", shape = {}, dtype = "int64", high = 10 } }
   end
   if data.kind == "Synthetic" then
     local list = {}
-    for k, d in pairs(data.args.fields) do list[#list + 1] = { name = k, shape = d.shape, dtype = d.dtype, decl = d, seq = d.seq } end
+    for k, d in pairs(data.args.fields) do list[#list + 1] = { name = k, shape = d.shape, dtype = d.dtype, decl = d, seq = d.seq,
+                                                      high = d.dist == "randint" and d.high or 0 } end
     table.sort(list, function(a, b) return a.seq < b.seq end)
     return list
   end
@@ -37,13 +40,12 @@ local function data_fields(sp)
       if not ({ f4 = 1, f8 = 1, u1 = 1, i8 = 1, i4 = 1 })[kind] then
         diag.fatal(data.where, string.format("Npy: %s: dtype '%s' is not supported (float32, float64, uint8, int32, int64)", path, h.descr))
       end
-      list[#list + 1] = { name = name, shape = per, dtype = dtype, npy = { path = path, descr = h.descr, n = h.shape[1] } }
+      list[#list + 1] = { name = name, shape = per, dtype = dtype, high = 0, npy = { path = path, descr = h.descr, n = h.shape[1] } }
     end
     return list
   end
   return nil
 end
-graph.data_fields = data_fields
 
 -- The header of a .npy file: { descr = "<f4", shape = {N, ...} }, or nil and why.
 function graph.npy_header(path)
@@ -213,6 +215,7 @@ function graph.build(sp)
   -- the training loss: loss(m, batch) over the data source's fields
   if sp.train and sp.train.loss then
     local fields_list = data_fields(sp)
+    g.data_fields = fields_list   -- (an Npy source's headers are read once, here)
     local tr = sp.train
     if fields_list then
       local by_name = {}

@@ -38,7 +38,7 @@ local function graph_stage(sp) return require("graph").build(sp) end
 --   precision  the Fabric precision string (the spec's, or --precision=)
 --   settings   precision.SETTINGS[precision]: compute, state, optimizer formats, loss scaling
 --   batch_max  train.batch_size: every size in the plan is for a batch this large
---   fields     graph.data_fields: the fields of a batch (name, shape, dtype, decl)
+--   fields     g.data_fields: the fields of a batch (name, shape, dtype, high, decl)
 --   accuracy   "argmax", "threshold" (ops.lua's `accuracy` of the loss) or nil
 --   spec_hash  FNV-1a of the spec's text (checkpoints remember it)
 --   options    the command line's: devices, no_fuse, accelerator, cpu_program, and
@@ -55,7 +55,7 @@ local function assign(g, target)
   local acc = ops[loss_node.op].accuracy
   return {
     graph = g, spec = sp, backend = target.backend, precision = precision, settings = prec.SETTINGS[precision],
-    batch_max = sp.train.batch_size, fields = require("graph").data_fields(sp),
+    batch_max = sp.train.batch_size, fields = g.data_fields,
     accuracy = acc and acc(loss_node) or nil, spec_hash = target.spec_hash or "",
     options = { devices = target.devices, no_fuse = target.no_fuse, accelerator = target.accelerator,
                 cpu_program = target.cpu_program, extra_cflags = target.extra_cflags or "",
@@ -181,11 +181,8 @@ function dumps.fuse(l)
   return require("fuse").tsv(l.fuse, {})
 end
 function dumps.emit(result)
-  local names = {}
-  for name in pairs(result.files) do names[#names + 1] = name end
-  table.sort(names)
   local out = {}
-  for _, name in ipairs(names) do out[#out + 1] = string.format("%s\t%d bytes", name, #result.files[name]) end
+  for _, name in ipairs(require("util").sorted_keys(result.files)) do out[#out + 1] = string.format("%s\t%d bytes", name, #result.files[name]) end
   return table.concat(out, "\n") .. "\n"
 end
 
