@@ -15,6 +15,7 @@ local diag = require "diag"
 local template = require "template"
 local ops_cuda = require "ops_cuda"
 local fuse_cuda = require "fuse_cuda"
+local operands = require "operands"
 
 local emit = {}
 
@@ -22,14 +23,12 @@ local emit = {}
 -- parameters, gradients and buffers in 16 bits (model.h's state_t), as the C backend
 emit.PRECISIONS = { ["32-true"] = true, ["bf16-mixed"] = true, ["16-mixed"] = true, ["bf16-true"] = true, ["16-true"] = true }
 
-local emit_c = require "emit_c"
-local cname, node_comment, indent, init_lines = emit_c.cname, emit_c.node_comment, emit_c.indent, emit_c.init_lines
-local tensor_info_rows = emit_c.tensor_info_rows
+local host_c = require "host_c"
+local cname = util.c_ident
+local node_comment, indent, init_lines = host_c.node_comment, host_c.indent, host_c.init_lines
+local tensor_info_rows = host_c.tensor_info_rows
 
 local literal = ops_cuda.literal
-
--- (sizes in long long: a batch of large tensors overflows int)
-local function count_expr(shape, from, to) return util.count_expr(shape, from, to, "(long long)B") end
 
 -- elements of a tensor of `shape` at the largest batch
 local function count_at(shape, batch_max) return util.numel(shape, batch_max) end
@@ -84,78 +83,50 @@ local function fnv(s)
   return string.format("%08x", h)
 end
 
--- The emitter context for the rules of gen/ops_cuda.lua.
+-- The context of gen/ops_cuda.lua's rules: the shared operand context (gen/operands.lua)
+-- with device pointers, the scratch arena, kernels (add_kernels) and GEMMs (add_gemm).
+-- `kernels` ({ list, by_name }) and `scratch` ({ max }) collect what the program needs.
+local DEVICE = { params = "d_params", grads = "d_grads", acts = "d_acts", dacts = "d_dacts", ints = "d_ints" }
+local function device_ptr(pl) return string.format("(void *)(m->%s + %d)", DEVICE[pl.arena], pl.offset) end
+
+local add_kernels, add_gemm
 local function context(l, kernels, scratch)
-  local g = l.graph
-  local pp, p, st, ad = l.pp, l.plan, l.state, l.autodiff
-  local root = l.root
-  local precision = require "precision"
-  local e = {}
-  local cur = nil
   local used = 0
-
-  local function next_of(t)
-    local a = p.acts[t]
-    return a and a.source or nil
-  end
-  local function chain(t) return precision.chain(pp, t, next_of, "f32") end
-
+  local e = operands.context(l, { batch = "(long long)B", literal = literal, default = "f32", sizes_as_values = true,
+                                  begin = function() used = 0 end })
   local function storage(t)
-    local r = root(t)
-    if r.param then return string.format("(void *)(m->d_params + %d)", st.by_name[r.param].offset) end
-    if r.input then return string.format("(void *)db->%s", cname(r.input)) end
-    return string.format("(void *)(m->d_acts + %d)", p.acts[r].offset)
+    local pl = e.place(t)
+    if pl.arena == "batch" then return string.format("(void *)db->%s", cname(pl.root.input)) end
+    return device_ptr(pl)
   end
   function e.val(t)
     -- n: its elements at the largest batch (what a copy of it takes in scratch)
-    local n = count_at(t.shape, l.batch_max)
+    local n = e.count_max(t.shape)
     if t.dtype ~= "float" then return { ptr = storage(t), S = "i64", V = "i64", n = n } end
-    local c = chain(t)
+    local c = e.chain(t)
     -- the output of a producer whose elementwise tail is fused into its store (gen/fuse.lua)
     local tail = e.tail and e.tail.head.out == t and e.tail or nil
-    local r = root(t)
-    return { ptr = storage(t), S = c[1], V = c[2] or c[1], tail = tail, param = r.param and st.by_name[r.param].offset or nil, n = n }
+    local pl = e.place(t)
+    return { ptr = storage(t), S = c[1], V = c[2] or c[1], tail = tail, param = pl.arena == "params" and pl.offset or nil, n = n }
   end
   function e.grad(t)
-    local r = root(t)
-    local ptr
-    if r.param then
-      ptr = string.format("(void *)(m->d_grads + %d)", st.by_name[r.param].offset)
-    else
-      local gr = p.grads[r]
-      if not gr or not ad.needs_grad[r] then return nil end
-      ptr = string.format("(void *)(m->d_dacts + %d)", gr.offset)
-    end
-    local c = chain(t)
-    return { ptr = ptr, S = c[1], V = c[2] or c[1], n = count_at(t.shape, l.batch_max) }
+    local pl = e.grad_place(t)
+    if not pl then return nil end
+    local c = e.chain(t)
+    return { ptr = device_ptr(pl), S = c[1], V = c[2] or c[1], n = e.count_max(t.shape) }
   end
-  function e.save(node, name)
-    local s = p.saves[node][name]
-    if s.arena == "ints" then return string.format("(void *)(m->d_ints + %d)", s.offset) end
-    return string.format("(void *)(m->d_acts + %d)", s.offset)
-  end
+  function e.save(node, name) return device_ptr(e.save_place(node, name)) end
   function e.state(node, name)
-    local s = st.by_name[(g.prefix_of[node.module] or "") .. name]
+    local s = e.state_entry(node, name)
     if not s then return "NULL" end
     return string.format("(void *)(m->d_buffers + %d)", s.offset)
   end
   function e.counter(node, name)
-    local s = st.by_name[(g.prefix_of[node.module] or "") .. name]
+    local s = e.state_entry(node, name)
     if not s then return "NULL" end
     return string.format("(void *)(m->d_counters + %d)", s.offset)
   end
-  function e.numel(t) return count_expr(t.shape) end
-  function e.rows(t, k) return count_expr(t.shape, 1, #t.shape - k) end
-  -- the product of the dims before dim d (1-based)
-  function e.outer(t, d) return count_expr(t.shape, 1, d - 1) end
-  function e.batch(t) return t.shape[1] == "B" and "B" or tostring(t.shape[1]) end
-  function e.lit(v) return literal(v) end
-  -- elements of dims from..to of `shape` at the largest batch (a number: scratch sizes)
-  function e.numel_max(shape, from, to)
-    return count_at(table.move(shape, from or 1, to or #shape, 1, {}), l.batch_max)
-  end
 
-  function e.begin(node) cur = node; used = 0 end
   -- a region of the scratch arena for this op: n elements of `fmt` (a number: the
   -- count at the largest batch)
   function e.scratch(n, fmt)
@@ -166,7 +137,13 @@ local function context(l, kernels, scratch)
     if used > scratch.max then scratch.max = used end
     return { ptr = string.format("(void *)(m->d_scratch + %d)", off), S = fmt, V = fmt, n = n }
   end
+  add_kernels(e, kernels)
+  add_gemm(e)
+  return e
+end
 
+-- e.kernel and e.launch: NVRTC kernels, each source once in `kernels`
+function add_kernels(e, kernels)
   -- a kernel: its name is its kind and its operands' formats; the same name is the
   -- same source, compiled once
   function e.kernel(k)
@@ -252,6 +229,10 @@ local function context(l, kernels, scratch)
     return lines
   end
 
+end
+
+-- e.gemm: a cuBLASLt GEMM, its operands staged into its format where they are not in it
+function add_gemm(e)
   -- the GEMM's operand format: the operands' view when they agree, else f32
   function e.gemm_format(a, b)
     if a.V == b.V and FMT[a.V].lc then return a.V end
@@ -282,6 +263,10 @@ local function context(l, kernels, scratch)
   -- (lc_gemm_batched) also batch, sA, sB, sC (element strides between matrices, 0 for a
   -- broadcast A or B), nA, nB, nC (the operands' element counts) and alpha
   function e.gemm(q)
+    -- the sizes come as values (numbers, or Sizes that name B): written here
+    for _, k in ipairs { "M", "N", "K", "batch", "sA", "sB", "sC", "nA", "nB", "nC" } do
+      assert(q[k] == nil or operands.is_size(q[k]), "a GEMM's size is a number or a Size")
+    end
     local lines = {}
     local F = e.gemm_format(q.A, q.B)
     local M, N, K = tostring(q.M), tostring(q.N), tostring(q.K)
@@ -315,6 +300,7 @@ local function context(l, kernels, scratch)
       tmp = e.scratch(assert(C.n, "an operand knows its size"), Dfmt)
       dptr = tmp.ptr
     end
+    local cur = e.node
     local where = cur and cur.where and string.format("%s <- %s:%d", q.what, cur.where.file, cur.where.line) or q.what
     lines[#lines + 1] = string.format("{   static lc_gemm_site site = { {NULL}, {{0}}, 0, %s };", util.c_string(where))
     local beta = (direct and q.accumulate) and "1.0f" or "0.0f"
@@ -340,8 +326,6 @@ local function context(l, kernels, scratch)
     end
     return lines
   end
-  e.chain = chain
-  return e
 end
 
 -- Gradient clipping on the device (Fabric's clip_gradients, as the C backend's
@@ -523,7 +507,7 @@ end
 local function metrics(e, loss_node, kernels)
   local x, t = loss_node.inputs[1], loss_node.inputs[2]
   -- (a loss without an accuracy, e.g. mse or one reduced by mean(), leaves it NaN)
-  local acc = t and emit_c.accuracy_lines(loss_node, "m->h_metrics", "batch->" ..
+  local acc = t and host_c.accuracy_lines(loss_node, "m->h_metrics", "batch->" ..
     cname(t.input or (loss_node.op == "cross_entropy" and "label" or "target")), "float", "B", e.numel(x))
   if not acc then return "    (void)m; (void)B; (void)correct; (void)count;" end
   local xv = e.val(x)
@@ -923,12 +907,12 @@ function emit.fusion_rules(l)
   return describe, tail_of
 end
 
--- The CUDA program's files for the lowered table `l` (gen/pipeline.lua), with the
--- precision plan's table `precision_plan` (the C emitter's: its operand contexts count
--- the conversions).  Returns { files = { [filename] = text }, counted = what the
+-- The CUDA program's files for the lowered table `l` (gen/pipeline.lua).  Its
+-- precision_plan.tsv is the precision plan with the C kernels' operand conversions
+-- (gen/kernels_c.lua), the same table the CPU program carries.  Returns { files = { [filename] = text }, counted = what the
 -- report shows: kernels, scratch, fuse_saved, compute_format, device, tf32,
 -- matmul_precision, opt_states, metrics_count }.
-function emit.program(l, precision_plan)
+function emit.program(l)
   local g, sp = l.graph, l.spec
   local prec = l.precision
   local opts = l.options
@@ -1017,7 +1001,7 @@ function emit.program(l, precision_plan)
   local tf32, matmul_precision = tf32_of(sp)
   local metrics_count = count_at(x.shape, l.batch_max)
   local files = {}
-  files["precision_plan.tsv"] = precision_plan
+  files["precision_plan.tsv"] = require("kernels_c").precision_plan(l)
   local saved = emit.fuse_savings(fz, e, l.batch_max)
   files["fuse_plan.tsv"] = fuse.tsv(fz, saved)
   files["model.h"] = template.fill("templates/cuda/model.h.in", values)

@@ -135,13 +135,13 @@ function commands.explain(opts, path)
   local ok, err = require("loomc").mkdir_p(dir)
   if not ok then diag.fatal(nil, "cannot create " .. err) end
   -- the C backend's plan, when the spec trains and every op is on that backend, and
-  -- the operand conversions its model code makes
+  -- the operand conversions its kernels make (gen/kernels_c.lua)
   local l, counted
   if g.loss and g.spec.train and require("emit_c").runs(g) then
     l = pipeline.lower(g, target(g, opts, "cpu", { spec_hash = "" }), opts.dump)
     if not l then return end   -- --dump= a stage after the graph
-    local _
-    _, counted = require("emit_c").model(l)
+    local kernels_c = require "kernels_c"
+    counted = kernels_c.counted(kernels_c.walk(l))
   end
   local sections = { report.precision_section(l, counted, opts.compare_wrapper), report.memory_section(l, counted) }
   -- the CUDA program's choices and fused kernels, for accelerator "cuda" or "auto" (the

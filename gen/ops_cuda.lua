@@ -13,13 +13,16 @@
 --   e.val(t) / e.grad(t)        operand of a tensor's value / gradient (nil: no gradient)
 --   e.save(node, name)          the device pointer of a saved buffer (C expression)
 --   e.state(node, name), e.counter(node, name)   module buffers (state_t) and counters
---   e.numel(t), e.rows(t, k), e.outer(t, d), e.batch(t)   sizes as C expressions
+--   e.numel(t), e.rows(t, k), e.outer(t, d), e.batch(t)   sizes: numbers, or Sizes that name B
+--                               (gen/operands.lua; tostring gives the C expression)
 --   e.kernel{...}, e.launch(k, ...), e.gemm{...}, e.scratch(n, fmt) (n: elements at the largest batch, a number)
 --
 -- A pointwise op (activations, add/sub/mul/div, dropout, cast) has no forward/backward
 -- here but a `pointwise` rule: its scalar description, from which gen/fuse_cuda.lua
 -- builds the kernels of the fuse group it is in.
 local ops_cuda = {}
+local operands = require "operands"
+local times, scaled, by = operands.times, operands.scaled, operands.by
 
 local function dims_after(shape, first)
   local n = 1
@@ -124,7 +127,7 @@ local function im2col(e, x_op, cols, g, np, B)
         if (h >= 0 && h < H && w >= 0 && w < W) v = ld_x(((b * C + c) * H + h) * (long long)W + w);
         st_cols(i, v);
     }]] }
-  local count = string.format("(long long)%d * %s", g.C * g.KH * g.KW, np)
+  local count = scaled(g.C * g.KH * g.KW, np)
   local args = { { "long long", count }, { "long long", np } }
   for _, a in ipairs(geom_args(g)) do args[#args + 1] = a end
   return e.launch(k, ops, args, { grid = count })
@@ -135,17 +138,17 @@ ops_cuda.conv2d = {
     local x, w, b = n.inputs[1], n.inputs[2], n.inputs[3]
     local g = conv_geometry(n)
     local B = e.batch(x)
-    local np = string.format("(long long)%s * %d", B, g.OH * g.OW)
+    local np = by(B, g.OH * g.OW)
     local F = e.gemm_format(e.val(x), e.val(w))
     local ckk = g.C * g.KH * g.KW
-    local np_max = e.numel_max(x.shape, 1, 1) * g.OH * g.OW
+    local np_max = e.count_max(x.shape, 1, 1) * g.OH * g.OW
     local cols = e.scratch(ckk * np_max, F)
     local yt = e.scratch(g.OC * np_max, "f32")
     local lines = im2col(e, e.val(x), cols, g, np, B)
     local OCg, Kc = g.OC // g.G, ckk // g.G
     for _, l in ipairs(conv_gemm(e, g, { what = "conv2d forward", ta = 0, tb = 0, M = g.OC, N = np, K = ckk, A = e.val(w), B = cols, C = yt },
-        { M = OCg, N = np, K = Kc, sA = OCg * Kc, sB = string.format("(long long)%d * %s", Kc, np), sC = string.format("(long long)%d * %s", OCg, np),
-          nA = g.OC * Kc, nB = string.format("(long long)%d * %s", ckk, np), nC = string.format("(long long)%d * %s", g.OC, np) })) do
+        { M = OCg, N = np, K = Kc, sA = OCg * Kc, sB = scaled(Kc, np), sC = scaled(OCg, np),
+          nA = g.OC * Kc, nB = scaled(ckk, np), nC = scaled(g.OC, np) })) do
       lines[#lines + 1] = l
     end
     local ops = { { "yt", yt, "r" }, { "y", e.val(n.out), "w" } }
@@ -154,7 +157,7 @@ ops_cuda.conv2d = {
       body = GRID .. " {\n        long long bi = i / ((long long)OC * P), c = (i / P) % OC, p = i % P;\n" ..
              "        float v = ld_yt(c * NP + bi * P + p);\n" .. (b and "        v += ld_bias(c);\n" or "") ..
              "        st_y(i, v);\n    }" }
-    local count = string.format("(long long)%s * %d", B, g.OC * g.OH * g.OW)
+    local count = by(B, g.OC * g.OH * g.OW)
     for _, l in ipairs(e.launch(k, ops, { { "long long", count }, { "long long", np }, { "int", g.OC }, { "long long", g.OH * g.OW } },
       { grid = count })) do lines[#lines + 1] = l end
     return lines
@@ -164,7 +167,7 @@ ops_cuda.conv2d = {
     local g = conv_geometry(n)
     local B = e.batch(x)
     local P = g.OH * g.OW
-    local np = string.format("(long long)%s * %d", B, P)
+    local np = by(B, P)
     local dy = e.grad(n.out)
     local F = e.gemm_format(dy, e.val(w))
     local ckk = g.C * g.KH * g.KW
@@ -172,20 +175,20 @@ ops_cuda.conv2d = {
     local lines = {}
     local function add(t) for _, l in ipairs(t) do lines[#lines + 1] = l end end
     -- dYt (OC, B·P) in the GEMMs' format
-    local np_max = e.numel_max(x.shape, 1, 1) * P
+    local np_max = e.count_max(x.shape, 1, 1) * P
     local dyt = e.scratch(g.OC * np_max, F)
     local ops = { { "dy", dy, "r" }, { "dyt", dyt, "w" } }
     local k = e.kernel { kind = "conv_dyt", ops = ops, params = "long long n, long long NP, int OC, long long P",
       body = GRID .. " {\n        long long c = i / NP, col = i % NP, bi = col / P, p = col % P;\n" ..
              "        st_dyt(i, ld_dy((bi * OC + c) * P + p));\n    }" }
-    local count = string.format("(long long)%d * %s", g.OC, np)
+    local count = scaled(g.OC, np)
     add(e.launch(k, ops, { { "long long", count }, { "long long", np }, { "int", g.OC }, { "long long", P } }, { grid = count }))
     if b and e.grad(b) then   -- db (OC) += sums over batch and positions, one block per channel
       local bops = { { "dy", dy, "r" }, { "db", e.grad(b), "a" } }
       local bk = e.kernel { kind = "bias_grad_channels", ops = bops, params = "long long n, int OC, long long P",
         body = "const int c = blockIdx.x;\n    double s = 0;\n    " .. BLOCK ..
                " s += ld_dy((i / P * OC + c) * P + i % P);\n    s = block_sum(s);\n    if (threadIdx.x == 0) acc_db(c, (float)s);" }
-      add(e.launch(bk, bops, { { "long long", string.format("(long long)%s * %d", B, P) }, { "int", g.OC }, { "long long", P } },
+      add(e.launch(bk, bops, { { "long long", by(B, P) }, { "int", g.OC }, { "long long", P } },
         { blocks = g.OC }))
     end
     local need_cols = e.grad(w) ~= nil
@@ -195,14 +198,14 @@ ops_cuda.conv2d = {
       add(im2col(e, e.val(x), cols, g, np, B))
       -- dW (OC, CKK) += dYt (OC, NP) · colsᵀ (cols stored CKK x NP)
       add(conv_gemm(e, g, { what = "conv2d dW", ta = 0, tb = 1, M = g.OC, N = ckk, K = np, A = dyt, B = cols, C = e.grad(w), accumulate = true },
-        { M = OCg, N = Kc, K = np, sA = string.format("(long long)%d * %s", OCg, np), sB = string.format("(long long)%d * %s", Kc, np),
-          sC = OCg * Kc, nA = string.format("(long long)%d * %s", g.OC, np), nB = string.format("(long long)%d * %s", ckk, np), nC = g.OC * Kc }))
+        { M = OCg, N = Kc, K = np, sA = scaled(OCg, np), sB = scaled(Kc, np),
+          sC = OCg * Kc, nA = scaled(g.OC, np), nB = scaled(ckk, np), nC = g.OC * Kc }))
     end
     if e.grad(x) then
       local dcols = e.scratch(ckk * np_max, "f32")
       add(conv_gemm(e, g, { what = "conv2d dx", ta = 1, tb = 0, M = ckk, N = np, K = g.OC, A = e.val(w), B = dyt, C = dcols },
-        { M = Kc, N = np, K = OCg, sA = OCg * Kc, sB = string.format("(long long)%d * %s", OCg, np), sC = string.format("(long long)%d * %s", Kc, np),
-          nA = g.OC * Kc, nB = string.format("(long long)%d * %s", g.OC, np), nC = string.format("(long long)%d * %s", ckk, np) }))
+        { M = Kc, N = np, K = OCg, sA = OCg * Kc, sB = scaled(OCg, np), sC = scaled(Kc, np),
+          nA = g.OC * Kc, nB = scaled(g.OC, np), nC = scaled(ckk, np) }))
       local cops = { { "dcols", dcols, "r" }, { "dx", e.grad(x), "a" } }
       local ck = e.kernel { kind = "col2im", ops = cops, params = "long long n, long long NP, " .. GEOM,
         body = GRID .. [[ {
@@ -225,7 +228,7 @@ ops_cuda.conv2d = {
         }
         acc_dx(i, s);
     }]] }
-      local xcount = string.format("(long long)%s * %d", B, g.C * g.H * g.W)
+      local xcount = by(B, g.C * g.H * g.W)
       local args = { { "long long", xcount }, { "long long", np } }
       for _, a in ipairs(geom_args(g)) do args[#args + 1] = a end
       add(e.launch(ck, cops, args, { grid = xcount }))
@@ -387,7 +390,7 @@ ops_cuda.batch_norm = {
         if (running_mean) running_mean[c] = state_narrow((float)((1 - f) * state_widen(running_mean[c]) + f * mean));
         if (running_var) running_var[c] = state_narrow((float)((1 - f) * state_widen(running_var[c]) + f * (n > 1 ? ss / (n - 1) : 0.0 / 0.0)));
     }]] }
-    local count = string.format("(long long)%s * %d", e.batch(x), S)
+    local count = by(e.batch(x), S)
     local momentum = a.momentum == false and -1 or a.momentum
     local train = {}
     if counter ~= "NULL" then
@@ -453,7 +456,7 @@ ops_cuda.batch_norm = {
     local k = e.kernel { kind = "batch_norm_grad" .. (dx and "_x" or "") .. (w and "_w" or "") .. (dw and "_dw" or "") .. (db and "_db" or ""),
       ops = ops, params = "long long n, int C, long long S, const float *save_mean, const float *save_invstd",
       body = table.concat(body, "\n") }
-    return e.launch(k, ops, { { "long long", string.format("(long long)%s * %d", e.batch(x), S) }, { "int", C }, { "long long", S },
+    return e.launch(k, ops, { { "long long", by(e.batch(x), S) }, { "int", C }, { "long long", S },
       { "void *", e.save(n, "mean") }, { "void *", e.save(n, "invstd") } }, { blocks = C })
   end,
 }
@@ -623,7 +626,7 @@ ops_cuda.cross_entropy = {
     total = block_sum(total);
     count = block_sum(count);
     if (threadIdx.x == 0 && reduction != 0) st_loss(0, (float)(reduction == 1 ? total / count : total));]] }
-    return e.launch(k, ops, { { "long long", string.format("(long long)%s * %d", e.batch(x), S) }, { "int", C }, { "long long", S },
+    return e.launch(k, ops, { { "long long", by(e.batch(x), S) }, { "int", C }, { "long long", S },
       { "void *", e.val(t).ptr }, { "void *", e.save(n, "logp") }, { "long long", a.ignore_index }, { "float", e.lit(a.label_smoothing) },
       { "int", REDUCTION[a.reduction] } }, { blocks = 1 })
   end,
@@ -644,7 +647,7 @@ ops_cuda.cross_entropy = {
             acc_dx(j, so_ce_grad(g, logp[j], so_ce_q(c == y, eps, C)));
         }
     }]] }
-    return e.launch(k, ops, { { "long long", string.format("(long long)%s * %d", e.batch(x), S) }, { "int", C }, { "long long", S },
+    return e.launch(k, ops, { { "long long", by(e.batch(x), S) }, { "int", C }, { "long long", S },
       { "void *", e.val(t).ptr }, { "void *", e.save(n, "logp") }, { "long long", a.ignore_index }, { "float", e.lit(a.label_smoothing) },
       { "int", REDUCTION[a.reduction] } }, { blocks = 1 })
   end,
@@ -694,7 +697,7 @@ ops_cuda.layer_norm = {
     }]] }
     local T = block_threads(D)
     return e.launch(kern, ops, { { "long long", rows }, { "int", D }, { "float", e.lit(n.attrs.eps) },
-      { "void *", e.save(n, "mean") }, { "void *", e.save(n, "rstd") } }, { grid = string.format("(long long)(%s) * %d", rows, T), threads = T })
+      { "void *", e.save(n, "mean") }, { "void *", e.save(n, "rstd") } }, { grid = times(rows, T), threads = T })
   end,
   backward = function(e, n)
     local x, w, b = n.inputs[1], n.inputs[2], n.inputs[3]
@@ -725,7 +728,7 @@ ops_cuda.layer_norm = {
     }]] }
       local T = block_threads(D)
       add(e.launch(kern, ops, { { "long long", rows }, { "int", D }, stats[1], stats[2] },
-        { grid = string.format("(long long)(%s) * %d", rows, T), threads = T }))
+        { grid = times(rows, T), threads = T }))
     end
     if dw or db then
       -- part (2, CHUNKS, D) doubles: chunk c's sums of dy * xhat and of dy over its rows
@@ -826,13 +829,13 @@ for _, name in ipairs { "softmax", "log_softmax" } do
   ops_cuda[name] = {
     forward = function(e, n)
       local o, D, inner = softmax_layout(e, n)
-      local count = string.format("(long long)(%s) * %d", o, inner)
+      local count = times(o, inner)
       return pointwise(e, name, { { "x", e.val(n.inputs[1]), "r" }, { "y", e.val(n.out), "w" } }, COLUMN .. apply, count,
         "int D, long long INNER", { { "int", D }, { "long long", inner } })
     end,
     backward = function(e, n)
       local o, D, inner = softmax_layout(e, n)
-      local count = string.format("(long long)(%s) * %d", o, inner)
+      local count = times(o, inner)
       local ops = { { "dy", e.grad(n.out), "r" }, { "y", e.val(n.out), "r" }, { "dx", e.grad(n.inputs[1]), "a" } }
       return pointwise(e, name .. "_grad", ops, [[const long long base = i / INNER * D * INNER + i % INNER;
         float s = 0;
@@ -935,14 +938,14 @@ ops_cuda.slice = {
 
 local function reduce_layout(e, n)
   local first, D, inner = require("ops").sum.layout(n)
-  if not first then return "1", e.numel(n.inputs[1]), 1 end
+  if not first then return 1, e.numel(n.inputs[1]), 1 end
   return e.outer(n.inputs[1], first), D, inner
 end
 for _, name in ipairs { "sum", "mean" } do
   ops_cuda[name] = {
     forward = function(e, n)
       local o, D, inner = reduce_layout(e, n)
-      local count = string.format("(long long)(%s) * %d", o, inner)
+      local count = times(o, inner)
       return pointwise(e, "reduce_rows", { { "x", e.val(n.inputs[1]), "r" }, { "y", e.val(n.out), "w" } }, [[const long long o = i / INNER, in = i % INNER;
         if (INNER == 1) {
             double acc[8] = { 0, 0, 0, 0, 0, 0, 0, 0 }, s = 0;
@@ -977,12 +980,8 @@ end
 -- The gradient of a shared or broadcast operand is computed per batch into scratch and
 -- summed over the batches that read each matrix, in batch order (deterministic).
 
-local function prod(list)
-  local n, batched = 1, false
-  for _, v in ipairs(list) do if v == "B" then batched = true else n = n * v end end
-  if batched then return string.format("((long long)B * %d)", n) end
-  return tostring(n)
-end
+-- the product of a matmul's batch dims (a Size: gen/operands.lua)
+local prod = operands.batches
 -- how operand `s` (its strides) spans the batch: "dense", "shared" or "broadcast"
 local function batch_kind(l, s)
   local shared, dense, run = true, true, 1
@@ -1013,9 +1012,9 @@ local INDEX = [[const long long bs[4] = { b0, b1, b2, b3 }, ss[4] = { s0, s1, s2
 
 -- the operand expanded to one matrix per batch (nbat, size) in scratch, in format `fmt`
 local function expand(e, l, s, x, size, nbat, lines)
-  local out = e.scratch(e.numel_max(l.bshape) * size, x.V)
+  local out = e.scratch(e.count_max(l.bshape) * size, x.V)
   local ops = { { "x", x, "r" }, { "y", out, "w" } }
-  local args = { { "long long", string.format("(long long)(%s) * %s", nbat, size) }, { "long long", size } }
+  local args = { { "long long", times(nbat, size) }, { "long long", size } }
   for _, a in ipairs(index_args(l, s)) do args[#args + 1] = a end
   for _, ln in ipairs(pointwise(e, "matmul_expand", ops, "const long long bi = i / size, el = i % size;\n        " .. INDEX ..
       "st_y(i, ld_x(mat * size + el));", args[1][2], "long long size, " .. INDEX_PARAMS, { table.unpack(args, 2) })) do
@@ -1045,14 +1044,14 @@ ops_cuda.matmul = {
     local nbat = prod(l.bshape)
     local ka, kb = batch_kind(l, l.sa), batch_kind(l, l.sb)
     if ka == "dense" and kb == "shared" then
-      return e.gemm { what = "matmul", ta = 0, tb = 0, M = string.format("(long long)(%s) * %d", nbat, M), N = N, K = K,
+      return e.gemm { what = "matmul", ta = 0, tb = 0, M = times(nbat, M), N = N, K = K,
                       A = e.val(a), B = e.val(b), C = e.val(n.out) }
     end
     local lines = {}
     local A, B = e.val(a), e.val(b)
     local nA, nB = e.numel(a), e.numel(b)
-    if ka == "broadcast" then A = expand(e, l, l.sa, A, M * K, nbat, lines); ka = "dense"; nA = string.format("(long long)(%s) * %d", nbat, M * K) end
-    if kb == "broadcast" then B = expand(e, l, l.sb, B, K * N, nbat, lines); kb = "dense"; nB = string.format("(long long)(%s) * %d", nbat, K * N) end
+    if ka == "broadcast" then A = expand(e, l, l.sa, A, M * K, nbat, lines); ka = "dense"; nA = times(nbat, M * K) end
+    if kb == "broadcast" then B = expand(e, l, l.sb, B, K * N, nbat, lines); kb = "dense"; nB = times(nbat, K * N) end
     for _, ln in ipairs(e.gemm { what = "matmul", ta = 0, tb = 0, M = M, N = N, K = K, A = A, B = B, C = e.val(n.out),
         batch = nbat, sA = ka == "dense" and M * K or 0, sB = kb == "dense" and K * N or 0, sC = M * N,
         nA = nA, nB = nB, nC = e.numel(n.out) }) do lines[#lines + 1] = ln end
@@ -1068,7 +1067,7 @@ ops_cuda.matmul = {
     local lines = {}
     local function add(t) for _, ln in ipairs(t) do lines[#lines + 1] = ln end end
     if ka == "dense" and kb == "shared" then
-      local R = string.format("(long long)(%s) * %d", nbat, M)
+      local R = times(nbat, M)
       if da then add(e.gemm { what = "matmul da", ta = 0, tb = 1, M = R, N = K, K = N, A = dy, B = e.val(b), C = da, accumulate = true }) end
       if db then add(e.gemm { what = "matmul db", ta = 1, tb = 0, M = K, N = N, K = R, A = e.val(a), B = dy, C = db, accumulate = true }) end
       return lines
@@ -1080,26 +1079,26 @@ ops_cuda.matmul = {
     local dyn = e.numel(n.out)
     -- the gradient of one operand: straight into it when dense, else per batch and summed
     local function grad_of(kind, s, grad, count, size, q)
-      q.batch, q.nC, q.sC = nbat, string.format("(long long)(%s) * %d", nbat, size), size
+      q.batch, q.nC, q.sC = nbat, times(nbat, size), size
       if kind == "dense" then
         q.C, q.accumulate = grad, true
         add(e.gemm(q))
         return
       end
-      local per = e.scratch(e.numel_max(l.bshape) * size, "f32")
+      local per = e.scratch(e.count_max(l.bshape) * size, "f32")
       q.C = per
       add(e.gemm(q))
       reduce_batches(e, l, s, per, grad, count, size, nbat, lines)
     end
     if da then   -- da[bi] (M, K) += dy[bi] (M, N) · b[bi]ᵀ
       local Bx, nBx, sbx = B, nB, sb
-      if kb == "broadcast" then Bx = expand(e, l, l.sb, B, K * N, nbat, lines); nBx = string.format("(long long)(%s) * %d", nbat, K * N); sbx = K * N end
+      if kb == "broadcast" then Bx = expand(e, l, l.sb, B, K * N, nbat, lines); nBx = times(nbat, K * N); sbx = K * N end
       grad_of(ka, l.sa, da, e.numel(a), M * K, { what = "matmul da", ta = 0, tb = 1, M = M, N = K, K = N, A = dy, B = Bx,
         sA = M * N, sB = sbx, nA = dyn, nB = nBx })
     end
     if db then   -- db[bi] (K, N) += a[bi]ᵀ (K, M) · dy[bi] (M, N)
       local Ax, nAx, sax = A, nA, sa
-      if ka == "broadcast" then Ax = expand(e, l, l.sa, A, M * K, nbat, lines); nAx = string.format("(long long)(%s) * %d", nbat, M * K); sax = M * K end
+      if ka == "broadcast" then Ax = expand(e, l, l.sa, A, M * K, nbat, lines); nAx = times(nbat, M * K); sax = M * K end
       grad_of(kb, l.sb, db, e.numel(b), K * N, { what = "matmul db", ta = 1, tb = 0, M = K, N = N, K = M, A = Ax, B = dy,
         sA = sax, sB = M * N, nA = nAx, nB = dyn })
     end
@@ -1126,8 +1125,8 @@ ops_cuda.scaled_dot_product_attention = {
     local q, k, v = n.inputs[1], n.inputs[2], n.inputs[3]
     local B, L, S, E, EV = sdpa_sizes(e, n)
     local scale = n.attrs.scale or 1 / math.sqrt(E)
-    local att = { ptr = e.save(n, "att"), S = "f32", V = "f32", n = e.numel_max(q.shape, 1, #q.shape - 2) * L * S }
-    local natt = string.format("(long long)(%s) * %d", B, L * S)
+    local att = { ptr = e.save(n, "att"), S = "f32", V = "f32", n = e.count_max(q.shape, 1, #q.shape - 2) * L * S }
+    local natt = times(B, L * S)
     local lines = {}
     local function add(t) for _, ln in ipairs(t) do lines[#lines + 1] = ln end end
     add(e.gemm { what = "attention q kT", ta = 0, tb = 1, M = L, N = S, K = E, A = e.val(q), B = e.val(k), C = att, alpha = scale,
@@ -1143,7 +1142,7 @@ ops_cuda.scaled_dot_product_attention = {
         for (int j = 0; j < vis; j++) r[j] *= inv;
         for (int j = vis; j < S; j++) r[j] = 0;
     }]] }
-    local rows = string.format("(long long)(%s) * %d", B, L)
+    local rows = times(B, L)
     add(e.launch(kern, {}, { { "void *", att.ptr }, { "long long", rows }, { "int", L }, { "int", S }, { "int", n.attrs.is_causal and 1 or 0 } },
       { grid = rows }))
     add(e.gemm { what = "attention att v", ta = 0, tb = 0, M = L, N = EV, K = S, A = att, B = e.val(v), C = e.val(n.out),
@@ -1154,8 +1153,8 @@ ops_cuda.scaled_dot_product_attention = {
     local q, k, v = n.inputs[1], n.inputs[2], n.inputs[3]
     local B, L, S, E, EV = sdpa_sizes(e, n)
     local scale = n.attrs.scale or 1 / math.sqrt(E)
-    local att = { ptr = e.save(n, "att"), S = "f32", V = "f32", n = e.numel_max(q.shape, 1, #q.shape - 2) * L * S }
-    local natt = string.format("(long long)(%s) * %d", B, L * S)
+    local att = { ptr = e.save(n, "att"), S = "f32", V = "f32", n = e.count_max(q.shape, 1, #q.shape - 2) * L * S }
+    local natt = times(B, L * S)
     local dout = e.grad(n.out)
     local dq, dk, dv = e.grad(q), e.grad(k), e.grad(v)
     local lines = {}
@@ -1177,7 +1176,7 @@ ops_cuda.scaled_dot_product_attention = {
         for (int j = 0; j < S; j++) s += g[j] * p[j];
         for (int j = 0; j < S; j++) g[j] = so_softmax_grad(g[j], p[j], s);
     }]] }
-    local rows = string.format("(long long)(%s) * %d", B, L)
+    local rows = times(B, L)
     add(e.launch(kern, {}, { { "void *", dp.ptr }, { "void *", att.ptr }, { "long long", rows }, { "int", S } }, { grid = rows }))
     if dq then
       add(e.gemm { what = "attention dq", ta = 0, tb = 0, M = L, N = E, K = S, A = dp, B = e.val(k), C = dq, accumulate = true, alpha = scale,
@@ -1245,7 +1244,7 @@ ce_soft_forward = function(e, n)
     }
     total = block_sum(total);
     if (threadIdx.x == 0 && reduction != 0) st_loss(0, (float)(reduction == 1 ? total / n : total));]] }
-  return e.launch(k, ops, { { "long long", string.format("(long long)%s * %d", e.batch(x), S) }, { "int", C }, { "long long", S },
+  return e.launch(k, ops, { { "long long", by(e.batch(x), S) }, { "int", C }, { "long long", S },
     { "void *", e.save(n, "logp") }, { "float", e.lit(a.label_smoothing) }, { "int", REDUCTION[a.reduction] } }, { blocks = 1 })
 end
 ce_soft_backward = function(e, n)
@@ -1260,7 +1259,7 @@ ce_soft_backward = function(e, n)
         for (int c = 0; c < C; c++) qsum += so_ce_soft_q(ld_t(base + c * S), eps, C);
         for (int c = 0; c < C; c++)
             acc_dx(base + c * S, so_ce_soft_grad(g, logp[base + c * S], qsum, so_ce_soft_q(ld_t(base + c * S), eps, C)));]],
-    string.format("(long long)%s * %d", e.batch(x), S), "int C, long long S, const float *logp, float eps, int reduction",
+    by(e.batch(x), S), "int C, long long S, const float *logp, float eps, int reduction",
     { { "int", C }, { "long long", S }, { "void *", e.save(n, "logp") }, { "float", e.lit(a.label_smoothing) }, { "int", REDUCTION[a.reduction] } })
 end
 

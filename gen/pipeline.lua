@@ -124,11 +124,7 @@ end
 -- emit: the program's files ({ [name] = text }) and what the emitters counted for the
 -- report (the C emitter's operand conversions; the CUDA emitter's kernels)
 local function emit(l)
-  if l.backend == "cpu" then return require("emit_c").program(l) end
-  -- the precision plan's table counts the operand conversions, which the C emitter's
-  -- operand context makes: the CUDA program's precision_plan.tsv is the C program's
-  local cfiles = require("emit_c").model(l)
-  return require("emit_cuda").program(l, cfiles["precision_plan.tsv"])
+  return require(BACKENDS[l.backend]).program(l)
 end
 
 ---------------------------------------------------------------------------

@@ -94,7 +94,7 @@ end
 
 -- The C backend's memory plan for the training step (gen/plan.lua), at the spec's
 -- batch size: what the generated program allocates, buffer by buffer.  `l` is the
--- lowered table (gen/pipeline.lua), `counted` what gen/emit_c.lua's model counted.
+-- lowered table (gen/pipeline.lua), `counted` what the C kernels counted (gen/kernels_c.lua).
 function report.memory_section(l, counted)
   if not l then return nil end
   local g = l.graph

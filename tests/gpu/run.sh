@@ -17,13 +17,24 @@
 # ends (16-mixed: the device's GradScaler goes through the checkpoint); --device 0 is
 # the default device bit for bit, and a device that is not there is one clear line.
 # paw asks for devices = 2 (ddp): its CUDA program is built with --devices=1.
-# Not run on machines without a GPU: prints SKIP lines.
+# Not run on machines without a GPU: prints a SKIP line for each test.  Not run by
+# tests/run_all.sh (no GPU there).  `tests/gpu/run.sh --list` prints the tests' names,
+# one a line, and runs nothing (no GPU needed).
 set -u
 cd "$(dirname "$0")/../.."
+. tests/tap.sh
 LOOM=${LOOM:-build/loom}
 CUDA=${CUDA_HOME:-/usr/local/cuda}
 SPECS=(${GPU_SPECS:-fashion_mlp fashion_cnn paw})
 PRECS=(32-true bf16-mixed 16-mixed bf16-true 16-true)
+VARIANTS=(mlp_sgd_clipnorm_dropout mlp_adamw_clipval_dropout)
+# The tests, in the order they run: the one list the plan, the SKIP lines and --list read
+NAMES=()
+for s in "${SPECS[@]}"; do for p in "${PRECS[@]}"; do NAMES+=("gpu_vs_cpu_${s}_$p" "gpu_cuda_graph_${s}_$p"); done; done
+for v in "${VARIANTS[@]}"; do NAMES+=("gpu_vs_cpu_${v}_32-true"); done
+NAMES+=(gpu_vs_cpu_mlp_tf32_32-true gpu_tf32_is_on gpu_cuda_graph_resume_fashion_mlp_16-mixed gpu_device_choice)
+if [ "${1:-}" = --list ]; then printf '%s\n' "${NAMES[@]}"; exit 0; fi
+plan "${#NAMES[@]}"
 declare -A TOL=([32-true]=1e-3 [bf16-mixed]=5e-2 [16-mixed]=5e-2 [bf16-true]=5e-2 [16-true]=5e-2)
 # tests/harness/compare_ckpt.c (the emulator suite's tool): a gradient that is round-off
 # only (a bias right before a BatchNorm) is measured against the model's largest, and
@@ -33,19 +44,15 @@ declare -A TOL=([32-true]=1e-3 [bf16-mixed]=5e-2 [16-mixed]=5e-2 [bf16-true]=5e-
 declare -A ROUNDOFF=([32-true]=1e-4 [bf16-mixed]=1e-2 [16-mixed]=1e-2 [bf16-true]=1e-2 [16-true]=1e-2)
 declare -A SPEC_TOL=([paw_32-true]=3e-2 [paw_bf16-mixed]=8e-2 [paw_16-mixed]=8e-2 [paw_bf16-true]=8e-2 [paw_16-true]=8e-2)
 if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
-  for s in "${SPECS[@]}"; do for p in "${PRECS[@]}"; do
-    echo "ok gpu_vs_cpu_${s}_$p # SKIP no GPU"; echo "ok gpu_cuda_graph_${s}_$p # SKIP no GPU"
-  done; done
-  for v in mlp_sgd_clipnorm_dropout mlp_adamw_clipval_dropout; do echo "ok gpu_vs_cpu_${v}_32-true # SKIP no GPU"; done
-  echo "ok gpu_cuda_graph_resume_fashion_mlp_16-mixed # SKIP no GPU"
-  echo "ok gpu_device_choice # SKIP no GPU"
-  echo "ok gpu_vs_cpu_mlp_tf32_32-true # SKIP no GPU"; echo "ok gpu_tf32_is_on # SKIP no GPU"
+  for n in "${NAMES[@]}"; do skip "$n" "no GPU"; done
   exit 0
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-cc -std=c11 -O2 -Wall -Wextra -Werror -D_GNU_SOURCE -Iruntime tests/harness/compare_ckpt.c runtime/ckpt.c -o "$tmp/compare_ckpt" -lz -lm ||
-  { echo "not ok gpu_compare_tool: did not compile"; exit 0; }
+if ! cc -std=c11 -O2 -Wall -Wextra -Werror -D_GNU_SOURCE -Iruntime tests/harness/compare_ckpt.c runtime/ckpt.c -o "$tmp/compare_ckpt" -lz -lm; then
+  for n in "${NAMES[@]}"; do fail "$n" "tests/harness/compare_ckpt.c did not compile"; done
+  exit 1
+fi
 # paw trains on synthetic data: a small run keeps the CPU side short
 declare -A FLAGS=([fashion_mlp]="" [fashion_cnn]="" [paw]="")
 # compare NAME SPEC_FILE PRECISION
@@ -90,7 +97,7 @@ variant() {   # NAME DROPOUT OPTIMIZER CLIP
 }
 variant mlp_sgd_clipnorm_dropout "Dropout(0.2)," "SGD { lr = 0.05, momentum = 0.9, dampening = 0.1, weight_decay = 1e-3 }" "{ max_norm = 0.5 }"
 variant mlp_adamw_clipval_dropout "Dropout(0.5)," "AdamW { lr = 1e-3, weight_decay = 0.01 }" "{ clip_val = 0.01 }"
-for v in mlp_sgd_clipnorm_dropout mlp_adamw_clipval_dropout; do compare "$v" "$tmp/variants/$v.lua" 32-true; done
+for v in "${VARIANTS[@]}"; do compare "$v" "$tmp/variants/$v.lua" 32-true; done
 
 # float32_matmul_precision = "high": TF32 GEMMs, against the CPU at bf16's tolerance, and
 # not bit for bit the full-float32 program (TF32 is on)

@@ -1,0 +1,129 @@
+-- host_c: the host C code both programs share (gen/emit_c.lua's and gen/emit_cuda.lua's
+-- model code): the spec line above each op, the tables of the state's tensors, PyTorch's
+-- default initialisation of the state (drawn on the host by both), and the accuracy of
+-- a batch on the host.
+local util = require "util"
+local ops = require "ops"
+
+local host_c = {}
+local literal = util.c_float
+
+-- "// img_input.1  <- specs/paw.lua:7  Conv2d(3, 16, 3, {padding = \"same\"})", then `suffix`
+local function node_comment(g, node, suffix)
+  suffix = suffix or ""
+  if node.op == "cast" then
+    return string.format("    // cast %s -> %s  <- %s:%d%s", node.attrs.from, node.attrs.to, util.c_comment(node.where.file), node.where.line, suffix)
+  end
+  if node.module and node.module.forward then
+    local label = (g.prefix_of[node.module] or ""):gsub("%.$", "")
+    return string.format("    // %s  <- %s:%d  %s%s", util.c_comment(label), util.c_comment(node.where.file), node.where.line, node.module.call_text, suffix)
+  end
+  return string.format("    // %s  <- %s:%d%s", node.op, util.c_comment(node.where.file), node.where.line, suffix)
+end
+host_c.node_comment = node_comment
+
+local function indent(lines, pre)
+  local out = {}
+  for i, l in ipairs(lines) do out[i] = (pre or "    ") .. l end
+  return out
+end
+host_c.indent = indent
+
+local function tensor_info_rows(list)
+  local rows = {}
+  for _, s in ipairs(list) do
+    local shape = {}
+    for i, d in ipairs(s.entry.shape) do shape[i] = tostring(d) end
+    rows[#rows + 1] = string.format("    {%s, %d, %d, %d, {%s}},", util.c_string(s.name), s.offset, s.numel, #s.entry.shape,
+      #shape > 0 and table.concat(shape, ", ") or "0")
+  end
+  if #rows == 0 then rows[1] = "    {\"\", 0, 0, 0, {0}}," end
+  return table.concat(rows, "\n")
+end
+host_c.tensor_info_rows = tensor_info_rows
+
+-- PyTorch's default initialisation of the state `st` (also the CUDA program's, drawn
+-- on the host with the same Philox streams)
+local function init_lines(st)
+  local lines = {}
+  for i, s in ipairs(st.params) do
+    local init = s.entry.init
+    local ptr = string.format("m->params + %d", s.offset)
+    local line
+    if init.kind == "kaiming_uniform" or init.kind == "uniform_fan_in" then
+      -- kaiming_uniform_(a=√5) and the bias rule both give U(-1/√fan_in, 1/√fan_in)
+      line = string.format("init_uniform(%s, %d, %s, seed, %d);", ptr, s.numel, literal(1 / math.sqrt(init.fan_in), ""), i)
+    elseif init.kind == "normal" then
+      line = string.format("init_normal(%s, %d, seed, %d);", ptr, s.numel, i)
+      if init.padding_idx then
+        local row = s.entry.shape[2]
+        line = line .. string.format("\n    memset(%s + %d, 0, sizeof(state_t) * %d);   // padding_idx row", ptr, init.padding_idx * row, row)
+      end
+    elseif init.kind == "ones" then
+      line = string.format("init_fill(%s, %d, 1);", ptr, s.numel)
+    else
+      line = string.format("init_fill(%s, %d, 0);", ptr, s.numel)
+    end
+    lines[#lines + 1] = string.format("    %s   // %s", line, util.c_comment(s.name))
+  end
+  for _, s in ipairs(st.buffers) do
+    local v = s.entry.init.kind == "ones" and 1 or 0
+    lines[#lines + 1] = string.format("    init_fill(m->buffers + %d, %d, %d);   // %s", s.offset, s.numel, v, util.c_comment(s.name))
+  end
+  lines[#lines + 1] = "    memset(m->counters, 0, sizeof(int64_t) * NUM_COUNTERS);"
+  return table.concat(lines, "\n")
+end
+
+host_c.init_lines = init_lines
+
+-- Accuracy over a batch on the host, for the loss `loss_node`: class indices by argmax,
+-- binary targets by a 0.5 threshold (0 on logits).  `pred` and `target` are C
+-- pointers already declared (pred of type `ctype`); returns the lines, or nil when
+-- the loss has no accuracy.
+local function accuracy_kind(loss_node)
+  local acc = ops[loss_node.op].accuracy
+  return acc and acc(loss_node) or nil
+end
+
+local function accuracy_lines(loss_node, pred, target, ctype, batch, numel)
+  local x = loss_node.inputs[1]
+  local kind = accuracy_kind(loss_node)
+  if kind == "argmax" then
+    local C = x.shape[2]
+    local S = 1
+    for i = 3, #x.shape do S = S * x.shape[i] end
+    return {
+      string.format("    const %s *logits = %s;   // %s", ctype, pred, util.shape_str(x.shape)),
+      string.format("    const int64_t *target = %s;", target),
+      "    int64_t right = 0, seen = 0;",
+      string.format("    for (int n = 0; n < %s; n++) {", batch),
+      string.format("        for (int s = 0; s < %d; s++) {", S),
+      string.format("            int64_t y = target[n * %d + s];", S),
+      string.format("            if (y == %d) continue;   // ignore_index", loss_node.attrs.ignore_index),
+      "            int best = 0;",
+      string.format("            for (int c = 1; c < %d; c++)", C),
+      string.format("                if (logits[(n * %d + c) * %d + s] > logits[(n * %d + best) * %d + s]) best = c;", C, S, C, S),
+      "            right += (best == y);",
+      "            seen++;",
+      "        }",
+      "    }",
+      "    *correct = right;",
+      "    *count = seen;",
+    }
+  end
+  if kind == "threshold" then
+    local threshold = loss_node.op == "bce" and "0.5" or "0"
+    return {
+      string.format("    const %s *pred = %s;", ctype, pred),
+      string.format("    const %s *target = %s;", ctype, target),
+      "    int64_t right = 0;",
+      string.format("    for (int64_t i = 0; i < (int64_t)(%s); i++) right += ((pred[i] > %s) == (target[i] > 0.5));", numel, threshold),
+      "    *correct = right;",
+      string.format("    *count = (int64_t)(%s);", numel),
+    }
+  end
+  return nil
+end
+host_c.accuracy_lines = accuracy_lines
+
+return host_c

@@ -1,0 +1,256 @@
+-- kernels_c: the C kernels' calls for a lowered table (gen/pipeline.lua) — the context
+-- gen/ops_cpu.lua's rules get (on the shared operand context, gen/operands.lua) and
+-- the walk over the training step in the order the C program runs it: the forward,
+-- the loss, the backward, the loss's gradient, the metrics' operands.
+--
+-- gen/emit_c.lua writes model.c from the walk.  The walk's operand records are also
+-- the precision plan's conversions (precision_plan.tsv, which both programs carry):
+-- every float operand of a kernel in a format other than the compute type is converted
+-- through the widening arena (m->wide) around the kernel.
+local util = require "util"
+local ops = require "ops"
+local ops_cpu = require "ops_cpu"
+local operands = require "operands"
+
+local kernels_c = {}
+
+kernels_c.TYPES = {
+  f32 = { ctype = "float", sfx = "f32", lit_suffix = "f" },
+  f64 = { ctype = "double", sfx = "f64", lit_suffix = "" },
+}
+
+local cname = util.c_ident
+local FORMATS = require("precision").FORMATS
+
+-- The context of gen/ops_cpu.lua's rules (see there).  `read_only`: declare pointers
+-- const (a function that takes a const Model).
+--
+-- Every operand goes through the precision plan: a tensor is stored in its root's
+-- format and read as its own (e.chain).  Where that is the compute type, the kernel
+-- gets the buffer itself.  Otherwise the operand is converted into the widening arena
+-- (m->wide) around the op: loaded before it (inputs), stored after it (outputs), or,
+-- for gradients the op adds into, summed into the tensor's format after it.
+-- e.begin(node, phase) starts an op and e.wrap(lines) puts the conversions around
+-- its kernel calls.
+local function context(l, ty, read_only)
+  local compute = l.pp.settings.compute
+  local wide_used, wide_max = 0, 0
+  local pre, post, slots = {}, {}, {}
+  local e = operands.context(l, {
+    batch = "B",
+    literal = function(v) return util.c_float(v, ty.lit_suffix) end,
+    begin = function() pre, post, slots, wide_used = {}, {}, {}, 0 end,
+  })
+  e.T, e.sfx, e.decls, e.declared = ty.ctype, ty.sfx, {}, {}
+  local function declare(name, line, writable)
+    if not e.declared[name] then
+      e.declared[name] = true
+      if read_only and not writable then line = line:gsub("^    real %*", "    const real *") end
+      e.decls[#e.decls + 1] = line
+    end
+    return name
+  end
+  local function ctype_of(f) return f == compute and "real" or FORMATS[f].ctype end
+
+  -- the storage of a tensor (its root), typed in its format
+  local function storage(t)
+    local pl = e.place(t)
+    local r, f = pl.root, pl.fmt or compute
+    if pl.arena == "params" then
+      return declare("p_" .. cname(r.param), string.format("    %s *p_%s = m->params + %d;   // %s %s",
+        ctype_of(f), cname(r.param), pl.offset, util.c_comment(r.param), util.shape_str(r.shape)))
+    end
+    if pl.arena == "batch" then
+      local c = r.dtype == "int64" and "int64_t" or "real"
+      e.uses_batch = true
+      return declare("in_" .. cname(r.input), string.format("    const %s *in_%s = batch->%s;   // %s", c,
+        cname(r.input), cname(r.input), util.shape_str(r.shape)))
+    end
+    local ct = ctype_of(f)
+    return declare("a" .. r.id, string.format("    %s *a%d = (%s *)(m->acts + %d);   // %s%s", ct, r.id, ct, pl.offset,
+      util.shape_str(r.shape), f ~= compute and (" " .. f) or ""))
+  end
+  local function grad_storage(t)
+    local pl = e.grad_place(t)
+    if not pl then return "NULL" end
+    local r, ct = pl.root, ctype_of(pl.fmt or compute)
+    if pl.arena == "grads" then
+      return declare("g_" .. cname(r.param), string.format("    %s *g_%s = m->grads + %d;", ct, cname(r.param), pl.offset))
+    end
+    return declare("d" .. r.id, string.format("    %s *d%d = (%s *)(m->dacts + %d);   // grad of a%d", ct, r.id, ct, pl.offset, r.id))
+  end
+  e.raw, e.raw_grad = storage, grad_storage
+
+  -- a float operand in the widening arena; how = "load", "store", "accum", "update";
+  -- `formats`: the chain when t is not in the plan (a module buffer)
+  local function widened(t, base, how, what, formats)
+    if base == "NULL" then return base end
+    -- an operand the rule names twice (both branches of an if) is one operand
+    local key = base .. "|" .. how
+    if slots[key] then return slots[key] end
+    local c = formats or e.chain(t)
+    local rec = e.record(t, what, how, c)
+    if #c == 1 and c[1] == compute then
+      slots[key] = base
+      return base
+    end
+    local S, V = rec.storage, rec.view
+    local n = e.numel(t)
+    local name = string.format("w%d_%d", e.node and e.node.index or 0, wide_used)
+    declare(name, string.format("    real *%s = m->wide + %d;", name, wide_used), true)
+    wide_used = wide_used + (rec.count + 15) // 16 * 16
+    if wide_used > wide_max then wide_max = wide_used end
+    slots[key] = name
+    if how == "load" or how == "update" then
+      pre[#pre + 1] = string.format("k_load_%s_as_%s(%s, %s, %s);", S, V, name, base, n)
+    end
+    if how == "accum" then
+      pre[#pre + 1] = string.format("memset(%s, 0, sizeof(real) * (size_t)(%s));", name, n)
+      post[#post + 1] = string.format("k_accum_%s_from_%s(%s, %s, %s);", S, V, base, name, n)
+    elseif how == "store" or how == "update" then
+      post[#post + 1] = string.format("k_store_%s_from_%s(%s, %s, %s);", S, V, base, name, n)
+    end
+    return name
+  end
+
+  function e.wrap(lines)
+    if #pre == 0 and #post == 0 then return lines end
+    local out = { "// operands converted between their storage and float around the kernel (precision plan)" }
+    for _, x in ipairs(pre) do out[#out + 1] = x end
+    for _, x in ipairs(lines) do out[#out + 1] = x end
+    for _, x in ipairs(post) do out[#out + 1] = x end
+    return out
+  end
+  function e.wide_size() return wide_max end
+
+  function e.ptr(t)
+    local base = storage(t)
+    if t.dtype ~= "float" then return base end
+    local writes = e.phase == "forward" and e.node and t == e.node.out
+    return widened(t, base, writes and "store" or "load", "value")
+  end
+  function e.grad(t)
+    local base = grad_storage(t)
+    if base == "NULL" then return base end
+    local reads = e.node and t == e.node.out
+    return widened(t, base, reads and "load" or "accum", "grad")
+  end
+  function e.save(node, name)
+    local s = e.save_place(node, name)
+    local var = string.format("s%d_%s", node.index, name)
+    if s.arena == "ints" then
+      return declare(var, string.format("    int32_t *%s = m->ints + %d;", var, s.offset))
+    end
+    return declare(var, string.format("    real *%s = (real *)(m->acts + %d);", var, s.offset))
+  end
+  function e.state(node, name)
+    local s, full = e.state_entry(node, name)
+    if not s then return "NULL" end
+    local var = "b_" .. cname(full)
+    local state = l.pp.settings.state
+    if state == compute then
+      return declare(var, string.format("    real *%s = m->buffers + %d;   // %s", var, s.offset, util.c_comment(full)))
+    end
+    declare(var, string.format("    %s *%s = m->buffers + %d;   // %s", FORMATS[state].ctype, var, s.offset, util.c_comment(full)))
+    -- a running statistic in 16 bits: widened for the op, rounded back after it
+    return widened({ shape = s.entry.shape, dtype = "float" }, var, "update", "buffer " .. full, { state })
+  end
+  function e.counter(node, name)
+    local s = e.state_entry(node, name)
+    if not s then return "NULL" end
+    return string.format("&m->counters[%d]", s.offset)
+  end
+  function e.call(kernel, ...)
+    local args = table.pack(...)
+    for i = 1, args.n do args[i] = tostring(args[i]) end
+    return string.format("k_%s_%s(%s);", kernel, ty.sfx, table.concat(args, ", ", 1, args.n))
+  end
+  function e.local_name(node, what) return string.format("%s%d", what, node.index) end
+  function e.scratch() return "m->scratch" end
+  -- the step's `training` flag (e.uses_training: some op behaves differently in training)
+  function e.training() e.uses_training = true; return "training" end
+  function e.training_only(expr) return e.training() .. " ? " .. expr .. " : NULL" end
+  function e.rng_stream(node) return string.format("(m->step << 20 | %du)", node.index) end
+  return e
+end
+
+-- The training step's kernel calls for `l`, in the order the C program makes them.
+-- Returns
+--   forward    { { node, lines } }: every op of the trace but the folded casts (lines:
+--              its calls with their conversions; nil for a view, which has none)
+--   loss       the loss's pointer after the forward
+--   backward   { { node, lines } }: the backward's ops but views and folded casts
+--   dloss      the loss's gradient pointer
+--   metrics    { pred, target } (the loss's inputs, read by the accuracy) or nil
+--   ef, eb, em the forward's, backward's and metrics' contexts (their declarations,
+--              what they used, their share of m->wide)
+--   operands   the three contexts' operand records (the precision plan's conversions)
+--   num_wide   elements of m->wide: the most any op's conversions take
+function kernels_c.walk(l)
+  local ty = kernels_c.TYPES[l.settings.compute]
+  local pp, trace = l.pp, l.trace
+  local out = { forward = {}, backward = {} }
+
+  local ef = context(l, ty)
+  ef.grad = function() return "NULL" end
+  for _, node in ipairs(trace.nodes) do
+    if not pp.folded[node] then   -- a folded cast is a view, its conversion in a neighbour
+      local lines
+      if not ops[node.op].alias then
+        ef.begin(node, "forward")
+        lines = ef.wrap(ops_cpu[node.op].forward(ef, node))
+      end
+      out.forward[#out.forward + 1] = { node = node, lines = lines }
+    end
+  end
+  local loss = trace.outputs[1]
+  ef.begin(nil, "result")
+  out.loss = ef.ptr(loss)
+
+  local eb = context(l, ty)
+  for _, node in ipairs(l.autodiff.backward) do
+    if not (ops[node.op].alias or pp.folded[node]) then
+      eb.begin(node, "backward")
+      out.backward[#out.backward + 1] = { node = node, lines = eb.wrap(ops_cpu[node.op].backward(eb, node)) }
+    end
+  end
+  eb.begin(nil, "result")
+  out.dloss = eb.grad(loss)
+
+  local em = context(l, ty, true)
+  em.begin(nil, "metrics")
+  if l.accuracy then
+    local x, t = loss.node.inputs[1], loss.node.inputs[2]
+    local pred = em.ptr(x)
+    out.metrics = { pred = pred, target = em.ptr(t) }
+  end
+  out.ef, out.eb, out.em = ef, eb, em
+  out.operands = { ef.operands, eb.operands, em.operands }
+  out.num_wide = math.max(1, ef.wide_size(), eb.wide_size(), em.wide_size())
+  return out
+end
+
+-- What the report shows of a walk: { operands = { forward's, backward's }, num_wide =
+-- elements of m->wide }
+function kernels_c.counted(walked)
+  return { operands = { walked.operands[1], walked.operands[2] }, num_wide = walked.num_wide }
+end
+
+-- The scratch each op needs, as lines of model.c's model_scratch (some depend on the
+-- thread count)
+function kernels_c.scratch_lines(l)
+  local es = context(l, kernels_c.TYPES[l.settings.compute])
+  local sl = {}
+  for _, node in ipairs(l.trace.nodes) do
+    local scratch = ops_cpu[node.op].scratch
+    if scratch then sl[#sl + 1] = "    " .. scratch(es, node) end
+  end
+  return sl
+end
+
+-- precision_plan.tsv: the precision plan and the C kernels' operand conversions
+function kernels_c.precision_plan(l, walked)
+  return require("precision").plan_tsv(l.pp, (walked or kernels_c.walk(l)).operands, l.root)
+end
+
+return kernels_c
