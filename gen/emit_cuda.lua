@@ -92,8 +92,11 @@ local function device_ptr(pl) return string.format("(void *)(m->%s + %d)", DEVIC
 local add_kernels, add_gemm
 local function context(l, kernels, scratch)
   local used = 0
-  local e = operands.context(l, { batch = "(long long)B", literal = literal, default = "f32", sizes_as_values = true,
-                                  begin = function() used = 0 end })
+  local e = operands.context(l, {
+    batch = "(long long)B", literal = literal, default = "f32", sizes_as_values = true,
+    counter = function(offset) return string.format("(void *)(m->d_counters + %d)", offset) end,
+    begin = function() used = 0 end,
+  })
   local function storage(t)
     local pl = e.place(t)
     if pl.arena == "batch" then return string.format("(void *)db->%s", cname(pl.root.input)) end
@@ -120,11 +123,6 @@ local function context(l, kernels, scratch)
     local s = e.state_entry(node, name)
     if not s then return "NULL" end
     return string.format("(void *)(m->d_buffers + %d)", s.offset)
-  end
-  function e.counter(node, name)
-    local s = e.state_entry(node, name)
-    if not s then return "NULL" end
-    return string.format("(void *)(m->d_counters + %d)", s.offset)
   end
 
   -- a region of the scratch arena for this op: n elements of `fmt` (a number: the

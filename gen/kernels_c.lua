@@ -39,6 +39,7 @@ local function context(l, ty, read_only)
   local e = operands.context(l, {
     batch = "B",
     literal = function(v) return util.c_float(v, ty.lit_suffix) end,
+    counter = function(offset) return string.format("&m->counters[%d]", offset) end,
     begin = function() pre, post, slots, wide_used = {}, {}, {}, 0 end,
   })
   e.T, e.sfx, e.decls, e.declared = ty.ctype, ty.sfx, {}, {}
@@ -154,11 +155,6 @@ local function context(l, ty, read_only)
     declare(var, string.format("    %s *%s = m->buffers + %d;   // %s", FORMATS[state].ctype, var, s.offset, util.c_comment(full)))
     -- a running statistic in 16 bits: widened for the op, rounded back after it
     return widened({ shape = s.entry.shape, dtype = "float" }, var, "update", "buffer " .. full, { state })
-  end
-  function e.counter(node, name)
-    local s = e.state_entry(node, name)
-    if not s then return "NULL" end
-    return string.format("&m->counters[%d]", s.offset)
   end
   function e.call(kernel, ...)
     local args = table.pack(...)

@@ -2,7 +2,8 @@
 -- lowered table `l` (gen/pipeline.lua) it answers, the same way for the C kernels
 -- (gen/kernels_c.lua) and the CUDA program (gen/emit_cuda.lua):
 --   where a tensor's storage is     e.place(t), e.grad_place(t), e.save_place(node, name),
---                                   e.state_entry(node, name) (a module buffer or counter)
+--                                   e.state_entry(node, name) (a module buffer or counter),
+--                                   e.counter(node, name)
 --   in which formats it is read     e.chain(t): { storage } or { storage, view }
 --                                   (gen/precision.lua), e.fmt(t), e.root(t)
 --   how large it is                 e.numel(t), e.rows(t, k), e.outer(t, d), e.batch(t):
@@ -19,6 +20,7 @@
 --   default      the format of a tensor the plan has none for (a backend's temporaries)
 --   sizes_as_values   e.numel, e.rows, e.outer, e.batch give numbers and Sizes (below),
 --                which render as the same C text, instead of strings
+--   counter(offset)      the C expression of a pointer to counter `offset` (e.counter)
 --   begin(node, phase)   the backend's reset at each op (optional)
 local util = require "util"
 local precision = require "precision"
@@ -118,6 +120,12 @@ function operands.context(l, hooks)
   function e.state_entry(node, name)
     local full = (g.prefix_of[node.module] or "") .. name
     return st.by_name[full], full
+  end
+
+  -- a module's int64 counter (num_batches_tracked): the backend's pointer to it, or "NULL"
+  function e.counter(node, name)
+    local s = e.state_entry(node, name)
+    return s and hooks.counter(s.offset) or "NULL"
   end
 
   -- sizes; e.uses_B: some size named the batch size (else a C function says (void)B)

@@ -4,7 +4,7 @@
 -- Entries are keyed like gen/ops.lua; an op missing here is reported to the user
 -- as not yet supported by the C backend.
 --
--- Each rule gets `e`, the emitter's context:
+-- Each rule gets `e`, the C kernels' context (gen/kernels_c.lua, on gen/operands.lua):
 --   e.ptr(t) / e.grad(t)      C expressions for a tensor's data / gradient ("NULL" if none)
 --   e.save(node, name)        a saved buffer;  e.state(node, name) a module buffer ("NULL" if none)
 --   e.counter(node, name)     an int64 counter (num_batches_tracked)

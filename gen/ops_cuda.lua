@@ -31,12 +31,7 @@ local function dims_after(shape, first)
 end
 
 -- a float literal of CUDA C (infinity spelled as bits: NVRTC has no <math.h>)
-function ops_cuda.literal(v)
-  if v == math.huge then return "__int_as_float(0x7f800000)" end
-  local s = string.format("%.9g", v)
-  if not s:find("[%.eEn]") then s = s .. ".0" end
-  return s .. "f"
-end
+function ops_cuda.literal(v) return require("util").c_float(v, "f", true, "__int_as_float(0x7f800000)") end
 
 -- a grid-stride loop over i in [0, n) (gen/fuse_cuda.lua's kernels use it too)
 local GRID = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)"

@@ -82,14 +82,15 @@ function util.did_you_mean(word, candidates)
   return ""
 end
 
--- A C floating literal for v: the shortest of %.9g / %.17g that reads back as v,
--- with a ".0" where it would read as an integer, then `suffix` ("f" for float);
--- infinities as math.h's INFINITY.
-function util.c_float(v, suffix)
-  if v == math.huge then return "INFINITY" end
-  if v == -math.huge then return "-INFINITY" end
-  local s = string.format("%.17g", v)
-  if tonumber(string.format("%.9g", v)) == v then s = string.format("%.9g", v) end
+-- A C floating literal for v: the shortest of %.9g / %.17g that reads back as v (only
+-- %.9g where `float_only`: nine digits read back any float), with a ".0" where it would
+-- read as an integer, then `suffix` ("f" for float); infinity as `infinity` (default
+-- math.h's INFINITY; NVRTC has no math.h).
+function util.c_float(v, suffix, float_only, infinity)
+  if v == math.huge then return infinity or "INFINITY" end
+  if v == -math.huge then return "-" .. (infinity or "INFINITY") end
+  local s = string.format("%.9g", v)
+  if not float_only and tonumber(s) ~= v then s = string.format("%.17g", v) end
   if not s:find("[%.eEn]") then s = s .. ".0" end
   return s .. (suffix or "")
 end

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Unit tests of the middle stages (precision.assign/fold, autodiff, plan, fuse.plan) on
+# Unit tests of the middle stages (precision.assign/fold, autodiff, plan, fuse.plan) and
+# of the shared operand context (gen/operands.lua, gen/kernels_c.lua) on
 # small hand-made specs: tests/passes/*.lua, each run by build/lua_unit (the generator's
 # Lua state) and printing its own plan; a file that crashes is a "not ok" for its cases.
 set -u
