@@ -19,8 +19,6 @@ local RUNTIME_PREFIXES = { "runtime/", "templates/cpu/" }
 local CUDA_ONLY = { ["runtime/nvrtc_cache.c"] = true, ["runtime/nvrtc_cache.h"] = true,
                     ["runtime/loom_cuda.cu"] = true, ["runtime/loom_cuda.h"] = true }
 
-local cname = util.c_ident
-
 local function shapes_comment(node)
   local ins = {}
   for _, x in ipairs(node.inputs) do
@@ -125,15 +123,7 @@ function emit.model(l)
 
   -- the batch: every field of the data source
   local fields = l.fields
-  local bfields, binfo, bswitch = {}, {}, {}
-  for i, f in ipairs(fields) do
-    local per = util.numel(f.shape)
-    local ct = f.dtype == "int64" and "int64_t" or "real"
-    bfields[#bfields + 1] = string.format("    %s *%s;   // (B%s)", ct, cname(f.name),
-      #f.shape > 0 and (", " .. table.concat(f.shape, ", ")) or "")
-    binfo[#binfo + 1] = string.format("    {%s, %d, %d, %d},", util.c_string(f.name), f.dtype == "int64" and 1 or 0, per, f.high)
-    bswitch[#bswitch + 1] = string.format("    case %d: return b->%s;", i - 1, cname(f.name))
-  end
+  local batch = host_c.batch_tables(fields, "real")
 
   local loss_desc = string.format("%s", loss_node and loss_node.op or "loss")
   local values = {
@@ -149,7 +139,7 @@ function emit.model(l)
     num_params = st.nparams, num_buffers = st.nbuffers, num_counters = #st.counters,
     num_ints = p.nint,
     num_param_tensors = #st.params, num_buffer_tensors = #st.buffers, num_counter_tensors = #st.counters,
-    batch_fields = table.concat(bfields, "\n"), num_batch_fields = #fields, loss_desc = loss_desc,
+    batch_fields = table.concat(batch.fields, "\n"), num_batch_fields = #fields, loss_desc = loss_desc,
     has_accuracy = has_accuracy and 1 or 0,
   }
   local files = {}
@@ -159,7 +149,7 @@ function emit.model(l)
     model_name = g.model_rec.class, spec_file = sp.file,
     param_info = tensor_info_rows(st.params), buffer_info = tensor_info_rows(st.buffers),
     counter_info = tensor_info_rows(st.counters),
-    batch_info = table.concat(binfo, "\n"), batch_switch = table.concat(bswitch, "\n"),
+    batch_info = table.concat(batch.info, "\n"), batch_switch = table.concat(batch.switch, "\n"),
     init_body = init_lines(st),
     forward_decls = table.concat(ef.decls, "\n"), forward_body = table.concat(fwd, "\n"), loss_ptr = w.loss,
     backward_decls = table.concat(eb.decls, "\n"), backward_body = table.concat(bwd, "\n"), dloss_ptr = w.dloss,

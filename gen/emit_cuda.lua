@@ -808,30 +808,19 @@ end
 -- The batch: every field, as the CPU program's model.h declares it, pinned on the host
 -- and copied to the device on the copy stream.
 local function batch_code(l)
-  local sp = l.spec
-  local bfields, bcopy = {}, {}
-  local binfo, bswitch = {}, {}
-  for i, f in ipairs(l.fields) do
-    local per = util.numel(f.shape)
+  local b = host_c.batch_tables(l.fields, "float")
+  b.copy, b.alloc, b.free = {}, {}, {}
+  for _, f in ipairs(l.fields) do
+    local per, name = util.numel(f.shape), cname(f.name)
     local ct = f.dtype == "int64" and "int64_t" or "float"
-    bfields[#bfields + 1] = string.format("    %s *%s;   // (B%s)", ct, cname(f.name), #f.shape > 0 and (", " .. table.concat(f.shape, ", ")) or "")
-    bcopy[#bcopy + 1] = string.format("    { size_t n = sizeof(%s) * %d * (size_t)B; memcpy(s->host.%s, b->%s, n);\n" ..
+    b.copy[#b.copy + 1] = string.format("    { size_t n = sizeof(%s) * %d * (size_t)B; memcpy(s->host.%s, b->%s, n);\n" ..
       "      LC_CHECK(cudaMemcpyAsync(s->dev.%s, s->host.%s, n, cudaMemcpyHostToDevice, STREAM(m->copy_stream))); }",
-      ct, per, cname(f.name), cname(f.name), cname(f.name), cname(f.name))
-    binfo[#binfo + 1] = string.format("    {%s, %d, %d, %d},", util.c_string(f.name), f.dtype == "int64" and 1 or 0, per, f.high)
-    bswitch[#bswitch + 1] = string.format("    case %d: return b->%s;", i - 1, cname(f.name))
+      ct, per, name, name, name, name)
+    b.alloc[#b.alloc + 1] = string.format("        LC_CHECK(cudaMallocHost((void **)&s->host.%s, sizeof(%s) * %d * BATCH_MAX));", name, ct, per)
+    b.alloc[#b.alloc + 1] = string.format("        LC_CHECK(cudaMalloc((void **)&s->dev.%s, sizeof(%s) * %d * BATCH_MAX));", name, ct, per)
+    b.free[#b.free + 1] = string.format("        cudaFreeHost(s->host.%s); cudaFree(s->dev.%s);", name, name)
   end
-  local balloc = {}
-  for _, f in ipairs(l.fields) do
-    local ct = f.dtype == "int64" and "int64_t" or "float"
-    balloc[#balloc + 1] = string.format("        LC_CHECK(cudaMallocHost((void **)&s->host.%s, sizeof(%s) * %d * BATCH_MAX));", cname(f.name), ct, util.numel(f.shape))
-    balloc[#balloc + 1] = string.format("        LC_CHECK(cudaMalloc((void **)&s->dev.%s, sizeof(%s) * %d * BATCH_MAX));", cname(f.name), ct, util.numel(f.shape))
-  end
-  local bfree = {}
-  for _, f in ipairs(l.fields) do
-    bfree[#bfree + 1] = string.format("        cudaFreeHost(s->host.%s); cudaFree(s->dev.%s);", cname(f.name), cname(f.name))
-  end
-  return { fields = bfields, copy = bcopy, info = binfo, switch = bswitch, alloc = balloc, free = bfree }
+  return b
 end
 
 -- The optimizer's state on the device (a host copy for checkpoints), named `states`.

@@ -1,5 +1,6 @@
 -- host_c: the host C code both programs share (gen/emit_c.lua's and gen/emit_cuda.lua's
--- model code): the spec line above each op, the tables of the state's tensors, PyTorch's
+-- model code): the spec line above each op, the tables of the state's tensors and of the
+-- batch's fields, PyTorch's
 -- default initialisation of the state (drawn on the host by both), and the accuracy of
 -- a batch on the host.
 local util = require "util"
@@ -41,6 +42,19 @@ local function tensor_info_rows(list)
   return table.concat(rows, "\n")
 end
 host_c.tensor_info_rows = tensor_info_rows
+
+-- The batch's fields (l.fields) as model.h's Batch members (floats as `float_ctype`),
+-- model.c's field table and its switch from a field's index to its pointer
+function host_c.batch_tables(fields, float_ctype)
+  local members, info, switch = {}, {}, {}
+  for i, f in ipairs(fields) do
+    local ct = f.dtype == "int64" and "int64_t" or float_ctype
+    members[i] = string.format("    %s *%s;   // (B%s)", ct, util.c_ident(f.name), #f.shape > 0 and (", " .. table.concat(f.shape, ", ")) or "")
+    info[i] = string.format("    {%s, %d, %d, %d},", util.c_string(f.name), f.dtype == "int64" and 1 or 0, util.numel(f.shape), f.high)
+    switch[i] = string.format("    case %d: return b->%s;", i - 1, util.c_ident(f.name))
+  end
+  return { fields = members, info = info, switch = switch }
+end
 
 -- PyTorch's default initialisation of the state `st` (also the CUDA program's, drawn
 -- on the host with the same Philox streams)
