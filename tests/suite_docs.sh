@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The spec language's reference and guide cannot rot:
+# - docs/SPEC.md is what `loom help --markdown` renders now (`ninja docs` regenerates it);
+# - every name of the spec environment has a complete entry, and every entry a name
+#   (tests/docs/check.lua);
+# - every entry's example, made a whole spec, builds (loom inspect), as does every
+#   ```lua block of docs/GUIDE.md (a block whose first line is `-- fragment` is skipped:
+#   it shows part of a spec given whole elsewhere);
+# - `loom help NAME` answers for every name.
+set -u
+cd "$(dirname "$0")/.."
+LOOM=${LOOM:-build/loom}
+LUA_UNIT=${LUA_UNIT:-build/lua_unit}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/examples" "$work/guide"
+lines=()
+
+if "$LOOM" help --markdown | cmp -s - docs/SPEC.md; then lines+=("ok SPEC.md is up to date")
+else lines+=("not ok SPEC.md is stale: run ninja docs"); fi
+
+check=$("$LUA_UNIT" tests/docs/check.lua "$work/examples" 2>&1)
+rc=$?
+while IFS= read -r l; do [ -n "$l" ] && lines+=("$l"); done <<<"$check"
+[ $rc -eq 0 ] || lines+=("not ok tests/docs/check.lua exited $rc")
+
+# the Npy example's files, in the directory the examples run in
+/usr/bin/python3 - "$work/examples" <<'PY'
+import sys, numpy as np
+np.save(sys.argv[1] + "/x.npy", np.zeros((64, 4), np.float32))
+np.save(sys.argv[1] + "/target.npy", np.zeros((64,), np.int64))
+PY
+
+# GUIDE.md's lua blocks
+awk -v dir="$work/guide" '
+  /^```lua$/ { n++; file = sprintf("%s/block%02d.lua", dir, n); inblock = 1; printf "" > file; next }
+  /^```$/ && inblock { inblock = 0; close(file); next }
+  inblock { print >> file }' docs/GUIDE.md
+
+run_spec() {   # name file dir
+  local err
+  err=$(cd "$3" && "$OLDPWD/$LOOM" inspect "$2" 2>&1 >/dev/null)
+  if [ $? -eq 0 ]; then lines+=("ok $1 builds")
+  else lines+=("not ok $1 does not build: ${err%%$'\n'*}"); fi
+}
+for f in "$work"/examples/*.lua; do
+  run_spec "example/$(basename "$f" .lua)" "$f" "$work/examples"
+done
+shopt -s nullglob
+for f in "$work"/guide/*.lua; do
+  if [ "$(head -n 1 "$f")" = "-- fragment" ]; then continue; fi
+  run_spec "guide/$(basename "$f" .lua)" "$f" "$work/examples"
+done
+[ -e "$work/guide/block01.lua" ] || lines+=("not ok docs/GUIDE.md has no lua blocks")
+
+for name in $("$LOOM" help | sed -n 's/^  //p'); do
+  if out=$("$LOOM" help "$name" 2>&1) && [ -n "$out" ]; then lines+=("ok help/$name")
+  else lines+=("not ok help/$name: ${out%%$'\n'*}"); fi
+done
+
+echo "1..${#lines[@]}"
+printf '%s\n' "${lines[@]}"
