@@ -139,6 +139,7 @@ local FOREIGN_SETTINGS = {
     num_nodes = "a Fabric setting; write it in fabric { num_nodes = ... }",
   },
   fabric = {
+    gpus = "Lightning 1.x's name; loom's is devices, with accelerator = 'gpu' (fabric { accelerator = 'gpu', devices = N })",
     callbacks = "a training setting in loom; write it in train { callbacks = { ... } }",
     loggers = "a training setting in loom; write it in train { loggers = { ... } }",
     plugins = "a Fabric argument loom does not support; precision and strategy are fabric settings",
@@ -623,6 +624,7 @@ local OTHERWISE = {
   Fabric = "loom has no Fabric object: Fabric's arguments are fabric { ... } (loom help fabric)",
   LightningModule = "loom has no LightningModule: declare model \"Name\" { ... } with its forward, "
     .. "and the loss in train { loss = ... } (loom help model)",
+  Dense = "Dense is Keras's name; loom's (PyTorch's) is Linear(in_features, out_features)",
   DataLoader = "loom has no DataLoader: the data source and batch_size go in train { data = ..., batch_size = N } "
     .. "(loom help data)",
 }

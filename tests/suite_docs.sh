@@ -58,5 +58,27 @@ for name in $("$LOOM" help | sed -n 's/^  //p'); do
   else lines+=("not ok help/$name: ${out%%$'\n'*}"); fi
 done
 
+# the command line: --version, each command's --help, program flags before --
+expect_line() {   # name expected-first-line expected-rc command...
+  local name=$1 want=$2 want_rc=$3; shift 3
+  local out rc
+  out=$("$@" 2>&1); rc=$?
+  if [ "$rc" -ne "$want_rc" ]; then lines+=("not ok cli/$name: exit $rc, expected $want_rc: ${out%%$'\n'*}")
+  elif [[ "${out%%$'\n'*}" != $want ]]; then lines+=("not ok cli/$name: got '${out%%$'\n'*}'")
+  else lines+=("ok cli/$name"); fi
+}
+expect_line version "loom [0-9]*.[0-9]*.[0-9]* (commit [0-9a-f]*)" 0 "$LOOM" --version
+for cmd in inspect explain build train help; do
+  expect_line "$cmd-help" "usage: loom $cmd *" 0 "$LOOM" "$cmd" --help
+done
+expect_line flags-before-dashes \
+  "loom: '--epochs' is a flag of the generated program: pass it after --, as in loom train SPEC -- --epochs 1 (loom --help for usage)" \
+  2 "$LOOM" train specs/fashion_mlp.lua --epochs 1
+expect_line flags-before-dashes-eq \
+  "loom: '--max-steps' is a flag of the generated program: pass it after --, as in loom train SPEC -- --max-steps 5 (loom --help for usage)" \
+  2 "$LOOM" train specs/fashion_mlp.lua --max-steps=5
+expect_line help-not-yet "loom: LSTM is not supported yet; supported modules: *" 2 "$LOOM" help LSTM
+expect_line help-typo "loom: unknown name 'Conv2D' (did you mean 'Conv2d'?) (loom help lists every name)" 2 "$LOOM" help Conv2D
+
 echo "1..${#lines[@]}"
 printf '%s\n' "${lines[@]}"
