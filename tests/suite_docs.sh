@@ -24,11 +24,24 @@ rc=$?
 while IFS= read -r l; do [ -n "$l" ] && lines+=("$l"); done <<<"$check"
 [ $rc -eq 0 ] || lines+=("not ok tests/docs/check.lua exited $rc")
 
-# the Npy example's files, in the directory the examples run in
-/usr/bin/python3 - "$work/examples" <<'PY'
-import sys, numpy as np
-np.save(sys.argv[1] + "/x.npy", np.zeros((64, 4), np.float32))
-np.save(sys.argv[1] + "/target.npy", np.zeros((64,), np.int64))
+# the .npy files that the Npy example (and GUIDE.md's PawModel) read: zeros, written
+# without numpy (format 1.0: magic, header length, header padded to 64 bytes, data)
+/usr/bin/python3 - "$work" <<'PY'
+import sys
+def save(path, descr, shape, itemsize):
+    header = "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }" % (
+        descr, "".join("%d, " % d for d in shape).rstrip(" ") if len(shape) > 1 else "%d," % shape[0])
+    header += " " * ((64 - (10 + len(header) + 1) % 64) % 64) + "\n"
+    n = 1
+    for d in shape: n *= d
+    with open(path, "wb") as f:
+        f.write(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + bytes(n * itemsize))
+w = sys.argv[1]
+save(w + "/examples/x.npy", "<f4", (64, 4), 4)
+save(w + "/examples/target.npy", "<i8", (64,), 8)
+save(w + "/guide/img.npy", "<f4", (8, 3, 128, 128), 4)
+save(w + "/guide/feat.npy", "<f4", (8, 12), 4)
+save(w + "/guide/target.npy", "<f4", (8, 1), 4)
 PY
 
 # GUIDE.md's lua blocks
@@ -49,7 +62,7 @@ done
 shopt -s nullglob
 for f in "$work"/guide/*.lua; do
   if [ "$(head -n 1 "$f")" = "-- fragment" ]; then continue; fi
-  run_spec "guide/$(basename "$f" .lua)" "$f" "$work/examples"
+  run_spec "guide/$(basename "$f" .lua)" "$f" "$work/guide"
 done
 [ -e "$work/guide/block01.lua" ] || lines+=("not ok docs/GUIDE.md has no lua blocks")
 
