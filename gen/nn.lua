@@ -253,8 +253,8 @@ local function bind(cls, sig, args)
     if type(k) ~= "string" or not by_name[k] then
       local names = {}
       for _, s in ipairs(sig) do names[#names + 1] = s[1] end
-      diag.error(nil, string.format("%s got an unexpected option '%s'%s", cls, tostring(k),
-        util.did_you_mean(tostring(k), names)))
+      diag.error(nil, string.format("%s got an unexpected option '%s'%s; options: %s", cls, tostring(k),
+        util.did_you_mean(tostring(k), names), table.concat(names, ", ")))
     elseif given[k] ~= nil then
       diag.error(nil, string.format("%s got multiple values for '%s'", cls, k))
     else

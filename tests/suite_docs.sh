@@ -11,6 +11,7 @@ set -u
 cd "$(dirname "$0")/.."
 LOOM=${LOOM:-build/loom}
 LUA_UNIT=${LUA_UNIT:-build/lua_unit}
+LOOM=$(cd "$(dirname "$LOOM")" && pwd)/$(basename "$LOOM")   # the examples run elsewhere
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/examples" "$work/guide"
@@ -52,7 +53,7 @@ awk -v dir="$work/guide" '
 
 run_spec() {   # name file dir
   local err
-  err=$(cd "$3" && "$OLDPWD/$LOOM" inspect "$2" 2>&1 >/dev/null)
+  err=$(cd "$3" && "$LOOM" inspect "$2" 2>&1 >/dev/null)
   if [ $? -eq 0 ]; then lines+=("ok $1 builds")
   else lines+=("not ok $1 does not build: ${err%%$'\n'*}"); fi
 }
@@ -90,6 +91,11 @@ expect_line flags-before-dashes \
 expect_line flags-before-dashes-eq \
   "loom: '--max-steps' is a flag of the generated program: pass it after --, as in loom train SPEC -- --max-steps 5 (loom --help for usage)" \
   2 "$LOOM" train specs/fashion_mlp.lua --max-steps=5
+# Fabric's legacy precision aliases are taken, with Fabric's warning
+printf 'model "E" { inputs = Tensor{4}, net = Linear(4, 2), forward = function(m, x) return m.net(x) end }\nfabric { precision = "bf16" }\n' > "$work/bf16.lua"
+expect_line precision-alias-note \
+  "$work/bf16.lua:2: note: precision = 'bf16' is Fabric's legacy alias of 'bf16-mixed' (Fabric warns the same); write precision = \"bf16-mixed\"" \
+  0 "$LOOM" inspect "$work/bf16.lua"
 expect_line help-not-yet "loom: LSTM is not supported yet; supported modules: *" 2 "$LOOM" help LSTM
 expect_line help-typo "loom: unknown name 'Conv2D' (did you mean 'Conv2d'?) (loom help lists every name)" 2 "$LOOM" help Conv2D
 
