@@ -140,17 +140,30 @@ local function body(example)
   return "return " .. example
 end
 
--- The spec that builds entry `d`'s example (nil for an alias: its target's is built).
+-- A model of one input x (per-sample `decl`, Tensor{...} text) whose forward is `body`,
+-- after a Linear on x's last dimension (so that every example has a parameter to
+-- train; not for integer inputs), and a train block whose loss is the output's mean:
+-- the example becomes a whole training program.
+local function model_on_x(decl, last, body_text, extra_fields, int_input)
+  local pre = int_input and "" or string.format("  pre = Linear(%d, %d),\n", last, last)
+  local first = int_input and "" or "x = m.pre(x); "
+  return string.format('model "Example" {\n  inputs = %s,\n%s%s  forward = function(m, x) %s%s end,\n}\n',
+      decl, pre, extra_fields or "", first, body_text)
+    .. base_train({ data = "Synthetic { fields = { x = " .. decl .. " }, size = 64, val_size = 16 }",
+                    loss = "function(m, b) return mean(m(b.x)) end" })
+end
+
+-- The spec that builds entry `d`'s example: a whole training program, which the docs
+-- suite generates (nil for an alias: its target's is built).
 function docs.example_spec(d)
   if d.alias_of then return nil end
   local ex, sec = d.example, d.section
   if sec == "module" then
-    local input = "Tensor{" .. shape_text(d.input) .. (d.input_dtype == "int64" and ', dtype = "int64", dist = "randint", high = 10' or "") .. "}"
-    return string.format('model "Example" {\n  inputs = %s,\n  layer = %s,\n  forward = function(m, x) %s end,\n}\n',
-      input, ex, d.apply or "return m.layer(x)")
+    local int = d.input_dtype == "int64"
+    local decl = "Tensor{" .. shape_text(d.input) .. (int and ', dtype = "int64", dist = "randint", high = 10' or "") .. "}"
+    return model_on_x(decl, d.input[#d.input], d.apply or "return m.layer(x)", "  layer = " .. ex .. ",\n", int)
   elseif sec == "function" then
-    return string.format('model "Example" {\n  inputs = Tensor{%s},\n  forward = function(m, x) %s end,\n}\n',
-      shape_text(d.input), body(ex))
+    return model_on_x("Tensor{" .. shape_text(d.input) .. "}", d.input[#d.input], body(ex))
   elseif sec == "loss" then
     return BASE_MODEL .. base_train({ data = d.target == "float" and FLOAT_DATA or CLASS_DATA,
                                       loss = "function(m, b) return " .. ex .. " end" })
@@ -167,14 +180,13 @@ function docs.example_spec(d)
   elseif d.name == "train" then return BASE_MODEL .. ex .. "\n"
   elseif d.name == "model" then return ex .. "\n" .. base_train()
   elseif d.name == "Module" then
-    return ex .. '\nmodel "Example" {\n  inputs = Tensor{8, 6, 6},\n  block = block,\n  forward = function(m, x) return m.block(x) end,\n}\n'
+    return ex .. "\n" .. model_on_x("Tensor{8, 6, 6}", 6, "return m.block(x)", "  block = block,\n")
   elseif d.name == "Tensor" then
-    return 'model "Example" {\n  inputs = ' .. ex .. ',\n  net = Flatten(),\n  forward = function(m, x) return m.net(x) end,\n}\n'
+    return model_on_x(ex, 32, "return flatten(x, 1)")
   elseif d.name == "nn" then
-    return 'model "Example" {\n  inputs = Tensor{4},\n  net = ' .. ex .. ',\n  forward = function(m, x) return m.net(x) end,\n}\n'
+    return model_on_x("Tensor{4}", 4, "return m.net(x)", "  net = " .. ex .. ",\n")
   elseif d.name == "Lua" then
-    return ex .. '\nmodel "Example" {\n  inputs = Tensor{4},\n  net = Linear(4, widths[3]),\n'
-      .. '  forward = function(m, x) return m.net(x) end,\n}\n'
+    return ex .. "\n" .. model_on_x("Tensor{4}", 4, "return m.net(x)", "  net = Linear(4, widths[3]),\n")
   end
   error("docs: no example harness for " .. tostring(d.name) .. " (section " .. tostring(sec) .. ")")
 end

@@ -280,8 +280,9 @@ define_setting("callback", "ModelCheckpoint", { "keeps the best save_top_k check
 })
 
 for _, name in ipairs { "CSVLogger", "TensorBoardLogger", "MLFlowLogger" } do
-  define_setting("logger", name, { ({ CSVLogger = "metrics.csv", TensorBoardLogger = "TensorBoard event files",
-      MLFlowLogger = "an MLflow file store" })[name] .. " under root_dir/name/version_N",
+  define_setting("logger", name, { ({ CSVLogger = "metrics.csv and hparams.yaml under root_dir/name/version_N",
+      TensorBoardLogger = "TensorBoard event files under root_dir/name/version_N (the C backend does not write them yet)",
+      MLFlowLogger = "an MLflow file store under root_dir (the C backend does not write it yet)" })[name],
       torch = "lightning.fabric.loggers." .. name, example = name .. ' { root_dir = "logs", every_n_steps = 10 }' }, {
     root_dir = { checkers.string, "logs" }, name = { checkers.string, "lightning_logs" },
     version = { checkers.nonnegint, nil, doc = "default: the next free version_N" },

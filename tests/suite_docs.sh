@@ -51,11 +51,23 @@ awk -v dir="$work/guide" '
   /^```$/ && inblock { inblock = 0; close(file); next }
   inblock { print >> file }' docs/GUIDE.md
 
+# an example with a train block is generated whole (every stage, the C program's files,
+# not compiled); one without, run through the front end (loom inspect).  A name the C
+# backend refuses still has to pass the front end, and says so.
 run_spec() {   # name file dir
   local err
-  err=$(cd "$3" && "$LOOM" inspect "$2" 2>&1 >/dev/null)
-  if [ $? -eq 0 ]; then lines+=("ok $1 builds")
-  else lines+=("not ok $1 does not build: ${err%%$'\n'*}"); fi
+  if grep -q '^train {' "$2"; then
+    err=$(cd "$3" && "$LOOM" build --no-compile --accelerator=cpu -o "$work/out" "$2" 2>&1 >/dev/null)
+  else
+    err=$(cd "$3" && "$LOOM" inspect "$2" 2>&1 >/dev/null)
+  fi
+  local rc=$?
+  local first=${err%%$'\n'*}
+  if [ $rc -ne 0 ] && [[ "$first" == *"is not supported by the C backend yet"* ]] \
+     && (cd "$3" && "$LOOM" inspect "$2" >/dev/null 2>&1); then
+    lines+=("ok $1 passes the front end; the generator refuses it: ${first#*: }")
+  elif [ $rc -eq 0 ]; then lines+=("ok $1 builds")
+  else lines+=("not ok $1 does not build: $first"); fi
 }
 for f in "$work"/examples/*.lua; do
   run_spec "example/$(basename "$f" .lua)" "$f" "$work/examples"
