@@ -240,6 +240,9 @@ end
 
 local function md_escape(s) return (s:gsub("|", "\\|")) end
 
+-- An entry's anchor: by section, as Flatten (module) and flatten (function) differ only in case.
+local function anchor(d) return d.section .. "-" .. d.name:lower() end
+
 -- docs/SPEC.md
 function docs.markdown()
   local e = docs.entries()
@@ -251,7 +254,7 @@ function docs.markdown()
   for _, sec in ipairs(docs.SECTIONS) do
     local names = names_in(e, sec.key)
     local links = {}
-    for i, n in ipairs(names) do links[i] = "[" .. n .. "](#" .. n:lower() .. ")" end
+    for i, n in ipairs(names) do links[i] = "[" .. n .. "](#" .. anchor(e[n]) .. ")" end
     out[#out + 1] = "- " .. sec.title .. ": " .. table.concat(links, ", ")
   end
   out[#out + 1] = ""
@@ -260,10 +263,12 @@ function docs.markdown()
     out[#out + 1] = ""
     for _, n in ipairs(names_in(e, sec.key)) do
       local d = e[n]
+      out[#out + 1] = string.format('<a id="%s"></a>', anchor(d))
+      out[#out + 1] = ""
       out[#out + 1] = "### " .. n
       out[#out + 1] = ""
       if d.alias_of then
-        out[#out + 1] = string.format("The same as [%s](#%s).", d.alias_of, d.alias_of:lower())
+        out[#out + 1] = string.format("The same as [%s](#%s).", d.alias_of, anchor(e[d.alias_of]))
       else
         out[#out + 1] = d.summary:sub(1, 1):upper() .. d.summary:sub(2) .. "."
         out[#out + 1] = ""
