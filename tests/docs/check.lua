@@ -1,4 +1,5 @@
--- build/lua_unit tests/docs/check.lua OUTDIR: the reference against the spec environment.
+-- build/lua_unit tests/docs/check.lua OUTDIR: the reference against the spec environment,
+-- and util.did_you_mean's threshold.
 -- Prints one TAP line per check (no plan: tests/suite_docs.sh counts them) and writes
 -- each entry's example, as a whole spec, to OUTDIR/<name>.lua for the suite to build.
 local spec = require "spec"
@@ -45,4 +46,22 @@ for name, d in pairs(entries) do
     f:write("-- the example of `loom help " .. name .. "`\n", text)
     f:close()
   end
+end
+
+-- did-you-mean suggests likely typos only: transpositions count as one edit, and short
+-- words get a budget of one (the issue's LSTM → 'sum' and nn → 'l1' were absurd)
+local util = require "util"
+for _, c in ipairs {
+  { "LSTM", { "sum", "l1", "Linear" }, "" },
+  { "nn", { "l1", "mse" }, "" },
+  { "Conv1d", { "Conv2d" }, " (did you mean 'Conv2d'?)" },   -- close in spelling; spec.unknown_name answers it first
+  { "wieght_decay", { "weight_decay", "lr" }, " (did you mean 'weight_decay'?)" },
+  { "cdua", { "cpu", "cuda" }, " (did you mean 'cuda'?)" },
+  { "img", { "image", "label" }, " (did you mean 'image'?)" },
+  { "epoch", { "epochs", "seed" }, " (did you mean 'epochs'?)" },
+  { "Blorp", { "BatchNorm1d", "Flatten", "Dropout" }, "" },
+} do
+  local got = util.did_you_mean(c[1], c[2])
+  if got == c[3] then print("ok did_you_mean/" .. c[1])
+  else print(string.format("not ok did_you_mean/%s: got '%s', expected '%s'", c[1], got, c[3])) end
 end
