@@ -173,18 +173,29 @@ function diag.key_where(where, key)
   if not where or type(key) ~= "string" or not spec_source or where.file ~= spec_source:sub(2) then return where end
   local quoted = key:gsub("%p", "%%%0")
   local patterns = { "%f[%w_]" .. quoted .. "%s*=%f[^=]", '%[%s*"' .. quoted .. '"%s*%]%s*=', "%[%s*'" .. quoted .. "'%s*%]%s*=" }
-  local depth, opened = 0, false
+  -- the key written directly in the block's table (depth 1) wins over the same name in
+  -- a nested one (train { optimizer = SGD { lr = 0.1 }, lr = 1 }: the second lr)
+  local depth, opened, nested = 0, false, nil
   for n = where.line, math.min(#spec_lines, where.line + 1000) do
     local text = spec_lines[n]:gsub("%-%-.*$", "")
     for _, pattern in ipairs(patterns) do
-      if text:find(pattern) then return { file = where.file, line = n } end
+      local init = 1
+      while true do
+        local at = text:find(pattern, init)
+        if not at then break end
+        local d = depth
+        for c in text:sub(1, at - 1):gmatch("[{}]") do d = d + (c == "{" and 1 or -1) end
+        if d <= 1 then return { file = where.file, line = n } end
+        nested = nested or n
+        init = at + 1
+      end
     end
     for c in text:gmatch("[{}]") do
       if c == "{" then depth, opened = depth + 1, true else depth = depth - 1 end
     end
     if opened and depth <= 0 then break end
   end
-  return where
+  return nested and { file = where.file, line = nested } or where
 end
 
 local function format_one(d)

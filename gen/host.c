@@ -3,6 +3,7 @@
 // (a user's mistake in a spec arrives as a diagnostic table, already formatted).
 #include "host.h"
 #include "embedded.h"
+#include "../build/version.h"   // LOOM_VERSION, LOOM_COMMIT (gen/version.sh)
 
 #include <cmark-gfm.h>
 #include <cmark-gfm-core-extensions.h>
@@ -358,6 +359,10 @@ static int open_loomc(lua_State *L) {
     luaL_newlib(L, loomc_functions);
     lua_pushstring(L, cmark_version_string());
     lua_setfield(L, -2, "cmark_version");
+    lua_pushstring(L, LOOM_VERSION);
+    lua_setfield(L, -2, "version");
+    lua_pushstring(L, LOOM_COMMIT);
+    lua_setfield(L, -2, "commit");
     return 1;
 }
 

@@ -10,6 +10,7 @@ local USAGE = [[
 usage: loom COMMAND [options] SPEC
 
 commands:
+  help [NAME]             the spec language: every name, or one (loom help Conv2d, loom help train)
   inspect SPEC            print the model as PyTorch prints it, and its parameters
   explain SPEC [-o DIR]   write DIR/REPORT.md and DIR/REPORT.html (default DIR: build/<spec>)
   build SPEC [-o DIR]     generate the C training program in DIR (default build/<spec>) and compile it
@@ -28,8 +29,53 @@ options:
   --no-compile            build: write the files only
   --emit torch            build: also write model.py, the equivalent PyTorch module
   -o DIR                  output directory
-  -h, --help              this text
+  -h, --help              this text; loom COMMAND --help: that command's
+  --version               loom's version and the commit it was built from
 ]]
+
+-- `loom COMMAND --help`: what the command does and the options it takes.
+local COMMAND_HELP = {
+  inspect = [[
+usage: loom inspect SPEC [--dump=STAGE]
+Runs the spec and traces the model; prints the model as PyTorch's print(model) does, then
+its parameters and buffers with their shapes.  Checks the whole spec: a mistake is
+reported with its file:line (exit 2).
+]],
+  explain = [[
+usage: loom explain SPEC [-o DIR] [--precision=P] [--accelerator=A] [--compare-wrapper] [--no-fuse]
+Writes DIR/REPORT.md and DIR/REPORT.html (default DIR: build/<spec>): the precision plan
+(each tensor's format and every cast), the memory plan, and for CUDA the fused kernels.
+]],
+  build = [[
+usage: loom build SPEC [-o DIR] [--precision=P] [--accelerator=A] [--devices=N] [--no-fuse]
+                       [--no-compile] [--emit torch] [--dump=STAGE]
+Generates the standalone training program in DIR (default build/<spec>) and compiles it
+with ninja: DIR/train (and DIR/cuda/train for accelerator 'auto').  DIR/train --help
+lists the program's flags.
+]],
+  train = [[
+usage: loom train SPEC [options] [-- FLAGS]
+Builds as loom build does, then runs the program.  FLAGS, after --, go to the program:
+  --epochs N, --max-steps N   override the spec's epochs / max_steps
+  --seed N                    override the seed
+  --resume CKPT               continue from a checkpoint (the same spec)
+  --out DIR                   where checkpoints and logs go
+  --data DIR                  where FashionMNIST's files are
+  --quiet                     no progress lines
+e.g. loom train specs/fashion_mlp.lua -- --epochs 1
+]],
+  help = [[
+usage: loom help [NAME]
+Without NAME: every name a spec can use, by kind.  With NAME: what it is, its PyTorch,
+Lightning or Fabric counterpart, its signature or settings, and an example
+(e.g. loom help Conv2d, loom help train, loom help fabric, loom help EarlyStopping).
+The same reference is docs/SPEC.md; docs/GUIDE.md goes from a Fabric script to a spec.
+]],
+}
+
+-- The generated program's flags: given before `--`, they get a hint.
+local PROGRAM_FLAGS = { ["--epochs"] = true, ["--max-steps"] = true, ["--seed"] = true, ["--resume"] = true,
+                        ["--out"] = true, ["--data"] = true, ["--quiet"] = true }
 
 local STAGES = pipeline.NAMES
 
@@ -47,6 +93,8 @@ local function parse_args(args)
       for j = i + 1, #args do opts.program_args[#opts.program_args + 1] = args[j] end
       break
     elseif a == "-h" or a == "--help" then opts.help = true
+    elseif a == "--version" then opts.version = true
+    elseif a == "--markdown" then opts.markdown = true
     elseif a == "--no-compile" then opts.no_compile = true
     elseif a == "--compare-wrapper" then opts.compare_wrapper = true
     elseif a == "--no-fuse" then opts.no_fuse = true
@@ -77,6 +125,11 @@ local function parse_args(args)
       local ok = false
       for _, s in ipairs(STAGES) do if s == opts.dump then ok = true end end
       if not ok then usage_error("unknown stage '" .. opts.dump .. "' for --dump (one of: " .. table.concat(STAGES, ", ") .. ")") end
+    elseif PROGRAM_FLAGS[a:match("^[^=]*")] then
+      local flag = a:match("^[^=]*")
+      local value = a:match("=(.*)$") or (flag ~= "--quiet" and args[i + 1] and args[i + 1]:sub(1, 1) ~= "-" and args[i + 1])
+      usage_error(string.format("'%s' is a flag of the generated program: pass it after --, as in loom train SPEC -- %s%s",
+        flag, flag, value and (" " .. value) or ""))
     elseif a:sub(1, 1) == "-" and a ~= "-" then
       usage_error("unknown option '" .. a .. "'")
     else
@@ -262,10 +315,35 @@ function commands.train(opts, path)
   return how == "exit" and code or 128 + code
 end
 
+-- loom help [NAME] (--markdown: the whole reference, docs/SPEC.md)
+function commands.help(opts, name)
+  local docs = require "docs"
+  if opts.markdown then io.write(docs.markdown()); return 0 end
+  if not name then io.write(docs.index()); return 0 end
+  local d = docs.find(name)
+  if not d then
+    local spec = require "spec"
+    local dsl, lua = spec.environment()
+    for _, n in ipairs(lua) do dsl[#dsl + 1] = n end
+    diag.fatal(nil, spec.unknown_name(name, dsl) .. " (loom help lists every name)")
+  end
+  io.write(docs.text(d))
+  return 0
+end
+
 local function run(args)
   local opts = parse_args(args)
   local cmd = opts.positional[1]
-  if opts.help or cmd == "help" then io.write(USAGE); return 0 end
+  if opts.version then
+    local loomc = require "loomc"
+    io.write(string.format("loom %s (commit %s)\n", loomc.version, loomc.commit))
+    return 0
+  end
+  if opts.help then io.write(cmd and COMMAND_HELP[cmd] or USAGE); return 0 end
+  if cmd == "help" then
+    if #opts.positional > 2 then usage_error("help takes at most one NAME") end
+    return commands.help(opts, opts.positional[2])
+  end
   if not cmd then io.stderr:write(USAGE); return 2 end
   local f = commands[cmd]
   if not f then

@@ -253,8 +253,8 @@ local function bind(cls, sig, args)
     if type(k) ~= "string" or not by_name[k] then
       local names = {}
       for _, s in ipairs(sig) do names[#names + 1] = s[1] end
-      diag.error(nil, string.format("%s got an unexpected option '%s'%s", cls, tostring(k),
-        util.did_you_mean(tostring(k), names)))
+      diag.error(nil, string.format("%s got an unexpected option '%s'%s; options: %s", cls, tostring(k),
+        util.did_you_mean(tostring(k), names), table.concat(names, ", ")))
     elseif given[k] ~= nil then
       diag.error(nil, string.format("%s got multiple values for '%s'", cls, k))
     else
@@ -292,11 +292,17 @@ end
 
 local class = {}
 nn.class = class
+-- Each class's reference entry (gen/docs.lua renders them): a one-line summary, the
+-- PyTorch counterpart, an example the docs suite builds (`input`: the per-sample
+-- shape it is applied to), and the signature.
+nn.doc = {}
 
 local function uniform_fan_in(fan_in) return { kind = "uniform_fan_in", fan_in = fan_in } end
 
 -- Declares a built-in module class.
 local function builtin(name, def)
+  nn.doc[name] = def.doc and { summary = def.doc[1], torch = def.doc.torch, example = def.doc.example,
+                               input = def.doc.input, input_dtype = def.doc.input_dtype, signature = def.signature }
   class[name] = function(...)
     local where = diag.here()
     local args = table.pack(...)
@@ -318,6 +324,7 @@ local function buffer(rec, name, shape, init, dtype)
 end
 
 builtin("Linear", {
+  doc = { "a fully connected layer: y = x Wᵀ + b", torch = "torch.nn.Linear", example = "Linear(784, 128)", input = { 784 } },
   signature = { { "in_features", "posint", required = true }, { "out_features", "posint", required = true },
                 { "bias", "bool", true } },
   init = function(rec, a)
@@ -334,6 +341,8 @@ builtin("Linear", {
 })
 
 builtin("Conv2d", {
+  doc = { "a 2-d convolution over (channels, height, width); padding may be 'same' or 'valid'",
+          torch = "torch.nn.Conv2d", example = 'Conv2d(3, 16, 3, {padding = "same"})', input = { 3, 8, 8 } },
   signature = { { "in_channels", "posint", required = true }, { "out_channels", "posint", required = true },
                 { "kernel_size", "pair", required = true }, { "stride", "pair", 1 }, { "padding", "padding", 0 },
                 { "dilation", "pair", 1 }, { "groups", "posint", 1 }, { "bias", "bool", true },
@@ -387,8 +396,9 @@ builtin("Conv2d", {
   end,
 })
 
-local function pool(name, opname, sig, extra)
+local function pool(name, opname, sig, extra, doc)
   builtin(name, {
+    doc = doc,
     signature = sig,
     init = function(rec, a)
       if a.stride == nil or a.stride == false then a.stride = a.kernel_size end
@@ -418,7 +428,8 @@ pool("MaxPool2d", "max_pool2d",
     return string.format("kernel_size=%s, stride=%s, padding=%s, dilation=%s, ceil_mode=%s",
       pool_arg(raw.kernel_size, a.kernel_size), pool_arg(raw.stride or raw.kernel_size, a.stride),
       pool_arg(raw.padding or 0, a.padding), pool_arg(raw.dilation or 1, a.dilation), util.pyrepr(a.ceil_mode))
-  end)
+  end, { "2-d max pooling; stride defaults to kernel_size", torch = "torch.nn.MaxPool2d", example = "MaxPool2d(2)",
+         input = { 3, 8, 8 } })
 pool("AvgPool2d", "avg_pool2d",
   { { "kernel_size", "pair", required = true }, { "stride", "pair", false }, { "padding", "pair0", 0 },
     { "ceil_mode", "bool", false }, { "count_include_pad", "bool", true } },
@@ -427,7 +438,8 @@ pool("AvgPool2d", "avg_pool2d",
     return string.format("kernel_size=%s, stride=%s, padding=%s",
       pool_arg(raw.kernel_size, a.kernel_size), pool_arg(raw.stride or raw.kernel_size, a.stride),
       pool_arg(raw.padding or 0, a.padding))
-  end)
+  end, { "2-d average pooling; stride defaults to kernel_size", torch = "torch.nn.AvgPool2d",
+         example = "AvgPool2d(2, {stride = 2})", input = { 3, 8, 8 } })
 
 -- A float argument as PyTorch prints it: PyTorch keeps the number the user
 -- passed, so Dropout(0) prints p=0 and Dropout(0.0) prints p=0.0.
@@ -437,8 +449,9 @@ local function num_text(rec, name, pos)
   return util.pyfloat(rec.args[name])
 end
 
-local function batchnorm(name, ndims)
+local function batchnorm(name, ndims, doc)
   builtin(name, {
+    doc = doc,
     signature = { { "num_features", "posint", required = true }, { "eps", "posnumber", 1e-5 },
                   { "momentum", "momentum", 0.1 }, { "affine", "bool", true }, { "track_running_stats", "bool", true } },
     init = function(rec, a)
@@ -467,10 +480,14 @@ local function batchnorm(name, ndims)
     end,
   })
 end
-batchnorm("BatchNorm1d", { 2, 3 })
-batchnorm("BatchNorm2d", { 4 })
+batchnorm("BatchNorm1d", { 2, 3 }, { "batch normalization over (N, C) or (N, C, L), with running statistics",
+  torch = "torch.nn.BatchNorm1d", example = "BatchNorm1d(16, {momentum = 0.05})", input = { 16 } })
+batchnorm("BatchNorm2d", { 4 }, { "batch normalization over (N, C, H, W), with running statistics",
+  torch = "torch.nn.BatchNorm2d", example = "BatchNorm2d(3)", input = { 3, 8, 8 } })
 
 builtin("LayerNorm", {
+  doc = { "layer normalization over the last dimensions (normalized_shape)", torch = "torch.nn.LayerNorm",
+          example = "LayerNorm(32, {eps = 1e-6})", input = { 10, 32 } },
   signature = { { "normalized_shape", "shape", required = true }, { "eps", "posnumber", 1e-5 },
                 { "elementwise_affine", "bool", true } },
   init = function(rec, a)
@@ -491,6 +508,8 @@ builtin("LayerNorm", {
 })
 
 builtin("Embedding", {
+  doc = { "a lookup table: integer indices → rows of weight", torch = "torch.nn.Embedding",
+          example = "Embedding(100, 16, {padding_idx = 0})", input = { 10 }, input_dtype = "int64" },
   signature = { { "num_embeddings", "posint", required = true }, { "embedding_dim", "posint", required = true },
                 { "padding_idx", "int", nil } },
   init = function(rec, a)
@@ -513,12 +532,16 @@ builtin("Embedding", {
 })
 
 builtin("Dropout", {
+  doc = { "zeroes elements with probability p while training, scales the rest by 1/(1-p)", torch = "torch.nn.Dropout",
+          example = "Dropout(0.1)", input = { 32 } },
   signature = { { "p", "prob", 0.5 }, { "inplace", "bool", false } },
   extra_repr = function(rec) return string.format("p=%s, inplace=%s", num_text(rec, "p", 1), util.pyrepr(rec.args.inplace)) end,
   forward = function(rec, x) return tensor.apply("dropout", { input_tensor(rec, x) }, { p = rec.args.p }) end,
 })
 
 builtin("Flatten", {
+  doc = { "flattens dimensions start_dim..end_dim into one (by default all but the batch)", torch = "torch.nn.Flatten",
+          example = "Flatten()", input = { 3, 8, 8 } },
   signature = { { "start_dim", "int", 1 }, { "end_dim", "int", -1 } },
   extra_repr = function(rec) return string.format("start_dim=%d, end_dim=%d", rec.args.start_dim, rec.args.end_dim) end,
   forward = function(rec, x)
@@ -526,8 +549,9 @@ builtin("Flatten", {
   end,
 })
 
-local function activation(name, opname, sig, extra, attrs)
+local function activation(name, opname, doc, sig, extra, attrs)
   builtin(name, {
+    doc = doc,
     signature = sig,
     extra_repr = extra or function() return "" end,
     forward = function(rec, x)
@@ -536,14 +560,18 @@ local function activation(name, opname, sig, extra, attrs)
   })
 end
 local function inplace_repr(rec) return rec.args.inplace and "inplace=True" or "" end
-activation("ReLU", "relu", { { "inplace", "bool", false } }, inplace_repr)
-activation("SiLU", "silu", { { "inplace", "bool", false } }, inplace_repr)
-activation("Sigmoid", "sigmoid", {})
-activation("Tanh", "tanh", {})
-activation("GELU", "gelu", { { "approximate", "gelu_approx", "none" } },
+local function act_doc(summary, torch, example) return { summary, torch = torch, example = example, input = { 16 } } end
+activation("ReLU", "relu", act_doc("max(x, 0), elementwise", "torch.nn.ReLU", "ReLU()"),
+  { { "inplace", "bool", false } }, inplace_repr)
+activation("SiLU", "silu", act_doc("x · sigmoid(x), elementwise (swish)", "torch.nn.SiLU", "SiLU()"),
+  { { "inplace", "bool", false } }, inplace_repr)
+activation("Sigmoid", "sigmoid", act_doc("1 / (1 + exp(-x)), elementwise", "torch.nn.Sigmoid", "Sigmoid()"), {})
+activation("Tanh", "tanh", act_doc("tanh(x), elementwise", "torch.nn.Tanh", "Tanh()"), {})
+activation("GELU", "gelu", act_doc("the Gaussian error linear unit; approximate = 'tanh' for the tanh form",
+  "torch.nn.GELU", 'GELU({approximate = "tanh"})'), { { "approximate", "gelu_approx", "none" } },
   function(rec) return "approximate=" .. util.pyrepr(rec.args.approximate) end,
   function(a) return { approximate = a.approximate } end)
-activation("Softmax", "softmax", { { "dim", "dim", nil } },
+activation("Softmax", "softmax", act_doc("softmax along dim", "torch.nn.Softmax", "Softmax(-1)"), { { "dim", "dim", nil } },
   function(rec) return "dim=" .. (rec.args.dim == nil and "None" or tostring(rec.args.dim)) end,
   function(a) return { dim = a.dim } end)
 
@@ -597,6 +625,15 @@ local function named_in_order(t)
   end)
   return names
 end
+
+nn.doc.Sequential = { summary = "applies its modules in order; named entries keep their names", torch = "torch.nn.Sequential",
+  example = "Sequential { Linear(8, 16), ReLU(), Linear(16, 4) }", input = { 8 } }
+nn.doc.ModuleList = { summary = "a list of modules (indexed from 1 in Lua; PyTorch's names count from 0)",
+  torch = "torch.nn.ModuleList", example = "ModuleList { Linear(8, 8), Linear(8, 8) }", input = { 8 },
+  apply = "x = m.layer[1](x); return m.layer[2](x)" }
+nn.doc.ModuleDict = { summary = "named modules", torch = "torch.nn.ModuleDict",
+  example = "ModuleDict { encode = Linear(8, 4), decode = Linear(4, 8) }", input = { 8 },
+  apply = "return m.layer.decode(m.layer.encode(x))" }
 
 function class.Sequential(items, ...)
   local where = diag.here()

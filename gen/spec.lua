@@ -117,6 +117,47 @@ local function list_of(family)
   end
 end
 
+-- Settings of Lightning's Trainer and Fabric that loom spells otherwise or takes
+-- elsewhere, by the block they were written in: the answer names loom's setting.
+local FOREIGN_SETTINGS = {
+  train = {
+    accumulate_grad_batches = "Lightning's name; loom's is accumulate (train { accumulate = N })",
+    max_epochs = "Lightning's name; loom's is epochs (train { epochs = N })",
+    gradient_clip_val = "Lightning's name; loom writes clip = { max_norm = V } (clip by norm, Lightning's default) "
+      .. "or clip = { clip_val = V } (by value)",
+    gradient_clip_algorithm = "Lightning's name; loom's clip says the algorithm: clip = { max_norm = V } ('norm') "
+      .. "or clip = { clip_val = V } ('value')",
+    check_val_every_n_epoch = "Lightning's name; loom's is val_every (train { val_every = N })",
+    log_every_n_steps = "Lightning's name; loom sets it on each logger: CSVLogger { every_n_steps = N }",
+    logger = "Lightning's name; loom's is loggers, a list: loggers = { CSVLogger {} }",
+    lr = "the optimizer's setting: optimizer = AdamW { lr = 1e-3 }",
+    learning_rate = "not a loom setting; the learning rate is the optimizer's lr: optimizer = AdamW { lr = 1e-3 }",
+    precision = "a Fabric setting; write it in fabric { precision = ... }",
+    accelerator = "a Fabric setting; write it in fabric { accelerator = ... }",
+    devices = "a Fabric setting; write it in fabric { devices = ... }",
+    strategy = "a Fabric setting; write it in fabric { strategy = ... }",
+    num_nodes = "a Fabric setting; write it in fabric { num_nodes = ... }",
+  },
+  fabric = {
+    gpus = "Lightning 1.x's name; loom's is devices, with accelerator = 'gpu' (fabric { accelerator = 'gpu', devices = N })",
+    callbacks = "a training setting in loom; write it in train { callbacks = { ... } }",
+    loggers = "a training setting in loom; write it in train { loggers = { ... } }",
+    plugins = "a Fabric argument loom does not support; precision and strategy are fabric settings",
+  },
+}
+for _, k in ipairs { "batch_size", "epochs", "max_epochs", "max_steps", "accumulate", "accumulate_grad_batches",
+                     "seed", "optimizer", "loss", "data" } do
+  FOREIGN_SETTINGS.fabric[k] = "a training setting; write it in train { ... } (loom help train)"
+end
+
+-- The message for an unknown setting `k` of `owner` (its valid settings: `names`).
+function spec.unknown_setting(owner, k, names)
+  local foreign = FOREIGN_SETTINGS[owner] and FOREIGN_SETTINGS[owner][k]
+  if foreign then return string.format("%s: '%s' is %s", owner, k, foreign) end
+  return string.format("%s: unknown setting '%s'%s; valid settings: %s", owner, k, util.did_you_mean(k, names),
+    table.concat(names, ", "))
+end
+
 -- Checks `t` against `schema` ({ key = {checker, default, required = bool}, ... }).
 -- Returns the checked settings and how many errors it reported.
 local function validate(owner, t, schema, where)
@@ -133,7 +174,7 @@ local function validate(owner, t, schema, where)
         owner, show(v)))
     elseif not schema[k] then
       errors = errors + 1
-      diag.error(diag.key_where(where, k), string.format("%s: unknown setting '%s'%s", owner, k, util.did_you_mean(k, names)))
+      diag.error(diag.key_where(where, k), spec.unknown_setting(owner, k, names))
     else
       local r, msg = schema[k][1](v, owner .. "." .. k)
       if msg then
@@ -163,7 +204,13 @@ end
 -- Defaults are PyTorch's / Lightning's.
 
 spec.families = {}
-local function define_setting(family, name, schema, check)
+-- The reference entries of the DSL's settings constructors and blocks (gen/docs.lua
+-- renders them): a one-line summary, the PyTorch/Lightning counterpart, an example
+-- the docs suite builds, and the schema (a setting's `doc` says what it does where
+-- the name alone does not).
+spec.doc = {}
+local function define_setting(family, name, doc, schema, check)
+  spec.doc[name] = { kind = family, summary = doc[1], torch = doc.torch, example = doc.example, schema = schema }
   spec.families[family] = spec.families[family] or {}
   table.insert(spec.families[family], name)
   table.sort(spec.families[family])
@@ -178,7 +225,8 @@ local function define_setting(family, name, schema, check)
   end
 end
 
-define_setting("optimizer", "SGD", {
+define_setting("optimizer", "SGD", { "stochastic gradient descent, with momentum, dampening, Nesterov and weight decay",
+  torch = "torch.optim.SGD", example = "SGD { lr = 0.1, momentum = 0.9, nesterov = true }" }, {
   lr = { checkers.nonneg, 1e-3 }, momentum = { checkers.nonneg, 0.0 }, dampening = { checkers.number, 0.0 },
   weight_decay = { checkers.nonneg, 0.0 }, nesterov = { checkers.bool, false }, maximize = { checkers.bool, false },
 }, function(a, where)
@@ -187,53 +235,72 @@ define_setting("optimizer", "SGD", {
   end
 end)
 for _, name in ipairs { "Adam", "AdamW" } do
-  define_setting("optimizer", name, {
+  define_setting("optimizer", name, { name == "Adam" and "Adam (weight decay added to the gradient)"
+      or "Adam with decoupled weight decay", torch = "torch.optim." .. name,
+      example = name .. " { lr = 3e-4, betas = {0.9, 0.95} }" }, {
     lr = { checkers.nonneg, 1e-3 }, betas = { checkers.betas, { 0.9, 0.999 } }, eps = { checkers.nonneg, 1e-8 },
     weight_decay = { checkers.nonneg, name == "AdamW" and 1e-2 or 0.0 }, amsgrad = { checkers.bool, false },
     maximize = { checkers.bool, false },
   })
 end
 
-define_setting("scheduler", "StepLR", {
+define_setting("scheduler", "StepLR", { "multiplies the learning rate by gamma every step_size epochs (or steps)",
+  torch = "torch.optim.lr_scheduler.StepLR", example = "StepLR { step_size = 10, gamma = 0.5 }" }, {
   step_size = { checkers.posint, nil, required = true }, gamma = { checkers.number, 0.1 },
-  interval = { enum("epoch", "step"), "epoch" },
+  interval = { enum("epoch", "step"), "epoch", doc = "step per 'epoch' or per optimizer 'step' (Lightning's interval)" },
 })
-define_setting("scheduler", "WarmupCosine", {
-  warmup_steps = { checkers.nonnegint, 0 }, total_steps = { checkers.posint, nil },
+define_setting("scheduler", "WarmupCosine", { "linear warm-up from 0 to lr, then cosine decay to min_lr, per step",
+  torch = "LinearLR + CosineAnnealingLR in a SequentialLR (as in nanoGPT)",
+  example = "WarmupCosine { warmup_steps = 100, total_steps = 2000, min_lr = 1e-5 }" }, {
+  warmup_steps = { checkers.nonnegint, 0 },
+  total_steps = { checkers.posint, nil, doc = "default: the run's steps (epochs × steps per epoch, or max_steps)" },
   min_lr = { checkers.nonneg, 0.0 },
 })
-define_setting("scheduler", "OneCycleLR", {
-  max_lr = { checkers.posnumber, nil, required = true }, total_steps = { checkers.posint, nil },
+define_setting("scheduler", "OneCycleLR", { "the 1cycle policy, per step", torch = "torch.optim.lr_scheduler.OneCycleLR",
+  example = "OneCycleLR { max_lr = 0.01, pct_start = 0.25 }" }, {
+  max_lr = { checkers.posnumber, nil, required = true },
+  total_steps = { checkers.posint, nil, doc = "default: the run's steps" },
   pct_start = { checkers.prob, 0.3 }, anneal_strategy = { enum("cos", "linear"), "cos" },
   div_factor = { checkers.posnumber, 25.0 }, final_div_factor = { checkers.posnumber, 1e4 },
   three_phase = { checkers.bool, false }, cycle_momentum = { checkers.bool, true },
   base_momentum = { checkers.prob, 0.85 }, max_momentum = { checkers.prob, 0.95 },
 })
 
-define_setting("callback", "EarlyStopping", {
-  monitor = { checkers.string, nil, required = true }, mode = { enum("min", "max"), "min" },
+define_setting("callback", "EarlyStopping", { "stops when the monitored metric has not improved for patience validations",
+  torch = "lightning.pytorch.callbacks.EarlyStopping", example = 'EarlyStopping { monitor = "val/loss", patience = 3 }' }, {
+  monitor = { checkers.string, nil, required = true, doc = "'val/loss', 'val/acc' or 'train/loss'" }, mode = { enum("min", "max"), "min" },
   patience = { checkers.nonnegint, 3 }, min_delta = { checkers.nonneg, 0.0 },
 })
-define_setting("callback", "ModelCheckpoint", {
-  monitor = { checkers.string, nil }, mode = { enum("min", "max"), "min" },
+define_setting("callback", "ModelCheckpoint", { "keeps the best save_top_k checkpoints by monitor (or the last, without one)",
+  torch = "lightning.pytorch.callbacks.ModelCheckpoint",
+  example = 'ModelCheckpoint { monitor = "val/loss", save_top_k = 2, save_last = true }' }, {
+  monitor = { checkers.string, nil, doc = "'val/loss', 'val/acc' or 'train/loss'; none: the latest is the best" }, mode = { enum("min", "max"), "min" },
   save_top_k = { checkers.int, 1 }, save_last = { checkers.bool, false },
   dirpath = { checkers.string, nil }, filename = { checkers.string, nil },
 })
 
 for _, name in ipairs { "CSVLogger", "TensorBoardLogger", "MLFlowLogger" } do
-  define_setting("logger", name, {
+  define_setting("logger", name, { ({ CSVLogger = "metrics.csv and hparams.yaml under root_dir/name/version_N",
+      TensorBoardLogger = "TensorBoard event files under root_dir/name/version_N (the C backend does not write them yet)",
+      MLFlowLogger = "an MLflow file store under root_dir (the C backend does not write it yet)" })[name],
+      torch = "lightning.fabric.loggers." .. name, example = name .. ' { root_dir = "logs", every_n_steps = 10 }' }, {
     root_dir = { checkers.string, "logs" }, name = { checkers.string, "lightning_logs" },
-    version = { checkers.nonnegint, nil }, every_n_steps = { checkers.posint, 50 },
+    version = { checkers.nonnegint, nil, doc = "default: the next free version_N" },
+    every_n_steps = { checkers.posint, 50, doc = "log train/loss every N steps (Lightning's log_every_n_steps)" },
   })
 end
 
-define_setting("data", "FashionMNIST", {
-  root = { checkers.string, "/usr/share/datasets/fashion-mnist" },
-  val_split = { checkers.nonnegint, 5000 }, normalize = { checkers.bool, false },
+define_setting("data", "FashionMNIST", { "Fashion-MNIST from its IDX files: fields image {1, 28, 28} (float in [0, 1]) and label",
+  torch = "torchvision.datasets.FashionMNIST + random_split", example = "FashionMNIST { val_split = 5000, normalize = true }" }, {
+  root = { checkers.string, "/usr/share/datasets/fashion-mnist", doc = "the directory of the IDX files (the program's --data overrides it)" },
+  val_split = { checkers.nonnegint, 5000, doc = "training samples held out for validation" },
+  normalize = { checkers.bool, false, doc = "(x - mean) / std" },
   mean = { checkers.number, 0.2860 }, std = { checkers.posnumber, 0.3530 },
 })
-define_setting("data", "Synthetic", {
-  fields = { function(v, what)
+define_setting("data", "Synthetic", { "random samples drawn by the program (each field a Tensor{...} with its dist)",
+  torch = "a TensorDataset of torch.rand / torch.randint",
+  example = 'Synthetic { fields = { x = Tensor{4, dist = "normal"}, target = Tensor{dtype = "int64", dist = "randint", high = 3} }, size = 256 }' }, {
+  fields = { doc = "field name → Tensor{...}: the model's inputs and the loss's targets", function(v, what)
     if type(v) ~= "table" then return fail(what, "a table of Tensor declarations", v) end
     for k, x in pairs(v) do
       if type(k) ~= "string" or not spec.is_decl(x) then
@@ -243,10 +310,12 @@ define_setting("data", "Synthetic", {
     end
     return v
   end, nil, required = true },
-  size = { checkers.posint, 1024 }, val_size = { checkers.nonnegint, 256 },
+  size = { checkers.posint, 1024, doc = "training samples" }, val_size = { checkers.nonnegint, 256, doc = "validation samples" },
 })
-define_setting("data", "Npy", {
-  fields = { function(v, what)
+define_setting("data", "Npy", { "arrays from .npy files, one per field (first axis: the samples); shapes and dtypes from their headers",
+  torch = "a TensorDataset of numpy.load(...) + random_split",
+  example = 'Npy { fields = { x = "x.npy", target = "target.npy" }, val_split = 16 }' }, {
+  fields = { doc = "field name → .npy file (relative to the working directory)", function(v, what)
     if type(v) ~= "table" then return fail(what, "a table: field name → .npy file", v) end
     for k, x in pairs(v) do
       if type(k) ~= "string" or type(x) ~= "string" then return fail(what .. "." .. tostring(k), "a file name", x) end
@@ -254,8 +323,37 @@ define_setting("data", "Npy", {
     end
     return v
   end, nil, required = true },
-  val_split = { checkers.nonnegint, 0 },
+  val_split = { checkers.nonnegint, 0, doc = "the last N samples are the validation set" },
 })
+
+-- Each data source's setting that sizes its validation split: a callback that
+-- monitors val/* needs it above 0.
+local VALIDATION_SIZE = { FashionMNIST = "val_split", Synthetic = "val_size", Npy = "val_split" }
+
+-- The metrics the generated program logs (val/acc only for a loss with an accuracy:
+-- the emitter checks that one).
+spec.METRICS = { "train/loss", "val/loss", "val/acc" }
+
+-- A callback's monitor that can never be met: an unknown metric, or val/* without
+-- validation data (Lightning raises for both rather than never stopping).
+local function check_monitors(tr)
+  for _, cb in ipairs(tr.callbacks or {}) do
+    local m = cb.args.monitor
+    if m ~= nil then
+      local known = false
+      for _, name in ipairs(spec.METRICS) do known = known or name == m end
+      local size_key = tr.data and VALIDATION_SIZE[tr.data.kind]
+      if not known then
+        diag.error(diag.key_where(cb.where, "monitor"), string.format("%s: cannot monitor '%s'; the program logs %s%s",
+          cb.kind, m, table.concat(spec.METRICS, ", "), util.did_you_mean(m, spec.METRICS)))
+      elseif m:match("^val/") and size_key and tr.data.args[size_key] == 0 then
+        diag.error(diag.key_where(cb.where, "monitor"), string.format(
+          "%s: monitor '%s' needs validation data, but %s has none (%s = 0); set %s, or monitor 'train/loss'",
+          cb.kind, m, tr.data.kind, size_key, size_key))
+      end
+    end
+  end
+end
 
 -- A data field's name becomes a member of the generated program's batch struct.
 function spec.field_name_error(what, k)
@@ -374,14 +472,15 @@ local FABRIC_SCHEMA = {
       return nil, string.format("%s '%s' is a Fabric accelerator that loom does not support; use 'cpu', 'cuda', 'gpu' or 'auto'", what, v)
     end
     return enum("cpu", "cuda", "gpu", "auto")(v, what)
-  end, "auto" },
-  devices = { check_devices, "auto" },
-  num_nodes = { checkers.posint, 1 },
-  strategy = { check_strategy, "auto" },
-  precision = { check_precision, "32-true" },
+  end, "auto", doc = "'cpu', 'cuda' ('gpu'), or 'auto': both programs, the CUDA one falling back to the CPU's" },
+  devices = { check_devices, "auto", doc = "how many devices (the CUDA program runs on one: 1 or 'auto')" },
+  num_nodes = { checkers.posint, 1, doc = "machines (1)" },
+  strategy = { check_strategy, "auto", doc = "'auto', 'ddp' or 'fsdp' (one process today: see loom explain)" },
+  precision = { check_precision, "32-true", doc = "32-true, 64-true, 16-mixed, bf16-mixed, 16-true, bf16-true (aliases 64, 32, 16, 'bf16')" },
   -- torch.set_float32_matmul_precision: "high" and "medium" let float32 GEMMs run in
   -- TF32 on the GPU (the CUDA backend; the CPU ignores it, as PyTorch's CPU matmuls do)
-  float32_matmul_precision = { enum("highest", "high", "medium"), "highest" },
+  float32_matmul_precision = { enum("highest", "high", "medium"), "highest",
+    doc = "torch.set_float32_matmul_precision: 'high'/'medium' allow TF32 GEMMs on the GPU" },
 }
 
 local function check_clip(v, what)
@@ -410,20 +509,54 @@ local function check_loss(v, what)
 end
 
 local TRAIN_SCHEMA = {
-  data = { setting_of("data"), nil, required = true },
-  loss = { check_loss, nil, required = true },
-  optimizer = { setting_of("optimizer"), nil, required = true },
-  scheduler = { setting_of("scheduler"), nil },
-  epochs = { checkers.posint, nil }, max_steps = { checkers.posint, nil },
-  batch_size = { checkers.posint, nil, required = true },
-  accumulate = { checkers.posint, 1 },
-  clip = { check_clip, nil },
-  callbacks = { list_of("callback"), {} },
-  loggers = { list_of("logger"), {} },
-  seed = { checkers.nonnegint, 42 },
-  val_every = { checkers.posint, 1 },
-  num_workers = { checkers.nonnegint, 1 },
+  data = { setting_of("data"), nil, required = true, doc = "the data source: FashionMNIST, Synthetic or Npy { ... }" },
+  loss = { check_loss, nil, required = true, doc = "function(m, b) returning the loss of the model m on the batch b" },
+  optimizer = { setting_of("optimizer"), nil, required = true, doc = "SGD, Adam or AdamW { ... }" },
+  scheduler = { setting_of("scheduler"), nil, doc = "StepLR, WarmupCosine or OneCycleLR { ... }" },
+  epochs = { checkers.posint, nil, doc = "passes over the training set (Lightning's max_epochs)" },
+  max_steps = { checkers.posint, nil, doc = "optimizer steps to stop after (with accumulation: one step per accumulate batches)" },
+  batch_size = { checkers.posint, nil, required = true,
+    doc = "samples per forward/backward (the micro-batch): one optimizer step sees batch_size × accumulate" },
+  accumulate = { checkers.posint, 1, doc = "batches whose gradients add up before each step (Lightning's accumulate_grad_batches)" },
+  clip = { check_clip, nil, doc = "{max_norm = N[, norm_type = 2]} or {clip_val = V} (Lightning's gradient_clip_val/_algorithm)" },
+  callbacks = { list_of("callback"), {}, doc = "EarlyStopping and ModelCheckpoint { ... }" },
+  loggers = { list_of("logger"), {}, doc = "CSVLogger, TensorBoardLogger and MLFlowLogger { ... }" },
+  seed = { checkers.nonnegint, 42, doc = "seeds initialisation, shuffling, dropout and synthetic data" },
+  val_every = { checkers.posint, 1, doc = "validate every N epochs (Lightning's check_val_every_n_epoch)" },
+  num_workers = { checkers.nonnegint, 1, doc = "threads that prepare batches beside the training step" },
 }
+spec.FABRIC_SCHEMA, spec.TRAIN_SCHEMA = FABRIC_SCHEMA, TRAIN_SCHEMA
+
+spec.doc.fabric = { kind = "block", summary = "Fabric(...)'s arguments: where and in what precision the program runs",
+  torch = "lightning.fabric.Fabric(accelerator, devices, strategy, precision)",
+  example = 'fabric { accelerator = "cpu", precision = "bf16-mixed" }', schema = FABRIC_SCHEMA }
+spec.doc.train = { kind = "block", summary = "the training loop's settings: data, loss, optimizer, schedule, callbacks, loggers",
+  torch = "a Fabric training loop, or Lightning Trainer(...)'s arguments",
+  example = [[train {
+  data = Synthetic { fields = { x = Tensor{4}, target = Tensor{dtype = "int64", dist = "randint", high = 3} } },
+  batch_size = 32, accumulate = 4, clip = { max_norm = 1.0 },
+  loss = function(m, b) return cross_entropy(m(b), b.target) end,
+  optimizer = AdamW { lr = 1e-3 }, epochs = 2,
+  callbacks = { EarlyStopping { monitor = "val/loss", patience = 2 } },
+}]], schema = TRAIN_SCHEMA }
+spec.doc.model = { kind = "block", summary = "declares the model: its inputs, submodules, forward and other methods (one per spec)",
+  torch = "a torch.nn.Module subclass (LightningModule without the training_step)",
+  example = [[model "Net" {
+  inputs = { x = Tensor{4} },
+  hidden = Linear(4, 16), out = Linear(16, 3),
+  forward = function(m, b) return m.out(relu(m.hidden(b.x))) end,
+}]] }
+spec.doc.Module = { kind = "block", summary = "declares a reusable module class (fields: submodules, methods); call it to use it",
+  torch = "a torch.nn.Module subclass",
+  example = [[local block = Module "Block" {
+  conv = Conv2d(8, 8, 3, {padding = "same"}), bn = BatchNorm2d(8),
+  forward = function(m, x) return relu(m.bn(m.conv(x)) + x) end,
+}]] }
+spec.doc.Tensor = { kind = "block", summary = "declares a per-sample tensor: a model input or a Synthetic field (dtype, dist, low, high)",
+  torch = "the shape of one sample, without the batch dimension",
+  example = 'Tensor{3, 32, 32, dist = "uniform"}' }
+spec.doc.nn = { kind = "block", summary = "PyTorch's prefixes as aliases: nn.Linear is Linear, nn.functional.relu is relu",
+  torch = "torch.nn, torch.nn.functional", example = "nn.Sequential { nn.Linear(4, 8), nn.ReLU() }" }
 
 ---------------------------------------------------------------------------
 -- The sandbox.
@@ -453,12 +586,102 @@ local function check_fields(class_name, def, where, except)
   end
 end
 
+-- PyTorch's, Lightning's and Fabric's names that loom does not have yet, by family:
+-- an unknown name that is one of them is answered with what loom has instead of a
+-- far-fetched did-you-mean.
+local NOT_YET = {
+  module = { "LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "Conv1d", "Conv3d", "ConvTranspose1d",
+    "ConvTranspose2d", "ConvTranspose3d", "MaxPool1d", "MaxPool3d", "AvgPool1d", "AvgPool3d", "AdaptiveAvgPool1d",
+    "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "BatchNorm3d", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d",
+    "RMSNorm", "LeakyReLU", "ELU", "SELU", "PReLU", "ReLU6", "Softplus", "Mish", "Hardswish", "Hardtanh",
+    "LogSoftmax", "Identity", "Upsample", "Unflatten", "ZeroPad2d", "Dropout1d", "Dropout2d", "EmbeddingBag",
+    "Bilinear", "PixelShuffle", "MultiheadAttention", "Transformer", "TransformerEncoder",
+    "TransformerEncoderLayer", "TransformerDecoder", "TransformerDecoderLayer", "NLLLoss", "HuberLoss",
+    "SmoothL1Loss", "KLDivLoss" },
+  ["function"] = { "conv1d", "conv2d", "linear", "leaky_relu", "elu", "softplus", "dropout", "layer_norm",
+    "batch_norm", "embedding", "max_pool2d", "avg_pool2d", "pad", "interpolate", "one_hot", "nll_loss",
+    "huber_loss", "smooth_l1_loss", "kl_div", "exp", "log", "sqrt", "pow", "where", "stack", "clamp" },
+  optimizer = { "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam", "RAdam", "LBFGS", "SparseAdam" },
+  scheduler = { "CosineAnnealingLR", "CosineAnnealingWarmRestarts", "ReduceLROnPlateau", "LinearLR",
+    "ExponentialLR", "MultiStepLR", "LambdaLR", "CyclicLR", "PolynomialLR", "SequentialLR", "ConstantLR" },
+  callback = { "LearningRateMonitor", "StochasticWeightAveraging", "GradientAccumulationScheduler",
+    "RichProgressBar", "TQDMProgressBar", "DeviceStatsMonitor", "Timer", "LearningRateFinder", "BatchSizeFinder" },
+  logger = { "WandbLogger", "CometLogger", "NeptuneLogger" },
+}
+local NOT_YET_FAMILY = {}
+for family, names in pairs(NOT_YET) do for _, n in ipairs(names) do NOT_YET_FAMILY[n] = family end end
+local FAMILY_PLURAL = { module = "modules", ["function"] = "functions", optimizer = "optimizers",
+                        scheduler = "schedulers", callback = "callbacks", logger = "loggers" }
+
+-- PyTorch's loss modules: loom's losses are the functions.
+local LOSS_MODULES = { CrossEntropyLoss = "cross_entropy", MSELoss = "mse", BCELoss = "bce",
+                       BCEWithLogitsLoss = "bce_with_logits", L1Loss = "l1" }
+
+-- Names a PyTorch, Lightning or Fabric script has that a spec says otherwise.
+local OTHERWISE = {
+  torch = "'torch' is not available in a spec: loom's names have no prefix (torch.cat → cat, torch.nn.Linear → Linear)",
+  F = "'F' is not available in a spec: torch.nn.functional's functions have no prefix (F.relu → relu)",
+  Trainer = "loom has no Trainer: the loop's settings are train { ... } (loom help train)",
+  Fabric = "loom has no Fabric object: Fabric's arguments are fabric { ... } (loom help fabric)",
+  LightningModule = "loom has no LightningModule: declare model \"Name\" { ... } with its forward, "
+    .. "and the loss in train { loss = ... } (loom help model)",
+  Dense = "Dense is Keras's name; loom's (PyTorch's) is Linear(in_features, out_features)",
+  DataLoader = "loom has no DataLoader: the data source and batch_size go in train { data = ..., batch_size = N } "
+    .. "(loom help data)",
+}
+
+-- The names of `family` that loom has, for messages.
+local function supported(family)
+  if family == "module" then return util.sorted_keys(nn.class) end
+  if family == "function" then return util.sorted_keys(tensor.functional) end
+  return spec.families[family]
+end
+
+-- The message for a name the spec environment does not have (`all`: the names it has).
+function spec.unknown_name(k, all)
+  k = tostring(k)
+  if OTHERWISE[k] then return OTHERWISE[k] end
+  if LOSS_MODULES[k] then
+    return string.format("%s: loom's losses are functions: loss = function(m, b) return %s(m(b), b.target) end",
+      k, LOSS_MODULES[k])
+  end
+  local family = NOT_YET_FAMILY[k]
+  if family then
+    return string.format("%s is not supported yet; supported %s: %s", k, FAMILY_PLURAL[family],
+      table.concat(supported(family), ", "))
+  end
+  return string.format("unknown name '%s'%s", k, util.did_you_mean(k, all))
+end
+
+-- `nn.Linear`, `nn.functional.relu`: PyTorch's prefixes, as aliases of the plain names.
+local function namespace(prefix, members, family)
+  local t = {}
+  for k, v in pairs(members) do t[k] = v end
+  return setmetatable(t, {
+    __name = "namespace",
+    __index = function(_, k)
+      local msg = spec.unknown_name(k, util.sorted_keys(members))
+      if msg:match("^unknown name") then
+        msg = string.format("%s has no %s '%s'%s; supported %s: %s", prefix, family == "module" and "module" or "function",
+          tostring(k), util.did_you_mean(tostring(k), util.sorted_keys(members)), FAMILY_PLURAL[family],
+          table.concat(supported(family), ", "))
+      end
+      diag.fatal(nil, prefix .. "." .. tostring(k) .. ": " .. msg)
+    end,
+    __newindex = function(_, k) diag.fatal(nil, string.format("cannot assign %s.%s", prefix, tostring(k))) end,
+  })
+end
+
 local function make_env(result)
   local dsl = {}
   for name, ctor in pairs(nn.class) do dsl[name] = ctor end
   for name, f in pairs(tensor.functional) do dsl[name] = f end
   for name, f in pairs(settings) do dsl[name] = f end
   dsl.Tensor = Tensor
+  local nn_members = {}
+  for name, ctor in pairs(nn.class) do nn_members[name] = ctor end
+  nn_members.functional = namespace("nn.functional", tensor.functional, "function")
+  dsl.nn = namespace("nn", nn_members, "module")
 
   dsl.Module = function(name)
     local where = diag.here()
@@ -534,6 +757,12 @@ local function make_env(result)
     if result.fabric then diag.error(where, "fabric { ... } is given twice") end
     result.fabric = validate("fabric", t, FABRIC_SCHEMA, where)
     result.fabric.where = where
+    -- Fabric warns about its legacy precision aliases; so does loom
+    local p = type(t) == "table" and t.precision
+    if (p == 16 or p == "16" or p == "bf16") and where then
+      io.stderr:write(string.format("%s:%d: note: precision = %s is Fabric's legacy alias of '%s' (Fabric warns the same); "
+        .. "write precision = \"%s\"\n", where.file, where.line, show(p), PRECISION_ALIASES[p], PRECISION_ALIASES[p]))
+    end
   end
 
   dsl.train = function(t)
@@ -543,6 +772,7 @@ local function make_env(result)
     if errors == 0 and t.epochs == nil and t.max_steps == nil then
       diag.error(where, "train: give epochs or max_steps")
     end
+    if errors == 0 then check_monitors(tr) end
     tr.where = where
     result.train = tr
   end
@@ -586,11 +816,21 @@ local function make_env(result)
       if FORBIDDEN[k] then
         diag.fatal(nil, string.format("'%s' is not available in a spec: specs run in a sandbox without %s", k, FORBIDDEN[k]))
       end
-      diag.fatal(nil, string.format("unknown name '%s'%s", tostring(k), util.did_you_mean(tostring(k), all_names)))
+      diag.fatal(nil, spec.unknown_name(k, all_names))
     end,
   })
   dsl._G = env
-  return env
+  return env, dsl, safe
+end
+
+-- The names a spec sees: the DSL's and the Lua library's (docs.lua documents each).
+function spec.environment()
+  local _, dsl, safe = make_env({})
+  local lua_names = util.sorted_keys(safe)
+  lua_names[#lua_names + 1] = "_G"
+  local names = {}
+  for _, k in ipairs(util.sorted_keys(dsl)) do if safe[k] == nil and k ~= "_G" then names[#names + 1] = k end end
+  return names, lua_names
 end
 
 local function as_failure(where, msg)

@@ -420,6 +420,123 @@ functional.binary_cross_entropy_with_logits = functional.bce_with_logits
 functional.mse_loss = functional.mse
 functional.l1_loss = functional.l1
 
+-- Keyword arguments, as PyTorch takes them: a last argument that is a table of named
+-- options fills the parameters of those names (mean(x, 1, {keepdim = true}),
+-- softmax(x, {dim = -1})).  Each function's parameters after the first, in order.
+local KEYWORDS = {
+  cat = { "dim" }, concat = { "dim" },
+  sum = { "dim", "keepdim" }, mean = { "dim", "keepdim" },
+  softmax = { "dim" }, log_softmax = { "dim" }, gelu = { "approximate" },
+  flatten = { "start_dim", "end_dim" }, transpose = { "dim0", "dim1" },
+  unsqueeze = { "dim" }, squeeze = { "dim" },
+  split = { "split_size_or_sections", "dim" }, chunk = { "chunks", "dim" },
+  slice = { "dim", "start", "stop", "step" }, narrow = { "dim", "start", "length" },
+}
+local function is_keywords(v)
+  if type(v) ~= "table" or tensor.is(v) or getmetatable(v) ~= nil or next(v) == nil then return false end
+  for k in pairs(v) do if type(k) ~= "string" then return false end end
+  return true
+end
+for name, params in pairs(KEYWORDS) do
+  local f = functional[name]
+  functional[name] = function(first, ...)
+    local args = table.pack(...)
+    if args.n == 0 or not is_keywords(args[args.n]) then return f(first, ...) end
+    local opts = args[args.n]
+    args[args.n] = nil
+    args.n = args.n - 1
+    if args.n > #params then
+      diag.fatal(nil, string.format("%s takes at most %d arguments after the first, got %d and options",
+        name, #params, args.n))
+    end
+    local index = {}
+    for i, p in ipairs(params) do index[p] = i end
+    for k, v in pairs(opts) do
+      local i = index[k]
+      if not i then
+        diag.fatal(nil, string.format("%s: unknown option '%s'%s; options: %s", name, k,
+          util.did_you_mean(k, params), table.concat(params, ", ")))
+      elseif i <= args.n and args[i] ~= nil then
+        diag.fatal(nil, string.format("%s got two values for '%s' (argument %d and the option)", name, k, i + 1))
+      end
+      args[i] = v
+      if i > args.n then args.n = i end
+    end
+    return f(first, table.unpack(args, 1, args.n))
+  end
+end
+
+-- The reference entry of each function (gen/docs.lua renders them): its call, a
+-- one-line summary, the PyTorch counterpart, and an example the docs suite builds on an
+-- input x of per-sample shape `input` (a loss's example gets the model m and batch b;
+-- `target`: its target's kind).  An alias names what it stands for.
+tensor.doc = {
+  cat = { "cat(tensors, dim=1)", "concatenates tensors along dim (PyTorch's default dim is 0, the batch; loom's is 1)",
+          torch = "torch.cat", example = "cat({x, x}, 1)", input = { 4 } },
+  concat = { alias_of = "cat" },
+  add = { "add(a, b)", "a + b, broadcasting as PyTorch does (also written a + b)", torch = "torch.add", example = "add(x, x)", input = { 4 } },
+  sub = { "sub(a, b)", "a - b (also written a - b)", torch = "torch.sub", example = "sub(x, x * 0.5)", input = { 4 } },
+  mul = { "mul(a, b)", "a * b, elementwise (also written a * b)", torch = "torch.mul", example = "mul(x, x)", input = { 4 } },
+  div = { "div(a, b)", "a / b, elementwise (also written a / b)", torch = "torch.div", example = "div(x, 2)", input = { 4 } },
+  matmul = { "matmul(a, b)", "matrix product, batched over leading dimensions", torch = "torch.matmul",
+             example = "matmul(x, transpose(x, 1, 2))", input = { 3, 4 } },
+  reshape = { "reshape(x, d1, d2, ...)", "the same elements in a new shape; one size may be -1, x:size(0) is the batch",
+              torch = "torch.reshape / Tensor.view", example = "reshape(x, x:size(0), -1)", input = { 3, 4 } },
+  view = { alias_of = "reshape" },
+  unsqueeze = { "unsqueeze(x, dim)", "inserts a dimension of size 1 at dim", torch = "torch.unsqueeze",
+                example = "unsqueeze(x, 1)", input = { 4 } },
+  squeeze = { "squeeze(x[, dim])", "drops dimensions of size 1 (never the batch)", torch = "torch.squeeze",
+              example = "squeeze(x, 1)", input = { 1, 4 } },
+  split = { "split(x, size_or_sizes, dim=0)", "splits into pieces of a size (or of the given sizes); returns several tensors",
+            torch = "torch.split", example = "local a, b = split(x, 2, 1); return a * b", input = { 4 } },
+  chunk = { "chunk(x, chunks, dim=0)", "splits into `chunks` nearly equal pieces; returns several tensors",
+            torch = "torch.chunk", example = "local a, b = chunk(x, 2, {dim = 1}); return a + b", input = { 4 } },
+  flatten = { "flatten(x, start_dim=0, end_dim=-1)", "flattens start_dim..end_dim into one dimension", torch = "torch.flatten",
+              example = "flatten(x, 1)", input = { 3, 4 } },
+  transpose = { "transpose(x, dim0, dim1)", "swaps two dimensions", torch = "torch.transpose",
+                example = "transpose(x, 1, 2)", input = { 3, 4 } },
+  permute = { "permute(x, d1, d2, ...)", "reorders the dimensions", torch = "torch.permute",
+              example = "permute(x, 0, 2, 1)", input = { 3, 4 } },
+  sum = { "sum(x[, dim][, keepdim])", "sum over dim (a number or a list; all when absent)", torch = "torch.sum",
+          example = "sum(x, 1, {keepdim = true})", input = { 4 } },
+  mean = { "mean(x[, dim][, keepdim])", "mean over dim (a number or a list; all when absent)", torch = "torch.mean",
+           example = "mean(x, {dim = 1, keepdim = true})", input = { 4 } },
+  slice = { "slice(x, dim, start, stop, step=1)", "x[..., start:stop:step, ...] on dim (Python's rules, 0-based)",
+            torch = "Tensor indexing x[:, a:b]", example = "slice(x, 1, 0, 2)", input = { 4 } },
+  narrow = { "narrow(x, dim, start, length)", "length elements of dim from start", torch = "torch.narrow",
+             example = "narrow(x, 1, 1, 2)", input = { 4 } },
+  relu = { "relu(x)", "max(x, 0)", torch = "torch.nn.functional.relu", example = "relu(x)", input = { 4 } },
+  silu = { "silu(x)", "x · sigmoid(x)", torch = "torch.nn.functional.silu", example = "silu(x)", input = { 4 } },
+  sigmoid = { "sigmoid(x)", "1 / (1 + exp(-x))", torch = "torch.sigmoid", example = "sigmoid(x)", input = { 4 } },
+  tanh = { "tanh(x)", "hyperbolic tangent", torch = "torch.tanh", example = "tanh(x)", input = { 4 } },
+  gelu = { "gelu(x, approximate='none')", "the Gaussian error linear unit", torch = "torch.nn.functional.gelu",
+           example = 'gelu(x, {approximate = "tanh"})', input = { 4 } },
+  softmax = { "softmax(x, dim)", "softmax along dim", torch = "torch.softmax", example = "softmax(x, {dim = -1})", input = { 4 } },
+  log_softmax = { "log_softmax(x, dim)", "log of the softmax along dim, computed stably", torch = "torch.log_softmax",
+                  example = "log_softmax(x, -1)", input = { 4 } },
+  scaled_dot_product_attention = { "scaled_dot_product_attention(q, k, v, {is_causal=false, scale=nil})",
+    "softmax(q kᵀ · scale [+ causal mask]) v, one fused op", torch = "torch.nn.functional.scaled_dot_product_attention",
+    example = "scaled_dot_product_attention(x, x, x, {is_causal = true})", input = { 2, 6, 8 } },
+  cross_entropy = { "cross_entropy(logits, target, {reduction='mean', ignore_index=-100, label_smoothing=0})",
+    "the loss of class logits against integer targets; val/acc is the argmax's accuracy",
+    torch = "torch.nn.functional.cross_entropy", example = "cross_entropy(m(b), b.target, {label_smoothing = 0.1})",
+    target = "class" },
+  bce = { "bce(p, target, {reduction='mean'})", "binary cross-entropy of probabilities in [0, 1]; val/acc thresholds p at 0.5",
+    torch = "torch.nn.functional.binary_cross_entropy", example = "bce(sigmoid(m(b)), b.target)", target = "float" },
+  bce_with_logits = { "bce_with_logits(logits, target, {reduction='mean'})",
+    "binary cross-entropy of logits (sigmoid inside, stable); val/acc thresholds the logit at 0",
+    torch = "torch.nn.functional.binary_cross_entropy_with_logits", example = "bce_with_logits(m(b), b.target)",
+    target = "float" },
+  mse = { "mse(input, target, {reduction='mean'})", "mean squared error (no val/acc)", torch = "torch.nn.functional.mse_loss",
+    example = 'mse(m(b), b.target, {reduction = "sum"})', target = "float" },
+  l1 = { "l1(input, target, {reduction='mean'})", "mean absolute error (no val/acc)", torch = "torch.nn.functional.l1_loss",
+    example = "l1(m(b), b.target)", target = "float" },
+  binary_cross_entropy = { alias_of = "bce" },
+  binary_cross_entropy_with_logits = { alias_of = "bce_with_logits" },
+  mse_loss = { alias_of = "mse" },
+  l1_loss = { alias_of = "l1" },
+}
+
 -- Tensor methods: x:view(...), x:sum(1), ...; plus x:size(d) and x:dim().
 for k, f in pairs(functional) do if k ~= "cat" and k ~= "concat" then methods[k] = f end end
 function methods.size(t, d)

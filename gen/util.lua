@@ -50,20 +50,34 @@ function util.pyrepr(v)
   return tostring(v)
 end
 
--- Levenshtein distance; letters differing only in case cost `case_cost` (0 or 1).
+-- Edit distance with adjacent transpositions (optimal string alignment: "wieght" is
+-- one edit from "weight"); letters differing only in case cost `case_cost` (0 or 1).
 local function edit_distance(a, b, case_cost)
-  local prev, cur = {}, {}
-  for j = 0, #b do prev[j] = j end
+  local d = {}
+  for i = 0, #a do d[i] = { [0] = i } end
+  for j = 0, #b do d[0][j] = j end
   for i = 1, #a do
-    cur[0] = i
+    local x = a:sub(i, i)
     for j = 1, #b do
-      local x, y = a:sub(i, i), b:sub(j, j)
+      local y = b:sub(j, j)
       local cost = x == y and 0 or (x:lower() == y:lower() and case_cost or 1)
-      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+      local v = math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
+      if i > 1 and j > 1 and x:lower() == b:sub(j - 1, j - 1):lower() and a:sub(i - 1, i - 1):lower() == y:lower() then
+        v = math.min(v, d[i - 2][j - 2] + 1)
+      end
+      d[i][j] = v
     end
-    prev, cur = cur, prev
   end
-  return prev[#b]
+  return d[#a][#b]
+end
+util.edit_distance = edit_distance
+
+-- How many edits still make a likely typo of a word this long: one for short words,
+-- so that LSTM does not suggest 'sum' nor nn 'l1'.
+local function typo_budget(n)
+  if n <= 4 then return 1 end
+  if n <= 8 then return 2 end
+  return 3
 end
 
 -- The closest of `candidates` to `word`, if close enough to be a likely typo.
@@ -76,7 +90,7 @@ function util.did_you_mean(word, candidates)
       best, best_d, best_exact = c, d, exact
     end
   end
-  if best and best_d <= math.max(2, #word // 3) then
+  if best and best_d <= typo_budget(math.max(#word, #best)) then
     return string.format(" (did you mean '%s'?)", best)
   end
   return ""

@@ -1,4 +1,4 @@
--- expect: tests/spec_fail/clip_unknown_key.lua:13: train.clip: unknown setting 'max_nrom' (did you mean 'max_norm'?)
+-- expect: tests/spec_fail/clip_unknown_key.lua:13: train.clip: unknown setting 'max_nrom' (did you mean 'max_norm'?); valid settings: clip_val, max_norm, norm_type
 model "Net" {
   inputs = { image = Tensor{1, 28, 28} },
   net = Sequential { Flatten(), Linear(784, 10) },
