@@ -2,13 +2,14 @@
  * runs it with 1, 2 and 3 ranks).  Every rank checks every case; the failures are summed
  * over ranks and rank 0 prints one TAP line per case, naming the first failing rank. */
 #include "collectives.h"
+#include "data.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-enum { NCASES = 11 };
+enum { NCASES = 12 };
 static const char *names[NCASES] = {
   "rank, local rank and world size",
   "all-reduce sum f32",
@@ -21,6 +22,7 @@ static const char *names[NCASES] = {
   "all-gather",
   "barrier",
   "an MPI error comes back as one line, no abort",
+  "data-parallel SGD: N ranks x batch B (sharded loader, bucketed avg) = 1 rank x batch N*B",
 };
 static char detail[NCASES][256];
 
@@ -121,6 +123,68 @@ static void case_error(void) {
   CHECK(10, strncmp(lc_error(), "MPI_Bcast: ", 11) == 0 && !strchr(lc_error(), '\n'), "error: '%s'", lc_error());
 }
 
+/* What DDP composes from the runtime: weights broadcast from rank 0, each rank a
+ * DistributedSampler shard of the epoch's permutation (loader num_replicas/rank), the
+ * gradient of its mean loss averaged in buckets.  Least squares on synthetic data in
+ * float64: after 20 steps the weights equal those of one process whose batch is the
+ * union of the ranks' batches (computed on every rank with an unsharded loader). */
+enum { FEAT = 4, NW = FEAT + 1, B_RANK = 4, STEPS = 20 };
+static void sgd_grad(const data_batch *db, const double *w, double *g) {
+  const double *x = db->data[0], *y = db->data[1];
+  for (int k = 0; k < NW; k++) g[k] = 0;
+  for (int64_t i = 0; i < db->size; i++) {
+    double r = w[FEAT] - y[i];
+    for (int k = 0; k < FEAT; k++) r += w[k] * x[i * FEAT + k];
+    for (int k = 0; k < FEAT; k++) g[k] += 2 * r * x[i * FEAT + k] / (double)db->size;
+    g[FEAT] += 2 * r / (double)db->size;
+  }
+}
+static int train(const dataset *ds, int replicas, int rank, int64_t batch, int sync, double *w, char *why, size_t len) {
+  loader *L = NULL;
+  data_err err = {0};
+  loader_opts o = { batch, 1, 7, 1, replicas, rank, 0 };
+  if (loader_open(&L, ds, &o, &err)) { snprintf(why, len, "loader: %.200s", err.msg); return -1; }
+  int rc = 0;
+  for (int step = 0; step < STEPS && rc == 0; ) {
+    data_batch db;
+    int got = loader_next(L, &db, &err);
+    if (got == DATA_END) continue;
+    if (got != DATA_OK) { snprintf(why, len, "loader: %.200s", err.msg); rc = -1; break; }
+    double g[NW];
+    sgd_grad(&db, w, g);
+    /* 16-byte buckets: the 5 gradients go as 2 + 2 + 1 */
+    if (sync && lc_all_reduce_buckets(g, NW, LC_F64, LC_AVG, 16)) { snprintf(why, len, "%s", lc_error()); rc = -1; break; }
+    for (int k = 0; k < NW; k++) w[k] -= 0.05 * g[k];
+    step++;
+  }
+  loader_close(L);
+  return rc;
+}
+static void case_data_parallel(void) {
+  enum { C = 11 };
+  synth_field_spec f[2] = {
+    { "x", DT_F64, 1, { FEAT }, SYNTH_NORMAL, 0, 1 },
+    { "y", DT_F64, 0, { 0 }, SYNTH_NORMAL, 1, 2 },
+  };
+  dataset ds;
+  data_err err = {0};
+  /* 96 samples: a multiple of N*B for 1, 2 and 3 ranks, so no rank pads */
+  CHECK(C, synth_open(f, 2, 96, 3, &ds, &err) == 0, "synth_open: %.200s", err.msg);
+  double w[NW], ref[NW];
+  for (int k = 0; k < NW; k++) w[k] = 0.1 * (k + 1) + R;   /* differs by rank until the broadcast */
+  int rc = lc_broadcast(w, sizeof w, 0);
+  for (int k = 0; k < NW; k++) ref[k] = 0.1 * (k + 1);
+  char why[256] = "";
+  if (rc) snprintf(why, sizeof why, "%s", lc_error());
+  else rc = train(&ds, N, R, B_RANK, 1, w, why, sizeof why);
+  if (!rc) rc = train(&ds, 1, 0, (int64_t)N * B_RANK, 0, ref, why, sizeof why);
+  dataset_free(&ds);
+  CHECK(C, rc == 0, "%s", why);
+  for (int k = 0; k < NW; k++)
+    CHECK(C, fabs(w[k] - ref[k]) <= 1e-12 * fabs(ref[k]), "w[%d] = %.17g, one process %.17g", k, w[k], ref[k]);
+  CHECK(C, fabs(ref[0] - 0.1) > 1e-3, "the weights did not move (w[0] = %g)", ref[0]);
+}
+
 int main(int argc, char **argv) {
   if (lc_init(&argc, &argv)) {
     fprintf(stderr, "test_collectives: %s\n", lc_error());
@@ -129,7 +193,8 @@ int main(int argc, char **argv) {
   R = lc_rank();
   N = lc_world_size();
   void (*cases[NCASES])(void) = { case_sizes, case_sum_f32, case_avg_f64, case_buckets, case_tiny_bucket,
-    case_nonblocking, case_broadcast, case_reduce_scatter, case_all_gather, case_barrier, case_error };
+    case_nonblocking, case_broadcast, case_reduce_scatter, case_all_gather, case_barrier, case_error,
+    case_data_parallel };
   for (int i = 0; i < NCASES; i++) cases[i]();
   /* the lowest failing rank of each case (N where none failed), and that rank's detail */
   double first[NCASES];
