@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# runtime/collectives.{h,c} on MPI: build/tests/test_collectives under mpirun with 1, 2
+# runtime/collectives.{h,c} on MPI: build/mpi/test_collectives under mpirun with 1, 2
 # and 3 ranks (--oversubscribe: this machine has 2 cores; --allow-run-as-root: the test
 # machines run as root).  Each run prints its 12 cases from rank 0.
 set -u
 . "$(dirname "$0")/tap.sh"
-T=build/tests/test_collectives
+T=build/mpi/test_collectives
 CASES=12
 plan $((3 * CASES))
 for n in 1 2 3; do
