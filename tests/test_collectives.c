@@ -5,6 +5,7 @@
 #include "data.h"
 
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -192,6 +193,15 @@ int main(int argc, char **argv) {
   }
   R = lc_rank();
   N = lc_world_size();
+  /* --kill-rank K: rank K dies (SIGKILL) while the others wait in an all-reduce
+   * (tests/suite_collectives.sh: the job must end, non-zero, naming rank K) */
+  if (argc == 3 && strcmp(argv[1], "--kill-rank") == 0) {
+    if (R == atoi(argv[2])) raise(SIGKILL);
+    double x = 1;
+    if (lc_all_reduce(&x, 1, LC_F64, LC_SUM)) fprintf(stderr, "rank %d: %s\n", R, lc_error());
+    lc_finalize();
+    return 0;
+  }
   void (*cases[NCASES])(void) = { case_sizes, case_sum_f32, case_avg_f64, case_buckets, case_tiny_bucket,
     case_nonblocking, case_broadcast, case_reduce_scatter, case_all_gather, case_barrier, case_error,
     case_data_parallel };
