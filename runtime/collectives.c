@@ -111,6 +111,15 @@ int lc_wait(lc_pending *p) {
   return rc == MPI_SUCCESS ? 0 : failed("MPI_Waitall (all-reduce)", rc);
 }
 
+int lc_test(lc_pending *p) {
+  if (!p) return 1;
+  int done = 0;
+  int rc = MPI_Testall(p->n, p->req, &done, MPI_STATUSES_IGNORE);
+  if (rc != MPI_SUCCESS) return failed("MPI_Testall (all-reduce)", rc);
+  /* completed requests are MPI_REQUEST_NULL now: lc_wait's Waitall returns at once */
+  return done ? 1 : 0;
+}
+
 int lc_all_reduce(void *buf, size_t count, lc_dtype t, lc_op op) {
   lc_pending *p;
   if (lc_all_reduce_start(buf, count, t, op, &p)) return -1;

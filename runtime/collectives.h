@@ -32,6 +32,10 @@ int lc_all_reduce_buckets(void *buf, size_t count, lc_dtype t, lc_op op, size_t 
 typedef struct lc_pending lc_pending;
 int lc_all_reduce_start(void *buf, size_t count, lc_dtype t, lc_op op, lc_pending **pending);
 int lc_wait(lc_pending *pending);   /* completes, applies AVG's scale, frees pending */
+/* 1 when the reduction has completed (lc_wait then returns at once), 0 while it runs,
+ * -1 on error.  MPI advances a non-blocking collective only inside MPI calls: backward
+ * calls this between its ops so the buckets started earlier make progress meanwhile. */
+int lc_test(lc_pending *pending);
 
 int lc_broadcast(void *buf, size_t bytes, int root);
 int lc_barrier(void);

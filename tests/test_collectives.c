@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { NCASES = 12 };
+enum { NCASES = 13 };
 static const char *names[NCASES] = {
   "rank, local rank and world size",
   "all-reduce sum f32",
@@ -24,6 +24,7 @@ static const char *names[NCASES] = {
   "barrier",
   "an MPI error comes back as one line, no abort",
   "data-parallel SGD: N ranks x batch B (sharded loader, bucketed avg) = 1 rank x batch N*B",
+  "lc_test polls a started all-reduce to completion, then lc_wait scales it",
 };
 static char detail[NCASES][256];
 
@@ -186,6 +187,23 @@ static void case_data_parallel(void) {
   CHECK(C, fabs(ref[0] - 0.1) > 1e-3, "the weights did not move (w[0] = %g)", ref[0]);
 }
 
+static void case_test_poll(void) {
+  enum { C = 12 };
+  float x[300];
+  for (int i = 0; i < 300; i++) x[i] = (float)(R + 1);
+  lc_pending *p;
+  CHECK(C, lc_all_reduce_start(x, 300, LC_F32, LC_AVG, &p) == 0, "%s", lc_error());
+  int done = 0;
+  long polls = 0;
+  /* every rank polls until its request completes (bounded: a hang is a failure, not a stuck test) */
+  while (!done && polls < 100000000L) { done = lc_test(p); polls++; if (done < 0) break; }
+  int rc = lc_wait(p);
+  CHECK(C, done == 1, "lc_test returned %d after %ld polls (%s)", done, polls, lc_error());
+  CHECK(C, rc == 0, "%s", lc_error());
+  float want = (float)(N * (N + 1) / 2) * (1.0f / (float)N);
+  for (int i = 0; i < 300; i++) CHECK(C, fabsf(x[i] - want) <= 1e-6f * want, "x[%d] = %g, want %g", i, x[i], want);
+}
+
 int main(int argc, char **argv) {
   if (lc_init(&argc, &argv)) {
     fprintf(stderr, "test_collectives: %s\n", lc_error());
@@ -204,7 +222,7 @@ int main(int argc, char **argv) {
   }
   void (*cases[NCASES])(void) = { case_sizes, case_sum_f32, case_avg_f64, case_buckets, case_tiny_bucket,
     case_nonblocking, case_broadcast, case_reduce_scatter, case_all_gather, case_barrier, case_error,
-    case_data_parallel };
+    case_data_parallel, case_test_poll };
   for (int i = 0; i < NCASES; i++) cases[i]();
   /* the lowest failing rank of each case (N where none failed), and that rank's detail */
   double first[NCASES];
