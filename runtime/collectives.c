@@ -1,0 +1,174 @@
+/* runtime/collectives.c — runtime/collectives.h on MPI.  Built with mpicc; only a
+ * program whose strategy has more than one rank links it. */
+#include "collectives.h"
+
+#include <limits.h>
+#include <mpi.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char error_line[512];
+static int world_rank = -1, world_size_ = 0, node_rank = -1;
+
+const char *lc_error(void) { return error_line; }
+
+static int failed(const char *what, int code) {
+  char msg[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  if (MPI_Error_string(code, msg, &len) != MPI_SUCCESS) snprintf(msg, sizeof msg, "MPI error %d", code);
+  snprintf(error_line, sizeof error_line, "%s: %s", what, msg);
+  return -1;
+}
+static int refused(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(error_line, sizeof error_line, fmt, ap);
+  va_end(ap);
+  return -1;
+}
+#define CALL(what, expr) do { int rc_ = (expr); if (rc_ != MPI_SUCCESS) return failed(what, rc_); } while (0)
+
+int lc_init(int *argc, char ***argv) {
+  int provided = 0;
+  /* FUNNELED: only the main thread calls MPI (the kernels' OpenMP threads never do) */
+  int rc = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+  if (rc != MPI_SUCCESS) return refused("MPI_Init_thread failed (code %d)", rc);
+  /* errors come back to the caller (one line naming the call), not an abort from inside MPI */
+  CALL("MPI_Comm_set_errhandler", MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
+  CALL("MPI_Comm_rank", MPI_Comm_rank(MPI_COMM_WORLD, &world_rank));
+  CALL("MPI_Comm_size", MPI_Comm_size(MPI_COMM_WORLD, &world_size_));
+  MPI_Comm node;
+  CALL("MPI_Comm_split_type", MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, world_rank, MPI_INFO_NULL, &node));
+  CALL("MPI_Comm_rank (node)", MPI_Comm_rank(node, &node_rank));
+  CALL("MPI_Comm_free", MPI_Comm_free(&node));
+  return 0;
+}
+
+int lc_finalize(void) {
+  CALL("MPI_Finalize", MPI_Finalize());
+  return 0;
+}
+
+int lc_rank(void) { return world_rank; }
+int lc_local_rank(void) { return node_rank; }
+int lc_world_size(void) { return world_size_; }
+
+static MPI_Datatype mpi_type(lc_dtype t) { return t == LC_F64 ? MPI_DOUBLE : MPI_FLOAT; }
+static size_t type_size(lc_dtype t) { return t == LC_F64 ? sizeof(double) : sizeof(float); }
+
+static void scale(void *buf, size_t count, lc_dtype t) {
+  if (t == LC_F64) {
+    double s = 1.0 / world_size_, *x = buf;
+    for (size_t i = 0; i < count; i++) x[i] *= s;
+  } else {
+    /* the same division PyTorch DDP does (sum, then divide by the world size) */
+    float s = 1.0f / (float)world_size_, *x = buf;
+    for (size_t i = 0; i < count; i++) x[i] *= s;
+  }
+}
+
+/* MPI counts are ints: a longer buffer goes as several requests */
+#define MAX_CHUNK ((size_t)1 << 30)
+
+struct lc_pending {
+  void *buf;
+  size_t count;
+  lc_dtype t;
+  lc_op op;
+  int n;
+  MPI_Request req[];
+};
+
+int lc_all_reduce_start(void *buf, size_t count, lc_dtype t, lc_op op, lc_pending **pending) {
+  *pending = NULL;
+  if (world_size_ <= 0) return refused("lc_all_reduce_start: lc_init was not called");
+  int n = (int)((count + MAX_CHUNK - 1) / MAX_CHUNK);
+  lc_pending *p = malloc(sizeof *p + (size_t)(n ? n : 1) * sizeof(MPI_Request));
+  if (!p) return refused("lc_all_reduce_start: out of memory");
+  *p = (lc_pending){ .buf = buf, .count = count, .t = t, .op = op, .n = 0 };
+  char *at = buf;
+  for (size_t done = 0; done < count; done += MAX_CHUNK) {
+    size_t c = count - done < MAX_CHUNK ? count - done : MAX_CHUNK;
+    int rc = MPI_Iallreduce(MPI_IN_PLACE, at + done * type_size(t), (int)c, mpi_type(t), MPI_SUM, MPI_COMM_WORLD, &p->req[p->n]);
+    if (rc != MPI_SUCCESS) {
+      MPI_Waitall(p->n, p->req, MPI_STATUSES_IGNORE);
+      free(p);
+      return failed("MPI_Iallreduce", rc);
+    }
+    p->n++;
+  }
+  *pending = p;
+  return 0;
+}
+
+int lc_wait(lc_pending *p) {
+  if (!p) return 0;
+  int rc = MPI_Waitall(p->n, p->req, MPI_STATUSES_IGNORE);
+  if (rc == MPI_SUCCESS && p->op == LC_AVG) scale(p->buf, p->count, p->t);
+  free(p);
+  return rc == MPI_SUCCESS ? 0 : failed("MPI_Waitall (all-reduce)", rc);
+}
+
+int lc_test(lc_pending *p) {
+  if (!p) return 1;
+  int done = 0;
+  int rc = MPI_Testall(p->n, p->req, &done, MPI_STATUSES_IGNORE);
+  if (rc != MPI_SUCCESS) return failed("MPI_Testall (all-reduce)", rc);
+  /* completed requests are MPI_REQUEST_NULL now: lc_wait's Waitall returns at once */
+  return done ? 1 : 0;
+}
+
+int lc_all_reduce(void *buf, size_t count, lc_dtype t, lc_op op) {
+  lc_pending *p;
+  if (lc_all_reduce_start(buf, count, t, op, &p)) return -1;
+  return lc_wait(p);
+}
+
+int lc_all_reduce_buckets(void *buf, size_t count, lc_dtype t, lc_op op, size_t bucket_bytes) {
+  size_t per = bucket_bytes / type_size(t);
+  if (per == 0) return refused("lc_all_reduce_buckets: a bucket of %zu bytes holds no element", bucket_bytes);
+  size_t nb = (count + per - 1) / per;
+  lc_pending **ps = calloc(nb ? nb : 1, sizeof *ps);
+  if (!ps) return refused("lc_all_reduce_buckets: out of memory");
+  int rc = 0;
+  size_t started = 0;
+  for (; started < nb; started++) {
+    size_t off = started * per, c = count - off < per ? count - off : per;
+    if (lc_all_reduce_start((char *)buf + off * type_size(t), c, t, op, &ps[started])) { rc = -1; break; }
+  }
+  char first_error[sizeof error_line];
+  memcpy(first_error, error_line, sizeof error_line);
+  for (size_t i = 0; i < started; i++)
+    if (lc_wait(ps[i]) && rc == 0) { rc = -1; memcpy(first_error, error_line, sizeof error_line); }
+  memcpy(error_line, first_error, sizeof error_line);
+  free(ps);
+  return rc;
+}
+
+int lc_broadcast(void *buf, size_t bytes, int root) {
+  for (size_t done = 0; done < bytes; done += MAX_CHUNK) {
+    size_t c = bytes - done < MAX_CHUNK ? bytes - done : MAX_CHUNK;
+    CALL("MPI_Bcast", MPI_Bcast((char *)buf + done, (int)c, MPI_BYTE, root, MPI_COMM_WORLD));
+  }
+  return 0;
+}
+
+int lc_barrier(void) {
+  CALL("MPI_Barrier", MPI_Barrier(MPI_COMM_WORLD));
+  return 0;
+}
+
+int lc_reduce_scatter(const void *send, void *recv, size_t count, lc_dtype t, lc_op op) {
+  if (count > INT_MAX) return refused("lc_reduce_scatter: %zu elements per rank is more than MPI's int count", count);
+  CALL("MPI_Reduce_scatter_block", MPI_Reduce_scatter_block(send, recv, (int)count, mpi_type(t), MPI_SUM, MPI_COMM_WORLD));
+  if (op == LC_AVG) scale(recv, count, t);
+  return 0;
+}
+
+int lc_all_gather(const void *send, void *recv, size_t bytes) {
+  if (bytes > INT_MAX) return refused("lc_all_gather: %zu bytes per rank is more than MPI's int count", bytes);
+  CALL("MPI_Allgather", MPI_Allgather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, MPI_COMM_WORLD));
+  return 0;
+}

@@ -1,0 +1,251 @@
+/* tests/test_collectives.c — runtime/collectives.{h,c} under mpirun (tests/suite_collectives.sh
+ * runs it with 1, 2 and 3 ranks).  Every rank checks every case; the failures are summed
+ * over ranks and rank 0 prints one TAP line per case, naming the first failing rank. */
+#include "collectives.h"
+#include "data.h"
+
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { NCASES = 13 };
+static const char *names[NCASES] = {
+  "rank, local rank and world size",
+  "all-reduce sum f32",
+  "all-reduce avg f64",
+  "all-reduce avg in buckets (last bucket short)",
+  "a bucket smaller than an element is refused",
+  "non-blocking all-reduce: two started, then waited",
+  "broadcast from rank 0 and from the last rank",
+  "reduce-scatter sum",
+  "all-gather",
+  "barrier",
+  "an MPI error comes back as one line, no abort",
+  "data-parallel SGD: N ranks x batch B (sharded loader, bucketed avg) = 1 rank x batch N*B",
+  "lc_test polls a started all-reduce to completion, then lc_wait scales it",
+};
+static char detail[NCASES][256];
+
+#define CHECK(i, cond, ...) do { if (!(cond)) { snprintf(detail[i], sizeof detail[i], __VA_ARGS__); return; } } while (0)
+
+static int R, N;
+
+static void case_sizes(void) {
+  CHECK(0, N >= 1 && R >= 0 && R < N, "rank %d of %d", R, N);
+  /* one node: the local rank is the rank */
+  CHECK(0, lc_local_rank() == R, "local rank %d on rank %d", lc_local_rank(), R);
+}
+static void case_sum_f32(void) {
+  float x[37];
+  for (int i = 0; i < 37; i++) x[i] = (float)(R + 1) * (float)i;
+  CHECK(1, lc_all_reduce(x, 37, LC_F32, LC_SUM) == 0, "%s", lc_error());
+  float tri = (float)(N * (N + 1) / 2);
+  for (int i = 0; i < 37; i++) CHECK(1, x[i] == tri * (float)i, "x[%d] = %g, want %g", i, x[i], tri * i);
+}
+static void case_avg_f64(void) {
+  double x[5];
+  for (int i = 0; i < 5; i++) x[i] = R * 10.0 + i;
+  CHECK(2, lc_all_reduce(x, 5, LC_F64, LC_AVG) == 0, "%s", lc_error());
+  for (int i = 0; i < 5; i++) {
+    double want = 10.0 * (N - 1) / 2.0 + i;
+    CHECK(2, fabs(x[i] - want) <= 1e-12 * fabs(want), "x[%d] = %.17g, want %.17g", i, x[i], want);
+  }
+}
+static void case_buckets(void) {
+  enum { C = 1001 };
+  float *x = malloc(C * sizeof *x);
+  for (int i = 0; i < C; i++) x[i] = (float)(R + 1) + 0.25f * (float)(i % 7);
+  /* 96-byte buckets: 24 floats each, 1001 = 41*24 + 17 */
+  int rc = lc_all_reduce_buckets(x, C, LC_F32, LC_AVG, 96);
+  int bad = -1;
+  for (int i = 0; i < C && rc == 0; i++) {
+    float want = ((float)(N * (N + 1) / 2) + (float)N * 0.25f * (float)(i % 7)) * (1.0f / (float)N);
+    if (fabsf(x[i] - want) > 1e-6f * fabsf(want)) { bad = i; break; }
+  }
+  float got = bad >= 0 ? x[bad] : 0;
+  free(x);
+  CHECK(3, rc == 0, "%s", lc_error());
+  CHECK(3, bad < 0, "x[%d] = %g", bad, got);
+}
+static void case_tiny_bucket(void) {
+  double x = 1;
+  CHECK(4, lc_all_reduce_buckets(&x, 1, LC_F64, LC_SUM, 4) == -1, "a 4-byte bucket of doubles was accepted");
+  CHECK(4, strstr(lc_error(), "holds no element") != NULL, "error: %s", lc_error());
+}
+static void case_nonblocking(void) {
+  double a[3] = { R, R, R }, b[2] = { 1, 2 };
+  lc_pending *pa, *pb;
+  CHECK(5, lc_all_reduce_start(a, 3, LC_F64, LC_SUM, &pa) == 0, "%s", lc_error());
+  CHECK(5, lc_all_reduce_start(b, 2, LC_F64, LC_AVG, &pb) == 0, "%s", lc_error());
+  /* wait in the other order than started: each request completes on its own */
+  CHECK(5, lc_wait(pb) == 0, "%s", lc_error());
+  CHECK(5, lc_wait(pa) == 0, "%s", lc_error());
+  double tri = N * (N - 1) / 2.0;
+  for (int i = 0; i < 3; i++) CHECK(5, a[i] == tri, "a[%d] = %g, want %g", i, a[i], tri);
+  CHECK(5, b[0] == 1 && b[1] == 2, "b = %g %g, want 1 2", b[0], b[1]);
+}
+static void case_broadcast(void) {
+  int v[4];
+  for (int i = 0; i < 4; i++) v[i] = R * 100 + i;
+  CHECK(6, lc_broadcast(v, sizeof v, 0) == 0, "%s", lc_error());
+  for (int i = 0; i < 4; i++) CHECK(6, v[i] == i, "from 0: v[%d] = %d", i, v[i]);
+  for (int i = 0; i < 4; i++) v[i] = R * 100 + i;
+  CHECK(6, lc_broadcast(v, sizeof v, N - 1) == 0, "%s", lc_error());
+  for (int i = 0; i < 4; i++) CHECK(6, v[i] == (N - 1) * 100 + i, "from %d: v[%d] = %d", N - 1, i, v[i]);
+}
+static void case_reduce_scatter(void) {
+  enum { C = 3 };
+  float *send = malloc((size_t)N * C * sizeof *send), recv[C];
+  for (int j = 0; j < N * C; j++) send[j] = (float)(j + R);
+  int rc = lc_reduce_scatter(send, recv, C, LC_F32, LC_SUM);
+  free(send);
+  CHECK(7, rc == 0, "%s", lc_error());
+  for (int i = 0; i < C; i++) {
+    float want = (float)(N * (R * C + i)) + (float)(N * (N - 1) / 2);
+    CHECK(7, recv[i] == want, "recv[%d] = %g, want %g", i, recv[i], want);
+  }
+}
+static void case_all_gather(void) {
+  double mine[2] = { R, -R }, *all = malloc((size_t)N * sizeof mine);
+  int rc = lc_all_gather(mine, all, sizeof mine);
+  int bad = -1;
+  for (int r = 0; r < N && rc == 0; r++)
+    if (all[2 * r] != r || all[2 * r + 1] != -r) { bad = r; break; }
+  free(all);
+  CHECK(8, rc == 0, "%s", lc_error());
+  CHECK(8, bad < 0, "rank %d's slot is wrong", bad);
+}
+static void case_barrier(void) { CHECK(9, lc_barrier() == 0, "%s", lc_error()); }
+static void case_error(void) {
+  char b = 0;
+  /* a root that is no rank: MPI checks the argument and returns the error to us */
+  CHECK(10, lc_broadcast(&b, 1, N + 5) == -1, "a broadcast from rank %d succeeded", N + 5);
+  CHECK(10, strncmp(lc_error(), "MPI_Bcast: ", 11) == 0 && !strchr(lc_error(), '\n'), "error: '%s'", lc_error());
+}
+
+/* What DDP composes from the runtime: weights broadcast from rank 0, each rank a
+ * DistributedSampler shard of the epoch's permutation (loader num_replicas/rank), the
+ * gradient of its mean loss averaged in buckets.  Least squares on synthetic data in
+ * float64: after 20 steps the weights equal those of one process whose batch is the
+ * union of the ranks' batches (computed on every rank with an unsharded loader). */
+enum { FEAT = 4, NW = FEAT + 1, B_RANK = 4, STEPS = 20 };
+static void sgd_grad(const data_batch *db, const double *w, double *g) {
+  const double *x = db->data[0], *y = db->data[1];
+  for (int k = 0; k < NW; k++) g[k] = 0;
+  for (int64_t i = 0; i < db->size; i++) {
+    double r = w[FEAT] - y[i];
+    for (int k = 0; k < FEAT; k++) r += w[k] * x[i * FEAT + k];
+    for (int k = 0; k < FEAT; k++) g[k] += 2 * r * x[i * FEAT + k] / (double)db->size;
+    g[FEAT] += 2 * r / (double)db->size;
+  }
+}
+static int train(const dataset *ds, int replicas, int rank, int64_t batch, int sync, double *w, char *why, size_t len) {
+  loader *L = NULL;
+  data_err err = {0};
+  loader_opts o = { batch, 1, 7, 1, replicas, rank, 0 };
+  if (loader_open(&L, ds, &o, &err)) { snprintf(why, len, "loader: %.200s", err.msg); return -1; }
+  int rc = 0;
+  for (int step = 0; step < STEPS && rc == 0; ) {
+    data_batch db;
+    int got = loader_next(L, &db, &err);
+    if (got == DATA_END) continue;
+    if (got != DATA_OK) { snprintf(why, len, "loader: %.200s", err.msg); rc = -1; break; }
+    double g[NW];
+    sgd_grad(&db, w, g);
+    /* 16-byte buckets: the 5 gradients go as 2 + 2 + 1 */
+    if (sync && lc_all_reduce_buckets(g, NW, LC_F64, LC_AVG, 16)) { snprintf(why, len, "%s", lc_error()); rc = -1; break; }
+    for (int k = 0; k < NW; k++) w[k] -= 0.05 * g[k];
+    step++;
+  }
+  loader_close(L);
+  return rc;
+}
+static void case_data_parallel(void) {
+  enum { C = 11 };
+  synth_field_spec f[2] = {
+    { "x", DT_F64, 1, { FEAT }, SYNTH_NORMAL, 0, 1 },
+    { "y", DT_F64, 0, { 0 }, SYNTH_NORMAL, 1, 2 },
+  };
+  dataset ds;
+  data_err err = {0};
+  /* 96 samples: a multiple of N*B for 1, 2 and 3 ranks, so no rank pads */
+  CHECK(C, synth_open(f, 2, 96, 3, &ds, &err) == 0, "synth_open: %.200s", err.msg);
+  double w[NW], ref[NW];
+  for (int k = 0; k < NW; k++) w[k] = 0.1 * (k + 1) + R;   /* differs by rank until the broadcast */
+  int rc = lc_broadcast(w, sizeof w, 0);
+  for (int k = 0; k < NW; k++) ref[k] = 0.1 * (k + 1);
+  char why[256] = "";
+  if (rc) snprintf(why, sizeof why, "%s", lc_error());
+  else rc = train(&ds, N, R, B_RANK, 1, w, why, sizeof why);
+  if (!rc) rc = train(&ds, 1, 0, (int64_t)N * B_RANK, 0, ref, why, sizeof why);
+  dataset_free(&ds);
+  CHECK(C, rc == 0, "%s", why);
+  for (int k = 0; k < NW; k++)
+    CHECK(C, fabs(w[k] - ref[k]) <= 1e-12 * fabs(ref[k]), "w[%d] = %.17g, one process %.17g", k, w[k], ref[k]);
+  CHECK(C, fabs(ref[0] - 0.1) > 1e-3, "the weights did not move (w[0] = %g)", ref[0]);
+}
+
+static void case_test_poll(void) {
+  enum { C = 12 };
+  float x[300];
+  for (int i = 0; i < 300; i++) x[i] = (float)(R + 1);
+  lc_pending *p;
+  CHECK(C, lc_all_reduce_start(x, 300, LC_F32, LC_AVG, &p) == 0, "%s", lc_error());
+  int done = 0;
+  long polls = 0;
+  /* every rank polls until its request completes (bounded: a hang is a failure, not a stuck test) */
+  while (!done && polls < 100000000L) { done = lc_test(p); polls++; if (done < 0) break; }
+  int rc = lc_wait(p);
+  CHECK(C, done == 1, "lc_test returned %d after %ld polls (%s)", done, polls, lc_error());
+  CHECK(C, rc == 0, "%s", lc_error());
+  float want = (float)(N * (N + 1) / 2) * (1.0f / (float)N);
+  for (int i = 0; i < 300; i++) CHECK(C, fabsf(x[i] - want) <= 1e-6f * want, "x[%d] = %g, want %g", i, x[i], want);
+}
+
+int main(int argc, char **argv) {
+  if (lc_init(&argc, &argv)) {
+    fprintf(stderr, "test_collectives: %s\n", lc_error());
+    return 1;
+  }
+  R = lc_rank();
+  N = lc_world_size();
+  /* --kill-rank K: rank K dies (SIGKILL) while the others wait in an all-reduce
+   * (tests/suite_collectives.sh: the job must end, non-zero, naming rank K) */
+  if (argc == 3 && strcmp(argv[1], "--kill-rank") == 0) {
+    if (R == atoi(argv[2])) raise(SIGKILL);
+    double x = 1;
+    if (lc_all_reduce(&x, 1, LC_F64, LC_SUM)) fprintf(stderr, "rank %d: %s\n", R, lc_error());
+    lc_finalize();
+    return 0;
+  }
+  void (*cases[NCASES])(void) = { case_sizes, case_sum_f32, case_avg_f64, case_buckets, case_tiny_bucket,
+    case_nonblocking, case_broadcast, case_reduce_scatter, case_all_gather, case_barrier, case_error,
+    case_data_parallel, case_test_poll };
+  for (int i = 0; i < NCASES; i++) cases[i]();
+  /* the lowest failing rank of each case (N where none failed), and that rank's detail */
+  double first[NCASES];
+  for (int i = 0; i < NCASES; i++) first[i] = detail[i][0] ? R : N;
+  int rc = 0;
+  for (int i = 0; i < NCASES; i++) {
+    double f = first[i];
+    /* the interface reduces by sum and avg only: the lowest failing rank comes from a gather */
+    double *all = malloc((size_t)N * sizeof *all);
+    if (lc_all_gather(&f, all, sizeof f)) { fprintf(stderr, "test_collectives: %s\n", lc_error()); return 1; }
+    int who = N;
+    for (int r = 0; r < N; r++) if (all[r] < N) { who = r; break; }
+    free(all);
+    char line[256];
+    memcpy(line, detail[i], sizeof line);
+    if (lc_broadcast(line, sizeof line, who < N ? who : 0)) { fprintf(stderr, "test_collectives: %s\n", lc_error()); return 1; }
+    if (R == 0) {
+      if (who == N) printf("ok %d %s\n", i + 1, names[i]);
+      else printf("not ok %d %s: rank %d: %s\n", i + 1, names[i], who, line);
+    }
+    if (who != N) rc = 1;
+  }
+  fflush(stdout);
+  lc_finalize();
+  return rc;
+}
