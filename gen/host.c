@@ -400,12 +400,15 @@ static int panic(lua_State *L) {
     return 0;   // Lua aborts
 }
 
+void (*loom_state_hook)(lua_State *L);
+
 lua_State *loom_new_state(void) {
     // luaL_newstate with an allocator that counts (and, while a spec runs, caps) the heap
     lua_State *L = lua_newstate(capped_alloc, NULL);
     if (!L) return NULL;
     lua_atpanic(L, panic);
     luaL_openlibs(L);
+    if (loom_state_hook) loom_state_hook(L);
     luaL_requiref(L, "loomc", open_loomc, 0);
     lua_pop(L, 1);
     // Put our searcher first so a stray gen/*.lua on package.path never wins.
