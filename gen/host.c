@@ -187,12 +187,17 @@ static void backstop(int sig) {
 // loomc.spec_limits(seconds, bytes, message): from now, the Lua heap may grow by
 // `bytes`, and after `seconds` of CPU time loom prints `message` and exits 2.
 // loomc.spec_limits(): both off.
+static void spec_limits_off(void) {
+    struct itimerval off = {0};
+    setitimer(ITIMER_PROF, &off, NULL);
+    heap.limit = 0;
+    heap.exceeded = 0;
+}
+
 static int l_spec_limits(lua_State *L) {
     struct itimerval timer = {0};
     if (lua_isnoneornil(L, 1)) {
-        setitimer(ITIMER_PROF, &timer, NULL);
-        heap.limit = 0;
-        heap.exceeded = 0;
+        spec_limits_off();
         return 0;
     }
     double seconds = luaL_checknumber(L, 1);
@@ -475,5 +480,9 @@ int loom_main(int argc, char **argv) {
     }
     fflush(stdout);
     lua_close(L);
+    // a user error raised while the spec ran leaves its limits set: they must not
+    // outlive this call (a caller that runs loom again, as the spec fuzzer does, had
+    // its next run cut off by the old CPU timer)
+    spec_limits_off();
     return code;
 }

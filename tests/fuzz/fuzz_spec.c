@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 // libFuzzer reads this section as coverage counters, cleared before each input
@@ -100,6 +101,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int rc = loom_main(3, argv);
     fflush(stdout); fflush(stderr);
     dup2(real_stdout, 1); dup2(real_stderr, 2);
+    struct itimerval timer;
+    if (getitimer(ITIMER_PROF, &timer) == 0 && (timer.it_value.tv_sec || timer.it_value.tv_usec)) {
+        fprintf(stderr, "fuzz_spec: loom inspect returned %d with the spec's CPU timer still set\n", rc);
+        abort();
+    }
     if (rc != 0 && rc != 2) {
         char out[4096];
         ssize_t n = pread(captured, out, sizeof out - 1, 0);
