@@ -538,7 +538,7 @@ local function scaler_code(k16, enabled)
       "    if (!(scale > 0 && scale <= 3.4028234663852886e38)) { fprintf(stderr, \"%s: metadata 'scaler.scale' is %g, not a loss scale\\n\", path, scale); exit(1); }",
       "    o->scaler.scale = (float)scale;",
     },
-    loop_vars = "\n    int64_t skipped = 0;   // steps the loss scaler skipped in this run",
+    loop_vars = "    int64_t skipped = 0;   // steps the loss scaler skipped in this run\n",
     summary = "\n    if (skipped || !args.quiet) printf(\"loss scale %g; %lld steps skipped for inf/nan gradients\\n\", (double)opt.scaler.scale, (long long)skipped);",
     backward = join {
       "            // GradScaler.scale(loss): the backward starts from loss × scale",

@@ -188,12 +188,17 @@ static void backstop(int sig) {
 // loomc.spec_limits(seconds, bytes, message): from now, the Lua heap may grow by
 // `bytes`, and after `seconds` of CPU time loom prints `message` and exits 2.
 // loomc.spec_limits(): both off.
+static void spec_limits_off(void) {
+    struct itimerval off = {0};
+    setitimer(ITIMER_PROF, &off, NULL);
+    heap.limit = 0;
+    heap.exceeded = 0;
+}
+
 static int l_spec_limits(lua_State *L) {
     struct itimerval timer = {0};
     if (lua_isnoneornil(L, 1)) {
-        setitimer(ITIMER_PROF, &timer, NULL);
-        heap.limit = 0;
-        heap.exceeded = 0;
+        spec_limits_off();
         return 0;
     }
     double seconds = luaL_checknumber(L, 1);
@@ -405,12 +410,15 @@ static int panic(lua_State *L) {
     return 0;   // Lua aborts
 }
 
+void (*loom_state_hook)(lua_State *L);
+
 lua_State *loom_new_state(void) {
     // luaL_newstate with an allocator that counts (and, while a spec runs, caps) the heap
     lua_State *L = lua_newstate(capped_alloc, NULL);
     if (!L) return NULL;
     lua_atpanic(L, panic);
     luaL_openlibs(L);
+    if (loom_state_hook) loom_state_hook(L);
     luaL_requiref(L, "loomc", open_loomc, 0);
     lua_pop(L, 1);
     // Put our searcher first so a stray gen/*.lua on package.path never wins.
@@ -477,5 +485,9 @@ int loom_main(int argc, char **argv) {
     }
     fflush(stdout);
     lua_close(L);
+    // a user error raised while the spec ran leaves its limits set: they must not
+    // outlive this call (a caller that runs loom again, as the spec fuzzer does, had
+    // its next run cut off by the old CPU timer)
+    spec_limits_off();
     return code;
 }

@@ -14,6 +14,10 @@ int loom_main(int argc, char **argv);
 // generator's modules, and the native module "loomc".  NULL when out of memory.
 lua_State *loom_new_state(void);
 
+// When set, called with each new state once its libraries are open (the spec
+// fuzzer, tests/fuzz/fuzz_spec.c, installs its Lua line-coverage hook this way).
+extern void (*loom_state_hook)(lua_State *L);
+
 // Markdown → HTML (CommonMark, via libcmark).  Caller frees.  NULL on failure.
 char *loom_markdown_to_html(const char *markdown, size_t length);
 

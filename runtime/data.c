@@ -80,9 +80,20 @@ int dfile_open(data_file *f, const char *path, data_err *err) {
     if (!S_ISREG(st.st_mode)) return data_fail(err, DATA_EIO, "%s: cannot open: not a regular file", path);
     f->gz = gzopen(path, "rb");
     if (!f->gz) return data_fail(err, DATA_EIO, "%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
-    gzbuffer(f->gz, 1 << 20);
+    // zlib's buffers (this size for the input, twice it for the output) are allocated
+    // at the first read: 1 MiB makes the reads of a large file few, but a small file
+    // (a label file, a fuzzer's input) needs no more than its own size (8 KiB at least,
+    // zlib's default)
+    off_t want = st.st_size < (1 << 20) ? st.st_size : (1 << 20);
+    gzbuffer(f->gz, want > 8192 ? (unsigned)want : 8192u);
     f->compressed = !gzdirect(f->gz);  // looks at the magic bytes 1f 8b
+    f->size = st.st_size;
     return data_ok(err);
+}
+
+int64_t dfile_most_left(const data_file *f) {
+    if (!f->compressed) return f->size > f->pos ? f->size - f->pos : 0;
+    return f->size > INT64_MAX / 1032 ? INT64_MAX : f->size * 1032;
 }
 
 // The error zlib holds after a read: 0 if none (or only "unexpected end of file",

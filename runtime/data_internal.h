@@ -33,9 +33,15 @@ typedef struct {
     int compressed;  // 1 if the file is gzip
     int64_t pos;     // uncompressed bytes consumed so far
     int truncated_gz;  // zlib said "unexpected end of file": the gzip stream is cut short
+    int64_t size;      // the file's size on disk
 } data_file;
 
 int dfile_open(data_file *f, const char *path, data_err *err);
+// The most uncompressed bytes the rest of the file can hold: what is left of a plain
+// file; deflate's largest ratio (1032:1) times the size of a gzip file.  Readers size
+// their buffers by it, so a header that claims more than the file holds costs no large
+// allocation.
+int64_t dfile_most_left(const data_file *f);
 // Reads up to n bytes; *got = how many were read (fewer only at end of data).  A
 // gzip stream that ends early or is corrupt is an error (DATA_ETRUNC / DATA_EFORMAT)
 // whose message ends with `context` (what was being read).

@@ -75,8 +75,11 @@ int idx_read(const char *path, data_array *out, data_err *err) {
     if (out->numel < 0) { rc = data_fail(err, DATA_EFORMAT, "%s: dimensions %s are too large", path, dims); goto fail; }
 
     // data: read in growing pieces, so that a corrupt header claiming terabytes
-    // fails as "truncated" instead of as a huge malloc
+    // fails as "truncated" instead of as a huge malloc (the first no larger than the
+    // file can hold: a whole file's data in one piece)
     size_t want = (size_t)out->numel * dtype_size(dt), have = 0, cap = want < (64u << 20) ? want : (64u << 20);
+    int64_t most = dfile_most_left(&f);
+    if ((uint64_t)most < cap) cap = most > 4096 ? (size_t)most : want < 4096 ? want : 4096;
     data = data_malloc(cap, "IDX data", err);
     if (!data) { rc = err->code; goto fail; }
     while (have < want) {

@@ -18,6 +18,8 @@
 #    (and at bf16-true);
 #  - the emulated cuBLASLt against its documented semantics (tests/cuda_emu/test_cublaslt.cpp)
 #    and the emulated runtime's (tests/cuda_emu/test_runtime.cpp);
+#  - 7 batches an epoch under accumulate = 3 (the leftover micro-batch steps): 2 epochs
+#    == 1, resumed to 2, bit for bit, and the C program's result;
 #  - one ASan + UBSan build and run (fashion_mlp 16-mixed);
 #  - tiny_transformer at 32-true and bf16-mixed once `loom build --accelerator=cuda`
 #    accepts it (SKIP with its reason until then).
@@ -68,6 +70,7 @@ names() {
   for c in "${CNN[@]}" "${MAIN[@]}"; do set -- $c; echo "emu_vs_cpu_$1_$3"; done
   for p in "${GRAPH[@]}"; do echo "emu_cuda_graph_fashion_mlp_$p"; done
   for p in "${RESUME[@]}"; do echo "emu_resume_fashion_mlp_$p"; done
+  echo emu_accumulate_leftover
   echo emu_asan_fashion_mlp_16-mixed
 }
 . tests/tap.sh   # plan, ok, fail, skip, harness
@@ -193,6 +196,37 @@ for p in "${RESUME[@]}"; do
   elif cmp -s "$d/e3/last.safetensors" "$d/e13/last.safetensors"; then echo "ok $name"
   else echo "not ok $name: $("$tmp/compare_ckpt" "$d/e13/last.safetensors" "$d/e3/last.safetensors" 0 0 0 2>&1)"; fi
 done
+
+# 7 batches an epoch under accumulate = 3: the leftover micro-batch makes the epoch's
+# last step (as in Lightning and the C program); 2 epochs == 1, resumed to 2, bit for
+# bit, and the C program's weights within 32-true's tolerance
+d="$tmp/acc3" name=emu_accumulate_leftover
+mkdir -p "$d"
+cat >"$d/acc3.lua" <<'LUA'
+model "Acc3" {
+  inputs = { x = Tensor{8} },
+  net = Sequential { Linear(8, 16), ReLU(), Linear(16, 1) },
+  forward = function(m, b) return m.net(b.x) end,
+}
+train {
+  data = Synthetic { fields = { x = Tensor{8}, y = Tensor{1} }, size = 56 },
+  batch_size = 8, accumulate = 3,
+  loss = function(m, b) return mse(m(b), b.y) end,
+  optimizer = SGD { lr = 0.05, momentum = 0.9 },
+  epochs = 2,
+}
+LUA
+if why=$(build acc3 "$d/acc3.lua" 32-true); then
+  "$d/cpu/train" --quiet --out "$d/c2" >"$d/c2.txt" 2>&1 &&
+  "$d/cuda/emu/run" --quiet --out "$d/e2" >"$d/e2.txt" 2>&1 &&
+  "$d/cuda/emu/run" --epochs 1 --quiet --out "$d/e1" >"$d/e1.txt" 2>&1 &&
+  "$d/cuda/emu/run" --epochs 2 --resume "$d/e1/last.safetensors" --quiet --out "$d/e12" >"$d/e12.txt" 2>&1
+  if [ $? -ne 0 ]; then echo "not ok $name: a run failed: $(tail -1 "$d"/*.txt | tr '\n' '|')"
+  elif ! grep -q "trained 6 steps" "$d/e2.txt"; then echo "not ok $name: $(grep trained "$d/e2.txt") (7 batches, accumulate 3, 2 epochs: 6 steps)"
+  elif ! cmp -s "$d/e2/last.safetensors" "$d/e12/last.safetensors"; then echo "not ok $name: resumed at the epoch's end: $("$tmp/compare_ckpt" "$d/e12/last.safetensors" "$d/e2/last.safetensors" 0 0 0 2>&1)"
+  elif cmp=$("$tmp/compare_ckpt" "$d/e2/last.safetensors" "$d/c2/last.safetensors" "${TOL[32-true]}" 2>&1); then echo "ok $name (resume bit for bit; against the C program: $cmp)"
+  else echo "not ok $name: against the C program: $cmp"; fi
+else echo "not ok $name: $why"; fi
 
 # ASan + UBSan: an out-of-bounds kernel access, a too-small scratch arena, a use after free
 d="$tmp/fashion_mlp_16-mixed/cuda"

@@ -8,7 +8,7 @@ trap 'rm -rf "$work"' EXIT
 FASHION=/usr/share/datasets/fashion-mnist
 
 . "$(dirname "$0")/tap.sh"   # plan, ok, fail, skip, expect_error
-plan 29
+plan 31
 # the tests that train on Fashion-MNIST (SKIPs without it)
 ON_DATA=("resume is bit-exact" "metrics.csv written" "SIGTERM checkpoints and exits 0" "SIGKILL leaves a loadable checkpoint"
   "truncated checkpoint" "missing checkpoint" "checkpoint of another model names the first mismatched tensor")
@@ -109,6 +109,51 @@ PYEOF
   if [ "$verdict" = ok ]; then ok "dropout draws a mask per micro-batch under accumulate"
   else fail "dropout draws a mask per micro-batch under accumulate" "$verdict"; fi
 else fail "dropout draws a mask per micro-batch under accumulate" "$(tail -3 "$work/acc.log")"; fi
+
+# 7 batches an epoch under accumulate = 3: the epoch's leftover micro-batch makes its
+# last step, as in Lightning (its gradient carried into the next epoch, outside the
+# checkpoint, so a resume at the epoch's end diverged): 2 epochs == 1, resume, 1 more
+SYNTH_SIZE=56 SYNTH_EPOCHS=2 synth_spec "$work/acc3.lua" 3 0.05
+if "$LOOM" build "$work/acc3.lua" -o "$work/acc3" >"$work/acc3.log" 2>&1 &&
+   "$work/acc3/train" --quiet --out "$work/a3a" >"$work/a3a.log" 2>&1 &&
+   "$work/acc3/train" --epochs 1 --quiet --out "$work/a3b" >>"$work/acc3.log" 2>&1 &&
+   "$work/acc3/train" --epochs 2 --resume "$work/a3b/last.safetensors" --quiet --out "$work/a3c" >>"$work/acc3.log" 2>&1; then
+  if ! grep -q "trained 6 steps" "$work/a3a.log"; then fail "accumulate: an epoch's leftover micro-batches step; resume at its end is bit-exact" "$(cat "$work/a3a.log")"
+  elif cmp -s "$work/a3a/last.safetensors" "$work/a3c/last.safetensors"; then ok "accumulate: an epoch's leftover micro-batches step; resume at its end is bit-exact"
+  else fail "accumulate: an epoch's leftover micro-batches step; resume at its end is bit-exact" "$(cmp "$work/a3a/last.safetensors" "$work/a3c/last.safetensors" | head -1)"; fi
+else fail "accumulate: an epoch's leftover micro-batches step; resume at its end is bit-exact" "$(tail -3 "$work/acc3.log")"; fi
+
+# ... and the step on them is PyTorch's as Lightning runs it (the loss still divided by
+# accumulate), in 64-true from the checkpoint at epoch 1's end (tests/torch/accumulate_parity.py)
+if /usr/bin/python3 -c 'import torch, numpy' 2>/dev/null; then
+  /usr/bin/python3 -c "
+import sys, numpy as np
+r = np.random.default_rng(1)
+np.save(sys.argv[1] + '/px.npy', r.standard_normal((56, 4)).astype(np.float32))   # the loader's batches are float32
+np.save(sys.argv[1] + '/py.npy', r.standard_normal((56, 1)).astype(np.float32))" "$work"
+  cat >"$work/par.lua" <<LUA
+model "AccParity" {
+  inputs = { x = Tensor{4} },
+  net = Sequential { Linear(4, 6), Tanh(), Linear(6, 1) },
+  forward = function(m, b) return m.net(b.x) end,
+}
+fabric { accelerator = "cpu", precision = "64-true" }
+train {
+  data = Npy { fields = { x = "$work/px.npy", y = "$work/py.npy" } },
+  batch_size = 8, accumulate = 3,
+  loss = function(m, b) return mse(m(b), b.y) end,
+  optimizer = SGD { lr = 0.1, momentum = 0.9 },
+  epochs = 2,
+}
+LUA
+  if "$LOOM" build "$work/par.lua" -o "$work/par" >"$work/par.log" 2>&1 &&
+     "$work/par/train" --quiet --out "$work/pa" >>"$work/par.log" 2>&1 &&
+     "$work/par/train" --epochs 1 --quiet --out "$work/pb" >>"$work/par.log" 2>&1; then
+    verdict=$(/usr/bin/python3 tests/torch/accumulate_parity.py "$work/pb/last.safetensors" "$work/pa/last.safetensors" "$work/px.npy" "$work/py.npy" 3 0.1 0.9 2>&1)
+    if [ "$verdict" = ok ]; then ok "accumulate: the epoch's last, shorter window steps as PyTorch under Lightning's loop"
+    else fail "accumulate: the epoch's last, shorter window steps as PyTorch under Lightning's loop" "$verdict"; fi
+  else fail "accumulate: the epoch's last, shorter window steps as PyTorch under Lightning's loop" "$(tail -3 "$work/par.log")"; fi
+else skip "accumulate: the epoch's last, shorter window steps as PyTorch under Lightning's loop" "no torch in /usr/bin/python3"; fi
 
 # Resume is bit-exact across a kill (SIGTERM mid-epoch) with a schedule that spans the run,
 # dropout and accumulation, without repeating any flag: the checkpoint carries the seed

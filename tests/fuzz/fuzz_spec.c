@@ -5,7 +5,16 @@
 // sandbox's CPU limit, LOOM_SPEC_SECONDS, is 1 s here) or memory past -rss_limit_mb.
 // loom's own output is captured, and printed only with a crash.
 // Dictionary: tests/fuzz/spec.dict.
+//
+// Coverage: libFuzzer sees the C it compiled (the host), but the front end is Lua run by
+// Debian's uninstrumented liblua: alone it saw about 25 points.  So each line the Lua
+// code runs (loom's modules and the spec) counts too: a line hook hashes (chunk, line)
+// and the pair (previous line, line), a Lua-level edge, into libFuzzer's extra counters.
+// gen/diag.lua's own hook (the sandbox's limits) would replace it: debug.sethook is
+// wrapped so that both run.
 #include "host.h"
+
+#include <lauxlib.h>
 
 #include <fcntl.h>
 #include <sanitizer/common_interface_defs.h>
@@ -13,7 +22,54 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/time.h>
 #include <unistd.h>
+
+// libFuzzer reads this section as coverage counters, cleared before each input
+enum { LUA_EDGES = 1 << 16 };
+__attribute__((used, section("__libfuzzer_extra_counters"))) static uint8_t lua_edges[LUA_EDGES];
+
+static lua_Hook inner_hook;   // the hook debug.sethook set (gen/diag.lua's), or NULL
+static int inner_mask;
+static uint32_t previous_line;
+
+static void coverage_hook(lua_State *L, lua_Debug *ar) {
+    if (ar->event == LUA_HOOKLINE && lua_getinfo(L, "S", ar)) {
+        uint32_t h = 2166136261u;   // FNV-1a of the chunk's name, then the line
+        for (const char *c = ar->source; *c; c++) h = (h ^ (uint8_t)*c) * 16777619u;
+        h = (h ^ (uint32_t)ar->currentline) * 16777619u;
+        uint8_t *line = &lua_edges[h % (LUA_EDGES / 2)], *edge = &lua_edges[LUA_EDGES / 2 + ((h ^ (previous_line >> 1)) % (LUA_EDGES / 2))];
+        if (*line < 255) (*line)++;
+        if (*edge < 255) (*edge)++;
+        previous_line = h;
+    }
+    int bit = ar->event == LUA_HOOKTAILCALL ? LUA_MASKCALL : 1 << ar->event;
+    if (inner_hook && (inner_mask & bit)) inner_hook(L, ar);
+}
+
+// debug.sethook(...): the real one (the hook table, its C hook), then ours around it
+static int wrapped_sethook(lua_State *L) {
+    int n = lua_gettop(L);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, n, 0);
+    inner_hook = lua_gethook(L);
+    inner_mask = lua_gethookmask(L);
+    lua_sethook(L, coverage_hook, inner_mask | LUA_MASKLINE, lua_gethookcount(L));
+    return 0;
+}
+
+static void install_coverage(lua_State *L) {
+    inner_hook = NULL;
+    inner_mask = 0;
+    previous_line = 0;
+    lua_sethook(L, coverage_hook, LUA_MASKLINE, 0);
+    lua_getglobal(L, "debug");
+    lua_getfield(L, -1, "sethook");
+    lua_pushcclosure(L, wrapped_sethook, 1);
+    lua_setfield(L, -2, "sethook");
+    lua_pop(L, 1);
+}
 
 static char path[64];
 static int real_stdout, real_stderr, captured;
@@ -30,6 +86,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     captured = memfd_create("loom-output", 0);
     if (real_stdout < 0 || real_stderr < 0 || captured < 0) { perror("fuzz_spec"); abort(); }
     __sanitizer_set_report_fd((void *)(intptr_t)real_stderr);   // reports bypass the capture
+    // FUZZ_SPEC_NO_LUA_COVERAGE=1: without it (to measure what it adds)
+    if (!getenv("FUZZ_SPEC_NO_LUA_COVERAGE")) loom_state_hook = install_coverage;
     return 0;
 }
 
@@ -43,6 +101,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int rc = loom_main(3, argv);
     fflush(stdout); fflush(stderr);
     dup2(real_stdout, 1); dup2(real_stderr, 2);
+    struct itimerval timer;
+    if (getitimer(ITIMER_PROF, &timer) == 0 && (timer.it_value.tv_sec || timer.it_value.tv_usec)) {
+        fprintf(stderr, "fuzz_spec: loom inspect returned %d with the spec's CPU timer still set\n", rc);
+        abort();
+    }
     if (rc != 0 && rc != 2) {
         char out[4096];
         ssize_t n = pread(captured, out, sizeof out - 1, 0);

@@ -34,8 +34,11 @@ for t in "${targets[@]}"; do
   rc=$?
   execs=$(grep -a -oE "stat::number_of_executed_units: [0-9]+" "$log" | grep -oE "[0-9]+$")
   n=$(find "$corpus" -type f | wc -l)
+  # fuzz_spec's Lua: instrumented from Debian's source, or why not (tests/fuzz/lua_lib.sh)
+  note=""
+  [ "$t" = spec ] && [ -f build/fuzz/lua/liblua.a.note ] && note="; $(cat build/fuzz/lua/liblua.a.note)"
   if [ $rc -eq 0 ]; then
-    ok "fuzz $t (${execs:-?} executions in $secs s, corpus $n inputs + $(ls "$seeds" | wc -l) seeds)"
+    ok "fuzz $t (${execs:-?} executions in $secs s, corpus $n inputs + $(ls "$seeds" | wc -l) seeds$note)"
   else
     what=$(grep -a -m1 -oE "ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer): [a-z-]+( \(malloc\([0-9]+\)\))?|runtime error: .*|fuzz_spec: .*" "$log")
     frame=$(grep -a -E "^ +#[0-9]+ " "$log" | grep -vE "libsanitizer|libFuzzer|fuzzer::|compiler-rt|/libc|liblua| in __(asan|interceptor|ubsan|sanitizer)| in (__pthread_kill_implementation|raise|abort) |\(<unknown|/lib/x86_64" | head -1 |
