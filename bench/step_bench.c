@@ -4,7 +4,7 @@
 // only uses the Model API of model.h / optim.h, and is compiled against a generated
 // directory and linked with its model.o and optim.o (the kernels are header-only):
 //
-//   cc $CFLAGS -I GENDIR bench/step_bench.c GENDIR/obj/model.o GENDIR/obj/optim.o -lopenblas -lm -fopenmp
+//   cc $CFLAGS -I GENDIR bench/step_bench.c GENDIR/obj/model.o GENDIR/obj/optim.o -ldnnl -lopenblas -lm -fopenmp
 //
 // bench/speed.sh does that for every benchmarked spec.  Usage:
 //

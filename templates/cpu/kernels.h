@@ -2,7 +2,8 @@
 #define LOOM_KERNELS_H
 // kernels.h: the CPU kernel library that every generated C program calls.
 // Header-only and `static inline`: the generated code passes compile-time-constant
-// sizes, so the compiler specialises each call.  C11 + OpenMP + CBLAS (OpenBLAS).
+// sizes, so the compiler specialises each call.  C11 + OpenMP + oneDNN (float GEMMs)
+// + CBLAS (OpenBLAS: the double GEMMs of 64-true).
 // Copied next to every generated program together with its parts:
 //   kernels_nn.inc       linear, conv2d, max/avg pool, batch norm, layer norm, embedding
 //   kernels_pointwise.inc activations, dropout, add/sub/mul/div (equal, scalar, row, broadcast)
@@ -64,6 +65,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cblas.h>
+#include <oneapi/dnnl/dnnl.h>
 #include <omp.h>
 #include "philox.h"
 
@@ -75,6 +77,23 @@
 #define K_FAIL(...) do { fprintf(stderr, "error: " __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
 
 static inline int k_max_threads(void) { return omp_get_max_threads(); }
+
+// The float GEMM: oneDNN's sgemm JIT-compiles for the widest ISA the CPU has (AVX-512
+// where present, AVX2 otherwise; ONEDNN_MAX_CPU_ISA caps it), about twice OpenBLAS's
+// Haswell kernels here (OPENBLAS_CORETYPE=Haswell is forced on this CPU).  Called inside
+// an OpenMP team it runs on the calling thread.  Same argument order as cblas_sgemm.
+static inline void k_sgemm(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb,
+                           int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
+                           float beta, float *C, int ldc) {
+    // (no kernel asks for column-major; oneDNN refuses empty operands' leading dimensions)
+    if (order != CblasRowMajor || M == 0 || N == 0 || K == 0) {
+        cblas_sgemm(order, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    if (dnnl_sgemm(ta == CblasNoTrans ? 'N' : 'T', tb == CblasNoTrans ? 'N' : 'T', M, N, K, alpha, A, lda, B, ldb,
+                   beta, C, ldc) != dnnl_success)
+        K_FAIL("oneDNN sgemm refused a %d x %d x %d product", M, N, K);
+}
 
 // Conv2d sizes.  inp (N, C, H, W), w (OC, C/G, KH, KW), b (OC), out (N, OC, OH, OW);
 // S = stride, P = top/left padding (bottom/right padding is implied by OH/OW, so
@@ -125,7 +144,7 @@ static inline double k_clip_coef(double total_norm, double max_norm) {
 #define T float
 #define SFX f32
 #define KM(fn) fn##f                 /* libm: KM(exp) is expf */
-#define K_GEMM cblas_sgemm
+#define K_GEMM k_sgemm
 #define K_EPS_T 1.1920928955078125e-07
 #include "kernels_nn.inc"
 #include "kernels_pointwise.inc"
