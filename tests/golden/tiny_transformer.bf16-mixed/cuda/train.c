@@ -13,6 +13,7 @@
 #include "csvlog.h"
 #include "progress.h"
 #include "signals.h"
+#include "threads.h"
 
 #include <errno.h>
 #include <math.h>
