@@ -154,7 +154,8 @@ typedef struct {
     int M, N, K, ta, tb, ldc;
     float alpha, beta;
     dnnl_primitive_t prim;             // NULL: no bf16 matmul but the reference one
-    dnnl_memory_desc_t a, b, c;
+    dnnl_memory_desc_t a, b, c, scratch;
+    size_t scratch_bytes;
 } k_bf16_plan;
 typedef struct { dnnl_engine_t engine; int n; k_bf16_plan plans[K_BF16_PLANS]; } k_bf16_plans;
 static inline k_bf16_plans *k_bf16_plans_get(void) { static k_bf16_plans p; return &p; }
@@ -174,7 +175,7 @@ static inline const k_bf16_plan *k_bf16_plan_of(int M, int N, int K, int ta, int
             if (!ps->engine && dnnl_engine_create(&ps->engine, dnnl_cpu, 0) != dnnl_success)
                 K_FAIL("oneDNN: no CPU engine");
             k_bf16_plan *q = &ps->plans[ps->n];
-            *q = (k_bf16_plan){ M, N, K, ta, tb, ldc, alpha, beta, NULL, {0}, {0}, {0} };
+            *q = (k_bf16_plan){ M, N, K, ta, tb, ldc, alpha, beta, NULL, {0}, {0}, {0}, {0}, 0 };
             // the operands as k_sgemm_bf16 packs them: op(A) (M, K), op(B) (K, N), C (M, N) with ldc
             dnnl_dims_t ad = { M, K }, as = { ta ? 1 : K, ta ? M : 1 };
             dnnl_dims_t bd = { K, N }, bs = { tb ? 1 : N, tb ? K : 1 };
@@ -188,6 +189,9 @@ static inline const k_bf16_plan *k_bf16_plan_of(int M, int N, int K, int ta, int
                 && dnnl_memory_desc_init_by_strides(&q->c, 2, cd, dnnl_f32, cs) == dnnl_success
                 && dnnl_matmul_desc_init(&desc, &q->a, &q->b, NULL, &q->c) == dnnl_success
                 && dnnl_primitive_attr_create(&attr) == dnnl_success
+                // the threads of a conv's image loop run one primitive at once: each
+                // passes its own scratchpad (oneDNN's shared one is not for that)
+                && dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success
                 && (alpha == 1 || dnnl_primitive_attr_set_output_scales(attr, 1, 0, &alpha) == dnnl_success)
                 && dnnl_post_ops_create(&post) == dnnl_success
                 && (beta == 0 || dnnl_post_ops_append_sum(post, beta) == dnnl_success)
@@ -195,8 +199,13 @@ static inline const k_bf16_plan *k_bf16_plan_of(int M, int N, int K, int ta, int
                 && dnnl_primitive_desc_create(&pd, &desc, attr, ps->engine, NULL) == dnnl_success;
             const char *impl = NULL;
             if (ok && dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success
-                && impl && strncmp(impl, "ref", 3) != 0)
+                && impl && strncmp(impl, "ref", 3) != 0) {
+                const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+                if (smd) { q->scratch = *smd; q->scratch_bytes = dnnl_memory_desc_get_size(smd); }
                 ok = dnnl_primitive_create(&q->prim, pd) == dnnl_success;
+            } else {
+                ok = 0;
+            }
             if (!ok) q->prim = NULL;
             if (pd) dnnl_primitive_desc_destroy(pd);
             if (post) dnnl_post_ops_destroy(post);
@@ -264,17 +273,27 @@ static inline void k_sgemm_bf16(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta,
     dnnl_engine_t engine = k_bf16_plans_get()->engine;
     if (!stream && dnnl_stream_create(&stream, engine, dnnl_stream_default_flags) != dnnl_success)
         K_FAIL("oneDNN: no stream");
-    dnnl_memory_t ma, mb, mc;
+    static _Thread_local void *scratch;
+    static _Thread_local size_t scratch_cap;
+    if (q->scratch_bytes > scratch_cap) {
+        void *grown = realloc(scratch, q->scratch_bytes);
+        if (!grown) K_FAIL("out of memory (bf16 GEMM scratchpad, %zu bytes)", q->scratch_bytes);
+        scratch = grown;
+        scratch_cap = q->scratch_bytes;
+    }
+    dnnl_memory_t ma, mb, mc, ms = NULL;
     if (dnnl_memory_create(&ma, &q->a, engine, a16) != dnnl_success
         || dnnl_memory_create(&mb, &q->b, engine, b16) != dnnl_success
-        || dnnl_memory_create(&mc, &q->c, engine, C) != dnnl_success)
+        || dnnl_memory_create(&mc, &q->c, engine, C) != dnnl_success
+        || (q->scratch_bytes && dnnl_memory_create(&ms, &q->scratch, engine, scratch) != dnnl_success))
         K_FAIL("oneDNN: no memory for a %d x %d x %d bf16 product", M, N, K);
-    dnnl_exec_arg_t args[3] = { { DNNL_ARG_SRC, ma }, { DNNL_ARG_WEIGHTS, mb }, { DNNL_ARG_DST, mc } };
-    if (dnnl_primitive_execute(q->prim, stream, 3, args) != dnnl_success || dnnl_stream_wait(stream) != dnnl_success)
+    dnnl_exec_arg_t args[4] = { { DNNL_ARG_SRC, ma }, { DNNL_ARG_WEIGHTS, mb }, { DNNL_ARG_DST, mc }, { DNNL_ARG_SCRATCHPAD, ms } };
+    if (dnnl_primitive_execute(q->prim, stream, ms ? 4 : 3, args) != dnnl_success || dnnl_stream_wait(stream) != dnnl_success)
         K_FAIL("oneDNN: a %d x %d x %d bf16 product failed", M, N, K);
     dnnl_memory_destroy(ma);
     dnnl_memory_destroy(mb);
     dnnl_memory_destroy(mc);
+    if (ms) dnnl_memory_destroy(ms);
 }
 
 // the type-generic kernels, instantiated for float and double
