@@ -1031,3 +1031,24 @@ Test(kernels16, bf16c_conv_and_linear_match_f32) {
     free(rx); free(rw); free(rg); free(x); free(w); free(g); free(scr); free(o32); free(o16);
     free(dx32); free(dx16); free(dw32); free(dw16); free(l32); free(l16);
 }
+// Several threads run one cached bf16 matmul at once (conv's image loop): each passes its
+// own scratchpad, so the result is the same every time (oneDNN's shared scratchpad made
+// it vary).  A per-image GEMM of 64 x 196 x 288, above the matmul's threshold.
+Test(kernels16, bf16c_conv_threads_repeatable) {
+    omp_set_num_threads(2);
+    uint64_t s = 7;
+    k_conv2d_dims d = { 8, 32, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 14, 14 };
+    int nx = d.N * d.C * d.H * d.W, nw = d.OC * d.C * 9, no = d.N * d.OC * d.OH * d.OW;
+    double *rx = gc_rand(&s, nx, -1, 1), *rw = gc_rand(&s, nw, -1, 1);
+    float *x = malloc(sizeof(float) * nx), *w = malloc(sizeof(float) * nw);
+    for (int i = 0; i < nx; i++) x[i] = k_round_bf16((float)rx[i]);
+    for (int i = 0; i < nw; i++) w[i] = k_round_bf16((float)rw[i]);
+    float *scr = malloc(sizeof(float) * k_conv2d_scratch_f32(&d));
+    float *first = malloc(sizeof(float) * no), *again = malloc(sizeof(float) * no);
+    k_conv2d_forward_bf16c(first, x, w, NULL, scr, &d);
+    for (int rep = 0; rep < 20; rep++) {
+        k_conv2d_forward_bf16c(again, x, w, NULL, scr, &d);
+        cr_assert(memcmp(first, again, sizeof(float) * no) == 0, "bf16c conv differs on repetition %d", rep);
+    }
+    free(rx); free(rw); free(x); free(w); free(scr); free(first); free(again);
+}
