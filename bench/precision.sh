@@ -34,7 +34,7 @@ for prec in $PRECISIONS; do
     cflags=$(sed -n 's/^cflags = //p' "$dir/gen/build.ninja")
     ldlibs=$(sed -n 's/^ldlibs = //p' "$dir/gen/build.ninja")
     # shellcheck disable=SC2086
-    cc $cflags -I"$dir/gen" -Ibench bench/step_bench.c "$dir/gen/obj/model.o" "$dir/gen/obj/optim.o" -o "$dir/step_bench" $ldlibs
+    cc $cflags -I"$dir/gen" -Ibench bench/step_bench.c "$dir/gen/obj/model.o" "$dir/gen/obj/optim.o" "$dir/gen/obj/threads.o" -o "$dir/step_bench" $ldlibs
 done
 have_torch=0
 "$PY" -c "import torch" 2>/dev/null && have_torch=1

@@ -4,7 +4,8 @@
 // only uses the Model API of model.h / optim.h, and is compiled against a generated
 // directory and linked with its model.o and optim.o (the kernels are header-only):
 //
-//   cc $CFLAGS -I GENDIR bench/step_bench.c GENDIR/obj/model.o GENDIR/obj/optim.o -lopenblas -lm -fopenmp
+//   cc $CFLAGS -I GENDIR bench/step_bench.c GENDIR/obj/model.o GENDIR/obj/optim.o GENDIR/obj/threads.o
+//      -ldnnl -lopenblas -lm -fopenmp
 //
 // bench/speed.sh does that for every benchmarked spec.  Usage:
 //
@@ -18,6 +19,7 @@
 // prints where the step's time goes, op by op (see bench/step_prof.h).
 #include "model.h"
 #include "optim.h"
+#include "threads.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -118,6 +120,7 @@ static long arg_long(int argc, char **argv, int *i) {
 }
 
 int main(int argc, char **argv) {
+    threads_setup(argv);   // OpenMP's settings as the generated train.c makes them
     int B = BATCH_MAX;
     long warmup = 10, steps = 50;
     uint64_t seed = 1234;

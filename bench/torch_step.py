@@ -1,7 +1,8 @@
 """PyTorch eager reference for bench/step_bench.c: one training step of the same
 model, batch size and optimizer, timed step by step.
 
-    OPENBLAS_NUM_THREADS=1 /usr/bin/python3 bench/torch_step.py SPEC [--batch B] [--warmup N] [--steps N] [--threads T]
+    [LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-pthread] /usr/bin/python3 bench/torch_step.py SPEC \
+        [--batch B] [--warmup N] [--steps N] [--threads T] [--autocast bf16]
 
 SPEC is a key of tests/torch/models.py's SPECS (fashion_mlp, fashion_cnn, paw) or
 "linear" (bench/specs/linear.lua: one Linear(10, 2), mse).  The step is
@@ -9,10 +10,15 @@ SPEC is a key of tests/torch/models.py's SPECS (fashion_mlp, fashion_cnn, paw) o
 with AdamW(lr=1e-3, weight_decay=0.01), the model in train mode, on one fixed
 random batch (floats uniform in [0, 1), class indices uniform, paw's feat
 Bernoulli(0.5)), as the loom harness.  Prints one line in step_bench's format:
-    torch SPEC B=.. threads=.. steps=.. median_ms=.. min_ms=.. mean_ms=.. maxrss_kb=.. loss0=.. lossN=..
-OPENBLAS_NUM_THREADS=1 matters: Debian's torch calls OpenBLAS, whose own thread pool
-would otherwise fight PyTorch's OpenMP threads over the same cores.
+    torch SPEC B=.. threads=.. blas=.. steps=.. median_ms=.. min_ms=.. mean_ms=.. maxrss_kb=.. loss0=.. lossN=..
+The BLAS pool is pinned to one thread: Debian's torch calls OpenBLAS through the
+libblas.so.3 alternative, whose own pool would otherwise fight PyTorch's OpenMP threads
+over the same cores.  OPENBLAS_NUM_THREADS does not reach the OpenMP build of OpenBLAS
+(it sizes its pool from OpenMP), so the library torch really loaded is found in
+/proc/self/maps and pinned with openblas_set_num_threads(1); `blas=` names it
+(pthread or openmp: LD_LIBRARY_PATH picks either, bench/speed.sh runs both).
 """
+import ctypes
 import argparse
 import os
 import resource
@@ -47,6 +53,21 @@ def setup(spec, B, g):
     raise SystemExit(f"torch_step.py: no benchmark setup for spec {spec!r}")
 
 
+def pin_openblas():
+    """openblas_set_num_threads(1) on the OpenBLAS torch loaded; returns its build's name"""
+    libs = sorted({line.split()[-1] for line in open("/proc/self/maps")
+                   if "openblas" in line and line.split()[-1].startswith("/")})
+    if not libs:
+        return "none"
+    for lib in libs:
+        try:
+            ctypes.CDLL(lib).openblas_set_num_threads(1)
+        except (OSError, AttributeError):
+            pass
+    return "openmp" if any("openblas-openmp" in lib for lib in libs) else \
+        "pthread" if any("openblas-pthread" in lib for lib in libs) else os.path.basename(libs[0])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("spec")
@@ -58,6 +79,9 @@ def main():
                     "the forward under torch.autocast('cpu', torch.bfloat16), the output back to float32")
     args = ap.parse_args()
 
+    # pinned first: the OpenMP build's openblas_set_num_threads also sets OpenMP's
+    # default team size, which torch's own threads then set back
+    blas = pin_openblas()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1234)
@@ -86,7 +110,7 @@ def main():
             loss0 = lossN
     ru = resource.getrusage(resource.RUSAGE_SELF)
     label = args.spec + ("-bf16-autocast" if args.autocast else "")
-    print(f"torch {label} B={args.batch} threads={torch.get_num_threads()} steps={args.steps} "
+    print(f"torch {label} B={args.batch} threads={torch.get_num_threads()} blas={blas} steps={args.steps} "
           f"median_ms={statistics.median(times):.4f} min_ms={min(times):.4f} mean_ms={statistics.fmean(times):.4f} "
           f"maxrss_kb={ru.ru_maxrss} loss0={loss0:.5f} lossN={lossN:.5f}")
 

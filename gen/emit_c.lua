@@ -187,6 +187,7 @@ local TRAIN_BLOCKS = {
         total += (double)model_forward(m, &batch, B, 0) * B;
 ]==],
   main_start = [==[
+    threads_setup(argv);   // OpenMP's wait policy and thread count (may re-execute)
     Args args = parse_args(argc, argv);
 ]==],
   model_setup = [==[

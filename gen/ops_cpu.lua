@@ -23,15 +23,31 @@ end
 
 local REDUCTION = { none = 0, mean = 1, sum = 2 }
 
+-- The GEMM ops (linear, conv2d, matmul) whose operands are all read as bf16 (autocast's
+-- lower-precision ops at bf16-mixed, every op at bf16-true) call the bf16c kernels:
+-- the same float buffers, which hold bf16 values, multiplied in bf16 with float sums
+-- (templates/cpu/kernels.h: k_sgemm_bf16), as autocast computes them.
+local function gemm_call(e, operands)
+  local bf16 = e.sfx == "f32"
+  for _, t in ipairs(operands) do
+    local c = e.chain(t)
+    if (c[2] or c[1]) ~= "bf16" then bf16 = false end
+  end
+  if not bf16 then return e.call end
+  return function(kernel, ...)
+    return (e.call(kernel, ...):gsub("^k_" .. kernel .. "_f32%(", "k_" .. kernel .. "_bf16c("))
+  end
+end
+
 ops_cpu.linear = {
   forward = function(e, n)
     local x, w = n.inputs[1], n.inputs[2]
-    return { e.call("linear_forward", e.ptr(n.out), e.ptr(x), e.ptr(w), n.inputs[3] and e.ptr(n.inputs[3]) or "NULL",
+    return { gemm_call(e, { x, w })("linear_forward", e.ptr(n.out), e.ptr(x), e.ptr(w), n.inputs[3] and e.ptr(n.inputs[3]) or "NULL",
       e.rows(x, 1), w.shape[2], w.shape[1]) }
   end,
   backward = function(e, n)
     local x, w = n.inputs[1], n.inputs[2]
-    return { e.call("linear_backward", e.grad(x), e.grad(w), n.inputs[3] and e.grad(n.inputs[3]) or "NULL",
+    return { gemm_call(e, { x, w })("linear_backward", e.grad(x), e.grad(w), n.inputs[3] and e.grad(n.inputs[3]) or "NULL",
       e.grad(n.out), e.ptr(x), e.ptr(w), e.rows(x, 1), w.shape[2], w.shape[1]) }
   end,
 }
@@ -53,13 +69,13 @@ ops_cpu.conv2d = {
   forward = function(e, n)
     local d = e.local_name(n, "dims")
     return { string.format("const k_conv2d_dims %s = %s;", d, conv_dims(e, n)),
-      e.call("conv2d_forward", e.ptr(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]),
+      gemm_call(e, { n.inputs[1], n.inputs[2] })("conv2d_forward", e.ptr(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]),
         n.inputs[3] and e.ptr(n.inputs[3]) or "NULL", e.scratch(), "&" .. d) }
   end,
   backward = function(e, n)
     local d = e.local_name(n, "dims")
     return { string.format("const k_conv2d_dims %s = %s;", d, conv_dims(e, n)),
-      e.call("conv2d_backward", e.grad(n.inputs[1]), e.grad(n.inputs[2]),
+      gemm_call(e, { n.inputs[1], n.inputs[2] })("conv2d_backward", e.grad(n.inputs[1]), e.grad(n.inputs[2]),
         n.inputs[3] and e.grad(n.inputs[3]) or "NULL", e.grad(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]),
         e.scratch(), "&" .. d) }
   end,
@@ -428,12 +444,12 @@ ops_cpu.matmul = {
   forward = function(e, n)
     local d = e.local_name(n, "mm")
     return { string.format("const k_matmul_dims %s = %s;", d, matmul_dims(e, n)),
-      e.call("matmul_forward", e.ptr(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]), "&" .. d) }
+      gemm_call(e, { n.inputs[1], n.inputs[2] })("matmul_forward", e.ptr(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]), "&" .. d) }
   end,
   backward = function(e, n)
     local d = e.local_name(n, "mm")
     return { string.format("const k_matmul_dims %s = %s;", d, matmul_dims(e, n)),
-      e.call("matmul_backward", e.grad(n.inputs[1]), e.grad(n.inputs[2]), e.grad(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]), "&" .. d) }
+      gemm_call(e, { n.inputs[1], n.inputs[2] })("matmul_backward", e.grad(n.inputs[1]), e.grad(n.inputs[2]), e.grad(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]), "&" .. d) }
   end,
 }
 

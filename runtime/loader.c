@@ -9,9 +9,12 @@
 // resume exact: the prefetch thread computes the same function ahead of time, and a
 // resumed loader computes it from the saved (e, b).
 //
-// Prefetch is double buffering with two slots.  The caller holds one slot (the batch
-// it is training on) while the thread fills the other with the next batch; the next
-// loader_next hands the held slot back to the thread and takes the filled one.
+// Prefetch is a ring of slots (2 to LOADER_SLOTS, as many as fit in LOADER_RING_BYTES).
+// The caller holds one slot (the batch it is training on) while the thread fills the
+// others with the next batches; the next loader_next hands the held slot back and takes
+// the next filled one.  A full ring puts the thread to sleep until the caller has given
+// back half of it, and either side signals only a sleeping other: with small batches a
+// step costs a mutex, not a futex wake and a context switch (issue 12).
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +48,8 @@ int64_t sampler_shard(const int64_t *order, int64_t n, int num_replicas, int ran
 // the loader
 
 enum { SLOT_FREE, SLOT_READY, SLOT_HELD };
+#define LOADER_SLOTS 8
+#define LOADER_RING_BYTES ((size_t)4 << 20)
 
 typedef struct {
     void *buf[DATA_MAX_FIELDS];  // field f: (batch_size, *field shape)
@@ -66,9 +71,11 @@ struct loader {
     int64_t *order;       // (N,) sample order of epoch order_epoch
     int64_t order_epoch;  // -1: none yet
     int nslots;
-    slot slots[2];
+    slot slots[LOADER_SLOTS];
     int next_slot;  // the slot the caller takes next
     int held;       // the slot the caller holds, or -1
+    // under the mutex: free slots, how many wake a sleeping thread, who sleeps
+    int nfree, wake_at, p_waiting, c_waiting;
     int running, stop;
     pthread_t thread;
     pthread_mutex_t mu;
@@ -100,22 +107,28 @@ static void advance(const loader *L, int64_t *epoch, int64_t *batch) {
     if (++*batch >= L->nbatches) { *batch = 0; ++*epoch; }
 }
 
-// The prefetch thread: fill slot 0, 1, 0, 1, ... in batch order, each as soon as the
-// caller has given it back, until told to stop.
+// The prefetch thread: fill slot 0, 1, ..., nslots-1, 0, ... in batch order, each
+// once the caller has given it back, until told to stop.  The caller frees slots in
+// ring order, so the free ones start at w.
 static void *loader_thread(void *arg) {
     loader *L = arg;
     int w = 0;
     pthread_mutex_lock(&L->mu);
     for (;;) {
-        while (!L->stop && L->slots[w].state != SLOT_FREE) pthread_cond_wait(&L->cv, &L->mu);
+        if (!L->stop && L->slots[w].state != SLOT_FREE) {
+            L->p_waiting = 1;   // the ring is full: sleep until half of it is free
+            while (!L->stop && (L->slots[w].state != SLOT_FREE || L->nfree < L->wake_at)) pthread_cond_wait(&L->cv, &L->mu);
+            L->p_waiting = 0;
+        }
         if (L->stop) break;
+        L->nfree--;
         pthread_mutex_unlock(&L->mu);
         loader_fill(L, &L->slots[w], L->p_epoch, L->p_batch);  // the slow part, unlocked
         advance(L, &L->p_epoch, &L->p_batch);
         pthread_mutex_lock(&L->mu);
         L->slots[w].state = SLOT_READY;
-        pthread_cond_broadcast(&L->cv);
-        w ^= 1;
+        if (L->c_waiting) pthread_cond_broadcast(&L->cv);
+        w = (w + 1) % L->nslots;
     }
     pthread_mutex_unlock(&L->mu);
     return NULL;
@@ -129,6 +142,9 @@ static int loader_start(loader *L, data_err *err) {
     for (int k = 0; k < L->nslots; k++) L->slots[k].state = SLOT_FREE;
     L->next_slot = 0;
     L->held = -1;
+    L->nfree = L->nslots;
+    L->wake_at = L->nslots / 2 > 1 ? L->nslots / 2 : 1;
+    L->p_waiting = L->c_waiting = 0;
     if (!L->o.prefetch) return data_ok(err);
     L->stop = 0;
     PTHREAD_CHECK(pthread_create(&L->thread, NULL, loader_thread, L));
@@ -169,7 +185,13 @@ int loader_open(loader **out, const dataset *ds, const loader_opts *o, data_err 
     L->nbatches = nbatches;
     L->order_epoch = -1;
     L->ds = dataset_ref(ds);
-    L->nslots = o->prefetch ? 2 : 1;
+    L->nslots = 1;
+    if (o->prefetch) {   // a ring of up to LOADER_RING_BYTES, 2 slots at least
+        size_t batch_bytes = sizeof(int64_t) * (size_t)o->batch_size;
+        for (int f = 0; f < ds->nfields; f++) batch_bytes += ds->field[f].nbytes * (size_t)o->batch_size;
+        size_t fit = LOADER_RING_BYTES / batch_bytes;
+        L->nslots = fit < 2 ? 2 : fit > LOADER_SLOTS ? LOADER_SLOTS : (int)fit;
+    }
     int rc = DATA_OK;
     if (pthread_mutex_init(&L->mu, NULL) != 0 || pthread_cond_init(&L->cv, NULL) != 0) {
         // (only on resource exhaustion; the leaked mutex, if any, holds no memory on Linux)
@@ -208,13 +230,18 @@ int loader_next(loader *L, data_batch *b, data_err *err) {
         pthread_mutex_lock(&L->mu);
         if (L->held >= 0) {  // the caller is done with the previous batch: the thread may refill it
             L->slots[L->held].state = SLOT_FREE;
-            pthread_cond_broadcast(&L->cv);
+            L->nfree++;
+            if (L->p_waiting && L->nfree >= L->wake_at) pthread_cond_broadcast(&L->cv);
         }
         s = &L->slots[L->next_slot];
-        while (s->state != SLOT_READY) pthread_cond_wait(&L->cv, &L->mu);
+        if (s->state != SLOT_READY) {
+            L->c_waiting = 1;
+            while (s->state != SLOT_READY) pthread_cond_wait(&L->cv, &L->mu);
+            L->c_waiting = 0;
+        }
         s->state = SLOT_HELD;
         L->held = L->next_slot;
-        L->next_slot ^= 1;
+        L->next_slot = (L->next_slot + 1) % L->nslots;
         pthread_mutex_unlock(&L->mu);
         if (s->epoch != L->epoch || s->index != L->batch)
             return data_fail(err, DATA_EINTERNAL, "%s:%d: prefetched batch %lld of epoch %lld, expected %lld of %lld (loom bug)", __FILE__, __LINE__,

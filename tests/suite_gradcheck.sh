@@ -36,7 +36,7 @@ for spec_file in "${spec_files[@]}"; do
     continue
   fi
   if ! cc -std=c11 -O2 -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE -I"$d" tests/harness/gradcheck.c "$d/model.c" \
-      -o "$d/gradcheck" -lopenblas -lm >"$tmp/$s.cc" 2>&1; then
+      -o "$d/gradcheck" -ldnnl -lopenblas -lm >"$tmp/$s.cc" 2>&1; then
     echo "not ok gradcheck_$s: harness does not compile: $(grep -m1 error "$tmp/$s.cc")"
     continue
   fi

@@ -78,7 +78,7 @@ build_harness() {
     cc $CFLAGS -I"$d" -c "$d/model.c" -o "$model_o" >"$d.cc" 2>&1 ||
       { echo "model.c does not compile: $(grep -m1 error "$d.cc")"; return 1; }
   fi
-  cc $CFLAGS -I"$d" tests/harness/parity.c "$d/optim.c" "$model_o" "$rt"/*.o -o "$d/parity" -lopenblas -lz -lm \
+  cc $CFLAGS -I"$d" tests/harness/parity.c "$d/optim.c" "$model_o" "$rt"/*.o -o "$d/parity" -ldnnl -lopenblas -lz -lm \
     >"$d.cc" 2>&1 || { echo "harness does not compile: $(grep -m1 error "$d.cc")"; return 1; }
 }
 

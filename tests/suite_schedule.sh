@@ -32,7 +32,7 @@ LUA
     echo "not ok schedule $c: $(tail -2 "$work/$c.log")"; continue
   fi
   d="$work/$c"
-  if ! cc -std=c11 -O2 -fopenmp -I"$d" tests/harness/schedule.c "$d/optim.c" "$d/model.c" -o "$d/schedule" -lopenblas -lm 2>"$work/$c.cc"; then
+  if ! cc -std=c11 -O2 -fopenmp -I"$d" tests/harness/schedule.c "$d/optim.c" "$d/model.c" -o "$d/schedule" -ldnnl -lopenblas -lm 2>"$work/$c.cc"; then
     echo "not ok schedule $c: harness does not compile: $(grep -m1 error "$work/$c.cc")"; continue
   fi
   # the program's learning rates into the reference, which prints one result; either

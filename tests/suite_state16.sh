@@ -37,7 +37,7 @@ plan $((SCALER_CASES + ${#ON_DATA[@]}))
 # the scaler harness
 d="$tmp/scaler"
 if "$LOOM" build specs/fashion_mlp.lua --precision=16-mixed -o "$d" --no-compile >"$tmp/scaler.log" 2>&1 &&
-   cc $CFLAGS -I"$d" tests/harness/scaler.c "$d"/model.c "$d"/optim.c -o "$d/scaler" -lopenblas -lm >>"$tmp/scaler.log" 2>&1; then
+   cc $CFLAGS -I"$d" tests/harness/scaler.c "$d"/model.c "$d"/optim.c -o "$d/scaler" -ldnnl -lopenblas -lm >>"$tmp/scaler.log" 2>&1; then
   harness state16_scaler "$SCALER_CASES" 's/^ok /ok state16_scaler_/; s/^not ok /not ok state16_scaler_/' "$d/scaler" 8 3
 else
   fail "state16_scaler" "harness did not build: $(grep -m1 -E 'error' "$tmp/scaler.log")"

@@ -954,3 +954,101 @@ Test(kernels16, init) {
     k_init_const_bf16(b, N, 1.0);
     for (int i = 0; i < N; i++) cr_assert_eq(b[i], 0x3f80);
 }
+
+// ---------------------------------------------------------------------------- bf16 GEMMs
+// k_sgemm_bf16 against a double-precision product of the bf16-rounded operands, every
+// transpose and beta, shapes from tiny to those of a real layer; the products are exact
+// in float, so only the float sums' order differs (relative 1e-5 of sum |a||b|).  The
+// same run under ONEDNN_MAX_CPU_ISA=AVX2 takes the k_sgemm fallback.
+static void bf16_gemm_case(int M, int N, int K, int ta, int tb, float alpha, float beta, uint64_t seed) {
+    uint64_t s = seed;
+    int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 1, ldc = N + 2;
+    int arows = ta ? K : M, brows = tb ? N : K;
+    double *ra = gc_rand(&s, arows * lda, -2, 2), *rb = gc_rand(&s, brows * ldb, -2, 2), *rc = gc_rand(&s, M * ldc, -1, 1);
+    float *A = malloc(sizeof(float) * arows * lda), *B = malloc(sizeof(float) * brows * ldb), *C = malloc(sizeof(float) * M * ldc);
+    for (int i = 0; i < arows * lda; i++) A[i] = (float)ra[i];
+    for (int i = 0; i < brows * ldb; i++) B[i] = (float)rb[i];
+    for (int i = 0; i < M * ldc; i++) C[i] = (float)rc[i];
+    k_sgemm_bf16(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha,
+                 A, lda, B, ldb, beta, C, ldc);
+    for (int i = 0; i < M; i++) {
+        for (int j = 0; j < N; j++) {
+            double acc = 0, mag = 0;
+            for (int k = 0; k < K; k++) {
+                double a = k_round_bf16(ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]);
+                double b = k_round_bf16(tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j]);
+                acc += a * b;
+                mag += fabs(a * b);
+            }
+            double want = alpha * acc + beta * (float)rc[(size_t)i * ldc + j];
+            double got = C[(size_t)i * ldc + j];
+            cr_assert(fabs(got - want) <= 1e-5 * (fabs(alpha) * mag + fabs(beta) + 1),
+                      "bf16 gemm %dx%dx%d ta=%d tb=%d alpha=%g beta=%g: C[%d,%d] = %.9g, want %.9g",
+                      M, N, K, ta, tb, alpha, beta, i, j, got, want);
+        }
+        // the padding beyond N is untouched
+        for (int j = N; j < ldc; j++) cr_assert_eq(C[(size_t)i * ldc + j], (float)rc[(size_t)i * ldc + j]);
+    }
+    free(ra); free(rb); free(rc); free(A); free(B); free(C);
+}
+Test(kernels16, bf16_gemm) {
+    const int shapes[][3] = { { 1, 1, 1 }, { 3, 5, 7 }, { 17, 33, 65 }, { 64, 128, 300 }, { 128, 10, 128 } };
+    uint64_t seed = 1;
+    for (int i = 0; i < 5; i++)
+        for (int t = 0; t < 4; t++)
+            for (int b = 0; b < 3; b++) {
+                const float betas[] = { 0, 1, 0.5f };
+                bf16_gemm_case(shapes[i][0], shapes[i][1], shapes[i][2], t & 1, t >> 1, b == 2 ? 0.25f : 1, betas[b], seed++);
+            }
+}
+// the bf16c layers: with bf16-valued operands they compute what the f32 ones do, up to
+// the order of the float sums
+Test(kernels16, bf16c_conv_and_linear_match_f32) {
+    uint64_t s = 99;
+    k_conv2d_dims d = { 3, 4, 9, 9, 6, 3, 3, 1, 1, 1, 1, 1, 1, 2, 9, 9 };
+    int nx = d.N * d.C * d.H * d.W, nw = d.OC * (d.C / d.G) * d.KH * d.KW, no = d.N * d.OC * d.OH * d.OW;
+    double *rx = gc_rand(&s, nx, -1, 1), *rw = gc_rand(&s, nw, -1, 1), *rg = gc_rand(&s, no, -1, 1);
+    float *x = malloc(sizeof(float) * nx), *w = malloc(sizeof(float) * nw), *g = malloc(sizeof(float) * no);
+    for (int i = 0; i < nx; i++) x[i] = k_round_bf16((float)rx[i]);
+    for (int i = 0; i < nw; i++) w[i] = k_round_bf16((float)rw[i]);
+    for (int i = 0; i < no; i++) g[i] = k_round_bf16((float)rg[i]);
+    float *scr = malloc(sizeof(float) * k_conv2d_scratch_f32(&d));
+    float *o32 = malloc(sizeof(float) * no), *o16 = malloc(sizeof(float) * no);
+    float *dx32 = calloc(nx, sizeof(float)), *dx16 = calloc(nx, sizeof(float));
+    float *dw32 = calloc(nw, sizeof(float)), *dw16 = calloc(nw, sizeof(float));
+    k_conv2d_forward_f32(o32, x, w, NULL, scr, &d);
+    k_conv2d_forward_bf16c(o16, x, w, NULL, scr, &d);
+    for (int i = 0; i < no; i++) cr_assert(fabsf(o32[i] - o16[i]) <= 1e-5f * (1 + fabsf(o32[i])), "conv out %d: %g vs %g", i, o16[i], o32[i]);
+    k_conv2d_backward_f32(dx32, dw32, NULL, g, x, w, scr, &d);
+    k_conv2d_backward_bf16c(dx16, dw16, NULL, g, x, w, scr, &d);
+    for (int i = 0; i < nx; i++) cr_assert(fabsf(dx32[i] - dx16[i]) <= 1e-5f * (1 + fabsf(dx32[i])), "conv dx %d", i);
+    for (int i = 0; i < nw; i++) cr_assert(fabsf(dw32[i] - dw16[i]) <= 1e-4f * (1 + fabsf(dw32[i])), "conv dw %d", i);
+    // linear: x as (27, 36) rows, g as the weight (6, 36) and bias (6)
+    float *l32 = malloc(sizeof(float) * 27 * 6), *l16 = malloc(sizeof(float) * 27 * 6);
+    k_linear_forward_f32(l32, x, g, g + 300, 27, 36, 6);
+    k_linear_forward_bf16c(l16, x, g, g + 300, 27, 36, 6);
+    for (int i = 0; i < 27 * 6; i++) cr_assert(fabsf(l32[i] - l16[i]) <= 1e-5f * (1 + fabsf(l32[i])), "linear out %d", i);
+    free(rx); free(rw); free(rg); free(x); free(w); free(g); free(scr); free(o32); free(o16);
+    free(dx32); free(dx16); free(dw32); free(dw16); free(l32); free(l16);
+}
+// Several threads run one cached bf16 matmul at once (conv's image loop): each passes its
+// own scratchpad, so the result is the same every time (oneDNN's shared scratchpad made
+// it vary).  A per-image GEMM of 64 x 196 x 288, above the matmul's threshold.
+Test(kernels16, bf16c_conv_threads_repeatable) {
+    omp_set_num_threads(2);
+    uint64_t s = 7;
+    k_conv2d_dims d = { 8, 32, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 14, 14 };
+    int nx = d.N * d.C * d.H * d.W, nw = d.OC * d.C * 9, no = d.N * d.OC * d.OH * d.OW;
+    double *rx = gc_rand(&s, nx, -1, 1), *rw = gc_rand(&s, nw, -1, 1);
+    float *x = malloc(sizeof(float) * nx), *w = malloc(sizeof(float) * nw);
+    for (int i = 0; i < nx; i++) x[i] = k_round_bf16((float)rx[i]);
+    for (int i = 0; i < nw; i++) w[i] = k_round_bf16((float)rw[i]);
+    float *scr = malloc(sizeof(float) * k_conv2d_scratch_f32(&d));
+    float *first = malloc(sizeof(float) * no), *again = malloc(sizeof(float) * no);
+    k_conv2d_forward_bf16c(first, x, w, NULL, scr, &d);
+    for (int rep = 0; rep < 20; rep++) {
+        k_conv2d_forward_bf16c(again, x, w, NULL, scr, &d);
+        cr_assert(memcmp(first, again, sizeof(float) * no) == 0, "bf16c conv differs on repetition %d", rep);
+    }
+    free(rx); free(rw); free(x); free(w); free(scr); free(first); free(again);
+}

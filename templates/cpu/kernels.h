@@ -2,7 +2,8 @@
 #define LOOM_KERNELS_H
 // kernels.h: the CPU kernel library that every generated C program calls.
 // Header-only and `static inline`: the generated code passes compile-time-constant
-// sizes, so the compiler specialises each call.  C11 + OpenMP + CBLAS (OpenBLAS).
+// sizes, so the compiler specialises each call.  C11 + OpenMP + oneDNN (float GEMMs)
+// + CBLAS (OpenBLAS: the double GEMMs of 64-true).
 // Copied next to every generated program together with its parts:
 //   kernels_nn.inc       linear, conv2d, max/avg pool, batch norm, layer norm, embedding
 //   kernels_pointwise.inc activations, dropout, add/sub/mul/div (equal, scalar, row, broadcast)
@@ -64,7 +65,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cblas.h>
+#include <oneapi/dnnl/dnnl.h>
 #include <omp.h>
+#ifdef __AVX512BF16__
+#include <immintrin.h>
+#endif
 #include "philox.h"
 
 #define K_REDUCTION_NONE 0
@@ -75,6 +80,23 @@
 #define K_FAIL(...) do { fprintf(stderr, "error: " __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
 
 static inline int k_max_threads(void) { return omp_get_max_threads(); }
+
+// The float GEMM: oneDNN's sgemm JIT-compiles for the widest ISA the CPU has (AVX-512
+// where present, AVX2 otherwise; ONEDNN_MAX_CPU_ISA caps it), about twice OpenBLAS's
+// Haswell kernels here (OPENBLAS_CORETYPE=Haswell is forced on this CPU).  Called inside
+// an OpenMP team it runs on the calling thread.  Same argument order as cblas_sgemm.
+static inline void k_sgemm(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb,
+                           int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
+                           float beta, float *C, int ldc) {
+    // (no kernel asks for column-major; oneDNN refuses empty operands' leading dimensions)
+    if (order != CblasRowMajor || M == 0 || N == 0 || K == 0) {
+        cblas_sgemm(order, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    if (dnnl_sgemm(ta == CblasNoTrans ? 'N' : 'T', tb == CblasNoTrans ? 'N' : 'T', M, N, K, alpha, A, lda, B, ldb,
+                   beta, C, ldc) != dnnl_success)
+        K_FAIL("oneDNN sgemm refused a %d x %d x %d product", M, N, K);
+}
 
 // Conv2d sizes.  inp (N, C, H, W), w (OC, C/G, KH, KW), b (OC), out (N, OC, OH, OW);
 // S = stride, P = top/left padding (bottom/right padding is implied by OH/OW, so
@@ -117,6 +139,163 @@ static inline double k_clip_coef(double total_norm, double max_norm) {
 // storage formats and conversions (bf16, f16): see kernels_cast.inc
 #include "kernels_cast.inc"
 
+// The GEMM of the bf16 kernels (SFX bf16c below): operands rounded to bf16, products
+// summed in float, as PyTorch's bf16 autocast computes them.  Through oneDNN's matmul,
+// which uses AVX512_BF16's dot products (vdpbf16ps) where the CPU has them; where its
+// only bf16 matmul is the reference one (an AVX2 CPU, ONEDNN_MAX_CPU_ISA=AVX2) the
+// bf16-rounded operands go through k_sgemm instead: the same products, summed in float.
+// A primitive per shape, made once (a few ms) and kept: up to K_BF16_PLANS shapes.
+#define K_BF16_PLANS 64
+// Below about a million multiply-adds the matmul call's fixed cost (memory objects,
+// stream) outweighs what the bf16 dot products save: those products take the fallback
+// (one thread, alternating runs: 128x10x128 loses, 64x196x288 wins).
+#define K_BF16_MIN_WORK 1048576.0
+typedef struct {
+    int M, N, K, ta, tb, ldc;
+    float alpha, beta;
+    dnnl_primitive_t prim;             // NULL: no bf16 matmul but the reference one
+    dnnl_memory_desc_t a, b, c, scratch;
+    size_t scratch_bytes;
+} k_bf16_plan;
+typedef struct { dnnl_engine_t engine; int n; k_bf16_plan plans[K_BF16_PLANS]; } k_bf16_plans;
+static inline k_bf16_plans *k_bf16_plans_get(void) { static k_bf16_plans p; return &p; }
+
+// the plan of a shape, made on first use (NULL: the cache is full)
+static inline const k_bf16_plan *k_bf16_plan_of(int M, int N, int K, int ta, int tb, int ldc, float alpha, float beta) {
+    k_bf16_plans *ps = k_bf16_plans_get();
+    const k_bf16_plan *found = NULL;
+    #pragma omp critical(k_bf16_plans)
+    {
+        for (int i = 0; i < ps->n && !found; i++) {
+            const k_bf16_plan *q = &ps->plans[i];
+            if (q->M == M && q->N == N && q->K == K && q->ta == ta && q->tb == tb && q->ldc == ldc
+                && q->alpha == alpha && q->beta == beta) found = q;
+        }
+        if (!found && ps->n < K_BF16_PLANS) {
+            if (!ps->engine && dnnl_engine_create(&ps->engine, dnnl_cpu, 0) != dnnl_success)
+                K_FAIL("oneDNN: no CPU engine");
+            k_bf16_plan *q = &ps->plans[ps->n];
+            *q = (k_bf16_plan){ M, N, K, ta, tb, ldc, alpha, beta, NULL, {0}, {0}, {0}, {0}, 0 };
+            // the operands as k_sgemm_bf16 packs them: op(A) (M, K), op(B) (K, N), C (M, N) with ldc
+            dnnl_dims_t ad = { M, K }, as = { ta ? 1 : K, ta ? M : 1 };
+            dnnl_dims_t bd = { K, N }, bs = { tb ? 1 : N, tb ? K : 1 };
+            dnnl_dims_t cd = { M, N }, cs = { ldc, 1 };
+            dnnl_matmul_desc_t desc;
+            dnnl_primitive_attr_t attr = NULL;
+            dnnl_post_ops_t post = NULL;
+            dnnl_primitive_desc_t pd = NULL;
+            int ok = dnnl_memory_desc_init_by_strides(&q->a, 2, ad, dnnl_bf16, as) == dnnl_success
+                && dnnl_memory_desc_init_by_strides(&q->b, 2, bd, dnnl_bf16, bs) == dnnl_success
+                && dnnl_memory_desc_init_by_strides(&q->c, 2, cd, dnnl_f32, cs) == dnnl_success
+                && dnnl_matmul_desc_init(&desc, &q->a, &q->b, NULL, &q->c) == dnnl_success
+                && dnnl_primitive_attr_create(&attr) == dnnl_success
+                // the threads of a conv's image loop run one primitive at once: each
+                // passes its own scratchpad (oneDNN's shared one is not for that)
+                && dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success
+                && (alpha == 1 || dnnl_primitive_attr_set_output_scales(attr, 1, 0, &alpha) == dnnl_success)
+                && dnnl_post_ops_create(&post) == dnnl_success
+                && (beta == 0 || dnnl_post_ops_append_sum(post, beta) == dnnl_success)
+                && dnnl_primitive_attr_set_post_ops(attr, post) == dnnl_success
+                && dnnl_primitive_desc_create(&pd, &desc, attr, ps->engine, NULL) == dnnl_success;
+            const char *impl = NULL;
+            if (ok && dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success
+                && impl && strncmp(impl, "ref", 3) != 0) {
+                const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+                if (smd) { q->scratch = *smd; q->scratch_bytes = dnnl_memory_desc_get_size(smd); }
+                ok = dnnl_primitive_create(&q->prim, pd) == dnnl_success;
+            } else {
+                ok = 0;
+            }
+            if (!ok) q->prim = NULL;
+            if (pd) dnnl_primitive_desc_destroy(pd);
+            if (post) dnnl_post_ops_destroy(post);
+            if (attr) dnnl_primitive_attr_destroy(attr);
+            found = q;
+            ps->n++;
+        }
+    }
+    return found;
+}
+
+// x (rows, cols) with leading dimension ld -> the thread's bf16 buffer `slot`, packed (ld = cols)
+static inline k_bf16 *k_bf16_pack(int slot, const float *x, int rows, int cols, int ld) {
+    static _Thread_local k_bf16 *buf[2];
+    static _Thread_local size_t cap[2];
+    size_t n = (size_t)rows * cols;
+    if (n > cap[slot]) {
+        k_bf16 *grown = realloc(buf[slot], n * sizeof(k_bf16));
+        if (!grown) K_FAIL("out of memory (bf16 GEMM operands, %zu elements)", n);
+        buf[slot] = grown;
+        cap[slot] = n;
+    }
+    for (int r = 0; r < rows; r++) {
+        const float *src = x + (size_t)r * ld;
+        k_bf16 *dst = buf[slot] + (size_t)r * cols;
+        int j = 0;
+#ifdef __AVX512BF16__
+        // 16 at a time, rounded to nearest even as k_narrow_bf16 (a NaN stays a NaN)
+        for (; j + 16 <= cols; j += 16) {
+            __m256bh h = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + j));
+            _mm256_storeu_si256((__m256i *)(dst + j), (__m256i)h);
+        }
+#endif
+        for (; j < cols; j++) dst[j] = k_narrow_bf16(src[j]);
+    }
+    return buf[slot];
+}
+
+// C (M, N) = alpha * op(A) @ op(B) + beta * C with op(A) and op(B) rounded to bf16
+static inline void k_sgemm_bf16(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb,
+                                int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
+                                float beta, float *C, int ldc) {
+    const int at = ta != CblasNoTrans, bt = tb != CblasNoTrans;
+    const k_bf16_plan *q = order == CblasRowMajor && M > 0 && N > 0 && K > 0 && (double)M * N * K >= K_BF16_MIN_WORK
+        ? k_bf16_plan_of(M, N, K, at, bt, ldc, alpha, beta) : NULL;
+    k_bf16 *a16 = k_bf16_pack(0, A, at ? K : M, at ? M : K, lda);
+    k_bf16 *b16 = k_bf16_pack(1, B, bt ? N : K, bt ? K : N, ldb);
+    if (!q || !q->prim) {
+        // the rounded operands back in float (the packs' own buffers are bf16): through k_sgemm
+        static _Thread_local float *wide;
+        static _Thread_local size_t wide_cap;
+        size_t na = (size_t)M * K, n = na + (size_t)K * N;
+        if (n > wide_cap) {
+            float *grown = realloc(wide, n * sizeof(float));
+            if (!grown) K_FAIL("out of memory (bf16 GEMM operands, %zu elements)", n);
+            wide = grown;
+            wide_cap = n;
+        }
+        for (size_t i = 0; i < na; i++) wide[i] = k_widen_bf16(a16[i]);
+        for (size_t i = 0; i < (size_t)K * N; i++) wide[na + i] = k_widen_bf16(b16[i]);
+        k_sgemm(order, ta, tb, M, N, K, alpha, wide, at ? M : K, wide + na, bt ? K : N, beta, C, ldc);
+        return;
+    }
+    static _Thread_local dnnl_stream_t stream;
+    dnnl_engine_t engine = k_bf16_plans_get()->engine;
+    if (!stream && dnnl_stream_create(&stream, engine, dnnl_stream_default_flags) != dnnl_success)
+        K_FAIL("oneDNN: no stream");
+    static _Thread_local void *scratch;
+    static _Thread_local size_t scratch_cap;
+    if (q->scratch_bytes > scratch_cap) {
+        void *grown = realloc(scratch, q->scratch_bytes);
+        if (!grown) K_FAIL("out of memory (bf16 GEMM scratchpad, %zu bytes)", q->scratch_bytes);
+        scratch = grown;
+        scratch_cap = q->scratch_bytes;
+    }
+    dnnl_memory_t ma, mb, mc, ms = NULL;
+    if (dnnl_memory_create(&ma, &q->a, engine, a16) != dnnl_success
+        || dnnl_memory_create(&mb, &q->b, engine, b16) != dnnl_success
+        || dnnl_memory_create(&mc, &q->c, engine, C) != dnnl_success
+        || (q->scratch_bytes && dnnl_memory_create(&ms, &q->scratch, engine, scratch) != dnnl_success))
+        K_FAIL("oneDNN: no memory for a %d x %d x %d bf16 product", M, N, K);
+    dnnl_exec_arg_t args[4] = { { DNNL_ARG_SRC, ma }, { DNNL_ARG_WEIGHTS, mb }, { DNNL_ARG_DST, mc }, { DNNL_ARG_SCRATCHPAD, ms } };
+    if (dnnl_primitive_execute(q->prim, stream, ms ? 4 : 3, args) != dnnl_success || dnnl_stream_wait(stream) != dnnl_success)
+        K_FAIL("oneDNN: a %d x %d x %d bf16 product failed", M, N, K);
+    dnnl_memory_destroy(ma);
+    dnnl_memory_destroy(mb);
+    dnnl_memory_destroy(mc);
+    if (ms) dnnl_memory_destroy(ms);
+}
+
 // the type-generic kernels, instantiated for float and double
 #define K_CAT2(a, b) a##_##b
 #define K_CAT(a, b) K_CAT2(a, b)
@@ -125,7 +304,7 @@ static inline double k_clip_coef(double total_norm, double max_norm) {
 #define T float
 #define SFX f32
 #define KM(fn) fn##f                 /* libm: KM(exp) is expf */
-#define K_GEMM cblas_sgemm
+#define K_GEMM k_sgemm
 #define K_EPS_T 1.1920928955078125e-07
 #include "kernels_nn.inc"
 #include "kernels_pointwise.inc"
@@ -160,6 +339,22 @@ static inline double k_clip_coef(double total_norm, double max_norm) {
 #undef KS
 #undef KLD
 #undef KST
+#undef T
+#undef SFX
+#undef KM
+#undef K_GEMM
+#undef K_EPS_T
+
+// the GEMM layers once more over float buffers that hold bf16 values, their GEMMs in
+// bf16 (k_sgemm_bf16): k_linear_forward_bf16c, k_conv2d_backward_bf16c, k_matmul_forward_bf16c, ...
+// The op lowering (gen/ops_cpu.lua) calls them where every operand is read as bf16.
+#define T float
+#define SFX bf16c
+#define KM(fn) fn##f
+#define K_GEMM k_sgemm_bf16
+#define K_EPS_T 1.1920928955078125e-07
+#include "kernels_nn.inc"
+#include "kernels_shape.inc"
 #undef T
 #undef SFX
 #undef KM

@@ -4,7 +4,7 @@
 // Generic over models: it includes the model.h of a program generated with
 // `loom build SPEC -o DIR --precision=64-true` and links with DIR/model.c:
 //
-//   cc -std=c11 -O2 -fopenmp -IDIR tests/harness/gradcheck.c DIR/model.c -lopenblas -lm
+//   cc -std=c11 -O2 -fopenmp -IDIR tests/harness/gradcheck.c DIR/model.c -ldnnl -lopenblas -lm
 //   ./gradcheck [B] [samples-per-tensor] [seed] [tol] [eps]
 //
 // It fills a batch of B samples with random data (float fields uniform in [0, 1): a

@@ -2,7 +2,7 @@
 // step by step.  Compiled against the files of `loom build SPEC --precision=16-mixed`
 // for a spec whose optimizer is Adam or AdamW (tests/suite_state16.sh uses fashion_mlp):
 //
-//   cc -std=c11 -O2 -fopenmp -IDIR tests/harness/scaler.c DIR/model.c DIR/optim.c -lopenblas -lm
+//   cc -std=c11 -O2 -fopenmp -IDIR tests/harness/scaler.c DIR/model.c DIR/optim.c -ldnnl -lopenblas -lm
 //   ./scaler STEPS K
 //
 // 1. scaler_update alone: init_scale 65536; growth_interval - 1 good steps leave the

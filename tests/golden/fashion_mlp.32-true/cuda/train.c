@@ -14,6 +14,7 @@
 #include "csvlog.h"
 #include "progress.h"
 #include "signals.h"
+#include "threads.h"
 
 #include <errno.h>
 #include <math.h>

@@ -334,7 +334,7 @@ real model_forward(Model *m, const Batch *batch, int B, int training) {
     k_load_bf16_as_bf16(w7_196608, a68, B * 4096);
     k_load_bf16_as_bf16(w7_262144, a69, 12288);
     k_load_bf16_as_bf16(w7_274432, a70, 192);
-    k_linear_forward_f32(w7_0, w7_196608, w7_262144, w7_274432, B * 64, 64, 192);
+    k_linear_forward_bf16c(w7_0, w7_196608, w7_262144, w7_274432, B * 64, 64, 192);
     k_store_bf16_from_bf16(a12, w7_0, B * 12288);
 
     // slice  <- specs/tiny_transformer.lua:18
@@ -429,7 +429,7 @@ real model_forward(Model *m, const Batch *batch, int B, int training) {
     k_load_bf16_as_bf16(w22_65536, a23, B * 4096);
     k_load_bf16_as_bf16(w22_131072, a71, 4096);
     k_load_bf16_as_bf16(w22_135168, a72, 64);
-    k_linear_forward_f32(w22_0, w22_65536, w22_131072, w22_135168, B * 64, 64, 64);
+    k_linear_forward_bf16c(w22_0, w22_65536, w22_131072, w22_135168, B * 64, 64, 64);
     k_store_bf16_from_bf16(a27, w22_0, B * 4096);
 
     // add  <- specs/tiny_transformer.lua:23
@@ -458,7 +458,7 @@ real model_forward(Model *m, const Batch *batch, int B, int training) {
     k_load_bf16_as_bf16(w29_262144, a74, B * 4096);
     k_load_bf16_as_bf16(w29_327680, a75, 16384);
     k_load_bf16_as_bf16(w29_344064, a76, 256);
-    k_linear_forward_f32(w29_0, w29_262144, w29_327680, w29_344064, B * 64, 64, 256);
+    k_linear_forward_bf16c(w29_0, w29_262144, w29_327680, w29_344064, B * 64, 64, 256);
     k_store_bf16_from_bf16(a34, w29_0, B * 16384);
 
     // block.mlp.1  <- specs/tiny_transformer.lua:12  GELU()
@@ -482,7 +482,7 @@ real model_forward(Model *m, const Batch *batch, int B, int training) {
     k_load_bf16_as_bf16(w33_65536, a35, B * 16384);
     k_load_bf16_as_bf16(w33_327680, a77, 16384);
     k_load_bf16_as_bf16(w33_344064, a78, 64);
-    k_linear_forward_f32(w33_0, w33_65536, w33_327680, w33_344064, B * 64, 256, 64);
+    k_linear_forward_bf16c(w33_0, w33_65536, w33_327680, w33_344064, B * 64, 256, 64);
     k_store_bf16_from_bf16(a38, w33_0, B * 4096);
 
     // add  <- specs/tiny_transformer.lua:24
@@ -503,7 +503,7 @@ real model_forward(Model *m, const Batch *batch, int B, int training) {
     k_load_bf16_as_bf16(w38_196608, a80, B * 4096);
     k_load_bf16_as_bf16(w38_262144, a69, 12288);
     k_load_bf16_as_bf16(w38_274432, a70, 192);
-    k_linear_forward_f32(w38_0, w38_196608, w38_262144, w38_274432, B * 64, 64, 192);
+    k_linear_forward_bf16c(w38_0, w38_196608, w38_262144, w38_274432, B * 64, 64, 192);
     k_store_bf16_from_bf16(a41, w38_0, B * 12288);
 
     // slice  <- specs/tiny_transformer.lua:18
@@ -590,7 +590,7 @@ real model_forward(Model *m, const Batch *batch, int B, int training) {
     k_load_bf16_as_bf16(w51_65536, a52, B * 4096);
     k_load_bf16_as_bf16(w51_131072, a71, 4096);
     k_load_bf16_as_bf16(w51_135168, a72, 64);
-    k_linear_forward_f32(w51_0, w51_65536, w51_131072, w51_135168, B * 64, 64, 64);
+    k_linear_forward_bf16c(w51_0, w51_65536, w51_131072, w51_135168, B * 64, 64, 64);
     k_store_bf16_from_bf16(a54, w51_0, B * 4096);
 
     // add  <- specs/tiny_transformer.lua:23
@@ -611,7 +611,7 @@ real model_forward(Model *m, const Batch *batch, int B, int training) {
     k_load_bf16_as_bf16(w56_262144, a82, B * 4096);
     k_load_bf16_as_bf16(w56_327680, a75, 16384);
     k_load_bf16_as_bf16(w56_344064, a76, 256);
-    k_linear_forward_f32(w56_0, w56_262144, w56_327680, w56_344064, B * 64, 64, 256);
+    k_linear_forward_bf16c(w56_0, w56_262144, w56_327680, w56_344064, B * 64, 64, 256);
     k_store_bf16_from_bf16(a57, w56_0, B * 16384);
 
     // block.mlp.1  <- specs/tiny_transformer.lua:12  GELU()
@@ -627,7 +627,7 @@ real model_forward(Model *m, const Batch *batch, int B, int training) {
     k_load_bf16_as_bf16(w58_65536, a58, B * 16384);
     k_load_bf16_as_bf16(w58_327680, a77, 16384);
     k_load_bf16_as_bf16(w58_344064, a78, 64);
-    k_linear_forward_f32(w58_0, w58_65536, w58_327680, w58_344064, B * 64, 256, 64);
+    k_linear_forward_bf16c(w58_0, w58_65536, w58_327680, w58_344064, B * 64, 256, 64);
     k_store_bf16_from_bf16(a59, w58_0, B * 4096);
 
     // add  <- specs/tiny_transformer.lua:24
@@ -655,7 +655,7 @@ real model_forward(Model *m, const Batch *batch, int B, int training) {
     k_load_bf16_as_bf16(w65_262144, a84, B * 4096);
     k_load_bf16_as_bf16(w65_327680, a85, 16384);
     const k_matmul_dims mm65 = { 1, { B, 0, 0, 0 }, { 1, 0, 0, 0 }, { 0, 0, 0, 0 }, 64, 64, 256 };
-    k_matmul_forward_f32(w65_0, w65_262144, w65_327680, &mm65);
+    k_matmul_forward_bf16c(w65_0, w65_262144, w65_327680, &mm65);
     k_store_bf16_from_bf16(a65, w65_0, B * 16384);
 
     // transpose  <- specs/tiny_transformer.lua:52
@@ -926,7 +926,7 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
     k_load_bf16_as_bf16(w65_344064, a84, B * 4096);
     k_load_bf16_as_bf16(w65_409600, a85, 16384);
     const k_matmul_dims mm65 = { 1, { B, 0, 0, 0 }, { 1, 0, 0, 0 }, { 0, 0, 0, 0 }, 64, 64, 256 };
-    k_matmul_backward_f32(w65_0, w65_65536, w65_81920, w65_344064, w65_409600, &mm65);
+    k_matmul_backward_bf16c(w65_0, w65_65536, w65_81920, w65_344064, w65_409600, &mm65);
     k_accum_bf16_from_bf16(d84, w65_0, B * 4096);
     k_accum_bf16_from_bf16(d85, w65_65536, 16384);
 
@@ -956,7 +956,7 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
     k_load_bf16_as_bf16(w58_278592, d59, B * 4096);
     k_load_bf16_as_bf16(w58_344128, a58, B * 16384);
     k_load_bf16_as_bf16(w58_606272, a77, 16384);
-    k_linear_backward_f32(w58_0, w58_262144, w58_278528, w58_278592, w58_344128, w58_606272, B * 64, 256, 64);
+    k_linear_backward_bf16c(w58_0, w58_262144, w58_278528, w58_278592, w58_344128, w58_606272, B * 64, 256, 64);
     k_accum_bf16_from_bf16(d58, w58_0, B * 16384);
     k_accum_bf16_from_bf16(d77, w58_262144, 16384);
     k_accum_bf16_from_bf16(d78, w58_278528, 64);
@@ -977,7 +977,7 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
     k_load_bf16_as_bf16(w56_82176, d57, B * 16384);
     k_load_bf16_as_bf16(w56_344320, a82, B * 4096);
     k_load_bf16_as_bf16(w56_409856, a75, 16384);
-    k_linear_backward_f32(w56_0, w56_65536, w56_81920, w56_82176, w56_344320, w56_409856, B * 64, 64, 256);
+    k_linear_backward_bf16c(w56_0, w56_65536, w56_81920, w56_82176, w56_344320, w56_409856, B * 64, 64, 256);
     k_accum_bf16_from_bf16(d82, w56_0, B * 4096);
     k_accum_bf16_from_bf16(d75, w56_65536, 16384);
     k_accum_bf16_from_bf16(d76, w56_81920, 256);
@@ -1002,7 +1002,7 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
     k_load_bf16_as_bf16(w51_69696, d54, B * 4096);
     k_load_bf16_as_bf16(w51_135232, a52, B * 4096);
     k_load_bf16_as_bf16(w51_200768, a71, 4096);
-    k_linear_backward_f32(w51_0, w51_65536, w51_69632, w51_69696, w51_135232, w51_200768, B * 64, 64, 64);
+    k_linear_backward_bf16c(w51_0, w51_65536, w51_69632, w51_69696, w51_135232, w51_200768, B * 64, 64, 64);
     k_accum_bf16_from_bf16(d52, w51_0, B * 4096);
     k_accum_bf16_from_bf16(d71, w51_65536, 4096);
     k_accum_bf16_from_bf16(d72, w51_69632, 64);
@@ -1082,7 +1082,7 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
     k_load_bf16_as_bf16(w38_78016, d41, B * 12288);
     k_load_bf16_as_bf16(w38_274624, a80, B * 4096);
     k_load_bf16_as_bf16(w38_340160, a69, 12288);
-    k_linear_backward_f32(w38_0, w38_65536, w38_77824, w38_78016, w38_274624, w38_340160, B * 64, 64, 192);
+    k_linear_backward_bf16c(w38_0, w38_65536, w38_77824, w38_78016, w38_274624, w38_340160, B * 64, 64, 192);
     k_accum_bf16_from_bf16(d80, w38_0, B * 4096);
     k_accum_bf16_from_bf16(d69, w38_65536, 12288);
     k_accum_bf16_from_bf16(d70, w38_77824, 192);
@@ -1107,7 +1107,7 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
     k_load_bf16_as_bf16(w33_278592, d38, B * 4096);
     k_load_bf16_as_bf16(w33_344128, a35, B * 16384);
     k_load_bf16_as_bf16(w33_606272, a77, 16384);
-    k_linear_backward_f32(w33_0, w33_262144, w33_278528, w33_278592, w33_344128, w33_606272, B * 64, 256, 64);
+    k_linear_backward_bf16c(w33_0, w33_262144, w33_278528, w33_278592, w33_344128, w33_606272, B * 64, 256, 64);
     k_accum_bf16_from_bf16(d35, w33_0, B * 16384);
     k_accum_bf16_from_bf16(d77, w33_262144, 16384);
     k_accum_bf16_from_bf16(d78, w33_278528, 64);
@@ -1134,7 +1134,7 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
     k_load_bf16_as_bf16(w29_82176, d34, B * 16384);
     k_load_bf16_as_bf16(w29_344320, a74, B * 4096);
     k_load_bf16_as_bf16(w29_409856, a75, 16384);
-    k_linear_backward_f32(w29_0, w29_65536, w29_81920, w29_82176, w29_344320, w29_409856, B * 64, 64, 256);
+    k_linear_backward_bf16c(w29_0, w29_65536, w29_81920, w29_82176, w29_344320, w29_409856, B * 64, 64, 256);
     k_accum_bf16_from_bf16(d74, w29_0, B * 4096);
     k_accum_bf16_from_bf16(d75, w29_65536, 16384);
     k_accum_bf16_from_bf16(d76, w29_81920, 256);
@@ -1165,7 +1165,7 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
     k_load_bf16_as_bf16(w22_69696, d27, B * 4096);
     k_load_bf16_as_bf16(w22_135232, a23, B * 4096);
     k_load_bf16_as_bf16(w22_200768, a71, 4096);
-    k_linear_backward_f32(w22_0, w22_65536, w22_69632, w22_69696, w22_135232, w22_200768, B * 64, 64, 64);
+    k_linear_backward_bf16c(w22_0, w22_65536, w22_69632, w22_69696, w22_135232, w22_200768, B * 64, 64, 64);
     k_accum_bf16_from_bf16(d23, w22_0, B * 4096);
     k_accum_bf16_from_bf16(d71, w22_65536, 4096);
     k_accum_bf16_from_bf16(d72, w22_69632, 64);
@@ -1251,7 +1251,7 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
     k_load_bf16_as_bf16(w7_78016, d12, B * 12288);
     k_load_bf16_as_bf16(w7_274624, a68, B * 4096);
     k_load_bf16_as_bf16(w7_340160, a69, 12288);
-    k_linear_backward_f32(w7_0, w7_65536, w7_77824, w7_78016, w7_274624, w7_340160, B * 64, 64, 192);
+    k_linear_backward_bf16c(w7_0, w7_65536, w7_77824, w7_78016, w7_274624, w7_340160, B * 64, 64, 192);
     k_accum_bf16_from_bf16(d68, w7_0, B * 4096);
     k_accum_bf16_from_bf16(d69, w7_65536, 12288);
     k_accum_bf16_from_bf16(d70, w7_77824, 192);

@@ -9,6 +9,7 @@
 #include "csvlog.h"
 #include "progress.h"
 #include "signals.h"
+#include "threads.h"
 
 #include <errno.h>
 #include <math.h>
@@ -287,6 +288,7 @@ static void evaluate(Model *m, loader *L, const dataset *ds, double *loss, doubl
 // ---------------------------------------------------------------------------
 
 int main(int argc, char **argv) {
+    threads_setup(argv);   // OpenMP's wait policy and thread count (may re-execute)
     Args args = parse_args(argc, argv);
     signals_install();
     char path[4096], ckerr[CKPT_ERR_LEN];

@@ -1,0 +1,87 @@
+// Criterion tests of runtime/threads: the thread count from the affinity mask and the
+// cgroup quota, and the re-exec that sets OpenMP's environment before libgomp starts.
+#include <criterion/criterion.h>
+
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../runtime/threads.h"
+
+static const char *cpu_max_file(const char *text) {
+    static char path[64];
+    snprintf(path, sizeof path, "/tmp/loom_cpu_max_%d", (int)getpid());
+    FILE *f = fopen(path, "w");
+    cr_assert(f);
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+static int affinity_count(void) {
+    cpu_set_t set;
+    cr_assert_eq(sched_getaffinity(0, sizeof set, &set), 0);
+    return CPU_COUNT(&set);
+}
+
+Test(threads, no_quota_is_the_affinity_mask) {
+    const char *p = cpu_max_file("max 100000\n");
+    cr_expect_eq(threads_available(p), affinity_count());
+    cr_expect_eq(threads_available("/nonexistent/cpu.max"), affinity_count());
+    unlink(p);
+}
+
+Test(threads, quota_caps_and_rounds_up) {
+    const char *p = cpu_max_file("50000 100000\n");   // half a core: one thread
+    cr_expect_eq(threads_available(p), 1);
+    unlink(p);
+    p = cpu_max_file("100000000 100000\n");            // 1000 cores: the mask decides
+    cr_expect_eq(threads_available(p), affinity_count());
+    unlink(p);
+}
+
+Test(threads, affinity_of_one_core) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(sched_getcpu(), &set);
+    cr_assert_eq(sched_setaffinity(0, sizeof set, &set), 0);
+    cr_expect_eq(threads_available("/nonexistent/cpu.max"), 1);
+}
+
+// threads_setup re-executes with the variables set; here the program it re-executes is
+// a shell that checks them, and reports through its exit status.
+static int setup_in_child(const char *spincount, const char *check) {
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        unsetenv("LOOM_THREADS_SET");
+        unsetenv("OMP_WAIT_POLICY");
+        unsetenv("OMP_NUM_THREADS");
+        if (spincount) setenv("GOMP_SPINCOUNT", spincount, 1); else unsetenv("GOMP_SPINCOUNT");
+        char *argv[] = { "sh", "-c", (char *)check, NULL };
+        threads_setup_exec("/bin/sh", argv);
+        _exit(99);   // exec failed
+    }
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+Test(threads, setup_sets_what_is_unset_and_reexecutes) {
+    cr_expect_eq(setup_in_child(NULL,
+        "[ \"$GOMP_SPINCOUNT\" = 10000 ] && [ \"$OMP_NUM_THREADS\" -ge 1 ] && [ \"$LOOM_THREADS_SET\" = 1 ]"), 0);
+    // the user's own spin count is kept
+    cr_expect_eq(setup_in_child("300000", "[ \"$GOMP_SPINCOUNT\" = 300000 ] && [ \"$OMP_NUM_THREADS\" -ge 1 ]"), 0);
+}
+
+Test(threads, nothing_to_set_means_no_reexec) {
+    setenv("GOMP_SPINCOUNT", "5", 1);
+    setenv("OMP_NUM_THREADS", "1", 1);
+    unsetenv("LOOM_THREADS_SET");
+    char *argv[] = { "false", NULL };
+    threads_setup_exec("/bin/false", argv);   // returns: nothing was unset
+    cr_expect_null(getenv("LOOM_THREADS_SET"));
+}
