@@ -220,12 +220,41 @@ define_setting("callback", "ModelCheckpoint", {
   dirpath = { checkers.string, nil }, filename = { checkers.string, nil },
 })
 
-for _, name in ipairs { "CSVLogger", "TensorBoardLogger", "MLFlowLogger" } do
+-- Loggers take Lightning's arguments.  A relative directory is under the run's --out.
+-- every_n_steps: this logger's step interval (default: train.log_every_n_steps).
+for _, name in ipairs { "CSVLogger", "TensorBoardLogger" } do
   define_setting("logger", name, {
     root_dir = { checkers.string, "logs" }, name = { checkers.string, "lightning_logs" },
-    version = { checkers.nonnegint, nil }, every_n_steps = { checkers.posint, 50 },
+    version = { checkers.nonnegint, nil }, every_n_steps = { checkers.posint, nil },
+    flush_logs_every_n_steps = { checkers.posint, 100 },
   })
 end
+local function check_tags(v, what)
+  if type(v) ~= "table" or getmetatable(v) ~= nil then return fail(what, "a table of string tags (key = \"value\")", v) end
+  for k, x in pairs(v) do
+    if type(k) ~= "string" or type(x) ~= "string" then
+      return fail(what .. "." .. tostring(k), "a string tag (key = \"value\")", x)
+    end
+  end
+  return v
+end
+-- tracking_uri: a file store ("file:PATH" or a path); MLflow servers are not reachable here
+local function check_tracking_uri(v, what)
+  if type(v) ~= "string" then return fail(what, "a string", v) end
+  local scheme = v:match("^(%a[%w+.-]*)://") or v:match("^(%a[%w+.-]*):")
+  if scheme and scheme ~= "file" then
+    return nil, string.format("%s: '%s' is a %s URI; only MLflow's file store is written (file:PATH or a path)", what, v, scheme)
+  end
+  return v
+end
+define_setting("logger", "MLFlowLogger", {
+  experiment_name = { checkers.string, "lightning_logs" }, run_name = { checkers.string, nil },
+  tracking_uri = { check_tracking_uri, nil }, save_dir = { checkers.string, "./mlruns" },
+  tags = { check_tags, {} }, log_model = { checkers.bool, false }, run_id = { function(v, what)
+    if type(v) == "string" and #v == 32 and v:match("^[0-9a-f]+$") then return v end
+    return fail(what, "a run id (32 hex digits)", v)
+  end, nil }, every_n_steps = { checkers.posint, nil },
+})
 
 define_setting("data", "FashionMNIST", {
   root = { checkers.string, "/usr/share/datasets/fashion-mnist" },
@@ -420,6 +449,7 @@ local TRAIN_SCHEMA = {
   clip = { check_clip, nil },
   callbacks = { list_of("callback"), {} },
   loggers = { list_of("logger"), {} },
+  log_every_n_steps = { checkers.posint, 50 },
   seed = { checkers.nonnegint, 42 },
   val_every = { checkers.posint, 1 },
   num_workers = { checkers.nonnegint, 1 },

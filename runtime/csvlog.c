@@ -120,24 +120,35 @@ static int next_version(const char *dir) {
     return next;
 }
 
-int csvlog_open(csvlog *log, const char *root_dir, const char *name, int version, int flush_every) {
-    memset(log, 0, sizeof *log);
-    log->flush_every = flush_every > 0 ? flush_every : 100;
-    char parent[4096], dir[4200];
+int csvlog_version_dir(const char *root_dir, const char *name, int version, char *dir, size_t len, char *err) {
+    csvlog tmp;   // for its error text
+    tmp.err[0] = 0;
+    char parent[4096];
+    int rc = 0;
     if (name && *name) snprintf(parent, sizeof parent, "%s/%s", root_dir, name);
     else snprintf(parent, sizeof parent, "%s", root_dir);
-    if (mkdir_p(log, parent)) return -1;
-    if (version >= 0) {
-        snprintf(dir, sizeof dir, "%s/version_%d", parent, version);
-        if (mkdir(dir, 0777) != 0 && errno != EEXIST) return SYSFAIL(log, dir, "mkdir");
+    if (mkdir_p(&tmp, parent)) rc = -1;
+    else if (version >= 0) {
+        snprintf(dir, len, "%s/version_%d", parent, version);
+        if (mkdir(dir, 0777) != 0 && errno != EEXIST) rc = SYSFAIL(&tmp, dir, "mkdir");
     } else {
         // mkdir, not mkdir -p: two runs starting together each get their own version
         for (version = next_version(parent);; version++) {
-            snprintf(dir, sizeof dir, "%s/version_%d", parent, version);
+            snprintf(dir, len, "%s/version_%d", parent, version);
             if (mkdir(dir, 0777) == 0) break;
-            if (errno != EEXIST) return SYSFAIL(log, dir, "mkdir");
+            if (errno != EEXIST) { rc = SYSFAIL(&tmp, dir, "mkdir"); break; }
         }
     }
+    if (rc) { snprintf(err, CSVLOG_ERR_LEN, "%s", tmp.err); return -1; }
+    return version;
+}
+
+int csvlog_open(csvlog *log, const char *root_dir, const char *name, int version, int flush_every) {
+    memset(log, 0, sizeof *log);
+    log->flush_every = flush_every > 0 ? flush_every : 100;
+    char dir[4200];
+    version = csvlog_version_dir(root_dir, name, version, dir, sizeof dir, log->err);
+    if (version < 0) return -1;
     log->version = version;
     if (!(log->dir = xstrdup(dir))) return errf(log, "%s: out of memory", dir);
     return 0;

@@ -15,6 +15,7 @@
 // == 0, Lightning's rule), on csvlog_save and on csvlog_close. When a new key appears
 // the file is rewritten with the wider header, as Lightning does. Floats are written
 // as Python's repr() writes them (shortest text that reads back to the same double).
+#include <stddef.h>
 #include <stdint.h>
 
 #define CSVLOG_ERR_LEN 512
@@ -34,6 +35,9 @@ typedef struct {
     char err[CSVLOG_ERR_LEN];
 } csvlog;
 
+// Creates root_dir/name/version_N (version < 0: the next free N) into dir; returns N,
+// or -1 with the reason in err (CSVLOG_ERR_LEN bytes). TensorBoard's logger uses it too.
+int csvlog_version_dir(const char *root_dir, const char *name, int version, char *dir, size_t len, char *err);
 // Creates root_dir/name/version_N (version < 0: the next free N). name "" logs
 // straight into root_dir/version_N. flush_every <= 0 means Lightning's default, 100.
 int csvlog_open(csvlog *log, const char *root_dir, const char *name, int version, int flush_every);
