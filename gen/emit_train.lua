@@ -838,7 +838,11 @@ local function logger_code(sp, has_accuracy, loss_scaling)
   return {
     logger_globals = join(globals), logger_open = join(open), log_step = step, log_epoch = join(epoch),
     log_test = join(test), logger_close = join(close_extra),
-    checkpoint_meta = #ckpt_meta > 0 and join(ckpt_meta) or "    // (no MLflow run to remember)",
+    checkpoint_logs = join {
+      "    // the logs on disk cover what the checkpoint does: a run killed after it and resumed",
+      "    // from it loses no row",
+      "    if (runlog_flush(&run_log)) die(run_log.err);",
+      #ckpt_meta > 0 and join(ckpt_meta) or "    // (no MLflow run to remember)" },
   }
 end
 
@@ -911,7 +915,7 @@ function emit_train.values(l)
     test_desc = test_desc, test_weights = test_weights,
     logger_globals = logs.logger_globals, logger_open = logs.logger_open, log_step = logs.log_step,
     log_epoch = logs.log_epoch, callbacks = callbacks, log_test = logs.log_test, logger_close = logs.logger_close,
-    checkpoint_meta = logs.checkpoint_meta,
+    checkpoint_logs = logs.checkpoint_logs,
     state_dtype = CKPT_DTYPE[ps.state], state_desc = state_desc,
     backward = sc.backward, step_block = sc.step, loop_vars = sc.loop_vars, train_summary = sc.summary,
   }
