@@ -1068,6 +1068,7 @@ function emit.program(l, precision_plan)
   -- program carries its own copies)
   for _, k in ipairs(kernels.list) do files["kernels/" .. k.name .. ".cu"] = k.src end
   files["kernels/" .. PRELUDE_NAME] = pre
+  for name, text in pairs(loop.files) do files[name] = text end   -- the user's hooks
   emit.add_runtime(files, g)
   return { files = files,
            counted = { kernels = kernels.list, scratch = scratch.max, fuse_saved = saved, compute_format = cf,

@@ -694,7 +694,7 @@ local DEFAULT_LOGGER = { kind = "CSVLogger", args = { root_dir = "logs", name = 
 
 local function gcd(a, b) while b ~= 0 do a, b = b, a % b end return a end
 
-local function logger_code(sp, has_accuracy, loss_scaling)
+local function logger_code(sp, has_accuracy, loss_scaling, hk)
   local loggers = sp.train.loggers
   if #loggers == 0 then loggers = { DEFAULT_LOGGER } end
   local globals, open, close_extra, ckpt_meta = {}, {}, {}, {}
@@ -815,6 +815,7 @@ local function logger_code(sp, has_accuracy, loss_scaling)
     "                }",
     "            }",
   }
+  if hk.step ~= "" then step = step .. "\n" .. hk.step end
   local epoch = {
     "        {   // the epoch's row: its mean training loss and every validation metric",
     "            const char *keys[3];",
@@ -825,6 +826,7 @@ local function logger_code(sp, has_accuracy, loss_scaling)
   }
   if has_accuracy then epoch[#epoch + 1] = "            if (!isnan(val_acc)) { keys[n] = \"val/acc\"; values[n++] = val_acc; }" end
   epoch[#epoch + 1] = "            if (n && runlog_epoch(&run_log, rs.step, rs.epoch, keys, values, n)) die(run_log.err);"
+  if hk.epoch ~= "" then epoch[#epoch + 1] = hk.epoch end
   epoch[#epoch + 1] = "        }"
   local test = {
     "        {",
@@ -833,8 +835,11 @@ local function logger_code(sp, has_accuracy, loss_scaling)
     string.format("            if (runlog_epoch(&run_log, rs.step, rs.epoch, keys, values, %d)) die(run_log.err);", has_accuracy and 2 or 1),
     "        }",
   }
+  if hk.close ~= "" then close_extra[#close_extra + 1] = hk.close end
   close_extra[#close_extra + 1] = "    // MLflow's status: a run stopped by a signal was KILLED (it resumes from its checkpoint)"
   close_extra[#close_extra + 1] = "    if (runlog_close(&run_log, stop == 2 ? MLFLOW_KILLED : MLFLOW_FINISHED)) die(run_log.err);"
+  if hk.globals ~= "" then globals[#globals + 1] = hk.globals end
+  if hk.open ~= "" then open[#open + 1] = hk.open end
   return {
     logger_globals = join(globals), logger_open = join(open), log_step = step, log_epoch = join(epoch),
     log_test = join(test), logger_close = join(close_extra),
@@ -842,8 +847,74 @@ local function logger_code(sp, has_accuracy, loss_scaling)
       "    // the logs on disk cover what the checkpoint does: a run killed after it and resumed",
       "    // from it loses no row",
       "    if (runlog_flush(&run_log)) die(run_log.err);",
-      #ckpt_meta > 0 and join(ckpt_meta) or "    // (no MLflow run to remember)" },
+      #ckpt_meta > 0 and join(ckpt_meta) or "    // (no MLflow run to remember)",
+      hk.save ~= "" and hk.save or nil },
   }
+end
+
+-- The user's hooks (spec `hooks = Hooks { source = ..., on_... = "fn" }`): the
+-- prototypes, call_hook (which fills runtime/loom_hooks.h's loom_hook_info), the calls
+-- at each point, and the user's file to compile in.  `on_device`: the parameters live on
+-- the device, so only on_save_checkpoint (after its copy to the host) sees them.
+local function spec_points() return require("spec").HOOK_POINTS end
+
+local function hooks_code(sp, on_device, state_desc, state_dtype, has_accuracy)
+  local h = sp.train.hooks
+  local none = { globals = "", open = "", step = "", epoch = "", save = "", close = "", files = {} }
+  if not h then return none end
+  local a = h.args
+  local with_params = on_device and "0" or "1"
+  local g = {
+    "",
+    string.format("// the user's hooks: Hooks { source = %s }  <- %s:%d", util.c_comment(a.source), util.c_comment(h.where.file), h.where.line),
+    "#include \"loom_hooks.h\"",
+  }
+  for _, point in ipairs(spec_points()) do
+    if a[point] then g[#g + 1] = string.format("void %s(const loom_hook_info *info);   // %s", a[point], point) end
+  end
+  local more = {
+    "static const char *hook_out_dir;",
+    "static loom_param_view hook_params[NUM_PARAM_TENSORS + 1];",
+    "static void call_hook(loom_hook fn, const char *point, const Model *m, int with_params, int64_t step, int64_t epoch,",
+    "                      const char *const *names, const double *values, int n, const char *checkpoint) {",
+    "    loom_hook_info info = { point, step, epoch, n, names, values, checkpoint, hook_out_dir, 0, NULL };",
+    "    if (with_params) {",
+    string.format("        size_t esize = (size_t)ckpt_dtype_size(%s);", state_dtype),
+    "        for (int i = 0; i < NUM_PARAM_TENSORS; i++) {",
+    "            const tensor_info *t = &model_param_info[i];",
+    string.format("            hook_params[i] = (loom_param_view){ t->name, %s, t->ndim, t->shape, (int64_t)t->numel,", util.c_string(state_desc)),
+    "                                                (const char *)m->params + t->offset * esize };",
+    "        }",
+    "        info.nparams = NUM_PARAM_TENSORS; info.params = hook_params;",
+    "    }",
+    "    fn(&info);",
+    "}",
+  }
+  for _, l in ipairs(more) do g[#g + 1] = l end
+  local out = { globals = join(g), open = "    hook_out_dir = args.out;", step = "", epoch = "", save = "", close = "", files = {} }
+  if a.on_train_batch_end then
+    out.step = join {
+      "            {",
+      string.format("                const char *names[] = { \"train/loss\", %s };", util.c_string("lr-" .. sp.train.optimizer.kind)),
+      "                double values[] = { mean_loss, lr };",
+      string.format("                call_hook(%s, \"on_train_batch_end\", &m, %s, rs.step, rs.epoch, names, values, 2, NULL);", a.on_train_batch_end, with_params),
+      "            }",
+    }
+  end
+  if a.on_validation_end then
+    out.epoch = join {
+      "            if (val_loader && ((rs.epoch + 1) % VAL_EVERY == 0 || stop || rs.epoch + 1 == max_epochs))   // a validation ran",
+      string.format("                call_hook(%s, \"on_validation_end\", &m, %s, rs.step, rs.epoch, keys, values, n, NULL);", a.on_validation_end, with_params),
+    }
+  end
+  if a.on_save_checkpoint then
+    out.save = string.format("    call_hook(%s, \"on_save_checkpoint\", m, 1, rs->step, rs->epoch, NULL, NULL, 0, path);", a.on_save_checkpoint)
+  end
+  if a.on_train_end then
+    out.close = string.format("    call_hook(%s, \"on_train_end\", &m, %s, rs.step, rs.epoch, NULL, NULL, 0, NULL);", a.on_train_end, with_params)
+  end
+  out.files["user_" .. a.source:match("([^/]+)$")] = a.text
+  return out
 end
 
 ---------------------------------------------------------------------------
@@ -874,7 +945,9 @@ function emit_train.values(l)
   local clip_body, clip_desc = clip_code(k16, sp)
   local has_accuracy = l.accuracy ~= nil
   local callbacks, cb_init, cb_mkdirs, test_desc, test_weights, cb_counts = callbacks_code(sp, has_accuracy)
-  local logs = logger_code(sp, has_accuracy, ps.loss_scaling)
+  local state_desc = ({ f32 = "float32", f64 = "float64", bf16 = "bfloat16", f16 = "float16" })[ps.state]
+  local hooks = hooks_code(sp, l.backend == "cuda", state_desc, CKPT_DTYPE[ps.state], has_accuracy)
+  local logs = logger_code(sp, has_accuracy, ps.loss_scaling, hooks)
   local mom = o.base_momentum and lit(o.base_momentum) or "0.0"
   local settings = join {
     string.format("#define DEFAULT_EPOCHS %d      // train.epochs (0: run until max_steps)", tr.epochs or 0),
@@ -889,7 +962,6 @@ function emit_train.values(l)
       schedule_spans_run(tr.scheduler) and 1 or 0),
   }
   local step_code = o.step
-  local state_desc = ({ f32 = "float32", f64 = "float64", bf16 = "bfloat16", f16 = "float16" })[ps.state]
   local momentum_body, momentum_desc
   local cyc = tr.scheduler and tr.scheduler.kind == "OneCycleLR" and tr.scheduler.args.cycle_momentum
   if cyc then
@@ -919,6 +991,7 @@ function emit_train.values(l)
     state_dtype = CKPT_DTYPE[ps.state], state_desc = state_desc,
     backward = sc.backward, step_block = sc.step, loop_vars = sc.loop_vars, train_summary = sc.summary,
   }
+  values.files = hooks.files   -- the user's hook source, compiled into the program
   values.optim_h = {
     model_name = g.model_rec.class, spec_file = sp.file, optimizer_desc = o.desc, optimizer_fields = o.fields,
     scaler_types = sc.types, scaler_decls = sc.decls,

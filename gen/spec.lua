@@ -75,7 +75,7 @@ local function is_setting(v, family)
 end
 local settings = {}
 local NOUNS = { optimizer = "an optimizer", scheduler = "a scheduler", callback = "a callback",
-                logger = "a logger", data = "a data source" }
+                logger = "a logger", data = "a data source", hooks = "the user's hooks" }
 local function one_of(family)
   return NOUNS[family] .. " (" .. table.concat(spec.families[family], ", ") .. ")"
 end
@@ -255,6 +255,44 @@ define_setting("logger", "MLFlowLogger", {
     return fail(what, "a run id (32 hex digits)", v)
   end, nil }, every_n_steps = { checkers.posint, nil },
 })
+
+-- User hooks (Fabric's fabric.call): C functions of the user's own, in a .c file beside
+-- the spec (runtime/loom_hooks.h documents what they are given), compiled into the
+-- program and called at these points of the run.
+spec.HOOK_POINTS = { "on_train_batch_end", "on_validation_end", "on_save_checkpoint", "on_train_end" }
+local function c_function_name(v, what)
+  if type(v) == "string" and v:match("^[%a_][%w_]*$") then return v end
+  return fail(what, "the name of a C function", v)
+end
+do
+  local schema = { source = { checkers.string, nil, required = true } }
+  for _, point in ipairs(spec.HOOK_POINTS) do schema[point] = { c_function_name, nil } end
+  define_setting("hooks", "Hooks", schema, function(a, where)
+    local named = false
+    for _, point in ipairs(spec.HOOK_POINTS) do named = named or a[point] ~= nil end
+    if not named then
+      diag.error(where, "Hooks: name at least one function (" .. table.concat(spec.HOOK_POINTS, ", ") .. ")")
+      return
+    end
+    if not a.source:match("%.c$") then
+      diag.error(diag.key_where(where, "source"), string.format("Hooks.source: '%s' is not a .c file", a.source))
+      return
+    end
+    -- beside the spec: a relative path is from the spec's directory
+    local path = a.source
+    if path:sub(1, 1) ~= "/" then path = ((where and where.file or ""):match("^(.*)/") or ".") .. "/" .. path end
+    local regular, why = require("loomc").is_regular_file(path)
+    local f = regular and io.open(path, "rb")
+    if not f then
+      diag.error(diag.key_where(where, "source"), string.format("Hooks.source: cannot read '%s'%s", path,
+        regular == false and " (not a regular file)" or why and (": " .. why) or ""))
+      return
+    end
+    a.text = f:read("a")
+    f:close()
+    a.path = path
+  end)
+end
 
 define_setting("data", "FashionMNIST", {
   root = { checkers.string, "/usr/share/datasets/fashion-mnist" },
@@ -450,6 +488,7 @@ local TRAIN_SCHEMA = {
   callbacks = { list_of("callback"), {} },
   loggers = { list_of("logger"), {} },
   log_every_n_steps = { checkers.posint, 50 },
+  hooks = { setting_of("hooks"), nil },
   seed = { checkers.nonnegint, 42 },
   val_every = { checkers.posint, 1 },
   num_workers = { checkers.nonnegint, 1 },

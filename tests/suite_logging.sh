@@ -8,7 +8,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 . "$(dirname "$0")/tap.sh"   # plan, ok, fail, skip, expect_error
 READ="/usr/bin/python3 $(dirname "$0")/logging/read_logs.py"
-plan 15
+plan 18
 
 spec() {   # FILE SIZE EPOCHS LOGGERS...: a small regression on synthetic data, with validation
   local file=$1 size=$2 epochs=$3; shift 3
@@ -138,6 +138,70 @@ else
   for t in "MLflow: a killed run is left RUNNING" "MLflow: a resumed run continues the run id, one history" "MLflow: a run stopped by SIGTERM is KILLED"; do fail "$t" "$(tail -2 "$work/build.log")"; done
 fi
 
+# --- (f) user hooks: a C file beside the spec, called at each point the expected number of times
+mkdir -p "$work/hk"
+cat >"$work/hk/my_hooks.c" <<'CEOF'
+// A user's hooks: each appends a line to OUT/hooks.txt (its point, step, metrics and the
+// sum of the first parameter, read through the read-only view)
+#include <stdio.h>
+#include <string.h>
+#include "loom_hooks.h"
+void batch_end(const loom_hook_info *info);
+void val_end(const loom_hook_info *info);
+void on_save(const loom_hook_info *info);
+void train_end(const loom_hook_info *info);
+static void record(const loom_hook_info *info) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/hooks.txt", info->out_dir);
+    FILE *f = fopen(path, "a");
+    if (!f) return;
+    fprintf(f, "%s %lld", info->point, (long long)info->step);
+    for (int i = 0; i < info->nmetrics; i++) fprintf(f, " %s=%.17g", info->metric_names[i], info->metric_values[i]);
+    if (info->nparams && strcmp(info->params[0].dtype, "float32") == 0) {
+        double sum = 0;
+        for (int64_t k = 0; k < info->params[0].numel; k++) sum += ((const float *)info->params[0].data)[k];
+        fprintf(f, " %s:%.17g", info->params[0].name, sum);
+    }
+    fprintf(f, "\n");
+    fclose(f);
+}
+void batch_end(const loom_hook_info *info) { record(info); }
+void val_end(const loom_hook_info *info) { record(info); }
+void on_save(const loom_hook_info *info) { record(info); }
+void train_end(const loom_hook_info *info) { record(info); }
+CEOF
+spec "$work/hk/spec.lua" 64 2 'hooks = Hooks { source = "my_hooks.c", on_train_batch_end = "batch_end", on_validation_end = "val_end",
+                  on_save_checkpoint = "on_save", on_train_end = "train_end" },'
+if build "$work/hk/spec.lua" "$work/hk/b" && "$work/hk/b/train" --quiet --out "$work/hk/r" >"$work/hk.log" 2>&1; then
+  counts=$(cut -d' ' -f1 "$work/hk/r/hooks.txt" | sort | uniq -c | awk '{print $2 "=" $1}' | tr '\n' ' ')
+  [ "$counts" = "on_save_checkpoint=2 on_train_batch_end=16 on_train_end=1 on_validation_end=2 " ] &&
+    ok "hooks: each called the expected number of times" || fail "hooks: each called the expected number of times" "$counts"
+  # what the hooks saw is what the run logged and saved: the last step's loss as in
+  # metrics.csv, the parameter view at the end as the checkpoint's net.0.weight
+  verdict=$(/usr/bin/python3 - "$work/hk/r/hooks.txt" "$(csv_of "$work/hk/r")" "$work/hk/r/last.safetensors" <<'PYEOF'
+import csv, json, struct, sys
+lines = [l.split() for l in open(sys.argv[1])]
+last_step = [l for l in lines if l[0] == "on_train_batch_end"][-1]
+loss = float(last_step[2].split("=")[1])
+want = [float(r["train/loss"]) for r in csv.DictReader(open(sys.argv[2])) if r["train/loss"]][-1]
+blob = open(sys.argv[3], "rb").read()
+n = struct.unpack("<Q", blob[:8])[0]
+h = json.loads(blob[8:8 + n])["net.0.weight"]
+a, b = h["data_offsets"]
+weights = struct.unpack(f"<{(b - a) // 4}f", blob[8 + n + a:8 + n + b])
+end = [l for l in lines if l[0] == "on_train_end"][0][-1]
+name, s = end.split(":")
+if loss != want: print(f"hook loss {loss!r}, metrics.csv {want!r}")
+elif name != "net.0.weight" or float(s) != sum(float(w) for w in weights): print(f"hook view {end}, checkpoint sum {sum(weights)!r}")
+else: print("ok")
+PYEOF
+)
+  [ "$verdict" = ok ] && ok "hooks: the metrics and the parameter view are the run's" || fail "hooks: the metrics and the parameter view are the run's" "$verdict"
+else
+  fail "hooks: each called the expected number of times" "$(tail -3 "$work/hk.log" "$work/build.log")"
+  fail "hooks: the metrics and the parameter view are the run's" "no run"
+fi
+
 # --- spec errors point at the spec's line (and show it)
 spec_error() {   # NAME EXPECTED SPEC
   local out rc
@@ -148,3 +212,5 @@ spec "$work/uri.lua" 64 1 'loggers = { MLFlowLogger { tracking_uri = "http://loc
 spec_error "MLFlowLogger: a server URI is refused at its line" "uri.lua:13: MLFlowLogger.tracking_uri: 'http://localhost:5000' is a http URI" "$work/uri.lua"
 spec "$work/tags.lua" 64 1 'loggers = { MLFlowLogger { tags = { n = 3 } } },'
 spec_error "MLFlowLogger: a tag that is not a string is refused" "tags.lua:13: MLFlowLogger.tags.n must be a string tag" "$work/tags.lua"
+spec "$work/nohook.lua" 64 1 'hooks = Hooks { source = "missing.c", on_train_end = "f" },'
+spec_error "Hooks: a missing source file is refused at its line" "nohook.lua:13: Hooks.source: cannot read" "$work/nohook.lua"
