@@ -123,6 +123,7 @@ static int next_version(const char *dir) {
 int csvlog_version_dir(const char *root_dir, const char *name, int version, char *dir, size_t len, char *err) {
     csvlog tmp;   // for its error text
     tmp.err[0] = 0;
+    if (!dir || len == 0) { snprintf(err, CSVLOG_ERR_LEN, "csvlog_version_dir: no room for the path"); return -1; }
     char parent[4096];
     int rc = 0;
     if (name && *name) snprintf(parent, sizeof parent, "%s/%s", root_dir, name);

@@ -150,7 +150,7 @@ static int find_or_create_experiment(mlflowlog *m, const char *store, const char
         sbuf text = {0};
         if (read_file(path, &text) == 0 && yaml_get(text.p ? text.p : "", "name", got, sizeof got) == 0 &&
             strcmp(got, name) == 0) {
-            snprintf(id, 32, "%s", e->d_name);
+            memcpy(id, e->d_name, strlen(e->d_name) + 1);   // <= 18 digits
             found = 1;
         }
         free(text.p);
@@ -211,7 +211,7 @@ static int find_run(const char *store, const char *id, char *exp) {
         if (!is_number(e->d_name) || strlen(e->d_name) > 18) continue;
         char path[PATH_BUF];
         snprintf(path, sizeof path, "%s/%s/%s/meta.yaml", store, e->d_name, id);
-        if (access(path, F_OK) == 0) { snprintf(exp, 32, "%s", e->d_name); found = 0; }
+        if (access(path, F_OK) == 0) { memcpy(exp, e->d_name, strlen(e->d_name) + 1); found = 0; }   // <= 18 digits
     }
     closedir(d);
     return found;

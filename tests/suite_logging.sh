@@ -8,7 +8,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 . "$(dirname "$0")/tap.sh"   # plan, ok, fail, skip, expect_error
 READ="/usr/bin/python3 $(dirname "$0")/logging/read_logs.py"
-plan 18
+plan 20
 
 spec() {   # FILE SIZE EPOCHS LOGGERS...: a small regression on synthetic data, with validation
   local file=$1 size=$2 epochs=$3; shift 3
@@ -136,6 +136,57 @@ if build "$work/long.lua" "$work/long"; then
   else fail "MLflow: a run stopped by SIGTERM is KILLED" "$(cat "$m" | tr '\n' ' ')"; fi
 else
   for t in "MLflow: a killed run is left RUNNING" "MLflow: a resumed run continues the run id, one history" "MLflow: a run stopped by SIGTERM is KILLED"; do fail "$t" "$(tail -2 "$work/build.log")"; done
+fi
+
+# --- (e) loom report: the runs' curves as SVG plots, overlaid; one polyline per run and
+# metric with a point for each row that logged it
+if [ -n "$(csv_of "$work/a")" ] && [ -n "$(csv_of "$work/p")" ] &&
+   "$LOOM" report "$(dirname "$(csv_of "$work/a")")" "$work/p" -o "$work/report.html" >"$work/report.log" 2>&1; then
+  verdict=$(/usr/bin/python3 - "$work/report.html" "$(csv_of "$work/a")" "$(csv_of "$work/p")" <<'PYEOF'
+import csv, re, sys
+html = open(sys.argv[1]).read()
+if "<script" in html or "http://" in html.replace('xmlns="http://www.w3.org/2000/svg"', ""): print("the page loads something"); sys.exit()
+lines = {(int(r), k): len(p.split()) for r, k, p in re.findall(r'<polyline data-run="(\d+)" data-key="([^"]+)"[^>]* points="([^"]*)"', html)}
+want = {}
+for r, path in enumerate(sys.argv[2:], 1):
+    for row in csv.DictReader(open(path)):
+        for k, v in row.items():
+            if k not in ("step", "epoch") and not k.startswith("test/") and v != "":
+                want[(r, k)] = want.get((r, k), 0) + 1
+plots = len(re.findall(r"<svg ", html))
+if lines != want: print(f"polylines {sorted(lines.items())} vs metrics.csv {sorted(want.items())}")
+elif plots != 4: print(f"{plots} plots, expected 4 (train loss, epoch losses, lr, throughput)")
+else: print(f"ok {len(lines)}")
+PYEOF
+)
+  case "$verdict" in "ok "*) ok "loom report: an SVG per plot, a polyline per run and metric with every point (${verdict#ok } series)" ;;
+    *) fail "loom report: an SVG per plot, a polyline per run and metric with every point" "$verdict" ;; esac
+  # rendered in headless Chromium: the screenshot is not blank
+  CHROME=$(command -v chromium || command -v chromium-browser || true)
+  if [ -z "$CHROME" ]; then skip "loom report renders in headless Chromium" "no chromium (Debian package chromium)"
+  elif timeout 120 "$CHROME" --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1200,1400 \
+         --screenshot="$work/report.png" "file://$work/report.html" >"$work/chrome.log" 2>&1 && [ -s "$work/report.png" ]; then
+    v=$(/usr/bin/python3 - "$work/report.png" <<'PYEOF'
+import struct, sys, zlib
+data = open(sys.argv[1], "rb").read()
+assert data[:8] == b"\x89PNG\r\n\x1a\n"
+i, idat, w = 8, b"", 0
+while i < len(data):
+    n, kind = struct.unpack(">I4s", data[i:i + 8])
+    if kind == b"IHDR": w, h, depth, color = struct.unpack(">IIBB", data[i + 8:i + 18])
+    if kind == b"IDAT": idat += data[i + 8:i + 8 + n]
+    i += 12 + n
+raw = zlib.decompress(idat)
+# count distinct byte values in the image: a blank page has a handful
+print("ok" if len(set(raw[::7])) > 20 else f"blank: {len(set(raw[::7]))} distinct values")
+PYEOF
+)
+      cp "$work/report.png" "${LOOM_REPORT_PNG:-/dev/null}" 2>/dev/null
+    [ "$v" = ok ] && ok "loom report renders in headless Chromium" || fail "loom report renders in headless Chromium" "$v"
+  else fail "loom report renders in headless Chromium" "$(tail -2 "$work/chrome.log")"; fi
+else
+  fail "loom report: an SVG per plot, a polyline per run and metric with every point" "$(cat "$work/report.log")"
+  fail "loom report renders in headless Chromium" "no report"
 fi
 
 # --- (f) user hooks: a C file beside the spec, called at each point the expected number of times
