@@ -46,12 +46,16 @@ char *csvlog_format_float(char *buf, double v) {
     if (isnan(v)) { strcpy(buf, "nan"); return buf; }
     if (isinf(v)) { strcpy(buf, v < 0 ? "-inf" : "inf"); return buf; }
     // Shortest significant digits that read back to v: what repr() finds with Gay's
-    // algorithm, found here by trying 1..17 digits.
+    // algorithm, found here by a binary search over 1..17 digits (if k digits read
+    // back, so do k + 1: more digits only come closer to v). 17 always do.
     char e[40];
-    for (int prec = 0; prec < 17; prec++) {
-        snprintf(e, sizeof e, "%.*e", prec, v);
-        if (strtod(e, NULL) == v) break;
+    int lo = 0, hi = 16;   // precisions (digits - 1)
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        snprintf(e, sizeof e, "%.*e", mid, v);
+        if (strtod(e, NULL) == v) hi = mid; else lo = mid + 1;
     }
+    snprintf(e, sizeof e, "%.*e", lo, v);
     // e is "-d.ddde+XX": split into sign, digits and decimal exponent
     const char *s = e;
     int neg = *s == '-';
@@ -242,6 +246,7 @@ static char *yaml_string(const char *s) {
 
 static int set_hparam(csvlog *log, const char *key, char *text) {
     if (!text) return errf(log, "%s: out of memory", log->dir);
+    log->hparams_changed = 1;
     for (int i = 0; i < log->nhparams; i++)
         if (strcmp(log->hparams[i].key, key) == 0) { free(log->hparams[i].text); log->hparams[i].text = text; return 0; }
     int64_t cap = log->cap_hparams;
@@ -412,7 +417,10 @@ done:
 
 int csvlog_save(csvlog *log) {
     if (!log->dir) return errf(log, "csvlog_save: the log is not open");
-    if (save_hparams(log)) return -1;
+    // hparams.yaml: at the first save, then only when a value changed (a save every
+    // flush_every steps need not rewrite it)
+    if ((log->hparams_changed || !log->file_written) && save_hparams(log)) return -1;
+    log->hparams_changed = 0;
     if (log->nrows == 0) return 0;
     int *cols = malloc((size_t)(log->nkeys + 1) * sizeof *cols);
     if (!cols) return errf(log, "%s: out of memory", log->dir);

@@ -32,6 +32,7 @@ typedef struct {
     int nkeys_on_disk, file_written;              // header width of metrics.csv on disk
     csvlog_row *rows; int64_t nrows, cap_rows;    // rows not yet written
     csvlog_hparam *hparams; int nhparams, cap_hparams;
+    int hparams_changed;                          // since hparams.yaml was last written
     char err[CSVLOG_ERR_LEN];
 } csvlog;
 
@@ -44,7 +45,7 @@ int csvlog_open(csvlog *log, const char *root_dir, const char *name, int version
 // One row: step, epoch (epoch < 0: no epoch cell) and n metrics.
 int csvlog_log(csvlog *log, int64_t step, int64_t epoch, const char *const *keys, const double *values, int n);
 int csvlog_log1(csvlog *log, int64_t step, int64_t epoch, const char *key, double value);
-// Hyperparameters for hparams.yaml (written at each save).
+// Hyperparameters for hparams.yaml (written at the next save, and only when changed).
 int csvlog_hparam_str(csvlog *log, const char *key, const char *value);
 int csvlog_hparam_i64(csvlog *log, const char *key, int64_t value);
 int csvlog_hparam_f64(csvlog *log, const char *key, double value);
