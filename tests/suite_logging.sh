@@ -8,7 +8,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 . "$(dirname "$0")/tap.sh"   # plan, ok, fail, skip, expect_error
 READ="/usr/bin/python3 $(dirname "$0")/logging/read_logs.py"
-plan 20
+plan 17
 
 spec() {   # FILE SIZE EPOCHS LOGGERS...: a small regression on synthetic data, with validation
   local file=$1 size=$2 epochs=$3; shift 3
