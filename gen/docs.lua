@@ -154,7 +154,8 @@ local function model_on_x(decl, last, body_text, extra_fields, int_input)
 end
 
 -- The spec that builds entry `d`'s example: a whole training program, which the docs
--- suite generates (nil for an alias: its target's is built).
+-- suite generates (nil for an alias: its target's is built), and the files it needs
+-- beside it ({ name = text }, or nil).
 function docs.example_spec(d)
   if d.alias_of then return nil end
   local ex, sec = d.example, d.section
@@ -171,6 +172,11 @@ function docs.example_spec(d)
   elseif sec == "scheduler" then return BASE_MODEL .. base_train({ scheduler = ex })
   elseif sec == "callback" then return BASE_MODEL .. base_train({ callbacks = "{ " .. ex .. " }" })
   elseif sec == "logger" then return BASE_MODEL .. base_train({ loggers = "{ " .. ex .. " }" })
+  elseif sec == "hooks" then
+    -- the example names my_hooks.c beside the spec: the suite writes this file there
+    return BASE_MODEL .. base_train({ hooks = ex }), { ["my_hooks.c"] =
+      '#include "loom_hooks.h"\n#include <stdio.h>\n'
+      .. 'void my_end(const loom_hook_info *info) { printf("trained %lld steps\\n", (long long)info->step); }\n' }
   elseif sec == "data" and d.name == "FashionMNIST" then
     return 'model "Example" {\n  inputs = { image = Tensor{1, 28, 28} },\n  net = Sequential { Flatten(), Linear(784, 10) },\n'
       .. '  forward = function(m, b) return m.net(b.image) end,\n}\n'

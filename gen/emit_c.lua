@@ -245,6 +245,7 @@ function emit.program(l)
   files["train.c"] = template.fill("templates/loop/train.c.in", loop.train, false, TRAIN_BLOCKS)
   files["optim.h"] = template.fill("templates/c/optim.h.in", loop.optim_h)
   files["optim.c"] = template.fill("templates/c/optim.c.in", loop.optim_c)
+  for name, text in pairs(loop.files) do files[name] = text end   -- the user's hooks
   local loomc = require "loomc"
   for _, prefix in ipairs(RUNTIME_PREFIXES) do
     for _, path in ipairs(loomc.embedded_list(prefix)) do

@@ -685,47 +685,236 @@ local function callbacks_code(sp, has_accuracy)
     "{ " .. table.concat(counts, ", ") .. " }"
 end
 
-local function logger_code(sp, has_accuracy, loss_scaling)
-  local csv
-  for _, lg in ipairs(sp.train.loggers) do
+-- The run's loggers (runtime/runlog.h hands each row to all of them).  With none in
+-- the spec, a CSVLogger writes OUT/logs/lightning_logs/version_N/metrics.csv, as README
+-- says.  Rows: the step's (train/loss, lr-<optimizer>, train/throughput, scale under
+-- loss scaling) every N steps and at the run's last step; the epoch's (train/loss_epoch,
+-- the validation metrics) one row; the test's one row.  Returns the template values.
+local DEFAULT_LOGGER = { kind = "CSVLogger", args = { root_dir = "logs", name = "lightning_logs", flush_logs_every_n_steps = 100 } }
+
+local function gcd(a, b) while b ~= 0 do a, b = b, a % b end return a end
+
+local function logger_code(sp, has_accuracy, loss_scaling, hk)
+  local loggers = sp.train.loggers
+  if #loggers == 0 then loggers = { DEFAULT_LOGGER } end
+  local globals, open, close_extra, ckpt_meta = {}, {}, {}, {}
+  local every_all = 0
+  local count = { CSVLogger = 0, TensorBoardLogger = 0, MLFlowLogger = 0 }
+  local has_mlflow = false
+  globals[#globals + 1] = "static runlog run_log;   // every logger below; rows go to all of them"
+  globals[#globals + 1] = "// dir as given when absolute, else under --out"
+  globals[#globals + 1] = "static void under_out(char *buf, size_t len, const char *out, const char *dir) {"
+  globals[#globals + 1] = "    if (dir[0] == '/') snprintf(buf, len, \"%s\", dir);"
+  globals[#globals + 1] = "    else snprintf(buf, len, \"%s/%s\", out, dir);"
+  globals[#globals + 1] = "}"
+  open[#open + 1] = "    runlog_init(&run_log, LOG_FLUSH_SECONDS);"
+  open[#open + 1] = "    char log_dir[4096];"
+  for _, lg in ipairs(loggers) do
+    local a = lg.args
+    local every = a.every_n_steps or sp.train.log_every_n_steps
+    every_all = gcd(every_all, every)
+    local i = count[lg.kind]
+    count[lg.kind] = i + 1
+    local where = lg.where and string.format("  <- %s:%d", util.c_comment(lg.where.file), lg.where.line) or "  (the default: no loggers in the spec)"
     if lg.kind == "CSVLogger" then
-      if csv then diag.fatal(lg.where, "only one CSVLogger per spec") end
-      csv = lg
-    else
-      diag.fatal(lg.where, lg.kind .. " is not supported by the C backend yet (CSVLogger is)")
+      local var = "log_csv" .. i
+      globals[#globals + 1] = string.format("static csvlog %s;", var)
+      open[#open + 1] = string.format("    // CSVLogger(root_dir=%s, name=%s): metrics.csv and hparams.yaml in Lightning's layout%s",
+        util.c_comment(a.root_dir), util.c_comment(a.name), where)
+      open[#open + 1] = string.format("    under_out(log_dir, sizeof log_dir, args.out, %s);", util.c_string(a.root_dir))
+      open[#open + 1] = string.format("    if (csvlog_open(&%s, log_dir, %s, %d, %d)) die(%s.err);", var, util.c_string(a.name), a.version or -1,
+        a.flush_logs_every_n_steps, var)
+      open[#open + 1] = string.format("    if (runlog_add_csv(&run_log, &%s, %d)) die(run_log.err);", var, every)
+    elseif lg.kind == "TensorBoardLogger" then
+      local var = "log_tb" .. i
+      globals[#globals + 1] = string.format("static tblog %s;", var)
+      open[#open + 1] = string.format("    // TensorBoardLogger(root_dir=%s, name=%s): events.out.tfevents.*%s",
+        util.c_comment(a.root_dir), util.c_comment(a.name), where)
+      open[#open + 1] = string.format("    under_out(log_dir, sizeof log_dir, args.out, %s);", util.c_string(a.root_dir))
+      open[#open + 1] = "    {"
+      open[#open + 1] = "        char dir[4300], err[CSVLOG_ERR_LEN];"
+      open[#open + 1] = string.format("        if (csvlog_version_dir(log_dir, %s, %d, dir, sizeof dir, err) < 0) die(err);", util.c_string(a.name), a.version or -1)
+      open[#open + 1] = string.format("        if (tblog_open(&%s, dir, runlog_wall_time())) die(%s.err);", var, var)
+      open[#open + 1] = "    }"
+      open[#open + 1] = string.format("    if (runlog_add_tb(&run_log, &%s, %d)) die(run_log.err);", var, every)
+    elseif lg.kind == "MLFlowLogger" then
+      has_mlflow = true
+      local var = "log_mlflow" .. i
+      local store = a.save_dir
+      if a.tracking_uri then
+        store = a.tracking_uri:gsub("^file://", ""):gsub("^file:", "")
+      end
+      globals[#globals + 1] = string.format("static mlflowlog %s;", var)
+      open[#open + 1] = string.format("    // MLFlowLogger(experiment_name=%s, store %s): an mlruns/ file store%s",
+        util.c_comment(a.experiment_name), util.c_comment(store), where)
+      open[#open + 1] = string.format("    under_out(log_dir, sizeof log_dir, args.out, %s);", util.c_string(store))
+      open[#open + 1] = "    {"
+      if a.run_id then
+        open[#open + 1] = string.format("        const char *run_id = %s;   // the spec's run_id: continue that run", util.c_string(a.run_id))
+        open[#open + 1] = "        char saved_id[64];"
+        open[#open + 1] = "        (void)saved_id;"
+      else
+        open[#open + 1] = "        char saved_id[64] = \"\";   // a resumed run continues the run its checkpoint names"
+        open[#open + 1] = string.format("        if (args.resume) resumed_meta(args.resume, \"mlflow.run_id.%d\", saved_id, sizeof saved_id);", i)
+        open[#open + 1] = "        const char *run_id = saved_id;"
+      end
+      open[#open + 1] = string.format("        if (mlflowlog_open(&%s, log_dir, %s, %s, run_id, args.resume ? rs.step : -1, (int64_t)(runlog_wall_time() * 1000))) die(%s.err);",
+        var, util.c_string(a.experiment_name), a.run_name and util.c_string(a.run_name) or "NULL", var)
+      open[#open + 1] = "    }"
+      local tags = { { "mlflow.source.name", util.c_string(sp.file) }, { "mlflow.source.type", util.c_string("LOCAL") },
+                     { "loom.spec_hash", "MODEL_SPEC_HASH" }, { "loom.precision", "MODEL_PRECISION" }, { "loom.model", "MODEL_NAME" } }
+      for _, k in ipairs(util.sorted_keys(a.tags)) do tags[#tags + 1] = { k, util.c_string(a.tags[k]) } end
+      for _, t in ipairs(tags) do
+        open[#open + 1] = string.format("    if (mlflowlog_tag(&%s, %s, %s)) die(%s.err);", var, util.c_string(t[1]), t[2], var)
+      end
+      open[#open + 1] = string.format("    if (runlog_add_mlflow(&run_log, &%s, %d)) die(run_log.err);", var, every)
+      ckpt_meta[#ckpt_meta + 1] = string.format("    if (%s.run_dir) ckpt_writer_set_meta(&w, \"mlflow.run_id.%d\", %s.run_id);", var, i, var)
+      if a.log_model then
+        close_extra[#close_extra + 1] = "    // log_model: the final checkpoint as an artifact"
+        close_extra[#close_extra + 1] = "    snprintf(path, sizeof path, \"%s/last.safetensors\", args.out);"
+        close_extra[#close_extra + 1] = string.format("    if (access(path, F_OK) == 0 && mlflowlog_artifact(&%s, path, \"checkpoints/last.safetensors\")) die(%s.err);", var, var)
+      end
     end
   end
-  if not csv then
-    return "    (void)0;   // no logger", "", "", "", ""
+  if has_mlflow then
+    globals[#globals + 1] = "// a checkpoint's metadata value (\"\" when it has none): the MLflow run a resumed run continues"
+    globals[#globals + 1] = "static void resumed_meta(const char *ckpt, const char *key, char *out, size_t len) {"
+    globals[#globals + 1] = "    ckpt_file f;"
+    globals[#globals + 1] = "    if (ckpt_open(&f, ckpt)) die(f.err);"
+    globals[#globals + 1] = "    const char *v = ckpt_meta_get(&f, key);"
+    globals[#globals + 1] = "    snprintf(out, len, \"%s\", v ? v : \"\");"
+    globals[#globals + 1] = "    ckpt_close(&f);"
+    globals[#globals + 1] = "}"
   end
-  local a = csv.args
-  local root = util.c_string(a.root_dir)
-  local open = {
-    "    // CSVLogger: metrics.csv and hparams.yaml in Lightning's layout",
-    "    csvlog log;",
-    string.format("    char log_root[4096];"),
-    string.format("    snprintf(log_root, sizeof log_root, \"%%s/%%s\", args.out, %s);", root),
-    string.format("    if (csvlog_open(&log, log_root, %s, %d, %d)) die(log.err);", util.c_string(a.name), a.version or -1, 100),
-    "    csvlog_hparam_str(&log, \"model\", MODEL_NAME);",
-    "    csvlog_hparam_str(&log, \"precision\", MODEL_PRECISION);",
-    "    csvlog_hparam_i64(&log, \"batch_size\", BATCH_MAX);",
-    "    csvlog_hparam_i64(&log, \"accumulate\", ACCUMULATE);",
-    "    csvlog_hparam_i64(&log, \"seed\", (int64_t)args.seed);",
-    "    csvlog_hparam_i64(&log, \"epochs\", args.epochs);",
-    "    csvlog_hparam_i64(&log, \"max_steps\", args.max_steps);",
-    string.format("    csvlog_hparam_str(&log, \"optimizer\", %s);", util.c_string(sp.train.optimizer.kind)),
-    string.format("    csvlog_hparam_f64(&log, \"lr\", %s);", lit(sp.train.optimizer.args.lr)),
+  -- hyperparameters, once
+  local hp = {
+    "    if (runlog_hparam_str(&run_log, \"model\", MODEL_NAME) || runlog_hparam_str(&run_log, \"precision\", MODEL_PRECISION) ||",
+    "        runlog_hparam_i64(&run_log, \"batch_size\", BATCH_MAX) || runlog_hparam_i64(&run_log, \"accumulate\", ACCUMULATE) ||",
+    "        runlog_hparam_i64(&run_log, \"seed\", (int64_t)args.seed) || runlog_hparam_i64(&run_log, \"epochs\", args.epochs) ||",
+    "        runlog_hparam_i64(&run_log, \"max_steps\", args.max_steps) ||",
+    string.format("        runlog_hparam_str(&run_log, \"optimizer\", %s) || runlog_hparam_f64(&run_log, \"lr\", %s))",
+      util.c_string(sp.train.optimizer.kind), lit(sp.train.optimizer.args.lr)),
+    "        die(run_log.err);",
+    "    double log_t = now_seconds();   // train/throughput: items per second since the last step row",
+    "    int64_t log_items = 0;",
   }
-  local step = string.format("            if (rs.step %% %d == 0) { csvlog_log1(&log, rs.step, rs.epoch, \"train/loss\", mean_loss); csvlog_log1(&log, rs.step, rs.epoch, %s, lr);%s }",
-    a.every_n_steps, util.c_string("lr-" .. sp.train.optimizer.kind),
-    loss_scaling and " csvlog_log1(&log, rs.step, rs.epoch, \"scale\", opt.scaler.scale);" or "")
+  for _, l in ipairs(hp) do open[#open + 1] = l end
+  local step_keys = { "\"train/loss\"", util.c_string("lr-" .. sp.train.optimizer.kind), "\"train/throughput\"" }
+  local step_vals = { "mean_loss", "lr", "(double)log_items / (t - log_t)" }
+  if loss_scaling then step_keys[#step_keys + 1] = "\"scale\""; step_vals[#step_vals + 1] = "opt.scaler.scale" end
+  local step = join {
+    "            log_items += (int64_t)B * ACCUMULATE;",
+    "            {   // the step's row: every N steps, and always the run's last step",
+    "                int last = rs.step >= total_steps || signals_stop_requested();",
+    string.format("                if (last || rs.step %% %d == 0) {", every_all),
+    "                    double t = now_seconds();",
+    string.format("                    const char *keys[] = { %s };", table.concat(step_keys, ", ")),
+    string.format("                    double values[] = { %s };", table.concat(step_vals, ", ")),
+    string.format("                    if (runlog_step(&run_log, rs.step, rs.epoch, keys, values, %d, last)) die(run_log.err);", #step_keys),
+    "                    log_t = t; log_items = 0;",
+    "                }",
+    "            }",
+  }
+  if hk.step ~= "" then step = step .. "\n" .. hk.step end
   local epoch = {
-    "        if (!isnan(val_loss)) csvlog_log1(&log, rs.step, rs.epoch, \"val/loss\", val_loss);",
+    "        {   // the epoch's row: its mean training loss and every validation metric",
+    "            const char *keys[3];",
+    "            double values[3];",
+    "            int n = 0;",
+    "            if (!isnan(epoch_train_loss)) { keys[n] = \"train/loss_epoch\"; values[n++] = epoch_train_loss; }",
+    "            if (!isnan(val_loss)) { keys[n] = \"val/loss\"; values[n++] = val_loss; }",
   }
-  if has_accuracy then epoch[#epoch + 1] = "        if (!isnan(val_acc)) csvlog_log1(&log, rs.step, rs.epoch, \"val/acc\", val_acc);" end
-  local test = { "        csvlog_log1(&log, rs.step, rs.epoch, \"test/loss\", test_loss);" }
-  if has_accuracy then test[#test + 1] = "        csvlog_log1(&log, rs.step, rs.epoch, \"test/acc\", test_acc);" end
-  return join(open), step, join(epoch), join(test), "    if (csvlog_close(&log)) die(log.err);"
+  if has_accuracy then epoch[#epoch + 1] = "            if (!isnan(val_acc)) { keys[n] = \"val/acc\"; values[n++] = val_acc; }" end
+  epoch[#epoch + 1] = "            if (n && runlog_epoch(&run_log, rs.step, rs.epoch, keys, values, n)) die(run_log.err);"
+  if hk.epoch ~= "" then epoch[#epoch + 1] = hk.epoch end
+  epoch[#epoch + 1] = "        }"
+  local test = {
+    "        {",
+    has_accuracy and "            const char *keys[] = { \"test/loss\", \"test/acc\" };" or "            const char *keys[] = { \"test/loss\" };",
+    has_accuracy and "            double values[] = { test_loss, test_acc };" or "            double values[] = { test_loss };",
+    string.format("            if (runlog_epoch(&run_log, rs.step, rs.epoch, keys, values, %d)) die(run_log.err);", has_accuracy and 2 or 1),
+    "        }",
+  }
+  if hk.close ~= "" then close_extra[#close_extra + 1] = hk.close end
+  close_extra[#close_extra + 1] = "    // MLflow's status: a run stopped by a signal was KILLED (it resumes from its checkpoint)"
+  close_extra[#close_extra + 1] = "    if (runlog_close(&run_log, stop == 2 ? MLFLOW_KILLED : MLFLOW_FINISHED)) die(run_log.err);"
+  if hk.globals ~= "" then globals[#globals + 1] = hk.globals end
+  if hk.open ~= "" then open[#open + 1] = hk.open end
+  return {
+    logger_globals = join(globals), logger_open = join(open), log_step = step, log_epoch = join(epoch),
+    log_test = join(test), logger_close = join(close_extra),
+    checkpoint_logs = join {
+      "    // the logs on disk cover what the checkpoint does: a run killed after it and resumed",
+      "    // from it loses no row",
+      "    if (runlog_flush(&run_log)) die(run_log.err);",
+      #ckpt_meta > 0 and join(ckpt_meta) or "    // (no MLflow run to remember)",
+      hk.save ~= "" and hk.save or nil },
+  }
+end
+
+-- The user's hooks (spec `hooks = Hooks { source = ..., on_... = "fn" }`): the
+-- prototypes, call_hook (which fills runtime/loom_hooks.h's loom_hook_info), the calls
+-- at each point, and the user's file to compile in.  `on_device`: the parameters live on
+-- the device, so only on_save_checkpoint (after its copy to the host) sees them.
+local function spec_points() return require("spec").HOOK_POINTS end
+
+local function hooks_code(sp, on_device, state_desc, state_dtype, has_accuracy)
+  local h = sp.train.hooks
+  local none = { globals = "", open = "", step = "", epoch = "", save = "", close = "", files = {} }
+  if not h then return none end
+  local a = h.args
+  local with_params = on_device and "0" or "1"
+  local g = {
+    "",
+    string.format("// the user's hooks: Hooks { source = %s }  <- %s:%d", util.c_comment(a.source), util.c_comment(h.where.file), h.where.line),
+    "#include \"loom_hooks.h\"",
+  }
+  for _, point in ipairs(spec_points()) do
+    if a[point] then g[#g + 1] = string.format("void %s(const loom_hook_info *info);   // %s", a[point], point) end
+  end
+  local more = {
+    "static const char *hook_out_dir;",
+    "static loom_param_view hook_params[NUM_PARAM_TENSORS + 1];",
+    "static void call_hook(loom_hook fn, const char *point, const Model *m, int with_params, int64_t step, int64_t epoch,",
+    "                      const char *const *names, const double *values, int n, const char *checkpoint) {",
+    "    loom_hook_info info = { point, step, epoch, n, names, values, checkpoint, hook_out_dir, 0, NULL };",
+    "    if (with_params) {",
+    string.format("        size_t esize = (size_t)ckpt_dtype_size(%s);", state_dtype),
+    "        for (int i = 0; i < NUM_PARAM_TENSORS; i++) {",
+    "            const tensor_info *t = &model_param_info[i];",
+    string.format("            hook_params[i] = (loom_param_view){ t->name, %s, t->ndim, t->shape, (int64_t)t->numel,", util.c_string(state_desc)),
+    "                                                (const char *)m->params + t->offset * esize };",
+    "        }",
+    "        info.nparams = NUM_PARAM_TENSORS; info.params = hook_params;",
+    "    }",
+    "    fn(&info);",
+    "}",
+  }
+  for _, l in ipairs(more) do g[#g + 1] = l end
+  local out = { globals = join(g), open = "    hook_out_dir = args.out;", step = "", epoch = "", save = "", close = "", files = {} }
+  if a.on_train_batch_end then
+    out.step = join {
+      "            {",
+      string.format("                const char *names[] = { \"train/loss\", %s };", util.c_string("lr-" .. sp.train.optimizer.kind)),
+      "                double values[] = { mean_loss, lr };",
+      string.format("                call_hook(%s, \"on_train_batch_end\", &m, %s, rs.step, rs.epoch, names, values, 2, NULL);", a.on_train_batch_end, with_params),
+      "            }",
+    }
+  end
+  if a.on_validation_end then
+    out.epoch = join {
+      "            if (val_loader && ((rs.epoch + 1) % VAL_EVERY == 0 || stop || rs.epoch + 1 == max_epochs))   // a validation ran",
+      string.format("                call_hook(%s, \"on_validation_end\", &m, %s, rs.step, rs.epoch, keys, values, n, NULL);", a.on_validation_end, with_params),
+    }
+  end
+  if a.on_save_checkpoint then
+    out.save = string.format("    call_hook(%s, \"on_save_checkpoint\", m, 1, rs->step, rs->epoch, NULL, NULL, 0, path);", a.on_save_checkpoint)
+  end
+  if a.on_train_end then
+    out.close = string.format("    call_hook(%s, \"on_train_end\", &m, %s, rs.step, rs.epoch, NULL, NULL, 0, NULL);", a.on_train_end, with_params)
+  end
+  out.files["user_" .. a.source:match("([^/]+)$")] = a.text
+  return out
 end
 
 ---------------------------------------------------------------------------
@@ -756,7 +945,9 @@ function emit_train.values(l)
   local clip_body, clip_desc = clip_code(k16, sp)
   local has_accuracy = l.accuracy ~= nil
   local callbacks, cb_init, cb_mkdirs, test_desc, test_weights, cb_counts = callbacks_code(sp, has_accuracy)
-  local log_open, log_step, log_epoch, log_test, log_close = logger_code(sp, has_accuracy, ps.loss_scaling)
+  local state_desc = ({ f32 = "float32", f64 = "float64", bf16 = "bfloat16", f16 = "float16" })[ps.state]
+  local hooks = hooks_code(sp, l.backend == "cuda", state_desc, CKPT_DTYPE[ps.state], has_accuracy)
+  local logs = logger_code(sp, has_accuracy, ps.loss_scaling, hooks)
   local mom = o.base_momentum and lit(o.base_momentum) or "0.0"
   local settings = join {
     string.format("#define DEFAULT_EPOCHS %d      // train.epochs (0: run until max_steps)", tr.epochs or 0),
@@ -765,12 +956,12 @@ function emit_train.values(l)
     string.format("#define ACCUMULATE %d          // micro-batches per optimizer step", tr.accumulate),
     string.format("#define VAL_EVERY %d           // validate every N epochs", tr.val_every),
     string.format("#define LOG_EVERY %d           // progress lines when not on a terminal", 100),
+    "#define LOG_FLUSH_SECONDS 5.0  // the loggers' buffered rows are written at least this often",
     string.format("#define CALLBACK_COUNT_SLOTS %s   // callback state slots holding epochs, steps, waits", cb_counts),
     string.format("#define SCHEDULE_SPANS_RUN %d  // the schedule reads the run's total steps (a resume may not change them)",
       schedule_spans_run(tr.scheduler) and 1 or 0),
   }
   local step_code = o.step
-  local state_desc = ({ f32 = "float32", f64 = "float64", bf16 = "bfloat16", f16 = "float16" })[ps.state]
   local momentum_body, momentum_desc
   local cyc = tr.scheduler and tr.scheduler.kind == "OneCycleLR" and tr.scheduler.args.cycle_momentum
   if cyc then
@@ -794,11 +985,13 @@ function emit_train.values(l)
     optimizer_save = o.save, optimizer_groups = o.groups, optimizer_load = o.load,
     drop_last = "0", callback_init = cb_init, callback_dirs = cb_mkdirs,
     test_desc = test_desc, test_weights = test_weights,
-    logger_open = log_open, log_step = log_step, log_epoch = log_epoch, callbacks = callbacks,
-    log_test = log_test, logger_close = log_close,
+    logger_globals = logs.logger_globals, logger_open = logs.logger_open, log_step = logs.log_step,
+    log_epoch = logs.log_epoch, callbacks = callbacks, log_test = logs.log_test, logger_close = logs.logger_close,
+    checkpoint_logs = logs.checkpoint_logs,
     state_dtype = CKPT_DTYPE[ps.state], state_desc = state_desc,
     backward = sc.backward, step_block = sc.step, loop_vars = sc.loop_vars, train_summary = sc.summary,
   }
+  values.files = hooks.files   -- the user's hook source, compiled into the program
   values.optim_h = {
     model_name = g.model_rec.class, spec_file = sp.file, optimizer_desc = o.desc, optimizer_fields = o.fields,
     scaler_types = sc.types, scaler_decls = sc.decls,

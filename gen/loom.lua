@@ -15,7 +15,9 @@ commands:
   explain SPEC [-o DIR]   write DIR/REPORT.md and DIR/REPORT.html (default DIR: build/<spec>)
   build SPEC [-o DIR]     generate the C training program in DIR (default build/<spec>) and compile it
   train SPEC [-- FLAGS]   build, then run it; FLAGS go to the program (--epochs N, --max-steps N,
-                          --seed N, --resume CKPT, --out DIR, --data DIR, --quiet)
+                          --seed N, --resume CKPT, --out DIR, --data DIR, --quiet); then OUT/report.html
+  report RUN_DIR... [-o FILE]  the runs' curves (their metrics.csv) as an HTML page of SVG plots, overlaid
+                          (default FILE: the first run's log directory/report.html)
 
 options:
   --dump=STAGE            print what a stage produced and stop (STAGE: spec, graph, assign, autodiff, fold,
@@ -70,6 +72,13 @@ Without NAME: every name a spec can use, by kind.  With NAME: what it is, its Py
 Lightning or Fabric counterpart, its signature or settings, and an example
 (e.g. loom help Conv2d, loom help train, loom help fabric, loom help EarlyStopping).
 The same reference is docs/SPEC.md; docs/GUIDE.md goes from a Fabric script to a spec.
+]],
+  report = [[
+usage: loom report RUN_DIR... [-o FILE]
+Writes one self-contained HTML page of SVG plots of the runs' metrics.csv (training and
+validation loss, accuracy, learning rate, throughput, loss scale under 16-mixed), several
+runs overlaid, beside their hyperparameters (default FILE: the first run's log
+directory/report.html).  loom train writes OUT/report.html after a run.
 ]],
 }
 
@@ -302,6 +311,8 @@ function commands.build(opts, path)
   end
 end
 
+local function loomc_list_dir(d) return require("loomc").list_dir(d) end
+
 function commands.train(opts, path)
   local cpu_dir, cuda_dir = generate_for_accelerator(path, opts)
   if not cpu_dir and not cuda_dir then return end
@@ -312,6 +323,12 @@ function commands.train(opts, path)
   io.stdout:flush()
   local how, code = require("loomc").spawn(argv)
   if not how then diag.fatal(nil, code) end
+  if how == "exit" and code == 0 then
+    -- the run's curves: OUT/report.html (OUT: the program's --out, default "out")
+    local out = "out"
+    for i, a in ipairs(opts.program_args) do if a == "--out" and opts.program_args[i + 1] then out = opts.program_args[i + 1] end end
+    if loomc_list_dir(out) then io.write("report: ", require("runreport").write({ out }, out .. "/report.html"), "\n") end
+  end
   return how == "exit" and code or 128 + code
 end
 
@@ -329,6 +346,12 @@ function commands.help(opts, name)
   end
   io.write(docs.text(d))
   return 0
+end
+
+-- loom report RUN_DIR... [-o FILE]: the runs' curves as one HTML page
+function commands.report(opts, paths)
+  local out = require("runreport").write(paths, opts.out)
+  print("wrote " .. out)
 end
 
 local function run(args)
@@ -351,6 +374,10 @@ local function run(args)
     for k in pairs(commands) do names[#names + 1] = k end
     table.sort(names)
     usage_error(string.format("unknown command '%s'%s", cmd, require("util").did_you_mean(cmd, names)))
+  end
+  if cmd == "report" then
+    if #opts.positional < 2 then usage_error("report takes one or more run directories") end
+    return f(opts, table.pack(table.unpack(opts.positional, 2))) or 0
   end
   if #opts.positional ~= 2 then usage_error(cmd .. " takes one SPEC file") end
   return f(opts, opts.positional[2]) or 0

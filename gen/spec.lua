@@ -75,7 +75,7 @@ local function is_setting(v, family)
 end
 local settings = {}
 local NOUNS = { optimizer = "an optimizer", scheduler = "a scheduler", callback = "a callback",
-                logger = "a logger", data = "a data source" }
+                logger = "a logger", data = "a data source", hooks = "the user's hooks" }
 local function one_of(family)
   return NOUNS[family] .. " (" .. table.concat(spec.families[family], ", ") .. ")"
 end
@@ -128,7 +128,6 @@ local FOREIGN_SETTINGS = {
     gradient_clip_algorithm = "Lightning's name; loom's clip says the algorithm: clip = { max_norm = V } ('norm') "
       .. "or clip = { clip_val = V } ('value')",
     check_val_every_n_epoch = "Lightning's name; loom's is val_every (train { val_every = N })",
-    log_every_n_steps = "Lightning's name; loom sets it on each logger: CSVLogger { every_n_steps = N }",
     logger = "Lightning's name; loom's is loggers, a list: loggers = { CSVLogger {} }",
     lr = "the optimizer's setting: optimizer = AdamW { lr = 1e-3 }",
     learning_rate = "not a loom setting; the learning rate is the optimizer's lr: optimizer = AdamW { lr = 1e-3 }",
@@ -279,15 +278,85 @@ define_setting("callback", "ModelCheckpoint", { "keeps the best save_top_k check
   dirpath = { checkers.string, nil }, filename = { checkers.string, nil },
 })
 
-for _, name in ipairs { "CSVLogger", "TensorBoardLogger", "MLFlowLogger" } do
+-- Loggers take Lightning's arguments.  A relative directory is under the run's --out.
+-- every_n_steps: this logger's step interval (default: train.log_every_n_steps).
+for _, name in ipairs { "CSVLogger", "TensorBoardLogger" } do
   define_setting("logger", name, { ({ CSVLogger = "metrics.csv and hparams.yaml under root_dir/name/version_N",
-      TensorBoardLogger = "TensorBoard event files under root_dir/name/version_N (the C backend does not write them yet)",
-      MLFlowLogger = "an MLflow file store under root_dir (the C backend does not write it yet)" })[name],
+      TensorBoardLogger = "TensorBoard event files (scalars) under root_dir/name/version_N" })[name],
       torch = "lightning.fabric.loggers." .. name, example = name .. ' { root_dir = "logs", every_n_steps = 10 }' }, {
     root_dir = { checkers.string, "logs" }, name = { checkers.string, "lightning_logs" },
     version = { checkers.nonnegint, nil, doc = "default: the next free version_N" },
-    every_n_steps = { checkers.posint, 50, doc = "log train/loss every N steps (Lightning's log_every_n_steps)" },
+    every_n_steps = { checkers.posint, nil, doc = "log step rows every N steps (default: train.log_every_n_steps)" },
+    flush_logs_every_n_steps = { checkers.posint, 100, doc = "write buffered rows at least every N steps" },
   })
+end
+local function check_tags(v, what)
+  if type(v) ~= "table" or getmetatable(v) ~= nil then return fail(what, "a table of string tags (key = \"value\")", v) end
+  for k, x in pairs(v) do
+    if type(k) ~= "string" or type(x) ~= "string" then
+      return fail(what .. "." .. tostring(k), "a string tag (key = \"value\")", x)
+    end
+  end
+  return v
+end
+-- tracking_uri: a file store ("file:PATH" or a path); MLflow servers are not reachable here
+local function check_tracking_uri(v, what)
+  if type(v) ~= "string" then return fail(what, "a string", v) end
+  local scheme = v:match("^(%a[%w+.-]*)://") or v:match("^(%a[%w+.-]*):")
+  if scheme and scheme ~= "file" then
+    return nil, string.format("%s: '%s' is a %s URI; only MLflow's file store is written (file:PATH or a path)", what, v, scheme)
+  end
+  return v
+end
+define_setting("logger", "MLFlowLogger", { "an MLflow file store (mlruns/) that mlflow ui opens: params, metrics, tags, artifacts",
+  torch = "lightning.pytorch.loggers.MLFlowLogger",
+  example = 'MLFlowLogger { experiment_name = "mlp", run_name = "first", save_dir = "./mlruns" }' }, {
+  experiment_name = { checkers.string, "lightning_logs" }, run_name = { checkers.string, nil },
+  tracking_uri = { check_tracking_uri, nil }, save_dir = { checkers.string, "./mlruns" },
+  tags = { check_tags, {} }, log_model = { checkers.bool, false }, run_id = { function(v, what)
+    if type(v) == "string" and #v == 32 and v:match("^[0-9a-f]+$") then return v end
+    return fail(what, "a run id (32 hex digits)", v)
+  end, nil }, every_n_steps = { checkers.posint, nil },
+})
+
+-- User hooks (Fabric's fabric.call): C functions of the user's own, in a .c file beside
+-- the spec (runtime/loom_hooks.h documents what they are given), compiled into the
+-- program and called at these points of the run.
+spec.HOOK_POINTS = { "on_train_batch_end", "on_validation_end", "on_save_checkpoint", "on_train_end" }
+local function c_function_name(v, what)
+  if type(v) == "string" and v:match("^[%a_][%w_]*$") then return v end
+  return fail(what, "the name of a C function", v)
+end
+do
+  local schema = { source = { checkers.string, nil, required = true } }
+  for _, point in ipairs(spec.HOOK_POINTS) do schema[point] = { c_function_name, nil } end
+  define_setting("hooks", "Hooks", { "C functions of your own (a .c file beside the spec) called at points of the run",
+    torch = "lightning.fabric.Fabric.call", example = 'Hooks { source = "my_hooks.c", on_train_end = "my_end" }' },
+    schema, function(a, where)
+    local named = false
+    for _, point in ipairs(spec.HOOK_POINTS) do named = named or a[point] ~= nil end
+    if not named then
+      diag.error(where, "Hooks: name at least one function (" .. table.concat(spec.HOOK_POINTS, ", ") .. ")")
+      return
+    end
+    if not a.source:match("%.c$") then
+      diag.error(diag.key_where(where, "source"), string.format("Hooks.source: '%s' is not a .c file", a.source))
+      return
+    end
+    -- beside the spec: a relative path is from the spec's directory
+    local path = a.source
+    if path:sub(1, 1) ~= "/" then path = ((where and where.file or ""):match("^(.*)/") or ".") .. "/" .. path end
+    local regular, why = require("loomc").is_regular_file(path)
+    local f = regular and io.open(path, "rb")
+    if not f then
+      diag.error(diag.key_where(where, "source"), string.format("Hooks.source: cannot read '%s'%s", path,
+        regular == false and " (not a regular file)" or why and (": " .. why) or ""))
+      return
+    end
+    a.text = f:read("a")
+    f:close()
+    a.path = path
+  end)
 end
 
 define_setting("data", "FashionMNIST", { "Fashion-MNIST from its IDX files: fields image {1, 28, 28} (float in [0, 1]) and label",
@@ -520,7 +589,9 @@ local TRAIN_SCHEMA = {
   accumulate = { checkers.posint, 1, doc = "batches whose gradients add up before each step (Lightning's accumulate_grad_batches)" },
   clip = { check_clip, nil, doc = "{max_norm = N[, norm_type = 2]} or {clip_val = V} (Lightning's gradient_clip_val/_algorithm)" },
   callbacks = { list_of("callback"), {}, doc = "EarlyStopping and ModelCheckpoint { ... }" },
-  loggers = { list_of("logger"), {}, doc = "CSVLogger, TensorBoardLogger and MLFlowLogger { ... }" },
+  loggers = { list_of("logger"), {}, doc = "CSVLogger, TensorBoardLogger and MLFlowLogger { ... } (none: a CSVLogger)" },
+  log_every_n_steps = { checkers.posint, 50, doc = "write a step row every N steps (Lightning's log_every_n_steps)" },
+  hooks = { setting_of("hooks"), nil, doc = "Hooks { ... }: your C functions called during the run" },
   seed = { checkers.nonnegint, 42, doc = "seeds initialisation, shuffling, dropout and synthetic data" },
   val_every = { checkers.posint, 1, doc = "validate every N epochs (Lightning's check_val_every_n_epoch)" },
   num_workers = { checkers.nonnegint, 1, doc = "threads that prepare batches beside the training step" },

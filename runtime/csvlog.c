@@ -46,12 +46,16 @@ char *csvlog_format_float(char *buf, double v) {
     if (isnan(v)) { strcpy(buf, "nan"); return buf; }
     if (isinf(v)) { strcpy(buf, v < 0 ? "-inf" : "inf"); return buf; }
     // Shortest significant digits that read back to v: what repr() finds with Gay's
-    // algorithm, found here by trying 1..17 digits.
+    // algorithm, found here by a binary search over 1..17 digits (if k digits read
+    // back, so do k + 1: more digits only come closer to v). 17 always do.
     char e[40];
-    for (int prec = 0; prec < 17; prec++) {
-        snprintf(e, sizeof e, "%.*e", prec, v);
-        if (strtod(e, NULL) == v) break;
+    int lo = 0, hi = 16;   // precisions (digits - 1)
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        snprintf(e, sizeof e, "%.*e", mid, v);
+        if (strtod(e, NULL) == v) hi = mid; else lo = mid + 1;
     }
+    snprintf(e, sizeof e, "%.*e", lo, v);
     // e is "-d.ddde+XX": split into sign, digits and decimal exponent
     const char *s = e;
     int neg = *s == '-';
@@ -120,24 +124,36 @@ static int next_version(const char *dir) {
     return next;
 }
 
-int csvlog_open(csvlog *log, const char *root_dir, const char *name, int version, int flush_every) {
-    memset(log, 0, sizeof *log);
-    log->flush_every = flush_every > 0 ? flush_every : 100;
-    char parent[4096], dir[4200];
+int csvlog_version_dir(const char *root_dir, const char *name, int version, char *dir, size_t len, char *err) {
+    csvlog tmp;   // for its error text
+    tmp.err[0] = 0;
+    if (!dir || len == 0) { snprintf(err, CSVLOG_ERR_LEN, "csvlog_version_dir: no room for the path"); return -1; }
+    char parent[4096];
+    int rc = 0;
     if (name && *name) snprintf(parent, sizeof parent, "%s/%s", root_dir, name);
     else snprintf(parent, sizeof parent, "%s", root_dir);
-    if (mkdir_p(log, parent)) return -1;
-    if (version >= 0) {
-        snprintf(dir, sizeof dir, "%s/version_%d", parent, version);
-        if (mkdir(dir, 0777) != 0 && errno != EEXIST) return SYSFAIL(log, dir, "mkdir");
+    if (mkdir_p(&tmp, parent)) rc = -1;
+    else if (version >= 0) {
+        snprintf(dir, len, "%s/version_%d", parent, version);
+        if (mkdir(dir, 0777) != 0 && errno != EEXIST) rc = SYSFAIL(&tmp, dir, "mkdir");
     } else {
         // mkdir, not mkdir -p: two runs starting together each get their own version
         for (version = next_version(parent);; version++) {
-            snprintf(dir, sizeof dir, "%s/version_%d", parent, version);
+            snprintf(dir, len, "%s/version_%d", parent, version);
             if (mkdir(dir, 0777) == 0) break;
-            if (errno != EEXIST) return SYSFAIL(log, dir, "mkdir");
+            if (errno != EEXIST) { rc = SYSFAIL(&tmp, dir, "mkdir"); break; }
         }
     }
+    if (rc) { snprintf(err, CSVLOG_ERR_LEN, "%s", tmp.err); return -1; }
+    return version;
+}
+
+int csvlog_open(csvlog *log, const char *root_dir, const char *name, int version, int flush_every) {
+    memset(log, 0, sizeof *log);
+    log->flush_every = flush_every > 0 ? flush_every : 100;
+    char dir[4200];
+    version = csvlog_version_dir(root_dir, name, version, dir, sizeof dir, log->err);
+    if (version < 0) return -1;
     log->version = version;
     if (!(log->dir = xstrdup(dir))) return errf(log, "%s: out of memory", dir);
     return 0;
@@ -230,6 +246,7 @@ static char *yaml_string(const char *s) {
 
 static int set_hparam(csvlog *log, const char *key, char *text) {
     if (!text) return errf(log, "%s: out of memory", log->dir);
+    log->hparams_changed = 1;
     for (int i = 0; i < log->nhparams; i++)
         if (strcmp(log->hparams[i].key, key) == 0) { free(log->hparams[i].text); log->hparams[i].text = text; return 0; }
     int64_t cap = log->cap_hparams;
@@ -400,7 +417,10 @@ done:
 
 int csvlog_save(csvlog *log) {
     if (!log->dir) return errf(log, "csvlog_save: the log is not open");
-    if (save_hparams(log)) return -1;
+    // hparams.yaml: at the first save, then only when a value changed (a save every
+    // flush_every steps need not rewrite it)
+    if ((log->hparams_changed || !log->file_written) && save_hparams(log)) return -1;
+    log->hparams_changed = 0;
     if (log->nrows == 0) return 0;
     int *cols = malloc((size_t)(log->nkeys + 1) * sizeof *cols);
     if (!cols) return errf(log, "%s: out of memory", log->dir);

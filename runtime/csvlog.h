@@ -15,6 +15,7 @@
 // == 0, Lightning's rule), on csvlog_save and on csvlog_close. When a new key appears
 // the file is rewritten with the wider header, as Lightning does. Floats are written
 // as Python's repr() writes them (shortest text that reads back to the same double).
+#include <stddef.h>
 #include <stdint.h>
 
 #define CSVLOG_ERR_LEN 512
@@ -31,16 +32,20 @@ typedef struct {
     int nkeys_on_disk, file_written;              // header width of metrics.csv on disk
     csvlog_row *rows; int64_t nrows, cap_rows;    // rows not yet written
     csvlog_hparam *hparams; int nhparams, cap_hparams;
+    int hparams_changed;                          // since hparams.yaml was last written
     char err[CSVLOG_ERR_LEN];
 } csvlog;
 
+// Creates root_dir/name/version_N (version < 0: the next free N) into dir; returns N,
+// or -1 with the reason in err (CSVLOG_ERR_LEN bytes). TensorBoard's logger uses it too.
+int csvlog_version_dir(const char *root_dir, const char *name, int version, char *dir, size_t len, char *err);
 // Creates root_dir/name/version_N (version < 0: the next free N). name "" logs
 // straight into root_dir/version_N. flush_every <= 0 means Lightning's default, 100.
 int csvlog_open(csvlog *log, const char *root_dir, const char *name, int version, int flush_every);
 // One row: step, epoch (epoch < 0: no epoch cell) and n metrics.
 int csvlog_log(csvlog *log, int64_t step, int64_t epoch, const char *const *keys, const double *values, int n);
 int csvlog_log1(csvlog *log, int64_t step, int64_t epoch, const char *key, double value);
-// Hyperparameters for hparams.yaml (written at each save).
+// Hyperparameters for hparams.yaml (written at the next save, and only when changed).
 int csvlog_hparam_str(csvlog *log, const char *key, const char *value);
 int csvlog_hparam_i64(csvlog *log, const char *key, int64_t value);
 int csvlog_hparam_f64(csvlog *log, const char *key, double value);

@@ -20,6 +20,7 @@ void progress_init(progress *p, FILE *out, int epochs, int64_t steps_per_epoch, 
     p->tty = isatty(fileno(out));
     p->epochs = epochs;
     p->steps_per_epoch = steps_per_epoch;
+    p->total_steps = (int64_t)epochs * steps_per_epoch;
     p->every = every > 0 ? every : 1;
     p->min_redraw_s = 0.1;
     p->clock = monotonic_s;
@@ -37,7 +38,7 @@ static void fmt_duration(char *buf, size_t len, double s) {
 // Loss, rate and ETA: the part of the line both modes share.
 static void fmt_tail(progress *p, char *buf, size_t len, double loss, double now) {
     char eta[32];
-    int64_t total = (int64_t)p->epochs * p->steps_per_epoch;
+    int64_t total = p->total_steps;
     if (p->steps_done > 1) {
         double per_step = (now - p->t_start) / (double)(p->steps_done - 1);
         fmt_duration(eta, sizeof eta, per_step * (double)(total - p->steps_done));

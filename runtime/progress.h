@@ -15,6 +15,9 @@ typedef struct {
     int tty;                       // 1: redraw one line; 0: plain lines
     int epochs;
     int64_t steps_per_epoch;
+    int64_t total_steps;           // the steps this run takes, for the ETA: epochs *
+                                   // steps_per_epoch unless set after progress_init
+                                   // (--max-steps, a resumed run's remaining steps)
     int64_t every;                 // plain mode: print every `every` steps
     double min_redraw_s;           // terminal mode: redraw no more often than this
     double (*clock)(void);         // seconds, monotonic; replaceable for tests

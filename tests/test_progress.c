@@ -67,3 +67,22 @@ Test(progress, terminal_mode_redraws_at_most_every_100ms) {
     cr_expect_not_null(strstr(out, "\repoch 1/1 [==>                 ] "), "%s", out);
     fclose(f);
 }
+
+// --max-steps (or a resumed run's remaining steps) sets total_steps: the ETA counts
+// those, not the epochs' steps.
+Test(progress, eta_counts_total_steps) {
+    FILE *f = tmpfile();
+    progress p;
+    progress_init(&p, f, 10, 100, 10);
+    cr_expect_eq(p.total_steps, 1000);
+    p.total_steps = 20;   // --max-steps 20 of a 10-epoch plan
+    p.clock = fake_clock;
+    fake_now = 0;
+    for (int s = 0; s < 10; s++) {
+        fake_now += 1.0;   // 1 s a step
+        progress_step(&p, 0, s, 0.5, 1);
+    }
+    // 10 steps done, 10 left at 1 s each (the full plan would say 16:30)
+    cr_expect_not_null(strstr(slurp(f), "epoch 1/10 step 10/100 loss 0.5000 1 items/s ETA 0:10\n"), "%s", slurp(f));
+    fclose(f);
+}

@@ -40,11 +40,16 @@ for name, d in pairs(entries) do
     if #missing > 0 then print("not ok settings/" .. name .. ": settings without a doc: " .. table.concat(missing, ", "))
     else print("ok settings/" .. name .. " are described") end
   end
-  local text = docs.example_spec(d)
+  local text, beside = docs.example_spec(d)
   if text then
     local f = assert(io.open(outdir .. "/" .. name .. ".lua", "w"))
     f:write("-- the example of `loom help " .. name .. "`\n", text)
     f:close()
+    for file, content in pairs(beside or {}) do
+      f = assert(io.open(outdir .. "/" .. file, "w"))
+      f:write(content)
+      f:close()
+    end
   end
 end
 

@@ -13,6 +13,7 @@
 #include "ckpt.h"
 #include "csvlog.h"
 #include "progress.h"
+#include "runlog.h"
 #include "signals.h"
 #include "threads.h"
 
@@ -23,6 +24,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 // ---------------------------------------------------------------------------
 // settings from the spec (each overridable by a flag where it makes sense)
@@ -33,6 +35,7 @@
 #define ACCUMULATE 1          // micro-batches per optimizer step
 #define VAL_EVERY 1           // validate every N epochs
 #define LOG_EVERY 100           // progress lines when not on a terminal
+#define LOG_FLUSH_SECONDS 5.0  // the loggers' buffered rows are written at least this often
 #define CALLBACK_COUNT_SLOTS { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }   // callback state slots holding epochs, steps, waits
 #define SCHEDULE_SPANS_RUN 1  // the schedule reads the run's total steps (a resume may not change them)
 
@@ -43,6 +46,15 @@ static double now_seconds(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
+
+// the loggers (gen/emit_train.lua's logger_code)
+static runlog run_log;   // every logger below; rows go to all of them
+// dir as given when absolute, else under --out
+static void under_out(char *buf, size_t len, const char *out, const char *dir) {
+    if (dir[0] == '/') snprintf(buf, len, "%s", dir);
+    else snprintf(buf, len, "%s/%s", out, dir);
+}
+static csvlog log_csv0;
 
 // ---------------------------------------------------------------------------
 // learning-rate schedule (the optimizer's update runs on the device: model.cu)
@@ -176,6 +188,10 @@ static void save_checkpoint(const char *path, Model *m, Optimizer *o, const RunS
     ckpt_writer_set_meta(&w, "model", MODEL_NAME);
     ckpt_writer_set_meta(&w, "spec_hash", MODEL_SPEC_HASH);
     ckpt_writer_set_meta(&w, "precision", MODEL_PRECISION);
+    // the logs on disk cover what the checkpoint does: a run killed after it and resumed
+    // from it loses no row
+    if (runlog_flush(&run_log)) die(run_log.err);
+    // (no MLflow run to remember)
     for (int i = 0; i < NUM_CALLBACK_STATE; i++) {
         char key[32];
         snprintf(key, sizeof key, "callback_state_%d", i);
@@ -389,22 +405,23 @@ int main(int argc, char **argv) {
     if (!LOSS_SCALING) opt.steps = rs.step;   // no skipped steps: the optimizer's count is the run's
 
     // logging
-    // CSVLogger: metrics.csv and hparams.yaml in Lightning's layout
-    csvlog log;
-    char log_root[4096];
-    snprintf(log_root, sizeof log_root, "%s/%s", args.out, "logs");
-    if (csvlog_open(&log, log_root, "lightning_logs", -1, 100)) die(log.err);
-    csvlog_hparam_str(&log, "model", MODEL_NAME);
-    csvlog_hparam_str(&log, "precision", MODEL_PRECISION);
-    csvlog_hparam_i64(&log, "batch_size", BATCH_MAX);
-    csvlog_hparam_i64(&log, "accumulate", ACCUMULATE);
-    csvlog_hparam_i64(&log, "seed", (int64_t)args.seed);
-    csvlog_hparam_i64(&log, "epochs", args.epochs);
-    csvlog_hparam_i64(&log, "max_steps", args.max_steps);
-    csvlog_hparam_str(&log, "optimizer", "AdamW");
-    csvlog_hparam_f64(&log, "lr", 0.001);
+    runlog_init(&run_log, LOG_FLUSH_SECONDS);
+    char log_dir[4096];
+    // CSVLogger(root_dir=logs, name=lightning_logs): metrics.csv and hparams.yaml in Lightning's layout  <- specs/fashion_mlp.lua:22
+    under_out(log_dir, sizeof log_dir, args.out, "logs");
+    if (csvlog_open(&log_csv0, log_dir, "lightning_logs", -1, 100)) die(log_csv0.err);
+    if (runlog_add_csv(&run_log, &log_csv0, 50)) die(run_log.err);
+    if (runlog_hparam_str(&run_log, "model", MODEL_NAME) || runlog_hparam_str(&run_log, "precision", MODEL_PRECISION) ||
+        runlog_hparam_i64(&run_log, "batch_size", BATCH_MAX) || runlog_hparam_i64(&run_log, "accumulate", ACCUMULATE) ||
+        runlog_hparam_i64(&run_log, "seed", (int64_t)args.seed) || runlog_hparam_i64(&run_log, "epochs", args.epochs) ||
+        runlog_hparam_i64(&run_log, "max_steps", args.max_steps) ||
+        runlog_hparam_str(&run_log, "optimizer", "AdamW") || runlog_hparam_f64(&run_log, "lr", 0.001))
+        die(run_log.err);
+    double log_t = now_seconds();   // train/throughput: items per second since the last step row
+    int64_t log_items = 0;
     progress prog;
     progress_init(&prog, stdout, (int)max_epochs, steps_per_epoch, LOG_EVERY);
+    prog.total_steps = total_steps - rs.step;   // the ETA: the steps this run takes (--max-steps, a resume)
 
     // the loop
     int stop = 0;
@@ -463,7 +480,17 @@ int main(int argc, char **argv) {
             epoch_loss_sum += mean_loss; epoch_loss_count++;
             if (!args.quiet) progress_step(&prog, (int)rs.epoch, index / ACCUMULATE, mean_loss, (int64_t)B * loss_count);
             loss_sum = 0; loss_count = 0;
-            if (rs.step % 50 == 0) { csvlog_log1(&log, rs.step, rs.epoch, "train/loss", mean_loss); csvlog_log1(&log, rs.step, rs.epoch, "lr-AdamW", lr); }
+            log_items += (int64_t)B * ACCUMULATE;
+            {   // the step's row: every N steps, and always the run's last step
+                int last = rs.step >= total_steps || signals_stop_requested();
+                if (last || rs.step % 50 == 0) {
+                    double t = now_seconds();
+                    const char *keys[] = { "train/loss", "lr-AdamW", "train/throughput" };
+                    double values[] = { mean_loss, lr, (double)log_items / (t - log_t) };
+                    if (runlog_step(&run_log, rs.step, rs.epoch, keys, values, 3, last)) die(run_log.err);
+                    log_t = t; log_items = 0;
+                }
+            }
             if (stop) break;
         }
         if (rc != DATA_OK && rc != DATA_END) die(err.msg);
@@ -489,9 +516,15 @@ int main(int argc, char **argv) {
             snprintf(line + n, sizeof line - n, "  (%.1f s)", now_seconds() - t_start);
             progress_print(&prog, "%s", line);
         }
-        (void)epoch_train_loss;
-        if (!isnan(val_loss)) csvlog_log1(&log, rs.step, rs.epoch, "val/loss", val_loss);
-        if (!isnan(val_acc)) csvlog_log1(&log, rs.step, rs.epoch, "val/acc", val_acc);
+        {   // the epoch's row: its mean training loss and every validation metric
+            const char *keys[3];
+            double values[3];
+            int n = 0;
+            if (!isnan(epoch_train_loss)) { keys[n] = "train/loss_epoch"; values[n++] = epoch_train_loss; }
+            if (!isnan(val_loss)) { keys[n] = "val/loss"; values[n++] = val_loss; }
+            if (!isnan(val_acc)) { keys[n] = "val/acc"; values[n++] = val_acc; }
+            if (n && runlog_epoch(&run_log, rs.step, rs.epoch, keys, values, n)) die(run_log.err);
+        }
         // where a resumed run continues: the next epoch, or mid-epoch after max_steps
         RunState next = rs;
         if (!stop) { next.epoch = rs.epoch + 1; next.batch = 0; }
@@ -513,10 +546,14 @@ int main(int argc, char **argv) {
         printf("test/loss %.4f", test_loss);
         if (MODEL_HAS_ACCURACY) printf("  test/acc %.4f", test_acc);
         printf("\n");
-        csvlog_log1(&log, rs.step, rs.epoch, "test/loss", test_loss);
-        csvlog_log1(&log, rs.step, rs.epoch, "test/acc", test_acc);
+        {
+            const char *keys[] = { "test/loss", "test/acc" };
+            double values[] = { test_loss, test_acc };
+            if (runlog_epoch(&run_log, rs.step, rs.epoch, keys, values, 2)) die(run_log.err);
+        }
     }
-    if (csvlog_close(&log)) die(log.err);
+    // MLflow's status: a run stopped by a signal was KILLED (it resumes from its checkpoint)
+    if (runlog_close(&run_log, stop == 2 ? MLFLOW_KILLED : MLFLOW_FINISHED)) die(run_log.err);
     (void)skipped;   // 16-mixed's summary (train_summary below) reports it
     if (args.cuda_graph && !args.quiet)
         printf("--cuda-graph: %lld graph launches\n--cuda-graph: %lld graphs captured\n", (long long)m.graph_launches, (long long)m.graph_captures);

@@ -8,6 +8,7 @@
 #include "ckpt.h"
 #include "csvlog.h"
 #include "progress.h"
+#include "runlog.h"
 #include "signals.h"
 #include "threads.h"
 
@@ -18,6 +19,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 // ---------------------------------------------------------------------------
 // settings from the spec (each overridable by a flag where it makes sense)
@@ -28,6 +30,7 @@
 #define ACCUMULATE 1          // micro-batches per optimizer step
 #define VAL_EVERY 1           // validate every N epochs
 #define LOG_EVERY 100           // progress lines when not on a terminal
+#define LOG_FLUSH_SECONDS 5.0  // the loggers' buffered rows are written at least this often
 #define CALLBACK_COUNT_SLOTS { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }   // callback state slots holding epochs, steps, waits
 #define SCHEDULE_SPANS_RUN 0  // the schedule reads the run's total steps (a resume may not change them)
 
@@ -38,6 +41,15 @@ static double now_seconds(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
+
+// the loggers (gen/emit_train.lua's logger_code)
+static runlog run_log;   // every logger below; rows go to all of them
+// dir as given when absolute, else under --out
+static void under_out(char *buf, size_t len, const char *out, const char *dir) {
+    if (dir[0] == '/') snprintf(buf, len, "%s", dir);
+    else snprintf(buf, len, "%s/%s", out, dir);
+}
+static csvlog log_csv0;
 
 // ---------------------------------------------------------------------------
 // command line
@@ -145,6 +157,10 @@ static void save_checkpoint(const char *path, Model *m, Optimizer *o, const RunS
     ckpt_writer_set_meta(&w, "model", MODEL_NAME);
     ckpt_writer_set_meta(&w, "spec_hash", MODEL_SPEC_HASH);
     ckpt_writer_set_meta(&w, "precision", MODEL_PRECISION);
+    // the logs on disk cover what the checkpoint does: a run killed after it and resumed
+    // from it loses no row
+    if (runlog_flush(&run_log)) die(run_log.err);
+    // (no MLflow run to remember)
     for (int i = 0; i < NUM_CALLBACK_STATE; i++) {
         char key[32];
         snprintf(key, sizeof key, "callback_state_%d", i);
@@ -342,9 +358,23 @@ int main(int argc, char **argv) {
     }
 
     // logging
-    (void)0;   // no logger
+    runlog_init(&run_log, LOG_FLUSH_SECONDS);
+    char log_dir[4096];
+    // CSVLogger(root_dir=logs, name=lightning_logs): metrics.csv and hparams.yaml in Lightning's layout  (the default: no loggers in the spec)
+    under_out(log_dir, sizeof log_dir, args.out, "logs");
+    if (csvlog_open(&log_csv0, log_dir, "lightning_logs", -1, 100)) die(log_csv0.err);
+    if (runlog_add_csv(&run_log, &log_csv0, 50)) die(run_log.err);
+    if (runlog_hparam_str(&run_log, "model", MODEL_NAME) || runlog_hparam_str(&run_log, "precision", MODEL_PRECISION) ||
+        runlog_hparam_i64(&run_log, "batch_size", BATCH_MAX) || runlog_hparam_i64(&run_log, "accumulate", ACCUMULATE) ||
+        runlog_hparam_i64(&run_log, "seed", (int64_t)args.seed) || runlog_hparam_i64(&run_log, "epochs", args.epochs) ||
+        runlog_hparam_i64(&run_log, "max_steps", args.max_steps) ||
+        runlog_hparam_str(&run_log, "optimizer", "AdamW") || runlog_hparam_f64(&run_log, "lr", 0.0003))
+        die(run_log.err);
+    double log_t = now_seconds();   // train/throughput: items per second since the last step row
+    int64_t log_items = 0;
     progress prog;
     progress_init(&prog, stdout, (int)max_epochs, steps_per_epoch, LOG_EVERY);
+    prog.total_steps = total_steps - rs.step;   // the ETA: the steps this run takes (--max-steps, a resume)
 
     // the loop
     int stop = 0;
@@ -379,7 +409,17 @@ int main(int argc, char **argv) {
             epoch_loss_sum += mean_loss; epoch_loss_count++;
             if (!args.quiet) progress_step(&prog, (int)rs.epoch, db.index / ACCUMULATE, mean_loss, (int64_t)B * loss_count);
             loss_sum = 0; loss_count = 0;
-
+            log_items += (int64_t)B * ACCUMULATE;
+            {   // the step's row: every N steps, and always the run's last step
+                int last = rs.step >= total_steps || signals_stop_requested();
+                if (last || rs.step % 50 == 0) {
+                    double t = now_seconds();
+                    const char *keys[] = { "train/loss", "lr-AdamW", "train/throughput" };
+                    double values[] = { mean_loss, lr, (double)log_items / (t - log_t) };
+                    if (runlog_step(&run_log, rs.step, rs.epoch, keys, values, 3, last)) die(run_log.err);
+                    log_t = t; log_items = 0;
+                }
+            }
             if (args.max_steps && rs.step >= args.max_steps) { stop = 1; break; }
             if (signals_stop_requested()) { stop = 2; break; }
         }
@@ -406,8 +446,15 @@ int main(int argc, char **argv) {
             snprintf(line + n, sizeof line - n, "  (%.1f s)", now_seconds() - t_start);
             progress_print(&prog, "%s", line);
         }
-        (void)epoch_train_loss;
-
+        {   // the epoch's row: its mean training loss and every validation metric
+            const char *keys[3];
+            double values[3];
+            int n = 0;
+            if (!isnan(epoch_train_loss)) { keys[n] = "train/loss_epoch"; values[n++] = epoch_train_loss; }
+            if (!isnan(val_loss)) { keys[n] = "val/loss"; values[n++] = val_loss; }
+            if (!isnan(val_acc)) { keys[n] = "val/acc"; values[n++] = val_acc; }
+            if (n && runlog_epoch(&run_log, rs.step, rs.epoch, keys, values, n)) die(run_log.err);
+        }
         // where a resumed run continues: the next epoch, or mid-epoch after max_steps
         RunState next = rs;
         if (!stop) { next.epoch = rs.epoch + 1; next.batch = 0; }
@@ -429,9 +476,14 @@ int main(int argc, char **argv) {
         printf("test/loss %.4f", test_loss);
         if (MODEL_HAS_ACCURACY) printf("  test/acc %.4f", test_acc);
         printf("\n");
-
+        {
+            const char *keys[] = { "test/loss", "test/acc" };
+            double values[] = { test_loss, test_acc };
+            if (runlog_epoch(&run_log, rs.step, rs.epoch, keys, values, 2)) die(run_log.err);
+        }
     }
-
+    // MLflow's status: a run stopped by a signal was KILLED (it resumes from its checkpoint)
+    if (runlog_close(&run_log, stop == 2 ? MLFLOW_KILLED : MLFLOW_FINISHED)) die(run_log.err);
     if (stop != 2) {
         printf("trained %lld steps in %.1f s\n", (long long)rs.step, now_seconds() - t_start);
     }

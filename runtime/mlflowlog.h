@@ -1,0 +1,56 @@
+#ifndef LOOM_MLFLOWLOG_H
+#define LOOM_MLFLOWLOG_H
+// A run in MLflow's file store, the `mlruns/` directory `mlflow ui` opens as it is:
+//
+//   mlruns/0/meta.yaml                     the Default experiment (made if missing, as
+//                                          MLflow's FileStore does on first use)
+//   mlruns/<exp id>/meta.yaml              the experiment, found by name or created
+//   mlruns/<exp id>/<run id>/meta.yaml     run id, name, status, start/end times, ...
+//   .../<run id>/params/<key>              one value, no newline
+//   .../<run id>/tags/<key>                one value, no newline
+//   .../<run id>/metrics/<key>             lines "<ms since epoch> <value> <step>"
+//   .../<run id>/artifacts/                files copied in by mlflowlog_artifact
+//
+// Keys holding '/' are subdirectories (as MLflow writes them). Metric lines are kept in
+// memory and appended by mlflowlog_flush (the caller decides when) and mlflowlog_close.
+// The run's status is RUNNING while it trains: a run killed outright stays RUNNING, as
+// MLflow leaves it; mlflowlog_close writes FINISHED, FAILED or KILLED and the end time.
+// Opening an existing run id (a resumed run) continues it: its status is RUNNING again
+// and metric lines past the step it resumes from (logged after its last checkpoint, by
+// the run that was killed) are dropped, so the store holds one history.
+#include <stdint.h>
+
+#include "sbuf.h"
+
+#define MLFLOWLOG_ERR_LEN 512
+
+enum { MLFLOW_RUNNING = 1, MLFLOW_FINISHED = 3, MLFLOW_FAILED = 4, MLFLOW_KILLED = 5 };
+
+typedef struct { char *key; sbuf lines; } mlflowlog_metric;
+
+typedef struct {
+    char *run_dir;              // mlruns/<exp id>/<run id>
+    char experiment_id[32];
+    char run_id[33];
+    char *run_name;
+    char *artifact_uri;
+    int64_t start_ms;
+    mlflowlog_metric *metrics; int nmetrics, cap_metrics;
+    char err[MLFLOWLOG_ERR_LEN];
+} mlflowlog;
+
+// Opens run `run_id` (NULL or "": a new run) in experiment `experiment` of the store at
+// `store_dir` (made if missing; an absolute path is best, the artifact URIs name it).
+// resume_step >= 0 with an existing run: drops its metric lines past that step.
+int mlflowlog_open(mlflowlog *m, const char *store_dir, const char *experiment, const char *run_name,
+                   const char *run_id, int64_t resume_step, int64_t now_ms);
+int mlflowlog_param(mlflowlog *m, const char *key, const char *value);
+int mlflowlog_tag(mlflowlog *m, const char *key, const char *value);
+int mlflowlog_metric_log(mlflowlog *m, const char *key, double value, int64_t step, int64_t ts_ms);
+// Copies the file at src to artifacts/<name> (name may hold '/').
+int mlflowlog_artifact(mlflowlog *m, const char *src, const char *name);
+int mlflowlog_flush(mlflowlog *m);
+// Flushes, writes the final status and end time to meta.yaml, and frees.
+int mlflowlog_close(mlflowlog *m, int status, int64_t end_ms);
+
+#endif
