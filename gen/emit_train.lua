@@ -149,6 +149,41 @@ local function data_code(sp, fields, ctype, g)
       "    (void)test;",
       "    *has_test = 0;",
     }
+  elseif data.kind == "Tokens" then
+    -- every token must fit the embedding and the classes it indexes (tokens_open checks)
+    local ranges = index_ranges(g)
+    local vocab = 0
+    for _, name in ipairs { a.inputs, a.targets } do
+      local r = ranges[name]
+      if r and (vocab == 0 or r.hi < vocab) then vocab = r.hi end
+    end
+    local function open_one(path, stride, into)
+      return {
+        string.format("    o.path = %s;", util.c_string(path)),
+        "    if (args->data) {   // --data DIR: the file of that name in DIR",
+        string.format("        const char *base = strrchr(%s, '/');", util.c_string(path)),
+        string.format("        snprintf(buf, sizeof buf, \"%%s/%%s\", args->data, base ? base + 1 : %s);", util.c_string(path)),
+        "        o.path = buf;",
+        "    }",
+        string.format("    o.stride = %s;", stride),
+        string.format("    if (tokens_open(&o, %s, &err)) die(err.msg);", into),
+      }
+    end
+    open = {
+      string.format("    // llm.c token files: windows of %d + 1 tokens, %s; validation: sequential windows", a.context,
+        a.random and "at every offset (the seeded shuffle draws them at random)" or "sequential"),
+      string.format("    tokens_opts o = { .context = %d, .vocab = %d, .input = %s, .target = %s };", a.context, vocab,
+        util.c_string(a.inputs), util.c_string(a.targets)),
+      "    char buf[4096];",
+      join(open_one(a.train, a.random and "1" or tostring(a.context), "train")),
+    }
+    if a.val then
+      open[#open + 1] = join(open_one(a.val, tostring(a.context), "val"))
+    else
+      open[#open + 1] = "    memset(val, 0, sizeof *val);   // no validation file"
+    end
+    open[#open + 1] = "    (void)test;"
+    open[#open + 1] = "    *has_test = 0;"
   else
     diag.fatal(data.where, string.format("%s data is not supported by the C backend yet", data.kind))
   end

@@ -26,6 +26,11 @@ local function data_fields(sp)
     table.sort(list, function(a, b) return a.seq < b.seq end)
     return list
   end
+  if data.kind == "Tokens" then
+    local T = data.args.context
+    return { { name = data.args.inputs, shape = { T }, dtype = "int64", high = 0 },
+             { name = data.args.targets, shape = { T }, dtype = "int64", high = 0 } }
+  end
   if data.kind == "Npy" then
     -- shapes and dtypes come from the files' headers, read now
     local list = {}

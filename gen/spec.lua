@@ -257,6 +257,21 @@ define_setting("data", "Npy", {
   val_split = { checkers.nonnegint, 0 },
 })
 
+-- Token files in llm.c's layout (`loom data tokens` writes them): windows of context + 1
+-- tokens; the batch's `inputs` field holds the first context tokens, `targets` the next
+-- token of each.  random: windows at every offset, drawn by the seeded shuffle;
+-- else sequential, non-overlapping windows.  Validation windows are sequential.
+define_setting("data", "Tokens", {
+  train = { checkers.string, nil, required = true }, val = { checkers.string, nil },
+  context = { checkers.posint, nil, required = true }, random = { checkers.bool, true },
+  inputs = { checkers.string, "idx" }, targets = { checkers.string, "targets" },
+}, function(a, where)
+  for _, k in ipairs { "inputs", "targets" } do
+    if not util.is_c_name(a[k]) then diag.error(diag.key_where(where, k), spec.field_name_error("Tokens." .. k, a[k])) end
+  end
+  if a.inputs == a.targets then diag.error(where, "Tokens: inputs and targets name the same field '" .. a.inputs .. "'") end
+end)
+
 -- A data field's name becomes a member of the generated program's batch struct.
 function spec.field_name_error(what, k)
   return string.format("%s: the field name %s is not a plain name (letters, digits and '_', not a C keyword, "
