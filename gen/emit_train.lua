@@ -210,7 +210,31 @@ end
 ---------------------------------------------------------------------------
 -- optimizer (torch.optim's single-tensor update rules)
 
-local function optimizer_code(k16, opt, sfx, momentum_expr)
+-- AdamW's parameter groups over the parameters' layout (plan.lua's state.params, in
+-- order): runs { begin, finish, decayed, names } of tensors with >= min_ndim dimensions
+-- (decayed) or fewer, covering [0, NUM_PARAMS) (alignment padding goes with the run before).
+local function decay_groups(params, min_ndim)
+  local runs = {}
+  for i, p in ipairs(params) do
+    local decayed = #p.entry.shape >= min_ndim
+    local last = runs[#runs]
+    local finish = params[i + 1] and params[i + 1].offset or nil
+    if last and last.decayed == decayed then
+      last.finish, last.count = finish, last.count + 1
+    else
+      if last then last.finish = p.offset end
+      runs[#runs + 1] = { begin = p.offset, finish = finish, decayed = decayed, first = p.name, count = 1 }
+    end
+    runs[#runs].last = p.name
+  end
+  for _, r in ipairs(runs) do
+    r.finish = r.finish or "NUM_PARAMS"
+    r.names = r.count == 1 and r.first or string.format("%s .. %s (%d tensors)", r.first, r.last, r.count)
+  end
+  return runs
+end
+
+local function optimizer_code(k16, opt, sfx, momentum_expr, params)
   local STATE16, OPT16, PAR_FOR, LD, ST, LDO, STO = k16.STATE16, k16.OPT16, k16.PAR_FOR, k16.LD, k16.ST, k16.LDO, k16.STO
   local a = opt.args
   local k, s = opt.kind, sfx
@@ -283,11 +307,23 @@ local function optimizer_code(k16, opt, sfx, momentum_expr)
       "    const real step_size = (real)(lr / bc1), bc2_sqrt = (real)sqrt(bc2);",
       "    const real one_minus_beta1 = (real)(1.0 - beta1);",
     }
-    if adamw and a.weight_decay ~= 0 then
+    local groups = adamw and a.weight_decay ~= 0 and (a.decay_min_ndim or 0) > 0 and decay_groups(params, a.decay_min_ndim)
+    if groups then
+      -- two parameter groups: runs of parameters (in layout order) decayed or not
+      step[#step + 1] = string.format("    const real decay_on = (real)(1.0 - lr * %s);   // decoupled weight decay, on parameters of >= %d dimensions",
+        lit(a.weight_decay), a.decay_min_ndim)
+      step[#step + 1] = "    static const struct { size_t begin, end; int decayed; } groups[] = {"
+      for _, r in ipairs(groups) do
+        step[#step + 1] = string.format("        { %d, %s, %d },   // %s", r.begin, tostring(r.finish), r.decayed and 1 or 0, r.names)
+      end
+      step[#step + 1] = "    };"
+      step[#step + 1] = "    for (size_t r = 0; r < sizeof groups / sizeof groups[0]; r++) {"
+      step[#step + 1] = "    const real decay = groups[r].decayed ? decay_on : (real)1;"
+    elseif adamw and a.weight_decay ~= 0 then
       step[#step + 1] = string.format("    const real decay = (real)(1.0 - lr * %s);   // decoupled weight decay", lit(a.weight_decay))
     end
     step[#step + 1] = PAR_FOR
-    step[#step + 1] = "    for (size_t i = 0; i < NUM_PARAMS; i++) {"
+    step[#step + 1] = groups and "    for (size_t i = groups[r].begin; i < groups[r].end; i++) {" or "    for (size_t i = 0; i < NUM_PARAMS; i++) {"
     if not STATE16 then
       step[#step + 1] = string.format("        real g = %sm->grads[i];", a.maximize and "-" or "")
       if not adamw and a.weight_decay ~= 0 then
@@ -331,6 +367,7 @@ local function optimizer_code(k16, opt, sfx, momentum_expr)
       step[#step + 1] = string.format("        m->params[i] = %s;", ST("p"))
     end
     step[#step + 1] = "    }"
+    if groups then step[#step + 1] = "    }" end
   end
   return {
     stateless = #states == 0,   -- fields and alloc hold a placeholder
@@ -778,7 +815,7 @@ function emit_train.values(l)
   local ps = l.settings   -- the precision: state and compute formats, loss scaling
   local k16 = storage(l)
   local open, bind, data_desc = data_code(sp, l.fields, ty.ctype, g)
-  local o = optimizer_code(k16, tr.optimizer, ty.sfx)
+  local o = optimizer_code(k16, tr.optimizer, ty.sfx, nil, l.state.params)
   local sc = scaler_code(k16, ps.loss_scaling)
   if ps.loss_scaling then
     -- the scaler and the count of updates taken live with the optimizer (saved with it)

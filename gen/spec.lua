@@ -191,6 +191,10 @@ for _, name in ipairs { "Adam", "AdamW" } do
     lr = { checkers.nonneg, 1e-3 }, betas = { checkers.betas, { 0.9, 0.999 } }, eps = { checkers.nonneg, 1e-8 },
     weight_decay = { checkers.nonneg, name == "AdamW" and 1e-2 or 0.0 }, amsgrad = { checkers.bool, false },
     maximize = { checkers.bool, false },
+    -- AdamW's two parameter groups, as nanoGPT and llm.c make them: weight decay only on
+    -- the parameters with at least this many dimensions (2: the matrices and embeddings,
+    -- not biases or LayerNorm's); 0: on every parameter (torch.optim's single group)
+    decay_min_ndim = name == "AdamW" and { checkers.nonnegint, 0 } or nil,
   })
 end
 

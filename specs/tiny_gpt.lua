@@ -52,7 +52,7 @@ train {
   data = Tokens { train = "data/kjv.bin", val = "data/kjv_val.bin", context = T },
   batch_size = 8,
   loss = function(m, b) return cross_entropy(transpose(m(b), 1, 2), b.targets) end,
-  optimizer = AdamW { lr = 1e-3, betas = { 0.9, 0.95 }, weight_decay = 0.1 },
+  optimizer = AdamW { lr = 1e-3, betas = { 0.9, 0.95 }, weight_decay = 0.1, decay_min_ndim = 2 },
   scheduler = WarmupCosine { warmup_steps = 100, total_steps = 2000, min_lr = 1e-4 },
   clip = { max_norm = 1.0 },
   max_steps = 2000,
