@@ -1130,6 +1130,9 @@ function emit.available(g, precision, devices)
   if (opt.kind ~= "AdamW" and opt.kind ~= "Adam" and opt.kind ~= "SGD") or opt.args.amsgrad or (opt.args.maximize and opt.kind ~= "SGD") then
     return false, string.format("the CUDA backend does not run the %s optimizer yet", opt.kind)
   end
+  if (opt.args.decay_min_ndim or 0) > 0 and (opt.args.weight_decay or 0) ~= 0 then
+    return false, "the CUDA backend does not run AdamW's parameter groups (decay_min_ndim) yet"
+  end
   return true
 end
 

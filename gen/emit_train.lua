@@ -53,26 +53,7 @@ local CKPT_DTYPE = { f32 = "CKPT_F32", f64 = "CKPT_F64", bf16 = "CKPT_BF16", f16
 
 local DIST = { uniform = "SYNTH_UNIFORM", normal = "SYNTH_NORMAL", bernoulli = "SYNTH_BERNOULLI", randint = "SYNTH_RANDINT" }
 
--- The integer data fields the training graph uses as indices: field name ->
--- { hi = the values' bound, except = a value allowed besides [0, hi), what = their name }
--- (cross_entropy's class-index target with its ignore_index, an embedding's indices).
-local function index_ranges(g)
-  local ranges = {}
-  local function bound(t, hi, except, what)
-    if not (t and t.input) then return end
-    local r = ranges[t.input]
-    if not r or hi < r.hi then ranges[t.input] = { hi = hi, except = except, what = what } end
-  end
-  for _, node in ipairs(g.loss and g.loss.nodes or {}) do
-    local x, t = node.inputs and node.inputs[1], node.inputs and node.inputs[2]
-    if node.op == "cross_entropy" and t and t.dtype == "int64" then
-      bound(t, #x.shape >= 2 and x.shape[2] or x.shape[1], node.attrs.ignore_index, "class index")
-    elseif node.op == "embedding" then
-      bound(x, t.shape[1], 0, "embedding index")   -- (0 is in range: no exception)
-    end
-  end
-  return ranges
-end
+local index_ranges = require("graph").index_ranges
 
 local function data_code(sp, fields, ctype, g)
   local data = sp.train.data
@@ -150,12 +131,11 @@ local function data_code(sp, fields, ctype, g)
       "    *has_test = 0;",
     }
   elseif data.kind == "Tokens" then
-    -- every token must fit the embedding and the classes it indexes (tokens_open checks)
-    local ranges = index_ranges(g)
+    -- every token must fit the embedding and the classes it indexes (tokens_open checks;
+    -- the graph stage set the fields' bound, `high`, to it)
     local vocab = 0
-    for _, name in ipairs { a.inputs, a.targets } do
-      local r = ranges[name]
-      if r and (vocab == 0 or r.hi < vocab) then vocab = r.hi end
+    for _, f in ipairs(fields) do
+      if f.high > 0 and (vocab == 0 or f.high < vocab) then vocab = f.high end
     end
     local function open_one(path, stride, into)
       return {
