@@ -38,7 +38,7 @@ CONTEND=${CONTEND:-0}
 BLAS_BUILDS=${BLAS_BUILDS:-"pthread openmp"}
 BLAS_DIR=/usr/lib/x86_64-linux-gnu
 OMP_ROUNDS=${OMP_ROUNDS:-2}
-SPECS=${SPECS:-"fashion_mlp fashion_cnn paw linear"}
+SPECS=${SPECS:-"fashion_mlp fashion_cnn paw linear tiny_gpt"}
 STEP_DIV=${STEP_DIV:-1}        # divide the step counts (a quick look on a busy machine)
 PY=/usr/bin/python3            # Debian's python3-torch lives here only
 OUT=build/bench/speed
@@ -54,6 +54,7 @@ spec_row_full() {
         fashion_cnn) echo "specs/fashion_cnn.lua 128 - 5 40 30 2" ;;
         paw)         echo "specs/paw.lua 32 32-true 3 12 10 2" ;;   # fp32 on both sides (bench/precision.sh compares precisions)
         linear)      echo "bench/specs/linear.lua 4 - 200 5000 2000 250" ;;
+        tiny_gpt)    echo "specs/tiny_gpt.lua 8 - 3 20 15 2" ;;    # B=8, T=128: tokens/s = 1024 × 1000 / ms
         *) echo "speed.sh: unknown spec $1" >&2; exit 2 ;;
     esac
 }

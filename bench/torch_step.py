@@ -4,10 +4,11 @@ model, batch size and optimizer, timed step by step.
     [LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-pthread] /usr/bin/python3 bench/torch_step.py SPEC \
         [--batch B] [--warmup N] [--steps N] [--threads T] [--autocast bf16]
 
-SPEC is a key of tests/torch/models.py's SPECS (fashion_mlp, fashion_cnn, paw) or
-"linear" (bench/specs/linear.lua: one Linear(10, 2), mse).  The step is
+SPEC is a key of tests/torch/models.py's SPECS (fashion_mlp, fashion_cnn, paw, tiny_gpt)
+or "linear" (bench/specs/linear.lua: one Linear(10, 2), mse).  The step is
     opt.zero_grad(); loss = loss_fn(model(x), y); loss.backward(); opt.step()
-with AdamW(lr=1e-3, weight_decay=0.01), the model in train mode, on one fixed
+with AdamW(lr=1e-3, weight_decay=0.01) (tiny_gpt: its spec's AdamW with two parameter
+groups and clip_grad_norm_(1.0) before the step), the model in train mode, on one fixed
 random batch (floats uniform in [0, 1), class indices uniform, paw's feat
 Bernoulli(0.5)), as the loom harness.  Prints one line in step_bench's format:
     torch SPEC B=.. threads=.. blas=.. steps=.. median_ms=.. min_ms=.. mean_ms=.. maxrss_kb=.. loss0=.. lossN=..
@@ -50,6 +51,11 @@ def setup(spec, B, g):
         feat = (torch.rand(B, 12, generator=g) < 0.5).float()
         target = torch.rand(B, 1, generator=g)
         return model, (img, feat), target, F.binary_cross_entropy
+    if spec == "tiny_gpt":
+        T = models.GPT_T
+        idx = torch.randint(0, models.GPT_V, (B, T), generator=g)
+        targets = torch.randint(0, models.GPT_V, (B, T), generator=g)
+        return model, (idx,), targets, lambda out, y: F.cross_entropy(out.transpose(1, 2), y)
     raise SystemExit(f"torch_step.py: no benchmark setup for spec {spec!r}")
 
 
@@ -66,6 +72,17 @@ def pin_openblas():
             pass
     return "openmp" if any("openblas-openmp" in lib for lib in libs) else \
         "pthread" if any("openblas-pthread" in lib for lib in libs) else os.path.basename(libs[0])
+
+
+def make_optimizer(spec, model):
+    """the spec's optimizer: tiny_gpt's AdamW parameter groups (decay_min_ndim = 2), else
+    AdamW(lr=1e-3, weight_decay=0.01) as bench/speed.sh sets for the other specs"""
+    if spec == "tiny_gpt":
+        params = list(model.parameters())
+        groups = [{"params": [p for p in params if p.dim() >= 2]},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
+    return torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
 
 
 def main():
@@ -87,7 +104,8 @@ def main():
     g = torch.Generator().manual_seed(1234)
     model, xs, y, loss_fn = setup(args.spec, args.batch, g)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    opt = make_optimizer(args.spec, model)
+    clip = 1.0 if args.spec == "tiny_gpt" else None   # the spec's clip by global norm
 
     times = []
     loss0 = lossN = float("nan")
@@ -101,6 +119,8 @@ def main():
         else:
             loss = loss_fn(model(*xs), y)
         loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
         t1 = time.perf_counter()
         if s >= args.warmup:

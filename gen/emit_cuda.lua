@@ -864,6 +864,10 @@ function emit.check(g, target)
   end
   local device, why = device_ordinal(sp, target.devices)
   if not device then diag.error(not target.devices and diag.key_where(sp.fabric.where, "devices") or nil, why) end
+  local opt = sp.train and sp.train.optimizer
+  if opt and (opt.args.decay_min_ndim or 0) > 0 and (opt.args.weight_decay or 0) ~= 0 then
+    diag.error(diag.key_where(opt.where, "decay_min_ndim"), "AdamW's decay_min_ndim (two parameter groups) is not supported by the CUDA backend yet")
+  end
   diag.check()
 end
 
@@ -1098,6 +1102,9 @@ function emit.available(g, precision, devices)
   local opt = g.spec.train.optimizer
   if (opt.kind ~= "AdamW" and opt.kind ~= "Adam" and opt.kind ~= "SGD") or opt.args.amsgrad or (opt.args.maximize and opt.kind ~= "SGD") then
     return false, string.format("the CUDA backend does not run the %s optimizer yet", opt.kind)
+  end
+  if (opt.args.decay_min_ndim or 0) > 0 and (opt.args.weight_decay or 0) ~= 0 then
+    return false, "the CUDA backend does not run AdamW's parameter groups (decay_min_ndim) yet"
   end
   return true
 end

@@ -53,26 +53,7 @@ local CKPT_DTYPE = { f32 = "CKPT_F32", f64 = "CKPT_F64", bf16 = "CKPT_BF16", f16
 
 local DIST = { uniform = "SYNTH_UNIFORM", normal = "SYNTH_NORMAL", bernoulli = "SYNTH_BERNOULLI", randint = "SYNTH_RANDINT" }
 
--- The integer data fields the training graph uses as indices: field name ->
--- { hi = the values' bound, except = a value allowed besides [0, hi), what = their name }
--- (cross_entropy's class-index target with its ignore_index, an embedding's indices).
-local function index_ranges(g)
-  local ranges = {}
-  local function bound(t, hi, except, what)
-    if not (t and t.input) then return end
-    local r = ranges[t.input]
-    if not r or hi < r.hi then ranges[t.input] = { hi = hi, except = except, what = what } end
-  end
-  for _, node in ipairs(g.loss and g.loss.nodes or {}) do
-    local x, t = node.inputs and node.inputs[1], node.inputs and node.inputs[2]
-    if node.op == "cross_entropy" and t and t.dtype == "int64" then
-      bound(t, #x.shape >= 2 and x.shape[2] or x.shape[1], node.attrs.ignore_index, "class index")
-    elseif node.op == "embedding" then
-      bound(x, t.shape[1], 0, "embedding index")   -- (0 is in range: no exception)
-    end
-  end
-  return ranges
-end
+local index_ranges = require("graph").index_ranges
 
 local function data_code(sp, fields, ctype, g)
   local data = sp.train.data
@@ -149,6 +130,40 @@ local function data_code(sp, fields, ctype, g)
       "    (void)test;",
       "    *has_test = 0;",
     }
+  elseif data.kind == "Tokens" then
+    -- every token must fit the embedding and the classes it indexes (tokens_open checks;
+    -- the graph stage set the fields' bound, `high`, to it)
+    local vocab = 0
+    for _, f in ipairs(fields) do
+      if f.high > 0 and (vocab == 0 or f.high < vocab) then vocab = f.high end
+    end
+    local function open_one(path, stride, into)
+      return {
+        string.format("    o.path = %s;", util.c_string(path)),
+        "    if (args->data) {   // --data DIR: the file of that name in DIR",
+        string.format("        const char *base = strrchr(%s, '/');", util.c_string(path)),
+        string.format("        snprintf(buf, sizeof buf, \"%%s/%%s\", args->data, base ? base + 1 : %s);", util.c_string(path)),
+        "        o.path = buf;",
+        "    }",
+        string.format("    o.stride = %s;", stride),
+        string.format("    if (tokens_open(&o, %s, &err)) die(err.msg);", into),
+      }
+    end
+    open = {
+      string.format("    // llm.c token files: windows of %d + 1 tokens, %s; validation: sequential windows", a.context,
+        a.random and "at every offset (the seeded shuffle draws them at random)" or "sequential"),
+      string.format("    tokens_opts o = { .context = %d, .vocab = %d, .input = %s, .target = %s };", a.context, vocab,
+        util.c_string(a.inputs), util.c_string(a.targets)),
+      "    char buf[4096];",
+      join(open_one(a.train, a.random and "1" or tostring(a.context), "train")),
+    }
+    if a.val then
+      open[#open + 1] = join(open_one(a.val, tostring(a.context), "val"))
+    else
+      open[#open + 1] = "    memset(val, 0, sizeof *val);   // no validation file"
+    end
+    open[#open + 1] = "    (void)test;"
+    open[#open + 1] = "    *has_test = 0;"
   else
     diag.fatal(data.where, string.format("%s data is not supported by the C backend yet", data.kind))
   end
@@ -175,7 +190,31 @@ end
 ---------------------------------------------------------------------------
 -- optimizer (torch.optim's single-tensor update rules)
 
-local function optimizer_code(k16, opt, sfx, momentum_expr)
+-- AdamW's parameter groups over the parameters' layout (plan.lua's state.params, in
+-- order): runs { begin, finish, decayed, names } of tensors with >= min_ndim dimensions
+-- (decayed) or fewer, covering [0, NUM_PARAMS) (alignment padding goes with the run before).
+local function decay_groups(params, min_ndim)
+  local runs = {}
+  for i, p in ipairs(params) do
+    local decayed = #p.entry.shape >= min_ndim
+    local last = runs[#runs]
+    local finish = params[i + 1] and params[i + 1].offset or nil
+    if last and last.decayed == decayed then
+      last.finish, last.count = finish, last.count + 1
+    else
+      if last then last.finish = p.offset end
+      runs[#runs + 1] = { begin = p.offset, finish = finish, decayed = decayed, first = p.name, count = 1 }
+    end
+    runs[#runs].last = p.name
+  end
+  for _, r in ipairs(runs) do
+    r.finish = r.finish or "NUM_PARAMS"
+    r.names = r.count == 1 and r.first or string.format("%s .. %s (%d tensors)", r.first, r.last, r.count)
+  end
+  return runs
+end
+
+local function optimizer_code(k16, opt, sfx, momentum_expr, params)
   local STATE16, OPT16, PAR_FOR, LD, ST, LDO, STO = k16.STATE16, k16.OPT16, k16.PAR_FOR, k16.LD, k16.ST, k16.LDO, k16.STO
   local a = opt.args
   local k, s = opt.kind, sfx
@@ -248,11 +287,23 @@ local function optimizer_code(k16, opt, sfx, momentum_expr)
       "    const real step_size = (real)(lr / bc1), bc2_sqrt = (real)sqrt(bc2);",
       "    const real one_minus_beta1 = (real)(1.0 - beta1);",
     }
-    if adamw and a.weight_decay ~= 0 then
+    local groups = adamw and a.weight_decay ~= 0 and (a.decay_min_ndim or 0) > 0 and decay_groups(params, a.decay_min_ndim)
+    if groups then
+      -- two parameter groups: runs of parameters (in layout order) decayed or not
+      step[#step + 1] = string.format("    const real decay_on = (real)(1.0 - lr * %s);   // decoupled weight decay, on parameters of >= %d dimensions",
+        lit(a.weight_decay), a.decay_min_ndim)
+      step[#step + 1] = "    static const struct { size_t begin, end; int decayed; } groups[] = {"
+      for _, r in ipairs(groups) do
+        step[#step + 1] = string.format("        { %d, %s, %d },   // %s", r.begin, tostring(r.finish), r.decayed and 1 or 0, r.names)
+      end
+      step[#step + 1] = "    };"
+      step[#step + 1] = "    for (size_t r = 0; r < sizeof groups / sizeof groups[0]; r++) {"
+      step[#step + 1] = "    const real decay = groups[r].decayed ? decay_on : (real)1;"
+    elseif adamw and a.weight_decay ~= 0 then
       step[#step + 1] = string.format("    const real decay = (real)(1.0 - lr * %s);   // decoupled weight decay", lit(a.weight_decay))
     end
     step[#step + 1] = PAR_FOR
-    step[#step + 1] = "    for (size_t i = 0; i < NUM_PARAMS; i++) {"
+    step[#step + 1] = groups and "    for (size_t i = groups[r].begin; i < groups[r].end; i++) {" or "    for (size_t i = 0; i < NUM_PARAMS; i++) {"
     if not STATE16 then
       step[#step + 1] = string.format("        real g = %sm->grads[i];", a.maximize and "-" or "")
       if not adamw and a.weight_decay ~= 0 then
@@ -296,6 +347,7 @@ local function optimizer_code(k16, opt, sfx, momentum_expr)
       step[#step + 1] = string.format("        m->params[i] = %s;", ST("p"))
     end
     step[#step + 1] = "    }"
+    if groups then step[#step + 1] = "    }" end
   end
   return {
     stateless = #states == 0,   -- fields and alloc hold a placeholder
@@ -932,7 +984,7 @@ function emit_train.values(l)
   local ps = l.settings   -- the precision: state and compute formats, loss scaling
   local k16 = storage(l)
   local open, bind, data_desc = data_code(sp, l.fields, ty.ctype, g)
-  local o = optimizer_code(k16, tr.optimizer, ty.sfx)
+  local o = optimizer_code(k16, tr.optimizer, ty.sfx, nil, l.state.params)
   local sc = scaler_code(k16, ps.loss_scaling)
   if ps.loss_scaling then
     -- the scaler and the count of updates taken live with the optimizer (saved with it)

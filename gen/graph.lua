@@ -26,6 +26,11 @@ local function data_fields(sp)
     table.sort(list, function(a, b) return a.seq < b.seq end)
     return list
   end
+  if data.kind == "Tokens" then
+    local T = data.args.context
+    return { { name = data.args.inputs, shape = { T }, dtype = "int64", high = 0 },
+             { name = data.args.targets, shape = { T }, dtype = "int64", high = 0 } }
+  end
   if data.kind == "Npy" then
     -- shapes and dtypes come from the files' headers, read now
     local list = {}
@@ -252,11 +257,42 @@ function graph.build(sp)
           .. "there is nothing to train (does the model have layers, and does the loss use its output?)")
       end
       g.loss = t
+      if tr.data.kind == "Tokens" then
+        -- the program refuses a token file with a token out of these bounds, so they hold
+        -- for every batch: the tokens' bound is the smallest vocabulary they index
+        local ranges, vocab = graph.index_ranges(g), 0
+        for _, f in ipairs(fields_list) do
+          local r = ranges[f.name]
+          if r and (vocab == 0 or r.hi < vocab) then vocab = r.hi end
+        end
+        for _, f in ipairs(fields_list) do f.high = vocab end
+      end
     end
   end
   diag.check()
   diag.end_spec()   -- no spec code runs after the traces
   return g
+end
+
+-- The integer data fields the training graph uses as indices: field name ->
+-- { hi = the values' bound, except = a value allowed besides [0, hi), what = their name }
+-- (cross_entropy's class-index target with its ignore_index, an embedding's indices).
+function graph.index_ranges(g)
+  local ranges = {}
+  local function bound(t, hi, except, what)
+    if not (t and t.input) then return end
+    local r = ranges[t.input]
+    if not r or hi < r.hi then ranges[t.input] = { hi = hi, except = except, what = what } end
+  end
+  for _, node in ipairs(g.loss and g.loss.nodes or {}) do
+    local x, t = node.inputs and node.inputs[1], node.inputs and node.inputs[2]
+    if node.op == "cross_entropy" and t and t.dtype == "int64" then
+      bound(t, #x.shape >= 2 and x.shape[2] or x.shape[1], node.attrs.ignore_index, "class index")
+    elseif node.op == "embedding" then
+      bound(x, t.shape[1], 0, "embedding index")   -- (0 is in range: no exception)
+    end
+  end
+  return ranges
 end
 
 -- Per-sample totals of a trace: forward FLOPs and activation bytes (fp32).

@@ -18,6 +18,10 @@ commands:
                           --seed N, --resume CKPT, --out DIR, --data DIR, --quiet); then OUT/report.html
   report RUN_DIR... [-o FILE]  the runs' curves (their metrics.csv) as an HTML page of SVG plots, overlaid
                           (default FILE: the first run's log directory/report.html)
+  data tokens TEXT -o FILE.bin [--val F]
+                          byte-level tokens of a text file (one token per byte, vocabulary 256) in
+                          llm.c's token file layout; --val F: the last fraction F of the text goes to
+                          FILE_val.bin (0 <= F < 1; default 0: no validation file)
 
 options:
   --dump=STAGE            print what a stage produced and stop (STAGE: spec, graph, assign, autodiff, fold,
@@ -66,6 +70,13 @@ Builds as loom build does, then runs the program.  FLAGS, after --, go to the pr
   --quiet                     no progress lines
 e.g. loom train specs/fashion_mlp.lua -- --epochs 1
 ]],
+  data = [[
+usage: loom data tokens TEXT -o FILE.bin [--val F]
+Writes byte-level tokens of a text file (one token per byte, vocabulary 256) in llm.c's
+token file layout (a header of 256 int32: magic 20240520, version 1, the count; then
+uint16 tokens).  --val F: the text's last fraction F goes to FILE_val.bin (0 <= F < 1).
+A spec reads them with data = Tokens { train = "FILE.bin", val = "FILE_val.bin", context = T }.
+]],
   help = [[
 usage: loom help [NAME]
 Without NAME: every name a spec can use, by kind.  With NAME: what it is, its PyTorch,
@@ -111,6 +122,11 @@ local function parse_args(args)
       i = i + 1
       if args[i] ~= "torch" then usage_error("--emit takes 'torch' (also write model.py, the PyTorch equivalent)") end
       opts.emit_torch = true
+    elseif a == "--val" then
+      i = i + 1
+      local f = tonumber(args[i] or "")
+      if not f or f < 0 or f >= 1 then usage_error("--val takes a fraction F, 0 <= F < 1 (the validation part of the text)") end
+      opts.val = f
     elseif a == "-o" then
       i = i + 1
       opts.out = args[i] or usage_error("-o needs a directory")
@@ -354,6 +370,39 @@ function commands.report(opts, paths)
   print("wrote " .. out)
 end
 
+-- Byte-level tokens in llm.c's token file layout (runtime/tokens.c reads it): a header of
+-- 256 little-endian int32 (magic 20240520, version 1, the count), then uint16 tokens.
+local TOKENS_MAGIC, TOKENS_VERSION, TOKENS_HEADER_INTS = 20240520, 1, 256
+
+local function token_file_text(bytes)
+  local head = string.pack("<i4i4i4", TOKENS_MAGIC, TOKENS_VERSION, #bytes) .. string.rep("\0", 4 * (TOKENS_HEADER_INTS - 3))
+  return head .. bytes:gsub(".", "%0\0")   -- token = byte: the low byte, a zero high byte
+end
+
+-- loom data tokens TEXT -o FILE.bin [--val F]
+function commands.data(opts, what, text_path)
+  if what ~= "tokens" then usage_error("data takes 'tokens': loom data tokens TEXT -o FILE.bin [--val F]") end
+  if not text_path then usage_error("data tokens takes a text file: loom data tokens TEXT -o FILE.bin [--val F]") end
+  local out = opts.out or usage_error("data tokens needs -o FILE.bin")
+  if require("loomc").is_regular_file(text_path) == false then diag.fatal(nil, text_path .. ": cannot open: not a regular file") end
+  local f, why = io.open(text_path, "rb")
+  if not f then diag.fatal(nil, why) end
+  local text = f:read("a")
+  f:close()
+  if #text == 0 then diag.fatal(nil, text_path .. ": empty: no bytes to make tokens of") end
+  if #text > 0x7fffffff then diag.fatal(nil, text_path .. ": more than 2^31 bytes: too large for a token file") end
+  -- validation = the text's last fraction (a fixed split, as nanoGPT's prepare.py)
+  local n_val = math.floor(#text * (opts.val or 0))
+  local n_train = #text - n_val
+  write(out, token_file_text(text:sub(1, n_train)))
+  io.write(string.format("wrote %s (%d tokens)\n", out, n_train))
+  if n_val > 0 then
+    local val_path = out:gsub("%.bin$", "") .. "_val.bin"
+    write(val_path, token_file_text(text:sub(n_train + 1)))
+    io.write(string.format("wrote %s (%d tokens)\n", val_path, n_val))
+  end
+end
+
 local function run(args)
   local opts = parse_args(args)
   local cmd = opts.positional[1]
@@ -378,6 +427,10 @@ local function run(args)
   if cmd == "report" then
     if #opts.positional < 2 then usage_error("report takes one or more run directories") end
     return f(opts, table.pack(table.unpack(opts.positional, 2))) or 0
+  end
+  if cmd == "data" then
+    if #opts.positional > 3 then usage_error("data tokens takes one text file") end
+    return f(opts, opts.positional[2], opts.positional[3]) or 0
   end
   if #opts.positional ~= 2 then usage_error(cmd .. " takes one SPEC file") end
   return f(opts, opts.positional[2]) or 0

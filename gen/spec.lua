@@ -240,6 +240,10 @@ for _, name in ipairs { "Adam", "AdamW" } do
     lr = { checkers.nonneg, 1e-3 }, betas = { checkers.betas, { 0.9, 0.999 } }, eps = { checkers.nonneg, 1e-8 },
     weight_decay = { checkers.nonneg, name == "AdamW" and 1e-2 or 0.0 }, amsgrad = { checkers.bool, false },
     maximize = { checkers.bool, false },
+    -- AdamW's two parameter groups, as nanoGPT and llm.c make them: weight decay only on
+    -- the parameters with at least this many dimensions (2: the matrices and embeddings,
+    -- not biases or LayerNorm's); 0: on every parameter (torch.optim's single group)
+    decay_min_ndim = name == "AdamW" and { checkers.nonnegint, 0 } or nil,
   })
 end
 
@@ -395,6 +399,23 @@ define_setting("data", "Npy", { "arrays from .npy files, one per field (first ax
   val_split = { checkers.nonnegint, 0, doc = "the last N samples are the validation set" },
 })
 
+-- Token files in llm.c's layout (`loom data tokens` writes them): windows of context + 1
+-- tokens; the batch's `inputs` field holds the first context tokens, `targets` the next
+-- token of each.  random: windows at every offset, drawn by the seeded shuffle;
+-- else sequential, non-overlapping windows.  Validation windows are sequential.
+define_setting("data", "Tokens", { "token windows from llm.c-layout token files (loom data tokens writes them)",
+  torch = "llm.c / nanoGPT's token .bin files and their random (B, T+1) windows",
+  example = 'Tokens { train = "data/kjv.bin", val = "data/kjv_val.bin", context = 8 }' }, {
+  train = { checkers.string, nil, required = true }, val = { checkers.string, nil },
+  context = { checkers.posint, nil, required = true }, random = { checkers.bool, true },
+  inputs = { checkers.string, "idx" }, targets = { checkers.string, "targets" },
+}, function(a, where)
+  for _, k in ipairs { "inputs", "targets" } do
+    if not util.is_c_name(a[k]) then diag.error(diag.key_where(where, k), spec.field_name_error("Tokens." .. k, a[k])) end
+  end
+  if a.inputs == a.targets then diag.error(where, "Tokens: inputs and targets name the same field '" .. a.inputs .. "'") end
+end)
+
 -- Each data source's setting that sizes its validation split: a callback that
 -- monitors val/* needs it above 0.
 local VALIDATION_SIZE = { FashionMNIST = "val_split", Synthetic = "val_size", Npy = "val_split" }
@@ -415,6 +436,10 @@ local function check_monitors(tr)
       if not known then
         diag.error(diag.key_where(cb.where, "monitor"), string.format("%s: cannot monitor '%s'; the program logs %s%s",
           cb.kind, m, table.concat(spec.METRICS, ", "), util.did_you_mean(m, spec.METRICS)))
+      elseif m:match("^val/") and tr.data and tr.data.kind == "Tokens" and not tr.data.args.val then
+        diag.error(diag.key_where(cb.where, "monitor"), string.format(
+          "%s: monitor '%s' needs validation data, but Tokens has no val file; set val, or monitor 'train/loss'",
+          cb.kind, m))
       elseif m:match("^val/") and size_key and tr.data.args[size_key] == 0 then
         diag.error(diag.key_where(cb.where, "monitor"), string.format(
           "%s: monitor '%s' needs validation data, but %s has none (%s = 0); set %s, or monitor 'train/loss'",

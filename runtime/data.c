@@ -143,7 +143,7 @@ void dfile_close(data_file *f) {
 // ----------------------------------------------------------------------------
 // the store: the samples behind one or more dataset views
 
-enum { SF_ARRAY, SF_SYNTH };
+enum { SF_ARRAY, SF_SYNTH, SF_TOKENS };
 
 typedef struct {
     int kind;
@@ -154,6 +154,8 @@ typedef struct {
     synth_dist dist;
     double p0, p1;
     uint32_t hash;  // of the field name: the Philox stream of this field
+    // SF_TOKENS: sample i is store->tokens[i * stride + shift ...][0, numel)
+    int64_t stride, shift;
 } store_field;
 
 struct data_store {
@@ -163,6 +165,7 @@ struct data_store {
     data_field field[DATA_MAX_FIELDS];
     store_field sf[DATA_MAX_FIELDS];
     uint64_t seed;
+    uint16_t *tokens;   // a token dataset's file, shared by its two fields
 };
 
 static data_store *store_new(int64_t n, data_err *err) {
@@ -177,6 +180,7 @@ static data_store *store_new(int64_t n, data_err *err) {
 static void store_unref(data_store *s) {
     if (!s || atomic_fetch_sub(&s->refs, 1) != 1) return;
     for (int f = 0; f < s->nfields; f++) array_free(&s->sf[f].arr);
+    free(s->tokens);
     free(s);
 }
 
@@ -311,6 +315,12 @@ void dataset_get(const dataset *ds, int f, int64_t i, void *out) {
     int64_t row = ds->start + i;  // index in the store
     if (sf->kind == SF_SYNTH) {
         for (int64_t j = 0; j < fd->numel; j++) elem_set(out, fd->dtype, j, synth_value(sf, s->seed, row, j));
+        return;
+    }
+    if (sf->kind == SF_TOKENS) {
+        const uint16_t *t = s->tokens + row * sf->stride + sf->shift;
+        int64_t *y = out;
+        for (int64_t j = 0; j < fd->numel; j++) y[j] = t[j];
         return;
     }
     const data_array *a = &sf->arr;
@@ -530,4 +540,42 @@ int synth_open(const synth_field_spec *fields, int nfields, int64_t n, uint64_t 
 fail:
     store_unref(s);
     return rc;
+}
+
+// ----------------------------------------------------------------------------
+// token windows
+
+int tokens_open(const tokens_opts *o, dataset *out, data_err *err) {
+    if (o->context < 1 || o->stride < 1 || o->vocab < 0 || !o->input || !o->target)
+        return data_fail(err, DATA_EARG, "%s: token dataset: context %lld and stride %lld must be >= 1, and both fields named",
+                         o->path, (long long)o->context, (long long)o->stride);
+    uint16_t *tok;
+    int64_t n;
+    int rc = tokens_read(o->path, &tok, &n, err);
+    if (rc) return rc;
+    if (n < o->context + 1) {
+        free(tok);
+        return data_fail(err, DATA_EFORMAT, "%s: %lld tokens, fewer than one window of context + 1 = %lld", o->path, (long long)n,
+                         (long long)o->context + 1);
+    }
+    for (int64_t i = 0; o->vocab > 0 && i < n; i++)
+        if (tok[i] >= o->vocab) {
+            int v = tok[i];
+            free(tok);
+            return data_fail(err, DATA_EFORMAT, "%s: token %lld is %d, out of the vocabulary [0, %lld) this program was generated for",
+                             o->path, (long long)i, v, (long long)o->vocab);
+        }
+    data_store *s = store_new((n - o->context - 1) / o->stride + 1, err);
+    if (!s) { free(tok); return err->code; }
+    s->tokens = tok;
+    int64_t shape[1] = {o->context};
+    if ((rc = store_add_field(s, o->input, DT_I64, 1, shape, err)) || (rc = store_add_field(s, o->target, DT_I64, 1, shape, err))) {
+        store_unref(s);
+        return rc;
+    }
+    s->sf[0] = (store_field){.kind = SF_TOKENS, .stride = o->stride, .shift = 0};
+    s->sf[1] = (store_field){.kind = SF_TOKENS, .stride = o->stride, .shift = 1};
+    *out = view_of(s, 0, s->n);
+    store_unref(s);
+    return data_ok(err);
 }

@@ -15,7 +15,7 @@
 // (seed, field, i): the same on every run, every rank, every thread.
 //
 // Files: data.h (this), data_internal.h, data.c (errors, arrays, datasets),
-// idx.c, npy.c, loader.c.  Link with -lz -lpthread -lm.
+// idx.c, npy.c, tokens.c, loader.c.  Link with -lz -lpthread -lm.
 #include <stddef.h>
 #include <stdint.h>
 
@@ -171,6 +171,35 @@ typedef struct {
     double a, b;
 } synth_field_spec;
 int synth_open(const synth_field_spec *fields, int nfields, int64_t n, uint64_t seed, dataset *out, data_err *err);
+
+// ----------------------------------------------------------------------------
+// token files (runtime/tokens.c): llm.c's layout, a header of 256 little-endian int32
+// (magic 20240520, version 1, the token count) and then uint16 tokens
+
+#define TOKENS_MAGIC 20240520u
+#define TOKENS_VERSION 1u
+#define TOKENS_HEADER_BYTES 1024
+
+// Writes n tokens to path (through path.tmp and a rename).
+int tokens_write(const char *path, const uint16_t *tokens, int64_t n, data_err *err);
+// Reads a token file: *tokens (malloc'd, *n of them).  A short file, a wrong magic or
+// version, or bytes beyond the count the header gives are one-line errors.
+int tokens_read(const char *path, uint16_t **tokens, int64_t *n, data_err *err);
+
+// A dataset of windows of a token file: sample i is the T + 1 tokens from offset
+// i * stride; field `input` (T,) int64 holds its first T, field `target` (T,) int64 its
+// last T (the next token of each).  stride 1: every offset is a sample, so a shuffling
+// loader draws random windows (seeded, without repeats in an epoch, sharded by rank);
+// stride T: sequential, non-overlapping windows (validation).  With vocab > 0 every
+// token must be < vocab (an embedding's size), else the file and the position are named.
+typedef struct {
+    const char *path;
+    int64_t context;     // T
+    int64_t stride;      // >= 1
+    int64_t vocab;       // 0: no check
+    const char *input, *target;   // field names ("idx", "targets")
+} tokens_opts;
+int tokens_open(const tokens_opts *o, dataset *out, data_err *err);
 
 // ----------------------------------------------------------------------------
 // sampling: shuffle and shard, as torch.utils.data.DistributedSampler does

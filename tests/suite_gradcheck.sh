@@ -10,6 +10,7 @@
 #   fashion_cnn       4  10               1e-6   ReLU and max-pool kinks; BatchNorm needs B > 1
 #   paw               4  5                1e-6   max-pool kinks; 128x128 images make forwards slow
 #   tiny_transformer  4  10               1e-4   smooth (GELU, LayerNorm, softmax): larger eps, less noise
+#   tiny_gpt          2  4                1e-4   smooth; 4 blocks of width 256 at T=128 make forwards slow
 # A spec without a row runs with B=4, 10 elements, eps 1e-6.
 set -u
 cd "$(dirname "$0")/.."
@@ -24,6 +25,7 @@ declare -A ARGS=(
   [fashion_cnn]="4 10 1 1e-5 1e-6"
   [paw]="4 5 1 1e-5 1e-6"
   [tiny_transformer]="4 10 1 1e-5 1e-4"
+  [tiny_gpt]="2 4 1 1e-5 1e-4"
 )
 
 spec_files=(specs/*.lua)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Parity with PyTorch (fp32, CPU) for fashion_mlp, fashion_cnn and paw, against the
+# Parity with PyTorch (fp32, CPU) for fashion_mlp, fashion_cnn, paw and tiny_gpt, against the
 # hand-written modules of tests/torch/models.py:
 #  - parity_SPEC_grad: one forward (training mode) and backward on a random batch from
 #    PyTorch-initialised weights: the loss, every gradient, the BatchNorm running
@@ -25,8 +25,8 @@ CFLAGS="-std=c11 -O2 -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-declare -A BATCH=([fashion_mlp]=32 [fashion_cnn]=8 [paw]=4)
-specs=(${PARITY_SPECS:-fashion_mlp fashion_cnn paw})
+declare -A BATCH=([fashion_mlp]=32 [fashion_cnn]=8 [paw]=4 [tiny_gpt]=2)
+specs=(${PARITY_SPECS:-fashion_mlp fashion_cnn paw tiny_gpt})
 # name | optimizer line | clip table (empty: none) | specs
 cases=(
   "sgd_nesterov|SGD { lr = 0.01, momentum = 0.9, nesterov = true, weight_decay = 1e-4 }||fashion_mlp fashion_cnn paw"
@@ -35,6 +35,7 @@ cases=(
   "adam|Adam { lr = 1e-3, weight_decay = 1e-4 }||fashion_mlp fashion_cnn"
   "adamw|AdamW { lr = 1e-3, weight_decay = 0.01 }||fashion_mlp fashion_cnn paw"
   "adamw_clipnorm|AdamW { lr = 2e-3, betas = {0.8, 0.99}, eps = 1e-6, weight_decay = 0.05 }|{ max_norm = 0.5 }|fashion_mlp"
+  "adamw_groups_clipnorm|AdamW { lr = 1e-3, betas = {0.9, 0.95}, weight_decay = 0.1, decay_min_ndim = 2 }|{ max_norm = 1.0 }|fashion_mlp tiny_gpt"
 )
 
 . tests/tap.sh   # plan, fail, no_torch, harness
@@ -59,7 +60,7 @@ mkdir -p "$rt"
 if ! "$LOOM" build specs/fashion_mlp.lua -o "$tmp/rtsrc" --no-compile >"$tmp/rt.gen" 2>&1; then
   for n in $all; do for p in parity parity64; do fail "${p}_$n" "loom build failed: $(tail -1 "$tmp/rt.gen")"; done; done; exit 0
 fi
-for f in ckpt data npy idx; do
+for f in ckpt data npy idx tokens; do
   cc $CFLAGS -I"$tmp/rtsrc" -c "$tmp/rtsrc/$f.c" -o "$rt/$f.o" 2>"$tmp/rt.cc" ||
     { for n in $all; do for p in parity parity64; do fail "${p}_$n" "runtime $f.c does not compile: $(grep -m1 error "$tmp/rt.cc")"; done; done; exit 0; }
 done
@@ -101,11 +102,11 @@ for s in "${specs[@]}"; do
     [[ " $on " == *" $s "* ]] || continue
     v="$tmp/${s}_$name"
     # the spec with its optimizer line replaced (and a clip line added), and without
-    # its learning-rate schedule: the reference steps torch.optim at a constant lr
+    # its learning-rate schedule and clip (the case gives its own): the reference steps torch.optim at a constant lr
     line="  optimizer = $opt,"
     [ -n "$clip" ] && line="$line
   clip = $clip,"
-    awk -v line="$line" '/^[[:space:]]*optimizer = / { print line; next } /^[[:space:]]*scheduler = / { next } { print }' "specs/$s.lua" >"$v.lua"
+    awk -v line="$line" '/^[[:space:]]*optimizer = / { print line; next } /^[[:space:]]*(scheduler|clip) = / { next } { print }' "specs/$s.lua" >"$v.lua"
     ok=1
     for prec in 32 64; do
       if ! msg=$(build_harness "$v.lua" "${v}_$prec" "$prec-true" "$tmp/${s}_$prec"); then

@@ -106,7 +106,7 @@ if ! py_lacks torch numpy; then
     d="$tmp/parity-$spec"
     file=specs/$spec.lua; [ -f "$file" ] || file=tests/precision/$spec.lua
     if ! "$LOOM" build "$file" -o "$d" --precision=bf16-mixed --no-compile >"$d.log" 2>&1 ||
-       ! cc $CFLAGS -I"$d" tests/harness/parity.c "$d"/model.c "$d"/optim.c "$d"/ckpt.c "$d"/data.c "$d"/npy.c "$d"/idx.c \
+       ! cc $CFLAGS -I"$d" tests/harness/parity.c "$d"/model.c "$d"/optim.c "$d"/ckpt.c "$d"/data.c "$d"/npy.c "$d"/idx.c "$d"/tokens.c \
             -o "$d/parity" -ldnnl -lopenblas -lz -lm >"$d.cc" 2>&1; then
       echo "not ok precision_bf16-mixed_${spec}_grad: harness did not build: $(grep -m1 error "$d.cc" "$d.log")"
       continue

@@ -10,7 +10,7 @@ PY=/usr/bin/python3
 . tests/tap.sh   # plan, ok, fail, skip, no_torch
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-specs=(fashion_mlp fashion_cnn paw tiny_transformer)
+specs=(fashion_mlp fashion_cnn paw tiny_transformer tiny_gpt)
 FASHION=/usr/share/datasets/fashion-mnist
 # checks SPEC: the checks check_emit.py makes of SPEC's model.py: the checkpoint is
 # loaded for the specs whose program is built and trained here (on Fashion-MNIST)

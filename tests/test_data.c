@@ -1018,3 +1018,151 @@ Test(dataset, split_views) {
     cr_assert_eq(dataset_split(&(dataset){.n = 4}, 4, &tr, &va, &err), DATA_EARG);
     cr_assert_str_eq(err.msg, "dataset: val_split 4 must be in 0..3 (the dataset has 4 samples)");
 }
+
+// ----------------------------------------------------------------------------
+// token files (llm.c's layout) and token windows
+
+// A token file of n tokens, token i = (i * 7 + 3) % mod.
+static const char *token_file(const char *dir, const char *name, int64_t n, int mod) {
+    uint16_t *t = malloc((size_t)n * 2 + 2);
+    for (int64_t i = 0; i < n; i++) t[i] = (uint16_t)((i * 7 + 3) % mod);
+    const char *p = path_in(dir, name);
+    data_err err;
+    cr_assert_eq(tokens_write(p, t, n, &err), DATA_OK, "%s", err.msg);
+    free(t);
+    return p;
+}
+
+Test(tokens, roundtrip_and_llmc_layout) {
+    const char *dir = tmpdir();
+    const char *p = token_file(dir, "a.bin", 1000, 50257);
+    // the bytes: int32 header (magic, version, count), then little-endian uint16
+    FILE *f = fopen(p, "rb");
+    unsigned char raw[1030];
+    cr_assert_eq(fread(raw, 1, sizeof raw, f), 1030);
+    struct stat st;
+    cr_assert_eq(stat(p, &st), 0);
+    cr_assert_eq(st.st_size, 1024 + 2 * 1000);
+    fclose(f);
+    int32_t head[3];
+    memcpy(head, raw, sizeof head);
+    cr_assert_eq(head[0], 20240520);
+    cr_assert_eq(head[1], 1);
+    cr_assert_eq(head[2], 1000);
+    cr_assert_eq(raw[1024] | raw[1025] << 8, 3);
+    cr_assert_eq(raw[1026] | raw[1027] << 8, 10);
+    uint16_t *t;
+    int64_t n;
+    data_err err;
+    cr_assert_eq(tokens_read(p, &t, &n, &err), DATA_OK, "%s", err.msg);
+    cr_assert_eq(n, 1000);
+    for (int64_t i = 0; i < n; i++) cr_assert_eq(t[i], (i * 7 + 3) % 50257);
+    free(t);
+}
+
+Test(tokens, corrupt_and_short_files_one_line) {
+    const char *dir = tmpdir();
+    const char *p = token_file(dir, "a.bin", 100, 256);
+    uint16_t *t;
+    int64_t n;
+    data_err err;
+    char want[512];
+    // cut inside the tokens
+    cr_assert_eq(truncate(p, 1024 + 150), 0);
+    cr_assert_eq(tokens_read(p, &t, &n, &err), DATA_ETRUNC);
+    snprintf(want, sizeof want, "%s: truncated: the header says 100 tokens, the file holds 75", p);
+    cr_assert_str_eq(err.msg, want);
+    // cut inside the header
+    cr_assert_eq(truncate(p, 10), 0);
+    cr_assert_eq(tokens_read(p, &t, &n, &err), DATA_ETRUNC);
+    snprintf(want, sizeof want, "%s: truncated: 10 bytes, shorter than a token file's 1024-byte header", p);
+    cr_assert_str_eq(err.msg, want);
+    // not a token file (a text)
+    char text[2048];
+    memset(text, 'a', sizeof text);
+    const char *q = path_in(dir, "text.bin");
+    write_file(q, text, sizeof text, 0, 0);
+    cr_assert_eq(tokens_read(q, &t, &n, &err), DATA_EFORMAT);
+    snprintf(want, sizeof want, "%s: not a token file: magic 1633771873, expected 20240520 (llm.c's layout)", q);
+    cr_assert_str_eq(err.msg, want);
+    // another version, trailing bytes
+    p = token_file(dir, "b.bin", 10, 256);
+    FILE *f = fopen(p, "r+b");
+    int32_t v = 2;
+    fseek(f, 4, SEEK_SET);
+    fwrite(&v, 4, 1, f);
+    fclose(f);
+    cr_assert_eq(tokens_read(p, &t, &n, &err), DATA_EFORMAT);
+    snprintf(want, sizeof want, "%s: token file version 2, expected 1 (uint16 tokens)", p);
+    cr_assert_str_eq(err.msg, want);
+    p = token_file(dir, "c.bin", 10, 256);
+    f = fopen(p, "ab");
+    fputs("xyz", f);
+    fclose(f);
+    cr_assert_eq(tokens_read(p, &t, &n, &err), DATA_EFORMAT);
+    snprintf(want, sizeof want, "%s: 3 unexpected bytes after the 10 tokens the header gives", p);
+    cr_assert_str_eq(err.msg, want);
+    // missing
+    cr_assert_eq(tokens_read(path_in(dir, "none.bin"), &t, &n, &err), DATA_EIO);
+    cr_assert(strstr(err.msg, "none.bin: cannot open: No such file or directory"), "%s", err.msg);
+}
+
+Test(tokens, windows_sequential_and_random) {
+    const char *dir = tmpdir();
+    const char *p = token_file(dir, "a.bin", 103, 256);
+    data_err err;
+    dataset ds;
+    // sequential: stride T = 10 -> windows at 0, 10, ..., 90 (90 + 11 <= 103)
+    tokens_opts o = {.path = p, .context = 10, .stride = 10, .vocab = 256, .input = "idx", .target = "targets"};
+    cr_assert_eq(tokens_open(&o, &ds, &err), DATA_OK, "%s", err.msg);
+    cr_assert_eq(ds.n, 10);
+    cr_assert_eq(ds.nfields, 2);
+    cr_assert_str_eq(ds.field[1].name, "targets");
+    int64_t x[10], y[10];
+    dataset_get(&ds, 0, 9, x);
+    dataset_get(&ds, 1, 9, y);
+    for (int j = 0; j < 10; j++) {
+        cr_assert_eq(x[j], ((90 + j) * 7 + 3) % 256);
+        cr_assert_eq(y[j], ((91 + j) * 7 + 3) % 256);   // the next token
+    }
+    dataset_free(&ds);
+    // random windows: every offset is a sample; a shuffling loader draws them seeded
+    o.stride = 1;
+    cr_assert_eq(tokens_open(&o, &ds, &err), DATA_OK, "%s", err.msg);
+    cr_assert_eq(ds.n, 93);
+    loader_opts lo = {.batch_size = 4, .shuffle = 1, .seed = 5};
+    loader *L;
+    cr_assert_eq(loader_open(&L, &ds, &lo, &err), DATA_OK, "%s", err.msg);
+    data_batch b;
+    cr_assert_eq(loader_next(L, &b, &err), DATA_OK);
+    int64_t perm[93];
+    sampler_permute(5, 0, 93, perm);
+    for (int s = 0; s < 4; s++) {
+        cr_assert_eq(b.sample[s], perm[s]);
+        cr_assert_eq(((int64_t *)b.data[0])[10 * s], (perm[s] * 7 + 3) % 256);
+        cr_assert_eq(((int64_t *)b.data[1])[10 * s + 9], ((perm[s] + 10) * 7 + 3) % 256);
+    }
+    loader_close(L);
+    dataset_free(&ds);
+}
+
+Test(tokens, window_errors) {
+    const char *dir = tmpdir();
+    data_err err;
+    dataset ds;
+    char want[512];
+    const char *p = token_file(dir, "short.bin", 10, 256);
+    tokens_opts o = {.path = p, .context = 10, .stride = 1, .vocab = 256, .input = "idx", .target = "targets"};
+    cr_assert_eq(tokens_open(&o, &ds, &err), DATA_EFORMAT);
+    snprintf(want, sizeof want, "%s: 10 tokens, fewer than one window of context + 1 = 11", p);
+    cr_assert_str_eq(err.msg, want);
+    // GPT-2 tokens into a byte-level program: out of the vocabulary
+    p = token_file(dir, "gpt2.bin", 100, 50257);
+    o.path = p;
+    cr_assert_eq(tokens_open(&o, &ds, &err), DATA_EFORMAT);
+    snprintf(want, sizeof want, "%s: token 37 is 262, out of the vocabulary [0, 256) this program was generated for", p);
+    cr_assert_str_eq(err.msg, want);
+    o.vocab = 0;
+    cr_assert_eq(tokens_open(&o, &ds, &err), DATA_OK, "%s", err.msg);
+    dataset_free(&ds);
+}

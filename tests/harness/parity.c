@@ -4,7 +4,7 @@
 // Generic over models: compiled against the files of `loom build SPEC -o DIR`:
 //
 //   cc -std=c11 -O2 -fopenmp -IDIR tests/harness/parity.c DIR/model.c DIR/optim.c
-//      DIR/ckpt.c DIR/data.c DIR/npy.c DIR/idx.c -ldnnl -lopenblas -lz -lm
+//      DIR/ckpt.c DIR/data.c DIR/npy.c DIR/idx.c DIR/tokens.c -ldnnl -lopenblas -lz -lm
 //   ./parity WORK B STEPS
 //
 // Reads WORK/weights.safetensors (the state_dict: parameters, BatchNorm running

@@ -117,7 +117,44 @@ class TinyTransformer(nn.Module):
         return self.ln_f(h) @ self.wte.weight.transpose(0, 1)
 
 
+# specs/tiny_gpt.lua: nanoGPT's shape, scaled down; 4 distinct blocks
+class GPTBlock(nn.Module):
+    def __init__(self, C, H, T):
+        super().__init__()
+        self.C, self.H, self.T = C, H, T
+        self.ln_1 = nn.LayerNorm(C)
+        self.c_attn = nn.Linear(C, 3 * C)
+        self.c_proj = nn.Linear(C, C)
+        self.ln_2 = nn.LayerNorm(C)
+        self.mlp = nn.Sequential(nn.Linear(C, 4 * C), nn.GELU(approximate="tanh"), nn.Linear(4 * C, C))
+
+    def forward(self, x):
+        C, H, T = self.C, self.H, self.T
+        q, k, v = self.c_attn(self.ln_1(x)).split(C, dim=2)
+        q, k, v = (t.reshape(-1, T, H, C // H).transpose(1, 2) for t in (q, k, v))
+        y = causal_attention(q, k, v).transpose(1, 2).reshape(-1, T, C)
+        x = x + self.c_proj(y)
+        return x + self.mlp(self.ln_2(x))
+
+
+GPT_V, GPT_T, GPT_C, GPT_H, GPT_L = 256, 128, 256, 4, 4
+
+
+class TinyGPT(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.wte = nn.Embedding(GPT_V, GPT_C)
+        self.wpe = nn.Embedding(GPT_T, GPT_C)
+        self.h = nn.Sequential(*[GPTBlock(GPT_C, GPT_H, GPT_T) for _ in range(GPT_L)])
+        self.ln_f = nn.LayerNorm(GPT_C)
+
+    def forward(self, idx):
+        h = self.h(self.wte(idx) + self.wpe.weight)
+        return self.ln_f(h) @ self.wte.weight.transpose(0, 1)
+
+
 SPECS = {
+    "tiny_gpt": (TinyGPT, [((GPT_T,), torch.int64)]),
     "fashion_mlp": (FashionMLP, [((1, 28, 28), torch.float32)]),
     "fashion_cnn": (FashionCNN, [((1, 28, 28), torch.float32)]),
     "paw": (PawModel, [((3, 128, 128), torch.float32), ((12,), torch.float32)]),

@@ -76,6 +76,8 @@ SPECS = {
                     ["image"], lambda out, b: F.cross_entropy(out, b["label"])),
     "paw": ([("img", (3, 128, 128), "uniform"), ("feat", (12,), "bernoulli"), ("target", (1,), "uniform")],
             ["img", "feat"], lambda out, b: F.binary_cross_entropy(out, b["target"])),
+    "tiny_gpt": ([("idx", (models.GPT_T,), ("randint", 256)), ("targets", (models.GPT_T,), ("randint", 256))],
+                 ["idx"], lambda out, b: F.cross_entropy(out.transpose(1, 2), b["targets"])),
 }
 
 # parameters whose gradient is identically zero in training mode (see the docstring)
@@ -83,6 +85,7 @@ ZERO_GRAD = {
     "fashion_mlp": set(),
     "fashion_cnn": {"features.0.bias", "features.4.bias"},
     "paw": {"img_input.7.bias", "img_input.10.bias", "feat_input.bias"},
+    "tiny_gpt": set(),
 }
 
 DTYPES = {"F32": (torch.float32, 4), "F64": (torch.float64, 8), "I64": (torch.int64, 8)}
@@ -190,6 +193,13 @@ def make_optimizer(model, text):
     if "betas" in a and len(a["betas"]) != 2:
         raise ValueError("betas: " + text)
     cls = {"SGD": torch.optim.SGD, "Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}[kind]
+    min_ndim = int(a.pop("decay_min_ndim", 0))
+    if min_ndim > 0:
+        # AdamW's two parameter groups (nanoGPT's): weight decay on >= min_ndim dimensions only
+        params = list(model.parameters())
+        groups = [{"params": [p for p in params if p.dim() >= min_ndim]},
+                  {"params": [p for p in params if p.dim() < min_ndim], "weight_decay": 0.0}]
+        return cls(groups, **a)
     return cls(model.parameters(), **a)
 
 

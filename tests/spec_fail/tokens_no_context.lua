@@ -1,0 +1,13 @@
+-- expect: tests/spec_fail/tokens_no_context.lua:8: Tokens: 'context' is required
+model "M" {
+  inputs = { idx = Tensor{8, dtype = "int64"} },
+  wte = Embedding(256, 16),
+  forward = function(m, x) return m.wte(x.idx) end,
+}
+train {
+  data = Tokens { train = "data/kjv.bin" },
+  batch_size = 2,
+  loss = function(m, b) return cross_entropy(transpose(m(b), 1, 2), b.targets) end,
+  optimizer = AdamW {},
+  max_steps = 1,
+}
