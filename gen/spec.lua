@@ -484,8 +484,7 @@ local function Tensor(t)
     if math.type(k) == "integer" and k < 1 then
       diag.error(where, string.format("Tensor: unknown entry [%d]", k))
     elseif math.type(k) ~= "integer" and not known[k] then
-      diag.error(where, string.format("Tensor: unknown setting '%s'%s", tostring(k),
-        util.did_you_mean(tostring(k), util.sorted_keys(known))))
+      diag.error(where, spec.unknown_setting("Tensor", tostring(k), util.sorted_keys(known)))
     end
   end
   local dtype = DTYPES[t.dtype or "float"]
