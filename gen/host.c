@@ -179,17 +179,20 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     return p;
 }
 
+void (*loom_backstop_hook)(void);
+
 static void backstop(int sig) {
     (void)sig;
     ssize_t w = write(STDERR_FILENO, backstop_message, backstop_length);
     (void)w;
+    if (loom_backstop_hook) loom_backstop_hook();   // the spec fuzzer leaves this input instead
     _exit(EXIT_USAGE);
 }
 
 // loomc.spec_limits(seconds, bytes, message): from now, the Lua heap may grow by
 // `bytes`, and after `seconds` of CPU time loom prints `message` and exits 2.
 // loomc.spec_limits(): both off.
-static void spec_limits_off(void) {
+void loom_spec_limits_off(void) {
     struct itimerval off = {0};
     setitimer(ITIMER_PROF, &off, NULL);
     heap.limit = 0;
@@ -199,7 +202,7 @@ static void spec_limits_off(void) {
 static int l_spec_limits(lua_State *L) {
     struct itimerval timer = {0};
     if (lua_isnoneornil(L, 1)) {
-        spec_limits_off();
+        loom_spec_limits_off();
         return 0;
     }
     double seconds = luaL_checknumber(L, 1);
@@ -526,6 +529,6 @@ int loom_main(int argc, char **argv) {
     // a user error raised while the spec ran leaves its limits set: they must not
     // outlive this call (a caller that runs loom again, as the spec fuzzer does, had
     // its next run cut off by the old CPU timer)
-    spec_limits_off();
+    loom_spec_limits_off();
     return code;
 }

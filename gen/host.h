@@ -18,6 +18,15 @@ lua_State *loom_new_state(void);
 // fuzzer, tests/fuzz/fuzz_spec.c, installs its Lua line-coverage hook this way).
 extern void (*loom_state_hook)(lua_State *L);
 
+// When set, called from the SIGPROF handler when a spec has used up its CPU time inside
+// one C library call (where no Lua hook runs; loom then prints why and exits 2).  The
+// spec fuzzer jumps out of the input from here, then closes the state and calls
+// loom_spec_limits_off, so that one stuck input does not end the fuzzing process.
+extern void (*loom_backstop_hook)(void);
+
+// Ends a spec's CPU timer and heap cap (loom_main does this however it returns).
+void loom_spec_limits_off(void);
+
 // Markdown → HTML (CommonMark, via libcmark).  Caller frees.  NULL on failure.
 char *loom_markdown_to_html(const char *markdown, size_t length);
 

@@ -12,12 +12,18 @@
 // and the pair (previous line, line), a Lua-level edge, into libFuzzer's extra counters.
 // gen/diag.lua's own hook (the sandbox's limits) would replace it: debug.sethook is
 // wrapped so that both run.
+//
+// A spec stuck inside one C library call ends loom with exit 2 from a CPU-time signal
+// (gen/host.c's backstop); here the handler jumps back to this input instead, which
+// then closes its Lua state, so one such input does not end a long fuzzing run.
 #include "host.h"
 
 #include <lauxlib.h>
 
 #include <fcntl.h>
 #include <sanitizer/common_interface_defs.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,7 +65,23 @@ static int wrapped_sethook(lua_State *L) {
     return 0;
 }
 
+// The state loom_main is running (the last one loom_new_state made), and where the
+// CPU-time backstop returns to: a spec stuck inside one C call (a backtracking pattern)
+// is a user error loom ends with exit 2; here the input ends as that and fuzzing goes on.
+static lua_State *running_state;
+static sigjmp_buf stuck_input;
+static volatile sig_atomic_t input_running;
+
+static void remember_state(lua_State *L) {
+    running_state = L;
+}
+
+static void leave_stuck_input(void) {
+    if (input_running) siglongjmp(stuck_input, 1);
+}
+
 static void install_coverage(lua_State *L) {
+    remember_state(L);
     inner_hook = NULL;
     inner_mask = 0;
     previous_line = 0;
@@ -87,7 +109,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     if (real_stdout < 0 || real_stderr < 0 || captured < 0) { perror("fuzz_spec"); abort(); }
     __sanitizer_set_report_fd((void *)(intptr_t)real_stderr);   // reports bypass the capture
     // FUZZ_SPEC_NO_LUA_COVERAGE=1: without it (to measure what it adds)
-    if (!getenv("FUZZ_SPEC_NO_LUA_COVERAGE")) loom_state_hook = install_coverage;
+    loom_state_hook = getenv("FUZZ_SPEC_NO_LUA_COVERAGE") ? remember_state : install_coverage;
+    loom_backstop_hook = leave_stuck_input;
     return 0;
 }
 
@@ -98,7 +121,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     fflush(stdout); fflush(stderr);
     dup2(captured, 1); dup2(captured, 2);
     char *argv[] = { "loom", "inspect", path, NULL };
-    int rc = loom_main(3, argv);
+    int rc;
+    running_state = NULL;
+    if (sigsetjmp(stuck_input, 1) == 0) {
+        input_running = 1;
+        rc = loom_main(3, argv);
+        input_running = 0;
+    } else {   // the backstop fired: what loom exits with (its message is captured)
+        input_running = 0;
+        if (running_state) lua_close(running_state);
+        loom_spec_limits_off();
+        rc = 2;
+    }
     fflush(stdout); fflush(stderr);
     dup2(real_stdout, 1); dup2(real_stderr, 2);
     struct itimerval timer;
