@@ -45,11 +45,14 @@ declare -A TOL=([32-true]=1e-5 [bf16-mixed]=2e-3 [16-mixed]=5e-3 [bf16-true]=1e-
 declare -A ROUNDOFF=([32-true]=1e-4 [bf16-mixed]=1e-2 [16-mixed]=1e-2 [bf16-true]=1e-2 [16-true]=1e-2)
 # paw: max-pool windows whose two largest values differ by round-off route the gradient
 # differently (the CPU program's own fp32 and fp64 runs differ the same way, by 1.1e-2 in
-# img_input.5.weight's gradient): the GPU test's tolerances
+# img_input.5.weight's gradient): the GPU test's tolerances.  At 32-true, since the CPU's
+# float GEMMs run through oneDNN (another summation order than the emulated cuBLASLt's),
+# 3.2e-2 was measured in img_input.5.weight's gradient (val/loss equal to 4 digits): 5e-2,
+# the GPU test's bound
 # tiny_transformer bf16-mixed: bf16 activation gradients that round a tie the other way
 # after a different GEMM summation order (5.95e-3 measured in block.mlp.2.weight's gradient,
 # with or without --no-fuse; 1.3e-6 at 32-true)
-declare -A SPEC_TOL=([paw_32-true]=3e-2 [paw_bf16-mixed]=8e-2 [paw_16-mixed]=8e-2 [tiny_transformer_bf16-mixed]=2e-2)
+declare -A SPEC_TOL=([paw_32-true]=5e-2 [paw_bf16-mixed]=8e-2 [paw_16-mixed]=8e-2 [tiny_transformer_bf16-mixed]=2e-2)
 # The comparisons (compare below: NAME SPEC PRECISION [skip_if_refused]; "@variants/X.lua"
 # is made below), emu_vs_cpu_NAME_PREC each: fashion_cnn's in a lane of their own
 CNN=()
