@@ -180,12 +180,17 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
 }
 
 void (*loom_backstop_hook)(void);
+lua_Alloc loom_alloc_wrapper;
+static const lua_Alloc loom_alloc = capped_alloc;
 
 static void backstop(int sig) {
     (void)sig;
     ssize_t w = write(STDERR_FILENO, backstop_message, backstop_length);
     (void)w;
-    if (loom_backstop_hook) loom_backstop_hook();   // the spec fuzzer leaves this input instead
+    if (loom_backstop_hook) {   // the spec fuzzer leaves this input instead
+        loom_backstop_hook();
+        return;
+    }
     _exit(EXIT_USAGE);
 }
 
@@ -455,7 +460,8 @@ void (*loom_state_hook)(lua_State *L);
 
 lua_State *loom_new_state(void) {
     // luaL_newstate with an allocator that counts (and, while a spec runs, caps) the heap
-    lua_State *L = lua_newstate(capped_alloc, NULL);
+    lua_State *L = loom_alloc_wrapper ? lua_newstate(loom_alloc_wrapper, (void *)&loom_alloc)
+                                      : lua_newstate(capped_alloc, NULL);
     if (!L) return NULL;
     lua_atpanic(L, panic);
     luaL_openlibs(L);

@@ -19,10 +19,17 @@ lua_State *loom_new_state(void);
 extern void (*loom_state_hook)(lua_State *L);
 
 // When set, called from the SIGPROF handler when a spec has used up its CPU time inside
-// one C library call (where no Lua hook runs; loom then prints why and exits 2).  The
-// spec fuzzer jumps out of the input from here, then closes the state and calls
-// loom_spec_limits_off, so that one stuck input does not end the fuzzing process.
+// one C library call (where no Lua hook runs; loom then prints why and exits 2), and
+// the handler returns instead of exiting: the hook leaves the input (siglongjmp) or
+// arranges to leave it soon.  The spec fuzzer sets it, so that one stuck input does
+// not end the fuzzing process.
 extern void (*loom_backstop_hook)(void);
+
+// When set, every state loom_new_state makes allocates through it, with a pointer to
+// loom's own allocator (a `const lua_Alloc *`) as its `ud`.  The spec fuzzer keeps a
+// list of each block this way: a state it leaves from a signal handler may be
+// inconsistent, so it frees the blocks rather than calling lua_close.
+extern lua_Alloc loom_alloc_wrapper;
 
 // Ends a spec's CPU timer and heap cap (loom_main does this however it returns).
 void loom_spec_limits_off(void);

@@ -14,8 +14,12 @@
 // wrapped so that both run.
 //
 // A spec stuck inside one C library call ends loom with exit 2 from a CPU-time signal
-// (gen/host.c's backstop); here the handler jumps back to this input instead, which
-// then closes its Lua state, so one such input does not end a long fuzzing run.
+// (gen/host.c's backstop); here the handler jumps back to this input instead, so one
+// such input does not end a long fuzzing run.  A state left from a signal handler may
+// be half-updated (an object allocated but not yet linked), so lua_close could leak or
+// worse: every block of loom's states is kept on a list (loom_alloc_wrapper) and the
+// input's blocks are freed from it.  A signal inside the allocator itself waits for
+// the allocator's return (or the timer's next tick, 10 ms later).
 #include "host.h"
 
 #include <lauxlib.h>
@@ -65,23 +69,69 @@ static int wrapped_sethook(lua_State *L) {
     return 0;
 }
 
-// The state loom_main is running (the last one loom_new_state made), and where the
-// CPU-time backstop returns to: a spec stuck inside one C call (a backtracking pattern)
-// is a user error loom ends with exit 2; here the input ends as that and fuzzing goes on.
-static lua_State *running_state;
+// Where the CPU-time backstop returns to: a spec stuck inside one C call (a
+// backtracking pattern) is a user error loom ends with exit 2; here the input ends as
+// that and fuzzing goes on.
 static sigjmp_buf stuck_input;
 static volatile sig_atomic_t input_running;
 
-static void remember_state(lua_State *L) {
-    running_state = L;
+// Every live block of loom's states, behind a header that links it into `live`.
+typedef struct block { struct block *prev, *next; size_t size, pad; } block;
+static block live = { &live, &live, 0, 0 };
+static lua_Alloc loom_allocator;   // loom's own, which tracked_alloc wraps
+static volatile sig_atomic_t in_allocator, leave_pending;
+
+static void leave_now(void) {
+    leave_pending = 0;
+    siglongjmp(stuck_input, 1);
+}
+
+static void link_block(block *b) {
+    b->next = live.next;
+    b->prev = &live;
+    live.next->prev = b;
+    live.next = b;
+}
+
+static void *tracked_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+    loom_allocator = *(const lua_Alloc *)ud;
+    in_allocator = 1;
+    block *b = ptr ? (block *)ptr - 1 : NULL, *grown = NULL;
+    if (b) { b->prev->next = b->next; b->next->prev = b->prev; }
+    size_t old = b ? b->size + sizeof(block) : osize;   // for a new object, osize is its type
+    if (nsize == 0) {
+        loom_allocator(NULL, b, old, 0);
+    } else {
+        grown = loom_allocator(NULL, b, old, nsize + sizeof(block));
+        if (grown) grown->size = nsize;
+        if (grown) link_block(grown);
+        else if (b) link_block(b);   // refused: the old block stays as it was
+    }
+    in_allocator = 0;
+    if (leave_pending && input_running) leave_now();
+    return grown ? grown + 1 : NULL;
+}
+
+// Frees the blocks of states the input left behind, through loom's allocator (which
+// keeps the heap's count)
+static void free_abandoned_blocks(void) {
+    while (live.next != &live) {
+        block *b = live.next;
+        live.next = b->next;
+        b->next->prev = &live;
+        loom_allocator(NULL, b, b->size + sizeof(block), 0);
+    }
 }
 
 static void leave_stuck_input(void) {
-    if (input_running) siglongjmp(stuck_input, 1);
+    if (!input_running) return;
+    if (!in_allocator) leave_now();
+    leave_pending = 1;   // leave at the allocator's return, or at the next tick
+    struct itimerval tick = { .it_value = { .tv_usec = 10000 } };
+    setitimer(ITIMER_PROF, &tick, NULL);
 }
 
 static void install_coverage(lua_State *L) {
-    remember_state(L);
     inner_hook = NULL;
     inner_mask = 0;
     previous_line = 0;
@@ -109,8 +159,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     if (real_stdout < 0 || real_stderr < 0 || captured < 0) { perror("fuzz_spec"); abort(); }
     __sanitizer_set_report_fd((void *)(intptr_t)real_stderr);   // reports bypass the capture
     // FUZZ_SPEC_NO_LUA_COVERAGE=1: without it (to measure what it adds)
-    loom_state_hook = getenv("FUZZ_SPEC_NO_LUA_COVERAGE") ? remember_state : install_coverage;
+    loom_state_hook = getenv("FUZZ_SPEC_NO_LUA_COVERAGE") ? NULL : install_coverage;
     loom_backstop_hook = leave_stuck_input;
+    loom_alloc_wrapper = tracked_alloc;
     return 0;
 }
 
@@ -122,15 +173,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     dup2(captured, 1); dup2(captured, 2);
     char *argv[] = { "loom", "inspect", path, NULL };
     int rc;
-    running_state = NULL;
+    leave_pending = 0;
     if (sigsetjmp(stuck_input, 1) == 0) {
         input_running = 1;
         rc = loom_main(3, argv);
         input_running = 0;
     } else {   // the backstop fired: what loom exits with (its message is captured)
         input_running = 0;
-        if (running_state) lua_close(running_state);
         loom_spec_limits_off();
+        free_abandoned_blocks();
         rc = 2;
     }
     fflush(stdout); fflush(stderr);
