@@ -125,8 +125,12 @@ end
 
 local kinds = {}
 local function bad(cls, name, want, v)
-  local shown = type(v) == "string" and ("'" .. v .. "'") or tostring(v)
-  if type(v) == "table" then
+  local shown
+  if type(v) == "string" then
+    shown = "'" .. v .. "'"
+  elseif type(v) ~= "table" and type(v) ~= "function" then
+    shown = tostring(v)
+  elseif type(v) == "table" then
     shown = nn.is_module(v) and "a module" or tensor.is(v) and "a tensor" or "a table"
   elseif type(v) == "function" then
     shown = "a function"
@@ -725,7 +729,13 @@ end
 local function repr_into(out, p, pad, head)
   local rec = records[p]
   local extra_lines = {}
-  local extra = rec.extra_repr and rec.extra_repr(rec) or ""
+  local extra = ""
+  if rec.extra_repr then
+    -- a module whose arguments were refused (the error is already reported) may
+    -- lack what its repr reads: show the call as written instead of failing here
+    local ok, text = pcall(rec.extra_repr, rec)
+    extra = ok and text or ((rec.call_text or ""):match("^[%w_.]+%((.*)%)$") or "")
+  end
   if extra ~= "" then
     for line in (extra .. "\n"):gmatch("(.-)\n") do extra_lines[#extra_lines + 1] = line end
   end
