@@ -125,15 +125,15 @@ end
 
 local kinds = {}
 local function bad(cls, name, want, v)
-  local shown
+  local shown   -- never tostring(v) on a table: a module's repr may be half-built
   if type(v) == "string" then
     shown = "'" .. v .. "'"
-  elseif type(v) ~= "table" and type(v) ~= "function" then
-    shown = tostring(v)
   elseif type(v) == "table" then
     shown = nn.is_module(v) and "a module" or tensor.is(v) and "a tensor" or "a table"
   elseif type(v) == "function" then
     shown = "a function"
+  else
+    shown = tostring(v)
   end
   diag.error(nil, string.format("%s: %s must be %s, got %s", cls, name, want, shown))
   return nil

@@ -103,8 +103,7 @@ static void *tracked_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
         loom_allocator(NULL, b, old, 0);
     } else {
         grown = loom_allocator(NULL, b, old, nsize + sizeof(block));
-        if (grown) grown->size = nsize;
-        if (grown) link_block(grown);
+        if (grown) { grown->size = nsize; link_block(grown); }
         else if (b) link_block(b);   // refused: the old block stays as it was
     }
     in_allocator = 0;
