@@ -33,6 +33,8 @@ if [ ! -x "$CUDA/bin/nvcc" ] || ! "$PY" -c "import numpy" 2>/dev/null; then
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+# objects of the runtime and of kernels other programs have (tests/cuda_emu/build.sh)
+export CUDA_EMU_CACHE=${CUDA_EMU_CACHE:-$PWD/build/cuda_emu_cache}
 for c in "${CASES[@]}"; do
   set -- $c
   name=$1 spec=$2 prec=$3 steps=$4 atol=$5 same=$6

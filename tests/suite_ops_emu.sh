@@ -36,6 +36,8 @@ if [ ! -x "$CUDA/bin/nvcc" ] || ! "$PY" -c "import numpy" 2>/dev/null; then
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+# objects of the runtime and of kernels other programs have (tests/cuda_emu/build.sh)
+export CUDA_EMU_CACHE=${CUDA_EMU_CACHE:-$PWD/build/cuda_emu_cache}
 mkdir -p "$tmp/variants"
 loss_variant() {   # NAME LOSS-EXPRESSION: conv_losses with another loss
   sed "s/return cross_entropy(m(b), b.target, { label_smoothing = 0.1 })/return $2/" tests/cuda_specs/conv_losses.lua >"$tmp/variants/$1.lua"
