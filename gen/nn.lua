@@ -200,6 +200,49 @@ function kinds.gelu_approx(cls, name, v)
   if v ~= "none" and v ~= "tanh" then return bad(cls, name, "'none' or 'tanh'", v) end
   return v
 end
+-- an int or a 1-tuple → a 1-tuple (Conv1d's sizes)
+function kinds.single(cls, name, v, min)
+  min = min or 1
+  if math.type(v) == "integer" and v >= min then return { v } end
+  if type(v) == "table" and #v == 1 and math.type(v[1]) == "integer" and v[1] >= min then return { v[1] } end
+  return bad(cls, name, min == 0 and "a non-negative integer" or "a positive integer", v)
+end
+function kinds.padding1(cls, name, v)
+  if v == "same" or v == "valid" then return v end
+  if type(v) == "string" then return bad(cls, name, "'same', 'valid' or a non-negative integer", v) end
+  return kinds.single(cls, name, v, 0)
+end
+-- Upsample's size (positive ints) and scale_factor (positive numbers): one or a list
+function kinds.sizes(cls, name, v)
+  if math.type(v) == "integer" and v > 0 then return { v } end
+  if type(v) == "table" and #v >= 1 and not nn.is_module(v) then
+    local out = {}
+    for i, d in ipairs(v) do
+      if math.type(d) ~= "integer" or d <= 0 then return bad(cls, name, "a positive integer or a list of them", v) end
+      out[i] = d
+    end
+    return out
+  end
+  return bad(cls, name, "a positive integer or a list of them", v)
+end
+function kinds.factors(cls, name, v)
+  if type(v) == "number" and v > 0 then return { v + 0.0 } end
+  if type(v) == "table" and #v >= 1 and not nn.is_module(v) then
+    local out = {}
+    for i, d in ipairs(v) do
+      if type(d) ~= "number" or d <= 0 then return bad(cls, name, "a positive number or a list of them", v) end
+      out[i] = d + 0.0
+    end
+    return out
+  end
+  return bad(cls, name, "a positive number or a list of them", v)
+end
+function kinds.upsample_mode(cls, name, v)
+  if v ~= "nearest" and v ~= "linear" and v ~= "bilinear" then
+    return bad(cls, name, "'nearest', 'linear' or 'bilinear' (other modes are not supported yet)", v)
+  end
+  return v
+end
 function kinds.momentum(cls, name, v)
   if v == false then return false end     -- PyTorch's momentum=None: cumulative average
   return kinds.number(cls, name, v)
@@ -578,6 +621,234 @@ activation("GELU", "gelu", act_doc("the Gaussian error linear unit; approximate 
 activation("Softmax", "softmax", act_doc("softmax along dim", "torch.nn.Softmax", "Softmax(-1)"), { { "dim", "dim", nil } },
   function(rec) return "dim=" .. (rec.args.dim == nil and "None" or tostring(rec.args.dim)) end,
   function(a) return { dim = a.dim } end)
+
+
+-- a number PyTorch prints as passed, whose default is an int (Softplus's beta=1)
+local function num_or_int_default(rec, name, default)
+  local raw = rec.raw and rec.raw[name]
+  if raw == nil then return tostring(default) end
+  if math.type(raw) == "integer" then return tostring(raw) end
+  return util.pyfloat(rec.args[name])
+end
+local function inplace_suffix(rec) return rec.args.inplace and ", inplace=True" or "" end
+activation("LeakyReLU", "leaky_relu", act_doc("x > 0 ? x : negative_slope · x, elementwise", "torch.nn.LeakyReLU", "LeakyReLU(0.2)"),
+  { { "negative_slope", "number", 0.01 }, { "inplace", "bool", false } },
+  function(rec) return "negative_slope=" .. num_text(rec, "negative_slope") .. inplace_suffix(rec) end,
+  function(a) return { negative_slope = a.negative_slope } end)
+activation("ELU", "elu", act_doc("x > 0 ? x : alpha (eˣ - 1), elementwise", "torch.nn.ELU", "ELU()"),
+  { { "alpha", "number", 1.0 }, { "inplace", "bool", false } },
+  function(rec) return "alpha=" .. num_text(rec, "alpha") .. inplace_suffix(rec) end,
+  function(a) return { alpha = a.alpha } end)
+activation("Mish", "mish", act_doc("x · tanh(softplus(x)), elementwise", "torch.nn.Mish", "Mish()"),
+  { { "inplace", "bool", false } }, inplace_repr)
+activation("Softplus", "softplus", act_doc("log(1 + e^(beta x)) / beta, linear above threshold", "torch.nn.Softplus",
+  "Softplus({beta = 2})"), { { "beta", "number", 1 }, { "threshold", "number", 20 } },
+  function(rec)
+    return string.format("beta=%s, threshold=%s", num_or_int_default(rec, "beta", 1), num_or_int_default(rec, "threshold", 20))
+  end,
+  function(a) return { beta = a.beta, threshold = a.threshold } end)
+activation("Hardswish", "hardswish", act_doc("x · relu6(x + 3) / 6, elementwise", "torch.nn.Hardswish", "Hardswish()"),
+  { { "inplace", "bool", false } })
+activation("ReLU6", "hardtanh", act_doc("min(max(x, 0), 6), elementwise", "torch.nn.ReLU6", "ReLU6()"),
+  { { "inplace", "bool", false } }, inplace_repr, function() return { min_val = 0.0, max_val = 6.0, as = "relu6" } end)
+activation("Hardtanh", "hardtanh", act_doc("x clamped to [min_val, max_val], elementwise", "torch.nn.Hardtanh", "Hardtanh(-2, 2)"),
+  { { "min_val", "number", -1.0 }, { "max_val", "number", 1.0 }, { "inplace", "bool", false } },
+  function(rec)
+    return string.format("min_val=%s, max_val=%s%s", num_text(rec, "min_val"), num_text(rec, "max_val"), inplace_suffix(rec))
+  end,
+  function(a) return { min_val = a.min_val, max_val = a.max_val } end)
+activation("LogSoftmax", "log_softmax", act_doc("log of the softmax along dim, computed stably", "torch.nn.LogSoftmax", "LogSoftmax(1)"),
+  { { "dim", "dim", nil } },
+  function(rec) return "dim=" .. (rec.args.dim == nil and "None" or tostring(rec.args.dim)) end,
+  function(a) return { dim = a.dim } end)
+
+builtin("Identity", {
+  doc = { "returns its input unchanged", torch = "torch.nn.Identity", example = "Identity()", input = { 16 } },
+  signature = {},
+  forward = function(rec, x) return input_tensor(rec, x) end,
+})
+
+builtin("Dropout2d", {
+  doc = { "zeroes whole channels with probability p while training, scales the rest by 1/(1-p)", torch = "torch.nn.Dropout2d",
+          example = "Dropout2d(0.1)", input = { 3, 8, 8 } },
+  signature = { { "p", "prob", 0.5 }, { "inplace", "bool", false } },
+  extra_repr = function(rec) return string.format("p=%s, inplace=%s", num_text(rec, "p"), util.pyrepr(rec.args.inplace)) end,
+  forward = function(rec, x) return tensor.apply("dropout2d", { input_tensor(rec, x) }, { p = rec.args.p }) end,
+})
+
+builtin("GroupNorm", {
+  doc = { "group normalization: each sample's channels in num_groups groups, each normalised", torch = "torch.nn.GroupNorm",
+          example = "GroupNorm(2, 4)", input = { 4, 6, 6 } },
+  signature = { { "num_groups", "posint", required = true }, { "num_channels", "posint", required = true },
+                { "eps", "posnumber", 1e-5 }, { "affine", "bool", true } },
+  init = function(rec, a)
+    if a.num_channels % a.num_groups ~= 0 then
+      diag.error(rec.where, string.format("%s: num_channels (%d) must be divisible by num_groups (%d)", rec.call_text, a.num_channels, a.num_groups))
+    end
+    if a.affine then
+      param(rec, "weight", { a.num_channels }, { kind = "ones" })
+      param(rec, "bias", { a.num_channels }, { kind = "zeros" })
+    end
+  end,
+  extra_repr = function(rec)
+    local a = rec.args
+    return string.format("%d, %d, eps=%s, affine=%s", a.num_groups, a.num_channels, num_text(rec, "eps"), util.pyrepr(a.affine))
+  end,
+  forward = function(rec, x)
+    local a = rec.args
+    return tensor.apply("group_norm", { input_tensor(rec, x), P(rec, "weight"), P(rec, "bias") },
+      { num_groups = a.num_groups, num_channels = a.num_channels, eps = a.eps })
+  end,
+})
+
+local function instancenorm(name, ndim, doc)
+  builtin(name, {
+    doc = doc,
+    signature = { { "num_features", "posint", required = true }, { "eps", "posnumber", 1e-5 },
+                  { "momentum", "momentum", 0.1 }, { "affine", "bool", false }, { "track_running_stats", "bool", false } },
+    init = function(rec, a)
+      if a.track_running_stats then
+        diag.error(rec.where, string.format("%s: track_running_stats=True is not supported yet", rec.call_text))
+      end
+      if a.affine then
+        param(rec, "weight", { a.num_features }, { kind = "ones" })
+        param(rec, "bias", { a.num_features }, { kind = "zeros" })
+      end
+    end,
+    extra_repr = function(rec)
+      local a = rec.args
+      return string.format("%d, eps=%s, momentum=%s, affine=%s, track_running_stats=%s", a.num_features,
+        num_text(rec, "eps"), a.momentum == false and "None" or num_text(rec, "momentum"),
+        util.pyrepr(a.affine), util.pyrepr(a.track_running_stats))
+    end,
+    forward = function(rec, x)
+      local a = rec.args
+      return tensor.apply("group_norm", { input_tensor(rec, x), P(rec, "weight"), P(rec, "bias") },
+        { num_groups = a.num_features, num_channels = a.num_features, eps = a.eps, ndim = ndim })
+    end,
+  })
+end
+instancenorm("InstanceNorm1d", 3, { "instance normalization over (N, C, L): each sample's channels normalised alone",
+  torch = "torch.nn.InstanceNorm1d", example = "InstanceNorm1d(4, {affine = true})", input = { 4, 10 } })
+instancenorm("InstanceNorm2d", 4, { "instance normalization over (N, C, H, W): each sample's channels normalised alone",
+  torch = "torch.nn.InstanceNorm2d", example = "InstanceNorm2d(3)", input = { 3, 8, 8 } })
+
+builtin("RMSNorm", {
+  doc = { "root-mean-square normalization over the last dimensions; eps nil: the dtype's machine epsilon",
+          torch = "torch.nn.RMSNorm (PyTorch 2.4)", example = "RMSNorm(32, {eps = 1e-6})", input = { 10, 32 } },
+  signature = { { "normalized_shape", "shape", required = true }, { "eps", "posnumber", nil },
+                { "elementwise_affine", "bool", true } },
+  init = function(rec, a)
+    if a.elementwise_affine then param(rec, "weight", a.normalized_shape, { kind = "ones" }) end
+  end,
+  extra_repr = function(rec)
+    local a = rec.args
+    return string.format("%s, eps=%s, elementwise_affine=%s", util.pyrepr(a.normalized_shape),
+      a.eps == nil and "None" or num_text(rec, "eps"), util.pyrepr(a.elementwise_affine))
+  end,
+  forward = function(rec, x)
+    return tensor.apply("rms_norm", { input_tensor(rec, x), P(rec, "weight") },
+      { normalized_shape = rec.args.normalized_shape, eps = rec.args.eps })
+  end,
+})
+
+builtin("AdaptiveAvgPool2d", {
+  doc = { "average pooling to a fixed output size (1: global pooling)", torch = "torch.nn.AdaptiveAvgPool2d",
+          example = "AdaptiveAvgPool2d(1)", input = { 3, 8, 8 } },
+  signature = { { "output_size", "pair", required = true } },
+  extra_repr = function(rec) return "output_size=" .. pool_arg(rec.raw.output_size, rec.args.output_size) end,
+  forward = function(rec, x)
+    return tensor.apply("adaptive_avg_pool", { input_tensor(rec, x) }, { output_size = rec.args.output_size })
+  end,
+})
+builtin("AdaptiveAvgPool1d", {
+  doc = { "average pooling of (N, C, L) to a fixed output length", torch = "torch.nn.AdaptiveAvgPool1d",
+          example = "AdaptiveAvgPool1d(4)", input = { 3, 10 } },
+  signature = { { "output_size", "posint", required = true } },
+  extra_repr = function(rec) return "output_size=" .. rec.args.output_size end,
+  forward = function(rec, x)
+    return tensor.apply("adaptive_avg_pool", { input_tensor(rec, x) }, { output_size = { rec.args.output_size } })
+  end,
+})
+
+builtin("Upsample", {
+  doc = { "upsampling by size or scale_factor: mode 'nearest', 'linear' (N, C, L) or 'bilinear' (N, C, H, W)",
+          torch = "torch.nn.Upsample", example = 'Upsample({scale_factor = 2, mode = "bilinear"})', input = { 3, 4, 4 } },
+  signature = { { "size", "sizes", nil }, { "scale_factor", "factors", nil }, { "mode", "upsample_mode", "nearest" },
+                { "align_corners", "bool", nil } },
+  init = function(rec, a)
+    if (a.size == nil) == (a.scale_factor == nil) then
+      diag.error(rec.where, string.format("%s: give either size or scale_factor", rec.call_text))
+    end
+    if a.align_corners ~= nil and a.mode == "nearest" then
+      diag.error(rec.where, string.format("%s: align_corners only applies to the linear modes", rec.call_text))
+    end
+  end,
+  extra_repr = function(rec)
+    local a = rec.args
+    local info
+    if a.scale_factor then
+      info = "scale_factor=" .. (#a.scale_factor == 1 and type(rec.raw.scale_factor) ~= "table" and util.pyfloat(a.scale_factor[1])
+        or util.pyrepr(a.scale_factor))
+    else
+      info = "size=" .. (type(rec.raw.size) == "table" and util.pyrepr(a.size) or tostring(a.size[1]))
+    end
+    return info .. ", mode=" .. a.mode
+  end,
+  forward = function(rec, x)
+    local a = rec.args
+    return tensor.apply("upsample", { input_tensor(rec, x) },
+      { size = a.size, scale_factor = a.scale_factor, mode = a.mode, align_corners = a.align_corners or false })
+  end,
+})
+
+builtin("Conv1d", {
+  doc = { "a 1-d convolution over (channels, length); padding may be 'same' or 'valid'",
+          torch = "torch.nn.Conv1d", example = 'Conv1d(4, 8, 3, {padding = "same"})', input = { 4, 16 } },
+  signature = { { "in_channels", "posint", required = true }, { "out_channels", "posint", required = true },
+                { "kernel_size", "single", required = true }, { "stride", "single", 1 }, { "padding", "padding1", 0 },
+                { "dilation", "single", 1 }, { "groups", "posint", 1 }, { "bias", "bool", true },
+                { "padding_mode", "padding_mode", "zeros" } },
+  init = function(rec, a)
+    if a.in_channels % a.groups ~= 0 then
+      diag.error(rec.where, string.format("%s: in_channels (%d) must be divisible by groups (%d)", rec.call_text, a.in_channels, a.groups))
+    end
+    if a.out_channels % a.groups ~= 0 then
+      diag.error(rec.where, string.format("%s: out_channels (%d) must be divisible by groups (%d)", rec.call_text, a.out_channels, a.groups))
+    end
+    if a.padding == "same" and a.stride[1] ~= 1 then
+      diag.error(rec.where, string.format("%s: padding='same' is not supported for strided convolutions", rec.call_text))
+    end
+    local fan_in = (a.in_channels // a.groups) * a.kernel_size[1]
+    param(rec, "weight", { a.out_channels, a.in_channels // a.groups, a.kernel_size[1] }, { kind = "kaiming_uniform", fan_in = fan_in })
+    if a.bias then param(rec, "bias", { a.out_channels }, uniform_fan_in(fan_in)) end
+  end,
+  extra_repr = function(rec)
+    local a = rec.args
+    local s = string.format("%d, %d, kernel_size=%s, stride=%s", a.in_channels, a.out_channels,
+      util.pyrepr(a.kernel_size), util.pyrepr(a.stride))
+    if type(a.padding) == "string" then s = s .. ", padding=" .. a.padding
+    elseif a.padding[1] ~= 0 then s = s .. ", padding=" .. util.pyrepr(a.padding) end
+    if a.dilation[1] ~= 1 then s = s .. ", dilation=" .. util.pyrepr(a.dilation) end
+    if a.groups ~= 1 then s = s .. ", groups=" .. a.groups end
+    if not a.bias then s = s .. ", bias=False" end
+    return s
+  end,
+  forward = function(rec, x)
+    local a = rec.args
+    local attrs = { kernel_size = a.kernel_size, stride = a.stride, dilation = a.dilation, groups = a.groups }
+    if a.padding == "same" then
+      local total = a.dilation[1] * (a.kernel_size[1] - 1)
+      attrs.padding_lo, attrs.padding_hi = { total // 2 }, { total - total // 2 }
+      attrs.padding = attrs.padding_lo
+    elseif a.padding == "valid" then
+      attrs.padding = { 0 }
+    else
+      attrs.padding = a.padding
+    end
+    return tensor.apply("conv1d", { input_tensor(rec, x), P(rec, "weight"), P(rec, "bias") }, attrs)
+  end,
+})
 
 ---------------------------------------------------------------------------
 -- Containers and user-defined modules.
