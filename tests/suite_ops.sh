@@ -9,6 +9,8 @@
 #    module that `--emit torch` writes, on the same weights and batch (tests/torch/ops_parity.py:
 #    the loss and every gradient within 1e-4 of PyTorch's, relative to the tensor's scale),
 #    and print(model) equal to `loom inspect`'s.
+# tests/ops/fail/*.lua are refused at generation (after autodiff, which inspect does not
+# reach): each carries `-- expect: <the first line loom prints>` and exits 2 (ops_fail_NAME).
 # A spec listed in GRAD_ONLY has random masks (Dropout2d) PyTorch cannot reproduce: only
 # its gradient check runs.
 set -u
@@ -23,7 +25,8 @@ trap 'rm -rf "$tmp"' EXIT
 GRAD_ONLY=" dropout2d "
 specs=()
 for f in tests/ops/*.lua; do specs+=("$(basename "$f" .lua)"); done
-n=0
+fails=(tests/ops/fail/*.lua)
+n=${#fails[@]}
 for s in "${specs[@]}"; do n=$((n + 1)); [[ "$GRAD_ONLY" == *" $s "* ]] || n=$((n + 1)); done
 plan $n
 
@@ -64,5 +67,14 @@ for s in "${specs[@]}"; do
   fi
   "$LOOM" inspect "$spec" | sed '/^$/,$d' >"$d.print"
   harness "ops_parity_$s" 1 "s/^ok /ok ops_parity_/; s/^not ok /not ok ops_parity_/" "$PY" tests/torch/ops_parity.py "$s" "$d" 8 "$d.print"
+done
+for f in "${fails[@]}"; do
+  name=ops_fail_$(basename "$f" .lua)
+  expect=$(head -n 1 "$f"); expect=${expect#-- expect: }
+  err=$("$LOOM" build "$f" -o "$tmp/fail" --no-compile 2>&1 >/dev/null); rc=$?
+  first=${err%%$'\n'*}
+  if [ $rc -ne 2 ]; then fail "$name" "expected exit code 2, got $rc: $first"
+  elif [ "$first" != "$expect" ]; then fail "$name" "expected '$expect' got '$first'"
+  else ok "$name"; fi
 done
 exit 0
