@@ -93,6 +93,16 @@ local CTORS = {
     return string.format("nn.Upsample(%s, mode='%s'%s)", what, a.mode,
       a.align_corners ~= nil and (", align_corners=" .. pybool(a.align_corners)) or "")
   end,
+  ConvTranspose2d = function(a)
+    return string.format("nn.ConvTranspose2d(%d, %d, %s, stride=%s, padding=%s, output_padding=%s, groups=%d, bias=%s, dilation=%s)",
+      a.in_channels, a.out_channels, pyrepr(a.kernel_size), pyrepr(a.stride), pyrepr(a.padding), pyrepr(a.output_padding),
+      a.groups, pybool(a.bias), pyrepr(a.dilation))
+  end,
+  ConvTranspose1d = function(a)
+    return string.format("nn.ConvTranspose1d(%d, %d, %s, stride=%s, padding=%s, output_padding=%s, groups=%d, bias=%s, dilation=%s)",
+      a.in_channels, a.out_channels, pyrepr(a.kernel_size), pyrepr(a.stride), pyrepr(a.padding), pyrepr(a.output_padding),
+      a.groups, pybool(a.bias), pyrepr(a.dilation))
+  end,
   Conv1d = function(a)
     local pad = type(a.padding) == "string" and ("'" .. a.padding .. "'") or pyrepr(a.padding)
     return string.format("nn.Conv1d(%d, %d, %s, stride=%s, padding=%s, dilation=%s, groups=%d, bias=%s)", a.in_channels,

@@ -207,6 +207,7 @@ function kinds.single(cls, name, v, min)
   if type(v) == "table" and #v == 1 and math.type(v[1]) == "integer" and v[1] >= min then return { v[1] } end
   return bad(cls, name, min == 0 and "a non-negative integer" or "a positive integer", v)
 end
+function kinds.single0(cls, name, v) return kinds.single(cls, name, v, 0) end
 function kinds.padding1(cls, name, v)
   if v == "same" or v == "valid" then return v end
   if type(v) == "string" then return bad(cls, name, "'same', 'valid' or a non-negative integer", v) end
@@ -801,6 +802,57 @@ builtin("Upsample", {
       { size = a.size, scale_factor = a.scale_factor, mode = a.mode, align_corners = a.align_corners or false })
   end,
 })
+
+-- ConvTranspose1d / ConvTranspose2d: PyTorch's signature (output_padding, groups, bias, dilation)
+local function conv_transpose(name, nd, doc)
+  local k = nd == 1 and "single" or "pair"
+  local k0 = nd == 1 and "single0" or "pair0"
+  builtin(name, {
+    doc = doc,
+    signature = { { "in_channels", "posint", required = true }, { "out_channels", "posint", required = true },
+                  { "kernel_size", k, required = true }, { "stride", k, 1 }, { "padding", k0, 0 },
+                  { "output_padding", k0, 0 }, { "groups", "posint", 1 }, { "bias", "bool", true }, { "dilation", k, 1 },
+                  { "padding_mode", "padding_mode", "zeros" } },
+    init = function(rec, a)
+      for _, what in ipairs { "in_channels", "out_channels" } do
+        if a[what] % a.groups ~= 0 then
+          diag.error(rec.where, string.format("%s: %s (%d) must be divisible by groups (%d)", rec.call_text, what, a[what], a.groups))
+        end
+      end
+      for i = 1, nd do
+        if a.output_padding[i] >= a.stride[i] and a.output_padding[i] >= a.dilation[i] then
+          diag.error(rec.where, string.format("%s: output_padding must be smaller than either stride or dilation", rec.call_text))
+        end
+      end
+      local shape, fan_in = { a.in_channels, a.out_channels // a.groups }, a.out_channels // a.groups
+      for i = 1, nd do shape[2 + i] = a.kernel_size[i]; fan_in = fan_in * a.kernel_size[i] end
+      param(rec, "weight", shape, { kind = "kaiming_uniform", fan_in = fan_in })
+      if a.bias then param(rec, "bias", { a.out_channels }, uniform_fan_in(fan_in)) end
+    end,
+    extra_repr = function(rec)
+      local a = rec.args
+      local function all(t, v) for i = 1, nd do if t[i] ~= v then return false end end return true end
+      local s = string.format("%d, %d, kernel_size=%s, stride=%s", a.in_channels, a.out_channels,
+        util.pyrepr(a.kernel_size), util.pyrepr(a.stride))
+      if not all(a.padding, 0) then s = s .. ", padding=" .. util.pyrepr(a.padding) end
+      if not all(a.dilation, 1) then s = s .. ", dilation=" .. util.pyrepr(a.dilation) end
+      if not all(a.output_padding, 0) then s = s .. ", output_padding=" .. util.pyrepr(a.output_padding) end
+      if a.groups ~= 1 then s = s .. ", groups=" .. a.groups end
+      if not a.bias then s = s .. ", bias=False" end
+      return s
+    end,
+    forward = function(rec, x)
+      local a = rec.args
+      return tensor.apply("conv_transpose", { input_tensor(rec, x), P(rec, "weight"), P(rec, "bias") },
+        { kernel_size = a.kernel_size, stride = a.stride, padding = a.padding, output_padding = a.output_padding,
+          dilation = a.dilation, groups = a.groups })
+    end,
+  })
+end
+conv_transpose("ConvTranspose2d", 2, { "a 2-d transposed convolution (the adjoint of Conv2d: upsampling by stride)",
+  torch = "torch.nn.ConvTranspose2d", example = "ConvTranspose2d(4, 2, 2, {stride = 2})", input = { 4, 5, 5 } })
+conv_transpose("ConvTranspose1d", 1, { "a 1-d transposed convolution over (channels, length)",
+  torch = "torch.nn.ConvTranspose1d", example = "ConvTranspose1d(4, 2, 3, {stride = 2, output_padding = 1})", input = { 4, 10 } })
 
 builtin("Conv1d", {
   doc = { "a 1-d convolution over (channels, length); padding may be 'same' or 'valid'",

@@ -845,8 +845,6 @@ ops.conv1d = {
   end,
 }
 
--- adaptive average pooling (PyTorch's windows: [floor(i In / Out), ceil((i+1) In / Out)))
--- and upsampling (nearest, linear/bilinear), on (N, C, L) or (N, C, H, W)
 local function spatial_any(node, x, nd)
   expect_float(node, x)
   if #x.shape ~= nd + 2 then
@@ -854,6 +852,38 @@ local function spatial_any(node, x, nd)
       nd == 1 and "length" or "height, width", #x.shape, util.shape_str(x.shape)))
   end
 end
+
+-- transposed convolution (ConvTranspose1d/2d) on (N, C, L) or (N, C, H, W): weight
+-- (in, out/groups, k...); out = (in - 1) stride - 2 padding + dilation (k - 1) + output_padding + 1
+ops.conv_transpose = {
+  arity = 3, precision = "lowp",
+  shape = function(node, x, w)
+    local a = node.attrs
+    local nd = #a.kernel_size
+    spatial_any(node, x, nd)
+    if x.shape[2] ~= w.shape[1] then
+      err(node, string.format("%s expects %d input channels, gets %d (input %s)", label(node), w.shape[1], x.shape[2], util.shape_str(x.shape)))
+    end
+    local out = { x.shape[1], w.shape[2] * a.groups }
+    for i = 1, nd do
+      local o = (x.shape[2 + i] - 1) * a.stride[i] - 2 * a.padding[i] + a.dilation[i] * (a.kernel_size[i] - 1) + a.output_padding[i] + 1
+      if o < 1 then
+        err(node, string.format("%s: input %s gives an output size of %d", label(node), util.shape_str(x.shape), o))
+      end
+      out[2 + i] = o
+    end
+    return out
+  end,
+  flops = function(node)
+    local w = node.inputs[2].shape
+    local per = 2 * w[2]
+    for i = 3, #w do per = per * w[i] end
+    return numel(node.inputs[1].shape) * per
+  end,
+}
+
+-- adaptive average pooling (PyTorch's windows: [floor(i In / Out), ceil((i+1) In / Out)))
+-- and upsampling (nearest, linear/bilinear), on (N, C, L) or (N, C, H, W)
 ops.adaptive_avg_pool = {
   arity = 1, precision = "follow",
   shape = function(node, x)

@@ -275,6 +275,40 @@ ops_cpu.conv1d = {
   end,
 }
 
+-- transposed convolution: conv2d's sizes seen from the output (gen/ops.lua; kernels_nn.inc)
+local function conv_t_dims(e, n, batch)
+  local x, y, a = n.inputs[1], n.out, n.attrs
+  local nd = #a.kernel_size
+  local function hw(shape) if nd == 1 then return 1, shape[3] end return shape[3], shape[4] end
+  local function pair(t, one) if nd == 1 then return one, t[1] end return t[1], t[2] end
+  local H, W = hw(y.shape)
+  local OH, OW = hw(x.shape)
+  local KH, KW = pair(a.kernel_size, 1)
+  local SH, SW = pair(a.stride, 1)
+  local PH, PW = pair(a.padding, 0)
+  local DH, DW = pair(a.dilation, 1)
+  return string.format("{%s, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d}",
+    batch or e.batch(x), y.shape[2], H, W, x.shape[2], KH, KW, SH, SW, PH, PW, DH, DW, a.groups, OH, OW)
+end
+ops_cpu.conv_transpose = {
+  scratch = function(e, n)
+    return string.format("{ const k_conv2d_dims d = %s; grow(&need, k_conv2d_scratch_%s(&d)); }", conv_t_dims(e, n, "BATCH_MAX"), e.sfx)
+  end,
+  forward = function(e, n)
+    local d = e.local_name(n, "dims")
+    return { string.format("const k_conv2d_dims %s = %s;", d, conv_t_dims(e, n)),
+      gemm_call(e, { n.inputs[1], n.inputs[2] })("conv_transpose_forward", e.ptr(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]),
+        n.inputs[3] and e.ptr(n.inputs[3]) or "NULL", e.scratch(), "&" .. d) }
+  end,
+  backward = function(e, n)
+    local d = e.local_name(n, "dims")
+    return { string.format("const k_conv2d_dims %s = %s;", d, conv_t_dims(e, n)),
+      gemm_call(e, { n.inputs[1], n.inputs[2] })("conv_transpose_backward", e.grad(n.inputs[1]), e.grad(n.inputs[2]),
+        n.inputs[3] and e.grad(n.inputs[3]) or "NULL", e.grad(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]),
+        e.scratch(), "&" .. d) }
+  end,
+}
+
 ops_cpu.group_norm = {
   forward = function(e, n)
     local x = n.inputs[1]
