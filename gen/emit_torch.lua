@@ -103,6 +103,15 @@ local CTORS = {
       a.in_channels, a.out_channels, pyrepr(a.kernel_size), pyrepr(a.stride), pyrepr(a.padding), pyrepr(a.output_padding),
       a.groups, pybool(a.bias), pyrepr(a.dilation))
   end,
+  MultiheadAttention = function(a)
+    return string.format("nn.MultiheadAttention(%d, %d, dropout=%s, bias=%s, batch_first=True)", a.embed_dim, a.num_heads,
+      util.pyfloat(a.dropout), pybool(a.bias))
+  end,
+  TransformerEncoderLayer = function(a)
+    return string.format("nn.TransformerEncoderLayer(%d, %d, dim_feedforward=%d, dropout=%s, activation='%s', layer_norm_eps=%s, " ..
+      "batch_first=True, norm_first=%s)", a.d_model, a.nhead, a.dim_feedforward, util.pyfloat(a.dropout), a.activation,
+      util.pyfloat(a.layer_norm_eps), pybool(a.norm_first))
+  end,
   Conv1d = function(a)
     local pad = type(a.padding) == "string" and ("'" .. a.padding .. "'") or pyrepr(a.padding)
     return string.format("nn.Conv1d(%d, %d, %s, stride=%s, padding=%s, dilation=%s, groups=%d, bias=%s)", a.in_channels,
@@ -188,7 +197,14 @@ local function statements(g, trace, input_expr)
     local a = node.attrs
     local i = node.inputs
     local expr
-    if node.module and node.module.forward and CTORS[node.module.class] then
+    if node.composite_inner then
+      -- an op inside a built-in module of several ops: written as the module's one call below
+    elseif node.composite then
+      local rec, args = node.composite.rec, {}
+      for k, t in ipairs(node.composite.args) do args[k] = v(t) end
+      expr = string.format("%s(%s%s)%s", access((g.prefix_of[rec] or ""):gsub("%.$", "")), table.concat(args, ", "),
+        node.composite.opts or "", node.composite.suffix or "")
+    elseif node.module and node.module.forward and CTORS[node.module.class] then
       expr = string.format("%s(%s)", access((g.prefix_of[node.module] or ""):gsub("%.$", "")), v(i[1]))
     elseif node.op == "add" or node.op == "sub" or node.op == "mul" or node.op == "div" then
       local sym = ({ add = "+", sub = "-", mul = "*", div = "/" })[node.op]
@@ -265,7 +281,9 @@ local function statements(g, trace, input_expr)
     else
       diag.fatal(node.where, node.op .. " has no PyTorch translation yet (loom build --emit torch)")
     end
-    lines[#lines + 1] = string.format("        t%d = %s  # %s:%d", node.out.id, expr, node.where.file, node.where.line)
+    if expr then
+      lines[#lines + 1] = string.format("        t%d = %s  # %s:%d", node.out.id, expr, node.where.file, node.where.line)
+    end
   end
   return lines, v
 end

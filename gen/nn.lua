@@ -94,7 +94,7 @@ function nn.apply(p, ...)
   local results
   if rec.forward then
     local n = select("#", ...)
-    if n ~= 1 and rec.class ~= "Sequential" then
+    if n ~= 1 and rec.class ~= "Sequential" and not (rec.max_inputs and n <= rec.max_inputs) then
       diag.fatal(call_where, string.format("%s takes one input, gets %d", rec.call_text or rec.class, n))
     end
     results = table.pack(rec.forward(rec, ...))
@@ -242,6 +242,10 @@ function kinds.upsample_mode(cls, name, v)
   if v ~= "nearest" and v ~= "linear" and v ~= "bilinear" then
     return bad(cls, name, "'nearest', 'linear' or 'bilinear' (other modes are not supported yet)", v)
   end
+  return v
+end
+function kinds.tel_activation(cls, name, v)
+  if v ~= "relu" and v ~= "gelu" then return bad(cls, name, "'relu' or 'gelu'", v) end
   return v
 end
 function kinds.momentum(cls, name, v)
@@ -899,6 +903,151 @@ builtin("Conv1d", {
       attrs.padding = a.padding
     end
     return tensor.apply("conv1d", { input_tensor(rec, x), P(rec, "weight"), P(rec, "bias") }, attrs)
+  end,
+})
+
+-- Attention, as torch.nn.MultiheadAttention (batch_first = true only: loom's batch is
+-- dim 0): q, k, v = in_proj(query, key, value), split into heads, softmax(q kᵀ/√d) v
+-- (scaled_dot_product_attention; with dropout > 0 written out, the weights dropped out
+-- while training), merged, out_proj.  m.attn(x, x, x) returns the output only (PyTorch's
+-- first result; the averaged weights are not computed).
+local function mha_forward(rec, query, key, value, opts)
+  local a = rec.args
+  local name = rec.call_text or rec.class
+  input_tensor(rec, query, 1)
+  key, value = key or query, value or key or query
+  input_tensor(rec, key, 2); input_tensor(rec, value, 3)
+  if opts ~= nil then
+    if type(opts) ~= "table" or tensor.is(opts) then diag.fatal(nil, name .. ": the 4th argument must be an options table") end
+    for k, v in pairs(opts) do
+      if k == "need_weights" then
+        if v ~= false then diag.fatal(nil, name .. ": need_weights = true is not supported (the attention weights are not returned)") end
+      elseif k == "is_causal" then
+        if type(v) ~= "boolean" then diag.fatal(nil, name .. ": is_causal must be true or false") end
+      else
+        diag.fatal(nil, string.format("%s: unknown option '%s' (supported: need_weights = false, is_causal)", name, tostring(k)))
+      end
+    end
+  end
+  local causal = opts and opts.is_causal or false
+  for i, t in ipairs { query, key, value } do
+    if #t.shape ~= 3 or t.shape[3] ~= a.embed_dim then
+      diag.fatal(nil, string.format("%s expects (batch, sequence, %d) inputs (batch_first), gets %s as input %d",
+        name, a.embed_dim, util.shape_str(t.shape), i))
+    end
+  end
+  local first = tensor.node_count()
+  local E, H = a.embed_dim, a.num_heads
+  local w, b = P(rec, "in_proj_weight"), P(rec, "in_proj_bias")
+  local q, k, v
+  local f = tensor.functional
+  if query == key and key == value then
+    q, k, v = f.split(tensor.apply("linear", { query, w, b }), E, 2)
+  else
+    local ws = { f.split(w, E, 0) }
+    local bs = b and { f.split(b, E, 0) } or {}
+    q = tensor.apply("linear", { query, ws[1], bs[1] })
+    k = tensor.apply("linear", { key, ws[2], bs[2] })
+    v = tensor.apply("linear", { value, ws[3], bs[3] })
+  end
+  local function heads(t) return f.transpose(f.reshape(t, "B", t.shape[2], H, E // H), 1, 2) end
+  q, k, v = heads(q), heads(k), heads(v)
+  local o
+  if a.dropout > 0 then
+    local att = f.matmul(q, f.transpose(k, 2, 3)) * (1 / math.sqrt(E // H))
+    if causal then diag.fatal(nil, name .. ": is_causal with dropout > 0 is not supported yet") end
+    att = tensor.apply("dropout", { f.softmax(att, -1) }, { p = a.dropout })
+    o = f.matmul(att, v)
+  else
+    o = tensor.apply("scaled_dot_product_attention", { q, k, v }, { is_causal = causal })
+  end
+  o = f.reshape(f.transpose(o, 1, 2), "B", query.shape[2], E)
+  local out = rec.child_by_key.out_proj(o)
+  tensor.mark_composite(rec, first, out, { query, key, value }, { suffix = "[0]", opts = ", need_weights=False" ..
+    (causal and string.format(", attn_mask=torch.ones(%d, %d, dtype=torch.bool).triu(1)", query.shape[2], key.shape[2]) or "") })
+  return out
+end
+
+builtin("MultiheadAttention", {
+  doc = { "multi-head attention (batch_first = true): m.attn(x, x, x) is self-attention; returns the output",
+          torch = "torch.nn.MultiheadAttention", example = "MultiheadAttention(16, 4, {batch_first = true})", input = { 5, 16 },
+          apply = "return m.layer(x, x, x)" },
+  signature = { { "embed_dim", "posint", required = true }, { "num_heads", "posint", required = true },
+                { "dropout", "prob", 0.0 }, { "bias", "bool", true }, { "add_bias_kv", "bool", false },
+                { "add_zero_attn", "bool", false }, { "kdim", "posint", nil }, { "vdim", "posint", nil },
+                { "batch_first", "bool", false } },
+  init = function(rec, a)
+    rec.max_inputs = 4
+    if a.embed_dim % a.num_heads ~= 0 then
+      diag.error(rec.where, string.format("%s: embed_dim (%d) must be divisible by num_heads (%d)", rec.call_text, a.embed_dim, a.num_heads))
+    end
+    if not a.batch_first then
+      diag.error(rec.where, string.format("%s: only batch_first = true is supported (loom's batch is dim 0)", rec.call_text))
+    end
+    for _, o in ipairs { "add_bias_kv", "add_zero_attn" } do
+      if a[o] then diag.error(rec.where, string.format("%s: %s = true is not supported yet", rec.call_text, o)) end
+    end
+    if (a.kdim and a.kdim ~= a.embed_dim) or (a.vdim and a.vdim ~= a.embed_dim) then
+      diag.error(rec.where, string.format("%s: kdim and vdim other than embed_dim are not supported yet", rec.call_text))
+    end
+    local E = a.embed_dim
+    -- xavier_uniform_: U(±√(6 / (fan_in + fan_out))), as uniform_fan_in's U(±1/√f) with f = (3E + E) / 6
+    param(rec, "in_proj_weight", { 3 * E, E }, { kind = "uniform_fan_in", fan_in = (3 * E + E) / 6 })
+    if a.bias then param(rec, "in_proj_bias", { 3 * E }, { kind = "zeros" }) end
+    local proj = class.Linear(E, E, { bias = a.bias })
+    local prec = records[proj]
+    prec.class = "NonDynamicallyQuantizableLinear"
+    prec.where = rec.where
+    if a.bias then prec.params[2].init = { kind = "zeros" } end   -- MHA's _reset_parameters zeroes it
+    add_child(rec, "out_proj", "out_proj", proj)
+  end,
+  forward = mha_forward,
+})
+
+-- torch.nn.TransformerEncoderLayer (batch_first = true): post-norm by default, pre-norm
+-- with norm_first; activation 'relu' or 'gelu'
+builtin("TransformerEncoderLayer", {
+  doc = { "a transformer encoder layer (self-attention and a feed-forward block, each with a residual and LayerNorm)",
+          torch = "torch.nn.TransformerEncoderLayer", example = "TransformerEncoderLayer(16, 4, {dim_feedforward = 32, batch_first = true})",
+          input = { 5, 16 } },
+  signature = { { "d_model", "posint", required = true }, { "nhead", "posint", required = true },
+                { "dim_feedforward", "posint", 2048 }, { "dropout", "prob", 0.1 }, { "activation", "tel_activation", "relu" },
+                { "layer_norm_eps", "posnumber", 1e-5 }, { "batch_first", "bool", false }, { "norm_first", "bool", false } },
+  init = function(rec, a)
+    if not a.batch_first then
+      diag.error(rec.where, string.format("%s: only batch_first = true is supported (loom's batch is dim 0)", rec.call_text))
+    end
+    local d, ff = a.d_model, a.dim_feedforward
+    local children = {
+      { "self_attn", class.MultiheadAttention(d, a.nhead, { dropout = a.dropout, batch_first = true }) },
+      { "linear1", class.Linear(d, ff) }, { "dropout", class.Dropout(a.dropout) }, { "linear2", class.Linear(ff, d) },
+      { "norm1", class.LayerNorm(d, { eps = a.layer_norm_eps }) }, { "norm2", class.LayerNorm(d, { eps = a.layer_norm_eps }) },
+      { "dropout1", class.Dropout(a.dropout) }, { "dropout2", class.Dropout(a.dropout) },
+    }
+    for _, c in ipairs(children) do
+      records[c[2]].where = rec.where
+      add_child(rec, c[1], c[1], c[2])
+    end
+  end,
+  forward = function(rec, x)
+    local a, c = rec.args, rec.child_by_key
+    local x0 = input_tensor(rec, x)
+    local first = tensor.node_count()
+    local function sa(t) return c.dropout1(c.self_attn(t, t, t)) end
+    local function ff(t)
+      local h = tensor.apply(a.activation, { c.linear1(t) }, a.activation == "gelu" and { approximate = "none" } or {})
+      return c.dropout2(c.linear2(c.dropout(h)))
+    end
+    local out
+    if a.norm_first then
+      x = x + sa(c.norm1(x))
+      out = x + ff(c.norm2(x))
+    else
+      x = c.norm1(x + sa(x))
+      out = c.norm2(x + ff(x))
+    end
+    tensor.mark_composite(rec, first, out, { x0 })
+    return out
   end,
 })
 

@@ -69,6 +69,20 @@ function tensor.apply(opname, inputs, attrs, where)
   return out
 end
 
+-- A built-in module made of several ops (MultiheadAttention, TransformerEncoderLayer):
+-- tensor.node_count() before its forward, then tensor.mark_composite(rec, first, out, args)
+-- marks the ops it recorded, so that gen/emit_torch.lua writes one call of the module
+-- (`args`: the call's tensors) instead of its ops.
+function tensor.node_count() return current and #current.nodes or 0 end
+-- (`call`: optional { opts = ", keyword=value" after the args, suffix = "[0]" })
+function tensor.mark_composite(rec, first, out, args, call)
+  for i = first + 1, #current.nodes do
+    local node = current.nodes[i]
+    if node == out.node then node.composite = { rec = rec, args = args, opts = call and call.opts, suffix = call and call.suffix }
+    elseif not node.composite_inner then node.composite_inner = rec end
+  end
+end
+
 -- Raises the standard shape error for `node` (the module's or op's own words).
 function tensor.shape_error(node, msg)
   local notes

@@ -25,6 +25,7 @@ trap 'rm -rf "$tmp"' EXIT
 GRAD_ONLY=" dropout2d "
 specs=()
 for f in tests/ops/*.lua; do specs+=("$(basename "$f" .lua)"); done
+[ -n "${OPS_SPECS:-}" ] && specs=($OPS_SPECS)   # OPS_SPECS="attn convt": only those
 fails=(tests/ops/fail/*.lua)
 n=${#fails[@]}
 for s in "${specs[@]}"; do n=$((n + 1)); [[ "$GRAD_ONLY" == *" $s "* ]] || n=$((n + 1)); done
