@@ -112,6 +112,10 @@ local CTORS = {
       "batch_first=True, norm_first=%s)", a.d_model, a.nhead, a.dim_feedforward, util.pyfloat(a.dropout), a.activation,
       util.pyfloat(a.layer_norm_eps), pybool(a.norm_first))
   end,
+  LSTM = function(a) return string.format("nn.LSTM(%d, %d, num_layers=%d, bias=%s, batch_first=True, dropout=%s, bidirectional=%s)",
+    a.input_size, a.hidden_size, a.num_layers, pybool(a.bias), util.pyfloat(a.dropout), pybool(a.bidirectional)) end,
+  GRU = function(a) return string.format("nn.GRU(%d, %d, num_layers=%d, bias=%s, batch_first=True, dropout=%s, bidirectional=%s)",
+    a.input_size, a.hidden_size, a.num_layers, pybool(a.bias), util.pyfloat(a.dropout), pybool(a.bidirectional)) end,
   Conv1d = function(a)
     local pad = type(a.padding) == "string" and ("'" .. a.padding .. "'") or pyrepr(a.padding)
     return string.format("nn.Conv1d(%d, %d, %s, stride=%s, padding=%s, dilation=%s, groups=%d, bias=%s)", a.in_channels,

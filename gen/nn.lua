@@ -1051,6 +1051,103 @@ builtin("TransformerEncoderLayer", {
   end,
 })
 
+-- LSTM and GRU (batch_first = true), unrolled over the sequence into the op table's ops:
+-- one Linear of the whole input per layer and direction, then per step the hidden
+-- state's Linear, the gates (PyTorch's order: LSTM i, f, g, o; GRU r, z, n) and the
+-- state update; the steps' outputs concatenated (B, T, H · directions).  Returns the
+-- output only (PyTorch's first result; h_n and c_n are not returned yet); the initial
+-- states are zeros.  Dropout between layers while training, as PyTorch.
+local function rnn(name, gates, doc)
+  builtin(name, {
+    doc = doc,
+    signature = { { "input_size", "posint", required = true }, { "hidden_size", "posint", required = true },
+                  { "num_layers", "posint", 1 }, { "bias", "bool", true }, { "batch_first", "bool", false },
+                  { "dropout", "prob", 0.0 }, { "bidirectional", "bool", false } },
+    init = function(rec, a)
+      if not a.batch_first then
+        diag.error(rec.where, string.format("%s: only batch_first = true is supported (loom's batch is dim 0)", rec.call_text))
+      end
+      local H, dirs = a.hidden_size, a.bidirectional and 2 or 1
+      local init = { kind = "uniform_fan_in", fan_in = H }   -- U(±1/√hidden_size), every tensor
+      for l = 0, a.num_layers - 1 do
+        local inp = l == 0 and a.input_size or H * dirs
+        for d = 1, dirs do
+          local sfx = "_l" .. l .. (d == 2 and "_reverse" or "")
+          param(rec, "weight_ih" .. sfx, { gates * H, inp }, init)
+          param(rec, "weight_hh" .. sfx, { gates * H, H }, init)
+          if a.bias then
+            param(rec, "bias_ih" .. sfx, { gates * H }, init)
+            param(rec, "bias_hh" .. sfx, { gates * H }, init)
+          end
+        end
+      end
+    end,
+    extra_repr = function(rec)
+      local a = rec.args
+      local s = string.format("%d, %d", a.input_size, a.hidden_size)
+      if a.num_layers ~= 1 then s = s .. ", num_layers=" .. a.num_layers end
+      if not a.bias then s = s .. ", bias=False" end
+      if a.batch_first then s = s .. ", batch_first=True" end
+      if a.dropout ~= 0 then s = s .. ", dropout=" .. num_text(rec, "dropout") end
+      if a.bidirectional then s = s .. ", bidirectional=True" end
+      return s
+    end,
+    forward = function(rec, x)
+      local a = rec.args
+      local f = tensor.functional
+      input_tensor(rec, x)
+      if #x.shape ~= 3 or x.shape[3] ~= a.input_size then
+        diag.fatal(nil, string.format("%s expects a (batch, sequence, %d) input (batch_first), gets %s", rec.call_text,
+          a.input_size, util.shape_str(x.shape)))
+      end
+      local first = tensor.node_count()
+      local x0, T, H = x, x.shape[2], a.hidden_size
+      for l = 0, a.num_layers - 1 do
+        if l > 0 and a.dropout > 0 then x = tensor.apply("dropout", { x }, { p = a.dropout }) end
+        local outs = {}
+        for d = 1, (a.bidirectional and 2 or 1) do
+          local sfx = "_l" .. l .. (d == 2 and "_reverse" or "")
+          local w_hh, b_hh = P(rec, "weight_hh" .. sfx), P(rec, "bias_hh" .. sfx)
+          local xw = tensor.apply("linear", { x, P(rec, "weight_ih" .. sfx), P(rec, "bias_ih" .. sfx) })   -- (B, T, gates·H)
+          local h, c
+          local steps = {}
+          for k = 0, T - 1 do
+            local t = d == 1 and k or T - 1 - k
+            local g = f.reshape(f.slice(xw, 1, t, t + 1), "B", gates * H)
+            local hw
+            if h then hw = tensor.apply("linear", { h, w_hh, b_hh }) end
+            if gates == 4 then
+              if hw then g = g + hw elseif b_hh then g = g + b_hh end
+              local i, fg, gg, o = f.split(g, H, 1)
+              local cand = f.sigmoid(i) * f.tanh(gg)
+              c = c and (f.sigmoid(fg) * c + cand) or cand
+              h = f.sigmoid(o) * f.tanh(c)
+            else
+              local xr, xz, xn = f.split(g, H, 1)
+              local hr, hz, hn
+              if hw then hr, hz, hn = f.split(hw, H, 1)
+              elseif b_hh then hr, hz, hn = f.split(b_hh, H, 0) end
+              local r = f.sigmoid(hr and xr + hr or xr)
+              local z = f.sigmoid(hz and xz + hz or xz)
+              local n = f.tanh(hn and xn + r * hn or xn)
+              h = h and (n + z * (h - n)) or (n - z * n)
+            end
+            steps[t + 1] = f.unsqueeze(h, 1)
+          end
+          outs[d] = T == 1 and steps[1] or f.cat(steps, 1)
+        end
+        x = #outs == 1 and outs[1] or f.cat(outs, 2)
+      end
+      tensor.mark_composite(rec, first, x, { x0 }, { suffix = "[0]" })
+      return x
+    end,
+  })
+end
+rnn("LSTM", 4, { "a long short-term memory RNN (batch_first = true; layers, bidirectional); returns the output sequence",
+  torch = "torch.nn.LSTM", example = "LSTM(8, 16, {batch_first = true, num_layers = 2})", input = { 5, 8 } })
+rnn("GRU", 3, { "a gated recurrent unit RNN (batch_first = true; layers, bidirectional); returns the output sequence",
+  torch = "torch.nn.GRU", example = "GRU(8, 16, {batch_first = true, bidirectional = true})", input = { 5, 8 } })
+
 ---------------------------------------------------------------------------
 -- Containers and user-defined modules.
 
