@@ -223,7 +223,11 @@ local function statements(g, trace, input_expr)
       for k, x in ipairs(i) do xs[k] = v(x) end
       expr = string.format("torch.cat([%s], dim=%d)", table.concat(xs, ", "), a.dim)
     elseif node.op == "matmul" then expr = string.format("torch.matmul(%s, %s)", v(i[1]), v(i[2]))
-    elseif node.op == "reshape" then expr = string.format("%s.reshape(%s)", v(i[1]), table.concat(a.dims, ", "))
+    elseif node.op == "reshape" then
+      -- the batch size ("B": unsqueeze, squeeze, x:view(x:size(0), ...)) is the input's dim 0
+      local dims = {}
+      for k, d in ipairs(a.dims) do dims[k] = d == "B" and (v(i[1]) .. ".shape[0]") or tostring(d) end
+      expr = string.format("%s.reshape(%s)", v(i[1]), table.concat(dims, ", "))
     elseif node.op == "flatten" then expr = string.format("torch.flatten(%s, %d, %d)", v(i[1]), a.start_dim, a.end_dim)
     elseif node.op == "transpose" then expr = string.format("%s.transpose(%d, %d)", v(i[1]), a.dim0, a.dim1)
     elseif node.op == "permute" then expr = string.format("%s.permute(%s)", v(i[1]), table.concat(a.dims, ", "))
@@ -265,6 +269,12 @@ local function statements(g, trace, input_expr)
       if a.correction ~= 0 and a.correction ~= 1 then
         expr = string.format("torch.%s(%s, %scorrection=%s, keepdim=%s)", node.op, v(i[1]), dims, util.pyfloat(a.correction), pybool(a.keepdim))
       end
+    elseif node.op == "where" then
+      local c = v(i[1]) .. ".bool()"
+      local a = node.attrs.a ~= nil and util.pyfloat(node.attrs.a) or v(i[2])
+      local b = node.attrs.b ~= nil and util.pyfloat(node.attrs.b) or (node.attrs.a ~= nil and v(i[2]) or v(i[3]))
+      expr = (node.attrs.as == "masked_fill" and string.format("%s.masked_fill(%s, %s)", b, c, a)
+        or string.format("torch.where(%s, %s, %s)", c, a, b))
     elseif node.op == "cosine_similarity" then
       expr = string.format("F.cosine_similarity(%s, %s, dim=%d, eps=%s)", v(i[1]), v(i[2]), a.dim, util.pyfloat(a.eps))
     elseif node.op == "smooth_l1" then

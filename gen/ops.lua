@@ -928,6 +928,42 @@ ops.upsample = {
   flops = function(node) return 4 * numel(node.out.shape) end,
 }
 
+-- where(cond, a, b) and masked_fill(x, mask, value): the condition is an integer tensor
+-- (nonzero = true; loom has no bool dtype: a data field with dtype = 'int64'), broadcast
+-- to the output; a and b are tensors of the output's shape or numbers (attrs a, b):
+-- the inputs are the condition and the tensors among a, b in order.
+ops.where = {
+  precision = "follow", no_grad_inputs = { [1] = true },
+  shape = function(node, cond, x, y)
+    if cond.dtype ~= "int64" then
+      err(node, string.format("%s: the condition must be an integer tensor (dtype = 'int64', nonzero = true), gets %s",
+        node.attrs.as or "where", cond.dtype))
+    end
+    local t = x
+    expect_float(node, t, "operand")
+    if x and y then
+      for i = 1, math.max(#x.shape, #y.shape) do
+        if #x.shape ~= #y.shape or x.shape[i] ~= y.shape[i] then
+          err(node, string.format("where: a %s and b %s must have the same shape", util.shape_str(x.shape), util.shape_str(y.shape)))
+        end
+      end
+    end
+    local out = broadcast(node, cond.shape, t.shape)
+    if #out ~= #t.shape then
+      err(node, string.format("%s: the condition %s would broadcast the operand %s", node.attrs.as or "where",
+        util.shape_str(cond.shape), util.shape_str(t.shape)))
+    end
+    for i = 1, #out do
+      if out[i] ~= t.shape[i] then
+        err(node, string.format("%s: the condition %s would broadcast the operand %s", node.attrs.as or "where",
+          util.shape_str(cond.shape), util.shape_str(t.shape)))
+      end
+    end
+    return out
+  end,
+  flops = elementwise_flops,
+}
+
 -- Dropout2d: whole channels zeroed (one draw per (sample, channel))
 ops.dropout2d = { arity = 1, precision = "follow", flops = elementwise_flops,
   shape = function(node, x)

@@ -583,6 +583,34 @@ local function binary(opname)
 end
 for _, name in ipairs { "add", "sub", "mul", "div", "maximum", "minimum", "pow_tensor" } do ops_cpu[name] = binary(name) end
 
+-- where / masked_fill: the condition's broadcast strides in a k_bcast_dims (sb unused)
+local function where_dims(e, n)
+  local d = e.local_name(n, "where")
+  local zeros = {}
+  for i = 1, #n.out.shape do zeros[i] = 0 end
+  return d, string.format("const k_bcast_dims %s = { %d, { %s }, { %s }, { %s } };", d, #n.out.shape, ints(n.out.shape),
+    ints(bcast_strides(n.inputs[1].shape, n.out.shape)), ints(zeros))
+end
+-- a, b: the tensors among where's operands (nil where a number stands)
+local function where_ab(n)
+  if n.attrs.a ~= nil then return nil, n.inputs[2] end
+  if n.attrs.b ~= nil then return n.inputs[2], nil end
+  return n.inputs[2], n.inputs[3]
+end
+ops_cpu.where = {
+  forward = function(e, n)
+    local d, decl = where_dims(e, n)
+    local a, b = where_ab(n)
+    return { decl, e.call("where_forward", e.ptr(n.out), e.ptr(n.inputs[1]), a and e.ptr(a) or "NULL", b and e.ptr(b) or "NULL",
+      e.lit(n.attrs.a or 0), e.lit(n.attrs.b or 0), "&" .. d) }
+  end,
+  backward = function(e, n)
+    local d, decl = where_dims(e, n)
+    local a, b = where_ab(n)
+    return { decl, e.call("where_backward", a and e.grad(a) or "NULL", b and e.grad(b) or "NULL", e.grad(n.out), e.ptr(n.inputs[1]), "&" .. d) }
+  end,
+}
+
 ---------------------------------------------------------------------------
 -- data movement: transpose, permute, slice
 

@@ -693,7 +693,7 @@ local NOT_YET = {
     "TransformerDecoder", "TransformerDecoderLayer" },
   ["function"] = { "conv1d", "conv2d", "linear", "dropout", "layer_norm",
     "batch_norm", "embedding", "max_pool2d", "avg_pool2d", "pad", "interpolate", "one_hot",
-    "where", "stack", "argmax", "masked_fill" },
+    "stack", "argmax" },
   optimizer = { "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam", "RAdam", "LBFGS", "SparseAdam" },
   scheduler = { "CosineAnnealingLR", "CosineAnnealingWarmRestarts", "ReduceLROnPlateau", "LinearLR",
     "ExponentialLR", "MultiStepLR", "LambdaLR", "CyclicLR", "PolynomialLR", "SequentialLR", "ConstantLR" },

@@ -445,6 +445,22 @@ function functional.minimum(a, b)
   return tensor.apply("minimum", { a, b })
 end
 
+-- where(cond, a, b), masked_fill(x, mask, value): cond / mask an integer tensor (nonzero =
+-- true: loom has no bool dtype), a and b tensors or numbers
+function functional.where(cond, a, b)
+  check_tensor(cond, "where", 1)
+  local attrs = {}
+  if type(a) == "number" then attrs.a = a + 0.0; a = nil elseif a ~= nil then check_tensor(a, "where", 2) end
+  if type(b) == "number" then attrs.b = b + 0.0; b = nil elseif b ~= nil then check_tensor(b, "where", 3) end
+  if not a and not b then diag.fatal(nil, "where: a and b cannot both be numbers") end
+  return tensor.apply("where", { cond, a or b, a and b or nil }, attrs)
+end
+function functional.masked_fill(x, mask, value)
+  check_tensor(x, "masked_fill", 1); check_tensor(mask, "masked_fill", 2)
+  return tensor.apply("where", { mask, x }, { a = number_arg(value, "masked_fill", "value") or
+    diag.fatal(nil, "masked_fill: value is required"), as = "masked_fill" })
+end
+
 -- amax(x, dim, keepdim); max(x) (everything) or max(x, dim, keepdim), which returns the
 -- values (PyTorch's namedtuple's .values; the indices are not supported yet)
 functional.amax = reduction("amax")
@@ -566,7 +582,7 @@ local KEYWORDS = {
   hardtanh = { "min_val", "max_val" }, pow = { "exponent" }, clamp = { "min", "max" }, clip = { "min", "max" },
   amax = { "dim", "keepdim" }, max = { "dim", "keepdim" },
   var = { "dim", "unbiased", "keepdim", "correction" }, std = { "dim", "unbiased", "keepdim", "correction" },
-  cosine_similarity = { "x2", "dim", "eps" },
+  cosine_similarity = { "x2", "dim", "eps" }, masked_fill = { "mask", "value" },
   flatten = { "start_dim", "end_dim" }, transpose = { "dim0", "dim1" },
   unsqueeze = { "dim" }, squeeze = { "dim" },
   split = { "split_size_or_sections", "dim" }, chunk = { "chunks", "dim" },
@@ -716,6 +732,10 @@ tensor.doc = {
              "the KL divergence of log-probabilities from a target distribution ('batchmean': the sum over the batch size)",
              torch = "torch.nn.functional.kl_div", example = 'kl_div(log_softmax(m(b), 1), softmax(b.target, 1), {reduction = "batchmean"})',
              target = "float" },
+  where = { "where(cond, a, b)", "cond ? a : b, elementwise; cond an integer tensor (nonzero = true), a and b tensors or numbers",
+            torch = "torch.where", example = "where(b.mask, x, 0.0)", input = { 4 }, mask = true },
+  masked_fill = { "masked_fill(x, mask, value)", "x with value where mask (an integer tensor) is nonzero",
+                  torch = "Tensor.masked_fill", example = "masked_fill(x, b.mask, -1.0)", input = { 4 }, mask = true },
   smooth_l1_loss = { alias_of = "smooth_l1" },
   huber_loss = { alias_of = "huber" },
   binary_cross_entropy = { alias_of = "bce" },
