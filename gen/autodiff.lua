@@ -25,6 +25,10 @@ function autodiff.differentiate(trace)
     for i, x in ipairs(node.inputs) do
       if x.param and x.dtype == "float" then needs[x] = true end
       if needs[x] and input_differentiable(node, i) then
+        if i == 2 and ops[node.op].no_target_grad then
+          -- PyTorch would differentiate the target too; silently dropping it would be wrong
+          require("diag").fatal(node.where, string.format("%s: a target computed from the parameters (one that needs a gradient) is not supported yet", node.op))
+        end
         grad_inputs[node][i] = true
         any = true
       end

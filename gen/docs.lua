@@ -75,7 +75,7 @@ function docs.entries()
       e[name] = { name = name, alias_of = d.alias_of }
     else
       e[name] = { name = name, section = d.target and "loss" or "function", call = d[1], summary = d[2], torch = d.torch,
-                  example = d.example, input = d.input, target = d.target }
+                  example = d.example, input = d.input, target = d.target, mask = d.mask }
     end
   end
   for name, d in pairs(spec.doc) do
@@ -163,6 +163,14 @@ function docs.example_spec(d)
     local int = d.input_dtype == "int64"
     local decl = "Tensor{" .. shape_text(d.input) .. (int and ', dtype = "int64", dist = "randint", high = 10' or "") .. "}"
     return model_on_x(decl, d.input[#d.input], d.apply or "return m.layer(x)", "  layer = " .. ex .. ",\n", int)
+  elseif sec == "function" and d.mask then
+    -- where / masked_fill: the batch also holds an integer mask b.mask of x's shape
+    local decl = "Tensor{" .. shape_text(d.input) .. "}"
+    local mask = "Tensor{" .. shape_text(d.input) .. ', dtype = "int64", dist = "randint", high = 2}'
+    return string.format('model "Example" {\n  inputs = { x = %s, mask = %s },\n  pre = Linear(%d, %d),\n' ..
+        '  forward = function(m, b) local x = m.pre(b.x); %s end,\n}\n', decl, mask, d.input[#d.input], d.input[#d.input], body(ex))
+      .. base_train({ data = "Synthetic { fields = { x = " .. decl .. ", mask = " .. mask .. " }, size = 64, val_size = 16 }",
+                      loss = "function(m, b) return mean(m(b)) end" })
   elseif sec == "function" then
     return model_on_x("Tensor{" .. shape_text(d.input) .. "}", d.input[#d.input], body(ex))
   elseif sec == "loss" then

@@ -20,6 +20,15 @@ local function pool_arg(raw, name, pair, default)
   return pyrepr(pair)
 end
 
+-- A number as the user passed it (PyTorch prints 1 and 1.0 differently)
+local function num(raw, name, a)
+  local r = raw[name]
+  if math.type(r) == "integer" then return tostring(r) end
+  local v = a[name]
+  if math.type(v) == "integer" then return tostring(v) end
+  return util.pyfloat(v)
+end
+
 -- Constructor call of a built-in module with the spec's arguments.
 local CTORS = {
   Linear = function(a) return string.format("nn.Linear(%d, %d, bias=%s)", a.in_features, a.out_features, pybool(a.bias)) end,
@@ -53,6 +62,65 @@ local CTORS = {
   Tanh = function() return "nn.Tanh()" end,
   GELU = function(a) return string.format("nn.GELU(approximate='%s')", a.approximate) end,
   Softmax = function(a) return string.format("nn.Softmax(dim=%s)", a.dim == nil and "None" or tostring(a.dim)) end,
+  LogSoftmax = function(a) return string.format("nn.LogSoftmax(dim=%s)", a.dim == nil and "None" or tostring(a.dim)) end,
+  LeakyReLU = function(a, raw) return string.format("nn.LeakyReLU(%s, inplace=%s)", num(raw, "negative_slope", a), pybool(a.inplace)) end,
+  ELU = function(a, raw) return string.format("nn.ELU(alpha=%s, inplace=%s)", num(raw, "alpha", a), pybool(a.inplace)) end,
+  Mish = function(a) return string.format("nn.Mish(inplace=%s)", pybool(a.inplace)) end,
+  Softplus = function(a, raw) return string.format("nn.Softplus(beta=%s, threshold=%s)", num(raw, "beta", a), num(raw, "threshold", a)) end,
+  Hardswish = function(a) return string.format("nn.Hardswish(inplace=%s)", pybool(a.inplace)) end,
+  ReLU6 = function(a) return string.format("nn.ReLU6(inplace=%s)", pybool(a.inplace)) end,
+  Hardtanh = function(a, raw) return string.format("nn.Hardtanh(%s, %s, inplace=%s)", num(raw, "min_val", a), num(raw, "max_val", a),
+    pybool(a.inplace)) end,
+  Identity = function() return "nn.Identity()" end,
+  Dropout2d = function(a, raw) return string.format("nn.Dropout2d(p=%s, inplace=%s)", num(raw, "p", a), pybool(a.inplace)) end,
+  GroupNorm = function(a, raw) return string.format("nn.GroupNorm(%d, %d, eps=%s, affine=%s)", a.num_groups, a.num_channels,
+    num(raw, "eps", a), pybool(a.affine)) end,
+  InstanceNorm1d = function(a, raw) return string.format("nn.InstanceNorm1d(%d, eps=%s, momentum=%s, affine=%s, track_running_stats=%s)",
+    a.num_features, num(raw, "eps", a), a.momentum == false and "None" or num(raw, "momentum", a), pybool(a.affine), pybool(a.track_running_stats)) end,
+  InstanceNorm2d = function(a, raw) return string.format("nn.InstanceNorm2d(%d, eps=%s, momentum=%s, affine=%s, track_running_stats=%s)",
+    a.num_features, num(raw, "eps", a), a.momentum == false and "None" or num(raw, "momentum", a), pybool(a.affine), pybool(a.track_running_stats)) end,
+  RMSNorm = function(a, raw) return string.format("RMSNorm(%s, eps=%s, elementwise_affine=%s)", pyrepr(a.normalized_shape),
+    a.eps == nil and "None" or num(raw, "eps", a), pybool(a.elementwise_affine)) end,
+  AdaptiveAvgPool2d = function(a, raw) return string.format("nn.AdaptiveAvgPool2d(%s)", pool_arg(raw, "output_size", a.output_size)) end,
+  AdaptiveAvgPool1d = function(a) return string.format("nn.AdaptiveAvgPool1d(%d)", a.output_size) end,
+  Upsample = function(a, raw)
+    local what
+    if a.scale_factor then
+      what = "scale_factor=" .. (type(raw.scale_factor) == "table" and pyrepr(a.scale_factor) or util.pyfloat(a.scale_factor[1]))
+    else
+      what = "size=" .. (type(raw.size) == "table" and pyrepr(a.size) or tostring(a.size[1]))
+    end
+    return string.format("nn.Upsample(%s, mode='%s'%s)", what, a.mode,
+      a.align_corners ~= nil and (", align_corners=" .. pybool(a.align_corners)) or "")
+  end,
+  ConvTranspose2d = function(a)
+    return string.format("nn.ConvTranspose2d(%d, %d, %s, stride=%s, padding=%s, output_padding=%s, groups=%d, bias=%s, dilation=%s)",
+      a.in_channels, a.out_channels, pyrepr(a.kernel_size), pyrepr(a.stride), pyrepr(a.padding), pyrepr(a.output_padding),
+      a.groups, pybool(a.bias), pyrepr(a.dilation))
+  end,
+  ConvTranspose1d = function(a)
+    return string.format("nn.ConvTranspose1d(%d, %d, %s, stride=%s, padding=%s, output_padding=%s, groups=%d, bias=%s, dilation=%s)",
+      a.in_channels, a.out_channels, pyrepr(a.kernel_size), pyrepr(a.stride), pyrepr(a.padding), pyrepr(a.output_padding),
+      a.groups, pybool(a.bias), pyrepr(a.dilation))
+  end,
+  MultiheadAttention = function(a)
+    return string.format("nn.MultiheadAttention(%d, %d, dropout=%s, bias=%s, batch_first=True)", a.embed_dim, a.num_heads,
+      util.pyfloat(a.dropout), pybool(a.bias))
+  end,
+  TransformerEncoderLayer = function(a)
+    return string.format("nn.TransformerEncoderLayer(%d, %d, dim_feedforward=%d, dropout=%s, activation='%s', layer_norm_eps=%s, " ..
+      "batch_first=True, norm_first=%s)", a.d_model, a.nhead, a.dim_feedforward, util.pyfloat(a.dropout), a.activation,
+      util.pyfloat(a.layer_norm_eps), pybool(a.norm_first))
+  end,
+  LSTM = function(a) return string.format("nn.LSTM(%d, %d, num_layers=%d, bias=%s, batch_first=True, dropout=%s, bidirectional=%s)",
+    a.input_size, a.hidden_size, a.num_layers, pybool(a.bias), util.pyfloat(a.dropout), pybool(a.bidirectional)) end,
+  GRU = function(a) return string.format("nn.GRU(%d, %d, num_layers=%d, bias=%s, batch_first=True, dropout=%s, bidirectional=%s)",
+    a.input_size, a.hidden_size, a.num_layers, pybool(a.bias), util.pyfloat(a.dropout), pybool(a.bidirectional)) end,
+  Conv1d = function(a)
+    local pad = type(a.padding) == "string" and ("'" .. a.padding .. "'") or pyrepr(a.padding)
+    return string.format("nn.Conv1d(%d, %d, %s, stride=%s, padding=%s, dilation=%s, groups=%d, bias=%s)", a.in_channels,
+      a.out_channels, pyrepr(a.kernel_size), pyrepr(a.stride), pad, pyrepr(a.dilation), a.groups, pybool(a.bias))
+  end,
 }
 
 -- Python access path of a module from the model: "img_input.1" → self.img_input[1]
@@ -133,7 +201,14 @@ local function statements(g, trace, input_expr)
     local a = node.attrs
     local i = node.inputs
     local expr
-    if node.module and node.module.forward and CTORS[node.module.class] then
+    if node.composite_inner then
+      -- an op inside a built-in module of several ops: written as the module's one call below
+    elseif node.composite then
+      local rec, args = node.composite.rec, {}
+      for k, t in ipairs(node.composite.args) do args[k] = v(t) end
+      expr = string.format("%s(%s%s)%s", access((g.prefix_of[rec] or ""):gsub("%.$", "")), table.concat(args, ", "),
+        node.composite.opts or "", node.composite.suffix or "")
+    elseif node.module and node.module.forward and CTORS[node.module.class] then
       expr = string.format("%s(%s)", access((g.prefix_of[node.module] or ""):gsub("%.$", "")), v(i[1]))
     elseif node.op == "add" or node.op == "sub" or node.op == "mul" or node.op == "div" then
       local sym = ({ add = "+", sub = "-", mul = "*", div = "/" })[node.op]
@@ -148,7 +223,11 @@ local function statements(g, trace, input_expr)
       for k, x in ipairs(i) do xs[k] = v(x) end
       expr = string.format("torch.cat([%s], dim=%d)", table.concat(xs, ", "), a.dim)
     elseif node.op == "matmul" then expr = string.format("torch.matmul(%s, %s)", v(i[1]), v(i[2]))
-    elseif node.op == "reshape" then expr = string.format("%s.reshape(%s)", v(i[1]), table.concat(a.dims, ", "))
+    elseif node.op == "reshape" then
+      -- the batch size ("B": unsqueeze, squeeze, x:view(x:size(0), ...)) is the input's dim 0
+      local dims = {}
+      for k, d in ipairs(a.dims) do dims[k] = d == "B" and (v(i[1]) .. ".shape[0]") or tostring(d) end
+      expr = string.format("%s.reshape(%s)", v(i[1]), table.concat(dims, ", "))
     elseif node.op == "flatten" then expr = string.format("torch.flatten(%s, %d, %d)", v(i[1]), a.start_dim, a.end_dim)
     elseif node.op == "transpose" then expr = string.format("%s.transpose(%d, %d)", v(i[1]), a.dim0, a.dim1)
     elseif node.op == "permute" then expr = string.format("%s.permute(%s)", v(i[1]), table.concat(a.dims, ", "))
@@ -166,6 +245,46 @@ local function statements(g, trace, input_expr)
     elseif node.op == "scaled_dot_product_attention" then
       expr = string.format("scaled_dot_product_attention(%s, %s, %s, is_causal=%s%s)", v(i[1]), v(i[2]), v(i[3]),
         pybool(a.is_causal), a.scale and (", scale=" .. util.pyfloat(a.scale)) or "")
+    elseif node.op == "leaky_relu" then expr = string.format("F.leaky_relu(%s, %s)", v(i[1]), util.pyfloat(a.negative_slope))
+    elseif node.op == "elu" then expr = string.format("F.elu(%s, %s)", v(i[1]), util.pyfloat(a.alpha))
+    elseif node.op == "softplus" then expr = string.format("F.softplus(%s, %s, %s)", v(i[1]), util.pyfloat(a.beta), util.pyfloat(a.threshold))
+    elseif node.op == "hardtanh" then
+      expr = a.as == "relu6" and string.format("F.relu6(%s)", v(i[1]))
+        or string.format("F.hardtanh(%s, %s, %s)", v(i[1]), util.pyfloat(a.min_val), util.pyfloat(a.max_val))
+    elseif node.op == "mish" or node.op == "hardswish" then expr = string.format("F.%s(%s)", node.op, v(i[1]))
+    elseif node.op == "exp" or node.op == "log" or node.op == "sqrt" or node.op == "rsqrt" or node.op == "abs" then
+      expr = string.format("torch.%s(%s)", node.op, v(i[1]))
+    elseif node.op == "pow" then expr = string.format("torch.pow(%s, %s)", v(i[1]), util.pyfloat(a.exponent))
+    elseif node.op == "pow_tensor" then expr = string.format("torch.pow(%s, %s)", v(i[1]), v(i[2]))
+    elseif node.op == "clamp" then
+      expr = string.format("torch.clamp(%s, min=%s, max=%s)", v(i[1]), a.min and util.pyfloat(a.min) or "None", a.max and util.pyfloat(a.max) or "None")
+    elseif node.op == "maximum" or node.op == "minimum" then expr = string.format("torch.%s(%s, %s)", node.op, v(i[1]), v(i[2]))
+    elseif node.op == "amax" then
+      expr = a.dims and string.format("torch.amax(%s, dim=(%s,), keepdim=%s)", v(i[1]), table.concat(a.dims, ", "), pybool(a.keepdim))
+        or string.format("torch.max(%s)", v(i[1]))
+    elseif node.op == "max_dim" then expr = string.format("torch.max(%s, dim=%d, keepdim=%s).values", v(i[1]), a.dims[1], pybool(a.keepdim))
+    elseif node.op == "var" or node.op == "std" then
+      local dims = a.dims and string.format("dim=(%s,), ", table.concat(a.dims, ", ")) or "dim=None, "
+      expr = string.format("torch.%s(%s, %sunbiased=%s, keepdim=%s)", node.op, v(i[1]), dims, pybool(a.correction == 1), pybool(a.keepdim))
+      if a.correction ~= 0 and a.correction ~= 1 then
+        expr = string.format("torch.%s(%s, %scorrection=%s, keepdim=%s)", node.op, v(i[1]), dims, util.pyfloat(a.correction), pybool(a.keepdim))
+      end
+    elseif node.op == "where" then
+      local c = v(i[1]) .. ".bool()"
+      local a = node.attrs.a ~= nil and util.pyfloat(node.attrs.a) or v(i[2])
+      local b = node.attrs.b ~= nil and util.pyfloat(node.attrs.b) or (node.attrs.a ~= nil and v(i[2]) or v(i[3]))
+      expr = (node.attrs.as == "masked_fill" and string.format("%s.masked_fill(%s, %s)", b, c, a)
+        or string.format("torch.where(%s, %s, %s)", c, a, b))
+    elseif node.op == "cosine_similarity" then
+      expr = string.format("F.cosine_similarity(%s, %s, dim=%d, eps=%s)", v(i[1]), v(i[2]), a.dim, util.pyfloat(a.eps))
+    elseif node.op == "smooth_l1" then
+      expr = string.format("F.smooth_l1_loss(%s, %s, reduction='%s', beta=%s)", v(i[1]), v(i[2]), REDUCTION(a), util.pyfloat(a.beta))
+    elseif node.op == "huber" then
+      expr = string.format("F.huber_loss(%s, %s, reduction='%s', delta=%s)", v(i[1]), v(i[2]), REDUCTION(a), util.pyfloat(a.delta))
+    elseif node.op == "kl_div" then
+      expr = string.format("F.kl_div(%s, %s, reduction='%s', log_target=%s)", v(i[1]), v(i[2]), REDUCTION(a), pybool(a.log_target))
+    elseif node.op == "nll_loss" then
+      expr = string.format("F.nll_loss(%s, %s, ignore_index=%d, reduction='%s')", v(i[1]), v(i[2]), a.ignore_index, REDUCTION(a))
     elseif node.op == "cross_entropy" then
       expr = string.format("F.cross_entropy(%s, %s, ignore_index=%d, label_smoothing=%s, reduction='%s')", v(i[1]), v(i[2]),
         a.ignore_index, util.pyfloat(a.label_smoothing), REDUCTION(a))
@@ -176,7 +295,9 @@ local function statements(g, trace, input_expr)
     else
       diag.fatal(node.where, node.op .. " has no PyTorch translation yet (loom build --emit torch)")
     end
-    lines[#lines + 1] = string.format("        t%d = %s  # %s:%d", node.out.id, expr, node.where.file, node.where.line)
+    if expr then
+      lines[#lines + 1] = string.format("        t%d = %s  # %s:%d", node.out.id, expr, node.where.file, node.where.line)
+    end
   end
   return lines, v
 end
@@ -202,6 +323,29 @@ def scaled_dot_product_attention(q, k, v, is_causal=False, scale=None):
         mask = torch.ones(L, S, dtype=torch.bool, device=q.device).tril()
         att = att.masked_fill(~mask, float('-inf'))
     return torch.matmul(torch.softmax(att, dim=-1), v)
+
+
+if hasattr(nn, 'RMSNorm'):
+    RMSNorm = nn.RMSNorm
+else:
+    class RMSNorm(nn.Module):
+        """torch.nn.RMSNorm of PyTorch 2.4, for older versions."""
+
+        def __init__(self, normalized_shape, eps=None, elementwise_affine=True):
+            super().__init__()
+            self.normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+            self.eps = eps
+            self.elementwise_affine = elementwise_affine
+            self.weight = nn.Parameter(torch.ones(self.normalized_shape)) if elementwise_affine else None
+
+        def forward(self, x):
+            dims = tuple(range(-len(self.normalized_shape), 0))
+            eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
+            y = x * torch.rsqrt(x.pow(2).mean(dims, keepdim=True) + eps)
+            return y * self.weight if self.weight is not None else y
+
+        def extra_repr(self):
+            return '{normalized_shape}, eps={eps}, elementwise_affine={elementwise_affine}'.format(**self.__dict__)
 
 
 _DTYPES = {'F32': torch.float32, 'F64': torch.float64, 'F16': torch.float16, 'BF16': torch.bfloat16,

@@ -94,7 +94,7 @@ function nn.apply(p, ...)
   local results
   if rec.forward then
     local n = select("#", ...)
-    if n ~= 1 and rec.class ~= "Sequential" then
+    if n ~= 1 and rec.class ~= "Sequential" and not (rec.max_inputs and n <= rec.max_inputs) then
       diag.fatal(call_where, string.format("%s takes one input, gets %d", rec.call_text or rec.class, n))
     end
     results = table.pack(rec.forward(rec, ...))
@@ -198,6 +198,54 @@ function kinds.dim(cls, name, v)
 end
 function kinds.gelu_approx(cls, name, v)
   if v ~= "none" and v ~= "tanh" then return bad(cls, name, "'none' or 'tanh'", v) end
+  return v
+end
+-- an int or a 1-tuple → a 1-tuple (Conv1d's sizes)
+function kinds.single(cls, name, v, min)
+  min = min or 1
+  if math.type(v) == "integer" and v >= min then return { v } end
+  if type(v) == "table" and #v == 1 and math.type(v[1]) == "integer" and v[1] >= min then return { v[1] } end
+  return bad(cls, name, min == 0 and "a non-negative integer" or "a positive integer", v)
+end
+function kinds.single0(cls, name, v) return kinds.single(cls, name, v, 0) end
+function kinds.padding1(cls, name, v)
+  if v == "same" or v == "valid" then return v end
+  if type(v) == "string" then return bad(cls, name, "'same', 'valid' or a non-negative integer", v) end
+  return kinds.single(cls, name, v, 0)
+end
+-- Upsample's size (positive ints) and scale_factor (positive numbers): one or a list
+function kinds.sizes(cls, name, v)
+  if math.type(v) == "integer" and v > 0 then return { v } end
+  if type(v) == "table" and #v >= 1 and not nn.is_module(v) then
+    local out = {}
+    for i, d in ipairs(v) do
+      if math.type(d) ~= "integer" or d <= 0 then return bad(cls, name, "a positive integer or a list of them", v) end
+      out[i] = d
+    end
+    return out
+  end
+  return bad(cls, name, "a positive integer or a list of them", v)
+end
+function kinds.factors(cls, name, v)
+  if type(v) == "number" and v > 0 then return { v + 0.0 } end
+  if type(v) == "table" and #v >= 1 and not nn.is_module(v) then
+    local out = {}
+    for i, d in ipairs(v) do
+      if type(d) ~= "number" or d <= 0 then return bad(cls, name, "a positive number or a list of them", v) end
+      out[i] = d + 0.0
+    end
+    return out
+  end
+  return bad(cls, name, "a positive number or a list of them", v)
+end
+function kinds.upsample_mode(cls, name, v)
+  if v ~= "nearest" and v ~= "linear" and v ~= "bilinear" then
+    return bad(cls, name, "'nearest', 'linear' or 'bilinear' (other modes are not supported yet)", v)
+  end
+  return v
+end
+function kinds.tel_activation(cls, name, v)
+  if v ~= "relu" and v ~= "gelu" then return bad(cls, name, "'relu' or 'gelu'", v) end
   return v
 end
 function kinds.momentum(cls, name, v)
@@ -578,6 +626,527 @@ activation("GELU", "gelu", act_doc("the Gaussian error linear unit; approximate 
 activation("Softmax", "softmax", act_doc("softmax along dim", "torch.nn.Softmax", "Softmax(-1)"), { { "dim", "dim", nil } },
   function(rec) return "dim=" .. (rec.args.dim == nil and "None" or tostring(rec.args.dim)) end,
   function(a) return { dim = a.dim } end)
+
+
+-- a number PyTorch prints as passed, whose default is an int (Softplus's beta=1)
+local function num_or_int_default(rec, name, default)
+  local raw = rec.raw and rec.raw[name]
+  if raw == nil then return tostring(default) end
+  if math.type(raw) == "integer" then return tostring(raw) end
+  return util.pyfloat(rec.args[name])
+end
+local function inplace_suffix(rec) return rec.args.inplace and ", inplace=True" or "" end
+activation("LeakyReLU", "leaky_relu", act_doc("x > 0 ? x : negative_slope · x, elementwise", "torch.nn.LeakyReLU", "LeakyReLU(0.2)"),
+  { { "negative_slope", "number", 0.01 }, { "inplace", "bool", false } },
+  function(rec) return "negative_slope=" .. num_text(rec, "negative_slope") .. inplace_suffix(rec) end,
+  function(a) return { negative_slope = a.negative_slope } end)
+activation("ELU", "elu", act_doc("x > 0 ? x : alpha (eˣ - 1), elementwise", "torch.nn.ELU", "ELU()"),
+  { { "alpha", "number", 1.0 }, { "inplace", "bool", false } },
+  function(rec) return "alpha=" .. num_text(rec, "alpha") .. inplace_suffix(rec) end,
+  function(a) return { alpha = a.alpha } end)
+activation("Mish", "mish", act_doc("x · tanh(softplus(x)), elementwise", "torch.nn.Mish", "Mish()"),
+  { { "inplace", "bool", false } }, inplace_repr)
+activation("Softplus", "softplus", act_doc("log(1 + e^(beta x)) / beta, linear above threshold", "torch.nn.Softplus",
+  "Softplus({beta = 2})"), { { "beta", "number", 1 }, { "threshold", "number", 20 } },
+  function(rec)
+    return string.format("beta=%s, threshold=%s", num_or_int_default(rec, "beta", 1), num_or_int_default(rec, "threshold", 20))
+  end,
+  function(a) return { beta = a.beta, threshold = a.threshold } end)
+activation("Hardswish", "hardswish", act_doc("x · relu6(x + 3) / 6, elementwise", "torch.nn.Hardswish", "Hardswish()"),
+  { { "inplace", "bool", false } })
+activation("ReLU6", "hardtanh", act_doc("min(max(x, 0), 6), elementwise", "torch.nn.ReLU6", "ReLU6()"),
+  { { "inplace", "bool", false } }, inplace_repr, function() return { min_val = 0.0, max_val = 6.0, as = "relu6" } end)
+activation("Hardtanh", "hardtanh", act_doc("x clamped to [min_val, max_val], elementwise", "torch.nn.Hardtanh", "Hardtanh(-2, 2)"),
+  { { "min_val", "number", -1.0 }, { "max_val", "number", 1.0 }, { "inplace", "bool", false } },
+  function(rec)
+    return string.format("min_val=%s, max_val=%s%s", num_text(rec, "min_val"), num_text(rec, "max_val"), inplace_suffix(rec))
+  end,
+  function(a) return { min_val = a.min_val, max_val = a.max_val } end)
+activation("LogSoftmax", "log_softmax", act_doc("log of the softmax along dim, computed stably", "torch.nn.LogSoftmax", "LogSoftmax(1)"),
+  { { "dim", "dim", nil } },
+  function(rec) return "dim=" .. (rec.args.dim == nil and "None" or tostring(rec.args.dim)) end,
+  function(a) return { dim = a.dim } end)
+
+builtin("Identity", {
+  doc = { "returns its input unchanged", torch = "torch.nn.Identity", example = "Identity()", input = { 16 } },
+  signature = {},
+  forward = function(rec, x) return input_tensor(rec, x) end,
+})
+
+builtin("Dropout2d", {
+  doc = { "zeroes whole channels with probability p while training, scales the rest by 1/(1-p)", torch = "torch.nn.Dropout2d",
+          example = "Dropout2d(0.1)", input = { 3, 8, 8 } },
+  signature = { { "p", "prob", 0.5 }, { "inplace", "bool", false } },
+  extra_repr = function(rec) return string.format("p=%s, inplace=%s", num_text(rec, "p"), util.pyrepr(rec.args.inplace)) end,
+  forward = function(rec, x) return tensor.apply("dropout2d", { input_tensor(rec, x) }, { p = rec.args.p }) end,
+})
+
+builtin("GroupNorm", {
+  doc = { "group normalization: each sample's channels in num_groups groups, each normalised", torch = "torch.nn.GroupNorm",
+          example = "GroupNorm(2, 4)", input = { 4, 6, 6 } },
+  signature = { { "num_groups", "posint", required = true }, { "num_channels", "posint", required = true },
+                { "eps", "posnumber", 1e-5 }, { "affine", "bool", true } },
+  init = function(rec, a)
+    if a.num_channels % a.num_groups ~= 0 then
+      diag.error(rec.where, string.format("%s: num_channels (%d) must be divisible by num_groups (%d)", rec.call_text, a.num_channels, a.num_groups))
+    end
+    if a.affine then
+      param(rec, "weight", { a.num_channels }, { kind = "ones" })
+      param(rec, "bias", { a.num_channels }, { kind = "zeros" })
+    end
+  end,
+  extra_repr = function(rec)
+    local a = rec.args
+    return string.format("%d, %d, eps=%s, affine=%s", a.num_groups, a.num_channels, num_text(rec, "eps"), util.pyrepr(a.affine))
+  end,
+  forward = function(rec, x)
+    local a = rec.args
+    return tensor.apply("group_norm", { input_tensor(rec, x), P(rec, "weight"), P(rec, "bias") },
+      { num_groups = a.num_groups, num_channels = a.num_channels, eps = a.eps })
+  end,
+})
+
+local function instancenorm(name, ndim, doc)
+  builtin(name, {
+    doc = doc,
+    signature = { { "num_features", "posint", required = true }, { "eps", "posnumber", 1e-5 },
+                  { "momentum", "momentum", 0.1 }, { "affine", "bool", false }, { "track_running_stats", "bool", false } },
+    init = function(rec, a)
+      if a.track_running_stats then
+        diag.error(rec.where, string.format("%s: track_running_stats=True is not supported yet", rec.call_text))
+      end
+      if a.affine then
+        param(rec, "weight", { a.num_features }, { kind = "ones" })
+        param(rec, "bias", { a.num_features }, { kind = "zeros" })
+      end
+    end,
+    extra_repr = function(rec)
+      local a = rec.args
+      return string.format("%d, eps=%s, momentum=%s, affine=%s, track_running_stats=%s", a.num_features,
+        num_text(rec, "eps"), a.momentum == false and "None" or num_text(rec, "momentum"),
+        util.pyrepr(a.affine), util.pyrepr(a.track_running_stats))
+    end,
+    forward = function(rec, x)
+      local a = rec.args
+      return tensor.apply("group_norm", { input_tensor(rec, x), P(rec, "weight"), P(rec, "bias") },
+        { num_groups = a.num_features, num_channels = a.num_features, eps = a.eps, ndim = ndim })
+    end,
+  })
+end
+instancenorm("InstanceNorm1d", 3, { "instance normalization over (N, C, L): each sample's channels normalised alone",
+  torch = "torch.nn.InstanceNorm1d", example = "InstanceNorm1d(4, {affine = true})", input = { 4, 10 } })
+instancenorm("InstanceNorm2d", 4, { "instance normalization over (N, C, H, W): each sample's channels normalised alone",
+  torch = "torch.nn.InstanceNorm2d", example = "InstanceNorm2d(3)", input = { 3, 8, 8 } })
+
+builtin("RMSNorm", {
+  doc = { "root-mean-square normalization over the last dimensions; eps nil: the dtype's machine epsilon",
+          torch = "torch.nn.RMSNorm (PyTorch 2.4)", example = "RMSNorm(32, {eps = 1e-6})", input = { 10, 32 } },
+  signature = { { "normalized_shape", "shape", required = true }, { "eps", "posnumber", nil },
+                { "elementwise_affine", "bool", true } },
+  init = function(rec, a)
+    if a.elementwise_affine then param(rec, "weight", a.normalized_shape, { kind = "ones" }) end
+  end,
+  extra_repr = function(rec)
+    local a = rec.args
+    return string.format("%s, eps=%s, elementwise_affine=%s", util.pyrepr(a.normalized_shape),
+      a.eps == nil and "None" or num_text(rec, "eps"), util.pyrepr(a.elementwise_affine))
+  end,
+  forward = function(rec, x)
+    return tensor.apply("rms_norm", { input_tensor(rec, x), P(rec, "weight") },
+      { normalized_shape = rec.args.normalized_shape, eps = rec.args.eps })
+  end,
+})
+
+builtin("AdaptiveAvgPool2d", {
+  doc = { "average pooling to a fixed output size (1: global pooling)", torch = "torch.nn.AdaptiveAvgPool2d",
+          example = "AdaptiveAvgPool2d(1)", input = { 3, 8, 8 } },
+  signature = { { "output_size", "pair", required = true } },
+  extra_repr = function(rec) return "output_size=" .. pool_arg(rec.raw.output_size, rec.args.output_size) end,
+  forward = function(rec, x)
+    return tensor.apply("adaptive_avg_pool", { input_tensor(rec, x) }, { output_size = rec.args.output_size })
+  end,
+})
+builtin("AdaptiveAvgPool1d", {
+  doc = { "average pooling of (N, C, L) to a fixed output length", torch = "torch.nn.AdaptiveAvgPool1d",
+          example = "AdaptiveAvgPool1d(4)", input = { 3, 10 } },
+  signature = { { "output_size", "posint", required = true } },
+  extra_repr = function(rec) return "output_size=" .. rec.args.output_size end,
+  forward = function(rec, x)
+    return tensor.apply("adaptive_avg_pool", { input_tensor(rec, x) }, { output_size = { rec.args.output_size } })
+  end,
+})
+
+builtin("Upsample", {
+  doc = { "upsampling by size or scale_factor: mode 'nearest', 'linear' (N, C, L) or 'bilinear' (N, C, H, W)",
+          torch = "torch.nn.Upsample", example = 'Upsample({scale_factor = 2, mode = "bilinear"})', input = { 3, 4, 4 } },
+  signature = { { "size", "sizes", nil }, { "scale_factor", "factors", nil }, { "mode", "upsample_mode", "nearest" },
+                { "align_corners", "bool", nil } },
+  init = function(rec, a)
+    if (a.size == nil) == (a.scale_factor == nil) then
+      diag.error(rec.where, string.format("%s: give either size or scale_factor", rec.call_text))
+    end
+    if a.align_corners ~= nil and a.mode == "nearest" then
+      diag.error(rec.where, string.format("%s: align_corners only applies to the linear modes", rec.call_text))
+    end
+  end,
+  extra_repr = function(rec)
+    local a = rec.args
+    local info
+    if a.scale_factor then
+      info = "scale_factor=" .. (#a.scale_factor == 1 and type(rec.raw.scale_factor) ~= "table" and util.pyfloat(a.scale_factor[1])
+        or util.pyrepr(a.scale_factor))
+    else
+      info = "size=" .. (type(rec.raw.size) == "table" and util.pyrepr(a.size) or tostring(a.size[1]))
+    end
+    return info .. ", mode=" .. a.mode
+  end,
+  forward = function(rec, x)
+    local a = rec.args
+    return tensor.apply("upsample", { input_tensor(rec, x) },
+      { size = a.size, scale_factor = a.scale_factor, mode = a.mode, align_corners = a.align_corners or false })
+  end,
+})
+
+-- ConvTranspose1d / ConvTranspose2d: PyTorch's signature (output_padding, groups, bias, dilation)
+local function conv_transpose(name, nd, doc)
+  local k = nd == 1 and "single" or "pair"
+  local k0 = nd == 1 and "single0" or "pair0"
+  builtin(name, {
+    doc = doc,
+    signature = { { "in_channels", "posint", required = true }, { "out_channels", "posint", required = true },
+                  { "kernel_size", k, required = true }, { "stride", k, 1 }, { "padding", k0, 0 },
+                  { "output_padding", k0, 0 }, { "groups", "posint", 1 }, { "bias", "bool", true }, { "dilation", k, 1 },
+                  { "padding_mode", "padding_mode", "zeros" } },
+    init = function(rec, a)
+      for _, what in ipairs { "in_channels", "out_channels" } do
+        if a[what] % a.groups ~= 0 then
+          diag.error(rec.where, string.format("%s: %s (%d) must be divisible by groups (%d)", rec.call_text, what, a[what], a.groups))
+        end
+      end
+      for i = 1, nd do
+        if a.output_padding[i] >= a.stride[i] and a.output_padding[i] >= a.dilation[i] then
+          diag.error(rec.where, string.format("%s: output_padding must be smaller than either stride or dilation", rec.call_text))
+        end
+      end
+      local shape, fan_in = { a.in_channels, a.out_channels // a.groups }, a.out_channels // a.groups
+      for i = 1, nd do shape[2 + i] = a.kernel_size[i]; fan_in = fan_in * a.kernel_size[i] end
+      param(rec, "weight", shape, { kind = "kaiming_uniform", fan_in = fan_in })
+      if a.bias then param(rec, "bias", { a.out_channels }, uniform_fan_in(fan_in)) end
+    end,
+    extra_repr = function(rec)
+      local a = rec.args
+      local function all(t, v) for i = 1, nd do if t[i] ~= v then return false end end return true end
+      local s = string.format("%d, %d, kernel_size=%s, stride=%s", a.in_channels, a.out_channels,
+        util.pyrepr(a.kernel_size), util.pyrepr(a.stride))
+      if not all(a.padding, 0) then s = s .. ", padding=" .. util.pyrepr(a.padding) end
+      if not all(a.dilation, 1) then s = s .. ", dilation=" .. util.pyrepr(a.dilation) end
+      if not all(a.output_padding, 0) then s = s .. ", output_padding=" .. util.pyrepr(a.output_padding) end
+      if a.groups ~= 1 then s = s .. ", groups=" .. a.groups end
+      if not a.bias then s = s .. ", bias=False" end
+      return s
+    end,
+    forward = function(rec, x)
+      local a = rec.args
+      return tensor.apply("conv_transpose", { input_tensor(rec, x), P(rec, "weight"), P(rec, "bias") },
+        { kernel_size = a.kernel_size, stride = a.stride, padding = a.padding, output_padding = a.output_padding,
+          dilation = a.dilation, groups = a.groups })
+    end,
+  })
+end
+conv_transpose("ConvTranspose2d", 2, { "a 2-d transposed convolution (the adjoint of Conv2d: upsampling by stride)",
+  torch = "torch.nn.ConvTranspose2d", example = "ConvTranspose2d(4, 2, 2, {stride = 2})", input = { 4, 5, 5 } })
+conv_transpose("ConvTranspose1d", 1, { "a 1-d transposed convolution over (channels, length)",
+  torch = "torch.nn.ConvTranspose1d", example = "ConvTranspose1d(4, 2, 3, {stride = 2, output_padding = 1})", input = { 4, 10 } })
+
+builtin("Conv1d", {
+  doc = { "a 1-d convolution over (channels, length); padding may be 'same' or 'valid'",
+          torch = "torch.nn.Conv1d", example = 'Conv1d(4, 8, 3, {padding = "same"})', input = { 4, 16 } },
+  signature = { { "in_channels", "posint", required = true }, { "out_channels", "posint", required = true },
+                { "kernel_size", "single", required = true }, { "stride", "single", 1 }, { "padding", "padding1", 0 },
+                { "dilation", "single", 1 }, { "groups", "posint", 1 }, { "bias", "bool", true },
+                { "padding_mode", "padding_mode", "zeros" } },
+  init = function(rec, a)
+    if a.in_channels % a.groups ~= 0 then
+      diag.error(rec.where, string.format("%s: in_channels (%d) must be divisible by groups (%d)", rec.call_text, a.in_channels, a.groups))
+    end
+    if a.out_channels % a.groups ~= 0 then
+      diag.error(rec.where, string.format("%s: out_channels (%d) must be divisible by groups (%d)", rec.call_text, a.out_channels, a.groups))
+    end
+    if a.padding == "same" and a.stride[1] ~= 1 then
+      diag.error(rec.where, string.format("%s: padding='same' is not supported for strided convolutions", rec.call_text))
+    end
+    local fan_in = (a.in_channels // a.groups) * a.kernel_size[1]
+    param(rec, "weight", { a.out_channels, a.in_channels // a.groups, a.kernel_size[1] }, { kind = "kaiming_uniform", fan_in = fan_in })
+    if a.bias then param(rec, "bias", { a.out_channels }, uniform_fan_in(fan_in)) end
+  end,
+  extra_repr = function(rec)
+    local a = rec.args
+    local s = string.format("%d, %d, kernel_size=%s, stride=%s", a.in_channels, a.out_channels,
+      util.pyrepr(a.kernel_size), util.pyrepr(a.stride))
+    if type(a.padding) == "string" then s = s .. ", padding=" .. a.padding
+    elseif a.padding[1] ~= 0 then s = s .. ", padding=" .. util.pyrepr(a.padding) end
+    if a.dilation[1] ~= 1 then s = s .. ", dilation=" .. util.pyrepr(a.dilation) end
+    if a.groups ~= 1 then s = s .. ", groups=" .. a.groups end
+    if not a.bias then s = s .. ", bias=False" end
+    return s
+  end,
+  forward = function(rec, x)
+    local a = rec.args
+    local attrs = { kernel_size = a.kernel_size, stride = a.stride, dilation = a.dilation, groups = a.groups }
+    if a.padding == "same" then
+      local total = a.dilation[1] * (a.kernel_size[1] - 1)
+      attrs.padding_lo, attrs.padding_hi = { total // 2 }, { total - total // 2 }
+      attrs.padding = attrs.padding_lo
+    elseif a.padding == "valid" then
+      attrs.padding = { 0 }
+    else
+      attrs.padding = a.padding
+    end
+    return tensor.apply("conv1d", { input_tensor(rec, x), P(rec, "weight"), P(rec, "bias") }, attrs)
+  end,
+})
+
+-- Attention, as torch.nn.MultiheadAttention (batch_first = true only: loom's batch is
+-- dim 0): q, k, v = in_proj(query, key, value), split into heads, softmax(q kᵀ/√d) v
+-- (scaled_dot_product_attention; with dropout > 0 written out, the weights dropped out
+-- while training), merged, out_proj.  m.attn(x, x, x) returns the output only (PyTorch's
+-- first result; the averaged weights are not computed).
+local function mha_forward(rec, query, key, value, opts)
+  local a = rec.args
+  local name = rec.call_text or rec.class
+  input_tensor(rec, query, 1)
+  key, value = key or query, value or key or query
+  input_tensor(rec, key, 2); input_tensor(rec, value, 3)
+  if opts ~= nil then
+    if type(opts) ~= "table" or tensor.is(opts) then diag.fatal(nil, name .. ": the 4th argument must be an options table") end
+    for k, v in pairs(opts) do
+      if k == "need_weights" then
+        if v ~= false then diag.fatal(nil, name .. ": need_weights = true is not supported (the attention weights are not returned)") end
+      elseif k == "is_causal" then
+        if type(v) ~= "boolean" then diag.fatal(nil, name .. ": is_causal must be true or false") end
+      else
+        diag.fatal(nil, string.format("%s: unknown option '%s' (supported: need_weights = false, is_causal)", name, tostring(k)))
+      end
+    end
+  end
+  local causal = opts and opts.is_causal or false
+  for i, t in ipairs { query, key, value } do
+    if #t.shape ~= 3 or t.shape[3] ~= a.embed_dim then
+      diag.fatal(nil, string.format("%s expects (batch, sequence, %d) inputs (batch_first), gets %s as input %d",
+        name, a.embed_dim, util.shape_str(t.shape), i))
+    end
+  end
+  local first = tensor.node_count()
+  local E, H = a.embed_dim, a.num_heads
+  local w, b = P(rec, "in_proj_weight"), P(rec, "in_proj_bias")
+  local q, k, v
+  local f = tensor.functional
+  if query == key and key == value then
+    q, k, v = f.split(tensor.apply("linear", { query, w, b }), E, 2)
+  else
+    local ws = { f.split(w, E, 0) }
+    local bs = b and { f.split(b, E, 0) } or {}
+    q = tensor.apply("linear", { query, ws[1], bs[1] })
+    k = tensor.apply("linear", { key, ws[2], bs[2] })
+    v = tensor.apply("linear", { value, ws[3], bs[3] })
+  end
+  local function heads(t) return f.transpose(f.reshape(t, "B", t.shape[2], H, E // H), 1, 2) end
+  q, k, v = heads(q), heads(k), heads(v)
+  local o
+  if a.dropout > 0 then
+    local att = f.matmul(q, f.transpose(k, 2, 3)) * (1 / math.sqrt(E // H))
+    if causal then diag.fatal(nil, name .. ": is_causal with dropout > 0 is not supported yet") end
+    att = tensor.apply("dropout", { f.softmax(att, -1) }, { p = a.dropout })
+    o = f.matmul(att, v)
+  else
+    o = tensor.apply("scaled_dot_product_attention", { q, k, v }, { is_causal = causal })
+  end
+  o = f.reshape(f.transpose(o, 1, 2), "B", query.shape[2], E)
+  local out = rec.child_by_key.out_proj(o)
+  tensor.mark_composite(rec, first, out, { query, key, value }, { suffix = "[0]", opts = ", need_weights=False" ..
+    (causal and string.format(", attn_mask=torch.ones(%d, %d, dtype=torch.bool).triu(1)", query.shape[2], key.shape[2]) or "") })
+  return out
+end
+
+builtin("MultiheadAttention", {
+  doc = { "multi-head attention (batch_first = true): m.attn(x, x, x) is self-attention; returns the output",
+          torch = "torch.nn.MultiheadAttention", example = "MultiheadAttention(16, 4, {batch_first = true})", input = { 5, 16 },
+          apply = "return m.layer(x, x, x)" },
+  signature = { { "embed_dim", "posint", required = true }, { "num_heads", "posint", required = true },
+                { "dropout", "prob", 0.0 }, { "bias", "bool", true }, { "add_bias_kv", "bool", false },
+                { "add_zero_attn", "bool", false }, { "kdim", "posint", nil }, { "vdim", "posint", nil },
+                { "batch_first", "bool", false } },
+  init = function(rec, a)
+    rec.max_inputs = 4
+    if a.embed_dim % a.num_heads ~= 0 then
+      diag.error(rec.where, string.format("%s: embed_dim (%d) must be divisible by num_heads (%d)", rec.call_text, a.embed_dim, a.num_heads))
+    end
+    if not a.batch_first then
+      diag.error(rec.where, string.format("%s: only batch_first = true is supported (loom's batch is dim 0)", rec.call_text))
+    end
+    for _, o in ipairs { "add_bias_kv", "add_zero_attn" } do
+      if a[o] then diag.error(rec.where, string.format("%s: %s = true is not supported yet", rec.call_text, o)) end
+    end
+    if (a.kdim and a.kdim ~= a.embed_dim) or (a.vdim and a.vdim ~= a.embed_dim) then
+      diag.error(rec.where, string.format("%s: kdim and vdim other than embed_dim are not supported yet", rec.call_text))
+    end
+    local E = a.embed_dim
+    -- xavier_uniform_: U(±√(6 / (fan_in + fan_out))), as uniform_fan_in's U(±1/√f) with f = (3E + E) / 6
+    param(rec, "in_proj_weight", { 3 * E, E }, { kind = "uniform_fan_in", fan_in = (3 * E + E) / 6 })
+    if a.bias then param(rec, "in_proj_bias", { 3 * E }, { kind = "zeros" }) end
+    local proj = class.Linear(E, E, { bias = a.bias })
+    local prec = records[proj]
+    prec.class = "NonDynamicallyQuantizableLinear"
+    prec.where = rec.where
+    if a.bias then prec.params[2].init = { kind = "zeros" } end   -- MHA's _reset_parameters zeroes it
+    add_child(rec, "out_proj", "out_proj", proj)
+  end,
+  forward = mha_forward,
+})
+
+-- torch.nn.TransformerEncoderLayer (batch_first = true): post-norm by default, pre-norm
+-- with norm_first; activation 'relu' or 'gelu'
+builtin("TransformerEncoderLayer", {
+  doc = { "a transformer encoder layer (self-attention and a feed-forward block, each with a residual and LayerNorm)",
+          torch = "torch.nn.TransformerEncoderLayer", example = "TransformerEncoderLayer(16, 4, {dim_feedforward = 32, batch_first = true})",
+          input = { 5, 16 } },
+  signature = { { "d_model", "posint", required = true }, { "nhead", "posint", required = true },
+                { "dim_feedforward", "posint", 2048 }, { "dropout", "prob", 0.1 }, { "activation", "tel_activation", "relu" },
+                { "layer_norm_eps", "posnumber", 1e-5 }, { "batch_first", "bool", false }, { "norm_first", "bool", false } },
+  init = function(rec, a)
+    if not a.batch_first then
+      diag.error(rec.where, string.format("%s: only batch_first = true is supported (loom's batch is dim 0)", rec.call_text))
+    end
+    local d, ff = a.d_model, a.dim_feedforward
+    local children = {
+      { "self_attn", class.MultiheadAttention(d, a.nhead, { dropout = a.dropout, batch_first = true }) },
+      { "linear1", class.Linear(d, ff) }, { "dropout", class.Dropout(a.dropout) }, { "linear2", class.Linear(ff, d) },
+      { "norm1", class.LayerNorm(d, { eps = a.layer_norm_eps }) }, { "norm2", class.LayerNorm(d, { eps = a.layer_norm_eps }) },
+      { "dropout1", class.Dropout(a.dropout) }, { "dropout2", class.Dropout(a.dropout) },
+    }
+    for _, c in ipairs(children) do
+      records[c[2]].where = rec.where
+      add_child(rec, c[1], c[1], c[2])
+    end
+  end,
+  forward = function(rec, x)
+    local a, c = rec.args, rec.child_by_key
+    local x0 = input_tensor(rec, x)
+    local first = tensor.node_count()
+    local function sa(t) return c.dropout1(c.self_attn(t, t, t)) end
+    local function ff(t)
+      local h = tensor.apply(a.activation, { c.linear1(t) }, a.activation == "gelu" and { approximate = "none" } or {})
+      return c.dropout2(c.linear2(c.dropout(h)))
+    end
+    local out
+    if a.norm_first then
+      x = x + sa(c.norm1(x))
+      out = x + ff(c.norm2(x))
+    else
+      x = c.norm1(x + sa(x))
+      out = c.norm2(x + ff(x))
+    end
+    tensor.mark_composite(rec, first, out, { x0 })
+    return out
+  end,
+})
+
+-- LSTM and GRU (batch_first = true), unrolled over the sequence into the op table's ops:
+-- one Linear of the whole input per layer and direction, then per step the hidden
+-- state's Linear, the gates (PyTorch's order: LSTM i, f, g, o; GRU r, z, n) and the
+-- state update; the steps' outputs concatenated (B, T, H · directions).  Returns the
+-- output only (PyTorch's first result; h_n and c_n are not returned yet); the initial
+-- states are zeros.  Dropout between layers while training, as PyTorch.
+local function rnn(name, gates, doc)
+  builtin(name, {
+    doc = doc,
+    signature = { { "input_size", "posint", required = true }, { "hidden_size", "posint", required = true },
+                  { "num_layers", "posint", 1 }, { "bias", "bool", true }, { "batch_first", "bool", false },
+                  { "dropout", "prob", 0.0 }, { "bidirectional", "bool", false } },
+    init = function(rec, a)
+      if not a.batch_first then
+        diag.error(rec.where, string.format("%s: only batch_first = true is supported (loom's batch is dim 0)", rec.call_text))
+      end
+      local H, dirs = a.hidden_size, a.bidirectional and 2 or 1
+      local init = { kind = "uniform_fan_in", fan_in = H }   -- U(±1/√hidden_size), every tensor
+      for l = 0, a.num_layers - 1 do
+        local inp = l == 0 and a.input_size or H * dirs
+        for d = 1, dirs do
+          local sfx = "_l" .. l .. (d == 2 and "_reverse" or "")
+          param(rec, "weight_ih" .. sfx, { gates * H, inp }, init)
+          param(rec, "weight_hh" .. sfx, { gates * H, H }, init)
+          if a.bias then
+            param(rec, "bias_ih" .. sfx, { gates * H }, init)
+            param(rec, "bias_hh" .. sfx, { gates * H }, init)
+          end
+        end
+      end
+    end,
+    extra_repr = function(rec)
+      local a = rec.args
+      local s = string.format("%d, %d", a.input_size, a.hidden_size)
+      if a.num_layers ~= 1 then s = s .. ", num_layers=" .. a.num_layers end
+      if not a.bias then s = s .. ", bias=False" end
+      if a.batch_first then s = s .. ", batch_first=True" end
+      if a.dropout ~= 0 then s = s .. ", dropout=" .. num_text(rec, "dropout") end
+      if a.bidirectional then s = s .. ", bidirectional=True" end
+      return s
+    end,
+    forward = function(rec, x)
+      local a = rec.args
+      local f = tensor.functional
+      input_tensor(rec, x)
+      if #x.shape ~= 3 or x.shape[3] ~= a.input_size then
+        diag.fatal(nil, string.format("%s expects a (batch, sequence, %d) input (batch_first), gets %s", rec.call_text,
+          a.input_size, util.shape_str(x.shape)))
+      end
+      local first = tensor.node_count()
+      local x0, T, H = x, x.shape[2], a.hidden_size
+      for l = 0, a.num_layers - 1 do
+        if l > 0 and a.dropout > 0 then x = tensor.apply("dropout", { x }, { p = a.dropout }) end
+        local outs = {}
+        for d = 1, (a.bidirectional and 2 or 1) do
+          local sfx = "_l" .. l .. (d == 2 and "_reverse" or "")
+          local w_hh, b_hh = P(rec, "weight_hh" .. sfx), P(rec, "bias_hh" .. sfx)
+          local xw = tensor.apply("linear", { x, P(rec, "weight_ih" .. sfx), P(rec, "bias_ih" .. sfx) })   -- (B, T, gates·H)
+          local h, c
+          local steps = {}
+          for k = 0, T - 1 do
+            local t = d == 1 and k or T - 1 - k
+            local g = f.reshape(f.slice(xw, 1, t, t + 1), "B", gates * H)
+            local hw
+            if h then hw = tensor.apply("linear", { h, w_hh, b_hh }) end
+            if gates == 4 then
+              if hw then g = g + hw elseif b_hh then g = g + b_hh end
+              local i, fg, gg, o = f.split(g, H, 1)
+              local cand = f.sigmoid(i) * f.tanh(gg)
+              c = c and (f.sigmoid(fg) * c + cand) or cand
+              h = f.sigmoid(o) * f.tanh(c)
+            else
+              local xr, xz, xn = f.split(g, H, 1)
+              local hr, hz, hn
+              if hw then hr, hz, hn = f.split(hw, H, 1)
+              elseif b_hh then hr, hz, hn = f.split(b_hh, H, 0) end
+              local r = f.sigmoid(hr and xr + hr or xr)
+              local z = f.sigmoid(hz and xz + hz or xz)
+              local n = f.tanh(hn and xn + r * hn or xn)
+              h = h and (n + z * (h - n)) or (n - z * n)
+            end
+            steps[t + 1] = f.unsqueeze(h, 1)
+          end
+          outs[d] = T == 1 and steps[1] or f.cat(steps, 1)
+        end
+        x = #outs == 1 and outs[1] or f.cat(outs, 2)
+      end
+      tensor.mark_composite(rec, first, x, { x0 }, { suffix = "[0]" })
+      return x
+    end,
+  })
+end
+rnn("LSTM", 4, { "a long short-term memory RNN (batch_first = true; layers, bidirectional); returns the output sequence",
+  torch = "torch.nn.LSTM", example = "LSTM(8, 16, {batch_first = true, num_layers = 2})", input = { 5, 8 } })
+rnn("GRU", 3, { "a gated recurrent unit RNN (batch_first = true; layers, bidirectional); returns the output sequence",
+  torch = "torch.nn.GRU", example = "GRU(8, 16, {batch_first = true, bidirectional = true})", input = { 5, 8 } })
 
 ---------------------------------------------------------------------------
 -- Containers and user-defined modules.

@@ -715,6 +715,298 @@ ops.mse = pointwise_loss("mse")
 ops.l1 = pointwise_loss("l1")
 
 
+---------------------------------------------------------------------------
+-- Elementwise functions with constants (issue 18).  Each is one scalar function and
+-- its derivative (templates/cpu/kernels_pointwise.inc: K_UNARY), taking two constants
+-- `a`, `b` that `consts(node)` gives; `backward_reads_output` says whether the
+-- derivative is written in terms of the output (else the input).
+local UNARY = {
+  leaky_relu = function(a) return a.negative_slope, 0 end,
+  elu = function(a) return a.alpha, 0 end,
+  mish = false, hardswish = false,
+  softplus = function(a) return a.beta, a.threshold end,
+  hardtanh = function(a) return a.min_val, a.max_val end,
+  exp = false, log = false, sqrt = false, rsqrt = false, abs = false,
+  pow = function(a) return a.exponent, 0 end,
+  clamp = function(a) return a.min or -math.huge, a.max or math.huge end,
+}
+local READS_OUTPUT = { exp = true, sqrt = true, rsqrt = true }
+for name, consts in pairs(UNARY) do
+  ops[name] = { arity = 1, precision = "follow", shape = same_shape, flops = elementwise_flops,
+                backward_reads_output = READS_OUTPUT[name] or false,
+                consts = consts or function() return 0, 0 end }
+end
+-- exp/log/pow/sqrt/rsqrt: autocast runs them in fp32
+for _, name in ipairs { "exp", "log", "pow", "sqrt", "rsqrt" } do ops[name].precision = "fp32" end
+
+-- torch.maximum / torch.minimum (tensors, broadcast); an exact tie sends half the
+-- gradient to each operand, as PyTorch does
+ops.maximum = { arity = 2, precision = "follow", shape = binary_shape, flops = elementwise_flops }
+ops.minimum = { arity = 2, precision = "follow", shape = binary_shape, flops = elementwise_flops }
+-- pow(tensor, tensor)
+ops.pow_tensor = { arity = 2, precision = "fp32", shape = binary_shape, flops = elementwise_flops }
+
+-- Reductions over one dim or a run of dims, with the sum's layout (OUTER, D, INNER):
+-- amax (PyTorch splits the gradient evenly among ties), var / std (correction),
+-- max over a dim (the gradient goes to the index of the first maximum, saved).
+ops.amax = { arity = 1, precision = "follow", shape = reduce_shape, flops = function(n) return numel(n.inputs[1].shape) end,
+             backward_reads_output = true }
+ops.var = { arity = 1, precision = "fp32", shape = reduce_shape, flops = function(n) return 3 * numel(n.inputs[1].shape) end }
+ops.std = { arity = 1, precision = "fp32", shape = reduce_shape, flops = function(n) return 3 * numel(n.inputs[1].shape) end,
+            backward_reads_output = true }
+ops.max_dim = { arity = 1, precision = "follow", shape = reduce_shape, flops = function(n) return numel(n.inputs[1].shape) end }
+ops.amax.layout, ops.var.layout, ops.std.layout, ops.max_dim.layout = ops.sum.layout, ops.sum.layout, ops.sum.layout, ops.sum.layout
+
+-- cosine_similarity(x1, x2, dim, eps): sum(x1 x2) / sqrt(max(sum(x1²) sum(x2²), eps²))
+ops.cosine_similarity = {
+  arity = 2, precision = "fp32",
+  shape = function(node, a, b)
+    expect_float(node, a, "x1"); expect_float(node, b, "x2")
+    if #a.shape ~= #b.shape then
+      err(node, string.format("cosine_similarity: x1 %s and x2 %s must have the same shape", util.shape_str(a.shape), util.shape_str(b.shape)))
+    end
+    for i = 1, #a.shape do
+      if a.shape[i] ~= b.shape[i] then
+        err(node, string.format("cosine_similarity: x1 %s and x2 %s must have the same shape (broadcasting is not supported yet)",
+          util.shape_str(a.shape), util.shape_str(b.shape)))
+      end
+    end
+    local d = norm_dim(node, node.attrs.dim, #a.shape)
+    if a.shape[d] == "B" then err(node, "cosine_similarity: dim is the batch dimension") end
+    local out = {}
+    for i = 1, #a.shape do if i ~= d then out[#out + 1] = a.shape[i] end end
+    return out
+  end,
+  flops = function(n) return 6 * numel(n.inputs[1].shape) end,
+}
+function ops.cosine_similarity.layout(n)
+  local x = n.inputs[1]
+  local d = n.attrs.dim
+  if d < 0 then d = d + #x.shape end
+  local inner = 1
+  for i = d + 2, #x.shape do inner = inner * x.shape[i] end
+  return d + 1, x.shape[d + 1], inner
+end
+
+-- Normalisations over a sample's channel groups (GroupNorm, InstanceNorm: groups =
+-- channels) and root-mean-square normalisation over the last dims (RMSNorm)
+ops.group_norm = {
+  arity = 3, precision = "fp32",
+  shape = function(node, x)
+    expect_float(node, x)
+    local a = node.attrs
+    if #x.shape < 3 then
+      err(node, string.format("%s expects an input (N, C, ...) with at least 3 dims, gets %dD %s", label(node), #x.shape, util.shape_str(x.shape)))
+    end
+    if a.ndim and #x.shape ~= a.ndim then
+      err(node, string.format("%s expects a %dD input, gets %dD %s", label(node), a.ndim, #x.shape, util.shape_str(x.shape)))
+    end
+    if x.shape[2] ~= a.num_channels then
+      err(node, string.format("%s expects %d channels (dim 1), gets %s (input %s)", label(node), a.num_channels,
+        tostring(x.shape[2]), util.shape_str(x.shape)))
+    end
+    return copy(x.shape)
+  end,
+  flops = function(node) return 5 * numel(node.out.shape) end,
+}
+ops.rms_norm = {
+  arity = 2, precision = "fp32",
+  shape = ops.layer_norm.shape,
+  flops = function(node) return 4 * numel(node.out.shape) end,
+}
+
+-- 1-d convolution: Conv2d's kernels on a height of 1
+ops.conv1d = {
+  arity = 3, precision = "lowp",
+  shape = function(node, x, w)
+    expect_float(node, x)
+    if #x.shape ~= 3 then
+      err(node, string.format("%s expects a 3-d input (batch, channels, length), gets %d-d %s",
+        label(node), #x.shape, util.shape_str(x.shape)))
+    end
+    local a = node.attrs
+    local cin = w.shape[2] * a.groups
+    if x.shape[2] ~= cin then
+      err(node, string.format("%s expects %d input channels, gets %d (input %s)", label(node), cin, x.shape[2], util.shape_str(x.shape)))
+    end
+    local k, s, d = a.kernel_size[1], a.stride[1], a.dilation[1]
+    local p_total = a.padding_lo and (a.padding_lo[1] + a.padding_hi[1]) or 2 * a.padding[1]
+    local o = (x.shape[3] + p_total - d * (k - 1) - 1) // s + 1
+    if o < 1 then
+      err(node, string.format("%s: input %s is too small for kernel size %d%s (output would be %d)",
+        label(node), util.shape_str(x.shape), k, d > 1 and (" with dilation " .. d) or "", o))
+    end
+    return { x.shape[1], w.shape[1], o }
+  end,
+  flops = function(node)
+    local w = node.inputs[2].shape
+    local o = node.out.shape
+    return o[2] * o[3] * (2 * w[2] * w[3] + (node.inputs[3] and 1 or 0))
+  end,
+}
+
+local function spatial_any(node, x, nd)
+  expect_float(node, x)
+  if #x.shape ~= nd + 2 then
+    err(node, string.format("%s expects a %d-d input (batch, channels, %s), gets %d-d %s", label(node), nd + 2,
+      nd == 1 and "length" or "height, width", #x.shape, util.shape_str(x.shape)))
+  end
+end
+
+-- transposed convolution (ConvTranspose1d/2d) on (N, C, L) or (N, C, H, W): weight
+-- (in, out/groups, k...); out = (in - 1) stride - 2 padding + dilation (k - 1) + output_padding + 1
+ops.conv_transpose = {
+  arity = 3, precision = "lowp",
+  shape = function(node, x, w)
+    local a = node.attrs
+    local nd = #a.kernel_size
+    spatial_any(node, x, nd)
+    if x.shape[2] ~= w.shape[1] then
+      err(node, string.format("%s expects %d input channels, gets %d (input %s)", label(node), w.shape[1], x.shape[2], util.shape_str(x.shape)))
+    end
+    local out = { x.shape[1], w.shape[2] * a.groups }
+    for i = 1, nd do
+      local o = (x.shape[2 + i] - 1) * a.stride[i] - 2 * a.padding[i] + a.dilation[i] * (a.kernel_size[i] - 1) + a.output_padding[i] + 1
+      if o < 1 then
+        err(node, string.format("%s: input %s gives an output size of %d", label(node), util.shape_str(x.shape), o))
+      end
+      out[2 + i] = o
+    end
+    return out
+  end,
+  flops = function(node)
+    local w = node.inputs[2].shape
+    local per = 2 * w[2]
+    for i = 3, #w do per = per * w[i] end
+    return numel(node.inputs[1].shape) * per
+  end,
+}
+
+-- adaptive average pooling (PyTorch's windows: [floor(i In / Out), ceil((i+1) In / Out)))
+-- and upsampling (nearest, linear/bilinear), on (N, C, L) or (N, C, H, W)
+ops.adaptive_avg_pool = {
+  arity = 1, precision = "follow",
+  shape = function(node, x)
+    local a = node.attrs
+    spatial_any(node, x, #a.output_size)
+    local out = { x.shape[1], x.shape[2] }
+    for i, o in ipairs(a.output_size) do out[2 + i] = o == false and x.shape[2 + i] or o end
+    return out
+  end,
+  flops = function(node) return numel(node.inputs[1].shape) end,
+}
+ops.upsample = {
+  arity = 1, precision = "follow",
+  shape = function(node, x)
+    local a = node.attrs
+    local nd = #x.shape - 2
+    if nd ~= 1 and nd ~= 2 then
+      err(node, string.format("%s expects a 3-d (N, C, L) or 4-d (N, C, H, W) input, gets %d-d %s", label(node), #x.shape, util.shape_str(x.shape)))
+    end
+    if a.mode == "bilinear" and nd ~= 2 then err(node, string.format("%s: mode 'bilinear' expects a 4-d input, gets %s", label(node), util.shape_str(x.shape))) end
+    if a.mode == "linear" and nd ~= 1 then err(node, string.format("%s: mode 'linear' expects a 3-d input, gets %s", label(node), util.shape_str(x.shape))) end
+    local n = a.size or a.scale_factor
+    if #n ~= 1 and #n ~= nd then
+      err(node, string.format("%s: %d sizes or scale factors given for %d spatial dims", label(node), #n, nd))
+    end
+    local out = { x.shape[1], x.shape[2] }
+    a.scales = {}
+    for i = 1, nd do
+      local size = x.shape[2 + i]
+      local o
+      if a.size then o = a.size[i] or a.size[1]
+      else o = math.floor(size * (a.scale_factor[i] or a.scale_factor[1])) end
+      if o < 1 then err(node, string.format("%s: output size %d of dim %d is too small", label(node), o, i + 1)) end
+      out[2 + i] = o
+      -- PyTorch's area_pixel_compute_scale: input index per output index
+      if a.align_corners then a.scales[i] = o > 1 and (size - 1) / (o - 1) or 0
+      elseif a.scale_factor then a.scales[i] = 1 / (a.scale_factor[i] or a.scale_factor[1])
+      else a.scales[i] = size / o end
+    end
+    return out
+  end,
+  flops = function(node) return 4 * numel(node.out.shape) end,
+}
+
+-- where(cond, a, b) and masked_fill(x, mask, value): the condition is an integer tensor
+-- (nonzero = true; loom has no bool dtype: a data field with dtype = 'int64'), broadcast
+-- to the output; a and b are tensors of the output's shape or numbers (attrs a, b):
+-- the inputs are the condition and the tensors among a, b in order.
+ops.where = {
+  precision = "follow", no_grad_inputs = { [1] = true },
+  shape = function(node, cond, x, y)
+    if cond.dtype ~= "int64" then
+      err(node, string.format("%s: the condition must be an integer tensor (dtype = 'int64', nonzero = true), gets %s",
+        node.attrs.as or "where", cond.dtype))
+    end
+    local t = x
+    expect_float(node, t, "operand")
+    if x and y then
+      for i = 1, math.max(#x.shape, #y.shape) do
+        if #x.shape ~= #y.shape or x.shape[i] ~= y.shape[i] then
+          err(node, string.format("where: a %s and b %s must have the same shape", util.shape_str(x.shape), util.shape_str(y.shape)))
+        end
+      end
+    end
+    local out = broadcast(node, cond.shape, t.shape)
+    if #out ~= #t.shape then
+      err(node, string.format("%s: the condition %s would broadcast the operand %s", node.attrs.as or "where",
+        util.shape_str(cond.shape), util.shape_str(t.shape)))
+    end
+    for i = 1, #out do
+      if out[i] ~= t.shape[i] then
+        err(node, string.format("%s: the condition %s would broadcast the operand %s", node.attrs.as or "where",
+          util.shape_str(cond.shape), util.shape_str(t.shape)))
+      end
+    end
+    return out
+  end,
+  flops = elementwise_flops,
+}
+
+-- Dropout2d: whole channels zeroed (one draw per (sample, channel))
+ops.dropout2d = { arity = 1, precision = "follow", flops = elementwise_flops,
+  shape = function(node, x)
+    expect_float(node, x)
+    if #x.shape ~= 3 and #x.shape ~= 4 then
+      err(node, string.format("%s expects a 3-d or 4-d input (N, C, ...), gets %d-d %s", label(node), #x.shape, util.shape_str(x.shape)))
+    end
+    return copy(x.shape)
+  end }
+
+-- More losses: smooth_l1 (beta), huber (delta), kl_div (log-probabilities against
+-- probabilities, or log-probabilities with log_target), nll_loss (log-probabilities and
+-- class indices).  mse, l1, smooth_l1 and huber are symmetric in input and target: a
+-- target that needs a gradient gets the input's rule with the two swapped.
+ops.smooth_l1 = pointwise_loss("smooth_l1")
+ops.huber = pointwise_loss("huber")
+ops.kl_div = pointwise_loss("kl_div")
+for _, name in ipairs { "mse", "l1", "smooth_l1", "huber" } do ops[name].symmetric = true end
+ops.kl_div.target_grad = true
+-- losses whose target may not need a gradient here: said at autodiff, one line
+for _, name in ipairs { "bce", "bce_with_logits", "cross_entropy" } do ops[name].no_target_grad = true end
+ops.nll_loss = {
+  arity = 2, precision = "fp32", no_grad_inputs = { [2] = true },
+  shape = function(node, input, target)
+    expect_float(node, input, "input (log-probabilities)")
+    local si, st = input.shape, target.shape
+    if target.dtype ~= "int64" then
+      err(node, string.format("nll_loss expects class indices (a Tensor with dtype = 'int64') as target, gets %s", target.dtype))
+    end
+    if #si < 2 then err(node, string.format("nll_loss: input must be (N, C, ...), gets %s", util.shape_str(si))) end
+    local expect = {}
+    for i, d in ipairs(si) do if i ~= 2 then expect[#expect + 1] = d end end
+    local ok = #st == #expect
+    for i = 1, #expect do if ok and st[i] ~= expect[i] then ok = false end end
+    if not ok then
+      err(node, string.format("nll_loss: target must have shape %s for input %s, gets %s",
+        util.shape_str(expect), util.shape_str(si), util.shape_str(st)))
+    end
+    return reduced(node, st)
+  end,
+  flops = function(node) return numel(node.inputs[2].shape) end,
+}
+
 -- What an op keeps from its forward for its backward (gen/plan.lua lays it out; both
 -- backends' kernels read it): a list of { name, per_sample = n (times the batch) or
 -- count = n, dtype = "int32" for indices (else the compute type) }.
@@ -740,6 +1032,19 @@ end
 function ops.cross_entropy.saves(n)
   return { { name = "logp", per_sample = dims_after(n.inputs[1].shape, 2) } }
 end
+function ops.max_dim.saves(n)
+  return { { name = "index", dtype = "int32", per_sample = dims_after(n.out.shape, 2) } }
+end
+function ops.group_norm.saves(n)
+  return { { name = "mean", per_sample = n.attrs.num_groups }, { name = "rstd", per_sample = n.attrs.num_groups } }
+end
+function ops.rms_norm.saves(n)
+  local k = #n.attrs.normalized_shape
+  local x = n.inputs[1]
+  local per = 1
+  for i = 2, #x.shape - k do per = per * x.shape[i] end
+  return { { name = "rstd", per_sample = per } }
+end
 function ops.scaled_dot_product_attention.saves(n)
   local q, k = n.inputs[1].shape, n.inputs[2].shape
   local r = #q
@@ -752,6 +1057,7 @@ end
 -- (cross entropy with class indices), "threshold" (binary losses), or no accuracy.
 function ops.cross_entropy.accuracy(n) return n.inputs[2].dtype == "int64" and "argmax" or nil end
 function ops.bce.accuracy() return "threshold" end
+function ops.nll_loss.accuracy() return "argmax" end
 function ops.bce_with_logits.accuracy() return "threshold" end
 
 -- Views: the output is the input's storage, read in another shape (no kernel, no copy).

@@ -211,6 +211,173 @@ ops_cpu.cast = {
   end,
 }
 
+-- elementwise functions with constants (gen/ops.lua's UNARY): the backward reads the
+-- output or the input, as the op table says
+for name, op in pairs(require("ops")) do
+  if type(op) == "table" and op.consts then
+    ops_cpu[name] = {
+      forward = function(e, n)
+        local a, b = op.consts(n.attrs)
+        return { e.call(name .. "_forward", e.ptr(n.out), e.ptr(n.inputs[1]), e.numel(n.out), e.lit(a), e.lit(b)) }
+      end,
+      backward = function(e, n)
+        local a, b = op.consts(n.attrs)
+        local src = op.backward_reads_output and e.ptr(n.out) or e.ptr(n.inputs[1])
+        return { e.call(name .. "_backward", e.grad(n.inputs[1]), e.grad(n.out), src, e.numel(n.out), e.lit(a), e.lit(b)) }
+      end,
+    }
+  end
+end
+
+ops_cpu.dropout2d = {
+  forward = function(e, n)
+    local x = n.inputs[1]
+    local copy = string.format("memcpy(%s, %s, sizeof(%s) * (size_t)(%s));", e.ptr(n.out), e.ptr(x), e.T, e.numel(n.out))
+    if n.attrs.p == 0 then return { copy } end
+    return { "if (" .. e.training() .. ") {",
+      "    " .. e.call("dropout2d_forward", e.ptr(n.out), e.ptr(x), e.rows(x, #x.shape - 2), dims_after(x.shape, 3), e.lit(n.attrs.p),
+        "m->seed", e.rng_stream(n)),
+      "} else {", "    " .. copy, "}" }
+  end,
+  backward = function(e, n)
+    local x = n.inputs[1]
+    if n.attrs.p == 0 then
+      return { string.format("for (size_t i = 0; i < (size_t)(%s); i++) %s[i] += %s[i];", e.numel(n.out), e.grad(x), e.grad(n.out)) }
+    end
+    return { e.call("dropout2d_backward", e.grad(x), e.grad(n.out), e.rows(x, #x.shape - 2), dims_after(x.shape, 3), e.lit(n.attrs.p),
+      "m->seed", e.rng_stream(n)) }
+  end,
+}
+
+-- conv1d: the conv2d kernels on a height of 1 (weight (O, I/g, K) is (O, I/g, 1, K))
+local function conv1d_dims(e, n, batch)
+  local x, w, a = n.inputs[1], n.inputs[2], n.attrs
+  return string.format("{%s, %d, 1, %d, %d, 1, %d, 1, %d, 0, %d, 1, %d, %d, 1, %d}",
+    batch or e.batch(x), x.shape[2], x.shape[3], w.shape[1], w.shape[3], a.stride[1], a.padding[1], a.dilation[1], a.groups,
+    n.out.shape[3])
+end
+ops_cpu.conv1d = {
+  scratch = function(e, n)
+    return string.format("{ const k_conv2d_dims d = %s; grow(&need, k_conv2d_scratch_%s(&d)); }", conv1d_dims(e, n, "BATCH_MAX"), e.sfx)
+  end,
+  forward = function(e, n)
+    local d = e.local_name(n, "dims")
+    return { string.format("const k_conv2d_dims %s = %s;", d, conv1d_dims(e, n)),
+      gemm_call(e, { n.inputs[1], n.inputs[2] })("conv2d_forward", e.ptr(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]),
+        n.inputs[3] and e.ptr(n.inputs[3]) or "NULL", e.scratch(), "&" .. d) }
+  end,
+  backward = function(e, n)
+    local d = e.local_name(n, "dims")
+    return { string.format("const k_conv2d_dims %s = %s;", d, conv1d_dims(e, n)),
+      gemm_call(e, { n.inputs[1], n.inputs[2] })("conv2d_backward", e.grad(n.inputs[1]), e.grad(n.inputs[2]),
+        n.inputs[3] and e.grad(n.inputs[3]) or "NULL", e.grad(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]),
+        e.scratch(), "&" .. d) }
+  end,
+}
+
+-- transposed convolution: conv2d's sizes seen from the output (gen/ops.lua; kernels_nn.inc)
+local function conv_t_dims(e, n, batch)
+  local x, y, a = n.inputs[1], n.out, n.attrs
+  local nd = #a.kernel_size
+  local function hw(shape) if nd == 1 then return 1, shape[3] end return shape[3], shape[4] end
+  local function pair(t, one) if nd == 1 then return one, t[1] end return t[1], t[2] end
+  local H, W = hw(y.shape)
+  local OH, OW = hw(x.shape)
+  local KH, KW = pair(a.kernel_size, 1)
+  local SH, SW = pair(a.stride, 1)
+  local PH, PW = pair(a.padding, 0)
+  local DH, DW = pair(a.dilation, 1)
+  return string.format("{%s, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d}",
+    batch or e.batch(x), y.shape[2], H, W, x.shape[2], KH, KW, SH, SW, PH, PW, DH, DW, a.groups, OH, OW)
+end
+ops_cpu.conv_transpose = {
+  scratch = function(e, n)
+    return string.format("{ const k_conv2d_dims d = %s; grow(&need, k_conv2d_scratch_%s(&d)); }", conv_t_dims(e, n, "BATCH_MAX"), e.sfx)
+  end,
+  forward = function(e, n)
+    local d = e.local_name(n, "dims")
+    return { string.format("const k_conv2d_dims %s = %s;", d, conv_t_dims(e, n)),
+      gemm_call(e, { n.inputs[1], n.inputs[2] })("conv_transpose_forward", e.ptr(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]),
+        n.inputs[3] and e.ptr(n.inputs[3]) or "NULL", e.scratch(), "&" .. d) }
+  end,
+  backward = function(e, n)
+    local d = e.local_name(n, "dims")
+    return { string.format("const k_conv2d_dims %s = %s;", d, conv_t_dims(e, n)),
+      gemm_call(e, { n.inputs[1], n.inputs[2] })("conv_transpose_backward", e.grad(n.inputs[1]), e.grad(n.inputs[2]),
+        n.inputs[3] and e.grad(n.inputs[3]) or "NULL", e.grad(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]),
+        e.scratch(), "&" .. d) }
+  end,
+}
+
+ops_cpu.group_norm = {
+  forward = function(e, n)
+    local x = n.inputs[1]
+    return { e.call("group_norm_forward", e.ptr(n.out), e.save(n, "mean"), e.save(n, "rstd"), e.ptr(x),
+      n.inputs[2] and e.ptr(n.inputs[2]) or "NULL", n.inputs[3] and e.ptr(n.inputs[3]) or "NULL",
+      e.batch(x), x.shape[2], dims_after(x.shape, 3), n.attrs.num_groups, e.lit(n.attrs.eps)) }
+  end,
+  backward = function(e, n)
+    local x = n.inputs[1]
+    return { e.call("group_norm_backward", e.grad(x), n.inputs[2] and e.grad(n.inputs[2]) or "NULL",
+      n.inputs[3] and e.grad(n.inputs[3]) or "NULL", e.grad(n.out), e.ptr(x), n.inputs[2] and e.ptr(n.inputs[2]) or "NULL",
+      e.save(n, "mean"), e.save(n, "rstd"), e.batch(x), x.shape[2], dims_after(x.shape, 3), n.attrs.num_groups) }
+  end,
+}
+
+-- eps = nil: the compute type's machine epsilon (torch.finfo(x.dtype).eps)
+ops_cpu.rms_norm = {
+  forward = function(e, n)
+    local x = n.inputs[1]
+    local k = #n.attrs.normalized_shape
+    local eps = n.attrs.eps or (e.sfx == "f64" and 2.0 ^ -52 or 2.0 ^ -23)
+    return { e.call("rms_norm_forward", e.ptr(n.out), e.save(n, "rstd"), e.ptr(x), n.inputs[2] and e.ptr(n.inputs[2]) or "NULL",
+      e.rows(x, k), dims_after(x.shape, #x.shape - k + 1), e.lit(eps)) }
+  end,
+  backward = function(e, n)
+    local x = n.inputs[1]
+    local k = #n.attrs.normalized_shape
+    return { e.call("rms_norm_backward", e.grad(x), n.inputs[2] and e.grad(n.inputs[2]) or "NULL", e.grad(n.out), e.ptr(x),
+      n.inputs[2] and e.ptr(n.inputs[2]) or "NULL", e.save(n, "rstd"), e.rows(x, k), dims_after(x.shape, #x.shape - k + 1)) }
+  end,
+}
+
+-- adaptive average pooling and upsampling on (NC, H, W); 1-d inputs have H = 1
+local function spatial_hw(shape)
+  if #shape == 3 then return 1, shape[3] end
+  return shape[3], shape[4]
+end
+ops_cpu.adaptive_avg_pool = {
+  forward = function(e, n)
+    local x = n.inputs[1]
+    local IH, IW = spatial_hw(x.shape)
+    local OH, OW = spatial_hw(n.out.shape)
+    return { e.call("adaptive_avg_pool_forward", e.ptr(n.out), e.ptr(x), e.rows(x, #x.shape - 2), IH, IW, OH, OW) }
+  end,
+  backward = function(e, n)
+    local x = n.inputs[1]
+    local IH, IW = spatial_hw(x.shape)
+    local OH, OW = spatial_hw(n.out.shape)
+    return { e.call("adaptive_avg_pool_backward", e.grad(x), e.grad(n.out), e.rows(x, #x.shape - 2), IH, IW, OH, OW) }
+  end,
+}
+local function upsample_args(n)
+  local x = n.inputs[1]
+  local IH, IW = spatial_hw(x.shape)
+  local OH, OW = spatial_hw(n.out.shape)
+  local sc = n.attrs.scales
+  local sh, sw = #x.shape == 3 and 0 or sc[1], sc[#sc]
+  return IH, IW, OH, OW, n.attrs.mode == "nearest" and 0 or 1, n.attrs.align_corners and 1 or 0,
+    require("util").c_float(sh, ""), require("util").c_float(sw, "")
+end
+ops_cpu.upsample = {
+  forward = function(e, n)
+    return { e.call("upsample_forward", e.ptr(n.out), e.ptr(n.inputs[1]), e.rows(n.inputs[1], #n.inputs[1].shape - 2), upsample_args(n)) }
+  end,
+  backward = function(e, n)
+    return { e.call("upsample_backward", e.grad(n.inputs[1]), e.grad(n.out), e.rows(n.inputs[1], #n.inputs[1].shape - 2), upsample_args(n)) }
+  end,
+}
+
 -- views: same storage, no code
 ops_cpu.flatten = {}   -- a view (gen/ops.lua: alias): no kernel
 ops_cpu.reshape = {}
@@ -295,18 +462,66 @@ ops_cpu.cross_entropy = {
   end,
 }
 
-for _, name in ipairs { "bce", "bce_with_logits", "mse", "l1" } do
+-- the pointwise losses; smooth_l1 and huber take their beta / delta.  A target that
+-- needs a gradient (mse(out, out * 0.5)) gets the rule of a symmetric loss (gen/ops.lua)
+-- with input and target swapped.
+local LOSS_CONST = { smooth_l1 = "beta", huber = "delta" }
+for _, name in ipairs { "bce", "bce_with_logits", "mse", "l1", "smooth_l1", "huber" } do
+  -- kernel(pointers..., n, reduction[, beta / delta])
+  local function call(e, n, which, ...)
+    local args = { ... }
+    args[#args + 1] = e.numel(n.inputs[1])
+    args[#args + 1] = REDUCTION[n.attrs.reduction]
+    if LOSS_CONST[name] then args[#args + 1] = e.lit(n.attrs[LOSS_CONST[name]]) end
+    return e.call(name .. which, table.unpack(args))
+  end
   ops_cpu[name] = {
     forward = function(e, n)
-      return { e.call(name .. "_forward", e.ptr(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]), e.numel(n.inputs[1]),
-        REDUCTION[n.attrs.reduction]) }
+      return { call(e, n, "_forward", e.ptr(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2])) }
     end,
     backward = function(e, n)
-      return { e.call(name .. "_backward", e.grad(n.inputs[1]), e.grad(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]),
-        e.numel(n.inputs[1]), REDUCTION[n.attrs.reduction]) }
+      local x, t = n.inputs[1], n.inputs[2]
+      local lines = {}
+      if e.grad(x) ~= "NULL" then
+        lines[1] = call(e, n, "_backward", e.grad(x), e.grad(n.out), e.ptr(x), e.ptr(t))
+      end
+      if e.grad(t) ~= "NULL" then
+        lines[#lines + 1] = call(e, n, "_backward", e.grad(t), e.grad(n.out), e.ptr(t), e.ptr(x))
+      end
+      return lines
     end,
   }
 end
+
+-- kl_div: 'batchmean' is the sum over the batch size
+local function kl_count(e, n)
+  if n.attrs.reduction == "batchmean" then return "(double)(" .. e.batch(n.inputs[1]) .. ")" end
+  return "(double)(" .. e.numel(n.inputs[1]) .. ")"
+end
+local function kl_reduction(n) return REDUCTION[n.attrs.reduction == "batchmean" and "mean" or n.attrs.reduction] end
+ops_cpu.kl_div = {
+  forward = function(e, n)
+    return { e.call("kl_div_forward", e.ptr(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]), e.numel(n.inputs[1]), kl_reduction(n),
+      n.attrs.log_target and 1 or 0, kl_count(e, n)) }
+  end,
+  backward = function(e, n)
+    return { e.call("kl_div_backward", e.grad(n.inputs[1]), e.grad(n.inputs[2]), e.grad(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]),
+      e.numel(n.inputs[1]), kl_reduction(n), n.attrs.log_target and 1 or 0, kl_count(e, n)) }
+  end,
+}
+
+ops_cpu.nll_loss = {
+  forward = function(e, n)
+    local x = n.inputs[1]
+    return { e.call("nll_loss_forward", e.ptr(n.out), e.ptr(x), e.ptr(n.inputs[2]), e.batch(x), x.shape[2], dims_after(x.shape, 3),
+      n.attrs.ignore_index, REDUCTION[n.attrs.reduction]) }
+  end,
+  backward = function(e, n)
+    local x = n.inputs[1]
+    return { e.call("nll_loss_backward", e.grad(x), e.grad(n.out), e.ptr(n.inputs[2]), e.batch(x), x.shape[2], dims_after(x.shape, 3),
+      n.attrs.ignore_index, REDUCTION[n.attrs.reduction]) }
+  end,
+}
 
 ---------------------------------------------------------------------------
 -- elementwise arithmetic: scalar, equal shapes, bias-like rows, general broadcast
@@ -322,7 +537,7 @@ local bcast_strides = require("util").bcast_strides
 local function ints(list) local t = {} for i, v in ipairs(list) do t[i] = tostring(v) end return table.concat(t, ", ") end
 
 local function binary(opname)
-  local commutes = opname == "add" or opname == "mul"
+  local commutes = opname == "add" or opname == "mul" or opname == "maximum" or opname == "minimum"
   return {
     forward = function(e, n)
       local a, b = n.inputs[1], n.inputs[2]
@@ -366,7 +581,35 @@ local function binary(opname)
     end,
   }
 end
-for _, name in ipairs { "add", "sub", "mul", "div" } do ops_cpu[name] = binary(name) end
+for _, name in ipairs { "add", "sub", "mul", "div", "maximum", "minimum", "pow_tensor" } do ops_cpu[name] = binary(name) end
+
+-- where / masked_fill: the condition's broadcast strides in a k_bcast_dims (sb unused)
+local function where_dims(e, n)
+  local d = e.local_name(n, "where")
+  local zeros = {}
+  for i = 1, #n.out.shape do zeros[i] = 0 end
+  return d, string.format("const k_bcast_dims %s = { %d, { %s }, { %s }, { %s } };", d, #n.out.shape, ints(n.out.shape),
+    ints(bcast_strides(n.inputs[1].shape, n.out.shape)), ints(zeros))
+end
+-- a, b: the tensors among where's operands (nil where a number stands)
+local function where_ab(n)
+  if n.attrs.a ~= nil then return nil, n.inputs[2] end
+  if n.attrs.b ~= nil then return n.inputs[2], nil end
+  return n.inputs[2], n.inputs[3]
+end
+ops_cpu.where = {
+  forward = function(e, n)
+    local d, decl = where_dims(e, n)
+    local a, b = where_ab(n)
+    return { decl, e.call("where_forward", e.ptr(n.out), e.ptr(n.inputs[1]), a and e.ptr(a) or "NULL", b and e.ptr(b) or "NULL",
+      e.lit(n.attrs.a or 0), e.lit(n.attrs.b or 0), "&" .. d) }
+  end,
+  backward = function(e, n)
+    local d, decl = where_dims(e, n)
+    local a, b = where_ab(n)
+    return { decl, e.call("where_backward", a and e.grad(a) or "NULL", b and e.grad(b) or "NULL", e.grad(n.out), e.ptr(n.inputs[1]), "&" .. d) }
+  end,
+}
 
 ---------------------------------------------------------------------------
 -- data movement: transpose, permute, slice
@@ -430,6 +673,57 @@ for _, name in ipairs { "sum", "mean" } do
     end,
   }
 end
+
+-- amax, var, std, max over a dim; cosine similarity over its dim
+local function correction(n) return n.attrs.correction end
+ops_cpu.amax = {
+  forward = function(e, n)
+    local o, d, i = reduce_layout(e, n)
+    return { e.call("amax_forward", e.ptr(n.out), e.ptr(n.inputs[1]), o, d, i) }
+  end,
+  backward = function(e, n)
+    local o, d, i = reduce_layout(e, n)
+    return { e.call("amax_backward", e.grad(n.inputs[1]), e.grad(n.out), e.ptr(n.out), e.ptr(n.inputs[1]), o, d, i) }
+  end,
+}
+ops_cpu.max_dim = {
+  forward = function(e, n)
+    local o, d, i = reduce_layout(e, n)
+    return { e.call("max_dim_forward", e.ptr(n.out), e.training_only(e.save(n, "index")), e.ptr(n.inputs[1]), o, d, i) }
+  end,
+  backward = function(e, n)
+    local o, d, i = reduce_layout(e, n)
+    return { e.call("max_dim_backward", e.grad(n.inputs[1]), e.grad(n.out), e.save(n, "index"), o, d, i) }
+  end,
+}
+for _, name in ipairs { "var", "std" } do
+  ops_cpu[name] = {
+    forward = function(e, n)
+      local o, d, i = reduce_layout(e, n)
+      return { e.call(name .. "_forward", e.ptr(n.out), e.ptr(n.inputs[1]), o, d, i, e.lit(correction(n))) }
+    end,
+    backward = function(e, n)
+      local o, d, i = reduce_layout(e, n)
+      return { e.call(name .. "_backward", e.grad(n.inputs[1]), e.grad(n.out), e.ptr(n.out), e.ptr(n.inputs[1]), o, d, i,
+        e.lit(correction(n))) }
+    end,
+  }
+end
+local function cos_layout(e, n)
+  local d, D, inner = require("ops").cosine_similarity.layout(n)
+  return e.outer(n.inputs[1], d), D, inner
+end
+ops_cpu.cosine_similarity = {
+  forward = function(e, n)
+    local o, d, i = cos_layout(e, n)
+    return { e.call("cosine_similarity_forward", e.ptr(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]), o, d, i, e.lit(n.attrs.eps)) }
+  end,
+  backward = function(e, n)
+    local o, d, i = cos_layout(e, n)
+    return { e.call("cosine_similarity_backward", e.grad(n.inputs[1]), e.grad(n.inputs[2]), e.grad(n.out), e.ptr(n.inputs[1]),
+      e.ptr(n.inputs[2]), o, d, i, e.lit(n.attrs.eps)) }
+  end,
+}
 
 ---------------------------------------------------------------------------
 -- matmul (torch.matmul) and attention

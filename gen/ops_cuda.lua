@@ -1203,15 +1203,25 @@ for op, fn in pairs(POINTWISE_LOSS) do
                "    total = block_sum(total);\n    if (threadIdx.x == 0) st_loss(0, (float)(reduction == 1 ? total / n : total));" }
       return e.launch(k, ops, { { "long long", e.numel(x) }, { "int", REDUCTION[n.attrs.reduction] } }, { blocks = 1 })
     end,
+    -- a target that needs a gradient (mse and l1 only: the op table's `symmetric`;
+    -- gen/autodiff.lua refuses it for the others) gets the same rule, x and t swapped
     backward = function(e, n)
       local x, t = n.inputs[1], n.inputs[2]
-      local dx = e.grad(x)
-      if not dx then return {} end
-      local ops = { { "dl", e.grad(n.out), "r" }, { "x", e.val(x), "r" }, { "t", e.val(t), "r" }, { "dx", dx, "a" } }
-      local g = n.attrs.reduction == "none" and "ld_dl(i)" or "so_loss_grad(ld_dl(0), reduction == 1, (double)n)"
-      return pointwise(e, op .. "_grad" .. (n.attrs.reduction == "none" and "_none" or ""), ops,
-        string.format("acc_dx(i, so_%s_grad(%s, ld_x(i), ld_t(i)));", fn, g),
-        e.numel(x), "int reduction", { { "int", REDUCTION[n.attrs.reduction] } })
+      local lines = {}
+      for _, pair in ipairs { { x, t }, { t, x } } do
+        local a, b = pair[1], pair[2]
+        local da = e.grad(a)
+        if da then
+          local ops = { { "dl", e.grad(n.out), "r" }, { "x", e.val(a), "r" }, { "t", e.val(b), "r" }, { "dx", da, "a" } }
+          local g = n.attrs.reduction == "none" and "ld_dl(i)" or "so_loss_grad(ld_dl(0), reduction == 1, (double)n)"
+          for _, l in ipairs(pointwise(e, op .. "_grad" .. (n.attrs.reduction == "none" and "_none" or ""), ops,
+              string.format("acc_dx(i, so_%s_grad(%s, ld_x(i), ld_t(i)));", fn, g),
+              e.numel(x), "int reduction", { { "int", REDUCTION[n.attrs.reduction] } })) do
+            lines[#lines + 1] = l
+          end
+        end
+      end
+      return lines
     end,
   }
 end

@@ -685,17 +685,15 @@ end
 -- an unknown name that is one of them is answered with what loom has instead of a
 -- far-fetched did-you-mean.
 local NOT_YET = {
-  module = { "LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "Conv1d", "Conv3d", "ConvTranspose1d",
-    "ConvTranspose2d", "ConvTranspose3d", "MaxPool1d", "MaxPool3d", "AvgPool1d", "AvgPool3d", "AdaptiveAvgPool1d",
-    "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "BatchNorm3d", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d",
-    "RMSNorm", "LeakyReLU", "ELU", "SELU", "PReLU", "ReLU6", "Softplus", "Mish", "Hardswish", "Hardtanh",
-    "LogSoftmax", "Identity", "Upsample", "Unflatten", "ZeroPad2d", "Dropout1d", "Dropout2d", "EmbeddingBag",
-    "Bilinear", "PixelShuffle", "MultiheadAttention", "Transformer", "TransformerEncoder",
-    "TransformerEncoderLayer", "TransformerDecoder", "TransformerDecoderLayer", "NLLLoss", "HuberLoss",
-    "SmoothL1Loss", "KLDivLoss" },
-  ["function"] = { "conv1d", "conv2d", "linear", "leaky_relu", "elu", "softplus", "dropout", "layer_norm",
-    "batch_norm", "embedding", "max_pool2d", "avg_pool2d", "pad", "interpolate", "one_hot", "nll_loss",
-    "huber_loss", "smooth_l1_loss", "kl_div", "exp", "log", "sqrt", "pow", "where", "stack", "clamp" },
+  module = { "RNN", "LSTMCell", "GRUCell", "RNNCell", "Conv3d",
+    "ConvTranspose3d", "MaxPool1d", "MaxPool3d", "AvgPool1d", "AvgPool3d",
+    "AdaptiveMaxPool2d", "BatchNorm3d", "SELU", "PReLU",
+    "Unflatten", "ZeroPad2d", "Dropout1d", "EmbeddingBag",
+    "Bilinear", "PixelShuffle", "Transformer", "TransformerEncoder",
+    "TransformerDecoder", "TransformerDecoderLayer" },
+  ["function"] = { "conv1d", "conv2d", "linear", "dropout", "layer_norm",
+    "batch_norm", "embedding", "max_pool2d", "avg_pool2d", "pad", "interpolate", "one_hot",
+    "stack", "argmax" },
   optimizer = { "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam", "RAdam", "LBFGS", "SparseAdam" },
   scheduler = { "CosineAnnealingLR", "CosineAnnealingWarmRestarts", "ReduceLROnPlateau", "LinearLR",
     "ExponentialLR", "MultiStepLR", "LambdaLR", "CyclicLR", "PolynomialLR", "SequentialLR", "ConstantLR" },
@@ -710,7 +708,8 @@ local FAMILY_PLURAL = { module = "modules", ["function"] = "functions", optimize
 
 -- PyTorch's loss modules: loom's losses are the functions.
 local LOSS_MODULES = { CrossEntropyLoss = "cross_entropy", MSELoss = "mse", BCELoss = "bce",
-                       BCEWithLogitsLoss = "bce_with_logits", L1Loss = "l1" }
+                       BCEWithLogitsLoss = "bce_with_logits", L1Loss = "l1", NLLLoss = "nll_loss", HuberLoss = "huber",
+                       SmoothL1Loss = "smooth_l1", KLDivLoss = "kl_div" }
 
 -- Names a PyTorch, Lightning or Fabric script has that a spec says otherwise.
 local OTHERWISE = {

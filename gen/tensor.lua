@@ -69,6 +69,20 @@ function tensor.apply(opname, inputs, attrs, where)
   return out
 end
 
+-- A built-in module made of several ops (MultiheadAttention, TransformerEncoderLayer):
+-- tensor.node_count() before its forward, then tensor.mark_composite(rec, first, out, args)
+-- marks the ops it recorded, so that gen/emit_torch.lua writes one call of the module
+-- (`args`: the call's tensors) instead of its ops.
+function tensor.node_count() return current and #current.nodes or 0 end
+-- (`call`: optional { opts = ", keyword=value" after the args, suffix = "[0]" })
+function tensor.mark_composite(rec, first, out, args, call)
+  for i = first + 1, #current.nodes do
+    local node = current.nodes[i]
+    if node == out.node then node.composite = { rec = rec, args = args, opts = call and call.opts, suffix = call and call.suffix }
+    elseif not node.composite_inner then node.composite_inner = rec end
+  end
+end
+
 -- Raises the standard shape error for `node` (the module's or op's own words).
 function tensor.shape_error(node, msg)
   local notes
@@ -378,6 +392,107 @@ function functional.scaled_dot_product_attention(q, k, v, opts)
     { is_causal = opts.is_causal or false, scale = opts.scale })
 end
 
+-- Elementwise functions with constants (gen/ops.lua's UNARY), torch's names and defaults.
+local function number_arg(v, fname, what, default)
+  if v == nil then return default end
+  if type(v) ~= "number" then diag.fatal(nil, string.format("%s: %s must be a number, got %s", fname, what, what_is(v))) end
+  return v + 0.0
+end
+function functional.leaky_relu(x, negative_slope)
+  check_tensor(x, "leaky_relu", 1)
+  return tensor.apply("leaky_relu", { x }, { negative_slope = number_arg(negative_slope, "leaky_relu", "negative_slope", 0.01) })
+end
+function functional.elu(x, alpha)
+  check_tensor(x, "elu", 1)
+  return tensor.apply("elu", { x }, { alpha = number_arg(alpha, "elu", "alpha", 1.0) })
+end
+function functional.softplus(x, beta, threshold)
+  check_tensor(x, "softplus", 1)
+  return tensor.apply("softplus", { x }, { beta = number_arg(beta, "softplus", "beta", 1.0),
+    threshold = number_arg(threshold, "softplus", "threshold", 20.0) })
+end
+function functional.hardtanh(x, min_val, max_val)
+  check_tensor(x, "hardtanh", 1)
+  min_val, max_val = number_arg(min_val, "hardtanh", "min_val", -1.0), number_arg(max_val, "hardtanh", "max_val", 1.0)
+  if min_val > max_val then diag.fatal(nil, "hardtanh: min_val cannot be greater than max_val") end
+  return tensor.apply("hardtanh", { x }, { min_val = min_val, max_val = max_val })
+end
+function functional.relu6(x)
+  check_tensor(x, "relu6", 1)
+  return tensor.apply("hardtanh", { x }, { min_val = 0.0, max_val = 6.0, as = "relu6" })
+end
+for _, name in ipairs { "mish", "hardswish", "exp", "log", "sqrt", "rsqrt", "abs" } do functional[name] = unary(name) end
+-- pow(x, exponent): a number exponent, or a tensor (broadcast)
+function functional.pow(x, exponent)
+  check_tensor(x, "pow", 1)
+  if tensor.is(exponent) then return tensor.apply("pow_tensor", { x, exponent }) end
+  return tensor.apply("pow", { x }, { exponent = number_arg(exponent, "pow", "exponent") or
+    diag.fatal(nil, "pow: exponent is required") })
+end
+function functional.clamp(x, min, max)
+  check_tensor(x, "clamp", 1)
+  min, max = number_arg(min, "clamp", "min"), number_arg(max, "clamp", "max")
+  if min == nil and max == nil then diag.fatal(nil, "clamp: at least one of min and max must be given") end
+  return tensor.apply("clamp", { x }, { min = min, max = max })
+end
+functional.clip = functional.clamp
+function functional.maximum(a, b)
+  check_tensor(a, "maximum", 1); check_tensor(b, "maximum", 2)
+  return tensor.apply("maximum", { a, b })
+end
+function functional.minimum(a, b)
+  check_tensor(a, "minimum", 1); check_tensor(b, "minimum", 2)
+  return tensor.apply("minimum", { a, b })
+end
+
+-- where(cond, a, b), masked_fill(x, mask, value): cond / mask an integer tensor (nonzero =
+-- true: loom has no bool dtype), a and b tensors or numbers
+function functional.where(cond, a, b)
+  check_tensor(cond, "where", 1)
+  local attrs = {}
+  if type(a) == "number" then attrs.a = a + 0.0; a = nil elseif a ~= nil then check_tensor(a, "where", 2) end
+  if type(b) == "number" then attrs.b = b + 0.0; b = nil elseif b ~= nil then check_tensor(b, "where", 3) end
+  if not a and not b then diag.fatal(nil, "where: a and b cannot both be numbers") end
+  return tensor.apply("where", { cond, a or b, a and b or nil }, attrs)
+end
+function functional.masked_fill(x, mask, value)
+  check_tensor(x, "masked_fill", 1); check_tensor(mask, "masked_fill", 2)
+  return tensor.apply("where", { mask, x }, { a = number_arg(value, "masked_fill", "value") or
+    diag.fatal(nil, "masked_fill: value is required"), as = "masked_fill" })
+end
+
+-- amax(x, dim, keepdim); max(x) (everything) or max(x, dim, keepdim), which returns the
+-- values (PyTorch's namedtuple's .values; the indices are not supported yet)
+functional.amax = reduction("amax")
+function functional.max(x, dim, keepdim)
+  check_tensor(x, "max", 1)
+  if dim == nil then return tensor.apply("amax", { x }, { keepdim = false, as = "max" }) end
+  if type(keepdim) ~= "boolean" and keepdim ~= nil then diag.fatal(nil, "max: keepdim must be true or false") end
+  return tensor.apply("max_dim", { x }, { dims = { int_arg(dim, "max", "dim") }, keepdim = keepdim or false })
+end
+-- var / std (x, dim, unbiased = true, keepdim = false), or {correction = c}
+local function var_like(name)
+  return function(x, dim, unbiased, keepdim, correction)
+    check_tensor(x, name, 1)
+    local dims
+    if type(dim) == "table" then dims = dims_arg({ dim }, name); if #dims == 0 then dims = nil end
+    elseif dim ~= nil then dims = { int_arg(dim, name, "dim") } end
+    if unbiased ~= nil and type(unbiased) ~= "boolean" then diag.fatal(nil, name .. ": unbiased must be true or false") end
+    if keepdim ~= nil and type(keepdim) ~= "boolean" then diag.fatal(nil, name .. ": keepdim must be true or false") end
+    if correction ~= nil and unbiased ~= nil then diag.fatal(nil, name .. ": give unbiased or correction, not both") end
+    local c = correction ~= nil and number_arg(correction, name, "correction") or ((unbiased == false) and 0.0 or 1.0)
+    return tensor.apply(name, { x }, { dims = dims, keepdim = keepdim or false, correction = c })
+  end
+end
+functional.var = var_like("var")
+functional.std = var_like("std")
+
+function functional.cosine_similarity(x1, x2, dim, eps)
+  check_tensor(x1, "cosine_similarity", 1); check_tensor(x2, "cosine_similarity", 2)
+  return tensor.apply("cosine_similarity", { x1, x2 }, { dim = int_arg(dim, "cosine_similarity", "dim", 1),
+    eps = number_arg(eps, "cosine_similarity", "eps", 1e-8) })
+end
+
 -- Losses, with torch.nn.functional's names, defaults and keyword options.
 local REDUCTIONS = { mean = true, sum = true, none = true }
 local function loss_options(name, opts, allowed)
@@ -415,6 +530,42 @@ for _, name in ipairs { "bce", "bce_with_logits", "mse", "l1" } do
     return tensor.apply(name, { input, target }, loss_options(name, opts, {}))
   end
 end
+function functional.smooth_l1(input, target, opts)
+  check_tensor(input, "smooth_l1", 1); check_tensor(target, "smooth_l1", 2)
+  local o = loss_options("smooth_l1", opts, { beta = 1.0 })
+  if type(o.beta) ~= "number" or o.beta < 0 then diag.fatal(nil, "smooth_l1: beta must be a non-negative number") end
+  if o.beta == 0 then return tensor.apply("l1", { input, target }, { reduction = o.reduction }) end   -- PyTorch: beta 0 is L1
+  return tensor.apply("smooth_l1", { input, target }, o)
+end
+function functional.huber(input, target, opts)
+  check_tensor(input, "huber", 1); check_tensor(target, "huber", 2)
+  local o = loss_options("huber", opts, { delta = 1.0 })
+  if type(o.delta) ~= "number" or o.delta <= 0 then diag.fatal(nil, "huber: delta must be a positive number") end
+  return tensor.apply("huber", { input, target }, o)
+end
+function functional.nll_loss(input, target, opts)
+  check_tensor(input, "nll_loss", 1); check_tensor(target, "nll_loss", 2)
+  local o = loss_options("nll_loss", opts, { ignore_index = -100 })
+  if math.type(o.ignore_index) ~= "integer" then diag.fatal(nil, "nll_loss: ignore_index must be an integer") end
+  return tensor.apply("nll_loss", { input, target }, o)
+end
+-- kl_div(input, target): 'batchmean' as well as PyTorch's other reductions
+function functional.kl_div(input, target, opts)
+  check_tensor(input, "kl_div", 1); check_tensor(target, "kl_div", 2)
+  local batchmean = type(opts) == "table" and opts.reduction == "batchmean"
+  if batchmean then
+    local copy = {}
+    for k, v in pairs(opts) do copy[k] = v end
+    copy.reduction = "sum"
+    opts = copy
+  end
+  local o = loss_options("kl_div", opts, { log_target = false })
+  if type(o.log_target) ~= "boolean" then diag.fatal(nil, "kl_div: log_target must be true or false") end
+  if batchmean then o.reduction = "batchmean" end
+  return tensor.apply("kl_div", { input, target }, o)
+end
+functional.smooth_l1_loss = functional.smooth_l1
+functional.huber_loss = functional.huber
 functional.binary_cross_entropy = functional.bce
 functional.binary_cross_entropy_with_logits = functional.bce_with_logits
 functional.mse_loss = functional.mse
@@ -427,6 +578,11 @@ local KEYWORDS = {
   cat = { "dim" }, concat = { "dim" },
   sum = { "dim", "keepdim" }, mean = { "dim", "keepdim" },
   softmax = { "dim" }, log_softmax = { "dim" }, gelu = { "approximate" },
+  leaky_relu = { "negative_slope" }, elu = { "alpha" }, softplus = { "beta", "threshold" },
+  hardtanh = { "min_val", "max_val" }, pow = { "exponent" }, clamp = { "min", "max" }, clip = { "min", "max" },
+  amax = { "dim", "keepdim" }, max = { "dim", "keepdim" },
+  var = { "dim", "unbiased", "keepdim", "correction" }, std = { "dim", "unbiased", "keepdim", "correction" },
+  cosine_similarity = { "x2", "dim", "eps" }, masked_fill = { "mask", "value" },
   flatten = { "start_dim", "end_dim" }, transpose = { "dim0", "dim1" },
   unsqueeze = { "dim" }, squeeze = { "dim" },
   split = { "split_size_or_sections", "dim" }, chunk = { "chunks", "dim" },
@@ -531,6 +687,57 @@ tensor.doc = {
     example = 'mse(m(b), b.target, {reduction = "sum"})', target = "float" },
   l1 = { "l1(input, target, {reduction='mean'})", "mean absolute error (no val/acc)", torch = "torch.nn.functional.l1_loss",
     example = "l1(m(b), b.target)", target = "float" },
+  leaky_relu = { "leaky_relu(x, negative_slope=0.01)", "x > 0 ? x : negative_slope · x", torch = "torch.nn.functional.leaky_relu",
+                 example = "leaky_relu(x, 0.2)", input = { 4 } },
+  elu = { "elu(x, alpha=1.0)", "x > 0 ? x : alpha (eˣ - 1)", torch = "torch.nn.functional.elu", example = "elu(x)", input = { 4 } },
+  mish = { "mish(x)", "x · tanh(softplus(x))", torch = "torch.nn.functional.mish", example = "mish(x)", input = { 4 } },
+  softplus = { "softplus(x, beta=1, threshold=20)", "log(1 + e^(beta x)) / beta (x where beta x > threshold)",
+               torch = "torch.nn.functional.softplus", example = "softplus(x, {beta = 2})", input = { 4 } },
+  hardswish = { "hardswish(x)", "x · relu6(x + 3) / 6", torch = "torch.nn.functional.hardswish", example = "hardswish(x)", input = { 4 } },
+  hardtanh = { "hardtanh(x, min_val=-1, max_val=1)", "x clamped to [min_val, max_val]", torch = "torch.nn.functional.hardtanh",
+               example = "hardtanh(x, -2, 2)", input = { 4 } },
+  relu6 = { "relu6(x)", "min(max(x, 0), 6)", torch = "torch.nn.functional.relu6", example = "relu6(x)", input = { 4 } },
+  exp = { "exp(x)", "eˣ, elementwise", torch = "torch.exp", example = "exp(x)", input = { 4 } },
+  log = { "log(x)", "the natural logarithm, elementwise", torch = "torch.log", example = "log(sigmoid(x))", input = { 4 } },
+  sqrt = { "sqrt(x)", "the square root, elementwise", torch = "torch.sqrt", example = "sqrt(x * x + 1)", input = { 4 } },
+  rsqrt = { "rsqrt(x)", "1 / sqrt(x), elementwise", torch = "torch.rsqrt", example = "rsqrt(x * x + 1)", input = { 4 } },
+  abs = { "abs(x)", "|x|, elementwise", torch = "torch.abs", example = "abs(x)", input = { 4 } },
+  pow = { "pow(x, exponent)", "x to a number's power, or to a tensor's (broadcast)", torch = "torch.pow",
+          example = "pow(x, 2)", input = { 4 } },
+  clamp = { "clamp(x, min=nil, max=nil)", "x limited to [min, max] (either may be nil)", torch = "torch.clamp",
+            example = "clamp(x, {min = 0.1})", input = { 4 } },
+  clip = { alias_of = "clamp" },
+  maximum = { "maximum(a, b)", "the larger of a and b, elementwise (broadcast)", torch = "torch.maximum",
+              example = "maximum(x, x * 0.5)", input = { 4 } },
+  minimum = { "minimum(a, b)", "the smaller of a and b, elementwise (broadcast)", torch = "torch.minimum",
+              example = "minimum(x, x * 0.5)", input = { 4 } },
+  amax = { "amax(x[, dim][, keepdim])", "the maximum over dim (a number or a list; all when absent)", torch = "torch.amax",
+           example = "amax(x, 1, {keepdim = true})", input = { 4 } },
+  max = { "max(x[, dim][, keepdim])", "the maximum of all elements, or the maximum values over dim (torch.max(x, dim).values)",
+          torch = "torch.max", example = "max(x, 1)", input = { 4 } },
+  var = { "var(x[, dim][, unbiased=true][, keepdim=false])", "the variance over dim (or {correction = c})", torch = "torch.var",
+          example = "var(x, 1, {keepdim = true})", input = { 4 } },
+  std = { "std(x[, dim][, unbiased=true][, keepdim=false])", "the standard deviation over dim (or {correction = c})",
+          torch = "torch.std", example = "std(x, 1, {unbiased = false})", input = { 4 } },
+  cosine_similarity = { "cosine_similarity(x1, x2, dim=1, eps=1e-8)", "x1·x2 / max(‖x1‖ ‖x2‖, eps) along dim",
+                        torch = "torch.nn.functional.cosine_similarity", example = "cosine_similarity(x, x * 2 + 1)", input = { 4 } },
+  smooth_l1 = { "smooth_l1(input, target, {reduction='mean', beta=1.0})", "the smooth L1 loss (quadratic below beta; no val/acc)",
+                torch = "torch.nn.functional.smooth_l1_loss", example = "smooth_l1(m(b), b.target, {beta = 0.5})", target = "float" },
+  huber = { "huber(input, target, {reduction='mean', delta=1.0})", "the Huber loss (quadratic below delta; no val/acc)",
+            torch = "torch.nn.functional.huber_loss", example = "huber(m(b), b.target)", target = "float" },
+  nll_loss = { "nll_loss(logp, target, {reduction='mean', ignore_index=-100})",
+               "the negative log-likelihood of log-probabilities and class indices; val/acc is the argmax's accuracy",
+               torch = "torch.nn.functional.nll_loss", example = "nll_loss(log_softmax(m(b), 1), b.target)", target = "class" },
+  kl_div = { "kl_div(logp, target, {reduction='mean', log_target=false})",
+             "the KL divergence of log-probabilities from a target distribution ('batchmean': the sum over the batch size)",
+             torch = "torch.nn.functional.kl_div", example = 'kl_div(log_softmax(m(b), 1), softmax(b.target, 1), {reduction = "batchmean"})',
+             target = "float" },
+  where = { "where(cond, a, b)", "cond ? a : b, elementwise; cond an integer tensor (nonzero = true), a and b tensors or numbers",
+            torch = "torch.where", example = "where(b.mask, x, 0.0)", input = { 4 }, mask = true },
+  masked_fill = { "masked_fill(x, mask, value)", "x with value where mask (an integer tensor) is nonzero",
+                  torch = "Tensor.masked_fill", example = "masked_fill(x, b.mask, -1.0)", input = { 4 }, mask = true },
+  smooth_l1_loss = { alias_of = "smooth_l1" },
+  huber_loss = { alias_of = "huber" },
   binary_cross_entropy = { alias_of = "bce" },
   binary_cross_entropy_with_logits = { alias_of = "bce_with_logits" },
   mse_loss = { alias_of = "mse" },

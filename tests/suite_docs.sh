@@ -108,7 +108,7 @@ printf 'model "E" { inputs = Tensor{4}, net = Linear(4, 2), forward = function(m
 expect_line precision-alias-note \
   "$work/bf16.lua:2: note: precision = 'bf16' is Fabric's legacy alias of 'bf16-mixed' (Fabric warns the same); write precision = \"bf16-mixed\"" \
   0 "$LOOM" inspect "$work/bf16.lua"
-expect_line help-not-yet "loom: LSTM is not supported yet; supported modules: *" 2 "$LOOM" help LSTM
+expect_line help-not-yet "loom: RNN is not supported yet; supported modules: *" 2 "$LOOM" help RNN
 expect_line help-typo "loom: unknown name 'Conv2D' (did you mean 'Conv2d'?) (loom help lists every name)" 2 "$LOOM" help Conv2D
 
 echo "1..${#lines[@]}"

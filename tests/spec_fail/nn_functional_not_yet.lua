@@ -1,5 +1,5 @@
--- expect: tests/spec_fail/nn_functional_not_yet.lua:4: nn.functional.leaky_relu: leaky_relu is not supported yet; supported functions: add, bce, bce_with_logits, binary_cross_entropy, binary_cross_entropy_with_logits, cat, chunk, concat, cross_entropy, div, flatten, gelu, l1, l1_loss, log_softmax, matmul, mean, mse, mse_loss, mul, narrow, permute, relu, reshape, scaled_dot_product_attention, sigmoid, silu, slice, softmax, split, squeeze, sub, sum, tanh, transpose, unsqueeze, view
+-- expect: tests/spec_fail/nn_functional_not_yet.lua:4: nn.functional.glu: nn.functional has no function 'glu' (did you mean 'elu'?); supported functions: abs, add, amax, bce, bce_with_logits, binary_cross_entropy, binary_cross_entropy_with_logits, cat, chunk, clamp, clip, concat, cosine_similarity, cross_entropy, div, elu, exp, flatten, gelu, hardswish, hardtanh, huber, huber_loss, kl_div, l1, l1_loss, leaky_relu, log, log_softmax, masked_fill, matmul, max, maximum, mean, minimum, mish, mse, mse_loss, mul, narrow, nll_loss, permute, pow, relu, relu6, reshape, rsqrt, scaled_dot_product_attention, sigmoid, silu, slice, smooth_l1, smooth_l1_loss, softmax, softplus, split, sqrt, squeeze, std, sub, sum, tanh, transpose, unsqueeze, var, view, where
 model "Net" {
   inputs = Tensor{4},
-  forward = function(m, x) return nn.functional.leaky_relu(x) end,
+  forward = function(m, x) return nn.functional.glu(x) end,
 }

@@ -1,0 +1,25 @@
+-- tests/ops/where.lua — where (tensor and number operands, a broadcast condition) and
+-- masked_fill, with an integer mask from the data (nonzero = true).
+model "Where" {
+  inputs = { x = Tensor{12}, mask = Tensor{12, dtype = "int64", high = 2}, row = Tensor{dtype = "int64", high = 2} },
+  a = Linear(12, 12),
+  c = Linear(12, 12),
+  out = Linear(12, 2),
+  forward = function(m, b)
+    local h, g = m.a(b.x), m.c(b.x)
+    local y = where(b.mask, h, g) + where(b.mask, 0.5, g) + where(unsqueeze(b.row, 1), h, -1.0) + masked_fill(h * g, b.mask, -2.0)
+    return m.out(y)
+  end,
+}
+
+fabric { accelerator = "cpu", precision = "32-true" }
+
+train {
+  data = Synthetic { fields = { x = Tensor{12, dist = "normal"}, mask = Tensor{12, dtype = "int64", dist = "randint", high = 2},
+                                row = Tensor{dtype = "int64", dist = "randint", high = 2},
+                                target = Tensor{2, dist = "uniform"} }, size = 64 },
+  batch_size = 8,
+  loss = function(m, b) return mse(m(b), b.target) end,
+  optimizer = SGD { lr = 0.01 },
+  epochs = 1,
+}

@@ -1,0 +1,6 @@
+-- expect: tests/spec_fail/rnn_not_supported.lua:4: RNN is not supported yet; supported modules: AdaptiveAvgPool1d, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d, Dropout, Dropout2d, ELU, Embedding, Flatten, GELU, GRU, GroupNorm, Hardswish, Hardtanh, Identity, InstanceNorm1d, InstanceNorm2d, LSTM, LayerNorm, LeakyReLU, Linear, LogSoftmax, MaxPool2d, Mish, ModuleDict, ModuleList, MultiheadAttention, RMSNorm, ReLU, ReLU6, Sequential, SiLU, Sigmoid, Softmax, Softplus, Tanh, TransformerEncoderLayer, Upsample
+model "Net" {
+  inputs = Tensor{4},
+  layer = RNN(4, 8),
+  forward = function(m, x) return m.layer(x) end,
+}
