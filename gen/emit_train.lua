@@ -747,7 +747,7 @@ local function callbacks_code(sp, has_accuracy)
   end
   while #counts < 32 do counts[#counts + 1] = "0" end
   return join(lines), table.concat(init, ", "), #mk > 0 and join(mk) or "    // (checkpoints go to --out)", test_desc, test_weights,
-    "{ " .. table.concat(counts, ", ") .. " }"
+    "{ " .. table.concat(counts, ", ") .. " }", best_ckpt
 end
 
 -- The run's loggers (runtime/runlog.h hands each row to all of them).  With none in
@@ -759,7 +759,7 @@ local DEFAULT_LOGGER = { kind = "CSVLogger", args = { root_dir = "logs", name = 
 
 local function gcd(a, b) while b ~= 0 do a, b = b, a % b end return a end
 
-local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm)
+local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best)
   local loggers = sp.train.loggers
   if #loggers == 0 then loggers = { DEFAULT_LOGGER } end
   local globals, open, close_extra, ckpt_meta = {}, {}, {}, {}
@@ -832,12 +832,37 @@ local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm)
       for _, t in ipairs(tags) do
         open[#open + 1] = string.format("    if (mlflowlog_tag(&%s, %s, %s)) die(%s.err);", var, util.c_string(t[1]), t[2], var)
       end
+      open[#open + 1] = "    {   // mlflow.source.git.commit: the commit of the spec directory's repository, as MLflow tags a script's"
+      open[#open + 1] = "        char commit[48];"
+      open[#open + 1] = string.format("        if (mlflowlog_git_commit(%s, commit, sizeof commit) == 0 && mlflowlog_tag(&%s, \"mlflow.source.git.commit\", commit)) die(%s.err);",
+        util.c_string(sp.file:match("^(.*)/[^/]*$") or "."), var, var)
+      open[#open + 1] = "    }"
       open[#open + 1] = string.format("    if (runlog_add_mlflow(&run_log, &%s, %d)) die(run_log.err);", var, every)
       ckpt_meta[#ckpt_meta + 1] = string.format("    if (%s.run_dir) ckpt_writer_set_meta(&w, \"mlflow.run_id.%d\", %s.run_id);", var, i, var)
       if a.log_model then
         close_extra[#close_extra + 1] = "    // log_model: the final checkpoint as an artifact"
         close_extra[#close_extra + 1] = "    snprintf(path, sizeof path, \"%s/last.safetensors\", args.out);"
         close_extra[#close_extra + 1] = string.format("    if (access(path, F_OK) == 0 && mlflowlog_artifact(&%s, path, \"checkpoints/last.safetensors\")) die(%s.err);", var, var)
+        if best then
+          for _, line in ipairs {
+            string.format("    {   // and ModelCheckpoint's kept checkpoints; the best by %s tagged loom.best_checkpoint", util.c_comment(best.monitor)),
+            "        int best = -1;",
+            "        char name[128];",
+            string.format("        for (int i = 0; i < %d; i++) {", best.k),
+            string.format("            const double *top = &rs.cb[%d + 3 * i];   // (value, epoch, step); epoch < 0: an empty slot", best.base),
+            "            if (top[1] < 0) continue;",
+            string.format("            if (best < 0 || top[0] %s rs.cb[%d + 3 * best]) best = i;", best.better, best.base),
+            string.format("            snprintf(path, sizeof path, \"%%s/epoch=%%lld-step=%%lld.safetensors\", %s, (long long)top[1], (long long)top[2]);", best.dir),
+            "            snprintf(name, sizeof name, \"checkpoints/epoch=%lld-step=%lld.safetensors\", (long long)top[1], (long long)top[2]);",
+            string.format("            if (access(path, F_OK) == 0 && mlflowlog_artifact(&%s, path, name)) die(%s.err);", var, var),
+            "        }",
+            "        if (best >= 0) {",
+            string.format("            snprintf(name, sizeof name, \"checkpoints/epoch=%%lld-step=%%lld.safetensors\", (long long)rs.cb[%d + 3 * best + 1], (long long)rs.cb[%d + 3 * best + 2]);", best.base, best.base),
+            string.format("            if (mlflowlog_tag(&%s, \"loom.best_checkpoint\", name)) die(%s.err);", var, var),
+            "        }",
+            "    }",
+          } do close_extra[#close_extra + 1] = line end
+        end
       end
     end
   end
@@ -1011,10 +1036,10 @@ function emit_train.values(l)
   local lr_body, sched_desc, onecycle = schedule_code(sp, tr.optimizer)
   local clip_body, clip_desc = clip_code(k16, sp)
   local has_accuracy = l.accuracy ~= nil
-  local callbacks, cb_init, cb_mkdirs, test_desc, test_weights, cb_counts = callbacks_code(sp, has_accuracy)
+  local callbacks, cb_init, cb_mkdirs, test_desc, test_weights, cb_counts, best_ckpt = callbacks_code(sp, has_accuracy)
   local state_desc = ({ f32 = "float32", f64 = "float64", bf16 = "bfloat16", f16 = "float16" })[ps.state]
   local hooks = hooks_code(sp, l.backend == "cuda", state_desc, CKPT_DTYPE[ps.state], has_accuracy)
-  local logs = logger_code(sp, has_accuracy, ps.loss_scaling, hooks, clip_norm and l.backend ~= "cuda")
+  local logs = logger_code(sp, has_accuracy, ps.loss_scaling, hooks, clip_norm and l.backend ~= "cuda", best_ckpt)
   local mom = o.base_momentum and lit(o.base_momentum) or "0.0"
   local settings = join {
     string.format("#define DEFAULT_EPOCHS %d      // train.epochs (0: run until max_steps)", tr.epochs or 0),
