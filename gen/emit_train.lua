@@ -9,7 +9,13 @@ local emit_train = {}
 
 local lit = util.c_float
 
-local function join(lines) return table.concat(lines, "\n") end
+-- the lines of a list, in order; a nil entry (a line that a setting leaves out) is skipped
+local function join(lines)
+  local n, t = 0, {}
+  for k in pairs(lines) do if math.type(k) == "integer" and k > n then n = k end end
+  for i = 1, n do if lines[i] ~= nil then t[#t + 1] = lines[i] end end
+  return table.concat(t, "\n")
+end
 
 
 local cname = util.c_ident
@@ -436,13 +442,14 @@ end
 local function clip_code(k16, sp)
   local STATE16, OPT16, PAR_FOR, LD, ST, LDO, STO = k16.STATE16, k16.OPT16, k16.PAR_FOR, k16.LD, k16.ST, k16.LDO, k16.STO
   local c = sp.train.clip
-  if not c then return "    (void)m;", "none" end
+  if not c then return "    (void)m;\n    return NAN;   // (no norm: no clipping)", "none" end
   if c.clip_val then
     return join {
       string.format("    const real v = %s;", lit(c.clip_val)),
       PAR_FOR,
       STATE16 and string.format("    for (size_t i = 0; i < NUM_PARAMS; i++) { real g = %s; m->grads[i] = %s; }", LD("m->grads[i]"), ST("g > v ? v : (g < -v ? -v : g)"))
         or "    for (size_t i = 0; i < NUM_PARAMS; i++) m->grads[i] = m->grads[i] > v ? v : (m->grads[i] < -v ? -v : m->grads[i]);",
+      "    return NAN;   // (by value: no norm)",
     }, string.format("by value, to [-%s, %s]", lit(c.clip_val), lit(c.clip_val))
   end
   local inf = c.norm_type == math.huge
@@ -473,10 +480,11 @@ local function clip_code(k16, sp)
     body[#body + 1] = c.norm_type == 2 and "    total = sqrt(total);" or string.format("    total = pow(total, 1.0 / %s);", lit(c.norm_type))
   end
   body[#body + 1] = string.format("    double coef = %s / (total + 1e-6);   // torch.nn.utils.clip_grad_norm_", lit(c.max_norm))
-  body[#body + 1] = "    if (coef >= 1) return;"
+  body[#body + 1] = "    if (coef >= 1) return total;"
   body[#body + 1] = PAR_FOR
   body[#body + 1] = STATE16 and string.format("    for (size_t i = 0; i < NUM_PARAMS; i++) m->grads[i] = %s;", ST(G .. " * (real)coef"))
     or "    for (size_t i = 0; i < NUM_PARAMS; i++) m->grads[i] *= (real)coef;"
+  body[#body + 1] = "    return total;   // the norm before clipping (train/grad_norm)"
   return join(body), string.format("by norm (%s-norm) to %s", inf and "inf" or lit(c.norm_type), lit(c.max_norm))
 end
 
@@ -491,14 +499,18 @@ end
 local SCALER = { init_scale = 65536.0, growth_factor = 2.0, backoff_factor = 0.5, growth_interval = 2000 }
 emit_train.SCALER = SCALER   -- the CUDA program's device-side scaler uses the same
 
-local function scaler_code(k16, enabled)
+-- `norm`: clipping by norm, whose total the step keeps (grad_norm, logged as train/grad_norm)
+local function scaler_code(k16, enabled, norm)
+  local clip = norm and "grad_norm = clip_gradients(&m);" or "clip_gradients(&m);"
+  local norm_var = norm and "            double grad_norm = NAN;   // the gradients' norm before clipping (a skipped step: NAN)" or nil
   local STATE16, OPT16, PAR_FOR, LD, ST, LDO, STO = k16.STATE16, k16.OPT16, k16.PAR_FOR, k16.LD, k16.ST, k16.LDO, k16.STO
   if not enabled then
     return {
       types = "", decls = "", code = "", fields = {}, alloc = {}, save = {}, load = {}, loop_vars = "", summary = "",
       backward = "            model_backward(&m, &batch, B, (real)1 / ACCUMULATE);",
       step = join {
-        "            clip_gradients(&m);",
+        norm_var,
+        "            " .. clip,
         "            double lr = lr_at(rs.step, rs.epoch, total_steps);",
         "            optimizer_step(&opt, &m, lr, momentum_at(rs.step, total_steps), rs.step);",
       },
@@ -597,12 +609,13 @@ local function scaler_code(k16, enabled)
       "            model_backward(&m, &batch, B, (real)opt.scaler.scale / ACCUMULATE);",
     },
     step = join {
+      norm_var,
       "            // GradScaler: unscale; a step with inf/nan gradients is skipped (parameters,",
       "            // optimizer state, its step count and the schedule stay) and backs the scale off",
       "            double lr = lr_at(opt.steps, rs.epoch, total_steps);",
       "            int found_inf = scaler_unscale_and_check(&opt.scaler, &m);",
       "            if (!found_inf) {",
-      "                clip_gradients(&m);",
+      "                " .. clip,
       "                optimizer_step(&opt, &m, lr, momentum_at(opt.steps, total_steps), opt.steps);",
       "                opt.steps++;",
       "            } else {",
@@ -734,19 +747,19 @@ local function callbacks_code(sp, has_accuracy)
   end
   while #counts < 32 do counts[#counts + 1] = "0" end
   return join(lines), table.concat(init, ", "), #mk > 0 and join(mk) or "    // (checkpoints go to --out)", test_desc, test_weights,
-    "{ " .. table.concat(counts, ", ") .. " }"
+    "{ " .. table.concat(counts, ", ") .. " }", best_ckpt
 end
 
 -- The run's loggers (runtime/runlog.h hands each row to all of them).  With none in
 -- the spec, a CSVLogger writes OUT/logs/lightning_logs/version_N/metrics.csv, as README
 -- says.  Rows: the step's (train/loss, lr-<optimizer>, train/throughput, scale under
--- loss scaling) every N steps and at the run's last step; the epoch's (train/loss_epoch,
+-- loss scaling, train/grad_norm when clipping by norm on the CPU) every N steps and at the run's last step; the epoch's (train/loss_epoch,
 -- the validation metrics) one row; the test's one row.  Returns the template values.
 local DEFAULT_LOGGER = { kind = "CSVLogger", args = { root_dir = "logs", name = "lightning_logs", flush_logs_every_n_steps = 100 } }
 
 local function gcd(a, b) while b ~= 0 do a, b = b, a % b end return a end
 
-local function logger_code(sp, has_accuracy, loss_scaling, hk)
+local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best)
   local loggers = sp.train.loggers
   if #loggers == 0 then loggers = { DEFAULT_LOGGER } end
   local globals, open, close_extra, ckpt_meta = {}, {}, {}, {}
@@ -819,12 +832,37 @@ local function logger_code(sp, has_accuracy, loss_scaling, hk)
       for _, t in ipairs(tags) do
         open[#open + 1] = string.format("    if (mlflowlog_tag(&%s, %s, %s)) die(%s.err);", var, util.c_string(t[1]), t[2], var)
       end
+      open[#open + 1] = "    {   // mlflow.source.git.commit: the commit of the spec directory's repository, as MLflow tags a script's"
+      open[#open + 1] = "        char commit[48];"
+      open[#open + 1] = string.format("        if (mlflowlog_git_commit(%s, commit, sizeof commit) == 0 && mlflowlog_tag(&%s, \"mlflow.source.git.commit\", commit)) die(%s.err);",
+        util.c_string(sp.file:match("^(.*)/[^/]*$") or "."), var, var)
+      open[#open + 1] = "    }"
       open[#open + 1] = string.format("    if (runlog_add_mlflow(&run_log, &%s, %d)) die(run_log.err);", var, every)
       ckpt_meta[#ckpt_meta + 1] = string.format("    if (%s.run_dir) ckpt_writer_set_meta(&w, \"mlflow.run_id.%d\", %s.run_id);", var, i, var)
       if a.log_model then
         close_extra[#close_extra + 1] = "    // log_model: the final checkpoint as an artifact"
         close_extra[#close_extra + 1] = "    snprintf(path, sizeof path, \"%s/last.safetensors\", args.out);"
         close_extra[#close_extra + 1] = string.format("    if (access(path, F_OK) == 0 && mlflowlog_artifact(&%s, path, \"checkpoints/last.safetensors\")) die(%s.err);", var, var)
+        if best then
+          for _, line in ipairs {
+            string.format("    {   // and ModelCheckpoint's kept checkpoints; the best by %s tagged loom.best_checkpoint", util.c_comment(best.monitor)),
+            "        int best = -1;",
+            "        char name[128];",
+            string.format("        for (int i = 0; i < %d; i++) {", best.k),
+            string.format("            const double *top = &rs.cb[%d + 3 * i];   // (value, epoch, step); epoch < 0: an empty slot", best.base),
+            "            if (top[1] < 0) continue;",
+            string.format("            if (best < 0 || top[0] %s rs.cb[%d + 3 * best]) best = i;", best.better, best.base),
+            string.format("            snprintf(path, sizeof path, \"%%s/epoch=%%lld-step=%%lld.safetensors\", %s, (long long)top[1], (long long)top[2]);", best.dir),
+            "            snprintf(name, sizeof name, \"checkpoints/epoch=%lld-step=%lld.safetensors\", (long long)top[1], (long long)top[2]);",
+            string.format("            if (access(path, F_OK) == 0 && mlflowlog_artifact(&%s, path, name)) die(%s.err);", var, var),
+            "        }",
+            "        if (best >= 0) {",
+            string.format("            snprintf(name, sizeof name, \"checkpoints/epoch=%%lld-step=%%lld.safetensors\", (long long)rs.cb[%d + 3 * best + 1], (long long)rs.cb[%d + 3 * best + 2]);", best.base, best.base),
+            string.format("            if (mlflowlog_tag(&%s, \"loom.best_checkpoint\", name)) die(%s.err);", var, var),
+            "        }",
+            "    }",
+          } do close_extra[#close_extra + 1] = line end
+        end
       end
     end
   end
@@ -854,6 +892,7 @@ local function logger_code(sp, has_accuracy, loss_scaling, hk)
   local step_keys = { "\"train/loss\"", util.c_string("lr-" .. sp.train.optimizer.kind), "\"train/throughput\"" }
   local step_vals = { "mean_loss", "lr", "(double)log_items / (t - log_t)" }
   if loss_scaling then step_keys[#step_keys + 1] = "\"scale\""; step_vals[#step_vals + 1] = "opt.scaler.scale" end
+  if grad_norm then step_keys[#step_keys + 1] = "\"train/grad_norm\""; step_vals[#step_vals + 1] = "grad_norm" end
   local step = join {
     "            log_items += (int64_t)B * ACCUMULATE;",
     "            {   // the step's row: every N steps, and always the run's last step",
@@ -985,7 +1024,8 @@ function emit_train.values(l)
   local k16 = storage(l)
   local open, bind, data_desc = data_code(sp, l.fields, ty.ctype, g)
   local o = optimizer_code(k16, tr.optimizer, ty.sfx, nil, l.state.params)
-  local sc = scaler_code(k16, ps.loss_scaling)
+  local clip_norm = tr.clip ~= nil and tr.clip.max_norm ~= nil
+  local sc = scaler_code(k16, ps.loss_scaling, clip_norm and l.backend ~= "cuda")
   if ps.loss_scaling then
     -- the scaler and the count of updates taken live with the optimizer (saved with it)
     o.fields = (o.stateless and "" or (o.fields .. "\n")) .. join(sc.fields)
@@ -996,10 +1036,10 @@ function emit_train.values(l)
   local lr_body, sched_desc, onecycle = schedule_code(sp, tr.optimizer)
   local clip_body, clip_desc = clip_code(k16, sp)
   local has_accuracy = l.accuracy ~= nil
-  local callbacks, cb_init, cb_mkdirs, test_desc, test_weights, cb_counts = callbacks_code(sp, has_accuracy)
+  local callbacks, cb_init, cb_mkdirs, test_desc, test_weights, cb_counts, best_ckpt = callbacks_code(sp, has_accuracy)
   local state_desc = ({ f32 = "float32", f64 = "float64", bf16 = "bfloat16", f16 = "float16" })[ps.state]
   local hooks = hooks_code(sp, l.backend == "cuda", state_desc, CKPT_DTYPE[ps.state], has_accuracy)
-  local logs = logger_code(sp, has_accuracy, ps.loss_scaling, hooks)
+  local logs = logger_code(sp, has_accuracy, ps.loss_scaling, hooks, clip_norm and l.backend ~= "cuda", best_ckpt)
   local mom = o.base_momentum and lit(o.base_momentum) or "0.0"
   local settings = join {
     string.format("#define DEFAULT_EPOCHS %d      // train.epochs (0: run until max_steps)", tr.epochs or 0),

@@ -17,6 +17,7 @@ local PLOTS = {
   { title = "learning rate", keys = { "lr-*" } },
   { title = "throughput (items/s)", keys = { "train/throughput" } },
   { title = "loss scale (16-mixed)", keys = { "scale" } },
+  { title = "gradient norm before clipping", keys = { "train/grad_norm" } },
 }
 
 local function read(path)

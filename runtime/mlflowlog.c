@@ -72,13 +72,17 @@ static int write_file(mlflowlog *m, const char *path, const char *text, size_t n
 }
 
 // MLflow's key rule: letters, digits, "_-. /"; no "..", no leading '/'.
-static int key_ok(const char *k) {
+// a relative path inside the run of characters from `allowed` besides letters and digits
+static int name_ok(const char *k, const char *allowed) {
     if (!*k || *k == '/' || strstr(k, "..") || strstr(k, "//") || k[strlen(k) - 1] == '/') return 0;
     for (const char *p = k; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || strchr("_-. /", *p)))
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || strchr(allowed, *p)))
             return 0;
     return 1;
 }
+static int key_ok(const char *k) { return name_ok(k, "_-. /"); }   // MLflow's keys
+// an artifact's path: '=' too (Lightning's checkpoint names, epoch=E-step=S)
+static int artifact_ok(const char *k) { return name_ok(k, "_-. /="); }
 
 // A YAML single-quoted scalar (always valid, whatever the text but control characters).
 static void yaml_quoted(sbuf *b, const char *s) {
@@ -309,6 +313,76 @@ static int write_keyed(mlflowlog *m, const char *dir, const char *key, const cha
 int mlflowlog_param(mlflowlog *m, const char *key, const char *value) { return write_keyed(m, "params", key, value); }
 int mlflowlog_tag(mlflowlog *m, const char *key, const char *value) { return write_keyed(m, "tags", key, value); }
 
+// the first line of dir/name, without its newline, into out (0), or -1 (a path too long
+// for the buffers is as good as missing here)
+static int first_line(const char *dir, const char *name, char *out, size_t len) {
+    char p[PATH_BUF];
+    if (snprintf(p, sizeof p, "%s/%s", dir, name) >= (int)sizeof p) return -1;
+    FILE *f = fopen(p, "r");
+    if (!f) return -1;
+    char *r = fgets(out, (int)len, f);
+    fclose(f);
+    if (!r) return -1;
+    out[strcspn(out, "\r\n")] = 0;
+    return 0;
+}
+
+static int is_hash(const char *s) {
+    int n = 0;
+    while (s[n] && strchr("0123456789abcdef", s[n])) n++;
+    return n == 40 && !s[n];
+}
+
+int mlflowlog_git_commit(const char *path, char *out, size_t len) {
+    char dir[PATH_BUF], gitdir[PATH_BUF], common[PATH_BUF], line[PATH_BUF];
+    out[0] = 0;
+    if (len < 41 || !realpath(path, dir)) return -1;
+    struct stat st;
+    if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode)) *strrchr(dir, '/') = 0;   // the file's directory
+    for (;;) {   // up from there to the first .git (a directory, or a worktree's file naming one)
+        if (!*dir) strcpy(dir, "/");
+        if (snprintf(gitdir, sizeof gitdir, "%s/.git", strcmp(dir, "/") ? dir : "") >= (int)sizeof gitdir) return -1;
+        if (stat(gitdir, &st) == 0) break;
+        char *slash = strrchr(dir, '/');
+        if (!slash || !strcmp(dir, "/")) return -1;
+        *slash = 0;
+    }
+    if (S_ISREG(st.st_mode)) {   // "gitdir: PATH", relative to the directory holding .git
+        if (first_line(dir, ".git", line, sizeof line) || strncmp(line, "gitdir: ", 8)) return -1;
+        int n = line[8] == '/' ? snprintf(gitdir, sizeof gitdir, "%s", line + 8)
+                               : snprintf(gitdir, sizeof gitdir, "%s/%s", dir, line + 8);
+        if (n >= (int)sizeof gitdir) return -1;
+    }
+    if (snprintf(common, sizeof common, "%s", gitdir) >= (int)sizeof common) return -1;   // a worktree's refs live in its commondir
+    if (first_line(gitdir, "commondir", line, sizeof line) == 0) {
+        int n = line[0] == '/' ? snprintf(common, sizeof common, "%s", line)
+                               : snprintf(common, sizeof common, "%s/%s", gitdir, line);
+        if (n >= (int)sizeof common) return -1;
+    }
+    char head[PATH_BUF];
+    if (first_line(gitdir, "HEAD", head, sizeof head)) return -1;
+    for (int depth = 0; depth < 5 && !strncmp(head, "ref: ", 5); depth++) {   // symbolic refs
+        char ref[PATH_BUF];
+        if (snprintf(ref, sizeof ref, "%s", head + 5) >= (int)sizeof ref) return -1;
+        if (first_line(gitdir, ref, head, sizeof head) && first_line(common, ref, head, sizeof head)) {
+            // packed-refs: "<hash> <ref>" lines
+            char p[PATH_BUF];
+            if (snprintf(p, sizeof p, "%s/packed-refs", common) >= (int)sizeof p) return -1;
+            FILE *f = fopen(p, "r");
+            if (!f) return -1;
+            head[0] = 0;
+            while (fgets(line, sizeof line, f)) {
+                line[strcspn(line, "\r\n")] = 0;
+                if (strlen(line) > 41 && line[40] == ' ' && !strcmp(line + 41, ref)) { memcpy(head, line, 40); head[40] = 0; break; }
+            }
+            fclose(f);
+        }
+    }
+    if (!is_hash(head)) return -1;   // an unborn branch, or a layout not read here
+    memcpy(out, head, 41);
+    return 0;
+}
+
 int mlflowlog_metric_log(mlflowlog *m, const char *key, double value, int64_t step, int64_t ts_ms) {
     int i = 0;
     while (i < m->nmetrics && strcmp(m->metrics[i].key, key) != 0) i++;
@@ -350,7 +424,7 @@ int mlflowlog_flush(mlflowlog *m) {
 }
 
 int mlflowlog_artifact(mlflowlog *m, const char *src, const char *name) {
-    if (!key_ok(name)) return errf(m, "%s: '%s' is not a valid artifact name", m->run_dir, name);
+    if (!artifact_ok(name)) return errf(m, "%s: '%s' is not a valid artifact name", m->run_dir, name);
     char path[PATH_BUF];
     snprintf(path, sizeof path, "%s/artifacts/%s", m->run_dir, name);
     char *slash = strrchr(path, '/');

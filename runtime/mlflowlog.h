@@ -49,6 +49,11 @@ int mlflowlog_tag(mlflowlog *m, const char *key, const char *value);
 int mlflowlog_metric_log(mlflowlog *m, const char *key, double value, int64_t step, int64_t ts_ms);
 // Copies the file at src to artifacts/<name> (name may hold '/').
 int mlflowlog_artifact(mlflowlog *m, const char *src, const char *name);
+// The git commit (40 hex digits) of the repository holding `path` (a file or directory), read from
+// .git as git does (HEAD, a branch's loose ref or packed-refs; a worktree's .git file and
+// its commondir): 0, or -1 where the file is in no repository (out is then "").  What a
+// run tags as mlflow.source.git.commit, as MLflow does for a script in a git checkout.
+int mlflowlog_git_commit(const char *path, char *out, size_t len);
 int mlflowlog_flush(mlflowlog *m);
 // Flushes, writes the final status and end time to meta.yaml, and frees.
 int mlflowlog_close(mlflowlog *m, int status, int64_t end_ms);

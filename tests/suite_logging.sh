@@ -8,7 +8,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 . "$(dirname "$0")/tap.sh"   # plan, ok, fail, skip, expect_error
 READ="/usr/bin/python3 $(dirname "$0")/logging/read_logs.py"
-plan 17
+plan 19
 
 spec() {   # FILE SIZE EPOCHS LOGGERS...: a small regression on synthetic data, with validation
   local file=$1 size=$2 epochs=$3; shift 3
@@ -66,11 +66,15 @@ else
 fi
 
 # --- (b, c) all three loggers at once
-LOGGERS='log_every_n_steps = 3,
+LOGGERS='log_every_n_steps = 3, clip = { max_norm = 0.5 },
+  callbacks = { ModelCheckpoint { monitor = "val/loss", save_top_k = 2 } },
   loggers = { CSVLogger { root_dir = "logs" }, TensorBoardLogger { root_dir = "tb" },
               MLFlowLogger { experiment_name = "synth", run_name = "first", tags = { team = "loom" }, log_model = true } },'
-spec "$work/all.lua" 64 2 "$LOGGERS"
-if build "$work/all.lua" "$work/all" && "$work/all/train" --quiet --out "$work/a" >"$work/a.log" 2>&1; then
+spec "$work/all.lua" 64 3 "$LOGGERS"
+# the spec in a git repository: the MLflow run is tagged with its commit
+mkdir -p "$work/repo" && mv "$work/all.lua" "$work/repo/all.lua"
+commit=$(cd "$work/repo" && git init -q . && git add all.lua && git -c user.name=loom -c user.email=loom@localhost commit -qm spec && git rev-parse HEAD)
+if build "$work/repo/all.lua" "$work/all" && "$work/all/train" --quiet --out "$work/a" >"$work/a.log" 2>&1; then
   csv=$(csv_of "$work/a")
   v=$($READ tb "$work/a/tb/lightning_logs/version_0" "$csv")
   case "$v" in "ok "*) ok "TensorBoard: every CRC checked, every scalar equals metrics.csv (${v#ok } values)" ;; *) fail "TensorBoard: every CRC checked, every scalar equals metrics.csv" "$v" ;; esac
@@ -82,6 +86,27 @@ if build "$work/all.lua" "$work/all" && "$work/all/train" --quiet --out "$work/a
   if cmp -s "$work/a/last.safetensors" "$store/$exp/$id/artifacts/checkpoints/last.safetensors" &&
      [ "$(cat "$store/$exp/$id/tags/team")" = loom ] && grep -q "run_name: 'first'" "$store/$exp/$id/meta.yaml"; then ok "MLflow: log_model artifact, the spec's tags and run name"
   else fail "MLflow: log_model artifact, the spec's tags and run name" "$(ls -R "$store/$exp/$id" | tr '\n' ' ')"; fi
+  # clipping by norm: every step row has the gradients' norm before clipping (a norm > 0.5
+  # was clipped: some are, the learning rate and synthetic targets make them large early)
+  v=$(/usr/bin/python3 -c '
+import csv, sys
+rows = [r for r in csv.DictReader(open(sys.argv[1])) if r["train/loss"]]
+norms = [float(r["train/grad_norm"]) for r in rows if r["train/grad_norm"]]
+print("ok" if len(norms) == len(rows) and all(n > 0 for n in norms) and max(norms) > 0.5 else f"{len(rows)} step rows, norms {norms}")' "$csv")
+  [ "$v" = ok ] && ok "clip by norm: train/grad_norm in every step row" || fail "clip by norm: train/grad_norm in every step row" "$v"
+  # ModelCheckpoint's kept checkpoints are artifacts too, the best by val/loss tagged; the
+  # spec's git commit is mlflow.source.git.commit
+  best=$(/usr/bin/python3 -c '
+import csv, sys
+rows = [r for r in csv.DictReader(open(sys.argv[1])) if r["val/loss"]]
+r = min(rows, key=lambda r: float(r["val/loss"]))
+print("checkpoints/epoch=%s-step=%s.safetensors" % (r["epoch"], r["step"]))' "$csv")
+  run="$store/$exp/$id"
+  if [ "$(cat "$run/tags/loom.best_checkpoint")" = "$best" ] && cmp -s "$run/artifacts/$best" "$work/a/${best#checkpoints/}" &&
+     [ "$(ls "$run/artifacts/checkpoints" | grep -c '^epoch=')" = 2 ] && [ "$(cat "$run/tags/mlflow.source.git.commit")" = "$commit" ]; then
+    ok "MLflow: the kept checkpoints as artifacts, the best tagged; the spec's git commit tagged"
+  else fail "MLflow: the kept checkpoints as artifacts, the best tagged; the spec's git commit tagged" \
+    "best $(cat "$run/tags/loom.best_checkpoint") (want $best), commit $(cat "$run/tags/mlflow.source.git.commit" 2>&1) (want $commit), $(ls "$run/artifacts/checkpoints" | tr '\n' ' ')"; fi
   # a second run: the experiment is found by name, not made again
   "$work/all/train" --quiet --out "$work/a" >>"$work/a.log" 2>&1
   n_exp=$(grep -l "name: 'synth'" "$store"/*/meta.yaml | wc -l)
@@ -89,6 +114,7 @@ if build "$work/all.lua" "$work/all" && "$work/all/train" --quiet --out "$work/a
   [ "$n_exp" = 1 ] && [ "$n_run" = 2 ] && ok "MLflow: a second run reuses the experiment" || fail "MLflow: a second run reuses the experiment" "$n_exp experiments named synth, $n_run runs"
 else
   for t in "TensorBoard: every CRC checked, every scalar equals metrics.csv" "MLflow: file-store layout, FINISHED, every metric equals metrics.csv" \
+           "clip by norm: train/grad_norm in every step row" "MLflow: the kept checkpoints as artifacts, the best tagged; the spec's git commit tagged" \
            "MLflow: log_model artifact, the spec's tags and run name" "MLflow: a second run reuses the experiment"; do fail "$t" "$(tail -2 "$work/a.log" "$work/build.log")"; done
 fi
 
@@ -158,7 +184,7 @@ for r, path in enumerate(sys.argv[2:], 1):
                 want[(r, k)] = want.get((r, k), 0) + 1
 plots = len(re.findall(r"<svg ", html))
 if lines != want: print(f"polylines {sorted(lines.items())} vs metrics.csv {sorted(want.items())}")
-elif plots != 4: print(f"{plots} plots, expected 4 (train loss, epoch losses, lr, throughput)")
+elif plots != 5: print(f"{plots} plots, expected 5 (train loss, epoch losses, lr, throughput, gradient norm)")
 else: print(f"ok {len(lines)}")
 PYEOF
 )
