@@ -216,7 +216,14 @@ local function param_groups(opt, params)
   for i, gr in ipairs(groups) do gr.index = i - 1 end
   local function group_of(p)
     for _, gr in ipairs(groups) do
-      if gr.pattern and p.name:find(gr.pattern) then return gr end
+      if gr.pattern then
+        local ok, hit = pcall(string.find, p.name, gr.pattern)
+        if not ok then
+          diag.fatal(gr.where or opt.where, string.format("%s: %s is not a Lua pattern: %s", opt.kind, gr.label,
+            (tostring(hit):gsub("^.-:%d+: ", ""))))
+        end
+        if hit then return gr end
+      end
     end
     if nodecay and #p.entry.shape < a.decay_min_ndim then return nodecay end
     return default
