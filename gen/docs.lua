@@ -177,7 +177,7 @@ function docs.example_spec(d)
     return BASE_MODEL .. base_train({ data = d.target == "float" and FLOAT_DATA or CLASS_DATA,
                                       loss = "function(m, b) return " .. ex .. " end" })
   elseif sec == "optimizer" then return BASE_MODEL .. base_train({ optimizer = ex })
-  elseif sec == "scheduler" then return BASE_MODEL .. base_train({ scheduler = ex })
+  elseif sec == "scheduler" then return BASE_MODEL .. base_train({ scheduler = ex, optimizer = "SGD { lr = 0.1, momentum = 0.9 }" })
   elseif sec == "callback" then return BASE_MODEL .. base_train({ callbacks = "{ " .. ex .. " }" })
   elseif sec == "logger" then return BASE_MODEL .. base_train({ loggers = "{ " .. ex .. " }" })
   elseif sec == "hooks" then

@@ -868,6 +868,9 @@ function emit.check(g, target)
   if opt and (opt.args.decay_min_ndim or 0) > 0 and (opt.args.weight_decay or 0) ~= 0 then
     diag.error(diag.key_where(opt.where, "decay_min_ndim"), "AdamW's decay_min_ndim (two parameter groups) is not supported by the CUDA backend yet")
   end
+  if opt and opt.args.groups then
+    diag.error(diag.key_where(opt.where, "groups"), opt.kind .. ": parameter groups are not supported by the CUDA backend yet")
+  end
   diag.check()
 end
 
@@ -1105,6 +1108,9 @@ function emit.available(g, precision, devices)
   end
   if (opt.args.decay_min_ndim or 0) > 0 and (opt.args.weight_decay or 0) ~= 0 then
     return false, "the CUDA backend does not run AdamW's parameter groups (decay_min_ndim) yet"
+  end
+  if opt.args.groups then
+    return false, "the CUDA backend does not run parameter groups yet"
   end
   return true
 end

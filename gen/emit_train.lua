@@ -4,6 +4,7 @@
 -- run time.
 local diag = require "diag"
 local util = require "util"
+local optimizers = require "optimizers"
 
 local emit_train = {}
 
@@ -196,42 +197,80 @@ end
 ---------------------------------------------------------------------------
 -- optimizer (torch.optim's single-tensor update rules)
 
--- AdamW's parameter groups over the parameters' layout (plan.lua's state.params, in
--- order): runs { begin, finish, decayed, names } of tensors with >= min_ndim dimensions
--- (decayed) or fewer, covering [0, NUM_PARAMS) (alignment padding goes with the run before).
-local function decay_groups(params, min_ndim)
+-- The parameter groups over the parameters' layout (plan.lua's state.params, in
+-- order), as torch.optim's param_groups: a parameter is in the first of the
+-- optimizer's `groups` whose Lua pattern its name matches, else (AdamW's
+-- decay_min_ndim) in the undecayed group when it has fewer dimensions, else in the
+-- optimizer's own group.  Returns the groups { lr, weight_decay, label } and the runs
+-- { begin, finish, group, names } of neighbouring parameters in one group, covering
+-- [0, NUM_PARAMS) (alignment padding goes with the run before); nil when every
+-- parameter is in one group with the optimizer's own settings.
+local function param_groups(opt, params)
+  local a = opt.args
+  local groups = {}
+  for i, gs in ipairs(a.groups or {}) do
+    groups[i] = { lr = gs.lr or a.lr, weight_decay = gs.weight_decay or a.weight_decay, pattern = gs.params,
+                  label = string.format("groups[%d] (params = %s)", i, (util.c_string(gs.params):gsub("%*/", "* /"))),
+                  where = gs.where, used = 0 }
+  end
+  local nodecay = (a.decay_min_ndim or 0) > 0 and a.weight_decay ~= 0
+    and { lr = a.lr, weight_decay = 0.0, used = 0, label = string.format("fewer than %d dimensions: no decay", a.decay_min_ndim) }
+  local default = { lr = a.lr, weight_decay = a.weight_decay, used = 0, label = "the optimizer's own" }
+  if #groups == 0 and not nodecay then return nil end
+  groups[#groups + 1] = nodecay or nil
+  groups[#groups + 1] = default
+  for i, gr in ipairs(groups) do gr.index = i - 1 end
+  local function group_of(p)
+    for _, gr in ipairs(groups) do
+      if gr.pattern then
+        local ok, hit = pcall(string.find, p.name, gr.pattern)
+        if not ok then
+          diag.fatal(gr.where or opt.where, string.format("%s: %s is not a Lua pattern: %s", opt.kind, gr.label,
+            (tostring(hit):gsub("^.-:%d+: ", ""))))
+        end
+        if hit then return gr end
+      end
+    end
+    if nodecay and #p.entry.shape < a.decay_min_ndim then return nodecay end
+    return default
+  end
   local runs = {}
   for i, p in ipairs(params) do
-    local decayed = #p.entry.shape >= min_ndim
+    local gr = group_of(p)
+    gr.used = gr.used + 1
     local last = runs[#runs]
     local finish = params[i + 1] and params[i + 1].offset or nil
-    if last and last.decayed == decayed then
+    if last and last.group == gr then
       last.finish, last.count = finish, last.count + 1
     else
       if last then last.finish = p.offset end
-      runs[#runs + 1] = { begin = p.offset, finish = finish, decayed = decayed, first = p.name, count = 1 }
+      runs[#runs + 1] = { begin = p.offset, finish = finish, group = gr, first = p.name, count = 1 }
     end
     runs[#runs].last = p.name
+  end
+  for _, gr in ipairs(groups) do
+    if gr.pattern and gr.used == 0 then
+      diag.fatal(gr.where or opt.where, string.format("%s: %s matches no parameter of the model", opt.kind, gr.label))
+    end
   end
   for _, r in ipairs(runs) do
     r.finish = r.finish or "NUM_PARAMS"
     r.names = r.count == 1 and r.first or string.format("%s .. %s (%d tensors)", r.first, r.last, r.count)
   end
-  return runs
+  return groups, runs
 end
 
-local function optimizer_code(k16, opt, sfx, momentum_expr, params)
+-- optimizer_step's C for the lowered table's optimizer, from gen/optimizers.lua's rule.
+-- `floor`: the schedule's lr for every group is floor + (lr - floor) × ratio (0: it
+-- scales each group's lr; false: it sets every group's lr, which a group may not give).
+local function optimizer_code(k16, opt, sfx, params, floor)
   local STATE16, OPT16, PAR_FOR, LD, ST, LDO, STO = k16.STATE16, k16.OPT16, k16.PAR_FOR, k16.LD, k16.ST, k16.LDO, k16.STO
   local a = opt.args
-  local k, s = opt.kind, sfx
-  local fields, alloc, step, save, load, groups, free = {}, {}, {}, {}, {}, {}, {}
-  local states
-  if k == "SGD" then
-    states = a.momentum ~= 0 and { "momentum_buffer" } or {}
-  else
-    states = { "exp_avg", "exp_avg_sq" }
-    if a.amsgrad then states[#states + 1] = "max_exp_avg_sq" end
-  end
+  local rule = optimizers.rule(opt.kind)
+  local f = sfx == "f32" and "f" or ""
+  local fields, alloc, save, load, groups_out, free = {}, {}, {}, {}, {}, {}
+  local states = rule.states(a)
+  local init = rule.init and rule.init(a) or {}
   for _, st in ipairs(states) do
     -- float32 beside 16-true's float16 parameters (see OPT16), else like the parameters
     local ct, dt = "state_t", "state_dtype()"
@@ -240,128 +279,95 @@ local function optimizer_code(k16, opt, sfx, momentum_expr, params)
       ct == "real" and " (float32: see optimizer_step)" or "")
     alloc[#alloc + 1] = string.format("    o->%s = calloc(NUM_PARAMS, sizeof(%s));", st, ct)
     alloc[#alloc + 1] = string.format("    if (!o->%s) return -1;", st)
+    if init[st] and init[st] ~= 0 then
+      local v = string.format("(real)%s", lit(init[st]))
+      alloc[#alloc + 1] = string.format("    for (size_t i = 0; i < NUM_PARAMS; i++) o->%s[i] = %s;   // torch: full_like(p, %s)",
+        st, ct == "real" and v or STO(v), lit(init[st]))
+    end
     free[#free + 1] = string.format("    free(o->%s);", st)
     save[#save + 1] = string.format("    add_tensors(&w, model_param_info, NUM_PARAM_TENSORS, o->%s, %s, \"optimizer.%s.\");", st, dt, st)
     load[#load + 1] = string.format("    read_tensors(&f, model_param_info, NUM_PARAM_TENSORS, o->%s, %s, \"optimizer.%s.\");", st, dt, st)
-    groups[#groups + 1] = string.format("        { model_param_info, NUM_PARAM_TENSORS, %s, \"optimizer.%s.\" },", dt, st)
+    groups_out[#groups_out + 1] = string.format("        { model_param_info, NUM_PARAM_TENSORS, %s, \"optimizer.%s.\" },", dt, st)
   end
-  if #fields == 0 then
-    fields[1] = "    int unused;   // plain SGD keeps no state"
+  if rule.fields then
+    local fl, al = rule.fields(a)
+    for _, x in ipairs(fl) do fields[#fields + 1] = x end
+    for _, x in ipairs(al) do alloc[#alloc + 1] = x end
+  end
+  local stateless = #fields == 0
+  if stateless then
+    fields[1] = "    int unused;   // this optimizer keeps no state"
     alloc[1] = "    o->unused = 0;"
   end
-  local desc
-  local T = "(real)"
-  if k == "SGD" then
-    desc = string.format("SGD(lr=%s, momentum=%s, dampening=%s, weight_decay=%s, nesterov=%s)", lit(a.lr), lit(a.momentum),
-      lit(a.dampening), lit(a.weight_decay), tostring(a.nesterov))
-    step = {
-      string.format("    // %s", desc),
-      "    const real lr_ = (real)lr;",
-    }
-    if a.momentum ~= 0 then
-      step[#step + 1] = "    const real momentum = (real)mom;"
-      step[#step + 1] = "    const int first = step == 0;   // the momentum buffer starts as the first gradient"
+  local desc = rule.desc(a, opt.kind)
+  local groups, runs = param_groups(opt, params)
+  local step = { string.format("    // %s", desc), "    (void)o; (void)mom; (void)step;   // not every rule reads them" }
+  local LR, WD, decays
+  if groups then
+    decays = false
+    for _, gr in ipairs(groups) do decays = decays or gr.weight_decay ~= 0 end
+    local base = a.lr
+    for _, gr in ipairs(groups) do
+      if gr.lr ~= base and floor == false then
+        diag.fatal(gr.where or opt.where, string.format("%s: %s gives its own lr, but the scheduler sets every group's "
+          .. "learning rate (torch's OneCycleLR with one max_lr does too); leave lr out", opt.kind, gr.label))
+      end
+      if gr.lr ~= base and base == (floor or 0) then
+        diag.fatal(gr.where or opt.where, string.format("%s: %s gives its own lr, but the optimizer's lr is %s, the schedule's "
+          .. "floor, so no group's lr can be scaled from it", opt.kind, gr.label, lit(base)))
+      end
+      gr.ratio = gr.lr == base and 1.0 or (gr.lr - (floor or 0)) / (base - (floor or 0))
+    end
+    step[#step + 1] = "    // the parameter groups (torch.optim's param_groups): runs of parameters in layout order"
+    for _, gr in ipairs(groups) do
+      step[#step + 1] = string.format("    //   group %d: lr %s, weight_decay %s: %s", gr.index, lit(gr.lr), lit(gr.weight_decay), gr.label)
+    end
+    step[#step + 1] = "    static const struct { size_t begin, end; double lr_ratio, weight_decay; } runs[] = {"
+    for _, r in ipairs(runs) do
+      step[#step + 1] = string.format("        { %d, %s, %s, %s },   // group %d: %s", r.begin, tostring(r.finish),
+        lit(r.group.ratio), lit(r.group.weight_decay), r.group.index, r.names)
+    end
+    step[#step + 1] = "    };"
+    step[#step + 1] = "    for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {"
+    if floor and floor ~= 0 then
+      step[#step + 1] = string.format("    const double lr_g = %s + (lr - %s) * runs[r].lr_ratio;   // the schedule's floor stays",
+        lit(floor), lit(floor))
     else
-      step[#step + 1] = "    (void)o; (void)mom; (void)step;"
+      step[#step + 1] = "    const double lr_g = lr * runs[r].lr_ratio;   // the schedule scales each group's lr"
     end
-    step[#step + 1] = PAR_FOR
-    step[#step + 1] = "    for (size_t i = 0; i < NUM_PARAMS; i++) {"
-    -- in 16 bits the parameter is read once into p, and p stored once
-    local P = STATE16 and "p" or "m->params[i]"
-    if STATE16 then step[#step + 1] = string.format("        real p = %s;   // widened: the update runs in float", LD("m->params[i]")) end
-    -- torch.optim.SGD: maximize negates the gradient first, before weight decay and momentum
-    step[#step + 1] = string.format("        real d = %s%s;", a.maximize and "-" or "", LD("m->grads[i]"))
-    if a.weight_decay ~= 0 then step[#step + 1] = string.format("        d += %s * %s;", lit(a.weight_decay, sfx == "f32" and "f" or ""), P) end
-    if a.momentum ~= 0 then
-      step[#step + 1] = string.format("        real buf = first ? d : momentum * %s + %s * d;", LDO("o->momentum_buffer[i]"), lit(1 - a.dampening, sfx == "f32" and "f" or ""))
-      step[#step + 1] = string.format("        o->momentum_buffer[i] = %s;", STO("buf"))
-      step[#step + 1] = a.nesterov and "        d = d + momentum * buf;" or "        d = buf;"
-    end
-    step[#step + 1] = string.format("        %s -= lr_ * d;", P)
-    if STATE16 then step[#step + 1] = string.format("        m->params[i] = %s;   // rounded once", ST("p")) end
-    step[#step + 1] = "    }"
+    LR, WD = "lr_g", "runs[r].weight_decay"
+    if decays and rule.decay == "l2" then step[#step + 1] = "    const real wd = (real)runs[r].weight_decay;" end
   else
-    local adamw = k == "AdamW"
-    desc = string.format("%s(lr=%s, betas=(%s, %s), eps=%s, weight_decay=%s%s)", k, lit(a.lr), lit(a.betas[1]),
-      lit(a.betas[2]), lit(a.eps), lit(a.weight_decay), a.amsgrad and ", amsgrad=True" or "")
-    local f = sfx == "f32" and "f" or ""
-    step = {
-      string.format("    // %s", desc),
-      "    // bias corrections in double, as torch.optim computes them in Python",
-      "    const double beta1 = mom;",
-      string.format("    const double bc1 = 1.0 - pow(beta1, (double)(step + 1)), bc2 = 1.0 - pow(%s, (double)(step + 1));", lit(a.betas[2])),
-      "    const real step_size = (real)(lr / bc1), bc2_sqrt = (real)sqrt(bc2);",
-      "    const real one_minus_beta1 = (real)(1.0 - beta1);",
-    }
-    local groups = adamw and a.weight_decay ~= 0 and (a.decay_min_ndim or 0) > 0 and decay_groups(params, a.decay_min_ndim)
-    if groups then
-      -- two parameter groups: runs of parameters (in layout order) decayed or not
-      step[#step + 1] = string.format("    const real decay_on = (real)(1.0 - lr * %s);   // decoupled weight decay, on parameters of >= %d dimensions",
-        lit(a.weight_decay), a.decay_min_ndim)
-      step[#step + 1] = "    static const struct { size_t begin, end; int decayed; } groups[] = {"
-      for _, r in ipairs(groups) do
-        step[#step + 1] = string.format("        { %d, %s, %d },   // %s", r.begin, tostring(r.finish), r.decayed and 1 or 0, r.names)
-      end
-      step[#step + 1] = "    };"
-      step[#step + 1] = "    for (size_t r = 0; r < sizeof groups / sizeof groups[0]; r++) {"
-      step[#step + 1] = "    const real decay = groups[r].decayed ? decay_on : (real)1;"
-    elseif adamw and a.weight_decay ~= 0 then
-      step[#step + 1] = string.format("    const real decay = (real)(1.0 - lr * %s);   // decoupled weight decay", lit(a.weight_decay))
-    end
-    step[#step + 1] = PAR_FOR
-    step[#step + 1] = groups and "    for (size_t i = groups[r].begin; i < groups[r].end; i++) {" or "    for (size_t i = 0; i < NUM_PARAMS; i++) {"
-    if not STATE16 then
-      step[#step + 1] = string.format("        real g = %sm->grads[i];", a.maximize and "-" or "")
-      if not adamw and a.weight_decay ~= 0 then
-        step[#step + 1] = string.format("        g += %s * m->params[i];   // L2 penalty", lit(a.weight_decay, f))
-      end
-      if adamw and a.weight_decay ~= 0 then step[#step + 1] = "        m->params[i] *= decay;" end
-      step[#step + 1] = "        o->exp_avg[i] += one_minus_beta1 * (g - o->exp_avg[i]);   // lerp, as torch"
-      step[#step + 1] = string.format("        o->exp_avg_sq[i] = %s * o->exp_avg_sq[i] + %s * g * g;", lit(a.betas[2], f), lit(1 - a.betas[2], f))
-      if a.amsgrad then
-        step[#step + 1] = "        if (o->exp_avg_sq[i] > o->max_exp_avg_sq[i]) o->max_exp_avg_sq[i] = o->exp_avg_sq[i];"
-        step[#step + 1] = string.format("        real denom = sqrt%s(o->max_exp_avg_sq[i]) / bc2_sqrt + %s;", f, lit(a.eps, f))
-      else
-        step[#step + 1] = string.format("        real denom = sqrt%s(o->exp_avg_sq[i]) / bc2_sqrt + %s;", f, lit(a.eps, f))
-      end
-      step[#step + 1] = "        m->params[i] -= step_size * o->exp_avg[i] / denom;"
-    else
-      -- 16-bit state: every value widened once, the update in float, each stored value rounded once
-      step[#step + 1] = string.format("        real g = %s%s;", a.maximize and "-" or "", LD("m->grads[i]"))
-      step[#step + 1] = string.format("        real p = %s;", LD("m->params[i]"))
-      if not adamw and a.weight_decay ~= 0 then
-        step[#step + 1] = string.format("        g += %s * p;   // L2 penalty", lit(a.weight_decay, f))
-      end
-      if adamw and a.weight_decay ~= 0 then step[#step + 1] = "        p *= decay;" end
-      if not OPT16 then
-        step[#step + 1] = "        // the moments stay float32: float16 would round 0.001·g² to 0 (see emit_train.lua)"
-      end
-      step[#step + 1] = string.format("        real exp_avg = %s;", LDO("o->exp_avg[i]"))
-      step[#step + 1] = "        exp_avg += one_minus_beta1 * (g - exp_avg);   // lerp, as torch"
-      step[#step + 1] = string.format("        real exp_avg_sq = %s * %s + %s * g * g;", lit(a.betas[2], f), LDO("o->exp_avg_sq[i]"), lit(1 - a.betas[2], f))
-      step[#step + 1] = string.format("        o->exp_avg[i] = %s;", STO("exp_avg"))
-      step[#step + 1] = string.format("        o->exp_avg_sq[i] = %s;", STO("exp_avg_sq"))
-      if a.amsgrad then
-        step[#step + 1] = string.format("        real max_sq = %s;", LDO("o->max_exp_avg_sq[i]"))
-        step[#step + 1] = "        if (exp_avg_sq > max_sq) max_sq = exp_avg_sq;"
-        step[#step + 1] = string.format("        o->max_exp_avg_sq[i] = %s;", STO("max_sq"))
-        step[#step + 1] = string.format("        real denom = sqrt%s(max_sq) / bc2_sqrt + %s;", f, lit(a.eps, f))
-      else
-        step[#step + 1] = string.format("        real denom = sqrt%s(exp_avg_sq) / bc2_sqrt + %s;", f, lit(a.eps, f))
-      end
-      step[#step + 1] = "        p -= step_size * exp_avg / denom;"
-      step[#step + 1] = string.format("        m->params[i] = %s;", ST("p"))
-    end
-    step[#step + 1] = "    }"
-    if groups then step[#step + 1] = "    }" end
+    decays = a.weight_decay ~= 0
+    LR, WD = "lr", lit(a.weight_decay)
+    if decays and rule.decay == "l2" then step[#step + 1] = string.format("    const real wd = (real)%s;", WD) end
   end
+  for _, x in ipairs(rule.consts(a, { lr = LR, f = f })) do step[#step + 1] = x end
+  if decays and rule.decay == "decoupled" then
+    step[#step + 1] = string.format("    const real decay = (real)(1.0 - %s * %s);   // decoupled weight decay", LR, WD)
+  end
+  step[#step + 1] = PAR_FOR
+  step[#step + 1] = groups and "    for (size_t i = runs[r].begin; i < runs[r].end; i++) {" or "    for (size_t i = 0; i < NUM_PARAMS; i++) {"
+  step[#step + 1] = string.format("        real p = %s;", LD("m->params[i]"))
+  step[#step + 1] = string.format("        real g = %s%s;", (rule.maximize and a.maximize) and "-" or "", LD("m->grads[i]"))
+  if decays and rule.decay == "l2" then step[#step + 1] = "        g += wd * p;   // L2 penalty" end
+  if decays and rule.decay == "decoupled" then step[#step + 1] = "        p *= decay;" end
+  if STATE16 and not OPT16 and #states > 0 then
+    step[#step + 1] = "        // the state stays float32: float16 would round 0.001·g² to 0 (see emit_train.lua)"
+  end
+  for _, st in ipairs(states) do step[#step + 1] = string.format("        real %s = %s;", st, LDO(string.format("o->%s[i]", st))) end
+  for _, x in ipairs(rule.update(a, { f = f })) do step[#step + 1] = x end
+  for _, st in ipairs(states) do step[#step + 1] = string.format("        o->%s[i] = %s;", st, STO(st)) end
+  step[#step + 1] = string.format("        m->params[i] = %s;", ST("p"))
+  step[#step + 1] = "    }"
+  if groups then step[#step + 1] = "    }" end
   return {
-    stateless = #states == 0,   -- fields and alloc hold a placeholder
+    stateless = stateless,   -- fields and alloc hold a placeholder
     saves_nothing = #save == 0,   -- save and load hold a placeholder
     desc = desc, fields = join(fields), alloc = join(alloc), step = join(step),
     save = #save > 0 and join(save) or "    (void)o;", load = #load > 0 and join(load) or "    (void)o;",
-    groups = join(groups), free = #free > 0 and join(free) or "    (void)o;   // no state to free",
-    base_momentum = k == "SGD" and a.momentum or (a.betas and a.betas[1]),
+    groups = join(groups_out), free = #free > 0 and join(free) or "    (void)o;   // no state to free",
+    base_momentum = rule.momentum and rule.momentum(a) or nil,
   }
 end
 
@@ -394,19 +400,63 @@ local function schedule_spans_run(sched)
   return sched ~= nil and (sched.kind == "WarmupCosine" or sched.kind == "OneCycleLR") and not sched.args.total_steps
 end
 
+-- The schedule's counter: optimizer steps or epochs (Lightning's interval)
+local function counter(a) return a.interval == "step" and "step" or "epoch" end
+local function unused_counter(a)
+  return string.format("    (void)%s; (void)total_steps;", a.interval == "step" and "epoch" or "step")
+end
+
+-- lr_at's body, its description, OneCycleLR's phases (for momentum_at), and the
+-- schedule's floor for parameter groups (optimizer_code): every group's lr is
+-- floor + (base_g - floor) × f(step), so 0 for the schedules that multiply each
+-- group's lr, eta_min for CosineAnnealingLR, false for those that set it outright.
 local function schedule_code(sp, opt)
   local sched = sp.train.scheduler
   local base = opt.args.lr
   if not sched then
-    return string.format("    (void)step; (void)epoch; (void)total_steps;\n    return %s;", lit(base)), "constant", nil
+    return string.format("    (void)step; (void)epoch; (void)total_steps;\n    return %s;", lit(base)), "constant", nil, 0
   end
   local a = sched.args
+  local n = counter(a)
   if sched.kind == "StepLR" then
-    local counter = a.interval == "step" and "step" or "epoch"
     return join {
-      string.format("    (void)%s; (void)total_steps;", counter == "step" and "epoch" or "step"),
-      string.format("    return %s * pow(%s, (double)(%s / %d));", lit(base), lit(a.gamma), counter, a.step_size),
-    }, string.format("StepLR(step_size=%d, gamma=%s) per %s", a.step_size, lit(a.gamma), a.interval), nil
+      unused_counter(a),
+      string.format("    return %s * pow(%s, (double)(%s / %d));", lit(base), lit(a.gamma), n, a.step_size),
+    }, string.format("StepLR(step_size=%d, gamma=%s) per %s", a.step_size, lit(a.gamma), a.interval), nil, 0
+  end
+  if sched.kind == "ExponentialLR" then
+    return join {
+      unused_counter(a),
+      string.format("    return %s * pow(%s, (double)%s);", lit(base), lit(a.gamma), n),
+    }, string.format("ExponentialLR(gamma=%s) per %s", lit(a.gamma), a.interval), nil, 0
+  end
+  if sched.kind == "MultiStepLR" then
+    local ms = {}
+    for i, m in ipairs(a.milestones) do ms[i] = tostring(m) end
+    return join {
+      unused_counter(a),
+      string.format("    static const int64_t milestones[] = { %s };", table.concat(ms, ", ")),
+      "    int passed = 0;   // bisect_right(milestones, count)",
+      string.format("    for (size_t i = 0; i < sizeof milestones / sizeof milestones[0]; i++) passed += milestones[i] <= %s;", n),
+      string.format("    return %s * pow(%s, (double)passed);", lit(base), lit(a.gamma)),
+    }, string.format("MultiStepLR(milestones=[%s], gamma=%s) per %s", table.concat(ms, ", "), lit(a.gamma), a.interval), nil, 0
+  end
+  if sched.kind == "LinearLR" then
+    return join {
+      unused_counter(a),
+      string.format("    const int64_t t = %s < %d ? %s : %d;", n, a.total_iters, n, a.total_iters),
+      string.format("    return %s * (%s + (%s - %s) * (double)t / %d);", lit(base), lit(a.start_factor), lit(a.end_factor),
+        lit(a.start_factor), a.total_iters),
+    }, string.format("LinearLR(start_factor=%s, end_factor=%s, total_iters=%d) per %s", lit(a.start_factor),
+      lit(a.end_factor), a.total_iters, a.interval), nil, 0
+  end
+  if sched.kind == "CosineAnnealingLR" then
+    -- torch steps it recursively; the closed form is the same curve (past T_max too)
+    return join {
+      unused_counter(a),
+      string.format("    return %s + (%s - %s) * (1.0 + cos(PI * (double)%s / %d)) / 2.0;", lit(a.eta_min), lit(base),
+        lit(a.eta_min), n, a.T_max),
+    }, string.format("CosineAnnealingLR(T_max=%d, eta_min=%s) per %s", a.T_max, lit(a.eta_min), a.interval), nil, a.eta_min
   end
   if sched.kind == "WarmupCosine" then
     return join {
@@ -417,7 +467,8 @@ local function schedule_code(sp, opt)
       "    double progress = (double)(step - warmup) / (double)(total_steps > warmup ? total_steps - warmup : 1);",
       "    if (progress > 1) progress = 1;",
       string.format("    return %s + (%s - %s) * 0.5 * (1.0 + cos(PI * progress));", lit(a.min_lr), lit(base), lit(a.min_lr)),
-    }, string.format("linear warmup for %d steps, then cosine to %s", a.warmup_steps, lit(a.min_lr)), nil
+    }, string.format("linear warmup for %d steps, then cosine to %s", a.warmup_steps, lit(a.min_lr)), nil,
+      a.min_lr == 0 and 0 or false
   end
   if sched.kind == "OneCycleLR" then
     -- torch.optim.lr_scheduler.OneCycleLR: its phases' last steps and lr from/to
@@ -431,7 +482,7 @@ local function schedule_code(sp, opt)
     local body = onecycle_phases(a, ends, lrs)
     table.insert(body, 1, "    (void)epoch;")
     return join(body), string.format("OneCycleLR(max_lr=%s, pct_start=%s, %s)", lit(a.max_lr), lit(a.pct_start), a.anneal_strategy),
-      { ends = ends }
+      { ends = ends }, false
   end
   diag.fatal(sched.where, sched.kind .. " is not supported by the C backend yet")
 end
@@ -1023,7 +1074,8 @@ function emit_train.values(l)
   local ps = l.settings   -- the precision: state and compute formats, loss scaling
   local k16 = storage(l)
   local open, bind, data_desc = data_code(sp, l.fields, ty.ctype, g)
-  local o = optimizer_code(k16, tr.optimizer, ty.sfx, nil, l.state.params)
+  local lr_body, sched_desc, onecycle, floor = schedule_code(sp, tr.optimizer)
+  local o = optimizer_code(k16, tr.optimizer, ty.sfx, l.state.params, floor)
   local clip_norm = tr.clip ~= nil and tr.clip.max_norm ~= nil
   local sc = scaler_code(k16, ps.loss_scaling, clip_norm and l.backend ~= "cuda")
   if ps.loss_scaling then
@@ -1033,7 +1085,6 @@ function emit_train.values(l)
     o.save = (o.saves_nothing and "" or (o.save .. "\n")) .. join(sc.save)
     o.load = (o.saves_nothing and "" or (o.load .. "\n")) .. join(sc.load)
   end
-  local lr_body, sched_desc, onecycle = schedule_code(sp, tr.optimizer)
   local clip_body, clip_desc = clip_code(k16, sp)
   local has_accuracy = l.accuracy ~= nil
   local callbacks, cb_init, cb_mkdirs, test_desc, test_weights, cb_counts, best_ckpt = callbacks_code(sp, has_accuracy)

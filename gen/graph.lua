@@ -269,6 +269,22 @@ function graph.build(sp)
       end
     end
   end
+  -- the optimizer's parameter groups: each pattern Lua takes, and matches a parameter
+  local opt = sp.train and sp.train.optimizer
+  for i, gs in ipairs(opt and opt.args.groups or {}) do
+    local label = string.format("%s: groups[%d] (params = %s)", opt.kind, i, util.c_string(gs.params))
+    local hits = 0
+    for _, p in ipairs(g.params) do
+      local ok, hit = pcall(string.find, p.name, gs.params)
+      if not ok then
+        diag.error(opt.where, string.format("%s is not a Lua pattern: %s", label, (tostring(hit):gsub("^.-:%d+: ", ""))))
+        hits = -1
+        break
+      end
+      if hit then hits = hits + 1 end
+    end
+    if hits == 0 then diag.error(opt.where, label .. " matches no parameter of the model") end
+  end
   diag.check()
   diag.end_spec()   -- no spec code runs after the traces
   return g

@@ -224,10 +224,53 @@ local function define_setting(family, name, doc, schema, check)
   end
 end
 
+-- An optimizer's parameter groups (torch.optim's param_groups), by name: a list of
+-- { params = "Lua pattern", lr = ..., weight_decay = ... }; a parameter is in the first
+-- group whose pattern its name (PyTorch's, e.g. "fc1.bias") matches, else in the
+-- optimizer's own group.
+local GROUP_KEYS = { params = checkers.string, lr = checkers.nonneg, weight_decay = checkers.nonneg }
+function checkers.groups(v, what)
+  if type(v) ~= "table" or getmetatable(v) ~= nil then
+    return fail(what, 'a list of groups, e.g. { { params = "%.bias$", weight_decay = 0 } }', v)
+  end
+  local n = 0
+  for _ in pairs(v) do n = n + 1 end
+  local out = {}
+  for i = 1, n do
+    local gw = string.format("%s[%d]", what, i)
+    local g = v[i]
+    if type(g) ~= "table" or getmetatable(g) ~= nil then
+      return fail(gw, 'a group { params = "pattern", lr = ..., weight_decay = ... }', g)
+    end
+    local r = {}
+    for k, x in pairs(g) do
+      local check = GROUP_KEYS[k]
+      if not check then
+        return nil, string.format("%s: unknown setting '%s'%s; a group takes params, lr and weight_decay", gw,
+          tostring(k), type(k) == "string" and util.did_you_mean(k, util.sorted_keys(GROUP_KEYS)) or "")
+      end
+      local val, msg = check(x, gw .. "." .. k)
+      if msg then return nil, msg end
+      r[k] = val
+    end
+    if not r.params then return nil, string.format("%s: 'params' (a Lua pattern of parameter names) is required", gw) end
+    local ok, err = pcall(string.find, "", r.params)
+    if not ok then
+      return nil, string.format("%s.params: '%s' is not a Lua pattern: %s", gw, r.params, tostring(err):gsub("^.-:%d+: ", ""))
+    end
+    out[i] = r
+  end
+  if #out == 0 then return fail(what, "a non-empty list of groups", v) end
+  return out
+end
+local GROUPS_DOC = "parameter groups: { { params = \"Lua pattern\", lr = ..., weight_decay = ... }, ... }; "
+  .. "a parameter is in the first group its name matches, else in the optimizer's own"
+
 define_setting("optimizer", "SGD", { "stochastic gradient descent, with momentum, dampening, Nesterov and weight decay",
   torch = "torch.optim.SGD", example = "SGD { lr = 0.1, momentum = 0.9, nesterov = true }" }, {
   lr = { checkers.nonneg, 1e-3 }, momentum = { checkers.nonneg, 0.0 }, dampening = { checkers.number, 0.0 },
   weight_decay = { checkers.nonneg, 0.0 }, nesterov = { checkers.bool, false }, maximize = { checkers.bool, false },
+  groups = { checkers.groups, nil, doc = GROUPS_DOC },
 }, function(a, where)
   if a.nesterov and (a.momentum <= 0 or a.dampening ~= 0) then
     diag.error(where, "SGD: Nesterov momentum requires a momentum and zero dampening")
@@ -244,13 +287,78 @@ for _, name in ipairs { "Adam", "AdamW" } do
     -- the parameters with at least this many dimensions (2: the matrices and embeddings,
     -- not biases or LayerNorm's); 0: on every parameter (torch.optim's single group)
     decay_min_ndim = name == "AdamW" and { checkers.nonnegint, 0 } or nil,
-  })
+    groups = { checkers.groups, nil, doc = GROUPS_DOC },
+  }, function(a, where)
+    if a.groups and (a.decay_min_ndim or 0) > 0 then
+      diag.error(where, name .. ": give groups or decay_min_ndim, not both (a group { params = ..., weight_decay = 0 } "
+        .. "is decay_min_ndim's undecayed group)")
+    end
+  end)
 end
+define_setting("optimizer", "RMSprop", { "divides the gradient by a running root mean square (centered: minus its mean), with momentum",
+  torch = "torch.optim.RMSprop", example = "RMSprop { lr = 1e-3, alpha = 0.9, momentum = 0.9, centered = true }" }, {
+  lr = { checkers.nonneg, 1e-2 }, alpha = { checkers.nonneg, 0.99 }, eps = { checkers.nonneg, 1e-8 },
+  weight_decay = { checkers.nonneg, 0.0 }, momentum = { checkers.nonneg, 0.0 }, centered = { checkers.bool, false },
+  maximize = { checkers.bool, false }, groups = { checkers.groups, nil, doc = GROUPS_DOC },
+})
+define_setting("optimizer", "Adagrad", { "divides each step by the root of the summed squared gradients",
+  torch = "torch.optim.Adagrad", example = "Adagrad { lr = 0.05, lr_decay = 1e-4, initial_accumulator_value = 0.1 }" }, {
+  lr = { checkers.nonneg, 1e-2 }, lr_decay = { checkers.nonneg, 0.0 }, weight_decay = { checkers.nonneg, 0.0 },
+  initial_accumulator_value = { checkers.nonneg, 0.0 }, eps = { checkers.nonneg, 1e-10 },
+  maximize = { checkers.bool, false }, groups = { checkers.groups, nil, doc = GROUPS_DOC },
+})
+define_setting("optimizer", "Adamax", { "Adam with the infinity norm in place of the second moment",
+  torch = "torch.optim.Adamax", example = "Adamax { lr = 2e-3, betas = {0.9, 0.999} }" }, {
+  lr = { checkers.nonneg, 2e-3 }, betas = { checkers.betas, { 0.9, 0.999 } }, eps = { checkers.nonneg, 1e-8 },
+  weight_decay = { checkers.nonneg, 0.0 }, maximize = { checkers.bool, false },
+  groups = { checkers.groups, nil, doc = GROUPS_DOC },
+})
+define_setting("optimizer", "NAdam", { "Adam with Nesterov momentum (PyTorch 2.0's update: 1.13 double-counts mu in mu_product_next)",
+  torch = "torch.optim.NAdam", example = "NAdam { lr = 2e-3, momentum_decay = 4e-3 }" }, {
+  lr = { checkers.nonneg, 2e-3 }, betas = { checkers.betas, { 0.9, 0.999 } }, eps = { checkers.nonneg, 1e-8 },
+  weight_decay = { checkers.nonneg, 0.0 }, momentum_decay = { checkers.nonneg, 4e-3 },
+  groups = { checkers.groups, nil, doc = GROUPS_DOC },
+})
+define_setting("optimizer", "RAdam", { "Adam with the variance of the adaptive lr rectified (plain momentum SGD for the first steps)",
+  torch = "torch.optim.RAdam", example = "RAdam { lr = 1e-3, weight_decay = 1e-4 }" }, {
+  lr = { checkers.nonneg, 1e-3 }, betas = { checkers.betas, { 0.9, 0.999 } }, eps = { checkers.nonneg, 1e-8 },
+  weight_decay = { checkers.nonneg, 0.0 }, groups = { checkers.groups, nil, doc = GROUPS_DOC },
+})
 
 define_setting("scheduler", "StepLR", { "multiplies the learning rate by gamma every step_size epochs (or steps)",
   torch = "torch.optim.lr_scheduler.StepLR", example = "StepLR { step_size = 10, gamma = 0.5 }" }, {
   step_size = { checkers.posint, nil, required = true }, gamma = { checkers.number, 0.1 },
   interval = { enum("epoch", "step"), "epoch", doc = "step per 'epoch' or per optimizer 'step' (Lightning's interval)" },
+})
+local INTERVAL = { enum("epoch", "step"), "epoch", doc = "step per 'epoch' or per optimizer 'step' (Lightning's interval)" }
+define_setting("scheduler", "ExponentialLR", { "multiplies the learning rate by gamma every epoch (or step)",
+  torch = "torch.optim.lr_scheduler.ExponentialLR", example = "ExponentialLR { gamma = 0.95 }" }, {
+  gamma = { checkers.nonneg, nil, required = true }, interval = INTERVAL,
+})
+local function milestones(v, what)
+  if type(v) == "table" and getmetatable(v) == nil and #v > 0 then
+    local n = 0
+    for _ in pairs(v) do n = n + 1 end
+    local ok = n == #v
+    for i = 1, #v do ok = ok and math.type(v[i]) == "integer" and v[i] > 0 and (i == 1 or v[i] > v[i - 1]) end
+    if ok then return v end
+  end
+  return fail(what, "a list of increasing positive integers, e.g. {30, 80}", v)
+end
+define_setting("scheduler", "MultiStepLR", { "multiplies the learning rate by gamma at each milestone epoch (or step)",
+  torch = "torch.optim.lr_scheduler.MultiStepLR", example = "MultiStepLR { milestones = {30, 80}, gamma = 0.1 }" }, {
+  milestones = { milestones, nil, required = true }, gamma = { checkers.nonneg, 0.1 }, interval = INTERVAL,
+})
+define_setting("scheduler", "LinearLR", { "scales the learning rate linearly from start_factor to end_factor over total_iters",
+  torch = "torch.optim.lr_scheduler.LinearLR", example = "LinearLR { start_factor = 0.1, total_iters = 100, interval = 'step' }" }, {
+  start_factor = { checkers.posnumber, 1.0 / 3 }, end_factor = { checkers.prob, 1.0 },
+  total_iters = { checkers.posint, 5 }, interval = INTERVAL,
+}, function(a, where)
+  if a.start_factor > 1 then diag.error(diag.key_where(where, "start_factor"), "LinearLR.start_factor must be in (0, 1], as torch's") end
+end)
+define_setting("scheduler", "CosineAnnealingLR", { "cosine from lr down to eta_min over T_max epochs (or steps), and back up after",
+  torch = "torch.optim.lr_scheduler.CosineAnnealingLR", example = "CosineAnnealingLR { T_max = 50, eta_min = 1e-5 }" }, {
+  T_max = { checkers.posint, nil, required = true }, eta_min = { checkers.nonneg, 0.0 }, interval = INTERVAL,
 })
 define_setting("scheduler", "WarmupCosine", { "linear warm-up from 0 to lr, then cosine decay to min_lr, per step",
   torch = "LinearLR + CosineAnnealingLR in a SequentialLR (as in nanoGPT)",
@@ -450,6 +558,27 @@ local function check_monitors(tr)
   end
 end
 
+-- OneCycleLR's cycle_momentum needs an optimizer with a momentum or beta1 to cycle
+-- (torch raises for one without); loom also refuses a momentum of 0 (torch would
+-- make it the cycled value and start a buffer) and NAdam (its mu_product would need
+-- every earlier step's beta1).
+local function check_cycled_momentum(tr)
+  local s, o = tr.scheduler, tr.optimizer
+  if not (s and o and s.kind == "OneCycleLR" and s.args.cycle_momentum) then return end
+  local why
+  if o.kind == "Adagrad" then
+    why = "Adagrad has no momentum or beta1 to cycle (torch raises the same)"
+  elseif o.kind == "NAdam" then
+    why = "NAdam's mu_product with a cycled beta1 is not supported"
+  elseif (o.kind == "SGD" or o.kind == "RMSprop") and o.args.momentum == 0 then
+    why = o.kind .. " has momentum = 0, which torch would replace by the cycled momentum; give it a momentum"
+  end
+  if why then
+    diag.error(diag.key_where(s.where, "cycle_momentum"), "OneCycleLR: cycle_momentum = true, but " .. why
+      .. "; or set cycle_momentum = false")
+  end
+end
+
 -- A data field's name becomes a member of the generated program's batch struct.
 function spec.field_name_error(what, k)
   return string.format("%s: the field name %s is not a plain name (letters, digits and '_', not a C keyword, "
@@ -605,8 +734,8 @@ end
 local TRAIN_SCHEMA = {
   data = { setting_of("data"), nil, required = true, doc = "the data source: FashionMNIST, Synthetic or Npy { ... }" },
   loss = { check_loss, nil, required = true, doc = "function(m, b) returning the loss of the model m on the batch b" },
-  optimizer = { setting_of("optimizer"), nil, required = true, doc = "SGD, Adam or AdamW { ... }" },
-  scheduler = { setting_of("scheduler"), nil, doc = "StepLR, WarmupCosine or OneCycleLR { ... }" },
+  optimizer = { setting_of("optimizer"), nil, required = true, doc = "SGD, Adam, AdamW, RMSprop, Adagrad, Adamax, NAdam or RAdam { ... }" },
+  scheduler = { setting_of("scheduler"), nil, doc = "StepLR, MultiStepLR, ExponentialLR, LinearLR, CosineAnnealingLR, WarmupCosine or OneCycleLR { ... }" },
   epochs = { checkers.posint, nil, doc = "passes over the training set (Lightning's max_epochs)" },
   max_steps = { checkers.posint, nil, doc = "optimizer steps to stop after (with accumulation: one step per accumulate batches)" },
   batch_size = { checkers.posint, nil, required = true,
@@ -695,9 +824,9 @@ local NOT_YET = {
   ["function"] = { "conv1d", "conv2d", "linear", "dropout", "layer_norm",
     "batch_norm", "embedding", "max_pool2d", "avg_pool2d", "pad", "interpolate", "one_hot",
     "stack", "argmax" },
-  optimizer = { "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam", "RAdam", "LBFGS", "SparseAdam" },
-  scheduler = { "CosineAnnealingLR", "CosineAnnealingWarmRestarts", "ReduceLROnPlateau", "LinearLR",
-    "ExponentialLR", "MultiStepLR", "LambdaLR", "CyclicLR", "PolynomialLR", "SequentialLR", "ConstantLR" },
+  optimizer = { "Adadelta", "LBFGS", "SparseAdam", "ASGD", "Rprop" },
+  scheduler = { "CosineAnnealingWarmRestarts", "ReduceLROnPlateau", "LambdaLR", "CyclicLR", "PolynomialLR",
+    "SequentialLR", "ConstantLR", "ChainedScheduler", "MultiplicativeLR" },
   callback = { "LearningRateMonitor", "StochasticWeightAveraging", "GradientAccumulationScheduler",
     "RichProgressBar", "TQDMProgressBar", "DeviceStatsMonitor", "Timer", "LearningRateFinder", "BatchSizeFinder" },
   logger = { "WandbLogger", "CometLogger", "NeptuneLogger" },
@@ -867,7 +996,7 @@ local function make_env(result)
     if errors == 0 and t.epochs == nil and t.max_steps == nil then
       diag.error(where, "train: give epochs or max_steps")
     end
-    if errors == 0 then check_monitors(tr) end
+    if errors == 0 then check_monitors(tr); check_cycled_momentum(tr) end
     tr.where = where
     result.train = tr
   end

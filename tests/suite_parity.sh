@@ -38,6 +38,8 @@ cases=(
   "adamw_groups_clipnorm|AdamW { lr = 1e-3, betas = {0.9, 0.95}, weight_decay = 0.1, decay_min_ndim = 2 }|{ max_norm = 1.0 }|fashion_mlp tiny_gpt"
 )
 
+# PARITY_CASES (one case a line, as above) replaces them: tests/suite_optim.sh's
+[ -n "${PARITY_CASES:-}" ] && mapfile -t cases <<<"$PARITY_CASES"
 . tests/tap.sh   # plan, fail, no_torch, harness
 # names SPEC: the cases of SPEC (each runs as parity_SPEC_CASE and parity64_SPEC_CASE)
 names() {

@@ -6,7 +6,7 @@ LOOM=${LOOM:-build/loom}
 PY=/usr/bin/python3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-cases=(steplr_epoch onecycle_cos onecycle_linear3 warmupcosine)
+cases=(steplr_epoch onecycle_cos onecycle_linear3 warmupcosine exponential_epoch multistep_step linear_step cosine_step)
 . "$(dirname "$0")/tap.sh"   # plan, harness
 plan ${#cases[@]}
 if py_lacks torch; then
@@ -19,6 +19,10 @@ for c in "${cases[@]}"; do
     onecycle_cos) sched="OneCycleLR { max_lr = 0.2, total_steps = $STEPS }" ;;
     onecycle_linear3) sched="OneCycleLR { max_lr = 0.2, total_steps = $STEPS, anneal_strategy = 'linear', three_phase = true, pct_start = 0.25 }" ;;
     warmupcosine) sched="WarmupCosine { warmup_steps = 5 }" ;;
+    exponential_epoch) sched="ExponentialLR { gamma = 0.7 }" ;;
+    multistep_step) sched="MultiStepLR { milestones = {3, 10, 25}, gamma = 0.3, interval = 'step' }" ;;
+    linear_step) sched="LinearLR { start_factor = 0.25, end_factor = 0.9, total_iters = 12, interval = 'step' }" ;;
+    cosine_step) sched="CosineAnnealingLR { T_max = 15, eta_min = 0.01, interval = 'step' }" ;;
   esac
   cat >"$work/$c.lua" <<LUA
 model "S" { inputs = { x = Tensor{2} }, fc = Linear(2, 1), forward = function(m, b) return m.fc(b.x) end }

@@ -1,4 +1,4 @@
--- expect: tests/spec_fail/adam_decay_min_ndim.lua:11: Adam: unknown setting 'decay_min_ndim'; valid settings: amsgrad, betas, eps, lr, maximize, weight_decay
+-- expect: tests/spec_fail/adam_decay_min_ndim.lua:11: Adam: unknown setting 'decay_min_ndim'; valid settings: amsgrad, betas, eps, groups, lr, maximize, weight_decay
 model "M" {
   inputs = { idx = Tensor{8, dtype = "int64"} },
   wte = Embedding(256, 16),

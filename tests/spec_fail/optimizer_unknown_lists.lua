@@ -1,4 +1,4 @@
--- expect: tests/spec_fail/optimizer_unknown_lists.lua:11: AdamW: unknown setting 'learning_rate'; valid settings: amsgrad, betas, decay_min_ndim, eps, lr, maximize, weight_decay
+-- expect: tests/spec_fail/optimizer_unknown_lists.lua:11: AdamW: unknown setting 'learning_rate'; valid settings: amsgrad, betas, decay_min_ndim, eps, groups, lr, maximize, weight_decay
 model "Net" {
   inputs = { x = Tensor{4} },
   net = Linear(4, 3),

@@ -172,11 +172,37 @@ def prepare(spec, work, B, seed):
     return sd, batch
 
 
+def lua_pattern(p):
+    """A Lua pattern of the simple kind the tests use (%., ^, $, %d, %a) as a regex."""
+    out, i = "", 0
+    while i < len(p):
+        c = p[i]
+        if c == "%" and i + 1 < len(p):
+            n = p[i + 1]
+            out += {"d": r"\d", "a": "[A-Za-z]", "w": r"\w", "s": r"\s"}.get(n, re.escape(n))
+            i += 2
+            continue
+        out += c if c in "^$.*+?[]" else re.escape(c)
+        i += 1
+    return out.replace("-", "*?") if "-" in p else out
+
+
 def parse_optimizer(text):
-    """'SGD { lr = 0.01, momentum = 0.9, nesterov = true, betas = {0.8, 0.99} }' -> ('SGD', {...})"""
+    """'SGD { lr = 0.01, momentum = 0.9, nesterov = true, betas = {0.8, 0.99} }' -> ('SGD', {...});
+    groups = { { params = "pat", lr = x }, ... } -> a list of dicts"""
     m = re.fullmatch(r"\s*(\w+)\s*\{(.*)\}\s*", text)
     kind, body = m.group(1), m.group(2)
     args = {}
+    g = re.search(r"groups\s*=\s*\{(.*\})\s*\}", body)
+    if g:
+        body = body[:g.start()] + body[g.end():]
+        args["groups"] = []
+        for grp in re.findall(r"\{([^}]*)\}", g.group(1)):
+            d = {}
+            for key, val in re.findall(r"(\w+)\s*=\s*(\"[^\"]*\"|[^,]+)", grp):
+                val = val.strip()
+                d[key] = val.strip('"') if val.startswith('"') else float(val)
+            args["groups"].append(d)
     for key, val in re.findall(r"(\w+)\s*=\s*(\{[^}]*\}|[^,]+)", body):
         val = val.strip()
         if val.startswith("{"):
@@ -188,12 +214,61 @@ def parse_optimizer(text):
     return kind, args
 
 
+class NAdam2(torch.optim.NAdam):
+    """torch.optim.NAdam with PyTorch 2.0's mu_product_next = mu_product * mu_next (1.13
+    multiplies mu in twice; loom follows 2.0)."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st = self.state[p]
+                if not st:
+                    st["step"] = torch.tensor(0.)
+                    st["mu_product"] = torch.tensor(1.)
+                    st["exp_avg"] = torch.zeros_like(p)
+                    st["exp_avg_sq"] = torch.zeros_like(p)
+                st["step"] += 1
+                step = st["step"].item()
+                grad = p.grad
+                if group["weight_decay"] != 0:
+                    grad = grad.add(p, alpha=group["weight_decay"])
+                md = group["momentum_decay"]
+                mu = beta1 * (1. - 0.5 * (0.96 ** (step * md)))
+                mu_next = beta1 * (1. - 0.5 * (0.96 ** ((step + 1) * md)))
+                st["mu_product"] *= mu
+                mu_product_next = st["mu_product"] * mu_next
+                st["exp_avg"].mul_(beta1).add_(grad, alpha=1 - beta1)
+                st["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                denom = st["exp_avg_sq"].div(1 - beta2 ** step).sqrt().add_(group["eps"])
+                p.addcdiv_(grad, denom, value=-group["lr"] * (1. - mu) / (1. - st["mu_product"].item()))
+                p.addcdiv_(st["exp_avg"], denom, value=-group["lr"] * mu_next / (1. - mu_product_next.item()))
+
+
 def make_optimizer(model, text):
     kind, a = parse_optimizer(text)
     if "betas" in a and len(a["betas"]) != 2:
         raise ValueError("betas: " + text)
-    cls = {"SGD": torch.optim.SGD, "Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}[kind]
+    cls = {"SGD": torch.optim.SGD, "Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW,
+           "RMSprop": torch.optim.RMSprop, "Adagrad": torch.optim.Adagrad, "Adamax": torch.optim.Adamax,
+           "NAdam": NAdam2, "RAdam": torch.optim.RAdam}[kind]
     min_ndim = int(a.pop("decay_min_ndim", 0))
+    specs = a.pop("groups", None)
+    if specs:
+        # loom's groups: a parameter is in the first group whose pattern its name matches
+        named = list(model.named_parameters())
+        groups = [{"params": []} for _ in specs] + [{"params": []}]
+        for i, s in enumerate(specs):
+            for k in ("lr", "weight_decay"):
+                if k in s:
+                    groups[i][k] = s[k]
+        for n, p in named:
+            i = next((i for i, s in enumerate(specs) if re.search(lua_pattern(s["params"]), n)), len(specs))
+            groups[i]["params"].append(p)
+        return cls(groups, **a)
     if min_ndim > 0:
         # AdamW's two parameter groups (nanoGPT's): weight decay on >= min_ndim dimensions only
         params = list(model.parameters())

@@ -2,7 +2,7 @@
 
     /usr/bin/python3 tests/torch/schedule.py KIND STEPS STEPS_PER_EPOCH < loom_output
 
-KIND is steplr_epoch, onecycle_cos, onecycle_linear3 or warmupcosine (the settings
+KIND is one of tests/suite_schedule.sh's cases (the settings
 tests/suite_schedule.sh writes into the spec).  Prints "ok" or "not ok: why".
 """
 import math
@@ -31,11 +31,19 @@ else:
     elif kind == "onecycle_linear3":
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.2, total_steps=steps, anneal_strategy="linear",
                                                     three_phase=True, pct_start=0.25)
+    elif kind == "exponential_epoch":
+        sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.7)
+    elif kind == "multistep_step":
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[3, 10, 25], gamma=0.3)
+    elif kind == "linear_step":
+        sched = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.25, end_factor=0.9, total_iters=12)
+    elif kind == "cosine_step":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=15, eta_min=0.01)
     for s in range(steps):
         g = opt.param_groups[0]
         ref.append((g["lr"], g["momentum"]))
         opt.step()
-        if kind == "steplr_epoch":
+        if kind.endswith("_epoch"):
             if (s + 1) % per_epoch == 0:
                 sched.step()
         else:
