@@ -182,6 +182,8 @@ end
 --              what they used, their share of m->wide)
 --   operands   the three contexts' operand records (the precision plan's conversions)
 --   num_wide   elements of m->wide: the most any op's conversions take
+-- For an inference program (l.inference): forward, outputs ({ tensor, lines }: the
+-- copy of each output into out0, out1, ...), ef, operands and num_wide only.
 function kernels_c.walk(l)
   local ty = kernels_c.TYPES[l.settings.compute]
   local pp, trace = l.pp, l.trace
@@ -198,6 +200,20 @@ function kernels_c.walk(l)
       end
       out.forward[#out.forward + 1] = { node = node, lines = lines }
     end
+  end
+  if l.inference then
+    -- an inference program (loom export): no loss, backward or metrics; the forward's
+    -- outputs, each with the lines that copy it (in float) into the caller's array
+    out.outputs = {}
+    for i = 1, trace.outputs.n do
+      local t = trace.outputs[i]
+      ef.begin(nil, "result")
+      local src = ef.ptr(t)
+      out.outputs[i] = { tensor = t, lines = ef.wrap({ string.format("memcpy(out%d, %s, sizeof(real) * (size_t)(%s));", i - 1, src, ef.numel(t)) }) }
+    end
+    out.ef, out.operands = ef, { ef.operands }
+    out.num_wide = math.max(1, ef.wide_size())
+    return out
   end
   local loss = trace.outputs[1]
   ef.begin(nil, "result")
