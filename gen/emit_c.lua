@@ -161,6 +161,7 @@ function emit.model(l)
     forward_decls = table.concat(ef.decls, "\n"), forward_body = table.concat(fwd, "\n"), loss_ptr = w.loss,
     backward_decls = table.concat(eb.decls, "\n"), backward_body = table.concat(bwd, "\n"), dloss_ptr = w.dloss,
     metrics_body = mbody, scratch_body = scratch_body,
+    prediction_decls = table.concat(w.epred.decls, "\n"), prediction_ptr = w.prediction,
   })
   return files, kernels_c.counted(w)
 end

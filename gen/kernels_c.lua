@@ -178,6 +178,7 @@ end
 --   backward   { { node, lines } }: the backward's ops but views and folded casts
 --   dloss      the loss's gradient pointer
 --   metrics    { pred, target } (the loss's inputs, read by the accuracy) or nil
+--   prediction the loss's first input's storage (epred: its context), for model_prediction
 --   ef, eb, em the forward's, backward's and metrics' contexts (their declarations,
 --              what they used, their share of m->wide)
 --   operands   the three contexts' operand records (the precision plan's conversions)
@@ -228,6 +229,12 @@ function kernels_c.walk(l)
   end
   eb.begin(nil, "result")
   out.dloss = eb.grad(loss)
+
+  -- the model's prediction (the loss's first input) as stored: model_prediction()
+  local epred = context(l, ty, true)
+  epred.begin(nil, "prediction")
+  out.prediction = epred.raw(loss.node.inputs[1])
+  out.epred = epred
 
   local em = context(l, ty, true)
   em.begin(nil, "metrics")
