@@ -7,7 +7,7 @@ outputs, saved as a safetensors state_dict; and one .npy per batch field.
 
 writes WORK/weights.safetensors, WORK/<field>.npy (the model's inputs and the loss's
 targets, B samples each), and prints the model's output elements per sample.
-Also: export_case.py same A.npy B.bin  (exit 0 when B.bin's raw float32 equals A.npy's data
+Also: export_case.py same A.npy B.bin SPEC_NAME  (exit 0 when B.bin's raw float32 equals A.npy's data
 bit for bit; else prints the first difference).
 """
 import sys
@@ -57,9 +57,11 @@ def case(name, work, B):
     print(out[0].numel())
 
 
-def same(npy, raw):
+def same(npy, raw, spec):
     a = np.load(npy)
     b = np.fromfile(raw, dtype=a.dtype)
+    if spec == "tiny_transformer" and a.size == b.size:   # its loss reads transpose(m(b), 1, 2)
+        b = np.ascontiguousarray(b.reshape(a.shape[0], a.shape[2], a.shape[1]).transpose(0, 2, 1))
     if a.size != b.size:
         print("sizes differ: %d and %d" % (a.size, b.size))
         return 1
@@ -73,5 +75,5 @@ def same(npy, raw):
 
 if __name__ == "__main__":
     if sys.argv[1] == "same":
-        sys.exit(same(sys.argv[2], sys.argv[3]))
+        sys.exit(same(sys.argv[2], sys.argv[3], sys.argv[4]))
     case(sys.argv[1], sys.argv[2], int(sys.argv[3]))
