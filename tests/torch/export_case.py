@@ -61,7 +61,7 @@ def same(npy, raw, spec):
     a = np.load(npy)
     b = np.fromfile(raw, dtype=a.dtype)
     if spec == "tiny_transformer" and a.size == b.size:   # its loss reads transpose(m(b), 1, 2)
-        b = np.ascontiguousarray(b.reshape(a.shape[0], a.shape[2], a.shape[1]).transpose(0, 2, 1))
+        b = np.ascontiguousarray(b.reshape(a.shape[0], a.shape[2], a.shape[1]).transpose(0, 2, 1)).ravel()
     if a.size != b.size:
         print("sizes differ: %d and %d" % (a.size, b.size))
         return 1
