@@ -62,6 +62,24 @@ function emit.runs(g)
   return true
 end
 
+-- The forward's lines of a walk (gen/kernels_c.lua): each op after the spec line it
+-- came from and its shapes (the training program's model.c and the exported library's)
+function emit.forward_lines(g, w)
+  local fwd = {}
+  for _, op in ipairs(w.forward) do
+    local node = op.node
+    fwd[#fwd + 1] = ""
+    fwd[#fwd + 1] = node_comment(g, node, node.op == "cast" and "  (kept as a kernel: REPORT.md, precision plan)" or "")
+    fwd[#fwd + 1] = shapes_comment(node)
+    if not op.lines then
+      fwd[#fwd + 1] = string.format("    // (a view of its input: no copy)")
+    else
+      for _, x in ipairs(indent(op.lines)) do fwd[#fwd + 1] = x end
+    end
+  end
+  return fwd
+end
+
 -- The model's files (model.h, model.c, precision_plan.tsv) for the lowered table `l`
 -- (gen/pipeline.lua).  Returns { [filename] = text } and what the operand contexts
 -- counted (kernels_c.counted).
@@ -77,18 +95,7 @@ function emit.model(l)
   -- the kernels' calls (gen/kernels_c.lua), each op after the spec line it came from
   local w = kernels_c.walk(l)
   local ef, eb, em = w.ef, w.eb, w.em
-  local fwd = {}
-  for _, op in ipairs(w.forward) do
-    local node = op.node
-    fwd[#fwd + 1] = ""
-    fwd[#fwd + 1] = node_comment(g, node, node.op == "cast" and "  (kept as a kernel: REPORT.md, precision plan)" or "")
-    fwd[#fwd + 1] = shapes_comment(node)
-    if not op.lines then
-      fwd[#fwd + 1] = string.format("    // (a view of its input: no copy)")
-    else
-      for _, x in ipairs(indent(op.lines)) do fwd[#fwd + 1] = x end
-    end
-  end
+  local fwd = emit.forward_lines(g, w)
   if not ef.uses_training then table.insert(ef.decls, "    (void)training;   // no op of this model behaves differently in training") end
   local bwd = {}
   for _, op in ipairs(w.backward) do
@@ -154,6 +161,7 @@ function emit.model(l)
     forward_decls = table.concat(ef.decls, "\n"), forward_body = table.concat(fwd, "\n"), loss_ptr = w.loss,
     backward_decls = table.concat(eb.decls, "\n"), backward_body = table.concat(bwd, "\n"), dloss_ptr = w.dloss,
     metrics_body = mbody, scratch_body = scratch_body,
+    prediction_decls = table.concat(w.epred.decls, "\n"), prediction_ptr = w.prediction,
   })
   return files, kernels_c.counted(w)
 end
@@ -263,6 +271,7 @@ function emit.program(l)
   files["build.ninja"] = template.fill("templates/c/build.ninja.in", {
     model_name = l.graph.model_rec.class, spec_file = sp.file,
     extra_cflags = l.options.extra_cflags, extra_ldflags = l.options.extra_ldflags,
+    opt_flags = l.options.debug and "-O0 -g -march=native" or "-O3 -march=native",
     objects = table.concat(objects, "\n"), object_list = table.concat(list, " "),
   })
   return { files = files, counted = counted }

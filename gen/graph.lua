@@ -293,14 +293,16 @@ end
 -- The integer data fields the training graph uses as indices: field name ->
 -- { hi = the values' bound, except = a value allowed besides [0, hi), what = their name }
 -- (cross_entropy's class-index target with its ignore_index, an embedding's indices).
-function graph.index_ranges(g)
+-- `trace`: another trace than the loss's (the forward's, for an inference program).
+function graph.index_ranges(g, trace)
   local ranges = {}
   local function bound(t, hi, except, what)
     if not (t and t.input) then return end
     local r = ranges[t.input]
     if not r or hi < r.hi then ranges[t.input] = { hi = hi, except = except, what = what } end
   end
-  for _, node in ipairs(g.loss and g.loss.nodes or {}) do
+  trace = trace or g.loss
+  for _, node in ipairs(trace and trace.nodes or {}) do
     local x, t = node.inputs and node.inputs[1], node.inputs and node.inputs[2]
     if node.op == "cross_entropy" and t and t.dtype == "int64" then
       bound(t, #x.shape >= 2 and x.shape[2] or x.shape[1], node.attrs.ignore_index, "class index")
@@ -309,6 +311,20 @@ function graph.index_ranges(g)
     end
   end
   return ranges
+end
+
+-- The model's inputs as fields (the forward's batch: an inference program's inputs), in
+-- the spec's order: { name, shape (per sample), dtype, high (an index input's bound:
+-- values in [0, high); 0 when it is not an index) }.  A single input is named "x".
+function graph.input_fields(g)
+  local sp, list = g.spec, {}
+  local ranges = graph.index_ranges(g, g.traces.forward)
+  for _, inp in ipairs(sp.inputs) do
+    local name = sp.single_input and "x" or inp.name
+    local r = ranges[name]
+    list[#list + 1] = { name = name, shape = inp.decl.shape, dtype = inp.decl.dtype, decl = inp.decl, high = r and r.hi or 0 }
+  end
+  return list
 end
 
 -- Per-sample totals of a trace: forward FLOPs and activation bytes (fp32).

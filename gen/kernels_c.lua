@@ -178,10 +178,13 @@ end
 --   backward   { { node, lines } }: the backward's ops but views and folded casts
 --   dloss      the loss's gradient pointer
 --   metrics    { pred, target } (the loss's inputs, read by the accuracy) or nil
+--   prediction the loss's first input's storage (epred: its context), for model_prediction
 --   ef, eb, em the forward's, backward's and metrics' contexts (their declarations,
 --              what they used, their share of m->wide)
 --   operands   the three contexts' operand records (the precision plan's conversions)
 --   num_wide   elements of m->wide: the most any op's conversions take
+-- For an inference program (l.inference): forward, outputs ({ tensor, lines }: the
+-- copy of each output into out0, out1, ...), ef, operands and num_wide only.
 function kernels_c.walk(l)
   local ty = kernels_c.TYPES[l.settings.compute]
   local pp, trace = l.pp, l.trace
@@ -199,6 +202,20 @@ function kernels_c.walk(l)
       out.forward[#out.forward + 1] = { node = node, lines = lines }
     end
   end
+  if l.inference then
+    -- an inference program (loom export): no loss, backward or metrics; the forward's
+    -- outputs, each with the lines that copy it (in float) into the caller's array
+    out.outputs = {}
+    for i = 1, trace.outputs.n do
+      local t = trace.outputs[i]
+      ef.begin(nil, "result")
+      local src = ef.ptr(t)
+      out.outputs[i] = { tensor = t, lines = ef.wrap({ string.format("memcpy(out%d, %s, sizeof(real) * (size_t)(%s));", i - 1, src, ef.numel(t)) }) }
+    end
+    out.ef, out.operands = ef, { ef.operands }
+    out.num_wide = math.max(1, ef.wide_size())
+    return out
+  end
   local loss = trace.outputs[1]
   ef.begin(nil, "result")
   out.loss = ef.ptr(loss)
@@ -212,6 +229,12 @@ function kernels_c.walk(l)
   end
   eb.begin(nil, "result")
   out.dloss = eb.grad(loss)
+
+  -- the model's prediction (the loss's first input) as stored: model_prediction()
+  local epred = context(l, ty, true)
+  epred.begin(nil, "prediction")
+  out.prediction = epred.raw(loss.node.inputs[1])
+  out.epred = epred
 
   local em = context(l, ty, true)
   em.begin(nil, "metrics")

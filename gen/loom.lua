@@ -14,6 +14,9 @@ commands:
   inspect SPEC            print the model as PyTorch prints it, and its parameters
   explain SPEC [-o DIR]   write DIR/REPORT.md and DIR/REPORT.html (default DIR: build/<spec>)
   build SPEC [-o DIR]     generate the C training program in DIR (default build/<spec>) and compile it
+  export SPEC --checkpoint CKPT [-o DIR]
+                          the trained model as a C library (DIR/libNAME.a, .so, NAME.h) and a CLI (DIR/NAME):
+                          inference only, eval mode (default DIR: build/<spec>_export)
   train SPEC [-- FLAGS]   build, then run it; FLAGS go to the program (--epochs N, --max-steps N,
                           --seed N, --resume CKPT, --out DIR, --data DIR, --quiet); then OUT/report.html
   report RUN_DIR... [-o FILE]  the runs' curves (their metrics.csv) as an HTML page of SVG plots, overlaid
@@ -33,6 +36,10 @@ options:
   --compare-wrapper       explain: also count the casts a run-time wrapper (Fabric + autocast) would make
   --no-fuse               CUDA: one kernel per op (no fused groups: gen/fuse.lua), to compare with the fused program
   --no-compile            build: write the files only
+  --debug                 build, export: compile with -O0 -g (for gdb; the generated code is the same)
+  --checkpoint CKPT       export: the trained weights (a loom checkpoint or a safetensors state_dict)
+  --max-batch N           export: the most samples one call takes (default: train.batch_size)
+  --march A               export: the target CPU (default x86-64-v2, any machine since 2009; native: this one)
   --emit torch            build: also write model.py, the equivalent PyTorch module
   -o DIR                  output directory
   -h, --help              this text; loom COMMAND --help: that command's
@@ -54,10 +61,22 @@ Writes DIR/REPORT.md and DIR/REPORT.html (default DIR: build/<spec>): the precis
 ]],
   build = [[
 usage: loom build SPEC [-o DIR] [--precision=P] [--accelerator=A] [--devices=N] [--no-fuse]
-                       [--no-compile] [--emit torch] [--dump=STAGE]
+                       [--no-compile] [--emit torch] [--dump=STAGE] [--debug]
 Generates the standalone training program in DIR (default build/<spec>) and compiles it
 with ninja: DIR/train (and DIR/cuda/train for accelerator 'auto').  DIR/train --help
 lists the program's flags.
+]],
+  export = [[
+usage: loom export SPEC --checkpoint CKPT [-o DIR] [--max-batch N] [--march A] [--precision=P] [--debug]
+Writes the model's forward, in eval mode (BatchNorm's running statistics, no dropout),
+as a C library and a CLI in DIR (default build/<spec>_export), compiles them with ninja
+and checks the checkpoint against the model (a tensor missing, of another shape or dtype,
+or another precision is refused, named):
+  NAME.h            the API: NAME_open, NAME_forward, NAME_close (C and C++)
+  libNAME.a/.so     the library: the forward, the weights' loader; no training code
+  NAME              the CLI: NAME IN.npy... -o OUT (writes OUT/output.npy), --check, --bench
+  NAME.safetensors  the weights (a copy of CKPT)
+NAME is the spec's file name.  --march: the target CPU (default x86-64-v2; native).
 ]],
   train = [[
 usage: loom train SPEC [options] [-- FLAGS]
@@ -118,6 +137,21 @@ local function parse_args(args)
     elseif a == "--no-compile" then opts.no_compile = true
     elseif a == "--compare-wrapper" then opts.compare_wrapper = true
     elseif a == "--no-fuse" then opts.no_fuse = true
+    elseif a == "--debug" then opts.debug = true
+    elseif a == "--checkpoint" then
+      i = i + 1
+      opts.checkpoint = args[i] or usage_error("--checkpoint needs a file")
+    elseif a == "--march" then
+      i = i + 1
+      opts.march = args[i] or usage_error("--march needs a CPU name (x86-64-v2, x86-64-v3, native, ...)")
+      if not opts.march:match("^[%w%-_.]+$") then usage_error("--march takes a CPU name such as x86-64-v2 or native, not '" .. opts.march .. "'") end
+    elseif a == "--max-batch" then
+      i = i + 1
+      local n = tonumber(args[i] or "")
+      if not n or math.type(n) ~= "integer" and n ~= math.floor(n) or n < 1 or n > 1048576 then
+        usage_error("--max-batch takes a whole number of samples from 1 to 1048576")
+      end
+      opts.max_batch = math.tointeger(n)
     elseif a == "--emit" then
       i = i + 1
       if args[i] ~= "torch" then usage_error("--emit takes 'torch' (also write model.py, the PyTorch equivalent)") end
@@ -191,7 +225,7 @@ end
 
 -- What the stages after the graph get from the command line, for `backend`.
 local function target(g, opts, backend, extra)
-  local t = { backend = backend, precision = opts.precision, devices = opts.devices, no_fuse = opts.no_fuse,
+  local t = { backend = backend, precision = opts.precision, devices = opts.devices, no_fuse = opts.no_fuse, debug = opts.debug,
               spec_hash = spec_hash(g.spec.text),
               extra_cflags = ninja_flags("LOOM_CFLAGS"), extra_ldflags = ninja_flags("LOOM_LDFLAGS") }
   for k, v in pairs(extra or {}) do t[k] = v end
@@ -325,6 +359,43 @@ function commands.build(opts, path)
       io.write(string.format("built %s/train\n", d))
     end
   end
+end
+
+-- loom export SPEC --checkpoint CKPT: the library, its header and CLI in DIR, compiled;
+-- the checkpoint copied beside them and checked by the CLI (its one line on a mismatch).
+function commands.export(opts, path)
+  if opts.accelerator and opts.accelerator ~= "cpu" then
+    usage_error("export writes a CPU library; --accelerator=" .. opts.accelerator .. " is not supported by export yet")
+  end
+  if not opts.checkpoint and not opts.dump then usage_error("export needs --checkpoint CKPT (the trained weights)") end
+  local g = pipeline.front_end(path, opts.dump)
+  if not g then return end
+  local name = spec_basename(path):gsub("[^%w_]", "_")
+  if name:match("^%d") then name = "m" .. name end
+  local max_batch = opts.max_batch or (g.spec.train and g.spec.train.batch_size) or 1
+  local result = pipeline.program(g, target(g, opts, "export", { inference = true, max_batch = max_batch,
+    march = opts.march, export_name = name }), opts.dump)
+  if not result then return end
+  local f = io.open(opts.checkpoint, "rb")
+  if not f then diag.fatal(nil, opts.checkpoint .. ": cannot open the checkpoint") end
+  local weights = f:read("a")
+  f:close()
+  local dir = opts.out or ("build/" .. spec_basename(path) .. "_export")
+  write_program(dir, result.files)
+  write(dir .. "/" .. name .. ".safetensors", weights)
+  if opts.no_compile then io.write(string.format("wrote %s (not compiled: ninja -C %s)\n", dir, dir)); return 0 end
+  compile(dir)
+  -- the weights against the model: the CLI's one line when they are another model's
+  local how, code = require("loomc").spawn({ dir .. "/" .. name, "--check" }, dir .. "/check.log")
+  if how ~= "exit" or code ~= 0 then
+    local lf = io.open(dir .. "/check.log")
+    local log = lf and lf:read("a") or ""
+    if lf then lf:close() end
+    os.remove(dir .. "/" .. name .. ".safetensors")
+    diag.fatal(nil, (log:gsub("^" .. name .. ": ", ""):gsub("\n$", "")))
+  end
+  io.write(string.format("exported %s: %s/%s.h, %s/lib%s.a, %s/lib%s.so, %s/%s (max batch %d, %s, %s)\n", g.model_rec.class,
+    dir, name, dir, name, dir, name, dir, name, max_batch, opts.march or "x86-64-v2", opts.debug and "-O0 -g" or "-O3"))
 end
 
 local function loomc_list_dir(d) return require("loomc").list_dir(d) end

@@ -18,7 +18,7 @@ local function with(l, fields)
   return n
 end
 
-local BACKENDS = { cpu = "emit_c", cuda = "emit_cuda" }
+local BACKENDS = { cpu = "emit_c", cuda = "emit_cuda", export = "emit_export" }
 
 ---------------------------------------------------------------------------
 -- The stages.
@@ -42,31 +42,44 @@ local function graph_stage(sp) return require("graph").build(sp) end
 --   accuracy   "argmax", "threshold" (ops.lua's `accuracy` of the loss) or nil
 --   spec_hash  FNV-1a of the spec's text (checkpoints remember it)
 --   options    the command line's: devices, no_fuse, accelerator, cpu_program, and
---              extra_cflags/extra_ldflags (the environment's LOOM_CFLAGS/LOOM_LDFLAGS)
+--              extra_cflags/extra_ldflags (the environment's LOOM_CFLAGS/LOOM_LDFLAGS),
+--              debug (-O0 -g), march and export_name (loom export)
 --   pp         the precision plan (gen/precision.lua): pp.trace, pp.fmt[tensor], pp.casts
 --   trace      pp.trace: the loss's trace with the casts in it, which every later stage reads
+--   inference true for an inference-only program (target.inference: loom export): the
+--              trace is the model's forward (g.traces.forward), `fields` its inputs,
+--              batch_max target.max_batch; there is no loss, accuracy or backward
 local function assign(g, target)
   local sp = g.spec
   local precision = target.precision or sp.fabric.precision
   require(BACKENDS[target.backend]).check(g, target)
   local prec = require "precision"
-  local pp = prec.assign(g.loss, precision)
-  local loss_node = g.loss.outputs[1].node
-  local acc = ops[loss_node.op].accuracy
+  local inference = target.inference == true
+  local trace = inference and g.traces.forward or g.loss
+  local pp = prec.assign(trace, precision)
+  local acc, loss_node
+  if not inference then
+    loss_node = g.loss.outputs[1].node
+    acc = ops[loss_node.op].accuracy
+  end
   return {
     graph = g, spec = sp, backend = target.backend, precision = precision, settings = prec.SETTINGS[precision],
-    batch_max = sp.train.batch_size, fields = g.data_fields,
+    batch_max = inference and target.max_batch or sp.train.batch_size,
+    fields = inference and require("graph").input_fields(g) or g.data_fields, inference = inference,
     accuracy = acc and acc(loss_node) or nil, spec_hash = target.spec_hash or "",
     options = { devices = target.devices, no_fuse = target.no_fuse, accelerator = target.accelerator,
                 cpu_program = target.cpu_program, extra_cflags = target.extra_cflags or "",
-                extra_ldflags = target.extra_ldflags or "" },
+                extra_ldflags = target.extra_ldflags or "", debug = target.debug, march = target.march,
+                export_name = target.export_name },
     pp = pp, trace = pp.trace,
   }
 end
 
 -- autodiff: the backward of the trace (gen/autodiff.lua).  Adds
 --   autodiff   { backward = nodes in the order they run, needs_grad[tensor], grad[tensor] }
+-- An inference-only program has no backward: an empty one (nothing needs a gradient).
 local function differentiate(l)
+  if l.inference then return with(l, { autodiff = { backward = {}, needs_grad = {}, grad = {} } }) end
   return with(l, { autodiff = require("autodiff").differentiate(l.trace) })
 end
 
@@ -103,7 +116,7 @@ end
 --   root(t)    the tensor whose storage t is (through views and folded casts)
 local function plan_stage(l)
   local plan = require "plan"
-  local p = plan.activations(l.trace, l.autodiff, l.batch_max, l.pp)
+  local p = plan.activations(l.trace, not l.inference and l.autodiff or nil, l.batch_max, l.pp)
   local function root(t)
     while p.acts[t] and p.acts[t].source do t = p.acts[t].source end
     return t

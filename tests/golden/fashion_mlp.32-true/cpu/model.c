@@ -227,3 +227,8 @@ void model_metrics(const Model *m, const Batch *batch, int B, int64_t *correct, 
     *correct = right;
     *count = seen;
 }
+
+const void *model_prediction(const Model *m) {
+    const real *a14 = (real *)(m->acts + 393216);   // (B, 10)
+    return a14;
+}

@@ -77,5 +77,8 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss);
 // After model_forward: correct predictions and counted samples (accuracy), if the loss has them.
 void model_metrics(const Model *m, const Batch *batch, int B, int64_t *correct, int64_t *count);
 #define MODEL_HAS_ACCURACY 1
+// After model_forward: the model's prediction (the loss's first input) in its storage
+// format, B samples (what loom export's library returns; tests/harness/eval_forward.c).
+const void *model_prediction(const Model *m);
 
 #endif

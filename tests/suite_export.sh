@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# loom export: the inference library and CLI (gen/emit_export.lua, templates/export/).
+#  - exported forward of fashion_cnn, paw and tiny_transformer (32-true) equals the
+#    training program's eval-mode forward (tests/harness/eval_forward.c) bit for bit, on
+#    PyTorch's weights (tests/torch/export_case.py: running statistics away from 0/1);
+#  - the header compiles in a C++ program (tests/harness/export_use.cpp) that calls the
+#    library from 4 threads at once (outputs equal to one thread's), gets error values
+#    for bad arguments, and survives random batch sizes and bits (fuzz, runs counted);
+#  - the CLI's bad inputs (shape, dtype, missing file, corrupt .npy, options) give one
+#    line and a non-zero exit; a checkpoint of another model or precision is refused,
+#    naming the tensor;
+#  - libNAME.so exports only the API and links no Lua, MPI or training code;
+#  - a --debug build stops at a kernel under gdb.
+set -u
+LOOM=${LOOM:-build/loom}
+PY=/usr/bin/python3
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+. "$(dirname "$0")/tap.sh"
+SPECS="fashion_cnn paw tiny_transformer"
+plan 15
+export OMP_WAIT_POLICY=passive   # threads of several teams on 2 cores: no spinning
+B=5
+CCFLAGS="-std=c11 -O2 -fopenmp -march=native -D_GNU_SOURCE"
+LIBS="-ldnnl -lopenblas -lz -lpthread -lm -fopenmp"
+
+if py_lacks torch numpy; then
+  for s in $SPECS; do no_torch "export $s equals the training program's eval forward" "$PY has no torch or numpy"; done
+  for t in "C++ threads" "C++ errors" "C++ fuzz"; do no_torch "export $t" "$PY has no torch or numpy"; done
+  have_torch=0
+else
+  have_torch=1
+fi
+
+# bit-exact against the training program's eval forward
+for s in $SPECS; do
+  [ $have_torch = 1 ] || break
+  w="$work/$s"; mkdir -p "$w"
+  name="export $s equals the training program's eval forward"
+  per=$("$PY" tests/torch/export_case.py "$s" "$w" $B 2>"$w/py.log") || { fail "$name" "export_case.py: $(tail -1 "$w/py.log")"; continue; }
+  "$LOOM" build "specs/$s.lua" --accelerator=cpu --precision=32-true --no-compile -o "$w/train" >"$w/gen.log" 2>&1 \
+    || { fail "$name" "loom build: $(tail -1 "$w/gen.log")"; continue; }
+  d="$w/train"
+  cc $CCFLAGS -I"$d" tests/harness/eval_forward.c "$d/model.c" "$d/ckpt.c" "$d/data.c" "$d/npy.c" "$d/idx.c" "$d/tokens.c" \
+    $LIBS -o "$w/eval_forward" 2>"$w/cc.log" || { fail "$name" "eval_forward: $(grep -m1 error "$w/cc.log")"; continue; }
+  PER_SAMPLE=$per "$w/eval_forward" "$w/weights.safetensors" "$w" $B "$w/train.bin" 2>"$w/ef.log" \
+    || { fail "$name" "eval_forward: $(tail -1 "$w/ef.log")"; continue; }
+  "$LOOM" export "specs/$s.lua" --precision=32-true --checkpoint "$w/weights.safetensors" --max-batch 8 -o "$w/x" >"$w/x.log" 2>&1 \
+    || { fail "$name" "loom export: $(tail -1 "$w/x.log")"; continue; }
+  # the inputs: the model's (the loss's targets stay out)
+  case $s in fashion_cnn) ins="$w/image.npy" ;; paw) ins="img=$w/img.npy feat=$w/feat.npy" ;; *) ins="$w/idx.npy" ;; esac
+  "$w/x/$s" $ins -o "$w" >"$w/cli.log" 2>&1 || { fail "$name" "CLI: $(tail -1 "$w/cli.log")"; continue; }
+  why=$("$PY" tests/torch/export_case.py same "$w/output.npy" "$w/train.bin" "$s" 2>&1) && ok "$name" || fail "$name" "$why"
+done
+
+x="$work/fashion_cnn/x"; lib=fashion_cnn
+if [ $have_torch = 1 ] && [ -x "$x/$lib" ]; then
+  g++ -std=c++17 -O1 -Wall -Wextra -Werror -DNAME=$lib -DNAME_UPPER=FASHION_CNN -I"$x" tests/harness/export_use.cpp \
+    "$x/lib$lib.a" $LIBS -o "$work/use" 2>"$work/use.log"
+  if [ -x "$work/use" ]; then
+    harness "export C++ use" 3 's/^\(ok\|not ok\) /\1 export C++ /' "$work/use" "$work/fashion_cnn/weights.safetensors" 4 400
+  else
+    for t in threads errors fuzz; do fail "export C++ $t" "the header does not compile in C++: $(grep -m1 error "$work/use.log")"; done
+  fi
+elif [ $have_torch = 1 ]; then
+  for t in threads errors fuzz; do fail "export C++ $t" "no exported fashion_cnn"; done
+fi
+
+# the CLI's bad inputs: one line naming the file, non-zero exit
+if [ $have_torch = 1 ] && [ -x "$x/$lib" ]; then
+  "$PY" - "$work" <<'PYEOF'
+import sys, numpy as np
+w = sys.argv[1]
+np.save(w + "/shape.npy", np.zeros((2, 1, 28, 27), np.float32))
+np.save(w + "/dtype.npy", np.zeros((2, 1, 28, 28), np.float64))
+open(w + "/corrupt.npy", "wb").write(b"\x93NUMPY\x01\x00\x20\x00{'descr': '<f4', 'fortran_order'")
+np.save(w + "/short.npy", np.zeros((2, 1, 28, 28), np.float32))
+b = open(w + "/short.npy", "rb").read()
+open(w + "/short.npy", "wb").write(b[:len(b) - 100])
+PYEOF
+  expect_error "export CLI: wrong shape names the file and the shapes" "shape.npy: input 'image' must have shape (N, 1, 28, 28)" "$x/$lib" "$work/shape.npy" -o "$work"
+  expect_error "export CLI: wrong dtype names the file" "dtype.npy: input 'image' is float64; it must be float32" "$x/$lib" "$work/dtype.npy" -o "$work"
+  expect_error "export CLI: missing file" "missing.npy" "$x/$lib" "$work/missing.npy" -o "$work"
+  expect_error "export CLI: corrupt and truncated .npy" "corrupt.npy" "$x/$lib" "$work/corrupt.npy" -o "$work"
+  expect_error "export CLI: unknown option and unknown input" "unknown option '--fast'" "$x/$lib" --fast
+else
+  for t in "wrong shape names the file and the shapes" "wrong dtype names the file" "missing file" "corrupt and truncated .npy" \
+    "unknown option and unknown input"; do no_torch "export CLI: $t" "$PY has no torch or numpy (no weights)"; done
+fi
+
+# another model's checkpoint, another precision's: refused at export, naming the tensor
+if [ $have_torch = 1 ]; then
+  expect_error "export refuses another model's checkpoint, naming the tensor" "tensor 'features.0.weight' of model FashionCNN is not in the checkpoint" \
+    "$LOOM" export specs/fashion_cnn.lua --checkpoint "$work/tiny_transformer/weights.safetensors" -o "$work/bad1"
+  expect_error "export refuses another precision's checkpoint, naming the tensor" "tensor 'features.0.weight'" \
+    "$LOOM" export specs/fashion_cnn.lua --precision=64-true --checkpoint "$work/fashion_cnn/weights.safetensors" -o "$work/bad2"
+else
+  no_torch "export refuses another model's checkpoint, naming the tensor" "no weights"
+  no_torch "export refuses another precision's checkpoint, naming the tensor" "no weights"
+fi
+
+# what the library is: the API only, no Lua, MPI or training code
+if [ -f "$x/lib$lib.so" ]; then
+  syms=$(nm -D --defined-only "$x/lib$lib.so" | awk '{print $3}' | sort | tr '\n' ' ')
+  want="fashion_cnn_close fashion_cnn_forward fashion_cnn_forward_arrays fashion_cnn_input fashion_cnn_open fashion_cnn_output "
+  deps=$(ldd "$x/lib$lib.so" | grep -Ei 'lua|mpi|cmark' || true)
+  train=$(nm "$x/lib$lib.a" 2>/dev/null | grep -Ei 'adam|sgd|backward|optimizer|loader' || true)
+  if [ "$syms" != "$want" ]; then fail "export lib exports the API only and links no Lua, MPI or training code" "exports: $syms"
+  elif [ -n "$deps" ]; then fail "export lib exports the API only and links no Lua, MPI or training code" "links: $deps"
+  elif [ -n "$train" ]; then fail "export lib exports the API only and links no Lua, MPI or training code" "has: $(echo "$train" | head -1)"
+  else ok "export lib exports the API only and links no Lua, MPI or training code"; fi
+else
+  skip "export lib exports the API only and links no Lua, MPI or training code" "no exported fashion_cnn"
+fi
+
+# --debug: -O0 -g, and gdb stops at a kernel of the forward
+name="export --debug: gdb stops at a kernel"
+if ! command -v gdb >/dev/null; then skip "$name" "no gdb"
+elif [ $have_torch = 0 ]; then no_torch "$name" "no weights"
+else
+  "$LOOM" export specs/fashion_cnn.lua --debug --checkpoint "$work/fashion_cnn/weights.safetensors" -o "$work/dbg" >"$work/dbg.log" 2>&1 \
+    || { fail "$name" "loom export --debug: $(tail -1 "$work/dbg.log")"; }
+  if [ -x "$work/dbg/$lib" ]; then
+    out=$(gdb -batch -ex 'break k_linear_forward_f32' -ex run -ex bt --args "$work/dbg/$lib" "$work/fashion_cnn/image.npy" -o "$work/dbg" 2>&1 </dev/null)
+    if printf '%s\n' "$out" | grep -q "Breakpoint 1, k_linear_forward_f32" && printf '%s\n' "$out" | grep -q "model_forward" \
+       && grep -q -- "-O0 -g" "$work/dbg/build.ninja"; then ok "$name"
+    else fail "$name" "$(printf '%s\n' "$out" | grep -m1 -E 'Breakpoint|No symbol|error' || echo 'no breakpoint hit')"; fi
+  fi
+fi
