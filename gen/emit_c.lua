@@ -313,7 +313,7 @@ function emit.ddp_blocks(l)
   mb = mb:gsub("if %(signals_stop_requested%(%)%)", "if (ddp_any(signals_stop_requested()))", 1)
   b.micro_batch = mb
   b.summary_extra = [==[
-    if (!args.quiet) printf("ddp: %d ranks; all-reduced %.1f MB per rank in this run, %.2f s waiting for it after backward\n",
+    if (!args.quiet) printf("ddp: %d ranks; all-reduced %.3f MB per rank in this run, %.2f s waiting for it after backward\n",
                             ddp_world(), ddp_reduced_bytes / 1e6, ddp_wait_seconds);
 ]==]
   return b

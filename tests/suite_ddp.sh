@@ -22,6 +22,7 @@ plan 17
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cd "$tmp"
+export TMPDIR=$tmp   # the ranks' private directories (removed at their exit)
 MPI="mpirun --allow-run-as-root --oversubscribe -x OMP_NUM_THREADS=1"
 variant() {   # variant NAME SED [FLAGS]: tests/ddp/mlp.lua through SED, built in NAME/
   local name=$1 script=$2; shift 2
@@ -49,8 +50,8 @@ v1=$(grep -o 'val/loss [0-9.]*' r1.log | tail -1); v2=$(grep -o 'val/loss [0-9.]
 if [ -n "$v2" ] && [ "$v1" = "$v2" ]; then ok "validation over both ranks' shards = one rank's ($v2)"; else fail "validation over ranks" "'$v1' vs '$v2'"; fi
 # rank 0 alone writes: one log version, no private directory left behind
 n=$(ls r2/logs/lightning_logs 2>/dev/null | wc -l)
-if [ "$n" = 1 ] && ! ls /tmp/loom-rank1-* >/dev/null 2>&1 && [ "$(grep -c '^epoch 1:' r2.log)" = 1 ]; then ok "rank 0 alone prints and writes (one log version, one epoch line)"
-else fail "rank 0 alone writes" "$n log versions, $(grep -c '^epoch 1:' r2.log) epoch lines, $(ls -d /tmp/loom-rank1-* 2>/dev/null | head -1)"; fi
+if [ "$n" = 1 ] && ! ls "$tmp"/loom-rank1-* >/dev/null 2>&1 && [ "$(grep -c '^epoch 1:' r2.log)" = 1 ]; then ok "rank 0 alone prints and writes (one log version, one epoch line)"
+else fail "rank 0 alone writes" "$n log versions, $(grep -c '^epoch 1:' r2.log) epoch lines, $(ls -d "$tmp"/loom-rank1-* 2>/dev/null | head -1)"; fi
 
 # SGD with momentum, buckets of 5 kB (4 buckets started inside backward)
 variant sgd1 's/batch_size = 8/batch_size = 16/; s/AdamW { lr = 1e-2, weight_decay = 0.01 }/SGD { lr = 0.05, momentum = 0.9 }/' --devices=1 && ./sgd1/train --out s1 --quiet >/dev/null 2>&1
