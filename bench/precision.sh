@@ -30,7 +30,7 @@ echo "== load: $(uptime)"
 ninja build/loom >/dev/null
 for prec in $PRECISIONS; do
     dir=$OUT/$SPEC-$prec
-    build/loom build "specs/$SPEC.lua" --accelerator=cpu --precision="$prec" -o "$dir/gen" >"$dir.log" 2>&1 || { cat "$dir.log"; exit 1; }
+    build/loom build "specs/$SPEC.lua" --accelerator=cpu --precision="$prec" --devices=1 -o "$dir/gen" >"$dir.log" 2>&1 || { cat "$dir.log"; exit 1; }
     cflags=$(sed -n 's/^cflags = //p' "$dir/gen/build.ninja")
     ldlibs=$(sed -n 's/^ldlibs = //p' "$dir/gen/build.ninja")
     # shellcheck disable=SC2086

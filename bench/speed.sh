@@ -76,7 +76,7 @@ for variant in $VARIANTS; do
     dir=$OUT/$variant
     popt=(); [ "$prec" != - ] && popt=(--precision="$prec")
     [ "$variant" != "$name" ] && popt=(--precision=bf16-mixed)
-    build/loom build "$spec" --accelerator=cpu -o "$dir/gen" "${popt[@]}" >"$dir.build.log" 2>&1 \
+    build/loom build "$spec" --accelerator=cpu --devices=1 -o "$dir/gen" "${popt[@]}" >"$dir.build.log" 2>&1 \
         || { cat "$dir.build.log"; exit 1; }
     build/loom explain "$spec" -o "$dir/explain" "${popt[@]}" >/dev/null
     cflags=$(sed -n 's/^cflags = //p' "$dir/gen/build.ninja")

@@ -18,6 +18,10 @@ local RUNTIME_PREFIXES = { "runtime/", "templates/cpu/" }
 -- the CUDA backend's runtime files (gen/emit_cuda.lua copies them), not the C program's
 local CUDA_ONLY = { ["runtime/nvrtc_cache.c"] = true, ["runtime/nvrtc_cache.h"] = true,
                     ["runtime/loom_cuda.cu"] = true, ["runtime/loom_cuda.h"] = true }
+-- DDP's (runtime/collectives.h on MPI, runtime/ddp.h): only a program whose strategy has
+-- several ranks carries and links them (a single-device program links no MPI)
+local DDP_ONLY = { ["runtime/collectives.c"] = true, ["runtime/collectives.h"] = true,
+                   ["runtime/ddp.c"] = true, ["runtime/ddp.h"] = true }
 
 local function shapes_comment(node)
   local ins = {}
@@ -97,11 +101,36 @@ function emit.model(l)
   local ef, eb, em = w.ef, w.eb, w.em
   local fwd = emit.forward_lines(g, w)
   if not ef.uses_training then table.insert(ef.decls, "    (void)training;   // no op of this model behaves differently in training") end
+  -- DDP (gen/strategy.lua): after the backward op that makes a bucket's last gradient
+  -- final, that bucket's all-reduce starts; between ops, MPI advances the started ones
+  local ready = {}
+  local ddp = l.strategy and l.strategy.kind == "ddp"
+  if ddp then
+    local at = {}
+    for k, node in ipairs(l.autodiff.backward) do at[node] = k end
+    local by_k = {}
+    for i, b in ipairs(require("strategy").buckets(l, l.settings.state == "f64" and 8 or 4)) do
+      if b.ready ~= math.huge then
+        by_k[b.ready] = by_k[b.ready] or {}
+        table.insert(by_k[b.ready], i - 1)
+      end
+    end
+    for node, k in pairs(at) do ready[node] = by_k[k] end
+  end
   local bwd = {}
   for _, op in ipairs(w.backward) do
     bwd[#bwd + 1] = ""
     bwd[#bwd + 1] = node_comment(g, op.node, "  (backward)")
     for _, x in ipairs(indent(op.lines)) do bwd[#bwd + 1] = x end
+    if ddp then
+      for _, i in ipairs(ready[op.node] or {}) do
+        bwd[#bwd + 1] = string.format("    ddp_grad_ready(%d);   // DDP: bucket %d's gradients are final: its all-reduce starts", i, i)
+      end
+      bwd[#bwd + 1] = "    ddp_progress();"
+    end
+  end
+  if ddp then
+    table.insert(eb.decls, "    void ddp_grad_ready(int bucket), ddp_progress(void);   // runtime/ddp.h (DDP)")
   end
   if eb.uses_training then table.insert(eb.decls, "    const int training = 1;") end
   -- the backward's parameters it reads (the context records each use)
@@ -236,6 +265,68 @@ ${log_step}
   summary_extra = "",
 }
 
+-- The bytes of one parameter element (the gradient arena's format) and its lc_dtype.
+local function grad_type(l)
+  if l.settings.state == "f64" then return 8, "LC_F64" end
+  return 4, "LC_F32"
+end
+
+-- DDP (gen/strategy.lua): the C program's blocks with the ranks in them.  MPI starts
+-- after threads_setup's re-exec; a rank other than 0 prints nothing (stdout goes to
+-- /dev/null) and writes its logs into a private directory removed at exit, and only rank
+-- 0 writes checkpoints; parameters and buffers are rank 0's at the start; each step's
+-- last micro-batch all-reduces the gradients (the buckets start inside model_backward as
+-- their gradients become final; the step waits for them); a stop request (a signal) is
+-- every rank's as soon as one rank has it.
+function emit.ddp_blocks(l)
+  local b = {}
+  for k, v in pairs(TRAIN_BLOCKS) do b[k] = v end
+  local s = l.strategy
+  local esize, lct = grad_type(l)
+  local rows = {}
+  for _, k in ipairs(require("strategy").buckets(l, esize)) do
+    rows[#rows + 1] = string.format("        { %d, %d },   // %d parameters, %s ... %s (%.2f MB)", k.first, k.last - k.first,
+      #k.params, k.params[1], k.params[#k.params], k.bytes / 1e6)
+  end
+  b.header = b.header .. "#include \"ddp.h\"\n"
+  b.main_start = string.format([==[
+    threads_setup(argv);   // OpenMP's wait policy and thread count (may re-execute)
+    // DDP: %d ranks expected (fabric.devices); mpirun starts them (loom launch)
+    ddp_init(&argc, &argv, %s);   // --ddp-timeout S: a collective waiting longer ends the job
+    Args args = parse_args(argc, argv);
+    if (ddp_rank() != 0) {   // rank 0 alone prints, logs and writes checkpoints
+        args.quiet = 1;
+        args.out = ddp_private_dir();
+        if (!freopen("/dev/null", "w", stdout)) ddp_die("cannot silence stdout");
+    }
+]==], s.devices, string.format("%.17g", s.timeout))
+  b.model_setup = b.model_setup .. string.format([==[
+    // DDP: the gradient buckets (PyTorch DDP's reverse parameter order, about %s MB each):
+    // { first element, elements } of m.grads, each all-reduced as soon as its gradients are final
+    static const ddp_bucket buckets[] = {
+%s
+    };
+    ddp_set_buckets(buckets, %d, m.grads, %s);
+    // every rank starts from rank 0's parameters and buffers (DDP's broadcast at wrap time)
+    ddp_broadcast(m.params, sizeof(state_t) * NUM_PARAMS);
+    ddp_broadcast(m.buffers, sizeof(state_t) * NUM_BUFFERS);
+    ddp_broadcast(m.counters, sizeof(int64_t) * NUM_COUNTERS);
+]==], tostring(s.cap_mb), table.concat(rows, "\n"), #rows, lct)
+  b.save_from_device = "    if (ddp_rank() != 0) return;   // DDP: rank 0 writes the checkpoints (every rank holds the same state)\n"
+  local mb = b.micro_batch
+  mb = mb:gsub("(\n%$%{backward%})", "\n            // DDP: the step's last micro-batch all-reduces its gradients; the others only accumulate\n" ..
+    "            // them (Fabric's no_backward_sync)\n" ..
+    "            ddp_begin_backward(in_step + 1 >= ACCUMULATE || db.index + 1 >= batches_per_epoch);%1", 1)
+  mb = mb:gsub("(\n%$%{step_block%})", "\n            ddp_finish_grads();   // the gradients are now the mean over ranks%1", 1)
+  mb = mb:gsub("if %(signals_stop_requested%(%)%)", "if (ddp_any(signals_stop_requested()))", 1)
+  b.micro_batch = mb
+  b.summary_extra = [==[
+    if (!args.quiet) printf("ddp: %d ranks; all-reduced %.3f MB per rank in this run, %.2f s waiting for it after backward\n",
+                            ddp_world(), ddp_reduced_bytes / 1e6, ddp_wait_seconds);
+]==]
+  return b
+end
+
 -- The CPU program's files for the lowered table `l`: the model's (emit.model), the
 -- training loop's (gen/emit_train.lua's values in templates/loop/), the runtime and kernels
 -- it compiles with, and its build.ninja.  Returns { files = ..., counted = what
@@ -250,14 +341,15 @@ function emit.program(l)
   end
   local files, counted = emit.model(l)
   local loop = require("emit_train").values(l)
-  files["train.c"] = template.fill("templates/loop/train.c.in", loop.train, false, TRAIN_BLOCKS)
+  local ddp = l.strategy and l.strategy.kind == "ddp"
+  files["train.c"] = template.fill("templates/loop/train.c.in", loop.train, false, ddp and emit.ddp_blocks(l) or TRAIN_BLOCKS)
   files["optim.h"] = template.fill("templates/c/optim.h.in", loop.optim_h)
   files["optim.c"] = template.fill("templates/c/optim.c.in", loop.optim_c)
   for name, text in pairs(loop.files) do files[name] = text end   -- the user's hooks
   local loomc = require "loomc"
   for _, prefix in ipairs(RUNTIME_PREFIXES) do
     for _, path in ipairs(loomc.embedded_list(prefix)) do
-      if not CUDA_ONLY[path] then files[path:match("([^/]+)$")] = template.source(path) end
+      if not CUDA_ONLY[path] and (ddp or not DDP_ONLY[path]) then files[path:match("([^/]+)$")] = template.source(path) end
     end
   end
   local objects, list = {}, {}
@@ -270,6 +362,7 @@ function emit.program(l)
   end
   files["build.ninja"] = template.fill("templates/c/build.ninja.in", {
     model_name = l.graph.model_rec.class, spec_file = sp.file,
+    cc = ddp and "mpicc\n# DDP: OpenMPI's compiler wrapper (runtime/collectives.c needs mpi.h and libmpi)" or "cc",
     extra_cflags = l.options.extra_cflags, extra_ldflags = l.options.extra_ldflags,
     opt_flags = l.options.debug and "-O0 -g -march=native" or "-O3 -march=native",
     objects = table.concat(objects, "\n"), object_list = table.concat(list, " "),

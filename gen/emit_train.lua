@@ -1133,7 +1133,34 @@ function emit_train.values(l)
     checkpoint_logs = logs.checkpoint_logs,
     state_dtype = CKPT_DTYPE[ps.state], state_desc = state_desc,
     backward = sc.backward, step_block = sc.step, loop_vars = sc.loop_vars, train_summary = sc.summary,
+    die_body = ' fprintf(stderr, "%s\\n", what); exit(1);', eval_reduce = "", shard = "1, 0, 1", global_batch = "BATCH_MAX",
   }
+  if l.strategy and l.strategy.kind == "ddp" then
+    -- DDP (gen/strategy.lua): errors name their rank; the data is sharded as
+    -- DistributedSampler does; the validation's sums are over all ranks; a checkpoint
+    -- remembers the global batch (per rank × ranks); rank 0 alone reads the best
+    -- checkpoint for the test, and the others get its weights
+    local t = values.train
+    t.die_body = " ddp_die(what);"
+    t.eval_reduce = join {
+      "",
+      "    // every rank evaluated its shard: the sums over all ranks (DistributedSampler pads the",
+      "    // shards to equal length by repeating the first samples, as PyTorch's does)",
+      "    double sums[4] = { total, (double)samples, (double)correct, (double)counted };",
+      "    ddp_sum(sums, 4);",
+      "    total = sums[0]; samples = (int64_t)sums[1]; correct = (int64_t)sums[2]; counted = (int64_t)sums[3];",
+    }
+    t.shard = "ddp_world(), ddp_rank(), 1"
+    t.global_batch = "(int64_t)BATCH_MAX * ddp_world()"
+    t.test_weights = join {
+      "        if (ddp_rank() == 0) {",
+      (t.test_weights:gsub("\n", "\n    "):gsub("^", "    ")),
+      "        }",
+      "        ddp_broadcast(m.params, sizeof(state_t) * NUM_PARAMS);",
+      "        ddp_broadcast(m.buffers, sizeof(state_t) * NUM_BUFFERS);",
+      "        ddp_broadcast(m.counters, sizeof(int64_t) * NUM_COUNTERS);",
+    }
+  end
   values.files = hooks.files   -- the user's hook source, compiled into the program
   values.optim_h = {
     model_name = g.model_rec.class, spec_file = sp.file, optimizer_desc = o.desc, optimizer_fields = o.fields,

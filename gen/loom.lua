@@ -18,7 +18,10 @@ commands:
                           the trained model as a C library (DIR/libNAME.a, .so, NAME.h) and a CLI (DIR/NAME):
                           inference only, eval mode (default DIR: build/<spec>_export)
   train SPEC [-- FLAGS]   build, then run it; FLAGS go to the program (--epochs N, --max-steps N,
-                          --seed N, --resume CKPT, --out DIR, --data DIR, --quiet); then OUT/report.html
+                          --seed N, --resume CKPT, --out DIR, --data DIR, --quiet); then OUT/report.html.
+                          A ddp spec (devices = N > 1) runs N ranks under mpirun, as loom launch does
+  launch SPEC [-n N] [-- FLAGS]  build the DDP program and run N ranks on this machine under mpirun
+                          (default N: the spec's devices)
   report RUN_DIR... [-o FILE]  the runs' curves (their metrics.csv) as an HTML page of SVG plots, overlaid
                           (default FILE: the first run's log directory/report.html)
   data tokens TEXT -o FILE.bin [--val F]
@@ -32,7 +35,9 @@ options:
   --precision=P           override the spec's precision (32-true, 64-true, bf16-mixed, 16-mixed, bf16-true, 16-true)
   --accelerator=A         override the spec's accelerator: cpu, cuda (DIR/train runs on a GPU), auto (DIR/train
                           for the CPU and DIR/cuda/train, which runs the CPU build when there is no device)
-  --devices=N             override the spec's devices (the CUDA program runs on one GPU: 1 or auto)
+  --devices=N             override the spec's devices (the CUDA program runs on one GPU: 1 or auto);
+                          --devices=1 builds a ddp spec as one process (no MPI)
+  -n N                    launch: the number of ranks
   --compare-wrapper       explain: also count the casts a run-time wrapper (Fabric + autocast) would make
   --no-fuse               CUDA: one kernel per op (no fused groups: gen/fuse.lua), to compare with the fused program
   --no-compile            build: write the files only
@@ -88,6 +93,16 @@ Builds as loom build does, then runs the program.  FLAGS, after --, go to the pr
   --data DIR                  where FashionMNIST's files are
   --quiet                     no progress lines
 e.g. loom train specs/fashion_mlp.lua -- --epochs 1
+]],
+  launch = [[
+usage: loom launch SPEC [-n N] [options] [-- FLAGS]
+Builds the spec's DDP program (strategy 'ddp' or 'auto' with devices = N > 1, CPU) and
+runs N ranks of it on this machine: mpirun -n N (--oversubscribe when N is more than the
+cores, --allow-run-as-root as root), each rank with OMP_NUM_THREADS = cores / N unless
+set.  The spec's batch_size is each rank's (Fabric's): the global batch is N times it.
+FLAGS go to every rank (as loom train's), and --ddp-timeout S: a rank that waits longer
+than S seconds in one collective (another rank died or is stuck) ends the job.
+Several machines: mpirun --hostfile FILE -n N DIR/train FLAGS (OpenMPI's own launcher).
 ]],
   data = [[
 usage: loom data tokens TEXT -o FILE.bin [--val F]
@@ -161,6 +176,11 @@ local function parse_args(args)
       local f = tonumber(args[i] or "")
       if not f or f < 0 or f >= 1 then usage_error("--val takes a fraction F, 0 <= F < 1 (the validation part of the text)") end
       opts.val = f
+    elseif a == "-n" then
+      i = i + 1
+      local n = math.tointeger(tonumber(args[i] or ""))
+      if not n or n < 1 then usage_error("-n takes a number of ranks (a positive integer)") end
+      opts.ranks = n
     elseif a == "-o" then
       i = i + 1
       opts.out = args[i] or usage_error("-o needs a directory")
@@ -334,6 +354,7 @@ end
 local function generate_for_accelerator(path, opts)
   local g = pipeline.front_end(path, opts.dump)   -- the spec runs once
   if not g then return nil end
+  opts.graph = g
   local accel = accelerator_of(g, opts)
   local dir = opts.out or ("build/" .. spec_basename(path))
   if accel == "cpu" then return generate(g, opts, dir), nil end
@@ -400,6 +421,50 @@ end
 
 local function loomc_list_dir(d) return require("loomc").list_dir(d) end
 
+-- mpirun's command line for n ranks of argv on this machine (OpenMPI from Debian)
+local function mpirun_argv(n, argv)
+  local cores = 0
+  local f = io.open("/proc/cpuinfo")
+  if f then for line in f:lines() do if line:match("^processor%s*:") then cores = cores + 1 end end f:close() end
+  if cores == 0 then cores = 1 end
+  local root = false
+  f = io.open("/proc/self/status")
+  if f then for line in f:lines() do local uid = line:match("^Uid:%s*(%d+)") if uid then root = uid == "0" end end f:close() end
+  local out = { "mpirun", "-n", tostring(n) }
+  if root then out[#out + 1] = "--allow-run-as-root" end
+  if n > cores then out[#out + 1] = "--oversubscribe" end
+  if not os.getenv("OMP_NUM_THREADS") then
+    out[#out + 1] = "-x"
+    out[#out + 1] = "OMP_NUM_THREADS=" .. math.max(1, cores // n)
+  end
+  for _, a in ipairs(argv) do out[#out + 1] = a end
+  return out
+end
+
+-- loom launch SPEC [-n N] [-- FLAGS]: the DDP program's N ranks under mpirun
+function commands.launch(opts, path)
+  opts.accelerator = "cpu"
+  local g = pipeline.front_end(path, opts.dump)
+  if not g then return end
+  local kind, n = require("strategy").requested(g.spec, { devices = opts.ranks and opts.ranks > 1 and opts.ranks or opts.devices })
+  if kind ~= "ddp" then
+    diag.fatal(g.spec.fabric.where, string.format("loom launch runs a ddp program: this spec asks for strategy '%s' on %d device(s) " ..
+      "(fabric { strategy = \"ddp\", devices = N } or -n N with N > 1)", g.spec.fabric.strategy, n))
+  end
+  local o = {}
+  for k, v in pairs(opts) do o[k] = v end
+  o.devices = n
+  local dir = generate(g, o, opts.out or ("build/" .. spec_basename(path)))
+  if not dir then return end
+  compile(dir)
+  local argv = mpirun_argv(opts.ranks or n, { dir .. "/train", table.unpack(opts.program_args) })
+  io.write(table.concat(argv, " "), "\n")
+  io.stdout:flush()
+  local how, code = require("loomc").spawn(argv)
+  if not how then diag.fatal(nil, code) end
+  return how == "exit" and code or 128 + code
+end
+
 function commands.train(opts, path)
   local cpu_dir, cuda_dir = generate_for_accelerator(path, opts)
   if not cpu_dir and not cuda_dir then return end
@@ -407,6 +472,8 @@ function commands.train(opts, path)
   if cuda_dir then compile(cuda_dir) end
   local dir = cuda_dir or cpu_dir
   local argv = { dir .. "/train", table.unpack(opts.program_args) }
+  local kind, n = require("strategy").requested(opts.graph.spec, opts)
+  if kind == "ddp" and not cuda_dir then argv = mpirun_argv(opts.ranks or n, argv) end
   io.stdout:flush()
   local how, code = require("loomc").spawn(argv)
   if not how then diag.fatal(nil, code) end

@@ -53,6 +53,7 @@ local function assign(g, target)
   local sp = g.spec
   local precision = target.precision or sp.fabric.precision
   require(BACKENDS[target.backend]).check(g, target)
+  require("strategy").check(g, target)
   local prec = require "precision"
   local inference = target.inference == true
   local trace = inference and g.traces.forward or g.loss
@@ -91,20 +92,14 @@ local function fold(l)
   return with(l, {})
 end
 
--- strategy: how the step is spread over devices.  One process on one device today:
--- a pass-through.  DDP and FSDP go here (replicas, gradient all-reduce, sharded state).
--- Adds
---   strategy   { kind = "single" }
+-- strategy: how the step is spread over devices (gen/strategy.lua): one process, or
+-- DDP's ranks over MPI.  Adds
+--   strategy   { kind = "single" } or { kind = "ddp", devices, bucket_bytes, cap_mb,
+--              timeout, sync_batchnorm, last[param name] = the backward node index after
+--              which its gradient is final }; strategy.buckets(l, esize) cuts the
+--              gradient arena into buckets once the plan stage has laid it out
 local function strategy(l)
-  local sp, f = l.spec, l.spec.fabric
-  -- what the spec asks for that no backend does yet is said once per program, not ignored
-  local one_device = f.devices == "auto" or f.devices == 1 or (type(f.devices) == "table" and #f.devices == 1)
-  if (f.strategy ~= "auto" and f.strategy) or not one_device or f.num_nodes ~= 1 then
-    local shown = type(f.devices) == "table" and ("{" .. table.concat(f.devices, ", ") .. "}") or tostring(f.devices)
-    io.stderr:write(string.format("%s:%d: note: strategy '%s' on %s device(s) is not implemented yet; the program trains in one process\n",
-      f.where and f.where.file or sp.file, f.where and f.where.line or 1, f.strategy, shown))
-  end
-  return with(l, { strategy = { kind = "single" } })
+  return with(l, { strategy = require("strategy").plan(l) })
 end
 
 -- plan: where every tensor lives (gen/plan.lua).  Adds
@@ -170,7 +165,12 @@ function dumps.autodiff(l)
   return table.concat(out, "\n") .. "\n"
 end
 function dumps.fold(l) return trace_dump("precision plan (fold)", l) .. require("precision").summary(l.pp) .. "\n" end
-function dumps.strategy(l) return string.format("strategy: %s (one process, one device)\n", l.strategy.kind) end
+function dumps.strategy(l)
+  if l.strategy.kind == "single" then return "strategy: single (one process, one device)\n" end
+  local s = l.strategy
+  return string.format("strategy: ddp, %d ranks over MPI; gradient buckets of about %s MB; BatchNorm %s; timeout %s s\n",
+    s.devices, tostring(s.cap_mb), s.sync_batchnorm and "synced" or "local", tostring(s.timeout))
+end
 function dumps.plan(l)
   local st, p = l.state, l.plan
   local out = { string.format("plan: %d parameter elements, %d buffer elements, %d counters; activations %d bytes, " ..
@@ -204,7 +204,7 @@ pipeline.STAGES = {
   { "assign",   assign },          -- gen/precision.lua
   { "autodiff", differentiate },   -- gen/autodiff.lua
   { "fold",     fold },            -- gen/precision.lua
-  { "strategy", strategy },        -- (one device)
+  { "strategy", strategy },        -- gen/strategy.lua
   { "plan",     plan_stage },      -- gen/plan.lua
   { "fuse",     fuse_stage },      -- gen/fuse.lua (CUDA)
   { "emit",     emit },            -- gen/emit_c.lua, gen/emit_cuda.lua, gen/emit_train.lua

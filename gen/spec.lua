@@ -698,7 +698,11 @@ local FABRIC_SCHEMA = {
   end, "auto", doc = "'cpu', 'cuda' ('gpu'), or 'auto': both programs, the CUDA one falling back to the CPU's" },
   devices = { check_devices, "auto", doc = "how many devices (the CUDA program runs on one: 1 or 'auto')" },
   num_nodes = { checkers.posint, 1, doc = "machines (1)" },
-  strategy = { check_strategy, "auto", doc = "'auto', 'ddp' or 'fsdp' (one process today: see loom explain)" },
+  strategy = { check_strategy, "auto", doc = "'auto', 'ddp' or 'fsdp': with devices = N > 1 on the CPU, 'ddp' (or 'auto') trains N ranks over MPI (loom launch); 'fsdp' is not implemented yet" },
+  -- DDP's settings (PyTorch's DistributedDataParallel / Lightning's names)
+  bucket_cap_mb = { checkers.posnumber, 25, doc = "ddp: gradients are averaged in buckets of about this many MB, each started when its gradients are final in backward (PyTorch DDP's bucket_cap_mb)" },
+  sync_batchnorm = { checkers.bool, false, doc = "ddp: BatchNorm's batch statistics over all ranks (SyncBatchNorm); false, the default, keeps each rank's own as PyTorch DDP does" },
+  ddp_timeout = { checkers.posnumber, 300, doc = "ddp: seconds a rank waits in one collective before ending the job with one line (a dead or stuck rank); the program's --ddp-timeout S overrides it" },
   precision = { check_precision, "32-true", doc = "32-true, 64-true, 16-mixed, bf16-mixed, 16-true, bf16-true (aliases 64, 32, 16, 'bf16')" },
   -- torch.set_float32_matmul_precision: "high" and "medium" let float32 GEMMs run in
   -- TF32 on the GPU (the CUDA backend; the CPU ignores it, as PyTorch's CPU matmuls do)

@@ -129,7 +129,7 @@ data_flag() { case $1 in fashion*|mlp*) echo "--data $data" ;; esac; }
 build() {
   local d="$tmp/$1"
   mkdir -p "$d"
-  "$LOOM" build "$2" --accelerator=cpu --precision="$3" -o "$d/cpu" >"$d/cpu.log" 2>&1 || { echo "loom build (cpu) failed: $(grep -m1 . "$d/cpu.log")"; return 1; }
+  "$LOOM" build "$2" --accelerator=cpu --precision="$3" --devices=1 -o "$d/cpu" >"$d/cpu.log" 2>&1 || { echo "loom build (cpu) failed: $(grep -m1 . "$d/cpu.log")"; return 1; }
   # --devices=1: paw asks for 2 (ddp), which the one-GPU CUDA program refuses
   "$LOOM" build "$2" --accelerator=cuda --precision="$3" --devices=1 --no-compile -o "$d/cuda" >"$d/cuda.log" 2>&1 ||
     { echo "loom build --accelerator=cuda refuses it: $(grep -m1 -i 'error\|not' "$d/cuda.log" || grep -m1 . "$d/cuda.log")"; return 2; }

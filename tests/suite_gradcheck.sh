@@ -33,7 +33,7 @@ echo "1..${#spec_files[@]}"
 for spec_file in "${spec_files[@]}"; do
   s=$(basename "$spec_file" .lua)
   d="$tmp/$s"
-  if ! "$LOOM" build "$spec_file" -o "$d" --precision=64-true --no-compile >"$tmp/$s.gen" 2>&1; then
+  if ! "$LOOM" build "$spec_file" -o "$d" --precision=64-true --devices=1 --no-compile >"$tmp/$s.gen" 2>&1; then
     echo "not ok gradcheck_$s: loom build failed: $(tail -1 "$tmp/$s.gen")"
     continue
   fi

@@ -73,7 +73,7 @@ done
 strip_src() { sed -e 's|//.*||' -e '/MODEL_SPEC_HASH/d' "$@"; }
 build_harness() {
   local spec_file=$1 d=$2 prec=$3 base=$4
-  "$LOOM" build "$spec_file" -o "$d" --precision="$prec" --no-compile >"$d.gen" 2>&1 ||
+  "$LOOM" build "$spec_file" -o "$d" --precision="$prec" --devices=1 --no-compile >"$d.gen" 2>&1 ||
     { echo "loom build failed: $(tail -1 "$d.gen")"; return 1; }
   local model_o="$base/model.o"
   if [ "$d" = "$base" ] || ! cmp -s <(strip_src "$d/model.c" "$d/model.h") <(strip_src "$base/model.c" "$base/model.h"); then

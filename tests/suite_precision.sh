@@ -58,7 +58,7 @@ for spec in "${SPECS[@]}"; do
   name=$(basename "$spec" .lua)
   for prec in "${PRECISIONS[@]}"; do
     d="$tmp/$name-$prec"
-    if "$LOOM" build "$spec" --accelerator=cpu --precision="$prec" -o "$d" >"$d.log" 2>&1; then
+    if "$LOOM" build "$spec" --accelerator=cpu --precision="$prec" --devices=1 -o "$d" >"$d.log" 2>&1; then
       echo "ok precision_build_${name}_$prec"
       if out=$(check_plan "$d" "$prec"); then echo "ok precision_plan_${name}_$prec"; echo "$out"
       else echo "not ok precision_plan_${name}_$prec: $out"; fi
@@ -105,7 +105,7 @@ if ! py_lacks torch numpy; then
   for spec in "${AUTOCAST[@]}"; do
     d="$tmp/parity-$spec"
     file=specs/$spec.lua; [ -f "$file" ] || file=tests/precision/$spec.lua
-    if ! "$LOOM" build "$file" -o "$d" --precision=bf16-mixed --no-compile >"$d.log" 2>&1 ||
+    if ! "$LOOM" build "$file" -o "$d" --precision=bf16-mixed --devices=1 --no-compile >"$d.log" 2>&1 ||
        ! cc $CFLAGS -I"$d" tests/harness/parity.c "$d"/model.c "$d"/optim.c "$d"/ckpt.c "$d"/data.c "$d"/npy.c "$d"/idx.c "$d"/tokens.c \
             -o "$d/parity" -ldnnl -lopenblas -lz -lm >"$d.cc" 2>&1; then
       echo "not ok precision_bf16-mixed_${spec}_grad: harness did not build: $(grep -m1 error "$d.cc" "$d.log")"

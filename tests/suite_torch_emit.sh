@@ -33,7 +33,7 @@ for s in "${specs[@]}"; do
   [ $s = paw ] && flags="--precision=32-true --accelerator=cpu"   # model.py is compared in float32, on the CPU
   compile=--no-compile
   case $want in *checkpoint*) compile="" ;; esac
-  if ! "$LOOM" build "specs/$s.lua" $flags $compile --emit torch -o "$work/$s" >"$work/$s.log" 2>&1; then
+  if ! "$LOOM" build "specs/$s.lua" $flags --devices=1 $compile --emit torch -o "$work/$s" >"$work/$s.log" 2>&1; then
     for c in $want; do fail "emit_torch_${s}_$c" "loom build failed: $(tail -1 "$work/$s.log")"; done; continue
   fi
   "$LOOM" inspect "specs/$s.lua" | sed '/^$/,$d' >"$work/$s.print"

@@ -60,7 +60,7 @@ compare() {
     local s=$1 spec=$2 p=$3
     name="gpu_vs_cpu_${s}_$p"
     c="$tmp/${s}_${p}_cpu" g="$tmp/${s}_${p}_gpu"
-    if ! "$LOOM" build "$spec" --accelerator=cpu --precision="$p" -o "$c" >"$c.log" 2>&1 ||
+    if ! "$LOOM" build "$spec" --accelerator=cpu --precision="$p" --devices=1 -o "$c" >"$c.log" 2>&1 ||
        ! "$LOOM" build "$spec" --accelerator=cuda --precision="$p" --devices=1 -o "$g" >"$g.log" 2>&1; then
       echo "not ok $name: loom build failed"; return
     fi

@@ -1,0 +1,125 @@
+-- strategy: how the training step is spread over devices (the pipeline's stage between
+-- fold and plan; gen/pipeline.lua).  Both backends read what it decides:
+--   { kind = "single" }                       one process, one device
+--   { kind = "ddp", devices = N, ... }        N ranks over MPI (runtime/collectives.h),
+--                                             as PyTorch's DistributedDataParallel
+-- For ddp it also says how the gradients are averaged: `buckets`, contiguous ranges of
+-- the gradient arena in the order their gradients become final in backward (PyTorch
+-- DDP's reverse parameter order), each at most about bucket_cap_mb; `ready_after[node]`,
+-- the buckets whose last gradient the backward of `node` writes (the generated
+-- model_backward starts their all-reduce right there, so it overlaps the rest of
+-- backward).
+local diag = require "diag"
+local ops = require "ops"
+
+local strategy = {}
+
+-- the number of processes `devices` asks for (nil: one)
+local function count(devices)
+  if type(devices) == "table" then return #devices end
+  if math.type(devices) == "integer" then return devices end
+  return 1   -- "auto" (Fabric's CPU default: one), -1
+end
+
+-- Where a fabric setting is written (for a refusal's line).
+local function where_of(sp, key)
+  local f = sp.fabric
+  local w = f.where and diag.key_where(f.where, key) or nil
+  return w or f.where or { file = sp.file, line = 1 }
+end
+
+-- What the spec and the command line ask for: kind, devices (nil when single).
+function strategy.requested(sp, target)
+  local f = sp.fabric
+  local devices = count(target and target.devices or f.devices)
+  local kind = f.strategy
+  if devices <= 1 and (f.num_nodes or 1) <= 1 then return "single", 1 end
+  if kind == "auto" then kind = "ddp" end   -- Fabric: several devices mean DDP
+  return kind, devices * (f.num_nodes or 1)
+end
+
+-- The refusals, before any work (the pipeline's assign stage calls this through the
+-- backends' check): one line each, at the spec line that asks.
+function strategy.check(g, target)
+  local sp = g.spec
+  local kind, n = strategy.requested(sp, target)
+  if kind == "single" then return end
+  local at = where_of(sp, "strategy")
+  if kind == "fsdp" then
+    diag.fatal(at, string.format("strategy 'fsdp' on %d devices is not implemented yet; use 'ddp' (or --devices=1 for one process)", n))
+  end
+  if target.backend == "cuda" then
+    diag.fatal(where_of(sp, "devices"), string.format("devices = %d: the CUDA backend runs on one GPU (DDP over NCCL is not implemented yet: " ..
+      "use --accelerator=cpu for DDP over MPI, or --devices=1)", n))
+  end
+  local precision = target.precision or sp.fabric.precision
+  local s = require("precision").SETTINGS[precision]
+  if s and (s.state == "bf16" or s.state == "f16") then
+    local w = target.precision and nil or where_of(sp, "precision")
+    diag.fatal(w, string.format("precision '%s' with strategy 'ddp' is not implemented yet (16-bit parameters and gradients); use a -mixed precision, 32-true or --devices=1", precision))
+  end
+  if sp.fabric.sync_batchnorm then
+    diag.fatal(where_of(sp, "sync_batchnorm"), "sync_batchnorm = true is not implemented yet (BatchNorm keeps each rank's statistics, PyTorch DDP's default)")
+  end
+end
+
+-- a tensor's parameter's name, through casts and views of it (nil: not a parameter's)
+local function param_of(x, derived)
+  if x.param then return x.param end
+  return derived[x]
+end
+
+function strategy.plan(l, target)
+  local kind, n = strategy.requested(l.spec, target or l.options)
+  if kind == "single" then return { kind = "single", devices = 1 } end
+  local f = l.spec.fabric
+  local cap = math.floor((f.bucket_cap_mb or 25) * 1024 * 1024)
+  -- which parameter each cast or view of a parameter is
+  local derived = {}
+  for _, node in ipairs(l.trace.nodes) do
+    local o = ops[node.op]
+    if (node.op == "cast" or o.alias) and #node.inputs >= 1 then
+      local p = param_of(node.inputs[1], derived)
+      if p then derived[node.out] = p end
+    end
+  end
+  -- the backward node after which each parameter's gradient is final
+  local last = {}
+  local gi = l.autodiff.grad_inputs
+  for k, node in ipairs(l.autodiff.backward) do
+    for i, x in ipairs(node.inputs) do
+      local p = gi[node] and gi[node][i] and param_of(x, derived)
+      if p then last[p] = k end
+    end
+  end
+  return { kind = "ddp", devices = n, bucket_bytes = cap, cap_mb = f.bucket_cap_mb or 25,
+           timeout = f.ddp_timeout or 300, sync_batchnorm = f.sync_batchnorm or false,
+           last = last }
+end
+
+-- The buckets, once the plan stage has laid the parameters out (state.params: name,
+-- offset, numel in elements): in reverse parameter order, cut at bucket_bytes.  Each
+-- { first, last (elements, the range of the gradient arena), params, ready (the
+-- backward node index after which all its gradients are final), bytes }.
+function strategy.buckets(l, esize)
+  local s = l.strategy
+  local params = l.state.params
+  local out, cur = {}, nil
+  for i = #params, 1, -1 do
+    local e = params[i]
+    local bytes = e.numel * esize
+    if not cur or (cur.bytes > 0 and cur.bytes + bytes > s.bucket_bytes) then
+      cur = { first = e.offset, last = e.offset + e.numel, params = {}, ready = 0, bytes = 0 }
+      out[#out + 1] = cur
+    end
+    cur.first = e.offset
+    cur.params[#cur.params + 1] = e.name
+    cur.bytes = cur.bytes + bytes
+    local k = s.last[e.name]
+    -- a parameter we cannot place in backward is final only at its end
+    cur.ready = math.max(cur.ready, k or math.huge)
+  end
+  return out
+end
+
+return strategy

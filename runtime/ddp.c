@@ -1,0 +1,181 @@
+/* runtime/ddp.c — runtime/ddp.h on runtime/collectives.h (MPI). */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "ddp.h"
+
+#include <ftw.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+double ddp_wait_seconds = 0, ddp_reduced_bytes = 0;
+
+static int rank_ = 0, world_ = 1, failed_ = 0;
+static double timeout_ = 300;
+static char private_dir[256];
+static const ddp_bucket *buckets_;
+static int nbuckets_;
+static char *grads_;
+static lc_dtype dtype_;
+static size_t esize_;
+static int syncing_;
+#define MAX_BUCKETS 4096
+static lc_pending *pending_[MAX_BUCKETS];
+static unsigned char started_[MAX_BUCKETS];
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int ddp_rank(void) { return rank_; }
+int ddp_world(void) { return world_; }
+double ddp_timeout(void) { return timeout_; }
+
+/* ---- the watchdog: a collective that waits longer than the timeout ends the job ---- */
+static const char *waiting_in = "";
+static void on_alarm(int sig) {
+    (void)sig;
+    char line[512];
+    int n = snprintf(line, sizeof line, "rank %d: waited more than %g s in %s for the other ranks (one died or is stuck): ending the job\n",
+                     rank_, timeout_, waiting_in);
+    if (n > 0) { ssize_t w = write(2, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1); (void)w; }
+    _exit(1);
+}
+static void arm(const char *what) {
+    waiting_in = what;
+    struct itimerval it = { { 0, 0 }, { (time_t)timeout_, (suseconds_t)((timeout_ - (double)(time_t)timeout_) * 1e6) } };
+    setitimer(ITIMER_REAL, &it, NULL);
+}
+static void disarm(void) {
+    struct itimerval it = { { 0, 0 }, { 0, 0 } };
+    setitimer(ITIMER_REAL, &it, NULL);
+}
+
+void ddp_die(const char *what) {
+    fprintf(stderr, "rank %d: %s\n", rank_, what);
+    failed_ = 1;
+    exit(1);
+}
+static void check(int rc) { if (rc) ddp_die(lc_error()); }
+
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb; (void)flag; (void)ftw;
+    return remove(path);
+}
+static void at_exit(void) {
+    disarm();
+    if (private_dir[0]) nftw(private_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    /* after an error the others may be waiting in a collective: no MPI_Finalize (it could
+     * wait for them); mpirun sees a rank end without it and ends the job */
+    if (!failed_) lc_finalize();
+}
+
+void ddp_init(int *argc, char ***argv, double default_timeout) {
+    timeout_ = default_timeout;
+    /* --ddp-timeout S is ours: taken out before the program parses its flags */
+    int out = 1;
+    for (int i = 1; i < *argc; i++) {
+        if (!strcmp((*argv)[i], "--ddp-timeout")) {
+            char *end = NULL;
+            double t = i + 1 < *argc ? strtod((*argv)[i + 1], &end) : 0;
+            if (!end || *end || !(t > 0)) { fprintf(stderr, "train: --ddp-timeout expects a positive number of seconds\n"); exit(2); }
+            timeout_ = t;
+            i++;
+        } else {
+            (*argv)[out++] = (*argv)[i];
+        }
+    }
+    *argc = out;
+    (*argv)[out] = NULL;
+    if (lc_init(argc, argv)) { fprintf(stderr, "train: %s\n", lc_error()); exit(1); }
+    rank_ = lc_rank();
+    world_ = lc_world_size();
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_alarm;
+    sigaction(SIGALRM, &sa, NULL);
+    atexit(at_exit);
+}
+
+const char *ddp_private_dir(void) {
+    if (!private_dir[0]) {
+        const char *tmp = getenv("TMPDIR");
+        snprintf(private_dir, sizeof private_dir, "%s/loom-rank%d-XXXXXX", tmp && *tmp ? tmp : "/tmp", rank_);
+        if (!mkdtemp(private_dir)) { private_dir[0] = 0; ddp_die("cannot create a private directory for this rank's outputs"); }
+    }
+    return private_dir;
+}
+
+void ddp_set_buckets(const ddp_bucket *b, int n, void *grads, lc_dtype t) {
+    if (n > MAX_BUCKETS) ddp_die("too many gradient buckets (raise bucket_cap_mb)");
+    buckets_ = b; nbuckets_ = n; grads_ = grads; dtype_ = t;
+    esize_ = t == LC_F64 ? sizeof(double) : sizeof(float);
+}
+
+void ddp_begin_backward(int sync) {
+    syncing_ = sync && world_ > 1;
+    memset(started_, 0, sizeof started_);
+}
+
+void ddp_grad_ready(int bucket) {
+    if (!syncing_ || started_[bucket]) return;
+    const ddp_bucket *b = &buckets_[bucket];
+    check(lc_all_reduce_start(grads_ + b->first * esize_, b->count, dtype_, LC_AVG, &pending_[bucket]));
+    started_[bucket] = 1;
+    ddp_reduced_bytes += (double)b->count * esize_;
+}
+
+void ddp_progress(void) {
+    if (!syncing_) return;
+    /* the first started bucket still running: MPI advances it (and those behind it) here */
+    for (int i = 0; i < nbuckets_; i++)
+        if (started_[i] == 1) {
+            int rc = lc_test(pending_[i]);
+            if (rc < 0) ddp_die(lc_error());
+            if (rc == 0) return;
+            started_[i] = 3;   /* complete: lc_wait returns at once */
+        }
+}
+
+void ddp_finish_grads(void) {
+    if (!syncing_) return;
+    for (int i = 0; i < nbuckets_; i++) ddp_grad_ready(i);   /* any the backward did not start */
+    double t0 = now();
+    arm("the gradients' all-reduce");
+    for (int i = 0; i < nbuckets_; i++) {
+        check(lc_wait(pending_[i]));
+        pending_[i] = NULL;
+        started_[i] = 2;
+    }
+    disarm();
+    ddp_wait_seconds += now() - t0;
+    syncing_ = 0;
+}
+
+void ddp_broadcast(void *buf, size_t bytes) {
+    if (world_ <= 1) return;
+    arm("a broadcast from rank 0");
+    check(lc_broadcast(buf, bytes, 0));
+    disarm();
+}
+
+void ddp_sum(double *x, int n) {
+    if (world_ <= 1) return;
+    arm("an all-reduce of metrics");
+    check(lc_all_reduce(x, (size_t)n, LC_F64, LC_SUM));
+    disarm();
+}
+
+int ddp_any(int flag) {
+    if (world_ <= 1) return flag;
+    double x = flag ? 1 : 0;
+    ddp_sum(&x, 1);
+    return x > 0;
+}

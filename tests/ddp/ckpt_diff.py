@@ -1,0 +1,33 @@
+#!/usr/bin/env python3
+"""ckpt_diff.py A B [PREFIX]: the largest |a - b| / max(|b|) over the float32 tensors of
+two safetensors checkpoints whose names start with PREFIX (default: all but the
+optimizer's), printed with the tensor's name.  Standard library only."""
+import json, struct, sys, array
+
+def load(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        head = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, t in head.items():
+        if name == "__metadata__" or t["dtype"] != "F32":
+            continue
+        a, b = t["data_offsets"]
+        v = array.array("f")
+        v.frombytes(data[a:b])
+        out[name] = v
+    return out
+
+A, B = load(sys.argv[1]), load(sys.argv[2])
+prefix = sys.argv[3] if len(sys.argv) > 3 else ""
+worst, where = 0.0, "-"
+for name, b in B.items():
+    if not name.startswith(prefix) or (not prefix and name.startswith("optimizer.")):
+        continue
+    a = A[name]
+    scale = max(max(abs(x) for x in b), 1e-30)
+    d = max(abs(x - y) for x, y in zip(a, b)) / scale
+    if d > worst:
+        worst, where = d, name
+print("%.3g %s" % (worst, where))
