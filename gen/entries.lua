@@ -136,6 +136,27 @@ local function decode_step(l, name, where, trace, out)
   }
 end
 
+-- What `loom inspect` and `loom explain` list of the traced graph `g`: one line per
+-- declared method, forward first ({ name, where, what }).
+function entries.describe(g)
+  local rows = {}
+  for _, name in ipairs(g.order) do
+    local where, what = method_where(g, name), "the model's forward: the training step's and every method's"
+    local out = g.traces[name].outputs[1]
+    if name ~= "forward" then
+      if tensor.is(out) and out.node and out.node.op == "autoregress" then
+        local a = out.node.attrs
+        what = string.format("sampling: autoregress over %s tokens, temperature %g, top_k %d (train --sample N; a decode step with a key/value cache)",
+          util.shape_str(out.node.inputs[2].shape), a.temperature, a.top_k)
+      else
+        what = "not generated (only a method returning autoregress(...) is)"
+      end
+    end
+    rows[#rows + 1] = { name = name, where = where, what = what }
+  end
+  return rows
+end
+
 -- The entry points of the lowered table `l`: { { name, where, ... } } in the methods'
 -- order (gen/graph.lua), each with its decode step, or with `refused` (why this
 -- program cannot run it: the precision, the backend), said once here as a note.

@@ -74,6 +74,7 @@ int model_alloc(Model *m) {
 void model_free(Model *m) {
     free(m->params); free(m->grads); free(m->buffers); free(m->counters);
     free(m->acts); free(m->dacts); free(m->ints); free(m->wide); free(m->scratch);
+    free(m->decode); free(m->decode_scratch);
     memset(m, 0, sizeof *m);
 }
 
@@ -227,3 +228,4 @@ void model_metrics(const Model *m, const Batch *batch, int B, int64_t *correct, 
     *correct = right;
     *count = seen;
 }
+

@@ -62,6 +62,7 @@ typedef struct {
     real *scratch;                  // model_scratch_size() (im2col columns; depends on the thread count)
     uint64_t seed;                  // Philox key of this run (init, dropout)
     uint64_t step;                  // dropout's stream: micro-batches so far (train.c sets it)
+    real *decode, *decode_scratch;  // sampling's decode arena (the key/value cache), on first use
 } Model;
 
 int model_alloc(Model *m);                       // 0, or -1 when out of memory
@@ -77,5 +78,9 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss);
 // After model_forward: correct predictions and counted samples (accuracy), if the loss has them.
 void model_metrics(const Model *m, const Batch *batch, int B, int64_t *correct, int64_t *count);
 #define MODEL_HAS_ACCURACY 1
+
+// Sampling: the spec's entry point beside forward (gen/entries.lua), train's --sample.
+#define MODEL_HAS_SAMPLE 0
+#define SAMPLE_REFUSED "the spec declares no sampling method (a method beside forward returning autoregress(...))"
 
 #endif
