@@ -1129,12 +1129,18 @@ end
 -- Files the CUDA program carries besides its own: the runtime (data, checkpoints,
 -- logging, NVRTC cache, loom_cuda) and the kernels' scalar header.
 local RUNTIME = { "runtime/", "templates/common/" }
+-- DDP's runtime (MPI): the CUDA backend refuses several ranks (gen/strategy.lua), so its
+-- programs carry none of it and need no mpi.h
+local DDP_ONLY = { ["runtime/collectives.c"] = true, ["runtime/collectives.h"] = true,
+                   ["runtime/ddp.c"] = true, ["runtime/ddp.h"] = true }
 
 -- Adds the runtime files and the build.ninja to the program's `files`.
 function emit.add_runtime(files, g)
   local loomc = require "loomc"
   for _, prefix in ipairs(RUNTIME) do
-    for _, p in ipairs(loomc.embedded_list(prefix)) do files[p:match("([^/]+)$")] = template.source(p) end
+    for _, p in ipairs(loomc.embedded_list(prefix)) do
+      if not DDP_ONLY[p] then files[p:match("([^/]+)$")] = template.source(p) end
+    end
   end
   local objects, list = {}, {}
   for _, name in ipairs(util.sorted_keys(files)) do
