@@ -38,7 +38,7 @@ for s in $SPECS; do
   w="$work/$s"; mkdir -p "$w"
   name="export $s equals the training program's eval forward"
   per=$("$PY" tests/torch/export_case.py "$s" "$w" $B 2>"$w/py.log") || { fail "$name" "export_case.py: $(tail -1 "$w/py.log")"; continue; }
-  "$LOOM" build "specs/$s.lua" --accelerator=cpu --precision=32-true --no-compile -o "$w/train" >"$w/gen.log" 2>&1 \
+  "$LOOM" build "specs/$s.lua" --accelerator=cpu --precision=32-true --devices=1 --no-compile -o "$w/train" >"$w/gen.log" 2>&1 \
     || { fail "$name" "loom build: $(tail -1 "$w/gen.log")"; continue; }
   d="$w/train"
   cc $CCFLAGS -I"$d" tests/harness/eval_forward.c "$d/model.c" "$d/ckpt.c" "$d/data.c" "$d/npy.c" "$d/idx.c" "$d/tokens.c" \
