@@ -58,13 +58,6 @@ function inspect.text(g)
   out[#out + 1] = ""
   out[#out + 1] = string.format("Total: %s parameters in %d tensors (%s as fp32); %s buffer values in %d tensors",
     util.commas(np), #g.params, util.human_bytes(np * 4), util.commas(nb), #g.buffers)
-  if #g.order > 1 then   -- methods beside forward (Fabric's mark_forward_method): gen/entries.lua
-    out[#out + 1] = ""
-    out[#out + 1] = "Entry points:"
-    for _, e in ipairs(require("entries").describe(g)) do
-      out[#out + 1] = string.format("  %s  <- %s:%d  %s", e.name, e.where.file, e.where.line, e.what)
-    end
-  end
   return table.concat(out, "\n") .. "\n"
 end
 
