@@ -180,17 +180,25 @@ function kinds.padding(cls, name, v)
   end
   return kinds.pair(cls, name, v, 0)
 end
-function kinds.shape(cls, name, v)
-  if math.type(v) == "integer" and v > 0 then return { v } end
-  if type(v) == "table" and #v >= 1 then
+-- one value or a non-empty list of them (not a module), each passing ok; as(d) is what is kept
+local function one_or_list(cls, name, v, ok, want, as)
+  if ok(v) then return { as(v) } end
+  if type(v) == "table" and #v >= 1 and not nn.is_module(v) then
     local out = {}
     for i, d in ipairs(v) do
-      if math.type(d) ~= "integer" or d <= 0 then return bad(cls, name, "a positive integer or a list of them", v) end
-      out[i] = d
+      if not ok(d) then return bad(cls, name, want, v) end
+      out[i] = as(d)
     end
     return out
   end
-  return bad(cls, name, "a positive integer or a list of them", v)
+  return bad(cls, name, want, v)
+end
+local function positive_int(d) return math.type(d) == "integer" and d > 0 end
+local function positive_number(d) return type(d) == "number" and d > 0 end
+local function as_int(d) return d end
+local function as_float(d) return d + 0.0 end
+function kinds.shape(cls, name, v)
+  return one_or_list(cls, name, v, positive_int, "a positive integer or a list of them", as_int)
 end
 function kinds.dim(cls, name, v)
   if v == false then return nil end
@@ -214,29 +222,9 @@ function kinds.padding1(cls, name, v)
   return kinds.single(cls, name, v, 0)
 end
 -- Upsample's size (positive ints) and scale_factor (positive numbers): one or a list
-function kinds.sizes(cls, name, v)
-  if math.type(v) == "integer" and v > 0 then return { v } end
-  if type(v) == "table" and #v >= 1 and not nn.is_module(v) then
-    local out = {}
-    for i, d in ipairs(v) do
-      if math.type(d) ~= "integer" or d <= 0 then return bad(cls, name, "a positive integer or a list of them", v) end
-      out[i] = d
-    end
-    return out
-  end
-  return bad(cls, name, "a positive integer or a list of them", v)
-end
+kinds.sizes = kinds.shape
 function kinds.factors(cls, name, v)
-  if type(v) == "number" and v > 0 then return { v + 0.0 } end
-  if type(v) == "table" and #v >= 1 and not nn.is_module(v) then
-    local out = {}
-    for i, d in ipairs(v) do
-      if type(d) ~= "number" or d <= 0 then return bad(cls, name, "a positive number or a list of them", v) end
-      out[i] = d + 0.0
-    end
-    return out
-  end
-  return bad(cls, name, "a positive number or a list of them", v)
+  return one_or_list(cls, name, v, positive_number, "a positive number or a list of them", as_float)
 end
 function kinds.upsample_mode(cls, name, v)
   if v ~= "nearest" and v ~= "linear" and v ~= "bilinear" then
