@@ -16,6 +16,7 @@ docs.SECTIONS = {
   { key = "module", title = "Modules" },
   { key = "function", title = "Functions" },
   { key = "loss", title = "Losses" },
+  { key = "init", title = "Initialisation (train.init)" },
   { key = "optimizer", title = "Optimizers" },
   { key = "scheduler", title = "Schedulers" },
   { key = "callback", title = "Callbacks" },
@@ -176,6 +177,7 @@ function docs.example_spec(d)
   elseif sec == "loss" then
     return BASE_MODEL .. base_train({ data = d.target == "float" and FLOAT_DATA or CLASS_DATA,
                                       loss = "function(m, b) return " .. ex .. " end" })
+  elseif sec == "init" then return BASE_MODEL .. base_train({ init = "function(name, p) " .. ex .. " end" })
   elseif sec == "optimizer" then return BASE_MODEL .. base_train({ optimizer = ex })
   elseif sec == "scheduler" then return BASE_MODEL .. base_train({ scheduler = ex, optimizer = "SGD { lr = 0.1, momentum = 0.9 }" })
   elseif sec == "callback" then return BASE_MODEL .. base_train({ callbacks = "{ " .. ex .. " }" })

@@ -186,7 +186,7 @@ function emit.model(l)
     param_info = tensor_info_rows(st.params), buffer_info = tensor_info_rows(st.buffers),
     counter_info = tensor_info_rows(st.counters),
     batch_info = table.concat(batch.info, "\n"), batch_switch = table.concat(batch.switch, "\n"),
-    init_body = init_lines(st),
+    init_body = init_lines(st, g.inits),
     forward_decls = table.concat(ef.decls, "\n"), forward_body = table.concat(fwd, "\n"), loss_ptr = w.loss,
     backward_decls = table.concat(eb.decls, "\n"), backward_body = table.concat(bwd, "\n"), dloss_ptr = w.dloss,
     metrics_body = mbody, scratch_body = scratch_body,

@@ -1010,7 +1010,7 @@ function emit.program(l)
   mc.batch_alloc = table.concat(b.alloc, "\n")
   mc.batch_free = table.concat(b.free, "\n")
   mc.batch_copy = table.concat(b.copy, "\n")
-  mc.init_body = init_lines(st)
+  mc.init_body = init_lines(st, l.graph.inits)
   mc.forward_body = table.concat(fwd, "\n")
   mc.loss_ptr = lossv.ptr
   mc.backward_body = table.concat(bwd, "\n")

@@ -6,6 +6,7 @@ local util = require "util"
 local nn = require "nn"
 local tensor = require "tensor"
 local spec_mod = require "spec"
+local nninit = require "nninit"
 
 local graph = {}
 
@@ -268,6 +269,14 @@ function graph.build(sp)
         for _, f in ipairs(fields_list) do f.high = vocab end
       end
     end
+  end
+  -- the spec's own initialisation (gen/nninit.lua): what train.init does to each parameter
+  if sp.train and sp.train.init then
+    local handler = spec_mod.message_handler("@" .. sp.file)
+    g.inits = nninit.run(sp.train.init, g.params, function(fn, ...)
+      local ok, e = xpcall(fn, handler, ...)
+      if not ok then error(diag.spec_error(e), 0) end
+    end)
   end
   -- the optimizer's parameter groups: each pattern Lua takes, and matches a parameter
   local opt = sp.train and sp.train.optimizer

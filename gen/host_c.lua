@@ -56,15 +56,33 @@ function host_c.batch_tables(fields, float_ctype)
   return { fields = members, info = info, switch = switch }
 end
 
--- PyTorch's default initialisation of the state `st` (also the CUDA program's, drawn
--- on the host with the same Philox streams)
-local function init_lines(st)
+-- A parameter's initialisation by the spec's train.init (`d`: gen/nninit.lua's draw),
+-- from Philox stream `stream` (the parameter's, as its default would be)
+local function spec_init_lines(s, d, stream)
+  local head = string.format("    // %s: %s  <- %s:%d%s", util.c_comment(s.name), d.call, util.c_comment(d.where.file), d.where.line,
+    d.note and ("  (" .. d.note .. ")") or "")
+  if d.orthogonal then
+    return table.concat({ head, "    {",
+      string.format("        double *q = nninit_orthogonal(%d, %d, seed, %d);", d.rows, d.cols, stream),
+      string.format("        for (size_t i = 0; i < %d; i++) m->params[%d + i] = TO_STATE(%s * q[i]);", s.numel, s.offset, literal(d.gain, "")),
+      "        free(q);", "    }" }, "\n")
+  end
+  local expr = d.expr:gsub("%f[%w_]stream%f[^%w_]", tostring(stream))
+  return head .. "\n" .. string.format("    for (size_t i = 0; i < %d; i++) m->params[%d + i] = TO_STATE(%s);", s.numel, s.offset, expr)
+end
+
+-- The initialisation of the state `st` (also the CUDA program's, drawn on the host with
+-- the same Philox streams): PyTorch's default, or the spec's (`inits`: the graph's
+-- g.inits, by parameter name)
+local function init_lines(st, inits)
   local lines = {}
   for i, s in ipairs(st.params) do
     local init = s.entry.init
     local ptr = string.format("m->params + %d", s.offset)
     local line
-    if init.kind == "kaiming_uniform" or init.kind == "uniform_fan_in" then
+    if inits and inits[s.name] then
+      line = spec_init_lines(s, inits[s.name], i)
+    elseif init.kind == "kaiming_uniform" or init.kind == "uniform_fan_in" then
       -- kaiming_uniform_(a=√5) and the bias rule both give U(-1/√fan_in, 1/√fan_in)
       line = string.format("init_uniform(%s, %d, %s, seed, %d);", ptr, s.numel, literal(1 / math.sqrt(init.fan_in), ""), i)
     elseif init.kind == "normal" then
@@ -78,7 +96,8 @@ local function init_lines(st)
     else
       line = string.format("init_fill(%s, %d, 0);", ptr, s.numel)
     end
-    lines[#lines + 1] = string.format("    %s   // %s", line, util.c_comment(s.name))
+    if not (inits and inits[s.name]) then line = string.format("    %s   // %s", line, util.c_comment(s.name)) end
+    lines[#lines + 1] = line
   end
   for _, s in ipairs(st.buffers) do
     local v = s.entry.init.kind == "ones" and 1 or 0

@@ -6,6 +6,7 @@ local diag = require "diag"
 local util = require "util"
 local nn = require "nn"
 local tensor = require "tensor"
+local nninit = require "nninit"
 
 local spec = {}
 
@@ -751,6 +752,9 @@ local TRAIN_SCHEMA = {
   log_every_n_steps = { checkers.posint, 50, doc = "write a step row every N steps (Lightning's log_every_n_steps)" },
   hooks = { setting_of("hooks"), nil, doc = "Hooks { ... }: your C functions called during the run" },
   seed = { checkers.nonnegint, 42, doc = "seeds initialisation, shuffling, dropout and synthetic data" },
+  init = { checkers.func, nil, doc = "function(name, p) ... end, called once per parameter (named_parameters' order) "
+    .. "before training: torch.nn.init's normal_, xavier_uniform_, kaiming_normal_, ... on p (loom help normal_); "
+    .. "a parameter it leaves alone keeps PyTorch's default" },
   val_every = { checkers.posint, 1, doc = "validate every N epochs (Lightning's check_val_every_n_epoch)" },
   num_workers = { checkers.nonnegint, 1, doc = "threads that prepare batches beside the training step" },
 }
@@ -784,6 +788,14 @@ spec.doc.Module = { kind = "block", summary = "declares a reusable module class 
 spec.doc.Tensor = { kind = "block", summary = "declares a per-sample tensor: a model input or a Synthetic field (dtype, dist, low, high)",
   torch = "the shape of one sample, without the batch dimension",
   example = 'Tensor{3, 32, 32, dist = "uniform"}' }
+for _, fname in ipairs(nninit.NAMES) do
+  local r = nninit.RULES[fname]
+  spec.doc[fname] = { kind = "init", summary = r.summary, torch = "torch.nn.init." .. nninit.DOC_CALLS[fname],
+                      example = r.example }
+end
+spec.doc.calculate_gain = { kind = "init", summary = "the recommended gain for a nonlinearity (torch's table), for the init functions",
+  torch = "torch.nn.init.calculate_gain(nonlinearity, param=None)",
+  example = 'if p:dim() >= 2 then xavier_normal_(p, calculate_gain("leaky_relu", 0.2)) end' }
 spec.doc.nn = { kind = "block", summary = "PyTorch's prefixes as aliases: nn.Linear is Linear, nn.functional.relu is relu",
   torch = "torch.nn, torch.nn.functional", example = "nn.Sequential { nn.Linear(4, 8), nn.ReLU() }" }
 
@@ -834,11 +846,12 @@ local NOT_YET = {
   callback = { "LearningRateMonitor", "StochasticWeightAveraging", "GradientAccumulationScheduler",
     "RichProgressBar", "TQDMProgressBar", "DeviceStatsMonitor", "Timer", "LearningRateFinder", "BatchSizeFinder" },
   logger = { "WandbLogger", "CometLogger", "NeptuneLogger" },
+  init = { "eye_", "dirac_", "sparse_" },
 }
 local NOT_YET_FAMILY = {}
 for family, names in pairs(NOT_YET) do for _, n in ipairs(names) do NOT_YET_FAMILY[n] = family end end
 local FAMILY_PLURAL = { module = "modules", ["function"] = "functions", optimizer = "optimizers",
-                        scheduler = "schedulers", callback = "callbacks", logger = "loggers" }
+                        scheduler = "schedulers", callback = "callbacks", logger = "loggers", init = "init functions" }
 
 -- PyTorch's loss modules: loom's losses are the functions.
 local LOSS_MODULES = { CrossEntropyLoss = "cross_entropy", MSELoss = "mse", BCELoss = "bce",
@@ -862,6 +875,7 @@ local OTHERWISE = {
 local function supported(family)
   if family == "module" then return util.sorted_keys(nn.class) end
   if family == "function" then return util.sorted_keys(tensor.functional) end
+  if family == "init" then return util.sorted_keys(nninit.RULES) end
   return spec.families[family]
 end
 
@@ -906,9 +920,12 @@ local function make_env(result)
   for name, f in pairs(tensor.functional) do dsl[name] = f end
   for name, f in pairs(settings) do dsl[name] = f end
   dsl.Tensor = Tensor
+  local init_fns = nninit.functions()
+  for name, f in pairs(init_fns) do dsl[name] = f end
   local nn_members = {}
   for name, ctor in pairs(nn.class) do nn_members[name] = ctor end
   nn_members.functional = namespace("nn.functional", tensor.functional, "function")
+  nn_members.init = namespace("nn.init", init_fns, "init")
   dsl.nn = namespace("nn", nn_members, "module")
 
   dsl.Module = function(name)

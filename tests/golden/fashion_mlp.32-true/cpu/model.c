@@ -4,6 +4,7 @@
 #include "model.h"
 #include "kernels.h"
 #include "philox.h"
+#include "nninit.h"
 
 #include <math.h>
 #include <stdlib.h>

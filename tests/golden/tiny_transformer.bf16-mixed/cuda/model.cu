@@ -7,6 +7,7 @@
 #include "model.h"
 #include "loom_cuda.h"
 #include "philox.h"
+#include "nninit.h"
 #include "scalar_ops.h"
 
 #include <cuda_runtime.h>
@@ -1095,6 +1096,7 @@ void model_zero_grad(Model *m) {
 // A value drawn in double, as the C backend stores it: rounded to float, then (bf16-true,
 // 16-true) to the state's 16 bits, nearest even.
 [[maybe_unused]] static inline state_t state_of(double v) { return (state_t)so_narrow_f32((float)v); }
+#define TO_STATE(v) state_of(v)   // (the spec's train.init: gen/host_c.lua)
 // U(-bound, bound), N(0, 1) and constants from Philox, as the C backend draws them
 // (templates/c/model.c.in).
 [[maybe_unused]] static inline void init_uniform(state_t *p, size_t n, double bound, uint64_t seed, uint64_t stream) {
