@@ -871,6 +871,10 @@ function emit.check(g, target)
   if opt and opt.args.groups then
     diag.error(diag.key_where(opt.where, "groups"), opt.kind .. ": parameter groups are not supported by the CUDA backend yet")
   end
+  local sched = sp.train and sp.train.scheduler
+  if sched and sched.kind == "ReduceLROnPlateau" then
+    diag.error(sched.where, "ReduceLROnPlateau is not supported by the CUDA backend yet (its lr is run state the device step would read)")
+  end
   diag.check()
 end
 

@@ -5,6 +5,7 @@
 local diag = require "diag"
 local util = require "util"
 local optimizers = require "optimizers"
+local lr_lambda = require "lr_lambda"
 
 local emit_train = {}
 
@@ -406,6 +407,35 @@ local function unused_counter(a)
   return string.format("    (void)%s; (void)total_steps;", a.interval == "step" and "epoch" or "step")
 end
 
+-- A closed-form schedule's lr at count `n` (C) as a C expression, and its description:
+-- torch's _get_closed_form_lr (LambdaLR: base_lr × lr_lambda(n)); SequentialLR's pieces.
+local function closed_form(sched, base, n)
+  local a = sched.args
+  if sched.kind == "StepLR" then
+    return string.format("%s * pow(%s, (double)((%s) / %d))", lit(base), lit(a.gamma), n, a.step_size),
+      string.format("StepLR(step_size=%d, gamma=%s)", a.step_size, lit(a.gamma))
+  elseif sched.kind == "ExponentialLR" then
+    return string.format("%s * pow(%s, (double)(%s))", lit(base), lit(a.gamma), n), string.format("ExponentialLR(gamma=%s)", lit(a.gamma))
+  elseif sched.kind == "MultiStepLR" then
+    local passed, ms = {}, {}
+    for i, m in ipairs(a.milestones) do passed[i] = string.format("((%s) >= %d)", n, m); ms[i] = tostring(m) end
+    return string.format("%s * pow(%s, (double)(%s))", lit(base), lit(a.gamma), table.concat(passed, " + ")),
+      string.format("MultiStepLR(milestones=[%s], gamma=%s)", table.concat(ms, ", "), lit(a.gamma))
+  elseif sched.kind == "LinearLR" then
+    return string.format("%s * (%s + (%s - %s) * (double)((%s) < %d ? (%s) : %d) / %d)", lit(base), lit(a.start_factor),
+      lit(a.end_factor), lit(a.start_factor), n, a.total_iters, n, a.total_iters, a.total_iters),
+      string.format("LinearLR(start_factor=%s, end_factor=%s, total_iters=%d)", lit(a.start_factor), lit(a.end_factor), a.total_iters)
+  elseif sched.kind == "CosineAnnealingLR" then
+    return string.format("%s + (%s - %s) * (1.0 + cos(PI * (double)(%s) / %d)) / 2.0", lit(a.eta_min), lit(base), lit(a.eta_min), n, a.T_max),
+      string.format("CosineAnnealingLR(T_max=%d, eta_min=%s)", a.T_max, lit(a.eta_min))
+  elseif sched.kind == "LambdaLR" then
+    local tree, why = lr_lambda.parse(a.lr_lambda, a.interval)
+    if not tree then diag.fatal(sched.where, "LambdaLR.lr_lambda: " .. why) end
+    return string.format("%s * %s", lit(base), lr_lambda.to_c(tree, n)), string.format("LambdaLR(lr_lambda=%s)", a.lr_lambda)
+  end
+  diag.fatal(sched.where, sched.kind .. " has no closed form here")
+end
+
 -- lr_at's body, its description, OneCycleLR's phases (for momentum_at), and the
 -- schedule's floor for parameter groups (optimizer_code): every group's lr is
 -- floor + (base_g - floor) × f(step), so 0 for the schedules that multiply each
@@ -457,6 +487,38 @@ local function schedule_code(sp, opt)
       string.format("    return %s + (%s - %s) * (1.0 + cos(PI * (double)%s / %d)) / 2.0;", lit(a.eta_min), lit(base),
         lit(a.eta_min), n, a.T_max),
     }, string.format("CosineAnnealingLR(T_max=%d, eta_min=%s) per %s", a.T_max, lit(a.eta_min), a.interval), nil, a.eta_min
+  end
+  if sched.kind == "LambdaLR" then
+    local expr, desc = closed_form(sched, base, n)
+    return join { unused_counter(a), "    return " .. expr .. ";" }, desc .. " per " .. a.interval, nil, 0
+  end
+  if sched.kind == "SequentialLR" then
+    -- torch's SequentialLR: at count t the scheduler bisect_right(milestones, t) runs,
+    -- restarted (step(0)) at its milestone: its closed form at t - milestone
+    local lines, descs, ms, floor = { unused_counter(a) }, {}, {}, nil
+    for i, sub in ipairs(a.schedulers) do
+      local start = i == 1 and 0 or a.milestones[i - 1]
+      local expr, desc = closed_form(sub, base, start == 0 and n or string.format("%s - %d", n, start))
+      descs[i] = desc
+      local f = sub.kind == "CosineAnnealingLR" and sub.args.eta_min or 0
+      if floor == nil then floor = f elseif floor ~= f then floor = false end
+      if i < #a.schedulers then
+        ms[i] = tostring(a.milestones[i])
+        lines[#lines + 1] = string.format("    if (%s < %d) return %s;   // %s", n, a.milestones[i], expr, desc)
+      else
+        lines[#lines + 1] = string.format("    return %s;   // %s", expr, desc)
+      end
+    end
+    return join(lines), string.format("SequentialLR([%s], milestones=[%s]) per %s", table.concat(descs, ", "),
+      table.concat(ms, ", "), a.interval), nil, floor
+  end
+  if sched.kind == "ReduceLROnPlateau" then
+    -- its lr is state, stepped on the metric after each validation (callbacks_code) and
+    -- read by the training step from there; lr_at gives the lr it starts from
+    return "    (void)step; (void)epoch; (void)total_steps;\n    return " .. lit(base) .. ";   // the initial lr: ReduceLROnPlateau's current one is run state (train.c)",
+      string.format("ReduceLROnPlateau(mode='%s', factor=%s, patience=%d, threshold=%s, threshold_mode='%s', cooldown=%d, min_lr=%s, eps=%s) on %s",
+        a.mode, lit(a.factor), a.patience, lit(a.threshold), a.threshold_mode, a.cooldown, lit(a.min_lr), lit(a.eps), a.monitor),
+      nil, false   -- each group's lr is reduced on its own (min_lr, eps): a group may not give its own
   end
   if sched.kind == "WarmupCosine" then
     return join {
@@ -551,7 +613,12 @@ local SCALER = { init_scale = 65536.0, growth_factor = 2.0, backoff_factor = 0.5
 emit_train.SCALER = SCALER   -- the CUDA program's device-side scaler uses the same
 
 -- `norm`: clipping by norm, whose total the step keeps (grad_norm, logged as train/grad_norm)
-local function scaler_code(k16, enabled, norm)
+-- `lr_of(step)`: the C of the step's learning rate
+local function scaler_code(k16, enabled, norm, lr_of)
+  local function lr_line(step)
+    local e, why = lr_of(step)
+    return "            double lr = " .. e .. ";" .. (why and ("   // " .. why) or "")
+  end
   local clip = norm and "grad_norm = clip_gradients(&m);" or "clip_gradients(&m);"
   local norm_var = norm and "            double grad_norm = NAN;   // the gradients' norm before clipping (a skipped step: NAN)" or nil
   local STATE16, OPT16, PAR_FOR, LD, ST, LDO, STO = k16.STATE16, k16.OPT16, k16.PAR_FOR, k16.LD, k16.ST, k16.LDO, k16.STO
@@ -562,7 +629,7 @@ local function scaler_code(k16, enabled, norm)
       step = join {
         norm_var,
         "            " .. clip,
-        "            double lr = lr_at(rs.step, rs.epoch, total_steps);",
+        lr_line("rs.step"),
         "            optimizer_step(&opt, &m, lr, momentum_at(rs.step, total_steps), rs.step);",
       },
     }
@@ -663,7 +730,7 @@ local function scaler_code(k16, enabled, norm)
       norm_var,
       "            // GradScaler: unscale; a step with inf/nan gradients is skipped (parameters,",
       "            // optimizer state, its step count and the schedule stay) and backs the scale off",
-      "            double lr = lr_at(opt.steps, rs.epoch, total_steps);",
+      lr_line("opt.steps"),
       "            int found_inf = scaler_unscale_and_check(&opt.scaler, &m);",
       "            if (!found_inf) {",
       "                " .. clip,
@@ -704,6 +771,41 @@ local function callbacks_code(sp, has_accuracy)
     init[#init + 1] = initial
     counts[slot] = count and "1" or "0"
     return slot - 1
+  end
+  local sched = sp.train.scheduler
+  if sched and sched.kind == "ReduceLROnPlateau" then
+    -- torch's ReduceLROnPlateau.step(metric) after each validation (Lightning's monitor);
+    -- its state is run state, so a checkpoint holds it: slot 0 the lr (what the training
+    -- step reads), 1 best, 2 num_bad_epochs, 3 cooldown_counter
+    local a = sched.args
+    local var = monitor_var(sched, has_accuracy)
+    local lr, best, bad, cool = take(lit(sp.train.optimizer.args.lr)), take(a.mode == "min" and "INFINITY" or "-INFINITY"),
+      take("0", true), take("0", true)
+    assert(lr == 0)   -- the training step reads rs.cb[0]
+    local better
+    if a.threshold_mode == "rel" then
+      better = string.format("%s %s next.cb[%d] * %s", var, a.mode == "min" and "<" or ">", best,
+        lit(a.mode == "min" and 1 - a.threshold or a.threshold + 1))
+    else
+      better = string.format("%s %s next.cb[%d] %s %s", var, a.mode == "min" and "<" or ">", best, a.mode == "min" and "-" or "+", lit(a.threshold))
+    end
+    lines[#lines + 1] = string.format("        // ReduceLROnPlateau(monitor=%s, mode='%s', factor=%s, patience=%d, threshold=%s, threshold_mode='%s', cooldown=%d, min_lr=%s, eps=%s)  <- %s:%d",
+      util.c_string(a.monitor), a.mode, lit(a.factor), a.patience, lit(a.threshold), a.threshold_mode, a.cooldown, lit(a.min_lr),
+      lit(a.eps), util.c_comment(sched.where.file), sched.where.line)
+    lines[#lines + 1] = string.format("        if (!isnan(%s)) {   // once per validation (each epoch for train/loss)", var)
+    lines[#lines + 1] = string.format("            if (%s) { next.cb[%d] = %s; next.cb[%d] = 0; }", better, best, var, bad)
+    lines[#lines + 1] = string.format("            else next.cb[%d] += 1;", bad)
+    lines[#lines + 1] = string.format("            if (next.cb[%d] > 0) { next.cb[%d] -= 1; next.cb[%d] = 0; }   // in cooldown", cool, cool, bad)
+    lines[#lines + 1] = string.format("            if (next.cb[%d] > %d) {", bad, a.patience)
+    lines[#lines + 1] = string.format("                double old_lr = next.cb[%d], new_lr = fmax(old_lr * %s, %s);", lr, lit(a.factor), lit(a.min_lr))
+    lines[#lines + 1] = string.format("                if (old_lr - new_lr > %s) {", lit(a.eps))
+    lines[#lines + 1] = string.format("                    next.cb[%d] = new_lr;", lr)
+    lines[#lines + 1] = string.format("                    if (!args.quiet) progress_print(&prog, \"ReduceLROnPlateau: %%s did not improve for %d validations: lr %%g\", %s, new_lr);",
+      a.patience + 1, util.c_string(a.monitor))
+    lines[#lines + 1] = "                }"
+    lines[#lines + 1] = string.format("                next.cb[%d] = %d; next.cb[%d] = 0;", cool, a.cooldown, bad)
+    lines[#lines + 1] = "            }"
+    lines[#lines + 1] = "        }"
   end
   for _, cb in ipairs(sp.train.callbacks) do
     local a = cb.args
@@ -1077,7 +1179,11 @@ function emit_train.values(l)
   local lr_body, sched_desc, onecycle, floor = schedule_code(sp, tr.optimizer)
   local o = optimizer_code(k16, tr.optimizer, ty.sfx, l.state.params, floor)
   local clip_norm = tr.clip ~= nil and tr.clip.max_norm ~= nil
-  local sc = scaler_code(k16, ps.loss_scaling, clip_norm and l.backend ~= "cuda")
+  local plateau = tr.scheduler and tr.scheduler.kind == "ReduceLROnPlateau"
+  local sc = scaler_code(k16, ps.loss_scaling, clip_norm and l.backend ~= "cuda", function(step)
+    if plateau then return "rs.cb[0]", "ReduceLROnPlateau's current lr: run state (callbacks_code)" end
+    return string.format("lr_at(%s, rs.epoch, total_steps)", step)
+  end)
   if ps.loss_scaling then
     -- the scaler and the count of updates taken live with the optimizer (saved with it)
     o.fields = (o.stateless and "" or (o.fields .. "\n")) .. join(sc.fields)

@@ -7,6 +7,7 @@ local util = require "util"
 local nn = require "nn"
 local tensor = require "tensor"
 local nninit = require "nninit"
+local lr_lambda = require "lr_lambda"
 
 local spec = {}
 
@@ -378,6 +379,50 @@ define_setting("scheduler", "OneCycleLR", { "the 1cycle policy, per step", torch
   base_momentum = { checkers.prob, 0.85 }, max_momentum = { checkers.prob, 0.95 },
 })
 
+define_setting("scheduler", "LambdaLR", { "the initial lr times lr_lambda, a Lua expression of the epoch (or step) count, compiled to C",
+  torch = "torch.optim.lr_scheduler.LambdaLR", example = 'LambdaLR { lr_lambda = "epoch < 3 and (epoch + 1) / 3 or 0.9 ^ (epoch - 3)" }' }, {
+  lr_lambda = { checkers.string, nil, required = true, doc = "the factor as a Lua expression of `epoch` (interval 'epoch') or `step` "
+    .. "(interval 'step'), counted from 0: numbers, + - * / // % ^, comparisons, and/or/not, math.abs/ceil/cos/exp/floor/fmod/log/max/min/sin/sqrt/tan/pi" },
+  interval = INTERVAL,
+}, function(a, where)
+  local _, why = lr_lambda.parse(a.lr_lambda, a.interval)
+  if why then diag.error(diag.key_where(where, "lr_lambda"), string.format("LambdaLR.lr_lambda %s: %s", util.c_string(a.lr_lambda), why)) end
+end)
+-- The schedulers SequentialLR runs: torch's with a closed form (step(0) restarts them)
+local SEQUENTIAL_OF = { StepLR = true, MultiStepLR = true, ExponentialLR = true, LinearLR = true, CosineAnnealingLR = true, LambdaLR = true }
+define_setting("scheduler", "SequentialLR", { "runs its schedulers one after another, the next from its own start at each milestone",
+  torch = "torch.optim.lr_scheduler.SequentialLR",
+  example = "SequentialLR { schedulers = { LinearLR { start_factor = 0.1, total_iters = 3 }, ExponentialLR { gamma = 0.9 } }, milestones = {3} }" }, {
+  schedulers = { list_of("scheduler"), nil, required = true,
+    doc = "StepLR, MultiStepLR, ExponentialLR, LinearLR, CosineAnnealingLR or LambdaLR { ... }, all with one interval (SequentialLR's)" },
+  milestones = { milestones, nil, required = true, doc = "the counts at which the next scheduler starts: one fewer than the schedulers" },
+}, function(a, where)
+  for i, sc in ipairs(a.schedulers) do
+    if not SEQUENTIAL_OF[sc.kind] then
+      diag.error(sc.where, string.format("SequentialLR: schedulers[%d] is %s; SequentialLR runs %s", i, sc.kind,
+        table.concat(util.sorted_keys(SEQUENTIAL_OF), ", ")))
+    elseif sc.args.interval ~= a.schedulers[1].args.interval then
+      diag.error(sc.where, string.format("SequentialLR: schedulers[%d] steps per %s, schedulers[1] per %s; give them one interval",
+        i, sc.args.interval, a.schedulers[1].args.interval))
+    end
+  end
+  if #a.milestones ~= #a.schedulers - 1 then
+    diag.error(diag.key_where(where, "milestones"), string.format("SequentialLR: %d schedulers need %d milestone%s, got %d (torch raises the same)",
+      #a.schedulers, #a.schedulers - 1, #a.schedulers == 2 and "" or "s", #a.milestones))
+  end
+  a.interval = a.schedulers[1] and a.schedulers[1].args.interval or "epoch"
+end)
+define_setting("scheduler", "ReduceLROnPlateau", { "multiplies the learning rate by factor when the monitored metric stops improving, once per validation",
+  torch = "torch.optim.lr_scheduler.ReduceLROnPlateau (Lightning's monitor)",
+  example = 'ReduceLROnPlateau { monitor = "val/loss", factor = 0.5, patience = 2 }' }, {
+  monitor = { checkers.string, "val/loss", doc = "the metric it steps on after each validation: 'val/loss', 'val/acc' or 'train/loss' (each epoch)" },
+  mode = { enum("min", "max"), "min" }, factor = { checkers.posnumber, 0.1 }, patience = { checkers.nonnegint, 10 },
+  threshold = { checkers.nonneg, 1e-4 }, threshold_mode = { enum("rel", "abs"), "rel" }, cooldown = { checkers.nonnegint, 0 },
+  min_lr = { checkers.nonneg, 0.0 }, eps = { checkers.nonneg, 1e-8 },
+}, function(a, where)
+  if a.factor >= 1 then diag.error(diag.key_where(where, "factor"), "ReduceLROnPlateau: factor should be < 1.0 (torch raises the same)") end
+end)
+
 define_setting("callback", "EarlyStopping", { "stops when the monitored metric has not improved for patience validations",
   torch = "lightning.pytorch.callbacks.EarlyStopping", example = 'EarlyStopping { monitor = "val/loss", patience = 3 }' }, {
   monitor = { checkers.string, nil, required = true, doc = "'val/loss', 'val/acc' or 'train/loss'" }, mode = { enum("min", "max"), "min" },
@@ -537,7 +582,9 @@ spec.METRICS = { "train/loss", "val/loss", "val/acc" }
 -- A callback's monitor that can never be met: an unknown metric, or val/* without
 -- validation data (Lightning raises for both rather than never stopping).
 local function check_monitors(tr)
-  for _, cb in ipairs(tr.callbacks or {}) do
+  local watchers = { table.unpack(tr.callbacks or {}) }
+  if tr.scheduler and tr.scheduler.kind == "ReduceLROnPlateau" then watchers[#watchers + 1] = tr.scheduler end
+  for _, cb in ipairs(watchers) do
     local m = cb.args.monitor
     if m ~= nil then
       local known = false
@@ -740,7 +787,7 @@ local TRAIN_SCHEMA = {
   data = { setting_of("data"), nil, required = true, doc = "the data source: FashionMNIST, Synthetic or Npy { ... }" },
   loss = { check_loss, nil, required = true, doc = "function(m, b) returning the loss of the model m on the batch b" },
   optimizer = { setting_of("optimizer"), nil, required = true, doc = "SGD, Adam, AdamW, RMSprop, Adagrad, Adamax, NAdam or RAdam { ... }" },
-  scheduler = { setting_of("scheduler"), nil, doc = "StepLR, MultiStepLR, ExponentialLR, LinearLR, CosineAnnealingLR, WarmupCosine or OneCycleLR { ... }" },
+  scheduler = { setting_of("scheduler"), nil, doc = "StepLR, MultiStepLR, ExponentialLR, LinearLR, CosineAnnealingLR, LambdaLR, SequentialLR, ReduceLROnPlateau, WarmupCosine or OneCycleLR { ... }" },
   epochs = { checkers.posint, nil, doc = "passes over the training set (Lightning's max_epochs)" },
   max_steps = { checkers.posint, nil, doc = "optimizer steps to stop after (with accumulation: one step per accumulate batches)" },
   batch_size = { checkers.posint, nil, required = true,
@@ -841,8 +888,8 @@ local NOT_YET = {
     "batch_norm", "embedding", "max_pool2d", "avg_pool2d", "pad", "interpolate", "one_hot",
     "stack", "argmax" },
   optimizer = { "Adadelta", "LBFGS", "SparseAdam", "ASGD", "Rprop" },
-  scheduler = { "CosineAnnealingWarmRestarts", "ReduceLROnPlateau", "LambdaLR", "CyclicLR", "PolynomialLR",
-    "SequentialLR", "ConstantLR", "ChainedScheduler", "MultiplicativeLR" },
+  scheduler = { "CosineAnnealingWarmRestarts", "CyclicLR", "PolynomialLR", "ConstantLR", "ChainedScheduler",
+    "MultiplicativeLR" },
   callback = { "LearningRateMonitor", "StochasticWeightAveraging", "GradientAccumulationScheduler",
     "RichProgressBar", "TQDMProgressBar", "DeviceStatsMonitor", "Timer", "LearningRateFinder", "BatchSizeFinder" },
   logger = { "WandbLogger", "CometLogger", "NeptuneLogger" },

@@ -1,16 +1,33 @@
 #!/usr/bin/env bash
 # Learning-rate schedules (and OneCycleLR's momentum cycling) of generated programs
-# against torch.optim.lr_scheduler, step by step.
+# against torch.optim.lr_scheduler, step by step; ReduceLROnPlateau stepped on the
+# metrics a generated program logged, and its state across --resume.
 set -u
 LOOM=${LOOM:-build/loom}
 PY=/usr/bin/python3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-cases=(steplr_epoch onecycle_cos onecycle_linear3 warmupcosine exponential_epoch multistep_step linear_step cosine_step)
+cases=(steplr_epoch onecycle_cos onecycle_linear3 warmupcosine exponential_epoch multistep_step linear_step cosine_step
+       lambda_epoch lambda_step sequential_step sequential_epoch)
+plateau_cases=(plateau_min_rel plateau_max_abs plateau_train_loss)
 . "$(dirname "$0")/tap.sh"   # plan, harness
-plan ${#cases[@]}
+plan $((${#cases[@]} + ${#plateau_cases[@]} + 2))
+# the CUDA backend refuses ReduceLROnPlateau in one line naming the spec's line
+cat >"$work/plateau_cuda.lua" <<'LUA'
+model "P" { inputs = { x = Tensor{4} }, fc = Linear(4, 1), forward = function(m, b) return m.fc(b.x) end }
+train {
+  data = Synthetic { fields = { x = Tensor{4}, y = Tensor{1} } }, batch_size = 8, loss = function(m, b) return mse(m(b), b.y) end,
+  optimizer = SGD { lr = 0.1 }, epochs = 2,
+  scheduler = ReduceLROnPlateau { factor = 0.5 },
+}
+LUA
+err=$("$LOOM" build "$work/plateau_cuda.lua" --accelerator=cuda --no-compile -o "$work/plateau_cuda" 2>&1 >/dev/null); rc=$?
+first=${err%%$'\n'*}
+if [ $rc -ne 0 ] && [[ "$first" == *"plateau_cuda.lua:6: ReduceLROnPlateau is not supported by the CUDA backend yet"* ]]; then
+  echo "ok schedule plateau_cuda_refused"
+else echo "not ok schedule plateau_cuda_refused: exit $rc: $first"; fi
 if py_lacks torch; then
-  for c in "${cases[@]}"; do no_torch "schedule $c" "$PY has no torch"; done; exit 0
+  for c in "${cases[@]}" "${plateau_cases[@]}" plateau_resume; do no_torch "schedule $c" "$PY has no torch"; done; exit 0
 fi
 STEPS=40; PER_EPOCH=8
 for c in "${cases[@]}"; do
@@ -23,6 +40,13 @@ for c in "${cases[@]}"; do
     multistep_step) sched="MultiStepLR { milestones = {3, 10, 25}, gamma = 0.3, interval = 'step' }" ;;
     linear_step) sched="LinearLR { start_factor = 0.25, end_factor = 0.9, total_iters = 12, interval = 'step' }" ;;
     cosine_step) sched="CosineAnnealingLR { T_max = 15, eta_min = 0.01, interval = 'step' }" ;;
+    lambda_epoch) sched='LambdaLR { lr_lambda = "epoch < 2 and (epoch + 1) / 2 or 0.8 ^ (epoch - 2) * math.cos(epoch / 10)" }' ;;
+    lambda_step) sched='LambdaLR { lr_lambda = "1 / math.sqrt(math.max(step, 4)) + step % 7 // 3 * 0.05 - (-step) ^ 2 / 1e4", interval = "step" }' ;;
+    sequential_step) sched="SequentialLR { schedulers = { LinearLR { start_factor = 0.2, total_iters = 6, interval = 'step' },
+      CosineAnnealingLR { T_max = 10, eta_min = 0.02, interval = 'step' }, MultiStepLR { milestones = {3, 9}, gamma = 0.5, interval = 'step' } },
+      milestones = {5, 18} }" ;;
+    sequential_epoch) sched="SequentialLR { schedulers = { LambdaLR { lr_lambda = '(epoch + 1) / 2' }, StepLR { step_size = 2, gamma = 0.5 } },
+      milestones = {2} }" ;;
   esac
   cat >"$work/$c.lua" <<LUA
 model "S" { inputs = { x = Tensor{2} }, fc = Linear(2, 1), forward = function(m, b) return m.fc(b.x) end }
@@ -44,4 +68,52 @@ LUA
   compare() { set -o pipefail; "$d/schedule" $STEPS $PER_EPOCH $STEPS | OPENBLAS_NUM_THREADS=1 "$PY" tests/torch/schedule.py $c $STEPS $PER_EPOCH; }
   harness "schedule $c" 1 "s/^ok/ok schedule $c/; s/^not ok/not ok schedule $c/" compare
 done
+
+# ReduceLROnPlateau steps on a metric: the generated program is run (12 epochs of 8
+# steps), and torch's scheduler is stepped on the metrics it logged (tests/torch/plateau.py)
+plateau_spec() {   # NAME SETTINGS
+  cat >"$work/$1.lua" <<LUA
+model "P" { inputs = { x = Tensor{4} }, fc = Linear(4, 1), forward = function(m, b) return m.fc(b.x) end }
+train {
+  data = Synthetic { fields = { x = Tensor{4}, y = Tensor{1} }, size = 64, val_size = 32 },
+  batch_size = 8, loss = function(m, b) return mse(m(b), b.y) end, log_every_n_steps = 8,
+  optimizer = SGD { lr = 0.1, momentum = 0.9 }, scheduler = ReduceLROnPlateau { $2 }, epochs = 12,
+}
+LUA
+}
+declare -A PLATEAU=(
+  [plateau_min_rel]='factor = 0.5, patience = 1, threshold = 0.01, cooldown = 1, min_lr = 0.004'
+  [plateau_max_abs]='mode = "max", factor = 0.3, patience = 0, threshold = 0.001, threshold_mode = "abs", eps = 0.02'
+  [plateau_train_loss]='monitor = "train/loss", factor = 0.7, patience = 0, threshold = 0.2'
+)
+for c in "${plateau_cases[@]}"; do
+  plateau_spec "$c" "${PLATEAU[$c]}"
+  if ! "$LOOM" build "$work/$c.lua" --accelerator=cpu -o "$work/$c" >"$work/$c.log" 2>&1; then
+    echo "not ok schedule $c: $(tail -2 "$work/$c.log")"; continue
+  fi
+  if ! "$work/$c/train" --quiet --out "$work/$c/run" >"$work/$c.run" 2>&1; then
+    echo "not ok schedule $c: the program failed: $(tail -1 "$work/$c.run")"; continue
+  fi
+  plateau() { "$PY" tests/torch/plateau.py "$(find "$work/$c/run" -name metrics.csv)" "${PLATEAU[$c]}"; }
+  harness "schedule $c" 1 "s/^ok/ok schedule $c/; s/^not ok/not ok schedule $c/" plateau
+done
+# a resumed run follows the same lr sequence: 5 epochs, then --resume to 12, against 12 at once
+c=plateau_min_rel
+if [ -x "$work/$c/train" ] && "$work/$c/train" --quiet --epochs 5 --out "$work/resumed" >"$work/resume1.log" 2>&1 &&
+   "$work/$c/train" --quiet --resume "$work/resumed/last.safetensors" --epochs 12 --out "$work/resumed" >"$work/resume2.log" 2>&1; then
+  rows() { "$PY" - "$@" <<'PY'
+import csv, sys
+for path in sys.argv[1:]:
+    for r in csv.DictReader(open(path)):
+        if int(r["epoch"]) >= 5 and (r["lr-SGD"] or r["val/loss"]):
+            print(r["epoch"], r["step"], r["lr-SGD"], r["val/loss"])
+PY
+  }
+  a=$(rows $(find "$work/$c/run" -name metrics.csv))
+  b=$(rows $(find "$work/resumed" -name metrics.csv | sort))
+  if [ -n "$a" ] && [ "$a" = "$b" ]; then echo "ok schedule plateau_resume: epochs 5-11 log the same lr and val/loss after --resume"
+  else echo "not ok schedule plateau_resume: the resumed run differs: $(diff <(echo "$a") <(echo "$b") | head -3 | tr '\n' ' ')"; fi
+else
+  echo "not ok schedule plateau_resume: $(tail -1 "$work/resume1.log" "$work/resume2.log" 2>/dev/null | tr '\n' ' ')"
+fi
 exit 0

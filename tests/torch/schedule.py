@@ -39,6 +39,17 @@ else:
         sched = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.25, end_factor=0.9, total_iters=12)
     elif kind == "cosine_step":
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=15, eta_min=0.01)
+    elif kind == "lambda_epoch":
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: (e + 1) / 2 if e < 2 else 0.8 ** (e - 2) * math.cos(e / 10))
+    elif kind == "lambda_step":
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 / math.sqrt(max(s, 4)) + (s % 7) // 3 * 0.05 - (-s) ** 2 / 1e4)
+    elif kind == "sequential_step":
+        L = torch.optim.lr_scheduler
+        sched = L.SequentialLR(opt, [L.LinearLR(opt, start_factor=0.2, total_iters=6), L.CosineAnnealingLR(opt, T_max=10, eta_min=0.02),
+                                     L.MultiStepLR(opt, milestones=[3, 9], gamma=0.5)], milestones=[5, 18])
+    elif kind == "sequential_epoch":
+        L = torch.optim.lr_scheduler
+        sched = L.SequentialLR(opt, [L.LambdaLR(opt, lambda e: (e + 1) / 2), L.StepLR(opt, step_size=2, gamma=0.5)], milestones=[2])
     for s in range(steps):
         g = opt.param_groups[0]
         ref.append((g["lr"], g["momentum"]))

@@ -1,4 +1,4 @@
--- expect: tests/spec_fail/plateau_not_supported.lua:13: ReduceLROnPlateau is not supported yet; supported schedulers: CosineAnnealingLR, ExponentialLR, LinearLR, MultiStepLR, OneCycleLR, StepLR, WarmupCosine
+-- expect: tests/spec_fail/plateau_monitor.lua:13: ReduceLROnPlateau: cannot monitor 'val_loss'; the program logs train/loss, val/loss, val/acc (did you mean 'val/loss'?)
 model "Net" {
   inputs = { x = Tensor{4} },
   net = Linear(4, 3),
@@ -10,5 +10,5 @@ train {
   loss = function(m, b) return cross_entropy(m(b), b.target) end,
   optimizer = SGD { lr = 0.1 },
   epochs = 1,
-  scheduler = ReduceLROnPlateau { patience = 2 },
+  scheduler = ReduceLROnPlateau { monitor = "val_loss" },
 }
