@@ -369,7 +369,21 @@ local function optimizer_code(k16, opt, sfx, params, floor)
     save = #save > 0 and join(save) or "    (void)o;", load = #load > 0 and join(load) or "    (void)o;",
     groups = join(groups_out), free = #free > 0 and join(free) or "    (void)o;   // no state to free",
     base_momentum = rule.momentum and rule.momentum(a) or nil,
+    groups_list = groups,   -- nil: one group
   }
+end
+
+-- Lightning's LearningRateMonitor names for several parameter groups: lr-<Optimizer>/pgN
+-- (N from 1, loom's group order: the spec's groups, then the optimizer's own), each the
+-- group's lr at the step as optimizer_step computes it from `lr`.
+local function group_lr_columns(opt, groups, floor)
+  local cols = {}
+  for _, gr in ipairs(groups or {}) do
+    local expr = (floor and floor ~= 0) and string.format("%s + (lr - %s) * %s", lit(floor), lit(floor), lit(gr.ratio))
+      or string.format("lr * %s", lit(gr.ratio))
+    cols[#cols + 1] = { key = util.c_string(string.format("lr-%s/pg%d", opt.kind, gr.index + 1)), value = expr }
+  end
+  return cols
 end
 
 ---------------------------------------------------------------------------
@@ -912,7 +926,8 @@ local DEFAULT_LOGGER = { kind = "CSVLogger", args = { root_dir = "logs", name = 
 
 local function gcd(a, b) while b ~= 0 do a, b = b, a % b end return a end
 
-local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best)
+-- `lr_columns`: the parameter groups' lr columns ({ key, value }, C), after lr-<Optimizer>
+local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, lr_columns)
   local loggers = sp.train.loggers
   if #loggers == 0 then loggers = { DEFAULT_LOGGER } end
   local globals, open, close_extra, ckpt_meta = {}, {}, {}, {}
@@ -1044,6 +1059,7 @@ local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best)
   for _, l in ipairs(hp) do open[#open + 1] = l end
   local step_keys = { "\"train/loss\"", util.c_string("lr-" .. sp.train.optimizer.kind), "\"train/throughput\"" }
   local step_vals = { "mean_loss", "lr", "(double)log_items / (t - log_t)" }
+  for i, c in ipairs(lr_columns) do table.insert(step_keys, 2 + i, c.key); table.insert(step_vals, 2 + i, c.value) end
   if loss_scaling then step_keys[#step_keys + 1] = "\"scale\""; step_vals[#step_vals + 1] = "opt.scaler.scale" end
   if grad_norm then step_keys[#step_keys + 1] = "\"train/grad_norm\""; step_vals[#step_vals + 1] = "grad_norm" end
   local step = join {
@@ -1196,7 +1212,8 @@ function emit_train.values(l)
   local callbacks, cb_init, cb_mkdirs, test_desc, test_weights, cb_counts, best_ckpt = callbacks_code(sp, has_accuracy)
   local state_desc = ({ f32 = "float32", f64 = "float64", bf16 = "bfloat16", f16 = "float16" })[ps.state]
   local hooks = hooks_code(sp, l.backend == "cuda", state_desc, CKPT_DTYPE[ps.state], has_accuracy)
-  local logs = logger_code(sp, has_accuracy, ps.loss_scaling, hooks, clip_norm and l.backend ~= "cuda", best_ckpt)
+  local logs = logger_code(sp, has_accuracy, ps.loss_scaling, hooks, clip_norm and l.backend ~= "cuda", best_ckpt,
+    group_lr_columns(tr.optimizer, o.groups_list, floor))
   local mom = o.base_momentum and lit(o.base_momentum) or "0.0"
   local settings = join {
     string.format("#define DEFAULT_EPOCHS %d      // train.epochs (0: run until max_steps)", tr.epochs or 0),

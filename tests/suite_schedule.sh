@@ -11,7 +11,7 @@ cases=(steplr_epoch onecycle_cos onecycle_linear3 warmupcosine exponential_epoch
        lambda_epoch lambda_step sequential_step sequential_epoch)
 plateau_cases=(plateau_min_rel plateau_max_abs plateau_train_loss)
 . "$(dirname "$0")/tap.sh"   # plan, harness
-plan $((${#cases[@]} + ${#plateau_cases[@]} + 2))
+plan $((${#cases[@]} + ${#plateau_cases[@]} + 3))
 # the CUDA backend refuses ReduceLROnPlateau in one line naming the spec's line
 cat >"$work/plateau_cuda.lua" <<'LUA'
 model "P" { inputs = { x = Tensor{4} }, fc = Linear(4, 1), forward = function(m, b) return m.fc(b.x) end }
@@ -27,7 +27,7 @@ if [ $rc -ne 0 ] && [[ "$first" == *"plateau_cuda.lua:6: ReduceLROnPlateau is no
   echo "ok schedule plateau_cuda_refused"
 else echo "not ok schedule plateau_cuda_refused: exit $rc: $first"; fi
 if py_lacks torch; then
-  for c in "${cases[@]}" "${plateau_cases[@]}" plateau_resume; do no_torch "schedule $c" "$PY has no torch"; done; exit 0
+  for c in "${cases[@]}" "${plateau_cases[@]}" plateau_resume group_lr_columns; do no_torch "schedule $c" "$PY has no torch"; done; exit 0
 fi
 STEPS=40; PER_EPOCH=8
 for c in "${cases[@]}"; do
@@ -115,5 +115,38 @@ PY
   else echo "not ok schedule plateau_resume: the resumed run differs: $(diff <(echo "$a") <(echo "$b") | head -3 | tr '\n' ' ')"; fi
 else
   echo "not ok schedule plateau_resume: $(tail -1 "$work/resume1.log" "$work/resume2.log" 2>/dev/null | tr '\n' ' ')"
+fi
+
+# parameter groups log each group's lr as Lightning's LearningRateMonitor names them
+# (lr-SGD/pg1, /pg2), against torch's param_groups under the same schedule
+cat >"$work/groups.lua" <<'LUA'
+model "G" { inputs = { x = Tensor{4} }, fc = Linear(4, 1), forward = function(m, b) return m.fc(b.x) end }
+train {
+  data = Synthetic { fields = { x = Tensor{4}, y = Tensor{1} }, size = 64, val_size = 32 },
+  batch_size = 8, loss = function(m, b) return mse(m(b), b.y) end, log_every_n_steps = 8,
+  optimizer = SGD { lr = 0.1, momentum = 0.9, groups = { { params = "bias$", lr = 0.02 } } },
+  scheduler = CosineAnnealingLR { T_max = 6, eta_min = 0.01 }, epochs = 8,
+}
+LUA
+if "$LOOM" build "$work/groups.lua" --accelerator=cpu -o "$work/groups" >"$work/groups.log" 2>&1 &&
+   "$work/groups/train" --quiet --out "$work/groups/run" >>"$work/groups.log" 2>&1; then
+  check_groups() { "$PY" - "$(find "$work/groups/run" -name metrics.csv)" <<'PY'
+import csv, sys
+import torch
+w, b = torch.nn.Parameter(torch.zeros(1, 4)), torch.nn.Parameter(torch.zeros(1))
+opt = torch.optim.SGD([{"params": [b], "lr": 0.02}, {"params": [w]}], lr=0.1, momentum=0.9)
+sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=6, eta_min=0.01)
+rows = [r for r in csv.DictReader(open(sys.argv[1])) if r["lr-SGD"]]
+worst = 0.0
+for r in rows:   # one row an epoch (log_every_n_steps = the steps of an epoch)
+    for i, g in enumerate(opt.param_groups):
+        worst = max(worst, abs(float(r["lr-SGD/pg%d" % (i + 1)]) - g["lr"]) / g["lr"])
+    sched.step()
+print(("ok" if worst < 1e-12 and len(rows) == 8 else "not ok:") + " %d rows, worst relative difference %.1e" % (len(rows), worst))
+PY
+  }
+  harness "schedule group_lr_columns" 1 "s/^ok/ok schedule group_lr_columns/; s/^not ok/not ok schedule group_lr_columns/" check_groups
+else
+  echo "not ok schedule group_lr_columns: $(tail -1 "$work/groups.log")"
 fi
 exit 0
