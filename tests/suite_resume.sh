@@ -28,6 +28,8 @@ CASES=(
   "warmupcosine|32-true|AdamW { lr = 0.01 }|WarmupCosine { warmup_steps = 3, min_lr = 1e-4 }"
   "onecycle_bf16mixed|bf16-mixed|SGD { lr = 0.05, momentum = 0.9 }|OneCycleLR { max_lr = 0.05 }"
   "onecycle_linear_3phase_16mixed|16-mixed|AdamW { lr = 0.01 }|OneCycleLR { max_lr = 0.02, anneal_strategy = \"linear\", three_phase = true }"
+  "plateau_16mixed|16-mixed|SGD { lr = 0.05, momentum = 0.9 }|ReduceLROnPlateau { factor = 0.5, patience = 0, threshold = 0.5 }"
+  "sequential_lambda|32-true|AdamW { lr = 0.01 }|SequentialLR { schedulers = { LambdaLR { lr_lambda = \"(step + 1) / 4\", interval = \"step\" }, ExponentialLR { gamma = 0.8, interval = \"step\" } }, milestones = {3} }"
 )
 plan ${#CASES[@]}
 

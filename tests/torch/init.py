@@ -92,8 +92,8 @@ for name, (shape, fn, kind) in CASES.items():
             if x.min().item() < lo - slack or x.max().item() > hi + slack:
                 why = "values in [%.6g, %.6g], outside torch's [%.6g, %.6g]" % (x.min(), x.max(), lo, hi)
             # n uniform values leave a gap of k / n of the range at an end with probability about e^-k
-            elif kind == "uniform" and (x.max().item() < hi - min(0.05, 12 / n) * (hi - lo)
-                                        or x.min().item() > lo + min(0.05, 12 / n) * (hi - lo)):
+            elif kind == "uniform" and (x.max().item() < hi - max(0.05, 12 / n) * (hi - lo)
+                                        or x.min().item() > lo + max(0.05, 12 / n) * (hi - lo)):
                 why = "values in [%.6g, %.6g] do not fill torch's [%.6g, %.6g]" % (x.min(), x.max(), lo, hi)
         detail = "mean %.4g (torch %.4g), std %.4g (torch %.4g)" % (m, mu, s, sd)
     if why:

@@ -7,8 +7,11 @@ tests/suite_schedule.sh writes into the spec).  Prints "ok" or "not ok: why".
 """
 import math
 import sys
+import warnings
 
 import torch
+
+warnings.filterwarnings("ignore")   # SequentialLR's step(0) and the first step's order: torch's own
 
 kind, steps, per_epoch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 loom = [tuple(map(float, line.split())) for line in sys.stdin if line.strip()]
