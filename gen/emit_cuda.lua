@@ -854,6 +854,11 @@ function emit.check(g, target)
   if not g.loss then
     diag.fatal(sp.model_where, "the spec has no train { ... } with a loss, so there is no training step to generate")
   end
+  if g.loss.metrics then
+    -- (before the ops: accuracy, a metric's op, has no CUDA kernel either)
+    diag.fatal(diag.key_where(sp.train.where, "log") or sp.train.where,
+      "train.log's metrics are not computed by the CUDA backend yet; build with --accelerator=cpu")
+  end
   for _, node in ipairs(g.loss.nodes) do
     if not ops_cuda[node.op] or node.op == "supported" then
       diag.error(node.where, string.format("%s is not supported by the CUDA backend yet", node.op))

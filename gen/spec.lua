@@ -783,6 +783,21 @@ local function check_loss(v, what)
   return checkers.func(v, what)
 end
 
+-- log_reduce = { name = "mean" | "sum" | "max" }: each train.log metric's reduction over
+-- an epoch's (or a validation's) batches; the names are checked against the metrics
+-- once train.log is traced (gen/graph.lua)
+local LOG_REDUCTIONS = { mean = true, sum = true, max = true }
+local function check_log_reduce(v, what)
+  if type(v) ~= "table" or getmetatable(v) then return fail(what, '{ name = "mean" | "sum" | "max", ... }', v) end
+  for k, r in pairs(v) do
+    if type(k) ~= "string" then return nil, what .. ": keys are metric names (strings)" end
+    if not LOG_REDUCTIONS[r] then
+      return nil, string.format('%s.%s: expected "mean", "sum" or "max", got %s', what, k, spec.show(r))
+    end
+  end
+  return v
+end
+
 local TRAIN_SCHEMA = {
   data = { setting_of("data"), nil, required = true, doc = "the data source: FashionMNIST, Synthetic or Npy { ... }" },
   loss = { check_loss, nil, required = true, doc = "function(m, b) returning the loss of the model m on the batch b" },
@@ -797,6 +812,10 @@ local TRAIN_SCHEMA = {
   callbacks = { list_of("callback"), {}, doc = "EarlyStopping and ModelCheckpoint { ... }" },
   loggers = { list_of("logger"), {}, doc = "CSVLogger, TensorBoardLogger and MLFlowLogger { ... } (none: a CSVLogger)" },
   log_every_n_steps = { checkers.posint, 50, doc = "write a step row every N steps (Lightning's log_every_n_steps)" },
+  log = { checkers.func, nil, doc = "function(m, b, out) returning { name = scalar tensor, ... }: your metrics, traced like the loss "
+    .. "(out: the model's output in the loss), logged as train/NAME each step row, train/NAME_epoch, val/NAME and test/NAME" },
+  log_reduce = { check_log_reduce, {}, doc = 'a train.log metric\'s reduction over an epoch\'s or a validation\'s batches: '
+    .. '{ NAME = "mean" (the default, weighted by batch size) | "sum" | "max" }' },
   hooks = { setting_of("hooks"), nil, doc = "Hooks { ... }: your C functions called during the run" },
   seed = { checkers.nonnegint, 42, doc = "seeds initialisation, shuffling, dropout and synthetic data" },
   init = { checkers.func, nil, doc = "function(name, p) ... end, called once per parameter (named_parameters' order) "
