@@ -361,6 +361,7 @@ function graph.metrics(g, t, holder)
     for _, k in ipairs { "train/" .. m.name, "train/" .. m.name .. "_epoch", "val/" .. m.name, "test/" .. m.name } do
       if keys[k] then
         diag.error(m.where, string.format("train.log: metric '%s' would log %s, which %s; rename it", m.name, k, keys[k]))
+        break
       end
       keys[k] = "metric '" .. m.name .. "' logs too"
     end
@@ -372,7 +373,7 @@ function graph.metrics(g, t, holder)
       diag.error(reduce_where, string.format("log_reduce names '%s', which train.log does not return%s", name, util.did_you_mean(name, names)))
     end
   end
-  if #list == 0 then diag.error(fallback, "train.log returns no metric") end
+  if next(result) == nil then diag.error(fallback, "train.log returns no metric") end
   diag.check()
   t.metrics = list
 end
