@@ -1043,7 +1043,7 @@ function emit.program(l)
     "bind_batch", "optimizer_save", "optimizer_groups", "optimizer_load", "drop_last", "callback_init",
     "callback_dirs", "test_desc", "test_weights", "logger_open", "log_step", "log_epoch", "callbacks",
     "log_test", "logger_close", "logger_globals", "checkpoint_logs", "state_dtype", "state_desc", "train_summary",
-    "die_body", "eval_reduce", "shard", "global_batch" })
+    "die_body", "eval_reduce", "shard", "global_batch", "eval_metrics_init", "eval_metrics_batch" })
   t.accelerator = accel
   for _, k in ipairs { "lr_body", "momentum_body", "momentum", "scheduler_desc", "momentum_desc" } do t[k] = loop.optim_c[k] end
   t.cpu_program = opts.cpu_program or "train_cpu"
