@@ -9,7 +9,7 @@ trap 'rm -rf "$work"' EXIT
 . "$(dirname "$0")/tap.sh"   # plan, ok, fail, skip, expect_error, py_lacks, no_torch
 CHECK="/usr/bin/python3 $(dirname "$0")/metrics/check_metrics.py"
 READ="/usr/bin/python3 $(dirname "$0")/logging/read_logs.py"
-plan 13
+plan 15
 
 # spec FILE LR LOG...: a 4-16-3 MLP on Npy data (50 training, 20 validation samples)
 spec() {
@@ -65,6 +65,47 @@ else
     v=$($CHECK same "$work/ra/last.safetensors" "$work/rb/last.safetensors")
     [ "$v" = ok ] && ok "metrics do not change training" || fail "metrics do not change training" "$v"
   else fail "metrics do not change training" "a build or run failed"; fi
+fi
+
+# loom train: the report plots each metric (a step series, two epoch points, two validation
+# points), and the MLflow run holds report.html as an artifact
+cat >"$work/t.lua" <<LUA
+model "Net" {
+  inputs = { x = Tensor{4} },
+  hidden = Linear(4, 16), out = Linear(16, 3),
+  forward = function(m, b) return m.out(relu(m.hidden(b.x))) end,
+}
+fabric { accelerator = "cpu" }
+train {
+  data = Synthetic { fields = { x = Tensor{4}, target = Tensor{dtype = "int64", dist = "randint", high = 3} }, size = 64, val_size = 24 },
+  batch_size = 10, log_every_n_steps = 1,
+  loss = function(m, b) return cross_entropy(m(b), b.target) end,
+  log = function(m, b, out) return { hits = accuracy(out, b.target), worst = max(abs(out)) } end,
+  log_reduce = { worst = "max" },
+  optimizer = SGD { lr = 0.1 }, epochs = 2,
+  loggers = { CSVLogger {}, MLFlowLogger { experiment_name = "e", save_dir = "mlruns" } },
+}
+LUA
+if "$LOOM" train "$work/t.lua" -o "$work/t" -- --quiet --out "$work/tr" >"$work/t.log" 2>&1; then
+  v=$(/usr/bin/python3 - "$work/tr/report.html" <<'PYEOF'
+import re, sys
+html = open(sys.argv[1]).read()
+def points(key):
+    m = re.search(r'<polyline[^>]*data-key="%s"[^>]*points="([^"]*)"' % re.escape(key), html)
+    return len(m.group(1).split()) if m else 0
+want = {"train/hits": 14, "train/hits_epoch": 2, "val/hits": 2, "train/worst": 14, "train/worst_epoch": 2, "val/worst": 2}
+got = {k: points(k) for k in want}
+plots = re.findall(r'data-plot="(\w+) \(train.log\)', html)
+print("ok" if got == want and plots == ["hits", "worst"] else f"points {got}, plots {plots}")
+PYEOF
+)
+  [ "$v" = ok ] && ok "the report plots each metric" || fail "the report plots each metric" "$v"
+  art=$(find "$work/tr/mlruns" -path "*/artifacts/report.html" | head -1)
+  [ -n "$art" ] && cmp -s "$art" "$work/tr/report.html" && ok "report.html is an MLflow artifact of the run" ||
+    fail "report.html is an MLflow artifact of the run" "found '$art'"
+else
+  fail "the report plots each metric" "$(tail -3 "$work/t.log" | tr '\n' ' ')"
+  fail "report.html is an MLflow artifact of the run" "loom train failed"
 fi
 
 # spec errors, each at the spec's line (the diagnostic, then the source line)
