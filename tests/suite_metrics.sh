@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # train.log's metrics (issue 16): values against PyTorch on the same weights and batches
 # (read back from metrics.csv, TensorBoard and MLflow), log_reduce's reductions, no effect on
-# training, the CUDA backend's refusal, and the spec errors.
+# training, the report's plots, report.html as an MLflow artifact, TensorBoard's HParams
+# session (read by tests/logging/read_logs.py), the CUDA backend's refusal, the spec errors.
 set -u
 LOOM=${LOOM:-build/loom}
 work=$(mktemp -d)
@@ -9,7 +10,7 @@ trap 'rm -rf "$work"' EXIT
 . "$(dirname "$0")/tap.sh"   # plan, ok, fail, skip, expect_error, py_lacks, no_torch
 CHECK="/usr/bin/python3 $(dirname "$0")/metrics/check_metrics.py"
 READ="/usr/bin/python3 $(dirname "$0")/logging/read_logs.py"
-plan 15
+plan 16
 
 # spec FILE LR LOG...: a 4-16-3 MLP on Npy data (50 training, 20 validation samples)
 spec() {
@@ -40,7 +41,7 @@ build() { "$LOOM" build "$1" -o "$2" >"$work/build.log" 2>&1 || { echo "build: $
 
 if py_lacks numpy torch yaml; then
   for name in "metrics equal PyTorch's (train epochs, validation, step rows)" "TensorBoard holds the metrics" \
-              "MLflow holds the metrics" "metrics do not change training"; do no_torch "$name" "no numpy/torch/yaml for /usr/bin/python3"; done
+              "TensorBoard's HParams session holds hparams.yaml" "MLflow holds the metrics" "metrics do not change training"; do no_torch "$name" "no numpy/torch/yaml for /usr/bin/python3"; done
 else
   $CHECK data "$work" >/dev/null
   spec "$work/m.lua" 0.0 "$LOG" "$LOGGERS"
@@ -50,11 +51,14 @@ else
     [ "$v" = ok ] && ok "metrics equal PyTorch's (train epochs, validation, step rows)" || fail "metrics equal PyTorch's (train epochs, validation, step rows)" "$v"
     v=$($READ tb "$work/run/tb/lightning_logs/version_0" "$csv")
     [ "${v%% *}" = ok ] && grep -q "train/hits_epoch" "$csv" && ok "TensorBoard holds the metrics" || fail "TensorBoard holds the metrics" "$v"
+    v=$($READ tbhparams "$work/run/tb/lightning_logs/version_0" "$work/run/logs/lightning_logs/version_0/hparams.yaml")
+    [ "${v%% *}" = ok ] && ok "TensorBoard's HParams session holds hparams.yaml" || fail "TensorBoard's HParams session holds hparams.yaml" "$v"
     id=$(ls "$work/run/mlruns/1" | grep -E '^[0-9a-f]{32}$' | head -1)
     v=$($READ mlflow "$work/run/mlruns" "$id" "$csv" 3)
     [ "${v%% *}" = ok ] && [ -f "$work/run/mlruns/1/$id/metrics/val/worst" ] && ok "MLflow holds the metrics" || fail "MLflow holds the metrics" "$v"
   else
-    for name in "metrics equal PyTorch's (train epochs, validation, step rows)" "TensorBoard holds the metrics" "MLflow holds the metrics"; do
+    for name in "metrics equal PyTorch's (train epochs, validation, step rows)" "TensorBoard holds the metrics" \
+                "TensorBoard's HParams session holds hparams.yaml" "MLflow holds the metrics"; do
       fail "$name" "$(tail -3 "$work/run.log" "$work/build.log" 2>/dev/null | tr '\n' ' ')"; done
   fi
   # the same training with and without train.log: the same weights, bit for bit
