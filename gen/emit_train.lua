@@ -920,7 +920,7 @@ end
 -- The run's loggers (runtime/runlog.h hands each row to all of them).  With none in
 -- the spec, a CSVLogger writes OUT/logs/lightning_logs/version_N/metrics.csv, as README
 -- says.  Rows: the step's (train/loss, lr-<optimizer>, train/throughput, scale under
--- loss scaling, train/grad_norm when clipping by norm on the CPU) every N steps and at the run's last step; the epoch's (train/loss_epoch,
+-- loss scaling, train/grad_norm when clipping by norm) every N steps and at the run's last step; the epoch's (train/loss_epoch,
 -- the validation metrics) one row; the test's one row.  Returns the template values.
 local DEFAULT_LOGGER = { kind = "CSVLogger", args = { root_dir = "logs", name = "lightning_logs", flush_logs_every_n_steps = 100 } }
 
@@ -1262,7 +1262,7 @@ function emit_train.values(l)
   local state_desc = ({ f32 = "float32", f64 = "float64", bf16 = "bfloat16", f16 = "float16" })[ps.state]
   local hooks = hooks_code(sp, l.backend == "cuda", state_desc, CKPT_DTYPE[ps.state], has_accuracy)
   local metrics = l.trace.metrics or {}   -- train.log's (the CUDA backend refuses them: emit_cuda.check)
-  local logs = logger_code(sp, has_accuracy, ps.loss_scaling, hooks, clip_norm and l.backend ~= "cuda", best_ckpt,
+  local logs = logger_code(sp, has_accuracy, ps.loss_scaling, hooks, clip_norm, best_ckpt,
     group_lr_columns(tr.optimizer, o.groups_list, floor), metrics)
   local mom = o.base_momentum and lit(o.base_momentum) or "0.0"
   local settings = join {
