@@ -763,7 +763,11 @@ end
 
 local MONITORS = { ["val/loss"] = "val_loss", ["val/acc"] = "val_acc", ["train/loss"] = "epoch_train_loss" }
 
-local function monitor_var(cb, has_accuracy)
+local function monitor_var(cb, has_accuracy, metrics)
+  for i, mt in ipairs(metrics) do   -- train.log's: the validation's value, or the epoch's
+    if cb.args.monitor == "val/" .. mt.name then return string.format("(isnan(val_loss) ? NAN : metric_acc_get(&um_eval, %d))", i - 1) end
+    if cb.args.monitor == "train/" .. mt.name .. "_epoch" then return string.format("um_epoch_value[%d]", i - 1) end
+  end
   local v = MONITORS[cb.args.monitor]
   if not v or (cb.args.monitor == "val/acc" and not has_accuracy) then
     local names = { "val/loss", "train/loss" }
@@ -774,7 +778,7 @@ local function monitor_var(cb, has_accuracy)
   return v
 end
 
-local function callbacks_code(sp, has_accuracy)
+local function callbacks_code(sp, has_accuracy, metrics)
   local lines, init, mkdirs = {}, {}, {}
   local counts = {}   -- per slot: 1 when it holds a count (epochs, steps), checked as one on resume
   local best_ckpt = nil   -- where the best checkpoint is tracked, for testing it
@@ -792,7 +796,7 @@ local function callbacks_code(sp, has_accuracy)
     -- its state is run state, so a checkpoint holds it: slot 0 the lr (what the training
     -- step reads), 1 best, 2 num_bad_epochs, 3 cooldown_counter
     local a = sched.args
-    local var = monitor_var(sched, has_accuracy)
+    local var = monitor_var(sched, has_accuracy, metrics)
     local lr, best, bad, cool = take(lit(sp.train.optimizer.args.lr)), take(a.mode == "min" and "INFINITY" or "-INFINITY"),
       take("0", true), take("0", true)
     assert(lr == 0)   -- the training step reads rs.cb[0]
@@ -824,7 +828,7 @@ local function callbacks_code(sp, has_accuracy)
   for _, cb in ipairs(sp.train.callbacks) do
     local a = cb.args
     if cb.kind == "EarlyStopping" then
-      local var = monitor_var(cb, has_accuracy)
+      local var = monitor_var(cb, has_accuracy, metrics)
       local best = take(a.mode == "min" and "INFINITY" or "-INFINITY")
       local wait = take("0", true)
       local better = a.mode == "min" and string.format("%s < next.cb[%d] - %s", var, best, lit(a.min_delta))
@@ -854,7 +858,7 @@ local function callbacks_code(sp, has_accuracy)
           diag.fatal(cb.where, "ModelCheckpoint: save_top_k > 1 needs a monitor (as in Lightning)")
         end
         -- without a monitor, the latest checkpoint is the best (Lightning keeps the last one)
-        local var = a.monitor and monitor_var(cb, has_accuracy) or "(double)rs.step"
+        local var = a.monitor and monitor_var(cb, has_accuracy, metrics) or "(double)rs.step"
         local maximize = (not a.monitor) or a.mode == "max"
         local base = take("0")   -- k × (value, epoch, step)
         for i = 2, 3 * k do take("0", i % 3 ~= 1) end
@@ -1064,6 +1068,7 @@ local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, 
       "// mean (weighted by the batch's size), sum or max (a NaN wins, as torch.max)",
       "typedef struct { double value[NUM_USER_METRICS]; double weight; } metric_acc;",
       "static metric_acc um_step, um_epoch, um_eval;   // this step's micro-batches, this epoch's, the last evaluation's",
+      "static double um_epoch_value[NUM_USER_METRICS];   // the epoch's values, for the callbacks (NAN: no batch)",
       "static void metric_acc_clear(metric_acc *a) {",
       "    for (int i = 0; i < NUM_USER_METRICS; i++) a->value[i] = model_user_metric_reduce[i] == USER_METRIC_MAX ? -INFINITY : 0;",
       "    a->weight = 0;",
@@ -1129,7 +1134,10 @@ local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, 
   end
   epoch[#epoch + 1] = "            if (n && runlog_epoch(&run_log, rs.step, rs.epoch, keys, values, n)) die(run_log.err);"
   if hk.epoch ~= "" then epoch[#epoch + 1] = hk.epoch end
-  if #metrics > 0 then epoch[#epoch + 1] = "            metric_acc_clear(&um_epoch);   // the next epoch's batches" end
+  if #metrics > 0 then
+    epoch[#epoch + 1] = "            for (int i = 0; i < NUM_USER_METRICS; i++) um_epoch_value[i] = metric_acc_get(&um_epoch, i);"
+    epoch[#epoch + 1] = "            metric_acc_clear(&um_epoch);   // the next epoch's batches"
+  end
   epoch[#epoch + 1] = "        }"
   local test_keys, test_vals = { "\"test/loss\"" }, { "test_loss" }
   if has_accuracy then test_keys[2] = "\"test/acc\""; test_vals[2] = "test_acc" end
@@ -1258,10 +1266,10 @@ function emit_train.values(l)
   end
   local clip_body, clip_desc = clip_code(k16, sp)
   local has_accuracy = l.accuracy ~= nil
-  local callbacks, cb_init, cb_mkdirs, test_desc, test_weights, cb_counts, best_ckpt = callbacks_code(sp, has_accuracy)
+  local metrics = l.trace.metrics or {}   -- train.log's (the CUDA backend refuses them: emit_cuda.check)
+  local callbacks, cb_init, cb_mkdirs, test_desc, test_weights, cb_counts, best_ckpt = callbacks_code(sp, has_accuracy, metrics)
   local state_desc = ({ f32 = "float32", f64 = "float64", bf16 = "bfloat16", f16 = "float16" })[ps.state]
   local hooks = hooks_code(sp, l.backend == "cuda", state_desc, CKPT_DTYPE[ps.state], has_accuracy)
-  local metrics = l.trace.metrics or {}   -- train.log's (the CUDA backend refuses them: emit_cuda.check)
   local logs = logger_code(sp, has_accuracy, ps.loss_scaling, hooks, clip_norm, best_ckpt,
     group_lr_columns(tr.optimizer, o.groups_list, floor), metrics)
   local mom = o.base_momentum and lit(o.base_momentum) or "0.0"

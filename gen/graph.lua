@@ -374,6 +374,21 @@ function graph.metrics(g, t, holder)
     end
   end
   if next(result) == nil then diag.error(fallback, "train.log returns no metric") end
+  -- callbacks may monitor a metric's val/NAME or train/NAME_epoch (spec.lua let them through)
+  local monitorable, known = {}, {}
+  for _, k in ipairs(spec_mod.METRICS) do monitorable[#monitorable + 1] = k; known[k] = true end
+  for _, m in ipairs(list) do
+    for _, k in ipairs { "val/" .. m.name, "train/" .. m.name .. "_epoch" } do monitorable[#monitorable + 1] = k; known[k] = true end
+  end
+  local watchers = { table.unpack(tr.callbacks or {}) }
+  if tr.scheduler and tr.scheduler.kind == "ReduceLROnPlateau" then watchers[#watchers + 1] = tr.scheduler end
+  for _, cb in ipairs(watchers) do
+    local mon = cb.args.monitor
+    if mon and not known[mon] then
+      diag.error(diag.key_where(cb.where, "monitor") or cb.where, string.format("%s: cannot monitor '%s'; the program logs %s%s",
+        cb.kind, mon, table.concat(monitorable, ", "), util.did_you_mean(mon, monitorable)))
+    end
+  end
   diag.check()
   t.metrics = list
 end

@@ -425,13 +425,13 @@ end)
 
 define_setting("callback", "EarlyStopping", { "stops when the monitored metric has not improved for patience validations",
   torch = "lightning.pytorch.callbacks.EarlyStopping", example = 'EarlyStopping { monitor = "val/loss", patience = 3 }' }, {
-  monitor = { checkers.string, nil, required = true, doc = "'val/loss', 'val/acc' or 'train/loss'" }, mode = { enum("min", "max"), "min" },
+  monitor = { checkers.string, nil, required = true, doc = "'val/loss', 'val/acc', 'train/loss', or a train.log metric's 'val/NAME' or 'train/NAME_epoch'" }, mode = { enum("min", "max"), "min" },
   patience = { checkers.nonnegint, 3 }, min_delta = { checkers.nonneg, 0.0 },
 })
 define_setting("callback", "ModelCheckpoint", { "keeps the best save_top_k checkpoints by monitor (or the last, without one)",
   torch = "lightning.pytorch.callbacks.ModelCheckpoint",
   example = 'ModelCheckpoint { monitor = "val/loss", save_top_k = 2, save_last = true }' }, {
-  monitor = { checkers.string, nil, doc = "'val/loss', 'val/acc' or 'train/loss'; none: the latest is the best" }, mode = { enum("min", "max"), "min" },
+  monitor = { checkers.string, nil, doc = "'val/loss', 'val/acc', 'train/loss' or a train.log metric's 'val/NAME' or 'train/NAME_epoch'; none: the latest is the best" }, mode = { enum("min", "max"), "min" },
   save_top_k = { checkers.int, 1 }, save_last = { checkers.bool, false },
   dirpath = { checkers.string, nil }, filename = { checkers.string, nil },
 })
@@ -590,7 +590,10 @@ local function check_monitors(tr)
       local known = false
       for _, name in ipairs(spec.METRICS) do known = known or name == m end
       local size_key = tr.data and VALIDATION_SIZE[tr.data.kind]
-      if not known then
+      -- a train.log metric's val/NAME or train/NAME_epoch: its names are known once log is
+      -- traced (gen/graph.lua checks them then)
+      local user = type(tr.log) == "function" and (m:match("^val/[%a_][%w_]*$") or m:match("^train/[%a_][%w_]*_epoch$"))
+      if not known and not user then
         diag.error(diag.key_where(cb.where, "monitor"), string.format("%s: cannot monitor '%s'; the program logs %s%s",
           cb.kind, m, table.concat(spec.METRICS, ", "), util.did_you_mean(m, spec.METRICS)))
       elseif m:match("^val/") and tr.data and tr.data.kind == "Tokens" and not tr.data.args.val then

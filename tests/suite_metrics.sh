@@ -10,7 +10,7 @@ trap 'rm -rf "$work"' EXIT
 . "$(dirname "$0")/tap.sh"   # plan, ok, fail, skip, expect_error, py_lacks, no_torch
 CHECK="/usr/bin/python3 $(dirname "$0")/metrics/check_metrics.py"
 READ="/usr/bin/python3 $(dirname "$0")/logging/read_logs.py"
-plan 16
+plan 18
 
 # spec FILE LR LOG...: a 4-16-3 MLP on Npy data (50 training, 20 validation samples)
 spec() {
@@ -86,7 +86,9 @@ train {
   loss = function(m, b) return cross_entropy(m(b), b.target) end,
   log = function(m, b, out) return { hits = accuracy(out, b.target), worst = max(abs(out)) } end,
   log_reduce = { worst = "max" },
-  optimizer = SGD { lr = 0.1 }, epochs = 2,
+  callbacks = { ModelCheckpoint { monitor = "val/hits", mode = "max", save_top_k = 1 },
+                EarlyStopping { monitor = "train/worst_epoch", mode = "min", patience = 9 } },
+  optimizer = SGD { lr = 0.1 }, epochs = 3,
   loggers = { CSVLogger {}, MLFlowLogger { experiment_name = "e", save_dir = "mlruns" } },
 }
 LUA
@@ -97,19 +99,31 @@ html = open(sys.argv[1]).read()
 def points(key):
     m = re.search(r'<polyline[^>]*data-key="%s"[^>]*points="([^"]*)"' % re.escape(key), html)
     return len(m.group(1).split()) if m else 0
-want = {"train/hits": 14, "train/hits_epoch": 2, "val/hits": 2, "train/worst": 14, "train/worst_epoch": 2, "val/worst": 2}
+want = {"train/hits": 21, "train/hits_epoch": 3, "val/hits": 3, "train/worst": 21, "train/worst_epoch": 3, "val/worst": 3}
 got = {k: points(k) for k in want}
 plots = re.findall(r'data-plot="(\w+) \(train.log\)', html)
 print("ok" if got == want and plots == ["hits", "worst"] else f"points {got}, plots {plots}")
 PYEOF
 )
   [ "$v" = ok ] && ok "the report plots each metric" || fail "the report plots each metric" "$v"
+  # ModelCheckpoint by val/hits keeps the epoch with the most (the first of equals)
+  v=$(/usr/bin/python3 - "$work/tr" <<'PYEOF'
+import csv, glob, os, sys
+rows = [r for r in csv.DictReader(open(glob.glob(sys.argv[1] + "/logs/*/version_0/metrics.csv")[0])) if r["val/hits"]]
+best = max(rows, key=lambda r: (float(r["val/hits"]), -int(r["epoch"])))
+kept = sorted(os.path.basename(p) for p in glob.glob(sys.argv[1] + "/epoch=*.safetensors"))
+want = [f"epoch={best['epoch']}-step={best['step']}.safetensors"]
+print("ok" if kept == want else f"kept {kept}, val/hits {[(r['epoch'], r['val/hits']) for r in rows]}")
+PYEOF
+)
+  [ "$v" = ok ] && ok "callbacks monitor a metric (ModelCheckpoint by val/hits)" || fail "callbacks monitor a metric (ModelCheckpoint by val/hits)" "$v"
   art=$(find "$work/tr/mlruns" -path "*/artifacts/report.html" | head -1)
   [ -n "$art" ] && cmp -s "$art" "$work/tr/report.html" && ok "report.html is an MLflow artifact of the run" ||
     fail "report.html is an MLflow artifact of the run" "found '$art'"
 else
   fail "the report plots each metric" "$(tail -3 "$work/t.log" | tr '\n' ' ')"
   fail "report.html is an MLflow artifact of the run" "loom train failed"
+  fail "callbacks monitor a metric (ModelCheckpoint by val/hits)" "loom train failed"
 fi
 
 # spec errors, each at the spec's line (the diagnostic, then the source line)
@@ -144,6 +158,8 @@ bad "log_reduce names an unknown metric" "log_reduce names 'wrost', which train.
   'log = function(m, b, out) return { worst = max(out) } end, log_reduce = { wrost = "max" },'
 bad "log_reduce with an unknown reduction" "expected \"mean\", \"sum\" or \"max\", got 'median'" \
   'log = function(m, b, out) return { worst = max(out) } end, log_reduce = { worst = "median" },'
+bad "a monitor that names no metric" "EarlyStopping: cannot monitor 'val/hts'; the program logs" \
+  'log = function(m, b, out) return { hits = accuracy(out, b.onehot) } end, callbacks = { EarlyStopping { monitor = "val/hts" } },'
 bad "train.log that calls the model" "train.log calls the model again" \
   'log = function(m, b, out) return { again = mean(m(b)) } end,'
 # the CUDA backend refuses them
