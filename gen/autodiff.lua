@@ -22,7 +22,10 @@ function autodiff.differentiate(trace)
   for _, node in ipairs(trace.nodes) do
     local any = false
     grad_inputs[node] = {}
-    for i, x in ipairs(node.inputs) do
+    -- an op without gradient (accuracy), and train.log's metrics (traced after the loss,
+    -- which never reads them): nothing flows back through them
+    local skip = ops[node.op].no_grad or node.metric
+    for i, x in ipairs(skip and {} or node.inputs) do
       if x.param and x.dtype == "float" then needs[x] = true end
       if needs[x] and input_differentiable(node, i) then
         if i == 2 and ops[node.op].no_target_grad then

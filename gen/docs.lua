@@ -174,6 +174,8 @@ function docs.example_spec(d)
                       loss = "function(m, b) return mean(m(b)) end" })
   elseif sec == "function" then
     return model_on_x("Tensor{" .. shape_text(d.input) .. "}", d.input[#d.input], body(ex))
+  elseif d.name == "accuracy" then   -- a metric: train.log's, not a loss
+    return BASE_MODEL .. base_train({ log = "function(m, b, out) return { hits = " .. ex:gsub("m%(b%)", "out") .. " } end" })
   elseif sec == "loss" then
     return BASE_MODEL .. base_train({ data = d.target == "float" and FLOAT_DATA or CLASS_DATA,
                                       loss = "function(m, b) return " .. ex .. " end" })

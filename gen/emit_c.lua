@@ -154,6 +154,36 @@ function emit.model(l)
     if not em.uses_batch then mbody = "    (void)batch;\n" .. mbody end
   end
 
+  -- train.log's metrics: model_user_metrics reads their values after model_forward
+  local um_decl, um_body = "", ""
+  if #w.user_metrics > 0 then
+    local eu, names, reduces, reads = w.eu, {}, {}, {}
+    for i, u in ipairs(w.user_metrics) do
+      names[i] = util.c_string(u.name)
+      reduces[i] = "USER_METRIC_" .. u.reduce:upper()
+      reads[i] = string.format("    values[%d] = (double)%s[0];   // %s", i - 1, u.ptr, util.c_comment(u.name))
+    end
+    local lines = {}
+    for _, x in ipairs(eu.wrap({ false })) do lines[#lines + 1] = x and ("    " .. x) or table.concat(reads, "\n") end
+    if not eu.uses_batch then table.insert(lines, 1, "    (void)batch;") end
+    if not eu.uses_B then table.insert(lines, 1, "    (void)B;") end
+    um_decl = table.concat({ "",
+      string.format("// train.log's metrics (%s): after model_forward, their values on the batch", util.c_comment(sp.file)),
+      string.format("#define NUM_USER_METRICS %d", #w.user_metrics),
+      "enum { USER_METRIC_MEAN, USER_METRIC_SUM, USER_METRIC_MAX };   // log_reduce: over an epoch's or an evaluation's batches",
+      "extern const char *const model_user_metric_names[NUM_USER_METRICS];",
+      "extern const int model_user_metric_reduce[NUM_USER_METRICS];",
+      "void model_user_metrics(const Model *m, const Batch *batch, int B, double *values);" }, "\n")
+    um_body = table.concat({ "",
+      string.format("const char *const model_user_metric_names[NUM_USER_METRICS] = { %s };", table.concat(names, ", ")),
+      string.format("const int model_user_metric_reduce[NUM_USER_METRICS] = { %s };", table.concat(reduces, ", ")),
+      "",
+      "void model_user_metrics(const Model *m, const Batch *batch, int B, double *values) {",
+      table.concat(eu.decls, "\n"),
+      table.concat(lines, "\n"),
+      "}", "" }, "\n")
+  end
+
   local sl = kernels_c.scratch_lines(l)
   local scratch_body = #sl > 0 and table.concat(sl, "\n") or "    // no op needs scratch space"
 
@@ -176,7 +206,7 @@ function emit.model(l)
     num_ints = p.nint,
     num_param_tensors = #st.params, num_buffer_tensors = #st.buffers, num_counter_tensors = #st.counters,
     batch_fields = table.concat(batch.fields, "\n"), num_batch_fields = #fields, loss_desc = loss_desc,
-    has_accuracy = has_accuracy and 1 or 0,
+    has_accuracy = has_accuracy and 1 or 0, user_metrics_decl = um_decl,
   }
   local files = {}
   files["precision_plan.tsv"] = kernels_c.precision_plan(l, w)
@@ -189,7 +219,7 @@ function emit.model(l)
     init_body = init_lines(st, g.inits),
     forward_decls = table.concat(ef.decls, "\n"), forward_body = table.concat(fwd, "\n"), loss_ptr = w.loss,
     backward_decls = table.concat(eb.decls, "\n"), backward_body = table.concat(bwd, "\n"), dloss_ptr = w.dloss,
-    metrics_body = mbody, scratch_body = scratch_body,
+    metrics_body = mbody, scratch_body = scratch_body, user_metrics_body = um_body,
     prediction_decls = table.concat(w.epred.decls, "\n"), prediction_ptr = w.prediction,
   })
   return files, kernels_c.counted(w)

@@ -380,7 +380,8 @@ local function clip_lines(sp, ctx, scratch)
     }, "\n") }
   local kc = ctx.kernel { kind = "clip_norm_coef", ops = {}, params = "const double *part, double *coef, double max_norm",
     body = "if (threadIdx.x != 0 || blockIdx.x != 0) return;\n    double total = 0;\n    " .. finish ..
-           "\n    *coef = so_clip_coef(total, max_norm);   // torch.nn.utils.clip_grad_norm_" }
+           "\n    *coef = so_clip_coef(total, max_norm);   // torch.nn.utils.clip_grad_norm_" ..
+           "\n    coef[1] = total;   // the norm before clipping, for the host (train/grad_norm)" }
   local ks = ctx.kernel { kind = "clip_norm_scale", ops = {}, params = "state_t *__restrict__ g, const double *coef, long long n",
     body = "const double c = *coef;\n    if (c >= 1) return;\n    const float cf = (float)c;\n" ..
            "    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)\n" ..
@@ -394,6 +395,7 @@ local function clip_lines(sp, ctx, scratch)
     string.format("        lc_launch(&m->kernels[%d], 64, 256, m->stream, a1);", kp),
     "        void *a2[] = { &part, &coef, &max_norm };",
     string.format("        lc_launch(&m->kernels[%d], 1, 32, m->stream, a2);", kc),
+    "        LC_CHECK(cudaMemcpyAsync(m->h_grad_norm, (double *)coef + 1, sizeof(double), cudaMemcpyDeviceToHost, STREAM(m->stream)));",
     "        void *a3[] = { &g, &coef, &n };",
     string.format("        lc_launch(&m->kernels[%d], lc_blocks(n, 256), 256, m->stream, a3);", ks),
     "    }",
@@ -659,7 +661,7 @@ static void scaler_init(GradScaler *s) { s->scale = ${scaler_init_scale}; s->gro
                 else opt.steps++;
             }
             loss_sum += loss; loss_count++;
-            if (!boundary) continue;
+            if (!boundary) continue;${grad_norm_read}
 
             double mean_loss = loss_sum / loss_count;
             epoch_loss_sum += mean_loss; epoch_loss_count++;
@@ -854,6 +856,11 @@ function emit.check(g, target)
   if not g.loss then
     diag.fatal(sp.model_where, "the spec has no train { ... } with a loss, so there is no training step to generate")
   end
+  if g.loss.metrics then
+    -- (before the ops: accuracy, a metric's op, has no CUDA kernel either)
+    diag.fatal(diag.key_where(sp.train.where, "log") or sp.train.where,
+      "train.log's metrics are not computed by the CUDA backend yet; build with --accelerator=cpu")
+  end
   for _, node in ipairs(g.loss.nodes) do
     if not ops_cuda[node.op] or node.op == "supported" then
       diag.error(node.where, string.format("%s is not supported by the CUDA backend yet", node.op))
@@ -1038,8 +1045,11 @@ function emit.program(l)
     "bind_batch", "optimizer_save", "optimizer_groups", "optimizer_load", "drop_last", "callback_init",
     "callback_dirs", "test_desc", "test_weights", "logger_open", "log_step", "log_epoch", "callbacks",
     "log_test", "logger_close", "logger_globals", "checkpoint_logs", "state_dtype", "state_desc", "train_summary",
-    "die_body", "eval_reduce", "shard", "global_batch" })
+    "die_body", "eval_reduce", "shard", "global_batch", "eval_metrics_init", "eval_metrics_batch" })
   t.accelerator = accel
+  -- clipping by norm: the norm before clipping, copied back with the step (train/grad_norm)
+  t.grad_norm_read = (sp.train.clip and sp.train.clip.max_norm) and
+    "\n            double grad_norm = model_grad_norm(&m);   // the norm before clipping (a skipped step: NAN)" or ""
   for _, k in ipairs { "lr_body", "momentum_body", "momentum", "scheduler_desc", "momentum_desc" } do t[k] = loop.optim_c[k] end
   t.cpu_program = opts.cpu_program or "train_cpu"
   local S = require("emit_train").SCALER

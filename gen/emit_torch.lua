@@ -201,7 +201,9 @@ local function statements(g, trace, input_expr)
     local a = node.attrs
     local i = node.inputs
     local expr
-    if node.composite_inner then
+    if node.metric then
+      -- train.log's metrics, traced after the loss: not part of training_loss
+    elseif node.composite_inner then
       -- an op inside a built-in module of several ops: written as the module's one call below
     elseif node.composite then
       local rec, args = node.composite.rec, {}
@@ -292,6 +294,9 @@ local function statements(g, trace, input_expr)
     elseif node.op == "bce_with_logits" then expr = string.format("F.binary_cross_entropy_with_logits(%s, %s, reduction='%s')", v(i[1]), v(i[2]), REDUCTION(a))
     elseif node.op == "mse" then expr = string.format("F.mse_loss(%s, %s, reduction='%s')", v(i[1]), v(i[2]), REDUCTION(a))
     elseif node.op == "l1" then expr = string.format("F.l1_loss(%s, %s, reduction='%s')", v(i[1]), v(i[2]), REDUCTION(a))
+    elseif node.op == "accuracy" then
+      expr = i[2].dtype == "int64" and string.format("(%s.argmax(1) == %s).float().mean()", v(i[1]), v(i[2]))
+        or string.format("((%s > %s) == (%s > 0.5)).float().mean()", v(i[1]), util.pyfloat(a.threshold), v(i[2]))
     else
       diag.fatal(node.where, node.op .. " has no PyTorch translation yet (loom build --emit torch)")
     end

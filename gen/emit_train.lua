@@ -763,7 +763,11 @@ end
 
 local MONITORS = { ["val/loss"] = "val_loss", ["val/acc"] = "val_acc", ["train/loss"] = "epoch_train_loss" }
 
-local function monitor_var(cb, has_accuracy)
+local function monitor_var(cb, has_accuracy, metrics)
+  for i, mt in ipairs(metrics) do   -- train.log's: the validation's value, or the epoch's
+    if cb.args.monitor == "val/" .. mt.name then return string.format("(isnan(val_loss) ? NAN : metric_acc_get(&um_eval, %d))", i - 1) end
+    if cb.args.monitor == "train/" .. mt.name .. "_epoch" then return string.format("um_epoch_value[%d]", i - 1) end
+  end
   local v = MONITORS[cb.args.monitor]
   if not v or (cb.args.monitor == "val/acc" and not has_accuracy) then
     local names = { "val/loss", "train/loss" }
@@ -774,7 +778,7 @@ local function monitor_var(cb, has_accuracy)
   return v
 end
 
-local function callbacks_code(sp, has_accuracy)
+local function callbacks_code(sp, has_accuracy, metrics)
   local lines, init, mkdirs = {}, {}, {}
   local counts = {}   -- per slot: 1 when it holds a count (epochs, steps), checked as one on resume
   local best_ckpt = nil   -- where the best checkpoint is tracked, for testing it
@@ -792,7 +796,7 @@ local function callbacks_code(sp, has_accuracy)
     -- its state is run state, so a checkpoint holds it: slot 0 the lr (what the training
     -- step reads), 1 best, 2 num_bad_epochs, 3 cooldown_counter
     local a = sched.args
-    local var = monitor_var(sched, has_accuracy)
+    local var = monitor_var(sched, has_accuracy, metrics)
     local lr, best, bad, cool = take(lit(sp.train.optimizer.args.lr)), take(a.mode == "min" and "INFINITY" or "-INFINITY"),
       take("0", true), take("0", true)
     assert(lr == 0)   -- the training step reads rs.cb[0]
@@ -824,7 +828,7 @@ local function callbacks_code(sp, has_accuracy)
   for _, cb in ipairs(sp.train.callbacks) do
     local a = cb.args
     if cb.kind == "EarlyStopping" then
-      local var = monitor_var(cb, has_accuracy)
+      local var = monitor_var(cb, has_accuracy, metrics)
       local best = take(a.mode == "min" and "INFINITY" or "-INFINITY")
       local wait = take("0", true)
       local better = a.mode == "min" and string.format("%s < next.cb[%d] - %s", var, best, lit(a.min_delta))
@@ -854,7 +858,7 @@ local function callbacks_code(sp, has_accuracy)
           diag.fatal(cb.where, "ModelCheckpoint: save_top_k > 1 needs a monitor (as in Lightning)")
         end
         -- without a monitor, the latest checkpoint is the best (Lightning keeps the last one)
-        local var = a.monitor and monitor_var(cb, has_accuracy) or "(double)rs.step"
+        local var = a.monitor and monitor_var(cb, has_accuracy, metrics) or "(double)rs.step"
         local maximize = (not a.monitor) or a.mode == "max"
         local base = take("0")   -- k × (value, epoch, step)
         for i = 2, 3 * k do take("0", i % 3 ~= 1) end
@@ -920,14 +924,14 @@ end
 -- The run's loggers (runtime/runlog.h hands each row to all of them).  With none in
 -- the spec, a CSVLogger writes OUT/logs/lightning_logs/version_N/metrics.csv, as README
 -- says.  Rows: the step's (train/loss, lr-<optimizer>, train/throughput, scale under
--- loss scaling, train/grad_norm when clipping by norm on the CPU) every N steps and at the run's last step; the epoch's (train/loss_epoch,
+-- loss scaling, train/grad_norm when clipping by norm) every N steps and at the run's last step; the epoch's (train/loss_epoch,
 -- the validation metrics) one row; the test's one row.  Returns the template values.
 local DEFAULT_LOGGER = { kind = "CSVLogger", args = { root_dir = "logs", name = "lightning_logs", flush_logs_every_n_steps = 100 } }
 
 local function gcd(a, b) while b ~= 0 do a, b = b, a % b end return a end
 
--- `lr_columns`: the parameter groups' lr columns ({ key, value }, C), after lr-<Optimizer>
-local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, lr_columns)
+-- `lr_columns`: the parameter groups' lr columns ({ key, value }, C), after lr-<Optimizer>; `metrics`: train.log's (g.loss.metrics)
+local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, lr_columns, metrics)
   local loggers = sp.train.loggers
   if #loggers == 0 then loggers = { DEFAULT_LOGGER } end
   local globals, open, close_extra, ckpt_meta = {}, {}, {}, {}
@@ -1057,11 +1061,45 @@ local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, 
     "    int64_t log_items = 0;",
   }
   for _, l in ipairs(hp) do open[#open + 1] = l end
+  if #metrics > 0 then
+    -- train.log's metrics: model_user_metrics' values, reduced as log_reduce says
+    for _, line in ipairs {
+      "// train.log's metrics (model.h: model_user_metrics), reduced over batches as log_reduce says:",
+      "// mean (weighted by the batch's size), sum or max (a NaN wins, as torch.max)",
+      "typedef struct { double value[NUM_USER_METRICS]; double weight; } metric_acc;",
+      "static metric_acc um_step, um_epoch, um_eval;   // this step's micro-batches, this epoch's, the last evaluation's",
+      "static double um_epoch_value[NUM_USER_METRICS];   // the epoch's values, for the callbacks (NAN: no batch)",
+      "static void metric_acc_clear(metric_acc *a) {",
+      "    for (int i = 0; i < NUM_USER_METRICS; i++) a->value[i] = model_user_metric_reduce[i] == USER_METRIC_MAX ? -INFINITY : 0;",
+      "    a->weight = 0;",
+      "}",
+      "static void metric_acc_add(metric_acc *a, const double *v, int B) {",
+      "    for (int i = 0; i < NUM_USER_METRICS; i++) {",
+      "        switch (model_user_metric_reduce[i]) {",
+      "        case USER_METRIC_MEAN: a->value[i] += v[i] * B; break;",
+      "        case USER_METRIC_SUM: a->value[i] += v[i]; break;",
+      "        default: if (v[i] > a->value[i] || isnan(v[i])) a->value[i] = isnan(a->value[i]) ? a->value[i] : v[i]; break;",
+      "        }",
+      "    }",
+      "    a->weight += B;",
+      "}",
+      "static double metric_acc_get(const metric_acc *a, int i) {",
+      "    if (a->weight == 0) return NAN;",
+      "    return model_user_metric_reduce[i] == USER_METRIC_MEAN ? a->value[i] / a->weight : a->value[i];",
+      "}",
+    } do globals[#globals + 1] = line end
+    open[#open + 1] = "    metric_acc_clear(&um_step);"
+    open[#open + 1] = "    metric_acc_clear(&um_epoch);"
+  end
   local step_keys = { "\"train/loss\"", util.c_string("lr-" .. sp.train.optimizer.kind), "\"train/throughput\"" }
   local step_vals = { "mean_loss", "lr", "(double)log_items / (t - log_t)" }
   for i, c in ipairs(lr_columns) do table.insert(step_keys, 2 + i, c.key); table.insert(step_vals, 2 + i, c.value) end
   if loss_scaling then step_keys[#step_keys + 1] = "\"scale\""; step_vals[#step_vals + 1] = "opt.scaler.scale" end
   if grad_norm then step_keys[#step_keys + 1] = "\"train/grad_norm\""; step_vals[#step_vals + 1] = "grad_norm" end
+  for i, mt in ipairs(metrics) do
+    step_keys[#step_keys + 1] = util.c_string("train/" .. mt.name)
+    step_vals[#step_vals + 1] = string.format("metric_acc_get(&um_step, %d)", i - 1)
+  end
   local step = join {
     "            log_items += (int64_t)B * ACCUMULATE;",
     "            {   // the step's row: every N steps, and always the run's last step",
@@ -1074,25 +1112,44 @@ local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, 
     "                    log_t = t; log_items = 0;",
     "                }",
     "            }",
+    #metrics > 0 and "            metric_acc_clear(&um_step);   // the next step's micro-batches" or nil,
   }
   if hk.step ~= "" then step = step .. "\n" .. hk.step end
   local epoch = {
     "        {   // the epoch's row: its mean training loss and every validation metric",
-    "            const char *keys[3];",
-    "            double values[3];",
+    string.format("            const char *keys[%d];", 3 + 2 * #metrics),
+    string.format("            double values[%d];", 3 + 2 * #metrics),
     "            int n = 0;",
     "            if (!isnan(epoch_train_loss)) { keys[n] = \"train/loss_epoch\"; values[n++] = epoch_train_loss; }",
     "            if (!isnan(val_loss)) { keys[n] = \"val/loss\"; values[n++] = val_loss; }",
   }
   if has_accuracy then epoch[#epoch + 1] = "            if (!isnan(val_acc)) { keys[n] = \"val/acc\"; values[n++] = val_acc; }" end
+  for i, mt in ipairs(metrics) do
+    epoch[#epoch + 1] = string.format("            if (um_epoch.weight > 0) { keys[n] = %s; values[n++] = metric_acc_get(&um_epoch, %d); }",
+      util.c_string("train/" .. mt.name .. "_epoch"), i - 1)
+  end
+  for i, mt in ipairs(metrics) do
+    epoch[#epoch + 1] = string.format("            if (!isnan(val_loss)) { keys[n] = %s; values[n++] = metric_acc_get(&um_eval, %d); }",
+      util.c_string("val/" .. mt.name), i - 1)
+  end
   epoch[#epoch + 1] = "            if (n && runlog_epoch(&run_log, rs.step, rs.epoch, keys, values, n)) die(run_log.err);"
   if hk.epoch ~= "" then epoch[#epoch + 1] = hk.epoch end
+  if #metrics > 0 then
+    epoch[#epoch + 1] = "            for (int i = 0; i < NUM_USER_METRICS; i++) um_epoch_value[i] = metric_acc_get(&um_epoch, i);"
+    epoch[#epoch + 1] = "            metric_acc_clear(&um_epoch);   // the next epoch's batches"
+  end
   epoch[#epoch + 1] = "        }"
+  local test_keys, test_vals = { "\"test/loss\"" }, { "test_loss" }
+  if has_accuracy then test_keys[2] = "\"test/acc\""; test_vals[2] = "test_acc" end
+  for i, mt in ipairs(metrics) do
+    test_keys[#test_keys + 1] = util.c_string("test/" .. mt.name)
+    test_vals[#test_vals + 1] = string.format("metric_acc_get(&um_eval, %d)", i - 1)
+  end
   local test = {
     "        {",
-    has_accuracy and "            const char *keys[] = { \"test/loss\", \"test/acc\" };" or "            const char *keys[] = { \"test/loss\" };",
-    has_accuracy and "            double values[] = { test_loss, test_acc };" or "            double values[] = { test_loss };",
-    string.format("            if (runlog_epoch(&run_log, rs.step, rs.epoch, keys, values, %d)) die(run_log.err);", has_accuracy and 2 or 1),
+    string.format("            const char *keys[] = { %s };", table.concat(test_keys, ", ")),
+    string.format("            double values[] = { %s };", table.concat(test_vals, ", ")),
+    string.format("            if (runlog_epoch(&run_log, rs.step, rs.epoch, keys, values, %d)) die(run_log.err);", #test_keys),
     "        }",
   }
   if hk.close ~= "" then close_extra[#close_extra + 1] = hk.close end
@@ -1209,11 +1266,12 @@ function emit_train.values(l)
   end
   local clip_body, clip_desc = clip_code(k16, sp)
   local has_accuracy = l.accuracy ~= nil
-  local callbacks, cb_init, cb_mkdirs, test_desc, test_weights, cb_counts, best_ckpt = callbacks_code(sp, has_accuracy)
+  local metrics = l.trace.metrics or {}   -- train.log's (the CUDA backend refuses them: emit_cuda.check)
+  local callbacks, cb_init, cb_mkdirs, test_desc, test_weights, cb_counts, best_ckpt = callbacks_code(sp, has_accuracy, metrics)
   local state_desc = ({ f32 = "float32", f64 = "float64", bf16 = "bfloat16", f16 = "float16" })[ps.state]
   local hooks = hooks_code(sp, l.backend == "cuda", state_desc, CKPT_DTYPE[ps.state], has_accuracy)
-  local logs = logger_code(sp, has_accuracy, ps.loss_scaling, hooks, clip_norm and l.backend ~= "cuda", best_ckpt,
-    group_lr_columns(tr.optimizer, o.groups_list, floor))
+  local logs = logger_code(sp, has_accuracy, ps.loss_scaling, hooks, clip_norm, best_ckpt,
+    group_lr_columns(tr.optimizer, o.groups_list, floor), metrics)
   local mom = o.base_momentum and lit(o.base_momentum) or "0.0"
   local settings = join {
     string.format("#define DEFAULT_EPOCHS %d      // train.epochs (0: run until max_steps)", tr.epochs or 0),
@@ -1255,7 +1313,23 @@ function emit_train.values(l)
     log_epoch = logs.log_epoch, callbacks = callbacks, log_test = logs.log_test, logger_close = logs.logger_close,
     checkpoint_logs = logs.checkpoint_logs,
     state_dtype = CKPT_DTYPE[ps.state], state_desc = state_desc,
-    backward = sc.backward, step_block = sc.step, loop_vars = sc.loop_vars, train_summary = sc.summary,
+    backward = (#metrics > 0 and join {
+      "            {   // train.log's metrics on this micro-batch (the forward computed them)",
+      "                double v[NUM_USER_METRICS];",
+      "                model_user_metrics(&m, &batch, B, v);",
+      "                metric_acc_add(&um_step, v, B);",
+      "                metric_acc_add(&um_epoch, v, B);",
+      "            }",
+    } .. "\n" or "") .. sc.backward, step_block = sc.step,
+    eval_metrics_init = #metrics > 0 and "\n    metric_acc_clear(&um_eval);   // train.log's metrics over this dataset" or "",
+    eval_metrics_batch = #metrics > 0 and join {
+      "",
+      "        {",
+      "            double v[NUM_USER_METRICS];",
+      "            model_user_metrics(m, &batch, B, v);",
+      "            metric_acc_add(&um_eval, v, B);",
+      "        }",
+    } or "", loop_vars = sc.loop_vars, train_summary = sc.summary,
     die_body = ' fprintf(stderr, "%s\\n", what); exit(1);', eval_reduce = "", shard = "1, 0, 1", global_batch = "BATCH_MAX",
   }
   if l.strategy and l.strategy.kind == "ddp" then

@@ -239,25 +239,49 @@ function graph.build(sp)
         end
       end
       diag.check()
-      local holder = {}
+      local holder = { model_calls = {} }
       local t = run_trace("loss", g, function()
         local fields = {}
         for _, f in ipairs(fields_list) do
           fields[f.name] = tensor.new(batched(f.shape), f.dtype, { input = f.name })
         end
         holder.b = named_view("the batch", fields)
-        return tr.loss(sp.model, holder.b)
+        -- the model's calls in the loss: train.log's `out` is the first one's output
+        nn.set_call_observer(function(p, results, call_where)
+          if p == sp.model then holder.model_calls[#holder.model_calls + 1] = { results = results, where = call_where } end
+        end)
+        local loss = table.pack(tr.loss(sp.model, holder.b))
+        nn.set_call_observer(nil)
+        if tr.log then
+          -- the metrics: traced after the loss, in the same step (no gradient: autodiff
+          -- skips the nodes marked metric)
+          holder.first_metric = tensor.node_count() + 1
+          local first = holder.model_calls[1]
+          nn.set_call_observer(function(p, _, call_where)
+            if p == sp.model then
+              diag.fatal(call_where, "train.log calls the model again; use its third argument, the model's output in the loss")
+            end
+          end)
+          holder.metrics = tr.log(sp.model, holder.b, table.unpack(first and first.results or {}, 1, first and first.results.n or 0))
+          nn.set_call_observer(nil)
+        end
+        return table.unpack(loss, 1, loss.n)
       end)
+      nn.set_call_observer(nil)
       t.input_value = holder.b
       local out = t.outputs[1]
       if not tensor.is(out) or #out.shape ~= 0 then
         diag.error(result_where(out, tr.loss, tr.where),
           string.format("train.loss must return a scalar tensor (use a reduction), got %s", describe_output(out)))
+      elseif require("ops")[out.node.op].no_grad then
+        diag.error(result_where(out, tr.loss, tr.where),
+          string.format("train.loss is %s, which has no gradient: log it with train.log and train on a loss", out.node.op))
       elseif not reaches_param(out) then
         diag.error(result_where(out, tr.loss, tr.where), "train.loss does not depend on any parameter of the model: "
           .. "there is nothing to train (does the model have layers, and does the loss use its output?)")
       end
       g.loss = t
+      if tr.log then graph.metrics(g, t, holder) end
       if tr.data.kind == "Tokens" then
         -- the program refuses a token file with a token out of these bounds, so they hold
         -- for every batch: the tokens' bound is the smallest vocabulary they index
@@ -297,6 +321,76 @@ function graph.build(sp)
   diag.check()
   diag.end_spec()   -- no spec code runs after the traces
   return g
+end
+
+-- train.log's metrics, checked: `holder.metrics` is what log returned, the nodes from
+-- `holder.first_metric` on computed them.  Sets t.metrics = { { name, tensor, reduce
+-- ("mean", "sum", "max"), where } } in name order and marks those nodes `metric`.
+-- Every key the program logs for a metric (train/NAME, train/NAME_epoch, val/NAME,
+-- test/NAME) must differ from the built-in ones and from the other metrics'.
+function graph.metrics(g, t, holder)
+  local tr = g.spec.train
+  local result = holder.metrics
+  local fallback = result_where(nil, tr.log, tr.where)
+  local reduce_where = diag.key_where(tr.where, "log_reduce") or tr.where
+  if type(result) ~= "table" or tensor.is(result) or getmetatable(result) ~= nil then
+    diag.fatal(result_where(result, tr.log, tr.where),
+      string.format("train.log must return a table of metrics { name = scalar tensor, ... }, got %s", describe_output(result)))
+  end
+  for i = holder.first_metric, #t.nodes do t.nodes[i].metric = true end
+  local loss_node = t.outputs[1].node
+  local acc = loss_node and require("ops")[loss_node.op].accuracy
+  local builtin = "is a built-in metric"
+  local keys = { ["train/loss"] = builtin, ["train/loss_epoch"] = builtin, ["train/throughput"] = builtin,
+                 ["train/grad_norm"] = builtin, ["val/loss"] = builtin, ["test/loss"] = builtin }
+  if acc and acc(loss_node) then keys["val/acc"] = "is the loss's built-in accuracy"; keys["test/acc"] = keys["val/acc"] end
+  local list = {}
+  for name, v in pairs(result) do
+    local where = result_where(v, tr.log, tr.where)
+    if type(name) ~= "string" or not name:match("^[%a_][%w_]*$") then
+      diag.error(where, string.format("train.log: metric names are identifiers (letters, digits, _), got %s", spec_mod.show(name)))
+    elseif not tensor.is(v) or #v.shape ~= 0 or v.dtype ~= "float" then
+      diag.error(where, string.format("train.log: metric '%s' must be a scalar float tensor (use a reduction such as mean), got %s",
+        name, describe_output(v)))
+    else
+      list[#list + 1] = { name = name, tensor = v, reduce = tr.log_reduce[name] or "mean", where = where }
+    end
+  end
+  table.sort(list, function(a, b) return a.name < b.name end)
+  for _, m in ipairs(list) do
+    for _, k in ipairs { "train/" .. m.name, "train/" .. m.name .. "_epoch", "val/" .. m.name, "test/" .. m.name } do
+      if keys[k] then
+        diag.error(m.where, string.format("train.log: metric '%s' would log %s, which %s; rename it", m.name, k, keys[k]))
+        break
+      end
+      keys[k] = "metric '" .. m.name .. "' logs too"
+    end
+  end
+  for name in pairs(tr.log_reduce) do
+    if result[name] == nil then
+      local names = {}
+      for _, m in ipairs(list) do names[#names + 1] = m.name end
+      diag.error(reduce_where, string.format("log_reduce names '%s', which train.log does not return%s", name, util.did_you_mean(name, names)))
+    end
+  end
+  if next(result) == nil then diag.error(fallback, "train.log returns no metric") end
+  -- callbacks may monitor a metric's val/NAME or train/NAME_epoch (spec.lua let them through)
+  local monitorable, known = {}, {}
+  for _, k in ipairs(spec_mod.METRICS) do monitorable[#monitorable + 1] = k; known[k] = true end
+  for _, m in ipairs(list) do
+    for _, k in ipairs { "val/" .. m.name, "train/" .. m.name .. "_epoch" } do monitorable[#monitorable + 1] = k; known[k] = true end
+  end
+  local watchers = { table.unpack(tr.callbacks or {}) }
+  if tr.scheduler and tr.scheduler.kind == "ReduceLROnPlateau" then watchers[#watchers + 1] = tr.scheduler end
+  for _, cb in ipairs(watchers) do
+    local mon = cb.args.monitor
+    if mon and not known[mon] then
+      diag.error(diag.key_where(cb.where, "monitor") or cb.where, string.format("%s: cannot monitor '%s'; the program logs %s%s",
+        cb.kind, mon, table.concat(monitorable, ", "), util.did_you_mean(mon, monitorable)))
+    end
+  end
+  diag.check()
+  t.metrics = list
 end
 
 -- The integer data fields the training graph uses as indices: field name ->

@@ -178,6 +178,7 @@ end
 --   backward   { { node, lines } }: the backward's ops but views and folded casts
 --   dloss      the loss's gradient pointer
 --   metrics    { pred, target } (the loss's inputs, read by the accuracy) or nil
+--   user_metrics  { { name, reduce, ptr } }: train.log's metrics (eu: their context)
 --   prediction the loss's first input's storage (epred: its context), for model_prediction
 --   ef, eb, em the forward's, backward's and metrics' contexts (their declarations,
 --              what they used, their share of m->wide)
@@ -243,9 +244,14 @@ function kernels_c.walk(l)
     local pred = em.ptr(x)
     out.metrics = { pred = pred, target = em.ptr(t) }
   end
-  out.ef, out.eb, out.em = ef, eb, em
-  out.operands = { ef.operands, eb.operands, em.operands }
-  out.num_wide = math.max(1, ef.wide_size(), eb.wide_size(), em.wide_size())
+  -- train.log's metrics (computed by the forward, after the loss): each one's pointer
+  local eu = context(l, ty, true)
+  eu.begin(nil, "user_metrics")
+  out.user_metrics = {}
+  for i, mt in ipairs(trace.metrics or {}) do out.user_metrics[i] = { name = mt.name, reduce = mt.reduce, ptr = eu.ptr(mt.tensor) } end
+  out.ef, out.eb, out.em, out.eu = ef, eb, em, eu
+  out.operands = { ef.operands, eb.operands, em.operands, eu.operands }
+  out.num_wide = math.max(1, ef.wide_size(), eb.wide_size(), em.wide_size(), eu.wide_size())
   return out
 end
 

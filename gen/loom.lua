@@ -465,6 +465,38 @@ function commands.launch(opts, path)
   return how == "exit" and code or 128 + code
 end
 
+-- The run's report.html as an artifact of each MLflow run it logged to (the run ids
+-- are in last.safetensors' metadata, mlflow.run_id.N for the spec's Nth MLFlowLogger):
+-- STORE/EXP/RUN/artifacts/report.html, written after the program has closed the run.
+local function mlflow_report_artifacts(sp, out, report)
+  local f = io.open(out .. "/last.safetensors", "rb")
+  if not f then return end
+  local head = f:read(8)
+  local n = head and #head == 8 and string.unpack("<I8", head)
+  local header = n and n < (1 << 24) and f:read(n) or ""
+  f:close()
+  local html = io.open(report, "rb")
+  local text = html and html:read("a")
+  if html then html:close() end
+  if not text then return end
+  local i = 0
+  for _, lg in ipairs(sp.train and sp.train.loggers or {}) do
+    if lg.kind == "MLFlowLogger" then
+      local id = header:match('"mlflow%.run_id%.' .. i .. '"%s*:%s*"(%x+)"')
+      i = i + 1
+      local store = lg.args.tracking_uri and lg.args.tracking_uri:gsub("^file://", ""):gsub("^file:", "") or lg.args.save_dir
+      if store:sub(1, 1) ~= "/" then store = out .. "/" .. store end
+      for _, exp in ipairs(id and loomc_list_dir(store) or {}) do
+        local artifacts = store .. "/" .. exp .. "/" .. id .. "/artifacts"
+        if loomc_list_dir(artifacts) then
+          write(artifacts .. "/report.html", text)
+          io.write("report: MLflow artifact ", artifacts, "/report.html\n")
+        end
+      end
+    end
+  end
+end
+
 function commands.train(opts, path)
   local cpu_dir, cuda_dir = generate_for_accelerator(path, opts)
   if not cpu_dir and not cuda_dir then return end
@@ -481,7 +513,11 @@ function commands.train(opts, path)
     -- the run's curves: OUT/report.html (OUT: the program's --out, default "out")
     local out = "out"
     for i, a in ipairs(opts.program_args) do if a == "--out" and opts.program_args[i + 1] then out = opts.program_args[i + 1] end end
-    if loomc_list_dir(out) then io.write("report: ", require("runreport").write({ out }, out .. "/report.html"), "\n") end
+    if loomc_list_dir(out) then
+      local report = require("runreport").write({ out }, out .. "/report.html")
+      io.write("report: ", report, "\n")
+      mlflow_report_artifacts(opts.graph.spec, out, report)
+    end
   end
   return how == "exit" and code or 128 + code
 end

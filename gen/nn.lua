@@ -73,6 +73,10 @@ Proxy.__tostring = function(p) return nn.repr(p) end
 
 local param_source = nil
 function nn.set_param_source(f) param_source = f end
+-- call_observer(proxy, results) sees every module call's results (the graph stage finds
+-- the model's output in the loss this way: train.log's `out`)
+local call_observer
+function nn.set_call_observer(f) call_observer = f end
 function nn.param_tensor(rec, name)
   if not param_source then
     diag.fatal(nil, string.format("%s.%s can only be used inside a traced method", rec.class, name))
@@ -104,6 +108,7 @@ function nn.apply(p, ...)
     diag.fatal(call_where, string.format("%s has no forward method, so it cannot be called", rec.class))
   end
   tensor.pop_module()
+  if call_observer then call_observer(p, results, call_where) end
   return table.unpack(results, 1, results.n)
 end
 

@@ -1007,6 +1007,33 @@ ops.nll_loss = {
   flops = function(node) return numel(node.inputs[2].shape) end,
 }
 
+-- accuracy(input, target): the fraction of samples scored right, a metric (train.log)
+-- with no gradient.  Class indices (int64, (N)) against input (N, C): argmax over dim 1
+-- equals the target, as (input.argmax(1) == target).float().mean(); a float target of
+-- the input's shape: (input > threshold) equals (target > 0.5), elementwise.
+ops.accuracy = {
+  arity = 2, precision = "fp32", no_grad = true, no_grad_inputs = { [1] = true, [2] = true },
+  shape = function(node, input, target)
+    expect_float(node, input, "input")
+    local si, st = input.shape, target.shape
+    if target.dtype == "int64" then
+      if #si ~= 2 or #st ~= 1 or st[1] ~= si[1] then
+        err(node, string.format("accuracy: class indices need input (N, C) and target (N), gets %s and %s",
+          util.shape_str(si), util.shape_str(st)))
+      end
+    else
+      local ok = #si == #st
+      for i = 1, #si do if ok and si[i] ~= st[i] then ok = false end end
+      if not ok then
+        err(node, string.format("accuracy: a float target must have the input's shape %s, gets %s (class indices: dtype = 'int64')",
+          util.shape_str(si), util.shape_str(st)))
+      end
+    end
+    return {}
+  end,
+  flops = function(node) return numel(node.inputs[1].shape) end,
+}
+
 -- What an op keeps from its forward for its backward (gen/plan.lua lays it out; both
 -- backends' kernels read it): a list of { name, per_sample = n (times the batch) or
 -- count = n, dtype = "int32" for indices (else the compute type) }.

@@ -510,6 +510,18 @@ ops_cpu.kl_div = {
   end,
 }
 
+-- accuracy: a metric (train.log), forward only
+ops_cpu.accuracy = {
+  forward = function(e, n)
+    local x, t = n.inputs[1], n.inputs[2]
+    local C = #x.shape >= 2 and dims_after(x.shape, 2) or 1
+    if t.dtype == "int64" then
+      return { e.call("accuracy_forward", e.ptr(n.out), e.ptr(x), e.ptr(t), "NULL", e.batch(x), C, e.lit(0)) }
+    end
+    return { e.call("accuracy_forward", e.ptr(n.out), e.ptr(x), "NULL", e.ptr(t), e.batch(x), C, e.lit(n.attrs.threshold)) }
+  end,
+}
+
 ops_cpu.nll_loss = {
   forward = function(e, n)
     local x = n.inputs[1]

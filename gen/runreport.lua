@@ -175,7 +175,29 @@ function runreport.write(paths, out)
   end
   html[#html + 1] = "</table>"
   html[#html + 1] = '<h2>Curves</h2><div class="plots">'
+  -- train.log's metrics (train/NAME, train/NAME_epoch, val/NAME): one plot each, after
+  -- the built-in ones
+  local plots, seen, builtin = {}, {}, {}
   for _, plot in ipairs(PLOTS) do
+    plots[#plots + 1] = plot
+    for _, k in ipairs(plot.keys) do builtin[k] = true end
+  end
+  local names = {}
+  for _, run in ipairs(runs) do
+    for _, key in ipairs(run.csv.header) do
+      local name = key:match("^train/(.+)_epoch$") or key:match("^val/(.+)$")
+      if name and not builtin["train/" .. name .. "_epoch"] and not builtin["val/" .. name] and not seen[name] then
+        seen[name] = true
+        names[#names + 1] = name
+      end
+    end
+  end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    plots[#plots + 1] = { title = name .. " (train.log): per step and epoch (dashed), validation",
+                          keys = { "train/" .. name, "train/" .. name .. "_epoch", "val/" .. name } }
+  end
+  for _, plot in ipairs(plots) do
     local s = svg(plot, runs)
     if s then html[#html + 1] = string.format("<figure><figcaption>%s</figcaption>\n%s\n</figure>", esc(plot.title), s) end
   end

@@ -425,13 +425,13 @@ end)
 
 define_setting("callback", "EarlyStopping", { "stops when the monitored metric has not improved for patience validations",
   torch = "lightning.pytorch.callbacks.EarlyStopping", example = 'EarlyStopping { monitor = "val/loss", patience = 3 }' }, {
-  monitor = { checkers.string, nil, required = true, doc = "'val/loss', 'val/acc' or 'train/loss'" }, mode = { enum("min", "max"), "min" },
+  monitor = { checkers.string, nil, required = true, doc = "'val/loss', 'val/acc', 'train/loss', or a train.log metric's 'val/NAME' or 'train/NAME_epoch'" }, mode = { enum("min", "max"), "min" },
   patience = { checkers.nonnegint, 3 }, min_delta = { checkers.nonneg, 0.0 },
 })
 define_setting("callback", "ModelCheckpoint", { "keeps the best save_top_k checkpoints by monitor (or the last, without one)",
   torch = "lightning.pytorch.callbacks.ModelCheckpoint",
   example = 'ModelCheckpoint { monitor = "val/loss", save_top_k = 2, save_last = true }' }, {
-  monitor = { checkers.string, nil, doc = "'val/loss', 'val/acc' or 'train/loss'; none: the latest is the best" }, mode = { enum("min", "max"), "min" },
+  monitor = { checkers.string, nil, doc = "'val/loss', 'val/acc', 'train/loss' or a train.log metric's 'val/NAME' or 'train/NAME_epoch'; none: the latest is the best" }, mode = { enum("min", "max"), "min" },
   save_top_k = { checkers.int, 1 }, save_last = { checkers.bool, false },
   dirpath = { checkers.string, nil }, filename = { checkers.string, nil },
 })
@@ -590,7 +590,10 @@ local function check_monitors(tr)
       local known = false
       for _, name in ipairs(spec.METRICS) do known = known or name == m end
       local size_key = tr.data and VALIDATION_SIZE[tr.data.kind]
-      if not known then
+      -- a train.log metric's val/NAME or train/NAME_epoch: its names are known once log is
+      -- traced (gen/graph.lua checks them then)
+      local user = type(tr.log) == "function" and (m:match("^val/[%a_][%w_]*$") or m:match("^train/[%a_][%w_]*_epoch$"))
+      if not known and not user then
         diag.error(diag.key_where(cb.where, "monitor"), string.format("%s: cannot monitor '%s'; the program logs %s%s",
           cb.kind, m, table.concat(spec.METRICS, ", "), util.did_you_mean(m, spec.METRICS)))
       elseif m:match("^val/") and tr.data and tr.data.kind == "Tokens" and not tr.data.args.val then
@@ -783,6 +786,21 @@ local function check_loss(v, what)
   return checkers.func(v, what)
 end
 
+-- log_reduce = { name = "mean" | "sum" | "max" }: each train.log metric's reduction over
+-- an epoch's (or a validation's) batches; the names are checked against the metrics
+-- once train.log is traced (gen/graph.lua)
+local LOG_REDUCTIONS = { mean = true, sum = true, max = true }
+local function check_log_reduce(v, what)
+  if type(v) ~= "table" or getmetatable(v) then return fail(what, '{ name = "mean" | "sum" | "max", ... }', v) end
+  for k, r in pairs(v) do
+    if type(k) ~= "string" then return nil, what .. ": keys are metric names (strings)" end
+    if not LOG_REDUCTIONS[r] then
+      return nil, string.format('%s.%s: expected "mean", "sum" or "max", got %s', what, k, spec.show(r))
+    end
+  end
+  return v
+end
+
 local TRAIN_SCHEMA = {
   data = { setting_of("data"), nil, required = true, doc = "the data source: FashionMNIST, Synthetic or Npy { ... }" },
   loss = { check_loss, nil, required = true, doc = "function(m, b) returning the loss of the model m on the batch b" },
@@ -797,6 +815,10 @@ local TRAIN_SCHEMA = {
   callbacks = { list_of("callback"), {}, doc = "EarlyStopping and ModelCheckpoint { ... }" },
   loggers = { list_of("logger"), {}, doc = "CSVLogger, TensorBoardLogger and MLFlowLogger { ... } (none: a CSVLogger)" },
   log_every_n_steps = { checkers.posint, 50, doc = "write a step row every N steps (Lightning's log_every_n_steps)" },
+  log = { checkers.func, nil, doc = "function(m, b, out) returning { name = scalar tensor, ... }: your metrics, traced like the loss "
+    .. "(out: the model's output in the loss), logged as train/NAME each step row, train/NAME_epoch, val/NAME and test/NAME" },
+  log_reduce = { check_log_reduce, {}, doc = 'a train.log metric\'s reduction over an epoch\'s or a validation\'s batches: '
+    .. '{ NAME = "mean" (the default, weighted by batch size) | "sum" | "max" }' },
   hooks = { setting_of("hooks"), nil, doc = "Hooks { ... }: your C functions called during the run" },
   seed = { checkers.nonnegint, 42, doc = "seeds initialisation, shuffling, dropout and synthetic data" },
   init = { checkers.func, nil, doc = "function(name, p) ... end, called once per parameter (named_parameters' order) "

@@ -564,6 +564,21 @@ function functional.kl_div(input, target, opts)
   if batchmean then o.reduction = "batchmean" end
   return tensor.apply("kl_div", { input, target }, o)
 end
+-- accuracy(input, target[, {threshold = 0.5}]): a metric for train.log (no gradient);
+-- class indices: (input.argmax(1) == target).float().mean(); a float target: the share
+-- of elements where (input > threshold) == (target > 0.5)
+function functional.accuracy(input, target, opts)
+  check_tensor(input, "accuracy", 1); check_tensor(target, "accuracy", 2)
+  local threshold = 0.5
+  if opts ~= nil then
+    if type(opts) ~= "table" or tensor.is(opts) then diag.fatal(nil, "accuracy: the third argument is {threshold = x}") end
+    for k in pairs(opts) do
+      if k ~= "threshold" then diag.fatal(nil, string.format("accuracy: unknown option '%s' (it takes threshold)", tostring(k))) end
+    end
+    if opts.threshold ~= nil then threshold = number_arg(opts.threshold, "accuracy", "threshold") end
+  end
+  return tensor.apply("accuracy", { input, target }, { threshold = threshold + 0.0 })
+end
 functional.smooth_l1_loss = functional.smooth_l1
 functional.huber_loss = functional.huber
 functional.binary_cross_entropy = functional.bce
@@ -736,6 +751,9 @@ tensor.doc = {
             torch = "torch.where", example = "where(b.mask, x, 0.0)", input = { 4 }, mask = true },
   masked_fill = { "masked_fill(x, mask, value)", "x with value where mask (an integer tensor) is nonzero",
                   torch = "Tensor.masked_fill", example = "masked_fill(x, b.mask, -1.0)", input = { 4 }, mask = true },
+  accuracy = { "accuracy(input, target, {threshold=0.5})",
+               "a metric for train.log, without gradient: the share of argmax(input, 1) == target (class indices), or of (input > threshold) == (target > 0.5)",
+               torch = "(input.argmax(1) == target).float().mean()", example = "accuracy(m(b), b.target)", target = "class" },
   smooth_l1_loss = { alias_of = "smooth_l1" },
   huber_loss = { alias_of = "huber" },
   binary_cross_entropy = { alias_of = "bce" },

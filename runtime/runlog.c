@@ -98,6 +98,8 @@ int runlog_epoch(runlog *r, int64_t step, int64_t epoch, const char *const *keys
 int runlog_hparam_str(runlog *r, const char *key, const char *value) {
     for (int i = 0; i < r->ncsv; i++)
         if (csvlog_hparam_str(r->csv[i], key, value)) return errf(r, "%s", r->csv[i]->err);
+    for (int i = 0; i < r->ntb; i++)
+        if (tblog_hparam_str(r->tb[i], key, value)) return errf(r, "%s", r->tb[i]->err);
     for (int i = 0; i < r->nml; i++)
         if (mlflowlog_param(r->ml[i], key, value)) return errf(r, "%s", r->ml[i]->err);
     return 0;
@@ -108,6 +110,8 @@ int runlog_hparam_i64(runlog *r, const char *key, int64_t value) {
     snprintf(text, sizeof text, "%" PRId64, value);
     for (int i = 0; i < r->ncsv; i++)
         if (csvlog_hparam_i64(r->csv[i], key, value)) return errf(r, "%s", r->csv[i]->err);
+    for (int i = 0; i < r->ntb; i++)   // (HParams values are numbers: doubles)
+        if (tblog_hparam_f64(r->tb[i], key, (double)value)) return errf(r, "%s", r->tb[i]->err);
     for (int i = 0; i < r->nml; i++)
         if (mlflowlog_param(r->ml[i], key, text)) return errf(r, "%s", r->ml[i]->err);
     return 0;
@@ -118,6 +122,8 @@ int runlog_hparam_f64(runlog *r, const char *key, double value) {
     csvlog_format_float(text, value);
     for (int i = 0; i < r->ncsv; i++)
         if (csvlog_hparam_f64(r->csv[i], key, value)) return errf(r, "%s", r->csv[i]->err);
+    for (int i = 0; i < r->ntb; i++)
+        if (tblog_hparam_f64(r->tb[i], key, value)) return errf(r, "%s", r->tb[i]->err);
     for (int i = 0; i < r->nml; i++)
         if (mlflowlog_param(r->ml[i], key, text)) return errf(r, "%s", r->ml[i]->err);
     return 0;
@@ -129,8 +135,11 @@ int runlog_close(runlog *r, int mlflow_status) {
     int64_t end_ms = (int64_t)(runlog_wall_time() * 1000);
     for (int i = 0; i < r->ncsv; i++)
         if (csvlog_close(r->csv[i]) && !rc) rc = errf(r, "%s", r->csv[i]->err);
-    for (int i = 0; i < r->ntb; i++)
+    for (int i = 0; i < r->ntb; i++) {   // the HParams session ends as the MLflow run does: a failure only on an error
+        int status = mlflow_status == MLFLOW_FAILED ? TBLOG_STATUS_FAILURE : TBLOG_STATUS_SUCCESS;
+        if (tblog_end_session(r->tb[i], runlog_wall_time(), status) && !rc) rc = errf(r, "%s", r->tb[i]->err);
         if (tblog_close(r->tb[i]) && !rc) rc = errf(r, "%s", r->tb[i]->err);
+    }
     for (int i = 0; i < r->nml; i++)
         if (mlflowlog_close(r->ml[i], mlflow_status, end_ms) && !rc) rc = errf(r, "%s", r->ml[i]->err);
     r->ncsv = r->ntb = r->nml = 0;

@@ -35,7 +35,8 @@ int runlog_add_mlflow(runlog *r, mlflowlog *m, int every_n_steps);
 int runlog_step(runlog *r, int64_t step, int64_t epoch, const char *const *keys, const double *values, int n, int force);
 // An epoch's (or the test's) row, to every logger.
 int runlog_epoch(runlog *r, int64_t step, int64_t epoch, const char *const *keys, const double *values, int n);
-// Hyperparameters: hparams.yaml of each CSV log, params/ of each MLflow run.
+// Hyperparameters: hparams.yaml of each CSV log, the HParams plugin's session of each
+// TensorBoard log, params/ of each MLflow run.
 int runlog_hparam_str(runlog *r, const char *key, const char *value);
 int runlog_hparam_i64(runlog *r, const char *key, int64_t value);
 int runlog_hparam_f64(runlog *r, const char *key, double value);

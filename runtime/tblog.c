@@ -146,7 +146,103 @@ int tblog_open(tblog *t, const char *dir, double wall_time) {
     return tblog_flush(t);
 }
 
+// ---------------------------------------------------------------------------------
+// hyperparameters: the HParams plugin's messages (tensorboard/plugins/hparams/api.proto,
+// plugin_data.proto; google/protobuf/struct.proto's Value)
+enum { HP_DATA_EXPERIMENT = 2, HP_DATA_SESSION_START = 3, HP_DATA_SESSION_END = 4 };   // HParamsPluginData
+enum { SSI_HPARAMS = 1, SSI_START_TIME = 5 };                                        // SessionStartInfo
+enum { SEI_STATUS = 1, SEI_END_TIME = 2 };                                           // SessionEndInfo
+enum { EXP_TIME_CREATED = 3, EXP_HPARAM_INFOS = 4, EXP_METRIC_INFOS = 5 };           // Experiment
+enum { HPI_NAME = 1, HPI_TYPE = 4, DATA_TYPE_STRING = 1, DATA_TYPE_FLOAT64 = 3 };    // HParamInfo
+enum { MI_NAME = 1, MN_TAG = 2 };                                                    // MetricInfo, MetricName
+enum { MAP_KEY = 1, MAP_VALUE = 2, PBV_NUMBER = 2, PBV_STRING = 3 };                 // map entry, Value
+enum { PLUGIN_CONTENT = 2 };
+
+static int hparam(tblog *t, const char *key, const char *str, double num) {
+    sbuf value = {0}, entry = {0}, info = {0};
+    if (str) pb_bytes(&value, PBV_STRING, str, strlen(str));
+    else pb_double(&value, PBV_NUMBER, num);
+    pb_bytes(&entry, MAP_KEY, key, strlen(key));
+    pb_message(&entry, MAP_VALUE, &value);
+    pb_message(&t->hp_values, SSI_HPARAMS, &entry);
+    pb_bytes(&info, HPI_NAME, key, strlen(key));
+    pb_key(&info, HPI_TYPE, WIRE_VARINT);
+    pb_varint(&info, str ? DATA_TYPE_STRING : DATA_TYPE_FLOAT64);
+    pb_message(&t->hp_infos, EXP_HPARAM_INFOS, &info);
+    t->hp_count++;
+    if (t->hp_values.oom || t->hp_infos.oom) return errf(t, "%s: out of memory", t->path ? t->path : "tblog");
+    return 0;
+}
+int tblog_hparam_str(tblog *t, const char *key, const char *value) { return hparam(t, key, value, 0); }
+int tblog_hparam_f64(tblog *t, const char *key, double value) { return hparam(t, key, NULL, value); }
+
+// One event whose summary is the HParams plugin's `tag` with `data` (HParamsPluginData's
+// bytes) as its metadata's content, no value (as TensorBoard's own hparams() writes it)
+static int hparams_event(tblog *t, double wall_time, const char *tag, sbuf *data) {
+    sbuf plugin = {0}, meta = {0}, value = {0}, summary = {0}, ev = {0};
+    pb_bytes(&plugin, PLUGIN_NAME, "hparams", 7);
+    pb_bytes(&plugin, PLUGIN_CONTENT, data->p ? data->p : "", data->n);
+    if (data->oom) plugin.oom = 1;
+    free(data->p);
+    *data = (sbuf){0};
+    pb_bytes(&value, VALUE_TAG, tag, strlen(tag));
+    pb_message(&meta, METADATA_PLUGIN_DATA, &plugin);
+    pb_message(&value, VALUE_METADATA, &meta);
+    pb_message(&summary, SUMMARY_VALUE, &value);
+    pb_double(&ev, EVENT_WALL_TIME, wall_time);
+    pb_message(&ev, EVENT_SUMMARY, &summary);
+    return add_event(t, &ev);
+}
+
+// The session_start_info, once, before the first scalars
+static int start_session(tblog *t, double wall_time) {
+    if (t->hp_written || t->hp_count == 0) return 0;
+    t->hp_written = 1;
+    sbuf ssi = {0}, data = {0};
+    sb_put(&ssi, t->hp_values.p ? t->hp_values.p : "", t->hp_values.n);
+    pb_double(&ssi, SSI_START_TIME, wall_time);
+    pb_message(&data, HP_DATA_SESSION_START, &ssi);
+    return hparams_event(t, wall_time, "_hparams_/session_start_info", &data);
+}
+
+// the scalar tags logged so far (the experiment's metrics)
+static int remember_tag(tblog *t, const char *tag) {
+    for (int i = 0; i < t->ntags; i++) if (!strcmp(t->tags[i], tag)) return 0;
+    if (t->ntags == t->cap_tags) {
+        int cap = t->cap_tags ? 2 * t->cap_tags : 16;
+        char **q = realloc(t->tags, sizeof *q * (size_t)cap);
+        if (!q) return errf(t, "%s: out of memory", t->path);
+        t->tags = q; t->cap_tags = cap;
+    }
+    if (!(t->tags[t->ntags] = strdup(tag))) return errf(t, "%s: out of memory", t->path);
+    t->ntags++;
+    return 0;
+}
+
+int tblog_end_session(tblog *t, double wall_time, int status) {
+    if (t->hp_count == 0) return 0;
+    if (start_session(t, wall_time)) return -1;
+    sbuf exp = {0}, data = {0}, sei = {0};
+    pb_double(&exp, EXP_TIME_CREATED, wall_time);
+    sb_put(&exp, t->hp_infos.p ? t->hp_infos.p : "", t->hp_infos.n);
+    for (int i = 0; i < t->ntags; i++) {
+        sbuf name = {0}, info = {0};
+        pb_bytes(&name, MN_TAG, t->tags[i], strlen(t->tags[i]));
+        pb_message(&info, MI_NAME, &name);
+        pb_message(&exp, EXP_METRIC_INFOS, &info);
+    }
+    pb_message(&data, HP_DATA_EXPERIMENT, &exp);
+    if (hparams_event(t, wall_time, "_hparams_/experiment", &data)) return -1;
+    pb_key(&sei, SEI_STATUS, WIRE_VARINT);
+    pb_varint(&sei, (uint64_t)status);
+    pb_double(&sei, SEI_END_TIME, wall_time);
+    pb_message(&data, HP_DATA_SESSION_END, &sei);
+    return hparams_event(t, wall_time, "_hparams_/session_end_info", &data);
+}
+
 int tblog_scalars(tblog *t, int64_t step, double wall_time, const char *const *tags, const double *values, int n) {
+    if (start_session(t, wall_time)) return -1;
+    for (int i = 0; i < n; i++) if (remember_tag(t, tags[i])) return -1;
     sbuf summary = {0}, value = {0}, meta = {0}, plugin = {0}, tensor = {0}, ev = {0};
     for (int i = 0; i < n; i++) {
         pb_bytes(&value, VALUE_TAG, tags[i], strlen(tags[i]));
@@ -186,6 +282,10 @@ int tblog_close(tblog *t) {
     int rc = t->path ? tblog_flush(t) : 0;
     free(t->path);
     free(t->pending.p);
+    free(t->hp_values.p);
+    free(t->hp_infos.p);
+    for (int i = 0; i < t->ntags; i++) free(t->tags[i]);
+    free(t->tags);
     char err[TBLOG_ERR_LEN];
     memcpy(err, t->err, sizeof err);
     memset(t, 0, sizeof *t);

@@ -25,6 +25,13 @@
 typedef struct {
     char *path;    // the events file
     sbuf pending;  // framed records not yet written
+    // hyperparameters for the HParams plugin: the session's values (SessionStartInfo's
+    // map entries) and their HParamInfos, written as one session_start_info event
+    // before the first scalars; the scalar tags seen, the experiment's metrics
+    sbuf hp_values, hp_infos;
+    int hp_count, hp_written;
+    char **tags;
+    int ntags, cap_tags;
     char err[TBLOG_ERR_LEN];
 } tblog;
 
@@ -32,6 +39,16 @@ typedef struct {
 int tblog_open(tblog *t, const char *dir, double wall_time);
 // One Event at `step` holding n scalars.
 int tblog_scalars(tblog *t, int64_t step, double wall_time, const char *const *tags, const double *values, int n);
+// Hyperparameters (TensorBoard's HPARAMS tab): a string or a number each, recorded
+// before the first scalars (TensorBoard's HParams plugin, api.proto and plugin_data.proto:
+// a "_hparams_/session_start_info" summary).
+int tblog_hparam_str(tblog *t, const char *key, const char *value);
+int tblog_hparam_f64(tblog *t, const char *key, double value);
+// The session's end, as the HParams plugin reads it: "_hparams_/experiment" (the
+// hyperparameters and every scalar tag logged, as its metrics) and
+// "_hparams_/session_end_info" with `status` (TBLOG_STATUS_*).  Only with hyperparameters.
+enum { TBLOG_STATUS_SUCCESS = 1, TBLOG_STATUS_FAILURE = 2 };
+int tblog_end_session(tblog *t, double wall_time, int status);
 // Appends the pending records to the file.
 int tblog_flush(tblog *t);
 // Flushes and frees. Returns the flush's result.

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Logging (issue 16): the default metrics.csv, the rows a run logs, TensorBoard event files
 # read back by an independent reader (tests/logging/read_logs.py), MLflow's file store
-# (layout, every metric read back, a killed and a resumed run), the loggers' spec errors.
+# (layout, every metric read back, a killed and a resumed run), the loggers' spec errors, and
+# train/grad_norm of the CUDA program (under tests/cuda_emu) against the CPU program's.
 set -u
 LOOM=${LOOM:-build/loom}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 . "$(dirname "$0")/tap.sh"   # plan, ok, fail, skip, expect_error
 READ="/usr/bin/python3 $(dirname "$0")/logging/read_logs.py"
-plan 19
+plan 20
 
 spec() {   # FILE SIZE EPOCHS LOGGERS...: a small regression on synthetic data, with validation
   local file=$1 size=$2 epochs=$3; shift 3
@@ -294,3 +295,41 @@ spec "$work/tags.lua" 64 1 'loggers = { MLFlowLogger { tags = { n = 3 } } },'
 spec_error "MLFlowLogger: a tag that is not a string is refused" "tags.lua:13: MLFlowLogger.tags.n must be a string tag" "$work/tags.lua"
 spec "$work/nohook.lua" 64 1 'hooks = Hooks { source = "missing.c", on_train_end = "f" },'
 spec_error "Hooks: a missing source file is refused at its line" "nohook.lua:13: Hooks.source: cannot read" "$work/nohook.lua"
+
+# --- train/grad_norm on the CUDA backend: read back with the step (tests/cuda_emu runs it
+# on the CPU here; no GPU) and equal to the CPU program's within the sum's reordering
+CUDA=${CUDA_HOME:-/usr/local/cuda}
+name="train/grad_norm on CUDA (emulated) equals the CPU program's"
+if [ ! -f "$CUDA/include/cuda_runtime.h" ] || ! ls "$CUDA"/lib64/libnvrtc.so* >/dev/null 2>&1 || ! command -v g++ >/dev/null; then
+  skip "$name" "no CUDA toolkit (headers, NVRTC) or g++"
+else
+  cat >"$work/gn.lua" <<'LUA'
+model "Net" {
+  inputs = { x = Tensor{8} },
+  hidden = Linear(8, 32), out = Linear(32, 4),
+  forward = function(m, b) return m.out(relu(m.hidden(b.x))) end,
+}
+train {
+  data = Synthetic { fields = { x = Tensor{8}, target = Tensor{dtype = "int64", dist = "randint", high = 4} }, size = 64, val_size = 16 },
+  batch_size = 16, clip = { max_norm = 0.5 },
+  loss = function(m, b) return cross_entropy(m(b), b.target) end,
+  optimizer = SGD { lr = 0.5 }, epochs = 1, log_every_n_steps = 1,
+}
+LUA
+  export CUDA_EMU_CACHE=${CUDA_EMU_CACHE:-$PWD/build/cuda_emu_cache}
+  if "$LOOM" build "$work/gn.lua" --accelerator=cpu -o "$work/gn/cpu" >"$work/gn.log" 2>&1 &&
+     "$LOOM" build "$work/gn.lua" --accelerator=cuda --no-compile -o "$work/gn/cuda" >>"$work/gn.log" 2>&1 &&
+     tests/cuda_emu/build.sh "$work/gn/cuda" >>"$work/gn.log" 2>&1 &&
+     "$work/gn/cpu/train" --quiet --out "$work/gn/rc" >>"$work/gn.log" 2>&1 &&
+     "$work/gn/cuda/emu/run" --quiet --out "$work/gn/rg" >>"$work/gn.log" 2>&1; then
+    verdict=$(/usr/bin/python3 - "$(csv_of "$work/gn/rc")" "$(csv_of "$work/gn/rg")" <<'PYEOF'
+import csv, sys
+def norms(p): return [float(r["train/grad_norm"]) for r in csv.DictReader(open(p)) if r["train/loss"]]
+c, g = norms(sys.argv[1]), norms(sys.argv[2])
+bad = [(a, b) for a, b in zip(c, g) if not abs(a - b) <= 1e-5 * abs(a)]
+print("ok" if len(c) == 4 and len(g) == 4 and not bad else f"cpu {c}, cuda {g}")
+PYEOF
+)
+    [ "$verdict" = ok ] && ok "$name" || fail "$name" "$verdict"
+  else fail "$name" "$(grep -m1 -i 'error' "$work/gn.log" || tail -1 "$work/gn.log")"; fi
+fi

@@ -2,6 +2,7 @@
 """Reads a run's logs back without loom's code, and checks them against each other.
 
   read_logs.py tb RUN_TB_DIR METRICS_CSV      every TensorBoard scalar == metrics.csv
+  read_logs.py tbhparams RUN_TB_DIR HPARAMS_YAML   the HParams plugin's summaries == hparams.yaml
   read_logs.py mlflow STORE RUN_ID METRICS_CSV [STATUS]   the mlruns/ layout, every metric
 
 The TensorBoard reader is written from the TFRecord format (a little-endian uint64
@@ -100,6 +101,8 @@ def scalars(path):
             for _, value in message(summary).get(1, []):
                 v = message(value)
                 tag = v[1][0][1].decode()
+                if tag.startswith("_hparams_/"):   # the HParams plugin's (hparams() below)
+                    continue
                 if 2 in v:   # simple_value: a float
                     x = struct.unpack("<f", v[2][0][1])[0]
                 else:        # tensor: dtype 2 (DT_DOUBLE), no dims, one packed double_val
@@ -111,6 +114,70 @@ def scalars(path):
                     assert plugin == "scalars", f"{tag}: plugin {plugin}"
                 out.append((step, tag, x))
     return version, out
+
+
+def hparams(path):
+    """The HParams plugin's summaries of an events file (tensorboard/plugins/hparams/
+    plugin_data.proto, api.proto; google/protobuf/struct.proto's Value), as
+    [(event index, tag, HParamsPluginData fields)], and the index of the first scalar event."""
+    out, first_scalar = [], None
+    for k, r in enumerate(records(path)):
+        ev = message(r)
+        for _, summary in ev.get(5, []):
+            for _, value in message(summary).get(1, []):
+                v = message(value)
+                tag = v[1][0][1].decode()
+                if not tag.startswith("_hparams_/"):
+                    first_scalar = k if first_scalar is None else first_scalar
+                    continue
+                assert 8 not in v and 2 not in v, f"{tag}: carries a value"
+                plugin = message(message(v[9][0][1])[1][0][1])
+                assert plugin[1][0][1] == b"hparams", f"{tag}: plugin {plugin[1][0][1]!r}"
+                data = message(plugin[2][0][1]) if 2 in plugin else {}
+                assert data.get(1, [(0, 0)])[0][1] == 0, f"{tag}: HParamsPluginData version is not 0"
+                out.append((k, tag, data))
+    return out, first_scalar
+
+
+def check_tb_hparams(tb_dir, yaml_path):
+    """The session_start_info holds every hyperparameter of hparams.yaml, before the first
+    scalar; the experiment names them (with their types) and every scalar tag as a metric;
+    the session_end_info says STATUS_SUCCESS."""
+    files = [f for f in os.listdir(tb_dir) if f.startswith("events.out.tfevents.")]
+    path = os.path.join(tb_dir, files[0])
+    got, first_scalar = hparams(path)
+    by_tag = {tag: (k, data) for k, tag, data in got}
+    want = yaml.safe_load(open(yaml_path))
+    if set(by_tag) != {"_hparams_/session_start_info", "_hparams_/experiment", "_hparams_/session_end_info"}:
+        return f"HParams summaries {sorted(by_tag)}"
+    k, data = by_tag["_hparams_/session_start_info"]
+    if first_scalar is not None and k > first_scalar:
+        return "session_start_info comes after the first scalar"
+    ssi = message(data[3][0][1])
+    values = {}
+    for _, entry in ssi.get(1, []):
+        e = message(entry)
+        val = message(e[2][0][1])
+        values[e[1][0][1].decode()] = struct.unpack("<d", val[2][0][1])[0] if 2 in val else val[3][0][1].decode()
+    if set(values) != set(want):
+        return f"hparams {sorted(values)}, hparams.yaml {sorted(want)}"
+    for key, w in want.items():
+        g = values[key]
+        if (isinstance(w, str) and g != w) or (not isinstance(w, str) and float(g) != float(w)):
+            return f"hparam {key}: TensorBoard {g!r}, hparams.yaml {w!r}"
+    exp = message(by_tag["_hparams_/experiment"][1][2][0][1])
+    infos = {message(i)[1][0][1].decode(): message(i)[4][0][1] for _, i in exp.get(4, [])}
+    types = {key: 1 if isinstance(w, str) else 3 for key, w in want.items()}   # DATA_TYPE_STRING, DATA_TYPE_FLOAT64
+    if infos != types:
+        return f"experiment's hparam_infos {infos}, expected {types}"
+    metrics = {message(message(i)[1][0][1])[2][0][1].decode() for _, i in exp.get(5, [])}
+    tags = {tag for _, tag, _ in scalars(path)[1]}
+    if metrics != tags:
+        return f"experiment's metrics {sorted(metrics)}, scalar tags {sorted(tags)}"
+    sei = message(by_tag["_hparams_/session_end_info"][1][4][0][1])
+    if sei[1][0][1] != 1:
+        return f"session_end_info status {sei[1][0][1]}, not STATUS_SUCCESS"
+    return f"ok {len(values)}"
 
 
 def csv_values(path):
@@ -214,6 +281,8 @@ if __name__ == "__main__":
     try:
         if sys.argv[1] == "tb":
             print(check_tb(sys.argv[2], sys.argv[3]))
+        elif sys.argv[1] == "tbhparams":
+            print(check_tb_hparams(sys.argv[2], sys.argv[3]))
         else:
             print(check_mlflow(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] if len(sys.argv) > 5 else 3))
     except Exception as e:   # a malformed file: say which and why

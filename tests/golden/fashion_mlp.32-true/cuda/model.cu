@@ -593,6 +593,8 @@ int model_alloc(Model *m, int quiet) {
     LC_CHECK(cudaMalloc((void **)&m->d_metrics, sizeof(float) * 1280 + 64));
     LC_CHECK(cudaMallocHost((void **)&m->h_metrics, sizeof(float) * 1280 + 64));
     LC_CHECK(cudaMallocHost((void **)&m->h_loss, sizeof(float) * 2));
+    LC_CHECK(cudaMallocHost((void **)&m->h_grad_norm, sizeof(double)));
+    m->h_grad_norm[0] = NAN;
     LC_CHECK(cudaMalloc((void **)&m->d_consts, sizeof(step_consts)));
     LC_CHECK(cudaMallocHost((void **)&m->h_consts, sizeof(step_consts)));
     memset(m->h_consts, 0, sizeof(step_consts));
@@ -644,7 +646,7 @@ void model_free(Model *m) {
     cudaFreeHost(m->params); cudaFreeHost(m->grads); cudaFreeHost(m->buffers); cudaFreeHost(m->counters);
     cudaFree(m->d_params); cudaFree(m->d_grads); cudaFree(m->d_compute); cudaFree(m->d_buffers); cudaFree(m->d_counters);
     cudaFree(m->d_acts); cudaFree(m->d_dacts); cudaFree(m->d_scratch); cudaFree(m->d_ints);
-    cudaFree(m->d_metrics); cudaFreeHost(m->h_metrics); cudaFreeHost(m->h_loss);
+    cudaFree(m->d_metrics); cudaFreeHost(m->h_metrics); cudaFreeHost(m->h_loss); cudaFreeHost(m->h_grad_norm);
     cudaFree(m->d_consts); cudaFreeHost(m->h_consts); cudaFree(m->d_scaler); cudaFreeHost(m->h_scaler);
     cudaEventDestroy((cudaEvent_t)m->loss_ready);
     cudaStreamDestroy(STREAM(m->stream)); cudaStreamDestroy(STREAM(m->copy_stream));
@@ -976,6 +978,11 @@ int model_scaler_read(Model *m, GradScaler *s) {
 real model_loss_wait(Model *m) {
     LC_CHECK(cudaEventSynchronize((cudaEvent_t)m->loss_ready));
     return m->h_loss[0];
+}
+
+double model_grad_norm(const Model *m) {
+    if (LOSS_SCALING && m->h_scaler->found_inf) return NAN;   // a skipped step, as the CPU program says
+    return m->h_grad_norm[0];
 }
 
 real model_forward(Model *m, int training) {

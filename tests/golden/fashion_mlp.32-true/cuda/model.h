@@ -81,6 +81,7 @@ typedef struct {
     int32_t *d_ints;
     float *d_metrics, *h_metrics;   // the loss's input, as f32, for accuracy on the host
     float *h_loss;                  // pinned: the step's loss
+    double *h_grad_norm;            // pinned: the gradients' norm before clipping (clip by norm)
     void *d_consts, *h_consts;      // step_consts (model.cu): this step's values, on the device and pinned
     unsigned long long *d_step;     // its step (dropout's stream), on the device
     struct ScalerState *d_scaler, *h_scaler;   // 16-mixed's GradScaler, on the device and its pinned copy
@@ -119,6 +120,9 @@ void model_stage(Model *m, const Batch *batch, int B);
 struct Optimizer;
 void model_train_step(Model *m, struct Optimizer *o, int boundary, int accumulate);
 real model_loss_wait(Model *m);
+// After model_loss_wait of a step's last micro-batch: the gradients' norm before clipping
+// (train/grad_norm, with clip = {max_norm = N}); NAN for a step the loss scaler skipped.
+double model_grad_norm(const Model *m);
 // Forward only, synchronous (evaluation): the loss of the staged batch.
 real model_forward(Model *m, int training);
 // After model_forward: correct predictions and counted samples (accuracy).
