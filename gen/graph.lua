@@ -304,7 +304,13 @@ function graph.build(sp)
     for i, pat in ipairs(freeze) do
       local hits = 0
       for _, p in ipairs(g.params) do
-        if p.name:find(pat) then g.frozen[p.name] = true; hits = hits + 1 end
+        local ok, hit = pcall(string.find, p.name, pat)
+        if not ok then
+          diag.error(fw, string.format("train.freeze[%d]: '%s' is not a Lua pattern: %s", i, pat, (tostring(hit):gsub("^.-:%d+: ", ""))))
+          hits = -1
+          break
+        end
+        if hit then g.frozen[p.name] = true; hits = hits + 1 end
       end
       if hits == 0 then
         diag.error(fw, string.format("train.freeze[%d] (%s) matches no parameter of the model; its parameters: %s", i,
