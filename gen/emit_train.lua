@@ -226,7 +226,6 @@ local function param_groups(opt, params, frozen)
   for i, gr in ipairs(groups) do gr.index = i - 1 end
   local FROZEN = { used = 0 }
   local function group_of(p)
-    if frozen[p.name] then return FROZEN end
     for _, gr in ipairs(groups) do
       if gr.pattern then
         local ok, hit = pcall(string.find, p.name, gr.pattern)
@@ -243,7 +242,8 @@ local function param_groups(opt, params, frozen)
   local runs = {}
   for i, p in ipairs(params) do
     local gr = group_of(p)
-    gr.used = gr.used + 1
+    gr.used = gr.used + 1   -- (a group whose parameters are all frozen matched them: no error)
+    if frozen[p.name] then gr = FROZEN end
     local last = runs[#runs]
     local finish = params[i + 1] and params[i + 1].offset or nil
     if last and last.group == gr then

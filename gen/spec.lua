@@ -839,7 +839,8 @@ local TRAIN_SCHEMA = {
     .. "a parameter it leaves alone keeps PyTorch's default" },
   val_every = { checkers.posint, 1, doc = "validate every N epochs (Lightning's check_val_every_n_epoch)" },
   num_workers = { checkers.nonnegint, 1, doc = "threads that prepare batches beside the training step" },
-  load_raw = { check_load_raw, nil, doc = "start from a weights-only safetensors file (a state_dict, PyTorch's names): "
+  load_raw = { check_load_raw, nil, doc = "start from a weights-only safetensors file (a state_dict, PyTorch's names; "
+    .. "relative to the working directory): "
     .. "\"FILE\" or { path = \"FILE\", strict = false } (Fabric's load_raw; a fresh optimizer at step 0; F64/F32/F16/BF16 "
     .. "convert to the run's precision; strict = false skips missing and unexpected tensors and lists them; "
     .. "the program's --load-raw FILE and --load-raw-strict true|false override it; --resume ignores it)" },

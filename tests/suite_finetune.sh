@@ -14,6 +14,7 @@
 #    dtype mismatch (strict or not), a truncated file, --load-raw with --resume;
 #  - freeze_pruned: the frozen weights' gradient operands are NULL in model.c (autodiff
 #    pruned them) while the input gradient still flows through them;
+#  - freeze_with_groups: an optimizer group of frozen parameters only is valid and updates nothing;
 #  - the CUDA backend refuses train.freeze in one line and generates load_raw (host-side).
 # A freeze pattern that matches nothing is tests/spec_fail/freeze_matches_nothing.lua.
 set -u
@@ -27,7 +28,7 @@ trap 'rm -rf "$tmp"' EXIT
 . tests/tap.sh   # plan, ok, fail, no_torch, harness
 PY_CASES="finetune_parity32 finetune_parity64 finetune_convert32 finetune_convert_bf16 finetune_nonstrict
 finetune_strict_missing finetune_strict_unexpected finetune_shape_mismatch finetune_dtype_mismatch finetune_truncated"
-SH_CASES="finetune_resume_conflict freeze_pruned freeze_cuda_refused load_raw_cuda_generates"
+SH_CASES="finetune_resume_conflict freeze_pruned freeze_with_groups freeze_cuda_refused load_raw_cuda_generates"
 plan $(($(echo $PY_CASES | wc -w) + $(echo $SH_CASES | wc -w)))
 if py_lacks torch numpy; then
   for n in $PY_CASES $SH_CASES; do no_torch "$n" "$PY has no torch or numpy (the spec's Npy data is written by it)"; done
@@ -65,6 +66,18 @@ elif grep -A1 'features.3  <-.*(backward)' "$m" | grep -q 'k_linear_backward_f32
   ok freeze_pruned
 else
   fail freeze_pruned "model.c computes a frozen weight's gradient, or optim.c updates it: $(grep -A1 'features.[023]  <-.*(backward)' "$m" | tr '\n' ' ')"
+fi
+
+# a parameter group whose parameters are all frozen is valid (it matched them) and runs
+# over nothing: the update skips features.3, the group's and the frozen ones
+sed 's/optimizer = AdamW {.*/optimizer = AdamW { lr = 1e-2, weight_decay = 0.1, groups = { { params = "^features%.3%.", lr = 1e-3 } } },/' \
+  "$spec" >"$work/groups.lua"
+if (cd "$work" && "$LOOM" build groups.lua -o "$tmp/groups" --no-compile) >"$tmp/groups.log" 2>&1 &&
+   grep -q 'frozen (train.freeze, requires_grad = False): not updated: features.2.weight .. features.3.bias' "$tmp/groups/optim.c" &&
+   ! grep -q '},   // group [0-9]*: features.3' "$tmp/groups/optim.c"; then
+  ok freeze_with_groups
+else
+  fail freeze_with_groups "$(tail -1 "$tmp/groups.log"); $(grep -m3 'group' "$tmp/groups/optim.c" 2>/dev/null | tr '\n' ' ')"
 fi
 
 # (a spec error: its line, then the source line under it)
