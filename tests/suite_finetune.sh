@@ -14,6 +14,7 @@
 #    dtype mismatch (strict or not), a truncated file, --load-raw with --resume;
 #  - freeze_pruned: the frozen weights' gradient operands are NULL in model.c (autodiff
 #    pruned them) while the input gradient still flows through them;
+#  - freeze_inspect: loom inspect lists the frozen parameters;
 #  - freeze_with_groups: an optimizer group of frozen parameters only is valid and updates nothing;
 #  - the CUDA backend refuses train.freeze in one line and generates load_raw (host-side).
 # A freeze pattern that matches nothing is tests/spec_fail/freeze_matches_nothing.lua.
@@ -28,7 +29,7 @@ trap 'rm -rf "$tmp"' EXIT
 . tests/tap.sh   # plan, ok, fail, no_torch, harness
 PY_CASES="finetune_parity32 finetune_parity64 finetune_convert32 finetune_convert_bf16 finetune_nonstrict
 finetune_strict_missing finetune_strict_unexpected finetune_shape_mismatch finetune_dtype_mismatch finetune_truncated"
-SH_CASES="finetune_resume_conflict freeze_pruned freeze_with_groups freeze_cuda_refused load_raw_cuda_generates"
+SH_CASES="finetune_resume_conflict freeze_pruned freeze_inspect freeze_with_groups freeze_cuda_refused load_raw_cuda_generates"
 plan $(($(echo $PY_CASES | wc -w) + $(echo $SH_CASES | wc -w)))
 if py_lacks torch numpy; then
   for n in $PY_CASES $SH_CASES; do no_torch "$n" "$PY has no torch or numpy (the spec's Npy data is written by it)"; done
@@ -67,6 +68,10 @@ elif grep -A1 'features.3  <-.*(backward)' "$m" | grep -q 'k_linear_backward_f32
 else
   fail freeze_pruned "model.c computes a frozen weight's gradient, or optim.c updates it: $(grep -A1 'features.[023]  <-.*(backward)' "$m" | tr '\n' ' ')"
 fi
+
+want="Frozen (train.freeze): 304 parameters in 4 tensors, 276 trainable: features.2.weight, features.2.bias, features.3.weight, features.3.bias"
+got=$(cd "$work" && "$LOOM" inspect "$spec" 2>&1 | tail -1)
+if [ "$got" = "$want" ]; then ok freeze_inspect; else fail freeze_inspect "loom inspect's last line: $got"; fi
 
 # a parameter group whose parameters are all frozen is valid (it matched them) and runs
 # over nothing: the update skips features.3, the group's and the frozen ones
