@@ -861,6 +861,10 @@ int ckpt_load_raw(const char *path, const ckpt_slot *slots, int n, int strict, c
     if (ckpt_open(&f, path)) { memcpy(err, f.err, CKPT_ERR_LEN); ckpt_close(&f); return -1; }
     char a[256], b[256];
     int rc = 0, loaded = 0, missing = 0, unexpected = 0;
+    // a loom checkpoint (it has a spec_hash) holds the optimizer's state beside the
+    // weights: loading its weights is Fabric's load(path, {"model": model}), not an
+    // unexpected tensor
+    int loom_ckpt = ckpt_meta_get(&f, "spec_hash") != NULL;
     // every slot's tensor: there, of this shape and kind (strict: there at all)
     for (int i = 0; i < n && !rc; i++) {
         const ckpt_tensor *t = ckpt_find(&f, slots[i].name);
@@ -884,6 +888,7 @@ int ckpt_load_raw(const char *path, const ckpt_slot *slots, int n, int strict, c
     for (int i = 0; i < f.ntensors && !rc; i++) {
         int found = 0;
         for (int j = 0; j < n && !found; j++) found = strcmp(f.tensors[i].name, slots[j].name) == 0;
+        if (!found && loom_ckpt && strncmp(f.tensors[i].name, "optimizer.", 10) == 0) continue;
         if (!found) {
             unexpected++;
             if (strict) rc = errf(err, path, "tensor '%s' in the file is not in this model (strict = false skips it)", f.tensors[i].name);
@@ -907,7 +912,7 @@ int ckpt_load_raw(const char *path, const ckpt_slot *slots, int n, int strict, c
         for (int i = 0; i < f.ntensors && k < note_len; i++) {
             int found = 0;
             for (int j = 0; j < n && !found; j++) found = strcmp(f.tensors[i].name, slots[j].name) == 0;
-            if (!found) list_append(note, note_len, &k, &first, &cut, f.tensors[i].name);
+            if (!found && !(loom_ckpt && strncmp(f.tensors[i].name, "optimizer.", 10) == 0)) list_append(note, note_len, &k, &first, &cut, f.tensors[i].name);
         }
         if (k < note_len) snprintf(note + k, note_len - k, "]");
     }

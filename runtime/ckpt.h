@@ -124,7 +124,9 @@ int ckpt_convert(ckpt_dtype to, void *dst, ckpt_dtype from, const void *src, int
 // the tensor, strict or not (as PyTorch's load_state_dict).  strict: a slot missing
 // from the file, or a tensor of the file that is no slot, is an error naming the first;
 // not strict: those are skipped (a missing slot keeps its value) and `note` (note_len
-// bytes) lists them in one line as PyTorch's _IncompatibleKeys; empty when none.
+// bytes) lists them in one line as PyTorch's _IncompatibleKeys; empty when none.  A loom
+// checkpoint's optimizer state ("optimizer.*" in a file with a "spec_hash") is skipped:
+// its weights load as from a weights-only file.
 // Returns 0, or -1 with one line in err.
 int ckpt_load_raw(const char *path, const ckpt_slot *slots, int n, int strict, char *err, char *note, size_t note_len);
 

@@ -10,6 +10,7 @@
 #  - finetune_convert32 / _bf16: BF16, F16, F64 and F32 tensors converted as torch's .to();
 #  - finetune_nonstrict: --load-raw-strict false lists missing and unexpected keys in one
 #    line, and the missing tensor keeps the program's own initial value;
+#  - finetune_from_loom_checkpoint: a loom checkpoint loads strictly (its optimizer state skipped);
 #  - one line and a non-zero exit for a missing or unexpected tensor (strict), a shape or
 #    dtype mismatch (strict or not), a truncated file, --load-raw with --resume;
 #  - freeze_pruned: the frozen weights' gradient operands are NULL in model.c (autodiff
@@ -27,7 +28,7 @@ spec=$PWD/tests/finetune/finenet.lua
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 . tests/tap.sh   # plan, ok, fail, no_torch, harness
-PY_CASES="finetune_parity32 finetune_parity64 finetune_convert32 finetune_convert_bf16 finetune_nonstrict
+PY_CASES="finetune_parity32 finetune_parity64 finetune_convert32 finetune_convert_bf16 finetune_nonstrict finetune_from_loom_checkpoint
 finetune_strict_missing finetune_strict_unexpected finetune_shape_mismatch finetune_dtype_mismatch finetune_truncated"
 SH_CASES="finetune_resume_conflict freeze_pruned freeze_inspect freeze_with_groups freeze_cuda_refused load_raw_cuda_generates"
 plan $(($(echo $PY_CASES | wc -w) + $(echo $SH_CASES | wc -w)))

@@ -250,6 +250,10 @@ def main():
     convert_case("finetune_convert32", mod, p32, work, torch.float32)
     convert_case("finetune_convert_bf16", mod, pbf16, work, torch.bfloat16)
     nonstrict_case("finetune_nonstrict", mod, p32, work)
+    # a loom checkpoint (weights and optimizer state) loads strictly: its optimizer.* are skipped
+    rc, msg = run(p32, work, "out_from_ckpt", "--load-raw", "out_finetune_parity32/last.safetensors", "--max-steps", "1")
+    result("finetune_from_loom_checkpoint", [] if rc == 0 and msg == "" else ["exit %d: %s" % (rc, msg)],
+           "a loom checkpoint's weights loaded strictly, its optimizer state skipped")
     state = dict(reference(mod).state_dict())
     missing = {k: v for k, v in state.items() if k != "head.bias"}
     expect_fail("finetune_strict_missing", mod, p32, work, missing, ["'head.bias'", "missing"])
