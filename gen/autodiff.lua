@@ -16,7 +16,11 @@ end
 
 -- Returns { needs_grad = {[tensor] = true}, backward = {node, ...} (reverse order),
 --           grad_inputs = {[node] = {[i] = true}} }.
-function autodiff.differentiate(trace)
+-- `frozen[param name]`: parameters with requires_grad = False (train.freeze).  They
+-- need no gradient, so an op whose other inputs need none either drops out of the
+-- backward, and the rest skip the frozen weight's gradient (its grad operand is NULL).
+function autodiff.differentiate(trace, frozen)
+  frozen = frozen or {}
   local needs = {}
   local grad_inputs = {}
   for _, node in ipairs(trace.nodes) do
@@ -26,7 +30,7 @@ function autodiff.differentiate(trace)
     -- which never reads them): nothing flows back through them
     local skip = ops[node.op].no_grad or node.metric
     for i, x in ipairs(skip and {} or node.inputs) do
-      if x.param and x.dtype == "float" then needs[x] = true end
+      if x.param and x.dtype == "float" and not frozen[x.param] then needs[x] = true end
       if needs[x] and input_differentiable(node, i) then
         if i == 2 and ops[node.op].no_target_grad then
           -- PyTorch would differentiate the target too; silently dropping it would be wrong

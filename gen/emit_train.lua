@@ -204,10 +204,13 @@ end
 -- decay_min_ndim) in the undecayed group when it has fewer dimensions, else in the
 -- optimizer's own group.  Returns the groups { lr, weight_decay, label } and the runs
 -- { begin, finish, group, names } of neighbouring parameters in one group, covering
--- [0, NUM_PARAMS) (alignment padding goes with the run before); nil when every
--- parameter is in one group with the optimizer's own settings.
-local function param_groups(opt, params)
+-- [0, NUM_PARAMS) (alignment padding goes with the run before) except the frozen
+-- parameters' (`frozen[name]`, train.freeze: requires_grad = False, so torch.optim
+-- skips them: no update, no weight decay); nil when every parameter is in one group
+-- with the optimizer's own settings.
+local function param_groups(opt, params, frozen)
   local a = opt.args
+  local any_frozen = next(frozen) ~= nil
   local groups = {}
   for i, gs in ipairs(a.groups or {}) do
     groups[i] = { lr = gs.lr or a.lr, weight_decay = gs.weight_decay or a.weight_decay, pattern = gs.params,
@@ -217,10 +220,11 @@ local function param_groups(opt, params)
   local nodecay = (a.decay_min_ndim or 0) > 0 and a.weight_decay ~= 0
     and { lr = a.lr, weight_decay = 0.0, used = 0, label = string.format("fewer than %d dimensions: no decay", a.decay_min_ndim) }
   local default = { lr = a.lr, weight_decay = a.weight_decay, used = 0, label = "the optimizer's own" }
-  if #groups == 0 and not nodecay then return nil end
+  if #groups == 0 and not nodecay and not any_frozen then return nil end
   groups[#groups + 1] = nodecay or nil
   groups[#groups + 1] = default
   for i, gr in ipairs(groups) do gr.index = i - 1 end
+  local FROZEN = { used = 0 }
   local function group_of(p)
     for _, gr in ipairs(groups) do
       if gr.pattern then
@@ -238,7 +242,8 @@ local function param_groups(opt, params)
   local runs = {}
   for i, p in ipairs(params) do
     local gr = group_of(p)
-    gr.used = gr.used + 1
+    gr.used = gr.used + 1   -- (a group whose parameters are all frozen matched them: no error)
+    if frozen[p.name] then gr = FROZEN end
     local last = runs[#runs]
     local finish = params[i + 1] and params[i + 1].offset or nil
     if last and last.group == gr then
@@ -254,17 +259,19 @@ local function param_groups(opt, params)
       diag.fatal(gr.where or opt.where, string.format("%s: %s matches no parameter of the model", opt.kind, gr.label))
     end
   end
+  local kept, skipped = {}, {}
   for _, r in ipairs(runs) do
     r.finish = r.finish or "NUM_PARAMS"
     r.names = r.count == 1 and r.first or string.format("%s .. %s (%d tensors)", r.first, r.last, r.count)
+    if r.group == FROZEN then skipped[#skipped + 1] = r.names else kept[#kept + 1] = r end
   end
-  return groups, runs
+  return groups, kept, skipped
 end
 
 -- optimizer_step's C for the lowered table's optimizer, from gen/optimizers.lua's rule.
 -- `floor`: the schedule's lr for every group is floor + (lr - floor) × ratio (0: it
 -- scales each group's lr; false: it sets every group's lr, which a group may not give).
-local function optimizer_code(k16, opt, sfx, params, floor)
+local function optimizer_code(k16, opt, sfx, params, floor, frozen)
   local STATE16, OPT16, PAR_FOR, LD, ST, LDO, STO = k16.STATE16, k16.OPT16, k16.PAR_FOR, k16.LD, k16.ST, k16.LDO, k16.STO
   local a = opt.args
   local rule = optimizers.rule(opt.kind)
@@ -301,7 +308,7 @@ local function optimizer_code(k16, opt, sfx, params, floor)
     alloc[1] = "    o->unused = 0;"
   end
   local desc = rule.desc(a, opt.kind)
-  local groups, runs = param_groups(opt, params)
+  local groups, runs, skipped = param_groups(opt, params, frozen)
   local step = { string.format("    // %s", desc), "    (void)o; (void)mom; (void)step;   // not every rule reads them" }
   local LR, WD, decays
   if groups then
@@ -322,6 +329,9 @@ local function optimizer_code(k16, opt, sfx, params, floor)
     step[#step + 1] = "    // the parameter groups (torch.optim's param_groups): runs of parameters in layout order"
     for _, gr in ipairs(groups) do
       step[#step + 1] = string.format("    //   group %d: lr %s, weight_decay %s: %s", gr.index, lit(gr.lr), lit(gr.weight_decay), gr.label)
+    end
+    for _, names in ipairs(skipped) do
+      step[#step + 1] = string.format("    //   frozen (train.freeze, requires_grad = False): not updated: %s", names)
     end
     step[#step + 1] = "    static const struct { size_t begin, end; double lr_ratio, weight_decay; } runs[] = {"
     for _, r in ipairs(runs) do
@@ -1250,7 +1260,7 @@ function emit_train.values(l)
   local k16 = storage(l)
   local open, bind, data_desc = data_code(sp, l.fields, ty.ctype, g)
   local lr_body, sched_desc, onecycle, floor = schedule_code(sp, tr.optimizer)
-  local o = optimizer_code(k16, tr.optimizer, ty.sfx, l.state.params, floor)
+  local o = optimizer_code(k16, tr.optimizer, ty.sfx, l.state.params, floor, g.frozen or {})
   local clip_norm = tr.clip ~= nil and tr.clip.max_norm ~= nil
   local plateau = tr.scheduler and tr.scheduler.kind == "ReduceLROnPlateau"
   local sc = scaler_code(k16, ps.loss_scaling, clip_norm and l.backend ~= "cuda", function(step)
@@ -1284,6 +1294,9 @@ function emit_train.values(l)
     string.format("#define CALLBACK_COUNT_SLOTS %s   // callback state slots holding epochs, steps, waits", cb_counts),
     string.format("#define SCHEDULE_SPANS_RUN %d  // the schedule reads the run's total steps (a resume may not change them)",
       schedule_spans_run(tr.scheduler) and 1 or 0),
+    string.format("#define LOAD_RAW_PATH %s   // train.load_raw: the weights-only file a new run starts from (--load-raw)",
+      tr.load_raw and util.c_string(tr.load_raw.path) or "NULL"),
+    string.format("#define LOAD_RAW_STRICT %d   // its strict (--load-raw-strict)", (not tr.load_raw or tr.load_raw.strict) and 1 or 0),
   }
   local step_code = o.step
   local momentum_body, momentum_desc

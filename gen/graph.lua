@@ -318,6 +318,35 @@ function graph.build(sp)
     end
     if hits == 0 then diag.error(opt.where, label .. " matches no parameter of the model") end
   end
+  -- frozen parameters (train.freeze: requires_grad = False): each pattern matches one
+  g.frozen = {}
+  local freeze = sp.train and sp.train.freeze
+  if freeze then
+    local fw = diag.key_where(sp.train.where, "freeze") or sp.train.where
+    local names = {}
+    for _, p in ipairs(g.params) do names[#names + 1] = p.name end
+    for i, pat in ipairs(freeze) do
+      local hits = 0
+      for _, p in ipairs(g.params) do
+        local ok, hit = pcall(string.find, p.name, pat)
+        if not ok then
+          diag.error(fw, string.format("train.freeze[%d]: '%s' is not a Lua pattern: %s", i, pat, (tostring(hit):gsub("^.-:%d+: ", ""))))
+          hits = -1
+          break
+        end
+        if hit then g.frozen[p.name] = true; hits = hits + 1 end
+      end
+      if hits == 0 then
+        diag.error(fw, string.format("train.freeze[%d] (%s) matches no parameter of the model; its parameters: %s", i,
+          util.c_string(pat), #names > 12 and (table.concat(names, ", ", 1, 12) .. ", ...") or table.concat(names, ", ")))
+      end
+    end
+    local trainable = 0
+    for _, p in ipairs(g.params) do if not g.frozen[p.name] then trainable = trainable + 1 end end
+    if trainable == 0 and #g.params > 0 then
+      diag.error(fw, "train.freeze freezes every parameter of the model: there is nothing to train")
+    end
+  end
   diag.check()
   diag.end_spec()   -- no spec code runs after the traces
   return g

@@ -58,6 +58,15 @@ function inspect.text(g)
   out[#out + 1] = ""
   out[#out + 1] = string.format("Total: %s parameters in %d tensors (%s as fp32); %s buffer values in %d tensors",
     util.commas(np), #g.params, util.human_bytes(np * 4), util.commas(nb), #g.buffers)
+  -- train.freeze's parameters (requires_grad = False), so that its patterns can be checked
+  local frozen, count = {}, 0
+  for _, p in ipairs(g.params) do
+    if g.frozen and g.frozen[p.name] then frozen[#frozen + 1] = p.name; count = count + util.numel(p.shape) end
+  end
+  if #frozen > 0 then
+    out[#out + 1] = string.format("Frozen (train.freeze): %s parameters in %d tensors, %s trainable: %s",
+      util.commas(count), #frozen, util.commas(np - count), table.concat(frozen, ", "))
+  end
   return table.concat(out, "\n") .. "\n"
 end
 

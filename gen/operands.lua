@@ -108,7 +108,10 @@ function operands.context(l, hooks)
   -- nil where t has none (not a parameter, and nothing it feeds needs a gradient)
   function e.grad_place(t)
     local r = l.root(t)
-    if r.param then return { arena = "grads", offset = st.by_name[r.param].offset, root = r, fmt = pp.fmt[r] } end
+    if r.param then
+      if g.frozen and g.frozen[r.param] then return nil end   -- requires_grad = False: no gradient computed
+      return { arena = "grads", offset = st.by_name[r.param].offset, root = r, fmt = pp.fmt[r] }
+    end
     local gr = p.grads[r]
     if not gr or not l.autodiff.needs_grad[r] then return nil end
     return { arena = "dacts", offset = gr.offset, root = r, fmt = pp.fmt[r] }

@@ -76,12 +76,13 @@ local function assign(g, target)
   }
 end
 
--- autodiff: the backward of the trace (gen/autodiff.lua).  Adds
+-- autodiff: the backward of the trace (gen/autodiff.lua); the graph's frozen parameters
+-- (train.freeze) need no gradient.  Adds
 --   autodiff   { backward = nodes in the order they run, needs_grad[tensor], grad[tensor] }
 -- An inference-only program has no backward: an empty one (nothing needs a gradient).
 local function differentiate(l)
   if l.inference then return with(l, { autodiff = { backward = {}, needs_grad = {}, grad = {} } }) end
-  return with(l, { autodiff = require("autodiff").differentiate(l.trace) })
+  return with(l, { autodiff = require("autodiff").differentiate(l.trace, l.graph.frozen) })
 end
 
 -- precision (fold): a cast whose conversion can ride in a neighbour's load or store

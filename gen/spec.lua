@@ -801,6 +801,41 @@ local function check_log_reduce(v, what)
   return v
 end
 
+-- load_raw = "FILE" or { path = "FILE", strict = false }: Fabric's load_raw(path, model, strict)
+local function check_load_raw(v, what)
+  if type(v) == "string" then v = { path = v } end
+  if type(v) ~= "table" or getmetatable(v) then
+    return fail(what, 'a file name or { path = "FILE.safetensors", strict = false }', v)
+  end
+  local out, errors = validate(what, v, { path = { checkers.string, nil, required = true }, strict = { checkers.bool, true } },
+                               diag.key_where(diag.here(), "load_raw"))
+  if errors > 0 then return out end
+  if out.path == "" then return nil, what .. ".path: an empty file name" end
+  return out
+end
+
+-- freeze = { "Lua pattern", ... }: requires_grad = False for the parameters whose names
+-- match (the graph stage checks that each pattern matches one)
+local function check_freeze(v, what)
+  if type(v) == "string" then v = { v } end
+  if type(v) ~= "table" or getmetatable(v) or #v == 0 then
+    return fail(what, 'a Lua pattern of parameter names or a non-empty list of them, e.g. { "^features%.", "^bn%." }', v)
+  end
+  local n = 0
+  for _ in pairs(v) do n = n + 1 end
+  if n ~= #v then return fail(what, "a list of Lua patterns", v) end
+  local out = {}
+  for i, pat in ipairs(v) do
+    if type(pat) ~= "string" then return fail(string.format("%s[%d]", what, i), "a Lua pattern (a string)", pat) end
+    local ok, err = pcall(string.find, "", pat)
+    if not ok then
+      return nil, string.format("%s[%d]: '%s' is not a Lua pattern: %s", what, i, pat, (tostring(err):gsub("^.-:%d+: ", "")))
+    end
+    out[i] = pat
+  end
+  return out
+end
+
 local TRAIN_SCHEMA = {
   data = { setting_of("data"), nil, required = true, doc = "the data source: FashionMNIST, Synthetic or Npy { ... }" },
   loss = { check_loss, nil, required = true, doc = "function(m, b) returning the loss of the model m on the batch b" },
@@ -826,6 +861,13 @@ local TRAIN_SCHEMA = {
     .. "a parameter it leaves alone keeps PyTorch's default" },
   val_every = { checkers.posint, 1, doc = "validate every N epochs (Lightning's check_val_every_n_epoch)" },
   num_workers = { checkers.nonnegint, 1, doc = "threads that prepare batches beside the training step" },
+  load_raw = { check_load_raw, nil, doc = "start from a weights-only safetensors file (a state_dict, PyTorch's names; "
+    .. "relative to the working directory): "
+    .. "\"FILE\" or { path = \"FILE\", strict = false } (Fabric's load_raw; a fresh optimizer at step 0; F64/F32/F16/BF16 "
+    .. "convert to the run's precision; strict = false skips missing and unexpected tensors and lists them; "
+    .. "the program's --load-raw FILE and --load-raw-strict true|false override it; --resume ignores it)" },
+  freeze = { check_freeze, nil, doc = "Lua patterns of parameter names to freeze (requires_grad = False): no gradient "
+    .. "computed for them, no optimizer update, no weight decay (BatchNorm's running statistics still update)" },
 }
 spec.FABRIC_SCHEMA, spec.TRAIN_SCHEMA = FABRIC_SCHEMA, TRAIN_SCHEMA
 

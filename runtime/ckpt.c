@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -749,6 +750,174 @@ int ckpt_check_against(ckpt_file *f, const ckpt_tensor *expected, int n) {
     free(e);
     if (n != f->ntensors) return errf(f->err, f->path, "this model lists a tensor twice");
     return 0;
+}
+
+// ---------------------------------------------------------------------------------
+// weights from elsewhere (load_raw)
+
+static int is_float_dtype(ckpt_dtype dt) { return dt == CKPT_F64 || dt == CKPT_F32 || dt == CKPT_F16 || dt == CKPT_BF16; }
+static int is_int_dtype(ckpt_dtype dt) { return dt == CKPT_I64 || dt == CKPT_I32 || dt == CKPT_I16 || dt == CKPT_I8 || dt == CKPT_U8; }
+
+// The value of one stored float element (every F16/BF16/F32 value is exact as a double).
+static double float_at(ckpt_dtype dt, const unsigned char *p) {
+    switch (dt) {
+    case CKPT_F64: { double v; memcpy(&v, p, 8); return v; }
+    case CKPT_F32: { float v; memcpy(&v, p, 4); return v; }
+    case CKPT_BF16: {
+        uint32_t bits = (uint32_t)(p[0] | p[1] << 8) << 16;
+        float v;
+        memcpy(&v, &bits, 4);
+        return v;
+    }
+    default: {   // F16: sign, 5 exponent bits (bias 15), 10 fraction bits
+        unsigned h = (unsigned)(p[0] | p[1] << 8), e = (h >> 10) & 31, m = h & 1023;
+        double v = e == 0 ? ldexp(m, -24) : e == 31 ? (m ? NAN : INFINITY) : ldexp(1024 + m, (int)e - 25);
+        return (h & 0x8000) ? -v : v;
+    }
+    }
+}
+
+// x rounded to nearest even with `bits` significant bits, the smallest normal 2^emin
+// (below it, the subnormals' fixed quantum), overflowing to infinity above `max`:
+// the value a 16-bit format stores, exactly as a double (scaling by 2^k is exact).
+static double round_to_format(double x, int bits, int emin, double max) {
+    if (isnan(x) || isinf(x) || x == 0) return x;
+    int e;
+    frexp(fabs(x), &e);   // |x| in [2^(e-1), 2^e)
+    int q = (e - 1 < emin ? emin : e - 1) - (bits - 1);   // the quantum's exponent
+    double r = ldexp(nearbyint(ldexp(x, -q)), q);
+    return fabs(r) > max ? copysign(INFINITY, x) : r;
+}
+
+// Stores x as dtype dt.  A double goes to F16/BF16 through float32 (two roundings, as
+// torch's .to() converts: c10::Half and c10::BFloat16 are made from a float).
+static void float_put(ckpt_dtype dt, unsigned char *p, double x) {
+    if (dt == CKPT_F16 || dt == CKPT_BF16) x = (float)x;
+    switch (dt) {
+    case CKPT_F64: memcpy(p, &x, 8); return;
+    case CKPT_F32: { float v = (float)x; memcpy(p, &v, 4); return; }
+    case CKPT_BF16: {
+        uint32_t bits;
+        if (isnan(x)) bits = 0x7FC00000u | (signbit(x) ? 0x80000000u : 0);
+        else { float v = (float)round_to_format(x, 8, -126, 0x1.FEp127); memcpy(&bits, &v, 4); }
+        p[0] = (unsigned char)(bits >> 16); p[1] = (unsigned char)(bits >> 24);
+        return;
+    }
+    default: {   // F16
+        unsigned h = signbit(x) ? 0x8000u : 0;
+        double a = fabs(round_to_format(x, 11, -14, 65504.0));
+        if (isnan(x)) h |= 0x7E00;
+        else if (isinf(a)) h |= 0x7C00;
+        else if (a < 0x1p-14) h |= (unsigned)(a * 0x1p24);   // subnormal (2^-14 itself reads as exponent 1)
+        else {
+            int e;
+            double m = frexp(a, &e);   // a = m 2^e, m in [0.5, 1)
+            h |= (unsigned)(e + 14) << 10 | ((unsigned)(m * 2048) & 1023);
+        }
+        p[0] = (unsigned char)h; p[1] = (unsigned char)(h >> 8);
+        return;
+    }
+    }
+}
+
+static int64_t int_at(ckpt_dtype dt, const unsigned char *p) {
+    switch (dt) {
+    case CKPT_I64: { int64_t v; memcpy(&v, p, 8); return v; }
+    case CKPT_I32: { int32_t v; memcpy(&v, p, 4); return v; }
+    case CKPT_I16: { int16_t v; memcpy(&v, p, 2); return v; }
+    case CKPT_I8: return (int8_t)p[0];
+    default: return p[0];   // U8
+    }
+}
+
+int ckpt_convert(ckpt_dtype to, void *dst, ckpt_dtype from, const void *src, int64_t n) {
+    const unsigned char *s = src;
+    unsigned char *d = dst;
+    size_t ss = (size_t)ckpt_dtype_size(from), ds = (size_t)ckpt_dtype_size(to);
+    if (to == from) { memcpy(dst, src, (size_t)n * ss); return 0; }
+    if (is_float_dtype(to) && is_float_dtype(from)) {
+        for (int64_t i = 0; i < n; i++) float_put(to, d + (size_t)i * ds, float_at(from, s + (size_t)i * ss));
+        return 0;
+    }
+    if (to == CKPT_I64 && is_int_dtype(from)) {
+        for (int64_t i = 0; i < n; i++) { int64_t v = int_at(from, s + (size_t)i * ss); memcpy(d + (size_t)i * 8, &v, 8); }
+        return 0;
+    }
+    return -1;
+}
+
+// Appends "'name'" (comma-separated) to a list in buf, or "..." once it would not fit.
+static void list_append(char *buf, size_t len, size_t *k, int *first, int *cut, const char *name) {
+    if (*cut) return;
+    size_t need = strlen(name) + 8;
+    if (*k + need + 8 >= len) { *k += (size_t)snprintf(buf + *k, len - *k, "%s...", *first ? "" : ", "); *cut = 1; return; }
+    *k += (size_t)snprintf(buf + *k, len - *k, "%s'%s'", *first ? "" : ", ", name);
+    *first = 0;
+}
+
+int ckpt_load_raw(const char *path, const ckpt_slot *slots, int n, int strict, char *err, char *note, size_t note_len) {
+    ckpt_file f;
+    if (note_len) note[0] = 0;
+    if (ckpt_open(&f, path)) { memcpy(err, f.err, CKPT_ERR_LEN); ckpt_close(&f); return -1; }
+    char a[256], b[256];
+    int rc = 0, loaded = 0, missing = 0, unexpected = 0;
+    // a loom checkpoint (it has a spec_hash) holds the optimizer's state beside the
+    // weights: loading its weights is Fabric's load(path, {"model": model}), not an
+    // unexpected tensor
+    int loom_ckpt = ckpt_meta_get(&f, "spec_hash") != NULL;
+    // every slot's tensor: there, of this shape and kind (strict: there at all)
+    for (int i = 0; i < n && !rc; i++) {
+        const ckpt_tensor *t = ckpt_find(&f, slots[i].name);
+        if (!t) {
+            missing++;
+            if (strict) rc = errf(err, path, "tensor '%s' of this model is missing from the file (strict = false loads the others)", slots[i].name);
+            continue;
+        }
+        int same = t->ndim == slots[i].ndim;
+        for (int d = 0; same && d < t->ndim; d++) same = t->shape[d] == slots[i].shape[d];
+        if (!same) {
+            rc = errf(err, path, "tensor '%s' has shape %s in the file but %s in this model", slots[i].name,
+                      shape_str(a, sizeof a, t->ndim, t->shape), shape_str(b, sizeof b, slots[i].ndim, slots[i].shape));
+        } else if (!(is_float_dtype(slots[i].dtype) ? is_float_dtype(t->dtype) : is_int_dtype(t->dtype))) {
+            rc = errf(err, path, "tensor '%s' has dtype %s in the file; this model's is %s (%s)", slots[i].name,
+                      ckpt_dtype_name(t->dtype), ckpt_dtype_name(slots[i].dtype),
+                      is_float_dtype(slots[i].dtype) ? "F64, F32, F16 or BF16 convert to it" : "an integer dtype converts to it");
+        }
+    }
+    // every tensor of the file: a slot (strict)
+    for (int i = 0; i < f.ntensors && !rc; i++) {
+        int found = 0;
+        for (int j = 0; j < n && !found; j++) found = strcmp(f.tensors[i].name, slots[j].name) == 0;
+        if (!found && loom_ckpt && strncmp(f.tensors[i].name, "optimizer.", 10) == 0) continue;
+        if (!found) {
+            unexpected++;
+            if (strict) rc = errf(err, path, "tensor '%s' in the file is not in this model (strict = false skips it)", f.tensors[i].name);
+        }
+    }
+    for (int i = 0; i < n && !rc; i++) {
+        const ckpt_tensor *t = ckpt_find(&f, slots[i].name);
+        if (!t) continue;
+        if (ckpt_convert(slots[i].dtype, slots[i].dst, t->dtype, t->data, ckpt_numel(t->ndim, t->shape)))
+            rc = errf(err, path, "tensor '%s': cannot convert %s to %s", slots[i].name, ckpt_dtype_name(t->dtype), ckpt_dtype_name(slots[i].dtype));
+        else loaded++;
+    }
+    if (!rc && (missing || unexpected) && note_len) {
+        // PyTorch's _IncompatibleKeys(missing_keys=[...], unexpected_keys=[...])
+        size_t k = (size_t)snprintf(note, note_len, "%s: loaded %d of this model's %d tensors (strict = false): missing_keys=[", path, loaded, n);
+        int first = 1, cut = 0;
+        for (int i = 0; i < n && k < note_len; i++)
+            if (!ckpt_find(&f, slots[i].name)) list_append(note, note_len, &k, &first, &cut, slots[i].name);
+        if (k < note_len) k += (size_t)snprintf(note + k, note_len - k, "], unexpected_keys=[");
+        first = 1; cut = 0;
+        for (int i = 0; i < f.ntensors && k < note_len; i++) {
+            int found = 0;
+            for (int j = 0; j < n && !found; j++) found = strcmp(f.tensors[i].name, slots[j].name) == 0;
+            if (!found && !(loom_ckpt && strncmp(f.tensors[i].name, "optimizer.", 10) == 0)) list_append(note, note_len, &k, &first, &cut, f.tensors[i].name);
+        }
+        if (k < note_len) snprintf(note + k, note_len - k, "]");
+    }
+    ckpt_close(&f);
+    return rc;
 }
 
 const char *ckpt_meta_get(const ckpt_file *f, const char *key) {

@@ -104,6 +104,32 @@ int ckpt_meta_get_f64(ckpt_file *f, const char *key, double *out);
 // An integer in [lo, hi]; out of range is an error naming the file, the key and the range.
 int ckpt_meta_get_i64_in(ckpt_file *f, const char *key, int64_t lo, int64_t hi, int64_t *out);
 
+// --- weights from elsewhere: Fabric's load_raw(path, model, strict) ---
+// One tensor the program wants from a weights-only file (a state_dict written by
+// safetensors' save_file): its PyTorch name, the dtype it is kept in here, its shape,
+// and where its elements go.
+typedef struct {
+    const char *name;
+    ckpt_dtype dtype;
+    int ndim;
+    const int64_t *shape;
+    void *dst;
+} ckpt_slot;
+// Copies element data of dtype `from` into `to` (n elements): the float dtypes (F64,
+// F32, F16, BF16) convert among themselves, rounded to nearest even as torch's .to()
+// does (F64 to F16/BF16 through F32, as torch); the integer dtypes (I64, I32, I16, I8, U8) into I64.  -1 for any other pair.
+int ckpt_convert(ckpt_dtype to, void *dst, ckpt_dtype from, const void *src, int64_t n);
+// Loads `path` into `slots` by name.  A tensor of another shape, or of another kind
+// (integer for a float slot, float for an integer one), is an error naming the file and
+// the tensor, strict or not (as PyTorch's load_state_dict).  strict: a slot missing
+// from the file, or a tensor of the file that is no slot, is an error naming the first;
+// not strict: those are skipped (a missing slot keeps its value) and `note` (note_len
+// bytes) lists them in one line as PyTorch's _IncompatibleKeys; empty when none.  A loom
+// checkpoint's optimizer state ("optimizer.*" in a file with a "spec_hash") is skipped:
+// its weights load as from a weights-only file.
+// Returns 0, or -1 with one line in err.
+int ckpt_load_raw(const char *path, const ckpt_slot *slots, int n, int strict, char *err, char *note, size_t note_len);
+
 // --- a training run: what --resume continues besides the tensors ---
 // Every count a run keeps is at most CKPT_MAX_COUNT (2^52: exact as a double, and no
 // arithmetic on it overflows int64); the limits --epochs and --max-steps at most

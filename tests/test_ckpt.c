@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 
 #include <fcntl.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -662,4 +663,58 @@ Test(ckpt, run_directory_lock_and_clean) {
     cr_expect_eq(ckpt_dir_clean(dir), 1);
     cr_expect_neq(access(in_dir(dead), F_OK), 0);
     cr_expect_eq(access(in_dir(live), F_OK), 0);
+}
+
+// ckpt_convert: round to nearest even into F16/BF16 (ties, subnormals, overflow, NaN),
+// exact decoding back, integer widening; no float <-> integer.
+Test(ckpt, convert_rounds_as_torch) {
+    float in[] = {1.0f, 1.00390625f /* BF16 tie: even (down) */, 1.01171875f /* tie: even (up) */, 65504.0f,
+                  65519.0f, 65520.0f /* F16 tie at the top: infinity */, 0x1p-24f, 0x1p-25f /* tie: 0 */,
+                  0x1.8p-25f, 0x1p-14f, -2.0f, NAN};
+    enum { N = sizeof in / sizeof in[0] };
+    uint16_t bf[N], h[N];
+    cr_assert_eq(ckpt_convert(CKPT_BF16, bf, CKPT_F32, in, N), 0);
+    cr_assert_eq(ckpt_convert(CKPT_F16, h, CKPT_F32, in, N), 0);
+    cr_expect_eq(bf[0], 0x3F80); cr_expect_eq(bf[1], 0x3F80); cr_expect_eq(bf[2], 0x3F82);
+    cr_expect_eq(h[3], 0x7BFF); cr_expect_eq(h[4], 0x7BFF); cr_expect_eq(h[5], 0x7C00);
+    cr_expect_eq(h[6], 0x0001); cr_expect_eq(h[7], 0x0000); cr_expect_eq(h[8], 0x0001);
+    cr_expect_eq(h[9], 0x0400); cr_expect_eq(h[10], 0xC000); cr_expect_eq(h[11] & 0x7E00, 0x7E00);
+    float back[N];
+    cr_assert_eq(ckpt_convert(CKPT_F32, back, CKPT_F16, h, N), 0);
+    cr_expect_eq(back[6], 0x1p-24f); cr_expect_eq(back[9], 0x1p-14f); cr_expect_eq(back[10], -2.0f);
+    cr_expect(isinf(back[5]) && back[5] > 0); cr_expect(isnan(back[11]));
+    double d[N];
+    cr_assert_eq(ckpt_convert(CKPT_F64, d, CKPT_BF16, bf, N), 0);
+    cr_expect_eq(d[2], 1.015625);
+    int32_t i32[2] = {-5, 7};
+    int64_t i64[2];
+    cr_assert_eq(ckpt_convert(CKPT_I64, i64, CKPT_I32, i32, 2), 0);
+    cr_expect(i64[0] == -5 && i64[1] == 7);
+    cr_expect_eq(ckpt_convert(CKPT_F32, back, CKPT_I32, i32, 2), -1);
+    cr_expect_eq(ckpt_convert(CKPT_I64, i64, CKPT_F32, in, 2), -1);
+}
+
+// ckpt_load_raw: strict names the first missing/unexpected tensor; not strict lists them
+// and leaves a missing slot as it was; a shape mismatch fails either way.
+Test(ckpt, load_raw_strict_and_not) {
+    double w[4] = {1, 2, 3, 4};
+    int64_t s2[2] = {2, 2}, s4[1] = {4};
+    ckpt_writer wr;
+    ckpt_writer_init(&wr);
+    cr_assert_eq(ckpt_writer_add(&wr, "fc.weight", CKPT_F64, 2, s2, w), 0);
+    cr_assert_eq(ckpt_writer_add(&wr, "extra", CKPT_F64, 1, s4, w), 0);
+    cr_assert_eq(ckpt_write(&wr, in_dir("raw.safetensors")), 0);
+    ckpt_writer_free(&wr);
+    float fw[4] = {0}, fb[2] = {9, 9};
+    int64_t sb[1] = {2};
+    ckpt_slot slots[] = { {"fc.weight", CKPT_F32, 2, s2, fw}, {"fc.bias", CKPT_F32, 1, sb, fb} };
+    char err[CKPT_ERR_LEN], note[512];
+    cr_expect_eq(ckpt_load_raw(in_dir("raw.safetensors"), slots, 2, 1, err, note, sizeof note), -1);
+    cr_expect(strstr(err, "raw.safetensors: tensor 'fc.bias' of this model is missing") != NULL, "%s", err);
+    cr_assert_eq(ckpt_load_raw(in_dir("raw.safetensors"), slots, 2, 0, err, note, sizeof note), 0, "%s", err);
+    cr_expect(strstr(note, "missing_keys=['fc.bias'], unexpected_keys=['extra']") != NULL, "%s", note);
+    cr_expect(fw[0] == 1 && fw[3] == 4 && fb[0] == 9 && fb[1] == 9);
+    ckpt_slot one[] = { {"fc.weight", CKPT_F32, 2, s2, fw}, {"extra", CKPT_F32, 1, sb, fb} };
+    cr_expect_eq(ckpt_load_raw(in_dir("raw.safetensors"), one, 2, 0, err, note, sizeof note), -1);
+    cr_expect(strstr(err, "tensor 'extra' has shape [4] in the file but [2] in this model") != NULL, "%s", err);
 }

@@ -178,6 +178,31 @@ test("precision_fold_a_second_reader_keeps_the_producer_in_float32", function()
 end)
 
 ---------------------------------------------------------------------------- plan
+---------------------------------------------------------------------------- autodiff
+-- train.freeze: a frozen parameter needs no gradient; a frozen first layer (its input is
+-- the batch) leaves the backward, a frozen later one computes only its input's gradient
+test("autodiff_frozen_parameters_are_pruned", function()
+  local g = trace([[
+  a = Linear(16, 8),
+  b = Linear(8, 2),
+  forward = function(m, b) return m.b(relu(m.a(b.x))) end,]])
+  local la, lb = node_at(g.loss, "linear", 3), node_at(g.loss, "linear", 4)
+  local function in_backward(ad, node)
+    for _, n in ipairs(ad.backward) do if n == node then return true end end
+    return false
+  end
+  local all = autodiff.differentiate(g.loss)
+  check(in_backward(all, la) and all.grad_inputs[la][2], "without freezing, a's weight gradient is computed")
+  local fa = autodiff.differentiate(g.loss, { ["a.weight"] = true, ["a.bias"] = true })
+  check(not in_backward(fa, la), "frozen a (its input is the batch) is not in the backward")
+  check(not in_backward(fa, node_at(g.loss, "relu", 5)), "nor is the relu after it")
+  check(in_backward(fa, lb) and fa.grad_inputs[lb][2] and not fa.grad_inputs[lb][1], "b: its weight's gradient only")
+  local fb = autodiff.differentiate(g.loss, { ["b.weight"] = true, ["b.bias"] = true })
+  check(in_backward(fb, lb), "frozen b still passes the gradient to its input")
+  check(fb.grad_inputs[lb][1] and not fb.grad_inputs[lb][2] and not fb.grad_inputs[lb][3], "b: its input's gradient only")
+  check(fb.grad_inputs[la][2], "a below the frozen b still gets its weight gradient")
+end)
+
 test("plan_state_parameter_offsets_are_aligned", function()
   local st = plan.state(trace(SHARED))
   local want = {   -- Linear(16, 8): 128 + 8 (16, aligned); LayerNorm(16): 16 + 16; head 16 + 2 (16)
