@@ -43,6 +43,11 @@ local function context(l, ty, read_only)
     begin = function() pre, post, slots, wide_used = {}, {}, {}, 0 end,
   })
   e.T, e.sfx, e.decls, e.declared = ty.ctype, ty.sfx, {}, {}
+  -- an inference program (loom export): ops emit only their eval-mode code (ops_cpu's
+  -- by_mode), and the weights, which concurrent calls share, are const: a kernel that
+  -- wrote one would not compile
+  e.inference = l.inference
+  local weights = l.inference and "const " or ""
   local function declare(name, line, writable)
     if not e.declared[name] then
       e.declared[name] = true
@@ -58,8 +63,8 @@ local function context(l, ty, read_only)
     local pl = e.place(t)
     local r, f = pl.root, pl.fmt or compute
     if pl.arena == "params" then
-      return declare("p_" .. cname(r.param), string.format("    %s *p_%s = m->params + %d;   // %s %s",
-        ctype_of(f), cname(r.param), pl.offset, util.c_comment(r.param), util.shape_str(r.shape)))
+      return declare("p_" .. cname(r.param), string.format("    %s%s *p_%s = m->params + %d;   // %s %s",
+        weights, ctype_of(f), cname(r.param), pl.offset, util.c_comment(r.param), util.shape_str(r.shape)))
     end
     if pl.arena == "batch" then
       local c = r.dtype == "int64" and "int64_t" or "real"
@@ -150,11 +155,12 @@ local function context(l, ty, read_only)
     local var = "b_" .. cname(full)
     local state = l.pp.settings.state
     if state == compute then
-      return declare(var, string.format("    real *%s = m->buffers + %d;   // %s", var, s.offset, util.c_comment(full)))
+      return declare(var, string.format("    %sreal *%s = m->buffers + %d;   // %s", weights, var, s.offset, util.c_comment(full)))
     end
-    declare(var, string.format("    %s *%s = m->buffers + %d;   // %s", FORMATS[state].ctype, var, s.offset, util.c_comment(full)))
-    -- a running statistic in 16 bits: widened for the op, rounded back after it
-    return widened({ shape = s.entry.shape, dtype = "float" }, var, "update", "buffer " .. full, { state })
+    declare(var, string.format("    %s%s *%s = m->buffers + %d;   // %s", weights, FORMATS[state].ctype, var, s.offset, util.c_comment(full)))
+    -- a running statistic in 16 bits: widened for the op, rounded back after it (in a
+    -- training program, whose training step updates it; an inference program only reads it)
+    return widened({ shape = s.entry.shape, dtype = "float" }, var, l.inference and "load" or "update", "buffer " .. full, { state })
   end
   function e.call(kernel, ...)
     local args = table.pack(...)

@@ -5,7 +5,10 @@
 #    PyTorch's weights (tests/torch/export_case.py: running statistics away from 0/1);
 #  - the header compiles in a C++ program (tests/harness/export_use.cpp) that calls the
 #    library from 4 threads at once (outputs equal to one thread's), gets error values
-#    for bad arguments, and survives random batch sizes and bits (fuzz, runs counted);
+#    for bad arguments and bad checkpoints, survives random batch sizes and bits (fuzz,
+#    runs counted) and each of its allocations failing in turn (ENOMEM, never an exit);
+#    the same at bf16-true and 16-true, whose running statistics are 16-bit (the library
+#    maps its weights read-only: a forward that wrote one would fault);
 #  - the CLI's bad inputs (shape, dtype, missing file, corrupt .npy, options) give one
 #    line and a non-zero exit; a checkpoint of another model or precision is refused,
 #    naming the tensor;
@@ -18,15 +21,18 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 . "$(dirname "$0")/tap.sh"
 SPECS="fashion_cnn paw tiny_transformer"
-plan 15
+plan 27
 export OMP_WAIT_POLICY=passive   # threads of several teams on 2 cores: no spinning
 B=5
 CCFLAGS="-std=c11 -O2 -fopenmp -march=native -D_GNU_SOURCE"
 LIBS="-ldnnl -lopenblas -lz -lpthread -lm -fopenmp"
+# export_use.cpp makes the library's n-th allocation fail through these
+WRAP="-Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=posix_memalign,--wrap=mmap"
+USE_TESTS="threads errors fuzz checkpoints out-of-memory"
 
 if py_lacks torch numpy; then
   for s in $SPECS; do no_torch "export $s equals the training program's eval forward" "$PY has no torch or numpy"; done
-  for t in "C++ threads" "C++ errors" "C++ fuzz"; do no_torch "export $t" "$PY has no torch or numpy"; done
+  for p in 32-true bf16-true 16-true; do for t in $USE_TESTS; do no_torch "export $p C++ $t" "$PY has no torch or numpy"; done; done
   have_torch=0
 else
   have_torch=1
@@ -54,17 +60,35 @@ for s in $SPECS; do
 done
 
 x="$work/fashion_cnn/x"; lib=fashion_cnn
-if [ $have_torch = 1 ] && [ -x "$x/$lib" ]; then
-  g++ -std=c++17 -O1 -Wall -Wextra -Werror -DNAME=$lib -DNAME_UPPER=FASHION_CNN -I"$x" tests/harness/export_use.cpp \
-    "$x/lib$lib.a" $LIBS -o "$work/use" 2>"$work/use.log"
-  if [ -x "$work/use" ]; then
-    harness "export C++ use" 3 's/^\(ok\|not ok\) /\1 export C++ /' "$work/use" "$work/fashion_cnn/weights.safetensors" 4 400
-  else
-    for t in threads errors fuzz; do fail "export C++ $t" "the header does not compile in C++: $(grep -m1 error "$work/use.log")"; done
+# export_use.cpp on DIR's library, WEIGHTS: 5 results named "export PREC C++ ..."
+use_cases() {
+  local prec=$1 dir=$2 weights=$3
+  if ! g++ -std=c++17 -O1 -Wall -Wextra -Werror -DWRAPPED -DNAME=$lib -DNAME_UPPER=FASHION_CNN -I"$dir" tests/harness/export_use.cpp \
+      "$dir/lib$lib.a" $LIBS $WRAP -o "$work/use_$prec" 2>"$work/use_$prec.log"; then
+    for t in $USE_TESTS; do fail "export $prec C++ $t" "the header does not compile in C++: $(grep -m1 error "$work/use_$prec.log")"; done
+    return
   fi
+  harness "export $prec C++ use" 5 "s/^\(ok\|not ok\) /\1 export $prec C++ /" "$work/use_$prec" "$weights" 4 $4 \
+    "$work/tiny_transformer/weights.safetensors"
+}
+if [ $have_torch = 1 ] && [ -x "$x/$lib" ]; then
+  use_cases 32-true "$x" "$work/fashion_cnn/weights.safetensors" 400
 elif [ $have_torch = 1 ]; then
-  for t in threads errors fuzz; do fail "export C++ $t" "no exported fashion_cnn"; done
+  for t in $USE_TESTS; do fail "export 32-true C++ $t" "no exported fashion_cnn"; done
 fi
+# 16-bit exports: their checkpoints as such a training program writes them (16-bit state)
+for p in bf16:bf16-true f16:16-true; do
+  [ $have_torch = 1 ] || break
+  dt=${p%%:*} prec=${p##*:} w="$work/fashion_cnn_$dt"; mkdir -p "$w"
+  if ! "$PY" tests/torch/export_case.py fashion_cnn "$w" $B $dt >/dev/null 2>"$w/py.log"; then
+    for t in $USE_TESTS; do fail "export $prec C++ $t" "export_case.py: $(tail -1 "$w/py.log")"; done; continue
+  fi
+  if ! "$LOOM" export specs/fashion_cnn.lua --precision=$prec --checkpoint "$w/weights.safetensors" --max-batch 8 -o "$w/x" \
+      >"$w/x.log" 2>&1; then
+    for t in $USE_TESTS; do fail "export $prec C++ $t" "loom export: $(tail -1 "$w/x.log")"; done; continue
+  fi
+  use_cases $prec "$w/x" "$w/weights.safetensors" 100
+done
 
 # the CLI's bad inputs: one line naming the file, non-zero exit
 if [ $have_torch = 1 ] && [ -x "$x/$lib" ]; then
