@@ -191,6 +191,8 @@ function emit.model(l)
     backward_decls = table.concat(eb.decls, "\n"), backward_body = table.concat(bwd, "\n"), dloss_ptr = w.dloss,
     metrics_body = mbody, scratch_body = scratch_body,
     prediction_decls = table.concat(w.epred.decls, "\n"), prediction_ptr = w.prediction,
+    -- (nothing when off: the file is byte for byte the one without detect_anomaly)
+    anomaly_include = l.options.detect_anomaly and '\n#include "anomaly.h"   // detect_anomaly: NaN/Inf checks after every op' or "",
   })
   return files, kernels_c.counted(w)
 end
