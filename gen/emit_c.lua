@@ -177,6 +177,7 @@ function emit.model(l)
     num_param_tensors = #st.params, num_buffer_tensors = #st.buffers, num_counter_tensors = #st.counters,
     batch_fields = table.concat(batch.fields, "\n"), num_batch_fields = #fields, loss_desc = loss_desc,
     has_accuracy = has_accuracy and 1 or 0,
+    prediction_format = w.epred.place(loss_node.inputs[1]).fmt or settings.compute,
   }
   local files = {}
   files["precision_plan.tsv"] = kernels_c.precision_plan(l, w)
