@@ -89,12 +89,14 @@ for p in bf16:bf16-true f16:16-true; do
   [ $have_torch = 1 ] || break
   dt=${p%%:*} prec=${p##*:} w="$work/fashion_cnn_$dt"; mkdir -p "$w"
   if ! per=$("$PY" tests/torch/export_case.py fashion_cnn "$w" $B $dt 2>"$w/py.log"); then
-    for t in $USE_TESTS "equals the training program's eval forward"; do fail "export $prec $t" "export_case.py: $(tail -1 "$w/py.log")"; done
+    fail "export fashion_cnn equals the training program's eval forward at $prec" "export_case.py: $(tail -1 "$w/py.log")"
+    for t in $USE_TESTS; do fail "export $prec C++ $t" "export_case.py: $(tail -1 "$w/py.log")"; done
     continue
   fi
   if ! "$LOOM" export specs/fashion_cnn.lua --precision=$prec --checkpoint "$w/weights.safetensors" --max-batch 8 -o "$w/x" \
       >"$w/x.log" 2>&1; then
-    for t in $USE_TESTS "equals the training program's eval forward"; do fail "export $prec $t" "loom export: $(tail -1 "$w/x.log")"; done
+    fail "export fashion_cnn equals the training program's eval forward at $prec" "loom export: $(tail -1 "$w/x.log")"
+    for t in $USE_TESTS; do fail "export $prec C++ $t" "loom export: $(tail -1 "$w/x.log")"; done
     continue
   fi
   same_as_training fashion_cnn $prec "$w" "$w/x" $per
