@@ -207,6 +207,7 @@ function emit.model(l)
     num_param_tensors = #st.params, num_buffer_tensors = #st.buffers, num_counter_tensors = #st.counters,
     batch_fields = table.concat(batch.fields, "\n"), num_batch_fields = #fields, loss_desc = loss_desc,
     has_accuracy = has_accuracy and 1 or 0, user_metrics_decl = um_decl,
+    prediction_format = w.epred.place(loss_node.inputs[1]).fmt or settings.compute,
   }
   local files = {}
   files["precision_plan.tsv"] = kernels_c.precision_plan(l, w)
@@ -221,6 +222,8 @@ function emit.model(l)
     backward_decls = table.concat(eb.decls, "\n"), backward_body = table.concat(bwd, "\n"), dloss_ptr = w.dloss,
     metrics_body = mbody, scratch_body = scratch_body, user_metrics_body = um_body,
     prediction_decls = table.concat(w.epred.decls, "\n"), prediction_ptr = w.prediction,
+    -- (nothing when off: the file is byte for byte the one without detect_anomaly)
+    anomaly_include = l.options.detect_anomaly and '\n#include "anomaly.h"   // detect_anomaly: NaN/Inf checks after every op' or "",
   })
   return files, kernels_c.counted(w)
 end

@@ -861,6 +861,10 @@ function emit.check(g, target)
     diag.fatal(diag.key_where(sp.train.where, "log") or sp.train.where,
       "train.log's metrics are not computed by the CUDA backend yet; build with --accelerator=cpu")
   end
+  if target.detect_anomaly or sp.fabric.detect_anomaly then
+    diag.fatal(not target.detect_anomaly and diag.key_where(sp.fabric.where, "detect_anomaly") or nil,
+      "detect_anomaly is not supported by the CUDA backend yet (the CPU program has it: --accelerator=cpu)")
+  end
   for _, node in ipairs(g.loss.nodes) do
     if not ops_cuda[node.op] or node.op == "supported" then
       diag.error(node.where, string.format("%s is not supported by the CUDA backend yet", node.op))
@@ -1109,8 +1113,9 @@ function emit.cuda_home()
 end
 
 -- Can this backend build the spec here?  true, or false and why (for "auto").
-function emit.available(g, precision, devices)
+function emit.available(g, precision, devices, detect_anomaly)
   local prec = precision or g.spec.fabric.precision
+  if detect_anomaly or g.spec.fabric.detect_anomaly then return false, "the CUDA backend has no detect_anomaly yet" end
   if not emit.PRECISIONS[prec] then return false, string.format("the CUDA backend does not run precision '%s' yet", prec) end
   if not emit.cuda_home() then return false, "no CUDA toolkit (nvcc) in $CUDA_HOME or /usr/local/cuda" end
   if not g.loss then return false, "no training step" end

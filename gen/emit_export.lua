@@ -33,6 +33,10 @@ function emit.check(g, target)
     if target.precision then diag.fatal(nil, string.format("--precision=%s is not supported by loom export", precision)) end
     diag.fatal(sp.fabric.where, string.format("precision '%s' is not supported by loom export", precision))
   end
+  if sp.fabric.detect_anomaly then   -- said, not silently dropped: a library returns errors, it never stops the host
+    io.stderr:write(string.format("%s:%d: note: detect_anomaly is the training program's; an exported library has no NaN/Inf checks\n",
+      sp.fabric.where.file, sp.fabric.where.line))
+  end
   local t = g.traces.forward
   if t.outputs.n == 0 then diag.fatal(sp.model_where, "forward returns nothing: there is nothing to export") end
   for i = 1, t.outputs.n do

@@ -43,6 +43,11 @@ local function context(l, ty, read_only)
     begin = function() pre, post, slots, wide_used = {}, {}, {}, 0 end,
   })
   e.T, e.sfx, e.decls, e.declared = ty.ctype, ty.sfx, {}, {}
+  -- an inference program (loom export): ops emit only their eval-mode code (ops_cpu's
+  -- by_mode), and the weights, which concurrent calls share, are const: a kernel that
+  -- wrote one would not compile
+  e.inference = l.inference
+  local weights = l.inference and "const " or ""
   local function declare(name, line, writable)
     if not e.declared[name] then
       e.declared[name] = true
@@ -58,8 +63,8 @@ local function context(l, ty, read_only)
     local pl = e.place(t)
     local r, f = pl.root, pl.fmt or compute
     if pl.arena == "params" then
-      return declare("p_" .. cname(r.param), string.format("    %s *p_%s = m->params + %d;   // %s %s",
-        ctype_of(f), cname(r.param), pl.offset, util.c_comment(r.param), util.shape_str(r.shape)))
+      return declare("p_" .. cname(r.param), string.format("    %s%s *p_%s = m->params + %d;   // %s %s",
+        weights, ctype_of(f), cname(r.param), pl.offset, util.c_comment(r.param), util.shape_str(r.shape)))
     end
     if pl.arena == "batch" then
       local c = r.dtype == "int64" and "int64_t" or "real"
@@ -150,11 +155,12 @@ local function context(l, ty, read_only)
     local var = "b_" .. cname(full)
     local state = l.pp.settings.state
     if state == compute then
-      return declare(var, string.format("    real *%s = m->buffers + %d;   // %s", var, s.offset, util.c_comment(full)))
+      return declare(var, string.format("    %sreal *%s = m->buffers + %d;   // %s", weights, var, s.offset, util.c_comment(full)))
     end
-    declare(var, string.format("    %s *%s = m->buffers + %d;   // %s", FORMATS[state].ctype, var, s.offset, util.c_comment(full)))
-    -- a running statistic in 16 bits: widened for the op, rounded back after it
-    return widened({ shape = s.entry.shape, dtype = "float" }, var, "update", "buffer " .. full, { state })
+    declare(var, string.format("    %s%s *%s = m->buffers + %d;   // %s", weights, FORMATS[state].ctype, var, s.offset, util.c_comment(full)))
+    -- a running statistic in 16 bits: widened for the op, rounded back after it (in a
+    -- training program, whose training step updates it; an inference program only reads it)
+    return widened({ shape = s.entry.shape, dtype = "float" }, var, l.inference and "load" or "update", "buffer " .. full, { state })
   end
   function e.call(kernel, ...)
     local args = table.pack(...)
@@ -168,6 +174,54 @@ local function context(l, ty, read_only)
   function e.training_only(expr) return e.training() .. " ? " .. expr .. " : NULL" end
   function e.rng_stream(node) return string.format("(m->step << 20 | %du)", node.index) end
   return e
+end
+
+-- detect_anomaly (fabric { detect_anomaly = true } or loom build --detect-anomaly): after
+-- an op, the lines that check what it made (its output in the forward; the gradients it
+-- added to in the backward) for NaN/Inf, with its inputs' statistics for the message
+-- (templates/cpu/anomaly.h).  Each tensor is scanned whole in its root's storage.
+local ANOMALY_FMT = { f32 = "ANOMALY_F32", f64 = "ANOMALY_F64", bf16 = "ANOMALY_BF16", f16 = "ANOMALY_F16" }
+local function anomaly_lines(l, e, node, phase)
+  local g = l.graph
+  local compute = l.pp.settings.compute
+  local function label(t, k)
+    local r = l.root(t)
+    if r.param then return "input " .. r.param end
+    if r.input then return "input batch." .. r.input end
+    return string.format("%s %s", k and ("input " .. k) or "its output", util.shape_str(t.shape))
+  end
+  local function operand(name, ptr, pl)
+    return string.format("{ %s, %s, %s, %s }", util.c_string(name), ptr, ANOMALY_FMT[pl.fmt or compute], e.numel(pl.root))
+  end
+  local made, inputs, seen = {}, {}, {}
+  for k, x in ipairs(node.inputs) do
+    if x.dtype == "float" then
+      inputs[#inputs + 1] = operand(label(x, k), e.raw(x), e.place(x))
+      if phase == "backward" and not seen[l.root(x)] and e.grad_place(x) then
+        seen[l.root(x)] = true
+        made[#made + 1] = operand("the gradient of " .. label(x, k), e.raw_grad(x), e.grad_place(x))
+      end
+    end
+  end
+  if phase == "forward" then
+    if node.out.dtype ~= "float" then return {} end
+    made[1] = operand(label(node.out), e.raw(node.out), e.place(node.out))
+  elseif e.grad_place(node.out) then
+    table.insert(inputs, 1, operand("the gradient of its output", e.raw_grad(node.out), e.grad_place(node.out)))
+  end
+  if #made == 0 then return {} end
+  local op = node.op
+  if node.module and node.module.forward then
+    op = string.format("%s (%s %s)", node.op, (g.prefix_of[node.module] or ""):gsub("%.$", ""), node.module.call_text)
+  end
+  local where = string.format("%s:%d", node.where.file, node.where.line)
+  local lines = { "{   // detect_anomaly" }
+  lines[#lines + 1] = "    const anomaly_tensor made[] = { " .. table.concat(made, ", ") .. " };"
+  lines[#lines + 1] = "    const anomaly_tensor inputs[] = { " .. table.concat(inputs, ", ") .. " };"
+  lines[#lines + 1] = string.format("    anomaly_check(%s, %s, %s, m->step, made, %d, inputs, %d);", util.c_string(phase),
+    util.c_string(op), util.c_string(where), #made, #inputs)
+  lines[#lines + 1] = "}"
+  return lines
 end
 
 -- The training step's kernel calls for `l`, in the order the C program makes them.
@@ -199,6 +253,9 @@ function kernels_c.walk(l)
       if not ops[node.op].alias then
         ef.begin(node, "forward")
         lines = ef.wrap(ops_cpu[node.op].forward(ef, node))
+        if l.options.detect_anomaly then
+          for _, x in ipairs(anomaly_lines(l, ef, node, "forward")) do lines[#lines + 1] = x end
+        end
       end
       out.forward[#out.forward + 1] = { node = node, lines = lines }
     end
@@ -225,7 +282,11 @@ function kernels_c.walk(l)
   for _, node in ipairs(l.autodiff.backward) do
     if not (ops[node.op].alias or pp.folded[node]) then
       eb.begin(node, "backward")
-      out.backward[#out.backward + 1] = { node = node, lines = eb.wrap(ops_cpu[node.op].backward(eb, node)) }
+      local lines = eb.wrap(ops_cpu[node.op].backward(eb, node))
+      if l.options.detect_anomaly then
+        for _, x in ipairs(anomaly_lines(l, eb, node, "backward")) do lines[#lines + 1] = x end
+      end
+      out.backward[#out.backward + 1] = { node = node, lines = lines }
     end
   end
   eb.begin(nil, "result")

@@ -42,6 +42,7 @@ options:
   --no-fuse               CUDA: one kernel per op (no fused groups: gen/fuse.lua), to compare with the fused program
   --no-compile            build: write the files only
   --debug                 build, export: compile with -O0 -g (for gdb; the generated code is the same)
+  --detect-anomaly        build: check every op's output and gradients for NaN/Inf (fabric { detect_anomaly = true })
   --checkpoint CKPT       export: the trained weights (a loom checkpoint or a safetensors state_dict)
   --max-batch N           export: the most samples one call takes (default: train.batch_size)
   --march A               export: the target CPU (default x86-64-v2, any machine since 2009; native: this one)
@@ -66,7 +67,7 @@ Writes DIR/REPORT.md and DIR/REPORT.html (default DIR: build/<spec>): the precis
 ]],
   build = [[
 usage: loom build SPEC [-o DIR] [--precision=P] [--accelerator=A] [--devices=N] [--no-fuse]
-                       [--no-compile] [--emit torch] [--dump=STAGE] [--debug]
+                       [--no-compile] [--emit torch] [--dump=STAGE] [--debug] [--detect-anomaly]
 Generates the standalone training program in DIR (default build/<spec>) and compiles it
 with ninja: DIR/train (and DIR/cuda/train for accelerator 'auto').  DIR/train --help
 lists the program's flags.
@@ -153,6 +154,7 @@ local function parse_args(args)
     elseif a == "--compare-wrapper" then opts.compare_wrapper = true
     elseif a == "--no-fuse" then opts.no_fuse = true
     elseif a == "--debug" then opts.debug = true
+    elseif a == "--detect-anomaly" then opts.detect_anomaly = true
     elseif a == "--checkpoint" then
       i = i + 1
       opts.checkpoint = args[i] or usage_error("--checkpoint needs a file")
@@ -246,6 +248,7 @@ end
 -- What the stages after the graph get from the command line, for `backend`.
 local function target(g, opts, backend, extra)
   local t = { backend = backend, precision = opts.precision, devices = opts.devices, no_fuse = opts.no_fuse, debug = opts.debug,
+              detect_anomaly = opts.detect_anomaly,
               spec_hash = spec_hash(g.spec.text),
               extra_cflags = ninja_flags("LOOM_CFLAGS"), extra_ldflags = ninja_flags("LOOM_LDFLAGS") }
   for k, v in pairs(extra or {}) do t[k] = v end
@@ -281,7 +284,7 @@ function commands.explain(opts, path)
   local accel = opts.accelerator or g.spec.fabric.accelerator
   if (accel == "cuda" or accel == "gpu" or accel == "auto") and g.loss and g.spec.train then
     local cuda = require "emit_cuda"
-    local ok, why = cuda.available(g, opts.precision, opts.devices)
+    local ok, why = cuda.available(g, opts.precision, opts.devices, opts.detect_anomaly)
     local result, lc = { counted = { unavailable = why } }, nil
     if ok then result, lc = pipeline.program(g, target(g, opts, "cuda", { spec_hash = "" })) end
     sections[#sections + 1] = report.cuda_section(g, lc, result.counted)
@@ -361,7 +364,7 @@ local function generate_for_accelerator(path, opts)
   if accel == "cuda" then return nil, generate_cuda(g, opts, dir, "cuda") end
   local cpu_dir = generate(g, opts, dir)
   if not cpu_dir then return nil end
-  local ok, why = require("emit_cuda").available(g, opts.precision, opts.devices)
+  local ok, why = require("emit_cuda").available(g, opts.precision, opts.devices, opts.detect_anomaly)
   if not ok then
     io.stderr:write(string.format("note: accelerator \"auto\": %s; built for the CPU only\n", why))
     return cpu_dir, nil

@@ -23,6 +23,21 @@ end
 
 local REDUCTION = { none = 0, mean = 1, sum = 2 }
 
+-- An op that behaves differently in training: train() and eval() give each mode's lines.
+-- A training program branches on its step's flag; an inference program (loom export,
+-- e.inference) has eval's lines alone, so the training-only operands (running statistics
+-- it updates, saves, the RNG) are never named there and no shared weight is written.
+local function by_mode(e, train, eval)
+  if e.inference then return eval() end
+  local lines = { false }
+  for _, x in ipairs(train()) do lines[#lines + 1] = "    " .. x end
+  lines[#lines + 1] = "} else {"
+  for _, x in ipairs(eval()) do lines[#lines + 1] = "    " .. x end
+  lines[#lines + 1] = "}"
+  lines[1] = "if (" .. e.training() .. ") {"
+  return lines
+end
+
 -- The GEMM ops (linear, conv2d, matmul) whose operands are all read as bf16 (autocast's
 -- lower-precision ops at bf16-mixed, every op at bf16-true) call the bf16c kernels:
 -- the same float buffers, which hold bf16 values, multiplied in bf16 with float sums
@@ -123,13 +138,16 @@ ops_cpu.batch_norm = {
     local w = n.inputs[2] and e.ptr(n.inputs[2]) or "NULL"
     local b = n.inputs[3] and e.ptr(n.inputs[3]) or "NULL"
     local momentum = a.momentum == false and e.lit(-1) or e.lit(a.momentum)
-    local train = e.call("batch_norm_forward_train", e.ptr(n.out), e.save(n, "mean"), e.save(n, "invstd"),
-      e.state(n, "running_mean"), e.state(n, "running_var"), e.counter(n, "num_batches_tracked"),
-      e.ptr(x), w, b, e.batch(x), C, S, e.lit(a.eps), momentum)
-    if not a.track_running_stats then return { train } end   -- batch statistics in eval too
-    local eval = e.call("batch_norm_forward_eval", e.ptr(n.out), e.ptr(x), w, b,
-      e.state(n, "running_mean"), e.state(n, "running_var"), e.batch(x), C, S, e.lit(a.eps))
-    return { "if (" .. e.training() .. ") {", "    " .. train, "} else {", "    " .. eval, "}" }
+    local function train()
+      return { e.call("batch_norm_forward_train", e.ptr(n.out), e.save(n, "mean"), e.save(n, "invstd"),
+        e.state(n, "running_mean"), e.state(n, "running_var"), e.counter(n, "num_batches_tracked"),
+        e.ptr(x), w, b, e.batch(x), C, S, e.lit(a.eps), momentum) }
+    end
+    if not a.track_running_stats then return train() end   -- batch statistics in eval too (no state to update)
+    return by_mode(e, train, function()
+      return { e.call("batch_norm_forward_eval", e.ptr(n.out), e.ptr(x), w, b,
+        e.state(n, "running_mean"), e.state(n, "running_var"), e.batch(x), C, S, e.lit(a.eps)) }
+    end)
   end,
   backward = function(e, n)
     local x = n.inputs[1]
@@ -184,11 +202,11 @@ ops_cpu.dropout = {
     if n.attrs.p == 0 then
       return { string.format("memcpy(%s, %s, sizeof(%s) * (size_t)(%s));", e.ptr(n.out), e.ptr(n.inputs[1]), e.T, e.numel(n.out)) }
     end
-    return { "if (" .. e.training() .. ") {",
-      "    " .. e.call("dropout_forward", e.ptr(n.out), e.ptr(n.inputs[1]), e.numel(n.out), e.lit(n.attrs.p), "m->seed", e.rng_stream(n)),
-      "} else {",
-      string.format("    memcpy(%s, %s, sizeof(%s) * (size_t)(%s));", e.ptr(n.out), e.ptr(n.inputs[1]), e.T, e.numel(n.out)),
-      "}" }
+    return by_mode(e, function()
+      return { e.call("dropout_forward", e.ptr(n.out), e.ptr(n.inputs[1]), e.numel(n.out), e.lit(n.attrs.p), "m->seed", e.rng_stream(n)) }
+    end, function()
+      return { string.format("memcpy(%s, %s, sizeof(%s) * (size_t)(%s));", e.ptr(n.out), e.ptr(n.inputs[1]), e.T, e.numel(n.out)) }
+    end)
   end,
   backward = function(e, n)
     if n.attrs.p == 0 then
@@ -234,10 +252,10 @@ ops_cpu.dropout2d = {
     local x = n.inputs[1]
     local copy = string.format("memcpy(%s, %s, sizeof(%s) * (size_t)(%s));", e.ptr(n.out), e.ptr(x), e.T, e.numel(n.out))
     if n.attrs.p == 0 then return { copy } end
-    return { "if (" .. e.training() .. ") {",
-      "    " .. e.call("dropout2d_forward", e.ptr(n.out), e.ptr(x), e.rows(x, #x.shape - 2), dims_after(x.shape, 3), e.lit(n.attrs.p),
-        "m->seed", e.rng_stream(n)),
-      "} else {", "    " .. copy, "}" }
+    return by_mode(e, function()
+      return { e.call("dropout2d_forward", e.ptr(n.out), e.ptr(x), e.rows(x, #x.shape - 2), dims_after(x.shape, 3), e.lit(n.attrs.p),
+        "m->seed", e.rng_stream(n)) }
+    end, function() return { copy } end)
   end,
   backward = function(e, n)
     local x = n.inputs[1]

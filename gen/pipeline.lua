@@ -43,7 +43,8 @@ local function graph_stage(sp) return require("graph").build(sp) end
 --   spec_hash  FNV-1a of the spec's text (checkpoints remember it)
 --   options    the command line's: devices, no_fuse, accelerator, cpu_program, and
 --              extra_cflags/extra_ldflags (the environment's LOOM_CFLAGS/LOOM_LDFLAGS),
---              debug (-O0 -g), march and export_name (loom export)
+--              debug (-O0 -g), march and export_name (loom export), detect_anomaly
+--              (--detect-anomaly or fabric { detect_anomaly = true }; a training program's)
 --   pp         the precision plan (gen/precision.lua): pp.trace, pp.fmt[tensor], pp.casts
 --   trace      pp.trace: the loss's trace with the casts in it, which every later stage reads
 --   inference true for an inference-only program (target.inference: loom export): the
@@ -71,7 +72,9 @@ local function assign(g, target)
     options = { devices = target.devices, no_fuse = target.no_fuse, accelerator = target.accelerator,
                 cpu_program = target.cpu_program, extra_cflags = target.extra_cflags or "",
                 extra_ldflags = target.extra_ldflags or "", debug = target.debug, march = target.march,
-                export_name = target.export_name },
+                export_name = target.export_name,
+                -- a training program's NaN/Inf checks after every op (an inference one has none)
+                detect_anomaly = not inference and (target.detect_anomaly or sp.fabric.detect_anomaly) or nil },
     pp = pp, trace = pp.trace,
   }
 end

@@ -759,6 +759,9 @@ local FABRIC_SCHEMA = {
   -- TF32 on the GPU (the CUDA backend; the CPU ignores it, as PyTorch's CPU matmuls do)
   float32_matmul_precision = { enum("highest", "high", "medium"), "highest",
     doc = "torch.set_float32_matmul_precision: 'high'/'medium' allow TF32 GEMMs on the GPU" },
+  detect_anomaly = { checkers.bool, false, doc = "torch.autograd.detect_anomaly: the CPU training program checks every op's "
+    .. "output (forward) and gradients (backward) for NaN/Inf and stops at the first with the op's spec line and its inputs' "
+    .. "min, max and non-finite count; absent from the code when false (loom build --detect-anomaly turns it on too)" },
 }
 
 local function check_clip(v, what)

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # loom export: the inference library and CLI (gen/emit_export.lua, templates/export/).
-#  - exported forward of fashion_cnn, paw and tiny_transformer (32-true) equals the
-#    training program's eval-mode forward (tests/harness/eval_forward.c) bit for bit, on
-#    PyTorch's weights (tests/torch/export_case.py: running statistics away from 0/1);
+#  - exported forward of fashion_cnn, paw and tiny_transformer (32-true), and of
+#    fashion_cnn at bf16-true and 16-true (16-bit weights and running statistics), equals
+#    the training program's eval-mode forward (tests/harness/eval_forward.c) bit for bit,
+#    on PyTorch's weights (tests/torch/export_case.py: running statistics away from 0/1);
 #  - the header compiles in a C++ program (tests/harness/export_use.cpp) that calls the
 #    library from 4 threads at once (outputs equal to one thread's), gets error values
-#    for bad arguments, and survives random batch sizes and bits (fuzz, runs counted);
+#    for bad arguments and bad checkpoints, survives random batch sizes and bits (fuzz,
+#    runs counted) and each of its allocations failing in turn (ENOMEM, never an exit);
+#    the same at bf16-true and 16-true, whose running statistics are 16-bit (the library
+#    maps its weights read-only: a forward that wrote one would fault);
 #  - the CLI's bad inputs (shape, dtype, missing file, corrupt .npy, options) give one
 #    line and a non-zero exit; a checkpoint of another model or precision is refused,
 #    naming the tensor;
@@ -18,53 +22,86 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 . "$(dirname "$0")/tap.sh"
 SPECS="fashion_cnn paw tiny_transformer"
-plan 15
+plan 29
 export OMP_WAIT_POLICY=passive   # threads of several teams on 2 cores: no spinning
 B=5
 CCFLAGS="-std=c11 -O2 -fopenmp -march=native -D_GNU_SOURCE"
 LIBS="-ldnnl -lopenblas -lz -lpthread -lm -fopenmp"
+# export_use.cpp makes the library's n-th allocation fail through these
+WRAP="-Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=posix_memalign,--wrap=mmap"
+USE_TESTS="threads errors fuzz checkpoints out-of-memory"
 
 if py_lacks torch numpy; then
-  for s in $SPECS; do no_torch "export $s equals the training program's eval forward" "$PY has no torch or numpy"; done
-  for t in "C++ threads" "C++ errors" "C++ fuzz"; do no_torch "export $t" "$PY has no torch or numpy"; done
+  for s in $SPECS; do no_torch "export $s equals the training program's eval forward at 32-true" "$PY has no torch or numpy"; done
+  for p in bf16-true 16-true; do no_torch "export fashion_cnn equals the training program's eval forward at $p" "$PY has no torch or numpy"; done
+  for p in 32-true bf16-true 16-true; do for t in $USE_TESTS; do no_torch "export $p C++ $t" "$PY has no torch or numpy"; done; done
   have_torch=0
 else
   have_torch=1
 fi
 
-# bit-exact against the training program's eval forward
+# bit-exact against the training program's eval forward: SPEC PRECISION WORK (which holds
+# export_case.py's weights and batch, PER_SAMPLE its output's elements) EXPORT_DIR
+same_as_training() {
+  local s=$1 prec=$2 w=$3 x=$4 per=$5 name="export $s equals the training program's eval forward at $2"
+  "$LOOM" build "specs/$s.lua" --accelerator=cpu --precision=$prec --devices=1 --no-compile -o "$w/train" >"$w/gen.log" 2>&1 \
+    || { fail "$name" "loom build: $(tail -1 "$w/gen.log")"; return; }
+  local d="$w/train" ins
+  cc $CCFLAGS -I"$d" tests/harness/eval_forward.c "$d/model.c" "$d/ckpt.c" "$d/data.c" "$d/npy.c" "$d/idx.c" "$d/tokens.c" \
+    $LIBS -o "$w/eval_forward" 2>"$w/cc.log" || { fail "$name" "eval_forward: $(grep -m1 error "$w/cc.log")"; return; }
+  PER_SAMPLE=$per "$w/eval_forward" "$w/weights.safetensors" "$w" $B "$w/train.bin" 2>"$w/ef.log" \
+    || { fail "$name" "eval_forward: $(tail -1 "$w/ef.log")"; return; }
+  # the inputs: the model's (the loss's targets stay out)
+  case $s in fashion_cnn) ins="$w/image.npy" ;; paw) ins="img=$w/img.npy feat=$w/feat.npy" ;; *) ins="$w/idx.npy" ;; esac
+  "$x/$s" $ins -o "$w" >"$w/cli.log" 2>&1 || { fail "$name" "CLI: $(tail -1 "$w/cli.log")"; return; }
+  local why
+  why=$("$PY" tests/torch/export_case.py same "$w/output.npy" "$w/train.bin" "$s" 2>&1) && ok "$name" || fail "$name" "$why"
+}
 for s in $SPECS; do
   [ $have_torch = 1 ] || break
   w="$work/$s"; mkdir -p "$w"
-  name="export $s equals the training program's eval forward"
+  name="export $s equals the training program's eval forward at 32-true"
   per=$("$PY" tests/torch/export_case.py "$s" "$w" $B 2>"$w/py.log") || { fail "$name" "export_case.py: $(tail -1 "$w/py.log")"; continue; }
-  "$LOOM" build "specs/$s.lua" --accelerator=cpu --precision=32-true --devices=1 --no-compile -o "$w/train" >"$w/gen.log" 2>&1 \
-    || { fail "$name" "loom build: $(tail -1 "$w/gen.log")"; continue; }
-  d="$w/train"
-  cc $CCFLAGS -I"$d" tests/harness/eval_forward.c "$d/model.c" "$d/ckpt.c" "$d/data.c" "$d/npy.c" "$d/idx.c" "$d/tokens.c" \
-    $LIBS -o "$w/eval_forward" 2>"$w/cc.log" || { fail "$name" "eval_forward: $(grep -m1 error "$w/cc.log")"; continue; }
-  PER_SAMPLE=$per "$w/eval_forward" "$w/weights.safetensors" "$w" $B "$w/train.bin" 2>"$w/ef.log" \
-    || { fail "$name" "eval_forward: $(tail -1 "$w/ef.log")"; continue; }
   "$LOOM" export "specs/$s.lua" --precision=32-true --checkpoint "$w/weights.safetensors" --max-batch 8 -o "$w/x" >"$w/x.log" 2>&1 \
     || { fail "$name" "loom export: $(tail -1 "$w/x.log")"; continue; }
-  # the inputs: the model's (the loss's targets stay out)
-  case $s in fashion_cnn) ins="$w/image.npy" ;; paw) ins="img=$w/img.npy feat=$w/feat.npy" ;; *) ins="$w/idx.npy" ;; esac
-  "$w/x/$s" $ins -o "$w" >"$w/cli.log" 2>&1 || { fail "$name" "CLI: $(tail -1 "$w/cli.log")"; continue; }
-  why=$("$PY" tests/torch/export_case.py same "$w/output.npy" "$w/train.bin" "$s" 2>&1) && ok "$name" || fail "$name" "$why"
+  same_as_training $s 32-true "$w" "$w/x" $per
 done
 
 x="$work/fashion_cnn/x"; lib=fashion_cnn
-if [ $have_torch = 1 ] && [ -x "$x/$lib" ]; then
-  g++ -std=c++17 -O1 -Wall -Wextra -Werror -DNAME=$lib -DNAME_UPPER=FASHION_CNN -I"$x" tests/harness/export_use.cpp \
-    "$x/lib$lib.a" $LIBS -o "$work/use" 2>"$work/use.log"
-  if [ -x "$work/use" ]; then
-    harness "export C++ use" 3 's/^\(ok\|not ok\) /\1 export C++ /' "$work/use" "$work/fashion_cnn/weights.safetensors" 4 400
-  else
-    for t in threads errors fuzz; do fail "export C++ $t" "the header does not compile in C++: $(grep -m1 error "$work/use.log")"; done
+# export_use.cpp on DIR's library, WEIGHTS: 5 results named "export PREC C++ ..."
+use_cases() {
+  local prec=$1 dir=$2 weights=$3
+  if ! g++ -std=c++17 -O1 -Wall -Wextra -Werror -DWRAPPED -DNAME=$lib -DNAME_UPPER=FASHION_CNN -I"$dir" tests/harness/export_use.cpp \
+      "$dir/lib$lib.a" $LIBS $WRAP -o "$work/use_$prec" 2>"$work/use_$prec.log"; then
+    for t in $USE_TESTS; do fail "export $prec C++ $t" "the header does not compile in C++: $(grep -m1 error "$work/use_$prec.log")"; done
+    return
   fi
+  harness "export $prec C++ use" 5 "s/^\(ok\|not ok\) /\1 export $prec C++ /" "$work/use_$prec" "$weights" 4 $4 \
+    "$work/tiny_transformer/weights.safetensors"
+}
+if [ $have_torch = 1 ] && [ -x "$x/$lib" ]; then
+  use_cases 32-true "$x" "$work/fashion_cnn/weights.safetensors" 400
 elif [ $have_torch = 1 ]; then
-  for t in threads errors fuzz; do fail "export C++ $t" "no exported fashion_cnn"; done
+  for t in $USE_TESTS; do fail "export 32-true C++ $t" "no exported fashion_cnn"; done
 fi
+# 16-bit exports: their checkpoints as such a training program writes them (16-bit state)
+for p in bf16:bf16-true f16:16-true; do
+  [ $have_torch = 1 ] || break
+  dt=${p%%:*} prec=${p##*:} w="$work/fashion_cnn_$dt"; mkdir -p "$w"
+  if ! per=$("$PY" tests/torch/export_case.py fashion_cnn "$w" $B $dt 2>"$w/py.log"); then
+    fail "export fashion_cnn equals the training program's eval forward at $prec" "export_case.py: $(tail -1 "$w/py.log")"
+    for t in $USE_TESTS; do fail "export $prec C++ $t" "export_case.py: $(tail -1 "$w/py.log")"; done
+    continue
+  fi
+  if ! "$LOOM" export specs/fashion_cnn.lua --precision=$prec --checkpoint "$w/weights.safetensors" --max-batch 8 -o "$w/x" \
+      >"$w/x.log" 2>&1; then
+    fail "export fashion_cnn equals the training program's eval forward at $prec" "loom export: $(tail -1 "$w/x.log")"
+    for t in $USE_TESTS; do fail "export $prec C++ $t" "loom export: $(tail -1 "$w/x.log")"; done
+    continue
+  fi
+  same_as_training fashion_cnn $prec "$w" "$w/x" $per
+  use_cases $prec "$w/x" "$w/weights.safetensors" 100
+done
 
 # the CLI's bad inputs: one line naming the file, non-zero exit
 if [ $have_torch = 1 ] && [ -x "$x/$lib" ]; then

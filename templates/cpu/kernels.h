@@ -76,8 +76,38 @@
 #define K_REDUCTION_MEAN 1
 #define K_REDUCTION_SUM 2
 
-// A fatal data error inside a kernel (index out of range): one line, then exit.
+// A failure inside a kernel (an index out of range, out of memory, oneDNN refusing a
+// product).  In a training program: one line, then exit.  In an exported library
+// (K_LIBRARY) the process is the host's: the failure is recorded in the calling
+// forward's k_failure (k_failure_at, copied into every OpenMP team the kernels start:
+// K_TEAM) and the kernel returns; the library returns it as an error value.  Each
+// site returns after K_FAIL, its outputs left unspecified.
+#ifdef K_LIBRARY
+#include <stdarg.h>
+typedef struct { int failed; char message[256]; } k_failure;   // failed: 1 out of memory, 2 another failure
+static k_failure *k_failure_at;
+#pragma omp threadprivate(k_failure_at)
+static void k_fail(int kind, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void k_fail(int kind, const char *fmt, ...) {
+    static k_failure nowhere;   // a kernel called outside a forward (never): recorded, unread
+    k_failure *f = k_failure_at ? k_failure_at : &nowhere;
+    int expected = 0;
+    if (!__atomic_compare_exchange_n(&f->failed, &expected, kind, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) return;   // the first one is kept
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(f->message, sizeof f->message, fmt, ap);
+    va_end(ap);
+}
+#define K_FAIL(...) k_fail(2, __VA_ARGS__)
+#define K_FAIL_NOMEM(...) k_fail(1, __VA_ARGS__)
+#define K_TEAM copyin(k_failure_at)
+#define K_PARALLEL_PRAGMA _Pragma("omp parallel for copyin(k_failure_at)")
+#else
 #define K_FAIL(...) do { fprintf(stderr, "error: " __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
+#define K_FAIL_NOMEM(...) K_FAIL(__VA_ARGS__)
+#define K_TEAM
+#define K_PARALLEL_PRAGMA _Pragma("omp parallel for")
+#endif
 
 static inline int k_max_threads(void) { return omp_get_max_threads(); }
 
@@ -94,8 +124,10 @@ static inline void k_sgemm(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta, enum
         return;
     }
     if (dnnl_sgemm(ta == CblasNoTrans ? 'N' : 'T', tb == CblasNoTrans ? 'N' : 'T', M, N, K, alpha, A, lda, B, ldb,
-                   beta, C, ldc) != dnnl_success)
+                   beta, C, ldc) != dnnl_success) {
         K_FAIL("oneDNN sgemm refused a %d x %d x %d product", M, N, K);
+        return;
+    }
 }
 
 // Conv2d sizes.  inp (N, C, H, W), w (OC, C/G, KH, KW), b (OC), out (N, OC, OH, OW);
@@ -118,7 +150,7 @@ typedef struct { int N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW; int cou
 // condition libgomp still sets up a one-thread team, about 1 µs a loop, which is most of
 // the step of a small model.
 #define K_PARALLEL_FOR(cond, ...) \
-    do { if (cond) { _Pragma("omp parallel for") __VA_ARGS__ } else { __VA_ARGS__ } } while (0)
+    do { if (cond) { K_PARALLEL_PRAGMA __VA_ARGS__ } else { __VA_ARGS__ } } while (0)
 typedef struct { int ndim; int shape[K_MAXDIM]; int64_t sa[K_MAXDIM], sb[K_MAXDIM]; } k_bcast_dims;
 
 // Batched matmul with broadcast batch dims:
@@ -172,8 +204,12 @@ static inline const k_bf16_plan *k_bf16_plan_of(int M, int N, int K, int ta, int
                 && q->alpha == alpha && q->beta == beta) found = q;
         }
         if (!found && ps->n < K_BF16_PLANS) {
-            if (!ps->engine && dnnl_engine_create(&ps->engine, dnnl_cpu, 0) != dnnl_success)
-                K_FAIL("oneDNN: no CPU engine");
+            if (!ps->engine && dnnl_engine_create(&ps->engine, dnnl_cpu, 0) != dnnl_success) {
+                ps->engine = NULL;
+                K_FAIL("oneDNN: no CPU engine");   // (a library: recorded; NULL, the fallback computes it)
+            }
+        }
+        if (!found && ps->n < K_BF16_PLANS && ps->engine) {
             k_bf16_plan *q = &ps->plans[ps->n];
             *q = (k_bf16_plan){ M, N, K, ta, tb, ldc, alpha, beta, NULL, {0}, {0}, {0}, {0}, 0 };
             // the operands as k_sgemm_bf16 packs them: op(A) (M, K), op(B) (K, N), C (M, N) with ldc
@@ -224,7 +260,7 @@ static inline k_bf16 *k_bf16_pack(int slot, const float *x, int rows, int cols, 
     size_t n = (size_t)rows * cols;
     if (n > cap[slot]) {
         k_bf16 *grown = realloc(buf[slot], n * sizeof(k_bf16));
-        if (!grown) K_FAIL("out of memory (bf16 GEMM operands, %zu elements)", n);
+        if (!grown) { K_FAIL_NOMEM("out of memory (bf16 GEMM operands, %zu elements)", n); return NULL; }
         buf[slot] = grown;
         cap[slot] = n;
     }
@@ -252,7 +288,8 @@ static inline void k_sgemm_bf16(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta,
     const k_bf16_plan *q = order == CblasRowMajor && M > 0 && N > 0 && K > 0 && (double)M * N * K >= K_BF16_MIN_WORK
         ? k_bf16_plan_of(M, N, K, at, bt, ldc, alpha, beta) : NULL;
     k_bf16 *a16 = k_bf16_pack(0, A, at ? K : M, at ? M : K, lda);
-    k_bf16 *b16 = k_bf16_pack(1, B, bt ? N : K, bt ? K : N, ldb);
+    k_bf16 *b16 = a16 ? k_bf16_pack(1, B, bt ? N : K, bt ? K : N, ldb) : NULL;
+    if (!b16) return;   // out of memory (K_FAIL_NOMEM)
     if (!q || !q->prim) {
         // the rounded operands back in float (the packs' own buffers are bf16): through k_sgemm
         static _Thread_local float *wide;
@@ -260,7 +297,7 @@ static inline void k_sgemm_bf16(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta,
         size_t na = (size_t)M * K, n = na + (size_t)K * N;
         if (n > wide_cap) {
             float *grown = realloc(wide, n * sizeof(float));
-            if (!grown) K_FAIL("out of memory (bf16 GEMM operands, %zu elements)", n);
+            if (!grown) { K_FAIL_NOMEM("out of memory (bf16 GEMM operands, %zu elements)", n); return; }
             wide = grown;
             wide_cap = n;
         }
@@ -271,28 +308,33 @@ static inline void k_sgemm_bf16(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta,
     }
     static _Thread_local dnnl_stream_t stream;
     dnnl_engine_t engine = k_bf16_plans_get()->engine;
-    if (!stream && dnnl_stream_create(&stream, engine, dnnl_stream_default_flags) != dnnl_success)
+    if (!stream && dnnl_stream_create(&stream, engine, dnnl_stream_default_flags) != dnnl_success) {
+        stream = NULL;
         K_FAIL("oneDNN: no stream");
+        return;
+    }
     static _Thread_local void *scratch;
     static _Thread_local size_t scratch_cap;
     if (q->scratch_bytes > scratch_cap) {
         void *grown = realloc(scratch, q->scratch_bytes);
-        if (!grown) K_FAIL("out of memory (bf16 GEMM scratchpad, %zu bytes)", q->scratch_bytes);
+        if (!grown) { K_FAIL_NOMEM("out of memory (bf16 GEMM scratchpad, %zu bytes)", q->scratch_bytes); return; }
         scratch = grown;
         scratch_cap = q->scratch_bytes;
     }
-    dnnl_memory_t ma, mb, mc, ms = NULL;
+    dnnl_memory_t ma = NULL, mb = NULL, mc = NULL, ms = NULL;
     if (dnnl_memory_create(&ma, &q->a, engine, a16) != dnnl_success
         || dnnl_memory_create(&mb, &q->b, engine, b16) != dnnl_success
         || dnnl_memory_create(&mc, &q->c, engine, C) != dnnl_success
-        || (q->scratch_bytes && dnnl_memory_create(&ms, &q->scratch, engine, scratch) != dnnl_success))
+        || (q->scratch_bytes && dnnl_memory_create(&ms, &q->scratch, engine, scratch) != dnnl_success)) {
         K_FAIL("oneDNN: no memory for a %d x %d x %d bf16 product", M, N, K);
-    dnnl_exec_arg_t args[4] = { { DNNL_ARG_SRC, ma }, { DNNL_ARG_WEIGHTS, mb }, { DNNL_ARG_DST, mc }, { DNNL_ARG_SCRATCHPAD, ms } };
-    if (dnnl_primitive_execute(q->prim, stream, ms ? 4 : 3, args) != dnnl_success || dnnl_stream_wait(stream) != dnnl_success)
-        K_FAIL("oneDNN: a %d x %d x %d bf16 product failed", M, N, K);
-    dnnl_memory_destroy(ma);
-    dnnl_memory_destroy(mb);
-    dnnl_memory_destroy(mc);
+    } else {
+        dnnl_exec_arg_t args[4] = { { DNNL_ARG_SRC, ma }, { DNNL_ARG_WEIGHTS, mb }, { DNNL_ARG_DST, mc }, { DNNL_ARG_SCRATCHPAD, ms } };
+        if (dnnl_primitive_execute(q->prim, stream, ms ? 4 : 3, args) != dnnl_success || dnnl_stream_wait(stream) != dnnl_success)
+            K_FAIL("oneDNN: a %d x %d x %d bf16 product failed", M, N, K);
+    }
+    if (ma) dnnl_memory_destroy(ma);
+    if (mb) dnnl_memory_destroy(mb);
+    if (mc) dnnl_memory_destroy(mc);
     if (ms) dnnl_memory_destroy(ms);
 }
 

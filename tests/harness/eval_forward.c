@@ -9,9 +9,11 @@
 // Reads the checkpoint's parameters, buffers and counters (state_t's dtype), one
 // WORK/<field>.npy per Batch field (float32 or int64, B samples), runs
 // model_forward(training = 0) and writes model_prediction()'s B samples to OUT as raw
-// bytes of real (float32 at 32-true).
+// bytes of real (float32 but at 64-true), widened from their storage format as the
+// library's output is.
 #include "ckpt.h"
 #include "data.h"
+#include "kernels.h"
 #include "model.h"
 
 #include <stdio.h>
@@ -70,7 +72,26 @@ int main(int argc, char **argv) {
     const char *n_env = getenv("PER_SAMPLE");
     if (!n_env) die("PER_SAMPLE", "not set (elements of the prediction per sample)");
     size_t n = (size_t)B * (size_t)atol(n_env);
-    if (fwrite(model_prediction(&m), sizeof(real), n, o) != n || fclose(o)) die(argv[4], "cannot write");
+    const void *pred = model_prediction(&m);
+    real *wide = malloc(n * sizeof(real));
+    if (!wide) die("prediction", "out of memory");
+    for (size_t i = 0; i < n; i++) {
+#define FMT_f32 1
+#define FMT_f64 2
+#define FMT_bf16 3
+#define FMT_f16 4
+#define FMT_(f) FMT_##f
+#define FMT(f) FMT_(f)
+#if FMT(MODEL_PREDICTION_FORMAT) == FMT_bf16
+        wide[i] = (real)k_widen_bf16(((const k_bf16 *)pred)[i]);
+#elif FMT(MODEL_PREDICTION_FORMAT) == FMT_f16
+        wide[i] = (real)k_widen_f16(((const k_f16 *)pred)[i]);
+#else
+        wide[i] = ((const real *)pred)[i];
+#endif
+    }
+    if (fwrite(wide, sizeof(real), n, o) != n || fclose(o)) die(argv[4], "cannot write");
+    free(wide);
     model_free(&m);
     return 0;
 }

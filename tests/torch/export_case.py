@@ -3,9 +3,10 @@ hand-written module of tests/torch/models.py with its default initialisation, it
 BatchNorm running statistics set away from (0, 1) so that eval mode shows in the
 outputs, saved as a safetensors state_dict; and one .npy per batch field.
 
-    /usr/bin/python3 tests/torch/export_case.py SPEC_NAME WORK B
+    /usr/bin/python3 tests/torch/export_case.py SPEC_NAME WORK B [bf16|f16]
 
-writes WORK/weights.safetensors, WORK/<field>.npy (the model's inputs and the loss's
+writes WORK/weights.safetensors (its floating tensors in bf16 or f16 when asked: the
+checkpoint of a bf16-true or 16-true program), WORK/<field>.npy (the model's inputs and the loss's
 targets, B samples each), and prints the model's output elements per sample.
 Also: export_case.py same A.npy B.bin SPEC_NAME  (exit 0 when B.bin's raw float32 equals A.npy's data
 bit for bit; else prints the first difference).
@@ -27,7 +28,10 @@ FIELDS = {
 }
 
 
-def case(name, work, B):
+STATE_DTYPE = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
+
+
+def case(name, work, B, stored="f32"):
     torch.manual_seed(0)
     cls, inputs = models.SPECS[name]
     model = cls()
@@ -40,7 +44,8 @@ def case(name, work, B):
             v.copy_(torch.rand(v.shape, generator=g) * 1.5 + 0.5)
         elif k.endswith("num_batches_tracked"):
             v.fill_(7)
-    write_safetensors(work + "/weights.safetensors", state)
+    write_safetensors(work + "/weights.safetensors",
+                      {k: v.to(STATE_DTYPE[stored]) if v.is_floating_point() else v for k, v in state.items()})
     rng = np.random.default_rng(2)
     for fname, shape, kind, high in FIELDS[name]:
         if kind == "i":
@@ -51,6 +56,7 @@ def case(name, work, B):
             a = rng.standard_normal((B,) + shape).astype(np.float32)
         np.save("%s/%s.npy" % (work, fname), a)
     model.eval()
+    model.to(STATE_DTYPE[stored]).float()   # the stored weights' values
     args = [torch.from_numpy(np.load("%s/%s.npy" % (work, f[0]))) for f in FIELDS[name][:len(inputs)]]
     with torch.no_grad():
         out = model(*args)
@@ -76,4 +82,4 @@ def same(npy, raw, spec):
 if __name__ == "__main__":
     if sys.argv[1] == "same":
         sys.exit(same(sys.argv[2], sys.argv[3], sys.argv[4]))
-    case(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    case(sys.argv[1], sys.argv[2], int(sys.argv[3]), *sys.argv[4:5])

@@ -89,7 +89,7 @@ ZERO_GRAD = {
 }
 
 DTYPES = {"F32": (torch.float32, 4), "F64": (torch.float64, 8), "I64": (torch.int64, 8)}
-NAMES = {torch.float32: "F32", torch.float64: "F64", torch.int64: "I64"}
+NAMES = {torch.float32: "F32", torch.float64: "F64", torch.int64: "I64", torch.bfloat16: "BF16", torch.float16: "F16"}
 
 
 def write_safetensors(path, tensors):
@@ -97,7 +97,7 @@ def write_safetensors(path, tensors):
     header, blobs, off = {}, [], 0
     for name, t in tensors.items():
         t = t.detach().contiguous().cpu()
-        b = t.numpy().tobytes()
+        b = (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy().tobytes()   # numpy has no bf16
         header[name] = {"dtype": NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
         blobs.append(b)
         off += len(b)

@@ -78,7 +78,9 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss);
 void model_metrics(const Model *m, const Batch *batch, int B, int64_t *correct, int64_t *count);
 #define MODEL_HAS_ACCURACY 1
 // After model_forward: the model's prediction (the loss's first input) in its storage
-// format, B samples (what loom export's library returns; tests/harness/eval_forward.c).
+// format, B samples (what loom export's library returns, widened to real;
+// tests/harness/eval_forward.c).
 const void *model_prediction(const Model *m);
+#define MODEL_PREDICTION_FORMAT f32   // f32, f64, bf16 (uint16_t bits) or f16
 
 #endif
