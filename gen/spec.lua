@@ -653,7 +653,7 @@ local function check_size(v, what)
 end
 local function check_channel_values(v, what)
   if type(v) == "number" then return { v + 0.0 } end
-  if type(v) == "table" and getmetatable(v) == nil and (#v == 1 or #v == 3) then
+  if type(v) == "table" and getmetatable(v) == nil and #v >= 1 then
     local out = {}
     for i = 1, #v do
       if type(v[i]) ~= "number" then return fail(what, "a number per channel", v) end
