@@ -615,7 +615,7 @@ local function check_field_names(a, where, kind)
 end
 define_setting("data", "CSV", { "numeric columns of a CSV file (by header name or 0-based index): a float input field and a target",
   torch = "pandas.read_csv(...)[columns] as a TensorDataset + random_split",
-  example = 'CSV { train = "data/iris.csv", columns = { "sepal_length", "sepal_width" }, target = "species", classes = 3, val_split = 0.2 }' }, {
+  example = 'CSV { train = "data/iris.csv", columns = { "sepal_length", "sepal_width", "petal_length", "petal_width" }, target = "species", classes = { "setosa", "versicolor", "virginica" }, val_split = 0.2 }' }, {
   train = { checkers.string, nil, required = true, doc = "the training file (the program's --data DIR: the file of that name in DIR)" },
   val = { checkers.string, nil, doc = "a validation file with the same columns (else val_split)" },
   val_split = { check_val_split, 0, doc = "validation rows drawn at random from train (with the run's seed): a count, or a fraction in (0, 1)" },
@@ -677,7 +677,7 @@ define_setting("data", "ImageFolder", { "images in class folders (root/CLASS/*.p
   root = { checkers.string, nil, required = true, doc = "the training images: root/CLASS/FILE; classes sorted by name are labels 0, 1, ... (--data DIR: DIR/basename(root))" },
   val = { checkers.string, nil, doc = "a validation folder with the same class folders (else val_split)" },
   val_split = { check_val_split, 0, doc = "validation images drawn at random from root (with the run's seed): a count, or a fraction in (0, 1)" },
-  size = { check_size, nil, required = true, doc = "every image resized to this (bilinear, as Resize(size, antialias=False) on a tensor)" },
+  size = { check_size, nil, required = true, doc = "every image resized to N x N or {height, width}: bilinear, as Resize((height, width), antialias=False) on a uint8 tensor image (Resize(N) would keep the aspect ratio: not this)" },
   channels = { enum(1, 3), 3, doc = "3: RGB, 1: gray (PIL's convert('L'))" },
   mean = { check_channel_values, nil, doc = "Normalize's mean per channel (default 0)" },
   std = { check_channel_values, nil, doc = "Normalize's std per channel (default 1)" },
