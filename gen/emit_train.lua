@@ -79,14 +79,18 @@ end
 
 -- The validation set of a CSV or image folder source: its own file (opened by
 -- `open_val`), a random split of the training set with the run's seed, or none.
-local function validation_lines(a, open_val)
+local function validation_lines(a, open_val, source)
   if a.val then return open_val end
   if a.val_split == 0 then return { "    memset(val, 0, sizeof *val);   // no validation data" } end
   return {
     string.format("    // validation: %s of the training samples, drawn at random with the run's seed", math.type(a.val_split) == "integer"
       and tostring(a.val_split) or string.format("a fraction %s (rounded up)", lit(a.val_split))),
     "    dataset all = *train;",
-    string.format("    if (dataset_random_split(&all, data_split_count(%s, all.n), args->seed, train, val, &err)) die(err.msg);", lit(a.val_split)),
+    string.format("    if (dataset_random_split(&all, data_split_count(%s, all.n), args->seed, train, val, &err)) {", lit(a.val_split)),
+    "        char msg[DATA_ERR_MAX + 4100];   // the message names the data set (a path of up to 4095 bytes)",
+    string.format("        snprintf(msg, sizeof msg, \"%%s: %%s\", %s, err.msg);", source),
+    "        die(msg);",
+    "    }",
     "    dataset_free(&all);",
   }
 end
@@ -132,7 +136,7 @@ csv_open_lines = function(data, g)
   for _, x in ipairs(data_path_lines("vpath", a.val or "", "vbuf")) do open_val[#open_val + 1] = x end
   open_val[#open_val + 1] = "    o.path = vpath;"
   open_val[#open_val + 1] = "    if (csv_open(&o, val, &err)) die(err.msg);"
-  for _, x in ipairs(validation_lines(a, open_val)) do lines[#lines + 1] = x end
+  for _, x in ipairs(validation_lines(a, open_val, "path")) do lines[#lines + 1] = x end
   lines[#lines + 1] = "    (void)test;"
   lines[#lines + 1] = "    *has_test = 0;"
   return lines
@@ -163,7 +167,7 @@ image_open_lines = function(data, g)
   open_val[#open_val + 1] = "    o.classes_from = root;   // the same class folders, so the same labels"
   open_val[#open_val + 1] = "    o.root = vroot;"
   open_val[#open_val + 1] = "    if (image_folder_open(&o, val, &err)) die(err.msg);"
-  for _, x in ipairs(validation_lines(a, open_val)) do lines[#lines + 1] = x end
+  for _, x in ipairs(validation_lines(a, open_val, "root")) do lines[#lines + 1] = x end
   lines[#lines + 1] = "    (void)test;"
   lines[#lines + 1] = "    *has_test = 0;"
   return lines

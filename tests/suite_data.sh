@@ -10,10 +10,11 @@ PY=/usr/bin/python3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 . "$(dirname "$0")/tap.sh"
-plan 22
+plan 23
 CASES=("csv columns by name match numpy" "csv without header by index match numpy" "csv spec trains (class names, val_split)"
   "csv regression spec trains (val file, header = false)" "csv missing file" "csv missing column" "csv non-numeric cell"
   "csv wrong number of fields" "csv unknown class name" "csv classes other than the model's is a spec error"
+  "csv too few rows for the validation split"
   "images RGB match PIL + torch Resize" "images gray match PIL + torch Resize" "image labels are sorted class folders"
   "augmentation reproducible by seed and epoch" "augmentation crops and flips" "image spec trains (augmented, val_split)"
   "corrupt JPEG names the file" "corrupt PNG names the file" "unsupported image format names the file"
@@ -47,7 +48,8 @@ for name, rows in (("reg.csv", range(200)), ("reg_val.csv", range(200, n))):
         for i in rows: f.write(f"{x[i,0]:.6g}\t{x[i,1]:.6g}\t{x[i,2]:.6g}\t{x[i,3]:.6g}\t{t[i]:.6g}\n")
 # bad inputs, each a named.csv in its own folder (the program's --data DIR)
 bad = {"nocol": "a,b,c,species\n1,2,3,setosa\n", "nonnum": "a,b,c,d,species\n1,2,3,4,setosa\n1,2,x7,4,setosa\n",
-       "fields": "a,b,c,d,species\n1,2,3,4,setosa\n1,2,3,4\n", "cls": "a,b,c,d,species\n1,2,3,4,setosa\n1,2,3,4,rose\n"}
+       "fields": "a,b,c,d,species\n1,2,3,4,setosa\n1,2,3,4\n", "cls": "a,b,c,d,species\n1,2,3,4,setosa\n1,2,3,4,rose\n",
+       "one": "a,b,c,d,species\n1,2,3,4,setosa\n"}
 for k, v in bad.items():
     os.makedirs(f"{w}/{k}"); open(f"{w}/{k}/named.csv", "w").write(v)
 os.makedirs(f"{w}/missing")
@@ -123,6 +125,7 @@ expect_error "${CASES[5]}" "nocol/named.csv:1: no column 'd' in the header (it h
 expect_error "${CASES[6]}" "nonnum/named.csv:3: column 'c': 'x7' is not a number" "$T" --data "$work/nonnum" --out "$work/o"
 expect_error "${CASES[7]}" "fields/named.csv:3: 4 fields, but the header has 5" "$T" --data "$work/fields" --out "$work/o"
 expect_error "${CASES[8]}" "cls/named.csv:3: column 'species': 'rose' is not one of the 3 class names" "$T" --data "$work/cls" --out "$work/o"
+expect_error "${CASES[10]}" "one/named.csv: dataset: a validation split of 1 samples must be in 1..0 (the dataset has 1)" "$T" --data "$work/one" --out "$work/o"
 sed 's/classes = { "setosa", "versicolor", "virginica" }/classes = 4/' "$work/csv_mlp.lua" >"$work/csv_bad.lua"
 err=$("$LOOM" build "$work/csv_bad.lua" -o "$work/bb" 2>&1); rc=$?
 case "$rc:$err" in [12]:*"csv_bad.lua:9"*"CSV: classes = 4, but the model's cross_entropy scores 3 classes"*) ok "${CASES[9]}" ;;
@@ -191,19 +194,20 @@ print(f"{frac * 100:.2f}% of values one level off at .5 ties")
 PYEOF
 }
 mkdir -p "$work/i1" "$work/i2"
-if err=$("$DUMP" images "$work/i1" "$work/imgs" 3 16 20 0.5 0.25 2>&1) && err=$(check_images i1 RGB 16 20 0.5 0.25 2>&1); then ok "${CASES[10]} ($err)"
-else fail "${CASES[10]}" "$(echo "$err" | tail -1)"; fi
-if err=$("$DUMP" images "$work/i2" "$work/imgs" 1 12 12 0.2 0.5 2>&1) && err=$(check_images i2 L 12 12 0.2 0.5 2>&1); then ok "${CASES[11]} ($err)"
+if err=$("$DUMP" images "$work/i1" "$work/imgs" 3 16 20 0.5 0.25 2>&1) && err=$(check_images i1 RGB 16 20 0.5 0.25 2>&1); then ok "${CASES[11]} ($err)"
 else fail "${CASES[11]}" "$(echo "$err" | tail -1)"; fi
+if err=$("$DUMP" images "$work/i2" "$work/imgs" 1 12 12 0.2 0.5 2>&1) && err=$(check_images i2 L 12 12 0.2 0.5 2>&1); then ok "${CASES[12]} ($err)"
+else fail "${CASES[12]}" "$(echo "$err" | tail -1)"; fi
 if "$PY" -c "import numpy as np, sys; l = np.load(sys.argv[1]); assert l.dtype == np.int64 and (l == np.repeat([0, 1, 2], 30)).all()" "$work/i1/label.npy" 2>/dev/null
-then ok "${CASES[12]}"; else fail "${CASES[12]}" "labels are not 30 each of cat 0, dog 1, zebra 2"; fi
+then ok "${CASES[13]}"; else fail "${CASES[13]}" "labels are not 30 each of cat 0, dog 1, zebra 2"; fi
 mkdir -p "$work/a1" "$work/a2" "$work/a3"
-"$DUMP" augment "$work/a1" "$work/imgs" 3 16 16 0.5 0.25 3 0.5 42 1 - &&
-"$DUMP" augment "$work/a2" "$work/imgs" 3 16 16 0.5 0.25 3 0.5 42 1 - &&
-"$DUMP" augment "$work/a3" "$work/imgs" 3 16 16 0.5 0.25 3 0.5 42 2 - &&
-"$DUMP" images "$work/i1" "$work/imgs" 3 16 16 0.5 0.25 || fail "${CASES[13]}" "data_dump failed"
-if cmp -s "$work/a1/image.npy" "$work/a2/image.npy" && ! cmp -s "$work/a1/image.npy" "$work/a3/image.npy"; then ok "${CASES[13]}"
-else fail "${CASES[13]}" "the same seed and epoch differ, or another epoch is the same"; fi
+dumped=1
+"$DUMP" augment "$work/a1" "$work/imgs" 3 16 16 0.5 0.25 3 0.5 42 1 &&
+"$DUMP" augment "$work/a2" "$work/imgs" 3 16 16 0.5 0.25 3 0.5 42 1 &&
+"$DUMP" augment "$work/a3" "$work/imgs" 3 16 16 0.5 0.25 3 0.5 42 2 &&
+"$DUMP" images "$work/i1" "$work/imgs" 3 16 16 0.5 0.25 || dumped=0
+if [ $dumped = 1 ] && cmp -s "$work/a1/image.npy" "$work/a2/image.npy" && ! cmp -s "$work/a1/image.npy" "$work/a3/image.npy"; then ok "${CASES[14]}"
+else fail "${CASES[14]}" "the same seed and epoch differ, or another epoch is the same"; fi
 if err=$("$PY" - "$work" <<'PYEOF' 2>&1
 import sys, numpy as np
 w = sys.argv[1]
@@ -226,7 +230,7 @@ assert 0.3 * n < flips < 0.7 * n, f"{flips} of {n} flipped with p = 0.5"
 assert shifts > 0.7 * n, f"{shifts} of {n} shifted"
 print(f"{flips} of {n} flipped, {shifts} shifted")
 PYEOF
-); then ok "${CASES[14]} ($err)"; else fail "${CASES[14]}" "$(echo "$err" | tail -1)"; fi
+); then ok "${CASES[15]} ($err)"; else fail "${CASES[15]}" "$(echo "$err" | tail -1)"; fi
 
 cat >"$work/img_cnn.lua" <<LUAEOF
 model "ImgCNN" {
@@ -245,21 +249,21 @@ train {
 }
 LUAEOF
 if ! "$LOOM" train "$work/img_cnn.lua" -o "$work/bi" -- --out "$work/ri" >"$work/log" 2>&1; then
-  fail "${CASES[15]}" "$(tail -1 "$work/log")"
+  fail "${CASES[16]}" "$(tail -1 "$work/log")"
 else
   acc=$(grep -o "val/acc [0-9.]*" "$work/log" | tail -1 | cut -d' ' -f2)
-  if awk "BEGIN { exit !(${acc:-0} > 0.8) }"; then ok "${CASES[15]} (val/acc $acc)"; else fail "${CASES[15]}" "val/acc $acc"; fi
+  if awk "BEGIN { exit !(${acc:-0} > 0.8) }"; then ok "${CASES[16]} (val/acc $acc)"; else fail "${CASES[16]}" "val/acc $acc"; fi
 fi
 T="$work/bi/train"
-expect_error "${CASES[16]}" "badjpg/imgs/cat/broken.jpg: corrupt JPEG: " "$T" --data "$work/badjpg" --out "$work/o"
-expect_error "${CASES[17]}" "badpng/imgs/cat/broken.png: corrupt PNG: " "$T" --data "$work/badpng" --out "$work/o"
-expect_error "${CASES[18]}" "bmp/imgs/cat/old.bmp: only PNG and JPEG images are read" "$T" --data "$work/bmp" --out "$work/o"
-expect_error "${CASES[19]}" "other/imgs_val: its 1 class folders are not those of $work/other/imgs (1): the labels would differ" "$T" --data "$work/other" --out "$work/o"
+expect_error "${CASES[17]}" "badjpg/imgs/cat/broken.jpg: corrupt JPEG: " "$T" --data "$work/badjpg" --out "$work/o"
+expect_error "${CASES[18]}" "badpng/imgs/cat/broken.png: corrupt PNG: " "$T" --data "$work/badpng" --out "$work/o"
+expect_error "${CASES[19]}" "bmp/imgs/cat/old.bmp: only PNG and JPEG images are read" "$T" --data "$work/bmp" --out "$work/o"
+expect_error "${CASES[20]}" "other/imgs_val: its 1 class folders are not those of $work/other/imgs (1): the labels would differ" "$T" --data "$work/other" --out "$work/o"
 sed 's/mean = { 0.5, 0.5, 0.5 }/mean = { 0.5, 0.5 }/' "$work/img_cnn.lua" >"$work/img_bad.lua"
 err=$("$LOOM" build "$work/img_bad.lua" -o "$work/bb" 2>&1); rc=$?
-case "$rc:$err" in [12]:*"img_bad.lua:8"*"ImageFolder.mean has 2 values for 3 channels"*) ok "${CASES[20]}" ;;
-  *) fail "${CASES[20]}" "exit $rc: $err" ;; esac
+case "$rc:$err" in [12]:*"img_bad.lua:8"*"ImageFolder.mean has 2 values for 3 channels"*) ok "${CASES[21]}" ;;
+  *) fail "${CASES[21]}" "exit $rc: $err" ;; esac
 # the CUDA program reads data on the host with the same runtime: it carries images.c and links the libraries
 if "$LOOM" build "$work/img_cnn.lua" -o "$work/bcu" --accelerator=cuda --no-compile >"$work/log" 2>&1 &&
    grep -q -- "-lpng -ljpeg" "$work/bcu/build.ninja" && [ -f "$work/bcu/images.c" ] && grep -q "&augmentation" "$work/bcu/train.c"
-then ok "${CASES[21]}"; else fail "${CASES[21]}" "$(tail -1 "$work/log")"; fi
+then ok "${CASES[22]}"; else fail "${CASES[22]}" "$(tail -1 "$work/log")"; fi

@@ -50,7 +50,7 @@ int main(int argc, char **argv) {
         free(cols);
         return 0;
     }
-    int augment = argc == 14 && strcmp(argv[1], "augment") == 0;
+    int augment = argc == 13 && strcmp(argv[1], "augment") == 0;
     if (augment || (argc == 9 && strcmp(argv[1], "images") == 0)) {
         image_folder_opts o = {.root = argv[3], .channels = atoi(argv[4]), .height = atoi(argv[5]), .width = atoi(argv[6]),
                                .input = "image", .target = "label"};
@@ -70,7 +70,6 @@ int main(int argc, char **argv) {
             char path[4096];
             snprintf(path, sizeof path, "%s/image.npy", argv[2]);
             if (npy_write(path, &arr, &err)) die(err.msg);
-            (void)argv[13];
             free(tmp);
             free(img);
         } else {
