@@ -2,7 +2,8 @@
 # The user's own data (issue 18): CSV files and image folders (PNG, JPEG) made here,
 # read by the runtime (build/tests/data_dump) and compared with a numpy/PIL/torch
 # reference; augmentation reproducible by seed and really cropping and flipping; specs
-# that train end to end on them; bad input refused in one line naming the file (and row).
+# that train end to end on them (the CUDA program too, emulated); bad input refused in one
+# line naming the file (and row).
 set -u
 LOOM=${LOOM:-build/loom}
 DUMP=${DUMP:-build/tests/data_dump}
@@ -10,7 +11,7 @@ PY=/usr/bin/python3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 . "$(dirname "$0")/tap.sh"
-plan 23
+plan 24
 CASES=("csv columns by name match numpy" "csv without header by index match numpy" "csv spec trains (class names, val_split)"
   "csv regression spec trains (val file, header = false)" "csv missing file" "csv missing column" "csv non-numeric cell"
   "csv wrong number of fields" "csv unknown class name" "csv classes other than the model's is a spec error"
@@ -18,7 +19,8 @@ CASES=("csv columns by name match numpy" "csv without header by index match nump
   "images RGB match PIL + torch Resize" "images gray match PIL + torch Resize" "image labels are sorted class folders"
   "augmentation reproducible by seed and epoch" "augmentation crops and flips" "image spec trains (augmented, val_split)"
   "corrupt JPEG names the file" "corrupt PNG names the file" "unsupported image format names the file"
-  "val folder with other classes" "imagefolder mean per channel is a spec error" "cuda program accepts image folders")
+  "val folder with other classes" "imagefolder mean per channel is a spec error" "cuda program accepts image folders"
+  "cuda program trains on an image folder (emulated)")
 if py_lacks numpy || ! "$PY" -c "import PIL" 2>/dev/null; then
   for t in "${CASES[@]}"; do skip "$t" "no numpy or PIL (python3-pil) for $PY"; done
   exit 0
@@ -267,3 +269,13 @@ case "$rc:$err" in [12]:*"img_bad.lua:8"*"ImageFolder.mean has 2 values for 3 ch
 if "$LOOM" build "$work/img_cnn.lua" -o "$work/bcu" --accelerator=cuda --no-compile >"$work/log" 2>&1 &&
    grep -q -- "-lpng -ljpeg" "$work/bcu/build.ninja" && [ -f "$work/bcu/images.c" ] && grep -q "&augmentation" "$work/bcu/train.c"
 then ok "${CASES[22]}"; else fail "${CASES[22]}" "$(tail -1 "$work/log")"; fi
+# ... and runs: built against tests/cuda_emu (the CUDA runtime emulated on the CPU), 3 steps
+CUDA=${CUDA_HOME:-/usr/local/cuda}
+if [ ! -f "$CUDA/include/cuda_runtime.h" ] || [ -z "$(ls "$CUDA"/lib64/libnvrtc.so* 2>/dev/null)" ] || ! command -v g++ >/dev/null; then
+  skip "${CASES[23]}" "no CUDA toolkit (headers, NVRTC) at $CUDA"
+elif ! tests/cuda_emu/build.sh "$work/bcu" >"$work/emu.log" 2>&1; then
+  fail "${CASES[23]}" "emulated build failed: $(grep -m1 -i error "$work/emu.log")"
+elif ! "$work/bcu/emu/run" --max-steps 3 --out "$work/rcu" >"$work/log" 2>&1; then
+  fail "${CASES[23]}" "$(tail -1 "$work/log")"
+elif grep -q "trained 3 steps" "$work/log"; then ok "${CASES[23]} ($(grep -o "val/loss [0-9.]*" "$work/log" | tail -1))"
+else fail "${CASES[23]}" "$(tail -1 "$work/log")"; fi
