@@ -11,13 +11,14 @@ PY=/usr/bin/python3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 . "$(dirname "$0")/tap.sh"
-plan 24
+plan 25
 CASES=("csv columns by name match numpy" "csv without header by index match numpy" "csv spec trains (class names, val_split)"
   "csv regression spec trains (val file, header = false)" "csv missing file" "csv missing column" "csv non-numeric cell"
   "csv wrong number of fields" "csv unknown class name" "csv classes other than the model's is a spec error"
   "csv too few rows for the validation split"
   "images RGB match PIL + torch Resize" "images gray match PIL + torch Resize" "image labels are sorted class folders"
-  "augmentation reproducible by seed and epoch" "augmentation crops and flips" "image spec trains (augmented, val_split)"
+  "augmentation reproducible by seed and epoch" "augmentation crops and flips" "image spec trains (augmented, val file)"
+  "image spec resumed mid-epoch is bit-exact (augmented, prefetched)"
   "corrupt JPEG names the file" "corrupt PNG names the file" "unsupported image format names the file"
   "val folder with other classes" "imagefolder mean per channel is a spec error" "cuda program accepts image folders"
   "cuda program trains on an image folder (emulated)")
@@ -256,26 +257,34 @@ else
   acc=$(grep -o "val/acc [0-9.]*" "$work/log" | tail -1 | cut -d' ' -f2)
   if awk "BEGIN { exit !(${acc:-0} > 0.8) }"; then ok "${CASES[16]} (val/acc $acc)"; else fail "${CASES[16]}" "val/acc $acc"; fi
 fi
+# the crops and flips are a function of (seed, epoch, sample): a run stopped after 4 steps
+# (mid-epoch) and resumed to 8 ends with the checkpoint of 8 steps straight
 T="$work/bi/train"
-expect_error "${CASES[17]}" "badjpg/imgs/cat/broken.jpg: corrupt JPEG: " "$T" --data "$work/badjpg" --out "$work/o"
-expect_error "${CASES[18]}" "badpng/imgs/cat/broken.png: corrupt PNG: " "$T" --data "$work/badpng" --out "$work/o"
-expect_error "${CASES[19]}" "bmp/imgs/cat/old.bmp: only PNG and JPEG images are read" "$T" --data "$work/bmp" --out "$work/o"
-expect_error "${CASES[20]}" "other/imgs_val: its 1 class folders are not those of $work/other/imgs (1): the labels would differ" "$T" --data "$work/other" --out "$work/o"
+if OMP_NUM_THREADS=1 "$T" --max-steps 8 --out "$work/ra" >"$work/log" 2>&1 &&
+   OMP_NUM_THREADS=1 "$T" --max-steps 4 --out "$work/rb" >>"$work/log" 2>&1 &&
+   OMP_NUM_THREADS=1 "$T" --resume "$work/rb/last.safetensors" --max-steps 8 --out "$work/rb" >>"$work/log" 2>&1; then
+  if cmp -s "$work/ra/last.safetensors" "$work/rb/last.safetensors"; then ok "${CASES[17]}"
+  else fail "${CASES[17]}" "the checkpoints differ: $(cmp "$work/ra/last.safetensors" "$work/rb/last.safetensors")"; fi
+else fail "${CASES[17]}" "$(tail -1 "$work/log")"; fi
+expect_error "${CASES[18]}" "badjpg/imgs/cat/broken.jpg: corrupt JPEG: " "$T" --data "$work/badjpg" --out "$work/o"
+expect_error "${CASES[19]}" "badpng/imgs/cat/broken.png: corrupt PNG: " "$T" --data "$work/badpng" --out "$work/o"
+expect_error "${CASES[20]}" "bmp/imgs/cat/old.bmp: only PNG and JPEG images are read" "$T" --data "$work/bmp" --out "$work/o"
+expect_error "${CASES[21]}" "other/imgs_val: its 1 class folders are not those of $work/other/imgs (1): the labels would differ" "$T" --data "$work/other" --out "$work/o"
 sed 's/mean = { 0.5, 0.5, 0.5 }/mean = { 0.5, 0.5 }/' "$work/img_cnn.lua" >"$work/img_bad.lua"
 err=$("$LOOM" build "$work/img_bad.lua" -o "$work/bb" 2>&1); rc=$?
-case "$rc:$err" in [12]:*"img_bad.lua:8"*"ImageFolder.mean has 2 values for 3 channels"*) ok "${CASES[21]}" ;;
-  *) fail "${CASES[21]}" "exit $rc: $err" ;; esac
+case "$rc:$err" in [12]:*"img_bad.lua:8"*"ImageFolder.mean has 2 values for 3 channels"*) ok "${CASES[22]}" ;;
+  *) fail "${CASES[22]}" "exit $rc: $err" ;; esac
 # the CUDA program reads data on the host with the same runtime: it carries images.c and links the libraries
 if "$LOOM" build "$work/img_cnn.lua" -o "$work/bcu" --accelerator=cuda --no-compile >"$work/log" 2>&1 &&
    grep -q -- "-lpng -ljpeg" "$work/bcu/build.ninja" && [ -f "$work/bcu/images.c" ] && grep -q "&augmentation" "$work/bcu/train.c"
-then ok "${CASES[22]}"; else fail "${CASES[22]}" "$(tail -1 "$work/log")"; fi
+then ok "${CASES[23]}"; else fail "${CASES[23]}" "$(tail -1 "$work/log")"; fi
 # ... and runs: built against tests/cuda_emu (the CUDA runtime emulated on the CPU), 3 steps
 CUDA=${CUDA_HOME:-/usr/local/cuda}
 if [ ! -f "$CUDA/include/cuda_runtime.h" ] || [ -z "$(ls "$CUDA"/lib64/libnvrtc.so* 2>/dev/null)" ] || ! command -v g++ >/dev/null; then
-  skip "${CASES[23]}" "no CUDA toolkit (headers, NVRTC) at $CUDA"
+  skip "${CASES[24]}" "no CUDA toolkit (headers, NVRTC) at $CUDA"
 elif ! tests/cuda_emu/build.sh "$work/bcu" >"$work/emu.log" 2>&1; then
-  fail "${CASES[23]}" "emulated build failed: $(grep -m1 -i error "$work/emu.log")"
+  fail "${CASES[24]}" "emulated build failed: $(grep -m1 -i error "$work/emu.log")"
 elif ! "$work/bcu/emu/run" --max-steps 3 --out "$work/rcu" >"$work/log" 2>&1; then
-  fail "${CASES[23]}" "$(tail -1 "$work/log")"
-elif grep -q "trained 3 steps" "$work/log"; then ok "${CASES[23]} ($(grep -o "val/loss [0-9.]*" "$work/log" | tail -1))"
-else fail "${CASES[23]}" "$(tail -1 "$work/log")"; fi
+  fail "${CASES[24]}" "$(tail -1 "$work/log")"
+elif grep -q "trained 3 steps" "$work/log"; then ok "${CASES[24]} ($(grep -o "val/loss [0-9.]*" "$work/log" | tail -1))"
+else fail "${CASES[24]}" "$(tail -1 "$work/log")"; fi
