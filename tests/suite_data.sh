@@ -11,7 +11,7 @@ PY=/usr/bin/python3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 . "$(dirname "$0")/tap.sh"
-plan 25
+plan 26
 CASES=("csv columns by name match numpy" "csv without header by index match numpy" "csv spec trains (class names, val_split)"
   "csv regression spec trains (val file, header = false)" "csv missing file" "csv missing column" "csv non-numeric cell"
   "csv wrong number of fields" "csv unknown class name" "csv classes other than the model's is a spec error"
@@ -21,7 +21,7 @@ CASES=("csv columns by name match numpy" "csv without header by index match nump
   "image spec resumed mid-epoch is bit-exact (augmented, prefetched)"
   "corrupt JPEG names the file" "corrupt PNG names the file" "unsupported image format names the file"
   "val folder with other classes" "imagefolder mean per channel is a spec error" "cuda program accepts image folders"
-  "cuda program trains on an image folder (emulated)")
+  "cuda program trains on an image folder (emulated)" "only image-folder programs carry images.c and link libpng/libjpeg")
 if py_lacks numpy || ! "$PY" -c "import PIL" 2>/dev/null; then
   for t in "${CASES[@]}"; do skip "$t" "no numpy or PIL (python3-pil) for $PY"; done
   exit 0
@@ -288,3 +288,6 @@ elif ! "$work/bcu/emu/run" --max-steps 3 --out "$work/rcu" >"$work/log" 2>&1; th
   fail "${CASES[24]}" "$(tail -1 "$work/log")"
 elif grep -q "trained 3 steps" "$work/log"; then ok "${CASES[24]} ($(grep -o "val/loss [0-9.]*" "$work/log" | tail -1))"
 else fail "${CASES[24]}" "$(tail -1 "$work/log")"; fi
+if [ ! -f "$work/bc/images.c" ] && ! grep -q -- "-lpng" "$work/bc/build.ninja" && [ -f "$work/bi/images.c" ] &&
+   grep -q -- "-lz -lpng -ljpeg" "$work/bi/build.ninja"; then ok "${CASES[25]}"
+else fail "${CASES[25]}" "the CSV program carries images.c or links libpng, or the image program does not"; fi
