@@ -1,8 +1,10 @@
 // CSV files: numeric columns by name into a dataset of arrays, read once at start.
-// Parsed by hand: Debian has no small C CSV library a generated program could link
-// for free (libcsv is LGPL and not in every Debian release's default set), and the
-// format needed is small: RFC 4180 fields (double quotes, "" inside them), one row a
-// line (\n or \r\n), blank lines skipped as pandas and numpy skip them.  See data.h.
+// Parsed by hand: Debian's libcsv (libcsv-dev) would only split the fields, through
+// callbacks, for one more package and library in every CSV program; the numbers, the
+// column selection and the errors naming line and column are ours either way, and the
+// format needed is small: RFC 4180 fields (double quotes, "" inside them; a quoted cell
+// ends on its line), one row a line (\n or \r\n), blank lines skipped as pandas and numpy
+// skip them.  See data.h.
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -61,7 +63,8 @@ static int split_row(char **p, char delim, row_cells *r, data_err *err, const ch
         if (*s == '"') {   // a quoted cell: up to the closing quote, "" is one quote
             s++;
             for (;;) {
-                if (*s == '\0') return data_fail(err, DATA_EFORMAT, "%s:%lld: a quoted cell is not closed", path, (long long)line);
+                if (*s == '\0' || *s == '\n')   // (a cell over several lines is RFC 4180's, but never a number's)
+                    return data_fail(err, DATA_EFORMAT, "%s:%lld: a quoted cell is not closed on its line", path, (long long)line);
                 if (*s == '"' && s[1] == '"') { *out++ = '"'; s += 2; }
                 else if (*s == '"') { s++; break; }
                 else *out++ = *s++;

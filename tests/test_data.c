@@ -1209,7 +1209,8 @@ Test(csv, errors_name_file_line_and_column) {
         {"a,b\n1,2\n1,2,3\n", ":3: 3 fields, but the header has 2"},
         {"b,c\n1,2\n", ":1: no column 'a' in the header (it has 'b', 'c')"},
         {"a,b\n", ": has a header but no rows"},
-        {"a,b\n\"1,2\n", ":2: a quoted cell is not closed"},
+        {"a,b\n\"1,2\n", ":2: a quoted cell is not closed on its line"},
+        {"a,b\n\"1\n\",2\n3,4\n", ":2: a quoted cell is not closed on its line"},
         {"a,b,c\n1,2,3\n", ""},   // (column 1 is b: fine)
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
