@@ -193,6 +193,10 @@ function docs.example_spec(d)
     return 'model "Example" {\n  inputs = { image = Tensor{1, 28, 28} },\n  net = Sequential { Flatten(), Linear(784, 10) },\n'
       .. '  forward = function(m, b) return m.net(b.image) end,\n}\n'
       .. base_train({ data = ex, loss = "function(m, b) return cross_entropy(m(b), b.label) end" })
+  elseif sec == "data" and d.name == "ImageFolder" then
+    return 'model "Example" {\n  inputs = { image = Tensor{3, 32, 32} },\n  net = Sequential { Flatten(), Linear(3072, 10) },\n'
+      .. '  forward = function(m, b) return m.net(b.image) end,\n}\n'
+      .. base_train({ data = ex, loss = "function(m, b) return cross_entropy(m(b), b.label) end" })
   elseif sec == "data" and d.name == "Tokens" then   -- a bigram model over the example's context of 8
     return 'model "Example" {\n  inputs = { idx = Tensor{8, dtype = "int64"} },\n  wte = Embedding(256, 16),\n'
       .. '  head = Linear(16, 256),\n  forward = function(m, b) return m.head(m.wte(b.idx)) end,\n}\n'

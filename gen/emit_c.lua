@@ -380,9 +380,12 @@ function emit.program(l)
   files["optim.c"] = template.fill("templates/c/optim.c.in", loop.optim_c)
   for name, text in pairs(loop.files) do files[name] = text end   -- the user's hooks
   local loomc = require "loomc"
+  local data_rt = require("emit_train").data_runtime(sp)
   for _, prefix in ipairs(RUNTIME_PREFIXES) do
     for _, path in ipairs(loomc.embedded_list(prefix)) do
-      if not CUDA_ONLY[path] and (ddp or not DDP_ONLY[path]) then files[path:match("([^/]+)$")] = template.source(path) end
+      if not CUDA_ONLY[path] and (ddp or not DDP_ONLY[path]) and not data_rt.skip[path] then
+        files[path:match("([^/]+)$")] = template.source(path)
+      end
     end
   end
   local objects, list = {}, {}
@@ -396,7 +399,7 @@ function emit.program(l)
   files["build.ninja"] = template.fill("templates/c/build.ninja.in", {
     model_name = l.graph.model_rec.class, spec_file = sp.file,
     cc = ddp and "mpicc\n# DDP: OpenMPI's compiler wrapper (runtime/collectives.c needs mpi.h and libmpi)" or "cc",
-    extra_cflags = l.options.extra_cflags, extra_ldflags = l.options.extra_ldflags,
+    extra_cflags = l.options.extra_cflags, extra_ldflags = l.options.extra_ldflags, data_ldlibs = data_rt.ldlibs,
     opt_flags = l.options.debug and "-O0 -g -march=native" or "-O3 -march=native",
     objects = table.concat(objects, "\n"), object_list = table.concat(list, " "),
   })

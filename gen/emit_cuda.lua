@@ -1053,7 +1053,8 @@ function emit.program(l)
     "bind_batch", "optimizer_save", "optimizer_groups", "optimizer_load", "drop_last", "callback_init",
     "callback_dirs", "test_desc", "test_weights", "logger_open", "log_step", "log_epoch", "callbacks",
     "log_test", "logger_close", "logger_globals", "checkpoint_logs", "state_dtype", "state_desc", "train_summary",
-    "die_body", "eval_reduce", "shard", "global_batch", "eval_metrics_init", "eval_metrics_batch" })
+    "die_body", "eval_reduce", "shard", "global_batch", "eval_metrics_init", "eval_metrics_batch", "data_globals",
+    "train_augment" })
   t.accelerator = accel
   -- clipping by norm: the norm before clipping, copied back with the step (train/grad_norm)
   t.grad_norm_read = (sp.train.clip and sp.train.clip.max_norm) and
@@ -1153,9 +1154,11 @@ local DDP_ONLY = { ["runtime/collectives.c"] = true, ["runtime/collectives.h"] =
 -- Adds the runtime files and the build.ninja to the program's `files`.
 function emit.add_runtime(files, g)
   local loomc = require "loomc"
+  -- the data source's runtime (host-side, as the C program's: image folders add libpng/libjpeg)
+  local data_rt = require("emit_train").data_runtime(g.spec)
   for _, prefix in ipairs(RUNTIME) do
     for _, p in ipairs(loomc.embedded_list(prefix)) do
-      if not DDP_ONLY[p] then files[p:match("([^/]+)$")] = template.source(p) end
+      if not DDP_ONLY[p] and not data_rt.skip[p] then files[p:match("([^/]+)$")] = template.source(p) end
     end
   end
   local objects, list = {}, {}
@@ -1168,7 +1171,7 @@ function emit.add_runtime(files, g)
   end
   files["build.ninja"] = template.fill("templates/cuda/build.ninja.in", {
     model_name = g.model_rec.class, spec_file = g.spec.file, cuda_home = emit.cuda_home() or "/usr/local/cuda",
-    archs = "-gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90",
+    archs = "-gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90", data_ldlibs = data_rt.ldlibs,
     objects = table.concat(objects, "\n"), object_list = table.concat(list, " "),
   })
 end

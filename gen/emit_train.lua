@@ -62,6 +62,142 @@ local CKPT_DTYPE = { f32 = "CKPT_F32", f64 = "CKPT_F64", bf16 = "CKPT_BF16", f16
 local DIST = { uniform = "SYNTH_UNIFORM", normal = "SYNTH_NORMAL", bernoulli = "SYNTH_BERNOULLI", randint = "SYNTH_RANDINT" }
 
 local index_ranges = require("graph").index_ranges
+local csv_open_lines, image_open_lines
+
+-- A path of the spec's as the program opens it: `var` = the spec's path, or with
+-- --data DIR the file of that name in DIR (as Npy and Tokens do).
+local function data_path_lines(var, path, buf)
+  return {
+    string.format("    const char *%s = %s;", var, util.c_string(path)),
+    "    if (args->data) {   // --data DIR: the one of that name in DIR",
+    string.format("        const char *base = strrchr(%s, '/');", var),
+    string.format("        snprintf(%s, sizeof %s, \"%%s/%%s\", args->data, base ? base + 1 : %s);", buf, buf, var),
+    string.format("        %s = %s;", var, buf),
+    "    }",
+  }
+end
+
+-- The validation set of a CSV or image folder source: its own file (opened by
+-- `open_val`), a random split of the training set with the run's seed, or none.
+local function validation_lines(a, open_val, source)
+  if a.val then return open_val end
+  if a.val_split == 0 then return { "    memset(val, 0, sizeof *val);   // no validation data" } end
+  return {
+    string.format("    // validation: %s of the training samples, drawn at random with the run's seed", math.type(a.val_split) == "integer"
+      and tostring(a.val_split) or string.format("a fraction %s (rounded up)", lit(a.val_split))),
+    "    dataset all = *train;",
+    string.format("    if (dataset_random_split(&all, data_split_count(%s, all.n), args->seed, train, val, &err)) {", lit(a.val_split)),
+    "        char msg[DATA_ERR_MAX + 4100];   // the message names the data set (a path of up to 4095 bytes)",
+    string.format("        snprintf(msg, sizeof msg, \"%%s: %%s\", %s, err.msg);", source),
+    "        die(msg);",
+    "    }",
+    "    dataset_free(&all);",
+  }
+end
+
+local function c_columns(cols)
+  local out = {}
+  for i, c in ipairs(cols) do
+    out[i] = type(c) == "string" and string.format("{ %s, -1 }", util.c_string(c)) or string.format("{ NULL, %d }", c)
+  end
+  return table.concat(out, ", ")
+end
+
+-- CSV { ... }: the columns by name, parsed once at start (runtime/csv.c); a classifier's
+-- classes must be the model's (cross_entropy's scores)
+csv_open_lines = function(data, g)
+  local a = data.args
+  local nclasses = type(a.classes) == "table" and #a.classes or a.classes or 0
+  local r = index_ranges(g)[a.targets]
+  if nclasses > 0 and r and r.hi ~= nclasses then
+    diag.fatal(diag.key_where(data.where, "classes"), string.format("CSV: classes = %d, but the model's %s scores %d classes",
+      nclasses, "cross_entropy", r.hi))
+  end
+  local lines = {
+    "    // the columns by header name ({ name, -1 }) or 0-based index ({ NULL, i }), parsed once",
+    string.format("    static const csv_column columns[] = { %s };", c_columns(a.columns)),
+    string.format("    static const csv_column target[] = { %s };", c_columns(a.target)),
+  }
+  if type(a.classes) == "table" then
+    local names = {}
+    for i, n in ipairs(a.classes) do names[i] = util.c_string(n) end
+    lines[#lines + 1] = string.format("    static const char *const class_names[] = { %s };", table.concat(names, ", "))
+  end
+  lines[#lines + 1] = string.format("    csv_opts o = { .delimiter = %d, .header = %d, .features = columns, .nfeatures = %d, .targets = target, .ntargets = %d,",
+    a.delimiter:byte(), a.header and 1 or 0, #a.columns, #a.target)
+  lines[#lines + 1] = string.format("                   .classes = %d, .class_names = %s, .input = %s, .target = %s };   // delimiter %s",
+    nclasses, type(a.classes) == "table" and "class_names" or "NULL", util.c_string(a.inputs), util.c_string(a.targets),
+    util.c_string(a.delimiter))
+  lines[#lines + 1] = "    char buf[4096];"
+  for _, x in ipairs(data_path_lines("path", a.train, "buf")) do lines[#lines + 1] = x end
+  lines[#lines + 1] = "    o.path = path;"
+  lines[#lines + 1] = "    if (csv_open(&o, train, &err)) die(err.msg);"
+  local open_val = { "    char vbuf[4096];" }
+  for _, x in ipairs(data_path_lines("vpath", a.val or "", "vbuf")) do open_val[#open_val + 1] = x end
+  open_val[#open_val + 1] = "    o.path = vpath;"
+  open_val[#open_val + 1] = "    if (csv_open(&o, val, &err)) die(err.msg);"
+  for _, x in ipairs(validation_lines(a, open_val, "path")) do lines[#lines + 1] = x end
+  lines[#lines + 1] = "    (void)test;"
+  lines[#lines + 1] = "    *has_test = 0;"
+  return lines
+end
+
+-- ImageFolder { ... }: every image decoded, resized and normalised once at start
+-- (runtime/images.c); the augmentation is the training loader's (augment_code)
+image_open_lines = function(data, g)
+  local a = data.args
+  local r = index_ranges(g)[a.targets]
+  local function per_channel(v, default)
+    local out = {}
+    for c = 1, a.channels do out[c] = lit(v and v[c] or default, "f") end
+    return table.concat(out, ", ")
+  end
+  local lines = {
+    string.format("    image_folder_opts o = { .channels = %d, .height = %d, .width = %d, .mean = { %s }, .std = { %s },", a.channels,
+      a.size[1], a.size[2], per_channel(a.mean, 0), per_channel(a.std, 1)),
+    string.format("                            .input = %s, .target = %s, .max_classes = %d };", util.c_string(a.inputs),
+      util.c_string(a.targets), r and r.hi or 0),
+    "    char buf[4096];",
+  }
+  for _, x in ipairs(data_path_lines("root", a.root, "buf")) do lines[#lines + 1] = x end
+  lines[#lines + 1] = "    o.root = root;"
+  lines[#lines + 1] = "    if (image_folder_open(&o, train, &err)) die(err.msg);"
+  local open_val = { "    char vbuf[4096];" }
+  for _, x in ipairs(data_path_lines("vroot", a.val or "", "vbuf")) do open_val[#open_val + 1] = x end
+  open_val[#open_val + 1] = "    o.classes_from = root;   // the same class folders, so the same labels"
+  open_val[#open_val + 1] = "    o.root = vroot;"
+  open_val[#open_val + 1] = "    if (image_folder_open(&o, val, &err)) die(err.msg);"
+  for _, x in ipairs(validation_lines(a, open_val, "root")) do lines[#lines + 1] = x end
+  lines[#lines + 1] = "    (void)test;"
+  lines[#lines + 1] = "    *has_test = 0;"
+  return lines
+end
+
+-- The training loader's augmentation (ImageFolder's random_crop, random_horizontal_flip):
+-- the definition before open_data and the loader_opts member; "" for none.
+local function augment_code(sp)
+  local data = sp.train.data
+  local a = data.args
+  if data.kind ~= "ImageFolder" or (not a.random_crop and a.random_horizontal_flip == 0) then return "", "NULL" end
+  local fill = {}
+  for c = 1, a.channels do   -- a zero pixel, normalised
+    local mean, std = a.mean and a.mean[c] or 0, a.std and a.std[c] or 1
+    fill[c] = lit(-mean / std, "f")
+  end
+  local def = table.concat({
+    "// training images only: RandomCrop(size, padding) then RandomHorizontalFlip(p), drawn per (seed, epoch, sample)",
+    string.format("static const augment_opts augmentation = { .field = %s, .padding = %d, .hflip = %s, .fill = { %s } };",
+      util.c_string(a.inputs), a.random_crop and a.random_crop.padding or 0, lit(a.random_horizontal_flip), table.concat(fill, ", ")),
+    "", "" }, "\n")
+  return def, "&augmentation"
+end
+
+-- What the data source adds to a program's runtime: image folders link libpng and
+-- libjpeg (runtime/images.c), which no other program carries.
+function emit_train.data_runtime(sp)
+  local images = sp.train and sp.train.data and sp.train.data.kind == "ImageFolder"
+  return { skip = images and {} or { ["runtime/images.c"] = true }, ldlibs = images and " -lpng -ljpeg" or "" }
+end
 
 local function data_code(sp, fields, ctype, g)
   local data = sp.train.data
@@ -172,6 +308,8 @@ local function data_code(sp, fields, ctype, g)
     end
     open[#open + 1] = "    (void)test;"
     open[#open + 1] = "    *has_test = 0;"
+  elseif data.kind == "CSV" or data.kind == "ImageFolder" then
+    open = data.kind == "CSV" and csv_open_lines(data, g) or image_open_lines(data, g)
   else
     diag.fatal(data.where, string.format("%s data is not supported by the C backend yet", data.kind))
   end
@@ -192,6 +330,10 @@ local function data_code(sp, fields, ctype, g)
     end
   end
   local desc = data.kind .. (data.kind == "FashionMNIST" and string.format(" (val_split %d)", a.val_split) or "")
+  if data.kind == "CSV" then desc = string.format("CSV %s", (a.train:gsub("%*/", "* /"))) end
+  if data.kind == "ImageFolder" then
+    desc = string.format("ImageFolder %s (%d x %d x %d)", (a.root:gsub("%*/", "* /")), a.channels, a.size[1], a.size[2])
+  end
   return join(open), join(bind), desc
 end
 
@@ -1259,6 +1401,7 @@ function emit_train.values(l)
   local ps = l.settings   -- the precision: state and compute formats, loss scaling
   local k16 = storage(l)
   local open, bind, data_desc = data_code(sp, l.fields, ty.ctype, g)
+  local aug_def, aug_opt = augment_code(sp)
   local lr_body, sched_desc, onecycle, floor = schedule_code(sp, tr.optimizer)
   local o = optimizer_code(k16, tr.optimizer, ty.sfx, l.state.params, floor, g.frozen or {})
   local clip_norm = tr.clip ~= nil and tr.clip.max_norm ~= nil
@@ -1318,7 +1461,7 @@ function emit_train.values(l)
   values.train = {
     model_name = g.model_rec.class, spec_file = sp.file, settings = settings,
     default_out = "out",
-    data_desc = data_desc, open_data = open, bind_batch = bind,
+    data_desc = data_desc, open_data = open, bind_batch = bind, data_globals = aug_def, train_augment = aug_opt,
     optimizer_save = o.save, optimizer_groups = o.groups, optimizer_load = o.load,
     drop_last = "0", callback_init = cb_init, callback_dirs = cb_mkdirs,
     test_desc = test_desc, test_weights = test_weights,

@@ -32,6 +32,20 @@ local function data_fields(sp)
     return { { name = data.args.inputs, shape = { T }, dtype = "int64", high = 0 },
              { name = data.args.targets, shape = { T }, dtype = "int64", high = 0 } }
   end
+  if data.kind == "CSV" then
+    -- the input: the chosen columns as floats; the target: a class index, or floats
+    local a = data.args
+    local target = a.classes and { name = a.targets, shape = {}, dtype = "int64",
+                                    high = type(a.classes) == "table" and #a.classes or a.classes }
+      or { name = a.targets, shape = { #a.target }, dtype = "float", high = 0 }
+    return { { name = a.inputs, shape = { #a.columns }, dtype = "float", high = 0 }, target }
+  end
+  if data.kind == "ImageFolder" then
+    -- the classes are the folders the program finds: their bound is the model's (index_ranges)
+    local a = data.args
+    return { { name = a.inputs, shape = { a.channels, a.size[1], a.size[2] }, dtype = "float", high = 0 },
+             { name = a.targets, shape = {}, dtype = "int64", high = 0 } }
+  end
   if data.kind == "Npy" then
     -- shapes and dtypes come from the files' headers, read now
     local list = {}

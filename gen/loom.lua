@@ -91,7 +91,8 @@ Builds as loom build does, then runs the program.  FLAGS, after --, go to the pr
   --seed N                    override the seed
   --resume CKPT               continue from a checkpoint (the same spec)
   --out DIR                   where checkpoints and logs go
-  --data DIR                  where FashionMNIST's files are
+  --data DIR                  where the data are: FashionMNIST's root; for Npy, Tokens,
+                              CSV and ImageFolder the files (folders) of those names in DIR
   --quiet                     no progress lines
 e.g. loom train specs/fashion_mlp.lua -- --epochs 1
 ]],

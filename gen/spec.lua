@@ -571,9 +571,142 @@ define_setting("data", "Tokens", { "token windows from llm.c-layout token files 
   if a.inputs == a.targets then diag.error(where, "Tokens: inputs and targets name the same field '" .. a.inputs .. "'") end
 end)
 
+-- A validation split: an integer count of samples, or a fraction in (0, 1) (as
+-- scikit-learn's train_test_split reads test_size); drawn at random with the run's seed.
+local function check_val_split(v, what)
+  if math.type(v) == "integer" and v >= 0 then return v end
+  if type(v) == "number" and v > 0 and v < 1 then return v + 0.0 end
+  return fail(what, "a count of samples (an integer >= 0) or a fraction in (0, 1)", v)
+end
+-- A CSV column: its header name, or its 0-based index.
+local function is_column(x) return type(x) == "string" or (math.type(x) == "integer" and x >= 0) end
+local function check_columns(v, what)
+  if is_column(v) then return { v } end
+  if type(v) == "table" and getmetatable(v) == nil and #v > 0 then
+    local n = 0
+    for _ in pairs(v) do n = n + 1 end
+    local ok = n == #v
+    for i = 1, #v do ok = ok and is_column(v[i]) end
+    if ok then return v end
+  end
+  return fail(what, "a column name or 0-based index, or a list of them", v)
+end
+local function check_classes(v, what)
+  if math.type(v) == "integer" and v > 1 then return v end
+  if type(v) == "table" and getmetatable(v) == nil and #v > 1 then
+    local n = 0
+    for _ in pairs(v) do n = n + 1 end
+    local ok = n == #v
+    for i = 1, #v do ok = ok and type(v[i]) == "string" end
+    if ok then return v end
+  end
+  return fail(what, "a number of classes (an integer > 1) or the list of the classes' names", v)
+end
+local function check_delimiter(v, what)
+  if type(v) == "string" and #v == 1 and v ~= '"' and v ~= "\n" and v ~= "\r" then return v end
+  return fail(what, "one character (',', ';', '\\t', ...)", v)
+end
+-- the fields a data source names (inputs, targets): plain, distinct names
+local function check_field_names(a, where, kind)
+  for _, k in ipairs { "inputs", "targets" } do
+    if not util.is_c_name(a[k]) then diag.error(diag.key_where(where, k), spec.field_name_error(kind .. "." .. k, a[k])) end
+  end
+  if a.inputs == a.targets then diag.error(where, kind .. ": inputs and targets name the same field '" .. a.inputs .. "'") end
+end
+define_setting("data", "CSV", { "numeric columns of a CSV file (by header name or 0-based index): a float input field and a target",
+  torch = "pandas.read_csv(...)[columns] as a TensorDataset + random_split",
+  example = 'CSV { train = "data/iris.csv", columns = { "sepal_length", "sepal_width", "petal_length", "petal_width" }, target = "species", classes = { "setosa", "versicolor", "virginica" }, val_split = 0.2 }' }, {
+  train = { checkers.string, nil, required = true, doc = "the training file (the program's --data DIR: the file of that name in DIR)" },
+  val = { checkers.string, nil, doc = "a validation file with the same columns (else val_split)" },
+  val_split = { check_val_split, 0, doc = "validation rows drawn at random from train (with the run's seed): a count, or a fraction in (0, 1)" },
+  columns = { check_columns, nil, required = true, doc = "the input field's columns, in this order: header names or 0-based indices" },
+  target = { check_columns, nil, required = true, doc = "the target column (a list: several float targets)" },
+  classes = { check_classes, nil, doc = "classification: N (cells are class indices 0..N-1) or the classes' names (cells are names); none: float targets (regression), shape {#target}" },
+  delimiter = { check_delimiter, ",", doc = "the field separator (pandas' sep, numpy's delimiter)" },
+  header = { checkers.bool, true, doc = "the first row names the columns (pandas' header = 0); false: columns are 0-based indices" },
+  inputs = { checkers.string, "x", doc = "the input field's name" }, targets = { checkers.string, "target", doc = "the target field's name" },
+}, function(a, where)
+  check_field_names(a, where, "CSV")
+  if a.classes and #a.target ~= 1 then
+    diag.error(diag.key_where(where, "target"), "CSV: classes need one target column (a class index or name), got " .. #a.target)
+  end
+  if not a.header then
+    for _, k in ipairs { "columns", "target" } do
+      for _, c in ipairs(a[k]) do
+        if type(c) == "string" then
+          diag.error(diag.key_where(where, k), string.format("CSV.%s: '%s' is a name, but header = false: give 0-based column indices", k, c))
+        end
+      end
+    end
+  end
+  if a.val and a.val_split ~= 0 then diag.error(diag.key_where(where, "val_split"), "CSV: give val (a file) or val_split, not both") end
+end)
+
+-- torchvision's ImageFolder with transforms Resize(size, antialias=False) (bilinear),
+-- RandomCrop(size, padding) and RandomHorizontalFlip(p) on training data, ToTensor()
+-- and Normalize(mean, std).
+local function check_size(v, what)
+  if math.type(v) == "integer" and v > 0 then return { v, v } end
+  if type(v) == "table" and getmetatable(v) == nil and #v == 2 and math.type(v[1]) == "integer" and math.type(v[2]) == "integer"
+     and v[1] > 0 and v[2] > 0 then return { v[1], v[2] } end
+  return fail(what, "a size N or {height, width}", v)
+end
+local function check_channel_values(v, what)
+  if type(v) == "number" then return { v + 0.0 } end
+  if type(v) == "table" and getmetatable(v) == nil and #v >= 1 then
+    local out = {}
+    for i = 1, #v do
+      if type(v[i]) ~= "number" then return fail(what, "a number per channel", v) end
+      out[i] = v[i] + 0.0
+    end
+    return out
+  end
+  return fail(what, "a number per channel ({r, g, b} or {gray})", v)
+end
+local function check_random_crop(v, what)
+  if type(v) == "table" and getmetatable(v) == nil then
+    local ok = math.type(v.padding) == "integer" and v.padding > 0
+    for k in pairs(v) do ok = ok and (k == "padding" or k == "size") end
+    if ok and (v.size == nil or check_size(v.size, what .. ".size")) then return { padding = v.padding, size = v.size and check_size(v.size) } end
+  end
+  return fail(what, "{ padding = N } (RandomCrop(size, padding): size, if given, the image's)", v)
+end
+define_setting("data", "ImageFolder", { "images in class folders (root/CLASS/*.png|jpg): PNG and JPEG, resized, normalised, augmented",
+  torch = "torchvision.datasets.ImageFolder + Resize, RandomCrop, RandomHorizontalFlip, ToTensor, Normalize",
+  example = 'ImageFolder { root = "data/pets", size = 32, mean = { 0.5, 0.5, 0.5 }, std = { 0.25, 0.25, 0.25 }, random_crop = { padding = 4 }, random_horizontal_flip = 0.5, val_split = 0.1 }' }, {
+  root = { checkers.string, nil, required = true, doc = "the training images: root/CLASS/FILE; classes sorted by name are labels 0, 1, ... (--data DIR: DIR/basename(root))" },
+  val = { checkers.string, nil, doc = "a validation folder with the same class folders (else val_split)" },
+  val_split = { check_val_split, 0, doc = "validation images drawn at random from root (with the run's seed): a count, or a fraction in (0, 1)" },
+  size = { check_size, nil, required = true, doc = "every image resized to N x N or {height, width}: bilinear, as Resize((height, width), antialias=False) on a uint8 tensor image (Resize(N) would keep the aspect ratio: not this)" },
+  channels = { enum(1, 3), 3, doc = "3: RGB, 1: gray (PIL's convert('L'))" },
+  mean = { check_channel_values, nil, doc = "Normalize's mean per channel (default 0)" },
+  std = { check_channel_values, nil, doc = "Normalize's std per channel (default 1)" },
+  random_crop = { check_random_crop, nil, doc = "training images: RandomCrop(size, padding): pad with zeros, crop back at random" },
+  random_horizontal_flip = { checkers.prob, 0.0, doc = "training images: flipped left-right with this probability" },
+  inputs = { checkers.string, "image", doc = "the image field's name" }, targets = { checkers.string, "label", doc = "the class field's name" },
+}, function(a, where)
+  check_field_names(a, where, "ImageFolder")
+  for _, k in ipairs { "mean", "std" } do
+    local v = a[k]
+    if v and #v ~= a.channels then
+      diag.error(diag.key_where(where, k), string.format("ImageFolder.%s has %d values for %d channel%s", k, #v, a.channels, a.channels == 1 and "" or "s"))
+    end
+  end
+  for _, x in ipairs(a.std or {}) do
+    if x <= 0 then diag.error(diag.key_where(where, "std"), "ImageFolder.std: every value must be > 0") break end
+  end
+  local c = a.random_crop
+  if c and c.size and (c.size[1] ~= a.size[1] or c.size[2] ~= a.size[2]) then
+    diag.error(diag.key_where(where, "random_crop"), string.format("ImageFolder.random_crop: size {%d, %d} is not the image's {%d, %d}: "
+      .. "validation images would have another shape (resize to the crop's size instead)", c.size[1], c.size[2], a.size[1], a.size[2]))
+  end
+  if a.val and a.val_split ~= 0 then diag.error(diag.key_where(where, "val_split"), "ImageFolder: give val (a folder) or val_split, not both") end
+end)
+
 -- Each data source's setting that sizes its validation split: a callback that
 -- monitors val/* needs it above 0.
-local VALIDATION_SIZE = { FashionMNIST = "val_split", Synthetic = "val_size", Npy = "val_split" }
+local VALIDATION_SIZE = { FashionMNIST = "val_split", Synthetic = "val_size", Npy = "val_split", CSV = "val_split",
+                          ImageFolder = "val_split" }
 
 -- The metrics the generated program logs (val/acc only for a loss with an accuracy:
 -- the emitter checks that one).
@@ -600,7 +733,7 @@ local function check_monitors(tr)
         diag.error(diag.key_where(cb.where, "monitor"), string.format(
           "%s: monitor '%s' needs validation data, but Tokens has no val file; set val, or monitor 'train/loss'",
           cb.kind, m))
-      elseif m:match("^val/") and size_key and tr.data.args[size_key] == 0 then
+      elseif m:match("^val/") and size_key and tr.data.args[size_key] == 0 and not tr.data.args.val then
         diag.error(diag.key_where(cb.where, "monitor"), string.format(
           "%s: monitor '%s' needs validation data, but %s has none (%s = 0); set %s, or monitor 'train/loss'",
           cb.kind, m, tr.data.kind, size_key, size_key))
@@ -840,7 +973,7 @@ local function check_freeze(v, what)
 end
 
 local TRAIN_SCHEMA = {
-  data = { setting_of("data"), nil, required = true, doc = "the data source: FashionMNIST, Synthetic or Npy { ... }" },
+  data = { setting_of("data"), nil, required = true, doc = "the data source: FashionMNIST, Synthetic, Npy, Tokens, CSV or ImageFolder { ... }" },
   loss = { check_loss, nil, required = true, doc = "function(m, b) returning the loss of the model m on the batch b" },
   optimizer = { setting_of("optimizer"), nil, required = true, doc = "SGD, Adam, AdamW, RMSprop, Adagrad, Adamax, NAdam or RAdam { ... }" },
   scheduler = { setting_of("scheduler"), nil, doc = "StepLR, MultiStepLR, ExponentialLR, LinearLR, CosineAnnealingLR, LambdaLR, SequentialLR, ReduceLROnPlateau, WarmupCosine or OneCycleLR { ... }" },

@@ -148,8 +148,11 @@ enum { SF_ARRAY, SF_SYNTH, SF_TOKENS };
 typedef struct {
     int kind;
     // SF_ARRAY: arr (n, *sample shape) in the file's dtype; out = x * a + b for float output
+    // (nchan > 1: x * ca[c] + cb[c] for channel c, the sample's first dimension)
     data_array arr;
     double a, b;
+    int nchan;
+    double ca[IMAGE_MAX_CHANNELS], cb[IMAGE_MAX_CHANNELS];
     // SF_SYNTH
     synth_dist dist;
     double p0, p1;
@@ -325,6 +328,18 @@ void dataset_get(const dataset *ds, int f, int64_t i, void *out) {
     }
     const data_array *a = &sf->arr;
     const char *x = (const char *)a->data + (size_t)row * fd->numel * dtype_size(a->dtype);
+    if (sf->nchan > 1) {   // an image: each channel its own mean and std
+        int64_t per = fd->numel / sf->nchan;
+        for (int c = 0; c < sf->nchan; c++) {
+            if (a->dtype == DT_U8 && fd->dtype == DT_F32) {
+                u8_to_f32((float *)out + c * per, (const uint8_t *)x + c * per, per, (float)sf->ca[c], (float)sf->cb[c]);
+            } else {
+                for (int64_t j = c * per; j < (c + 1) * per; j++)
+                    elem_set(out, fd->dtype, j, elem_get(x, a->dtype, j) * sf->ca[c] + sf->cb[c]);
+            }
+        }
+        return;
+    }
     // the common cases first: uint8 pixels -> float32, uint8 labels -> int64, same dtype
     if (a->dtype == DT_U8 && fd->dtype == DT_F32) {
         u8_to_f32(out, (const uint8_t *)x, fd->numel, (float)sf->a, (float)sf->b);
@@ -496,6 +511,96 @@ int npy_dataset_open(const npy_field_spec *fields, int nfields, dataset *out, da
 fail:
     store_unref(s);
     return rc;
+}
+
+// ----------------------------------------------------------------------------
+// datasets of arrays in memory (CSV, image folders) and the random split
+
+int dataset_of_arrays(array_field *fields, int nfields, dataset *out, data_err *err) {
+    data_store *s = NULL;
+    int f = 0, rc = DATA_OK;
+    if (nfields < 1 || nfields > DATA_MAX_FIELDS) { rc = data_fail(err, DATA_EARG, "dataset: %d fields (1..%d)", nfields, DATA_MAX_FIELDS); goto fail; }
+    if (!(s = store_new(fields[0].arr.dims[0], err))) { rc = err->code; goto fail; }
+    for (; f < nfields; f++) {
+        array_field *af = &fields[f];
+        if (af->arr.ndim < 1 || af->arr.dims[0] != s->n || af->nchan > IMAGE_MAX_CHANNELS ||
+            (af->nchan > 1 && (af->arr.ndim < 2 || af->arr.dims[1] != af->nchan))) {
+            rc = data_fail(err, DATA_EARG, "dataset: field '%s': %lld rows, %d channels do not fit the others (loom bug)",
+                           af->name, (long long)(af->arr.ndim ? af->arr.dims[0] : 0), af->nchan);
+            goto fail;
+        }
+        if ((rc = store_add_field(s, af->name, af->dtype, af->arr.ndim - 1, af->arr.dims + 1, err))) goto fail;
+        store_field *sf = &s->sf[f];
+        *sf = (store_field){.kind = SF_ARRAY, .arr = af->arr, .a = af->a[0], .b = af->b[0], .nchan = af->nchan};
+        for (int c = 0; c < af->nchan; c++) { sf->ca[c] = af->a[c]; sf->cb[c] = af->b[c]; }
+        memset(&af->arr, 0, sizeof af->arr);   // the store owns it now
+    }
+    *out = view_of(s, 0, s->n);
+    store_unref(s);
+    return data_ok(err);
+fail:
+    for (; f < nfields; f++) array_free(&fields[f].arr);
+    store_unref(s);
+    return rc;
+}
+
+void sampler_permute(uint64_t seed, int64_t epoch, int64_t n, int64_t *perm) {
+    for (int64_t i = 0; i < n; i++) perm[i] = i;
+    // Fisher-Yates: for i = n-1 .. 1 swap perm[i] with perm[j], j uniform in 0..i,
+    // j drawn from Philox(seed; i, epoch, "SHUF"): 64 random bits mod (i+1)
+    for (int64_t i = n - 1; i > 0; i--) {
+        philox4x32 r = philox4x32_10(seed, (uint32_t)i, (uint32_t)((uint64_t)i >> 32), (uint32_t)epoch,
+                                     (uint32_t)((uint64_t)epoch >> 32) ^ 0x53485546u);
+        uint64_t bits = ((uint64_t)r.v[0] << 32) | r.v[1];
+        int64_t j = (int64_t)(bits % (uint64_t)(i + 1));
+        int64_t t = perm[i]; perm[i] = perm[j]; perm[j] = t;
+    }
+}
+
+int64_t data_split_count(double val, int64_t n) {
+    if (val > 0 && val < 1) return (int64_t)ceil(val * (double)n - 1e-9);
+    return (int64_t)val;
+}
+
+int dataset_random_split(const dataset *ds, int64_t val_count, uint64_t seed, dataset *train, dataset *val, data_err *err) {
+    const data_store *s = ds->store;
+    int64_t n = ds->n;
+    if (val_count < 1 || val_count >= n)
+        return data_fail(err, DATA_EARG, "dataset: a validation split of %lld samples must be in 1..%lld (the dataset has %lld)",
+                         (long long)val_count, (long long)n - 1, (long long)n);
+    for (int f = 0; f < s->nfields; f++)
+        if (s->sf[f].kind != SF_ARRAY) return data_fail(err, DATA_EARG, "dataset: only datasets of arrays split at random (loom bug)");
+    int64_t *perm = data_malloc(sizeof(int64_t) * (size_t)n, "the random split", err);
+    char *is_val = perm ? data_malloc((size_t)n, "the random split", err) : NULL;
+    if (!is_val) { free(perm); return err->code; }
+    sampler_permute(seed, -1, n, perm);
+    memset(is_val, 0, (size_t)n);
+    for (int64_t k = n - val_count; k < n; k++) is_val[perm[k]] = 1;
+    data_store *t = store_new(n, err);
+    int rc = t ? DATA_OK : err->code;
+    for (int f = 0; rc == DATA_OK && f < s->nfields; f++) {
+        const store_field *sf = &s->sf[f];
+        size_t row = (size_t)s->field[f].numel * dtype_size(sf->arr.dtype);
+        data_array a = sf->arr;
+        a.dims[0] = n;
+        a.numel = n * s->field[f].numel;
+        if (!(a.data = data_malloc(row * (size_t)n, "the random split", err))) { rc = err->code; break; }
+        int64_t k = 0;   // the training samples first, then the validation samples, each in order
+        for (int pass = 0; pass < 2; pass++)
+            for (int64_t i = 0; i < n; i++)
+                if (is_val[i] == pass) memcpy((char *)a.data + row * (size_t)k++, (const char *)sf->arr.data + row * (size_t)(ds->start + i), row);
+        t->field[f] = s->field[f];
+        t->sf[f] = *sf;
+        t->sf[f].arr = a;
+        t->nfields = f + 1;
+    }
+    free(perm);
+    free(is_val);
+    if (rc) { store_unref(t); return rc; }
+    *train = view_of(t, 0, n - val_count);
+    if (val) *val = view_of(t, n - val_count, val_count);
+    store_unref(t);
+    return data_ok(err);
 }
 
 // ----------------------------------------------------------------------------

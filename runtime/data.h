@@ -15,7 +15,9 @@
 // (seed, field, i): the same on every run, every rank, every thread.
 //
 // Files: data.h (this), data_internal.h, data.c (errors, arrays, datasets),
-// idx.c, npy.c, tokens.c, loader.c.  Link with -lz -lpthread -lm.
+// idx.c, npy.c, tokens.c, csv.c, loader.c (with the image augmentation); images.c
+// (image folders: libpng and libjpeg) only in programs that read images.
+// Link with -lz -lpthread -lm (and -lpng -ljpeg with images.c).
 #include <stddef.h>
 #include <stdint.h>
 
@@ -201,6 +203,83 @@ typedef struct {
 } tokens_opts;
 int tokens_open(const tokens_opts *o, dataset *out, data_err *err);
 
+// Splits ds at random, as torch.utils.data.random_split with a seeded generator: val
+// gets val_count samples drawn by sampler_permute(seed, -1, n), train the others (both
+// in the dataset's order).  The samples are copied into a new store: only datasets of
+// arrays (CSV, image folders, .npy, Fashion-MNIST) can be split so.
+int dataset_random_split(const dataset *ds, int64_t val_count, uint64_t seed, dataset *train, dataset *val, data_err *err);
+// How many samples a validation split of `val` means for n samples, as scikit-learn's
+// train_test_split reads test_size: 0 < val < 1 a fraction (rounded up), else a count.
+int64_t data_split_count(double val, int64_t n);
+
+// ----------------------------------------------------------------------------
+// CSV files (runtime/csv.c): numeric columns chosen by name (or 0-based index), read
+// once into memory.  Fields: `input` float32 (nfeatures,) and `target`: int64 () class
+// indices when classes > 0 (cells are integers in [0, classes), or with class_names
+// the names, class i being class_names[i]), else float32 (ntargets,).
+// Every row must have as many cells as the header (the first row without one); a cell
+// of a chosen column must be a finite number.  Errors name the file and the line:
+//   data/iris.csv:17: column 'petal_width': 'abc' is not a number
+typedef struct {
+    const char *name;   // the header's name of the column, or NULL: by index
+    int index;          // 0-based column (when name is NULL)
+} csv_column;
+typedef struct {
+    const char *path;
+    char delimiter;                 // ',' (0 means ',')
+    int header;                     // 1: the first row names the columns
+    const csv_column *features;     // the input field's columns, in this order
+    int nfeatures;
+    const csv_column *targets;      // the target field's columns (one with classes)
+    int ntargets;
+    int64_t classes;                // > 0: classification; 0: regression (float targets)
+    const char *const *class_names; // NULL, or the classes' names (classes of them)
+    const char *input, *target;     // field names
+} csv_opts;
+int csv_open(const csv_opts *o, dataset *out, data_err *err);
+
+// ----------------------------------------------------------------------------
+// image folders (runtime/images.c): torchvision's ImageFolder layout, root/CLASS/FILE,
+// classes sorted by name (strcmp) are the labels 0, 1, ...; files sorted by name in each
+// class; PNG (libpng) and JPEG (libjpeg-turbo), told apart by their first bytes.  Other
+// files are skipped as ImageFolder skips them, except other image formats (.bmp, .gif,
+// .webp, .tif, .ppm, .pgm), which are refused.  Every image is decoded once at open:
+// converted to gray (PIL's convert("L"): L = (19595 R + 38470 G + 7471 B + 2^15) >> 16)
+// or RGB, resized to height x width bilinearly as torch's interpolate(align_corners =
+// False, antialias = False) does on the uint8 image in float (torchvision's
+// Resize(antialias=False) on a tensor image), rounded to uint8.  Field `input` float32
+// (channels, height, width) = (pixel / 255 - mean[c]) / std[c]; field `target` int64 ().
+#define IMAGE_MAX_CHANNELS 3
+typedef struct {
+    const char *root;
+    int channels;                     // 1 (gray) or 3 (RGB)
+    int height, width;
+    float mean[IMAGE_MAX_CHANNELS], std[IMAGE_MAX_CHANNELS];
+    const char *input, *target;       // field names
+    const char *classes_from;         // NULL, or the root whose class folders this one must have (a val folder: the train folder's)
+    int64_t max_classes;              // > 0: more class folders than this is an error (the model's outputs)
+} image_folder_opts;
+int image_folder_open(const image_folder_opts *o, dataset *out, data_err *err);
+// Decodes one PNG or JPEG file to (channels, height, width) uint8 as image_folder_open
+// does (*out malloc'd).  height/width 0: the file's own size, returned in *h, *w.
+int image_read(const char *path, int channels, int height, int width, uint8_t **out, int *h, int *w, data_err *err);
+
+// ----------------------------------------------------------------------------
+// augmentation (runtime/loader.c), on the training loader's image field: torchvision's
+// RandomCrop(size = the image's, padding) and RandomHorizontalFlip(p), in that order.
+// The draws of sample i in epoch e are Philox(seed; i, e, "AUGM"): a pure function of
+// (seed, epoch, sample), so prefetch, resume and ranks see the same images.
+typedef struct {
+    const char *field;                // the image field: float32 (channels, height, width)
+    int64_t padding;                  // RandomCrop: pad every side by this, crop back at a random offset; 0: no crop
+    double hflip;                     // RandomHorizontalFlip's p; 0: no flip
+    float fill[IMAGE_MAX_CHANNELS];   // the padded value of channel c (what a 0 pixel normalises to)
+} augment_opts;
+// img (C, H, W) augmented in place (tmp: C*H*W floats of scratch) for sample `sample`
+// of epoch `epoch`.
+void image_augment(const augment_opts *a, int64_t C, int64_t H, int64_t W, uint64_t seed, int64_t epoch, int64_t sample,
+                   float *img, float *tmp);
+
 // ----------------------------------------------------------------------------
 // sampling: shuffle and shard, as torch.utils.data.DistributedSampler does
 
@@ -224,6 +303,7 @@ typedef struct {
     int num_replicas;     // 0 or 1: no sharding
     int rank;
     int prefetch;         // assemble the next batch on a background thread
+    const augment_opts *augment;   // NULL, or the image augmentation (training data only)
 } loader_opts;
 
 typedef struct {

@@ -51,6 +51,19 @@ int dfile_read(data_file *f, void *buf, size_t n, size_t *got, const char *conte
 int dfile_expect_eof(data_file *f, data_err *err);
 void dfile_close(data_file *f);
 
+// A field of a dataset over arrays in memory (dataset_of_arrays): arr (N, *sample
+// shape) is taken over (freed with the dataset, also on failure).  Float output is
+// x * a[c] + b[c], c = the channel (the sample's first dimension) when nchan > 1, else
+// x * a[0] + b[0].
+typedef struct {
+    const char *name;
+    data_dtype dtype;   // in batches
+    data_array arr;
+    int nchan;
+    double a[IMAGE_MAX_CHANNELS], b[IMAGE_MAX_CHANNELS];
+} array_field;
+int dataset_of_arrays(array_field *fields, int nfields, dataset *out, data_err *err);
+
 // "60000x28x28" into buf (a scalar is "()").
 const char *dims_str(const int64_t *dims, int ndim, char *buf, size_t bufsize);
 // numel = prod(dims), or -1 on overflow of int64 (or of size_t bytes of elemsize).

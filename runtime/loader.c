@@ -24,24 +24,42 @@
 // ----------------------------------------------------------------------------
 // sampling
 
-void sampler_permute(uint64_t seed, int64_t epoch, int64_t n, int64_t *perm) {
-    for (int64_t i = 0; i < n; i++) perm[i] = i;
-    // Fisher-Yates: for i = n-1 .. 1 swap perm[i] with perm[j], j uniform in 0..i,
-    // j drawn from Philox(seed; i, epoch, "SHUF"): 64 random bits mod (i+1)
-    for (int64_t i = n - 1; i > 0; i--) {
-        philox4x32 r = philox4x32_10(seed, (uint32_t)i, (uint32_t)((uint64_t)i >> 32), (uint32_t)epoch,
-                                     (uint32_t)((uint64_t)epoch >> 32) ^ 0x53485546u);
-        uint64_t bits = ((uint64_t)r.v[0] << 32) | r.v[1];
-        int64_t j = (int64_t)(bits % (uint64_t)(i + 1));
-        int64_t t = perm[i]; perm[i] = perm[j]; perm[j] = t;
-    }
-}
+// (sampler_permute is in data.c: the random split uses it, and programs that link data.c
+// without the loader, the export CLI and the test harnesses, must still link)
 
 int64_t sampler_shard(const int64_t *order, int64_t n, int num_replicas, int rank, int64_t *out) {
     int64_t R = num_replicas > 0 ? num_replicas : 1, per_rank = (n + R - 1) / R;
     // DistributedSampler: indices += indices[:padding] (repeated as often as needed), then indices[rank::R]
     for (int64_t p = 0; p < per_rank; p++) out[p] = order[(rank + p * R) % n];
     return per_rank;
+}
+
+// ----------------------------------------------------------------------------
+// augmentation
+
+void image_augment(const augment_opts *a, int64_t C, int64_t H, int64_t W, uint64_t seed, int64_t epoch, int64_t sample,
+                   float *img, float *tmp) {
+    philox4x32 r = philox4x32_10(seed, (uint32_t)sample, (uint32_t)((uint64_t)sample >> 32), (uint32_t)epoch,
+                                 (uint32_t)((uint64_t)epoch >> 32) ^ 0x4155474Du);   // "AUGM"
+    int64_t p = a->padding;
+    // RandomCrop(padding = p): of the (H + 2p) x (W + 2p) padded image, the H x W window
+    // at (top, left), each uniform in 0..2p; output (y, x) is input (y + top - p, x + left - p)
+    int64_t dy = p > 0 ? (int64_t)(r.v[0] % (uint32_t)(2 * p + 1)) - p : 0;
+    int64_t dx = p > 0 ? (int64_t)(r.v[1] % (uint32_t)(2 * p + 1)) - p : 0;
+    int flip = a->hflip > 0 && (double)r.v[2] * 0x1p-32 < a->hflip;
+    if (dy == 0 && dx == 0 && !flip) return;
+    memcpy(tmp, img, sizeof(float) * (size_t)(C * H * W));
+    for (int64_t c = 0; c < C; c++) {
+        const float *in = tmp + c * H * W;
+        float *out = img + c * H * W, fill = a->fill[c < IMAGE_MAX_CHANNELS ? c : 0];
+        for (int64_t y = 0; y < H; y++) {
+            int64_t sy = y + dy;
+            for (int64_t x = 0; x < W; x++) {
+                int64_t sx = (flip ? W - 1 - x : x) + dx;   // the flip is applied to the crop's output
+                out[y * W + x] = sy >= 0 && sy < H && sx >= 0 && sx < W ? in[sy * W + sx] : fill;
+            }
+        }
+    }
 }
 
 // ----------------------------------------------------------------------------
@@ -69,6 +87,9 @@ struct loader {
     // caller when there is no thread, or while the thread is stopped)
     int64_t p_epoch, p_batch;
     int64_t *order;       // (N,) sample order of epoch order_epoch
+    augment_opts aug;     // (aug_field >= 0) the training images' augmentation
+    int aug_field;
+    float *aug_tmp;       // one image of scratch (only the producer augments)
     int64_t order_epoch;  // -1: none yet
     int nslots;
     slot slots[LOADER_SLOTS];
@@ -96,6 +117,11 @@ static void loader_fill(loader *L, slot *s, int64_t epoch, int64_t index) {
         s->sample[k] = i;
         for (int f = 0; f < L->ds.nfields; f++)
             dataset_get(&L->ds, f, i, (char *)s->buf[f] + (size_t)k * L->ds.field[f].nbytes);
+        if (L->aug_field >= 0) {
+            const data_field *fd = &L->ds.field[L->aug_field];
+            image_augment(&L->aug, fd->shape[0], fd->shape[1], fd->shape[2], L->o.seed, epoch, i,
+                          (float *)((char *)s->buf[L->aug_field] + (size_t)k * fd->nbytes), L->aug_tmp);
+        }
     }
     s->size = size;
     s->epoch = epoch;
@@ -184,6 +210,20 @@ int loader_open(loader **out, const dataset *ds, const loader_opts *o, data_err 
     L->per_rank = per_rank;
     L->nbatches = nbatches;
     L->order_epoch = -1;
+    L->aug_field = -1;
+    if (o->augment) {
+        int f = dataset_field(ds, o->augment->field);
+        const data_field *fd = f >= 0 ? &ds->field[f] : NULL;
+        if (!fd || fd->dtype != DT_F32 || fd->ndim != 3 || fd->shape[0] > IMAGE_MAX_CHANNELS) {
+            free(L);
+            return data_fail(err, DATA_EARG, "loader: augmentation needs a float32 (channels, height, width) image field '%s'", o->augment->field);
+        }
+        if (!(L->aug_tmp = data_malloc(fd->nbytes, "augmentation", err))) { free(L); return err->code; }
+        L->aug = *o->augment;
+        L->aug.field = NULL;   // (the caller's string; the index is kept instead)
+        L->o.augment = NULL;
+        L->aug_field = f;
+    }
     L->ds = dataset_ref(ds);
     L->nslots = 1;
     if (o->prefetch) {   // a ring of up to LOADER_RING_BYTES, 2 slots at least
@@ -197,6 +237,7 @@ int loader_open(loader **out, const dataset *ds, const loader_opts *o, data_err 
         // (only on resource exhaustion; the leaked mutex, if any, holds no memory on Linux)
         rc = data_fail(err, DATA_EINTERNAL, "%s:%d: pthread mutex/cond init failed", __FILE__, __LINE__);
         dataset_free(&L->ds);
+        free(L->aug_tmp);
         free(L);
         return rc;
     }
@@ -295,6 +336,7 @@ void loader_close(loader *L) {
         for (int f = 0; f < L->ds.nfields; f++) free(L->slots[k].buf[f]);
     }
     free(L->order);
+    free(L->aug_tmp);
     dataset_free(&L->ds);
     free(L);
 }

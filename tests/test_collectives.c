@@ -144,7 +144,7 @@ static void sgd_grad(const data_batch *db, const double *w, double *g) {
 static int train(const dataset *ds, int replicas, int rank, int64_t batch, int sync, double *w, char *why, size_t len) {
   loader *L = NULL;
   data_err err = {0};
-  loader_opts o = { batch, 1, 7, 1, replicas, rank, 0 };
+  loader_opts o = { batch, 1, 7, 1, replicas, rank, 0, NULL };
   if (loader_open(&L, ds, &o, &err)) { snprintf(why, len, "loader: %.200s", err.msg); return -1; }
   int rc = 0;
   for (int step = 0; step < STEPS && rc == 0; ) {

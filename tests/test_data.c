@@ -1,6 +1,6 @@
 // Criterion tests for the data runtime (runtime/data.h): IDX and .npy readers and
 // their one-line errors, Fashion-MNIST, synthetic and .npy datasets, shuffle, rank
-// sharding, prefetch and resume.
+// sharding, prefetch and resume; CSV files, the random split and image augmentation.
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -1165,4 +1165,139 @@ Test(tokens, window_errors) {
     o.vocab = 0;
     cr_assert_eq(tokens_open(&o, &ds, &err), DATA_OK, "%s", err.msg);
     dataset_free(&ds);
+}
+
+// ----------------------------------------------------------------------------
+// CSV (runtime/csv.c), the random split, image augmentation
+
+static int csv_try(const char *path, const csv_opts *base, dataset *ds, data_err *err) {
+    csv_opts o = *base;
+    o.path = path;
+    return csv_open(&o, ds, err);
+}
+
+Test(csv, columns_by_name_quotes_and_gzip) {
+    const char *d = tmpdir();
+    const char *text = "\"x,1\";y;\"say \"\"hi\"\"\"\r\n1.5; -2 ;0\r\n\r\n3e2;4;1\n";
+    write_file(path_in(d, "a.csv"), text, strlen(text), 0, 0);
+    write_file(path_in(d, "a.csv.gz"), text, strlen(text), 1, 0);
+    csv_column cols[] = {{"y", -1}, {"x,1", -1}}, tgt[] = {{"say \"hi\"", -1}};
+    csv_opts o = {.delimiter = ';', .header = 1, .features = cols, .nfeatures = 2, .targets = tgt, .ntargets = 1,
+                  .classes = 2, .input = "x", .target = "t"};
+    for (int gz = 0; gz < 2; gz++) {
+        dataset ds;
+        data_err err;
+        cr_assert_eq(csv_try(path_in(d, gz ? "a.csv.gz" : "a.csv"), &o, &ds, &err), DATA_OK, "%s", err.msg);
+        cr_assert_eq(ds.n, 2);
+        float x[2];
+        int64_t t;
+        dataset_get(&ds, 0, 0, x); dataset_get(&ds, 1, 0, &t);
+        cr_assert(x[0] == -2.0f && x[1] == 1.5f && t == 0);
+        dataset_get(&ds, 0, 1, x); dataset_get(&ds, 1, 1, &t);
+        cr_assert(x[0] == 4.0f && x[1] == 300.0f && t == 1);
+        dataset_free(&ds);
+    }
+}
+
+Test(csv, errors_name_file_line_and_column) {
+    const char *d = tmpdir();
+    csv_column cols[] = {{"a", -1}}, tgt[] = {{NULL, 1}};
+    csv_opts o = {.header = 1, .features = cols, .nfeatures = 1, .targets = tgt, .ntargets = 1, .input = "x", .target = "y"};
+    struct { const char *text, *want; } cases[] = {
+        {"a,b\n1,2\n1,nan\n", ":3: column '1': 'nan' is not a number"},
+        {"a,b\n1,2\n,2\n", ":3: column 'a': '' is not a number"},
+        {"a,b\n1,2\n1,2,3\n", ":3: 3 fields, but the header has 2"},
+        {"b,c\n1,2\n", ":1: no column 'a' in the header (it has 'b', 'c')"},
+        {"a,b\n", ": has a header but no rows"},
+        {"a,b\n\"1,2\n", ":2: a quoted cell is not closed on its line"},
+        {"a,b\n\"1\n\",2\n3,4\n", ":2: a quoted cell is not closed on its line"},
+        {"a,b,c\n1,2,3\n", ""},   // (column 1 is b: fine)
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "c%zu.csv", k);
+        write_file(path_in(d, name), cases[k].text, strlen(cases[k].text), 0, 0);
+        dataset ds;
+        data_err err;
+        int rc = csv_try(path_in(d, name), &o, &ds, &err);
+        if (!cases[k].want[0]) { cr_assert_eq(rc, DATA_OK, "%s", err.msg); dataset_free(&ds); continue; }
+        cr_assert_neq(rc, DATA_OK, "case %zu", k);
+        cr_assert(strstr(err.msg, name) && strstr(err.msg, cases[k].want), "case %zu: %s", k, err.msg);
+        cr_assert_null(strchr(err.msg, '\n'));
+    }
+    dataset ds;
+    data_err err;
+    cr_assert_eq(csv_try(path_in(d, "none.csv"), &o, &ds, &err), DATA_EIO);
+    cr_assert(strstr(err.msg, "none.csv: cannot open"), "%s", err.msg);
+}
+
+Test(dataset, random_split_is_seeded_and_disjoint) {
+    const char *d = tmpdir();
+    char text[4096];
+    size_t len = (size_t)snprintf(text, sizeof text, "v,c\n");
+    for (int i = 0; i < 50; i++) len += (size_t)snprintf(text + len, sizeof text - len, "%d,%d\n", i, i % 3);
+    write_file(path_in(d, "s.csv"), text, len, 0, 0);
+    csv_column cols[] = {{"v", -1}}, tgt[] = {{"c", -1}};
+    csv_opts o = {.header = 1, .features = cols, .nfeatures = 1, .targets = tgt, .ntargets = 1, .classes = 3, .input = "x", .target = "y"};
+    dataset all, tr[2], va[2];
+    data_err err;
+    cr_assert_eq(csv_try(path_in(d, "s.csv"), &o, &all, &err), DATA_OK, "%s", err.msg);
+    cr_assert_eq(data_split_count(0.2, 50), 10);
+    cr_assert_eq(data_split_count(0.21, 50), 11);   // rounded up, as scikit-learn's test_size
+    cr_assert_eq(data_split_count(7, 50), 7);
+    for (int k = 0; k < 2; k++) cr_assert_eq(dataset_random_split(&all, 10, 3, &tr[k], &va[k], &err), DATA_OK, "%s", err.msg);
+    cr_assert_eq(tr[0].n, 40);
+    cr_assert_eq(va[0].n, 10);
+    int seen[50] = {0}, moved = 0;
+    for (int64_t i = 0; i < 50; i++) {
+        float a, b;
+        const dataset *p = i < 40 ? &tr[0] : &va[0], *q = i < 40 ? &tr[1] : &va[1];
+        int64_t j = i < 40 ? i : i - 40;
+        dataset_get(p, 0, j, &a);
+        dataset_get(q, 0, j, &b);
+        cr_assert_eq(a, b);   // the same seed, the same split
+        seen[(int)a]++;
+        moved += i >= 40 && (int)a < 40;
+        int64_t c;
+        dataset_get(p, 1, j, &c);
+        cr_assert_eq(c, (int)a % 3);   // fields stay together
+    }
+    for (int i = 0; i < 50; i++) cr_assert_eq(seen[i], 1);
+    cr_assert_gt(moved, 0, "the validation rows are drawn at random, not the last ones");
+    cr_assert_neq(dataset_random_split(&all, 50, 3, &tr[0], &va[0], &err), DATA_OK);
+    for (int k = 0; k < 2; k++) { dataset_free(&tr[k]); dataset_free(&va[k]); }
+    dataset_free(&all);
+}
+
+Test(augment, crop_and_flip_are_pure_and_in_range) {
+    enum { C = 2, H = 5, W = 7 };
+    float src[C * H * W], a[C * H * W], b[C * H * W], tmp[C * H * W];
+    for (int k = 0; k < C * H * W; k++) src[k] = (float)k;
+    augment_opts o = {.field = "img", .padding = 2, .hflip = 0.5, .fill = {-1.0f, -2.0f}};
+    int flipped = 0, shifted = 0;
+    for (int64_t s = 0; s < 200; s++) {
+        memcpy(a, src, sizeof a);
+        memcpy(b, src, sizeof b);
+        image_augment(&o, C, H, W, 11, 3, s, a, tmp);
+        image_augment(&o, C, H, W, 11, 3, s, b, tmp);
+        cr_assert_eq(memcmp(a, b, sizeof a), 0);
+        // some (dy, dx, flip) in range explains every output value
+        int found = 0;
+        for (int dy = -2; dy <= 2 && !found; dy++)
+            for (int dx = -2; dx <= 2 && !found; dx++)
+                for (int fl = 0; fl < 2 && !found; fl++) {
+                    int same = 1;
+                    for (int c = 0; c < C && same; c++)
+                        for (int y = 0; y < H && same; y++)
+                            for (int x = 0; x < W && same; x++) {
+                                int sy = y + dy, sx = (fl ? W - 1 - x : x) + dx;
+                                float want = sy >= 0 && sy < H && sx >= 0 && sx < W ? src[(c * H + sy) * W + sx] : o.fill[c];
+                                same = a[(c * H + y) * W + x] == want;
+                            }
+                    if (same) { found = 1; flipped += fl; shifted += dy != 0 || dx != 0; }
+                }
+        cr_assert(found, "sample %lld is no crop/flip of its image", (long long)s);
+    }
+    cr_assert(flipped > 60 && flipped < 140, "%d of 200 flipped at p = 0.5", flipped);
+    cr_assert_gt(shifted, 150);
 }

@@ -28,6 +28,10 @@ if [ $asan = 1 ]; then
   san="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 fi
 mkdir -p "$out/obj"
+# the data source's libraries (gen/emit_train.lua's data_runtime): an image folder's
+# program carries images.c, which decodes through libpng and libjpeg
+data_libs=""
+[ -f "$dir/images.c" ] && data_libs="-lpng -ljpeg"
 # what every cached object depends on besides its source: the headers the runtime
 # ships into DIR (all but the generated model.h), the emulator's, and this script
 shared_headers=$(cat $(ls "$dir"/*.h | grep -v '/model\.h$') "$here"/*.h "$here/build.sh" | sha1sum | cut -c1-40)
@@ -67,7 +71,7 @@ edge() {
   echo "rule driver"
   echo "  command = g++ -std=c++17 $opt $san -Wall -Wextra -fPIC -shared -Wl,-soname,libcuda.so.1 -I$cuda/include \$in -o \$out"
   echo "rule link"
-  echo "  command = g++ $san -Wl,--dynamic-list=$here/exports.list \$in -o \$out -lopenblas -lz -lpthread -ldl -lrt -lm"
+  echo "  command = g++ $san -Wl,--dynamic-list=$here/exports.list \$in -o \$out -lopenblas -lz $data_libs -lpthread -ldl -lrt -lm"
   for f in "$dir"/*.c; do edge "obj/$(basename "${f%.c}").o" cc "$f"; done
   for f in "$dir"/*.cu; do edge "obj/$(basename "${f%.cu}").o" host_cu "$f"; done
   for f in "$dir"/kernels/*.cu; do

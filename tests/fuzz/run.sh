@@ -16,7 +16,7 @@ cd "$(dirname "$0")/../.."
 secs=${1:-${FUZZ_SECONDS:-10}}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(ckpt idx npy spec)
+[ ${#targets[@]} -gt 0 ] || targets=(ckpt idx npy csv image spec)
 mkdir -p build/fuzz/corpus build/fuzz/crashes
 export ASAN_OPTIONS=detect_leaks=1:halt_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1

@@ -409,8 +409,8 @@ int main(int argc, char **argv) {
     open_data(&args, &train_ds, &val_ds, &test_ds, &has_test);
     data_err err = {0};
     loader *train_loader = NULL, *val_loader = NULL, *test_loader = NULL;
-    loader_opts train_opts = { BATCH_MAX, 1, args.seed, 0, 1, 0, 1 };
-    loader_opts eval_opts = { BATCH_MAX, 0, args.seed, 0, 1, 0, 1 };
+    loader_opts train_opts = { BATCH_MAX, 1, args.seed, 0, 1, 0, 1, NULL };
+    loader_opts eval_opts = { BATCH_MAX, 0, args.seed, 0, 1, 0, 1, NULL };
     if (loader_open(&train_loader, &train_ds, &train_opts, &err)) die(err.msg);
     if (val_ds.n > 0 && loader_open(&val_loader, &val_ds, &eval_opts, &err)) die(err.msg);
     if (has_test && loader_open(&test_loader, &test_ds, &eval_opts, &err)) die(err.msg);
