@@ -278,7 +278,8 @@ function commands.explain(opts, path)
     local kernels_c = require "kernels_c"
     counted = kernels_c.counted(kernels_c.walk(l))
   end
-  local sections = { report.precision_section(l, counted, opts.compare_wrapper), report.memory_section(l, counted) }
+  local sections = { report.precision_section(l, counted, opts.compare_wrapper), report.memory_section(l, counted),
+                     report.collectives_section(l) }
   -- the CUDA program's choices and fused kernels, for accelerator "cuda" or "auto" (the
   -- spec's or --accelerator=)
   local accel = opts.accelerator or g.spec.fabric.accelerator

@@ -19,7 +19,7 @@ LOOM=${LOOM:-$PWD/build/loom}
 SPEC=$PWD/tests/ddp/mlp.lua
 DIFF="python3 $PWD/tests/ddp/ckpt_diff.py"
 TOL=1e-5
-plan 14
+plan 16
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cd "$tmp"
@@ -75,6 +75,14 @@ $MPI -np 2 ./f2/train --out rr --max-steps 10 --quiet >/dev/null 2>&1
 $MPI -np 2 ./f2/train --out rr --resume rr/last.safetensors --max-steps 20 --quiet >/dev/null 2>&1
 within "fsdp 2 ranks: resumed at step 10 = uninterrupted (weights)" rr/last.safetensors f2r/last.safetensors
 within "fsdp 2 ranks: resumed at step 10 = uninterrupted (optimizer state)" rr/last.safetensors f2r/last.safetensors optimizer.
+
+# loom explain's Collectives section: what each strategy sends, and when
+"$LOOM" explain f2.lua -o exf >/dev/null 2>&1
+if grep -q '^## Collectives' exf/REPORT.md && grep -q '^| reduce-scatter (avg) | every gradient' exf/REPORT.md && grep -q '^| all-gather | every parameter' exf/REPORT.md && grep -q '^| 512 | ' exf/REPORT.md
+then ok "explain (fsdp): the reduce-scatter, the all-gather and the predicted time on 512 ranks"; else fail "explain (fsdp)" "$(sed -n '/## Collectives/,$p' exf/REPORT.md | head -12 | tr '\n' ' ')"; fi
+sed 's/devices = 2 }/devices = 2, bucket_cap_mb = 0.005 }/' "$SPEC" >dx.lua && "$LOOM" explain dx.lua -o exd >/dev/null 2>&1
+nb=$(grep -c '^| all-reduce (avg), bucket [0-9]* |.*in backward, after' exd/REPORT.md)
+if [ "$nb" -ge 3 ]; then ok "explain (ddp, bucket_cap_mb = 0.005): $nb buckets, each with the backward op that starts it"; else fail "explain (ddp)" "$nb bucket rows"; fi
 
 # refused in one line, at the spec's line
 refused() {   # refused NAME SED EXPECT
