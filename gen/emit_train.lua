@@ -604,7 +604,10 @@ end
 ---------------------------------------------------------------------------
 -- clipping
 
-local function clip_code(k16, sp)
+-- `sharded` (fsdp's SHARD_GRAD_OP): this rank's averaged gradients are its shard,
+-- [fsdp_lo(), fsdp_hi()): the norm's sum is over the shard, then over ranks, and only the
+-- shard is scaled (the optimizer reads only it).
+local function clip_code(k16, sp, sharded)
   local STATE16, OPT16, PAR_FOR, LD, ST, LDO, STO = k16.STATE16, k16.OPT16, k16.PAR_FOR, k16.LD, k16.ST, k16.LDO, k16.STO
   local c = sp.train.clip
   if not c then return "    (void)m;\n    return NAN;   // (no norm: no clipping)", "none" end
@@ -627,6 +630,11 @@ local function clip_code(k16, sp)
     "        size_t lo = (size_t)NUM_PARAMS * c / CHUNKS, hi = (size_t)NUM_PARAMS * (c + 1) / CHUNKS;",
     "        double s = 0;",
   }
+  if sharded then
+    table.insert(body, 1, "    // FSDP: this rank's shard of the averaged gradients; the norm's sum runs over every rank's")
+    table.insert(body, 2, "    const size_t first = fsdp_lo(), count = fsdp_hi() - fsdp_lo();")
+    body[#body - 1] = "        size_t lo = first + count * c / CHUNKS, hi = first + count * (c + 1) / CHUNKS;"
+  end
   local G = LD("m->grads[i]")
   if inf then
     body[#body + 1] = string.format("        for (size_t i = lo; i < hi; i++) s = fmax(s, fabs((double)%s));", G)
@@ -642,12 +650,14 @@ local function clip_code(k16, sp)
     body[#body + 1] = "    for (int c = 0; c < CHUNKS; c++) total = fmax(total, part[c]);"
   else
     body[#body + 1] = "    for (int c = 0; c < CHUNKS; c++) total += part[c];"
+    if sharded then body[#body + 1] = "    ddp_sum(&total, 1);   // FSDP: over every rank's shard" end
     body[#body + 1] = c.norm_type == 2 and "    total = sqrt(total);" or string.format("    total = pow(total, 1.0 / %s);", lit(c.norm_type))
   end
   body[#body + 1] = string.format("    double coef = %s / (total + 1e-6);   // torch.nn.utils.clip_grad_norm_", lit(c.max_norm))
   body[#body + 1] = "    if (coef >= 1) return total;"
   body[#body + 1] = PAR_FOR
-  body[#body + 1] = STATE16 and string.format("    for (size_t i = 0; i < NUM_PARAMS; i++) m->grads[i] = %s;", ST(G .. " * (real)coef"))
+  body[#body + 1] = sharded and "    for (size_t i = first; i < first + count; i++) m->grads[i] *= (real)coef;"
+    or STATE16 and string.format("    for (size_t i = 0; i < NUM_PARAMS; i++) m->grads[i] = %s;", ST(G .. " * (real)coef"))
     or "    for (size_t i = 0; i < NUM_PARAMS; i++) m->grads[i] *= (real)coef;"
   body[#body + 1] = "    return total;   // the norm before clipping (train/grad_norm)"
   return join(body), string.format("by norm (%s-norm) to %s", inf and "inf" or lit(c.norm_type), lit(c.max_norm))
@@ -1303,7 +1313,7 @@ function emit_train.values(l)
     o.save = (o.saves_nothing and "" or (o.save .. "\n")) .. join(sc.save)
     o.load = (o.saves_nothing and "" or (o.load .. "\n")) .. join(sc.load)
   end
-  local clip_body, clip_desc = clip_code(k16, sp)
+  local clip_body, clip_desc = clip_code(k16, sp, l.strategy and l.strategy.kind == "fsdp")
   local has_accuracy = l.accuracy ~= nil
   local metrics = l.trace.metrics or {}   -- train.log's (the CUDA backend refuses them: emit_cuda.check)
   local callbacks, cb_init, cb_mkdirs, test_desc, test_weights, cb_counts, best_ckpt = callbacks_code(sp, has_accuracy, metrics)

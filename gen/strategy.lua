@@ -79,9 +79,9 @@ function strategy.check(g, target)
       if given("bucket_cap_mb") then
         diag.fatal(where_of(sp, "bucket_cap_mb"), "bucket_cap_mb is a ddp setting: fsdp's SHARD_GRAD_OP reduce-scatters the gradients in one call after backward")
       end
-      if sp.train and sp.train.clip and sp.train.clip.max_norm then
+      if sp.train and sp.train.clip and sp.train.clip.norm_type == math.huge then
         diag.fatal(sp.train.where and diag.key_where(sp.train.where, "clip") or at,
-          "fsdp: clipping by norm is not implemented yet (the norm over every rank's shard); use clip_val, ddp, or --devices=1")
+          "fsdp: clipping by the inf-norm is not implemented yet (a maximum over every rank's shard); use a p-norm, clip_val, ddp, or --devices=1")
       end
       if (target.precision or f.precision) == "16-mixed" then
         diag.fatal(target.precision and nil or where_of(sp, "precision"),

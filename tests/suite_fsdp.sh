@@ -5,13 +5,14 @@
 # all-gathered after the step.  On tests/ddp/mlp.lua (fp32, one epoch of 20 steps):
 #  - 2 ranks × 8 end with the weights of 1 rank × 16 (AdamW), and the checkpoint's
 #    optimizer state (gathered from the shards on rank 0) is the 1-rank run's; the same
-#    weights as DDP's 2 ranks; 4 ranks × 4; SGD with momentum, parameter groups and
-#    gradient accumulation 2; all within 1e-5 relative;
+#    weights as DDP's 2 ranks; 4 ranks × 4; SGD with momentum, parameter groups,
+#    gradient accumulation 2 and clipping by norm (over every rank's shard); all within
+#    1e-5 relative;
 #  - the bytes each rank holds (the program's startup line): the sharded part is 1/N;
 #  - a 2-rank run stopped at step 10 and resumed from its full checkpoint ends as the
 #    uninterrupted one;
 #  - refused in one line: FULL_SHARD (FSDPStrategy's default), cpu_offload, auto_wrap_policy,
-#    an fsdp setting under ddp, clipping by norm.
+#    an fsdp setting under ddp, clipping by the inf-norm.
 set -u
 cd "$(dirname "$0")/.."
 . tests/tap.sh
@@ -55,10 +56,10 @@ variant f4 "$FSDP; s/devices = 2,/devices = 4,/; s/batch_size = 8/batch_size = 4
 within "fsdp 4 ranks x 4 = 1 rank x 16 (AdamW)" f4r/last.safetensors r1/last.safetensors
 
 # SGD with momentum, two parameter groups, accumulation 2
-SGD='s/AdamW { lr = 1e-2, weight_decay = 0.01 }/SGD { lr = 0.05, momentum = 0.9, groups = { { params = "^net%.2%.", lr = 0.02 } } }/'
+SGD='s/AdamW { lr = 1e-2, weight_decay = 0.01 }/SGD { lr = 0.05, momentum = 0.9, groups = { { params = "^net%.2%.", lr = 0.02 } } }, clip = { max_norm = 0.5 }/'
 variant sgd1 "$SGD; s/batch_size = 8/batch_size = 16, accumulate = 2/" --devices=1 && ./sgd1/train --out s1 --quiet >/dev/null 2>&1
 variant sgd2 "$FSDP; $SGD; s/batch_size = 8/batch_size = 8, accumulate = 2/" && $MPI -np 2 ./sgd2/train --out s2 --quiet >/dev/null 2>&1
-if grep -q 'runs\[r\].begin > lo' sgd2/optim.c; then within "fsdp SGD momentum, 2 parameter groups, accumulate 2: 2 ranks x 8 = 1 rank x 16" s2/last.safetensors s1/last.safetensors
+if grep -q 'runs\[r\].begin > lo' sgd2/optim.c; then within "fsdp SGD momentum, 2 parameter groups, accumulate 2, clipped to norm 0.5: 2 ranks x 8 = 1 rank x 16" s2/last.safetensors s1/last.safetensors
 else fail "fsdp SGD with groups" "no parameter groups in sgd2/optim.c"; fi
 
 # the bytes each rank holds: the sharded part (gradient shard + optimizer state) is 1/N
@@ -96,5 +97,5 @@ refused() {   # refused NAME SED EXPECT
 refused full 's/"ddp"/"fsdp"/' "full.lua:9: fsdp: sharding_strategy 'FULL_SHARD' (FSDPStrategy's default) is not implemented yet; write sharding_strategy = 'SHARD_GRAD_OP' (gradients and optimizer state sharded over the 2 ranks) or 'NO_SHARD' (ddp)"
 refused offload "$FSDP; s/devices = 2,/devices = 2, cpu_offload = true,/" "offload.lua:9: fsdp: cpu_offload = true is moot on the CPU backend (the parameters are in host memory already); leave it out"
 refused wrap "$FSDP; s/devices = 2,/devices = 2, auto_wrap_policy = { \"Linear\" },/" "wrap.lua:9: fsdp: auto_wrap_policy is not implemented yet: SHARD_GRAD_OP shards the model as one flat unit; leave it out"
-refused clip "$FSDP; s/epochs = 1,/epochs = 1, clip = { max_norm = 1 },/" "clip.lua:19: fsdp: clipping by norm is not implemented yet (the norm over every rank's shard); use clip_val, ddp, or --devices=1"
+refused clip "$FSDP; s/epochs = 1,/epochs = 1, clip = { max_norm = 1, norm_type = math.huge },/" "clip.lua:19: fsdp: clipping by the inf-norm is not implemented yet (a maximum over every rank's shard); use a p-norm, clip_val, ddp, or --devices=1"
 refused underddp 's/devices = 2 }/devices = 2, sharding_strategy = "SHARD_GRAD_OP" }/' "underddp.lua:9: sharding_strategy is an fsdp setting; this spec's strategy is 'ddp'"
