@@ -676,7 +676,9 @@ emit_train.SCALER = SCALER   -- the CUDA program's device-side scaler uses the s
 
 -- `norm`: clipping by norm, whose total the step keeps (grad_norm, logged as train/grad_norm)
 -- `lr_of(step)`: the C of the step's learning rate
-local function scaler_code(k16, enabled, norm, lr_of)
+-- `sharded` (fsdp's SHARD_GRAD_OP): the unscale and the inf check run over this rank's
+-- shard of the averaged gradients, and a step is skipped when any rank found one.
+local function scaler_code(k16, enabled, norm, lr_of, sharded)
   local function lr_line(step)
     local e, why = lr_of(step)
     return "            double lr = " .. e .. ";" .. (why and ("   // " .. why) or "")
@@ -740,13 +742,14 @@ local function scaler_code(k16, enabled, norm, lr_of)
       "int scaler_unscale_and_check(const GradScaler *s, Model *m) {",
       "    const real inv_scale = (real)(1.0 / (double)s->scale);   // scale.double().reciprocal().float()",
       "    int found_inf = 0;",
+      sharded and "    const size_t lo = fsdp_lo(), hi = fsdp_hi();   // FSDP: this rank's shard of the averaged gradients" or nil,
       par,
-      "    for (size_t i = 0; i < NUM_PARAMS; i++) {",
+      sharded and "    for (size_t i = lo; i < hi; i++) {" or "    for (size_t i = 0; i < NUM_PARAMS; i++) {",
       string.format("        real g = %s;", LD("m->grads[i]")),
       "        found_inf |= !isfinite(g);",
       string.format("        m->grads[i] = %s;", ST("g * inv_scale")),
       "    }",
-      "    return found_inf;",
+      sharded and "    return ddp_any(found_inf);   // FSDP: every rank skips the step when one shard had an inf" or "    return found_inf;",
       "}",
       "",
       "// GradScaler.update (_amp_update_scale_)",
@@ -1305,7 +1308,7 @@ function emit_train.values(l)
   local sc = scaler_code(k16, ps.loss_scaling, clip_norm and l.backend ~= "cuda", function(step)
     if plateau then return "rs.cb[0]", "ReduceLROnPlateau's current lr: run state (callbacks_code)" end
     return string.format("lr_at(%s, rs.epoch, total_steps)", step)
-  end)
+  end, sharded)
   if ps.loss_scaling then
     -- the scaler and the count of updates taken live with the optimizer (saved with it)
     o.fields = (o.stateless and "" or (o.fields .. "\n")) .. join(sc.fields)

@@ -83,10 +83,6 @@ function strategy.check(g, target)
         diag.fatal(sp.train.where and diag.key_where(sp.train.where, "clip") or at,
           "fsdp: clipping by the inf-norm is not implemented yet (a maximum over every rank's shard); use a p-norm, clip_val, ddp, or --devices=1")
       end
-      if (target.precision or f.precision) == "16-mixed" then
-        diag.fatal(target.precision and nil or where_of(sp, "precision"),
-          "fsdp: precision '16-mixed' is not implemented yet (the loss scaler's inf check over every rank's shard); use bf16-mixed, 32-true or ddp")
-      end
     end
   end
   if target.backend == "cuda" then

@@ -7,7 +7,7 @@
 #    optimizer state (gathered from the shards on rank 0) is the 1-rank run's; the same
 #    weights as DDP's 2 ranks; 4 ranks × 4; SGD with momentum, parameter groups,
 #    gradient accumulation 2 and clipping by norm (over every rank's shard); all within
-#    1e-5 relative;
+#    1e-5 relative; 16-mixed (the loss scaler over the shards) = DDP's;
 #  - the bytes each rank holds (the program's startup line): the sharded part is 1/N;
 #  - a 2-rank run stopped at step 10 and resumed from its full checkpoint ends as the
 #    uninterrupted one;
@@ -20,7 +20,7 @@ LOOM=${LOOM:-$PWD/build/loom}
 SPEC=$PWD/tests/ddp/mlp.lua
 DIFF="python3 $PWD/tests/ddp/ckpt_diff.py"
 TOL=1e-5
-plan 16
+plan 17
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cd "$tmp"
@@ -61,6 +61,14 @@ variant sgd1 "$SGD; s/batch_size = 8/batch_size = 16, accumulate = 2/" --devices
 variant sgd2 "$FSDP; $SGD; s/batch_size = 8/batch_size = 8, accumulate = 2/" && $MPI -np 2 ./sgd2/train --out s2 --quiet >/dev/null 2>&1
 if grep -q 'runs\[r\].begin > lo' sgd2/optim.c; then within "fsdp SGD momentum, 2 parameter groups, accumulate 2, clipped to norm 0.5: 2 ranks x 8 = 1 rank x 16" s2/last.safetensors s1/last.safetensors
 else fail "fsdp SGD with groups" "no parameter groups in sgd2/optim.c"; fi
+
+# 16-mixed: the loss scaler unscales and checks this rank's shard, and a step is skipped
+# when any rank found an inf (the steps skipped differ from 1 rank × 16's, whose
+# gradients are half as large: the comparison is with DDP's 2 ranks)
+variant h2 "$FSDP; s/\"32-true\"/\"16-mixed\"/" && $MPI -np 2 ./h2/train --out h2r --quiet >/dev/null 2>&1
+cp -a two hd && sed 's/"32-true"/"16-mixed"/' "$SPEC" >hd.lua && "$LOOM" build hd.lua -o hd >hd.log 2>&1 && $MPI -np 2 ./hd/train --out hdr --quiet >/dev/null 2>&1
+if grep -q 'return ddp_any(found_inf)' h2/optim.c; then within "16-mixed: fsdp 2 ranks = ddp 2 ranks (the scaler's check over every rank's shard)" h2r/last.safetensors hdr/last.safetensors
+else fail "16-mixed under fsdp" "no ddp_any(found_inf) in h2/optim.c"; fi
 
 # the bytes each rank holds: the sharded part (gradient shard + optimizer state) is 1/N
 $MPI -np 1 ./f2/train --out m1 --max-steps 1 >m1.log 2>&1
