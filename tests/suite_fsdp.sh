@@ -11,6 +11,7 @@
 #  - the bytes each rank holds (the program's startup line): the sharded part is 1/N;
 #  - a 2-rank run stopped at step 10 and resumed from its full checkpoint ends as the
 #    uninterrupted one;
+#  - --dump=strategy names the shards, and NO_SHARD is ddp;
 #  - refused in one line: FULL_SHARD (FSDPStrategy's default), cpu_offload, auto_wrap_policy,
 #    an fsdp setting under ddp, clipping by the inf-norm.
 set -u
@@ -20,7 +21,7 @@ LOOM=${LOOM:-$PWD/build/loom}
 SPEC=$PWD/tests/ddp/mlp.lua
 DIFF="python3 $PWD/tests/ddp/ckpt_diff.py"
 TOL=1e-5
-plan 17
+plan 18
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cd "$tmp"
@@ -92,6 +93,12 @@ then ok "explain (fsdp): the reduce-scatter, the all-gather and the predicted ti
 sed 's/devices = 2 }/devices = 2, bucket_cap_mb = 0.005 }/' "$SPEC" >dx.lua && "$LOOM" explain dx.lua -o exd >/dev/null 2>&1
 nb=$(grep -c '^| all-reduce (avg), bucket [0-9]* |.*in backward, after' exd/REPORT.md)
 if [ "$nb" -ge 3 ]; then ok "explain (ddp, bucket_cap_mb = 0.005): $nb buckets, each with the backward op that starts it"; else fail "explain (ddp)" "$nb bucket rows"; fi
+
+# --dump=strategy: SHARD_GRAD_OP's shards; NO_SHARD is ddp (as PyTorch's FSDP without sharding)
+d1=$("$LOOM" build f2.lua --dump=strategy 2>&1); sed 's/"ddp", devices = 2 }/"fsdp", devices = 2, sharding_strategy = "NO_SHARD" }/' "$SPEC" >ns.lua
+d2=$("$LOOM" build ns.lua --dump=strategy 2>&1)
+if echo "$d1" | grep -q '^strategy: fsdp SHARD_GRAD_OP, 2 ranks over MPI; gradients and optimizer state in 2 flat shards' && echo "$d2" | grep -q '^strategy: fsdp NO_SHARD (as ddp), 2 ranks over MPI; gradient buckets'
+then ok "--dump=strategy: SHARD_GRAD_OP in 2 shards; NO_SHARD as ddp"; else fail "--dump=strategy" "$d1 / $d2"; fi
 
 # refused in one line, at the spec's line
 refused() {   # refused NAME SED EXPECT
