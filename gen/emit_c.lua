@@ -304,6 +304,26 @@ local function grad_type(l)
   return 4, "LC_F32"
 end
 
+-- TRAIN_BLOCKS with the ranks (DDP's and FSDP's): MPI up, rank 0 alone printing
+local function rank_blocks(l)
+  local b = {}
+  for k, v in pairs(TRAIN_BLOCKS) do b[k] = v end
+  local s = l.strategy
+  b.header = b.header .. "#include \"ddp.h\"\n"
+  b.main_start = string.format([==[
+    threads_setup(argv);   // OpenMP's wait policy and thread count (may re-execute)
+    // %s: %d ranks expected (fabric.devices); mpirun starts them (loom launch)
+    ddp_init(&argc, &argv, %s);   // --ddp-timeout S: a collective waiting longer ends the job
+    Args args = parse_args(argc, argv);
+    if (ddp_rank() != 0) {   // rank 0 alone prints, logs and writes checkpoints
+        args.quiet = 1;
+        args.out = ddp_private_dir();
+        if (!freopen("/dev/null", "w", stdout)) ddp_die("cannot silence stdout");
+    }
+]==], s.kind == "fsdp" and "FSDP" or "DDP", s.devices, string.format("%.17g", s.timeout))
+  return b
+end
+
 -- DDP (gen/strategy.lua): the C program's blocks with the ranks in them.  MPI starts
 -- after threads_setup's re-exec; a rank other than 0 prints nothing (stdout goes to
 -- /dev/null) and writes its logs into a private directory removed at exit, and only rank
@@ -312,8 +332,7 @@ end
 -- their gradients become final; the step waits for them); a stop request (a signal) is
 -- every rank's as soon as one rank has it.
 function emit.ddp_blocks(l)
-  local b = {}
-  for k, v in pairs(TRAIN_BLOCKS) do b[k] = v end
+  local b = rank_blocks(l)
   local s = l.strategy
   local esize, lct = grad_type(l)
   local rows = {}
@@ -321,18 +340,6 @@ function emit.ddp_blocks(l)
     rows[#rows + 1] = string.format("        { %d, %d },   // %d parameters, %s ... %s (%.2f MB)", k.first, k.last - k.first,
       #k.params, k.params[1], k.params[#k.params], k.bytes / 1e6)
   end
-  b.header = b.header .. "#include \"ddp.h\"\n"
-  b.main_start = string.format([==[
-    threads_setup(argv);   // OpenMP's wait policy and thread count (may re-execute)
-    // DDP: %d ranks expected (fabric.devices); mpirun starts them (loom launch)
-    ddp_init(&argc, &argv, %s);   // --ddp-timeout S: a collective waiting longer ends the job
-    Args args = parse_args(argc, argv);
-    if (ddp_rank() != 0) {   // rank 0 alone prints, logs and writes checkpoints
-        args.quiet = 1;
-        args.out = ddp_private_dir();
-        if (!freopen("/dev/null", "w", stdout)) ddp_die("cannot silence stdout");
-    }
-]==], s.devices, string.format("%.17g", s.timeout))
   b.model_setup = b.model_setup .. string.format([==[
     // DDP: the gradient buckets (PyTorch DDP's reverse parameter order, about %s MB each):
     // { first element, elements } of m.grads, each all-reduced as soon as its gradients are final
@@ -360,6 +367,74 @@ function emit.ddp_blocks(l)
   return b
 end
 
+-- FSDP, SHARD_GRAD_OP (gen/strategy.lua; runtime/ddp.h): DDP's ranks, outputs and stop
+-- requests, but the step reduce-scatters the gradients (each rank gets the mean of its
+-- shard), the optimizer updates that shard with its shard of the state, and the
+-- parameters are all-gathered after it; a checkpoint is a full state dict (Fabric's
+-- default): the state's shards gathered on rank 0, which writes them; each rank keeps
+-- its part of the full tensors when it resumes (gen/emit_train.lua).
+function emit.fsdp_blocks(l)
+  local b = rank_blocks(l)
+  local s = l.strategy
+  local _, lct = grad_type(l)
+  local opt = l.spec.train.optimizer
+  local states = require("optimizers").rule(opt.kind).states(opt.args)
+  b.model_setup = string.format([==[
+    if (model_alloc(&m)) die("out of memory");
+    model_init(&m, args.seed);
+    // FSDP (%s): the flat parameter arena cut into one shard per rank; this rank's
+    // optimizer state and averaged gradients are its shard's
+    fsdp_init(NUM_PARAMS, m.params, m.grads, %s);
+    Optimizer opt;
+    if (optimizer_alloc(&opt)) die("out of memory");
+    // every rank starts from rank 0's parameters and buffers
+    ddp_broadcast(m.params, sizeof(state_t) * NUM_PARAMS);
+    ddp_broadcast(m.buffers, sizeof(state_t) * NUM_BUFFERS);
+    ddp_broadcast(m.counters, sizeof(int64_t) * NUM_COUNTERS);
+    if (!args.quiet) {   // what each rank holds (one rank: the unsharded figures)
+        double pb, gb, gs, ss;
+        fsdp_bytes(&pb, &gb, &gs, &ss);
+        printf("fsdp: %s over %%d ranks; per rank: parameters %%.0f B, gradients %%.0f B (backward's arena) + %%.0f B (shard), "
+               "optimizer state %%.0f B (%d buffer%s of %%.0f B); parameters+gradients+optimizer %%.0f B, of which sharded %%.0f B\n",
+               ddp_world(), pb, gb, gs, %d * ss, ss, pb + gb + gs + %d * ss, gs + %d * ss);
+    }
+]==], s.sharding, lct, s.sharding, #states, #states == 1 and "" or "s", #states, #states, #states)
+  if #states > 0 then
+    local gather, free = {}, {}
+    for _, st in ipairs(states) do
+      gather[#gather + 1] = string.format("        full.%s = fsdp_gather(o->%s);", st, st)
+      free[#free + 1] = string.format("        free(full.%s);", st)
+    end
+    b.save_from_device = string.format([==[
+    // FSDP: a full state dict (Fabric's default): every rank sends its shard of the
+    // optimizer state to rank 0, which writes the whole tensors as one rank would
+    static int gathered = 0;
+    if (!gathered) {
+        Optimizer full = *o;
+%s
+        gathered = 1;
+        if (ddp_rank() == 0) save_checkpoint(path, m, &full, rs, ls);
+        gathered = 0;
+%s
+        return;
+    }
+]==], table.concat(gather, "\n"), table.concat(free, "\n"))
+  end
+  local mb = TRAIN_BLOCKS.micro_batch
+  mb = mb:gsub("(\n%$%{backward%})", "\n            // FSDP: the step's last micro-batch reduce-scatters its gradients; the others only\n" ..
+    "            // accumulate them (Fabric's no_backward_sync)\n" ..
+    "            ddp_begin_backward(in_step + 1 >= ACCUMULATE || db.index + 1 >= batches_per_epoch);%1", 1)
+  mb = mb:gsub("(\n%$%{step_block%})", "\n            fsdp_finish_grads();   // this rank's shard of the gradients is now their mean over ranks%1" ..
+    "\n            fsdp_gather_params();   // every rank's updated shard on every rank", 1)
+  mb = mb:gsub("if %(signals_stop_requested%(%)%)", "if (ddp_any(signals_stop_requested()))", 1)
+  b.micro_batch = mb
+  b.summary_extra = [==[
+    if (!args.quiet) printf("fsdp: %d ranks; reduce-scattered and all-gathered %.3f MB per rank in this run, %.2f s waiting for the gradients\n",
+                            ddp_world(), ddp_reduced_bytes / 1e6, ddp_wait_seconds);
+]==]
+  return b
+end
+
 -- The CPU program's files for the lowered table `l`: the model's (emit.model), the
 -- training loop's (gen/emit_train.lua's values in templates/loop/), the runtime and kernels
 -- it compiles with, and its build.ninja.  Returns { files = ..., counted = what
@@ -374,8 +449,10 @@ function emit.program(l)
   end
   local files, counted = emit.model(l)
   local loop = require("emit_train").values(l)
-  local ddp = l.strategy and l.strategy.kind == "ddp"
-  files["train.c"] = template.fill("templates/loop/train.c.in", loop.train, false, ddp and emit.ddp_blocks(l) or TRAIN_BLOCKS)
+  local kind = l.strategy and l.strategy.kind or "single"
+  local ddp = kind ~= "single"   -- DDP's runtime and MPI: ddp and fsdp
+  local blocks = kind == "ddp" and emit.ddp_blocks(l) or kind == "fsdp" and emit.fsdp_blocks(l) or TRAIN_BLOCKS
+  files["train.c"] = template.fill("templates/loop/train.c.in", loop.train, false, blocks)
   files["optim.h"] = template.fill("templates/c/optim.h.in", loop.optim_h)
   files["optim.c"] = template.fill("templates/c/optim.c.in", loop.optim_c)
   for name, text in pairs(loop.files) do files[name] = text end   -- the user's hooks

@@ -413,7 +413,12 @@ end
 -- optimizer_step's C for the lowered table's optimizer, from gen/optimizers.lua's rule.
 -- `floor`: the schedule's lr for every group is floor + (lr - floor) × ratio (0: it
 -- scales each group's lr; false: it sets every group's lr, which a group may not give).
-local function optimizer_code(k16, opt, sfx, params, floor, frozen)
+-- `frozen[name]`: parameters train.freeze leaves out of the update.
+-- `sharded` (fsdp's SHARD_GRAD_OP, gen/strategy.lua): each state buffer holds this rank's
+-- shard of the flat arena, [fsdp_lo(), fsdp_hi()) of runtime/ddp.h, and the update runs
+-- over that range only (the state indexed from the shard's start); checkpoints hold the
+-- full tensors (the load keeps this rank's part; the save gathers them: emit_c.lua).
+local function optimizer_code(k16, opt, sfx, params, floor, frozen, sharded)
   local STATE16, OPT16, PAR_FOR, LD, ST, LDO, STO = k16.STATE16, k16.OPT16, k16.PAR_FOR, k16.LD, k16.ST, k16.LDO, k16.STO
   local a = opt.args
   local rule = optimizers.rule(opt.kind)
@@ -425,18 +430,24 @@ local function optimizer_code(k16, opt, sfx, params, floor, frozen)
     -- float32 beside 16-true's float16 parameters (see OPT16), else like the parameters
     local ct, dt = "state_t", "state_dtype()"
     if STATE16 and not OPT16 then ct, dt = "real", "CKPT_F32" end
-    fields[#fields + 1] = string.format("    %s *%s;   // NUM_PARAMS, laid out like the parameters%s", ct, st,
-      ct == "real" and " (float32: see optimizer_step)" or "")
-    alloc[#alloc + 1] = string.format("    o->%s = calloc(NUM_PARAMS, sizeof(%s));", st, ct)
+    local n = sharded and "fsdp_shard_len()" or "NUM_PARAMS"
+    fields[#fields + 1] = sharded and string.format("    %s *%s;   // FSDP: this rank's shard, [fsdp_lo(), fsdp_hi()) of the parameters' layout", ct, st)
+      or string.format("    %s *%s;   // NUM_PARAMS, laid out like the parameters%s", ct, st, ct == "real" and " (float32: see optimizer_step)" or "")
+    alloc[#alloc + 1] = sharded and string.format("    o->%s = fsdp_shard_alloc();", st) or string.format("    o->%s = calloc(NUM_PARAMS, sizeof(%s));", st, ct)
     alloc[#alloc + 1] = string.format("    if (!o->%s) return -1;", st)
     if init[st] and init[st] ~= 0 then
       local v = string.format("(real)%s", lit(init[st]))
-      alloc[#alloc + 1] = string.format("    for (size_t i = 0; i < NUM_PARAMS; i++) o->%s[i] = %s;   // torch: full_like(p, %s)",
-        st, ct == "real" and v or STO(v), lit(init[st]))
+      alloc[#alloc + 1] = string.format("    for (size_t i = 0; i < %s; i++) o->%s[i] = %s;   // torch: full_like(p, %s)",
+        n, st, ct == "real" and v or STO(v), lit(init[st]))
     end
     free[#free + 1] = string.format("    free(o->%s);", st)
     save[#save + 1] = string.format("    add_tensors(&w, model_param_info, NUM_PARAM_TENSORS, o->%s, %s, \"optimizer.%s.\");", st, dt, st)
-    load[#load + 1] = string.format("    read_tensors(&f, model_param_info, NUM_PARAM_TENSORS, o->%s, %s, \"optimizer.%s.\");", st, dt, st)
+    if sharded then
+      load[#load + 1] = string.format("    read_tensors(&f, model_param_info, NUM_PARAM_TENSORS, full, %s, \"optimizer.%s.\");", dt, st)
+      load[#load + 1] = string.format("    fsdp_keep_shard(o->%s, full);   // FSDP: this rank's part of the full tensors", st)
+    else
+      load[#load + 1] = string.format("    read_tensors(&f, model_param_info, NUM_PARAM_TENSORS, o->%s, %s, \"optimizer.%s.\");", st, dt, st)
+    end
     groups_out[#groups_out + 1] = string.format("        { model_param_info, NUM_PARAM_TENSORS, %s, \"optimizer.%s.\" },", dt, st)
   end
   if rule.fields then
@@ -499,8 +510,18 @@ local function optimizer_code(k16, opt, sfx, params, floor, frozen)
   if decays and rule.decay == "decoupled" then
     step[#step + 1] = string.format("    const real decay = (real)(1.0 - %s * %s);   // decoupled weight decay", LR, WD)
   end
+  local si = "i"   -- the state's index
+  if sharded then
+    table.insert(step, 3, "    const size_t lo = fsdp_lo(), hi = fsdp_hi();   // FSDP: this rank updates its shard of the parameters")
+    si = "i - lo"
+  end
   step[#step + 1] = PAR_FOR
-  step[#step + 1] = groups and "    for (size_t i = runs[r].begin; i < runs[r].end; i++) {" or "    for (size_t i = 0; i < NUM_PARAMS; i++) {"
+  if sharded then
+    step[#step + 1] = groups and "    for (size_t i = runs[r].begin > lo ? runs[r].begin : lo; i < (runs[r].end < hi ? runs[r].end : hi); i++) {"
+      or "    for (size_t i = lo; i < hi; i++) {"
+  else
+    step[#step + 1] = groups and "    for (size_t i = runs[r].begin; i < runs[r].end; i++) {" or "    for (size_t i = 0; i < NUM_PARAMS; i++) {"
+  end
   step[#step + 1] = string.format("        real p = %s;", LD("m->params[i]"))
   step[#step + 1] = string.format("        real g = %s%s;", (rule.maximize and a.maximize) and "-" or "", LD("m->grads[i]"))
   if decays and rule.decay == "l2" then step[#step + 1] = "        g += wd * p;   // L2 penalty" end
@@ -508,9 +529,9 @@ local function optimizer_code(k16, opt, sfx, params, floor, frozen)
   if STATE16 and not OPT16 and #states > 0 then
     step[#step + 1] = "        // the state stays float32: float16 would round 0.001·g² to 0 (see emit_train.lua)"
   end
-  for _, st in ipairs(states) do step[#step + 1] = string.format("        real %s = %s;", st, LDO(string.format("o->%s[i]", st))) end
+  for _, st in ipairs(states) do step[#step + 1] = string.format("        real %s = %s;", st, LDO(string.format("o->%s[%s]", st, si))) end
   for _, x in ipairs(rule.update(a, { f = f })) do step[#step + 1] = x end
-  for _, st in ipairs(states) do step[#step + 1] = string.format("        o->%s[i] = %s;", st, STO(st)) end
+  for _, st in ipairs(states) do step[#step + 1] = string.format("        o->%s[%s] = %s;", st, si, STO(st)) end
   step[#step + 1] = string.format("        m->params[i] = %s;", ST("p"))
   step[#step + 1] = "    }"
   if groups then step[#step + 1] = "    }" end
@@ -518,7 +539,14 @@ local function optimizer_code(k16, opt, sfx, params, floor, frozen)
     stateless = stateless,   -- fields and alloc hold a placeholder
     saves_nothing = #save == 0,   -- save and load hold a placeholder
     desc = desc, fields = join(fields), alloc = join(alloc), step = join(step),
-    save = #save > 0 and join(save) or "    (void)o;", load = #load > 0 and join(load) or "    (void)o;",
+    save = #save > 0 and join(save) or "    (void)o;",
+    load = #load == 0 and "    (void)o;" or not sharded and join(load) or join {
+      "    // FSDP: each full tensor read into one buffer, this rank's shard kept",
+      "    state_t *full = malloc(sizeof(state_t) * NUM_PARAMS);",
+      "    if (!full) die(\"out of memory reading the optimizer state\");",
+      join(load),
+      "    free(full);",
+    },
     groups = join(groups_out), free = #free > 0 and join(free) or "    (void)o;   // no state to free",
     base_momentum = rule.momentum and rule.momentum(a) or nil,
     groups_list = groups,   -- nil: one group
@@ -718,7 +746,10 @@ end
 ---------------------------------------------------------------------------
 -- clipping
 
-local function clip_code(k16, sp)
+-- `sharded` (fsdp's SHARD_GRAD_OP): this rank's averaged gradients are its shard,
+-- [fsdp_lo(), fsdp_hi()): the norm's sum is over the shard, then over ranks, and only the
+-- shard is scaled (the optimizer reads only it).
+local function clip_code(k16, sp, sharded)
   local STATE16, OPT16, PAR_FOR, LD, ST, LDO, STO = k16.STATE16, k16.OPT16, k16.PAR_FOR, k16.LD, k16.ST, k16.LDO, k16.STO
   local c = sp.train.clip
   if not c then return "    (void)m;\n    return NAN;   // (no norm: no clipping)", "none" end
@@ -741,6 +772,11 @@ local function clip_code(k16, sp)
     "        size_t lo = (size_t)NUM_PARAMS * c / CHUNKS, hi = (size_t)NUM_PARAMS * (c + 1) / CHUNKS;",
     "        double s = 0;",
   }
+  if sharded then
+    table.insert(body, 1, "    // FSDP: this rank's shard of the averaged gradients; the norm's sum runs over every rank's")
+    table.insert(body, 2, "    const size_t first = fsdp_lo(), count = fsdp_hi() - fsdp_lo();")
+    body[#body - 1] = "        size_t lo = first + count * c / CHUNKS, hi = first + count * (c + 1) / CHUNKS;"
+  end
   local G = LD("m->grads[i]")
   if inf then
     body[#body + 1] = string.format("        for (size_t i = lo; i < hi; i++) s = fmax(s, fabs((double)%s));", G)
@@ -756,12 +792,14 @@ local function clip_code(k16, sp)
     body[#body + 1] = "    for (int c = 0; c < CHUNKS; c++) total = fmax(total, part[c]);"
   else
     body[#body + 1] = "    for (int c = 0; c < CHUNKS; c++) total += part[c];"
+    if sharded then body[#body + 1] = "    ddp_sum(&total, 1);   // FSDP: over every rank's shard" end
     body[#body + 1] = c.norm_type == 2 and "    total = sqrt(total);" or string.format("    total = pow(total, 1.0 / %s);", lit(c.norm_type))
   end
   body[#body + 1] = string.format("    double coef = %s / (total + 1e-6);   // torch.nn.utils.clip_grad_norm_", lit(c.max_norm))
   body[#body + 1] = "    if (coef >= 1) return total;"
   body[#body + 1] = PAR_FOR
-  body[#body + 1] = STATE16 and string.format("    for (size_t i = 0; i < NUM_PARAMS; i++) m->grads[i] = %s;", ST(G .. " * (real)coef"))
+  body[#body + 1] = sharded and "    for (size_t i = first; i < first + count; i++) m->grads[i] *= (real)coef;"
+    or STATE16 and string.format("    for (size_t i = 0; i < NUM_PARAMS; i++) m->grads[i] = %s;", ST(G .. " * (real)coef"))
     or "    for (size_t i = 0; i < NUM_PARAMS; i++) m->grads[i] *= (real)coef;"
   body[#body + 1] = "    return total;   // the norm before clipping (train/grad_norm)"
   return join(body), string.format("by norm (%s-norm) to %s", inf and "inf" or lit(c.norm_type), lit(c.max_norm))
@@ -780,7 +818,9 @@ emit_train.SCALER = SCALER   -- the CUDA program's device-side scaler uses the s
 
 -- `norm`: clipping by norm, whose total the step keeps (grad_norm, logged as train/grad_norm)
 -- `lr_of(step)`: the C of the step's learning rate
-local function scaler_code(k16, enabled, norm, lr_of)
+-- `sharded` (fsdp's SHARD_GRAD_OP): the unscale and the inf check run over this rank's
+-- shard of the averaged gradients, and a step is skipped when any rank found one.
+local function scaler_code(k16, enabled, norm, lr_of, sharded)
   local function lr_line(step)
     local e, why = lr_of(step)
     return "            double lr = " .. e .. ";" .. (why and ("   // " .. why) or "")
@@ -844,13 +884,14 @@ local function scaler_code(k16, enabled, norm, lr_of)
       "int scaler_unscale_and_check(const GradScaler *s, Model *m) {",
       "    const real inv_scale = (real)(1.0 / (double)s->scale);   // scale.double().reciprocal().float()",
       "    int found_inf = 0;",
+      sharded and "    const size_t lo = fsdp_lo(), hi = fsdp_hi();   // FSDP: this rank's shard of the averaged gradients" or nil,
       par,
-      "    for (size_t i = 0; i < NUM_PARAMS; i++) {",
+      sharded and "    for (size_t i = lo; i < hi; i++) {" or "    for (size_t i = 0; i < NUM_PARAMS; i++) {",
       string.format("        real g = %s;", LD("m->grads[i]")),
       "        found_inf |= !isfinite(g);",
       string.format("        m->grads[i] = %s;", ST("g * inv_scale")),
       "    }",
-      "    return found_inf;",
+      sharded and "    return ddp_any(found_inf);   // FSDP: every rank skips the step when one shard had an inf" or "    return found_inf;",
       "}",
       "",
       "// GradScaler.update (_amp_update_scale_)",
@@ -1403,13 +1444,14 @@ function emit_train.values(l)
   local open, bind, data_desc = data_code(sp, l.fields, ty.ctype, g)
   local aug_def, aug_opt = augment_code(sp)
   local lr_body, sched_desc, onecycle, floor = schedule_code(sp, tr.optimizer)
-  local o = optimizer_code(k16, tr.optimizer, ty.sfx, l.state.params, floor, g.frozen or {})
+  local sharded = l.strategy and l.strategy.kind == "fsdp"
+  local o = optimizer_code(k16, tr.optimizer, ty.sfx, l.state.params, floor, g.frozen or {}, sharded)
   local clip_norm = tr.clip ~= nil and tr.clip.max_norm ~= nil
   local plateau = tr.scheduler and tr.scheduler.kind == "ReduceLROnPlateau"
   local sc = scaler_code(k16, ps.loss_scaling, clip_norm and l.backend ~= "cuda", function(step)
     if plateau then return "rs.cb[0]", "ReduceLROnPlateau's current lr: run state (callbacks_code)" end
     return string.format("lr_at(%s, rs.epoch, total_steps)", step)
-  end)
+  end, sharded)
   if ps.loss_scaling then
     -- the scaler and the count of updates taken live with the optimizer (saved with it)
     o.fields = (o.stateless and "" or (o.fields .. "\n")) .. join(sc.fields)
@@ -1417,7 +1459,7 @@ function emit_train.values(l)
     o.save = (o.saves_nothing and "" or (o.save .. "\n")) .. join(sc.save)
     o.load = (o.saves_nothing and "" or (o.load .. "\n")) .. join(sc.load)
   end
-  local clip_body, clip_desc = clip_code(k16, sp)
+  local clip_body, clip_desc = clip_code(k16, sp, l.strategy and l.strategy.kind == "fsdp")
   local has_accuracy = l.accuracy ~= nil
   local metrics = l.trace.metrics or {}   -- train.log's (the CUDA backend refuses them: emit_cuda.check)
   local callbacks, cb_init, cb_mkdirs, test_desc, test_weights, cb_counts, best_ckpt = callbacks_code(sp, has_accuracy, metrics)
@@ -1488,8 +1530,8 @@ function emit_train.values(l)
     } or "", loop_vars = sc.loop_vars, train_summary = sc.summary,
     die_body = ' fprintf(stderr, "%s\\n", what); exit(1);', eval_reduce = "", shard = "1, 0, 1", global_batch = "BATCH_MAX",
   }
-  if l.strategy and l.strategy.kind == "ddp" then
-    -- DDP (gen/strategy.lua): errors name their rank; the data is sharded as
+  if l.strategy and l.strategy.kind ~= "single" then
+    -- DDP and FSDP (gen/strategy.lua): errors name their rank; the data is sharded as
     -- DistributedSampler does; the validation's sums are over all ranks; a checkpoint
     -- remembers the global batch (per rank × ranks); rank 0 alone reads the best
     -- checkpoint for the test, and the others get its weights
@@ -1524,7 +1566,7 @@ function emit_train.values(l)
     optimizer_alloc = o.alloc, optimizer_free = o.free, scheduler_desc = sched_desc, lr_body = lr_body,
     optimizer_step = step_code, momentum_body = momentum_body, momentum_desc = momentum_desc,
     clip_desc = clip_desc, clip_body = clip_body, scaler_code = sc.code,
-    optim_includes = k16.STATE16 and string.format("\n#include \"kernels.h\"   // k_widen_%s / k_narrow_%s: the state is stored in 16 bits", k16.STATE16, k16.STATE16) or "",
+    optim_includes = sharded and "\n#include \"ddp.h\"   // FSDP: fsdp_lo/fsdp_hi, the shard this rank updates" or k16.STATE16 and string.format("\n#include \"kernels.h\"   // k_widen_%s / k_narrow_%s: the state is stored in 16 bits", k16.STATE16, k16.STATE16) or "",
   }
   return values
 end

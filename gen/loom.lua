@@ -19,8 +19,8 @@ commands:
                           inference only, eval mode (default DIR: build/<spec>_export)
   train SPEC [-- FLAGS]   build, then run it; FLAGS go to the program (--epochs N, --max-steps N,
                           --seed N, --resume CKPT, --out DIR, --data DIR, --quiet); then OUT/report.html.
-                          A ddp spec (devices = N > 1) runs N ranks under mpirun, as loom launch does
-  launch SPEC [-n N] [-- FLAGS]  build the DDP program and run N ranks on this machine under mpirun
+                          A ddp or fsdp spec (devices = N > 1) runs N ranks under mpirun, as loom launch does
+  launch SPEC [-n N] [-- FLAGS]  build the DDP or FSDP program and run N ranks on this machine under mpirun
                           (default N: the spec's devices)
   report RUN_DIR... [-o FILE]  the runs' curves (their metrics.csv) as an HTML page of SVG plots, overlaid
                           (default FILE: the first run's log directory/report.html)
@@ -98,7 +98,7 @@ e.g. loom train specs/fashion_mlp.lua -- --epochs 1
 ]],
   launch = [[
 usage: loom launch SPEC [-n N] [options] [-- FLAGS]
-Builds the spec's DDP program (strategy 'ddp' or 'auto' with devices = N > 1, CPU) and
+Builds the spec's DDP or FSDP program (strategy 'ddp', 'fsdp' or 'auto' with devices = N > 1, CPU) and
 runs N ranks of it on this machine: mpirun -n N (--oversubscribe when N is more than the
 cores, --allow-run-as-root as root), each rank with OMP_NUM_THREADS = cores / N unless
 set.  The spec's batch_size is each rank's (Fabric's): the global batch is N times it.
@@ -279,7 +279,8 @@ function commands.explain(opts, path)
     local kernels_c = require "kernels_c"
     counted = kernels_c.counted(kernels_c.walk(l))
   end
-  local sections = { report.precision_section(l, counted, opts.compare_wrapper), report.memory_section(l, counted) }
+  local sections = { report.precision_section(l, counted, opts.compare_wrapper), report.memory_section(l, counted),
+                     report.collectives_section(l) }
   -- the CUDA program's choices and fused kernels, for accelerator "cuda" or "auto" (the
   -- spec's or --accelerator=)
   local accel = opts.accelerator or g.spec.fabric.accelerator
@@ -445,14 +446,14 @@ local function mpirun_argv(n, argv)
   return out
 end
 
--- loom launch SPEC [-n N] [-- FLAGS]: the DDP program's N ranks under mpirun
+-- loom launch SPEC [-n N] [-- FLAGS]: the DDP or FSDP program's N ranks under mpirun
 function commands.launch(opts, path)
   opts.accelerator = "cpu"
   local g = pipeline.front_end(path, opts.dump)
   if not g then return end
   local kind, n = require("strategy").requested(g.spec, { devices = opts.ranks and opts.ranks > 1 and opts.ranks or opts.devices })
-  if kind ~= "ddp" then
-    diag.fatal(g.spec.fabric.where, string.format("loom launch runs a ddp program: this spec asks for strategy '%s' on %d device(s) " ..
+  if kind ~= "ddp" and kind ~= "fsdp" then
+    diag.fatal(g.spec.fabric.where, string.format("loom launch runs a ddp or fsdp program: this spec asks for strategy '%s' on %d device(s) " ..
       "(fabric { strategy = \"ddp\", devices = N } or -n N with N > 1)", g.spec.fabric.strategy, n))
   end
   local o = {}
@@ -509,7 +510,7 @@ function commands.train(opts, path)
   local dir = cuda_dir or cpu_dir
   local argv = { dir .. "/train", table.unpack(opts.program_args) }
   local kind, n = require("strategy").requested(opts.graph.spec, opts)
-  if kind == "ddp" and not cuda_dir then argv = mpirun_argv(opts.ranks or n, argv) end
+  if (kind == "ddp" or kind == "fsdp") and not cuda_dir then argv = mpirun_argv(opts.ranks or n, argv) end
   io.stdout:flush()
   local how, code = require("loomc").spawn(argv)
   if not how then diag.fatal(nil, code) end

@@ -97,11 +97,13 @@ local function fold(l)
 end
 
 -- strategy: how the step is spread over devices (gen/strategy.lua): one process, or
--- DDP's ranks over MPI.  Adds
+-- DDP's or FSDP's ranks over MPI.  Adds
 --   strategy   { kind = "single" } or { kind = "ddp", devices, bucket_bytes, cap_mb,
 --              timeout, sync_batchnorm, last[param name] = the backward node index after
---              which its gradient is final }; strategy.buckets(l, esize) cuts the
---              gradient arena into buckets once the plan stage has laid it out
+--              which its gradient is final, fsdp = "NO_SHARD" for fsdp's unsharded
+--              kind }; strategy.buckets(l, esize) cuts the gradient arena into buckets
+--              once the plan stage has laid it out; or { kind = "fsdp", sharding =
+--              "SHARD_GRAD_OP", devices, timeout }
 local function strategy(l)
   return with(l, { strategy = require("strategy").plan(l) })
 end
@@ -172,8 +174,13 @@ function dumps.fold(l) return trace_dump("precision plan (fold)", l) .. require(
 function dumps.strategy(l)
   if l.strategy.kind == "single" then return "strategy: single (one process, one device)\n" end
   local s = l.strategy
-  return string.format("strategy: ddp, %d ranks over MPI; gradient buckets of about %s MB; BatchNorm %s; timeout %s s\n",
-    s.devices, tostring(s.cap_mb), s.sync_batchnorm and "synced" or "local", tostring(s.timeout))
+  if s.kind == "fsdp" then
+    return string.format("strategy: fsdp %s, %d ranks over MPI; gradients and optimizer state in %d flat shards " ..
+      "(reduce-scatter after backward, all-gather of the parameters after the step); timeout %s s\n",
+      s.sharding, s.devices, s.devices, tostring(s.timeout))
+  end
+  return string.format("strategy: %s, %d ranks over MPI; gradient buckets of about %s MB; BatchNorm %s; timeout %s s\n",
+    s.fsdp and ("fsdp " .. s.fsdp .. " (as ddp)") or "ddp", s.devices, tostring(s.cap_mb), s.sync_batchnorm and "synced" or "local", tostring(s.timeout))
 end
 function dumps.plan(l)
   local st, p = l.state, l.plan

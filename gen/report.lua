@@ -129,6 +129,96 @@ function report.memory_section(l, counted)
   return table.concat(out, "\n")
 end
 
+-- The collectives of a multi-rank strategy (gen/strategy.lua): which tensor goes through
+-- which collective, when, and its bytes per step, with the communication time a step
+-- would take on N ranks under the alpha-beta model of ring collectives (latency ALPHA
+-- per message, bandwidth BETA per link): all-reduce 2(N-1)(ALPHA + n/(N BETA)),
+-- reduce-scatter and all-gather (N-1)(ALPHA + n/(N BETA)) each, n the tensor's bytes.
+-- nil for one process.
+local ALPHA, BETA = 5e-6, 12.5e9   -- 5 µs, 100 Gbit/s: a data-centre Ethernet/InfiniBand link
+function report.collectives_section(l)
+  if not l or not l.strategy or l.strategy.kind == "single" then return nil end
+  local g, s, st = l.graph, l.strategy, l.state
+  local esize = l.settings.state == "f64" and 8 or 4
+  local acc = g.spec.train.accumulate or 1
+  local pbytes = st.nparams * esize
+  local state_bytes = (st.nparams + st.nbuffers) * esize + 8 * #st.counters
+  local out = { "## Collectives", "" }
+  local function add(x) out[#out + 1] = x end
+  -- messages of each step: { kind, bytes } for the prediction
+  local msgs = {}
+  if s.kind == "ddp" then
+    add(string.format("Strategy `%s` on %d ranks over MPI (runtime/collectives.c): every rank holds the whole model; " ..
+      "the gradients are averaged (all-reduce, then divided by the world size) in buckets of about %s MB, in reverse " ..
+      "parameter order, each started inside backward as soon as its last gradient is final, so it overlaps the rest of " ..
+      "backward.%s", s.fsdp and ("fsdp, sharding_strategy " .. s.fsdp) or "ddp", s.devices, tostring(s.cap_mb),
+      acc > 1 and string.format("  With accumulate = %d only the step's last micro-batch all-reduces (Fabric's no_backward_sync).", acc) or ""))
+    add("")
+    add("| collective | tensors | when | bytes |")
+    add("| --- | --- | --- | ---: |")
+    add(string.format("| broadcast from rank 0 | parameters, buffers, counters | once, at start (and after the best checkpoint is read for the test) | %s |", util.human_bytes(state_bytes)))
+    for i, b in ipairs(require("strategy").buckets(l, esize)) do
+      local when = "after backward"
+      if b.ready ~= math.huge then
+        local node = l.autodiff.backward[b.ready]
+        local label = node and op_label(g, node) or ""
+        when = string.format("in backward, after %s", label ~= "" and label .. "'s backward" or "backward op " .. b.ready)
+      end
+      local names = #b.params == 1 and string.format("`%s`", b.params[1])
+        or string.format("%d tensors: `%s` … `%s`", #b.params, b.params[#b.params], b.params[1])
+      add(string.format("| all-reduce (avg), bucket %d | %s | %s | %s |", i - 1, names, when, util.human_bytes(b.bytes)))
+      msgs[#msgs + 1] = { "all-reduce", b.bytes }
+    end
+  else
+    add(string.format("Strategy `fsdp`, sharding_strategy `%s`, on %d ranks over MPI: every rank holds the whole parameters; " ..
+      "the flat gradient and optimizer-state arena is cut into %d shards of %s.  After backward the gradients are " ..
+      "reduce-scattered (each rank gets the mean of its shard), each rank's optimizer updates its shard of the parameters, " ..
+      "and the parameters are all-gathered.%s", s.sharding, s.devices, s.devices,
+      util.human_bytes(math.ceil(st.nparams / s.devices) * esize),
+      acc > 1 and string.format("  With accumulate = %d only the step's last micro-batch reduce-scatters.", acc) or ""))
+    add("")
+    add("| collective | tensors | when | bytes |")
+    add("| --- | --- | --- | ---: |")
+    add(string.format("| broadcast from rank 0 | parameters, buffers, counters | once, at start | %s |", util.human_bytes(state_bytes)))
+    add(string.format("| reduce-scatter (avg) | every gradient (%d tensors), flat | after backward | %s |", #st.params, util.human_bytes(pbytes)))
+    add(string.format("| all-gather | every parameter, flat | after the optimizer step | %s |", util.human_bytes(pbytes)))
+    add(string.format("| gather to rank 0 | the optimizer state's shards | each checkpoint (a full state dict) | %s per state buffer |", util.human_bytes(pbytes)))
+    local opt = g.spec.train.optimizer
+    local k = #require("optimizers").rule(opt.kind).states(opt.args)
+    local shard = math.ceil(st.nparams / s.devices) * esize
+    add("")
+    add(string.format("Per rank: parameters %s (whole), gradients %s (backward's arena) + %s (its shard), optimizer state %s " ..
+      "(%d buffer%s of its shard; one rank: %s).", util.human_bytes(pbytes), util.human_bytes(pbytes), util.human_bytes(shard),
+      util.human_bytes(k * shard), k, k == 1 and "" or "s", util.human_bytes(k * pbytes)))
+    msgs[#msgs + 1] = { "reduce-scatter", pbytes }
+    msgs[#msgs + 1] = { "all-gather", pbytes }
+  end
+  add("| all-reduce (sum) | the validation's loss and accuracy sums | each validation | 32 B |")
+  add("")
+  local step_bytes = 0
+  for _, m in ipairs(msgs) do step_bytes = step_bytes + m[2] end
+  add(string.format("Per optimizer step, %s go through the collectives (the tensors' size; a ring sends about twice that per rank for an all-reduce).", util.human_bytes(step_bytes)))
+  add("")
+  local function predict(n)
+    local t = 0
+    for _, m in ipairs(msgs) do
+      local hops = m[1] == "all-reduce" and 2 * (n - 1) or (n - 1)
+      t = t + hops * (ALPHA + m[2] / (n * BETA))
+    end
+    return t
+  end
+  add(string.format("Predicted communication per step (ring collectives, alpha = %g µs per message, beta = %g GB/s per link; " ..
+    "not measured: overlap with backward hides part of it):", ALPHA * 1e6, BETA / 1e9))
+  add("")
+  add("| ranks | communication per step |")
+  add("| ---: | ---: |")
+  local ns = { s.devices }
+  for _, n in ipairs { 8, 64, 512 } do if n ~= s.devices then ns[#ns + 1] = n end end
+  table.sort(ns)
+  for _, n in ipairs(ns) do add(string.format("| %d%s | %.3g ms |", n, n == s.devices and " (this spec)" or "", predict(n) * 1e3)) end
+  return table.concat(out, "\n")
+end
+
 -- The CUDA program's fused kernels (gen/fuse.lua): each group of more than one op, what
 -- stays in registers, and the memory traffic that saves a step.  `l` is the lowered
 -- table for the CUDA backend (its fuse plan), `cuda` what gen/emit_cuda.lua counted; `no_fuse` says it was asked off;

@@ -882,7 +882,12 @@ local FABRIC_SCHEMA = {
   end, "auto", doc = "'cpu', 'cuda' ('gpu'), or 'auto': both programs, the CUDA one falling back to the CPU's" },
   devices = { check_devices, "auto", doc = "how many devices (the CUDA program runs on one: 1 or 'auto')" },
   num_nodes = { checkers.posint, 1, doc = "machines (1)" },
-  strategy = { check_strategy, "auto", doc = "'auto', 'ddp' or 'fsdp': with devices = N > 1 on the CPU, 'ddp' (or 'auto') trains N ranks over MPI (loom launch); 'fsdp' is not implemented yet" },
+  strategy = { check_strategy, "auto", doc = "'auto', 'ddp' or 'fsdp': with devices = N > 1 on the CPU, 'ddp' (or 'auto') trains N ranks over MPI (loom launch); 'fsdp' shards the gradients and optimizer state over them (sharding_strategy)" },
+  -- FSDP's settings (Lightning's FSDPStrategy / PyTorch's FullyShardedDataParallel names)
+  sharding_strategy = { enum("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD"), "FULL_SHARD",
+    doc = "fsdp: 'SHARD_GRAD_OP' shards gradients and optimizer state (each rank updates its shard; the parameters are all-gathered after the step); 'NO_SHARD' is ddp; 'FULL_SHARD' (FSDPStrategy's default) and 'HYBRID_SHARD' are not implemented yet" },
+  cpu_offload = { checkers.bool, false, doc = "fsdp: FSDPStrategy's cpu_offload; moot on the CPU backend (true is refused)" },
+  auto_wrap_policy = { function(v) return v end, nil, doc = "fsdp: FSDPStrategy's auto_wrap_policy (per-module units); not implemented yet: SHARD_GRAD_OP shards the model as one flat unit" },
   -- DDP's settings (PyTorch's DistributedDataParallel / Lightning's names)
   bucket_cap_mb = { checkers.posnumber, 25, doc = "ddp: gradients are averaged in buckets of about this many MB, each started when its gradients are final in backward (PyTorch DDP's bucket_cap_mb)" },
   sync_batchnorm = { checkers.bool, false, doc = "ddp: BatchNorm's batch statistics over all ranks (SyncBatchNorm); false, the default, keeps each rank's own as PyTorch DDP does" },
@@ -1249,6 +1254,9 @@ local function make_env(result)
     if result.fabric then diag.error(where, "fabric { ... } is given twice") end
     result.fabric = validate("fabric", t, FABRIC_SCHEMA, where)
     result.fabric.where = where
+    -- the settings the spec wrote (a strategy's setting under another strategy is refused)
+    result.fabric.given = {}
+    if type(t) == "table" then for k in pairs(t) do result.fabric.given[k] = true end end
     -- Fabric warns about its legacy precision aliases; so does loom
     local p = type(t) == "table" and t.precision
     if (p == 16 or p == "16" or p == "bf16") and where then

@@ -3,6 +3,14 @@
 --   { kind = "single" }                       one process, one device
 --   { kind = "ddp", devices = N, ... }        N ranks over MPI (runtime/collectives.h),
 --                                             as PyTorch's DistributedDataParallel
+--                                             (also fsdp's NO_SHARD, as PyTorch's is)
+--   { kind = "fsdp", sharding = "SHARD_GRAD_OP", devices = N, ... }
+--                                             N ranks, each holding the whole parameters and
+--                                             1/N of the gradients and optimizer state (the
+--                                             flat arena cut into N shards): gradients
+--                                             reduce-scattered after backward, each rank's
+--                                             optimizer updates its shard, the parameters
+--                                             all-gathered after the step (runtime/ddp.h)
 -- For ddp it also says how the gradients are averaged: `buckets`, contiguous ranges of
 -- the gradient arena in the order their gradients become final in backward (PyTorch
 -- DDP's reverse parameter order), each at most about bucket_cap_mb; `ready_after[node]`,
@@ -45,8 +53,37 @@ function strategy.check(g, target)
   local kind, n = strategy.requested(sp, target)
   if kind == "single" then return end
   local at = where_of(sp, "strategy")
+  local f = sp.fabric
+  local function given(key) return f.given and f.given[key] end
+  -- an fsdp setting under ddp (or a ddp one under sharded fsdp) would be read and ignored
+  for _, key in ipairs { "sharding_strategy", "cpu_offload", "auto_wrap_policy" } do
+    if kind ~= "fsdp" and given(key) then
+      diag.fatal(where_of(sp, key), string.format("%s is an fsdp setting; this spec's strategy is '%s'", key, kind))
+    end
+  end
   if kind == "fsdp" then
-    diag.fatal(at, string.format("strategy 'fsdp' on %d devices is not implemented yet; use 'ddp' (or --devices=1 for one process)", n))
+    local sh = f.sharding_strategy or "FULL_SHARD"
+    if sh == "FULL_SHARD" or sh == "HYBRID_SHARD" then
+      diag.fatal(given("sharding_strategy") and where_of(sp, "sharding_strategy") or at,
+        string.format("fsdp: sharding_strategy '%s'%s is not implemented yet; write sharding_strategy = 'SHARD_GRAD_OP' " ..
+          "(gradients and optimizer state sharded over the %d ranks) or 'NO_SHARD' (ddp)", sh,
+          given("sharding_strategy") and "" or " (FSDPStrategy's default)", n))
+    end
+    if f.cpu_offload then
+      diag.fatal(where_of(sp, "cpu_offload"), "fsdp: cpu_offload = true is moot on the CPU backend (the parameters are in host memory already); leave it out")
+    end
+    if given("auto_wrap_policy") then
+      diag.fatal(where_of(sp, "auto_wrap_policy"), string.format("fsdp: auto_wrap_policy is not implemented yet: %s shards the model as one flat unit; leave it out", sh))
+    end
+    if sh == "SHARD_GRAD_OP" then
+      if given("bucket_cap_mb") then
+        diag.fatal(where_of(sp, "bucket_cap_mb"), "bucket_cap_mb is a ddp setting: fsdp's SHARD_GRAD_OP reduce-scatters the gradients in one call after backward")
+      end
+      if sp.train and sp.train.clip and sp.train.clip.norm_type == math.huge then
+        diag.fatal(sp.train.where and diag.key_where(sp.train.where, "clip") or at,
+          "fsdp: clipping by the inf-norm is not implemented yet (a maximum over every rank's shard); use a p-norm, clip_val, ddp, or --devices=1")
+      end
+    end
   end
   if target.backend == "cuda" then
     diag.fatal(where_of(sp, "devices"), string.format("devices = %d: the CUDA backend runs on one GPU (DDP over NCCL is not implemented yet: " ..
@@ -56,7 +93,7 @@ function strategy.check(g, target)
   local s = require("precision").SETTINGS[precision]
   if s and (s.state == "bf16" or s.state == "f16") then
     local w = target.precision and nil or where_of(sp, "precision")
-    diag.fatal(w, string.format("precision '%s' with strategy 'ddp' is not implemented yet (16-bit parameters and gradients); use a -mixed precision, 32-true or --devices=1", precision))
+    diag.fatal(w, string.format("precision '%s' with strategy '" .. kind .. "' is not implemented yet (16-bit parameters and gradients); use a -mixed precision, 32-true or --devices=1", precision))
   end
   if g.loss and g.loss.metrics then
     diag.fatal(diag.key_where(sp.train.where, "log") or sp.train.where, string.format(
@@ -77,6 +114,10 @@ function strategy.plan(l, target)
   local kind, n = strategy.requested(l.spec, target or l.options)
   if kind == "single" then return { kind = "single", devices = 1 } end
   local f = l.spec.fabric
+  if kind == "fsdp" and f.sharding_strategy == "SHARD_GRAD_OP" then
+    return { kind = "fsdp", sharding = "SHARD_GRAD_OP", devices = n, timeout = f.ddp_timeout or 300 }
+  end
+  -- ddp, and fsdp's NO_SHARD (PyTorch's FSDP without sharding is DDP)
   local cap = math.floor((f.bucket_cap_mb or 25) * 1024 * 1024)
   -- which parameter each cast or view of a parameter is
   local derived = {}
@@ -98,7 +139,7 @@ function strategy.plan(l, target)
   end
   return { kind = "ddp", devices = n, bucket_bytes = cap, cap_mb = f.bucket_cap_mb or 25,
            timeout = f.ddp_timeout or 300, sync_batchnorm = f.sync_batchnorm or false,
-           last = last }
+           last = last, fsdp = kind == "fsdp" and f.sharding_strategy or nil }
 end
 
 -- The buckets, once the plan stage has laid the parameters out (state.params: name,

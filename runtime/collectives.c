@@ -172,3 +172,19 @@ int lc_all_gather(const void *send, void *recv, size_t bytes) {
   CALL("MPI_Allgather", MPI_Allgather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, MPI_COMM_WORLD));
   return 0;
 }
+
+int lc_reduce_scatter_v(const void *send, void *recv, const int *counts, lc_dtype t, lc_op op) {
+  CALL("MPI_Reduce_scatter", MPI_Reduce_scatter(send, recv, counts, mpi_type(t), MPI_SUM, MPI_COMM_WORLD));
+  if (op == LC_AVG) scale(recv, (size_t)counts[world_rank], t);
+  return 0;
+}
+
+int lc_all_gather_v(void *buf, const int *counts, const int *displs, lc_dtype t) {
+  CALL("MPI_Allgatherv", MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, counts, displs, mpi_type(t), MPI_COMM_WORLD));
+  return 0;
+}
+
+int lc_gather_v(const void *send, void *recv, const int *counts, const int *displs, lc_dtype t, int root) {
+  CALL("MPI_Gatherv", MPI_Gatherv(send, counts[world_rank], mpi_type(t), recv, counts, displs, mpi_type(t), root, MPI_COMM_WORLD));
+  return 0;
+}

@@ -44,4 +44,14 @@ int lc_reduce_scatter(const void *send, void *recv, size_t count, lc_dtype t, lc
 /* recv has bytes*world_size bytes: rank r's send lands at recv + r*bytes */
 int lc_all_gather(const void *send, void *recv, size_t bytes);
 
+/* The same three on a flat arena cut into one range per rank, rank r's counts[r]
+ * elements at displs[r] (FSDP's shards: the last rank's may be shorter, or empty).
+ * reduce-scatter: send has the whole arena; rank r receives op over ranks of its range
+ * (counts[r] elements).  all-gather, in place: every rank's range of buf is its own on
+ * entry, every range is its owner's on return.  gather: root's recv gets every rank's
+ * send (counts[r] elements) at displs[r]; recv is unused elsewhere. */
+int lc_reduce_scatter_v(const void *send, void *recv, const int *counts, lc_dtype t, lc_op op);
+int lc_all_gather_v(void *buf, const int *counts, const int *displs, lc_dtype t);
+int lc_gather_v(const void *send, void *recv, const int *counts, const int *displs, lc_dtype t, int root);
+
 #endif

@@ -179,3 +179,75 @@ int ddp_any(int flag) {
     ddp_sum(&x, 1);
     return x > 0;
 }
+
+/* ---- FSDP, SHARD_GRAD_OP ---- */
+static size_t fsdp_numel_, fsdp_len_, fsdp_lo_, fsdp_hi_;
+static char *fsdp_params_, *fsdp_grads_, *fsdp_grad_shard_;
+static int *fsdp_counts_, *fsdp_displs_;
+
+void fsdp_init(size_t numel, void *params, void *grads, lc_dtype t) {
+    dtype_ = t;
+    esize_ = t == LC_F64 ? sizeof(double) : sizeof(float);
+    fsdp_numel_ = numel;
+    fsdp_len_ = (numel + (size_t)world_ - 1) / (size_t)world_;
+    if (fsdp_len_ * esize_ > (size_t)2147483647) ddp_die("an FSDP shard of more than 2^31 bytes (MPI's int counts): use more ranks");
+    fsdp_counts_ = calloc((size_t)world_, sizeof(int));
+    fsdp_displs_ = calloc((size_t)world_, sizeof(int));
+    if (!fsdp_counts_ || !fsdp_displs_) ddp_die("out of memory");
+    for (int r = 0; r < world_; r++) {
+        size_t lo = fsdp_len_ * (size_t)r, hi = lo + fsdp_len_;
+        if (lo > numel) lo = numel;
+        if (hi > numel) hi = numel;
+        fsdp_counts_[r] = (int)(hi - lo);
+        fsdp_displs_[r] = (int)lo;
+        if (r == rank_) { fsdp_lo_ = lo; fsdp_hi_ = hi; }
+    }
+    fsdp_params_ = params; fsdp_grads_ = grads;
+    fsdp_grad_shard_ = fsdp_shard_alloc();
+    if (!fsdp_grad_shard_) ddp_die("out of memory");
+}
+
+size_t fsdp_lo(void) { return fsdp_lo_; }
+size_t fsdp_hi(void) { return fsdp_hi_; }
+size_t fsdp_shard_len(void) { return fsdp_len_; }
+void *fsdp_shard_alloc(void) { return calloc(fsdp_len_ ? fsdp_len_ : 1, esize_); }
+
+void fsdp_finish_grads(void) {
+    if (!syncing_) return;
+    double t0 = now();
+    arm("the gradients' reduce-scatter");
+    check(lc_reduce_scatter_v(fsdp_grads_, fsdp_grad_shard_, fsdp_counts_, dtype_, LC_AVG));
+    disarm();
+    ddp_wait_seconds += now() - t0;
+    memcpy(fsdp_grads_ + fsdp_lo_ * esize_, fsdp_grad_shard_, (fsdp_hi_ - fsdp_lo_) * esize_);
+    ddp_reduced_bytes += (double)fsdp_numel_ * esize_;
+    syncing_ = 0;
+}
+
+void fsdp_gather_params(void) {
+    if (world_ <= 1) return;
+    arm("the parameters' all-gather");
+    check(lc_all_gather_v(fsdp_params_, fsdp_counts_, fsdp_displs_, dtype_));
+    disarm();
+    ddp_reduced_bytes += (double)fsdp_numel_ * esize_;
+}
+
+void *fsdp_gather(const void *shard) {
+    char *full = NULL;
+    if (rank_ == 0 && !(full = malloc(fsdp_numel_ ? fsdp_numel_ * esize_ : 1))) ddp_die("out of memory gathering a checkpoint");
+    arm("gathering a checkpoint's shards");
+    check(lc_gather_v(shard, full, fsdp_counts_, fsdp_displs_, dtype_, 0));
+    disarm();
+    return full;
+}
+
+void fsdp_keep_shard(void *shard, const void *full) {
+    memcpy(shard, (const char *)full + fsdp_lo_ * esize_, (fsdp_hi_ - fsdp_lo_) * esize_);
+}
+
+void fsdp_bytes(double *params, double *grads, double *grad_shard, double *state_shard) {
+    *params = (double)fsdp_numel_ * esize_;
+    *grads = (double)fsdp_numel_ * esize_;
+    *grad_shard = (double)fsdp_len_ * esize_;
+    *state_shard = (double)fsdp_len_ * esize_;
+}

@@ -46,7 +46,35 @@ void ddp_sum(double *x, int n);
 /* 1 on every rank when any rank passes 1 (a stop request) */
 int ddp_any(int flag);
 
+/* FSDP with sharding_strategy SHARD_GRAD_OP (ZeRO-2's split; gen/strategy.lua): every rank
+ * holds the whole parameters; the flat parameter arena [0, numel) is cut into world shards
+ * of ceil(numel/world) elements, and rank r owns [fsdp_lo(), fsdp_hi()): its optimizer
+ * state (fsdp_shard_len() elements per buffer) and its averaged gradients.
+ *   setup:     fsdp_init(numel, params, grads, dtype) after ddp_init
+ *   each step: ddp_begin_backward(sync) as DDP's (no reduce-scatter on accumulation
+ *              micro-steps); fsdp_finish_grads() before the optimizer: the gradients
+ *              reduce-scattered (averaged), this rank's shard written to grads[lo, hi)
+ *              (the rest of grads stays this rank's own sum: nothing reads it); the
+ *              optimizer updates params[lo, hi); fsdp_gather_params() after it: every
+ *              rank's updated shard on every rank
+ *   checkpoints (a full state dict, Fabric's default): fsdp_gather(shard) returns the
+ *              full tensor on rank 0 (NULL elsewhere; every rank calls it; free() it);
+ *              fsdp_keep_shard(shard, full) keeps this rank's part of a full tensor read
+ *              from a checkpoint */
+void fsdp_init(size_t numel, void *params, void *grads, lc_dtype t);
+size_t fsdp_lo(void);
+size_t fsdp_hi(void);
+size_t fsdp_shard_len(void);
+void *fsdp_shard_alloc(void);   /* zeroed, fsdp_shard_len() elements; NULL: out of memory */
+void fsdp_finish_grads(void);
+void fsdp_gather_params(void);
+void *fsdp_gather(const void *shard);
+void fsdp_keep_shard(void *shard, const void *full);
+/* the bytes each rank holds (its startup line and the tests): parameters, the backward's
+ * gradient arena, the gradient shard, one optimizer state buffer's shard */
+void fsdp_bytes(double *params, double *grads, double *grad_shard, double *state_shard);
+
 /* for the report / bench: seconds spent waiting in ddp_finish_grads, all-reduced bytes */
 extern double ddp_wait_seconds;
-extern double ddp_reduced_bytes;
+extern double ddp_reduced_bytes;   /* (FSDP: reduce-scattered and all-gathered) */
 #endif

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # runtime/collectives.{h,c} on MPI: build/mpi/test_collectives under mpirun with 1, 2
 # and 3 ranks (--oversubscribe: this machine has 2 cores; --allow-run-as-root: the test
-# machines run as root).  Each run prints its 13 cases from rank 0.
+# machines run as root).  Each run prints its 14 cases from rank 0.
 set -u
 . "$(dirname "$0")/tap.sh"
 T=build/mpi/test_collectives
-CASES=13
+CASES=14
 plan $((3 * CASES + 1))
 for n in 1 2 3; do
   harness "collectives on $n rank(s)" $CASES "s/^\\(ok\\|not ok\\) [0-9]* /\\1 np=$n: /" \

@@ -116,7 +116,7 @@ refused() {   # refused NAME SED EXPECT [FLAGS]
   if [ $rc -eq 2 ] && [ "$(echo "$err" | head -1)" = "$want" ] && ! echo "$err" | grep -qi traceback; then ok "refused: $want"
   else fail "$name refused" "rc $rc: $(echo "$err" | head -2 | tr '\n' ' ')"; fi
 }
-refused fsdp 's/"ddp"/"fsdp"/' "fsdp.lua:9: strategy 'fsdp' on 2 devices is not implemented yet; use 'ddp' (or --devices=1 for one process)"
+refused fsdp 's/"ddp"/"fsdp"/' "fsdp.lua:9: fsdp: sharding_strategy 'FULL_SHARD' (FSDPStrategy's default) is not implemented yet; write sharding_strategy = 'SHARD_GRAD_OP' (gradients and optimizer state sharded over the 2 ranks) or 'NO_SHARD' (ddp)"
 refused cuda 's/"cpu"/"cuda"/' "cuda.lua:9: devices = 2: the CUDA backend runs on one GPU (devices = 1, 'auto', or {k} for GPU k); the multi-GPU strategies come in their own issue"
 refused half 's/"32-true"/"bf16-true"/' "half.lua:9: precision 'bf16-true' with strategy 'ddp' is not implemented yet (16-bit parameters and gradients); use a -mixed precision, 32-true or --devices=1"
 refused syncbn 's/devices = 2 }/devices = 2, sync_batchnorm = true }/' "syncbn.lua:9: sync_batchnorm = true is not implemented yet (BatchNorm keeps each rank's statistics, PyTorch DDP's default)"

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { NCASES = 13 };
+enum { NCASES = 14 };
 static const char *names[NCASES] = {
   "rank, local rank and world size",
   "all-reduce sum f32",
@@ -25,6 +25,7 @@ static const char *names[NCASES] = {
   "an MPI error comes back as one line, no abort",
   "data-parallel SGD: N ranks x batch B (sharded loader, bucketed avg) = 1 rank x batch N*B",
   "lc_test polls a started all-reduce to completion, then lc_wait scales it",
+  "FSDP's shards (the last rank's shorter): reduce-scatter-v avg, all-gather-v in place, gather-v to rank 0",
 };
 static char detail[NCASES][256];
 
@@ -116,6 +117,38 @@ static void case_all_gather(void) {
   free(all);
   CHECK(8, rc == 0, "%s", lc_error());
   CHECK(8, bad < 0, "rank %d's slot is wrong", bad);
+}
+/* an arena of 10 floats cut as FSDP cuts it (runtime/ddp.c): ceil(10/N) per rank, the
+ * last ranks shorter or empty (3 ranks: 4, 4, 2) */
+static void case_shards_v(void) {
+  enum { C = 10 };
+  int counts[64], displs[64];
+  int len = (C + N - 1) / N;
+  for (int r = 0; r < N; r++) {
+    int lo = len * r < C ? len * r : C, hi = len * (r + 1) < C ? len * (r + 1) : C;
+    counts[r] = hi - lo;
+    displs[r] = lo;
+  }
+  float grads[C], shard[C], full[C];
+  for (int i = 0; i < C; i++) grads[i] = (float)(i + 10 * R);
+  CHECK(13, lc_reduce_scatter_v(grads, shard, counts, LC_F32, LC_AVG) == 0, "%s", lc_error());
+  for (int k = 0; k < counts[R]; k++) {
+    float want = (float)(displs[R] + k) + 10.0f * (float)(N - 1) / 2.0f;
+    CHECK(13, fabsf(shard[k] - want) <= 1e-6f * fabsf(want), "reduce-scatter-v: shard[%d] = %g, want %g", k, shard[k], want);
+  }
+  float params[C];
+  for (int i = 0; i < C; i++) params[i] = -1;
+  for (int k = 0; k < counts[R]; k++) params[displs[R] + k] = (float)(100 * R + k);   /* this rank's update */
+  CHECK(13, lc_all_gather_v(params, counts, displs, LC_F32) == 0, "%s", lc_error());
+  for (int r = 0; r < N; r++)
+    for (int k = 0; k < counts[r]; k++)
+      CHECK(13, params[displs[r] + k] == (float)(100 * r + k), "all-gather-v: params[%d] = %g", displs[r] + k, params[displs[r] + k]);
+  float mine[C];
+  for (int k = 0; k < counts[R]; k++) mine[k] = (float)(displs[R] + k) * 0.5f;
+  for (int i = 0; i < C; i++) full[i] = -1;
+  CHECK(13, lc_gather_v(mine, full, counts, displs, LC_F32, 0) == 0, "%s", lc_error());
+  if (R == 0)
+    for (int i = 0; i < C; i++) CHECK(13, full[i] == (float)i * 0.5f, "gather-v: full[%d] = %g", i, full[i]);
 }
 static void case_barrier(void) { CHECK(9, lc_barrier() == 0, "%s", lc_error()); }
 static void case_error(void) {
@@ -222,7 +255,7 @@ int main(int argc, char **argv) {
   }
   void (*cases[NCASES])(void) = { case_sizes, case_sum_f32, case_avg_f64, case_buckets, case_tiny_bucket,
     case_nonblocking, case_broadcast, case_reduce_scatter, case_all_gather, case_barrier, case_error,
-    case_data_parallel, case_test_poll };
+    case_data_parallel, case_test_poll, case_shards_v };
   for (int i = 0; i < NCASES; i++) cases[i]();
   /* the lowest failing rank of each case (N where none failed), and that rank's detail */
   double first[NCASES];

@@ -1,4 +1,4 @@
--- expect: tests/spec_fail/fabric_unknown_lists.lua:14: fabric: unknown setting 'device' (did you mean 'devices'?); valid settings: accelerator, bucket_cap_mb, ddp_timeout, detect_anomaly, devices, float32_matmul_precision, num_nodes, precision, strategy, sync_batchnorm
+-- expect: tests/spec_fail/fabric_unknown_lists.lua:14: fabric: unknown setting 'device' (did you mean 'devices'?); valid settings: accelerator, auto_wrap_policy, bucket_cap_mb, cpu_offload, ddp_timeout, detect_anomaly, devices, float32_matmul_precision, num_nodes, precision, sharding_strategy, strategy, sync_batchnorm
 model "Net" {
   inputs = { x = Tensor{4} },
   net = Linear(4, 3),

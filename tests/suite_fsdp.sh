@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# FSDP on the CPU over MPI (issue 13; gen/strategy.lua, runtime/ddp.c's fsdp_*):
+# sharding_strategy = "SHARD_GRAD_OP" — gradients reduce-scattered after backward, each
+# rank's optimizer updating its flat shard with its shard of the state, the parameters
+# all-gathered after the step.  On tests/ddp/mlp.lua (fp32, one epoch of 20 steps):
+#  - 2 ranks × 8 end with the weights of 1 rank × 16 (AdamW), and the checkpoint's
+#    optimizer state (gathered from the shards on rank 0) is the 1-rank run's; the same
+#    weights as DDP's 2 ranks; 4 ranks × 4; SGD with momentum, parameter groups,
+#    gradient accumulation 2 and clipping by norm (over every rank's shard); all within
+#    1e-5 relative; 16-mixed (the loss scaler over the shards) = DDP's;
+#  - the bytes each rank holds (the program's startup line): the sharded part is 1/N;
+#  - a 2-rank run stopped at step 10 and resumed from its full checkpoint ends as the
+#    uninterrupted one;
+#  - --dump=strategy names the shards, and NO_SHARD is ddp;
+#  - refused in one line: FULL_SHARD (FSDPStrategy's default), cpu_offload, auto_wrap_policy,
+#    an fsdp setting under ddp, clipping by the inf-norm.
+set -u
+cd "$(dirname "$0")/.."
+. tests/tap.sh
+LOOM=${LOOM:-$PWD/build/loom}
+SPEC=$PWD/tests/ddp/mlp.lua
+DIFF="python3 $PWD/tests/ddp/ckpt_diff.py"
+TOL=1e-5
+plan 18
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cd "$tmp"
+export TMPDIR=$tmp   # the ranks' private directories (removed at their exit)
+MPI="mpirun --allow-run-as-root --oversubscribe -x OMP_NUM_THREADS=1"
+FSDP='s/"ddp", devices = 2 }/"fsdp", devices = 2, sharding_strategy = "SHARD_GRAD_OP" }/'
+variant() {   # variant NAME SED [FLAGS]: tests/ddp/mlp.lua through SED, built in NAME/
+  local name=$1 script=$2; shift 2
+  sed "$script" "$SPEC" >"$name.lua"
+  # a copy of the build of the same kind: only the model, the loop and the optimizer recompile
+  local base=f2; [ "${1:-}" = --devices=1 ] && base=one
+  [ -d "$base" ] && [ ! -d "$name" ] && cp -a "$base" "$name"
+  "$LOOM" build "$name.lua" -o "$name" "$@" >"$name.log" 2>&1
+}
+within() {   # within NAME A B [PREFIX]: A's tensors against B's within TOL
+  local d
+  d=$($DIFF "$2" "$3" ${4:-} 2>&1) || { fail "$1" "ckpt_diff: $d"; return; }
+  if awk -v d="${d%% *}" -v t=$TOL 'BEGIN { exit !(d <= t) }'; then ok "$1 (max relative difference $d)"; else fail "$1" "max relative difference $d > $TOL"; fi
+}
+
+# 1 rank × 16 and 2 ranks × 8, AdamW
+variant one 's/batch_size = 8/batch_size = 16/' --devices=1 && ./one/train --out r1 --quiet >/dev/null 2>&1
+variant f2 "$FSDP" && $MPI -np 2 ./f2/train --out f2r >f2.log 2>&1
+within "fsdp 2 ranks x 8 = 1 rank x 16 (AdamW, 20 steps)" f2r/last.safetensors r1/last.safetensors
+within "the checkpoint's optimizer state, gathered from 2 shards = the 1-rank run's" f2r/last.safetensors r1/last.safetensors optimizer.
+cp -a f2 two && "$LOOM" build "$SPEC" -o two >two.log 2>&1 && $MPI -np 2 ./two/train --out d2 --quiet >/dev/null 2>&1
+within "fsdp 2 ranks = ddp 2 ranks (AdamW)" f2r/last.safetensors d2/last.safetensors
+v1=$(grep -o 'val/loss [0-9.]*' f2.log | tail -1)
+if [ -n "$v1" ] && grep -q "fsdp: 2 ranks; reduce-scattered and all-gathered" f2.log; then ok "rank 0 reports the collectives' bytes ($v1)"; else fail "the summary line" "$(tail -3 f2.log | tr '\n' ' ')"; fi
+
+# 4 ranks × 4
+variant f4 "$FSDP; s/devices = 2,/devices = 4,/; s/batch_size = 8/batch_size = 4/" && $MPI -np 4 ./f4/train --out f4r >f4.log 2>&1
+within "fsdp 4 ranks x 4 = 1 rank x 16 (AdamW)" f4r/last.safetensors r1/last.safetensors
+
+# SGD with momentum, two parameter groups, accumulation 2
+SGD='s/AdamW { lr = 1e-2, weight_decay = 0.01 }/SGD { lr = 0.05, momentum = 0.9, groups = { { params = "^net%.2%.", lr = 0.02 } } }, clip = { max_norm = 0.5 }/'
+variant sgd1 "$SGD; s/batch_size = 8/batch_size = 16, accumulate = 2/" --devices=1 && ./sgd1/train --out s1 --quiet >/dev/null 2>&1
+variant sgd2 "$FSDP; $SGD; s/batch_size = 8/batch_size = 8, accumulate = 2/" && $MPI -np 2 ./sgd2/train --out s2 --quiet >/dev/null 2>&1
+if grep -q 'runs\[r\].begin > lo' sgd2/optim.c; then within "fsdp SGD momentum, 2 parameter groups, accumulate 2, clipped to norm 0.5: 2 ranks x 8 = 1 rank x 16" s2/last.safetensors s1/last.safetensors
+else fail "fsdp SGD with groups" "no parameter groups in sgd2/optim.c"; fi
+
+# 16-mixed: the loss scaler unscales and checks this rank's shard, and a step is skipped
+# when any rank found an inf (the steps skipped differ from 1 rank × 16's, whose
+# gradients are half as large: the comparison is with DDP's 2 ranks)
+variant h2 "$FSDP; s/\"32-true\"/\"16-mixed\"/" && $MPI -np 2 ./h2/train --out h2r --quiet >/dev/null 2>&1
+cp -a two hd && sed 's/"32-true"/"16-mixed"/' "$SPEC" >hd.lua && "$LOOM" build hd.lua -o hd >hd.log 2>&1 && $MPI -np 2 ./hd/train --out hdr --quiet >/dev/null 2>&1
+if grep -q 'return ddp_any(found_inf)' h2/optim.c; then within "16-mixed: fsdp 2 ranks = ddp 2 ranks (the scaler's check over every rank's shard)" h2r/last.safetensors hdr/last.safetensors
+else fail "16-mixed under fsdp" "no ddp_any(found_inf) in h2/optim.c"; fi
+
+# the bytes each rank holds: the sharded part (gradient shard + optimizer state) is 1/N
+$MPI -np 1 ./f2/train --out m1 --max-steps 1 >m1.log 2>&1
+sharded() { grep -o 'of which sharded [0-9]* B' "$1" | grep -o '[0-9]*'; }
+total() { grep -o 'optimizer [0-9]* B' "$1" | grep -o '[0-9]*'; }
+s1=$(sharded m1.log); s2=$(sharded f2.log); s4=$(sharded f4.log)
+if [ -n "$s1" ] && [ -n "$s2" ] && [ -n "$s4" ] && awk -v a="$s1" -v b="$s2" -v c="$s4" 'BEGIN { exit !(b * 2 >= a && b * 2 < a + 16 && c * 4 >= a && c * 4 < a + 32) }'; then
+  ok "per rank, gradient shard + optimizer state: $s1 B on 1 rank, $s2 B on 2, $s4 B on 4 (parameters+gradients+optimizer: $(total m1.log), $(total f2.log), $(total f4.log) B)"
+else fail "sharded bytes 1/N" "1 rank '$s1', 2 ranks '$s2', 4 ranks '$s4'"; fi
+
+# resume from the full checkpoint: stopped at step 10 and resumed on 2 ranks = uninterrupted
+$MPI -np 2 ./f2/train --out rr --max-steps 10 --quiet >/dev/null 2>&1
+$MPI -np 2 ./f2/train --out rr --resume rr/last.safetensors --max-steps 20 --quiet >/dev/null 2>&1
+within "fsdp 2 ranks: resumed at step 10 = uninterrupted (weights)" rr/last.safetensors f2r/last.safetensors
+within "fsdp 2 ranks: resumed at step 10 = uninterrupted (optimizer state)" rr/last.safetensors f2r/last.safetensors optimizer.
+
+# loom explain's Collectives section: what each strategy sends, and when
+"$LOOM" explain f2.lua -o exf >/dev/null 2>&1
+if grep -q '^## Collectives' exf/REPORT.md && grep -q '^| reduce-scatter (avg) | every gradient' exf/REPORT.md && grep -q '^| all-gather | every parameter' exf/REPORT.md && grep -q '^| 512 | ' exf/REPORT.md
+then ok "explain (fsdp): the reduce-scatter, the all-gather and the predicted time on 512 ranks"; else fail "explain (fsdp)" "$(sed -n '/## Collectives/,$p' exf/REPORT.md | head -12 | tr '\n' ' ')"; fi
+sed 's/devices = 2 }/devices = 2, bucket_cap_mb = 0.005 }/' "$SPEC" >dx.lua && "$LOOM" explain dx.lua -o exd >/dev/null 2>&1
+nb=$(grep -c '^| all-reduce (avg), bucket [0-9]* |.*in backward, after' exd/REPORT.md)
+if [ "$nb" -ge 3 ]; then ok "explain (ddp, bucket_cap_mb = 0.005): $nb buckets, each with the backward op that starts it"; else fail "explain (ddp)" "$nb bucket rows"; fi
+
+# --dump=strategy: SHARD_GRAD_OP's shards; NO_SHARD is ddp (as PyTorch's FSDP without sharding)
+d1=$("$LOOM" build f2.lua --dump=strategy 2>&1); sed 's/"ddp", devices = 2 }/"fsdp", devices = 2, sharding_strategy = "NO_SHARD" }/' "$SPEC" >ns.lua
+d2=$("$LOOM" build ns.lua --dump=strategy 2>&1)
+if echo "$d1" | grep -q '^strategy: fsdp SHARD_GRAD_OP, 2 ranks over MPI; gradients and optimizer state in 2 flat shards' && echo "$d2" | grep -q '^strategy: fsdp NO_SHARD (as ddp), 2 ranks over MPI; gradient buckets'
+then ok "--dump=strategy: SHARD_GRAD_OP in 2 shards; NO_SHARD as ddp"; else fail "--dump=strategy" "$d1 / $d2"; fi
+
+# refused in one line, at the spec's line
+refused() {   # refused NAME SED EXPECT
+  local name=$1 script=$2 want=$3
+  sed "$script" "$SPEC" >"$name.lua"
+  local err rc
+  err=$("$LOOM" build "$name.lua" --no-compile -o "$name" 2>&1); rc=$?
+  if [ $rc -eq 2 ] && [ "$(echo "$err" | head -1)" = "$want" ] && ! echo "$err" | grep -qi traceback; then ok "refused: $want"
+  else fail "$name refused" "rc $rc: $(echo "$err" | head -2 | tr '\n' ' ')"; fi
+}
+refused full 's/"ddp"/"fsdp"/' "full.lua:9: fsdp: sharding_strategy 'FULL_SHARD' (FSDPStrategy's default) is not implemented yet; write sharding_strategy = 'SHARD_GRAD_OP' (gradients and optimizer state sharded over the 2 ranks) or 'NO_SHARD' (ddp)"
+refused offload "$FSDP; s/devices = 2,/devices = 2, cpu_offload = true,/" "offload.lua:9: fsdp: cpu_offload = true is moot on the CPU backend (the parameters are in host memory already); leave it out"
+refused wrap "$FSDP; s/devices = 2,/devices = 2, auto_wrap_policy = { \"Linear\" },/" "wrap.lua:9: fsdp: auto_wrap_policy is not implemented yet: SHARD_GRAD_OP shards the model as one flat unit; leave it out"
+refused clip "$FSDP; s/epochs = 1,/epochs = 1, clip = { max_norm = 1, norm_type = math.huge },/" "clip.lua:19: fsdp: clipping by the inf-norm is not implemented yet (a maximum over every rank's shard); use a p-norm, clip_val, ddp, or --devices=1"
+refused underddp 's/devices = 2 }/devices = 2, sharding_strategy = "SHARD_GRAD_OP" }/' "underddp.lua:9: sharding_strategy is an fsdp setting; this spec's strategy is 'ddp'"
