@@ -62,6 +62,7 @@ typedef struct {
     real *scratch;                  // model_scratch_size() (im2col columns; depends on the thread count)
     uint64_t seed;                  // Philox key of this run (init, dropout)
     uint64_t step;                  // dropout's stream: micro-batches so far (train.c sets it)
+    real *decode, *decode_scratch;  // sampling's decode arena (the key/value cache), on first use
 } Model;
 
 int model_alloc(Model *m);                       // 0, or -1 when out of memory
@@ -80,5 +81,9 @@ void model_metrics(const Model *m, const Batch *batch, int B, int64_t *correct, 
 // After model_forward: the model's prediction (the loss's first input) in its storage
 // format, B samples (what loom export's library returns; tests/harness/eval_forward.c).
 const void *model_prediction(const Model *m);
+
+// Sampling: the spec's entry point beside forward (gen/entries.lua), train's --sample.
+#define MODEL_HAS_SAMPLE 0
+#define SAMPLE_REFUSED "the spec declares no sampling method (a method beside forward returning autoregress(...))"
 
 #endif

@@ -95,6 +95,16 @@ typedef struct {
 } Args;
 enum { GIVEN_LOAD_RAW = 1 << 16 };   // beside CKPT_GIVEN_*, which ckpt_run_resume reads
 
+// --sample N: N tokens from the spec's sampling method after training (with --resume
+// CKPT: from the checkpoint, without training); -1: the spec's temperature / top-k
+typedef struct {
+    int64_t n, top_k;
+    const char *prompt;
+    double temperature;
+    int no_kv_cache;   // --no-kv-cache: every token recomputes the whole window
+} SampleArgs;
+static SampleArgs sample_args = { 0, -1, NULL, -1.0, 0 };
+
 static void usage(FILE *f) {
     fprintf(f, "usage: %s [--epochs N] [--max-steps N] [--seed N] [--resume CKPT] [--load-raw FILE [--load-raw-strict true|false]] [--out DIR] [--data DIR] [--quiet] [--cuda-graph] [--device N]\n"
                "       %s --jit-check sm_XY [PTX_DIR]   (compile every kernel for sm_XY; no device needed)\n"
@@ -132,10 +142,29 @@ static Args parse_args(int argc, char **argv) {
         else if (!strcmp(f, "--load-raw")) { if (!v) { fprintf(stderr, "train: --load-raw needs a safetensors file\n"); exit(2); } a.load_raw = v; a.given |= GIVEN_LOAD_RAW; i++; }
         else if (!strcmp(f, "--load-raw-strict")) { a.load_raw_strict = parse_bool(f, v); i++; }
         else if (!strcmp(f, "--quiet")) { a.quiet = 1; }
+        else if (!strcmp(f, "--sample")) { sample_args.n = parse_count(f, v, INT32_MAX); i++; }
+        else if (!strcmp(f, "--prompt")) { if (!v) { fprintf(stderr, "train: --prompt needs a text\n"); exit(2); } sample_args.prompt = v; i++; }
+        else if (!strcmp(f, "--top-k")) { sample_args.top_k = parse_count(f, v, INT32_MAX); i++; }
+        else if (!strcmp(f, "--temperature")) {
+            char *end = NULL;
+            double x = v ? strtod(v, &end) : -1;
+            sample_args.temperature = x;
+            if (!v || *end || !(x >= 0 && x < 1e6)) {
+                fprintf(stderr, "train: --temperature expects a number >= 0 (0: the most likely token), got '%s'\n", v ? v : "");
+                exit(2);
+            }
+            i++;
+        }
+        else if (!strcmp(f, "--no-kv-cache")) { sample_args.no_kv_cache = 1; }
         else if (!strcmp(f, "--cuda-graph")) { a.cuda_graph = 1; }
         else if (!strcmp(f, "--device")) { a.device = (int)parse_count(f, v, 1024); i++; }
         else if (!strcmp(f, "--help") || !strcmp(f, "-h")) { usage(stdout); exit(0); }
         else { fprintf(stderr, "train: unknown flag '%s' (--help lists the flags)\n", f); exit(2); }
+    }
+    const SampleArgs *sa = &sample_args;
+    if (!sa->n && (sa->prompt || sa->top_k >= 0 || sa->temperature >= 0 || sa->no_kv_cache)) {
+        fprintf(stderr, "train: --prompt, --temperature, --top-k and --no-kv-cache go with --sample N\n");
+        exit(2);
     }
     return a;
 }
@@ -379,6 +408,17 @@ static void evaluate(Model *m, loader *L, const dataset *ds, double *loss, doubl
 }
 
 // ---------------------------------------------------------------------------
+// sampling (--sample N)
+
+static void sample_check(const SampleArgs *a) {
+    (void)a;
+    fprintf(stderr, "train: --sample: the CUDA program does not sample yet (build the spec for the CPU: --accelerator=cpu)\n");
+    exit(2);
+}
+static void sample_model(Model *m, const SampleArgs *a, uint64_t seed) { (void)m; (void)a; (void)seed; }
+static int sample_only(const SampleArgs *a, const char *resume, uint64_t seed) { (void)a; (void)resume; (void)seed; return 2; }
+
+// ---------------------------------------------------------------------------
 
 int main(int argc, char **argv) {
     if (argc >= 3 && !strcmp(argv[1], "--jit-check")) {
@@ -390,6 +430,8 @@ int main(int argc, char **argv) {
     // same spec (accelerator = "auto"; it gets the flags less the GPU's own)
     Args args = parse_args(argc, argv);
     lc_require_device(argc, argv, MODEL_ACCELERATOR, "train_cpu", args.device);
+    if (sample_args.n) sample_check(&sample_args);
+    if (sample_args.n && args.resume) return sample_only(&sample_args, args.resume, args.seed);   // from the checkpoint, no training
     signals_install();
     char path[4096], ckerr[CKPT_ERR_LEN];
     if (mkdir(args.out, 0777) && errno != EEXIST) { fprintf(stderr, "%s: %s\n", args.out, strerror(errno)); return 1; }
@@ -607,6 +649,7 @@ int main(int argc, char **argv) {
     if (stop != 2) {
         printf("trained %lld steps in %.1f s\n", (long long)rs.step, now_seconds() - t_start);
     }
+    if (sample_args.n && stop != 2) sample_model(&m, &sample_args, args.seed);
     loader_close(train_loader);
     if (val_loader) loader_close(val_loader);
     if (test_loader) loader_close(test_loader);
