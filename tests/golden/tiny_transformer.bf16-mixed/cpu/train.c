@@ -350,13 +350,15 @@ static void load_checkpoint(const char *path, Model *m, Optimizer *o, RunState *
 // ---------------------------------------------------------------------------
 // evaluation: mean loss and accuracy over a whole dataset, in eval mode
 
-static void evaluate(Model *m, loader *L, const dataset *ds, double *loss, double *acc) {
+// Returns 1 when a stop signal cut it short (its means then cover part of the set and
+// are not to be reported; on several ranks, when any rank was cut), 0 otherwise.
+static int evaluate(Model *m, loader *L, const dataset *ds, double *loss, double *acc) {
     data_err err = {0};
     data_batch db;
     Batch batch;
     double total = 0;
     int64_t samples = 0, correct = 0, counted = 0;
-    int rc;
+    int rc, cut = 0;
     while ((rc = loader_next(L, &db, &err)) == DATA_OK) {
         bind_batch(&batch, &db, ds);
         int B = (int)db.size;
@@ -365,10 +367,12 @@ static void evaluate(Model *m, loader *L, const dataset *ds, double *loss, doubl
         model_metrics(m, &batch, B, &c, &k);
         correct += c; counted += k;
         samples += B;
+        if (signals_stop_requested()) { cut = 1; break; }   // a large validation set takes minutes
     }
-    if (rc != DATA_END) die(err.msg);
+    if (!cut && rc != DATA_END) die(err.msg);
     *loss = samples ? total / samples : NAN;
     *acc = counted ? (double)correct / counted : NAN;
+    return cut;
 }
 
 // ---------------------------------------------------------------------------
@@ -524,8 +528,20 @@ int main(int argc, char **argv) {
         // validation, callbacks, checkpoint
         double val_loss = NAN, val_acc = NAN;
         double epoch_train_loss = epoch_loss_count ? epoch_loss_sum / epoch_loss_count : NAN;
-        if (val_loader && ((rs.epoch + 1) % VAL_EVERY == 0 || stop || rs.epoch + 1 == max_epochs))
-            evaluate(&m, val_loader, &val_ds, &val_loss, &val_acc);
+        if (val_loader && ((rs.epoch + 1) % VAL_EVERY == 0 || stop || rs.epoch + 1 == max_epochs) &&
+            evaluate(&m, val_loader, &val_ds, &val_loss, &val_acc)) {
+            // a stop signal during validation: the checkpoint continues before this
+            // validation, which a resumed run does again (at an epoch's end, the train
+            // loader has moved on to the next epoch: its position is the epoch's end)
+            ls = loader_state_get(train_loader);
+            if (!stop) { ls.epoch = rs.epoch; ls.batch = rs.batch; }
+            snprintf(path, sizeof path, "%s/last.safetensors", args.out);
+            save_checkpoint(path, &m, &opt, &rs, &ls);
+            progress_finish(&prog);
+            printf("stopped by signal during validation after step %lld; checkpoint %s\n", (long long)rs.step, path);
+            stop = 2;
+            break;
+        }
         if (!args.quiet) {
             char line[256];
             int n = snprintf(line, sizeof line, "epoch %lld: step %lld", (long long)rs.epoch + 1, (long long)rs.step);
@@ -560,14 +576,18 @@ int main(int argc, char **argv) {
     if (test_loader && stop != 2) {
         double test_loss, test_acc;
         // (the final weights)
-        evaluate(&m, test_loader, &test_ds, &test_loss, &test_acc);
-        printf("test/loss %.4f", test_loss);
-        if (MODEL_HAS_ACCURACY) printf("  test/acc %.4f", test_acc);
-        printf("\n");
+        if (evaluate(&m, test_loader, &test_ds, &test_loss, &test_acc)) {
+            printf("stopped by signal during the test set: no test metrics\n");   // training's checkpoint is written
+            stop = 2;
+        } else {
+            printf("test/loss %.4f", test_loss);
+            if (MODEL_HAS_ACCURACY) printf("  test/acc %.4f", test_acc);
+            printf("\n");
         {
             const char *keys[] = { "test/loss", "test/acc" };
             double values[] = { test_loss, test_acc };
             if (runlog_epoch(&run_log, rs.step, rs.epoch, keys, values, 2)) die(run_log.err);
+        }
         }
     }
     // MLflow's status: a run stopped by a signal was KILLED (it resumes from its checkpoint)
