@@ -160,7 +160,14 @@ end
 function docs.example_spec(d)
   if d.alias_of then return nil end
   local ex, sec = d.example, d.section
-  if sec == "module" then
+  if d.name == "autoregress" then   -- a bigram model that samples
+    return 'model "Example" {\n  inputs = { idx = Tensor{8, dtype = "int64"} },\n  wte = Embedding(256, 16),\n'
+      .. '  head = Linear(16, 256),\n  forward = function(m, x) return m.head(m.wte(x.idx)) end,\n'
+      .. '  generate = function(m, x) return ' .. ex .. ' end,\n}\n'
+      .. base_train({ data = 'Synthetic { fields = { idx = Tensor{8, dtype = "int64", dist = "randint", high = 256}, '
+                        .. 'targets = Tensor{8, dtype = "int64", dist = "randint", high = 256} }, size = 64, val_size = 16 }',
+                      loss = "function(m, b) return cross_entropy(transpose(m(b), 1, 2), b.targets) end" })
+  elseif sec == "module" then
     local int = d.input_dtype == "int64"
     local decl = "Tensor{" .. shape_text(d.input) .. (int and ', dtype = "int64", dist = "randint", high = 10' or "") .. "}"
     return model_on_x(decl, d.input[#d.input], d.apply or "return m.layer(x)", "  layer = " .. ex .. ",\n", int)

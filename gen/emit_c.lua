@@ -84,6 +84,111 @@ function emit.forward_lines(g, w)
   return fwd
 end
 
+-- The C offset of element `var` of a row-major array of `sizes` in a buffer read
+-- through `strides` (0: broadcast): "var" itself when that is the same layout.
+local function index_expr(sizes, strides, var)
+  local terms, inner, contiguous = {}, 1, true
+  for k = #sizes, 1, -1 do
+    local size, st = sizes[k], strides[k]
+    if st ~= inner and size ~= 1 then contiguous = false end
+    if st ~= 0 and size ~= 1 then
+      local e = inner == 1 and var or string.format("%s / %d", var, inner)
+      if k > 1 then e = string.format("(%s) %% %d", e, size) end
+      terms[#terms + 1] = st == 1 and ("(" .. e .. ")") or string.format("(%s) * %d", e, st)
+    end
+    inner = inner * size
+  end
+  if contiguous then return var end
+  if #terms == 0 then return "0" end
+  return table.concat(terms, " + ")
+end
+
+-- model.h's sampling declarations and model.c's decode step for the lowered table's
+-- entry point (gen/entries.lua), or the macros that say there is none.
+local function sample_code(l)
+  local e = l.entries[1]
+  if not e or e.refused then
+    local why = e and e.refused or "the spec declares no sampling method (a method beside forward returning autoregress(...))"
+    return { sample_h = string.format("#define MODEL_HAS_SAMPLE 0\n#define SAMPLE_REFUSED %s", util.c_string(why)),
+             sample_body = "" }
+  end
+  local g, st = l.graph, l.state
+  local decls, declared = {}, {}
+  local s = { T = e.context }
+  function s.axis(t) return e.axis[t] end
+  function s.R(t) return e.bufs[t].row end
+  function s.rest(t) return e.bufs[t].rest end
+  function s.rows(t) return string.format("(D + %d)", e.bufs[t].offset) end
+  function s.row(t)
+    local b = e.bufs[t]
+    return string.format("(D + %d + (size_t)t * %d)", b.offset, b.row)
+  end
+  function s.token() return "tok[t]" end
+  function s.param(t)
+    local v = require("entries").param_view(t)
+    local name = "p_" .. util.c_ident(v.param)
+    if not declared[name] then
+      declared[name] = true
+      decls[#decls + 1] = string.format("    const real *%s = m->params + %d;   // %s %s", name, st.by_name[v.param].offset,
+        util.c_comment(v.param), util.shape_str(g.param_by_name[v.param].shape))
+    end
+    return { base = name, shape = v.shape, strides = v.strides }
+  end
+  s.index = index_expr
+  function s.lit(v) return util.c_float(v, kernels_c.TYPES[l.settings.compute].lit_suffix) end
+  function s.refuse(node, why)
+    diag.fatal(node.where, string.format("%s cannot be generated position by position: %s: %s", e.name,
+      node.module and node.module.call_text or node.op, why))
+  end
+  local body = {}
+  for _, node in ipairs(e.steps) do
+    local rule = ops_cpu[node.op] and ops_cpu[node.op].step
+    if not rule then s.refuse(node, "the C backend has no decode step for " .. node.op) end
+    body[#body + 1] = "    " .. node_comment(g, node)
+    body[#body + 1] = "    " .. shapes_comment(node) .. string.format("  (position t of dim %d)", e.axis[node.out] - 1)
+    for _, x in ipairs(rule(s, node)) do body[#body + 1] = "        " .. x end
+  end
+  local lg = e.bufs[e.logits]
+  local where = string.format("%s:%d", e.where.file, e.where.line)
+  local h = {
+    "#define MODEL_HAS_SAMPLE 1",
+    string.format("#define SAMPLE_METHOD %s           // <- %s", util.c_string(e.name), util.c_comment(where)),
+    string.format("#define SAMPLE_CONTEXT %d          // positions of the window (the model's T)", e.context),
+    string.format("#define SAMPLE_VOCAB %d            // logits per position", e.vocab),
+    string.format("#define SAMPLE_VOCAB_IN %d         // tokens the model's embedding takes", e.vocab_in),
+    string.format("#define SAMPLE_TEMPERATURE %s      // the spec's (--temperature)", util.c_float(e.temperature, "")),
+    string.format("#define SAMPLE_TOP_K %d            // the spec's, 0: every token (--top-k)", e.top_k),
+    string.format("#define SAMPLE_ARENA %d            // reals: every token-dependent tensor, all positions", e.size),
+    "// The decode arena (allocated on first use, freed by model_free); 0, or -1 when out of memory.",
+    "int model_sample_begin(Model *m);",
+    "// Positions [from, n) of the window tok[0..n) computed into the decode arena (the",
+    "// positions before `from` are the cache, computed by earlier calls for the same window);",
+    "// returns position n-1's SAMPLE_VOCAB logits.  No parameter changes in between.",
+    "const real *model_sample_step(Model *m, const int64_t *tok, int from, int n);",
+  }
+  local c = {
+    template.source("templates/c/sample_kernels.inc"),
+    "int model_sample_begin(Model *m) {",
+    "    if (!m->decode) m->decode = alloc_zeroed(sizeof(real) * SAMPLE_ARENA);",
+    string.format("    if (!m->decode_scratch) m->decode_scratch = alloc_zeroed(sizeof(real) * %d);", e.scratch),
+    "    return m->decode && m->decode_scratch ? 0 : -1;",
+    "}",
+    "",
+    string.format("// %s  <- %s: %s (sampling), one position at a time", e.name, util.c_comment(where),
+      util.c_comment(string.format("autoregress(logits %s, tokens %s, temperature %g, top_k %d)",
+        util.shape_str(e.logits.shape), util.shape_str(e.idx.shape), e.temperature, e.top_k))),
+    "const real *model_sample_step(Model *m, const int64_t *tok, int from, int n) {",
+    "    real *D = m->decode;",
+  }
+  for _, x in ipairs(decls) do c[#c + 1] = x end
+  c[#c + 1] = "    for (int t = from; t < n; t++) {"
+  for _, x in ipairs(body) do c[#c + 1] = x end
+  c[#c + 1] = "    }"
+  c[#c + 1] = string.format("    return D + %d + (size_t)(n - 1) * %d;", lg.offset, lg.row)
+  c[#c + 1] = "}"
+  return { sample_h = table.concat(h, "\n"), sample_body = table.concat(c, "\n") }
+end
+
 -- The model's files (model.h, model.c, precision_plan.tsv) for the lowered table `l`
 -- (gen/pipeline.lua).  Returns { [filename] = text } and what the operand contexts
 -- counted (kernels_c.counted).
@@ -209,6 +314,8 @@ function emit.model(l)
     has_accuracy = has_accuracy and 1 or 0, user_metrics_decl = um_decl,
     prediction_format = w.epred.place(loss_node.inputs[1]).fmt or settings.compute,
   }
+  local sample = sample_code(l)
+  values.sample_h = sample.sample_h
   local files = {}
   files["precision_plan.tsv"] = kernels_c.precision_plan(l, w)
   files["model.h"] = template.fill("templates/c/model.h.in", values)
@@ -220,7 +327,7 @@ function emit.model(l)
     init_body = init_lines(st, g.inits),
     forward_decls = table.concat(ef.decls, "\n"), forward_body = table.concat(fwd, "\n"), loss_ptr = w.loss,
     backward_decls = table.concat(eb.decls, "\n"), backward_body = table.concat(bwd, "\n"), dloss_ptr = w.dloss,
-    metrics_body = mbody, scratch_body = scratch_body, user_metrics_body = um_body,
+    metrics_body = mbody, scratch_body = scratch_body, user_metrics_body = um_body, sample_body = sample.sample_body,
     prediction_decls = table.concat(w.epred.decls, "\n"), prediction_ptr = w.prediction,
     -- (nothing when off: the file is byte for byte the one without detect_anomaly)
     anomaly_include = l.options.detect_anomaly and '\n#include "anomaly.h"   // detect_anomaly: NaN/Inf checks after every op' or "",
@@ -239,11 +346,13 @@ local TRAIN_BLOCKS = {
 // epoch's last), log → validate → callbacks → checkpoint.  Regenerate rather than edit.
 #include "model.h"
 #include "optim.h"
+#include "sample.h"
 ]==],
   device_schedule = "",
   args_fields = "",
   usage = [==[
     fprintf(f, "usage: %s [--epochs N] [--max-steps N] [--seed N] [--resume CKPT] [--load-raw FILE [--load-raw-strict true|false]] [--out DIR] [--data DIR] [--quiet]\n"
+               "       [--sample N [--prompt TEXT] [--temperature X] [--top-k K] [--no-kv-cache]]\n"
                "trains " MODEL_NAME " (generated by loom from %s)\n", "train", "${spec_file}");
 ]==],
   args_defaults = [==[
@@ -296,6 +405,7 @@ ${log_step}
             if (signals_stop_requested()) { stop = 2; break; }
 ]==],
   summary_extra = "",
+  sample_fn = "${sample_fn}",
 }
 
 -- The bytes of one parameter element (the gradient arena's format) and its lc_dtype.
@@ -435,6 +545,83 @@ function emit.fsdp_blocks(l)
   return b
 end
 
+-- train.c's sampling: --sample N with the spec's entry point (gen/entries.lua), or the
+-- one line that says why this program cannot
+local SAMPLE_FN = [==[
+static void sample_check(const SampleArgs *a) {
+    if (a->top_k > SAMPLE_VOCAB) {
+        fprintf(stderr, "train: --top-k %lld is more than the vocabulary (%d)\n", (long long)a->top_k, SAMPLE_VOCAB);
+        exit(2);
+    }
+}
+
+// --sample N: SAMPLE_METHOD's tokens after the prompt (bytes: one token each), drawn one
+// at a time.  The window is the last positions of the text, at most SAMPLE_CONTEXT; when
+// a token would not fit, the window restarts at the last half of it (recomputed once),
+// so that each new token costs one position's step over the cached ones
+// (model_sample_step), not a forward over the whole window.  --no-kv-cache recomputes
+// the window for every token (the same tokens, O(T) times the work).
+static void sample_model(Model *m, const SampleArgs *a, uint64_t seed) {
+    if (model_sample_begin(m)) die("out of memory (the sampling cache)");
+    const char *prompt = a->prompt && a->prompt[0] ? a->prompt : "\n";
+    size_t np = strlen(prompt), cap = np + (size_t)a->n;
+    int64_t *seq = malloc(sizeof(int64_t) * cap);
+    double *logits = malloc(sizeof(double) * SAMPLE_VOCAB), *scratch = malloc(sizeof(double) * SAMPLE_VOCAB);
+    if (!seq || !logits || !scratch) die("out of memory (sampling)");
+    for (size_t i = 0; i < np; i++) {
+        seq[i] = (unsigned char)prompt[i];
+        if (seq[i] >= SAMPLE_VOCAB_IN) {
+            fprintf(stderr, "train: --prompt: byte %lld at offset %zu is outside the model's %d tokens\n",
+                    (long long)seq[i], i, SAMPLE_VOCAB_IN);
+            exit(2);
+        }
+    }
+    sampler s;
+    sampler_init(&s, a->temperature >= 0 ? a->temperature : SAMPLE_TEMPERATURE, a->top_k >= 0 ? (int)a->top_k : SAMPLE_TOP_K,
+                 seed);
+    int draw = SAMPLE_VOCAB < SAMPLE_VOCAB_IN ? SAMPLE_VOCAB : SAMPLE_VOCAB_IN;   // tokens the model can read back
+    fwrite(prompt, 1, np, stdout);
+    size_t len = np, start = 0, cached = 0;
+    double t0 = now_seconds();
+    for (int64_t i = 0; i < a->n; i++) {
+        if (len - start > SAMPLE_CONTEXT) { start = len - (SAMPLE_CONTEXT + 1) / 2; cached = 0; }
+        int n = (int)(len - start);
+        const real *lg = model_sample_step(m, seq + start, a->no_kv_cache ? 0 : (int)cached, n);
+        cached = (size_t)n;
+        for (int v = 0; v < draw; v++) logits[v] = (double)lg[v];
+        int tok = sampler_pick(&s, logits, draw, scratch);
+        seq[len++] = tok;
+        if (SAMPLE_VOCAB_IN <= 256) putchar(tok); else printf("%s%d", i ? " " : "", tok);
+    }
+    double secs = now_seconds() - t0;
+    printf("\n");
+    fflush(stdout);
+    fprintf(stderr, "sampled %lld tokens in %.3f s (%.1f tokens/s, %s)\n", (long long)a->n, secs,
+            secs > 0 ? (double)a->n / secs : 0.0, a->no_kv_cache ? "no cache: the window recomputed per token" : "key/value cache");
+    free(seq); free(logits); free(scratch);
+}
+
+// --resume CKPT --sample N: the checkpoint's weights, no training
+static int sample_only(const SampleArgs *a, const char *resume, uint64_t seed) {
+    Model m;
+    if (model_alloc(&m)) die("out of memory");
+    model_init(&m, seed);
+    load_weights(resume, &m);
+    sample_model(&m, a, seed);
+    model_free(&m);
+    return 0;
+}
+]==]
+local NO_SAMPLE_FN = [==[
+static void sample_check(const SampleArgs *a) {
+    (void)a;
+    fprintf(stderr, "train: --sample: %s\n", SAMPLE_REFUSED);
+    exit(2);
+}
+static void sample_model(Model *m, const SampleArgs *a, uint64_t seed) { (void)m; (void)a; (void)seed; }
+static int sample_only(const SampleArgs *a, const char *resume, uint64_t seed) { (void)a; (void)resume; (void)seed; return 2; }
+]==]
+
 -- The CPU program's files for the lowered table `l`: the model's (emit.model), the
 -- training loop's (gen/emit_train.lua's values in templates/loop/), the runtime and kernels
 -- it compiles with, and its build.ninja.  Returns { files = ..., counted = what
@@ -453,6 +640,10 @@ function emit.program(l)
   local ddp = kind ~= "single"   -- DDP's runtime and MPI: ddp and fsdp
   local blocks = kind == "ddp" and emit.ddp_blocks(l) or kind == "fsdp" and emit.fsdp_blocks(l) or TRAIN_BLOCKS
   files["train.c"] = template.fill("templates/loop/train.c.in", loop.train, false, blocks)
+
+  loop.train.sample_fn = (l.entries[1] and not l.entries[1].refused) and SAMPLE_FN or NO_SAMPLE_FN
+  local ddp = l.strategy and l.strategy.kind == "ddp"
+  files["train.c"] = template.fill("templates/loop/train.c.in", loop.train, false, ddp and emit.ddp_blocks(l) or TRAIN_BLOCKS)
   files["optim.h"] = template.fill("templates/c/optim.h.in", loop.optim_h)
   files["optim.c"] = template.fill("templates/c/optim.c.in", loop.optim_c)
   for name, text in pairs(loop.files) do files[name] = text end   -- the user's hooks

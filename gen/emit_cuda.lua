@@ -675,6 +675,16 @@ ${log_step}
     if (args.cuda_graph && !args.quiet)
         printf("--cuda-graph: %lld graph launches\n--cuda-graph: %lld graphs captured\n", (long long)m.graph_launches, (long long)m.graph_captures);
 ]==],
+  -- the CUDA program does not sample yet (gen/entries.lua says so at generation)
+  sample_fn = [==[
+static void sample_check(const SampleArgs *a) {
+    (void)a;
+    fprintf(stderr, "train: --sample: the CUDA program does not sample yet (build the spec for the CPU: --accelerator=cpu)\n");
+    exit(2);
+}
+static void sample_model(Model *m, const SampleArgs *a, uint64_t seed) { (void)m; (void)a; (void)seed; }
+static int sample_only(const SampleArgs *a, const char *resume, uint64_t seed) { (void)a; (void)resume; (void)seed; return 2; }
+]==],
 }
 
 -- values[name] for each of `names`: what one template takes of a larger table

@@ -287,6 +287,7 @@ local function statements(g, trace, input_expr)
       expr = string.format("F.kl_div(%s, %s, reduction='%s', log_target=%s)", v(i[1]), v(i[2]), REDUCTION(a), pybool(a.log_target))
     elseif node.op == "nll_loss" then
       expr = string.format("F.nll_loss(%s, %s, ignore_index=%d, reduction='%s')", v(i[1]), v(i[2]), a.ignore_index, REDUCTION(a))
+    elseif node.op == "autoregress" then expr = v(i[1])   -- a sampling method's logits (its loop: generate below)
     elseif node.op == "cross_entropy" then
       expr = string.format("F.cross_entropy(%s, %s, ignore_index=%d, label_smoothing=%s, reduction='%s')", v(i[1]), v(i[2]),
         a.ignore_index, util.pyfloat(a.label_smoothing), REDUCTION(a))
@@ -373,6 +374,46 @@ def load_loom_checkpoint(path):
     return model, other, meta
 ]==]
 
+-- A sampling method (autoregress, gen/entries.lua) as nanoGPT's generate loop over
+-- the traced logits, with loom's window: at most T positions; when a token would not
+-- fit, the window restarts at its last half (the program's --sample does the same).
+local function generate_method(g, mname, node)
+  local sp = g.spec
+  local logits, idx = node.inputs[1], node.inputs[2]
+  local T, V = idx.shape[#idx.shape], logits.shape[#logits.shape]
+  local vocab_in = V
+  for _, n in ipairs(g.traces[mname].nodes) do
+    if n.op == "embedding" and n.inputs[1] == idx then vocab_in = math.min(vocab_in, n.inputs[2].shape[1]) end
+  end
+  local arg = sp.single_input and "w" or string.format("{'%s': w}", idx.input)
+  return {
+    "",
+    "    @torch.no_grad()",
+    string.format("    def %s(self, idx, n, temperature=%s, top_k=%d, generator=None):", mname, util.pyfloat(node.attrs.temperature), node.attrs.top_k),
+    string.format("        \"\"\"%s:%d: n tokens after the tokens idx (a list), each drawn from the logits of the last", node.where.file, node.where.line),
+    "        positions (a window of at most T; when full, it restarts at its last half, as loom's --sample);",
+    "        temperature 0 or top_k 1: the most likely token.  Returns the tokens, idx's first.\"\"\"",
+    string.format("        T, draw = %d, %d", T, math.min(V, vocab_in)),
+    "        seq, start = list(idx), 0",
+    "        for _ in range(n):",
+    "            if len(seq) - start > T:",
+    "                start = len(seq) - (T + 1) // 2",
+    "            w = torch.zeros(1, T, dtype=torch.int64)",
+    "            w[0, :len(seq) - start] = torch.tensor(seq[start:], dtype=torch.int64)",
+    string.format("            logits = self._%s_logits(%s)[0, len(seq) - start - 1, :draw].double()", mname, arg),
+    "            if temperature == 0 or top_k == 1:",
+    "                tok = int(torch.argmax(logits))",
+    "            else:",
+    "                logits = logits / temperature",
+    "                if top_k:",
+    "                    v, _ = torch.topk(logits, top_k)",
+    "                    logits[logits < v[-1]] = float('-inf')",
+    "                tok = int(torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator))",
+    "            seq.append(tok)",
+    "        return seq",
+  }
+end
+
 function emit_torch.module(g)
   local sp = g.spec
   local class_of, classes, order = class_writer()
@@ -410,12 +451,14 @@ function emit_torch.module(g)
       for _, mname in ipairs(g.order) do
         local t = g.traces[mname]
         local body, v = statements(g, t, function(inp) return sp.single_input and "x" or string.format("x['%s']", inp) end)
+        local ar = t.outputs[1] and t.outputs[1].node and t.outputs[1].node.op == "autoregress" and t.outputs[1].node
         out[#out + 1] = ""
-        out[#out + 1] = string.format("    def %s(self, x):", mname)
+        out[#out + 1] = string.format("    def %s(self, x):", ar and ("_" .. mname .. "_logits") or mname)
         for _, l in ipairs(body) do out[#out + 1] = l end
         local rets = {}
         for k = 1, t.outputs.n do rets[k] = v(t.outputs[k]) end
         out[#out + 1] = "        return " .. table.concat(rets, ", ")
+        if ar then for _, l in ipairs(generate_method(g, mname, ar)) do out[#out + 1] = l end end
       end
       if g.loss then
         local body, v = statements(g, g.loss, function(inp) return string.format("batch['%s']", inp) end)

@@ -1540,10 +1540,12 @@ function emit_train.values(l)
     t.eval_reduce = join {
       "",
       "    // every rank evaluated its shard: the sums over all ranks (DistributedSampler pads the",
-      "    // shards to equal length by repeating the first samples, as PyTorch's does)",
-      "    double sums[4] = { total, (double)samples, (double)correct, (double)counted };",
-      "    ddp_sum(sums, 4);",
+      "    // shards to equal length by repeating the first samples, as PyTorch's does); cut when",
+      "    // a stop signal cut any rank's short",
+      "    double sums[5] = { total, (double)samples, (double)correct, (double)counted, (double)cut };",
+      "    ddp_sum(sums, 5);",
       "    total = sums[0]; samples = (int64_t)sums[1]; correct = (int64_t)sums[2]; counted = (int64_t)sums[3];",
+      "    cut = sums[4] > 0;",
     }
     t.shard = "ddp_world(), ddp_rank(), 1"
     t.global_batch = "(int64_t)BATCH_MAX * ddp_world()"

@@ -67,6 +67,13 @@ function inspect.text(g)
     out[#out + 1] = string.format("Frozen (train.freeze): %s parameters in %d tensors, %s trainable: %s",
       util.commas(count), #frozen, util.commas(np - count), table.concat(frozen, ", "))
   end
+  if #g.order > 1 then   -- methods beside forward (Fabric's mark_forward_method): gen/entries.lua
+    out[#out + 1] = ""
+    out[#out + 1] = "Entry points:"
+    for _, e in ipairs(require("entries").describe(g)) do
+      out[#out + 1] = string.format("  %s  <- %s:%d  %s", e.name, e.where.file, e.where.line, e.what)
+    end
+  end
   return table.concat(out, "\n") .. "\n"
 end
 

@@ -31,7 +31,7 @@ commands:
 
 options:
   --dump=STAGE            print what a stage produced and stop (STAGE: spec, graph, assign, autodiff, fold,
-                          strategy, plan, fuse, emit)
+                          strategy, plan, entries, fuse, emit)
   --precision=P           override the spec's precision (32-true, 64-true, bf16-mixed, 16-mixed, bf16-true, 16-true)
   --accelerator=A         override the spec's accelerator: cpu, cuda (DIR/train runs on a GPU), auto (DIR/train
                           for the CPU and DIR/cuda/train, which runs the CPU build when there is no device)

@@ -1087,6 +1087,125 @@ function ops.bce.accuracy() return "threshold" end
 function ops.nll_loss.accuracy() return "argmax" end
 function ops.bce_with_logits.accuracy() return "threshold" end
 
+---------------------------------------------------------------------------
+-- Sampling (a declared entry point such as `generate`, gen/entries.lua)
+
+-- autoregress(logits, idx, opts): the tokens a model samples one position at a time
+-- from its logits (..., T, V) over the token window idx (..., T).  It is an entry
+-- point's result, never part of the training step: the sampling loop is the program's
+-- (--sample N), each new position computed from the cached earlier ones.
+ops.autoregress = {
+  arity = 2, precision = "fp32",
+  shape = function(node, logits, idx)
+    expect_float(node, logits, "logits")
+    if idx.dtype ~= "int64" then
+      err(node, string.format("autoregress expects integer token indices (a Tensor with dtype = 'int64'), gets %s", idx.dtype))
+    end
+    local sl, si = logits.shape, idx.shape
+    local ok = #sl == #si + 1 and #si >= 1
+    for i = 1, #si do if ok and sl[i] ~= si[i] then ok = false end end
+    if not ok then
+      err(node, string.format("autoregress expects logits (..., T, V) over tokens (..., T), gets logits %s and tokens %s",
+        util.shape_str(sl), util.shape_str(si)))
+    end
+    return copy(si), "int64"
+  end,
+  flops = function() return 0 end,
+}
+
+-- `rows`: how an op runs one sequence position at a time (the decode step of sampling
+-- with a key/value cache).  Given the time axis of each input (1-based; nil for a
+-- tensor that does not depend on the tokens: a parameter or a view of one), it returns
+-- the output's time axis, or nil and why the op cannot run position by position.
+-- An op without `rows` cannot be in a sampled model's forward.
+local function same_axis(node, axes)
+  local a = axes[1]
+  if a == nil then return nil, "its input does not depend on the tokens" end
+  for i = 2, #node.inputs do if axes[i] ~= nil then return nil, "more than one of its inputs depends on the tokens" end end
+  return a
+end
+-- (a third result, true: the output's row is the input's, element for element: a view)
+local function same_row(node, axes)
+  local a, why = same_axis(node, axes)
+  return a, why, true
+end
+ops.embedding.rows = same_axis
+ops.dropout.rows = same_row   -- (sampling runs in eval mode: the identity)
+ops.cast.rows = same_row      -- (sampling runs where no cast is kept: 32-true, 64-true)
+for _, name in ipairs { "relu", "silu", "sigmoid", "tanh", "gelu" } do ops[name].rows = same_axis end
+function ops.linear.rows(node, axes)
+  local a, why = same_axis(node, axes)
+  if a and a == #node.inputs[1].shape then return nil, "it mixes the positions (the sequence is its feature dimension)" end
+  return a, why
+end
+function ops.layer_norm.rows(node, axes)
+  local a, why = same_axis(node, axes)
+  if a and a > #node.inputs[1].shape - #node.attrs.normalized_shape then return nil, "it normalizes over the positions" end
+  return a, why
+end
+for _, name in ipairs { "add", "sub", "mul", "div" } do
+  ops[name].rows = function(node, axes)
+    local n, out = #node.out.shape, nil
+    for i, x in ipairs(node.inputs) do
+      if axes[i] then
+        local o = axes[i] + n - #x.shape
+        if out and out ~= o then return nil, "its operands' positions are on different dimensions" end
+        out = o
+      end
+    end
+    return out
+  end
+end
+function ops.slice.rows(node, axes)
+  local a = axes[1]
+  if a == norm_dim(node, node.attrs.dim, #node.inputs[1].shape) then return nil, "it slices the sequence" end
+  return a
+end
+-- a reshape keeps the positions when the dims before them (but the batch) hold as many
+-- elements before as after, and the sequence stays one dim of the same size
+function ops.reshape.rows(node, axes)
+  local a, x, y = axes[1], node.inputs[1].shape, node.out.shape
+  local before = 1
+  for i = 1, a - 1 do if x[i] ~= "B" then before = before * x[i] end end
+  local run = 1
+  for i = 1, #y do
+    if run == before and y[i] == x[a] then return i, nil, true end
+    if y[i] ~= "B" then run = run * y[i] end
+    if run > before then break end
+  end
+  return nil, "it merges or splits the sequence dimension"
+end
+ops.flatten.rows = ops.reshape.rows
+local function permuted_rows(node, axes)
+  local perm = ops[node.op].perm(node)
+  local x, out, last, same = node.inputs[1].shape, nil, 0, true
+  for i, d in ipairs(perm) do
+    if d + 1 == axes[1] then out = i
+    elseif x[d + 1] ~= "B" and x[d + 1] ~= 1 then   -- the row's dims keep their order: a view
+      if d + 1 < last then same = false end
+      last = d + 1
+    end
+  end
+  return out, nil, same
+end
+ops.transpose.rows, ops.permute.rows = permuted_rows, permuted_rows
+function ops.matmul.rows(node, axes)
+  local a, b = node.inputs[1].shape, node.inputs[2].shape
+  if axes[2] ~= nil or axes[1] == nil then return nil, "its right operand depends on the tokens" end
+  if #a < 2 or #b ~= 2 or axes[1] ~= #a - 1 then
+    return nil, "only (..., T, K) @ (K, N) with a fixed (K, N) runs position by position"
+  end
+  return #node.out.shape - 1
+end
+function ops.scaled_dot_product_attention.rows(node, axes)
+  local n = #node.inputs[1].shape
+  if not node.attrs.is_causal then return nil, "attention without is_causal = true reads later positions" end
+  for i = 1, 3 do
+    if axes[i] ~= n - 1 then return nil, "query, key and value must each have the sequence as their second-to-last dimension" end
+  end
+  return n - 1
+end
+
 -- Views: the output is the input's storage, read in another shape (no kernel, no copy).
 ops.flatten.alias = true
 ops.reshape.alias = true

@@ -807,4 +807,150 @@ ops_cpu.scaled_dot_product_attention = {
   end,
 }
 
+---------------------------------------------------------------------------
+-- `step`: one position of a sampled model's forward (gen/entries.lua's decode step,
+-- written into model.c's model_sample_step by gen/emit_c.lua).  The rule writes the
+-- output's row at position `t` from its inputs' rows; every tensor that depends on the
+-- tokens holds all positions of the window, position-major (gen/entries.lua), so
+-- attention reads the earlier positions' keys and values (the cache) where they are.
+-- The context `s`:
+--   s.row(t) / s.rows(t)   C pointer to tensor t's row at position t / to its position 0
+--   s.R(t), s.rest(t)      elements of one row, and its dims (the shape without the batch
+--                          and the sequence)
+--   s.token()              the token at position t (the model's int64 input)
+--   s.param(t)             a tensor of parameters only: { base = C pointer, shape, strides }
+--   s.axis(t)              the sequence dim of t (1-based), nil for parameters
+--   s.index(sizes, strides, var)  the C offset of element `var` of a row-major
+--                          `sizes` in a buffer with `strides` (0: broadcast)
+--   s.lit(x), s.T          a literal of the program's type; the window's length
+--   s.refuse(node, why)    a shape this step cannot run (an error at the node's line)
+local function row_copy(s, n)
+  return { string.format("memcpy(%s, %s, sizeof(real) * %d);", s.row(n.out), s.row(n.inputs[1]), s.R(n.out)) }
+end
+ops_cpu.embedding.step = function(s, n)
+  local w = s.param(n.inputs[2])
+  local C = n.inputs[2].shape[2]
+  return { string.format("memcpy(%s, %s + (size_t)%s * %d, sizeof(real) * %d);", s.row(n.out), w.base, s.token(), C, C) }
+end
+ops_cpu.dropout.step = row_copy   -- sampling is eval mode: the identity
+ops_cpu.reshape.step = row_copy
+ops_cpu.flatten.step = row_copy
+ops_cpu.cast.step = row_copy
+local STEP_ACT = {
+  relu = "x > 0 ? x : 0", sigmoid = "1 / (1 + exp(-x))", tanh = "tanh(x)", silu = "x / (1 + exp(-x))",
+  gelu = "0.5 * x * (1 + erf(x * 0.7071067811865476))",
+  gelu_tanh = "0.5 * x * (1 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))",
+}
+for _, name in ipairs { "relu", "sigmoid", "tanh", "silu", "gelu" } do
+  ops_cpu[name].step = function(s, n)
+    local f = STEP_ACT[(name == "gelu" and n.attrs.approximate == "tanh") and "gelu_tanh" or name]
+    return { string.format("{ const real *x_ = %s; real *y_ = %s;", s.row(n.inputs[1]), s.row(n.out)),
+             string.format("  for (int i = 0; i < %d; i++) { double x = x_[i]; y_[i] = (real)(%s); } }", s.R(n.out), f) }
+  end
+end
+ops_cpu.linear.step = function(s, n)
+  local x, w, b = n.inputs[1], s.param(n.inputs[2]), n.inputs[3] and s.param(n.inputs[3])
+  local outf, inf = n.inputs[2].shape[1], n.inputs[2].shape[2]
+  return { string.format("sample_linear(%s, %s, %s, %s, %d, %d, %d);", s.row(n.out), s.row(x), w.base, b and b.base or "NULL",
+    s.R(x) // inf, inf, outf) }
+end
+ops_cpu.matmul.step = function(s, n)
+  local a, b = n.inputs[1], s.param(n.inputs[2])
+  local K, N = n.inputs[2].shape[1], n.inputs[2].shape[2]
+  return { string.format("sample_matmul(%s, %s, %s, %d, %d, %d, %d, %d);", s.row(n.out), s.row(a), b.base,
+    s.R(a) // K, K, N, b.strides[1], b.strides[2]) }
+end
+ops_cpu.layer_norm.step = function(s, n)
+  local x, N = n.inputs[1], dims_after(n.attrs.normalized_shape, 1)
+  local w, b = n.inputs[2] and s.param(n.inputs[2]), n.inputs[3] and s.param(n.inputs[3])
+  return { string.format("sample_layer_norm(%s, %s, %s, %s, %d, %d, %s);", s.row(n.out), s.row(x), w and w.base or "NULL",
+    b and b.base or "NULL", s.R(x) // N, N, s.lit(n.attrs.eps)) }
+end
+ops_cpu.scaled_dot_product_attention.step = function(s, n)
+  local q, k, v = n.inputs[1], n.inputs[2], n.inputs[3]
+  local E, Ev = q.shape[#q.shape], v.shape[#v.shape]
+  local scale = n.attrs.scale or 1 / math.sqrt(E)
+  return { string.format("sample_attention(%s, %s, %s, %s, t, %d, %d, %d, %s, m->decode_scratch);", s.row(n.out), s.row(q),
+    s.rows(k), s.rows(v), s.R(q) // E, E, Ev, s.lit(scale)) }
+end
+-- the operands of an elementwise op, each as the C offset of element i of the output's
+-- row: a row of the same size, a parameter broadcast over it, or a scalar
+for _, name in ipairs { "add", "sub", "mul", "div" } do
+  local sym = ({ add = "+", sub = "-", mul = "*", div = "/" })[name]
+  ops_cpu[name].step = function(s, n)
+    local out = n.out
+    local nout, a_out, R = #out.shape, s.axis(out), s.R(out)
+    local function operand(x)
+      if s.axis(x) then
+        if s.R(x) ~= R then s.refuse(n, "an operand broadcast along a row of positions") end
+        return string.format("%s[i]", s.row(x))
+      end
+      local v = s.param(x)
+      local shift = nout - #x.shape
+      local strides, sizes, toff = {}, {}, nil
+      for i = 1, nout do
+        local j = i - shift
+        local d = j >= 1 and x.shape[j] or 1
+        local st = (j >= 1 and d ~= 1) and v.strides[j] or 0
+        if i == a_out then
+          if d ~= 1 then toff = string.format(" + (size_t)t * %d", st) end
+        elseif out.shape[i] ~= "B" then
+          if d ~= 1 and d ~= out.shape[i] then s.refuse(n, "an operand that broadcasts unevenly") end
+          sizes[#sizes + 1], strides[#strides + 1] = out.shape[i], st
+        end
+      end
+      return string.format("%s[%s%s]", v.base, s.index(sizes, strides, "i"), toff or "")
+    end
+    local a, b
+    if n.attrs.scalar ~= nil then
+      local lit = s.lit(n.attrs.scalar)
+      if n.attrs.scalar_left then a, b = lit, operand(n.inputs[1]) else a, b = operand(n.inputs[1]), lit end
+    else
+      a, b = operand(n.inputs[1]), operand(n.inputs[2])
+    end
+    return { string.format("{ real *y_ = %s; for (int i = 0; i < %d; i++) y_[i] = %s %s %s; }", s.row(out), R, a, sym, b) }
+  end
+end
+-- a copy of the input's row in another order of its dims (transpose, permute, slice)
+local function gather(s, n, sizes, strides, start)
+  return { string.format("{ const real *x_ = %s%s; real *y_ = %s; for (int i = 0; i < %d; i++) y_[i] = x_[%s]; }",
+    s.row(n.inputs[1]), start ~= 0 and (" + " .. start) or "", s.row(n.out), s.R(n.out), s.index(sizes, strides, "i")) }
+end
+-- the input's row strides (position-major: the row's dims in order, contiguous)
+local function row_strides(s, x)
+  local strides, by_dim, run = {}, {}, 1
+  local dims = {}
+  for i, d in ipairs(x.shape) do if i ~= s.axis(x) and d ~= "B" then dims[#dims + 1] = i end end
+  for k = #dims, 1, -1 do by_dim[dims[k]] = run; run = run * x.shape[dims[k]] end
+  return by_dim
+end
+local function permuted_step(s, n)
+  local x, perm = n.inputs[1], require("ops")[n.op].perm(n)
+  local by_dim = row_strides(s, x)
+  local sizes, strides, identity, last = {}, {}, true, 0
+  for i, d in ipairs(perm) do
+    if i ~= s.axis(n.out) and n.out.shape[i] ~= "B" then
+      sizes[#sizes + 1], strides[#strides + 1] = n.out.shape[i], by_dim[d + 1]
+      if d + 1 < last then identity = false end
+      last = d + 1
+    end
+  end
+  if identity then return row_copy(s, n) end
+  return gather(s, n, sizes, strides, 0)
+end
+ops_cpu.transpose.step, ops_cpu.permute.step = permuted_step, permuted_step
+ops_cpu.slice.step = function(s, n)
+  local x = n.inputs[1]
+  local by_dim = row_strides(s, x)
+  local d = (n.attrs.dim % #x.shape) + 1
+  local sizes, strides = {}, {}
+  for i, size in ipairs(n.out.shape) do
+    if i ~= s.axis(n.out) and size ~= "B" then
+      sizes[#sizes + 1] = size
+      strides[#strides + 1] = by_dim[i] * (i == d and n.attrs.step or 1)
+    end
+  end
+  return gather(s, n, sizes, strides, n.attrs.start_index * by_dim[d])
+end
+
 return ops_cpu

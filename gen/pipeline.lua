@@ -125,6 +125,15 @@ local function plan_stage(l)
   return with(l, { state = plan.state(l.graph), plan = p, root = root })
 end
 
+-- entries: the declared methods beside forward as the program's entry points (gen/entries.lua:
+-- a method returning autoregress(...) becomes a decode step, sampling one position at a
+-- time with a key/value cache; one that cannot be generated is refused at its line).  Adds
+--   entries    { { name, where, context, vocab, vocab_in, temperature, top_k, steps,
+--                  axis[tensor], bufs[tensor], size, refused } }
+local function entries_stage(l)
+  return with(l, { entries = require("entries").build(l) })
+end
+
 -- fuse (CUDA only): elementwise chains and producers' tails as one kernel each
 -- (gen/fuse.lua; the CUDA backend says what fuses).  Adds
 --   fuse       fuse.plan's groups (group_of[node], groups, resolve), or nil on the CPU
@@ -196,6 +205,21 @@ function dumps.plan(l)
   end
   return table.concat(out, "\n") .. "\n"
 end
+function dumps.entries(l)
+  if #l.entries == 0 then return "entries: forward only (no method beside it)\n" end
+  local prec = require "precision"
+  local out = {}
+  for _, e in ipairs(l.entries) do
+    out[#out + 1] = string.format("entry %s  <- %s:%d: sampling over %d positions, vocabulary %d, temperature %g, top_k %d; "
+      .. "decode arena %d reals%s", e.name, e.where.file, e.where.line, e.context, e.vocab, e.temperature, e.top_k, e.size,
+      e.refused and ("; not generated: " .. e.refused) or "")
+    for _, n in ipairs(e.steps) do
+      out[#out + 1] = string.format("  %s = %s(...)  position dim %d, row %d @%d", prec.label(n.out), n.op, e.axis[n.out] - 1,
+        e.bufs[n.out].row, e.bufs[n.out].offset)
+    end
+  end
+  return table.concat(out, "\n") .. "\n"
+end
 function dumps.fuse(l)
   if not l.fuse then return "fuse: none (the CPU program runs one kernel call per op)\n" end
   return require("fuse").tsv(l.fuse, {})
@@ -217,6 +241,7 @@ pipeline.STAGES = {
   { "fold",     fold },            -- gen/precision.lua
   { "strategy", strategy },        -- gen/strategy.lua
   { "plan",     plan_stage },      -- gen/plan.lua
+  { "entries",  entries_stage },   -- gen/entries.lua
   { "fuse",     fuse_stage },      -- gen/fuse.lua (CUDA)
   { "emit",     emit },            -- gen/emit_c.lua, gen/emit_cuda.lua, gen/emit_train.lua
 }

@@ -66,6 +66,14 @@ function report.markdown(g, sections)
   local np, nb = inspect.totals(g)
   add("")
   add(string.format("**%s parameters** (%s in fp32), %s buffer values.", util.commas(np), util.human_bytes(4 * np), util.commas(nb)))
+  add("")
+  add("## Entry points")
+  add("")
+  add("The model's declared methods (Fabric's `mark_forward_method`), each a function of the program:")
+  add("")
+  for _, e in ipairs(require("entries").describe(g)) do
+    add(string.format("- `%s` (%s:%d): %s", e.name, e.where.file, e.where.line, e.what))
+  end
   local traces = {}
   for _, name in ipairs(g.order) do traces[#traces + 1] = { name = name, t = g.traces[name] } end
   if g.loss then traces[#traces + 1] = { name = "loss (training step)", t = g.loss } end

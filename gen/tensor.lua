@@ -368,6 +368,35 @@ function functional.log_softmax(x, dim)
   return tensor.apply("log_softmax", { x }, { dim = int_arg(dim, "log_softmax", "dim") })
 end
 
+-- autoregress(logits, idx, {temperature = 1.0, top_k = 0}): the result of a sampling
+-- entry point (a method such as `generate` beside forward, gen/entries.lua): tokens
+-- drawn one at a time from the logits over the window idx, each appended to it.
+function functional.autoregress(logits, idx, opts)
+  check_tensor(logits, "autoregress", 1); check_tensor(idx, "autoregress", 2)
+  opts = opts or {}
+  if type(opts) ~= "table" or tensor.is(opts) then
+    diag.fatal(nil, "autoregress: options must be a table, e.g. {temperature = 0.8, top_k = 40}")
+  end
+  for key in pairs(opts) do
+    if key ~= "temperature" and key ~= "top_k" then
+      diag.fatal(nil, string.format("autoregress: unknown option '%s'%s", tostring(key),
+        util.did_you_mean(tostring(key), { "temperature", "top_k" })))
+    end
+  end
+  local temp, k = opts.temperature or 1.0, opts.top_k or 0
+  if type(temp) ~= "number" or temp < 0 or temp ~= temp or temp == math.huge then
+    diag.fatal(nil, string.format("autoregress: temperature must be a number ≥ 0 (0: the most likely token), got %s", tostring(temp)))
+  end
+  if math.type(k) ~= "integer" or k < 0 then
+    diag.fatal(nil, string.format("autoregress: top_k must be an integer ≥ 0 (0: every token), got %s", tostring(k)))
+  end
+  local V = logits.shape[#logits.shape]
+  if type(V) == "number" and k > V then
+    diag.fatal(nil, string.format("autoregress: top_k %d is more than the vocabulary (%d)", k, V))
+  end
+  return tensor.apply("autoregress", { logits, idx }, { temperature = temp + 0.0, top_k = k })
+end
+
 -- softmax(q kᵀ · scale [+ causal mask]) v, as torch.nn.functional's (one fused op).
 function functional.scaled_dot_product_attention(q, k, v, opts)
   check_tensor(q, "scaled_dot_product_attention", 1); check_tensor(k, "scaled_dot_product_attention", 2)
@@ -685,6 +714,10 @@ tensor.doc = {
   softmax = { "softmax(x, dim)", "softmax along dim", torch = "torch.softmax", example = "softmax(x, {dim = -1})", input = { 4 } },
   log_softmax = { "log_softmax(x, dim)", "log of the softmax along dim, computed stably", torch = "torch.log_softmax",
                   example = "log_softmax(x, -1)", input = { 4 } },
+  autoregress = { "autoregress(logits, idx, {temperature=1.0, top_k=0})",
+    "in a method beside forward (e.g. generate): the program's --sample N draws N tokens, one position at a time "
+    .. "with a key/value cache (temperature 0 or top_k 1: the most likely token)",
+    torch = "nanoGPT's GPT.generate", example = "autoregress(m(x), x.idx, {temperature = 0.8, top_k = 40})" },
   scaled_dot_product_attention = { "scaled_dot_product_attention(q, k, v, {is_causal=false, scale=nil})",
     "softmax(q kᵀ · scale [+ causal mask]) v, one fused op", torch = "torch.nn.functional.scaled_dot_product_attention",
     example = "scaled_dot_product_attention(x, x, x, {is_causal = true})", input = { 2, 6, 8 } },

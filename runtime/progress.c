@@ -51,7 +51,11 @@ static void fmt_tail(progress *p, char *buf, size_t len, double loss, double now
 void progress_step(progress *p, int epoch, int64_t step, double loss, int64_t items) {
     p->steps_done++;
     p->items_done += items;
-    int last_of_epoch = step + 1 >= p->steps_per_epoch;
+    // where this epoch ends for this run: its last step, or sooner where the run's
+    // steps (--max-steps, a resume's remaining steps) run out within it
+    int64_t epoch_end = p->steps_per_epoch, left = p->total_steps - p->steps_done;
+    if (left >= 0 && step + 1 + left < epoch_end) epoch_end = step + 1 + left;
+    int last_of_epoch = step + 1 >= epoch_end;
     if (p->t_start < 0) {
         // Time from the end of the first step: it carries the warm-up (page faults,
         // JIT compiles, first data reads) that would skew the rate and the ETA.
@@ -68,13 +72,13 @@ void progress_step(progress *p, int epoch, int64_t step, double loss, int64_t it
         }
         p->t_last = now; p->items_at_last = p->items_done; p->steps_at_last = p->steps_done;
         char bar[BAR_WIDTH + 1], tail[160];
-        int fill = p->steps_per_epoch > 0 ? (int)((step + 1) * BAR_WIDTH / p->steps_per_epoch) : BAR_WIDTH;
+        int fill = epoch_end > 0 ? (int)((step + 1) * BAR_WIDTH / epoch_end) : BAR_WIDTH;
         for (int i = 0; i < BAR_WIDTH; i++) bar[i] = i < fill ? '=' : i == fill ? '>' : ' ';
         bar[BAR_WIDTH] = 0;
         fmt_tail(p, tail, sizeof tail, loss, now);
         // \r back to the start, \033[K erases what a longer previous line left behind
         fprintf(p->out, "\repoch %d/%d [%s] %lld/%lld %s\033[K", epoch + 1, p->epochs, bar, (long long)(step + 1),
-                (long long)p->steps_per_epoch, tail);
+                (long long)epoch_end, tail);
         p->line_open = 1;
         if (last_of_epoch) { fputc('\n', p->out); p->line_open = 0; }   // each epoch leaves its last line
         fflush(p->out);
@@ -88,7 +92,7 @@ void progress_step(progress *p, int epoch, int64_t step, double loss, int64_t it
     char tail[160];
     fmt_tail(p, tail, sizeof tail, loss, now);
     fprintf(p->out, "epoch %d/%d step %lld/%lld %s\n", epoch + 1, p->epochs, (long long)(step + 1),
-            (long long)p->steps_per_epoch, tail);
+            (long long)epoch_end, tail);
     fflush(p->out);
 }
 

@@ -34,6 +34,8 @@ typedef struct {
 void progress_init(progress *p, FILE *out, int epochs, int64_t steps_per_epoch, int64_t every);
 // After each step: epoch and step are the loop's 0-based indices (step within the
 // epoch), loss the value to show, items the number of samples (or tokens) in the step.
+// The line's step count ends where the epoch ends for this run: at total_steps where
+// those run out within the epoch (--max-steps 300 of a 10000-step epoch: "step 100/300").
 void progress_step(progress *p, int epoch, int64_t step, double loss, int64_t items);
 // Prints a message line (e.g. validation results) without garbling the bar.
 void progress_print(progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

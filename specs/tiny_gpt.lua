@@ -44,6 +44,12 @@ model "TinyGPT" {
     local h = m.h(m.wte(x.idx) + m.wpe.weight)        -- (B, T, C) + (T, C)
     return matmul(m.ln_f(h), transpose(m.wte.weight, 0, 1))   -- (B, T, V), tied head
   end,
+  -- an entry point beside forward (Fabric's mark_forward_method("generate")): the
+  -- program's --sample N draws N bytes after --prompt, one position at a time with a
+  -- key/value cache (--temperature, --top-k override these)
+  generate = function(m, x)
+    return autoregress(m(x), x.idx, { temperature = 0.8, top_k = 40 })
+  end,
 }
 
 fabric { accelerator = "cpu", precision = "32-true" }

@@ -10,7 +10,7 @@ LOOM=${LOOM:-build/loom}
 . tests/tap.sh
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-STAGES=(spec graph assign autodiff fold strategy plan fuse emit)
+STAGES=(spec graph assign autodiff fold strategy plan entries fuse emit)
 echo "1..$((3 + 2 * ${#STAGES[@]}))"
 
 { echo 'print("traced-marker")'; cat specs/fashion_mlp.lua; } >"$tmp/printing.lua"

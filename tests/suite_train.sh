@@ -8,7 +8,7 @@ trap 'rm -rf "$work"' EXIT
 FASHION=/usr/share/datasets/fashion-mnist
 
 . "$(dirname "$0")/tap.sh"   # plan, ok, fail, skip, expect_error
-plan 31
+plan 32
 # the tests that train on Fashion-MNIST (SKIPs without it)
 ON_DATA=("resume is bit-exact" "metrics.csv written" "SIGTERM checkpoints and exits 0" "SIGKILL leaves a loadable checkpoint"
   "truncated checkpoint" "missing checkpoint" "checkpoint of another model names the first mismatched tensor")
@@ -274,6 +274,38 @@ if [ $rc -eq 0 ] && grep -q "stopped by signal" "$work/s.log" && [ -f "$work/s/l
     ok "SIGTERM checkpoints and exits 0"
   else fail "SIGTERM checkpoints and exits 0" "resume failed: $(tail -2 "$work/s2.log")"; fi
 else fail "SIGTERM checkpoints and exits 0" "rc=$rc: $(tail -3 "$work/s.log")"; fi
+
+# SIGTERM during validation (a large validation set takes minutes): it stops there, and
+# the checkpoint resumes before that validation, to the same weights as a run left alone
+cat >"$work/longval.lua" <<LUA
+model "LongVal" {
+  inputs = { x = Tensor{8} },
+  net = Sequential { Linear(8, 1024), ReLU(), Linear(1024, 1024), ReLU(), Linear(1024, 1) },
+  forward = function(m, b) return m.net(b.x) end,
+}
+fabric { accelerator = "cpu" }
+train {
+  data = Synthetic { fields = { x = Tensor{8}, y = Tensor{1} }, size = 64, val_size = 8000 },
+  batch_size = 8,
+  loss = function(m, b) return mse(m(b), b.y) end,
+  optimizer = SGD { lr = 0.01 },
+  epochs = 2,
+}
+LUA
+if "$LOOM" build "$work/longval.lua" -o "$work/lv" >"$work/lv.log" 2>&1; then
+  "$work/lv/train" --quiet --out "$work/lva" >>"$work/lv.log" 2>&1
+  "$work/lv/train" --out "$work/lvb" >"$work/lvb.log" 2>&1 &
+  pid=$!
+  # epoch 1's last step line, then validation's 1000 batches
+  for _ in $(seq 300); do grep -q "^epoch 1/2 step 8/8" "$work/lvb.log" 2>/dev/null && break; sleep 0.1; done
+  sleep 0.2
+  kill -TERM $pid; wait $pid; rc=$?
+  if [ $rc -eq 0 ] && grep -q "stopped by signal during validation after step 8" "$work/lvb.log" &&
+     "$work/lv/train" --resume "$work/lvb/last.safetensors" --quiet --out "$work/lvc" >>"$work/lv.log" 2>&1 &&
+     cmp -s "$work/lva/last.safetensors" "$work/lvc/last.safetensors"; then ok "SIGTERM during validation stops it; the resumed run validates again, bit-exact"
+  elif grep -q "^epoch 1: step 8  val/loss" "$work/lvb.log"; then skip "SIGTERM during validation stops it; the resumed run validates again, bit-exact" "validation ended before the signal"
+  else fail "SIGTERM during validation stops it; the resumed run validates again, bit-exact" "rc=$rc: $(tail -2 "$work/lvb.log" | tr '\n' ' ') $(tail -2 "$work/lv.log" | tr '\n' ' ')"; fi
+else fail "SIGTERM during validation stops it; the resumed run validates again, bit-exact" "$(tail -3 "$work/lv.log")"; fi
 
 # SIGKILL at arbitrary moments (also while a checkpoint is being written): whatever
 # last.safetensors is left is complete, and the run resumes from it

@@ -82,7 +82,26 @@ Test(progress, eta_counts_total_steps) {
         fake_now += 1.0;   // 1 s a step
         progress_step(&p, 0, s, 0.5, 1);
     }
-    // 10 steps done, 10 left at 1 s each (the full plan would say 16:30)
-    cr_expect_not_null(strstr(slurp(f), "epoch 1/10 step 10/100 loss 0.5000 1 items/s ETA 0:10\n"), "%s", slurp(f));
+    // 10 steps done, 10 left at 1 s each (the full plan would say 16:30); the run ends
+    // at the epoch's step 20, which the line counts to
+    cr_expect_not_null(strstr(slurp(f), "epoch 1/10 step 10/20 loss 0.5000 1 items/s ETA 0:10\n"), "%s", slurp(f));
+    fclose(f);
+}
+
+// A run resumed mid-epoch with 15 steps left: it ends at the epoch's step 65, and that
+// step, the run's last, gets its line.
+Test(progress, step_count_ends_where_the_run_does) {
+    FILE *f = tmpfile();
+    progress p;
+    progress_init(&p, f, 2, 100, 10);
+    p.total_steps = 15;
+    p.clock = fake_clock;
+    fake_now = 0;
+    for (int s = 50; s < 65; s++) {
+        fake_now += 1.0;
+        progress_step(&p, 0, s, 0.5, 1);
+    }
+    cr_expect_str_eq(slurp(f), "epoch 1/2 step 60/65 loss 0.5000 1 items/s ETA 0:05\n"
+                               "epoch 1/2 step 65/65 loss 0.5000 1 items/s ETA 0:00\n");
     fclose(f);
 }

@@ -75,6 +75,7 @@ int model_alloc(Model *m) {
 void model_free(Model *m) {
     free(m->params); free(m->grads); free(m->buffers); free(m->counters);
     free(m->acts); free(m->dacts); free(m->ints); free(m->wide); free(m->scratch);
+    free(m->decode); free(m->decode_scratch);
     memset(m, 0, sizeof *m);
 }
 
@@ -233,3 +234,4 @@ const void *model_prediction(const Model *m) {
     const real *a14 = (real *)(m->acts + 393216);   // (B, 10)
     return a14;
 }
+

@@ -62,6 +62,7 @@ typedef struct {
     real *scratch;                  // model_scratch_size() (im2col columns; depends on the thread count)
     uint64_t seed;                  // Philox key of this run (init, dropout)
     uint64_t step;                  // dropout's stream: micro-batches so far (train.c sets it)
+    real *decode, *decode_scratch;  // sampling's decode arena (the key/value cache), on first use
 } Model;
 
 int model_alloc(Model *m);                       // 0, or -1 when out of memory
@@ -82,5 +83,9 @@ void model_metrics(const Model *m, const Batch *batch, int B, int64_t *correct, 
 // tests/harness/eval_forward.c).
 const void *model_prediction(const Model *m);
 #define MODEL_PREDICTION_FORMAT f32   // f32, f64, bf16 (uint16_t bits) or f16
+
+// Sampling: the spec's entry point beside forward (gen/entries.lua), train's --sample.
+#define MODEL_HAS_SAMPLE 0
+#define SAMPLE_REFUSED "the spec declares no sampling method (a method beside forward returning autoregress(...))"
 
 #endif

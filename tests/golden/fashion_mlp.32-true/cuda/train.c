@@ -100,6 +100,16 @@ typedef struct {
 } Args;
 enum { GIVEN_LOAD_RAW = 1 << 16 };   // beside CKPT_GIVEN_*, which ckpt_run_resume reads
 
+// --sample N: N tokens from the spec's sampling method after training (with --resume
+// CKPT: from the checkpoint, without training); -1: the spec's temperature / top-k
+typedef struct {
+    int64_t n, top_k;
+    const char *prompt;
+    double temperature;
+    int no_kv_cache;   // --no-kv-cache: every token recomputes the whole window
+} SampleArgs;
+static SampleArgs sample_args = { 0, -1, NULL, -1.0, 0 };
+
 static void usage(FILE *f) {
     fprintf(f, "usage: %s [--epochs N] [--max-steps N] [--seed N] [--resume CKPT] [--load-raw FILE [--load-raw-strict true|false]] [--out DIR] [--data DIR] [--quiet] [--cuda-graph] [--device N]\n"
                "       %s --jit-check sm_XY [PTX_DIR]   (compile every kernel for sm_XY; no device needed)\n"
@@ -137,10 +147,29 @@ static Args parse_args(int argc, char **argv) {
         else if (!strcmp(f, "--load-raw")) { if (!v) { fprintf(stderr, "train: --load-raw needs a safetensors file\n"); exit(2); } a.load_raw = v; a.given |= GIVEN_LOAD_RAW; i++; }
         else if (!strcmp(f, "--load-raw-strict")) { a.load_raw_strict = parse_bool(f, v); i++; }
         else if (!strcmp(f, "--quiet")) { a.quiet = 1; }
+        else if (!strcmp(f, "--sample")) { sample_args.n = parse_count(f, v, INT32_MAX); i++; }
+        else if (!strcmp(f, "--prompt")) { if (!v) { fprintf(stderr, "train: --prompt needs a text\n"); exit(2); } sample_args.prompt = v; i++; }
+        else if (!strcmp(f, "--top-k")) { sample_args.top_k = parse_count(f, v, INT32_MAX); i++; }
+        else if (!strcmp(f, "--temperature")) {
+            char *end = NULL;
+            double x = v ? strtod(v, &end) : -1;
+            sample_args.temperature = x;
+            if (!v || *end || !(x >= 0 && x < 1e6)) {
+                fprintf(stderr, "train: --temperature expects a number >= 0 (0: the most likely token), got '%s'\n", v ? v : "");
+                exit(2);
+            }
+            i++;
+        }
+        else if (!strcmp(f, "--no-kv-cache")) { sample_args.no_kv_cache = 1; }
         else if (!strcmp(f, "--cuda-graph")) { a.cuda_graph = 1; }
         else if (!strcmp(f, "--device")) { a.device = (int)parse_count(f, v, 1024); i++; }
         else if (!strcmp(f, "--help") || !strcmp(f, "-h")) { usage(stdout); exit(0); }
         else { fprintf(stderr, "train: unknown flag '%s' (--help lists the flags)\n", f); exit(2); }
+    }
+    const SampleArgs *sa = &sample_args;
+    if (!sa->n && (sa->prompt || sa->top_k >= 0 || sa->temperature >= 0 || sa->no_kv_cache)) {
+        fprintf(stderr, "train: --prompt, --temperature, --top-k and --no-kv-cache go with --sample N\n");
+        exit(2);
     }
     return a;
 }
@@ -354,13 +383,15 @@ static void load_checkpoint(const char *path, Model *m, Optimizer *o, RunState *
 // ---------------------------------------------------------------------------
 // evaluation: mean loss and accuracy over a whole dataset, in eval mode
 
-static void evaluate(Model *m, loader *L, const dataset *ds, double *loss, double *acc) {
+// Returns 1 when a stop signal cut it short (its means then cover part of the set and
+// are not to be reported; on several ranks, when any rank was cut), 0 otherwise.
+static int evaluate(Model *m, loader *L, const dataset *ds, double *loss, double *acc) {
     data_err err = {0};
     data_batch db;
     Batch batch;
     double total = 0;
     int64_t samples = 0, correct = 0, counted = 0;
-    int rc;
+    int rc, cut = 0;
     while ((rc = loader_next(L, &db, &err)) == DATA_OK) {
         bind_batch(&batch, &db, ds);
         int B = (int)db.size;
@@ -370,11 +401,24 @@ static void evaluate(Model *m, loader *L, const dataset *ds, double *loss, doubl
         model_metrics(m, &batch, B, &c, &k);
         correct += c; counted += k;
         samples += B;
+        if (signals_stop_requested()) { cut = 1; break; }   // a large validation set takes minutes
     }
-    if (rc != DATA_END) die(err.msg);
+    if (!cut && rc != DATA_END) die(err.msg);
     *loss = samples ? total / samples : NAN;
     *acc = counted ? (double)correct / counted : NAN;
+    return cut;
 }
+
+// ---------------------------------------------------------------------------
+// sampling (--sample N)
+
+static void sample_check(const SampleArgs *a) {
+    (void)a;
+    fprintf(stderr, "train: --sample: the CUDA program does not sample yet (build the spec for the CPU: --accelerator=cpu)\n");
+    exit(2);
+}
+static void sample_model(Model *m, const SampleArgs *a, uint64_t seed) { (void)m; (void)a; (void)seed; }
+static int sample_only(const SampleArgs *a, const char *resume, uint64_t seed) { (void)a; (void)resume; (void)seed; return 2; }
 
 // ---------------------------------------------------------------------------
 
@@ -388,6 +432,8 @@ int main(int argc, char **argv) {
     // same spec (accelerator = "auto"; it gets the flags less the GPU's own)
     Args args = parse_args(argc, argv);
     lc_require_device(argc, argv, MODEL_ACCELERATOR, "train_cpu", args.device);
+    if (sample_args.n) sample_check(&sample_args);
+    if (sample_args.n && args.resume) return sample_only(&sample_args, args.resume, args.seed);   // from the checkpoint, no training
     signals_install();
     char path[4096], ckerr[CKPT_ERR_LEN];
     if (mkdir(args.out, 0777) && errno != EEXIST) { fprintf(stderr, "%s: %s\n", args.out, strerror(errno)); return 1; }
@@ -551,8 +597,20 @@ int main(int argc, char **argv) {
         // validation, callbacks, checkpoint
         double val_loss = NAN, val_acc = NAN;
         double epoch_train_loss = epoch_loss_count ? epoch_loss_sum / epoch_loss_count : NAN;
-        if (val_loader && ((rs.epoch + 1) % VAL_EVERY == 0 || stop || rs.epoch + 1 == max_epochs))
-            evaluate(&m, val_loader, &val_ds, &val_loss, &val_acc);
+        if (val_loader && ((rs.epoch + 1) % VAL_EVERY == 0 || stop || rs.epoch + 1 == max_epochs) &&
+            evaluate(&m, val_loader, &val_ds, &val_loss, &val_acc)) {
+            // a stop signal during validation: the checkpoint continues before this
+            // validation, which a resumed run does again (at an epoch's end, the train
+            // loader has moved on to the next epoch: its position is the epoch's end)
+            ls = loader_state_get(train_loader);
+            if (!stop) { ls.epoch = rs.epoch; ls.batch = rs.batch; }
+            snprintf(path, sizeof path, "%s/last.safetensors", args.out);
+            save_checkpoint(path, &m, &opt, &rs, &ls);
+            progress_finish(&prog);
+            printf("stopped by signal during validation after step %lld; checkpoint %s\n", (long long)rs.step, path);
+            stop = 2;
+            break;
+        }
         if (!args.quiet) {
             char line[256];
             int n = snprintf(line, sizeof line, "epoch %lld: step %lld", (long long)rs.epoch + 1, (long long)rs.step);
@@ -587,14 +645,18 @@ int main(int argc, char **argv) {
     if (test_loader && stop != 2) {
         double test_loss, test_acc;
         // (the final weights)
-        evaluate(&m, test_loader, &test_ds, &test_loss, &test_acc);
-        printf("test/loss %.4f", test_loss);
-        if (MODEL_HAS_ACCURACY) printf("  test/acc %.4f", test_acc);
-        printf("\n");
+        if (evaluate(&m, test_loader, &test_ds, &test_loss, &test_acc)) {
+            printf("stopped by signal during the test set: no test metrics\n");   // training's checkpoint is written
+            stop = 2;
+        } else {
+            printf("test/loss %.4f", test_loss);
+            if (MODEL_HAS_ACCURACY) printf("  test/acc %.4f", test_acc);
+            printf("\n");
         {
             const char *keys[] = { "test/loss", "test/acc" };
             double values[] = { test_loss, test_acc };
             if (runlog_epoch(&run_log, rs.step, rs.epoch, keys, values, 2)) die(run_log.err);
+        }
         }
     }
     // MLflow's status: a run stopped by a signal was KILLED (it resumes from its checkpoint)
@@ -605,6 +667,7 @@ int main(int argc, char **argv) {
     if (stop != 2) {
         printf("trained %lld steps in %.1f s\n", (long long)rs.step, now_seconds() - t_start);
     }
+    if (sample_args.n && stop != 2) sample_model(&m, &sample_args, args.seed);
     loader_close(train_loader);
     if (val_loader) loader_close(val_loader);
     if (test_loader) loader_close(test_loader);

@@ -86,6 +86,7 @@ int model_alloc(Model *m) {
 void model_free(Model *m) {
     free(m->params); free(m->grads); free(m->buffers); free(m->counters);
     free(m->acts); free(m->dacts); free(m->ints); free(m->wide); free(m->scratch);
+    free(m->decode); free(m->decode_scratch);
     memset(m, 0, sizeof *m);
 }
 
@@ -1301,3 +1302,4 @@ const void *model_prediction(const Model *m) {
     const real *a66 = (real *)(m->acts + 10527872);   // (B, 256, 64)
     return a66;
 }
+

@@ -1,0 +1,197 @@
+-- entries: the model's declared methods beside forward (Fabric's mark_forward_method)
+-- as the program's entry points.  Today a method is generated when it returns
+-- autoregress(logits, idx, opts) (gen/ops.lua): sampling, one position at a time.  This
+-- stage turns its trace into a decode step: the ops that compute the logits, each run
+-- for one new position (their `rows` rule in gen/ops.lua says how, and where each
+-- tensor's sequence dimension is), every tensor that depends on the tokens kept for
+-- all positions of the window in the decode arena (the key/value cache: attention
+-- reads the earlier positions' keys and values there; nothing earlier is recomputed).
+-- A method that cannot be generated is refused, naming its spec line.
+local ops = require "ops"
+local diag = require "diag"
+local util = require "util"
+local tensor = require "tensor"
+
+local entries = {}
+
+-- the precisions whose decode step runs in the compute type on the state itself
+local SAMPLED_PRECISIONS = { ["32-true"] = true, ["64-true"] = true }
+
+local function method_where(g, name)
+  local fn = g.model_rec.methods[name]
+  local info = type(fn) == "function" and debug.getinfo(fn, "S")
+  if info and info.linedefined and info.linedefined > 0 then
+    return { file = info.source:sub(2), line = info.linedefined }
+  end
+  return g.model_rec.where
+end
+
+-- a tensor that does not depend on the tokens, as a strided view of a parameter:
+-- { param, shape, strides } (strides in elements), or nil when it is computed
+function entries.param_view(t)
+  if t.param then
+    local strides, run = {}, 1
+    for i = #t.shape, 1, -1 do strides[i] = run; run = run * t.shape[i] end
+    return { param = t.param, shape = t.shape, strides = strides }
+  end
+  local node = t.node
+  if not node or #node.inputs ~= 1 then return nil end
+  local src = entries.param_view(node.inputs[1])
+  if not src then return nil end
+  if node.op == "transpose" or node.op == "permute" then
+    local perm = ops[node.op].perm(node)
+    local strides = {}
+    for i, d in ipairs(perm) do strides[i] = src.strides[d + 1] end
+    return { param = src.param, shape = t.shape, strides = strides }
+  elseif (node.op == "reshape" or node.op == "flatten") then
+    local run = 1
+    for i = #src.shape, 1, -1 do
+      if src.strides[i] ~= run then return nil end   -- only a contiguous one reshapes as a view
+      run = run * src.shape[i]
+    end
+    local strides = {}
+    run = 1
+    for i = #t.shape, 1, -1 do strides[i] = run; run = run * t.shape[i] end
+    return { param = src.param, shape = t.shape, strides = strides }
+  end
+  return nil
+end
+
+-- The decode step of method `name` (its trace's result is an autoregress node).
+local function decode_step(l, name, where, trace, out)
+  local node = out.node
+  local logits, idx = node.inputs[1], node.inputs[2]
+  if not idx.input or #idx.shape ~= 2 or idx.shape[1] ~= "B" then
+    diag.fatal(node.where, string.format("%s: autoregress's tokens must be a model input of shape (B, T), got %s",
+      name, idx.input and util.shape_str(idx.shape) or "a computed tensor"))
+  end
+  local T, V = idx.shape[2], logits.shape[#logits.shape]
+  -- the ops the logits depend on
+  local needed, stack = {}, { logits }
+  while #stack > 0 do
+    local t = table.remove(stack)
+    if t.node and not needed[t.node] then
+      needed[t.node] = true
+      for _, x in ipairs(t.node.inputs) do stack[#stack + 1] = x end
+    end
+  end
+  local axis = { [idx] = 2 }
+  local steps, views, alias, vocab_in = {}, {}, {}, nil
+  for _, n in ipairs(trace.nodes) do
+    if needed[n] then
+      local axes, any = {}, false
+      for i, x in ipairs(n.inputs) do
+        if x.input and x ~= idx then
+          diag.fatal(n.where, string.format("%s cannot be generated: the model's input '%s' is not the tokens autoregress samples (%s)",
+            name, x.input, idx.input))
+        end
+        axes[i] = axis[x]
+        any = any or axes[i] ~= nil
+      end
+      if any then
+        local rule = ops[n.op].rows
+        local a, why, same
+        if rule then a, why, same = rule(n, axes) else why = "it has no rule for one position at a time" end
+        if not a then
+          diag.fatal(n.where, string.format("%s cannot be generated position by position (sampling with a key/value cache): %s: %s",
+            name, n.module and n.module.call_text or n.op, why), { { where = where, msg = "the method " .. name } })
+        end
+        axis[n.out] = a
+        if same then alias[n.out] = n.inputs[1] else steps[#steps + 1] = n end
+        if n.op == "embedding" and n.inputs[1] == idx then
+          local w = n.inputs[2].shape[1]
+          vocab_in = vocab_in and math.min(vocab_in, w) or w
+        end
+      else
+        local v = entries.param_view(n.out)
+        if not v then
+          diag.fatal(n.where, string.format("%s cannot be generated: %s computes from the parameters alone, which a decode step does not do yet",
+            name, n.module and n.module.call_text or n.op))
+        end
+        views[n.out] = v
+      end
+    end
+  end
+  if axis[logits] ~= #logits.shape - 1 then
+    diag.fatal(node.where, string.format("%s: the logits' sequence dimension is not the tokens' (dim %d of %s)",
+      name, (axis[logits] or 0) - 1, util.shape_str(logits.shape)))
+  end
+  -- the decode arena: every tensor that depends on the tokens, T positions of it, each
+  -- position's elements contiguous (position-major: the sequence dim taken out first)
+  local bufs, size = {}, 0
+  for _, n in ipairs(steps) do
+    local rest = {}
+    for i, d in ipairs(n.out.shape) do if i ~= axis[n.out] and d ~= "B" then rest[#rest + 1] = d end end
+    local row = util.numel(rest, 1)
+    bufs[n.out] = { offset = size, row = row, rest = rest }
+    size = size + (T * row + 15) // 16 * 16
+  end
+  for _, n in ipairs(trace.nodes) do   -- a view's rows are its source's
+    if alias[n.out] then bufs[n.out] = bufs[alias[n.out]] end
+  end
+  return {
+    name = name, where = where, temperature = node.attrs.temperature, top_k = node.attrs.top_k,
+    context = T, vocab = V, vocab_in = vocab_in or V, idx = idx, logits = logits,
+    steps = steps, alias = alias, axis = axis, views = views, bufs = bufs, size = size, scratch = T,
+  }
+end
+
+-- What `loom inspect` and `loom explain` list of the traced graph `g`: one line per
+-- declared method, forward first ({ name, where, what }).
+function entries.describe(g)
+  local rows = {}
+  for _, name in ipairs(g.order) do
+    local where, what = method_where(g, name), "the model's forward: the training step's and every method's"
+    local out = g.traces[name].outputs[1]
+    if name ~= "forward" then
+      if tensor.is(out) and out.node and out.node.op == "autoregress" then
+        local a = out.node.attrs
+        what = string.format("sampling: autoregress over %s tokens, temperature %g, top_k %d (train --sample N; a decode step with a key/value cache)",
+          util.shape_str(out.node.inputs[2].shape), a.temperature, a.top_k)
+      else
+        what = "not generated (only a method returning autoregress(...) is)"
+      end
+    end
+    rows[#rows + 1] = { name = name, where = where, what = what }
+  end
+  return rows
+end
+
+-- The entry points of the lowered table `l`: { { name, where, ... } } in the methods'
+-- order (gen/graph.lua), each with its decode step, or with `refused` (why this
+-- program cannot run it: the precision, the backend), said once here as a note.
+function entries.build(l)
+  local g = l.graph
+  local list = {}
+  for _, name in ipairs(g.order) do
+    if name ~= "forward" then
+      local where = method_where(g, name)
+      local trace = g.traces[name]
+      local out = trace.outputs[1]
+      if not (tensor.is(out) and out.node and out.node.op == "autoregress") or trace.outputs.n ~= 1 then
+        diag.error(where, string.format("method '%s' cannot be generated: an entry point beside forward returns "
+          .. "autoregress(logits, idx, opts) (sampling); forward is the model's one other method", name))
+      else
+        local e = decode_step(l, name, where, trace, out)
+        if l.backend ~= "cpu" then
+          e.refused = "the CUDA program does not sample yet (build it for the CPU: --accelerator=cpu)"
+        elseif not SAMPLED_PRECISIONS[l.precision] then
+          e.refused = string.format("precision %s: sampling runs at 32-true and 64-true", l.precision)
+        end
+        if e.refused then
+          io.stderr:write(string.format("%s:%d: note: %s is not generated: %s; the program refuses --sample\n",
+            where.file, where.line, name, e.refused))
+        end
+        list[#list + 1] = e
+      end
+    end
+  end
+  diag.check()
+  if #list > 1 then
+    diag.fatal(list[2].where, string.format("one sampling method per model: %s and %s both return autoregress(...)",
+      list[1].name, list[2].name))
+  end
+  return list
+end
+
+return entries

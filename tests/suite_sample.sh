@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Sampling, a declared entry point beside forward (gen/entries.lua): a small GPT whose
+# `generate` returns autoregress(...) gets model_sample_step (a decode step over a
+# key/value cache) and train's --sample.  The cached step gives the tokens the
+# uncached one does (the window recomputed per token, across the window's restarts);
+# greedy tokens equal the emitted PyTorch model's generate from the same checkpoint; a
+# seed gives the same text; bad flags, other precisions and methods that cannot be
+# generated get one line.
+set -u
+cd "$(dirname "$0")/.."
+LOOM=${LOOM:-build/loom}
+. tests/tap.sh   # plan, ok, fail, expect_error, no_torch, py_lacks
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+plan 14
+
+# a GPT of 2 blocks over 16 positions, vocabulary 128, tied head; `$1` is generate's body
+gpt() {
+  cat <<LUA
+local V, T, C, H = 128, 16, 32, 2
+local function Block()
+  return Module "Block" {
+    ln_1 = LayerNorm(C), c_attn = Linear(C, 3 * C), c_proj = Linear(C, C), ln_2 = LayerNorm(C),
+    mlp = Sequential { Linear(C, 4 * C), GELU { approximate = "tanh" }, Linear(4 * C, C) },
+    forward = function(m, x)
+      local qkv = m.c_attn(m.ln_1(x))
+      local function heads(t) return transpose(reshape(t, -1, T, H, C // H), 1, 2) end
+      local y = scaled_dot_product_attention(heads(slice(qkv, 2, 0, C)), heads(slice(qkv, 2, C, 2 * C)),
+                                             heads(slice(qkv, 2, 2 * C, 3 * C)), { is_causal = ${ATT_CAUSAL:-true} })
+      x = x + m.c_proj(reshape(transpose(y, 1, 2), -1, T, C))
+      return x + m.mlp(m.ln_2(x))
+    end,
+  }
+end
+model "SmallGPT" {
+  inputs = { idx = Tensor{T, dtype = "int64"} },
+  wte = Embedding(V, C), wpe = Embedding(T, C), h = Sequential { Block(), Block() }, ln_f = LayerNorm(C),
+  lm_head = Linear(C, V),
+  forward = function(m, x)
+    local h = m.ln_f(m.h(m.wte(x.idx) + m.wpe.weight))
+    return m.lm_head(h) + matmul(h, transpose(m.wte.weight, 0, 1)) * 0.01   -- a head, and a little of the tied one
+  end,
+  $1
+}
+train {
+  data = Synthetic { fields = { idx = Tensor{T, dtype = "int64", dist = "randint", high = V},
+                                targets = Tensor{T, dtype = "int64", dist = "randint", high = V} }, size = 32 },
+  batch_size = 4,
+  loss = function(m, b) return cross_entropy(transpose(m(b), 1, 2), b.targets) end,
+  optimizer = AdamW { lr = 1e-3 },
+  max_steps = 2,
+}
+LUA
+}
+GEN='generate = function(m, x) return autoregress(m(x), x.idx, { temperature = 0.8, top_k = 20 }) end,'
+gpt "$GEN" >"$work/gpt.lua"
+if ! "$LOOM" build "$work/gpt.lua" --emit torch -o "$work/prog" >"$work/build.log" 2>&1 ||
+   ! "$work/prog/train" --out "$work/run" --quiet >"$work/train.out" 2>&1; then
+  for n in build nocache seed seed_other torch after_train top_k temperature prompt_alone prompt_vocab; do
+    fail "sample_$n" "loom build or training failed: $(tail -1 "$work/build.log" "$work/train.out")"
+  done
+  ck=""
+else
+  ok "sample_build"
+  ck="$work/run/last.safetensors"
+fi
+
+if [ -n "$ck" ]; then
+  P=(--resume "$ck" --prompt "In the beginning")
+  # 40 greedy tokens after 16: the window (16) restarts at its last half 5 times
+  "$work/prog/train" "${P[@]}" --sample 40 --temperature 0 >"$work/c.txt" 2>"$work/c.err"
+  "$work/prog/train" "${P[@]}" --sample 40 --temperature 0 --no-kv-cache >"$work/n.txt" 2>"$work/n.err"
+  distinct=$(tail -c +17 "$work/c.txt" | od -An -tu1 -v | tr -s ' ' '\n' | sort -u | grep -c .)
+  if [ -s "$work/c.txt" ] && cmp -s "$work/c.txt" "$work/n.txt" && grep -q "key/value cache" "$work/c.err" && [ "$distinct" -ge 5 ]; then
+    ok "sample_nocache"
+  else
+    fail "sample_nocache" "cached and uncached tokens differ (or $distinct distinct bytes): $(od -c "$work/c.txt" | head -2) / $(od -c "$work/n.txt" | head -2)"
+  fi
+  "$work/prog/train" "${P[@]}" --sample 60 --seed 7 >"$work/s1.txt" 2>/dev/null
+  "$work/prog/train" "${P[@]}" --sample 60 --seed 7 >"$work/s2.txt" 2>/dev/null
+  "$work/prog/train" "${P[@]}" --sample 60 --seed 8 >"$work/s3.txt" 2>/dev/null
+  if [ -s "$work/s1.txt" ] && cmp -s "$work/s1.txt" "$work/s2.txt"; then ok "sample_seed"; else fail "sample_seed" "the same seed gave different text"; fi
+  if ! cmp -s "$work/s1.txt" "$work/s3.txt"; then ok "sample_seed_other"; else fail "sample_seed_other" "seeds 7 and 8 gave the same 60 tokens"; fi
+
+  # the emitted PyTorch model's greedy generate from the same checkpoint: the same tokens
+  if py_lacks torch; then
+    no_torch "sample_torch" "no PyTorch"
+  else
+    /usr/bin/python3 - "$work/prog/model.py" "$ck" >"$work/py.txt" 2>"$work/py.err" <<'PY'
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("model", sys.argv[1])
+mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+mod.torch.set_num_threads(1)
+m = mod.SmallGPT()
+sd, _, _ = mod.load_loom_checkpoint(sys.argv[2])
+m.load_state_dict(sd, strict=True); m.eval()
+seq = m.generate(list(b"In the beginning"), 40, temperature=0)
+sys.stdout.buffer.write(bytes(seq) + b"\n")
+PY
+    if [ -s "$work/py.txt" ] && cmp -s "$work/c.txt" "$work/py.txt"; then
+      ok "sample_torch"
+    else
+      fail "sample_torch" "PyTorch's greedy tokens differ: $(tail -1 "$work/py.err") $(od -c "$work/py.txt" | head -2) / $(od -c "$work/c.txt" | head -2)"
+    fi
+  fi
+  # after training, from the final weights (the same as the checkpoint's)
+  if "$work/prog/train" --out "$work/run2" --quiet --sample 40 --temperature 0 --prompt "In the beginning" >"$work/t.txt" 2>"$work/t.err" &&
+     tail -1 "$work/t.txt" | cmp -s - "$work/c.txt"; then
+    ok "sample_after_train"
+  else
+    fail "sample_after_train" "$(tail -1 "$work/t.txt" "$work/t.err")"
+  fi
+  expect_error "sample_top_k" "--top-k 500 is more than the vocabulary (128)" "$work/prog/train" "${P[@]}" --sample 5 --top-k 500
+  expect_error "sample_temperature" "--temperature expects a number >= 0" "$work/prog/train" "${P[@]}" --sample 5 --temperature -1
+  expect_error "sample_prompt_alone" "go with --sample N" "$work/prog/train" --prompt hi
+  expect_error "sample_prompt_vocab" "byte 195 at offset 0 is outside the model's 128 tokens" "$work/prog/train" --resume "$ck" --sample 5 --prompt "é"
+fi
+
+# another precision: a note at generation (the program's --sample then refuses in one
+# line, as sample_no_method's does)
+if "$LOOM" build "$work/gpt.lua" --precision=bf16-mixed --dump=entries >"$work/bf16.log" 2>&1 &&
+   grep -q "gpt.lua:[0-9]*: note: generate is not generated: precision bf16-mixed: sampling runs at 32-true and 64-true; the program refuses --sample" "$work/bf16.log"; then
+  ok "sample_refused_precision"
+else
+  fail "sample_refused_precision" "$(tail -1 "$work/bf16.log")"
+fi
+
+# what cannot be generated: refused at the spec's line
+gpt 'predict = function(m, x) return m(x) end,' >"$work/bad_method.lua"
+line=$(grep -n "predict = " "$work/bad_method.lua" | cut -d: -f1)
+if err=$("$LOOM" build "$work/bad_method.lua" --dump=entries 2>&1); then
+  fail "sample_bad_method" "accepted"
+else
+  case "$(printf '%s\n' "$err" | head -1)" in "$work/bad_method.lua:$line:"*"method 'predict' cannot be generated"*) ok "sample_bad_method" ;;
+                 *) fail "sample_bad_method" "$err" ;; esac
+fi
+ATT_CAUSAL=false gpt "$GEN" >"$work/noncausal.lua"
+line=$(grep -n "scaled_dot_product_attention(" "$work/noncausal.lua" | cut -d: -f1)
+if err=$("$LOOM" build "$work/noncausal.lua" --dump=entries 2>&1); then
+  fail "sample_noncausal" "accepted"
+else
+  case "$err" in *"noncausal.lua:$line:"*"generate cannot be generated position by position"*"without is_causal = true"*) ok "sample_noncausal" ;;
+                 *) fail "sample_noncausal" "$err" ;; esac
+fi
+# a spec without a sampling method: --sample says so
+gpt "" >"$work/plain.lua"
+if "$LOOM" build "$work/plain.lua" -o "$work/plain" >"$work/plain.log" 2>&1; then
+  expect_error "sample_no_method" "--sample: the spec declares no sampling method" "$work/plain/train" --sample 5
+else
+  fail "sample_no_method" "$(tail -1 "$work/plain.log")"
+fi
