@@ -636,14 +636,11 @@ function emit.program(l)
   end
   local files, counted = emit.model(l)
   local loop = require("emit_train").values(l)
+  loop.train.sample_fn = (l.entries[1] and not l.entries[1].refused) and SAMPLE_FN or NO_SAMPLE_FN
   local kind = l.strategy and l.strategy.kind or "single"
   local ddp = kind ~= "single"   -- DDP's runtime and MPI: ddp and fsdp
   local blocks = kind == "ddp" and emit.ddp_blocks(l) or kind == "fsdp" and emit.fsdp_blocks(l) or TRAIN_BLOCKS
   files["train.c"] = template.fill("templates/loop/train.c.in", loop.train, false, blocks)
-
-  loop.train.sample_fn = (l.entries[1] and not l.entries[1].refused) and SAMPLE_FN or NO_SAMPLE_FN
-  local ddp = l.strategy and l.strategy.kind == "ddp"
-  files["train.c"] = template.fill("templates/loop/train.c.in", loop.train, false, ddp and emit.ddp_blocks(l) or TRAIN_BLOCKS)
   files["optim.h"] = template.fill("templates/c/optim.h.in", loop.optim_h)
   files["optim.c"] = template.fill("templates/c/optim.c.in", loop.optim_c)
   for name, text in pairs(loop.files) do files[name] = text end   -- the user's hooks
