@@ -58,6 +58,7 @@ function emit.check(g, target)
     diag.fatal(sp.model_where, "the spec has no train { ... } with a loss, so there is no training step to generate")
   end
   check_supported(g.loss)
+  if g.step and not target.inference then require("user_step").check_cpu(g, target, precision) end
 end
 
 -- Does this backend run every op of the training step?  (explain: the C plan or none)
@@ -209,6 +210,14 @@ function emit.model(l)
     has_accuracy = has_accuracy and 1 or 0, user_metrics_decl = um_decl,
     prediction_format = w.epred.place(loss_node.inputs[1]).fmt or settings.compute,
   }
+  -- a training_step (gen/user_step.lua): its forward runs and backwards, each a function
+  local step_c, step_protos
+  if l.autodiff.segments then
+    local wide
+    step_c, step_protos, wide = require("user_step").model_c(l, function(list) return emit.forward_lines(g, { forward = list }) end,
+      function(node, suffix) return node_comment(g, node, suffix) end)
+    values.num_wide = math.max(values.num_wide, wide)
+  end
   local files = {}
   files["precision_plan.tsv"] = kernels_c.precision_plan(l, w)
   files["model.h"] = template.fill("templates/c/model.h.in", values)
@@ -225,6 +234,12 @@ function emit.model(l)
     -- (nothing when off: the file is byte for byte the one without detect_anomaly)
     anomaly_include = l.options.detect_anomaly and '\n#include "anomaly.h"   // detect_anomaly: NaN/Inf checks after every op' or "",
   })
+  if step_c then
+    files["model.c"] = files["model.c"] .. step_c
+    files["model.h"] = files["model.h"]:gsub("\n#endif%s*$", function(tail)
+      return "\n\n// train.training_step's parts (model.c; optim.c's model_user_step calls them in order)\n" .. step_protos .. "\n" .. tail
+    end)
+  end
   return files, kernels_c.counted(w)
 end
 
@@ -375,9 +390,23 @@ function emit.program(l)
   local files, counted = emit.model(l)
   local loop = require("emit_train").values(l)
   local ddp = l.strategy and l.strategy.kind == "ddp"
-  files["train.c"] = template.fill("templates/loop/train.c.in", loop.train, false, ddp and emit.ddp_blocks(l) or TRAIN_BLOCKS)
+  local blocks = ddp and emit.ddp_blocks(l) or TRAIN_BLOCKS
+  if loop.user_step then
+    -- a training_step: the step is model_user_step (optim.c), the spec's calls in order
+    blocks = setmetatable({}, { __index = blocks })
+    local mb, n = TRAIN_BLOCKS.micro_batch:gsub("real loss = model_forward%(&m, &batch, B, 1%);",
+      string.format("real loss = model_user_step(&m, &opt, &batch, B, rs.step);   // train.training_step (%s:%d)",
+        sp.file, l.graph.step.where.line), 1)
+    assert(n == 1, "the loop template's forward call changed")
+    blocks.micro_batch = mb
+  end
+  files["train.c"] = template.fill("templates/loop/train.c.in", loop.train, false, blocks)
   files["optim.h"] = template.fill("templates/c/optim.h.in", loop.optim_h)
   files["optim.c"] = template.fill("templates/c/optim.c.in", loop.optim_c)
+  if loop.user_step then
+    files["optim.c"] = files["optim.c"] .. loop.user_step.code
+    files["optim.h"] = files["optim.h"]:gsub("\n#endif%s*$", function(tail) return "\n" .. loop.user_step.protos .. "\n" .. tail end)
+  end
   for name, text in pairs(loop.files) do files[name] = text end   -- the user's hooks
   local loomc = require "loomc"
   for _, prefix in ipairs(RUNTIME_PREFIXES) do

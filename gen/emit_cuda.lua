@@ -865,6 +865,9 @@ function emit.check(g, target)
     diag.fatal(not target.detect_anomaly and diag.key_where(sp.fabric.where, "detect_anomaly") or nil,
       "detect_anomaly is not supported by the CUDA backend yet (the CPU program has it: --accelerator=cpu)")
   end
+  if g.step then
+    diag.fatal(g.step.where, "a training_step is not supported by the CUDA backend yet (the CPU program runs it: --accelerator=cpu)")
+  end
   for _, node in ipairs(g.loss.nodes) do
     if not ops_cuda[node.op] or node.op == "supported" then
       diag.error(node.where, string.format("%s is not supported by the CUDA backend yet", node.op))

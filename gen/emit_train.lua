@@ -271,7 +271,9 @@ end
 -- optimizer_step's C for the lowered table's optimizer, from gen/optimizers.lua's rule.
 -- `floor`: the schedule's lr for every group is floor + (lr - floor) × ratio (0: it
 -- scales each group's lr; false: it sets every group's lr, which a group may not give).
-local function optimizer_code(k16, opt, sfx, params, floor, frozen)
+-- `only`: runs { begin, finish, names } of the parameters it updates (a training_step's
+-- optimizer, gen/user_step.lua), without parameter groups.
+local function optimizer_code(k16, opt, sfx, params, floor, frozen, only)
   local STATE16, OPT16, PAR_FOR, LD, ST, LDO, STO = k16.STATE16, k16.OPT16, k16.PAR_FOR, k16.LD, k16.ST, k16.LDO, k16.STO
   local a = opt.args
   local rule = optimizers.rule(opt.kind)
@@ -309,6 +311,7 @@ local function optimizer_code(k16, opt, sfx, params, floor, frozen)
   end
   local desc = rule.desc(a, opt.kind)
   local groups, runs, skipped = param_groups(opt, params, frozen)
+  if only then groups, runs = nil, only end
   local step = { string.format("    // %s", desc), "    (void)o; (void)mom; (void)step;   // not every rule reads them" }
   local LR, WD, decays
   if groups then
@@ -357,8 +360,15 @@ local function optimizer_code(k16, opt, sfx, params, floor, frozen)
   if decays and rule.decay == "decoupled" then
     step[#step + 1] = string.format("    const real decay = (real)(1.0 - %s * %s);   // decoupled weight decay", LR, WD)
   end
+  if only then
+    -- a training_step's optimizer: only its parameters' runs
+    step[#step + 1] = "    static const struct { size_t begin, end; } runs[] = {"
+    for _, r in ipairs(only) do step[#step + 1] = string.format("        { %d, %d },   // %s", r.begin, r.finish, r.names) end
+    step[#step + 1] = "    };"
+    step[#step + 1] = "    for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {"
+  end
   step[#step + 1] = PAR_FOR
-  step[#step + 1] = groups and "    for (size_t i = runs[r].begin; i < runs[r].end; i++) {" or "    for (size_t i = 0; i < NUM_PARAMS; i++) {"
+  step[#step + 1] = (groups or only) and "    for (size_t i = runs[r].begin; i < runs[r].end; i++) {" or "    for (size_t i = 0; i < NUM_PARAMS; i++) {"
   step[#step + 1] = string.format("        real p = %s;", LD("m->params[i]"))
   step[#step + 1] = string.format("        real g = %s%s;", (rule.maximize and a.maximize) and "-" or "", LD("m->grads[i]"))
   if decays and rule.decay == "l2" then step[#step + 1] = "        g += wd * p;   // L2 penalty" end
@@ -371,7 +381,7 @@ local function optimizer_code(k16, opt, sfx, params, floor, frozen)
   for _, st in ipairs(states) do step[#step + 1] = string.format("        o->%s[i] = %s;", st, STO(st)) end
   step[#step + 1] = string.format("        m->params[i] = %s;", ST("p"))
   step[#step + 1] = "    }"
-  if groups then step[#step + 1] = "    }" end
+  if groups or only then step[#step + 1] = "    }" end
   return {
     stateless = stateless,   -- fields and alloc hold a placeholder
     saves_nothing = #save == 0,   -- save and load hold a placeholder
@@ -1370,6 +1380,13 @@ function emit_train.values(l)
       "        ddp_broadcast(m.buffers, sizeof(state_t) * NUM_BUFFERS);",
       "        ddp_broadcast(m.counters, sizeof(int64_t) * NUM_COUNTERS);",
     }
+  end
+  if l.autodiff.segments then
+    -- a training_step (gen/user_step.lua): each optimizer's step over its parameters
+    local code, protos = require("user_step").optim_c(l, function(opt, runs)
+      return optimizer_code(k16, opt, ty.sfx, l.state.params, 0, g.frozen or {}, runs)
+    end)
+    values.user_step = { code = code, protos = protos }
   end
   values.files = hooks.files   -- the user's hook source, compiled into the program
   values.optim_h = {
