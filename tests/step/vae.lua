@@ -8,8 +8,8 @@ model "VAE" {
   mu = Linear(64, 8),
   logvar = Linear(64, 8),
   dec = Sequential { Linear(8, 64), ReLU(), Linear(64, 784) },
-  encode = function(m, x) local h = m.enc(x); return m.mu(h), m.logvar(h) end,
-  forward = function(m, b) local mu = m:encode(b.x); return m.dec(mu) end,
+  encode = function(m, b) local h = m.enc(b.x); return m.mu(h), m.logvar(h) end,
+  forward = function(m, b) local mu = m:encode(b); return m.dec(mu) end,
 }
 
 fabric { accelerator = "cpu", precision = "32-true" }
@@ -21,7 +21,7 @@ train {
   training_step = function(fabric, m, b)
     local opt = fabric.optimizers.all
     opt:zero_grad()
-    local mu, logvar = m:encode(b.x)
+    local mu, logvar = m:encode(b)
     local z = mu + exp(logvar * 0.5) * b.eps
     local recon = bce_with_logits(m.dec(z), flatten(b.x, 1)) * 784
     local kl = mean(sum(1 + logvar - mu * mu - exp(logvar), 1)) * -0.5
