@@ -58,7 +58,24 @@ function emit.check(g, target)
     diag.fatal(sp.model_where, "the spec has no train { ... } with a loss, so there is no training step to generate")
   end
   check_supported(g.loss)
-  if g.step and not target.inference then require("user_step").check_cpu(g, target, precision) end
+  emit.check_methods(g)
+  if g.step then require("user_step").check_cpu(g, target, precision) end
+end
+
+-- A declared method other than forward that the training step does not call has no
+-- entry point in a training program: refused, one line at its definition (never dropped
+-- silently).  (gen/emit_cuda.lua's check asks too.)
+function emit.check_methods(g)
+  for _, name in ipairs(g.order) do
+    if name ~= "forward" and not g.called[name] then
+      local fn = g.model_rec.methods[name]
+      local info = type(fn) == "function" and debug.getinfo(fn, "S")
+      local where = info and info.linedefined > 0 and { file = g.spec.file, line = info.linedefined } or g.model_rec.where
+      diag.error(where, string.format("model method '%s' is neither forward nor called by the training step: a training program "
+        .. "has no entry point for it (call it from %s, or remove it)", name, g.step and "training_step" or "train.loss"))
+    end
+  end
+  diag.check()
 end
 
 -- Does this backend run every op of the training step?  (explain: the C plan or none)

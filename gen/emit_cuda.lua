@@ -856,6 +856,7 @@ function emit.check(g, target)
   if not g.loss then
     diag.fatal(sp.model_where, "the spec has no train { ... } with a loss, so there is no training step to generate")
   end
+  require("emit_c").check_methods(g)
   if g.loss.metrics then
     -- (before the ops: accuracy, a metric's op, has no CUDA kernel either)
     diag.fatal(diag.key_where(sp.train.where, "log") or sp.train.where,

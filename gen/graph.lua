@@ -219,6 +219,16 @@ function graph.build(sp)
   diag.check()
 
   -- the training loss: loss(m, batch) over the data source's fields
+  -- which declared methods the training step calls (the others have no entry point in a
+  -- training program: its backend refuses them, gen/emit_c.lua)
+  g.called = {}
+  local rec_methods, originals = g.model_rec.methods, {}
+  for name, fn in pairs(rec_methods) do
+    if name ~= "forward" then
+      originals[name] = fn
+      rec_methods[name] = function(...) g.called[name] = true; return fn(...) end
+    end
+  end
   if sp.train and (sp.train.loss or sp.train.training_step) then
     local fields_list = data_fields(sp)
     g.data_fields = fields_list   -- (an Npy source's headers are read once, here)
@@ -307,6 +317,7 @@ function graph.build(sp)
       end
     end
   end
+  for name, fn in pairs(originals) do rec_methods[name] = fn end
   -- the spec's own initialisation (gen/nninit.lua): what train.init does to each parameter
   if sp.train and sp.train.init then
     local handler = spec_mod.message_handler("@" .. sp.file)
