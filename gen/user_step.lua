@@ -418,6 +418,37 @@ function user_step.model_c(l, forward_lines, node_comment)
   protos[#protos + 1] = "real step_result(const Model *m);"
   text[#text + 1] = string.format("\n// the loss training_step returns (logged)\nreal step_result(const Model *m) {\n%s\n    return %s[0];\n}\n",
     table.concat(e.decls, "\n"), ptr)
+
+  -- for a gradient check of each backward (tests/harness/gradcheck.c): every forward run
+  -- without the updates between them, backward K, its loss, and the parameters it reaches
+  local fwd, cases, losses, rows = {}, {}, {}, {}
+  local el = kernels_c.context(l, ty, true)
+  local k = 0
+  for _, s in ipairs(l.autodiff.segments) do
+    if s.kind == "forward" then fwd[#fwd + 1] = string.format("    %s(m, batch, B, training);", s.func)
+    elseif s.kind == "backward" then
+      cases[#cases + 1] = string.format("    case %d: %s(m, batch, B, dloss); break;", k, s.func)
+      el.begin(nil, "result")
+      losses[#losses + 1] = string.format("    case %d: return %s[0];   // line %d", k, el.ptr(s.loss), s.where.line)
+      local row = {}
+      for _, p in ipairs(l.state.params) do row[#row + 1] = s.params[p.name] and "1" or "0" end
+      rows[#rows + 1] = "    { " .. table.concat(row, ", ") .. " },"
+      k = k + 1
+    end
+  end
+  protos[#protos + 1] = string.format("#define LOOM_STEP_BACKWARDS %d   // fabric.backward calls in a training step", k)
+  protos[#protos + 1] = "void step_forward_all(Model *m, const Batch *batch, int B, int training);   // every forward, no update"
+  protos[#protos + 1] = "void step_backward(int k, Model *m, const Batch *batch, int B, real dloss);   // backward k"
+  protos[#protos + 1] = "real step_loss(const Model *m, int k);   // backward k's loss"
+  protos[#protos + 1] = "int step_reaches(int k, int param_tensor);   // does backward k give that parameter a gradient"
+  text[#text + 1] = string.format("\n// (a gradient check of each backward: tests/harness/gradcheck.c)\n"
+    .. "void step_forward_all(Model *m, const Batch *batch, int B, int training) {\n%s\n}\n"
+    .. "void step_backward(int k, Model *m, const Batch *batch, int B, real dloss) {\n    switch (k) {\n%s\n    default: break;\n    }\n}\n"
+    .. "real step_loss(const Model *m, int k) {\n%s\n    switch (k) {\n%s\n    default: return 0;\n    }\n}\n"
+    .. "int step_reaches(int k, int param_tensor) {\n    static const unsigned char reaches[%d][%d] = {\n%s\n    };\n"
+    .. "    return reaches[k][param_tensor];\n}\n",
+    table.concat(fwd, "\n"), table.concat(cases, "\n"), table.concat(el.decls, "\n"), table.concat(losses, "\n"),
+    k, #l.state.params, table.concat(rows, "\n"))
   return table.concat(text), table.concat(protos, "\n"), wide
 end
 

@@ -24,7 +24,7 @@ train {
     opt_d:zero_grad()
     local d_real = m.D(b.image)
     local d_fake = m.D(fake:detach())
-    local ones, zeros = d_real:detach() * 0 + 1, d_real:detach() * 0
+    local ones, zeros = no_grad(function() return d_real * 0 + 1, d_real * 0 end)   -- torch.ones_like, zeros_like
     local d_loss = bce_with_logits(d_real, ones) + bce_with_logits(d_fake, zeros)
     fabric.backward(d_loss)
     opt_d:step()
