@@ -234,7 +234,7 @@ function user_step.differentiate(trace, step, frozen)
       for _, node in ipairs(nodes) do
         if traversed[node] and not ops[node.op].alias then
           diag.fatal(e.where, string.format("fabric.backward: this backward goes through %s (line %d) again, after the backward on line %d: "
-            .. "PyTorch frees the graph after a backward (retain_graph); compute it again or detach", node.op, node.where.line,
+            .. "PyTorch frees the graph after a backward (retain_graph); compute it again or detach", node.op, (node.call_where or node.where).line,
             traversed[node].where.line))
         end
         for i, x in ipairs(node.inputs) do
@@ -243,7 +243,7 @@ function user_step.differentiate(trace, step, frozen)
               if orig_pos[node] <= s.event.at then
                 diag.fatal(e.where, string.format("fabric.backward: %s was read on line %d and then updated by %s:step() on line %d: "
                   .. "PyTorch refuses this backward (a tensor it needs was modified in place); run the forward again after the step",
-                  x.param, node.where.line, s.event.opt.name, s.event.where.line))
+                  x.param, (node.call_where or node.where).line, s.event.opt.name, s.event.where.line))
               end
             end
           end
