@@ -1057,7 +1057,7 @@ local function namespace(prefix, members, family)
       if msg:match("^unknown name") then
         msg = string.format("%s has no %s '%s'%s; supported %s: %s", prefix, family == "module" and "module" or "function",
           tostring(k), util.did_you_mean(tostring(k), util.sorted_keys(members)), FAMILY_PLURAL[family],
-          table.concat(supported(family), ", "))
+          table.concat(family == "function" and util.sorted_keys(members) or supported(family), ", "))
       end
       diag.fatal(nil, prefix .. "." .. tostring(k) .. ": " .. msg)
     end,
@@ -1075,7 +1075,10 @@ local function make_env(result)
   for name, f in pairs(init_fns) do dsl[name] = f end
   local nn_members = {}
   for name, ctor in pairs(nn.class) do nn_members[name] = ctor end
-  nn_members.functional = namespace("nn.functional", tensor.functional, "function")
+  -- torch.nn.functional has neither detach (a Tensor method) nor no_grad (torch's)
+  local nnf = {}
+  for name, f in pairs(tensor.functional) do if name ~= "detach" and name ~= "no_grad" then nnf[name] = f end end
+  nn_members.functional = namespace("nn.functional", nnf, "function")
   nn_members.init = namespace("nn.init", init_fns, "init")
   dsl.nn = namespace("nn", nn_members, "module")
 
