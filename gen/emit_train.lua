@@ -1387,6 +1387,11 @@ function emit_train.values(l)
       return optimizer_code(k16, opt, ty.sfx, l.state.params, 0, g.frozen or {}, runs)
     end)
     values.user_step = { code = code, protos = protos }
+    -- model_user_step (the loop's forward call, gen/emit_c.lua) runs the backwards and the
+    -- optimizers' steps: the loop's own backward and step are not run
+    values.train.backward = "            // (train.training_step's fabric.backward calls ran in model_user_step)"
+    values.train.step_block = "            // (its optimizers stepped in model_user_step; lr below is the first optimizer's, for the logs)\n"
+      .. "            double lr = lr_at(rs.step, rs.epoch, total_steps);"
   end
   values.files = hooks.files   -- the user's hook source, compiled into the program
   values.optim_h = {

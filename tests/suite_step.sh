@@ -10,7 +10,8 @@
 #    final parameter within 1e-4 (fp32) and 1e-9 (fp64) relative
 #  - gradcheck_step_CASE: tests/harness/gradcheck.c in 64-true on each fabric.backward
 #    of the step (finite differences; a detached parameter's gradient exactly 0)
-#  - train_dcgan: the generated program trains end to end and writes its checkpoint
+#  - train_dcgan, resume_dcgan: the generated program trains end to end, and 2 steps +
+#    2 resumed end with the bytes of 4 steps (parameters and both optimizers' state)
 #  - step_fail/*: what is refused, one line at the spec's file:line (exit 2)
 set -u
 cd "$(dirname "$0")/.."
@@ -38,7 +39,7 @@ fails=(
   "precision_bf16|s/precision = \"32-true\"/precision = \"bf16-mixed\"/|dcgan|11: precision 'bf16-mixed' with a training_step is not supported yet (32-true and 64-true are)"
   "accumulate|s/  max_steps = 3,/  max_steps = 3, accumulate = 2,/|dcgan|38: accumulate with a training_step is not supported yet"
 )
-plan $((4 + 2 + 1 + ${#fails[@]} + 1))
+plan $((4 + 2 + 2 + ${#fails[@]} + 1))
 
 # (a), (b): parity with PyTorch
 if py_lacks torch numpy; then
@@ -94,6 +95,27 @@ elif [ ! -s "$d/run/last.safetensors" ] || ! grep -q "train/loss" "$d"/run/logs/
 else
   ok train_dcgan
 fi
+# --resume continues bit-exactly: 2 steps + 2 resumed = 4 steps (parameters, optimizer state)
+same_tensors() {   # A.safetensors B.safetensors: every tensor's bytes equal (the metadata may differ)
+  "$PY" - "$1" "$2" <<'EOF2'
+import json, struct, sys
+def tensors(path):
+    blob = open(path, "rb").read()
+    n = struct.unpack("<Q", blob[:8])[0]
+    h = json.loads(blob[8:8 + n]); h.pop("__metadata__", None)
+    return {k: blob[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]] for k, v in h.items()}
+a, b = tensors(sys.argv[1]), tensors(sys.argv[2])
+diff = sorted(k for k in a if a[k] != b.get(k)) + sorted(set(b) - set(a))
+print("%d tensors; differ: %s" % (len(a), ", ".join(diff[:5]) or "none"))
+sys.exit(1 if diff else 0)
+EOF2
+}
+if [ ! -x "$d/train" ]; then fail resume_dcgan "no program (see train_dcgan)"
+elif ! { "$d/train" --max-steps 4 --out "$d/full" --quiet && "$d/train" --max-steps 2 --out "$d/half" --quiet &&
+         "$d/train" --resume "$d/half/last.safetensors" --max-steps 4 --out "$d/resumed" --quiet; } >"$d.resume" 2>&1; then
+  fail resume_dcgan "a run failed: $(tail -1 "$d.resume")"
+elif msg=$(same_tensors "$d/full/last.safetensors" "$d/resumed/last.safetensors"); then ok resume_dcgan; echo "# $msg"
+else fail resume_dcgan "$msg"; fi
 
 # (d): refusals, one line at the spec's line
 mkdir -p "$tmp/fail"
