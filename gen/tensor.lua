@@ -672,7 +672,7 @@ tensor.doc = {
               torch = "torch.reshape / Tensor.view", example = "reshape(x, x:size(0), -1)", input = { 3, 4 } },
   view = { alias_of = "reshape" },
   no_grad = { "no_grad(function() ... end)", "runs the function with gradient recording off and returns what it returns (a training_step's torch.no_grad())",
-              torch = "torch.no_grad", example = "x + no_grad(function() return x * 2 end)", input = { 4 } },
+              torch = "torch.no_grad", example = "local y = no_grad(function() return x * 2 end); return x + y", input = { 4 } },
   detach = { "detach(x)", "x cut from the graph: no gradient flows back into x through it (also x:detach())",
              torch = "Tensor.detach", example = "x + detach(x) * 0.5", input = { 4 } },
   unsqueeze = { "unsqueeze(x, dim)", "inserts a dimension of size 1 at dim", torch = "torch.unsqueeze",
