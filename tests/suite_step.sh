@@ -8,6 +8,9 @@
 #    by tests/harness/parity.c (model_user_step) against the same step in PyTorch
 #    (tests/torch/step_parity.py) on the same weights and batch: every loss and every
 #    final parameter within 1e-4 (fp32) and 1e-9 (fp64) relative
+#  - loop_dcgan, loop64_dcgan: the generated program's own loop on that batch (Npy): its
+#    step-1 checkpoint continued 2 steps by PyTorch against its step-3 checkpoint
+#    (parameters and both optimizers' moments)
 #  - gradcheck_step_CASE: tests/harness/gradcheck.c in 64-true on each fabric.backward
 #    of the step (finite differences; a detached parameter's gradient exactly 0)
 #  - train_dcgan, resume_dcgan: the generated program trains end to end, and 2 steps +
@@ -39,11 +42,11 @@ fails=(
   "precision_bf16|s/precision = \"32-true\"/precision = \"bf16-mixed\"/|dcgan|11: precision 'bf16-mixed' with a training_step is not supported yet (32-true and 64-true are)"
   "accumulate|s/  max_steps = 3,/  max_steps = 3, accumulate = 2,/|dcgan|38: accumulate with a training_step is not supported yet"
 )
-plan $((4 + 2 + 2 + ${#fails[@]} + 1))
+plan $((6 + 2 + 2 + ${#fails[@]} + 1))
 
 # (a), (b): parity with PyTorch
 if py_lacks torch numpy; then
-  for c in dcgan vae; do no_torch "step_$c" "$PY has no torch or numpy"; no_torch "step64_$c" "$PY has no torch or numpy"; done
+  for c in step_dcgan step64_dcgan step_vae step64_vae loop_dcgan loop64_dcgan; do no_torch "$c" "$PY has no torch or numpy"; done
 else
   rt="$tmp/rt"
   mkdir -p "$rt"
@@ -67,6 +70,21 @@ else
     if [ $ok = 0 ]; then fail "step_$c" "$why"; fail "step64_$c" "$why"; continue; fi
     mkdir -p "$tmp/w_$c"
     harness "step_$c" 2 "" "$PY" tests/torch/step_parity.py "$c" "$tmp/w_$c" "$tmp/${c}_32/parity" "$tmp/${c}_64/parity" 16 3
+  done
+  # the program's own loop (train.c around model_user_step) on that batch as an Npy source:
+  # its checkpoint after 1 step continued 2 steps by PyTorch against its own after 3
+  W="$tmp/w_dcgan"
+  sed "s|^  data = Synthetic .*|  data = Npy { fields = { image = \"$W/image.npy\", z = \"$W/z.npy\" } },|" tests/step/dcgan.lua >"$tmp/gan_npy.lua"
+  for p in 32 64; do
+    name=loop$([ $p = 64 ] && echo 64)_dcgan
+    d="$tmp/loop$p"
+    if [ ! -s "$W/z.npy" ]; then fail "$name" "no batch (see step_dcgan)"
+    elif ! "$LOOM" build "$tmp/gan_npy.lua" --precision=$p-true -o "$d" >"$d.gen" 2>&1; then fail "$name" "loom build failed: $(tail -1 "$d.gen")"
+    elif ! { "$d/train" --max-steps 1 --out "$d/r1" --quiet && "$d/train" --max-steps 3 --out "$d/r3" --quiet; } >"$d.out" 2>&1; then
+      fail "$name" "the program failed: $(tail -1 "$d.out")"
+    else
+      harness "$name" 1 "" "$PY" tests/torch/step_parity.py loop dcgan "$d/r1/last.safetensors" "$d/r3/last.safetensors" "$W" $p
+    fi
   done
 fi
 

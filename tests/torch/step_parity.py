@@ -2,6 +2,7 @@
 against the same step written in PyTorch, on the same weights and batch.
 
     step_parity.py CASE WORK HARNESS32 HARNESS64 B STEPS
+    step_parity.py loop CASE CKPT1 CKPT3 WORK 32|64   (the program's own loop: see loop())
 
 CASE is dcgan or vae (tests/step/CASE.lua; the modules below are the spec's, with
 PyTorch's parameter names).  PyTorch initialises the model (seed 0), writes
@@ -109,7 +110,48 @@ def torch_run(case, state, batch, steps, dtype):
     return torch.tensor(losses, dtype=torch.float64), {k: v.detach() for k, v in m.state_dict().items()}
 
 
+def loop(case, ckpt1, ckpt3, work, f64):
+    """The generated training program itself (train.c's loop around model_user_step) on
+    WORK's batch as an Npy source of one batch: its checkpoint after 1 step (weights and
+    Adam's moments, each optimizer's step count 1) continued 2 steps by PyTorch against
+    its checkpoint after 3 steps."""
+    make, make_opts, step, fields = CASES[case]
+    dtype, tol = (torch.float64, TOL64) if f64 else (torch.float32, TOL32)
+    one, three = read_safetensors(ckpt1), read_safetensors(ckpt3)
+    m = make().to(dtype)
+    m.load_state_dict({k: v.to(dtype) for k, v in one.items() if not k.startswith("optimizer.")})
+    opts = make_opts(m)
+    for opt in opts.values():
+        for group in opt.param_groups:
+            for p in group["params"]:
+                name = next(k for k, q in m.named_parameters() if q is p)
+                opt.state[p] = {"step": torch.tensor(1.0), "exp_avg": one["optimizer.exp_avg." + name].to(dtype).clone(),
+                                "exp_avg_sq": one["optimizer.exp_avg_sq." + name].to(dtype).clone()}
+    b = {name: torch.from_numpy(np.load(os.path.join(work, name + ".npy"))).to(dtype) for name, _, _ in fields}
+    for _ in range(2):
+        step(m, opts, b)
+    worst, where = 0.0, "-"
+    for k, v in m.state_dict().items():
+        e = rel(three[k], v)
+        if e > worst:
+            worst, where = e, k
+    for opt in opts.values():
+        for p, st in opt.state.items():
+            name = next(k for k, q in m.named_parameters() if q is p)
+            for key in ("exp_avg", "exp_avg_sq"):
+                e = rel(three["optimizer.%s.%s" % (key, name)], st[key])
+                if e > worst:
+                    worst, where = e, "optimizer.%s.%s" % (key, name)
+    name = "loop%s_%s" % ("64" if f64 else "", case)
+    msg = "steps 2-3 from the program's step-1 checkpoint: worst %.2e at %s (tolerance %.0e)" % (worst, where, tol)
+    print(("ok %s\n# %s" % (name, msg)) if worst <= tol else ("not ok %s: %s" % (name, msg)))
+    return 0
+
+
 def main():
+    if sys.argv[1] == "loop":
+        torch.set_num_threads(1)
+        return loop(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6] == "64")
     case, work, h32, h64, B, steps = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
     torch.set_num_threads(1)
     torch.manual_seed(0)
