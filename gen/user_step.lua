@@ -56,8 +56,9 @@ local function resolve_optimizers(g, list)
       end
     end
     local a = o.opt.args
-    if a.groups then
-      diag.fatal(o.opt.where, string.format("optimizer '%s': parameter groups in a training_step's optimizer are not supported yet", o.name))
+    if a.groups or ((a.decay_min_ndim or 0) > 0 and (a.weight_decay or 0) ~= 0) then
+      diag.fatal(o.opt.where, string.format("optimizer '%s': parameter groups (groups, decay_min_ndim) in a training_step's optimizer "
+        .. "are not supported yet", o.name))
     end
     -- the optimizers share one Optimizer struct (state arrays laid out like the parameters,
     -- each optimizer's slice its own): their kinds and state layouts must agree

@@ -40,6 +40,8 @@ fails=(
   "step_not_reached|s/    fabric.backward(g_loss)/    -- (no backward)/|dcgan|35: g:step() updates G.0.weight, which no fabric.backward reached since it was last zeroed: torch.optim would skip it on the first step (its grad is None) and not later; give the optimizer only what its backward reaches"
   "loss_and_step|s/  max_steps = 3,/  max_steps = 3, loss = function(m, b) return mean(m(b)) end,/|dcgan|38: train: give a training_step or a loss, not both (a training_step's optimizers are train.optimizers)"
   "precision_bf16|s/precision = \"32-true\"/precision = \"bf16-mixed\"/|dcgan|11: precision 'bf16-mixed' with a training_step is not supported yet (32-true and 64-true are)"
+  "optimizer_groups|s/d = { Adam { lr = 2e-4, betas = {0.5, 0.999} }/d = { AdamW { lr = 2e-4, decay_min_ndim = 2 }/|dcgan|17: optimizer 'd': parameter groups (groups, decay_min_ndim) in a training_step's optimizer are not supported yet"
+  "optimizer_kinds|s/d = { Adam { lr = 2e-4, betas = {0.5, 0.999} }/d = { SGD { lr = 0.1 }/|dcgan|18: optimizer 'g' is Adam with state (exp_avg,exp_avg_sq|) but 'd' is SGD (|): a training_step's optimizers must be of one kind with the same state for now"
   "accumulate|s/  max_steps = 3,/  max_steps = 3, accumulate = 2,/|dcgan|38: accumulate with a training_step is not supported yet"
 )
 plan $((6 + 2 + 2 + ${#fails[@]} + 1))
