@@ -42,6 +42,7 @@ fails=(
   "precision_bf16|s/precision = \"32-true\"/precision = \"bf16-mixed\"/|dcgan|11: precision 'bf16-mixed' with a training_step is not supported yet (32-true and 64-true are)"
   "optimizer_groups|s/d = { Adam { lr = 2e-4, betas = {0.5, 0.999} }/d = { AdamW { lr = 2e-4, decay_min_ndim = 2 }/|dcgan|17: optimizer 'd': parameter groups (groups, decay_min_ndim) in a training_step's optimizer are not supported yet"
   "optimizer_kinds|s/d = { Adam { lr = 2e-4, betas = {0.5, 0.999} }/d = { SGD { lr = 0.1 }/|dcgan|18: optimizer 'g' is Adam with state (exp_avg,exp_avg_sq|) but 'd' is SGD (|): a training_step's optimizers must be of one kind with the same state for now"
+  "freeze|s/  max_steps = 3,/  max_steps = 3, freeze = { \"^D%.1%.\" },/|dcgan|38: freeze with a training_step is not supported yet"
   "accumulate|s/  max_steps = 3,/  max_steps = 3, accumulate = 2,/|dcgan|38: accumulate with a training_step is not supported yet"
 )
 plan $((6 + 2 + 2 + ${#fails[@]} + 1))
