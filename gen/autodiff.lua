@@ -26,9 +26,10 @@ function autodiff.differentiate(trace, frozen)
   for _, node in ipairs(trace.nodes) do
     local any = false
     grad_inputs[node] = {}
-    -- an op without gradient (accuracy), and train.log's metrics (traced after the loss,
-    -- which never reads them): nothing flows back through them
-    local skip = ops[node.op].no_grad or node.metric
+    -- an op without gradient (accuracy), train.log's metrics (traced after the loss,
+    -- which never reads them), and an op recorded under no_grad (a user training step's):
+    -- nothing flows back through them
+    local skip = ops[node.op].no_grad or node.metric or node.no_grad
     for i, x in ipairs(skip and {} or node.inputs) do
       if x.param and x.dtype == "float" and not frozen[x.param] then needs[x] = true end
       if needs[x] and input_differentiable(node, i) then

@@ -58,6 +58,26 @@ function emit.check(g, target)
     diag.fatal(sp.model_where, "the spec has no train { ... } with a loss, so there is no training step to generate")
   end
   check_supported(g.loss)
+  emit.check_methods(g)
+  if g.step then require("user_step").check_cpu(g, target, precision) end
+end
+
+-- A declared method other than forward that the training step does not call and that is
+-- no entry point (gen/entries.lua: sampling) has no place in a training program: refused, one line at its definition (never dropped
+-- silently).  (gen/emit_cuda.lua's check asks too.)
+function emit.check_methods(g)
+  for _, name in ipairs(g.order) do
+    local out = g.traces[name] and g.traces[name].outputs[1]
+    local entry = require("tensor").is(out) and out.node and out.node.op == "autoregress"   -- gen/entries.lua's
+    if name ~= "forward" and not g.called[name] and not entry then
+      local fn = g.model_rec.methods[name]
+      local info = type(fn) == "function" and debug.getinfo(fn, "S")
+      local where = info and info.linedefined > 0 and { file = g.spec.file, line = info.linedefined } or g.model_rec.where
+      diag.error(where, string.format("model method '%s' is neither forward nor called by the training step: a training program "
+        .. "has no entry point for it (call it from %s, or remove it)", name, g.step and "training_step" or "train.loss"))
+    end
+  end
+  diag.check()
 end
 
 -- Does this backend run every op of the training step?  (explain: the C plan or none)
@@ -316,6 +336,14 @@ function emit.model(l)
   }
   local sample = sample_code(l)
   values.sample_h = sample.sample_h
+  -- a training_step (gen/user_step.lua): its forward runs and backwards, each a function
+  local step_c, step_protos
+  if l.autodiff.segments then
+    local wide
+    step_c, step_protos, wide = require("user_step").model_c(l, function(list) return emit.forward_lines(g, { forward = list }) end,
+      function(node, suffix) return node_comment(g, node, suffix) end)
+    values.num_wide = math.max(values.num_wide, wide)
+  end
   local files = {}
   files["precision_plan.tsv"] = kernels_c.precision_plan(l, w)
   files["model.h"] = template.fill("templates/c/model.h.in", values)
@@ -332,6 +360,12 @@ function emit.model(l)
     -- (nothing when off: the file is byte for byte the one without detect_anomaly)
     anomaly_include = l.options.detect_anomaly and '\n#include "anomaly.h"   // detect_anomaly: NaN/Inf checks after every op' or "",
   })
+  if step_c then
+    files["model.c"] = files["model.c"] .. step_c
+    files["model.h"] = files["model.h"]:gsub("\n#endif%s*$", function(tail)
+      return "\n\n// train.training_step's parts (model.c; optim.c's model_user_step calls them in order)\n" .. step_protos .. "\n" .. tail
+    end)
+  end
   return files, kernels_c.counted(w)
 end
 
@@ -640,9 +674,22 @@ function emit.program(l)
   local kind = l.strategy and l.strategy.kind or "single"
   local ddp = kind ~= "single"   -- DDP's runtime and MPI: ddp and fsdp
   local blocks = kind == "ddp" and emit.ddp_blocks(l) or kind == "fsdp" and emit.fsdp_blocks(l) or TRAIN_BLOCKS
+  if loop.user_step then
+    -- a training_step: the step is model_user_step (optim.c), the spec's calls in order
+    blocks = setmetatable({}, { __index = blocks })
+    local mb, n = TRAIN_BLOCKS.micro_batch:gsub("real loss = model_forward%(&m, &batch, B, 1%);",
+      string.format("real loss = model_user_step(&m, &opt, &batch, B, rs.step);   // train.training_step (%s:%d)",
+        sp.file, l.graph.step.where.line), 1)
+    assert(n == 1, "the loop template's forward call changed")
+    blocks.micro_batch = mb
+  end
   files["train.c"] = template.fill("templates/loop/train.c.in", loop.train, false, blocks)
   files["optim.h"] = template.fill("templates/c/optim.h.in", loop.optim_h)
   files["optim.c"] = template.fill("templates/c/optim.c.in", loop.optim_c)
+  if loop.user_step then
+    files["optim.c"] = files["optim.c"] .. loop.user_step.code
+    files["optim.h"] = files["optim.h"]:gsub("\n#endif%s*$", function(tail) return "\n" .. loop.user_step.protos .. "\n" .. tail end)
+  end
   for name, text in pairs(loop.files) do files[name] = text end   -- the user's hooks
   local loomc = require "loomc"
   local data_rt = require("emit_train").data_runtime(sp)

@@ -866,6 +866,7 @@ function emit.check(g, target)
   if not g.loss then
     diag.fatal(sp.model_where, "the spec has no train { ... } with a loss, so there is no training step to generate")
   end
+  require("emit_c").check_methods(g)
   if g.loss.metrics then
     -- (before the ops: accuracy, a metric's op, has no CUDA kernel either)
     diag.fatal(diag.key_where(sp.train.where, "log") or sp.train.where,
@@ -874,6 +875,9 @@ function emit.check(g, target)
   if target.detect_anomaly or sp.fabric.detect_anomaly then
     diag.fatal(not target.detect_anomaly and diag.key_where(sp.fabric.where, "detect_anomaly") or nil,
       "detect_anomaly is not supported by the CUDA backend yet (the CPU program has it: --accelerator=cpu)")
+  end
+  if g.step then
+    diag.fatal(g.step.where, "a training_step is not supported by the CUDA backend yet (the CPU program runs it: --accelerator=cpu)")
   end
   for _, node in ipairs(g.loss.nodes) do
     if not ops_cuda[node.op] or node.op == "supported" then

@@ -39,6 +39,15 @@ function emit.check(g, target)
   end
   local t = g.traces.forward
   if t.outputs.n == 0 then diag.fatal(sp.model_where, "forward returns nothing: there is nothing to export") end
+  -- the library's entry point is forward: another declared method is said, not dropped silently
+  for _, name in ipairs(g.order) do
+    if name ~= "forward" then
+      local info = debug.getinfo(g.model_rec.methods[name], "S")
+      local line = info and info.linedefined > 0 and info.linedefined or (sp.model_where and sp.model_where.line) or 1
+      io.stderr:write(string.format("%s:%d: note: model method '%s' is not exported (the library's entry point is forward)\n",
+        sp.file, line, name))
+    end
+  end
   for i = 1, t.outputs.n do
     local v = t.outputs[i]
     if not tensor.is(v) or v.dtype ~= "float" then

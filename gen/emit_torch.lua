@@ -230,6 +230,7 @@ local function statements(g, trace, input_expr)
       local dims = {}
       for k, d in ipairs(a.dims) do dims[k] = d == "B" and (v(i[1]) .. ".shape[0]") or tostring(d) end
       expr = string.format("%s.reshape(%s)", v(i[1]), table.concat(dims, ", "))
+    elseif node.op == "detach" then expr = v(i[1]) .. ".detach()"
     elseif node.op == "flatten" then expr = string.format("torch.flatten(%s, %d, %d)", v(i[1]), a.start_dim, a.end_dim)
     elseif node.op == "transpose" then expr = string.format("%s.transpose(%d, %d)", v(i[1]), a.dim0, a.dim1)
     elseif node.op == "permute" then expr = string.format("%s.permute(%s)", v(i[1]), table.concat(a.dims, ", "))

@@ -418,7 +418,9 @@ end
 -- shard of the flat arena, [fsdp_lo(), fsdp_hi()) of runtime/ddp.h, and the update runs
 -- over that range only (the state indexed from the shard's start); checkpoints hold the
 -- full tensors (the load keeps this rank's part; the save gathers them: emit_c.lua).
-local function optimizer_code(k16, opt, sfx, params, floor, frozen, sharded)
+-- `only`: runs { begin, finish, names } of the parameters it updates (a training_step's
+-- optimizer, gen/user_step.lua), without parameter groups.
+local function optimizer_code(k16, opt, sfx, params, floor, frozen, sharded, only)
   local STATE16, OPT16, PAR_FOR, LD, ST, LDO, STO = k16.STATE16, k16.OPT16, k16.PAR_FOR, k16.LD, k16.ST, k16.LDO, k16.STO
   local a = opt.args
   local rule = optimizers.rule(opt.kind)
@@ -462,6 +464,7 @@ local function optimizer_code(k16, opt, sfx, params, floor, frozen, sharded)
   end
   local desc = rule.desc(a, opt.kind)
   local groups, runs, skipped = param_groups(opt, params, frozen)
+  if only then groups, runs = nil, only end
   local step = { string.format("    // %s", desc), "    (void)o; (void)mom; (void)step;   // not every rule reads them" }
   local LR, WD, decays
   if groups then
@@ -515,12 +518,19 @@ local function optimizer_code(k16, opt, sfx, params, floor, frozen, sharded)
     table.insert(step, 3, "    const size_t lo = fsdp_lo(), hi = fsdp_hi();   // FSDP: this rank updates its shard of the parameters")
     si = "i - lo"
   end
+  if only then
+    -- a training_step's optimizer: only its parameters' runs
+    step[#step + 1] = "    static const struct { size_t begin, end; } runs[] = {"
+    for _, r in ipairs(only) do step[#step + 1] = string.format("        { %d, %d },   // %s", r.begin, r.finish, r.names) end
+    step[#step + 1] = "    };"
+    step[#step + 1] = "    for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {"
+  end
   step[#step + 1] = PAR_FOR
   if sharded then
     step[#step + 1] = groups and "    for (size_t i = runs[r].begin > lo ? runs[r].begin : lo; i < (runs[r].end < hi ? runs[r].end : hi); i++) {"
       or "    for (size_t i = lo; i < hi; i++) {"
   else
-    step[#step + 1] = groups and "    for (size_t i = runs[r].begin; i < runs[r].end; i++) {" or "    for (size_t i = 0; i < NUM_PARAMS; i++) {"
+    step[#step + 1] = (groups or only) and "    for (size_t i = runs[r].begin; i < runs[r].end; i++) {" or "    for (size_t i = 0; i < NUM_PARAMS; i++) {"
   end
   step[#step + 1] = string.format("        real p = %s;", LD("m->params[i]"))
   step[#step + 1] = string.format("        real g = %s%s;", (rule.maximize and a.maximize) and "-" or "", LD("m->grads[i]"))
@@ -534,7 +544,7 @@ local function optimizer_code(k16, opt, sfx, params, floor, frozen, sharded)
   for _, st in ipairs(states) do step[#step + 1] = string.format("        o->%s[%s] = %s;", st, si, STO(st)) end
   step[#step + 1] = string.format("        m->params[i] = %s;", ST("p"))
   step[#step + 1] = "    }"
-  if groups then step[#step + 1] = "    }" end
+  if groups or only then step[#step + 1] = "    }" end
   return {
     stateless = stateless,   -- fields and alloc hold a placeholder
     saves_nothing = #save == 0,   -- save and load hold a placeholder
@@ -1557,6 +1567,18 @@ function emit_train.values(l)
       "        ddp_broadcast(m.buffers, sizeof(state_t) * NUM_BUFFERS);",
       "        ddp_broadcast(m.counters, sizeof(int64_t) * NUM_COUNTERS);",
     }
+  end
+  if l.autodiff.segments then
+    -- a training_step (gen/user_step.lua): each optimizer's step over its parameters
+    local code, protos = require("user_step").optim_c(l, function(opt, runs)
+      return optimizer_code(k16, opt, ty.sfx, l.state.params, 0, g.frozen or {}, nil, runs)
+    end)
+    values.user_step = { code = code, protos = protos }
+    -- model_user_step (the loop's forward call, gen/emit_c.lua) runs the backwards and the
+    -- optimizers' steps: the loop's own backward and step are not run
+    values.train.backward = "            // (train.training_step's fabric.backward calls ran in model_user_step)"
+    values.train.step_block = "            // (its optimizers stepped in model_user_step; lr below is the first optimizer's, for the logs)\n"
+      .. "            double lr = lr_at(rs.step, rs.epoch, total_steps);"
   end
   values.files = hooks.files   -- the user's hook source, compiled into the program
   values.optim_h = {

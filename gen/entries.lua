@@ -143,7 +143,9 @@ function entries.describe(g)
   for _, name in ipairs(g.order) do
     local where, what = method_where(g, name), "the model's forward: the training step's and every method's"
     local out = g.traces[name].outputs[1]
-    if name ~= "forward" then
+    if g.called[name] then
+      what = "called by the training step (part of its trace)"
+    elseif name ~= "forward" then
       if tensor.is(out) and out.node and out.node.op == "autoregress" then
         local a = out.node.attrs
         what = string.format("sampling: autoregress over %s tokens, temperature %g, top_k %d (train --sample N; a decode step with a key/value cache)",
@@ -164,7 +166,8 @@ function entries.build(l)
   local g = l.graph
   local list = {}
   for _, name in ipairs(g.order) do
-    if name ~= "forward" then
+    -- a method the loss or the training step calls is part of that trace, not an entry
+    if name ~= "forward" and not g.called[name] then
       local where = method_where(g, name)
       local trace = g.traces[name]
       local out = trace.outputs[1]

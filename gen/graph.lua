@@ -233,7 +233,17 @@ function graph.build(sp)
   diag.check()
 
   -- the training loss: loss(m, batch) over the data source's fields
-  if sp.train and sp.train.loss then
+  -- which declared methods the training step calls (the others have no entry point in a
+  -- training program: its backend refuses them, gen/emit_c.lua)
+  g.called = {}
+  local rec_methods, originals = g.model_rec.methods, {}
+  for name, fn in pairs(rec_methods) do
+    if name ~= "forward" then
+      originals[name] = fn
+      rec_methods[name] = function(...) g.called[name] = true; return fn(...) end
+    end
+  end
+  if sp.train and (sp.train.loss or sp.train.training_step) then
     local fields_list = data_fields(sp)
     g.data_fields = fields_list   -- (an Npy source's headers are read once, here)
     local tr = sp.train
@@ -253,8 +263,19 @@ function graph.build(sp)
         end
       end
       diag.check()
+      local function make_batch()
+        local fields = {}
+        for _, f in ipairs(fields_list) do
+          fields[f.name] = tensor.new(batched(f.shape), f.dtype, { input = f.name })
+        end
+        return named_view("the batch", fields)
+      end
+      if tr.training_step then
+        -- the spec's own step (gen/user_step.lua): one trace and its events
+        g.loss, g.step = require("user_step").trace(g, sp, function(name, fn) return run_trace(name, g, fn) end, make_batch)
+      end
       local holder = { model_calls = {} }
-      local t = run_trace("loss", g, function()
+      local t = not tr.training_step and run_trace("loss", g, function()
         local fields = {}
         for _, f in ipairs(fields_list) do
           fields[f.name] = tensor.new(batched(f.shape), f.dtype, { input = f.name })
@@ -282,9 +303,11 @@ function graph.build(sp)
         return table.unpack(loss, 1, loss.n)
       end)
       nn.set_call_observer(nil)
-      t.input_value = holder.b
-      local out = t.outputs[1]
-      if not tensor.is(out) or #out.shape ~= 0 then
+      if t then t.input_value = holder.b end
+      local out = t and t.outputs[1]
+      if not t then
+        -- (the training_step was checked as it was traced)
+      elseif not tensor.is(out) or #out.shape ~= 0 then
         diag.error(result_where(out, tr.loss, tr.where),
           string.format("train.loss must return a scalar tensor (use a reduction), got %s", describe_output(out)))
       elseif require("ops")[out.node.op].no_grad then
@@ -294,8 +317,8 @@ function graph.build(sp)
         diag.error(result_where(out, tr.loss, tr.where), "train.loss does not depend on any parameter of the model: "
           .. "there is nothing to train (does the model have layers, and does the loss use its output?)")
       end
-      g.loss = t
-      if tr.log then graph.metrics(g, t, holder) end
+      g.loss = g.loss or t
+      if tr.log and t then graph.metrics(g, t, holder) end
       if tr.data.kind == "Tokens" then
         -- the program refuses a token file with a token out of these bounds, so they hold
         -- for every batch: the tokens' bound is the smallest vocabulary they index
@@ -308,6 +331,7 @@ function graph.build(sp)
       end
     end
   end
+  for name, fn in pairs(originals) do rec_methods[name] = fn end
   -- the spec's own initialisation (gen/nninit.lua): what train.init does to each parameter
   if sp.train and sp.train.init then
     local handler = spec_mod.message_handler("@" .. sp.file)

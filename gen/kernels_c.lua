@@ -224,6 +224,8 @@ local function anomaly_lines(l, e, node, phase)
   return lines
 end
 
+kernels_c.context = context   -- (gen/user_step.lua's functions of a training_step)
+
 -- The training step's kernel calls for `l`, in the order the C program makes them.
 -- Returns
 --   forward    { { node, lines } }: every op of the trace but the folded casts (lines:

@@ -325,6 +325,13 @@ ops.cast = {
   flops = function() return 0 end,
 }
 
+-- x:detach(): the same storage, cut from the graph (no gradient flows into x through it)
+ops.detach = {
+  arity = 1, precision = "follow", no_grad_inputs = { [1] = true },
+  shape = function(_, x) return copy(x.shape), x.dtype end,
+  flops = function() return 0 end,
+}
+
 ops.flatten = {
   arity = 1, precision = "follow",
   shape = function(node, x)
@@ -1209,5 +1216,6 @@ end
 -- Views: the output is the input's storage, read in another shape (no kernel, no copy).
 ops.flatten.alias = true
 ops.reshape.alias = true
+ops.detach.alias = true
 
 return ops

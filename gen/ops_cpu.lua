@@ -399,6 +399,7 @@ ops_cpu.upsample = {
 -- views: same storage, no code
 ops_cpu.flatten = {}   -- a view (gen/ops.lua: alias): no kernel
 ops_cpu.reshape = {}
+ops_cpu.detach = {}
 
 -- cat along `dim` (its layout is the op table's)
 local cat_layout = require("ops").cat.layout

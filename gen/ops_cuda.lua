@@ -547,6 +547,7 @@ ops_cuda.linear.tail = "epilogue"
 
 ops_cuda.flatten = {}   -- a view (gen/ops.lua: alias): no kernel
 ops_cuda.reshape = {}
+ops_cuda.detach = {}
 
 -- cat along `dim` (its layout is the op table's)
 local cat_layout = require("ops").cat.layout

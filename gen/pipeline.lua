@@ -60,7 +60,7 @@ local function assign(g, target)
   local trace = inference and g.traces.forward or g.loss
   local pp = prec.assign(trace, precision)
   local acc, loss_node
-  if not inference then
+  if not inference and not g.step then   -- (a training_step's loss has no accuracy)
     loss_node = g.loss.outputs[1].node
     acc = ops[loss_node.op].accuracy
   end
@@ -83,8 +83,14 @@ end
 -- (train.freeze) need no gradient.  Adds
 --   autodiff   { backward = nodes in the order they run, needs_grad[tensor], grad[tensor] }
 -- An inference-only program has no backward: an empty one (nothing needs a gradient).
+--   autodiff.segments  (a training_step, gen/user_step.lua) the step in order: forward
+--              runs, each backward's nodes, the optimizers' steps and zero_grads; the
+--              rest is for the loss the step returns
 local function differentiate(l)
   if l.inference then return with(l, { autodiff = { backward = {}, needs_grad = {}, grad = {} } }) end
+  if l.graph.step then
+    return with(l, { autodiff = require("user_step").differentiate(l.trace, l.graph.step, l.graph.frozen) })
+  end
   return with(l, { autodiff = require("autodiff").differentiate(l.trace, l.graph.frozen) })
 end
 

@@ -977,10 +977,47 @@ local function check_freeze(v, what)
   return out
 end
 
+-- optimizers = { name = { Adam { ... }, params = "D" }, ... }: a user training step's
+-- optimizers (torch.optim.Adam(D.parameters())), each over the parameters of the named
+-- submodules of the model (a name or a list of names).  → a list sorted by name:
+-- { name, opt = the optimizer setting, params = { submodule names } }
+local function check_optimizers(v, what)
+  if type(v) ~= "table" or getmetatable(v) ~= nil then
+    return fail(what, 'a table name = { Adam { ... }, params = "submodule" }', v)
+  end
+  local out = {}
+  for _, name in ipairs(util.sorted_keys(v)) do
+    local e, w = v[name], string.format("%s.%s", what, tostring(name))
+    if type(name) ~= "string" or not name:match("^[%a_][%w_]*$") then
+      return nil, string.format("%s: optimizers are named with identifiers (d = { Adam { ... }, params = \"D\" })", what)
+    end
+    if type(e) ~= "table" or getmetatable(e) ~= nil or not is_setting(e[1], "optimizer") then
+      return fail(w, '{ Adam { ... }, params = "submodule" } (an optimizer and the submodules it updates)', e)
+    end
+    local params = e.params
+    if type(params) == "string" then params = { params } end
+    if type(params) ~= "table" or #params == 0 then
+      return nil, string.format("%s.params: the names of the model's submodules it updates, e.g. params = \"D\" or { \"enc\", \"dec\" }", w)
+    end
+    for k in pairs(e) do
+      if k ~= 1 and k ~= "params" then
+        return nil, string.format("%s: unknown key '%s' (an optimizer's entry is { Adam { ... }, params = ... })", w, tostring(k))
+      end
+    end
+    out[#out + 1] = { name = name, opt = e[1], params = params }
+  end
+  if #out == 0 then return fail(what, "at least one optimizer", v) end
+  return out
+end
+
 local TRAIN_SCHEMA = {
   data = { setting_of("data"), nil, required = true, doc = "the data source: FashionMNIST, Synthetic, Npy, Tokens, CSV or ImageFolder { ... }" },
-  loss = { check_loss, nil, required = true, doc = "function(m, b) returning the loss of the model m on the batch b" },
-  optimizer = { setting_of("optimizer"), nil, required = true, doc = "SGD, Adam, AdamW, RMSprop, Adagrad, Adamax, NAdam or RAdam { ... }" },
+  loss = { check_loss, nil, doc = "function(m, b) returning the loss of the model m on the batch b (or a training_step)" },
+  optimizer = { setting_of("optimizer"), nil, doc = "SGD, Adam, AdamW, RMSprop, Adagrad, Adamax, NAdam or RAdam { ... } (with a loss)" },
+  training_step = { checkers.func, nil, doc = "function(fabric, m, b): the step written out, as in a Fabric loop: fabric.backward(loss), "
+    .. "fabric.optimizers.NAME:step() and :zero_grad(), x:detach(), no_grad(function() ... end); returns the loss to log" },
+  optimizers = { check_optimizers, nil, doc = "a training_step's optimizers: { d = { Adam { ... }, params = \"D\" }, ... }, "
+    .. "each updating the parameters of the model's named submodules" },
   scheduler = { setting_of("scheduler"), nil, doc = "StepLR, MultiStepLR, ExponentialLR, LinearLR, CosineAnnealingLR, LambdaLR, SequentialLR, ReduceLROnPlateau, WarmupCosine or OneCycleLR { ... }" },
   epochs = { checkers.posint, nil, doc = "passes over the training set (Lightning's max_epochs)" },
   max_steps = { checkers.posint, nil, doc = "optimizer steps to stop after (with accumulation: one step per accumulate batches)" },
@@ -1158,7 +1195,7 @@ local function namespace(prefix, members, family)
       if msg:match("^unknown name") then
         msg = string.format("%s has no %s '%s'%s; supported %s: %s", prefix, family == "module" and "module" or "function",
           tostring(k), util.did_you_mean(tostring(k), util.sorted_keys(members)), FAMILY_PLURAL[family],
-          table.concat(supported(family), ", "))
+          table.concat(family == "function" and util.sorted_keys(members) or supported(family), ", "))
       end
       diag.fatal(nil, prefix .. "." .. tostring(k) .. ": " .. msg)
     end,
@@ -1176,7 +1213,10 @@ local function make_env(result)
   for name, f in pairs(init_fns) do dsl[name] = f end
   local nn_members = {}
   for name, ctor in pairs(nn.class) do nn_members[name] = ctor end
-  nn_members.functional = namespace("nn.functional", tensor.functional, "function")
+  -- torch.nn.functional has neither detach (a Tensor method) nor no_grad (torch's)
+  local nnf = {}
+  for name, f in pairs(tensor.functional) do if name ~= "detach" and name ~= "no_grad" then nnf[name] = f end end
+  nn_members.functional = namespace("nn.functional", nnf, "function")
   nn_members.init = namespace("nn.init", init_fns, "init")
   dsl.nn = namespace("nn", nn_members, "module")
 
@@ -1269,6 +1309,32 @@ local function make_env(result)
     local where = diag.here()
     if result.train then diag.error(where, "train { ... } is given twice") end
     local tr, errors = validate("train", t, TRAIN_SCHEMA, where)
+    if errors == 0 and type(t) == "table" then
+      -- a loss and an optimizer, or a training_step and its optimizers
+      if tr.training_step then
+        for _, k in ipairs { "loss", "optimizer" } do
+          if tr[k] ~= nil then
+            errors = errors + 1
+            diag.error(diag.key_where(where, k), string.format("train: give a training_step or a %s, not both "
+              .. "(a training_step's optimizers are train.optimizers)", k))
+          end
+        end
+        if not tr.optimizers then
+          errors = errors + 1
+          diag.error(where, "train: a training_step needs its optimizers: optimizers = { d = { Adam { ... }, params = \"D\" } }")
+        end
+        -- the loop's logs and hparams name the first optimizer (the steps are the user's)
+        if errors == 0 then tr.optimizer = tr.optimizers[1].opt end
+      else
+        if tr.optimizers then
+          errors = errors + 1
+          diag.error(diag.key_where(where, "optimizers"), "train: optimizers are a training_step's; with a loss give optimizer = ...")
+        end
+        for _, k in ipairs { "loss", "optimizer" } do
+          if tr[k] == nil then errors = errors + 1; diag.error(where, string.format("train: '%s' is required", k)) end
+        end
+      end
+    end
     if errors == 0 and t.epochs == nil and t.max_steps == nil then
       diag.error(where, "train: give epochs or max_steps")
     end

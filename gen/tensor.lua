@@ -18,7 +18,9 @@ local module_stack = {}    -- modules being applied, innermost last
 
 function tensor.is(v) return getmetatable(v) == Tensor end
 
-function tensor.begin_trace(graph) current = graph; module_stack = {} end
+local no_grad_depth = 0    -- inside no_grad(function() ... end): ops record no gradient
+
+function tensor.begin_trace(graph) current = graph; module_stack = {}; no_grad_depth = 0 end
 function tensor.end_trace() current = nil end
 function tensor.tracing() return current ~= nil end
 
@@ -58,6 +60,7 @@ function tensor.apply(opname, inputs, attrs, where)
     -- (functional, or inside a spec-defined forward) at the line that called it
     module = mod, where = where or (mod and mod.forward and mod.where) or diag.here(),
     call_where = call_where or diag.here(),
+    no_grad = no_grad_depth > 0 or nil,   -- gen/autodiff.lua: its output needs no gradient
   }
   local shape, dtype, extra = op.shape(node, table.unpack(inputs, 1, op.arity or #inputs))
   extra = extra or {}
@@ -67,6 +70,19 @@ function tensor.apply(opname, inputs, attrs, where)
   node.index = #current.nodes + 1
   current.nodes[node.index] = node
   return out
+end
+
+-- no_grad(fn): runs fn() with gradient recording off, as `with torch.no_grad():`;
+-- returns what fn returns.  Its ops' outputs never need a gradient.
+function tensor.no_grad(fn)
+  if type(fn) ~= "function" then
+    diag.fatal(nil, "no_grad takes a function: no_grad(function() ... end), as `with torch.no_grad():`")
+  end
+  -- (an error inside ends the trace; begin_trace resets the depth)
+  no_grad_depth = no_grad_depth + 1
+  local r = table.pack(fn())
+  no_grad_depth = no_grad_depth - 1
+  return table.unpack(r, 1, r.n)
 end
 
 -- A built-in module made of several ops (MultiheadAttention, TransformerEncoderLayer):
@@ -348,6 +364,7 @@ local function unary(name)
   end
 end
 functional.relu = unary("relu")
+functional.detach = unary("detach")
 functional.silu = unary("silu")
 functional.sigmoid = unary("sigmoid")
 functional.tanh = unary("tanh")
@@ -683,6 +700,10 @@ tensor.doc = {
   reshape = { "reshape(x, d1, d2, ...)", "the same elements in a new shape; one size may be -1, x:size(0) is the batch",
               torch = "torch.reshape / Tensor.view", example = "reshape(x, x:size(0), -1)", input = { 3, 4 } },
   view = { alias_of = "reshape" },
+  no_grad = { "no_grad(function() ... end)", "runs the function with gradient recording off and returns what it returns (a training_step's torch.no_grad())",
+              torch = "torch.no_grad", example = "local y = no_grad(function() return x * 2 end); return x + y", input = { 4 } },
+  detach = { "detach(x)", "x cut from the graph: no gradient flows back into x through it (also x:detach())",
+             torch = "Tensor.detach", example = "x + detach(x) * 0.5", input = { 4 } },
   unsqueeze = { "unsqueeze(x, dim)", "inserts a dimension of size 1 at dim", torch = "torch.unsqueeze",
                 example = "unsqueeze(x, 1)", input = { 4 } },
   squeeze = { "squeeze(x[, dim])", "drops dimensions of size 1 (never the batch)", torch = "torch.squeeze",
@@ -796,7 +817,8 @@ tensor.doc = {
 }
 
 -- Tensor methods: x:view(...), x:sum(1), ...; plus x:size(d) and x:dim().
-for k, f in pairs(functional) do if k ~= "cat" and k ~= "concat" then methods[k] = f end end
+functional.no_grad = tensor.no_grad   -- a global only: it takes a function, not a tensor
+for k, f in pairs(functional) do if k ~= "cat" and k ~= "concat" and k ~= "no_grad" then methods[k] = f end end
 function methods.size(t, d)
   if d == nil then return { table.unpack(t.shape) } end   -- a copy: shapes are immutable
   local n = #t.shape

@@ -48,6 +48,22 @@ static uint64_t next_u64(void) {   // splitmix64
 }
 static double uniform01(void) { return (double)(next_u64() >> 11) * (1.0 / 9007199254740992.0); }
 
+// The losses checked: the model's one, or each fabric.backward of a training_step
+// (LOOM_STEP_BACKWARDS, gen/user_step.lua): its loss after every forward of the step at
+// fixed weights.  A parameter that backward does not reach (a detached path) must have
+// an analytic gradient of exactly 0; its finite difference is not compared.
+#ifdef LOOM_STEP_BACKWARDS
+#define NUM_LOSSES LOOM_STEP_BACKWARDS
+static double loss_of(Model *m, const Batch *b, int B, int k) { step_forward_all(m, b, B, 1); return step_loss(m, k); }
+static void grad_of(Model *m, const Batch *b, int B, int k) { step_forward_all(m, b, B, 1); step_backward(k, m, b, B, 1.0); }
+static int reaches(int k, int t) { return step_reaches(k, t); }
+#else
+#define NUM_LOSSES 1
+static double loss_of(Model *m, const Batch *b, int B, int k) { (void)k; return model_forward(m, b, B, 1); }
+static void grad_of(Model *m, const Batch *b, int B, int k) { (void)k; model_backward(m, b, B, 1.0); }
+static int reaches(int k, int t) { (void)k; (void)t; return 1; }
+#endif
+
 int main(int argc, char **argv) {
     int B = argc > 1 ? atoi(argv[1]) : 4;
     int samples = argc > 2 ? atoi(argv[2]) : 10;
@@ -83,20 +99,29 @@ int main(int argc, char **argv) {
         if (batch_field(&batch, i) != p) { fprintf(stderr, "gradcheck: Batch layout is not one pointer per field\n"); return 2; }
     }
 
-    model_zero_grad(&m);
-    real L0 = model_forward(&m, &batch, B, 1);
-    model_backward(&m, &batch, B, 1.0);
-    if (!isfinite(L0)) { fprintf(stderr, "gradcheck: loss is %g\n", L0); return 2; }
-    const double floor_ = 1e-9 / eps * fmax(1.0, fabs(L0));
-    printf("# %s B=%d loss=%.17g samples/tensor=%d eps=%g tol=%g floor=%g\n", MODEL_NAME, B, L0, samples, eps, tol,
-           floor_);
-
     int failed = 0;
     double worst_all = 0;
     const char *worst_name = "";
     int below_floor = 0, checked = 0;
+    for (int c = 0; c < NUM_LOSSES; c++) {
+    model_zero_grad(&m);
+    real L0 = loss_of(&m, &batch, B, c);
+    grad_of(&m, &batch, B, c);
+    if (!isfinite(L0)) { fprintf(stderr, "gradcheck: loss is %g\n", L0); return 2; }
+    const double floor_ = 1e-9 / eps * fmax(1.0, fabs(L0));
+    printf("# %s loss %d: B=%d loss=%.17g samples/tensor=%d eps=%g tol=%g floor=%g\n", MODEL_NAME, c, B, L0, samples, eps, tol,
+           floor_);
+
     for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
         const tensor_info *ti = &model_param_info[t];
+        if (!reaches(c, t)) {
+            // not reached by this backward (detached): its gradient must stay exactly 0
+            int nonzero = 0;
+            for (size_t j = 0; j < ti->numel; j++) nonzero += m.grads[ti->offset + j] != 0;
+            failed |= nonzero > 0;
+            printf("%s %-36s not reached by this backward: %d nonzero gradients\n", nonzero ? "FAIL" : "  ok", ti->name, nonzero);
+            continue;
+        }
         double worst = 0, wg = 0, wd = 0;
         size_t wj = 0;
         int k = (size_t)samples < ti->numel ? samples : (int)ti->numel;
@@ -107,9 +132,9 @@ int main(int argc, char **argv) {
             state_t *p = &m.params[ti->offset + j];   // 64-true: state_t is double
             state_t saved = *p;
             *p = saved + eps;
-            double Lp = model_forward(&m, &batch, B, 1);
+            double Lp = loss_of(&m, &batch, B, c);
             *p = saved - eps;
-            double Lm = model_forward(&m, &batch, B, 1);
+            double Lm = loss_of(&m, &batch, B, c);
             *p = saved;
             double d = (Lp - Lm) / (2 * eps);
             double g = m.grads[ti->offset + j];
@@ -123,6 +148,7 @@ int main(int argc, char **argv) {
         if (worst > worst_all) { worst_all = worst; worst_name = ti->name; }
         printf("%s %-36s n=%-2d worst err %.3e at [%zu]: analytic %.12e, finite difference %.12e\n", bad ? "FAIL" : "  ok",
                ti->name, k, worst, wj, wg, wd);
+    }
     }
     printf("# worst %.3e (%s); %d of %d elements were below the floor (judged absolutely)\n", worst_all, worst_name,
            below_floor, checked);

@@ -18,6 +18,7 @@
 //     and the state after the forward (parameters, running statistics, counters).
 //   STEPS > 0: STEPS training steps on that one batch, as train.c takes them:
 //     forward, backward, clip_gradients, optimizer_step(lr_at, momentum_at), zero_grad;
+//     with a training_step (LOOM_USER_STEP), model_user_step and zero_grad, "loss" what it returns;
 //     writes "loss" (shape [STEPS], the loss of each step's forward) and the final state.
 //     With LOSS_SCALING (16-mixed) the steps go through the GradScaler as in train.c
 //     (backward from loss × scale, unscale, skip on inf/nan); "scale" (shape [STEPS])
@@ -180,7 +181,9 @@ int main(int argc, char **argv) {
         float *scales = calloc((size_t)steps, sizeof *scales);
 #endif
         for (int s = 0; s < steps; s++) {
+#ifndef LOOM_USER_STEP
             losses[s] = model_forward(&m, &batch, B, 1);
+#endif
 #if LOSS_SCALING
             // as train.c: GradScaler's scaled backward, unscale, skip on inf/nan
             model_backward(&m, &batch, B, (real)o.scaler.scale);
@@ -193,6 +196,9 @@ int main(int argc, char **argv) {
             }
             scaler_update(&o.scaler, found_inf);
             scales[s] = o.scaler.scale;
+#elif defined(LOOM_USER_STEP)
+            // a training_step (gen/user_step.lua): the spec's own calls, as train.c runs them
+            losses[s] = model_user_step(&m, &o, &batch, B, s);
 #else
             model_backward(&m, &batch, B, (real)1);
             clip_gradients(&m);

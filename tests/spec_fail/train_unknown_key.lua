@@ -1,4 +1,4 @@
--- expect: tests/spec_fail/train_unknown_key.lua:12: train: unknown setting 'epoch' (did you mean 'epochs'?); valid settings: accumulate, batch_size, callbacks, clip, data, epochs, freeze, hooks, init, load_raw, log, log_every_n_steps, log_reduce, loggers, loss, max_steps, num_workers, optimizer, scheduler, seed, val_every
+-- expect: tests/spec_fail/train_unknown_key.lua:12: train: unknown setting 'epoch' (did you mean 'epochs'?); valid settings: accumulate, batch_size, callbacks, clip, data, epochs, freeze, hooks, init, load_raw, log, log_every_n_steps, log_reduce, loggers, loss, max_steps, num_workers, optimizer, optimizers, scheduler, seed, training_step, val_every
 model "Net" {
   inputs = { image = Tensor{1, 28, 28} },
   net = Sequential { Flatten(), Linear(784, 10) },

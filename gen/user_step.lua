@@ -1,0 +1,525 @@
+-- user_step: a spec's own training step (train { training_step = function(fabric, m, b)
+-- ... end, optimizers = { ... } }), Fabric's loop written out: several backward calls,
+-- several optimizers each over some of the model's submodules, detach and no_grad.
+--
+-- The graph stage traces the function once into one trace (every op in the order it
+-- ran) and a list of events between its ops: backward(loss), step(optimizer),
+-- zero_grad(optimizer), each at the count of ops before it (`at`).  The autodiff stage
+-- (`differentiate`) gives each backward its own nodes (what its loss reaches, through
+-- what was recorded before it) and checks PyTorch's ordering rules; the C backend
+-- (`model_c`, `optim_c`) emits the forward between events, each backward, each
+-- optimizer's step over its own parameters and each zero_grad, as straight-line calls
+-- in model_user_step, which the training loop runs once per batch.
+--
+-- PyTorch's semantics kept: gradients of parameters add up over backward calls until a
+-- zero_grad; an optimizer steps only its parameters; the forward after a step reads the
+-- updated weights; a detached tensor (or one made under no_grad) passes no gradient.
+-- What PyTorch refuses is refused (a backward through ops it already went through, or
+-- through weights an optimizer changed since they were read), and so is what would make
+-- the generated step differ from PyTorch's from one step to the next (gradients carried
+-- over from the previous step, an optimizer stepping a parameter no backward reached).
+local diag = require "diag"
+local util = require "util"
+local tensor = require "tensor"
+local ops = require "ops"
+
+local user_step = {}
+
+---------------------------------------------------------------------------
+-- Front end (the graph stage)
+
+-- The optimizers' parameters: each optimizer's names of submodules → the model's
+-- parameters under them (in layout order).  A parameter in two optimizers, a name
+-- with no parameter, or optimizers of different kinds or state layouts are refused.
+local function resolve_optimizers(g, list)
+  local owner = {}
+  local out, by_name = {}, {}
+  local rule0
+  for _, o in ipairs(list) do
+    local params, set = {}, {}
+    for _, sub in ipairs(o.params) do
+      local hits = 0
+      for _, p in ipairs(g.params) do
+        if p.name == sub or p.name:sub(1, #sub + 1) == sub .. "." then
+          hits = hits + 1
+          if owner[p.name] and owner[p.name] ~= o.name then
+            diag.fatal(o.opt.where, string.format("optimizers '%s' and '%s' both update %s: give each parameter to one optimizer",
+              owner[p.name], o.name, p.name))
+          end
+          owner[p.name] = o.name
+          if not set[p.name] then set[p.name] = true; params[#params + 1] = p.name end
+        end
+      end
+      if hits == 0 then
+        diag.fatal(o.opt.where, string.format("optimizer '%s': params names '%s', which is no submodule of the model with parameters",
+          o.name, tostring(sub)))
+      end
+    end
+    local a = o.opt.args
+    if a.groups or ((a.decay_min_ndim or 0) > 0 and (a.weight_decay or 0) ~= 0) then
+      diag.fatal(o.opt.where, string.format("optimizer '%s': parameter groups (groups, decay_min_ndim) in a training_step's optimizer "
+        .. "are not supported yet", o.name))
+    end
+    -- the optimizers share one Optimizer struct (state arrays laid out like the parameters,
+    -- each optimizer's slice its own): their kinds and state layouts must agree
+    local rule = require("optimizers").rule(o.opt.kind)
+    local layout = table.concat(rule.states(a), ",")
+    local init = {}
+    for k, v in pairs(rule.init and rule.init(a) or {}) do init[#init + 1] = k .. "=" .. tostring(v) end
+    table.sort(init)
+    layout = layout .. "|" .. table.concat(init, ",")
+    if rule.fields then
+      diag.fatal(o.opt.where, string.format("optimizer '%s': %s in a training_step is not supported yet (it keeps state beside the parameters')",
+        o.name, o.opt.kind))
+    end
+    if rule0 and (rule0.kind ~= o.opt.kind or rule0.layout ~= layout) then
+      diag.fatal(o.opt.where, string.format("optimizer '%s' is %s with state (%s) but '%s' is %s (%s): a training_step's optimizers "
+        .. "must be of one kind with the same state for now", o.name, o.opt.kind, layout, rule0.name, rule0.kind, rule0.layout))
+    end
+    rule0 = rule0 or { kind = o.opt.kind, layout = layout, name = o.name }
+    local r = { name = o.name, opt = o.opt, params = params, where = o.opt.where }
+    out[#out + 1] = r
+    by_name[o.name] = r
+  end
+  return out, by_name
+end
+
+-- The `fabric` a training_step receives: backward, and the declared optimizers with
+-- step and zero_grad.  Every call appends an event at the current count of ops.
+local function fabric_object(events, by_name, names)
+  local function check_self(self, proxy, name, method)
+    if self ~= proxy then
+      diag.fatal(nil, string.format("call it with a colon: fabric.optimizers.%s:%s()", name, method))
+    end
+  end
+  local optimizers = {}
+  for name, o in pairs(by_name) do
+    local proxy = {}
+    local methods = {}
+    for _, kind in ipairs { "step", "zero_grad" } do
+      methods[kind] = function(self)
+        check_self(self, proxy, name, kind)
+        events[#events + 1] = { kind = kind, opt = o, at = tensor.node_count(), where = diag.here() }
+      end
+    end
+    optimizers[name] = setmetatable(proxy, {
+      __index = function(_, k)
+        if methods[k] then return methods[k] end
+        diag.fatal(nil, string.format("an optimizer has step() and zero_grad(), not '%s'", tostring(k)))
+      end,
+      __newindex = function() diag.fatal(nil, "an optimizer's fields cannot be assigned") end,
+    })
+  end
+  local opt_view = setmetatable({}, {
+    __index = function(_, k)
+      if optimizers[k] then return optimizers[k] end
+      diag.fatal(nil, string.format("fabric.optimizers has no optimizer '%s'%s (train.optimizers declares: %s)", tostring(k),
+        util.did_you_mean(tostring(k), names), table.concat(names, ", ")))
+    end,
+    __newindex = function() diag.fatal(nil, "fabric.optimizers cannot be assigned: declare optimizers in train.optimizers") end,
+  })
+  local fields = {
+    optimizers = opt_view,
+    backward = function(loss)
+      if not tensor.is(loss) or #loss.shape ~= 0 then
+        diag.fatal(nil, string.format("fabric.backward: the loss must be a scalar tensor (use a reduction such as mean), got %s",
+          tensor.is(loss) and ("a tensor " .. util.shape_str(loss.shape)) or type(loss)))
+      end
+      events[#events + 1] = { kind = "backward", loss = loss, at = tensor.node_count(), where = diag.here() }
+    end,
+  }
+  return setmetatable({}, {
+    __index = function(_, k)
+      if fields[k] then return fields[k] end
+      diag.fatal(nil, string.format("fabric has no '%s' in a training_step (it has: backward, optimizers)%s", tostring(k),
+        util.did_you_mean(tostring(k), { "backward", "optimizers" })))
+    end,
+    __newindex = function(_, k) diag.fatal(nil, string.format("cannot assign fabric.%s", tostring(k))) end,
+  })
+end
+
+-- Traces train.training_step.  `run_trace(name, fn)` traces fn into a fresh trace
+-- (gen/graph.lua's), `batch()` makes the batch.  Returns the trace (its outputs[1]: the
+-- loss the step returns, which the loop logs) and the step { events, optimizers,
+-- by_name, where }.
+function user_step.trace(g, sp, run_trace, batch)
+  local tr = sp.train
+  local optimizers, by_name = resolve_optimizers(g, tr.optimizers)
+  local names = {}
+  for _, o in ipairs(optimizers) do names[#names + 1] = o.name end
+  local events = {}
+  local holder = {}
+  local fabric = fabric_object(events, by_name, names)
+  local t = run_trace("training_step", function()
+    holder.b = batch()
+    return tr.training_step(fabric, sp.model, holder.b)
+  end)
+  t.input_value = holder.b
+  local where = diag.key_where(tr.where, "training_step") or tr.where
+  local backs = 0
+  for _, e in ipairs(events) do if e.kind == "backward" then backs = backs + 1 end end
+  if backs == 0 then diag.fatal(where, "training_step calls fabric.backward(loss) nowhere: there is nothing to train") end
+  local out = t.outputs[1]
+  if out == nil then
+    -- nothing returned: the loop logs the last backward's loss
+    for i = #events, 1, -1 do if events[i].kind == "backward" then out = events[i].loss; break end end
+    t.outputs = table.pack(out)
+  elseif not tensor.is(out) or #out.shape ~= 0 then
+    diag.fatal(where, string.format("training_step returns the loss to log: a scalar tensor, got %s",
+      tensor.is(out) and ("a tensor " .. util.shape_str(out.shape)) or type(out)))
+  end
+  return t, { events = events, optimizers = optimizers, by_name = by_name, where = where }
+end
+
+---------------------------------------------------------------------------
+-- Autodiff (the autodiff stage)
+
+-- `trace`: the precision plan's trace (copies of the traced nodes, casts among them);
+-- `step`: the graph's.  Returns autodiff's table for the returned loss (backward,
+-- needs_grad, grad_inputs: model_forward/model_backward, validation and gradcheck use
+-- it) plus `segments`, the program in order:
+--   { kind = "forward", first, last }   trace nodes first..last
+--   { kind = "backward", loss, nodes (run order), params = { name = true }, where }
+--   { kind = "step" | "zero_grad", opt, where }
+function user_step.differentiate(trace, step, frozen)
+  local ad = require("autodiff").differentiate(trace, frozen)
+  local needs, grad_inputs = ad.needs_grad, ad.grad_inputs
+  -- each trace node's position among the traced ops (a cast: its consumer's)
+  local orig_pos, producer = {}, {}
+  local nxt = math.huge
+  for i = #trace.nodes, 1, -1 do
+    local node = trace.nodes[i]
+    if node.original then nxt = node.original.index end
+    orig_pos[node] = nxt
+    producer[node.out] = node
+  end
+  local function pos_of(at)   -- trace nodes with orig_pos <= at run before an event at `at`
+    local n = 0
+    for i, node in ipairs(trace.nodes) do if orig_pos[node] <= at then n = i end end
+    return n
+  end
+
+  local segments, done = {}, 0
+  local traversed = {}            -- node → the backward event that went through it
+  local stepped = {}              -- param name → { { index, event } } steps so far
+  local function forward_to(p)
+    if p > done then
+      segments[#segments + 1] = { kind = "forward", first = done + 1, last = p }
+      done = p
+    end
+  end
+  for j, e in ipairs(step.events) do
+    local p = pos_of(e.at)
+    forward_to(p)
+    if e.kind == "backward" then
+      local L = e.loss
+      if not needs[L] then
+        diag.fatal(e.where, "fabric.backward: the loss does not require a gradient (it depends on no parameter, "
+          .. "or only through detach or no_grad): PyTorch refuses this backward too")
+      end
+      local seen, nodes, params, stack = {}, {}, {}, { L }
+      while #stack > 0 do
+        local t = table.remove(stack)
+        local node = producer[t]
+        if node and needs[t] and not seen[node] then
+          seen[node] = true
+          nodes[#nodes + 1] = node
+          for i, x in ipairs(node.inputs) do
+            if grad_inputs[node][i] then
+              if x.param then params[x.param] = true else stack[#stack + 1] = x end
+            end
+          end
+        end
+      end
+      table.sort(nodes, function(a, b) return a.index > b.index end)
+      for _, node in ipairs(nodes) do
+        if traversed[node] and not ops[node.op].alias then
+          diag.fatal(e.where, string.format("fabric.backward: this backward goes through %s (line %d) again, after the backward on line %d: "
+            .. "PyTorch frees the graph after a backward (retain_graph); compute it again or detach", node.op, (node.call_where or node.where).line,
+            traversed[node].where.line))
+        end
+        for i, x in ipairs(node.inputs) do
+          if x.param and grad_inputs[node][i] then
+            for _, s in ipairs(stepped[x.param] or {}) do
+              if orig_pos[node] <= s.event.at then
+                diag.fatal(e.where, string.format("fabric.backward: %s was read on line %d and then updated by %s:step() on line %d: "
+                  .. "PyTorch refuses this backward (a tensor it needs was modified in place); run the forward again after the step",
+                  x.param, (node.call_where or node.where).line, s.event.opt.name, s.event.where.line))
+              end
+            end
+          end
+        end
+      end
+      for _, node in ipairs(nodes) do traversed[node] = e end
+      segments[#segments + 1] = { kind = "backward", loss = L, nodes = nodes, params = params, where = e.where }
+    else
+      if e.kind == "step" then
+        for _, name in ipairs(e.opt.params) do
+          stepped[name] = stepped[name] or {}
+          table.insert(stepped[name], { index = j, event = e })
+        end
+      end
+      segments[#segments + 1] = { kind = e.kind, opt = e.opt, where = e.where }
+    end
+  end
+  forward_to(#trace.nodes)
+  -- model_forward/model_backward: the loss the step returns, at fixed weights (validation
+  -- and gradcheck use them): its backward is what that loss reaches
+  local R = trace.outputs[1]
+  if not needs[R] then
+    diag.fatal(step.where, "training_step returns a loss that requires no gradient (detached, or made under no_grad): "
+      .. "return one of the losses it differentiates")
+  end
+  local seen, stack, nodes = {}, { R }, {}
+  while #stack > 0 do
+    local t = table.remove(stack)
+    local node = producer[t]
+    if node and needs[t] and not seen[node] then
+      seen[node] = true
+      nodes[#nodes + 1] = node
+      for i, x in ipairs(node.inputs) do if grad_inputs[node][i] and not x.param then stack[#stack + 1] = x end end
+    end
+  end
+  table.sort(nodes, function(a, b) return a.index > b.index end)
+  ad.backward = nodes
+
+  -- gradients across training steps: simulate two steps.  A gradient is "clean" at a
+  -- step's start (the loop zeroes every gradient after the step); an optimizer's step
+  -- must see, for each of its parameters, gradients a backward made since that
+  -- parameter's last zero_grad in this step or since the step began, and at least one.
+  -- Then the first step and every later one compute what PyTorch's do.
+  local carried = {}   -- param → the backward event whose gradient the next step would inherit
+  local reached = {}   -- param → reached by a backward since its last zeroing
+  local zeroed = {}    -- param → zero_grad called for it in this step
+  for _, s in ipairs(segments) do
+    if s.kind == "backward" then
+      for name in pairs(s.params) do reached[name] = true; carried[name] = s end
+    elseif s.kind == "zero_grad" then
+      for _, name in ipairs(s.opt.params) do reached[name] = nil; zeroed[name] = true; carried[name] = nil end
+    elseif s.kind == "step" then
+      for _, name in ipairs(s.opt.params) do
+        if not reached[name] then
+          diag.fatal(s.where, string.format("%s:step() updates %s, which no fabric.backward reached since it was last zeroed: torch.optim would "
+            .. "skip it on the first step (its grad is None) and not later; give the optimizer only what its backward reaches", s.opt.name, name))
+        end
+      end
+    end
+  end
+  -- in PyTorch the next step starts with the gradients left now (loom's loop zeroes them):
+  -- refused where a step would read them before its optimizer's zero_grad
+  local seen_zero = {}
+  for _, s in ipairs(segments) do
+    if s.kind == "zero_grad" then for _, name in ipairs(s.opt.params) do seen_zero[name] = true end
+    elseif s.kind == "step" then
+      for _, name in ipairs(s.opt.params) do
+        if carried[name] and not seen_zero[name] then
+          diag.fatal(s.where, string.format("%s:step() would also use the gradient of %s left from the previous training step by the backward "
+            .. "on line %d (PyTorch keeps gradients until zero_grad): call fabric.optimizers.%s:zero_grad() before this step's backward",
+            s.opt.name, name, carried[name].where.line, s.opt.name))
+        end
+      end
+    end
+  end
+  ad.segments = segments
+  return ad
+end
+
+---------------------------------------------------------------------------
+-- The C backend
+
+-- Refusals before any work (emit_c.check): what the user step does not do yet.
+function user_step.check_cpu(g, target, precision)
+  local sp, st = g.spec, g.step
+  local tr = sp.train
+  local where = st.where
+  if precision ~= "32-true" and precision ~= "64-true" then
+    diag.fatal(target.precision and where or sp.fabric.where, string.format("precision '%s' with a training_step is not supported yet "
+      .. "(32-true and 64-true are)", precision))
+  end
+  local function refuse(key, what)
+    diag.fatal(diag.key_where(tr.where, key) or tr.where, what .. " with a training_step is not supported yet")
+  end
+  if tr.accumulate ~= 1 then refuse("accumulate", "accumulate") end
+  if tr.clip then refuse("clip", "clip (fabric.clip_gradients)") end
+  if tr.scheduler then refuse("scheduler", "a scheduler") end
+  if tr.hooks then refuse("hooks", "hooks") end
+  if target.detect_anomaly or sp.fabric.detect_anomaly then
+    diag.fatal(not target.detect_anomaly and diag.key_where(sp.fabric.where, "detect_anomaly") or nil,
+      "detect_anomaly with a training_step is not supported yet")
+  end
+  if tr.log then refuse("log", "train.log's metrics") end
+  if tr.freeze then refuse("freeze", "freeze") end
+  local devices = target.devices or sp.fabric.devices
+  if type(devices) == "number" and devices > 1 then refuse("training_step", "several devices (ddp)") end
+end
+
+-- model.c's functions of the step: step_forward_K and step_backward_K (each with the
+-- operands it uses), and their prototypes.  `forward_lines(list)` writes forward ops
+-- (gen/emit_c.lua's), `node_comment(node, suffix)` the spec line above an op.
+function user_step.model_c(l, forward_lines, node_comment)
+  local kernels_c, ops_cpu = require "kernels_c", require "ops_cpu"
+  local ty = kernels_c.TYPES[l.settings.compute]
+  local trace, pp = l.trace, l.pp
+  local text, protos, wide = {}, {}, 1
+  local nf, nb = 0, 0
+  local function body(e, lines)
+    return table.concat(e.decls, "\n") .. "\n    (void)m; (void)batch; (void)B;\n" .. table.concat(lines, "\n")
+  end
+  for _, s in ipairs(l.autodiff.segments) do
+    if s.kind == "forward" then
+      local e = kernels_c.context(l, ty)
+      e.grad = function() return "NULL" end
+      local list = {}
+      for i = s.first, s.last do
+        local node = trace.nodes[i]
+        if not pp.folded[node] then
+          local lines
+          if not ops[node.op].alias then
+            e.begin(node, "forward")
+            lines = e.wrap(ops_cpu[node.op].forward(e, node))
+          end
+          list[#list + 1] = { node = node, lines = lines }
+        end
+      end
+      s.func = string.format("step_forward_%d", nf)
+      nf = nf + 1
+      local proto = string.format("void %s(Model *m, const Batch *batch, int B, int training)", s.func)
+      protos[#protos + 1] = proto .. ";"
+      text[#text + 1] = string.format("\n// the training_step's ops %d..%d, in the order the spec runs them\n%s {\n%s\n    (void)training;\n%s\n}\n",
+        s.first, s.last, proto, table.concat(e.decls, "\n") .. "\n    (void)m; (void)batch; (void)B;", table.concat(forward_lines(list), "\n"))
+      wide = math.max(wide, e.wide_size())
+    elseif s.kind == "backward" then
+      local e = kernels_c.context(l, ty)
+      local lines = {}
+      for _, node in ipairs(s.nodes) do
+        if not (ops[node.op].alias or pp.folded[node]) then
+          e.begin(node, "backward")
+          lines[#lines + 1] = ""
+          lines[#lines + 1] = node_comment(node, "  (backward)")
+          for _, x in ipairs(e.wrap(ops_cpu[node.op].backward(e, node))) do lines[#lines + 1] = "    " .. x end
+        end
+      end
+      e.begin(nil, "result")
+      local dloss = e.grad(s.loss)
+      if e.uses_training then table.insert(e.decls, "    const int training = 1;") end
+      s.func = string.format("step_backward_%d", nb)
+      nb = nb + 1
+      local proto = string.format("void %s(Model *m, const Batch *batch, int B, real dloss)", s.func)
+      protos[#protos + 1] = proto .. ";"
+      text[#text + 1] = string.format("\n// fabric.backward(loss) on line %d: %d ops; parameter gradients add up (zero_grad clears them)\n%s {\n%s\n"
+        .. "    memset(m->dacts, 0, DACT_BYTES);\n    %s[0] = dloss;\n%s\n}\n", s.where.line, #s.nodes, proto,
+        body(e, {}), dloss, table.concat(lines, "\n"))
+      wide = math.max(wide, e.wide_size())
+    end
+  end
+  -- the value of the loss the step returns (after every forward ran)
+  local e = kernels_c.context(l, ty, true)
+  e.begin(nil, "result")
+  local ptr = e.ptr(trace.outputs[1])
+  protos[#protos + 1] = "real step_result(const Model *m);"
+  text[#text + 1] = string.format("\n// the loss training_step returns (logged)\nreal step_result(const Model *m) {\n%s\n    return %s[0];\n}\n",
+    table.concat(e.decls, "\n"), ptr)
+
+  -- for a gradient check of each backward (tests/harness/gradcheck.c): every forward run
+  -- without the updates between them, backward K, its loss, and the parameters it reaches
+  local fwd, cases, losses, rows = {}, {}, {}, {}
+  local el = kernels_c.context(l, ty, true)
+  local k = 0
+  for _, s in ipairs(l.autodiff.segments) do
+    if s.kind == "forward" then fwd[#fwd + 1] = string.format("    %s(m, batch, B, training);", s.func)
+    elseif s.kind == "backward" then
+      cases[#cases + 1] = string.format("    case %d: %s(m, batch, B, dloss); break;", k, s.func)
+      el.begin(nil, "result")
+      losses[#losses + 1] = string.format("    case %d: return %s[0];   // line %d", k, el.ptr(s.loss), s.where.line)
+      local row = {}
+      for _, p in ipairs(l.state.params) do row[#row + 1] = s.params[p.name] and "1" or "0" end
+      rows[#rows + 1] = "    { " .. table.concat(row, ", ") .. " },"
+      k = k + 1
+    end
+  end
+  protos[#protos + 1] = string.format("#define LOOM_STEP_BACKWARDS %d   // fabric.backward calls in a training step", k)
+  protos[#protos + 1] = "void step_forward_all(Model *m, const Batch *batch, int B, int training);   // every forward, no update"
+  protos[#protos + 1] = "void step_backward(int k, Model *m, const Batch *batch, int B, real dloss);   // backward k"
+  protos[#protos + 1] = "real step_loss(const Model *m, int k);   // backward k's loss"
+  protos[#protos + 1] = "int step_reaches(int k, int param_tensor);   // does backward k give that parameter a gradient"
+  text[#text + 1] = string.format("\n// (a gradient check of each backward: tests/harness/gradcheck.c)\n"
+    .. "void step_forward_all(Model *m, const Batch *batch, int B, int training) {\n%s\n}\n"
+    .. "void step_backward(int k, Model *m, const Batch *batch, int B, real dloss) {\n    switch (k) {\n%s\n    default: break;\n    }\n}\n"
+    .. "real step_loss(const Model *m, int k) {\n%s\n    switch (k) {\n%s\n    default: return 0;\n    }\n}\n"
+    .. "int step_reaches(int k, int param_tensor) {\n    static const unsigned char reaches[%d][%d] = {\n%s\n    };\n"
+    .. "    return reaches[k][param_tensor];\n}\n",
+    table.concat(fwd, "\n"), table.concat(cases, "\n"), table.concat(el.decls, "\n"), table.concat(losses, "\n"),
+    k, #l.state.params, table.concat(rows, "\n"))
+  return table.concat(text), table.concat(protos, "\n"), wide
+end
+
+-- optim.c's part: each optimizer's step over its own parameters and its zero_grad, and
+-- model_user_step (the step as the spec wrote it).  `code(opt, runs)`: emit_train's
+-- optimizer_code for `opt` restricted to `runs` ({ begin, finish, names }).
+function user_step.optim_c(l, code)
+  local st, lit = l.state, function(v) return util.c_float(v, "") end
+  local steps_of = {}   -- optimizer → how many steps a training step takes
+  for _, s in ipairs(l.autodiff.segments) do
+    if s.kind == "step" then steps_of[s.opt] = (steps_of[s.opt] or 0) + 1 end
+  end
+  local text, protos = { "\n#include <string.h>   // memset: zero_grad\n" }, {}
+  for _, o in ipairs(l.graph.step.optimizers) do
+    local mine = {}
+    for _, name in ipairs(o.params) do mine[name] = true end
+    local runs = {}
+    for i, p in ipairs(st.params) do
+      if mine[p.name] then
+        local last = runs[#runs]
+        local finish = p.offset + p.numel
+        if last and last.next_index == i then
+          last.finish, last.count, last.last, last.next_index = finish, last.count + 1, p.name, i + 1
+        else
+          runs[#runs + 1] = { begin = p.offset, finish = finish, first = p.name, last = p.name, count = 1, next_index = i + 1 }
+        end
+      end
+    end
+    for _, r in ipairs(runs) do
+      r.names = r.count == 1 and r.first or string.format("%s .. %s (%d tensors)", r.first, r.last, r.count)
+    end
+    local c = code(o.opt, runs)
+    local rule = require("optimizers").rule(o.opt.kind)
+    local mom = rule.momentum and rule.momentum(o.opt.args) or 0.0
+    text[#text + 1] = string.format("\n// optimizer '%s' (spec line %d): %s, over %s\n"
+      .. "static void optimizer_step_%s(Optimizer *o, Model *m, double lr, double mom, int64_t step) {\n%s\n}\n",
+      o.name, o.where.line, c.desc, table.concat(o.params, ", "), o.name, c.step)
+    local zero = {}
+    for _, r in ipairs(runs) do
+      zero[#zero + 1] = string.format("    memset(m->grads + %d, 0, sizeof(state_t) * %d);   // %s", r.begin, r.finish - r.begin, r.names)
+    end
+    text[#text + 1] = string.format("\n// %s.zero_grad(): its parameters' gradients only\nstatic void zero_grad_%s(Model *m) {\n%s\n}\n",
+      o.name, o.name, table.concat(zero, "\n"))
+    o.c_lr, o.c_mom, o.per_step = lit(o.opt.args.lr), lit(mom), steps_of[o] or 0
+  end
+  -- the step, in the spec's order
+  local calls, count = {}, {}
+  for _, s in ipairs(l.autodiff.segments) do
+    if s.kind == "forward" then
+      calls[#calls + 1] = string.format("    %s(m, batch, B, 1);", s.func)
+    elseif s.kind == "backward" then
+      calls[#calls + 1] = string.format("    %s(m, batch, B, (real)1);   // fabric.backward, line %d", s.func, s.where.line)
+    elseif s.kind == "step" then
+      local o = s.opt
+      count[o] = (count[o] or 0) + 1
+      -- each optimizer's own count of updates (torch.optim's state['step'] - 1): a training
+      -- step takes the same number every time
+      calls[#calls + 1] = string.format("    optimizer_step_%s(o, m, %s, %s, step * %d + %d);   // %s:step(), line %d",
+        o.name, o.c_lr, o.c_mom, o.per_step, count[o] - 1, o.name, s.where.line)
+    else
+      calls[#calls + 1] = string.format("    zero_grad_%s(m);   // %s:zero_grad(), line %d", s.opt.name, s.opt.name, s.where.line)
+    end
+  end
+  protos[#protos + 1] = "#define LOOM_USER_STEP 1   // the program's step is the spec's training_step"
+  protos[#protos + 1] = "// train.training_step (gen/user_step.lua): one training step on a batch; returns the loss it returns"
+  protos[#protos + 1] = "real model_user_step(Model *m, Optimizer *o, const Batch *batch, int B, int64_t step);"
+  text[#text + 1] = string.format("\n// train.training_step (spec line %d), as straight-line calls in the spec's order\n"
+    .. "real model_user_step(Model *m, Optimizer *o, const Batch *batch, int B, int64_t step) {\n    m->step = (uint64_t)step;\n%s\n"
+    .. "    return step_result(m);\n}\n", l.graph.step.where.line, table.concat(calls, "\n"))
+  return table.concat(text), table.concat(protos, "\n")
+end
+
+return user_step

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# The user's own training step (train.training_step, gen/user_step.lua), on two specs
+# kept under tests/step/ (not specs/: the harness suites that build every spec there
+# drive model_forward/model_backward and one optimizer, not a training_step):
+#  - step_CASE, step64_CASE: the DCGAN (two Adam optimizers, alternating D and G updates,
+#    the generator's output detached for D, targets under no_grad) and the VAE
+#    (reparameterised with the noise a batch field, KL + reconstruction) trained 3 steps
+#    by tests/harness/parity.c (model_user_step) against the same step in PyTorch
+#    (tests/torch/step_parity.py) on the same weights and batch: every loss and every
+#    final parameter within 1e-4 (fp32) and 1e-9 (fp64) relative
+#  - loop_dcgan, loop64_dcgan: the generated program's own loop on that batch (Npy): its
+#    step-1 checkpoint continued 2 steps by PyTorch against its step-3 checkpoint
+#    (parameters and both optimizers' moments)
+#  - gradcheck_step_CASE: tests/harness/gradcheck.c in 64-true on each fabric.backward
+#    of the step (finite differences; a detached parameter's gradient exactly 0)
+#  - train_dcgan, resume_dcgan: the generated program trains end to end, and 2 steps +
+#    2 resumed end with the bytes of 4 steps (parameters and both optimizers' state)
+#  - step_fail/*: what is refused, one line at the spec's file:line (exit 2)
+set -u
+cd "$(dirname "$0")/.."
+LOOM=${LOOM:-build/loom}
+PY=/usr/bin/python3
+export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
+CFLAGS="-std=c11 -O2 -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+. tests/tap.sh
+
+# name | sed script applied to tests/step/BASE.lua | BASE | the expected first line after "FILE:"
+fails=(
+  "backward_non_scalar|s/fabric.backward(d_loss)/fabric.backward(d_real)/|dcgan|29: fabric.backward: the loss must be a scalar tensor (use a reduction such as mean), got a tensor (B, 1)"
+  "undeclared_optimizer|s/opt_d:step()/fabric.optimizers.disc:step()/|dcgan|30: fabric.optimizers has no optimizer 'disc' (train.optimizers declares: d, g)"
+  "step_without_colon|s/opt_d:step()/opt_d.step()/|dcgan|30: call it with a colon: fabric.optimizers.d:step()"
+  "undeclared_method|s/m.D(b.image)/m:discriminate(b.image)/|dcgan|25: GAN has no submodule, parameter or attribute 'discriminate'"
+  "uncalled_method|s/local mu, logvar = m:encode(b)/local h = m.enc(b.x); local mu, logvar = m.mu(h), m.logvar(h)/; s/local mu = m:encode(b); return m.dec(mu)/return m.dec(m.mu(m.enc(b.x)))/|vae|11: model method 'encode' is neither forward nor called by the training step: a training program has no entry point for it (call it from training_step, or remove it)"
+  "backward_detached|s/fabric.backward(d_loss)/fabric.backward(d_loss:detach())/|dcgan|29: fabric.backward: the loss does not require a gradient (it depends on no parameter, or only through detach or no_grad): PyTorch refuses this backward too"
+  "backward_twice|s/bce_with_logits(m.D(fake), ones)/bce_with_logits(d_fake, ones)/|dcgan|34: fabric.backward: this backward goes through linear (line 26) again, after the backward on line 29: PyTorch frees the graph after a backward (retain_graph); compute it again or detach"
+  "weights_stepped|s/    opt_d:step()/    local early = m.D(fake)\n    opt_d:step()/; s/bce_with_logits(m.D(fake), ones)/bce_with_logits(early, ones)/|dcgan|35: fabric.backward: D.3.weight was read on line 30 and then updated by d:step() on line 31: PyTorch refuses this backward (a tensor it needs was modified in place); run the forward again after the step"
+  "gradients_carried|s/    opt_d:zero_grad()/    -- (no zero_grad)/|dcgan|30: d:step() would also use the gradient of D.1.weight left from the previous training step by the backward on line 34 (PyTorch keeps gradients until zero_grad): call fabric.optimizers.d:zero_grad() before this step's backward"
+  "step_not_reached|s/    fabric.backward(g_loss)/    -- (no backward)/|dcgan|35: g:step() updates G.0.weight, which no fabric.backward reached since it was last zeroed: torch.optim would skip it on the first step (its grad is None) and not later; give the optimizer only what its backward reaches"
+  "loss_and_step|s/  max_steps = 3,/  max_steps = 3, loss = function(m, b) return mean(m(b)) end,/|dcgan|38: train: give a training_step or a loss, not both (a training_step's optimizers are train.optimizers)"
+  "precision_bf16|s/precision = \"32-true\"/precision = \"bf16-mixed\"/|dcgan|11: precision 'bf16-mixed' with a training_step is not supported yet (32-true and 64-true are)"
+  "optimizer_groups|s/d = { Adam { lr = 2e-4, betas = {0.5, 0.999} }/d = { AdamW { lr = 2e-4, decay_min_ndim = 2 }/|dcgan|17: optimizer 'd': parameter groups (groups, decay_min_ndim) in a training_step's optimizer are not supported yet"
+  "optimizer_kinds|s/d = { Adam { lr = 2e-4, betas = {0.5, 0.999} }/d = { SGD { lr = 0.1 }/|dcgan|18: optimizer 'g' is Adam with state (exp_avg,exp_avg_sq|) but 'd' is SGD (|): a training_step's optimizers must be of one kind with the same state for now"
+  "freeze|s/  max_steps = 3,/  max_steps = 3, freeze = { \"^D%.1%.\" },/|dcgan|38: freeze with a training_step is not supported yet"
+  "accumulate|s/  max_steps = 3,/  max_steps = 3, accumulate = 2,/|dcgan|38: accumulate with a training_step is not supported yet"
+)
+plan $((6 + 2 + 2 + ${#fails[@]} + 1))
+
+# (a), (b): parity with PyTorch
+if py_lacks torch numpy; then
+  for c in step_dcgan step64_dcgan step_vae step64_vae loop_dcgan loop64_dcgan; do no_torch "$c" "$PY has no torch or numpy"; done
+else
+  rt="$tmp/rt"
+  mkdir -p "$rt"
+  rt_ok=1
+  "$LOOM" build specs/fashion_mlp.lua -o "$tmp/rtsrc" --no-compile >"$tmp/rt.gen" 2>&1 || rt_ok=0
+  for f in ckpt data npy idx tokens; do
+    [ $rt_ok = 1 ] && { cc $CFLAGS -I"$tmp/rtsrc" -c "$tmp/rtsrc/$f.c" -o "$rt/$f.o" 2>"$tmp/rt.cc" || rt_ok=0; }
+  done
+  for c in dcgan vae; do
+    ok=$rt_ok why="the runtime does not build: $(tail -1 "$tmp/rt.gen" "$tmp/rt.cc" 2>/dev/null | tail -1)"
+    for p in 32 64; do
+      d="$tmp/${c}_$p"
+      [ $ok = 1 ] || continue
+      if ! "$LOOM" build "tests/step/$c.lua" -o "$d" --precision=$p-true --devices=1 --no-compile >"$d.gen" 2>&1; then
+        ok=0 why="loom build failed: $(tail -1 "$d.gen")"
+      elif ! cc $CFLAGS -I"$d" tests/harness/parity.c "$d/optim.c" "$d/model.c" "$rt"/*.o -o "$d/parity" \
+             -ldnnl -lopenblas -lz -lm >"$d.cc" 2>&1; then
+        ok=0 why="the harness does not compile: $(grep -m1 error "$d.cc")"
+      fi
+    done
+    if [ $ok = 0 ]; then fail "step_$c" "$why"; fail "step64_$c" "$why"; continue; fi
+    mkdir -p "$tmp/w_$c"
+    harness "step_$c" 2 "" "$PY" tests/torch/step_parity.py "$c" "$tmp/w_$c" "$tmp/${c}_32/parity" "$tmp/${c}_64/parity" 16 3
+  done
+  # the program's own loop (train.c around model_user_step) on that batch as an Npy source:
+  # its checkpoint after 1 step continued 2 steps by PyTorch against its own after 3
+  W="$tmp/w_dcgan"
+  sed "s|^  data = Synthetic .*|  data = Npy { fields = { image = \"$W/image.npy\", z = \"$W/z.npy\" } },|" tests/step/dcgan.lua >"$tmp/gan_npy.lua"
+  for p in 32 64; do
+    name=loop$([ $p = 64 ] && echo 64)_dcgan
+    d="$tmp/loop$p"
+    if [ ! -s "$W/z.npy" ]; then fail "$name" "no batch (see step_dcgan)"
+    elif ! "$LOOM" build "$tmp/gan_npy.lua" --precision=$p-true -o "$d" >"$d.gen" 2>&1; then fail "$name" "loom build failed: $(tail -1 "$d.gen")"
+    elif ! { "$d/train" --max-steps 1 --out "$d/r1" --quiet && "$d/train" --max-steps 3 --out "$d/r3" --quiet; } >"$d.out" 2>&1; then
+      fail "$name" "the program failed: $(tail -1 "$d.out")"
+    else
+      harness "$name" 1 "" "$PY" tests/torch/step_parity.py loop dcgan "$d/r1/last.safetensors" "$d/r3/last.safetensors" "$W" $p
+    fi
+  done
+fi
+
+# (c): finite differences in 64-true, each backward of the step
+for c in dcgan vae; do
+  d="$tmp/${c}_gc"
+  if ! "$LOOM" build "tests/step/$c.lua" -o "$d" --precision=64-true --devices=1 --no-compile >"$d.gen" 2>&1; then
+    fail "gradcheck_step_$c" "loom build failed: $(tail -1 "$d.gen")"; continue
+  fi
+  if ! cc $CFLAGS -I"$d" tests/harness/gradcheck.c "$d/model.c" -o "$d/gradcheck" -ldnnl -lopenblas -lm >"$d.cc" 2>&1; then
+    fail "gradcheck_step_$c" "the harness does not compile: $(grep -m1 error "$d.cc")"; continue
+  fi
+  if "$d/gradcheck" 4 6 1 1e-5 1e-6 >"$d.out" 2>&1; then ok "gradcheck_step_$c"
+  else fail "gradcheck_step_$c" "$(grep -c '^FAIL' "$d.out") tensors out of tolerance"; fi
+  sed 's/^/#   /' "$d.out"
+done
+
+# the generated program trains end to end (Synthetic data) and writes its checkpoint
+d="$tmp/train"
+if ! "$LOOM" build tests/step/dcgan.lua -o "$d" >"$d.gen" 2>&1; then
+  fail train_dcgan "loom build failed: $(tail -1 "$d.gen")"
+elif ! "$d/train" --max-steps 3 --out "$d/run" --quiet >"$d.out" 2>&1; then
+  fail train_dcgan "the program failed: $(tail -1 "$d.out")"
+elif [ ! -s "$d/run/last.safetensors" ] || ! grep -q "train/loss" "$d"/run/logs/lightning_logs/version_0/metrics.csv; then
+  fail train_dcgan "no checkpoint or no train/loss in metrics.csv"
+else
+  ok train_dcgan
+fi
+# --resume continues bit-exactly: 2 steps + 2 resumed = 4 steps (parameters, optimizer state)
+same_tensors() {   # A.safetensors B.safetensors: every tensor's bytes equal (the metadata may differ)
+  "$PY" - "$1" "$2" <<'EOF2'
+import json, struct, sys
+def tensors(path):
+    blob = open(path, "rb").read()
+    n = struct.unpack("<Q", blob[:8])[0]
+    h = json.loads(blob[8:8 + n]); h.pop("__metadata__", None)
+    return {k: blob[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]] for k, v in h.items()}
+a, b = tensors(sys.argv[1]), tensors(sys.argv[2])
+diff = sorted(k for k in a if a[k] != b.get(k)) + sorted(set(b) - set(a))
+print("%d tensors; differ: %s" % (len(a), ", ".join(diff[:5]) or "none"))
+sys.exit(1 if diff else 0)
+EOF2
+}
+if [ ! -x "$d/train" ]; then fail resume_dcgan "no program (see train_dcgan)"
+elif ! { "$d/train" --max-steps 4 --out "$d/full" --quiet && "$d/train" --max-steps 2 --out "$d/half" --quiet &&
+         "$d/train" --resume "$d/half/last.safetensors" --max-steps 4 --out "$d/resumed" --quiet; } >"$d.resume" 2>&1; then
+  fail resume_dcgan "a run failed: $(tail -1 "$d.resume")"
+elif msg=$(same_tensors "$d/full/last.safetensors" "$d/resumed/last.safetensors"); then ok resume_dcgan; echo "# $msg"
+else fail resume_dcgan "$msg"; fi
+
+# (d): refusals, one line at the spec's line
+mkdir -p "$tmp/fail"
+for c in "${fails[@]}"; do
+  IFS='|' read -r name script base want <<<"$c"
+  f="$tmp/fail/$name.lua"
+  sed "$script" "tests/step/$base.lua" >"$f"
+  err=$("$LOOM" build "$f" -o "$tmp/fail/$name" --no-compile 2>&1 >/dev/null); rc=$?
+  first=${err%%$'\n'*}
+  if [ $rc -ne 2 ]; then fail "step_fail/$name" "expected exit code 2, got $rc: $first"
+  elif grep -qiE 'traceback|internal error' <<<"$err"; then fail "step_fail/$name" "a traceback: $first"
+  elif [ "$first" != "$f:$want" ]; then fail "step_fail/$name" "expected '$f:$want' got '$first'"
+  else ok "step_fail/$name"; fi
+done
+# the CUDA backend refuses a training_step
+err=$("$LOOM" build tests/step/dcgan.lua --accelerator=cuda -o "$tmp/cuda" --no-compile 2>&1 >/dev/null); rc=$?
+want="tests/step/dcgan.lua:20: a training_step is not supported by the CUDA backend yet (the CPU program runs it: --accelerator=cpu)"
+if [ $rc -eq 2 ] && [ "${err%%$'\n'*}" = "$want" ]; then ok step_fail/cuda; else fail step_fail/cuda "got ($rc) ${err%%$'\n'*}"; fi
