@@ -73,8 +73,9 @@ function emit.check_methods(g)
       local fn = g.model_rec.methods[name]
       local info = type(fn) == "function" and debug.getinfo(fn, "S")
       local where = info and info.linedefined > 0 and { file = g.spec.file, line = info.linedefined } or g.model_rec.where
-      diag.error(where, string.format("model method '%s' is neither forward nor called by the training step: a training program "
-        .. "has no entry point for it (call it from %s, or remove it)", name, g.step and "training_step" or "train.loss"))
+      diag.error(where, string.format("method '%s' cannot be generated: it is neither forward, nor called by the %s, "
+        .. "nor an entry point returning autoregress(...) (sampling): call it from %s, or remove it", name,
+        g.step and "training step" or "loss", g.step and "training_step" or "train.loss"))
     end
   end
   diag.check()
