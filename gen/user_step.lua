@@ -202,6 +202,25 @@ function user_step.differentiate(trace, step, frozen)
   local segments, done = {}, 0
   local traversed = {}            -- node → the backward event that went through it
   local stepped = {}              -- param name → { { index, event } } steps so far
+  -- the nodes a backward from `loss` runs (latest first) and the parameters it reaches
+  local function backward_of(loss)
+    local seen, nodes, params, stack = {}, {}, {}, { loss }
+    while #stack > 0 do
+      local t = table.remove(stack)
+      local node = producer[t]
+      if node and needs[t] and not seen[node] then
+        seen[node] = true
+        nodes[#nodes + 1] = node
+        for i, x in ipairs(node.inputs) do
+          if grad_inputs[node][i] then
+            if x.param then params[x.param] = true else stack[#stack + 1] = x end
+          end
+        end
+      end
+    end
+    table.sort(nodes, function(a, b) return a.index > b.index end)
+    return nodes, params
+  end
   local function forward_to(p)
     if p > done then
       segments[#segments + 1] = { kind = "forward", first = done + 1, last = p }
@@ -217,21 +236,7 @@ function user_step.differentiate(trace, step, frozen)
         diag.fatal(e.where, "fabric.backward: the loss does not require a gradient (it depends on no parameter, "
           .. "or only through detach or no_grad): PyTorch refuses this backward too")
       end
-      local seen, nodes, params, stack = {}, {}, {}, { L }
-      while #stack > 0 do
-        local t = table.remove(stack)
-        local node = producer[t]
-        if node and needs[t] and not seen[node] then
-          seen[node] = true
-          nodes[#nodes + 1] = node
-          for i, x in ipairs(node.inputs) do
-            if grad_inputs[node][i] then
-              if x.param then params[x.param] = true else stack[#stack + 1] = x end
-            end
-          end
-        end
-      end
-      table.sort(nodes, function(a, b) return a.index > b.index end)
+      local nodes, params = backward_of(L)
       for _, node in ipairs(nodes) do
         if traversed[node] and not ops[node.op].alias then
           diag.fatal(e.where, string.format("fabric.backward: this backward goes through %s (line %d) again, after the backward on line %d: "
@@ -270,18 +275,7 @@ function user_step.differentiate(trace, step, frozen)
     diag.fatal(step.where, "training_step returns a loss that requires no gradient (detached, or made under no_grad): "
       .. "return one of the losses it differentiates")
   end
-  local seen, stack, nodes = {}, { R }, {}
-  while #stack > 0 do
-    local t = table.remove(stack)
-    local node = producer[t]
-    if node and needs[t] and not seen[node] then
-      seen[node] = true
-      nodes[#nodes + 1] = node
-      for i, x in ipairs(node.inputs) do if grad_inputs[node][i] and not x.param then stack[#stack + 1] = x end end
-    end
-  end
-  table.sort(nodes, function(a, b) return a.index > b.index end)
-  ad.backward = nodes
+  ad.backward = backward_of(R)
 
   -- gradients across training steps: simulate two steps.  A gradient is "clean" at a
   -- step's start (the loop zeroes every gradient after the step); an optimizer's step
