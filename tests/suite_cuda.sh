@@ -236,7 +236,7 @@ d="$tmp/mlp_sgd_clipval_16-mixed"
 step_code=$(sed -n '/^static void forward_ops/,/^}/p;/^static void backward/,/^}/p;/^static void optimizer_ops/,/^}/p;/^static void step_ops/,/^}/p' "$d/model.cu")
 if [ -x "$d/train" ] && grep -q 'strcmp(f, "--cuda-graph")' "$d/train.c" && grep -q "model_train_step(&m, &opt, boundary, ACCUMULATE)" "$d/train.c" &&
    grep -q "cudaStreamBeginCapture" "$d/model.cu" && grep -q "cudaGraphLaunch" "$d/model.cu" && ! grep -q "cudaGraphExecUpdate" "$d/model.cu" &&
-   grep -q "NULL, 0, 0, 0, 0 };" "$d/train.c" && strings "$d/train" | grep -q -- "--cuda-graph" &&
+   grep -q "LOAD_RAW_STRICT, 0, 0, 0, 0 };" "$d/train.c" && strings "$d/train" | grep -q -- "--cuda-graph" &&
    ! echo "$step_code" | grep -qE 'm->step\b|\blr\b|dloss|scaler\.scale|inv_scale' &&
    cat "$d"/kernels/dropout_*.cu | grep -qE "const unsigned long long \* m[0-9]+_step" && grep -q "const so_sgd_consts \*consts, const int \*skip" "$d/kernels/sgd_copy_h.cu" &&
    grep -q "skip = &m->d_scaler->found_inf" "$d/model.cu"; then
@@ -266,7 +266,7 @@ sed 's/fabric { accelerator = "cpu", precision = "32-true" }/fabric { accelerato
   specs/fashion_mlp.lua >"$tmp/variants/mlp_tf32.lua"
 d="$tmp/mlp_tf32"
 if "$LOOM" build "$tmp/variants/mlp_tf32.lua" --accelerator=cuda -o "$d" >"$d.log" 2>&1 && [ -x "$d/train" ] &&
-   grep -q "^#define TF32 1$" "$d/model.cu" && grep -q "NULL, 0, 0, 1, 0 };" "$d/train.c" && strings "$d/train" | grep -q -- "--device N"; then
+   grep -q "^#define TF32 1$" "$d/model.cu" && grep -q "LOAD_RAW_STRICT, 0, 0, 1, 0 };" "$d/train.c" && strings "$d/train" | grep -q -- "--device N"; then
   echo "ok cuda_tf32_opt_in (float32_matmul_precision = \"high\": built with TF32 on, devices = {1} is GPU 1)"
 else
   echo "not ok cuda_tf32_opt_in: $(grep -m1 -E 'error|FAILED' "$d.log" || echo "no TF32 1 / device 1 in $d")"

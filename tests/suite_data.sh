@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The user's own data (issue 18): CSV files and image folders (PNG, JPEG) made here,
-# read by the runtime (build/tests/data_dump) and compared with a numpy/PIL/torch
+# read by the runtime (build/tools/data_dump) and compared with a numpy/PIL/torch
 # reference; augmentation reproducible by seed and really cropping and flipping; specs
 # that train end to end on them (the CUDA program too, emulated); bad input refused in one
 # line naming the file (and row).
 set -u
 LOOM=${LOOM:-build/loom}
-DUMP=${DUMP:-build/tests/data_dump}
+DUMP=${DUMP:-build/tools/data_dump}
 PY=/usr/bin/python3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -259,6 +259,12 @@ static inline k_bf16 *k_bf16_pack(int slot, const float *x, int rows, int cols, 
     static _Thread_local size_t cap[2];
     size_t n = (size_t)rows * cols;
     if (n > cap[slot]) {
+        // (also tells the compiler the size is an object's: with K_FAIL returning in a
+        // library build, -Walloc-size-larger-than saw negative int products reach realloc)
+        if (rows < 0 || cols < 0 || n > PTRDIFF_MAX / sizeof(k_bf16)) {
+            K_FAIL_NOMEM("bf16 GEMM operands: %d x %d elements", rows, cols);
+            return NULL;
+        }
         k_bf16 *grown = realloc(buf[slot], n * sizeof(k_bf16));
         if (!grown) { K_FAIL_NOMEM("out of memory (bf16 GEMM operands, %zu elements)", n); return NULL; }
         buf[slot] = grown;
