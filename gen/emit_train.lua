@@ -103,6 +103,25 @@ local function c_columns(cols)
   return table.concat(out, ", ")
 end
 
+-- The tail CSV and ImageFolder share: the train source opened from o.<var> = <train>, the
+-- val source (a.val, through validation_lines) with the same options and o.<var> = v<var>
+-- after the val_first lines; no test source.
+local function train_and_val_lines(lines, a, how)
+  local var, open = how.var, how.open
+  for _, x in ipairs(data_path_lines(var, how.train, "buf")) do lines[#lines + 1] = x end
+  lines[#lines + 1] = string.format("    o.%s = %s;", var, var)
+  lines[#lines + 1] = string.format("    if (%s(&o, train, &err)) die(err.msg);", open)
+  local open_val = { "    char vbuf[4096];" }
+  for _, x in ipairs(data_path_lines("v" .. var, a.val or "", "vbuf")) do open_val[#open_val + 1] = x end
+  for _, x in ipairs(how.val_first or {}) do open_val[#open_val + 1] = x end
+  open_val[#open_val + 1] = string.format("    o.%s = v%s;", var, var)
+  open_val[#open_val + 1] = string.format("    if (%s(&o, val, &err)) die(err.msg);", open)
+  for _, x in ipairs(validation_lines(a, open_val, var)) do lines[#lines + 1] = x end
+  lines[#lines + 1] = "    (void)test;"
+  lines[#lines + 1] = "    *has_test = 0;"
+  return lines
+end
+
 -- CSV { ... }: the columns by name, parsed once at start (runtime/csv.c); a classifier's
 -- classes must be the model's (cross_entropy's scores)
 csv_open_lines = function(data, g)
@@ -129,17 +148,7 @@ csv_open_lines = function(data, g)
     nclasses, type(a.classes) == "table" and "class_names" or "NULL", util.c_string(a.inputs), util.c_string(a.targets),
     util.c_string(a.delimiter))
   lines[#lines + 1] = "    char buf[4096];"
-  for _, x in ipairs(data_path_lines("path", a.train, "buf")) do lines[#lines + 1] = x end
-  lines[#lines + 1] = "    o.path = path;"
-  lines[#lines + 1] = "    if (csv_open(&o, train, &err)) die(err.msg);"
-  local open_val = { "    char vbuf[4096];" }
-  for _, x in ipairs(data_path_lines("vpath", a.val or "", "vbuf")) do open_val[#open_val + 1] = x end
-  open_val[#open_val + 1] = "    o.path = vpath;"
-  open_val[#open_val + 1] = "    if (csv_open(&o, val, &err)) die(err.msg);"
-  for _, x in ipairs(validation_lines(a, open_val, "path")) do lines[#lines + 1] = x end
-  lines[#lines + 1] = "    (void)test;"
-  lines[#lines + 1] = "    *has_test = 0;"
-  return lines
+  return train_and_val_lines(lines, a, { var = "path", train = a.train, open = "csv_open" })
 end
 
 -- ImageFolder { ... }: every image decoded, resized and normalised once at start
@@ -159,18 +168,8 @@ image_open_lines = function(data, g)
       util.c_string(a.targets), r and r.hi or 0),
     "    char buf[4096];",
   }
-  for _, x in ipairs(data_path_lines("root", a.root, "buf")) do lines[#lines + 1] = x end
-  lines[#lines + 1] = "    o.root = root;"
-  lines[#lines + 1] = "    if (image_folder_open(&o, train, &err)) die(err.msg);"
-  local open_val = { "    char vbuf[4096];" }
-  for _, x in ipairs(data_path_lines("vroot", a.val or "", "vbuf")) do open_val[#open_val + 1] = x end
-  open_val[#open_val + 1] = "    o.classes_from = root;   // the same class folders, so the same labels"
-  open_val[#open_val + 1] = "    o.root = vroot;"
-  open_val[#open_val + 1] = "    if (image_folder_open(&o, val, &err)) die(err.msg);"
-  for _, x in ipairs(validation_lines(a, open_val, "root")) do lines[#lines + 1] = x end
-  lines[#lines + 1] = "    (void)test;"
-  lines[#lines + 1] = "    *has_test = 0;"
-  return lines
+  return train_and_val_lines(lines, a, { var = "root", train = a.root, open = "image_folder_open",
+    val_first = { "    o.classes_from = root;   // the same class folders, so the same labels" } })
 end
 
 -- The training loader's augmentation (ImageFolder's random_crop, random_horizontal_flip):

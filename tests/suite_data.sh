@@ -27,6 +27,18 @@ if py_lacks numpy || ! "$PY" -c "import PIL" 2>/dev/null; then
   exit 0
 fi
 
+# trains_to CASE SPEC BUILD RUN METRIC BOUND: `loom train $work/SPEC.lua` (built in
+# $work/BUILD, run in $work/RUN) must end with METRIC's last printed value BOUND (e.g. "> 0.85")
+trains_to() {
+  if ! "$LOOM" train "$work/$2.lua" -o "$work/$3" -- --out "$work/$4" >"$work/log" 2>&1; then
+    fail "$1" "$(tail -1 "$work/log")"
+    return
+  fi
+  local v
+  v=$(grep -o "$5 [0-9.e-]*" "$work/log" | tail -1 | cut -d' ' -f2)
+  if [ -n "$v" ] && awk "BEGIN { exit !($v $6) }"; then ok "$1 ($5 $v)"; else fail "$1" "$5 ${v:-not printed}"; fi
+}
+
 # ---------------------------------------------------------------------------- CSV
 "$PY" - "$work" <<'PYEOF'
 import sys, os, numpy as np
@@ -94,12 +106,7 @@ train {
   epochs = 12,
 }
 LUAEOF
-if ! "$LOOM" train "$work/csv_mlp.lua" -o "$work/bc" -- --out "$work/rc" >"$work/log" 2>&1; then
-  fail "${CASES[2]}" "$(tail -1 "$work/log")"
-else
-  acc=$(grep -o "val/acc [0-9.]*" "$work/log" | tail -1 | cut -d' ' -f2)
-  if awk "BEGIN { exit !(${acc:-0} > 0.85) }"; then ok "${CASES[2]} (val/acc $acc)"; else fail "${CASES[2]}" "val/acc $acc"; fi
-fi
+trains_to "${CASES[2]}" csv_mlp bc rc "val/acc" "> 0.85"
 cat >"$work/csv_reg.lua" <<LUAEOF
 model "CsvReg" {
   inputs = { x = Tensor{4} },
@@ -116,12 +123,7 @@ train {
   epochs = 15,
 }
 LUAEOF
-if ! "$LOOM" train "$work/csv_reg.lua" -o "$work/br" -- --out "$work/rr" >"$work/log" 2>&1; then
-  fail "${CASES[3]}" "$(tail -1 "$work/log")"
-else
-  vl=$(grep -o "val/loss [0-9.e-]*" "$work/log" | tail -1 | cut -d' ' -f2)
-  if awk "BEGIN { exit !(${vl:-9} < 0.01) }"; then ok "${CASES[3]} (val/loss $vl)"; else fail "${CASES[3]}" "val/loss $vl"; fi
-fi
+trains_to "${CASES[3]}" csv_reg br rr "val/loss" "< 0.01"
 T="$work/bc/train"
 expect_error "${CASES[4]}" "missing/named.csv: cannot open: No such file" "$T" --data "$work/missing" --out "$work/o"
 expect_error "${CASES[5]}" "nocol/named.csv:1: no column 'd' in the header (it has 'a', 'b', 'c', 'species')" "$T" --data "$work/nocol" --out "$work/o"
@@ -251,12 +253,7 @@ train {
   epochs = 6,
 }
 LUAEOF
-if ! "$LOOM" train "$work/img_cnn.lua" -o "$work/bi" -- --out "$work/ri" >"$work/log" 2>&1; then
-  fail "${CASES[16]}" "$(tail -1 "$work/log")"
-else
-  acc=$(grep -o "val/acc [0-9.]*" "$work/log" | tail -1 | cut -d' ' -f2)
-  if awk "BEGIN { exit !(${acc:-0} > 0.8) }"; then ok "${CASES[16]} (val/acc $acc)"; else fail "${CASES[16]}" "val/acc $acc"; fi
-fi
+trains_to "${CASES[16]}" img_cnn bi ri "val/acc" "> 0.8"
 # the crops and flips are a function of (seed, epoch, sample): a run stopped after 4 steps
 # (mid-epoch) and resumed to 8 ends with the checkpoint of 8 steps straight
 T="$work/bi/train"

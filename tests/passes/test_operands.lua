@@ -8,15 +8,9 @@ local util = require "util"
 local diag = require "diag"
 local pipeline = require "pipeline"
 local kernels_c = require "kernels_c"
+local unit = dofile((arg[0]:gsub("[^/]*$", "")) .. "lib/unit.lua")
+local test, check, eq = unit.test, unit.check, unit.eq
 
-local tests = {}
-local function test(name, fn) tests[#tests + 1] = { name = name, fn = fn } end
-local function check(cond, fmt, ...)
-  if not cond then error(string.format(fmt, ...), 2) end
-end
-local function eq(got, want, what)
-  if got ~= want then error(string.format("%s: got %s, want %s", what, tostring(got), tostring(want)), 2) end
-end
 
 test("size_count_is_a_number_without_the_batch", function()
   eq(operands.count({ 3, 4 }), 12, "count of (3, 4)")
@@ -117,16 +111,4 @@ test("walk_records_the_conversions_the_plan_lists", function()
   end
 end)
 
-print("1.." .. #tests)
-local failed = 0
-for _, t in ipairs(tests) do
-  local ok, err = xpcall(t.fn, debug.traceback)
-  if ok then print("ok " .. t.name)
-  else
-    failed = failed + 1
-    local first, rest = tostring(err):match("^([^\n]*)\n?(.*)$")
-    print("not ok " .. t.name .. ": " .. first)
-    for line in rest:gmatch("[^\n]+") do print("# " .. line) end
-  end
-end
-os.exit(failed == 0 and 0 or 1)
+unit.run()

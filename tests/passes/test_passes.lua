@@ -13,16 +13,10 @@ local plan = require "plan"
 local fuse = require "fuse"
 local ops_cpu = require "ops_cpu"
 local ops_cuda = require "ops_cuda"
+local unit = dofile((arg[0]:gsub("[^/]*$", "")) .. "lib/unit.lua")
+local test, check, eq = unit.test, unit.check, unit.eq
 
-local tests = {}
-local function test(name, fn) tests[#tests + 1] = { name = name, fn = fn } end
 
-local function check(cond, fmt, ...)
-  if not cond then error(string.format(fmt, ...), 2) end
-end
-local function eq(got, want, what)
-  if got ~= want then error(string.format("%s: got %s, want %s", what, tostring(got), tostring(want)), 2) end
-end
 
 -- A model spec from its body (the model's fields and forward), training with `loss`
 -- on Synthetic data of `fields`, traced: the graph (gen/graph.lua).  Line 1 of the file
@@ -381,16 +375,4 @@ test("fuse_no_fuse_leaves_every_group_a_singleton", function()
   for _, grp in ipairs(fz.groups) do eq(#fuse.nodes(grp), 1, "nodes of a group under no_fuse (" .. ops_of(grp) .. ")") end
 end)
 
-print("1.." .. #tests)
-local failed = 0
-for _, t in ipairs(tests) do
-  local ok, err = xpcall(t.fn, debug.traceback)
-  if ok then print("ok " .. t.name)
-  else
-    failed = failed + 1
-    local first, rest = tostring(err):match("^([^\n]*)\n?(.*)$")
-    print("not ok " .. t.name .. ": " .. first)
-    for line in rest:gmatch("[^\n]+") do print("# " .. line) end
-  end
-end
-os.exit(failed == 0 and 0 or 1)
+unit.run()

@@ -3,13 +3,10 @@
 -- tests/suite_passes.sh: build/lua_unit tests/passes/test_template.lua
 -- Prints its plan ("1..N") and one TAP line per test.
 local template = require "template"
+local unit = dofile((arg[0]:gsub("[^/]*$", "")) .. "lib/unit.lua")
+local test, check = unit.test, unit.check
 
 local LOOP = "templates/loop/train.c.in"
-local tests = {}
-local function test(name, fn) tests[#tests + 1] = { name = name, fn = fn } end
-local function check(cond, fmt, ...)
-  if not cond then error(string.format(fmt, ...), 2) end
-end
 
 -- the loop template's block names, and a value for each of its ${holes}
 local function holes()
@@ -51,14 +48,4 @@ test("template_block_replaces_its_whole_line_and_its_holes_are_filled", function
   check(select(2, out:gsub("\n", "")) == lines, "%d lines, want %d", select(2, out:gsub("\n", "")), lines)
 end)
 
-print("1.." .. #tests)
-local failed = 0
-for _, t in ipairs(tests) do
-  local ok, err = pcall(t.fn)
-  if ok then print("ok " .. t.name)
-  else
-    failed = failed + 1
-    print("not ok " .. t.name .. ": " .. tostring(err):gsub("\n", " "))
-  end
-end
-os.exit(failed == 0 and 0 or 1)
+unit.run()

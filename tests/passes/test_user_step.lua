@@ -7,12 +7,9 @@ local graph = require "graph"
 local diag = require "diag"
 local precision = require "precision"
 local user_step = require "user_step"
+local unit = dofile((arg[0]:gsub("[^/]*$", "")) .. "lib/unit.lua")
+local test, eq = unit.test, unit.eq
 
-local tests = {}
-local function test(name, fn) tests[#tests + 1] = { name = name, fn = fn } end
-local function eq(got, want, what)
-  if got ~= want then error(string.format("%s: got %s, want %s", what, tostring(got), tostring(want)), 2) end
-end
 
 -- A two-submodule model (a, b: Linear(4, 4) each) trained by `step` (the body of
 -- training_step(fabric, m, b) with opt_a over a and opt_b over b): the graph and its
@@ -111,16 +108,4 @@ test("each_step_counts_its_own_updates", function()
   eq(steps, 2, "opt_a's steps in one training step")
 end)
 
-print("1.." .. #tests)
-local failed = 0
-for _, t in ipairs(tests) do
-  local ok, err = xpcall(t.fn, debug.traceback)
-  if ok then print("ok " .. t.name)
-  else
-    failed = failed + 1
-    local first, rest = tostring(err):match("^([^\n]*)\n?(.*)$")
-    print("not ok " .. t.name .. ": " .. first)
-    for line in rest:gmatch("[^\n]+") do print("# " .. line) end
-  end
-end
-os.exit(failed == 0 and 0 or 1)
+unit.run()
