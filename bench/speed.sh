@@ -43,6 +43,15 @@ STEP_DIV=${STEP_DIV:-1}        # divide the step counts (a quick look on a busy 
 PY=/usr/bin/python3            # Debian's python3-torch lives here only
 OUT=build/bench/speed
 mkdir -p "$OUT"
+# each PyTorch row names the OpenBLAS build it ran on: a missing one would silently be
+# the other (the libblas.so.3 alternative), so refuse instead.  Installing one moves the
+# machine's alternative: `update-alternatives --set` puts it back.
+for blas in $BLAS_BUILDS; do
+    if [ ! -e "$BLAS_DIR/openblas-$blas/libblas.so.3" ]; then
+        echo "speed.sh: no $BLAS_DIR/openblas-$blas/libblas.so.3: apt-get install libopenblas0-$blas, or BLAS_BUILDS=\"${BLAS_BUILDS/$blas/}\"" >&2
+        exit 2
+    fi
+done
 
 # name | spec file | batch | precision override | warmup | loom steps | torch steps | target ratio
 spec_row() {
