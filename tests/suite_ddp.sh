@@ -5,6 +5,8 @@
 #  - the key check: 2 ranks × batch 8 end with the same weights as 1 rank × batch 16 after
 #    a whole epoch of 20 steps (fp32; AdamW, and SGD with momentum over several buckets;
 #    4 ranks × 4; gradient accumulation 2 on both sides), within 1e-5 relative;
+#  - the logged metrics (train loss, train.log's mean, sum and max, validation) are the
+#    global ones: metrics.csv of 2 and 4 ranks = 1 rank × 16's within 1e-5 relative;
 #  - resume: a 2-rank run stopped at step 10 and resumed ends as the uninterrupted one; a
 #    checkpoint of another global batch is refused in one line;
 #  - rank 0 alone writes the outputs; --devices=1 builds one process without MPI;
@@ -17,8 +19,9 @@ cd "$(dirname "$0")/.."
 LOOM=${LOOM:-$PWD/build/loom}
 SPEC=$PWD/tests/ddp/mlp.lua
 DIFF="python3 $PWD/tests/ddp/ckpt_diff.py"
+MDIFF="python3 $PWD/tests/ddp/metrics_diff.py"
 TOL=1e-5
-plan 17
+plan 19
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cd "$tmp"
@@ -48,6 +51,13 @@ variant two 's/x/x/' && $MPI -np 2 ./two/train --out r2 >r2.log 2>&1
 within "2 ranks x 8 = 1 rank x 16 (AdamW, 20 steps)" r2/last.safetensors r1/last.safetensors
 v1=$(grep -o 'val/loss [0-9.]*' r1.log | tail -1); v2=$(grep -o 'val/loss [0-9.]*' r2.log | tail -1)
 if [ -n "$v2" ] && [ "$v1" = "$v2" ]; then ok "validation over both ranks' shards = one rank's ($v2)"; else fail "validation over ranks" "'$v1' vs '$v2'"; fi
+# metricsof NAME A B: A's metrics.csv against B's within TOL (every row, column and cell)
+metricsof() {
+  local d csv=logs/lightning_logs/version_0/metrics.csv
+  d=$($MDIFF "$2/$csv" "$3/$csv" 2>&1) || { fail "$1" "metrics_diff: $d"; return; }
+  if awk -v d="${d%% *}" -v t=$TOL 'BEGIN { exit !(d <= t) }'; then ok "$1 ($d)"; else fail "$1" "$d > $TOL"; fi
+}
+metricsof "logged metrics: 2 ranks x 8 = 1 rank x 16 (train loss, hits mean, total sum, worst max, validation)" r2 r1
 # rank 0 alone writes: one log version, no private directory left behind
 n=$(ls r2/logs/lightning_logs 2>/dev/null | wc -l)
 if [ "$n" = 1 ] && ! ls "$tmp"/loom-rank1-* >/dev/null 2>&1 && [ "$(grep -c '^epoch 1:' r2.log)" = 1 ]; then ok "rank 0 alone prints and writes (one log version, one epoch line)"
@@ -63,6 +73,7 @@ within "2 ranks x 8 = 1 rank x 16 (SGD momentum, 4 buckets)" s2/last.safetensors
 # 4 ranks × 4
 variant four 's/batch_size = 8/batch_size = 4/; s/devices = 2 }/devices = 4 }/' && $MPI -np 4 ./four/train --out r4 --quiet >/dev/null 2>&1
 within "4 ranks x 4 = 1 rank x 16 (AdamW)" r4/last.safetensors r1/last.safetensors
+metricsof "logged metrics: 4 ranks x 4 = 1 rank x 16" r4 r1
 
 # accumulation 2 (no all-reduce on the first micro-batch, one on the second)
 variant acc1 's/batch_size = 8/batch_size = 16, accumulate = 2/' --devices=1 && ./acc1/train --out a1 --quiet >/dev/null 2>&1
@@ -117,6 +128,6 @@ refused() {   # refused NAME SED EXPECT [FLAGS]
   else fail "$name refused" "rc $rc: $(echo "$err" | head -2 | tr '\n' ' ')"; fi
 }
 refused fsdp 's/"ddp"/"fsdp"/' "fsdp.lua:9: fsdp: sharding_strategy 'FULL_SHARD' (FSDPStrategy's default) is not implemented yet; write sharding_strategy = 'SHARD_GRAD_OP' (gradients and optimizer state sharded over the 2 ranks) or 'NO_SHARD' (ddp)"
-refused cuda 's/"cpu"/"cuda"/' "cuda.lua:9: devices = 2: the CUDA backend runs on one GPU (devices = 1, 'auto', or {k} for GPU k); the multi-GPU strategies come in their own issue"
+refused cuda 's/"cpu"/"cuda"/; /^  log/d' "cuda.lua:9: devices = 2: the CUDA backend runs on one GPU (devices = 1, 'auto', or {k} for GPU k); the multi-GPU strategies come in their own issue"
 refused half 's/"32-true"/"bf16-true"/' "half.lua:9: precision 'bf16-true' with strategy 'ddp' is not implemented yet (16-bit parameters and gradients); use a -mixed precision, 32-true or --devices=1"
 refused syncbn 's/devices = 2 }/devices = 2, sync_batchnorm = true }/' "syncbn.lua:9: sync_batchnorm = true is not implemented yet (BatchNorm keeps each rank's statistics, PyTorch DDP's default)"
