@@ -488,7 +488,8 @@ define_setting("logger", "MLFlowLogger", { "an MLflow file store (mlruns/) or SQ
   torch = "lightning.pytorch.loggers.MLFlowLogger",
   example = 'MLFlowLogger { experiment_name = "mlp", run_name = "first", save_dir = "./mlruns" }' }, {
   experiment_name = { checkers.string, "lightning_logs" }, run_name = { checkers.string, nil },
-  tracking_uri = { check_tracking_uri, nil }, save_dir = { checkers.string, "./mlruns" },
+  tracking_uri = { check_tracking_uri, nil, doc = "file:PATH or a path (a file store), or sqlite:///PATH.db (MLflow's SQL store; relative paths under --out)" },
+  save_dir = { checkers.string, "./mlruns" },
   tags = { check_tags, {} }, log_model = { checkers.bool, false,
     doc = "true: last.safetensors and ModelCheckpoint's kept checkpoints as artifacts (the best tagged loom.best_checkpoint)" }, run_id = { function(v, what)
     if type(v) == "string" and #v == 32 and v:match("^[0-9a-f]+$") then return v end

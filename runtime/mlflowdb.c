@@ -313,7 +313,7 @@ int mlflowlog_open_sqlite(mlflowlog *m, const char *db_path, const char *artifac
         if (run(m, prepare(m, "INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, user_id, status, start_time,"
                               " end_time, source_version, lifecycle_stage, artifact_uri, experiment_id, deleted_time)"
                               " VALUES (?, ?, 'LOCAL', '', '', ?, 'RUNNING', ?, NULL, '', 'active', ?, ?, NULL)",
-                           "ttitti", m->run_id, name, user && *user ? user : "unknown", now_ms, uri, (int64_t)atoll(exp_id))) ||
+                           "tttiti", m->run_id, name, user && *user ? user : "unknown", now_ms, uri, (int64_t)atoll(exp_id))) ||
             exec(m, "COMMIT"))
             goto fail;
     }
