@@ -7,6 +7,8 @@
 #    4 ranks × 4; gradient accumulation 2 on both sides), within 1e-5 relative;
 #  - the logged metrics (train loss, train.log's mean, sum and max, validation) are the
 #    global ones: metrics.csv of 2 and 4 ranks = 1 rank × 16's within 1e-5 relative;
+#    callbacks monitor them (ModelCheckpoint on a summed train.log metric, EarlyStopping
+#    on a max-reduced one, ReduceLROnPlateau on train/loss: their saved state = 1 rank's);
 #  - resume: a 2-rank run stopped at step 10 and resumed ends as the uninterrupted one; a
 #    checkpoint of another global batch is refused in one line;
 #  - rank 0 alone writes the outputs; --devices=1 builds one process without MPI;
@@ -21,7 +23,7 @@ SPEC=$PWD/tests/ddp/mlp.lua
 DIFF="python3 $PWD/tests/ddp/ckpt_diff.py"
 MDIFF="python3 $PWD/tests/ddp/metrics_diff.py"
 TOL=1e-5
-plan 19
+plan 20
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cd "$tmp"
@@ -69,6 +71,25 @@ variant sgd2 's/devices = 2 }/devices = 2, bucket_cap_mb = 0.005 }/; s/AdamW { l
 nb=$(grep -c 'ddp_grad_ready([0-9]*);' sgd2/model.c)
 if [ "$nb" -ge 3 ]; then ok "bucket_cap_mb = 0.005: $nb all-reduces started inside model_backward"; else fail "buckets in backward" "$nb ddp_grad_ready calls"; fi
 within "2 ranks x 8 = 1 rank x 16 (SGD momentum, 4 buckets)" s2/last.safetensors s1/last.safetensors
+
+# callbacks on the global values: their state in the checkpoint = 1 rank × 16's (a rank's
+# own total would be about half the global one)
+CB='s/epochs = 1,/epochs = 2, callbacks = { ModelCheckpoint { monitor = "train\/total_epoch", mode = "max", save_top_k = 1 }, EarlyStopping { monitor = "val\/worst", patience = 5 } }, scheduler = ReduceLROnPlateau { monitor = "train\/loss", patience = 0 },/'
+variant cb1 "s/batch_size = 8/batch_size = 16/; $CB" --devices=1 && ./cb1/train --out c1 --quiet >/dev/null 2>&1
+variant cb2 "$CB" && $MPI -np 2 ./cb2/train --out c2 --quiet >/dev/null 2>&1
+v=$(python3 - c1/last.safetensors c2/last.safetensors <<'PYEOF'
+import json, struct, sys
+def meta(p):
+    with open(p, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        return {k: float(v) for k, v in json.loads(f.read(n))["__metadata__"].items() if k.startswith("callback_state_")}
+a, b = meta(sys.argv[1]), meta(sys.argv[2])
+used = [k for k in a if a[k] not in (0.0, -1.0) and a[k] == a[k]]
+bad = [(k, a[k], b.get(k)) for k in a if abs(a[k] - b.get(k, float("nan"))) > 1e-5 * max(1, abs(a[k]))]
+print("ok" if a and len(used) >= 3 and not bad else f"differ: {bad[:3]} ({len(used)} slots used)")
+PYEOF
+)
+[ "$v" = ok ] && ok "callbacks monitor the global values (ModelCheckpoint, EarlyStopping, ReduceLROnPlateau: state = 1 rank's)" || fail "callbacks on global values" "$v"
 
 # 4 ranks × 4
 variant four 's/batch_size = 8/batch_size = 4/; s/devices = 2 }/devices = 4 }/' && $MPI -np 4 ./four/train --out r4 --quiet >/dev/null 2>&1
