@@ -26,6 +26,7 @@ tmp=$(mktemp -d)
 cases=(
   "resnet18|2|2"
   "unet|2|2"
+  "vit_tiny|2|2"
 )
 [ -n "${FAMILY_SPECS:-}" ] && mapfile -t cases < <(for c in "${cases[@]}"; do [[ " $FAMILY_SPECS " == *" ${c%%|*} "* ]] && echo "$c"; done)
 plan $((3 * ${#cases[@]}))
