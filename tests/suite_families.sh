@@ -27,6 +27,7 @@ cases=(
   "resnet18|2|2"
   "unet|2|2"
   "vit_tiny|2|2"
+  "audio_conv1d|4|3"
 )
 [ -n "${FAMILY_SPECS:-}" ] && mapfile -t cases < <(for c in "${cases[@]}"; do [[ " $FAMILY_SPECS " == *" ${c%%|*} "* ]] && echo "$c"; done)
 plan $((3 * ${#cases[@]}))
