@@ -4,6 +4,10 @@
 
     family_parity.py NAME DIR DIR64 B STEPS OPTIMIZER PRINT
 
+OPTIMIZER "step": the spec writes its own train.training_step, which USER_STEPS below
+writes again in PyTorch (its optimizers and its step, on the emitted module); the
+checks are then NAME_print and NAME_steps (a training step has no one backward).
+
 DIR holds `loom build SPEC --precision=32-true --emit torch --no-compile` of the spec
 (its scheduler taken out: the reference steps torch.optim at a constant lr) and
 DIR/parity, tests/harness/parity.c compiled against it; DIR64 the same at 64-true.  OPTIMIZER is the spec's
@@ -40,8 +44,50 @@ from parity import TOL32, TOL64, make_optimizer, read_safetensors, rel, write_sa
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+def dcgan_step(m, opts, b):
+    """specs/dcgan.lua's training_step: PyTorch's DCGAN example, BCE on logits"""
+    opt_d, opt_g = opts["d"], opts["g"]
+    fake = m(b)
+    opt_d.zero_grad()
+    d_real = m.D(b["image"])
+    d_fake = m.D(fake.detach())
+    ones, zeros = torch.ones_like(d_real), torch.zeros_like(d_real)
+    d_loss = F.binary_cross_entropy_with_logits(d_real, ones) + F.binary_cross_entropy_with_logits(d_fake, zeros)
+    d_loss.backward()
+    opt_d.step()
+    opt_g.zero_grad()
+    g_loss = F.binary_cross_entropy_with_logits(m.D(fake), ones)
+    g_loss.backward()
+    opt_g.step()
+    return g_loss
+
+
+def vae_step(m, opts, b):
+    """specs/vae.lua's training_step: the negative ELBO, reparameterised with the batch's eps"""
+    opt = opts["all"]
+    opt.zero_grad()
+    mu, logvar = m.encode(b)
+    z = mu + torch.exp(logvar * 0.5) * b["eps"]
+    logits = m.decoder(m.decoder_input(z).reshape(-1, 64, 7, 7))
+    recon = F.binary_cross_entropy_with_logits(torch.flatten(logits, 1), torch.flatten(b["image"], 1)) * 784
+    kl = torch.mean(torch.sum(1 + logvar - mu * mu - torch.exp(logvar), 1)) * -0.5
+    loss = recon + kl
+    loss.backward()
+    opt.step()
+    return loss
+
+
+# spec -> (its optimizers on the module, its training step)
+USER_STEPS = {
+    "dcgan": (lambda m: {"d": torch.optim.Adam(m.D.parameters(), lr=2e-4, betas=(0.5, 0.999)),
+                         "g": torch.optim.Adam(m.G.parameters(), lr=2e-4, betas=(0.5, 0.999))}, dcgan_step),
+    "vae": (lambda m: {"all": torch.optim.Adam(m.parameters(), lr=1e-3)}, vae_step),
+}
 
 
 def batch_fields(model_h, model_c):
@@ -62,12 +108,17 @@ def harness(d, work, B, steps):
     return read_safetensors(os.path.join(work, "out.safetensors"))
 
 
-def torch_steps(cls, state, batch, steps, opt_text, dtype):
+def torch_steps(name, cls, state, batch, steps, opt_text, dtype):
     """PyTorch's STEPS steps in dtype: (the losses, the final state_dict)."""
     model = cls().to(dtype)
     model.load_state_dict(state, strict=True)
     model.train()
     b = {k: v.to(dtype) if v.is_floating_point() else v for k, v in batch.items()}
+    if opt_text == "step":
+        make_opts, step = USER_STEPS[name]
+        opts = make_opts(model)
+        losses = [step(model, opts, b).item() for _ in range(steps)]
+        return losses, {k: v.detach().clone() for k, v in model.state_dict().items()}
     opt = make_optimizer(model, opt_text)
     losses = []
     for _ in range(steps):
@@ -93,12 +144,35 @@ def verdict(name, rows):
     return not bad
 
 
+def check_grad(name, d, work, B, model, batch):
+    """NAME_grad: the harness's one forward and backward against training_loss(batch).backward()."""
+    try:
+        got = harness(d, work, B, 0)
+        model.train()
+        loss = model.training_loss(batch)
+        loss.backward()
+        rows = [("loss", rel(got["loss"].reshape(-1)[:1], loss.detach().reshape(1)), TOL32)]
+        gmax = max(p.grad.abs().max().item() for p in model.parameters())
+        for pname, p in model.named_parameters():
+            c = got["grad." + pname]
+            if p.grad.abs().max().item() < 1e-6 * gmax:
+                rows.append(("grad." + pname + " (zero)", max(c.abs().max().item(), p.grad.abs().max().item()) / gmax, TOL32))
+            else:
+                rows.append(("grad." + pname, rel(c, p.grad), TOL32))
+        print("#   loss: loom %.8g, torch %.8g" % (got["loss"].reshape(-1)[0].item(), loss.item()))
+        return verdict(name + "_grad", rows)
+    except Exception as e:   # noqa: BLE001 - a harness or reference that fails is a failed test
+        print("not ok %s_grad: %s" % (name, e))
+        return False
+
+
 def main():
     name, d, d64, B, steps, opt_text, printed = sys.argv[1:3] + [sys.argv[3], int(sys.argv[4]), int(sys.argv[5])] + sys.argv[6:8]
     spec = importlib.util.spec_from_file_location("emitted_" + name, os.path.join(d, "model.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    cls = [c for c in vars(mod).values() if isinstance(c, type) and hasattr(c, "training_loss")][0]
+    expected = open(printed).read().rstrip("\n")
+    cls = getattr(mod, expected.split("(", 1)[0])   # the model's class: print(model)'s first word
     torch.manual_seed(0)
     model = cls()
     with torch.no_grad():
@@ -120,7 +194,6 @@ def main():
         batch[f] = t
     ok = True
 
-    expected = open(printed).read().rstrip("\n")
     if str(model) == expected:
         print("ok %s_print: print(model) of the emitted module equals loom inspect's" % name)
     else:
@@ -128,25 +201,9 @@ def main():
         print("not ok %s_print: print(model) differs from loom inspect's" % name)
         print("\n".join("# " + l for l in str(model).splitlines()))
 
-    # one forward and backward from the same weights
-    try:
-        got = harness(d, work, B, 0)
-        model.train()
-        loss = model.training_loss(batch)
-        loss.backward()
-        rows = [("loss", rel(got["loss"].reshape(-1)[:1], loss.detach().reshape(1)), TOL32)]
-        gmax = max(p.grad.abs().max().item() for p in model.parameters())
-        for pname, p in model.named_parameters():
-            c = got["grad." + pname]
-            if p.grad.abs().max().item() < 1e-6 * gmax:
-                rows.append(("grad." + pname + " (zero)", max(c.abs().max().item(), p.grad.abs().max().item()) / gmax, TOL32))
-            else:
-                rows.append(("grad." + pname, rel(c, p.grad), TOL32))
-        ok &= verdict(name + "_grad", rows)
-        print("#   loss: loom %.8g, torch %.8g" % (got["loss"].reshape(-1)[0].item(), loss.item()))
-    except Exception as e:   # noqa: BLE001 - a harness or reference that fails is a failed test
-        ok = False
-        print("not ok %s_grad: %s" % (name, e))
+    # one forward and backward from the same weights (a training step's backwards: NAME_steps)
+    if opt_text != "step":
+        ok &= check_grad(name, d, work, B, model, batch)
 
     # STEPS steps with the spec's optimizer
     try:
@@ -158,8 +215,8 @@ def main():
             got[p] = harness(dd, w, B, steps)
             if got[p]["loss"].numel() != steps:
                 raise RuntimeError("the %s-true harness wrote %d losses for %d steps" % (p, got[p]["loss"].numel(), steps))
-        l32, _ = torch_steps(cls, state, batch, steps, opt_text, torch.float32)
-        l64, s64 = torch_steps(cls, state, batch, steps, opt_text, torch.float64)
+        l32, _ = torch_steps(name, cls, state, batch, steps, opt_text, torch.float32)
+        l64, s64 = torch_steps(name, cls, state, batch, steps, opt_text, torch.float64)
         rows = [("loss (fp32, %d steps)" % steps, rel(got["32"]["loss"], torch.tensor(l32)), TOL32),
                 ("loss (fp64, %d steps)" % steps, rel(got["64"]["loss"], torch.tensor(l64, dtype=torch.float64)), TOL64)]
         for n, t in s64.items():
