@@ -37,6 +37,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "torch"))
 import models  # noqa: E402  (hand-written PyTorch equivalents of the specs)
+from family_parity import batch_fields  # noqa: E402  (imported before main sets the thread count: it sets 1)
+from parity import make_optimizer as spec_optimizer  # noqa: E402
 
 
 def setup(spec, B, g):
@@ -66,7 +68,6 @@ def setup(spec, B, g):
 def setup_emitted(d, B, g):
     """model, batch dict: the module `loom build --emit torch` wrote to d, and a batch of its fields"""
     import importlib.util
-    from family_parity import batch_fields
     spec = importlib.util.spec_from_file_location("emitted", os.path.join(d, "model.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -125,7 +126,6 @@ def main():
     if args.emitted:
         if args.autocast or not args.optimizer:
             raise SystemExit("torch_step.py: --emitted takes --optimizer, and no --autocast")
-        from parity import make_optimizer as spec_optimizer
         model, batch = setup_emitted(args.emitted, args.batch, g)
         step_loss = lambda: model.training_loss(batch)   # noqa: E731  (the spec's loss, its forward included)
         opt = spec_optimizer(model, args.optimizer)
