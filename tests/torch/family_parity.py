@@ -41,30 +41,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from parity import TOL32, TOL64, make_optimizer, read_safetensors, rel, write_safetensors  # noqa: E402
+from step_parity import gan_optimizers, gan_step  # noqa: E402  (tests/step/dcgan.lua's, as specs/dcgan.lua's)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 torch.set_num_threads(1)
-
-
-def dcgan_step(m, opts, b):
-    """specs/dcgan.lua's training_step: PyTorch's DCGAN example, BCE on logits"""
-    opt_d, opt_g = opts["d"], opts["g"]
-    fake = m(b)
-    opt_d.zero_grad()
-    d_real = m.D(b["image"])
-    d_fake = m.D(fake.detach())
-    ones, zeros = torch.ones_like(d_real), torch.zeros_like(d_real)
-    d_loss = F.binary_cross_entropy_with_logits(d_real, ones) + F.binary_cross_entropy_with_logits(d_fake, zeros)
-    d_loss.backward()
-    opt_d.step()
-    opt_g.zero_grad()
-    g_loss = F.binary_cross_entropy_with_logits(m.D(fake), ones)
-    g_loss.backward()
-    opt_g.step()
-    return g_loss
 
 
 def vae_step(m, opts, b):
@@ -84,8 +67,7 @@ def vae_step(m, opts, b):
 
 # spec -> (its optimizers on the module, its training step)
 USER_STEPS = {
-    "dcgan": (lambda m: {"d": torch.optim.Adam(m.D.parameters(), lr=2e-4, betas=(0.5, 0.999)),
-                         "g": torch.optim.Adam(m.G.parameters(), lr=2e-4, betas=(0.5, 0.999))}, dcgan_step),
+    "dcgan": (gan_optimizers, gan_step),
     "vae": (lambda m: {"all": torch.optim.Adam(m.parameters(), lr=1e-3)}, vae_step),
 }
 
