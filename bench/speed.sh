@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # bench/speed.sh — training-step time, loom against PyTorch eager at its fastest (issues 3, 12).
 #
-# For each benchmarked spec, the same model, batch size, optimizer (AdamW lr 1e-3,
-# weight decay 0.01) and thread count on both sides:
+# For each benchmarked spec, the same model, batch size, optimizer (the spec's: AdamW lr
+# 1e-3, weight decay 0.01 for the first four) and thread count on both sides:
 #   loom   bench/step_bench.c linked with the generated model.o/optim.o: forward +
 #          backward + clip_gradients + optimizer_step + zero_grad on a fixed batch
 #   torch  bench/torch_step.py: opt.zero_grad(); loss_fn(model(x), y).backward();
@@ -10,7 +10,9 @@
 #          thread through openblas_set_num_threads, once with each of Debian's OpenBLAS
 #          builds (pthread, openmp: chosen by LD_LIBRARY_PATH, since installing one
 #          moves the libblas.so.3 alternative machine-wide); the faster is PyTorch's
-#          number, and the table names it.
+#          number, and the table names it.  Issue 18's families (resnet18, unet,
+#          vit_tiny, audio_conv1d) have no hand-written reference: PyTorch runs the
+#          module `loom build --emit torch` writes (its training_loss).
 # Each process warms up, times every step on its own and reports the median.  The
 # sides run alternately (loom, torch-pthread, torch-openmp, loom, ...; ROUNDS rounds, a
 # fresh process each), so machine noise hits all; the table gives the median over
@@ -23,6 +25,7 @@
 #   bench/speed.sh                       # everything (a few minutes on 2 quiet cores)
 #   ROUNDS=5 OMP_SWEEP=0 bench/speed.sh  # more rounds, no OpenMP sweep
 #   SPECS="fashion_cnn paw" BF16=1 bench/speed.sh
+#   SPECS="resnet18 vit_tiny" OMP_SWEEP=0 bench/speed.sh   # the two larger families (seconds a step)
 #   CONTEND=1 OMP_SWEEP=0 bench/speed.sh
 #   STEP_DIV=4 ROUNDS=2 bench/speed.sh   # a quick look: a quarter of the timed steps
 #
@@ -38,7 +41,7 @@ CONTEND=${CONTEND:-0}
 BLAS_BUILDS=${BLAS_BUILDS:-"pthread openmp"}
 BLAS_DIR=/usr/lib/x86_64-linux-gnu
 OMP_ROUNDS=${OMP_ROUNDS:-2}
-SPECS=${SPECS:-"fashion_mlp fashion_cnn paw linear tiny_gpt"}
+SPECS=${SPECS:-"fashion_mlp fashion_cnn paw linear tiny_gpt unet audio_conv1d"}
 STEP_DIV=${STEP_DIV:-1}        # divide the step counts (a quick look on a busy machine)
 PY=/usr/bin/python3            # Debian's python3-torch lives here only
 OUT=build/bench/speed
@@ -64,6 +67,11 @@ spec_row_full() {
         paw)         echo "specs/paw.lua 32 32-true 3 12 10 2" ;;   # fp32 on both sides (bench/precision.sh compares precisions)
         linear)      echo "bench/specs/linear.lua 4 - 200 5000 2000 250" ;;
         tiny_gpt)    echo "specs/tiny_gpt.lua 8 - 3 20 15 2" ;;    # B=8, T=128: tokens/s = 1024 × 1000 / ms
+        # issue 18's model families (their own optimizers; PyTorch runs the module --emit torch writes)
+        resnet18)    echo "specs/resnet18.lua 16 - 2 8 8 1" ;;
+        unet)        echo "specs/unet.lua 8 - 2 8 8 1" ;;
+        vit_tiny)    echo "specs/vit_tiny.lua 32 - 2 8 8 1" ;;
+        audio_conv1d) echo "specs/audio_conv1d.lua 64 - 3 20 20 1" ;;
         *) echo "speed.sh: unknown spec $1" >&2; exit 2 ;;
     esac
 }
@@ -85,7 +93,7 @@ for variant in $VARIANTS; do
     dir=$OUT/$variant
     popt=(); [ "$prec" != - ] && popt=(--precision="$prec")
     [ "$variant" != "$name" ] && popt=(--precision=bf16-mixed)
-    build/loom build "$spec" --accelerator=cpu --devices=1 -o "$dir/gen" "${popt[@]}" >"$dir.build.log" 2>&1 \
+    build/loom build "$spec" --accelerator=cpu --devices=1 --emit torch -o "$dir/gen" "${popt[@]}" >"$dir.build.log" 2>&1 \
         || { cat "$dir.build.log"; exit 1; }
     build/loom explain "$spec" -o "$dir/explain" "${popt[@]}" >/dev/null
     cflags=$(sed -n 's/^cflags = //p' "$dir/gen/build.ninja")
@@ -113,6 +121,10 @@ run_torch() {   # variant blas-build
     local variant=$1 blas=$2 name=${1%.bf16} ac=()
     [ "$variant" != "$name" ] && ac=(--autocast bf16)
     read -r spec B prec warm lsteps tsteps target <<<"$(spec_row "$name")"
+    # a spec without a hand-written reference (tests/torch/models.py): the emitted module, the spec's optimizer
+    case $name in fashion_mlp|fashion_cnn|paw|linear|tiny_gpt) ;;
+        *) ac+=(--emitted "$OUT/$name/gen" --optimizer "$(sed -n 's/^[[:space:]]*optimizer = \(.*[}]\),[[:space:]]*$/\1/p' "$spec")") ;;
+    esac
     LD_LIBRARY_PATH="$BLAS_DIR/openblas-$blas" OMP_NUM_THREADS="$THREADS" $PY bench/torch_step.py "$name" --batch "$B" \
         --warmup "$warm" --steps "$tsteps" --threads "$THREADS" "${ac[@]}"
 }

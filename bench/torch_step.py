@@ -5,7 +5,11 @@ model, batch size and optimizer, timed step by step.
         [--batch B] [--warmup N] [--steps N] [--threads T] [--autocast bf16]
 
 SPEC is a key of tests/torch/models.py's SPECS (fashion_mlp, fashion_cnn, paw, tiny_gpt)
-or "linear" (bench/specs/linear.lua: one Linear(10, 2), mse).  The step is
+or "linear" (bench/specs/linear.lua: one Linear(10, 2), mse); with --emitted DIR (a
+`loom build --emit torch` directory) and --optimizer TEXT (the spec's optimizer line),
+any spec with a loss: the step is then model.training_loss(batch) of the emitted module,
+on a batch of model.h's fields (floats uniform in [0, 1), int fields uniform in [0, high)),
+with the spec's optimizer (tests/torch/parity.py's make_optimizer).  The step is
     opt.zero_grad(); loss = loss_fn(model(x), y); loss.backward(); opt.step()
 with AdamW(lr=1e-3, weight_decay=0.01) (tiny_gpt: its spec's AdamW with two parameter
 groups and clip_grad_norm_(1.0) before the step), the model in train mode, on one fixed
@@ -33,6 +37,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "torch"))
 import models  # noqa: E402  (hand-written PyTorch equivalents of the specs)
+from family_parity import batch_fields  # noqa: E402  (imported before main sets the thread count: it sets 1)
+from parity import make_optimizer as spec_optimizer  # noqa: E402
 
 
 def setup(spec, B, g):
@@ -56,7 +62,20 @@ def setup(spec, B, g):
         idx = torch.randint(0, models.GPT_V, (B, T), generator=g)
         targets = torch.randint(0, models.GPT_V, (B, T), generator=g)
         return model, (idx,), targets, lambda out, y: F.cross_entropy(out.transpose(1, 2), y)
-    raise SystemExit(f"torch_step.py: no benchmark setup for spec {spec!r}")
+    raise SystemExit(f"torch_step.py: no benchmark setup for spec {spec!r} (an emitted module: --emitted DIR)")
+
+
+def setup_emitted(d, B, g):
+    """model, batch dict: the module `loom build --emit torch` wrote to d, and a batch of its fields"""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("emitted", os.path.join(d, "model.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cls = [c for c in vars(mod).values() if isinstance(c, type) and hasattr(c, "training_loss")][0]
+    batch = {}
+    for f, is_int, shape, high in batch_fields(os.path.join(d, "model.h"), os.path.join(d, "model.c")):
+        batch[f] = torch.randint(0, high, (B,) + shape, generator=g) if is_int else torch.rand((B,) + shape, generator=g)
+    return cls(), batch
 
 
 def pin_openblas():
@@ -92,6 +111,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--emitted", help="a `loom build --emit torch` directory: time its module's training_loss")
+    ap.add_argument("--optimizer", help="with --emitted: the spec's optimizer, e.g. 'SGD { lr = 0.1, momentum = 0.9 }'")
     ap.add_argument("--autocast", choices=["bf16"], help="Fabric's bf16-mixed: inputs to bfloat16, "
                     "the forward under torch.autocast('cpu', torch.bfloat16), the output back to float32")
     args = ap.parse_args()
@@ -102,9 +123,17 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1234)
-    model, xs, y, loss_fn = setup(args.spec, args.batch, g)
+    if args.emitted:
+        if args.autocast or not args.optimizer:
+            raise SystemExit("torch_step.py: --emitted takes --optimizer, and no --autocast")
+        model, batch = setup_emitted(args.emitted, args.batch, g)
+        step_loss = lambda: model.training_loss(batch)   # noqa: E731  (the spec's loss, its forward included)
+        opt = spec_optimizer(model, args.optimizer)
+    else:
+        model, xs, y, loss_fn = setup(args.spec, args.batch, g)
+        step_loss = lambda: loss_fn(model(*xs), y)   # noqa: E731
+        opt = make_optimizer(args.spec, model)
     model.train()
-    opt = make_optimizer(args.spec, model)
     clip = 1.0 if args.spec == "tiny_gpt" else None   # the spec's clip by global norm
 
     times = []
@@ -117,7 +146,7 @@ def main():
                 out = model(*[x.to(torch.bfloat16) for x in xs])
             loss = loss_fn(out.float(), y)
         else:
-            loss = loss_fn(model(*xs), y)
+            loss = step_loss()
         loss.backward()
         if clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)

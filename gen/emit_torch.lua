@@ -42,6 +42,11 @@ local CTORS = {
       pool_arg(raw, "stride", a.stride, raw.kernel_size), pool_arg(raw, "padding", a.padding, 0), pool_arg(raw, "dilation", a.dilation, 1),
       pybool(a.ceil_mode))
   end,
+  MaxPool1d = function(a, raw)
+    return string.format("nn.MaxPool1d(%s, stride=%s, padding=%s, dilation=%s, ceil_mode=%s)", pool_arg(raw, "kernel_size", a.kernel_size),
+      pool_arg(raw, "stride", a.stride, raw.kernel_size), pool_arg(raw, "padding", a.padding, 0), pool_arg(raw, "dilation", a.dilation, 1),
+      pybool(a.ceil_mode))
+  end,
   AvgPool2d = function(a, raw)
     return string.format("nn.AvgPool2d(%s, stride=%s, padding=%s, ceil_mode=%s, count_include_pad=%s)", pool_arg(raw, "kernel_size", a.kernel_size),
       pool_arg(raw, "stride", a.stride, raw.kernel_size), pool_arg(raw, "padding", a.padding, 0), pybool(a.ceil_mode), pybool(a.count_include_pad))

@@ -486,6 +486,43 @@ pool("AvgPool2d", "avg_pool2d",
   end, { "2-d average pooling; stride defaults to kernel_size", torch = "torch.nn.AvgPool2d",
          example = "AvgPool2d(2, {stride = 2})", input = { 3, 8, 8 } })
 
+-- torch.nn.MaxPool1d over (N, C, L): the 2-d op on (N, C, 1, L) with a (1, k) window
+-- (no kernel of its own); the module prints its arguments as the user passed them
+builtin("MaxPool1d", {
+  doc = { "1-d max pooling over (N, C, L); stride defaults to kernel_size", torch = "torch.nn.MaxPool1d",
+          example = "MaxPool1d(4)", input = { 3, 16 } },
+  signature = { { "kernel_size", "single", required = true }, { "stride", "single", false }, { "padding", "single0", 0 },
+                { "dilation", "single", 1 }, { "return_indices", "bool", false }, { "ceil_mode", "bool", false } },
+  init = function(rec, a)
+    if a.stride == nil or a.stride == false then a.stride = a.kernel_size end
+    if a.return_indices then
+      diag.error(rec.where, string.format("%s: return_indices=True is not supported (the forward would return (output, indices))", rec.call_text))
+    end
+  end,
+  extra_repr = function(rec)
+    local a, raw = rec.args, rec.raw
+    local function arg(r, v) return math.type(r) == "integer" and tostring(r) or util.pyrepr(v) end
+    return string.format("kernel_size=%s, stride=%s, padding=%s, dilation=%s, ceil_mode=%s", arg(raw.kernel_size, a.kernel_size),
+      arg(raw.stride or raw.kernel_size, a.stride), arg(raw.padding or 0, a.padding), arg(raw.dilation or 1, a.dilation),
+      util.pyrepr(a.ceil_mode))
+  end,
+  forward = function(rec, x)
+    local a = rec.args
+    x = input_tensor(rec, x)
+    if #x.shape ~= 3 then
+      diag.fatal(nil, string.format("%s expects (N, C, L), gets %s", rec.call_text or rec.class, util.shape_str(x.shape)))
+    end
+    local first = tensor.node_count()
+    local n, c = x.shape[1], x.shape[2]
+    local x4 = tensor.apply("reshape", { x }, { dims = { n, c, 1, x.shape[3] }, as = "unsqueeze" })
+    local y = tensor.apply("max_pool2d", { x4 }, { kernel_size = { 1, a.kernel_size[1] }, stride = { 1, a.stride[1] },
+      padding = { 0, a.padding[1] }, dilation = { 1, a.dilation[1] }, ceil_mode = a.ceil_mode })
+    local out = tensor.apply("reshape", { y }, { dims = { n, c, y.shape[4] }, as = "squeeze" })
+    tensor.mark_composite(rec, first, out, { x })
+    return out
+  end,
+})
+
 -- A float argument as PyTorch prints it: PyTorch keeps the number the user
 -- passed, so Dropout(0) prints p=0 and Dropout(0.0) prints p=0.0.
 local function num_text(rec, name, pos)

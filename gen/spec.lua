@@ -1140,7 +1140,7 @@ end
 -- far-fetched did-you-mean.
 local NOT_YET = {
   module = { "RNN", "LSTMCell", "GRUCell", "RNNCell", "Conv3d",
-    "ConvTranspose3d", "MaxPool1d", "MaxPool3d", "AvgPool1d", "AvgPool3d",
+    "ConvTranspose3d", "MaxPool3d", "AvgPool1d", "AvgPool3d",
     "AdaptiveMaxPool2d", "BatchNorm3d", "SELU", "PReLU",
     "Unflatten", "ZeroPad2d", "Dropout1d", "EmbeddingBag",
     "Bilinear", "PixelShuffle", "Transformer", "TransformerEncoder",

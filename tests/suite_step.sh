@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The user's own training step (train.training_step, gen/user_step.lua), on two specs
-# kept under tests/step/ (not specs/: the harness suites that build every spec there
-# drive model_forward/model_backward and one optimizer, not a training_step):
+# The user's own training step (train.training_step, gen/user_step.lua), on two small
+# specs kept under tests/step/ (MLPs: quick to build and check, and the refusals below
+# name their lines; specs/dcgan.lua and specs/vae.lua are the convolutional models to
+# copy, checked against PyTorch by tests/suite_families.sh):
 #  - step_CASE, step64_CASE: the DCGAN (two Adam optimizers, alternating D and G updates,
 #    the generator's output detached for D, targets under no_grad) and the VAE
 #    (reparameterised with the noise a batch field, KL + reconstruction) trained 3 steps

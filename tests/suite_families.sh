@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The model families of specs/ (issue 18): each spec as a user would copy it, built at
+# 32-true with `--emit torch`, against that emitted PyTorch module on the same weights
+# and batch (tests/torch/family_parity.py, with tests/harness/parity.c):
+#  - family_SPEC_print: print(model) of the emitted module equals `loom inspect SPEC`
+#    (and inspect's print is the spec's, so a user's print(model) is loom's);
+#  - family_SPEC_grad: one forward (training mode) and backward at a small batch: the
+#    loss and every gradient within 1e-4 relative (fp32);
+#  - family_SPEC_steps: a few training steps on that batch with the spec's optimizer (its
+#    scheduler taken out: the reference steps at a constant lr): every step's loss in
+#    fp32 (1e-4), and in fp64 (the 64-true program against PyTorch in float64) every
+#    step's loss and the final parameters and running statistics within 1e-8.
+# The specs with their own training step (dcgan, vae: "step" below) have no one backward:
+# family_SPEC_print and family_SPEC_steps, the step written again in PyTorch on the
+# emitted module (tests/torch/family_parity.py's USER_STEPS).
+# The specs are written at realistic sizes; the test overrides only the batch (B below)
+# and the number of steps.
+set -u
+cd "$(dirname "$0")/.."
+LOOM=${LOOM:-build/loom}
+PY=/usr/bin/python3
+export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
+CFLAGS="-std=c11 -O1 -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE"
+tmp=$(mktemp -d)
+[ -n "${KEEP_TMP:-}" ] && echo "# kept $tmp" >&2 || trap 'rm -rf "$tmp"' EXIT
+. tests/tap.sh   # plan, ok, fail, no_torch, harness
+# spec | batch | steps | "step" for a spec with its own training_step
+cases=(
+  "resnet18|2|2"
+  "unet|2|2"
+  "vit_tiny|2|2"
+  "audio_conv1d|4|3"
+  "dcgan|4|3|step"
+  "vae|4|3|step"
+)
+[ -n "${FAMILY_SPECS:-}" ] && mapfile -t cases < <(for c in "${cases[@]}"; do [[ " $FAMILY_SPECS " == *" ${c%%|*} "* ]] && echo "$c"; done)
+# checks CASE: the results family_parity.py prints for it
+checks() { [[ $1 == *"|step" ]] && echo "print steps" || echo "print grad steps"; }
+n=0
+for c in "${cases[@]}"; do set -- $(checks "$c"); n=$((n + $#)); done
+plan $n
+if py_lacks torch numpy; then
+  for c in "${cases[@]}"; do for k in $(checks "$c"); do no_torch "family_${c%%|*}_$k" "$PY has no torch or numpy"; done; done
+  exit 0
+fi
+
+# the runtime objects parity.c links (independent of the model)
+rt="$tmp/rt"
+mkdir -p "$rt"
+rt_ok=1
+"$LOOM" build specs/fashion_mlp.lua -o "$tmp/rtsrc" --no-compile >"$tmp/rt.gen" 2>&1 || rt_ok=0
+if [ $rt_ok = 1 ]; then
+  for f in ckpt data npy idx tokens; do
+    cc $CFLAGS -I"$tmp/rtsrc" -c "$tmp/rtsrc/$f.c" -o "$rt/$f.o" 2>"$tmp/rt.cc" || rt_ok=0
+  done
+fi
+
+for c in "${cases[@]}"; do
+  IFS='|' read -r s B steps user <<<"$c"
+  spec=specs/$s.lua d="$tmp/$s" want=$(checks "$c")
+  all() { for k in $want; do fail "family_${s}_$k" "$1"; done; }
+  [ $rt_ok = 1 ] || { all "the runtime objects did not build: $(tail -1 "$tmp/rt.gen" "$tmp/rt.cc" 2>/dev/null | tail -1)"; continue; }
+  # the spec without its scheduler; its optimizer's text for torch.optim
+  awk '/^[[:space:]]*scheduler = / { next } { print }' "$spec" >"$d.lua"
+  if [ "$user" = step ]; then opt=step
+  else
+    opt=$(sed -n 's/^[[:space:]]*optimizer = \(.*[}]\),[[:space:]]*$/\1/p' "$spec")
+    [ -n "$opt" ] || { all "no 'optimizer = ...' line in $spec"; continue; }
+  fi
+  why=""
+  for prec in 32 64; do
+    dd=$d; [ $prec = 64 ] && dd=${d}_64
+    if ! "$LOOM" build "$d.lua" -o "$dd" --precision=$prec-true --devices=1 --no-compile --emit torch >"$dd.gen" 2>&1; then
+      why="loom build failed: $(tail -1 "$dd.gen")"; break
+    fi
+    if ! cc $CFLAGS -I"$dd" tests/harness/parity.c "$dd/model.c" "$dd/optim.c" "$rt"/*.o -o "$dd/parity" \
+        -ldnnl -lopenblas -lz -lm >"$dd.cc" 2>&1; then
+      why="the $prec-true parity harness does not compile: $(grep -m1 error "$dd.cc")"; break
+    fi
+  done
+  [ -z "$why" ] || { all "$why"; continue; }
+  if ! "$LOOM" inspect "$spec" >"$d.inspect" 2>&1; then all "loom inspect failed: $(head -1 "$d.inspect")"; continue; fi
+  sed '/^$/,$d' "$d.inspect" >"$d.print"
+  harness "family_$s" $(wc -w <<<"$want") "s/^ok /ok family_/; s/^not ok /not ok family_/" "$PY" tests/torch/family_parity.py "$s" "$d" "${d}_64" "$B" "$steps" "$opt" "$d.print"
+done
+exit 0

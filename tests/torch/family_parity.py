@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""Parity of one model-family spec (specs/*.lua) with the PyTorch module that
+`loom build SPEC --emit torch` writes, driven by tests/suite_families.sh:
+
+    family_parity.py NAME DIR DIR64 B STEPS OPTIMIZER PRINT
+
+OPTIMIZER "step": the spec writes its own train.training_step, which USER_STEPS below
+writes again in PyTorch (its optimizers and its step, on the emitted module); the
+checks are then NAME_print and NAME_steps (a training step has no one backward).
+
+DIR holds `loom build SPEC --precision=32-true --emit torch --no-compile` of the spec
+(its scheduler taken out: the reference steps torch.optim at a constant lr) and
+DIR/parity, tests/harness/parity.c compiled against it; DIR64 the same at 64-true.  OPTIMIZER is the spec's
+optimizer text ('AdamW { lr = 1e-3 }'); PRINT holds `loom inspect SPEC`'s print(model).
+
+PyTorch builds the emitted module (torch.manual_seed(0): PyTorch's own initialisation,
+then every bias and norm parameter moved by 0.1 N(0, 1), so that no affine parameter is
+the identity), writes its state_dict and a batch (the shapes of model.h's Batch; float
+fields N(0, 1), int fields uniform in [0, high)).  Three checks, one TAP line each:
+  NAME_print  print(model) of the emitted module equals loom inspect's;
+  NAME_grad   one forward (training mode) and backward: the loss and every gradient,
+              max|loom - torch| / max|torch| per tensor within 1e-4 (fp32); a gradient
+              that is zero but for rounding (a conv's bias before BatchNorm, whose mean
+              BatchNorm removes: max|torch| below 1e-6 of the largest gradient) is
+              measured as max(|loom|, |torch|) / the largest gradient (parity.py's rule);
+  NAME_steps  STEPS training steps on that batch with the spec's optimizer: in fp32
+              every step's loss within 1e-4; in fp64 (the 64-true program against
+              PyTorch in float64) every step's loss and the final state_dict
+              (parameters, running statistics) within 1e-8, counters equal.  The fp32
+              parameters after Adam steps are not compared: Adam divides by sqrt(v), so
+              where a gradient is near zero (1e-7 of the largest) float32 rounding alone
+              moves the update by up to lr, in PyTorch's own float32 run as in loom's.
+"""
+import importlib.util
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from parity import TOL32, TOL64, make_optimizer, read_safetensors, rel, write_safetensors  # noqa: E402
+from step_parity import gan_optimizers, gan_step  # noqa: E402  (tests/step/dcgan.lua's, as specs/dcgan.lua's)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+def vae_step(m, opts, b):
+    """specs/vae.lua's training_step: the negative ELBO, reparameterised with the batch's eps"""
+    opt = opts["all"]
+    opt.zero_grad()
+    mu, logvar = m.encode(b)
+    z = mu + torch.exp(logvar * 0.5) * b["eps"]
+    logits = m.decoder(m.decoder_input(z).reshape(-1, 64, 7, 7))
+    recon = F.binary_cross_entropy_with_logits(torch.flatten(logits, 1), torch.flatten(b["image"], 1)) * 784
+    kl = torch.mean(torch.sum(1 + logvar - mu * mu - torch.exp(logvar), 1)) * -0.5
+    loss = recon + kl
+    loss.backward()
+    opt.step()
+    return loss
+
+
+# spec -> (its optimizers on the module, its training step)
+USER_STEPS = {
+    "dcgan": (gan_optimizers, gan_step),
+    "vae": (lambda m: {"all": torch.optim.Adam(m.parameters(), lr=1e-3)}, vae_step),
+}
+
+
+def batch_fields(model_h, model_c):
+    """(name, is_int, per-sample shape, high) of every Batch field, from model.h's
+    struct comments ('real *image;   // (B, 3, 32, 32)') and model.c's batch info."""
+    shapes = {n: tuple(int(d) for d in dims.split(",")[1:] if d.strip())
+              for n, dims in re.findall(r"\*(\w+);\s*// \(B((?:, \d+)*)\)", open(model_h).read())}
+    src = open(model_c).read()
+    table = src[src.index("model_batch_info[] = {"):]
+    table = table[:table.index("};")]
+    return [(n, int(i), shapes[n], int(h)) for n, i, p, h in re.findall(r'\{"(\w+)", (\d), (\d+), (\d+)\}', table)]
+
+
+def harness(d, work, B, steps):
+    r = subprocess.run([os.path.join(d, "parity"), work, str(B), str(steps)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError("the harness exited %d: %s" % (r.returncode, (r.stderr or r.stdout).strip()))
+    return read_safetensors(os.path.join(work, "out.safetensors"))
+
+
+def torch_steps(name, cls, state, batch, steps, opt_text, dtype):
+    """PyTorch's STEPS steps in dtype: (the losses, the final state_dict)."""
+    model = cls().to(dtype)
+    model.load_state_dict(state, strict=True)
+    model.train()
+    b = {k: v.to(dtype) if v.is_floating_point() else v for k, v in batch.items()}
+    if opt_text == "step":
+        make_opts, step = USER_STEPS[name]
+        opts = make_opts(model)
+        losses = [step(model, opts, b).item() for _ in range(steps)]
+        return losses, {k: v.detach().clone() for k, v in model.state_dict().items()}
+    opt = make_optimizer(model, opt_text)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        L = model.training_loss(b)
+        L.backward()
+        opt.step()
+        losses.append(L.item())
+    return losses, {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def verdict(name, rows):
+    """rows: (tensor, err, tolerance); prints the TAP line and the rows as comments."""
+    bad = [r for r in rows if not r[1] <= r[2]]
+    w = max(rows, key=lambda r: r[1] / r[2] if r[2] > 0 else (0 if r[1] == 0 else math.inf))
+    if bad:
+        print("not ok %s: %d of %d tensors out of tolerance (%s); worst %.2e (%s)"
+              % (name, len(bad), len(rows), ", ".join(r[0] for r in bad[:4]), w[1], w[0]))
+    else:
+        print("ok %s: %d tensors, worst %.2e (%s, tolerance %.1e)" % (name, len(rows), w[1], w[0], w[2]))
+    for n, e, t in sorted(rows, key=lambda r: -r[1])[:max(3, len(bad))]:   # the failures, or the worst three
+        print("#   %s %-40s err %.2e  tol %.1e" % ("  ok" if e <= t else "FAIL", n, e, t))
+    return not bad
+
+
+def check_grad(name, d, work, B, model, batch):
+    """NAME_grad: the harness's one forward and backward against training_loss(batch).backward()."""
+    try:
+        got = harness(d, work, B, 0)
+        model.train()
+        loss = model.training_loss(batch)
+        loss.backward()
+        rows = [("loss", rel(got["loss"].reshape(-1)[:1], loss.detach().reshape(1)), TOL32)]
+        gmax = max(p.grad.abs().max().item() for p in model.parameters())
+        for pname, p in model.named_parameters():
+            c = got["grad." + pname]
+            if p.grad.abs().max().item() < 1e-6 * gmax:
+                rows.append(("grad." + pname + " (zero)", max(c.abs().max().item(), p.grad.abs().max().item()) / gmax, TOL32))
+            else:
+                rows.append(("grad." + pname, rel(c, p.grad), TOL32))
+        print("#   loss: loom %.8g, torch %.8g" % (got["loss"].reshape(-1)[0].item(), loss.item()))
+        return verdict(name + "_grad", rows)
+    except Exception as e:   # noqa: BLE001 - a harness or reference that fails is a failed test
+        print("not ok %s_grad: %s" % (name, e))
+        return False
+
+
+def main():
+    name, d, d64, B, steps, opt_text, printed = sys.argv[1:3] + [sys.argv[3], int(sys.argv[4]), int(sys.argv[5])] + sys.argv[6:8]
+    spec = importlib.util.spec_from_file_location("emitted_" + name, os.path.join(d, "model.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    expected = open(printed).read().rstrip("\n")
+    cls = getattr(mod, expected.split("(", 1)[0])   # the model's class: print(model)'s first word
+    torch.manual_seed(0)
+    model = cls()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() <= 1:
+                p.add_(0.1 * torch.randn_like(p))
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    work = os.path.join(d, "work")
+    os.makedirs(work, exist_ok=True)
+    write_safetensors(os.path.join(work, "weights.safetensors"), state)
+    batch = {}
+    g = torch.Generator().manual_seed(1)
+    for f, is_int, shape, high in batch_fields(os.path.join(d, "model.h"), os.path.join(d, "model.c")):
+        if is_int:
+            t = torch.randint(0, high, (B,) + shape, generator=g, dtype=torch.int64)
+        else:
+            t = torch.randn((B,) + shape, generator=g, dtype=torch.float32)
+        np.save(os.path.join(work, f + ".npy"), t.numpy())
+        batch[f] = t
+    ok = True
+
+    if str(model) == expected:
+        print("ok %s_print: print(model) of the emitted module equals loom inspect's" % name)
+    else:
+        ok = False
+        print("not ok %s_print: print(model) differs from loom inspect's" % name)
+        print("\n".join("# " + l for l in str(model).splitlines()))
+
+    # one forward and backward from the same weights (a training step's backwards: NAME_steps)
+    if opt_text != "step":
+        ok &= check_grad(name, d, work, B, model, batch)
+
+    # STEPS steps with the spec's optimizer
+    try:
+        got = {}
+        for p, dd in (("32", d), ("64", d64)):   # the weights and batch are the same: F32 widens exactly
+            w = os.path.join(dd, "work_steps")
+            shutil.rmtree(w, ignore_errors=True)
+            shutil.copytree(work, w)
+            got[p] = harness(dd, w, B, steps)
+            if got[p]["loss"].numel() != steps:
+                raise RuntimeError("the %s-true harness wrote %d losses for %d steps" % (p, got[p]["loss"].numel(), steps))
+        l32, _ = torch_steps(name, cls, state, batch, steps, opt_text, torch.float32)
+        l64, s64 = torch_steps(name, cls, state, batch, steps, opt_text, torch.float64)
+        rows = [("loss (fp32, %d steps)" % steps, rel(got["32"]["loss"], torch.tensor(l32)), TOL32),
+                ("loss (fp64, %d steps)" % steps, rel(got["64"]["loss"], torch.tensor(l64, dtype=torch.float64)), TOL64)]
+        for n, t in s64.items():
+            if t.dtype == torch.int64:
+                rows.append((n + " (fp64)", 0.0 if torch.equal(got["64"][n], t) else math.inf, 0.0))
+            else:
+                rows.append((n + " (fp64)", rel(got["64"][n], t), TOL64))
+        ok &= verdict(name + "_steps", rows)
+        print("#   fp32 losses: loom %s, torch %s" % (" ".join("%.7g" % x for x in got["32"]["loss"].tolist()),
+                                                      " ".join("%.7g" % x for x in l32)))
+    except Exception as e:   # noqa: BLE001
+        ok = False
+        print("not ok %s_steps: %s" % (name, e))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
