@@ -220,6 +220,12 @@ local function statements(g, trace, input_expr)
       else
         expr = string.format("%s %s %s", v(i[1]), sym, v(i[2]))
       end
+    elseif node.op == "constant" then
+      local vals = {}
+      for k, x in ipairs(a.values) do vals[k] = util.pyfloat(x) end
+      -- rounded from float64 to the model's dtype, as loom rounds the Lua numbers
+      expr = string.format("torch.tensor([%s], dtype=torch.float64).to(next(self.parameters()).dtype).reshape(%s)", table.concat(vals, ", "),
+        table.concat(a.shape, ", ") .. (#a.shape == 1 and "," or ""))
     elseif node.op == "cat" then
       local xs = {}
       for k, x in ipairs(i) do xs[k] = v(x) end

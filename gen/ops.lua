@@ -971,6 +971,15 @@ ops.where = {
   flops = elementwise_flops,
 }
 
+-- tensor(values): a constant the spec computes in Lua (rotary position tables), as
+-- torch.tensor(values): no inputs, no gradient, no batch dimension; not a parameter or
+-- buffer (not in the state_dict).  `attrs.values` holds the elements in row-major order.
+ops.constant = {
+  arity = 0, precision = "fp32", no_grad = true,
+  shape = function(node) return copy(node.attrs.shape), "float" end,
+  flops = function() return 0 end,
+}
+
 -- Dropout2d: whole channels zeroed (one draw per (sample, channel))
 ops.dropout2d = { arity = 1, precision = "follow", flops = elementwise_flops,
   shape = function(node, x)

@@ -642,6 +642,16 @@ ops_cpu.where = {
   end,
 }
 
+-- a constant: its elements written into the output at every forward (a static table)
+ops_cpu.constant = {
+  forward = function(e, n)
+    local name, vals = e.local_name(n, "constant"), {}
+    for i, v in ipairs(n.attrs.values) do vals[i] = e.lit(v) end
+    return { string.format("static const real %s[] = { %s };", name, table.concat(vals, ", ")),
+             string.format("memcpy(%s, %s, sizeof %s);", e.ptr(n.out), name, name) }
+  end,
+}
+
 ---------------------------------------------------------------------------
 -- data movement: transpose, permute, slice
 

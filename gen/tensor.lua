@@ -632,6 +632,44 @@ functional.binary_cross_entropy_with_logits = functional.bce_with_logits
 functional.mse_loss = functional.mse
 functional.l1_loss = functional.l1
 
+-- tensor(values): nested Lua tables of numbers → a constant of their shape (torch.tensor)
+function functional.tensor(values, ...)
+  if select("#", ...) > 0 then
+    diag.fatal(nil, "tensor takes one argument, a (nested) table of numbers: tensor({{1, 2}, {3, 4}}) (no dtype or device: it is float)")
+  end
+  if type(values) ~= "table" or tensor.is(values) or getmetatable(values) ~= nil then
+    diag.fatal(nil, string.format("tensor expects a (nested) table of numbers, got %s", what_is(values)))
+  end
+  local shape, flat = {}, {}
+  local function walk(v, depth, path)
+    if type(v) == "number" then
+      if depth <= #shape then
+        diag.fatal(nil, string.format("tensor: element %s is a number where a list of %d was expected (ragged nesting)", path, shape[depth]))
+      end
+      if v ~= v or v == math.huge or v == -math.huge then
+        diag.fatal(nil, string.format("tensor: element %s is %s (not a finite number)", path, tostring(v)))
+      end
+      flat[#flat + 1] = v
+      return
+    end
+    if type(v) ~= "table" or tensor.is(v) or #v == 0 then
+      diag.fatal(nil, string.format("tensor: element %s is %s, not a number or a non-empty list", path,
+        type(v) == "table" and (#v == 0 and "an empty table" or what_is(v)) or type(v)))
+    end
+    if shape[depth] == nil then
+      if #flat > 0 then
+        diag.fatal(nil, string.format("tensor: element %s is a list where a number was expected (ragged nesting)", path))
+      end
+      shape[depth] = #v
+    elseif shape[depth] ~= #v then
+      diag.fatal(nil, string.format("tensor: element %s has %d entries, its siblings %d (ragged nesting)", path, #v, shape[depth]))
+    end
+    for i = 1, #v do walk(v[i], depth + 1, path .. "[" .. (i - 1) .. "]") end
+  end
+  walk(values, 1, "")
+  return tensor.apply("constant", {}, { shape = shape, values = flat })
+end
+
 -- Keyword arguments, as PyTorch takes them: a last argument that is a table of named
 -- options fills the parameters of those names (mean(x, 1, {keepdim = true}),
 -- softmax(x, {dim = -1})).  Each function's parameters after the first, in order.
@@ -801,6 +839,8 @@ tensor.doc = {
              "the KL divergence of log-probabilities from a target distribution ('batchmean': the sum over the batch size)",
              torch = "torch.nn.functional.kl_div", example = 'kl_div(log_softmax(m(b), 1), softmax(b.target, 1), {reduction = "batchmean"})',
              target = "float" },
+  tensor = { "tensor(values)", "a constant tensor of the (nested) table's numbers and shape, no batch dimension, no gradient (e.g. rotary tables)",
+             torch = "torch.tensor", example = "x * tensor({1, 2, 3, 4})", input = { 4 } },
   where = { "where(cond, a, b)", "cond ? a : b, elementwise; cond an integer tensor (nonzero = true), a and b tensors or numbers",
             torch = "torch.where", example = "where(b.mask, x, 0.0)", input = { 4 }, mask = true },
   masked_fill = { "masked_fill(x, mask, value)", "x with value where mask (an integer tensor) is nonzero",
@@ -818,7 +858,7 @@ tensor.doc = {
 
 -- Tensor methods: x:view(...), x:sum(1), ...; plus x:size(d) and x:dim().
 functional.no_grad = tensor.no_grad   -- a global only: it takes a function, not a tensor
-for k, f in pairs(functional) do if k ~= "cat" and k ~= "concat" and k ~= "no_grad" then methods[k] = f end end
+for k, f in pairs(functional) do if k ~= "cat" and k ~= "concat" and k ~= "no_grad" and k ~= "tensor" then methods[k] = f end end
 function methods.size(t, d)
   if d == nil then return { table.unpack(t.shape) } end   -- a copy: shapes are immutable
   local n = #t.shape
