@@ -190,7 +190,7 @@ local function slice_expr(x, a, var)
   return string.format("%s[%s]", var, table.concat(parts, ", "))
 end
 
-local function statements(g, trace, input_expr)
+local function statements(g, trace, input_expr, consts)
   local lines = {}
   local function v(t)
     if t.param then return access(t.param:gsub("%.([^.]+)$", "")) .. "." .. t.param:match("([^.]+)$") end
@@ -221,11 +221,16 @@ local function statements(g, trace, input_expr)
         expr = string.format("%s %s %s", v(i[1]), sym, v(i[2]))
       end
     elseif node.op == "constant" then
+      -- one module-level table per distinct constant (CONSTANTS below), made a tensor once per dtype
       local vals = {}
       for k, x in ipairs(a.values) do vals[k] = util.pyfloat(x) end
-      -- rounded from float64 to the model's dtype, as loom rounds the Lua numbers
-      expr = string.format("torch.tensor([%s], dtype=torch.float64).to(next(self.parameters()).dtype).reshape(%s)", table.concat(vals, ", "),
-        table.concat(a.shape, ", ") .. (#a.shape == 1 and "," or ""))
+      local key = table.concat(a.shape, ",") .. ":" .. table.concat(vals, ",")
+      if not consts.index[key] then
+        consts[#consts + 1] = string.format("    ([%s], (%s)),", table.concat(vals, ", "),
+          table.concat(a.shape, ", ") .. (#a.shape == 1 and "," or ""))
+        consts.index[key] = #consts - 1
+      end
+      expr = string.format("constant(%d, next(self.parameters()).dtype)", consts.index[key])
     elseif node.op == "cat" then
       local xs = {}
       for k, x in ipairs(i) do xs[k] = v(x) end
@@ -440,6 +445,7 @@ function emit_torch.module(g)
     for _, inp in ipairs(sp.inputs) do names[#names + 1] = "'" .. inp.name .. "'" end
     out[#out + 1] = string.format("INPUTS = [%s]", table.concat(names, ", "))
   end
+  local consts, consts_at = { index = {} }, #out + 1
   for _, name in ipairs(order) do
     local c = classes[name]
     out[#out + 1] = ""
@@ -457,7 +463,7 @@ function emit_torch.module(g)
       -- every traced method; inputs come as in the spec (a tensor, or a dict of named tensors)
       for _, mname in ipairs(g.order) do
         local t = g.traces[mname]
-        local body, v = statements(g, t, function(inp) return sp.single_input and "x" or string.format("x['%s']", inp) end)
+        local body, v = statements(g, t, function(inp) return sp.single_input and "x" or string.format("x['%s']", inp) end, consts)
         local ar = t.outputs[1] and t.outputs[1].node and t.outputs[1].node.op == "autoregress" and t.outputs[1].node
         out[#out + 1] = ""
         out[#out + 1] = string.format("    def %s(self, x):", ar and ("_" .. mname .. "_logits") or mname)
@@ -468,7 +474,7 @@ function emit_torch.module(g)
         if ar then for _, l in ipairs(generate_method(g, mname, ar)) do out[#out + 1] = l end end
       end
       if g.loss then
-        local body, v = statements(g, g.loss, function(inp) return string.format("batch['%s']", inp) end)
+        local body, v = statements(g, g.loss, function(inp) return string.format("batch['%s']", inp) end, consts)
         out[#out + 1] = ""
         out[#out + 1] = "    def training_loss(self, batch):"
         out[#out + 1] = string.format("        \"\"\"train.loss of %s, on a dict of batch fields.\"\"\"", sp.file)
@@ -480,6 +486,17 @@ function emit_torch.module(g)
       out[#out + 1] = "    def forward(self, *args):"
       out[#out + 1] = string.format("        raise NotImplementedError('loom writes this module\\'s computation inline in %s.forward')", g.model_rec.class)
     end
+  end
+  if #consts > 0 then
+    -- the spec's tensor(...) constants (values, shape), and each as a tensor of a dtype, made once
+    table.insert(out, consts_at, table.concat({ "", "CONSTANTS = [", table.concat(consts, "\n"), "]",
+      "_constant_tensors = {}", "", "",
+      "def constant(k, dtype):",
+      "    \"\"\"CONSTANTS[k] as a tensor of dtype, rounded from float64 as loom rounds the spec's numbers.\"\"\"",
+      "    if (k, dtype) not in _constant_tensors:",
+      "        values, shape = CONSTANTS[k]",
+      "        _constant_tensors[(k, dtype)] = torch.tensor(values, dtype=torch.float64).to(dtype).reshape(shape)",
+      "    return _constant_tensors[(k, dtype)]" }, "\n"))
   end
   out[#out + 1] = ""
   return table.concat(out, "\n")

@@ -667,7 +667,7 @@ function functional.tensor(values, ...)
     for i = 1, #v do walk(v[i], depth + 1, path .. "[" .. (i - 1) .. "]") end
   end
   walk(values, 1, "")
-  return tensor.apply("constant", {}, { shape = shape, values = flat })
+  return tensor.apply("constant", {}, { shape = shape, values = flat, as = "tensor" })
 end
 
 -- Keyword arguments, as PyTorch takes them: a last argument that is a table of named

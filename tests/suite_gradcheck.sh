@@ -11,6 +11,8 @@
 #   paw               4  5                1e-6   max-pool kinks; 128x128 images make forwards slow
 #   tiny_transformer  4  10               1e-4   smooth (GELU, LayerNorm, softmax): larger eps, less noise
 #   tiny_gpt          2  4                1e-4   smooth; 4 blocks of width 256 at T=128 make forwards slow
+#   char_lstm         2  4                1e-4   smooth (sigmoid, tanh); 2 layers unrolled over T=32
+#   llama             2  3                1e-4   smooth (SiLU, RMSNorm, softmax); 4 blocks at T=64
 # A spec without a row runs with B=4, 10 elements, eps 1e-6.
 set -u
 cd "$(dirname "$0")/.."
@@ -26,6 +28,8 @@ declare -A ARGS=(
   [paw]="4 5 1 1e-5 1e-6"
   [tiny_transformer]="4 10 1 1e-5 1e-4"
   [tiny_gpt]="2 4 1 1e-5 1e-4"
+  [char_lstm]="2 4 1 1e-5 1e-4"
+  [llama]="2 3 1 1e-5 1e-4"
 )
 
 spec_files=(specs/*.lua)
