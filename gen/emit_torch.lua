@@ -206,10 +206,19 @@ local function statements(g, trace, input_expr, consts)
     elseif node.composite_inner then
       -- an op inside a built-in module of several ops: written as the module's one call below
     elseif node.composite then
-      local rec, args = node.composite.rec, {}
-      for k, t in ipairs(node.composite.args) do args[k] = v(t) end
-      expr = string.format("%s(%s%s)%s", access((g.prefix_of[rec] or ""):gsub("%.$", "")), table.concat(args, ", "),
-        node.composite.opts or "", node.composite.suffix or "")
+      local c, args = node.composite, {}
+      for k, t in ipairs(c.args) do args[k] = v(t) end
+      local call = string.format("%s(%s%s)", access((g.prefix_of[c.rec] or ""):gsub("%.$", "")), table.concat(args, ", "), c.opts or "")
+      if c.shared then
+        -- a call with several results: made once (its first result's node names it), each taken from it
+        if not c.shared[trace] then
+          c.shared[trace] = "c" .. node.out.id
+          lines[#lines + 1] = string.format("        %s = %s  # %s:%d", c.shared[trace], call, node.where.file, node.where.line)
+        end
+        expr = c.shared[trace] .. c.suffix
+      else
+        expr = call .. c.suffix
+      end
     elseif node.module and node.module.forward and CTORS[node.module.class] then
       expr = string.format("%s(%s)", access((g.prefix_of[node.module] or ""):gsub("%.$", "")), v(i[1]))
     elseif node.op == "add" or node.op == "sub" or node.op == "mul" or node.op == "div" then

@@ -99,7 +99,10 @@ function nn.apply(p, ...)
   if rec.forward then
     local n = select("#", ...)
     if n ~= 1 and rec.class ~= "Sequential" and not (rec.max_inputs and n <= rec.max_inputs) then
-      diag.fatal(call_where, string.format("%s takes one input, gets %d", rec.call_text or rec.class, n))
+      local second = select(2, ...)
+      diag.fatal(call_where, string.format("%s takes one input, gets %d%s", rec.call_text or rec.class, n,
+        n == 2 and type(second) == "table" and " (LSTM and GRU return the output and the final states, as PyTorch: "
+          .. "local out, state = m.lstm(x))" or ""))
     end
     results = table.pack(rec.forward(rec, ...))
   elseif rec.methods.forward then
@@ -1047,9 +1050,11 @@ builtin("TransformerEncoderLayer", {
 -- LSTM and GRU (batch_first = true), unrolled over the sequence into the op table's ops:
 -- one Linear of the whole input per layer and direction, then per step the hidden
 -- state's Linear, the gates (PyTorch's order: LSTM i, f, g, o; GRU r, z, n) and the
--- state update; the steps' outputs concatenated (B, T, H · directions).  Returns the
--- output only (PyTorch's first result; h_n and c_n are not returned yet); the initial
--- states are zeros.  Dropout between layers while training, as PyTorch.
+-- state update; the steps' outputs concatenated (B, T, H · directions).  Returns, as
+-- PyTorch, the output and the final states: LSTM output, {h_n, c_n}; GRU output, h_n
+-- (Lua's several results: `local out, state = m.lstm(x)`).  h_n and c_n are batch first,
+-- (B, layers · directions, H): PyTorch's (layers · directions, B, H) transposed, as loom's
+-- batch is dim 0.  The initial states are zeros.  Dropout between layers while training.
 local function rnn(name, gates, doc)
   builtin(name, {
     doc = doc,
@@ -1095,6 +1100,7 @@ local function rnn(name, gates, doc)
       end
       local first = tensor.node_count()
       local x0, T, H = x, x.shape[2], a.hidden_size
+      local h_last, c_last = {}, {}   -- each layer's and direction's final states, (B, 1, H)
       for l = 0, a.num_layers - 1 do
         if l > 0 and a.dropout > 0 then x = tensor.apply("dropout", { x }, { p = a.dropout }) end
         local outs = {}
@@ -1128,17 +1134,23 @@ local function rnn(name, gates, doc)
             steps[t + 1] = f.unsqueeze(h, 1)
           end
           outs[d] = T == 1 and steps[1] or f.cat(steps, 1)
+          h_last[#h_last + 1], c_last[#c_last + 1] = f.unsqueeze(h, 1), c and f.unsqueeze(c, 1)
         end
         x = #outs == 1 and outs[1] or f.cat(outs, 2)
       end
-      tensor.mark_composite(rec, first, x, { x0 }, { suffix = "[0]" })
-      return x
+      local h_n = #h_last == 1 and h_last[1] or f.cat(h_last, 1)
+      local c_n = gates == 4 and (#c_last == 1 and c_last[1] or f.cat(c_last, 1)) or nil
+      local outputs = { { h_n, gates == 4 and "[1][0].transpose(0, 1)" or "[1].transpose(0, 1)" } }
+      if c_n then outputs[2] = { c_n, "[1][1].transpose(0, 1)" } end
+      tensor.mark_composite(rec, first, x, { x0 }, { suffix = "[0]", outputs = outputs })
+      if c_n then return x, { h_n, c_n } end
+      return x, h_n
     end,
   })
 end
-rnn("LSTM", 4, { "a long short-term memory RNN (batch_first = true; layers, bidirectional); returns the output sequence",
+rnn("LSTM", 4, { "a long short-term memory RNN (batch_first = true; layers, bidirectional); returns the output sequence and {h_n, c_n} (batch first)",
   torch = "torch.nn.LSTM", example = "LSTM(8, 16, {batch_first = true, num_layers = 2})", input = { 5, 8 } })
-rnn("GRU", 3, { "a gated recurrent unit RNN (batch_first = true; layers, bidirectional); returns the output sequence",
+rnn("GRU", 3, { "a gated recurrent unit RNN (batch_first = true; layers, bidirectional); returns the output sequence and h_n (batch first)",
   torch = "torch.nn.GRU", example = "GRU(8, 16, {batch_first = true, bidirectional = true})", input = { 5, 8 } })
 
 ---------------------------------------------------------------------------

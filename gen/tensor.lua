@@ -90,11 +90,17 @@ end
 -- marks the ops it recorded, so that gen/emit_torch.lua writes one call of the module
 -- (`args`: the call's tensors) instead of its ops.
 function tensor.node_count() return current and #current.nodes or 0 end
--- (`call`: optional { opts = ", keyword=value" after the args, suffix = "[0]" })
+-- (`call`: optional { opts = ", keyword=value" after the args, suffix = "[0]",
+-- outputs = { { tensor, suffix }, ... } further results of the same call (an LSTM's h_n, c_n),
+-- which gen/emit_torch.lua takes from one call })
 function tensor.mark_composite(rec, first, out, args, call)
+  local suffix = { [out.node] = call and call.suffix or "" }
+  local shared = call and call.outputs and { }
+  for _, o in ipairs(call and call.outputs or {}) do suffix[o[1].node] = o[2] end
   for i = first + 1, #current.nodes do
     local node = current.nodes[i]
-    if node == out.node then node.composite = { rec = rec, args = args, opts = call and call.opts, suffix = call and call.suffix }
+    if suffix[node] then
+      node.composite = { rec = rec, args = args, opts = call and call.opts, suffix = suffix[node], shared = shared }
     elseif not node.composite_inner then node.composite_inner = rec end
   end
 end
