@@ -38,7 +38,7 @@ CONTEND=${CONTEND:-0}
 BLAS_BUILDS=${BLAS_BUILDS:-"pthread openmp"}
 BLAS_DIR=/usr/lib/x86_64-linux-gnu
 OMP_ROUNDS=${OMP_ROUNDS:-2}
-SPECS=${SPECS:-"fashion_mlp fashion_cnn paw linear tiny_gpt"}
+SPECS=${SPECS:-"fashion_mlp fashion_cnn paw linear tiny_gpt char_lstm llama"}
 STEP_DIV=${STEP_DIV:-1}        # divide the step counts (a quick look on a busy machine)
 PY=/usr/bin/python3            # Debian's python3-torch lives here only
 OUT=build/bench/speed
@@ -64,6 +64,8 @@ spec_row_full() {
         paw)         echo "specs/paw.lua 32 32-true 3 12 10 2" ;;   # fp32 on both sides (bench/precision.sh compares precisions)
         linear)      echo "bench/specs/linear.lua 4 - 200 5000 2000 250" ;;
         tiny_gpt)    echo "specs/tiny_gpt.lua 8 - 3 20 15 2" ;;    # B=8, T=128: tokens/s = 1024 × 1000 / ms
+        char_lstm)   echo "specs/char_lstm.lua 32 - 3 20 15 1" ;;  # against its emitted model.py; the spec's Adam + clip
+        llama)       echo "specs/llama.lua 16 - 3 20 15 1" ;;      # against its emitted model.py; the spec's AdamW groups + clip
         *) echo "speed.sh: unknown spec $1" >&2; exit 2 ;;
     esac
 }
@@ -85,7 +87,7 @@ for variant in $VARIANTS; do
     dir=$OUT/$variant
     popt=(); [ "$prec" != - ] && popt=(--precision="$prec")
     [ "$variant" != "$name" ] && popt=(--precision=bf16-mixed)
-    build/loom build "$spec" --accelerator=cpu --devices=1 -o "$dir/gen" "${popt[@]}" >"$dir.build.log" 2>&1 \
+    build/loom build "$spec" --accelerator=cpu --devices=1 --emit torch -o "$dir/gen" "${popt[@]}" >"$dir.build.log" 2>&1 \
         || { cat "$dir.build.log"; exit 1; }
     build/loom explain "$spec" -o "$dir/explain" "${popt[@]}" >/dev/null
     cflags=$(sed -n 's/^cflags = //p' "$dir/gen/build.ninja")
@@ -114,7 +116,7 @@ run_torch() {   # variant blas-build
     [ "$variant" != "$name" ] && ac=(--autocast bf16)
     read -r spec B prec warm lsteps tsteps target <<<"$(spec_row "$name")"
     LD_LIBRARY_PATH="$BLAS_DIR/openblas-$blas" OMP_NUM_THREADS="$THREADS" $PY bench/torch_step.py "$name" --batch "$B" \
-        --warmup "$warm" --steps "$tsteps" --threads "$THREADS" "${ac[@]}"
+        --warmup "$warm" --steps "$tsteps" --threads "$THREADS" --model-py "$OUT/$name/gen/model.py" "${ac[@]}"
 }
 
 # CONTEND=1: a process that spins on one core for as long as the runs take

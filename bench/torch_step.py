@@ -5,10 +5,12 @@ model, batch size and optimizer, timed step by step.
         [--batch B] [--warmup N] [--steps N] [--threads T] [--autocast bf16]
 
 SPEC is a key of tests/torch/models.py's SPECS (fashion_mlp, fashion_cnn, paw, tiny_gpt)
-or "linear" (bench/specs/linear.lua: one Linear(10, 2), mse).  The step is
+or "linear" (bench/specs/linear.lua: one Linear(10, 2), mse), or char_lstm / llama, whose
+module is the one `loom build --emit torch` writes (--model-py DIR/model.py; token
+windows of the spec's context, the spec's optimizer and clip).  The step is
     opt.zero_grad(); loss = loss_fn(model(x), y); loss.backward(); opt.step()
-with AdamW(lr=1e-3, weight_decay=0.01) (tiny_gpt: its spec's AdamW with two parameter
-groups and clip_grad_norm_(1.0) before the step), the model in train mode, on one fixed
+with AdamW(lr=1e-3, weight_decay=0.01) (tiny_gpt, llama: their spec's AdamW with two
+parameter groups and clip_grad_norm_(1.0) before the step; char_lstm: Adam(lr=2e-3), clip 5.0), the model in train mode, on one fixed
 random batch (floats uniform in [0, 1), class indices uniform, paw's feat
 Bernoulli(0.5)), as the loom harness.  Prints one line in step_bench's format:
     torch SPEC B=.. threads=.. blas=.. steps=.. median_ms=.. min_ms=.. mean_ms=.. maxrss_kb=.. loss0=.. lossN=..
@@ -21,6 +23,7 @@ over the same cores.  OPENBLAS_NUM_THREADS does not reach the OpenMP build of Op
 """
 import ctypes
 import argparse
+import importlib.util
 import os
 import resource
 import statistics
@@ -35,7 +38,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import models  # noqa: E402  (hand-written PyTorch equivalents of the specs)
 
 
-def setup(spec, B, g):
+# specs benchmarked against their emitted PyTorch module (--model-py): their context
+EMITTED = {"char_lstm": 32, "llama": 64}
+
+
+def setup(spec, B, g, model_py=None):
     """model, input tuple, target, loss function"""
     if spec == "linear":
         model = nn.Linear(10, 2)
@@ -56,6 +63,18 @@ def setup(spec, B, g):
         idx = torch.randint(0, models.GPT_V, (B, T), generator=g)
         targets = torch.randint(0, models.GPT_V, (B, T), generator=g)
         return model, (idx,), targets, lambda out, y: F.cross_entropy(out.transpose(1, 2), y)
+    if spec in EMITTED:
+        # the module `loom build --emit torch` wrote for the spec (its forward takes the dict of inputs)
+        if not model_py:
+            raise SystemExit(f"torch_step.py: {spec} needs --model-py (the spec's emitted model.py)")
+        ms = importlib.util.spec_from_file_location("emitted_" + spec, model_py)
+        mod = importlib.util.module_from_spec(ms)
+        ms.loader.exec_module(mod)
+        model = [c for c in vars(mod).values() if isinstance(c, type) and hasattr(c, "training_loss")][0]()
+        T = EMITTED[spec]
+        idx = torch.randint(0, 256, (B, T), generator=g)
+        targets = torch.randint(0, 256, (B, T), generator=g)
+        return model, ({"idx": idx},), targets, lambda out, y: F.cross_entropy(out.transpose(1, 2), y)
     raise SystemExit(f"torch_step.py: no benchmark setup for spec {spec!r}")
 
 
@@ -77,7 +96,9 @@ def pin_openblas():
 def make_optimizer(spec, model):
     """the spec's optimizer: tiny_gpt's AdamW parameter groups (decay_min_ndim = 2), else
     AdamW(lr=1e-3, weight_decay=0.01) as bench/speed.sh sets for the other specs"""
-    if spec == "tiny_gpt":
+    if spec == "char_lstm":
+        return torch.optim.Adam(model.parameters(), lr=2e-3)
+    if spec in ("tiny_gpt", "llama"):
         params = list(model.parameters())
         groups = [{"params": [p for p in params if p.dim() >= 2]},
                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
@@ -92,6 +113,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--model-py", help="the spec's model.py from `loom build --emit torch` (char_lstm, llama)")
     ap.add_argument("--autocast", choices=["bf16"], help="Fabric's bf16-mixed: inputs to bfloat16, "
                     "the forward under torch.autocast('cpu', torch.bfloat16), the output back to float32")
     args = ap.parse_args()
@@ -102,10 +124,10 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1234)
-    model, xs, y, loss_fn = setup(args.spec, args.batch, g)
+    model, xs, y, loss_fn = setup(args.spec, args.batch, g, args.model_py)
     model.train()
     opt = make_optimizer(args.spec, model)
-    clip = 1.0 if args.spec == "tiny_gpt" else None   # the spec's clip by global norm
+    clip = {"tiny_gpt": 1.0, "llama": 1.0, "char_lstm": 5.0}.get(args.spec)   # the spec's clip by global norm
 
     times = []
     loss0 = lossN = float("nan")

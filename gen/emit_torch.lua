@@ -208,7 +208,10 @@ local function statements(g, trace, input_expr, consts)
     elseif node.composite then
       local c, args = node.composite, {}
       for k, t in ipairs(c.args) do args[k] = v(t) end
-      local call = string.format("%s(%s%s)", access((g.prefix_of[c.rec] or ""):gsub("%.$", "")), table.concat(args, ", "), c.opts or "")
+      local kw = {}
+      for _, x in ipairs(c.kwargs or {}) do kw[#kw + 1] = string.format(", %s=%s%s", x[1], v(x[2]), x[3] or "") end
+      local call = string.format("%s(%s%s%s)", access((g.prefix_of[c.rec] or ""):gsub("%.$", "")), table.concat(args, ", "),
+        c.opts or "", table.concat(kw))
       if c.shared then
         -- a call with several results: made once (its first result's node names it), each taken from it
         if not c.shared[trace] then

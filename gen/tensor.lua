@@ -92,7 +92,8 @@ end
 function tensor.node_count() return current and #current.nodes or 0 end
 -- (`call`: optional { opts = ", keyword=value" after the args, suffix = "[0]",
 -- outputs = { { tensor, suffix }, ... } further results of the same call (an LSTM's h_n, c_n),
--- which gen/emit_torch.lua takes from one call })
+-- which gen/emit_torch.lua takes from one call; kwargs = { { name, tensor[, ".bool()"] }, ... }
+-- tensors passed by keyword })
 function tensor.mark_composite(rec, first, out, args, call)
   local suffix = { [out.node] = call and call.suffix or "" }
   local shared = call and call.outputs and { }
@@ -100,7 +101,8 @@ function tensor.mark_composite(rec, first, out, args, call)
   for i = first + 1, #current.nodes do
     local node = current.nodes[i]
     if suffix[node] then
-      node.composite = { rec = rec, args = args, opts = call and call.opts, suffix = suffix[node], shared = shared }
+      node.composite = { rec = rec, args = args, opts = call and call.opts, suffix = suffix[node], shared = shared,
+                         kwargs = call and call.kwargs }
     elseif not node.composite_inner then node.composite_inner = rec end
   end
 end
