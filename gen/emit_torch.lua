@@ -243,6 +243,9 @@ local function statements(g, trace, input_expr, consts)
         consts.index[key] = #consts - 1
       end
       expr = string.format("constant(%d, next(self.parameters()).dtype)", consts.index[key])
+    elseif node.op == "argmax" then expr = string.format("torch.argmax(%s, dim=%d, keepdim=%s)", v(i[1]), a.dims[1], pybool(a.keepdim))
+    elseif node.op == "compare" then
+      expr = string.format("torch.%s(%s, %s).long()", a.as, v(i[1]), i[2] and v(i[2]) or util.pyfloat(a.scalar))
     elseif node.op == "cat" then
       local xs = {}
       for k, x in ipairs(i) do xs[k] = v(x) end

@@ -640,6 +640,25 @@ functional.binary_cross_entropy_with_logits = functional.bce_with_logits
 functional.mse_loss = functional.mse
 functional.l1_loss = functional.l1
 
+-- argmax(x, dim, keepdim=false): the index of the first maximum along dim, int64
+function functional.argmax(x, dim, keepdim)
+  check_tensor(x, "argmax", 1)
+  if dim == nil then
+    diag.fatal(nil, "argmax: give dim (without it PyTorch's argmax is over the flattened tensor, the batch too)")
+  end
+  if keepdim ~= nil and type(keepdim) ~= "boolean" then diag.fatal(nil, "argmax: keepdim must be true or false") end
+  return tensor.apply("argmax", { x }, { dims = { int_arg(dim, "argmax", "dim") }, keepdim = keepdim or false })
+end
+-- gt lt ge le eq ne (a, b): 1 where the comparison holds, else 0 (int64; PyTorch's bool)
+for _, name in ipairs { "gt", "lt", "ge", "le", "eq", "ne" } do
+  functional[name] = function(a, b)
+    check_tensor(a, name, 1)
+    if type(b) == "number" then return tensor.apply("compare", { a }, { as = name, scalar = b + 0.0 }) end
+    check_tensor(b, name, 2)
+    return tensor.apply("compare", { a, b }, { as = name })
+  end
+end
+
 -- tensor(values): nested Lua tables of numbers → a constant of their shape (torch.tensor)
 function functional.tensor(values, ...)
   if select("#", ...) > 0 then
@@ -687,7 +706,7 @@ local KEYWORDS = {
   softmax = { "dim" }, log_softmax = { "dim" }, gelu = { "approximate" },
   leaky_relu = { "negative_slope" }, elu = { "alpha" }, softplus = { "beta", "threshold" },
   hardtanh = { "min_val", "max_val" }, pow = { "exponent" }, clamp = { "min", "max" }, clip = { "min", "max" },
-  amax = { "dim", "keepdim" }, max = { "dim", "keepdim" },
+  amax = { "dim", "keepdim" }, max = { "dim", "keepdim" }, argmax = { "dim", "keepdim" },
   var = { "dim", "unbiased", "keepdim", "correction" }, std = { "dim", "unbiased", "keepdim", "correction" },
   cosine_similarity = { "x2", "dim", "eps" }, masked_fill = { "mask", "value" },
   flatten = { "start_dim", "end_dim" }, transpose = { "dim0", "dim1" },
@@ -847,6 +866,15 @@ tensor.doc = {
              "the KL divergence of log-probabilities from a target distribution ('batchmean': the sum over the batch size)",
              torch = "torch.nn.functional.kl_div", example = 'kl_div(log_softmax(m(b), 1), softmax(b.target, 1), {reduction = "batchmean"})',
              target = "float" },
+  argmax = { "argmax(x, dim, keepdim=false)", "the index of the first maximum along dim (int64, no gradient; NaN counts as the maximum)",
+             torch = "torch.argmax", example = "where(eq(argmax(x, 1, {keepdim = true}), 0), x, 0.0)", input = { 4 } },
+  gt = { "gt(a, b)", "1 where a > b, else 0 (int64: PyTorch's bool; for where, masked_fill); b a tensor of a's shape or a number",
+         torch = "torch.gt", example = "where(gt(x, 0.5), x, 0.0)", input = { 4 } },
+  lt = { "lt(a, b)", "1 where a < b, else 0 (int64, as gt)", torch = "torch.lt", example = "masked_fill(x, lt(x, x * 2), 1.0)", input = { 4 } },
+  ge = { "ge(a, b)", "1 where a >= b, else 0 (int64, as gt)", torch = "torch.ge", example = "where(ge(x, 0.0), x, 0.0)", input = { 4 } },
+  le = { "le(a, b)", "1 where a <= b, else 0 (int64, as gt)", torch = "torch.le", example = "where(le(x, 0.0), x, 0.0)", input = { 4 } },
+  eq = { "eq(a, b)", "1 where a == b, else 0 (int64, as gt)", torch = "torch.eq", example = "where(eq(x, x), x, 0.0)", input = { 4 } },
+  ne = { "ne(a, b)", "1 where a ~= b, else 0 (int64, as gt)", torch = "torch.ne", example = "where(ne(x, 0.0), x, 1.0)", input = { 4 } },
   tensor = { "tensor(values)", "a constant tensor of the (nested) table's numbers and shape, no batch dimension, no gradient (e.g. rotary tables)",
              torch = "torch.tensor", example = "x * tensor({1, 2, 3, 4})", input = { 4 } },
   where = { "where(cond, a, b)", "cond ? a : b, elementwise; cond an integer tensor (nonzero = true), a and b tensors or numbers",
