@@ -47,6 +47,18 @@ def setup(spec, B, g, model_py=None):
     if spec == "linear":
         model = nn.Linear(10, 2)
         return model, (torch.rand(B, 10, generator=g),), torch.rand(B, 2, generator=g), F.mse_loss
+    if spec in EMITTED:
+        # the module `loom build --emit torch` wrote for the spec (its forward takes the dict of inputs)
+        if not model_py:
+            raise SystemExit(f"torch_step.py: {spec} needs --model-py (the spec's emitted model.py)")
+        ms = importlib.util.spec_from_file_location("emitted_" + spec, model_py)
+        mod = importlib.util.module_from_spec(ms)
+        ms.loader.exec_module(mod)
+        model = [c for c in vars(mod).values() if isinstance(c, type) and hasattr(c, "training_loss")][0]()
+        T = EMITTED[spec]
+        idx = torch.randint(0, 256, (B, T), generator=g)
+        targets = torch.randint(0, 256, (B, T), generator=g)
+        return model, ({"idx": idx},), targets, lambda out, y: F.cross_entropy(out.transpose(1, 2), y)
     cls, _ = models.SPECS[spec]
     model = cls()
     if spec in ("fashion_mlp", "fashion_cnn"):
@@ -63,18 +75,6 @@ def setup(spec, B, g, model_py=None):
         idx = torch.randint(0, models.GPT_V, (B, T), generator=g)
         targets = torch.randint(0, models.GPT_V, (B, T), generator=g)
         return model, (idx,), targets, lambda out, y: F.cross_entropy(out.transpose(1, 2), y)
-    if spec in EMITTED:
-        # the module `loom build --emit torch` wrote for the spec (its forward takes the dict of inputs)
-        if not model_py:
-            raise SystemExit(f"torch_step.py: {spec} needs --model-py (the spec's emitted model.py)")
-        ms = importlib.util.spec_from_file_location("emitted_" + spec, model_py)
-        mod = importlib.util.module_from_spec(ms)
-        ms.loader.exec_module(mod)
-        model = [c for c in vars(mod).values() if isinstance(c, type) and hasattr(c, "training_loss")][0]()
-        T = EMITTED[spec]
-        idx = torch.randint(0, 256, (B, T), generator=g)
-        targets = torch.randint(0, 256, (B, T), generator=g)
-        return model, ({"idx": idx},), targets, lambda out, y: F.cross_entropy(out.transpose(1, 2), y)
     raise SystemExit(f"torch_step.py: no benchmark setup for spec {spec!r}")
 
 

@@ -1128,7 +1128,7 @@ local NOT_YET = {
     "TransformerDecoder", "TransformerDecoderLayer" },
   ["function"] = { "conv1d", "conv2d", "linear", "dropout", "layer_norm",
     "batch_norm", "embedding", "max_pool2d", "avg_pool2d", "pad", "interpolate", "one_hot",
-    "stack", "argmax" },
+    "stack" },
   optimizer = { "Adadelta", "LBFGS", "SparseAdam", "ASGD", "Rprop" },
   scheduler = { "CosineAnnealingWarmRestarts", "CyclicLR", "PolynomialLR", "ConstantLR", "ChainedScheduler",
     "MultiplicativeLR" },
