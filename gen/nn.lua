@@ -99,9 +99,12 @@ function nn.apply(p, ...)
   if rec.forward then
     local n = select("#", ...)
     if n ~= 1 and rec.class ~= "Sequential" and not (rec.max_inputs and n <= rec.max_inputs) then
+      -- an LSTM's or GRU's final states passed along with its output (PyTorch's tuple)
       local second = select(2, ...)
+      local state = type(second) == "table" and not tensor.is(second) and second[1] or second
+      local from = tensor.is(state) and state.node and state.node.composite and state.node.composite.rec.class
       diag.fatal(call_where, string.format("%s takes one input, gets %d%s", rec.call_text or rec.class, n,
-        n == 2 and type(second) == "table" and " (LSTM and GRU return the output and the final states, as PyTorch: "
+        n == 2 and (from == "LSTM" or from == "GRU") and " (LSTM and GRU return the output and the final states, as PyTorch: "
           .. "local out, state = m.lstm(x))" or ""))
     end
     results = table.pack(rec.forward(rec, ...))
@@ -350,7 +353,8 @@ local function uniform_fan_in(fan_in) return { kind = "uniform_fan_in", fan_in =
 -- Declares a built-in module class.
 local function builtin(name, def)
   nn.doc[name] = def.doc and { summary = def.doc[1], torch = def.doc.torch, example = def.doc.example,
-                               input = def.doc.input, input_dtype = def.doc.input_dtype, signature = def.signature }
+                               input = def.doc.input, input_dtype = def.doc.input_dtype, apply = def.doc.apply,
+                               signature = def.signature }
   class[name] = function(...)
     local where = diag.here()
     local args = table.pack(...)
@@ -1186,9 +1190,11 @@ local function rnn(name, gates, doc)
   })
 end
 rnn("LSTM", 4, { "a long short-term memory RNN (batch_first = true; layers, bidirectional); returns the output sequence and {h_n, c_n} (batch first)",
-  torch = "torch.nn.LSTM", example = "LSTM(8, 16, {batch_first = true, num_layers = 2})", input = { 5, 8 } })
+  torch = "torch.nn.LSTM", example = "LSTM(8, 16, {batch_first = true, num_layers = 2})", input = { 5, 8 },
+  apply = "local out, state = m.layer(x); return out" })
 rnn("GRU", 3, { "a gated recurrent unit RNN (batch_first = true; layers, bidirectional); returns the output sequence and h_n (batch first)",
-  torch = "torch.nn.GRU", example = "GRU(8, 16, {batch_first = true, bidirectional = true})", input = { 5, 8 } })
+  torch = "torch.nn.GRU", example = "GRU(8, 16, {batch_first = true, bidirectional = true})", input = { 5, 8 },
+  apply = "local out, h_n = m.layer(x); return out" })
 
 ---------------------------------------------------------------------------
 -- Containers and user-defined modules.
