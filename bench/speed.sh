@@ -41,7 +41,7 @@ CONTEND=${CONTEND:-0}
 BLAS_BUILDS=${BLAS_BUILDS:-"pthread openmp"}
 BLAS_DIR=/usr/lib/x86_64-linux-gnu
 OMP_ROUNDS=${OMP_ROUNDS:-2}
-SPECS=${SPECS:-"fashion_mlp fashion_cnn paw linear tiny_gpt unet audio_conv1d"}
+SPECS=${SPECS:-"fashion_mlp fashion_cnn paw linear tiny_gpt unet audio_conv1d char_lstm llama"}
 STEP_DIV=${STEP_DIV:-1}        # divide the step counts (a quick look on a busy machine)
 PY=/usr/bin/python3            # Debian's python3-torch lives here only
 OUT=build/bench/speed
@@ -72,6 +72,8 @@ spec_row_full() {
         unet)        echo "specs/unet.lua 8 - 2 8 8 1" ;;
         vit_tiny)    echo "specs/vit_tiny.lua 32 - 2 8 8 1" ;;
         audio_conv1d) echo "specs/audio_conv1d.lua 64 - 3 20 20 1" ;;
+        char_lstm)   echo "specs/char_lstm.lua 32 - 3 20 15 1" ;;  # against its emitted model.py; the spec's Adam + clip
+        llama)       echo "specs/llama.lua 16 - 3 20 15 1" ;;      # against its emitted model.py; the spec's AdamW groups + clip
         *) echo "speed.sh: unknown spec $1" >&2; exit 2 ;;
     esac
 }

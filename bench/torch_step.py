@@ -134,7 +134,7 @@ def main():
         step_loss = lambda: loss_fn(model(*xs), y)   # noqa: E731
         opt = make_optimizer(args.spec, model)
     model.train()
-    clip = 1.0 if args.spec == "tiny_gpt" else None   # the spec's clip by global norm
+    clip = {"tiny_gpt": 1.0, "llama": 1.0, "char_lstm": 5.0}.get(args.spec)   # the spec's clip by global norm
 
     times = []
     loss0 = lossN = float("nan")

@@ -881,7 +881,7 @@ function emit.check(g, target)
   end
   for _, node in ipairs(g.loss.nodes) do
     if not ops_cuda[node.op] or node.op == "supported" then
-      diag.error(node.where, string.format("%s is not supported by the CUDA backend yet", node.op))
+      diag.error(node.where, string.format("%s is not supported by the CUDA backend yet", node.attrs.as or node.op))
     else
       local why = ops_cuda.supported(node)
       if why then diag.error(node.where, string.format("%s: %s is not supported by the CUDA backend yet", node.op, why)) end

@@ -195,7 +195,7 @@ local function slice_expr(x, a, var)
   return string.format("%s[%s]", var, table.concat(parts, ", "))
 end
 
-local function statements(g, trace, input_expr)
+local function statements(g, trace, input_expr, consts)
   local lines = {}
   local function v(t)
     if t.param then return access(t.param:gsub("%.([^.]+)$", "")) .. "." .. t.param:match("([^.]+)$") end
@@ -211,10 +211,22 @@ local function statements(g, trace, input_expr)
     elseif node.composite_inner then
       -- an op inside a built-in module of several ops: written as the module's one call below
     elseif node.composite then
-      local rec, args = node.composite.rec, {}
-      for k, t in ipairs(node.composite.args) do args[k] = v(t) end
-      expr = string.format("%s(%s%s)%s", access((g.prefix_of[rec] or ""):gsub("%.$", "")), table.concat(args, ", "),
-        node.composite.opts or "", node.composite.suffix or "")
+      local c, args = node.composite, {}
+      for k, t in ipairs(c.args) do args[k] = v(t) end
+      local kw = {}
+      for _, x in ipairs(c.kwargs or {}) do kw[#kw + 1] = string.format(", %s=%s%s", x[1], v(x[2]), x[3] or "") end
+      local call = string.format("%s(%s%s%s)", access((g.prefix_of[c.rec] or ""):gsub("%.$", "")), table.concat(args, ", "),
+        c.opts or "", table.concat(kw))
+      if c.shared then
+        -- a call with several results: made once (its first result's node names it), each taken from it
+        if not c.shared[trace] then
+          c.shared[trace] = "c" .. node.out.id
+          lines[#lines + 1] = string.format("        %s = %s  # %s:%d", c.shared[trace], call, node.where.file, node.where.line)
+        end
+        expr = c.shared[trace] .. c.suffix
+      else
+        expr = call .. c.suffix
+      end
     elseif node.module and node.module.forward and CTORS[node.module.class] then
       expr = string.format("%s(%s)", access((g.prefix_of[node.module] or ""):gsub("%.$", "")), v(i[1]))
     elseif node.op == "add" or node.op == "sub" or node.op == "mul" or node.op == "div" then
@@ -225,6 +237,20 @@ local function statements(g, trace, input_expr)
       else
         expr = string.format("%s %s %s", v(i[1]), sym, v(i[2]))
       end
+    elseif node.op == "constant" then
+      -- one module-level table per distinct constant (CONSTANTS below), made a tensor once per dtype
+      local vals = {}
+      for k, x in ipairs(a.values) do vals[k] = util.pyfloat(x) end
+      local key = table.concat(a.shape, ",") .. ":" .. table.concat(vals, ",")
+      if not consts.index[key] then
+        consts[#consts + 1] = string.format("    ([%s], (%s)),", table.concat(vals, ", "),
+          table.concat(a.shape, ", ") .. (#a.shape == 1 and "," or ""))
+        consts.index[key] = #consts - 1
+      end
+      expr = string.format("constant(%d, next(self.parameters()).dtype)", consts.index[key])
+    elseif node.op == "argmax" then expr = string.format("torch.argmax(%s, dim=%d, keepdim=%s)", v(i[1]), a.dims[1], pybool(a.keepdim))
+    elseif node.op == "compare" then
+      expr = string.format("torch.%s(%s, %s).long()", a.as, v(i[1]), i[2] and v(i[2]) or util.pyfloat(a.scalar))
     elseif node.op == "cat" then
       local xs = {}
       for k, x in ipairs(i) do xs[k] = v(x) end
@@ -439,6 +465,7 @@ function emit_torch.module(g)
     for _, inp in ipairs(sp.inputs) do names[#names + 1] = "'" .. inp.name .. "'" end
     out[#out + 1] = string.format("INPUTS = [%s]", table.concat(names, ", "))
   end
+  local consts, consts_at = { index = {} }, #out + 1
   for _, name in ipairs(order) do
     local c = classes[name]
     out[#out + 1] = ""
@@ -456,7 +483,7 @@ function emit_torch.module(g)
       -- every traced method; inputs come as in the spec (a tensor, or a dict of named tensors)
       for _, mname in ipairs(g.order) do
         local t = g.traces[mname]
-        local body, v = statements(g, t, function(inp) return sp.single_input and "x" or string.format("x['%s']", inp) end)
+        local body, v = statements(g, t, function(inp) return sp.single_input and "x" or string.format("x['%s']", inp) end, consts)
         local ar = t.outputs[1] and t.outputs[1].node and t.outputs[1].node.op == "autoregress" and t.outputs[1].node
         out[#out + 1] = ""
         out[#out + 1] = string.format("    def %s(self, x):", ar and ("_" .. mname .. "_logits") or mname)
@@ -467,7 +494,7 @@ function emit_torch.module(g)
         if ar then for _, l in ipairs(generate_method(g, mname, ar)) do out[#out + 1] = l end end
       end
       if g.loss then
-        local body, v = statements(g, g.loss, function(inp) return string.format("batch['%s']", inp) end)
+        local body, v = statements(g, g.loss, function(inp) return string.format("batch['%s']", inp) end, consts)
         out[#out + 1] = ""
         out[#out + 1] = "    def training_loss(self, batch):"
         out[#out + 1] = string.format("        \"\"\"train.loss of %s, on a dict of batch fields.\"\"\"", sp.file)
@@ -479,6 +506,17 @@ function emit_torch.module(g)
       out[#out + 1] = "    def forward(self, *args):"
       out[#out + 1] = string.format("        raise NotImplementedError('loom writes this module\\'s computation inline in %s.forward')", g.model_rec.class)
     end
+  end
+  if #consts > 0 then
+    -- the spec's tensor(...) constants (values, shape), and each as a tensor of a dtype, made once
+    table.insert(out, consts_at, table.concat({ "", "CONSTANTS = [", table.concat(consts, "\n"), "]",
+      "_constant_tensors = {}", "", "",
+      "def constant(k, dtype):",
+      "    \"\"\"CONSTANTS[k] as a tensor of dtype, rounded from float64 as loom rounds the spec's numbers.\"\"\"",
+      "    if (k, dtype) not in _constant_tensors:",
+      "        values, shape = CONSTANTS[k]",
+      "        _constant_tensors[(k, dtype)] = torch.tensor(values, dtype=torch.float64).to(dtype).reshape(shape)",
+      "    return _constant_tensors[(k, dtype)]" }, "\n"))
   end
   out[#out + 1] = ""
   return table.concat(out, "\n")

@@ -99,7 +99,13 @@ function nn.apply(p, ...)
   if rec.forward then
     local n = select("#", ...)
     if n ~= 1 and rec.class ~= "Sequential" and not (rec.max_inputs and n <= rec.max_inputs) then
-      diag.fatal(call_where, string.format("%s takes one input, gets %d", rec.call_text or rec.class, n))
+      -- an LSTM's or GRU's final states passed along with its output (PyTorch's tuple)
+      local second = select(2, ...)
+      local state = type(second) == "table" and not tensor.is(second) and second[1] or second
+      local from = tensor.is(state) and state.node and state.node.composite and state.node.composite.rec.class
+      diag.fatal(call_where, string.format("%s takes one input, gets %d%s", rec.call_text or rec.class, n,
+        n == 2 and (from == "LSTM" or from == "GRU") and " (LSTM and GRU return the output and the final states, as PyTorch: "
+          .. "local out, state = m.lstm(x))" or ""))
     end
     results = table.pack(rec.forward(rec, ...))
   elseif rec.methods.forward then
@@ -347,7 +353,8 @@ local function uniform_fan_in(fan_in) return { kind = "uniform_fan_in", fan_in =
 -- Declares a built-in module class.
 local function builtin(name, def)
   nn.doc[name] = def.doc and { summary = def.doc[1], torch = def.doc.torch, example = def.doc.example,
-                               input = def.doc.input, input_dtype = def.doc.input_dtype, signature = def.signature }
+                               input = def.doc.input, input_dtype = def.doc.input_dtype, apply = def.doc.apply,
+                               signature = def.signature }
   class[name] = function(...)
     local where = diag.here()
     local args = table.pack(...)
@@ -937,34 +944,54 @@ builtin("Conv1d", {
 })
 
 -- Attention, as torch.nn.MultiheadAttention (batch_first = true only: loom's batch is
--- dim 0): q, k, v = in_proj(query, key, value), split into heads, softmax(q kᵀ/√d) v
--- (scaled_dot_product_attention; with dropout > 0 written out, the weights dropped out
--- while training), merged, out_proj.  m.attn(x, x, x) returns the output only (PyTorch's
--- first result; the averaged weights are not computed).
+-- dim 0): q, k, v = in_proj(query, key, value), split into heads, softmax(q kᵀ/√d) v,
+-- merged, out_proj.  m.attn(q, k, v[, opts]) returns the output only (PyTorch's first
+-- result; loom's default differs: no weights unless asked); with opts.need_weights = true
+-- it returns the output and the weights averaged over the heads (B, L, S), after dropout
+-- as PyTorch's.  opts.key_padding_mask: an integer (B, S) tensor, nonzero = a key to ignore
+-- (PyTorch's True); opts.attn_mask: a float (L, S) tensor added to the scores (e.g. from
+-- tensor(...)); is_causal: the keys after each query ignored.  Without weights, masks or
+-- dropout it is scaled_dot_product_attention; otherwise the scores are written out, a
+-- masked score -1e9 (PyTorch's -inf: the same softmax unless a row is all masked).
+local MASKED = -1e9
 local function mha_forward(rec, query, key, value, opts)
   local a = rec.args
   local name = rec.call_text or rec.class
   input_tensor(rec, query, 1)
   key, value = key or query, value or key or query
   input_tensor(rec, key, 2); input_tensor(rec, value, 3)
+  local need_weights, causal, kpm, amask = false, false, nil, nil
   if opts ~= nil then
     if type(opts) ~= "table" or tensor.is(opts) then diag.fatal(nil, name .. ": the 4th argument must be an options table") end
     for k, v in pairs(opts) do
-      if k == "need_weights" then
-        if v ~= false then diag.fatal(nil, name .. ": need_weights = true is not supported (the attention weights are not returned)") end
-      elseif k == "is_causal" then
-        if type(v) ~= "boolean" then diag.fatal(nil, name .. ": is_causal must be true or false") end
+      if k == "need_weights" or k == "is_causal" then
+        if type(v) ~= "boolean" then diag.fatal(nil, string.format("%s: %s must be true or false", name, k)) end
+      elseif k == "key_padding_mask" or k == "attn_mask" then
+        if not tensor.is(v) then diag.fatal(nil, string.format("%s: %s must be a tensor", name, k)) end
       else
-        diag.fatal(nil, string.format("%s: unknown option '%s' (supported: need_weights = false, is_causal)", name, tostring(k)))
+        diag.fatal(nil, string.format("%s: unknown option '%s' (supported: need_weights, attn_mask, key_padding_mask, is_causal)",
+          name, tostring(k)))
       end
     end
+    need_weights, causal, kpm, amask = opts.need_weights == true, opts.is_causal == true, opts.key_padding_mask, opts.attn_mask
   end
-  local causal = opts and opts.is_causal or false
   for i, t in ipairs { query, key, value } do
     if #t.shape ~= 3 or t.shape[3] ~= a.embed_dim then
       diag.fatal(nil, string.format("%s expects (batch, sequence, %d) inputs (batch_first), gets %s as input %d",
         name, a.embed_dim, util.shape_str(t.shape), i))
     end
+  end
+  local L, S = query.shape[2], key.shape[2]
+  if kpm and (kpm.dtype ~= "int64" or #kpm.shape ~= 2 or kpm.shape[1] ~= "B" or kpm.shape[2] ~= S) then
+    diag.fatal(nil, string.format("%s: key_padding_mask must be an integer (batch, %d) tensor (nonzero = ignore the key), gets %s %s",
+      name, S, kpm.dtype, util.shape_str(kpm.shape)))
+  end
+  if amask and (amask.dtype ~= "float" or #amask.shape ~= 2 or amask.shape[1] ~= L or amask.shape[2] ~= S) then
+    diag.fatal(nil, string.format("%s: attn_mask must be a float (%d, %d) tensor added to the scores (a batch of masks or an "
+      .. "integer mask is not supported yet), gets %s %s", name, L, S, amask.dtype, util.shape_str(amask.shape)))
+  end
+  if amask and causal then
+    diag.fatal(nil, name .. ": attn_mask with is_causal: give the causal part in attn_mask (PyTorch 1.13's MultiheadAttention has no is_causal)")
   end
   local first = tensor.node_count()
   local E, H = a.embed_dim, a.num_heads
@@ -982,24 +1009,41 @@ local function mha_forward(rec, query, key, value, opts)
   end
   local function heads(t) return f.transpose(f.reshape(t, "B", t.shape[2], H, E // H), 1, 2) end
   q, k, v = heads(q), heads(k), heads(v)
-  local o
-  if a.dropout > 0 then
-    local att = f.matmul(q, f.transpose(k, 2, 3)) * (1 / math.sqrt(E // H))
-    if causal then diag.fatal(nil, name .. ": is_causal with dropout > 0 is not supported yet") end
-    att = tensor.apply("dropout", { f.softmax(att, -1) }, { p = a.dropout })
+  local o, weights
+  if a.dropout > 0 or need_weights or kpm or amask then
+    local att = f.matmul(q, f.transpose(k, 2, 3)) * (1 / math.sqrt(E // H))   -- (B, H, L, S)
+    if causal then   -- the keys after each query: a constant added to the scores
+      local c = {}
+      for i = 1, L do
+        c[i] = {}
+        for j = 1, S do c[i][j] = j > i and MASKED or 0 end
+      end
+      att = att + f.tensor(c)
+    end
+    if amask then att = att + amask end
+    if kpm then att = f.masked_fill(att, f.reshape(kpm, "B", 1, 1, S), MASKED) end
+    att = f.softmax(att, -1)
+    if a.dropout > 0 then att = tensor.apply("dropout", { att }, { p = a.dropout }) end
     o = f.matmul(att, v)
+    if need_weights then weights = f.mean(att, 1) end   -- average_attn_weights = True
   else
     o = tensor.apply("scaled_dot_product_attention", { q, k, v }, { is_causal = causal })
   end
-  o = f.reshape(f.transpose(o, 1, 2), "B", query.shape[2], E)
+  o = f.reshape(f.transpose(o, 1, 2), "B", L, E)
   local out = rec.child_by_key.out_proj(o)
-  tensor.mark_composite(rec, first, out, { query, key, value }, { suffix = "[0]", opts = ", need_weights=False" ..
-    (causal and string.format(", attn_mask=torch.ones(%d, %d, dtype=torch.bool).triu(1)", query.shape[2], key.shape[2]) or "") })
+  local kwargs = {}
+  if amask then kwargs[#kwargs + 1] = { "attn_mask", amask } end
+  if kpm then kwargs[#kwargs + 1] = { "key_padding_mask", kpm, ".bool()" } end
+  tensor.mark_composite(rec, first, out, { query, key, value }, {
+    suffix = "[0]", kwargs = kwargs, outputs = weights and { { weights, "[1]" } } or nil,
+    opts = ", need_weights=" .. (need_weights and "True" or "False") ..
+      (causal and string.format(", attn_mask=torch.ones(%d, %d, dtype=torch.bool).triu(1)", L, S) or "") })
+  if weights then return out, weights end
   return out
 end
 
 builtin("MultiheadAttention", {
-  doc = { "multi-head attention (batch_first = true): m.attn(x, x, x) is self-attention; returns the output",
+  doc = { "multi-head attention (batch_first = true): m.attn(x, x, x) is self-attention; returns the output (and the head-averaged weights with {need_weights = true}; attn_mask, key_padding_mask, is_causal)",
           torch = "torch.nn.MultiheadAttention", example = "MultiheadAttention(16, 4, {batch_first = true})", input = { 5, 16 },
           apply = "return m.layer(x, x, x)" },
   signature = { { "embed_dim", "posint", required = true }, { "num_heads", "posint", required = true },
@@ -1084,9 +1128,11 @@ builtin("TransformerEncoderLayer", {
 -- LSTM and GRU (batch_first = true), unrolled over the sequence into the op table's ops:
 -- one Linear of the whole input per layer and direction, then per step the hidden
 -- state's Linear, the gates (PyTorch's order: LSTM i, f, g, o; GRU r, z, n) and the
--- state update; the steps' outputs concatenated (B, T, H · directions).  Returns the
--- output only (PyTorch's first result; h_n and c_n are not returned yet); the initial
--- states are zeros.  Dropout between layers while training, as PyTorch.
+-- state update; the steps' outputs concatenated (B, T, H · directions).  Returns, as
+-- PyTorch, the output and the final states: LSTM output, {h_n, c_n}; GRU output, h_n
+-- (Lua's several results: `local out, state = m.lstm(x)`).  h_n and c_n are batch first,
+-- (B, layers · directions, H): PyTorch's (layers · directions, B, H) transposed, as loom's
+-- batch is dim 0.  The initial states are zeros.  Dropout between layers while training.
 local function rnn(name, gates, doc)
   builtin(name, {
     doc = doc,
@@ -1132,6 +1178,7 @@ local function rnn(name, gates, doc)
       end
       local first = tensor.node_count()
       local x0, T, H = x, x.shape[2], a.hidden_size
+      local h_last, c_last = {}, {}   -- each layer's and direction's final states, (B, 1, H)
       for l = 0, a.num_layers - 1 do
         if l > 0 and a.dropout > 0 then x = tensor.apply("dropout", { x }, { p = a.dropout }) end
         local outs = {}
@@ -1165,18 +1212,26 @@ local function rnn(name, gates, doc)
             steps[t + 1] = f.unsqueeze(h, 1)
           end
           outs[d] = T == 1 and steps[1] or f.cat(steps, 1)
+          h_last[#h_last + 1], c_last[#c_last + 1] = f.unsqueeze(h, 1), c and f.unsqueeze(c, 1)
         end
         x = #outs == 1 and outs[1] or f.cat(outs, 2)
       end
-      tensor.mark_composite(rec, first, x, { x0 }, { suffix = "[0]" })
-      return x
+      local h_n = #h_last == 1 and h_last[1] or f.cat(h_last, 1)
+      local c_n = gates == 4 and (#c_last == 1 and c_last[1] or f.cat(c_last, 1)) or nil
+      local outputs = { { h_n, gates == 4 and "[1][0].transpose(0, 1)" or "[1].transpose(0, 1)" } }
+      if c_n then outputs[2] = { c_n, "[1][1].transpose(0, 1)" } end
+      tensor.mark_composite(rec, first, x, { x0 }, { suffix = "[0]", outputs = outputs })
+      if c_n then return x, { h_n, c_n } end
+      return x, h_n
     end,
   })
 end
-rnn("LSTM", 4, { "a long short-term memory RNN (batch_first = true; layers, bidirectional); returns the output sequence",
-  torch = "torch.nn.LSTM", example = "LSTM(8, 16, {batch_first = true, num_layers = 2})", input = { 5, 8 } })
-rnn("GRU", 3, { "a gated recurrent unit RNN (batch_first = true; layers, bidirectional); returns the output sequence",
-  torch = "torch.nn.GRU", example = "GRU(8, 16, {batch_first = true, bidirectional = true})", input = { 5, 8 } })
+rnn("LSTM", 4, { "a long short-term memory RNN (batch_first = true; layers, bidirectional); returns the output sequence and {h_n, c_n} (batch first)",
+  torch = "torch.nn.LSTM", example = "LSTM(8, 16, {batch_first = true, num_layers = 2})", input = { 5, 8 },
+  apply = "local out, state = m.layer(x); return out" })
+rnn("GRU", 3, { "a gated recurrent unit RNN (batch_first = true; layers, bidirectional); returns the output sequence and h_n (batch first)",
+  torch = "torch.nn.GRU", example = "GRU(8, 16, {batch_first = true, bidirectional = true})", input = { 5, 8 },
+  apply = "local out, h_n = m.layer(x); return out" })
 
 ---------------------------------------------------------------------------
 -- Containers and user-defined modules.

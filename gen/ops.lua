@@ -971,6 +971,37 @@ ops.where = {
   flops = elementwise_flops,
 }
 
+-- argmax over one dim (the first index of the maximum; NaN counts as the maximum, as
+-- PyTorch's) and the comparisons gt lt ge le eq ne (float or integer tensors of one shape
+-- and dtype, or a tensor and a number, attrs.scalar): integer (int64) outputs, 0/1 for the comparisons (PyTorch's
+-- bool: loom has no bool dtype; where, masked_fill and key_padding_mask read them), no
+-- gradient.  The precision plan stores them as i64 whatever the precision.
+ops.argmax = { arity = 1, precision = "follow", no_grad = true, flops = function(n) return numel(n.inputs[1].shape) end,
+  shape = function(node, x) return reduce_shape(node, x), "int64" end }
+ops.argmax.layout = ops.sum.layout
+ops.compare = { precision = "follow", no_grad = true, flops = elementwise_flops,
+  shape = function(node, a, b)
+    if b and b.dtype ~= a.dtype then
+      err(node, string.format("%s: operands of two dtypes (%s, %s)", node.attrs.as, a.dtype, b.dtype))
+    end
+    if b then
+      if util.shape_str(a.shape) ~= util.shape_str(b.shape) then
+        err(node, string.format("%s: operands %s and %s must have the same shape (broadcasting is not supported yet)",
+          node.attrs.as, util.shape_str(a.shape), util.shape_str(b.shape)))
+      end
+    end
+    return copy(a.shape), "int64"
+  end }
+
+-- tensor(values): a constant the spec computes in Lua (rotary position tables), as
+-- torch.tensor(values): no inputs, no gradient, no batch dimension; not a parameter or
+-- buffer (not in the state_dict).  `attrs.values` holds the elements in row-major order.
+ops.constant = {
+  arity = 0, precision = "fp32", no_grad = true,
+  shape = function(node) return copy(node.attrs.shape), "float" end,
+  flops = function() return 0 end,
+}
+
 -- Dropout2d: whole channels zeroed (one draw per (sample, channel))
 ops.dropout2d = { arity = 1, precision = "follow", flops = elementwise_flops,
   shape = function(node, x)

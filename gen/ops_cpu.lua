@@ -642,6 +642,16 @@ ops_cpu.where = {
   end,
 }
 
+-- a constant: its elements written into the output at every forward (a static table)
+ops_cpu.constant = {
+  forward = function(e, n)
+    local name, vals = e.local_name(n, "constant"), {}
+    for i, v in ipairs(n.attrs.values) do vals[i] = e.lit(v) end
+    return { string.format("static const real %s[] = { %s };", name, table.concat(vals, ", ")),
+             string.format("memcpy(%s, %s, sizeof %s);", e.ptr(n.out), name, name) }
+  end,
+}
+
 ---------------------------------------------------------------------------
 -- data movement: transpose, permute, slice
 
@@ -704,6 +714,33 @@ for _, name in ipairs { "sum", "mean" } do
     end,
   }
 end
+
+-- argmax along a dim, (OUTER, D, INNER) as the sum's layout; NaN wins, as in PyTorch
+ops_cpu.argmax = {
+  forward = function(e, n)
+    local o, d, i = reduce_layout(e, n)
+    local x, out = e.ptr(n.inputs[1]), e.ptr(n.out)
+    return { string.format("for (size_t o = 0; o < (size_t)(%s); o++) for (size_t i = 0; i < (size_t)(%s); i++) {", o, i),
+      string.format("    const real *xs = %s + o * (size_t)(%s) * (size_t)(%s) + i;", x, d, i),
+      "    size_t best = 0;",
+      "    real bv = xs[0];",
+      string.format("    for (size_t k = 1; k < (size_t)(%s); k++) {", d),
+      string.format("        real v = xs[k * (size_t)(%s)];", i),
+      "        if (v > bv || (v != v && bv == bv)) { bv = v; best = k; }",
+      "    }",
+      string.format("    %s[o * (size_t)(%s) + i] = (int64_t)best;", out, i),
+      "}" }
+  end,
+}
+-- comparisons: 0/1 into an int64 output
+local COMPARE = { gt = ">", lt = "<", ge = ">=", le = "<=", eq = "==", ne = "!=" }
+ops_cpu.compare = {
+  forward = function(e, n)
+    local a, b = e.ptr(n.inputs[1]), n.inputs[2] and (e.ptr(n.inputs[2]) .. "[j]") or e.lit(n.attrs.scalar)
+    return { string.format("for (size_t j = 0; j < (size_t)(%s); j++) %s[j] = %s[j] %s %s;", e.numel(n.out), e.ptr(n.out),
+      a, COMPARE[n.attrs.as], b) }
+  end,
+}
 
 -- amax, var, std, max over a dim; cosine similarity over its dim
 local function correction(n) return n.attrs.correction end

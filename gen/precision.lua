@@ -35,8 +35,9 @@ precision.FORMATS = {
   f32 = { ctype = "float", bytes = 4 },
   bf16 = { ctype = "k_bf16", bytes = 2 },
   f16 = { ctype = "k_f16", bytes = 2 },
+  i64 = { ctype = "int64_t", bytes = 8 },   -- integer activations (argmax, comparisons), never cast
 }
-precision.TORCH_DTYPE = { f64 = "float64", f32 = "float32", bf16 = "bfloat16", f16 = "float16" }
+precision.TORCH_DTYPE = { f64 = "float64", f32 = "float32", bf16 = "bfloat16", f16 = "float16", i64 = "int64" }
 
 -- compute: the kernels' type; state: parameters, grads, buffers, optimizer state;
 -- optimizer: the optimizer state's format where it is not the state's (16-true: float16
@@ -178,6 +179,8 @@ function precision.assign(trace, name)
     if node.out.dtype == "float" then
       fmt[node.out] = out_fmt
       if inside then produced_inside[node.out] = true end
+    elseif not ops[node.op].alias then
+      fmt[node.out] = "i64"   -- an integer result (argmax, a comparison): int64 at every precision
     end
     nodes[#nodes + 1] = copy
   end

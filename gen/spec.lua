@@ -1147,7 +1147,7 @@ local NOT_YET = {
     "TransformerDecoder", "TransformerDecoderLayer" },
   ["function"] = { "conv1d", "conv2d", "linear", "dropout", "layer_norm",
     "batch_norm", "embedding", "max_pool2d", "avg_pool2d", "pad", "interpolate", "one_hot",
-    "stack", "argmax" },
+    "stack" },
   optimizer = { "Adadelta", "LBFGS", "SparseAdam", "ASGD", "Rprop" },
   scheduler = { "CosineAnnealingWarmRestarts", "CyclicLR", "PolynomialLR", "ConstantLR", "ChainedScheduler",
     "MultiplicativeLR" },
@@ -1232,9 +1232,9 @@ local function make_env(result)
   for name, f in pairs(init_fns) do dsl[name] = f end
   local nn_members = {}
   for name, ctor in pairs(nn.class) do nn_members[name] = ctor end
-  -- torch.nn.functional has neither detach (a Tensor method) nor no_grad (torch's)
+  -- torch.nn.functional has neither detach (a Tensor method), no_grad nor tensor (torch's)
   local nnf = {}
-  for name, f in pairs(tensor.functional) do if name ~= "detach" and name ~= "no_grad" then nnf[name] = f end end
+  for name, f in pairs(tensor.functional) do if name ~= "detach" and name ~= "no_grad" and name ~= "tensor" then nnf[name] = f end end
   nn_members.functional = namespace("nn.functional", nnf, "function")
   nn_members.init = namespace("nn.init", init_fns, "init")
   dsl.nn = namespace("nn", nn_members, "module")

@@ -90,11 +90,19 @@ end
 -- marks the ops it recorded, so that gen/emit_torch.lua writes one call of the module
 -- (`args`: the call's tensors) instead of its ops.
 function tensor.node_count() return current and #current.nodes or 0 end
--- (`call`: optional { opts = ", keyword=value" after the args, suffix = "[0]" })
+-- (`call`: optional { opts = ", keyword=value" after the args, suffix = "[0]",
+-- outputs = { { tensor, suffix }, ... } further results of the same call (an LSTM's h_n, c_n),
+-- which gen/emit_torch.lua takes from one call; kwargs = { { name, tensor[, ".bool()"] }, ... }
+-- tensors passed by keyword })
 function tensor.mark_composite(rec, first, out, args, call)
+  local suffix = { [out.node] = call and call.suffix or "" }
+  local shared = call and call.outputs and { }
+  for _, o in ipairs(call and call.outputs or {}) do suffix[o[1].node] = o[2] end
   for i = first + 1, #current.nodes do
     local node = current.nodes[i]
-    if node == out.node then node.composite = { rec = rec, args = args, opts = call and call.opts, suffix = call and call.suffix }
+    if suffix[node] then
+      node.composite = { rec = rec, args = args, opts = call and call.opts, suffix = suffix[node], shared = shared,
+                         kwargs = call and call.kwargs }
     elseif not node.composite_inner then node.composite_inner = rec end
   end
 end
@@ -632,6 +640,63 @@ functional.binary_cross_entropy_with_logits = functional.bce_with_logits
 functional.mse_loss = functional.mse
 functional.l1_loss = functional.l1
 
+-- argmax(x, dim, keepdim=false): the index of the first maximum along dim, int64
+function functional.argmax(x, dim, keepdim)
+  check_tensor(x, "argmax", 1)
+  if dim == nil then
+    diag.fatal(nil, "argmax: give dim (without it PyTorch's argmax is over the flattened tensor, the batch too)")
+  end
+  if keepdim ~= nil and type(keepdim) ~= "boolean" then diag.fatal(nil, "argmax: keepdim must be true or false") end
+  return tensor.apply("argmax", { x }, { dims = { int_arg(dim, "argmax", "dim") }, keepdim = keepdim or false })
+end
+-- gt lt ge le eq ne (a, b): 1 where the comparison holds, else 0 (int64; PyTorch's bool)
+for _, name in ipairs { "gt", "lt", "ge", "le", "eq", "ne" } do
+  functional[name] = function(a, b)
+    check_tensor(a, name, 1)
+    if type(b) == "number" then return tensor.apply("compare", { a }, { as = name, scalar = b + 0.0 }) end
+    check_tensor(b, name, 2)
+    return tensor.apply("compare", { a, b }, { as = name })
+  end
+end
+
+-- tensor(values): nested Lua tables of numbers → a constant of their shape (torch.tensor)
+function functional.tensor(values, ...)
+  if select("#", ...) > 0 then
+    diag.fatal(nil, "tensor takes one argument, a (nested) table of numbers: tensor({{1, 2}, {3, 4}}) (no dtype or device: it is float)")
+  end
+  if type(values) ~= "table" or tensor.is(values) or getmetatable(values) ~= nil then
+    diag.fatal(nil, string.format("tensor expects a (nested) table of numbers, got %s", what_is(values)))
+  end
+  local shape, flat = {}, {}
+  local function walk(v, depth, path)
+    if type(v) == "number" then
+      if depth <= #shape then
+        diag.fatal(nil, string.format("tensor: element %s is a number where a list of %d was expected (ragged nesting)", path, shape[depth]))
+      end
+      if v ~= v or v == math.huge or v == -math.huge then
+        diag.fatal(nil, string.format("tensor: element %s is %s (not a finite number)", path, tostring(v)))
+      end
+      flat[#flat + 1] = v
+      return
+    end
+    if type(v) ~= "table" or tensor.is(v) or #v == 0 then
+      diag.fatal(nil, string.format("tensor: element %s is %s, not a number or a non-empty list", path,
+        type(v) == "table" and (#v == 0 and "an empty table" or what_is(v)) or type(v)))
+    end
+    if shape[depth] == nil then
+      if #flat > 0 then
+        diag.fatal(nil, string.format("tensor: element %s is a list where a number was expected (ragged nesting)", path))
+      end
+      shape[depth] = #v
+    elseif shape[depth] ~= #v then
+      diag.fatal(nil, string.format("tensor: element %s has %d entries, its siblings %d (ragged nesting)", path, #v, shape[depth]))
+    end
+    for i = 1, #v do walk(v[i], depth + 1, path .. "[" .. (i - 1) .. "]") end
+  end
+  walk(values, 1, "")
+  return tensor.apply("constant", {}, { shape = shape, values = flat, as = "tensor" })
+end
+
 -- Keyword arguments, as PyTorch takes them: a last argument that is a table of named
 -- options fills the parameters of those names (mean(x, 1, {keepdim = true}),
 -- softmax(x, {dim = -1})).  Each function's parameters after the first, in order.
@@ -641,7 +706,7 @@ local KEYWORDS = {
   softmax = { "dim" }, log_softmax = { "dim" }, gelu = { "approximate" },
   leaky_relu = { "negative_slope" }, elu = { "alpha" }, softplus = { "beta", "threshold" },
   hardtanh = { "min_val", "max_val" }, pow = { "exponent" }, clamp = { "min", "max" }, clip = { "min", "max" },
-  amax = { "dim", "keepdim" }, max = { "dim", "keepdim" },
+  amax = { "dim", "keepdim" }, max = { "dim", "keepdim" }, argmax = { "dim", "keepdim" },
   var = { "dim", "unbiased", "keepdim", "correction" }, std = { "dim", "unbiased", "keepdim", "correction" },
   cosine_similarity = { "x2", "dim", "eps" }, masked_fill = { "mask", "value" },
   flatten = { "start_dim", "end_dim" }, transpose = { "dim0", "dim1" },
@@ -801,6 +866,17 @@ tensor.doc = {
              "the KL divergence of log-probabilities from a target distribution ('batchmean': the sum over the batch size)",
              torch = "torch.nn.functional.kl_div", example = 'kl_div(log_softmax(m(b), 1), softmax(b.target, 1), {reduction = "batchmean"})',
              target = "float" },
+  argmax = { "argmax(x, dim, keepdim=false)", "the index of the first maximum along dim (int64, no gradient; NaN counts as the maximum)",
+             torch = "torch.argmax", example = "where(eq(argmax(x, 1, {keepdim = true}), 0), x, 0.0)", input = { 4 } },
+  gt = { "gt(a, b)", "1 where a > b, else 0 (int64: PyTorch's bool; for where, masked_fill); b a tensor of a's shape or a number",
+         torch = "torch.gt", example = "where(gt(x, 0.5), x, 0.0)", input = { 4 } },
+  lt = { "lt(a, b)", "1 where a < b, else 0 (int64, as gt)", torch = "torch.lt", example = "masked_fill(x, lt(x, x * 2), 1.0)", input = { 4 } },
+  ge = { "ge(a, b)", "1 where a >= b, else 0 (int64, as gt)", torch = "torch.ge", example = "where(ge(x, 0.0), x, 0.0)", input = { 4 } },
+  le = { "le(a, b)", "1 where a <= b, else 0 (int64, as gt)", torch = "torch.le", example = "where(le(x, 0.0), x, 0.0)", input = { 4 } },
+  eq = { "eq(a, b)", "1 where a == b, else 0 (int64, as gt)", torch = "torch.eq", example = "where(eq(x, x), x, 0.0)", input = { 4 } },
+  ne = { "ne(a, b)", "1 where a ~= b, else 0 (int64, as gt)", torch = "torch.ne", example = "where(ne(x, 0.0), x, 1.0)", input = { 4 } },
+  tensor = { "tensor(values)", "a constant tensor of the (nested) table's numbers and shape, no batch dimension, no gradient (e.g. rotary tables)",
+             torch = "torch.tensor", example = "x * tensor({1, 2, 3, 4})", input = { 4 } },
   where = { "where(cond, a, b)", "cond ? a : b, elementwise; cond an integer tensor (nonzero = true), a and b tensors or numbers",
             torch = "torch.where", example = "where(b.mask, x, 0.0)", input = { 4 }, mask = true },
   masked_fill = { "masked_fill(x, mask, value)", "x with value where mask (an integer tensor) is nonzero",
@@ -818,7 +894,7 @@ tensor.doc = {
 
 -- Tensor methods: x:view(...), x:sum(1), ...; plus x:size(d) and x:dim().
 functional.no_grad = tensor.no_grad   -- a global only: it takes a function, not a tensor
-for k, f in pairs(functional) do if k ~= "cat" and k ~= "concat" and k ~= "no_grad" then methods[k] = f end end
+for k, f in pairs(functional) do if k ~= "cat" and k ~= "concat" and k ~= "no_grad" and k ~= "tensor" then methods[k] = f end end
 function methods.size(t, d)
   if d == nil then return { table.unpack(t.shape) } end   -- a copy: shapes are immutable
   local n = #t.shape

@@ -15,6 +15,9 @@
 # emitted module (tests/torch/family_parity.py's USER_STEPS).
 # The specs are written at realistic sizes; the test overrides only the batch (B below)
 # and the number of steps.
+# A spec's `clip = { max_norm = N }` (char_lstm, llama) clips the reference's gradients
+# too.  refuse_cuda_constant: llama's `tensor(...)` constants are refused on CUDA in one
+# line at the spec's line.
 set -u
 cd "$(dirname "$0")/.."
 LOOM=${LOOM:-build/loom}
@@ -32,16 +35,18 @@ cases=(
   "audio_conv1d|4|3"
   "dcgan|4|3|step"
   "vae|4|3|step"
+  "char_lstm|2|3"
+  "llama|2|3"
 )
 [ -n "${FAMILY_SPECS:-}" ] && mapfile -t cases < <(for c in "${cases[@]}"; do [[ " $FAMILY_SPECS " == *" ${c%%|*} "* ]] && echo "$c"; done)
 # checks CASE: the results family_parity.py prints for it
 checks() { [[ $1 == *"|step" ]] && echo "print steps" || echo "print grad steps"; }
 n=0
 for c in "${cases[@]}"; do set -- $(checks "$c"); n=$((n + $#)); done
-plan $n
+plan $((n + 1))   # + refuse_cuda_constant, below
 if py_lacks torch numpy; then
   for c in "${cases[@]}"; do for k in $(checks "$c"); do no_torch "family_${c%%|*}_$k" "$PY has no torch or numpy"; done; done
-  exit 0
+  cases=()
 fi
 
 # the runtime objects parity.c links (independent of the model)
@@ -67,6 +72,7 @@ for c in "${cases[@]}"; do
     opt=$(sed -n 's/^[[:space:]]*optimizer = \(.*[}]\),[[:space:]]*$/\1/p' "$spec")
     [ -n "$opt" ] || { all "no 'optimizer = ...' line in $spec"; continue; }
   fi
+  clip=$(sed -n 's/^[[:space:]]*clip = \(.*[}]\),[[:space:]]*$/\1/p' "$spec"); clip=${clip:--}
   why=""
   for prec in 32 64; do
     dd=$d; [ $prec = 64 ] && dd=${d}_64
@@ -81,6 +87,24 @@ for c in "${cases[@]}"; do
   [ -z "$why" ] || { all "$why"; continue; }
   if ! "$LOOM" inspect "$spec" >"$d.inspect" 2>&1; then all "loom inspect failed: $(head -1 "$d.inspect")"; continue; fi
   sed '/^$/,$d' "$d.inspect" >"$d.print"
-  harness "family_$s" $(wc -w <<<"$want") "s/^ok /ok family_/; s/^not ok /not ok family_/" "$PY" tests/torch/family_parity.py "$s" "$d" "${d}_64" "$B" "$steps" "$opt" "$d.print"
+  harness "family_$s" $(wc -w <<<"$want") "s/^ok /ok family_/; s/^not ok /not ok family_/" "$PY" tests/torch/family_parity.py "$s" "$d" "${d}_64" "$B" "$steps" "$opt" "$d.print" "$clip"
 done
+
+# tensor(...) (llama's rotary tables) on CUDA: one line at the spec's line.  Its own
+# spec: llama's CUDA build also meets RMSNorm and decay_min_ndim, refused as well.
+cat >"$tmp/const_cuda.lua" <<'SPEC'
+model "M" {
+  inputs = { x = Tensor{4} }, lin = Linear(4, 4),
+  forward = function(m, b) return m.lin(b.x) * tensor({1, 2, 3, 4}) end,
+}
+train {
+  data = Synthetic { fields = { x = Tensor{4}, target = Tensor{4} }, size = 8 }, batch_size = 4,
+  loss = function(m, b) return mse(m(b), b.target) end, optimizer = SGD { lr = 0.1 }, epochs = 1,
+}
+SPEC
+err=$("$LOOM" build "$tmp/const_cuda.lua" -o "$tmp/cuda" --accelerator=cuda --no-compile 2>&1 >/dev/null); rc=$?
+want="$tmp/const_cuda.lua:3: tensor is not supported by the CUDA backend yet"
+if [ $rc -ne 2 ]; then fail refuse_cuda_constant "expected exit code 2, got $rc: ${err%%$'\n'*}"
+elif [ "${err%%$'\n'*}" != "$want" ]; then fail refuse_cuda_constant "expected '$want' got '${err%%$'\n'*}'"
+else ok refuse_cuda_constant; fi
 exit 0

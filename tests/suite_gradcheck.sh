@@ -12,6 +12,8 @@
 #   tiny_transformer  4  10               1e-4   smooth (GELU, LayerNorm, softmax): larger eps, less noise
 #   tiny_gpt          2  4                1e-4   smooth; 4 blocks of width 256 at T=128 make forwards slow
 #   unet              2  1                1e-6   ReLU and max-pool kinks; 64×64 images, 25 layers make forwards slow
+#   char_lstm         2  4                1e-4   smooth (sigmoid, tanh); 2 layers unrolled over T=32
+#   llama             2  3                1e-4   smooth (SiLU, RMSNorm, softmax); 4 blocks at T=64
 # A spec without a row runs with B=4, 10 elements, eps 1e-6.
 # resnet18 and vit_tiny are not checked here: at 64-true a finite difference of every
 # parameter tensor takes minutes (vit_tiny: 138 s for 2 elements a tensor); their
@@ -33,6 +35,8 @@ declare -A ARGS=(
   [tiny_transformer]="4 10 1 1e-5 1e-4"
   [tiny_gpt]="2 4 1 1e-5 1e-4"
   [unet]="2 1 1 1e-5 1e-6"
+  [char_lstm]="2 4 1 1e-5 1e-4"
+  [llama]="2 3 1 1e-5 1e-4"
 )
 declare -A ELSEWHERE=(
   [resnet18]="checked in fp64 against PyTorch by tests/suite_families.sh (a finite-difference check takes minutes)"

@@ -2,7 +2,7 @@
 """Parity of one model-family spec (specs/*.lua) with the PyTorch module that
 `loom build SPEC --emit torch` writes, driven by tests/suite_families.sh:
 
-    family_parity.py NAME DIR DIR64 B STEPS OPTIMIZER PRINT
+    family_parity.py NAME DIR DIR64 B STEPS OPTIMIZER PRINT [CLIP]
 
 OPTIMIZER "step": the spec writes its own train.training_step, which USER_STEPS below
 writes again in PyTorch (its optimizers and its step, on the emitted module); the
@@ -11,7 +11,9 @@ checks are then NAME_print and NAME_steps (a training step has no one backward).
 DIR holds `loom build SPEC --precision=32-true --emit torch --no-compile` of the spec
 (its scheduler taken out: the reference steps torch.optim at a constant lr) and
 DIR/parity, tests/harness/parity.c compiled against it; DIR64 the same at 64-true.  OPTIMIZER is the spec's
-optimizer text ('AdamW { lr = 1e-3 }'); PRINT holds `loom inspect SPEC`'s print(model).
+optimizer text ('AdamW { lr = 1e-3 }'); PRINT holds `loom inspect SPEC`'s print(model);
+CLIP the spec's `clip = ...` value ('{ max_norm = 1.0 }'; '-' or absent: none), applied
+after each backward as clip_grad_norm_.
 
 PyTorch builds the emitted module (torch.manual_seed(0): PyTorch's own initialisation,
 then every bias and norm parameter moved by 0.1 N(0, 1), so that no affine parameter is
@@ -40,7 +42,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from parity import TOL32, TOL64, make_optimizer, read_safetensors, rel, write_safetensors  # noqa: E402
+from parity import TOL32, TOL64, make_optimizer, parse_optimizer, read_safetensors, rel, write_safetensors  # noqa: E402
 from step_parity import gan_optimizers, gan_step  # noqa: E402  (tests/step/dcgan.lua's, as specs/dcgan.lua's)
 
 import numpy as np  # noqa: E402
@@ -90,7 +92,7 @@ def harness(d, work, B, steps):
     return read_safetensors(os.path.join(work, "out.safetensors"))
 
 
-def torch_steps(name, cls, state, batch, steps, opt_text, dtype):
+def torch_steps(name, cls, state, batch, steps, opt_text, clip, dtype):
     """PyTorch's STEPS steps in dtype: (the losses, the final state_dict)."""
     model = cls().to(dtype)
     model.load_state_dict(state, strict=True)
@@ -107,6 +109,8 @@ def torch_steps(name, cls, state, batch, steps, opt_text, dtype):
         opt.zero_grad()
         L = model.training_loss(b)
         L.backward()
+        if "max_norm" in clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip["max_norm"])
         opt.step()
         losses.append(L.item())
     return losses, {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -150,6 +154,8 @@ def check_grad(name, d, work, B, model, batch):
 
 def main():
     name, d, d64, B, steps, opt_text, printed = sys.argv[1:3] + [sys.argv[3], int(sys.argv[4]), int(sys.argv[5])] + sys.argv[6:8]
+    clip_text = sys.argv[8] if len(sys.argv) > 8 else "-"
+    clip = parse_optimizer("clip " + clip_text)[1] if clip_text != "-" else {}
     spec = importlib.util.spec_from_file_location("emitted_" + name, os.path.join(d, "model.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -197,8 +203,8 @@ def main():
             got[p] = harness(dd, w, B, steps)
             if got[p]["loss"].numel() != steps:
                 raise RuntimeError("the %s-true harness wrote %d losses for %d steps" % (p, got[p]["loss"].numel(), steps))
-        l32, _ = torch_steps(name, cls, state, batch, steps, opt_text, torch.float32)
-        l64, s64 = torch_steps(name, cls, state, batch, steps, opt_text, torch.float64)
+        l32, _ = torch_steps(name, cls, state, batch, steps, opt_text, clip, torch.float32)
+        l64, s64 = torch_steps(name, cls, state, batch, steps, opt_text, clip, torch.float64)
         rows = [("loss (fp32, %d steps)" % steps, rel(got["32"]["loss"], torch.tensor(l32)), TOL32),
                 ("loss (fp64, %d steps)" % steps, rel(got["64"]["loss"], torch.tensor(l64, dtype=torch.float64)), TOL64)]
         for n, t in s64.items():
