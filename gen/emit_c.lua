@@ -125,8 +125,9 @@ local function index_expr(sizes, strides, var)
 end
 
 -- model.h's sampling declarations and model.c's decode step for the lowered table's
--- entry point (gen/entries.lua), or the macros that say there is none.
-local function sample_code(l)
+-- entry point (gen/entries.lua), or the macros that say there is none.  The exported
+-- library's NAME_<method> (gen/emit_export.lua) runs the same decode step.
+function emit.sample_code(l)
   local e = l.entries[1]
   if not e or e.refused then
     local why = e and e.refused or "the spec declares no sampling method (a method beside forward returning autoregress(...))"
@@ -335,7 +336,7 @@ function emit.model(l)
     has_accuracy = has_accuracy and 1 or 0, user_metrics_decl = um_decl,
     prediction_format = w.epred.place(loss_node.inputs[1]).fmt or settings.compute,
   }
-  local sample = sample_code(l)
+  local sample = emit.sample_code(l)
   values.sample_h = sample.sample_h
   -- a training_step (gen/user_step.lua): its forward runs and backwards, each a function
   local step_c, step_protos

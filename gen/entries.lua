@@ -176,14 +176,15 @@ function entries.build(l)
           .. "autoregress(logits, idx, opts) (sampling); forward is the model's one other method", name))
       else
         local e = decode_step(l, name, where, trace, out)
-        if l.backend ~= "cpu" then
+        -- the exported library (backend "export") runs the C backend's decode step
+        if l.backend == "cuda" then
           e.refused = "the CUDA program does not sample yet (build it for the CPU: --accelerator=cpu)"
         elseif not SAMPLED_PRECISIONS[l.precision] then
           e.refused = string.format("precision %s: sampling runs at 32-true and 64-true", l.precision)
         end
         if e.refused then
-          io.stderr:write(string.format("%s:%d: note: %s is not generated: %s; the program refuses --sample\n",
-            where.file, where.line, name, e.refused))
+          io.stderr:write(string.format("%s:%d: note: %s is not generated: %s; %s\n", where.file, where.line, name, e.refused,
+            l.backend == "export" and "the library has no " .. name .. " function" or "the program refuses --sample"))
         end
         list[#list + 1] = e
       end

@@ -14,7 +14,11 @@
 #    line and a non-zero exit; a checkpoint of another model or precision is refused,
 #    naming the tensor;
 #  - libNAME.so exports only the API and links no Lua, MPI or training code;
-#  - a --debug build stops at a kernel under gdb.
+#  - a --debug build stops at a kernel under gdb;
+#  - a sampling method (tests/harness/small_gpt.sh's generate) exported as gpt_generate:
+#    the CLI's --generate gives the training program's --sample bytes from the same
+#    checkpoint (greedy, seeded, top-k, the default seed; the window restarting), the
+#    header with it compiles as C++; its bad arguments get one line and a non-zero exit.
 set -u
 LOOM=${LOOM:-build/loom}
 PY=/usr/bin/python3
@@ -22,7 +26,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 . "$(dirname "$0")/tap.sh"
 SPECS="fashion_cnn paw tiny_transformer"
-plan 29
+plan 31
 export OMP_WAIT_POLICY=passive   # threads of several teams on 2 cores: no spinning
 B=5
 CCFLAGS="-std=c11 -O2 -fopenmp -march=native -D_GNU_SOURCE"
@@ -164,3 +168,34 @@ else
     else fail "$name" "$(printf '%s\n' "$out" | grep -m1 -E 'Breakpoint|No symbol|error' || echo 'no breakpoint hit')"; fi
   fi
 fi
+
+# a sampling method beside forward: NAME_<method> and the CLI's --generate, against the
+# training program's --sample on the same checkpoint (60 tokens: the 16-position window
+# restarts several times)
+. tests/harness/small_gpt.sh
+g="$work/gpt"; mkdir -p "$g"
+gpt 'generate = function(m, x) return autoregress(m(x), x.idx, { temperature = 0.8, top_k = 20 }) end,' >"$g/gpt.lua"
+name="export a sampling method: --generate equals the training program's --sample"
+if ! "$LOOM" build "$g/gpt.lua" --accelerator=cpu -o "$g/prog" >"$g/build.log" 2>&1 || ! "$g/prog/train" --out "$g/run" --quiet >"$g/train.log" 2>&1; then
+  fail "$name" "loom build or training: $(tail -1 "$g/build.log" "$g/train.log")"
+  fail "export a sampling method: bad arguments get one line" "no checkpoint"
+elif ! "$LOOM" export "$g/gpt.lua" --checkpoint "$g/run/last.safetensors" --max-batch 2 -o "$g/x" >"$g/x.log" 2>&1; then
+  fail "$name" "loom export: $(tail -1 "$g/x.log")"
+  fail "export a sampling method: bad arguments get one line" "loom export: $(tail -1 "$g/x.log")"
+else
+  why=""
+  for a in "--temperature 0" "--seed 7" "--seed 8 --top-k 5 --temperature 1.5" ""; do
+    "$g/prog/train" --resume "$g/run/last.safetensors" --sample 60 --prompt "In the beginning" $a >"$g/t.txt" 2>"$g/t.err" \
+      || { why="train --sample $a: $(tail -1 "$g/t.err")"; break; }
+    "$g/x/gpt" --generate 60 --prompt "In the beginning" $a >"$g/e.txt" 2>"$g/e.err" || { why="gpt --generate $a: $(tail -1 "$g/e.err")"; break; }
+    cmp -s "$g/t.txt" "$g/e.txt" || { why="--generate 60 $a: '$(head -c 80 "$g/e.txt")' against --sample's '$(head -c 80 "$g/t.txt")'"; break; }
+  done
+  if [ -z "$why" ] && ! printf '#include "gpt.h"\nint main() { return gpt_generate(nullptr, nullptr, 0, 0, -1, -1, 0, nullptr, nullptr, 0) == GPT_EARG ? 0 : 1; }\n' \
+      | g++ -std=c++17 -Wall -Wextra -Werror -I"$g/x" -x c++ - -x none "$g/x/libgpt.a" $LIBS -o "$g/use" 2>"$g/use.log"; then
+    why="gpt.h in C++: $(grep -m1 error "$g/use.log")"
+  elif [ -z "$why" ] && ! "$g/use"; then why="gpt_generate(NULL model) is not GPT_EARG"; fi
+  [ -z "$why" ] && ok "$name" || fail "$name" "$why"
+  expect_error "export a sampling method: bad arguments get one line" "prompt token 195 at 0 is out of [0, 128)" \
+    "$g/x/gpt" --generate 5 --prompt "é"
+fi
+
