@@ -1087,6 +1087,13 @@ function ops.batch_norm.saves(n)
   local c = n.inputs[1].shape[2]
   return { { name = "mean", count = c }, { name = "invstd", count = c } }
 end
+-- SyncBatchNorm (sync_batchnorm under ddp or fsdp; gen/strategy.lua): the doubles a
+-- training forward sums over the ranks (per channel sum x, sum x^2, and the count) and
+-- its backward (sum dout, sum dout*xhat, the count), as torch.nn.SyncBatchNorm reduces
+function ops.batch_norm.synced(n)
+  local c = n.inputs[1].shape[2]
+  return { forward = 2 * c + 1, backward = 2 * c + 1 }
+end
 function ops.layer_norm.saves(n)
   local k = #n.attrs.normalized_shape
   local x = n.inputs[1]

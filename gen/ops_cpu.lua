@@ -138,23 +138,51 @@ ops_cpu.batch_norm = {
     local w = n.inputs[2] and e.ptr(n.inputs[2]) or "NULL"
     local b = n.inputs[3] and e.ptr(n.inputs[3]) or "NULL"
     local momentum = a.momentum == false and e.lit(-1) or e.lit(a.momentum)
-    local function train()
+    local function train(sync)
+      if sync then   -- SyncBatchNorm: the per-channel sums over every rank's batch, then normalize
+        local sums = e.local_name(n, "bn_sums")
+        return { string.format("double %s[%d];   // SyncBatchNorm: sum x, sum x^2 (C each), count", sums, 2 * C + 1),
+          e.call("batch_norm_sums", sums, e.ptr(x), e.batch(x), C, S),
+          e.ranks_sum(sums, 2 * C + 1),
+          e.call("batch_norm_forward_synced", e.ptr(n.out), e.save(n, "mean"), e.save(n, "invstd"),
+            e.state(n, "running_mean"), e.state(n, "running_var"), e.counter(n, "num_batches_tracked"),
+            e.ptr(x), w, b, sums, e.batch(x), C, S, e.lit(a.eps), momentum) }
+      end
       return { e.call("batch_norm_forward_train", e.ptr(n.out), e.save(n, "mean"), e.save(n, "invstd"),
         e.state(n, "running_mean"), e.state(n, "running_var"), e.counter(n, "num_batches_tracked"),
         e.ptr(x), w, b, e.batch(x), C, S, e.lit(a.eps), momentum) }
     end
-    if not a.track_running_stats then return train() end   -- batch statistics in eval too (no state to update)
-    return by_mode(e, train, function()
+    local sync = e.synced(n)
+    -- no running statistics: batch statistics in eval too (no state to update), each
+    -- rank's own there (torch.nn.SyncBatchNorm syncs in training only)
+    if not a.track_running_stats then
+      if not sync then return train(false) end
+      return by_mode(e, function() return train(true) end, function() return train(false) end)
+    end
+    return by_mode(e, function() return train(sync) end, function()
       return { e.call("batch_norm_forward_eval", e.ptr(n.out), e.ptr(x), w, b,
         e.state(n, "running_mean"), e.state(n, "running_var"), e.batch(x), C, S, e.lit(a.eps)) }
     end)
   end,
   backward = function(e, n)
     local x = n.inputs[1]
+    local C, S = x.shape[2], dims_after(x.shape, 3)
+    if e.synced(n) and e.grad_place(x) then   -- (no gradient of x: nothing to sync)
+      -- SyncBatchNorm: dx's means of dout and dout*xhat are over every rank's batch; dw
+      -- and db stay this rank's (DDP averages them with the other gradients)
+      local sums = e.local_name(n, "bn_dsums")
+      return { string.format("double %s[%d];   // SyncBatchNorm: sum dout, sum dout*xhat (C each), count", sums, 2 * C + 1),
+        e.call("batch_norm_backward_sums", sums, n.inputs[2] and e.grad(n.inputs[2]) or "NULL",
+          n.inputs[3] and e.grad(n.inputs[3]) or "NULL", e.grad(n.out), e.ptr(x), e.save(n, "mean"), e.save(n, "invstd"),
+          e.batch(x), C, S),
+        e.ranks_sum(sums, 2 * C + 1),
+        e.call("batch_norm_backward_synced", e.grad(x), e.grad(n.out), e.ptr(x), n.inputs[2] and e.ptr(n.inputs[2]) or "NULL",
+          e.save(n, "mean"), e.save(n, "invstd"), sums, e.batch(x), C, S) }
+    end
     return { e.call("batch_norm_backward", e.grad(x), n.inputs[2] and e.grad(n.inputs[2]) or "NULL",
       n.inputs[3] and e.grad(n.inputs[3]) or "NULL", e.grad(n.out), e.ptr(x),
       n.inputs[2] and e.ptr(n.inputs[2]) or "NULL", e.save(n, "mean"), e.save(n, "invstd"),
-      e.batch(x), x.shape[2], dims_after(x.shape, 3)) }
+      e.batch(x), C, S) }
   end,
 }
 

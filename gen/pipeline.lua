@@ -105,11 +105,12 @@ end
 -- strategy: how the step is spread over devices (gen/strategy.lua): one process, or
 -- DDP's or FSDP's ranks over MPI.  Adds
 --   strategy   { kind = "single" } or { kind = "ddp", devices, bucket_bytes, cap_mb,
---              timeout, sync_batchnorm, last[param name] = the backward node index after
---              which its gradient is final, fsdp = "NO_SHARD" for fsdp's unsharded
---              kind }; strategy.buckets(l, esize) cuts the gradient arena into buckets
---              once the plan stage has laid it out; or { kind = "fsdp", sharding =
---              "SHARD_GRAD_OP", devices, timeout }
+--              timeout, sync_batchnorm, synced[node] (sync_batchnorm's ops: the doubles
+--              their forward and backward sum over the ranks), last[param name] = the
+--              backward node index after which its gradient is final, fsdp = "NO_SHARD"
+--              for fsdp's unsharded kind }; strategy.buckets(l, esize) cuts the gradient
+--              arena into buckets once the plan stage has laid it out; or { kind =
+--              "fsdp", sharding = "SHARD_GRAD_OP", devices, timeout, sync_batchnorm, synced }
 local function strategy(l)
   return with(l, { strategy = require("strategy").plan(l) })
 end
@@ -191,8 +192,8 @@ function dumps.strategy(l)
   local s = l.strategy
   if s.kind == "fsdp" then
     return string.format("strategy: fsdp %s, %d ranks over MPI; gradients and optimizer state in %d flat shards " ..
-      "(reduce-scatter after backward, all-gather of the parameters after the step); timeout %s s\n",
-      s.sharding, s.devices, s.devices, tostring(s.timeout))
+      "(reduce-scatter after backward, all-gather of the parameters after the step); BatchNorm %s; timeout %s s\n",
+      s.sharding, s.devices, s.devices, s.sync_batchnorm and "synced" or "local", tostring(s.timeout))
   end
   return string.format("strategy: %s, %d ranks over MPI; gradient buckets of about %s MB; BatchNorm %s; timeout %s s\n",
     s.fsdp and ("fsdp " .. s.fsdp .. " (as ddp)") or "ddp", s.devices, tostring(s.cap_mb), s.sync_batchnorm and "synced" or "local", tostring(s.timeout))

@@ -11,6 +11,9 @@
 --                                             reduce-scattered after backward, each rank's
 --                                             optimizer updates its shard, the parameters
 --                                             all-gathered after the step (runtime/ddp.h)
+-- Under sync_batchnorm both say which ops' batch statistics are the global batch's:
+-- `synced[node]` = { forward, backward }, the doubles each sums over the ranks
+-- (ops[op].synced; the C backend emits runtime/ddp.h's ddp_sum between the op's halves).
 -- For ddp it also says how the gradients are averaged: `buckets`, contiguous ranges of
 -- the gradient arena in the order their gradients become final in backward (PyTorch
 -- DDP's reverse parameter order), each at most about bucket_cap_mb; `ready_after[node]`,
@@ -95,9 +98,6 @@ function strategy.check(g, target)
     local w = target.precision and nil or where_of(sp, "precision")
     diag.fatal(w, string.format("precision '%s' with strategy '" .. kind .. "' is not implemented yet (16-bit parameters and gradients); use a -mixed precision, 32-true or --devices=1", precision))
   end
-  if sp.fabric.sync_batchnorm then
-    diag.fatal(where_of(sp, "sync_batchnorm"), "sync_batchnorm = true is not implemented yet (BatchNorm keeps each rank's statistics, PyTorch DDP's default)")
-  end
 end
 
 -- a tensor's parameter's name, through casts and views of it (nil: not a parameter's)
@@ -106,12 +106,25 @@ local function param_of(x, derived)
   return derived[x]
 end
 
+-- sync_batchnorm: the ops whose statistics are summed over the ranks (ops[op].synced),
+-- each with the doubles its forward and backward sum; nil when BatchNorm stays local
+local function synced(l)
+  if not l.spec.fabric.sync_batchnorm then return nil end
+  local out = {}
+  for _, node in ipairs(l.trace.nodes) do
+    local sy = ops[node.op].synced
+    if sy then out[node] = sy(node) end
+  end
+  return out
+end
+
 function strategy.plan(l, target)
   local kind, n = strategy.requested(l.spec, target or l.options)
-  if kind == "single" then return { kind = "single", devices = 1 } end
+  if kind == "single" then return { kind = "single", devices = 1 } end   -- (sync_batchnorm: plain BatchNorm)
   local f = l.spec.fabric
   if kind == "fsdp" and f.sharding_strategy == "SHARD_GRAD_OP" then
-    return { kind = "fsdp", sharding = "SHARD_GRAD_OP", devices = n, timeout = f.ddp_timeout or 300 }
+    return { kind = "fsdp", sharding = "SHARD_GRAD_OP", devices = n, timeout = f.ddp_timeout or 300,
+             sync_batchnorm = f.sync_batchnorm or false, synced = synced(l) }
   end
   -- ddp, and fsdp's NO_SHARD (PyTorch's FSDP without sharding is DDP)
   local cap = math.floor((f.bucket_cap_mb or 25) * 1024 * 1024)
@@ -134,7 +147,7 @@ function strategy.plan(l, target)
     end
   end
   return { kind = "ddp", devices = n, bucket_bytes = cap, cap_mb = f.bucket_cap_mb or 25,
-           timeout = f.ddp_timeout or 300, sync_batchnorm = f.sync_batchnorm or false,
+           timeout = f.ddp_timeout or 300, sync_batchnorm = f.sync_batchnorm or false, synced = synced(l),
            last = last, fsdp = kind == "fsdp" and f.sharding_strategy or nil }
 end
 

@@ -18,32 +18,10 @@
 set -u
 cd "$(dirname "$0")/.."
 . tests/tap.sh
-LOOM=${LOOM:-$PWD/build/loom}
-SPEC=$PWD/tests/ddp/mlp.lua
-DIFF="python3 $PWD/tests/ddp/ckpt_diff.py"
-MDIFF="python3 $PWD/tests/ddp/metrics_diff.py"
-TOL=1e-5
 plan 20
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-cd "$tmp"
-export TMPDIR=$tmp   # the ranks' private directories (removed at their exit)
-MPI="mpirun --allow-run-as-root --oversubscribe -x OMP_NUM_THREADS=1"
-variant() {   # variant NAME SED [FLAGS]: tests/ddp/mlp.lua through SED, built in NAME/
-  local name=$1 script=$2; shift 2
-  sed "$script" "$SPEC" >"$name.lua"
-  # a copy of the build of the same kind (its runtime objects are up to date: only the
-  # model, the loop and the optimizer recompile)
-  local base=two; [ "${1:-}" = --devices=1 ] && base=one
-  [ -d "$base" ] && [ ! -d "$name" ] && cp -a "$base" "$name"
-  "$LOOM" build "$name.lua" -o "$name" "$@" >"$name.log" 2>&1
-}
-# within NAME A B: A's weights against B's within TOL
-within() {
-  local d
-  d=$($DIFF "$2" "$3" 2>&1) || { fail "$1" "ckpt_diff: $d"; return; }
-  if awk -v d="${d%% *}" -v t=$TOL 'BEGIN { exit !(d <= t) }'; then ok "$1 (max relative difference $d)"; else fail "$1" "max relative difference $d > $TOL"; fi
-}
+BASE=two
+. tests/ddp/lib.sh
+MDIFF="python3 $ROOT/tests/ddp/metrics_diff.py"
 
 # 1 rank × 16 (one process, --devices=1) and 2 ranks × 8, AdamW, 20 steps (one epoch, validated)
 variant one 's/batch_size = 8/batch_size = 16/' --devices=1 && ./one/train --out r1 >r1.log 2>&1
@@ -140,14 +118,6 @@ fault "a SIGKILLed rank ends the job, naming it" KILL "rank 1 .*exited on signal
 fault "a stopped rank ends the job after --ddp-timeout 2" STOP "rank 0: waited more than 2 s" --ddp-timeout 2
 
 # refused in one line, at the spec's line
-refused() {   # refused NAME SED EXPECT [FLAGS]
-  local name=$1 script=$2 want=$3; shift 3
-  sed "$script" "$SPEC" >"$name.lua"
-  local err rc
-  err=$("$LOOM" build "$name.lua" --no-compile -o "$name" "$@" 2>&1); rc=$?
-  if [ $rc -eq 2 ] && [ "$(echo "$err" | head -1)" = "$want" ] && ! echo "$err" | grep -qi traceback; then ok "refused: $want"
-  else fail "$name refused" "rc $rc: $(echo "$err" | head -2 | tr '\n' ' ')"; fi
-}
 refused fsdp 's/"ddp"/"fsdp"/' "fsdp.lua:9: fsdp: sharding_strategy 'FULL_SHARD' (FSDPStrategy's default) is not implemented yet; write sharding_strategy = 'SHARD_GRAD_OP' (gradients and optimizer state sharded over the 2 ranks) or 'NO_SHARD' (ddp)"
 refused cuda 's/"cpu"/"cuda"/; /^  log/d' "cuda.lua:9: devices = 2: the CUDA backend runs on one GPU (devices = 1, 'auto', or {k} for GPU k); the multi-GPU strategies come in their own issue"
 refused half 's/"32-true"/"bf16-true"/' "half.lua:9: precision 'bf16-true' with strategy 'ddp' is not implemented yet (16-bit parameters and gradients); use a -mixed precision, 32-true or --devices=1"

@@ -17,30 +17,10 @@
 set -u
 cd "$(dirname "$0")/.."
 . tests/tap.sh
-LOOM=${LOOM:-$PWD/build/loom}
-SPEC=$PWD/tests/ddp/mlp.lua
-DIFF="python3 $PWD/tests/ddp/ckpt_diff.py"
-TOL=1e-5
 plan 18
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-cd "$tmp"
-export TMPDIR=$tmp   # the ranks' private directories (removed at their exit)
-MPI="mpirun --allow-run-as-root --oversubscribe -x OMP_NUM_THREADS=1"
+BASE=f2
+. tests/ddp/lib.sh
 FSDP='s/"ddp", devices = 2 }/"fsdp", devices = 2, sharding_strategy = "SHARD_GRAD_OP" }/'
-variant() {   # variant NAME SED [FLAGS]: tests/ddp/mlp.lua through SED, built in NAME/
-  local name=$1 script=$2; shift 2
-  sed "$script" "$SPEC" >"$name.lua"
-  # a copy of the build of the same kind: only the model, the loop and the optimizer recompile
-  local base=f2; [ "${1:-}" = --devices=1 ] && base=one
-  [ -d "$base" ] && [ ! -d "$name" ] && cp -a "$base" "$name"
-  "$LOOM" build "$name.lua" -o "$name" "$@" >"$name.log" 2>&1
-}
-within() {   # within NAME A B [PREFIX]: A's tensors against B's within TOL
-  local d
-  d=$($DIFF "$2" "$3" ${4:-} 2>&1) || { fail "$1" "ckpt_diff: $d"; return; }
-  if awk -v d="${d%% *}" -v t=$TOL 'BEGIN { exit !(d <= t) }'; then ok "$1 (max relative difference $d)"; else fail "$1" "max relative difference $d > $TOL"; fi
-}
 
 # 1 rank × 16 and 2 ranks × 8, AdamW
 variant one 's/batch_size = 8/batch_size = 16/' --devices=1 && ./one/train --out r1 --quiet >/dev/null 2>&1
@@ -101,14 +81,6 @@ if echo "$d1" | grep -q '^strategy: fsdp SHARD_GRAD_OP, 2 ranks over MPI; gradie
 then ok "--dump=strategy: SHARD_GRAD_OP in 2 shards; NO_SHARD as ddp"; else fail "--dump=strategy" "$d1 / $d2"; fi
 
 # refused in one line, at the spec's line
-refused() {   # refused NAME SED EXPECT
-  local name=$1 script=$2 want=$3
-  sed "$script" "$SPEC" >"$name.lua"
-  local err rc
-  err=$("$LOOM" build "$name.lua" --no-compile -o "$name" 2>&1); rc=$?
-  if [ $rc -eq 2 ] && [ "$(echo "$err" | head -1)" = "$want" ] && ! echo "$err" | grep -qi traceback; then ok "refused: $want"
-  else fail "$name refused" "rc $rc: $(echo "$err" | head -2 | tr '\n' ' ')"; fi
-}
 refused full 's/"ddp"/"fsdp"/' "full.lua:9: fsdp: sharding_strategy 'FULL_SHARD' (FSDPStrategy's default) is not implemented yet; write sharding_strategy = 'SHARD_GRAD_OP' (gradients and optimizer state sharded over the 2 ranks) or 'NO_SHARD' (ddp)"
 refused offload "$FSDP; s/devices = 2,/devices = 2, cpu_offload = true,/" "offload.lua:9: fsdp: cpu_offload = true is moot on the CPU backend (the parameters are in host memory already); leave it out"
 refused wrap "$FSDP; s/devices = 2,/devices = 2, auto_wrap_policy = { \"Linear\" },/" "wrap.lua:9: fsdp: auto_wrap_policy is not implemented yet: SHARD_GRAD_OP shards the model as one flat unit; leave it out"
