@@ -14,11 +14,15 @@
 #  - rank 0 alone writes the outputs; --devices=1 builds one process without MPI;
 #  - faults: a SIGKILLed rank ends the job (non-zero, the rank named) within seconds; a
 #    stopped rank ends it after --ddp-timeout with one line;
-#  - refused in one line: fsdp, CUDA ddp, 16-bit state under ddp, sync_batchnorm.
+#  - sync_batchnorm (tests/ddp/bn.lua: a CNN with BatchNorm2d, a BatchNorm1d MLP head):
+#    2 ranks × 4 end with the weights and running statistics of 1 rank × 8 (and 4 ranks
+#    × 2, accumulation 2), within 1e-5 relative; without it each rank's own statistics
+#    (no sum over ranks, other weights); --devices=1 is plain BatchNorm;
+#  - refused in one line: fsdp, CUDA ddp.
 set -u
 cd "$(dirname "$0")/.."
 . tests/tap.sh
-plan 20
+plan 25
 BASE=two
 . tests/ddp/lib.sh
 MDIFF="python3 $ROOT/tests/ddp/metrics_diff.py"
@@ -121,4 +125,28 @@ fault "a stopped rank ends the job after --ddp-timeout 2" STOP "rank 0: waited m
 refused fsdp 's/"ddp"/"fsdp"/' "fsdp.lua:9: fsdp: sharding_strategy 'FULL_SHARD' (FSDPStrategy's default) is not implemented yet; write sharding_strategy = 'SHARD_GRAD_OP' (gradients and optimizer state sharded over the 2 ranks) or 'NO_SHARD' (ddp)"
 refused cuda 's/"cpu"/"cuda"/; /^  log/d' "cuda.lua:9: devices = 2: the CUDA backend runs on one GPU (devices = 1, 'auto', or {k} for GPU k); the multi-GPU strategies come in their own issue"
 refused half 's/"32-true"/"bf16-true"/' "half.lua:9: precision 'bf16-true' with strategy 'ddp' is not implemented yet (16-bit parameters and gradients); use a -mixed precision, 32-true or --devices=1"
-refused syncbn 's/devices = 2 }/devices = 2, sync_batchnorm = true }/' "syncbn.lua:9: sync_batchnorm = true is not implemented yet (BatchNorm keeps each rank's statistics, PyTorch DDP's default)"
+
+# sync_batchnorm on tests/ddp/bn.lua: the statistics over every rank's batch
+bn() {   # bn NAME SED [FLAGS]: tests/ddp/bn.lua through SED, built in NAME/
+  local name=$1 script=$2; shift 2
+  sed "$script" "$BN" >"$name.lua"
+  "$LOOM" build "$name.lua" -o "$name" "$@" >"$name.log" 2>&1
+}
+BN=$ROOT/tests/ddp/bn.lua
+bn bn1 's/batch_size = 4/batch_size = 8/' --devices=1 && ./bn1/train --out b1 --quiet >/dev/null 2>&1
+bn bn2 's/x/x/' && $MPI -np 2 ./bn2/train --out b2 --quiet >/dev/null 2>&1
+if [ -f bn1/model.c ] && ! grep -q 'ddp_sum\|synced' bn1/model.c && [ "$(grep -c 'ddp_sum(bn_d\?sums' bn2/model.c)" = 4 ]
+then ok "sync_batchnorm: 4 sums over the ranks in bn2/model.c (2 BatchNorms, forward and backward); --devices=1: plain BatchNorm"
+else fail "sync_batchnorm's code" "$(grep -c 'ddp_sum(' bn2/model.c 2>/dev/null) ddp_sum calls in bn2, $(grep -c 'ddp_sum' bn1/model.c 2>/dev/null) in bn1"; fi
+within "sync_batchnorm: 2 ranks x 4 = 1 rank x 8 (BatchNorm2d + BatchNorm1d, SGD momentum, 6 steps)" b2/last.safetensors b1/last.safetensors
+within "sync_batchnorm: running statistics (2 ranks x 4 = 1 rank x 8)" b2/last.safetensors b1/last.safetensors net.6.running_
+cp -a bn2 bn4 && bn bn4 's/batch_size = 4/batch_size = 2/; s/devices = 2,/devices = 4,/' && $MPI -np 4 ./bn4/train --out b4 --quiet >/dev/null 2>&1
+within "sync_batchnorm: 4 ranks x 2 = 1 rank x 8" b4/last.safetensors b1/last.safetensors
+cp -a bn1 bna1 && bn bna1 's/batch_size = 4/batch_size = 8, accumulate = 2/' --devices=1 && ./bna1/train --out ba1 --quiet >/dev/null 2>&1
+cp -a bn2 bna2 && bn bna2 's/batch_size = 4/batch_size = 4, accumulate = 2/' && $MPI -np 2 ./bna2/train --out ba2 --quiet >/dev/null 2>&1
+within "sync_batchnorm, accumulate 2: 2 ranks x 4 = 1 rank x 8" ba2/last.safetensors ba1/last.safetensors
+# false (PyTorch DDP's default): each rank's own statistics, so not the global batch's
+cp -a bn2 bnl && bn bnl 's/sync_batchnorm = true/sync_batchnorm = false/' && $MPI -np 2 ./bnl/train --out bl --quiet >/dev/null 2>&1
+d=$($DIFF bl/last.safetensors b1/last.safetensors net.6.running_ 2>&1)
+if ! grep -q 'ddp_sum' bnl/model.c && awk -v d="${d%% *}" 'BEGIN { exit !(d > 1e-3) }'; then ok "sync_batchnorm = false: each rank's statistics (running stats $d from the global batch's)"
+else fail "sync_batchnorm = false" "ddp_sum in bnl/model.c or running stats within $d of the global batch's"; fi

@@ -4,9 +4,10 @@
 # recompile; --devices=1 variants copy `one`).  Leaves the shell in a temporary
 # directory removed at exit; the ranks run under mpirun (--oversubscribe: this machine
 # has 2 cores; --allow-run-as-root: the test machines run as root).
-LOOM=${LOOM:-$PWD/build/loom}
-SPEC=${SPEC:-$PWD/tests/ddp/mlp.lua}
-DIFF="python3 $PWD/tests/ddp/ckpt_diff.py"
+ROOT=$PWD
+LOOM=${LOOM:-$ROOT/build/loom}
+SPEC=${SPEC:-$ROOT/tests/ddp/mlp.lua}
+DIFF="python3 $ROOT/tests/ddp/ckpt_diff.py"
 TOL=${TOL:-1e-5}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
