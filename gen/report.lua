@@ -201,6 +201,22 @@ function report.collectives_section(l)
     msgs[#msgs + 1] = { "reduce-scatter", pbytes }
     msgs[#msgs + 1] = { "all-gather", pbytes }
   end
+  -- sync_batchnorm: two small blocking all-reduces per BatchNorm, on every micro-batch
+  for _, node in ipairs(l.trace.nodes) do
+    local sy = s.synced and s.synced[node]
+    if sy then
+      local label = op_label(g, node)
+      label = label ~= "" and label or node.op
+      add(string.format("| all-reduce (sum), SyncBatchNorm | %s's per-channel sum x, sum x², count | its training forward%s | %s |",
+        label, acc > 1 and ", every micro-batch" or "", util.human_bytes(8 * sy.forward)))
+      add(string.format("| all-reduce (sum), SyncBatchNorm | %s's per-channel sum dout, sum dout·xhat, count | its backward%s | %s |",
+        label, acc > 1 and ", every micro-batch" or "", util.human_bytes(8 * sy.backward)))
+      for _ = 1, acc do
+        msgs[#msgs + 1] = { "all-reduce", 8 * sy.forward }
+        msgs[#msgs + 1] = { "all-reduce", 8 * sy.backward }
+      end
+    end
+  end
   add("| all-reduce (sum) | the validation's loss and accuracy sums | each validation | 32 B |")
   add("")
   local step_bytes = 0

@@ -909,7 +909,7 @@ local FABRIC_SCHEMA = {
   auto_wrap_policy = { function(v) return v end, nil, doc = "fsdp: FSDPStrategy's auto_wrap_policy (per-module units); not implemented yet: SHARD_GRAD_OP shards the model as one flat unit" },
   -- DDP's settings (PyTorch's DistributedDataParallel / Lightning's names)
   bucket_cap_mb = { checkers.posnumber, 25, doc = "ddp: gradients are averaged in buckets of about this many MB, each started when its gradients are final in backward (PyTorch DDP's bucket_cap_mb)" },
-  sync_batchnorm = { checkers.bool, false, doc = "ddp: BatchNorm's batch statistics over all ranks (SyncBatchNorm); false, the default, keeps each rank's own as PyTorch DDP does" },
+  sync_batchnorm = { checkers.bool, false, doc = "ddp and fsdp: BatchNorm's training statistics over all ranks' batches (torch.nn.SyncBatchNorm); false, the default, keeps each rank's own as PyTorch DDP does" },
   ddp_timeout = { checkers.posnumber, 300, doc = "ddp: seconds a rank waits in one collective before ending the job with one line (a dead or stuck rank); the program's --ddp-timeout S overrides it" },
   precision = { check_precision, "32-true", doc = "32-true, 64-true, 16-mixed, bf16-mixed, 16-true, bf16-true (aliases 64, 32, 16, 'bf16')" },
   -- torch.set_float32_matmul_precision: "high" and "medium" let float32 GEMMs run in

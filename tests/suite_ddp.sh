@@ -22,7 +22,7 @@
 set -u
 cd "$(dirname "$0")/.."
 . tests/tap.sh
-plan 25
+plan 26
 BASE=two
 . tests/ddp/lib.sh
 MDIFF="python3 $ROOT/tests/ddp/metrics_diff.py"
@@ -138,6 +138,9 @@ bn bn2 's/x/x/' && $MPI -np 2 ./bn2/train --out b2 --quiet >/dev/null 2>&1
 if [ -f bn1/model.c ] && ! grep -q 'ddp_sum\|synced' bn1/model.c && [ "$(grep -c 'ddp_sum(bn_d\?sums' bn2/model.c)" = 4 ]
 then ok "sync_batchnorm: 4 sums over the ranks in bn2/model.c (2 BatchNorms, forward and backward); --devices=1: plain BatchNorm"
 else fail "sync_batchnorm's code" "$(grep -c 'ddp_sum(' bn2/model.c 2>/dev/null) ddp_sum calls in bn2, $(grep -c 'ddp_sum' bn1/model.c 2>/dev/null) in bn1"; fi
+"$LOOM" explain bn2.lua -o exb >/dev/null 2>&1
+nr=$(grep -c '^| all-reduce (sum), SyncBatchNorm | `net\.[16]` BatchNorm[12]d' exb/REPORT.md)
+if [ "$nr" = 4 ]; then ok "explain: the 4 SyncBatchNorm all-reduces"; else fail "explain (sync_batchnorm)" "$nr rows"; fi
 within "sync_batchnorm: 2 ranks x 4 = 1 rank x 8 (BatchNorm2d + BatchNorm1d, SGD momentum, 6 steps)" b2/last.safetensors b1/last.safetensors
 within "sync_batchnorm: running statistics (2 ranks x 4 = 1 rank x 8)" b2/last.safetensors b1/last.safetensors net.6.running_
 cp -a bn2 bn4 && bn bn4 's/batch_size = 4/batch_size = 2/; s/devices = 2,/devices = 4,/' && $MPI -np 4 ./bn4/train --out b4 --quiet >/dev/null 2>&1
