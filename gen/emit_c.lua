@@ -236,7 +236,7 @@ function emit.model(l)
     local at = {}
     for k, node in ipairs(l.autodiff.backward) do at[node] = k end
     local by_k = {}
-    for i, b in ipairs(require("strategy").buckets(l, l.settings.state == "f64" and 8 or 4)) do
+    for i, b in ipairs(require("strategy").buckets(l, (require("strategy").grad_type(l.settings)))) do
       if b.ready ~= math.huge then
         by_k[b.ready] = by_k[b.ready] or {}
         table.insert(by_k[b.ready], i - 1)
@@ -445,10 +445,7 @@ ${log_step}
 }
 
 -- The bytes of one parameter element (the gradient arena's format) and its lc_dtype.
-local function grad_type(l)
-  if l.settings.state == "f64" then return 8, "LC_F64" end
-  return 4, "LC_F32"
-end
+local function grad_type(l) return require("strategy").grad_type(l.settings) end
 
 -- TRAIN_BLOCKS with the ranks (DDP's and FSDP's): MPI up, rank 0 alone printing
 local function rank_blocks(l)
@@ -538,7 +535,7 @@ function emit.fsdp_blocks(l)
     model_init(&m, args.seed);
     // FSDP (%s): the flat parameter arena cut into one shard per rank; this rank's
     // optimizer state and averaged gradients are its shard's
-    fsdp_init(NUM_PARAMS, m.params, m.grads, %s);
+    fsdp_init(NUM_PARAMS, m.params, m.grads, %s);%s
     Optimizer opt;
     if (optimizer_alloc(&opt)) die("out of memory");
     // every rank starts from rank 0's parameters and buffers
@@ -552,7 +549,10 @@ function emit.fsdp_blocks(l)
                "optimizer state %%.0f B (%d buffer%s of %%.0f B); parameters+gradients+optimizer %%.0f B, of which sharded %%.0f B\n",
                ddp_world(), pb, gb, gs, %d * ss, ss, pb + gb + gs + %d * ss, gs + %d * ss);
     }
-]==], s.sharding, lct, s.sharding, #states, #states == 1 and "" or "s", #states, #states, #states)
+]==], s.sharding, lct,
+    require("precision").optimizer_format(l.settings) ~= l.settings.state and
+      "\n    fsdp_state_dtype(LC_F32);   // the optimizer state stays float32 beside 16-true's float16 parameters" or "",
+    s.sharding, #states, #states == 1 and "" or "s", #states, #states, #states)
   if #states > 0 then
     local gather, free = {}, {}
     for _, st in ipairs(states) do

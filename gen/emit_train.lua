@@ -559,7 +559,8 @@ local function optimizer_code(k16, opt, sfx, params, floor, frozen, sharded, onl
     save = #save > 0 and join(save) or "    (void)o;",
     load = #load == 0 and "    (void)o;" or not sharded and join(load) or join {
       "    // FSDP: each full tensor read into one buffer, this rank's shard kept",
-      "    state_t *full = malloc(sizeof(state_t) * NUM_PARAMS);",
+      string.format("    %s *full = malloc(sizeof(%s) * NUM_PARAMS);", (STATE16 and not OPT16) and "real" or "state_t",
+        (STATE16 and not OPT16) and "real" or "state_t"),
       "    if (!full) die(\"out of memory reading the optimizer state\");",
       join(load),
       "    free(full);",
@@ -815,7 +816,8 @@ local function clip_code(k16, sp, sharded)
   body[#body + 1] = string.format("    double coef = %s / (total + 1e-6);   // torch.nn.utils.clip_grad_norm_", lit(c.max_norm))
   body[#body + 1] = "    if (coef >= 1) return total;"
   body[#body + 1] = PAR_FOR
-  body[#body + 1] = sharded and "    for (size_t i = first; i < first + count; i++) m->grads[i] *= (real)coef;"
+  body[#body + 1] = sharded and (STATE16 and string.format("    for (size_t i = first; i < first + count; i++) m->grads[i] = %s;", ST(G .. " * (real)coef"))
+      or "    for (size_t i = first; i < first + count; i++) m->grads[i] *= (real)coef;")
     or STATE16 and string.format("    for (size_t i = 0; i < NUM_PARAMS; i++) m->grads[i] = %s;", ST(G .. " * (real)coef"))
     or "    for (size_t i = 0; i < NUM_PARAMS; i++) m->grads[i] *= (real)coef;"
   body[#body + 1] = "    return total;   // the norm before clipping (train/grad_norm)"
@@ -1664,7 +1666,8 @@ function emit_train.values(l)
     optimizer_alloc = o.alloc, optimizer_free = o.free, scheduler_desc = sched_desc, lr_body = lr_body,
     optimizer_step = step_code, momentum_body = momentum_body, momentum_desc = momentum_desc,
     clip_desc = clip_desc, clip_body = clip_body, scaler_code = sc.code,
-    optim_includes = sharded and "\n#include \"ddp.h\"   // FSDP: fsdp_lo/fsdp_hi, the shard this rank updates" or k16.STATE16 and string.format("\n#include \"kernels.h\"   // k_widen_%s / k_narrow_%s: the state is stored in 16 bits", k16.STATE16, k16.STATE16) or "",
+    optim_includes = (sharded and "\n#include \"ddp.h\"   // FSDP: fsdp_lo/fsdp_hi, the shard this rank updates" or "") ..
+      (k16.STATE16 and string.format("\n#include \"kernels.h\"   // k_widen_%s / k_narrow_%s: the state is stored in 16 bits", k16.STATE16, k16.STATE16) or ""),
   }
   return values
 end

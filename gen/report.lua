@@ -147,7 +147,7 @@ local ALPHA, BETA = 5e-6, 12.5e9   -- 5 µs, 100 Gbit/s: a data-centre Ethernet/
 function report.collectives_section(l)
   if not l or not l.strategy or l.strategy.kind == "single" then return nil end
   local g, s, st = l.graph, l.strategy, l.state
-  local esize = l.settings.state == "f64" and 8 or 4
+  local esize = require("strategy").grad_type(l.settings)
   local acc = g.spec.train.accumulate or 1
   local pbytes = st.nparams * esize
   local state_bytes = (st.nparams + st.nbuffers) * esize + 8 * #st.counters
@@ -190,14 +190,17 @@ function report.collectives_section(l)
     add(string.format("| broadcast from rank 0 | parameters, buffers, counters | once, at start | %s |", util.human_bytes(state_bytes)))
     add(string.format("| reduce-scatter (avg) | every gradient (%d tensors), flat | after backward | %s |", #st.params, util.human_bytes(pbytes)))
     add(string.format("| all-gather | every parameter, flat | after the optimizer step | %s |", util.human_bytes(pbytes)))
-    add(string.format("| gather to rank 0 | the optimizer state's shards | each checkpoint (a full state dict) | %s per state buffer |", util.human_bytes(pbytes)))
+    -- the optimizer state's element: the parameters' but at 16-true (float32 state)
+    local oesize = require("precision").optimizer_format(l.settings) ~= l.settings.state and 4 or esize
+    add(string.format("| gather to rank 0 | the optimizer state's shards | each checkpoint (a full state dict) | %s per state buffer |", util.human_bytes(st.nparams * oesize)))
     local opt = g.spec.train.optimizer
     local k = #require("optimizers").rule(opt.kind).states(opt.args)
     local shard = math.ceil(st.nparams / s.devices) * esize
+    local oshard = math.ceil(st.nparams / s.devices) * oesize
     add("")
     add(string.format("Per rank: parameters %s (whole), gradients %s (backward's arena) + %s (its shard), optimizer state %s " ..
       "(%d buffer%s of its shard; one rank: %s).", util.human_bytes(pbytes), util.human_bytes(pbytes), util.human_bytes(shard),
-      util.human_bytes(k * shard), k, k == 1 and "" or "s", util.human_bytes(k * pbytes)))
+      util.human_bytes(k * oshard), k, k == 1 and "" or "s", util.human_bytes(k * st.nparams * oesize)))
     msgs[#msgs + 1] = { "reduce-scatter", pbytes }
     msgs[#msgs + 1] = { "all-gather", pbytes }
   end

@@ -92,12 +92,16 @@ function strategy.check(g, target)
     diag.fatal(where_of(sp, "devices"), string.format("devices = %d: the CUDA backend runs on one GPU (DDP over NCCL is not implemented yet: " ..
       "use --accelerator=cpu for DDP over MPI, or --devices=1)", n))
   end
-  local precision = target.precision or sp.fabric.precision
-  local s = require("precision").SETTINGS[precision]
-  if s and (s.state == "bf16" or s.state == "f16") then
-    local w = target.precision and nil or where_of(sp, "precision")
-    diag.fatal(w, string.format("precision '%s' with strategy '" .. kind .. "' is not implemented yet (16-bit parameters and gradients); use a -mixed precision, 32-true or --devices=1", precision))
-  end
+end
+
+-- The gradient arena's element (bytes) and runtime/collectives.h type under `settings`
+-- (gen/precision.lua): bf16-true and 16-true's gradients are 16-bit, reduced in float
+function strategy.grad_type(settings)
+  local t = settings.state
+  if t == "f64" then return 8, "LC_F64" end
+  if t == "bf16" then return 2, "LC_BF16" end
+  if t == "f16" then return 2, "LC_F16" end
+  return 4, "LC_F32"
 end
 
 -- a tensor's parameter's name, through casts and views of it (nil: not a parameter's)

@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <mpi.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,8 +56,10 @@ int lc_rank(void) { return world_rank; }
 int lc_local_rank(void) { return node_rank; }
 int lc_world_size(void) { return world_size_; }
 
-static MPI_Datatype mpi_type(lc_dtype t) { return t == LC_F64 ? MPI_DOUBLE : MPI_FLOAT; }
-static size_t type_size(lc_dtype t) { return t == LC_F64 ? sizeof(double) : sizeof(float); }
+static int half(lc_dtype t) { return t == LC_BF16 || t == LC_F16; }
+/* a 16-bit type travels as uint16_t and is reduced in float (a scratch copy) */
+static MPI_Datatype mpi_type(lc_dtype t) { return t == LC_F64 ? MPI_DOUBLE : half(t) ? MPI_UINT16_T : MPI_FLOAT; }
+static size_t type_size(lc_dtype t) { return t == LC_F64 ? sizeof(double) : half(t) ? sizeof(uint16_t) : sizeof(float); }
 
 static void scale(void *buf, size_t count, lc_dtype t) {
   if (t == LC_F64) {
@@ -69,11 +72,42 @@ static void scale(void *buf, size_t count, lc_dtype t) {
   }
 }
 
+/* 16-bit floats <-> float (the same conversions as the generated kernels': bf16 the top
+ * half of a float rounded to nearest even, NaN kept quiet; f16 by the compiler's _Float16) */
+static float widen(uint16_t h, lc_dtype t) {
+  if (t == LC_F16) { _Float16 f; memcpy(&f, &h, sizeof f); return (float)f; }
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+static uint16_t narrow(float x, lc_dtype t) {
+  uint16_t h;
+  if (t == LC_F16) { _Float16 f = (_Float16)x; memcpy(&h, &f, sizeof h); return h; }
+  uint32_t u;
+  memcpy(&u, &x, sizeof u);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(u >> 16);
+}
+/* a float copy of n 16-bit values (NULL: out of memory) */
+static float *widened(const void *src, size_t n, lc_dtype t) {
+  float *f = malloc((n ? n : 1) * sizeof(float));
+  const uint16_t *h = src;
+  if (f) for (size_t i = 0; i < n; i++) f[i] = widen(h[i], t);
+  return f;
+}
+static void narrowed(void *dst, const float *f, size_t n, lc_dtype t) {
+  uint16_t *h = dst;
+  for (size_t i = 0; i < n; i++) h[i] = narrow(f[i], t);
+}
+
 /* MPI counts are ints: a longer buffer goes as several requests */
 #define MAX_CHUNK ((size_t)1 << 30)
 
 struct lc_pending {
   void *buf;
+  float *wide;   /* a 16-bit buffer's float copy, reduced in its place (else NULL) */
   size_t count;
   lc_dtype t;
   lc_op op;
@@ -88,12 +122,15 @@ int lc_all_reduce_start(void *buf, size_t count, lc_dtype t, lc_op op, lc_pendin
   lc_pending *p = malloc(sizeof *p + (size_t)(n ? n : 1) * sizeof(MPI_Request));
   if (!p) return refused("lc_all_reduce_start: out of memory");
   *p = (lc_pending){ .buf = buf, .count = count, .t = t, .op = op, .n = 0 };
-  char *at = buf;
+  if (half(t) && !(p->wide = widened(buf, count, t))) { free(p); return refused("lc_all_reduce_start: out of memory"); }
+  char *at = p->wide ? (char *)p->wide : buf;
+  lc_dtype rt = p->wide ? LC_F32 : t;
   for (size_t done = 0; done < count; done += MAX_CHUNK) {
     size_t c = count - done < MAX_CHUNK ? count - done : MAX_CHUNK;
-    int rc = MPI_Iallreduce(MPI_IN_PLACE, at + done * type_size(t), (int)c, mpi_type(t), MPI_SUM, MPI_COMM_WORLD, &p->req[p->n]);
+    int rc = MPI_Iallreduce(MPI_IN_PLACE, at + done * type_size(rt), (int)c, mpi_type(rt), MPI_SUM, MPI_COMM_WORLD, &p->req[p->n]);
     if (rc != MPI_SUCCESS) {
       MPI_Waitall(p->n, p->req, MPI_STATUSES_IGNORE);
+      free(p->wide);
       free(p);
       return failed("MPI_Iallreduce", rc);
     }
@@ -106,7 +143,9 @@ int lc_all_reduce_start(void *buf, size_t count, lc_dtype t, lc_op op, lc_pendin
 int lc_wait(lc_pending *p) {
   if (!p) return 0;
   int rc = MPI_Waitall(p->n, p->req, MPI_STATUSES_IGNORE);
-  if (rc == MPI_SUCCESS && p->op == LC_AVG) scale(p->buf, p->count, p->t);
+  if (rc == MPI_SUCCESS && p->op == LC_AVG) scale(p->wide ? (void *)p->wide : p->buf, p->count, p->wide ? LC_F32 : p->t);
+  if (rc == MPI_SUCCESS && p->wide) narrowed(p->buf, p->wide, p->count, p->t);   /* one rounding, after the sum */
+  free(p->wide);
   free(p);
   return rc == MPI_SUCCESS ? 0 : failed("MPI_Waitall (all-reduce)", rc);
 }
@@ -162,6 +201,13 @@ int lc_barrier(void) {
 
 int lc_reduce_scatter(const void *send, void *recv, size_t count, lc_dtype t, lc_op op) {
   if (count > INT_MAX) return refused("lc_reduce_scatter: %zu elements per rank is more than MPI's int count", count);
+  if (half(t)) {   /* in float: the whole send buffer widened, this rank's part narrowed once */
+    float *ws = widened(send, count * (size_t)world_size_, t), *wr = malloc((count ? count : 1) * sizeof(float));
+    int rc = ws && wr ? lc_reduce_scatter(ws, wr, count, LC_F32, op) : refused("lc_reduce_scatter: out of memory");
+    if (!rc) narrowed(recv, wr, count, t);
+    free(ws); free(wr);
+    return rc;
+  }
   CALL("MPI_Reduce_scatter_block", MPI_Reduce_scatter_block(send, recv, (int)count, mpi_type(t), MPI_SUM, MPI_COMM_WORLD));
   if (op == LC_AVG) scale(recv, count, t);
   return 0;
@@ -174,6 +220,15 @@ int lc_all_gather(const void *send, void *recv, size_t bytes) {
 }
 
 int lc_reduce_scatter_v(const void *send, void *recv, const int *counts, lc_dtype t, lc_op op) {
+  if (half(t)) {   /* in float, as lc_reduce_scatter */
+    size_t total = 0, mine = (size_t)counts[world_rank];
+    for (int r = 0; r < world_size_; r++) total += (size_t)counts[r];
+    float *ws = widened(send, total, t), *wr = malloc((mine ? mine : 1) * sizeof(float));
+    int rc = ws && wr ? lc_reduce_scatter_v(ws, wr, counts, LC_F32, op) : refused("lc_reduce_scatter_v: out of memory");
+    if (!rc) narrowed(recv, wr, mine, t);
+    free(ws); free(wr);
+    return rc;
+  }
   CALL("MPI_Reduce_scatter", MPI_Reduce_scatter(send, recv, counts, mpi_type(t), MPI_SUM, MPI_COMM_WORLD));
   if (op == LC_AVG) scale(recv, (size_t)counts[world_rank], t);
   return 0;

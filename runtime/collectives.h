@@ -9,7 +9,10 @@
 #define LOOM_COLLECTIVES_H
 #include <stddef.h>
 
-typedef enum { LC_F32, LC_F64 } lc_dtype;
+/* BF16 and F16: 16-bit floats (bfloat16, IEEE binary16) as uint16_t.  Their reductions
+ * sum in float and round once to nearest even at the end (the average divided in float
+ * first), so N ranks round as one rank would round the sum; gathers move them as they are. */
+typedef enum { LC_F32, LC_F64, LC_BF16, LC_F16 } lc_dtype;
 typedef enum { LC_SUM, LC_AVG } lc_op;   /* AVG: the sum divided by the world size */
 
 /* init once, before any other call (MPI_Init with thread support FUNNELED); finalize once */

@@ -24,6 +24,7 @@ static char *grads_;
 static lc_dtype dtype_;
 static size_t esize_;
 static int syncing_;
+static size_t dtype_size(lc_dtype t) { return t == LC_F64 ? sizeof(double) : t == LC_F32 ? sizeof(float) : sizeof(uint16_t); }
 #define MAX_BUCKETS 4096
 static lc_pending *pending_[MAX_BUCKETS];
 static unsigned char started_[MAX_BUCKETS];
@@ -116,7 +117,7 @@ const char *ddp_private_dir(void) {
 void ddp_set_buckets(const ddp_bucket *b, int n, void *grads, lc_dtype t) {
     if (n > MAX_BUCKETS) ddp_die("too many gradient buckets (raise bucket_cap_mb)");
     buckets_ = b; nbuckets_ = n; grads_ = grads; dtype_ = t;
-    esize_ = t == LC_F64 ? sizeof(double) : sizeof(float);
+    esize_ = dtype_size(t);
 }
 
 void ddp_begin_backward(int sync) {
@@ -191,10 +192,14 @@ int ddp_any(int flag) {
 static size_t fsdp_numel_, fsdp_len_, fsdp_lo_, fsdp_hi_;
 static char *fsdp_params_, *fsdp_grads_, *fsdp_grad_shard_;
 static int *fsdp_counts_, *fsdp_displs_;
+/* the optimizer state's type: the parameters' but at 16-true (float state, f16 parameters) */
+static lc_dtype state_dtype_;
+static size_t state_esize_;
 
 void fsdp_init(size_t numel, void *params, void *grads, lc_dtype t) {
     dtype_ = t;
-    esize_ = t == LC_F64 ? sizeof(double) : sizeof(float);
+    esize_ = dtype_size(t);
+    fsdp_state_dtype(t);
     fsdp_numel_ = numel;
     fsdp_len_ = (numel + (size_t)world_ - 1) / (size_t)world_;
     if (fsdp_len_ * esize_ > (size_t)2147483647) ddp_die("an FSDP shard of more than 2^31 bytes (MPI's int counts): use more ranks");
@@ -210,14 +215,15 @@ void fsdp_init(size_t numel, void *params, void *grads, lc_dtype t) {
         if (r == rank_) { fsdp_lo_ = lo; fsdp_hi_ = hi; }
     }
     fsdp_params_ = params; fsdp_grads_ = grads;
-    fsdp_grad_shard_ = fsdp_shard_alloc();
+    fsdp_grad_shard_ = calloc(fsdp_len_ ? fsdp_len_ : 1, esize_);
     if (!fsdp_grad_shard_) ddp_die("out of memory");
 }
 
 size_t fsdp_lo(void) { return fsdp_lo_; }
 size_t fsdp_hi(void) { return fsdp_hi_; }
 size_t fsdp_shard_len(void) { return fsdp_len_; }
-void *fsdp_shard_alloc(void) { return calloc(fsdp_len_ ? fsdp_len_ : 1, esize_); }
+void fsdp_state_dtype(lc_dtype t) { state_dtype_ = t; state_esize_ = dtype_size(t); }
+void *fsdp_shard_alloc(void) { return calloc(fsdp_len_ ? fsdp_len_ : 1, state_esize_); }
 
 void fsdp_finish_grads(void) {
     if (!syncing_) return;
@@ -241,20 +247,20 @@ void fsdp_gather_params(void) {
 
 void *fsdp_gather(const void *shard) {
     char *full = NULL;
-    if (rank_ == 0 && !(full = malloc(fsdp_numel_ ? fsdp_numel_ * esize_ : 1))) ddp_die("out of memory gathering a checkpoint");
+    if (rank_ == 0 && !(full = malloc(fsdp_numel_ ? fsdp_numel_ * state_esize_ : 1))) ddp_die("out of memory gathering a checkpoint");
     arm("gathering a checkpoint's shards");
-    check(lc_gather_v(shard, full, fsdp_counts_, fsdp_displs_, dtype_, 0));
+    check(lc_gather_v(shard, full, fsdp_counts_, fsdp_displs_, state_dtype_, 0));
     disarm();
     return full;
 }
 
 void fsdp_keep_shard(void *shard, const void *full) {
-    memcpy(shard, (const char *)full + fsdp_lo_ * esize_, (fsdp_hi_ - fsdp_lo_) * esize_);
+    memcpy(shard, (const char *)full + fsdp_lo_ * state_esize_, (fsdp_hi_ - fsdp_lo_) * state_esize_);
 }
 
 void fsdp_bytes(double *params, double *grads, double *grad_shard, double *state_shard) {
     *params = (double)fsdp_numel_ * esize_;
     *grads = (double)fsdp_numel_ * esize_;
     *grad_shard = (double)fsdp_len_ * esize_;
-    *state_shard = (double)fsdp_len_ * esize_;
+    *state_shard = (double)fsdp_len_ * state_esize_;
 }

@@ -66,6 +66,9 @@ void ddp_gather(const double *x, int n, double *all);
  *              fsdp_keep_shard(shard, full) keeps this rank's part of a full tensor read
  *              from a checkpoint */
 void fsdp_init(size_t numel, void *params, void *grads, lc_dtype t);
+/* the optimizer state's type when it is not the parameters' (16-true: float state); after
+ * fsdp_init, before the first fsdp_shard_alloc */
+void fsdp_state_dtype(lc_dtype t);
 size_t fsdp_lo(void);
 size_t fsdp_hi(void);
 size_t fsdp_shard_len(void);

@@ -5,7 +5,7 @@
 set -u
 . "$(dirname "$0")/tap.sh"
 T=build/mpi/test_collectives
-CASES=14
+CASES=15
 plan $((3 * CASES + 1))
 for n in 1 2 3; do
   harness "collectives on $n rank(s)" $CASES "s/^\\(ok\\|not ok\\) [0-9]* /\\1 np=$n: /" \

@@ -18,11 +18,16 @@
 #    2 ranks × 4 end with the weights and running statistics of 1 rank × 8 (and 4 ranks
 #    × 2, accumulation 2), within 1e-5 relative; without it each rank's own statistics
 #    (no sum over ranks, other weights); --devices=1 is plain BatchNorm;
+#  - bf16-true and 16-true (16-bit gradients, all-reduced in float and rounded once):
+#    2 ranks × 8 = 1 rank × 16 after 5 SGD-momentum steps within 4 units in the last place
+#    (2^-6, 2^-9; 1 rank × 8 is ~0.15 away).  (AdamW's first steps move each weight by
+#    ±lr whatever |g|, so a gradient near 0 whose 16-bit rounding flips its sign moves it
+#    by 2 lr: 1 rank × 16 against 1 rank × 2 × 8 accumulated differs as much there.)
 #  - refused in one line: fsdp, CUDA ddp.
 set -u
 cd "$(dirname "$0")/.."
 . tests/tap.sh
-plan 26
+plan 27
 BASE=two
 . tests/ddp/lib.sh
 MDIFF="python3 $ROOT/tests/ddp/metrics_diff.py"
@@ -124,7 +129,6 @@ fault "a stopped rank ends the job after --ddp-timeout 2" STOP "rank 0: waited m
 # refused in one line, at the spec's line
 refused fsdp 's/"ddp"/"fsdp"/' "fsdp.lua:9: fsdp: sharding_strategy 'FULL_SHARD' (FSDPStrategy's default) is not implemented yet; write sharding_strategy = 'SHARD_GRAD_OP' (gradients and optimizer state sharded over the 2 ranks) or 'NO_SHARD' (ddp)"
 refused cuda 's/"cpu"/"cuda"/; /^  log/d' "cuda.lua:9: devices = 2: the CUDA backend runs on one GPU (devices = 1, 'auto', or {k} for GPU k); the multi-GPU strategies come in their own issue"
-refused half 's/"32-true"/"bf16-true"/' "half.lua:9: precision 'bf16-true' with strategy 'ddp' is not implemented yet (16-bit parameters and gradients); use a -mixed precision, 32-true or --devices=1"
 
 # sync_batchnorm on tests/ddp/bn.lua: the statistics over every rank's batch
 bn() {   # bn NAME SED [FLAGS]: tests/ddp/bn.lua through SED, built in NAME/
@@ -153,3 +157,15 @@ cp -a bn2 bnl && bn bnl 's/sync_batchnorm = true/sync_batchnorm = false/' && $MP
 d=$($DIFF bl/last.safetensors b1/last.safetensors net.6.running_ 2>&1)
 if ! grep -q 'ddp_sum' bnl/model.c && awk -v d="${d%% *}" 'BEGIN { exit !(d > 1e-3) }'; then ok "sync_batchnorm = false: each rank's statistics (running stats $d from the global batch's)"
 else fail "sync_batchnorm = false" "ddp_sum in bnl/model.c or running stats within $d of the global batch's"; fi
+
+# bf16-true and 16-true: 16-bit gradients, averaged in float and rounded once
+SGD5='s/AdamW { lr = 1e-2, weight_decay = 0.01 }/SGD { lr = 0.05, momentum = 0.9 }/'
+half() {   # half PRECISION TOL
+  local p=$1 t=$2
+  variant "o$p" "$SGD5; s/\"32-true\"/\"$p\"/; s/batch_size = 8/batch_size = 16/" --devices=1 && ./"o$p"/train --out "ro$p" --max-steps 5 --quiet >/dev/null 2>&1
+  variant "t$p" "$SGD5; s/\"32-true\"/\"$p\"/" && $MPI -np 2 ./"t$p"/train --out "rt$p" --max-steps 5 --quiet >/dev/null 2>&1
+  if grep -q "LC_$(echo "${p%-true}" | sed 's/^16$/F16/; s/^bf16$/BF16/')" "t$p/train.c"; then within "$p: 2 ranks x 8 = 1 rank x 16 (SGD momentum, 5 steps; 16-bit gradients reduced in float)" "rt$p/last.safetensors" "ro$p/last.safetensors" "" "$t"
+  else fail "$p under ddp" "no 16-bit buckets in t$p/train.c"; fi
+}
+half bf16-true 0.015625
+half 16-true 0.001953125

@@ -11,13 +11,17 @@
 #  - the bytes each rank holds (the program's startup line): the sharded part is 1/N;
 #  - a 2-rank run stopped at step 10 and resumed from its full checkpoint ends as the
 #    uninterrupted one;
+#  - 16-true (float16 parameters and gradients, float32 optimizer state): 2 ranks × 8 =
+#    1 rank × 16 after 5 SGD-momentum steps within 2^-9 (weights and the gathered state),
+#    and a run resumed at step 3 ends as the uninterrupted one;
+#  - sync_batchnorm (tests/ddp/bn.lua): 2 ranks × 4 = 1 rank × 8 within 1e-5;
 #  - --dump=strategy names the shards, and NO_SHARD is ddp;
 #  - refused in one line: FULL_SHARD (FSDPStrategy's default), cpu_offload, auto_wrap_policy,
 #    an fsdp setting under ddp, clipping by the inf-norm.
 set -u
 cd "$(dirname "$0")/.."
 . tests/tap.sh
-plan 18
+plan 23
 BASE=f2
 . tests/ddp/lib.sh
 FSDP='s/"ddp", devices = 2 }/"fsdp", devices = 2, sharding_strategy = "SHARD_GRAD_OP" }/'
@@ -65,6 +69,23 @@ $MPI -np 2 ./f2/train --out rr --max-steps 10 --quiet >/dev/null 2>&1
 $MPI -np 2 ./f2/train --out rr --resume rr/last.safetensors --max-steps 20 --quiet >/dev/null 2>&1
 within "fsdp 2 ranks: resumed at step 10 = uninterrupted (weights)" rr/last.safetensors f2r/last.safetensors
 within "fsdp 2 ranks: resumed at step 10 = uninterrupted (optimizer state)" rr/last.safetensors f2r/last.safetensors optimizer.
+
+# 16-true: float16 gradients reduce-scattered in float; the optimizer state's float32
+# shards (fsdp_state_dtype) gathered for the checkpoint and kept on resume
+H16="$FSDP; s/AdamW { lr = 1e-2, weight_decay = 0.01 }/SGD { lr = 0.05, momentum = 0.9 }/; s/\"32-true\"/\"16-true\"/"
+variant o16 "$H16; s/batch_size = 8/batch_size = 16/" --devices=1 && ./o16/train --out o16r --max-steps 5 --quiet >/dev/null 2>&1
+variant f16 "$H16" && $MPI -np 2 ./f16/train --out f16r --max-steps 5 --quiet >/dev/null 2>&1
+within "16-true: fsdp 2 ranks x 8 = 1 rank x 16 (SGD momentum, 5 steps, within 2^-9)" f16r/last.safetensors o16r/last.safetensors "" 0.001953125
+within "16-true: the float32 optimizer state gathered from 2 shards = 1 rank's (within 2^-9)" f16r/last.safetensors o16r/last.safetensors optimizer. 0.001953125
+$MPI -np 2 ./f16/train --out f16s --max-steps 3 --quiet >/dev/null 2>&1
+$MPI -np 2 ./f16/train --out f16s --resume f16s/last.safetensors --max-steps 5 --quiet >/dev/null 2>&1
+within "16-true: fsdp resumed at step 3 = uninterrupted (weights)" f16s/last.safetensors f16r/last.safetensors
+within "16-true: fsdp resumed at step 3 = uninterrupted (the float32 state's shards)" f16s/last.safetensors f16r/last.safetensors optimizer.
+
+# sync_batchnorm under fsdp (tests/ddp/bn.lua)
+sed 's/batch_size = 4/batch_size = 8/' "$ROOT/tests/ddp/bn.lua" >bn1.lua && "$LOOM" build bn1.lua -o bn1 --devices=1 >bn1.log 2>&1 && ./bn1/train --out b1 --quiet >/dev/null 2>&1
+sed 's/"ddp", devices = 2,/"fsdp", devices = 2, sharding_strategy = "SHARD_GRAD_OP",/' "$ROOT/tests/ddp/bn.lua" >bnf.lua && cp -a f2 bnf && "$LOOM" build bnf.lua -o bnf >bnf.log 2>&1 && $MPI -np 2 ./bnf/train --out bf --quiet >/dev/null 2>&1
+within "sync_batchnorm: fsdp 2 ranks x 4 = 1 rank x 8 (weights and running statistics)" bf/last.safetensors b1/last.safetensors
 
 # loom explain's Collectives section: what each strategy sends, and when
 "$LOOM" explain f2.lua -o exf >/dev/null 2>&1

@@ -6,11 +6,12 @@
 
 #include <math.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-enum { NCASES = 14 };
+enum { NCASES = 15 };
 static const char *names[NCASES] = {
   "rank, local rank and world size",
   "all-reduce sum f32",
@@ -26,6 +27,7 @@ static const char *names[NCASES] = {
   "data-parallel SGD: N ranks x batch B (sharded loader, bucketed avg) = 1 rank x batch N*B",
   "lc_test polls a started all-reduce to completion, then lc_wait scales it",
   "FSDP's shards (the last rank's shorter): reduce-scatter-v avg, all-gather-v in place, gather-v to rank 0",
+  "bf16 and f16: all-reduce avg (started and waited) and reduce-scatter-v avg sum in float and round once; all-gather-v moves them",
 };
 static char detail[NCASES][256];
 
@@ -237,6 +239,61 @@ static void case_test_poll(void) {
   for (int i = 0; i < 300; i++) CHECK(C, fabsf(x[i] - want) <= 1e-6f * want, "x[%d] = %g, want %g", i, x[i], want);
 }
 
+/* 16-bit values as the generated kernels round them (bf16: nearest even; f16: _Float16) */
+static uint16_t to16(float x, lc_dtype t) {
+  uint16_t h;
+  if (t == LC_F16) { _Float16 f = (_Float16)x; memcpy(&h, &f, sizeof h); return h; }
+  uint32_t u;
+  memcpy(&u, &x, sizeof u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(u >> 16);
+}
+static float from16(uint16_t h, lc_dtype t) {
+  if (t == LC_F16) { _Float16 f; memcpy(&f, &h, sizeof f); return (float)f; }
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+static void case_half(void) {
+  enum { C = 13 };
+  const lc_dtype types[2] = { LC_BF16, LC_F16 };
+  for (int k = 0; k < 2; k++) {
+    lc_dtype t = types[k];
+    const char *tn = t == LC_BF16 ? "bf16" : "f16";
+    /* rank r's value of element i (not exact in 16 bits: the sum's rounding shows) */
+    #define V(i, r) to16(1.0f + 0.013f * (float)(i) + 0.37f * (float)(r), t)
+    uint16_t x[C], want[C];
+    for (int i = 0; i < C; i++) {
+      x[i] = V(i, R);
+      float sum = 0;
+      for (int r = 0; r < N; r++) sum += from16(V(i, r), t);
+      want[i] = to16(sum * (1.0f / (float)N), t);
+    }
+    lc_pending *p;
+    CHECK(14, lc_all_reduce_start(x, C, t, LC_AVG, &p) == 0, "%s: %s", tn, lc_error());
+    CHECK(14, lc_wait(p) == 0, "%s: %s", tn, lc_error());
+    for (int i = 0; i < C; i++) CHECK(14, x[i] == want[i], "%s all-reduce: x[%d] = %g, want %g", tn, i, from16(x[i], t), from16(want[i], t));
+    int counts[64], displs[64], len = (C + N - 1) / N;
+    for (int r = 0; r < N; r++) {
+      int lo = len * r < C ? len * r : C, hi = len * (r + 1) < C ? len * (r + 1) : C;
+      counts[r] = hi - lo;
+      displs[r] = lo;
+    }
+    uint16_t g[C], shard[C];
+    for (int i = 0; i < C; i++) g[i] = V(i, R);
+    CHECK(14, lc_reduce_scatter_v(g, shard, counts, t, LC_AVG) == 0, "%s: %s", tn, lc_error());
+    for (int j = 0; j < counts[R]; j++)
+      CHECK(14, shard[j] == want[displs[R] + j], "%s reduce-scatter-v: shard[%d] = %g, want %g", tn, j, from16(shard[j], t), from16(want[displs[R] + j], t));
+    for (int i = 0; i < C; i++) g[i] = 0;
+    for (int j = 0; j < counts[R]; j++) g[displs[R] + j] = V(displs[R] + j, R);
+    CHECK(14, lc_all_gather_v(g, counts, displs, t) == 0, "%s: %s", tn, lc_error());
+    for (int r = 0; r < N; r++)
+      for (int j = 0; j < counts[r]; j++) CHECK(14, g[displs[r] + j] == V(displs[r] + j, r), "%s all-gather-v: element %d", tn, displs[r] + j);
+    #undef V
+  }
+}
+
 int main(int argc, char **argv) {
   if (lc_init(&argc, &argv)) {
     fprintf(stderr, "test_collectives: %s\n", lc_error());
@@ -255,7 +312,7 @@ int main(int argc, char **argv) {
   }
   void (*cases[NCASES])(void) = { case_sizes, case_sum_f32, case_avg_f64, case_buckets, case_tiny_bucket,
     case_nonblocking, case_broadcast, case_reduce_scatter, case_all_gather, case_barrier, case_error,
-    case_data_parallel, case_test_poll, case_shards_v };
+    case_data_parallel, case_test_poll, case_shards_v, case_half };
   for (int i = 0; i < NCASES; i++) cases[i]();
   /* the lowest failing rank of each case (N where none failed), and that rank's detail */
   double first[NCASES];

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""ckpt_diff.py A B [PREFIX]: the largest |a - b| / max(|b|) over the float32 tensors of
+"""ckpt_diff.py A B [PREFIX]: the largest |a - b| / max(|b|) over the float tensors (F32,
+BF16, F16) of
 two safetensors checkpoints whose names start with PREFIX (default: all but the
 optimizer's), printed with the tensor's name.  Standard library only."""
 import json, struct, sys, array
@@ -11,11 +12,20 @@ def load(path):
         data = f.read()
     out = {}
     for name, t in head.items():
-        if name == "__metadata__" or t["dtype"] != "F32":
+        if name == "__metadata__" or t["dtype"] not in ("F32", "BF16", "F16"):
             continue
         a, b = t["data_offsets"]
-        v = array.array("f")
-        v.frombytes(data[a:b])
+        raw = data[a:b]
+        if t["dtype"] == "F32":
+            v = array.array("f")
+            v.frombytes(raw)
+        elif t["dtype"] == "F16":
+            v = list(struct.unpack("<%de" % (len(raw) // 2), raw))
+        else:   # bfloat16: the top half of a float32
+            h = array.array("H")
+            h.frombytes(raw)
+            v = array.array("f")
+            v.frombytes(array.array("I", (x << 16 for x in h)).tobytes())
         out[name] = v
     return out
 
