@@ -15,8 +15,8 @@
 #  - faults: a SIGKILLed rank ends the job (non-zero, the rank named) within seconds; a
 #    stopped rank ends it after --ddp-timeout with one line;
 #  - sync_batchnorm (tests/ddp/bn.lua: a CNN with BatchNorm2d, a BatchNorm1d MLP head):
-#    2 ranks × 4 end with the weights and running statistics of 1 rank × 8 (and 4 ranks
-#    × 2, accumulation 2), within 1e-5 relative; without it each rank's own statistics
+#    2 ranks × 4 end with the weights and running statistics of 1 rank × 8 (and with
+#    accumulation 2) within 1e-5 relative, and 4 ranks × 2 in 64-true within 1e-12; without it each rank's own statistics
 #    (no sum over ranks, other weights); --devices=1 is plain BatchNorm;
 #  - bf16-true and 16-true (16-bit gradients, all-reduced in float and rounded once):
 #    2 ranks × 8 = 1 rank × 16 after 5 SGD-momentum steps within 4 units in the last place
@@ -147,8 +147,10 @@ nr=$(grep -c '^| all-reduce (sum), SyncBatchNorm | `net\.[16]` BatchNorm[12]d' e
 if [ "$nr" = 4 ]; then ok "explain: the 4 SyncBatchNorm all-reduces"; else fail "explain (sync_batchnorm)" "$nr rows"; fi
 within "sync_batchnorm: 2 ranks x 4 = 1 rank x 8 (BatchNorm2d + BatchNorm1d, SGD momentum, 6 steps)" b2/last.safetensors b1/last.safetensors
 within "sync_batchnorm: running statistics (2 ranks x 4 = 1 rank x 8)" b2/last.safetensors b1/last.safetensors net.6.running_
-cp -a bn2 bn4 && bn bn4 's/batch_size = 4/batch_size = 2/; s/devices = 2,/devices = 4,/' && $MPI -np 4 ./bn4/train --out b4 --quiet >/dev/null 2>&1
-within "sync_batchnorm: 4 ranks x 2 = 1 rank x 8" b4/last.safetensors b1/last.safetensors
+# in 64-true, 4 ranks × 2: the global batch's statistics to double precision
+bn bnd1 's/"32-true"/"64-true"/; s/batch_size = 4/batch_size = 8/' --devices=1 && ./bnd1/train --out bd1 --quiet >/dev/null 2>&1
+bn bnd4 's/"32-true"/"64-true"/; s/batch_size = 4/batch_size = 2/; s/devices = 2,/devices = 4,/' && $MPI -np 4 ./bnd4/train --out bd4 --quiet >/dev/null 2>&1
+within "sync_batchnorm, 64-true: 4 ranks x 2 = 1 rank x 8 within 1e-12 (weights and running statistics)" bd4/last.safetensors bd1/last.safetensors "" 1e-12
 cp -a bn1 bna1 && bn bna1 's/batch_size = 4/batch_size = 8, accumulate = 2/' --devices=1 && ./bna1/train --out ba1 --quiet >/dev/null 2>&1
 cp -a bn2 bna2 && bn bna2 's/batch_size = 4/batch_size = 4, accumulate = 2/' && $MPI -np 2 ./bna2/train --out ba2 --quiet >/dev/null 2>&1
 within "sync_batchnorm, accumulate 2: 2 ranks x 4 = 1 rank x 8" ba2/last.safetensors ba1/last.safetensors

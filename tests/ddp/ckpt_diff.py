@@ -1,8 +1,7 @@
 #!/usr/bin/env python3
-"""ckpt_diff.py A B [PREFIX]: the largest |a - b| / max(|b|) over the float tensors (F32,
-BF16, F16) of
-two safetensors checkpoints whose names start with PREFIX (default: all but the
-optimizer's), printed with the tensor's name.  Standard library only."""
+"""ckpt_diff.py A B [PREFIX]: the largest |a - b| / max(|b|) over the float tensors (F64,
+F32, BF16, F16) of two safetensors checkpoints whose names start with PREFIX (default:
+all but the optimizer's), printed with the tensor's name.  Standard library only."""
 import json, struct, sys, array
 
 def load(path):
@@ -12,12 +11,12 @@ def load(path):
         data = f.read()
     out = {}
     for name, t in head.items():
-        if name == "__metadata__" or t["dtype"] not in ("F32", "BF16", "F16"):
+        if name == "__metadata__" or t["dtype"] not in ("F64", "F32", "BF16", "F16"):
             continue
         a, b = t["data_offsets"]
         raw = data[a:b]
-        if t["dtype"] == "F32":
-            v = array.array("f")
+        if t["dtype"] in ("F32", "F64"):
+            v = array.array("f" if t["dtype"] == "F32" else "d")
             v.frombytes(raw)
         elif t["dtype"] == "F16":
             v = list(struct.unpack("<%de" % (len(raw) // 2), raw))
