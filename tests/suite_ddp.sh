@@ -16,8 +16,9 @@
 #    stopped rank ends it after --ddp-timeout with one line;
 #  - sync_batchnorm (tests/ddp/bn.lua: a CNN with BatchNorm2d, a BatchNorm1d MLP head):
 #    2 ranks × 4 end with the weights and running statistics of 1 rank × 8 (and with
-#    accumulation 2) within 1e-5 relative, and 4 ranks × 2 in 64-true within 1e-12; without it each rank's own statistics
-#    (no sum over ranks, other weights); --devices=1 is plain BatchNorm;
+#    accumulation 2) within 1e-5 relative, and 4 ranks × 2 in 64-true within 1e-12;
+#    without it each rank's own statistics (no sum over ranks, other weights);
+#    --devices=1 is plain BatchNorm;
 #  - bf16-true and 16-true (16-bit gradients, all-reduced in float and rounded once):
 #    2 ranks × 8 = 1 rank × 16 after 5 SGD-momentum steps within 4 units in the last place
 #    (2^-6, 2^-9; 1 rank × 8 is ~0.15 away).  (AdamW's first steps move each weight by
