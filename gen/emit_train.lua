@@ -413,9 +413,10 @@ end
 -- `floor`: the schedule's lr for every group is floor + (lr - floor) × ratio (0: it
 -- scales each group's lr; false: it sets every group's lr, which a group may not give).
 -- `frozen[name]`: parameters train.freeze leaves out of the update.
--- `sharded` (fsdp's SHARD_GRAD_OP, gen/strategy.lua): each state buffer holds this rank's
--- shard of the flat arena, [fsdp_lo(), fsdp_hi()) of runtime/ddp.h, and the update runs
--- over that range only (the state indexed from the shard's start); checkpoints hold the
+-- `sharded` (fsdp's "SHARD_GRAD_OP" or "FULL_SHARD", gen/strategy.lua): each state buffer
+-- holds this rank's shard of the flat arena, [fsdp_lo(), fsdp_hi()) of runtime/ddp.h, and
+-- the update runs over that range only (the state indexed from the shard's start; under
+-- FULL_SHARD the parameters too, fsdp_param_shard()); checkpoints hold the
 -- full tensors (the load keeps this rank's part; the save gathers them: emit_c.lua).
 -- `only`: runs { begin, finish, names } of the parameters it updates (a training_step's
 -- optimizer, gen/user_step.lua), without parameter groups.
@@ -512,10 +513,14 @@ local function optimizer_code(k16, opt, sfx, params, floor, frozen, sharded, onl
   if decays and rule.decay == "decoupled" then
     step[#step + 1] = string.format("    const real decay = (real)(1.0 - %s * %s);   // decoupled weight decay", LR, WD)
   end
-  local si = "i"   -- the state's index
+  local si, P = "i", "m->params[i]"   -- the state's index, the parameter
   if sharded then
     table.insert(step, 3, "    const size_t lo = fsdp_lo(), hi = fsdp_hi();   // FSDP: this rank updates its shard of the parameters")
     si = "i - lo"
+  end
+  if sharded == "FULL_SHARD" then
+    table.insert(step, 4, "    state_t *ps = fsdp_param_shard();   // FULL_SHARD: the parameters this rank holds, [lo, hi)")
+    P = "ps[i - lo]"
   end
   if only then
     -- a training_step's optimizer: only its parameters' runs
@@ -531,7 +536,7 @@ local function optimizer_code(k16, opt, sfx, params, floor, frozen, sharded, onl
   else
     step[#step + 1] = (groups or only) and "    for (size_t i = runs[r].begin; i < runs[r].end; i++) {" or "    for (size_t i = 0; i < NUM_PARAMS; i++) {"
   end
-  step[#step + 1] = string.format("        real p = %s;", LD("m->params[i]"))
+  step[#step + 1] = string.format("        real p = %s;", LD(P))
   step[#step + 1] = string.format("        real g = %s%s;", (rule.maximize and a.maximize) and "-" or "", LD("m->grads[i]"))
   if decays and rule.decay == "l2" then step[#step + 1] = "        g += wd * p;   // L2 penalty" end
   if decays and rule.decay == "decoupled" then step[#step + 1] = "        p *= decay;" end
@@ -541,7 +546,7 @@ local function optimizer_code(k16, opt, sfx, params, floor, frozen, sharded, onl
   for _, st in ipairs(states) do step[#step + 1] = string.format("        real %s = %s;", st, LDO(string.format("o->%s[%s]", st, si))) end
   for _, x in ipairs(rule.update(a, { f = f })) do step[#step + 1] = x end
   for _, st in ipairs(states) do step[#step + 1] = string.format("        o->%s[%s] = %s;", st, si, STO(st)) end
-  step[#step + 1] = string.format("        m->params[i] = %s;", ST("p"))
+  step[#step + 1] = string.format("        %s = %s;", P, ST("p"))
   step[#step + 1] = "    }"
   if groups or only then step[#step + 1] = "    }" end
   return {
@@ -1453,7 +1458,7 @@ function emit_train.values(l)
   local open, bind, data_desc = data_code(sp, l.fields, ty.ctype, g)
   local aug_def, aug_opt = augment_code(sp)
   local lr_body, sched_desc, onecycle, floor = schedule_code(sp, tr.optimizer)
-  local sharded = l.strategy and l.strategy.kind == "fsdp"
+  local sharded = l.strategy and l.strategy.kind == "fsdp" and l.strategy.sharding
   local o = optimizer_code(k16, tr.optimizer, ty.sfx, l.state.params, floor, g.frozen or {}, sharded)
   local clip_norm = tr.clip ~= nil and tr.clip.max_norm ~= nil
   local plateau = tr.scheduler and tr.scheduler.kind == "ReduceLROnPlateau"

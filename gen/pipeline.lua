@@ -128,7 +128,7 @@ local function plan_stage(l)
     while p.acts[t] and p.acts[t].source do t = p.acts[t].source end
     return t
   end
-  return with(l, { state = plan.state(l.graph), plan = p, root = root })
+  return with(l, { state = plan.state(l.graph, l.strategy and l.strategy.unit_of), plan = p, root = root })
 end
 
 -- entries: the declared methods beside forward as the program's entry points (gen/entries.lua:
