@@ -232,7 +232,7 @@ function emit.gather_units(l, w)
         table.sort(names)
         diag.fatal(op.node.where, string.format("fsdp FULL_SHARD: %s reads parameters of two units at once, %s (a weight tied across units); " ..
           "make them one unit (auto_wrap_policy) or use sharding_strategy = 'SHARD_GRAD_OP'",
-          op.node.module and op.node.module.call_text or op.node.op, table.concat(names, " and ")))
+          op.node.op, table.concat(names, " and ")))
       end
       if u and u ~= cur then
         table.insert(op.lines, 1, string.format("fsdp_gather_unit(%d);   // FSDP: unit %d (%s) all-gathered for its %s", u - 1, u - 1, unit_name(u), phase))
@@ -621,12 +621,15 @@ function emit.fsdp_blocks(l)
     ddp_broadcast(m.counters, sizeof(int64_t) * NUM_COUNTERS);
     if (!args.quiet) {   // what each rank holds (one rank: the unsharded figures)
         double pb, gb, gs, ss;
-        fsdp_bytes(&pb, &gb, &gs, &ss);
-        printf("fsdp: %s over %%d ranks; per rank: parameters %%.0f B, gradients %%.0f B (backward's arena) + %%.0f B (shard), "
+        fsdp_bytes(&pb, &gb, &gs, &ss);%s
+        printf("fsdp: %s over %%d ranks; per rank: parameters %%.0f B%s, gradients %%.0f B (backward's arena) + %%.0f B (shard), "
                "optimizer state %%.0f B (%d buffer%s of %%.0f B); parameters+gradients+optimizer %%.0f B, of which sharded %%.0f B\n",
-               ddp_world(), pb, gb, gs, %d * ss, ss, pb + gb + gs + %d * ss, gs + %d * ss);
+               ddp_world(), pb, %sgb, gs, %d * ss, ss, pb + gb + gs + %d * ss, %sgs + %d * ss);
     }
-]==], s.sharding, full_shard and ", and so are its parameters" or "", lct, units, s.sharding, #states, #states == 1 and "" or "s", #states, #states, #states)
+]==], s.sharding, full_shard and ", and so are its parameters" or "", lct, units,
+    full_shard and "\n        double ps = (double)fsdp_shard_len() * sizeof(state_t);   // FULL_SHARD: the parameters' shard (the rest: the gathered unit)" or "",
+    s.sharding, full_shard and " (shard %.0f B + the largest unit gathered %.0f B)" or "", #states, #states == 1 and "" or "s",
+    full_shard and "ps, pb - ps, " or "", #states, #states, full_shard and "ps + " or "", #states)
   if full_shard then
     -- the parameters' shards gathered on rank 0 like the optimizer state's
     local gather, free = { "        Model full_m = *m;", "        full_m.params = fsdp_gather(fsdp_param_shard());" }, { "        free(full_m.params);" }
