@@ -1379,7 +1379,8 @@ end
 -- The user's hooks (spec `hooks = Hooks { source = ..., on_... = "fn" }`): the
 -- prototypes, call_hook (which fills runtime/loom_hooks.h's loom_hook_info), the calls
 -- at each point, and the user's file to compile in.  `on_device`: the parameters live on
--- the device, so only on_save_checkpoint (after its copy to the host) sees them.
+-- the device (or in FULL_SHARD's shards), so only on_save_checkpoint (after its copy to
+-- the host, or its gather on rank 0) sees them.
 local function spec_points() return require("spec").HOOK_POINTS end
 
 local function hooks_code(sp, on_device, state_desc, state_dtype, has_accuracy)
@@ -1478,7 +1479,8 @@ function emit_train.values(l)
   local metrics = l.trace.metrics or {}   -- train.log's (the CUDA backend refuses them: emit_cuda.check)
   local callbacks, cb_init, cb_mkdirs, test_desc, test_weights, cb_counts, best_ckpt = callbacks_code(sp, has_accuracy, metrics)
   local state_desc = ({ f32 = "float32", f64 = "float64", bf16 = "bfloat16", f16 = "float16" })[ps.state]
-  local hooks = hooks_code(sp, l.backend == "cuda", state_desc, CKPT_DTYPE[ps.state], has_accuracy)
+  -- (FSDP's FULL_SHARD holds no whole parameters either, but for the checkpoint rank 0 writes)
+  local hooks = hooks_code(sp, l.backend == "cuda" or (l.strategy and l.strategy.sharding == "FULL_SHARD"), state_desc, CKPT_DTYPE[ps.state], has_accuracy)
   local logs = logger_code(sp, has_accuracy, ps.loss_scaling, hooks, clip_norm, best_ckpt,
     group_lr_columns(tr.optimizer, o.groups_list, floor), metrics)
   local mom = o.base_momentum and lit(o.base_momentum) or "0.0"

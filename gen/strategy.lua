@@ -20,6 +20,7 @@
 --                                             reduce-scattered after backward, each rank's
 --                                             optimizer updates its shard, the parameters
 --                                             all-gathered after the step (runtime/ddp.h)
+-- (fsdp's default sharding_strategy is FULL_SHARD, as FSDPStrategy's.)
 -- For ddp it also says how the gradients are averaged: `buckets`, contiguous ranges of
 -- the gradient arena in the order their gradients become final in backward (PyTorch
 -- DDP's reverse parameter order), each at most about bucket_cap_mb; `ready_after[node]`,
@@ -97,10 +98,6 @@ function strategy.check(g, target)
             c, require("util").did_you_mean(c, list), table.concat(list, ", ")))
         end
       end
-    end
-    if sh == "FULL_SHARD" and g.step then
-      diag.fatal(diag.key_where(sp.train.where, "training_step") or sp.train.where,
-        "fsdp FULL_SHARD with a training_step is not implemented yet (its optimizers update whole parameters); use sharding_strategy = 'SHARD_GRAD_OP', ddp or --devices=1")
     end
     if sh ~= "NO_SHARD" then
       if given("bucket_cap_mb") then

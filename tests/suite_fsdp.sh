@@ -24,7 +24,7 @@
 #  - the bytes each rank holds: the parameters' shard is 1/N, plus the largest unit;
 #  - the model.c gathers, --dump=strategy and explain's per-unit rows;
 #  - refused in one line: HYBRID_SHARD, a policy class the model lacks, an op that reads
-#    two units' parameters at once, the inf-norm, a training_step.
+#    two units' parameters at once, the inf-norm.
 set -u
 cd "$(dirname "$0")/.."
 . tests/tap.sh
