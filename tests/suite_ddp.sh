@@ -10,7 +10,7 @@
 #  - rank 0 alone writes the outputs; --devices=1 builds one process without MPI;
 #  - faults: a SIGKILLed rank ends the job (non-zero, the rank named) within seconds; a
 #    stopped rank ends it after --ddp-timeout with one line;
-#  - refused in one line: fsdp, CUDA ddp, 16-bit state under ddp, sync_batchnorm.
+#  - refused in one line: fsdp's HYBRID_SHARD, CUDA ddp, 16-bit state under ddp, sync_batchnorm.
 set -u
 cd "$(dirname "$0")/.."
 . tests/tap.sh
@@ -116,7 +116,7 @@ refused() {   # refused NAME SED EXPECT [FLAGS]
   if [ $rc -eq 2 ] && [ "$(echo "$err" | head -1)" = "$want" ] && ! echo "$err" | grep -qi traceback; then ok "refused: $want"
   else fail "$name refused" "rc $rc: $(echo "$err" | head -2 | tr '\n' ' ')"; fi
 }
-refused fsdp 's/"ddp"/"fsdp"/' "fsdp.lua:9: fsdp: sharding_strategy 'FULL_SHARD' (FSDPStrategy's default) is not implemented yet; write sharding_strategy = 'SHARD_GRAD_OP' (gradients and optimizer state sharded over the 2 ranks) or 'NO_SHARD' (ddp)"
+refused fsdp 's/"ddp", devices = 2 }/"fsdp", devices = 2, sharding_strategy = "HYBRID_SHARD" }/' "fsdp.lua:9: fsdp: sharding_strategy 'HYBRID_SHARD' is not implemented yet; write 'FULL_SHARD' (parameters, gradients and optimizer state sharded over the 2 ranks), 'SHARD_GRAD_OP' or 'NO_SHARD' (ddp)"
 refused cuda 's/"cpu"/"cuda"/' "cuda.lua:9: devices = 2: the CUDA backend runs on one GPU (devices = 1, 'auto', or {k} for GPU k); the multi-GPU strategies come in their own issue"
 refused half 's/"32-true"/"bf16-true"/' "half.lua:9: precision 'bf16-true' with strategy 'ddp' is not implemented yet (16-bit parameters and gradients); use a -mixed precision, 32-true or --devices=1"
 refused syncbn 's/devices = 2 }/devices = 2, sync_batchnorm = true }/' "syncbn.lua:9: sync_batchnorm = true is not implemented yet (BatchNorm keeps each rank's statistics, PyTorch DDP's default)"
