@@ -785,15 +785,6 @@ function emit.program(l)
   local loop = require("emit_train").values(l)
   local full_shard = l.strategy and l.strategy.sharding == "FULL_SHARD"
   loop.train.sample_fn = (l.entries[1] and not l.entries[1].refused and not full_shard) and SAMPLE_FN or NO_SAMPLE_FN
-  if full_shard then   -- the best checkpoint's weights: read whole, this rank's shard kept
-    loop.train.test_weights = loop.train.test_weights:gsub("load_weights%(path, &m%);", "{   // FSDP FULL_SHARD: this rank's shard of them\n" ..
-      "                Model full = m;\n" ..
-      "                if (!(full.params = malloc(sizeof(state_t) * NUM_PARAMS))) die(\"out of memory reading the best checkpoint\");\n" ..
-      "                load_weights(path, &full);\n" ..
-      "                fsdp_keep_shard(fsdp_param_shard(), full.params);\n" ..
-      "                free(full.params);\n" ..
-      "            }")
-  end
   local kind = l.strategy and l.strategy.kind or "single"
   local ddp = kind ~= "single"   -- DDP's runtime and MPI: ddp and fsdp
   local blocks = kind == "ddp" and emit.ddp_blocks(l) or kind == "fsdp" and emit.fsdp_blocks(l) or TRAIN_BLOCKS

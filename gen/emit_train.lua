@@ -1565,14 +1565,32 @@ function emit_train.values(l)
     }
     t.shard = "ddp_world(), ddp_rank(), 1"
     t.global_batch = "(int64_t)BATCH_MAX * ddp_world()"
-    t.test_weights = join {
-      "        if (ddp_rank() == 0) {",
-      (t.test_weights:gsub("\n", "\n    "):gsub("^", "    ")),
-      "        }",
-      "        ddp_broadcast(m.params, sizeof(state_t) * NUM_PARAMS);",
-      "        ddp_broadcast(m.buffers, sizeof(state_t) * NUM_BUFFERS);",
-      "        ddp_broadcast(m.counters, sizeof(int64_t) * NUM_COUNTERS);",
-    }
+    if l.strategy.sharding == "FULL_SHARD" then
+      -- the current weights whole on rank 0, the best checkpoint read over them there, and
+      -- every rank's shard kept from rank 0's
+      t.test_weights = join {
+        "        Model full = m;   // FSDP FULL_SHARD: the parameters whole for a moment",
+        "        full.params = fsdp_gather(fsdp_param_shard());   // rank 0's; NULL elsewhere",
+        "        if (ddp_rank() == 0) {",
+        (t.test_weights:gsub("load_weights%(path, &m%)", "load_weights(path, &full)"):gsub("\n", "\n    "):gsub("^", "    ")),
+        "        }",
+        "        if (ddp_rank() != 0 && !(full.params = malloc(sizeof(state_t) * NUM_PARAMS))) die(\"out of memory reading the best checkpoint\");",
+        "        ddp_broadcast(full.params, sizeof(state_t) * NUM_PARAMS);",
+        "        fsdp_keep_shard(fsdp_param_shard(), full.params);",
+        "        free(full.params);",
+        "        ddp_broadcast(m.buffers, sizeof(state_t) * NUM_BUFFERS);",
+        "        ddp_broadcast(m.counters, sizeof(int64_t) * NUM_COUNTERS);",
+      }
+    else
+      t.test_weights = join {
+        "        if (ddp_rank() == 0) {",
+        (t.test_weights:gsub("\n", "\n    "):gsub("^", "    ")),
+        "        }",
+        "        ddp_broadcast(m.params, sizeof(state_t) * NUM_PARAMS);",
+        "        ddp_broadcast(m.buffers, sizeof(state_t) * NUM_BUFFERS);",
+        "        ddp_broadcast(m.counters, sizeof(int64_t) * NUM_COUNTERS);",
+      }
+    end
   end
   if l.autodiff.segments then
     -- a training_step (gen/user_step.lua): each optimizer's step over its parameters
