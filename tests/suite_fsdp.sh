@@ -23,16 +23,18 @@
 #    children as three units (the default policy); resumed at step 10 = uninterrupted;
 #  - the bytes each rank holds: the parameters' shard is 1/N, plus the largest unit;
 #  - the model.c gathers, --dump=strategy and explain's per-unit rows;
+#  - the test set on the best checkpoint (fashion_mlp.lua, when Fashion-MNIST is there) = DDP's;
 #  - refused in one line: HYBRID_SHARD, a policy class the model lacks, an op that reads
 #    two units' parameters at once, the inf-norm.
 set -u
 cd "$(dirname "$0")/.."
 . tests/tap.sh
 LOOM=${LOOM:-$PWD/build/loom}
-SPEC=$PWD/tests/ddp/mlp.lua
+ROOT=$PWD
+SPEC=$ROOT/tests/ddp/mlp.lua
 DIFF="python3 $PWD/tests/ddp/ckpt_diff.py"
 TOL=1e-5
-plan 35
+plan 36
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cd "$tmp"
@@ -176,3 +178,18 @@ refused hybrid "$FULL; s/devices = 2 }/devices = 2, sharding_strategy = \"HYBRID
 refused noclass 's/"ddp", devices = 2 }/"fsdp", devices = 2, auto_wrap_policy = { "Linar" } }/' "noclass.lua:9: fsdp: auto_wrap_policy: the model has no module of class 'Linar' (did you mean 'Linear'?) (its classes: DdpMLP, Linear, ReLU, Sequential, Tanh)"
 refused twounits "$KIDS; $FULL; s/m.l1(b.x)))))/m.l1(b.x) + (m.l1.bias + m.l2.bias)))))/" "twounits.lua:6: fsdp FULL_SHARD: add reads parameters of two units at once, l1.bias (unit 'l1') and l2.bias (unit 'l2') (a weight tied across units); make them one unit (auto_wrap_policy) or use sharding_strategy = 'SHARD_GRAD_OP'"
 refused fclip "$FULL; s/epochs = 1,/epochs = 1, clip = { max_norm = 1, norm_type = math.huge },/" "fclip.lua:19: fsdp: clipping by the inf-norm is not implemented yet (a maximum over every rank's shard); use a p-norm, clip_val, ddp, or --devices=1"
+# the test set after training, with the best checkpoint (read whole on rank 0, each rank
+# keeping its shard): fashion_mlp.lua's test metrics equal DDP's
+FASHION=/usr/share/datasets/fashion-mnist
+if [ -f "$FASHION/t10k-images-idx3-ubyte.gz" ] || [ -f "$FASHION/t10k-images-idx3-ubyte" ]; then
+  BEST='s/epochs = 5,/epochs = 1, callbacks = { ModelCheckpoint { monitor = "val\/loss", save_top_k = 1 } },/; s/  loggers.*//'
+  sed "$BEST; s/precision = \"32-true\" }/precision = \"32-true\", strategy = \"fsdp\", devices = 2, auto_wrap_policy = { \"Linear\" } }/" "$ROOT/specs/fashion_mlp.lua" >tf.lua
+  sed "$BEST; s/precision = \"32-true\" }/precision = \"32-true\", strategy = \"ddp\", devices = 2 }/" "$ROOT/specs/fashion_mlp.lua" >td.lua
+  cp -a f2 tf && "$LOOM" build tf.lua -o tf >tf.log 2>&1 && $MPI -np 2 ./tf/train --data "$FASHION" --out tfr --max-steps 8 >tfo.log 2>&1
+  cp -a two td && "$LOOM" build td.lua -o td >td.log 2>&1 && $MPI -np 2 ./td/train --data "$FASHION" --out tdr --max-steps 8 >tdo.log 2>&1
+  a=$(grep -o 'test/loss [0-9.]*  test/acc [0-9.]*' tfo.log); b=$(grep -o 'test/loss [0-9.]*  test/acc [0-9.]*' tdo.log)
+  if [ -n "$a" ] && [ "$a" = "$b" ] && grep -q '^testing tfr/epoch=0-step=8.safetensors' tfo.log; then ok "FULL_SHARD: the test set on the best checkpoint = ddp's ($a)"
+  else fail "FULL_SHARD test set" "fsdp '$a' ($(tail -2 tfo.log | tr '\n' ' ')), ddp '$b'"; fi
+else
+  skip "FULL_SHARD test set on the best checkpoint" "no Fashion-MNIST at $FASHION"
+fi
