@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 PACKAGES=(build-essential ninja-build pkg-config liblua5.4-dev libcmark-gfm-dev libcmark-gfm-extensions-dev libcriterion-dev
-  libopenblas-openmp-dev libdnnl-dev libopenmpi-dev openmpi-bin zlib1g-dev libpng-dev libjpeg62-turbo-dev python3 python3-torch
+  libopenblas-openmp-dev libdnnl-dev libopenmpi-dev openmpi-bin zlib1g-dev libpng-dev libjpeg62-turbo-dev libsqlite3-dev python3 python3-torch
   python3-pil clang strace ccache
   dataset-fashion-mnist bible-kjv-text bible-kjv chromium git gdb)
 

@@ -514,6 +514,14 @@ local function rank_blocks(l)
   for k, v in pairs(TRAIN_BLOCKS) do b[k] = v end
   local s = l.strategy
   b.header = b.header .. "#include \"ddp.h\"\n"
+  -- the step's loss (and train.log's values: gen/emit_train.lua's step_over_ranks) over
+  -- every rank, so that the progress line, the logs and the callbacks see the global values
+  local mb, n = b.micro_batch:gsub("double mean_loss = loss_sum / loss_count;",
+    "double mean_loss = step_over_ranks(loss_sum / loss_count);   // every rank's", 1)
+  assert(n == 1)
+  mb, n = mb:gsub("mean_loss, %(int64_t%)B %* loss_count%)", "mean_loss, (int64_t)B * loss_count * ddp_world())", 1)
+  assert(n == 1)
+  b.micro_batch = mb
   b.main_start = string.format([==[
     threads_setup(argv);   // OpenMP's wait policy and thread count (may re-execute)
     // %s: %d ranks expected (fabric.devices); mpirun starts them (loom launch)
@@ -673,7 +681,7 @@ function emit.fsdp_blocks(l)
     }
 ]==], table.concat(gather, "\n"), table.concat(free, "\n"))
   end
-  local mb = TRAIN_BLOCKS.micro_batch
+  local mb = b.micro_batch   -- rank_blocks': the logged values over every rank
   mb = mb:gsub("(\n%$%{backward%})", "\n            // FSDP: the step's last micro-batch reduce-scatters its gradients; the others only\n" ..
     "            // accumulate them (Fabric's no_backward_sync)\n" ..
     "            ddp_begin_backward(in_step + 1 >= ACCUMULATE || db.index + 1 >= batches_per_epoch);%1", 1)

@@ -191,11 +191,19 @@ local function augment_code(sp)
   return def, "&augmentation"
 end
 
--- What the data source adds to a program's runtime: image folders link libpng and
--- libjpeg (runtime/images.c), which no other program carries.
+-- What the data source and the loggers add to a program's runtime: image folders link
+-- libpng and libjpeg (runtime/images.c), an MLFlowLogger with a sqlite:/// tracking_uri
+-- libsqlite3 (runtime/mlflowdb.c); no other program carries them.
 function emit_train.data_runtime(sp)
   local images = sp.train and sp.train.data and sp.train.data.kind == "ImageFolder"
-  return { skip = images and {} or { ["runtime/images.c"] = true }, ldlibs = images and " -lpng -ljpeg" or "" }
+  local sqlite = false
+  for _, lg in ipairs(sp.train and sp.train.loggers or {}) do
+    sqlite = sqlite or (lg.kind == "MLFlowLogger" and require("spec").mlflow_store(lg.args).db ~= nil)
+  end
+  local skip = {}
+  if not images then skip["runtime/images.c"] = true end
+  if not sqlite then skip["runtime/mlflowdb.c"] = true end
+  return { skip = skip, ldlibs = (images and " -lpng -ljpeg" or "") .. (sqlite and " -lsqlite3" or "") }
 end
 
 local function data_code(sp, fields, ctype, g)
@@ -1138,7 +1146,8 @@ local DEFAULT_LOGGER = { kind = "CSVLogger", args = { root_dir = "logs", name = 
 local function gcd(a, b) while b ~= 0 do a, b = b, a % b end return a end
 
 -- `lr_columns`: the parameter groups' lr columns ({ key, value }, C), after lr-<Optimizer>; `metrics`: train.log's (g.loss.metrics)
-local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, lr_columns, metrics)
+-- `ranks`: DDP or FSDP, whose logged values are reduced over the ranks (every rank computes them)
+local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, lr_columns, metrics, ranks)
   local loggers = sp.train.loggers
   if #loggers == 0 then loggers = { DEFAULT_LOGGER } end
   local globals, open, close_extra, ckpt_meta = {}, {}, {}, {}
@@ -1184,14 +1193,18 @@ local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, 
     elseif lg.kind == "MLFlowLogger" then
       has_mlflow = true
       local var = "log_mlflow" .. i
-      local store = a.save_dir
-      if a.tracking_uri then
-        store = a.tracking_uri:gsub("^file://", ""):gsub("^file:", "")
-      end
+      local store = require("spec").mlflow_store(a)
       globals[#globals + 1] = string.format("static mlflowlog %s;", var)
-      open[#open + 1] = string.format("    // MLFlowLogger(experiment_name=%s, store %s): an mlruns/ file store%s",
-        util.c_comment(a.experiment_name), util.c_comment(store), where)
-      open[#open + 1] = string.format("    under_out(log_dir, sizeof log_dir, args.out, %s);", util.c_string(store))
+      if store.db then
+        open[#open + 1] = string.format("    // MLFlowLogger(experiment_name=%s, tracking_uri=%s): MLflow's SQL store, artifacts in %s%s",
+          util.c_comment(a.experiment_name), util.c_comment(a.tracking_uri), util.c_comment(store.dir), where)
+        open[#open + 1] = "    char db_path[4096];"
+        open[#open + 1] = string.format("    under_out(db_path, sizeof db_path, args.out, %s);", util.c_string(store.db))
+      else
+        open[#open + 1] = string.format("    // MLFlowLogger(experiment_name=%s, store %s): an mlruns/ file store%s",
+          util.c_comment(a.experiment_name), util.c_comment(store.dir), where)
+      end
+      open[#open + 1] = string.format("    under_out(log_dir, sizeof log_dir, args.out, %s);", util.c_string(store.dir))
       open[#open + 1] = "    {"
       if a.run_id then
         open[#open + 1] = string.format("        const char *run_id = %s;   // the spec's run_id: continue that run", util.c_string(a.run_id))
@@ -1202,8 +1215,9 @@ local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, 
         open[#open + 1] = string.format("        if (args.resume) resumed_meta(args.resume, \"mlflow.run_id.%d\", saved_id, sizeof saved_id);", i)
         open[#open + 1] = "        const char *run_id = saved_id;"
       end
-      open[#open + 1] = string.format("        if (mlflowlog_open(&%s, log_dir, %s, %s, run_id, args.resume ? rs.step : -1, (int64_t)(runlog_wall_time() * 1000))) die(%s.err);",
-        var, util.c_string(a.experiment_name), a.run_name and util.c_string(a.run_name) or "NULL", var)
+      open[#open + 1] = string.format("        if (%s(&%s, %s%s, %s, run_id, args.resume ? rs.step : -1, (int64_t)(runlog_wall_time() * 1000))) die(%s.err);",
+        store.db and "mlflowlog_open_sqlite" or "mlflowlog_open", var, store.db and "db_path, " or "", "log_dir, " .. util.c_string(a.experiment_name),
+        a.run_name and util.c_string(a.run_name) or "NULL", var)
       open[#open + 1] = "    }"
       local tags = { { "mlflow.source.name", util.c_string(sp.file) }, { "mlflow.source.type", util.c_string("LOCAL") },
                      { "loom.spec_hash", "MODEL_SPEC_HASH" }, { "loom.precision", "MODEL_PRECISION" }, { "loom.model", "MODEL_NAME" } }
@@ -1280,12 +1294,14 @@ local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, 
       "    for (int i = 0; i < NUM_USER_METRICS; i++) a->value[i] = model_user_metric_reduce[i] == USER_METRIC_MAX ? -INFINITY : 0;",
       "    a->weight = 0;",
       "}",
+      "static double max_nan(double a, double v) { return isnan(a) ? a : (v > a || isnan(v)) ? v : a; }",
+      "// v: one batch's values (a mean over it for USER_METRIC_MEAN, weighted by B)",
       "static void metric_acc_add(metric_acc *a, const double *v, int B) {",
       "    for (int i = 0; i < NUM_USER_METRICS; i++) {",
       "        switch (model_user_metric_reduce[i]) {",
       "        case USER_METRIC_MEAN: a->value[i] += v[i] * B; break;",
       "        case USER_METRIC_SUM: a->value[i] += v[i]; break;",
-      "        default: if (v[i] > a->value[i] || isnan(v[i])) a->value[i] = isnan(a->value[i]) ? a->value[i] : v[i]; break;",
+      "        default: a->value[i] = max_nan(a->value[i], v[i]); break;",
       "        }",
       "    }",
       "    a->weight += B;",
@@ -1298,6 +1314,60 @@ local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, 
     open[#open + 1] = "    metric_acc_clear(&um_step);"
     open[#open + 1] = "    metric_acc_clear(&um_epoch);"
   end
+  if ranks then
+    -- every rank's values gathered in rank order and combined alike on every rank, so that
+    -- rank 0 logs the global values and every rank's callbacks decide the same
+    local n = #metrics > 0 and "NUM_USER_METRICS + 2" or "1"
+    for _, line in ipairs {
+      "// DDP/FSDP: the logged values over every rank (ddp_gather: rank by rank; every rank",
+      "// combines them in the same order, so its callbacks see the same values as rank 0's logs)",
+      "static double *ranks_values;   // ddp_world() rows",
+      string.format("static const double *gather_over_ranks(const double *mine, int n) {   // n <= %s", n),
+      string.format("    if (!ranks_values && !(ranks_values = malloc(sizeof(double) * (size_t)ddp_world() * (%s)))) die(\"out of memory\");", n),
+      "    ddp_gather(mine, n, ranks_values);",
+      "    return ranks_values;",
+      "}",
+    } do globals[#globals + 1] = line end
+    if #metrics > 0 then
+      for _, line in ipairs {
+        "// a's sums, counts and maxima over every rank; with loss: the mean of every rank's *loss",
+        "// (a step's micro-batches are equally large on every rank: DistributedSampler pads the shards)",
+        "static void metric_acc_over_ranks(metric_acc *a, double *loss) {",
+        "    double mine[NUM_USER_METRICS + 2];",
+        "    memcpy(mine, a->value, sizeof a->value);",
+        "    mine[NUM_USER_METRICS] = a->weight;",
+        "    mine[NUM_USER_METRICS + 1] = loss ? *loss : 0;",
+        "    const double *all = gather_over_ranks(mine, NUM_USER_METRICS + 2);",
+        "    metric_acc_clear(a);",
+        "    double sum = 0;",
+        "    for (int r = 0; r < ddp_world(); r++) {",
+        "        const double *x = all + (size_t)r * (NUM_USER_METRICS + 2);",
+        "        for (int i = 0; i < NUM_USER_METRICS; i++)",
+        "            a->value[i] = model_user_metric_reduce[i] == USER_METRIC_MAX ? max_nan(a->value[i], x[i]) : a->value[i] + x[i];",
+        "        a->weight += x[NUM_USER_METRICS];",
+        "        sum += x[NUM_USER_METRICS + 1];",
+        "    }",
+        "    if (loss) *loss = sum / ddp_world();",
+        "}",
+        "// a step's training loss (the mean of every rank's) and train.log's values over every rank's batches",
+        "static double step_over_ranks(double loss) {",
+        "    metric_acc_over_ranks(&um_step, &loss);",
+        "    return loss;",
+        "}",
+      } do globals[#globals + 1] = line end
+    else
+      for _, line in ipairs {
+        "// a step's training loss: the mean of every rank's (a step's micro-batches are equally",
+        "// large on every rank: DistributedSampler pads the shards)",
+        "static double step_over_ranks(double loss) {",
+        "    const double *all = gather_over_ranks(&loss, 1);",
+        "    double sum = 0;",
+        "    for (int r = 0; r < ddp_world(); r++) sum += all[r];",
+        "    return sum / ddp_world();",
+        "}",
+      } do globals[#globals + 1] = line end
+    end
+  end
   local step_keys = { "\"train/loss\"", util.c_string("lr-" .. sp.train.optimizer.kind), "\"train/throughput\"" }
   local step_vals = { "mean_loss", "lr", "(double)log_items / (t - log_t)" }
   for i, c in ipairs(lr_columns) do table.insert(step_keys, 2 + i, c.key); table.insert(step_vals, 2 + i, c.value) end
@@ -1308,7 +1378,8 @@ local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, 
     step_vals[#step_vals + 1] = string.format("metric_acc_get(&um_step, %d)", i - 1)
   end
   local step = join {
-    "            log_items += (int64_t)B * ACCUMULATE;",
+    ranks and "            log_items += (int64_t)B * ACCUMULATE * ddp_world();   // every rank's items"
+      or "            log_items += (int64_t)B * ACCUMULATE;",
     "            {   // the step's row: every N steps, and always the run's last step",
     "                int last = rs.step >= total_steps || signals_stop_requested();",
     string.format("                if (last || rs.step %% %d == 0) {", every_all),
@@ -1330,6 +1401,9 @@ local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, 
     "            if (!isnan(epoch_train_loss)) { keys[n] = \"train/loss_epoch\"; values[n++] = epoch_train_loss; }",
     "            if (!isnan(val_loss)) { keys[n] = \"val/loss\"; values[n++] = val_loss; }",
   }
+  if ranks and #metrics > 0 then
+    table.insert(epoch, 2, "            metric_acc_over_ranks(&um_epoch, NULL);   // the epoch's batches on every rank")
+  end
   if has_accuracy then epoch[#epoch + 1] = "            if (!isnan(val_acc)) { keys[n] = \"val/acc\"; values[n++] = val_acc; }" end
   for i, mt in ipairs(metrics) do
     epoch[#epoch + 1] = string.format("            if (um_epoch.weight > 0) { keys[n] = %s; values[n++] = metric_acc_get(&um_epoch, %d); }",
@@ -1482,7 +1556,7 @@ function emit_train.values(l)
   -- (FSDP's FULL_SHARD holds no whole parameters either, but for the checkpoint rank 0 writes)
   local hooks = hooks_code(sp, l.backend == "cuda" or (l.strategy and l.strategy.sharding == "FULL_SHARD"), state_desc, CKPT_DTYPE[ps.state], has_accuracy)
   local logs = logger_code(sp, has_accuracy, ps.loss_scaling, hooks, clip_norm, best_ckpt,
-    group_lr_columns(tr.optimizer, o.groups_list, floor), metrics)
+    group_lr_columns(tr.optimizer, o.groups_list, floor), metrics, l.strategy ~= nil and l.strategy.kind ~= "single")
   local mom = o.base_momentum and lit(o.base_momentum) or "0.0"
   local settings = join {
     string.format("#define DEFAULT_EPOCHS %d      // train.epochs (0: run until max_steps)", tr.epochs or 0),
@@ -1562,6 +1636,7 @@ function emit_train.values(l)
       "    ddp_sum(sums, 5);",
       "    total = sums[0]; samples = (int64_t)sums[1]; correct = (int64_t)sums[2]; counted = (int64_t)sums[3];",
       "    cut = sums[4] > 0;",
+      #metrics > 0 and "    metric_acc_over_ranks(&um_eval, NULL);   // train.log's, over every rank's batches" or nil,
     }
     t.shard = "ddp_world(), ddp_rank(), 1"
     t.global_batch = "(int64_t)BATCH_MAX * ddp_world()"

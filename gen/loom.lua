@@ -489,7 +489,7 @@ local function mlflow_report_artifacts(sp, out, report)
     if lg.kind == "MLFlowLogger" then
       local id = header:match('"mlflow%.run_id%.' .. i .. '"%s*:%s*"(%x+)"')
       i = i + 1
-      local store = lg.args.tracking_uri and lg.args.tracking_uri:gsub("^file://", ""):gsub("^file:", "") or lg.args.save_dir
+      local store = require("spec").mlflow_store(lg.args).dir
       if store:sub(1, 1) ~= "/" then store = out .. "/" .. store end
       for _, exp in ipairs(id and loomc_list_dir(store) or {}) do
         local artifacts = store .. "/" .. exp .. "/" .. id .. "/artifacts"

@@ -457,20 +457,39 @@ local function check_tags(v, what)
   end
   return v
 end
--- tracking_uri: a file store ("file:PATH" or a path); MLflow servers are not reachable here
+-- tracking_uri: a file store ("file:PATH" or a path) or a SQLite database (SQLAlchemy's
+-- "sqlite:///RELATIVE" or "sqlite:////ABSOLUTE"); MLflow servers are not reachable here
 local function check_tracking_uri(v, what)
   if type(v) ~= "string" then return fail(what, "a string", v) end
   local scheme = v:match("^(%a[%w+.-]*)://") or v:match("^(%a[%w+.-]*):")
+  if scheme == "sqlite" then
+    local path = v:match("^sqlite:///(.*)$")
+    if not path or path == "" or path == "/" or path:match("/$") or path:match("^:memory:") or path:find("?", 1, true) then
+      return nil, string.format("%s: '%s' names no SQLite file; write sqlite:///RELATIVE/PATH.db (under --out) or sqlite:////ABSOLUTE/PATH.db", what, v)
+    end
+    return v
+  end
   if scheme and scheme ~= "file" then
-    return nil, string.format("%s: '%s' is a %s URI; only MLflow's file store is written (file:PATH or a path)", what, v, scheme)
+    return nil, string.format("%s: '%s' is a %s URI; only MLflow's file store (file:PATH or a path) and SQLite (sqlite:///PATH) are written", what, v, scheme)
   end
   return v
 end
-define_setting("logger", "MLFlowLogger", { "an MLflow file store (mlruns/) that mlflow ui opens: params, metrics, tags, artifacts",
+
+-- Where an MLFlowLogger's args put the run: { dir = the file store, or the SQL store's
+-- artifact root (mlruns/ beside the database, MLflow's default root); db = the SQLite file
+-- or nil }; relative paths are under the run's --out.
+function spec.mlflow_store(a)
+  local uri = a.tracking_uri
+  local db = uri and uri:match("^sqlite:///(.*)$")
+  if db then return { db = db, dir = (db:match("^(.*)/[^/]*$") or ".") .. "/mlruns" } end
+  return { dir = uri and uri:gsub("^file://", ""):gsub("^file:", "") or a.save_dir }
+end
+define_setting("logger", "MLFlowLogger", { "an MLflow file store (mlruns/) or SQLite database (tracking_uri = \"sqlite:///mlflow.db\") that mlflow ui opens: params, metrics, tags, artifacts",
   torch = "lightning.pytorch.loggers.MLFlowLogger",
   example = 'MLFlowLogger { experiment_name = "mlp", run_name = "first", save_dir = "./mlruns" }' }, {
   experiment_name = { checkers.string, "lightning_logs" }, run_name = { checkers.string, nil },
-  tracking_uri = { check_tracking_uri, nil }, save_dir = { checkers.string, "./mlruns" },
+  tracking_uri = { check_tracking_uri, nil, doc = "file:PATH or a path (a file store), or sqlite:///PATH.db (MLflow's SQL store; relative paths under --out)" },
+  save_dir = { checkers.string, "./mlruns" },
   tags = { check_tags, {} }, log_model = { checkers.bool, false,
     doc = "true: last.safetensors and ModelCheckpoint's kept checkpoints as artifacts (the best tagged loom.best_checkpoint)" }, run_id = { function(v, what)
     if type(v) == "string" and #v == 32 and v:match("^[0-9a-f]+$") then return v end

@@ -120,10 +120,6 @@ function strategy.check(g, target)
     local w = target.precision and nil or where_of(sp, "precision")
     diag.fatal(w, string.format("precision '%s' with strategy '" .. kind .. "' is not implemented yet (16-bit parameters and gradients); use a -mixed precision, 32-true or --devices=1", precision))
   end
-  if g.loss and g.loss.metrics then
-    diag.fatal(diag.key_where(sp.train.where, "log") or sp.train.where, string.format(
-      "train.log's metrics are not reduced over DDP's %d ranks yet; use --devices=1", n))
-  end
   if sp.fabric.sync_batchnorm then
     diag.fatal(where_of(sp, "sync_batchnorm"), "sync_batchnorm = true is not implemented yet (BatchNorm keeps each rank's statistics, PyTorch DDP's default)")
   end

@@ -45,6 +45,10 @@ void ddp_broadcast(void *buf, size_t bytes);
 void ddp_sum(double *x, int n);
 /* 1 on every rank when any rank passes 1 (a stop request) */
 int ddp_any(int flag);
+/* every rank's n doubles, rank by rank, into all (world * n): the logged metrics are
+ * combined from them in rank order, so every rank computes the same values (its
+ * callbacks then decide alike) and a max or a NaN is reduced as the program says */
+void ddp_gather(const double *x, int n, double *all);
 
 /* FSDP with sharding_strategy SHARD_GRAD_OP (ZeRO-2's split; gen/strategy.lua): every rank
  * holds the whole parameters; the flat parameter arena [0, numel) is cut into world shards

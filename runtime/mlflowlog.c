@@ -34,7 +34,7 @@ static char *xstrdup(const char *s) {
     return d;
 }
 
-static int mkdir_p(mlflowlog *m, const char *path) {
+int mlflowlog_mkdir_p(mlflowlog *m, const char *path) {
     char buf[PATH_MAX];
     if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return errf(m, "%s: path too long", path);
     for (char *p = buf + 1;; p++)
@@ -115,7 +115,7 @@ static int yaml_get(const char *text, const char *key, char *out, size_t len) {
 static int write_experiment_meta(mlflowlog *m, const char *store, const char *id, const char *name, int64_t now_ms) {
     char path[PATH_BUF];
     snprintf(path, sizeof path, "%s/%s", store, id);
-    if (mkdir_p(m, path)) return -1;
+    if (mlflowlog_mkdir_p(m, path)) return -1;
     sbuf b = {0};
     char num[32];
     sb_str(&b, "artifact_location: "); yaml_quoted(&b, "file://"); b.n--;   // file://<store>/<id>, quoted
@@ -194,7 +194,7 @@ static int write_run_meta(mlflowlog *m, int status, int64_t end_ms) {
     return rc;
 }
 
-static int new_run_id(mlflowlog *m, char *id) {
+int mlflowlog_new_run_id(mlflowlog *m, char *id) {
     unsigned char r[16];
     FILE *f = fopen("/dev/urandom", "rb");
     if (!f || fread(r, 1, 16, f) != 16) { if (f) fclose(f); return SYSFAIL(m, "/dev/urandom", "read"); }
@@ -247,7 +247,7 @@ static int truncate_metric(const char *path, const struct stat *st, int type, st
 int mlflowlog_open(mlflowlog *m, const char *store_dir, const char *experiment, const char *run_name,
                    const char *run_id, int64_t resume_step, int64_t now_ms) {
     memset(m, 0, sizeof *m);
-    if (mkdir_p(m, store_dir)) return -1;
+    if (mlflowlog_mkdir_p(m, store_dir)) return -1;
     char store[PATH_MAX], path[PATH_BUF];
     if (!realpath(store_dir, store)) return SYSFAIL(m, store_dir, "realpath");
     // the Default experiment, as MLflow's FileStore makes it on first use
@@ -262,7 +262,7 @@ int mlflowlog_open(mlflowlog *m, const char *store_dir, const char *experiment, 
         snprintf(m->run_id, sizeof m->run_id, "%s", run_id);
     } else {
         if (find_or_create_experiment(m, store, experiment, now_ms, m->experiment_id)) return -1;
-        if (new_run_id(m, m->run_id)) return -1;
+        if (mlflowlog_new_run_id(m, m->run_id)) return -1;
     }
     size_t n = strlen(store) + 128;
     m->run_dir = malloc(n);
@@ -292,7 +292,7 @@ int mlflowlog_open(mlflowlog *m, const char *store_dir, const char *experiment, 
     static const char *subdirs[] = {"metrics", "params", "tags", "artifacts"};
     for (int i = 0; i < 4; i++) {
         snprintf(path, sizeof path, "%s/%s", m->run_dir, subdirs[i]);
-        if (mkdir_p(m, path)) return -1;
+        if (mlflowlog_mkdir_p(m, path)) return -1;
     }
     if (write_run_meta(m, MLFLOW_RUNNING, -1)) return -1;
     return mlflowlog_tag(m, "mlflow.runName", m->run_name);
@@ -305,13 +305,19 @@ static int write_keyed(mlflowlog *m, const char *dir, const char *key, const cha
     snprintf(path, sizeof path, "%s/%s/%s", m->run_dir, dir, key);
     char *slash = strrchr(path, '/');
     *slash = 0;
-    if (mkdir_p(m, path)) return -1;
+    if (mlflowlog_mkdir_p(m, path)) return -1;
     *slash = '/';
     return write_file(m, path, value, strlen(value));
 }
 
-int mlflowlog_param(mlflowlog *m, const char *key, const char *value) { return write_keyed(m, "params", key, value); }
-int mlflowlog_tag(mlflowlog *m, const char *key, const char *value) { return write_keyed(m, "tags", key, value); }
+int mlflowlog_param(mlflowlog *m, const char *key, const char *value) {
+    if (m->sql) return key_ok(key) ? m->sql->put(m, "params", key, value) : errf(m, "'%s' is not a valid MLflow key", key);
+    return write_keyed(m, "params", key, value);
+}
+int mlflowlog_tag(mlflowlog *m, const char *key, const char *value) {
+    if (m->sql) return key_ok(key) ? m->sql->put(m, "tags", key, value) : errf(m, "'%s' is not a valid MLflow key", key);
+    return write_keyed(m, "tags", key, value);
+}
 
 // the first line of dir/name, without its newline, into out (0), or -1 (a path too long
 // for the buffers is as good as missing here)
@@ -405,6 +411,7 @@ int mlflowlog_metric_log(mlflowlog *m, const char *key, double value, int64_t st
 }
 
 int mlflowlog_flush(mlflowlog *m) {
+    if (m->sql) return m->sql->flush(m);
     for (int i = 0; i < m->nmetrics; i++) {
         sbuf *b = &m->metrics[i].lines;
         if (b->n == 0) continue;
@@ -412,7 +419,7 @@ int mlflowlog_flush(mlflowlog *m) {
         snprintf(path, sizeof path, "%s/metrics/%s", m->run_dir, m->metrics[i].key);
         char *slash = strrchr(path, '/');
         *slash = 0;
-        if (mkdir_p(m, path)) return -1;
+        if (mlflowlog_mkdir_p(m, path)) return -1;
         *slash = '/';
         FILE *f = fopen(path, "ab");
         if (!f) return SYSFAIL(m, path, "fopen");
@@ -429,7 +436,7 @@ int mlflowlog_artifact(mlflowlog *m, const char *src, const char *name) {
     snprintf(path, sizeof path, "%s/artifacts/%s", m->run_dir, name);
     char *slash = strrchr(path, '/');
     *slash = 0;
-    if (mkdir_p(m, path)) return -1;
+    if (mlflowlog_mkdir_p(m, path)) return -1;
     *slash = '/';
     sbuf data = {0};
     if (read_file(src, &data)) { free(data.p); return SYSFAIL(m, src, "read"); }
@@ -440,7 +447,10 @@ int mlflowlog_artifact(mlflowlog *m, const char *src, const char *name) {
 
 int mlflowlog_close(mlflowlog *m, int status, int64_t end_ms) {
     int rc = 0;
-    if (m->run_dir) {
+    if (m->sql) {
+        rc = m->sql->flush(m);
+        if (m->sql->end(m, rc ? MLFLOW_FAILED : status, end_ms)) rc = -1;
+    } else if (m->run_dir) {
         rc = mlflowlog_flush(m);
         if (write_run_meta(m, rc ? MLFLOW_FAILED : status, end_ms)) rc = -1;
     }

@@ -5,6 +5,10 @@
 #  - the key check: 2 ranks × batch 8 end with the same weights as 1 rank × batch 16 after
 #    a whole epoch of 20 steps (fp32; AdamW, and SGD with momentum over several buckets;
 #    4 ranks × 4; gradient accumulation 2 on both sides), within 1e-5 relative;
+#  - the logged metrics (train loss, train.log's mean, sum and max, validation) are the
+#    global ones: metrics.csv of 2 and 4 ranks = 1 rank × 16's within 1e-5 relative;
+#    callbacks monitor them (ModelCheckpoint on a summed train.log metric, EarlyStopping
+#    on a max-reduced one, ReduceLROnPlateau on train/loss: their saved state = 1 rank's);
 #  - resume: a 2-rank run stopped at step 10 and resumed ends as the uninterrupted one; a
 #    checkpoint of another global batch is refused in one line;
 #  - rank 0 alone writes the outputs; --devices=1 builds one process without MPI;
@@ -17,8 +21,9 @@ cd "$(dirname "$0")/.."
 LOOM=${LOOM:-$PWD/build/loom}
 SPEC=$PWD/tests/ddp/mlp.lua
 DIFF="python3 $PWD/tests/ddp/ckpt_diff.py"
+MDIFF="python3 $PWD/tests/ddp/metrics_diff.py"
 TOL=1e-5
-plan 17
+plan 20
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cd "$tmp"
@@ -48,6 +53,13 @@ variant two 's/x/x/' && $MPI -np 2 ./two/train --out r2 >r2.log 2>&1
 within "2 ranks x 8 = 1 rank x 16 (AdamW, 20 steps)" r2/last.safetensors r1/last.safetensors
 v1=$(grep -o 'val/loss [0-9.]*' r1.log | tail -1); v2=$(grep -o 'val/loss [0-9.]*' r2.log | tail -1)
 if [ -n "$v2" ] && [ "$v1" = "$v2" ]; then ok "validation over both ranks' shards = one rank's ($v2)"; else fail "validation over ranks" "'$v1' vs '$v2'"; fi
+# metricsof NAME A B: A's metrics.csv against B's within TOL (every row, column and cell)
+metricsof() {
+  local d csv=logs/lightning_logs/version_0/metrics.csv
+  d=$($MDIFF "$2/$csv" "$3/$csv" 2>&1) || { fail "$1" "metrics_diff: $d"; return; }
+  if awk -v d="${d%% *}" -v t=$TOL 'BEGIN { exit !(d <= t) }'; then ok "$1 ($d)"; else fail "$1" "$d > $TOL"; fi
+}
+metricsof "logged metrics: 2 ranks x 8 = 1 rank x 16 (train loss, hits mean, total sum, worst max, validation)" r2 r1
 # rank 0 alone writes: one log version, no private directory left behind
 n=$(ls r2/logs/lightning_logs 2>/dev/null | wc -l)
 if [ "$n" = 1 ] && ! ls "$tmp"/loom-rank1-* >/dev/null 2>&1 && [ "$(grep -c '^epoch 1:' r2.log)" = 1 ]; then ok "rank 0 alone prints and writes (one log version, one epoch line)"
@@ -60,9 +72,29 @@ nb=$(grep -c 'ddp_grad_ready([0-9]*);' sgd2/model.c)
 if [ "$nb" -ge 3 ]; then ok "bucket_cap_mb = 0.005: $nb all-reduces started inside model_backward"; else fail "buckets in backward" "$nb ddp_grad_ready calls"; fi
 within "2 ranks x 8 = 1 rank x 16 (SGD momentum, 4 buckets)" s2/last.safetensors s1/last.safetensors
 
+# callbacks on the global values: their state in the checkpoint = 1 rank × 16's (a rank's
+# own total would be about half the global one)
+CB='s/epochs = 1,/epochs = 2, callbacks = { ModelCheckpoint { monitor = "train\/total_epoch", mode = "max", save_top_k = 1 }, EarlyStopping { monitor = "val\/worst", patience = 5 } }, scheduler = ReduceLROnPlateau { monitor = "train\/loss", patience = 0 },/'
+variant cb1 "s/batch_size = 8/batch_size = 16/; $CB" --devices=1 && ./cb1/train --out c1 --quiet >/dev/null 2>&1
+variant cb2 "$CB" && $MPI -np 2 ./cb2/train --out c2 --quiet >/dev/null 2>&1
+v=$(python3 - c1/last.safetensors c2/last.safetensors <<'PYEOF'
+import json, struct, sys
+def meta(p):
+    with open(p, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        return {k: float(v) for k, v in json.loads(f.read(n))["__metadata__"].items() if k.startswith("callback_state_")}
+a, b = meta(sys.argv[1]), meta(sys.argv[2])
+used = [k for k in a if a[k] not in (0.0, -1.0) and a[k] == a[k]]
+bad = [(k, a[k], b.get(k)) for k in a if abs(a[k] - b.get(k, float("nan"))) > 1e-5 * max(1, abs(a[k]))]
+print("ok" if a and len(used) >= 3 and not bad else f"differ: {bad[:3]} ({len(used)} slots used)")
+PYEOF
+)
+[ "$v" = ok ] && ok "callbacks monitor the global values (ModelCheckpoint, EarlyStopping, ReduceLROnPlateau: state = 1 rank's)" || fail "callbacks on global values" "$v"
+
 # 4 ranks × 4
 variant four 's/batch_size = 8/batch_size = 4/; s/devices = 2 }/devices = 4 }/' && $MPI -np 4 ./four/train --out r4 --quiet >/dev/null 2>&1
 within "4 ranks x 4 = 1 rank x 16 (AdamW)" r4/last.safetensors r1/last.safetensors
+metricsof "logged metrics: 4 ranks x 4 = 1 rank x 16" r4 r1
 
 # accumulation 2 (no all-reduce on the first micro-batch, one on the second)
 variant acc1 's/batch_size = 8/batch_size = 16, accumulate = 2/' --devices=1 && ./acc1/train --out a1 --quiet >/dev/null 2>&1
@@ -117,6 +149,6 @@ refused() {   # refused NAME SED EXPECT [FLAGS]
   else fail "$name refused" "rc $rc: $(echo "$err" | head -2 | tr '\n' ' ')"; fi
 }
 refused fsdp 's/"ddp", devices = 2 }/"fsdp", devices = 2, sharding_strategy = "HYBRID_SHARD" }/' "fsdp.lua:9: fsdp: sharding_strategy 'HYBRID_SHARD' is not implemented yet; write 'FULL_SHARD' (parameters, gradients and optimizer state sharded over the 2 ranks), 'SHARD_GRAD_OP' or 'NO_SHARD' (ddp)"
-refused cuda 's/"cpu"/"cuda"/' "cuda.lua:9: devices = 2: the CUDA backend runs on one GPU (devices = 1, 'auto', or {k} for GPU k); the multi-GPU strategies come in their own issue"
+refused cuda 's/"cpu"/"cuda"/; /^  log/d' "cuda.lua:9: devices = 2: the CUDA backend runs on one GPU (devices = 1, 'auto', or {k} for GPU k); the multi-GPU strategies come in their own issue"
 refused half 's/"32-true"/"bf16-true"/' "half.lua:9: precision 'bf16-true' with strategy 'ddp' is not implemented yet (16-bit parameters and gradients); use a -mixed precision, 32-true or --devices=1"
 refused syncbn 's/devices = 2 }/devices = 2, sync_batchnorm = true }/' "syncbn.lua:9: sync_batchnorm = true is not implemented yet (BatchNorm keeps each rank's statistics, PyTorch DDP's default)"
