@@ -18,7 +18,8 @@
 # sharded too, each unit all-gathered around its forward and backward, its gradients
 # reduce-scattered once final:
 #  - one unit (mlp.lua's one top-level child), 2 ranks × 8 = 1 rank × 16 (weights and
-#    optimizer state) = DDP's; ModuleWrapPolicy { "Linear" } (3 units) on 2 and 4 ranks;
+#    optimizer state) = DDP's; ModuleWrapPolicy { "Linear" } (3 units) on 2 and 4 ranks,
+#    and its logged metrics;
 #    SGD with groups, accumulation and clipping; 16-mixed = DDP's; three top-level
 #    children as three units (the default policy); resumed at step 10 = uninterrupted;
 #  - the bytes each rank holds: the parameters' shard is 1/N, plus the largest unit;
@@ -34,7 +35,7 @@ ROOT=$PWD
 SPEC=$ROOT/tests/ddp/mlp.lua
 DIFF="python3 $PWD/tests/ddp/ckpt_diff.py"
 TOL=1e-5
-plan 36
+plan 37
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cd "$tmp"
@@ -138,6 +139,9 @@ within "FULL_SHARD 2 ranks = ddp 2 ranks (AdamW)" fu/last.safetensors d2/last.sa
 # ModuleWrapPolicy { "Linear" }: three units, each gathered before its forward and its backward
 variant fw "$WRAP" && $MPI -np 2 ./fw/train --out fwr >fw.log 2>&1
 within "FULL_SHARD, 3 units (Linear): 2 ranks x 8 = 1 rank x 16" fwr/last.safetensors r1/last.safetensors
+md=$(python3 "$ROOT/tests/ddp/metrics_diff.py" fwr/logs/lightning_logs/version_0/metrics.csv r1/logs/lightning_logs/version_0/metrics.csv 2>&1)
+if [ -n "$md" ] && awk -v d="${md%% *}" -v t=$TOL 'BEGIN { exit !(d <= t) }'; then ok "FULL_SHARD, 3 units: logged metrics (train loss, train.log's, validation) = 1 rank x 16's ($md)"
+else fail "FULL_SHARD logged metrics" "$md"; fi
 ng=$(grep -c 'fsdp_gather_unit([0-2]);' fw/model.c); nr=$(grep -c 'fsdp_unit_grads_ready([0-2]);' fw/model.c)
 if [ "$ng" = 6 ] && [ "$nr" = 3 ] && ! grep -q fsdp_gather_params fw/train.c; then ok "model.c gathers each of 3 units before its forward and its backward and reduce-scatters its gradients in backward"
 else fail "model.c's gathers" "$ng gathers, $nr reduce-scatters"; fi
