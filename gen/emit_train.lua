@@ -1619,6 +1619,7 @@ function emit_train.values(l)
       "        }",
     } or "", loop_vars = sc.loop_vars, train_summary = sc.summary,
     die_body = ' fprintf(stderr, "%s\\n", what); exit(1);', eval_reduce = "", shard = "1, 0, 1", global_batch = "BATCH_MAX",
+    eval_stop = "signals_stop_requested()",
   }
   if l.strategy and l.strategy.kind ~= "single" then
     -- DDP and FSDP (gen/strategy.lua): errors name their rank; the data is sharded as
@@ -1627,6 +1628,10 @@ function emit_train.values(l)
     -- checkpoint for the test, and the others get its weights
     local t = values.train
     t.die_body = " ddp_die(what);"
+    if l.strategy.sharding == "FULL_SHARD" then
+      -- every forward gathers units with every rank: all stop at the same batch
+      t.eval_stop = "ddp_any(signals_stop_requested())"
+    end
     t.eval_reduce = join {
       "",
       "    // every rank evaluated its shard: the sums over all ranks (DistributedSampler pads the",
