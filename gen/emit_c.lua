@@ -129,6 +129,9 @@ end
 -- library's NAME_<method> (gen/emit_export.lua) runs the same decode step.
 function emit.sample_code(l)
   local e = l.entries[1]
+  if e and not e.refused and l.strategy and l.strategy.sharding == "FULL_SHARD" then
+    e = { refused = "fsdp FULL_SHARD: each rank holds a shard of the parameters; sample from a checkpoint with a --devices=1 build (--resume CKPT --sample N)" }
+  end
   if not e or e.refused then
     local why = e and e.refused or "the spec declares no sampling method (a method beside forward returning autoregress(...))"
     return { sample_h = string.format("#define MODEL_HAS_SAMPLE 0\n#define SAMPLE_REFUSED %s", util.c_string(why)),
@@ -211,6 +214,56 @@ function emit.sample_code(l)
   return { sample_h = table.concat(h, "\n"), sample_body = table.concat(c, "\n") }
 end
 
+-- FSDP FULL_SHARD (gen/strategy.lua, gen/plan.lua's units): the kernels read a parameter
+-- in the one buffer its unit is gathered into, so before an op that reads another unit
+-- than the one gathered last, that unit is all-gathered (in forward, and again from the
+-- first in backward: reshard_after_forward); after the backward op that makes a unit's
+-- last gradient final, its gradients are reduce-scattered.  An op that reads two units
+-- at once (a weight tied across units) cannot be run from one buffer: refused at its line.
+function emit.gather_units(l, w)
+  local st = l.state
+  local function unit_name(u) return st.units[u].key == "" and "the root's" or ("'" .. st.units[u].key .. "'") end
+  local function gathers(ops, reads, phase)
+    local cur
+    for _, op in ipairs(ops) do
+      local read = op.lines and reads[op.node]
+      local u, names = nil, {}
+      for k, p in pairs(read or {}) do u = u and math.min(u, k) or k; names[#names + 1] = string.format("%s (unit %s)", p, unit_name(k)) end
+      if #names > 1 then
+        table.sort(names)
+        diag.fatal(op.node.where, string.format("fsdp FULL_SHARD: %s reads parameters of two units at once, %s (a weight tied across units); " ..
+          "make them one unit (auto_wrap_policy) or use sharding_strategy = 'SHARD_GRAD_OP'",
+          op.node.op, table.concat(names, " and ")))
+      end
+      if u and u ~= cur then
+        table.insert(op.lines, 1, string.format("fsdp_gather_unit(%d);   // FSDP: unit %d (%s) all-gathered for its %s", u - 1, u - 1, unit_name(u), phase))
+        cur = u
+      end
+    end
+  end
+  gathers(w.forward, w.ef.units_read, "forward")
+  gathers(w.backward, w.eb.units_read, "backward")
+  -- each unit's gradients, reduce-scattered after the backward op that finishes them (or
+  -- the first op with a kernel after it); a unit no gradient reaches is left to
+  -- fsdp_finish_grads
+  local at, final = {}, {}
+  for k, node in ipairs(l.autodiff.backward) do at[node] = k end
+  for u, unit in ipairs(st.units) do
+    local k = 0
+    for _, p in ipairs(unit.params) do k = math.max(k, l.strategy.last[p] or math.huge) end
+    final[u] = k
+  end
+  local done = {}
+  for _, op in ipairs(w.backward) do
+    for u = 1, #st.units do
+      if not done[u] and final[u] <= at[op.node] then
+        done[u] = true
+        op.lines[#op.lines + 1] = string.format("fsdp_unit_grads_ready(%d);   // FSDP: unit %d's gradients are final: reduce-scattered", u - 1, u - 1)
+      end
+    end
+  end
+end
+
 -- The model's files (model.h, model.c, precision_plan.tsv) for the lowered table `l`
 -- (gen/pipeline.lua).  Returns { [filename] = text } and what the operand contexts
 -- counted (kernels_c.counted).
@@ -226,6 +279,8 @@ function emit.model(l)
   -- the kernels' calls (gen/kernels_c.lua), each op after the spec line it came from
   local w = kernels_c.walk(l)
   local ef, eb, em = w.ef, w.eb, w.em
+  local full_shard = l.strategy and l.strategy.sharding == "FULL_SHARD"
+  if full_shard then emit.gather_units(l, w) end
   local fwd = emit.forward_lines(g, w)
   if not ef.uses_training then table.insert(ef.decls, "    (void)training;   // no op of this model behaves differently in training") end
   -- DDP (gen/strategy.lua): after the backward op that makes a bucket's last gradient
@@ -258,6 +313,10 @@ function emit.model(l)
   end
   if ddp then
     table.insert(eb.decls, "    void ddp_grad_ready(int bucket), ddp_progress(void);   // runtime/ddp.h (DDP)")
+  end
+  if full_shard then
+    table.insert(ef.decls, "    void fsdp_gather_unit(int unit);   // runtime/ddp.h (FSDP FULL_SHARD)")
+    table.insert(eb.decls, "    void fsdp_gather_unit(int unit), fsdp_unit_grads_ready(int unit);   // runtime/ddp.h (FSDP FULL_SHARD)")
   end
   if eb.uses_training then table.insert(eb.decls, "    const int training = 1;") end
   -- the backward's parameters it reads (the context records each use)
@@ -524,19 +583,43 @@ end
 -- parameters are all-gathered after it; a checkpoint is a full state dict (Fabric's
 -- default): the state's shards gathered on rank 0, which writes them; each rank keeps
 -- its part of the full tensors when it resumes (gen/emit_train.lua).
+--
+-- FULL_SHARD: the parameters too are this rank's shard once the run has its starting
+-- weights (initialised and broadcast, or resumed: resume_steps), and m.params becomes
+-- the buffer model_forward and model_backward gather each unit into (emit.gather_units);
+-- the optimizer updates the shard, and no all-gather follows the step (the next forward
+-- gathers); a checkpoint gathers the parameters' shards on rank 0 as the state's.
 function emit.fsdp_blocks(l)
   local b = rank_blocks(l)
   local s = l.strategy
+  local full_shard = s.sharding == "FULL_SHARD"
   local _, lct = grad_type(l)
   local opt = l.spec.train.optimizer
   local states = require("optimizers").rule(opt.kind).states(opt.args)
+  local units = ""
+  if full_shard then
+    local rows = {}
+    for i, u in ipairs(l.state.units) do
+      rows[#rows + 1] = string.format("        { %d, %d },   // unit %d, %s: %d parameter%s, %s ... %s", u.first, u.count, i - 1,
+        u.key == "" and "the root's" or util.c_comment(u.key), #u.params, #u.params == 1 and "" or "s", util.c_comment(u.params[1]), util.c_comment(u.params[#u.params]))
+    end
+    units = string.format([==[
+    // FULL_SHARD's units (%s): { first element, elements } of the parameter arena,
+    // each gathered whole into m.params (after resume_steps) for the ops that read it
+    static const fsdp_unit units[] = {
+%s
+    };
+    fsdp_set_units(units, %d);
+]==], util.c_comment(s.policy), table.concat(rows, "\n"), #rows)
+    b.resume_steps = "    m.params = fsdp_shard_params(m.params);   // FSDP FULL_SHARD: from here on this rank holds its shard of the parameters\n"
+  end
   b.model_setup = string.format([==[
     if (model_alloc(&m)) die("out of memory");
     model_init(&m, args.seed);
     // FSDP (%s): the flat parameter arena cut into one shard per rank; this rank's
-    // optimizer state and averaged gradients are its shard's
+    // optimizer state and averaged gradients are its shard's%s
     fsdp_init(NUM_PARAMS, m.params, m.grads, %s);%s
-    Optimizer opt;
+%s    Optimizer opt;
     if (optimizer_alloc(&opt)) die("out of memory");
     // every rank starts from rank 0's parameters and buffers
     ddp_broadcast(m.params, sizeof(state_t) * NUM_PARAMS);
@@ -544,16 +627,41 @@ function emit.fsdp_blocks(l)
     ddp_broadcast(m.counters, sizeof(int64_t) * NUM_COUNTERS);
     if (!args.quiet) {   // what each rank holds (one rank: the unsharded figures)
         double pb, gb, gs, ss;
-        fsdp_bytes(&pb, &gb, &gs, &ss);
-        printf("fsdp: %s over %%d ranks; per rank: parameters %%.0f B, gradients %%.0f B (backward's arena) + %%.0f B (shard), "
+        fsdp_bytes(&pb, &gb, &gs, &ss);%s
+        printf("fsdp: %s over %%d ranks; per rank: parameters %%.0f B%s, gradients %%.0f B (backward's arena) + %%.0f B (shard), "
                "optimizer state %%.0f B (%d buffer%s of %%.0f B); parameters+gradients+optimizer %%.0f B, of which sharded %%.0f B\n",
-               ddp_world(), pb, gb, gs, %d * ss, ss, pb + gb + gs + %d * ss, gs + %d * ss);
+               ddp_world(), pb, %sgb, gs, %d * ss, ss, pb + gb + gs + %d * ss, %sgs + %d * ss);
     }
-]==], s.sharding, lct,
+]==], s.sharding, full_shard and ", and so are its parameters" or "", lct,
     require("precision").optimizer_format(l.settings) ~= l.settings.state and
       "\n    fsdp_state_dtype(LC_F32);   // the optimizer state stays float32 beside 16-true's float16 parameters" or "",
-    s.sharding, #states, #states == 1 and "" or "s", #states, #states, #states)
-  if #states > 0 then
+    units,
+    full_shard and "\n        double ps = (double)fsdp_shard_len() * sizeof(state_t);   // FULL_SHARD: the parameters' shard (the rest: the gathered unit)" or "",
+    s.sharding, full_shard and " (shard %.0f B + the largest unit gathered %.0f B)" or "", #states, #states == 1 and "" or "s",
+    full_shard and "ps, pb - ps, " or "", #states, #states, full_shard and "ps + " or "", #states)
+  if full_shard then
+    -- the parameters' shards gathered on rank 0 like the optimizer state's
+    local gather, free = { "        Model full_m = *m;", "        full_m.params = fsdp_gather(fsdp_param_shard());" }, { "        free(full_m.params);" }
+    for _, st in ipairs(states) do
+      gather[#gather + 1] = string.format("        full.%s = fsdp_gather(o->%s);", st, st)
+      free[#free + 1] = string.format("        free(full.%s);", st)
+    end
+    b.save_from_device = string.format([==[
+    // FSDP: a full state dict (Fabric's default): every rank sends its shard of the
+    // parameters and of the optimizer state to rank 0, which writes the whole tensors
+    // as one rank would
+    static int gathered = 0;
+    if (!gathered) {
+        Optimizer full = *o;
+%s
+        gathered = 1;
+        if (ddp_rank() == 0) save_checkpoint(path, &full_m, &full, rs, ls);
+        gathered = 0;
+%s
+        return;
+    }
+]==], table.concat(gather, "\n"), table.concat(free, "\n"))
+  elseif #states > 0 then
     local gather, free = {}, {}
     for _, st in ipairs(states) do
       gather[#gather + 1] = string.format("        full.%s = fsdp_gather(o->%s);", st, st)
@@ -579,10 +687,14 @@ function emit.fsdp_blocks(l)
     "            // accumulate them (Fabric's no_backward_sync)\n" ..
     "            ddp_begin_backward(in_step + 1 >= ACCUMULATE || db.index + 1 >= batches_per_epoch);%1", 1)
   mb = mb:gsub("(\n%$%{step_block%})", "\n            fsdp_finish_grads();   // this rank's shard of the gradients is now their mean over ranks%1" ..
-    "\n            fsdp_gather_params();   // every rank's updated shard on every rank", 1)
+    (full_shard and "\n            // (FULL_SHARD: the next forward gathers each unit's updated shards)"
+      or "\n            fsdp_gather_params();   // every rank's updated shard on every rank"), 1)
   mb = mb:gsub("if %(signals_stop_requested%(%)%)", "if (ddp_any(signals_stop_requested()))", 1)
   b.micro_batch = mb
-  b.summary_extra = [==[
+  b.summary_extra = full_shard and [==[
+    if (!args.quiet) printf("fsdp: %d ranks; reduce-scattered and all-gathered %.3f MB per rank in this run (units all-gathered: %.3f MB), %.2f s waiting for the gradients\n",
+                            ddp_world(), ddp_reduced_bytes / 1e6, fsdp_gathered_bytes / 1e6, ddp_wait_seconds);
+]==] or [==[
     if (!args.quiet) printf("fsdp: %d ranks; reduce-scattered and all-gathered %.3f MB per rank in this run, %.2f s waiting for the gradients\n",
                             ddp_world(), ddp_reduced_bytes / 1e6, ddp_wait_seconds);
 ]==]
@@ -680,7 +792,8 @@ function emit.program(l)
   end
   local files, counted = emit.model(l)
   local loop = require("emit_train").values(l)
-  loop.train.sample_fn = (l.entries[1] and not l.entries[1].refused) and SAMPLE_FN or NO_SAMPLE_FN
+  local full_shard = l.strategy and l.strategy.sharding == "FULL_SHARD"
+  loop.train.sample_fn = (l.entries[1] and not l.entries[1].refused and not full_shard) and SAMPLE_FN or NO_SAMPLE_FN
   local kind = l.strategy and l.strategy.kind or "single"
   local ddp = kind ~= "single"   -- DDP's runtime and MPI: ddp and fsdp
   local blocks = kind == "ddp" and emit.ddp_blocks(l) or kind == "fsdp" and emit.fsdp_blocks(l) or TRAIN_BLOCKS

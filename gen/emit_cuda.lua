@@ -1067,7 +1067,7 @@ function emit.program(l)
     "bind_batch", "optimizer_save", "optimizer_groups", "optimizer_load", "drop_last", "callback_init",
     "callback_dirs", "test_desc", "test_weights", "logger_open", "log_step", "log_epoch", "callbacks",
     "log_test", "logger_close", "logger_globals", "checkpoint_logs", "state_dtype", "state_desc", "train_summary",
-    "die_body", "eval_reduce", "shard", "global_batch", "eval_metrics_init", "eval_metrics_batch", "data_globals",
+    "die_body", "eval_reduce", "eval_stop", "shard", "global_batch", "eval_metrics_init", "eval_metrics_batch", "data_globals",
     "train_augment" })
   t.accelerator = accel
   -- clipping by norm: the norm before clipping, copied back with the step (train/grad_norm)

@@ -421,9 +421,10 @@ end
 -- `floor`: the schedule's lr for every group is floor + (lr - floor) × ratio (0: it
 -- scales each group's lr; false: it sets every group's lr, which a group may not give).
 -- `frozen[name]`: parameters train.freeze leaves out of the update.
--- `sharded` (fsdp's SHARD_GRAD_OP, gen/strategy.lua): each state buffer holds this rank's
--- shard of the flat arena, [fsdp_lo(), fsdp_hi()) of runtime/ddp.h, and the update runs
--- over that range only (the state indexed from the shard's start); checkpoints hold the
+-- `sharded` (fsdp's "SHARD_GRAD_OP" or "FULL_SHARD", gen/strategy.lua): each state buffer
+-- holds this rank's shard of the flat arena, [fsdp_lo(), fsdp_hi()) of runtime/ddp.h, and
+-- the update runs over that range only (the state indexed from the shard's start; under
+-- FULL_SHARD the parameters too, fsdp_param_shard()); checkpoints hold the
 -- full tensors (the load keeps this rank's part; the save gathers them: emit_c.lua).
 -- `only`: runs { begin, finish, names } of the parameters it updates (a training_step's
 -- optimizer, gen/user_step.lua), without parameter groups.
@@ -520,10 +521,14 @@ local function optimizer_code(k16, opt, sfx, params, floor, frozen, sharded, onl
   if decays and rule.decay == "decoupled" then
     step[#step + 1] = string.format("    const real decay = (real)(1.0 - %s * %s);   // decoupled weight decay", LR, WD)
   end
-  local si = "i"   -- the state's index
+  local si, P = "i", "m->params[i]"   -- the state's index, the parameter
   if sharded then
     table.insert(step, 3, "    const size_t lo = fsdp_lo(), hi = fsdp_hi();   // FSDP: this rank updates its shard of the parameters")
     si = "i - lo"
+  end
+  if sharded == "FULL_SHARD" then
+    table.insert(step, 4, "    state_t *ps = fsdp_param_shard();   // FULL_SHARD: the parameters this rank holds, [lo, hi)")
+    P = "ps[i - lo]"
   end
   if only then
     -- a training_step's optimizer: only its parameters' runs
@@ -539,7 +544,7 @@ local function optimizer_code(k16, opt, sfx, params, floor, frozen, sharded, onl
   else
     step[#step + 1] = (groups or only) and "    for (size_t i = runs[r].begin; i < runs[r].end; i++) {" or "    for (size_t i = 0; i < NUM_PARAMS; i++) {"
   end
-  step[#step + 1] = string.format("        real p = %s;", LD("m->params[i]"))
+  step[#step + 1] = string.format("        real p = %s;", LD(P))
   step[#step + 1] = string.format("        real g = %s%s;", (rule.maximize and a.maximize) and "-" or "", LD("m->grads[i]"))
   if decays and rule.decay == "l2" then step[#step + 1] = "        g += wd * p;   // L2 penalty" end
   if decays and rule.decay == "decoupled" then step[#step + 1] = "        p *= decay;" end
@@ -549,7 +554,7 @@ local function optimizer_code(k16, opt, sfx, params, floor, frozen, sharded, onl
   for _, st in ipairs(states) do step[#step + 1] = string.format("        real %s = %s;", st, LDO(string.format("o->%s[%s]", st, si))) end
   for _, x in ipairs(rule.update(a, { f = f })) do step[#step + 1] = x end
   for _, st in ipairs(states) do step[#step + 1] = string.format("        o->%s[%s] = %s;", st, si, STO(st)) end
-  step[#step + 1] = string.format("        m->params[i] = %s;", ST("p"))
+  step[#step + 1] = string.format("        %s = %s;", P, ST("p"))
   step[#step + 1] = "    }"
   if groups or only then step[#step + 1] = "    }" end
   return {
@@ -1450,7 +1455,8 @@ end
 -- The user's hooks (spec `hooks = Hooks { source = ..., on_... = "fn" }`): the
 -- prototypes, call_hook (which fills runtime/loom_hooks.h's loom_hook_info), the calls
 -- at each point, and the user's file to compile in.  `on_device`: the parameters live on
--- the device, so only on_save_checkpoint (after its copy to the host) sees them.
+-- the device (or in FULL_SHARD's shards), so only on_save_checkpoint (after its copy to
+-- the host, or its gather on rank 0) sees them.
 local function spec_points() return require("spec").HOOK_POINTS end
 
 local function hooks_code(sp, on_device, state_desc, state_dtype, has_accuracy)
@@ -1529,7 +1535,7 @@ function emit_train.values(l)
   local open, bind, data_desc = data_code(sp, l.fields, ty.ctype, g)
   local aug_def, aug_opt = augment_code(sp)
   local lr_body, sched_desc, onecycle, floor = schedule_code(sp, tr.optimizer)
-  local sharded = l.strategy and l.strategy.kind == "fsdp"
+  local sharded = l.strategy and l.strategy.kind == "fsdp" and l.strategy.sharding
   local o = optimizer_code(k16, tr.optimizer, ty.sfx, l.state.params, floor, g.frozen or {}, sharded)
   local clip_norm = tr.clip ~= nil and tr.clip.max_norm ~= nil
   local plateau = tr.scheduler and tr.scheduler.kind == "ReduceLROnPlateau"
@@ -1549,7 +1555,8 @@ function emit_train.values(l)
   local metrics = l.trace.metrics or {}   -- train.log's (the CUDA backend refuses them: emit_cuda.check)
   local callbacks, cb_init, cb_mkdirs, test_desc, test_weights, cb_counts, best_ckpt = callbacks_code(sp, has_accuracy, metrics)
   local state_desc = ({ f32 = "float32", f64 = "float64", bf16 = "bfloat16", f16 = "float16" })[ps.state]
-  local hooks = hooks_code(sp, l.backend == "cuda", state_desc, CKPT_DTYPE[ps.state], has_accuracy)
+  -- (FSDP's FULL_SHARD holds no whole parameters either, but for the checkpoint rank 0 writes)
+  local hooks = hooks_code(sp, l.backend == "cuda" or (l.strategy and l.strategy.sharding == "FULL_SHARD"), state_desc, CKPT_DTYPE[ps.state], has_accuracy)
   local logs = logger_code(sp, has_accuracy, ps.loss_scaling, hooks, clip_norm, best_ckpt,
     group_lr_columns(tr.optimizer, o.groups_list, floor), metrics, l.strategy ~= nil and l.strategy.kind ~= "single")
   local mom = o.base_momentum and lit(o.base_momentum) or "0.0"
@@ -1614,6 +1621,7 @@ function emit_train.values(l)
       "        }",
     } or "", loop_vars = sc.loop_vars, train_summary = sc.summary,
     die_body = ' fprintf(stderr, "%s\\n", what); exit(1);', eval_reduce = "", shard = "1, 0, 1", global_batch = "BATCH_MAX",
+    eval_stop = "signals_stop_requested()",
   }
   if l.strategy and l.strategy.kind ~= "single" then
     -- DDP and FSDP (gen/strategy.lua): errors name their rank; the data is sharded as
@@ -1622,6 +1630,10 @@ function emit_train.values(l)
     -- checkpoint for the test, and the others get its weights
     local t = values.train
     t.die_body = " ddp_die(what);"
+    if l.strategy.sharding == "FULL_SHARD" then
+      -- every forward gathers units with every rank: all stop at the same batch
+      t.eval_stop = "ddp_any(signals_stop_requested())"
+    end
     t.eval_reduce = join {
       "",
       "    // every rank evaluated its shard: the sums over all ranks (DistributedSampler pads the",
@@ -1635,14 +1647,32 @@ function emit_train.values(l)
     }
     t.shard = "ddp_world(), ddp_rank(), 1"
     t.global_batch = "(int64_t)BATCH_MAX * ddp_world()"
-    t.test_weights = join {
-      "        if (ddp_rank() == 0) {",
-      (t.test_weights:gsub("\n", "\n    "):gsub("^", "    ")),
-      "        }",
-      "        ddp_broadcast(m.params, sizeof(state_t) * NUM_PARAMS);",
-      "        ddp_broadcast(m.buffers, sizeof(state_t) * NUM_BUFFERS);",
-      "        ddp_broadcast(m.counters, sizeof(int64_t) * NUM_COUNTERS);",
-    }
+    if l.strategy.sharding == "FULL_SHARD" then
+      -- the current weights whole on rank 0, the best checkpoint read over them there, and
+      -- every rank's shard kept from rank 0's
+      t.test_weights = join {
+        "        Model full = m;   // FSDP FULL_SHARD: the parameters whole for a moment",
+        "        full.params = fsdp_gather(fsdp_param_shard());   // rank 0's; NULL elsewhere",
+        "        if (ddp_rank() == 0) {",
+        (t.test_weights:gsub("load_weights%(path, &m%)", "load_weights(path, &full)"):gsub("\n", "\n    "):gsub("^", "    ")),
+        "        }",
+        "        if (ddp_rank() != 0 && !(full.params = malloc(sizeof(state_t) * NUM_PARAMS))) die(\"out of memory reading the best checkpoint\");",
+        "        ddp_broadcast(full.params, sizeof(state_t) * NUM_PARAMS);",
+        "        fsdp_keep_shard(fsdp_param_shard(), full.params);",
+        "        free(full.params);",
+        "        ddp_broadcast(m.buffers, sizeof(state_t) * NUM_BUFFERS);",
+        "        ddp_broadcast(m.counters, sizeof(int64_t) * NUM_COUNTERS);",
+      }
+    else
+      t.test_weights = join {
+        "        if (ddp_rank() == 0) {",
+        (t.test_weights:gsub("\n", "\n    "):gsub("^", "    ")),
+        "        }",
+        "        ddp_broadcast(m.params, sizeof(state_t) * NUM_PARAMS);",
+        "        ddp_broadcast(m.buffers, sizeof(state_t) * NUM_BUFFERS);",
+        "        ddp_broadcast(m.counters, sizeof(int64_t) * NUM_COUNTERS);",
+      }
+    end
   end
   if l.autodiff.segments then
     -- a training_step (gen/user_step.lua): each optimizer's step over its parameters

@@ -42,7 +42,7 @@ local function context(l, ty, read_only)
     counter = function(offset) return string.format("&m->counters[%d]", offset) end,
     begin = function() pre, post, slots, wide_used = {}, {}, {}, 0 end,
   })
-  e.T, e.sfx, e.decls, e.declared = ty.ctype, ty.sfx, {}, {}
+  e.T, e.sfx, e.decls, e.declared, e.units_read = ty.ctype, ty.sfx, {}, {}, {}
   -- an inference program (loom export): ops emit only their eval-mode code (ops_cpu's
   -- by_mode), and the weights, which concurrent calls share, are const: a kernel that
   -- wrote one would not compile
@@ -63,6 +63,12 @@ local function context(l, ty, read_only)
     local pl = e.place(t)
     local r, f = pl.root, pl.fmt or compute
     if pl.arena == "params" then
+      -- which FSDP unit each op reads (FULL_SHARD gathers it first: emit_c.lua)
+      if pl.unit and e.node then
+        local u = e.units_read[e.node] or {}
+        u[pl.unit] = r.param
+        e.units_read[e.node] = u
+      end
       return declare("p_" .. cname(r.param), string.format("    %s%s *p_%s = m->params + %d;   // %s %s",
         weights, ctype_of(f), cname(r.param), pl.offset, util.c_comment(r.param), util.shape_str(r.shape)))
     end

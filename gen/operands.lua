@@ -100,7 +100,11 @@ function operands.context(l, hooks)
   -- (elements of params; bytes of acts), root, fmt (the root's format, nil if none) }
   function e.place(t)
     local r = l.root(t)
-    if r.param then return { arena = "params", offset = st.by_name[r.param].offset, root = r, fmt = pp.fmt[r] } end
+    if r.param then
+      -- FULL_SHARD: params is the gathered buffer of the parameter's unit (gen/plan.lua)
+      local e = st.by_name[r.param]
+      return { arena = "params", offset = e.gathered or e.offset, unit = e.unit, root = r, fmt = pp.fmt[r] }
+    end
     if r.input then return { arena = "batch", root = r } end
     return { arena = "acts", offset = p.acts[r].offset, root = r, fmt = pp.fmt[r] }
   end

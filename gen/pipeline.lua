@@ -110,14 +110,19 @@ end
 --              backward node index after which its gradient is final, fsdp = "NO_SHARD"
 --              for fsdp's unsharded kind }; strategy.buckets(l, esize) cuts the gradient
 --              arena into buckets once the plan stage has laid it out; or { kind =
---              "fsdp", sharding = "SHARD_GRAD_OP", devices, timeout, sync_batchnorm, synced }
+--              "fsdp", sharding = "SHARD_GRAD_OP", devices, timeout, sync_batchnorm, synced };
+--              or { kind = "fsdp", sharding = "FULL_SHARD", devices, timeout,
+--              sync_batchnorm, synced, unit_of[param name] (its unit's key), last (as
+--              ddp's), policy (auto_wrap_policy, in words) }
 local function strategy(l)
   return with(l, { strategy = require("strategy").plan(l) })
 end
 
 -- plan: where every tensor lives (gen/plan.lua).  Adds
 --   state      plan.state: params, buffers, counters (name, entry, offset, numel),
---              nparams, nbuffers (elements, aligned), by_name
+--              nparams, nbuffers (elements, aligned), by_name; FULL_SHARD's units
+--              ({ first, count, params, key }) and each parameter's unit and gathered
+--              offset (where the kernels read it)
 --   plan       plan.activations: acts[tensor], grads[tensor] ({ offset, numel, arena,
 --              fmt } in bytes, or { source } for a view), saves[node][name], nacts,
 --              ngrads (bytes), nint (int32 elements), batch_max
@@ -129,7 +134,7 @@ local function plan_stage(l)
     while p.acts[t] and p.acts[t].source do t = p.acts[t].source end
     return t
   end
-  return with(l, { state = plan.state(l.graph), plan = p, root = root })
+  return with(l, { state = plan.state(l.graph, l.strategy and l.strategy.unit_of), plan = p, root = root })
 end
 
 -- entries: the declared methods beside forward as the program's entry points (gen/entries.lua:
@@ -190,6 +195,11 @@ function dumps.fold(l) return trace_dump("precision plan (fold)", l) .. require(
 function dumps.strategy(l)
   if l.strategy.kind == "single" then return "strategy: single (one process, one device)\n" end
   local s = l.strategy
+  if s.kind == "fsdp" and s.sharding == "FULL_SHARD" then
+    return string.format("strategy: fsdp FULL_SHARD, %d ranks over MPI; parameters, gradients and optimizer state in %d flat shards; " ..
+      "units: %s (each all-gathered before its forward and its backward, its gradients reduce-scattered once final); timeout %s s\n",
+      s.devices, s.devices, s.policy, tostring(s.timeout))
+  end
   if s.kind == "fsdp" then
     return string.format("strategy: fsdp %s, %d ranks over MPI; gradients and optimizer state in %d flat shards " ..
       "(reduce-scatter after backward, all-gather of the parameters after the step); BatchNorm %s; timeout %s s\n",

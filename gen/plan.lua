@@ -22,8 +22,9 @@ end
 plan.sizes = sizes
 
 -- The state: parameters and float buffers in one layout each (as nn.named_tensors
--- orders them), the int64 counters (num_batches_tracked) on their own.
-function plan.state(g)
+-- orders them), the int64 counters (num_batches_tracked) on their own; with `unit_of`
+-- (FULL_SHARD), the units (plan.units).
+function plan.state(g, unit_of)
   local st = { params = {}, buffers = {}, counters = {}, nparams = 0, nbuffers = 0 }
   for _, p in ipairs(g.params) do
     local n = util.numel(p.shape)
@@ -43,7 +44,28 @@ function plan.state(g)
   for _, list in ipairs { st.params, st.buffers, st.counters } do
     for _, e in ipairs(list) do st.by_name[e.name] = e end
   end
+  if unit_of then plan.units(st, unit_of) end
   return st
+end
+
+-- FSDP's FULL_SHARD (gen/strategy.lua's `unit_of[parameter name]`, a unit's key): the
+-- units as ranges of the parameter arena, each a run of consecutive parameters with one
+-- key (a key met again after another's run is a unit of its own), { first, count (in
+-- elements, with the alignment padding), params, key }; each parameter's `unit` and
+-- `gathered` offset, where the kernels read it: in the one buffer a unit is gathered into.
+function plan.units(st, unit_of)
+  st.units = {}
+  local cur
+  for _, e in ipairs(st.params) do
+    local key = unit_of[e.name]
+    if not cur or cur.key ~= key then
+      cur = { first = e.offset, count = 0, params = {}, key = key }
+      st.units[#st.units + 1] = cur
+    end
+    cur.params[#cur.params + 1] = e.name
+    cur.count = e.offset + align(e.numel) - cur.first
+    e.unit, e.gathered = #st.units, e.offset - cur.first
+  end
 end
 
 -- Activation layout of one trace (with its autodiff result `ad`, or nil for an

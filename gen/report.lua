@@ -154,7 +154,7 @@ function report.collectives_section(l)
   local out = { "## Collectives", "" }
   local function add(x) out[#out + 1] = x end
   -- messages of each step: { kind, bytes } for the prediction
-  local msgs = {}
+  local msgs, note = {}, nil   -- note: what each rank holds (fsdp), below the table
   if s.kind == "ddp" then
     add(string.format("Strategy `%s` on %d ranks over MPI (runtime/collectives.c): every rank holds the whole model; " ..
       "the gradients are averaged (all-reduce, then divided by the world size) in buckets of about %s MB, in reverse " ..
@@ -177,6 +177,39 @@ function report.collectives_section(l)
       add(string.format("| all-reduce (avg), bucket %d | %s | %s | %s |", i - 1, names, when, util.human_bytes(b.bytes)))
       msgs[#msgs + 1] = { "all-reduce", b.bytes }
     end
+  elseif s.sharding == "FULL_SHARD" then
+    local shard = math.ceil(st.nparams / s.devices) * esize
+    local largest = 0
+    for _, u in ipairs(st.units) do largest = math.max(largest, u.count * esize) end
+    add(string.format("Strategy `fsdp`, sharding_strategy `FULL_SHARD`, on %d ranks over MPI: the flat parameter, gradient and " ..
+      "optimizer-state arena is cut into %d shards of %s, and each rank keeps only its shard of the parameters.  The model is " ..
+      "wrapped in %d unit%s (%s); before the ops that read a unit, in forward and again in backward (reshard_after_forward), " ..
+      "the unit's parameters are all-gathered into one buffer of the largest unit's size (%s), and the unit's gradients are " ..
+      "reduce-scattered (each rank gets the mean of its shard) as soon as its backward has made them final.  Each rank's " ..
+      "optimizer updates its shard; nothing is gathered after the step.%s", s.devices, s.devices, util.human_bytes(shard),
+      #st.units, #st.units == 1 and "" or "s", s.policy, util.human_bytes(largest),
+      acc > 1 and string.format("  With accumulate = %d every micro-batch gathers, and only the step's last reduce-scatters.", acc) or ""))
+    add("")
+    add("| collective | tensors | when | bytes |")
+    add("| --- | --- | --- | ---: |")
+    add(string.format("| broadcast from rank 0 | parameters, buffers, counters | once, at start (before the parameters are sharded) | %s |", util.human_bytes(state_bytes)))
+    for i, u in ipairs(st.units) do
+      local names = #u.params == 1 and string.format("`%s`", u.params[1])
+        or string.format("%d tensors: `%s` … `%s`", #u.params, u.params[1], u.params[#u.params])
+      local what = string.format("unit %d (%s): %s", i - 1, u.key == "" and "the root's" or ("`" .. u.key .. "`"), names)
+      local bytes = u.count * esize
+      add(string.format("| all-gather | %s | before its forward, and again before its backward | %s each |", what, util.human_bytes(bytes)))
+      add(string.format("| reduce-scatter (avg) | %s's gradients | in backward, once they are final | %s |", what:match("^[^:]*"), util.human_bytes(bytes)))
+      for _ = 1, 2 * acc do msgs[#msgs + 1] = { "all-gather", bytes } end
+      msgs[#msgs + 1] = { "reduce-scatter", bytes }
+    end
+    add(string.format("| gather to rank 0 | the parameters' and the optimizer state's shards | each checkpoint (a full state dict) | %s per tensor set |", util.human_bytes(pbytes)))
+    local opt = g.spec.train.optimizer
+    local k = #require("optimizers").rule(opt.kind).states(opt.args)
+    note = string.format("Per rank: parameters %s (its shard) + %s (the gathered unit; one rank: %s), gradients %s (backward's arena) + %s " ..
+      "(its shard), optimizer state %s (%d buffer%s of its shard; one rank: %s).", util.human_bytes(shard), util.human_bytes(largest),
+      util.human_bytes(pbytes), util.human_bytes(pbytes), util.human_bytes(shard), util.human_bytes(k * shard), k, k == 1 and "" or "s",
+      util.human_bytes(k * pbytes))
   else
     add(string.format("Strategy `fsdp`, sharding_strategy `%s`, on %d ranks over MPI: every rank holds the whole parameters; " ..
       "the flat gradient and optimizer-state arena is cut into %d shards of %s.  After backward the gradients are " ..
@@ -197,10 +230,9 @@ function report.collectives_section(l)
     local k = #require("optimizers").rule(opt.kind).states(opt.args)
     local shard = math.ceil(st.nparams / s.devices) * esize
     local oshard = math.ceil(st.nparams / s.devices) * oesize
-    add("")
-    add(string.format("Per rank: parameters %s (whole), gradients %s (backward's arena) + %s (its shard), optimizer state %s " ..
+    note = string.format("Per rank: parameters %s (whole), gradients %s (backward's arena) + %s (its shard), optimizer state %s " ..
       "(%d buffer%s of its shard; one rank: %s).", util.human_bytes(pbytes), util.human_bytes(pbytes), util.human_bytes(shard),
-      util.human_bytes(k * oshard), k, k == 1 and "" or "s", util.human_bytes(k * st.nparams * oesize)))
+      util.human_bytes(k * oshard), k, k == 1 and "" or "s", util.human_bytes(k * st.nparams * oesize))
     msgs[#msgs + 1] = { "reduce-scatter", pbytes }
     msgs[#msgs + 1] = { "all-gather", pbytes }
   end
@@ -222,6 +254,7 @@ function report.collectives_section(l)
   end
   add("| all-reduce (sum) | the validation's loss and accuracy sums | each validation | 32 B |")
   add("")
+  if note then add(note); add("") end
   local step_bytes = 0
   for _, m in ipairs(msgs) do step_bytes = step_bytes + m[2] end
   add(string.format("Per optimizer step, %s go through the collectives (the tensors' size; a ring sends about twice that per rank for an all-reduce).", util.human_bytes(step_bytes)))

@@ -901,12 +901,18 @@ local FABRIC_SCHEMA = {
   end, "auto", doc = "'cpu', 'cuda' ('gpu'), or 'auto': both programs, the CUDA one falling back to the CPU's" },
   devices = { check_devices, "auto", doc = "how many devices (the CUDA program runs on one: 1 or 'auto')" },
   num_nodes = { checkers.posint, 1, doc = "machines (1)" },
-  strategy = { check_strategy, "auto", doc = "'auto', 'ddp' or 'fsdp': with devices = N > 1 on the CPU, 'ddp' (or 'auto') trains N ranks over MPI (loom launch); 'fsdp' shards the gradients and optimizer state over them (sharding_strategy)" },
+  strategy = { check_strategy, "auto", doc = "'auto', 'ddp' or 'fsdp': with devices = N > 1 on the CPU, 'ddp' (or 'auto') trains N ranks over MPI (loom launch); 'fsdp' shards the parameters, gradients and optimizer state over them (sharding_strategy)" },
   -- FSDP's settings (Lightning's FSDPStrategy / PyTorch's FullyShardedDataParallel names)
   sharding_strategy = { enum("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD"), "FULL_SHARD",
-    doc = "fsdp: 'SHARD_GRAD_OP' shards gradients and optimizer state (each rank updates its shard; the parameters are all-gathered after the step); 'NO_SHARD' is ddp; 'FULL_SHARD' (FSDPStrategy's default) and 'HYBRID_SHARD' are not implemented yet" },
+    doc = "fsdp: 'FULL_SHARD' (FSDPStrategy's default) shards the parameters, gradients and optimizer state, gathering the parameters one unit (auto_wrap_policy) at a time around its forward and backward; 'SHARD_GRAD_OP' shards gradients and optimizer state (each rank updates its shard; the parameters are all-gathered after the step); 'NO_SHARD' is ddp; 'HYBRID_SHARD' is not implemented yet" },
   cpu_offload = { checkers.bool, false, doc = "fsdp: FSDPStrategy's cpu_offload; moot on the CPU backend (true is refused)" },
-  auto_wrap_policy = { function(v) return v end, nil, doc = "fsdp: FSDPStrategy's auto_wrap_policy (per-module units); not implemented yet: SHARD_GRAD_OP shards the model as one flat unit" },
+  auto_wrap_policy = { function(v, what)
+    -- ModuleWrapPolicy's module classes, by name (Fabric takes the classes themselves)
+    local ok = type(v) == "table" and #v > 0
+    for k, x in pairs(ok and v or {}) do ok = ok and math.type(k) == "integer" and type(x) == "string" end
+    if ok then return v end
+    return fail(what, "a list of module class names (ModuleWrapPolicy's, e.g. { \"Linear\" })", v)
+  end, nil, doc = "fsdp FULL_SHARD: the units gathered one at a time, as ModuleWrapPolicy's module classes: { \"Linear\", ... } makes each module of those classes a unit (the innermost one owns its parameters; the rest is the root's); left out, each top-level child module is a unit" },
   -- DDP's settings (PyTorch's DistributedDataParallel / Lightning's names)
   bucket_cap_mb = { checkers.posnumber, 25, doc = "ddp: gradients are averaged in buckets of about this many MB, each started when its gradients are final in backward (PyTorch DDP's bucket_cap_mb)" },
   sync_batchnorm = { checkers.bool, false, doc = "ddp and fsdp: BatchNorm's training statistics over all ranks' batches (torch.nn.SyncBatchNorm); false, the default, keeps each rank's own as PyTorch DDP does" },

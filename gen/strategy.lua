@@ -4,6 +4,15 @@
 --   { kind = "ddp", devices = N, ... }        N ranks over MPI (runtime/collectives.h),
 --                                             as PyTorch's DistributedDataParallel
 --                                             (also fsdp's NO_SHARD, as PyTorch's is)
+--   { kind = "fsdp", sharding = "FULL_SHARD", devices = N, unit_of, last, policy, ... }
+--                                             N ranks, each holding 1/N of the parameters,
+--                                             gradients and optimizer state (the flat arena
+--                                             cut as below); the plan stage lays the units
+--                                             out (`unit_of[param name]`: its unit's key):
+--                                             each all-gathered into one buffer before the
+--                                             ops that read it, in forward and again in
+--                                             backward, and its gradients reduce-scattered
+--                                             once final (`last`, as ddp's)
 --   { kind = "fsdp", sharding = "SHARD_GRAD_OP", devices = N, ... }
 --                                             N ranks, each holding the whole parameters and
 --                                             1/N of the gradients and optimizer state (the
@@ -14,6 +23,7 @@
 -- Under sync_batchnorm both say which ops' batch statistics are the global batch's:
 -- `synced[node]` = { forward, backward }, the doubles each sums over the ranks
 -- (ops[op].synced; the C backend emits runtime/ddp.h's ddp_sum between the op's halves).
+-- (fsdp's default sharding_strategy is FULL_SHARD, as FSDPStrategy's.)
 -- For ddp it also says how the gradients are averaged: `buckets`, contiguous ranges of
 -- the gradient arena in the order their gradients become final in backward (PyTorch
 -- DDP's reverse parameter order), each at most about bucket_cap_mb; `ready_after[node]`,
@@ -66,21 +76,44 @@ function strategy.check(g, target)
   end
   if kind == "fsdp" then
     local sh = f.sharding_strategy or "FULL_SHARD"
-    if sh == "FULL_SHARD" or sh == "HYBRID_SHARD" then
-      diag.fatal(given("sharding_strategy") and where_of(sp, "sharding_strategy") or at,
-        string.format("fsdp: sharding_strategy '%s'%s is not implemented yet; write sharding_strategy = 'SHARD_GRAD_OP' " ..
-          "(gradients and optimizer state sharded over the %d ranks) or 'NO_SHARD' (ddp)", sh,
-          given("sharding_strategy") and "" or " (FSDPStrategy's default)", n))
+    if sh == "HYBRID_SHARD" then
+      diag.fatal(where_of(sp, "sharding_strategy"),
+        string.format("fsdp: sharding_strategy 'HYBRID_SHARD' is not implemented yet; write 'FULL_SHARD' (parameters, gradients " ..
+          "and optimizer state sharded over the %d ranks), 'SHARD_GRAD_OP' or 'NO_SHARD' (ddp)", n))
     end
     if f.cpu_offload then
       diag.fatal(where_of(sp, "cpu_offload"), "fsdp: cpu_offload = true is moot on the CPU backend (the parameters are in host memory already); leave it out")
     end
-    if given("auto_wrap_policy") then
-      diag.fatal(where_of(sp, "auto_wrap_policy"), string.format("fsdp: auto_wrap_policy is not implemented yet: %s shards the model as one flat unit; leave it out", sh))
+    if given("auto_wrap_policy") and sh ~= "FULL_SHARD" then
+      diag.fatal(where_of(sp, "auto_wrap_policy"), string.format("fsdp: auto_wrap_policy chooses FULL_SHARD's units; %s gathers no unit (the parameters stay whole); leave it out", sh))
     end
-    if sh == "SHARD_GRAD_OP" then
+    if sh == "FULL_SHARD" and f.auto_wrap_policy then
+      -- each class must be one of the model's (else the policy wraps nothing, silently)
+      local classes, list = {}, {}
+      for rec in pairs(g.prefix_of) do
+        if not classes[rec.class] then list[#list + 1] = rec.class end
+        classes[rec.class] = true
+      end
+      table.sort(list)
+      for _, c in ipairs(f.auto_wrap_policy) do
+        if not classes[c] then
+          diag.fatal(where_of(sp, "auto_wrap_policy"), string.format("fsdp: auto_wrap_policy: the model has no module of class '%s'%s (its classes: %s)",
+            c, require("util").did_you_mean(c, list), table.concat(list, ", ")))
+        end
+      end
+    end
+    if sh == "FULL_SHARD" then
+      local precision = target.precision or sp.fabric.precision
+      local st = require("precision").SETTINGS[precision]
+      if st and (st.state == "bf16" or st.state == "f16") then
+        diag.fatal(target.precision and nil or where_of(sp, "precision"), string.format("fsdp: FULL_SHARD at '%s' is not implemented yet " ..
+          "(16-bit parameters gathered per unit); use SHARD_GRAD_OP, ddp, or a -mixed precision", precision))
+      end
+    end
+    if sh ~= "NO_SHARD" then
       if given("bucket_cap_mb") then
-        diag.fatal(where_of(sp, "bucket_cap_mb"), "bucket_cap_mb is a ddp setting: fsdp's SHARD_GRAD_OP reduce-scatters the gradients in one call after backward")
+        diag.fatal(where_of(sp, "bucket_cap_mb"), string.format("bucket_cap_mb is a ddp setting: fsdp's %s reduce-scatters the gradients %s",
+          sh, sh == "FULL_SHARD" and "one unit at a time" or "in one call after backward"))
       end
       if sp.train and sp.train.clip and sp.train.clip.norm_type == math.huge then
         diag.fatal(sp.train.where and diag.key_where(sp.train.where, "clip") or at,
@@ -122,16 +155,8 @@ local function synced(l)
   return out
 end
 
-function strategy.plan(l, target)
-  local kind, n = strategy.requested(l.spec, target or l.options)
-  if kind == "single" then return { kind = "single", devices = 1 } end   -- (sync_batchnorm: plain BatchNorm)
-  local f = l.spec.fabric
-  if kind == "fsdp" and f.sharding_strategy == "SHARD_GRAD_OP" then
-    return { kind = "fsdp", sharding = "SHARD_GRAD_OP", devices = n, timeout = f.ddp_timeout or 300,
-             sync_batchnorm = f.sync_batchnorm or false, synced = synced(l) }
-  end
-  -- ddp, and fsdp's NO_SHARD (PyTorch's FSDP without sharding is DDP)
-  local cap = math.floor((f.bucket_cap_mb or 25) * 1024 * 1024)
+-- The backward node index after which each parameter's gradient is final.
+local function last_grads(l)
   -- which parameter each cast or view of a parameter is
   local derived = {}
   for _, node in ipairs(l.trace.nodes) do
@@ -150,6 +175,53 @@ function strategy.plan(l, target)
       if p then last[p] = k end
     end
   end
+  return last
+end
+
+-- FULL_SHARD's unit of each parameter (a key: the wrapped module's name, "" for the
+-- root's): with no auto_wrap_policy, its top-level child module; with ModuleWrapPolicy's
+-- classes, the innermost module of one of them that holds it.
+local function units_of(g, policy)
+  local class_at = {}
+  for rec, prefix in pairs(g.prefix_of) do class_at[prefix:sub(1, -2)] = rec.class end
+  local wrap = {}
+  for _, c in ipairs(policy or {}) do wrap[c] = true end
+  local unit_of = {}
+  for _, p in ipairs(g.params) do
+    local parts = {}
+    for x in p.name:gmatch("[^.]+") do parts[#parts + 1] = x end
+    local key = ""
+    if not policy then
+      if #parts > 1 then key = parts[1] end
+    else
+      for k = #parts - 1, 1, -1 do
+        local prefix = table.concat(parts, ".", 1, k)
+        if wrap[class_at[prefix]] then key = prefix; break end
+      end
+    end
+    unit_of[p.name] = key
+  end
+  return unit_of
+end
+
+function strategy.plan(l, target)
+  local kind, n = strategy.requested(l.spec, target or l.options)
+  if kind == "single" then return { kind = "single", devices = 1 } end   -- (sync_batchnorm: plain BatchNorm)
+  local f = l.spec.fabric
+  local sh = f.sharding_strategy or "FULL_SHARD"
+  if kind == "fsdp" and sh == "SHARD_GRAD_OP" then
+    return { kind = "fsdp", sharding = "SHARD_GRAD_OP", devices = n, timeout = f.ddp_timeout or 300,
+             sync_batchnorm = f.sync_batchnorm or false, synced = synced(l) }
+  end
+  if kind == "fsdp" and sh == "FULL_SHARD" then
+    return { kind = "fsdp", sharding = "FULL_SHARD", devices = n, timeout = f.ddp_timeout or 300,
+             sync_batchnorm = f.sync_batchnorm or false, synced = synced(l), unit_of = units_of(l.graph, f.auto_wrap_policy), last = last_grads(l),
+             policy = f.auto_wrap_policy and ("ModuleWrapPolicy { " .. table.concat(f.auto_wrap_policy, ", ") .. " }")
+               or "one unit per top-level child module" }
+  end
+  -- ddp, and fsdp's NO_SHARD (PyTorch's FSDP without sharding is DDP)
+  local cap = math.floor((f.bucket_cap_mb or 25) * 1024 * 1024)
+  local last = last_grads(l)
   return { kind = "ddp", devices = n, bucket_bytes = cap, cap_mb = f.bucket_cap_mb or 25,
            timeout = f.ddp_timeout or 300, sync_batchnorm = f.sync_batchnorm or false, synced = synced(l),
            last = last, fsdp = kind == "fsdp" and f.sharding_strategy or nil }

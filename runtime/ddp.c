@@ -195,6 +195,15 @@ static int *fsdp_counts_, *fsdp_displs_;
 /* the optimizer state's type: the parameters' but at 16-true (float state, f16 parameters) */
 static lc_dtype state_dtype_;
 static size_t state_esize_;
+/* FULL_SHARD's (below) */
+static const fsdp_unit *units_;
+static int nunits_;
+static size_t gathered_max_;
+static char *pshard_;
+static int *unit_counts_, *unit_displs_;   /* nunits_ × world_: each rank's part of each unit */
+static unsigned char *unit_done_;
+static char *unit_recv_;
+static void unit_reduce(int u);
 
 void fsdp_init(size_t numel, void *params, void *grads, lc_dtype t) {
     dtype_ = t;
@@ -227,6 +236,12 @@ void *fsdp_shard_alloc(void) { return calloc(fsdp_len_ ? fsdp_len_ : 1, state_es
 
 void fsdp_finish_grads(void) {
     if (!syncing_) return;
+    if (units_) {   /* FULL_SHARD: the units whose backward did not reduce them (no gradient reached them) */
+        for (int u = 0; u < nunits_; u++) if (!unit_done_[u]) unit_reduce(u);
+        memset(unit_done_, 0, (size_t)nunits_);
+        syncing_ = 0;
+        return;
+    }
     double t0 = now();
     arm("the gradients' reduce-scatter");
     check(lc_reduce_scatter_v(fsdp_grads_, fsdp_grad_shard_, fsdp_counts_, dtype_, LC_AVG));
@@ -258,7 +273,91 @@ void fsdp_keep_shard(void *shard, const void *full) {
     memcpy(shard, (const char *)full + fsdp_lo_ * state_esize_, (fsdp_hi_ - fsdp_lo_) * state_esize_);
 }
 
+/* ---- FSDP, FULL_SHARD: the parameters sharded too, gathered per unit ---- */
+double fsdp_gathered_bytes = 0;
+
+/* rank r's elements of unit u: [lo_r, hi_r) ∩ [first, first + count) */
+static void unit_part(const fsdp_unit *u, int r, size_t *lo, size_t *hi) {
+    size_t a = fsdp_len_ * (size_t)r, b = a + fsdp_len_;
+    if (a > fsdp_numel_) a = fsdp_numel_;
+    if (b > fsdp_numel_) b = fsdp_numel_;
+    *lo = a > u->first ? a : u->first;
+    *hi = b < u->first + u->count ? b : u->first + u->count;
+    if (*hi < *lo) *hi = *lo;
+}
+
+void fsdp_set_units(const fsdp_unit *units, int n) {
+    units_ = units; nunits_ = n;
+    unit_counts_ = calloc((size_t)n * (size_t)world_, sizeof(int));
+    unit_displs_ = calloc((size_t)n * (size_t)world_, sizeof(int));
+    unit_done_ = calloc((size_t)n, 1);
+    unit_recv_ = fsdp_shard_alloc();
+    if (!unit_counts_ || !unit_displs_ || !unit_done_ || !unit_recv_) ddp_die("out of memory");
+    for (int k = 0; k < n; k++) {
+        if (units[k].count > gathered_max_) gathered_max_ = units[k].count;
+        for (int r = 0; r < world_; r++) {
+            size_t lo, hi;
+            unit_part(&units[k], r, &lo, &hi);
+            unit_counts_[k * world_ + r] = (int)(hi - lo);
+            unit_displs_[k * world_ + r] = (int)(lo - units[k].first);
+        }
+    }
+}
+
+size_t fsdp_gathered_len(void) { return gathered_max_; }
+void *fsdp_param_shard(void) { return pshard_; }
+
+void *fsdp_shard_params(void *full) {
+    pshard_ = fsdp_shard_alloc();
+    char *gathered = calloc(gathered_max_ ? gathered_max_ : 1, esize_);
+    if (!pshard_ || !gathered) ddp_die("out of memory");
+    fsdp_keep_shard(pshard_, full);
+    free(full);   /* the full parameters are gone: a unit at a time from here on */
+    fsdp_params_ = gathered;
+    return gathered;
+}
+
+void fsdp_gather_unit(int u) {
+    const fsdp_unit *un = &units_[u];
+    size_t lo, hi;
+    unit_part(un, rank_, &lo, &hi);
+    memcpy(fsdp_params_ + (lo - un->first) * esize_, pshard_ + (lo - fsdp_lo_) * esize_, (hi - lo) * esize_);
+    if (world_ > 1) {
+        arm("a unit's all-gather of the parameters");
+        check(lc_all_gather_v(fsdp_params_, unit_counts_ + u * world_, unit_displs_ + u * world_, dtype_));
+        disarm();
+    }
+    ddp_reduced_bytes += (double)un->count * esize_;
+    fsdp_gathered_bytes += (double)un->count * esize_;
+}
+
+/* unit u's gradients reduce-scattered (averaged) into this rank's part of grads */
+static void unit_reduce(int u) {
+    const fsdp_unit *un = &units_[u];
+    size_t lo, hi;
+    unit_part(un, rank_, &lo, &hi);
+    double t0 = now();
+    arm("a unit's reduce-scatter of the gradients");
+    check(lc_reduce_scatter_v(fsdp_grads_ + un->first * esize_, unit_recv_, unit_counts_ + u * world_, dtype_, LC_AVG));
+    disarm();
+    ddp_wait_seconds += now() - t0;
+    memcpy(fsdp_grads_ + lo * esize_, unit_recv_, (hi - lo) * esize_);
+    ddp_reduced_bytes += (double)un->count * esize_;
+    unit_done_[u] = 1;
+}
+
+void fsdp_unit_grads_ready(int u) {
+    if (syncing_ && !unit_done_[u]) unit_reduce(u);
+}
+
 void fsdp_bytes(double *params, double *grads, double *grad_shard, double *state_shard) {
+    if (pshard_ || units_) {   /* FULL_SHARD: this rank's shard and one gathered unit */
+        *params = (double)(fsdp_len_ + gathered_max_) * esize_;
+        *grads = (double)fsdp_numel_ * esize_;
+        *grad_shard = (double)fsdp_len_ * esize_;
+        *state_shard = (double)fsdp_len_ * esize_;
+        return;
+    }
     *params = (double)fsdp_numel_ * esize_;
     *grads = (double)fsdp_numel_ * esize_;
     *grad_shard = (double)fsdp_len_ * esize_;

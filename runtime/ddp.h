@@ -77,6 +77,31 @@ void fsdp_finish_grads(void);
 void fsdp_gather_params(void);
 void *fsdp_gather(const void *shard);
 void fsdp_keep_shard(void *shard, const void *full);
+/* FSDP with FULL_SHARD (FSDPStrategy's default): the parameters are sharded as the
+ * gradients' shards above, [fsdp_lo(), fsdp_hi()) of the flat arena, and the model's
+ * `params` is one gathered buffer of the largest unit's elements.  A unit is a range of
+ * the arena (its wrapped module's parameters); the generated model_forward and
+ * model_backward all-gather a unit into the buffer before the ops that read it (again
+ * before its backward: reshard_after_forward) and reduce-scatter its gradients as soon
+ * as its backward made them final.
+ *   setup:     fsdp_init, fsdp_set_units(table, n) (the table outlives the run); the full
+ *              parameters initialised (or resumed) in model.params, then
+ *              m.params = fsdp_shard_params(m.params): this rank's shard kept, the full
+ *              arena freed, model.params now the gathered buffer (fsdp_gathered_len() elements)
+ *   model:     fsdp_gather_unit(u); fsdp_unit_grads_ready(u) (on a step's last micro-batch)
+ *   each step: fsdp_finish_grads() (the units not reduced yet), the optimizer on
+ *              fsdp_param_shard() (indexed from fsdp_lo()); no fsdp_gather_params() */
+typedef struct {
+    size_t first, count;   /* elements of the flat parameter arena */
+} fsdp_unit;
+void fsdp_set_units(const fsdp_unit *units, int n);
+void *fsdp_shard_params(void *full);
+size_t fsdp_gathered_len(void);
+void *fsdp_param_shard(void);
+void fsdp_gather_unit(int u);
+void fsdp_unit_grads_ready(int u);
+extern double fsdp_gathered_bytes;   /* all-gathered by fsdp_gather_unit in this run */
+
 /* the bytes each rank holds (its startup line and the tests): parameters, the backward's
  * gradient arena, the gradient shard, one optimizer state buffer's shard */
 void fsdp_bytes(double *params, double *grads, double *grad_shard, double *state_shard);

@@ -24,7 +24,7 @@
 #    (2^-6, 2^-9; 1 rank × 8 is ~0.15 away).  (AdamW's first steps move each weight by
 #    ±lr whatever |g|, so a gradient near 0 whose 16-bit rounding flips its sign moves it
 #    by 2 lr: 1 rank × 16 against 1 rank × 2 × 8 accumulated differs as much there.)
-#  - refused in one line: fsdp, CUDA ddp.
+#  - refused in one line: fsdp's HYBRID_SHARD, CUDA ddp.
 set -u
 cd "$(dirname "$0")/.."
 . tests/tap.sh
@@ -128,7 +128,7 @@ fault "a SIGKILLed rank ends the job, naming it" KILL "rank 1 .*exited on signal
 fault "a stopped rank ends the job after --ddp-timeout 2" STOP "rank 0: waited more than 2 s" --ddp-timeout 2
 
 # refused in one line, at the spec's line
-refused fsdp 's/"ddp"/"fsdp"/' "fsdp.lua:9: fsdp: sharding_strategy 'FULL_SHARD' (FSDPStrategy's default) is not implemented yet; write sharding_strategy = 'SHARD_GRAD_OP' (gradients and optimizer state sharded over the 2 ranks) or 'NO_SHARD' (ddp)"
+refused fsdp 's/"ddp", devices = 2 }/"fsdp", devices = 2, sharding_strategy = "HYBRID_SHARD" }/' "fsdp.lua:9: fsdp: sharding_strategy 'HYBRID_SHARD' is not implemented yet; write 'FULL_SHARD' (parameters, gradients and optimizer state sharded over the 2 ranks), 'SHARD_GRAD_OP' or 'NO_SHARD' (ddp)"
 refused cuda 's/"cpu"/"cuda"/; /^  log/d' "cuda.lua:9: devices = 2: the CUDA backend runs on one GPU (devices = 1, 'auto', or {k} for GPU k); the multi-GPU strategies come in their own issue"
 
 # sync_batchnorm on tests/ddp/bn.lua: the statistics over every rank's batch

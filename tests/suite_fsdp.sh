@@ -16,12 +16,25 @@
 #    and a run resumed at step 3 ends as the uninterrupted one;
 #  - sync_batchnorm (tests/ddp/bn.lua): 2 ranks × 4 = 1 rank × 8 within 1e-5;
 #  - --dump=strategy names the shards, and NO_SHARD is ddp;
-#  - refused in one line: FULL_SHARD (FSDPStrategy's default), cpu_offload, auto_wrap_policy,
-#    an fsdp setting under ddp, clipping by the inf-norm.
+#  - refused in one line: cpu_offload, auto_wrap_policy under SHARD_GRAD_OP, an fsdp
+#    setting under ddp, clipping by the inf-norm.
+# sharding_strategy = "FULL_SHARD" (the default: strategy = "fsdp" alone) — the parameters
+# sharded too, each unit all-gathered around its forward and backward, its gradients
+# reduce-scattered once final:
+#  - one unit (mlp.lua's one top-level child), 2 ranks × 8 = 1 rank × 16 (weights and
+#    optimizer state) = DDP's; ModuleWrapPolicy { "Linear" } (3 units) on 2 and 4 ranks,
+#    and its logged metrics;
+#    SGD with groups, accumulation and clipping; 16-mixed = DDP's; three top-level
+#    children as three units (the default policy); resumed at step 10 = uninterrupted;
+#  - the bytes each rank holds: the parameters' shard is 1/N, plus the largest unit;
+#  - the model.c gathers, --dump=strategy and explain's per-unit rows;
+#  - the test set on the best checkpoint (fashion_mlp.lua, when Fashion-MNIST is there) = DDP's;
+#  - refused in one line: HYBRID_SHARD, a policy class the model lacks, an op that reads
+#    two units' parameters at once, the inf-norm.
 set -u
 cd "$(dirname "$0")/.."
 . tests/tap.sh
-plan 23
+plan 42
 BASE=f2
 . tests/ddp/lib.sh
 FSDP='s/"ddp", devices = 2 }/"fsdp", devices = 2, sharding_strategy = "SHARD_GRAD_OP" }/'
@@ -102,8 +115,77 @@ if echo "$d1" | grep -q '^strategy: fsdp SHARD_GRAD_OP, 2 ranks over MPI; gradie
 then ok "--dump=strategy: SHARD_GRAD_OP in 2 shards; NO_SHARD as ddp"; else fail "--dump=strategy" "$d1 / $d2"; fi
 
 # refused in one line, at the spec's line
-refused full 's/"ddp"/"fsdp"/' "full.lua:9: fsdp: sharding_strategy 'FULL_SHARD' (FSDPStrategy's default) is not implemented yet; write sharding_strategy = 'SHARD_GRAD_OP' (gradients and optimizer state sharded over the 2 ranks) or 'NO_SHARD' (ddp)"
 refused offload "$FSDP; s/devices = 2,/devices = 2, cpu_offload = true,/" "offload.lua:9: fsdp: cpu_offload = true is moot on the CPU backend (the parameters are in host memory already); leave it out"
-refused wrap "$FSDP; s/devices = 2,/devices = 2, auto_wrap_policy = { \"Linear\" },/" "wrap.lua:9: fsdp: auto_wrap_policy is not implemented yet: SHARD_GRAD_OP shards the model as one flat unit; leave it out"
+refused wrap "$FSDP; s/devices = 2,/devices = 2, auto_wrap_policy = { \"Linear\" },/" "wrap.lua:9: fsdp: auto_wrap_policy chooses FULL_SHARD's units; SHARD_GRAD_OP gathers no unit (the parameters stay whole); leave it out"
 refused clip "$FSDP; s/epochs = 1,/epochs = 1, clip = { max_norm = 1, norm_type = math.huge },/" "clip.lua:19: fsdp: clipping by the inf-norm is not implemented yet (a maximum over every rank's shard); use a p-norm, clip_val, ddp, or --devices=1"
 refused underddp 's/devices = 2 }/devices = 2, sharding_strategy = "SHARD_GRAD_OP" }/' "underddp.lua:9: sharding_strategy is an fsdp setting; this spec's strategy is 'ddp'"
+
+# ---- FULL_SHARD ----
+FULL='s/"ddp", devices = 2 }/"fsdp", devices = 2 }/'
+WRAP='s/"ddp", devices = 2 }/"fsdp", devices = 2, auto_wrap_policy = { "Linear" } }/'
+# strategy = "fsdp" alone: FULL_SHARD, mlp.lua's one top-level child (net) as one unit
+variant full "$FULL" && $MPI -np 2 ./full/train --out fu --quiet >/dev/null 2>&1
+within "FULL_SHARD (strategy = 'fsdp' alone, 1 unit): 2 ranks x 8 = 1 rank x 16 (AdamW)" fu/last.safetensors r1/last.safetensors
+within "FULL_SHARD: the optimizer state gathered from 2 shards = the 1-rank run's" fu/last.safetensors r1/last.safetensors optimizer.
+within "FULL_SHARD 2 ranks = ddp 2 ranks (AdamW)" fu/last.safetensors d2/last.safetensors
+# ModuleWrapPolicy { "Linear" }: three units, each gathered before its forward and its backward
+variant fw "$WRAP" && $MPI -np 2 ./fw/train --out fwr >fw.log 2>&1
+within "FULL_SHARD, 3 units (Linear): 2 ranks x 8 = 1 rank x 16" fwr/last.safetensors r1/last.safetensors
+md=$(python3 "$ROOT/tests/ddp/metrics_diff.py" fwr/logs/lightning_logs/version_0/metrics.csv r1/logs/lightning_logs/version_0/metrics.csv 2>&1)
+if [ -n "$md" ] && awk -v d="${md%% *}" -v t=$TOL 'BEGIN { exit !(d <= t) }'; then ok "FULL_SHARD, 3 units: logged metrics (train loss, train.log's, validation) = 1 rank x 16's ($md)"
+else fail "FULL_SHARD logged metrics" "$md"; fi
+ng=$(grep -c 'fsdp_gather_unit([0-2]);' fw/model.c); nr=$(grep -c 'fsdp_unit_grads_ready([0-2]);' fw/model.c)
+if [ "$ng" = 6 ] && [ "$nr" = 3 ] && ! grep -q fsdp_gather_params fw/train.c; then ok "model.c gathers each of 3 units before its forward and its backward and reduce-scatters its gradients in backward"
+else fail "model.c's gathers" "$ng gathers, $nr reduce-scatters"; fi
+variant fw4 "$WRAP; s/devices = 2,/devices = 4,/; s/batch_size = 8/batch_size = 4/" && $MPI -np 4 ./fw4/train --out fw4r >fw4.log 2>&1
+within "FULL_SHARD, 3 units: 4 ranks x 4 = 1 rank x 16" fw4r/last.safetensors r1/last.safetensors
+variant fsgd "$WRAP; $SGD; s/batch_size = 8/batch_size = 8, accumulate = 2/" && $MPI -np 2 ./fsgd/train --out fs2 --quiet >/dev/null 2>&1
+within "FULL_SHARD SGD momentum, 2 parameter groups, accumulate 2, clipped to norm 0.5: 2 ranks x 8 = 1 rank x 16" fs2/last.safetensors s1/last.safetensors
+variant fh "$WRAP; s/\"32-true\"/\"16-mixed\"/" && $MPI -np 2 ./fh/train --out fhr --quiet >/dev/null 2>&1
+within "FULL_SHARD 16-mixed (bf16 casts of gathered units, the scaler over the shards) = ddp 2 ranks" fhr/last.safetensors hdr/last.safetensors
+# the default policy on a model with three top-level children: three units
+KIDS='s/  net = Sequential.*/  l1 = Linear(32, 64), l2 = Linear(64, 64), l3 = Linear(64, 5),/; s/return m.net(b.x)/return m.l3(tanh(m.l2(relu(m.l1(b.x)))))/'
+variant kids1 "$KIDS; s/batch_size = 8/batch_size = 16/" --devices=1 && ./kids1/train --out k1 --quiet >/dev/null 2>&1
+variant kids2 "$KIDS; $FULL" && $MPI -np 2 ./kids2/train --out k2 --quiet >/dev/null 2>&1
+if grep -q '// unit 2, l3: 2 parameters' kids2/train.c; then within "FULL_SHARD, default policy: 3 top-level children as 3 units, 2 ranks x 8 = 1 rank x 16" k2/last.safetensors k1/last.safetensors
+else fail "the default policy's units" "$(grep -c '// unit [0-9]' kids2/train.c) units in kids2/train.c"; fi
+# resumed from the full checkpoint at step 10 (the parameters re-sharded from it)
+$MPI -np 2 ./fw/train --out fwrr --max-steps 10 --quiet >/dev/null 2>&1
+$MPI -np 2 ./fw/train --out fwrr --resume fwrr/last.safetensors --max-steps 20 --quiet >/dev/null 2>&1
+within "FULL_SHARD 2 ranks: resumed at step 10 = uninterrupted (weights)" fwrr/last.safetensors fwr/last.safetensors
+within "FULL_SHARD 2 ranks: resumed at step 10 = uninterrupted (optimizer state)" fwrr/last.safetensors fwr/last.safetensors optimizer.
+# the bytes each rank holds: the parameters' shard, the gradient shard and the state are 1/N
+$MPI -np 1 ./fw/train --out fm1 --max-steps 1 >fm1.log 2>&1
+pshard() { grep -o 'parameters [0-9]* B (shard [0-9]* B + the largest unit gathered [0-9]* B)' "$1"; }
+p1=$(pshard fm1.log | grep -o 'shard [0-9]*' | grep -o '[0-9]*'); p2=$(pshard fw.log | grep -o 'shard [0-9]*' | grep -o '[0-9]*'); p4=$(pshard fw4.log | grep -o 'shard [0-9]*' | grep -o '[0-9]*')
+u2=$(pshard fw.log | grep -o 'gathered [0-9]*' | grep -o '[0-9]*')
+s1=$(sharded fm1.log); s2=$(sharded fw.log); s4=$(sharded fw4.log)
+if [ -n "$p1" ] && [ -n "$p2" ] && [ -n "$p4" ] && [ -n "$s4" ] && awk -v a="$p1" -v b="$p2" -v c="$p4" -v u="$u2" -v x="$s1" -v y="$s2" -v z="$s4" \
+   'BEGIN { exit !(b * 2 >= a && b * 2 < a + 16 && c * 4 >= a && c * 4 < a + 32 && u < a && y * 2 >= x && y * 2 < x + 48 && z * 4 >= x && z * 4 < x + 96) }'; then
+  ok "FULL_SHARD per rank: parameters' shard $p1 B on 1 rank, $p2 B on 2, $p4 B on 4, + the largest unit $u2 B; all sharded: $s1, $s2, $s4 B (parameters+gradients+optimizer: $(total fm1.log), $(total fw.log), $(total fw4.log) B)"
+else fail "FULL_SHARD bytes 1/N" "params shard '$p1' '$p2' '$p4', unit '$u2', sharded '$s1' '$s2' '$s4'"; fi
+"$LOOM" explain fw.lua -o exw >/dev/null 2>&1
+if [ "$(grep -c '^| all-gather | unit [0-2] (`net\.[024]`): 2 tensors' exw/REPORT.md)" = 3 ] && grep -q '^| reduce-scatter (avg) | unit 2 (`net.4`).s gradients | in backward' exw/REPORT.md
+then ok "explain (FULL_SHARD): an all-gather and a reduce-scatter row per unit"; else fail "explain (FULL_SHARD)" "$(sed -n '/## Collectives/,$p' exw/REPORT.md | head -10 | tr '\n' ' ')"; fi
+d3=$("$LOOM" build fw.lua --dump=strategy 2>&1)
+if echo "$d3" | grep -q '^strategy: fsdp FULL_SHARD, 2 ranks over MPI; parameters, gradients and optimizer state in 2 flat shards; units: ModuleWrapPolicy { Linear }'
+then ok "--dump=strategy: FULL_SHARD's units"; else fail "--dump=strategy (FULL_SHARD)" "$d3"; fi
+refused hybrid "$FULL; s/devices = 2 }/devices = 2, sharding_strategy = \"HYBRID_SHARD\" }/" "hybrid.lua:9: fsdp: sharding_strategy 'HYBRID_SHARD' is not implemented yet; write 'FULL_SHARD' (parameters, gradients and optimizer state sharded over the 2 ranks), 'SHARD_GRAD_OP' or 'NO_SHARD' (ddp)"
+refused noclass 's/"ddp", devices = 2 }/"fsdp", devices = 2, auto_wrap_policy = { "Linar" } }/' "noclass.lua:9: fsdp: auto_wrap_policy: the model has no module of class 'Linar' (did you mean 'Linear'?) (its classes: DdpMLP, Linear, ReLU, Sequential, Tanh)"
+refused twounits "$KIDS; $FULL; s/m.l1(b.x)))))/m.l1(b.x) + (m.l1.bias + m.l2.bias)))))/" "twounits.lua:6: fsdp FULL_SHARD: add reads parameters of two units at once, l1.bias (unit 'l1') and l2.bias (unit 'l2') (a weight tied across units); make them one unit (auto_wrap_policy) or use sharding_strategy = 'SHARD_GRAD_OP'"
+refused fclip "$FULL; s/epochs = 1,/epochs = 1, clip = { max_norm = 1, norm_type = math.huge },/" "fclip.lua:19: fsdp: clipping by the inf-norm is not implemented yet (a maximum over every rank's shard); use a p-norm, clip_val, ddp, or --devices=1"
+# the test set after training, with the best checkpoint (read whole on rank 0, each rank
+# keeping its shard): fashion_mlp.lua's test metrics equal DDP's
+FASHION=/usr/share/datasets/fashion-mnist
+if [ -f "$FASHION/t10k-images-idx3-ubyte.gz" ] || [ -f "$FASHION/t10k-images-idx3-ubyte" ]; then
+  BEST='s/epochs = 5,/epochs = 1, callbacks = { ModelCheckpoint { monitor = "val\/loss", save_top_k = 1 } },/; s/  loggers.*//'
+  sed "$BEST; s/precision = \"32-true\" }/precision = \"32-true\", strategy = \"fsdp\", devices = 2, auto_wrap_policy = { \"Linear\" } }/" "$ROOT/specs/fashion_mlp.lua" >tf.lua
+  sed "$BEST; s/precision = \"32-true\" }/precision = \"32-true\", strategy = \"ddp\", devices = 2 }/" "$ROOT/specs/fashion_mlp.lua" >td.lua
+  cp -a f2 tf && "$LOOM" build tf.lua -o tf >tf.log 2>&1 && $MPI -np 2 ./tf/train --data "$FASHION" --out tfr --max-steps 8 >tfo.log 2>&1
+  cp -a two td && "$LOOM" build td.lua -o td >td.log 2>&1 && $MPI -np 2 ./td/train --data "$FASHION" --out tdr --max-steps 8 >tdo.log 2>&1
+  a=$(grep -o 'test/loss [0-9.]*  test/acc [0-9.]*' tfo.log); b=$(grep -o 'test/loss [0-9.]*  test/acc [0-9.]*' tdo.log)
+  if [ -n "$a" ] && [ "$a" = "$b" ] && grep -q '^testing tfr/epoch=0-step=8.safetensors' tfo.log; then ok "FULL_SHARD: the test set on the best checkpoint = ddp's ($a)"
+  else fail "FULL_SHARD test set" "fsdp '$a' ($(tail -2 tfo.log | tr '\n' ' ')), ddp '$b'"; fi
+else
+  skip "FULL_SHARD test set on the best checkpoint" "no Fashion-MNIST at $FASHION"
+fi
