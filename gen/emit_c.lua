@@ -639,48 +639,33 @@ function emit.fsdp_blocks(l)
     full_shard and "\n        double ps = (double)fsdp_shard_len() * sizeof(state_t);   // FULL_SHARD: the parameters' shard (the rest: the gathered unit)" or "",
     s.sharding, full_shard and " (shard %.0f B + the largest unit gathered %.0f B)" or "", #states, #states == 1 and "" or "s",
     full_shard and "ps, pb - ps, " or "", #states, #states, full_shard and "ps + " or "", #states)
-  if full_shard then
-    -- the parameters' shards gathered on rank 0 like the optimizer state's
-    local gather, free = { "        Model full_m = *m;", "        full_m.params = fsdp_gather(fsdp_param_shard());" }, { "        free(full_m.params);" }
-    for _, st in ipairs(states) do
-      gather[#gather + 1] = string.format("        full.%s = fsdp_gather(o->%s);", st, st)
-      free[#free + 1] = string.format("        free(full.%s);", st)
-    end
-    b.save_from_device = string.format([==[
-    // FSDP: a full state dict (Fabric's default): every rank sends its shard of the
-    // parameters and of the optimizer state to rank 0, which writes the whole tensors
-    // as one rank would
-    static int gathered = 0;
-    if (!gathered) {
-        Optimizer full = *o;
-%s
-        gathered = 1;
-        if (ddp_rank() == 0) save_checkpoint(path, &full_m, &full, rs, ls);
-        gathered = 0;
-%s
-        return;
-    }
-]==], table.concat(gather, "\n"), table.concat(free, "\n"))
-  elseif #states > 0 then
+  if full_shard or #states > 0 then
+    -- a full state dict: the optimizer state's shards (and FULL_SHARD's parameters') gathered on rank 0
     local gather, free = {}, {}
+    if full_shard then
+      gather = { "        Model full_m = *m;", "        full_m.params = fsdp_gather(fsdp_param_shard());" }
+      free = { "        free(full_m.params);" }
+    end
     for _, st in ipairs(states) do
       gather[#gather + 1] = string.format("        full.%s = fsdp_gather(o->%s);", st, st)
       free[#free + 1] = string.format("        free(full.%s);", st)
     end
     b.save_from_device = string.format([==[
     // FSDP: a full state dict (Fabric's default): every rank sends its shard of the
-    // optimizer state to rank 0, which writes the whole tensors as one rank would
+    // %s to rank 0, which writes the
+    // whole tensors as one rank would
     static int gathered = 0;
     if (!gathered) {
         Optimizer full = *o;
 %s
         gathered = 1;
-        if (ddp_rank() == 0) save_checkpoint(path, m, &full, rs, ls);
+        if (ddp_rank() == 0) save_checkpoint(path, %s, &full, rs, ls);
         gathered = 0;
 %s
         return;
     }
-]==], table.concat(gather, "\n"), table.concat(free, "\n"))
+]==], full_shard and "parameters and of the optimizer state" or "optimizer state", table.concat(gather, "\n"),
+      full_shard and "&full_m" or "m", table.concat(free, "\n"))
   end
   local mb = b.micro_batch   -- rank_blocks': the logged values over every rank
   mb = mb:gsub("(\n%$%{backward%})", "\n            // FSDP: the step's last micro-batch reduce-scatters its gradients; the others only\n" ..

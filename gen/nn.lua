@@ -448,16 +448,19 @@ builtin("Conv2d", {
   end,
 })
 
+-- the pooling modules' arguments: stride defaults to kernel_size; no indices
+local function pool_init(rec, a)
+  if a.stride == nil or a.stride == false then a.stride = a.kernel_size end
+  if a.return_indices then
+    diag.error(rec.where, string.format("%s: return_indices=True is not supported (the forward would return (output, indices))", rec.call_text))
+  end
+end
+
 local function pool(name, opname, sig, extra, doc)
   builtin(name, {
     doc = doc,
     signature = sig,
-    init = function(rec, a)
-      if a.stride == nil or a.stride == false then a.stride = a.kernel_size end
-      if a.return_indices then
-        diag.error(rec.where, string.format("%s: return_indices=True is not supported (the forward would return (output, indices))", rec.call_text))
-      end
-    end,
+    init = pool_init,
     extra_repr = extra,
     forward = function(rec, x)
       local a = rec.args
@@ -500,12 +503,7 @@ builtin("MaxPool1d", {
           example = "MaxPool1d(4)", input = { 3, 16 } },
   signature = { { "kernel_size", "single", required = true }, { "stride", "single", false }, { "padding", "single0", 0 },
                 { "dilation", "single", 1 }, { "return_indices", "bool", false }, { "ceil_mode", "bool", false } },
-  init = function(rec, a)
-    if a.stride == nil or a.stride == false then a.stride = a.kernel_size end
-    if a.return_indices then
-      diag.error(rec.where, string.format("%s: return_indices=True is not supported (the forward would return (output, indices))", rec.call_text))
-    end
-  end,
+  init = pool_init,
   extra_repr = function(rec)
     local a, raw = rec.args, rec.raw
     local function arg(r, v) return math.type(r) == "integer" and tostring(r) or util.pyrepr(v) end

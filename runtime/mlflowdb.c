@@ -16,27 +16,19 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
-#include <sqlite3.h>
 #include <stdarg.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-static int errf(mlflowlog *m, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(m->err, MLFLOWLOG_ERR_LEN, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 static sqlite3 *db_of(mlflowlog *m) { return (sqlite3 *)m->db; }
 
 // one line naming the database and SQLite's message
 static int sql_fail(mlflowlog *m, const char *what) {
     const char *file = sqlite3_db_filename(db_of(m), "main");
-    return errf(m, "%s: %s: %s", file && *file ? file : "MLflow database", what, sqlite3_errmsg(db_of(m)));
+    return mlflowlog_errf(m, "%s: %s: %s", file && *file ? file : "MLflow database", what, sqlite3_errmsg(db_of(m)));
 }
 
 static int exec(mlflowlog *m, const char *sql) {
@@ -179,9 +171,9 @@ static int ensure_schema(mlflowlog *m, const char *artifact_root, int64_t now_ms
         return -1;
     if (strcmp(n, "1") != 0 ||
         query_text(m, prepare(m, "SELECT version_num FROM alembic_version", ""), version, sizeof version))
-        return errf(m, "%s: not an MLflow database (it has tables but no alembic_version)", sqlite3_db_filename(db_of(m), "main"));
+        return mlflowlog_errf(m, "%s: not an MLflow database (it has tables but no alembic_version)", sqlite3_db_filename(db_of(m), "main"));
     if (strcmp(version, MLFLOWDB_SCHEMA) != 0)
-        return errf(m, "%s: MLflow schema revision '%s'; loom writes revision '%s' (MLflow 2.x's last): use another database file",
+        return mlflowlog_errf(m, "%s: MLflow schema revision '%s'; loom writes revision '%s' (MLflow 2.x's last): use another database file",
                     sqlite3_db_filename(db_of(m), "main"), version, MLFLOWDB_SCHEMA);
     return 0;
 }
@@ -235,7 +227,7 @@ static int flush(mlflowlog *m) {
 
 static int end(mlflowlog *m, int status, int64_t end_ms) {
     int rc = run(m, prepare(m, "UPDATE runs SET status = ?, end_time = ? WHERE run_uuid = ?", "tit", STATUS[status], end_ms, m->run_id));
-    if (sqlite3_close(db_of(m)) != SQLITE_OK && !rc) rc = errf(m, "%s: close failed", m->run_dir);
+    if (sqlite3_close(db_of(m)) != SQLITE_OK && !rc) rc = mlflowlog_errf(m, "%s: close failed", m->run_dir);
     m->db = NULL;
     return rc;
 }
@@ -269,10 +261,10 @@ int mlflowlog_open_sqlite(mlflowlog *m, const char *db_path, const char *artifac
     char *slash = strrchr(dir, '/');
     if (slash && slash != dir) { *slash = 0; if (mlflowlog_mkdir_p(m, dir)) return -1; }
     if (mlflowlog_mkdir_p(m, artifact_root)) return -1;
-    if (!realpath(artifact_root, root)) return errf(m, "%s: realpath failed", artifact_root);
+    if (!realpath(artifact_root, root)) return mlflowlog_errf(m, "%s: realpath failed", artifact_root);
     sqlite3 *db = NULL;
     if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
-        errf(m, "%s: cannot open the MLflow database: %s", db_path, db ? sqlite3_errmsg(db) : "out of memory");
+        mlflowlog_errf(m, "%s: cannot open the MLflow database: %s", db_path, db ? sqlite3_errmsg(db) : "out of memory");
         sqlite3_close(db);
         return -1;
     }
@@ -283,10 +275,10 @@ int mlflowlog_open_sqlite(mlflowlog *m, const char *db_path, const char *artifac
     char exp_id[32] = "", name[1024] = "", start[32] = "";
     int resumed = run_id && *run_id;
     if (resumed) {
-        if (strlen(run_id) != 32 || strspn(run_id, "0123456789abcdef") != 32) { errf(m, "%s: run id '%s' is not 32 hex digits", db_path, run_id); goto fail; }
+        if (strlen(run_id) != 32 || strspn(run_id, "0123456789abcdef") != 32) { mlflowlog_errf(m, "%s: run id '%s' is not 32 hex digits", db_path, run_id); goto fail; }
         snprintf(m->run_id, sizeof m->run_id, "%s", run_id);
         if (query_text(m, prepare(m, "SELECT experiment_id FROM runs WHERE run_uuid = ?", "t", run_id), exp_id, sizeof exp_id)) goto fail;
-        if (!exp_id[0]) { errf(m, "%s: no run '%s'", db_path, run_id); goto fail; }
+        if (!exp_id[0]) { mlflowlog_errf(m, "%s: no run '%s'", db_path, run_id); goto fail; }
         if (query_text(m, prepare(m, "SELECT name FROM runs WHERE run_uuid = ?", "t", run_id), name, sizeof name) ||
             query_text(m, prepare(m, "SELECT start_time FROM runs WHERE run_uuid = ?", "t", run_id), start, sizeof start) ||
             resume_run(m, resume_step))
@@ -323,7 +315,7 @@ int mlflowlog_open_sqlite(mlflowlog *m, const char *db_path, const char *artifac
     m->run_dir = malloc(n);
     m->artifact_uri = malloc(n + 16);
     m->run_name = malloc(strlen(name) + 1);
-    if (!m->run_dir || !m->artifact_uri || !m->run_name) { errf(m, "%s: out of memory", db_path); goto fail; }
+    if (!m->run_dir || !m->artifact_uri || !m->run_name) { mlflowlog_errf(m, "%s: out of memory", db_path); goto fail; }
     snprintf(m->run_dir, n, "%s/%s/%s", root, m->experiment_id, m->run_id);
     snprintf(m->artifact_uri, n + 16, "file://%s/artifacts", m->run_dir);
     memcpy(m->run_name, name, strlen(name) + 1);

@@ -18,14 +18,14 @@ char *csvlog_format_float(char *buf, double v);   // runtime/csvlog.c: Python's 
 
 #define PATH_BUF (PATH_MAX + 512)   // the store's real path and what goes under it
 
-static int errf(mlflowlog *m, const char *fmt, ...) {
+int mlflowlog_errf(mlflowlog *m, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(m->err, MLFLOWLOG_ERR_LEN, fmt, ap);
     va_end(ap);
     return -1;
 }
-#define SYSFAIL(m, path, call) errf(m, "%s: %s failed: %s", path, call, strerror(errno))
+#define SYSFAIL(m, path, call) mlflowlog_errf(m, "%s: %s failed: %s", path, call, strerror(errno))
 
 static char *xstrdup(const char *s) {
     size_t n = strlen(s) + 1;
@@ -36,7 +36,7 @@ static char *xstrdup(const char *s) {
 
 int mlflowlog_mkdir_p(mlflowlog *m, const char *path) {
     char buf[PATH_MAX];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return errf(m, "%s: path too long", path);
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return mlflowlog_errf(m, "%s: path too long", path);
     for (char *p = buf + 1;; p++)
         if (*p == '/' || !*p) {
             char c = *p;
@@ -127,7 +127,7 @@ static int write_experiment_meta(mlflowlog *m, const char *store, const char *id
     sb_str(&b, "lifecycle_stage: active\n");
     sb_str(&b, "name: "); yaml_quoted(&b, name); sb_str(&b, "\n");
     snprintf(path, sizeof path, "%s/%s/meta.yaml", store, id);
-    int rc = b.oom ? errf(m, "%s: out of memory", path) : write_file(m, path, b.p, b.n);
+    int rc = b.oom ? mlflowlog_errf(m, "%s: out of memory", path) : write_file(m, path, b.p, b.n);
     free(b.p);
     return rc;
 }
@@ -189,7 +189,7 @@ static int write_run_meta(mlflowlog *m, int status, int64_t end_ms) {
     sb_str(&b, "user_id: "); yaml_quoted(&b, user && *user ? user : "unknown"); sb_str(&b, "\n");
     char path[PATH_BUF];
     snprintf(path, sizeof path, "%s/meta.yaml", m->run_dir);
-    int rc = b.oom ? errf(m, "%s: out of memory", path) : write_file(m, path, b.p, b.n);
+    int rc = b.oom ? mlflowlog_errf(m, "%s: out of memory", path) : write_file(m, path, b.p, b.n);
     free(b.p);
     return rc;
 }
@@ -239,7 +239,7 @@ static int truncate_metric(const char *path, const struct stat *st, int type, st
         line += n;
     }
     int rc = 0;
-    if (changed) rc = kept.oom ? errf(truncate_log, "%s: out of memory", path) : write_file(truncate_log, path, kept.p ? kept.p : "", kept.n);
+    if (changed) rc = kept.oom ? mlflowlog_errf(truncate_log, "%s: out of memory", path) : write_file(truncate_log, path, kept.p ? kept.p : "", kept.n);
     free(text.p); free(kept.p);
     return rc;
 }
@@ -256,9 +256,9 @@ int mlflowlog_open(mlflowlog *m, const char *store_dir, const char *experiment, 
     int resumed = run_id && *run_id;
     if (resumed) {
         if (strlen(run_id) != 32 || strspn(run_id, "0123456789abcdef") != 32)
-            return errf(m, "%s: run id '%s' is not 32 hex digits", store, run_id);
+            return mlflowlog_errf(m, "%s: run id '%s' is not 32 hex digits", store, run_id);
         if (find_run(store, run_id, m->experiment_id))
-            return errf(m, "%s: no run '%s' in any experiment", store, run_id);
+            return mlflowlog_errf(m, "%s: no run '%s' in any experiment", store, run_id);
         snprintf(m->run_id, sizeof m->run_id, "%s", run_id);
     } else {
         if (find_or_create_experiment(m, store, experiment, now_ms, m->experiment_id)) return -1;
@@ -267,7 +267,7 @@ int mlflowlog_open(mlflowlog *m, const char *store_dir, const char *experiment, 
     size_t n = strlen(store) + 128;
     m->run_dir = malloc(n);
     m->artifact_uri = malloc(n + 16);
-    if (!m->run_dir || !m->artifact_uri) return errf(m, "%s: out of memory", store);
+    if (!m->run_dir || !m->artifact_uri) return mlflowlog_errf(m, "%s: out of memory", store);
     snprintf(m->run_dir, n, "%s/%s/%s", store, m->experiment_id, m->run_id);
     snprintf(m->artifact_uri, n + 16, "file://%s/artifacts", m->run_dir);
     m->start_ms = now_ms;
@@ -288,7 +288,7 @@ int mlflowlog_open(mlflowlog *m, const char *store_dir, const char *experiment, 
         }
     }
     if (!name[0]) snprintf(name, sizeof name, "%s", run_name && *run_name ? run_name : m->run_id);
-    if (!(m->run_name = xstrdup(name))) return errf(m, "out of memory");
+    if (!(m->run_name = xstrdup(name))) return mlflowlog_errf(m, "out of memory");
     static const char *subdirs[] = {"metrics", "params", "tags", "artifacts"};
     for (int i = 0; i < 4; i++) {
         snprintf(path, sizeof path, "%s/%s", m->run_dir, subdirs[i]);
@@ -300,7 +300,7 @@ int mlflowlog_open(mlflowlog *m, const char *store_dir, const char *experiment, 
 
 // dir/key written with value (a key's '/' makes subdirectories).
 static int write_keyed(mlflowlog *m, const char *dir, const char *key, const char *value) {
-    if (!key_ok(key)) return errf(m, "%s: '%s' is not a valid MLflow key (letters, digits, '_-. /')", m->run_dir, key);
+    if (!key_ok(key)) return mlflowlog_errf(m, "%s: '%s' is not a valid MLflow key (letters, digits, '_-. /')", m->run_dir, key);
     char path[PATH_BUF];
     snprintf(path, sizeof path, "%s/%s/%s", m->run_dir, dir, key);
     char *slash = strrchr(path, '/');
@@ -311,11 +311,11 @@ static int write_keyed(mlflowlog *m, const char *dir, const char *key, const cha
 }
 
 int mlflowlog_param(mlflowlog *m, const char *key, const char *value) {
-    if (m->sql) return key_ok(key) ? m->sql->put(m, "params", key, value) : errf(m, "'%s' is not a valid MLflow key", key);
+    if (m->sql) return key_ok(key) ? m->sql->put(m, "params", key, value) : mlflowlog_errf(m, "'%s' is not a valid MLflow key", key);
     return write_keyed(m, "params", key, value);
 }
 int mlflowlog_tag(mlflowlog *m, const char *key, const char *value) {
-    if (m->sql) return key_ok(key) ? m->sql->put(m, "tags", key, value) : errf(m, "'%s' is not a valid MLflow key", key);
+    if (m->sql) return key_ok(key) ? m->sql->put(m, "tags", key, value) : mlflowlog_errf(m, "'%s' is not a valid MLflow key", key);
     return write_keyed(m, "tags", key, value);
 }
 
@@ -393,21 +393,21 @@ int mlflowlog_metric_log(mlflowlog *m, const char *key, double value, int64_t st
     int i = 0;
     while (i < m->nmetrics && strcmp(m->metrics[i].key, key) != 0) i++;
     if (i == m->nmetrics) {
-        if (!key_ok(key)) return errf(m, "%s: '%s' is not a valid MLflow key (letters, digits, '_-. /')", m->run_dir, key);
+        if (!key_ok(key)) return mlflowlog_errf(m, "%s: '%s' is not a valid MLflow key (letters, digits, '_-. /')", m->run_dir, key);
         if (m->nmetrics == m->cap_metrics) {
             int c = m->cap_metrics ? 2 * m->cap_metrics : 16;
             mlflowlog_metric *p = realloc(m->metrics, (size_t)c * sizeof *p);
-            if (!p) return errf(m, "%s: out of memory", m->run_dir);
+            if (!p) return mlflowlog_errf(m, "%s: out of memory", m->run_dir);
             m->metrics = p; m->cap_metrics = c;
         }
         m->metrics[i] = (mlflowlog_metric){ .key = xstrdup(key) };
-        if (!m->metrics[i].key) return errf(m, "%s: out of memory", m->run_dir);
+        if (!m->metrics[i].key) return mlflowlog_errf(m, "%s: out of memory", m->run_dir);
         m->nmetrics++;
     }
     char v[40], line[128];
     snprintf(line, sizeof line, "%" PRId64 " %s %" PRId64 "\n", ts_ms, csvlog_format_float(v, value), step);
     sb_str(&m->metrics[i].lines, line);
-    return m->metrics[i].lines.oom ? errf(m, "%s: out of memory", m->run_dir) : 0;
+    return m->metrics[i].lines.oom ? mlflowlog_errf(m, "%s: out of memory", m->run_dir) : 0;
 }
 
 int mlflowlog_flush(mlflowlog *m) {
@@ -431,7 +431,7 @@ int mlflowlog_flush(mlflowlog *m) {
 }
 
 int mlflowlog_artifact(mlflowlog *m, const char *src, const char *name) {
-    if (!artifact_ok(name)) return errf(m, "%s: '%s' is not a valid artifact name", m->run_dir, name);
+    if (!artifact_ok(name)) return mlflowlog_errf(m, "%s: '%s' is not a valid artifact name", m->run_dir, name);
     char path[PATH_BUF];
     snprintf(path, sizeof path, "%s/artifacts/%s", m->run_dir, name);
     char *slash = strrchr(path, '/');

@@ -78,7 +78,9 @@ int mlflowlog_artifact(mlflowlog *m, const char *src, const char *name);
 // run tags as mlflow.source.git.commit, as MLflow does for a script in a git checkout.
 int mlflowlog_git_commit(const char *path, char *out, size_t len);
 int mlflowlog_flush(mlflowlog *m);
-// for runtime/mlflowdb.c: a directory and its parents; a new run id (32 hex digits, uuid4)
+// for runtime/mlflowdb.c: m->err set from a format (returns -1); a directory and its
+// parents; a new run id (32 hex digits, uuid4)
+int mlflowlog_errf(mlflowlog *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int mlflowlog_mkdir_p(mlflowlog *m, const char *path);
 int mlflowlog_new_run_id(mlflowlog *m, char *id);
 // Flushes, writes the final status and end time to meta.yaml, and frees.
