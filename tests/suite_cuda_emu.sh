@@ -52,7 +52,11 @@ declare -A ROUNDOFF=([32-true]=1e-4 [bf16-mixed]=1e-2 [16-mixed]=1e-2 [bf16-true
 # tiny_transformer bf16-mixed: bf16 activation gradients that round a tie the other way
 # after a different GEMM summation order (5.95e-3 measured in block.mlp.2.weight's gradient,
 # with or without --no-fuse; 1.3e-6 at 32-true)
-declare -A SPEC_TOL=([paw_32-true]=5e-2 [paw_bf16-mixed]=8e-2 [paw_16-mixed]=8e-2 [tiny_transformer_bf16-mixed]=2e-2)
+# fashion_cnn bf16-mixed: on an Intel Xeon with AMX, oneDNN's bf16 matmul (the CPU
+# program's bf16 GEMMs) runs on AMX tiles, another summation order than AVX512_BF16's:
+# 3.0e-3 measured in features.4.weight's Adam moment (1.9e-4 on an AMD EPYC's AVX512_BF16)
+declare -A SPEC_TOL=([paw_32-true]=5e-2 [paw_bf16-mixed]=8e-2 [paw_16-mixed]=8e-2 [tiny_transformer_bf16-mixed]=2e-2
+                     [fashion_cnn_bf16-mixed]=5e-3)
 # The comparisons (compare below: NAME SPEC PRECISION [skip_if_refused]; "@variants/X.lua"
 # is made below), emu_vs_cpu_NAME_PREC each: fashion_cnn's in a lane of their own
 CNN=()
