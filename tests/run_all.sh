@@ -61,7 +61,8 @@ run_suite() {
   echo "$p $f $s" >"$log/$(basename "$name").sum"
   {
     printf '%-40s %4d passed %4d failed %4d skipped %5d s\n' "$name" "$p" "$f" "$s" "$secs"
-    if [ "$f" -gt 0 ]; then grep -E '^not ok|^#' "$out" | head -40 | sed 's/^/    /'; fi
+    # the failures first (a suite's comments could fill the 40 lines), then its comments
+    if [ "$f" -gt 0 ]; then { grep -E '^not ok' "$out"; grep -E '^#' "$out"; } | head -40 | sed 's/^/    /'; fi
     if [ -n "$extra" ]; then echo "$extra" | sed 's/^/    /'; fi
     grep -E '^ok .*# (SKIP|skip)' "$out" | head -5 | sed 's/^/    /'
   } >"$out.line"

@@ -67,6 +67,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import models  # noqa: E402  (the hand-written references)
 
 TOL32, TOL64, DEV_FACTOR = 1e-4, 1e-8, 10.0
+# paw after training steps in fp32: its max-pools route each gradient to the larger of
+# near-equal values, so another summation order (oneDNN's kernels differ between CPUs)
+# can flip a route within 20 steps.  Measured on an Intel Xeon (AMX): img_input.7.weight
+# 3.3e-4 from PyTorch after 20 SGD-Nesterov steps, the same with the code of stop 27
+# (below 1e-4 on an AMD EPYC); the 64-true run checks the same steps within 1e-8.
+STEPS_TOL32 = {"paw": 1e-3}
 
 # spec -> (batch fields: name, per-sample shape, kind), the model's inputs, the loss
 SPECS = {
@@ -323,8 +329,10 @@ def compare(spec, steps, got, ref, other, f64):
     zero = ZERO_GRAD[spec]
     rows = []
 
+    base32 = STEPS_TOL32.get(spec, TOL32) if steps > 0 else TOL32
+
     def tol(err_dev):
-        return TOL64 if f64 else max(TOL32, DEV_FACTOR * err_dev)
+        return TOL64 if f64 else max(base32, DEV_FACTOR * err_dev)
 
     losses, grads, state = ref
     o_losses, o_grads, o_state = other

@@ -118,6 +118,10 @@ void model_init(Model *m, uint64_t seed) {
 }
 
 real model_forward(Model *m, const Batch *batch, int B, int training) {
+    // every caller passes 1..BATCH_MAX samples (the arenas hold BATCH_MAX): said to the
+    // compiler, which then bounds each size by it (and sees no overlap in a copy between
+    // two halves of the scratch arena)
+    if (B < 1 || B > BATCH_MAX) __builtin_unreachable();
     real *a6 = (real *)(m->acts + 0);   // (B, 256)
     const real *in_image = batch->image;   // (B, 1, 28, 28)
     real *p_net_1_weight = m->params + 0;   // net.1.weight (256, 784)
@@ -166,6 +170,7 @@ real model_forward(Model *m, const Batch *batch, int B, int training) {
 }
 
 void model_backward(Model *m, const Batch *batch, int B, real dloss) {
+    if (B < 1 || B > BATCH_MAX) __builtin_unreachable();   // (as in model_forward)
     real *d14 = (real *)(m->dacts + 393216);   // grad of a14
     real *d15 = (real *)(m->dacts + 398336);   // grad of a15
     real *s7_logp = (real *)(m->acts + 398400);

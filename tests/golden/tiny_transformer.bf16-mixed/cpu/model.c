@@ -139,6 +139,10 @@ void model_init(Model *m, uint64_t seed) {
 }
 
 real model_forward(Model *m, const Batch *batch, int B, int training) {
+    // every caller passes 1..BATCH_MAX samples (the arenas hold BATCH_MAX): said to the
+    // compiler, which then bounds each size by it (and sees no overlap in a copy between
+    // two halves of the scratch arena)
+    if (B < 1 || B > BATCH_MAX) __builtin_unreachable();
     real *a4 = (real *)(m->acts + 0);   // (B, 64, 64)
     const int64_t *in_idx = batch->idx;   // (B, 64)
     real *p_wte_weight = m->params + 0;   // wte.weight (256, 64)
@@ -674,6 +678,7 @@ real model_forward(Model *m, const Batch *batch, int B, int training) {
 }
 
 void model_backward(Model *m, const Batch *batch, int B, real dloss) {
+    if (B < 1 || B > BATCH_MAX) __builtin_unreachable();   // (as in model_forward)
     real *d66 = (real *)(m->dacts + 8389760);   // grad of a66
     real *d67 = (real *)(m->dacts + 9438336);   // grad of a67
     real *s68_logp = (real *)(m->acts + 11576512);
