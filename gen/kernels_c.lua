@@ -342,6 +342,36 @@ end
 
 -- The scratch each op needs, as lines of model.c's model_scratch (some depend on the
 -- thread count)
+-- The lines that clear the activation gradients before a backward: only the part of
+-- each slot a batch of B uses (a slot holds batch_max samples; zeroing the whole arena
+-- every step cost as much as some of the backward's ops at small B).  Slots lie in
+-- order, so a run of per-batch-fixed slots and the batched one after it are one memset.
+function kernels_c.dact_zero_lines(p)
+  local slots = {}
+  for _, g in pairs(p.grads) do if g.offset then slots[#slots + 1] = g end end
+  table.sort(slots, function(a, b) return a.offset < b.offset end)
+  local runs = {}
+  for _, g in ipairs(slots) do
+    local bytes = g.numel * FORMATS[g.fmt].bytes
+    local fixed, per = bytes, 0
+    if g.batched then fixed, per = 0, bytes // p.batch_max end
+    local last = runs[#runs]
+    if last and last.per == 0 then   -- slots are back to back: extend the run
+      last.fixed, last.per = g.offset - last.off + fixed, per
+    else
+      runs[#runs + 1] = { off = g.offset, fixed = fixed, per = per }
+    end
+  end
+  if #runs == 0 then return "    // no activation gradients" end
+  local rows = {}
+  for _, r in ipairs(runs) do rows[#rows + 1] = string.format("{%d, %d, %d}", r.off, r.fixed, r.per) end
+  return table.concat({
+    "    // the activation gradients a batch of B uses: offset, fixed bytes, bytes per sample",
+    "    static const size_t dact_runs[][3] = { " .. table.concat(rows, ", ") .. " };",
+    "    for (size_t i = 0; i < sizeof dact_runs / sizeof dact_runs[0]; i++)",
+    "        memset(m->dacts + dact_runs[i][0], 0, dact_runs[i][1] + (size_t)B * dact_runs[i][2]);" }, "\n")
+end
+
 function kernels_c.scratch_lines(l)
   local es = context(l, kernels_c.TYPES[l.settings.compute])
   local sl = {}

@@ -82,7 +82,7 @@ function plan.activations(trace, ad, batch_max, pp)
     local n = batched and per * batch_max or per
     local off = p[count_field]
     p[count_field] = p[count_field] + align((n * FORMATS[fmt].bytes + 3) // 4) * 4   -- 64-byte aligned
-    return { offset = off, numel = n, arena = field, fmt = fmt }
+    return { offset = off, numel = n, arena = field, fmt = fmt, batched = batched }
   end
   for _, node in ipairs(trace.nodes) do
     local rule = ops[node.op]

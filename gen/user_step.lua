@@ -401,8 +401,8 @@ function user_step.model_c(l, forward_lines, node_comment)
       local proto = string.format("void %s(Model *m, const Batch *batch, int B, real dloss)", s.func)
       protos[#protos + 1] = proto .. ";"
       text[#text + 1] = string.format("\n// fabric.backward(loss) on line %d: %d ops; parameter gradients add up (zero_grad clears them)\n%s {\n%s\n"
-        .. "    memset(m->dacts, 0, DACT_BYTES);\n    %s[0] = dloss;\n%s\n}\n", s.where.line, #s.nodes, proto,
-        body(e, {}), dloss, table.concat(lines, "\n"))
+        .. "%s\n    %s[0] = dloss;\n%s\n}\n", s.where.line, #s.nodes, proto,
+        body(e, {}), kernels_c.dact_zero_lines(l.plan), dloss, table.concat(lines, "\n"))
       wide = math.max(wide, e.wide_size())
     end
   end

@@ -192,7 +192,10 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
     real *g_net_1_bias = m->grads + 200704;
     const real *in_image = batch->image;   // (B, 1, 28, 28)
     real *p_net_1_weight = m->params + 0;   // net.1.weight (256, 784)
-    memset(m->dacts, 0, DACT_BYTES);
+    // the activation gradients a batch of B uses: offset, fixed bytes, bytes per sample
+    static const size_t dact_runs[][3] = { {0, 0, 1024}, {131072, 0, 1024}, {262144, 0, 512}, {327680, 0, 512}, {393216, 0, 40}, {398336, 4, 0} };
+    for (size_t i = 0; i < sizeof dact_runs / sizeof dact_runs[0]; i++)
+        memset(m->dacts + dact_runs[i][0], 0, dact_runs[i][1] + (size_t)B * dact_runs[i][2]);
     d15[0] = dloss;
 
     // cross_entropy  <- specs/fashion_mlp.lua:18  (backward)
