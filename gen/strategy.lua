@@ -105,9 +105,11 @@ function strategy.check(g, target)
     if sh == "FULL_SHARD" then
       local precision = target.precision or sp.fabric.precision
       local st = require("precision").SETTINGS[precision]
-      if st and (st.state == "bf16" or st.state == "f16") then
+      -- (the checkpoint's gather of the parameters' shards uses the optimizer state's
+      -- type, float32 beside 16-true's float16 parameters)
+      if st and require("precision").optimizer_format(st) ~= st.state then
         diag.fatal(target.precision and nil or where_of(sp, "precision"), string.format("fsdp: FULL_SHARD at '%s' is not implemented yet " ..
-          "(16-bit parameters gathered per unit); use SHARD_GRAD_OP, ddp, or a -mixed precision", precision))
+          "(float16 parameters beside the float32 optimizer state); use SHARD_GRAD_OP, ddp, bf16-true or a -mixed precision", precision))
       end
     end
     if sh ~= "NO_SHARD" then

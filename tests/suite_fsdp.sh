@@ -29,12 +29,13 @@
 #  - the bytes each rank holds: the parameters' shard is 1/N, plus the largest unit;
 #  - the model.c gathers, --dump=strategy and explain's per-unit rows;
 #  - the test set on the best checkpoint (fashion_mlp.lua, when Fashion-MNIST is there) = DDP's;
+#  - bf16-true = ddp's bf16-true (weights, optimizer state), resumed = uninterrupted;
 #  - refused in one line: HYBRID_SHARD, a policy class the model lacks, an op that reads
-#    two units' parameters at once, the inf-norm.
+#    two units' parameters at once, the inf-norm, 16-true.
 set -u
 cd "$(dirname "$0")/.."
 . tests/tap.sh
-plan 42
+plan 46
 BASE=f2
 . tests/ddp/lib.sh
 FSDP='s/"ddp", devices = 2 }/"fsdp", devices = 2, sharding_strategy = "SHARD_GRAD_OP" }/'
@@ -143,6 +144,16 @@ variant fsgd "$WRAP; $SGD; s/batch_size = 8/batch_size = 8, accumulate = 2/" && 
 within "FULL_SHARD SGD momentum, 2 parameter groups, accumulate 2, clipped to norm 0.5: 2 ranks x 8 = 1 rank x 16" fs2/last.safetensors s1/last.safetensors
 variant fh "$WRAP; s/\"32-true\"/\"16-mixed\"/" && $MPI -np 2 ./fh/train --out fhr --quiet >/dev/null 2>&1
 within "FULL_SHARD 16-mixed (bf16 casts of gathered units, the scaler over the shards) = ddp 2 ranks" fhr/last.safetensors hdr/last.safetensors
+# bf16-true: the units' bf16 parameters gathered as they are, bf16 gradients
+# reduce-scattered in float (as ddp's all-reduce); 16-true is refused (below)
+B16="$WRAP; s/AdamW { lr = 1e-2, weight_decay = 0.01 }/SGD { lr = 0.05, momentum = 0.9 }/; s/\"32-true\"/\"bf16-true\"/"
+variant fb "$B16" && $MPI -np 2 ./fb/train --out fbr --max-steps 5 --quiet >/dev/null 2>&1
+variant db "s/AdamW { lr = 1e-2, weight_decay = 0.01 }/SGD { lr = 0.05, momentum = 0.9 }/; s/\"32-true\"/\"bf16-true\"/" && $MPI -np 2 ./db/train --out dbr --max-steps 5 --quiet >/dev/null 2>&1
+within "FULL_SHARD bf16-true, 3 units = ddp 2 ranks bf16-true (SGD momentum, 5 steps: weights)" fbr/last.safetensors dbr/last.safetensors
+within "FULL_SHARD bf16-true = ddp 2 ranks bf16-true (the optimizer state gathered from 2 shards)" fbr/last.safetensors dbr/last.safetensors optimizer.
+$MPI -np 2 ./fb/train --out fbs --max-steps 3 --quiet >/dev/null 2>&1
+$MPI -np 2 ./fb/train --out fbs --resume fbs/last.safetensors --max-steps 5 --quiet >/dev/null 2>&1
+within "FULL_SHARD bf16-true: resumed at step 3 = uninterrupted" fbs/last.safetensors fbr/last.safetensors
 # the default policy on a model with three top-level children: three units
 KIDS='s/  net = Sequential.*/  l1 = Linear(32, 64), l2 = Linear(64, 64), l3 = Linear(64, 5),/; s/return m.net(b.x)/return m.l3(tanh(m.l2(relu(m.l1(b.x)))))/'
 variant kids1 "$KIDS; s/batch_size = 8/batch_size = 16/" --devices=1 && ./kids1/train --out k1 --quiet >/dev/null 2>&1
@@ -173,6 +184,7 @@ then ok "--dump=strategy: FULL_SHARD's units"; else fail "--dump=strategy (FULL_
 refused hybrid "$FULL; s/devices = 2 }/devices = 2, sharding_strategy = \"HYBRID_SHARD\" }/" "hybrid.lua:9: fsdp: sharding_strategy 'HYBRID_SHARD' is not implemented yet; write 'FULL_SHARD' (parameters, gradients and optimizer state sharded over the 2 ranks), 'SHARD_GRAD_OP' or 'NO_SHARD' (ddp)"
 refused noclass 's/"ddp", devices = 2 }/"fsdp", devices = 2, auto_wrap_policy = { "Linar" } }/' "noclass.lua:9: fsdp: auto_wrap_policy: the model has no module of class 'Linar' (did you mean 'Linear'?) (its classes: DdpMLP, Linear, ReLU, Sequential, Tanh)"
 refused twounits "$KIDS; $FULL; s/m.l1(b.x)))))/m.l1(b.x) + (m.l1.bias + m.l2.bias)))))/" "twounits.lua:6: fsdp FULL_SHARD: add reads parameters of two units at once, l1.bias (unit 'l1') and l2.bias (unit 'l2') (a weight tied across units); make them one unit (auto_wrap_policy) or use sharding_strategy = 'SHARD_GRAD_OP'"
+refused f16true "$FULL; s/\"32-true\"/\"16-true\"/" "f16true.lua:9: fsdp: FULL_SHARD at '16-true' is not implemented yet (float16 parameters beside the float32 optimizer state); use SHARD_GRAD_OP, ddp, bf16-true or a -mixed precision"
 refused fclip "$FULL; s/epochs = 1,/epochs = 1, clip = { max_norm = 1, norm_type = math.huge },/" "fclip.lua:19: fsdp: clipping by the inf-norm is not implemented yet (a maximum over every rank's shard); use a p-norm, clip_val, ddp, or --devices=1"
 # the test set after training, with the best checkpoint (read whole on rank 0, each rank
 # keeping its shard): fashion_mlp.lua's test metrics equal DDP's
