@@ -50,15 +50,8 @@ if py_lacks torch numpy; then
 fi
 
 # the runtime objects parity.c links (independent of the model)
-rt="$tmp/rt"
-mkdir -p "$rt"
-rt_ok=1
-"$LOOM" build specs/fashion_mlp.lua -o "$tmp/rtsrc" --no-compile >"$tmp/rt.gen" 2>&1 || rt_ok=0
-if [ $rt_ok = 1 ]; then
-  for f in ckpt data npy idx tokens; do
-    cc $CFLAGS -I"$tmp/rtsrc" -c "$tmp/rtsrc/$f.c" -o "$rt/$f.o" 2>"$tmp/rt.cc" || rt_ok=0
-  done
-fi
+rt="$tmp/rt" rt_ok=1
+parity_runtime specs/fashion_mlp.lua || rt_ok=0
 
 for c in "${cases[@]}"; do
   IFS='|' read -r s B steps user <<<"$c"

@@ -32,15 +32,8 @@ for s in "${specs[@]}"; do n=$((n + 1)); [[ "$GRAD_ONLY" == *" $s "* ]] || n=$((
 plan $n
 
 # the runtime objects parity.c links (independent of the model)
-rt="$tmp/rt"
-mkdir -p "$rt"
-rt_ok=1
-"$LOOM" build tests/ops/act.lua -o "$tmp/rtsrc" --no-compile >"$tmp/rt.gen" 2>&1 || rt_ok=0
-if [ $rt_ok = 1 ]; then
-  for f in ckpt data npy idx tokens; do
-    cc $CFLAGS -I"$tmp/rtsrc" -c "$tmp/rtsrc/$f.c" -o "$rt/$f.o" 2>"$tmp/rt.cc" || rt_ok=0
-  done
-fi
+rt="$tmp/rt" rt_ok=1
+parity_runtime tests/ops/act.lua || rt_ok=0
 
 for s in "${specs[@]}"; do
   spec=tests/ops/$s.lua

@@ -52,13 +52,8 @@ plan $((6 + 2 + 2 + ${#fails[@]} + 1))
 if py_lacks torch numpy; then
   for c in step_dcgan step64_dcgan step_vae step64_vae loop_dcgan loop64_dcgan; do no_torch "$c" "$PY has no torch or numpy"; done
 else
-  rt="$tmp/rt"
-  mkdir -p "$rt"
-  rt_ok=1
-  "$LOOM" build specs/fashion_mlp.lua -o "$tmp/rtsrc" --no-compile >"$tmp/rt.gen" 2>&1 || rt_ok=0
-  for f in ckpt data npy idx tokens; do
-    [ $rt_ok = 1 ] && { cc $CFLAGS -I"$tmp/rtsrc" -c "$tmp/rtsrc/$f.c" -o "$rt/$f.o" 2>"$tmp/rt.cc" || rt_ok=0; }
-  done
+  rt="$tmp/rt" rt_ok=1
+  parity_runtime specs/fashion_mlp.lua || rt_ok=0
   for c in dcgan vae; do
     ok=$rt_ok why="the runtime does not build: $(tail -1 "$tmp/rt.gen" "$tmp/rt.cc" 2>/dev/null | tail -1)"
     for p in 32 64; do

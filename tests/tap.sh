@@ -52,3 +52,15 @@ sys.exit(0 if any(importlib.util.find_spec(m) is None for m in sys.argv[1:]) els
   local rc=$?
   [ $rc -eq 0 ] || [ $rc -eq 126 ] || [ $rc -eq 127 ]
 }
+
+# parity_runtime SPEC: $tmp/rt/*.o, the runtime objects tests/harness/parity.c links
+# (independent of the model), compiled with $CFLAGS from SPEC's generated copy; non-zero
+# when that fails ($tmp/rt.gen and $tmp/rt.cc say why)
+parity_runtime() {
+  mkdir -p "$tmp/rt"
+  "$LOOM" build "$1" -o "$tmp/rtsrc" --no-compile >"$tmp/rt.gen" 2>&1 || return 1
+  local f
+  for f in ckpt data npy idx tokens; do
+    cc $CFLAGS -I"$tmp/rtsrc" -c "$tmp/rtsrc/$f.c" -o "$tmp/rt/$f.o" 2>"$tmp/rt.cc" || return 1
+  done
+}
