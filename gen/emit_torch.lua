@@ -165,6 +165,12 @@ local function class_writer()
       end
       return class_of(r) .. "()"
     end
+    -- the module's own parameters (spec's Parameter(...)), zeros until the state_dict is loaded
+    for _, prm in ipairs(rec.params) do
+      local dims = {}
+      for k, d in ipairs(prm.shape) do dims[k] = tostring(d) end
+      body[#body + 1] = string.format("        self.%s = nn.Parameter(torch.zeros(%s))", prm.name, table.concat(dims, ", "))
+    end
     for _, c in ipairs(rec.children) do body[#body + 1] = string.format("        self.%s = %s", c.name, ctor(c.mod)) end
     local key = rec.class .. "\0" .. table.concat(body, "\n")
     if by_key[key] then return by_key[key] end
@@ -197,8 +203,13 @@ end
 
 local function statements(g, trace, input_expr, consts)
   local lines = {}
+  -- the batch size (x:size(0) in a size list): the model's first input's dim 0
+  local function batch_size() return input_expr(g.spec.inputs[1].name) .. ".shape[0]" end
   local function v(t)
-    if t.param then return access(t.param:gsub("%.([^.]+)$", "")) .. "." .. t.param:match("([^.]+)$") end
+    if t.param then
+      if not t.param:find(".", 1, true) then return "self." .. t.param end   -- the model's own Parameter
+      return access(t.param:gsub("%.([^.]+)$", "")) .. "." .. t.param:match("([^.]+)$")
+    end
     if t.input then return input_expr(t.input) end
     return "t" .. t.id
   end
@@ -248,6 +259,21 @@ local function statements(g, trace, input_expr, consts)
         consts.index[key] = #consts - 1
       end
       expr = string.format("constant(%d, next(self.parameters()).dtype)", consts.index[key])
+    elseif node.op == "random" then
+      -- torch.randn / rand: the parameters' dtype and device, the batch's size (PyTorch's own
+      -- generator: parity tests put loom's draws in its place, tests/torch/philox.py)
+      local f = a.dist == "normal" and "randn" or "rand"
+      if i[1] then expr = string.format("torch.%s_like(%s)", f, v(i[1]))
+      else
+        local dims = {}
+        for k, d in ipairs(a.shape) do dims[k] = d == "B" and batch_size() or tostring(d) end
+        expr = string.format("torch.%s(%s, dtype=next(self.parameters()).dtype, device=next(self.parameters()).device)", f,
+          table.concat(dims, ", "))
+      end
+    elseif node.op == "tile" then
+      local dims = {}
+      for k, d in ipairs(a.sizes) do dims[k] = d == "B" and batch_size() or tostring(d) end
+      expr = string.format("%s.%s(%s)", v(i[1]), a.as == "expand" and "expand" or "repeat", table.concat(dims, ", "))
     elseif node.op == "argmax" then expr = string.format("torch.argmax(%s, dim=%d, keepdim=%s)", v(i[1]), a.dims[1], pybool(a.keepdim))
     elseif node.op == "compare" then
       expr = string.format("torch.%s(%s, %s).long()", a.as, v(i[1]), i[2] and v(i[2]) or util.pyfloat(a.scalar))

@@ -1334,6 +1334,33 @@ function class.ModuleDict(items, ...)
   return p
 end
 
+-- Parameter(d1, d2, ...): a model's own parameter, as `self.name = nn.Parameter(torch.zeros(d1,
+-- d2, ...))` in a PyTorch __init__: named by its field, zeros until train.init sets it
+-- (torch.nn.init's functions), in the state_dict before the submodules' tensors (as
+-- PyTorch lists a module's own parameters first) and not in print(model).  Read in a
+-- method as m.name, a tensor of that shape (no batch dimension).
+local ParamDecl = { __name = "Parameter" }
+function nn.is_param_decl(v) return getmetatable(v) == ParamDecl end
+nn.doc.Parameter = { summary = "a model's own learnable tensor (zeros until train.init sets it), read as m.NAME; not printed, as PyTorch's",
+  torch = "torch.nn.Parameter(torch.zeros(...))", example = "Parameter(1, 4)", input = { 4 }, apply = "return x + m.layer",
+  signature = { { "*size", "posint", required = true } } }
+function class.Parameter(...)
+  local where = diag.here()
+  local args = { ... }
+  if type(args[1]) == "table" and #args == 1 and getmetatable(args[1]) == nil then args = args[1] end
+  if #args == 0 then diag.fatal(where, "Parameter takes its sizes: Parameter(1, 1, 192), as nn.Parameter(torch.zeros(1, 1, 192))") end
+  local shape = {}
+  for i, d in ipairs(args) do
+    if math.type(d) ~= "integer" or d <= 0 then
+      diag.fatal(where, string.format("Parameter: size %d must be a positive integer, got %s", i,
+        tensor.is(d) and "a tensor (give the sizes: Parameter(1, 1, 192) is nn.Parameter(torch.zeros(1, 1, 192)))" or tostring(d)))
+    end
+    shape[i] = d
+  end
+  creation_counter = creation_counter + 1
+  return setmetatable({ shape = shape, where = where, seq = creation_counter }, ParamDecl)
+end
+
 local function is_module_table(v)
   if type(v) ~= "table" or nn.is_module(v) or tensor.is(v) or next(v) == nil then return false end
   for _, x in pairs(v) do if not nn.is_module(x) then return false end end
@@ -1344,8 +1371,8 @@ end
 -- from its definition table: submodules (in creation order), methods, attributes.
 -- `reserved` names fields that belong to the caller (e.g. `inputs`).
 function nn.define(class_name, def, where, reserved)
-  local p, rec = new_module(class_name, where, { call_text = class_name })
-  local named = {}
+  local p, rec = new_module(class_name, where, { call_text = class_name, param_by_name = {} })
+  local named, own = {}, {}
   for k, v in pairs(def) do
     if reserved and reserved[k] then
       -- handled by the caller
@@ -1361,6 +1388,8 @@ function nn.define(class_name, def, where, reserved)
       records[named[k]].seq = first
     elseif type(v) == "function" then
       rec.methods[k] = v
+    elseif nn.is_param_decl(v) then
+      own[#own + 1] = { name = k, decl = v }
     elseif tensor.is(v) then
       diag.error(where, string.format("%s.%s: a tensor cannot be a module field", class_name, k))
     else
@@ -1369,6 +1398,16 @@ function nn.define(class_name, def, where, reserved)
   end
   check_child_names(class_name, named, where)
   for _, name in ipairs(named_in_order(named)) do add_child(rec, name, name, named[name]) end
+  -- its own parameters in the order the spec made them (PyTorch: the order of assignment)
+  table.sort(own, function(a, b) return a.decl.seq < b.decl.seq end)
+  for _, o in ipairs(own) do
+    if o.name:find(".", 1, true) or o.name:find("%c") then
+      diag.error(diag.key_where(where, o.name), string.format("%s: the parameter name %s must not contain '.' or control characters",
+        class_name, util.c_string(o.name)))
+    end
+    param(rec, o.name, o.decl.shape, { kind = "zeros" })
+    rec.param_by_name[o.name] = rec.params[#rec.params]
+  end
   return p, rec
 end
 

@@ -1002,6 +1002,85 @@ ops.constant = {
   flops = function() return 0 end,
 }
 
+-- randn / rand (shape) and randn_like / rand_like (x): N(0, 1) or U[0, 1) draws from the
+-- program's counter-based RNG (runtime/philox.h), as torch.randn / torch.rand: element i
+-- of the op at step s is drawn from Philox(seed, s << 20 | the op's index, i), the stream
+-- dropout uses, so the draws are a function of the checkpoint's seed and step (a resumed
+-- run draws what the uninterrupted one did).  No gradient; a _like op reads only its
+-- input's shape (`attrs.dist`: "normal" or "uniform"; `attrs.shape` without an input, its
+-- first size may be the batch, x:size(0)).
+ops.random = {
+  precision = "follow", no_grad = true, no_grad_inputs = { [1] = true },
+  shape = function(node, like)
+    if like then
+      expect_float(node, like, "input (its shape and dtype)")
+      return copy(like.shape), "float"
+    end
+    for i, d in ipairs(node.attrs.shape) do
+      if d == "B" and i ~= 1 then
+        err(node, string.format("%s: the batch size (x:size(0)) can only be the first size, got %s", node.attrs.as,
+          util.shape_str(node.attrs.shape)))
+      elseif d ~= "B" and (math.type(d) ~= "integer" or d <= 0) then
+        err(node, string.format("%s: sizes must be positive integers or the batch size (x:size(0)), got %s", node.attrs.as, tostring(d)))
+      end
+    end
+    return copy(node.attrs.shape), "float"
+  end,
+  flops = function() return 0 end,
+}
+
+-- expand(x, sizes) and tile(x, sizes), as Tensor.expand / Tensor.repeat (torch.tile): the output's
+-- element at (i0, i1, ...) is x's at (i0 mod x.size(0), ...), x's dims aligned with the
+-- last sizes (new leading dims have size 1 in x).  expand broadcasts dims of size 1 (-1
+-- keeps a dim); tile repeats every dim that many times.  The backward sums the output's
+-- gradient over the copies.  A size may be the batch size (x:size(0)) where x's dim is 1.
+ops.tile = {
+  arity = 1, precision = "follow",
+  shape = function(node, x)
+    expect_float(node, x)
+    local a, sizes = node.attrs, node.attrs.sizes
+    local n, k = #sizes, #sizes - #x.shape
+    local what = a.as .. util.shape_str(sizes)   -- expand(B, -1, -1), as written
+    if k < 0 then
+      err(node, string.format("%s: the number of sizes (%d) must be at least the tensor's dims (%d-d %s)", a.as, n, #x.shape,
+        util.shape_str(x.shape)))
+    end
+    local out = {}
+    for i = 1, n do
+      local s, d = sizes[i], x.shape[i - k]
+      if s ~= "B" and math.type(s) ~= "integer" then
+        err(node, string.format("%s: sizes must be integers or the batch size (x:size(0)), got %s", a.as, tostring(s)))
+      end
+      if a.as == "expand" then
+        if s == -1 then
+          if d == nil then err(node, string.format("%s: -1 is not allowed for a new leading dim (dim %d)", what, i - 1)) end
+          out[i] = d
+        elseif d == nil or d == 1 or d == s then out[i] = s
+        else
+          err(node, string.format("%s: the expanded size (%s) must match the existing size (%s) at dim %d, or that size must be 1",
+            what, tostring(s), tostring(d), i - 1))
+        end
+      else
+        if s == "B" then
+          if d ~= nil and d ~= 1 then
+            err(node, string.format("%s: repeating dim %d of size %s by the batch size: only a dim of size 1 can be", what, i - 1, tostring(d)))
+          end
+          out[i] = "B"
+        elseif s <= 0 then err(node, string.format("%s: repeats must be positive, got %d at dim %d", what, s, i - 1))
+        elseif d == "B" then
+          if s ~= 1 then err(node, string.format("%s: the batch dim can only be repeated once", what)) end
+          out[i] = "B"
+        else out[i] = (d or 1) * s end
+      end
+      if out[i] == "B" and i ~= 1 then
+        err(node, string.format("%s: the batch size can only be the first dim of the result", what))
+      end
+    end
+    return out
+  end,
+  flops = elementwise_flops,
+}
+
 -- Dropout2d: whole channels zeroed (one draw per (sample, channel))
 ops.dropout2d = { arity = 1, precision = "follow", flops = elementwise_flops,
   shape = function(node, x)

@@ -680,6 +680,41 @@ ops_cpu.constant = {
   end,
 }
 
+-- randn / rand (_like): the op's Philox stream at this step (gen/ops.lua's `random`); no backward
+ops_cpu.random = {
+  forward = function(e, n)
+    if e.inference then
+      -- an exported library has no run (seed, step) to draw from
+      require("diag").fatal(n.where, n.attrs.as .. " in an exported method is not supported yet (pass the noise as an input)")
+    end
+    return { e.call(n.attrs.dist == "normal" and "randn_forward" or "rand_forward", e.ptr(n.out), e.numel(n.out), "m->seed", e.rng_stream(n)) }
+  end,
+}
+
+-- expand / tile: the source's size and stride on each of the output's dims (k_tile_*)
+local function tile_dims(e, n)
+  local x, out = n.inputs[1], n.out.shape
+  local k = #out - #x.shape
+  local sa, sb, run = {}, {}, 1
+  for i = #out, 1, -1 do
+    local d = x.shape[i - k]
+    if d == nil then sa[i], sb[i] = 0, 1
+    else sa[i], sb[i] = run, d; run = run * (d == "B" and 1 or d) end   -- "B" is the outermost dim
+  end
+  local name = e.local_name(n, "tile")
+  return name, string.format("const k_bcast_dims %s = { %d, { %s }, { %s }, { %s } };", name, #out, ints(out), ints(sa), ints(sb))
+end
+ops_cpu.tile = {
+  forward = function(e, n)
+    local d, decl = tile_dims(e, n)
+    return { decl, e.call("tile_forward", e.ptr(n.out), e.ptr(n.inputs[1]), "&" .. d) }
+  end,
+  backward = function(e, n)
+    local d, decl = tile_dims(e, n)
+    return { decl, e.call("tile_backward", e.grad(n.inputs[1]), e.grad(n.out), "&" .. d) }
+  end,
+}
+
 ---------------------------------------------------------------------------
 -- data movement: transpose, permute, slice
 

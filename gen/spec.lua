@@ -1238,9 +1238,11 @@ local function make_env(result)
   for name, f in pairs(init_fns) do dsl[name] = f end
   local nn_members = {}
   for name, ctor in pairs(nn.class) do nn_members[name] = ctor end
-  -- torch.nn.functional has neither detach (a Tensor method), no_grad nor tensor (torch's)
+  -- torch.nn.functional has neither detach, expand (Tensor methods), no_grad, tensor nor the random draws (torch's)
   local nnf = {}
-  for name, f in pairs(tensor.functional) do if name ~= "detach" and name ~= "no_grad" and name ~= "tensor" then nnf[name] = f end end
+  local NOT_NNF = { detach = true, no_grad = true, tensor = true, randn = true, rand = true, randn_like = true, rand_like = true,
+                   expand = true, tile = true }
+  for name, f in pairs(tensor.functional) do if not NOT_NNF[name] then nnf[name] = f end end
   nn_members.functional = namespace("nn.functional", nnf, "function")
   nn_members.init = namespace("nn.init", init_fns, "init")
   dsl.nn = namespace("nn", nn_members, "module")

@@ -659,6 +659,59 @@ for _, name in ipairs { "gt", "lt", "ge", "le", "eq", "ne" } do
   end
 end
 
+-- randn(d1, d2, ...) / rand(...): a tensor of N(0, 1) / U[0, 1) draws (torch.randn, torch.rand);
+-- the first size may be the batch size (x:size(0)).  randn_like(x) / rand_like(x): of x's shape.
+-- Seeded draws of the program's RNG (gen/ops.lua's `random`), without gradient.
+local function random_sizes(fname, args)
+  if type(args[1]) == "table" and not tensor.is(args[1]) then args = args[1] end
+  if #args == 0 then diag.fatal(nil, string.format("%s: give the sizes, %s(x:size(0), 16)", fname, fname)) end
+  local shape = {}
+  for i, d in ipairs(args) do
+    if d ~= "B" and (math.type(d) ~= "integer" or d <= 0) then
+      diag.fatal(nil, string.format("%s: size %d must be a positive integer or the batch size (x:size(0)), got %s", fname, i,
+        tensor.is(d) and "a tensor" or tostring(d)))
+    end
+    shape[i] = d
+  end
+  return shape
+end
+for name, dist in pairs { randn = "normal", rand = "uniform" } do
+  functional[name] = function(...)
+    return tensor.apply("random", {}, { shape = random_sizes(name, { ... }), dist = dist, as = name })
+  end
+  functional[name .. "_like"] = function(x, ...)
+    check_tensor(x, name .. "_like", 1)
+    if select("#", ...) > 0 then diag.fatal(nil, name .. "_like takes one tensor (its dtype and device are x's)") end
+    return tensor.apply("random", { x }, { dist = dist, as = name .. "_like" })
+  end
+end
+
+-- expand(x, d1, d2, ...) / x:expand(...): Tensor.expand; tile(x, r1, r2, ...) / x:tile(...):
+-- torch.tile, Tensor.repeat with fewer repeats than dims allowed (ones in front; Lua's
+-- `repeat` is a keyword).  Sizes as numbers or a list, -1 keeps a dim (expand),
+-- x:size(0) is the batch.
+local function tile(as)
+  return function(x, ...)
+    check_tensor(x, as, 1)
+    local args = { ... }
+    if type(args[1]) == "table" and not tensor.is(args[1]) then args = args[1] end
+    if #args == 0 then diag.fatal(nil, as .. ": give the sizes") end
+    local sizes = {}
+    if as == "tile" then for _ = #args + 1, #x.shape do sizes[#sizes + 1] = 1 end end   -- torch.tile's ones in front
+    for _, d in ipairs(args) do
+      local i = #sizes + 1
+      if d ~= "B" and math.type(d) ~= "integer" then
+        diag.fatal(nil, string.format("%s: size %d must be an integer or the batch size (x:size(0)), got %s", as, i,
+          tensor.is(d) and "a tensor" or tostring(d)))
+      end
+      sizes[i] = d
+    end
+    return tensor.apply("tile", { x }, { sizes = sizes, as = as })
+  end
+end
+functional.expand = tile("expand")
+functional.tile = tile("tile")
+
 -- tensor(values): nested Lua tables of numbers → a constant of their shape (torch.tensor)
 function functional.tensor(values, ...)
   if select("#", ...) > 0 then
@@ -875,6 +928,18 @@ tensor.doc = {
   le = { "le(a, b)", "1 where a <= b, else 0 (int64, as gt)", torch = "torch.le", example = "where(le(x, 0.0), x, 0.0)", input = { 4 } },
   eq = { "eq(a, b)", "1 where a == b, else 0 (int64, as gt)", torch = "torch.eq", example = "where(eq(x, x), x, 0.0)", input = { 4 } },
   ne = { "ne(a, b)", "1 where a ~= b, else 0 (int64, as gt)", torch = "torch.ne", example = "where(ne(x, 0.0), x, 1.0)", input = { 4 } },
+  randn = { "randn(d1, d2, ...)", "N(0, 1) draws of the given shape (the first size may be x:size(0)), seeded by the run's seed and step (no gradient)",
+            torch = "torch.randn", example = "x + randn(x:size(0), 4) * 0.1", input = { 4 } },
+  rand = { "rand(d1, d2, ...)", "U[0, 1) draws of the given shape, as randn", torch = "torch.rand",
+           example = "x * rand(x:size(0), 4)", input = { 4 } },
+  randn_like = { "randn_like(x)", "N(0, 1) draws of x's shape (as randn)", torch = "torch.randn_like",
+                 example = "x + randn_like(x)", input = { 4 } },
+  rand_like = { "rand_like(x)", "U[0, 1) draws of x's shape (as randn)", torch = "torch.rand_like",
+                example = "x * rand_like(x)", input = { 4 } },
+  expand = { "expand(x, d1, d2, ...)", "x broadcast to a larger size without copying in PyTorch (dims of size 1 grow; -1 keeps a dim; x:size(0) is the batch); the gradient sums over the copies",
+             torch = "Tensor.expand", example = "x + expand(slice(x, 1, 0, 1), x:size(0), 4)", input = { 4 } },
+  tile = { "tile(x, r1, r2, ...)", "x repeated r times along each dim, as x.repeat(r1, r2, ...) (Lua's `repeat` is a keyword; fewer r than dims: ones in front); the gradient sums over the copies",
+           torch = "torch.tile / Tensor.repeat", example = "x + tile(slice(x, 1, 0, 2), 1, 2)", input = { 4 } },
   tensor = { "tensor(values)", "a constant tensor of the (nested) table's numbers and shape, no batch dimension, no gradient (e.g. rotary tables)",
              torch = "torch.tensor", example = "x * tensor({1, 2, 3, 4})", input = { 4 } },
   where = { "where(cond, a, b)", "cond ? a : b, elementwise; cond an integer tensor (nonzero = true), a and b tensors or numbers",
@@ -894,7 +959,8 @@ tensor.doc = {
 
 -- Tensor methods: x:view(...), x:sum(1), ...; plus x:size(d) and x:dim().
 functional.no_grad = tensor.no_grad   -- a global only: it takes a function, not a tensor
-for k, f in pairs(functional) do if k ~= "cat" and k ~= "concat" and k ~= "no_grad" and k ~= "tensor" then methods[k] = f end end
+local NOT_METHODS = { cat = true, concat = true, no_grad = true, tensor = true, randn = true, rand = true }
+for k, f in pairs(functional) do if not NOT_METHODS[k] then methods[k] = f end end
 function methods.size(t, d)
   if d == nil then return { table.unpack(t.shape) } end   -- a copy: shapes are immutable
   local n = #t.shape
