@@ -7,15 +7,14 @@
 -- generator through the updated discriminator), with BCE on logits.  Weights start as
 -- the paper's: N(0, 0.02) for convolutions, N(1, 0.02) for BatchNorm's scale.
 --
--- The noise z is a field of the batch (a training step draws no random numbers of its
--- own yet), and the FashionMNIST source has only image and label: the data here are
--- Synthetic images in [0, 1) with the noise beside them.  For Fashion-MNIST's images,
--- write them (scaled to [-1, 1], as Tanh produces) and the noise as .npy files:
---   data = Npy { fields = { image = "fmnist_images.npy", z = "z.npy" } },
+-- The images are Fashion-MNIST's, scaled to [-1, 1] as Tanh produces them (torchvision's
+-- Normalize((0.5,), (0.5,))); the noise is drawn in forward, torch.randn's N(0, 1) from
+-- the run's seeded RNG (its seed and step are in every checkpoint: a resumed run draws
+-- what the uninterrupted one would have).
 local NZ, NGF, NDF = 100, 64, 64
 
 model "DCGAN" {
-  inputs = { z = Tensor{NZ} },
+  inputs = { image = Tensor{1, 28, 28} },
   G = Sequential {
     ConvTranspose2d(NZ, NGF * 2, 7, { stride = 1, padding = 0, bias = false }),        -- 128×7×7
     BatchNorm2d(NGF * 2), ReLU { inplace = true },
@@ -32,16 +31,14 @@ model "DCGAN" {
     Conv2d(NDF * 2, 1, 7, { stride = 1, padding = 0, bias = false }),                  -- 1×1×1
     Flatten(),                                                                         -- (B, 1) logits
   },
-  forward = function(m, b) return m.G(reshape(b.z, -1, NZ, 1, 1)) end,                -- (B, 1, 28, 28)
+  -- a batch of the generator's images from fresh noise (PyTorch: netG(torch.randn(B, nz, 1, 1)))
+  forward = function(m, b) return m.G(randn(b.image:size(0), NZ, 1, 1)) end,            -- (B, 1, 28, 28)
 }
 
 fabric { accelerator = "cpu", precision = "32-true" }
 
 train {
-  data = Synthetic {
-    fields = { image = Tensor{1, 28, 28, dist = "uniform"}, z = Tensor{NZ, dist = "normal"} },
-    size = 60000,
-  },
+  data = FashionMNIST { val_split = 0, normalize = true, mean = 0.5, std = 0.5 },   -- images in [-1, 1]
   batch_size = 128,
   init = function(name, p)   -- the DCGAN paper's initialisation (PyTorch's example: weights_init)
     if p:dim() == 4 then normal_(p, 0.0, 0.02)

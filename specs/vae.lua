@@ -6,11 +6,10 @@
 -- reconstruction term (BCE on logits, summed over the pixels) plus the KL divergence
 -- to N(0, I), both averaged over the batch.
 --
--- The noise eps is a field of the batch (a training step draws no random numbers of its
--- own yet), and the FashionMNIST source has only image and label: the data here are
--- Synthetic images in [0, 1) with the noise beside them.  For Fashion-MNIST's images,
--- write them and the noise as .npy files:
---   data = Npy { fields = { image = "fmnist_images.npy", eps = "eps.npy" } },
+-- The images are Fashion-MNIST's, in [0, 1] (the Bernoulli likelihood's targets); the
+-- noise eps is drawn in the step, torch.randn_like's N(0, 1) from the run's seeded RNG
+-- (its seed and step are in every checkpoint: a resumed run draws what the uninterrupted
+-- one would have).
 local Z = 16
 
 -- z (B, Z) → image logits (B, 1, 28, 28); a Lua function, not a method (a method is an
@@ -41,17 +40,14 @@ model "ConvVAE" {
 fabric { accelerator = "cpu", precision = "32-true" }
 
 train {
-  data = Synthetic {
-    fields = { image = Tensor{1, 28, 28, dist = "uniform"}, eps = Tensor{Z, dist = "normal"} },
-    size = 60000,
-  },
+  data = FashionMNIST { val_split = 5000 },
   batch_size = 128,
   optimizers = { all = { Adam { lr = 1e-3 }, params = { "encoder", "fc_mu", "fc_logvar", "decoder_input", "decoder" } } },
   training_step = function(fabric, m, b)
     local opt = fabric.optimizers.all
     opt:zero_grad()
     local mu, logvar = m:encode(b)
-    local z = mu + exp(logvar * 0.5) * b.eps
+    local z = mu + exp(logvar * 0.5) * randn_like(mu)   -- the reparameterisation: z ~ N(mu, exp(logvar))
     local recon = bce_with_logits(flatten(decode(m, z), 1), flatten(b.image, 1)) * 784   -- summed per image
     local kl = mean(sum(1 + logvar - mu * mu - exp(logvar), 1)) * -0.5
     local loss = recon + kl

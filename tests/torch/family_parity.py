@@ -4,6 +4,10 @@
 
     family_parity.py NAME DIR DIR64 B STEPS OPTIMIZER PRINT [CLIP]
 
+torch.randn and the like (a spec's randn, randn_like, rand, rand_like) return the loom
+program's draws at each step (tests/torch/philox.py: Philox and Box-Muller written again
+in Python, the streams read from model.c), so the two sides see the same noise.
+
 OPTIMIZER "step": the spec writes its own train.training_step, which USER_STEPS below
 writes again in PyTorch (its optimizers and its step, on the emitted module); the
 checks are then NAME_print and NAME_steps (a training step has no one backward).
@@ -44,6 +48,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from parity import TOL32, TOL64, make_optimizer, parse_optimizer, read_safetensors, rel, write_safetensors  # noqa: E402
 from step_parity import gan_optimizers, gan_step  # noqa: E402  (tests/step/dcgan.lua's, as specs/dcgan.lua's)
+from philox import LoomDraws  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -53,11 +58,11 @@ torch.set_num_threads(1)
 
 
 def vae_step(m, opts, b):
-    """specs/vae.lua's training_step: the negative ELBO, reparameterised with the batch's eps"""
+    """specs/vae.lua's training_step: the negative ELBO, reparameterised with randn_like"""
     opt = opts["all"]
     opt.zero_grad()
     mu, logvar = m.encode(b)
-    z = mu + torch.exp(logvar * 0.5) * b["eps"]
+    z = mu + torch.exp(logvar * 0.5) * torch.randn_like(mu)
     logits = m.decoder(m.decoder_input(z).reshape(-1, 64, 7, 7))
     recon = F.binary_cross_entropy_with_logits(torch.flatten(logits, 1), torch.flatten(b["image"], 1)) * 784
     kl = torch.mean(torch.sum(1 + logvar - mu * mu - torch.exp(logvar), 1)) * -0.5
@@ -92,8 +97,9 @@ def harness(d, work, B, steps):
     return read_safetensors(os.path.join(work, "out.safetensors"))
 
 
-def torch_steps(name, cls, state, batch, steps, opt_text, clip, dtype):
-    """PyTorch's STEPS steps in dtype: (the losses, the final state_dict)."""
+def torch_steps(name, cls, state, batch, steps, opt_text, clip, dtype, draws):
+    """PyTorch's STEPS steps in dtype: (the losses, the final state_dict).  `draws`: the
+    loom program's randn/rand draws, which step s's torch.randn and the like return."""
     model = cls().to(dtype)
     model.load_state_dict(state, strict=True)
     model.train()
@@ -101,13 +107,17 @@ def torch_steps(name, cls, state, batch, steps, opt_text, clip, dtype):
     if opt_text == "step":
         make_opts, step = USER_STEPS[name]
         opts = make_opts(model)
-        losses = [step(model, opts, b).item() for _ in range(steps)]
+        losses = []
+        for s in range(steps):
+            with draws.step(s):
+                losses.append(step(model, opts, b).item())
         return losses, {k: v.detach().clone() for k, v in model.state_dict().items()}
     opt = make_optimizer(model, opt_text)
     losses = []
-    for _ in range(steps):
+    for s in range(steps):
         opt.zero_grad()
-        L = model.training_loss(b)
+        with draws.step(s):
+            L = model.training_loss(b)
         L.backward()
         if "max_norm" in clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip["max_norm"])
@@ -135,7 +145,8 @@ def check_grad(name, d, work, B, model, batch):
     try:
         got = harness(d, work, B, 0)
         model.train()
-        loss = model.training_loss(batch)
+        with LoomDraws(0, os.path.join(d, "model.c")).step(0):
+            loss = model.training_loss(batch)
         loss.backward()
         rows = [("loss", rel(got["loss"].reshape(-1)[:1], loss.detach().reshape(1)), TOL32)]
         gmax = max(p.grad.abs().max().item() for p in model.parameters())
@@ -203,8 +214,9 @@ def main():
             got[p] = harness(dd, w, B, steps)
             if got[p]["loss"].numel() != steps:
                 raise RuntimeError("the %s-true harness wrote %d losses for %d steps" % (p, got[p]["loss"].numel(), steps))
-        l32, _ = torch_steps(name, cls, state, batch, steps, opt_text, clip, torch.float32)
-        l64, s64 = torch_steps(name, cls, state, batch, steps, opt_text, clip, torch.float64)
+        # the harness's seed is 0 (tests/harness/parity.c); each program's own draw streams
+        l32, _ = torch_steps(name, cls, state, batch, steps, opt_text, clip, torch.float32, LoomDraws(0, os.path.join(d, "model.c")))
+        l64, s64 = torch_steps(name, cls, state, batch, steps, opt_text, clip, torch.float64, LoomDraws(0, os.path.join(d64, "model.c")))
         rows = [("loss (fp32, %d steps)" % steps, rel(got["32"]["loss"], torch.tensor(l32)), TOL32),
                 ("loss (fp64, %d steps)" % steps, rel(got["64"]["loss"], torch.tensor(l64, dtype=torch.float64)), TOL64)]
         for n, t in s64.items():

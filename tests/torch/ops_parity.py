@@ -10,7 +10,8 @@ DIR/parity, tests/harness/parity.c compiled against it.  PyTorch builds the emit
 module (torch.manual_seed(0), then every parameter moved by 0.1 N(0, 1), so that norms'
 affine parameters are not the identity), writes its state_dict and a batch (float fields
 N(0, 1) of shape (B, per sample), int fields uniform in [0, high) of shape (B,)), the
-harness runs one forward (training mode) and backward, and the loss and every gradient
+harness runs one forward (training mode) and backward (torch.randn and the like giving
+the loom program's draws: tests/torch/philox.py), and the loss and every gradient
 are compared with the module's training_loss(batch).backward() in float32.
 
 Measure, per tensor: err = max|loom - torch| / max|torch|; tolerance 1e-4 (the issue's:
@@ -28,6 +29,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from parity import read_safetensors, write_safetensors  # noqa: E402
+from philox import LoomDraws  # noqa: E402
 
 TOL = 1e-4
 torch.set_num_threads(1)
@@ -70,7 +72,9 @@ def main():
         return
     got = read_safetensors(os.path.join(work, "out.safetensors"))
     model.train()
-    loss = model.training_loss(batch)
+    # randn/rand in the spec: loom's draws at step 0 under the harness's seed 0 (tests/torch/philox.py)
+    with LoomDraws(0, os.path.join(d, "model.c")).step(0):
+        loss = model.training_loss(batch)
     loss.backward()
     rows = [("loss", got["loss"].reshape(-1)[:1].double(), loss.detach().reshape(1).double())]
     for pname, p in model.named_parameters():
