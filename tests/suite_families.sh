@@ -17,7 +17,8 @@
 # and the number of steps.
 # A spec's `clip = { max_norm = N }` (char_lstm, llama) clips the reference's gradients
 # too.  refuse_cuda_constant: llama's `tensor(...)` constants are refused on CUDA in one
-# line at the spec's line.
+# line at the spec's line; refuse_cuda_expand: vit_tiny's expand (its class token) and
+# refuse_cuda_randn: a forward's randn, likewise (the CUDA backend has no kernel for them).
 set -u
 cd "$(dirname "$0")/.."
 LOOM=${LOOM:-build/loom}
@@ -43,7 +44,7 @@ cases=(
 checks() { [[ $1 == *"|step" ]] && echo "print steps" || echo "print grad steps"; }
 n=0
 for c in "${cases[@]}"; do set -- $(checks "$c"); n=$((n + $#)); done
-plan $((n + 1))   # + refuse_cuda_constant, below
+plan $((n + 3))   # + refuse_cuda_constant, refuse_cuda_expand, refuse_cuda_randn, below
 if py_lacks torch numpy; then
   for c in "${cases[@]}"; do for k in $(checks "$c"); do no_torch "family_${c%%|*}_$k" "$PY has no torch or numpy"; done; done
   cases=()
@@ -95,9 +96,16 @@ train {
   loss = function(m, b) return mse(m(b), b.target) end, optimizer = SGD { lr = 0.1 }, epochs = 1,
 }
 SPEC
-err=$("$LOOM" build "$tmp/const_cuda.lua" -o "$tmp/cuda" --accelerator=cuda --no-compile 2>&1 >/dev/null); rc=$?
-want="$tmp/const_cuda.lua:3: tensor is not supported by the CUDA backend yet"
-if [ $rc -ne 2 ]; then fail refuse_cuda_constant "expected exit code 2, got $rc: ${err%%$'\n'*}"
-elif [ "${err%%$'\n'*}" != "$want" ]; then fail refuse_cuda_constant "expected '$want' got '${err%%$'\n'*}'"
-else ok refuse_cuda_constant; fi
+refuse_cuda() {   # NAME SPEC WANT: the CUDA build of SPEC exits 2 with WANT as its first line
+  local err rc
+  err=$("$LOOM" build "$2" -o "$tmp/cuda_$1" --accelerator=cuda --no-compile 2>&1 >/dev/null); rc=$?
+  if [ $rc -ne 2 ]; then fail "$1" "expected exit code 2, got $rc: ${err%%$'\n'*}"
+  elif [ "${err%%$'\n'*}" != "$3" ]; then fail "$1" "expected '$3' got '${err%%$'\n'*}'"
+  else ok "$1"; fi
+}
+refuse_cuda refuse_cuda_constant "$tmp/const_cuda.lua" "$tmp/const_cuda.lua:3: tensor is not supported by the CUDA backend yet"
+line=$(grep -n 'expand(m.class_token' specs/vit_tiny.lua | cut -d: -f1)
+refuse_cuda refuse_cuda_expand specs/vit_tiny.lua "specs/vit_tiny.lua:$line: expand is not supported by the CUDA backend yet"
+sed 's|return m.lin(b.x) \* tensor({1, 2, 3, 4})|return m.lin(b.x) + randn(b.x:size(0), 4)|' "$tmp/const_cuda.lua" >"$tmp/randn_cuda.lua"
+refuse_cuda refuse_cuda_randn "$tmp/randn_cuda.lua" "$tmp/randn_cuda.lua:3: randn is not supported by the CUDA backend yet"
 exit 0

@@ -16,6 +16,10 @@
 #    of the step (finite differences; a detached parameter's gradient exactly 0)
 #  - train_dcgan, resume_dcgan: the generated program trains end to end, and 2 steps +
 #    2 resumed end with the bytes of 4 steps (parameters and both optimizers' state)
+#  - resume_randn: the same with the noise drawn by the program (randn in forward, as
+#    specs/dcgan.lua, and randn_like in the step: instance noise on the real images):
+#    the draws are the run's seed and step, kept in the checkpoint, so the resumed run
+#    draws what the uninterrupted one did (and ends with its bytes)
 #  - step_fail/*: what is refused, one line at the spec's file:line (exit 2)
 set -u
 cd "$(dirname "$0")/.."
@@ -46,7 +50,7 @@ fails=(
   "freeze|s/  max_steps = 3,/  max_steps = 3, freeze = { \"^D%.1%.\" },/|dcgan|38: freeze with a training_step is not supported yet"
   "accumulate|s/  max_steps = 3,/  max_steps = 3, accumulate = 2,/|dcgan|38: accumulate with a training_step is not supported yet"
 )
-plan $((6 + 2 + 2 + ${#fails[@]} + 1))
+plan $((6 + 2 + 2 + 1 + ${#fails[@]} + 1))
 
 # (a), (b): parity with PyTorch
 if py_lacks torch numpy; then
@@ -133,6 +137,21 @@ elif ! { "$d/train" --max-steps 4 --out "$d/full" --quiet && "$d/train" --max-st
   fail resume_dcgan "a run failed: $(tail -1 "$d.resume")"
 elif msg=$(same_tensors "$d/full/last.safetensors" "$d/resumed/last.safetensors"); then ok resume_dcgan; echo "# $msg"
 else fail resume_dcgan "$msg"; fi
+
+# the same with the program's own draws (randn in forward, randn_like in the step)
+sed -e 's|inputs = { z = Tensor{16} },|inputs = { image = Tensor{1, 28, 28} },|' \
+    -e 's|return reshape(m.G(b.z), b.z:size(0), 1, 28, 28)|return reshape(m.G(randn(b.image:size(0), 16)), b.image:size(0), 1, 28, 28)|' \
+    -e 's|, z = Tensor{16, dist = "normal"} }|}|' \
+    -e 's|local d_real = m.D(b.image)|local d_real = m.D(b.image + randn_like(b.image) * 0.1)|' tests/step/dcgan.lua >"$tmp/gan_randn.lua"
+d="$tmp/randn"
+if [ "$(grep -c 'randn' "$tmp/gan_randn.lua")" != 2 ] || grep -q 'b\.z' "$tmp/gan_randn.lua"; then
+  fail resume_randn "tests/step/dcgan.lua no longer has the lines this test rewrites"
+elif ! "$LOOM" build "$tmp/gan_randn.lua" -o "$d" >"$d.gen" 2>&1; then fail resume_randn "loom build failed: $(tail -1 "$d.gen")"
+elif ! { "$d/train" --max-steps 4 --out "$d/full" --quiet && "$d/train" --max-steps 2 --out "$d/half" --quiet &&
+         "$d/train" --resume "$d/half/last.safetensors" --max-steps 4 --out "$d/resumed" --quiet; } >"$d.resume" 2>&1; then
+  fail resume_randn "a run failed: $(tail -1 "$d.resume")"
+elif msg=$(same_tensors "$d/full/last.safetensors" "$d/resumed/last.safetensors"); then ok resume_randn; echo "# $msg"
+else fail resume_randn "$msg"; fi
 
 # (d): refusals, one line at the spec's line
 mkdir -p "$tmp/fail"
