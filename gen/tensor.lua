@@ -936,7 +936,7 @@ tensor.doc = {
                  example = "x + randn_like(x)", input = { 4 } },
   rand_like = { "rand_like(x)", "U[0, 1) draws of x's shape (as randn)", torch = "torch.rand_like",
                 example = "x * rand_like(x)", input = { 4 } },
-  expand = { "expand(x, d1, d2, ...)", "x broadcast to a larger size without copying in PyTorch (dims of size 1 grow; -1 keeps a dim; x:size(0) is the batch); the gradient sums over the copies",
+  expand = { "expand(x, d1, d2, ...)", "a view of x broadcast to a larger size: dims of size 1 grow, -1 keeps a dim, x:size(0) is the batch; the gradient sums over the copies",
              torch = "Tensor.expand", example = "x + expand(slice(x, 1, 0, 1), x:size(0), 4)", input = { 4 } },
   tile = { "tile(x, r1, r2, ...)", "x repeated r times along each dim, as x.repeat(r1, r2, ...) (Lua's `repeat` is a keyword; fewer r than dims: ones in front); the gradient sums over the copies",
            torch = "torch.tile / Tensor.repeat", example = "x + tile(slice(x, 1, 0, 2), 1, 2)", input = { 4 } },

@@ -45,9 +45,10 @@ def normal_at(seed, stream, i):
 
 
 def streams(model_c):
-    """(kind, node index) of every randn/rand kernel call in a generated model.c, in run order."""
+    """(kind, node index) of the randn/rand ops in a generated model.c, in run order (a
+    training_step's forward is also model_forward's, for validation: one op, two calls)."""
     calls = re.findall(r"k_(randn|rand)_forward_\w+\(.*, m->seed, \(m->step << 20 \| (\d+)u\)\);", open(model_c).read())
-    return sorted(((k, int(i)) for k, i in calls), key=lambda c: c[1])
+    return sorted({(k, int(i)) for k, i in calls}, key=lambda c: c[1])
 
 
 class LoomDraws:
