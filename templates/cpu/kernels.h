@@ -26,12 +26,14 @@
 //              k_batch_norm_sums, k_batch_norm_forward_synced, k_batch_norm_backward_{sums,synced} (SyncBatchNorm)
 //   embedding  k_embedding_{forward,backward}
 //   pointwise  k_{relu,sigmoid,tanh,silu,gelu,dropout}_{forward,backward}
+//   random     k_randn_forward, k_rand_forward                         (Philox draws, no backward)
 //   arithmetic k_{add,sub,mul,div}_{forward,backward}                 (equal shapes)
 //              k_{add,sub,mul,div}_row_{forward,backward}             (a (M, K) op b (K))
 //              k_{add,sub,mul,div}_bcast_{forward,backward}           (general broadcast, k_bcast_dims)
 //              k_{add,sub,mul,div}_scalar_{forward,backward}, k_{rsub,rdiv}_scalar_{forward,backward}
 //   shape      k_permute_{forward,backward}, k_transpose_{forward,backward}, k_slice_{forward,backward},
-//              k_cat_{forward,backward}, k_sum_{forward,backward}, k_mean_{forward,backward}
+//              k_cat_{forward,backward}, k_sum_{forward,backward}, k_mean_{forward,backward},
+//              k_tile_{forward,backward} (expand, tile; k_bcast_dims)
 //   softmax    k_softmax_{forward,backward}, k_log_softmax_{forward,backward}
 //   matmul     k_matmul_{forward,backward} (k_matmul_dims)
 //   attention  k_sdpa_{forward,backward}, k_sdpa_scratch
