@@ -1351,24 +1351,41 @@ local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, 
         "    }",
         "    if (loss) *loss = sum / ddp_world();",
         "}",
-        "// a step's training loss (the mean of every rank's) and train.log's values over every rank's batches",
-        "static double step_over_ranks(double loss) {",
-        "    metric_acc_over_ranks(&um_step, &loss);",
+        "// the epoch's mean training loss (the mean of every rank's) and train.log's values over",
+        "// every rank's batches",
+        "static double epoch_over_ranks(double loss) {",
+        "    metric_acc_over_ranks(&um_epoch, &loss);",
         "    return loss;",
         "}",
       } do globals[#globals + 1] = line end
     else
       for _, line in ipairs {
-        "// a step's training loss: the mean of every rank's (a step's micro-batches are equally",
-        "// large on every rank: DistributedSampler pads the shards)",
-        "static double step_over_ranks(double loss) {",
+        "// the mean of every rank's loss (a step's micro-batches, and an epoch's steps, are as many",
+        "// on every rank: DistributedSampler pads the shards)",
+        "static double loss_over_ranks(double loss) {",
         "    const double *all = gather_over_ranks(&loss, 1);",
         "    double sum = 0;",
         "    for (int r = 0; r < ddp_world(); r++) sum += all[r];",
         "    return sum / ddp_world();",
         "}",
+        "static double epoch_over_ranks(double loss) { return loss_over_ranks(loss); }",
       } do globals[#globals + 1] = line end
     end
+    -- the step's loss over the ranks: a collective, so only on the steps that show it
+    for _, line in ipairs {
+      "// a step's training loss (the mean of every rank's) and train.log's values over every",
+      "// rank's batches, gathered only where a step row, a progress line or a hook shows them",
+      "// (`shown`: alike on every rank) and at the run's first step; between those steps, the last",
+      "// gathered loss (what a terminal's progress bar shows)",
+      "static double step_over_ranks(double loss, int shown) {",
+      "    static double gathered = NAN;",
+      "    static int once = 0;",
+      "    if (!shown && once) return gathered;",
+      "    once = 1;",
+      #metrics > 0 and "    metric_acc_over_ranks(&um_step, &loss);" or "    loss = loss_over_ranks(loss);",
+      "    return gathered = loss;",
+      "}",
+    } do globals[#globals + 1] = line end
   end
   local step_keys = { "\"train/loss\"", util.c_string("lr-" .. sp.train.optimizer.kind), "\"train/throughput\"" }
   local step_vals = { "mean_loss", "lr", "(double)log_items / (t - log_t)" }
@@ -1383,7 +1400,7 @@ local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, 
     ranks and "            log_items += (int64_t)B * ACCUMULATE * ddp_world();   // every rank's items"
       or "            log_items += (int64_t)B * ACCUMULATE;",
     "            {   // the step's row: every N steps, and always the run's last step",
-    "                int last = rs.step >= total_steps || signals_stop_requested();",
+    string.format("                int last = rs.step >= total_steps || %s;", ranks and "stop_requested" or "signals_stop_requested()"),
     string.format("                if (last || rs.step %% %d == 0) {", every_all),
     "                    double t = now_seconds();",
     string.format("                    const char *keys[] = { %s };", table.concat(step_keys, ", ")),
@@ -1403,9 +1420,6 @@ local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, 
     "            if (!isnan(epoch_train_loss)) { keys[n] = \"train/loss_epoch\"; values[n++] = epoch_train_loss; }",
     "            if (!isnan(val_loss)) { keys[n] = \"val/loss\"; values[n++] = val_loss; }",
   }
-  if ranks and #metrics > 0 then
-    table.insert(epoch, 2, "            metric_acc_over_ranks(&um_epoch, NULL);   // the epoch's batches on every rank")
-  end
   if has_accuracy then epoch[#epoch + 1] = "            if (!isnan(val_acc)) { keys[n] = \"val/acc\"; values[n++] = val_acc; }" end
   for i, mt in ipairs(metrics) do
     epoch[#epoch + 1] = string.format("            if (um_epoch.weight > 0) { keys[n] = %s; values[n++] = metric_acc_get(&um_epoch, %d); }",
@@ -1440,7 +1454,23 @@ local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, 
   close_extra[#close_extra + 1] = "    if (runlog_close(&run_log, stop == 2 ? MLFLOW_KILLED : MLFLOW_FINISHED)) die(run_log.err);"
   if hk.globals ~= "" then globals[#globals + 1] = hk.globals end
   if hk.open ~= "" then open[#open + 1] = hk.open end
+  -- DDP/FSDP: the micro-batch's slot after the step (gen/emit_c.lua's rank_blocks): the stop
+  -- request agreed on, then the step's loss over the ranks where a step row (every
+  -- every_all steps, the run's last), a progress line (every LOG_EVERY steps of an epoch,
+  -- its last) or on_train_batch_end (every step) shows it
+  local ranks_step = ranks and join {
+    "            // DDP/FSDP: a stop request (a signal) is every rank's as soon as one rank has it; the",
+    "            // step's loss (and train.log's values) over every rank where it is shown",
+    "            int stop_requested = ddp_any(signals_stop_requested());",
+    hk.step ~= "" and "            mean_loss = step_over_ranks(mean_loss, 1);   // on_train_batch_end reads it every step"
+      or every_all == 1 and "            mean_loss = step_over_ranks(mean_loss, 1);   // every step's row is logged"
+      or string.format("            mean_loss = step_over_ranks(mean_loss, stop_requested || rs.step >= total_steps || rs.step %% %d == 0 ||\n" ..
+        "                                                   (db.index / ACCUMULATE + 1) %% LOG_EVERY == 0 || db.index + 1 >= batches_per_epoch);", every_all),
+  } .. "\n" or nil
   return {
+    ranks_step = ranks_step,
+    epoch_train_loss = ranks and "epoch_loss_count ? epoch_over_ranks(epoch_loss_sum / epoch_loss_count) : NAN"
+      or "epoch_loss_count ? epoch_loss_sum / epoch_loss_count : NAN",
     logger_globals = join(globals), logger_open = join(open), log_step = step, log_epoch = join(epoch),
     log_test = join(test), logger_close = join(close_extra),
     checkpoint_logs = join {
@@ -1599,7 +1629,7 @@ function emit_train.values(l)
     optimizer_save = o.save, optimizer_groups = o.groups, optimizer_load = o.load,
     drop_last = "0", callback_init = cb_init, callback_dirs = cb_mkdirs,
     test_desc = test_desc, test_weights = test_weights,
-    logger_globals = logs.logger_globals, logger_open = logs.logger_open, log_step = logs.log_step,
+    logger_globals = logs.logger_globals, logger_open = logs.logger_open, log_step = logs.log_step, epoch_train_loss = logs.epoch_train_loss,
     log_epoch = logs.log_epoch, callbacks = callbacks, log_test = logs.log_test, logger_close = logs.logger_close,
     checkpoint_logs = logs.checkpoint_logs,
     state_dtype = CKPT_DTYPE[ps.state], state_desc = state_desc,
@@ -1686,6 +1716,7 @@ function emit_train.values(l)
     values.train.step_block = "            // (its optimizers stepped in model_user_step; lr below is the first optimizer's, for the logs)\n"
       .. "            double lr = lr_at(rs.step, rs.epoch, total_steps);"
   end
+  values.ranks_step = logs.ranks_step   -- (DDP/FSDP: the C program's micro-batch slot)
   values.files = hooks.files   -- the user's hook source, compiled into the program
   values.optim_h = {
     model_name = g.model_rec.class, spec_file = sp.file, optimizer_desc = o.desc, optimizer_fields = o.fields,
