@@ -243,23 +243,25 @@ function emit.gather_units(l, w)
   end
   gathers(w.forward, w.ef.units_read, "forward")
   gathers(w.backward, w.eb.units_read, "backward")
-  -- each unit's gradients, reduce-scattered after the backward op that finishes them (or
-  -- the first op with a kernel after it); a unit no gradient reaches is left to
-  -- fsdp_finish_grads
+  -- each unit's gradients, reduce-scattered out of its buffer (gen/plan.lua's slots) right
+  -- after the backward node that finishes them (before the next op with a kernel: a unit
+  -- sharing the buffer writes there first); one whose last write cannot be placed, after
+  -- the backward's last op.  A unit no gradient reaches has nothing to reduce.
   local at, final = {}, {}
   for k, node in ipairs(l.autodiff.backward) do at[node] = k end
-  for u, unit in ipairs(st.units) do
-    local k = 0
-    for _, p in ipairs(unit.params) do k = math.max(k, l.strategy.last[p] or math.huge) end
-    final[u] = k
-  end
+  for u, unit in ipairs(st.units) do final[u] = unit.slot and unit.to end
   local done = {}
-  for _, op in ipairs(w.backward) do
+  local function ready(op, u, first)
+    done[u] = true
+    table.insert(op.lines, first and 1 or #op.lines + 1,
+      string.format("fsdp_unit_grads_ready(%d);   // FSDP: unit %d's gradients are final: reduce-scattered", u - 1, u - 1))
+  end
+  for i, op in ipairs(w.backward) do
+    for u = #st.units, 1, -1 do   -- (prepended: the lines read in unit order)
+      if final[u] and not done[u] and final[u] < at[op.node] then ready(op, u, true) end
+    end
     for u = 1, #st.units do
-      if not done[u] and final[u] <= at[op.node] then
-        done[u] = true
-        op.lines[#op.lines + 1] = string.format("fsdp_unit_grads_ready(%d);   // FSDP: unit %d's gradients are final: reduce-scattered", u - 1, u - 1)
-      end
+      if final[u] and not done[u] and (final[u] <= at[op.node] or i == #w.backward) then ready(op, u, false) end
     end
   end
 end
@@ -492,7 +494,7 @@ ${backward}
 @{grads_finish}   DDP/FSDP: the gradients' mean over the ranks (FSDP: this rank's shard of it)
 ${step_block}
 @{after_step}   FSDP SHARD_GRAD_OP: every rank's updated shard on every rank
-            model_zero_grad(&m);
+@{zero_grad}   the gradients zeroed for the next step (FSDP FULL_SHARD: this rank's shard)
             rs.step++;
 
             double mean_loss = loss_sum / loss_count;
@@ -507,6 +509,7 @@ ${log_step}
   -- the micro-batch's slots (one process: the plain loop; rank_blocks fills them)
   forward = "            real loss = model_forward(&m, &batch, B, 1);\n",
   grads_begin = "", grads_finish = "", after_step = "", step_over_ranks = "",
+  zero_grad = "            model_zero_grad(&m);\n",
   summary_extra = "",
   sample_fn = "${sample_fn}",
 }
@@ -607,17 +610,22 @@ function emit.fsdp_blocks(l, loop)
   if full_shard then
     local rows = {}
     for i, u in ipairs(l.state.units) do
-      rows[#rows + 1] = string.format("        { %d, %d },   // unit %d, %s: %d parameter%s, %s ... %s", u.first, u.count, i - 1,
+      rows[#rows + 1] = string.format("        { %d, %d, %d },   // unit %d, %s: %d parameter%s, %s ... %s", u.first, u.count,
+        u.slot and u.slot * l.state.unit_max or -1, i - 1,
         u.key == "" and "the root's" or util.c_comment(u.key), #u.params, #u.params == 1 and "" or "s", util.c_comment(u.params[1]), util.c_comment(u.params[#u.params]))
     end
     units = string.format([==[
     // FULL_SHARD's units (%s): { first element, elements } of the parameter arena,
-    // each gathered whole into m.params (after resume_steps) for the ops that read it
+    // each gathered whole into m.params (after resume_steps) for the ops that read it, and
+    // where the backward writes its gradients in m.grads, %d buffer%s of the largest unit's
+    // size (units whose backwards overlap have their own), reduce-scattered from there
     static const fsdp_unit units[] = {
 %s
     };
     fsdp_set_units(units, %d);
-]==], util.c_comment(s.policy), table.concat(rows, "\n"), #rows)
+    m.grads = fsdp_shard_grads(m.grads, %d);   // the whole gradient arena never exists
+]==], util.c_comment(s.policy), l.state.grad_slots, l.state.grad_slots == 1 and "" or "s", table.concat(rows, "\n"), #rows,
+      l.state.grad_slots * l.state.unit_max)
     b.resume_steps = "    m.params = fsdp_shard_params(m.params);   // FSDP FULL_SHARD: from here on this rank holds its shard of the parameters\n"
   end
   b.model_setup = string.format([==[
@@ -635,7 +643,7 @@ function emit.fsdp_blocks(l, loop)
     if (!args.quiet) {   // what each rank holds (one rank: the unsharded figures)
         double pb, gb, gs, ss;
         fsdp_bytes(&pb, &gb, &gs, &ss);%s
-        printf("fsdp: %s over %%d ranks; per rank: parameters %%.0f B%s, gradients %%.0f B (backward's arena) + %%.0f B (shard), "
+        printf("fsdp: %s over %%d ranks; per rank: parameters %%.0f B%s, gradients %%.0f B (%s) + %%.0f B (shard), "
                "optimizer state %%.0f B (%d buffer%s of %%.0f B); parameters+gradients+optimizer %%.0f B, of which sharded %%.0f B\n",
                ddp_world(), pb, %sgb, gs, %d * ss, ss, pb + gb + gs + %d * ss, %sgs + %d * ss);
     }
@@ -644,13 +652,14 @@ function emit.fsdp_blocks(l, loop)
       "\n    fsdp_state_dtype(LC_F32);   // the optimizer state stays float32 beside 16-true's float16 parameters" or "",
     units,
     full_shard and "\n        double ps = (double)fsdp_shard_len() * sizeof(state_t);   // FULL_SHARD: the parameters' shard (the rest: the gathered unit)" or "",
-    s.sharding, full_shard and " (shard %.0f B + the largest unit gathered %.0f B)" or "", #states, #states == 1 and "" or "s",
+    s.sharding, full_shard and " (shard %.0f B + the largest unit gathered %.0f B)" or "",
+    full_shard and string.format("the units' gradient buffer%s and a reduce-scatter's landing", l.state.grad_slots == 1 and "" or "s") or "backward's arena", #states, #states == 1 and "" or "s",
     full_shard and "ps, pb - ps, " or "", #states, #states, full_shard and "ps + " or "", #states)
   if full_shard or #states > 0 then
     -- a full state dict: the optimizer state's shards (and FULL_SHARD's parameters') gathered on rank 0
     local gather, free = {}, {}
     if full_shard then
-      gather = { "        Model full_m = *m;", "        full_m.params = fsdp_gather(fsdp_param_shard());" }
+      gather = { "        Model full_m = *m;", "        full_m.params = fsdp_gather_param_shards();" }
       free = { "        free(full_m.params);" }
     end
     for _, st in ipairs(states) do
@@ -674,11 +683,17 @@ function emit.fsdp_blocks(l, loop)
 ]==], full_shard and "parameters and of the optimizer state" or "optimizer state", table.concat(gather, "\n"),
       full_shard and "&full_m" or "m", table.concat(free, "\n"))
   end
-  b.grads_begin = [==[
+  b.grads_begin = full_shard and [==[
+            // FSDP FULL_SHARD: every micro-batch's backward reduce-scatters each unit's gradients
+            // into this rank's shard, where a step's micro-batches add up (PyTorch FSDP's sharded
+            // gradients: no whole gradient arena is kept across them)
+            ddp_begin_backward(1);
+]==] or [==[
             // FSDP: the step's last micro-batch reduce-scatters its gradients; the others only
             // accumulate them (Fabric's no_backward_sync)
             ddp_begin_backward(in_step + 1 >= ACCUMULATE || db.index + 1 >= batches_per_epoch);
 ]==]
+  if full_shard then b.zero_grad = "            fsdp_zero_grads();   // this rank's gradient shard (each unit's buffer was zeroed once reduce-scattered)\n" end
   b.grads_finish = "            fsdp_finish_grads();   // this rank's shard of the gradients is now their mean over ranks\n"
   b.after_step = full_shard and "            // (FULL_SHARD: the next forward gathers each unit's updated shards)\n"
     or "            fsdp_gather_params();   // every rank's updated shard on every rank\n"

@@ -521,14 +521,16 @@ local function optimizer_code(k16, opt, sfx, params, floor, frozen, sharded, onl
   if decays and rule.decay == "decoupled" then
     step[#step + 1] = string.format("    const real decay = (real)(1.0 - %s * %s);   // decoupled weight decay", LR, WD)
   end
-  local si, P = "i", "m->params[i]"   -- the state's index, the parameter
+  local si, P, G = "i", "m->params[i]", "m->grads[i]"   -- the state's index, the parameter, its gradient
   if sharded then
     table.insert(step, 3, "    const size_t lo = fsdp_lo(), hi = fsdp_hi();   // FSDP: this rank updates its shard of the parameters")
     si = "i - lo"
   end
   if sharded == "FULL_SHARD" then
     table.insert(step, 4, "    state_t *ps = fsdp_param_shard();   // FULL_SHARD: the parameters this rank holds, [lo, hi)")
-    P = "ps[i - lo]"
+    table.insert(step, 5, "    const state_t *gs = fsdp_grad_shard();   // and their averaged gradients")
+    table.insert(step, 6, "    (void)m;   // (its parameters and gradients are the gathered unit's buffers)")
+    P, G = "ps[i - lo]", "gs[i - lo]"
   end
   if only then
     -- a training_step's optimizer: only its parameters' runs
@@ -545,7 +547,7 @@ local function optimizer_code(k16, opt, sfx, params, floor, frozen, sharded, onl
     step[#step + 1] = (groups or only) and "    for (size_t i = runs[r].begin; i < runs[r].end; i++) {" or "    for (size_t i = 0; i < NUM_PARAMS; i++) {"
   end
   step[#step + 1] = string.format("        real p = %s;", LD(P))
-  step[#step + 1] = string.format("        real g = %s%s;", (rule.maximize and a.maximize) and "-" or "", LD("m->grads[i]"))
+  step[#step + 1] = string.format("        real g = %s%s;", (rule.maximize and a.maximize) and "-" or "", LD(G))
   if decays and rule.decay == "l2" then step[#step + 1] = "        g += wd * p;   // L2 penalty" end
   if decays and rule.decay == "decoupled" then step[#step + 1] = "        p *= decay;" end
   if STATE16 and not OPT16 and #states > 0 then
@@ -771,11 +773,25 @@ end
 
 -- `sharded` (fsdp's SHARD_GRAD_OP): this rank's averaged gradients are its shard,
 -- [fsdp_lo(), fsdp_hi()): the norm's sum is over the shard, then over ranks, and only the
--- shard is scaled (the optimizer reads only it).
+-- shard is scaled (the optimizer reads only it).  FULL_SHARD: the shard is its own buffer
+-- (runtime/ddp.h's fsdp_grad_shard(), indexed from fsdp_lo()).
 local function clip_code(k16, sp, sharded)
+  local full = sharded == "FULL_SHARD"
   local STATE16, OPT16, PAR_FOR, LD, ST, LDO, STO = k16.STATE16, k16.OPT16, k16.PAR_FOR, k16.LD, k16.ST, k16.LDO, k16.STO
   local c = sp.train.clip
   if not c then return "    (void)m;\n    return NAN;   // (no norm: no clipping)", "none" end
+  if c.clip_val and full then
+    return join {
+      string.format("    const real v = %s;", lit(c.clip_val)),
+      "    state_t *gs = fsdp_grad_shard();   // FSDP FULL_SHARD: this rank's shard of the averaged gradients",
+      "    const size_t count = fsdp_hi() - fsdp_lo();",
+      "    (void)m;",
+      PAR_FOR,
+      STATE16 and string.format("    for (size_t i = 0; i < count; i++) { real g = %s; gs[i] = %s; }", LD("gs[i]"), ST("g > v ? v : (g < -v ? -v : g)"))
+        or "    for (size_t i = 0; i < count; i++) gs[i] = gs[i] > v ? v : (gs[i] < -v ? -v : gs[i]);",
+      "    return NAN;   // (by value: no norm)",
+    }, string.format("by value, to [-%s, %s]", lit(c.clip_val), lit(c.clip_val))
+  end
   if c.clip_val then
     return join {
       string.format("    const real v = %s;", lit(c.clip_val)),
@@ -800,7 +816,12 @@ local function clip_code(k16, sp, sharded)
     table.insert(body, 2, "    const size_t first = fsdp_lo(), count = fsdp_hi() - fsdp_lo();")
     body[#body - 1] = "        size_t lo = first + count * c / CHUNKS, hi = first + count * (c + 1) / CHUNKS;"
   end
-  local G = LD("m->grads[i]")
+  local GR = full and "gs[i - first]" or "m->grads[i]"
+  if full then
+    table.insert(body, 3, "    state_t *gs = fsdp_grad_shard();   // FULL_SHARD: the shard is a buffer of its own")
+    table.insert(body, 4, "    (void)m;")
+  end
+  local G = LD(GR)
   if inf then
     body[#body + 1] = string.format("        for (size_t i = lo; i < hi; i++) s = fmax(s, fabs((double)%s));", G)
   elseif c.norm_type == 2 then
@@ -821,8 +842,8 @@ local function clip_code(k16, sp, sharded)
   body[#body + 1] = string.format("    double coef = %s / (total + 1e-6);   // torch.nn.utils.clip_grad_norm_", lit(c.max_norm))
   body[#body + 1] = "    if (coef >= 1) return total;"
   body[#body + 1] = PAR_FOR
-  body[#body + 1] = sharded and (STATE16 and string.format("    for (size_t i = first; i < first + count; i++) m->grads[i] = %s;", ST(G .. " * (real)coef"))
-      or "    for (size_t i = first; i < first + count; i++) m->grads[i] *= (real)coef;")
+  body[#body + 1] = sharded and (STATE16 and string.format("    for (size_t i = first; i < first + count; i++) %s = %s;", GR, ST(G .. " * (real)coef"))
+      or string.format("    for (size_t i = first; i < first + count; i++) %s *= (real)coef;", GR))
     or STATE16 and string.format("    for (size_t i = 0; i < NUM_PARAMS; i++) m->grads[i] = %s;", ST(G .. " * (real)coef"))
     or "    for (size_t i = 0; i < NUM_PARAMS; i++) m->grads[i] *= (real)coef;"
   body[#body + 1] = "    return total;   // the norm before clipping (train/grad_norm)"
@@ -843,8 +864,10 @@ emit_train.SCALER = SCALER   -- the CUDA program's device-side scaler uses the s
 -- `norm`: clipping by norm, whose total the step keeps (grad_norm, logged as train/grad_norm)
 -- `lr_of(step)`: the C of the step's learning rate
 -- `sharded` (fsdp's SHARD_GRAD_OP): the unscale and the inf check run over this rank's
--- shard of the averaged gradients, and a step is skipped when any rank found one.
+-- shard of the averaged gradients, and a step is skipped when any rank found one
+-- (FULL_SHARD: the shard is fsdp_grad_shard()).
 local function scaler_code(k16, enabled, norm, lr_of, sharded)
+  local GR = sharded == "FULL_SHARD" and "gs[i - lo]" or "m->grads[i]"
   local function lr_line(step)
     local e, why = lr_of(step)
     return "            double lr = " .. e .. ";" .. (why and ("   // " .. why) or "")
@@ -909,11 +932,12 @@ local function scaler_code(k16, enabled, norm, lr_of, sharded)
       "    const real inv_scale = (real)(1.0 / (double)s->scale);   // scale.double().reciprocal().float()",
       "    int found_inf = 0;",
       sharded and "    const size_t lo = fsdp_lo(), hi = fsdp_hi();   // FSDP: this rank's shard of the averaged gradients" or nil,
+      sharded == "FULL_SHARD" and "    state_t *gs = fsdp_grad_shard();   // FULL_SHARD: the shard is a buffer of its own\n    (void)m;" or nil,
       par,
       sharded and "    for (size_t i = lo; i < hi; i++) {" or "    for (size_t i = 0; i < NUM_PARAMS; i++) {",
-      string.format("        real g = %s;", LD("m->grads[i]")),
+      string.format("        real g = %s;", LD(GR)),
       "        found_inf |= !isfinite(g);",
-      string.format("        m->grads[i] = %s;", ST("g * inv_scale")),
+      string.format("        %s = %s;", GR, ST("g * inv_scale")),
       "    }",
       sharded and "    return ddp_any(found_inf);   // FSDP: every rank skips the step when one shard had an inf" or "    return found_inf;",
       "}",
@@ -1580,7 +1604,7 @@ function emit_train.values(l)
     o.save = (o.saves_nothing and "" or (o.save .. "\n")) .. join(sc.save)
     o.load = (o.saves_nothing and "" or (o.load .. "\n")) .. join(sc.load)
   end
-  local clip_body, clip_desc = clip_code(k16, sp, l.strategy and l.strategy.kind == "fsdp")
+  local clip_body, clip_desc = clip_code(k16, sp, l.strategy and l.strategy.kind == "fsdp" and l.strategy.sharding)
   local has_accuracy = l.accuracy ~= nil
   local metrics = l.trace.metrics or {}   -- train.log's (the CUDA backend refuses them: emit_cuda.check)
   local callbacks, cb_init, cb_mkdirs, test_desc, test_weights, cb_counts, best_ckpt = callbacks_code(sp, has_accuracy, metrics)
@@ -1682,13 +1706,13 @@ function emit_train.values(l)
       -- every rank's shard kept from rank 0's
       t.test_weights = join {
         "        Model full = m;   // FSDP FULL_SHARD: the parameters whole for a moment",
-        "        full.params = fsdp_gather(fsdp_param_shard());   // rank 0's; NULL elsewhere",
+        "        full.params = fsdp_gather_param_shards();   // rank 0's; NULL elsewhere",
         "        if (ddp_rank() == 0) {",
         (t.test_weights:gsub("load_weights%(path, &m%)", "load_weights(path, &full)"):gsub("\n", "\n    "):gsub("^", "    ")),
         "        }",
         "        if (ddp_rank() != 0 && !(full.params = malloc(sizeof(state_t) * NUM_PARAMS))) die(\"out of memory reading the best checkpoint\");",
         "        ddp_broadcast(full.params, sizeof(state_t) * NUM_PARAMS);",
-        "        fsdp_keep_shard(fsdp_param_shard(), full.params);",
+        "        fsdp_keep_param_shard(full.params);",
         "        free(full.params);",
         "        ddp_broadcast(m.buffers, sizeof(state_t) * NUM_BUFFERS);",
         "        ddp_broadcast(m.counters, sizeof(int64_t) * NUM_COUNTERS);",
