@@ -623,7 +623,7 @@ function emit.fsdp_blocks(l, loop)
 %s
     };
     fsdp_set_units(units, %d);
-    m.grads = fsdp_shard_grads(m.grads, %d);   // the whole gradient arena never exists
+    m.grads = fsdp_shard_grads(m.grads, %d, ACCUMULATE > 1);   // the whole gradient arena never exists
 ]==], util.c_comment(s.policy), l.state.grad_slots, l.state.grad_slots == 1 and "" or "s", table.concat(rows, "\n"), #rows,
       l.state.grad_slots * l.state.unit_max)
     b.resume_steps = "    m.params = fsdp_shard_params(m.params);   // FSDP FULL_SHARD: from here on this rank holds its shard of the parameters\n"
@@ -653,7 +653,8 @@ function emit.fsdp_blocks(l, loop)
     units,
     full_shard and "\n        double ps = (double)fsdp_shard_len() * sizeof(state_t);   // FULL_SHARD: the parameters' shard (the rest: the gathered unit)" or "",
     s.sharding, full_shard and " (shard %.0f B + the largest unit gathered %.0f B)" or "",
-    full_shard and string.format("the units' gradient buffer%s and a reduce-scatter's landing", l.state.grad_slots == 1 and "" or "s") or "backward's arena", #states, #states == 1 and "" or "s",
+    full_shard and string.format("the units' gradient buffer%s%s", l.state.grad_slots == 1 and "" or "s",
+      l.spec.train.accumulate > 1 and " and accumulation's landing" or "") or "backward's arena", #states, #states == 1 and "" or "s",
     full_shard and "ps, pb - ps, " or "", #states, #states, full_shard and "ps + " or "", #states)
   if full_shard or #states > 0 then
     -- a full state dict: the optimizer state's shards (and FULL_SHARD's parameters') gathered on rank 0
@@ -687,7 +688,7 @@ function emit.fsdp_blocks(l, loop)
             // FSDP FULL_SHARD: every micro-batch's backward reduce-scatters each unit's gradients
             // into this rank's shard, where a step's micro-batches add up (PyTorch FSDP's sharded
             // gradients: no whole gradient arena is kept across them)
-            ddp_begin_backward(1);
+            fsdp_begin_backward(in_step == 0);
 ]==] or [==[
             // FSDP: the step's last micro-batch reduce-scatters its gradients; the others only
             // accumulate them (Fabric's no_backward_sync)

@@ -206,6 +206,7 @@ static int *unit_counts_, *unit_displs_;   /* nunits_ × world_: each rank's par
 static char *unit_recv_;
 static char *unit_grads_, *gshard_;   /* the units' gradient buffers; this rank's shard of the averaged gradients */
 static size_t unit_grads_len_, recv_len_;
+static int accumulating_;   /* this backward adds to what the gradient shard holds (not a step's first micro-batch) */
 static void unit_reduce(int u);
 
 void fsdp_init(size_t numel, void *params, void *grads, lc_dtype t) {
@@ -307,7 +308,6 @@ void fsdp_set_units(const fsdp_unit *units, int n) {
             if (r == rank_ && hi - lo > part_max) part_max = hi - lo;
         }
     }
-    if (!(unit_recv_ = calloc(part_max ? part_max : 1, esize_))) ddp_die("out of memory");
     recv_len_ = part_max;
 }
 
@@ -350,12 +350,14 @@ static void unit_reduce(int u) {
     unit_part(un, rank_, &lo, &hi);
     char *buf = unit_grads_ + (size_t)un->grad_at * esize_;
     if (world_ > 1) {
+        /* a step's first micro-batch lands in the (zeroed) shard itself; the others beside it, then added */
+        char *to = accumulating_ ? unit_recv_ : gshard_ + (lo - fsdp_lo_) * esize_;
         double t0 = now();
         arm("a unit's reduce-scatter of the gradients");
-        check(lc_reduce_scatter_v(buf, unit_recv_, unit_counts_ + u * world_, dtype_, LC_AVG));
+        check(lc_reduce_scatter_v(buf, to, unit_counts_ + u * world_, dtype_, LC_AVG));
         disarm();
         ddp_wait_seconds += now() - t0;
-        lc_add(gshard_ + (lo - fsdp_lo_) * esize_, unit_recv_, hi - lo, dtype_);
+        if (accumulating_) lc_add(gshard_ + (lo - fsdp_lo_) * esize_, unit_recv_, hi - lo, dtype_);
         ddp_reduced_bytes += (double)un->count * esize_;
     } else {
         lc_add(gshard_ + (lo - fsdp_lo_) * esize_, buf + (lo - un->first) * esize_, hi - lo, dtype_);
@@ -368,14 +370,21 @@ void fsdp_unit_grads_ready(int u) {
     if (!unit_done_[u]) unit_reduce(u);
 }
 
-void *fsdp_shard_grads(void *full, size_t len) {
+void *fsdp_shard_grads(void *full, size_t len, int accumulate) {
     free(full);   /* the whole gradient arena is never written: a unit's buffer at a time */
     unit_grads_len_ = len;
     unit_grads_ = calloc(len ? len : 1, esize_);
     gshard_ = fsdp_grad_shard_;   /* (SHARD_GRAD_OP's reduce-scatter target: FULL_SHARD's shard) */
-    if (!unit_grads_) ddp_die("out of memory");
+    if (!accumulate || world_ <= 1) recv_len_ = 0;   /* every reduce-scatter lands in the shard */
+    unit_recv_ = calloc(recv_len_ ? recv_len_ : 1, esize_);
+    if (!unit_grads_ || !unit_recv_) ddp_die("out of memory");
     fsdp_grads_ = NULL;
     return unit_grads_;
+}
+
+void fsdp_begin_backward(int first) {
+    ddp_begin_backward(1);
+    accumulating_ = !first;
 }
 
 void *fsdp_grad_shard(void) { return gshard_; }

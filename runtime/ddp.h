@@ -98,13 +98,17 @@ typedef struct {
 } fsdp_unit;
 void fsdp_set_units(const fsdp_unit *units, int n);
 void *fsdp_shard_params(void *full);
-/* the gradients as the parameters: m.grads = fsdp_shard_grads(m.grads, len) frees the whole
- * arena and returns the units' buffers (len elements, zeroed: the backward writes a unit's
- * gradients at its grad_at); fsdp_unit_grads_ready reduce-scatters them into this rank's
- * shard, fsdp_grad_shard() (fsdp_shard_len() elements, indexed from fsdp_lo()), on every
- * micro-batch, adding there (accumulation: PyTorch FSDP's sharded gradients), and zeroes
- * the unit's buffer; fsdp_zero_grads() zeroes the shard after the step */
-void *fsdp_shard_grads(void *full, size_t len);
+/* the gradients as the parameters: m.grads = fsdp_shard_grads(m.grads, len, accumulate)
+ * frees the whole arena and returns the units' buffers (len elements, zeroed: the backward
+ * writes a unit's gradients at its grad_at); fsdp_begin_backward(first) before each
+ * micro-batch's backward (first: a step's first); fsdp_unit_grads_ready reduce-scatters a
+ * unit's gradients into this rank's shard, fsdp_grad_shard() (fsdp_shard_len() elements,
+ * indexed from fsdp_lo()), on every micro-batch — the first straight into it, the others
+ * (accumulate: ACCUMULATE > 1, a landing buffer of a unit's part) added to it, as PyTorch
+ * FSDP's sharded gradients — and zeroes the unit's buffer; fsdp_zero_grads() zeroes the
+ * shard after the step */
+void *fsdp_shard_grads(void *full, size_t len, int accumulate);
+void fsdp_begin_backward(int first);
 void *fsdp_grad_shard(void);
 void fsdp_zero_grads(void);
 size_t fsdp_gathered_len(void);

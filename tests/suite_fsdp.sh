@@ -40,7 +40,7 @@
 set -u
 cd "$(dirname "$0")/.."
 . tests/tap.sh
-plan 51
+plan 50
 BASE=f2
 . tests/ddp/lib.sh
 FSDP='s/"ddp", devices = 2 }/"fsdp", devices = 2, sharding_strategy = "SHARD_GRAD_OP" }/'
