@@ -780,24 +780,17 @@ local function clip_code(k16, sp, sharded)
   local STATE16, OPT16, PAR_FOR, LD, ST, LDO, STO = k16.STATE16, k16.OPT16, k16.PAR_FOR, k16.LD, k16.ST, k16.LDO, k16.STO
   local c = sp.train.clip
   if not c then return "    (void)m;\n    return NAN;   // (no norm: no clipping)", "none" end
-  if c.clip_val and full then
-    return join {
-      string.format("    const real v = %s;", lit(c.clip_val)),
-      "    state_t *gs = fsdp_grad_shard();   // FSDP FULL_SHARD: this rank's shard of the averaged gradients",
-      "    const size_t count = fsdp_hi() - fsdp_lo();",
-      "    (void)m;",
-      PAR_FOR,
-      STATE16 and string.format("    for (size_t i = 0; i < count; i++) { real g = %s; gs[i] = %s; }", LD("gs[i]"), ST("g > v ? v : (g < -v ? -v : g)"))
-        or "    for (size_t i = 0; i < count; i++) gs[i] = gs[i] > v ? v : (gs[i] < -v ? -v : gs[i]);",
-      "    return NAN;   // (by value: no norm)",
-    }, string.format("by value, to [-%s, %s]", lit(c.clip_val), lit(c.clip_val))
-  end
   if c.clip_val then
+    -- (FULL_SHARD: over the shard, its own buffer; else over the whole arena)
+    local G, n = full and "gs[i]" or "m->grads[i]", full and "count" or "NUM_PARAMS"
     return join {
       string.format("    const real v = %s;", lit(c.clip_val)),
+      full and "    state_t *gs = fsdp_grad_shard();   // FSDP FULL_SHARD: this rank's shard of the averaged gradients" or nil,
+      full and "    const size_t count = fsdp_hi() - fsdp_lo();" or nil,
+      full and "    (void)m;" or nil,
       PAR_FOR,
-      STATE16 and string.format("    for (size_t i = 0; i < NUM_PARAMS; i++) { real g = %s; m->grads[i] = %s; }", LD("m->grads[i]"), ST("g > v ? v : (g < -v ? -v : g)"))
-        or "    for (size_t i = 0; i < NUM_PARAMS; i++) m->grads[i] = m->grads[i] > v ? v : (m->grads[i] < -v ? -v : m->grads[i]);",
+      STATE16 and string.format("    for (size_t i = 0; i < %s; i++) { real g = %s; %s = %s; }", n, LD(G), G, ST("g > v ? v : (g < -v ? -v : g)"))
+        or string.format("    for (size_t i = 0; i < %s; i++) %s = %s > v ? v : (%s < -v ? -v : %s);", n, G, G, G, G),
       "    return NAN;   // (by value: no norm)",
     }, string.format("by value, to [-%s, %s]", lit(c.clip_val), lit(c.clip_val))
   end

@@ -24,7 +24,8 @@
 #  - one unit (mlp.lua's one top-level child), 2 ranks × 8 = 1 rank × 16 (weights and
 #    optimizer state) = DDP's; ModuleWrapPolicy { "Linear" } (3 units) on 2 and 4 ranks,
 #    and its logged metrics;
-#    SGD with groups, accumulation and clipping; 16-mixed = DDP's; three top-level
+#    SGD with groups, accumulation and clipping (by norm, and by value over the shard);
+#    16-mixed = DDP's; three top-level
 #    children as three units (the default policy); resumed at step 10 = uninterrupted;
 #  - the bytes each rank holds: the parameters' shard is 1/N, plus the largest unit; the
 #    gradients: the largest unit's buffer (+ its part a reduce-scatter brings), each unit's
@@ -40,7 +41,7 @@
 set -u
 cd "$(dirname "$0")/.."
 . tests/tap.sh
-plan 50
+plan 51
 BASE=f2
 . tests/ddp/lib.sh
 FSDP='s/"ddp", devices = 2 }/"fsdp", devices = 2, sharding_strategy = "SHARD_GRAD_OP" }/'
@@ -165,6 +166,11 @@ variant kids1 "$KIDS; s/batch_size = 8/batch_size = 16/" --devices=1 && ./kids1/
 variant kids2 "$KIDS; $FULL" && $MPI -np 2 ./kids2/train --out k2 --quiet >/dev/null 2>&1
 if grep -q '// unit 2, l3: 2 parameters' kids2/train.c; then within "FULL_SHARD, default policy: 3 top-level children as 3 units, 2 ranks x 8 = 1 rank x 16" k2/last.safetensors k1/last.safetensors
 else fail "the default policy's units" "$(grep -c '// unit [0-9]' kids2/train.c) units in kids2/train.c"; fi
+# clipping by value over the gradient shard (its own buffer under FULL_SHARD)
+CV='s/AdamW { lr = 1e-2, weight_decay = 0.01 }/SGD { lr = 0.05 }, clip = { clip_val = 0.01 }/'
+variant cv1 "$CV; s/batch_size = 8/batch_size = 16/" --devices=1 && ./cv1/train --out cv1r --quiet >/dev/null 2>&1
+variant cv2 "$WRAP; $CV" && $MPI -np 2 ./cv2/train --out cv2r --quiet >/dev/null 2>&1
+within "FULL_SHARD SGD clipped by value 0.01 (over the shard): 2 ranks x 8 = 1 rank x 16" cv2r/last.safetensors cv1r/last.safetensors
 # unit l1 read again after l2 (its bias added to l2's output): its backward spans l2's, so
 # the two units' gradients are written in two buffers (gen/plan.lua's slots)
 NEST="$KIDS; s/return m.l3(tanh(m.l2(relu(m.l1(b.x)))))/return m.l3(tanh(m.l2(relu(m.l1(b.x))) + m.l1.bias))/"
