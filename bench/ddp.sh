@@ -13,6 +13,8 @@
 #
 #   bench/ddp.sh                    # ROUNDS=3 STEPS=200
 #   ROUNDS=5 STEPS=400 bench/ddp.sh
+#   LOOM_BASE=/other/build/loom bench/ddp.sh   # adds that loom's ddp program, alternated too
+#                                             # (a change's per-step cost, before/after)
 #
 # Not part of `ninja test`: speed is measured here, never in tests.
 set -euo pipefail
@@ -27,10 +29,18 @@ trap 'rm -rf "$work"' EXIT
 sed 's/strategy = "ddp", devices = 2 }/strategy = "fsdp", devices = 2, sharding_strategy = "SHARD_GRAD_OP" }/' bench/specs/ddp_mlp.lua >"$work/fsdp_mlp.lua"
 cp -a "$work/prog" "$work/fsdp"
 "$LOOM" build "$work/fsdp_mlp.lua" -o "$work/fsdp" >"$work/build.log" 2>&1 || { cat "$work/build.log"; exit 1; }
+if [ -n "${LOOM_BASE:-}" ]; then
+  cp -a "$work/prog" "$work/base"
+  "$LOOM_BASE" build bench/specs/ddp_mlp.lua -o "$work/base" >"$work/build.log" 2>&1 || { cat "$work/build.log"; exit 1; }
+fi
 MPI="mpirun --allow-run-as-root --oversubscribe -x OMP_NUM_THREADS=1 -np 2"
 secs() { grep -o 'trained [0-9]* steps in [0-9.]* s' | awk '{ print $5 }'; }
-loom_ms=() fsdp_ms=() torch_ms=()
+loom_ms=() fsdp_ms=() torch_ms=() base_ms=()
 for r in $(seq "$ROUNDS"); do
+  if [ -n "${LOOM_BASE:-}" ]; then
+    s=$(TMPDIR=$work $MPI "$work/base/train" --out "$work/bout$r" --max-steps "$STEPS" 2>&1 | secs)
+    base_ms+=("$(awk -v s="$s" -v n="$STEPS" 'BEGIN { printf "%.2f", 1000 * s / n }')")
+  fi
   s=$(TMPDIR=$work $MPI "$work/prog/train" --out "$work/out$r" --max-steps "$STEPS" 2>&1 | secs)
   loom_ms+=("$(awk -v s="$s" -v n="$STEPS" 'BEGIN { printf "%.2f", 1000 * s / n }')")
   s=$(TMPDIR=$work $MPI "$work/fsdp/train" --out "$work/fout$r" --max-steps "$STEPS" 2>&1 | secs)
@@ -44,6 +54,7 @@ lm=$(median "${loom_ms[@]}"); fm=$(median "${fsdp_ms[@]}"); tm=$(median "${torch
 echo "| side | ms/step (median of $ROUNDS) | rounds |"
 echo "| --- | ---: | --- |"
 echo "| loom ddp, 2 ranks x 1 thread (MPI) | $lm | ${loom_ms[*]} |"
+[ -n "${LOOM_BASE:-}" ] && echo "| loom ddp built by $LOOM_BASE | $(median "${base_ms[@]}") | ${base_ms[*]} |"
 echo "| loom fsdp SHARD_GRAD_OP, 2 ranks x 1 thread (MPI) | $fm | ${fsdp_ms[*]} |"
 echo "| PyTorch DDP, 2 processes x 1 thread (gloo) | $tm | ${torch_ms[*]} |"
 awk -v l="$lm" -v t="$tm" 'BEGIN { printf "torch / loom: %.2f\n", t / l }'

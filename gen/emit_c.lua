@@ -243,23 +243,25 @@ function emit.gather_units(l, w)
   end
   gathers(w.forward, w.ef.units_read, "forward")
   gathers(w.backward, w.eb.units_read, "backward")
-  -- each unit's gradients, reduce-scattered after the backward op that finishes them (or
-  -- the first op with a kernel after it); a unit no gradient reaches is left to
-  -- fsdp_finish_grads
+  -- each unit's gradients, reduce-scattered out of its buffer (gen/plan.lua's slots) right
+  -- after the backward node that finishes them (before the next op with a kernel: a unit
+  -- sharing the buffer writes there first); one whose last write cannot be placed, after
+  -- the backward's last op.  A unit no gradient reaches has nothing to reduce.
   local at, final = {}, {}
   for k, node in ipairs(l.autodiff.backward) do at[node] = k end
-  for u, unit in ipairs(st.units) do
-    local k = 0
-    for _, p in ipairs(unit.params) do k = math.max(k, l.strategy.last[p] or math.huge) end
-    final[u] = k
-  end
+  for u, unit in ipairs(st.units) do final[u] = unit.slot and unit.to end
   local done = {}
-  for _, op in ipairs(w.backward) do
+  local function ready(op, u, first)
+    done[u] = true
+    table.insert(op.lines, first and 1 or #op.lines + 1,
+      string.format("fsdp_unit_grads_ready(%d);   // FSDP: unit %d's gradients are final: reduce-scattered", u - 1, u - 1))
+  end
+  for i, op in ipairs(w.backward) do
+    for u = #st.units, 1, -1 do   -- (prepended: the lines read in unit order)
+      if final[u] and not done[u] and final[u] < at[op.node] then ready(op, u, true) end
+    end
     for u = 1, #st.units do
-      if not done[u] and final[u] <= at[op.node] then
-        done[u] = true
-        op.lines[#op.lines + 1] = string.format("fsdp_unit_grads_ready(%d);   // FSDP: unit %d's gradients are final: reduce-scattered", u - 1, u - 1)
-      end
+      if final[u] and not done[u] and (final[u] <= at[op.node] or i == #w.backward) then ready(op, u, false) end
     end
   end
 end
@@ -482,24 +484,32 @@ local TRAIN_BLOCKS = {
             // divided by ACCUMULATE, as Lightning's is): no gradient crosses an epoch
             int64_t in_step = db.index % ACCUMULATE;
             m.step = (uint64_t)(rs.step * ACCUMULATE + in_step);   // dropout's stream: one per micro-batch
-            real loss = model_forward(&m, &batch, B, 1);
+@{forward}   the micro-batch's forward and loss (a training_step: the spec's step)
+@{grads_begin}   DDP/FSDP: whether this micro-batch's backward reduces the gradients over the ranks
 ${backward}
             loss_sum += loss; loss_count++;
             rs.batch = db.index + 1;
             if (in_step + 1 < ACCUMULATE && db.index + 1 < batches_per_epoch) continue;
 
+@{grads_finish}   DDP/FSDP: the gradients' mean over the ranks (FSDP: this rank's shard of it)
 ${step_block}
-            model_zero_grad(&m);
+@{after_step}   FSDP SHARD_GRAD_OP: every rank's updated shard on every rank
+@{zero_grad}   the gradients zeroed for the next step (FSDP FULL_SHARD: this rank's shard)
             rs.step++;
 
             double mean_loss = loss_sum / loss_count;
             epoch_loss_sum += mean_loss; epoch_loss_count++;
-            if (!args.quiet) progress_step(&prog, (int)rs.epoch, db.index / ACCUMULATE, mean_loss, (int64_t)B * loss_count);
+@{step_over_ranks}   DDP/FSDP: the stop request and the step's loss over the ranks
+            if (!args.quiet) progress_step(&prog, (int)rs.epoch, db.index / ACCUMULATE, mean_loss, ${step_items});
             loss_sum = 0; loss_count = 0;
 ${log_step}
             if (args.max_steps && rs.step >= args.max_steps) { stop = 1; break; }
-            if (signals_stop_requested()) { stop = 2; break; }
+            if (${stop_requested}) { stop = 2; break; }
 ]==],
+  -- the micro-batch's slots (one process: the plain loop; rank_blocks fills them)
+  forward = "            real loss = model_forward(&m, &batch, B, 1);\n",
+  grads_begin = "", grads_finish = "", after_step = "", step_over_ranks = "",
+  zero_grad = "            model_zero_grad(&m);\n",
   summary_extra = "",
   sample_fn = "${sample_fn}",
 }
@@ -507,20 +517,20 @@ ${log_step}
 -- The bytes of one parameter element (the gradient arena's format) and its lc_dtype.
 local function grad_type(l) return require("strategy").grad_type(l.settings) end
 
--- TRAIN_BLOCKS with the ranks (DDP's and FSDP's): MPI up, rank 0 alone printing
-local function rank_blocks(l)
+-- The loop's values for the slots of TRAIN_BLOCKS.micro_batch: one process's
+local SINGLE_VALUES = { step_items = "(int64_t)B * loss_count", stop_requested = "signals_stop_requested()" }
+
+-- TRAIN_BLOCKS with the ranks (DDP's and FSDP's): MPI up, rank 0 alone printing; a stop
+-- request every rank's at once; the step's loss and train.log's values over every rank
+-- on the steps that show them (`loop.ranks_step`, gen/emit_train.lua).  Returns the
+-- blocks and the values of the micro-batch's slots.
+local function rank_blocks(l, loop)
   local b = {}
   for k, v in pairs(TRAIN_BLOCKS) do b[k] = v end
   local s = l.strategy
   b.header = b.header .. "#include \"ddp.h\"\n"
-  -- the step's loss (and train.log's values: gen/emit_train.lua's step_over_ranks) over
-  -- every rank, so that the progress line, the logs and the callbacks see the global values
-  local mb, n = b.micro_batch:gsub("double mean_loss = loss_sum / loss_count;",
-    "double mean_loss = step_over_ranks(loss_sum / loss_count);   // every rank's", 1)
-  assert(n == 1)
-  mb, n = mb:gsub("mean_loss, %(int64_t%)B %* loss_count%)", "mean_loss, (int64_t)B * loss_count * ddp_world())", 1)
-  assert(n == 1)
-  b.micro_batch = mb
+  b.step_over_ranks = loop.ranks_step
+  local values = { step_items = "(int64_t)B * loss_count * ddp_world()", stop_requested = "stop_requested" }
   b.main_start = string.format([==[
     threads_setup(argv);   // OpenMP's wait policy and thread count (may re-execute)
     // %s: %d ranks expected (fabric.devices); mpirun starts them (loom launch)
@@ -532,7 +542,7 @@ local function rank_blocks(l)
         if (!freopen("/dev/null", "w", stdout)) ddp_die("cannot silence stdout");
     }
 ]==], s.kind == "fsdp" and "FSDP" or "DDP", s.devices, string.format("%.17g", s.timeout))
-  return b
+  return b, values
 end
 
 -- DDP (gen/strategy.lua): the C program's blocks with the ranks in them.  MPI starts
@@ -542,8 +552,8 @@ end
 -- last micro-batch all-reduces the gradients (the buckets start inside model_backward as
 -- their gradients become final; the step waits for them); a stop request (a signal) is
 -- every rank's as soon as one rank has it.
-function emit.ddp_blocks(l)
-  local b = rank_blocks(l)
+function emit.ddp_blocks(l, loop)
+  local b, values = rank_blocks(l, loop)
   local s = l.strategy
   local esize, lct = grad_type(l)
   local rows = {}
@@ -564,18 +574,17 @@ function emit.ddp_blocks(l)
     ddp_broadcast(m.counters, sizeof(int64_t) * NUM_COUNTERS);
 ]==], tostring(s.cap_mb), table.concat(rows, "\n"), #rows, lct)
   b.save_from_device = "    if (ddp_rank() != 0) return;   // DDP: rank 0 writes the checkpoints (every rank holds the same state)\n"
-  local mb = b.micro_batch
-  mb = mb:gsub("(\n%$%{backward%})", "\n            // DDP: the step's last micro-batch all-reduces its gradients; the others only accumulate\n" ..
-    "            // them (Fabric's no_backward_sync)\n" ..
-    "            ddp_begin_backward(in_step + 1 >= ACCUMULATE || db.index + 1 >= batches_per_epoch);%1", 1)
-  mb = mb:gsub("(\n%$%{step_block%})", "\n            ddp_finish_grads();   // the gradients are now the mean over ranks%1", 1)
-  mb = mb:gsub("if %(signals_stop_requested%(%)%)", "if (ddp_any(signals_stop_requested()))", 1)
-  b.micro_batch = mb
+  b.grads_begin = [==[
+            // DDP: the step's last micro-batch all-reduces its gradients; the others only accumulate
+            // them (Fabric's no_backward_sync)
+            ddp_begin_backward(in_step + 1 >= ACCUMULATE || db.index + 1 >= batches_per_epoch);
+]==]
+  b.grads_finish = "            ddp_finish_grads();   // the gradients are now the mean over ranks\n"
   b.summary_extra = [==[
     if (!args.quiet) printf("ddp: %d ranks; all-reduced %.3f MB per rank in this run, %.2f s waiting for it after backward\n",
                             ddp_world(), ddp_reduced_bytes / 1e6, ddp_wait_seconds);
 ]==]
-  return b
+  return b, values
 end
 
 -- FSDP, SHARD_GRAD_OP (gen/strategy.lua; runtime/ddp.h): DDP's ranks, outputs and stop
@@ -590,8 +599,8 @@ end
 -- the buffer model_forward and model_backward gather each unit into (emit.gather_units);
 -- the optimizer updates the shard, and no all-gather follows the step (the next forward
 -- gathers); a checkpoint gathers the parameters' shards on rank 0 as the state's.
-function emit.fsdp_blocks(l)
-  local b = rank_blocks(l)
+function emit.fsdp_blocks(l, loop)
+  local b, values = rank_blocks(l, loop)
   local s = l.strategy
   local full_shard = s.sharding == "FULL_SHARD"
   local _, lct = grad_type(l)
@@ -601,17 +610,22 @@ function emit.fsdp_blocks(l)
   if full_shard then
     local rows = {}
     for i, u in ipairs(l.state.units) do
-      rows[#rows + 1] = string.format("        { %d, %d },   // unit %d, %s: %d parameter%s, %s ... %s", u.first, u.count, i - 1,
+      rows[#rows + 1] = string.format("        { %d, %d, %d },   // unit %d, %s: %d parameter%s, %s ... %s", u.first, u.count,
+        u.slot and u.slot * l.state.unit_max or -1, i - 1,
         u.key == "" and "the root's" or util.c_comment(u.key), #u.params, #u.params == 1 and "" or "s", util.c_comment(u.params[1]), util.c_comment(u.params[#u.params]))
     end
     units = string.format([==[
     // FULL_SHARD's units (%s): { first element, elements } of the parameter arena,
-    // each gathered whole into m.params (after resume_steps) for the ops that read it
+    // each gathered whole into m.params (after resume_steps) for the ops that read it, and
+    // where the backward writes its gradients in m.grads, %d buffer%s of the largest unit's
+    // size (units whose backwards overlap have their own), reduce-scattered from there
     static const fsdp_unit units[] = {
 %s
     };
     fsdp_set_units(units, %d);
-]==], util.c_comment(s.policy), table.concat(rows, "\n"), #rows)
+    m.grads = fsdp_shard_grads(m.grads, %d, ACCUMULATE > 1);   // the whole gradient arena never exists
+]==], util.c_comment(s.policy), l.state.grad_slots, l.state.grad_slots == 1 and "" or "s", table.concat(rows, "\n"), #rows,
+      l.state.grad_slots * l.state.unit_max)
     b.resume_steps = "    m.params = fsdp_shard_params(m.params);   // FSDP FULL_SHARD: from here on this rank holds its shard of the parameters\n"
   end
   b.model_setup = string.format([==[
@@ -629,7 +643,7 @@ function emit.fsdp_blocks(l)
     if (!args.quiet) {   // what each rank holds (one rank: the unsharded figures)
         double pb, gb, gs, ss;
         fsdp_bytes(&pb, &gb, &gs, &ss);%s
-        printf("fsdp: %s over %%d ranks; per rank: parameters %%.0f B%s, gradients %%.0f B (backward's arena) + %%.0f B (shard), "
+        printf("fsdp: %s over %%d ranks; per rank: parameters %%.0f B%s, gradients %%.0f B (%s) + %%.0f B (shard), "
                "optimizer state %%.0f B (%d buffer%s of %%.0f B); parameters+gradients+optimizer %%.0f B, of which sharded %%.0f B\n",
                ddp_world(), pb, %sgb, gs, %d * ss, ss, pb + gb + gs + %d * ss, %sgs + %d * ss);
     }
@@ -638,13 +652,15 @@ function emit.fsdp_blocks(l)
       "\n    fsdp_state_dtype(LC_F32);   // the optimizer state stays float32 beside 16-true's float16 parameters" or "",
     units,
     full_shard and "\n        double ps = (double)fsdp_shard_len() * sizeof(state_t);   // FULL_SHARD: the parameters' shard (the rest: the gathered unit)" or "",
-    s.sharding, full_shard and " (shard %.0f B + the largest unit gathered %.0f B)" or "", #states, #states == 1 and "" or "s",
+    s.sharding, full_shard and " (shard %.0f B + the largest unit gathered %.0f B)" or "",
+    full_shard and string.format("the units' gradient buffer%s%s", l.state.grad_slots == 1 and "" or "s",
+      l.spec.train.accumulate > 1 and " and accumulation's landing" or "") or "backward's arena", #states, #states == 1 and "" or "s",
     full_shard and "ps, pb - ps, " or "", #states, #states, full_shard and "ps + " or "", #states)
   if full_shard or #states > 0 then
     -- a full state dict: the optimizer state's shards (and FULL_SHARD's parameters') gathered on rank 0
     local gather, free = {}, {}
     if full_shard then
-      gather = { "        Model full_m = *m;", "        full_m.params = fsdp_gather(fsdp_param_shard());" }
+      gather = { "        Model full_m = *m;", "        full_m.params = fsdp_gather_param_shards();" }
       free = { "        free(full_m.params);" }
     end
     for _, st in ipairs(states) do
@@ -668,15 +684,20 @@ function emit.fsdp_blocks(l)
 ]==], full_shard and "parameters and of the optimizer state" or "optimizer state", table.concat(gather, "\n"),
       full_shard and "&full_m" or "m", table.concat(free, "\n"))
   end
-  local mb = b.micro_batch   -- rank_blocks': the logged values over every rank
-  mb = mb:gsub("(\n%$%{backward%})", "\n            // FSDP: the step's last micro-batch reduce-scatters its gradients; the others only\n" ..
-    "            // accumulate them (Fabric's no_backward_sync)\n" ..
-    "            ddp_begin_backward(in_step + 1 >= ACCUMULATE || db.index + 1 >= batches_per_epoch);%1", 1)
-  mb = mb:gsub("(\n%$%{step_block%})", "\n            fsdp_finish_grads();   // this rank's shard of the gradients is now their mean over ranks%1" ..
-    (full_shard and "\n            // (FULL_SHARD: the next forward gathers each unit's updated shards)"
-      or "\n            fsdp_gather_params();   // every rank's updated shard on every rank"), 1)
-  mb = mb:gsub("if %(signals_stop_requested%(%)%)", "if (ddp_any(signals_stop_requested()))", 1)
-  b.micro_batch = mb
+  b.grads_begin = full_shard and [==[
+            // FSDP FULL_SHARD: every micro-batch's backward reduce-scatters each unit's gradients
+            // into this rank's shard, where a step's micro-batches add up (PyTorch FSDP's sharded
+            // gradients: no whole gradient arena is kept across them)
+            fsdp_begin_backward(in_step == 0);
+]==] or [==[
+            // FSDP: the step's last micro-batch reduce-scatters its gradients; the others only
+            // accumulate them (Fabric's no_backward_sync)
+            ddp_begin_backward(in_step + 1 >= ACCUMULATE || db.index + 1 >= batches_per_epoch);
+]==]
+  if full_shard then b.zero_grad = "            fsdp_zero_grads();   // this rank's gradient shard (each unit's buffer was zeroed once reduce-scattered)\n" end
+  b.grads_finish = "            fsdp_finish_grads();   // this rank's shard of the gradients is now their mean over ranks\n"
+  b.after_step = full_shard and "            // (FULL_SHARD: the next forward gathers each unit's updated shards)\n"
+    or "            fsdp_gather_params();   // every rank's updated shard on every rank\n"
   b.summary_extra = full_shard and [==[
     if (!args.quiet) printf("fsdp: %d ranks; reduce-scattered and all-gathered %.3f MB per rank in this run (units all-gathered: %.3f MB), %.2f s waiting for the gradients\n",
                             ddp_world(), ddp_reduced_bytes / 1e6, fsdp_gathered_bytes / 1e6, ddp_wait_seconds);
@@ -684,7 +705,7 @@ function emit.fsdp_blocks(l)
     if (!args.quiet) printf("fsdp: %d ranks; reduce-scattered and all-gathered %.3f MB per rank in this run, %.2f s waiting for the gradients\n",
                             ddp_world(), ddp_reduced_bytes / 1e6, ddp_wait_seconds);
 ]==]
-  return b
+  return b, values
 end
 
 -- train.c's sampling: --sample N with the spec's entry point (gen/entries.lua), or the
@@ -782,15 +803,14 @@ function emit.program(l)
   loop.train.sample_fn = (l.entries[1] and not l.entries[1].refused and not full_shard) and SAMPLE_FN or NO_SAMPLE_FN
   local kind = l.strategy and l.strategy.kind or "single"
   local ddp = kind ~= "single"   -- DDP's runtime and MPI: ddp and fsdp
-  local blocks = kind == "ddp" and emit.ddp_blocks(l) or kind == "fsdp" and emit.fsdp_blocks(l) or TRAIN_BLOCKS
+  local blocks, slots = TRAIN_BLOCKS, SINGLE_VALUES
+  if kind == "ddp" then blocks, slots = emit.ddp_blocks(l, loop)
+  elseif kind == "fsdp" then blocks, slots = emit.fsdp_blocks(l, loop) end
+  for k, v in pairs(slots) do loop.train[k] = v end
   if loop.user_step then
     -- a training_step: the step is model_user_step (optim.c), the spec's calls in order
-    blocks = setmetatable({}, { __index = blocks })
-    local mb, n = TRAIN_BLOCKS.micro_batch:gsub("real loss = model_forward%(&m, &batch, B, 1%);",
-      string.format("real loss = model_user_step(&m, &opt, &batch, B, rs.step);   // train.training_step (%s:%d)",
-        sp.file, l.graph.step.where.line), 1)
-    assert(n == 1, "the loop template's forward call changed")
-    blocks.micro_batch = mb
+    blocks = setmetatable({ forward = string.format("            real loss = model_user_step(&m, &opt, &batch, B, rs.step);   // train.training_step (%s:%d)\n",
+      sp.file, l.graph.step.where.line) }, { __index = blocks })
   end
   files["train.c"] = template.fill("templates/loop/train.c.in", loop.train, false, blocks)
   files["optim.h"] = template.fill("templates/c/optim.h.in", loop.optim_h)

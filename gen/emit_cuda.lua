@@ -1068,7 +1068,7 @@ function emit.program(l)
     "callback_dirs", "test_desc", "test_weights", "logger_open", "log_step", "log_epoch", "callbacks",
     "log_test", "logger_close", "logger_globals", "checkpoint_logs", "state_dtype", "state_desc", "train_summary",
     "die_body", "eval_reduce", "eval_stop", "shard", "global_batch", "eval_metrics_init", "eval_metrics_batch", "data_globals",
-    "train_augment" })
+    "train_augment", "epoch_train_loss" })
   t.accelerator = accel
   -- clipping by norm: the norm before clipping, copied back with the step (train/grad_norm)
   t.grad_norm_read = (sp.train.clip and sp.train.clip.max_norm) and

@@ -521,14 +521,16 @@ local function optimizer_code(k16, opt, sfx, params, floor, frozen, sharded, onl
   if decays and rule.decay == "decoupled" then
     step[#step + 1] = string.format("    const real decay = (real)(1.0 - %s * %s);   // decoupled weight decay", LR, WD)
   end
-  local si, P = "i", "m->params[i]"   -- the state's index, the parameter
+  local si, P, G = "i", "m->params[i]", "m->grads[i]"   -- the state's index, the parameter, its gradient
   if sharded then
     table.insert(step, 3, "    const size_t lo = fsdp_lo(), hi = fsdp_hi();   // FSDP: this rank updates its shard of the parameters")
     si = "i - lo"
   end
   if sharded == "FULL_SHARD" then
     table.insert(step, 4, "    state_t *ps = fsdp_param_shard();   // FULL_SHARD: the parameters this rank holds, [lo, hi)")
-    P = "ps[i - lo]"
+    table.insert(step, 5, "    const state_t *gs = fsdp_grad_shard();   // and their averaged gradients")
+    table.insert(step, 6, "    (void)m;   // (its parameters and gradients are the gathered unit's buffers)")
+    P, G = "ps[i - lo]", "gs[i - lo]"
   end
   if only then
     -- a training_step's optimizer: only its parameters' runs
@@ -545,7 +547,7 @@ local function optimizer_code(k16, opt, sfx, params, floor, frozen, sharded, onl
     step[#step + 1] = (groups or only) and "    for (size_t i = runs[r].begin; i < runs[r].end; i++) {" or "    for (size_t i = 0; i < NUM_PARAMS; i++) {"
   end
   step[#step + 1] = string.format("        real p = %s;", LD(P))
-  step[#step + 1] = string.format("        real g = %s%s;", (rule.maximize and a.maximize) and "-" or "", LD("m->grads[i]"))
+  step[#step + 1] = string.format("        real g = %s%s;", (rule.maximize and a.maximize) and "-" or "", LD(G))
   if decays and rule.decay == "l2" then step[#step + 1] = "        g += wd * p;   // L2 penalty" end
   if decays and rule.decay == "decoupled" then step[#step + 1] = "        p *= decay;" end
   if STATE16 and not OPT16 and #states > 0 then
@@ -771,17 +773,24 @@ end
 
 -- `sharded` (fsdp's SHARD_GRAD_OP): this rank's averaged gradients are its shard,
 -- [fsdp_lo(), fsdp_hi()): the norm's sum is over the shard, then over ranks, and only the
--- shard is scaled (the optimizer reads only it).
+-- shard is scaled (the optimizer reads only it).  FULL_SHARD: the shard is its own buffer
+-- (runtime/ddp.h's fsdp_grad_shard(), indexed from fsdp_lo()).
 local function clip_code(k16, sp, sharded)
+  local full = sharded == "FULL_SHARD"
   local STATE16, OPT16, PAR_FOR, LD, ST, LDO, STO = k16.STATE16, k16.OPT16, k16.PAR_FOR, k16.LD, k16.ST, k16.LDO, k16.STO
   local c = sp.train.clip
   if not c then return "    (void)m;\n    return NAN;   // (no norm: no clipping)", "none" end
   if c.clip_val then
+    -- (FULL_SHARD: over the shard, its own buffer; else over the whole arena)
+    local G, n = full and "gs[i]" or "m->grads[i]", full and "count" or "NUM_PARAMS"
     return join {
       string.format("    const real v = %s;", lit(c.clip_val)),
+      full and "    state_t *gs = fsdp_grad_shard();   // FSDP FULL_SHARD: this rank's shard of the averaged gradients" or nil,
+      full and "    const size_t count = fsdp_hi() - fsdp_lo();" or nil,
+      full and "    (void)m;" or nil,
       PAR_FOR,
-      STATE16 and string.format("    for (size_t i = 0; i < NUM_PARAMS; i++) { real g = %s; m->grads[i] = %s; }", LD("m->grads[i]"), ST("g > v ? v : (g < -v ? -v : g)"))
-        or "    for (size_t i = 0; i < NUM_PARAMS; i++) m->grads[i] = m->grads[i] > v ? v : (m->grads[i] < -v ? -v : m->grads[i]);",
+      STATE16 and string.format("    for (size_t i = 0; i < %s; i++) { real g = %s; %s = %s; }", n, LD(G), G, ST("g > v ? v : (g < -v ? -v : g)"))
+        or string.format("    for (size_t i = 0; i < %s; i++) %s = %s > v ? v : (%s < -v ? -v : %s);", n, G, G, G, G),
       "    return NAN;   // (by value: no norm)",
     }, string.format("by value, to [-%s, %s]", lit(c.clip_val), lit(c.clip_val))
   end
@@ -800,7 +809,12 @@ local function clip_code(k16, sp, sharded)
     table.insert(body, 2, "    const size_t first = fsdp_lo(), count = fsdp_hi() - fsdp_lo();")
     body[#body - 1] = "        size_t lo = first + count * c / CHUNKS, hi = first + count * (c + 1) / CHUNKS;"
   end
-  local G = LD("m->grads[i]")
+  local GR = full and "gs[i - first]" or "m->grads[i]"
+  if full then
+    table.insert(body, 3, "    state_t *gs = fsdp_grad_shard();   // FULL_SHARD: the shard is a buffer of its own")
+    table.insert(body, 4, "    (void)m;")
+  end
+  local G = LD(GR)
   if inf then
     body[#body + 1] = string.format("        for (size_t i = lo; i < hi; i++) s = fmax(s, fabs((double)%s));", G)
   elseif c.norm_type == 2 then
@@ -821,8 +835,8 @@ local function clip_code(k16, sp, sharded)
   body[#body + 1] = string.format("    double coef = %s / (total + 1e-6);   // torch.nn.utils.clip_grad_norm_", lit(c.max_norm))
   body[#body + 1] = "    if (coef >= 1) return total;"
   body[#body + 1] = PAR_FOR
-  body[#body + 1] = sharded and (STATE16 and string.format("    for (size_t i = first; i < first + count; i++) m->grads[i] = %s;", ST(G .. " * (real)coef"))
-      or "    for (size_t i = first; i < first + count; i++) m->grads[i] *= (real)coef;")
+  body[#body + 1] = sharded and (STATE16 and string.format("    for (size_t i = first; i < first + count; i++) %s = %s;", GR, ST(G .. " * (real)coef"))
+      or string.format("    for (size_t i = first; i < first + count; i++) %s *= (real)coef;", GR))
     or STATE16 and string.format("    for (size_t i = 0; i < NUM_PARAMS; i++) m->grads[i] = %s;", ST(G .. " * (real)coef"))
     or "    for (size_t i = 0; i < NUM_PARAMS; i++) m->grads[i] *= (real)coef;"
   body[#body + 1] = "    return total;   // the norm before clipping (train/grad_norm)"
@@ -843,8 +857,10 @@ emit_train.SCALER = SCALER   -- the CUDA program's device-side scaler uses the s
 -- `norm`: clipping by norm, whose total the step keeps (grad_norm, logged as train/grad_norm)
 -- `lr_of(step)`: the C of the step's learning rate
 -- `sharded` (fsdp's SHARD_GRAD_OP): the unscale and the inf check run over this rank's
--- shard of the averaged gradients, and a step is skipped when any rank found one.
+-- shard of the averaged gradients, and a step is skipped when any rank found one
+-- (FULL_SHARD: the shard is fsdp_grad_shard()).
 local function scaler_code(k16, enabled, norm, lr_of, sharded)
+  local GR = sharded == "FULL_SHARD" and "gs[i - lo]" or "m->grads[i]"
   local function lr_line(step)
     local e, why = lr_of(step)
     return "            double lr = " .. e .. ";" .. (why and ("   // " .. why) or "")
@@ -909,11 +925,12 @@ local function scaler_code(k16, enabled, norm, lr_of, sharded)
       "    const real inv_scale = (real)(1.0 / (double)s->scale);   // scale.double().reciprocal().float()",
       "    int found_inf = 0;",
       sharded and "    const size_t lo = fsdp_lo(), hi = fsdp_hi();   // FSDP: this rank's shard of the averaged gradients" or nil,
+      sharded == "FULL_SHARD" and "    state_t *gs = fsdp_grad_shard();   // FULL_SHARD: the shard is a buffer of its own\n    (void)m;" or nil,
       par,
       sharded and "    for (size_t i = lo; i < hi; i++) {" or "    for (size_t i = 0; i < NUM_PARAMS; i++) {",
-      string.format("        real g = %s;", LD("m->grads[i]")),
+      string.format("        real g = %s;", LD(GR)),
       "        found_inf |= !isfinite(g);",
-      string.format("        m->grads[i] = %s;", ST("g * inv_scale")),
+      string.format("        %s = %s;", GR, ST("g * inv_scale")),
       "    }",
       sharded and "    return ddp_any(found_inf);   // FSDP: every rank skips the step when one shard had an inf" or "    return found_inf;",
       "}",
@@ -1351,24 +1368,41 @@ local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, 
         "    }",
         "    if (loss) *loss = sum / ddp_world();",
         "}",
-        "// a step's training loss (the mean of every rank's) and train.log's values over every rank's batches",
-        "static double step_over_ranks(double loss) {",
-        "    metric_acc_over_ranks(&um_step, &loss);",
+        "// the epoch's mean training loss (the mean of every rank's) and train.log's values over",
+        "// every rank's batches",
+        "static double epoch_over_ranks(double loss) {",
+        "    metric_acc_over_ranks(&um_epoch, &loss);",
         "    return loss;",
         "}",
       } do globals[#globals + 1] = line end
     else
       for _, line in ipairs {
-        "// a step's training loss: the mean of every rank's (a step's micro-batches are equally",
-        "// large on every rank: DistributedSampler pads the shards)",
-        "static double step_over_ranks(double loss) {",
+        "// the mean of every rank's loss (a step's micro-batches, and an epoch's steps, are as many",
+        "// on every rank: DistributedSampler pads the shards)",
+        "static double loss_over_ranks(double loss) {",
         "    const double *all = gather_over_ranks(&loss, 1);",
         "    double sum = 0;",
         "    for (int r = 0; r < ddp_world(); r++) sum += all[r];",
         "    return sum / ddp_world();",
         "}",
+        "static double epoch_over_ranks(double loss) { return loss_over_ranks(loss); }",
       } do globals[#globals + 1] = line end
     end
+    -- the step's loss over the ranks: a collective, so only on the steps that show it
+    for _, line in ipairs {
+      "// a step's training loss (the mean of every rank's) and train.log's values over every",
+      "// rank's batches, gathered only where a step row, a progress line or a hook shows them",
+      "// (`shown`: alike on every rank) and at the run's first step; between those steps, the last",
+      "// gathered loss (what a terminal's progress bar shows)",
+      "static double step_over_ranks(double loss, int shown) {",
+      "    static double gathered = NAN;",
+      "    static int once = 0;",
+      "    if (!shown && once) return gathered;",
+      "    once = 1;",
+      #metrics > 0 and "    metric_acc_over_ranks(&um_step, &loss);" or "    loss = loss_over_ranks(loss);",
+      "    return gathered = loss;",
+      "}",
+    } do globals[#globals + 1] = line end
   end
   local step_keys = { "\"train/loss\"", util.c_string("lr-" .. sp.train.optimizer.kind), "\"train/throughput\"" }
   local step_vals = { "mean_loss", "lr", "(double)log_items / (t - log_t)" }
@@ -1383,7 +1417,7 @@ local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, 
     ranks and "            log_items += (int64_t)B * ACCUMULATE * ddp_world();   // every rank's items"
       or "            log_items += (int64_t)B * ACCUMULATE;",
     "            {   // the step's row: every N steps, and always the run's last step",
-    "                int last = rs.step >= total_steps || signals_stop_requested();",
+    string.format("                int last = rs.step >= total_steps || %s;", ranks and "stop_requested" or "signals_stop_requested()"),
     string.format("                if (last || rs.step %% %d == 0) {", every_all),
     "                    double t = now_seconds();",
     string.format("                    const char *keys[] = { %s };", table.concat(step_keys, ", ")),
@@ -1403,9 +1437,6 @@ local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, 
     "            if (!isnan(epoch_train_loss)) { keys[n] = \"train/loss_epoch\"; values[n++] = epoch_train_loss; }",
     "            if (!isnan(val_loss)) { keys[n] = \"val/loss\"; values[n++] = val_loss; }",
   }
-  if ranks and #metrics > 0 then
-    table.insert(epoch, 2, "            metric_acc_over_ranks(&um_epoch, NULL);   // the epoch's batches on every rank")
-  end
   if has_accuracy then epoch[#epoch + 1] = "            if (!isnan(val_acc)) { keys[n] = \"val/acc\"; values[n++] = val_acc; }" end
   for i, mt in ipairs(metrics) do
     epoch[#epoch + 1] = string.format("            if (um_epoch.weight > 0) { keys[n] = %s; values[n++] = metric_acc_get(&um_epoch, %d); }",
@@ -1440,7 +1471,23 @@ local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, 
   close_extra[#close_extra + 1] = "    if (runlog_close(&run_log, stop == 2 ? MLFLOW_KILLED : MLFLOW_FINISHED)) die(run_log.err);"
   if hk.globals ~= "" then globals[#globals + 1] = hk.globals end
   if hk.open ~= "" then open[#open + 1] = hk.open end
+  -- DDP/FSDP: the micro-batch's slot after the step (gen/emit_c.lua's rank_blocks): the stop
+  -- request agreed on, then the step's loss over the ranks where a step row (every
+  -- every_all steps, the run's last), a progress line (every LOG_EVERY steps of an epoch,
+  -- its last) or on_train_batch_end (every step) shows it
+  local ranks_step = ranks and join {
+    "            // DDP/FSDP: a stop request (a signal) is every rank's as soon as one rank has it; the",
+    "            // step's loss (and train.log's values) over every rank where it is shown",
+    "            int stop_requested = ddp_any(signals_stop_requested());",
+    hk.step ~= "" and "            mean_loss = step_over_ranks(mean_loss, 1);   // on_train_batch_end reads it every step"
+      or every_all == 1 and "            mean_loss = step_over_ranks(mean_loss, 1);   // every step's row is logged"
+      or string.format("            mean_loss = step_over_ranks(mean_loss, stop_requested || rs.step >= total_steps || rs.step %% %d == 0 ||\n" ..
+        "                                                   (db.index / ACCUMULATE + 1) %% LOG_EVERY == 0 || db.index + 1 >= batches_per_epoch);", every_all),
+  } .. "\n" or nil
   return {
+    ranks_step = ranks_step,
+    epoch_train_loss = ranks and "epoch_loss_count ? epoch_over_ranks(epoch_loss_sum / epoch_loss_count) : NAN"
+      or "epoch_loss_count ? epoch_loss_sum / epoch_loss_count : NAN",
     logger_globals = join(globals), logger_open = join(open), log_step = step, log_epoch = join(epoch),
     log_test = join(test), logger_close = join(close_extra),
     checkpoint_logs = join {
@@ -1550,7 +1597,7 @@ function emit_train.values(l)
     o.save = (o.saves_nothing and "" or (o.save .. "\n")) .. join(sc.save)
     o.load = (o.saves_nothing and "" or (o.load .. "\n")) .. join(sc.load)
   end
-  local clip_body, clip_desc = clip_code(k16, sp, l.strategy and l.strategy.kind == "fsdp")
+  local clip_body, clip_desc = clip_code(k16, sp, l.strategy and l.strategy.kind == "fsdp" and l.strategy.sharding)
   local has_accuracy = l.accuracy ~= nil
   local metrics = l.trace.metrics or {}   -- train.log's (the CUDA backend refuses them: emit_cuda.check)
   local callbacks, cb_init, cb_mkdirs, test_desc, test_weights, cb_counts, best_ckpt = callbacks_code(sp, has_accuracy, metrics)
@@ -1599,7 +1646,7 @@ function emit_train.values(l)
     optimizer_save = o.save, optimizer_groups = o.groups, optimizer_load = o.load,
     drop_last = "0", callback_init = cb_init, callback_dirs = cb_mkdirs,
     test_desc = test_desc, test_weights = test_weights,
-    logger_globals = logs.logger_globals, logger_open = logs.logger_open, log_step = logs.log_step,
+    logger_globals = logs.logger_globals, logger_open = logs.logger_open, log_step = logs.log_step, epoch_train_loss = logs.epoch_train_loss,
     log_epoch = logs.log_epoch, callbacks = callbacks, log_test = logs.log_test, logger_close = logs.logger_close,
     checkpoint_logs = logs.checkpoint_logs,
     state_dtype = CKPT_DTYPE[ps.state], state_desc = state_desc,
@@ -1652,13 +1699,13 @@ function emit_train.values(l)
       -- every rank's shard kept from rank 0's
       t.test_weights = join {
         "        Model full = m;   // FSDP FULL_SHARD: the parameters whole for a moment",
-        "        full.params = fsdp_gather(fsdp_param_shard());   // rank 0's; NULL elsewhere",
+        "        full.params = fsdp_gather_param_shards();   // rank 0's; NULL elsewhere",
         "        if (ddp_rank() == 0) {",
         (t.test_weights:gsub("load_weights%(path, &m%)", "load_weights(path, &full)"):gsub("\n", "\n    "):gsub("^", "    ")),
         "        }",
         "        if (ddp_rank() != 0 && !(full.params = malloc(sizeof(state_t) * NUM_PARAMS))) die(\"out of memory reading the best checkpoint\");",
         "        ddp_broadcast(full.params, sizeof(state_t) * NUM_PARAMS);",
-        "        fsdp_keep_shard(fsdp_param_shard(), full.params);",
+        "        fsdp_keep_param_shard(full.params);",
         "        free(full.params);",
         "        ddp_broadcast(m.buffers, sizeof(state_t) * NUM_BUFFERS);",
         "        ddp_broadcast(m.counters, sizeof(int64_t) * NUM_COUNTERS);",
@@ -1686,6 +1733,7 @@ function emit_train.values(l)
     values.train.step_block = "            // (its optimizers stepped in model_user_step; lr below is the first optimizer's, for the logs)\n"
       .. "            double lr = lr_at(rs.step, rs.epoch, total_steps);"
   end
+  values.ranks_step = logs.ranks_step   -- (DDP/FSDP: the C program's micro-batch slot)
   values.files = hooks.files   -- the user's hook source, compiled into the program
   values.optim_h = {
     model_name = g.model_rec.class, spec_file = sp.file, optimizer_desc = o.desc, optimizer_fields = o.fields,

@@ -114,7 +114,9 @@ function operands.context(l, hooks)
     local r = l.root(t)
     if r.param then
       if g.frozen and g.frozen[r.param] then return nil end   -- requires_grad = False: no gradient computed
-      return { arena = "grads", offset = st.by_name[r.param].offset, root = r, fmt = pp.fmt[r] }
+      -- FULL_SHARD: grads is the units' gradient buffers (gen/plan.lua)
+      local e = st.by_name[r.param]
+      return { arena = "grads", offset = e.grad_at or e.offset, root = r, fmt = pp.fmt[r] }
     end
     local gr = p.grads[r]
     if not gr or not l.autodiff.needs_grad[r] then return nil end

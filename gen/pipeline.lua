@@ -113,7 +113,8 @@ end
 --              "fsdp", sharding = "SHARD_GRAD_OP", devices, timeout, sync_batchnorm, synced };
 --              or { kind = "fsdp", sharding = "FULL_SHARD", devices, timeout,
 --              sync_batchnorm, synced, unit_of[param name] (its unit's key), last (as
---              ddp's), policy (auto_wrap_policy, in words) }
+--              ddp's), first (the backward node that first writes each gradient), policy
+--              (auto_wrap_policy, in words) }
 local function strategy(l)
   return with(l, { strategy = require("strategy").plan(l) })
 end
@@ -121,8 +122,9 @@ end
 -- plan: where every tensor lives (gen/plan.lua).  Adds
 --   state      plan.state: params, buffers, counters (name, entry, offset, numel),
 --              nparams, nbuffers (elements, aligned), by_name; FULL_SHARD's units
---              ({ first, count, params, key }) and each parameter's unit and gathered
---              offset (where the kernels read it)
+--              ({ first, count, params, key, slot: its gradient buffer }), unit_max,
+--              grad_slots, and each parameter's unit, gathered offset (where the kernels
+--              read it) and grad_at (where they write its gradient)
 --   plan       plan.activations: acts[tensor], grads[tensor] ({ offset, numel, arena,
 --              fmt } in bytes, or { source } for a view), saves[node][name], nacts,
 --              ngrads (bytes), nint (int32 elements), batch_max
@@ -134,7 +136,8 @@ local function plan_stage(l)
     while p.acts[t] and p.acts[t].source do t = p.acts[t].source end
     return t
   end
-  return with(l, { state = plan.state(l.graph, l.strategy and l.strategy.unit_of), plan = p, root = root })
+  local s = l.strategy
+  return with(l, { state = plan.state(l.graph, s and s.unit_of, s and s.unit_of and { first = s.first, last = s.last }), plan = p, root = root })
 end
 
 -- entries: the declared methods beside forward as the program's entry points (gen/entries.lua:

@@ -23,8 +23,9 @@ plan.sizes = sizes
 
 -- The state: parameters and float buffers in one layout each (as nn.named_tensors
 -- orders them), the int64 counters (num_batches_tracked) on their own; with `unit_of`
--- (FULL_SHARD), the units (plan.units).
-function plan.state(g, unit_of)
+-- (FULL_SHARD), the units (plan.units; `spans`: the strategy's first and last backward
+-- node writing each parameter's gradient).
+function plan.state(g, unit_of, spans)
   local st = { params = {}, buffers = {}, counters = {}, nparams = 0, nbuffers = 0 }
   for _, p in ipairs(g.params) do
     local n = util.numel(p.shape)
@@ -44,7 +45,7 @@ function plan.state(g, unit_of)
   for _, list in ipairs { st.params, st.buffers, st.counters } do
     for _, e in ipairs(list) do st.by_name[e.name] = e end
   end
-  if unit_of then plan.units(st, unit_of) end
+  if unit_of then plan.units(st, unit_of, spans, g.frozen or {}) end
   return st
 end
 
@@ -53,7 +54,13 @@ end
 -- key (a key met again after another's run is a unit of its own), { first, count (in
 -- elements, with the alignment padding), params, key }; each parameter's `unit` and
 -- `gathered` offset, where the kernels read it: in the one buffer a unit is gathered into.
-function plan.units(st, unit_of)
+-- Its gradients are written in a buffer of the largest unit's size too (`grad_at`, the
+-- parameter's offset in the units' gradient buffers), reduce-scattered into the rank's
+-- shard once final: units whose spans of the backward (from the first node writing one of
+-- their gradients to the last) overlap get buffers of their own, as registers by interval
+-- colouring; a unit no gradient reaches has none (u.slot nil).  st.unit_max: the largest
+-- unit (elements); st.grad_slots: the buffers.
+function plan.units(st, unit_of, spans, frozen)
   st.units = {}
   local cur
   for _, e in ipairs(st.params) do
@@ -65,6 +72,30 @@ function plan.units(st, unit_of)
     cur.params[#cur.params + 1] = e.name
     cur.count = e.offset + align(e.numel) - cur.first
     e.unit, e.gathered = #st.units, e.offset - cur.first
+  end
+  st.unit_max = 0
+  local order = {}
+  for _, u in ipairs(st.units) do
+    st.unit_max = math.max(st.unit_max, u.count)
+    for _, name in ipairs(u.params) do
+      if not frozen[name] and spans.first[name] then
+        u.from = math.min(u.from or math.huge, spans.first[name])
+        u.to = math.max(u.to or 0, spans.last[name] or math.huge)
+      end
+    end
+    if u.from then order[#order + 1] = u end
+  end
+  table.sort(order, function(a, b) return a.from < b.from end)
+  local ends = {}   -- per buffer: the backward node after which it is free again
+  for _, u in ipairs(order) do
+    local k = 1
+    while ends[k] and ends[k] >= u.from do k = k + 1 end
+    u.slot, ends[k] = k - 1, u.to
+  end
+  st.grad_slots = #ends
+  for _, e in ipairs(st.params) do
+    local u = st.units[e.unit]
+    if u.slot then e.grad_at = u.slot * st.unit_max + e.gathered end
   end
 end
 

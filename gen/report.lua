@@ -188,7 +188,7 @@ function report.collectives_section(l)
       "reduce-scattered (each rank gets the mean of its shard) as soon as its backward has made them final.  Each rank's " ..
       "optimizer updates its shard; nothing is gathered after the step.%s", s.devices, s.devices, util.human_bytes(shard),
       #st.units, #st.units == 1 and "" or "s", s.policy, util.human_bytes(largest),
-      acc > 1 and string.format("  With accumulate = %d every micro-batch gathers, and only the step's last reduce-scatters.", acc) or ""))
+      acc > 1 and string.format("  With accumulate = %d every micro-batch gathers and reduce-scatters (its gradients add up in the rank's shard).", acc) or ""))
     add("")
     add("| collective | tensors | when | bytes |")
     add("| --- | --- | --- | ---: |")
@@ -199,16 +199,18 @@ function report.collectives_section(l)
       local what = string.format("unit %d (%s): %s", i - 1, u.key == "" and "the root's" or ("`" .. u.key .. "`"), names)
       local bytes = u.count * esize
       add(string.format("| all-gather | %s | before its forward, and again before its backward | %s each |", what, util.human_bytes(bytes)))
-      add(string.format("| reduce-scatter (avg) | %s's gradients | in backward, once they are final | %s |", what:match("^[^:]*"), util.human_bytes(bytes)))
+      add(string.format("| reduce-scatter (avg) | %s's gradients | in backward, once they are final (every micro-batch) | %s |", what:match("^[^:]*"), util.human_bytes(bytes)))
       for _ = 1, 2 * acc do msgs[#msgs + 1] = { "all-gather", bytes } end
-      msgs[#msgs + 1] = { "reduce-scatter", bytes }
+      for _ = 1, acc do msgs[#msgs + 1] = { "reduce-scatter", bytes } end
     end
     add(string.format("| gather to rank 0 | the parameters' and the optimizer state's shards | each checkpoint (a full state dict) | %s per tensor set |", util.human_bytes(pbytes)))
     local opt = g.spec.train.optimizer
     local k = #require("optimizers").rule(opt.kind).states(opt.args)
-    note = string.format("Per rank: parameters %s (its shard) + %s (the gathered unit; one rank: %s), gradients %s (backward's arena) + %s " ..
-      "(its shard), optimizer state %s (%d buffer%s of its shard; one rank: %s).", util.human_bytes(shard), util.human_bytes(largest),
-      util.human_bytes(pbytes), util.human_bytes(pbytes), util.human_bytes(shard), util.human_bytes(k * shard), k, k == 1 and "" or "s",
+    note = string.format("Per rank: parameters %s (its shard) + %s (the gathered unit; one rank: %s), gradients %s (%d buffer%s of the " ..
+      "largest unit's size, where the backward writes a unit's gradients before they are reduce-scattered; one rank: %s) + %s " ..
+      "(its shard, where accumulation adds up), optimizer state %s (%d buffer%s of its shard; one rank: %s).", util.human_bytes(shard), util.human_bytes(largest),
+      util.human_bytes(pbytes), util.human_bytes(st.grad_slots * largest), st.grad_slots, st.grad_slots == 1 and "" or "s",
+      util.human_bytes(pbytes), util.human_bytes(shard), util.human_bytes(k * shard), k, k == 1 and "" or "s",
       util.human_bytes(k * pbytes))
   else
     add(string.format("Strategy `fsdp`, sharding_strategy `%s`, on %d ranks over MPI: every rank holds the whole parameters; " ..

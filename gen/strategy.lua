@@ -12,7 +12,10 @@
 --                                             each all-gathered into one buffer before the
 --                                             ops that read it, in forward and again in
 --                                             backward, and its gradients reduce-scattered
---                                             once final (`last`, as ddp's)
+--                                             once final (`last`, as ddp's) from a buffer
+--                                             the plan stage gives it (written from
+--                                             `first`[param] on: units whose spans of the
+--                                             backward do not overlap share one)
 --   { kind = "fsdp", sharding = "SHARD_GRAD_OP", devices = N, ... }
 --                                             N ranks, each holding the whole parameters and
 --                                             1/N of the gradients and optimizer state (the
@@ -102,16 +105,6 @@ function strategy.check(g, target)
         end
       end
     end
-    if sh == "FULL_SHARD" then
-      local precision = target.precision or sp.fabric.precision
-      local st = require("precision").SETTINGS[precision]
-      -- (the checkpoint's gather of the parameters' shards uses the optimizer state's
-      -- type, float32 beside 16-true's float16 parameters)
-      if st and require("precision").optimizer_format(st) ~= st.state then
-        diag.fatal(target.precision and nil or where_of(sp, "precision"), string.format("fsdp: FULL_SHARD at '%s' is not implemented yet " ..
-          "(float16 parameters beside the float32 optimizer state); use SHARD_GRAD_OP, ddp, bf16-true or a -mixed precision", precision))
-      end
-    end
     if sh ~= "NO_SHARD" then
       if given("bucket_cap_mb") then
         diag.fatal(where_of(sp, "bucket_cap_mb"), string.format("bucket_cap_mb is a ddp setting: fsdp's %s reduce-scatters the gradients %s",
@@ -157,7 +150,9 @@ local function synced(l)
   return out
 end
 
--- The backward node index after which each parameter's gradient is final.
+-- The backward node index after which each parameter's gradient is final (`last`), and
+-- the first that writes it (`first`: a consumer of a view or cast of it counts, so that
+-- no write comes before it).
 local function last_grads(l)
   -- which parameter each cast or view of a parameter is
   local derived = {}
@@ -169,15 +164,15 @@ local function last_grads(l)
     end
   end
   -- the backward node after which each parameter's gradient is final
-  local last = {}
+  local last, first = {}, {}
   local gi = l.autodiff.grad_inputs
   for k, node in ipairs(l.autodiff.backward) do
     for i, x in ipairs(node.inputs) do
       local p = gi[node] and gi[node][i] and param_of(x, derived)
-      if p then last[p] = k end
+      if p then last[p] = k; first[p] = first[p] or k end
     end
   end
-  return last
+  return last, first
 end
 
 -- FULL_SHARD's unit of each parameter (a key: the wrapped module's name, "" for the
@@ -216,8 +211,9 @@ function strategy.plan(l, target)
              sync_batchnorm = f.sync_batchnorm or false, synced = synced(l) }
   end
   if kind == "fsdp" and sh == "FULL_SHARD" then
+    local last, first = last_grads(l)
     return { kind = "fsdp", sharding = "FULL_SHARD", devices = n, timeout = f.ddp_timeout or 300,
-             sync_batchnorm = f.sync_batchnorm or false, synced = synced(l), unit_of = units_of(l.graph, f.auto_wrap_policy), last = last_grads(l),
+             sync_batchnorm = f.sync_batchnorm or false, synced = synced(l), unit_of = units_of(l.graph, f.auto_wrap_policy), last = last, first = first,
              policy = f.auto_wrap_policy and ("ModuleWrapPolicy { " .. table.concat(f.auto_wrap_policy, ", ") .. " }")
                or "one unit per top-level child module" }
   end

@@ -45,16 +45,22 @@ end
 -- A template's block holes: a line "@{name}   what goes there" is replaced by
 -- blocks[name], a piece of template text (ending its lines, with its own ${holes})
 -- that each backend gives (templates/loop/train.c.in, one loop for both backends).
--- A block hole with no block and a block that fills no hole are both errors.
+-- A block may hold block holes of its own (a backend's slots, e.g. the strategy's lines
+-- in the C program's micro-batch), filled from the same table; an empty block leaves
+-- no line.  A block hole with no block and a block that fills no hole are both errors.
 local function splice(path, text, blocks)
   local used = {}
-  local out = text:gsub("()@{([%w_]+)}[^\n]*\n", function(pos, name)
-    assert(pos == 1 or text:sub(pos - 1, pos - 1) == "\n", path .. ": @{" .. name .. "} is not at a line's start")
-    local b = blocks and blocks[name]
-    assert(b, path .. ": no block for @{" .. name .. "}")
-    used[name] = true
-    return b
-  end)
+  local out, n = text, 1
+  while n > 0 do
+    local cur = out
+    out, n = cur:gsub("()@{([%w_]+)}[^\n]*\n", function(pos, name)
+      assert(pos == 1 or cur:sub(pos - 1, pos - 1) == "\n", path .. ": @{" .. name .. "} is not at a line's start")
+      local b = blocks and blocks[name]
+      assert(b, path .. ": no block for @{" .. name .. "}")
+      used[name] = true
+      return b
+    end)
+  end
   for name in pairs(blocks or {}) do
     assert(used[name], path .. ": block '" .. name .. "' fills no hole")
   end

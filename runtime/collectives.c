@@ -102,6 +102,22 @@ static void narrowed(void *dst, const float *f, size_t n, lc_dtype t) {
   for (size_t i = 0; i < n; i++) h[i] = narrow(f[i], t);
 }
 
+void lc_add(void *dst, const void *src, size_t n, lc_dtype t) {
+  if (t == LC_F64) {
+    double *d = dst;
+    const double *x = src;
+    for (size_t i = 0; i < n; i++) d[i] += x[i];
+  } else if (t == LC_F32) {
+    float *d = dst;
+    const float *x = src;
+    for (size_t i = 0; i < n; i++) d[i] += x[i];
+  } else {
+    uint16_t *d = dst;
+    const uint16_t *x = src;
+    for (size_t i = 0; i < n; i++) d[i] = narrow(widen(d[i], t) + widen(x[i], t), t);
+  }
+}
+
 /* MPI counts are ints: a longer buffer goes as several requests */
 #define MAX_CHUNK ((size_t)1 << 30)
 

@@ -56,5 +56,8 @@ int lc_all_gather(const void *send, void *recv, size_t bytes);
 int lc_reduce_scatter_v(const void *send, void *recv, const int *counts, lc_dtype t, lc_op op);
 int lc_all_gather_v(void *buf, const int *counts, const int *displs, lc_dtype t);
 int lc_gather_v(const void *send, void *recv, const int *counts, const int *displs, lc_dtype t, int root);
+/* dst[i] += src[i], n elements of t (a 16-bit type added in float and rounded once, as the
+ * reductions above): FSDP's gradient shard accumulating micro-batches' reduce-scatters */
+void lc_add(void *dst, const void *src, size_t n, lc_dtype t);
 
 #endif

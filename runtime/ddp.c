@@ -24,6 +24,8 @@ static char *grads_;
 static lc_dtype dtype_;
 static size_t esize_;
 static int syncing_;
+static int nunits_;                 /* FSDP FULL_SHARD's units (below) */
+static unsigned char *unit_done_;   /* each reduce-scattered in this backward */
 static size_t dtype_size(lc_dtype t) { return t == LC_F64 ? sizeof(double) : t == LC_F32 ? sizeof(float) : sizeof(uint16_t); }
 #define MAX_BUCKETS 4096
 static lc_pending *pending_[MAX_BUCKETS];
@@ -123,6 +125,7 @@ void ddp_set_buckets(const ddp_bucket *b, int n, void *grads, lc_dtype t) {
 void ddp_begin_backward(int sync) {
     syncing_ = sync && world_ > 1;
     memset(started_, 0, sizeof started_);
+    if (unit_done_) memset(unit_done_, 0, (size_t)nunits_);   /* FULL_SHARD: every backward reduces its units */
 }
 
 void ddp_grad_ready(int bucket) {
@@ -197,12 +200,13 @@ static lc_dtype state_dtype_;
 static size_t state_esize_;
 /* FULL_SHARD's (below) */
 static const fsdp_unit *units_;
-static int nunits_;
 static size_t gathered_max_;
 static char *pshard_;
 static int *unit_counts_, *unit_displs_;   /* nunits_ × world_: each rank's part of each unit */
-static unsigned char *unit_done_;
 static char *unit_recv_;
+static char *unit_grads_, *gshard_;   /* the units' gradient buffers; this rank's shard of the averaged gradients */
+static size_t unit_grads_len_, recv_len_;
+static int accumulating_;   /* this backward adds to what the gradient shard holds (not a step's first micro-batch) */
 static void unit_reduce(int u);
 
 void fsdp_init(size_t numel, void *params, void *grads, lc_dtype t) {
@@ -236,9 +240,7 @@ void *fsdp_shard_alloc(void) { return calloc(fsdp_len_ ? fsdp_len_ : 1, state_es
 
 void fsdp_finish_grads(void) {
     if (!syncing_) return;
-    if (units_) {   /* FULL_SHARD: the units whose backward did not reduce them (no gradient reached them) */
-        for (int u = 0; u < nunits_; u++) if (!unit_done_[u]) unit_reduce(u);
-        memset(unit_done_, 0, (size_t)nunits_);
+    if (units_) {   /* FULL_SHARD: model_backward reduced every unit a gradient reaches */
         syncing_ = 0;
         return;
     }
@@ -260,18 +262,21 @@ void fsdp_gather_params(void) {
     ddp_reduced_bytes += (double)fsdp_numel_ * esize_;
 }
 
-void *fsdp_gather(const void *shard) {
+/* a tensor set's shards (elements of t) whole on rank 0 */
+static void *gather_as(const void *shard, lc_dtype t) {
     char *full = NULL;
-    if (rank_ == 0 && !(full = malloc(fsdp_numel_ ? fsdp_numel_ * state_esize_ : 1))) ddp_die("out of memory gathering a checkpoint");
+    if (rank_ == 0 && !(full = malloc(fsdp_numel_ ? fsdp_numel_ * dtype_size(t) : 1))) ddp_die("out of memory gathering a checkpoint");
     arm("gathering a checkpoint's shards");
-    check(lc_gather_v(shard, full, fsdp_counts_, fsdp_displs_, state_dtype_, 0));
+    check(lc_gather_v(shard, full, fsdp_counts_, fsdp_displs_, t, 0));
     disarm();
     return full;
 }
-
-void fsdp_keep_shard(void *shard, const void *full) {
-    memcpy(shard, (const char *)full + fsdp_lo_ * state_esize_, (fsdp_hi_ - fsdp_lo_) * state_esize_);
+static void keep_as(void *shard, const void *full, size_t esize) {
+    memcpy(shard, (const char *)full + fsdp_lo_ * esize, (fsdp_hi_ - fsdp_lo_) * esize);
 }
+
+void *fsdp_gather(const void *shard) { return gather_as(shard, state_dtype_); }
+void fsdp_keep_shard(void *shard, const void *full) { keep_as(shard, full, state_esize_); }
 
 /* ---- FSDP, FULL_SHARD: the parameters sharded too, gathered per unit ---- */
 double fsdp_gathered_bytes = 0;
@@ -291,8 +296,8 @@ void fsdp_set_units(const fsdp_unit *units, int n) {
     unit_counts_ = calloc((size_t)n * (size_t)world_, sizeof(int));
     unit_displs_ = calloc((size_t)n * (size_t)world_, sizeof(int));
     unit_done_ = calloc((size_t)n, 1);
-    unit_recv_ = fsdp_shard_alloc();
-    if (!unit_counts_ || !unit_displs_ || !unit_done_ || !unit_recv_) ddp_die("out of memory");
+    if (!unit_counts_ || !unit_displs_ || !unit_done_) ddp_die("out of memory");
+    size_t part_max = 0;   /* this rank's largest part of a unit: what a reduce-scatter brings */
     for (int k = 0; k < n; k++) {
         if (units[k].count > gathered_max_) gathered_max_ = units[k].count;
         for (int r = 0; r < world_; r++) {
@@ -300,18 +305,22 @@ void fsdp_set_units(const fsdp_unit *units, int n) {
             unit_part(&units[k], r, &lo, &hi);
             unit_counts_[k * world_ + r] = (int)(hi - lo);
             unit_displs_[k * world_ + r] = (int)(lo - units[k].first);
+            if (r == rank_ && hi - lo > part_max) part_max = hi - lo;
         }
     }
+    recv_len_ = part_max;
 }
 
 size_t fsdp_gathered_len(void) { return gathered_max_; }
 void *fsdp_param_shard(void) { return pshard_; }
+void *fsdp_gather_param_shards(void) { return gather_as(pshard_, dtype_); }
+void fsdp_keep_param_shard(const void *full) { keep_as(pshard_, full, esize_); }
 
 void *fsdp_shard_params(void *full) {
-    pshard_ = fsdp_shard_alloc();
+    pshard_ = calloc(fsdp_len_ ? fsdp_len_ : 1, esize_);   /* (the parameters' type: 16-true's float16) */
     char *gathered = calloc(gathered_max_ ? gathered_max_ : 1, esize_);
     if (!pshard_ || !gathered) ddp_die("out of memory");
-    fsdp_keep_shard(pshard_, full);
+    keep_as(pshard_, full, esize_);
     free(full);   /* the full parameters are gone: a unit at a time from here on */
     fsdp_params_ = gathered;
     return gathered;
@@ -331,31 +340,62 @@ void fsdp_gather_unit(int u) {
     fsdp_gathered_bytes += (double)un->count * esize_;
 }
 
-/* unit u's gradients reduce-scattered (averaged) into this rank's part of grads */
+/* unit u's gradients, in its buffer, reduce-scattered (averaged) and added into this
+ * rank's part of the gradient shard (a step's micro-batches accumulate there); the
+ * buffer is left zeroed for the next unit that writes in it */
 static void unit_reduce(int u) {
     const fsdp_unit *un = &units_[u];
+    if (un->grad_at < 0) return;   /* no gradient reaches it: its shard stays zero */
     size_t lo, hi;
     unit_part(un, rank_, &lo, &hi);
-    double t0 = now();
-    arm("a unit's reduce-scatter of the gradients");
-    check(lc_reduce_scatter_v(fsdp_grads_ + un->first * esize_, unit_recv_, unit_counts_ + u * world_, dtype_, LC_AVG));
-    disarm();
-    ddp_wait_seconds += now() - t0;
-    memcpy(fsdp_grads_ + lo * esize_, unit_recv_, (hi - lo) * esize_);
-    ddp_reduced_bytes += (double)un->count * esize_;
+    char *buf = unit_grads_ + (size_t)un->grad_at * esize_;
+    if (world_ > 1) {
+        /* a step's first micro-batch lands in the (zeroed) shard itself; the others beside it, then added */
+        char *to = accumulating_ ? unit_recv_ : gshard_ + (lo - fsdp_lo_) * esize_;
+        double t0 = now();
+        arm("a unit's reduce-scatter of the gradients");
+        check(lc_reduce_scatter_v(buf, to, unit_counts_ + u * world_, dtype_, LC_AVG));
+        disarm();
+        ddp_wait_seconds += now() - t0;
+        if (accumulating_) lc_add(gshard_ + (lo - fsdp_lo_) * esize_, unit_recv_, hi - lo, dtype_);
+        ddp_reduced_bytes += (double)un->count * esize_;
+    } else {
+        lc_add(gshard_ + (lo - fsdp_lo_) * esize_, buf + (lo - un->first) * esize_, hi - lo, dtype_);
+    }
+    memset(buf, 0, un->count * esize_);
     unit_done_[u] = 1;
 }
 
 void fsdp_unit_grads_ready(int u) {
-    if (syncing_ && !unit_done_[u]) unit_reduce(u);
+    if (!unit_done_[u]) unit_reduce(u);
 }
+
+void *fsdp_shard_grads(void *full, size_t len, int accumulate) {
+    free(full);   /* the whole gradient arena is never written: a unit's buffer at a time */
+    unit_grads_len_ = len;
+    unit_grads_ = calloc(len ? len : 1, esize_);
+    gshard_ = fsdp_grad_shard_;   /* (SHARD_GRAD_OP's reduce-scatter target: FULL_SHARD's shard) */
+    if (!accumulate || world_ <= 1) recv_len_ = 0;   /* every reduce-scatter lands in the shard */
+    unit_recv_ = calloc(recv_len_ ? recv_len_ : 1, esize_);
+    if (!unit_grads_ || !unit_recv_) ddp_die("out of memory");
+    fsdp_grads_ = NULL;
+    return unit_grads_;
+}
+
+void fsdp_begin_backward(int first) {
+    ddp_begin_backward(1);
+    accumulating_ = !first;
+}
+
+void *fsdp_grad_shard(void) { return gshard_; }
+void fsdp_zero_grads(void) { memset(gshard_, 0, (fsdp_len_ ? fsdp_len_ : 1) * esize_); }
 
 void fsdp_bytes(double *params, double *grads, double *grad_shard, double *state_shard) {
     if (pshard_ || units_) {   /* FULL_SHARD: this rank's shard and one gathered unit */
         *params = (double)(fsdp_len_ + gathered_max_) * esize_;
-        *grads = (double)fsdp_numel_ * esize_;
+        *grads = (double)(unit_grads_len_ + recv_len_) * esize_;   /* the units' gradient buffers, a reduce-scatter's landing */
         *grad_shard = (double)fsdp_len_ * esize_;
-        *state_shard = (double)fsdp_len_ * esize_;
+        *state_shard = (double)fsdp_len_ * state_esize_;
         return;
     }
     *params = (double)fsdp_numel_ * esize_;

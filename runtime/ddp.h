@@ -88,22 +88,42 @@ void fsdp_keep_shard(void *shard, const void *full);
  *              parameters initialised (or resumed) in model.params, then
  *              m.params = fsdp_shard_params(m.params): this rank's shard kept, the full
  *              arena freed, model.params now the gathered buffer (fsdp_gathered_len() elements)
- *   model:     fsdp_gather_unit(u); fsdp_unit_grads_ready(u) (on a step's last micro-batch)
- *   each step: fsdp_finish_grads() (the units not reduced yet), the optimizer on
- *              fsdp_param_shard() (indexed from fsdp_lo()); no fsdp_gather_params() */
+ *   model:     fsdp_gather_unit(u); fsdp_unit_grads_ready(u) (every unit a gradient
+ *              reaches, on every micro-batch)
+ *   each step: fsdp_finish_grads(), the optimizer on fsdp_param_shard() and
+ *              fsdp_grad_shard() (indexed from fsdp_lo()); no fsdp_gather_params() */
 typedef struct {
     size_t first, count;   /* elements of the flat parameter arena */
+    long grad_at;          /* where the backward writes its gradients in the units' buffers (-1: none reach it) */
 } fsdp_unit;
 void fsdp_set_units(const fsdp_unit *units, int n);
 void *fsdp_shard_params(void *full);
+/* the gradients as the parameters: m.grads = fsdp_shard_grads(m.grads, len, accumulate)
+ * frees the whole arena and returns the units' buffers (len elements, zeroed: the backward
+ * writes a unit's gradients at its grad_at); fsdp_begin_backward(first) before each
+ * micro-batch's backward (first: a step's first); fsdp_unit_grads_ready reduce-scatters a
+ * unit's gradients into this rank's shard, fsdp_grad_shard() (fsdp_shard_len() elements,
+ * indexed from fsdp_lo()), on every micro-batch — the first straight into it, the others
+ * (accumulate: ACCUMULATE > 1, a landing buffer of a unit's part) added to it, as PyTorch
+ * FSDP's sharded gradients — and zeroes the unit's buffer; fsdp_zero_grads() zeroes the
+ * shard after the step */
+void *fsdp_shard_grads(void *full, size_t len, int accumulate);
+void fsdp_begin_backward(int first);
+void *fsdp_grad_shard(void);
+void fsdp_zero_grads(void);
 size_t fsdp_gathered_len(void);
 void *fsdp_param_shard(void);
+/* the parameters' shards (in their type, not the optimizer state's: 16-true) whole on rank
+ * 0 (NULL elsewhere; every rank calls it; free() it), and this rank's part of whole ones */
+void *fsdp_gather_param_shards(void);
+void fsdp_keep_param_shard(const void *full);
 void fsdp_gather_unit(int u);
 void fsdp_unit_grads_ready(int u);
 extern double fsdp_gathered_bytes;   /* all-gathered by fsdp_gather_unit in this run */
 
 /* the bytes each rank holds (its startup line and the tests): parameters, the backward's
- * gradient arena, the gradient shard, one optimizer state buffer's shard */
+ * gradient arena (FULL_SHARD: the units' buffers and the part of one a reduce-scatter brings),
+ * the gradient shard, one optimizer state buffer's shard */
 void fsdp_bytes(double *params, double *grads, double *grad_shard, double *state_shard);
 
 /* for the report / bench: seconds spent waiting in ddp_finish_grads, all-reduced bytes */

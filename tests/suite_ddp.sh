@@ -7,6 +7,7 @@
 #    4 ranks × 4; gradient accumulation 2 on both sides), within 1e-5 relative;
 #  - the logged metrics (train loss, train.log's mean, sum and max, validation) are the
 #    global ones: metrics.csv of 2 and 4 ranks = 1 rank × 16's within 1e-5 relative;
+#    gathered only on the steps that show them (log_every_n_steps = 3: the same rows);
 #    callbacks monitor them (ModelCheckpoint on a summed train.log metric, EarlyStopping
 #    on a max-reduced one, ReduceLROnPlateau on train/loss: their saved state = 1 rank's);
 #  - resume: a 2-rank run stopped at step 10 and resumed ends as the uninterrupted one; a
@@ -28,7 +29,7 @@
 set -u
 cd "$(dirname "$0")/.."
 . tests/tap.sh
-plan 27
+plan 29
 BASE=two
 . tests/ddp/lib.sh
 MDIFF="python3 $ROOT/tests/ddp/metrics_diff.py"
@@ -48,6 +49,17 @@ metricsof() {
   if awk -v d="${d%% *}" -v t=$TOL 'BEGIN { exit !(d <= t) }'; then ok "$1 ($d)"; else fail "$1" "$d > $TOL"; fi
 }
 metricsof "logged metrics: 2 ranks x 8 = 1 rank x 16 (train loss, hits mean, total sum, worst max, validation)" r2 r1
+# log_every_n_steps = 3: the step's loss and train.log's values are gathered over the ranks
+# only on the steps that show them (every 3rd, an epoch's last, the run's last), the epoch's
+# at its end; the rows and every value are still 1 rank × 16's, over 2 epochs
+LOG3='s/log_every_n_steps = 1,/log_every_n_steps = 3,/; s/epochs = 1,/epochs = 2,/'
+variant lg1 "s/batch_size = 8/batch_size = 16/; $LOG3" --devices=1 && ./lg1/train --out l1 --quiet >/dev/null 2>&1
+variant lg2 "$LOG3" && $MPI -np 2 ./lg2/train --out l2 --quiet >/dev/null 2>&1
+if grep -q 'mean_loss = step_over_ranks(mean_loss, stop_requested || rs.step >= total_steps || rs.step % 3 == 0 ||' lg2/train.c &&
+   grep -q 'epoch_over_ranks(epoch_loss_sum / epoch_loss_count)' lg2/train.c; then ok "log_every_n_steps = 3: the loss gathered over the ranks only where shown"
+else fail "gathered only where shown" "$(grep -n 'step_over_ranks(mean_loss' lg2/train.c)"; fi
+metricsof "log_every_n_steps = 3, 2 epochs: logged metrics of 2 ranks x 8 = 1 rank x 16's (the same rows)" l2 l1
+
 # rank 0 alone writes: one log version, no private directory left behind
 n=$(ls r2/logs/lightning_logs 2>/dev/null | wc -l)
 if [ "$n" = 1 ] && ! ls "$tmp"/loom-rank1-* >/dev/null 2>&1 && [ "$(grep -c '^epoch 1:' r2.log)" = 1 ]; then ok "rank 0 alone prints and writes (one log version, one epoch line)"

@@ -24,18 +24,24 @@
 #  - one unit (mlp.lua's one top-level child), 2 ranks × 8 = 1 rank × 16 (weights and
 #    optimizer state) = DDP's; ModuleWrapPolicy { "Linear" } (3 units) on 2 and 4 ranks,
 #    and its logged metrics;
-#    SGD with groups, accumulation and clipping; 16-mixed = DDP's; three top-level
+#    SGD with groups, accumulation and clipping (by norm, and by value over the shard);
+#    16-mixed = DDP's; three top-level
 #    children as three units (the default policy); resumed at step 10 = uninterrupted;
-#  - the bytes each rank holds: the parameters' shard is 1/N, plus the largest unit;
+#  - the bytes each rank holds: the parameters' shard is 1/N, plus the largest unit; the
+#    gradients: the largest unit's buffer (+ its part a reduce-scatter brings), each unit's
+#    added into the rank's shard on every micro-batch; units whose backwards overlap
+#    (one read again after another) get a buffer each, and equal 1 rank's;
 #  - the model.c gathers, --dump=strategy and explain's per-unit rows;
 #  - the test set on the best checkpoint (fashion_mlp.lua, when Fashion-MNIST is there) = DDP's;
 #  - bf16-true = ddp's bf16-true (weights, optimizer state), resumed = uninterrupted;
 #  - refused in one line: HYBRID_SHARD, a policy class the model lacks, an op that reads
-#    two units' parameters at once, the inf-norm, 16-true.
+#    two units' parameters at once, the inf-norm;
+#  - 16-true: float16 parameter shards beside float32 optimizer state = SHARD_GRAD_OP's
+#    16-true, resumed = uninterrupted.
 set -u
 cd "$(dirname "$0")/.."
 . tests/tap.sh
-plan 46
+plan 51
 BASE=f2
 . tests/ddp/lib.sh
 FSDP='s/"ddp", devices = 2 }/"fsdp", devices = 2, sharding_strategy = "SHARD_GRAD_OP" }/'
@@ -160,6 +166,18 @@ variant kids1 "$KIDS; s/batch_size = 8/batch_size = 16/" --devices=1 && ./kids1/
 variant kids2 "$KIDS; $FULL" && $MPI -np 2 ./kids2/train --out k2 --quiet >/dev/null 2>&1
 if grep -q '// unit 2, l3: 2 parameters' kids2/train.c; then within "FULL_SHARD, default policy: 3 top-level children as 3 units, 2 ranks x 8 = 1 rank x 16" k2/last.safetensors k1/last.safetensors
 else fail "the default policy's units" "$(grep -c '// unit [0-9]' kids2/train.c) units in kids2/train.c"; fi
+# clipping by value over the gradient shard (its own buffer under FULL_SHARD)
+CV='s/AdamW { lr = 1e-2, weight_decay = 0.01 }/SGD { lr = 0.05 }, clip = { clip_val = 0.01 }/'
+variant cv1 "$CV; s/batch_size = 8/batch_size = 16/" --devices=1 && ./cv1/train --out cv1r --quiet >/dev/null 2>&1
+variant cv2 "$WRAP; $CV" && $MPI -np 2 ./cv2/train --out cv2r --quiet >/dev/null 2>&1
+within "FULL_SHARD SGD clipped by value 0.01 (over the shard): 2 ranks x 8 = 1 rank x 16" cv2r/last.safetensors cv1r/last.safetensors
+# unit l1 read again after l2 (its bias added to l2's output): its backward spans l2's, so
+# the two units' gradients are written in two buffers (gen/plan.lua's slots)
+NEST="$KIDS; s/return m.l3(tanh(m.l2(relu(m.l1(b.x)))))/return m.l3(tanh(m.l2(relu(m.l1(b.x))) + m.l1.bias))/"
+variant nest1 "$NEST; s/batch_size = 8/batch_size = 16/" --devices=1 && ./nest1/train --out n1 --quiet >/dev/null 2>&1
+variant nest2 "$NEST; $FULL" && $MPI -np 2 ./nest2/train --out n2 --quiet >/dev/null 2>&1
+if grep -q '2 buffers of the largest unit' nest2/train.c; then within "FULL_SHARD, overlapping units' backwards (2 gradient buffers): 2 ranks x 8 = 1 rank x 16" n2/last.safetensors n1/last.safetensors
+else fail "overlapping units' gradient buffers" "$(grep -n 'buffer' nest2/train.c | head -2)"; fi
 # resumed from the full checkpoint at step 10 (the parameters re-sharded from it)
 $MPI -np 2 ./fw/train --out fwrr --max-steps 10 --quiet >/dev/null 2>&1
 $MPI -np 2 ./fw/train --out fwrr --resume fwrr/last.safetensors --max-steps 20 --quiet >/dev/null 2>&1
@@ -175,6 +193,13 @@ if [ -n "$p1" ] && [ -n "$p2" ] && [ -n "$p4" ] && [ -n "$s4" ] && awk -v a="$p1
    'BEGIN { exit !(b * 2 >= a && b * 2 < a + 16 && c * 4 >= a && c * 4 < a + 32 && u < a && y * 2 >= x && y * 2 < x + 48 && z * 4 >= x && z * 4 < x + 96) }'; then
   ok "FULL_SHARD per rank: parameters' shard $p1 B on 1 rank, $p2 B on 2, $p4 B on 4, + the largest unit $u2 B; all sharded: $s1, $s2, $s4 B (parameters+gradients+optimizer: $(total fm1.log), $(total fw.log), $(total fw4.log) B)"
 else fail "FULL_SHARD bytes 1/N" "params shard '$p1' '$p2' '$p4', unit '$u2', sharded '$s1' '$s2' '$s4'"; fi
+# the gradients: the largest unit's buffer and the part of a unit a reduce-scatter brings,
+# not the whole arena (the parameters' whole size on 1 rank: shard $p1)
+gbuf() { grep -o 'gradients [0-9]* B (the units' "$1" | grep -o '[0-9]*'; }
+g2=$(gbuf fw.log); g4=$(gbuf fw4.log)
+if [ -n "$g2" ] && [ -n "$g4" ] && awk -v g="$g2" -v h="$g4" -v u="$u2" -v b="$p2" -v c="$p4" 'BEGIN { exit !(g >= u && g <= u + b && h <= g && h <= u + c) }'
+then ok "FULL_SHARD per rank: gradient buffers $g2 B on 2 ranks, $g4 B on 4 (largest unit $u2 B; the whole arena: $p1 B)"
+else fail "FULL_SHARD gradient buffers" "'$g2' '$g4' (unit '$u2', whole '$p1')"; fi
 "$LOOM" explain fw.lua -o exw >/dev/null 2>&1
 if [ "$(grep -c '^| all-gather | unit [0-2] (`net\.[024]`): 2 tensors' exw/REPORT.md)" = 3 ] && grep -q '^| reduce-scatter (avg) | unit 2 (`net.4`).s gradients | in backward' exw/REPORT.md
 then ok "explain (FULL_SHARD): an all-gather and a reduce-scatter row per unit"; else fail "explain (FULL_SHARD)" "$(sed -n '/## Collectives/,$p' exw/REPORT.md | head -10 | tr '\n' ' ')"; fi
@@ -184,7 +209,15 @@ then ok "--dump=strategy: FULL_SHARD's units"; else fail "--dump=strategy (FULL_
 refused hybrid "$FULL; s/devices = 2 }/devices = 2, sharding_strategy = \"HYBRID_SHARD\" }/" "hybrid.lua:9: fsdp: sharding_strategy 'HYBRID_SHARD' is not implemented yet; write 'FULL_SHARD' (parameters, gradients and optimizer state sharded over the 2 ranks), 'SHARD_GRAD_OP' or 'NO_SHARD' (ddp)"
 refused noclass 's/"ddp", devices = 2 }/"fsdp", devices = 2, auto_wrap_policy = { "Linar" } }/' "noclass.lua:9: fsdp: auto_wrap_policy: the model has no module of class 'Linar' (did you mean 'Linear'?) (its classes: DdpMLP, Linear, ReLU, Sequential, Tanh)"
 refused twounits "$KIDS; $FULL; s/m.l1(b.x)))))/m.l1(b.x) + (m.l1.bias + m.l2.bias)))))/" "twounits.lua:6: fsdp FULL_SHARD: add reads parameters of two units at once, l1.bias (unit 'l1') and l2.bias (unit 'l2') (a weight tied across units); make them one unit (auto_wrap_policy) or use sharding_strategy = 'SHARD_GRAD_OP'"
-refused f16true "$FULL; s/\"32-true\"/\"16-true\"/" "f16true.lua:9: fsdp: FULL_SHARD at '16-true' is not implemented yet (float16 parameters beside the float32 optimizer state); use SHARD_GRAD_OP, ddp, bf16-true or a -mixed precision"
+# 16-true: float16 parameter shards (gathered and kept in their own type) beside the
+# float32 optimizer state's; = SHARD_GRAD_OP's 16-true and 1 rank's, resumed = uninterrupted
+variant fh16 "$WRAP; s/AdamW { lr = 1e-2, weight_decay = 0.01 }/SGD { lr = 0.05, momentum = 0.9 }/; s/\"32-true\"/\"16-true\"/" && $MPI -np 2 ./fh16/train --out fh16r --max-steps 5 --quiet >/dev/null 2>&1
+if grep -q 'fsdp_set_units' fh16/train.c; then within "FULL_SHARD 16-true (3 units) = SHARD_GRAD_OP 16-true, 2 ranks (SGD momentum, 5 steps: weights)" fh16r/last.safetensors f16r/last.safetensors
+else fail "FULL_SHARD 16-true" "not a FULL_SHARD build: $(head -2 fh16.log | tr '\n' ' ')"; fi
+within "FULL_SHARD 16-true: the float32 optimizer state = 1 rank's (within 2^-9)" fh16r/last.safetensors o16r/last.safetensors optimizer. 0.001953125
+$MPI -np 2 ./fh16/train --out fh16s --max-steps 3 --quiet >/dev/null 2>&1
+$MPI -np 2 ./fh16/train --out fh16s --resume fh16s/last.safetensors --max-steps 5 --quiet >/dev/null 2>&1
+within "FULL_SHARD 16-true: resumed at step 3 = uninterrupted" fh16s/last.safetensors fh16r/last.safetensors
 refused fclip "$FULL; s/epochs = 1,/epochs = 1, clip = { max_norm = 1, norm_type = math.huge },/" "fclip.lua:19: fsdp: clipping by the inf-norm is not implemented yet (a maximum over every rank's shard); use a p-norm, clip_val, ddp, or --devices=1"
 # the test set after training, with the best checkpoint (read whole on rank 0, each rank
 # keeping its shard): fashion_mlp.lua's test metrics equal DDP's
