@@ -212,7 +212,10 @@ local function statements(g, trace, input_expr, consts)
       -- an op inside a built-in module of several ops: written as the module's one call below
     elseif node.composite then
       local c, args = node.composite, {}
-      for k, t in ipairs(c.args) do args[k] = v(t) end
+      for k, t in ipairs(c.args) do
+        -- a list of tensors is a tuple (an LSTM's initial states)
+        args[k] = t.shape and v(t) or "(" .. v(t[1]) .. ", " .. v(t[2]) .. ")"
+      end
       local kw = {}
       for _, x in ipairs(c.kwargs or {}) do kw[#kw + 1] = string.format(", %s=%s%s", x[1], v(x[2]), x[3] or "") end
       local call = string.format("%s(%s%s%s)", access((g.prefix_of[c.rec] or ""):gsub("%.$", "")), table.concat(args, ", "),
@@ -257,9 +260,10 @@ local function statements(g, trace, input_expr, consts)
       expr = string.format("torch.cat([%s], dim=%d)", table.concat(xs, ", "), a.dim)
     elseif node.op == "matmul" then expr = string.format("torch.matmul(%s, %s)", v(i[1]), v(i[2]))
     elseif node.op == "reshape" then
-      -- the batch size ("B": unsqueeze, squeeze, x:view(x:size(0), ...)) is the input's dim 0
-      local dims = {}
-      for k, d in ipairs(a.dims) do dims[k] = d == "B" and (v(i[1]) .. ".shape[0]") or tostring(d) end
+      -- the batch size ("B": unsqueeze, squeeze, x:view(x:size(0), ...)): the input's dim where B is
+      local dims, bdim = {}, 0
+      for k, d in ipairs(i[1].shape) do if d == "B" then bdim = k - 1 end end
+      for k, d in ipairs(a.dims) do dims[k] = d == "B" and (v(i[1]) .. ".shape[" .. bdim .. "]") or tostring(d) end
       expr = string.format("%s.reshape(%s)", v(i[1]), table.concat(dims, ", "))
     elseif node.op == "detach" then expr = v(i[1]) .. ".detach()"
     elseif node.op == "flatten" then expr = string.format("torch.flatten(%s, %d, %d)", v(i[1]), a.start_dim, a.end_dim)

@@ -71,6 +71,16 @@ end
 
 local function elementwise_flops(node) return numel(node.out.shape) end
 
+-- The elements of shape[from..]: a number, or where the batch dim is among them (a
+-- tensor whose batch dim is not first) the C expression util.count_expr writes ("B * 8"),
+-- which only the C backend meets (the CUDA backend refuses such tensors: ops_cuda.supported)
+local function inner_count(shape, from)
+  for i = from, #shape do
+    if shape[i] == "B" then return util.count_expr(shape, from) end
+  end
+  return util.numel({ table.unpack(shape, from) })
+end
+
 local function same_shape(node, x)
   expect_float(node, x)
   return copy(x.shape), x.dtype
@@ -260,9 +270,7 @@ local function softmax_layout(n)
   local x = n.inputs[1]
   local d = n.attrs.dim
   if d < 0 then d = d + #x.shape end
-  local inner = 1
-  for i = d + 2, #x.shape do inner = inner * x.shape[i] end
-  return d + 1, x.shape[d + 1], inner
+  return d + 1, x.shape[d + 1], inner_count(x.shape, d + 2)
 end
 ops.softmax.layout, ops.log_softmax.layout = softmax_layout, softmax_layout
 
@@ -315,7 +323,7 @@ function ops.cat.layout(node)
   local d = node.attrs.dim
   local shape = node.out.shape
   if d < 0 then d = d + #shape end
-  return d + 1, numel({ table.unpack(shape, d + 2) })
+  return d + 1, inner_count(shape, d + 2)
 end
 
 -- a change of format, inserted by the precision pass (gen/precision.lua), never by a spec
@@ -555,9 +563,7 @@ function ops.sum.layout(node)
     if x.shape[i] == "B" then require("diag").fatal(node.where, node.op .. " over the batch dimension inside the model is not supported yet") end
     D = D * x.shape[i]
   end
-  local inner = 1
-  for i = last + 1, k do inner = inner * x.shape[i] end
-  return first, D, inner
+  return first, D, inner_count(x.shape, last + 1)
 end
 ops.mean.layout = ops.sum.layout
 
@@ -607,6 +613,10 @@ function ops.matmul.layout(node)
   for i = 1, nb do
     local da, db = am[#am - 2 - nb + i], bm[#bm - 2 - nb + i]
     bshape[i] = (da ~= nil and da ~= 1) and da or (db or 1)
+    if i > 1 and bshape[i] == "B" then
+      require("diag").fatal(node.where, string.format("matmul: the batch dimension as batch dim %d of %s is not supported yet "
+        .. "(the first batch dim, or a matrix dim, is)", i - 1, util.shape_str(node.out.shape)))
+    end
   end
   local function strides(m)
     local s, run = {}, 1
@@ -1075,9 +1085,10 @@ ops.accuracy = {
 -- What an op keeps from its forward for its backward (gen/plan.lua lays it out; both
 -- backends' kernels read it): a list of { name, per_sample = n (times the batch) or
 -- count = n, dtype = "int32" for indices (else the compute type) }.
-local function dims_after(shape, first)  -- product of shape[first..]
-  local n = 1
-  for i = first, #shape do n = n * shape[i] end
+local function dims_after(shape, first)  -- product of shape[first..]; a sample's, where B is elsewhere
+  local n, skip = 1, false
+  for i = 1, #shape do if shape[i] == "B" and i >= first then skip = true end end
+  for i = skip and 1 or first, #shape do if shape[i] ~= "B" then n = n * shape[i] end end
   return n
 end
 function ops.max_pool2d.saves(n)
@@ -1255,5 +1266,23 @@ end
 ops.flatten.alias = true
 ops.reshape.alias = true
 ops.detach.alias = true
+
+---------------------------------------------------------------------------
+-- Tensors whose batch dimension is not first (an LSTM's h_n, (layers, B, H); x after
+-- transpose(x, 0, 1)): the ops below compute on them as on any other tensor (their
+-- sizes name B wherever it is: elementwise and broadcast ops, shapes and views, reductions
+-- and softmax off the batch dim, linear, matmul).  tensor.apply refuses any other op
+-- reading such a tensor, at its line: the modules take batch-first inputs.
+local BATCH_ANYWHERE = { "relu", "silu", "sigmoid", "tanh", "gelu", "dropout", "cast", "detach",
+  "add", "sub", "mul", "div", "maximum", "minimum", "pow_tensor", "where", "compare",
+  "transpose", "permute", "slice", "cat", "reshape", "flatten",
+  "sum", "mean", "amax", "var", "std", "max_dim", "argmax", "softmax", "log_softmax", "linear", "matmul" }
+for _, name in ipairs(BATCH_ANYWHERE) do ops[name].batch_anywhere = true end
+for name in pairs(UNARY) do ops[name].batch_anywhere = true end
+-- the 0-based dim of the batch in `shape` when it is not the first (else nil)
+function ops.batch_dim_inside(shape)
+  for i = 2, #shape do if shape[i] == "B" then return i - 1 end end
+  return nil
+end
 
 return ops

@@ -684,6 +684,8 @@ ops_cpu.constant = {
 -- data movement: transpose, permute, slice
 
 local function norm(d, n) return d < 0 and d + n or d end
+-- the elements after a dim (B among them where the batch dim is not first)
+local function inner_count(shape, from) return require("util").count_expr(shape, from) end
 
 local function permute_rule(perm_of)
   local function decl(e, n)
@@ -711,13 +713,13 @@ ops_cpu.slice = {
   forward = function(e, n)
     local x = n.inputs[1]
     local d = norm(n.attrs.dim, #x.shape) + 1
-    return { e.call("slice_forward", e.ptr(n.out), e.ptr(x), e.outer(x, d), x.shape[d], dims_after(x.shape, d + 1),
+    return { e.call("slice_forward", e.ptr(n.out), e.ptr(x), e.outer(x, d), x.shape[d], inner_count(x.shape, d + 1),
       n.attrs.start_index, n.attrs.step, n.out.shape[d]) }
   end,
   backward = function(e, n)
     local x = n.inputs[1]
     local d = norm(n.attrs.dim, #x.shape) + 1
-    return { e.call("slice_backward", e.grad(x), e.grad(n.out), e.outer(x, d), x.shape[d], dims_after(x.shape, d + 1),
+    return { e.call("slice_backward", e.grad(x), e.grad(n.out), e.outer(x, d), x.shape[d], inner_count(x.shape, d + 1),
       n.attrs.start_index, n.attrs.step, n.out.shape[d]) }
   end,
 }

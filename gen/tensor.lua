@@ -62,6 +62,16 @@ function tensor.apply(opname, inputs, attrs, where)
     call_where = call_where or diag.here(),
     no_grad = no_grad_depth > 0 or nil,   -- gen/autodiff.lua: its output needs no gradient
   }
+  if not op.batch_anywhere then
+    for _, x in pairs(inputs) do
+      local d = tensor.is(x) and ops.batch_dim_inside(x.shape)
+      if d then
+        diag.fatal(node.where, string.format("%s: its input %s has the batch dimension at dim %d; it takes batch-first tensors "
+          .. "(transpose(x, 0, %d) first)", node.module and node.module.call_text or (attrs and attrs.as) or opname,
+          util.shape_str(x.shape), d, d))
+      end
+    end
+  end
   local shape, dtype, extra = op.shape(node, table.unpack(inputs, 1, op.arity or #inputs))
   extra = extra or {}
   extra.node = node
