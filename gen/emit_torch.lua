@@ -195,6 +195,13 @@ local function slice_expr(x, a, var)
   return string.format("%s[%s]", var, table.concat(parts, ", "))
 end
 
+-- a float as a Python expression (repr's text reads back; inf and nan are names repr
+-- writes that Python has only as float('inf'), float('nan'))
+local function pynum(x)
+  if x ~= x or x == math.huge or x == -math.huge then return "float('" .. util.pyfloat(x) .. "')" end
+  return util.pyfloat(x)
+end
+
 local function statements(g, trace, input_expr, consts)
   local lines = {}
   local function v(t)
@@ -243,7 +250,7 @@ local function statements(g, trace, input_expr, consts)
     elseif node.op == "constant" then
       -- one module-level table per distinct constant (CONSTANTS below), made a tensor once per dtype
       local vals = {}
-      for k, x in ipairs(a.values) do vals[k] = util.pyfloat(x) end
+      for k, x in ipairs(a.values) do vals[k] = pynum(x) end
       local key = table.concat(a.shape, ",") .. ":" .. table.concat(vals, ",")
       if not consts.index[key] then
         consts[#consts + 1] = string.format("    ([%s], (%s)),", table.concat(vals, ", "),
@@ -309,8 +316,8 @@ local function statements(g, trace, input_expr, consts)
       end
     elseif node.op == "where" then
       local c = v(i[1]) .. ".bool()"
-      local a = node.attrs.a ~= nil and util.pyfloat(node.attrs.a) or v(i[2])
-      local b = node.attrs.b ~= nil and util.pyfloat(node.attrs.b) or (node.attrs.a ~= nil and v(i[2]) or v(i[3]))
+      local a = node.attrs.a ~= nil and pynum(node.attrs.a) or v(i[2])
+      local b = node.attrs.b ~= nil and pynum(node.attrs.b) or (node.attrs.a ~= nil and v(i[2]) or v(i[3]))
       expr = (node.attrs.as == "masked_fill" and string.format("%s.masked_fill(%s, %s)", b, c, a)
         or string.format("torch.where(%s, %s, %s)", c, a, b))
     elseif node.op == "cosine_similarity" then

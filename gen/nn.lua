@@ -947,11 +947,13 @@ builtin("Conv1d", {
 -- result; loom's default differs: no weights unless asked); with opts.need_weights = true
 -- it returns the output and the weights averaged over the heads (B, L, S), after dropout
 -- as PyTorch's.  opts.key_padding_mask: an integer (B, S) tensor, nonzero = a key to ignore
--- (PyTorch's True); opts.attn_mask: a float (L, S) tensor added to the scores (e.g. from
--- tensor(...)); is_causal: the keys after each query ignored.  Without weights, masks or
--- dropout it is scaled_dot_product_attention; otherwise the scores are written out, a
--- masked score -1e9 (PyTorch's -inf: the same softmax unless a row is all masked).
-local MASKED = -1e9
+-- (PyTorch's True); opts.attn_mask: an (L, S) tensor, float (added to the scores, e.g.
+-- from tensor(...)) or integer (PyTorch's bool: nonzero = not allowed, e.g. from a
+-- comparison); is_causal: the keys after each query ignored.  Without weights, masks or
+-- dropout it is scaled_dot_product_attention; otherwise the scores are written out and a
+-- masked score is -inf, as PyTorch's masked_fill: a query whose keys are all masked gets
+-- NaN weights and output, as torch 1.13's MultiheadAttention gives.
+local MASKED = -math.huge
 local function mha_forward(rec, query, key, value, opts)
   local a = rec.args
   local name = rec.call_text or rec.class
@@ -984,9 +986,9 @@ local function mha_forward(rec, query, key, value, opts)
     diag.fatal(nil, string.format("%s: key_padding_mask must be an integer (batch, %d) tensor (nonzero = ignore the key), gets %s %s",
       name, S, kpm.dtype, util.shape_str(kpm.shape)))
   end
-  if amask and (amask.dtype ~= "float" or #amask.shape ~= 2 or amask.shape[1] ~= L or amask.shape[2] ~= S) then
-    diag.fatal(nil, string.format("%s: attn_mask must be a float (%d, %d) tensor added to the scores (a batch of masks or an "
-      .. "integer mask is not supported yet), gets %s %s", name, L, S, amask.dtype, util.shape_str(amask.shape)))
+  if amask and (#amask.shape ~= 2 or amask.shape[1] ~= L or amask.shape[2] ~= S) then
+    diag.fatal(nil, string.format("%s: attn_mask must be an (%d, %d) tensor, float (added to the scores) or integer "
+      .. "(nonzero = not allowed; a batch of masks is not supported yet), gets %s %s", name, L, S, amask.dtype, util.shape_str(amask.shape)))
   end
   if amask and causal then
     diag.fatal(nil, name .. ": attn_mask with is_causal: give the causal part in attn_mask (PyTorch 1.13's MultiheadAttention has no is_causal)")
@@ -1010,15 +1012,16 @@ local function mha_forward(rec, query, key, value, opts)
   local o, weights
   if a.dropout > 0 or need_weights or kpm or amask then
     local att = f.matmul(q, f.transpose(k, 2, 3)) * (1 / math.sqrt(E // H))   -- (B, H, L, S)
-    if causal then   -- the keys after each query: a constant added to the scores
+    if causal then   -- the keys after each query masked: a constant's nonzeros, as triu(1)
       local c = {}
       for i = 1, L do
         c[i] = {}
-        for j = 1, S do c[i][j] = j > i and MASKED or 0 end
+        for j = 1, S do c[i][j] = j > i and 1 or 0 end
       end
-      att = att + f.tensor(c)
+      att = f.masked_fill(att, f.gt(f.tensor(c), 0), MASKED)
     end
-    if amask then att = att + amask end
+    if amask and amask.dtype == "float" then att = att + amask
+    elseif amask then att = f.masked_fill(att, amask, MASKED) end
     if kpm then att = f.masked_fill(att, f.reshape(kpm, "B", 1, 1, S), MASKED) end
     att = f.softmax(att, -1)
     if a.dropout > 0 then att = tensor.apply("dropout", { att }, { p = a.dropout }) end
@@ -1030,7 +1033,7 @@ local function mha_forward(rec, query, key, value, opts)
   o = f.reshape(f.transpose(o, 1, 2), "B", L, E)
   local out = rec.child_by_key.out_proj(o)
   local kwargs = {}
-  if amask then kwargs[#kwargs + 1] = { "attn_mask", amask } end
+  if amask then kwargs[#kwargs + 1] = { "attn_mask", amask, amask.dtype ~= "float" and ".bool()" or nil } end
   if kpm then kwargs[#kwargs + 1] = { "key_padding_mask", kpm, ".bool()" } end
   tensor.mark_composite(rec, first, out, { query, key, value }, {
     suffix = "[0]", kwargs = kwargs, outputs = weights and { { weights, "[1]" } } or nil,

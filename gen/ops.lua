@@ -946,35 +946,26 @@ ops.upsample = {
 }
 
 -- where(cond, a, b) and masked_fill(x, mask, value): the condition is an integer tensor
--- (nonzero = true; loom has no bool dtype: a data field with dtype = 'int64'), broadcast
--- to the output; a and b are tensors of the output's shape or numbers (attrs a, b):
--- the inputs are the condition and the tensors among a, b in order.
+-- (nonzero = true; loom has no bool dtype: a data field with dtype = 'int64', or a
+-- comparison's result); a and b tensors or numbers (attrs a, b), all three broadcast
+-- together as torch.where does; masked_fill's mask broadcasts to x's shape, which it
+-- keeps (as Tensor.masked_fill).  The inputs are the condition and the tensors among a,
+-- b in order.
 ops.where = {
   precision = "follow", no_grad_inputs = { [1] = true },
   shape = function(node, cond, x, y)
+    local what = node.attrs.as or "where"
     if cond.dtype ~= "int64" then
       err(node, string.format("%s: the condition must be an integer tensor (dtype = 'int64', nonzero = true), gets %s",
-        node.attrs.as or "where", cond.dtype))
+        what, cond.dtype))
     end
-    local t = x
-    expect_float(node, t, "operand")
-    if x and y then
-      for i = 1, math.max(#x.shape, #y.shape) do
-        if #x.shape ~= #y.shape or x.shape[i] ~= y.shape[i] then
-          err(node, string.format("where: a %s and b %s must have the same shape", util.shape_str(x.shape), util.shape_str(y.shape)))
-        end
-      end
-    end
-    local out = broadcast(node, cond.shape, t.shape)
-    if #out ~= #t.shape then
-      err(node, string.format("%s: the condition %s would broadcast the operand %s", node.attrs.as or "where",
-        util.shape_str(cond.shape), util.shape_str(t.shape)))
-    end
-    for i = 1, #out do
-      if out[i] ~= t.shape[i] then
-        err(node, string.format("%s: the condition %s would broadcast the operand %s", node.attrs.as or "where",
-          util.shape_str(cond.shape), util.shape_str(t.shape)))
-      end
+    expect_float(node, x, "operand")
+    if y then expect_float(node, y, "operand") end
+    local out = broadcast(node, cond.shape, x.shape)
+    if y then out = broadcast(node, out, y.shape) end
+    if what == "masked_fill" and util.shape_str(out) ~= util.shape_str(x.shape) then
+      err(node, string.format("masked_fill: the mask %s would broadcast the tensor %s (it must broadcast to the tensor's shape)",
+        util.shape_str(cond.shape), util.shape_str(x.shape)))
     end
     return out
   end,
@@ -982,8 +973,9 @@ ops.where = {
 }
 
 -- argmax over one dim (the first index of the maximum; NaN counts as the maximum, as
--- PyTorch's) and the comparisons gt lt ge le eq ne (float or integer tensors of one shape
--- and dtype, or a tensor and a number, attrs.scalar): integer (int64) outputs, 0/1 for the comparisons (PyTorch's
+-- PyTorch's) and the comparisons gt lt ge le eq ne (two float or integer tensors,
+-- broadcast together, an integer one compared as a float with a float one as PyTorch
+-- promotes it; or a tensor and a number, attrs.scalar): integer (int64) outputs, 0/1 for the comparisons (PyTorch's
 -- bool: loom has no bool dtype; where, masked_fill and key_padding_mask read them), no
 -- gradient.  The precision plan stores them as i64 whatever the precision.
 ops.argmax = { arity = 1, precision = "follow", no_grad = true, flops = function(n) return numel(n.inputs[1].shape) end,
@@ -991,15 +983,7 @@ ops.argmax = { arity = 1, precision = "follow", no_grad = true, flops = function
 ops.argmax.layout = ops.sum.layout
 ops.compare = { precision = "follow", no_grad = true, flops = elementwise_flops,
   shape = function(node, a, b)
-    if b and b.dtype ~= a.dtype then
-      err(node, string.format("%s: operands of two dtypes (%s, %s)", node.attrs.as, a.dtype, b.dtype))
-    end
-    if b then
-      if util.shape_str(a.shape) ~= util.shape_str(b.shape) then
-        err(node, string.format("%s: operands %s and %s must have the same shape (broadcasting is not supported yet)",
-          node.attrs.as, util.shape_str(a.shape), util.shape_str(b.shape)))
-      end
-    end
+    if b then return broadcast(node, a.shape, b.shape), "int64" end
     return copy(a.shape), "int64"
   end }
 

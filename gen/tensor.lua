@@ -66,7 +66,7 @@ function tensor.apply(opname, inputs, attrs, where)
     for _, x in pairs(inputs) do
       local d = tensor.is(x) and ops.batch_dim_inside(x.shape)
       if d then
-        diag.fatal(node.where, string.format("%s: its input %s has the batch dimension at dim %d; it takes batch-first tensors "
+        diag.fatal(node.call_where, string.format("%s: its input %s has the batch dimension at dim %d; it takes batch-first tensors "
           .. "(transpose(x, 0, %d) first)", node.module and node.module.call_text or (attrs and attrs.as) or opname,
           util.shape_str(x.shape), d, d))
       end

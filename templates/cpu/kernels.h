@@ -153,6 +153,8 @@ typedef struct { int N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW; int cou
 #define K_PARALLEL_FOR(cond, ...) \
     do { if (cond) { K_PARALLEL_PRAGMA __VA_ARGS__ } else { __VA_ARGS__ } } while (0)
 typedef struct { int ndim; int shape[K_MAXDIM]; int64_t sa[K_MAXDIM], sb[K_MAXDIM]; } k_bcast_dims;
+// where's three operands: the condition's, a's and b's broadcast strides
+typedef struct { int ndim; int shape[K_MAXDIM]; int64_t sc[K_MAXDIM], sa[K_MAXDIM], sb[K_MAXDIM]; } k_where_dims;
 
 // Batched matmul with broadcast batch dims:
 //   out (batch..., M, N) = a (batch_a..., M, K) @ b (batch_b..., K, N)
