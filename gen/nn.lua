@@ -103,7 +103,8 @@ function nn.apply(p, ...)
       local second = select(2, ...)
       local state = type(second) == "table" and not tensor.is(second) and second[1] or second
       local from = tensor.is(state) and state.node and state.node.composite and state.node.composite.rec.class
-      diag.fatal(call_where, string.format("%s takes one input, gets %d%s", rec.call_text or rec.class, n,
+      diag.fatal(call_where, string.format("%s takes %s, gets %d%s", rec.call_text or rec.class,
+        rec.max_inputs and ("at most " .. rec.max_inputs .. " inputs") or "one input", n,
         n == 2 and (from == "LSTM" or from == "GRU") and " (LSTM and GRU return the output and the final states, as PyTorch: "
           .. "local out, state = m.lstm(x))" or ""))
     end
@@ -987,7 +988,7 @@ local function mha_forward(rec, query, key, value, opts)
       name, S, kpm.dtype, util.shape_str(kpm.shape)))
   end
   if amask and (#amask.shape ~= 2 or amask.shape[1] ~= L or amask.shape[2] ~= S) then
-    diag.fatal(nil, string.format("%s: attn_mask must be an (%d, %d) tensor, float (added to the scores) or integer "
+    diag.fatal(nil, string.format("%s: attn_mask must be (%d, %d), a float tensor (added to the scores) or an integer one "
       .. "(nonzero = not allowed; a batch of masks is not supported yet), gets %s %s", name, L, S, amask.dtype, util.shape_str(amask.shape)))
   end
   if amask and causal then

@@ -63,7 +63,7 @@ local function broadcast(node, a, b)
     elseif db == 1 then out[i] = da
     else
       err(node, string.format("%s: shapes %s and %s cannot be broadcast together (dim %d: %s vs %s)",
-        node.op, util.shape_str(a), util.shape_str(b), i - 1, tostring(da), tostring(db)))
+        node.attrs.as or node.op, util.shape_str(a), util.shape_str(b), i - 1, tostring(da), tostring(db)))
     end
   end
   return out
