@@ -1138,7 +1138,6 @@ builtin("TransformerEncoderLayer", {
 -- while training.
 local function rnn(name, gates, doc)
   local lstm = gates == 4
-  local state_text = lstm and "{h_0, c_0}" or "h_0"
   builtin(name, {
     doc = doc,
     signature = { { "input_size", "posint", required = true }, { "hidden_size", "posint", required = true },
