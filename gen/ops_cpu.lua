@@ -688,6 +688,14 @@ ops_cpu.constant = {
 -- data movement: transpose, permute, slice
 
 local function norm(d, n) return d < 0 and d + n or d end
+-- the kernel call of a data movement: an int64 tensor (a mask, indices) through the _i64
+-- kernels (templates/cpu/kernels_move.inc); it has no gradient
+local function move_call(e, x)
+  if x.dtype ~= "int64" then return e.call end
+  return function(kernel, ...)
+    return (e.call(kernel, ...):gsub("^k_" .. kernel .. "_%w+%(", "k_" .. kernel .. "_i64("))
+  end
+end
 -- the elements after a dim (B among them where the batch dim is not first)
 local function inner_count(shape, from) return require("util").count_expr(shape, from) end
 
@@ -700,7 +708,7 @@ local function permute_rule(perm_of)
   return {
     forward = function(e, n)
       local lines, shape, perm = decl(e, n)
-      lines[#lines + 1] = e.call("permute_forward", e.ptr(n.out), e.ptr(n.inputs[1]), #n.inputs[1].shape, shape, perm)
+      lines[#lines + 1] = move_call(e, n.inputs[1])("permute_forward", e.ptr(n.out), e.ptr(n.inputs[1]), #n.inputs[1].shape, shape, perm)
       return lines
     end,
     backward = function(e, n)
@@ -717,7 +725,7 @@ ops_cpu.slice = {
   forward = function(e, n)
     local x = n.inputs[1]
     local d = norm(n.attrs.dim, #x.shape) + 1
-    return { e.call("slice_forward", e.ptr(n.out), e.ptr(x), e.outer(x, d), x.shape[d], inner_count(x.shape, d + 1),
+    return { move_call(e, x)("slice_forward", e.ptr(n.out), e.ptr(x), e.outer(x, d), x.shape[d], inner_count(x.shape, d + 1),
       n.attrs.start_index, n.attrs.step, n.out.shape[d]) }
   end,
   backward = function(e, n)

@@ -396,6 +396,13 @@ static inline void k_sgemm_bf16(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta,
 #undef K_GEMM
 #undef K_EPS_T
 
+// permute and slice once more for int64_t tensors (masks, indices): k_slice_forward_i64, ...
+#define T int64_t
+#define SFX i64
+#include "kernels_move.inc"
+#undef T
+#undef SFX
+
 // the GEMM layers once more over float buffers that hold bf16 values, their GEMMs in
 // bf16 (k_sgemm_bf16): k_linear_forward_bf16c, k_conv2d_backward_bf16c, k_matmul_forward_bf16c, ...
 // The op lowering (gen/ops_cpu.lua) calls them where every operand is read as bf16.
