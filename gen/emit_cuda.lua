@@ -883,8 +883,10 @@ function emit.check(g, target)
     if not ops_cuda[node.op] or node.op == "supported" then
       diag.error(node.where, string.format("%s is not supported by the CUDA backend yet", node.attrs.as or node.op))
     else
-      local why = ops_cuda.supported(node)
-      if why then diag.error(node.where, string.format("%s: %s is not supported by the CUDA backend yet", node.op, why)) end
+      local why, whole = ops_cuda.supported(node)
+      -- (`whole`: said of the module, or of the op outside one)
+      local who = whole and node.module and node.module.forward and node.module.call_text or node.attrs.as or node.op
+      if why then diag.error(node.where, string.format("%s: %s is not supported by the CUDA backend yet", who, why)) end
     end
   end
   local device, why = device_ordinal(sp, target.devices)

@@ -56,6 +56,13 @@ function emit.check(g, target)
       diag.fatal(sp.model_where, string.format("forward's result %d is %s; loom export writes float tensors only", i,
         tensor.is(v) and ("an " .. v.dtype .. " tensor") or "not a tensor (a table of tensors: return them one by one)"))
     end
+    -- (the library's outputs are per sample: an LSTM's h_n, (layers, B, H), is returned transposed)
+    if v.shape[1] ~= "B" then
+      local d = require("ops").batch_dim_inside(v.shape)
+      diag.fatal(sp.model_where, string.format("forward's result %d %s has %s; loom export writes batch-first outputs%s", i,
+        util.shape_str(v.shape), d and ("the batch dimension at dim " .. d) or "no batch dimension",
+        d and string.format(" (return transpose(x, 0, %d))", d) or ""))
+    end
   end
   for _, node in ipairs(t.nodes) do
     if not ops_cpu[node.op] then diag.error(node.where, string.format("%s is not supported by the C backend yet", node.op)) end

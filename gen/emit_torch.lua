@@ -201,6 +201,13 @@ local function slice_expr(x, a, var)
   return string.format("%s[%s]", var, table.concat(parts, ", "))
 end
 
+-- a float as a Python expression (repr's text reads back; inf and nan are names repr
+-- writes that Python has only as float('inf'), float('nan'))
+local function pynum(x)
+  if x ~= x or x == math.huge or x == -math.huge then return "float('" .. util.pyfloat(x) .. "')" end
+  return util.pyfloat(x)
+end
+
 local function statements(g, trace, input_expr, consts)
   local lines = {}
   -- the batch size (x:size(0) in a size list): the model's first input's dim 0
@@ -223,7 +230,10 @@ local function statements(g, trace, input_expr, consts)
       -- an op inside a built-in module of several ops: written as the module's one call below
     elseif node.composite then
       local c, args = node.composite, {}
-      for k, t in ipairs(c.args) do args[k] = v(t) end
+      for k, t in ipairs(c.args) do
+        -- a list of tensors is a tuple (an LSTM's initial states)
+        args[k] = t.shape and v(t) or "(" .. v(t[1]) .. ", " .. v(t[2]) .. ")"
+      end
       local kw = {}
       for _, x in ipairs(c.kwargs or {}) do kw[#kw + 1] = string.format(", %s=%s%s", x[1], v(x[2]), x[3] or "") end
       local call = string.format("%s(%s%s%s)", access((g.prefix_of[c.rec] or ""):gsub("%.$", "")), table.concat(args, ", "),
@@ -251,7 +261,7 @@ local function statements(g, trace, input_expr, consts)
     elseif node.op == "constant" then
       -- one module-level table per distinct constant (CONSTANTS below), made a tensor once per dtype
       local vals = {}
-      for k, x in ipairs(a.values) do vals[k] = util.pyfloat(x) end
+      for k, x in ipairs(a.values) do vals[k] = pynum(x) end
       local key = table.concat(a.shape, ",") .. ":" .. table.concat(vals, ",")
       if not consts.index[key] then
         consts[#consts + 1] = string.format("    ([%s], (%s)),", table.concat(vals, ", "),
@@ -283,9 +293,10 @@ local function statements(g, trace, input_expr, consts)
       expr = string.format("torch.cat([%s], dim=%d)", table.concat(xs, ", "), a.dim)
     elseif node.op == "matmul" then expr = string.format("torch.matmul(%s, %s)", v(i[1]), v(i[2]))
     elseif node.op == "reshape" then
-      -- the batch size ("B": unsqueeze, squeeze, x:view(x:size(0), ...)) is the input's dim 0
-      local dims = {}
-      for k, d in ipairs(a.dims) do dims[k] = d == "B" and (v(i[1]) .. ".shape[0]") or tostring(d) end
+      -- the batch size ("B": unsqueeze, squeeze, x:view(x:size(0), ...)): the input's dim where B is
+      local dims, bdim = {}, 0
+      for k, d in ipairs(i[1].shape) do if d == "B" then bdim = k - 1 end end
+      for k, d in ipairs(a.dims) do dims[k] = d == "B" and (v(i[1]) .. ".shape[" .. bdim .. "]") or tostring(d) end
       expr = string.format("%s.reshape(%s)", v(i[1]), table.concat(dims, ", "))
     elseif node.op == "detach" then expr = v(i[1]) .. ".detach()"
     elseif node.op == "flatten" then expr = string.format("torch.flatten(%s, %d, %d)", v(i[1]), a.start_dim, a.end_dim)
@@ -331,8 +342,8 @@ local function statements(g, trace, input_expr, consts)
       end
     elseif node.op == "where" then
       local c = v(i[1]) .. ".bool()"
-      local a = node.attrs.a ~= nil and util.pyfloat(node.attrs.a) or v(i[2])
-      local b = node.attrs.b ~= nil and util.pyfloat(node.attrs.b) or (node.attrs.a ~= nil and v(i[2]) or v(i[3]))
+      local a = node.attrs.a ~= nil and pynum(node.attrs.a) or v(i[2])
+      local b = node.attrs.b ~= nil and pynum(node.attrs.b) or (node.attrs.a ~= nil and v(i[2]) or v(i[3]))
       expr = (node.attrs.as == "masked_fill" and string.format("%s.masked_fill(%s, %s)", b, c, a)
         or string.format("torch.where(%s, %s, %s)", c, a, b))
     elseif node.op == "cosine_similarity" then

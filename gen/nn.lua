@@ -103,7 +103,8 @@ function nn.apply(p, ...)
       local second = select(2, ...)
       local state = type(second) == "table" and not tensor.is(second) and second[1] or second
       local from = tensor.is(state) and state.node and state.node.composite and state.node.composite.rec.class
-      diag.fatal(call_where, string.format("%s takes one input, gets %d%s", rec.call_text or rec.class, n,
+      diag.fatal(call_where, string.format("%s takes %s, gets %d%s", rec.call_text or rec.class,
+        rec.max_inputs and ("at most " .. rec.max_inputs .. " inputs") or "one input", n,
         n == 2 and (from == "LSTM" or from == "GRU") and " (LSTM and GRU return the output and the final states, as PyTorch: "
           .. "local out, state = m.lstm(x))" or ""))
     end
@@ -947,11 +948,13 @@ builtin("Conv1d", {
 -- result; loom's default differs: no weights unless asked); with opts.need_weights = true
 -- it returns the output and the weights averaged over the heads (B, L, S), after dropout
 -- as PyTorch's.  opts.key_padding_mask: an integer (B, S) tensor, nonzero = a key to ignore
--- (PyTorch's True); opts.attn_mask: a float (L, S) tensor added to the scores (e.g. from
--- tensor(...)); is_causal: the keys after each query ignored.  Without weights, masks or
--- dropout it is scaled_dot_product_attention; otherwise the scores are written out, a
--- masked score -1e9 (PyTorch's -inf: the same softmax unless a row is all masked).
-local MASKED = -1e9
+-- (PyTorch's True); opts.attn_mask: an (L, S) tensor, float (added to the scores, e.g.
+-- from tensor(...)) or integer (PyTorch's bool: nonzero = not allowed, e.g. from a
+-- comparison); is_causal: the keys after each query ignored.  Without weights, masks or
+-- dropout it is scaled_dot_product_attention; otherwise the scores are written out and a
+-- masked score is -inf, as PyTorch's masked_fill: a query whose keys are all masked gets
+-- NaN weights and output, as torch 1.13's MultiheadAttention gives.
+local MASKED = -math.huge
 local function mha_forward(rec, query, key, value, opts)
   local a = rec.args
   local name = rec.call_text or rec.class
@@ -984,9 +987,9 @@ local function mha_forward(rec, query, key, value, opts)
     diag.fatal(nil, string.format("%s: key_padding_mask must be an integer (batch, %d) tensor (nonzero = ignore the key), gets %s %s",
       name, S, kpm.dtype, util.shape_str(kpm.shape)))
   end
-  if amask and (amask.dtype ~= "float" or #amask.shape ~= 2 or amask.shape[1] ~= L or amask.shape[2] ~= S) then
-    diag.fatal(nil, string.format("%s: attn_mask must be a float (%d, %d) tensor added to the scores (a batch of masks or an "
-      .. "integer mask is not supported yet), gets %s %s", name, L, S, amask.dtype, util.shape_str(amask.shape)))
+  if amask and (#amask.shape ~= 2 or amask.shape[1] ~= L or amask.shape[2] ~= S) then
+    diag.fatal(nil, string.format("%s: attn_mask must be (%d, %d), a float tensor (added to the scores) or an integer one "
+      .. "(nonzero = not allowed; a batch of masks is not supported yet), gets %s %s", name, L, S, amask.dtype, util.shape_str(amask.shape)))
   end
   if amask and causal then
     diag.fatal(nil, name .. ": attn_mask with is_causal: give the causal part in attn_mask (PyTorch 1.13's MultiheadAttention has no is_causal)")
@@ -1010,15 +1013,16 @@ local function mha_forward(rec, query, key, value, opts)
   local o, weights
   if a.dropout > 0 or need_weights or kpm or amask then
     local att = f.matmul(q, f.transpose(k, 2, 3)) * (1 / math.sqrt(E // H))   -- (B, H, L, S)
-    if causal then   -- the keys after each query: a constant added to the scores
+    if causal then   -- the keys after each query masked: a constant's nonzeros, as triu(1)
       local c = {}
       for i = 1, L do
         c[i] = {}
-        for j = 1, S do c[i][j] = j > i and MASKED or 0 end
+        for j = 1, S do c[i][j] = j > i and 1 or 0 end
       end
-      att = att + f.tensor(c)
+      att = f.masked_fill(att, f.gt(f.tensor(c), 0), MASKED)
     end
-    if amask then att = att + amask end
+    if amask and amask.dtype == "float" then att = att + amask
+    elseif amask then att = f.masked_fill(att, amask, MASKED) end
     if kpm then att = f.masked_fill(att, f.reshape(kpm, "B", 1, 1, S), MASKED) end
     att = f.softmax(att, -1)
     if a.dropout > 0 then att = tensor.apply("dropout", { att }, { p = a.dropout }) end
@@ -1030,7 +1034,7 @@ local function mha_forward(rec, query, key, value, opts)
   o = f.reshape(f.transpose(o, 1, 2), "B", L, E)
   local out = rec.child_by_key.out_proj(o)
   local kwargs = {}
-  if amask then kwargs[#kwargs + 1] = { "attn_mask", amask } end
+  if amask then kwargs[#kwargs + 1] = { "attn_mask", amask, amask.dtype ~= "float" and ".bool()" or nil } end
   if kpm then kwargs[#kwargs + 1] = { "key_padding_mask", kpm, ".bool()" } end
   tensor.mark_composite(rec, first, out, { query, key, value }, {
     suffix = "[0]", kwargs = kwargs, outputs = weights and { { weights, "[1]" } } or nil,
@@ -1126,18 +1130,21 @@ builtin("TransformerEncoderLayer", {
 -- LSTM and GRU (batch_first = true), unrolled over the sequence into the op table's ops:
 -- one Linear of the whole input per layer and direction, then per step the hidden
 -- state's Linear, the gates (PyTorch's order: LSTM i, f, g, o; GRU r, z, n) and the
--- state update; the steps' outputs concatenated (B, T, H · directions).  Returns, as
--- PyTorch, the output and the final states: LSTM output, {h_n, c_n}; GRU output, h_n
--- (Lua's several results: `local out, state = m.lstm(x)`).  h_n and c_n are batch first,
--- (B, layers · directions, H): PyTorch's (layers · directions, B, H) transposed, as loom's
--- batch is dim 0.  The initial states are zeros.  Dropout between layers while training.
+-- state update; the steps' outputs concatenated (B, T, H · directions).  As PyTorch's:
+-- m.lstm(x[, {h_0, c_0}]) returns the output and {h_n, c_n}, m.gru(x[, h_0]) the output
+-- and h_n (Lua's several results: `local out, state = m.lstm(x)`), every state
+-- (layers · directions, B, H) even with batch_first, layer-major and the reverse
+-- direction second; without initial states they are zeros.  Dropout between layers
+-- while training.
 local function rnn(name, gates, doc)
+  local lstm = gates == 4
   builtin(name, {
     doc = doc,
     signature = { { "input_size", "posint", required = true }, { "hidden_size", "posint", required = true },
                   { "num_layers", "posint", 1 }, { "bias", "bool", true }, { "batch_first", "bool", false },
                   { "dropout", "prob", 0.0 }, { "bidirectional", "bool", false } },
     init = function(rec, a)
+      rec.max_inputs = 2   -- the input and the initial states
       if not a.batch_first then
         diag.error(rec.where, string.format("%s: only batch_first = true is supported (loom's batch is dim 0)", rec.call_text))
       end
@@ -1166,7 +1173,7 @@ local function rnn(name, gates, doc)
       if a.bidirectional then s = s .. ", bidirectional=True" end
       return s
     end,
-    forward = function(rec, x)
+    forward = function(rec, x, state)
       local a = rec.args
       local f = tensor.functional
       input_tensor(rec, x)
@@ -1174,24 +1181,48 @@ local function rnn(name, gates, doc)
         diag.fatal(nil, string.format("%s expects a (batch, sequence, %d) input (batch_first), gets %s", rec.call_text,
           a.input_size, util.shape_str(x.shape)))
       end
+      local T, H, dirs = x.shape[2], a.hidden_size, a.bidirectional and 2 or 1
+      local LD = a.num_layers * dirs
+      -- the initial states, each (layers · directions, B, H) as PyTorch's
+      local h_0, c_0 = state, nil
+      if lstm and state ~= nil then
+        if type(state) ~= "table" or tensor.is(state) or #state ~= 2 or not tensor.is(state[1]) or not tensor.is(state[2]) then
+          diag.fatal(nil, string.format("%s: the initial states must be a table {h_0, c_0} of two tensors, as PyTorch's tuple", rec.call_text))
+        end
+        h_0, c_0 = state[1], state[2]
+      elseif state ~= nil and not tensor.is(state) then
+        diag.fatal(nil, string.format("%s: the initial state h_0 must be a tensor, gets %s", rec.call_text,
+          type(state) == "table" and "a table" or type(state)))
+      end
+      for i, s0 in ipairs { h_0 or false, c_0 or false } do
+        if s0 and (s0.dtype ~= "float" or #s0.shape ~= 3 or s0.shape[1] ~= LD or s0.shape[2] ~= "B" or s0.shape[3] ~= H) then
+          diag.fatal(nil, string.format("%s expects %s of shape (%d, B, %d) (layers · directions, batch, hidden_size), gets %s",
+            rec.call_text, i == 1 and "h_0" or "c_0", LD, H, util.shape_str(s0.shape)))
+        end
+      end
+      -- layer l, direction d's initial state: (B, H), a view of row k of the (LD, B, H) states
+      local function initial(s0, k)
+        return s0 and f.reshape(f.slice(s0, 0, k, k + 1), "B", H) or nil
+      end
       local first = tensor.node_count()
-      local x0, T, H = x, x.shape[2], a.hidden_size
+      local x0 = x
       local h_last, c_last = {}, {}   -- each layer's and direction's final states, (B, 1, H)
       for l = 0, a.num_layers - 1 do
         if l > 0 and a.dropout > 0 then x = tensor.apply("dropout", { x }, { p = a.dropout }) end
         local outs = {}
-        for d = 1, (a.bidirectional and 2 or 1) do
+        for d = 1, dirs do
           local sfx = "_l" .. l .. (d == 2 and "_reverse" or "")
           local w_hh, b_hh = P(rec, "weight_hh" .. sfx), P(rec, "bias_hh" .. sfx)
           local xw = tensor.apply("linear", { x, P(rec, "weight_ih" .. sfx), P(rec, "bias_ih" .. sfx) })   -- (B, T, gates·H)
-          local h, c
+          local k = l * dirs + d - 1
+          local h, c = initial(h_0, k), initial(c_0, k)
           local steps = {}
-          for k = 0, T - 1 do
-            local t = d == 1 and k or T - 1 - k
+          for j = 0, T - 1 do
+            local t = d == 1 and j or T - 1 - j
             local g = f.reshape(f.slice(xw, 1, t, t + 1), "B", gates * H)
             local hw
             if h then hw = tensor.apply("linear", { h, w_hh, b_hh }) end
-            if gates == 4 then
+            if lstm then
               if hw then g = g + hw elseif b_hh then g = g + b_hh end
               local i, fg, gg, o = f.split(g, H, 1)
               local cand = f.sigmoid(i) * f.tanh(gg)
@@ -1214,20 +1245,25 @@ local function rnn(name, gates, doc)
         end
         x = #outs == 1 and outs[1] or f.cat(outs, 2)
       end
-      local h_n = #h_last == 1 and h_last[1] or f.cat(h_last, 1)
-      local c_n = gates == 4 and (#c_last == 1 and c_last[1] or f.cat(c_last, 1)) or nil
-      local outputs = { { h_n, gates == 4 and "[1][0].transpose(0, 1)" or "[1].transpose(0, 1)" } }
-      if c_n then outputs[2] = { c_n, "[1][1].transpose(0, 1)" } end
-      tensor.mark_composite(rec, first, x, { x0 }, { suffix = "[0]", outputs = outputs })
+      -- the final states gathered batch first, (B, LD, H), then PyTorch's (LD, B, H): the
+      -- transpose is the only op of an unused state whose output has B inside
+      local function states(list) return f.transpose(#list == 1 and list[1] or f.cat(list, 1), 0, 1) end
+      local h_n = states(h_last)
+      local c_n = lstm and states(c_last) or nil
+      local outputs = { { h_n, lstm and "[1][0]" or "[1]" } }
+      if c_n then outputs[2] = { c_n, "[1][1]" } end
+      local args = { x0 }
+      if h_0 then args[2] = lstm and { h_0, c_0 } or h_0 end
+      tensor.mark_composite(rec, first, x, args, { suffix = "[0]", outputs = outputs })
       if c_n then return x, { h_n, c_n } end
       return x, h_n
     end,
   })
 end
-rnn("LSTM", 4, { "a long short-term memory RNN (batch_first = true; layers, bidirectional); returns the output sequence and {h_n, c_n} (batch first)",
+rnn("LSTM", 4, { "a long short-term memory RNN (batch_first = true; layers, bidirectional): m.lstm(x[, {h_0, c_0}]) returns the output sequence and {h_n, c_n}, the states (layers · directions, B, hidden_size) as PyTorch's (zeros when not given)",
   torch = "torch.nn.LSTM", example = "LSTM(8, 16, {batch_first = true, num_layers = 2})", input = { 5, 8 },
   apply = "local out, state = m.layer(x); return out" })
-rnn("GRU", 3, { "a gated recurrent unit RNN (batch_first = true; layers, bidirectional); returns the output sequence and h_n (batch first)",
+rnn("GRU", 3, { "a gated recurrent unit RNN (batch_first = true; layers, bidirectional): m.gru(x[, h_0]) returns the output sequence and h_n, (layers · directions, B, hidden_size) as PyTorch's (zeros when not given)",
   torch = "torch.nn.GRU", example = "GRU(8, 16, {batch_first = true, bidirectional = true})", input = { 5, 8 },
   apply = "local out, h_n = m.layer(x); return out" })
 

@@ -63,13 +63,23 @@ local function broadcast(node, a, b)
     elseif db == 1 then out[i] = da
     else
       err(node, string.format("%s: shapes %s and %s cannot be broadcast together (dim %d: %s vs %s)",
-        node.op, util.shape_str(a), util.shape_str(b), i - 1, tostring(da), tostring(db)))
+        node.attrs.as or node.op, util.shape_str(a), util.shape_str(b), i - 1, tostring(da), tostring(db)))
     end
   end
   return out
 end
 
 local function elementwise_flops(node) return numel(node.out.shape) end
+
+-- The elements of shape[from..]: a number, or where the batch dim is among them (a
+-- tensor whose batch dim is not first) the C expression util.count_expr writes ("B * 8"),
+-- which only the C backend meets (the CUDA backend refuses such tensors: ops_cuda.supported)
+local function inner_count(shape, from)
+  for i = from, #shape do
+    if shape[i] == "B" then return util.count_expr(shape, from) end
+  end
+  return util.numel({ table.unpack(shape, from) })
+end
 
 local function same_shape(node, x)
   expect_float(node, x)
@@ -260,9 +270,7 @@ local function softmax_layout(n)
   local x = n.inputs[1]
   local d = n.attrs.dim
   if d < 0 then d = d + #x.shape end
-  local inner = 1
-  for i = d + 2, #x.shape do inner = inner * x.shape[i] end
-  return d + 1, x.shape[d + 1], inner
+  return d + 1, x.shape[d + 1], inner_count(x.shape, d + 2)
 end
 ops.softmax.layout, ops.log_softmax.layout = softmax_layout, softmax_layout
 
@@ -315,7 +323,7 @@ function ops.cat.layout(node)
   local d = node.attrs.dim
   local shape = node.out.shape
   if d < 0 then d = d + #shape end
-  return d + 1, numel({ table.unpack(shape, d + 2) })
+  return d + 1, inner_count(shape, d + 2)
 end
 
 -- a change of format, inserted by the precision pass (gen/precision.lua), never by a spec
@@ -555,9 +563,7 @@ function ops.sum.layout(node)
     if x.shape[i] == "B" then require("diag").fatal(node.where, node.op .. " over the batch dimension inside the model is not supported yet") end
     D = D * x.shape[i]
   end
-  local inner = 1
-  for i = last + 1, k do inner = inner * x.shape[i] end
-  return first, D, inner
+  return first, D, inner_count(x.shape, last + 1)
 end
 ops.mean.layout = ops.sum.layout
 
@@ -607,6 +613,10 @@ function ops.matmul.layout(node)
   for i = 1, nb do
     local da, db = am[#am - 2 - nb + i], bm[#bm - 2 - nb + i]
     bshape[i] = (da ~= nil and da ~= 1) and da or (db or 1)
+    if i > 1 and bshape[i] == "B" then
+      require("diag").fatal(node.where, string.format("matmul: the batch dimension as batch dim %d of %s is not supported yet "
+        .. "(the first batch dim, or a matrix dim, is)", i - 1, util.shape_str(node.out.shape)))
+    end
   end
   local function strides(m)
     local s, run = {}, 1
@@ -936,35 +946,26 @@ ops.upsample = {
 }
 
 -- where(cond, a, b) and masked_fill(x, mask, value): the condition is an integer tensor
--- (nonzero = true; loom has no bool dtype: a data field with dtype = 'int64'), broadcast
--- to the output; a and b are tensors of the output's shape or numbers (attrs a, b):
--- the inputs are the condition and the tensors among a, b in order.
+-- (nonzero = true; loom has no bool dtype: a data field with dtype = 'int64', or a
+-- comparison's result); a and b tensors or numbers (attrs a, b), all three broadcast
+-- together as torch.where does; masked_fill's mask broadcasts to x's shape, which it
+-- keeps (as Tensor.masked_fill).  The inputs are the condition and the tensors among a,
+-- b in order.
 ops.where = {
   precision = "follow", no_grad_inputs = { [1] = true },
   shape = function(node, cond, x, y)
+    local what = node.attrs.as or "where"
     if cond.dtype ~= "int64" then
       err(node, string.format("%s: the condition must be an integer tensor (dtype = 'int64', nonzero = true), gets %s",
-        node.attrs.as or "where", cond.dtype))
+        what, cond.dtype))
     end
-    local t = x
-    expect_float(node, t, "operand")
-    if x and y then
-      for i = 1, math.max(#x.shape, #y.shape) do
-        if #x.shape ~= #y.shape or x.shape[i] ~= y.shape[i] then
-          err(node, string.format("where: a %s and b %s must have the same shape", util.shape_str(x.shape), util.shape_str(y.shape)))
-        end
-      end
-    end
-    local out = broadcast(node, cond.shape, t.shape)
-    if #out ~= #t.shape then
-      err(node, string.format("%s: the condition %s would broadcast the operand %s", node.attrs.as or "where",
-        util.shape_str(cond.shape), util.shape_str(t.shape)))
-    end
-    for i = 1, #out do
-      if out[i] ~= t.shape[i] then
-        err(node, string.format("%s: the condition %s would broadcast the operand %s", node.attrs.as or "where",
-          util.shape_str(cond.shape), util.shape_str(t.shape)))
-      end
+    expect_float(node, x, "operand")
+    if y then expect_float(node, y, "operand") end
+    local out = broadcast(node, cond.shape, x.shape)
+    if y then out = broadcast(node, out, y.shape) end
+    if what == "masked_fill" and util.shape_str(out) ~= util.shape_str(x.shape) then
+      err(node, string.format("masked_fill: the mask %s would broadcast the tensor %s (it must broadcast to the tensor's shape)",
+        util.shape_str(cond.shape), util.shape_str(x.shape)))
     end
     return out
   end,
@@ -972,8 +973,9 @@ ops.where = {
 }
 
 -- argmax over one dim (the first index of the maximum; NaN counts as the maximum, as
--- PyTorch's) and the comparisons gt lt ge le eq ne (float or integer tensors of one shape
--- and dtype, or a tensor and a number, attrs.scalar): integer (int64) outputs, 0/1 for the comparisons (PyTorch's
+-- PyTorch's) and the comparisons gt lt ge le eq ne (two float or integer tensors,
+-- broadcast together, an integer one compared as a float with a float one as PyTorch
+-- promotes it; or a tensor and a number, attrs.scalar): integer (int64) outputs, 0/1 for the comparisons (PyTorch's
 -- bool: loom has no bool dtype; where, masked_fill and key_padding_mask read them), no
 -- gradient.  The precision plan stores them as i64 whatever the precision.
 ops.argmax = { arity = 1, precision = "follow", no_grad = true, flops = function(n) return numel(n.inputs[1].shape) end,
@@ -981,15 +983,7 @@ ops.argmax = { arity = 1, precision = "follow", no_grad = true, flops = function
 ops.argmax.layout = ops.sum.layout
 ops.compare = { precision = "follow", no_grad = true, flops = elementwise_flops,
   shape = function(node, a, b)
-    if b and b.dtype ~= a.dtype then
-      err(node, string.format("%s: operands of two dtypes (%s, %s)", node.attrs.as, a.dtype, b.dtype))
-    end
-    if b then
-      if util.shape_str(a.shape) ~= util.shape_str(b.shape) then
-        err(node, string.format("%s: operands %s and %s must have the same shape (broadcasting is not supported yet)",
-          node.attrs.as, util.shape_str(a.shape), util.shape_str(b.shape)))
-      end
-    end
+    if b then return broadcast(node, a.shape, b.shape), "int64" end
     return copy(a.shape), "int64"
   end }
 
@@ -1154,9 +1148,10 @@ ops.accuracy = {
 -- What an op keeps from its forward for its backward (gen/plan.lua lays it out; both
 -- backends' kernels read it): a list of { name, per_sample = n (times the batch) or
 -- count = n, dtype = "int32" for indices (else the compute type) }.
-local function dims_after(shape, first)  -- product of shape[first..]
-  local n = 1
-  for i = first, #shape do n = n * shape[i] end
+local function dims_after(shape, first)  -- product of shape[first..]; a sample's, where B is elsewhere
+  local n, skip = 1, false
+  for i = 1, #shape do if shape[i] == "B" and i >= first then skip = true end end
+  for i = skip and 1 or first, #shape do if shape[i] ~= "B" then n = n * shape[i] end end
   return n
 end
 function ops.max_pool2d.saves(n)
@@ -1334,5 +1329,23 @@ end
 ops.flatten.alias = true
 ops.reshape.alias = true
 ops.detach.alias = true
+
+---------------------------------------------------------------------------
+-- Tensors whose batch dimension is not first (an LSTM's h_n, (layers, B, H); x after
+-- transpose(x, 0, 1)): the ops below compute on them as on any other tensor (their
+-- sizes name B wherever it is: elementwise and broadcast ops, shapes and views, reductions
+-- and softmax off the batch dim, linear, matmul).  tensor.apply refuses any other op
+-- reading such a tensor, at its line: the modules take batch-first inputs.
+local BATCH_ANYWHERE = { "relu", "silu", "sigmoid", "tanh", "gelu", "dropout", "cast", "detach",
+  "add", "sub", "mul", "div", "maximum", "minimum", "pow_tensor", "where", "compare",
+  "transpose", "permute", "slice", "cat", "reshape", "flatten",
+  "sum", "mean", "amax", "var", "std", "max_dim", "argmax", "softmax", "log_softmax", "linear", "matmul" }
+for _, name in ipairs(BATCH_ANYWHERE) do ops[name].batch_anywhere = true end
+for name in pairs(UNARY) do ops[name].batch_anywhere = true end
+-- the 0-based dim of the batch in `shape` when it is not the first (else nil)
+function ops.batch_dim_inside(shape)
+  for i = 2, #shape do if shape[i] == "B" then return i - 1 end end
+  return nil
+end
 
 return ops

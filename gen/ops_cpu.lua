@@ -642,13 +642,17 @@ local function binary(opname)
 end
 for _, name in ipairs { "add", "sub", "mul", "div", "maximum", "minimum", "pow_tensor" } do ops_cpu[name] = binary(name) end
 
--- where / masked_fill: the condition's broadcast strides in a k_bcast_dims (sb unused)
-local function where_dims(e, n)
+-- where / masked_fill: each operand's broadcast strides in a k_where_dims (a 0-d output as
+-- one element); a number's strides are zeros (its pointer is NULL)
+local function where_dims(e, n, a, b)
   local d = e.local_name(n, "where")
-  local zeros = {}
-  for i = 1, #n.out.shape do zeros[i] = 0 end
-  return d, string.format("const k_bcast_dims %s = { %d, { %s }, { %s }, { %s } };", d, #n.out.shape, ints(n.out.shape),
-    ints(bcast_strides(n.inputs[1].shape, n.out.shape)), ints(zeros))
+  local out = #n.out.shape > 0 and n.out.shape or { 1 }
+  local function strides(t)
+    if not t then local z = {} for i = 1, #out do z[i] = 0 end return z end
+    return bcast_strides(t.shape, out)
+  end
+  return d, string.format("const k_where_dims %s = { %d, { %s }, { %s }, { %s }, { %s } };", d, #out, ints(out),
+    ints(strides(n.inputs[1])), ints(strides(a)), ints(strides(b)))
 end
 -- a, b: the tensors among where's operands (nil where a number stands)
 local function where_ab(n)
@@ -658,14 +662,14 @@ local function where_ab(n)
 end
 ops_cpu.where = {
   forward = function(e, n)
-    local d, decl = where_dims(e, n)
     local a, b = where_ab(n)
+    local d, decl = where_dims(e, n, a, b)
     return { decl, e.call("where_forward", e.ptr(n.out), e.ptr(n.inputs[1]), a and e.ptr(a) or "NULL", b and e.ptr(b) or "NULL",
       e.lit(n.attrs.a or 0), e.lit(n.attrs.b or 0), "&" .. d) }
   end,
   backward = function(e, n)
-    local d, decl = where_dims(e, n)
     local a, b = where_ab(n)
+    local d, decl = where_dims(e, n, a, b)
     return { decl, e.call("where_backward", a and e.grad(a) or "NULL", b and e.grad(b) or "NULL", e.grad(n.out), e.ptr(n.inputs[1]), "&" .. d) }
   end,
 }
@@ -719,6 +723,16 @@ ops_cpu.tile = {
 -- data movement: transpose, permute, slice
 
 local function norm(d, n) return d < 0 and d + n or d end
+-- the kernel call of a data movement: an int64 tensor (a mask, indices) through the _i64
+-- kernels (templates/cpu/kernels_move.inc); it has no gradient
+local function move_call(e, x)
+  if x.dtype ~= "int64" then return e.call end
+  return function(kernel, ...)
+    return (e.call(kernel, ...):gsub("^k_" .. kernel .. "_%w+%(", "k_" .. kernel .. "_i64("))
+  end
+end
+-- the elements after a dim (B among them where the batch dim is not first)
+local function inner_count(shape, from) return require("util").count_expr(shape, from) end
 
 local function permute_rule(perm_of)
   local function decl(e, n)
@@ -729,7 +743,7 @@ local function permute_rule(perm_of)
   return {
     forward = function(e, n)
       local lines, shape, perm = decl(e, n)
-      lines[#lines + 1] = e.call("permute_forward", e.ptr(n.out), e.ptr(n.inputs[1]), #n.inputs[1].shape, shape, perm)
+      lines[#lines + 1] = move_call(e, n.inputs[1])("permute_forward", e.ptr(n.out), e.ptr(n.inputs[1]), #n.inputs[1].shape, shape, perm)
       return lines
     end,
     backward = function(e, n)
@@ -746,13 +760,13 @@ ops_cpu.slice = {
   forward = function(e, n)
     local x = n.inputs[1]
     local d = norm(n.attrs.dim, #x.shape) + 1
-    return { e.call("slice_forward", e.ptr(n.out), e.ptr(x), e.outer(x, d), x.shape[d], dims_after(x.shape, d + 1),
+    return { move_call(e, x)("slice_forward", e.ptr(n.out), e.ptr(x), e.outer(x, d), x.shape[d], inner_count(x.shape, d + 1),
       n.attrs.start_index, n.attrs.step, n.out.shape[d]) }
   end,
   backward = function(e, n)
     local x = n.inputs[1]
     local d = norm(n.attrs.dim, #x.shape) + 1
-    return { e.call("slice_backward", e.grad(x), e.grad(n.out), e.outer(x, d), x.shape[d], dims_after(x.shape, d + 1),
+    return { e.call("slice_backward", e.grad(x), e.grad(n.out), e.outer(x, d), x.shape[d], inner_count(x.shape, d + 1),
       n.attrs.start_index, n.attrs.step, n.out.shape[d]) }
   end,
 }
@@ -799,9 +813,23 @@ ops_cpu.argmax = {
 local COMPARE = { gt = ">", lt = "<", ge = ">=", le = "<=", eq = "==", ne = "!=" }
 ops_cpu.compare = {
   forward = function(e, n)
-    local a, b = e.ptr(n.inputs[1]), n.inputs[2] and (e.ptr(n.inputs[2]) .. "[j]") or e.lit(n.attrs.scalar)
-    return { string.format("for (size_t j = 0; j < (size_t)(%s); j++) %s[j] = %s[j] %s %s;", e.numel(n.out), e.ptr(n.out),
-      a, COMPARE[n.attrs.as], b) }
+    local x, y = n.inputs[1], n.inputs[2]
+    if not y or same(x.shape, y.shape) then
+      local b = y and (e.ptr(y) .. "[j]") or e.lit(n.attrs.scalar)
+      return { string.format("for (size_t j = 0; j < (size_t)(%s); j++) %s[j] = %s[j] %s %s;", e.numel(n.out), e.ptr(n.out),
+        e.ptr(x), COMPARE[n.attrs.as], b) }
+    end
+    -- broadcast: row r (all dims but the last) of the output reads a and b at their offsets
+    local d, out = e.local_name(n, "bcast"), n.out.shape
+    local k = #out
+    return { string.format("const k_bcast_dims %s = { %d, { %s }, { %s }, { %s } };", d, k, ints(out),
+        ints(bcast_strides(x.shape, out)), ints(bcast_strides(y.shape, out))),
+      string.format("for (size_t r = 0; r < (size_t)(%s); r++) {", e.rows(n.out, 1)),
+      string.format("    int64_t oa, ob; k_bcast_row_offsets_%s(&%s, r, &oa, &ob);", e.sfx, d),
+      string.format("    for (size_t j = 0; j < (size_t)(%s); j++)", tostring(out[k])),
+      string.format("        %s[r * (size_t)(%s) + j] = %s[oa + (int64_t)j * %s.sa[%d]] %s %s[ob + (int64_t)j * %s.sb[%d]];",
+        e.ptr(n.out), tostring(out[k]), e.ptr(x), d, k - 1, COMPARE[n.attrs.as], e.ptr(y), d, k - 1),
+      "}" }
   end,
 }
 

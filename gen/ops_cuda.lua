@@ -1273,6 +1273,10 @@ end
 -- the spec line): nil, or why not
 ops_cuda.supported = function(node)
   local op = node.op
+  for _, x in pairs(node.inputs) do
+    -- (one message per spec line: an LSTM's initial states meet several such ops)
+    if require("ops").batch_dim_inside(x.shape) then return "a tensor whose batch dimension is not first", true end
+  end
   if (op == "transpose" or op == "permute") and #node.inputs[1].shape > MAXDIM then
     return string.format("a %d-d tensor (at most %d dims)", #node.inputs[1].shape, MAXDIM)
   end

@@ -62,6 +62,16 @@ function tensor.apply(opname, inputs, attrs, where)
     call_where = call_where or diag.here(),
     no_grad = no_grad_depth > 0 or nil,   -- gen/autodiff.lua: its output needs no gradient
   }
+  if not op.batch_anywhere then
+    for _, x in pairs(inputs) do
+      local d = tensor.is(x) and ops.batch_dim_inside(x.shape)
+      if d then
+        diag.fatal(node.call_where, string.format("%s: its input %s has the batch dimension at dim %d; it takes batch-first tensors "
+          .. "(transpose(x, 0, %d) first)", node.module and node.module.call_text or (attrs and attrs.as) or opname,
+          util.shape_str(x.shape), d, d))
+      end
+    end
+  end
   local shape, dtype, extra = op.shape(node, table.unpack(inputs, 1, op.arity or #inputs))
   extra = extra or {}
   extra.node = node
@@ -921,7 +931,7 @@ tensor.doc = {
              target = "float" },
   argmax = { "argmax(x, dim, keepdim=false)", "the index of the first maximum along dim (int64, no gradient; NaN counts as the maximum)",
              torch = "torch.argmax", example = "where(eq(argmax(x, 1, {keepdim = true}), 0), x, 0.0)", input = { 4 } },
-  gt = { "gt(a, b)", "1 where a > b, else 0 (int64: PyTorch's bool; for where, masked_fill); b a tensor of a's shape or a number",
+  gt = { "gt(a, b)", "1 where a > b, else 0 (int64: PyTorch's bool; for where, masked_fill); b a number or a tensor, broadcast with a as PyTorch's (an integer tensor against a float one compared as a float)",
          torch = "torch.gt", example = "where(gt(x, 0.5), x, 0.0)", input = { 4 } },
   lt = { "lt(a, b)", "1 where a < b, else 0 (int64, as gt)", torch = "torch.lt", example = "masked_fill(x, lt(x, x * 2), 1.0)", input = { 4 } },
   ge = { "ge(a, b)", "1 where a >= b, else 0 (int64, as gt)", torch = "torch.ge", example = "where(ge(x, 0.0), x, 0.0)", input = { 4 } },
@@ -942,9 +952,9 @@ tensor.doc = {
            torch = "torch.tile / Tensor.repeat", example = "x + tile(slice(x, 1, 0, 2), 1, 2)", input = { 4 } },
   tensor = { "tensor(values)", "a constant tensor of the (nested) table's numbers and shape, no batch dimension, no gradient (e.g. rotary tables)",
              torch = "torch.tensor", example = "x * tensor({1, 2, 3, 4})", input = { 4 } },
-  where = { "where(cond, a, b)", "cond ? a : b, elementwise; cond an integer tensor (nonzero = true), a and b tensors or numbers",
+  where = { "where(cond, a, b)", "cond ? a : b, elementwise; cond an integer tensor (nonzero = true), a and b tensors or numbers; the three broadcast together as PyTorch's",
             torch = "torch.where", example = "where(b.mask, x, 0.0)", input = { 4 }, mask = true },
-  masked_fill = { "masked_fill(x, mask, value)", "x with value where mask (an integer tensor) is nonzero",
+  masked_fill = { "masked_fill(x, mask, value)", "x with value where mask (an integer tensor, broadcast to x's shape) is nonzero; value may be -math.huge (-inf)",
                   torch = "Tensor.masked_fill", example = "masked_fill(x, b.mask, -1.0)", input = { 4 }, mask = true },
   accuracy = { "accuracy(input, target, {threshold=0.5})",
                "a metric for train.log, without gradient: the share of argmax(input, 1) == target (class indices), or of (input > threshold) == (target > 0.5)",

@@ -141,17 +141,18 @@ function util.shape_str(shape)
 end
 
 -- strides (in elements) of `shape` seen through the broadcast to `out` (0 on a
--- broadcast dim), dims right-aligned; "B" is always the outermost dim
+-- broadcast dim), dims right-aligned: numbers, and C expressions ("B * 8") for the dims
+-- outside a batch dim that is not the outermost (the C backend's; CUDA refuses those)
 function util.bcast_strides(shape, out)
   local n, k = #out, #shape
-  local strides, run = {}, 1
+  local strides, run, batched = {}, 1, false
   for i = n, 1, -1 do
     local d = shape[k - n + i]
     if d == nil or (d == 1 and out[i] ~= 1) then
       strides[i] = 0
     else
-      strides[i] = run
-      run = run * (d == "B" and 1 or d)
+      strides[i] = batched and (run == 1 and "B" or ("B * " .. run)) or run
+      if d == "B" then batched = true else run = run * d end
     end
   end
   return strides

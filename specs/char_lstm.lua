@@ -17,7 +17,7 @@ model "CharLSTM" {
   lstm = LSTM(E, H, { num_layers = 2, batch_first = true }),
   head = Linear(H, V),
   forward = function(m, x)
-    local out = m.lstm(m.embed(x.idx))   -- (B, T, H), the top layer's hidden state at every step (and {h_n, c_n}, unused)
+    local out = m.lstm(m.embed(x.idx))   -- (B, T, H), the top layer's hidden state at every step (and {h_n, c_n}, (2, B, H), unused)
     return m.head(out)                   -- (B, T, V) next-byte logits
   end,
 }

@@ -155,6 +155,8 @@ typedef struct { int N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW; int cou
 #define K_PARALLEL_FOR(cond, ...) \
     do { if (cond) { K_PARALLEL_PRAGMA __VA_ARGS__ } else { __VA_ARGS__ } } while (0)
 typedef struct { int ndim; int shape[K_MAXDIM]; int64_t sa[K_MAXDIM], sb[K_MAXDIM]; } k_bcast_dims;
+// where's three operands: the condition's, a's and b's broadcast strides
+typedef struct { int ndim; int shape[K_MAXDIM]; int64_t sc[K_MAXDIM], sa[K_MAXDIM], sb[K_MAXDIM]; } k_where_dims;
 
 // Batched matmul with broadcast batch dims:
 //   out (batch..., M, N) = a (batch_a..., M, K) @ b (batch_b..., K, N)
@@ -395,6 +397,13 @@ static inline void k_sgemm_bf16(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta,
 #undef KM
 #undef K_GEMM
 #undef K_EPS_T
+
+// permute and slice once more for int64_t tensors (masks, indices): k_slice_forward_i64, ...
+#define T int64_t
+#define SFX i64
+#include "kernels_move.inc"
+#undef T
+#undef SFX
 
 // the GEMM layers once more over float buffers that hold bf16 values, their GEMMs in
 // bf16 (k_sgemm_bf16): k_linear_forward_bf16c, k_conv2d_backward_bf16c, k_matmul_forward_bf16c, ...

@@ -1,6 +1,7 @@
 -- tests/ops/attn.lua — MultiheadAttention (self-attention, causal, and attention to
 -- another sequence; the head-averaged weights with need_weights, a float attn_mask from
--- tensor(...), a key_padding_mask from the batch, causal with weights) and
+-- tensor(...), an integer one (PyTorch's bool: nonzero = masked, -inf) from a comparison,
+-- a key_padding_mask from the batch, causal with weights) and
 -- TransformerEncoderLayer (post-norm ReLU, pre-norm GELU), batch_first.
 model "Attn" {
   inputs = { x = Tensor{40}, pad = Tensor{8, dtype = "int64", high = 2} },
@@ -26,7 +27,11 @@ model "Attn" {
     bias = tensor(bias)
     local y, wts = m.cross(h, kv, kv, { need_weights = true, attn_mask = bias, key_padding_mask = b.pad })
     local y2, wts2 = m.attn(h, h, h, { need_weights = true, is_causal = true })
-    h = h + y + y2 + matmul(wts, kv) + matmul(wts2, h)
+    -- an integer attn_mask: query i sees keys i .. i + 3 only
+    local band = {}
+    for i = 1, 5 do band[i] = {} for j = 1, 8 do band[i][j] = (j >= i and j <= i + 3) and 0 or 1 end end
+    local y3 = m.cross(h, kv, kv, { attn_mask = gt(tensor(band), 0.5) })
+    h = h + y + y2 + y3 + matmul(wts, kv) + matmul(wts2, h)
     h = m.pre(m.enc(h))
     return m.head(mean(h, 1))
   end,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Parity of one op spec (tests/ops/*.lua) with PyTorch, driven by tests/suite_ops.sh:
 
-    ops_parity.py NAME DIR B PRINT
+    ops_parity.py NAME DIR B PRINT [nan]
 
 PRINT holds `loom inspect SPEC`'s print(model), which the emitted module must print.
 
@@ -15,7 +15,9 @@ the loom program's draws: tests/torch/philox.py), and the loss and every gradien
 are compared with the module's training_loss(batch).backward() in float32.
 
 Measure, per tensor: err = max|loom - torch| / max|torch|; tolerance 1e-4 (the issue's:
-one fp32 forward and backward, where only the order of additions differs).
+one fp32 forward and backward, where only the order of additions differs).  With `nan`
+(a spec whose values are NaN by design) a NaN must be at the same elements in both, and
+err is over the other elements; without it any NaN fails.
 Prints one line: "ok NAME: worst ..." or "not ok NAME: ...", and '#' lines per tensor.
 """
 import importlib.util
@@ -45,6 +47,7 @@ def fields(model_c):
 
 def main():
     name, d, B, printed = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    nan_ok = sys.argv[5:] == ["nan"]
     spec = importlib.util.spec_from_file_location("emitted_" + name, os.path.join(d, "model.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -83,7 +86,18 @@ def main():
     expected = open(printed).read().rstrip("\n")
     if str(model) != expected:
         bad.append("print(model) differs from loom inspect's:\n%s\n# loom:\n%s" % (model, expected))
+    nans = 0
     for tname, c, t in rows:
+        if nan_ok:
+            nans += int(torch.isnan(t).sum())
+            if not torch.equal(torch.isnan(c), torch.isnan(t)):
+                bad.append("%s: NaN at %d elements, PyTorch's at %d (not the same)" % (tname, torch.isnan(c).sum(), torch.isnan(t).sum()))
+                continue
+            keep = ~torch.isnan(t)
+            c, t = c[keep], t[keep]
+            if t.numel() == 0:
+                print("#   %-32s NaN in both" % tname)
+                continue
         scale = t.abs().max().item()
         err = (c - t).abs().max().item() / (scale if scale > 0 else 1.0)
         print("#   %-32s err %.2e (scale %.3g)" % (tname, err, scale))
@@ -91,10 +105,13 @@ def main():
             bad.append("%s %.2e" % (tname, err))
         if err > worst[1]:
             worst = (tname, err)
+    if nan_ok and nans == 0:
+        bad.append("no NaN in PyTorch's values: the spec does not test what it is for")
     if bad:
         print("not ok %s: %s above %g" % (name, ", ".join(bad), TOL))
     else:
-        print("ok %s: loss %.6g, worst %.2e (%s) over %d tensors" % (name, loss.item(), worst[1], worst[0], len(rows)))
+        print("ok %s: loss %.6g, worst %.2e (%s) over %d tensors%s" % (name, loss.item(), worst[1], worst[0], len(rows),
+              ", NaN at the same %d elements" % nans if nan_ok else ""))
 
 
 if __name__ == "__main__":
