@@ -1449,6 +1449,7 @@ local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, 
       "    if (runlog_flush(&run_log)) die(run_log.err);",
       #ckpt_meta > 0 and join(ckpt_meta) or "    // (no MLflow run to remember)",
       hk.save ~= "" and hk.save or nil },
+    every = every_all,
   }
 end
 
@@ -1552,7 +1553,7 @@ function emit_train.values(l)
   end
   local clip_body, clip_desc = clip_code(k16, sp, l.strategy and l.strategy.kind == "fsdp")
   local has_accuracy = l.accuracy ~= nil
-  local metrics = l.trace.metrics or {}   -- train.log's (the CUDA backend refuses them: emit_cuda.check)
+  local metrics = l.trace.metrics or {}   -- train.log's (the CUDA program accumulates them on the device: emit_cuda)
   local callbacks, cb_init, cb_mkdirs, test_desc, test_weights, cb_counts, best_ckpt = callbacks_code(sp, has_accuracy, metrics)
   local state_desc = ({ f32 = "float32", f64 = "float64", bf16 = "bfloat16", f16 = "float16" })[ps.state]
   -- (FSDP's FULL_SHARD holds no whole parameters either, but for the checkpoint rank 0 writes)
@@ -1687,6 +1688,7 @@ function emit_train.values(l)
       .. "            double lr = lr_at(rs.step, rs.epoch, total_steps);"
   end
   values.files = hooks.files   -- the user's hook source, compiled into the program
+  values.log_every = logs.every   -- a step's row is logged when its step is a multiple (or the run's last)
   values.optim_h = {
     model_name = g.model_rec.class, spec_file = sp.file, optimizer_desc = o.desc, optimizer_fields = o.fields,
     scaler_types = sc.types, scaler_decls = sc.decls,
