@@ -1148,8 +1148,10 @@ local DEFAULT_LOGGER = { kind = "CSVLogger", args = { root_dir = "logs", name = 
 local function gcd(a, b) while b ~= 0 do a, b = b, a % b end return a end
 
 -- `lr_columns`: the parameter groups' lr columns ({ key, value }, C), after lr-<Optimizer>; `metrics`: train.log's (g.loss.metrics)
--- `ranks`: DDP or FSDP, whose logged values are reduced over the ranks (every rank computes them)
-local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, lr_columns, metrics, ranks)
+-- `ranks`: DDP or FSDP, whose logged values are reduced over the ranks (every rank computes them);
+-- `on_device`: the CUDA program, which adds train.log's values up on the device (gen/emit_cuda.lua)
+-- and reads the sums back into metric_acc
+local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, lr_columns, metrics, ranks, on_device)
   local loggers = sp.train.loggers
   if #loggers == 0 then loggers = { DEFAULT_LOGGER } end
   local globals, open, close_extra, ckpt_meta = {}, {}, {}, {}
@@ -1286,16 +1288,7 @@ local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, 
   for _, l in ipairs(hp) do open[#open + 1] = l end
   if #metrics > 0 then
     -- train.log's metrics: model_user_metrics' values, reduced as log_reduce says
-    for _, line in ipairs {
-      "// train.log's metrics (model.h: model_user_metrics), reduced over batches as log_reduce says:",
-      "// mean (weighted by the batch's size), sum or max (a NaN wins, as torch.max)",
-      "typedef struct { double value[NUM_USER_METRICS]; double weight; } metric_acc;",
-      "static metric_acc um_step, um_epoch, um_eval;   // this step's micro-batches, this epoch's, the last evaluation's",
-      "static double um_epoch_value[NUM_USER_METRICS];   // the epoch's values, for the callbacks (NAN: no batch)",
-      "static void metric_acc_clear(metric_acc *a) {",
-      "    for (int i = 0; i < NUM_USER_METRICS; i++) a->value[i] = model_user_metric_reduce[i] == USER_METRIC_MAX ? -INFINITY : 0;",
-      "    a->weight = 0;",
-      "}",
+    local add = {
       "static double max_nan(double a, double v) { return isnan(a) ? a : (v > a || isnan(v)) ? v : a; }",
       "// v: one batch's values (a mean over it for USER_METRIC_MEAN, weighted by B)",
       "static void metric_acc_add(metric_acc *a, const double *v, int B) {",
@@ -1308,6 +1301,23 @@ local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, 
       "    }",
       "    a->weight += B;",
       "}",
+    }
+    if on_device then add = {} end   -- the device adds them up (model.cu: user_metrics_ops)
+    for _, line in ipairs {
+      on_device and "// train.log's metrics (model.h), summed on the device and read back here, reduced over batches"
+        or "// train.log's metrics (model.h: model_user_metrics), reduced over batches as log_reduce says:",
+      on_device and "// as log_reduce says: mean (weighted by the batch's size), sum or max (a NaN wins, as torch.max)"
+        or "// mean (weighted by the batch's size), sum or max (a NaN wins, as torch.max)",
+      "typedef struct { double value[NUM_USER_METRICS]; double weight; } metric_acc;",
+      "static metric_acc um_step, um_epoch, um_eval;   // this step's micro-batches, this epoch's, the last evaluation's",
+      "static double um_epoch_value[NUM_USER_METRICS];   // the epoch's values, for the callbacks (NAN: no batch)",
+      "static void metric_acc_clear(metric_acc *a) {",
+      "    for (int i = 0; i < NUM_USER_METRICS; i++) a->value[i] = model_user_metric_reduce[i] == USER_METRIC_MAX ? -INFINITY : 0;",
+      "    a->weight = 0;",
+      "}",
+    } do globals[#globals + 1] = line end
+    for _, line in ipairs(add) do globals[#globals + 1] = line end
+    for _, line in ipairs {
       "static double metric_acc_get(const metric_acc *a, int i) {",
       "    if (a->weight == 0) return NAN;",
       "    return model_user_metric_reduce[i] == USER_METRIC_MEAN ? a->value[i] / a->weight : a->value[i];",
@@ -1559,7 +1569,7 @@ function emit_train.values(l)
   -- (FSDP's FULL_SHARD holds no whole parameters either, but for the checkpoint rank 0 writes)
   local hooks = hooks_code(sp, l.backend == "cuda" or (l.strategy and l.strategy.sharding == "FULL_SHARD"), state_desc, CKPT_DTYPE[ps.state], has_accuracy)
   local logs = logger_code(sp, has_accuracy, ps.loss_scaling, hooks, clip_norm, best_ckpt,
-    group_lr_columns(tr.optimizer, o.groups_list, floor), metrics, l.strategy ~= nil and l.strategy.kind ~= "single")
+    group_lr_columns(tr.optimizer, o.groups_list, floor), metrics, l.strategy ~= nil and l.strategy.kind ~= "single", l.backend == "cuda")
   local mom = o.base_momentum and lit(o.base_momentum) or "0.0"
   local settings = join {
     string.format("#define DEFAULT_EPOCHS %d      // train.epochs (0: run until max_steps)", tr.epochs or 0),
