@@ -248,12 +248,12 @@ SO_FN float so_mse_grad(float g, float x, float t) { return g * 2 * (x - t); }
 SO_FN float so_l1(float x, float t) { return fabsf(x - t); }
 SO_FN float so_l1_grad(float g, float x, float t) { const float d = x - t; return g * (float)((d > 0) - (d < 0)); }
 
-// accuracy (a train.log metric): does v displace best as a row's argmax (the first largest;
-// NaN wins, as torch.argmax), and is x scored right against a float target t
-// a train.log metric's max over batches: a NaN wins, as torch.max
-SO_FN double so_max_nan(double a, double v) { return a != a ? a : (v > a || v != v) ? v : a; }
+// train.log's metrics: does v displace best as a row's argmax (accuracy: the first largest;
+// NaN wins, as torch.argmax), is x scored right against a float target t, and a metric's
+// max over batches (log_reduce "max": a NaN wins, as torch.max)
 SO_FN int so_argmax_takes(float v, float best) { return v > best || (v != v && best == best); }
 SO_FN int so_threshold_right(float x, float threshold, float t) { return (x > threshold) == (t > 0.5f); }
+SO_FN double so_max_nan(double a, double v) { return a != a ? a : (v > a || v != v) ? v : a; }
 
 // ---------------------------------------------------------------------------
 // optimizers (torch.optim's single-tensor rules; constants from the host, in float)
