@@ -160,25 +160,7 @@ for name, n in [('train-images-idx3-ubyte', 160), ('train-labels-idx1-ubyte', 16
     with open(dst + name, 'wb') as f:
         f.write(struct.pack('>I', magic) + struct.pack('>' + 'I' * nd, *dims) + b[4 + 4 * nd:4 + 4 * nd + n * per])
 PYEOF
-  cat >"$work/f.lua" <<'LUA'
-model "Mini" {
-  inputs = { image = Tensor{1, 28, 28} },
-  body = Sequential { Flatten(), Linear(784, 16), ReLU(), Linear(16, 10) },
-  forward = function(m, b) return m.body(b.image) end,
-}
-train {
-  data = FashionMNIST { val_split = 48 },
-  batch_size = 16, accumulate = 2, log_every_n_steps = 2, epochs = 2,
-  loss = function(m, b) return cross_entropy(m(b), b.label) end,
-  log = function(m, b, out)
-    return { hits = accuracy(out, b.label), band = accuracy(out, out, {threshold = 0.25}),
-             spread = mean(abs(out)), total = sum(out), worst = max(abs(out)) }
-  end,
-  log_reduce = { total = "sum", worst = "max" },
-  optimizer = Adam { lr = 1e-2 },
-  loggers = { CSVLogger { root_dir = "logs" }, TensorBoardLogger { root_dir = "tb" }, MLFlowLogger { experiment_name = "f", save_dir = "mlruns" } },
-}
-LUA
+  cp "$(dirname "$0")/metrics/cuda_metrics.lua" "$work/f.lua"
   flags="--seed 11 --max-steps 7 --data $work/fashion"
   csv=logs/lightning_logs/version_0/metrics.csv
   if ! "$LOOM" build "$work/f.lua" --accelerator=cpu -o "$work/fc" >"$work/fc.log" 2>&1 ||
