@@ -145,21 +145,7 @@ if [ ! -f "$CUDA/include/cuda_runtime.h" ] || [ ! -f "$CUDA/include/cublasLt.h" 
   for t in "${EMU_TESTS[@]}"; do skip "$t" "no CUDA toolkit (headers, NVRTC), g++ or python3's yaml"; done
 else
   mkdir -p "$work/fashion"
-  /usr/bin/python3 - "$work/fashion" <<'PYEOF'
-import gzip, struct, sys
-src, dst = '/usr/share/datasets/fashion-mnist/', sys.argv[1] + '/'
-for name, n in [('train-images-idx3-ubyte', 160), ('train-labels-idx1-ubyte', 160),
-                ('t10k-images-idx3-ubyte', 64), ('t10k-labels-idx1-ubyte', 64)]:
-    b = gzip.open(src + name + '.gz').read()
-    magic = struct.unpack('>I', b[:4])[0]
-    nd = magic & 0xff
-    dims = list(struct.unpack('>' + 'I' * nd, b[4:4 + 4 * nd]))
-    per = 1
-    for d in dims[1:]: per *= d
-    dims[0] = n
-    with open(dst + name, 'wb') as f:
-        f.write(struct.pack('>I', magic) + struct.pack('>' + 'I' * nd, *dims) + b[4 + 4 * nd:4 + 4 * nd + n * per])
-PYEOF
+  /usr/bin/python3 "$(dirname "$0")/harness/cut_fashion.py" "$work/fashion" 160 64
   cp "$(dirname "$0")/metrics/cuda_metrics.lua" "$work/f.lua"
   flags="--seed 11 --max-steps 7 --data $work/fashion"
   csv=logs/lightning_logs/version_0/metrics.csv
