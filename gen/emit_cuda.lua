@@ -521,6 +521,136 @@ local function metrics(e, loss_node, kernels)
   return table.concat(lines, "\n")
 end
 
+-- train.log's metrics on the device (the CPU program's model_user_metrics and
+-- metric_acc, gen/emit_train.lua): after each forward one thread adds the metrics' values
+-- into accumulators in device memory, as log_reduce says (a mean weighted by the batch's
+-- size, a sum, a max where a NaN wins; an accumulator with no weight yet takes the value,
+-- so that zeroed memory is an empty one), in double as the CPU's.  Three accumulators:
+-- this step's micro-batches and this epoch's (the training step adds into both, inside a
+-- captured graph too), the last evaluation's.  They come back to the host only where a
+-- value is logged: a logged step's with its loss (the copy queued with the step, no wait of
+-- its own), an epoch's and an evaluation's at their end.  Returns the template values
+-- (model.h, model.cu, and train.c's), or empty ones without train.log.
+local function user_metrics_code(l, e, every)
+  local list = l.trace.metrics or {}
+  local v = { fields = "", decl = "", alloc = "", free = "", ops = "", step = "", fetch = "", body = "",
+              queue = "", eval_init = "", eval_batch = "", eval_reduce = "", summary = "" }
+  if #list == 0 then return v end
+  local N = #list
+  e.begin(nil)
+  local ops, names, reduces, vals, adds = {}, {}, {}, {}, {}
+  for i, mt in ipairs(list) do
+    ops[i] = { "m" .. i, e.val(mt.tensor), "r" }
+    names[i] = util.c_string(mt.name)
+    reduces[i] = "USER_METRIC_" .. mt.reduce:upper()
+    vals[i] = string.format("(double)ld_m%d(0)", i)
+    local j = i - 1
+    if mt.reduce == "mean" then
+      adds[i] = string.format("        s[%d] += v[%d] * B;   // %s: mean, weighted by the batch's size", j, j, mt.name)
+    elseif mt.reduce == "sum" then
+      adds[i] = string.format("        s[%d] += v[%d];   // %s: sum", j, j, mt.name)
+    else
+      adds[i] = string.format("        s[%d] = s[%d] == 0 ? v[%d] : so_max_nan(s[%d], v[%d]);   // %s: max", j, N, j, j, j, mt.name)
+    end
+  end
+  local k = e.kernel { kind = "user_metrics", ops = ops, params = "double *a, double *b, double B",
+    body = table.concat({
+      "if (threadIdx.x != 0 || blockIdx.x != 0) return;",
+      string.format("    const double v[%d] = { %s };", N, table.concat(vals, ", ")),
+      "    double *acc[2] = { a, b };",
+      "    for (int k = 0; k < 2; k++) {",
+      "        double *s = acc[k];",
+      "        if (!s) continue;",
+      table.concat(adds, "\n"),
+      string.format("        s[%d] += B;   // the weight: samples so far", N),
+      "    }" }, "\n") }
+  v.fields = table.concat({ "",
+    "    // train.log's metrics: UM_COUNT accumulators of NUM_USER_METRICS values and a weight,",
+    "    // on the device and pinned; the step's copy is queued with the step when its row is",
+    "    // logged (user_metrics_fetch) and then arrives with the loss (user_metrics_fetched)",
+    "    double *d_user_metrics, *h_user_metrics;",
+    "    int user_metrics_fetch, user_metrics_fetched;",
+    "    int64_t user_metrics_reads, user_metrics_waits;   // read-backs; those of a step's row that waited on their own" }, "\n")
+  v.decl = table.concat({ "",
+    "",
+    string.format("// train.log's metrics (%s), computed by the forward and accumulated on the device", util.c_comment(l.spec.file)),
+    string.format("#define NUM_USER_METRICS %d", N),
+    "enum { USER_METRIC_MEAN, USER_METRIC_SUM, USER_METRIC_MAX };   // log_reduce: over an epoch's or an evaluation's batches",
+    "extern const char *const model_user_metric_names[NUM_USER_METRICS];",
+    "extern const int model_user_metric_reduce[NUM_USER_METRICS];",
+    "// the accumulators: this step's micro-batches and this epoch's (model_train_step adds to",
+    "// both), an evaluation's (model_user_metrics_add after model_forward)",
+    "enum { UM_STEP, UM_EPOCH, UM_EVAL, UM_COUNT };",
+    "void model_user_metrics_clear(Model *m, int which);      // queued: empty it",
+    "void model_user_metrics_add(Model *m, int which, int B);  // queued: the last forward's values, B samples",
+    "// The accumulator's sums, maxima (values) and weight on the host: the copy that came with",
+    "// the step's loss (UM_STEP with m->user_metrics_fetch set before the step), else read now",
+    "void model_user_metrics_read(Model *m, int which, double *values, double *weight);" }, "\n")
+  v.alloc = table.concat({ "",
+    "    LC_CHECK(cudaMalloc((void **)&m->d_user_metrics, sizeof(double) * UM_COUNT * (NUM_USER_METRICS + 1)));",
+    "    LC_CHECK(cudaMallocHost((void **)&m->h_user_metrics, sizeof(double) * UM_COUNT * (NUM_USER_METRICS + 1)));",
+    "    LC_CHECK(cudaMemset(m->d_user_metrics, 0, sizeof(double) * UM_COUNT * (NUM_USER_METRICS + 1)));   // empty" }, "\n")
+  v.free = "\n    cudaFree(m->d_user_metrics); cudaFreeHost(m->h_user_metrics);"
+  local launch = indent(e.launch(k, ops, { { "void *", "a" }, { "void *", "b" }, { "double", "(double)B" } }, { blocks = 1, threads = 32 }))
+  v.ops = table.concat({ "",
+    "",
+    "// train.log's metrics of the last forward (B samples) added into accumulators a and b (b may be NULL)",
+    "static void user_metrics_ops(Model *m, double *a, double *b, int B) {",
+    table.concat(launch, "\n"),
+    "}" }, "\n")
+  v.step = "\n    user_metrics_ops(m, m->d_user_metrics + UM_STEP * (NUM_USER_METRICS + 1), m->d_user_metrics + UM_EPOCH * (NUM_USER_METRICS + 1), m->slots[m->slot].B);"
+  v.fetch = table.concat({ "",
+    "    if (m->user_metrics_fetch) {   // the step's row is logged: its metrics come back with its loss",
+    "        LC_CHECK(cudaMemcpyAsync(m->h_user_metrics + UM_STEP * (NUM_USER_METRICS + 1), m->d_user_metrics + UM_STEP * (NUM_USER_METRICS + 1),",
+    "                                 sizeof(double) * (NUM_USER_METRICS + 1), cudaMemcpyDeviceToHost, STREAM(m->stream)));",
+    "        m->user_metrics_fetched = 1;",
+    "    }" }, "\n")
+  v.body = table.concat({ "",
+    "",
+    "// ---------------------------------------------------------------------------",
+    "// train.log's metrics: the device's accumulators (user_metrics_ops adds to them)",
+    "",
+    string.format("const char *const model_user_metric_names[NUM_USER_METRICS] = { %s };", table.concat(names, ", ")),
+    string.format("const int model_user_metric_reduce[NUM_USER_METRICS] = { %s };", table.concat(reduces, ", ")),
+    "",
+    "void model_user_metrics_clear(Model *m, int which) {",
+    "    LC_CHECK(cudaMemsetAsync(m->d_user_metrics + which * (NUM_USER_METRICS + 1), 0, sizeof(double) * (NUM_USER_METRICS + 1), STREAM(m->stream)));",
+    "}",
+    "",
+    "void model_user_metrics_add(Model *m, int which, int B) {",
+    "    user_metrics_ops(m, m->d_user_metrics + which * (NUM_USER_METRICS + 1), NULL, B);",
+    "}",
+    "",
+    "void model_user_metrics_read(Model *m, int which, double *values, double *weight) {",
+    "    double *h = m->h_user_metrics + which * (NUM_USER_METRICS + 1);",
+    "    if (!(which == UM_STEP && m->user_metrics_fetched)) {",
+    "        // an epoch's or an evaluation's end, or a step's row the step did not expect",
+    "        // (a stop signal came while it ran): copied now",
+    "        LC_CHECK(cudaMemcpyAsync(h, m->d_user_metrics + which * (NUM_USER_METRICS + 1), sizeof(double) * (NUM_USER_METRICS + 1),",
+    "                                 cudaMemcpyDeviceToHost, STREAM(m->stream)));",
+    "        LC_CHECK(cudaStreamSynchronize(STREAM(m->stream)));",
+    "        if (which == UM_STEP) m->user_metrics_waits++;",
+    "    }",
+    "    if (which == UM_STEP) m->user_metrics_fetched = 0;",
+    "    memcpy(values, h, sizeof(double) * NUM_USER_METRICS);",
+    "    *weight = h[NUM_USER_METRICS];",
+    "    m->user_metrics_reads++;",
+    "}" }, "\n")
+  -- train.c: the step's accumulator emptied where a step starts; its copy asked for where
+  -- the step's row will be logged (the log_step condition, known before the step runs but
+  -- for a stop signal that comes while it runs: model_user_metrics_read then waits)
+  v.queue = table.concat({ "",
+    "            // train.log's metrics accumulate on the device; they come back with the loss only",
+    "            // on a step whose row is logged (every N steps, the run's last)",
+    "            if (in_step == 0) model_user_metrics_clear(&m, UM_STEP);",
+    string.format("            m.user_metrics_fetch = boundary && (rs.step + 1 >= total_steps || (rs.step + 1) %% %d == 0 || signals_stop_requested());", every) }, "\n")
+  v.eval_init = "\n    model_user_metrics_clear(m, UM_EVAL);   // train.log's metrics over this dataset, on the device"
+  v.eval_batch = "\n        model_user_metrics_add(m, UM_EVAL, B);"
+  v.eval_reduce = "\n    model_user_metrics_read(m, UM_EVAL, um_eval.value, &um_eval.weight);   // the evaluation's, once"
+  v.summary = "\n    if (!args.quiet) printf(\"train.log's metrics: %lld read-backs, %lld of a step's row waited\\n\", (long long)m.user_metrics_reads, (long long)m.user_metrics_waits);"
+  return v
+end
+
 -- The CUDA program's blocks of the training loop (templates/loop/train.c.in's @{holes}:
 -- what differs from the C program's, gen/emit_c.lua): device buffers and their copies
 -- around checkpoints, the batch staged on the copy stream while a step runs, the step
@@ -639,7 +769,7 @@ static void scaler_init(GradScaler *s) { s->scale = ${scaler_init_scale}; s->gro
             if (boundary) {
                 lr = lr_at(opt.steps, rs.epoch, total_steps);
                 optimizer_consts(&m, lr, momentum_at(opt.steps, total_steps), opt.steps);
-            }
+            }${user_metrics_queue}
             model_train_step(&m, &opt, boundary, ACCUMULATE);
             rs.batch = index + 1;
             if (boundary) {
@@ -673,7 +803,7 @@ ${log_step}
   summary_extra = [==[
     (void)skipped;   // 16-mixed's summary (train_summary below) reports it
     if (args.cuda_graph && !args.quiet)
-        printf("--cuda-graph: %lld graph launches\n--cuda-graph: %lld graphs captured\n", (long long)m.graph_launches, (long long)m.graph_captures);
+        printf("--cuda-graph: %lld graph launches\n--cuda-graph: %lld graphs captured\n", (long long)m.graph_launches, (long long)m.graph_captures);${user_metrics_summary}
 ]==],
   -- the CUDA program does not sample yet (gen/entries.lua says so at generation)
   sample_fn = [==[
@@ -867,11 +997,6 @@ function emit.check(g, target)
     diag.fatal(sp.model_where, "the spec has no train { ... } with a loss, so there is no training step to generate")
   end
   require("emit_c").check_methods(g)
-  if g.loss.metrics then
-    -- (before the ops: accuracy, a metric's op, has no CUDA kernel either)
-    diag.fatal(diag.key_where(sp.train.where, "log") or sp.train.where,
-      "train.log's metrics are not computed by the CUDA backend yet; build with --accelerator=cpu")
-  end
   if target.detect_anomaly or sp.fabric.detect_anomaly then
     diag.fatal(not target.detect_anomaly and diag.key_where(sp.fabric.where, "detect_anomaly") or nil,
       "detect_anomaly is not supported by the CUDA backend yet (the CPU program has it: --accelerator=cpu)")
@@ -1005,6 +1130,7 @@ function emit.program(l)
   end
 
   local loop = require("emit_train").values(l)
+  local um = user_metrics_code(l, e, loop.log_every)
   local state_fmt, opt_fmt = pp.settings.state, require("precision").optimizer_format(pp.settings)
   local pre = prelude(state_fmt, opt_fmt)
   local srcs = kernel_sources(kernels)
@@ -1027,6 +1153,7 @@ function emit.program(l)
     num_kernels = #kernels.list, compute_copy = cf and 1 or 0, compute_format = cf or "none", accelerator = accel,
     optimizer_fields = table.concat(os_.fields, "\n"),
     loss_scaling = require("precision").SETTINGS[prec].loss_scaling and 1 or 0,
+    user_metrics_fields = um.fields, user_metrics_decl = um.decl,
   }
   local tf32, matmul_precision = tf32_of(sp)
   local metrics_count = count_at(x.shape, l.batch_max)
@@ -1050,6 +1177,8 @@ function emit.program(l)
   mc.loss_ptr = lossv.ptr
   mc.backward_body = table.concat(bwd, "\n")
   mc.metrics_body = metrics_body
+  mc.user_metrics_alloc, mc.user_metrics_free, mc.user_metrics_ops = um.alloc, um.free, um.ops
+  mc.user_metrics_step, mc.user_metrics_fetch, mc.user_metrics_body = um.step, um.fetch, um.body
   mc.kernel_prelude = quote(pre)
   mc.kernel_sources = table.concat(srcs, "\n")
   mc.optimizer_consts = opt_consts
@@ -1072,6 +1201,18 @@ function emit.program(l)
     "die_body", "eval_reduce", "eval_stop", "shard", "global_batch", "eval_metrics_init", "eval_metrics_batch", "data_globals",
     "train_augment", "epoch_train_loss" })
   t.accelerator = accel
+  -- train.log's metrics: the device's accumulators, read back where a row logs them (the
+  -- step's row, inside its `if`; the epoch's row; an evaluation's end)
+  t.user_metrics_queue, t.user_metrics_summary = um.queue, um.summary
+  if um.queue ~= "" then
+    local n
+    t.log_step, n = t.log_step:gsub("(\n( *)double t = now_seconds%(%);)",
+      "%1\n%2model_user_metrics_read(&m, UM_STEP, um_step.value, &um_step.weight);   // this step's (train.log)", 1)
+    assert(n == 1, "the step row's read-back")
+    t.log_epoch = "        model_user_metrics_read(&m, UM_EPOCH, um_epoch.value, &um_epoch.weight);   // the epoch's (train.log)\n" ..
+      "        model_user_metrics_clear(&m, UM_EPOCH);\n" .. t.log_epoch
+    t.eval_metrics_init, t.eval_metrics_batch, t.eval_reduce = um.eval_init, um.eval_batch, um.eval_reduce
+  end
   -- clipping by norm: the norm before clipping, copied back with the step (train/grad_norm)
   t.grad_norm_read = (sp.train.clip and sp.train.clip.max_norm) and
     "\n            double grad_norm = model_grad_norm(&m);   // the norm before clipping (a skipped step: NAN)" or ""

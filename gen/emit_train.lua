@@ -1165,8 +1165,10 @@ local DEFAULT_LOGGER = { kind = "CSVLogger", args = { root_dir = "logs", name = 
 local function gcd(a, b) while b ~= 0 do a, b = b, a % b end return a end
 
 -- `lr_columns`: the parameter groups' lr columns ({ key, value }, C), after lr-<Optimizer>; `metrics`: train.log's (g.loss.metrics)
--- `ranks`: DDP or FSDP, whose logged values are reduced over the ranks (every rank computes them)
-local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, lr_columns, metrics, ranks)
+-- `ranks`: DDP or FSDP, whose logged values are reduced over the ranks (every rank computes them);
+-- `on_device`: the CUDA program, which adds train.log's values up on the device (gen/emit_cuda.lua)
+-- and reads the sums back into metric_acc
+local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, lr_columns, metrics, ranks, on_device)
   local loggers = sp.train.loggers
   if #loggers == 0 then loggers = { DEFAULT_LOGGER } end
   local globals, open, close_extra, ckpt_meta = {}, {}, {}, {}
@@ -1303,16 +1305,7 @@ local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, 
   for _, l in ipairs(hp) do open[#open + 1] = l end
   if #metrics > 0 then
     -- train.log's metrics: model_user_metrics' values, reduced as log_reduce says
-    for _, line in ipairs {
-      "// train.log's metrics (model.h: model_user_metrics), reduced over batches as log_reduce says:",
-      "// mean (weighted by the batch's size), sum or max (a NaN wins, as torch.max)",
-      "typedef struct { double value[NUM_USER_METRICS]; double weight; } metric_acc;",
-      "static metric_acc um_step, um_epoch, um_eval;   // this step's micro-batches, this epoch's, the last evaluation's",
-      "static double um_epoch_value[NUM_USER_METRICS];   // the epoch's values, for the callbacks (NAN: no batch)",
-      "static void metric_acc_clear(metric_acc *a) {",
-      "    for (int i = 0; i < NUM_USER_METRICS; i++) a->value[i] = model_user_metric_reduce[i] == USER_METRIC_MAX ? -INFINITY : 0;",
-      "    a->weight = 0;",
-      "}",
+    local add = {
       "static double max_nan(double a, double v) { return isnan(a) ? a : (v > a || isnan(v)) ? v : a; }",
       "// v: one batch's values (a mean over it for USER_METRIC_MEAN, weighted by B)",
       "static void metric_acc_add(metric_acc *a, const double *v, int B) {",
@@ -1325,6 +1318,23 @@ local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, 
       "    }",
       "    a->weight += B;",
       "}",
+    }
+    if on_device then add = {} end   -- the device adds them up (model.cu: user_metrics_ops)
+    for _, line in ipairs {
+      on_device and "// train.log's metrics (model.h), summed on the device and read back here, reduced over batches"
+        or "// train.log's metrics (model.h: model_user_metrics), reduced over batches as log_reduce says:",
+      on_device and "// as log_reduce says: mean (weighted by the batch's size), sum or max (a NaN wins, as torch.max)"
+        or "// mean (weighted by the batch's size), sum or max (a NaN wins, as torch.max)",
+      "typedef struct { double value[NUM_USER_METRICS]; double weight; } metric_acc;",
+      "static metric_acc um_step, um_epoch, um_eval;   // this step's micro-batches, this epoch's, the last evaluation's",
+      "static double um_epoch_value[NUM_USER_METRICS];   // the epoch's values, for the callbacks (NAN: no batch)",
+      "static void metric_acc_clear(metric_acc *a) {",
+      "    for (int i = 0; i < NUM_USER_METRICS; i++) a->value[i] = model_user_metric_reduce[i] == USER_METRIC_MAX ? -INFINITY : 0;",
+      "    a->weight = 0;",
+      "}",
+    } do globals[#globals + 1] = line end
+    for _, line in ipairs(add) do globals[#globals + 1] = line end
+    for _, line in ipairs {
       "static double metric_acc_get(const metric_acc *a, int i) {",
       "    if (a->weight == 0) return NAN;",
       "    return model_user_metric_reduce[i] == USER_METRIC_MEAN ? a->value[i] / a->weight : a->value[i];",
@@ -1496,6 +1506,7 @@ local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, 
       "    if (runlog_flush(&run_log)) die(run_log.err);",
       #ckpt_meta > 0 and join(ckpt_meta) or "    // (no MLflow run to remember)",
       hk.save ~= "" and hk.save or nil },
+    every = every_all,
   }
 end
 
@@ -1599,13 +1610,13 @@ function emit_train.values(l)
   end
   local clip_body, clip_desc = clip_code(k16, sp, l.strategy and l.strategy.kind == "fsdp" and l.strategy.sharding)
   local has_accuracy = l.accuracy ~= nil
-  local metrics = l.trace.metrics or {}   -- train.log's (the CUDA backend refuses them: emit_cuda.check)
+  local metrics = l.trace.metrics or {}   -- train.log's (the CUDA program accumulates them on the device: emit_cuda)
   local callbacks, cb_init, cb_mkdirs, test_desc, test_weights, cb_counts, best_ckpt = callbacks_code(sp, has_accuracy, metrics)
   local state_desc = ({ f32 = "float32", f64 = "float64", bf16 = "bfloat16", f16 = "float16" })[ps.state]
   -- (FSDP's FULL_SHARD holds no whole parameters either, but for the checkpoint rank 0 writes)
   local hooks = hooks_code(sp, l.backend == "cuda" or (l.strategy and l.strategy.sharding == "FULL_SHARD"), state_desc, CKPT_DTYPE[ps.state], has_accuracy)
   local logs = logger_code(sp, has_accuracy, ps.loss_scaling, hooks, clip_norm, best_ckpt,
-    group_lr_columns(tr.optimizer, o.groups_list, floor), metrics, l.strategy ~= nil and l.strategy.kind ~= "single")
+    group_lr_columns(tr.optimizer, o.groups_list, floor), metrics, l.strategy ~= nil and l.strategy.kind ~= "single", l.backend == "cuda")
   local mom = o.base_momentum and lit(o.base_momentum) or "0.0"
   local settings = join {
     string.format("#define DEFAULT_EPOCHS %d      // train.epochs (0: run until max_steps)", tr.epochs or 0),
@@ -1735,6 +1746,7 @@ function emit_train.values(l)
   end
   values.ranks_step = logs.ranks_step   -- (DDP/FSDP: the C program's micro-batch slot)
   values.files = hooks.files   -- the user's hook source, compiled into the program
+  values.log_every = logs.every   -- a step's row is logged when its step is a multiple (or the run's last)
   values.optim_h = {
     model_name = g.model_rec.class, spec_file = sp.file, optimizer_desc = o.desc, optimizer_fields = o.fields,
     scaler_types = sc.types, scaler_decls = sc.decls,

@@ -129,7 +129,9 @@ function fuse.plan(trace, pp, ad, is_alias, describe, tail_of, opts)
         -- the next member: a pointwise reader of cur whose other operands are the group's or older
         local nxt
         for _, q in ipairs(readers[resolve(cur.out)] or {}) do
-          local ok = not group_of[q] and fusable(q) and same_count(q.out, cur.out)
+          -- train.log's metrics stay out of the step's groups (and it out of theirs): the
+          -- step's kernels are the same with and without `log`
+          local ok = not group_of[q] and fusable(q) and same_count(q.out, cur.out) and not q.metric == not n.metric
           if ok and g.epilogue then ok = tail_of(g.head, q) == "epilogue" end
           for k = 1, #q.inputs do
             local r = resolve(q.inputs[k])

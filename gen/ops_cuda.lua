@@ -483,6 +483,7 @@ activation("sigmoid", true)
 activation("tanh", true)
 activation("silu", false)
 activation("gelu", false, function(n) return n.attrs.approximate == "tanh" and "gelu_tanh" or "gelu" end)
+activation("abs", false)
 
 -- add, sub, mul, div: tensor op tensor (any broadcast: each operand is read at the output
 -- element's offset into it), tensor op scalar, scalar op tensor
@@ -967,6 +968,67 @@ for _, name in ipairs { "sum", "mean" } do
     end,
   }
 end
+
+-- amax (max over a run of dims, or everything): one thread per output, the CPU's
+-- k_amax_forward order (a NaN wins); its backward splits dy evenly among the ties, as
+-- PyTorch's (and k_amax_backward)
+ops_cuda.amax = {
+  forward = function(e, n)
+    local o, D, inner = reduce_layout(e, n)
+    return pointwise(e, "amax", { { "x", e.val(n.inputs[1]), "r" }, { "y", e.val(n.out), "w" } }, [[const long long o = i / INNER, in = i % INNER;
+        float m = ld_x(o * D * INNER + in);
+        for (long long d = 1; d < D; d++) {
+            const float v = ld_x((o * D + d) * INNER + in);
+            if (v > m || v != v) m = v;
+        }
+        st_y(i, m);]], times(o, inner), "long long D, long long INNER", { { "long long", D }, { "long long", inner } })
+  end,
+  backward = function(e, n)
+    local o, D, inner = reduce_layout(e, n)
+    local dx = e.grad(n.inputs[1])
+    if not dx then return {} end
+    return pointwise(e, "amax_grad", { { "x", e.val(n.inputs[1]), "r" }, { "y", e.val(n.out), "r" }, { "dy", e.grad(n.out), "r" }, { "dx", dx, "a" } },
+      [[const long long o = i / INNER, in = i % INNER;
+        const float m = ld_y(i);
+        int ties = 0;
+        for (long long d = 0; d < D; d++) ties += ld_x((o * D + d) * INNER + in) == m;
+        if (ties == 0) continue;
+        const float g = ld_dy(i) / (float)ties;
+        for (long long d = 0; d < D; d++) if (ld_x((o * D + d) * INNER + in) == m) acc_dx((o * D + d) * INNER + in, g);]],
+      times(o, inner), "long long D, long long INNER", { { "long long", D }, { "long long", inner } })
+  end,
+}
+
+---------------------------------------------------------------------------
+-- accuracy (a train.log metric, no gradient): one block scores the batch, as the CPU's
+-- k_accuracy_forward: class indices against each row's argmax, or a float target against
+-- x > threshold elementwise; the share right, in double, rounded once
+ops_cuda.accuracy = {
+  forward = function(e, n)
+    local x, t = n.inputs[1], n.inputs[2]
+    local C = #x.shape >= 2 and dims_after(x.shape, 2) or 1
+    local finish = "right = block_sum(right);\n    if (threadIdx.x == 0) st_y(0, n > 0 ? (float)(right / (double)n) : 0.0f);"
+    if t.dtype == "int64" then
+      local ops = { { "x", e.val(x), "r" }, { "y", e.val(n.out), "w" } }
+      local k = e.kernel { kind = "accuracy_argmax", ops = ops, params = "long long n, long long C, const long long *target",
+        body = "double right = 0;\n    " .. BLOCK .. [[ {
+        long long best = 0;
+        float bv = ld_x(i * C);
+        for (long long c = 1; c < C; c++) {
+            const float v = ld_x(i * C + c);
+            if (so_argmax_takes(v, bv)) { best = c; bv = v; }
+        }
+        right += best == target[i];
+    }
+    ]] .. finish }
+      return e.launch(k, ops, { { "long long", e.batch(x) }, { "long long", C }, { "void *", e.val(t).ptr } }, { blocks = 1 })
+    end
+    local ops = { { "x", e.val(x), "r" }, { "t", e.val(t), "r" }, { "y", e.val(n.out), "w" } }
+    local k = e.kernel { kind = "accuracy_threshold", ops = ops, params = "long long n, float threshold",
+      body = "double right = 0;\n    " .. BLOCK .. " right += so_threshold_right(ld_x(i), threshold, ld_t(i));\n    " .. finish }
+    return e.launch(k, ops, { { "long long", by(e.batch(x), C) }, { "float", e.lit(n.attrs.threshold) } }, { blocks = 1 })
+  end,
+}
 
 ---------------------------------------------------------------------------
 -- matmul (torch.matmul): cuBLASLt strided batches over the output's batch dims.  An

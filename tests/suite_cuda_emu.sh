@@ -112,21 +112,7 @@ fi
 # the cut-down Fashion-MNIST
 data="$tmp/fashion"
 mkdir -p "$data"
-python3 - "$data" <<'EOF' || { for t in $(names); do fail "$t" "cannot cut down Fashion-MNIST"; done; exit 0; }
-import gzip, struct, sys
-src, dst = '/usr/share/datasets/fashion-mnist/', sys.argv[1] + '/'
-for name, n in [('train-images-idx3-ubyte', 5128), ('train-labels-idx1-ubyte', 5128),
-                ('t10k-images-idx3-ubyte', 256), ('t10k-labels-idx1-ubyte', 256)]:
-    b = gzip.open(src + name + '.gz').read()
-    magic = struct.unpack('>I', b[:4])[0]
-    nd = magic & 0xff
-    dims = list(struct.unpack('>' + 'I' * nd, b[4:4 + 4 * nd]))
-    per = 1
-    for d in dims[1:]: per *= d
-    dims[0] = n
-    with open(dst + name, 'wb') as f:
-        f.write(struct.pack('>I', magic) + struct.pack('>' + 'I' * nd, *dims) + b[4 + 4 * nd:4 + 4 * nd + n * per])
-EOF
+python3 tests/harness/cut_fashion.py "$data" 5128 256 || { for t in $(names); do fail "$t" "cannot cut down Fashion-MNIST"; done; exit 0; }
 data_flag() { case $1 in fashion*|mlp*) echo "--data $data" ;; esac; }
 
 # build NAME SPEC_FILE PRECISION: DIR/cpu/train and DIR/cuda/emu/run; prints why on failure

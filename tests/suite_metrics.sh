@@ -2,7 +2,8 @@
 # train.log's metrics (issue 16): values against PyTorch on the same weights and batches
 # (read back from metrics.csv, TensorBoard and MLflow), log_reduce's reductions, no effect on
 # training, the report's plots, report.html as an MLflow artifact, TensorBoard's HParams
-# session (read by tests/logging/read_logs.py), the CUDA backend's refusal, the spec errors.
+# session (read by tests/logging/read_logs.py), the CUDA program's metrics under tests/cuda_emu
+# (emulated: the CPU program's values, read back only on the rows that log them), the spec errors.
 set -u
 LOOM=${LOOM:-build/loom}
 work=$(mktemp -d)
@@ -10,7 +11,7 @@ trap 'rm -rf "$work"' EXIT
 . "$(dirname "$0")/tap.sh"   # plan, ok, fail, skip, expect_error, py_lacks, no_torch
 CHECK="/usr/bin/python3 $(dirname "$0")/metrics/check_metrics.py"
 READ="/usr/bin/python3 $(dirname "$0")/logging/read_logs.py"
-plan 18
+plan 21
 
 # spec FILE LR LOG...: a 4-16-3 MLP on Npy data (50 training, 20 validation samples)
 spec() {
@@ -126,6 +127,52 @@ else
   fail "callbacks monitor a metric (ModelCheckpoint by val/hits)" "loom train failed"
 fi
 
+# The CUDA program (run under tests/cuda_emu: emulated, no GPU here) logs the CPU program's
+# metrics from the same seed, weights and batches: train.log's kinds (accuracy by argmax and
+# by threshold, abs, max, sum, mean; log_reduce mean, sum, max) on Fashion-MNIST cut down to
+# 112 training images (7 batches of 16: under accumulate = 2 the epoch's last step is one
+# micro-batch), 48 validation and 64 test images; --max-steps 7 stops mid-epoch on a step
+# that is not a multiple of log_every_n_steps.  Tolerance 1e-4 relative (the GEMMs' summation
+# orders differ).  The same program with --cuda-graph (the metrics' kernel captured and
+# replayed) logs the same values bit for bit.
+CUDA=${CUDA_HOME:-/usr/local/cuda}
+CMP="/usr/bin/python3 $(dirname "$0")/metrics/compare_runs.py"
+EMU_TESTS=("CUDA (emulated) logs the CPU's train.log metrics: steps, epochs, validation, test"
+           "CUDA reads the metrics back only on the rows that log them"
+           "CUDA's TensorBoard and MLflow hold its metrics.csv" "CUDA --cuda-graph logs the same metrics")
+if [ ! -f "$CUDA/include/cuda_runtime.h" ] || [ ! -f "$CUDA/include/cublasLt.h" ] || ! ls "$CUDA"/lib64/libnvrtc.so* >/dev/null 2>&1 ||
+   ! command -v g++ >/dev/null || py_lacks yaml; then
+  for t in "${EMU_TESTS[@]}"; do skip "$t" "no CUDA toolkit (headers, NVRTC), g++ or python3's yaml"; done
+else
+  mkdir -p "$work/fashion"
+  /usr/bin/python3 "$(dirname "$0")/harness/cut_fashion.py" "$work/fashion" 160 64
+  cp "$(dirname "$0")/metrics/cuda_metrics.lua" "$work/f.lua"
+  flags="--seed 11 --max-steps 7 --data $work/fashion"
+  csv=logs/lightning_logs/version_0/metrics.csv
+  if ! "$LOOM" build "$work/f.lua" --accelerator=cpu -o "$work/fc" >"$work/fc.log" 2>&1 ||
+     ! "$LOOM" build "$work/f.lua" --accelerator=cuda --no-compile -o "$work/fg" >"$work/fg.log" 2>&1 ||
+     ! tests/cuda_emu/build.sh "$work/fg" >"$work/emu.log" 2>&1; then
+    for t in "${EMU_TESTS[@]}"; do fail "$t" "a build failed: $(grep -m1 -i 'error' "$work/fc.log" "$work/fg.log" "$work/emu.log")"; done
+  elif ! "$work/fc/train" $flags --quiet --out "$work/rc" >"$work/rc.txt" 2>&1 ||
+       ! "$work/fg/emu/run" $flags --out "$work/rg" >"$work/rg.txt" 2>&1 ||
+       ! "$work/fg/emu/run" $flags --cuda-graph --out "$work/rh" >"$work/rh.txt" 2>&1; then
+    for t in "${EMU_TESTS[@]}"; do fail "$t" "a run failed: $(tail -q -n1 "$work/rc.txt" "$work/rg.txt" "$work/rh.txt" 2>/dev/null | tr '\n' ' ')"; done
+  else
+    v=$($CMP same "$work/rg/$csv" "$work/rc/$csv" 1e-4)
+    [ "${v%% *}" = ok ] && ok "${EMU_TESTS[0]} ($v)" || fail "${EMU_TESTS[0]}" "$v"
+    v=$($CMP readbacks "$work/rg/$csv" "$work/rg.txt")
+    [ "${v%% *}" = ok ] && ok "${EMU_TESTS[1]} ($v)" || fail "${EMU_TESTS[1]}" "$v"
+    id=$(ls "$work/rg/mlruns/1" | grep -E '^[0-9a-f]{32}$' | head -1)
+    v=$($READ tb "$work/rg/tb/lightning_logs/version_0" "$work/rg/$csv")
+    w=$($READ mlflow "$work/rg/mlruns" "$id" "$work/rg/$csv" 3)
+    [ "${v%% *}" = ok ] && [ "${w%% *}" = ok ] && [ -f "$work/rg/mlruns/1/$id/metrics/test/worst" ] && ok "${EMU_TESTS[2]}" ||
+      fail "${EMU_TESTS[2]}" "tensorboard: $v; mlflow: $w"
+    v=$($CMP same "$work/rh/$csv" "$work/rg/$csv" 0)
+    [ "$v" = ok ] && grep -q "graph launches" "$work/rh.txt" && ! grep -q -- "--cuda-graph: 0 graph launches" "$work/rh.txt" &&
+      ok "${EMU_TESTS[3]}" || fail "${EMU_TESTS[3]}" "$v $(grep -m1 'graph launches' "$work/rh.txt")"
+  fi
+fi
+
 # spec errors, each at the spec's line (the diagnostic, then the source line)
 bad() {   # NAME WANT LOG [LOOM FLAG]
   local name=$1 want=$2 file=$work/bad.lua
@@ -162,9 +209,6 @@ bad "a monitor that names no metric" "EarlyStopping: cannot monitor 'val/hts'; t
   'log = function(m, b, out) return { hits = accuracy(out, b.onehot) } end, callbacks = { EarlyStopping { monitor = "val/hts" } },'
 bad "train.log that calls the model" "train.log calls the model again" \
   'log = function(m, b, out) return { again = mean(m(b)) } end,'
-# the CUDA backend refuses them
-bad "CUDA refuses train.log" "c.lua:12: train.log's metrics are not computed by the CUDA backend yet; build with --accelerator=cpu" "$LOG" \
-  --accelerator=cuda
 # accuracy as the loss
 spec "$work/bad.lua" 0.1
 sed -i 's/return cross_entropy(m(b), b.target)/return accuracy(m(b), b.target)/' "$work/bad.lua"

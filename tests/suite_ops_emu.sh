@@ -12,7 +12,8 @@
 #  - conv_losses (grouped and depthwise conv, dilated max pooling, avg pooling with
 #    ceil_mode and count_include_pad = false, soft cross entropy) at 32-true,
 #    bf16-mixed and 16-true (measured 1.2e-8), and with its loss swapped for bce_with_logits (16-mixed), mse (sum) and
-#    l1 (none, reduced by mean()).
+#    l1 (none, reduced by mean()), and by one of abs, amax over a dim and max over all
+#    (the ops train.log's metrics use, here with their gradients).
 # SKIPs without the CUDA toolkit (the emulator compiles kernels with NVRTC) or numpy.
 set -u
 cd "$(dirname "$0")/.."
@@ -28,7 +29,8 @@ CASES=("attention_ops tests/cuda_specs/attention_ops.lua 32-true 3 1e-5"
        "conv_losses tests/cuda_specs/conv_losses.lua 16-true 3 1e-3"
        "conv_bce_logits @variants/conv_bce_logits.lua 16-mixed 3 1e-3"
        "conv_mse_sum @variants/conv_mse_sum.lua 32-true 3 1e-5"
-       "conv_l1_none_mean @variants/conv_l1_none_mean.lua 32-true 3 1e-5")
+       "conv_l1_none_mean @variants/conv_l1_none_mean.lua 32-true 3 1e-5"
+       "conv_abs_amax @variants/conv_abs_amax.lua 32-true 3 1e-5")
 echo "1..${#CASES[@]}"   # ops_emu_matches_cpu_NAME_PREC
 if [ ! -x "$CUDA/bin/nvcc" ] || ! "$PY" -c "import numpy" 2>/dev/null; then
   for c in "${CASES[@]}"; do set -- $c; echo "ok ops_emu_matches_cpu_$1_$3 # SKIP no CUDA toolkit or no numpy"; done
@@ -45,6 +47,7 @@ loss_variant() {   # NAME LOSS-EXPRESSION: conv_losses with another loss
 loss_variant conv_bce_logits "bce_with_logits(m(b), b.target)"
 loss_variant conv_mse_sum 'mse(m(b), b.target, { reduction = "sum" })'
 loss_variant conv_l1_none_mean 'mean(l1(m(b), b.target, { reduction = "none" }))'
+loss_variant conv_abs_amax '(function(y) return mean(abs(y - b.target)) + mean(amax(y, 1)) + 0.1 * max(abs(y)) end)(m(b))'
 for c in "${CASES[@]}"; do
   set -- $c
   name=$1 spec=${2/#@/$tmp/} prec=$3 steps=$4 bound=$5

@@ -515,3 +515,44 @@ Test(scalar_ops, more_losses_match_cpu_kernels) {
     }
     cr_assert(same_bits((float)(total / R), loss), "soft cross entropy loss");
 }
+
+// train.log's metrics on the device: abs (a pointwise op with its gradient), accuracy's
+// argmax and threshold scoring, and log_reduce's max (a NaN wins) against the CPU's
+Test(scalar_ops, metrics_match_cpu_kernels) {
+    static float x[N], dy[N], y[N], dx[N];
+    for (int i = 0; i < N; i++) { x[i] = i % 97 == 0 ? 0.0f : uniform(-4, 4); dy[i] = uniform(-1, 1); }
+    k_abs_forward_f32(y, x, N, 0, 0);
+    memset(dx, 0, sizeof dx);
+    k_abs_backward_f32(dx, dy, x, N, 0, 0);
+    for (int i = 0; i < N; i++)
+        cr_assert(same_bits(so_abs(x[i]), y[i]) && same_bits(0 + so_abs_grad(dy[i], x[i]), dx[i]), "abs at %d", i);
+    // rows of 5 classes with ties and NaNs: the argmax the CPU's accuracy scores
+    enum { R = 400, C = 5 };
+    static float rows[R * C], t[R * C];
+    static int64_t label[R];
+    for (int i = 0; i < R * C; i++) {
+        rows[i] = (float)(int)uniform(-3, 3);   // integers: many ties
+        if (i % 37 == 0) rows[i] = NAN;
+        t[i] = uniform(0, 1);
+    }
+    int64_t right = 0;
+    for (int r = 0; r < R; r++) {
+        int best = 0;
+        for (int c = 1; c < C; c++) if (so_argmax_takes(rows[r * C + c], rows[r * C + best])) best = c;
+        label[r] = r % 3 == 0 ? best : (best + 1) % C;
+        right += best == label[r];
+    }
+    float acc;
+    k_accuracy_forward_f32(&acc, rows, label, NULL, R, C, 0);
+    cr_assert(same_bits(acc, (float)((double)right / R)) && right == (R + 2) / 3, "accuracy by argmax: %g", acc);
+    right = 0;
+    for (int i = 0; i < R * C; i++) right += so_threshold_right(rows[i], 0.5f, t[i]);
+    k_accuracy_forward_f32(&acc, rows, NULL, t, R, C, 0.5f);
+    cr_assert(same_bits(acc, (float)((double)right / (R * C))), "accuracy by threshold: %g", acc);
+    // max over batches: the CPU program's max_nan (gen/emit_train.lua)
+    const double v[] = { 1, -2, NAN, 3, INFINITY };
+    cr_assert(so_max_nan(1, -2) == 1 && so_max_nan(-2, 1) == 1 && isnan(so_max_nan(1, NAN)) && isnan(so_max_nan(NAN, 3)));
+    double m = -INFINITY;
+    for (int i = 0; i < 5; i++) m = so_max_nan(m, v[i]);
+    cr_assert(isnan(m));
+}

@@ -117,6 +117,9 @@ SO_FN float so_sigmoid(float x) { return 1 / (1 + expf(-x)); }
 SO_FN float so_sigmoid_grad(float dy, float y) { return dy * y * (1 - y); }
 SO_FN float so_tanh(float x) { return tanhf(x); }
 SO_FN float so_tanh_grad(float dy, float y) { return dy * (1 - y * y); }
+// abs: f' = sign(x) (0 at 0), as the CPU's K_UNARY(abs)
+SO_FN float so_abs(float x) { return fabsf(x); }
+SO_FN float so_abs_grad(float dy, float x) { return dy * (float)((x > 0) - (x < 0)); }
 // silu and gelu: the backward reads the input
 SO_FN float so_silu(float x) { return x / (1 + expf(-x)); }
 SO_FN float so_silu_grad(float dy, float x) {
@@ -244,6 +247,13 @@ SO_FN float so_mse(float x, float t) { return (x - t) * (x - t); }
 SO_FN float so_mse_grad(float g, float x, float t) { return g * 2 * (x - t); }
 SO_FN float so_l1(float x, float t) { return fabsf(x - t); }
 SO_FN float so_l1_grad(float g, float x, float t) { const float d = x - t; return g * (float)((d > 0) - (d < 0)); }
+
+// train.log's metrics: does v displace best as a row's argmax (accuracy: the first largest;
+// NaN wins, as torch.argmax), is x scored right against a float target t, and a metric's
+// max over batches (log_reduce "max": a NaN wins, as torch.max)
+SO_FN int so_argmax_takes(float v, float best) { return v > best || (v != v && best == best); }
+SO_FN int so_threshold_right(float x, float threshold, float t) { return (x > threshold) == (t > 0.5f); }
+SO_FN double so_max_nan(double a, double v) { return a != a ? a : (v > a || v != v) ? v : a; }
 
 // ---------------------------------------------------------------------------
 // optimizers (torch.optim's single-tensor rules; constants from the host, in float)

@@ -15,7 +15,8 @@
 # bit for bit, as 6 eager steps (a value baked in at capture would show), with at most 4
 # captures; a run with graphs resumed from its checkpoint ends bit for bit where one run
 # ends (16-mixed: the device's GradScaler goes through the checkpoint); --device 0 is
-# the default device bit for bit, and a device that is not there is one clear line.
+# the default device bit for bit, and a device that is not there is one clear line; and
+# train.log's metrics as the CPU program logs them (tests/metrics/cuda_metrics.lua).
 # paw asks for devices = 2 (ddp): its CUDA program is built with --devices=1.
 # Not run on machines without a GPU: prints a SKIP line for each test.  Not run by
 # tests/run_all.sh (no GPU there).  `tests/gpu/run.sh --list` prints the tests' names,
@@ -32,7 +33,7 @@ VARIANTS=(mlp_sgd_clipnorm_dropout mlp_adamw_clipval_dropout)
 NAMES=()
 for s in "${SPECS[@]}"; do for p in "${PRECS[@]}"; do NAMES+=("gpu_vs_cpu_${s}_$p" "gpu_cuda_graph_${s}_$p"); done; done
 for v in "${VARIANTS[@]}"; do NAMES+=("gpu_vs_cpu_${v}_32-true"); done
-NAMES+=(gpu_vs_cpu_mlp_tf32_32-true gpu_tf32_is_on gpu_cuda_graph_resume_fashion_mlp_16-mixed gpu_device_choice)
+NAMES+=(gpu_vs_cpu_mlp_tf32_32-true gpu_tf32_is_on gpu_cuda_graph_resume_fashion_mlp_16-mixed gpu_device_choice gpu_train_log_metrics)
 if [ "${1:-}" = --list ]; then printf '%s\n' "${NAMES[@]}"; exit 0; fi
 plan "${#NAMES[@]}"
 declare -A TOL=([32-true]=1e-3 [bf16-mixed]=5e-2 [16-mixed]=5e-2 [bf16-true]=5e-2 [16-true]=5e-2)
@@ -126,6 +127,24 @@ if [ -x "$g/train" ]; then
   else echo "not ok $name: $("$tmp/compare_ckpt" "$g/r12/last.safetensors" "$g/r2/last.safetensors" 0 0 0 2>&1)"; fi
 else
   echo "not ok $name: no GPU program"
+fi
+
+# train.log's metrics (tests/metrics/cuda_metrics.lua): the GPU program's metrics.csv is the
+# CPU program's (step rows, epochs, validation, test) within 1e-3, and it read them back only
+# on the rows that log them (tests/suite_metrics.sh makes the same check under tests/cuda_emu)
+name=gpu_train_log_metrics
+c="$tmp/metrics_cpu" g="$tmp/metrics_gpu"
+csv=logs/lightning_logs/version_0/metrics.csv
+if ! "$LOOM" build tests/metrics/cuda_metrics.lua --accelerator=cpu -o "$c" >"$c.log" 2>&1 ||
+   ! "$LOOM" build tests/metrics/cuda_metrics.lua --accelerator=cuda -o "$g" >"$g.log" 2>&1; then
+  echo "not ok $name: loom build failed"
+elif ! "$c/train" --seed 11 --max-steps 7 --quiet --out "$c/run" >"$c/out.txt" 2>&1 ||
+     ! "$g/train" --seed 11 --max-steps 7 --out "$g/run" >"$g/out.txt" 2>&1; then
+  echo "not ok $name: a run failed: $(tail -q -n1 "$c/out.txt" "$g/out.txt" | tr '\n' ' ')"
+else
+  v=$(python3 tests/metrics/compare_runs.py same "$g/run/$csv" "$c/run/$csv" 1e-3)
+  w=$(python3 tests/metrics/compare_runs.py readbacks "$g/run/$csv" "$g/out.txt")
+  if [ "${v%% *}" = ok ] && [ "${w%% *}" = ok ]; then echo "ok $name ($v; $w)"; else echo "not ok $name: $v; $w"; fi
 fi
 
 # the device: --device 0 is the default device; a device that is not there is one line

@@ -20,15 +20,16 @@ local test, check, eq = unit.test, unit.check, unit.eq
 
 -- A model spec from its body (the model's fields and forward), training with `loss`
 -- on Synthetic data of `fields`, traced: the graph (gen/graph.lua).  Line 1 of the file
--- is `model "T" {`, so a field on line k of `body` is on line k + 2.
-local function trace(body, loss, fields)
+-- is `model "T" {`, so a field on line k of `body` is on line k + 2; `extra`: more of train's
+-- settings (train.log, say).
+local function trace(body, loss, fields, extra)
   local path = os.tmpname()
   local f = assert(io.open(path, "w"))
   f:write('model "T" {\n  inputs = { x = Tensor{16} },\n', body, "\n}\n",
     'fabric { accelerator = "cpu", precision = "32-true" }\n',
     "train {\n  data = Synthetic { fields = { x = Tensor{16}, ", fields or "target = Tensor{2}", " }, size = 64 },\n",
     "  batch_size = 16,\n  loss = function(m, b) return ", loss or "mse(m(b), b.target)", " end,\n",
-    "  optimizer = SGD { lr = 0.1 },\n  epochs = 1,\n}\n")
+    "  optimizer = SGD { lr = 0.1 },\n  epochs = 1,\n", extra or "", "}\n")
   f:close()
   diag.reset()
   local ok, g = pcall(function() return graph.build(spec.load(path)) end)
@@ -315,6 +316,24 @@ test("fuse_chain_is_one_group_until_a_second_reader", function()
   check(grp.register[fz.resolve(mul.out)], "the mul's output is stored (only the chain reads it)")
   local div = node_at(pp.trace, "div", 9)
   check(grp.stored[fz.resolve(div.out)], "the chain's last value (read by Linear head) lives in registers")
+end)
+
+-- train.log's metrics are ops of the same forward; a pointwise one reading the step's chain
+-- (abs of the model's output) stays out of the chain's group, so that the step's kernels
+-- are the same with and without `log`
+test("fuse_keeps_train_log_metrics_out_of_the_steps_groups", function()
+  local body = [[
+  a = Linear(16, 2),
+  forward = function(m, b) return tanh(m.a(b.x)) * 2 end,]]
+  local g = trace(body, nil, nil, "  log = function(m, b, out) return { size = mean(abs(out)), step = mean(abs(out) * 3) } end,\n")
+  local pp, ad = lower(g, "32-true")
+  local fz = fuse_plan(pp, ad)
+  eq(ops_of(fz.group_of[node_at(pp.trace, "tanh", 4)]), "tanh+mul", "the step's chain")
+  local abs = node_at(pp.trace, "abs", 13)
+  check(abs.metric, "abs is a metric's node")
+  -- the metrics' own chain (abs, then mul) is one group of metric nodes
+  eq(ops_of(fz.group_of[abs]), "abs", "the first metric's abs")
+  eq(ops_of(fz.group_of[node_at(pp.trace, "abs", 13, 2)]), "abs+mul", "the second metric's chain")
 end)
 
 test("fuse_linear_relu_is_an_epilogue_group", function()
