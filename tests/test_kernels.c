@@ -1125,3 +1125,49 @@ Test(kernels, first_writer_stores) {
     same_as_added("linear", st, add, 6 * 12);
     free(x); free(dy); free(w); free(y); free(add); free(add2); free(st); free(st2);
 }
+
+// The input gradient of a stride-1 conv on large planes is the flipped conv's forward
+// (k_conv2d_flip_dims): against the definition, dx[n,c,h,w] = sum over oc, kh, kw of
+// dout[n,oc,oh,ow] * w[oc,c,kh,kw] where h = oh - PH + kh*DH (w likewise), for paddings,
+// dilations, groups and a valid (unpadded) conv, added to and stored.
+Test(kernels, conv2d_flipped_input_gradient) {
+    omp_set_num_threads(2);
+    const k_conv2d_dims cases[] = {
+        { 3, 4, 16, 16, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1, 16, 16 },   // 3x3 "same"
+        { 2, 4, 18, 18, 4, 3, 3, 1, 1, 0, 0, 1, 1, 1, 16, 16 },   // valid
+        { 2, 4, 16, 16, 6, 5, 5, 1, 1, 2, 2, 1, 1, 2, 16, 16 },   // 5x5, 2 groups
+        { 2, 3, 16, 17, 2, 3, 3, 1, 1, 2, 2, 2, 2, 1, 16, 17 },   // dilation 2
+    };
+    uint64_t s = 11;
+    for (int t = 0; t < 4; t++) {
+        const k_conv2d_dims *d = &cases[t];
+        k_conv2d_dims f;
+        cr_assert(k_conv2d_flip_dims_f64(d, &f), "case %d takes the flipped conv", t);
+        const int Cg = d->C / d->G, OCg = d->OC / d->G, KK = d->KH * d->KW;
+        const int nx = d->N * d->C * d->H * d->W, ny = d->N * d->OC * d->OH * d->OW, nw = d->OC * Cg * KK;
+        double *x = gc_rand(&s, nx, -1, 1), *dy = gc_rand(&s, ny, -1, 1), *w = gc_rand(&s, nw, -1, 1);
+        double *want = calloc(nx, sizeof(double)), *dx = gc_rand(&s, nx, -1, 1), *dx0 = malloc(sizeof(double) * nx), *st = stale(nx);
+        memcpy(dx0, dx, sizeof(double) * nx);
+        for (int n = 0; n < d->N; n++)
+            for (int oc = 0; oc < d->OC; oc++)
+                for (int oh = 0; oh < d->OH; oh++)
+                    for (int ow = 0; ow < d->OW; ow++)
+                        for (int c = 0; c < Cg; c++)
+                            for (int kh = 0; kh < d->KH; kh++)
+                                for (int kw = 0; kw < d->KW; kw++) {
+                                    int h = oh - d->PH + kh * d->DH, ww = ow - d->PW + kw * d->DW;
+                                    if (h < 0 || h >= d->H || ww < 0 || ww >= d->W) continue;
+                                    int ci = oc / OCg * Cg + c;
+                                    want[(((size_t)n * d->C + ci) * d->H + h) * d->W + ww] +=
+                                        dy[(((size_t)n * d->OC + oc) * d->OH + oh) * d->OW + ow] * w[((size_t)oc * Cg + c) * KK + kh * d->KW + kw];
+                                }
+        double *scr = malloc(sizeof(double) * k_conv2d_scratch_f64(d));
+        k_conv2d_backward_f64(dx, NULL, NULL, dy, x, w, scr, d, 1);
+        k_conv2d_backward_f64(st, NULL, NULL, dy, x, w, scr, d, 0);
+        for (int i = 0; i < nx; i++) {
+            cr_assert(fabs(st[i] - want[i]) <= 1e-12 * (1 + fabs(want[i])), "case %d stored dx[%d] %g, want %g", t, i, st[i], want[i]);
+            cr_assert(fabs(dx[i] - dx0[i] - want[i]) <= 1e-12 * (1 + fabs(want[i])), "case %d added dx[%d]", t, i);
+        }
+        free(x); free(dy); free(w); free(want); free(dx); free(dx0); free(st); free(scr);
+    }
+}
