@@ -9,6 +9,7 @@
 #
 #   bench/profile.sh                     # fashion_cnn and paw
 #   SPECS="fashion_mlp linear" bench/profile.sh
+#   SPECS="unet resnet18" THREADS_ONLY=1 bench/profile.sh   # only at THREADS threads
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS=${THREADS:-2}
@@ -21,6 +22,9 @@ steps_of() {   # batch warmup steps
         fashion_cnn) echo "128 5 40" ;;
         paw) echo "32 3 15" ;;
         linear) echo "4 200 20000" ;;
+        unet) echo "8 2 8" ;;         # issue 18's families, as bench/speed.sh runs them
+        resnet18) echo "16 2 8" ;;
+        *) echo "profile.sh: no step counts for $1 (steps_of)" >&2; exit 2 ;;
     esac
 }
 
@@ -28,7 +32,8 @@ echo "== bench/profile.sh  $(date -u +%FT%TZ)  load: $(uptime)"
 for name in $SPECS; do
     [ -x "$OUT/$name/step_prof" ] || { echo "profile.sh: run bench/speed.sh first ($OUT/$name/step_prof missing)" >&2; exit 1; }
     read -r B warm steps <<<"$(steps_of "$name")"
-    for t in "$THREADS" 1; do
+    threads="$THREADS 1"; [ "${THREADS_ONLY:-0}" = 1 ] && threads=$THREADS
+    for t in $threads; do
         echo
         echo "== $name, per op, OMP_NUM_THREADS=$t"
         OMP_NUM_THREADS=$t "$OUT/$name/step_prof" --batch "$B" --warmup "$warm" --steps "$steps" --label "$name"

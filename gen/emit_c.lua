@@ -418,7 +418,8 @@ function emit.model(l)
     init_body = init_lines(st, g.inits),
     forward_decls = table.concat(ef.decls, "\n"), forward_body = table.concat(fwd, "\n"), loss_ptr = w.loss,
     backward_decls = table.concat(eb.decls, "\n"), backward_body = table.concat(bwd, "\n"), dloss_ptr = w.dloss,
-    dact_zero = kernels_c.dact_zero_lines(p),
+    dact_zero = p.reuse and "    // activation gradients: each op stores or clears the ones it writes first (gen/plan.lua's reuse)"
+      or kernels_c.dact_zero_lines(p),
     metrics_body = mbody, scratch_body = scratch_body, user_metrics_body = um_body, sample_body = sample.sample_body,
     prediction_decls = table.concat(w.epred.decls, "\n"), prediction_ptr = w.prediction,
     -- (nothing when off: the file is byte for byte the one without detect_anomaly)

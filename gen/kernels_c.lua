@@ -147,6 +147,21 @@ local function context(l, ty, read_only)
     local reads = e.node and t == e.node.out
     return widened(t, base, reads and "load" or "accum", "grad")
   end
+  -- whether the op's kernel adds into t's gradient ("1") or stores it ("0"): it stores
+  -- where the op is the gradient's first writer (gen/plan.lua's first), writes it once
+  -- and in the compute type (a converted operand is summed into its storage after the
+  -- kernel).  A first writer that does not store zeroes the gradient before it (walk).
+  e.stored = {}
+  function e.acc(t)
+    local r = l.root(t)
+    local first = e.node and l.plan.first and l.plan.first[e.node]
+    local c = e.chain(t)
+    if first and first[r] == 1 and #c == 1 and c[1] == compute then
+      e.stored[r] = true
+      return "0"
+    end
+    return "1"
+  end
   function e.save(node, name)
     local s = e.save_place(node, name)
     local var = string.format("s%d_%s", node.index, name)
@@ -242,6 +257,30 @@ end
 
 kernels_c.context = context   -- (gen/user_step.lua's functions of a training_step)
 
+-- Before a backward op, the gradients it writes first but does not store (its kernel
+-- adds, or writes it twice, or through a conversion): zeroed there, for a batch of B
+-- (gen/plan.lua's reuse: the slot held another gradient before).
+local function first_zero(l, e, node, lines)
+  local first = l.plan.first and l.plan.first[node]
+  if not first then return lines end
+  local zero, seen = {}, {}
+  local function add(t)
+    local r = l.root(t)
+    if first[r] and not seen[r] and not e.stored[r] then
+      seen[r] = true
+      local pl = e.grad_place(r)
+      zero[#zero + 1] = string.format("memset(%s, 0, %d * (size_t)(%s));", e.raw_grad(r),
+        FORMATS[pl.fmt or l.pp.settings.compute].bytes, e.numel(r))
+    end
+  end
+  for _, x in ipairs(node.inputs) do add(x) end
+  add(node.out)
+  if #zero == 0 then return lines end
+  table.insert(zero, 1, "// the gradients this op writes first, cleared (it adds into them)")
+  for _, x in ipairs(lines) do zero[#zero + 1] = x end
+  return zero
+end
+
 -- The training step's kernel calls for `l`, in the order the C program makes them.
 -- Returns
 --   forward    { { node, lines } }: every op of the trace but the folded casts (lines:
@@ -300,7 +339,9 @@ function kernels_c.walk(l)
   for _, node in ipairs(l.autodiff.backward) do
     if not (ops[node.op].alias or pp.folded[node]) then
       eb.begin(node, "backward")
+      eb.stored = {}
       local lines = eb.wrap(ops_cpu[node.op].backward(eb, node))
+      lines = first_zero(l, eb, node, lines)
       if l.options.detect_anomaly then
         for _, x in ipairs(anomaly_lines(l, eb, node, "backward")) do lines[#lines + 1] = x end
       end

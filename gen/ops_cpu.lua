@@ -6,6 +6,8 @@
 --
 -- Each rule gets `e`, the C kernels' context (gen/kernels_c.lua, on gen/operands.lua):
 --   e.ptr(t) / e.grad(t)      C expressions for a tensor's data / gradient ("NULL" if none)
+--   e.acc(t)                  "1": the backward kernel adds into t's gradient; "0": it stores it
+--                             (the gradient's first writer; gen/kernels_c.lua)
 --   e.save(node, name)        a saved buffer;  e.state(node, name) a module buffer ("NULL" if none)
 --   e.counter(node, name)     an int64 counter (num_batches_tracked)
 --   e.numel(t) / e.rows(t, k) element count / count without the last k dims, as C expressions
@@ -63,7 +65,7 @@ ops_cpu.linear = {
   backward = function(e, n)
     local x, w = n.inputs[1], n.inputs[2]
     return { gemm_call(e, { x, w })("linear_backward", e.grad(x), e.grad(w), n.inputs[3] and e.grad(n.inputs[3]) or "NULL",
-      e.grad(n.out), e.ptr(x), e.ptr(w), e.rows(x, 1), w.shape[2], w.shape[1]) }
+      e.grad(n.out), e.ptr(x), e.ptr(w), e.rows(x, 1), w.shape[2], w.shape[1], e.acc(x)) }
   end,
 }
 
@@ -92,7 +94,7 @@ ops_cpu.conv2d = {
     return { string.format("const k_conv2d_dims %s = %s;", d, conv_dims(e, n)),
       gemm_call(e, { n.inputs[1], n.inputs[2] })("conv2d_backward", e.grad(n.inputs[1]), e.grad(n.inputs[2]),
         n.inputs[3] and e.grad(n.inputs[3]) or "NULL", e.grad(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]),
-        e.scratch(), "&" .. d) }
+        e.scratch(), "&" .. d, e.acc(n.inputs[1])) }
   end,
 }
 
@@ -114,7 +116,7 @@ ops_cpu.max_pool2d = {
   backward = function(e, n)
     local d = e.local_name(n, "dims")
     return { string.format("const k_pool2d_dims %s = %s;", d, pool_dims(e, n)),
-      e.call("max_pool2d_backward", e.grad(n.inputs[1]), e.grad(n.out), e.save(n, "argmax"), "&" .. d) }
+      e.call("max_pool2d_backward", e.grad(n.inputs[1]), e.grad(n.out), e.save(n, "argmax"), "&" .. d, e.acc(n.inputs[1])) }
   end,
 }
 
@@ -182,7 +184,7 @@ ops_cpu.batch_norm = {
     return { e.call("batch_norm_backward", e.grad(x), n.inputs[2] and e.grad(n.inputs[2]) or "NULL",
       n.inputs[3] and e.grad(n.inputs[3]) or "NULL", e.grad(n.out), e.ptr(x),
       n.inputs[2] and e.ptr(n.inputs[2]) or "NULL", e.save(n, "mean"), e.save(n, "invstd"),
-      e.batch(x), C, S) }
+      e.batch(x), C, S, e.acc(x)) }
   end,
 }
 
@@ -204,8 +206,9 @@ ops_cpu.layer_norm = {
   end,
 }
 
--- activations: the backward of relu/sigmoid/tanh reads the output, silu/gelu the input
-local function activation(name, from_output, extra)
+-- activations: the backward of relu/sigmoid/tanh reads the output, silu/gelu the input;
+-- `stores`: the backward kernel takes acc (stores as the gradient's first writer)
+local function activation(name, from_output, extra, stores)
   ops_cpu[name] = {
     forward = function(e, n)
       local args = { e.ptr(n.out), e.ptr(n.inputs[1]), e.numel(n.out) }
@@ -215,14 +218,15 @@ local function activation(name, from_output, extra)
     backward = function(e, n)
       local args = { e.grad(n.inputs[1]), e.grad(n.out), from_output and e.ptr(n.out) or e.ptr(n.inputs[1]), e.numel(n.out) }
       if extra then args[#args + 1] = extra(n) end
+      if stores then args[#args + 1] = e.acc(n.inputs[1]) end
       return { e.call(name .. "_backward", table.unpack(args)) }
     end,
   }
 end
-activation("relu", true)
-activation("sigmoid", true)
-activation("tanh", true)
-activation("silu", false)
+activation("relu", true, nil, true)
+activation("sigmoid", true, nil, true)
+activation("tanh", true, nil, true)
+activation("silu", false, nil, true)
 activation("gelu", false, function(n) return n.attrs.approximate == "tanh" and "1" or "0" end)
 
 ops_cpu.dropout = {
@@ -317,7 +321,7 @@ ops_cpu.conv1d = {
     return { string.format("const k_conv2d_dims %s = %s;", d, conv1d_dims(e, n)),
       gemm_call(e, { n.inputs[1], n.inputs[2] })("conv2d_backward", e.grad(n.inputs[1]), e.grad(n.inputs[2]),
         n.inputs[3] and e.grad(n.inputs[3]) or "NULL", e.grad(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]),
-        e.scratch(), "&" .. d) }
+        e.scratch(), "&" .. d, e.acc(n.inputs[1])) }
   end,
 }
 
@@ -351,7 +355,7 @@ ops_cpu.conv_transpose = {
     return { string.format("const k_conv2d_dims %s = %s;", d, conv_t_dims(e, n)),
       gemm_call(e, { n.inputs[1], n.inputs[2] })("conv_transpose_backward", e.grad(n.inputs[1]), e.grad(n.inputs[2]),
         n.inputs[3] and e.grad(n.inputs[3]) or "NULL", e.grad(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]),
-        e.scratch(), "&" .. d) }
+        e.scratch(), "&" .. d, e.acc(n.inputs[1])) }
   end,
 }
 
@@ -446,7 +450,8 @@ ops_cpu.cat = {
     local lines, offset = {}, 0
     for _, x in ipairs(n.inputs) do
       if e.grad(x) ~= "NULL" then
-        lines[#lines + 1] = e.call("cat_backward", e.grad(x), e.grad(n.out), e.outer(x, di), x.shape[di], inner, n.out.shape[di], offset)
+        lines[#lines + 1] = e.call("cat_backward", e.grad(x), e.grad(n.out), e.outer(x, di), x.shape[di], inner, n.out.shape[di], offset,
+          e.acc(x))
       end
       offset = offset + x.shape[di]
     end
@@ -625,7 +630,8 @@ local function binary(opname)
         return { e.call(k .. "_scalar_backward", e.grad(a), e.grad(n.out), e.ptr(a), e.lit(n.attrs.scalar), e.numel(n.out)) }
       end
       if same(a.shape, b.shape) then
-        return { e.call(opname .. "_backward", e.grad(a), e.grad(b), e.grad(n.out), e.ptr(a), e.ptr(b), e.numel(n.out)) }
+        return { e.call(opname .. "_backward", e.grad(a), e.grad(b), e.grad(n.out), e.ptr(a), e.ptr(b), e.numel(n.out),
+          e.acc(a), e.acc(b)) }
       end
       if #b.shape == 1 and same(a.shape, n.out.shape) and a.shape[#a.shape] == b.shape[1] then
         return { e.call(opname .. "_row_backward", e.grad(a), e.grad(b), e.grad(n.out), e.ptr(a), e.ptr(b), e.rows(a, 1), b.shape[1]) }

@@ -127,11 +127,18 @@ end
 --              read it) and grad_at (where they write its gradient)
 --   plan       plan.activations: acts[tensor], grads[tensor] ({ offset, numel, arena,
 --              fmt } in bytes, or { source } for a view), saves[node][name], nacts,
---              ngrads (bytes), nint (int32 elements), batch_max
+--              ngrads (bytes), nint (int32 elements), batch_max; on the C backend's
+--              loss backward, reuse (gradient slots shared by liveness) and first[node]
+--              (the gradients node writes first: { [root] = times it writes it })
 --   root(t)    the tensor whose storage t is (through views and folded casts)
 local function plan_stage(l)
   local plan = require "plan"
-  local p = plan.activations(l.trace, not l.inference and l.autodiff or nil, l.batch_max, l.pp)
+  -- the C backend's loss backward writes each activation gradient first (no wholesale
+  -- zeroing), so its gradients share slots by liveness; a training_step's several
+  -- backwards and the CUDA program zero the arena instead
+  local ad = not l.inference and l.autodiff or nil
+  local reuse = ad and l.backend == "cpu" and not ad.segments
+  local p = plan.activations(l.trace, ad, l.batch_max, l.pp, reuse)
   local function root(t)
     while p.acts[t] and p.acts[t].source do t = p.acts[t].source end
     return t

@@ -104,7 +104,13 @@ end
 -- Offsets and sizes of the two activation arenas are in bytes: each tensor is
 -- stored in its own format, and a tensor linked to another by a folded cast has
 -- no storage of its own.  Saved values are in the compute type.
-function plan.activations(trace, ad, batch_max, pp)
+--
+-- With `reuse` (the C backend's loss backward: gen/pipeline.lua) the activation
+-- gradients share slots whose lifetimes in the backward do not overlap, and each
+-- gradient's first writer is known, so nothing is zeroed wholesale: p.first[node] lists
+-- the gradients (roots) `node` writes first ({ [root] = 1 if it writes it once }), which
+-- the C backend stores instead of adding to, or zeroes just before the node.
+function plan.activations(trace, ad, batch_max, pp, reuse)
   local FORMATS = require("precision").FORMATS
   local compute = pp.settings.compute
   local p = { acts = {}, grads = {}, saves = {}, nacts = 0, ngrads = 0, nint = 0, batch_max = batch_max }
@@ -127,7 +133,9 @@ function plan.activations(trace, ad, batch_max, pp)
       if ad and ad.needs_grad[out] then p.grads[out] = { source = pp.link[out].src } end
     else
       p.acts[out] = alloc("acts", "nacts", out.shape, pp.fmt[out])
-      if ad and ad.needs_grad[out] then p.grads[out] = alloc("grads", "ngrads", out.shape, pp.fmt[out]) end
+      if ad and ad.needs_grad[out] then
+        p.grads[out] = reuse and { shape = out.shape, fmt = pp.fmt[out] } or alloc("grads", "ngrads", out.shape, pp.fmt[out])
+      end
     end
     -- what the op keeps for its backward (gen/ops.lua)
     if rule.saves then
@@ -144,7 +152,93 @@ function plan.activations(trace, ad, batch_max, pp)
       end
     end
   end
+  if reuse and ad then plan.reuse_grads(p, trace, ad, pp, alloc) end
   return p
+end
+
+-- The activation gradients' slots by liveness over the backward (ad.backward, in run
+-- order; the loss's gradient is set before it, at time 0): a gradient lives from its
+-- first writer (the backward of the first consumer to run) to its reader (its
+-- producer's backward).  First fit by offset among the slots live at a gradient's start,
+-- in order of start.  Views and folded casts write nothing of their own.
+function plan.reuse_grads(p, trace, ad, pp, alloc)
+  local function root(t)
+    while p.acts[t] and p.acts[t].source do t = p.acts[t].source end
+    return t
+  end
+  local first, last = {}, {}
+  local function touch(r, i, writer)
+    if not p.grads[r] or p.grads[r].source then return end
+    if writer and not first[r] then first[r] = writer end
+    last[r] = i
+  end
+  local span = {}
+  local loss = root(trace.outputs[1])
+  if p.grads[loss] then span[loss] = 0 end
+  p.first = {}
+  for i, node in ipairs(ad.backward) do
+    if not (ops[node.op].alias or pp.folded[node]) then
+      local writes = {}
+      for k, x in ipairs(node.inputs) do
+        if ad.grad_inputs[node][k] then
+          local r = root(x)
+          if p.grads[r] and not p.grads[r].source then
+            writes[r] = (writes[r] or 0) + 1
+            touch(r, i, node)
+            span[r] = span[r] or i
+          end
+        end
+      end
+      for r, count in pairs(writes) do
+        if first[r] == node then
+          p.first[node] = p.first[node] or {}
+          p.first[node][r] = count
+        end
+      end
+      local r = root(node.out)
+      span[r] = span[r] or i   -- read before any write: the node zeroes it first
+      if p.grads[r] and not first[r] and r ~= loss then
+        first[r] = node
+        p.first[node] = p.first[node] or {}
+        p.first[node][r] = 0
+      end
+      touch(r, i)
+    end
+  end
+  -- in order of start (then of the trace, for identical output), first fit by offset
+  local order = {}
+  for r, g in pairs(p.grads) do
+    if not g.source and not span[r] then span[r], last[r] = 0, math.huge end   -- (none seen: live throughout)
+  end
+  for r in pairs(span) do order[#order + 1] = r end
+  local index = {}
+  for i, node in ipairs(trace.nodes) do index[node.out] = i end
+  table.sort(order, function(a, b)
+    if span[a] ~= span[b] then return span[a] < span[b] end
+    return index[a] < index[b]
+  end)
+  local live = {}   -- { offset, bytes, last }, by offset
+  for _, r in ipairs(order) do
+    local g = p.grads[r]
+    p.scratch_size = 0
+    local slot = alloc("grads", "scratch_size", g.shape, g.fmt)
+    local bytes = p.scratch_size
+    p.scratch_size = nil
+    local kept = {}
+    for _, s in ipairs(live) do if s.last >= span[r] then kept[#kept + 1] = s end end
+    live = kept
+    local off = 0
+    for _, s in ipairs(live) do
+      if off + bytes <= s.offset then break end
+      off = math.max(off, s.offset + s.bytes)
+    end
+    slot.offset = off
+    p.grads[r] = slot
+    live[#live + 1] = { offset = off, bytes = bytes, last = last[r] or span[r] }
+    table.sort(live, function(a, b) return a.offset < b.offset end)
+    p.ngrads = math.max(p.ngrads, off + bytes)
+  end
+  p.reuse = true
 end
 
 return plan

@@ -11,7 +11,7 @@ static gc *gc_new(void) { return calloc(1, sizeof(gc)); }
 #define LINEAR_BODY(S) k_linear_forward_##S(OUT, X[0], X[1], c->iv[3] ? X[2] : NULL, c->iv[0], c->iv[1], c->iv[2]);
 GC_FWD(linear, LINEAR_BODY)
 static void linear_bwd(gc *c) {
-    k_linear_backward_f64(c->g[0], c->g[1], c->iv[3] ? c->g[2] : NULL, c->w, c->x[0], c->x[1], c->iv[0], c->iv[1], c->iv[2]);
+    k_linear_backward_f64(c->g[0], c->g[1], c->iv[3] ? c->g[2] : NULL, c->w, c->x[0], c->x[1], c->iv[0], c->iv[1], c->iv[2], 1);
 }
 Test(kernels, linear) {
     for (uint64_t seed = 1; seed <= SEEDS; seed++) {
@@ -32,7 +32,7 @@ Test(kernels, linear) {
 #define CONV_BODY(S) k_conv2d_forward_##S(OUT, X[0], X[1], c->iv[0] ? X[2] : NULL, GC_SCR(0), &c->cd);
 GC_FWD(conv, CONV_BODY)
 static void conv_bwd(gc *c) {
-    k_conv2d_backward_f64(c->g[0], c->g[1], c->iv[0] ? c->g[2] : NULL, c->w, c->x[0], c->x[1], c->s64[0], &c->cd);
+    k_conv2d_backward_f64(c->g[0], c->g[1], c->iv[0] ? c->g[2] : NULL, c->w, c->x[0], c->x[1], c->s64[0], &c->cd, 1);
 }
 static void conv_case(uint64_t seed, int pointwise) {
     uint64_t s = seed * 7919;
@@ -91,7 +91,7 @@ static k_pool2d_dims pool_dims(uint64_t *s, int dilation) {
 }
 #define MAXPOOL_BODY(S) k_max_pool2d_forward_##S(OUT, c->am, X[0], &c->pd);
 GC_FWD(maxpool, MAXPOOL_BODY)
-static void maxpool_bwd(gc *c) { if (c->g[0]) k_max_pool2d_backward_f64(c->g[0], c->w, c->am, &c->pd); }
+static void maxpool_bwd(gc *c) { if (c->g[0]) k_max_pool2d_backward_f64(c->g[0], c->w, c->am, &c->pd, 1); }
 Test(kernels, max_pool2d) {
     for (uint64_t seed = 1; seed <= 6; seed++) {
         uint64_t s = seed;
@@ -153,7 +153,7 @@ Test(kernels, avg_pool2d) {
 GC_FWD(bn, BN_BODY)
 static void bn_bwd(gc *c) {
     k_batch_norm_backward_f64(c->g[0], c->g[1], c->g[2], c->w, c->x[0], c->iv[3] ? c->x[1] : NULL,
-                              c->s64[0], c->s64[1], c->iv[0], c->iv[1], c->iv[2]);
+                              c->s64[0], c->s64[1], c->iv[0], c->iv[1], c->iv[2], 1);
 }
 Test(kernels, batch_norm_train) {
     for (uint64_t seed = 1; seed <= 4; seed++) {
@@ -269,10 +269,10 @@ static void act_bwd(gc *c) {
     if (!dx) return;
     c->fwd64(c);
     switch (c->iv[0]) {
-    case A_RELU: k_relu_backward_f64(dx, w, y, n); break;
-    case A_SIGMOID: k_sigmoid_backward_f64(dx, w, y, n); break;
-    case A_TANH: k_tanh_backward_f64(dx, w, y, n); break;
-    case A_SILU: k_silu_backward_f64(dx, w, x, n); break;
+    case A_RELU: k_relu_backward_f64(dx, w, y, n, 1); break;
+    case A_SIGMOID: k_sigmoid_backward_f64(dx, w, y, n, 1); break;
+    case A_TANH: k_tanh_backward_f64(dx, w, y, n, 1); break;
+    case A_SILU: k_silu_backward_f64(dx, w, x, n, 1); break;
     case A_GELU: k_gelu_backward_f64(dx, w, x, n, 0); break;
     case A_GELU_TANH: k_gelu_backward_f64(dx, w, x, n, 1); break;
     case A_DROPOUT: k_dropout_backward_f64(dx, w, n, 0.3, 42, 7); break;
@@ -351,7 +351,7 @@ Test(kernels, log_softmax) { sm_case(1); }
     case 3: if (c->iv[1] == 4) k_rdiv_scalar_forward_##S(OUT, X[0], c->dv[0], c->nout); else BIN_CALL(S, div, c->iv[1]); break; }
 GC_FWD(bin, BIN_BODY)
 #define BIN_BCALL(op, form) do { switch (form) { \
-    case 0: k_##op##_backward_f64(c->g[0], c->g[1], c->w, c->x[0], c->x[1], c->nout); break; \
+    case 0: k_##op##_backward_f64(c->g[0], c->g[1], c->w, c->x[0], c->x[1], c->nout, 1, 1); break; \
     case 1: k_##op##_row_backward_f64(c->g[0], c->g[1], c->w, c->x[0], c->x[1], c->iv[2], c->iv[3]); break; \
     case 2: k_##op##_bcast_backward_f64(c->g[0], c->g[1], c->w, c->x[0], c->x[1], &c->bd); break; \
     case 3: if (c->g[0]) k_##op##_scalar_backward_f64(c->g[0], c->w, c->x[0], c->dv[0], c->nout); break; } } while (0)
@@ -468,8 +468,8 @@ Test(kernels, slice) {
     k_cat_forward_##S(OUT, X[1], c->iv[0], c->iv[2], c->iv[3], c->iv[1] + c->iv[2], c->iv[1]);
 GC_FWD(cat, CAT_BODY)
 static void cat_bwd(gc *c) {
-    if (c->g[0]) k_cat_backward_f64(c->g[0], c->w, c->iv[0], c->iv[1], c->iv[3], c->iv[1] + c->iv[2], 0);
-    if (c->g[1]) k_cat_backward_f64(c->g[1], c->w, c->iv[0], c->iv[2], c->iv[3], c->iv[1] + c->iv[2], c->iv[1]);
+    if (c->g[0]) k_cat_backward_f64(c->g[0], c->w, c->iv[0], c->iv[1], c->iv[3], c->iv[1] + c->iv[2], 0, 1);
+    if (c->g[1]) k_cat_backward_f64(c->g[1], c->w, c->iv[0], c->iv[2], c->iv[3], c->iv[1] + c->iv[2], c->iv[1], 1);
 }
 Test(kernels, cat) {
     for (uint64_t seed = 1; seed <= SEEDS; seed++) {
@@ -1019,8 +1019,8 @@ Test(kernels16, bf16c_conv_and_linear_match_f32) {
     k_conv2d_forward_f32(o32, x, w, NULL, scr, &d);
     k_conv2d_forward_bf16c(o16, x, w, NULL, scr, &d);
     for (int i = 0; i < no; i++) cr_assert(fabsf(o32[i] - o16[i]) <= 1e-5f * (1 + fabsf(o32[i])), "conv out %d: %g vs %g", i, o16[i], o32[i]);
-    k_conv2d_backward_f32(dx32, dw32, NULL, g, x, w, scr, &d);
-    k_conv2d_backward_bf16c(dx16, dw16, NULL, g, x, w, scr, &d);
+    k_conv2d_backward_f32(dx32, dw32, NULL, g, x, w, scr, &d, 1);
+    k_conv2d_backward_bf16c(dx16, dw16, NULL, g, x, w, scr, &d, 1);
     for (int i = 0; i < nx; i++) cr_assert(fabsf(dx32[i] - dx16[i]) <= 1e-5f * (1 + fabsf(dx32[i])), "conv dx %d", i);
     for (int i = 0; i < nw; i++) cr_assert(fabsf(dw32[i] - dw16[i]) <= 1e-4f * (1 + fabsf(dw32[i])), "conv dw %d", i);
     // linear: x as (27, 36) rows, g as the weight (6, 36) and bias (6)
@@ -1051,4 +1051,77 @@ Test(kernels16, bf16c_conv_threads_repeatable) {
         cr_assert(memcmp(first, again, sizeof(float) * no) == 0, "bf16c conv differs on repetition %d", rep);
     }
     free(rx); free(rw); free(x); free(w); free(scr); free(first); free(again);
+}
+
+// ---------------------------------------------------------------------------- first writers
+// acc = 0 (the gradient's first writer, gen/plan.lua's reuse): the kernel stores what
+// it would have added to zeros, bit for bit, without reading the stale (here NaN) slot.
+static double *stale(int n) {
+    double *p = malloc(sizeof(double) * n);
+    for (int i = 0; i < n; i++) p[i] = NAN;
+    return p;
+}
+static void same_as_added(const char *what, const double *stored, const double *added, int n) {
+    for (int i = 0; i < n; i++)
+        cr_assert(stored[i] == added[i], "%s: element %d stored %g, added to zeros %g", what, i, stored[i], added[i]);
+}
+Test(kernels, first_writer_stores) {
+    uint64_t s = 5;
+    const int n = 2 * 3 * 6 * 6;
+    double *x = gc_rand(&s, n, -2, 2), *dy = gc_rand(&s, n, -1, 1), *w = gc_rand(&s, 128, 0.5, 1.5), *y = calloc(n, sizeof(double));
+    double *add = calloc(n, sizeof(double)), *add2 = calloc(n, sizeof(double)), *st = stale(n), *st2 = stale(n);
+    // activations, an elementwise binary op, cat
+    k_relu_forward_f64(y, x, n);
+    k_relu_backward_f64(add, dy, y, n, 1); k_relu_backward_f64(st, dy, y, n, 0); same_as_added("relu", st, add, n);
+    memset(add, 0, sizeof(double) * n); free(st); st = stale(n);
+    k_silu_backward_f64(add, dy, x, n, 1); k_silu_backward_f64(st, dy, x, n, 0); same_as_added("silu", st, add, n);
+    memset(add, 0, sizeof(double) * n); free(st); st = stale(n);
+    k_mul_backward_f64(add, add2, dy, x, y, n, 1, 1); k_mul_backward_f64(st, st2, dy, x, y, n, 0, 0);
+    same_as_added("mul a", st, add, n); same_as_added("mul b", st2, add2, n);
+    memset(add, 0, sizeof(double) * n); free(st); st = stale(n);
+    k_cat_backward_f64(add, dy, 2, 2, 36, 3, 1, 1); k_cat_backward_f64(st, dy, 2, 2, 36, 3, 1, 0); same_as_added("cat", st, add, 2 * 2 * 36);
+    // batch norm (N 2, C 3, S 36)
+    double mean[3], invstd[3];
+    k_batch_norm_forward_train_f64(y, mean, invstd, NULL, NULL, NULL, x, w, NULL, 2, 3, 36, 1e-5, 0.1);
+    memset(add, 0, sizeof(double) * n); free(st); st = stale(n);
+    k_batch_norm_backward_f64(add, NULL, NULL, dy, x, w, mean, invstd, 2, 3, 36, 1);
+    k_batch_norm_backward_f64(st, NULL, NULL, dy, x, w, mean, invstd, 2, 3, 36, 0);
+    same_as_added("batch_norm", st, add, n);
+    // max pooling 2x2 and 3x3 stride 2 (overlapping windows) of (2, 3, 6, 6)
+    for (int k = 2; k <= 3; k++) {
+        k_pool2d_dims pd = { 2, 3, 6, 6, k, k, 2, 2, 0, 0, 1, 1, k == 2 ? 3 : 2, k == 2 ? 3 : 2, 1 };
+        int32_t am[2 * 3 * 9];
+        k_max_pool2d_forward_f64(y, am, x, &pd);
+        memset(add, 0, sizeof(double) * n); free(st); st = stale(n);
+        k_max_pool2d_backward_f64(add, dy, am, &pd, 1); k_max_pool2d_backward_f64(st, dy, am, &pd, 0);
+        same_as_added("max_pool2d", st, add, n);
+    }
+    // conv2d 3x3 (col2im) and 1x1 (straight GEMM), and ConvTranspose2d(2, stride 2), input (2, 3, 6, 6)
+    const k_conv2d_dims cds[] = { { 2, 3, 6, 6, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 6, 6 }, { 2, 3, 6, 6, 4, 1, 1, 1, 1, 0, 0, 1, 1, 1, 6, 6 },
+                                  { 2, 3, 6, 6, 4, 2, 2, 2, 2, 0, 0, 1, 1, 1, 3, 3 } };
+    for (int c = 0; c < 3; c++) {
+        const k_conv2d_dims *d = &cds[c];
+        double *scr = malloc(sizeof(double) * k_conv2d_scratch_f64(d));
+        double *g = gc_rand(&s, 2 * 4 * 36, -1, 1);
+        memset(add, 0, sizeof(double) * n); free(st); st = stale(n);
+        if (c < 2) {
+            k_conv2d_backward_f64(add, NULL, NULL, g, x, w, scr, d, 1); k_conv2d_backward_f64(st, NULL, NULL, g, x, w, scr, d, 0);
+            same_as_added("conv2d", st, add, n);
+        } else {   // the transposed conv's input is (2, 4, 3, 3), its output (2, 3, 6, 6)
+            k_conv_transpose_backward_f64(add, NULL, NULL, x, g, w, scr, d, 1);
+            k_conv_transpose_backward_f64(st, NULL, NULL, x, g, w, scr, d, 0);
+            same_as_added("conv_transpose", st, add, 2 * 4 * 9);
+            double *o = stale(n), *o2 = calloc(n, sizeof(double));
+            k_conv_transpose_forward_f64(o, g, w, NULL, scr, d);          // stores (no clearing first)
+            k_conv2d_backward_f64(o2, NULL, NULL, g, o2, w, scr, d, 1);   // added to zeros
+            same_as_added("conv_transpose forward", o, o2, n);
+            free(o); free(o2);
+        }
+        free(scr); free(g);
+    }
+    // linear (6, 12) -> 6 outputs
+    memset(add, 0, sizeof(double) * n); free(st); st = stale(n);
+    k_linear_backward_f64(add, NULL, NULL, dy, x, w, 6, 12, 6, 1); k_linear_backward_f64(st, NULL, NULL, dy, x, w, 6, 12, 6, 0);
+    same_as_added("linear", st, add, 6 * 12);
+    free(x); free(dy); free(w); free(y); free(add); free(add2); free(st); free(st2);
 }

@@ -75,7 +75,7 @@ Test(scalar_ops, activations_match_cpu_kernels) {
     for (int i = 0; i < N; i++) { x[i] = uniform(-8, 8); dy[i] = uniform(-1, 1); }
     k_relu_forward_f32(y, x, N);
     memset(dx, 0, sizeof dx);
-    k_relu_backward_f32(dx, dy, y, N);
+    k_relu_backward_f32(dx, dy, y, N, 1);
     for (int i = 0; i < N; i++) {
         ys[i] = so_relu(x[i]);
         dxs[i] = 0 + so_relu_grad(dy[i], ys[i]);
@@ -83,7 +83,7 @@ Test(scalar_ops, activations_match_cpu_kernels) {
     }
     k_sigmoid_forward_f32(y, x, N);
     memset(dx, 0, sizeof dx);
-    k_sigmoid_backward_f32(dx, dy, y, N);
+    k_sigmoid_backward_f32(dx, dy, y, N, 1);
     for (int i = 0; i < N; i++) {
         ys[i] = so_sigmoid(x[i]);
         dxs[i] = 0 + so_sigmoid_grad(dy[i], ys[i]);
@@ -92,12 +92,12 @@ Test(scalar_ops, activations_match_cpu_kernels) {
     // tanh reads the output; silu and gelu (both forms) the input
     k_tanh_forward_f32(y, x, N);
     memset(dx, 0, sizeof dx);
-    k_tanh_backward_f32(dx, dy, y, N);
+    k_tanh_backward_f32(dx, dy, y, N, 1);
     for (int i = 0; i < N; i++)
         cr_assert(same_bits(so_tanh(x[i]), y[i]) && same_bits(0 + so_tanh_grad(dy[i], y[i]), dx[i]), "tanh at %d", i);
     k_silu_forward_f32(y, x, N);
     memset(dx, 0, sizeof dx);
-    k_silu_backward_f32(dx, dy, x, N);
+    k_silu_backward_f32(dx, dy, x, N, 1);
     for (int i = 0; i < N; i++)
         cr_assert(same_bits(so_silu(x[i]), y[i]) && same_bits(0 + so_silu_grad(dy[i], x[i]), dx[i]), "silu at %d", i);
     for (int approx = 0; approx < 2; approx++) {
@@ -132,10 +132,10 @@ Test(scalar_ops, arithmetic_matches_cpu_kernels) {
         // equal shapes
         memset(da, 0, sizeof da); memset(db, 0, sizeof db);
         switch (o) {
-        case 0: k_add_forward_f32(y, a, b, MK); k_add_backward_f32(da, db, dy, a, b, MK); break;
-        case 1: k_sub_forward_f32(y, a, b, MK); k_sub_backward_f32(da, db, dy, a, b, MK); break;
-        case 2: k_mul_forward_f32(y, a, b, MK); k_mul_backward_f32(da, db, dy, a, b, MK); break;
-        default: k_div_forward_f32(y, a, b, MK); k_div_backward_f32(da, db, dy, a, b, MK); break;
+        case 0: k_add_forward_f32(y, a, b, MK); k_add_backward_f32(da, db, dy, a, b, MK, 1, 1); break;
+        case 1: k_sub_forward_f32(y, a, b, MK); k_sub_backward_f32(da, db, dy, a, b, MK, 1, 1); break;
+        case 2: k_mul_forward_f32(y, a, b, MK); k_mul_backward_f32(da, db, dy, a, b, MK, 1, 1); break;
+        default: k_div_forward_f32(y, a, b, MK); k_div_backward_f32(da, db, dy, a, b, MK, 1, 1); break;
         }
         for (int i = 0; i < MK; i++) {
             want_da = 0 + op[o].fa(dy[i], a[i], b[i]);
@@ -251,7 +251,7 @@ Test(scalar_ops, batch_norm_matches_cpu_kernels) {
     for (int c = 0; c < C; c++) { w[c] = uniform(0.5f, 1.5f); b[c] = uniform(-1, 1); }
     k_batch_norm_forward_train_f32(y, mean, invstd, NULL, NULL, NULL, x, w, b, NB, C, S, 1e-5f, 0.1f);
     memset(dx, 0, sizeof dx); memset(dw, 0, sizeof dw); memset(db, 0, sizeof db);
-    k_batch_norm_backward_f32(dx, dw, db, dy, x, w, mean, invstd, NB, C, S);
+    k_batch_norm_backward_f32(dx, dw, db, dy, x, w, mean, invstd, NB, C, S, 1);
     for (int c = 0; c < C; c++) {
         // the reductions as the CPU does them (in double), the elementwise parts from scalar_ops
         double sdy = 0, sdyx = 0;

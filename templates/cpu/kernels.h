@@ -152,6 +152,11 @@ typedef struct { int N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW; int cou
 // holds and plainly otherwise.  Not `#pragma omp parallel for if (cond)`: with a false
 // condition libgomp still sets up a one-thread team, about 1 µs a loop, which is most of
 // the step of a small model.
+// K_PUT(acc, dst, val): a backward kernel's write of a gradient: dst += val where it adds
+// to what earlier ops wrote (acc), dst = val where it is the gradient's first writer
+// (gen/plan.lua's reuse: the slot holds another gradient's stale values; not read)
+#define K_PUT(acc, dst, val) ((dst) = (acc) ? (dst) + (val) : (val))
+
 #define K_PARALLEL_FOR(cond, ...) \
     do { if (cond) { K_PARALLEL_PRAGMA __VA_ARGS__ } else { __VA_ARGS__ } } while (0)
 typedef struct { int ndim; int shape[K_MAXDIM]; int64_t sa[K_MAXDIM], sb[K_MAXDIM]; } k_bcast_dims;

@@ -21,7 +21,7 @@ typedef float state_t;         // parameters, their gradients, buffers and optim
 #define NUM_BUFFERS 0        // float buffers, state_t (BatchNorm running statistics)
 #define NUM_COUNTERS 0      // int64 buffers (num_batches_tracked)
 #define ACT_BYTES 12625088            // activations (each in its own format) and what the backward keeps
-#define DACT_BYTES 9438400          // activation gradients (each in its tensor's format)
+#define DACT_BYTES 1703936          // activation gradients (each in its tensor's format)
 #define NUM_INTS 0              // int32 saved for backward (max-pool argmax)
 #define NUM_WIDE 786432              // floats: 16-bit operands widened for the op that reads them
 
