@@ -9,6 +9,7 @@
 #
 #   bench/profile.sh                     # fashion_cnn and paw
 #   SPECS="fashion_mlp linear" bench/profile.sh
+#   SPECS=tiny_gpt bench/profile.sh      # after SPECS=tiny_gpt bench/speed.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS=${THREADS:-2}
@@ -21,6 +22,7 @@ steps_of() {   # batch warmup steps
         fashion_cnn) echo "128 5 40" ;;
         paw) echo "32 3 15" ;;
         linear) echo "4 200 20000" ;;
+        tiny_gpt) echo "8 3 15" ;;
     esac
 }
 

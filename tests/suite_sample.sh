@@ -12,7 +12,7 @@ LOOM=${LOOM:-build/loom}
 . tests/tap.sh   # plan, ok, fail, expect_error, no_torch, py_lacks
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-plan 18
+plan 23
 
 . tests/harness/small_gpt.sh   # gpt BODY: a small GPT spec whose methods beside forward are BODY
 GEN='generate = function(m, x) return autoregress(m(x), x.idx, { temperature = 0.8, top_k = 20 }) end,'
@@ -79,15 +79,31 @@ PY
   expect_error "sample_prompt_vocab" "byte 195 at offset 0 is outside the model's 128 tokens" "$work/prog/train" --resume "$ck" --sample 5 --prompt "é"
 fi
 
-# the other precisions: the decode step with forward's casts and roundings (gen/entries.lua).
-# At each, the cached step's greedy tokens are the uncached ones'; bf16-mixed's, from
-# the 32-true checkpoint, are 32-true's (40 tokens: measured equal; a near-tie of the
-# top two logits would be the first to differ)
+# the decode step against the same program's forward (tests/harness/sample_step.c: the
+# logits of every position of one window, fresh weights): at 32-true within float
+# rounding; at the other precisions (forward's casts and roundings, gen/entries.lua)
+# within an eighth of the distance of that forward to 32-true's (measured: 0, the same
+# bf16 logits, against 1.0e-2 at bf16-mixed and 1.5e-2 at bf16-true)
+step_check() {   # DIR PRECISION: compiles and runs the harness; its line in $work/step_PRECISION.txt
+  cc -std=c11 -O2 -fopenmp -D_GNU_SOURCE -I"$1" tests/harness/sample_step.c "$1/obj/model.o" "$1/obj/threads.o" \
+    -ldnnl -lopenblas -lm -o "$1/sample_step" 2>"$1/cc.log" &&
+    "$1/sample_step" "$work/fwd_$2.bin" ${3:+"$3"} >"$work/step_$2.txt" 2>&1
+}
+if [ -n "$ck" ] && step_check "$work/prog" 32-true &&
+   awk '{ exit !($2 <= 1e-5 * $4 && $4 > 0.1) }' "$work/step_32-true.txt"; then
+  ok "sample_step_forward_32-true"
+else
+  fail "sample_step_forward_32-true" "$(cat "$work/step_32-true.txt" "$work/prog/cc.log" 2>/dev/null | head -2)"
+fi
+# At each precision the cached step's greedy tokens are the uncached ones'; bf16-mixed's,
+# from the 32-true checkpoint, are 32-true's (40 tokens: measured equal; a near-tie of
+# the top two logits would be the first to differ)
 for p in bf16-mixed 16-mixed bf16-true 16-true; do
   d="$work/p_$p"
   if ! "$LOOM" build "$work/gpt.lua" --precision=$p --accelerator=cpu -o "$d" >"$d.log" 2>&1 ||
      ! "$d/train" --out "$d/run" --quiet >"$d.out" 2>&1; then
     fail "sample_precision_$p" "loom build or training failed: $(tail -1 "$d.log" "$d.out")"
+    fail "sample_step_forward_$p" "no program"
     continue
   fi
   "$d/train" --resume "$d/run/last.safetensors" --prompt "In the beginning" --sample 40 --temperature 0 >"$d/c.txt" 2>"$d/c.err"
@@ -98,6 +114,12 @@ for p in bf16-mixed 16-mixed bf16-true 16-true; do
     ok "sample_precision_$p"
   else
     fail "sample_precision_$p" "cached and uncached tokens differ (or $distinct distinct bytes): $(tail -1 "$d/c.err") $(od -c "$d/c.txt" | head -2) / $(od -c "$d/n.txt" | head -2)"
+  fi
+  if [ -s "$work/fwd_32-true.bin" ] && step_check "$d" "$p" "$work/fwd_32-true.bin" &&
+     awk '{ exit !($2 <= $6 / 8 && $6 > 0) }' "$work/step_$p.txt"; then
+    ok "sample_step_forward_$p"
+  else
+    fail "sample_step_forward_$p" "$(cat "$work/step_$p.txt" "$d/cc.log" 2>/dev/null | head -2)"
   fi
 done
 d="$work/p_bf16-mixed"
