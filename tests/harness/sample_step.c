@@ -10,9 +10,12 @@
 // Initialises the model (seed 1), runs model_forward(training = 0) on one window of
 // fixed tokens and model_sample_step position by position over the same window (each
 // call one new position over the cache), and prints
-//   decode_vs_forward D scale S [ref_vs_forward R]
+//   decode_vs_forward D scale S mean Dm [ref_vs_forward R mean Rm]
 // D: the largest |decode - forward| logit, S: the largest |forward| logit, R: the
-// largest |REF - forward| (REF: another program's OUT, e.g. 32-true's forward).
+// largest |REF - forward| (REF: another program's OUT, e.g. 32-true's forward); Dm and
+// Rm the mean absolute differences.  (In 16 bits one rounding that goes the other way
+// gives D one unit in the last place of S while Rm stays below half of one: the mean
+// says which forward the decode step follows.)
 // OUT gets the forward's logits as float32, (T, V).
 #include "kernels.h"
 #include "model.h"
@@ -54,25 +57,29 @@ int main(int argc, char **argv) {
     for (int t = 0; t < T; t++)
         for (int v = 0; v < V; v++) fwd[t][v] = (float)pred_at(pred, (size_t)v * T + t);
     if (model_sample_begin(&m)) { fprintf(stderr, "sample_step: out of memory\n"); return 2; }
-    double d = 0, s = 0, r = 0;
+    double d = 0, s = 0, r = 0, dm = 0, rm = 0;
     for (int t = 0; t < T; t++) {
         const real *lg = model_sample_step(&m, idx, t, t + 1);
         for (int v = 0; v < V; v++) {
             d = fmax(d, fabs((double)lg[v] - fwd[t][v]));
+            dm += fabs((double)lg[v] - fwd[t][v]) / (T * V);
             s = fmax(s, fabs((double)fwd[t][v]));
         }
     }
     FILE *o = fopen(argv[1], "wb");
     if (!o || fwrite(fwd, sizeof fwd, 1, o) != 1 || fclose(o)) { fprintf(stderr, "sample_step: cannot write %s\n", argv[1]); return 2; }
-    printf("decode_vs_forward %.6g scale %.6g", d, s);
+    printf("decode_vs_forward %.6g scale %.6g mean %.6g", d, s, dm);
     if (argc > 2) {
         static float ref[T][V];
         FILE *f = fopen(argv[2], "rb");
         if (!f || fread(ref, sizeof ref, 1, f) != 1) { fprintf(stderr, "sample_step: cannot read %s\n", argv[2]); return 2; }
         fclose(f);
         for (int t = 0; t < T; t++)
-            for (int v = 0; v < V; v++) r = fmax(r, fabs((double)ref[t][v] - fwd[t][v]));
-        printf(" ref_vs_forward %.6g", r);
+            for (int v = 0; v < V; v++) {
+                r = fmax(r, fabs((double)ref[t][v] - fwd[t][v]));
+                rm += fabs((double)ref[t][v] - fwd[t][v]) / (T * V);
+            }
+        printf(" ref_vs_forward %.6g mean %.6g", r, rm);
     }
     printf("\n");
     model_free(&m);
