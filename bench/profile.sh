@@ -10,6 +10,7 @@
 #   bench/profile.sh                     # fashion_cnn and paw
 #   SPECS="fashion_mlp linear" bench/profile.sh
 #   SPECS="unet resnet18" THREADS_ONLY=1 bench/profile.sh   # only at THREADS threads
+#   SPECS=tiny_gpt bench/profile.sh      # after SPECS=tiny_gpt bench/speed.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS=${THREADS:-2}
@@ -22,6 +23,7 @@ steps_of() {   # batch warmup steps
         fashion_cnn) echo "128 5 40" ;;
         paw) echo "32 3 15" ;;
         linear) echo "4 200 20000" ;;
+        tiny_gpt) echo "8 3 15" ;;
         unet) echo "8 2 8" ;;         # issue 18's families, as bench/speed.sh runs them
         resnet18) echo "16 2 8" ;;
         *) echo "profile.sh: no step counts for $1 (steps_of)" >&2; exit 2 ;;

@@ -149,13 +149,30 @@ function emit.sample_code(l)
     return string.format("(D + %d + (size_t)t * %d)", b.offset, b.row)
   end
   function s.token() return "tok[t]" end
+  -- a parameter the step reads in another format than its storage's (a 16-bit state,
+  -- or rounded by a cast: autocast's bf16 weights) is read from a copy in the compute
+  -- type after the token-dependent tensors, converted by model_sample_begin
+  local compute, state_fmt = l.settings.compute, l.settings.state
+  local copies, size = {}, e.size
   function s.param(t)
-    local v = require("entries").param_view(t)
-    local name = "p_" .. util.c_ident(v.param)
+    local v = require("entries").param_view(t, e.producer, e.fmt)
+    local f = v.fmt or state_fmt
+    local copied = f ~= compute or state_fmt ~= compute
+    local name = "p_" .. util.c_ident(v.param) .. (copied and ("_" .. f) or "")
     if not declared[name] then
       declared[name] = true
-      decls[#decls + 1] = string.format("    const real *%s = m->params + %d;   // %s %s", name, st.by_name[v.param].offset,
-        util.c_comment(v.param), util.shape_str(g.param_by_name[v.param].shape))
+      local p = st.by_name[v.param]
+      local shape = util.shape_str(g.param_by_name[v.param].shape)
+      if copied then
+        copies[#copies + 1] = string.format("    k_load_%s_as_%s(m->decode + %d, m->params + %d, %d);   // %s %s as %s",
+          state_fmt, f, size, p.offset, p.numel, util.c_comment(v.param), shape, f)
+        decls[#decls + 1] = string.format("    const real *%s = D + %d;   // %s %s, read as %s", name, size,
+          util.c_comment(v.param), shape, f)
+        size = size + (p.numel + 15) // 16 * 16
+      else
+        decls[#decls + 1] = string.format("    const real *%s = m->params + %d;   // %s %s", name, p.offset,
+          util.c_comment(v.param), shape)
+      end
     end
     return { base = name, shape = v.shape, strides = v.strides }
   end
@@ -172,6 +189,11 @@ function emit.sample_code(l)
     body[#body + 1] = "    " .. node_comment(g, node)
     body[#body + 1] = "    " .. shapes_comment(node) .. string.format("  (position t of dim %d)", e.axis[node.out] - 1)
     for _, x in ipairs(rule(s, node)) do body[#body + 1] = "        " .. x end
+    local f = e.round[node.out]
+    if f then   -- forward stores it in f: the same rounding
+      body[#body + 1] = string.format("        { real *y_ = %s; for (int i = 0; i < %d; i++) y_[i] = k_round_%s(y_[i]); }   // stored as %s",
+        s.row(node.out), s.R(node.out), f, f)
+    end
   end
   local lg = e.bufs[e.logits]
   local where = string.format("%s:%d", e.where.file, e.where.line)
@@ -183,7 +205,8 @@ function emit.sample_code(l)
     string.format("#define SAMPLE_VOCAB_IN %d         // tokens the model's embedding takes", e.vocab_in),
     string.format("#define SAMPLE_TEMPERATURE %s      // the spec's (--temperature)", util.c_float(e.temperature, "")),
     string.format("#define SAMPLE_TOP_K %d            // the spec's, 0: every token (--top-k)", e.top_k),
-    string.format("#define SAMPLE_ARENA %d            // reals: every token-dependent tensor, all positions", e.size),
+    string.format("#define SAMPLE_ARENA %d            // reals: every token-dependent tensor, all positions%s", size,
+      #copies > 0 and ", then the parameters read in another format" or ""),
     "// The decode arena (allocated on first use, freed by model_free); 0, or -1 when out of memory.",
     "int model_sample_begin(Model *m);",
     "// Positions [from, n) of the window tok[0..n) computed into the decode arena (the",
@@ -196,7 +219,16 @@ function emit.sample_code(l)
     "int model_sample_begin(Model *m) {",
     "    if (!m->decode) m->decode = alloc_zeroed(sizeof(real) * SAMPLE_ARENA);",
     string.format("    if (!m->decode_scratch) m->decode_scratch = alloc_zeroed(sizeof(real) * %d);", e.scratch),
-    "    return m->decode && m->decode_scratch ? 0 : -1;",
+  }
+  if #copies > 0 then
+    c[#c + 1] = "    if (!m->decode || !m->decode_scratch) return -1;"
+    c[#c + 1] = "    // the parameters as the step reads them (forward's casts), from this run's weights"
+    for _, x in ipairs(copies) do c[#c + 1] = x end
+    c[#c + 1] = "    return 0;"
+  else
+    c[#c + 1] = "    return m->decode && m->decode_scratch ? 0 : -1;"
+  end
+  for _, x in ipairs {
     "}",
     "",
     string.format("// %s  <- %s: %s (sampling), one position at a time", e.name, util.c_comment(where),
@@ -204,7 +236,7 @@ function emit.sample_code(l)
         util.shape_str(e.logits.shape), util.shape_str(e.idx.shape), e.temperature, e.top_k))),
     "const real *model_sample_step(Model *m, const int64_t *tok, int from, int n) {",
     "    real *D = m->decode;",
-  }
+  } do c[#c + 1] = x end
   for _, x in ipairs(decls) do c[#c + 1] = x end
   c[#c + 1] = "    for (int t = from; t < n; t++) {"
   for _, x in ipairs(body) do c[#c + 1] = x end

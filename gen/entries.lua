@@ -7,15 +7,20 @@
 -- all positions of the window in the decode arena (the key/value cache: attention
 -- reads the earlier positions' keys and values there; nothing earlier is recomputed).
 -- A method that cannot be generated is refused, naming its spec line.
+--
+-- The method's trace goes through the precision plan as the training step's does
+-- (gen/precision.lua: convert_input/convert_output, autocast's classes), so the decode
+-- step computes in the compute type and rounds where forward stores in 16 bits: each
+-- step's output row is rounded to its tensor's format, a narrowing cast is a step of
+-- its own (a copy, rounded), and a parameter read through casts is read from a copy
+-- converted once per sampling run (model_sample_begin).
 local ops = require "ops"
+local precision = require "precision"
 local diag = require "diag"
 local util = require "util"
 local tensor = require "tensor"
 
 local entries = {}
-
--- the precisions whose decode step runs in the compute type on the state itself
-local SAMPLED_PRECISIONS = { ["32-true"] = true, ["64-true"] = true }
 
 local function method_where(g, name)
   local fn = g.model_rec.methods[name]
@@ -27,22 +32,31 @@ local function method_where(g, name)
 end
 
 -- a tensor that does not depend on the tokens, as a strided view of a parameter:
--- { param, shape, strides } (strides in elements), or nil when it is computed
-function entries.param_view(t)
+-- { param, shape, strides, fmt } (strides in elements; fmt: the format the view reads,
+-- the parameter rounded through the casts on the way), or nil when it is computed.
+-- `producer` maps a tensor to the node that makes it (the precision plan's trace, with
+-- its casts); without it, the tensor's own node.
+function entries.param_view(t, producer, fmt)
   if t.param then
     local strides, run = {}, 1
     for i = #t.shape, 1, -1 do strides[i] = run; run = run * t.shape[i] end
-    return { param = t.param, shape = t.shape, strides = strides }
+    return { param = t.param, shape = t.shape, strides = strides, fmt = fmt and fmt[t] }
   end
-  local node = t.node
+  local node = producer and producer[t] or t.node
   if not node or #node.inputs ~= 1 then return nil end
-  local src = entries.param_view(node.inputs[1])
+  local src = entries.param_view(node.inputs[1], producer, fmt)
   if not src then return nil end
-  if node.op == "transpose" or node.op == "permute" then
+  if node.op == "cast" then
+    -- a narrowing cast rounds; a widening one keeps the values (and their rounding)
+    local to = node.attrs.to
+    if not src.fmt or precision.exact(src.fmt, to) then return src end
+    if not precision.exact(to, src.fmt) then return nil end   -- bf16 through f16: two roundings, not one format
+    return { param = src.param, shape = src.shape, strides = src.strides, fmt = to }
+  elseif node.op == "transpose" or node.op == "permute" then
     local perm = ops[node.op].perm(node)
     local strides = {}
     for i, d in ipairs(perm) do strides[i] = src.strides[d + 1] end
-    return { param = src.param, shape = t.shape, strides = strides }
+    return { param = src.param, shape = t.shape, strides = strides, fmt = src.fmt }
   elseif (node.op == "reshape" or node.op == "flatten") then
     local run = 1
     for i = #src.shape, 1, -1 do
@@ -52,14 +66,22 @@ function entries.param_view(t)
     local strides = {}
     run = 1
     for i = #t.shape, 1, -1 do strides[i] = run; run = run * t.shape[i] end
-    return { param = src.param, shape = t.shape, strides = strides }
+    return { param = src.param, shape = t.shape, strides = strides, fmt = src.fmt }
   end
   return nil
 end
 
--- The decode step of method `name` (its trace's result is an autoregress node).
+-- ops that only move values (their output holds its inputs' values)
+local MOVES = { slice = true, transpose = true, permute = true, reshape = true, flatten = true, dropout = true,
+                embedding = true }
+
+-- The decode step of method `name` (its trace's result is an autoregress node), at
+-- the program's precision: the trace with its casts (gen/precision.lua's assign).
 local function decode_step(l, name, where, trace, out)
-  local node = out.node
+  local pp = precision.assign(trace, l.precision)
+  local fmt, producer = pp.fmt, {}
+  for _, n in ipairs(pp.trace.nodes) do producer[n.out] = n end
+  local node = producer[out]
   local logits, idx = node.inputs[1], node.inputs[2]
   if not idx.input or #idx.shape ~= 2 or idx.shape[1] ~= "B" then
     diag.fatal(node.where, string.format("%s: autoregress's tokens must be a model input of shape (B, T), got %s",
@@ -70,14 +92,15 @@ local function decode_step(l, name, where, trace, out)
   local needed, stack = {}, { logits }
   while #stack > 0 do
     local t = table.remove(stack)
-    if t.node and not needed[t.node] then
-      needed[t.node] = true
-      for _, x in ipairs(t.node.inputs) do stack[#stack + 1] = x end
+    local p = producer[t]
+    if p and not needed[p] then
+      needed[p] = true
+      for _, x in ipairs(p.inputs) do stack[#stack + 1] = x end
     end
   end
   local axis = { [idx] = 2 }
-  local steps, views, alias, vocab_in = {}, {}, {}, nil
-  for _, n in ipairs(trace.nodes) do
+  local steps, views, alias, round, vocab_in = {}, {}, {}, {}, nil
+  for _, n in ipairs(pp.trace.nodes) do
     if needed[n] then
       local axes, any = {}, false
       for i, x in ipairs(n.inputs) do
@@ -97,13 +120,26 @@ local function decode_step(l, name, where, trace, out)
             name, n.module and n.module.call_text or n.op, why), { { where = where, msg = "the method " .. name } })
         end
         axis[n.out] = a
+        -- a narrowing cast rounds: a step of its own (its input's row is read unrounded elsewhere)
+        if n.op == "cast" and not precision.exact(fmt[n.inputs[1]], fmt[n.out]) then same = false end
         if same then alias[n.out] = n.inputs[1] else steps[#steps + 1] = n end
+        -- forward stores this tensor in 16 bits: its row is rounded as forward's store rounds it
+        -- (an op that only moves values already in that format changes nothing)
+        local f = fmt[n.out]
+        if not same and f and f ~= l.settings.compute and precision.exact(f, l.settings.compute) then
+          local moved = MOVES[n.op]
+          for i = 1, #n.inputs do
+            local x = n.inputs[i]
+            if x.dtype == "float" and not precision.exact(fmt[x] or l.settings.compute, f) then moved = false end
+          end
+          if not moved then round[n.out] = f end
+        end
         if n.op == "embedding" and n.inputs[1] == idx then
           local w = n.inputs[2].shape[1]
           vocab_in = vocab_in and math.min(vocab_in, w) or w
         end
       else
-        local v = entries.param_view(n.out)
+        local v = entries.param_view(n.out, producer, fmt)
         if not v then
           diag.fatal(n.where, string.format("%s cannot be generated: %s computes from the parameters alone, which a decode step does not do yet",
             name, n.module and n.module.call_text or n.op))
@@ -126,13 +162,14 @@ local function decode_step(l, name, where, trace, out)
     bufs[n.out] = { offset = size, row = row, rest = rest }
     size = size + (T * row + 15) // 16 * 16
   end
-  for _, n in ipairs(trace.nodes) do   -- a view's rows are its source's
+  for _, n in ipairs(pp.trace.nodes) do   -- a view's rows are its source's
     if alias[n.out] then bufs[n.out] = bufs[alias[n.out]] end
   end
   return {
     name = name, where = where, temperature = node.attrs.temperature, top_k = node.attrs.top_k,
     context = T, vocab = V, vocab_in = vocab_in or V, idx = idx, logits = logits,
     steps = steps, alias = alias, axis = axis, views = views, bufs = bufs, size = size, scratch = T,
+    round = round, fmt = fmt, producer = producer,
   }
 end
 
@@ -179,8 +216,6 @@ function entries.build(l)
         -- the exported library (backend "export") runs the C backend's decode step
         if l.backend == "cuda" then
           e.refused = "the CUDA program does not sample yet (build it for the CPU: --accelerator=cpu)"
-        elseif not SAMPLED_PRECISIONS[l.precision] then
-          e.refused = string.format("precision %s: sampling runs at 32-true and 64-true", l.precision)
         end
         if e.refused then
           io.stderr:write(string.format("%s:%d: note: %s is not generated: %s; %s\n", where.file, where.line, name, e.refused,

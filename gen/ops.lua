@@ -1250,7 +1250,7 @@ local function same_row(node, axes)
 end
 ops.embedding.rows = same_axis
 ops.dropout.rows = same_row   -- (sampling runs in eval mode: the identity)
-ops.cast.rows = same_row      -- (sampling runs where no cast is kept: 32-true, 64-true)
+ops.cast.rows = same_row      -- (a narrowing one rounds: gen/entries.lua makes it a step of its own)
 for _, name in ipairs { "relu", "silu", "sigmoid", "tanh", "gelu" } do ops[name].rows = same_axis end
 function ops.linear.rows(node, axes)
   local a, why = same_axis(node, axes)

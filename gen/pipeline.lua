@@ -151,7 +151,8 @@ end
 -- a method returning autoregress(...) becomes a decode step, sampling one position at a
 -- time with a key/value cache; one that cannot be generated is refused at its line).  Adds
 --   entries    { { name, where, context, vocab, vocab_in, temperature, top_k, steps,
---                  axis[tensor], bufs[tensor], size, refused } }
+--                  axis[tensor], bufs[tensor], size, round[tensor] (rows rounded to 16 bits),
+--                  fmt and producer (the method's precision plan), refused } }
 local function entries_stage(l)
   return with(l, { entries = require("entries").build(l) })
 end
