@@ -15,6 +15,7 @@
 #    avg pooling, soft cross entropy, and its loss swapped for bce_with_logits, mse, l1):
 #    built at 32-true and bf16-mixed (the loss variants at one precision each) and their
 #    kernels checked the same way;
+#  - tiny_gpt at 32-true and bf16-mixed (AdamW's parameter groups: decay_min_ndim);
 #  - the fuse pass (gen/fuse.lua): tests/fuse/chains.lua (every elementwise op in one
 #    chain, a value with two readers, a broadcast operand) at each precision, the groups
 #    formed for the three specs and the chains spec (fuse_plan.tsv), --no-fuse, and the
@@ -61,6 +62,9 @@ CHECKS+=(
   "conv_bce_logits|@variants/conv_bce_logits.lua|16-mixed|"
   "conv_mse_sum|@variants/conv_mse_sum.lua|32-true|mse_ff_ff_ff mse_grad_ff_ff_ff_ff"
   "conv_l1_none_mean|@variants/conv_l1_none_mean.lua|bf16-mixed|"
+  # tiny_gpt: AdamW's two parameter groups (decay_min_ndim) in one update kernel
+  "tiny_gpt|specs/tiny_gpt.lua|32-true|adam_groups2"
+  "tiny_gpt|specs/tiny_gpt.lua|bf16-mixed|adam_groups2_copy_b"
 )
 # the other tests, each one result, in the order they run
 TESTS=(cuda_state16 cuda_fuse_groups cuda_fuse_stored_when_read_elsewhere cuda_no_fuse cuda_fuse_report
