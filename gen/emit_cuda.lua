@@ -97,6 +97,11 @@ local function context(l, kernels, scratch)
     counter = function(offset) return string.format("(void *)(m->d_counters + %d)", offset) end,
     begin = function() used = 0 end,
   })
+  -- attention as the fused kernels (gen/ops.lua's `fused`, the choice the plan's saves made)
+  local sdpa = require("ops").scaled_dot_product_attention
+  function e.attention_fused(n)
+    return sdpa.fused(n, { backend = "cuda", no_fuse = l.options.no_fuse, root = l.root })
+  end
   local function storage(t)
     local pl = e.place(t)
     if pl.arena == "batch" then return string.format("(void *)db->%s", cname(pl.root.input)) end

@@ -129,7 +129,8 @@ end
 --   root(t)    the tensor whose storage t is (through views and folded casts)
 local function plan_stage(l)
   local plan = require "plan"
-  local p = plan.activations(l.trace, not l.inference and l.autodiff or nil, l.batch_max, l.pp)
+  local p = plan.activations(l.trace, not l.inference and l.autodiff or nil, l.batch_max, l.pp,
+    { backend = l.backend, no_fuse = l.options.no_fuse })
   local function root(t)
     while p.acts[t] and p.acts[t].source do t = p.acts[t].source end
     return t
