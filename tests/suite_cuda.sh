@@ -17,7 +17,8 @@
 #    kernels checked the same way;
 #  - attention's fused kernels (tests/cuda_specs/flash_attention.lua: head dims 40/72,
 #    and 128 at bf16-mixed) and, past 128, the GEMM path's;
-#  - tiny_gpt at 32-true and bf16-mixed (AdamW's parameter groups: decay_min_ndim);
+#  - tiny_gpt at 32-true and bf16-mixed (AdamW's parameter groups: decay_min_ndim), and
+#    bench/specs/gpt2_124m.lua (GPT-2 small's shape) at bf16-mixed;
 #  - the fuse pass (gen/fuse.lua): tests/fuse/chains.lua (every elementwise op in one
 #    chain, a value with two readers, a broadcast operand) at each precision, the groups
 #    formed for the three specs and the chains spec (fuse_plan.tsv), --no-fuse, and the
@@ -72,6 +73,8 @@ CHECKS+=(
   # tiny_gpt: AdamW's two parameter groups (decay_min_ndim) in one update kernel
   "tiny_gpt|specs/tiny_gpt.lua|32-true|adam_groups2"
   "tiny_gpt|specs/tiny_gpt.lua|bf16-mixed|adam_groups2_copy_b"
+  # GPT-2 small's shape (bench/gpu_gpt2.sh times it on a GPU): generated and compiled only
+  "gpt2_124m|bench/specs/gpt2_124m.lua|bf16-mixed|flash_fwd_e64_v64_causal_bb flash_bwd_dkv_e64_v64_causal_bb adam_groups2_copy_b"
 )
 # the other tests, each one result, in the order they run
 TESTS=(cuda_state16 cuda_fuse_groups cuda_fuse_stored_when_read_elsewhere cuda_no_fuse cuda_fuse_report
