@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Training tokens per second of GPT-2 small's shape (bench/specs/gpt2_124m.lua: 124M
 # parameters, context 1024, bf16-mixed, AdamW with decay_min_ndim, clip 1.0) on one GPU:
-# loom's CUDA program (plain and --cuda-graph) beside the same model in PyTorch 2.x
+# loom's CUDA program (plain, --cuda-graph, and --cuda-graph with --gemm-attention) beside the same model in PyTorch 2.x
 # (the module `loom build --emit torch` writes, its attention as
 # F.scaled_dot_product_attention), eager and torch.compile, torch.autocast(bfloat16),
 # fused AdamW with the same two parameter groups, the same batch shape, one fixed batch
@@ -25,6 +25,10 @@ sed "s/^  batch_size = 8,/  batch_size = $BATCH,/" bench/specs/gpt2_124m.lua >"$
 grep -q "^  batch_size = $BATCH," "$out/gpt2.lua" || { echo "bench/gpu_gpt2.sh: cannot set the batch size in bench/specs/gpt2_124m.lua"; exit 1; }
 "$LOOM" build "$out/gpt2.lua" --accelerator=cuda --precision=bf16-mixed -o "$out/cuda" >"$out/build.log" 2>&1 ||
   { echo "loom build failed: $(grep -m1 -i error "$out/build.log")"; exit 1; }
+# the same with attention as three GEMMs (cuBLASLt, tensor cores) and the saved (L, S)
+# matrix: the fused kernel computes in fp32 on CUDA cores, so which is faster is measured here
+"$LOOM" build "$out/gpt2.lua" --accelerator=cuda --precision=bf16-mixed --gemm-attention -o "$out/cuda_gemm" >"$out/build_gemm.log" 2>&1 ||
+  { echo "loom build --gemm-attention failed: $(grep -m1 -i error "$out/build_gemm.log")"; exit 1; }
 "$LOOM" build "$out/gpt2.lua" --accelerator=cpu --no-compile --emit torch -o "$out/torch" >/dev/null 2>&1 ||
   { echo "loom build --emit torch failed"; exit 1; }
 T=$(sed -n 's/^local V, VP, T, C, H, L = [0-9]*, [0-9]*, \([0-9]*\),.*/\1/p' bench/specs/gpt2_124m.lua)
@@ -33,18 +37,22 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 echo "GPT-2 124M, B=$BATCH, T=$T, bf16-mixed; tokens/s over steps $SHORT..$LONG"
 
 # loom: seconds of N steps (the program's "trained N steps in S s")
-loom_secs() {   # N FLAGS...
-  local n=$1; shift
-  "$out/cuda/train" --max-steps "$n" --epochs 1000 --out "$out/run_$n" --quiet "$@" >"$out/loom_$n.txt" 2>&1 || { echo fail; return; }
+loom_secs() {   # PROGRAM N FLAGS...
+  local prog=$1 n=$2; shift 2
+  "$out/$prog/train" --max-steps "$n" --epochs 1000 --out "$out/run_$n" --quiet "$@" >"$out/loom_$n.txt" 2>&1 || { echo fail; return; }
   sed -n 's/^trained [0-9]* steps in \([0-9.]*\) s/\1/p' "$out/loom_$n.txt"
 }
-"$out/cuda/train" --max-steps 2 --epochs 1 --out "$out/warm" --quiet >/dev/null 2>&1   # fills the kernel cache
-for mode in plain graph; do
-  flags=(); [ $mode = graph ] && flags=(--cuda-graph)
-  a=$(loom_secs "$SHORT" "${flags[@]}"); b=$(loom_secs "$LONG" "${flags[@]}")
+for prog in cuda cuda_gemm; do   # fills the kernel cache
+  "$out/$prog/train" --max-steps 2 --epochs 1 --out "$out/warm" --quiet >/dev/null 2>&1
+done
+for mode in plain graph gemm-attention; do
+  prog=cuda flags=()
+  [ $mode = graph ] && flags=(--cuda-graph)
+  [ $mode = gemm-attention ] && prog=cuda_gemm flags=(--cuda-graph)
+  a=$(loom_secs $prog "$SHORT" "${flags[@]}"); b=$(loom_secs $prog "$LONG" "${flags[@]}")
   awk -v a="$a" -v b="$b" -v n=$((LONG - SHORT)) -v bt=$((BATCH * T)) -v m="$mode" \
     'BEGIN { if (a == "fail" || b == "fail" || b <= a) { printf "loom (%s): run failed\n", m; exit }
-             printf "loom %-14s %10.0f tokens/s  %8.1f ms/step\n", "(" m ")", n * bt / (b - a), 1000 * (b - a) / n }'
+             printf "loom %-16s %10.0f tokens/s  %8.1f ms/step\n", "(" m ")", n * bt / (b - a), 1000 * (b - a) / n }'
 done
 
 for mode in eager compile; do
@@ -82,6 +90,6 @@ for _ in range(3): step()   # torch.compile's compilation, cuBLAS's and the allo
 a, b = run(short), run(long_)
 n = long_ - short
 # (the two runs are timed separately: the short one's time is subtracted as loom's is)
-print(f"torch {'(' + mode + ')':<14} {n * B * T / (b - a):10.0f} tokens/s  {1000 * (b - a) / n:8.1f} ms/step")
+print(f"torch {'(' + mode + ')':<15} {n * B * T / (b - a):10.0f} tokens/s  {1000 * (b - a) / n:8.1f} ms/step")
 PYEOF
 done

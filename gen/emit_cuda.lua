@@ -100,7 +100,7 @@ local function context(l, kernels, scratch)
   -- attention as the fused kernels (gen/ops.lua's `fused`, the choice the plan's saves made)
   local sdpa = require("ops").scaled_dot_product_attention
   function e.attention_fused(n)
-    return sdpa.fused(n, { backend = "cuda", no_fuse = l.options.no_fuse, root = l.root })
+    return sdpa.fused(n, { backend = "cuda", gemm_attention = l.options.gemm_attention, root = l.root })
   end
   local function storage(t)
     local pl = e.place(t)

@@ -1120,13 +1120,13 @@ end
 -- Whether attention runs as one fused kernel each way (flash attention: online softmax
 -- over key tiles, saving only each row's logsumexp; the backward recomputes the
 -- probabilities) instead of materialising the (L, S) attention matrix: the CUDA
--- backend's choice (gen/ops_cuda.lua), unless --no-fuse, where the kernel's registers
+-- backend's choice (gen/ops_cuda.lua), unless --gemm-attention, where the kernel's registers
 -- hold a row (head dims at most 128; L and S numbers) and key and value are distinct
 -- storage (its backward accumulates their gradients in one kernel).  `target`: {
--- backend, no_fuse, root (a tensor's storage, through views and folded casts) }.
+-- backend, gemm_attention, root (a tensor's storage, through views and folded casts) }.
 ops.scaled_dot_product_attention.FUSED_MAX_DIM = 128
 function ops.scaled_dot_product_attention.fused(n, target)
-  if not target or target.backend ~= "cuda" or target.no_fuse then return false end
+  if not target or target.backend ~= "cuda" or target.gemm_attention then return false end
   local q, k, v = n.inputs[1].shape, n.inputs[2].shape, n.inputs[3].shape
   local r, max = #q, ops.scaled_dot_product_attention.FUSED_MAX_DIM
   if r < 3 or q[r] > max or v[r] > max or type(q[r - 1]) ~= "number" or type(k[r - 1]) ~= "number" then return false end

@@ -1186,7 +1186,7 @@ local sdpa_gemms = {
   end,
 }
 
--- The fused path (gen/ops.lua's `fused`: head dims ≤ 128, flash attention's scheme in
+-- The fused path (gen/ops.lua's `fused`: head dims ≤ 128, unless --gemm-attention; flash attention's scheme in
 -- fp32 on CUDA cores): a block of 8 warps takes 8 query rows of one (batch · head), a
 -- warp one row, and walks the keys in tiles of 32 staged in shared memory (each lane one
 -- key's score; each lane holds ⌈dim/32⌉ of the row's output dims).  Forward: the online

@@ -73,7 +73,7 @@ end
 -- Offsets and sizes of the two activation arenas are in bytes: each tensor is
 -- stored in its own format, and a tensor linked to another by a folded cast has
 -- no storage of its own.  Saved values are in the compute type.  `target` ({ backend,
--- no_fuse }) is what an op's saves rule may ask (gen/ops.lua: fused attention on CUDA).
+-- gemm_attention }) is what an op's saves rule may ask (gen/ops.lua: fused attention on CUDA).
 function plan.activations(trace, ad, batch_max, pp, target)
   local FORMATS = require("precision").FORMATS
   local compute = pp.settings.compute
@@ -106,7 +106,7 @@ function plan.activations(trace, ad, batch_max, pp, target)
     -- what the op keeps for its backward (gen/ops.lua)
     if rule.saves then
       p.saves[node] = {}
-      for _, s in ipairs(rule.saves(node, target and { backend = target.backend, no_fuse = target.no_fuse, root = root })) do
+      for _, s in ipairs(rule.saves(node, target and { backend = target.backend, gemm_attention = target.gemm_attention, root = root })) do
         local n = s.per_sample and s.per_sample * batch_max or s.count
         if s.dtype == "int32" then
           p.saves[node][s.name] = { offset = p.nint, numel = n, arena = "ints" }

@@ -11,7 +11,7 @@
 #    in the embedding's momentum);
 #  - flash_attention (the fused attention kernels at their tiles' edges: cross attention,
 #    13 queries and 37 keys, head dims 40 and 72, causal and not) at 32-true and
-#    bf16-mixed, its GEMM path (--no-fuse) at 32-true, and the fused kernels against
+#    bf16-mixed, its GEMM path (--gemm-attention) at 32-true, and the fused kernels against
 #    the GEMM path (both emulated, 32-true);
 #  - conv_losses (grouped and depthwise conv, dilated max pooling, avg pooling with
 #    ceil_mode and count_include_pad = false, soft cross entropy) at 32-true,
@@ -30,7 +30,7 @@ CASES=("attention_ops tests/cuda_specs/attention_ops.lua 32-true 3 1e-5"
        "attention_ops tests/cuda_specs/attention_ops.lua bf16-true 3 1e-3"
        "flash_attention tests/cuda_specs/flash_attention.lua 32-true 3 1e-6"
        "flash_attention tests/cuda_specs/flash_attention.lua bf16-mixed 3 1e-3"
-       "flash_attention_gemm tests/cuda_specs/flash_attention.lua 32-true 3 1e-6 --no-fuse"
+       "flash_attention_gemm tests/cuda_specs/flash_attention.lua 32-true 3 1e-6 --gemm-attention"
        "conv_losses tests/cuda_specs/conv_losses.lua 32-true 3 1e-5"
        "conv_losses tests/cuda_specs/conv_losses.lua bf16-mixed 3 1e-3"
        "conv_losses tests/cuda_specs/conv_losses.lua 16-true 3 1e-3"

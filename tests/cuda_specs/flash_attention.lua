@@ -3,7 +3,7 @@
 -- 37 keys: two key tiles, the second partial; query rows not a multiple of the block's
 -- 8), head dims 40 and 72 (not multiples of a warp: 3 dims per lane), non-causal and
 -- causal (query i sees keys 0..i of the 37), an explicit scale.  Checked by
--- tests/suite_ops_emu.sh against the CPU program and against the GEMM path (--no-fuse),
+-- tests/suite_ops_emu.sh against the CPU program and against the GEMM path (--gemm-attention),
 -- and by tests/suite_cuda.sh (NVRTC for sm_80/sm_90, no spills).
 local L, S, C, H, E, EV = 13, 37, 24, 2, 40, 72
 
