@@ -1191,9 +1191,9 @@ local sdpa_gemms = {
 -- warp one row, and walks the keys in tiles of 32 staged in shared memory (each lane one
 -- key's score; each lane holds ⌈dim/32⌉ of the row's output dims).  Forward: the online
 -- softmax (running max m and sum l, the output rescaled as m grows), out = acc / l, and
--- lse = m + log l saved per row.  Backward, without atomics: D = rowsum(dO · O) and dq
--- (a warp per query row over key tiles), then dk and dv (a warp per key row over query
--- tiles), each recomputing p = exp(scale q·k - lse) and dS = p (dO·v - D).  Causal:
+-- lse = m + log l saved per row.  Backward, without atomics: D = rowsum(P ∘ dP), then dq
+-- (a warp per query row, two passes over the key tiles), then dk and dv (a warp per key
+-- row over query tiles), each recomputing p = exp(scale q·k - lse) and dS = p (dO·v - D).  Causal:
 -- query i sees keys 0..i (the CPU's rule; tiles past a block's last row are skipped).
 -- Loads and stores through the operands' accessors (bf16/fp16/f32 storage).
 local FLASH_ROWS, FLASH_TILE = 8, 32   -- rows per block (a warp each), keys or queries per tile
@@ -1285,11 +1285,10 @@ local function flash_backward(e, n)
   local lines = {}
   local function add(t) for _, ln in ipairs(t) do lines[#lines + 1] = ln end end
   if not dq and not dk and not dv then return lines end
-  local D = e.scratch(e.count_max(q.shape, 1, #q.shape - 2) * L, "f32")   -- rowsum(dO · O), a query row each
+  local D = e.scratch(e.count_max(q.shape, 1, #q.shape - 2) * L, "f32")   -- D = rowsum(P ∘ dP), a query row each
   local lse = e.save(n, "lse")
   -- D and dq: a warp per query row, over the key tiles
-  local ops = { { "q", e.val(q), "r" }, { "k", e.val(k), "r" }, { "v", e.val(v), "r" }, { "o", e.val(n.out), "r" },
-                { "dout", e.grad(n.out), "r" } }
+  local ops = { { "q", e.val(q), "r" }, { "k", e.val(k), "r" }, { "v", e.val(v), "r" }, { "dout", e.grad(n.out), "r" } }
   if dq then ops[#ops + 1] = { "dq", dq, "a" } end
   local kq = e.kernel { kind = flash_kind("bwd_dq", E, EV, causal) .. (dq and "" or "_nodq"), ops = ops,
     globals = flash_defs(E, EV, causal, "L", { string.format("#define FA_DQ %d", dq and 1 or 0) }),
@@ -1301,16 +1300,13 @@ local function flash_backward(e, n)
     for (int x = threadIdx.x; x < FA_ROWS * FA_E; x += blockDim.x) sq[x] = r0 * FA_E + x < L * FA_E ? ld_q(qb + (long long)r0 * FA_E + x) : 0.0f;
     for (int x = threadIdx.x; x < FA_ROWS * FA_EV; x += blockDim.x) sdo[x] = r0 * FA_EV + x < L * FA_EV ? ld_dout(ob + (long long)r0 * FA_EV + x) : 0.0f;
     __syncthreads();
-    float Di = 0, li = 0, acc[FA_DT];
+    float Di = 0, part = 0, acc[FA_DT];
     for (int u = 0; u < FA_DT; u++) acc[u] = 0;
-    if (live) {   // D = rowsum(dO · O) (the softmax's backward), for this kernel and dk's
-        float part = 0;
-        for (int d = lane; d < FA_EV; d += 32) part += sdo[w * FA_EV + d] * ld_o(ob + (long long)row * FA_EV + d);
-        Di = fa_sum(part);
-        li = lse[bh * L + row];
-        if (lane == 0) dsum[bh * L + row] = Di;
-    }
-    const int kend = !FA_DQ ? 0 : FA_CAUSAL && r0 + FA_ROWS < S ? r0 + FA_ROWS : S;   // (no dq: D only)
+    const float li = live ? lse[bh * L + row] : 0.0f;
+    const int kend = FA_CAUSAL && r0 + FA_ROWS < S ? r0 + FA_ROWS : S;
+    // pass 0: D = rowsum(P ∘ dP), the softmax's backward sum, as the CPU forms it (not
+    // flash attention's rowsum(dO ∘ O): O is stored rounded, and dP - D cancels); pass 1: dq
+    for (int pass = 0; pass < 1 + FA_DQ; pass++)
     for (int k0 = 0; k0 < kend; k0 += FA_TILE) {
         __syncthreads();
         for (int x = threadIdx.x; x < FA_TILE * FA_E; x += blockDim.x) {
@@ -1329,7 +1325,16 @@ local function flash_backward(e, n)
             float dot = 0, dp = 0;
             for (int d = 0; d < FA_E; d++) dot += sq[w * FA_E + d] * sk[lane * (FA_E + 1) + d];
             for (int d = 0; d < FA_EV; d++) dp += sdo[w * FA_EV + d] * sv[lane * (FA_EV + 1) + d];
-            ds = so_softmax_grad(dp, so_exp_shifted(dot * scale, li), Di);   // p (dp - D)
+            const float p = so_exp_shifted(dot * scale, li);
+            if (pass == 0) part += p * dp;
+            else ds = so_softmax_grad(dp, p, Di);   // p (dp - D)
+        }
+        if (pass == 0) {
+            if (k0 + FA_TILE >= kend) {   // the row's last tile: D for this kernel and dk's
+                Di = fa_sum(part);
+                if (lane == 0) dsum[bh * L + row] = Di;
+            }
+            continue;
         }
         for (int t = 0; t < FA_TILE; t++) {
             const float dst = __shfl_sync(FULL, ds, t);
