@@ -575,6 +575,7 @@ local function optimizer_code(k16, opt, sfx, params, floor, frozen, sharded, onl
     groups = join(groups_out), free = #free > 0 and join(free) or "    (void)o;   // no state to free",
     base_momentum = rule.momentum and rule.momentum(a) or nil,
     groups_list = groups,   -- nil: one group
+    runs_list = groups and runs or nil,   -- { begin, finish, group, names }: the groups' runs in layout order
   }
 end
 
@@ -1747,6 +1748,9 @@ function emit_train.values(l)
   values.ranks_step = logs.ranks_step   -- (DDP/FSDP: the C program's micro-batch slot)
   values.files = hooks.files   -- the user's hook source, compiled into the program
   values.log_every = logs.every   -- a step's row is logged when its step is a multiple (or the run's last)
+  -- the parameter groups (nil: one group), each with its lr's ratio to the optimizer's,
+  -- and their runs over the parameters' layout: the CUDA program's update reads them
+  values.opt_groups = o.groups_list and { groups = o.groups_list, runs = o.runs_list, floor = floor } or nil
   values.optim_h = {
     model_name = g.model_rec.class, spec_file = sp.file, optimizer_desc = o.desc, optimizer_fields = o.fields,
     scaler_types = sc.types, scaler_decls = sc.decls,

@@ -164,6 +164,9 @@ local function context(l, ty, read_only)
   end
   function e.save(node, name)
     local s = e.save_place(node, name)
+    -- (none: the CUDA plan's fused attention keeps its lse, not att; the CUDA program
+    -- walks these kernels only for precision_plan.tsv's operands)
+    if not s then return "NULL" end
     local var = string.format("s%d_%s", node.index, name)
     if s.arena == "ints" then
       return declare(var, string.format("    int32_t *%s = m->ints + %d;", var, s.offset))

@@ -40,6 +40,7 @@ options:
   -n N                    launch: the number of ranks
   --compare-wrapper       explain: also count the casts a run-time wrapper (Fabric + autocast) would make
   --no-fuse               CUDA: one kernel per op (no fused groups: gen/fuse.lua), to compare with the fused program
+  --gemm-attention        CUDA: attention as three GEMMs and the saved (L, S) matrix, not the fused (flash) kernels
   --no-compile            build: write the files only
   --debug                 build, export: compile with -O0 -g (for gdb; the generated code is the same)
   --detect-anomaly        build: check every op's output and gradients for NaN/Inf (fabric { detect_anomaly = true })
@@ -61,12 +62,12 @@ its parameters and buffers with their shapes.  Checks the whole spec: a mistake 
 reported with its file:line (exit 2).
 ]],
   explain = [[
-usage: loom explain SPEC [-o DIR] [--precision=P] [--accelerator=A] [--compare-wrapper] [--no-fuse]
+usage: loom explain SPEC [-o DIR] [--precision=P] [--accelerator=A] [--compare-wrapper] [--no-fuse] [--gemm-attention]
 Writes DIR/REPORT.md and DIR/REPORT.html (default DIR: build/<spec>): the precision plan
 (each tensor's format and every cast), the memory plan, and for CUDA the fused kernels.
 ]],
   build = [[
-usage: loom build SPEC [-o DIR] [--precision=P] [--accelerator=A] [--devices=N] [--no-fuse]
+usage: loom build SPEC [-o DIR] [--precision=P] [--accelerator=A] [--devices=N] [--no-fuse] [--gemm-attention]
                        [--no-compile] [--emit torch] [--dump=STAGE] [--debug] [--detect-anomaly]
 Generates the standalone training program in DIR (default build/<spec>) and compiles it
 with ninja: DIR/train (and DIR/cuda/train for accelerator 'auto').  DIR/train --help
@@ -154,6 +155,7 @@ local function parse_args(args)
     elseif a == "--no-compile" then opts.no_compile = true
     elseif a == "--compare-wrapper" then opts.compare_wrapper = true
     elseif a == "--no-fuse" then opts.no_fuse = true
+    elseif a == "--gemm-attention" then opts.gemm_attention = true
     elseif a == "--debug" then opts.debug = true
     elseif a == "--detect-anomaly" then opts.detect_anomaly = true
     elseif a == "--checkpoint" then
@@ -249,6 +251,7 @@ end
 -- What the stages after the graph get from the command line, for `backend`.
 local function target(g, opts, backend, extra)
   local t = { backend = backend, precision = opts.precision, devices = opts.devices, no_fuse = opts.no_fuse, debug = opts.debug,
+              gemm_attention = opts.gemm_attention,
               detect_anomaly = opts.detect_anomaly,
               spec_hash = spec_hash(g.spec.text),
               extra_cflags = ninja_flags("LOOM_CFLAGS"), extra_ldflags = ninja_flags("LOOM_LDFLAGS") }

@@ -1191,11 +1191,28 @@ function ops.rms_norm.saves(n)
   for i = 2, #x.shape - k do per = per * x.shape[i] end
   return { { name = "rstd", per_sample = per } }
 end
-function ops.scaled_dot_product_attention.saves(n)
+-- Whether attention runs as one fused kernel each way (flash attention: online softmax
+-- over key tiles, saving only each row's logsumexp; the backward recomputes the
+-- probabilities) instead of materialising the (L, S) attention matrix: the CUDA
+-- backend's choice (gen/ops_cuda.lua), unless --gemm-attention, where the kernel's registers
+-- hold a row (head dims at most 128; L and S numbers) and key and value are distinct
+-- storage (its backward accumulates their gradients in one kernel).  `target`: {
+-- backend, gemm_attention, root (a tensor's storage, through views and folded casts) }.
+ops.scaled_dot_product_attention.FUSED_MAX_DIM = 128
+function ops.scaled_dot_product_attention.fused(n, target)
+  if not target or target.backend ~= "cuda" or target.gemm_attention then return false end
+  local q, k, v = n.inputs[1].shape, n.inputs[2].shape, n.inputs[3].shape
+  local r, max = #q, ops.scaled_dot_product_attention.FUSED_MAX_DIM
+  if r < 3 or q[r] > max or v[r] > max or type(q[r - 1]) ~= "number" or type(k[r - 1]) ~= "number" then return false end
+  return target.root(n.inputs[2]) ~= target.root(n.inputs[3])
+end
+-- the attention matrix (B, L, S) in f32, or (fused) each query row's logsumexp
+function ops.scaled_dot_product_attention.saves(n, target)
   local q, k = n.inputs[1].shape, n.inputs[2].shape
   local r = #q
   local per = 1
   for i = 1, r - 2 do if q[i] ~= "B" then per = per * q[i] end end
+  if ops.scaled_dot_product_attention.fused(n, target) then return { { name = "lse", per_sample = per * q[r - 1] } } end
   return { { name = "att", per_sample = per * q[r - 1] * k[r - 1] } }
 end
 

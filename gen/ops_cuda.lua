@@ -1178,7 +1178,7 @@ local function sdpa_sizes(e, n)
   return e.outer(n.inputs[1], r - 1), q[r - 1], k[r - 1], q[r], v[r]
 end
 
-ops_cuda.scaled_dot_product_attention = {
+local sdpa_gemms = {
   forward = function(e, n)
     local q, k, v = n.inputs[1], n.inputs[2], n.inputs[3]
     local B, L, S, E, EV = sdpa_sizes(e, n)
@@ -1246,6 +1246,245 @@ ops_cuda.scaled_dot_product_attention = {
     end
     return lines
   end,
+}
+
+-- The fused path (gen/ops.lua's `fused`: head dims ≤ 128, unless --gemm-attention; flash attention's scheme in
+-- fp32 on CUDA cores): a block of 8 warps takes 8 query rows of one (batch · head), a
+-- warp one row, and walks the keys in tiles of 32 staged in shared memory (each lane one
+-- key's score; each lane holds ⌈dim/32⌉ of the row's output dims).  Forward: the online
+-- softmax (running max m and sum l, the output rescaled as m grows), out = acc / l, and
+-- lse = m + log l saved per row.  Backward, without atomics: D = rowsum(P ∘ dP), then dq
+-- (a warp per query row, two passes over the key tiles), then dk and dv (a warp per key
+-- row over query tiles), each recomputing p = exp(scale q·k - lse) and dS = p (dO·v - D).  Causal:
+-- query i sees keys 0..i (the CPU's rule; tiles past a block's last row are skipped).
+-- Loads and stores through the operands' accessors (bf16/fp16/f32 storage).
+local FLASH_ROWS, FLASH_TILE = 8, 32   -- rows per block (a warp each), keys or queries per tile
+local FLASH_PRELUDE = [[
+    const unsigned FULL = 0xffffffffu;
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int nrt = (RL + FA_ROWS - 1) / FA_ROWS;   // row tiles per (batch · head)
+    const long long bh = blockIdx.x / nrt;
+    const int r0 = (int)(blockIdx.x % nrt) * FA_ROWS, row = r0 + w;   // this warp's row
+    const bool live = row < RL;   // (warp-uniform)]]
+-- the #defines of one kernel: sizes and which gradients it accumulates
+local function flash_defs(E, EV, causal, rows_len, extra)
+  local dt = (math.max(E, EV) + 31) // 32
+  local t = { string.format("#define FA_E %d", E), string.format("#define FA_EV %d", EV), string.format("#define FA_DT %d   // dims per lane", dt),
+    string.format("#define FA_CAUSAL %d", causal and 1 or 0), string.format("#define FA_ROWS %d", FLASH_ROWS),
+    string.format("#define FA_TILE %d", FLASH_TILE), string.format("#define RL %s   // the rows a block's warps own", rows_len),
+    "#define NEG_INF (-__int_as_float(0x7f800000))",
+    "__device__ __forceinline__ float fa_max(float v) { for (int o = 16; o; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o)); return v; }",
+    "__device__ __forceinline__ float fa_sum(float v) { for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o); return v; }" }
+  for _, x in ipairs(extra or {}) do t[#t + 1] = x end
+  return t
+end
+
+local function flash_kind(what, E, EV, causal) return string.format("flash_%s_e%d_v%d%s", what, E, EV, causal and "_causal" or "") end
+
+local function flash_forward(e, n)
+  local q, k, v = n.inputs[1], n.inputs[2], n.inputs[3]
+  local B, L, S, E, EV = sdpa_sizes(e, n)
+  local scale = n.attrs.scale or 1 / math.sqrt(E)
+  local causal = n.attrs.is_causal and true or false
+  local ops = { { "q", e.val(q), "r" }, { "k", e.val(k), "r" }, { "v", e.val(v), "r" }, { "out", e.val(n.out), "w" } }
+  local kern = e.kernel { kind = flash_kind("fwd", E, EV, causal), ops = ops, globals = flash_defs(E, EV, causal, "L"),
+    params = "float *__restrict__ lse, int L, int S, float scale",
+    body = FLASH_PRELUDE .. [[
+
+    __shared__ float sq[FA_ROWS * FA_E], sk[FA_TILE * (FA_E + 1)], sv[FA_TILE * FA_EV];   // (sk padded: a lane a key)
+    const long long qb = bh * L * FA_E, kb = bh * S * FA_E, vb = bh * S * FA_EV;
+    for (int x = threadIdx.x; x < FA_ROWS * FA_E; x += blockDim.x) sq[x] = r0 * FA_E + x < L * FA_E ? ld_q(qb + (long long)r0 * FA_E + x) : 0.0f;
+    float m = NEG_INF, l = 0, acc[FA_DT];
+    for (int u = 0; u < FA_DT; u++) acc[u] = 0;
+    const int kend = FA_CAUSAL && r0 + FA_ROWS < S ? r0 + FA_ROWS : S;   // the keys this block's rows see
+    for (int k0 = 0; k0 < kend; k0 += FA_TILE) {
+        __syncthreads();   // the last tile's readers are done
+        for (int x = threadIdx.x; x < FA_TILE * FA_E; x += blockDim.x) {
+            const int t = x / FA_E, d = x % FA_E;
+            sk[t * (FA_E + 1) + d] = k0 + t < S ? ld_k(kb + (long long)(k0 + t) * FA_E + d) : 0.0f;
+        }
+        for (int x = threadIdx.x; x < FA_TILE * FA_EV; x += blockDim.x)
+            sv[x] = k0 + x / FA_EV < S ? ld_v(vb + (long long)k0 * FA_EV + x) : 0.0f;
+        __syncthreads();
+        if (!live) continue;
+        const int j = k0 + lane;   // this lane's key
+        float s = NEG_INF;
+        if (j < S && (!FA_CAUSAL || j <= row)) {
+            float dot = 0;
+            for (int d = 0; d < FA_E; d++) dot += sq[w * FA_E + d] * sk[lane * (FA_E + 1) + d];
+            s = dot * scale;
+        }
+        const float mn = fmaxf(m, fa_max(s));   // finite: every row sees key 0 in the first tile
+        const float p = s == NEG_INF ? 0.0f : so_exp_shifted(s, mn), alpha = so_exp_shifted(m, mn);
+        l = l * alpha + fa_sum(p);
+        for (int u = 0; u < FA_DT; u++) acc[u] *= alpha;
+        for (int t = 0; t < FA_TILE; t++) {
+            const float pt = __shfl_sync(FULL, p, t);
+            for (int u = 0; u < FA_DT; u++) {
+                const int d = lane + 32 * u;
+                if (d < FA_EV) acc[u] += pt * sv[t * FA_EV + d];
+            }
+        }
+        m = mn;
+    }
+    if (!live) return;
+    const float inv = 1 / l;
+    for (int u = 0; u < FA_DT; u++) {
+        const int d = lane + 32 * u;
+        if (d < FA_EV) st_out((bh * L + row) * FA_EV + d, acc[u] * inv);
+    }
+    if (lane == 0) lse[bh * L + row] = m + logf(l);]] }
+  return e.launch(kern, ops, { { "void *", e.save(n, "lse") }, { "int", L }, { "int", S }, { "float", e.lit(scale) } },
+    { blocks = times(B, (L + FLASH_ROWS - 1) // FLASH_ROWS) })
+end
+
+local function flash_backward(e, n)
+  local q, k, v = n.inputs[1], n.inputs[2], n.inputs[3]
+  local B, L, S, E, EV = sdpa_sizes(e, n)
+  local scale = n.attrs.scale or 1 / math.sqrt(E)
+  local causal = n.attrs.is_causal and true or false
+  local dq, dk, dv = e.grad(q), e.grad(k), e.grad(v)
+  local lines = {}
+  local function add(t) for _, ln in ipairs(t) do lines[#lines + 1] = ln end end
+  if not dq and not dk and not dv then return lines end
+  local D = e.scratch(e.count_max(q.shape, 1, #q.shape - 2) * L, "f32")   -- D = rowsum(P ∘ dP), a query row each
+  local lse = e.save(n, "lse")
+  -- D and dq: a warp per query row, over the key tiles
+  local ops = { { "q", e.val(q), "r" }, { "k", e.val(k), "r" }, { "v", e.val(v), "r" }, { "dout", e.grad(n.out), "r" } }
+  if dq then ops[#ops + 1] = { "dq", dq, "a" } end
+  local kq = e.kernel { kind = flash_kind("bwd_dq", E, EV, causal) .. (dq and "" or "_nodq"), ops = ops,
+    globals = flash_defs(E, EV, causal, "L", { string.format("#define FA_DQ %d", dq and 1 or 0) }),
+    params = "const float *__restrict__ lse, float *__restrict__ dsum, int L, int S, float scale",
+    body = FLASH_PRELUDE .. [[
+
+    __shared__ float sq[FA_ROWS * FA_E], sdo[FA_ROWS * FA_EV], sk[FA_TILE * (FA_E + 1)], sv[FA_TILE * (FA_EV + 1)];
+    const long long qb = bh * L * FA_E, ob = bh * L * FA_EV, kb = bh * S * FA_E, vb = bh * S * FA_EV;
+    for (int x = threadIdx.x; x < FA_ROWS * FA_E; x += blockDim.x) sq[x] = r0 * FA_E + x < L * FA_E ? ld_q(qb + (long long)r0 * FA_E + x) : 0.0f;
+    for (int x = threadIdx.x; x < FA_ROWS * FA_EV; x += blockDim.x) sdo[x] = r0 * FA_EV + x < L * FA_EV ? ld_dout(ob + (long long)r0 * FA_EV + x) : 0.0f;
+    __syncthreads();
+    float Di = 0, part = 0, acc[FA_DT];
+    for (int u = 0; u < FA_DT; u++) acc[u] = 0;
+    const float li = live ? lse[bh * L + row] : 0.0f;
+    const int kend = FA_CAUSAL && r0 + FA_ROWS < S ? r0 + FA_ROWS : S;
+    // pass 0: D = rowsum(P ∘ dP), the softmax's backward sum, as the CPU forms it (not
+    // flash attention's rowsum(dO ∘ O): O is stored rounded, and dP - D cancels); pass 1: dq
+    for (int pass = 0; pass < 1 + FA_DQ; pass++)
+    for (int k0 = 0; k0 < kend; k0 += FA_TILE) {
+        __syncthreads();
+        for (int x = threadIdx.x; x < FA_TILE * FA_E; x += blockDim.x) {
+            const int t = x / FA_E, d = x % FA_E;
+            sk[t * (FA_E + 1) + d] = k0 + t < S ? ld_k(kb + (long long)(k0 + t) * FA_E + d) : 0.0f;
+        }
+        for (int x = threadIdx.x; x < FA_TILE * FA_EV; x += blockDim.x) {
+            const int t = x / FA_EV, d = x % FA_EV;
+            sv[t * (FA_EV + 1) + d] = k0 + t < S ? ld_v(vb + (long long)(k0 + t) * FA_EV + d) : 0.0f;
+        }
+        __syncthreads();
+        if (!live) continue;
+        const int j = k0 + lane;
+        float ds = 0;
+        if (j < S && (!FA_CAUSAL || j <= row)) {
+            float dot = 0, dp = 0;
+            for (int d = 0; d < FA_E; d++) dot += sq[w * FA_E + d] * sk[lane * (FA_E + 1) + d];
+            for (int d = 0; d < FA_EV; d++) dp += sdo[w * FA_EV + d] * sv[lane * (FA_EV + 1) + d];
+            const float p = so_exp_shifted(dot * scale, li);
+            if (pass == 0) part += p * dp;
+            else ds = so_softmax_grad(dp, p, Di);   // p (dp - D)
+        }
+        if (pass == 0) {
+            if (k0 + FA_TILE >= kend) {   // the row's last tile: D for this kernel and dk's
+                Di = fa_sum(part);
+                if (lane == 0) dsum[bh * L + row] = Di;
+            }
+            continue;
+        }
+        for (int t = 0; t < FA_TILE; t++) {
+            const float dst = __shfl_sync(FULL, ds, t);
+            for (int u = 0; u < FA_DT; u++) {
+                const int d = lane + 32 * u;
+                if (d < FA_E) acc[u] += dst * sk[t * (FA_E + 1) + d];
+            }
+        }
+    }
+#if FA_DQ
+    if (!live) return;
+    for (int u = 0; u < FA_DT; u++) {
+        const int d = lane + 32 * u;
+        if (d < FA_E) acc_dq(qb + (long long)row * FA_E + d, scale * acc[u]);
+    }
+#endif]] }
+  local rows_q = times(B, (L + FLASH_ROWS - 1) // FLASH_ROWS)
+  add(e.launch(kq, ops, { { "void *", lse }, { "void *", D.ptr }, { "int", L }, { "int", S }, { "float", e.lit(scale) } }, { blocks = rows_q }))
+  if not dk and not dv then return lines end
+  -- dk and dv: a warp per key row, over the query tiles
+  ops = { { "q", e.val(q), "r" }, { "k", e.val(k), "r" }, { "v", e.val(v), "r" }, { "dout", e.grad(n.out), "r" } }
+  if dk then ops[#ops + 1] = { "dk", dk, "a" } end
+  if dv then ops[#ops + 1] = { "dv", dv, "a" } end
+  local kk = e.kernel { kind = flash_kind("bwd_dkv", E, EV, causal) .. (dk and "" or "_nodk") .. (dv and "" or "_nodv"), ops = ops,
+    globals = flash_defs(E, EV, causal, "S", { string.format("#define FA_DK %d", dk and 1 or 0), string.format("#define FA_DV %d", dv and 1 or 0) }),
+    params = "const float *__restrict__ lse, const float *__restrict__ dsum, int L, int S, float scale",
+    body = FLASH_PRELUDE .. [[
+
+    __shared__ float sk[FA_ROWS * FA_E], sv[FA_ROWS * FA_EV], sq[FA_TILE * (FA_E + 1)], sdo[FA_TILE * (FA_EV + 1)], sl[FA_TILE], sd[FA_TILE];
+    const long long qb = bh * L * FA_E, ob = bh * L * FA_EV, kb = bh * S * FA_E, vb = bh * S * FA_EV;
+    for (int x = threadIdx.x; x < FA_ROWS * FA_E; x += blockDim.x) sk[x] = r0 * FA_E + x < S * FA_E ? ld_k(kb + (long long)r0 * FA_E + x) : 0.0f;
+    for (int x = threadIdx.x; x < FA_ROWS * FA_EV; x += blockDim.x) sv[x] = r0 * FA_EV + x < S * FA_EV ? ld_v(vb + (long long)r0 * FA_EV + x) : 0.0f;
+    float gk[FA_DT], gv[FA_DT];
+    for (int u = 0; u < FA_DT; u++) gk[u] = gv[u] = 0;
+    // causal: the queries that see this block's first key start at its tile
+    for (int q0 = FA_CAUSAL ? r0 / FA_TILE * FA_TILE : 0; q0 < L; q0 += FA_TILE) {
+        __syncthreads();
+        for (int x = threadIdx.x; x < FA_TILE * FA_E; x += blockDim.x) {
+            const int t = x / FA_E, d = x % FA_E;
+            sq[t * (FA_E + 1) + d] = q0 + t < L ? ld_q(qb + (long long)(q0 + t) * FA_E + d) : 0.0f;
+        }
+        for (int x = threadIdx.x; x < FA_TILE * FA_EV; x += blockDim.x) {
+            const int t = x / FA_EV, d = x % FA_EV;
+            sdo[t * (FA_EV + 1) + d] = q0 + t < L ? ld_dout(ob + (long long)(q0 + t) * FA_EV + d) : 0.0f;
+        }
+        for (int t = threadIdx.x; t < FA_TILE; t += blockDim.x) {
+            sl[t] = q0 + t < L ? lse[bh * L + q0 + t] : 0.0f;
+            sd[t] = q0 + t < L ? dsum[bh * L + q0 + t] : 0.0f;
+        }
+        __syncthreads();
+        if (!live) continue;
+        const int i = q0 + lane;   // this lane's query
+        float p = 0, ds = 0;
+        if (i < L && (!FA_CAUSAL || row <= i)) {
+            float dot = 0, dp = 0;
+            for (int d = 0; d < FA_E; d++) dot += sk[w * FA_E + d] * sq[lane * (FA_E + 1) + d];
+            for (int d = 0; d < FA_EV; d++) dp += sv[w * FA_EV + d] * sdo[lane * (FA_EV + 1) + d];
+            p = so_exp_shifted(dot * scale, sl[lane]);
+            ds = so_softmax_grad(dp, p, sd[lane]);
+        }
+        for (int t = 0; t < FA_TILE; t++) {
+            const float pt = __shfl_sync(FULL, p, t), dst = __shfl_sync(FULL, ds, t);
+            for (int u = 0; u < FA_DT; u++) {
+                const int d = lane + 32 * u;
+                if (FA_DV && d < FA_EV) gv[u] += pt * sdo[t * (FA_EV + 1) + d];
+                if (FA_DK && d < FA_E) gk[u] += dst * sq[t * (FA_E + 1) + d];
+            }
+        }
+    }
+    if (!live) return;
+    for (int u = 0; u < FA_DT; u++) {
+        const int d = lane + 32 * u;
+#if FA_DK
+        if (d < FA_E) acc_dk(kb + (long long)row * FA_E + d, scale * gk[u]);
+#endif
+#if FA_DV
+        if (d < FA_EV) acc_dv(vb + (long long)row * FA_EV + d, gv[u]);
+#endif
+    }]] }
+  add(e.launch(kk, ops, { { "void *", lse }, { "void *", D.ptr }, { "int", L }, { "int", S }, { "float", e.lit(scale) } },
+    { blocks = times(B, (S + FLASH_ROWS - 1) // FLASH_ROWS) }))
+  return lines
+end
+
+-- the op table's choice (gen/ops.lua's `fused`): the fused kernels, else the GEMMs
+ops_cuda.scaled_dot_product_attention = {
+  forward = function(e, n) if e.attention_fused(n) then return flash_forward(e, n) end return sdpa_gemms.forward(e, n) end,
+  backward = function(e, n) if e.attention_fused(n) then return flash_backward(e, n) end return sdpa_gemms.backward(e, n) end,
 }
 
 ---------------------------------------------------------------------------

@@ -69,7 +69,7 @@ local function assign(g, target)
     batch_max = inference and target.max_batch or sp.train.batch_size,
     fields = inference and require("graph").input_fields(g) or g.data_fields, inference = inference,
     accuracy = acc and acc(loss_node) or nil, spec_hash = target.spec_hash or "",
-    options = { devices = target.devices, no_fuse = target.no_fuse, accelerator = target.accelerator,
+    options = { devices = target.devices, no_fuse = target.no_fuse, gemm_attention = target.gemm_attention, accelerator = target.accelerator,
                 cpu_program = target.cpu_program, extra_cflags = target.extra_cflags or "",
                 extra_ldflags = target.extra_ldflags or "", debug = target.debug, march = target.march,
                 export_name = target.export_name,
@@ -138,7 +138,8 @@ local function plan_stage(l)
   -- backwards and the CUDA program zero the arena instead
   local ad = not l.inference and l.autodiff or nil
   local reuse = ad and l.backend == "cpu" and not ad.segments
-  local p = plan.activations(l.trace, ad, l.batch_max, l.pp, reuse)
+  local p = plan.activations(l.trace, ad, l.batch_max, l.pp,
+    { backend = l.backend, gemm_attention = l.options.gemm_attention, reuse = reuse })
   local function root(t)
     while p.acts[t] and p.acts[t].source do t = p.acts[t].source end
     return t

@@ -103,17 +103,24 @@ end
 -- inference-only entry point) under the precision plan `pp` (gen/precision.lua).
 -- Offsets and sizes of the two activation arenas are in bytes: each tensor is
 -- stored in its own format, and a tensor linked to another by a folded cast has
--- no storage of its own.  Saved values are in the compute type.
+-- no storage of its own.  Saved values are in the compute type.  `target` ({ backend,
+-- gemm_attention, reuse }): backend and gemm_attention are what an op's saves rule may
+-- ask (gen/ops.lua: fused attention on CUDA).
 --
--- With `reuse` (the C backend's loss backward: gen/pipeline.lua) the activation
+-- With target.reuse (the C backend's loss backward: gen/pipeline.lua) the activation
 -- gradients share slots whose lifetimes in the backward do not overlap, and each
 -- gradient's first writer is known, so nothing is zeroed wholesale: p.first[node] lists
 -- the gradients (roots) `node` writes first ({ [root] = 1 if it writes it once }), which
 -- the C backend stores instead of adding to, or zeroes just before the node.
-function plan.activations(trace, ad, batch_max, pp, reuse)
+function plan.activations(trace, ad, batch_max, pp, target)
+  local reuse = target and target.reuse
   local FORMATS = require("precision").FORMATS
   local compute = pp.settings.compute
   local p = { acts = {}, grads = {}, saves = {}, nacts = 0, ngrads = 0, nint = 0, batch_max = batch_max }
+  local function root(t)   -- the tensor whose storage t is (views, folded casts: so far)
+    while p.acts[t] and p.acts[t].source do t = p.acts[t].source end
+    return t
+  end
   local function alloc(field, count_field, shape, fmt)
     local per, batched = sizes(shape)
     local n = batched and per * batch_max or per
@@ -140,7 +147,7 @@ function plan.activations(trace, ad, batch_max, pp, reuse)
     -- what the op keeps for its backward (gen/ops.lua)
     if rule.saves then
       p.saves[node] = {}
-      for _, s in ipairs(rule.saves(node)) do
+      for _, s in ipairs(rule.saves(node, target and { backend = target.backend, gemm_attention = target.gemm_attention, root = root })) do
         local n = s.per_sample and s.per_sample * batch_max or s.count
         if s.dtype == "int32" then
           p.saves[node][s.name] = { offset = p.nint, numel = n, arena = "ints" }

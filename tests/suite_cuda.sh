@@ -11,10 +11,14 @@
 #    built and their kernels checked the same way;
 #  - the rest of the op table (tests/cuda_specs: attention_ops — embedding, layer_norm,
 #    slice, transpose/permute, sum/mean, matmul with dense/shared/broadcast operands,
-#    attention, softmax/log_softmax; conv_losses — grouped conv, dilated max pooling,
+#    attention (fused), softmax/log_softmax; conv_losses — grouped conv, dilated max pooling,
 #    avg pooling, soft cross entropy, and its loss swapped for bce_with_logits, mse, l1):
 #    built at 32-true and bf16-mixed (the loss variants at one precision each) and their
 #    kernels checked the same way;
+#  - attention's fused kernels (tests/cuda_specs/flash_attention.lua: head dims 40/72,
+#    and 128 at bf16-mixed) and, past 128, the GEMM path's;
+#  - tiny_gpt at 32-true and bf16-mixed (AdamW's parameter groups: decay_min_ndim), and
+#    bench/specs/gpt2_124m.lua (GPT-2 small's shape) at bf16-mixed;
 #  - the fuse pass (gen/fuse.lua): tests/fuse/chains.lua (every elementwise op in one
 #    chain, a value with two readers, a broadcast operand) at each precision, the groups
 #    formed for the three specs and the chains spec (fuse_plan.tsv), --no-fuse, and the
@@ -54,13 +58,23 @@ CHECKS+=(
   "fuse_conv_tail|tests/fuse/conv_tail.lua|32-true|conv_out_bias_tail_ batch_norm_train_w_b_tail_"
   # the rest of the op table: each spec at 32-true (with the kernels it must have) and
   # bf16-mixed; conv_losses' loss swapped for each of the other losses and reductions
-  "attention_ops|tests/cuda_specs/attention_ops.lua|32-true|embedding_ff_ff embedding_grad_ff_ff layer_norm_w_b_ff_ff_ff_ff layer_norm_ff_ff layer_norm_grad_wb_part_ff_ff slice_grad_ff_ff permute_ff_ff permute_grad_ff_ff reduce_rows_ff_ff expand_rows_ff_ff matmul_expand_ff_ff matmul_reduce_ff_ff attention_softmax attention_softmax_grad softmax_grad_ff_ff_ff log_softmax_ff_ff log_softmax_grad_ff_ff_ff"
+  "attention_ops|tests/cuda_specs/attention_ops.lua|32-true|embedding_ff_ff embedding_grad_ff_ff layer_norm_w_b_ff_ff_ff_ff layer_norm_ff_ff layer_norm_grad_wb_part_ff_ff slice_grad_ff_ff permute_ff_ff permute_grad_ff_ff reduce_rows_ff_ff expand_rows_ff_ff matmul_expand_ff_ff matmul_reduce_ff_ff flash_fwd_e8_v8_causal_ flash_bwd_dq_e8_v8_causal_ flash_bwd_dkv_e8_v8_causal_ softmax_grad_ff_ff_ff log_softmax_ff_ff log_softmax_grad_ff_ff_ff"
   "attention_ops|tests/cuda_specs/attention_ops.lua|bf16-mixed|"
   "conv_losses|tests/cuda_specs/conv_losses.lua|32-true|avg_pool2d_ff_ff avg_pool2d_grad_ff_ff max_pool2d_grad_ff_ff cross_entropy_soft_ff_ff_ff cross_entropy_soft_grad_ff_ff_ff"
   "conv_losses|tests/cuda_specs/conv_losses.lua|bf16-mixed|"
   "conv_bce_logits|@variants/conv_bce_logits.lua|16-mixed|"
   "conv_mse_sum|@variants/conv_mse_sum.lua|32-true|mse_ff_ff_ff mse_grad_ff_ff_ff_ff"
   "conv_l1_none_mean|@variants/conv_l1_none_mean.lua|bf16-mixed|"
+  # attention's fused (flash) kernels at their tiles' edges, at the largest head dim they
+  # take (128), and past it (144: the GEMM path's softmax kernels)
+  "flash_attention|tests/cuda_specs/flash_attention.lua|32-true|flash_fwd_e40_v72_ff flash_fwd_e40_v72_causal_ff flash_bwd_dq_e40_v72_ff flash_bwd_dkv_e40_v72_causal_ff"
+  "flash_attention_128|@variants/flash_attention_128.lua|bf16-mixed|flash_fwd_e128_v128_bb flash_bwd_dq_e128_v128_causal_bb flash_bwd_dkv_e128_v128_bb"
+  "flash_attention_144|@variants/flash_attention_144.lua|32-true|attention_softmax attention_softmax_grad"
+  # tiny_gpt: AdamW's two parameter groups (decay_min_ndim) in one update kernel
+  "tiny_gpt|specs/tiny_gpt.lua|32-true|adam_groups2"
+  "tiny_gpt|specs/tiny_gpt.lua|bf16-mixed|adam_groups2_copy_b"
+  # GPT-2 small's shape (bench/gpu_gpt2.sh times it on a GPU): generated and compiled only
+  "gpt2_124m|bench/specs/gpt2_124m.lua|bf16-mixed|flash_fwd_e64_v64_causal_bb flash_bwd_dkv_e64_v64_causal_bb adam_groups2_copy_b"
 )
 # the other tests, each one result, in the order they run
 TESTS=(cuda_state16 cuda_fuse_groups cuda_fuse_stored_when_read_elsewhere cuda_no_fuse cuda_fuse_report
@@ -97,6 +111,11 @@ variant mlp_adamw_clipinf "Dropout(0.3)," "AdamW { lr = 1e-3 }" "{ max_norm = 0.
 loss_variant() {   # NAME LOSS-EXPRESSION
   sed "s/return cross_entropy(m(b), b.target, { label_smoothing = 0.1 })/return $2/" tests/cuda_specs/conv_losses.lua >"$tmp/variants/$1.lua"
 }
+fa_variant() {   # NAME E EV: flash_attention with other head dims
+  sed "s/local L, S, C, H, E, EV = 13, 37, 24, 2, 40, 72/local L, S, C, H, E, EV = 13, 37, 24, 2, $2, $3/" tests/cuda_specs/flash_attention.lua >"$tmp/variants/$1.lua"
+}
+fa_variant flash_attention_128 128 128
+fa_variant flash_attention_144 144 72
 loss_variant conv_bce_logits "bce_with_logits(m(b), b.target)"
 loss_variant conv_mse_sum 'mse(m(b), b.target, { reduction = "sum" })'
 loss_variant conv_l1_none_mean 'mean(l1(m(b), b.target, { reduction = "none" }))'
@@ -220,11 +239,13 @@ if "$LOOM" explain specs/fashion_cnn.lua --accelerator=cuda -o "$d" >"$d.log" 2>
   echo "ok cuda_fuse_report ($(grep -m1 "groups of elementwise ops" "$d/REPORT.md" | cut -c1-90)...)"
 else echo "not ok cuda_fuse_report: no Fused kernels section in $d/REPORT.md"; fi
 
-d="$tmp/attention_ops_32-true"
-if [ -f "$d/model.cu" ] && [ "$(grep -c "lc_gemm_batched(" "$d/model.cu")" -ge 8 ]; then
-  echo "ok cuda_batched_gemms (attention and matmul: $(grep -c "lc_gemm_batched(" "$d/model.cu") strided-batch cuBLASLt calls)"
+# matmul's strided batches (attention_ops: 3), attention's GEMM path past head dim 128
+# (flash_attention_144: 2 forward and 4 backward for each of its two attentions)
+d="$tmp/attention_ops_32-true" d2="$tmp/flash_attention_144_32-true"
+if [ -f "$d/model.cu" ] && [ "$(grep -c "lc_gemm_batched(" "$d/model.cu")" -ge 3 ] && [ "$(grep -c "lc_gemm_batched(" "$d2/model.cu")" -ge 12 ]; then
+  echo "ok cuda_batched_gemms (matmul: $(grep -c "lc_gemm_batched(" "$d/model.cu"), attention past head dim 128: $(grep -c "lc_gemm_batched(" "$d2/model.cu") strided-batch cuBLASLt calls)"
 else
-  echo "not ok cuda_batched_gemms: attention_ops' model.cu has too few lc_gemm_batched calls"
+  echo "not ok cuda_batched_gemms: attention_ops' or flash_attention_144's model.cu has too few lc_gemm_batched calls"
 fi
 
 # --cuda-graph (a GPU runs it: tests/gpu/run.sh): the flag is parsed, a step is captured

@@ -10,7 +10,7 @@
 #  - fashion_mlp and fashion_cnn at bf16-true and 16-true (16-bit parameters, gradients
 #    and buffers on the device; 16-true's optimizer state in float), the same way;
 #  - fashion_mlp variants (SGD + clip by norm + Dropout, AdamW + clip by value + Dropout),
-#    the first also at bf16-true;
+#    the first also at bf16-true; SGD with parameter groups (the biases' own lr, no decay);
 #  - resume with 16-bit state: fashion_mlp bf16-true and 16-true, 3 epochs == 1 epoch,
 #    then resumed to 3, bit for bit;
 #  - --cuda-graph (fashion_mlp at each precision): 6 steps with the step captured and
@@ -22,7 +22,11 @@
 #    == 1, resumed to 2, bit for bit, and the C program's result;
 #  - one ASan + UBSan build and run (fashion_mlp 16-mixed);
 #  - tiny_transformer at 32-true and bf16-mixed once `loom build --accelerator=cuda`
-#    accepts it (SKIP with its reason until then).
+#    accepts it (SKIP with its reason until then);
+#  - tiny_gpt (AdamW's decay_min_ndim: two parameter groups; byte tokens, causal
+#    attention, a tied head), cut down to context 32, width 64, 2 blocks, batch 4, on
+#    16 KB of the KJV: 3 steps at 32-true (a wrong group's decay, lr·wd·p = 1e-4 p, shows
+#    in Adam's parameters), 1 at bf16-mixed.
 # The Fashion-MNIST runs read a cut-down copy of the data (the 5000 validation images of
 # the spec's val_split, one batch to train on, 256 test images): emulated evaluation is
 # the slow part.  SKIPs where the CUDA toolkit (headers, NVRTC) is missing.
@@ -55,8 +59,12 @@ declare -A ROUNDOFF=([32-true]=1e-4 [bf16-mixed]=1e-2 [16-mixed]=1e-2 [bf16-true
 # fashion_cnn bf16-mixed: on an Intel Xeon with AMX, oneDNN's bf16 matmul (the CPU
 # program's bf16 GEMMs) runs on AMX tiles, another summation order than AVX512_BF16's:
 # 3.0e-3 measured in features.4.weight's Adam moment (1.9e-4 on an AMD EPYC's AVX512_BF16)
+# tiny_gpt bf16-mixed: the same (5.1e-3 measured in h.1.mlp.0.weight's gradient, 9.9e-3 in
+# its exp_avg_sq; Adam's parameters 2.9e-6; 32-true after 3 steps: 1.2e-6)
 declare -A SPEC_TOL=([paw_32-true]=5e-2 [paw_bf16-mixed]=8e-2 [paw_16-mixed]=8e-2 [tiny_transformer_bf16-mixed]=2e-2
-                     [fashion_cnn_bf16-mixed]=5e-3)
+                     [fashion_cnn_bf16-mixed]=5e-3 [tiny_gpt_bf16-mixed]=2e-2)
+# steps a comparison trains (1 unless here)
+declare -A SPEC_STEPS=([tiny_gpt_32-true]=3)
 # The comparisons (compare below: NAME SPEC PRECISION [skip_if_refused]; "@variants/X.lua"
 # is made below), emu_vs_cpu_NAME_PREC each: fashion_cnn's in a lane of their own
 CNN=()
@@ -67,8 +75,11 @@ for p in "${PRECS16[@]}"; do MAIN+=("fashion_mlp specs/fashion_mlp.lua $p"); don
 MAIN+=("mlp_sgd_clipnorm_dropout @variants/mlp_sgd_clipnorm_dropout.lua 32-true"
        "mlp_adamw_clipval_dropout @variants/mlp_adamw_clipval_dropout.lua 32-true"
        "mlp_sgd_clipnorm_dropout @variants/mlp_sgd_clipnorm_dropout.lua bf16-true"
+       "mlp_sgd_groups @variants/mlp_sgd_groups.lua 32-true"
        "tiny_transformer specs/tiny_transformer.lua 32-true skip_if_refused"
-       "tiny_transformer specs/tiny_transformer.lua bf16-mixed skip_if_refused")
+       "tiny_transformer specs/tiny_transformer.lua bf16-mixed skip_if_refused"
+       "tiny_gpt @variants/tiny_gpt.lua 32-true"
+       "tiny_gpt @variants/tiny_gpt.lua bf16-mixed")
 GRAPH=("${PRECS[@]}" bf16-true)   # emu_cuda_graph_fashion_mlp_PREC (after its comparison)
 RESUME=("${PRECS16[@]}")          # emu_resume_fashion_mlp_PREC
 CUBLASLT_CASES=27 RUNTIME_CASES=12   # the results tests/cuda_emu/test_cublaslt.cpp and test_runtime.cpp print
@@ -113,7 +124,11 @@ fi
 data="$tmp/fashion"
 mkdir -p "$data"
 python3 tests/harness/cut_fashion.py "$data" 5128 256 || { for t in $(names); do fail "$t" "cannot cut down Fashion-MNIST"; done; exit 0; }
-data_flag() { case $1 in fashion*|mlp*) echo "--data $data" ;; esac; }
+# tiny_gpt's token files (llm.c's layout, a byte per token): 16 KB of the KJV, 10% to validate
+mkdir -p "$tmp/kjv"
+head -c 16384 build/kjv.txt >"$tmp/kjv.txt" 2>/dev/null && "$LOOM" data tokens "$tmp/kjv.txt" -o "$tmp/kjv/kjv.bin" --val 0.1 >/dev/null 2>&1 ||
+  echo "# no build/kjv.txt (ninja makes it): tiny_gpt's comparisons will fail" >&2
+data_flag() { case $1 in fashion*|mlp*) echo "--data $data" ;; tiny_gpt) echo "--data $tmp/kjv" ;; esac; }
 
 # build NAME SPEC_FILE PRECISION: DIR/cpu/train and DIR/cuda/emu/run; prints why on failure
 build() {
@@ -132,7 +147,7 @@ compare() {
   why=$(build "${s}_$p" "$spec" "$p"); rc=$?
   if [ $rc -eq 2 ] && [ -n "${4:-}" ]; then echo "ok $name # SKIP $why"; return; fi
   [ $rc -eq 0 ] || { echo "not ok $name: $why"; return; }
-  local flags="--max-steps 1 --epochs 1 --seed 11 $(data_flag "$s")"
+  local flags="--max-steps ${SPEC_STEPS[${s}_$p]:-1} --epochs 1 --seed 11 $(data_flag "$s")"
   "$d/cpu/train" $flags --out "$d/cpu/run" >"$d/cpu.txt" 2>&1 || { echo "not ok $name: CPU run failed: $(tail -1 "$d/cpu.txt")"; return; }
   local t0=$SECONDS
   "$d/cuda/emu/run" $flags --out "$d/cuda/run" >"$d/emu.txt" 2>&1 || { echo "not ok $name: emulated run failed: $(grep -m1 cuda_emu "$d/emu.txt" || tail -1 "$d/emu.txt")"; return; }
@@ -166,6 +181,12 @@ variant() {   # NAME DROPOUT OPTIMIZER CLIP
 }
 variant mlp_sgd_clipnorm_dropout "Dropout(0.2)," "SGD { lr = 0.05, momentum = 0.9, dampening = 0.1, weight_decay = 1e-3 }" "{ max_norm = 0.5 }"
 variant mlp_adamw_clipval_dropout "Dropout(0.5)," "AdamW { lr = 1e-3, weight_decay = 0.01 }" "{ clip_val = 0.01 }"
+# parameter groups on the device: the biases in a group of their own lr and no decay
+variant mlp_sgd_groups "" 'SGD { lr = 0.05, momentum = 0.9, weight_decay = 1e-2, groups = { { params = "%.bias$", lr = 0.1, weight_decay = 0 } } }' "nil"
+# tiny_gpt cut down (the emulator runs one thread): context 32, width 64, 2 blocks, batch 4
+sed -e 's/^local V, T, C, H, L = 256, 128, 256, 4, 4 /local V, T, C, H, L = 256, 32, 64, 4, 2 /' \
+    -e 's/batch_size = 8,/batch_size = 4,/' specs/tiny_gpt.lua >"$tmp/variants/tiny_gpt.lua"
+grep -q "^local V, T, C, H, L = 256, 32, 64, 4, 2 " "$tmp/variants/tiny_gpt.lua" || echo "# specs/tiny_gpt.lua changed: its cut-down variant is not cut down" >&2
 
 # two lanes (the emulator runs one thread): fashion_cnn's runs beside the rest
 (

@@ -85,7 +85,7 @@ for c in "${cases[@]}"; do
 done
 
 # tensor(...) (llama's rotary tables) on CUDA: one line at the spec's line.  Its own
-# spec: llama's CUDA build also meets RMSNorm and decay_min_ndim, refused as well.
+# spec: llama's CUDA build also meets RMSNorm, refused as well.
 cat >"$tmp/const_cuda.lua" <<'SPEC'
 model "M" {
   inputs = { x = Tensor{4} }, lin = Linear(4, 4),

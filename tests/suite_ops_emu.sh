@@ -9,6 +9,10 @@
 #    with dense/shared/broadcast operands, attention, softmax/log_softmax, cross entropy
 #    over a transposed output) at 32-true, bf16-mixed and bf16-true (measured 5.3e-5,
 #    in the embedding's momentum);
+#  - flash_attention (the fused attention kernels at their tiles' edges: cross attention,
+#    13 queries and 37 keys, head dims 40 and 72, causal and not) at 32-true and
+#    bf16-mixed, its GEMM path (--gemm-attention) at 32-true, and the fused kernels against
+#    the GEMM path (both emulated, 32-true);
 #  - conv_losses (grouped and depthwise conv, dilated max pooling, avg pooling with
 #    ceil_mode and count_include_pad = false, soft cross entropy) at 32-true,
 #    bf16-mixed and 16-true (measured 1.2e-8), and with its loss swapped for bce_with_logits (16-mixed), mse (sum) and
@@ -21,9 +25,13 @@ LOOM=${LOOM:-build/loom}
 CUDA=${CUDA_HOME:-/usr/local/cuda}
 PY=/usr/bin/python3
 # NAME SPEC PRECISION STEPS BOUND (largest absolute difference against the CPU program)
+# [LOOM FLAGS, comma-separated]
 CASES=("attention_ops tests/cuda_specs/attention_ops.lua 32-true 3 1e-5"
        "attention_ops tests/cuda_specs/attention_ops.lua bf16-mixed 3 1e-3"
        "attention_ops tests/cuda_specs/attention_ops.lua bf16-true 3 1e-3"
+       "flash_attention tests/cuda_specs/flash_attention.lua 32-true 3 1e-6"
+       "flash_attention tests/cuda_specs/flash_attention.lua bf16-mixed 3 1e-3"
+       "flash_attention_gemm tests/cuda_specs/flash_attention.lua 32-true 3 1e-6 --gemm-attention"
        "conv_losses tests/cuda_specs/conv_losses.lua 32-true 3 1e-5"
        "conv_losses tests/cuda_specs/conv_losses.lua bf16-mixed 3 1e-3"
        "conv_losses tests/cuda_specs/conv_losses.lua 16-true 3 1e-3"
@@ -31,9 +39,10 @@ CASES=("attention_ops tests/cuda_specs/attention_ops.lua 32-true 3 1e-5"
        "conv_mse_sum @variants/conv_mse_sum.lua 32-true 3 1e-5"
        "conv_l1_none_mean @variants/conv_l1_none_mean.lua 32-true 3 1e-5"
        "conv_abs_amax @variants/conv_abs_amax.lua 32-true 3 1e-5")
-echo "1..${#CASES[@]}"   # ops_emu_matches_cpu_NAME_PREC
+echo "1..$((${#CASES[@]} + 1))"   # ops_emu_matches_cpu_NAME_PREC, ops_emu_flash_matches_gemm
 if [ ! -x "$CUDA/bin/nvcc" ] || ! "$PY" -c "import numpy" 2>/dev/null; then
   for c in "${CASES[@]}"; do set -- $c; echo "ok ops_emu_matches_cpu_$1_$3 # SKIP no CUDA toolkit or no numpy"; done
+  echo "ok ops_emu_flash_matches_gemm # SKIP no CUDA toolkit or no numpy"
   exit 0
 fi
 tmp=$(mktemp -d)
@@ -50,10 +59,10 @@ loss_variant conv_l1_none_mean 'mean(l1(m(b), b.target, { reduction = "none" }))
 loss_variant conv_abs_amax '(function(y) return mean(abs(y - b.target)) + mean(amax(y, 1)) + 0.1 * max(abs(y)) end)(m(b))'
 for c in "${CASES[@]}"; do
   set -- $c
-  name=$1 spec=${2/#@/$tmp/} prec=$3 steps=$4 bound=$5
+  name=$1 spec=${2/#@/$tmp/} prec=$3 steps=$4 bound=$5 flags=${6:-}
   d="$tmp/${name}_$prec"
   mkdir -p "$d"
-  if ! "$LOOM" build "$spec" --accelerator=cuda --precision="$prec" --no-compile -o "$d/cuda" >"$d/cuda.log" 2>&1 ||
+  if ! "$LOOM" build "$spec" --accelerator=cuda --precision="$prec" ${flags//,/ } --no-compile -o "$d/cuda" >"$d/cuda.log" 2>&1 ||
      ! tests/cuda_emu/build.sh "$d/cuda" >>"$d/cuda.log" 2>&1 ||
      ! "$d/cuda/emu/run" --max-steps "$steps" --seed 11 --out "$d/run_cuda" >>"$d/cuda.log" 2>&1; then
     echo "not ok ops_emu_matches_cpu_${name}_$prec: emulated CUDA program: $(tail -n 1 "$d/cuda.log")"; continue
@@ -68,3 +77,11 @@ for c in "${CASES[@]}"; do
     echo "not ok ops_emu_matches_cpu_${name}_$prec: $out (bound $bound)"
   fi
 done
+
+# the fused attention kernels against the GEMM path, both emulated (the same steps)
+a="$tmp/flash_attention_32-true/run_cuda/last.safetensors" b="$tmp/flash_attention_gemm_32-true/run_cuda/last.safetensors"
+if ! grep -q "flash_fwd_e40_v72_causal" "$tmp/flash_attention_32-true/cuda/model.cu" 2>/dev/null ||
+   grep -q "flash_fwd" "$tmp/flash_attention_gemm_32-true/cuda/model.cu" 2>/dev/null; then
+  echo "not ok ops_emu_flash_matches_gemm: the fused kernels are not where expected (the default build) or not only there"
+elif out=$("$PY" tests/fuse/compare_ckpt.py "$a" "$b" 1e-6); then echo "ok ops_emu_flash_matches_gemm (3 steps: $out; bound 1e-6)"
+else echo "not ok ops_emu_flash_matches_gemm: $out (bound 1e-6)"; fi

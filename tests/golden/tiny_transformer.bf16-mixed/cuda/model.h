@@ -33,11 +33,11 @@ typedef float opt_t;             // the optimizer's state: f32 (16-true keeps it
 #define NUM_PARAMS 70592          // parameters (state_t); gradients and optimizer state have the same layout
 #define NUM_BUFFERS 0        // BatchNorm running statistics (state_t)
 #define NUM_COUNTERS 0      // int64 buffers (num_batches_tracked)
-#define ACT_BYTES 12625088            // activations (each in its own format) and what the backward keeps
+#define ACT_BYTES 10560704            // activations (each in its own format) and what the backward keeps
 #define DACT_BYTES 9438400          // activation gradients (each in its tensor's format)
 #define NUM_INTS 0              // int32 saved for backward (max-pool argmax)
-#define SCRATCH_BYTES 2621440    // the largest any op needs: im2col columns, operands converted for cuBLASLt
-#define NUM_KERNELS 35        // NVRTC kernels (model.cu, kernel_sources)
+#define SCRATCH_BYTES 65536    // the largest any op needs: im2col columns, operands converted for cuBLASLt
+#define NUM_KERNELS 33        // NVRTC kernels (model.cu, kernel_sources)
 // 1: the GEMMs read the float32 parameters through a none compute copy (d_compute,
 // NUM_PARAMS x 2 bytes, the parameters' layout), written by the optimizer with the update
 #define COMPUTE_COPY 0
