@@ -2,6 +2,9 @@
 // Each op starts with the module and spec line it came from; backward follows
 // the forward in reverse and adds into parameter gradients (llm.c's convention); an
 // activation gradient's first writer stores it (its slot is shared: gen/plan.lua).
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE   // MAP_ANONYMOUS (the arenas), also when model.c is built by other flags than ours
+#endif
 #include "model.h"
 #include "kernels.h"
 #include "philox.h"
