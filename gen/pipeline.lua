@@ -140,10 +140,7 @@ local function plan_stage(l)
   local reuse = ad and l.backend == "cpu" and not ad.segments
   local p = plan.activations(l.trace, ad, l.batch_max, l.pp,
     { backend = l.backend, gemm_attention = l.options.gemm_attention, reuse = reuse })
-  local function root(t)
-    while p.acts[t] and p.acts[t].source do t = p.acts[t].source end
-    return t
-  end
+  local function root(t) return plan.storage_root(p, t) end
   local s = l.strategy
   return with(l, { state = plan.state(l.graph, s and s.unit_of, s and s.unit_of and { first = s.first, last = s.last }), plan = p, root = root })
 end

@@ -99,6 +99,13 @@ function plan.units(st, unit_of, spans, frozen)
   end
 end
 
+-- The tensor whose storage t is, under the activation plan p (views and folded casts
+-- have none of their own: their source's, followed to the end)
+function plan.storage_root(p, t)
+  while p.acts[t] and p.acts[t].source do t = p.acts[t].source end
+  return t
+end
+
 -- Activation layout of one trace (with its autodiff result `ad`, or nil for an
 -- inference-only entry point) under the precision plan `pp` (gen/precision.lua).
 -- Offsets and sizes of the two activation arenas are in bytes: each tensor is
@@ -117,16 +124,19 @@ function plan.activations(trace, ad, batch_max, pp, target)
   local FORMATS = require("precision").FORMATS
   local compute = pp.settings.compute
   local p = { acts = {}, grads = {}, saves = {}, nacts = 0, ngrads = 0, nint = 0, batch_max = batch_max }
-  local function root(t)   -- the tensor whose storage t is (views, folded casts: so far)
-    while p.acts[t] and p.acts[t].source do t = p.acts[t].source end
-    return t
-  end
-  local function alloc(field, count_field, shape, fmt)
+  local function root(t) return plan.storage_root(p, t) end   -- (so far: the layout is being built)
+  -- a slot of `field`'s arena for a tensor of `shape` and `fmt`, with its size in bytes
+  -- (64-byte aligned); its offset is the caller's to set
+  local function slot(field, shape, fmt)
     local per, batched = sizes(shape)
     local n = batched and per * batch_max or per
-    local off = p[count_field]
-    p[count_field] = p[count_field] + align((n * FORMATS[fmt].bytes + 3) // 4) * 4   -- 64-byte aligned
-    return { offset = off, numel = n, arena = field, fmt = fmt, batched = batched }
+    return { numel = n, arena = field, fmt = fmt, batched = batched }, align((n * FORMATS[fmt].bytes + 3) // 4) * 4
+  end
+  local function alloc(field, count_field, shape, fmt)
+    local e, bytes = slot(field, shape, fmt)
+    e.offset = p[count_field]
+    p[count_field] = p[count_field] + bytes
+    return e
   end
   for _, node in ipairs(trace.nodes) do
     local rule = ops[node.op]
@@ -159,7 +169,7 @@ function plan.activations(trace, ad, batch_max, pp, target)
       end
     end
   end
-  if reuse and ad then plan.reuse_grads(p, trace, ad, pp, alloc) end
+  if reuse and ad then plan.reuse_grads(p, trace, ad, pp, slot) end
   return p
 end
 
@@ -168,11 +178,8 @@ end
 -- first writer (the backward of the first consumer to run) to its reader (its
 -- producer's backward).  First fit by offset among the slots live at a gradient's start,
 -- in order of start.  Views and folded casts write nothing of their own.
-function plan.reuse_grads(p, trace, ad, pp, alloc)
-  local function root(t)
-    while p.acts[t] and p.acts[t].source do t = p.acts[t].source end
-    return t
-  end
+function plan.reuse_grads(p, trace, ad, pp, slot_of)
+  local function root(t) return plan.storage_root(p, t) end
   local first, last = {}, {}
   local function touch(r, i, writer)
     if not p.grads[r] or p.grads[r].source then return end
@@ -227,10 +234,7 @@ function plan.reuse_grads(p, trace, ad, pp, alloc)
   local live = {}   -- { offset, bytes, last }, by offset
   for _, r in ipairs(order) do
     local g = p.grads[r]
-    p.scratch_size = 0
-    local slot = alloc("grads", "scratch_size", g.shape, g.fmt)
-    local bytes = p.scratch_size
-    p.scratch_size = nil
+    local slot, bytes = slot_of("grads", g.shape, g.fmt)
     local kept = {}
     for _, s in ipairs(live) do if s.last >= span[r] then kept[#kept + 1] = s end end
     live = kept
