@@ -384,8 +384,6 @@ function kernels_c.counted(walked)
   return { operands = { walked.operands[1], walked.operands[2] }, num_wide = walked.num_wide }
 end
 
--- The scratch each op needs, as lines of model.c's model_scratch (some depend on the
--- thread count)
 -- The lines that clear the activation gradients before a backward: only the part of
 -- each slot a batch of B uses (a slot holds batch_max samples; zeroing the whole arena
 -- every step cost as much as some of the backward's ops at small B).  Slots lie in
@@ -416,6 +414,8 @@ function kernels_c.dact_zero_lines(p)
     "        memset(m->dacts + dact_runs[i][0], 0, dact_runs[i][1] + (size_t)B * dact_runs[i][2]);" }, "\n")
 end
 
+-- The scratch each op needs, as lines of model.c's model_scratch (some depend on the
+-- thread count)
 function kernels_c.scratch_lines(l)
   local es = context(l, kernels_c.TYPES[l.settings.compute])
   local sl = {}
