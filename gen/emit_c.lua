@@ -23,16 +23,7 @@ local CUDA_ONLY = { ["runtime/nvrtc_cache.c"] = true, ["runtime/nvrtc_cache.h"] 
 local DDP_ONLY = { ["runtime/collectives.c"] = true, ["runtime/collectives.h"] = true,
                    ["runtime/ddp.c"] = true, ["runtime/ddp.h"] = true }
 
-local function shapes_comment(node)
-  local ins = {}
-  for _, x in ipairs(node.inputs) do
-    if not x.param then ins[#ins + 1] = util.shape_str(x.shape) end
-  end
-  if #ins == 0 then   -- an op of parameters only (a kept cast of a weight)
-    for _, x in ipairs(node.inputs) do ins[#ins + 1] = util.shape_str(x.shape) end
-  end
-  return string.format("    // %s -> %s", table.concat(ins, ", "), util.shape_str(node.out.shape))
-end
+local shapes_comment = host_c.shapes_comment
 
 local function check_supported(trace)
   for _, node in ipairs(trace.nodes) do
@@ -105,24 +96,7 @@ function emit.forward_lines(g, w)
   return fwd
 end
 
--- The C offset of element `var` of a row-major array of `sizes` in a buffer read
--- through `strides` (0: broadcast): "var" itself when that is the same layout.
-local function index_expr(sizes, strides, var)
-  local terms, inner, contiguous = {}, 1, true
-  for k = #sizes, 1, -1 do
-    local size, st = sizes[k], strides[k]
-    if st ~= inner and size ~= 1 then contiguous = false end
-    if st ~= 0 and size ~= 1 then
-      local e = inner == 1 and var or string.format("%s / %d", var, inner)
-      if k > 1 then e = string.format("(%s) %% %d", e, size) end
-      terms[#terms + 1] = st == 1 and ("(" .. e .. ")") or string.format("(%s) * %d", e, st)
-    end
-    inner = inner * size
-  end
-  if contiguous then return var end
-  if #terms == 0 then return "0" end
-  return table.concat(terms, " + ")
-end
+local index_expr = host_c.index_expr
 
 -- model.h's sampling declarations and model.c's decode step for the lowered table's
 -- entry point (gen/entries.lua), or the macros that say there is none.  The exported
@@ -197,23 +171,7 @@ function emit.sample_code(l)
   end
   local lg = e.bufs[e.logits]
   local where = string.format("%s:%d", e.where.file, e.where.line)
-  local h = {
-    "#define MODEL_HAS_SAMPLE 1",
-    string.format("#define SAMPLE_METHOD %s           // <- %s", util.c_string(e.name), util.c_comment(where)),
-    string.format("#define SAMPLE_CONTEXT %d          // positions of the window (the model's T)", e.context),
-    string.format("#define SAMPLE_VOCAB %d            // logits per position", e.vocab),
-    string.format("#define SAMPLE_VOCAB_IN %d         // tokens the model's embedding takes", e.vocab_in),
-    string.format("#define SAMPLE_TEMPERATURE %s      // the spec's (--temperature)", util.c_float(e.temperature, "")),
-    string.format("#define SAMPLE_TOP_K %d            // the spec's, 0: every token (--top-k)", e.top_k),
-    string.format("#define SAMPLE_ARENA %d            // reals: every token-dependent tensor, all positions%s", size,
-      #copies > 0 and ", then the parameters read in another format" or ""),
-    "// The decode arena (allocated on first use, freed by model_free); 0, or -1 when out of memory.",
-    "int model_sample_begin(Model *m);",
-    "// Positions [from, n) of the window tok[0..n) computed into the decode arena (the",
-    "// positions before `from` are the cache, computed by earlier calls for the same window);",
-    "// returns position n-1's SAMPLE_VOCAB logits.  No parameter changes in between.",
-    "const real *model_sample_step(Model *m, const int64_t *tok, int from, int n);",
-  }
+  local h = host_c.sample_header(e, size, #copies > 0)
   local c = {
     template.source("templates/c/sample_kernels.inc"),
     "int model_sample_begin(Model *m) {",
@@ -243,7 +201,7 @@ function emit.sample_code(l)
   c[#c + 1] = "    }"
   c[#c + 1] = string.format("    return D + %d + (size_t)(n - 1) * %d;", lg.offset, lg.row)
   c[#c + 1] = "}"
-  return { sample_h = table.concat(h, "\n"), sample_body = table.concat(c, "\n") }
+  return { sample_h = h, sample_body = table.concat(c, "\n") }
 end
 
 -- FSDP FULL_SHARD (gen/strategy.lua, gen/plan.lua's units): the kernels read a parameter
@@ -808,6 +766,7 @@ static int sample_only(const SampleArgs *a, const char *resume, uint64_t seed) {
     return 0;
 }
 ]==]
+emit.SAMPLE_FN = SAMPLE_FN   -- (the CUDA program's too: gen/emit_cuda.lua)
 local NO_SAMPLE_FN = [==[
 static void sample_check(const SampleArgs *a) {
     (void)a;
@@ -817,6 +776,8 @@ static void sample_check(const SampleArgs *a) {
 static void sample_model(Model *m, const SampleArgs *a, uint64_t seed) { (void)m; (void)a; (void)seed; }
 static int sample_only(const SampleArgs *a, const char *resume, uint64_t seed) { (void)a; (void)resume; (void)seed; return 2; }
 ]==]
+
+emit.NO_SAMPLE_FN = NO_SAMPLE_FN
 
 -- The CPU program's files for the lowered table `l`: the model's (emit.model), the
 -- training loop's (gen/emit_train.lua's values in templates/loop/), the runtime and kernels

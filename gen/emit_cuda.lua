@@ -730,6 +730,7 @@ local TRAIN_BLOCKS = {
 // instead when "auto", else the program stops.  Regenerate rather than edit.
 #include "model.h"
 #include "loom_cuda.h"
+#include "sample.h"
 ]==],
   device_schedule = [==[
 // learning-rate schedule (the optimizer's update runs on the device: model.cu)
@@ -861,22 +862,128 @@ static void scaler_init(GradScaler *s) { s->scale = ${scaler_init_scale}; s->gro
 ${log_step}
             if (stop) break;
 ]==],
+  sample_fn = "${sample_fn}",
   summary_extra = [==[
     (void)skipped;   // 16-mixed's summary (train_summary below) reports it
     if (args.cuda_graph && !args.quiet)
         printf("--cuda-graph: %lld graph launches\n--cuda-graph: %lld graphs captured\n", (long long)m.graph_launches, (long long)m.graph_captures);${user_metrics_summary}
 ]==],
-  -- the CUDA program does not sample yet (gen/entries.lua says so at generation)
-  sample_fn = [==[
-static void sample_check(const SampleArgs *a) {
-    (void)a;
-    fprintf(stderr, "train: --sample: the CUDA program does not sample yet (build the spec for the CPU: --accelerator=cpu)\n");
-    exit(2);
 }
-static void sample_model(Model *m, const SampleArgs *a, uint64_t seed) { (void)m; (void)a; (void)seed; }
-static int sample_only(const SampleArgs *a, const char *resume, uint64_t seed) { (void)a; (void)resume; (void)seed; return 2; }
-]==],
-}
+
+-- model.h's sampling declarations and model.cu's decode step for the lowered table's
+-- entry point (gen/entries.lua), or the macros that say there is none: the C backend's
+-- decode step (gen/emit_c.lua's sample_code) on the device, one kernel per op and
+-- position (gen/ops_cuda.lua's `step` rules), the arena in float (device memory), the
+-- logits of the last position copied back to the host.  `ctx` is the kernels' context.
+local function sample_code(l, ctx)
+  local e = l.entries[1]
+  if not e or e.refused then
+    local why = e and e.refused or "the spec declares no sampling method (a method beside forward returning autoregress(...))"
+    return { sample_h = string.format("#define MODEL_HAS_SAMPLE 0\n#define SAMPLE_REFUSED %s", util.c_string(why)),
+             sample_body = "" }
+  end
+  local g, st = l.graph, l.state
+  local s = { T = e.context, index = host_c.index_expr, lit = literal, hash = fnv }
+  function s.axis(t) return e.axis[t] end
+  function s.R(t) return e.bufs[t].row end
+  function s.rest(t) return e.bufs[t].rest end
+  function s.rows(t) return string.format("(D + %d)", e.bufs[t].offset) end
+  function s.row(t) return string.format("(D + %d + (size_t)t * %d)", e.bufs[t].offset, e.bufs[t].row) end
+  function s.token() return "tok[t]" end
+  function s.kernel(kind, params, body)
+    return ctx.kernel { kind = kind .. "_" .. s.round, ops = {}, params = params, body = body }
+  end
+  function s.launch(k, args, blocks, threads)
+    return ctx.launch(k, {}, args, { blocks = blocks, threads = threads })
+  end
+  -- a parameter read in another format than its storage's (a 16-bit state, or rounded by
+  -- a cast: autocast's bf16 weights) is read from a float copy after the token-dependent
+  -- tensors, converted by model_sample_begin (as the C backend's)
+  local compute, state_fmt = l.settings.compute, l.settings.state
+  local copies, size, declared = {}, e.size, {}
+  function s.param(t)
+    local v = require("entries").param_view(t, e.producer, e.fmt)
+    local f = v.fmt or state_fmt
+    local p = st.by_name[v.param]
+    local base
+    if f ~= compute or state_fmt ~= compute then
+      local key = v.param .. "_" .. f
+      if not declared[key] then
+        local k = ctx.kernel { kind = "dec_load_" .. f, ops = {}, params = "float *__restrict__ y, const state_t *__restrict__ x, int n",
+          body = string.format("%s y[i] = so_round_%s(state_widen(x[i]));",
+            "for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)", f) }
+        copies[#copies + 1] = string.format("    // %s %s as %s", util.c_comment(v.param),
+          util.shape_str(g.param_by_name[v.param].shape), f)
+        for _, x in ipairs(ctx.launch(k, {}, { { "void *", string.format("(void *)(m->d_decode + %d)", size) },
+            { "void *", string.format("(void *)(m->d_params + %d)", p.offset) }, { "int", p.numel } },
+            { blocks = string.format("lc_blocks(%d, 256)", p.numel), threads = 256 })) do
+          copies[#copies + 1] = "    " .. x
+        end
+        declared[key] = string.format("(D + %d)", size)
+        size = size + (p.numel + 15) // 16 * 16
+      end
+      base = declared[key]
+    else
+      base = string.format("((float *)m->d_params + %d)", p.offset)
+    end
+    return { base = base, shape = v.shape, strides = v.strides }
+  end
+  function s.refuse(node, why)
+    diag.fatal(node.where, string.format("%s cannot be generated position by position: %s: %s", e.name,
+      node.module and node.module.call_text or node.op, why))
+  end
+  local body = {}
+  for _, node in ipairs(e.steps) do
+    local rule = ops_cuda.step[node.op]
+    if not rule then s.refuse(node, "the CUDA backend has no decode step for " .. node.op) end
+    s.round = e.round[node.out] or "f32"
+    body[#body + 1] = "    " .. node_comment(g, node)
+    body[#body + 1] = "    " .. host_c.shapes_comment(node) .. string.format("  (position t of dim %d)", e.axis[node.out] - 1)
+    for _, x in ipairs(rule(s, node)) do body[#body + 1] = "        " .. x end
+  end
+  local lg = e.bufs[e.logits]
+  local where = string.format("%s:%d", e.where.file, e.where.line)
+  local c = {
+    "int model_sample_begin(Model *m) {",
+    "    if (!m->d_decode && cudaMalloc((void **)&m->d_decode, sizeof(float) * SAMPLE_ARENA + 64) != cudaSuccess) return -1;",
+    "    if (!m->h_logits && cudaMallocHost((void **)&m->h_logits, sizeof(float) * SAMPLE_VOCAB) != cudaSuccess) return -1;",
+  }
+  if #copies > 0 then
+    c[#c + 1] = "    // the parameters as the step reads them (forward's casts), from this run's weights"
+    for _, x in ipairs(copies) do c[#c + 1] = x end
+  end
+  for _, x in ipairs {
+    "    return 0;",
+    "}",
+    "",
+    string.format("// %s  <- %s: %s (sampling), one position at a time, each op a kernel on the compute stream", e.name,
+      util.c_comment(where), util.c_comment(string.format("autoregress(logits %s, tokens %s, temperature %g, top_k %d)",
+        util.shape_str(e.logits.shape), util.shape_str(e.idx.shape), e.temperature, e.top_k))),
+    "const real *model_sample_step(Model *m, const int64_t *tok, int from, int n) {",
+    "    float *D = m->d_decode;",
+    "    for (int t = from; t < n; t++) {",
+  } do c[#c + 1] = x end
+  for _, x in ipairs(body) do c[#c + 1] = x end
+  for _, x in ipairs {
+    "    }",
+    "    // the last position's logits, back on the host",
+    string.format("    LC_CHECK(cudaMemcpyAsync(m->h_logits, D + %d + (size_t)(n - 1) * %d, sizeof(float) * SAMPLE_VOCAB, cudaMemcpyDeviceToHost, STREAM(m->stream)));",
+      lg.offset, lg.row),
+    "    LC_CHECK(cudaStreamSynchronize(STREAM(m->stream)));",
+    "    return m->h_logits;",
+    "}",
+  } do c[#c + 1] = x end
+  return { sample_h = host_c.sample_header(e, size, #copies > 0), sample_body = table.concat(c, "\n") }
+end
+
+-- train.c's --sample: the C program's (gen/emit_c.lua), the model allocated quietly
+local function sample_fn(l)
+  local emit_c = require "emit_c"
+  if not (l.entries[1] and not l.entries[1].refused) then return emit_c.NO_SAMPLE_FN end
+  local fn, n = emit_c.SAMPLE_FN:gsub("model_alloc%(&m%)", "model_alloc(&m, 1)")
+  assert(n == 1, "sample_only's model_alloc")
+  return fn
+end
 
 -- values[name] for each of `names`: what one template takes of a larger table
 -- (template.fill then checks that every one of them fills a hole)
@@ -1189,6 +1296,7 @@ function emit.program(l)
   local um = user_metrics_code(l, e, loop.log_every)
   local state_fmt, opt_fmt = pp.settings.state, require("precision").optimizer_format(pp.settings)
   local pre = prelude(state_fmt, opt_fmt)
+  local sample = sample_code(l, e)
   local srcs = kernel_sources(kernels)
 
   local b = batch_code(l)
@@ -1209,7 +1317,7 @@ function emit.program(l)
     num_kernels = #kernels.list, compute_copy = cf and 1 or 0, compute_format = cf or "none", accelerator = accel,
     optimizer_fields = table.concat(os_.fields, "\n"),
     loss_scaling = require("precision").SETTINGS[prec].loss_scaling and 1 or 0,
-    user_metrics_fields = um.fields, user_metrics_decl = um.decl,
+    user_metrics_fields = um.fields, user_metrics_decl = um.decl, sample_h = sample.sample_h,
   }
   local tf32, matmul_precision = tf32_of(sp)
   local metrics_count = count_at(x.shape, l.batch_max)
@@ -1243,6 +1351,7 @@ function emit.program(l)
   mc.consts_count = consts_count
   mc.scaler_update_kernel = scaler_update
   mc.compute_upload = compute_upload
+  mc.sample_body = sample.sample_body
   mc.unscale_kernel = unscale
   -- an optimizer without state (SGD without momentum) leaves `o` unused
   mc.optimizer_alloc = #os_.alloc > 0 and table.concat(os_.alloc, "\n") or "    (void)o;   // no optimizer state"
@@ -1280,6 +1389,7 @@ function emit.program(l)
     S.init_scale, S.growth_factor, S.backoff_factor, S.growth_interval)
   t.scaler_init_scale = literal(S.init_scale)
   t.device = device
+  t.sample_fn = sample_fn(l)
   files["train.c"] = template.fill("templates/loop/train.c.in", t, false, TRAIN_BLOCKS)
   -- the kernels, one file each, and the prelude they include, for inspection (the
   -- program carries its own copies)

@@ -212,11 +212,9 @@ function entries.build(l)
         diag.error(where, string.format("method '%s' cannot be generated: an entry point beside forward returns "
           .. "autoregress(logits, idx, opts) (sampling); forward is the model's one other method", name))
       else
+        -- (the exported library, backend "export", runs the C backend's decode step; the
+        -- CUDA program its own, gen/emit_cuda.lua)
         local e = decode_step(l, name, where, trace, out)
-        -- the exported library (backend "export") runs the C backend's decode step
-        if l.backend == "cuda" then
-          e.refused = "the CUDA program does not sample yet (build it for the CPU: --accelerator=cpu)"
-        end
         if e.refused then
           io.stderr:write(string.format("%s:%d: note: %s is not generated: %s; %s\n", where.file, where.line, name, e.refused,
             l.backend == "export" and "the library has no " .. name .. " function" or "the program refuses --sample"))

@@ -159,4 +159,59 @@ local function accuracy_lines(loss_node, pred, target, ctype, batch, numel)
 end
 host_c.accuracy_lines = accuracy_lines
 
+-- "    // (B, 8), (B, 8) -> (B, 8)": the shapes an op reads (not its parameters', unless it reads only those) and makes
+function host_c.shapes_comment(node)
+  local ins = {}
+  for _, x in ipairs(node.inputs) do
+    if not x.param then ins[#ins + 1] = util.shape_str(x.shape) end
+  end
+  if #ins == 0 then   -- an op of parameters only (a kept cast of a weight)
+    for _, x in ipairs(node.inputs) do ins[#ins + 1] = util.shape_str(x.shape) end
+  end
+  return string.format("    // %s -> %s", table.concat(ins, ", "), util.shape_str(node.out.shape))
+end
+
+-- The C offset of element `var` of a row-major array of `sizes` in a buffer read
+-- through `strides` (0: broadcast): "var" itself when that is the same layout.
+function host_c.index_expr(sizes, strides, var)
+  local terms, inner, contiguous = {}, 1, true
+  for k = #sizes, 1, -1 do
+    local size, st = sizes[k], strides[k]
+    if st ~= inner and size ~= 1 then contiguous = false end
+    if st ~= 0 and size ~= 1 then
+      local e = inner == 1 and var or string.format("%s / %d", var, inner)
+      if k > 1 then e = string.format("(%s) %% %d", e, size) end
+      terms[#terms + 1] = st == 1 and ("(" .. e .. ")") or string.format("(%s) * %d", e, st)
+    end
+    inner = inner * size
+  end
+  if contiguous then return var end
+  if #terms == 0 then return "0" end
+  return table.concat(terms, " + ")
+end
+
+-- model.h's sampling declarations for the entry point `e` (gen/entries.lua) whose decode
+-- arena holds `size` reals (`copies`: parameters read in another format among them);
+-- model.c's and model.cu's model_sample_step implement them
+function host_c.sample_header(e, size, copies)
+  local where = string.format("%s:%d", e.where.file, e.where.line)
+  return table.concat({
+    "#define MODEL_HAS_SAMPLE 1",
+    string.format("#define SAMPLE_METHOD %s           // <- %s", util.c_string(e.name), util.c_comment(where)),
+    string.format("#define SAMPLE_CONTEXT %d          // positions of the window (the model's T)", e.context),
+    string.format("#define SAMPLE_VOCAB %d            // logits per position", e.vocab),
+    string.format("#define SAMPLE_VOCAB_IN %d         // tokens the model's embedding takes", e.vocab_in),
+    string.format("#define SAMPLE_TEMPERATURE %s      // the spec's (--temperature)", util.c_float(e.temperature, "")),
+    string.format("#define SAMPLE_TOP_K %d            // the spec's, 0: every token (--top-k)", e.top_k),
+    string.format("#define SAMPLE_ARENA %d            // reals: every token-dependent tensor, all positions%s", size,
+      copies and ", then the parameters read in another format" or ""),
+    "// The decode arena (allocated on first use, freed by model_free); 0, or -1 when out of memory.",
+    "int model_sample_begin(Model *m);",
+    "// Positions [from, n) of the window tok[0..n) computed into the decode arena (the",
+    "// positions before `from` are the cache, computed by earlier calls for the same window);",
+    "// returns position n-1's SAMPLE_VOCAB logits.  No parameter changes in between.",
+    "const real *model_sample_step(Model *m, const int64_t *tok, int from, int n);",
+  }, "\n")
+end
+
 return host_c

@@ -971,14 +971,19 @@ ops_cpu.dropout.step = row_copy   -- sampling is eval mode: the identity
 ops_cpu.reshape.step = row_copy
 ops_cpu.flatten.step = row_copy
 ops_cpu.cast.step = row_copy
+-- (the CUDA backend's steps, gen/ops_cuda.lua, take the same expressions and operands)
 local STEP_ACT = {
   relu = "x > 0 ? x : 0", sigmoid = "1 / (1 + exp(-x))", tanh = "tanh(x)", silu = "x / (1 + exp(-x))",
   gelu = "0.5 * x * (1 + erf(x * 0.7071067811865476))",
   gelu_tanh = "0.5 * x * (1 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))",
 }
+-- an activation's formula of x (double) for node n
+function ops_cpu.step_act(n)
+  return STEP_ACT[(n.op == "gelu" and n.attrs.approximate == "tanh") and "gelu_tanh" or n.op]
+end
 for _, name in ipairs { "relu", "sigmoid", "tanh", "silu", "gelu" } do
   ops_cpu[name].step = function(s, n)
-    local f = STEP_ACT[(name == "gelu" and n.attrs.approximate == "tanh") and "gelu_tanh" or name]
+    local f = ops_cpu.step_act(n)
     return { string.format("{ const real *x_ = %s; real *y_ = %s;", s.row(n.inputs[1]), s.row(n.out)),
              string.format("  for (int i = 0; i < %d; i++) { double x = x_[i]; y_[i] = (real)(%s); } }", s.R(n.out), f) }
   end
@@ -1009,10 +1014,13 @@ ops_cpu.scaled_dot_product_attention.step = function(s, n)
     s.rows(k), s.rows(v), s.R(q) // E, E, Ev, s.lit(scale)) }
 end
 -- the operands of an elementwise op, each as the C offset of element i of the output's
--- row: a row of the same size, a parameter broadcast over it, or a scalar
-for _, name in ipairs { "add", "sub", "mul", "div" } do
-  local sym = ({ add = "+", sub = "-", mul = "*", div = "/" })[name]
-  ops_cpu[name].step = function(s, n)
+-- row: a row of the same size, a parameter broadcast over it, or a scalar.  Returns the
+-- row's size and the expression of element i (reading s.row's and s.param's pointers,
+-- and `t`, the position).
+local BINARY_SYM = { add = "+", sub = "-", mul = "*", div = "/" }
+function ops_cpu.step_binary(s, n)
+  local sym = BINARY_SYM[n.op]
+  do
     local out = n.out
     local nout, a_out, R = #out.shape, s.axis(out), s.R(out)
     local function operand(x)
@@ -1043,7 +1051,14 @@ for _, name in ipairs { "add", "sub", "mul", "div" } do
     else
       a, b = operand(n.inputs[1]), operand(n.inputs[2])
     end
-    return { string.format("{ real *y_ = %s; for (int i = 0; i < %d; i++) y_[i] = %s %s %s; }", s.row(out), R, a, sym, b) }
+    return R, string.format("%s %s %s", a, sym, b)
+  end
+end
+for name in pairs(BINARY_SYM) do
+  ops_cpu[name].step = function(s, n)
+    local y = s.row(n.out)
+    local R, expr = ops_cpu.step_binary(s, n)
+    return { string.format("{ real *y_ = %s; for (int i = 0; i < %d; i++) y_[i] = %s; }", y, R, expr) }
   end
 end
 -- a copy of the input's row in another order of its dims (transpose, permute, slice)
@@ -1059,10 +1074,24 @@ local function row_strides(s, x)
   for k = #dims, 1, -1 do by_dim[dims[k]] = run; run = run * x.shape[dims[k]] end
   return by_dim
 end
-local function permuted_step(s, n)
-  local x, perm = n.inputs[1], require("ops")[n.op].perm(n)
+-- transpose, permute and slice as a gather from the input's row: sizes, strides and the
+-- start of the output's row in it, or nil for a copy of the row as it is
+function ops_cpu.step_gather(s, n)
+  local x = n.inputs[1]
   local by_dim = row_strides(s, x)
-  local sizes, strides, identity, last = {}, {}, true, 0
+  local sizes, strides = {}, {}
+  if n.op == "slice" then
+    local d = (n.attrs.dim % #x.shape) + 1
+    for i, size in ipairs(n.out.shape) do
+      if i ~= s.axis(n.out) and size ~= "B" then
+        sizes[#sizes + 1] = size
+        strides[#strides + 1] = by_dim[i] * (i == d and n.attrs.step or 1)
+      end
+    end
+    return sizes, strides, n.attrs.start_index * by_dim[d]
+  end
+  local perm = require("ops")[n.op].perm(n)
+  local identity, last = true, 0
   for i, d in ipairs(perm) do
     if i ~= s.axis(n.out) and n.out.shape[i] ~= "B" then
       sizes[#sizes + 1], strides[#strides + 1] = n.out.shape[i], by_dim[d + 1]
@@ -1070,22 +1099,14 @@ local function permuted_step(s, n)
       last = d + 1
     end
   end
-  if identity then return row_copy(s, n) end
-  return gather(s, n, sizes, strides, 0)
+  if identity then return nil end
+  return sizes, strides, 0
 end
-ops_cpu.transpose.step, ops_cpu.permute.step = permuted_step, permuted_step
-ops_cpu.slice.step = function(s, n)
-  local x = n.inputs[1]
-  local by_dim = row_strides(s, x)
-  local d = (n.attrs.dim % #x.shape) + 1
-  local sizes, strides = {}, {}
-  for i, size in ipairs(n.out.shape) do
-    if i ~= s.axis(n.out) and size ~= "B" then
-      sizes[#sizes + 1] = size
-      strides[#strides + 1] = by_dim[i] * (i == d and n.attrs.step or 1)
-    end
-  end
-  return gather(s, n, sizes, strides, n.attrs.start_index * by_dim[d])
+local function gather_step(s, n)
+  local sizes, strides, start = ops_cpu.step_gather(s, n)
+  if not sizes then return row_copy(s, n) end
+  return gather(s, n, sizes, strides, start)
 end
+ops_cpu.transpose.step, ops_cpu.permute.step, ops_cpu.slice.step = gather_step, gather_step, gather_step
 
 return ops_cpu

@@ -1570,6 +1570,163 @@ ce_soft_backward = function(e, n)
     { { "int", C }, { "long long", S }, { "void *", e.save(n, "logp") }, { "float", e.lit(a.label_smoothing) }, { "int", REDUCTION[a.reduction] } })
 end
 
+---------------------------------------------------------------------------
+-- `step`: one position of a sampled model's forward on the GPU (gen/entries.lua's
+-- decode step, written into model.cu's model_sample_step by gen/emit_cuda.lua), the CUDA
+-- half of gen/ops_cpu.lua's `step` rules, with the same arithmetic: float rows in the
+-- decode arena on the device (position-major: attention reads the earlier positions'
+-- keys and values there, the cache), sums in float but the normalizations' in double,
+-- each kernel's store rounded to the format forward stores the tensor in.  A rule
+-- returns the host lines that launch its kernels for position `t`.  The context `s` is
+-- ops_cpu's (s.row, s.rows, s.param, s.R, s.axis, s.index, s.lit, s.T, s.token, s.refuse:
+-- host expressions of device pointers) and
+--   s.round                the format the output's row is rounded to (f32: none)
+--   s.kernel(kind, params, body, threads)   an NVRTC kernel (its name: kind and s.round)
+--   s.launch(k, args, blocks, threads)      host lines launching it; args { {ctype, expr} }
+local ops_cpu = require "ops_cpu"
+local STEP_GRID = "for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)"
+local function ptr(x) return { "void *", "(void *)(" .. x .. ")" } end
+-- y[i] = f(x[start + i]) over one row: copies (dropout, views, casts), gathers, activations
+local function step_map(s, n, kind, x, index, f)
+  local k = s.kernel(kind, "float *__restrict__ y, const float *__restrict__ xs, int n",
+    string.format("%s { const double x = xs[%s]; y[i] = so_round_%s((float)(%s)); }", STEP_GRID, index, s.round, f))
+  return s.launch(k, { ptr(s.row(n.out)), ptr(x), { "int", s.R(n.out) } }, string.format("lc_blocks(%d, 256)", s.R(n.out)), 256)
+end
+local function row_copy(s, n) return step_map(s, n, "dec_copy", s.row(n.inputs[1]), "i", "x") end
+local step = {}
+step.embedding = function(s, n)
+  local w, C = s.param(n.inputs[2]), n.inputs[2].shape[2]
+  return step_map(s, n, "dec_copy", string.format("%s + (size_t)%s * %d", w.base, s.token(), C), "i", "x")
+end
+step.dropout, step.reshape, step.flatten, step.cast = row_copy, row_copy, row_copy, row_copy
+for _, name in ipairs { "relu", "sigmoid", "tanh", "silu", "gelu" } do
+  step[name] = function(s, n)
+    local f = ops_cpu.step_act(n)
+    local kind = (name == "gelu" and n.attrs.approximate == "tanh") and "gelu_tanh" or name
+    return step_map(s, n, "dec_" .. kind, s.row(n.inputs[1]), "i", f)
+  end
+end
+local function gather_step(s, n)
+  local sizes, strides, start = ops_cpu.step_gather(s, n)
+  if not sizes then return row_copy(s, n) end
+  local index = s.index(sizes, strides, "i")
+  return step_map(s, n, index == "i" and "dec_copy" or ("dec_gather_" .. s.hash(index)),
+    s.row(n.inputs[1]) .. (start ~= 0 and (" + " .. start) or ""), index, "x")
+end
+step.transpose, step.permute, step.slice = gather_step, gather_step, gather_step
+-- add, sub, mul, div: gen/ops_cpu.lua's operands, each read through a kernel parameter
+for _, name in ipairs { "add", "sub", "mul", "div" } do
+  step[name] = function(s, n)
+    local params, args = { "float *__restrict__ y" }, { ptr(s.row(n.out)) }
+    local function operand(x)
+      params[#params + 1] = string.format("const float *__restrict__ a%d", #args)
+      args[#args + 1] = ptr(x)
+      return "a" .. (#args - 1)
+    end
+    local sub = setmetatable({
+      row = function(x) return operand(s.row(x)) end,
+      param = function(x) local v = s.param(x); return { base = operand(v.base), shape = v.shape, strides = v.strides } end,
+    }, { __index = s })
+    local R, expr = ops_cpu.step_binary(sub, n)
+    params[#params + 1] = "int t, int n"
+    args[#args + 1] = { "int", "t" }
+    args[#args + 1] = { "int", R }
+    local k = s.kernel("dec_" .. name .. "_" .. s.hash(expr), table.concat(params, ", "),
+      string.format("%s y[i] = so_round_%s(%s);", STEP_GRID, s.round, expr))
+    return s.launch(k, args, string.format("lc_blocks(%d, 256)", R), 256)
+  end
+end
+-- y (rows, N) = x (rows, K) @ w: one warp per output, w's row j at j * sn, its k-th at k * sk
+local function warp_dot(s, n, kind, x, wbase, b, rows, K, N, sk, sn)
+  local k = s.kernel(kind .. (b and "_b" or ""),
+    "float *__restrict__ y, const float *__restrict__ x, const float *__restrict__ w, " .. (b and "const float *__restrict__ b, " or "") ..
+    "int rows, int K, int N, int sk, int sn", string.format([[const int lane = threadIdx.x & 31;
+    const int warps = (int)(gridDim.x * blockDim.x) >> 5;
+    for (int o = (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5); o < rows * N; o += warps) {
+        const float *xr = x + (size_t)(o / N) * K, *wj = w + (size_t)(o %% N) * sn;
+        float acc = 0;
+        for (int i = lane; i < K; i += 32) acc += xr[i] * wj[(size_t)i * sk];
+        for (int off = 16; off > 0; off >>= 1) acc += __shfl_down_sync(0xffffffffu, acc, off);
+        if (lane == 0) y[o] = so_round_%s(acc%s);
+    }]], s.round, b and " + b[o % N]" or ""))
+  local args = { ptr(s.row(n.out)), ptr(x), ptr(wbase) }
+  if b then args[#args + 1] = ptr(b) end
+  for _, v in ipairs { rows, K, N, sk, sn } do args[#args + 1] = { "int", v } end
+  return s.launch(k, args, string.format("lc_blocks(%d, 256)", rows * N * 32), 256)
+end
+step.linear = function(s, n)
+  local x, w, b = n.inputs[1], s.param(n.inputs[2]), n.inputs[3] and s.param(n.inputs[3])
+  local outf, inf = n.inputs[2].shape[1], n.inputs[2].shape[2]
+  return warp_dot(s, n, "dec_linear", s.row(x), w.base, b and b.base, s.R(x) // inf, inf, outf, 1, inf)
+end
+step.matmul = function(s, n)
+  local a, b = n.inputs[1], s.param(n.inputs[2])
+  local K, N = n.inputs[2].shape[1], n.inputs[2].shape[2]
+  return warp_dot(s, n, "dec_matmul", s.row(a), b.base, nil, s.R(a) // K, K, N, b.strides[1], b.strides[2])
+end
+step.layer_norm = function(s, n)
+  local x, N = n.inputs[1], dims_after(n.attrs.normalized_shape, 1)
+  local w, b = n.inputs[2] and s.param(n.inputs[2]), n.inputs[3] and s.param(n.inputs[3])
+  local k = s.kernel("dec_layer_norm" .. (w and "_w" or "") .. (b and "_b" or ""),
+    "float *__restrict__ y, const float *__restrict__ x, " .. (w and "const float *__restrict__ w, " or "") ..
+    (b and "const float *__restrict__ b, " or "") .. "int groups, int N, float eps", string.format([[for (int g = blockIdx.x; g < groups; g += gridDim.x) {
+        const float *xg = x + (size_t)g * N;
+        double sum = 0, ss = 0;
+        for (int i = threadIdx.x; i < N; i += blockDim.x) sum += xg[i];
+        const double mean = block_sum(sum) / N;
+        for (int i = threadIdx.x; i < N; i += blockDim.x) { const double d = xg[i] - mean; ss += d * d; }
+        const double rstd = 1.0 / sqrt(block_sum(ss) / N + eps);
+        for (int i = threadIdx.x; i < N; i += blockDim.x)
+            y[(size_t)g * N + i] = so_round_%s((float)((xg[i] - mean) * rstd * %s + %s));
+    }]], s.round, w and "w[i]" or "1", b and "b[i]" or "0"))
+  local args = { ptr(s.row(n.out)), ptr(s.row(x)) }
+  if w then args[#args + 1] = ptr(w.base) end
+  if b then args[#args + 1] = ptr(b.base) end
+  args[#args + 1] = { "int", s.R(x) // N }
+  args[#args + 1] = { "int", N }
+  args[#args + 1] = { "float", s.lit(n.attrs.eps) }
+  return s.launch(k, args, tostring(s.R(x) // N), 256)
+end
+-- causal attention of position t's query over positions 0..t: one block per head, the
+-- t + 1 scores in shared memory (the window's T at most)
+step.scaled_dot_product_attention = function(s, n)
+  local q, kk, v = n.inputs[1], n.inputs[2], n.inputs[3]
+  local E, Ev = q.shape[#q.shape], v.shape[#v.shape]
+  local H = s.R(q) // E
+  local k = s.kernel("dec_attention_t" .. s.T,
+    "float *__restrict__ y, const float *__restrict__ q, const float *__restrict__ k, const float *__restrict__ v, int t, int H, int E, int Ev, float scale",
+    string.format([[__shared__ float p[%d];
+    __shared__ float red[256];
+    const int h = blockIdx.x;
+    const float *qh = q + (size_t)h * E;
+    float mx = -__int_as_float(0x7f800000);
+    for (int s = threadIdx.x; s <= t; s += blockDim.x) {
+        const float *ks = k + ((size_t)s * H + h) * E;
+        float d = 0;
+        for (int e = 0; e < E; e++) d += qh[e] * ks[e];
+        p[s] = d * scale;
+        mx = fmaxf(mx, p[s]);
+    }
+    red[threadIdx.x] = mx;
+    __syncthreads();
+    for (unsigned r = blockDim.x / 2; r > 0; r >>= 1) {
+        if (threadIdx.x < r) red[threadIdx.x] = fmaxf(red[threadIdx.x], red[threadIdx.x + r]);
+        __syncthreads();
+    }
+    mx = red[0];
+    double sum = 0;
+    for (int s = threadIdx.x; s <= t; s += blockDim.x) { p[s] = (float)exp((double)(p[s] - mx)); sum += p[s]; }
+    sum = block_sum(sum);   // (its barriers also order p's writes before the reads below)
+    for (int e = threadIdx.x; e < Ev; e += blockDim.x) {
+        float acc = 0;
+        for (int s = 0; s <= t; s++) acc += (float)(p[s] / sum) * v[((size_t)s * H + h) * Ev + e];
+        y[(size_t)h * Ev + e] = so_round_%s(acc);
+    }]], s.T, s.round))
+  return s.launch(k, { ptr(s.row(n.out)), ptr(s.row(q)), ptr(s.rows(kk)), ptr(s.rows(v)), { "int", "t" }, { "int", H },
+    { "int", E }, { "int", Ev }, { "float", s.lit(n.attrs.scale or 1 / math.sqrt(E)) } }, tostring(H), 256)
+end
+ops_cuda.step = step
+
 -- what the rules above do not implement (checked by emit_cuda, which names the op and
 -- the spec line): nil, or why not
 ops_cuda.supported = function(node)
