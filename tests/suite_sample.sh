@@ -5,14 +5,18 @@
 # uncached one does (the window recomputed per token, across the window's restarts);
 # greedy tokens equal the emitted PyTorch model's generate from the same checkpoint; a
 # seed gives the same text; the other precisions sample with forward's casts; bad
-# flags and methods that cannot be generated get one line.
+# flags and methods that cannot be generated get one line.  The CUDA program's decode step
+# (gen/ops_cuda.lua's `step` rules), run under tests/cuda_emu (emulator only; SKIP without
+# the CUDA toolkit): from the CPU program's checkpoint, greedy tokens at 32-true are the
+# CPU program's, cached or not; at bf16-mixed the CPU bf16-mixed program's; a seed gives
+# the same text; after its own training, the tokens its checkpoint gives.
 set -u
 cd "$(dirname "$0")/.."
 LOOM=${LOOM:-build/loom}
 . tests/tap.sh   # plan, ok, fail, expect_error, no_torch, py_lacks
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-plan 23
+plan 28
 
 . tests/harness/small_gpt.sh   # gpt BODY: a small GPT spec whose methods beside forward are BODY
 GEN='generate = function(m, x) return autoregress(m(x), x.idx, { temperature = 0.8, top_k = 20 }) end,'
@@ -133,6 +137,53 @@ if [ -n "$ck" ] && [ -x "$d/train" ] &&
   ok "sample_bf16_mixed_as_32_true"
 else
   fail "sample_bf16_mixed_as_32_true" "$(tail -1 "$d/f32.err") $(od -c "$d/f32.txt" 2>/dev/null | head -2) / $(od -c "$work/c.txt" 2>/dev/null | head -2)"
+fi
+
+# the CUDA program's decode step, under the emulator: kernels on the device's float arena
+# with forward's roundings, the same tokens as the CPU program's (measured: 40 greedy
+# tokens equal at 32-true and at bf16-mixed; seed 7's 60 sampled tokens equal too)
+CUDA=${CUDA_HOME:-/usr/local/cuda}
+CUDA_TESTS=(sample_cuda_greedy_32-true sample_cuda_nocache sample_cuda_seed sample_cuda_bf16_mixed sample_cuda_after_train)
+export CUDA_EMU_CACHE=${CUDA_EMU_CACHE:-$PWD/build/cuda_emu_cache}
+cuda_prog() {   # PRECISION: the emulated CUDA program in $work/cuda_PRECISION/emu/run
+  local d="$work/cuda_$1"
+  "$LOOM" build "$work/gpt.lua" --accelerator=cuda --precision="$1" --no-compile -o "$d" >"$d.log" 2>&1 &&
+    tests/cuda_emu/build.sh "$d" >>"$d.log" 2>&1
+}
+if [ ! -f "$CUDA/include/cuda_runtime.h" ] || [ -z "$(ls "$CUDA"/lib64/libnvrtc.so* 2>/dev/null)" ] || ! command -v g++ >/dev/null; then
+  for n in "${CUDA_TESTS[@]}"; do skip "$n" "no CUDA toolkit (headers, NVRTC) or g++"; done
+elif [ -z "$ck" ] || ! cuda_prog 32-true; then
+  for n in "${CUDA_TESTS[@]}"; do fail "$n" "no checkpoint, or the CUDA program did not build: $(tail -1 "$work/cuda_32-true.log" 2>/dev/null)"; done
+else
+  g="$work/cuda_32-true/emu/run"
+  "$g" "${P[@]}" --sample 40 --temperature 0 >"$work/g.txt" 2>"$work/g.err"
+  if [ -s "$work/g.txt" ] && cmp -s "$work/g.txt" "$work/c.txt" && grep -q "key/value cache" "$work/g.err"; then ok "sample_cuda_greedy_32-true"
+  else fail "sample_cuda_greedy_32-true" "$(tail -1 "$work/g.err") $(od -c "$work/g.txt" | head -2) / $(od -c "$work/c.txt" | head -2)"; fi
+  "$g" "${P[@]}" --sample 40 --temperature 0 --no-kv-cache >"$work/gn.txt" 2>"$work/gn.err"
+  if [ -s "$work/gn.txt" ] && cmp -s "$work/gn.txt" "$work/g.txt"; then ok "sample_cuda_nocache"
+  else fail "sample_cuda_nocache" "$(tail -1 "$work/gn.err") $(od -c "$work/gn.txt" | head -2)"; fi
+  "$g" "${P[@]}" --sample 60 --seed 7 >"$work/gs1.txt" 2>/dev/null
+  "$g" "${P[@]}" --sample 60 --seed 7 >"$work/gs2.txt" 2>/dev/null
+  "$g" "${P[@]}" --sample 60 --seed 8 >"$work/gs3.txt" 2>/dev/null
+  if [ -s "$work/gs1.txt" ] && cmp -s "$work/gs1.txt" "$work/gs2.txt" && ! cmp -s "$work/gs1.txt" "$work/gs3.txt"; then ok "sample_cuda_seed"
+  else fail "sample_cuda_seed" "seed 7 twice: $(cmp "$work/gs1.txt" "$work/gs2.txt" 2>&1); seed 8: $(cmp "$work/gs1.txt" "$work/gs3.txt" 2>&1)"; fi
+  # bf16-mixed: forward's casts (autocast's bf16 weights and activations) in the step
+  b="$work/cuda_bf16-mixed/emu/run"
+  if cuda_prog bf16-mixed && "$b" "${P[@]}" --sample 40 --temperature 0 >"$work/gb.txt" 2>"$work/gb.err" &&
+     "$b" "${P[@]}" --sample 40 --temperature 0 --no-kv-cache >"$work/gbn.txt" 2>/dev/null &&
+     [ -s "$work/gb.txt" ] && cmp -s "$work/gb.txt" "$work/p_bf16-mixed/f32.txt" && cmp -s "$work/gb.txt" "$work/gbn.txt"; then
+    ok "sample_cuda_bf16_mixed"
+  else
+    fail "sample_cuda_bf16_mixed" "$(tail -1 "$work/cuda_bf16-mixed.log" "$work/gb.err" 2>/dev/null) $(od -c "$work/gb.txt" 2>/dev/null | head -2) / $(od -c "$work/p_bf16-mixed/f32.txt" 2>/dev/null | head -2)"
+  fi
+  # after training (the device's weights), then from the checkpoint that run wrote
+  if "$g" --out "$work/grun" --quiet --sample 40 --temperature 0 --prompt "In the beginning" >"$work/gt.txt" 2>"$work/gt.err" &&
+     "$g" --resume "$work/grun/last.safetensors" --prompt "In the beginning" --sample 40 --temperature 0 >"$work/gr.txt" 2>/dev/null &&
+     [ -s "$work/gr.txt" ] && tail -1 "$work/gt.txt" | cmp -s - "$work/gr.txt"; then
+    ok "sample_cuda_after_train"
+  else
+    fail "sample_cuda_after_train" "$(tail -1 "$work/gt.err") $(tail -1 "$work/gt.txt" | od -c | head -2) / $(od -c "$work/gr.txt" 2>/dev/null | head -2)"
+  fi
 fi
 
 # what cannot be generated: refused at the spec's line
