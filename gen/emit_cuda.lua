@@ -973,7 +973,7 @@ local function sample_code(l, ctx)
     "    return m->h_logits;",
     "}",
   } do c[#c + 1] = x end
-  return { sample_h = host_c.sample_header(e, size, #copies > 0), sample_body = table.concat(c, "\n") }
+  return { sample_h = host_c.sample_header(e, size, #copies > 0), sample_body = "\n\n" .. table.concat(c, "\n") }
 end
 
 -- train.c's --sample: the C program's (gen/emit_c.lua), the model allocated quietly

@@ -658,6 +658,7 @@ void model_free(Model *m) {
     cudaFree(m->d_acts); cudaFree(m->d_dacts); cudaFree(m->d_scratch); cudaFree(m->d_ints);
     cudaFree(m->d_metrics); cudaFreeHost(m->h_metrics); cudaFreeHost(m->h_loss); cudaFreeHost(m->h_grad_norm);
     cudaFree(m->d_consts); cudaFreeHost(m->h_consts); cudaFree(m->d_scaler); cudaFreeHost(m->h_scaler);
+    cudaFree(m->d_decode); cudaFreeHost(m->h_logits);
     cudaEventDestroy((cudaEvent_t)m->loss_ready);
     cudaStreamDestroy(STREAM(m->stream)); cudaStreamDestroy(STREAM(m->copy_stream));
     memset(m, 0, sizeof *m);

@@ -9,6 +9,7 @@
 // instead when "auto", else the program stops.  Regenerate rather than edit.
 #include "model.h"
 #include "loom_cuda.h"
+#include "sample.h"
 #include "data.h"
 #include "ckpt.h"
 #include "csvlog.h"
@@ -414,7 +415,7 @@ static int evaluate(Model *m, loader *L, const dataset *ds, double *loss, double
 
 static void sample_check(const SampleArgs *a) {
     (void)a;
-    fprintf(stderr, "train: --sample: the CUDA program does not sample yet (build the spec for the CPU: --accelerator=cpu)\n");
+    fprintf(stderr, "train: --sample: %s\n", SAMPLE_REFUSED);
     exit(2);
 }
 static void sample_model(Model *m, const SampleArgs *a, uint64_t seed) { (void)m; (void)a; (void)seed; }

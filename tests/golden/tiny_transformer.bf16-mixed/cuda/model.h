@@ -96,6 +96,7 @@ typedef struct {
     int cuda_graph, graph_warm;
     void *graphs[2][2];             // cudaGraphExec_t, [slot][the last micro-batch of a step]
     int64_t graph_launches, graph_captures;
+    float *d_decode, *h_logits;     // --sample: the decode arena (device), the last logits (pinned)
 } Model;
 
 int model_alloc(Model *m, int quiet);            // device memory and the kernels; exits on failure
@@ -162,6 +163,10 @@ double momentum_at(int64_t step, int64_t total_steps);
 // The constants of the update the next step takes (the `step`-th, from 0), into the
 // step's constants: sent to the device by model_train_step
 void optimizer_consts(Model *m, double lr, double mom, int64_t step);
+
+// Sampling: the spec's entry point beside forward (gen/entries.lua), train's --sample.
+#define MODEL_HAS_SAMPLE 0
+#define SAMPLE_REFUSED "the spec declares no sampling method (a method beside forward returning autoregress(...))"
 
 // --jit-check sm_XY [DIR]: compile every kernel for that architecture (no device needed)
 int model_jit_check(int sm_major, int sm_minor, const char *ptx_dir);
