@@ -96,8 +96,6 @@ function emit.forward_lines(g, w)
   return fwd
 end
 
-local index_expr = host_c.index_expr
-
 -- model.h's sampling declarations and model.c's decode step for the lowered table's
 -- entry point (gen/entries.lua), or the macros that say there is none.  The exported
 -- library's NAME_<method> (gen/emit_export.lua) runs the same decode step.
@@ -106,23 +104,10 @@ function emit.sample_code(l)
   if e and not e.refused and l.strategy and l.strategy.sharding == "FULL_SHARD" then
     e = { refused = "fsdp FULL_SHARD: each rank holds a shard of the parameters; sample from a checkpoint with a --devices=1 build (--resume CKPT --sample N)" }
   end
-  if not e or e.refused then
-    local why = e and e.refused or "the spec declares no sampling method (a method beside forward returning autoregress(...))"
-    return { sample_h = string.format("#define MODEL_HAS_SAMPLE 0\n#define SAMPLE_REFUSED %s", util.c_string(why)),
-             sample_body = "" }
-  end
+  if not e or e.refused then return host_c.no_sample(e and e.refused) end
   local g, st = l.graph, l.state
   local decls, declared = {}, {}
-  local s = { T = e.context }
-  function s.axis(t) return e.axis[t] end
-  function s.R(t) return e.bufs[t].row end
-  function s.rest(t) return e.bufs[t].rest end
-  function s.rows(t) return string.format("(D + %d)", e.bufs[t].offset) end
-  function s.row(t)
-    local b = e.bufs[t]
-    return string.format("(D + %d + (size_t)t * %d)", b.offset, b.row)
-  end
-  function s.token() return "tok[t]" end
+  local s = host_c.step_context(e)
   -- a parameter the step reads in another format than its storage's (a 16-bit state,
   -- or rounded by a cast: autocast's bf16 weights) is read from a copy in the compute
   -- type after the token-dependent tensors, converted by model_sample_begin
@@ -150,7 +135,6 @@ function emit.sample_code(l)
     end
     return { base = name, shape = v.shape, strides = v.strides }
   end
-  s.index = index_expr
   function s.lit(v) return util.c_float(v, kernels_c.TYPES[l.settings.compute].lit_suffix) end
   function s.refuse(node, why)
     diag.fatal(node.where, string.format("%s cannot be generated position by position: %s: %s", e.name,

@@ -877,19 +877,10 @@ ${log_step}
 -- logits of the last position copied back to the host.  `ctx` is the kernels' context.
 local function sample_code(l, ctx)
   local e = l.entries[1]
-  if not e or e.refused then
-    local why = e and e.refused or "the spec declares no sampling method (a method beside forward returning autoregress(...))"
-    return { sample_h = string.format("#define MODEL_HAS_SAMPLE 0\n#define SAMPLE_REFUSED %s", util.c_string(why)),
-             sample_body = "" }
-  end
+  if not e or e.refused then return host_c.no_sample(e and e.refused) end
   local g, st = l.graph, l.state
-  local s = { T = e.context, index = host_c.index_expr, lit = literal, hash = fnv }
-  function s.axis(t) return e.axis[t] end
-  function s.R(t) return e.bufs[t].row end
-  function s.rest(t) return e.bufs[t].rest end
-  function s.rows(t) return string.format("(D + %d)", e.bufs[t].offset) end
-  function s.row(t) return string.format("(D + %d + (size_t)t * %d)", e.bufs[t].offset, e.bufs[t].row) end
-  function s.token() return "tok[t]" end
+  local s = host_c.step_context(e)
+  s.lit, s.hash = literal, fnv
   function s.kernel(kind, params, body)
     return ctx.kernel { kind = kind .. "_" .. s.round, ops = {}, params = params, body = body }
   end

@@ -190,6 +190,27 @@ function host_c.index_expr(sizes, strides, var)
   return table.concat(terms, " + ")
 end
 
+-- What both backends' sample_code share: the macros of a program that does not sample
+-- (`why`), and the step rules' context for entry point `e` (gen/ops_cpu.lua's `step`):
+-- rows of the decode arena `D` (position-major), the token at position `t`
+function host_c.no_sample(why)
+  why = why or "the spec declares no sampling method (a method beside forward returning autoregress(...))"
+  return { sample_h = string.format("#define MODEL_HAS_SAMPLE 0\n#define SAMPLE_REFUSED %s", util.c_string(why)), sample_body = "" }
+end
+function host_c.step_context(e)
+  local s = { T = e.context, index = host_c.index_expr }
+  function s.axis(t) return e.axis[t] end
+  function s.R(t) return e.bufs[t].row end
+  function s.rest(t) return e.bufs[t].rest end
+  function s.rows(t) return string.format("(D + %d)", e.bufs[t].offset) end
+  function s.row(t)
+    local b = e.bufs[t]
+    return string.format("(D + %d + (size_t)t * %d)", b.offset, b.row)
+  end
+  function s.token() return "tok[t]" end
+  return s
+end
+
 -- model.h's sampling declarations for the entry point `e` (gen/entries.lua) whose decode
 -- arena holds `size` reals (`copies`: parameters read in another format among them);
 -- model.c's and model.cu's model_sample_step implement them

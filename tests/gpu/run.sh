@@ -193,7 +193,7 @@ if prepare; then
       >"$c/cpu_greedy.txt" 2>"$c/cpu_greedy.err"
   done
   if [ $MODE = prepare ]; then
-    rm -rf "$B"/*/cpu_prog "$B"/*/gpu_prog "$B/kernel_cache"
+    rm -rf "$B"/*/cpu_prog "$B"/*/gpu_prog "$B/kernel_cache" "$B/kjv.txt"
     echo "prepared $(ls "$B"/*/gpu/train | wc -l) GPU programs in $B ($(du -sh "$B" | cut -f1)); errors: $(cat "$B"/*/error 2>/dev/null | wc -l)"
     exit 0
   fi
@@ -290,8 +290,10 @@ for p in "${GPT_PRECS[@]}"; do
   "$c/gpu/train" "${S[@]}" --seed 7 >"$c/gpu_s1.txt" 2>/dev/null
   "$c/gpu/train" "${S[@]}" --seed 7 >"$c/gpu_s2.txt" 2>/dev/null
   speed=$(sed -n 's/^sampled .*(\([0-9.]* tokens\/s\), .*/\1/p' "$c/gpu_greedy.err")
-  same=$(cmp "$c/gpu_greedy.txt" "$c/cpu_greedy.txt" 2>/dev/null | sed -n 's/.* differ: byte \([0-9]*\),.*/\1/p')
-  lead=$(( ${same:-$(( $(wc -c <"$c/cpu_greedy.txt") + 1 ))} - 17 ))   # greedy tokens equal after the 16-byte prompt
+  # greedy tokens equal after the 16-byte prompt
+  lead=$(python3 -c 'import sys; a, b = (open(f, "rb").read() for f in sys.argv[1:3]); n = 0
+while n < min(len(a), len(b)) and a[n] == b[n]: n += 1
+print(max(0, min(n - 16, int(sys.argv[3]))))' "$c/gpu_greedy.txt" "$c/cpu_greedy.txt" $SAMPLE_N 2>/dev/null || echo 0)
   want=$SAMPLE_N; [ "$p" = 32-true ] || want=16
   if [ -s "$c/gpu_greedy.txt" ] && cmp -s "$c/gpu_greedy.txt" "$c/gpu_nocache.txt" && [ -s "$c/gpu_s1.txt" ] &&
      cmp -s "$c/gpu_s1.txt" "$c/gpu_s2.txt" && [ "$lead" -ge "$want" ]; then
