@@ -91,12 +91,12 @@ typedef struct {
     int slot;                       // the slot the next step reads
     jit_kernel kernels[NUM_KERNELS];
     uint64_t seed, step;
+    float *d_decode, *h_logits;     // --sample: the decode arena (device), the last logits (pinned)
     // --cuda-graph: a full-size step is captured once per batch slot and kind (a micro-batch,
     // the last one of a step) and replayed (see model_train_step)
     int cuda_graph, graph_warm;
     void *graphs[2][2];             // cudaGraphExec_t, [slot][the last micro-batch of a step]
     int64_t graph_launches, graph_captures;
-    float *d_decode, *h_logits;     // --sample: the decode arena (device), the last logits (pinned)
 } Model;
 
 int model_alloc(Model *m, int quiet);            // device memory and the kernels; exits on failure
