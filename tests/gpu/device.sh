@@ -5,43 +5,55 @@
 # and one call runs the rest:
 #
 #   tests/gpu/device.sh pack        here (no GPU): tests/gpu/run.sh --prepare into
-#                                   gpu_bundle/tests (git-ignored; the CPU programs' runs,
-#                                   the CUDA programs built for sm_80 + sm_90 and stripped,
-#                                   the cut-down data, compare_ckpt), its size checked
+#                                   build/gpu_bundle (every program built and stripped: the
+#                                   CUDA ones for sm_80 + sm_90; the CPU programs' oneDNN,
+#                                   OpenBLAS and the rest; the cut-down data, compare_ckpt),
+#                                   packed as gpu_bundle/bundle.tar.xz (git-ignored), its
+#                                   size checked
 #   tests/gpu/device.sh run [OUT]   there, in the repository root with gpu_bundle carried:
 #                                   an inventory (GPU, driver, nvcc, the libraries found),
-#                                   then tests/gpu/run.sh --device under a time limit; the
+#                                   the bundle unpacked in /tmp, tests/gpu/run.sh --device
+#                                   under a time limit (the CPU programs run there too); the
 #                                   log and a summary (counts, every `not ok` line, the
 #                                   sampling speeds) in OUT ($OUT by default)
-#   tests/gpu/device.sh dry-run     here: `run`'s steps without a GPU (the inventory, the
+#   tests/gpu/device.sh dry-run     here: `run`'s steps without a GPU (the unpacking, the
 #                                   library search, run.sh --device's SKIP lines), to check
 #                                   the script before spending device time on it
 #
-# The device call (the `device` tool's run), about 3 minutes of the GPU after its start:
-#   command: tests/gpu/device.sh run     carry: ["gpu_bundle"]     timeout_s: 540
+# The device call (the `device` tool's run):
+#   command: tests/gpu/device.sh run     carry: ["gpu_bundle"]     timeout_s: 480
 # DEVICE_LIMIT (seconds, default 420) bounds run.sh --device there, so that the summary is
-# written and time is left in the session for a rerun after fixes.
+# written; a rerun after fixes takes GPU_ONLY=REGEX (run.sh: only those tests).
 set -u
 cd "$(dirname "$0")/../.."
-BUNDLE=gpu_bundle
-MAX_MIB=60   # the working tree travels too (about 4 MiB of tracked files): 64 MiB in all
+BUNDLE=gpu_bundle   # what travels: bundle.tar.xz
+TREE=build/gpu_bundle
+MAX_MIB=56   # the working tree travels too (about 4 MiB of tracked files): 64 MiB in all
 
 case "${1:-}" in
 pack)
-  rm -rf "$BUNDLE"
+  rm -rf "$BUNDLE" "$TREE"
   start=$(date +%s)
-  tests/gpu/run.sh --prepare "$BUNDLE/tests" || exit 1
-  mib=$(du -sm "$BUNDLE" | cut -f1)
-  echo "tests/gpu/device.sh pack: $BUNDLE is $mib MiB (at most $MAX_MIB), made in $(( $(date +%s) - start )) s"
-  if [ -n "$(ls "$BUNDLE"/tests/*/error 2>/dev/null)" ]; then
-    echo "tests/gpu/device.sh pack: cases that will report not ok:"; head -n1 "$BUNDLE"/tests/*/error
+  tests/gpu/run.sh --prepare "$TREE" || exit 1
+  mkdir -p "$BUNDLE"
+  tar -C "$(dirname "$TREE")" -cf - "$(basename "$TREE")" | xz -T2 -6 >"$BUNDLE/bundle.tar.xz" || exit 1
+  mib=$(( ($(stat -c %s "$BUNDLE/bundle.tar.xz") + 1048575) / 1048576 ))
+  echo "tests/gpu/device.sh pack: $BUNDLE/bundle.tar.xz is $mib MiB (at most $MAX_MIB; $(du -sm "$TREE" | cut -f1) MiB unpacked), made in $(( $(date +%s) - start )) s"
+  if [ -n "$(ls "$TREE"/*/error 2>/dev/null)" ]; then
+    echo "tests/gpu/device.sh pack: cases that will report not ok:"; head -n1 "$TREE"/*/error
   fi
   [ "$mib" -le $MAX_MIB ] || { echo "tests/gpu/device.sh pack: $BUNDLE is over $MAX_MIB MiB"; exit 1; }
   ;;
 run|dry-run)
   out=${2:-${OUT:-$PWD/$BUNDLE/out}}
   mkdir -p "$out"
-  [ -d "$BUNDLE/tests/bin" ] || { echo "tests/gpu/device.sh: no $BUNDLE/tests (tests/gpu/device.sh pack, then carry $BUNDLE)"; exit 1; }
+  [ -f "$BUNDLE/bundle.tar.xz" ] || { echo "tests/gpu/device.sh: no $BUNDLE/bundle.tar.xz (tests/gpu/device.sh pack, then carry $BUNDLE)"; exit 1; }
+  there=${DEVICE_TMP:-/tmp/loom_gpu}
+  rm -rf "$there"; mkdir -p "$there"
+  # (python3's tarfile where tar or xz is missing)
+  { xz -dc "$BUNDLE/bundle.tar.xz" | tar -C "$there" -xf - ; } 2>/dev/null ||
+    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$BUNDLE/bundle.tar.xz" "$there" || exit 1
+  T="$there/$(basename "$TREE")"
   {
     echo "== inventory ($(date -u +%FT%TZ))"
     nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv,noheader 2>&1 || echo "no nvidia-smi"
@@ -65,9 +77,10 @@ run|dry-run)
   if [ "$1" = dry-run ]; then
     # here: the bundle's programs are x86-64 for this toolkit; without a GPU, run.sh skips
     echo "== dry run: run.sh --device without a GPU prints its SKIP lines"
-    ldd "$BUNDLE"/tests/fashion_mlp_32-true/gpu/train | grep -i "not found\|cublas" | tee -a "$out/inventory.txt"
+    ldd "$T"/fashion_mlp_32-true/gpu/train | grep -i "not found\|cublas" | tee -a "$out/inventory.txt"
+    LD_LIBRARY_PATH="$T/lib" ldd "$T"/fashion_mlp_32-true/cpu/train | grep -i "not found\|dnnl\|openblas" | tee -a "$out/inventory.txt"
   fi
-  timeout -k 10 "$limit" tests/gpu/run.sh --device "$BUNDLE/tests" 2>&1 | tee "$out/gpu_tests.txt"
+  timeout -k 10 "$limit" tests/gpu/run.sh --device "$T" 2>&1 | tee "$out/gpu_tests.txt"
   rc=$?
   {
     echo "== summary: $(grep -c '^ok' "$out/gpu_tests.txt") ok, $(grep -c '^not ok' "$out/gpu_tests.txt") not ok" \
@@ -76,7 +89,7 @@ run|dry-run)
     grep '^ok gpu_sample' "$out/gpu_tests.txt"
   } | tee "$out/summary.txt"
   # one failing case's logs beside the summary (what the tool brings back: files, no folders deeper than 2)
-  for f in "$BUNDLE"/tests/*/gpu/out.txt; do
+  for f in "$T"/*/gpu/out.txt; do
     k=$(basename "$(dirname "$(dirname "$f")")")
     grep -q "^not ok [a-z_]*$k\b" "$out/gpu_tests.txt" && { cp "$f" "$out/first_failure_$k.txt"; break; }
   done

@@ -31,13 +31,16 @@
 #
 #   tests/gpu/run.sh                here: loom, the CPU programs and the GPU together
 #   tests/gpu/run.sh --list         the tests' names, one a line (runs nothing, no GPU needed)
-#   tests/gpu/run.sh --prepare DIR  no GPU needed: the CPU programs' runs and the CUDA
-#                                   programs (nvcc, sm_80 + sm_90, stripped) into DIR, for
-#                                   a machine that has a GPU but no loom, compiler or BLAS
-#   tests/gpu/run.sh --device DIR   on that machine: DIR's CUDA programs, run and compared
-#                                   with DIR's CPU results (tests/gpu/device.sh does both)
-# Without a GPU (all, --device) prints a SKIP line for each test.  Not run by
-# tests/run_all.sh (no GPU there).
+#   tests/gpu/run.sh --prepare DIR  no GPU needed: every program into DIR, built and
+#                                   stripped (the CUDA ones by nvcc for sm_80 + sm_90), with
+#                                   the CPU programs' libraries (oneDNN, OpenBLAS, ...), the
+#                                   data and the comparison tool, for a machine that has a
+#                                   GPU but no loom, compiler or BLAS
+#   tests/gpu/run.sh --device DIR   on that machine: DIR's programs run and compared
+#                                   (tests/gpu/device.sh does both)
+# GPU_ONLY=REGEX runs only the tests whose names match (a rerun after fixes); the others
+# print a SKIP line.  Without a GPU (all, --device) prints a SKIP line for each test.  Not
+# run by tests/run_all.sh (no GPU there).
 set -u
 cd "$(dirname "$0")/../.."
 . tests/tap.sh
@@ -104,37 +107,54 @@ if device; then
   fi
 fi
 export LOOM_KERNEL_CACHE=${LOOM_KERNEL_CACHE:-$B/kernel_cache}
+# want NAME: the test is selected (GPU_ONLY); else its SKIP line, and false
+want() {
+  [ -z "${GPU_ONLY:-}" ] && return 0
+  [[ $1 =~ $GPU_ONLY ]] && return 0
+  echo "ok $1 # SKIP not in GPU_ONLY"; return 1
+}
+# the CPU programs find the libraries --prepare copied (the device has no oneDNN or OpenBLAS)
+cpu_env() { if [ -d "$B/lib" ]; then LD_LIBRARY_PATH="$B/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$@"; else "$@"; fi; }
 data_flag() { case $1 in fashion*|mlp*) echo "--data $B/fashion" ;; tiny_gpt*) echo "--data $B/kjv" ;; esac; }
 
-# build KEY SPEC_FILE PRECISION [LOOM_FLAGS...] (prepare): $B/KEY/cpu, the CPU program's
-# run of STEPS steps, and $B/KEY/gpu/train; why not in $B/KEY/error.  Only what the
-# device reads is kept (--prepare: the bundle travels).
+# build KEY SPEC_FILE PRECISION [LOOM_FLAGS...] (prepare): $B/KEY/cpu/train (none with
+# LOOM_FLAGS: the same CPU program as without them) and $B/KEY/gpu/train, stripped; why
+# not in $B/KEY/error
 build() {
   local k=$1 spec=$2 p=$3; shift 3
-  local d="$B/$k" steps=${STEPS[${k%%_[0-9b]*-*}]:-1}
-  rm -rf "$d"; mkdir -p "$d/gpu"
-  if ! "$LOOM" build "$spec" --accelerator=cpu --precision="$p" --devices=1 -o "$d/cpu_prog" >"$d/cpu_build.log" 2>&1 ||
+  local d="$B/$k"
+  rm -rf "$d"; mkdir -p "$d/cpu" "$d/gpu"
+  if { [ $# -eq 0 ] && ! "$LOOM" build "$spec" --accelerator=cpu --precision="$p" --devices=1 -o "$d/cpu_prog" >"$d/cpu_build.log" 2>&1; } ||
      ! "$LOOM" build "$spec" --accelerator=cuda --precision="$p" --devices=1 "$@" -o "$d/gpu_prog" >"$d/gpu_build.log" 2>&1; then
     echo "loom build failed: $(grep -m1 -i error "$d"/*_build.log)" >"$d/error"; return
   fi
+  [ $# -eq 0 ] && strip -o "$d/cpu/train" "$d/cpu_prog/train"
   strip -o "$d/gpu/train" "$d/gpu_prog/train"
-  "$d/cpu_prog/train" --max-steps "$steps" --epochs 1 --seed 11 --out "$d/cpu" $(data_flag "$k") >"$d/cpu.txt" 2>&1 ||
-    echo "CPU run failed: $(tail -1 "$d/cpu.txt")" >"$d/error"
-  [ $MODE = prepare ] && find "$d/cpu" -type f ! -name last.safetensors ! -name metrics.csv -delete
+  rm -rf "$d/cpu_prog" "$d/gpu_prog"
 }
-# built KEY (device): the GPU program is there, or the line that says why not
+# built KEY (device): the programs are there, or the line that says why not
 built() {
   if [ -f "$B/$1/error" ]; then echo "$(cat "$B/$1/error")"; return 1; fi
   [ -x "$B/$1/gpu/train" ] || { echo "no GPU program"; return 1; }
 }
-# compare NAME KEY PRECISION: the GPU program's STEPS steps against the CPU program's
+# cpu_run KEY [CPU_KEY] (device): CPU_KEY's CPU program (KEY's by default), STEPS steps, into
+# $B/KEY/cpu/run and $B/KEY/cpu.txt
+cpu_run() {
+  local d="$B/$1" c="$B/${2:-$1}" steps=${STEPS[${1%%_[0-9b]*-*}]:-1}
+  [ -x "$c/cpu/train" ] || { echo "no CPU program" >"$d/cpu.txt"; return 1; }
+  rm -rf "$d/cpu/run"
+  cpu_env "$c/cpu/train" --max-steps "$steps" --epochs 1 --seed 11 --out "$d/cpu/run" $(data_flag "$1") >"$d/cpu.txt" 2>&1
+}
+# compare NAME KEY PRECISION [CPU_KEY]: the GPU program's STEPS steps against the CPU program's
 compare() {
   local name=$1 k=$2 p=$3 d="$B/$2" why
   local steps=${STEPS[${k%%_[0-9b]*-*}]:-1}
+  want "$name" || return
   why=$(built "$k") || { echo "not ok $name: $why"; return; }
+  cpu_run "$k" "${4:-}" || { echo "not ok $name: CPU run failed: $(tail -1 "$d/cpu.txt")"; return; }
   "$d/gpu/train" --max-steps "$steps" --epochs 1 --seed 11 --out "$d/gpu/run" $(data_flag "$k") >"$d/gpu/out.txt" 2>&1 ||
     { echo "not ok $name: GPU run failed: $(tail -1 "$d/gpu/out.txt")"; return; }
-  cmp=$("$B/bin/compare_ckpt" "$d/gpu/run/last.safetensors" "$d/cpu/last.safetensors" "${SPEC_TOL[$k]:-${TOL[$p]}}" "${ROUNDOFF[$p]}" 2>&1); ok=$?
+  cmp=$("$B/bin/compare_ckpt" "$d/gpu/run/last.safetensors" "$d/cpu/run/last.safetensors" "${SPEC_TOL[$k]:-${TOL[$p]}}" "${ROUNDOFF[$p]}" 2>&1); ok=$?
   lc=$(grep -o "val/loss [0-9.naif]*" "$d/cpu.txt" | head -1 | cut -d' ' -f2)
   lg=$(grep -o "val/loss [0-9.naif]*" "$d/gpu/out.txt" | head -1 | cut -d' ' -f2)
   lossok=$(awk -v a="$lc" -v b="$lg" -v t="${TOL[$p]}" 'BEGIN { d = a - b; if (d < 0) d = -d; print (a != "" && d <= t * (a < 0 ? -a : a) + 1e-4) ? 1 : 0 }')
@@ -144,6 +164,7 @@ compare() {
 # graph NAME KEY: --cuda-graph against plain, 6 steps, bit for bit
 graph() {
   local name=$1 d="$B/$2" why
+  want "$name" || return
   why=$(built "$2") || { echo "not ok $name: $why"; return; }
   local g="$d/gpu"
   "$g/train" --max-steps 6 --epochs 1 --seed 11 --out "$g/plain" $(data_flag "$2") >"$g/plain.txt" 2>&1 || { echo "not ok $name: plain run failed"; return; }
@@ -171,30 +192,22 @@ if prepare; then
     specs/fashion_mlp.lua >"$B/variants/mlp_tf32.lua"
   build mlp_tf32_32-true "$B/variants/mlp_tf32.lua" 32-true
   # train.log's metrics: 7 steps on each side
-  d="$B/metrics"; rm -rf "$d"; mkdir -p "$d/gpu"
-  if "$LOOM" build tests/metrics/cuda_metrics.lua --accelerator=cpu -o "$d/cpu_prog" >"$d/cpu_build.log" 2>&1 &&
-     "$LOOM" build tests/metrics/cuda_metrics.lua --accelerator=cuda -o "$d/gpu_prog" >"$d/gpu_build.log" 2>&1; then
-    strip -o "$d/gpu/train" "$d/gpu_prog/train"
-    "$d/cpu_prog/train" --seed 11 --max-steps 7 --quiet --out "$d/cpu" --data "$B/fashion" >"$d/cpu.txt" 2>&1 || echo "CPU run failed: $(tail -1 "$d/cpu.txt")" >"$d/error"
-  else echo "loom build failed" >"$d/error"; fi
+  build metrics tests/metrics/cuda_metrics.lua 32-true
   # tiny_gpt with one block (the same kernels as four; a checkpoint a quarter the size)
   sed 's/^local V, T, C, H, L = 256, 128, 256, 4, 4 /local V, T, C, H, L = 256, 128, 256, 4, 1 /' specs/tiny_gpt.lua >"$B/variants/tiny_gpt.lua"
   grep -q "^local V, T, C, H, L = 256, 128, 256, 4, 1 " "$B/variants/tiny_gpt.lua" || echo "# specs/tiny_gpt.lua changed: its one-block variant has more" >&2
   for p in "${GPT_PRECS[@]}"; do
     build "tiny_gpt_$p" "$B/variants/tiny_gpt.lua" "$p"
-    # the same CPU run: only the GPU program differs (attention as GEMMs)
-    d="$B/tiny_gpt_gemm_attention_$p"; rm -rf "$d"; mkdir -p "$d/gpu"
-    if "$LOOM" build "$B/variants/tiny_gpt.lua" --accelerator=cuda --precision="$p" --gemm-attention -o "$d/gpu_prog" >"$d/gpu_build.log" 2>&1; then
-      strip -o "$d/gpu/train" "$d/gpu_prog/train"
-    else echo "loom build --gemm-attention failed: $(grep -m1 -i error "$d/gpu_build.log")" >"$d/error"; fi
-    # the CPU program's greedy tokens from its own checkpoint
-    c="$B/tiny_gpt_$p"
-    [ -x "$c/cpu_prog/train" ] && "$c/cpu_prog/train" --resume "$c/cpu/last.safetensors" --prompt "In the beginning" --sample $SAMPLE_N --temperature 0 \
-      >"$c/cpu_greedy.txt" 2>"$c/cpu_greedy.err"
+    # attention as GEMMs: the GPU program alone (compared with tiny_gpt_$p's CPU program)
+    build "tiny_gpt_gemm_attention_$p" "$B/variants/tiny_gpt.lua" "$p" --gemm-attention
   done
   if [ $MODE = prepare ]; then
-    rm -rf "$B"/*/cpu_prog "$B"/*/gpu_prog "$B/kernel_cache" "$B/kjv.txt"
-    echo "prepared $(ls "$B"/*/gpu/train | wc -l) GPU programs in $B ($(du -sh "$B" | cut -f1)); errors: $(cat "$B"/*/error 2>/dev/null | wc -l)"
+    # the CPU programs' libraries but the C library's own
+    mkdir -p "$B/lib"
+    ldd "$B"/*/cpu/train | sed -n 's/.*=> \(\/[^ ]*\) .*/\1/p' | sort -u |
+      grep -v '/lib\(c\|m\|pthread\|dl\|rt\)\.so' | while read -r f; do cp -L "$f" "$B/lib/"; done
+    rm -rf "$B/kernel_cache" "$B/kjv.txt"
+    echo "prepared $(ls "$B"/*/gpu/train | wc -l) GPU and $(ls "$B"/*/cpu/train | wc -l) CPU programs in $B ($(du -sh "$B" | cut -f1)); errors: $(cat "$B"/*/error 2>/dev/null | wc -l)"
     exit 0
   fi
 fi
@@ -208,7 +221,8 @@ for v in "${VARIANTS[@]}"; do compare "gpu_vs_cpu_${v}_32-true" "${v}_32-true" 3
 # float32_matmul_precision = "high": TF32 GEMMs, against the CPU at bf16's tolerance, and
 # not bit for bit the full-float32 program (TF32 is on)
 TOL[32-true]=5e-2; compare gpu_vs_cpu_mlp_tf32_32-true mlp_tf32_32-true 32-true; TOL[32-true]=1e-3
-if [ -f "$B/mlp_tf32_32-true/gpu/run/last.safetensors" ] && [ -f "$B/fashion_mlp_32-true/gpu/run/last.safetensors" ]; then
+if ! want gpu_tf32_is_on; then :
+elif [ -f "$B/mlp_tf32_32-true/gpu/run/last.safetensors" ] && [ -f "$B/fashion_mlp_32-true/gpu/run/last.safetensors" ]; then
   if cmp -s "$B/mlp_tf32_32-true/gpu/run/last.safetensors" "$B/fashion_mlp_32-true/gpu/run/last.safetensors"; then
     echo "not ok gpu_tf32_is_on: the TF32 program's checkpoint is the full-float32 one's, bit for bit"
   else echo "ok gpu_tf32_is_on"; fi
@@ -222,7 +236,8 @@ fi
 g="$B/fashion_mlp_16-mixed/gpu"
 name=gpu_cuda_graph_resume_fashion_mlp_16-mixed
 F=(--seed 5 --cuda-graph --quiet --data "$B/fashion")
-if [ -x "$g/train" ]; then
+if ! want $name; then :
+elif [ -x "$g/train" ]; then
   "$g/train" --epochs 2 "${F[@]}" --out "$g/r2" >"$g/r2.txt" 2>&1 &&
   "$g/train" --epochs 1 "${F[@]}" --out "$g/r1" >"$g/r1.txt" 2>&1 &&
   "$g/train" --epochs 2 "${F[@]}" --resume "$g/r1/last.safetensors" --out "$g/r12" >"$g/r12.txt" 2>&1
@@ -237,7 +252,8 @@ fi
 g="$B/fashion_mlp_32-true/gpu"
 name=gpu_device_choice
 n=$(nvidia-smi -L | wc -l)
-if [ -x "$g/train" ]; then
+if ! want $name; then :
+elif [ -x "$g/train" ]; then
   "$g/train" --max-steps 3 --epochs 1 --seed 11 --device 0 --data "$B/fashion" --out "$g/dev0" >"$g/dev0.txt" 2>&1; rc0=$?
   "$g/train" --max-steps 3 --epochs 1 --seed 11 --data "$B/fashion" --out "$g/devd" >"$g/devd.txt" 2>&1
   out=$("$g/train" --max-steps 1 --device "$n" --data "$B/fashion" --out "$g/devn" 2>&1); rcn=$?
@@ -257,16 +273,19 @@ fi
 name=gpu_train_log_metrics
 d="$B/metrics"
 csv=logs/lightning_logs/version_0/metrics.csv
-if why=$(built metrics); then
+if ! want $name; then :
+elif ! why=$(built metrics); then
+  echo "not ok $name: $why"
+elif ! cpu_env "$d/cpu/train" --seed 11 --max-steps 7 --quiet --out "$d/cpu/run" --data "$B/fashion" >"$d/cpu.txt" 2>&1; then
+  echo "not ok $name: the CPU run failed: $(tail -n1 "$d/cpu.txt")"
+else
   if ! "$d/gpu/train" --seed 11 --max-steps 7 --out "$d/gpu/run" --data "$B/fashion" >"$d/gpu/out.txt" 2>&1; then
     echo "not ok $name: the GPU run failed: $(tail -n1 "$d/gpu/out.txt")"
   else
-    v=$(python3 "$B/bin/compare_runs.py" same "$d/gpu/run/$csv" "$d/cpu/$csv" 1e-3)
+    v=$(python3 "$B/bin/compare_runs.py" same "$d/gpu/run/$csv" "$d/cpu/run/$csv" 1e-3)
     w=$(python3 "$B/bin/compare_runs.py" readbacks "$d/gpu/run/$csv" "$d/gpu/out.txt")
     if [ "${v%% *}" = ok ] && [ "${w%% *}" = ok ]; then echo "ok $name ($v; $w)"; else echo "not ok $name: $v; $w"; fi
   fi
-else
-  echo "not ok $name: $why"
 fi
 
 # tiny_gpt: fused flash attention and (--gemm-attention) GEMMs against the same CPU run,
@@ -276,15 +295,15 @@ for p in "${GPT_PRECS[@]}"; do
   k="tiny_gpt_$p"
   compare "gpu_vs_cpu_$k" "$k" "$p"
   graph "gpu_cuda_graph_$k" "$k"
-  ga="$B/tiny_gpt_gemm_attention_$p"
-  if [ -f "$B/$k/error" ]; then echo "not ok gpu_vs_cpu_tiny_gpt_gemm_attention_$p: $(cat "$B/$k/error")"
-  else
-    mkdir -p "$ga/cpu" && cp "$B/$k/cpu.txt" "$ga/cpu.txt" 2>/dev/null && cp "$B/$k/cpu/last.safetensors" "$ga/cpu/" 2>/dev/null
-    compare "gpu_vs_cpu_tiny_gpt_gemm_attention_$p" "tiny_gpt_gemm_attention_$p" "$p"
-  fi
+  compare "gpu_vs_cpu_tiny_gpt_gemm_attention_$p" "tiny_gpt_gemm_attention_$p" "$p" "$k"
   name="gpu_sample_tiny_gpt_$p" c="$B/$k"
+  want $name || continue
   if ! why=$(built "$k"); then echo "not ok $name: $why"; continue; fi
-  S=(--resume "$c/cpu/last.safetensors" --prompt "In the beginning" --sample $SAMPLE_N)
+  # the CPU program's greedy tokens from its own checkpoint (3 steps), then the GPU program's
+  [ -f "$c/cpu/run/last.safetensors" ] || cpu_run "$k"
+  cpu_env "$c/cpu/train" --resume "$c/cpu/run/last.safetensors" --prompt "In the beginning" --sample $SAMPLE_N --temperature 0 \
+    >"$c/cpu_greedy.txt" 2>"$c/cpu_greedy.err"
+  S=(--resume "$c/cpu/run/last.safetensors" --prompt "In the beginning" --sample $SAMPLE_N)
   "$c/gpu/train" "${S[@]}" --temperature 0 >"$c/gpu_greedy.txt" 2>"$c/gpu_greedy.err"
   "$c/gpu/train" "${S[@]}" --temperature 0 --no-kv-cache >"$c/gpu_nocache.txt" 2>"$c/gpu_nocache.err"
   "$c/gpu/train" "${S[@]}" --seed 7 >"$c/gpu_s1.txt" 2>/dev/null
