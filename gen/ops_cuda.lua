@@ -1715,7 +1715,7 @@ step.scaled_dot_product_attention = function(s, n)
     }
     mx = red[0];
     double sum = 0;
-    for (int s = threadIdx.x; s <= t; s += blockDim.x) { p[s] = (float)exp((double)(p[s] - mx)); sum += p[s]; }
+    for (int s = threadIdx.x; s <= t; s += blockDim.x) { p[s] = expf(p[s] - mx); sum += p[s]; }   // (double exp spills at sm_90)
     sum = block_sum(sum);   // (its barriers also order p's writes before the reads below)
     for (int e = threadIdx.x; e < Ev; e += blockDim.x) {
         float acc = 0;
