@@ -21,11 +21,12 @@
 # tiny_gpt (specs/tiny_gpt.lua with one block: context 128, 4 heads of 64, on 16 KB of
 # the KJV; 3 steps) at 32-true and bf16-mixed the same way, with its attention as the
 # fused flash kernels and (--gemm-attention) as GEMMs, and --cuda-graph; and its
-# `generate` on the GPU (train --sample: the decode step with a key/value cache) from the
-# CPU program's checkpoint: at 32-true the CPU program's 200 greedy tokens, with and
-# without the cache, a seed's text the same twice; at bf16-mixed cached = uncached and
-# at least the first 16 greedy tokens the CPU bf16-mixed program's (a near-tie of the top
-# two logits after another summation order may part them later); the GPU's tokens/s.
+# `generate` on the GPU (train --sample: the decode step with a key/value cache) from a
+# checkpoint of the 32-true CPU program's 100 steps: at 32-true the CPU program's 200
+# greedy tokens, with and without the cache, a seed's text the same twice; at bf16-mixed
+# cached = uncached and at least the first 16 greedy tokens the CPU bf16-mixed program's
+# (a near-tie of the top two logits after another summation order may part them later);
+# the GPU's tokens/s, and how many of seed 7's sampled tokens are the CPU program's.
 # The fashion data are the first 5768 training and 256 test images of Fashion-MNIST
 # (tests/harness/cut_fashion.py): the validation split and 6 batches (--cuda-graph's 6 steps).
 #
@@ -299,24 +300,28 @@ for p in "${GPT_PRECS[@]}"; do
   name="gpu_sample_tiny_gpt_$p" c="$B/$k"
   want $name || continue
   if ! why=$(built "$k"); then echo "not ok $name: $why"; continue; fi
-  # the CPU program's greedy tokens from its own checkpoint (3 steps), then the GPU program's
-  [ -f "$c/cpu/run/last.safetensors" ] || cpu_run "$k"
-  cpu_env "$c/cpu/train" --resume "$c/cpu/run/last.safetensors" --prompt "In the beginning" --sample $SAMPLE_N --temperature 0 \
-    >"$c/cpu_greedy.txt" 2>"$c/cpu_greedy.err"
-  S=(--resume "$c/cpu/run/last.safetensors" --prompt "In the beginning" --sample $SAMPLE_N)
+  # a checkpoint that writes more than one letter: the 32-true CPU program's 100 steps;
+  # from it the CPU program's tokens at this precision, then the GPU program's
+  ck="$B/tiny_gpt_32-true/cpu/sample_run/last.safetensors"
+  [ -f "$ck" ] || cpu_env "$B/tiny_gpt_32-true/cpu/train" --max-steps 100 --epochs 1000 --seed 11 --quiet $(data_flag tiny_gpt) \
+    --out "$B/tiny_gpt_32-true/cpu/sample_run" >"$c/cpu_sample_run.txt" 2>&1
+  S=(--resume "$ck" --prompt "In the beginning" --sample $SAMPLE_N)
+  cpu_env "$c/cpu/train" "${S[@]}" --temperature 0 >"$c/cpu_greedy.txt" 2>"$c/cpu_greedy.err"
+  cpu_env "$c/cpu/train" "${S[@]}" --seed 7 >"$c/cpu_s1.txt" 2>/dev/null
   "$c/gpu/train" "${S[@]}" --temperature 0 >"$c/gpu_greedy.txt" 2>"$c/gpu_greedy.err"
   "$c/gpu/train" "${S[@]}" --temperature 0 --no-kv-cache >"$c/gpu_nocache.txt" 2>"$c/gpu_nocache.err"
   "$c/gpu/train" "${S[@]}" --seed 7 >"$c/gpu_s1.txt" 2>/dev/null
   "$c/gpu/train" "${S[@]}" --seed 7 >"$c/gpu_s2.txt" 2>/dev/null
   speed=$(sed -n 's/^sampled .*(\([0-9.]* tokens\/s\), .*/\1/p' "$c/gpu_greedy.err")
-  # greedy tokens equal after the 16-byte prompt
-  lead=$(python3 -c 'import sys; a, b = (open(f, "rb").read() for f in sys.argv[1:3]); n = 0
+  # tokens equal after the 16-byte prompt (greedy; seed 7's sampled ones, reported only)
+  lead() { python3 -c 'import sys; a, b = (open(f, "rb").read() for f in sys.argv[1:3]); n = 0
 while n < min(len(a), len(b)) and a[n] == b[n]: n += 1
-print(max(0, min(n - 16, int(sys.argv[3]))))' "$c/gpu_greedy.txt" "$c/cpu_greedy.txt" $SAMPLE_N 2>/dev/null || echo 0)
+print(max(0, min(n - 16, int(sys.argv[3]))))' "$1" "$2" $SAMPLE_N 2>/dev/null || echo 0; }
+  lead=$(lead "$c/gpu_greedy.txt" "$c/cpu_greedy.txt") seeded=$(lead "$c/gpu_s1.txt" "$c/cpu_s1.txt")
   want=$SAMPLE_N; [ "$p" = 32-true ] || want=16
   if [ -s "$c/gpu_greedy.txt" ] && cmp -s "$c/gpu_greedy.txt" "$c/gpu_nocache.txt" && [ -s "$c/gpu_s1.txt" ] &&
      cmp -s "$c/gpu_s1.txt" "$c/gpu_s2.txt" && [ "$lead" -ge "$want" ]; then
-    echo "ok $name ($lead of $SAMPLE_N greedy tokens the CPU program's; ${speed:-?} with the cache, $(sed -n 's/^sampled .*(\([0-9.]* tokens\/s\), .*/\1/p' "$c/gpu_nocache.err") without)"
+    echo "ok $name ($lead of $SAMPLE_N greedy tokens the CPU program's, $seeded sampled with seed 7; ${speed:-?} with the cache, $(sed -n 's/^sampled .*(\([0-9.]* tokens\/s\), .*/\1/p' "$c/gpu_nocache.err") without)"
   else
     echo "not ok $name: $lead of $SAMPLE_N greedy tokens the CPU program's (want $want); cached = uncached: $(cmp -s "$c/gpu_greedy.txt" "$c/gpu_nocache.txt" && echo yes || echo no); seed 7 twice the same: $(cmp -s "$c/gpu_s1.txt" "$c/gpu_s2.txt" && echo yes || echo no); $(tail -1 "$c/gpu_greedy.err")"
   fi
