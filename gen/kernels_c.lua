@@ -162,6 +162,28 @@ local function context(l, ty, read_only)
     end
     return "1"
   end
+  -- the same for the parameter gradients of `ts` (one flag: the kernel's pacc): where
+  -- the op is each one's first writer (gen/plan.lua's param_first), writes it once, whole
+  -- (not through a view) and in the compute type, the flag is the backward's gadd: 0
+  -- (store) on the first backward after model_zero_grad, which then leaves them as they
+  -- are; 1 (add) on a later one (accumulation's micro-batches).  FULL_SHARD's units
+  -- have their own clearing (runtime/ddp.c).
+  e.stored_params = {}
+  function e.acc_params(ts)
+    local first = e.node and l.plan.param_first and l.plan.param_first[e.node]
+    local s = l.strategy
+    if not first or (s and s.sharding == "FULL_SHARD") then return "1" end
+    local any = false
+    for _, t in pairs(ts) do
+      local r = l.root(t)
+      local c = e.chain(t)
+      if e.grad_place(t) and not (r.param and t == r and first[r] == 1 and #c == 1 and c[1] == compute) then return "1" end
+      if e.grad_place(t) then any = true end
+    end
+    if not any then return "1" end
+    for _, t in pairs(ts) do if e.grad_place(t) then e.stored_params[t.param] = true end end
+    return declare("gadd", "    const int gadd = !m->grads_zeroed;   // parameter gradients: 0 stores them (the first backward after model_zero_grad)")
+  end
   function e.save(node, name)
     local s = e.save_place(node, name)
     -- (none: the CUDA plan's fused attention keeps its lse, not att; the CUDA program
