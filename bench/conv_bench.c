@@ -33,7 +33,7 @@ int main(void) {
             double t0 = now_ms();
             k_conv2d_forward_f32(y, x, w, b, scratch, &d);
             double t1 = now_ms();
-            k_conv2d_backward_f32(shapes[si].dx ? dx : NULL, dw, db, dy, x, w, scratch, &d, 1);
+            k_conv2d_backward_f32(shapes[si].dx ? dx : NULL, dw, db, dy, x, w, scratch, &d, 1, 1);
             double t2 = now_ms();
             if (it >= 3) {   // warm-up first
                 if (t1 - t0 < best_f) best_f = t1 - t0;

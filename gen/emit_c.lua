@@ -240,6 +240,34 @@ function emit.gather_units(l, w)
   end
 end
 
+-- model_zero_grad's body: the parameter gradients that the backward's first writers
+-- store (`stored`: names, gen/kernels_c.lua's acc_params) are left as they are; the
+-- rest of the arena is cleared.  Returns the body and the line that ends model_backward.
+function emit.zero_grad_lines(st, stored)
+  if not next(stored) then
+    return "    memset(m->grads, 0, sizeof(state_t) * NUM_PARAMS);", ""
+  end
+  -- runs of the other tensors (the alignment padding between tensors is never written)
+  local lines, from, upto, kept, total = {}, nil, nil, 0, 0
+  local function clear()
+    if from then lines[#lines + 1] = string.format("    memset(m->grads + %d, 0, sizeof(state_t) * %d);", from, upto - from) end
+    from = nil
+  end
+  for _, e in ipairs(st.params) do
+    total = total + e.numel
+    if stored[e.name] then
+      clear()
+      kept = kept + e.numel
+    else
+      from, upto = from or e.offset, e.offset + e.numel
+    end
+  end
+  clear()
+  table.insert(lines, 1, string.format("    // %d of %d gradient elements are stored by their first writer in the next model_backward", kept, total))
+  lines[#lines + 1] = "    m->grads_zeroed = 1;"
+  return table.concat(lines, "\n"), "\n    m->grads_zeroed = 0;   // (a later backward adds: accumulation)"
+end
+
 -- The model's files (model.h, model.c, precision_plan.tsv) for the lowered table `l`
 -- (gen/pipeline.lua).  Returns { [filename] = text } and what the operand contexts
 -- counted (kernels_c.counted).
@@ -295,6 +323,7 @@ function emit.model(l)
     table.insert(eb.decls, "    void fsdp_gather_unit(int unit), fsdp_unit_grads_ready(int unit);   // runtime/ddp.h (FSDP FULL_SHARD)")
   end
   if eb.uses_training then table.insert(eb.decls, "    const int training = 1;") end
+  local zero_grad_body, grads_done = emit.zero_grad_lines(st, eb.stored_params)
   -- the backward's parameters it reads (the context records each use)
   if not eb.uses_batch then table.insert(eb.decls, "    (void)batch;") end
   if not eb.uses_B then table.insert(eb.decls, "    (void)B;") end
@@ -394,6 +423,7 @@ function emit.model(l)
     backward_decls = table.concat(eb.decls, "\n"), backward_body = table.concat(bwd, "\n"), dloss_ptr = w.dloss,
     dact_zero = p.reuse and "    // activation gradients: each op stores or clears the ones it writes first (gen/plan.lua's reuse)"
       or kernels_c.dact_zero_lines(p),
+    zero_grad_body = zero_grad_body, grads_done = grads_done,
     metrics_body = mbody, scratch_body = scratch_body, user_metrics_body = um_body, sample_body = sample.sample_body,
     prediction_decls = table.concat(w.epred.decls, "\n"), prediction_ptr = w.prediction,
     -- (nothing when off: the file is byte for byte the one without detect_anomaly)

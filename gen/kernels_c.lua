@@ -35,12 +35,12 @@ local FORMATS = require("precision").FORMATS
 local function context(l, ty, read_only)
   local compute = l.pp.settings.compute
   local wide_used, wide_max = 0, 0
-  local pre, post, slots = {}, {}, {}
+  local pre, post, slots, accums = {}, {}, {}, {}
   local e = operands.context(l, {
     batch = "B",
     literal = function(v) return util.c_float(v, ty.lit_suffix) end,
     counter = function(offset) return string.format("&m->counters[%d]", offset) end,
-    begin = function() pre, post, slots, wide_used = {}, {}, {}, 0 end,
+    begin = function() pre, post, slots, accums, wide_used = {}, {}, {}, {}, 0 end,
   })
   e.T, e.sfx, e.decls, e.declared, e.units_read = ty.ctype, ty.sfx, {}, {}, {}
   -- an inference program (loom export): ops emit only their eval-mode code (ops_cpu's
@@ -119,6 +119,9 @@ local function context(l, ty, read_only)
     if how == "accum" then
       pre[#pre + 1] = string.format("memset(%s, 0, sizeof(real) * (size_t)(%s));", name, n)
       post[#post + 1] = string.format("k_accum_%s_from_%s(%s, %s, %s);", S, V, base, name, n)
+      -- (e.acc may have the kernel store into the fresh buffer: no memset; and the
+      -- gradient's first writer store it: k_store)
+      accums[base] = { pre = #pre, post = #post, store = string.format("k_store_%s_from_%s(%s, %s, %s);", S, V, base, name, n) }
     elseif how == "store" or how == "update" then
       post[#post + 1] = string.format("k_store_%s_from_%s(%s, %s, %s);", S, V, base, name, n)
     end
@@ -128,7 +131,7 @@ local function context(l, ty, read_only)
   function e.wrap(lines)
     if #pre == 0 and #post == 0 then return lines end
     local out = { "// operands converted between their storage and float around the kernel (precision plan)" }
-    for _, x in ipairs(pre) do out[#out + 1] = x end
+    for _, x in ipairs(pre) do if x then out[#out + 1] = x end end
     for _, x in ipairs(lines) do out[#out + 1] = x end
     for _, x in ipairs(post) do out[#out + 1] = x end
     return out
@@ -151,7 +154,22 @@ local function context(l, ty, read_only)
   -- where the op is the gradient's first writer (gen/plan.lua's first), writes it once
   -- and in the compute type (a converted operand is summed into its storage after the
   -- kernel).  A first writer that does not store zeroes the gradient before it (walk).
+  --
+  -- A gradient converted around the kernel (16-bit storage: widened's "accum") that the
+  -- op writes once: the kernel stores into the fresh float buffer (no memset), which is
+  -- summed into the storage after it, or stored there by the gradient's first writer.
   e.stored = {}
+  local function writes_once(t)
+    local r, count = l.root(t), 0
+    for k, x in ipairs(e.node.inputs) do
+      if l.root(x) == r and l.autodiff.grad_inputs[e.node] and l.autodiff.grad_inputs[e.node][k] then count = count + 1 end
+    end
+    return count == 1
+  end
+  local function converted(t)   -- widened's accum record of t's gradient, if the op writes it once
+    local a = e.node and accums[grad_storage(t)]
+    return a and writes_once(t) and a or nil
+  end
   function e.acc(t)
     local r = l.root(t)
     local first = e.node and l.plan.first and l.plan.first[e.node]
@@ -160,7 +178,64 @@ local function context(l, ty, read_only)
       e.stored[r] = true
       return "0"
     end
+    local a = converted(t)
+    if a then
+      pre[a.pre] = false
+      if first and first[r] == 1 then
+        post[a.post] = a.store
+        e.stored[r] = true
+      end
+      return "0"
+    end
     return "1"
+  end
+  -- the same for the parameter gradients of `ts` (one flag: the kernel's pacc): where
+  -- the op is each one's first writer (gen/plan.lua's param_first), writes it once, whole
+  -- (not through a slice) and in the compute type, the flag is the backward's gadd: 0
+  -- (store) on the first backward after model_zero_grad, which then leaves them as they
+  -- are; 1 (add) on a later one (accumulation's micro-batches).  FULL_SHARD's units
+  -- have their own clearing (runtime/ddp.c).
+  -- Converted gradients (16 bits) all: the kernel stores into the fresh buffers ("0"),
+  -- which the first writer stores into the gradients when gadd is 0.
+  e.stored_params = {}
+  local function whole(t)   -- t is all of its root (a cast or a transpose, not a slice)
+    local function n(x) local k = 1 for _, d in ipairs(x.shape) do k = k * d end return k end
+    return n(t) == n(l.root(t))
+  end
+  function e.acc_params(ts)
+    local s = l.strategy
+    local first = e.node and l.plan.param_first and l.plan.param_first[e.node]
+    if s and s.sharding == "FULL_SHARD" then first = nil end
+    local direct, wide = {}, {}
+    for _, t in pairs(ts) do
+      if e.grad_place(t) then
+        local r, c = l.root(t), e.chain(t)
+        if #c == 1 and c[1] == compute then direct[#direct + 1] = t
+        elseif r.param and whole(t) and converted(t) then wide[#wide + 1] = t
+        else return "1" end
+      end
+    end
+    local gadd = function()
+      return declare("gadd", "    const int gadd = !m->grads_zeroed;   // parameter gradients: 0 stores them (the first backward after model_zero_grad)")
+    end
+    if #wide > 0 and #direct == 0 then
+      for _, t in ipairs(wide) do
+        local a, r = converted(t), l.root(t)
+        pre[a.pre] = false
+        if first and first[r] == 1 then
+          post[a.post] = string.format("if (%s) %s else %s", gadd(), post[a.post], a.store)
+          e.stored_params[r.param] = true
+        end
+      end
+      return "0"
+    end
+    if #wide > 0 or #direct == 0 or not first then return "1" end
+    for _, t in ipairs(direct) do
+      local r = l.root(t)
+      if not (r.param and whole(t) and first[r] == 1) then return "1" end
+    end
+    for _, t in ipairs(direct) do e.stored_params[l.root(t).param] = true end
+    return gadd()
   end
   function e.save(node, name)
     local s = e.save_place(node, name)

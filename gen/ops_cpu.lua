@@ -8,6 +8,7 @@
 --   e.ptr(t) / e.grad(t)      C expressions for a tensor's data / gradient ("NULL" if none)
 --   e.acc(t)                  "1": the backward kernel adds into t's gradient; "0": it stores it
 --                             (the gradient's first writer; gen/kernels_c.lua)
+--   e.acc_params { w, b }     the same for parameter gradients (the kernel's pacc; a C expression)
 --   e.save(node, name)        a saved buffer;  e.state(node, name) a module buffer ("NULL" if none)
 --   e.counter(node, name)     an int64 counter (num_batches_tracked)
 --   e.numel(t) / e.rows(t, k) element count / count without the last k dims, as C expressions
@@ -65,7 +66,7 @@ ops_cpu.linear = {
   backward = function(e, n)
     local x, w = n.inputs[1], n.inputs[2]
     return { gemm_call(e, { x, w })("linear_backward", e.grad(x), e.grad(w), n.inputs[3] and e.grad(n.inputs[3]) or "NULL",
-      e.grad(n.out), e.ptr(x), e.ptr(w), e.rows(x, 1), w.shape[2], w.shape[1], e.acc(x)) }
+      e.grad(n.out), e.ptr(x), e.ptr(w), e.rows(x, 1), w.shape[2], w.shape[1], e.acc(x), e.acc_params { w, n.inputs[3] }) }
   end,
 }
 
@@ -94,7 +95,7 @@ ops_cpu.conv2d = {
     return { string.format("const k_conv2d_dims %s = %s;", d, conv_dims(e, n)),
       gemm_call(e, { n.inputs[1], n.inputs[2] })("conv2d_backward", e.grad(n.inputs[1]), e.grad(n.inputs[2]),
         n.inputs[3] and e.grad(n.inputs[3]) or "NULL", e.grad(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]),
-        e.scratch(), "&" .. d, e.acc(n.inputs[1])) }
+        e.scratch(), "&" .. d, e.acc(n.inputs[1]), e.acc_params { n.inputs[2], n.inputs[3] }) }
   end,
 }
 
@@ -184,7 +185,7 @@ ops_cpu.batch_norm = {
     return { e.call("batch_norm_backward", e.grad(x), n.inputs[2] and e.grad(n.inputs[2]) or "NULL",
       n.inputs[3] and e.grad(n.inputs[3]) or "NULL", e.grad(n.out), e.ptr(x),
       n.inputs[2] and e.ptr(n.inputs[2]) or "NULL", e.save(n, "mean"), e.save(n, "invstd"),
-      e.batch(x), C, S, e.acc(x)) }
+      e.batch(x), C, S, e.acc(x), e.acc_params { n.inputs[2], n.inputs[3] }) }
   end,
 }
 
@@ -321,7 +322,7 @@ ops_cpu.conv1d = {
     return { string.format("const k_conv2d_dims %s = %s;", d, conv1d_dims(e, n)),
       gemm_call(e, { n.inputs[1], n.inputs[2] })("conv2d_backward", e.grad(n.inputs[1]), e.grad(n.inputs[2]),
         n.inputs[3] and e.grad(n.inputs[3]) or "NULL", e.grad(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]),
-        e.scratch(), "&" .. d, e.acc(n.inputs[1])) }
+        e.scratch(), "&" .. d, e.acc(n.inputs[1]), e.acc_params { n.inputs[2], n.inputs[3] }) }
   end,
 }
 
@@ -355,7 +356,7 @@ ops_cpu.conv_transpose = {
     return { string.format("const k_conv2d_dims %s = %s;", d, conv_t_dims(e, n)),
       gemm_call(e, { n.inputs[1], n.inputs[2] })("conv_transpose_backward", e.grad(n.inputs[1]), e.grad(n.inputs[2]),
         n.inputs[3] and e.grad(n.inputs[3]) or "NULL", e.grad(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]),
-        e.scratch(), "&" .. d, e.acc(n.inputs[1])) }
+        e.scratch(), "&" .. d, e.acc(n.inputs[1]), e.acc_params { n.inputs[2], n.inputs[3] }) }
   end,
 }
 

@@ -118,7 +118,9 @@ end
 -- gradients share slots whose lifetimes in the backward do not overlap, and each
 -- gradient's first writer is known, so nothing is zeroed wholesale: p.first[node] lists
 -- the gradients (roots) `node` writes first ({ [root] = 1 if it writes it once }), which
--- the C backend stores instead of adding to, or zeroes just before the node.
+-- the C backend stores instead of adding to, or zeroes just before the node;
+-- p.param_first[node] the same for the parameters' gradients, which the first writer
+-- stores on a backward that follows model_zero_grad (the others add, and zero_grad clears them).
 function plan.activations(trace, ad, batch_max, pp, target)
   local reuse = target and target.reuse
   local FORMATS = require("precision").FORMATS
@@ -189,10 +191,11 @@ function plan.reuse_grads(p, trace, ad, pp, slot_of)
   local span = {}
   local loss = root(trace.outputs[1])
   if p.grads[loss] then span[loss] = 0 end
-  p.first = {}
+  p.first, p.param_first = {}, {}
+  local param_seen = {}
   for i, node in ipairs(ad.backward) do
     if not (ops[node.op].alias or pp.folded[node]) then
-      local writes = {}
+      local writes, pwrites = {}, {}
       for k, x in ipairs(node.inputs) do
         if ad.grad_inputs[node][k] then
           local r = root(x)
@@ -200,6 +203,8 @@ function plan.reuse_grads(p, trace, ad, pp, slot_of)
             writes[r] = (writes[r] or 0) + 1
             touch(r, i, node)
             span[r] = span[r] or i
+          elseif r.param then
+            pwrites[r] = (pwrites[r] or 0) + 1
           end
         end
       end
@@ -207,6 +212,14 @@ function plan.reuse_grads(p, trace, ad, pp, slot_of)
         if first[r] == node then
           p.first[node] = p.first[node] or {}
           p.first[node][r] = count
+        end
+      end
+      -- a parameter's gradient: its first writer may store it after zero_grad (gen/kernels_c.lua)
+      for r, count in pairs(pwrites) do
+        if not param_seen[r] then
+          param_seen[r] = true
+          p.param_first[node] = p.param_first[node] or {}
+          p.param_first[node][r] = count
         end
       end
       local r = root(node.out)

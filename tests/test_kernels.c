@@ -11,7 +11,7 @@ static gc *gc_new(void) { return calloc(1, sizeof(gc)); }
 #define LINEAR_BODY(S) k_linear_forward_##S(OUT, X[0], X[1], c->iv[3] ? X[2] : NULL, c->iv[0], c->iv[1], c->iv[2]);
 GC_FWD(linear, LINEAR_BODY)
 static void linear_bwd(gc *c) {
-    k_linear_backward_f64(c->g[0], c->g[1], c->iv[3] ? c->g[2] : NULL, c->w, c->x[0], c->x[1], c->iv[0], c->iv[1], c->iv[2], 1);
+    k_linear_backward_f64(c->g[0], c->g[1], c->iv[3] ? c->g[2] : NULL, c->w, c->x[0], c->x[1], c->iv[0], c->iv[1], c->iv[2], 1, 1);
 }
 Test(kernels, linear) {
     for (uint64_t seed = 1; seed <= SEEDS; seed++) {
@@ -32,7 +32,7 @@ Test(kernels, linear) {
 #define CONV_BODY(S) k_conv2d_forward_##S(OUT, X[0], X[1], c->iv[0] ? X[2] : NULL, GC_SCR(0), &c->cd);
 GC_FWD(conv, CONV_BODY)
 static void conv_bwd(gc *c) {
-    k_conv2d_backward_f64(c->g[0], c->g[1], c->iv[0] ? c->g[2] : NULL, c->w, c->x[0], c->x[1], c->s64[0], &c->cd, 1);
+    k_conv2d_backward_f64(c->g[0], c->g[1], c->iv[0] ? c->g[2] : NULL, c->w, c->x[0], c->x[1], c->s64[0], &c->cd, 1, 1);
 }
 static void conv_case(uint64_t seed, int pointwise) {
     uint64_t s = seed * 7919;
@@ -153,7 +153,7 @@ Test(kernels, avg_pool2d) {
 GC_FWD(bn, BN_BODY)
 static void bn_bwd(gc *c) {
     k_batch_norm_backward_f64(c->g[0], c->g[1], c->g[2], c->w, c->x[0], c->iv[3] ? c->x[1] : NULL,
-                              c->s64[0], c->s64[1], c->iv[0], c->iv[1], c->iv[2], 1);
+                              c->s64[0], c->s64[1], c->iv[0], c->iv[1], c->iv[2], 1, 1);
 }
 Test(kernels, batch_norm_train) {
     for (uint64_t seed = 1; seed <= 4; seed++) {
@@ -1019,8 +1019,8 @@ Test(kernels16, bf16c_conv_and_linear_match_f32) {
     k_conv2d_forward_f32(o32, x, w, NULL, scr, &d);
     k_conv2d_forward_bf16c(o16, x, w, NULL, scr, &d);
     for (int i = 0; i < no; i++) cr_assert(fabsf(o32[i] - o16[i]) <= 1e-5f * (1 + fabsf(o32[i])), "conv out %d: %g vs %g", i, o16[i], o32[i]);
-    k_conv2d_backward_f32(dx32, dw32, NULL, g, x, w, scr, &d, 1);
-    k_conv2d_backward_bf16c(dx16, dw16, NULL, g, x, w, scr, &d, 1);
+    k_conv2d_backward_f32(dx32, dw32, NULL, g, x, w, scr, &d, 1, 1);
+    k_conv2d_backward_bf16c(dx16, dw16, NULL, g, x, w, scr, &d, 1, 1);
     for (int i = 0; i < nx; i++) cr_assert(fabsf(dx32[i] - dx16[i]) <= 1e-5f * (1 + fabsf(dx32[i])), "conv dx %d", i);
     for (int i = 0; i < nw; i++) cr_assert(fabsf(dw32[i] - dw16[i]) <= 1e-4f * (1 + fabsf(dw32[i])), "conv dw %d", i);
     // linear: x as (27, 36) rows, g as the weight (6, 36) and bias (6)
@@ -1084,8 +1084,8 @@ Test(kernels, first_writer_stores) {
     double mean[3], invstd[3];
     k_batch_norm_forward_train_f64(y, mean, invstd, NULL, NULL, NULL, x, w, NULL, 2, 3, 36, 1e-5, 0.1);
     memset(add, 0, sizeof(double) * n); free(st); st = stale(n);
-    k_batch_norm_backward_f64(add, NULL, NULL, dy, x, w, mean, invstd, 2, 3, 36, 1);
-    k_batch_norm_backward_f64(st, NULL, NULL, dy, x, w, mean, invstd, 2, 3, 36, 0);
+    k_batch_norm_backward_f64(add, NULL, NULL, dy, x, w, mean, invstd, 2, 3, 36, 1, 1);
+    k_batch_norm_backward_f64(st, NULL, NULL, dy, x, w, mean, invstd, 2, 3, 36, 0, 1);
     same_as_added("batch_norm", st, add, n);
     // max pooling 2x2 and 3x3 stride 2 (overlapping windows) of (2, 3, 6, 6)
     for (int k = 2; k <= 3; k++) {
@@ -1105,15 +1105,15 @@ Test(kernels, first_writer_stores) {
         double *g = gc_rand(&s, 2 * 4 * 36, -1, 1);
         memset(add, 0, sizeof(double) * n); free(st); st = stale(n);
         if (c < 2) {
-            k_conv2d_backward_f64(add, NULL, NULL, g, x, w, scr, d, 1); k_conv2d_backward_f64(st, NULL, NULL, g, x, w, scr, d, 0);
+            k_conv2d_backward_f64(add, NULL, NULL, g, x, w, scr, d, 1, 1); k_conv2d_backward_f64(st, NULL, NULL, g, x, w, scr, d, 0, 1);
             same_as_added("conv2d", st, add, n);
         } else {   // the transposed conv's input is (2, 4, 3, 3), its output (2, 3, 6, 6)
-            k_conv_transpose_backward_f64(add, NULL, NULL, x, g, w, scr, d, 1);
-            k_conv_transpose_backward_f64(st, NULL, NULL, x, g, w, scr, d, 0);
+            k_conv_transpose_backward_f64(add, NULL, NULL, x, g, w, scr, d, 1, 1);
+            k_conv_transpose_backward_f64(st, NULL, NULL, x, g, w, scr, d, 0, 1);
             same_as_added("conv_transpose", st, add, 2 * 4 * 9);
             double *o = stale(n), *o2 = calloc(n, sizeof(double));
             k_conv_transpose_forward_f64(o, g, w, NULL, scr, d);          // stores (no clearing first)
-            k_conv2d_backward_f64(o2, NULL, NULL, g, o2, w, scr, d, 1);   // added to zeros
+            k_conv2d_backward_f64(o2, NULL, NULL, g, o2, w, scr, d, 1, 1);   // added to zeros
             same_as_added("conv_transpose forward", o, o2, n);
             free(o); free(o2);
         }
@@ -1121,7 +1121,70 @@ Test(kernels, first_writer_stores) {
     }
     // linear (6, 12) -> 6 outputs
     memset(add, 0, sizeof(double) * n); free(st); st = stale(n);
-    k_linear_backward_f64(add, NULL, NULL, dy, x, w, 6, 12, 6, 1); k_linear_backward_f64(st, NULL, NULL, dy, x, w, 6, 12, 6, 0);
+    k_linear_backward_f64(add, NULL, NULL, dy, x, w, 6, 12, 6, 1, 1); k_linear_backward_f64(st, NULL, NULL, dy, x, w, 6, 12, 6, 0, 1);
     same_as_added("linear", st, add, 6 * 12);
     free(x); free(dy); free(w); free(y); free(add); free(add2); free(st); free(st2);
+}
+
+// pacc = 0 (a parameter gradient's first writer after model_zero_grad, gen/plan.lua's
+// param_first): dw and db stored as the kernel would have added them to zeros, without
+// reading the stale (NaN) arena; pacc = 1 after it adds a second backward's (accumulation).
+static void params_stored(const char *what, double *dw0, double *db0, double *dw1, double *db1, int nw, int nb) {
+    same_as_added(what, dw1, dw0, nw);
+    if (db0) same_as_added(what, db1, db0, nb);
+}
+Test(kernels, param_first_writer_stores) {
+    uint64_t s = 11;
+    const int n = 2 * 3 * 6 * 6, nw = 128, nb = 8;
+    double *x = gc_rand(&s, n, -2, 2), *dy = gc_rand(&s, n, -1, 1), *w = gc_rand(&s, nw, 0.5, 1.5), *dx = calloc(n, sizeof(double));
+    double *dw0 = calloc(nw, sizeof(double)), *db0 = calloc(nb, sizeof(double)), *dw1 = stale(nw), *db1 = stale(nb);
+#define RESET() do { memset(dw0, 0, sizeof(double) * nw); memset(db0, 0, sizeof(double) * nb); \
+                     free(dw1); free(db1); dw1 = stale(nw); db1 = stale(nb); } while (0)
+#define TWICE(what, nwu, nbu, CALL) do { \
+        double *t0 = malloc(sizeof(double) * nw), *t1 = malloc(sizeof(double) * nb); \
+        memcpy(t0, dw0, sizeof(double) * nw); memcpy(t1, db0, sizeof(double) * nb); \
+        { double *dw = dw0, *db = db0; (void)db; int pacc = 1; CALL; } \
+        { double *dw = dw1, *db = db1; (void)db; int pacc = 1; CALL; } \
+        for (int i = 0; i < (nwu); i++) cr_assert(dw1[i] == dw0[i] && fabs(dw0[i] - 2 * t0[i]) <= 1e-12 * (1 + fabs(t0[i])), "%s accumulated: dw %d", what, i); \
+        for (int i = 0; i < (nbu); i++) cr_assert(db1[i] == db0[i] && fabs(db0[i] - 2 * t1[i]) <= 1e-12 * (1 + fabs(t1[i])), "%s accumulated: db %d", what, i); \
+        free(t0); free(t1); } while (0)
+    // linear: 6 rows of 12 -> 4 outputs
+    RESET();
+    k_linear_backward_f64(dx, dw0, db0, dy, x, w, 6, 12, 4, 1, 1);
+    k_linear_backward_f64(dx, dw1, db1, dy, x, w, 6, 12, 4, 1, 0);
+    params_stored("linear", dw0, db0, dw1, db1, 48, 4);
+    TWICE("linear", 48, 4, k_linear_backward_f64(dx, dw, db, dy, x, w, 6, 12, 4, 1, pacc));
+    // batch norm (N 2, C 3, S 36)
+    double mean[3], invstd[3], *y = calloc(n, sizeof(double));
+    k_batch_norm_forward_train_f64(y, mean, invstd, NULL, NULL, NULL, x, w, NULL, 2, 3, 36, 1e-5, 0.1);
+    RESET();
+    k_batch_norm_backward_f64(dx, dw0, db0, dy, x, w, mean, invstd, 2, 3, 36, 1, 1);
+    k_batch_norm_backward_f64(dx, dw1, db1, dy, x, w, mean, invstd, 2, 3, 36, 1, 0);
+    params_stored("batch_norm", dw0, db0, dw1, db1, 3, 3);
+    TWICE("batch_norm", 3, 3, k_batch_norm_backward_f64(dx, dw, db, dy, x, w, mean, invstd, 2, 3, 36, 1, pacc));
+    // conv2d 3x3 and 1x1, ConvTranspose2d(2, stride 2), input (2, 3, 6, 6), 4 output channels
+    const k_conv2d_dims cds[] = { { 2, 3, 6, 6, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 6, 6 }, { 2, 3, 6, 6, 4, 1, 1, 1, 1, 0, 0, 1, 1, 1, 6, 6 },
+                                  { 2, 3, 6, 6, 4, 2, 2, 2, 2, 0, 0, 1, 1, 1, 3, 3 } };
+    for (int c = 0; c < 3; c++) {
+        const k_conv2d_dims *d = &cds[c];
+        const int kw = 4 * 3 * d->KH * d->KW;
+        double *scr = malloc(sizeof(double) * k_conv2d_scratch_f64(d));
+        double *g = gc_rand(&s, 2 * 4 * 36, -1, 1);
+        RESET();
+        if (c < 2) {
+            k_conv2d_backward_f64(dx, dw0, db0, g, x, w, scr, d, 1, 1);
+            k_conv2d_backward_f64(dx, dw1, db1, g, x, w, scr, d, 1, 0);
+            params_stored("conv2d", dw0, db0, dw1, db1, kw, 4);
+            TWICE("conv2d", kw, 4, k_conv2d_backward_f64(dx, dw, db, g, x, w, scr, d, 1, pacc));
+        } else {   // the transposed conv's input x (2, 4, 3, 3), its output gradient (2, 3, 6, 6); bias (3)
+            k_conv_transpose_backward_f64(dx, dw0, db0, x, g, w, scr, d, 1, 1);
+            k_conv_transpose_backward_f64(dx, dw1, db1, x, g, w, scr, d, 1, 0);
+            params_stored("conv_transpose", dw0, db0, dw1, db1, kw, 3);
+            TWICE("conv_transpose", kw, 3, k_conv_transpose_backward_f64(dx, dw, db, x, g, w, scr, d, 1, pacc));
+        }
+        free(scr); free(g);
+    }
+#undef RESET
+#undef TWICE
+    free(x); free(dy); free(w); free(dx); free(y); free(dw0); free(db0); free(dw1); free(db1);
 }

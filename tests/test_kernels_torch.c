@@ -76,7 +76,7 @@ static void conv_case(const char *name, k_conv2d_dims d) {
     cr_assert_eq(nref, ny, "%s: %zu outputs in the reference, %zu from the dims", name, nref, ny);
     double *y = zeros(ny), *dx = zeros(nx), *dw = zeros(nw), *db = zeros(d.OC), *scr = zeros(k_conv2d_scratch_f64(&d));
     k_conv2d_forward_f64(y, x, w, b, scr, &d);
-    k_conv2d_backward_f64(dx, dw, db, dy, x, w, scr, &d, 1);
+    k_conv2d_backward_f64(dx, dw, db, dy, x, w, scr, &d, 1, 1);
     expect_close(k, y, y_ref, ny, TOL);
     expect_close("conv dx", dx, reff("%s.dx0", name), nx, TOL);
     expect_close("conv dw", dw, reff("%s.dx1", name), nw, TOL);
@@ -138,7 +138,7 @@ Test(kernels_torch, linear_layer_norm_log_softmax) {
     ref_load();
     double *y = zeros(64), *dx = zeros(64), *dw = zeros(64), *db = zeros(64), *mean = zeros(8), *rstd = zeros(8);
     k_linear_forward_f64(y, ref("linear.x0", NULL), ref("linear.x1", NULL), ref("linear.x2", NULL), 5, 7, 3);
-    k_linear_backward_f64(dx, dw, db, ref("linear.dy", NULL), ref("linear.x0", NULL), ref("linear.x1", NULL), 5, 7, 3, 1);
+    k_linear_backward_f64(dx, dw, db, ref("linear.dy", NULL), ref("linear.x0", NULL), ref("linear.x1", NULL), 5, 7, 3, 1, 1);
     expect_close("linear y", y, ref("linear.y", NULL), 15, TOL);
     expect_close("linear dx", dx, ref("linear.dx0", NULL), 35, TOL);
     expect_close("linear dw", dw, ref("linear.dx1", NULL), 21, TOL);

@@ -251,7 +251,7 @@ Test(scalar_ops, batch_norm_matches_cpu_kernels) {
     for (int c = 0; c < C; c++) { w[c] = uniform(0.5f, 1.5f); b[c] = uniform(-1, 1); }
     k_batch_norm_forward_train_f32(y, mean, invstd, NULL, NULL, NULL, x, w, b, NB, C, S, 1e-5f, 0.1f);
     memset(dx, 0, sizeof dx); memset(dw, 0, sizeof dw); memset(db, 0, sizeof db);
-    k_batch_norm_backward_f32(dx, dw, db, dy, x, w, mean, invstd, NB, C, S, 1);
+    k_batch_norm_backward_f32(dx, dw, db, dy, x, w, mean, invstd, NB, C, S, 1, 1);
     for (int c = 0; c < C; c++) {
         // the reductions as the CPU does them (in double), the elementwise parts from scalar_ops
         double sdy = 0, sdyx = 0;

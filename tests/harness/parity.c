@@ -18,6 +18,7 @@
 //     and the state after the forward (parameters, running statistics, counters).
 //   STEPS > 0: STEPS training steps on that one batch, as train.c takes them:
 //     forward, backward, clip_gradients, optimizer_step(lr_at, momentum_at), zero_grad;
+//     (every zero_grad finds the gradients NaN-poisoned: poison_grads)
 //     with a training_step (LOOM_USER_STEP), model_user_step and zero_grad, "loss" what it returns;
 //     writes "loss" (shape [STEPS], the loss of each step's forward) and the final state.
 //     With LOSS_SCALING (16-mixed) the steps go through the GradScaler as in train.c
@@ -120,6 +121,14 @@ static void add_group(ckpt_writer *w, const char *prefix, const tensor_info *inf
     }
 }
 
+// Every parameter's gradient NaN before each model_zero_grad (all-ones bytes: NaN in
+// every state_t): one that the next backward neither stores (its first writer, after
+// zero_grad) nor finds cleared by zero_grad reaches the compared gradients and weights.
+static void poison_grads(Model *m) {
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++)
+        memset(m->grads + model_param_info[i].offset, 0xff, sizeof(state_t) * model_param_info[i].numel);
+}
+
 int main(int argc, char **argv) {
     if (argc != 4) die("usage", "parity WORK B STEPS");
     const char *work = argv[1];
@@ -169,6 +178,7 @@ int main(int argc, char **argv) {
     ckpt_writer_init(&w);
     int nloss = steps > 0 ? steps : 1;
     real *losses = calloc((size_t)nloss, sizeof *losses);
+    poison_grads(&m);
     model_zero_grad(&m);
     if (steps == 0) {
         losses[0] = model_forward(&m, &batch, B, 1);
@@ -205,6 +215,7 @@ int main(int argc, char **argv) {
             double lr = lr_at(s, 0, steps);
             optimizer_step(&o, &m, lr, momentum_at(s, steps), s);
 #endif
+            poison_grads(&m);
             model_zero_grad(&m);
             m.step = (uint64_t)(s + 1);
         }

@@ -141,7 +141,8 @@ int main(int argc, char **argv) {
     size_t where[] = { 0, NUM_PARAMS / 2, NUM_PARAMS - 1 };
     ok = 1;
     for (int k = 0; k < 3; k++) {
-        model_zero_grad(&m);
+        // (a cleared arena: model_zero_grad leaves what the next backward stores in place)
+        memset(m.grads, 0, sizeof(state_t) * NUM_PARAMS);
         m.grads[where[k]] = k == 1 ? (state_t)NAN : (state_t)INFINITY;
         ok &= scaler_unscale_and_check(&s, &m) == 1;
     }
@@ -154,6 +155,7 @@ int main(int argc, char **argv) {
     Optimizer o;
     if (optimizer_alloc(&o)) { fprintf(stderr, "scaler: out of memory\n"); return 2; }
     model_init(&m, 7);
+    memset(m.grads, 0, sizeof(state_t) * NUM_PARAMS);   // as model_alloc left it (part 2 wrote inf and NaN)
     model_zero_grad(&m);
     int taken_ok = 1, skip_ok = 1;
     float scale_before_k = 0;

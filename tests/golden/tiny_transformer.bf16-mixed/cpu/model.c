@@ -103,7 +103,11 @@ void model_free(Model *m) {
     memset(m, 0, sizeof *m);
 }
 
-void model_zero_grad(Model *m) { memset(m->grads, 0, sizeof(state_t) * NUM_PARAMS); }
+// The gradients read as zero by the next model_backward (its first writers store those
+// they write whole; a later backward adds)
+void model_zero_grad(Model *m) {
+    memset(m->grads, 0, sizeof(state_t) * NUM_PARAMS);
+}
 
 // A value drawn in double, stored in the state's format (rounded to nearest even).
 #if STATE_IS_REAL
@@ -971,28 +975,23 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
     k_layer_norm_backward_f32(d60, g_ln_f_weight, g_ln_f_bias, w61_0, a60, p_ln_f_weight, s61_mean, s61_rstd, B * 64, 64);
 
     // add  <- specs/tiny_transformer.lua:24  (backward)
-    // the gradients this op writes first, cleared (it adds into them)
-    memset(d59, 0, 2 * (size_t)(B * 4096));
     // operands converted between their storage and float around the kernel (precision plan)
-    memset(w60_0, 0, sizeof(real) * (size_t)(B * 4096));
     k_load_bf16_as_bf16(w60_65536, a59, B * 4096);
-    k_add_backward_f32(d55, w60_0, d60, a55, w60_65536, B * 4096, 0, 1);
-    k_accum_bf16_from_bf16(d59, w60_0, B * 4096);
+    k_add_backward_f32(d55, w60_0, d60, a55, w60_65536, B * 4096, 0, 0);
+    k_store_bf16_from_bf16(d59, w60_0, B * 4096);
 
     // block.mlp.2  <- specs/tiny_transformer.lua:12  Linear(256, 64)  (backward)
     // the gradients this op writes first, cleared (it adds into them)
-    memset(d58, 0, 2 * (size_t)(B * 16384));
     memset(d77, 0, 2 * (size_t)(16384));
     memset(d78, 0, 2 * (size_t)(64));
     // operands converted between their storage and float around the kernel (precision plan)
-    memset(w58_0, 0, sizeof(real) * (size_t)(B * 16384));
     memset(w58_262144, 0, sizeof(real) * (size_t)(16384));
     memset(w58_278528, 0, sizeof(real) * (size_t)(64));
     k_load_bf16_as_bf16(w58_278592, d59, B * 4096);
     k_load_bf16_as_bf16(w58_344128, a58, B * 16384);
     k_load_bf16_as_bf16(w58_606272, a77, 16384);
-    k_linear_backward_bf16c(w58_0, w58_262144, w58_278528, w58_278592, w58_344128, w58_606272, B * 64, 256, 64, 1);
-    k_accum_bf16_from_bf16(d58, w58_0, B * 16384);
+    k_linear_backward_bf16c(w58_0, w58_262144, w58_278528, w58_278592, w58_344128, w58_606272, B * 64, 256, 64, 0, 1);
+    k_store_bf16_from_bf16(d58, w58_0, B * 16384);
     k_accum_bf16_from_bf16(d77, w58_262144, 16384);
     k_accum_bf16_from_bf16(d78, w58_278528, 64);
 
@@ -1008,18 +1007,16 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
 
     // block.mlp.0  <- specs/tiny_transformer.lua:12  Linear(64, 256)  (backward)
     // the gradients this op writes first, cleared (it adds into them)
-    memset(d82, 0, 2 * (size_t)(B * 4096));
     memset(d75, 0, 2 * (size_t)(16384));
     memset(d76, 0, 2 * (size_t)(256));
     // operands converted between their storage and float around the kernel (precision plan)
-    memset(w56_0, 0, sizeof(real) * (size_t)(B * 4096));
     memset(w56_65536, 0, sizeof(real) * (size_t)(16384));
     memset(w56_81920, 0, sizeof(real) * (size_t)(256));
     k_load_bf16_as_bf16(w56_82176, d57, B * 16384);
     k_load_bf16_as_bf16(w56_344320, a82, B * 4096);
     k_load_bf16_as_bf16(w56_409856, a75, 16384);
-    k_linear_backward_bf16c(w56_0, w56_65536, w56_81920, w56_82176, w56_344320, w56_409856, B * 64, 64, 256, 1);
-    k_accum_bf16_from_bf16(d82, w56_0, B * 4096);
+    k_linear_backward_bf16c(w56_0, w56_65536, w56_81920, w56_82176, w56_344320, w56_409856, B * 64, 64, 256, 0, 1);
+    k_store_bf16_from_bf16(d82, w56_0, B * 4096);
     k_accum_bf16_from_bf16(d75, w56_65536, 16384);
     k_accum_bf16_from_bf16(d76, w56_81920, 256);
 
@@ -1029,28 +1026,23 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
     k_layer_norm_backward_f32(d55, g_block_ln_2_weight, g_block_ln_2_bias, w54_0, a55, p_block_ln_2_weight, s54_mean, s54_rstd, B * 64, 64);
 
     // add  <- specs/tiny_transformer.lua:23  (backward)
-    // the gradients this op writes first, cleared (it adds into them)
-    memset(d54, 0, 2 * (size_t)(B * 4096));
     // operands converted between their storage and float around the kernel (precision plan)
-    memset(w53_0, 0, sizeof(real) * (size_t)(B * 4096));
     k_load_bf16_as_bf16(w53_65536, a54, B * 4096);
-    k_add_backward_f32(d39, w53_0, d55, a39, w53_65536, B * 4096, 0, 1);
-    k_accum_bf16_from_bf16(d54, w53_0, B * 4096);
+    k_add_backward_f32(d39, w53_0, d55, a39, w53_65536, B * 4096, 0, 0);
+    k_store_bf16_from_bf16(d54, w53_0, B * 4096);
 
     // block.proj  <- specs/tiny_transformer.lua:10  Linear(64, 64)  (backward)
     // the gradients this op writes first, cleared (it adds into them)
-    memset(d52, 0, 2 * (size_t)(B * 4096));
     memset(d71, 0, 2 * (size_t)(4096));
     memset(d72, 0, 2 * (size_t)(64));
     // operands converted between their storage and float around the kernel (precision plan)
-    memset(w51_0, 0, sizeof(real) * (size_t)(B * 4096));
     memset(w51_65536, 0, sizeof(real) * (size_t)(4096));
     memset(w51_69632, 0, sizeof(real) * (size_t)(64));
     k_load_bf16_as_bf16(w51_69696, d54, B * 4096);
     k_load_bf16_as_bf16(w51_135232, a52, B * 4096);
     k_load_bf16_as_bf16(w51_200768, a71, 4096);
-    k_linear_backward_bf16c(w51_0, w51_65536, w51_69632, w51_69696, w51_135232, w51_200768, B * 64, 64, 64, 1);
-    k_accum_bf16_from_bf16(d52, w51_0, B * 4096);
+    k_linear_backward_bf16c(w51_0, w51_65536, w51_69632, w51_69696, w51_135232, w51_200768, B * 64, 64, 64, 0, 1);
+    k_store_bf16_from_bf16(d52, w51_0, B * 4096);
     k_accum_bf16_from_bf16(d71, w51_65536, 4096);
     k_accum_bf16_from_bf16(d72, w51_69632, 64);
 
@@ -1137,18 +1129,16 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
 
     // block.qkv  <- specs/tiny_transformer.lua:9  Linear(64, 192)  (backward)
     // the gradients this op writes first, cleared (it adds into them)
-    memset(d80, 0, 2 * (size_t)(B * 4096));
     memset(d69, 0, 2 * (size_t)(12288));
     memset(d70, 0, 2 * (size_t)(192));
     // operands converted between their storage and float around the kernel (precision plan)
-    memset(w38_0, 0, sizeof(real) * (size_t)(B * 4096));
     memset(w38_65536, 0, sizeof(real) * (size_t)(12288));
     memset(w38_77824, 0, sizeof(real) * (size_t)(192));
     k_load_bf16_as_bf16(w38_78016, d41, B * 12288);
     k_load_bf16_as_bf16(w38_274624, a80, B * 4096);
     k_load_bf16_as_bf16(w38_340160, a69, 12288);
-    k_linear_backward_bf16c(w38_0, w38_65536, w38_77824, w38_78016, w38_274624, w38_340160, B * 64, 64, 192, 1);
-    k_accum_bf16_from_bf16(d80, w38_0, B * 4096);
+    k_linear_backward_bf16c(w38_0, w38_65536, w38_77824, w38_78016, w38_274624, w38_340160, B * 64, 64, 192, 0, 1);
+    k_store_bf16_from_bf16(d80, w38_0, B * 4096);
     k_accum_bf16_from_bf16(d69, w38_65536, 12288);
     k_accum_bf16_from_bf16(d70, w38_77824, 192);
 
@@ -1158,26 +1148,20 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
     k_layer_norm_backward_f32(d39, g_block_ln_1_weight, g_block_ln_1_bias, w36_0, a39, p_block_ln_1_weight, s36_mean, s36_rstd, B * 64, 64);
 
     // add  <- specs/tiny_transformer.lua:24  (backward)
-    // the gradients this op writes first, cleared (it adds into them)
-    memset(d38, 0, 2 * (size_t)(B * 4096));
     // operands converted between their storage and float around the kernel (precision plan)
-    memset(w35_0, 0, sizeof(real) * (size_t)(B * 4096));
     k_load_bf16_as_bf16(w35_65536, a38, B * 4096);
-    k_add_backward_f32(d28, w35_0, d39, a28, w35_65536, B * 4096, 0, 1);
-    k_accum_bf16_from_bf16(d38, w35_0, B * 4096);
+    k_add_backward_f32(d28, w35_0, d39, a28, w35_65536, B * 4096, 0, 0);
+    k_store_bf16_from_bf16(d38, w35_0, B * 4096);
 
     // block.mlp.2  <- specs/tiny_transformer.lua:12  Linear(256, 64)  (backward)
-    // the gradients this op writes first, cleared (it adds into them)
-    memset(d35, 0, 2 * (size_t)(B * 16384));
     // operands converted between their storage and float around the kernel (precision plan)
-    memset(w33_0, 0, sizeof(real) * (size_t)(B * 16384));
     memset(w33_262144, 0, sizeof(real) * (size_t)(16384));
     memset(w33_278528, 0, sizeof(real) * (size_t)(64));
     k_load_bf16_as_bf16(w33_278592, d38, B * 4096);
     k_load_bf16_as_bf16(w33_344128, a35, B * 16384);
     k_load_bf16_as_bf16(w33_606272, a77, 16384);
-    k_linear_backward_bf16c(w33_0, w33_262144, w33_278528, w33_278592, w33_344128, w33_606272, B * 64, 256, 64, 1);
-    k_accum_bf16_from_bf16(d35, w33_0, B * 16384);
+    k_linear_backward_bf16c(w33_0, w33_262144, w33_278528, w33_278592, w33_344128, w33_606272, B * 64, 256, 64, 0, 1);
+    k_store_bf16_from_bf16(d35, w33_0, B * 16384);
     k_accum_bf16_from_bf16(d77, w33_262144, 16384);
     k_accum_bf16_from_bf16(d78, w33_278528, 64);
 
@@ -1198,17 +1182,14 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
     k_accum_bf16_from_bf16(d34, w30_0, B * 16384);
 
     // block.mlp.0  <- specs/tiny_transformer.lua:12  Linear(64, 256)  (backward)
-    // the gradients this op writes first, cleared (it adds into them)
-    memset(d74, 0, 2 * (size_t)(B * 4096));
     // operands converted between their storage and float around the kernel (precision plan)
-    memset(w29_0, 0, sizeof(real) * (size_t)(B * 4096));
     memset(w29_65536, 0, sizeof(real) * (size_t)(16384));
     memset(w29_81920, 0, sizeof(real) * (size_t)(256));
     k_load_bf16_as_bf16(w29_82176, d34, B * 16384);
     k_load_bf16_as_bf16(w29_344320, a74, B * 4096);
     k_load_bf16_as_bf16(w29_409856, a75, 16384);
-    k_linear_backward_bf16c(w29_0, w29_65536, w29_81920, w29_82176, w29_344320, w29_409856, B * 64, 64, 256, 1);
-    k_accum_bf16_from_bf16(d74, w29_0, B * 4096);
+    k_linear_backward_bf16c(w29_0, w29_65536, w29_81920, w29_82176, w29_344320, w29_409856, B * 64, 64, 256, 0, 1);
+    k_store_bf16_from_bf16(d74, w29_0, B * 4096);
     k_accum_bf16_from_bf16(d75, w29_65536, 16384);
     k_accum_bf16_from_bf16(d76, w29_81920, 256);
 
@@ -1224,26 +1205,20 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
     k_layer_norm_backward_f32(d28, g_block_ln_2_weight, g_block_ln_2_bias, w25_0, a28, p_block_ln_2_weight, s25_mean, s25_rstd, B * 64, 64);
 
     // add  <- specs/tiny_transformer.lua:23  (backward)
-    // the gradients this op writes first, cleared (it adds into them)
-    memset(d27, 0, 2 * (size_t)(B * 4096));
     // operands converted between their storage and float around the kernel (precision plan)
-    memset(w24_0, 0, sizeof(real) * (size_t)(B * 4096));
     k_load_bf16_as_bf16(w24_65536, a27, B * 4096);
-    k_add_backward_f32(d6, w24_0, d28, a6, w24_65536, B * 4096, 0, 1);
-    k_accum_bf16_from_bf16(d27, w24_0, B * 4096);
+    k_add_backward_f32(d6, w24_0, d28, a6, w24_65536, B * 4096, 0, 0);
+    k_store_bf16_from_bf16(d27, w24_0, B * 4096);
 
     // block.proj  <- specs/tiny_transformer.lua:10  Linear(64, 64)  (backward)
-    // the gradients this op writes first, cleared (it adds into them)
-    memset(d23, 0, 2 * (size_t)(B * 4096));
     // operands converted between their storage and float around the kernel (precision plan)
-    memset(w22_0, 0, sizeof(real) * (size_t)(B * 4096));
     memset(w22_65536, 0, sizeof(real) * (size_t)(4096));
     memset(w22_69632, 0, sizeof(real) * (size_t)(64));
     k_load_bf16_as_bf16(w22_69696, d27, B * 4096);
     k_load_bf16_as_bf16(w22_135232, a23, B * 4096);
     k_load_bf16_as_bf16(w22_200768, a71, 4096);
-    k_linear_backward_bf16c(w22_0, w22_65536, w22_69632, w22_69696, w22_135232, w22_200768, B * 64, 64, 64, 1);
-    k_accum_bf16_from_bf16(d23, w22_0, B * 4096);
+    k_linear_backward_bf16c(w22_0, w22_65536, w22_69632, w22_69696, w22_135232, w22_200768, B * 64, 64, 64, 0, 1);
+    k_store_bf16_from_bf16(d23, w22_0, B * 4096);
     k_accum_bf16_from_bf16(d71, w22_65536, 4096);
     k_accum_bf16_from_bf16(d72, w22_69632, 64);
 
@@ -1335,17 +1310,14 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
     k_accum_bf16_from_bf16(d12, w8_0, B * 12288);
 
     // block.qkv  <- specs/tiny_transformer.lua:9  Linear(64, 192)  (backward)
-    // the gradients this op writes first, cleared (it adds into them)
-    memset(d68, 0, 2 * (size_t)(B * 4096));
     // operands converted between their storage and float around the kernel (precision plan)
-    memset(w7_0, 0, sizeof(real) * (size_t)(B * 4096));
     memset(w7_65536, 0, sizeof(real) * (size_t)(12288));
     memset(w7_77824, 0, sizeof(real) * (size_t)(192));
     k_load_bf16_as_bf16(w7_78016, d12, B * 12288);
     k_load_bf16_as_bf16(w7_274624, a68, B * 4096);
     k_load_bf16_as_bf16(w7_340160, a69, 12288);
-    k_linear_backward_bf16c(w7_0, w7_65536, w7_77824, w7_78016, w7_274624, w7_340160, B * 64, 64, 192, 1);
-    k_accum_bf16_from_bf16(d68, w7_0, B * 4096);
+    k_linear_backward_bf16c(w7_0, w7_65536, w7_77824, w7_78016, w7_274624, w7_340160, B * 64, 64, 192, 0, 1);
+    k_store_bf16_from_bf16(d68, w7_0, B * 4096);
     k_accum_bf16_from_bf16(d69, w7_65536, 12288);
     k_accum_bf16_from_bf16(d70, w7_77824, 192);
 

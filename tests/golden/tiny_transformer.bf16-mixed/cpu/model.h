@@ -63,11 +63,15 @@ typedef struct {
     uint64_t seed;                  // Philox key of this run (init, dropout)
     uint64_t step;                  // dropout's stream: micro-batches so far (train.c sets it)
     real *decode, *decode_scratch;  // sampling's decode arena (the key/value cache), on first use
+    int grads_zeroed;               // model_zero_grad since the last model_backward: it stores, not adds
 } Model;
 
 int model_alloc(Model *m);                       // 0, or -1 when out of memory
 void model_free(Model *m);
 void model_init(Model *m, uint64_t seed);        // PyTorch's default initialisation
+// The gradients zero for the next model_backward: those the backward stores (its
+// first writers, after a zero_grad) keep their old values until it runs; read
+// m->grads after a backward, never between zero_grad and it.
 void model_zero_grad(Model *m);
 
 // The training step's graph: cross_entropy.
