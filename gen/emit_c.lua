@@ -17,7 +17,8 @@ local emit = {}
 local RUNTIME_PREFIXES = { "runtime/", "templates/cpu/" }
 -- the CUDA backend's runtime files (gen/emit_cuda.lua copies them), not the C program's
 local CUDA_ONLY = { ["runtime/nvrtc_cache.c"] = true, ["runtime/nvrtc_cache.h"] = true,
-                    ["runtime/loom_cuda.cu"] = true, ["runtime/loom_cuda.h"] = true }
+                    ["runtime/loom_cuda.cu"] = true, ["runtime/loom_cuda.h"] = true,
+                    ["runtime/ddp_nccl.c"] = true, ["runtime/ddp_nccl.h"] = true }
 -- DDP's (runtime/collectives.h on MPI, runtime/ddp.h): only a program whose strategy has
 -- several ranks carries and links them (a single-device program links no MPI)
 local DDP_ONLY = { ["runtime/collectives.c"] = true, ["runtime/collectives.h"] = true,

@@ -1489,7 +1489,8 @@ local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, 
   local ranks_step = ranks and join {
     "            // DDP/FSDP: a stop request (a signal) is every rank's as soon as one rank has it; the",
     "            // step's loss (and train.log's values) over every rank where it is shown",
-    "            int stop_requested = ddp_any(signals_stop_requested());",
+    on_device and "            int stop_requested = ddp_nccl_stop_requested();   // agreed on in the gradients' all-reduce (runtime/ddp_nccl.h)"
+      or "            int stop_requested = ddp_any(signals_stop_requested());",
     hk.step ~= "" and "            mean_loss = step_over_ranks(mean_loss, 1);   // on_train_batch_end reads it every step"
       or every_all == 1 and "            mean_loss = step_over_ranks(mean_loss, 1);   // every step's row is logged"
       or string.format("            mean_loss = step_over_ranks(mean_loss, stop_requested || rs.step >= total_steps || rs.step %% %d == 0 ||\n" ..

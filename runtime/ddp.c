@@ -38,6 +38,7 @@ static double now(void) {
 }
 
 int ddp_rank(void) { return rank_; }
+int ddp_local_rank(void) { return lc_local_rank(); }
 int ddp_world(void) { return world_; }
 double ddp_timeout(void) { return timeout_; }
 

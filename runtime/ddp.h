@@ -16,7 +16,11 @@
 #define LOOM_DDP_H
 #include <stddef.h>
 #include <stdint.h>
+/* lc_dtype (the CPU program's gradients): a CUDA program includes loom_cuda.h first,
+ * whose formats share the LC_ names, and reduces its gradients through ddp_nccl.h */
+#ifndef LOOM_CUDA_H
 #include "collectives.h"
+#endif
 
 typedef struct {
     size_t first, count;   /* elements of the gradient arena */
@@ -26,6 +30,7 @@ typedef struct {
  * finalizes MPI (or not, after an error: mpirun then ends the other ranks) */
 void ddp_init(int *argc, char ***argv, double default_timeout);
 int ddp_rank(void);
+int ddp_local_rank(void);   /* among this node's ranks (a CUDA rank's GPU) */
 int ddp_world(void);
 double ddp_timeout(void);
 /* one line "rank R: what" on stderr, then exit(1) (without MPI_Finalize: mpirun ends the job) */
@@ -33,7 +38,9 @@ void ddp_die(const char *what);
 /* a private directory for a rank other than 0 (its outputs are not the run's), removed at exit */
 const char *ddp_private_dir(void);
 
+#ifndef LOOM_CUDA_H
 void ddp_set_buckets(const ddp_bucket *buckets, int n, void *grads, lc_dtype t);
+#endif
 void ddp_begin_backward(int sync);
 void ddp_grad_ready(int bucket);
 void ddp_progress(void);
@@ -65,10 +72,12 @@ void ddp_gather(const double *x, int n, double *all);
  *              full tensor on rank 0 (NULL elsewhere; every rank calls it; free() it);
  *              fsdp_keep_shard(shard, full) keeps this rank's part of a full tensor read
  *              from a checkpoint */
+#ifndef LOOM_CUDA_H
 void fsdp_init(size_t numel, void *params, void *grads, lc_dtype t);
 /* the optimizer state's type when it is not the parameters' (16-true: float state); after
  * fsdp_init, before the first fsdp_shard_alloc */
 void fsdp_state_dtype(lc_dtype t);
+#endif
 size_t fsdp_lo(void);
 size_t fsdp_hi(void);
 size_t fsdp_shard_len(void);
