@@ -64,11 +64,14 @@ void ddp_nccl_set_buckets(const ddp_bucket *b, int n, void *d_grads, size_t nume
     compute_ = (cudaStream_t)stream;
     type_ = format == LC_BF16 ? ncclBfloat16 : format == LC_F16 ? ncclFloat16 : ncclFloat32;
     esize_ = format == LC_F32 ? 4 : 2;
+    /* the stop request rides in the bucket that ends last (extended over the arena's
+     * padding, zeros on every rank, to the element after it) */
+    size_t end = 0;
     for (int i = 0; i < n; i++) {
         cuda_check(cudaEventCreateWithFlags(&ready_[i], cudaEventDisableTiming), "cudaEventCreateWithFlags");
-        if (b[i].first + b[i].count == numel) stop_bucket_ = i;   /* the stop request rides in it */
+        if (b[i].first + b[i].count > end) { end = b[i].first + b[i].count; stop_bucket_ = i; }
     }
-    if (stop_bucket_ < 0) ddp_die("no gradient bucket ends at the arena's end (the stop request's place)");
+    if (stop_bucket_ < 0 || end > numel) ddp_die("the gradient buckets do not fit the arena");
     cuda_check(cudaMallocHost((void **)&flag_src_, 2 * esize_ + esize_), "cudaMallocHost");
     memset(flag_src_, 0, 3 * esize_);
     /* 1 in the arena's format: float, bfloat16, IEEE half */
@@ -89,7 +92,7 @@ void ddp_nccl_grad_ready(int bucket) {
     if (bucket == stop_bucket_) {   /* this rank's stop request, in the element after the arena */
         const unsigned char *src = flag_src_ + (signals_stop_requested() ? esize_ : 0);
         cuda_check(cudaMemcpyAsync(grads_ + numel_ * esize_, src, esize_, cudaMemcpyHostToDevice, compute_), "cudaMemcpyAsync (stop request)");
-        count++;
+        count = numel_ + 1 - b->first;
     }
     /* the NCCL stream starts when the compute stream has queued the bucket's gradients */
     cuda_check(cudaEventRecord(ready_[bucket], compute_), "cudaEventRecord");

@@ -16,7 +16,7 @@
  *              ddp_nccl_finish_grads() before the optimizer (any bucket not started, then
  *              the compute stream waits for the NCCL stream: the gradients are the mean)
  *   the stop request rides with the gradients: one more element after the arena's end
- *   (d_grads[numel], inside the bucket that ends there), 1 on a rank that has a stop
+ *   (d_grads[numel], the bucket that ends last extended over the padding to it), 1 on a rank that has a stop
  *   signal when that bucket starts, so after the all-reduce every rank reads the same
  *   answer; ddp_nccl_stop_requested() after the step's loss was read. */
 #ifndef LOOM_DDP_NCCL_H

@@ -429,7 +429,7 @@ static void run_kernel(const kernel_entry *k, emu_bound_call *call, dim3 grid, d
 // ---------------------------------------------------------------------------
 // streams, events, graphs
 
-enum op_kind { OP_KERNEL, OP_MEMCPY, OP_MEMSET, OP_MATMUL, OP_WAIT, OP_GRAPH };
+enum op_kind { OP_KERNEL, OP_MEMCPY, OP_MEMSET, OP_MATMUL, OP_WAIT, OP_GRAPH, OP_HOST };
 struct op {
     op_kind kind;
     const void *what;   // the kernel entry, for cudaGraphExecUpdate's topology check
@@ -648,6 +648,20 @@ static cudaError_t memcpy_async(void *dst, const void *src, size_t n, cudaMemcpy
     enqueue(s, op{OP_MEMCPY, nullptr, [dst, src, n] { memmove(dst, src, n); }});
     return cudaSuccess;
 }
+
+// a host function in stream order (the emulated NCCL's collectives, tests/cuda_emu/emu_nccl.cpp,
+// run as one when their stream reaches them); not inside a capture (not emulated)
+cudaError_t cudaLaunchHostFunc(cudaStream_t stream, cudaHostFn_t fn, void *data) {
+    if (resolve(stream)->capture) {
+        emu_note("cudaLaunchHostFunc during stream capture: not emulated; the capture is invalidated");
+        resolve(stream)->capture_invalid = true;
+        return set_error(cudaErrorStreamCaptureUnsupported);
+    }
+    enqueue(stream, op{OP_HOST, nullptr, [fn, data] { fn(data); }});
+    return cudaSuccess;
+}
+// for the emulated NCCL: [p, p + n) must be device memory (one cuda_emu line and abort if not)
+extern "C" void emu_check_device(const void *p, size_t n, const char *what) { check_region(p, n, MEM_DEVICE, what); }
 
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind kind, cudaStream_t stream) {
     return memcpy_async(dst, src, n, kind, stream, "cudaMemcpyAsync");
