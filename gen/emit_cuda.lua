@@ -982,8 +982,8 @@ local function device_ordinal(sp, override)
   if d == "auto" or d == 1 then return 0 end
   if type(d) == "table" and #d == 1 then return d[1] end
   local shown = type(d) == "table" and ("{" .. table.concat(d, ", ") .. "}") or tostring(d)
-  return nil, string.format("devices = %s: the CUDA backend runs on one GPU (devices = 1, 'auto', or {k} for GPU k); " ..
-    "the multi-GPU strategies come in their own issue", shown)
+  return nil, string.format("devices = %s: the CUDA backend runs on one GPU per process (devices = 1, 'auto', or {k} for GPU k; " ..
+    "N > 1: N ddp ranks)", shown)
 end
 
 -- torch.set_float32_matmul_precision: "high" and "medium" both let cuBLASLt compute

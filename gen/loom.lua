@@ -35,8 +35,9 @@ options:
   --precision=P           override the spec's precision (32-true, 64-true, bf16-mixed, 16-mixed, bf16-true, 16-true)
   --accelerator=A         override the spec's accelerator: cpu, cuda (DIR/train runs on a GPU), auto (DIR/train
                           for the CPU and DIR/cuda/train, which runs the CPU build when there is no device)
-  --devices=N             override the spec's devices (the CUDA program runs on one GPU: 1 or auto);
-                          --devices=1 builds a ddp spec as one process (no MPI)
+  --devices=N             override the spec's devices (the CUDA program runs on one GPU: 1 or auto; a ddp
+                          CUDA program's ranks one GPU each, over NCCL); --devices=1 builds a ddp spec as
+                          one process (no MPI)
   -n N                    launch: the number of ranks
   --compare-wrapper       explain: also count the casts a run-time wrapper (Fabric + autocast) would make
   --no-fuse               CUDA: one kernel per op (no fused groups: gen/fuse.lua), to compare with the fused program
@@ -369,6 +370,14 @@ local function generate_for_accelerator(path, opts)
   if accel == "cuda" then return nil, generate_cuda(g, opts, dir, "cuda") end
   local cpu_dir = generate(g, opts, dir)
   if not cpu_dir then return nil end
+  -- several ranks: the CUDA program's fall back to the CPU build would be a rank of another
+  -- job; "auto" builds the CPU's ranks, --accelerator=cuda the GPU's (ddp over NCCL)
+  local kind, n = require("strategy").requested(g.spec, opts)
+  if kind ~= "single" then
+    io.stderr:write(string.format("note: accelerator \"auto\" with %d ranks: built for the CPU (%s over MPI); " ..
+      "--accelerator=cuda builds the ranks for GPUs (ddp over NCCL)\n", n, kind))
+    return cpu_dir, nil
+  end
   local ok, why = require("emit_cuda").available(g, opts.precision, opts.devices, opts.detect_anomaly)
   if not ok then
     io.stderr:write(string.format("note: accelerator \"auto\": %s; built for the CPU only\n", why))
@@ -513,7 +522,7 @@ function commands.train(opts, path)
   local dir = cuda_dir or cpu_dir
   local argv = { dir .. "/train", table.unpack(opts.program_args) }
   local kind, n = require("strategy").requested(opts.graph.spec, opts)
-  if (kind == "ddp" or kind == "fsdp") and not cuda_dir then argv = mpirun_argv(opts.ranks or n, argv) end
+  if kind == "ddp" or kind == "fsdp" then argv = mpirun_argv(opts.ranks or n, argv) end
   io.stdout:flush()
   local how, code = require("loomc").spawn(argv)
   if not how then diag.fatal(nil, code) end
