@@ -456,6 +456,8 @@ function emit.model(l)
     metrics_body = mbody, scratch_body = scratch_body, user_metrics_body = um_body, sample_body = sample.sample_body,
     prediction_decls = table.concat(w.epred.decls, "\n"), prediction_ptr = w.prediction,
     -- (nothing when off: the file is byte for byte the one without detect_anomaly)
+    -- DDP: one element after the gradients, the stop request that rides in their all-reduce (runtime/ddp.c)
+    grads_count = ddp and "(NUM_PARAMS + 1)" or "NUM_PARAMS",
     anomaly_include = l.options.detect_anomaly and '\n#include "anomaly.h"   // detect_anomaly: NaN/Inf checks after every op' or "",
   })
   if step_c then
@@ -585,7 +587,8 @@ end
 -- 0 writes checkpoints; parameters and buffers are rank 0's at the start; each step's
 -- last micro-batch all-reduces the gradients (the buckets start inside model_backward as
 -- their gradients become final; the step waits for them); a stop request (a signal) is
--- every rank's as soon as one rank has it.
+-- every rank's as soon as one rank has it: it rides in the bucket that ends last (one
+-- element after the gradients), so a step carries no collective of its own for it.
 function emit.ddp_blocks(l, loop)
   local b, values = rank_blocks(l, loop)
   local s = l.strategy
@@ -601,7 +604,7 @@ function emit.ddp_blocks(l, loop)
     static const ddp_bucket buckets[] = {
 %s
     };
-    ddp_set_buckets(buckets, %d, m.grads, %s);
+    ddp_set_buckets(buckets, %d, m.grads, NUM_PARAMS, %s);   // (m.grads[NUM_PARAMS]: the stop request, reduced with the bucket that ends last)
     // every rank starts from rank 0's parameters and buffers (DDP's broadcast at wrap time)
     ddp_broadcast(m.params, sizeof(state_t) * NUM_PARAMS);
     ddp_broadcast(m.buffers, sizeof(state_t) * NUM_BUFFERS);

@@ -920,6 +920,7 @@ local function ddp_blocks(l, loop, t, buckets, state_fmt)
     ddp_broadcast(m.params, sizeof(state_t) * NUM_PARAMS);
     ddp_broadcast(m.buffers, sizeof(state_t) * NUM_BUFFERS);
     ddp_broadcast(m.counters, sizeof(int64_t) * NUM_COUNTERS);
+    model_upload(&m);   // rank 0's, on this rank's device (model_init put this rank's there)
 ]==] end) .. string.format([==[
     // DDP: the gradient buckets (PyTorch DDP's reverse parameter order, about %s MB each):
     // { first element, elements } of m.d_grads, each all-reduced on NCCL's stream once queued

@@ -4,13 +4,17 @@
  * their rank.  Only a program whose strategy is ddp includes it (and links MPI).
  *
  *   main:      ddp_init(&argc, &argv, spec_timeout) → ddp_rank(), ddp_world()
- *   setup:     ddp_set_buckets(table, n, grads, dtype); ddp_broadcast(params, bytes)
+ *   setup:     ddp_set_buckets(table, n, grads, numel, dtype); ddp_broadcast(params, bytes)
  *   each step: ddp_begin_backward(sync) before the backward (sync: the step's last
  *              micro-batch, else no all-reduce: Fabric's no_backward_sync);
  *              model_backward calls ddp_grad_ready(bucket) when a bucket's gradients are
  *              final (its all-reduce starts then) and ddp_progress() between its ops;
  *              ddp_finish_grads() before the optimizer (starts any bucket not started,
  *              waits for all: the gradients are then the mean over ranks)
+ *   the stop request rides with the gradients, not in a collective of its own: grads has
+ *   numel + 1 elements, and the bucket that ends last is reduced to the end with this
+ *   rank's request (1 when it has a stop signal as that bucket starts, else 0) in the
+ *   last; ddp_stop_requested() after ddp_finish_grads is then the same on every rank
  */
 #ifndef LOOM_DDP_H
 #define LOOM_DDP_H
@@ -39,12 +43,15 @@ void ddp_die(const char *what);
 const char *ddp_private_dir(void);
 
 #ifndef LOOM_CUDA_H
-void ddp_set_buckets(const ddp_bucket *buckets, int n, void *grads, lc_dtype t);
+void ddp_set_buckets(const ddp_bucket *buckets, int n, void *grads, size_t numel, lc_dtype t);
 #endif
 void ddp_begin_backward(int sync);
 void ddp_grad_ready(int bucket);
 void ddp_progress(void);
 void ddp_finish_grads(void);
+/* 1 on every rank when any rank had a stop signal as the step's gradients were reduced (one
+ * rank: this one's signal); after the step's ddp_finish_grads */
+int ddp_stop_requested(void);
 
 /* rank 0's bytes on every rank */
 void ddp_broadcast(void *buf, size_t bytes);

@@ -7,7 +7,8 @@
 #    on the emulated device memory, in stream order), 2 ranks under mpirun: tests/ddp/mlp.lua
 #    with 4 gradient buckets (bucket_cap_mb = 0.005) and accumulate = 2, 20 micro-batches —
 #    2 CUDA ranks × 8 end with the weights of the CPU program's 2 ranks × 8 and of the CUDA
-#    program's 1 rank × 16 within 1e-5 relative, and log the CPU's metrics.csv;
+#    program's 1 rank × 16 within 1e-5 relative, and log the CPU's metrics.csv; rank 1
+#    initialised with another seed starts from rank 0's parameters (as the CPU's ranks);
 #    the all-reduces start inside backward (model.cu) and only on a step's last
 #    micro-batch (the bytes the summary counts: 10 steps × the arena and its stop element);
 #  - a SIGTERM to rank 1 alone stops both ranks after the same step (the request rides in the
@@ -16,14 +17,14 @@
 set -u
 cd "$(dirname "$0")/.."
 . tests/tap.sh
-plan 10
+plan 11
 CUDA=${CUDA_HOME:-/usr/local/cuda}
 BASE=cpu2
 . tests/ddp/lib.sh
 EMU="$ROOT/tests/cuda_emu/build.sh"
 export CUDA_EMU_CACHE=${CUDA_EMU_CACHE:-$ROOT/build/cuda_emu_cache}
 if [ ! -x "$CUDA/bin/nvcc" ] || ! command -v mpirun >/dev/null; then
-  for i in $(seq 10); do skip "CUDA ddp $i" "no CUDA toolkit ($CUDA/bin/nvcc) or no mpirun"; done
+  for i in $(seq 11); do skip "CUDA ddp $i" "no CUDA toolkit ($CUDA/bin/nvcc) or no mpirun"; done
   exit 0
 fi
 # the spec: 4 buckets, accumulate 2; no train.log (the CUDA ddp program refuses it)
@@ -57,6 +58,11 @@ csv=logs/lightning_logs/version_0/metrics.csv
 d=$(python3 "$ROOT/tests/ddp/metrics_diff.py" rg2/$csv rc2/$csv 2>&1)
 if [ $? -eq 0 ] && awk -v d="${d%% *}" -v t="$TOL" 'BEGIN { exit !(d <= t) }'; then ok "emulated: logged metrics of 2 CUDA ranks = the CPU's 2 ranks ($d)"
 else fail "logged metrics over the CUDA ranks" "$d"; fi
+# rank 0's parameters at start: rank 1 initialises its own with another seed (mpirun's
+# MPMD form); every rank must still start from rank 0's, on its device too
+$MPI -np 1 ./cpu2/train --out rm --seed 11 : -np 1 ./cpu2/train --out rm --seed 12 >rm.log 2>&1
+$MPI -np 1 cu2/emu/run --out gm --seed 11 : -np 1 cu2/emu/run --out gm --seed 12 >gm.log 2>&1
+within "emulated: rank 1 initialised with another seed starts from rank 0's parameters (= the CPU's ranks)" gm/last.safetensors rm/last.safetensors
 # buckets inside backward, and only on a step's last micro-batch: 10 steps × (arena + 1) × 4 B
 nb=$(grep -c 'ddp_nccl_grad_ready([0-9]*);' cu2/model.cu)
 np=$(sed -n 's/^#define NUM_PARAMS \([0-9]*\).*/\1/p' cu2/model.h)

@@ -6,6 +6,8 @@
 # DIR/kernels compiled as host C++; DIR/emu/libcuda.so.1 is the emulated driver.  Run it
 # with DIR/emu/run [train's flags] (sets LD_LIBRARY_PATH and a kernel cache of its own).
 # --asan: the same in DIR/emu-asan, built with -fsanitize=address,undefined.
+# A ddp program (DIR/ddp_nccl.c) is compiled against MPI and linked with
+# DIR/emu/libnccl.so.2, the emulated NCCL (emu_nccl.cpp); run its ranks under mpirun.
 # The production sources are compiled unchanged: model.cu and loom_cuda.cu by g++ as
 # C++17 (with cuda_runtime.h included first, as nvcc does), the rest by cc.
 # $CUDA_EMU_CACHE (a directory): objects of identical sources compiled the same way are
