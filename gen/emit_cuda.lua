@@ -940,7 +940,9 @@ local function ddp_blocks(l, loop, t, buckets, state_fmt)
 ]==])
   assert(n == 1)
   mb, n = mb:gsub("            real loss = model_loss_wait%(&m%);   // the step has run\n",
-    "            real loss = model_loss_wait(&m);   // the step has run (with its gradients' all-reduce)\n")
+    "            ddp_watch(\"the step's gradient all-reduce (NCCL)\");   // --ddp-timeout: another rank died or is stuck\n" ..
+    "            real loss = model_loss_wait(&m);   // the step has run (with its gradients' all-reduce)\n" ..
+    "            ddp_unwatch();\n")
   assert(n == 1)
   -- (the CUDA loop has staged the next batch: this step's batch is `index`)
   local ranks_step = loop.ranks_step:gsub("db%.index", "index")
@@ -950,7 +952,17 @@ local function ddp_blocks(l, loop, t, buckets, state_fmt)
     return ranks_step .. "            if (!args.quiet) progress_step(&prog, (int)rs.epoch, index / ACCUMULATE, mean_loss, (int64_t)B * loss_count * ddp_world());\n"
   end)
   assert(n == 1)
-  mb, n = mb:gsub("            if %(stop%) break;\n$", "            if (!stop && stop_requested) stop = 2;\n            if (stop) break;\n")
+  -- the next batch is read before the stop is known: a stop goes back to before it, so the
+  -- checkpoint continues with it
+  mb, n = mb:gsub("            have = 0;\n", "            loader_state unstaged = loader_state_get(train_loader);   // DDP: where a stop goes back to\n%0", 1)
+  assert(n == 1)
+  mb, n = mb:gsub("            if %(stop%) break;\n$", [==[
+            if (!stop && stop_requested) {
+                stop = 2;
+                if (loader_seek(train_loader, &unstaged, &err)) die(err.msg);   // the batch read ahead is the resumed run's first
+            }
+            if (stop) break;
+]==])
   assert(n == 1)
   b.micro_batch = mb
   b.summary_extra = TRAIN_BLOCKS.summary_extra .. [==[

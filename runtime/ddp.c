@@ -65,6 +65,9 @@ static void disarm(void) {
     setitimer(ITIMER_REAL, &it, NULL);
 }
 
+void ddp_watch(const char *what) { if (world_ > 1) arm(what); }
+void ddp_unwatch(void) { if (world_ > 1) disarm(); }
+
 void ddp_die(const char *what) {
     fprintf(stderr, "rank %d: %s\n", rank_, what);
     failed_ = 1;

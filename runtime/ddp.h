@@ -37,6 +37,11 @@ int ddp_rank(void);
 int ddp_local_rank(void);   /* among this node's ranks (a CUDA rank's GPU) */
 int ddp_world(void);
 double ddp_timeout(void);
+/* the watchdog around a wait of the caller's own that ends only when every rank got there
+ * (a CUDA step's read-back, behind its NCCL all-reduce): longer than the timeout ends the
+ * job with one line naming `what` (a string literal), as a collective here would */
+void ddp_watch(const char *what);
+void ddp_unwatch(void);
 /* one line "rank R: what" on stderr, then exit(1) (without MPI_Finalize: mpirun ends the job) */
 void ddp_die(const char *what);
 /* a private directory for a rank other than 0 (its outputs are not the run's), removed at exit */

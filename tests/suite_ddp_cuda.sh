@@ -12,19 +12,21 @@
 #    the all-reduces start inside backward (model.cu) and only on a step's last
 #    micro-batch (the bytes the summary counts: 10 steps × the arena and its stop element);
 #  - a SIGTERM to rank 1 alone stops both ranks after the same step (the request rides in the
-#    gradients' all-reduce): exit 0, rank 0's checkpoint and line;
+#    gradients' all-reduce): exit 0, rank 0's checkpoint and line; resumed from it = an
+#    uninterrupted run;
+#  - a stopped rank (SIGSTOP) ends the job after --ddp-timeout, the other rank naming the wait;
 #  - --cuda-graph is refused in one line naming the rank.
 set -u
 cd "$(dirname "$0")/.."
 . tests/tap.sh
-plan 11
+plan 13
 CUDA=${CUDA_HOME:-/usr/local/cuda}
 BASE=cpu2
 . tests/ddp/lib.sh
 EMU="$ROOT/tests/cuda_emu/build.sh"
 export CUDA_EMU_CACHE=${CUDA_EMU_CACHE:-$ROOT/build/cuda_emu_cache}
 if [ ! -x "$CUDA/bin/nvcc" ] || ! command -v mpirun >/dev/null; then
-  for i in $(seq 11); do skip "CUDA ddp $i" "no CUDA toolkit ($CUDA/bin/nvcc) or no mpirun"; done
+  for i in $(seq 13); do skip "CUDA ddp $i" "no CUDA toolkit ($CUDA/bin/nvcc) or no mpirun"; done
   exit 0
 fi
 # the spec: 4 buckets, accumulate 2; no train.log (the CUDA ddp program refuses it)
@@ -89,6 +91,32 @@ if [ $rc -eq 0 ] && [ -n "$r1" ] && grep -q '^stopped by signal after step [0-9]
    ! grep -q 'trained 2000 steps' rs.log; then
   ok "SIGTERM to rank 1 alone: both ranks stop after the same step, exit 0 ($(grep -o 'stopped by signal after step [0-9]*' rs.log))"
 else fail "a stop request on one rank" "rc $rc, rank 1 pid '$r1': $(grep -v '^epoch' rs.log | tail -2 | tr '\n' ' ')"; fi
+# resumed from that checkpoint (the batch read ahead of the stop is the resumed run's first)
+# = uninterrupted, 3 steps on
+k=$(sed -n 's/^stopped by signal after step \([0-9]*\);.*/\1/p' rs.log); k=${k:-0}
+$MPI -np 2 cu2/emu/run --out rs --resume rs/last.safetensors --max-steps $((k + 3)) >rs2.log 2>&1
+$MPI -np 2 cu2/emu/run --out ru --epochs 200 --max-steps $((k + 3)) >ru.log 2>&1
+within "resumed after the stop at step $k = uninterrupted (step $((k + 3)))" rs/last.safetensors ru/last.safetensors
+
+# a stopped rank (SIGSTOP): the other, waiting for the step behind NCCL, ends the job after --ddp-timeout
+$MPI -np 2 cu2/emu/run --out rst --epochs 200 --ddp-timeout 2 >rst.log 2>&1 &
+job=$! r1=""
+for _ in $(seq 100); do
+  sleep 0.2
+  for p in $(pgrep -f "cu2/emu/train --out rst"); do
+    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1' && r1=$p
+  done
+  [ -n "$r1" ] && grep -q 'epoch 1' rst.log 2>/dev/null && break
+done
+sleep 1
+[ -n "$r1" ] && kill -STOP "$r1"
+for _ in $(seq 100); do kill -0 $job 2>/dev/null || break; sleep 0.2; done
+kill -0 $job 2>/dev/null && { kill -9 $job; [ -n "$r1" ] && kill -9 "$r1"; }
+wait $job; rc=$?
+[ -n "$r1" ] && kill -CONT "$r1" 2>/dev/null
+if [ $rc -ne 0 ] && grep -q "^rank 0: waited more than 2 s in the step's gradient all-reduce (NCCL)" rst.log; then
+  ok "a stopped rank ends the job after --ddp-timeout 2 ($(grep -m1 -o "rank 0: waited.*(NCCL)" rst.log))"
+else fail "a stopped rank ends the job" "rc $rc: $(grep -v '^epoch' rst.log | tail -2 | tr '\n' ' ')"; fi
 
 out=$($MPI -np 2 cu2/emu/run --out rcg --cuda-graph 2>&1); rc=$?
 if [ $rc -ne 0 ] && echo "$out" | grep -q '^rank [01]: --cuda-graph: the ddp program queues NCCL'; then ok "--cuda-graph refused in one line ($(echo "$out" | grep -m1 '^rank'))"
