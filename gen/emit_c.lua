@@ -567,9 +567,15 @@ local function rank_blocks(l, loop)
   b.header = b.header .. "#include \"ddp.h\"\n"
   b.step_over_ranks = loop.ranks_step
   local values = { step_items = "(int64_t)B * loss_count * ddp_world()", stop_requested = "stop_requested" }
-  b.main_start = string.format([==[
-    threads_setup(argv);   // OpenMP's wait policy and thread count (may re-execute)
-    // %s: %d ranks expected (fabric.devices); mpirun starts them (loom launch)
+  b.main_start = "    threads_setup(argv);   // OpenMP's wait policy and thread count (may re-execute)\n" .. emit.ranks_start(s)
+  return b, values
+end
+
+-- main's start with the ranks (both backends): MPI up, the flags, and every rank but 0
+-- silenced (its outputs in a private directory)
+function emit.ranks_start(s)
+  return string.format([==[
+    // %s: %d ranks expected (fabric.devices); mpirun starts them (loom train)
     ddp_init(&argc, &argv, %s);   // --ddp-timeout S: a collective waiting longer ends the job
     Args args = parse_args(argc, argv);
     if (ddp_rank() != 0) {   // rank 0 alone prints, logs and writes checkpoints
@@ -578,7 +584,16 @@ local function rank_blocks(l, loop)
         if (!freopen("/dev/null", "w", stdout)) ddp_die("cannot silence stdout");
     }
 ]==], s.kind == "fsdp" and "FSDP" or "DDP", s.devices, string.format("%.17g", s.timeout))
-  return b, values
+end
+
+-- the gradient buckets' table rows (ddp_bucket: { first element, elements }, both backends)
+function emit.bucket_rows(buckets)
+  local rows = {}
+  for _, k in ipairs(buckets) do
+    rows[#rows + 1] = string.format("        { %d, %d },   // %d parameters, %s ... %s (%.2f MB)", k.first, k.last - k.first,
+      #k.params, k.params[1], k.params[#k.params], k.bytes / 1e6)
+  end
+  return rows
 end
 
 -- DDP (gen/strategy.lua): the C program's blocks with the ranks in them.  MPI starts
@@ -593,11 +608,7 @@ function emit.ddp_blocks(l, loop)
   local b, values = rank_blocks(l, loop)
   local s = l.strategy
   local esize, lct = grad_type(l)
-  local rows = {}
-  for _, k in ipairs(require("strategy").buckets(l, esize)) do
-    rows[#rows + 1] = string.format("        { %d, %d },   // %d parameters, %s ... %s (%.2f MB)", k.first, k.last - k.first,
-      #k.params, k.params[1], k.params[#k.params], k.bytes / 1e6)
-  end
+  local rows = emit.bucket_rows(require("strategy").buckets(l, esize))
   b.model_setup = b.model_setup .. string.format([==[
     // DDP: the gradient buckets (PyTorch DDP's reverse parameter order, about %s MB each):
     // { first element, elements } of m.grads, each all-reduced as soon as its gradients are final

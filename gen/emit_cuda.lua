@@ -890,29 +890,16 @@ local function ddp_blocks(l, loop, t, buckets, state_fmt)
   local s = l.strategy
   local b = {}
   for k, v in pairs(TRAIN_BLOCKS) do b[k] = v end
-  local rows = {}
-  for _, k in ipairs(buckets) do
-    rows[#rows + 1] = string.format("        { %d, %d },   // %d parameters, %s ... %s (%.2f MB)", k.first, k.last - k.first,
-      #k.params, k.params[1], k.params[#k.params], k.bytes / 1e6)
-  end
+  local emit_c = require "emit_c"
+  local rows = emit_c.bucket_rows(buckets)
   b.header = b.header .. "#include \"ddp_nccl.h\"\n"
-  b.main_start = string.format([==[
-    if (argc >= 3 && !strcmp(argv[1], "--jit-check")) {
-        int major = 0, minor = 0;
-        if (sscanf(argv[2], "sm_%%1d%%1d", &major, &minor) != 2) { fprintf(stderr, "train: --jit-check takes sm_XY, e.g. sm_80\n"); return 2; }
-        return model_jit_check(major, minor, argc >= 4 ? argv[3] : NULL) ? 1 : 0;
-    }
-    // DDP: %d ranks expected (fabric.devices); mpirun starts them
-    ddp_init(&argc, &argv, %s);   // --ddp-timeout S: a collective waiting longer ends the job
-    Args args = parse_args(argc, argv);
-    if (ddp_rank() != 0) {   // rank 0 alone prints, logs and writes checkpoints
-        args.quiet = 1;
-        args.out = ddp_private_dir();
-        if (!freopen("/dev/null", "w", stdout)) ddp_die("cannot silence stdout");
-    }
+  -- the JIT check (no device, no MPI), then the ranks
+  local jit = TRAIN_BLOCKS.main_start:match("^(.-\n    }\n)")
+  assert(jit and jit:find("--jit-check", 1, true))
+  b.main_start = jit .. emit_c.ranks_start(s) .. [==[
     if (args.cuda_graph) ddp_die("--cuda-graph: the ddp program queues NCCL's all-reduces outside graphs (not captured yet); leave it out");
     ddp_nccl_init();   // this rank's GPU (its local rank's), NCCL's communicator from rank 0's id
-]==], s.devices, string.format("%.17g", s.timeout))
+]==]
   local fmt = ({ f32 = "LC_F32", bf16 = "LC_BF16", f16 = "LC_F16" })[state_fmt]
   b.model_setup = TRAIN_BLOCKS.model_setup:gsub("    model_init%(&m, args.seed%);\n", function(line)
     return line .. [==[
