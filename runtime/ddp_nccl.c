@@ -48,8 +48,14 @@ void ddp_nccl_init(void) {
                  rc != cudaSuccess ? cudaGetErrorString(rc) : "0 devices visible");
         ddp_die(line);
     }
-    /* one GPU per rank of this node (several ranks share one when there are fewer GPUs) */
-    cuda_check(cudaSetDevice(ddp_local_rank() % count), "cudaSetDevice");
+    /* one GPU per rank of this node: NCCL refuses two ranks on one GPU */
+    if (ddp_local_rank() >= count) {
+        char line[256];
+        snprintf(line, sizeof line, "local rank %d, but %d GPU%s visible on this node: each ddp rank needs a GPU of its own "
+                 "(start at most %d ranks per node, or CUDA_VISIBLE_DEVICES)", ddp_local_rank(), count, count == 1 ? "" : "s", count);
+        ddp_die(line);
+    }
+    cuda_check(cudaSetDevice(ddp_local_rank()), "cudaSetDevice");
     ncclUniqueId id;
     if (ddp_rank() == 0) nccl_check(ncclGetUniqueId(&id), "ncclGetUniqueId");
     ddp_broadcast(&id, sizeof id);   /* the bootstrap: rank 0's id, over MPI */

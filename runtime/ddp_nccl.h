@@ -5,8 +5,8 @@
  * gradients on a stream of its own, so the buckets' all-reduces overlap the rest of
  * backward.  Only a CUDA program whose strategy is ddp includes it (and links NCCL and MPI).
  *
- *   main:      ddp_init (runtime/ddp.h), then ddp_nccl_init(): this rank's GPU is
- *              local rank % visible devices; the communicator over every rank
+ *   main:      ddp_init (runtime/ddp.h), then ddp_nccl_init(): this rank's GPU is its
+ *              local rank (refused past the node's GPUs); the communicator over every rank
  *   setup:     ddp_nccl_set_buckets(table, n, d_grads, format, esize, compute stream)
  *   each step, queued on the compute stream (model.cu's step_ops):
  *              ddp_nccl_begin_backward(sync) before the backward (sync: the step's last

@@ -4,7 +4,7 @@
 #  - the real build: nvcc -Werror, linked against the toolkit's libnccl.so.2 and MPI (ldd);
 #    a one-device CUDA program (--devices=1) carries no MPI or NCCL (its files and build);
 #  - under tests/cuda_emu with its emulated libnccl.so.2 (emu_nccl.cpp: NCCL's calls over MPI,
-#    on the emulated device memory, in stream order), 2 ranks under mpirun: tests/ddp/mlp.lua
+#    on the emulated device memory, in stream order), 2 ranks on 2 emulated GPUs: tests/ddp/mlp.lua
 #    with 4 gradient buckets (bucket_cap_mb = 0.005) and accumulate = 2, 20 micro-batches —
 #    2 CUDA ranks × 8 end with the weights of the CPU program's 2 ranks × 8 and of the CUDA
 #    program's 1 rank × 16 within 1e-5 relative, and log the CPU's metrics.csv; rank 1
@@ -15,18 +15,20 @@
 #    gradients' all-reduce): exit 0, rank 0's checkpoint and line; resumed from it = an
 #    uninterrupted run;
 #  - a stopped rank (SIGSTOP) ends the job after --ddp-timeout, the other rank naming the wait;
-#  - --cuda-graph is refused in one line naming the rank.
+#  - refused in one line naming the rank: more ranks on a node than GPUs (CUDA_EMU_DEVICES
+#    sets the emulated count: 2 for the runs above), --cuda-graph.
 set -u
 cd "$(dirname "$0")/.."
 . tests/tap.sh
-plan 12
+plan 13
 CUDA=${CUDA_HOME:-/usr/local/cuda}
 BASE=cpu2
 . tests/ddp/lib.sh
 EMU="$ROOT/tests/cuda_emu/build.sh"
 export CUDA_EMU_CACHE=${CUDA_EMU_CACHE:-$ROOT/build/cuda_emu_cache}
+EMPI="$MPI -x CUDA_EMU_DEVICES=2"   # two emulated GPUs: one per rank, as NCCL wants
 if [ ! -x "$CUDA/bin/nvcc" ] || ! command -v mpirun >/dev/null; then
-  for i in $(seq 12); do skip "CUDA ddp $i" "no CUDA toolkit ($CUDA/bin/nvcc) or no mpirun"; done
+  for i in $(seq 13); do skip "CUDA ddp $i" "no CUDA toolkit ($CUDA/bin/nvcc) or no mpirun"; done
   exit 0
 fi
 # the spec: 4 buckets, accumulate 2; no train.log (the CUDA ddp program refuses it)
@@ -52,7 +54,7 @@ else fail "--devices=1 without MPI and NCCL" "$(ls one | grep -E '^(ddp|collecti
 if LD_LIBRARY_PATH=cu2/emu ldd cu2/emu/train 2>/dev/null | grep -q "libnccl.so.2 => .*cu2/emu/libnccl.so.2"; then
   ok "emulated build: the emulated libnccl.so.2 (tests/cuda_emu/emu_nccl.cpp) in place of NVIDIA's"
 else fail "emulated NCCL linked" "$(tail -3 cu2.log)"; fi
-$MPI -np 2 cu2/emu/run --out rg2 >rg2.log 2>&1
+$EMPI -np 2 cu2/emu/run --out rg2 >rg2.log 2>&1
 cu1/emu/run --out rg1 >rg1.log 2>&1
 within "emulated: 2 CUDA ranks x 8 = the CPU's 2 ranks x 8 (4 buckets, accumulate 2, AdamW, 20 micro-batches)" rg2/last.safetensors rc2/last.safetensors
 within "emulated: 2 CUDA ranks x 8 = 1 CUDA rank x 16" rg2/last.safetensors rg1/last.safetensors
@@ -63,7 +65,7 @@ else fail "logged metrics over the CUDA ranks" "$d"; fi
 # rank 0's parameters at start: rank 1 initialises its own with another seed (mpirun's
 # MPMD form); every rank must still start from rank 0's, on its device too
 $MPI -np 1 ./cpu2/train --out rm --seed 11 : -np 1 ./cpu2/train --out rm --seed 12 >rm.log 2>&1
-$MPI -np 1 cu2/emu/run --out gm --seed 11 : -np 1 cu2/emu/run --out gm --seed 12 >gm.log 2>&1
+$EMPI -np 1 cu2/emu/run --out gm --seed 11 : -np 1 cu2/emu/run --out gm --seed 12 >gm.log 2>&1
 within "emulated: rank 1 initialised with another seed starts from rank 0's parameters (= the CPU's ranks)" gm/last.safetensors rm/last.safetensors
 # buckets inside backward, and only on a step's last micro-batch: 10 steps × (arena + 1) × 4 B
 nb=$(grep -c 'ddp_nccl_grad_ready([0-9]*);' cu2/model.cu)
@@ -74,7 +76,7 @@ if [ "$nb" -ge 3 ] && [ "$got" = "$want" ]; then ok "$nb all-reduces started ins
 else fail "buckets in backward, no all-reduce on micro-steps" "$nb grad_ready calls; $got MB all-reduced, $want expected"; fi
 
 # a stop request on rank 1 alone: both ranks stop after the same step
-$MPI -np 2 cu2/emu/run --out rs --epochs 200 --ddp-timeout 30 >rs.log 2>&1 &
+$EMPI -np 2 cu2/emu/run --out rs --epochs 200 --ddp-timeout 30 >rs.log 2>&1 &
 job=$!
 r1=""
 for _ in $(seq 100); do
@@ -94,12 +96,12 @@ else fail "a stop request on one rank" "rc $rc, rank 1 pid '$r1': $(grep -v '^ep
 # resumed from that checkpoint (the batch read ahead of the stop is the resumed run's first)
 # = uninterrupted, 3 steps on
 k=$(sed -n 's/^stopped by signal after step \([0-9]*\);.*/\1/p' rs.log); k=${k:-0}
-$MPI -np 2 cu2/emu/run --out rs --resume rs/last.safetensors --max-steps $((k + 3)) >rs2.log 2>&1
-$MPI -np 2 cu2/emu/run --out ru --epochs 200 --max-steps $((k + 3)) >ru.log 2>&1
+$EMPI -np 2 cu2/emu/run --out rs --resume rs/last.safetensors --max-steps $((k + 3)) >rs2.log 2>&1
+$EMPI -np 2 cu2/emu/run --out ru --epochs 200 --max-steps $((k + 3)) >ru.log 2>&1
 within "resumed after the stop at step $k = uninterrupted (step $((k + 3)))" rs/last.safetensors ru/last.safetensors
 
 # a stopped rank (SIGSTOP): the other, waiting for the step behind NCCL, ends the job after --ddp-timeout
-$MPI -np 2 cu2/emu/run --out rst --epochs 200 --ddp-timeout 2 >rst.log 2>&1 &
+$EMPI -np 2 cu2/emu/run --out rst --epochs 200 --ddp-timeout 2 >rst.log 2>&1 &
 job=$! r1=""
 for _ in $(seq 100); do
   sleep 0.2
@@ -119,6 +121,10 @@ if [ $rc -ne 0 ] && grep -q "^rank 0: waited more than 2 s in " rst.log; then
   ok "a stopped rank ends the job after --ddp-timeout 2 ($(grep -m1 -o "rank 0: waited more than 2 s in [^(]*" rst.log))"
 else fail "a stopped rank ends the job" "rc $rc: $(grep -v '^epoch' rst.log | tail -2 | tr '\n' ' ')"; fi
 
-out=$($MPI -np 2 cu2/emu/run --out rcg --cuda-graph 2>&1); rc=$?
+out=$($MPI -np 2 cu2/emu/run --out r1g 2>&1); rc=$?
+if [ $rc -ne 0 ] && echo "$out" | grep -q '^rank 1: local rank 1, but 1 GPU visible on this node: each ddp rank needs a GPU of its own'; then
+  ok "2 ranks on a node with 1 GPU: refused in one line ($(echo "$out" | grep -m1 '^rank 1' | cut -c1-80)...)"
+else fail "more ranks than GPUs refused" "rc $rc: $(echo "$out" | head -2)"; fi
+out=$($EMPI -np 2 cu2/emu/run --out rcg --cuda-graph 2>&1); rc=$?
 if [ $rc -ne 0 ] && echo "$out" | grep -q '^rank [01]: --cuda-graph: the ddp program queues NCCL'; then ok "--cuda-graph refused in one line ($(echo "$out" | grep -m1 '^rank'))"
 else fail "--cuda-graph refused" "rc $rc: $(echo "$out" | head -2)"; fi

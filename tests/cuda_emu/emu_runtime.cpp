@@ -550,17 +550,29 @@ cudaError_t cudaGetLastError(void) {
 }
 cudaError_t cudaPeekAtLastError(void) { return last_error; }
 
+// $CUDA_EMU_DEVICES (default 1) identical devices for a ddp program's ranks (one each, as
+// NCCL wants): a process selects one and sees no difference (one memory, one driver device)
+static int emu_devices(void) {
+    const char *e = getenv("CUDA_EMU_DEVICES");
+    int n = e ? atoi(e) : 1;
+    return n >= 1 ? n : 1;
+}
+static int current_device;
 cudaError_t cudaGetDeviceCount(int *count) {
-    *count = 1;
+    *count = emu_devices();
     return cudaSuccess;
 }
-cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : set_error(cudaErrorInvalidDevice); }
+cudaError_t cudaSetDevice(int device) {
+    if (device < 0 || device >= emu_devices()) return set_error(cudaErrorInvalidDevice);
+    current_device = device;
+    return cudaSuccess;
+}
 cudaError_t cudaGetDevice(int *device) {
-    *device = 0;
+    *device = current_device;
     return cudaSuccess;
 }
 cudaError_t cudaDeviceGetAttribute(int *value, cudaDeviceAttr attr, int device) {
-    if (device != 0) return set_error(cudaErrorInvalidDevice);
+    if (device < 0 || device >= emu_devices()) return set_error(cudaErrorInvalidDevice);
     switch (attr) {
     case cudaDevAttrComputeCapabilityMajor: *value = 8; break;
     case cudaDevAttrComputeCapabilityMinor: *value = 0; break;

@@ -18,6 +18,9 @@
 # the default device bit for bit, and a device that is not there is one clear line; and
 # train.log's metrics as the CPU program logs them (tests/metrics/cuda_metrics.lua).
 # paw asks for devices = 2 (ddp): its CUDA program is built with --devices=1.
+# DDP over NCCL (tests/ddp/mlp.lua, 20 steps): the ddp program as 1 rank under mpirun = the
+# one-GPU program (no all-reduce with one rank: within 1e-6), and, on a machine with two
+# GPUs or more, 2 ranks × 8 = 1 rank × 16 within 1e-3 (32-true's tolerance; else a SKIP).
 # Not run on machines without a GPU: prints a SKIP line for each test.  Not run by
 # tests/run_all.sh (no GPU there).  `tests/gpu/run.sh --list` prints the tests' names,
 # one a line, and runs nothing (no GPU needed).
@@ -33,7 +36,8 @@ VARIANTS=(mlp_sgd_clipnorm_dropout mlp_adamw_clipval_dropout)
 NAMES=()
 for s in "${SPECS[@]}"; do for p in "${PRECS[@]}"; do NAMES+=("gpu_vs_cpu_${s}_$p" "gpu_cuda_graph_${s}_$p"); done; done
 for v in "${VARIANTS[@]}"; do NAMES+=("gpu_vs_cpu_${v}_32-true"); done
-NAMES+=(gpu_vs_cpu_mlp_tf32_32-true gpu_tf32_is_on gpu_cuda_graph_resume_fashion_mlp_16-mixed gpu_device_choice gpu_train_log_metrics)
+NAMES+=(gpu_vs_cpu_mlp_tf32_32-true gpu_tf32_is_on gpu_cuda_graph_resume_fashion_mlp_16-mixed gpu_device_choice gpu_train_log_metrics
+  gpu_ddp_one_rank gpu_ddp_two_ranks)
 if [ "${1:-}" = --list ]; then printf '%s\n' "${NAMES[@]}"; exit 0; fi
 plan "${#NAMES[@]}"
 declare -A TOL=([32-true]=1e-3 [bf16-mixed]=5e-2 [16-mixed]=5e-2 [bf16-true]=5e-2 [16-true]=5e-2)
@@ -163,4 +167,32 @@ if [ -x "$g/train" ]; then
   fi
 else
   echo "not ok $name: no GPU program"
+fi
+
+# DDP over NCCL: tests/ddp/mlp.lua on the GPU (no train.log: the CUDA ranks do not reduce it yet)
+d="$tmp/ddp"
+mkdir -p "$d"
+MPI="mpirun --allow-run-as-root --oversubscribe"
+sed 's/"cpu"/"cuda"/; /^  log/d' tests/ddp/mlp.lua >"$d/two.lua"
+sed 's/"cpu"/"cuda"/; /^  log/d; s/batch_size = 8/batch_size = 16/' tests/ddp/mlp.lua >"$d/wide.lua"
+ngpu=$(nvidia-smi -L | wc -l)
+if ! command -v mpirun >/dev/null 2>&1 ||
+   ! "$LOOM" build "$d/two.lua" -o "$d/two" >"$d/two.log" 2>&1 || ! "$LOOM" build "$d/two.lua" --devices=1 -o "$d/one" >"$d/one.log" 2>&1 ||
+   ! "$LOOM" build "$d/wide.lua" --devices=1 -o "$d/wide" >"$d/wide.log" 2>&1; then
+  echo "not ok gpu_ddp_one_rank: no mpirun, or loom build failed: $(tail -q -n1 "$d"/*.log | tr '\n' ' ')"
+  echo "not ok gpu_ddp_two_ranks: not built"
+else
+  $MPI -np 1 "$d/two/train" --out "$d/r1" --quiet >"$d/r1.txt" 2>&1; rc1=$?
+  "$d/one/train" --out "$d/o1" --quiet >"$d/o1.txt" 2>&1
+  v=$(python3 tests/ddp/ckpt_diff.py "$d/r1/last.safetensors" "$d/o1/last.safetensors" 2>&1)
+  if [ $rc1 -eq 0 ] && awk -v x="${v%% *}" 'BEGIN { exit !(x <= 1e-6) }'; then echo "ok gpu_ddp_one_rank ($v)"
+  else echo "not ok gpu_ddp_one_rank: rc $rc1: $v $(tail -1 "$d/r1.txt")"; fi
+  if [ "$ngpu" -lt 2 ]; then skip gpu_ddp_two_ranks "$ngpu GPU: 2 ranks need one each"
+  else
+    $MPI -np 2 "$d/two/train" --out "$d/r2" >"$d/r2.txt" 2>&1; rc2=$?
+    "$d/wide/train" --out "$d/w1" --quiet >"$d/w1.txt" 2>&1
+    v=$(python3 tests/ddp/ckpt_diff.py "$d/r2/last.safetensors" "$d/w1/last.safetensors" 2>&1)
+    if [ $rc2 -eq 0 ] && awk -v x="${v%% *}" 'BEGIN { exit !(x <= 1e-3) }'; then echo "ok gpu_ddp_two_ranks ($v; $(grep -m1 '^ddp:' "$d/r2.txt"))"
+    else echo "not ok gpu_ddp_two_ranks: rc $rc2: $v $(tail -1 "$d/r2.txt")"; fi
+  fi
 fi
