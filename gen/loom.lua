@@ -100,7 +100,8 @@ e.g. loom train specs/fashion_mlp.lua -- --epochs 1
 ]],
   launch = [[
 usage: loom launch SPEC [-n N] [options] [-- FLAGS]
-Builds the spec's DDP or FSDP program (strategy 'ddp', 'fsdp' or 'auto' with devices = N > 1, CPU) and
+Builds the spec's DDP or FSDP program (strategy 'ddp', 'fsdp' or 'auto' with devices = N > 1; CPU, or
+with --accelerator=cuda the ddp ranks for GPUs, one each, over NCCL) and
 runs N ranks of it on this machine: mpirun -n N (--oversubscribe when N is more than the
 cores, --allow-run-as-root as root), each rank with OMP_NUM_THREADS = cores / N unless
 set.  The spec's batch_size is each rank's (Fabric's): the global batch is N times it.
@@ -460,7 +461,9 @@ end
 
 -- loom launch SPEC [-n N] [-- FLAGS]: the DDP or FSDP program's N ranks under mpirun
 function commands.launch(opts, path)
-  opts.accelerator = "cpu"
+  -- the CPU's ranks (MPI), or with --accelerator=cuda the GPUs' (ddp over NCCL)
+  local cuda = opts.accelerator == "cuda" or opts.accelerator == "gpu"
+  opts.accelerator = cuda and "cuda" or "cpu"
   local g = pipeline.front_end(path, opts.dump)
   if not g then return end
   local kind, n = require("strategy").requested(g.spec, { devices = opts.ranks and opts.ranks > 1 and opts.ranks or opts.devices })
@@ -471,7 +474,9 @@ function commands.launch(opts, path)
   local o = {}
   for k, v in pairs(opts) do o[k] = v end
   o.devices = n
-  local dir = generate(g, o, opts.out or ("build/" .. spec_basename(path)))
+  local out = opts.out or ("build/" .. spec_basename(path))
+  local dir
+  if cuda then dir = generate_cuda(g, o, out, "cuda") else dir = generate(g, o, out) end
   if not dir then return end
   compile(dir)
   local argv = mpirun_argv(opts.ranks or n, { dir .. "/train", table.unpack(opts.program_args) })
