@@ -26,7 +26,10 @@ BASE=cpu2
 . tests/ddp/lib.sh
 EMU="$ROOT/tests/cuda_emu/build.sh"
 export CUDA_EMU_CACHE=${CUDA_EMU_CACHE:-$ROOT/build/cuda_emu_cache}
-EMPI="$MPI -x CUDA_EMU_DEVICES=2"   # two emulated GPUs: one per rank, as NCCL wants
+# two emulated GPUs: one per rank, as NCCL wants (exported too: mpirun's -x reaches only
+# the first program of an MPMD command line)
+export CUDA_EMU_DEVICES=2
+EMPI="$MPI -x CUDA_EMU_DEVICES=2"
 if [ ! -x "$CUDA/bin/nvcc" ] || ! command -v mpirun >/dev/null; then
   for i in $(seq 13); do skip "CUDA ddp $i" "no CUDA toolkit ($CUDA/bin/nvcc) or no mpirun"; done
   exit 0
@@ -117,11 +120,11 @@ kill -0 $job 2>/dev/null && { kill -9 $job; [ -n "$r1" ] && kill -9 "$r1"; }
 wait $job; rc=$?
 [ -n "$r1" ] && kill -CONT "$r1" 2>/dev/null
 # (rank 0 waits in the step's NCCL all-reduce, or in the step's loss gathered over MPI after it)
-if [ $rc -ne 0 ] && grep -q "^rank 0: waited more than 2 s in " rst.log; then
+if [ $rc -ne 0 ] && grep -q "rank 0: waited more than 2 s in " rst.log; then
   ok "a stopped rank ends the job after --ddp-timeout 2 ($(grep -m1 -o "rank 0: waited more than 2 s in [^(]*" rst.log))"
 else fail "a stopped rank ends the job" "rc $rc: $(grep -v '^epoch' rst.log | tail -2 | tr '\n' ' ')"; fi
 
-out=$($MPI -np 2 cu2/emu/run --out r1g 2>&1); rc=$?
+out=$($MPI -x CUDA_EMU_DEVICES=1 -np 2 cu2/emu/run --out r1g 2>&1); rc=$?
 if [ $rc -ne 0 ] && echo "$out" | grep -q '^rank 1: local rank 1, but 1 GPU visible on this node: each ddp rank needs a GPU of its own'; then
   ok "2 ranks on a node with 1 GPU: refused in one line ($(echo "$out" | grep -m1 '^rank 1' | cut -c1-80)...)"
 else fail "more ranks than GPUs refused" "rc $rc: $(echo "$out" | head -2)"; fi
