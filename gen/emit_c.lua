@@ -17,7 +17,8 @@ local emit = {}
 local RUNTIME_PREFIXES = { "runtime/", "templates/cpu/" }
 -- the CUDA backend's runtime files (gen/emit_cuda.lua copies them), not the C program's
 local CUDA_ONLY = { ["runtime/nvrtc_cache.c"] = true, ["runtime/nvrtc_cache.h"] = true,
-                    ["runtime/loom_cuda.cu"] = true, ["runtime/loom_cuda.h"] = true }
+                    ["runtime/loom_cuda.cu"] = true, ["runtime/loom_cuda.h"] = true,
+                    ["runtime/ddp_nccl.c"] = true, ["runtime/ddp_nccl.h"] = true }
 -- DDP's (runtime/collectives.h on MPI, runtime/ddp.h): only a program whose strategy has
 -- several ranks carries and links them (a single-device program links no MPI)
 local DDP_ONLY = { ["runtime/collectives.c"] = true, ["runtime/collectives.h"] = true,
@@ -427,6 +428,8 @@ function emit.model(l)
     metrics_body = mbody, scratch_body = scratch_body, user_metrics_body = um_body, sample_body = sample.sample_body,
     prediction_decls = table.concat(w.epred.decls, "\n"), prediction_ptr = w.prediction,
     -- (nothing when off: the file is byte for byte the one without detect_anomaly)
+    -- DDP: one element after the gradients, the stop request that rides in their all-reduce (runtime/ddp.c)
+    grads_count = ddp and "(NUM_PARAMS + 1)" or "NUM_PARAMS",
     anomaly_include = l.options.detect_anomaly and '\n#include "anomaly.h"   // detect_anomaly: NaN/Inf checks after every op' or "",
   })
   if step_c then
@@ -536,9 +539,15 @@ local function rank_blocks(l, loop)
   b.header = b.header .. "#include \"ddp.h\"\n"
   b.step_over_ranks = loop.ranks_step
   local values = { step_items = "(int64_t)B * loss_count * ddp_world()", stop_requested = "stop_requested" }
-  b.main_start = string.format([==[
-    threads_setup(argv);   // OpenMP's wait policy and thread count (may re-execute)
-    // %s: %d ranks expected (fabric.devices); mpirun starts them (loom launch)
+  b.main_start = "    threads_setup(argv);   // OpenMP's wait policy and thread count (may re-execute)\n" .. emit.ranks_start(s)
+  return b, values
+end
+
+-- main's start with the ranks (both backends): MPI up, the flags, and every rank but 0
+-- silenced (its outputs in a private directory)
+function emit.ranks_start(s)
+  return string.format([==[
+    // %s: %d ranks expected (fabric.devices); mpirun starts them (loom train)
     ddp_init(&argc, &argv, %s);   // --ddp-timeout S: a collective waiting longer ends the job
     Args args = parse_args(argc, argv);
     if (ddp_rank() != 0) {   // rank 0 alone prints, logs and writes checkpoints
@@ -547,7 +556,16 @@ local function rank_blocks(l, loop)
         if (!freopen("/dev/null", "w", stdout)) ddp_die("cannot silence stdout");
     }
 ]==], s.kind == "fsdp" and "FSDP" or "DDP", s.devices, string.format("%.17g", s.timeout))
-  return b, values
+end
+
+-- the gradient buckets' table rows (ddp_bucket: { first element, elements }, both backends)
+function emit.bucket_rows(buckets)
+  local rows = {}
+  for _, k in ipairs(buckets) do
+    rows[#rows + 1] = string.format("        { %d, %d },   // %d parameters, %s ... %s (%.2f MB)", k.first, k.last - k.first,
+      #k.params, k.params[1], k.params[#k.params], k.bytes / 1e6)
+  end
+  return rows
 end
 
 -- DDP (gen/strategy.lua): the C program's blocks with the ranks in them.  MPI starts
@@ -556,23 +574,20 @@ end
 -- 0 writes checkpoints; parameters and buffers are rank 0's at the start; each step's
 -- last micro-batch all-reduces the gradients (the buckets start inside model_backward as
 -- their gradients become final; the step waits for them); a stop request (a signal) is
--- every rank's as soon as one rank has it.
+-- every rank's as soon as one rank has it: it rides in the bucket that ends last (one
+-- element after the gradients), so a step carries no collective of its own for it.
 function emit.ddp_blocks(l, loop)
   local b, values = rank_blocks(l, loop)
   local s = l.strategy
   local esize, lct = grad_type(l)
-  local rows = {}
-  for _, k in ipairs(require("strategy").buckets(l, esize)) do
-    rows[#rows + 1] = string.format("        { %d, %d },   // %d parameters, %s ... %s (%.2f MB)", k.first, k.last - k.first,
-      #k.params, k.params[1], k.params[#k.params], k.bytes / 1e6)
-  end
+  local rows = emit.bucket_rows(require("strategy").buckets(l, esize))
   b.model_setup = b.model_setup .. string.format([==[
     // DDP: the gradient buckets (PyTorch DDP's reverse parameter order, about %s MB each):
     // { first element, elements } of m.grads, each all-reduced as soon as its gradients are final
     static const ddp_bucket buckets[] = {
 %s
     };
-    ddp_set_buckets(buckets, %d, m.grads, %s);
+    ddp_set_buckets(buckets, %d, m.grads, NUM_PARAMS, %s);   // (m.grads[NUM_PARAMS]: the stop request, reduced with the bucket that ends last)
     // every rank starts from rank 0's parameters and buffers (DDP's broadcast at wrap time)
     ddp_broadcast(m.params, sizeof(state_t) * NUM_PARAMS);
     ddp_broadcast(m.buffers, sizeof(state_t) * NUM_BUFFERS);

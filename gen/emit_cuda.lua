@@ -976,6 +976,93 @@ local function sample_fn(l)
   return fn
 end
 
+-- DDP over NCCL (gen/strategy.lua; runtime/ddp.h, runtime/ddp_nccl.h): the CUDA
+-- program's blocks with the ranks in them, as the C program's (gen/emit_c.lua's
+-- ddp_blocks): MPI up and each rank on its node-local GPU, rank 0 alone printing, logging
+-- and writing checkpoints, every rank from rank 0's parameters and buffers (broadcast on
+-- the host before they go to the device), each rank's DistributedSampler shard; the
+-- buckets' all-reduces queued inside backward (model.cu) on NCCL's stream; the stop
+-- request agreed on in the step's all-reduce; the step's loss over the ranks where it is
+-- shown.  `t` (the loop's values) gets the test's weights on every rank's device.
+local function ddp_blocks(l, loop, t, buckets, state_fmt)
+  local s = l.strategy
+  local b = {}
+  for k, v in pairs(TRAIN_BLOCKS) do b[k] = v end
+  local emit_c = require "emit_c"
+  local rows = emit_c.bucket_rows(buckets)
+  b.header = b.header .. "#include \"ddp_nccl.h\"\n"
+  -- the JIT check (no device, no MPI), then the ranks
+  local jit = TRAIN_BLOCKS.main_start:match("^(.-\n    }\n)")
+  assert(jit and jit:find("--jit-check", 1, true))
+  b.main_start = jit .. emit_c.ranks_start(s) .. [==[
+    if (args.cuda_graph) ddp_die("--cuda-graph: the ddp program queues NCCL's all-reduces outside graphs (not captured yet); leave it out");
+    ddp_nccl_init();   // this rank's GPU (its local rank's), NCCL's communicator from rank 0's id
+]==]
+  local fmt = ({ f32 = "LC_F32", bf16 = "LC_BF16", f16 = "LC_F16" })[state_fmt]
+  b.model_setup = TRAIN_BLOCKS.model_setup:gsub("    model_init%(&m, args.seed%);\n", function(line)
+    return line .. [==[
+    // every rank starts from rank 0's parameters and buffers (DDP's broadcast at wrap time)
+    ddp_broadcast(m.params, sizeof(state_t) * NUM_PARAMS);
+    ddp_broadcast(m.buffers, sizeof(state_t) * NUM_BUFFERS);
+    ddp_broadcast(m.counters, sizeof(int64_t) * NUM_COUNTERS);
+    model_upload(&m);   // rank 0's, on this rank's device (model_init put this rank's there)
+]==] end) .. string.format([==[
+    // DDP: the gradient buckets (PyTorch DDP's reverse parameter order, about %s MB each):
+    // { first element, elements } of m.d_grads, each all-reduced on NCCL's stream once queued
+    static const ddp_bucket buckets[] = {
+%s
+    };
+    ddp_nccl_set_buckets(buckets, %d, m.d_grads, NUM_PARAMS, %s, m.stream);
+]==], tostring(s.cap_mb), table.concat(rows, "\n"), #rows, fmt)
+  b.save_from_device = "    if (ddp_rank() != 0) return;   // DDP: rank 0 writes the checkpoints (every rank holds the same state)\n" ..
+    TRAIN_BLOCKS.save_from_device
+  -- the loop: the stop request is known once the step's loss is (its all-reduce ran)
+  local mb, n = TRAIN_BLOCKS.micro_batch:gsub([==[
+                if %(args.max_steps && rs.step >= args.max_steps%) stop = 1;
+                else if %(signals_stop_requested%(%)%) stop = 2;
+]==], [==[
+                if (args.max_steps && rs.step >= args.max_steps) stop = 1;
+]==])
+  assert(n == 1)
+  mb, n = mb:gsub("            real loss = model_loss_wait%(&m%);   // the step has run\n",
+    "            ddp_watch(\"the step's gradient all-reduce (NCCL)\");   // --ddp-timeout: another rank died or is stuck\n" ..
+    "            real loss = model_loss_wait(&m);   // the step has run (with its gradients' all-reduce)\n" ..
+    "            ddp_unwatch();\n")
+  assert(n == 1)
+  -- (the CUDA loop has staged the next batch: this step's batch is `index`)
+  local ranks_step = loop.ranks_step:gsub("db%.index", "index")
+  mb, n = mb:gsub([==[
+            if %(!args.quiet%) progress_step%(&prog, %(int%)rs.epoch, index / ACCUMULATE, mean_loss, %(int64_t%)B %* loss_count%);
+]==], function()
+    return ranks_step .. "            if (!args.quiet) progress_step(&prog, (int)rs.epoch, index / ACCUMULATE, mean_loss, (int64_t)B * loss_count * ddp_world());\n"
+  end)
+  assert(n == 1)
+  -- the next batch is read before the stop is known: a stop goes back to before it, so the
+  -- checkpoint continues with it
+  mb, n = mb:gsub("            have = 0;\n", "            loader_state unstaged = loader_state_get(train_loader);   // DDP: where a stop goes back to\n%0", 1)
+  assert(n == 1)
+  mb, n = mb:gsub("            if %(stop%) break;\n$", [==[
+            if (!stop && stop_requested) {
+                stop = 2;
+                if (loader_seek(train_loader, &unstaged, &err)) die(err.msg);   // the batch read ahead is the resumed run's first
+            }
+            if (stop) break;
+]==])
+  assert(n == 1)
+  b.micro_batch = mb
+  b.summary_extra = TRAIN_BLOCKS.summary_extra .. [==[
+    if (!args.quiet) printf("ddp: %d ranks over NCCL; all-reduced %.3f MB per rank in this run\n", ddp_world(), ddp_nccl_reduced_bytes / 1e6);
+]==]
+  -- the test's weights: rank 0 reads the best checkpoint, every rank gets them on its device
+  -- (the final weights are on every rank's device already)
+  if t.test_weights:find("load_weights", 1, true) then
+    t.test_weights = t.test_weights .. "\n        model_upload(&m);   // rank 0's weights on every rank's device"
+  else
+    t.test_weights = "        // (the final weights, the same on every rank's device)"
+  end
+  return b
+end
+
 -- values[name] for each of `names`: what one template takes of a larger table
 -- (template.fill then checks that every one of them fills a hole)
 local function pick(values, names)
@@ -985,14 +1072,16 @@ local function pick(values, names)
 end
 
 -- fabric.devices (or loom's --devices=): the ordinal of the one GPU the program runs on,
--- or nil and why (the multi-GPU strategies come in their own issue)
+-- or nil and why (a ddp program's ranks pick theirs: 0 here)
 local function device_ordinal(sp, override)
+  -- several ranks (ddp over NCCL): each takes its node-local rank's GPU at start
+  if require("strategy").requested(sp, { devices = override }) ~= "single" then return 0 end
   local d = override or sp.fabric.devices
   if d == "auto" or d == 1 then return 0 end
   if type(d) == "table" and #d == 1 then return d[1] end
   local shown = type(d) == "table" and ("{" .. table.concat(d, ", ") .. "}") or tostring(d)
-  return nil, string.format("devices = %s: the CUDA backend runs on one GPU (devices = 1, 'auto', or {k} for GPU k); " ..
-    "the multi-GPU strategies come in their own issue", shown)
+  return nil, string.format("devices = %s: the CUDA backend runs on one GPU per process (devices = 1, 'auto', or {k} for GPU k; " ..
+    "N > 1: N ddp ranks)", shown)
 end
 
 -- torch.set_float32_matmul_precision: "high" and "medium" both let cuBLASLt compute
@@ -1046,7 +1135,7 @@ end
 
 -- The backward's launches: the loss's seed, then each op's backward in autodiff's order
 -- (a fused group's where the earliest of its members' would run).
-local function backward_code(l, e, loss, scaling)
+local function backward_code(l, e, loss, scaling, buckets)
   local g, pp, fz, ad = l.graph, l.pp, l.fuse, l.autodiff
   local bwd = {}
   e.begin(nil)
@@ -1067,7 +1156,31 @@ local function backward_code(l, e, loss, scaling)
     local grp = fz.group_of[node]
     if grp and node ~= grp.head then bwd_at[grp] = node end
   end
-  for _, node in ipairs(ad.backward) do
+  -- DDP (gen/strategy.lua): each bucket's all-reduce is queued after the last of the
+  -- launches that write its gradients (a fused group's backward runs at its last member's place)
+  local ready_at = {}
+  if buckets then
+    local index = {}
+    for k, node in ipairs(ad.backward) do index[node] = k end
+    local function place(k)
+      local node = ad.backward[k]
+      local grp = fz.group_of[node]
+      if grp and node ~= grp.head then return index[bwd_at[grp]] end
+      return k
+    end
+    for i, b in ipairs(buckets) do
+      local at = 0
+      for _, name in ipairs(b.params) do
+        local k = l.strategy.last[name]
+        at = math.max(at, k and place(k) or math.huge)
+      end
+      if at ~= math.huge then   -- (else ddp_nccl_finish_grads starts it)
+        ready_at[at] = ready_at[at] or {}
+        table.insert(ready_at[at], i - 1)
+      end
+    end
+  end
+  for k, node in ipairs(ad.backward) do
     local rule = ops_cuda[node.op]
     local grp = fz.group_of[node]
     if grp and node == grp.head then grp = nil end
@@ -1083,6 +1196,9 @@ local function backward_code(l, e, loss, scaling)
         lines = rule.backward(e, node)
       end
       for _, line in ipairs(indent(lines)) do bwd[#bwd + 1] = line end
+    end
+    for _, i in ipairs(ready_at[k] or {}) do
+      bwd[#bwd + 1] = string.format("    ddp_nccl_grad_ready(%d);   // DDP: bucket %d's gradients are queued: its all-reduce follows on the NCCL stream", i, i)
     end
   end
   return bwd
@@ -1239,7 +1355,10 @@ function emit.program(l)
   local fwd, lossv = forward_code(l, e)
   local loss = trace.outputs[1]
   local scaling = require("precision").SETTINGS[prec].loss_scaling
-  local bwd = backward_code(l, e, loss, scaling)
+  -- DDP over NCCL (gen/strategy.lua): the gradient buckets, in the arena's format
+  local ddp = l.strategy and l.strategy.kind == "ddp"
+  local buckets = ddp and require("strategy").buckets(l, (require("strategy").grad_type(l.settings))) or nil
+  local bwd = backward_code(l, e, loss, scaling, buckets)
 
   local loop = require("emit_train").values(l)
   e.begin(nil)
@@ -1349,6 +1468,9 @@ function emit.program(l)
   mc.optimizer_to_host = table.concat(os_.to_host, "\n")
   mc.optimizer_to_device = table.concat(os_.to_device, "\n")
   mc.optimizer_free = table.concat(os_.free, "\n")
+  mc.ddp_include = ddp and '\nextern "C" {\n#include "ddp_nccl.h"   // DDP: the gradients\' all-reduce over NCCL\n}' or ""
+  mc.ddp_begin = ddp and "\n    ddp_nccl_begin_backward(boundary);   // DDP: the step's last micro-batch all-reduces its gradients (Fabric's no_backward_sync)" or ""
+  mc.ddp_finish = ddp and "\n        ddp_nccl_finish_grads();   // DDP: the compute stream waits for the NCCL stream: the gradients are the mean over ranks" or ""
   files["model.cu"] = template.fill("templates/cuda/model.cu.in", mc)
   -- the C loop's pieces this loop takes (it has its own step, scaler and summary)
   local t = pick(loop.train, { "model_name", "spec_file", "settings", "default_out", "data_desc", "open_data",
@@ -1381,13 +1503,15 @@ function emit.program(l)
   t.scaler_init_scale = literal(S.init_scale)
   t.device = device
   t.sample_fn = sample_fn(l)
-  files["train.c"] = template.fill("templates/loop/train.c.in", t, false, TRAIN_BLOCKS)
+  local blocks = TRAIN_BLOCKS
+  if ddp then blocks = ddp_blocks(l, loop, t, buckets, state_fmt) end
+  files["train.c"] = template.fill("templates/loop/train.c.in", t, false, blocks)
   -- the kernels, one file each, and the prelude they include, for inspection (the
   -- program carries its own copies)
   for _, k in ipairs(kernels.list) do files["kernels/" .. k.name .. ".cu"] = k.src end
   files["kernels/" .. PRELUDE_NAME] = pre
   for name, text in pairs(loop.files) do files[name] = text end   -- the user's hooks
-  emit.add_runtime(files, g)
+  emit.add_runtime(files, g, ddp)
   return { files = files,
            counted = { kernels = kernels.list, scratch = scratch.max, fuse_saved = saved, compute_format = cf,
                        device = device, tf32 = tf32, matmul_precision = matmul_precision,
@@ -1455,19 +1579,21 @@ end
 -- Files the CUDA program carries besides its own: the runtime (data, checkpoints,
 -- logging, NVRTC cache, loom_cuda) and the kernels' scalar header.
 local RUNTIME = { "runtime/", "templates/common/" }
--- DDP's runtime (MPI): the CUDA backend refuses several ranks (gen/strategy.lua), so its
--- programs carry none of it and need no mpi.h
+-- DDP's runtime (MPI, and NCCL for the gradients): only a program with several ranks
+-- carries it (a one-device program needs no mpi.h and links neither)
 local DDP_ONLY = { ["runtime/collectives.c"] = true, ["runtime/collectives.h"] = true,
-                   ["runtime/ddp.c"] = true, ["runtime/ddp.h"] = true }
+                   ["runtime/ddp.c"] = true, ["runtime/ddp.h"] = true,
+                   ["runtime/ddp_nccl.c"] = true, ["runtime/ddp_nccl.h"] = true }
 
--- Adds the runtime files and the build.ninja to the program's `files`.
-function emit.add_runtime(files, g)
+-- Adds the runtime files and the build.ninja to the program's `files` (`ddp`: the
+-- program's ranks, compiled with mpicc and linked with NCCL).
+function emit.add_runtime(files, g, ddp)
   local loomc = require "loomc"
   -- the data source's runtime (host-side, as the C program's: image folders add libpng/libjpeg)
   local data_rt = require("emit_train").data_runtime(g.spec)
   for _, prefix in ipairs(RUNTIME) do
     for _, p in ipairs(loomc.embedded_list(prefix)) do
-      if not DDP_ONLY[p] and not data_rt.skip[p] then files[p:match("([^/]+)$")] = template.source(p) end
+      if (ddp or not DDP_ONLY[p]) and not data_rt.skip[p] then files[p:match("([^/]+)$")] = template.source(p) end
     end
   end
   local objects, list = {}, {}
@@ -1480,7 +1606,9 @@ function emit.add_runtime(files, g)
   end
   files["build.ninja"] = template.fill("templates/cuda/build.ninja.in", {
     model_name = g.model_rec.class, spec_file = g.spec.file, cuda_home = emit.cuda_home() or "/usr/local/cuda",
-    archs = "-gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90", data_ldlibs = data_rt.ldlibs,
+    archs = "-gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90",
+    data_ldlibs = data_rt.ldlibs .. (ddp and " -lnccl" or ""),
+    cc = ddp and "mpicc\n# DDP: OpenMPI's compiler wrapper (runtime/collectives.c needs mpi.h and libmpi)" or "cc",
     objects = table.concat(objects, "\n"), object_list = table.concat(list, " "),
   })
 end

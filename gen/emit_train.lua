@@ -1166,7 +1166,7 @@ local DEFAULT_LOGGER = { kind = "CSVLogger", args = { root_dir = "logs", name = 
 local function gcd(a, b) while b ~= 0 do a, b = b, a % b end return a end
 
 -- `lr_columns`: the parameter groups' lr columns ({ key, value }, C), after lr-<Optimizer>; `metrics`: train.log's (g.loss.metrics)
--- `ranks`: DDP or FSDP, whose logged values are reduced over the ranks (every rank computes them);
+-- `ranks`: "ddp" or "fsdp" (else false), whose logged values are reduced over the ranks (every rank computes them);
 -- `on_device`: the CUDA program, which adds train.log's values up on the device (gen/emit_cuda.lua)
 -- and reads the sums back into metric_acc
 local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, lr_columns, metrics, ranks, on_device)
@@ -1489,7 +1489,9 @@ local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, 
   local ranks_step = ranks and join {
     "            // DDP/FSDP: a stop request (a signal) is every rank's as soon as one rank has it; the",
     "            // step's loss (and train.log's values) over every rank where it is shown",
-    "            int stop_requested = ddp_any(signals_stop_requested());",
+    on_device and "            int stop_requested = ddp_nccl_stop_requested();   // agreed on in the gradients' all-reduce (runtime/ddp_nccl.h)"
+      or ranks == "ddp" and "            int stop_requested = ddp_stop_requested();   // agreed on in the gradients' all-reduce (runtime/ddp.h)"
+      or "            int stop_requested = ddp_any(signals_stop_requested());",
     hk.step ~= "" and "            mean_loss = step_over_ranks(mean_loss, 1);   // on_train_batch_end reads it every step"
       or every_all == 1 and "            mean_loss = step_over_ranks(mean_loss, 1);   // every step's row is logged"
       or string.format("            mean_loss = step_over_ranks(mean_loss, stop_requested || rs.step >= total_steps || rs.step %% %d == 0 ||\n" ..
@@ -1617,7 +1619,7 @@ function emit_train.values(l)
   -- (FSDP's FULL_SHARD holds no whole parameters either, but for the checkpoint rank 0 writes)
   local hooks = hooks_code(sp, l.backend == "cuda" or (l.strategy and l.strategy.sharding == "FULL_SHARD"), state_desc, CKPT_DTYPE[ps.state], has_accuracy)
   local logs = logger_code(sp, has_accuracy, ps.loss_scaling, hooks, clip_norm, best_ckpt,
-    group_lr_columns(tr.optimizer, o.groups_list, floor), metrics, l.strategy ~= nil and l.strategy.kind ~= "single", l.backend == "cuda")
+    group_lr_columns(tr.optimizer, o.groups_list, floor), metrics, l.strategy ~= nil and l.strategy.kind ~= "single" and l.strategy.kind, l.backend == "cuda")
   local mom = o.base_momentum and lit(o.base_momentum) or "0.0"
   local settings = join {
     string.format("#define DEFAULT_EPOCHS %d      // train.epochs (0: run until max_steps)", tr.epochs or 0),

@@ -35,8 +35,9 @@ options:
   --precision=P           override the spec's precision (32-true, 64-true, bf16-mixed, 16-mixed, bf16-true, 16-true)
   --accelerator=A         override the spec's accelerator: cpu, cuda (DIR/train runs on a GPU), auto (DIR/train
                           for the CPU and DIR/cuda/train, which runs the CPU build when there is no device)
-  --devices=N             override the spec's devices (the CUDA program runs on one GPU: 1 or auto);
-                          --devices=1 builds a ddp spec as one process (no MPI)
+  --devices=N             override the spec's devices (the CUDA program runs on one GPU: 1 or auto; a ddp
+                          CUDA program's ranks one GPU each, over NCCL); --devices=1 builds a ddp spec as
+                          one process (no MPI)
   -n N                    launch: the number of ranks
   --compare-wrapper       explain: also count the casts a run-time wrapper (Fabric + autocast) would make
   --no-fuse               CUDA: one kernel per op (no fused groups: gen/fuse.lua), to compare with the fused program
@@ -99,7 +100,8 @@ e.g. loom train specs/fashion_mlp.lua -- --epochs 1
 ]],
   launch = [[
 usage: loom launch SPEC [-n N] [options] [-- FLAGS]
-Builds the spec's DDP or FSDP program (strategy 'ddp', 'fsdp' or 'auto' with devices = N > 1, CPU) and
+Builds the spec's DDP or FSDP program (strategy 'ddp', 'fsdp' or 'auto' with devices = N > 1; CPU, or
+with --accelerator=cuda the ddp ranks for GPUs, one each, over NCCL) and
 runs N ranks of it on this machine: mpirun -n N (--oversubscribe when N is more than the
 cores, --allow-run-as-root as root), each rank with OMP_NUM_THREADS = cores / N unless
 set.  The spec's batch_size is each rank's (Fabric's): the global batch is N times it.
@@ -369,6 +371,14 @@ local function generate_for_accelerator(path, opts)
   if accel == "cuda" then return nil, generate_cuda(g, opts, dir, "cuda") end
   local cpu_dir = generate(g, opts, dir)
   if not cpu_dir then return nil end
+  -- several ranks: the CUDA program's fall back to the CPU build would be a rank of another
+  -- job; "auto" builds the CPU's ranks, --accelerator=cuda the GPU's (ddp over NCCL)
+  local kind, n = require("strategy").requested(g.spec, opts)
+  if kind ~= "single" then
+    io.stderr:write(string.format("note: accelerator \"auto\" with %d ranks: built for the CPU (%s over MPI); " ..
+      "--accelerator=cuda builds the ranks for GPUs (ddp over NCCL)\n", n, kind))
+    return cpu_dir, nil
+  end
   local ok, why = require("emit_cuda").available(g, opts.precision, opts.devices, opts.detect_anomaly)
   if not ok then
     io.stderr:write(string.format("note: accelerator \"auto\": %s; built for the CPU only\n", why))
@@ -451,7 +461,9 @@ end
 
 -- loom launch SPEC [-n N] [-- FLAGS]: the DDP or FSDP program's N ranks under mpirun
 function commands.launch(opts, path)
-  opts.accelerator = "cpu"
+  -- the CPU's ranks (MPI), or with --accelerator=cuda the GPUs' (ddp over NCCL)
+  local cuda = opts.accelerator == "cuda" or opts.accelerator == "gpu"
+  opts.accelerator = cuda and "cuda" or "cpu"
   local g = pipeline.front_end(path, opts.dump)
   if not g then return end
   local kind, n = require("strategy").requested(g.spec, { devices = opts.ranks and opts.ranks > 1 and opts.ranks or opts.devices })
@@ -462,7 +474,9 @@ function commands.launch(opts, path)
   local o = {}
   for k, v in pairs(opts) do o[k] = v end
   o.devices = n
-  local dir = generate(g, o, opts.out or ("build/" .. spec_basename(path)))
+  local out = opts.out or ("build/" .. spec_basename(path))
+  local dir
+  if cuda then dir = generate_cuda(g, o, out, "cuda") else dir = generate(g, o, out) end
   if not dir then return end
   compile(dir)
   local argv = mpirun_argv(opts.ranks or n, { dir .. "/train", table.unpack(opts.program_args) })
@@ -513,7 +527,7 @@ function commands.train(opts, path)
   local dir = cuda_dir or cpu_dir
   local argv = { dir .. "/train", table.unpack(opts.program_args) }
   local kind, n = require("strategy").requested(opts.graph.spec, opts)
-  if (kind == "ddp" or kind == "fsdp") and not cuda_dir then argv = mpirun_argv(opts.ranks or n, argv) end
+  if kind == "ddp" or kind == "fsdp" then argv = mpirun_argv(opts.ranks or n, argv) end
   io.stdout:flush()
   local how, code = require("loomc").spawn(argv)
   if not how then diag.fatal(nil, code) end

@@ -214,8 +214,9 @@ function dumps.strategy(l)
       "(reduce-scatter after backward, all-gather of the parameters after the step); BatchNorm %s; timeout %s s\n",
       s.sharding, s.devices, s.devices, s.sync_batchnorm and "synced" or "local", tostring(s.timeout))
   end
-  return string.format("strategy: %s, %d ranks over MPI; gradient buckets of about %s MB; BatchNorm %s; timeout %s s\n",
-    s.fsdp and ("fsdp " .. s.fsdp .. " (as ddp)") or "ddp", s.devices, tostring(s.cap_mb), s.sync_batchnorm and "synced" or "local", tostring(s.timeout))
+  return string.format("strategy: %s, %d ranks over %s; gradient buckets of about %s MB; BatchNorm %s; timeout %s s\n",
+    s.fsdp and ("fsdp " .. s.fsdp .. " (as ddp)") or "ddp", s.devices, l.backend == "cuda" and "MPI, the gradients over NCCL" or "MPI",
+    tostring(s.cap_mb), s.sync_batchnorm and "synced" or "local", tostring(s.timeout))
 end
 function dumps.plan(l)
   local st, p = l.state, l.plan

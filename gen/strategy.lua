@@ -2,7 +2,9 @@
 -- fold and plan; gen/pipeline.lua).  Both backends read what it decides:
 --   { kind = "single" }                       one process, one device
 --   { kind = "ddp", devices = N, ... }        N ranks over MPI (runtime/collectives.h),
---                                             as PyTorch's DistributedDataParallel
+--                                             as PyTorch's DistributedDataParallel; on the
+--                                             CUDA backend the gradients over NCCL
+--                                             (runtime/ddp_nccl.h)
 --                                             (also fsdp's NO_SHARD, as PyTorch's is)
 --   { kind = "fsdp", sharding = "FULL_SHARD", devices = N, unit_of, last, policy, ... }
 --                                             N ranks, each holding 1/N of the parameters,
@@ -117,8 +119,19 @@ function strategy.check(g, target)
     end
   end
   if target.backend == "cuda" then
-    diag.fatal(where_of(sp, "devices"), string.format("devices = %d: the CUDA backend runs on one GPU (DDP over NCCL is not implemented yet: " ..
-      "use --accelerator=cpu for DDP over MPI, or --devices=1)", n))
+    -- the CUDA program's ranks: DDP over NCCL (runtime/ddp_nccl.h); what it lacks yet, refused
+    local sharded = kind == "fsdp" and (f.sharding_strategy or "FULL_SHARD") ~= "NO_SHARD"
+    if sharded then
+      diag.fatal(where_of(sp, "strategy"), string.format("fsdp %s is not implemented on the CUDA backend yet (its ddp over NCCL is: " ..
+        "strategy = 'ddp', or --accelerator=cpu for fsdp over MPI)", f.sharding_strategy or "FULL_SHARD"))
+    end
+    if f.sync_batchnorm then
+      diag.fatal(where_of(sp, "sync_batchnorm"), "sync_batchnorm is not implemented on the CUDA backend yet (--accelerator=cpu has it)")
+    end
+    if sp.train and sp.train.log then
+      diag.fatal(sp.train.where and diag.key_where(sp.train.where, "log") or at,
+        "train.log's metrics are not reduced over the CUDA backend's ddp ranks yet (--accelerator=cpu does it, or --devices=1)")
+    end
   end
 end
 

@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #endif
 #include "ddp.h"
+#include "signals.h"
 
 #include <ftw.h>
 #include <signal.h>
@@ -24,6 +25,8 @@ static char *grads_;
 static lc_dtype dtype_;
 static size_t esize_;
 static int syncing_;
+static size_t numel_;             /* the gradient arena's elements; grads_[numel_]: the stop request */
+static int stop_bucket_ = -1, stop_agreed_;
 static int nunits_;                 /* FSDP FULL_SHARD's units (below) */
 static unsigned char *unit_done_;   /* each reduce-scattered in this backward */
 static size_t dtype_size(lc_dtype t) { return t == LC_F64 ? sizeof(double) : t == LC_F32 ? sizeof(float) : sizeof(uint16_t); }
@@ -38,6 +41,7 @@ static double now(void) {
 }
 
 int ddp_rank(void) { return rank_; }
+int ddp_local_rank(void) { return lc_local_rank(); }
 int ddp_world(void) { return world_; }
 double ddp_timeout(void) { return timeout_; }
 
@@ -60,6 +64,9 @@ static void disarm(void) {
     struct itimerval it = { { 0, 0 }, { 0, 0 } };
     setitimer(ITIMER_REAL, &it, NULL);
 }
+
+void ddp_watch(const char *what) { if (world_ > 1) arm(what); }
+void ddp_unwatch(void) { if (world_ > 1) disarm(); }
 
 void ddp_die(const char *what) {
     fprintf(stderr, "rank %d: %s\n", rank_, what);
@@ -116,11 +123,27 @@ const char *ddp_private_dir(void) {
     return private_dir;
 }
 
-void ddp_set_buckets(const ddp_bucket *b, int n, void *grads, lc_dtype t) {
+void ddp_set_buckets(const ddp_bucket *b, int n, void *grads, size_t numel, lc_dtype t) {
     if (n > MAX_BUCKETS) ddp_die("too many gradient buckets (raise bucket_cap_mb)");
-    buckets_ = b; nbuckets_ = n; grads_ = grads; dtype_ = t;
+    buckets_ = b; nbuckets_ = n; grads_ = grads; dtype_ = t; numel_ = numel;
     esize_ = dtype_size(t);
+    /* the stop request rides in the bucket that ends last, extended over the arena's
+     * padding (zeros on every rank) to the element after it */
+    size_t end = 0;
+    for (int i = 0; i < n; i++)
+        if (b[i].first + b[i].count > end) { end = b[i].first + b[i].count; stop_bucket_ = i; }
+    if (stop_bucket_ < 0 || end > numel) ddp_die("the gradient buckets do not fit the arena");
 }
+
+/* 1 (or 0) in the arena's type at grads_[numel_] */
+static void put_flag(int on) {
+    char *p = grads_ + numel_ * esize_;
+    if (dtype_ == LC_F64) { double x = on; memcpy(p, &x, sizeof x); }
+    else if (dtype_ == LC_F32) { float x = (float)on; memcpy(p, &x, sizeof x); }
+    else { uint16_t x = !on ? 0 : dtype_ == LC_BF16 ? 0x3F80 : 0x3C00; memcpy(p, &x, sizeof x); }
+}
+
+int ddp_stop_requested(void) { return world_ <= 1 ? signals_stop_requested() != 0 : stop_agreed_; }
 
 void ddp_begin_backward(int sync) {
     syncing_ = sync && world_ > 1;
@@ -131,9 +154,14 @@ void ddp_begin_backward(int sync) {
 void ddp_grad_ready(int bucket) {
     if (!syncing_ || started_[bucket]) return;
     const ddp_bucket *b = &buckets_[bucket];
-    check(lc_all_reduce_start(grads_ + b->first * esize_, b->count, dtype_, LC_AVG, &pending_[bucket]));
+    size_t count = b->count;
+    if (bucket == stop_bucket_) {   /* this rank's stop request, after the arena */
+        put_flag(signals_stop_requested() != 0);
+        count = numel_ + 1 - b->first;
+    }
+    check(lc_all_reduce_start(grads_ + b->first * esize_, count, dtype_, LC_AVG, &pending_[bucket]));
     started_[bucket] = 1;
-    ddp_reduced_bytes += (double)b->count * esize_;
+    ddp_reduced_bytes += (double)count * esize_;
 }
 
 void ddp_progress(void) {
@@ -160,6 +188,10 @@ void ddp_finish_grads(void) {
     }
     disarm();
     ddp_wait_seconds += now() - t0;
+    /* the mean of every rank's 0 or 1: not zero when any rank asked */
+    const unsigned char *flag = (const unsigned char *)grads_ + numel_ * esize_;
+    stop_agreed_ = 0;
+    for (size_t i = 0; i < esize_; i++) stop_agreed_ |= flag[i] != 0;
     syncing_ = 0;
 }
 

@@ -4,19 +4,27 @@
  * their rank.  Only a program whose strategy is ddp includes it (and links MPI).
  *
  *   main:      ddp_init(&argc, &argv, spec_timeout) → ddp_rank(), ddp_world()
- *   setup:     ddp_set_buckets(table, n, grads, dtype); ddp_broadcast(params, bytes)
+ *   setup:     ddp_set_buckets(table, n, grads, numel, dtype); ddp_broadcast(params, bytes)
  *   each step: ddp_begin_backward(sync) before the backward (sync: the step's last
  *              micro-batch, else no all-reduce: Fabric's no_backward_sync);
  *              model_backward calls ddp_grad_ready(bucket) when a bucket's gradients are
  *              final (its all-reduce starts then) and ddp_progress() between its ops;
  *              ddp_finish_grads() before the optimizer (starts any bucket not started,
  *              waits for all: the gradients are then the mean over ranks)
+ *   the stop request rides with the gradients, not in a collective of its own: grads has
+ *   numel + 1 elements, and the bucket that ends last is reduced to the end with this
+ *   rank's request (1 when it has a stop signal as that bucket starts, else 0) in the
+ *   last; ddp_stop_requested() after ddp_finish_grads is then the same on every rank
  */
 #ifndef LOOM_DDP_H
 #define LOOM_DDP_H
 #include <stddef.h>
 #include <stdint.h>
+/* lc_dtype (the CPU program's gradients): a CUDA program includes loom_cuda.h first,
+ * whose formats share the LC_ names, and reduces its gradients through ddp_nccl.h */
+#ifndef LOOM_CUDA_H
 #include "collectives.h"
+#endif
 
 typedef struct {
     size_t first, count;   /* elements of the gradient arena */
@@ -26,18 +34,29 @@ typedef struct {
  * finalizes MPI (or not, after an error: mpirun then ends the other ranks) */
 void ddp_init(int *argc, char ***argv, double default_timeout);
 int ddp_rank(void);
+int ddp_local_rank(void);   /* among this node's ranks (a CUDA rank's GPU) */
 int ddp_world(void);
 double ddp_timeout(void);
+/* the watchdog around a wait of the caller's own that ends only when every rank got there
+ * (a CUDA step's read-back, behind its NCCL all-reduce): longer than the timeout ends the
+ * job with one line naming `what` (a string literal), as a collective here would */
+void ddp_watch(const char *what);
+void ddp_unwatch(void);
 /* one line "rank R: what" on stderr, then exit(1) (without MPI_Finalize: mpirun ends the job) */
 void ddp_die(const char *what);
 /* a private directory for a rank other than 0 (its outputs are not the run's), removed at exit */
 const char *ddp_private_dir(void);
 
-void ddp_set_buckets(const ddp_bucket *buckets, int n, void *grads, lc_dtype t);
+#ifndef LOOM_CUDA_H
+void ddp_set_buckets(const ddp_bucket *buckets, int n, void *grads, size_t numel, lc_dtype t);
+#endif
 void ddp_begin_backward(int sync);
 void ddp_grad_ready(int bucket);
 void ddp_progress(void);
 void ddp_finish_grads(void);
+/* 1 on every rank when any rank had a stop signal as the step's gradients were reduced (one
+ * rank: this one's signal); after the step's ddp_finish_grads */
+int ddp_stop_requested(void);
 
 /* rank 0's bytes on every rank */
 void ddp_broadcast(void *buf, size_t bytes);
@@ -65,10 +84,12 @@ void ddp_gather(const double *x, int n, double *all);
  *              full tensor on rank 0 (NULL elsewhere; every rank calls it; free() it);
  *              fsdp_keep_shard(shard, full) keeps this rank's part of a full tensor read
  *              from a checkpoint */
+#ifndef LOOM_CUDA_H
 void fsdp_init(size_t numel, void *params, void *grads, lc_dtype t);
 /* the optimizer state's type when it is not the parameters' (16-true: float state); after
  * fsdp_init, before the first fsdp_shard_alloc */
 void fsdp_state_dtype(lc_dtype t);
+#endif
 size_t fsdp_lo(void);
 size_t fsdp_hi(void);
 size_t fsdp_shard_len(void);

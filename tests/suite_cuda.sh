@@ -78,7 +78,7 @@ CHECKS+=(
 )
 # the other tests, each one result, in the order they run
 TESTS=(cuda_state16 cuda_fuse_groups cuda_fuse_stored_when_read_elsewhere cuda_no_fuse cuda_fuse_report
-  cuda_batched_gemms cuda_graph_option cuda_compute_copy cuda_tf32_opt_in cuda_tf32_cpu_note cuda_devices_refused
+  cuda_batched_gemms cuda_graph_option cuda_compute_copy cuda_tf32_opt_in cuda_tf32_cpu_note cuda_devices_ddp
   cuda_precision_refused cuda_report_states_conv_choice cuda_bench_gpu_conv_builds cuda_kernel_cache
   cuda_auto_falls_back_to_cpu cuda_without_device_exits)
 echo "1..$((2 * ${#CHECKS[@]} + ${#TESTS[@]}))"
@@ -127,7 +127,7 @@ declare -A PTXAS_PASSED=()
 check() {
     local s=$1 spec=$2 p=$3
     d="$tmp/${s}_$p"
-    # --devices=1: paw asks for 2 (ddp), which the one-GPU CUDA program refuses
+    # --devices=1: paw asks for 2 (ddp ranks); these are the one-GPU programs
     if ! "$LOOM" build "$spec" --accelerator=cuda --precision="$p" --devices=1 -o "$d" >"$d.log" 2>&1; then
       echo "not ok cuda_build_${s}_$p: $(grep -m1 -E 'error|FAILED' "$d.log" || tail -1 "$d.log")"
       echo "not ok cuda_kernels_${s}_$p: the program did not build"
@@ -298,11 +298,14 @@ if echo "$out" | grep -q "mlp_tf32.lua:13: note: float32_matmul_precision 'high'
 else
   echo "not ok cuda_tf32_cpu_note: $out"
 fi
-out=$("$LOOM" build specs/paw.lua --accelerator=cuda --no-compile -o "$tmp/paw_devices2" 2>&1); rc=$?
-if [ $rc -eq 2 ] && echo "$out" | head -1 | grep -q "^specs/paw.lua:20: devices = 2: the CUDA backend runs on one GPU.*multi-GPU strategies come in their own issue"; then
-  echo "ok cuda_devices_refused ($(echo "$out" | head -1))"
+# devices = 2 (ddp): the CUDA program's ranks over NCCL (tests/suite_ddp_cuda.sh runs them)
+d=$tmp/paw_devices2
+out=$("$LOOM" build specs/paw.lua --accelerator=cuda --no-compile -o "$d" 2>&1); rc=$?
+if [ $rc -eq 0 ] && grep -q "ddp_nccl_init();" "$d/train.c" && grep -q "ddp_nccl_grad_ready(0);" "$d/model.cu" &&
+   grep -q -- "-lnccl" "$d/build.ninja" && grep -q "^cc = mpicc" "$d/build.ninja"; then
+  echo "ok cuda_devices_ddp (devices = 2: a ddp program over NCCL, built with mpicc and -lnccl)"
 else
-  echo "not ok cuda_devices_refused: rc $rc: $(echo "$out" | head -1)"
+  echo "not ok cuda_devices_ddp: rc $rc: $(echo "$out" | head -1)"
 fi
 # 64-true: refused in one line, at the spec's line when the spec asks for it, else naming the flag
 sed 's/fabric { accelerator = "cpu", precision = "32-true" }/fabric { accelerator = "cuda", precision = "64-true" }/' \

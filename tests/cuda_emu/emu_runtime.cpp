@@ -429,7 +429,7 @@ static void run_kernel(const kernel_entry *k, emu_bound_call *call, dim3 grid, d
 // ---------------------------------------------------------------------------
 // streams, events, graphs
 
-enum op_kind { OP_KERNEL, OP_MEMCPY, OP_MEMSET, OP_MATMUL, OP_WAIT, OP_GRAPH };
+enum op_kind { OP_KERNEL, OP_MEMCPY, OP_MEMSET, OP_MATMUL, OP_WAIT, OP_GRAPH, OP_HOST };
 struct op {
     op_kind kind;
     const void *what;   // the kernel entry, for cudaGraphExecUpdate's topology check
@@ -550,17 +550,29 @@ cudaError_t cudaGetLastError(void) {
 }
 cudaError_t cudaPeekAtLastError(void) { return last_error; }
 
+// $CUDA_EMU_DEVICES (default 1) identical devices for a ddp program's ranks (one each, as
+// NCCL wants): a process selects one and sees no difference (one memory, one driver device)
+static int emu_devices(void) {
+    const char *e = getenv("CUDA_EMU_DEVICES");
+    int n = e ? atoi(e) : 1;
+    return n >= 1 ? n : 1;
+}
+static int current_device;
 cudaError_t cudaGetDeviceCount(int *count) {
-    *count = 1;
+    *count = emu_devices();
     return cudaSuccess;
 }
-cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : set_error(cudaErrorInvalidDevice); }
+cudaError_t cudaSetDevice(int device) {
+    if (device < 0 || device >= emu_devices()) return set_error(cudaErrorInvalidDevice);
+    current_device = device;
+    return cudaSuccess;
+}
 cudaError_t cudaGetDevice(int *device) {
-    *device = 0;
+    *device = current_device;
     return cudaSuccess;
 }
 cudaError_t cudaDeviceGetAttribute(int *value, cudaDeviceAttr attr, int device) {
-    if (device != 0) return set_error(cudaErrorInvalidDevice);
+    if (device < 0 || device >= emu_devices()) return set_error(cudaErrorInvalidDevice);
     switch (attr) {
     case cudaDevAttrComputeCapabilityMajor: *value = 8; break;
     case cudaDevAttrComputeCapabilityMinor: *value = 0; break;
@@ -648,6 +660,20 @@ static cudaError_t memcpy_async(void *dst, const void *src, size_t n, cudaMemcpy
     enqueue(s, op{OP_MEMCPY, nullptr, [dst, src, n] { memmove(dst, src, n); }});
     return cudaSuccess;
 }
+
+// a host function in stream order (the emulated NCCL's collectives, tests/cuda_emu/emu_nccl.cpp,
+// run as one when their stream reaches them); not inside a capture (not emulated)
+cudaError_t cudaLaunchHostFunc(cudaStream_t stream, cudaHostFn_t fn, void *data) {
+    if (resolve(stream)->capture) {
+        emu_note("cudaLaunchHostFunc during stream capture: not emulated; the capture is invalidated");
+        resolve(stream)->capture_invalid = true;
+        return set_error(cudaErrorStreamCaptureUnsupported);
+    }
+    enqueue(stream, op{OP_HOST, nullptr, [fn, data] { fn(data); }});
+    return cudaSuccess;
+}
+// for the emulated NCCL: [p, p + n) must be device memory (one cuda_emu line and abort if not)
+extern "C" void emu_check_device(const void *p, size_t n, const char *what) { check_region(p, n, MEM_DEVICE, what); }
 
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind kind, cudaStream_t stream) {
     return memcpy_async(dst, src, n, kind, stream, "cudaMemcpyAsync");

@@ -1,0 +1,127 @@
+/* runtime/ddp_nccl.c — runtime/ddp_nccl.h: NCCL, bootstrapped over runtime/ddp.h's MPI. */
+#include "ddp_nccl.h"
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "signals.h"
+
+double ddp_nccl_reduced_bytes = 0;
+
+static ncclComm_t comm_;
+static cudaStream_t compute_, nccl_;   /* the model's stream; the gradients' own */
+static cudaEvent_t done_;              /* the NCCL stream's last all-reduce of this step */
+#define MAX_BUCKETS 4096
+static cudaEvent_t ready_[MAX_BUCKETS];
+static unsigned char started_[MAX_BUCKETS];
+static const ddp_bucket *buckets_;
+static int nbuckets_, syncing_, stop_bucket_ = -1;
+static char *grads_;
+static size_t numel_, esize_;
+static ncclDataType_t type_;
+/* pinned: { 0, 1 } in the arena's format (the stop request's source), and the reduced flag */
+static unsigned char *flag_src_, *flag_out_;
+
+/* NCCL's failures: one line naming the rank and the call (runtime/ddp.h's ddp_die) */
+static void nccl_check(ncclResult_t rc, const char *what) {
+    if (rc == ncclSuccess) return;
+    char line[512];
+    snprintf(line, sizeof line, "%s failed: %s", what, ncclGetErrorString(rc));
+    ddp_die(line);
+}
+static void cuda_check(cudaError_t rc, const char *what) {
+    if (rc == cudaSuccess) return;
+    char line[512];
+    snprintf(line, sizeof line, "%s failed: %s", what, cudaGetErrorString(rc));
+    ddp_die(line);
+}
+
+void ddp_nccl_init(void) {
+    int count = 0;
+    cudaError_t rc = cudaGetDeviceCount(&count);
+    if (rc != cudaSuccess || count == 0) {
+        char line[256];
+        snprintf(line, sizeof line, "no CUDA device (%s): a ddp rank of the CUDA program needs one GPU",
+                 rc != cudaSuccess ? cudaGetErrorString(rc) : "0 devices visible");
+        ddp_die(line);
+    }
+    /* one GPU per rank of this node: NCCL refuses two ranks on one GPU */
+    if (ddp_local_rank() >= count) {
+        char line[256];
+        snprintf(line, sizeof line, "local rank %d, but %d GPU%s visible on this node: each ddp rank needs a GPU of its own "
+                 "(start at most %d ranks per node, or CUDA_VISIBLE_DEVICES)", ddp_local_rank(), count, count == 1 ? "" : "s", count);
+        ddp_die(line);
+    }
+    cuda_check(cudaSetDevice(ddp_local_rank()), "cudaSetDevice");
+    ncclUniqueId id;
+    if (ddp_rank() == 0) nccl_check(ncclGetUniqueId(&id), "ncclGetUniqueId");
+    ddp_broadcast(&id, sizeof id);   /* the bootstrap: rank 0's id, over MPI */
+    nccl_check(ncclCommInitRank(&comm_, ddp_world(), id, ddp_rank()), "ncclCommInitRank");
+    cuda_check(cudaStreamCreateWithFlags(&nccl_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags (NCCL's stream)");
+    cuda_check(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+}
+
+void ddp_nccl_set_buckets(const ddp_bucket *b, int n, void *d_grads, size_t numel, int format, void *stream) {
+    if (n > MAX_BUCKETS) ddp_die("too many gradient buckets (raise bucket_cap_mb)");
+    buckets_ = b; nbuckets_ = n; grads_ = d_grads; numel_ = numel;
+    compute_ = (cudaStream_t)stream;
+    type_ = format == LC_BF16 ? ncclBfloat16 : format == LC_F16 ? ncclFloat16 : ncclFloat32;
+    esize_ = format == LC_F32 ? 4 : 2;
+    /* the stop request rides in the bucket that ends last (extended over the arena's
+     * padding, zeros on every rank, to the element after it) */
+    size_t end = 0;
+    for (int i = 0; i < n; i++) {
+        cuda_check(cudaEventCreateWithFlags(&ready_[i], cudaEventDisableTiming), "cudaEventCreateWithFlags");
+        if (b[i].first + b[i].count > end) { end = b[i].first + b[i].count; stop_bucket_ = i; }
+    }
+    if (stop_bucket_ < 0 || end > numel) ddp_die("the gradient buckets do not fit the arena");
+    cuda_check(cudaMallocHost((void **)&flag_src_, 2 * esize_ + esize_), "cudaMallocHost");
+    memset(flag_src_, 0, 3 * esize_);
+    /* 1 in the arena's format: float, bfloat16, IEEE half */
+    if (format == LC_F32) { float one = 1.0f; memcpy(flag_src_ + esize_, &one, sizeof one); }
+    else { uint16_t one = format == LC_BF16 ? 0x3F80 : 0x3C00; memcpy(flag_src_ + esize_, &one, sizeof one); }
+    flag_out_ = flag_src_ + 2 * esize_;
+}
+
+void ddp_nccl_begin_backward(int sync) {
+    syncing_ = sync && ddp_world() > 1;
+    memset(started_, 0, sizeof started_);
+}
+
+void ddp_nccl_grad_ready(int bucket) {
+    if (!syncing_ || started_[bucket]) return;
+    const ddp_bucket *b = &buckets_[bucket];
+    size_t count = b->count;
+    if (bucket == stop_bucket_) {   /* this rank's stop request, in the element after the arena */
+        const unsigned char *src = flag_src_ + (signals_stop_requested() ? esize_ : 0);
+        cuda_check(cudaMemcpyAsync(grads_ + numel_ * esize_, src, esize_, cudaMemcpyHostToDevice, compute_), "cudaMemcpyAsync (stop request)");
+        count = numel_ + 1 - b->first;
+    }
+    /* the NCCL stream starts when the compute stream has queued the bucket's gradients */
+    cuda_check(cudaEventRecord(ready_[bucket], compute_), "cudaEventRecord");
+    cuda_check(cudaStreamWaitEvent(nccl_, ready_[bucket], 0), "cudaStreamWaitEvent");
+    void *p = grads_ + b->first * esize_;
+    nccl_check(ncclAllReduce(p, p, count, type_, ncclAvg, comm_, nccl_), "ncclAllReduce");
+    started_[bucket] = 1;
+    ddp_nccl_reduced_bytes += (double)count * (double)esize_;
+}
+
+void ddp_nccl_finish_grads(void) {
+    if (!syncing_) return;
+    for (int i = 0; i < nbuckets_; i++) ddp_nccl_grad_ready(i);   /* any the backward did not start */
+    cuda_check(cudaEventRecord(done_, nccl_), "cudaEventRecord");
+    cuda_check(cudaStreamWaitEvent(compute_, done_, 0), "cudaStreamWaitEvent");   /* the optimizer reads the mean */
+    cuda_check(cudaMemcpyAsync(flag_out_, grads_ + numel_ * esize_, esize_, cudaMemcpyDeviceToHost, compute_), "cudaMemcpyAsync (stop request)");
+    syncing_ = 0;
+}
+
+int ddp_nccl_stop_requested(void) {
+    if (ddp_world() <= 1) return signals_stop_requested() != 0;
+    /* the mean of every rank's 0 or 1: not zero when any rank asked */
+    for (size_t i = 0; i < esize_; i++)
+        if (flag_out_[i]) return 1;
+    return 0;
+}

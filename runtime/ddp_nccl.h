@@ -1,0 +1,40 @@
+/* runtime/ddp_nccl.h — DistributedDataParallel's gradient all-reduce on the GPU, over NCCL
+ * (issue 13).  The ranks, their errors, the watchdog and the host's collectives (metrics,
+ * the data's shards, the parameters' broadcast at start) stay runtime/ddp.h's, on MPI;
+ * NCCL is bootstrapped over it (rank 0's ncclUniqueId broadcast with MPI) and carries the
+ * gradients on a stream of its own, so the buckets' all-reduces overlap the rest of
+ * backward.  Only a CUDA program whose strategy is ddp includes it (and links NCCL and MPI).
+ *
+ *   main:      ddp_init (runtime/ddp.h), then ddp_nccl_init(): this rank's GPU is its
+ *              local rank (refused past the node's GPUs); the communicator over every rank
+ *   setup:     ddp_nccl_set_buckets(table, n, d_grads, format, esize, compute stream)
+ *   each step, queued on the compute stream (model.cu's step_ops):
+ *              ddp_nccl_begin_backward(sync) before the backward (sync: the step's last
+ *              micro-batch, else no all-reduce: Fabric's no_backward_sync);
+ *              ddp_nccl_grad_ready(bucket) where the backward has queued a bucket's last
+ *              gradient (the NCCL stream waits for that point, then all-reduces it);
+ *              ddp_nccl_finish_grads() before the optimizer (any bucket not started, then
+ *              the compute stream waits for the NCCL stream: the gradients are the mean)
+ *   the stop request rides with the gradients: one more element after the arena's end
+ *   (d_grads[numel], the bucket that ends last extended over the padding to it), 1 on a rank that has a stop
+ *   signal when that bucket starts, so after the all-reduce every rank reads the same
+ *   answer; ddp_nccl_stop_requested() after the step's loss was read. */
+#ifndef LOOM_DDP_NCCL_H
+#define LOOM_DDP_NCCL_H
+#include <stddef.h>
+#include "loom_cuda.h"   /* first: its formats (LC_F32, ...) stand for collectives.h's here */
+#include "ddp.h"
+
+void ddp_nccl_init(void);
+/* format: loom_cuda.h's LC_F32, LC_BF16 or LC_F16 (the gradient arena's); d_grads holds
+ * numel + 1 elements (the last: the stop request) */
+void ddp_nccl_set_buckets(const ddp_bucket *buckets, int n, void *d_grads, size_t numel, int format, void *stream);
+void ddp_nccl_begin_backward(int sync);
+void ddp_nccl_grad_ready(int bucket);
+void ddp_nccl_finish_grads(void);
+/* 1 on every rank when any rank had a stop signal as the step's gradients were reduced
+ * (one process: this one's signal); read after the step has run (its loss was read) */
+int ddp_nccl_stop_requested(void);
+/* for the summary: the bytes all-reduced in this run */
+extern double ddp_nccl_reduced_bytes;
+#endif

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# DDP on the CUDA backend over NCCL (issue 13; runtime/ddp_nccl.c, gen/emit_cuda.lua's
+# ddp_blocks), checked here without a GPU: the real build and, emulated only, the ranks.
+#  - the real build: nvcc -Werror, linked against the toolkit's libnccl.so.2 and MPI (ldd);
+#    a one-device CUDA program (--devices=1) carries no MPI or NCCL (its files and build);
+#  - under tests/cuda_emu with its emulated libnccl.so.2 (emu_nccl.cpp: NCCL's calls over MPI,
+#    on the emulated device memory, in stream order), 2 ranks on 2 emulated GPUs: tests/ddp/mlp.lua
+#    with 4 gradient buckets (bucket_cap_mb = 0.005) and accumulate = 2, 20 micro-batches —
+#    2 CUDA ranks × 8 end with the weights of the CPU program's 2 ranks × 8 and of the CUDA
+#    program's 1 rank × 16 within 1e-5 relative, and log the CPU's metrics.csv; rank 1
+#    initialised with another seed starts from rank 0's parameters (as the CPU's ranks);
+#    the all-reduces start inside backward (model.cu) and only on a step's last
+#    micro-batch (the bytes the summary counts: 10 steps × the arena and its stop element);
+#  - a SIGTERM to rank 1 alone stops both ranks after the same step (the request rides in the
+#    gradients' all-reduce): exit 0, rank 0's checkpoint and line; resumed from it = an
+#    uninterrupted run;
+#  - a stopped rank (SIGSTOP) ends the job after --ddp-timeout, the other rank naming the wait;
+#  - refused in one line naming the rank: more ranks on a node than GPUs (CUDA_EMU_DEVICES
+#    sets the emulated count: 2 for the runs above), --cuda-graph.
+set -u
+cd "$(dirname "$0")/.."
+. tests/tap.sh
+plan 13
+CUDA=${CUDA_HOME:-/usr/local/cuda}
+BASE=cpu2
+. tests/ddp/lib.sh
+EMU="$ROOT/tests/cuda_emu/build.sh"
+export CUDA_EMU_CACHE=${CUDA_EMU_CACHE:-$ROOT/build/cuda_emu_cache}
+# two emulated GPUs: one per rank, as NCCL wants (exported too: mpirun's -x reaches only
+# the first program of an MPMD command line)
+export CUDA_EMU_DEVICES=2
+EMPI="$MPI -x CUDA_EMU_DEVICES=2"
+if [ ! -x "$CUDA/bin/nvcc" ] || ! command -v mpirun >/dev/null; then
+  for i in $(seq 13); do skip "CUDA ddp $i" "no CUDA toolkit ($CUDA/bin/nvcc) or no mpirun"; done
+  exit 0
+fi
+# the spec: 4 buckets, accumulate 2; no train.log (the CUDA ddp program refuses it)
+BUCKETS='s/devices = 2 }/devices = 2, bucket_cap_mb = 0.005 }/; s/batch_size = 8,/batch_size = 8, accumulate = 2,/; /^  log/d'
+sed "$BUCKETS" "$SPEC" >cpu2.lua
+sed "$BUCKETS; s/\"cpu\"/\"cuda\"/" "$SPEC" >cu2.lua
+sed "$BUCKETS; s/\"cpu\"/\"cuda\"/; s/batch_size = 8,/batch_size = 16,/" "$SPEC" >cu1.lua
+
+# the real build: nvcc -Werror, NCCL and MPI linked
+if "$LOOM" build cu2.lua -o real >real.log 2>&1 && libs=$(ldd real/train) &&
+   echo "$libs" | grep -q "libnccl.so.2 => $CUDA/lib" && echo "$libs" | grep -q "libmpi"; then
+  ok "real build: nvcc -Werror, linked against $(echo "$libs" | grep -o 'libnccl.so.2 => [^ ]*') and libmpi"
+else fail "real build links NCCL and MPI" "$(grep -m1 -E 'error|FAILED' real.log || ldd real/train 2>&1 | grep -E 'nccl|mpi')"; fi
+"$LOOM" build cu2.lua --devices=1 --no-compile -o one >one.log 2>&1
+if [ -f one/model.cu ] && ! ls one | grep -qE '^(ddp|collectives)' && ! grep -qE 'lnccl|mpicc' one/build.ninja && ! grep -q ddp_nccl one/model.cu; then
+  ok "--devices=1: a one-GPU program, no MPI or NCCL in its files or build"
+else fail "--devices=1 without MPI and NCCL" "$(ls one | grep -E '^(ddp|collectives)'; grep -E 'lnccl|mpicc' one/build.ninja)"; fi
+
+# emulated: the CPU's 2 ranks, the CUDA program's 2 ranks and 1 rank × 16
+"$LOOM" build cpu2.lua -o cpu2 >cpu2.log 2>&1 && $MPI -np 2 ./cpu2/train --out rc2 >rc2.log 2>&1
+"$LOOM" build cu2.lua --no-compile -o cu2 >cu2.log 2>&1 && "$EMU" cu2 >>cu2.log 2>&1
+"$LOOM" build cu1.lua --devices=1 --no-compile -o cu1 >cu1.log 2>&1 && "$EMU" cu1 >>cu1.log 2>&1
+if LD_LIBRARY_PATH=cu2/emu ldd cu2/emu/train 2>/dev/null | grep -q "libnccl.so.2 => .*cu2/emu/libnccl.so.2"; then
+  ok "emulated build: the emulated libnccl.so.2 (tests/cuda_emu/emu_nccl.cpp) in place of NVIDIA's"
+else fail "emulated NCCL linked" "$(tail -3 cu2.log)"; fi
+$EMPI -np 2 cu2/emu/run --out rg2 >rg2.log 2>&1
+cu1/emu/run --out rg1 >rg1.log 2>&1
+within "emulated: 2 CUDA ranks x 8 = the CPU's 2 ranks x 8 (4 buckets, accumulate 2, AdamW, 20 micro-batches)" rg2/last.safetensors rc2/last.safetensors
+within "emulated: 2 CUDA ranks x 8 = 1 CUDA rank x 16" rg2/last.safetensors rg1/last.safetensors
+csv=logs/lightning_logs/version_0/metrics.csv
+d=$(python3 "$ROOT/tests/ddp/metrics_diff.py" rg2/$csv rc2/$csv 2>&1)
+if [ $? -eq 0 ] && awk -v d="${d%% *}" -v t="$TOL" 'BEGIN { exit !(d <= t) }'; then ok "emulated: logged metrics of 2 CUDA ranks = the CPU's 2 ranks ($d)"
+else fail "logged metrics over the CUDA ranks" "$d"; fi
+# rank 0's parameters at start: rank 1 initialises its own with another seed (mpirun's
+# MPMD form); every rank must still start from rank 0's, on its device too
+$MPI -np 1 ./cpu2/train --out rm --seed 11 : -np 1 ./cpu2/train --out rm --seed 12 >rm.log 2>&1
+$EMPI -np 1 cu2/emu/run --out gm --seed 11 : -np 1 cu2/emu/run --out gm --seed 12 >gm.log 2>&1
+within "emulated: rank 1 initialised with another seed starts from rank 0's parameters (= the CPU's ranks)" gm/last.safetensors rm/last.safetensors
+# buckets inside backward, and only on a step's last micro-batch: 10 steps × (arena + 1) × 4 B
+nb=$(grep -c 'ddp_nccl_grad_ready([0-9]*);' cu2/model.cu)
+np=$(sed -n 's/^#define NUM_PARAMS \([0-9]*\).*/\1/p' cu2/model.h)
+want=$(awk -v n="$np" 'BEGIN { printf "%.3f", 10 * (n + 1) * 4 / 1e6 }')
+got=$(sed -n 's/^ddp: 2 ranks over NCCL; all-reduced \([0-9.]*\) MB.*/\1/p' rg2.log)
+if [ "$nb" -ge 3 ] && [ "$got" = "$want" ]; then ok "$nb all-reduces started inside backward; $got MB per rank = 10 steps, none on accumulation micro-batches"
+else fail "buckets in backward, no all-reduce on micro-steps" "$nb grad_ready calls; $got MB all-reduced, $want expected"; fi
+
+# a stop request on rank 1 alone: both ranks stop after the same step
+$EMPI -np 2 cu2/emu/run --out rs --epochs 200 --ddp-timeout 30 >rs.log 2>&1 &
+job=$!
+r1=""
+for _ in $(seq 100); do
+  sleep 0.2
+  for p in $(pgrep -f "cu2/emu/train --out rs"); do
+    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1' && r1=$p
+  done
+  [ -n "$r1" ] && grep -q 'epoch 1' rs.log 2>/dev/null && break
+done
+sleep 1
+[ -n "$r1" ] && kill -TERM "$r1"
+wait $job; rc=$?
+if [ $rc -eq 0 ] && [ -n "$r1" ] && grep -q '^stopped by signal after step [0-9]*; checkpoint' rs.log && [ -f rs/last.safetensors ] &&
+   ! grep -q 'trained 2000 steps' rs.log; then
+  ok "SIGTERM to rank 1 alone: both ranks stop after the same step, exit 0 ($(grep -o 'stopped by signal after step [0-9]*' rs.log))"
+else fail "a stop request on one rank" "rc $rc, rank 1 pid '$r1': $(grep -v '^epoch' rs.log | tail -2 | tr '\n' ' ')"; fi
+# resumed from that checkpoint (the batch read ahead of the stop is the resumed run's first)
+# = uninterrupted, 3 steps on
+k=$(sed -n 's/^stopped by signal after step \([0-9]*\);.*/\1/p' rs.log); k=${k:-0}
+$EMPI -np 2 cu2/emu/run --out rs --resume rs/last.safetensors --max-steps $((k + 3)) >rs2.log 2>&1
+$EMPI -np 2 cu2/emu/run --out ru --epochs 200 --max-steps $((k + 3)) >ru.log 2>&1
+within "resumed after the stop at step $k = uninterrupted (step $((k + 3)))" rs/last.safetensors ru/last.safetensors
+
+# a stopped rank (SIGSTOP): the other, waiting for the step behind NCCL, ends the job after --ddp-timeout
+$EMPI -np 2 cu2/emu/run --out rst --epochs 200 --ddp-timeout 2 >rst.log 2>&1 &
+job=$! r1=""
+for _ in $(seq 100); do
+  sleep 0.2
+  for p in $(pgrep -f "cu2/emu/train --out rst"); do
+    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1' && r1=$p
+  done
+  [ -n "$r1" ] && grep -q 'epoch 1' rst.log 2>/dev/null && break
+done
+sleep 1
+[ -n "$r1" ] && kill -STOP "$r1"
+for _ in $(seq 100); do kill -0 $job 2>/dev/null || break; sleep 0.2; done
+kill -0 $job 2>/dev/null && { kill -9 $job; [ -n "$r1" ] && kill -9 "$r1"; }
+wait $job; rc=$?
+[ -n "$r1" ] && kill -CONT "$r1" 2>/dev/null
+# (rank 0 waits in the step's NCCL all-reduce, or in the step's loss gathered over MPI after it)
+if [ $rc -ne 0 ] && grep -q "rank 0: waited more than 2 s in " rst.log; then
+  ok "a stopped rank ends the job after --ddp-timeout 2 ($(grep -m1 -o "rank 0: waited more than 2 s in [^(]*" rst.log))"
+else fail "a stopped rank ends the job" "rc $rc: $(grep -v '^epoch' rst.log | tail -2 | tr '\n' ' ')"; fi
+
+out=$($MPI -x CUDA_EMU_DEVICES=1 -np 2 cu2/emu/run --out r1g 2>&1); rc=$?
+if [ $rc -ne 0 ] && echo "$out" | grep -q '^rank 1: local rank 1, but 1 GPU visible on this node: each ddp rank needs a GPU of its own'; then
+  ok "2 ranks on a node with 1 GPU: refused in one line ($(echo "$out" | grep -m1 '^rank 1' | cut -c1-80)...)"
+else fail "more ranks than GPUs refused" "rc $rc: $(echo "$out" | head -2)"; fi
+out=$($EMPI -np 2 cu2/emu/run --out rcg --cuda-graph 2>&1); rc=$?
+if [ $rc -ne 0 ] && echo "$out" | grep -q '^rank [01]: --cuda-graph: the ddp program queues NCCL'; then ok "--cuda-graph refused in one line ($(echo "$out" | grep -m1 '^rank'))"
+else fail "--cuda-graph refused" "rc $rc: $(echo "$out" | head -2)"; fi
