@@ -227,7 +227,7 @@ activation("relu", true, nil, true)
 activation("sigmoid", true, nil, true)
 activation("tanh", true, nil, true)
 activation("silu", false, nil, true)
-activation("gelu", false, function(n) return n.attrs.approximate == "tanh" and "1" or "0" end)
+activation("gelu", false, function(n) return n.attrs.approximate == "tanh" and "1" or "0" end, true)
 
 ops_cpu.dropout = {
   forward = function(e, n)

@@ -276,8 +276,8 @@ static void act_bwd(gc *c) {
     case A_SIGMOID: k_sigmoid_backward_f64(dx, w, y, n, 1); break;
     case A_TANH: k_tanh_backward_f64(dx, w, y, n, 1); break;
     case A_SILU: k_silu_backward_f64(dx, w, x, n, 1); break;
-    case A_GELU: k_gelu_backward_f64(dx, w, x, n, 0); break;
-    case A_GELU_TANH: k_gelu_backward_f64(dx, w, x, n, 1); break;
+    case A_GELU: k_gelu_backward_f64(dx, w, x, n, 0, 1); break;
+    case A_GELU_TANH: k_gelu_backward_f64(dx, w, x, n, 1, 1); break;
     case A_DROPOUT: k_dropout_backward_f64(dx, w, n, 0.3, 42, 7); break;
     }
 }

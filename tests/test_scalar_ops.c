@@ -136,7 +136,7 @@ Test(scalar_ops, activations_match_cpu_kernels) {
     for (int approx = 0; approx < 2; approx++) {
         k_gelu_forward_f32(y, x, N, approx);
         memset(dx, 0, sizeof dx);
-        k_gelu_backward_f32(dx, dy, x, N, approx);
+        k_gelu_backward_f32(dx, dy, x, N, approx, 1);
         for (int i = 0; i < N; i++) {
             float f = approx ? so_gelu_tanh(x[i]) : so_gelu(x[i]);
             float d = 0 + (approx ? so_gelu_tanh_grad(dy[i], x[i]) : so_gelu_grad(dy[i], x[i]));
@@ -428,14 +428,24 @@ Test(scalar_ops, layer_norm_matches_cpu_kernels) {
     memset(dx, 0, sizeof dx); memset(dw, 0, sizeof dw); memset(db, 0, sizeof db);
     k_layer_norm_backward_f32(dx, dw, db, dy, x, w, mean, rstd, R, D);
     for (int r = 0; r < R; r++) {
-        double s1 = 0, s2 = 0;
+        // the kernel's order: K_LN_LANES lane sums (lane l: elements l, l + K_LN_LANES, ...), then the tail
+        double l1[K_LN_LANES] = {0}, l2[K_LN_LANES] = {0}, s1 = 0, s2 = 0;
+        const int full = D / K_LN_LANES * K_LN_LANES;
         for (int i = 0; i < D; i++) {
             int j = r * D + i;
             cr_assert(same_bits(so_ln_apply(x[j], mean[r], rstd[r], w[i], b[i]), y[j]), "layer norm at %d", j);
             cr_assert(same_bits(so_ln_apply(x[j], mean[r], rstd[r], 1, 0), y0[j]), "layer norm without affine at %d", j);
-            float g = dy[j] * w[i];
+            if (i < full) {
+                float g = dy[j] * w[i];
+                l1[i % K_LN_LANES] += g;
+                l2[i % K_LN_LANES] += so_ln_term(g, x[j], mean[r], rstd[r]);
+            }
+        }
+        for (int l = 0; l < K_LN_LANES; l++) { s1 += l1[l]; s2 += l2[l]; }
+        for (int i = full; i < D; i++) {
+            float g = dy[r * D + i] * w[i];
             s1 += g;
-            s2 += so_ln_term(g, x[j], mean[r], rstd[r]);
+            s2 += so_ln_term(g, x[r * D + i], mean[r], rstd[r]);
         }
         float m1 = (float)(s1 / D), m2 = (float)(s2 / D);
         for (int i = 0; i < D; i++) {
