@@ -24,6 +24,7 @@ steps_of() {   # batch warmup steps
         paw) echo "32 3 15" ;;
         linear) echo "4 200 20000" ;;
         tiny_gpt) echo "8 3 15" ;;
+        tiny_transformer) echo "16 5 40" ;;
         unet) echo "8 2 8" ;;         # issue 18's families, as bench/speed.sh runs them
         resnet18) echo "16 2 8" ;;
         *) echo "profile.sh: no step counts for $1 (steps_of)" >&2; exit 2 ;;

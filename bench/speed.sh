@@ -71,6 +71,7 @@ spec_row_full() {
         paw)         echo "specs/paw.lua 32 32-true 3 12 10 2" ;;   # fp32 on both sides (bench/precision.sh compares precisions)
         linear)      echo "bench/specs/linear.lua 4 - 200 5000 2000 250" ;;
         tiny_gpt)    echo "specs/tiny_gpt.lua 8 - 3 20 15 2" ;;    # B=8, T=128: tokens/s = 1024 × 1000 / ms
+        tiny_transformer) echo "specs/tiny_transformer.lua 16 - 5 40 30 2" ;;   # issue 12's 2×; against its emitted model.py
         # issue 18's model families (their own optimizers; PyTorch runs the module --emit torch writes)
         resnet18)    echo "specs/resnet18.lua 16 - 2 8 8 1" ;;
         unet)        echo "specs/unet.lua 8 - 2 8 8 1" ;;

@@ -336,7 +336,7 @@ end
 -- Gradient clipping on the device (Fabric's clip_gradients, as the C backend's
 -- clip_gradients): by value, one clamp kernel; by norm, CLIP_CHUNKS blocks each sum the
 -- terms of one of the CPU's 64 fixed chunks in double (threads strided, then a tree:
--- the order within a chunk differs from the CPU's left-to-right sum, so the norm may
+-- the order within a chunk differs from the CPU's 8 lane sums, so the norm may
 -- differ in its last bits), one thread adds the chunks in the CPU's order and writes the
 -- coefficient (double) to scratch, and the scale kernel reads it there (no host sync:
 -- the clip is capturable in a CUDA Graph).  The per-element parts are scalar_ops.h's.

@@ -228,7 +228,7 @@ activation("relu", true, nil, true)
 activation("sigmoid", true, nil, true)
 activation("tanh", true, nil, true)
 activation("silu", false, nil, true)
-activation("gelu", false, function(n) return n.attrs.approximate == "tanh" and "1" or "0" end)
+activation("gelu", false, function(n) return n.attrs.approximate == "tanh" and "1" or "0" end, true)
 
 ops_cpu.dropout = {
   forward = function(e, n)
@@ -939,7 +939,8 @@ ops_cpu.scaled_dot_product_attention = {
     local B, L, S, E, EV = sdpa_sizes(e, n)
     local scale = n.attrs.scale or 1 / math.sqrt(E)
     return { e.call("sdpa_backward", e.grad(n.inputs[1]), e.grad(n.inputs[2]), e.grad(n.inputs[3]), e.scratch(), e.grad(n.out),
-      e.ptr(n.inputs[1]), e.ptr(n.inputs[2]), e.ptr(n.inputs[3]), e.save(n, "att"), B, L, S, E, EV, e.lit(scale)) }
+      e.ptr(n.inputs[1]), e.ptr(n.inputs[2]), e.ptr(n.inputs[3]), e.save(n, "att"), B, L, S, E, EV,
+      n.attrs.is_causal and 1 or 0, e.lit(scale)) }
   end,
 }
 

@@ -128,7 +128,7 @@ Test(kernels_torch, gelu_silu) {
         snprintf(k, sizeof k, "%s.x0", names[c]);
         const double *x = ref(k, &n), *dy = reff("%s.dy", names[c]);
         double *y = zeros(n), *dx = zeros(n);
-        if (c < 2) { k_gelu_forward_f64(y, x, n, c == 0); k_gelu_backward_f64(dx, dy, x, n, c == 0); }
+        if (c < 2) { k_gelu_forward_f64(y, x, n, c == 0); k_gelu_backward_f64(dx, dy, x, n, c == 0, 1); }
         else { k_silu_forward_f64(y, x, n); k_silu_backward_f64(dx, dy, x, n, 1); }
         expect_close(names[c], y, reff("%s.y", names[c]), n, TOL);
         expect_close(names[c], dx, reff("%s.dx0", names[c]), n, TOL);

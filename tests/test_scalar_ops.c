@@ -70,6 +70,39 @@ Test(scalar_ops, f16_matches_cpu_conversions) {
     }
 }
 
+// tanh (k_tanhf, so_tanh: a polynomial and exp arithmetic, not libm's): the same bits on
+// both sides and within 2 ulp of the double tanh, over every 1031st float pattern (all
+// exponents, both signs) and the edges: zeros, subnormals, the branch point, where it
+// rounds to 1, huge values, infinities, NaN
+Test(scalar_ops, tanh_matches_and_is_accurate) {
+    double worst = 0;
+    for (uint64_t v = 0; v <= 0xffffffffu + 1031ull; v += 1031) {
+        uint32_t u = v > 0xffffffffu ? 0x7f800000u ^ (uint32_t)(v & 1) << 31 : (uint32_t)v;
+        float x;
+        memcpy(&x, &u, 4);
+        float k = k_tanhf(x), s = so_tanh(x);
+        cr_assert(same_bits(k, s), "tanh %08x: kernel %a, scalar_ops %a", u, k, s);
+        if (isnan(x)) { cr_assert(isnan(k)); continue; }
+        double t = tanh((double)x);
+        float tf = (float)t;
+        double ulp = fabsf(tf) == 1 ? 0x1p-24 : nextafterf(fabsf(tf), INFINITY) - fabsf(tf);
+        double e = fabs(k - t) / ulp;
+        if (e > worst) worst = e;
+        cr_assert(e <= 2, "tanh(%a) = %a, double %a: %.2f ulp", x, k, t, e);
+        cr_assert(signbit(k) == signbit(x), "tanh(%a) = %a: sign", x, k);
+    }
+    const float edge[] = { 0.0f, -0.0f, 1e-45f, -1e-45f, 1e-38f, 0.5493f, -0.5493f, 0x1.193ddap-1f, 9.01f, 9.02f,
+                           10.0f, 88.7f, 3.4028235e38f, -3.4028235e38f, INFINITY, -INFINITY };
+    for (size_t i = 0; i < sizeof edge / sizeof edge[0]; i++) {
+        float x = edge[i];
+        cr_assert(same_bits(k_tanhf(x), so_tanh(x)));
+        cr_assert(same_bits(k_tanhf(x), tanhf(x)) || fabs(k_tanhf(x) - tanh((double)x)) <= 0x1p-24 * fabs(tanh((double)x)),
+                  "tanh(%a) = %a, libm %a", x, k_tanhf(x), tanhf(x));
+    }
+    cr_assert(isnan(k_tanhf(NAN)) && isnan(so_tanh(-NAN)));
+    cr_assert(worst > 0.5, "the sweep reached %.2f ulp at most: did it run?", worst);
+}
+
 Test(scalar_ops, activations_match_cpu_kernels) {
     static float x[N], y[N], dy[N], dx[N], ys[N], dxs[N];
     for (int i = 0; i < N; i++) { x[i] = uniform(-8, 8); dy[i] = uniform(-1, 1); }
@@ -103,7 +136,7 @@ Test(scalar_ops, activations_match_cpu_kernels) {
     for (int approx = 0; approx < 2; approx++) {
         k_gelu_forward_f32(y, x, N, approx);
         memset(dx, 0, sizeof dx);
-        k_gelu_backward_f32(dx, dy, x, N, approx);
+        k_gelu_backward_f32(dx, dy, x, N, approx, 1);
         for (int i = 0; i < N; i++) {
             float f = approx ? so_gelu_tanh(x[i]) : so_gelu(x[i]);
             float d = 0 + (approx ? so_gelu_tanh_grad(dy[i], x[i]) : so_gelu_grad(dy[i], x[i]));
@@ -395,14 +428,24 @@ Test(scalar_ops, layer_norm_matches_cpu_kernels) {
     memset(dx, 0, sizeof dx); memset(dw, 0, sizeof dw); memset(db, 0, sizeof db);
     k_layer_norm_backward_f32(dx, dw, db, dy, x, w, mean, rstd, R, D);
     for (int r = 0; r < R; r++) {
-        double s1 = 0, s2 = 0;
+        // the kernel's order: K_LN_LANES lane sums (lane l: elements l, l + K_LN_LANES, ...), then the tail
+        double l1[K_LN_LANES] = {0}, l2[K_LN_LANES] = {0}, s1 = 0, s2 = 0;
+        const int full = D / K_LN_LANES * K_LN_LANES;
         for (int i = 0; i < D; i++) {
             int j = r * D + i;
             cr_assert(same_bits(so_ln_apply(x[j], mean[r], rstd[r], w[i], b[i]), y[j]), "layer norm at %d", j);
             cr_assert(same_bits(so_ln_apply(x[j], mean[r], rstd[r], 1, 0), y0[j]), "layer norm without affine at %d", j);
-            float g = dy[j] * w[i];
+            if (i < full) {
+                float g = dy[j] * w[i];
+                l1[i % K_LN_LANES] += g;
+                l2[i % K_LN_LANES] += so_ln_term(g, x[j], mean[r], rstd[r]);
+            }
+        }
+        for (int l = 0; l < K_LN_LANES; l++) { s1 += l1[l]; s2 += l2[l]; }
+        for (int i = full; i < D; i++) {
+            float g = dy[r * D + i] * w[i];
             s1 += g;
-            s2 += so_ln_term(g, x[j], mean[r], rstd[r]);
+            s2 += so_ln_term(g, x[r * D + i], mean[r], rstd[r]);
         }
         float m1 = (float)(s1 / D), m2 = (float)(s2 / D);
         for (int i = 0; i < D; i++) {

@@ -5,7 +5,7 @@
 // around these functions.  What the CPU tests prove about them holds on the GPU.
 //
 // No libc: NVRTC compiles this without any system header.  The math functions used
-// (expf, logf, tanhf, erff, sqrtf, fabs, fabsf, pow) are NVRTC built-ins; on the CPU the includer provides <math.h>.
+// (expf, logf, erff, sqrtf, fabs, fabsf, pow) are NVRTC built-ins; on the CPU the includer provides <math.h>.
 // Storage formats as gen/precision.lua names them: f32 (float), bf16 and f16 (16-bit
 // patterns in an unsigned short, converted here bit by bit, rounding to nearest even,
 // so that the GPU needs neither cuda_bf16.h nor cuda_fp16.h and rounds as the CPU does).
@@ -115,7 +115,20 @@ SO_FN float so_relu(float x) { return x > 0 ? x : 0; }
 SO_FN float so_relu_grad(float dy, float y) { return y > 0 ? dy : 0; }
 SO_FN float so_sigmoid(float x) { return 1 / (1 + expf(-x)); }
 SO_FN float so_sigmoid_grad(float dy, float y) { return dy * y * (1 - y); }
-SO_FN float so_tanh(float x) { return tanhf(x); }
+// tanh: templates/cpu/kernels.h's k_tanhf, the same arithmetic (there: why and how accurate)
+SO_FN float so_tanh(float x) {
+    float a = fabsf(x), z = a * a;
+    float p = a + a * z * (-0.3333331822510353f + z * (0.1333260846478368f + z * (-0.05385463649990026f
+              + z * (0.02108122300801763f + z * -0.006287718246235597f))));
+    float y = 2 * (a < 10 ? a : 10);
+    float n = (y * 1.4426950408889634f + 12582912.0f) - 12582912.0f;
+    float r = (y - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
+    float e = 1.0000000005541667f + r * (1.0000000363231931f + r * (0.4999999207980303f + r * (0.16666420169864485f
+              + r * (0.041668225572550954f + r * (0.00837481580328982f + r * 0.0013836845821370526f)))));
+    float t = a < 0.5493f ? p : 1 - 2 / (e * so_bits_float((so_u32)((int)n + 127) << 23) + 1);
+    t = so_bits_float(so_float_bits(t) | (so_float_bits(x) & 0x80000000u));
+    return x != x ? x + x : t;
+}
 SO_FN float so_tanh_grad(float dy, float y) { return dy * (1 - y * y); }
 // abs: f' = sign(x) (0 at 0), as the CPU's K_UNARY(abs)
 SO_FN float so_abs(float x) { return fabsf(x); }
@@ -135,10 +148,10 @@ SO_FN float so_gelu_grad(float dy, float x) {
 }
 // gelu, tanh approximation: x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
 SO_FN float so_gelu_tanh(float x) {
-    return 0.5f * x * (1 + tanhf((float)0.7978845608028654 * (x + 0.044715f * x * x * x)));
+    return 0.5f * x * (1 + so_tanh((float)0.7978845608028654 * (x + 0.044715f * x * x * x)));
 }
 SO_FN float so_gelu_tanh_grad(float dy, float x) {
-    float t = tanhf((float)0.7978845608028654 * (x + 0.044715f * x * x * x));
+    float t = so_tanh((float)0.7978845608028654 * (x + 0.044715f * x * x * x));
     float du = (float)0.7978845608028654 * (1 + 3 * 0.044715f * x * x);
     return dy * (0.5f * (1 + t) + 0.5f * x * (1 - t * t) * du);
 }

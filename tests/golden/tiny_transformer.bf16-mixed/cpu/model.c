@@ -1002,7 +1002,7 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
     memset(w57_0, 0, sizeof(real) * (size_t)(B * 16384));
     k_load_bf16_as_bf16(w57_262144, d58, B * 16384);
     k_load_bf16_as_bf16(w57_524288, a57, B * 16384);
-    k_gelu_backward_f32(w57_0, w57_262144, w57_524288, B * 16384, 1);
+    k_gelu_backward_f32(w57_0, w57_262144, w57_524288, B * 16384, 1, 1);
     k_accum_bf16_from_bf16(d57, w57_0, B * 16384);
 
     // block.mlp.0  <- specs/tiny_transformer.lua:12  Linear(64, 256)  (backward)
@@ -1069,7 +1069,7 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
     k_load_bf16_as_bf16(w48_262144, a44, B * 4096);
     k_load_bf16_as_bf16(w48_327680, a47, B * 4096);
     k_load_bf16_as_bf16(w48_393216, a50, B * 4096);
-    k_sdpa_backward_f32(w48_0, w48_65536, w48_131072, m->scratch, w48_196608, w48_262144, w48_327680, w48_393216, s48_att, B * 4, 64, 64, 16, 16, 0.25f);
+    k_sdpa_backward_f32(w48_0, w48_65536, w48_131072, m->scratch, w48_196608, w48_262144, w48_327680, w48_393216, s48_att, B * 4, 64, 64, 16, 16, 1, 0.25f);
     k_accum_bf16_from_bf16(d44, w48_0, B * 4096);
     k_accum_bf16_from_bf16(d47, w48_65536, B * 4096);
     k_accum_bf16_from_bf16(d50, w48_131072, B * 4096);
@@ -1178,7 +1178,7 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
     memset(w30_0, 0, sizeof(real) * (size_t)(B * 16384));
     k_load_bf16_as_bf16(w30_262144, d35, B * 16384);
     k_load_bf16_as_bf16(w30_524288, a34, B * 16384);
-    k_gelu_backward_f32(w30_0, w30_262144, w30_524288, B * 16384, 1);
+    k_gelu_backward_f32(w30_0, w30_262144, w30_524288, B * 16384, 1, 1);
     k_accum_bf16_from_bf16(d34, w30_0, B * 16384);
 
     // block.mlp.0  <- specs/tiny_transformer.lua:12  Linear(64, 256)  (backward)
@@ -1251,7 +1251,7 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
     k_load_bf16_as_bf16(w17_262144, a15, B * 4096);
     k_load_bf16_as_bf16(w17_327680, a18, B * 4096);
     k_load_bf16_as_bf16(w17_393216, a21, B * 4096);
-    k_sdpa_backward_f32(w17_0, w17_65536, w17_131072, m->scratch, w17_196608, w17_262144, w17_327680, w17_393216, s17_att, B * 4, 64, 64, 16, 16, 0.25f);
+    k_sdpa_backward_f32(w17_0, w17_65536, w17_131072, m->scratch, w17_196608, w17_262144, w17_327680, w17_393216, s17_att, B * 4, 64, 64, 16, 16, 1, 0.25f);
     k_accum_bf16_from_bf16(d15, w17_0, B * 4096);
     k_accum_bf16_from_bf16(d18, w17_65536, B * 4096);
     k_accum_bf16_from_bf16(d21, w17_131072, B * 4096);
