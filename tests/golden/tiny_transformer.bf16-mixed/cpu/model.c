@@ -996,14 +996,11 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
     k_accum_bf16_from_bf16(d78, w58_278528, 64);
 
     // block.mlp.1  <- specs/tiny_transformer.lua:12  GELU()  (backward)
-    // the gradients this op writes first, cleared (it adds into them)
-    memset(d57, 0, 2 * (size_t)(B * 16384));
     // operands converted between their storage and float around the kernel (precision plan)
-    memset(w57_0, 0, sizeof(real) * (size_t)(B * 16384));
     k_load_bf16_as_bf16(w57_262144, d58, B * 16384);
     k_load_bf16_as_bf16(w57_524288, a57, B * 16384);
-    k_gelu_backward_f32(w57_0, w57_262144, w57_524288, B * 16384, 1, 1);
-    k_accum_bf16_from_bf16(d57, w57_0, B * 16384);
+    k_gelu_backward_f32(w57_0, w57_262144, w57_524288, B * 16384, 1, 0);
+    k_store_bf16_from_bf16(d57, w57_0, B * 16384);
 
     // block.mlp.0  <- specs/tiny_transformer.lua:12  Linear(64, 256)  (backward)
     // the gradients this op writes first, cleared (it adds into them)
@@ -1172,14 +1169,11 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
     k_accum_convert_bf16_f32(g_block_mlp_2_weight, d77, 16384);
 
     // block.mlp.1  <- specs/tiny_transformer.lua:12  GELU()  (backward)
-    // the gradients this op writes first, cleared (it adds into them)
-    memset(d34, 0, 2 * (size_t)(B * 16384));
     // operands converted between their storage and float around the kernel (precision plan)
-    memset(w30_0, 0, sizeof(real) * (size_t)(B * 16384));
     k_load_bf16_as_bf16(w30_262144, d35, B * 16384);
     k_load_bf16_as_bf16(w30_524288, a34, B * 16384);
-    k_gelu_backward_f32(w30_0, w30_262144, w30_524288, B * 16384, 1, 1);
-    k_accum_bf16_from_bf16(d34, w30_0, B * 16384);
+    k_gelu_backward_f32(w30_0, w30_262144, w30_524288, B * 16384, 1, 0);
+    k_store_bf16_from_bf16(d34, w30_0, B * 16384);
 
     // block.mlp.0  <- specs/tiny_transformer.lua:12  Linear(64, 256)  (backward)
     // operands converted between their storage and float around the kernel (precision plan)
