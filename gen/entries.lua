@@ -215,11 +215,12 @@ function entries.build(l)
         local e = decode_step(l, name, where, trace, out)
         -- the exported library (backend "export") runs the C backend's decode step
         if l.backend == "cuda" then
-          e.refused = "the CUDA program does not sample yet (build it for the CPU: --accelerator=cpu)"
+          e.refused = l.inference and "the CUDA library does not sample yet (export it for the CPU: --accelerator=cpu)"
+            or "the CUDA program does not sample yet (build it for the CPU: --accelerator=cpu)"
         end
         if e.refused then
           io.stderr:write(string.format("%s:%d: note: %s is not generated: %s; %s\n", where.file, where.line, name, e.refused,
-            l.backend == "export" and "the library has no " .. name .. " function" or "the program refuses --sample"))
+            l.inference and "the library has no " .. name .. " function" or "the program refuses --sample"))
         end
         list[#list + 1] = e
       end
