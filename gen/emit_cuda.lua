@@ -1050,8 +1050,9 @@ local function check_precision(sp, target)
   end
 end
 
--- Each op of `nodes` this backend lacks, an error at its line; and fabric.devices
-local function check_nodes_and_device(sp, nodes, target)
+-- Each op of `nodes` this backend lacks, an error at its line; and fabric.devices (a
+-- training program's: the exported library runs on the device current at its open)
+local function check_nodes_and_device(sp, nodes, target, inference)
   for _, node in ipairs(nodes) do
     if not ops_cuda[node.op] or node.op == "supported" then
       diag.error(node.where, string.format("%s is not supported by the CUDA backend yet", node.attrs.as or node.op))
@@ -1063,7 +1064,7 @@ local function check_nodes_and_device(sp, nodes, target)
     end
   end
   local device, why = device_ordinal(sp, target.devices)
-  if not device then diag.error(not target.devices and diag.key_where(sp.fabric.where, "devices") or nil, why) end
+  if not device and not inference then diag.error(not target.devices and diag.key_where(sp.fabric.where, "devices") or nil, why) end
 end
 
 -- What this backend cannot run, said before any work (gen/pipeline.lua's assign stage
@@ -1094,11 +1095,11 @@ function emit.check(g, target)
   diag.check()
 end
 
--- The same for an inference program (loom export --accelerator=cuda): the precision, the
--- forward's ops, one device (the training step's own settings do not matter there).
+-- The same for an inference program (loom export --accelerator=cuda): the precision and
+-- the forward's ops (the training step's own settings and devices do not matter there).
 function emit.check_inference(g, target)
   check_precision(g.spec, target)
-  check_nodes_and_device(g.spec, g.traces.forward.nodes, target)
+  check_nodes_and_device(g.spec, g.traces.forward.nodes, target, true)
   diag.check()
 end
 

@@ -100,7 +100,7 @@ function emit.program(l)
   local files = {}
   files[name .. ".h"] = template.fill("templates/export/lib.h.in", with {
     example_args = table.concat(io.example, ", "), link_libs = "the CUDA runtime and cuBLASLt (" .. LINK .. ")",
-    threads_doc = "one opened model may be used\n// by any number of threads (the calls take turns on the device: one lock in the library)",
+    threads_doc = "one opened model may be used\n// by any number of threads (the calls take turns on the device: one lock in the library).\n// A model runs on the CUDA device current when it was opened (cudaSetDevice before\n// " .. name .. "_open picks another)",
     kernel_failure = "a CUDA, cuBLASLt or NVRTC error, or no CUDA device",
     num_inputs = #l.fields, num_outputs = l.trace.outputs.n,
     input_doc = table.concat(io.in_doc, "\n"), output_doc = table.concat(io.out_doc, "\n"),

@@ -408,8 +408,9 @@ function commands.export(opts, path)
   local name = spec_basename(path):gsub("[^%w_]", "_")
   if name:match("^%d") then name = "m" .. name end
   local max_batch = opts.max_batch or (g.spec.train and g.spec.train.batch_size) or 1
+  -- (the CUDA library is one process on one device, whatever the training's devices)
   local result = pipeline.program(g, target(g, opts, cuda and "cuda" or "export", { inference = true, max_batch = max_batch,
-    march = opts.march, export_name = name }), opts.dump)
+    march = opts.march, export_name = name, devices = cuda and 1 or opts.devices }), opts.dump)
   if not result then return end
   local f = io.open(opts.checkpoint, "rb")
   if not f then diag.fatal(nil, opts.checkpoint .. ": cannot open the checkpoint") end
