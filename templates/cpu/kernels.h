@@ -120,9 +120,11 @@ static inline int k_max_threads(void) { return omp_get_max_threads(); }
 // where a matmul primitive compiles only its shape's (brgemm, 0.1 to 0.6 ms) and runs
 // as fast or faster on such sizes.  Which path a product takes depends on its shape only
 // (the table has no limit: the same shape always gives the same bits), so the training
-// program and an exported library compute alike.  Up to this many multiply-adds:
+// program and an exported library compute alike.  Up to this many multiply-adds (paw's
+// batch-1 convolutions, 7M to 19M, included: their steady batch-1 time measured the same
+// either way, alternating runs; start-up 31 -> 9 ms of CPU):
 #ifndef K_F32_PRIM_MAX_WORK
-#define K_F32_PRIM_MAX_WORK 4194304.0
+#define K_F32_PRIM_MAX_WORK 33554432.0
 #endif
 typedef struct {
     int M, N, K, ta, tb, lda, ldb, ldc;
