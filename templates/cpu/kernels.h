@@ -129,26 +129,23 @@ static inline int k_max_threads(void) { return omp_get_max_threads(); }
 typedef struct {
     int M, N, K, ta, tb, lda, ldb, ldc;
     float alpha, beta;
+    dnnl_engine_t engine;
     dnnl_primitive_t prim;             // NULL: no brgemm matmul for it (sgemm computes it)
     dnnl_memory_desc_t a, b, c, scratch;
     size_t scratch_bytes;
 } k_f32_plan;
 typedef struct { size_t n, cap; k_f32_plan **slots; } k_f32_plans;   // open addressing
 
-// oneDNN's CPU engine, which every plan (float and bf16) runs on: made once (NULL: none,
-// recorded with K_FAIL)
-static inline dnnl_engine_t k_dnnl_engine(void) {
+// oneDNN's CPU engine, which every plan (float and bf16) runs on: made once, by a caller
+// inside `#pragma omp critical` (the unnamed one: both plan tables take it; a named
+// critical would be a symbol an exported library shows); NULL: none (K_FAIL)
+static inline dnnl_engine_t k_dnnl_engine_locked(void) {
     static dnnl_engine_t engine;
     static int tried;
-    dnnl_engine_t e;
-    #pragma omp critical(k_dnnl_engine)
-    {
-        if (!tried && dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success) engine = NULL;
-        tried = 1;
-        e = engine;
-    }
-    if (!e) K_FAIL("oneDNN: no CPU engine");
-    return e;
+    if (!tried && dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success) engine = NULL;
+    tried = 1;
+    if (!engine) K_FAIL("oneDNN: no CPU engine");
+    return engine;
 }
 
 static inline size_t k_f32_plan_hash(const k_f32_plan *q) {
@@ -171,14 +168,14 @@ static inline int k_f32_plan_same(const k_f32_plan *x, const k_f32_plan *y) {
 static inline const k_f32_plan *k_f32_plan_of(const k_f32_plan *key) {
     static k_f32_plans ps;
     const k_f32_plan *found = NULL;
-    #pragma omp critical(k_f32_plans)
+    #pragma omp critical
     {
         size_t h = k_f32_plan_hash(key);
         if (ps.cap) {
             for (size_t i = h & (ps.cap - 1); ps.slots[i]; i = (i + 1) & (ps.cap - 1))
                 if (k_f32_plan_same(ps.slots[i], key)) { found = ps.slots[i]; break; }
         }
-        dnnl_engine_t engine = found ? NULL : k_dnnl_engine();
+        dnnl_engine_t engine = found ? NULL : k_dnnl_engine_locked();
         if (engine && 2 * (ps.n + 1) > ps.cap) {   // grown to keep it at most half full
             size_t cap = ps.cap ? 2 * ps.cap : 64;
             k_f32_plan **slots = calloc(cap, sizeof *slots);
@@ -198,6 +195,7 @@ static inline const k_f32_plan *k_f32_plan_of(const k_f32_plan *key) {
         if (engine && !q) K_FAIL_NOMEM("out of memory (a GEMM plan)");
         if (q) {
             *q = *key;
+            q->engine = engine;
             q->prim = NULL;
             q->scratch_bytes = 0;
             memset(&q->scratch, 0, sizeof q->scratch);
@@ -299,12 +297,12 @@ static inline void k_sgemm(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta, enum
     // (untransposed operands only: brgemm repacks a transposed operand at every call, which
     // costs a batch-1 linear layer 4x; sgemm's M = 1 product is a GEMV whose JIT is small)
     if (ta == CblasNoTrans && tb == CblasNoTrans && (double)M * N * K <= K_F32_PRIM_MAX_WORK) {
-        k_f32_plan key = { M, N, K, ta != CblasNoTrans, tb != CblasNoTrans, lda, ldb, ldc, alpha, beta, NULL,
+        k_f32_plan key = { M, N, K, ta != CblasNoTrans, tb != CblasNoTrans, lda, ldb, ldc, alpha, beta, NULL, NULL,
                            {0}, {0}, {0}, {0}, 0 };
         const k_f32_plan *q = k_f32_plan_of(&key);
         if (!q) return;   // recorded (K_FAIL)
         if (q->prim) {
-            k_run_plan(q->prim, &q->a, &q->b, &q->c, &q->scratch, q->scratch_bytes, k_dnnl_engine(), A, B, C, "float", M, N, K);
+            k_run_plan(q->prim, &q->a, &q->b, &q->c, &q->scratch, q->scratch_bytes, q->engine, A, B, C, "float", M, N, K);
             return;
         }
     }
@@ -377,6 +375,7 @@ static inline double k_clip_coef(double total_norm, double max_norm) {
 typedef struct {
     int M, N, K, ta, tb, ldc;
     float alpha, beta;
+    dnnl_engine_t engine;
     dnnl_primitive_t prim;             // NULL: no bf16 matmul but the reference one
     dnnl_memory_desc_t a, b, c, scratch;
     size_t scratch_bytes;
@@ -388,7 +387,7 @@ static inline k_bf16_plans *k_bf16_plans_get(void) { static k_bf16_plans p; retu
 static inline const k_bf16_plan *k_bf16_plan_of(int M, int N, int K, int ta, int tb, int ldc, float alpha, float beta) {
     k_bf16_plans *ps = k_bf16_plans_get();
     const k_bf16_plan *found = NULL;
-    #pragma omp critical(k_bf16_plans)
+    #pragma omp critical
     {
         for (int i = 0; i < ps->n && !found; i++) {
             const k_bf16_plan *q = &ps->plans[i];
@@ -396,10 +395,10 @@ static inline const k_bf16_plan *k_bf16_plan_of(int M, int N, int K, int ta, int
                 && q->alpha == alpha && q->beta == beta) found = q;
         }
         // (no engine: recorded in a library; NULL, the fallback computes it)
-        dnnl_engine_t engine = !found && ps->n < K_BF16_PLANS ? k_dnnl_engine() : NULL;
+        dnnl_engine_t engine = !found && ps->n < K_BF16_PLANS ? k_dnnl_engine_locked() : NULL;
         if (engine) {
             k_bf16_plan *q = &ps->plans[ps->n];
-            *q = (k_bf16_plan){ M, N, K, ta, tb, ldc, alpha, beta, NULL, {0}, {0}, {0}, {0}, 0 };
+            *q = (k_bf16_plan){ M, N, K, ta, tb, ldc, alpha, beta, engine, NULL, {0}, {0}, {0}, {0}, 0 };
             // the operands as k_sgemm_bf16 packs them: op(A) (M, K), op(B) (K, N), C (M, N) with ldc
             dnnl_dims_t ad = { M, K }, as = { ta ? 1 : K, ta ? M : 1 };
             dnnl_dims_t bd = { K, N }, bs = { tb ? 1 : N, tb ? K : 1 };
@@ -500,7 +499,7 @@ static inline void k_sgemm_bf16(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta,
         k_sgemm(order, ta, tb, M, N, K, alpha, wide, at ? M : K, wide + na, bt ? K : N, beta, C, ldc);
         return;
     }
-    k_run_plan(q->prim, &q->a, &q->b, &q->c, &q->scratch, q->scratch_bytes, k_dnnl_engine(), a16, b16, C, "bf16", M, N, K);
+    k_run_plan(q->prim, &q->a, &q->b, &q->c, &q->scratch, q->scratch_bytes, q->engine, a16, b16, C, "bf16", M, N, K);
 }
 
 // the type-generic kernels, instantiated for float and double
