@@ -1105,7 +1105,6 @@ end
 local function skipped(pp, node) return require("ops")[node.op].alias or pp.folded[node] end
 
 -- The forward's launches, op by op (a fused group where its first member runs).
--- Returns the lines and the loss's operand.
 local function forward_code(l, e)
   local g, pp, fz, trace = l.graph, l.pp, l.fuse, l.trace
   local fwd = {}
@@ -1127,10 +1126,7 @@ local function forward_code(l, e)
       for _, line in ipairs(indent(lines)) do fwd[#fwd + 1] = line end
     end
   end
-  local loss = trace.outputs[1]
-  local lossv = e.val(loss)
-  assert(lossv.S == "f32", "the loss is stored in float")
-  return fwd, lossv
+  return fwd
 end
 
 -- The backward's launches: the loss's seed, then each op's backward in autodiff's order
@@ -1257,10 +1253,8 @@ local function optimizer_state_code(opt_states)
   return { fields = opt_fields, alloc = opt_alloc, to_host = opt_copy_h, to_device = opt_copy_d, free = opt_free }
 end
 
--- What this backend cannot run, said before any work (gen/pipeline.lua's assign stage
--- asks): its precisions, a training step, its ops, one device.
-function emit.check(g, target)
-  local sp = g.spec
+-- The precision (the spec's or --precision=), refused unless this backend runs it
+local function check_precision(sp, target)
   local prec = target.precision or sp.fabric.precision
   if not emit.PRECISIONS[prec] then
     -- the spec's line when the spec chose it; --precision= has no line to point at
@@ -1268,6 +1262,30 @@ function emit.check(g, target)
     diag.fatal(where, string.format("%s is not supported by the CUDA backend yet (32-true, bf16-mixed, 16-mixed, bf16-true, 16-true)",
       target.precision and ("--precision=" .. prec) or ("precision '" .. prec .. "'")))
   end
+end
+
+-- Each op of `nodes` this backend lacks, an error at its line; and fabric.devices (a
+-- training program's: the exported library runs on the device current at its open)
+local function check_nodes_and_device(sp, nodes, target, inference)
+  for _, node in ipairs(nodes) do
+    if not ops_cuda[node.op] or node.op == "supported" then
+      diag.error(node.where, string.format("%s is not supported by the CUDA backend yet", node.attrs.as or node.op))
+    else
+      local why, whole = ops_cuda.supported(node)
+      -- (`whole`: said of the module, or of the op outside one)
+      local who = whole and node.module and node.module.forward and node.module.call_text or node.attrs.as or node.op
+      if why then diag.error(node.where, string.format("%s: %s is not supported by the CUDA backend yet", who, why)) end
+    end
+  end
+  local device, why = device_ordinal(sp, target.devices)
+  if not device and not inference then diag.error(not target.devices and diag.key_where(sp.fabric.where, "devices") or nil, why) end
+end
+
+-- What this backend cannot run, said before any work (gen/pipeline.lua's assign stage
+-- asks): its precisions, a training step, its ops, one device.
+function emit.check(g, target)
+  local sp = g.spec
+  check_precision(sp, target)
   if not g.loss then
     diag.fatal(sp.model_where, "the spec has no train { ... } with a loss, so there is no training step to generate")
   end
@@ -1279,19 +1297,7 @@ function emit.check(g, target)
   if g.step then
     diag.fatal(g.step.where, "a training_step is not supported by the CUDA backend yet (the CPU program runs it: --accelerator=cpu)")
   end
-  for _, node in ipairs(g.loss.nodes) do
-    if not ops_cuda[node.op] or node.op == "supported" then
-      diag.error(node.where, string.format("%s is not supported by the CUDA backend yet", node.attrs.as or node.op))
-    else
-      local why, whole = ops_cuda.supported(node)
-      -- (`whole`: said of the module, or of the op outside one)
-      local who = whole and node.module and node.module.forward and node.module.call_text or node.attrs.as or node.op
-      if why then diag.error(node.where, string.format("%s: %s is not supported by the CUDA backend yet", who, why)) end
-    end
-  end
-  local device, why = device_ordinal(sp, target.devices)
-  if not device then diag.error(not target.devices and diag.key_where(sp.fabric.where, "devices") or nil, why) end
-  local opt = sp.train and sp.train.optimizer
+  check_nodes_and_device(sp, g.loss.nodes, target)
   local sched = sp.train and sp.train.scheduler
   if sched and sched.kind == "ReduceLROnPlateau" then
     diag.error(sched.where, "ReduceLROnPlateau is not supported by the CUDA backend yet (its lr is run state the device step would read)")
@@ -1300,6 +1306,14 @@ function emit.check(g, target)
     -- the device's update kernels run over every parameter (train.load_raw is host-side and runs)
     diag.error(diag.key_where(sp.train.where, "freeze"), "train.freeze (frozen parameters) is not supported by the CUDA backend yet")
   end
+  diag.check()
+end
+
+-- The same for an inference program (loom export --accelerator=cuda): the precision and
+-- the forward's ops (the training step's own settings and devices do not matter there).
+function emit.check_inference(g, target)
+  check_precision(g.spec, target)
+  check_nodes_and_device(g.spec, g.traces.forward.nodes, target, true)
   diag.check()
 end
 
@@ -1331,6 +1345,27 @@ function emit.fusion_rules(l)
   return describe, tail_of
 end
 
+-- The lines that write the 16-bit compute copy of the parameters the GEMMs read
+-- (m->d_compute) from m->d_params, after init, resume or loading weights (model_upload;
+-- the exported library's open), or a comment when no GEMM reads one
+local function compute_copy_code(e)
+  local compute_upload = "    // no compute copy: no GEMM reads a float32 parameter in 16 bits"
+  local cf = e.compute.fmt
+  if cf then
+    local ck = e.kernel { kind = "compute_copy_" .. FMT[cf].code, ops = {}, params = "const float *__restrict__ p, so_u16 *__restrict__ copy, long long n",
+      body = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)\n" ..
+             string.format("        copy[i] = so_narrow_%s(so_round_%s(p[i]));", cf, cf) }
+    compute_upload = table.concat({
+      string.format("    {   // the %s compute copy of the parameters the GEMMs read (the optimizer keeps it after this)", cf),
+      "        void *p = m->d_params, *copy = m->d_compute;",
+      "        long long n = NUM_PARAMS;",
+      "        void *args[] = { &p, &copy, &n };",
+      string.format("        lc_launch(&m->kernels[%d], lc_blocks(n, 256), 256, m->stream, args);", ck),
+      "    }" }, "\n")
+  end
+  return compute_upload
+end
+
 -- The CUDA program's files for the lowered table `l` (gen/pipeline.lua).  Its
 -- precision_plan.tsv is the precision plan with the C kernels' operand conversions
 -- (gen/kernels_c.lua), the same table the CPU program carries.  Returns { files = { [filename] = text }, counted = what the
@@ -1352,8 +1387,10 @@ function emit.program(l)
   local fuse = require "fuse"
   local fz = l.fuse
   e.fz = fz
-  local fwd, lossv = forward_code(l, e)
+  local fwd = forward_code(l, e)
   local loss = trace.outputs[1]
+  local lossv = e.val(loss)
+  assert(lossv.S == "f32", "the loss is stored in float")
   local scaling = require("precision").SETTINGS[prec].loss_scaling
   -- DDP over NCCL (gen/strategy.lua): the gradient buckets, in the arena's format
   local ddp = l.strategy and l.strategy.kind == "ddp"
@@ -1386,21 +1423,8 @@ function emit.program(l)
       "        *growth_tracker = 0;",
       "    }" }, "\n") }
 
-  -- the compute copy after init, resume or loading weights (model_upload)
-  local compute_upload = "    // no compute copy: no GEMM reads a float32 parameter in 16 bits"
+  local compute_upload = compute_copy_code(e)
   local cf = e.compute.fmt
-  if cf then
-    local ck = e.kernel { kind = "compute_copy_" .. FMT[cf].code, ops = {}, params = "const float *__restrict__ p, so_u16 *__restrict__ copy, long long n",
-      body = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)\n" ..
-             string.format("        copy[i] = so_narrow_%s(so_round_%s(p[i]));", cf, cf) }
-    compute_upload = table.concat({
-      string.format("    {   // the %s compute copy of the parameters the GEMMs read (the optimizer keeps it after this)", cf),
-      "        void *p = m->d_params, *copy = m->d_compute;",
-      "        long long n = NUM_PARAMS;",
-      "        void *args[] = { &p, &copy, &n };",
-      string.format("        lc_launch(&m->kernels[%d], lc_blocks(n, 256), 256, m->stream, args);", ck),
-      "    }" }, "\n")
-  end
 
   local loop = require("emit_train").values(l)
   local um = user_metrics_code(l, e, loop.log_every)
@@ -1612,5 +1636,9 @@ function emit.add_runtime(files, g, ddp)
     objects = table.concat(objects, "\n"), object_list = table.concat(list, " "),
   })
 end
+
+-- What the exported library (gen/emit_export_cuda.lua) builds its forward from
+emit.context, emit.forward_code, emit.kernel_sources, emit.quote, emit.prelude = context, forward_code, kernel_sources, quote, prelude
+emit.FMT, emit.PRELUDE_NAME, emit.device_ordinal, emit.compute_copy_code = FMT, PRELUDE_NAME, device_ordinal, compute_copy_code
 
 return emit

@@ -33,6 +33,18 @@ function emit.check(g, target)
     if target.precision then diag.fatal(nil, string.format("--precision=%s is not supported by loom export", precision)) end
     diag.fatal(sp.fabric.where, string.format("precision '%s' is not supported by loom export", precision))
   end
+  emit.check_forward(g)
+  for _, node in ipairs(g.traces.forward.nodes) do
+    if not ops_cpu[node.op] then diag.error(node.where, string.format("%s is not supported by the C backend yet", node.op)) end
+  end
+  diag.check()
+end
+
+-- What either library (CPU or CUDA) needs of the model's forward: results that are float
+-- tensors with the batch first; the methods the training step calls and detect_anomaly
+-- said in a note (not dropped silently)
+function emit.check_forward(g)
+  local sp = g.spec
   if sp.fabric.detect_anomaly then   -- said, not silently dropped: a library returns errors, it never stops the host
     io.stderr:write(string.format("%s:%d: note: detect_anomaly is the training program's; an exported library has no NaN/Inf checks\n",
       sp.fabric.where.file, sp.fabric.where.line))
@@ -64,10 +76,6 @@ function emit.check(g, target)
         d and string.format(" (return transpose(x, 0, %d))", d) or ""))
     end
   end
-  for _, node in ipairs(t.nodes) do
-    if not ops_cpu[node.op] then diag.error(node.where, string.format("%s is not supported by the C backend yet", node.op)) end
-  end
-  diag.check()
 end
 
 -- A sampling method (gen/entries.lua: a method returning autoregress(...)) as
@@ -208,23 +216,13 @@ local function desc_row(name, dt, shape, high)
     #dims > 0 and table.concat(dims, ", ") or "0", util.numel(shape), high or 0)
 end
 
--- The library's files for the lowered inference table `l`; target.export_name (a C
--- identifier), l.options' march, debug and extra flags.  Returns { files, counted }.
-function emit.program(l)
-  local g, sp = l.graph, l.spec
-  local name = l.options.export_name
-  local upper = name:upper()
-  local prec = require "precision"
-  local settings = l.settings
-  local ty = kernels_c.TYPES[settings.compute]
-  local float_dt = settings.compute == "f64" and 1 or 0
-  local float_c = settings.compute == "f64" and "double" or "float"
-  local st, p = l.state, l.plan
-
-  local w = kernels_c.walk(l)
-  local ef = w.ef
-  local fwd = require("emit_c").forward_lines(g, w)
-
+-- The API's inputs (the model's, in the spec's order) and outputs (forward's results, in
+-- order; named "output" (one) or "output0", "output1", ...) as the header, the library and
+-- the CLI write them, for both libraries (CPU and CUDA): `float_c` the float arrays' C
+-- type, `float_dt` its desc code.  Returns lists of lines and names: in_doc, in_desc,
+-- bind, fields, params, names, defines, example, out_doc, out_desc, out_params,
+-- out_names, out_args.
+function emit.interface(l, float_c, float_dt, upper)
   -- inputs: the model's, in the spec's order
   local in_doc, in_desc, bind, fields, params, names, defines, example = {}, {}, {}, {}, {}, {}, {}, {}
   for i, f in ipairs(l.fields) do
@@ -243,7 +241,7 @@ function emit.program(l)
       util.numel(f.shape), util.c_comment(f.name))
   end
   -- outputs: forward's results, in order; named "output" (one) or "output0", "output1", ...
-  local out_doc, out_desc, out_params, out_names, out_args, out_body = {}, {}, {}, {}, {}, {}
+  local out_doc, out_desc, out_params, out_names, out_args = {}, {}, {}, {}, {}
   local trace = l.trace
   for i = 1, trace.outputs.n do
     local t = trace.outputs[i]
@@ -260,13 +258,43 @@ function emit.program(l)
     example[#example + 1] = oname
     defines[#defines + 1] = string.format("#define %s_%s_PER_SAMPLE %d   // elements of output '%s' per sample", upper, oname:upper(),
       util.numel(per), oname)
+  end
+  return { in_doc = in_doc, in_desc = in_desc, bind = bind, fields = fields, params = params, names = names, defines = defines,
+           example = example, out_doc = out_doc, out_desc = out_desc, out_params = out_params, out_names = out_names, out_args = out_args }
+end
+
+-- The library's files for the lowered inference table `l`; target.export_name (a C
+-- identifier), l.options' march, debug and extra flags.  Returns { files, counted }.
+function emit.program(l)
+  local g, sp = l.graph, l.spec
+  local name = l.options.export_name
+  local upper = name:upper()
+  local prec = require "precision"
+  local settings = l.settings
+  local ty = kernels_c.TYPES[settings.compute]
+  local float_dt = settings.compute == "f64" and 1 or 0
+  local float_c = settings.compute == "f64" and "double" or "float"
+  local st, p = l.state, l.plan
+
+  local w = kernels_c.walk(l)
+  local ef = w.ef
+  local fwd = require("emit_c").forward_lines(g, w)
+
+  -- the API's inputs and outputs
+  local io = emit.interface(l, float_c, float_dt, upper)
+  local out_body = {}
+  for i = 1, l.trace.outputs.n do
     for _, x in ipairs(host_c.indent(w.outputs[i].lines)) do out_body[#out_body + 1] = x end
   end
+  local in_doc, in_desc, bind, fields, params, names, defines, example = io.in_doc, io.in_desc, io.bind, io.fields, io.params,
+    io.names, io.defines, io.example
+  local out_doc, out_desc, out_params, out_names, out_args = io.out_doc, io.out_desc, io.out_params, io.out_names, io.out_args
+  local trace = l.trace
 
   -- the sampling method, when there is one the library can run
   local e = l.entries and l.entries[1]
   if e and e.refused then e = nil end
-  local blocks = { generate = "" }
+  local blocks = { generate = "", api = template.source("templates/export/api.inc") }
   local gen_values = { decode_arena = 0, decode_scratch = 0, generate_usage = "" }
   local cli_blocks = { generate_cli = "", generate_dispatch = "" }
   if e then
@@ -297,6 +325,8 @@ function emit.program(l)
   local files = {}
   files[name .. ".h"] = template.fill("templates/export/lib.h.in", with {
     example_args = table.concat(example, ", "), link_libs = LINK:gsub(" %-fopenmp", " and OpenMP (-fopenmp)"),
+    threads_doc = "one opened model may be used\n// by any number of threads at once (each call runs on a workspace of its own, kept for\n// the next call)",
+    kernel_failure = "oneDNN refused a product",
     num_inputs = #l.fields, num_outputs = trace.outputs.n,
     input_doc = table.concat(in_doc, "\n"), output_doc = table.concat(out_doc, "\n"),
     per_sample_defines = table.concat(defines, "\n"), forward_params = table.concat(params, ", "),

@@ -215,9 +215,13 @@ function entries.build(l)
         -- (the exported library, backend "export", runs the C backend's decode step; the
         -- CUDA program its own, gen/emit_cuda.lua)
         local e = decode_step(l, name, where, trace, out)
+        -- the CUDA library (an exported one) has no decode step yet
+        if l.backend == "cuda" and l.inference then
+          e.refused = "the CUDA library does not sample yet (export it for the CPU: --accelerator=cpu)"
+        end
         if e.refused then
           io.stderr:write(string.format("%s:%d: note: %s is not generated: %s; %s\n", where.file, where.line, name, e.refused,
-            l.backend == "export" and "the library has no " .. name .. " function" or "the program refuses --sample"))
+            l.inference and "the library has no " .. name .. " function" or "the program refuses --sample"))
         end
         list[#list + 1] = e
       end

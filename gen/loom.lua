@@ -75,7 +75,7 @@ with ninja: DIR/train (and DIR/cuda/train for accelerator 'auto').  DIR/train --
 lists the program's flags.
 ]],
   export = [[
-usage: loom export SPEC --checkpoint CKPT [-o DIR] [--max-batch N] [--march A] [--precision=P] [--debug]
+usage: loom export SPEC --checkpoint CKPT [-o DIR] [--max-batch N] [--march A] [--precision=P] [--accelerator=cuda] [--debug]
 Writes the model's forward, in eval mode (BatchNorm's running statistics, no dropout),
 as a C library and a CLI in DIR (default build/<spec>_export), compiles them with ninja
 and checks the checkpoint against the model (a tensor missing, of another shape or dtype,
@@ -85,6 +85,8 @@ or another precision is refused, named):
   NAME              the CLI: NAME IN.npy... -o OUT (writes OUT/output.npy), --check, --bench
   NAME.safetensors  the weights (a copy of CKPT)
 NAME is the spec's file name.  --march: the target CPU (default x86-64-v2; native).
+--accelerator=cuda: the same API and CLI on an NVIDIA GPU (NAME.cu: cuBLASLt GEMMs and
+NVRTC kernels compiled at open; calls from several threads take turns on the device).
 ]],
   train = [[
 usage: loom train SPEC [options] [-- FLAGS]
@@ -403,17 +405,22 @@ end
 -- loom export SPEC --checkpoint CKPT: the library, its header and CLI in DIR, compiled;
 -- the checkpoint copied beside them and checked by the CLI (its one line on a mismatch).
 function commands.export(opts, path)
-  if opts.accelerator and opts.accelerator ~= "cpu" then
-    usage_error("export writes a CPU library; --accelerator=" .. opts.accelerator .. " is not supported by export yet")
+  -- the library is for the CPU unless --accelerator=cuda says a GPU (the spec's
+  -- accelerator is the training program's)
+  local cuda = opts.accelerator == "cuda"
+  if opts.accelerator and opts.accelerator ~= "cpu" and not cuda then
+    usage_error("export writes a library for one target: --accelerator=cpu (the default) or cuda, not " .. opts.accelerator)
   end
+  if cuda and opts.march then usage_error("--march is the CPU library's target; the CUDA library is built for sm_80 and sm_90") end
   if not opts.checkpoint and not opts.dump then usage_error("export needs --checkpoint CKPT (the trained weights)") end
   local g = pipeline.front_end(path, opts.dump)
   if not g then return end
   local name = spec_basename(path):gsub("[^%w_]", "_")
   if name:match("^%d") then name = "m" .. name end
   local max_batch = opts.max_batch or (g.spec.train and g.spec.train.batch_size) or 1
-  local result = pipeline.program(g, target(g, opts, "export", { inference = true, max_batch = max_batch,
-    march = opts.march, export_name = name }), opts.dump)
+  -- (the CUDA library is one process on one device, whatever the training's devices)
+  local result = pipeline.program(g, target(g, opts, cuda and "cuda" or "export", { inference = true, max_batch = max_batch,
+    march = opts.march, export_name = name, devices = cuda and 1 or opts.devices }), opts.dump)
   if not result then return end
   local f = io.open(opts.checkpoint, "rb")
   if not f then diag.fatal(nil, opts.checkpoint .. ": cannot open the checkpoint") end
@@ -426,15 +433,20 @@ function commands.export(opts, path)
   compile(dir)
   -- the weights against the model: the CLI's one line when they are another model's
   local how, code = require("loomc").spawn({ dir .. "/" .. name, "--check" }, dir .. "/check.log")
-  if how ~= "exit" or code ~= 0 then
-    local lf = io.open(dir .. "/check.log")
-    local log = lf and lf:read("a") or ""
-    if lf then lf:close() end
+  local lf = io.open(dir .. "/check.log")
+  local log = lf and lf:read("a") or ""
+  if lf then lf:close() end
+  -- the CUDA library reads the weights before it looks for a device: without one, they
+  -- were checked all the same
+  local no_device = cuda and log:find("no CUDA device", 1, true) ~= nil
+  if (how ~= "exit" or code ~= 0) and not no_device then
     os.remove(dir .. "/" .. name .. ".safetensors")
     diag.fatal(nil, (log:gsub("^" .. name .. ": ", ""):gsub("\n$", "")))
   end
+  if no_device then io.stderr:write("note: no CUDA device here: the weights are checked, no forward was run\n") end
   io.write(string.format("exported %s: %s/%s.h, %s/lib%s.a, %s/lib%s.so, %s/%s (max batch %d, %s, %s)\n", g.model_rec.class,
-    dir, name, dir, name, dir, name, dir, name, max_batch, opts.march or "x86-64-v2", opts.debug and "-O0 -g" or "-O3"))
+    dir, name, dir, name, dir, name, dir, name, max_batch, cuda and "CUDA sm_80/sm_90" or (opts.march or "x86-64-v2"),
+    opts.debug and "-O0 -g" or (cuda and "-O2" or "-O3")))
 end
 
 local function loomc_list_dir(d) return require("loomc").list_dir(d) end

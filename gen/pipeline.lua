@@ -19,6 +19,12 @@ local function with(l, fields)
 end
 
 local BACKENDS = { cpu = "emit_c", cuda = "emit_cuda", export = "emit_export" }
+-- the emitter of a target: an inference program on the CUDA backend (loom export
+-- --accelerator=cuda) is the exported CUDA library; its stages are the CUDA backend's
+local function emitter(backend, inference)
+  if backend == "cuda" and inference then return require "emit_export_cuda" end
+  return require(BACKENDS[backend])
+end
 
 ---------------------------------------------------------------------------
 -- The stages.
@@ -34,7 +40,8 @@ local function graph_stage(sp) return require("graph").build(sp) end
 -- what it cannot run (one clear error, before any work).  This makes the lowered table:
 --   graph      the traced graph (gen/graph.lua): spec, params, buffers, model_rec, loss
 --   spec       graph.spec
---   backend    "cpu" (gen/emit_c.lua) or "cuda" (gen/emit_cuda.lua)
+--   backend    "cpu" (gen/emit_c.lua), "cuda" (gen/emit_cuda.lua) or "export" (gen/emit_export.lua);
+--              "cuda" with `inference`: the exported CUDA library (gen/emit_export_cuda.lua)
 --   precision  the Fabric precision string (the spec's, or --precision=)
 --   settings   precision.SETTINGS[precision]: compute, state, optimizer formats, loss scaling
 --   batch_max  train.batch_size: every size in the plan is for a batch this large
@@ -53,7 +60,7 @@ local function graph_stage(sp) return require("graph").build(sp) end
 local function assign(g, target)
   local sp = g.spec
   local precision = target.precision or sp.fabric.precision
-  require(BACKENDS[target.backend]).check(g, target)
+  emitter(target.backend, target.inference).check(g, target)
   require("strategy").check(g, target)
   local prec = require "precision"
   local inference = target.inference == true
@@ -168,7 +175,7 @@ end
 -- emit: the program's files ({ [name] = text }) and what the emitters counted for the
 -- report (the C emitter's operand conversions; the CUDA emitter's kernels)
 local function emit(l)
-  return require(BACKENDS[l.backend]).program(l)
+  return emitter(l.backend, l.inference).program(l)
 end
 
 ---------------------------------------------------------------------------

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,10 +15,26 @@
 #include <time.h>
 #include <unistd.h>
 
+LC_THREAD_LOCAL lc_recovery *lc_recover;
+
+void lc_fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    if (lc_recover) {
+        vsnprintf(lc_recover->message, sizeof lc_recover->message, fmt, ap);
+        va_end(ap);
+        longjmp(lc_recover->at, 1);
+    }
+    fprintf(stderr, "train: ");
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(1);
+}
+
 void lc_check(int status, const char *what, const char *file, int line) {
     if (status == 0) return;
-    fprintf(stderr, "train: %s:%d: %s failed: %s\n", file, line, what, cudaGetErrorString((cudaError_t)status));
-    exit(1);
+    lc_fail("%s:%d: %s failed: %s", file, line, what, cudaGetErrorString((cudaError_t)status));
 }
 
 static double seconds_now(void) {
@@ -80,9 +97,9 @@ static launch_fn cu_launch;
 static void open_driver(void) {
     void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
     if (!lib) lib = dlopen("libcuda.so", RTLD_NOW | RTLD_GLOBAL);
-    if (!lib) { fprintf(stderr, "train: cannot open the CUDA driver (libcuda.so.1): %s\n", dlerror()); exit(1); }
+    if (!lib) lc_fail("cannot open the CUDA driver (libcuda.so.1): %s", dlerror());
     *(void **)&cu_launch = dlsym(lib, "cuLaunchKernel");
-    if (!cu_launch) { fprintf(stderr, "train: the CUDA driver has no cuLaunchKernel\n"); exit(1); }
+    if (!cu_launch) lc_fail("the CUDA driver has no cuLaunchKernel");
 }
 
 typedef struct {
@@ -124,20 +141,30 @@ static void compile_all(const char *prelude, const lc_kernel_source *src, int n,
     pthread_t t[8];
     for (int i = 0; i < nt; i++) pthread_create(&t[i], NULL, compile_worker, &j);
     for (int i = 0; i < nt; i++) pthread_join(t[i], NULL);
-    if (j.failed) { fprintf(stderr, "train: %s\n", j.err); exit(1); }
+    pthread_mutex_destroy(&j.lock);
+    if (j.failed) {
+        for (int i = 0; i < n; i++) jit_image_free(&img[i]);
+        free(img);
+        lc_fail("%s", j.err);
+    }
 }
 
 void lc_kernels_load(const char *prelude, const lc_kernel_source *src, int n, jit_kernel *out, int quiet) {
     int major = 0, minor = 0;
     char err[1024];
-    if (jit_device_arch(0, &major, &minor, err, sizeof err)) { fprintf(stderr, "train: %s\n", err); exit(1); }
+    if (jit_device_arch(0, &major, &minor, err, sizeof err)) lc_fail("%s", err);
     double t0 = seconds_now();
     jit_image *img = (jit_image *)calloc((size_t)n, sizeof *img);
-    compile_all(prelude, src, n, major, minor, img);
+    if (!img) lc_fail("out of memory for %d kernels", n);
+    compile_all(prelude, src, n, major, minor, img);   // frees img on a failure
     int hits = 0;
     for (int i = 0; i < n; i++) {
         hits += img[i].from_cache;
-        if (jit_load(&img[i], src[i].name, &out[i], err, sizeof err)) { fprintf(stderr, "train: %s\n", err); exit(1); }
+        if (jit_load(&img[i], src[i].name, &out[i], err, sizeof err)) {
+            for (int k = i; k < n; k++) jit_image_free(&img[k]);
+            free(img);
+            lc_fail("%s", err);
+        }
         if (img[i].note[0] && !quiet) fprintf(stderr, "note: %s\n", img[i].note);
         jit_image_free(&img[i]);
     }
@@ -184,7 +211,7 @@ int lc_kernels_check(const char *prelude, const lc_kernel_source *src, int n, in
 
 void lc_launch(const jit_kernel *k, unsigned blocks, unsigned threads, void *stream, void **args) {
     int rc = cu_launch(k->function, blocks, 1, 1, threads, 1, 1, 0, stream, args, NULL);
-    if (rc != 0) { fprintf(stderr, "train: cuLaunchKernel failed (CUresult %d)\n", rc); exit(1); }
+    if (rc != 0) lc_fail("cuLaunchKernel failed (CUresult %d)", rc);
 }
 
 unsigned lc_blocks(int64_t n, unsigned threads) {
@@ -210,8 +237,7 @@ typedef struct {
 
 static void lt_check(cublasStatus_t s, const char *what, const char *site) {
     if (s == CUBLAS_STATUS_SUCCESS) return;
-    fprintf(stderr, "train: cuBLASLt %s failed for %s: status %d\n", what, site, (int)s);
-    exit(1);
+    lc_fail("cuBLASLt %s failed for %s: status %d", what, site, (int)s);
 }
 
 // Keeps plan p for (M, N, K) at its call site: a site sees the full batch and the last
@@ -306,11 +332,8 @@ static gemm_plan *make_plan(const lc_gemm_site *site, int ta, int tb, int64_t M,
     lt_check(cublasLtMatmulAlgoGetHeuristic(lt, p->op, p->a, p->b, p->c, p->c, pref, 1, &res, &found), "AlgoGetHeuristic",
              site->what);
     cublasLtMatmulPreferenceDestroy(pref);
-    if (found < 1) {
-        fprintf(stderr, "train: cuBLASLt has no algorithm for %s (%lld x %lld x %lld)\n", site->what, (long long)M,
-                (long long)N, (long long)K);
-        exit(1);
-    }
+    if (found < 1)
+        lc_fail("cuBLASLt has no algorithm for %s (%lld x %lld x %lld)", site->what, (long long)M, (long long)N, (long long)K);
     p->algo = res.algo;
     return p;
 }

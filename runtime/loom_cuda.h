@@ -7,8 +7,14 @@
 // driver's cuLaunchKernel, opened with dlopen like the rest of the driver), and the
 // GEMMs through cuBLASLt, with the operand and output formats of the precision plan
 // and float accumulation.
+#include <setjmp.h>
 #include <stddef.h>
 #include <stdint.h>
+#ifdef __cplusplus
+#define LC_THREAD_LOCAL thread_local
+#else
+#define LC_THREAD_LOCAL _Thread_local
+#endif
 
 #ifdef __cplusplus
 extern "C" {   // nvrtc_cache.h is plain C
@@ -27,6 +33,13 @@ typedef enum { LC_F32 = 0, LC_BF16 = 1, LC_F16 = 2 } lc_format;
 
 // Prints "train: <what>: <cuda error string>" and exits 1 unless `status` is success.
 void lc_check(int status, const char *what, const char *file, int line);
+// Every failure of this runtime (lc_check, cuBLASLt, NVRTC, a launch) ends in lc_fail:
+// "train: <message>" and exit 1 in a program; in a library (loom export) a call that set
+// this thread's lc_recover (lc_guard) gets the message there and longjmp's back to it,
+// which returns it as an error value.  Nothing between keeps a C++ object with a destructor.
+typedef struct { jmp_buf at; char message[512]; } lc_recovery;
+extern LC_THREAD_LOCAL lc_recovery *lc_recover;
+void lc_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 #define LC_CHECK(call) lc_check((int)(call), #call, __FILE__, __LINE__)
 
 // The device check at start.  `accelerator` is the spec's ("cuda" or "auto").  With a

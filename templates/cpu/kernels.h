@@ -114,7 +114,175 @@ static void k_fail(int kind, const char *fmt, ...) {
 
 static inline int k_max_threads(void) { return omp_get_max_threads(); }
 
-// The float GEMM: oneDNN's sgemm JIT-compiles for the widest ISA the CPU has (AVX-512
+// Small float GEMMs through oneDNN's matmul primitive, one per shape, made on first use
+// and kept: oneDNN's sgemm JIT-compiles every one of its AVX-512 GEMM kernels at its first
+// call (27 ms of CPU here: most of an exported library's start-up to its first output),
+// where a matmul primitive compiles only its shape's (brgemm, 0.1 to 0.6 ms) and runs
+// as fast or faster on such sizes.  Which path a product takes depends on its shape only
+// (the table has no limit: the same shape always gives the same bits), so the training
+// program and an exported library compute alike.  Up to this many multiply-adds (paw's
+// batch-1 convolutions, 7M to 19M, included: their steady batch-1 time measured the same
+// either way, alternating runs; start-up 31 -> 9 ms of CPU):
+#ifndef K_F32_PRIM_MAX_WORK
+#define K_F32_PRIM_MAX_WORK 33554432.0
+#endif
+typedef struct {
+    int M, N, K, ta, tb, lda, ldb, ldc;
+    float alpha, beta;
+    dnnl_engine_t engine;
+    dnnl_primitive_t prim;             // NULL: no brgemm matmul for it (sgemm computes it)
+    dnnl_memory_desc_t a, b, c, scratch;
+    size_t scratch_bytes;
+} k_f32_plan;
+typedef struct { size_t n, cap; k_f32_plan **slots; } k_f32_plans;   // open addressing
+
+// oneDNN's CPU engine, which every plan (float and bf16) runs on: made once, by a caller
+// inside `#pragma omp critical` (the unnamed one: both plan tables take it; a named
+// critical would be a symbol an exported library shows); NULL: none (K_FAIL)
+static inline dnnl_engine_t k_dnnl_engine_locked(void) {
+    static dnnl_engine_t engine;
+    static int tried;
+    if (!tried && dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success) engine = NULL;
+    tried = 1;
+    if (!engine) K_FAIL("oneDNN: no CPU engine");
+    return engine;
+}
+
+static inline size_t k_f32_plan_hash(const k_f32_plan *q) {
+    const int v[8] = { q->M, q->N, q->K, q->ta | q->tb << 1, q->lda, q->ldb, q->ldc, 0 };
+    uint64_t h = 1469598103934665603ull;
+    for (int i = 0; i < 8; i++) h = (h ^ (uint32_t)v[i]) * 1099511628211ull;
+    uint32_t ab[2];
+    memcpy(&ab[0], &q->alpha, 4);
+    memcpy(&ab[1], &q->beta, 4);
+    h = (h ^ ab[0]) * 1099511628211ull;
+    return (size_t)((h ^ ab[1]) * 1099511628211ull);
+}
+static inline int k_f32_plan_same(const k_f32_plan *x, const k_f32_plan *y) {
+    return x->M == y->M && x->N == y->N && x->K == y->K && x->ta == y->ta && x->tb == y->tb && x->lda == y->lda
+        && x->ldb == y->ldb && x->ldc == y->ldc && x->alpha == y->alpha && x->beta == y->beta;
+}
+
+// the primitive of `key`'s shape (made under the lock the first time); NULL when out of
+// memory or without a CPU engine (recorded: K_FAIL), or a shape brgemm does not take
+static inline const k_f32_plan *k_f32_plan_of(const k_f32_plan *key) {
+    static k_f32_plans ps;
+    const k_f32_plan *found = NULL;
+    #pragma omp critical
+    {
+        size_t h = k_f32_plan_hash(key);
+        if (ps.cap) {
+            for (size_t i = h & (ps.cap - 1); ps.slots[i]; i = (i + 1) & (ps.cap - 1))
+                if (k_f32_plan_same(ps.slots[i], key)) { found = ps.slots[i]; break; }
+        }
+        dnnl_engine_t engine = found ? NULL : k_dnnl_engine_locked();
+        if (engine && 2 * (ps.n + 1) > ps.cap) {   // grown to keep it at most half full
+            size_t cap = ps.cap ? 2 * ps.cap : 64;
+            k_f32_plan **slots = calloc(cap, sizeof *slots);
+            if (slots) {
+                for (size_t j = 0; j < ps.cap; j++) {
+                    if (!ps.slots[j]) continue;
+                    size_t i = k_f32_plan_hash(ps.slots[j]) & (cap - 1);
+                    while (slots[i]) i = (i + 1) & (cap - 1);
+                    slots[i] = ps.slots[j];
+                }
+                free(ps.slots);
+                ps.slots = slots;
+                ps.cap = cap;
+            }
+        }
+        k_f32_plan *q = engine && 2 * (ps.n + 1) <= ps.cap ? malloc(sizeof *q) : NULL;
+        if (engine && !q) K_FAIL_NOMEM("out of memory (a GEMM plan)");
+        if (q) {
+            *q = *key;
+            q->engine = engine;
+            q->prim = NULL;
+            q->scratch_bytes = 0;
+            memset(&q->scratch, 0, sizeof q->scratch);
+            // op(A) (M, K), op(B) (K, N): the operands' strides, transposed where asked
+            dnnl_dims_t ad = { q->M, q->K }, as = { q->ta ? 1 : q->lda, q->ta ? q->lda : 1 };
+            dnnl_dims_t bd = { q->K, q->N }, bs = { q->tb ? 1 : q->ldb, q->tb ? q->ldb : 1 };
+            dnnl_dims_t cd = { q->M, q->N }, cs = { q->ldc, 1 };
+            dnnl_matmul_desc_t desc;
+            dnnl_primitive_attr_t attr = NULL;
+            dnnl_post_ops_t post = NULL;
+            dnnl_primitive_desc_t pd = NULL;
+            int ok = dnnl_memory_desc_init_by_strides(&q->a, 2, ad, dnnl_f32, as) == dnnl_success
+                && dnnl_memory_desc_init_by_strides(&q->b, 2, bd, dnnl_f32, bs) == dnnl_success
+                && dnnl_memory_desc_init_by_strides(&q->c, 2, cd, dnnl_f32, cs) == dnnl_success
+                && dnnl_matmul_desc_init(&desc, &q->a, &q->b, NULL, &q->c) == dnnl_success
+                && dnnl_primitive_attr_create(&attr) == dnnl_success
+                // each thread passes its own scratchpad (a conv's image loop runs one primitive at once)
+                && dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success
+                && (q->alpha == 1 || dnnl_primitive_attr_set_output_scales(attr, 1, 0, &q->alpha) == dnnl_success)
+                && dnnl_post_ops_create(&post) == dnnl_success
+                && (q->beta == 0 || dnnl_post_ops_append_sum(post, q->beta) == dnnl_success)
+                && dnnl_primitive_attr_set_post_ops(attr, post) == dnnl_success
+                && dnnl_primitive_desc_create(&pd, &desc, attr, engine, NULL) == dnnl_success;
+            const char *impl = NULL;
+            // only brgemm: another implementation ("gemm:jit") would be the sgemm's JIT again
+            if (ok && dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success
+                && impl && strncmp(impl, "brg", 3) == 0) {
+                const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+                if (smd) { q->scratch = *smd; q->scratch_bytes = dnnl_memory_desc_get_size(smd); }
+                if (dnnl_primitive_create(&q->prim, pd) != dnnl_success) q->prim = NULL;
+            }
+            if (pd) dnnl_primitive_desc_destroy(pd);
+            if (post) dnnl_post_ops_destroy(post);
+            if (attr) dnnl_primitive_attr_destroy(attr);
+            size_t i = k_f32_plan_hash(q) & (ps.cap - 1);
+            while (ps.slots[i]) i = (i + 1) & (ps.cap - 1);
+            ps.slots[i] = q;
+            ps.n++;
+            found = q;
+        }
+    }
+    return found;
+}
+
+// C = op(A) op(B) through a plan's primitive, on this thread's stream and scratchpad (a
+// failure is recorded: K_FAIL)
+static inline void k_run_plan(dnnl_primitive_t prim, const dnnl_memory_desc_t *a, const dnnl_memory_desc_t *b,
+                             const dnnl_memory_desc_t *c, const dnnl_memory_desc_t *sd, size_t scratch_bytes,
+                             dnnl_engine_t engine, const void *A, const void *B, void *C, const char *what, int M, int N, int K) {
+    static _Thread_local dnnl_stream_t stream;
+    static _Thread_local dnnl_engine_t stream_engine;
+    if (!stream || stream_engine != engine) {
+        if (stream) dnnl_stream_destroy(stream);
+        stream_engine = engine;
+        if (dnnl_stream_create(&stream, engine, dnnl_stream_default_flags) != dnnl_success) {
+            stream = NULL;
+            K_FAIL("oneDNN: no stream");
+            return;
+        }
+    }
+    static _Thread_local void *scratch;
+    static _Thread_local size_t scratch_cap;
+    if (scratch_bytes > scratch_cap) {
+        void *grown = realloc(scratch, scratch_bytes);
+        if (!grown) { K_FAIL_NOMEM("out of memory (%s GEMM scratchpad, %zu bytes)", what, scratch_bytes); return; }
+        scratch = grown;
+        scratch_cap = scratch_bytes;
+    }
+    dnnl_memory_t ma = NULL, mb = NULL, mc = NULL, ms = NULL;
+    if (dnnl_memory_create(&ma, a, engine, (void *)A) != dnnl_success
+        || dnnl_memory_create(&mb, b, engine, (void *)B) != dnnl_success
+        || dnnl_memory_create(&mc, c, engine, C) != dnnl_success
+        || (scratch_bytes && dnnl_memory_create(&ms, sd, engine, scratch) != dnnl_success)) {
+        K_FAIL("oneDNN: no memory for a %d x %d x %d %s product", M, N, K, what);
+    } else {
+        dnnl_exec_arg_t args[4] = { { DNNL_ARG_SRC, ma }, { DNNL_ARG_WEIGHTS, mb }, { DNNL_ARG_DST, mc }, { DNNL_ARG_SCRATCHPAD, ms } };
+        if (dnnl_primitive_execute(prim, stream, ms ? 4 : 3, args) != dnnl_success || dnnl_stream_wait(stream) != dnnl_success)
+            K_FAIL("oneDNN: a %d x %d x %d %s product failed", M, N, K, what);
+    }
+    if (ma) dnnl_memory_destroy(ma);
+    if (mb) dnnl_memory_destroy(mb);
+    if (mc) dnnl_memory_destroy(mc);
+    if (ms) dnnl_memory_destroy(ms);
+}
+
+// The float GEMM: a small product through its matmul primitive (above); a larger one
+// through oneDNN's sgemm, which JIT-compiles for the widest ISA the CPU has (AVX-512
 // where present, AVX2 otherwise; ONEDNN_MAX_CPU_ISA caps it), about twice OpenBLAS's
 // Haswell kernels here (OPENBLAS_CORETYPE=Haswell is forced on this CPU).  Called inside
 // an OpenMP team it runs on the calling thread.  Same argument order as cblas_sgemm.
@@ -125,6 +293,18 @@ static inline void k_sgemm(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta, enum
     if (order != CblasRowMajor || M == 0 || N == 0 || K == 0) {
         cblas_sgemm(order, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
+    }
+    // (untransposed operands only: brgemm repacks a transposed operand at every call, which
+    // costs a batch-1 linear layer 4x; sgemm's M = 1 product is a GEMV whose JIT is small)
+    if (ta == CblasNoTrans && tb == CblasNoTrans && (double)M * N * K <= K_F32_PRIM_MAX_WORK) {
+        k_f32_plan key = { M, N, K, ta != CblasNoTrans, tb != CblasNoTrans, lda, ldb, ldc, alpha, beta, NULL, NULL,
+                           {0}, {0}, {0}, {0}, 0 };
+        const k_f32_plan *q = k_f32_plan_of(&key);
+        if (!q) return;   // recorded (K_FAIL)
+        if (q->prim) {
+            k_run_plan(q->prim, &q->a, &q->b, &q->c, &q->scratch, q->scratch_bytes, q->engine, A, B, C, "float", M, N, K);
+            return;
+        }
     }
     if (dnnl_sgemm(ta == CblasNoTrans ? 'N' : 'T', tb == CblasNoTrans ? 'N' : 'T', M, N, K, alpha, A, lda, B, ldb,
                    beta, C, ldc) != dnnl_success) {
@@ -237,33 +417,30 @@ static inline float k_expf(float x) {
 typedef struct {
     int M, N, K, ta, tb, ldc;
     float alpha, beta;
+    dnnl_engine_t engine;
     dnnl_primitive_t prim;             // NULL: no bf16 matmul but the reference one
     dnnl_memory_desc_t a, b, c, scratch;
     size_t scratch_bytes;
 } k_bf16_plan;
-typedef struct { dnnl_engine_t engine; int n; k_bf16_plan plans[K_BF16_PLANS]; } k_bf16_plans;
+typedef struct { int n; k_bf16_plan plans[K_BF16_PLANS]; } k_bf16_plans;
 static inline k_bf16_plans *k_bf16_plans_get(void) { static k_bf16_plans p; return &p; }
 
 // the plan of a shape, made on first use (NULL: the cache is full)
 static inline const k_bf16_plan *k_bf16_plan_of(int M, int N, int K, int ta, int tb, int ldc, float alpha, float beta) {
     k_bf16_plans *ps = k_bf16_plans_get();
     const k_bf16_plan *found = NULL;
-    #pragma omp critical(k_bf16_plans)
+    #pragma omp critical
     {
         for (int i = 0; i < ps->n && !found; i++) {
             const k_bf16_plan *q = &ps->plans[i];
             if (q->M == M && q->N == N && q->K == K && q->ta == ta && q->tb == tb && q->ldc == ldc
                 && q->alpha == alpha && q->beta == beta) found = q;
         }
-        if (!found && ps->n < K_BF16_PLANS) {
-            if (!ps->engine && dnnl_engine_create(&ps->engine, dnnl_cpu, 0) != dnnl_success) {
-                ps->engine = NULL;
-                K_FAIL("oneDNN: no CPU engine");   // (a library: recorded; NULL, the fallback computes it)
-            }
-        }
-        if (!found && ps->n < K_BF16_PLANS && ps->engine) {
+        // (no engine: recorded in a library; NULL, the fallback computes it)
+        dnnl_engine_t engine = !found && ps->n < K_BF16_PLANS ? k_dnnl_engine_locked() : NULL;
+        if (engine) {
             k_bf16_plan *q = &ps->plans[ps->n];
-            *q = (k_bf16_plan){ M, N, K, ta, tb, ldc, alpha, beta, NULL, {0}, {0}, {0}, {0}, 0 };
+            *q = (k_bf16_plan){ M, N, K, ta, tb, ldc, alpha, beta, engine, NULL, {0}, {0}, {0}, {0}, 0 };
             // the operands as k_sgemm_bf16 packs them: op(A) (M, K), op(B) (K, N), C (M, N) with ldc
             dnnl_dims_t ad = { M, K }, as = { ta ? 1 : K, ta ? M : 1 };
             dnnl_dims_t bd = { K, N }, bs = { tb ? 1 : N, tb ? K : 1 };
@@ -284,7 +461,7 @@ static inline const k_bf16_plan *k_bf16_plan_of(int M, int N, int K, int ta, int
                 && dnnl_post_ops_create(&post) == dnnl_success
                 && (beta == 0 || dnnl_post_ops_append_sum(post, beta) == dnnl_success)
                 && dnnl_primitive_attr_set_post_ops(attr, post) == dnnl_success
-                && dnnl_primitive_desc_create(&pd, &desc, attr, ps->engine, NULL) == dnnl_success;
+                && dnnl_primitive_desc_create(&pd, &desc, attr, engine, NULL) == dnnl_success;
             const char *impl = NULL;
             if (ok && dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success
                 && impl && strncmp(impl, "ref", 3) != 0) {
@@ -364,36 +541,7 @@ static inline void k_sgemm_bf16(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta,
         k_sgemm(order, ta, tb, M, N, K, alpha, wide, at ? M : K, wide + na, bt ? K : N, beta, C, ldc);
         return;
     }
-    static _Thread_local dnnl_stream_t stream;
-    dnnl_engine_t engine = k_bf16_plans_get()->engine;
-    if (!stream && dnnl_stream_create(&stream, engine, dnnl_stream_default_flags) != dnnl_success) {
-        stream = NULL;
-        K_FAIL("oneDNN: no stream");
-        return;
-    }
-    static _Thread_local void *scratch;
-    static _Thread_local size_t scratch_cap;
-    if (q->scratch_bytes > scratch_cap) {
-        void *grown = realloc(scratch, q->scratch_bytes);
-        if (!grown) { K_FAIL_NOMEM("out of memory (bf16 GEMM scratchpad, %zu bytes)", q->scratch_bytes); return; }
-        scratch = grown;
-        scratch_cap = q->scratch_bytes;
-    }
-    dnnl_memory_t ma = NULL, mb = NULL, mc = NULL, ms = NULL;
-    if (dnnl_memory_create(&ma, &q->a, engine, a16) != dnnl_success
-        || dnnl_memory_create(&mb, &q->b, engine, b16) != dnnl_success
-        || dnnl_memory_create(&mc, &q->c, engine, C) != dnnl_success
-        || (q->scratch_bytes && dnnl_memory_create(&ms, &q->scratch, engine, scratch) != dnnl_success)) {
-        K_FAIL("oneDNN: no memory for a %d x %d x %d bf16 product", M, N, K);
-    } else {
-        dnnl_exec_arg_t args[4] = { { DNNL_ARG_SRC, ma }, { DNNL_ARG_WEIGHTS, mb }, { DNNL_ARG_DST, mc }, { DNNL_ARG_SCRATCHPAD, ms } };
-        if (dnnl_primitive_execute(q->prim, stream, ms ? 4 : 3, args) != dnnl_success || dnnl_stream_wait(stream) != dnnl_success)
-            K_FAIL("oneDNN: a %d x %d x %d bf16 product failed", M, N, K);
-    }
-    if (ma) dnnl_memory_destroy(ma);
-    if (mb) dnnl_memory_destroy(mb);
-    if (mc) dnnl_memory_destroy(mc);
-    if (ms) dnnl_memory_destroy(ms);
+    k_run_plan(q->prim, &q->a, &q->b, &q->c, &q->scratch, q->scratch_bytes, q->engine, a16, b16, C, "bf16", M, N, K);
 }
 
 // the type-generic kernels, instantiated for float and double

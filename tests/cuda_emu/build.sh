@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/cuda_emu/build.sh [--asan] DIR
 # Turns a generated CUDA program directory (`loom build SPEC --accelerator=cuda
-# [--no-compile] -o DIR`) into DIR/emu/train, linked against the emulated CUDA runtime
+# [--no-compile] -o DIR`; or an exported CUDA library's, `loom export --accelerator=cuda`:
+# its CLI DIR/emu/NAME, which DIR/emu/run runs) into DIR/emu/train, linked against the emulated CUDA runtime
 # and cuBLASLt (emu_runtime.cpp) instead of libcudart/libcublasLt, with every kernel of
 # DIR/kernels compiled as host C++; DIR/emu/libcuda.so.1 is the emulated driver.  Run it
 # with DIR/emu/run [train's flags] (sets LD_LIBRARY_PATH and a kernel cache of its own).
@@ -20,7 +21,12 @@ if [ "${1:-}" = --asan ]; then asan=1; shift; fi
 [ $# -eq 1 ] || { echo "usage: $0 [--asan] DIR" >&2; exit 2; }
 dir=$(cd "$1" && pwd)
 cuda=${CUDA_HOME:-/usr/local/cuda}
-[ -f "$dir/model.cu" ] && [ -d "$dir/kernels" ] || { echo "$0: $dir is not a generated CUDA program (no model.cu, kernels/)" >&2; exit 2; }
+# a training program (model.cu, train.c) or an exported CUDA library (loom export
+# --accelerator=cuda: NAME.cu and NAME_cli.c; its CLI is linked as DIR/emu/NAME)
+prog=train main=model.cu
+cli=$(ls "$dir"/*_cli.c 2>/dev/null | head -1)
+if [ ! -f "$dir/model.cu" ] && [ -n "$cli" ]; then prog=$(basename "${cli%_cli.c}"); main=$prog.cu; fi
+[ -f "$dir/$main" ] && [ -d "$dir/kernels" ] || { echo "$0: $dir is not a generated CUDA program or library (no model.cu or NAME.cu, kernels/)" >&2; exit 2; }
 out=$dir/emu
 opt="-O2 -g"
 san=""
@@ -49,7 +55,7 @@ objs=""
 edge() {
   local o=$1 rule=$2 src=$3 keyfile=${4:-$3} key
   objs="$objs $o"
-  case $(basename "$src") in model.cu|train.c) echo "build $o: $rule $src"; return ;; esac
+  case $(basename "$src") in model.cu|train.c|"$main"|"${prog}_cli.c") echo "build $o: $rule $src"; return ;; esac
   if [ -z "${CUDA_EMU_CACHE:-}" ]; then echo "build $o: $rule $src"; return; fi
   key=$( { echo "$rule $asan $opt $cuda${mpi_c:+ $mpi_c}"; cat "$keyfile"; echo "$shared_headers"; } | sha1sum | cut -c1-40)
   if [ -f "$CUDA_EMU_CACHE/$key.o" ]; then
@@ -94,17 +100,17 @@ edge() {
     edge "obj/k_$name.o" kernel "$w" "$out/obj/k_$name.key"
   done
   edge obj/emu_runtime.o cxx "$here/emu_runtime.cpp"
-  echo "build train: link $objs${nccl:+ $nccl}"
+  echo "build $prog: link $objs${nccl:+ $nccl}"
   echo "build libcuda.so.1: driver $here/emu_driver.cpp"
   [ -n "$nccl" ] && echo "build libnccl.so.2: nccl $here/emu_nccl.cpp"
-  echo "default train libcuda.so.1"
+  echo "default $prog libcuda.so.1"
 } >"$out/build.ninja"
 
 cat >"$out/run" <<EOF
 #!/bin/sh
 # runs the emulated CUDA program: the emulated driver first on the library path, and a
 # kernel cache of its own (NVRTC compiles for sm_80 on the first run)
-LD_LIBRARY_PATH="$out\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}" LOOM_KERNEL_CACHE="\${LOOM_KERNEL_CACHE:-$out/kernel-cache}" exec "$out/train" "\$@"
+LD_LIBRARY_PATH="$out\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}" LOOM_KERNEL_CACHE="\${LOOM_KERNEL_CACHE:-$out/kernel-cache}" exec "$out/$prog" "\$@"
 EOF
 chmod +x "$out/run"
 ninja -C "$out" ${CUDA_EMU_JOBS:+-j "$CUDA_EMU_JOBS"} >"$out/build.log" 2>&1 || { tail -30 "$out/build.log" >&2; exit 1; }
