@@ -86,6 +86,10 @@ ops_cuda.linear = {
 -- colsᵀ, dcols = Wᵀ · dYt, dx += col2im(dcols) (a gather: no atomics, deterministic).
 local function conv_geometry(n)
   local x, w, a = n.inputs[1], n.inputs[2], n.attrs
+  if #x.shape == 3 then   -- conv1d: a height of 1 (weight (O, I/g, K) is (O, I/g, 1, K)), as the CPU's
+    return { C = x.shape[2], H = 1, W = x.shape[3], OC = w.shape[1], KH = 1, KW = w.shape[3], SH = 1, SW = a.stride[1],
+             PH = 0, PW = a.padding[1], DH = 1, DW = a.dilation[1], OH = 1, OW = n.out.shape[3], G = a.groups }
+  end
   return { C = x.shape[2], H = x.shape[3], W = x.shape[4], OC = w.shape[1], KH = w.shape[3], KW = w.shape[4],
            SH = a.stride[1], SW = a.stride[2], PH = a.padding[1], PW = a.padding[2], DH = a.dilation[1], DW = a.dilation[2],
            OH = n.out.shape[3], OW = n.out.shape[4], G = a.groups }
@@ -543,6 +547,7 @@ ops_cuda.cast = {
 -- the producers whose kernels take an elementwise tail (gen/fuse.lua): the tail goes into
 -- the store of the kernel they already run; linear's ReLU into cuBLASLt's epilogue
 ops_cuda.conv2d.tail = "kernel"
+ops_cuda.conv1d = ops_cuda.conv2d   -- (conv_geometry reads a 1-d one's sizes)
 ops_cuda.batch_norm.tail = "kernel"
 ops_cuda.linear.tail = "epilogue"
 
@@ -1569,6 +1574,351 @@ ce_soft_backward = function(e, n)
     by(e.batch(x), S), "int C, long long S, const float *logp, float eps, int reduction",
     { { "int", C }, { "long long", S }, { "void *", e.save(n, "logp") }, { "float", e.lit(a.label_smoothing) }, { "int", REDUCTION[a.reduction] } })
 end
+
+---------------------------------------------------------------------------
+-- RMSNorm over the last D values of each row, as layer_norm's kernels without the mean:
+-- one block per row, the sum of squares in double (the CPU's k_rms_norm_*); dweight in
+-- fixed chunks of rows, then the chunks in order (deterministic)
+ops_cuda.rms_norm = {
+  forward = function(e, n)
+    local x, w = n.inputs[1], n.inputs[2]
+    local k, D = ln_layout(n)
+    local rows = e.rows(x, k)
+    local ops = { { "x", e.val(x), "r" }, { "y", e.val(n.out), "w" } }
+    if w then ops[#ops + 1] = { "wt", e.val(w), "r" } end
+    local kern = e.kernel { kind = "rms_norm" .. (w and "_w" or ""), ops = ops,
+      params = "long long rows, int D, float eps, float *save_rstd",
+      body = [[for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
+        const long long base = r * D;
+        double ss = 0;
+        for (int i = threadIdx.x; i < D; i += blockDim.x) { const double v = ld_x(base + i); ss += v * v; }
+        ss = block_sum(ss);
+        const float rstd = (float)(1.0 / sqrt(ss / D + eps));
+        for (int i = threadIdx.x; i < D; i += blockDim.x) st_y(base + i, ld_x(base + i) * rstd]] ..
+        (w and " * ld_wt(i)" or "") .. [[);
+        if (threadIdx.x == 0) save_rstd[r] = rstd;
+    }]] }
+    local T = block_threads(D)
+    -- eps = nil: float32's machine epsilon (torch.finfo), the CUDA program computing in float
+    return e.launch(kern, ops, { { "long long", rows }, { "int", D }, { "float", e.lit(n.attrs.eps or 2.0 ^ -23) },
+      { "void *", e.save(n, "rstd") } }, { grid = times(rows, T), threads = T })
+  end,
+  backward = function(e, n)
+    local x, w = n.inputs[1], n.inputs[2]
+    local k, D = ln_layout(n)
+    local rows = e.rows(x, k)
+    local dy, dx, dw = e.grad(n.out), e.grad(x), w and e.grad(w)
+    local rstd = { "void *", e.save(n, "rstd") }
+    local lines = {}
+    local function add(t) for _, l in ipairs(t) do lines[#lines + 1] = l end end
+    if dx then
+      local ops = { { "dy", dy, "r" }, { "x", e.val(x), "r" }, { "dx", dx, "a" } }
+      if w then ops[#ops + 1] = { "wt", e.val(w), "r" } end
+      local g = w and "ld_dy(base + i) * ld_wt(i)" or "ld_dy(base + i)"
+      local kern = e.kernel { kind = "rms_norm_grad" .. (w and "_w" or ""), ops = ops,
+        params = "long long rows, int D, const float *save_rstd",
+        body = [[for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
+        const long long base = r * D;
+        const float rstd = save_rstd[r];
+        double s = 0;
+        for (int i = threadIdx.x; i < D; i += blockDim.x) s += (double)(]] .. g .. [[) * ld_x(base + i);
+        const float m = (float)(block_sum(s) / D);
+        for (int i = threadIdx.x; i < D; i += blockDim.x)
+            acc_dx(base + i, rstd * ((]] .. g .. [[) - ld_x(base + i) * rstd * rstd * m));
+    }]] }
+      local T = block_threads(D)
+      add(e.launch(kern, ops, { { "long long", rows }, { "int", D }, rstd }, { grid = times(rows, T), threads = T }))
+    end
+    if dw then
+      -- part (CHUNKS, D) doubles: chunk c's sums of dy x rstd over its rows
+      local part = e.scratch(LN_CHUNKS * D * 2, "f32")
+      local ops = { { "dy", dy, "r" }, { "x", e.val(x), "r" } }
+      local kp = e.kernel { kind = "rms_norm_grad_w_part", ops = ops,
+        params = "long long n, long long rows, int D, const float *save_rstd, double *part",
+        body = GRID .. [[ {
+        const int c = (int)(i / D), col = (int)(i % D);
+        const long long lo = rows * c / ]] .. LN_CHUNKS .. ", hi = rows * (c + 1) / " .. LN_CHUNKS .. [[;
+        double sw = 0;
+        for (long long r = lo; r < hi; r++) sw += ld_dy(r * D + col) * ld_x(r * D + col) * save_rstd[r];
+        part[i] = sw;
+    }]] }
+      add(e.launch(kp, ops, { { "long long", LN_CHUNKS * D }, { "long long", rows }, { "int", D }, rstd, { "void *", part.ptr } },
+        { grid = LN_CHUNKS * D }))
+      local fops = { { "dw", dw, "a" } }
+      local kf = e.kernel { kind = "rms_norm_grad_w", ops = fops, params = "long long n, const double *part",
+        body = GRID .. " {\n        double sw = 0;\n        for (int c = 0; c < " .. LN_CHUNKS ..
+               "; c++) sw += part[(long long)c * n + i];\n        acc_dw(i, (float)sw);\n    }" }
+      add(e.launch(kf, fops, { { "long long", D }, { "void *", part.ptr } }, { grid = D }))
+    end
+    return lines
+  end,
+}
+
+---------------------------------------------------------------------------
+-- randn / rand (_like): element i of the op's Philox stream at this step (gen/ops.lua's
+-- `random`), runtime/philox.h's uniforms through scalar_ops.h, the CPU's k_randn_forward
+-- (Box–Muller from uniforms 2i and 2i+1, in double) and k_rand_forward, so a CUDA
+-- program draws the CPU's numbers.  The step is read on the device (m->d_step), as
+-- dropout's: a captured CUDA Graph replays each step's draws.
+ops_cuda.random = {
+  forward = function(e, n)
+    local normal = n.attrs.dist == "normal"
+    local ops = { { "y", e.val(n.out), "w" } }
+    local stream = "(*step << 20 | (unsigned long long)op)"
+    local body = normal and string.format([[const double u1 = so_philox_uniform_at(seed, %s, 2 * (so_u64)i) + 1e-12,
+            u2 = so_philox_uniform_at(seed, %s, 2 * (so_u64)i + 1);
+        st_y(i, (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2)));]], stream, stream)
+      or string.format("st_y(i, so_philox_uniform_at(seed, %s, (so_u64)i));", stream)
+    return pointwise(e, normal and "randn" or "rand", ops, body, e.numel(n.out),
+      "unsigned long long seed, const unsigned long long *step, unsigned op",
+      { { "unsigned long long", "m->seed" }, { "const unsigned long long *", "m->d_step" }, { "unsigned", string.format("%du", n.index) } })
+  end,
+}
+
+-- tensor(values): the values in the kernel's __constant__ table, written at every forward
+ops_cuda.constant = {
+  forward = function(e, n)
+    local vals = {}
+    for i, v in ipairs(n.attrs.values) do vals[i] = ops_cuda.literal(v) end
+    local ops = { { "y", e.val(n.out), "w" } }
+    local k = e.kernel { kind = "constant" .. n.index, ops = ops, params = "long long n",
+      globals = { string.format("__constant__ float values[%d] = { %s };", #vals, table.concat(vals, ", ")) },
+      body = GRID .. " st_y(i, values[i]);" }
+    return e.launch(k, ops, { { "long long", #vals } }, { grid = #vals })
+  end,
+}
+
+---------------------------------------------------------------------------
+-- Broadcast and repeat (tile/expand, comparisons, where): every operand is seen through
+-- its sizes on the output's dims (MAXDIM of them, padded in front with 1s): output
+-- element (o_0, ...) reads operand element (o_j mod a_j, ...), a_j = 1 where the operand
+-- broadcasts and the source's size where it repeats (tile).  A gradient is a gather: each
+-- operand element sums the output elements that read it, in increasing output order
+-- (the CPU's k_tile_backward / k_where_backward order), no atomics.
+
+-- an operand's sizes on the output's dims (`t` nil: a number, read nowhere)
+local function on_out(shape, out)
+  local a, k = {}, #out - #shape
+  for j = 1, #out do a[j] = shape and shape[j - k] or 1 end
+  return a
+end
+-- params and args: the output's sizes s0.., then each operand's a0..; `ops_sizes` = { {letter, sizes}, ... }
+local function bcast_params(out, ops_sizes)
+  local pad = MAXDIM - #out
+  local params, args = {}, {}
+  local function put(prefix, sizes)
+    for j = 1, MAXDIM do
+      params[#params + 1] = string.format("long long %s%d", prefix, j - 1)
+      args[#args + 1] = { "long long", sizes[j - pad] or 1 }
+    end
+  end
+  put("s", out)
+  for _, o in ipairs(ops_sizes) do put(o[1], o[2]) end
+  return table.concat(params, ", "), args
+end
+local function size_array(prefix)
+  local t = {}
+  for j = 1, MAXDIM do t[j] = prefix .. (j - 1) end
+  return string.format("const long long %s_[%d] = { %s };", prefix, MAXDIM, table.concat(t, ", "))
+end
+-- forward: off_L, operand L's element for output element i
+local function bcast_offsets(letters)
+  local lines = { size_array("s") }
+  local init, step = { "r = i" }, {}
+  for _, l in ipairs(letters) do
+    lines[#lines + 1] = size_array(l)
+    init[#init + 1] = string.format("off_%s = 0, run_%s = 1", l, l)
+    step[#step + 1] = string.format("off_%s += c %% %s_[j] * run_%s; run_%s *= %s_[j];", l, l, l, l, l)
+  end
+  lines[#lines + 1] = "long long " .. table.concat(init, ", ") .. ";"
+  lines[#lines + 1] = string.format("for (int j = %d; j >= 0; j--) { const long long c = r %% s_[j]; r /= s_[j]; %s }",
+    MAXDIM - 1, table.concat(step, " "))
+  return table.concat(lines, "\n        ") .. "\n        "
+end
+-- backward: operand G's element i sums `term` (into float s) over the output elements o
+-- that read it, the other operands' elements there as off_L
+local function bcast_gather(g, letters, term)
+  local lines = { size_array("s"), size_array(g) }
+  local init, step = {}, {}
+  for _, l in ipairs(letters) do
+    lines[#lines + 1] = size_array(l)
+    init[#init + 1] = string.format(", off_%s = 0, run_%s = 1", l, l)
+    step[#step + 1] = string.format(" off_%s += oj %% %s_[j] * run_%s; run_%s *= %s_[j];", l, l, l, l, l)
+  end
+  return table.concat(lines, "\n        ") .. string.format([[
+
+        long long c[%d], r = i, copies = 1;
+        for (int j = %d; j >= 0; j--) { c[j] = r %% %s_[j]; r /= %s_[j]; copies *= s_[j] / %s_[j]; }
+        float s = 0;
+        for (long long q = 0; q < copies; q++) {
+            long long t = q, o = 0, run = 1%s;
+            for (int j = %d; j >= 0; j--) {
+                const long long rep = s_[j] / %s_[j], oj = c[j] + t %% rep * %s_[j];
+                t /= rep; o += oj * run; run *= s_[j];%s
+            }
+            %s
+        }
+        acc_d%s(i, s);]], MAXDIM, MAXDIM - 1, g, g, g, table.concat(init), MAXDIM - 1, g, g, table.concat(step), term, g)
+end
+-- a 0-d output as one element
+local function out_shape(n) return #n.out.shape > 0 and n.out.shape or { 1 } end
+
+-- expand / tile (gen/ops.lua's `tile`): x's sizes on the output's dims repeat
+ops_cuda.tile = {
+  forward = function(e, n)
+    local out = out_shape(n)
+    local params, args = bcast_params(out, { { "x", on_out(n.inputs[1].shape, out) } })
+    return pointwise(e, "tile", { { "x", e.val(n.inputs[1]), "r" }, { "y", e.val(n.out), "w" } },
+      bcast_offsets { "x" } .. "st_y(i, ld_x(off_x));", e.numel(n.out), params, args)
+  end,
+  backward = function(e, n)
+    local dx = e.grad(n.inputs[1])
+    if not dx then return {} end
+    local out = out_shape(n)
+    local params, args = bcast_params(out, { { "x", on_out(n.inputs[1].shape, out) } })
+    return pointwise(e, "tile_grad", { { "dy", e.grad(n.out), "r" }, { "dx", dx, "a" } },
+      bcast_gather("x", {}, "s += ld_dy(o);"), e.numel(n.inputs[1]), params, args)
+  end,
+}
+
+-- argmax over a dim, (OUTER, D, INNER) as the sum's layout: the first index of the
+-- maximum, NaN counting as the maximum (the CPU's and PyTorch's)
+ops_cuda.argmax = {
+  forward = function(e, n)
+    local o, D, inner = reduce_layout(e, n)
+    return pointwise(e, "argmax", { { "x", e.val(n.inputs[1]), "r" }, { "y", e.val(n.out), "w" } }, [[const long long o = i / INNER, in = i % INNER;
+        long long best = 0;
+        float m = ld_x(o * D * INNER + in);
+        for (long long d = 1; d < D; d++) {
+            const float v = ld_x((o * D + d) * INNER + in);
+            if (v > m || (v != v && m == m)) { m = v; best = d; }
+        }
+        y[i] = best;]], times(o, inner), "long long D, long long INNER", { { "long long", D }, { "long long", inner } })
+  end,
+}
+
+-- comparisons gt lt ge le eq ne: 0/1 into the int64 output, two tensors broadcast
+-- together (an int64 one read as float, as PyTorch promotes it) or a tensor and a number
+local COMPARE = { gt = ">", lt = "<", ge = ">=", le = "<=", eq = "==", ne = "!=" }
+ops_cuda.compare = {
+  forward = function(e, n)
+    local x, y = n.inputs[1], n.inputs[2]
+    local out = out_shape(n)
+    local sizes = { { "a", on_out(x.shape, out) } }
+    local ops = { { "a", e.val(x), "r" } }
+    if y then sizes[2] = { "b", on_out(y.shape, out) }; ops[2] = { "b", e.val(y), "r" } end
+    ops[#ops + 1] = { "y", e.val(n.out), "w" }
+    local params, args = bcast_params(out, sizes)
+    params = params .. ", float scalar"
+    args[#args + 1] = { "float", ops_cuda.literal(y and 0 or n.attrs.scalar) }
+    local rhs = y and "ld_b(off_b)" or "scalar"
+    return pointwise(e, "compare_" .. n.attrs.as .. (y and "" or "_scalar"), ops,
+      bcast_offsets(y and { "a", "b" } or { "a" }) .. string.format("st_y(i, ld_a(off_a) %s %s ? 1.0f : 0.0f);", COMPARE[n.attrs.as], rhs),
+      e.numel(n.out), params, args)
+  end,
+}
+
+-- where(cond, a, b) / masked_fill: cond (int64, nonzero = true) and the tensors among a, b
+-- broadcast together; a number stands where attrs.a / attrs.b is one
+local function where_ab(n)
+  if n.attrs.a ~= nil then return nil, n.inputs[2] end
+  if n.attrs.b ~= nil then return n.inputs[2], nil end
+  return n.inputs[2], n.inputs[3]
+end
+local function where_sizes(n, a, b)
+  local out = out_shape(n)
+  local sizes = { { "c", on_out(n.inputs[1].shape, out) } }
+  if a then sizes[#sizes + 1] = { "a", on_out(a.shape, out) } end
+  if b then sizes[#sizes + 1] = { "b", on_out(b.shape, out) } end
+  return out, sizes
+end
+ops_cuda.where = {
+  forward = function(e, n)
+    local a, b = where_ab(n)
+    local out, sizes = where_sizes(n, a, b)
+    local ops, letters = { { "c", e.val(n.inputs[1]), "r" } }, { "c" }
+    if a then ops[#ops + 1] = { "a", e.val(a), "r" }; letters[#letters + 1] = "a" end
+    if b then ops[#ops + 1] = { "b", e.val(b), "r" }; letters[#letters + 1] = "b" end
+    ops[#ops + 1] = { "y", e.val(n.out), "w" }
+    local params, args = bcast_params(out, sizes)
+    params = params .. ", float av, float bv"
+    args[#args + 1] = { "float", ops_cuda.literal(n.attrs.a or 0) }
+    args[#args + 1] = { "float", ops_cuda.literal(n.attrs.b or 0) }
+    local va, vb = a and "ld_a(off_a)" or "av", b and "ld_b(off_b)" or "bv"
+    return pointwise(e, "where_" .. table.concat(letters), ops,
+      bcast_offsets(letters) .. string.format("st_y(i, ld_c(off_c) != 0.0f ? %s : %s);", va, vb), e.numel(n.out), params, args)
+  end,
+  backward = function(e, n)
+    local a, b = where_ab(n)
+    local out, sizes = where_sizes(n, a, b)
+    local params, args = bcast_params(out, sizes)
+    local lines = {}
+    for _, side in ipairs { { "a", a, "!=" }, { "b", b, "==" } } do
+      local letter, t, test = side[1], side[2], side[3]
+      local dt = t and e.grad(t)
+      if dt then
+        -- the sizes' params name every operand; only c and this one are read
+        local ops = { { "c", e.val(n.inputs[1]), "r" }, { "dy", e.grad(n.out), "r" }, { "d" .. letter, dt, "a" } }
+        for _, l in ipairs(pointwise(e, string.format("where_grad_%s_c%s%s", letter, a and "a" or "", b and "b" or ""), ops,
+            bcast_gather(letter, { "c" }, string.format("if (ld_c(off_c) %s 0.0f) s += ld_dy(o);", test)),
+            e.numel(t), params, args)) do lines[#lines + 1] = l end
+      end
+    end
+    return lines
+  end,
+}
+
+---------------------------------------------------------------------------
+-- adaptive average pooling on (NC, IH, IW) (1-d: IH = OH = 1), PyTorch's windows
+-- [floor(i In / Out), ceil((i + 1) In / Out)) as the CPU's k_adaptive_avg_pool_*; the
+-- backward a gather (each input sums the outputs whose window holds it, in order)
+local ADAPTIVE = { "#define ad_start(i, in, out) ((int)(((long long)(i) * (in)) / (out)))",
+                   "#define ad_end(i, in, out) ((int)((((long long)(i) + 1) * (in) + (out) - 1) / (out)))" }
+local function adaptive_args(n, count)
+  local x = n.inputs[1].shape
+  local y = n.out.shape
+  local IH, IW, OH, OW = 1, x[3], 1, y[3]
+  if #x == 4 then IH, IW, OH, OW = x[3], x[4], y[3], y[4] end
+  return { { "long long", count }, { "int", IH }, { "int", IW }, { "int", OH }, { "int", OW } }
+end
+ops_cuda.adaptive_avg_pool = {
+  forward = function(e, n)
+    local ops = { { "x", e.val(n.inputs[1]), "r" }, { "y", e.val(n.out), "w" } }
+    local k = e.kernel { kind = "adaptive_avg_pool", ops = ops, params = "long long n, int IH, int IW, int OH, int OW", globals = ADAPTIVE,
+      body = GRID .. [[ {
+        const long long c = i / ((long long)OH * OW);
+        const int oh = (int)(i / OW % OH), ow = (int)(i % OW);
+        const int h0 = ad_start(oh, IH, OH), h1 = ad_end(oh, IH, OH), w0 = ad_start(ow, IW, OW), w1 = ad_end(ow, IW, OW);
+        float s = 0;
+        for (int h = h0; h < h1; h++) for (int w = w0; w < w1; w++) s += ld_x((c * IH + h) * IW + w);
+        st_y(i, s / (float)((h1 - h0) * (w1 - w0)));
+    }]] }
+    local count = e.numel(n.out)
+    return e.launch(k, ops, adaptive_args(n, count), { grid = count })
+  end,
+  backward = function(e, n)
+    local dx = e.grad(n.inputs[1])
+    if not dx then return {} end
+    local ops = { { "dy", e.grad(n.out), "r" }, { "dx", dx, "a" } }
+    local k = e.kernel { kind = "adaptive_avg_pool_grad", ops = ops, params = "long long n, int IH, int IW, int OH, int OW", globals = ADAPTIVE,
+      body = GRID .. [[ {
+        const long long c = i / ((long long)IH * IW);
+        const int h = (int)(i / IW % IH), w = (int)(i % IW);
+        float s = 0;
+        for (int oh = 0; oh < OH; oh++) {
+            const int h0 = ad_start(oh, IH, OH), h1 = ad_end(oh, IH, OH);
+            if (h < h0 || h >= h1) continue;
+            for (int ow = 0; ow < OW; ow++) {
+                const int w0 = ad_start(ow, IW, OW), w1 = ad_end(ow, IW, OW);
+                if (w >= w0 && w < w1) s += ld_dy((c * OH + oh) * OW + ow) / (float)((h1 - h0) * (w1 - w0));
+            }
+        }
+        acc_dx(i, s);
+    }]] }
+    local count = e.numel(n.inputs[1])
+    return e.launch(k, ops, adaptive_args(n, count), { grid = count })
+  end,
+}
 
 -- what the rules above do not implement (checked by emit_cuda, which names the op and
 -- the spec line): nil, or why not

@@ -49,6 +49,11 @@ SO_FN float so_bits_float(so_u32 u) {
 SO_FN float so_widen_f32(float x) { return x; }
 SO_FN float so_narrow_f32(float x) { return x; }
 SO_FN float so_round_f32(float x) { return x; }
+// int64 tensors (masks, indices, comparisons' 0/1) read as float (exact below 2^24) and
+// stored truncated, as the CPU promotes an integer compared with a float
+SO_FN float so_widen_i64(long long x) { return (float)x; }
+SO_FN long long so_narrow_i64(float x) { return (long long)x; }
+SO_FN float so_round_i64(float x) { return x; }
 
 SO_FN float so_widen_bf16(so_u16 h) { return so_bits_float((so_u32)h << 16); }
 // NaN stays NaN (quiet), overflow gives inf
