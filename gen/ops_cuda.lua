@@ -33,6 +33,9 @@ end
 -- a float literal of CUDA C (infinity spelled as bits: NVRTC has no <math.h>)
 function ops_cuda.literal(v) return require("util").c_float(v, "f", true, "__int_as_float(0x7f800000)") end
 
+-- a float literal of the host code (model.cu includes <math.h>)
+local function host_literal(v) return require("util").c_float(v, "f", true) end
+
 -- a grid-stride loop over i in [0, n) (gen/fuse_cuda.lua's kernels use it too)
 local GRID = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)"
 ops_cuda.GRID = GRID
@@ -132,82 +135,61 @@ local function im2col(e, x_op, cols, g, np, B)
   return e.launch(k, ops, args, { grid = count })
 end
 
-ops_cuda.conv2d = {
-  forward = function(e, n)
-    local x, w, b = n.inputs[1], n.inputs[2], n.inputs[3]
-    local g = conv_geometry(n)
-    local B = e.batch(x)
-    local np = by(B, g.OH * g.OW)
-    local F = e.gemm_format(e.val(x), e.val(w))
-    local ckk = g.C * g.KH * g.KW
-    local np_max = e.count_max(x.shape, 1, 1) * g.OH * g.OW
-    local cols = e.scratch(ckk * np_max, F)
-    local yt = e.scratch(g.OC * np_max, "f32")
-    local lines = im2col(e, e.val(x), cols, g, np, B)
-    local OCg, Kc = g.OC // g.G, ckk // g.G
-    for _, l in ipairs(conv_gemm(e, g, { what = "conv2d forward", ta = 0, tb = 0, M = g.OC, N = np, K = ckk, A = e.val(w), B = cols, C = yt },
-        { M = OCg, N = np, K = Kc, sA = OCg * Kc, sB = scaled(Kc, np), sC = scaled(OCg, np),
-          nA = g.OC * Kc, nB = scaled(ckk, np), nC = scaled(g.OC, np) })) do
-      lines[#lines + 1] = l
-    end
-    local ops = { { "yt", yt, "r" }, { "y", e.val(n.out), "w" } }
-    if b then ops[#ops + 1] = { "bias", e.val(b), "r" } end
-    local k = e.kernel { kind = b and "conv_out_bias" or "conv_out", ops = ops, params = "long long n, long long NP, int OC, long long P",
-      body = GRID .. " {\n        long long bi = i / ((long long)OC * P), c = (i / P) % OC, p = i % P;\n" ..
-             "        float v = ld_yt(c * NP + bi * P + p);\n" .. (b and "        v += ld_bias(c);\n" or "") ..
-             "        st_y(i, v);\n    }" }
-    local count = by(B, g.OC * g.OH * g.OW)
-    for _, l in ipairs(e.launch(k, ops, { { "long long", count }, { "long long", np }, { "int", g.OC }, { "long long", g.OH * g.OW } },
-      { grid = count })) do lines[#lines + 1] = l end
-    return lines
-  end,
-  backward = function(e, n)
-    local x, w, b = n.inputs[1], n.inputs[2], n.inputs[3]
-    local g = conv_geometry(n)
-    local B = e.batch(x)
-    local P = g.OH * g.OW
-    local np = by(B, P)
-    local dy = e.grad(n.out)
-    local F = e.gemm_format(dy, e.val(w))
-    local ckk = g.C * g.KH * g.KW
-    local OCg, Kc = g.OC // g.G, ckk // g.G
-    local lines = {}
-    local function add(t) for _, l in ipairs(t) do lines[#lines + 1] = l end end
-    -- dYt (OC, B·P) in the GEMMs' format
-    local np_max = e.count_max(x.shape, 1, 1) * P
-    local dyt = e.scratch(g.OC * np_max, F)
-    local ops = { { "dy", dy, "r" }, { "dyt", dyt, "w" } }
-    local k = e.kernel { kind = "conv_dyt", ops = ops, params = "long long n, long long NP, int OC, long long P",
-      body = GRID .. " {\n        long long c = i / NP, col = i % NP, bi = col / P, p = col % P;\n" ..
-             "        st_dyt(i, ld_dy((bi * OC + c) * P + p));\n    }" }
-    local count = scaled(g.OC, np)
-    add(e.launch(k, ops, { { "long long", count }, { "long long", np }, { "int", g.OC }, { "long long", P } }, { grid = count }))
-    if b and e.grad(b) then   -- db (OC) += sums over batch and positions, one block per channel
-      local bops = { { "dy", dy, "r" }, { "db", e.grad(b), "a" } }
-      local bk = e.kernel { kind = "bias_grad_channels", ops = bops, params = "long long n, int OC, long long P",
-        body = "const int c = blockIdx.x;\n    double s = 0;\n    " .. BLOCK ..
-               " s += ld_dy((i / P * OC + c) * P + i % P);\n    s = block_sum(s);\n    if (threadIdx.x == 0) acc_db(c, (float)s);" }
-      add(e.launch(bk, bops, { { "long long", by(B, P) }, { "int", g.OC }, { "long long", P } },
-        { blocks = g.OC }))
-    end
-    local need_cols = e.grad(w) ~= nil
-    local cols
-    if need_cols then
-      cols = e.scratch(ckk * np_max, F)
-      add(im2col(e, e.val(x), cols, g, np, B))
-      -- dW (OC, CKK) += dYt (OC, NP) · colsᵀ (cols stored CKK x NP)
-      add(conv_gemm(e, g, { what = "conv2d dW", ta = 0, tb = 1, M = g.OC, N = ckk, K = np, A = dyt, B = cols, C = e.grad(w), accumulate = true },
-        { M = OCg, N = Kc, K = np, sA = scaled(OCg, np), sB = scaled(Kc, np),
-          sC = OCg * Kc, nA = scaled(g.OC, np), nB = scaled(ckk, np), nC = g.OC * Kc }))
-    end
-    if e.grad(x) then
-      local dcols = e.scratch(ckk * np_max, "f32")
-      add(conv_gemm(e, g, { what = "conv2d dx", ta = 1, tb = 0, M = ckk, N = np, K = g.OC, A = e.val(w), B = dyt, C = dcols },
-        { M = Kc, N = np, K = OCg, sA = OCg * Kc, sB = scaled(OCg, np), sC = scaled(Kc, np),
-          nA = g.OC * Kc, nB = scaled(g.OC, np), nC = scaled(ckk, np) }))
-      local cops = { { "dcols", dcols, "r" }, { "dx", e.grad(x), "a" } }
-      local ck = e.kernel { kind = "col2im", ops = cops, params = "long long n, long long NP, " .. GEOM,
-        body = GRID .. [[ {
+-- the pieces both convolutions use (a transposed convolution is a convolution's
+-- backward of the data run forward, with the roles of input and output swapped):
+-- dst (OC, B·P) = src (B, OC, P) permuted, in the GEMMs' format
+local function conv_rows(e, src, dst, g, np)
+  local ops = { { "dy", src, "r" }, { "dyt", dst, "w" } }
+  local k = e.kernel { kind = "conv_dyt", ops = ops, params = "long long n, long long NP, int OC, long long P",
+    body = GRID .. " {\n        long long c = i / NP, col = i % NP, bi = col / P, p = col % P;\n" ..
+           "        st_dyt(i, ld_dy((bi * OC + c) * P + p));\n    }" }
+  local count = scaled(g.OC, np)
+  return e.launch(k, ops, { { "long long", count }, { "long long", np }, { "int", g.OC }, { "long long", g.OH * g.OW } }, { grid = count })
+end
+-- Yt (OC, B·P) = W · cols; dW += dYt · colsᵀ; dcols = Wᵀ · dYt (per group)
+local function conv_gemm_forward(e, g, what, w, cols, yt, np)
+  local ckk = g.C * g.KH * g.KW
+  local OCg, Kc = g.OC // g.G, ckk // g.G
+  return conv_gemm(e, g, { what = what, ta = 0, tb = 0, M = g.OC, N = np, K = ckk, A = w, B = cols, C = yt },
+    { M = OCg, N = np, K = Kc, sA = OCg * Kc, sB = scaled(Kc, np), sC = scaled(OCg, np),
+      nA = g.OC * Kc, nB = scaled(ckk, np), nC = scaled(g.OC, np) })
+end
+local function conv_gemm_dw(e, g, what, dyt, cols, dw, np)
+  local ckk = g.C * g.KH * g.KW
+  local OCg, Kc = g.OC // g.G, ckk // g.G
+  return conv_gemm(e, g, { what = what, ta = 0, tb = 1, M = g.OC, N = ckk, K = np, A = dyt, B = cols, C = dw, accumulate = true },
+    { M = OCg, N = Kc, K = np, sA = scaled(OCg, np), sB = scaled(Kc, np),
+      sC = OCg * Kc, nA = scaled(g.OC, np), nB = scaled(ckk, np), nC = g.OC * Kc })
+end
+local function conv_gemm_dcols(e, g, what, w, dyt, dcols, np)
+  local ckk = g.C * g.KH * g.KW
+  local OCg, Kc = g.OC // g.G, ckk // g.G
+  return conv_gemm(e, g, { what = what, ta = 1, tb = 0, M = ckk, N = np, K = g.OC, A = w, B = dyt, C = dcols },
+    { M = Kc, N = np, K = OCg, sA = OCg * Kc, sB = scaled(OCg, np), sC = scaled(Kc, np),
+      nA = g.OC * Kc, nB = scaled(g.OC, np), nC = scaled(ckk, np) })
+end
+-- out (B, OC, P) = Yt (OC, B·P) permuted (+ bias), stored; or (acc) added into a gradient
+local function conv_out(e, yt, out, b, g, np, B, acc)
+  local ops = { { "yt", yt, "r" }, { "y", out, acc and "a" or "w" } }
+  if b then ops[#ops + 1] = { "bias", b, "r" } end
+  local k = e.kernel { kind = (acc and "conv_out_acc" or "conv_out") .. (b and "_bias" or ""), ops = ops,
+    params = "long long n, long long NP, int OC, long long P",
+    body = GRID .. " {\n        long long bi = i / ((long long)OC * P), c = (i / P) % OC, p = i % P;\n" ..
+           "        float v = ld_yt(c * NP + bi * P + p);\n" .. (b and "        v += ld_bias(c);\n" or "") ..
+           (acc and "        acc_y(i, v);\n    }" or "        st_y(i, v);\n    }") }
+  local count = by(B, g.OC * g.OH * g.OW)
+  return e.launch(k, ops, { { "long long", count }, { "long long", np }, { "int", g.OC }, { "long long", g.OH * g.OW } },
+    { grid = count })
+end
+-- x (B, C, H, W) from dcols (C·KH·KW, B·P), a gather (each element sums the columns that
+-- hold it: no atomics): added into a gradient, or (store) stored with a bias
+local function col2im(e, dcols, dst, b, g, np, B, store)
+  local ops = { { "dcols", dcols, "r" }, { "dx", dst, store and "w" or "a" } }
+  if b then ops[#ops + 1] = { "bias", b, "r" } end
+  local finish = store and ("st_dx(i, s" .. (b and " + ld_bias((int)c)" or "") .. ");") or "acc_dx(i, s);"
+  local k = e.kernel { kind = store and ("col2im_store" .. (b and "_bias" or "")) or "col2im", ops = ops,
+    params = "long long n, long long NP, " .. GEOM,
+    body = GRID .. [[ {
         long long w = i % W, h = (i / W) % H, c = (i / ((long long)W * H)) % C, bi = i / ((long long)W * H * C);
         long long P = (long long)OH * OW;
         float s = 0;
@@ -225,12 +207,123 @@ ops_cuda.conv2d = {
                 s += ld_dcols(q * NP + bi * P + oh * OW + ow);
             }
         }
-        acc_dx(i, s);
-    }]] }
-      local xcount = by(B, g.C * g.H * g.W)
-      local args = { { "long long", xcount }, { "long long", np } }
-      for _, a in ipairs(geom_args(g)) do args[#args + 1] = a end
-      add(e.launch(ck, cops, args, { grid = xcount }))
+        ]] .. finish .. "\n    }" }
+  local xcount = by(B, g.C * g.H * g.W)
+  local args = { { "long long", xcount }, { "long long", np } }
+  for _, a in ipairs(geom_args(g)) do args[#args + 1] = a end
+  return e.launch(k, ops, args, { grid = xcount })
+end
+-- db (OC) += dy's sums over batch and positions, one block per channel
+local function conv_bias_grad(e, dy, db, OC, P, B)
+  local bops = { { "dy", dy, "r" }, { "db", db, "a" } }
+  local bk = e.kernel { kind = "bias_grad_channels", ops = bops, params = "long long n, int OC, long long P",
+    body = "const int c = blockIdx.x;\n    double s = 0;\n    " .. BLOCK ..
+           " s += ld_dy((i / P * OC + c) * P + i % P);\n    s = block_sum(s);\n    if (threadIdx.x == 0) acc_db(c, (float)s);" }
+  return e.launch(bk, bops, { { "long long", by(B, P) }, { "int", OC }, { "long long", P } }, { blocks = OC })
+end
+
+ops_cuda.conv2d = {
+  forward = function(e, n)
+    local x, w, b = n.inputs[1], n.inputs[2], n.inputs[3]
+    local g = conv_geometry(n)
+    local B = e.batch(x)
+    local np = by(B, g.OH * g.OW)
+    local F = e.gemm_format(e.val(x), e.val(w))
+    local ckk = g.C * g.KH * g.KW
+    local np_max = e.count_max(x.shape, 1, 1) * g.OH * g.OW
+    local cols = e.scratch(ckk * np_max, F)
+    local yt = e.scratch(g.OC * np_max, "f32")
+    local lines = im2col(e, e.val(x), cols, g, np, B)
+    for _, l in ipairs(conv_gemm_forward(e, g, "conv2d forward", e.val(w), cols, yt, np)) do lines[#lines + 1] = l end
+    for _, l in ipairs(conv_out(e, yt, e.val(n.out), b and e.val(b), g, np, B)) do lines[#lines + 1] = l end
+    return lines
+  end,
+  backward = function(e, n)
+    local x, w, b = n.inputs[1], n.inputs[2], n.inputs[3]
+    local g = conv_geometry(n)
+    local B = e.batch(x)
+    local P = g.OH * g.OW
+    local np = by(B, P)
+    local dy = e.grad(n.out)
+    local F = e.gemm_format(dy, e.val(w))
+    local ckk = g.C * g.KH * g.KW
+    local lines = {}
+    local function add(t) for _, l in ipairs(t) do lines[#lines + 1] = l end end
+    -- dYt (OC, B·P) in the GEMMs' format
+    local np_max = e.count_max(x.shape, 1, 1) * P
+    local dyt = e.scratch(g.OC * np_max, F)
+    add(conv_rows(e, dy, dyt, g, np))
+    if b and e.grad(b) then add(conv_bias_grad(e, dy, e.grad(b), g.OC, P, B)) end
+    if e.grad(w) then
+      local cols = e.scratch(ckk * np_max, F)
+      add(im2col(e, e.val(x), cols, g, np, B))
+      add(conv_gemm_dw(e, g, "conv2d dW", dyt, cols, e.grad(w), np))
+    end
+    if e.grad(x) then
+      local dcols = e.scratch(ckk * np_max, "f32")
+      add(conv_gemm_dcols(e, g, "conv2d dx", e.val(w), dyt, dcols, np))
+      add(col2im(e, dcols, e.grad(x), nil, g, np, B))
+    end
+    return lines
+  end,
+}
+
+-- ConvTranspose2d/1d: the convolution from y (B, Cout, H, W) to x (B, Cin, OH, OW) with
+-- the same weight (Cin, Cout/G, KH, KW), run the other way: forward y = col2im(Wᵀ · xt)
+-- + bias; backward dx += W · im2col(dy), dW += xt · im2col(dy)ᵀ, db += dy's sums
+local function conv_t_geometry(n)
+  local x, y, a = n.inputs[1], n.out, n.attrs
+  local nd = #a.kernel_size
+  local function hw(shape) if nd == 1 then return 1, shape[3] end return shape[3], shape[4] end
+  local function pair(t, one) if nd == 1 then return one, t[1] end return t[1], t[2] end
+  local g = { C = y.shape[2], OC = x.shape[2], G = a.groups }
+  g.H, g.W = hw(y.shape)
+  g.OH, g.OW = hw(x.shape)
+  g.KH, g.KW = pair(a.kernel_size, 1)
+  g.SH, g.SW = pair(a.stride, 1)
+  g.PH, g.PW = pair(a.padding, 0)
+  g.DH, g.DW = pair(a.dilation, 1)
+  return g
+end
+ops_cuda.conv_transpose = {
+  forward = function(e, n)
+    local x, w, b = n.inputs[1], n.inputs[2], n.inputs[3]
+    local g = conv_t_geometry(n)
+    local B = e.batch(x)
+    local np = by(B, g.OH * g.OW)
+    local F = e.gemm_format(e.val(x), e.val(w))
+    local np_max = e.count_max(x.shape, 1, 1) * g.OH * g.OW
+    local xt = e.scratch(g.OC * np_max, F)
+    local dcols = e.scratch(g.C * g.KH * g.KW * np_max, "f32")
+    local lines = conv_rows(e, e.val(x), xt, g, np)
+    for _, l in ipairs(conv_gemm_dcols(e, g, "conv_transpose forward", e.val(w), xt, dcols, np)) do lines[#lines + 1] = l end
+    for _, l in ipairs(col2im(e, dcols, e.val(n.out), b and e.val(b), g, np, B, true)) do lines[#lines + 1] = l end
+    return lines
+  end,
+  backward = function(e, n)
+    local x, w, b = n.inputs[1], n.inputs[2], n.inputs[3]
+    local g = conv_t_geometry(n)
+    local B = e.batch(x)
+    local np = by(B, g.OH * g.OW)
+    local dy = e.grad(n.out)
+    local F = e.gemm_format(dy, e.val(w))
+    local ckk = g.C * g.KH * g.KW
+    local np_max = e.count_max(x.shape, 1, 1) * g.OH * g.OW
+    local lines = {}
+    local function add(t) for _, l in ipairs(t) do lines[#lines + 1] = l end end
+    if b and e.grad(b) then add(conv_bias_grad(e, dy, e.grad(b), g.C, g.H * g.W, B)) end
+    if not (e.grad(x) or e.grad(w)) then return lines end
+    local cols = e.scratch(ckk * np_max, F)
+    add(im2col(e, dy, cols, g, np, B))
+    if e.grad(w) then
+      local xt = e.scratch(g.OC * np_max, F)
+      add(conv_rows(e, e.val(x), xt, g, np))
+      add(conv_gemm_dw(e, g, "conv_transpose dW", xt, cols, e.grad(w), np))
+    end
+    if e.grad(x) then
+      local yt = e.scratch(g.OC * np_max, "f32")
+      add(conv_gemm_forward(e, g, "conv_transpose dx", e.val(w), cols, yt, np))
+      add(conv_out(e, yt, e.grad(x), nil, g, np, B, true))
     end
     return lines
   end,
@@ -489,6 +582,23 @@ activation("silu", false)
 activation("gelu", false, function(n) return n.attrs.approximate == "tanh" and "gelu_tanh" or "gelu" end)
 activation("abs", false)
 
+-- the elementwise functions with constants (gen/ops.lua's UNARY: consts(attrs) gives a, b):
+-- so_u_OP / so_u_OP_grad of scalar_ops.h, the derivative of the output where the op's
+-- backward reads it
+for _, name in ipairs { "leaky_relu", "elu", "mish", "softplus", "hardswish", "hardtanh", "exp", "log", "sqrt", "rsqrt",
+                        "pow", "clamp" } do
+  ops_cuda[name] = {
+    pointwise = function(n)
+      local rule = require("ops")[name]
+      local a, b = rule.consts(n.attrs)
+      a, b = host_literal(a), host_literal(b)
+      return { key = name, params = { { "float", "ua", a, a }, { "float", "ub", b, b } },
+        value = function(x, P) return call("so_u_" .. name, x[1], P.ua, P.ub) end,
+        grad = { function(g, x, y, P) return call("so_u_" .. name .. "_grad", g, rule.backward_reads_output and y() or x[1], P.ua, P.ub) end } }
+    end,
+  }
+end
+
 -- add, sub, mul, div: tensor op tensor (any broadcast: each operand is read at the output
 -- element's offset into it), tensor op scalar, scalar op tensor
 local function binary(op)
@@ -513,6 +623,8 @@ local function binary(op)
   }
 end
 for _, op in ipairs { "add", "sub", "mul", "div" } do binary(op) end
+-- maximum, minimum, pow of two tensors (broadcast as add's; no scalar forms)
+for _, op in ipairs { "maximum", "minimum", "pow_tensor" } do binary(op) end
 
 -- dropout: the CPU kernel's mask (k_dropout_*: Philox at (m->seed, m->step << 20 | node
 -- index, element)), recomputed by the backward; scalar_ops.h's so_dropout_keep is
@@ -1728,10 +1840,10 @@ local function bcast_offsets(letters)
   for _, l in ipairs(letters) do
     lines[#lines + 1] = size_array(l)
     init[#init + 1] = string.format("off_%s = 0, run_%s = 1", l, l)
-    step[#step + 1] = string.format("off_%s += c %% %s_[j] * run_%s; run_%s *= %s_[j];", l, l, l, l, l)
+    step[#step + 1] = string.format("off_%s += cj %% %s_[j] * run_%s; run_%s *= %s_[j];", l, l, l, l, l)
   end
   lines[#lines + 1] = "long long " .. table.concat(init, ", ") .. ";"
-  lines[#lines + 1] = string.format("for (int j = %d; j >= 0; j--) { const long long c = r %% s_[j]; r /= s_[j]; %s }",
+  lines[#lines + 1] = string.format("for (int j = %d; j >= 0; j--) { const long long cj = r %% s_[j]; r /= s_[j]; %s }",
     MAXDIM - 1, table.concat(step, " "))
   return table.concat(lines, "\n        ") .. "\n        "
 end
@@ -1747,13 +1859,13 @@ local function bcast_gather(g, letters, term)
   end
   return table.concat(lines, "\n        ") .. string.format([[
 
-        long long c[%d], r = i, copies = 1;
-        for (int j = %d; j >= 0; j--) { c[j] = r %% %s_[j]; r /= %s_[j]; copies *= s_[j] / %s_[j]; }
+        long long at[%d], r = i, copies = 1;
+        for (int j = %d; j >= 0; j--) { at[j] = r %% %s_[j]; r /= %s_[j]; copies *= s_[j] / %s_[j]; }
         float s = 0;
         for (long long q = 0; q < copies; q++) {
             long long t = q, o = 0, run = 1%s;
             for (int j = %d; j >= 0; j--) {
-                const long long rep = s_[j] / %s_[j], oj = c[j] + t %% rep * %s_[j];
+                const long long rep = s_[j] / %s_[j], oj = at[j] + t %% rep * %s_[j];
                 t /= rep; o += oj * run; run *= s_[j];%s
             }
             %s
@@ -1810,7 +1922,7 @@ ops_cuda.compare = {
     ops[#ops + 1] = { "y", e.val(n.out), "w" }
     local params, args = bcast_params(out, sizes)
     params = params .. ", float scalar"
-    args[#args + 1] = { "float", ops_cuda.literal(y and 0 or n.attrs.scalar) }
+    args[#args + 1] = { "float", host_literal(y and 0 or n.attrs.scalar) }
     local rhs = y and "ld_b(off_b)" or "scalar"
     return pointwise(e, "compare_" .. n.attrs.as .. (y and "" or "_scalar"), ops,
       bcast_offsets(y and { "a", "b" } or { "a" }) .. string.format("st_y(i, ld_a(off_a) %s %s ? 1.0f : 0.0f);", COMPARE[n.attrs.as], rhs),
@@ -1842,8 +1954,8 @@ ops_cuda.where = {
     ops[#ops + 1] = { "y", e.val(n.out), "w" }
     local params, args = bcast_params(out, sizes)
     params = params .. ", float av, float bv"
-    args[#args + 1] = { "float", ops_cuda.literal(n.attrs.a or 0) }
-    args[#args + 1] = { "float", ops_cuda.literal(n.attrs.b or 0) }
+    args[#args + 1] = { "float", host_literal(n.attrs.a or 0) }
+    args[#args + 1] = { "float", host_literal(n.attrs.b or 0) }
     local va, vb = a and "ld_a(off_a)" or "av", b and "ld_b(off_b)" or "bv"
     return pointwise(e, "where_" .. table.concat(letters), ops,
       bcast_offsets(letters) .. string.format("st_y(i, ld_c(off_c) != 0.0f ? %s : %s);", va, vb), e.numel(n.out), params, args)
