@@ -649,6 +649,28 @@ ops_cuda.dropout = {
   end,
 }
 
+-- Dropout2d: whole channels, one draw per (sample, channel) at counter I / S (S: a
+-- channel's elements), the CPU's k_dropout2d_* on the same stream
+ops_cuda.dropout2d = {
+  pointwise = function(n)
+    local p, x = n.attrs.p, n.inputs[1]
+    local S = string.format("%dLL", dims_after(x.shape, 3))
+    local function masked(v, P, I)
+      return string.format("(%s ? so_dropout(%s, so_dropout_keep(%s, %s, (so_u64)(%s) / (so_u64)%s, %s), so_dropout_scale(%s)) : %s)",
+        P.on, v, P.seed, string.format("(*%s << 20 | %s)", P.step, P.op), I, P.S, P.p, P.p, v)
+    end
+    return { key = "dropout2d",
+      params = { { "float", "p", ops_cuda.literal(p), ops_cuda.literal(p) },
+                 { "long long", "S", S, S },
+                 { "unsigned long long", "seed", "m->seed", "m->seed" },
+                 { "const unsigned long long *", "step", "m->d_step", "m->d_step" },
+                 { "unsigned", "op", string.format("%du", n.index), string.format("%du", n.index) },
+                 { "int", "on", p == 0 and "0" or "training", p == 0 and "0" or "1" } },
+      value = function(x, P, I) return masked(x[1], P, I) end,
+      grad = { function(g, x, y, P, I) return masked(g, P, I) end } }
+  end,
+}
+
 -- a cast the precision pass kept as a kernel: the conversion is in the operands' formats
 ops_cuda.cast = {
   pointwise = function()
@@ -1686,6 +1708,48 @@ ce_soft_backward = function(e, n)
     by(e.batch(x), S), "int C, long long S, const float *logp, float eps, int reduction",
     { { "int", C }, { "long long", S }, { "void *", e.save(n, "logp") }, { "float", e.lit(a.label_smoothing) }, { "int", REDUCTION[a.reduction] } })
 end
+
+---------------------------------------------------------------------------
+-- nll_loss: log-probabilities (N, C, ...) against class indices, one block as the
+-- cross entropy's (ignore_index; mean over the targets not ignored, in double)
+ops_cuda.nll_loss = {
+  forward = function(e, n)
+    local x, t, a = n.inputs[1], n.inputs[2], n.attrs
+    local C, S = x.shape[2], dims_after(x.shape, 3)
+    local ops = { { "x", e.val(x), "r" }, { "loss", e.val(n.out), "w" } }
+    local k = e.kernel { kind = "nll_loss", ops = ops,
+      params = "long long n, int C, long long S, const long long *target, long long ignore, int reduction",
+      body = "double total = 0, count = 0;\n    " .. BLOCK .. [[ {
+        const long long y = target[i];
+        float l = 0;
+        if (y != ignore) { l = -ld_x((i / S * C + y) * S + i % S); count += 1; }
+        if (reduction == 0) st_loss(i, l);
+        total += l;
+    }
+    total = block_sum(total);
+    count = block_sum(count);
+    if (threadIdx.x == 0 && reduction != 0) st_loss(0, (float)(reduction == 1 ? total / count : total));]] }
+    return e.launch(k, ops, { { "long long", by(e.batch(x), S) }, { "int", C }, { "long long", S },
+      { "void *", e.val(t).ptr }, { "long long", a.ignore_index }, { "int", REDUCTION[a.reduction] } }, { blocks = 1 })
+  end,
+  backward = function(e, n)
+    local x, t, a = n.inputs[1], n.inputs[2], n.attrs
+    local dx = e.grad(x)
+    if not dx then return {} end
+    local C, S = x.shape[2], dims_after(x.shape, 3)
+    local ops = { { "dl", e.grad(n.out), "r" }, { "dx", dx, "a" } }
+    local k = e.kernel { kind = "nll_loss_grad", ops = ops,
+      params = "long long n, int C, long long S, const long long *target, long long ignore, int reduction",
+      body = "double count = 0;\n    " .. BLOCK .. " count += target[i] != ignore;\n    count = block_sum(count);\n" ..
+             "    const float g0 = reduction == 1 ? (float)(ld_dl(0) / count) : ld_dl(0);\n    " .. BLOCK .. [[ {
+        const long long y = target[i];
+        if (y == ignore) continue;
+        acc_dx((i / S * C + y) * S + i % S, -(reduction == 0 ? ld_dl(i) : g0));
+    }]] }
+    return e.launch(k, ops, { { "long long", by(e.batch(x), S) }, { "int", C }, { "long long", S },
+      { "void *", e.val(t).ptr }, { "long long", a.ignore_index }, { "int", REDUCTION[a.reduction] } }, { blocks = 1 })
+  end,
+}
 
 ---------------------------------------------------------------------------
 -- RMSNorm over the last D values of each row, as layer_norm's kernels without the mean:

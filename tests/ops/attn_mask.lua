@@ -20,7 +20,7 @@ model "AttnMask" {
     -- (B, H, L, S) float, and (B, L, S) integer beside an integer key_padding_mask (key 0
     -- never masked by either)
     local y4 = m.cross(h, kv, kv, { attn_mask = reshape(b.r, -1, 2, 5, 8) * 0.5 })
-    local band = lt(slice(reshape(b.r, -1, 10, 8), 1, 0, 5) + tensor({ 1, 0, 0, 0, 0, 0, 0, 0 }), 0.3)
+    local band = lt(slice(reshape(b.r, -1, 10, 8), 1, 0, 5) + tensor({ 100, 0, 0, 0, 0, 0, 0, 0 }), 0.3)
     local pad = gt(where(b.pad, 1.0, b.kpf * 0) * tensor({ 0, 1, 1, 1, 1, 1, 1, 1 }), 0.5)
     local y5 = m.cross(h, kv, kv, { attn_mask = band, key_padding_mask = pad })
     h = h + y1 + y2 + y3 + y4 + y5 + matmul(w2, kv)
