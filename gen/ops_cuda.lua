@@ -1630,34 +1630,61 @@ ops_cuda.scaled_dot_product_attention = {
 -- pointwise losses (bce, bce_with_logits, mse, l1): loss = reduce(l(x, t)); mean and
 -- sum in one block (a double sum, as the CPU's), none one value per element
 
-local POINTWISE_LOSS = { bce = "bce", bce_with_logits = "bce_logits", mse = "mse", l1 = "l1" }
+local POINTWISE_LOSS = { bce = "bce", bce_with_logits = "bce_logits", mse = "mse", l1 = "l1", smooth_l1 = "smooth_l1",
+                         huber = "huber", kl_div = "kl_div" }
+-- the losses with a constant c (the scalar functions' third argument)
+local LOSS_CONST = { smooth_l1 = function(a) return a.beta end, huber = function(a) return a.delta end,
+                     kl_div = function(a) return a.log_target and 1 or 0 end }
 for op, fn in pairs(POINTWISE_LOSS) do
+  local const = LOSS_CONST[op]
+  local c = const and ", c" or ""
+  local params = "long long n, int reduction" .. (const and ", float c, double count" or "")
+  -- reduction (kl_div's batchmean: the mean's count is the batch size), [c, count]
+  local function args(e, n)
+    local x, a = n.inputs[1], n.attrs
+    local t = { { "int", REDUCTION[a.reduction == "batchmean" and "mean" or a.reduction] } }
+    if const then
+      t[2] = { "float", host_literal(const(a)) }
+      t[3] = { "double", string.format("(double)(%s)", a.reduction == "batchmean" and e.batch(x) or e.numel(x)) }
+    end
+    return t
+  end
+  local count = const and "count" or "(double)n"
   ops_cuda[op] = {
     forward = function(e, n)
       local x, t = n.inputs[1], n.inputs[2]
       local ops = { { "x", e.val(x), "r" }, { "t", e.val(t), "r" }, { "loss", e.val(n.out), "w" } }
+      local extra = args(e, n)
       if n.attrs.reduction == "none" then
-        return pointwise(e, op .. "_none", ops, string.format("st_loss(i, so_%s(ld_x(i), ld_t(i)));", fn), e.numel(x))
+        local body = string.format("st_loss(i, so_%s(ld_x(i), ld_t(i)%s));", fn, c)
+        if not const then return pointwise(e, op .. "_none", ops, body, e.numel(x)) end
+        return pointwise(e, op .. "_none", ops, body, e.numel(x), params:gsub("^long long n, ", ""), extra)
       end
-      local k = e.kernel { kind = op, ops = ops, params = "long long n, int reduction",
-        body = "double total = 0;\n    " .. BLOCK .. string.format(" total += so_%s(ld_x(i), ld_t(i));\n", fn) ..
-               "    total = block_sum(total);\n    if (threadIdx.x == 0) st_loss(0, (float)(reduction == 1 ? total / n : total));" }
-      return e.launch(k, ops, { { "long long", e.numel(x) }, { "int", REDUCTION[n.attrs.reduction] } }, { blocks = 1 })
+      local k = e.kernel { kind = op, ops = ops, params = params,
+        body = "double total = 0;\n    " .. BLOCK .. string.format(" total += so_%s(ld_x(i), ld_t(i)%s);\n", fn, c) ..
+               "    total = block_sum(total);\n    if (threadIdx.x == 0) st_loss(0, (float)(reduction == 1 ? total / " .. (const and "count" or "n") .. " : total));" }
+      local all = { { "long long", e.numel(x) } }
+      for _, v in ipairs(extra) do all[#all + 1] = v end
+      return e.launch(k, ops, all, { blocks = 1 })
     end,
-    -- a target that needs a gradient (mse and l1 only: the op table's `symmetric`;
-    -- gen/autodiff.lua refuses it for the others) gets the same rule, x and t swapped
+    -- a target that needs a gradient (mse, l1, smooth_l1, huber: the op table's
+    -- `symmetric`) gets the same rule, x and t swapped; kl_div's its own (so_kl_div_dt);
+    -- gen/autodiff.lua refuses it for the others
     backward = function(e, n)
       local x, t = n.inputs[1], n.inputs[2]
       local lines = {}
-      for _, pair in ipairs { { x, t }, { t, x } } do
+      for i, pair in ipairs { { x, t }, { t, x } } do
         local a, b = pair[1], pair[2]
         local da = e.grad(a)
+        local kl_t = op == "kl_div" and i == 2
+        if kl_t then a, b = x, t end
+        local grad = kl_t and "so_kl_div_dt" or string.format("so_%s_grad", fn)
         if da then
           local ops = { { "dl", e.grad(n.out), "r" }, { "x", e.val(a), "r" }, { "t", e.val(b), "r" }, { "dx", da, "a" } }
-          local g = n.attrs.reduction == "none" and "ld_dl(i)" or "so_loss_grad(ld_dl(0), reduction == 1, (double)n)"
-          for _, l in ipairs(pointwise(e, op .. "_grad" .. (n.attrs.reduction == "none" and "_none" or ""), ops,
-              string.format("acc_dx(i, so_%s_grad(%s, ld_x(i), ld_t(i)));", fn, g),
-              e.numel(x), "int reduction", { { "int", REDUCTION[n.attrs.reduction] } })) do
+          local g = n.attrs.reduction == "none" and "ld_dl(i)" or "so_loss_grad(ld_dl(0), reduction == 1, " .. count .. ")"
+          for _, l in ipairs(pointwise(e, op .. (kl_t and "_dt" or "_grad") .. (n.attrs.reduction == "none" and "_none" or ""), ops,
+              string.format("acc_dx(i, %s(%s, ld_x(i), ld_t(i)%s));", grad, g, c),
+              e.numel(x), params:gsub("^long long n, ", ""), args(e, n))) do
             lines[#lines + 1] = l
           end
         end

@@ -611,3 +611,30 @@ Test(scalar_ops, unary_and_binary_functions_match_cpu_kernels) {
                       same_bits(0 + bin[o].fb(dy[i], a[i], b[i]), db[i]), "%s at %d", bin[o].name, i);
     }
 }
+
+// smooth L1, Huber and KL divergence (reduction none, each element's value and gradients)
+Test(scalar_ops, constant_losses_match_cpu_kernels) {
+    static float x[N], t[N], l[N], g[N], dx[N], dt[N];
+    for (int i = 0; i < N; i++) { x[i] = uniform(-3, 3); t[i] = i % 11 == 0 ? 0.0f : uniform(-1, 2); g[i] = uniform(-1, 1); }
+    const float c = 0.7f;
+    k_smooth_l1_forward_f32(l, x, t, N, K_REDUCTION_NONE, c);
+    memset(dx, 0, sizeof dx);
+    k_smooth_l1_backward_f32(dx, g, x, t, N, K_REDUCTION_NONE, c);
+    for (int i = 0; i < N; i++)
+        cr_assert(same_bits(so_smooth_l1(x[i], t[i], c), l[i]) && same_bits(0 + so_smooth_l1_grad(g[i], x[i], t[i], c), dx[i]),
+                  "smooth_l1 at %d", i);
+    k_huber_forward_f32(l, x, t, N, K_REDUCTION_NONE, c);
+    memset(dx, 0, sizeof dx);
+    k_huber_backward_f32(dx, g, x, t, N, K_REDUCTION_NONE, c);
+    for (int i = 0; i < N; i++)
+        cr_assert(same_bits(so_huber(x[i], t[i], c), l[i]) && same_bits(0 + so_huber_grad(g[i], x[i], t[i], c), dx[i]),
+                  "huber at %d", i);
+    for (int lt = 0; lt < 2; lt++) {
+        k_kl_div_forward_f32(l, x, t, N, K_REDUCTION_NONE, lt, N);
+        memset(dx, 0, sizeof dx); memset(dt, 0, sizeof dt);
+        k_kl_div_backward_f32(dx, dt, g, x, t, N, K_REDUCTION_NONE, lt, N);
+        for (int i = 0; i < N; i++)
+            cr_assert(same_bits(so_kl_div(x[i], t[i], (float)lt), l[i]) && same_bits(0 + so_kl_div_grad(g[i], x[i], t[i], (float)lt), dx[i]) &&
+                      same_bits(0 + so_kl_div_dt(g[i], x[i], t[i], (float)lt), dt[i]), "kl_div (log_target %d) at %d", lt, i);
+    }
+}

@@ -296,6 +296,23 @@ SO_FN float so_mse(float x, float t) { return (x - t) * (x - t); }
 SO_FN float so_mse_grad(float g, float x, float t) { return g * 2 * (x - t); }
 SO_FN float so_l1(float x, float t) { return fabsf(x - t); }
 SO_FN float so_l1_grad(float g, float x, float t) { const float d = x - t; return g * (float)((d > 0) - (d < 0)); }
+// smooth L1 (c = beta), Huber (c = delta), KL divergence (c = log_target; dt: its target's
+// gradient), as the CPU's k_smooth_l1_* / k_huber_* / k_kl_div_*
+SO_FN float so_smooth_l1(float x, float t, float c) {
+    const float d = x - t, a = fabsf(d);
+    return a < c ? 0.5f * d * d / c : a - 0.5f * c;
+}
+SO_FN float so_smooth_l1_grad(float g, float x, float t, float c) { const float d = x - t; return g * (d < -c ? -1 : d > c ? 1 : d / c); }
+SO_FN float so_huber(float x, float t, float c) {
+    const float d = x - t, a = fabsf(d);
+    return a <= c ? 0.5f * d * d : c * (a - 0.5f * c);
+}
+SO_FN float so_huber_grad(float g, float x, float t, float c) { const float d = x - t; return g * (d < -c ? -c : d > c ? c : d); }
+SO_FN float so_kl_div(float x, float t, float c) { return c != 0 ? expf(t) * (t - x) : (t > 0 ? t * (logf(t) - x) : 0); }
+SO_FN float so_kl_div_grad(float g, float x, float t, float c) { (void)x; return g * (c != 0 ? -expf(t) : -t); }
+SO_FN float so_kl_div_dt(float g, float x, float t, float c) {
+    return g * (c != 0 ? expf(t) * (t - x + 1) : (t > 0 ? logf(t) + 1 - x : 0));
+}
 
 // train.log's metrics: does v displace best as a row's argmax (accuracy: the first largest;
 // NaN wins, as torch.argmax), is x scored right against a float target t, and a metric's
