@@ -1138,6 +1138,108 @@ ops_cuda.amax = {
   end,
 }
 
+-- max over a dim (values; the index of the first maximum saved in training, as the
+-- CPU's k_max_dim_*): the gradient goes to that index, one output each (no atomics)
+ops_cuda.max_dim = {
+  forward = function(e, n)
+    local o, D, inner = reduce_layout(e, n)
+    return pointwise(e, "max_dim", { { "x", e.val(n.inputs[1]), "r" }, { "y", e.val(n.out), "w" } }, [[const long long o = i / INNER, in = i % INNER;
+        int best = 0;
+        float m = ld_x(o * D * INNER + in);
+        for (long long d = 1; d < D; d++) {
+            const float v = ld_x((o * D + d) * INNER + in);
+            if (v > m) { m = v; best = (int)d; }
+        }
+        st_y(i, m);
+        if (index) index[i] = best;]], times(o, inner), "long long D, long long INNER, int *index",
+      { { "long long", D }, { "long long", inner }, { "void *", "training ? " .. e.save(n, "index") .. " : NULL" } })
+  end,
+  backward = function(e, n)
+    local o, D, inner = reduce_layout(e, n)
+    local dx = e.grad(n.inputs[1])
+    if not dx then return {} end
+    return pointwise(e, "max_dim_grad", { { "dy", e.grad(n.out), "r" }, { "dx", dx, "a" } },
+      "acc_dx((i / INNER * D + index[i]) * INNER + i % INNER, ld_dy(i));", times(o, inner), "long long D, long long INNER, const int *index",
+      { { "long long", D }, { "long long", inner }, { "void *", e.save(n, "index") } })
+  end,
+}
+
+-- var / std over a dim (correction), the CPU's k_var_impl_*: the mean and the sum of
+-- squared deviations in double, rounded to float as the CPU's; the backward recomputes
+-- the mean (g (x - mean) · 2 / (D - c), or / (D - c) / std)
+local VAR_ROW = [[const long long o = i / INNER, in = i % INNER;
+        double s = 0, ss = 0;
+        for (long long d = 0; d < D; d++) s += ld_x((o * D + d) * INNER + in);
+        const double mean = s / D;
+        for (long long d = 0; d < D; d++) { const double v = ld_x((o * D + d) * INNER + in) - mean; ss += v * v; }
+        ]]
+for _, name in ipairs { "var", "std" } do
+  local root = name == "std"
+  ops_cuda[name] = {
+    forward = function(e, n)
+      local o, D, inner = reduce_layout(e, n)
+      return pointwise(e, name, { { "x", e.val(n.inputs[1]), "r" }, { "y", e.val(n.out), "w" } }, VAR_ROW ..
+        "const float v = (float)ss / ((float)D - c);\n        st_y(i, " .. (root and "sqrtf(v)" or "v") .. ");",
+        times(o, inner), "long long D, long long INNER, float c",
+        { { "long long", D }, { "long long", inner }, { "float", host_literal(n.attrs.correction) } })
+    end,
+    backward = function(e, n)
+      local o, D, inner = reduce_layout(e, n)
+      local dx = e.grad(n.inputs[1])
+      if not dx then return {} end
+      local ops = { { "x", e.val(n.inputs[1]), "r" }, { "dy", e.grad(n.out), "r" }, { "dx", dx, "a" } }
+      if root then ops[#ops + 1] = { "y", e.val(n.out), "r" } end
+      return pointwise(e, name .. "_grad", ops, VAR_ROW .. "(void)ss;\n        float g = ld_dy(i) / ((float)D - c);\n        g = " ..
+        (root and "g / ld_y(i)" or "2 * g") .. [[;
+        const float m = (float)mean;
+        for (long long d = 0; d < D; d++) acc_dx((o * D + d) * INNER + in, g * (ld_x((o * D + d) * INNER + in) - m));]],
+        times(o, inner), "long long D, long long INNER, float c",
+        { { "long long", D }, { "long long", inner }, { "float", host_literal(n.attrs.correction) } })
+    end,
+  }
+end
+
+-- cosine_similarity over its dim, (OUTER, D, INNER), the CPU's k_cosine_similarity_*
+-- (float sums, the norm product clamped at eps²): one thread per output
+local COS_ROW = [[const long long o = i / INNER, in = i % INNER;
+        float w12 = 0, w1 = 0, w2 = 0;
+        for (long long d = 0; d < D; d++) {
+            const float p = ld_a((o * D + d) * INNER + in), q = ld_b((o * D + d) * INNER + in);
+            w12 += p * q; w1 += p * p; w2 += q * q;
+        }
+        float n2 = w1 * w2;
+        const int clamped = n2 < eps * eps;
+        if (clamped) n2 = eps * eps;
+        ]]
+local function cos_args(e, n)
+  local first, D, inner = require("ops").cosine_similarity.layout(n)
+  return times(e.outer(n.inputs[1], first), inner), { { "long long", D }, { "long long", inner }, { "float", host_literal(n.attrs.eps) } }
+end
+ops_cuda.cosine_similarity = {
+  forward = function(e, n)
+    local count, args = cos_args(e, n)
+    return pointwise(e, "cosine_similarity", { { "a", e.val(n.inputs[1]), "r" }, { "b", e.val(n.inputs[2]), "r" }, { "y", e.val(n.out), "w" } },
+      COS_ROW .. "(void)clamped;\n        st_y(i, w12 / sqrtf(n2));", count, "long long D, long long INNER, float eps", args)
+  end,
+  backward = function(e, n)
+    local count, args = cos_args(e, n)
+    local lines = {}
+    for k, side in ipairs { { "a", "q / nn - (clamped ? 0 : c * p / w1)" }, { "b", "p / nn - (clamped ? 0 : c * q / w2)" } } do
+      local dt = e.grad(n.inputs[k])
+      if dt then
+        local ops = { { "a", e.val(n.inputs[1]), "r" }, { "b", e.val(n.inputs[2]), "r" }, { "dy", e.grad(n.out), "r" }, { "dt", dt, "a" } }
+        for _, l in ipairs(pointwise(e, "cosine_similarity_grad_" .. side[1], ops, COS_ROW .. [[const float nn = sqrtf(n2), g = ld_dy(i), c = w12 / nn;
+        for (long long d = 0; d < D; d++) {
+            const long long j = (o * D + d) * INNER + in;
+            const float p = ld_a(j), q = ld_b(j);
+            acc_dt(j, g * (]] .. side[2] .. [[));
+        }]], count, "long long D, long long INNER, float eps", args)) do lines[#lines + 1] = l end
+      end
+    end
+    return lines
+  end,
+}
+
 ---------------------------------------------------------------------------
 -- accuracy (a train.log metric, no gradient): one block scores the batch, as the CPU's
 -- k_accuracy_forward: class indices against each row's argmax, or a float target against
