@@ -1839,6 +1839,183 @@ ce_soft_backward = function(e, n)
 end
 
 ---------------------------------------------------------------------------
+-- GroupNorm (and InstanceNorm: a group per channel) on (N, C, S): one block per (n, g)
+-- group of D = C/G·S values, statistics in double as the CPU's k_group_norm_*; dweight
+-- and dbias one block per channel over the batch and positions (double block sums)
+local function gn_dims(n)
+  local x = n.inputs[1]
+  return x.shape[2], dims_after(x.shape, 3), n.attrs.num_groups
+end
+ops_cuda.group_norm = {
+  forward = function(e, n)
+    local x, w, b = n.inputs[1], n.inputs[2], n.inputs[3]
+    local C, S, G = gn_dims(n)
+    local D = C // G * S
+    local ops = { { "x", e.val(x), "r" }, { "y", e.val(n.out), "w" } }
+    if w then ops[#ops + 1] = { "wt", e.val(w), "r" } end
+    if b then ops[#ops + 1] = { "bs", e.val(b), "r" } end
+    local kern = e.kernel { kind = "group_norm" .. (w and "_w" or "") .. (b and "_b" or ""), ops = ops,
+      params = "long long groups, int G, int CG, long long S, float eps, float *save_mean, float *save_rstd",
+      body = [[const long long D = (long long)CG * S;
+    for (long long r = blockIdx.x; r < groups; r += gridDim.x) {
+        const long long base = r * D;
+        double sum = 0, ss = 0;
+        for (long long i = threadIdx.x; i < D; i += blockDim.x) sum += ld_x(base + i);
+        const double mean = block_sum(sum) / D;
+        for (long long i = threadIdx.x; i < D; i += blockDim.x) { const double d = ld_x(base + i) - mean; ss += d * d; }
+        ss = block_sum(ss);
+        const float m = (float)mean, rstd = (float)(1.0 / sqrt(ss / D + eps));
+        for (long long i = threadIdx.x; i < D; i += blockDim.x) {
+            const int c = (int)(r % G) * CG + (int)(i / S);
+            st_y(base + i, so_ln_apply(ld_x(base + i), m, rstd, ]] .. (w and "ld_wt(c)" or "1.0f") .. ", " ..
+            (b and "ld_bs(c)" or "0.0f") .. [[));
+            (void)c;
+        }
+        if (threadIdx.x == 0) { save_mean[r] = m; save_rstd[r] = rstd; }
+    }]] }
+    local groups = times(e.batch(x), G)
+    local T = block_threads(D)
+    return e.launch(kern, ops, { { "long long", groups }, { "int", G }, { "int", C // G }, { "long long", S }, { "float", e.lit(n.attrs.eps) },
+      { "void *", e.save(n, "mean") }, { "void *", e.save(n, "rstd") } }, { grid = times(groups, T), threads = T })
+  end,
+  backward = function(e, n)
+    local x, w, b = n.inputs[1], n.inputs[2], n.inputs[3]
+    local C, S, G = gn_dims(n)
+    local D = C // G * S
+    local dy, dx, dw, db = e.grad(n.out), e.grad(x), w and e.grad(w), b and e.grad(b)
+    local stats = { { "void *", e.save(n, "mean") }, { "void *", e.save(n, "rstd") } }
+    local lines = {}
+    local function add(t) for _, l in ipairs(t) do lines[#lines + 1] = l end end
+    if dx then
+      local ops = { { "dy", dy, "r" }, { "x", e.val(x), "r" }, { "dx", dx, "a" } }
+      if w then ops[#ops + 1] = { "wt", e.val(w), "r" } end
+      local gexpr = w and "ld_dy(base + i) * ld_wt((int)(r % G) * CG + (int)(i / S))" or "ld_dy(base + i)"
+      local kern = e.kernel { kind = "group_norm_grad" .. (w and "_w" or ""), ops = ops,
+        params = "long long groups, int G, int CG, long long S, const float *save_mean, const float *save_rstd",
+        body = [[const long long D = (long long)CG * S;
+    for (long long r = blockIdx.x; r < groups; r += gridDim.x) {
+        const long long base = r * D;
+        const float m = save_mean[r], rstd = save_rstd[r];
+        double s1 = 0, s2 = 0;
+        for (long long i = threadIdx.x; i < D; i += blockDim.x) {
+            const float g = ]] .. gexpr .. [[;
+            s1 += g;
+            s2 += so_ln_term(g, ld_x(base + i), m, rstd);
+        }
+        const float m1 = (float)(block_sum(s1) / D), m2 = (float)(block_sum(s2) / D);
+        for (long long i = threadIdx.x; i < D; i += blockDim.x)
+            acc_dx(base + i, so_ln_grad(]] .. gexpr .. [[, ld_x(base + i), m, rstd, m1, m2));
+    }]] }
+      local groups = times(e.batch(x), G)
+      local T = block_threads(D)
+      add(e.launch(kern, ops, { { "long long", groups }, { "int", G }, { "int", C // G }, { "long long", S }, stats[1], stats[2] },
+        { grid = times(groups, T), threads = T }))
+    end
+    if dw or db then
+      local ops = { { "dy", dy, "r" }, { "x", e.val(x), "r" } }
+      if dw then ops[#ops + 1] = { "dw", dw, "a" } end
+      if db then ops[#ops + 1] = { "db", db, "a" } end
+      local kern = e.kernel { kind = "group_norm_grad_wb" .. (dw and "_dw" or "") .. (db and "_db" or ""), ops = ops,
+        params = "long long n, int C, int CG, int G, long long S, const float *save_mean, const float *save_rstd",
+        body = [[const int c = blockIdx.x;
+    double sw = 0, sb = 0;
+    ]] .. BLOCK .. [[ {
+        const long long bi = i / S, s = i % S, j = (bi * C + c) * S + s, r = bi * G + c / CG;
+        const float g = ld_dy(j);
+        sw += so_ln_term(g, ld_x(j), save_mean[r], save_rstd[r]);
+        sb += g;
+    }
+    sw = block_sum(sw);
+    sb = block_sum(sb);
+    if (threadIdx.x == 0) {]] .. (dw and " acc_dw(c, (float)sw);" or " (void)sw;") .. (db and " acc_db(c, (float)sb);" or " (void)sb;") .. " }" }
+      add(e.launch(kern, ops, { { "long long", by(e.batch(x), S) }, { "int", C }, { "int", C // G }, { "int", G }, { "long long", S },
+        stats[1], stats[2] }, { blocks = C }))
+    end
+    return lines
+  end,
+}
+
+---------------------------------------------------------------------------
+-- Upsample (nearest, linear/bilinear) on (NC, IH, IW) (1-d: IH = OH = 1), the CPU's
+-- k_upsample_*: each output reads its two neighbours per dim (the source index in
+-- double); the backward a gather: each input sums the outputs that read it, row then
+-- column, in the CPU's output order
+local UP_SRC = { [[SO_FN void up_src(int dst, int in, double scale, int mode, int align, int *i0, int *i1, float *l) {
+    if (mode == 0) {
+        const int s = (int)floorf((float)(dst * scale));
+        *i0 = *i1 = s < in - 1 ? s : in - 1;
+        *l = 0;
+        return;
+    }
+    double src = align ? dst * scale : (dst + 0.5) * scale - 0.5;
+    if (src < 0) src = 0;
+    int a = (int)src;
+    if (a > in - 1) a = in - 1;
+    *i0 = a;
+    *i1 = a < in - 1 ? a + 1 : a;
+    *l = (float)(src - a);
+}]] }
+local UP_PARAMS = "long long n, int IH, int IW, int OH, int OW, int mode, int align, double sh, double sw"
+local function up_args(n, count)
+  local x = n.inputs[1]
+  local function hw(shape) if #shape == 3 then return 1, shape[3] end return shape[3], shape[4] end
+  local IH, IW = hw(x.shape)
+  local OH, OW = hw(n.out.shape)
+  local sc = n.attrs.scales
+  local sh, sw = #x.shape == 3 and 0 or sc[1], sc[#sc]
+  return { { "long long", count }, { "int", IH }, { "int", IW }, { "int", OH }, { "int", OW },
+    { "int", n.attrs.mode == "nearest" and 0 or 1 }, { "int", n.attrs.align_corners and 1 or 0 },
+    { "double", require("util").c_float(sh, "") }, { "double", require("util").c_float(sw, "") } }
+end
+ops_cuda.upsample = {
+  forward = function(e, n)
+    local ops = { { "x", e.val(n.inputs[1]), "r" }, { "y", e.val(n.out), "w" } }
+    local k = e.kernel { kind = "upsample", ops = ops, params = UP_PARAMS, globals = UP_SRC, body = GRID .. [[ {
+        const long long c = i / ((long long)OH * OW), base = c * IH * IW;
+        const int oh = (int)(i / OW % OH), ow = (int)(i % OW);
+        int h0, h1, w0, w1;
+        float lh, lw;
+        up_src(oh, IH, sh, mode, align, &h0, &h1, &lh);
+        up_src(ow, IW, sw, mode, align, &w0, &w1, &lw);
+        st_y(i, (1 - lh) * ((1 - lw) * ld_x(base + (long long)h0 * IW + w0) + lw * ld_x(base + (long long)h0 * IW + w1)) +
+                lh * ((1 - lw) * ld_x(base + (long long)h1 * IW + w0) + lw * ld_x(base + (long long)h1 * IW + w1)));
+    }]] }
+    local count = e.numel(n.out)
+    return e.launch(k, ops, up_args(n, count), { grid = count })
+  end,
+  backward = function(e, n)
+    local dx = e.grad(n.inputs[1])
+    if not dx then return {} end
+    local ops = { { "dy", e.grad(n.out), "r" }, { "dx", dx, "a" } }
+    local k = e.kernel { kind = "upsample_grad", ops = ops, params = UP_PARAMS, globals = UP_SRC, body = GRID .. [[ {
+        const long long c = i / ((long long)IH * IW);
+        const int h = (int)(i / IW % IH), w = (int)(i % IW);
+        float s = 0;
+        for (int oh = 0; oh < OH; oh++) {
+            int h0, h1;
+            float lh;
+            up_src(oh, IH, sh, mode, align, &h0, &h1, &lh);
+            if (h0 != h && h1 != h) continue;
+            for (int ow = 0; ow < OW; ow++) {
+                int w0, w1;
+                float lw;
+                up_src(ow, IW, sw, mode, align, &w0, &w1, &lw);
+                if (w0 != w && w1 != w) continue;
+                const float g = ld_dy((c * OH + oh) * OW + ow);
+                if (h0 == h && w0 == w) s += (1 - lh) * (1 - lw) * g;
+                if (h0 == h && w1 == w) s += (1 - lh) * lw * g;
+                if (h1 == h && w0 == w) s += lh * (1 - lw) * g;
+                if (h1 == h && w1 == w) s += lh * lw * g;
+            }
+        }
+        acc_dx(i, s);
+    }]] }
+    local count = e.numel(n.inputs[1])
+    return e.launch(k, ops, up_args(n, count), { grid = count })
+  end,
+}
+
+---------------------------------------------------------------------------
 -- nll_loss: log-probabilities (N, C, ...) against class indices, one block as the
 -- cross entropy's (ignore_index; mean over the targets not ignored, in double)
 ops_cuda.nll_loss = {
