@@ -24,7 +24,10 @@
 #    16-true; expand.lua (expand/tile, randn/rand_like: the CPU's Philox draws) at
 #    32-true; compare.lua (argmax, comparisons, broadcast, tensor constants) at 32-true;
 #    where.lua (where/masked_fill, broadcast, -inf) at bf16-true; act.lua (the element-wise
-#    functions) at bf16-mixed; attn_mask.lua (float key_padding_mask, batches of masks) at 32-true.
+#    functions) at bf16-mixed; attn_mask.lua (float key_padding_mask, batches of masks) at
+#    32-true; reduce.lua (max over a dim, var/std, cosine_similarity, maximum/minimum/pow,
+#    smooth_l1/huber with a target that needs a gradient) and image.lua (GroupNorm,
+#    InstanceNorm2d, adaptive pooling, Upsample nearest/bilinear, kl_div) at 32-true.
 # SKIPs without the CUDA toolkit (the emulator compiles kernels with NVRTC) or numpy.
 set -u
 cd "$(dirname "$0")/.."
@@ -54,7 +57,9 @@ CASES=("attention_ops tests/cuda_specs/attention_ops.lua 32-true 3 1e-5"
        "compare tests/ops/compare.lua 32-true 3 1e-5"
        "where tests/ops/where.lua bf16-true 3 1e-3"
        "act tests/ops/act.lua bf16-mixed 3 1e-3"
-       "attn_mask tests/ops/attn_mask.lua 32-true 3 1e-5")
+       "attn_mask tests/ops/attn_mask.lua 32-true 3 1e-5"
+       "reduce tests/ops/reduce.lua 32-true 3 1e-5"
+       "image tests/ops/image.lua 32-true 3 1e-5")
 echo "1..$((${#CASES[@]} + 1))"   # ops_emu_matches_cpu_NAME_PREC, ops_emu_flash_matches_gemm
 if [ ! -x "$CUDA/bin/nvcc" ] || ! "$PY" -c "import numpy" 2>/dev/null; then
   for c in "${CASES[@]}"; do set -- $c; echo "ok ops_emu_matches_cpu_$1_$3 # SKIP no CUDA toolkit or no numpy"; done
