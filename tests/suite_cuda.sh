@@ -15,9 +15,9 @@
 #    avg pooling, soft cross entropy, and its loss swapped for bce_with_logits, mse, l1):
 #    built at 32-true and bf16-mixed (the loss variants at one precision each) and their
 #    kernels checked the same way;
-#  - issue 18's ops (tests/cuda_specs/seq_ops.lua and tests/ops' convt, compare, where,
-#    expand, act, image, reduce; conv_losses with smooth_l1/huber/kl_div) at one precision
-#    each, their kernels checked the same way;
+#  - issue 18's ops (tests/cuda_specs/seq_ops.lua and tests/ops' convt, compare (with
+#    where), expand, act, image, reduce; conv_losses with smooth_l1/huber/kl_div) at one
+#    precision each, their kernels checked the same way;
 #  - attention's fused kernels (tests/cuda_specs/flash_attention.lua: head dims 40/72,
 #    and 128 at bf16-mixed) and, past 128, the GEMM path's;
 #  - tiny_gpt at 32-true and bf16-mixed (AdamW's parameter groups: decay_min_ndim), and
@@ -70,14 +70,12 @@ CHECKS+=(
   "conv_l1_none_mean|@variants/conv_l1_none_mean.lua|bf16-mixed|"
   # issue 18's ops (tests/suite_ops_emu.sh runs them against the CPU program): Conv1d,
   # RMSNorm, adaptive pooling, Dropout2d, randn_like, nll_loss; ConvTranspose2d/1d; argmax,
-  # comparisons and constants; where; expand/tile and the draws; the element-wise
+  # comparisons, constants and where; expand/tile and the draws; the element-wise
   # functions; smooth_l1, huber and kl_div (its target's gradient); GroupNorm, Upsample;
   # max over a dim, var/std, cosine_similarity
   "seq_ops|tests/cuda_specs/seq_ops.lua|32-true|rms_norm_w_ff_ff_ff rms_norm_grad_w_part_ adaptive_avg_pool_ff_ff adaptive_avg_pool_grad_ff_ff randn_ nll_loss_ff_ff nll_loss_grad_ff_ff"
-  "seq_ops|tests/cuda_specs/seq_ops.lua|bf16-true|"
   "convt|tests/ops/convt.lua|16-mixed|col2im_store_bias_ conv_out_acc_"
   "compare|tests/ops/compare.lua|32-true|argmax_ff_ll compare_eq_ll_ff_ll where_cab_ll_ff_ff_ff where_grad_b_cab_ll_ff_ff"
-  "where|tests/ops/where.lua|bf16-mixed|"
   "expand|tests/ops/expand.lua|32-true|tile_ff_ff tile_grad_ff_ff rand_ff"
   "act|tests/ops/act.lua|bf16-mixed|"
   "conv_smooth_kl|@variants/conv_smooth_kl.lua|32-true|smooth_l1_ff_ff_ff huber_grad_ff_ff_ff_ff kl_div_dt_ff_ff_ff_ff kl_div_none_ff_ff_ff"
