@@ -1065,7 +1065,7 @@ local function mha_forward(rec, query, key, value, opts)
 end
 
 builtin("MultiheadAttention", {
-  doc = { "multi-head attention (batch_first = true): m.attn(x, x, x) is self-attention; returns the output (and the head-averaged weights with {need_weights = true}; attn_mask, key_padding_mask, is_causal)",
+  doc = { "multi-head attention (batch_first = true): m.attn(x, x, x) is self-attention; returns the output (and the head-averaged weights with {need_weights = true}; attn_mask (L, S), (B, L, S) or (B, H, L, S), key_padding_mask (B, S), integer or float, is_causal)",
           torch = "torch.nn.MultiheadAttention", example = "MultiheadAttention(16, 4, {batch_first = true})", input = { 5, 16 },
           apply = "return m.layer(x, x, x)" },
   signature = { { "embed_dim", "posint", required = true }, { "num_heads", "posint", required = true },
