@@ -947,10 +947,13 @@ builtin("Conv1d", {
 -- merged, out_proj.  m.attn(q, k, v[, opts]) returns the output only (PyTorch's first
 -- result; loom's default differs: no weights unless asked); with opts.need_weights = true
 -- it returns the output and the weights averaged over the heads (B, L, S), after dropout
--- as PyTorch's.  opts.key_padding_mask: an integer (B, S) tensor, nonzero = a key to ignore
--- (PyTorch's True); opts.attn_mask: an (L, S) tensor, float (added to the scores, e.g.
--- from tensor(...)) or integer (PyTorch's bool: nonzero = not allowed, e.g. from a
--- comparison); is_causal: the keys after each query ignored.  Without weights, masks or
+-- as PyTorch's.  opts.key_padding_mask: a (B, S) tensor, integer (nonzero = a key to
+-- ignore, PyTorch's True) or float (added to the scores); opts.attn_mask: an (L, S)
+-- tensor, or a batch of them, (B, L, S) (every head the same) or (B, H, L, S) (PyTorch's
+-- (B·H, L, S)), float (added to the scores, e.g. from tensor(...)) or integer (PyTorch's
+-- bool: nonzero = not allowed, e.g. from a comparison); both masks apply, as PyTorch 2
+-- merges them (1.13 refuses a float key_padding_mask beside a float attn_mask, and reads
+-- it as bool beside a bool one); is_causal: the keys after each query ignored.  Without weights, masks or
 -- dropout it is scaled_dot_product_attention; otherwise the scores are written out and a
 -- masked score is -inf, as PyTorch's masked_fill: a query whose keys are all masked gets
 -- NaN weights and output, as torch 1.13's MultiheadAttention gives.
@@ -983,19 +986,27 @@ local function mha_forward(rec, query, key, value, opts)
     end
   end
   local L, S = query.shape[2], key.shape[2]
-  if kpm and (kpm.dtype ~= "int64" or #kpm.shape ~= 2 or kpm.shape[1] ~= "B" or kpm.shape[2] ~= S) then
-    diag.fatal(nil, string.format("%s: key_padding_mask must be an integer (batch, %d) tensor (nonzero = ignore the key), gets %s %s",
-      name, S, kpm.dtype, util.shape_str(kpm.shape)))
+  local H = a.num_heads
+  if kpm and (#kpm.shape ~= 2 or kpm.shape[1] ~= "B" or kpm.shape[2] ~= S) then
+    diag.fatal(nil, string.format("%s: key_padding_mask must be a (batch, %d) tensor, integer (nonzero = ignore the key) or float "
+      .. "(added to the scores), gets %s %s", name, S, kpm.dtype, util.shape_str(kpm.shape)))
   end
-  if amask and (#amask.shape ~= 2 or amask.shape[1] ~= L or amask.shape[2] ~= S) then
-    diag.fatal(nil, string.format("%s: attn_mask must be (%d, %d), a float tensor (added to the scores) or an integer one "
-      .. "(nonzero = not allowed; a batch of masks is not supported yet), gets %s %s", name, L, S, amask.dtype, util.shape_str(amask.shape)))
+  -- attn_mask: one (L, S) for every sample, or a batch of them: (B, L, S), one per sample
+  -- for every head, or (B, H, L, S), loom's form of PyTorch's (B·H, L, S)
+  local mshape = amask and amask.shape
+  local batched = mshape and mshape[1] == "B"
+  if amask and not (#mshape == 2 and mshape[1] == L and mshape[2] == S or
+                    #mshape == 3 and batched and mshape[2] == L and mshape[3] == S or
+                    #mshape == 4 and batched and mshape[2] == H and mshape[3] == L and mshape[4] == S) then
+    diag.fatal(nil, string.format("%s: attn_mask must be (%d, %d), (batch, %d, %d) or (batch, %d, %d, %d) (PyTorch's (batch·heads, %d, %d)), "
+      .. "a float tensor (added to the scores) or an integer one (nonzero = not allowed), gets %s %s",
+      name, L, S, L, S, H, L, S, L, S, amask.dtype, util.shape_str(mshape)))
   end
   if amask and causal then
     diag.fatal(nil, name .. ": attn_mask with is_causal: give the causal part in attn_mask (PyTorch 1.13's MultiheadAttention has no is_causal)")
   end
   local first = tensor.node_count()
-  local E, H = a.embed_dim, a.num_heads
+  local E = a.embed_dim
   local w, b = P(rec, "in_proj_weight"), P(rec, "in_proj_bias")
   local q, k, v
   local f = tensor.functional
@@ -1021,9 +1032,13 @@ local function mha_forward(rec, query, key, value, opts)
       end
       att = f.masked_fill(att, f.gt(f.tensor(c), 0), MASKED)
     end
-    if amask and amask.dtype == "float" then att = att + amask
-    elseif amask then att = f.masked_fill(att, amask, MASKED) end
-    if kpm then att = f.masked_fill(att, f.reshape(kpm, "B", 1, 1, S), MASKED) end
+    local m = amask
+    if m and #m.shape == 3 then m = f.reshape(m, "B", 1, L, S) end   -- (B, L, S): the same for every head
+    if m and m.dtype == "float" then att = att + m
+    elseif m then att = f.masked_fill(att, m, MASKED) end
+    -- a float key_padding_mask is added (PyTorch's), after attn_mask as PyTorch 2's merged mask
+    if kpm and kpm.dtype == "float" then att = att + f.reshape(kpm, "B", 1, 1, S)
+    elseif kpm then att = f.masked_fill(att, f.reshape(kpm, "B", 1, 1, S), MASKED) end
     att = f.softmax(att, -1)
     if a.dropout > 0 then att = tensor.apply("dropout", { att }, { p = a.dropout }) end
     o = f.matmul(att, v)
@@ -1034,8 +1049,13 @@ local function mha_forward(rec, query, key, value, opts)
   o = f.reshape(f.transpose(o, 1, 2), "B", L, E)
   local out = rec.child_by_key.out_proj(o)
   local kwargs = {}
-  if amask then kwargs[#kwargs + 1] = { "attn_mask", amask, amask.dtype ~= "float" and ".bool()" or nil } end
-  if kpm then kwargs[#kwargs + 1] = { "key_padding_mask", kpm, ".bool()" } end
+  if amask then
+    -- a batch of masks as PyTorch takes it: (B·H, L, S), sample-major
+    local as_torch = #mshape == 3 and string.format(".repeat_interleave(%d, 0)", H)
+      or #mshape == 4 and string.format(".reshape(-1, %d, %d)", L, S) or ""
+    kwargs[#kwargs + 1] = { "attn_mask", amask, as_torch .. (amask.dtype ~= "float" and ".bool()" or "") }
+  end
+  if kpm then kwargs[#kwargs + 1] = { "key_padding_mask", kpm, kpm.dtype ~= "float" and ".bool()" or nil } end
   tensor.mark_composite(rec, first, out, { query, key, value }, {
     suffix = "[0]", kwargs = kwargs, outputs = weights and { { weights, "[1]" } } or nil,
     opts = ", need_weights=" .. (need_weights and "True" or "False") ..
@@ -1045,7 +1065,7 @@ local function mha_forward(rec, query, key, value, opts)
 end
 
 builtin("MultiheadAttention", {
-  doc = { "multi-head attention (batch_first = true): m.attn(x, x, x) is self-attention; returns the output (and the head-averaged weights with {need_weights = true}; attn_mask, key_padding_mask, is_causal)",
+  doc = { "multi-head attention (batch_first = true): m.attn(x, x, x) is self-attention; returns the output (and the head-averaged weights with {need_weights = true}; attn_mask (L, S), (B, L, S) or (B, H, L, S), key_padding_mask (B, S), integer or float, is_causal)",
           torch = "torch.nn.MultiheadAttention", example = "MultiheadAttention(16, 4, {batch_first = true})", input = { 5, 16 },
           apply = "return m.layer(x, x, x)" },
   signature = { { "embed_dim", "posint", required = true }, { "num_heads", "posint", required = true },

@@ -33,6 +33,9 @@ end
 -- a float literal of CUDA C (infinity spelled as bits: NVRTC has no <math.h>)
 function ops_cuda.literal(v) return require("util").c_float(v, "f", true, "__int_as_float(0x7f800000)") end
 
+-- a float literal of the host code (model.cu includes <math.h>)
+local function host_literal(v) return require("util").c_float(v, "f", true) end
+
 -- a grid-stride loop over i in [0, n) (gen/fuse_cuda.lua's kernels use it too)
 local GRID = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)"
 ops_cuda.GRID = GRID
@@ -86,6 +89,10 @@ ops_cuda.linear = {
 -- colsᵀ, dcols = Wᵀ · dYt, dx += col2im(dcols) (a gather: no atomics, deterministic).
 local function conv_geometry(n)
   local x, w, a = n.inputs[1], n.inputs[2], n.attrs
+  if #x.shape == 3 then   -- conv1d: a height of 1 (weight (O, I/g, K) is (O, I/g, 1, K)), as the CPU's
+    return { C = x.shape[2], H = 1, W = x.shape[3], OC = w.shape[1], KH = 1, KW = w.shape[3], SH = 1, SW = a.stride[1],
+             PH = 0, PW = a.padding[1], DH = 1, DW = a.dilation[1], OH = 1, OW = n.out.shape[3], G = a.groups }
+  end
   return { C = x.shape[2], H = x.shape[3], W = x.shape[4], OC = w.shape[1], KH = w.shape[3], KW = w.shape[4],
            SH = a.stride[1], SW = a.stride[2], PH = a.padding[1], PW = a.padding[2], DH = a.dilation[1], DW = a.dilation[2],
            OH = n.out.shape[3], OW = n.out.shape[4], G = a.groups }
@@ -128,82 +135,61 @@ local function im2col(e, x_op, cols, g, np, B)
   return e.launch(k, ops, args, { grid = count })
 end
 
-ops_cuda.conv2d = {
-  forward = function(e, n)
-    local x, w, b = n.inputs[1], n.inputs[2], n.inputs[3]
-    local g = conv_geometry(n)
-    local B = e.batch(x)
-    local np = by(B, g.OH * g.OW)
-    local F = e.gemm_format(e.val(x), e.val(w))
-    local ckk = g.C * g.KH * g.KW
-    local np_max = e.count_max(x.shape, 1, 1) * g.OH * g.OW
-    local cols = e.scratch(ckk * np_max, F)
-    local yt = e.scratch(g.OC * np_max, "f32")
-    local lines = im2col(e, e.val(x), cols, g, np, B)
-    local OCg, Kc = g.OC // g.G, ckk // g.G
-    for _, l in ipairs(conv_gemm(e, g, { what = "conv2d forward", ta = 0, tb = 0, M = g.OC, N = np, K = ckk, A = e.val(w), B = cols, C = yt },
-        { M = OCg, N = np, K = Kc, sA = OCg * Kc, sB = scaled(Kc, np), sC = scaled(OCg, np),
-          nA = g.OC * Kc, nB = scaled(ckk, np), nC = scaled(g.OC, np) })) do
-      lines[#lines + 1] = l
-    end
-    local ops = { { "yt", yt, "r" }, { "y", e.val(n.out), "w" } }
-    if b then ops[#ops + 1] = { "bias", e.val(b), "r" } end
-    local k = e.kernel { kind = b and "conv_out_bias" or "conv_out", ops = ops, params = "long long n, long long NP, int OC, long long P",
-      body = GRID .. " {\n        long long bi = i / ((long long)OC * P), c = (i / P) % OC, p = i % P;\n" ..
-             "        float v = ld_yt(c * NP + bi * P + p);\n" .. (b and "        v += ld_bias(c);\n" or "") ..
-             "        st_y(i, v);\n    }" }
-    local count = by(B, g.OC * g.OH * g.OW)
-    for _, l in ipairs(e.launch(k, ops, { { "long long", count }, { "long long", np }, { "int", g.OC }, { "long long", g.OH * g.OW } },
-      { grid = count })) do lines[#lines + 1] = l end
-    return lines
-  end,
-  backward = function(e, n)
-    local x, w, b = n.inputs[1], n.inputs[2], n.inputs[3]
-    local g = conv_geometry(n)
-    local B = e.batch(x)
-    local P = g.OH * g.OW
-    local np = by(B, P)
-    local dy = e.grad(n.out)
-    local F = e.gemm_format(dy, e.val(w))
-    local ckk = g.C * g.KH * g.KW
-    local OCg, Kc = g.OC // g.G, ckk // g.G
-    local lines = {}
-    local function add(t) for _, l in ipairs(t) do lines[#lines + 1] = l end end
-    -- dYt (OC, B·P) in the GEMMs' format
-    local np_max = e.count_max(x.shape, 1, 1) * P
-    local dyt = e.scratch(g.OC * np_max, F)
-    local ops = { { "dy", dy, "r" }, { "dyt", dyt, "w" } }
-    local k = e.kernel { kind = "conv_dyt", ops = ops, params = "long long n, long long NP, int OC, long long P",
-      body = GRID .. " {\n        long long c = i / NP, col = i % NP, bi = col / P, p = col % P;\n" ..
-             "        st_dyt(i, ld_dy((bi * OC + c) * P + p));\n    }" }
-    local count = scaled(g.OC, np)
-    add(e.launch(k, ops, { { "long long", count }, { "long long", np }, { "int", g.OC }, { "long long", P } }, { grid = count }))
-    if b and e.grad(b) then   -- db (OC) += sums over batch and positions, one block per channel
-      local bops = { { "dy", dy, "r" }, { "db", e.grad(b), "a" } }
-      local bk = e.kernel { kind = "bias_grad_channels", ops = bops, params = "long long n, int OC, long long P",
-        body = "const int c = blockIdx.x;\n    double s = 0;\n    " .. BLOCK ..
-               " s += ld_dy((i / P * OC + c) * P + i % P);\n    s = block_sum(s);\n    if (threadIdx.x == 0) acc_db(c, (float)s);" }
-      add(e.launch(bk, bops, { { "long long", by(B, P) }, { "int", g.OC }, { "long long", P } },
-        { blocks = g.OC }))
-    end
-    local need_cols = e.grad(w) ~= nil
-    local cols
-    if need_cols then
-      cols = e.scratch(ckk * np_max, F)
-      add(im2col(e, e.val(x), cols, g, np, B))
-      -- dW (OC, CKK) += dYt (OC, NP) · colsᵀ (cols stored CKK x NP)
-      add(conv_gemm(e, g, { what = "conv2d dW", ta = 0, tb = 1, M = g.OC, N = ckk, K = np, A = dyt, B = cols, C = e.grad(w), accumulate = true },
-        { M = OCg, N = Kc, K = np, sA = scaled(OCg, np), sB = scaled(Kc, np),
-          sC = OCg * Kc, nA = scaled(g.OC, np), nB = scaled(ckk, np), nC = g.OC * Kc }))
-    end
-    if e.grad(x) then
-      local dcols = e.scratch(ckk * np_max, "f32")
-      add(conv_gemm(e, g, { what = "conv2d dx", ta = 1, tb = 0, M = ckk, N = np, K = g.OC, A = e.val(w), B = dyt, C = dcols },
-        { M = Kc, N = np, K = OCg, sA = OCg * Kc, sB = scaled(OCg, np), sC = scaled(Kc, np),
-          nA = g.OC * Kc, nB = scaled(g.OC, np), nC = scaled(ckk, np) }))
-      local cops = { { "dcols", dcols, "r" }, { "dx", e.grad(x), "a" } }
-      local ck = e.kernel { kind = "col2im", ops = cops, params = "long long n, long long NP, " .. GEOM,
-        body = GRID .. [[ {
+-- the pieces both convolutions use (a transposed convolution is a convolution's
+-- backward of the data run forward, with the roles of input and output swapped):
+-- dst (OC, B·P) = src (B, OC, P) permuted, in the GEMMs' format
+local function conv_rows(e, src, dst, g, np)
+  local ops = { { "dy", src, "r" }, { "dyt", dst, "w" } }
+  local k = e.kernel { kind = "conv_dyt", ops = ops, params = "long long n, long long NP, int OC, long long P",
+    body = GRID .. " {\n        long long c = i / NP, col = i % NP, bi = col / P, p = col % P;\n" ..
+           "        st_dyt(i, ld_dy((bi * OC + c) * P + p));\n    }" }
+  local count = scaled(g.OC, np)
+  return e.launch(k, ops, { { "long long", count }, { "long long", np }, { "int", g.OC }, { "long long", g.OH * g.OW } }, { grid = count })
+end
+-- Yt (OC, B·P) = W · cols; dW += dYt · colsᵀ; dcols = Wᵀ · dYt (per group)
+local function conv_gemm_forward(e, g, what, w, cols, yt, np)
+  local ckk = g.C * g.KH * g.KW
+  local OCg, Kc = g.OC // g.G, ckk // g.G
+  return conv_gemm(e, g, { what = what, ta = 0, tb = 0, M = g.OC, N = np, K = ckk, A = w, B = cols, C = yt },
+    { M = OCg, N = np, K = Kc, sA = OCg * Kc, sB = scaled(Kc, np), sC = scaled(OCg, np),
+      nA = g.OC * Kc, nB = scaled(ckk, np), nC = scaled(g.OC, np) })
+end
+local function conv_gemm_dw(e, g, what, dyt, cols, dw, np)
+  local ckk = g.C * g.KH * g.KW
+  local OCg, Kc = g.OC // g.G, ckk // g.G
+  return conv_gemm(e, g, { what = what, ta = 0, tb = 1, M = g.OC, N = ckk, K = np, A = dyt, B = cols, C = dw, accumulate = true },
+    { M = OCg, N = Kc, K = np, sA = scaled(OCg, np), sB = scaled(Kc, np),
+      sC = OCg * Kc, nA = scaled(g.OC, np), nB = scaled(ckk, np), nC = g.OC * Kc })
+end
+local function conv_gemm_dcols(e, g, what, w, dyt, dcols, np)
+  local ckk = g.C * g.KH * g.KW
+  local OCg, Kc = g.OC // g.G, ckk // g.G
+  return conv_gemm(e, g, { what = what, ta = 1, tb = 0, M = ckk, N = np, K = g.OC, A = w, B = dyt, C = dcols },
+    { M = Kc, N = np, K = OCg, sA = OCg * Kc, sB = scaled(OCg, np), sC = scaled(Kc, np),
+      nA = g.OC * Kc, nB = scaled(g.OC, np), nC = scaled(ckk, np) })
+end
+-- out (B, OC, P) = Yt (OC, B·P) permuted (+ bias), stored; or (acc) added into a gradient
+local function conv_out(e, yt, out, b, g, np, B, acc)
+  local ops = { { "yt", yt, "r" }, { "y", out, acc and "a" or "w" } }
+  if b then ops[#ops + 1] = { "bias", b, "r" } end
+  local k = e.kernel { kind = (acc and "conv_out_acc" or "conv_out") .. (b and "_bias" or ""), ops = ops,
+    params = "long long n, long long NP, int OC, long long P",
+    body = GRID .. " {\n        long long bi = i / ((long long)OC * P), c = (i / P) % OC, p = i % P;\n" ..
+           "        float v = ld_yt(c * NP + bi * P + p);\n" .. (b and "        v += ld_bias(c);\n" or "") ..
+           (acc and "        acc_y(i, v);\n    }" or "        st_y(i, v);\n    }") }
+  local count = by(B, g.OC * g.OH * g.OW)
+  return e.launch(k, ops, { { "long long", count }, { "long long", np }, { "int", g.OC }, { "long long", g.OH * g.OW } },
+    { grid = count })
+end
+-- x (B, C, H, W) from dcols (C·KH·KW, B·P), a gather (each element sums the columns that
+-- hold it: no atomics): added into a gradient, or (store) stored with a bias
+local function col2im(e, dcols, dst, b, g, np, B, store)
+  local ops = { { "dcols", dcols, "r" }, { "dx", dst, store and "w" or "a" } }
+  if b then ops[#ops + 1] = { "bias", b, "r" } end
+  local finish = store and ("st_dx(i, s" .. (b and " + ld_bias((int)c)" or "") .. ");") or "acc_dx(i, s);"
+  local k = e.kernel { kind = store and ("col2im_store" .. (b and "_bias" or "")) or "col2im", ops = ops,
+    params = "long long n, long long NP, " .. GEOM,
+    body = GRID .. [[ {
         long long w = i % W, h = (i / W) % H, c = (i / ((long long)W * H)) % C, bi = i / ((long long)W * H * C);
         long long P = (long long)OH * OW;
         float s = 0;
@@ -221,12 +207,123 @@ ops_cuda.conv2d = {
                 s += ld_dcols(q * NP + bi * P + oh * OW + ow);
             }
         }
-        acc_dx(i, s);
-    }]] }
-      local xcount = by(B, g.C * g.H * g.W)
-      local args = { { "long long", xcount }, { "long long", np } }
-      for _, a in ipairs(geom_args(g)) do args[#args + 1] = a end
-      add(e.launch(ck, cops, args, { grid = xcount }))
+        ]] .. finish .. "\n    }" }
+  local xcount = by(B, g.C * g.H * g.W)
+  local args = { { "long long", xcount }, { "long long", np } }
+  for _, a in ipairs(geom_args(g)) do args[#args + 1] = a end
+  return e.launch(k, ops, args, { grid = xcount })
+end
+-- db (OC) += dy's sums over batch and positions, one block per channel
+local function conv_bias_grad(e, dy, db, OC, P, B)
+  local bops = { { "dy", dy, "r" }, { "db", db, "a" } }
+  local bk = e.kernel { kind = "bias_grad_channels", ops = bops, params = "long long n, int OC, long long P",
+    body = "const int c = blockIdx.x;\n    double s = 0;\n    " .. BLOCK ..
+           " s += ld_dy((i / P * OC + c) * P + i % P);\n    s = block_sum(s);\n    if (threadIdx.x == 0) acc_db(c, (float)s);" }
+  return e.launch(bk, bops, { { "long long", by(B, P) }, { "int", OC }, { "long long", P } }, { blocks = OC })
+end
+
+ops_cuda.conv2d = {
+  forward = function(e, n)
+    local x, w, b = n.inputs[1], n.inputs[2], n.inputs[3]
+    local g = conv_geometry(n)
+    local B = e.batch(x)
+    local np = by(B, g.OH * g.OW)
+    local F = e.gemm_format(e.val(x), e.val(w))
+    local ckk = g.C * g.KH * g.KW
+    local np_max = e.count_max(x.shape, 1, 1) * g.OH * g.OW
+    local cols = e.scratch(ckk * np_max, F)
+    local yt = e.scratch(g.OC * np_max, "f32")
+    local lines = im2col(e, e.val(x), cols, g, np, B)
+    for _, l in ipairs(conv_gemm_forward(e, g, "conv2d forward", e.val(w), cols, yt, np)) do lines[#lines + 1] = l end
+    for _, l in ipairs(conv_out(e, yt, e.val(n.out), b and e.val(b), g, np, B)) do lines[#lines + 1] = l end
+    return lines
+  end,
+  backward = function(e, n)
+    local x, w, b = n.inputs[1], n.inputs[2], n.inputs[3]
+    local g = conv_geometry(n)
+    local B = e.batch(x)
+    local P = g.OH * g.OW
+    local np = by(B, P)
+    local dy = e.grad(n.out)
+    local F = e.gemm_format(dy, e.val(w))
+    local ckk = g.C * g.KH * g.KW
+    local lines = {}
+    local function add(t) for _, l in ipairs(t) do lines[#lines + 1] = l end end
+    -- dYt (OC, B·P) in the GEMMs' format
+    local np_max = e.count_max(x.shape, 1, 1) * P
+    local dyt = e.scratch(g.OC * np_max, F)
+    add(conv_rows(e, dy, dyt, g, np))
+    if b and e.grad(b) then add(conv_bias_grad(e, dy, e.grad(b), g.OC, P, B)) end
+    if e.grad(w) then
+      local cols = e.scratch(ckk * np_max, F)
+      add(im2col(e, e.val(x), cols, g, np, B))
+      add(conv_gemm_dw(e, g, "conv2d dW", dyt, cols, e.grad(w), np))
+    end
+    if e.grad(x) then
+      local dcols = e.scratch(ckk * np_max, "f32")
+      add(conv_gemm_dcols(e, g, "conv2d dx", e.val(w), dyt, dcols, np))
+      add(col2im(e, dcols, e.grad(x), nil, g, np, B))
+    end
+    return lines
+  end,
+}
+
+-- ConvTranspose2d/1d: the convolution from y (B, Cout, H, W) to x (B, Cin, OH, OW) with
+-- the same weight (Cin, Cout/G, KH, KW), run the other way: forward y = col2im(Wᵀ · xt)
+-- + bias; backward dx += W · im2col(dy), dW += xt · im2col(dy)ᵀ, db += dy's sums
+local function conv_t_geometry(n)
+  local x, y, a = n.inputs[1], n.out, n.attrs
+  local nd = #a.kernel_size
+  local function hw(shape) if nd == 1 then return 1, shape[3] end return shape[3], shape[4] end
+  local function pair(t, one) if nd == 1 then return one, t[1] end return t[1], t[2] end
+  local g = { C = y.shape[2], OC = x.shape[2], G = a.groups }
+  g.H, g.W = hw(y.shape)
+  g.OH, g.OW = hw(x.shape)
+  g.KH, g.KW = pair(a.kernel_size, 1)
+  g.SH, g.SW = pair(a.stride, 1)
+  g.PH, g.PW = pair(a.padding, 0)
+  g.DH, g.DW = pair(a.dilation, 1)
+  return g
+end
+ops_cuda.conv_transpose = {
+  forward = function(e, n)
+    local x, w, b = n.inputs[1], n.inputs[2], n.inputs[3]
+    local g = conv_t_geometry(n)
+    local B = e.batch(x)
+    local np = by(B, g.OH * g.OW)
+    local F = e.gemm_format(e.val(x), e.val(w))
+    local np_max = e.count_max(x.shape, 1, 1) * g.OH * g.OW
+    local xt = e.scratch(g.OC * np_max, F)
+    local dcols = e.scratch(g.C * g.KH * g.KW * np_max, "f32")
+    local lines = conv_rows(e, e.val(x), xt, g, np)
+    for _, l in ipairs(conv_gemm_dcols(e, g, "conv_transpose forward", e.val(w), xt, dcols, np)) do lines[#lines + 1] = l end
+    for _, l in ipairs(col2im(e, dcols, e.val(n.out), b and e.val(b), g, np, B, true)) do lines[#lines + 1] = l end
+    return lines
+  end,
+  backward = function(e, n)
+    local x, w, b = n.inputs[1], n.inputs[2], n.inputs[3]
+    local g = conv_t_geometry(n)
+    local B = e.batch(x)
+    local np = by(B, g.OH * g.OW)
+    local dy = e.grad(n.out)
+    local F = e.gemm_format(dy, e.val(w))
+    local ckk = g.C * g.KH * g.KW
+    local np_max = e.count_max(x.shape, 1, 1) * g.OH * g.OW
+    local lines = {}
+    local function add(t) for _, l in ipairs(t) do lines[#lines + 1] = l end end
+    if b and e.grad(b) then add(conv_bias_grad(e, dy, e.grad(b), g.C, g.H * g.W, B)) end
+    if not (e.grad(x) or e.grad(w)) then return lines end
+    local cols = e.scratch(ckk * np_max, F)
+    add(im2col(e, dy, cols, g, np, B))
+    if e.grad(w) then
+      local xt = e.scratch(g.OC * np_max, F)
+      add(conv_rows(e, e.val(x), xt, g, np))
+      add(conv_gemm_dw(e, g, "conv_transpose dW", xt, cols, e.grad(w), np))
+    end
+    if e.grad(x) then
+      local yt = e.scratch(g.OC * np_max, "f32")
+      add(conv_gemm_forward(e, g, "conv_transpose dx", e.val(w), cols, yt, np))
+      add(conv_out(e, yt, e.grad(x), nil, g, np, B, true))
     end
     return lines
   end,
@@ -485,6 +582,23 @@ activation("silu", false)
 activation("gelu", false, function(n) return n.attrs.approximate == "tanh" and "gelu_tanh" or "gelu" end)
 activation("abs", false)
 
+-- the elementwise functions with constants (gen/ops.lua's UNARY: consts(attrs) gives a, b):
+-- so_u_OP / so_u_OP_grad of scalar_ops.h, the derivative of the output where the op's
+-- backward reads it
+for _, name in ipairs { "leaky_relu", "elu", "mish", "softplus", "hardswish", "hardtanh", "exp", "log", "sqrt", "rsqrt",
+                        "pow", "clamp" } do
+  ops_cuda[name] = {
+    pointwise = function(n)
+      local rule = require("ops")[name]
+      local a, b = rule.consts(n.attrs)
+      a, b = host_literal(a), host_literal(b)
+      return { key = name, params = { { "float", "ua", a, a }, { "float", "ub", b, b } },
+        value = function(x, P) return call("so_u_" .. name, x[1], P.ua, P.ub) end,
+        grad = { function(g, x, y, P) return call("so_u_" .. name .. "_grad", g, rule.backward_reads_output and y() or x[1], P.ua, P.ub) end } }
+    end,
+  }
+end
+
 -- add, sub, mul, div: tensor op tensor (any broadcast: each operand is read at the output
 -- element's offset into it), tensor op scalar, scalar op tensor
 local function binary(op)
@@ -509,6 +623,8 @@ local function binary(op)
   }
 end
 for _, op in ipairs { "add", "sub", "mul", "div" } do binary(op) end
+-- maximum, minimum, pow of two tensors (broadcast as add's; no scalar forms)
+for _, op in ipairs { "maximum", "minimum", "pow_tensor" } do binary(op) end
 
 -- dropout: the CPU kernel's mask (k_dropout_*: Philox at (m->seed, m->step << 20 | node
 -- index, element)), recomputed by the backward; scalar_ops.h's so_dropout_keep is
@@ -533,6 +649,28 @@ ops_cuda.dropout = {
   end,
 }
 
+-- Dropout2d: whole channels, one draw per (sample, channel) at counter I / S (S: a
+-- channel's elements), the CPU's k_dropout2d_* on the same stream
+ops_cuda.dropout2d = {
+  pointwise = function(n)
+    local p, x = n.attrs.p, n.inputs[1]
+    local S = string.format("%dLL", dims_after(x.shape, 3))
+    local function masked(v, P, I)
+      return string.format("(%s ? so_dropout(%s, so_dropout_keep(%s, %s, (so_u64)(%s) / (so_u64)%s, %s), so_dropout_scale(%s)) : %s)",
+        P.on, v, P.seed, string.format("(*%s << 20 | %s)", P.step, P.op), I, P.S, P.p, P.p, v)
+    end
+    return { key = "dropout2d",
+      params = { { "float", "p", ops_cuda.literal(p), ops_cuda.literal(p) },
+                 { "long long", "S", S, S },
+                 { "unsigned long long", "seed", "m->seed", "m->seed" },
+                 { "const unsigned long long *", "step", "m->d_step", "m->d_step" },
+                 { "unsigned", "op", string.format("%du", n.index), string.format("%du", n.index) },
+                 { "int", "on", p == 0 and "0" or "training", p == 0 and "0" or "1" } },
+      value = function(x, P, I) return masked(x[1], P, I) end,
+      grad = { function(g, x, y, P, I) return masked(g, P, I) end } }
+  end,
+}
+
 -- a cast the precision pass kept as a kernel: the conversion is in the operands' formats
 ops_cuda.cast = {
   pointwise = function()
@@ -543,6 +681,7 @@ ops_cuda.cast = {
 -- the producers whose kernels take an elementwise tail (gen/fuse.lua): the tail goes into
 -- the store of the kernel they already run; linear's ReLU into cuBLASLt's epilogue
 ops_cuda.conv2d.tail = "kernel"
+ops_cuda.conv1d = ops_cuda.conv2d   -- (conv_geometry reads a 1-d one's sizes)
 ops_cuda.batch_norm.tail = "kernel"
 ops_cuda.linear.tail = "epilogue"
 
@@ -996,6 +1135,108 @@ ops_cuda.amax = {
         const float g = ld_dy(i) / (float)ties;
         for (long long d = 0; d < D; d++) if (ld_x((o * D + d) * INNER + in) == m) acc_dx((o * D + d) * INNER + in, g);]],
       times(o, inner), "long long D, long long INNER", { { "long long", D }, { "long long", inner } })
+  end,
+}
+
+-- max over a dim (values; the index of the first maximum saved in training, as the
+-- CPU's k_max_dim_*): the gradient goes to that index, one output each (no atomics)
+ops_cuda.max_dim = {
+  forward = function(e, n)
+    local o, D, inner = reduce_layout(e, n)
+    return pointwise(e, "max_dim", { { "x", e.val(n.inputs[1]), "r" }, { "y", e.val(n.out), "w" } }, [[const long long o = i / INNER, in = i % INNER;
+        int best = 0;
+        float m = ld_x(o * D * INNER + in);
+        for (long long d = 1; d < D; d++) {
+            const float v = ld_x((o * D + d) * INNER + in);
+            if (v > m) { m = v; best = (int)d; }
+        }
+        st_y(i, m);
+        if (index) index[i] = best;]], times(o, inner), "long long D, long long INNER, int *index",
+      { { "long long", D }, { "long long", inner }, { "void *", "training ? " .. e.save(n, "index") .. " : NULL" } })
+  end,
+  backward = function(e, n)
+    local o, D, inner = reduce_layout(e, n)
+    local dx = e.grad(n.inputs[1])
+    if not dx then return {} end
+    return pointwise(e, "max_dim_grad", { { "dy", e.grad(n.out), "r" }, { "dx", dx, "a" } },
+      "acc_dx((i / INNER * D + index[i]) * INNER + i % INNER, ld_dy(i));", times(o, inner), "long long D, long long INNER, const int *index",
+      { { "long long", D }, { "long long", inner }, { "void *", e.save(n, "index") } })
+  end,
+}
+
+-- var / std over a dim (correction), the CPU's k_var_impl_*: the mean and the sum of
+-- squared deviations in double, rounded to float as the CPU's; the backward recomputes
+-- the mean (g (x - mean) · 2 / (D - c), or / (D - c) / std)
+local VAR_ROW = [[const long long o = i / INNER, in = i % INNER;
+        double s = 0, ss = 0;
+        for (long long d = 0; d < D; d++) s += ld_x((o * D + d) * INNER + in);
+        const double mean = s / D;
+        for (long long d = 0; d < D; d++) { const double v = ld_x((o * D + d) * INNER + in) - mean; ss += v * v; }
+        ]]
+for _, name in ipairs { "var", "std" } do
+  local root = name == "std"
+  ops_cuda[name] = {
+    forward = function(e, n)
+      local o, D, inner = reduce_layout(e, n)
+      return pointwise(e, name, { { "x", e.val(n.inputs[1]), "r" }, { "y", e.val(n.out), "w" } }, VAR_ROW ..
+        "const float v = (float)ss / ((float)D - c);\n        st_y(i, " .. (root and "sqrtf(v)" or "v") .. ");",
+        times(o, inner), "long long D, long long INNER, float c",
+        { { "long long", D }, { "long long", inner }, { "float", host_literal(n.attrs.correction) } })
+    end,
+    backward = function(e, n)
+      local o, D, inner = reduce_layout(e, n)
+      local dx = e.grad(n.inputs[1])
+      if not dx then return {} end
+      local ops = { { "x", e.val(n.inputs[1]), "r" }, { "dy", e.grad(n.out), "r" }, { "dx", dx, "a" } }
+      if root then ops[#ops + 1] = { "y", e.val(n.out), "r" } end
+      return pointwise(e, name .. "_grad", ops, VAR_ROW .. "(void)ss;\n        float g = ld_dy(i) / ((float)D - c);\n        g = " ..
+        (root and "g / ld_y(i)" or "2 * g") .. [[;
+        const float m = (float)mean;
+        for (long long d = 0; d < D; d++) acc_dx((o * D + d) * INNER + in, g * (ld_x((o * D + d) * INNER + in) - m));]],
+        times(o, inner), "long long D, long long INNER, float c",
+        { { "long long", D }, { "long long", inner }, { "float", host_literal(n.attrs.correction) } })
+    end,
+  }
+end
+
+-- cosine_similarity over its dim, (OUTER, D, INNER), the CPU's k_cosine_similarity_*
+-- (float sums, the norm product clamped at eps²): one thread per output
+local COS_ROW = [[const long long o = i / INNER, in = i % INNER;
+        float w12 = 0, w1 = 0, w2 = 0;
+        for (long long d = 0; d < D; d++) {
+            const float p = ld_a((o * D + d) * INNER + in), q = ld_b((o * D + d) * INNER + in);
+            w12 += p * q; w1 += p * p; w2 += q * q;
+        }
+        float n2 = w1 * w2;
+        const int clamped = n2 < eps * eps;
+        if (clamped) n2 = eps * eps;
+        ]]
+local function cos_args(e, n)
+  local first, D, inner = require("ops").cosine_similarity.layout(n)
+  return times(e.outer(n.inputs[1], first), inner), { { "long long", D }, { "long long", inner }, { "float", host_literal(n.attrs.eps) } }
+end
+ops_cuda.cosine_similarity = {
+  forward = function(e, n)
+    local count, args = cos_args(e, n)
+    return pointwise(e, "cosine_similarity", { { "a", e.val(n.inputs[1]), "r" }, { "b", e.val(n.inputs[2]), "r" }, { "y", e.val(n.out), "w" } },
+      COS_ROW .. "(void)clamped;\n        st_y(i, w12 / sqrtf(n2));", count, "long long D, long long INNER, float eps", args)
+  end,
+  backward = function(e, n)
+    local count, args = cos_args(e, n)
+    local lines = {}
+    for k, side in ipairs { { "a", "q / nn - (clamped ? 0 : c * p / w1)" }, { "b", "p / nn - (clamped ? 0 : c * q / w2)" } } do
+      local dt = e.grad(n.inputs[k])
+      if dt then
+        local ops = { { "a", e.val(n.inputs[1]), "r" }, { "b", e.val(n.inputs[2]), "r" }, { "dy", e.grad(n.out), "r" }, { "dt", dt, "a" } }
+        for _, l in ipairs(pointwise(e, "cosine_similarity_grad_" .. side[1], ops, COS_ROW .. [[const float nn = sqrtf(n2), g = ld_dy(i), c = w12 / nn;
+        for (long long d = 0; d < D; d++) {
+            const long long j = (o * D + d) * INNER + in;
+            const float p = ld_a(j), q = ld_b(j);
+            acc_dt(j, g * (]] .. side[2] .. [[));
+        }]], count, "long long D, long long INNER, float eps", args)) do lines[#lines + 1] = l end
+      end
+    end
+    return lines
   end,
 }
 
@@ -1491,34 +1732,61 @@ ops_cuda.scaled_dot_product_attention = {
 -- pointwise losses (bce, bce_with_logits, mse, l1): loss = reduce(l(x, t)); mean and
 -- sum in one block (a double sum, as the CPU's), none one value per element
 
-local POINTWISE_LOSS = { bce = "bce", bce_with_logits = "bce_logits", mse = "mse", l1 = "l1" }
+local POINTWISE_LOSS = { bce = "bce", bce_with_logits = "bce_logits", mse = "mse", l1 = "l1", smooth_l1 = "smooth_l1",
+                         huber = "huber", kl_div = "kl_div" }
+-- the losses with a constant c (the scalar functions' third argument)
+local LOSS_CONST = { smooth_l1 = function(a) return a.beta end, huber = function(a) return a.delta end,
+                     kl_div = function(a) return a.log_target and 1 or 0 end }
 for op, fn in pairs(POINTWISE_LOSS) do
+  local const = LOSS_CONST[op]
+  local c = const and ", c" or ""
+  local params = "long long n, int reduction" .. (const and ", float c, double count" or "")
+  -- reduction (kl_div's batchmean: the mean's count is the batch size), [c, count]
+  local function args(e, n)
+    local x, a = n.inputs[1], n.attrs
+    local t = { { "int", REDUCTION[a.reduction == "batchmean" and "mean" or a.reduction] } }
+    if const then
+      t[2] = { "float", host_literal(const(a)) }
+      t[3] = { "double", string.format("(double)(%s)", a.reduction == "batchmean" and e.batch(x) or e.numel(x)) }
+    end
+    return t
+  end
+  local count = const and "count" or "(double)n"
   ops_cuda[op] = {
     forward = function(e, n)
       local x, t = n.inputs[1], n.inputs[2]
       local ops = { { "x", e.val(x), "r" }, { "t", e.val(t), "r" }, { "loss", e.val(n.out), "w" } }
+      local extra = args(e, n)
       if n.attrs.reduction == "none" then
-        return pointwise(e, op .. "_none", ops, string.format("st_loss(i, so_%s(ld_x(i), ld_t(i)));", fn), e.numel(x))
+        local body = string.format("st_loss(i, so_%s(ld_x(i), ld_t(i)%s));", fn, c)
+        if not const then return pointwise(e, op .. "_none", ops, body, e.numel(x)) end
+        return pointwise(e, op .. "_none", ops, body, e.numel(x), params:gsub("^long long n, ", ""), extra)
       end
-      local k = e.kernel { kind = op, ops = ops, params = "long long n, int reduction",
-        body = "double total = 0;\n    " .. BLOCK .. string.format(" total += so_%s(ld_x(i), ld_t(i));\n", fn) ..
-               "    total = block_sum(total);\n    if (threadIdx.x == 0) st_loss(0, (float)(reduction == 1 ? total / n : total));" }
-      return e.launch(k, ops, { { "long long", e.numel(x) }, { "int", REDUCTION[n.attrs.reduction] } }, { blocks = 1 })
+      local k = e.kernel { kind = op, ops = ops, params = params,
+        body = "double total = 0;\n    " .. BLOCK .. string.format(" total += so_%s(ld_x(i), ld_t(i)%s);\n", fn, c) ..
+               "    total = block_sum(total);\n    if (threadIdx.x == 0) st_loss(0, (float)(reduction == 1 ? total / " .. (const and "count" or "n") .. " : total));" }
+      local all = { { "long long", e.numel(x) } }
+      for _, v in ipairs(extra) do all[#all + 1] = v end
+      return e.launch(k, ops, all, { blocks = 1 })
     end,
-    -- a target that needs a gradient (mse and l1 only: the op table's `symmetric`;
-    -- gen/autodiff.lua refuses it for the others) gets the same rule, x and t swapped
+    -- a target that needs a gradient (mse, l1, smooth_l1, huber: the op table's
+    -- `symmetric`) gets the same rule, x and t swapped; kl_div's its own (so_kl_div_dt);
+    -- gen/autodiff.lua refuses it for the others
     backward = function(e, n)
       local x, t = n.inputs[1], n.inputs[2]
       local lines = {}
-      for _, pair in ipairs { { x, t }, { t, x } } do
+      for i, pair in ipairs { { x, t }, { t, x } } do
         local a, b = pair[1], pair[2]
         local da = e.grad(a)
+        local kl_t = op == "kl_div" and i == 2
+        if kl_t then a, b = x, t end
+        local grad = kl_t and "so_kl_div_dt" or string.format("so_%s_grad", fn)
         if da then
           local ops = { { "dl", e.grad(n.out), "r" }, { "x", e.val(a), "r" }, { "t", e.val(b), "r" }, { "dx", da, "a" } }
-          local g = n.attrs.reduction == "none" and "ld_dl(i)" or "so_loss_grad(ld_dl(0), reduction == 1, (double)n)"
-          for _, l in ipairs(pointwise(e, op .. "_grad" .. (n.attrs.reduction == "none" and "_none" or ""), ops,
-              string.format("acc_dx(i, so_%s_grad(%s, ld_x(i), ld_t(i)));", fn, g),
-              e.numel(x), "int reduction", { { "int", REDUCTION[n.attrs.reduction] } })) do
+          local g = n.attrs.reduction == "none" and "ld_dl(i)" or "so_loss_grad(ld_dl(0), reduction == 1, " .. count .. ")"
+          for _, l in ipairs(pointwise(e, op .. (kl_t and "_dt" or "_grad") .. (n.attrs.reduction == "none" and "_none" or ""), ops,
+              string.format("acc_dx(i, %s(%s, ld_x(i), ld_t(i)%s));", grad, g, c),
+              e.numel(x), params:gsub("^long long n, ", ""), args(e, n))) do
             lines[#lines + 1] = l
           end
         end
@@ -1571,6 +1839,569 @@ ce_soft_backward = function(e, n)
 end
 
 ---------------------------------------------------------------------------
+-- GroupNorm (and InstanceNorm: a group per channel) on (N, C, S): one block per (n, g)
+-- group of D = C/G·S values, statistics in double as the CPU's k_group_norm_*; dweight
+-- and dbias one block per channel over the batch and positions (double block sums)
+local function gn_dims(n)
+  local x = n.inputs[1]
+  return x.shape[2], dims_after(x.shape, 3), n.attrs.num_groups
+end
+ops_cuda.group_norm = {
+  forward = function(e, n)
+    local x, w, b = n.inputs[1], n.inputs[2], n.inputs[3]
+    local C, S, G = gn_dims(n)
+    local D = C // G * S
+    local ops = { { "x", e.val(x), "r" }, { "y", e.val(n.out), "w" } }
+    if w then ops[#ops + 1] = { "wt", e.val(w), "r" } end
+    if b then ops[#ops + 1] = { "bs", e.val(b), "r" } end
+    local kern = e.kernel { kind = "group_norm" .. (w and "_w" or "") .. (b and "_b" or ""), ops = ops,
+      params = "long long groups, int G, int CG, long long S, float eps, float *save_mean, float *save_rstd",
+      body = [[const long long D = (long long)CG * S;
+    for (long long r = blockIdx.x; r < groups; r += gridDim.x) {
+        const long long base = r * D;
+        double sum = 0, ss = 0;
+        for (long long i = threadIdx.x; i < D; i += blockDim.x) sum += ld_x(base + i);
+        const double mean = block_sum(sum) / D;
+        for (long long i = threadIdx.x; i < D; i += blockDim.x) { const double d = ld_x(base + i) - mean; ss += d * d; }
+        ss = block_sum(ss);
+        const float m = (float)mean, rstd = (float)(1.0 / sqrt(ss / D + eps));
+        for (long long i = threadIdx.x; i < D; i += blockDim.x) {
+            const int c = (int)(r % G) * CG + (int)(i / S);
+            st_y(base + i, so_ln_apply(ld_x(base + i), m, rstd, ]] .. (w and "ld_wt(c)" or "1.0f") .. ", " ..
+            (b and "ld_bs(c)" or "0.0f") .. [[));
+            (void)c;
+        }
+        if (threadIdx.x == 0) { save_mean[r] = m; save_rstd[r] = rstd; }
+    }]] }
+    local groups = times(e.batch(x), G)
+    local T = block_threads(D)
+    return e.launch(kern, ops, { { "long long", groups }, { "int", G }, { "int", C // G }, { "long long", S }, { "float", e.lit(n.attrs.eps) },
+      { "void *", e.save(n, "mean") }, { "void *", e.save(n, "rstd") } }, { grid = times(groups, T), threads = T })
+  end,
+  backward = function(e, n)
+    local x, w, b = n.inputs[1], n.inputs[2], n.inputs[3]
+    local C, S, G = gn_dims(n)
+    local D = C // G * S
+    local dy, dx, dw, db = e.grad(n.out), e.grad(x), w and e.grad(w), b and e.grad(b)
+    local stats = { { "void *", e.save(n, "mean") }, { "void *", e.save(n, "rstd") } }
+    local lines = {}
+    local function add(t) for _, l in ipairs(t) do lines[#lines + 1] = l end end
+    if dx then
+      local ops = { { "dy", dy, "r" }, { "x", e.val(x), "r" }, { "dx", dx, "a" } }
+      if w then ops[#ops + 1] = { "wt", e.val(w), "r" } end
+      local gexpr = w and "ld_dy(base + i) * ld_wt((int)(r % G) * CG + (int)(i / S))" or "ld_dy(base + i)"
+      local kern = e.kernel { kind = "group_norm_grad" .. (w and "_w" or ""), ops = ops,
+        params = "long long groups, int G, int CG, long long S, const float *save_mean, const float *save_rstd",
+        body = [[const long long D = (long long)CG * S;
+    for (long long r = blockIdx.x; r < groups; r += gridDim.x) {
+        const long long base = r * D;
+        const float m = save_mean[r], rstd = save_rstd[r];
+        double s1 = 0, s2 = 0;
+        for (long long i = threadIdx.x; i < D; i += blockDim.x) {
+            const float g = ]] .. gexpr .. [[;
+            s1 += g;
+            s2 += so_ln_term(g, ld_x(base + i), m, rstd);
+        }
+        const float m1 = (float)(block_sum(s1) / D), m2 = (float)(block_sum(s2) / D);
+        for (long long i = threadIdx.x; i < D; i += blockDim.x)
+            acc_dx(base + i, so_ln_grad(]] .. gexpr .. [[, ld_x(base + i), m, rstd, m1, m2));
+    }]] }
+      local groups = times(e.batch(x), G)
+      local T = block_threads(D)
+      add(e.launch(kern, ops, { { "long long", groups }, { "int", G }, { "int", C // G }, { "long long", S }, stats[1], stats[2] },
+        { grid = times(groups, T), threads = T }))
+    end
+    if dw or db then
+      local ops = { { "dy", dy, "r" }, { "x", e.val(x), "r" } }
+      if dw then ops[#ops + 1] = { "dw", dw, "a" } end
+      if db then ops[#ops + 1] = { "db", db, "a" } end
+      local kern = e.kernel { kind = "group_norm_grad_wb" .. (dw and "_dw" or "") .. (db and "_db" or ""), ops = ops,
+        params = "long long n, int C, int CG, int G, long long S, const float *save_mean, const float *save_rstd",
+        body = [[const int c = blockIdx.x;
+    double sw = 0, sb = 0;
+    ]] .. BLOCK .. [[ {
+        const long long bi = i / S, s = i % S, j = (bi * C + c) * S + s, r = bi * G + c / CG;
+        const float g = ld_dy(j);
+        sw += so_ln_term(g, ld_x(j), save_mean[r], save_rstd[r]);
+        sb += g;
+    }
+    sw = block_sum(sw);
+    sb = block_sum(sb);
+    if (threadIdx.x == 0) {]] .. (dw and " acc_dw(c, (float)sw);" or " (void)sw;") .. (db and " acc_db(c, (float)sb);" or " (void)sb;") .. " }" }
+      add(e.launch(kern, ops, { { "long long", by(e.batch(x), S) }, { "int", C }, { "int", C // G }, { "int", G }, { "long long", S },
+        stats[1], stats[2] }, { blocks = C }))
+    end
+    return lines
+  end,
+}
+
+---------------------------------------------------------------------------
+-- Upsample (nearest, linear/bilinear) on (NC, IH, IW) (1-d: IH = OH = 1), the CPU's
+-- k_upsample_*: each output reads its two neighbours per dim (the source index in
+-- double); the backward a gather: each input sums the outputs that read it, row then
+-- column, in the CPU's output order
+local UP_SRC = { [[SO_FN void up_src(int dst, int in, double scale, int mode, int align, int *i0, int *i1, float *l) {
+    if (mode == 0) {
+        const int s = (int)floorf((float)(dst * scale));
+        *i0 = *i1 = s < in - 1 ? s : in - 1;
+        *l = 0;
+        return;
+    }
+    double src = align ? dst * scale : (dst + 0.5) * scale - 0.5;
+    if (src < 0) src = 0;
+    int a = (int)src;
+    if (a > in - 1) a = in - 1;
+    *i0 = a;
+    *i1 = a < in - 1 ? a + 1 : a;
+    *l = (float)(src - a);
+}]] }
+local UP_PARAMS = "long long n, int IH, int IW, int OH, int OW, int mode, int align, double sh, double sw"
+local function up_args(n, count)
+  local x = n.inputs[1]
+  local function hw(shape) if #shape == 3 then return 1, shape[3] end return shape[3], shape[4] end
+  local IH, IW = hw(x.shape)
+  local OH, OW = hw(n.out.shape)
+  local sc = n.attrs.scales
+  local sh, sw = #x.shape == 3 and 0 or sc[1], sc[#sc]
+  return { { "long long", count }, { "int", IH }, { "int", IW }, { "int", OH }, { "int", OW },
+    { "int", n.attrs.mode == "nearest" and 0 or 1 }, { "int", n.attrs.align_corners and 1 or 0 },
+    { "double", require("util").c_float(sh, "") }, { "double", require("util").c_float(sw, "") } }
+end
+ops_cuda.upsample = {
+  forward = function(e, n)
+    local ops = { { "x", e.val(n.inputs[1]), "r" }, { "y", e.val(n.out), "w" } }
+    local k = e.kernel { kind = "upsample", ops = ops, params = UP_PARAMS, globals = UP_SRC, body = GRID .. [[ {
+        const long long c = i / ((long long)OH * OW), base = c * IH * IW;
+        const int oh = (int)(i / OW % OH), ow = (int)(i % OW);
+        int h0, h1, w0, w1;
+        float lh, lw;
+        up_src(oh, IH, sh, mode, align, &h0, &h1, &lh);
+        up_src(ow, IW, sw, mode, align, &w0, &w1, &lw);
+        st_y(i, (1 - lh) * ((1 - lw) * ld_x(base + (long long)h0 * IW + w0) + lw * ld_x(base + (long long)h0 * IW + w1)) +
+                lh * ((1 - lw) * ld_x(base + (long long)h1 * IW + w0) + lw * ld_x(base + (long long)h1 * IW + w1)));
+    }]] }
+    local count = e.numel(n.out)
+    return e.launch(k, ops, up_args(n, count), { grid = count })
+  end,
+  backward = function(e, n)
+    local dx = e.grad(n.inputs[1])
+    if not dx then return {} end
+    local ops = { { "dy", e.grad(n.out), "r" }, { "dx", dx, "a" } }
+    local k = e.kernel { kind = "upsample_grad", ops = ops, params = UP_PARAMS, globals = UP_SRC, body = GRID .. [[ {
+        const long long c = i / ((long long)IH * IW);
+        const int h = (int)(i / IW % IH), w = (int)(i % IW);
+        float s = 0;
+        for (int oh = 0; oh < OH; oh++) {
+            int h0, h1;
+            float lh;
+            up_src(oh, IH, sh, mode, align, &h0, &h1, &lh);
+            if (h0 != h && h1 != h) continue;
+            for (int ow = 0; ow < OW; ow++) {
+                int w0, w1;
+                float lw;
+                up_src(ow, IW, sw, mode, align, &w0, &w1, &lw);
+                if (w0 != w && w1 != w) continue;
+                const float g = ld_dy((c * OH + oh) * OW + ow);
+                if (h0 == h && w0 == w) s += (1 - lh) * (1 - lw) * g;
+                if (h0 == h && w1 == w) s += (1 - lh) * lw * g;
+                if (h1 == h && w0 == w) s += lh * (1 - lw) * g;
+                if (h1 == h && w1 == w) s += lh * lw * g;
+            }
+        }
+        acc_dx(i, s);
+    }]] }
+    local count = e.numel(n.inputs[1])
+    return e.launch(k, ops, up_args(n, count), { grid = count })
+  end,
+}
+
+---------------------------------------------------------------------------
+-- nll_loss: log-probabilities (N, C, ...) against class indices, one block as the
+-- cross entropy's (ignore_index; mean over the targets not ignored, in double)
+ops_cuda.nll_loss = {
+  forward = function(e, n)
+    local x, t, a = n.inputs[1], n.inputs[2], n.attrs
+    local C, S = x.shape[2], dims_after(x.shape, 3)
+    local ops = { { "x", e.val(x), "r" }, { "loss", e.val(n.out), "w" } }
+    local k = e.kernel { kind = "nll_loss", ops = ops,
+      params = "long long n, int C, long long S, const long long *target, long long ignore, int reduction",
+      body = "double total = 0, count = 0;\n    " .. BLOCK .. [[ {
+        const long long y = target[i];
+        float l = 0;
+        if (y != ignore) { l = -ld_x((i / S * C + y) * S + i % S); count += 1; }
+        if (reduction == 0) st_loss(i, l);
+        total += l;
+    }
+    total = block_sum(total);
+    count = block_sum(count);
+    if (threadIdx.x == 0 && reduction != 0) st_loss(0, (float)(reduction == 1 ? total / count : total));]] }
+    return e.launch(k, ops, { { "long long", by(e.batch(x), S) }, { "int", C }, { "long long", S },
+      { "void *", e.val(t).ptr }, { "long long", a.ignore_index }, { "int", REDUCTION[a.reduction] } }, { blocks = 1 })
+  end,
+  backward = function(e, n)
+    local x, t, a = n.inputs[1], n.inputs[2], n.attrs
+    local dx = e.grad(x)
+    if not dx then return {} end
+    local C, S = x.shape[2], dims_after(x.shape, 3)
+    local ops = { { "dl", e.grad(n.out), "r" }, { "dx", dx, "a" } }
+    local k = e.kernel { kind = "nll_loss_grad", ops = ops,
+      params = "long long n, int C, long long S, const long long *target, long long ignore, int reduction",
+      body = "double count = 0;\n    " .. BLOCK .. " count += target[i] != ignore;\n    count = block_sum(count);\n" ..
+             "    const float g0 = reduction == 1 ? (float)(ld_dl(0) / count) : ld_dl(0);\n    " .. BLOCK .. [[ {
+        const long long y = target[i];
+        if (y == ignore) continue;
+        acc_dx((i / S * C + y) * S + i % S, -(reduction == 0 ? ld_dl(i) : g0));
+    }]] }
+    return e.launch(k, ops, { { "long long", by(e.batch(x), S) }, { "int", C }, { "long long", S },
+      { "void *", e.val(t).ptr }, { "long long", a.ignore_index }, { "int", REDUCTION[a.reduction] } }, { blocks = 1 })
+  end,
+}
+
+---------------------------------------------------------------------------
+-- RMSNorm over the last D values of each row, as layer_norm's kernels without the mean:
+-- one block per row, the sum of squares in double (the CPU's k_rms_norm_*); dweight in
+-- fixed chunks of rows, then the chunks in order (deterministic)
+ops_cuda.rms_norm = {
+  forward = function(e, n)
+    local x, w = n.inputs[1], n.inputs[2]
+    local k, D = ln_layout(n)
+    local rows = e.rows(x, k)
+    local ops = { { "x", e.val(x), "r" }, { "y", e.val(n.out), "w" } }
+    if w then ops[#ops + 1] = { "wt", e.val(w), "r" } end
+    local kern = e.kernel { kind = "rms_norm" .. (w and "_w" or ""), ops = ops,
+      params = "long long rows, int D, float eps, float *save_rstd",
+      body = [[for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
+        const long long base = r * D;
+        double ss = 0;
+        for (int i = threadIdx.x; i < D; i += blockDim.x) { const double v = ld_x(base + i); ss += v * v; }
+        ss = block_sum(ss);
+        const float rstd = (float)(1.0 / sqrt(ss / D + eps));
+        for (int i = threadIdx.x; i < D; i += blockDim.x) st_y(base + i, ld_x(base + i) * rstd]] ..
+        (w and " * ld_wt(i)" or "") .. [[);
+        if (threadIdx.x == 0) save_rstd[r] = rstd;
+    }]] }
+    local T = block_threads(D)
+    -- eps = nil: float32's machine epsilon (torch.finfo), the CUDA program computing in float
+    return e.launch(kern, ops, { { "long long", rows }, { "int", D }, { "float", e.lit(n.attrs.eps or 2.0 ^ -23) },
+      { "void *", e.save(n, "rstd") } }, { grid = times(rows, T), threads = T })
+  end,
+  backward = function(e, n)
+    local x, w = n.inputs[1], n.inputs[2]
+    local k, D = ln_layout(n)
+    local rows = e.rows(x, k)
+    local dy, dx, dw = e.grad(n.out), e.grad(x), w and e.grad(w)
+    local rstd = { "void *", e.save(n, "rstd") }
+    local lines = {}
+    local function add(t) for _, l in ipairs(t) do lines[#lines + 1] = l end end
+    if dx then
+      local ops = { { "dy", dy, "r" }, { "x", e.val(x), "r" }, { "dx", dx, "a" } }
+      if w then ops[#ops + 1] = { "wt", e.val(w), "r" } end
+      local g = w and "ld_dy(base + i) * ld_wt(i)" or "ld_dy(base + i)"
+      local kern = e.kernel { kind = "rms_norm_grad" .. (w and "_w" or ""), ops = ops,
+        params = "long long rows, int D, const float *save_rstd",
+        body = [[for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
+        const long long base = r * D;
+        const float rstd = save_rstd[r];
+        double s = 0;
+        for (int i = threadIdx.x; i < D; i += blockDim.x) s += (double)(]] .. g .. [[) * ld_x(base + i);
+        const float m = (float)(block_sum(s) / D);
+        for (int i = threadIdx.x; i < D; i += blockDim.x)
+            acc_dx(base + i, rstd * ((]] .. g .. [[) - ld_x(base + i) * rstd * rstd * m));
+    }]] }
+      local T = block_threads(D)
+      add(e.launch(kern, ops, { { "long long", rows }, { "int", D }, rstd }, { grid = times(rows, T), threads = T }))
+    end
+    if dw then
+      -- part (CHUNKS, D) doubles: chunk c's sums of dy x rstd over its rows
+      local part = e.scratch(LN_CHUNKS * D * 2, "f32")
+      local ops = { { "dy", dy, "r" }, { "x", e.val(x), "r" } }
+      local kp = e.kernel { kind = "rms_norm_grad_w_part", ops = ops,
+        params = "long long n, long long rows, int D, const float *save_rstd, double *part",
+        body = GRID .. [[ {
+        const int c = (int)(i / D), col = (int)(i % D);
+        const long long lo = rows * c / ]] .. LN_CHUNKS .. ", hi = rows * (c + 1) / " .. LN_CHUNKS .. [[;
+        double sw = 0;
+        for (long long r = lo; r < hi; r++) sw += ld_dy(r * D + col) * ld_x(r * D + col) * save_rstd[r];
+        part[i] = sw;
+    }]] }
+      add(e.launch(kp, ops, { { "long long", LN_CHUNKS * D }, { "long long", rows }, { "int", D }, rstd, { "void *", part.ptr } },
+        { grid = LN_CHUNKS * D }))
+      local fops = { { "dw", dw, "a" } }
+      local kf = e.kernel { kind = "rms_norm_grad_w", ops = fops, params = "long long n, const double *part",
+        body = GRID .. " {\n        double sw = 0;\n        for (int c = 0; c < " .. LN_CHUNKS ..
+               "; c++) sw += part[(long long)c * n + i];\n        acc_dw(i, (float)sw);\n    }" }
+      add(e.launch(kf, fops, { { "long long", D }, { "void *", part.ptr } }, { grid = D }))
+    end
+    return lines
+  end,
+}
+
+---------------------------------------------------------------------------
+-- randn / rand (_like): element i of the op's Philox stream at this step (gen/ops.lua's
+-- `random`), runtime/philox.h's uniforms through scalar_ops.h, the CPU's k_randn_forward
+-- (Box–Muller from uniforms 2i and 2i+1, in double) and k_rand_forward, so a CUDA
+-- program draws the CPU's numbers.  The step is read on the device (m->d_step), as
+-- dropout's: a captured CUDA Graph replays each step's draws.
+ops_cuda.random = {
+  forward = function(e, n)
+    local normal = n.attrs.dist == "normal"
+    local ops = { { "y", e.val(n.out), "w" } }
+    local stream = "(*step << 20 | (unsigned long long)op)"
+    local body = normal and string.format([[const double u1 = so_philox_uniform_at(seed, %s, 2 * (so_u64)i) + 1e-12,
+            u2 = so_philox_uniform_at(seed, %s, 2 * (so_u64)i + 1);
+        st_y(i, (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2)));]], stream, stream)
+      or string.format("st_y(i, so_philox_uniform_at(seed, %s, (so_u64)i));", stream)
+    return pointwise(e, normal and "randn" or "rand", ops, body, e.numel(n.out),
+      "unsigned long long seed, const unsigned long long *step, unsigned op",
+      { { "unsigned long long", "m->seed" }, { "const unsigned long long *", "m->d_step" }, { "unsigned", string.format("%du", n.index) } })
+  end,
+}
+
+-- tensor(values): the values in the kernel's __constant__ table, written at every forward
+ops_cuda.constant = {
+  forward = function(e, n)
+    local vals = {}
+    for i, v in ipairs(n.attrs.values) do vals[i] = ops_cuda.literal(v) end
+    local ops = { { "y", e.val(n.out), "w" } }
+    local k = e.kernel { kind = "constant" .. n.index, ops = ops, params = "long long n",
+      globals = { string.format("__constant__ float values[%d] = { %s };", #vals, table.concat(vals, ", ")) },
+      body = GRID .. " st_y(i, values[i]);" }
+    return e.launch(k, ops, { { "long long", #vals } }, { grid = #vals })
+  end,
+}
+
+---------------------------------------------------------------------------
+-- Broadcast and repeat (tile/expand, comparisons, where): every operand is seen through
+-- its sizes on the output's dims (MAXDIM of them, padded in front with 1s): output
+-- element (o_0, ...) reads operand element (o_j mod a_j, ...), a_j = 1 where the operand
+-- broadcasts and the source's size where it repeats (tile).  A gradient is a gather: each
+-- operand element sums the output elements that read it, in increasing output order
+-- (the CPU's k_tile_backward / k_where_backward order), no atomics.
+
+-- an operand's sizes on the output's dims (`t` nil: a number, read nowhere)
+local function on_out(shape, out)
+  local a, k = {}, #out - #shape
+  for j = 1, #out do a[j] = shape and shape[j - k] or 1 end
+  return a
+end
+-- params and args: the output's sizes s0.., then each operand's a0..; `ops_sizes` = { {letter, sizes}, ... }
+local function bcast_params(out, ops_sizes)
+  local pad = MAXDIM - #out
+  local params, args = {}, {}
+  local function put(prefix, sizes)
+    for j = 1, MAXDIM do
+      params[#params + 1] = string.format("long long %s%d", prefix, j - 1)
+      args[#args + 1] = { "long long", sizes[j - pad] or 1 }
+    end
+  end
+  put("s", out)
+  for _, o in ipairs(ops_sizes) do put(o[1], o[2]) end
+  return table.concat(params, ", "), args
+end
+local function size_array(prefix)
+  local t = {}
+  for j = 1, MAXDIM do t[j] = prefix .. (j - 1) end
+  return string.format("const long long %s_[%d] = { %s };", prefix, MAXDIM, table.concat(t, ", "))
+end
+-- forward: off_L, operand L's element for output element i
+local function bcast_offsets(letters)
+  local lines = { size_array("s") }
+  local init, step = { "r = i" }, {}
+  for _, l in ipairs(letters) do
+    lines[#lines + 1] = size_array(l)
+    init[#init + 1] = string.format("off_%s = 0, run_%s = 1", l, l)
+    step[#step + 1] = string.format("off_%s += cj %% %s_[j] * run_%s; run_%s *= %s_[j];", l, l, l, l, l)
+  end
+  lines[#lines + 1] = "long long " .. table.concat(init, ", ") .. ";"
+  lines[#lines + 1] = string.format("for (int j = %d; j >= 0; j--) { const long long cj = r %% s_[j]; r /= s_[j]; %s }",
+    MAXDIM - 1, table.concat(step, " "))
+  return table.concat(lines, "\n        ") .. "\n        "
+end
+-- backward: operand G's element i sums `term` (into float s) over the output elements o
+-- that read it, the other operands' elements there as off_L
+local function bcast_gather(g, letters, term)
+  local lines = { size_array("s"), size_array(g) }
+  local init, step = {}, {}
+  for _, l in ipairs(letters) do
+    lines[#lines + 1] = size_array(l)
+    init[#init + 1] = string.format(", off_%s = 0, run_%s = 1", l, l)
+    step[#step + 1] = string.format(" off_%s += oj %% %s_[j] * run_%s; run_%s *= %s_[j];", l, l, l, l, l)
+  end
+  return table.concat(lines, "\n        ") .. string.format([[
+
+        long long at[%d], r = i, copies = 1;
+        for (int j = %d; j >= 0; j--) { at[j] = r %% %s_[j]; r /= %s_[j]; copies *= s_[j] / %s_[j]; }
+        float s = 0;
+        for (long long q = 0; q < copies; q++) {
+            long long t = q, o = 0, run = 1%s;
+            for (int j = %d; j >= 0; j--) {
+                const long long rep = s_[j] / %s_[j], oj = at[j] + t %% rep * %s_[j];
+                t /= rep; o += oj * run; run *= s_[j];%s
+            }
+            %s
+        }
+        acc_d%s(i, s);]], MAXDIM, MAXDIM - 1, g, g, g, table.concat(init), MAXDIM - 1, g, g, table.concat(step), term, g)
+end
+-- a 0-d output as one element
+local function out_shape(n) return #n.out.shape > 0 and n.out.shape or { 1 } end
+
+-- expand / tile (gen/ops.lua's `tile`): x's sizes on the output's dims repeat
+ops_cuda.tile = {
+  forward = function(e, n)
+    local out = out_shape(n)
+    local params, args = bcast_params(out, { { "x", on_out(n.inputs[1].shape, out) } })
+    return pointwise(e, "tile", { { "x", e.val(n.inputs[1]), "r" }, { "y", e.val(n.out), "w" } },
+      bcast_offsets { "x" } .. "st_y(i, ld_x(off_x));", e.numel(n.out), params, args)
+  end,
+  backward = function(e, n)
+    local dx = e.grad(n.inputs[1])
+    if not dx then return {} end
+    local out = out_shape(n)
+    local params, args = bcast_params(out, { { "x", on_out(n.inputs[1].shape, out) } })
+    return pointwise(e, "tile_grad", { { "dy", e.grad(n.out), "r" }, { "dx", dx, "a" } },
+      bcast_gather("x", {}, "s += ld_dy(o);"), e.numel(n.inputs[1]), params, args)
+  end,
+}
+
+-- argmax over a dim, (OUTER, D, INNER) as the sum's layout: the first index of the
+-- maximum, NaN counting as the maximum (the CPU's and PyTorch's)
+ops_cuda.argmax = {
+  forward = function(e, n)
+    local o, D, inner = reduce_layout(e, n)
+    return pointwise(e, "argmax", { { "x", e.val(n.inputs[1]), "r" }, { "y", e.val(n.out), "w" } }, [[const long long o = i / INNER, in = i % INNER;
+        long long best = 0;
+        float m = ld_x(o * D * INNER + in);
+        for (long long d = 1; d < D; d++) {
+            const float v = ld_x((o * D + d) * INNER + in);
+            if (v > m || (v != v && m == m)) { m = v; best = d; }
+        }
+        y[i] = best;]], times(o, inner), "long long D, long long INNER", { { "long long", D }, { "long long", inner } })
+  end,
+}
+
+-- comparisons gt lt ge le eq ne: 0/1 into the int64 output, two tensors broadcast
+-- together (an int64 one read as float, as PyTorch promotes it) or a tensor and a number
+local COMPARE = { gt = ">", lt = "<", ge = ">=", le = "<=", eq = "==", ne = "!=" }
+ops_cuda.compare = {
+  forward = function(e, n)
+    local x, y = n.inputs[1], n.inputs[2]
+    local out = out_shape(n)
+    local sizes = { { "a", on_out(x.shape, out) } }
+    local ops = { { "a", e.val(x), "r" } }
+    if y then sizes[2] = { "b", on_out(y.shape, out) }; ops[2] = { "b", e.val(y), "r" } end
+    ops[#ops + 1] = { "y", e.val(n.out), "w" }
+    local params, args = bcast_params(out, sizes)
+    params = params .. ", float scalar"
+    args[#args + 1] = { "float", host_literal(y and 0 or n.attrs.scalar) }
+    local rhs = y and "ld_b(off_b)" or "scalar"
+    return pointwise(e, "compare_" .. n.attrs.as .. (y and "" or "_scalar"), ops,
+      bcast_offsets(y and { "a", "b" } or { "a" }) .. string.format("st_y(i, ld_a(off_a) %s %s ? 1.0f : 0.0f);", COMPARE[n.attrs.as], rhs),
+      e.numel(n.out), params, args)
+  end,
+}
+
+-- where(cond, a, b) / masked_fill: cond (int64, nonzero = true) and the tensors among a, b
+-- broadcast together; a number stands where attrs.a / attrs.b is one
+local function where_ab(n)
+  if n.attrs.a ~= nil then return nil, n.inputs[2] end
+  if n.attrs.b ~= nil then return n.inputs[2], nil end
+  return n.inputs[2], n.inputs[3]
+end
+local function where_sizes(n, a, b)
+  local out = out_shape(n)
+  local sizes = { { "c", on_out(n.inputs[1].shape, out) } }
+  if a then sizes[#sizes + 1] = { "a", on_out(a.shape, out) } end
+  if b then sizes[#sizes + 1] = { "b", on_out(b.shape, out) } end
+  return out, sizes
+end
+ops_cuda.where = {
+  forward = function(e, n)
+    local a, b = where_ab(n)
+    local out, sizes = where_sizes(n, a, b)
+    local ops, letters = { { "c", e.val(n.inputs[1]), "r" } }, { "c" }
+    if a then ops[#ops + 1] = { "a", e.val(a), "r" }; letters[#letters + 1] = "a" end
+    if b then ops[#ops + 1] = { "b", e.val(b), "r" }; letters[#letters + 1] = "b" end
+    ops[#ops + 1] = { "y", e.val(n.out), "w" }
+    local params, args = bcast_params(out, sizes)
+    params = params .. ", float av, float bv"
+    args[#args + 1] = { "float", host_literal(n.attrs.a or 0) }
+    args[#args + 1] = { "float", host_literal(n.attrs.b or 0) }
+    local va, vb = a and "ld_a(off_a)" or "av", b and "ld_b(off_b)" or "bv"
+    return pointwise(e, "where_" .. table.concat(letters), ops,
+      bcast_offsets(letters) .. string.format("st_y(i, ld_c(off_c) != 0.0f ? %s : %s);", va, vb), e.numel(n.out), params, args)
+  end,
+  backward = function(e, n)
+    local a, b = where_ab(n)
+    local out, sizes = where_sizes(n, a, b)
+    local params, args = bcast_params(out, sizes)
+    local lines = {}
+    for _, side in ipairs { { "a", a, "!=" }, { "b", b, "==" } } do
+      local letter, t, test = side[1], side[2], side[3]
+      local dt = t and e.grad(t)
+      if dt then
+        -- the sizes' params name every operand; only c and this one are read
+        local ops = { { "c", e.val(n.inputs[1]), "r" }, { "dy", e.grad(n.out), "r" }, { "d" .. letter, dt, "a" } }
+        for _, l in ipairs(pointwise(e, string.format("where_grad_%s_c%s%s", letter, a and "a" or "", b and "b" or ""), ops,
+            bcast_gather(letter, { "c" }, string.format("if (ld_c(off_c) %s 0.0f) s += ld_dy(o);", test)),
+            e.numel(t), params, args)) do lines[#lines + 1] = l end
+      end
+    end
+    return lines
+  end,
+}
+
+---------------------------------------------------------------------------
+-- adaptive average pooling on (NC, IH, IW) (1-d: IH = OH = 1), PyTorch's windows
+-- [floor(i In / Out), ceil((i + 1) In / Out)) as the CPU's k_adaptive_avg_pool_*; the
+-- backward a gather (each input sums the outputs whose window holds it, in order)
+local ADAPTIVE = { "#define ad_start(i, in, out) ((int)(((long long)(i) * (in)) / (out)))",
+                   "#define ad_end(i, in, out) ((int)((((long long)(i) + 1) * (in) + (out) - 1) / (out)))" }
+local function adaptive_args(n, count)
+  local x = n.inputs[1].shape
+  local y = n.out.shape
+  local IH, IW, OH, OW = 1, x[3], 1, y[3]
+  if #x == 4 then IH, IW, OH, OW = x[3], x[4], y[3], y[4] end
+  return { { "long long", count }, { "int", IH }, { "int", IW }, { "int", OH }, { "int", OW } }
+end
+ops_cuda.adaptive_avg_pool = {
+  forward = function(e, n)
+    local ops = { { "x", e.val(n.inputs[1]), "r" }, { "y", e.val(n.out), "w" } }
+    local k = e.kernel { kind = "adaptive_avg_pool", ops = ops, params = "long long n, int IH, int IW, int OH, int OW", globals = ADAPTIVE,
+      body = GRID .. [[ {
+        const long long c = i / ((long long)OH * OW);
+        const int oh = (int)(i / OW % OH), ow = (int)(i % OW);
+        const int h0 = ad_start(oh, IH, OH), h1 = ad_end(oh, IH, OH), w0 = ad_start(ow, IW, OW), w1 = ad_end(ow, IW, OW);
+        float s = 0;
+        for (int h = h0; h < h1; h++) for (int w = w0; w < w1; w++) s += ld_x((c * IH + h) * IW + w);
+        st_y(i, s / (float)((h1 - h0) * (w1 - w0)));
+    }]] }
+    local count = e.numel(n.out)
+    return e.launch(k, ops, adaptive_args(n, count), { grid = count })
+  end,
+  backward = function(e, n)
+    local dx = e.grad(n.inputs[1])
+    if not dx then return {} end
+    local ops = { { "dy", e.grad(n.out), "r" }, { "dx", dx, "a" } }
+    local k = e.kernel { kind = "adaptive_avg_pool_grad", ops = ops, params = "long long n, int IH, int IW, int OH, int OW", globals = ADAPTIVE,
+      body = GRID .. [[ {
+        const long long c = i / ((long long)IH * IW);
+        const int h = (int)(i / IW % IH), w = (int)(i % IW);
+        float s = 0;
+        for (int oh = 0; oh < OH; oh++) {
+            const int h0 = ad_start(oh, IH, OH), h1 = ad_end(oh, IH, OH);
+            if (h < h0 || h >= h1) continue;
+            for (int ow = 0; ow < OW; ow++) {
+                const int w0 = ad_start(ow, IW, OW), w1 = ad_end(ow, IW, OW);
+                if (w >= w0 && w < w1) s += ld_dy((c * OH + oh) * OW + ow) / (float)((h1 - h0) * (w1 - w0));
+            }
+        }
+        acc_dx(i, s);
+    }]] }
+    local count = e.numel(n.inputs[1])
+    return e.launch(k, ops, adaptive_args(n, count), { grid = count })
+  end,
+}
+
 -- `step`: one position of a sampled model's forward on the GPU (gen/entries.lua's
 -- decode step, written into model.cu's model_sample_step by gen/emit_cuda.lua), the CUDA
 -- half of gen/ops_cpu.lua's `step` rules, with the same arithmetic: float rows in the

@@ -15,6 +15,9 @@
 #    avg pooling, soft cross entropy, and its loss swapped for bce_with_logits, mse, l1):
 #    built at 32-true and bf16-mixed (the loss variants at one precision each) and their
 #    kernels checked the same way;
+#  - issue 18's ops (tests/cuda_specs/seq_ops.lua and tests/ops' convt, compare (with
+#    where), expand, act, image, reduce; conv_losses with smooth_l1/huber/kl_div) at one
+#    precision each, their kernels checked the same way;
 #  - attention's fused kernels (tests/cuda_specs/flash_attention.lua: head dims 40/72,
 #    and 128 at bf16-mixed) and, past 128, the GEMM path's;
 #  - tiny_gpt at 32-true and bf16-mixed (AdamW's parameter groups: decay_min_ndim), and
@@ -65,6 +68,19 @@ CHECKS+=(
   "conv_bce_logits|@variants/conv_bce_logits.lua|16-mixed|"
   "conv_mse_sum|@variants/conv_mse_sum.lua|32-true|mse_ff_ff_ff mse_grad_ff_ff_ff_ff"
   "conv_l1_none_mean|@variants/conv_l1_none_mean.lua|bf16-mixed|"
+  # issue 18's ops (tests/suite_ops_emu.sh runs them against the CPU program): Conv1d,
+  # RMSNorm, adaptive pooling, Dropout2d, randn_like, nll_loss; ConvTranspose2d/1d; argmax,
+  # comparisons, constants and where; expand/tile and the draws; the element-wise
+  # functions; smooth_l1, huber and kl_div (its target's gradient); GroupNorm, Upsample;
+  # max over a dim, var/std, cosine_similarity
+  "seq_ops|tests/cuda_specs/seq_ops.lua|32-true|rms_norm_w_ff_ff_ff rms_norm_grad_w_part_ adaptive_avg_pool_ff_ff adaptive_avg_pool_grad_ff_ff randn_ nll_loss_ff_ff nll_loss_grad_ff_ff"
+  "convt|tests/ops/convt.lua|16-mixed|col2im_store_bias_ conv_out_acc_"
+  "compare|tests/ops/compare.lua|32-true|argmax_ff_ll compare_eq_ll_ff_ll where_cab_ll_ff_ff_ff where_grad_b_cab_ll_ff_ff"
+  "expand|tests/ops/expand.lua|32-true|tile_ff_ff tile_grad_ff_ff rand_ff"
+  "act|tests/ops/act.lua|bf16-mixed|"
+  "conv_smooth_kl|@variants/conv_smooth_kl.lua|32-true|smooth_l1_ff_ff_ff huber_grad_ff_ff_ff_ff kl_div_dt_ff_ff_ff_ff kl_div_none_ff_ff_ff"
+  "image|tests/ops/image.lua|bf16-mixed|group_norm_w_b_ group_norm_grad_wb_dw_db_ upsample_ upsample_grad_"
+  "reduce|tests/ops/reduce.lua|32-true|max_dim_ff_ff max_dim_grad_ff_ff var_ff_ff std_grad_ff_ff_ff_ff cosine_similarity_grad_a_"
   # attention's fused (flash) kernels at their tiles' edges, at the largest head dim they
   # take (128), and past it (144: the GEMM path's softmax kernels)
   "flash_attention|tests/cuda_specs/flash_attention.lua|32-true|flash_fwd_e40_v72_ff flash_fwd_e40_v72_causal_ff flash_bwd_dq_e40_v72_ff flash_bwd_dkv_e40_v72_causal_ff"
@@ -118,6 +134,7 @@ fa_variant flash_attention_128 128 128
 fa_variant flash_attention_144 144 72
 loss_variant conv_bce_logits "bce_with_logits(m(b), b.target)"
 loss_variant conv_mse_sum 'mse(m(b), b.target, { reduction = "sum" })'
+loss_variant conv_smooth_kl '(function(y) return smooth_l1(y, b.target, { beta = 0.5 }) + 0.01 * huber(y, b.target, { delta = 0.3, reduction = "sum" }) + kl_div(log_softmax(y, 1), softmax(y * 0.5, 1), { reduction = "batchmean" }) + mean(kl_div(log_softmax(y, 1), log_softmax(b.target, 1), { reduction = "none", log_target = true })) end)(m(b))'
 loss_variant conv_l1_none_mean 'mean(l1(m(b), b.target, { reduction = "none" }))'
 
 # "sm_XX SHA1" of each PTX text ptxas -v has passed: the same kernel recurs in many

@@ -599,3 +599,85 @@ Test(scalar_ops, metrics_match_cpu_kernels) {
     for (int i = 0; i < 5; i++) m = so_max_nan(m, v[i]);
     cr_assert(isnan(m));
 }
+
+// the elementwise functions with constants (K_UNARY) and maximum / minimum / pow of two
+// tensors (K_DEFINE_BINARY) against scalar_ops' so_u_* and so_maximum_* ...
+typedef void (*k_unary_fwd)(float *, const float *, size_t, float, float);
+typedef void (*k_unary_bwd)(float *, const float *, const float *, size_t, float, float);
+typedef float (*so_unary)(float, float, float);
+typedef float (*so_unary_grad)(float, float, float, float);
+Test(scalar_ops, unary_and_binary_functions_match_cpu_kernels) {
+    static float x[N], y[N], dy[N], dx[N], p[N];
+    for (int i = 0; i < N; i++) { x[i] = uniform(-6, 6); p[i] = uniform(0.05f, 4); dy[i] = uniform(-1, 1); }
+    x[0] = 0; x[1] = -3; x[2] = 3; x[3] = 0.6f; x[4] = -0.4f;   // kinks and edges
+    struct { const char *name; k_unary_fwd kf; k_unary_bwd kb; so_unary f; so_unary_grad fg; float a, b; int positive, reads_out; } op[] = {
+        { "leaky_relu", k_leaky_relu_forward_f32, k_leaky_relu_backward_f32, so_u_leaky_relu, so_u_leaky_relu_grad, 0.2f, 0, 0, 0 },
+        { "elu", k_elu_forward_f32, k_elu_backward_f32, so_u_elu, so_u_elu_grad, 0.7f, 0, 0, 0 },
+        { "mish", k_mish_forward_f32, k_mish_backward_f32, so_u_mish, so_u_mish_grad, 0, 0, 0, 0 },
+        { "softplus", k_softplus_forward_f32, k_softplus_backward_f32, so_u_softplus, so_u_softplus_grad, 2, 1.5f, 0, 0 },
+        { "hardswish", k_hardswish_forward_f32, k_hardswish_backward_f32, so_u_hardswish, so_u_hardswish_grad, 0, 0, 0, 0 },
+        { "hardtanh", k_hardtanh_forward_f32, k_hardtanh_backward_f32, so_u_hardtanh, so_u_hardtanh_grad, -0.4f, 0.6f, 0, 0 },
+        { "exp", k_exp_forward_f32, k_exp_backward_f32, so_u_exp, so_u_exp_grad, 0, 0, 0, 1 },
+        { "log", k_log_forward_f32, k_log_backward_f32, so_u_log, so_u_log_grad, 0, 0, 1, 0 },
+        { "sqrt", k_sqrt_forward_f32, k_sqrt_backward_f32, so_u_sqrt, so_u_sqrt_grad, 0, 0, 1, 1 },
+        { "rsqrt", k_rsqrt_forward_f32, k_rsqrt_backward_f32, so_u_rsqrt, so_u_rsqrt_grad, 0, 0, 1, 1 },
+        { "pow", k_pow_forward_f32, k_pow_backward_f32, so_u_pow, so_u_pow_grad, 1.7f, 0, 1, 0 },
+        { "clamp", k_clamp_forward_f32, k_clamp_backward_f32, so_u_clamp, so_u_clamp_grad, -0.4f, 0.6f, 0, 0 },
+    };
+    for (size_t o = 0; o < sizeof op / sizeof op[0]; o++) {
+        const float *in = op[o].positive ? p : x;
+        op[o].kf(y, in, N, op[o].a, op[o].b);
+        memset(dx, 0, sizeof dx);
+        op[o].kb(dx, dy, op[o].reads_out ? y : in, N, op[o].a, op[o].b);
+        for (int i = 0; i < N; i++) {
+            const float s = op[o].reads_out ? y[i] : in[i];
+            cr_assert(same_bits(op[o].f(in[i], op[o].a, op[o].b), y[i]) &&
+                      same_bits(0 + op[o].fg(dy[i], s, op[o].a, op[o].b), dx[i]), "%s at %d (x = %g)", op[o].name, i, in[i]);
+        }
+    }
+    static float b[N], da[N], db[N];
+    for (int i = 0; i < N; i++) b[i] = i % 7 == 0 ? x[i] : uniform(-2, 2);   // ties
+    struct { const char *name; void (*kf)(float *, const float *, const float *, size_t);
+             void (*kb)(float *, float *, const float *, const float *, const float *, size_t, int, int);
+             so_fwd f; so_bwd fa, fb; } bin[] = {
+        { "maximum", k_maximum_forward_f32, k_maximum_backward_f32, so_maximum, so_maximum_da, so_maximum_db },
+        { "minimum", k_minimum_forward_f32, k_minimum_backward_f32, so_minimum, so_minimum_da, so_minimum_db },
+        { "pow_tensor", k_pow_tensor_forward_f32, k_pow_tensor_backward_f32, so_pow_tensor, so_pow_tensor_da, so_pow_tensor_db },
+    };
+    for (size_t o = 0; o < sizeof bin / sizeof bin[0]; o++) {
+        const float *a = o == 2 ? p : x;
+        bin[o].kf(y, a, b, N);
+        memset(da, 0, sizeof da); memset(db, 0, sizeof db);
+        bin[o].kb(da, db, dy, a, b, N, 1, 1);
+        for (int i = 0; i < N; i++)
+            cr_assert(same_bits(bin[o].f(a[i], b[i]), y[i]) && same_bits(0 + bin[o].fa(dy[i], a[i], b[i]), da[i]) &&
+                      same_bits(0 + bin[o].fb(dy[i], a[i], b[i]), db[i]), "%s at %d", bin[o].name, i);
+    }
+}
+
+// smooth L1, Huber and KL divergence (reduction none, each element's value and gradients)
+Test(scalar_ops, constant_losses_match_cpu_kernels) {
+    static float x[N], t[N], l[N], g[N], dx[N], dt[N];
+    for (int i = 0; i < N; i++) { x[i] = uniform(-3, 3); t[i] = i % 11 == 0 ? 0.0f : uniform(-1, 2); g[i] = uniform(-1, 1); }
+    const float c = 0.7f;
+    k_smooth_l1_forward_f32(l, x, t, N, K_REDUCTION_NONE, c);
+    memset(dx, 0, sizeof dx);
+    k_smooth_l1_backward_f32(dx, g, x, t, N, K_REDUCTION_NONE, c);
+    for (int i = 0; i < N; i++)
+        cr_assert(same_bits(so_smooth_l1(x[i], t[i], c), l[i]) && same_bits(0 + so_smooth_l1_grad(g[i], x[i], t[i], c), dx[i]),
+                  "smooth_l1 at %d", i);
+    k_huber_forward_f32(l, x, t, N, K_REDUCTION_NONE, c);
+    memset(dx, 0, sizeof dx);
+    k_huber_backward_f32(dx, g, x, t, N, K_REDUCTION_NONE, c);
+    for (int i = 0; i < N; i++)
+        cr_assert(same_bits(so_huber(x[i], t[i], c), l[i]) && same_bits(0 + so_huber_grad(g[i], x[i], t[i], c), dx[i]),
+                  "huber at %d", i);
+    for (int lt = 0; lt < 2; lt++) {
+        k_kl_div_forward_f32(l, x, t, N, K_REDUCTION_NONE, lt, N);
+        memset(dx, 0, sizeof dx); memset(dt, 0, sizeof dt);
+        k_kl_div_backward_f32(dx, dt, g, x, t, N, K_REDUCTION_NONE, lt, N);
+        for (int i = 0; i < N; i++)
+            cr_assert(same_bits(so_kl_div(x[i], t[i], (float)lt), l[i]) && same_bits(0 + so_kl_div_grad(g[i], x[i], t[i], (float)lt), dx[i]) &&
+                      same_bits(0 + so_kl_div_dt(g[i], x[i], t[i], (float)lt), dt[i]), "kl_div (log_target %d) at %d", lt, i);
+    }
+}

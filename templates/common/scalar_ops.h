@@ -49,6 +49,11 @@ SO_FN float so_bits_float(so_u32 u) {
 SO_FN float so_widen_f32(float x) { return x; }
 SO_FN float so_narrow_f32(float x) { return x; }
 SO_FN float so_round_f32(float x) { return x; }
+// int64 tensors (masks, indices, comparisons' 0/1) read as float (exact below 2^24) and
+// stored truncated, as the CPU promotes an integer compared with a float
+SO_FN float so_widen_i64(long long x) { return (float)x; }
+SO_FN long long so_narrow_i64(float x) { return (long long)x; }
+SO_FN float so_round_i64(float x) { return x; }
 
 SO_FN float so_widen_bf16(so_u16 h) { return so_bits_float((so_u32)h << 16); }
 // NaN stays NaN (quiet), overflow gives inf
@@ -133,6 +138,50 @@ SO_FN float so_tanh_grad(float dy, float y) { return dy * (1 - y * y); }
 // abs: f' = sign(x) (0 at 0), as the CPU's K_UNARY(abs)
 SO_FN float so_abs(float x) { return fabsf(x); }
 SO_FN float so_abs_grad(float dy, float x) { return dy * (float)((x > 0) - (x < 0)); }
+// The elementwise functions with constants a, b (the CPU's K_UNARY, gen/ops.lua's
+// UNARY: each op's `consts`): so_u_OP(x, a, b) and so_u_OP_grad(g, s, a, b), s the input,
+// or the output for exp, sqrt and rsqrt.  (log1pf, powf: NVRTC built-ins too.)
+SO_FN float so_u_leaky_relu(float x, float a, float b) { (void)b; return x > 0 ? x : a * x; }
+SO_FN float so_u_leaky_relu_grad(float g, float s, float a, float b) { (void)b; return s > 0 ? g : g * a; }
+SO_FN float so_u_elu(float x, float a, float b) { (void)b; return x > 0 ? x : a * (expf(x) - 1); }
+SO_FN float so_u_elu_grad(float g, float s, float a, float b) { (void)b; return s > 0 ? g : g * a * expf(s); }
+SO_FN float so_u_mish(float x, float a, float b) { (void)a; (void)b; return x * tanhf(log1pf(expf(x))); }
+SO_FN float so_u_mish_grad(float g, float s, float a, float b) {
+    (void)a; (void)b;
+    return g * (tanhf(log1pf(expf(s))) + s / (1 + expf(-s)) * (1 - tanhf(log1pf(expf(s))) * tanhf(log1pf(expf(s)))));
+}
+SO_FN float so_u_softplus(float x, float a, float b) { return x * a > b ? x : log1pf(expf(x * a)) / a; }
+SO_FN float so_u_softplus_grad(float g, float s, float a, float b) { return s * a > b ? g : g * expf(s * a) / (expf(s * a) + 1); }
+SO_FN float so_u_hardswish(float x, float a, float b) { (void)a; (void)b; return x <= -3 ? 0 : x >= 3 ? x : x * (x + 3) / 6; }
+SO_FN float so_u_hardswish_grad(float g, float s, float a, float b) {
+    (void)a; (void)b;
+    return s < -3 ? 0 : s <= 3 ? g * (s / 3 + 0.5f) : g;
+}
+SO_FN float so_u_hardtanh(float x, float a, float b) { return x <= a ? a : x >= b ? b : x; }
+SO_FN float so_u_hardtanh_grad(float g, float s, float a, float b) { return (s <= a || s >= b) ? 0 : g; }
+SO_FN float so_u_exp(float x, float a, float b) { (void)a; (void)b; return expf(x); }
+SO_FN float so_u_exp_grad(float g, float s, float a, float b) { (void)a; (void)b; return g * s; }
+SO_FN float so_u_log(float x, float a, float b) { (void)a; (void)b; return logf(x); }
+SO_FN float so_u_log_grad(float g, float s, float a, float b) { (void)a; (void)b; return g / s; }
+SO_FN float so_u_sqrt(float x, float a, float b) { (void)a; (void)b; return sqrtf(x); }
+SO_FN float so_u_sqrt_grad(float g, float s, float a, float b) { (void)a; (void)b; return g / (2 * s); }
+SO_FN float so_u_rsqrt(float x, float a, float b) { (void)a; (void)b; return 1 / sqrtf(x); }
+SO_FN float so_u_rsqrt_grad(float g, float s, float a, float b) { (void)a; (void)b; return -0.5f * g * s * s * s; }
+SO_FN float so_u_pow(float x, float a, float b) { (void)b; return powf(x, a); }
+SO_FN float so_u_pow_grad(float g, float s, float a, float b) { (void)b; return a == 0 ? 0 : g * a * powf(s, a - 1); }
+SO_FN float so_u_clamp(float x, float a, float b) { return x < a ? a : x > b ? b : x; }
+SO_FN float so_u_clamp_grad(float g, float s, float a, float b) { return (s >= a && s <= b) ? g : 0; }
+// maximum / minimum (an exact tie gives each half) and pow of two tensors (d/db = out
+// log a, 0 where a = 0 and b >= 0), as the CPU's K_DEFINE_BINARY ones
+SO_FN float so_maximum(float a, float b) { return a > b ? a : b; }
+SO_FN float so_maximum_da(float g, float a, float b) { return a > b ? g : a == b ? g / 2 : 0; }
+SO_FN float so_maximum_db(float g, float a, float b) { return b > a ? g : a == b ? g / 2 : 0; }
+SO_FN float so_minimum(float a, float b) { return a < b ? a : b; }
+SO_FN float so_minimum_da(float g, float a, float b) { return a < b ? g : a == b ? g / 2 : 0; }
+SO_FN float so_minimum_db(float g, float a, float b) { return b < a ? g : a == b ? g / 2 : 0; }
+SO_FN float so_pow_tensor(float a, float b) { return powf(a, b); }
+SO_FN float so_pow_tensor_da(float g, float a, float b) { return b == 0 ? 0 : g * b * powf(a, b - 1); }
+SO_FN float so_pow_tensor_db(float g, float a, float b) { return (a == 0 && b >= 0) ? 0 : g * powf(a, b) * logf(a); }
 // silu and gelu: the backward reads the input
 SO_FN float so_silu(float x) { return x / (1 + expf(-x)); }
 SO_FN float so_silu_grad(float dy, float x) {
@@ -260,6 +309,23 @@ SO_FN float so_mse(float x, float t) { return (x - t) * (x - t); }
 SO_FN float so_mse_grad(float g, float x, float t) { return g * 2 * (x - t); }
 SO_FN float so_l1(float x, float t) { return fabsf(x - t); }
 SO_FN float so_l1_grad(float g, float x, float t) { const float d = x - t; return g * (float)((d > 0) - (d < 0)); }
+// smooth L1 (c = beta), Huber (c = delta), KL divergence (c = log_target; dt: its target's
+// gradient), as the CPU's k_smooth_l1_* / k_huber_* / k_kl_div_*
+SO_FN float so_smooth_l1(float x, float t, float c) {
+    const float d = x - t, a = fabsf(d);
+    return a < c ? 0.5f * d * d / c : a - 0.5f * c;
+}
+SO_FN float so_smooth_l1_grad(float g, float x, float t, float c) { const float d = x - t; return g * (d < -c ? -1 : d > c ? 1 : d / c); }
+SO_FN float so_huber(float x, float t, float c) {
+    const float d = x - t, a = fabsf(d);
+    return a <= c ? 0.5f * d * d : c * (a - 0.5f * c);
+}
+SO_FN float so_huber_grad(float g, float x, float t, float c) { const float d = x - t; return g * (d < -c ? -c : d > c ? c : d); }
+SO_FN float so_kl_div(float x, float t, float c) { return c != 0 ? expf(t) * (t - x) : (t > 0 ? t * (logf(t) - x) : 0); }
+SO_FN float so_kl_div_grad(float g, float x, float t, float c) { (void)x; return g * (c != 0 ? -expf(t) : -t); }
+SO_FN float so_kl_div_dt(float g, float x, float t, float c) {
+    return g * (c != 0 ? expf(t) * (t - x + 1) : (t > 0 ? logf(t) + 1 - x : 0));
+}
 
 // train.log's metrics: does v displace best as a row's argmax (accuracy: the first largest;
 // NaN wins, as torch.argmax), is x scored right against a float target t, and a metric's

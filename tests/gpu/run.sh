@@ -6,6 +6,7 @@
 # train one step on the same first batch, and their checkpoints must agree:
 #   - gradients: optimizer.exp_avg.* after one Adam step is 0.1 × the gradient;
 #   - parameters after the step, and the validation loss printed at the end of the epoch.
+# The same for issue 18's op specs (OPS18) at 32-true and bf16-mixed.
 # Tolerances per precision (relative to each tensor's largest value): 32-true 1e-3
 # (cuBLASLt's and OpenBLAS's summation orders, FMA contraction under NVRTC), bf16-mixed
 # and 16-mixed 5e-2 (16-bit operands rounded at different points of a different sum
@@ -50,10 +51,16 @@ SPECS=(${GPU_SPECS:-fashion_mlp fashion_cnn paw})
 PRECS=(32-true bf16-mixed 16-mixed bf16-true 16-true)
 VARIANTS=(mlp_sgd_clipnorm_dropout mlp_adamw_clipval_dropout)
 GPT_PRECS=(32-true bf16-mixed)
+# issue 18's op specs (tests/suite_ops_emu.sh runs them emulated): NAME:SPEC, at 32-true
+# and bf16-mixed
+OPS18=(seq_ops:tests/cuda_specs/seq_ops.lua convt:tests/ops/convt.lua compare:tests/ops/compare.lua where:tests/ops/where.lua
+  expand:tests/ops/expand.lua act:tests/ops/act.lua image:tests/ops/image.lua reduce:tests/ops/reduce.lua
+  seq1d:tests/ops/seq1d.lua attn_mask:tests/ops/attn_mask.lua)
 # The tests, in the order they run: the one list the plan, the SKIP lines and --list read
 NAMES=()
 for s in "${SPECS[@]}"; do for p in "${PRECS[@]}"; do NAMES+=("gpu_vs_cpu_${s}_$p" "gpu_cuda_graph_${s}_$p"); done; done
 for v in "${VARIANTS[@]}"; do NAMES+=("gpu_vs_cpu_${v}_32-true"); done
+for o in "${OPS18[@]}"; do for p in 32-true bf16-mixed; do NAMES+=("gpu_vs_cpu_${o%%:*}_$p"); done; done
 NAMES+=(gpu_vs_cpu_mlp_tf32_32-true gpu_tf32_is_on gpu_cuda_graph_resume_fashion_mlp_16-mixed gpu_device_choice gpu_train_log_metrics)
 for p in "${GPT_PRECS[@]}"; do
   NAMES+=("gpu_vs_cpu_tiny_gpt_$p" "gpu_cuda_graph_tiny_gpt_$p" "gpu_vs_cpu_tiny_gpt_gemm_attention_$p" "gpu_sample_tiny_gpt_$p")
@@ -188,6 +195,7 @@ if prepare; then
   variant mlp_sgd_clipnorm_dropout "Dropout(0.2)," "SGD { lr = 0.05, momentum = 0.9, dampening = 0.1, weight_decay = 1e-3 }" "{ max_norm = 0.5 }"
   variant mlp_adamw_clipval_dropout "Dropout(0.5)," "AdamW { lr = 1e-3, weight_decay = 0.01 }" "{ clip_val = 0.01 }"
   for v in "${VARIANTS[@]}"; do build "${v}_32-true" "$B/variants/$v.lua" 32-true; done
+  for o in "${OPS18[@]}"; do for p in 32-true bf16-mixed; do build "${o%%:*}_$p" "${o#*:}" "$p"; done; done
   # float32_matmul_precision = "high": TF32 GEMMs
   sed 's/fabric { accelerator = "cpu", precision = "32-true" }/fabric { accelerator = "cpu", precision = "32-true", float32_matmul_precision = "high" }/' \
     specs/fashion_mlp.lua >"$B/variants/mlp_tf32.lua"
@@ -218,6 +226,7 @@ for s in "${SPECS[@]}"; do
   for p in "${PRECS[@]}"; do compare "gpu_vs_cpu_${s}_$p" "${s}_$p" "$p"; graph "gpu_cuda_graph_${s}_$p" "${s}_$p"; done
 done
 for v in "${VARIANTS[@]}"; do compare "gpu_vs_cpu_${v}_32-true" "${v}_32-true" 32-true; done
+for o in "${OPS18[@]}"; do for p in 32-true bf16-mixed; do compare "gpu_vs_cpu_${o%%:*}_$p" "${o%%:*}_$p" "$p"; done; done
 
 # float32_matmul_precision = "high": TF32 GEMMs, against the CPU at bf16's tolerance, and
 # not bit for bit the full-float32 program (TF32 is on)

@@ -1,2 +1,2 @@
--- expect: tests/spec_fail/mha_attn_mask_batch.lua:2: MultiheadAttention(4, 2): attn_mask must be (1, 1), a float tensor (added to the scores) or an integer one (nonzero = not allowed; a batch of masks is not supported yet), gets float (B, 1, 4)
+-- expect: tests/spec_fail/mha_attn_mask_batch.lua:2: MultiheadAttention(4, 2): attn_mask must be (1, 1), (batch, 1, 1) or (batch, 2, 1, 1) (PyTorch's (batch·heads, 1, 1)), a float tensor (added to the scores) or an integer one (nonzero = not allowed), gets float (B, 1, 4)
 model "Net" { inputs = { x = Tensor{4} }, fc = MultiheadAttention(4, 2, { batch_first = true }), forward = function(m, x) local h = reshape(x.x, -1, 1, 4); return m.fc(h, h, h, { attn_mask = h }) end }
