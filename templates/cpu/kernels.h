@@ -120,11 +120,12 @@ static inline int k_max_threads(void) { return omp_get_max_threads(); }
 // where a matmul primitive compiles only its shape's (brgemm, 0.1 to 0.6 ms) and runs
 // as fast or faster on such sizes.  Which path a product takes depends on its shape only
 // (the table has no limit: the same shape always gives the same bits), so the training
-// program and an exported library compute alike.  Up to this many multiply-adds (paw's
-// batch-1 convolutions, 7M to 19M, included: their steady batch-1 time measured the same
-// either way, alternating runs; start-up 31 -> 9 ms of CPU):
+// program and an exported library compute alike.  Up to this many multiply-adds (4M:
+// fashion_cnn's batch-1 convolutions; start-up 29 -> 10 ms.  32M also took paw's 7M to
+// 19M ones, start-up 32 -> 18 ms, but made unet's training step 8-10% slower, measured
+// alternating against sgemm: the primitive loses to sgemm on unet's 4M to 16M products):
 #ifndef K_F32_PRIM_MAX_WORK
-#define K_F32_PRIM_MAX_WORK 33554432.0
+#define K_F32_PRIM_MAX_WORK 4194304.0
 #endif
 typedef struct {
     int M, N, K, ta, tb, lda, ldb, ldc;
