@@ -263,6 +263,25 @@ function emit.interface(l, float_c, float_dt, upper)
            example = example, out_doc = out_doc, out_desc = out_desc, out_params = out_params, out_names = out_names, out_args = out_args }
 end
 
+-- The values every export template takes (the library's name, model, spec, precision,
+-- batch bound), with `more` added; and with(extra): a copy of them with extra's added,
+-- for one template.  Shared by the CPU library and the CUDA one (gen/emit_export_cuda.lua).
+function emit.template_values(l, more)
+  local name = l.options.export_name
+  local values = {
+    name = name, upper = name:upper(), model_name = l.graph.model_rec.class, spec_file = l.spec.file,
+    precision = l.precision, max_batch = l.batch_max,
+  }
+  for k, x in pairs(more or {}) do values[k] = x end
+  local function with(extra)
+    local v = {}
+    for k, x in pairs(values) do v[k] = x end
+    for k, x in pairs(extra) do v[k] = x end
+    return v
+  end
+  return values, with
+end
+
 -- The library's files for the lowered inference table `l`; target.export_name (a C
 -- identifier), l.options' march, debug and extra flags.  Returns { files, counted }.
 function emit.program(l)
@@ -311,17 +330,7 @@ function emit.program(l)
     }
   end
   local sl = kernels_c.scratch_lines(l)
-  local values = {
-    name = name, upper = upper, model_name = g.model_rec.class, spec_file = sp.file, precision = l.precision,
-    max_batch = l.batch_max,
-  }
-  for k, x in pairs(gen_values) do values[k] = x end
-  local function with(extra)
-    local v = {}
-    for k, x in pairs(values) do v[k] = x end
-    for k, x in pairs(extra) do v[k] = x end
-    return v
-  end
+  local values, with = emit.template_values(l, gen_values)
   local files = {}
   files[name .. ".h"] = template.fill("templates/export/lib.h.in", with {
     example_args = table.concat(example, ", "), link_libs = LINK:gsub(" %-fopenmp", " and OpenMP (-fopenmp)"),

@@ -87,16 +87,7 @@ function emit.program(l)
   local pre = emit_cuda.prelude(state_fmt, prec.optimizer_format(l.settings))
   local tf32, matmul_precision = emit_cuda.tf32_of(sp)
   local cf = e.compute.fmt
-  local values = {
-    name = name, upper = upper, model_name = g.model_rec.class, spec_file = sp.file, precision = l.precision,
-    max_batch = l.batch_max,
-  }
-  local function with(extra)
-    local v = {}
-    for k, x in pairs(values) do v[k] = x end
-    for k, x in pairs(extra) do v[k] = x end
-    return v
-  end
+  local values, with = emit_export.template_values(l)
   local files = {}
   files[name .. ".h"] = template.fill("templates/export/lib.h.in", with {
     example_args = table.concat(io.example, ", "), link_libs = "the CUDA runtime and cuBLASLt (" .. LINK .. ")",
