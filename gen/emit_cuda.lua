@@ -421,9 +421,11 @@ end
 -- from the group's lr and weight decay as the C backend's runs compute them, and the
 -- runs' ends and groups as a table in the kernel's source (__constant__): each thread
 -- walks the runs forward as its grid-stride index grows.
+-- `sharded` (fsdp's SHARD_GRAD_OP on NCCL): the kernel runs over this rank's part of the
+-- arena, [fsdp_lo(), fsdp_hi()) of runtime/ddp.h, its state buffers that part's.
 -- Returns the host lines (optimizer_consts), the device lines (optimizer_ops), the
 -- state's names, the constants' type and the number of constant sets ("" for one, "[G]").
-local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams)
+local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams, sharded)
   local opt = sp.train.optimizer
   local a = opt.args
   if (opt.kind ~= "AdamW" and opt.kind ~= "Adam" and opt.kind ~= "SGD") or a.amsgrad or (a.maximize and opt.kind ~= "SGD") then
@@ -436,7 +438,7 @@ local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams)
   local copy_kind = cf and ("_copy_" .. FMT[cf].code) or ""
   local copy_param = cf and ", so_u16 *__restrict__ copy" or ""
   local copy_stmt = cf and string.format("\n        copy[i] = so_narrow_%s(so_round_%s(pi));   // the compute copy", cf, cf) or ""
-  local copy_ptr = cf and ", *copy = m->d_compute" or ""
+  local copy_ptr = cf and (sharded and ", *copy = m->d_compute + fsdp_lo()" or ", *copy = m->d_compute") or ""
   local copy_arg = cf and ", &copy" or ""
   local skip_ptr = scaling and "&m->d_scaler->found_inf" or "NULL"
   local LOOP = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {\n"
@@ -486,6 +488,9 @@ local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams)
   end
   local ops = {}
   for _, l in ipairs(clip) do ops[#ops + 1] = l end
+  -- (FSDP: this rank's part, its state indexed from the part's start)
+  local PARAMS, GRADS = sharded and "m->d_params + fsdp_lo()" or "m->d_params", sharded and "m->d_grads + fsdp_lo()" or "m->d_grads"
+  local N = sharded and "    long long n = (long long)(fsdp_hi() - fsdp_lo());   // FSDP: this rank's part" or "    long long n = NUM_PARAMS;"
   if opt.kind == "SGD" then
     local k = ctx.kernel { kind = "sgd" .. groups_kind .. copy_kind, ops = {}, globals = globals,
       params = "state_t *__restrict__ p, opt_t *__restrict__ buf, const state_t *__restrict__ g" .. copy_param ..
@@ -516,10 +521,10 @@ local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams)
       } do t[#t + 1] = x end
     end, "so_sgd_consts")
     for _, l in ipairs {
-      string.format("    void *p = m->d_params, *buf = %s, *g = m->d_grads%s;", hasmom and "o->d_momentum_buffer" or "NULL", copy_ptr),
+      string.format("    void *p = %s, *buf = %s, *g = %s%s;", PARAMS, hasmom and "o->d_momentum_buffer" or "NULL", GRADS, copy_ptr),
       hasmom and "" or "    (void)o;",
       string.format("    void *consts = &((step_consts *)m->d_consts)->opt, *skip = %s;", skip_ptr),
-      "    long long n = NUM_PARAMS;",
+      N,
       string.format("    void *args[] = { &p, &buf, &g%s, &n, &consts, &skip };", copy_arg),
       string.format("    lc_launch(&m->kernels[%d], lc_blocks(n, 256), 256, m->stream, args);", k),
     } do ops[#ops + 1] = l end
@@ -554,9 +559,9 @@ local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams)
     } do t[#t + 1] = x end
   end, "so_adam_consts")
   for _, l in ipairs {
-    "    void *p = m->d_params, *mm = o->d_exp_avg, *v = o->d_exp_avg_sq, *g = m->d_grads" .. copy_ptr .. ";",
+    string.format("    void *p = %s, *mm = o->d_exp_avg, *v = o->d_exp_avg_sq, *g = %s%s;", PARAMS, GRADS, copy_ptr),
     string.format("    void *consts = &((step_consts *)m->d_consts)->opt, *skip = %s;", skip_ptr),
-    "    long long n = NUM_PARAMS;",
+    N,
     "    void *args[] = { &p, &mm, &v, &g" .. copy_arg .. ", &n, &consts, &skip };",
     string.format("    lc_launch(&m->kernels[%d], lc_blocks(n, 256), 256, m->stream, args);", k),
   } do ops[#ops + 1] = l end
@@ -979,34 +984,48 @@ end
 -- DDP over NCCL (gen/strategy.lua; runtime/ddp.h, runtime/ddp_nccl.h): the CUDA
 -- program's blocks with the ranks in them, as the C program's (gen/emit_c.lua's
 -- ddp_blocks): MPI up and each rank on its node-local GPU, rank 0 alone printing, logging
--- and writing checkpoints, every rank from rank 0's parameters and buffers (broadcast on
--- the host before they go to the device), each rank's DistributedSampler shard; the
--- buckets' all-reduces queued inside backward (model.cu) on NCCL's stream; the stop
--- request agreed on in the step's all-reduce; the step's loss over the ranks where it is
--- shown.  `t` (the loop's values) gets the test's weights on every rank's device.
-local function ddp_blocks(l, loop, t, buckets, state_fmt)
+-- and writing checkpoints, every rank from rank 0's parameters and buffers (ncclBroadcast
+-- on the devices, after model_init put each rank's own there), each rank's
+-- DistributedSampler shard; the buckets' all-reduces queued inside backward (model.cu) on
+-- NCCL's stream; the stop request agreed on in the step's all-reduce; the step's loss
+-- over the ranks where it is shown.  `t` (the loop's values) gets the test's weights on
+-- every rank's device.
+-- FSDP's SHARD_GRAD_OP (runtime/ddp_nccl.h's fsdp_nccl_*): the same ranks, no buckets (the
+-- step reduce-scatters the gradients after backward and all-gathers the parameters after
+-- the update: model.cu), each rank's optimizer state its part of the arena on the device,
+-- and a checkpoint a full state dict (Fabric's default): the state's parts gathered on rank
+-- 0 (`opt_states`: their names), which writes them.
+local function ddp_blocks(l, loop, t, buckets, state_fmt, opt_states)
   local s = l.strategy
+  local fsdp = s.kind == "fsdp"
   local b = {}
   for k, v in pairs(TRAIN_BLOCKS) do b[k] = v end
   local emit_c = require "emit_c"
-  local rows = emit_c.bucket_rows(buckets)
   b.header = b.header .. "#include \"ddp_nccl.h\"\n"
   -- the JIT check (no device, no MPI), then the ranks
   local jit = TRAIN_BLOCKS.main_start:match("^(.-\n    }\n)")
   assert(jit and jit:find("--jit-check", 1, true))
-  b.main_start = jit .. emit_c.ranks_start(s) .. [==[
-    if (args.cuda_graph) ddp_die("--cuda-graph: the ddp program queues NCCL's all-reduces outside graphs (not captured yet); leave it out");
+  b.main_start = jit .. emit_c.ranks_start(s) .. string.format([==[
+    if (args.cuda_graph) ddp_die("--cuda-graph: the %s program queues NCCL's %s outside graphs (not captured yet); leave it out");
     ddp_nccl_init();   // this rank's GPU (its local rank's), NCCL's communicator from rank 0's id
-]==]
+]==], fsdp and "fsdp" or "ddp", fsdp and "reduce-scatters and all-gathers" or "all-reduces")
   local fmt = ({ f32 = "LC_F32", bf16 = "LC_BF16", f16 = "LC_F16" })[state_fmt]
-  b.model_setup = TRAIN_BLOCKS.model_setup:gsub("    model_init%(&m, args.seed%);\n", function(line)
-    return line .. [==[
-    // every rank starts from rank 0's parameters and buffers (DDP's broadcast at wrap time)
-    ddp_broadcast(m.params, sizeof(state_t) * NUM_PARAMS);
-    ddp_broadcast(m.buffers, sizeof(state_t) * NUM_BUFFERS);
-    ddp_broadcast(m.counters, sizeof(int64_t) * NUM_COUNTERS);
-    model_upload(&m);   // rank 0's, on this rank's device (model_init put this rank's there)
-]==] end) .. string.format([==[
+  local setup
+  if fsdp then
+    setup = string.format([==[
+    // FSDP (SHARD_GRAD_OP): the flat parameter arena cut into one part per rank; this
+    // rank's optimizer state and averaged gradients are its part's
+    fsdp_nccl_init(m.d_params, m.d_grads, COMPUTE_COPY ? m.d_compute : NULL, NUM_PARAMS, %s, sizeof(opt_t), m.stream);
+    if (!args.quiet) {   // what each rank holds on its device (one rank: the unsharded figures)
+        double pb = (double)sizeof(state_t) * NUM_PARAMS, ss = (double)sizeof(opt_t) * fsdp_shard_len();
+        printf("fsdp: SHARD_GRAD_OP over %%d ranks (NCCL); per rank on the device: parameters %%.0f B, gradients %%.0f B (backward's arena), "
+               "optimizer state %%.0f B (%d buffer%s of %%.0f B); parameters+gradients+optimizer %%.0f B, of which sharded %%.0f B\n",
+               ddp_world(), pb, pb, %d * ss, ss, 2 * pb + %d * ss, %d * ss);
+    }
+]==], fmt, #opt_states, #opt_states == 1 and "" or "s", #opt_states, #opt_states, #opt_states)
+  else
+    local rows = emit_c.bucket_rows(buckets)
+    setup = string.format([==[
     // DDP: the gradient buckets (PyTorch DDP's reverse parameter order, about %s MB each):
     // { first element, elements } of m.d_grads, each all-reduced on NCCL's stream once queued
     static const ddp_bucket buckets[] = {
@@ -1014,8 +1033,41 @@ local function ddp_blocks(l, loop, t, buckets, state_fmt)
     };
     ddp_nccl_set_buckets(buckets, %d, m.d_grads, NUM_PARAMS, %s, m.stream);
 ]==], tostring(s.cap_mb), table.concat(rows, "\n"), #rows, fmt)
-  b.save_from_device = "    if (ddp_rank() != 0) return;   // DDP: rank 0 writes the checkpoints (every rank holds the same state)\n" ..
-    TRAIN_BLOCKS.save_from_device
+  end
+  b.model_setup = TRAIN_BLOCKS.model_setup:gsub("    model_init%(&m, args.seed%);\n", function(line)
+    return line .. [==[
+    // every rank starts from rank 0's parameters and buffers (DDP's broadcast at wrap time),
+    // device to device over NCCL (model_init put this rank's own there)
+    ddp_nccl_broadcast(m.d_params, sizeof(state_t) * NUM_PARAMS, m.stream);
+    ddp_nccl_broadcast(m.d_buffers, sizeof(state_t) * NUM_BUFFERS, m.stream);
+    ddp_nccl_broadcast(m.d_counters, sizeof(int64_t) * NUM_COUNTERS, m.stream);
+    if (COMPUTE_COPY) ddp_nccl_broadcast(m.d_compute, sizeof(uint16_t) * NUM_PARAMS, m.stream);
+    model_download(&m);   // the host's copies rank 0's too
+]==] .. setup end)
+  if fsdp and #opt_states > 0 then
+    local gather, free = {}, {}
+    for _, st in ipairs(opt_states) do
+      gather[#gather + 1] = string.format("        full.%s = fsdp_gather(o->%s + fsdp_lo());", st, st)
+      free[#free + 1] = string.format("        free(full.%s);", st)
+    end
+    b.save_from_device = string.format([==[
+    // FSDP: a full state dict (Fabric's default): every rank sends its part of the optimizer
+    // state to rank 0, which writes the whole tensors as one rank would
+    static int gathered = 0;
+    if (!gathered) {
+%s        Optimizer full = *o;
+%s
+        gathered = 1;
+        if (ddp_rank() == 0) save_checkpoint(path, m, &full, rs, ls);
+        gathered = 0;
+%s
+        return;
+    }
+]==], TRAIN_BLOCKS.save_from_device:gsub("\n    ", "\n        "):gsub("^    ", "        "), table.concat(gather, "\n"), table.concat(free, "\n"))
+  else
+    b.save_from_device = string.format("    if (ddp_rank() != 0) return;   // %s: rank 0 writes the checkpoints (every rank holds the same state)\n",
+      fsdp and "FSDP" or "DDP") .. TRAIN_BLOCKS.save_from_device
+  end
   -- the loop: the stop request is known once the step's loss is (its all-reduce ran)
   local mb, n = TRAIN_BLOCKS.micro_batch:gsub([==[
                 if %(args.max_steps && rs.step >= args.max_steps%) stop = 1;
@@ -1053,6 +1105,11 @@ local function ddp_blocks(l, loop, t, buckets, state_fmt)
   b.summary_extra = TRAIN_BLOCKS.summary_extra .. [==[
     if (!args.quiet) printf("ddp: %d ranks over NCCL; all-reduced %.3f MB per rank in this run\n", ddp_world(), ddp_nccl_reduced_bytes / 1e6);
 ]==]
+  if fsdp then
+    b.summary_extra = TRAIN_BLOCKS.summary_extra .. [==[
+    if (!args.quiet) printf("fsdp: %d ranks over NCCL; reduce-scattered and all-gathered %.3f MB per rank in this run\n", ddp_world(), ddp_nccl_reduced_bytes / 1e6);
+]==]
+  end
   -- the test's weights: rank 0 reads the best checkpoint, every rank gets them on its device
   -- (the final weights are on every rank's device already)
   if t.test_weights:find("load_weights", 1, true) then
@@ -1238,8 +1295,24 @@ local function batch_code(l)
 end
 
 -- The optimizer's state on the device (a host copy for checkpoints), named `states`.
-local function optimizer_state_code(opt_states)
+-- `sharded` (fsdp's SHARD_GRAD_OP): each device buffer is this rank's part, runtime/ddp.h's
+-- [fsdp_lo(), fsdp_hi()); the host copy stays whole (a checkpoint's full tensors, gathered
+-- on rank 0 by ddp_blocks' save, each rank's part kept from them on resume).
+local function optimizer_state_code(opt_states, sharded)
   local opt_fields, opt_alloc, opt_copy_h, opt_copy_d, opt_free = {}, {}, {}, {}, {}
+  if sharded then
+    for _, s in ipairs(opt_states) do
+      opt_fields[#opt_fields + 1] = string.format("    opt_t *%s;     // NUM_PARAMS, laid out like the parameters (host copy, for checkpoints)", s)
+      opt_fields[#opt_fields + 1] = string.format("    opt_t *d_%s;   // on the device: FSDP, this rank's part [fsdp_lo(), fsdp_hi())", s)
+      opt_alloc[#opt_alloc + 1] = string.format("    LC_CHECK(cudaMallocHost((void **)&o->%s, sizeof(opt_t) * NUM_PARAMS));\n" ..
+        "    memset(o->%s, 0, sizeof(opt_t) * NUM_PARAMS);\n    LC_CHECK(cudaMalloc((void **)&o->d_%s, sizeof(opt_t) * fsdp_shard_len() + 64));\n" ..
+        "    LC_CHECK(cudaMemset(o->d_%s, 0, sizeof(opt_t) * fsdp_shard_len() + 64));", s, s, s, s)
+      opt_copy_h[#opt_copy_h + 1] = string.format("        LC_CHECK(cudaMemcpyAsync(o->%s + fsdp_lo(), o->d_%s, sizeof(opt_t) * (fsdp_hi() - fsdp_lo()), cudaMemcpyDeviceToHost, STREAM(m->stream)));", s, s)
+      opt_copy_d[#opt_copy_d + 1] = string.format("        LC_CHECK(cudaMemcpyAsync(o->d_%s, o->%s + fsdp_lo(), sizeof(opt_t) * (fsdp_hi() - fsdp_lo()), cudaMemcpyHostToDevice, STREAM(m->stream)));", s, s)
+      opt_free[#opt_free + 1] = string.format("    cudaFreeHost(o->%s); cudaFree(o->d_%s);", s, s)
+    end
+    return { fields = opt_fields, alloc = opt_alloc, to_host = opt_copy_h, to_device = opt_copy_d, free = opt_free }
+  end
   for _, s in ipairs(opt_states) do
     opt_fields[#opt_fields + 1] = string.format("    opt_t *%s;     // NUM_PARAMS, laid out like the parameters (host copy, for checkpoints)", s)
     opt_fields[#opt_fields + 1] = string.format("    opt_t *d_%s;   // on the device", s)
@@ -1392,14 +1465,22 @@ function emit.program(l)
   local lossv = e.val(loss)
   assert(lossv.S == "f32", "the loss is stored in float")
   local scaling = require("precision").SETTINGS[prec].loss_scaling
-  -- DDP over NCCL (gen/strategy.lua): the gradient buckets, in the arena's format
+  -- DDP over NCCL (gen/strategy.lua): the gradient buckets, in the arena's format;
+  -- fsdp (SHARD_GRAD_OP: gen/strategy.lua refuses FULL_SHARD here) the same ranks,
+  -- its gradients reduce-scattered and its parameters all-gathered instead
   local ddp = l.strategy and l.strategy.kind == "ddp"
+  local fsdp = l.strategy and l.strategy.kind == "fsdp"
+  local ranks = ddp or fsdp
   local buckets = ddp and require("strategy").buckets(l, (require("strategy").grad_type(l.settings))) or nil
   local bwd = backward_code(l, e, loss, scaling, buckets)
 
   local loop = require("emit_train").values(l)
   e.begin(nil)
-  local opt_consts, opt_ops, opt_states, consts_type, consts_count = optimizer(sp, kernels, e, scratch, scaling, loop.opt_groups, st.nparams)
+  if fsdp and loop.opt_groups then
+    diag.fatal(sp.train.optimizer.where or sp.train.where, "fsdp on the CUDA backend does not run parameter groups yet (its update runs over " ..
+      "each rank's part of the arena); leave the groups out, strategy = 'ddp', or --accelerator=cpu")
+  end
+  local opt_consts, opt_ops, opt_states, consts_type, consts_count = optimizer(sp, kernels, e, scratch, scaling, loop.opt_groups, st.nparams, fsdp)
   e.begin(nil)
   local metrics_body = metrics(e, loss.node, kernels)
   -- 16-mixed's GradScaler on the device: unscale_ (grads *= 1/scale, found_inf), and
@@ -1434,7 +1515,7 @@ function emit.program(l)
   local srcs = kernel_sources(kernels)
 
   local b = batch_code(l)
-  local os_ = optimizer_state_code(opt_states)
+  local os_ = optimizer_state_code(opt_states, fsdp)
 
   local accel = opts.accelerator or "cuda"
   local loss_node = loss.node
@@ -1492,9 +1573,13 @@ function emit.program(l)
   mc.optimizer_to_host = table.concat(os_.to_host, "\n")
   mc.optimizer_to_device = table.concat(os_.to_device, "\n")
   mc.optimizer_free = table.concat(os_.free, "\n")
-  mc.ddp_include = ddp and '\nextern "C" {\n#include "ddp_nccl.h"   // DDP: the gradients\' all-reduce over NCCL\n}' or ""
-  mc.ddp_begin = ddp and "\n    ddp_nccl_begin_backward(boundary);   // DDP: the step's last micro-batch all-reduces its gradients (Fabric's no_backward_sync)" or ""
-  mc.ddp_finish = ddp and "\n        ddp_nccl_finish_grads();   // DDP: the compute stream waits for the NCCL stream: the gradients are the mean over ranks" or ""
+  mc.ddp_include = ranks and '\nextern "C" {\n#include "ddp_nccl.h"   // DDP/FSDP: the gradients\' collectives over NCCL\n}' or ""
+  mc.ddp_begin = ranks and string.format("\n    ddp_nccl_begin_backward(boundary);   // %s: the step's last micro-batch %s its gradients (Fabric's no_backward_sync)",
+    fsdp and "FSDP" or "DDP", fsdp and "reduce-scatters" or "all-reduces") or ""
+  mc.ddp_finish = ddp and "\n        ddp_nccl_finish_grads();   // DDP: the compute stream waits for the NCCL stream: the gradients are the mean over ranks"
+    or fsdp and "\n        fsdp_nccl_finish_grads();   // FSDP: reduce-scattered; this rank's part of the gradients is the mean over ranks"
+    or ""
+  mc.ddp_after_step = fsdp and "\n        fsdp_nccl_gather_params();   // FSDP: every rank's updated part on every rank (and the next forward waits for it)" or ""
   files["model.cu"] = template.fill("templates/cuda/model.cu.in", mc)
   -- the C loop's pieces this loop takes (it has its own step, scaler and summary)
   local t = pick(loop.train, { "model_name", "spec_file", "settings", "default_out", "data_desc", "open_data",
@@ -1528,14 +1613,14 @@ function emit.program(l)
   t.device = device
   t.sample_fn = sample_fn(l)
   local blocks = TRAIN_BLOCKS
-  if ddp then blocks = ddp_blocks(l, loop, t, buckets, state_fmt) end
+  if ranks then blocks = ddp_blocks(l, loop, t, buckets, state_fmt, opt_states) end
   files["train.c"] = template.fill("templates/loop/train.c.in", t, false, blocks)
   -- the kernels, one file each, and the prelude they include, for inspection (the
   -- program carries its own copies)
   for _, k in ipairs(kernels.list) do files["kernels/" .. k.name .. ".cu"] = k.src end
   files["kernels/" .. PRELUDE_NAME] = pre
   for name, text in pairs(loop.files) do files[name] = text end   -- the user's hooks
-  emit.add_runtime(files, g, ddp)
+  emit.add_runtime(files, g, ranks)
   return { files = files,
            counted = { kernels = kernels.list, scratch = scratch.max, fuse_saved = saved, compute_format = cf,
                        device = device, tf32 = tf32, matmul_precision = matmul_precision,

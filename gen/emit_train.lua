@@ -1603,7 +1603,8 @@ function emit_train.values(l)
   local open, bind, data_desc = data_code(sp, l.fields, ty.ctype, g)
   local aug_def, aug_opt = augment_code(sp)
   local lr_body, sched_desc, onecycle, floor = schedule_code(sp, tr.optimizer)
-  local sharded = l.strategy and l.strategy.kind == "fsdp" and l.strategy.sharding
+  -- (the CUDA program's state shards are on the device, its host copies whole: gen/emit_cuda.lua)
+  local sharded = l.backend ~= "cuda" and l.strategy and l.strategy.kind == "fsdp" and l.strategy.sharding
   local o = optimizer_code(k16, tr.optimizer, ty.sfx, l.state.params, floor, g.frozen or {}, sharded)
   local clip_norm = tr.clip ~= nil and tr.clip.max_norm ~= nil
   local plateau = tr.scheduler and tr.scheduler.kind == "ReduceLROnPlateau"

@@ -119,11 +119,25 @@ function strategy.check(g, target)
     end
   end
   if target.backend == "cuda" then
-    -- the CUDA program's ranks: DDP over NCCL (runtime/ddp_nccl.h); what it lacks yet, refused
-    local sharded = kind == "fsdp" and (f.sharding_strategy or "FULL_SHARD") ~= "NO_SHARD"
-    if sharded then
-      diag.fatal(where_of(sp, "strategy"), string.format("fsdp %s is not implemented on the CUDA backend yet (its ddp over NCCL is: " ..
-        "strategy = 'ddp', or --accelerator=cpu for fsdp over MPI)", f.sharding_strategy or "FULL_SHARD"))
+    -- the CUDA program's ranks: DDP and FSDP's SHARD_GRAD_OP over NCCL (runtime/ddp_nccl.h);
+    -- what it lacks yet, refused
+    local sh = kind == "fsdp" and (f.sharding_strategy or "FULL_SHARD") or nil
+    if sh == "FULL_SHARD" then
+      diag.fatal(where_of(sp, given("sharding_strategy") and "sharding_strategy" or "strategy"), "fsdp FULL_SHARD is not implemented on the CUDA " ..
+        "backend yet (its SHARD_GRAD_OP and ddp over NCCL are: sharding_strategy = 'SHARD_GRAD_OP', or --accelerator=cpu for FULL_SHARD over MPI)")
+    end
+    if sh == "SHARD_GRAD_OP" then
+      -- the device's clip and GradScaler read the whole gradient arena, of which a rank averages only its part
+      if sp.train and sp.train.clip then
+        diag.fatal(sp.train.where and diag.key_where(sp.train.where, "clip") or at,
+          "fsdp on the CUDA backend does not clip gradients yet (a norm over every rank's part); leave clip out, strategy = 'ddp', or --accelerator=cpu")
+      end
+      local prec = target.precision or f.precision
+      if require("precision").SETTINGS[prec] and require("precision").SETTINGS[prec].loss_scaling then
+        diag.fatal(not target.precision and diag.key_where(f.where, "precision") or at,
+          string.format("fsdp on the CUDA backend does not run %s's loss scaling yet (its inf check over every rank's part); " ..
+            "use bf16-mixed, strategy = 'ddp', or --accelerator=cpu", prec))
+      end
     end
     if f.sync_batchnorm then
       diag.fatal(where_of(sp, "sync_batchnorm"), "sync_batchnorm is not implemented on the CUDA backend yet (--accelerator=cpu has it)")

@@ -241,10 +241,8 @@ static size_t unit_grads_len_, recv_len_;
 static int accumulating_;   /* this backward adds to what the gradient shard holds (not a step's first micro-batch) */
 static void unit_reduce(int u);
 
-void fsdp_init(size_t numel, void *params, void *grads, lc_dtype t) {
-    dtype_ = t;
-    esize_ = dtype_size(t);
-    fsdp_state_dtype(t);
+/* the shards' bounds, every rank's and this one's */
+static void shards(size_t numel) {
     fsdp_numel_ = numel;
     fsdp_len_ = (numel + (size_t)world_ - 1) / (size_t)world_;
     if (fsdp_len_ * esize_ > (size_t)2147483647) ddp_die("an FSDP shard of more than 2^31 bytes (MPI's int counts): use more ranks");
@@ -259,9 +257,25 @@ void fsdp_init(size_t numel, void *params, void *grads, lc_dtype t) {
         fsdp_displs_[r] = (int)lo;
         if (r == rank_) { fsdp_lo_ = lo; fsdp_hi_ = hi; }
     }
+}
+
+void fsdp_init(size_t numel, void *params, void *grads, lc_dtype t) {
+    dtype_ = t;
+    esize_ = dtype_size(t);
+    fsdp_state_dtype(t);
+    shards(numel);
     fsdp_params_ = params; fsdp_grads_ = grads;
     fsdp_grad_shard_ = calloc(fsdp_len_ ? fsdp_len_ : 1, esize_);
     if (!fsdp_grad_shard_) ddp_die("out of memory");
+}
+
+/* (checkpoints' gathers and keeps only copy: any 2-byte type serves for both 16-bit ones) */
+static lc_dtype of_size(size_t esize) { return esize == 8 ? LC_F64 : esize == 4 ? LC_F32 : LC_BF16; }
+void fsdp_init_host(size_t numel, size_t esize, size_t state_esize) {
+    dtype_ = of_size(esize);
+    esize_ = esize;
+    fsdp_state_dtype(of_size(state_esize));
+    shards(numel);
 }
 
 size_t fsdp_lo(void) { return fsdp_lo_; }

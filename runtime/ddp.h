@@ -90,6 +90,9 @@ void fsdp_init(size_t numel, void *params, void *grads, lc_dtype t);
  * fsdp_init, before the first fsdp_shard_alloc */
 void fsdp_state_dtype(lc_dtype t);
 #endif
+/* the CUDA program's host side (runtime/ddp_nccl.h's fsdp_nccl_init calls it): the
+ * shards' bounds, fsdp_gather and fsdp_keep_shard for elements of these sizes (bytes) */
+void fsdp_init_host(size_t numel, size_t esize, size_t state_esize);
 size_t fsdp_lo(void);
 size_t fsdp_hi(void);
 size_t fsdp_shard_len(void);

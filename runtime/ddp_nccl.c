@@ -38,6 +38,11 @@ static void cuda_check(cudaError_t rc, const char *what) {
     snprintf(line, sizeof line, "%s failed: %s", what, cudaGetErrorString(rc));
     ddp_die(line);
 }
+static void flags_alloc(int format);
+static void set_format(int format) {
+    type_ = format == LC_BF16 ? ncclBfloat16 : format == LC_F16 ? ncclFloat16 : ncclFloat32;
+    esize_ = format == LC_F32 ? 4 : 2;
+}
 
 void ddp_nccl_init(void) {
     int count = 0;
@@ -68,8 +73,7 @@ void ddp_nccl_set_buckets(const ddp_bucket *b, int n, void *d_grads, size_t nume
     if (n > MAX_BUCKETS) ddp_die("too many gradient buckets (raise bucket_cap_mb)");
     buckets_ = b; nbuckets_ = n; grads_ = d_grads; numel_ = numel;
     compute_ = (cudaStream_t)stream;
-    type_ = format == LC_BF16 ? ncclBfloat16 : format == LC_F16 ? ncclFloat16 : ncclFloat32;
-    esize_ = format == LC_F32 ? 4 : 2;
+    set_format(format);
     /* the stop request rides in the bucket that ends last (extended over the arena's
      * padding, zeros on every rank, to the element after it) */
     size_t end = 0;
@@ -78,6 +82,11 @@ void ddp_nccl_set_buckets(const ddp_bucket *b, int n, void *d_grads, size_t nume
         if (b[i].first + b[i].count > end) { end = b[i].first + b[i].count; stop_bucket_ = i; }
     }
     if (stop_bucket_ < 0 || end > numel) ddp_die("the gradient buckets do not fit the arena");
+    flags_alloc(format);
+}
+
+/* flag_src_ (0 and 1 in the arena's format) and flag_out_ */
+static void flags_alloc(int format) {
     cuda_check(cudaMallocHost((void **)&flag_src_, 2 * esize_ + esize_), "cudaMallocHost");
     memset(flag_src_, 0, 3 * esize_);
     /* 1 in the arena's format: float, bfloat16, IEEE half */
@@ -124,4 +133,76 @@ int ddp_nccl_stop_requested(void) {
     for (size_t i = 0; i < esize_; i++)
         if (flag_out_[i]) return 1;
     return 0;
+}
+
+void ddp_nccl_broadcast(void *d_buf, size_t bytes, void *stream) {
+    if (ddp_world() <= 1 || bytes == 0) return;
+    cudaStream_t on = (cudaStream_t)stream;
+    /* on NCCL's stream after what `stream` queued (the upload), and `stream` after it */
+    cuda_check(cudaEventRecord(done_, on), "cudaEventRecord");
+    cuda_check(cudaStreamWaitEvent(nccl_, done_, 0), "cudaStreamWaitEvent");
+    nccl_check(ncclBroadcast(d_buf, d_buf, bytes, ncclUint8, 0, comm_, nccl_), "ncclBroadcast");
+    cuda_check(cudaEventRecord(done_, nccl_), "cudaEventRecord");
+    cuda_check(cudaStreamWaitEvent(on, done_, 0), "cudaStreamWaitEvent");
+}
+
+/* ---- FSDP SHARD_GRAD_OP: the gradients reduce-scattered, the parameters all-gathered ---- */
+static char *fparams_, *fcompute_;   /* the parameters and their 16-bit compute copy (or NULL) */
+static size_t flen_;                 /* each rank's part: runtime/ddp.h's fsdp_shard_len() */
+static void *d_flag_;                /* the stop request, all-reduced beside the gradients */
+static cudaEvent_t fready_;
+
+void fsdp_nccl_init(void *d_params, void *d_grads, void *d_compute, size_t numel, int format, size_t state_esize, void *stream) {
+    compute_ = (cudaStream_t)stream;
+    set_format(format);
+    grads_ = d_grads; numel_ = numel;
+    fparams_ = d_params; fcompute_ = d_compute;
+    fsdp_init_host(numel, esize_, state_esize);
+    flen_ = fsdp_shard_len();
+    /* NCCL's collectives take equal parts: the arenas run on over their padding (model_alloc's
+     * 64 bytes past the end) to world × part elements */
+    size_t pad = flen_ * (size_t)ddp_world() - numel;
+    if (pad * esize_ > 64 || (d_compute && pad * 2 > 64)) {
+        char line[256];
+        snprintf(line, sizeof line, "fsdp: %d ranks cut %zu parameters into parts of %zu, past the arena's padding: use fewer ranks",
+                 ddp_world(), numel, flen_);
+        ddp_die(line);
+    }
+    cuda_check(cudaMemsetAsync(fparams_ + numel * esize_, 0, pad * esize_, compute_), "cudaMemsetAsync");
+    if (fcompute_) cuda_check(cudaMemsetAsync(fcompute_ + numel * 2, 0, pad * 2, compute_), "cudaMemsetAsync");
+    cuda_check(cudaMalloc(&d_flag_, esize_), "cudaMalloc (the stop request)");
+    cuda_check(cudaEventCreateWithFlags(&fready_, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+    flags_alloc(format);
+}
+
+void fsdp_nccl_finish_grads(void) {
+    if (!syncing_) return;
+    const unsigned char *src = flag_src_ + (signals_stop_requested() ? esize_ : 0);
+    cuda_check(cudaMemcpyAsync(d_flag_, src, esize_, cudaMemcpyHostToDevice, compute_), "cudaMemcpyAsync (stop request)");
+    /* the NCCL stream starts when the compute stream has queued the backward */
+    cuda_check(cudaEventRecord(fready_, compute_), "cudaEventRecord");
+    cuda_check(cudaStreamWaitEvent(nccl_, fready_, 0), "cudaStreamWaitEvent");
+    /* in place: this rank's part of the arena gets every rank's mean of it */
+    nccl_check(ncclReduceScatter(grads_, grads_ + (size_t)ddp_rank() * flen_ * esize_, flen_, type_, ncclAvg, comm_, nccl_), "ncclReduceScatter");
+    nccl_check(ncclAllReduce(d_flag_, d_flag_, 1, type_, ncclSum, comm_, nccl_), "ncclAllReduce (stop request)");
+    cuda_check(cudaEventRecord(done_, nccl_), "cudaEventRecord");
+    cuda_check(cudaStreamWaitEvent(compute_, done_, 0), "cudaStreamWaitEvent");   /* the optimizer reads the mean */
+    cuda_check(cudaMemcpyAsync(flag_out_, d_flag_, esize_, cudaMemcpyDeviceToHost, compute_), "cudaMemcpyAsync (stop request)");
+    ddp_nccl_reduced_bytes += (double)flen_ * (double)ddp_world() * (double)esize_;
+    syncing_ = 0;
+}
+
+void fsdp_nccl_gather_params(void) {
+    if (ddp_world() <= 1) return;
+    cuda_check(cudaEventRecord(fready_, compute_), "cudaEventRecord");   /* after the optimizer's update */
+    cuda_check(cudaStreamWaitEvent(nccl_, fready_, 0), "cudaStreamWaitEvent");
+    size_t at = (size_t)ddp_rank() * flen_;
+    nccl_check(ncclAllGather(fparams_ + at * esize_, fparams_, flen_, type_, comm_, nccl_), "ncclAllGather");
+    ddp_nccl_reduced_bytes += (double)flen_ * (double)ddp_world() * (double)esize_;
+    if (fcompute_) {   /* the GEMMs' 16-bit copy, which the update wrote beside its shard (any 16-bit type: a copy) */
+        nccl_check(ncclAllGather(fcompute_ + at * 2, fcompute_, flen_, ncclFloat16, comm_, nccl_), "ncclAllGather");
+        ddp_nccl_reduced_bytes += (double)flen_ * (double)ddp_world() * 2;
+    }
+    cuda_check(cudaEventRecord(done_, nccl_), "cudaEventRecord");
+    cuda_check(cudaStreamWaitEvent(compute_, done_, 0), "cudaStreamWaitEvent");   /* the next forward reads them */
 }

@@ -35,6 +35,27 @@ void ddp_nccl_finish_grads(void);
 /* 1 on every rank when any rank had a stop signal as the step's gradients were reduced
  * (one process: this one's signal); read after the step has run (its loss was read) */
 int ddp_nccl_stop_requested(void);
-/* for the summary: the bytes all-reduced in this run */
+/* rank 0's `bytes` at d_buf on every rank's device, ordered after what `stream` queued
+ * and before what it queues next (DDP's broadcast at wrap time: parameters and buffers) */
+void ddp_nccl_broadcast(void *d_buf, size_t bytes, void *stream);
+
+/* FSDP with sharding_strategy SHARD_GRAD_OP on the GPU (ZeRO-2's split, as runtime/ddp.h's
+ * on the CPU): every rank holds the whole parameters and gradients on its device; the
+ * flat arena [0, numel) is cut into world parts of runtime/ddp.h's fsdp_shard_len(), and
+ * rank r owns [fsdp_lo(), fsdp_hi()): its optimizer state (a buffer of the part) and its
+ * averaged gradients.
+ *   setup:     fsdp_nccl_init(d_params, d_grads, d_compute or NULL, numel, format,
+ *              state element size, compute stream) after ddp_nccl_init (it sets up
+ *              runtime/ddp.h's shards for the host: fsdp_gather, fsdp_keep_shard)
+ *   each step: ddp_nccl_begin_backward(sync) before the backward, as DDP's;
+ *              fsdp_nccl_finish_grads() before the optimizer: ncclReduceScatter (mean) in
+ *              place on NCCL's stream, this rank's part of d_grads then the mean over ranks
+ *              (the stop request all-reduced beside it: ddp_nccl_stop_requested); the
+ *              optimizer updates the part; fsdp_nccl_gather_params() after it:
+ *              ncclAllGather in place of every rank's part (and of the compute copy) */
+void fsdp_nccl_init(void *d_params, void *d_grads, void *d_compute, size_t numel, int format, size_t state_esize, void *stream);
+void fsdp_nccl_finish_grads(void);
+void fsdp_nccl_gather_params(void);
+/* for the summary: the bytes all-reduced in this run (FSDP: reduce-scattered and all-gathered) */
 extern double ddp_nccl_reduced_bytes;
 #endif

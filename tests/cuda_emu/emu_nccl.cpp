@@ -1,5 +1,6 @@
 // cuda_emu: libnccl.so.2 for the emulated CUDA programs — only the NCCL calls loom's
-// generated DDP programs make (runtime/ddp_nccl.c), over MPI, on the emulated device
+// generated DDP and FSDP programs make (runtime/ddp_nccl.c: all-reduce, reduce-scatter,
+// all-gather, broadcast), over MPI, on the emulated device
 // memory (host memory the emulator tracks).  tests/cuda_emu/build.sh links it into a ddp
 // program's emulated build; a real build links NVIDIA's libnccl (never this).
 //
@@ -86,20 +87,83 @@ extern "C" ncclResult_t ncclCommInitRank(ncclComm_t *out, int nranks, ncclUnique
 }
 
 namespace {
+enum kind { ALL_REDUCE, REDUCE_SCATTER, ALL_GATHER, BROADCAST };
 struct job {
     const void *send;
     void *recv;
-    size_t count;
+    size_t count;   // (reduce-scatter: each rank's part; all-gather: each rank's send)
     ncclDataType_t type;
     ncclRedOp_t op;
     ncclComm *comm;
+    kind what;
+    int root;
 };
 
-size_t type_size(ncclDataType_t t) { return t == ncclFloat64 ? 8 : t == ncclFloat32 ? 4 : 2; }
+size_t type_size(ncclDataType_t t) {
+    return t == ncclFloat64 ? 8 : t == ncclFloat32 ? 4 : (t == ncclInt8 || t == ncclUint8) ? 1 : 2;
+}
+
+void mpi_check(int rc, const char *what) {
+    if (rc == MPI_SUCCESS) return;
+    fprintf(stderr, "cuda_emu: nccl: %s failed (%d)\n", what, rc);
+    abort();
+}
+
+// the float sums' type: n elements of `t` at p widened (F32 copied), for a reduction
+std::vector<float> widen(const void *p, size_t n, ncclDataType_t t) {
+    std::vector<float> x(n);
+    if (t == ncclFloat32) memcpy(x.data(), p, n * 4);
+    else {
+        const so_u16 *h = (const so_u16 *)p;
+        for (size_t i = 0; i < n; i++) x[i] = t == ncclBfloat16 ? so_widen_bf16(h[i]) : so_widen_f16(h[i]);
+    }
+    return x;
+}
+void narrow(void *p, const float *x, size_t n, ncclDataType_t t) {
+    if (t == ncclFloat32) { memcpy(p, x, n * 4); return; }
+    so_u16 *h = (so_u16 *)p;
+    for (size_t i = 0; i < n; i++) h[i] = t == ncclBfloat16 ? so_narrow_bf16(x[i]) : so_narrow_f16(x[i]);
+}
+
+// reduce-scatter: rank r gets the sum (mean) of every rank's part r (count elements); the
+// send buffer is read whole before the receive one is written (the in-place form)
+void reduce_scatter(job *j) {
+    size_t n = j->count;
+    int size = j->comm->size;
+    if (j->type == ncclFloat64) {
+        std::vector<double> all(n * (size_t)size), part(n);
+        memcpy(all.data(), j->send, all.size() * 8);
+        mpi_check(MPI_Reduce_scatter_block(all.data(), part.data(), (int)n, MPI_DOUBLE, MPI_SUM, j->comm->comm), "MPI_Reduce_scatter_block");
+        if (j->op == ncclAvg)
+            for (double &v : part) v *= 1.0 / size;
+        memcpy(j->recv, part.data(), n * 8);
+        return;
+    }
+    std::vector<float> all = widen(j->send, n * (size_t)size, j->type), part(n);
+    mpi_check(MPI_Reduce_scatter_block(all.data(), part.data(), (int)n, MPI_FLOAT, MPI_SUM, j->comm->comm), "MPI_Reduce_scatter_block");
+    if (j->op == ncclAvg) {
+        float s = 1.0f / (float)size;
+        for (float &v : part) v *= s;
+    }
+    narrow(j->recv, part.data(), n, j->type);
+}
 
 void run(void *arg) {
     job *j = (job *)arg;
     size_t n = j->count;
+    if (j->what != ALL_REDUCE) {
+        size_t bytes = n * type_size(j->type);
+        if (j->what == REDUCE_SCATTER) reduce_scatter(j);
+        else if (j->what == ALL_GATHER) {   // (a copy of the send part first: the in-place form)
+            std::vector<char> mine((const char *)j->send, (const char *)j->send + bytes);
+            mpi_check(MPI_Allgather(mine.data(), (int)bytes, MPI_BYTE, j->recv, (int)bytes, MPI_BYTE, j->comm->comm), "MPI_Allgather");
+        } else {
+            if (j->comm->rank == j->root && j->send != j->recv) memmove(j->recv, j->send, bytes);
+            mpi_check(MPI_Bcast(j->recv, (int)bytes, MPI_BYTE, j->root, j->comm->comm), "MPI_Bcast");
+        }
+        delete j;
+        return;
+    }
     int size = j->comm->size;
     int rc;
     if (j->type == ncclFloat64) {
@@ -147,10 +211,50 @@ extern "C" ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count
     size_t bytes = count * type_size(type);
     emu_check_device(send, bytes, "ncclAllReduce send buffer");
     emu_check_device(recv, bytes, "ncclAllReduce receive buffer");
-    job *j = new job{send, recv, count, type, op, comm};
+    job *j = new job{send, recv, count, type, op, comm, ALL_REDUCE, 0};
     if (cudaLaunchHostFunc(stream, run, j) != cudaSuccess) {
         delete j;
         return refuse(ncclInvalidUsage, "ncclAllReduce: its stream refused the work (a capture?)");
     }
     return ncclSuccess;
+}
+
+// the other collectives, queued as the all-reduce (in stream order)
+static ncclResult_t queue(const char *name, job *j, size_t send_bytes, size_t recv_bytes, cudaStream_t stream) {
+    if (j->count > (size_t)2147483647 / 8 / (size_t)j->comm->size) { delete j; return refuse(ncclInvalidArgument, "%s: too many elements for the emulation", name); }
+    char what[96];
+    snprintf(what, sizeof what, "%s send buffer", name);
+    emu_check_device(j->send, send_bytes, what);
+    snprintf(what, sizeof what, "%s receive buffer", name);
+    emu_check_device(j->recv, recv_bytes, what);
+    if (cudaLaunchHostFunc(stream, run, j) != cudaSuccess) {
+        delete j;
+        return refuse(ncclInvalidUsage, "%s: its stream refused the work (a capture?)", name);
+    }
+    return ncclSuccess;
+}
+
+extern "C" ncclResult_t ncclReduceScatter(const void *send, void *recv, size_t recvcount, ncclDataType_t type, ncclRedOp_t op,
+                                          ncclComm_t comm, cudaStream_t stream) {
+    if (type != ncclFloat32 && type != ncclFloat64 && type != ncclBfloat16 && type != ncclFloat16)
+        return refuse(ncclInvalidArgument, "ncclReduceScatter: data type %d is not emulated", (int)type);
+    if (op != ncclSum && op != ncclAvg) return refuse(ncclInvalidArgument, "ncclReduceScatter: reduction %d is not emulated", (int)op);
+    size_t es = type_size(type);
+    return queue("ncclReduceScatter", new job{send, recv, recvcount, type, op, comm, REDUCE_SCATTER, 0},
+                 recvcount * es * (size_t)comm->size, recvcount * es, stream);
+}
+
+extern "C" ncclResult_t ncclAllGather(const void *send, void *recv, size_t sendcount, ncclDataType_t type, ncclComm_t comm,
+                                      cudaStream_t stream) {
+    size_t es = type_size(type);
+    return queue("ncclAllGather", new job{send, recv, sendcount, type, ncclSum, comm, ALL_GATHER, 0},
+                 sendcount * es, sendcount * es * (size_t)comm->size, stream);
+}
+
+extern "C" ncclResult_t ncclBroadcast(const void *send, void *recv, size_t count, ncclDataType_t type, int root, ncclComm_t comm,
+                                      cudaStream_t stream) {
+    if (root < 0 || root >= comm->size) return refuse(ncclInvalidArgument, "ncclBroadcast: root %d of %d ranks", root, comm->size);
+    size_t es = type_size(type);
+    return queue("ncclBroadcast", new job{send, recv, count, type, ncclSum, comm, BROADCAST, root},
+                 comm->rank == root ? count * es : 0, count * es, stream);
 }
