@@ -296,6 +296,8 @@ function commands.explain(opts, path)
     local ok, why = cuda.available(g, opts.precision, opts.devices, opts.detect_anomaly)
     local result, lc = { counted = { unavailable = why } }, nil
     if ok then result, lc = pipeline.program(g, target(g, opts, "cuda", { spec_hash = "" })) end
+    -- the CUDA program's ranks (NCCL), in place of the CPU program's (MPI)
+    if sections[3] and lc and lc.strategy and lc.strategy.kind ~= "single" then sections[3] = report.collectives_section(lc) end
     sections[#sections + 1] = report.cuda_section(g, lc, result.counted)
     sections[#sections + 1] = report.fuse_section(lc, ok and result.counted or nil, opts.no_fuse, why)
   end

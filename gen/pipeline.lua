@@ -217,9 +217,9 @@ function dumps.strategy(l)
       s.devices, s.devices, s.policy, tostring(s.timeout))
   end
   if s.kind == "fsdp" then
-    return string.format("strategy: fsdp %s, %d ranks over MPI; gradients and optimizer state in %d flat shards " ..
+    return string.format("strategy: fsdp %s, %d ranks over %s; gradients and optimizer state in %d flat shards " ..
       "(reduce-scatter after backward, all-gather of the parameters after the step); BatchNorm %s; timeout %s s\n",
-      s.sharding, s.devices, s.devices, s.sync_batchnorm and "synced" or "local", tostring(s.timeout))
+      s.sharding, s.devices, l.backend == "cuda" and "MPI, the gradients and parameters over NCCL" or "MPI", s.devices, s.sync_batchnorm and "synced" or "local", tostring(s.timeout))
   end
   return string.format("strategy: %s, %d ranks over %s; gradient buckets of about %s MB; BatchNorm %s; timeout %s s\n",
     s.fsdp and ("fsdp " .. s.fsdp .. " (as ddp)") or "ddp", s.devices, l.backend == "cuda" and "MPI, the gradients over NCCL" or "MPI",

@@ -142,7 +142,8 @@ end
 -- would take on N ranks under the alpha-beta model of ring collectives (latency ALPHA
 -- per message, bandwidth BETA per link): all-reduce 2(N-1)(ALPHA + n/(N BETA)),
 -- reduce-scatter and all-gather (N-1)(ALPHA + n/(N BETA)) each, n the tensor's bytes.
--- nil for one process.
+-- nil for one process.  `l` is the lowering of the program it describes: the CPU's (MPI)
+-- or the CUDA one's (l.backend "cuda": NCCL on the devices, MPI on the host).
 local ALPHA, BETA = 5e-6, 12.5e9   -- 5 µs, 100 Gbit/s: a data-centre Ethernet/InfiniBand link
 function report.collectives_section(l)
   if not l or not l.strategy or l.strategy.kind == "single" then return nil end
@@ -155,16 +156,24 @@ function report.collectives_section(l)
   local function add(x) out[#out + 1] = x end
   -- messages of each step: { kind, bytes } for the prediction
   local msgs, note = {}, nil   -- note: what each rank holds (fsdp), below the table
+  local cuda = l.backend == "cuda"
+  local over = cuda and "NCCL (runtime/ddp_nccl.c; its communicator bootstrapped over MPI, each collective queued on NCCL's own " ..
+    "stream and ordered against the compute stream by events; the host's collectives below stay MPI's)" or "MPI (runtime/collectives.c)"
+  -- the start-up broadcast: device to device on the CUDA program
+  local bcast = cuda and "| ncclBroadcast from rank 0 | parameters, buffers, counters (and a 16-bit compute copy of the parameters, where the precision keeps one) " ..
+    "| once, at start, device to device (over MPI on the host after the best checkpoint is read for the test) | %s |"
+    or "| broadcast from rank 0 | parameters, buffers, counters | once, at start (and after the best checkpoint is read for the test) | %s |"
   if s.kind == "ddp" then
-    add(string.format("Strategy `%s` on %d ranks over MPI (runtime/collectives.c): every rank holds the whole model; " ..
+    add(string.format("Strategy `%s` on %d ranks over %s: every rank holds the whole model; " ..
       "the gradients are averaged (all-reduce, then divided by the world size) in buckets of about %s MB, in reverse " ..
-      "parameter order, each started inside backward as soon as its last gradient is final, so it overlaps the rest of " ..
-      "backward.%s", s.fsdp and ("fsdp, sharding_strategy " .. s.fsdp) or "ddp", s.devices, tostring(s.cap_mb),
+      "parameter order, each started inside backward as soon as its last gradient is final%s, so it overlaps the rest of " ..
+      "backward.%s", s.fsdp and ("fsdp, sharding_strategy " .. s.fsdp) or "ddp", s.devices, over, tostring(s.cap_mb),
+      cuda and " (ncclAllReduce with ncclAvg, queued right after the backward kernels that write that gradient)" or "",
       acc > 1 and string.format("  With accumulate = %d only the step's last micro-batch all-reduces (Fabric's no_backward_sync).", acc) or ""))
     add("")
     add("| collective | tensors | when | bytes |")
     add("| --- | --- | --- | ---: |")
-    add(string.format("| broadcast from rank 0 | parameters, buffers, counters | once, at start (and after the best checkpoint is read for the test) | %s |", util.human_bytes(state_bytes)))
+    add(string.format(bcast, util.human_bytes(state_bytes)))
     for i, b in ipairs(require("strategy").buckets(l, esize)) do
       local when = "after backward"
       if b.ready ~= math.huge then
@@ -212,6 +221,35 @@ function report.collectives_section(l)
       util.human_bytes(pbytes), util.human_bytes(st.grad_slots * largest), st.grad_slots, st.grad_slots == 1 and "" or "s",
       util.human_bytes(pbytes), util.human_bytes(shard), util.human_bytes(k * shard), k, k == 1 and "" or "s",
       util.human_bytes(k * pbytes))
+  elseif cuda then
+    -- SHARD_GRAD_OP on the devices (runtime/ddp_nccl.h's fsdp_nccl_*): in place, no shard buffer of the gradients
+    local part = math.ceil(st.nparams / s.devices) * esize
+    add(string.format("Strategy `fsdp`, sharding_strategy `%s`, on %d ranks over %s: every rank holds the whole parameters and " ..
+      "gradients on its device; the flat arena is cut into %d parts of %s, and each rank's optimizer state on its device is its " ..
+      "part's.  After backward the gradients are reduce-scattered in place (ncclReduceScatter with ncclAvg: the rank's part of " ..
+      "the arena becomes the mean over ranks), each rank's optimizer updates its part of the parameters, and the parameters " ..
+      "(and their 16-bit compute copy, where the precision keeps one) are all-gathered in place (ncclAllGather) before the next " ..
+      "forward.%s", s.sharding, s.devices, over, s.devices, util.human_bytes(part),
+      acc > 1 and string.format("  With accumulate = %d only the step's last micro-batch reduce-scatters.", acc) or ""))
+    add("")
+    add("| collective | tensors | when | bytes |")
+    add("| --- | --- | --- | ---: |")
+    add(string.format(bcast, util.human_bytes(state_bytes)))
+    add(string.format("| ncclReduceScatter (avg), in place | every gradient (%d tensors), flat | after backward | %s |", #st.params, util.human_bytes(pbytes)))
+    add(string.format("| ncclAllReduce (sum) | the stop request (one element) | beside the reduce-scatter | %s |", util.human_bytes(esize)))
+    add(string.format("| ncclAllGather, in place | every parameter, flat | after the optimizer step | %s |", util.human_bytes(pbytes)))
+    local oesize = require("precision").optimizer_format(l.settings) ~= l.settings.state and 4 or esize
+    add(string.format("| gather to rank 0 (MPI, from the host copies) | the optimizer state's parts | each checkpoint (a full state dict) | %s per state buffer |",
+      util.human_bytes(st.nparams * oesize)))
+    local opt = g.spec.train.optimizer
+    local k = #require("optimizers").rule(opt.kind).states(opt.args)
+    local opart = math.ceil(st.nparams / s.devices) * oesize
+    note = string.format("Per rank on the device: parameters %s (whole), gradients %s (backward's arena; its part averaged in place), " ..
+      "optimizer state %s (%d buffer%s of its part; one rank: %s).", util.human_bytes(pbytes), util.human_bytes(pbytes),
+      util.human_bytes(k * opart), k, k == 1 and "" or "s", util.human_bytes(k * st.nparams * oesize))
+    msgs[#msgs + 1] = { "reduce-scatter", pbytes }
+    msgs[#msgs + 1] = { "all-reduce", esize }
+    msgs[#msgs + 1] = { "all-gather", pbytes }
   else
     add(string.format("Strategy `fsdp`, sharding_strategy `%s`, on %d ranks over MPI: every rank holds the whole parameters; " ..
       "the flat gradient and optimizer-state arena is cut into %d shards of %s.  After backward the gradients are " ..
@@ -254,7 +292,7 @@ function report.collectives_section(l)
       end
     end
   end
-  add("| all-reduce (sum) | the validation's loss and accuracy sums | each validation | 32 B |")
+  add(string.format("| all-reduce (sum)%s | the validation's loss and accuracy sums | each validation | 32 B |", cuda and " (MPI, on the host)" or ""))
   add("")
   if note then add(note); add("") end
   local step_bytes = 0
