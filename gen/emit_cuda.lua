@@ -107,6 +107,9 @@ local function context(l, kernels, scratch)
     if pl.arena == "batch" then return string.format("(void *)db->%s", cname(pl.root.input)) end
     return device_ptr(pl)
   end
+  -- SyncBatchNorm: n doubles at a device pointer summed over the ranks, queued on the
+  -- compute stream (runtime/ddp_nccl.h: ncclAllReduce in place)
+  function e.ranks_sum(ptr, n) return string.format("ddp_nccl_sum(%s, %d, m->stream);", ptr, n) end
   function e.val(t)
     -- n: its elements at the largest batch (what a copy of it takes in scratch)
     local n = e.count_max(t.shape)

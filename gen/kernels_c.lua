@@ -266,12 +266,8 @@ local function context(l, ty, read_only)
     for i = 1, args.n do args[i] = tostring(args[i]) end
     return string.format("k_%s_%s(%s);", kernel, ty.sfx, table.concat(args, ", ", 1, args.n))
   end
-  -- SyncBatchNorm (gen/strategy.lua's `synced`): whether `node`'s batch statistics are the
-  -- global batch's, and the line that sums n doubles over the ranks (runtime/ddp.h)
-  function e.synced(node)
-    local s = l.strategy
-    return not l.inference and s and s.synced and s.synced[node] ~= nil
-  end
+  -- SyncBatchNorm (e.synced: gen/operands.lua): the line that sums n doubles over the
+  -- ranks (runtime/ddp.h)
   function e.ranks_sum(buf, n)
     declare("ddp_sum", "    void ddp_sum(double *x, int n);   // runtime/ddp.h (SyncBatchNorm)")
     return string.format("ddp_sum(%s, %d);", buf, n)

@@ -122,6 +122,12 @@ function operands.context(l, hooks)
     if not gr or not l.autodiff.needs_grad[r] then return nil end
     return { arena = "dacts", offset = gr.offset, root = r, fmt = pp.fmt[r] }
   end
+  -- SyncBatchNorm (gen/strategy.lua's `synced`): whether `node`'s batch statistics are the
+  -- global batch's (the backend's e.ranks_sum(ptr, n) sums n doubles over the ranks)
+  function e.synced(node)
+    local s = l.strategy
+    return not l.inference and s and s.synced and s.synced[node] ~= nil
+  end
   -- a buffer an op saves for its backward: { arena = "acts" | "ints", offset }
   function e.save_place(node, name) return p.saves[node][name] end
   -- a module's buffer or counter `name` (the plan's state entry, nil if the module has

@@ -453,12 +453,18 @@ ops_cuda.batch_norm = {
     local w, b = n.inputs[2], n.inputs[3]
     local lines = {}
     local counter = e.counter(n, "num_batches_tracked")
-    local ops = { { "x", e.val(x), "r" }, { "y", e.val(n.out), "w" } }
-    if w then ops[#ops + 1] = { "wt", e.val(w), "r" } end
-    if b then ops[#ops + 1] = { "bs", e.val(b), "r" } end
+    -- (a list per kernel: e.kernel adds the fused tail's operands to it)
+    local function train_ops()
+      local o = { { "x", e.val(x), "r" }, { "y", e.val(n.out), "w" } }
+      if w then o[#o + 1] = { "wt", e.val(w), "r" } end
+      if b then o[#o + 1] = { "bs", e.val(b), "r" } end
+      return o
+    end
     local scale = w and "ld_wt(c) * invstd" or "invstd"
     local shift = b and "ld_bs(c)" or "0.0f"
-    local k = e.kernel { kind = "batch_norm_train" .. (w and "_w" or "") .. (b and "_b" or ""), ops = ops,
+    local sync = e.synced(n)
+    local ops = train_ops()
+    local k = (not sync or not a.track_running_stats) and e.kernel { kind = "batch_norm_train" .. (w and "_w" or "") .. (b and "_b" or ""), ops = ops,
       params = "long long n, int C, long long S, float eps, float momentum, float *save_mean, float *save_invstd, " ..
                "state_t *running_mean, state_t *running_var, const long long *tracked",
       body = [[const int c = blockIdx.x;
@@ -484,17 +490,69 @@ ops_cuda.batch_norm = {
     }]] }
     local count = by(e.batch(x), S)
     local momentum = a.momentum == false and -1 or a.momentum
-    local train = {}
-    if counter ~= "NULL" then
-      local ck = e.kernel { kind = "counter_inc", ops = {}, params = "long long *counter",
-                            body = "if (threadIdx.x == 0 && blockIdx.x == 0) *counter += 1;" }
-      for _, l in ipairs(e.launch(ck, {}, { { "void *", counter } }, { blocks = 1, threads = 32 })) do train[#train + 1] = l end
-    end
-    for _, l in ipairs(e.launch(k, ops, { { "long long", count }, { "int", C }, { "long long", S }, { "float", e.lit(a.eps) },
+    local function train_lines(sync)
+      local train = {}
+      if counter ~= "NULL" then
+        local ck = e.kernel { kind = "counter_inc", ops = {}, params = "long long *counter",
+                              body = "if (threadIdx.x == 0 && blockIdx.x == 0) *counter += 1;" }
+        for _, l in ipairs(e.launch(ck, {}, { { "void *", counter } }, { blocks = 1, threads = 32 })) do train[#train + 1] = l end
+      end
+      local kt, kops = k, ops
+      local args = { { "long long", count }, { "int", C }, { "long long", S }, { "float", e.lit(a.eps) },
         { "float", e.lit(momentum) }, { "void *", e.save(n, "mean") }, { "void *", e.save(n, "invstd") },
-        { "void *", e.state(n, "running_mean") }, { "void *", e.state(n, "running_var") }, { "void *", counter } },
-        { blocks = C })) do train[#train + 1] = l end
-    if not a.track_running_stats then return train end
+        { "void *", e.state(n, "running_mean") }, { "void *", e.state(n, "running_var") }, { "void *", counter } }
+      if sync then   -- SyncBatchNorm: this rank's sums, their sum over the ranks, then normalize
+        local sums = e.scratch(2 * (2 * C + 1), "f32")   -- (2C+1 doubles)
+        local sk = e.kernel { kind = "batch_norm_sums", ops = { { "x", e.val(x), "r" } }, params = "long long n, int C, long long S, double *sums",
+          body = [[const int c = blockIdx.x;
+    double sum = 0, ss = 0;
+    ]] .. BLOCK .. [[ { double v = ld_x((i / S * C + c) * S + i % S); sum += v; ss += v * v; }
+    sum = block_sum(sum);
+    ss = block_sum(ss);
+    if (threadIdx.x == 0) { sums[c] = sum; sums[C + c] = ss; if (c == 0) sums[2 * C] = (double)n; }]] }
+        for _, l in ipairs(e.launch(sk, { { "x", e.val(x), "r" } }, { { "long long", count }, { "int", C }, { "long long", S },
+            { "void *", sums.ptr } }, { blocks = C })) do train[#train + 1] = l end
+        train[#train + 1] = e.ranks_sum(sums.ptr, 2 * C + 1)
+        args[#args + 1] = { "const void *", sums.ptr }
+        kops = train_ops()
+        kt = e.kernel { kind = "batch_norm_synced" .. (w and "_w" or "") .. (b and "_b" or ""), ops = kops,
+          params = "long long n, int C, long long S, float eps, float momentum, float *save_mean, float *save_invstd, " ..
+                   "state_t *running_mean, state_t *running_var, const long long *tracked, const double *sums",
+          -- (the global count M and sums; mean = sum/M, var = sum x^2/M - mean^2 in double, as the CPU's k_batch_norm_forward_synced)
+          body = [[const int c = blockIdx.x;
+    const double M = sums[2 * C], mean = sums[c] / M;
+    double ss = sums[C + c] - sums[c] * mean;
+    if (ss < 0) ss = 0;   // rounding: the variance is never negative
+    const float invstd = (float)(1.0 / sqrt(ss / M + eps)), m = (float)mean;
+    const float scale = ]] .. scale .. ", shift = " .. shift .. [[;
+    ]] .. BLOCK .. [[ {
+        long long j = (i / S * C + c) * S + i % S;
+        st_y(j, so_bn_apply(ld_x(j), m, scale, shift));
+    }
+    if (threadIdx.x == 0) {
+        double f = momentum;
+        if (momentum < 0 && tracked) f = 1.0 / (double)*tracked;
+        if (save_mean) save_mean[c] = m;
+        if (save_invstd) save_invstd[c] = invstd;
+        if (running_mean) running_mean[c] = state_narrow((float)((1 - f) * state_widen(running_mean[c]) + f * mean));
+        if (running_var) running_var[c] = state_narrow((float)((1 - f) * state_widen(running_var[c]) + f * (M > 1 ? ss / (M - 1) : 0.0 / 0.0)));
+    }]] }
+      end
+      for _, l in ipairs(e.launch(kt, kops, args, { blocks = C })) do train[#train + 1] = l end
+      return train
+    end
+    local train = train_lines(sync)
+    -- no running statistics: batch statistics in eval too, each rank's own there
+    -- (torch.nn.SyncBatchNorm syncs in training only)
+    if not a.track_running_stats then
+      if not sync then return train end
+      local lines = { "if (training) {" }
+      for _, l in ipairs(train) do lines[#lines + 1] = "    " .. l end
+      lines[#lines + 1] = "} else {"
+      for _, l in ipairs(train_lines(false)) do lines[#lines + 1] = "    " .. l end
+      lines[#lines + 1] = "}"
+      return lines
+    end
     local eops = { { "x", e.val(x), "r" }, { "y", e.val(n.out), "w" } }
     if w then eops[#eops + 1] = { "wt", e.val(w), "r" } end
     if b then eops[#eops + 1] = { "bs", e.val(b), "r" } end
@@ -545,11 +603,46 @@ ops_cuda.batch_norm = {
       body[#body + 1] = "        acc_dx(j, so_bn_grad(ld_dy(j), ld_x(j), mean, invstd, k, mdy, mdyx));"
       body[#body + 1] = "    }"
     end
+    local args = { { "long long", by(e.batch(x), S) }, { "int", C }, { "long long", S },
+      { "void *", e.save(n, "mean") }, { "void *", e.save(n, "invstd") } }
+    if dx and e.synced(n) then
+      -- SyncBatchNorm: dx's means of dout and dout*xhat are over every rank's batch (this
+      -- rank's sums, their sum over the ranks, then dx); dw and db stay this rank's (DDP
+      -- averages them with the other gradients), as the CPU's k_batch_norm_backward_{sums,synced}
+      local sums = e.scratch(2 * (2 * C + 1), "f32")   -- (2C+1 doubles)
+      local sops = { ops[1], ops[2] }
+      if dw then sops[#sops + 1] = { "dw", dw, "a" } end
+      if db then sops[#sops + 1] = { "db", db, "a" } end
+      local head = { table.unpack(body, 1, 11) }
+      if dw then head[#head + 1] = "    if (threadIdx.x == 0) acc_dw(c, (float)sdyx);" end
+      if db then head[#head + 1] = "    if (threadIdx.x == 0) acc_db(c, (float)sdy);" end
+      head[#head + 1] = "    if (threadIdx.x == 0) { sums[c] = sdy; sums[C + c] = sdyx; if (c == 0) sums[2 * C] = (double)n; }"
+      local k1 = e.kernel { kind = "batch_norm_grad_sums" .. (dw and "_dw" or "") .. (db and "_db" or ""), ops = sops,
+        params = "long long n, int C, long long S, const float *save_mean, const float *save_invstd, double *sums",
+        body = table.concat(head, "\n") }
+      local xops = { ops[1], ops[2], { "dx", dx, "a" } }
+      if w then xops[#xops + 1] = { "wt", e.val(w), "r" } end
+      local k2 = e.kernel { kind = "batch_norm_grad_synced" .. (w and "_w" or ""), ops = xops,
+        params = "long long n, int C, long long S, const float *save_mean, const float *save_invstd, const double *sums",
+        body = table.concat({ "const int c = blockIdx.x;",
+          "    const float mean = save_mean[c], invstd = save_invstd[c];",
+          "    const double M = sums[2 * C];   // the global count",
+          "    const float k = " .. (w and "ld_wt(c)" or "1.0f") .. " * invstd, mdy = (float)(sums[c] / M), mdyx = (float)(sums[C + c] / M);",
+          "    " .. BLOCK .. " {",
+          "        long long j = (i / S * C + c) * S + i % S;",
+          "        acc_dx(j, so_bn_grad(ld_dy(j), ld_x(j), mean, invstd, k, mdy, mdyx));",
+          "    }" }, "\n") }
+      local a1 = { table.unpack(args) }
+      a1[#a1 + 1] = { "void *", sums.ptr }
+      local lines = e.launch(k1, sops, a1, { blocks = C })
+      lines[#lines + 1] = e.ranks_sum(sums.ptr, 2 * C + 1)
+      for _, l in ipairs(e.launch(k2, xops, a1, { blocks = C })) do lines[#lines + 1] = l end
+      return lines
+    end
     local k = e.kernel { kind = "batch_norm_grad" .. (dx and "_x" or "") .. (w and "_w" or "") .. (dw and "_dw" or "") .. (db and "_db" or ""),
       ops = ops, params = "long long n, int C, long long S, const float *save_mean, const float *save_invstd",
       body = table.concat(body, "\n") }
-    return e.launch(k, ops, { { "long long", by(e.batch(x), S) }, { "int", C }, { "long long", S },
-      { "void *", e.save(n, "mean") }, { "void *", e.save(n, "invstd") } }, { blocks = C })
+    return e.launch(k, ops, args, { blocks = C })
   end,
 }
 

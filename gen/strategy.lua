@@ -139,9 +139,6 @@ function strategy.check(g, target)
             "use bf16-mixed, strategy = 'ddp', or --accelerator=cpu", prec))
       end
     end
-    if f.sync_batchnorm then
-      diag.fatal(where_of(sp, "sync_batchnorm"), "sync_batchnorm is not implemented on the CUDA backend yet (--accelerator=cpu has it)")
-    end
     if sp.train and sp.train.log then
       diag.fatal(sp.train.where and diag.key_where(sp.train.where, "log") or at,
         "train.log's metrics are not reduced over the CUDA backend's ddp ranks yet (--accelerator=cpu does it, or --devices=1)")

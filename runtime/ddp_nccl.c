@@ -206,3 +206,11 @@ void fsdp_nccl_gather_params(void) {
     cuda_check(cudaEventRecord(done_, nccl_), "cudaEventRecord");
     cuda_check(cudaStreamWaitEvent(compute_, done_, 0), "cudaStreamWaitEvent");   /* the next forward reads them */
 }
+
+double ddp_nccl_synced_bytes = 0;
+
+void ddp_nccl_sum(void *d_x, int n, void *stream) {
+    if (ddp_world() <= 1) return;
+    nccl_check(ncclAllReduce(d_x, d_x, (size_t)n, ncclFloat64, ncclSum, comm_, (cudaStream_t)stream), "ncclAllReduce (SyncBatchNorm)");
+    ddp_nccl_synced_bytes += 8.0 * n;
+}

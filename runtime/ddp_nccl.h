@@ -39,6 +39,11 @@ int ddp_nccl_stop_requested(void);
  * and before what it queues next (DDP's broadcast at wrap time: parameters and buffers) */
 void ddp_nccl_broadcast(void *d_buf, size_t bytes, void *stream);
 
+/* SyncBatchNorm (sync_batchnorm): n doubles at d_x summed over the ranks in place,
+ * queued on `stream` (the compute stream: the kernel after it reads the sums) */
+void ddp_nccl_sum(void *d_x, int n, void *stream);
+extern double ddp_nccl_synced_bytes;   /* for the summary */
+
 /* FSDP with sharding_strategy SHARD_GRAD_OP on the GPU (ZeRO-2's split, as runtime/ddp.h's
  * on the CPU): every rank holds the whole parameters and gradients on its device; the
  * flat arena [0, numel) is cut into world parts of runtime/ddp.h's fsdp_shard_len(), and
