@@ -16,11 +16,15 @@
 #    uninterrupted run;
 #  - a stopped rank (SIGSTOP) ends the job after --ddp-timeout, the other rank naming the wait;
 #  - refused in one line naming the rank: more ranks on a node than GPUs (CUDA_EMU_DEVICES
-#    sets the emulated count: 2 for the runs above), --cuda-graph.
+#    sets the emulated count: 2 for the runs above), --cuda-graph;
+#  - sync_batchnorm (tests/ddp/bn.lua: BatchNorm2d and BatchNorm1d, SGD with momentum): each
+#    BatchNorm's per-channel sums all-reduced over NCCL in forward and backward — 2 CUDA
+#    ranks × 4 end with the weights and running statistics of 1 CUDA rank × 8 and of the
+#    CPU program's 2 synced ranks × 4 within 1e-5.
 set -u
 cd "$(dirname "$0")/.."
 . tests/tap.sh
-plan 13
+plan 15
 CUDA=${CUDA_HOME:-/usr/local/cuda}
 BASE=cpu2
 . tests/ddp/lib.sh
@@ -31,7 +35,7 @@ export CUDA_EMU_CACHE=${CUDA_EMU_CACHE:-$ROOT/build/cuda_emu_cache}
 export CUDA_EMU_DEVICES=2
 EMPI="$MPI -x CUDA_EMU_DEVICES=2"
 if [ ! -x "$CUDA/bin/nvcc" ] || ! command -v mpirun >/dev/null; then
-  for i in $(seq 13); do skip "CUDA ddp $i" "no CUDA toolkit ($CUDA/bin/nvcc) or no mpirun"; done
+  for i in $(seq 15); do skip "CUDA ddp $i" "no CUDA toolkit ($CUDA/bin/nvcc) or no mpirun"; done
   exit 0
 fi
 # the spec: 4 buckets, accumulate 2; no train.log (the CUDA ddp program refuses it)
@@ -131,3 +135,15 @@ else fail "more ranks than GPUs refused" "rc $rc: $(echo "$out" | head -2)"; fi
 out=$($EMPI -np 2 cu2/emu/run --out rcg --cuda-graph 2>&1); rc=$?
 if [ $rc -ne 0 ] && echo "$out" | grep -q '^rank [01]: --cuda-graph: the ddp program queues NCCL'; then ok "--cuda-graph refused in one line ($(echo "$out" | grep -m1 '^rank'))"
 else fail "--cuda-graph refused" "rc $rc: $(echo "$out" | head -2)"; fi
+
+# sync_batchnorm: the statistics (and backward's sums) over every rank's batch, over NCCL
+BN=$ROOT/tests/ddp/bn.lua
+sed 's/"cpu"/"cuda"/' "$BN" >bng2.lua
+sed 's/"cpu"/"cuda"/; s/batch_size = 4,/batch_size = 8,/' "$BN" >bng1.lua
+"$LOOM" build "$BN" -o bnc2 >bnc2.log 2>&1 && $MPI -np 2 ./bnc2/train --out rbnc >rbnc.log 2>&1
+"$LOOM" build bng2.lua --no-compile -o bng2 >bng2.log 2>&1 && "$EMU" bng2 >>bng2.log 2>&1
+"$LOOM" build bng1.lua --devices=1 --no-compile -o bng1 >bng1.log 2>&1 && "$EMU" bng1 >>bng1.log 2>&1
+$EMPI -np 2 bng2/emu/run --out rbn2 >rbn2.log 2>&1
+bng1/emu/run --out rbn1 >rbn1.log 2>&1
+within "emulated: sync_batchnorm, 2 CUDA ranks x 4 = 1 CUDA rank x 8 (weights, running statistics)" rbn2/last.safetensors rbn1/last.safetensors
+within "emulated: sync_batchnorm, 2 CUDA ranks x 4 = the CPU's synced 2 ranks x 4" rbn2/last.safetensors rbnc/last.safetensors
