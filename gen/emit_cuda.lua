@@ -1086,6 +1086,13 @@ local function ddp_blocks(l, loop, t, buckets, state_fmt, opt_states)
   assert(n == 1)
   -- (the CUDA loop has staged the next batch: this step's batch is `index`)
   local ranks_step = loop.ranks_step:gsub("db%.index", "index")
+  if #(l.trace.metrics or {}) > 0 then
+    -- train.log's step accumulator read back (the copy queued with the step where its row is
+    -- logged, else now) before step_over_ranks combines every rank's
+    local n
+    ranks_step, n = ranks_step:gsub("(\n( *)mean_loss = step_over_ranks)", "\n%2model_user_metrics_read(&m, UM_STEP, um_step.value, &um_step.weight);   // this rank's (train.log)%1", 1)
+    assert(n == 1, "the step's values over the ranks")
+  end
   mb, n = mb:gsub([==[
             if %(!args.quiet%) progress_step%(&prog, %(int%)rs.epoch, index / ACCUMULATE, mean_loss, %(int64_t%)B %* loss_count%);
 ]==], function()
@@ -1603,6 +1610,25 @@ function emit.program(l)
     t.log_epoch = "        model_user_metrics_read(&m, UM_EPOCH, um_epoch.value, &um_epoch.weight);   // the epoch's (train.log)\n" ..
       "        model_user_metrics_clear(&m, UM_EPOCH);\n" .. t.log_epoch
     t.eval_metrics_init, t.eval_metrics_batch, t.eval_reduce = um.eval_init, um.eval_batch, um.eval_reduce
+    if ranks then
+      -- DDP/FSDP: each rank's accumulators read back before emit_train's metric_acc_over_ranks
+      -- combines them (the step's in the ranks' slot, ddp_blocks; the epoch's with the epoch's
+      -- loss; the evaluation's before the validation's sums over the ranks), not in the rows
+      t.log_step, n = t.log_step:gsub("\n *model_user_metrics_read%(&m, UM_STEP[^\n]*", "", 1)
+      assert(n == 1, "the step row's read-back")
+      t.log_epoch, n = t.log_epoch:gsub(" *model_user_metrics_read%(&m, UM_EPOCH[^\n]*\n", "", 1)
+      assert(n == 1, "the epoch row's read-back")
+      t.epoch_train_loss = "epoch_train_loss_over_ranks(&m, epoch_loss_sum, epoch_loss_count)"
+      t.logger_globals = t.logger_globals .. [==[
+
+// DDP/FSDP on the devices: the epoch's train.log accumulators read back, then the epoch's
+// loss and those values over every rank (every rank calls it)
+static double epoch_train_loss_over_ranks(Model *m, double sum, int64_t count) {
+    model_user_metrics_read(m, UM_EPOCH, um_epoch.value, &um_epoch.weight);
+    return count ? epoch_over_ranks(sum / count) : NAN;
+}]==]
+      t.eval_reduce = um.eval_reduce .. loop.train.eval_reduce
+    end
   end
   -- clipping by norm: the norm before clipping, copied back with the step (train/grad_norm)
   t.grad_norm_read = (sp.train.clip and sp.train.clip.max_norm) and

@@ -1327,7 +1327,8 @@ local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, 
       "    a->weight += B;",
       "}",
     }
-    if on_device then add = {} end   -- the device adds them up (model.cu: user_metrics_ops)
+    -- the device adds them up (model.cu: user_metrics_ops); max_nan combines the ranks' maxima
+    if on_device then add = ranks and { add[1] } or {} end
     for _, line in ipairs {
       on_device and "// train.log's metrics (model.h), summed on the device and read back here, reduced over batches"
         or "// train.log's metrics (model.h: model_user_metrics), reduced over batches as log_reduce says:",

@@ -139,10 +139,6 @@ function strategy.check(g, target)
             "use bf16-mixed, strategy = 'ddp', or --accelerator=cpu", prec))
       end
     end
-    if sp.train and sp.train.log then
-      diag.fatal(sp.train.where and diag.key_where(sp.train.where, "log") or at,
-        "train.log's metrics are not reduced over the CUDA backend's ddp ranks yet (--accelerator=cpu does it, or --devices=1)")
-    end
   end
 end
 
