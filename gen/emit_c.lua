@@ -100,11 +100,17 @@ end
 -- model.h's sampling declarations and model.c's decode step for the lowered table's
 -- entry point (gen/entries.lua), or the macros that say there is none.  The exported
 -- library's NAME_<method> (gen/emit_export.lua) runs the same decode step.
-function emit.sample_code(l)
+-- the program's entry point (both backends): the lowered table's, refused under FULL_SHARD
+function emit.entry(l)
   local e = l.entries[1]
   if e and not e.refused and l.strategy and l.strategy.sharding == "FULL_SHARD" then
     e = { refused = "fsdp FULL_SHARD: each rank holds a shard of the parameters; sample from a checkpoint with a --devices=1 build (--resume CKPT --sample N)" }
   end
+  return e
+end
+
+function emit.sample_code(l)
+  local e = emit.entry(l)
   if not e or e.refused then return host_c.no_sample(e and e.refused) end
   local g, st = l.graph, l.state
   local decls, declared = {}, {}
@@ -607,6 +613,18 @@ function emit.ddp_blocks(l, loop)
   return b, values
 end
 
+-- FULL_SHARD's units table's rows (runtime/ddp.h's fsdp_unit, both backends): { first
+-- element, elements, where the backward writes its gradients in the units' buffers }
+function emit.unit_rows(l)
+  local rows = {}
+  for i, u in ipairs(l.state.units) do
+    rows[#rows + 1] = string.format("        { %d, %d, %d },   // unit %d, %s: %d parameter%s, %s ... %s", u.first, u.count,
+      u.slot and u.slot * l.state.unit_max or -1, i - 1,
+      u.key == "" and "the root's" or util.c_comment(u.key), #u.params, #u.params == 1 and "" or "s", util.c_comment(u.params[1]), util.c_comment(u.params[#u.params]))
+  end
+  return rows
+end
+
 -- FSDP, SHARD_GRAD_OP (gen/strategy.lua; runtime/ddp.h): DDP's ranks, outputs and stop
 -- requests, but the step reduce-scatters the gradients (each rank gets the mean of its
 -- shard), the optimizer updates that shard with its shard of the state, and the
@@ -628,12 +646,7 @@ function emit.fsdp_blocks(l, loop)
   local states = require("optimizers").rule(opt.kind).states(opt.args)
   local units = ""
   if full_shard then
-    local rows = {}
-    for i, u in ipairs(l.state.units) do
-      rows[#rows + 1] = string.format("        { %d, %d, %d },   // unit %d, %s: %d parameter%s, %s ... %s", u.first, u.count,
-        u.slot and u.slot * l.state.unit_max or -1, i - 1,
-        u.key == "" and "the root's" or util.c_comment(u.key), #u.params, #u.params == 1 and "" or "s", util.c_comment(u.params[1]), util.c_comment(u.params[#u.params]))
-    end
+    local rows = emit.unit_rows(l)
     units = string.format([==[
     // FULL_SHARD's units (%s): { first element, elements } of the parameter arena,
     // each gathered whole into m.params (after resume_steps) for the ops that read it, and

@@ -97,6 +97,14 @@ local function context(l, kernels, scratch)
     counter = function(offset) return string.format("(void *)(m->d_counters + %d)", offset) end,
     begin = function() used = 0 end,
   })
+  -- FSDP FULL_SHARD: the units whose parameters an op's launches read (e.units_read, a set
+  -- the caller gives around the op: forward_code's and backward_code's gathers)
+  local place = e.place
+  function e.place(t)
+    local pl = place(t)
+    if pl.unit and e.units_read then e.units_read[pl.unit] = true end
+    return pl
+  end
   -- attention as the fused kernels (gen/ops.lua's `fused`, the choice the plan's saves made)
   local sdpa = require("ops").scaled_dot_product_attention
   function e.attention_fused(n)
@@ -442,6 +450,7 @@ local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams, sharde
   local copy_param = cf and ", so_u16 *__restrict__ copy" or ""
   local copy_stmt = cf and string.format("\n        copy[i] = so_narrow_%s(so_round_%s(pi));   // the compute copy", cf, cf) or ""
   local copy_ptr = cf and (sharded and ", *copy = m->d_compute + fsdp_lo()" or ", *copy = m->d_compute") or ""
+  assert(not (cf and sharded == "FULL_SHARD"), "FULL_SHARD with a compute copy (refused in emit.program)")
   local copy_arg = cf and ", &copy" or ""
   local skip_ptr = scaling and "&m->d_scaler->found_inf" or "NULL"
   local LOOP = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {\n"
@@ -494,6 +503,10 @@ local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams, sharde
   -- (FSDP: this rank's part, its state indexed from the part's start)
   local PARAMS, GRADS = sharded and "m->d_params + fsdp_lo()" or "m->d_params", sharded and "m->d_grads + fsdp_lo()" or "m->d_grads"
   local N = sharded and "    long long n = (long long)(fsdp_hi() - fsdp_lo());   // FSDP: this rank's part" or "    long long n = NUM_PARAMS;"
+  if sharded == "FULL_SHARD" then   -- (the shards are buffers of their own)
+    PARAMS, GRADS = "fsdp_nccl_param_shard()", "fsdp_nccl_grad_shard()"
+    N = "    long long n = (long long)fsdp_nccl_shard_len();   // FSDP FULL_SHARD: this rank's parts of every unit"
+  end
   if opt.kind == "SGD" then
     local k = ctx.kernel { kind = "sgd" .. groups_kind .. copy_kind, ops = {}, globals = globals,
       params = "state_t *__restrict__ p, opt_t *__restrict__ buf, const state_t *__restrict__ g" .. copy_param ..
@@ -884,7 +897,7 @@ ${log_step}
 -- position (gen/ops_cuda.lua's `step` rules), the arena in float (device memory), the
 -- logits of the last position copied back to the host.  `ctx` is the kernels' context.
 local function sample_code(l, ctx)
-  local e = l.entries[1]
+  local e = require("emit_c").entry(l)
   if not e or e.refused then return host_c.no_sample(e and e.refused) end
   local g, st = l.graph, l.state
   local s = host_c.step_context(e)
@@ -978,7 +991,8 @@ end
 -- train.c's --sample: the C program's (gen/emit_c.lua), the model allocated quietly
 local function sample_fn(l)
   local emit_c = require "emit_c"
-  if not (l.entries[1] and not l.entries[1].refused) then return emit_c.NO_SAMPLE_FN end
+  local entry = emit_c.entry(l)
+  if not (entry and not entry.refused) then return emit_c.NO_SAMPLE_FN end
   local fn, n = emit_c.SAMPLE_FN:gsub("model_alloc%(&m%)", "model_alloc(&m, 1)")
   assert(n == 1, "sample_only's model_alloc")
   return fn
@@ -1014,7 +1028,50 @@ local function ddp_blocks(l, loop, t, buckets, state_fmt, opt_states)
 ]==], fsdp and "fsdp" or "ddp", fsdp and "reduce-scatters and all-gathers" or "all-reduces")
   local fmt = ({ f32 = "LC_F32", bf16 = "LC_BF16", f16 = "LC_F16" })[state_fmt]
   local setup
-  if fsdp then
+  local full = s.sharding == "FULL_SHARD"
+  -- (FULL_SHARD: the host's whole weights to the device, `m` the Model's pointer or value:
+  -- this rank's parts of the parameters once they are sharded)
+  local function upload(mm)
+    return (string.format([==[
+    if (fsdp_nccl_param_shard()) {   // FSDP FULL_SHARD, sharded: this rank's parts of the parameters
+        fsdp_nccl_keep_host(fsdp_nccl_param_shard(), sizeof(state_t), M.params);
+        ddp_nccl_memcpy(M.d_buffers, M.buffers, sizeof(state_t) * NUM_BUFFERS);
+        ddp_nccl_memcpy(M.d_counters, M.counters, sizeof(int64_t) * NUM_COUNTERS);
+    } else {
+        model_upload(%s);
+    }
+]==], mm == "m->" and "m" or "&m"):gsub("M%.", mm))
+  end
+  if full then
+    local st = l.state
+    local rows = emit_c.unit_rows(l)
+    local k = #opt_states
+    setup = string.format([==[
+    // FSDP (FULL_SHARD, %s): each unit cut into one part per rank;
+    // this rank's parameters, averaged gradients and optimizer state are its parts (the
+    // parameters once the run has its starting weights: resume_steps)
+    fsdp_nccl_init(m.d_params, m.d_grads, NULL, NUM_PARAMS, %s, sizeof(opt_t), m.stream);
+    // the units: { first element, elements } of the parameter arena, each all-gathered into
+    // m.d_params for the ops that read it, and where the backward writes its gradients in
+    // m.d_grads (%d buffer%s of the largest unit's size), reduce-scattered from there
+    static const fsdp_unit units[] = {
+%s
+    };
+    fsdp_nccl_set_units(units, %d);
+    if (!args.quiet) {   // what each rank holds on its device (one rank: the unsharded figures)
+        double es = sizeof(state_t), ps = es * fsdp_nccl_shard_len(), pg = es * fsdp_nccl_gathered_len(),
+               gb = es * (%d + ddp_world()), ss = (double)sizeof(opt_t) * fsdp_nccl_shard_len();
+        printf("fsdp: FULL_SHARD over %%d ranks (NCCL); per rank on the device: parameters %%.0f B (shard %%.0f B + the largest unit gathered %%.0f B), "
+               "gradients %%.0f B (the units' buffers) + %%.0f B (shard), optimizer state %%.0f B (%d buffer%s of %%.0f B); "
+               "parameters+gradients+optimizer %%.0f B, of which sharded %%.0f B\n",
+               ddp_world(), ps + pg, ps, pg, gb, ps, %d * ss, ss, ps + pg + gb + ps + %d * ss, 2 * ps + %d * ss);
+    }
+]==], util.c_comment(s.policy), fmt, st.grad_slots, st.grad_slots == 1 and "" or "s", table.concat(rows, "\n"), #rows,
+      st.grad_slots * st.unit_max, k, k == 1 and "" or "s", k, k, k)
+    b.resume_steps = string.format("    fsdp_nccl_shard_params((void **)&m.d_params, (void **)&m.d_grads, %d);   // FSDP FULL_SHARD: from here on this rank holds its parts of the parameters\n",
+      st.grad_slots * st.unit_max) .. TRAIN_BLOCKS.resume_steps
+    b.weights_to_device = upload("m->")
+  elseif fsdp then
     setup = string.format([==[
     // FSDP (SHARD_GRAD_OP): the flat parameter arena cut into one part per rank; this
     // rank's optimizer state and averaged gradients are its part's
@@ -1047,7 +1104,17 @@ local function ddp_blocks(l, loop, t, buckets, state_fmt, opt_states)
     if (COMPUTE_COPY) ddp_nccl_broadcast(m.d_compute, sizeof(uint16_t) * NUM_PARAMS, m.stream);
     model_download(&m);   // the host's copies rank 0's too
 ]==] .. setup end)
-  if fsdp and #opt_states > 0 then
+  if full then
+    b.save_from_device = [==[
+    // FSDP FULL_SHARD: a full state dict (Fabric's default): every rank's parts of the
+    // parameters and of the optimizer state gathered whole on rank 0's host, which writes them
+    fsdp_nccl_gather_host(fsdp_nccl_param_shard(), sizeof(state_t), m->params);
+    ddp_nccl_memcpy(m->buffers, m->d_buffers, sizeof(state_t) * NUM_BUFFERS);
+    ddp_nccl_memcpy(m->counters, m->d_counters, sizeof(int64_t) * NUM_COUNTERS);
+    optimizer_download(o, m);   // (the state's parts gathered as the parameters': model.cu)
+    if (ddp_rank() != 0) return;
+]==]
+  elseif fsdp and #opt_states > 0 then
     local gather, free = {}, {}
     for _, st in ipairs(opt_states) do
       gather[#gather + 1] = string.format("        full.%s = fsdp_gather(o->%s + fsdp_lo());", st, st)
@@ -1115,7 +1182,12 @@ local function ddp_blocks(l, loop, t, buckets, state_fmt, opt_states)
   b.summary_extra = TRAIN_BLOCKS.summary_extra .. [==[
     if (!args.quiet) printf("ddp: %d ranks over NCCL; all-reduced %.3f MB per rank in this run\n", ddp_world(), ddp_nccl_reduced_bytes / 1e6);
 ]==]
-  if fsdp then
+  if full then
+    b.summary_extra = TRAIN_BLOCKS.summary_extra .. [==[
+    if (!args.quiet) printf("fsdp: %d ranks over NCCL; reduce-scattered and all-gathered %.3f MB per rank in this run (units all-gathered: %.3f MB)\n",
+                            ddp_world(), ddp_nccl_reduced_bytes / 1e6, fsdp_nccl_gathered_bytes / 1e6);
+]==]
+  elseif fsdp then
     b.summary_extra = TRAIN_BLOCKS.summary_extra .. [==[
     if (!args.quiet) printf("fsdp: %d ranks over NCCL; reduce-scattered and all-gathered %.3f MB per rank in this run\n", ddp_world(), ddp_nccl_reduced_bytes / 1e6);
 ]==]
@@ -1123,7 +1195,8 @@ local function ddp_blocks(l, loop, t, buckets, state_fmt, opt_states)
   -- the test's weights: rank 0 reads the best checkpoint, every rank gets them on its device
   -- (the final weights are on every rank's device already)
   if t.test_weights:find("load_weights", 1, true) then
-    t.test_weights = t.test_weights .. "\n        model_upload(&m);   // rank 0's weights on every rank's device"
+    t.test_weights = t.test_weights .. (full and ("\n" .. upload("m."):gsub("\n    ", "\n        "):gsub("^    ", "        "):gsub("\n$", ""))
+      or "\n        model_upload(&m);   // rank 0's weights on every rank's device")
   else
     t.test_weights = "        // (the final weights, the same on every rank's device)"
   end
@@ -1172,9 +1245,41 @@ end
 local function skipped(pp, node) return require("ops")[node.op].alias or pp.folded[node] end
 
 -- The forward's launches, op by op (a fused group where its first member runs).
+-- FSDP FULL_SHARD (gen/plan.lua's units): an op's launches read its parameters in the one
+-- buffer their unit is gathered into, so before an op that reads another unit than the
+-- one gathered last, that unit is all-gathered (in forward, and again from the first in
+-- backward: reshard_after_forward), as the C program's (gen/emit_c.lua's gather_units).
+-- Returns gather(node, lines, phase), which runs `lines` (a function giving an op's lines)
+-- and prepends the gather its reads need; without FULL_SHARD, lines() alone.
+local function unit_gathers(l, e)
+  local full = l.strategy and l.strategy.sharding == "FULL_SHARD"
+  local st, cur = l.state, nil
+  local function unit_name(u) return st.units[u].key == "" and "the root's" or ("'" .. st.units[u].key .. "'") end
+  return function(node, lines_of, phase)
+    if not full then return lines_of() end
+    e.units_read = {}
+    local lines = lines_of()
+    local read, names = e.units_read, {}
+    e.units_read = nil
+    local u
+    for k in pairs(read) do u = u and math.min(u, k) or k; names[#names + 1] = string.format("unit %s", unit_name(k)) end
+    if #names > 1 then
+      table.sort(names)
+      diag.fatal(node.where, string.format("fsdp FULL_SHARD: %s reads parameters of two units at once, %s (a weight tied across units); " ..
+        "make them one unit (auto_wrap_policy) or use sharding_strategy = 'SHARD_GRAD_OP'", node.op, table.concat(names, " and ")))
+    end
+    if u and u ~= cur then
+      table.insert(lines, 1, string.format("fsdp_nccl_gather_unit(%d);   // FSDP: unit %d (%s) all-gathered for its %s", u - 1, u - 1, unit_name(u), phase))
+      cur = u
+    end
+    return lines
+  end
+end
+
 local function forward_code(l, e)
   local g, pp, fz, trace = l.graph, l.pp, l.fuse, l.trace
   local fwd = {}
+  local gather = unit_gathers(l, e)
   for _, node in ipairs(trace.nodes) do
     local rule = ops_cuda[node.op]
     local grp = fz.group_of[node]
@@ -1182,14 +1287,13 @@ local function forward_code(l, e)
       fwd[#fwd + 1] = ""
       e.begin(node)
       if grp then members_comment(g, grp, fwd, "") else fwd[#fwd + 1] = node_comment(g, node, "") end
-      local lines
-      if grp and not grp.head then
-        lines = fuse_cuda.group_forward(e, grp, fz)
-      else
+      local lines = gather(node, function()
+        if grp and not grp.head then return fuse_cuda.group_forward(e, grp, fz) end
         e.tail = grp
-        lines = rule.forward(e, node)
+        local x = rule.forward(e, node)
         e.tail = nil
-      end
+        return x
+      end, "forward")
       for _, line in ipairs(indent(lines)) do fwd[#fwd + 1] = line end
     end
   end
@@ -1222,15 +1326,15 @@ local function backward_code(l, e, loss, scaling, buckets)
   -- DDP (gen/strategy.lua): each bucket's all-reduce is queued after the last of the
   -- launches that write its gradients (a fused group's backward runs at its last member's place)
   local ready_at = {}
+  local index = {}
+  for k, node in ipairs(ad.backward) do index[node] = k end
+  local function place(k)
+    local node = ad.backward[k]
+    local grp = fz.group_of[node]
+    if grp and node ~= grp.head then return index[bwd_at[grp]] end
+    return k
+  end
   if buckets then
-    local index = {}
-    for k, node in ipairs(ad.backward) do index[node] = k end
-    local function place(k)
-      local node = ad.backward[k]
-      local grp = fz.group_of[node]
-      if grp and node ~= grp.head then return index[bwd_at[grp]] end
-      return k
-    end
     for i, b in ipairs(buckets) do
       local at = 0
       for _, name in ipairs(b.params) do
@@ -1243,6 +1347,20 @@ local function backward_code(l, e, loss, scaling, buckets)
       end
     end
   end
+  -- FSDP FULL_SHARD: each unit's gradients reduce-scattered out of its buffer right after
+  -- the launches that finish them (a unit whose last write cannot be placed: in
+  -- fsdp_nccl_finish_grads); a unit no gradient reaches has nothing to reduce
+  local gather = unit_gathers(l, e)
+  local unit_ready = {}
+  if l.strategy and l.strategy.sharding == "FULL_SHARD" then
+    for u, unit in ipairs(l.state.units) do
+      if unit.slot and unit.to ~= math.huge then
+        local at = place(unit.to)
+        unit_ready[at] = unit_ready[at] or {}
+        table.insert(unit_ready[at], u - 1)
+      end
+    end
+  end
   for k, node in ipairs(ad.backward) do
     local rule = ops_cuda[node.op]
     local grp = fz.group_of[node]
@@ -1250,18 +1368,18 @@ local function backward_code(l, e, loss, scaling, buckets)
     if not skipped(pp, node) and not (grp and bwd_at[grp] ~= node) then
       bwd[#bwd + 1] = ""
       e.begin(node)
-      local lines
-      if grp then
-        members_comment(g, grp, bwd, "  (backward)")
-        lines = fuse_cuda.group_backward(e, grp, fz)
-      else
-        bwd[#bwd + 1] = node_comment(g, node, "  (backward)")
-        lines = rule.backward(e, node)
-      end
+      if grp then members_comment(g, grp, bwd, "  (backward)") else bwd[#bwd + 1] = node_comment(g, node, "  (backward)") end
+      local lines = gather(node, function()
+        if grp then return fuse_cuda.group_backward(e, grp, fz) end
+        return rule.backward(e, node)
+      end, "backward")
       for _, line in ipairs(indent(lines)) do bwd[#bwd + 1] = line end
     end
     for _, i in ipairs(ready_at[k] or {}) do
       bwd[#bwd + 1] = string.format("    ddp_nccl_grad_ready(%d);   // DDP: bucket %d's gradients are queued: its all-reduce follows on the NCCL stream", i, i)
+    end
+    for _, u in ipairs(unit_ready[k] or {}) do
+      bwd[#bwd + 1] = string.format("    fsdp_nccl_unit_grads_ready(%d);   // FSDP: unit %d's gradients are final: reduce-scattered on the NCCL stream", u, u)
     end
   end
   return bwd
@@ -1310,6 +1428,19 @@ end
 -- on rank 0 by ddp_blocks' save, each rank's part kept from them on resume).
 local function optimizer_state_code(opt_states, sharded)
   local opt_fields, opt_alloc, opt_copy_h, opt_copy_d, opt_free = {}, {}, {}, {}, {}
+  if sharded == "FULL_SHARD" then   -- (runtime/ddp_nccl.h: each unit's part, gathered whole on rank 0 for a checkpoint)
+    for _, s in ipairs(opt_states) do
+      opt_fields[#opt_fields + 1] = string.format("    opt_t *%s;     // NUM_PARAMS, laid out like the parameters (host copy, for checkpoints)", s)
+      opt_fields[#opt_fields + 1] = string.format("    opt_t *d_%s;   // on the device: FSDP FULL_SHARD, this rank's parts of the units", s)
+      opt_alloc[#opt_alloc + 1] = string.format("    LC_CHECK(cudaMallocHost((void **)&o->%s, sizeof(opt_t) * NUM_PARAMS));\n" ..
+        "    memset(o->%s, 0, sizeof(opt_t) * NUM_PARAMS);\n    LC_CHECK(cudaMalloc((void **)&o->d_%s, sizeof(opt_t) * fsdp_nccl_shard_len() + 64));\n" ..
+        "    LC_CHECK(cudaMemset(o->d_%s, 0, sizeof(opt_t) * fsdp_nccl_shard_len() + 64));", s, s, s, s)
+      opt_copy_h[#opt_copy_h + 1] = string.format("        fsdp_nccl_gather_host(o->d_%s, sizeof(opt_t), o->%s);   // every rank's parts, whole on rank 0's host", s, s)
+      opt_copy_d[#opt_copy_d + 1] = string.format("        fsdp_nccl_keep_host(o->d_%s, sizeof(opt_t), o->%s);   // this rank's parts of the whole tensors", s, s)
+      opt_free[#opt_free + 1] = string.format("    cudaFreeHost(o->%s); cudaFree(o->d_%s);", s, s)
+    end
+    return { fields = opt_fields, alloc = opt_alloc, to_host = opt_copy_h, to_device = opt_copy_d, free = opt_free }
+  end
   if sharded then
     for _, s in ipairs(opt_states) do
       opt_fields[#opt_fields + 1] = string.format("    opt_t *%s;     // NUM_PARAMS, laid out like the parameters (host copy, for checkpoints)", s)
@@ -1490,7 +1621,13 @@ function emit.program(l)
     diag.fatal(sp.train.optimizer.where or sp.train.where, "fsdp on the CUDA backend does not run parameter groups yet (its update runs over " ..
       "each rank's part of the arena); leave the groups out, strategy = 'ddp', or --accelerator=cpu")
   end
-  local opt_consts, opt_ops, opt_states, consts_type, consts_count = optimizer(sp, kernels, e, scratch, scaling, loop.opt_groups, st.nparams, fsdp)
+  local sharded = fsdp and l.strategy.sharding
+  if sharded == "FULL_SHARD" and e.compute.fmt then
+    diag.fatal(not opts.precision and diag.key_where(sp.fabric.where, "precision") or sp.fabric.where, string.format("fsdp FULL_SHARD on the CUDA " ..
+      "backend does not run %s yet (its GEMMs' %s copy of the parameters is not sharded); use 32-true, bf16-true, 16-true, or sharding_strategy = 'SHARD_GRAD_OP'",
+      prec, e.compute.fmt))
+  end
+  local opt_consts, opt_ops, opt_states, consts_type, consts_count = optimizer(sp, kernels, e, scratch, scaling, loop.opt_groups, st.nparams, sharded)
   e.begin(nil)
   local metrics_body = metrics(e, loss.node, kernels)
   -- 16-mixed's GradScaler on the device: unscale_ (grads *= 1/scale, found_inf), and
@@ -1525,7 +1662,7 @@ function emit.program(l)
   local srcs = kernel_sources(kernels)
 
   local b = batch_code(l)
-  local os_ = optimizer_state_code(opt_states, fsdp)
+  local os_ = optimizer_state_code(opt_states, sharded)
 
   local accel = opts.accelerator or "cuda"
   local loss_node = loss.node
@@ -1589,7 +1726,10 @@ function emit.program(l)
   mc.ddp_finish = ddp and "\n        ddp_nccl_finish_grads();   // DDP: the compute stream waits for the NCCL stream: the gradients are the mean over ranks"
     or fsdp and "\n        fsdp_nccl_finish_grads();   // FSDP: reduce-scattered; this rank's part of the gradients is the mean over ranks"
     or ""
-  mc.ddp_after_step = fsdp and "\n        fsdp_nccl_gather_params();   // FSDP: every rank's updated part on every rank (and the next forward waits for it)" or ""
+  mc.zero_grad = sharded == "FULL_SHARD" and
+    "    (void)m;   // FSDP FULL_SHARD: each reduce-scatter writes the gradient shard; each unit's buffer was zeroed after it"
+    or "    LC_CHECK(cudaMemsetAsync(m->d_grads, 0, sizeof(state_t) * NUM_PARAMS, STREAM(m->stream)));"
+  mc.ddp_after_step = sharded == "SHARD_GRAD_OP" and "\n        fsdp_nccl_gather_params();   // FSDP: every rank's updated part on every rank (and the next forward waits for it)" or ""
   files["model.cu"] = template.fill("templates/cuda/model.cu.in", mc)
   -- the C loop's pieces this loop takes (it has its own step, scaler and summary)
   local t = pick(loop.train, { "model_name", "spec_file", "settings", "default_out", "data_desc", "open_data",

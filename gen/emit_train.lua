@@ -1717,7 +1717,7 @@ function emit_train.values(l)
     }
     t.shard = "ddp_world(), ddp_rank(), 1"
     t.global_batch = "(int64_t)BATCH_MAX * ddp_world()"
-    if l.strategy.sharding == "FULL_SHARD" then
+    if l.strategy.sharding == "FULL_SHARD" and l.backend ~= "cuda" then   -- (the CUDA program's: gen/emit_cuda.lua)
       -- the current weights whole on rank 0, the best checkpoint read over them there, and
       -- every rank's shard kept from rank 0's
       t.test_weights = join {

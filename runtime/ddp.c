@@ -216,6 +216,13 @@ void ddp_gather(const double *x, int n, double *all) {
     disarm();
 }
 
+void ddp_all_gather(const void *mine, size_t bytes, void *all) {
+    if (world_ <= 1) { memcpy(all, mine, bytes); return; }
+    arm("an all-gather");
+    check(lc_all_gather(mine, all, bytes));
+    disarm();
+}
+
 int ddp_any(int flag) {
     if (world_ <= 1) return flag;
     double x = flag ? 1 : 0;

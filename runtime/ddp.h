@@ -62,6 +62,8 @@ int ddp_stop_requested(void);
 void ddp_broadcast(void *buf, size_t bytes);
 /* in place: the sum over ranks of n doubles */
 void ddp_sum(double *x, int n);
+/* every rank's `bytes` at mine, rank by rank, into all (world × bytes) */
+void ddp_all_gather(const void *mine, size_t bytes, void *all);
 /* 1 on every rank when any rank passes 1 (a stop request) */
 int ddp_any(int flag);
 /* every rank's n doubles, rank by rank, into all (world * n): the logged metrics are

@@ -95,9 +95,13 @@ static void flags_alloc(int format) {
     flag_out_ = flag_src_ + 2 * esize_;
 }
 
+static int nunits_;
+static unsigned char *udone_;   /* FULL_SHARD: the units reduce-scattered in this backward */
+
 void ddp_nccl_begin_backward(int sync) {
     syncing_ = sync && ddp_world() > 1;
     memset(started_, 0, sizeof started_);
+    if (udone_) memset(udone_, 0, (size_t)nunits_);
 }
 
 void ddp_nccl_grad_ready(int bucket) {
@@ -175,7 +179,13 @@ void fsdp_nccl_init(void *d_params, void *d_grads, void *d_compute, size_t numel
     flags_alloc(format);
 }
 
+static const fsdp_unit *units_;
+static void unit_reduce(int u);
+
 void fsdp_nccl_finish_grads(void) {
+    if (units_) {   /* FULL_SHARD: every unit the backward did not reduce yet (then the stop request) */
+        for (int u = 0; u < nunits_; u++) unit_reduce(u);
+    }
     if (!syncing_) return;
     const unsigned char *src = flag_src_ + (signals_stop_requested() ? esize_ : 0);
     cuda_check(cudaMemcpyAsync(d_flag_, src, esize_, cudaMemcpyHostToDevice, compute_), "cudaMemcpyAsync (stop request)");
@@ -183,12 +193,12 @@ void fsdp_nccl_finish_grads(void) {
     cuda_check(cudaEventRecord(fready_, compute_), "cudaEventRecord");
     cuda_check(cudaStreamWaitEvent(nccl_, fready_, 0), "cudaStreamWaitEvent");
     /* in place: this rank's part of the arena gets every rank's mean of it */
-    nccl_check(ncclReduceScatter(grads_, grads_ + (size_t)ddp_rank() * flen_ * esize_, flen_, type_, ncclAvg, comm_, nccl_), "ncclReduceScatter");
+    if (!units_) nccl_check(ncclReduceScatter(grads_, grads_ + (size_t)ddp_rank() * flen_ * esize_, flen_, type_, ncclAvg, comm_, nccl_), "ncclReduceScatter");
     nccl_check(ncclAllReduce(d_flag_, d_flag_, 1, type_, ncclSum, comm_, nccl_), "ncclAllReduce (stop request)");
     cuda_check(cudaEventRecord(done_, nccl_), "cudaEventRecord");
     cuda_check(cudaStreamWaitEvent(compute_, done_, 0), "cudaStreamWaitEvent");   /* the optimizer reads the mean */
     cuda_check(cudaMemcpyAsync(flag_out_, d_flag_, esize_, cudaMemcpyDeviceToHost, compute_), "cudaMemcpyAsync (stop request)");
-    ddp_nccl_reduced_bytes += (double)flen_ * (double)ddp_world() * (double)esize_;
+    if (!units_) ddp_nccl_reduced_bytes += (double)flen_ * (double)ddp_world() * (double)esize_;
     syncing_ = 0;
 }
 
@@ -213,4 +223,134 @@ void ddp_nccl_sum(void *d_x, int n, void *stream) {
     if (ddp_world() <= 1) return;
     nccl_check(ncclAllReduce(d_x, d_x, (size_t)n, ncclFloat64, ncclSum, comm_, (cudaStream_t)stream), "ncclAllReduce (SyncBatchNorm)");
     ddp_nccl_synced_bytes += 8.0 * n;
+}
+
+/* ---- FSDP FULL_SHARD: the parameters sharded too, a unit gathered at a time ---- */
+/* Each unit (a range of the flat arena) is cut into world equal parts of upart_[u]
+ * elements (the last padded: NCCL's collectives take equal parts), rank r holding part r;
+ * this rank's shard is its part of every unit, one after another (at uoff_[u]): the
+ * parameters', the averaged gradients' and each optimizer state buffer's (PyTorch FSDP's
+ * flat parameters, one per unit). */
+static size_t *upart_, *uoff_, slen_, gathered_len_;
+static char *pshard_, *gshard_, *ugrads_;   /* on the device */
+double fsdp_nccl_gathered_bytes = 0;
+
+void fsdp_nccl_set_units(const fsdp_unit *units, int n) {
+    size_t world = (size_t)ddp_world();
+    units_ = units; nunits_ = n;
+    upart_ = calloc((size_t)n + 1, sizeof *upart_);
+    uoff_ = calloc((size_t)n + 1, sizeof *uoff_);
+    udone_ = calloc((size_t)n + 1, 1);
+    if (!upart_ || !uoff_ || !udone_) ddp_die("out of memory");
+    for (int u = 0; u < n; u++) {
+        upart_[u] = (units[u].count + world - 1) / world;
+        uoff_[u] = slen_;
+        slen_ += upart_[u];
+        if (upart_[u] * world > gathered_len_) gathered_len_ = upart_[u] * world;
+    }
+}
+
+size_t fsdp_nccl_shard_len(void) { return slen_; }
+size_t fsdp_nccl_gathered_len(void) { return gathered_len_; }
+void *fsdp_nccl_param_shard(void) { return pshard_; }
+void *fsdp_nccl_grad_shard(void) { return gshard_; }
+
+/* this rank's part of unit u: [lo, hi) of the arena */
+static void my_part(int u, size_t *lo, size_t *hi) {
+    const fsdp_unit *un = &units_[u];
+    size_t a = un->first + upart_[u] * (size_t)ddp_rank(), end = un->first + un->count;
+    *lo = a < end ? a : end;
+    *hi = a + upart_[u] < end ? a + upart_[u] : end;
+}
+
+static void *device_zeros(size_t bytes) {
+    void *p = NULL;
+    cuda_check(cudaMalloc(&p, bytes + 64), "cudaMalloc (FSDP)");
+    cuda_check(cudaMemsetAsync(p, 0, bytes + 64, compute_), "cudaMemsetAsync");
+    return p;
+}
+
+void fsdp_nccl_shard_params(void **d_params, void **d_grads, size_t grads_len) {
+    pshard_ = device_zeros(slen_ * esize_);
+    gshard_ = device_zeros(slen_ * esize_);
+    for (int u = 0; u < nunits_; u++) {
+        size_t lo, hi;
+        my_part(u, &lo, &hi);
+        cuda_check(cudaMemcpyAsync(pshard_ + uoff_[u] * esize_, (char *)*d_params + lo * esize_, (hi - lo) * esize_,
+                                   cudaMemcpyDeviceToDevice, compute_), "cudaMemcpyAsync (FSDP shard)");
+    }
+    cuda_check(cudaStreamSynchronize(compute_), "cudaStreamSynchronize");
+    /* the whole parameters and gradients are gone: a unit's at a time from here on (a
+     * reduce-scatter reads a unit's buffer to world parts: up to world - 1 elements past it) */
+    cuda_check(cudaFree(*d_params), "cudaFree");
+    cuda_check(cudaFree(*d_grads), "cudaFree");
+    *d_params = fparams_ = device_zeros(gathered_len_ * esize_);
+    *d_grads = ugrads_ = device_zeros((grads_len + (size_t)ddp_world()) * esize_);
+    cuda_check(cudaStreamSynchronize(compute_), "cudaStreamSynchronize");
+}
+
+void fsdp_nccl_gather_unit(int u) {
+    cuda_check(cudaEventRecord(fready_, compute_), "cudaEventRecord");   /* the buffer's last readers queued */
+    cuda_check(cudaStreamWaitEvent(nccl_, fready_, 0), "cudaStreamWaitEvent");
+    nccl_check(ncclAllGather(pshard_ + uoff_[u] * esize_, fparams_, upart_[u], type_, comm_, nccl_), "ncclAllGather (a unit)");
+    cuda_check(cudaEventRecord(done_, nccl_), "cudaEventRecord");
+    cuda_check(cudaStreamWaitEvent(compute_, done_, 0), "cudaStreamWaitEvent");   /* its ops read it */
+    double bytes = (double)upart_[u] * (double)ddp_world() * (double)esize_;
+    ddp_nccl_reduced_bytes += bytes;
+    fsdp_nccl_gathered_bytes += bytes;
+}
+
+/* unit u's gradients, in its buffer, reduce-scattered (averaged) into this rank's part of
+ * the gradient shard; the buffer zeroed after it for the next unit written there */
+static void unit_reduce(int u) {
+    const fsdp_unit *un = &units_[u];
+    if (udone_[u] || un->grad_at < 0) return;
+    char *buf = ugrads_ + (size_t)un->grad_at * esize_;
+    cuda_check(cudaEventRecord(fready_, compute_), "cudaEventRecord");   /* after the backward's writes */
+    cuda_check(cudaStreamWaitEvent(nccl_, fready_, 0), "cudaStreamWaitEvent");
+    nccl_check(ncclReduceScatter(buf, gshard_ + uoff_[u] * esize_, upart_[u], type_, ncclAvg, comm_, nccl_), "ncclReduceScatter (a unit)");
+    cuda_check(cudaEventRecord(done_, nccl_), "cudaEventRecord");
+    cuda_check(cudaStreamWaitEvent(compute_, done_, 0), "cudaStreamWaitEvent");
+    cuda_check(cudaMemsetAsync(buf, 0, un->count * esize_, compute_), "cudaMemsetAsync");
+    ddp_nccl_reduced_bytes += (double)upart_[u] * (double)ddp_world() * (double)esize_;
+    udone_[u] = 1;
+}
+
+void fsdp_nccl_unit_grads_ready(int u) { unit_reduce(u); }
+
+void fsdp_nccl_gather_host(const void *d_shard, size_t esize, void *full) {
+    size_t world = (size_t)ddp_world(), bytes = slen_ * esize;
+    char *mine = malloc(bytes + 1), *all = malloc(world * bytes + 1);
+    if (!mine || !all) ddp_die("out of memory gathering a checkpoint");
+    cuda_check(cudaStreamSynchronize(compute_), "cudaStreamSynchronize");
+    cuda_check(cudaMemcpy(mine, d_shard, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy (a shard)");
+    ddp_all_gather(mine, bytes, all);
+    for (int u = 0; u < nunits_ && ddp_rank() == 0; u++) {
+        const fsdp_unit *un = &units_[u];
+        for (size_t r = 0; r < world; r++) {
+            size_t lo = un->first + upart_[u] * r, end = un->first + un->count;
+            size_t hi = lo + upart_[u] < end ? lo + upart_[u] : end;
+            if (lo < hi) memcpy((char *)full + lo * esize, all + (r * slen_ + uoff_[u]) * esize, (hi - lo) * esize);
+        }
+    }
+    free(mine);
+    free(all);
+}
+
+void fsdp_nccl_keep_host(void *d_shard, size_t esize, const void *full) {
+    char *mine = calloc(slen_ + 1, esize);
+    if (!mine) ddp_die("out of memory");
+    for (int u = 0; u < nunits_; u++) {
+        size_t lo, hi;
+        my_part(u, &lo, &hi);
+        memcpy(mine + uoff_[u] * esize, (const char *)full + lo * esize, (hi - lo) * esize);
+    }
+    cuda_check(cudaStreamSynchronize(compute_), "cudaStreamSynchronize");
+    cuda_check(cudaMemcpy(d_shard, mine, slen_ * esize, cudaMemcpyHostToDevice), "cudaMemcpy (a shard)");
+    free(mine);
+}
+
+void ddp_nccl_memcpy(void *dst, const void *src, size_t bytes) {
+    cuda_check(cudaStreamSynchronize(compute_), "cudaStreamSynchronize");
+    cuda_check(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault), "cudaMemcpy");
 }

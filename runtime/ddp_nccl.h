@@ -39,6 +39,9 @@ int ddp_nccl_stop_requested(void);
  * and before what it queues next (DDP's broadcast at wrap time: parameters and buffers) */
 void ddp_nccl_broadcast(void *d_buf, size_t bytes, void *stream);
 
+/* bytes from src to dst, host or device (after the compute stream's queued work) */
+void ddp_nccl_memcpy(void *dst, const void *src, size_t bytes);
+
 /* SyncBatchNorm (sync_batchnorm): n doubles at d_x summed over the ranks in place,
  * queued on `stream` (the compute stream: the kernel after it reads the sums) */
 void ddp_nccl_sum(void *d_x, int n, void *stream);
@@ -61,6 +64,35 @@ extern double ddp_nccl_synced_bytes;   /* for the summary */
 void fsdp_nccl_init(void *d_params, void *d_grads, void *d_compute, size_t numel, int format, size_t state_esize, void *stream);
 void fsdp_nccl_finish_grads(void);
 void fsdp_nccl_gather_params(void);
+/* FSDP with FULL_SHARD on the GPU: the parameters sharded too.  Each unit (runtime/ddp.h's
+ * fsdp_unit: a range of the arena, its gradients' place in the units' buffers) is cut into
+ * world equal parts (the last padded), rank r holding part r of every unit, one after
+ * another: its shard of the parameters, of the averaged gradients and of each optimizer
+ * state buffer (fsdp_nccl_shard_len() elements, PyTorch FSDP's flat parameters).
+ *   setup:     fsdp_nccl_init, then fsdp_nccl_set_units(table, n) (the table outlives the
+ *              run); once the run has its starting weights in the whole d_params (init and
+ *              broadcast, or resumed), fsdp_nccl_shard_params(&d_params, &d_grads,
+ *              grads_len): the shards kept, the whole arenas freed, d_params now the buffer
+ *              a unit is gathered into and d_grads the units' gradient buffers
+ *   model:     fsdp_nccl_gather_unit(u) before the ops that read unit u (forward, and
+ *              again backward); fsdp_nccl_unit_grads_ready(u) once its gradients are
+ *              final: ncclReduceScatter (mean) into the gradient shard, the buffer zeroed
+ *   each step: fsdp_nccl_finish_grads(); the optimizer on fsdp_nccl_param_shard() and
+ *              fsdp_nccl_grad_shard()
+ *   checkpoints: fsdp_nccl_gather_host(d_shard, esize, full) puts the whole tensors on
+ *              rank 0's host (every rank calls it); fsdp_nccl_keep_host(d_shard, esize,
+ *              full) this rank's parts of whole ones on its device */
+void fsdp_nccl_set_units(const fsdp_unit *units, int n);
+void fsdp_nccl_shard_params(void **d_params, void **d_grads, size_t grads_len);
+size_t fsdp_nccl_shard_len(void);
+size_t fsdp_nccl_gathered_len(void);   /* the buffer a unit is gathered into (elements) */
+void *fsdp_nccl_param_shard(void);
+void *fsdp_nccl_grad_shard(void);
+void fsdp_nccl_gather_unit(int u);
+void fsdp_nccl_unit_grads_ready(int u);
+void fsdp_nccl_gather_host(const void *d_shard, size_t esize, void *full);
+void fsdp_nccl_keep_host(void *d_shard, size_t esize, const void *full);
+extern double fsdp_nccl_gathered_bytes;   /* all-gathered by fsdp_nccl_gather_unit in this run */
 /* for the summary: the bytes all-reduced in this run (FSDP: reduce-scattered and all-gathered) */
 extern double ddp_nccl_reduced_bytes;
 #endif
