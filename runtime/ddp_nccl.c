@@ -5,6 +5,7 @@
 #include <nccl.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "signals.h"
