@@ -190,29 +190,39 @@ function report.collectives_section(l)
     local shard = math.ceil(st.nparams / s.devices) * esize
     local largest = 0
     for _, u in ipairs(st.units) do largest = math.max(largest, u.count * esize) end
-    add(string.format("Strategy `fsdp`, sharding_strategy `FULL_SHARD`, on %d ranks over MPI: the flat parameter, gradient and " ..
-      "optimizer-state arena is cut into %d shards of %s, and each rank keeps only its shard of the parameters.  The model is " ..
+    -- the CUDA program cuts each unit into equal parts (NCCL's collectives: runtime/ddp_nccl.h)
+    local cut = string.format("the flat parameter, gradient and optimizer-state arena is cut into %d shards of %s", s.devices, util.human_bytes(shard))
+    if cuda then
+      shard = 0
+      for _, u in ipairs(st.units) do shard = shard + math.ceil(u.count / s.devices) * esize end
+      cut = string.format("each unit is cut into %d equal parts (the last padded; ncclAllGather and ncclReduceScatter take equal " ..
+        "parts), a rank's shard being its part of every unit (%s: its parameters', averaged gradients' and optimizer state's)", s.devices, util.human_bytes(shard))
+    end
+    add(string.format("Strategy `fsdp`, sharding_strategy `FULL_SHARD`, on %d ranks over %s: %s, and each rank keeps only its shard of the parameters.  The model is " ..
       "wrapped in %d unit%s (%s); before the ops that read a unit, in forward and again in backward (reshard_after_forward), " ..
       "the unit's parameters are all-gathered into one buffer of the largest unit's size (%s), and the unit's gradients are " ..
       "reduce-scattered (each rank gets the mean of its shard) as soon as its backward has made them final.  Each rank's " ..
-      "optimizer updates its shard; nothing is gathered after the step.%s", s.devices, s.devices, util.human_bytes(shard),
+      "optimizer updates its shard; nothing is gathered after the step.%s", s.devices, over, cut,
       #st.units, #st.units == 1 and "" or "s", s.policy, util.human_bytes(largest),
       acc > 1 and string.format("  With accumulate = %d every micro-batch gathers and reduce-scatters (its gradients add up in the rank's shard).", acc) or ""))
     add("")
     add("| collective | tensors | when | bytes |")
     add("| --- | --- | --- | ---: |")
-    add(string.format("| broadcast from rank 0 | parameters, buffers, counters | once, at start (before the parameters are sharded) | %s |", util.human_bytes(state_bytes)))
+    add(string.format(cuda and bcast:gsub("once, at start, device to device", "once, at start, device to device, before the parameters are sharded")
+      or "| broadcast from rank 0 | parameters, buffers, counters | once, at start (before the parameters are sharded) | %s |", util.human_bytes(state_bytes)))
     for i, u in ipairs(st.units) do
       local names = #u.params == 1 and string.format("`%s`", u.params[1])
         or string.format("%d tensors: `%s` … `%s`", #u.params, u.params[1], u.params[#u.params])
       local what = string.format("unit %d (%s): %s", i - 1, u.key == "" and "the root's" or ("`" .. u.key .. "`"), names)
       local bytes = u.count * esize
-      add(string.format("| all-gather | %s | before its forward, and again before its backward | %s each |", what, util.human_bytes(bytes)))
-      add(string.format("| reduce-scatter (avg) | %s's gradients | in backward, once they are final (every micro-batch) | %s |", what:match("^[^:]*"), util.human_bytes(bytes)))
+      add(string.format("| %s | %s | before its forward, and again before its backward | %s each |", cuda and "ncclAllGather" or "all-gather", what, util.human_bytes(bytes)))
+      add(string.format("| %s | %s's gradients | in backward, once they are final (every micro-batch) | %s |", cuda and "ncclReduceScatter (avg)" or "reduce-scatter (avg)",
+        what:match("^[^:]*"), util.human_bytes(bytes)))
       for _ = 1, 2 * acc do msgs[#msgs + 1] = { "all-gather", bytes } end
       for _ = 1, acc do msgs[#msgs + 1] = { "reduce-scatter", bytes } end
     end
-    add(string.format("| gather to rank 0 | the parameters' and the optimizer state's shards | each checkpoint (a full state dict) | %s per tensor set |", util.human_bytes(pbytes)))
+    add(string.format("| gather to rank 0%s | the parameters' and the optimizer state's shards | each checkpoint (a full state dict) | %s per tensor set |",
+      cuda and " (MPI, from host copies)" or "", util.human_bytes(pbytes)))
     local opt = g.spec.train.optimizer
     local k = #require("optimizers").rule(opt.kind).states(opt.args)
     note = string.format("Per rank: parameters %s (its shard) + %s (the gathered unit; one rank: %s), gradients %s (%d buffer%s of the " ..

@@ -1,9 +1,11 @@
-/* runtime/ddp_nccl.h — DistributedDataParallel's gradient all-reduce on the GPU, over NCCL
- * (issue 13).  The ranks, their errors, the watchdog and the host's collectives (metrics,
- * the data's shards, the parameters' broadcast at start) stay runtime/ddp.h's, on MPI;
- * NCCL is bootstrapped over it (rank 0's ncclUniqueId broadcast with MPI) and carries the
- * gradients on a stream of its own, so the buckets' all-reduces overlap the rest of
- * backward.  Only a CUDA program whose strategy is ddp includes it (and links NCCL and MPI).
+/* runtime/ddp_nccl.h — DistributedDataParallel's gradient all-reduce and FSDP's
+ * collectives on the GPU, over NCCL (issue 13).  The ranks, their errors, the watchdog and
+ * the host's collectives (metrics, the data's shards, checkpoints' gathers) stay
+ * runtime/ddp.h's, on MPI; NCCL is bootstrapped over it (rank 0's ncclUniqueId broadcast
+ * with MPI) and carries the device's tensors (the parameters' broadcast at start, the
+ * gradients, FSDP's parameters) on a stream of its own, so the buckets' all-reduces overlap
+ * the rest of backward.  Only a CUDA program whose strategy is ddp or fsdp includes it (and
+ * links NCCL and MPI).
  *
  *   main:      ddp_init (runtime/ddp.h), then ddp_nccl_init(): this rank's GPU is its
  *              local rank (refused past the node's GPUs); the communicator over every rank
