@@ -351,7 +351,10 @@ end
 -- differ in its last bits), one thread adds the chunks in the CPU's order and writes the
 -- coefficient (double) to scratch, and the scale kernel reads it there (no host sync:
 -- the clip is capturable in a CUDA Graph).  The per-element parts are scalar_ops.h's.
-local function clip_lines(sp, ctx, scratch)
+-- `shard` (fsdp's: { g, n }, this rank's part of the averaged gradients, C expressions):
+-- over it, the norm's 64 chunk sums added over the ranks (ncclAllReduce on the compute
+-- stream) before the coefficient, as the C program's norm over the shard, then over the ranks.
+local function clip_lines(sp, ctx, scratch, shard)
   local c = sp.train.clip
   if not c then return {} end
   local lines = {}
@@ -360,7 +363,8 @@ local function clip_lines(sp, ctx, scratch)
       body = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)\n" ..
              "        g[i] = state_narrow(so_clip_value(state_widen(g[i]), v));" }
     lines[#lines + 1] = string.format("    {   // clip_grad_value_(clip_value=%s)", literal(c.clip_val))
-    lines[#lines + 1] = string.format("        void *g = m->d_grads; long long n = NUM_PARAMS; float v = %s;", literal(c.clip_val))
+    lines[#lines + 1] = string.format("        void *g = %s; long long n = %s; float v = %s;", shard and shard.g or "m->d_grads",
+      shard and shard.n or "NUM_PARAMS", literal(c.clip_val))
     lines[#lines + 1] = "        void *args[] = { &g, &n, &v };"
     lines[#lines + 1] = string.format("        lc_launch(&m->kernels[%d], lc_blocks(n, 256), 256, m->stream, args);", k)
     lines[#lines + 1] = "    }"
@@ -404,10 +408,10 @@ local function clip_lines(sp, ctx, scratch)
     body = "const double c = *coef;\n    if (c >= 1) return;\n    const float cf = (float)c;\n" ..
            "    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)\n" ..
            "        g[i] = state_narrow(so_clip_scale(state_widen(g[i]), cf));" }
-  for _, l in ipairs {
+  local norm = {
     string.format("    {   // clip_grad_norm_(max_norm=%s, norm_type=%s)", literal(c.max_norm), inf and "inf" or string.format("%.17g", c.norm_type)),
-    "        void *g = m->d_grads, *part = m->d_scratch, *coef = m->d_scratch + 512;",
-    "        long long n = NUM_PARAMS;",
+    string.format("        void *g = %s, *part = m->d_scratch, *coef = m->d_scratch + 512;", shard and shard.g or "m->d_grads"),
+    string.format("        long long n = %s;%s", shard and shard.n or "NUM_PARAMS", shard and "   // FSDP: this rank's part" or ""),
     string.format("        double max_norm = %.17g;", c.max_norm),
     "        void *a1[] = { &g, &part, &n };",
     string.format("        lc_launch(&m->kernels[%d], 64, 256, m->stream, a1);", kp),
@@ -417,7 +421,9 @@ local function clip_lines(sp, ctx, scratch)
     "        void *a3[] = { &g, &coef, &n };",
     string.format("        lc_launch(&m->kernels[%d], lc_blocks(n, 256), 256, m->stream, a3);", ks),
     "    }",
-  } do lines[#lines + 1] = l end
+  }
+  if shard then table.insert(norm, 7, "        ddp_nccl_sum(part, 64, m->stream);   // FSDP: the chunks' sums over every rank's part") end
+  for _, l in ipairs(norm) do lines[#lines + 1] = l end
   return lines
 end
 
@@ -443,7 +449,14 @@ local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams, sharde
     diag.fatal(opt.where or sp.train.where, string.format("the CUDA backend does not run the %s optimizer%s yet (SGD, Adam and AdamW)",
       opt.kind, a.amsgrad and " with amsgrad" or a.maximize and " with maximize" or ""))
   end
-  local clip = clip_lines(sp, ctx, scratch)
+  -- (FSDP: this rank's part, its state indexed from the part's start)
+  local PARAMS, GRADS = sharded and "m->d_params + fsdp_lo()" or "m->d_params", sharded and "m->d_grads + fsdp_lo()" or "m->d_grads"
+  local NE = sharded and "(long long)(fsdp_hi() - fsdp_lo())" or "NUM_PARAMS"
+  if sharded == "FULL_SHARD" then   -- (the shards are buffers of their own)
+    PARAMS, GRADS, NE = "fsdp_nccl_param_shard()", "fsdp_nccl_grad_shard()", "(long long)fsdp_nccl_shard_len()"
+  end
+  local N = string.format("    long long n = %s;%s", NE, sharded and "   // FSDP: this rank's part" or "")
+  local clip = clip_lines(sp, ctx, scratch, sharded and { g = GRADS, n = NE })
   -- the compute copy (see staged in context) is written in the same pass as the update
   local cf = ctx.compute.fmt
   local copy_kind = cf and ("_copy_" .. FMT[cf].code) or ""
@@ -500,13 +513,6 @@ local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams, sharde
   end
   local ops = {}
   for _, l in ipairs(clip) do ops[#ops + 1] = l end
-  -- (FSDP: this rank's part, its state indexed from the part's start)
-  local PARAMS, GRADS = sharded and "m->d_params + fsdp_lo()" or "m->d_params", sharded and "m->d_grads + fsdp_lo()" or "m->d_grads"
-  local N = sharded and "    long long n = (long long)(fsdp_hi() - fsdp_lo());   // FSDP: this rank's part" or "    long long n = NUM_PARAMS;"
-  if sharded == "FULL_SHARD" then   -- (the shards are buffers of their own)
-    PARAMS, GRADS = "fsdp_nccl_param_shard()", "fsdp_nccl_grad_shard()"
-    N = "    long long n = (long long)fsdp_nccl_shard_len();   // FSDP FULL_SHARD: this rank's parts of every unit"
-  end
   if opt.kind == "SGD" then
     local k = ctx.kernel { kind = "sgd" .. groups_kind .. copy_kind, ops = {}, globals = globals,
       params = "state_t *__restrict__ p, opt_t *__restrict__ buf, const state_t *__restrict__ g" .. copy_param ..

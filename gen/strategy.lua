@@ -129,10 +129,6 @@ function strategy.check(g, target)
     end
     if sh then
       -- the device's clip and GradScaler read the whole gradient arena, of which a rank averages only its part
-      if sp.train and sp.train.clip then
-        diag.fatal(sp.train.where and diag.key_where(sp.train.where, "clip") or at,
-          "fsdp on the CUDA backend does not clip gradients yet (a norm over every rank's part); leave clip out, strategy = 'ddp', or --accelerator=cpu")
-      end
       local prec = target.precision or f.precision
       if require("precision").SETTINGS[prec] and require("precision").SETTINGS[prec].loss_scaling then
         diag.fatal(not target.precision and diag.key_where(f.where, "precision") or at,

@@ -313,6 +313,12 @@ static void unit_reduce(int u) {
     cuda_check(cudaEventRecord(done_, nccl_), "cudaEventRecord");
     cuda_check(cudaStreamWaitEvent(compute_, done_, 0), "cudaStreamWaitEvent");
     cuda_check(cudaMemsetAsync(buf, 0, un->count * esize_, compute_), "cudaMemsetAsync");
+    /* the padding of this rank's part (past the unit's end: what the reduce-scatter read
+     * after the buffer) kept zero, for the norm a clip takes over the shard */
+    size_t lo, hi;
+    my_part(u, &lo, &hi);
+    if (hi - lo < upart_[u])
+        cuda_check(cudaMemsetAsync(gshard_ + (uoff_[u] + hi - lo) * esize_, 0, (upart_[u] - (hi - lo)) * esize_, compute_), "cudaMemsetAsync");
     ddp_nccl_reduced_bytes += (double)upart_[u] * (double)ddp_world() * (double)esize_;
     udone_[u] = 1;
 }

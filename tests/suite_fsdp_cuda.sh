@@ -3,7 +3,8 @@
 # gen/emit_cuda.lua's ddp_blocks, unit_gathers and optimizer), checked without a GPU: the
 # real build, and, emulated only, the ranks (tests/cuda_emu's emu_nccl.cpp: ncclAllGather,
 # ncclReduceScatter and ncclBroadcast over MPI, queued in stream order, so a missing event
-# wait gives wrong numbers).  tests/ddp/mlp.lua with AdamW, 20 steps:
+# wait gives wrong numbers).  tests/ddp/mlp.lua with AdamW and clip_grad_norm_ (max_norm
+# 0.5: the norm's chunk sums over every rank's part), 20 steps:
 #  - the real build (FULL_SHARD): nvcc -Werror, linked against the toolkit's libnccl.so.2 and MPI;
 #  - sharding_strategy = "SHARD_GRAD_OP": the gradients reduce-scattered in place after
 #    backward, each rank's optimizer updating its part of the arena with its part of the state
@@ -19,12 +20,12 @@
 #    program's FULL_SHARD 2 ranks and = 1 CUDA rank × 16 (weights and optimizer state); the
 #    sharded bytes on each device (parameters, gradients, optimizer state) are half a 1-rank
 #    run's; the gathers and reduce-scatters model.cu queues; resumed at step 10 = uninterrupted;
-#  - refused in one line: clipping, 16-mixed's loss scaling, parameter groups; FULL_SHARD
-#    with accumulate or a 16-bit compute copy (bf16-mixed).
+#  - refused in one line: 16-mixed's loss scaling, parameter groups; FULL_SHARD with
+#    accumulate or a 16-bit compute copy (bf16-mixed).
 set -u
 cd "$(dirname "$0")/.."
 . tests/tap.sh
-plan 17
+plan 16
 CUDA=${CUDA_HOME:-/usr/local/cuda}
 BASE=cpu2
 . tests/ddp/lib.sh
@@ -33,12 +34,13 @@ export CUDA_EMU_CACHE=${CUDA_EMU_CACHE:-$ROOT/build/cuda_emu_cache}
 export CUDA_EMU_DEVICES=2   # one emulated GPU per rank (exported too: -x reaches the first MPMD program only)
 EMPI="$MPI -x CUDA_EMU_DEVICES=2"
 if [ ! -x "$CUDA/bin/nvcc" ] || ! command -v mpirun >/dev/null; then
-  for i in $(seq 17); do skip "CUDA fsdp $i" "no CUDA toolkit ($CUDA/bin/nvcc) or no mpirun"; done
+  for i in $(seq 16); do skip "CUDA fsdp $i" "no CUDA toolkit ($CUDA/bin/nvcc) or no mpirun"; done
   exit 0
 fi
 # no train.log here (suite_ddp_cuda logs it over the CUDA ranks)
-SGO='s/"ddp", devices = 2 }/"fsdp", devices = 2, sharding_strategy = "SHARD_GRAD_OP" }/; /^  log/d'
-FULL='s/"ddp", devices = 2 }/"fsdp", devices = 2, auto_wrap_policy = { "Linear" } }/; /^  log/d'
+CLIP='s/batch_size = 8,/batch_size = 8, clip = { max_norm = 0.5 },/; /^  log/d'
+SGO='s/"ddp", devices = 2 }/"fsdp", devices = 2, sharding_strategy = "SHARD_GRAD_OP" }/;'$CLIP
+FULL='s/"ddp", devices = 2 }/"fsdp", devices = 2, auto_wrap_policy = { "Linear" } }/;'$CLIP
 sed "$SGO" "$SPEC" >cpu2.lua
 sed "$SGO; s/\"cpu\"/\"cuda\"/" "$SPEC" >cu2.lua
 sed "$SGO; s/\"cpu\"/\"cuda\"/; s/batch_size = 8,/batch_size = 16,/" "$SPEC" >cu1.lua
@@ -96,8 +98,6 @@ $EMPI -np 2 fs2/emu/run --out rsf --resume rsf/last.safetensors --max-steps 20 >
 within "emulated: FULL_SHARD resumed at step 10 = uninterrupted (weights and optimizer state)" rsf/last.safetensors rf2/last.safetensors
 
 SPEC=cu2.lua
-refused clip 's/batch_size = 8,/batch_size = 8, clip = { max_norm = 1.0 },/' \
-  "clip.lua:16: fsdp on the CUDA backend does not clip gradients yet (a norm over every rank's part); leave clip out, strategy = 'ddp', or --accelerator=cpu"
 refused groups 's/weight_decay = 0.01 }/weight_decay = 0.01, decay_min_ndim = 2 }/' \
   "groups.lua:18: fsdp on the CUDA backend does not run parameter groups yet (its update runs over each rank's part of the arena); leave the groups out, strategy = 'ddp', or --accelerator=cpu"
 refused mixed16 's/"32-true"/"16-mixed"/' \
