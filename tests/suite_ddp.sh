@@ -26,12 +26,12 @@
 #    (2^-6, 2^-9; 1 rank × 8 is ~0.15 away).  (AdamW's first steps move each weight by
 #    ±lr whatever |g|, so a gradient near 0 whose 16-bit rounding flips its sign moves it
 #    by 2 lr: 1 rank × 16 against 1 rank × 2 × 8 accumulated differs as much there.)
-#  - refused in one line: fsdp's HYBRID_SHARD, train.log's metrics under CUDA ddp
+#  - refused in one line: fsdp's HYBRID_SHARD
 #    (CUDA ddp itself: tests/suite_ddp_cuda.sh).
 set -u
 cd "$(dirname "$0")/.."
 . tests/tap.sh
-plan 30
+plan 29
 BASE=two
 . tests/ddp/lib.sh
 MDIFF="python3 $ROOT/tests/ddp/metrics_diff.py"
@@ -157,7 +157,6 @@ else fail "a stop request on one rank" "rc $rc, rank 1 '$p': $(grep -v '^epoch' 
 
 # refused in one line, at the spec's line
 refused fsdp 's/"ddp", devices = 2 }/"fsdp", devices = 2, sharding_strategy = "HYBRID_SHARD" }/' "fsdp.lua:9: fsdp: sharding_strategy 'HYBRID_SHARD' is not implemented yet; write 'FULL_SHARD' (parameters, gradients and optimizer state sharded over the 2 ranks), 'SHARD_GRAD_OP' or 'NO_SHARD' (ddp)"
-refused cuda 's/"cpu"/"cuda"/' "cuda.lua:20: train.log's metrics are not reduced over the CUDA backend's ddp ranks yet (--accelerator=cpu does it, or --devices=1)"
 
 # sync_batchnorm on tests/ddp/bn.lua: the statistics over every rank's batch
 bn() {   # bn NAME SED [FLAGS]: tests/ddp/bn.lua through SED, built in NAME/
