@@ -1721,6 +1721,11 @@ function emit.program(l)
   mc.compute_upload = compute_upload
   mc.sample_body = sample.sample_body
   mc.unscale_kernel = unscale
+  -- (FSDP SHARD_GRAD_OP: over this rank's part of the averaged gradients; found_inf then
+  -- every rank's, so that all skip the same steps)
+  mc.unscale_grads = sharded == "FULL_SHARD" and "fsdp_nccl_grad_shard()" or sharded and "m->d_grads + fsdp_lo()" or "m->d_grads"
+  mc.unscale_count = sharded == "FULL_SHARD" and "(long long)fsdp_nccl_shard_len()" or sharded and "(long long)(fsdp_hi() - fsdp_lo())" or "NUM_PARAMS"
+  mc.unscale_over_ranks = sharded and "\n    ddp_nccl_any(found, m->stream);   // FSDP: an inf or NaN in any rank's part" or ""
   -- an optimizer without state (SGD without momentum) leaves `o` unused
   mc.optimizer_alloc = #os_.alloc > 0 and table.concat(os_.alloc, "\n") or "    (void)o;   // no optimizer state"
   mc.optimizer_to_host = table.concat(os_.to_host, "\n")

@@ -130,10 +130,10 @@ function strategy.check(g, target)
     if sh then
       -- the device's clip and GradScaler read the whole gradient arena, of which a rank averages only its part
       local prec = target.precision or f.precision
-      if require("precision").SETTINGS[prec] and require("precision").SETTINGS[prec].loss_scaling then
+      if sh == "FULL_SHARD" and require("precision").SETTINGS[prec] and require("precision").SETTINGS[prec].loss_scaling then
         diag.fatal(not target.precision and diag.key_where(f.where, "precision") or at,
-          string.format("fsdp on the CUDA backend does not run %s's loss scaling yet (its inf check over every rank's part); " ..
-            "use bf16-mixed, strategy = 'ddp', or --accelerator=cpu", prec))
+          string.format("fsdp FULL_SHARD on the CUDA backend does not run %s's loss scaling yet (its inf check over every unit's parts); " ..
+            "use sharding_strategy = 'SHARD_GRAD_OP', strategy = 'ddp', or --accelerator=cpu", prec))
       end
     end
   end

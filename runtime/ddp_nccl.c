@@ -361,3 +361,8 @@ void ddp_nccl_memcpy(void *dst, const void *src, size_t bytes) {
     cuda_check(cudaStreamSynchronize(compute_), "cudaStreamSynchronize");
     cuda_check(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault), "cudaMemcpy");
 }
+
+void ddp_nccl_any(void *d_flag, void *stream) {
+    if (ddp_world() <= 1) return;
+    nccl_check(ncclAllReduce(d_flag, d_flag, 1, ncclInt32, ncclMax, comm_, (cudaStream_t)stream), "ncclAllReduce (found_inf)");
+}

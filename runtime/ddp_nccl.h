@@ -41,6 +41,9 @@ int ddp_nccl_stop_requested(void);
  * and before what it queues next (DDP's broadcast at wrap time: parameters and buffers) */
 void ddp_nccl_broadcast(void *d_buf, size_t bytes, void *stream);
 
+/* an int32 flag on the device set on every rank where any rank set it (ncclMax), queued on
+ * `stream` (FSDP's GradScaler: the inf check over every rank's part) */
+void ddp_nccl_any(void *d_flag, void *stream);
 /* bytes from src to dst, host or device (after the compute stream's queued work) */
 void ddp_nccl_memcpy(void *dst, const void *src, size_t bytes);
 

@@ -20,8 +20,8 @@
 #    program's FULL_SHARD 2 ranks and = 1 CUDA rank × 16 (weights and optimizer state); the
 #    sharded bytes on each device (parameters, gradients, optimizer state) are half a 1-rank
 #    run's; the gathers and reduce-scatters model.cu queues; resumed at step 10 = uninterrupted;
-#  - refused in one line: 16-mixed's loss scaling, parameter groups; FULL_SHARD with
-#    accumulate or a 16-bit compute copy (bf16-mixed).
+#  - refused in one line: parameter groups; FULL_SHARD with accumulate, 16-mixed's loss
+#    scaling or a 16-bit compute copy (bf16-mixed).
 set -u
 cd "$(dirname "$0")/.."
 . tests/tap.sh
@@ -100,9 +100,9 @@ within "emulated: FULL_SHARD resumed at step 10 = uninterrupted (weights and opt
 SPEC=cu2.lua
 refused groups 's/weight_decay = 0.01 }/weight_decay = 0.01, decay_min_ndim = 2 }/' \
   "groups.lua:18: fsdp on the CUDA backend does not run parameter groups yet (its update runs over each rank's part of the arena); leave the groups out, strategy = 'ddp', or --accelerator=cpu"
-refused mixed16 's/"32-true"/"16-mixed"/' \
-  "mixed16.lua:9: fsdp on the CUDA backend does not run 16-mixed's loss scaling yet (its inf check over every rank's part); use bf16-mixed, strategy = 'ddp', or --accelerator=cpu"
 SPEC=fs2.lua
+refused mixed16 's/"32-true"/"16-mixed"/' \
+  "mixed16.lua:9: fsdp FULL_SHARD on the CUDA backend does not run 16-mixed's loss scaling yet (its inf check over every unit's parts); use sharding_strategy = 'SHARD_GRAD_OP', strategy = 'ddp', or --accelerator=cpu"
 refused facc 's/batch_size = 8,/batch_size = 8, accumulate = 2,/' \
   "facc.lua:16: fsdp FULL_SHARD on the CUDA backend does not accumulate gradients yet; use sharding_strategy = 'SHARD_GRAD_OP', strategy = 'ddp', or --accelerator=cpu"
 refused fbf16 's/"32-true"/"bf16-mixed"/' \

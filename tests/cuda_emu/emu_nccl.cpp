@@ -100,7 +100,7 @@ struct job {
 };
 
 size_t type_size(ncclDataType_t t) {
-    return t == ncclFloat64 ? 8 : t == ncclFloat32 ? 4 : (t == ncclInt8 || t == ncclUint8) ? 1 : 2;
+    return t == ncclFloat64 ? 8 : (t == ncclFloat32 || t == ncclInt32) ? 4 : (t == ncclInt8 || t == ncclUint8) ? 1 : 2;
 }
 
 void mpi_check(int rc, const char *what) {
@@ -151,6 +151,12 @@ void reduce_scatter(job *j) {
 void run(void *arg) {
     job *j = (job *)arg;
     size_t n = j->count;
+    if (j->type == ncclInt32) {   // (ALL_REDUCE: a max or sum of ints)
+        if (j->send != j->recv) memcpy(j->recv, j->send, n * 4);
+        mpi_check(MPI_Allreduce(MPI_IN_PLACE, j->recv, (int)n, MPI_INT, j->op == ncclMax ? MPI_MAX : MPI_SUM, j->comm->comm), "MPI_Allreduce");
+        delete j;
+        return;
+    }
     if (j->what != ALL_REDUCE) {
         size_t bytes = n * type_size(j->type);
         if (j->what == REDUCE_SCATTER) reduce_scatter(j);
@@ -204,6 +210,17 @@ void run(void *arg) {
 
 extern "C" ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataType_t type, ncclRedOp_t op,
                                       ncclComm_t comm, cudaStream_t stream) {
+    if (type == ncclInt32 && (op == ncclMax || op == ncclSum)) {   // (a flag: FSDP's found_inf)
+        size_t bytes = count * 4;
+        emu_check_device(send, bytes, "ncclAllReduce send buffer");
+        emu_check_device(recv, bytes, "ncclAllReduce receive buffer");
+        job *j = new job{send, recv, count, type, op, comm, ALL_REDUCE, 0};
+        if (cudaLaunchHostFunc(stream, run, j) != cudaSuccess) {
+            delete j;
+            return refuse(ncclInvalidUsage, "ncclAllReduce: its stream refused the work (a capture?)");
+        }
+        return ncclSuccess;
+    }
     if (type != ncclFloat32 && type != ncclFloat64 && type != ncclBfloat16 && type != ncclFloat16)
         return refuse(ncclInvalidArgument, "ncclAllReduce: data type %d is not emulated", (int)type);
     if (op != ncclSum && op != ncclAvg) return refuse(ncclInvalidArgument, "ncclAllReduce: reduction %d is not emulated", (int)op);
