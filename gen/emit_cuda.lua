@@ -487,7 +487,15 @@ local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams, sharde
     }
     CONSTS = "int r = 0;   // this thread's run: its indices only grow\n    "
     PICK = "        while (i >= opt_run_end[r]) r++;\n        const %s c = consts[opt_run_group[r]];\n"
+    if sharded then   -- (SHARD_GRAD_OP: i counts from the rank's part, at `base` of the arena)
+      groups_kind = groups_kind .. "_base"
+      PICK = "        while (i + base >= opt_run_end[r]) r++;\n        const %s c = consts[opt_run_group[r]];\n"
+    end
   end
+  local based = og and sharded
+  -- (the base after the count line)
+  if based then N = N .. "\n    long long base = (long long)fsdp_lo();   // FSDP: where the rank's part starts (the groups' runs)" end
+  local BASE_PARAM, BASE_ARG = based and ", long long base" or "", based and ", &base" or ""
   -- host lines filling each group's constants: fill(lines, LR, wd, C) adds the lines for
   -- the constants at C (a pointer expression) from the lr LR (C) and weight decay wd
   local function each_group(lines, fill, ctype)
@@ -516,7 +524,7 @@ local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams, sharde
   if opt.kind == "SGD" then
     local k = ctx.kernel { kind = "sgd" .. groups_kind .. copy_kind, ops = {}, globals = globals,
       params = "state_t *__restrict__ p, opt_t *__restrict__ buf, const state_t *__restrict__ g" .. copy_param ..
-               ", long long n, const so_sgd_consts *consts, const int *skip",
+               ", long long n, const so_sgd_consts *consts, const int *skip" .. BASE_PARAM,
       -- each value widened to float, updated, and rounded once where it is stored (the
       -- C backend's 16-bit update; nothing to convert in float)
       body = SKIP .. string.format(CONSTS, "so_sgd_consts") .. LOOP .. string.format(PICK, "so_sgd_consts") ..
@@ -547,14 +555,14 @@ local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams, sharde
       hasmom and "" or "    (void)o;",
       string.format("    void *consts = &((step_consts *)m->d_consts)->opt, *skip = %s;", skip_ptr),
       N,
-      string.format("    void *args[] = { &p, &buf, &g%s, &n, &consts, &skip };", copy_arg),
+      string.format("    void *args[] = { &p, &buf, &g%s, &n, &consts, &skip%s };", copy_arg, BASE_ARG),
       string.format("    lc_launch(&m->kernels[%d], lc_blocks(n, 256), 256, m->stream, args);", k),
     } do ops[#ops + 1] = l end
     return table.concat(host, "\n"), table.concat(ops, "\n"), hasmom and { "momentum_buffer" } or {}, "so_sgd_consts", count
   end
   local k = ctx.kernel { kind = "adam" .. groups_kind .. copy_kind, ops = {}, globals = globals,
     params = "state_t *__restrict__ p, opt_t *__restrict__ m, opt_t *__restrict__ v, const state_t *__restrict__ g" .. copy_param ..
-             ", long long n, const so_adam_consts *consts, const int *skip",
+             ", long long n, const so_adam_consts *consts, const int *skip" .. BASE_PARAM,
     body = SKIP .. string.format(CONSTS, "so_adam_consts") .. LOOP .. string.format(PICK, "so_adam_consts") ..
            "        float pi = state_widen(p[i]), mi = opt_widen(m[i]), vi = opt_widen(v[i]);\n" ..
            "        so_adam(&pi, &mi, &vi, state_widen(g[i]), &c);\n" ..
@@ -584,7 +592,7 @@ local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams, sharde
     string.format("    void *p = %s, *mm = o->d_exp_avg, *v = o->d_exp_avg_sq, *g = %s%s;", PARAMS, GRADS, copy_ptr),
     string.format("    void *consts = &((step_consts *)m->d_consts)->opt, *skip = %s;", skip_ptr),
     N,
-    "    void *args[] = { &p, &mm, &v, &g" .. copy_arg .. ", &n, &consts, &skip };",
+    "    void *args[] = { &p, &mm, &v, &g" .. copy_arg .. ", &n, &consts, &skip" .. BASE_ARG .. " };",
     string.format("    lc_launch(&m->kernels[%d], lc_blocks(n, 256), 256, m->stream, args);", k),
   } do ops[#ops + 1] = l end
   return table.concat(host, "\n"), table.concat(ops, "\n"), { "exp_avg", "exp_avg_sq" }, "so_adam_consts", count
@@ -1623,9 +1631,9 @@ function emit.program(l)
 
   local loop = require("emit_train").values(l)
   e.begin(nil)
-  if fsdp and loop.opt_groups then
-    diag.fatal(sp.train.optimizer.where or sp.train.where, "fsdp on the CUDA backend does not run parameter groups yet (its update runs over " ..
-      "each rank's part of the arena); leave the groups out, strategy = 'ddp', or --accelerator=cpu")
+  if fsdp and l.strategy.sharding == "FULL_SHARD" and loop.opt_groups then
+    diag.fatal(sp.train.optimizer.where or sp.train.where, "fsdp FULL_SHARD on the CUDA backend does not run parameter groups yet (its update " ..
+      "runs over each rank's parts of the units); use sharding_strategy = 'SHARD_GRAD_OP', strategy = 'ddp', or --accelerator=cpu")
   end
   local sharded = fsdp and l.strategy.sharding
   if sharded == "FULL_SHARD" and e.compute.fmt then

@@ -20,7 +20,7 @@
 #    program's FULL_SHARD 2 ranks and = 1 CUDA rank × 16 (weights and optimizer state); the
 #    sharded bytes on each device (parameters, gradients, optimizer state) are half a 1-rank
 #    run's; the gathers and reduce-scatters model.cu queues; resumed at step 10 = uninterrupted;
-#  - refused in one line: parameter groups; FULL_SHARD with accumulate, 16-mixed's loss
+#  - refused in one line: FULL_SHARD with parameter groups, accumulate, 16-mixed's loss
 #    scaling or a 16-bit compute copy (bf16-mixed).
 set -u
 cd "$(dirname "$0")/.."
@@ -97,10 +97,9 @@ $EMPI -np 2 fs2/emu/run --out rsf --max-steps 10 >rsf.log 2>&1
 $EMPI -np 2 fs2/emu/run --out rsf --resume rsf/last.safetensors --max-steps 20 >rsf2.log 2>&1
 within "emulated: FULL_SHARD resumed at step 10 = uninterrupted (weights and optimizer state)" rsf/last.safetensors rf2/last.safetensors
 
-SPEC=cu2.lua
-refused groups 's/weight_decay = 0.01 }/weight_decay = 0.01, decay_min_ndim = 2 }/' \
-  "groups.lua:18: fsdp on the CUDA backend does not run parameter groups yet (its update runs over each rank's part of the arena); leave the groups out, strategy = 'ddp', or --accelerator=cpu"
 SPEC=fs2.lua
+refused groups 's/weight_decay = 0.01 }/weight_decay = 0.01, decay_min_ndim = 2 }/' \
+  "groups.lua:18: fsdp FULL_SHARD on the CUDA backend does not run parameter groups yet (its update runs over each rank's parts of the units); use sharding_strategy = 'SHARD_GRAD_OP', strategy = 'ddp', or --accelerator=cpu"
 refused mixed16 's/"32-true"/"16-mixed"/' \
   "mixed16.lua:9: fsdp FULL_SHARD on the CUDA backend does not run 16-mixed's loss scaling yet (its inf check over every unit's parts); use sharding_strategy = 'SHARD_GRAD_OP', strategy = 'ddp', or --accelerator=cpu"
 refused facc 's/batch_size = 8,/batch_size = 8, accumulate = 2,/' \
