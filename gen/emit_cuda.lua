@@ -1646,6 +1646,12 @@ function emit.program(l)
   local metrics_body = metrics(e, loss.node, kernels)
   -- 16-mixed's GradScaler on the device: unscale_ (grads *= 1/scale, found_inf), and
   -- update() after the optimizer (which skips its update on found_inf)
+  -- FSDP FULL_SHARD under accumulation: the kernel that adds a micro-batch's reduce-scattered
+  -- part into the gradient shard (model.cu's fsdp_accumulate)
+  local accumulating = sharded == "FULL_SHARD" and (sp.train.accumulate or 1) > 1
+  local ak = accumulating and e.kernel { kind = "fsdp_accumulate", ops = {}, params = "state_t *__restrict__ dst, const state_t *__restrict__ src, long long n",
+    body = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)\n" ..
+           "        dst[i] = state_narrow(state_widen(dst[i]) + state_widen(src[i]));" }
   local unscale = e.kernel { kind = "unscale", ops = {}, params = "float *__restrict__ g, int *found, const float *scale, long long n",
     body = "const float inv_scale = (float)(1.0 / (double)*scale);   // scale.double().reciprocal().float()\n    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {\n" ..
            "        float v = g[i];\n        if (!(fabsf(v) <= 3.402823466e38f)) atomicOr(found, 1);   // inf or NaN\n" ..
@@ -1740,8 +1746,26 @@ function emit.program(l)
   mc.optimizer_to_device = table.concat(os_.to_device, "\n")
   mc.optimizer_free = table.concat(os_.free, "\n")
   mc.ddp_include = ranks and '\nextern "C" {\n#include "ddp_nccl.h"   // DDP/FSDP: the gradients\' collectives over NCCL\n}' or ""
+  -- FSDP FULL_SHARD under accumulation: the kernel that adds a micro-batch's reduce-scattered
+  -- part into the gradient shard (runtime/ddp_nccl.h's fsdp_nccl_set_add)
+  if accumulating then
+    mc.ddp_include = mc.ddp_include .. string.format([==[
+
+// FSDP FULL_SHARD under accumulation: dst += src (n gradients) on the model's stream,
+// runtime/ddp_nccl.c's add for the micro-batches after a step's first
+static void fsdp_accumulate(void *ctx, void *dst, const void *src, size_t n) {
+    Model *m = (Model *)ctx;
+    long long count = (long long)n;
+    void *args[] = { &dst, &src, &count };
+    lc_launch(&m->kernels[%d], lc_blocks(count, 256), 256, m->stream, args);
+}]==], ak)
+  end
   mc.ddp_begin = ranks and string.format("\n    ddp_nccl_begin_backward(boundary);   // %s: the step's last micro-batch %s its gradients (Fabric's no_backward_sync)",
     fsdp and "FSDP" or "DDP", fsdp and "reduce-scatters" or "all-reduces") or ""
+  if accumulating then
+    mc.ddp_begin = "\n    fsdp_nccl_set_add(fsdp_accumulate, m);   // FSDP FULL_SHARD: every micro-batch reduce-scatters, adding after a step's first" ..
+      "\n    ddp_nccl_begin_backward(boundary);   // (the next backward is a step's first after a boundary)"
+  end
   mc.ddp_finish = ddp and "\n        ddp_nccl_finish_grads();   // DDP: the compute stream waits for the NCCL stream: the gradients are the mean over ranks"
     or fsdp and "\n        fsdp_nccl_finish_grads();   // FSDP: reduce-scattered; this rank's part of the gradients is the mean over ranks"
     or ""

@@ -122,11 +122,6 @@ function strategy.check(g, target)
     -- the CUDA program's ranks: DDP and FSDP's SHARD_GRAD_OP over NCCL (runtime/ddp_nccl.h);
     -- what it lacks yet, refused
     local sh = kind == "fsdp" and (f.sharding_strategy or "FULL_SHARD") or nil
-    if sh == "FULL_SHARD" and sp.train and (sp.train.accumulate or 1) > 1 then
-      -- (each micro-batch's reduce-scatter would add into the shard: not on the device yet)
-      diag.fatal(sp.train.where and diag.key_where(sp.train.where, "accumulate") or at,
-        "fsdp FULL_SHARD on the CUDA backend does not accumulate gradients yet; use sharding_strategy = 'SHARD_GRAD_OP', strategy = 'ddp', or --accelerator=cpu")
-    end
     if sh then
       -- the device's clip and GradScaler read the whole gradient arena, of which a rank averages only its part
       local prec = target.precision or f.precision

@@ -98,11 +98,16 @@ static void flags_alloc(int format) {
 
 static int nunits_;
 static unsigned char *udone_;   /* FULL_SHARD: the units reduce-scattered in this backward */
+/* FULL_SHARD under accumulation: this backward adds to the gradient shard (not a step's
+ * first micro-batch), the last backward was a step's last */
+static int accum_, last_boundary_ = 1;
 
 void ddp_nccl_begin_backward(int sync) {
     syncing_ = sync && ddp_world() > 1;
     memset(started_, 0, sizeof started_);
     if (udone_) memset(udone_, 0, (size_t)nunits_);
+    accum_ = !last_boundary_;
+    last_boundary_ = sync;
 }
 
 void ddp_nccl_grad_ready(int bucket) {
@@ -232,7 +237,11 @@ void ddp_nccl_sum(void *d_x, int n, void *stream) {
  * this rank's shard is its part of every unit, one after another (at uoff_[u]): the
  * parameters', the averaged gradients' and each optimizer state buffer's (PyTorch FSDP's
  * flat parameters, one per unit). */
-static size_t *upart_, *uoff_, slen_, gathered_len_;
+static size_t *upart_, *uoff_, slen_, gathered_len_, part_max_;
+static char *landing_;   /* accumulation: where a micro-batch's part lands before it is added */
+static void (*add_)(void *ctx, void *dst, const void *src, size_t n);
+static void *add_ctx_;
+static void *device_zeros(size_t bytes);
 static char *pshard_, *gshard_, *ugrads_;   /* on the device */
 double fsdp_nccl_gathered_bytes = 0;
 
@@ -248,7 +257,13 @@ void fsdp_nccl_set_units(const fsdp_unit *units, int n) {
         uoff_[u] = slen_;
         slen_ += upart_[u];
         if (upart_[u] * world > gathered_len_) gathered_len_ = upart_[u] * world;
+        if (upart_[u] > part_max_) part_max_ = upart_[u];
     }
+}
+
+void fsdp_nccl_set_add(void (*add)(void *ctx, void *dst, const void *src, size_t n), void *ctx) {
+    add_ = add; add_ctx_ = ctx;
+    if (!landing_) landing_ = device_zeros(part_max_ * esize_);
 }
 
 size_t fsdp_nccl_shard_len(void) { return slen_; }
@@ -307,11 +322,16 @@ static void unit_reduce(int u) {
     const fsdp_unit *un = &units_[u];
     if (udone_[u] || un->grad_at < 0) return;
     char *buf = ugrads_ + (size_t)un->grad_at * esize_;
+    /* a step's first micro-batch lands in the shard itself; the others beside it, then added
+     * (as PyTorch FSDP's sharded gradients accumulate) */
+    int adding = accum_ && add_;
+    char *to = adding ? landing_ : gshard_ + uoff_[u] * esize_;
     cuda_check(cudaEventRecord(fready_, compute_), "cudaEventRecord");   /* after the backward's writes */
     cuda_check(cudaStreamWaitEvent(nccl_, fready_, 0), "cudaStreamWaitEvent");
-    nccl_check(ncclReduceScatter(buf, gshard_ + uoff_[u] * esize_, upart_[u], type_, ncclAvg, comm_, nccl_), "ncclReduceScatter (a unit)");
+    nccl_check(ncclReduceScatter(buf, to, upart_[u], type_, ncclAvg, comm_, nccl_), "ncclReduceScatter (a unit)");
     cuda_check(cudaEventRecord(done_, nccl_), "cudaEventRecord");
     cuda_check(cudaStreamWaitEvent(compute_, done_, 0), "cudaStreamWaitEvent");
+    if (adding) add_(add_ctx_, gshard_ + uoff_[u] * esize_, landing_, upart_[u]);
     cuda_check(cudaMemsetAsync(buf, 0, un->count * esize_, compute_), "cudaMemsetAsync");
     /* the padding of this rank's part (past the unit's end: what the reduce-scatter read
      * after the buffer) kept zero, for the norm a clip takes over the shard */

@@ -89,6 +89,11 @@ void fsdp_nccl_gather_params(void);
  *              full) this rank's parts of whole ones on its device */
 void fsdp_nccl_set_units(const fsdp_unit *units, int n);
 void fsdp_nccl_shard_params(void **d_params, void **d_grads, size_t grads_len);
+/* under accumulation (a step of several micro-batches): add(ctx, dst, src, n) queues
+ * dst[i] += src[i] (n elements of the gradients' type) on the compute stream, the model's
+ * kernel; each micro-batch's reduce-scatter after a step's first lands beside the shard and
+ * is added into it (call before each backward) */
+void fsdp_nccl_set_add(void (*add)(void *ctx, void *dst, const void *src, size_t n), void *ctx);
 size_t fsdp_nccl_shard_len(void);
 size_t fsdp_nccl_gathered_len(void);   /* the buffer a unit is gathered into (elements) */
 void *fsdp_nccl_param_shard(void);

@@ -3,8 +3,8 @@
 # gen/emit_cuda.lua's ddp_blocks, unit_gathers and optimizer), checked without a GPU: the
 # real build, and, emulated only, the ranks (tests/cuda_emu's emu_nccl.cpp: ncclAllGather,
 # ncclReduceScatter and ncclBroadcast over MPI, queued in stream order, so a missing event
-# wait gives wrong numbers).  tests/ddp/mlp.lua with AdamW and clip_grad_norm_ (max_norm
-# 0.5: the norm's chunk sums over every rank's part), 20 steps:
+# wait gives wrong numbers).  tests/ddp/mlp.lua with AdamW, clip_grad_norm_ (max_norm 0.5:
+# the norm's chunk sums over every rank's part) and accumulate = 2, 20 micro-batches:
 #  - the real build (FULL_SHARD): nvcc -Werror, linked against the toolkit's libnccl.so.2 and MPI;
 #  - sharding_strategy = "SHARD_GRAD_OP": the gradients reduce-scattered in place after
 #    backward, each rank's optimizer updating its part of the arena with its part of the state
@@ -12,20 +12,21 @@
 #    end with the weights of the CPU program's fsdp 2 ranks × 8 and of the CUDA program's
 #    1 rank × 16 within 1e-5 relative, the checkpoint's optimizer state (each rank's part
 #    gathered on rank 0) is the 1-rank run's; the optimizer state on each device is half the
-#    arena's; 20 × (a reduce-scatter and an all-gather of the arena) per rank; resumed at
-#    step 10 = uninterrupted;
+#    arena's; 10 steps × (a reduce-scatter and an all-gather of the arena) per rank, none on
+#    accumulation micro-batches; resumed at step 5 = uninterrupted;
 #  - FULL_SHARD (ModuleWrapPolicy { "Linear" }: 3 units) — the parameters sharded too, each unit
 #    cut into equal parts per rank, all-gathered before the ops that read it in forward and
-#    again in backward, its gradients reduce-scattered once final: 2 CUDA ranks = the CPU
+#    again in backward, its gradients reduce-scattered once final (on every micro-batch, a
+#    step's later ones added into the shard by a kernel of the model's): 2 CUDA ranks = the CPU
 #    program's FULL_SHARD 2 ranks and = 1 CUDA rank × 16 (weights and optimizer state); the
 #    sharded bytes on each device (parameters, gradients, optimizer state) are half a 1-rank
-#    run's; the gathers and reduce-scatters model.cu queues; resumed at step 10 = uninterrupted;
-#  - refused in one line: FULL_SHARD with parameter groups, accumulate, 16-mixed's loss
-#    scaling or a 16-bit compute copy (bf16-mixed).
+#    run's; the gathers and reduce-scatters model.cu queues; resumed at step 5 = uninterrupted;
+#  - refused in one line: FULL_SHARD with parameter groups, 16-mixed's loss scaling or a
+#    16-bit compute copy (bf16-mixed).
 set -u
 cd "$(dirname "$0")/.."
 . tests/tap.sh
-plan 16
+plan 15
 CUDA=${CUDA_HOME:-/usr/local/cuda}
 BASE=cpu2
 . tests/ddp/lib.sh
@@ -34,11 +35,11 @@ export CUDA_EMU_CACHE=${CUDA_EMU_CACHE:-$ROOT/build/cuda_emu_cache}
 export CUDA_EMU_DEVICES=2   # one emulated GPU per rank (exported too: -x reaches the first MPMD program only)
 EMPI="$MPI -x CUDA_EMU_DEVICES=2"
 if [ ! -x "$CUDA/bin/nvcc" ] || ! command -v mpirun >/dev/null; then
-  for i in $(seq 16); do skip "CUDA fsdp $i" "no CUDA toolkit ($CUDA/bin/nvcc) or no mpirun"; done
+  for i in $(seq 15); do skip "CUDA fsdp $i" "no CUDA toolkit ($CUDA/bin/nvcc) or no mpirun"; done
   exit 0
 fi
 # no train.log here (suite_ddp_cuda logs it over the CUDA ranks)
-CLIP='s/batch_size = 8,/batch_size = 8, clip = { max_norm = 0.5 },/; /^  log/d'
+CLIP='s/batch_size = 8,/batch_size = 8, accumulate = 2, clip = { max_norm = 0.5 },/; /^  log/d'
 SGO='s/"ddp", devices = 2 }/"fsdp", devices = 2, sharding_strategy = "SHARD_GRAD_OP" }/;'$CLIP
 FULL='s/"ddp", devices = 2 }/"fsdp", devices = 2, auto_wrap_policy = { "Linear" } }/;'$CLIP
 sed "$SGO" "$SPEC" >cpu2.lua
@@ -61,7 +62,7 @@ cu1/emu/run --out rg1 >rg1.log 2>&1
 
 # SHARD_GRAD_OP
 $EMPI -np 2 cu2/emu/run --out rg2 >rg2.log 2>&1
-within "emulated: SHARD_GRAD_OP, 2 CUDA ranks x 8 = the CPU's fsdp 2 ranks x 8 (AdamW, 20 steps)" rg2/last.safetensors rc2/last.safetensors
+within "emulated: SHARD_GRAD_OP, 2 CUDA ranks x 8 = the CPU's fsdp 2 ranks x 8 (AdamW, clipping, accumulate 2)" rg2/last.safetensors rc2/last.safetensors
 within "emulated: SHARD_GRAD_OP, 2 CUDA ranks x 8 = 1 CUDA rank x 16" rg2/last.safetensors rg1/last.safetensors
 within "emulated: SHARD_GRAD_OP, the checkpoint's optimizer state, gathered from 2 parts = the 1-rank run's" rg2/last.safetensors rg1/last.safetensors optimizer.
 np=$(sed -n 's/^#define NUM_PARAMS \([0-9]*\).*/\1/p' cu2/model.h)
@@ -69,13 +70,13 @@ line=$(grep -m1 '^fsdp: SHARD_GRAD_OP over 2 ranks (NCCL)' rg2.log)
 part=$(echo "$line" | sed -n 's/.*optimizer state [0-9]* B (2 buffers of \([0-9]*\) B).*/\1/p')
 if [ -n "$part" ] && [ "$part" -eq $((np * 4 / 2)) ]; then ok "SHARD_GRAD_OP: the optimizer state's part on each device is 1/2 of the arena ($part B of $((np * 4)) B per buffer)"
 else fail "the optimizer state sharded on the device" "$line"; fi
-want=$(awk -v n="$np" 'BEGIN { printf "%.3f", 20 * 2 * n * 4 / 1e6 }')
+want=$(awk -v n="$np" 'BEGIN { printf "%.3f", 10 * 2 * n * 4 / 1e6 }')
 got=$(sed -n 's/^fsdp: 2 ranks over NCCL; reduce-scattered and all-gathered \([0-9.]*\) MB.*/\1/p' rg2.log)
-if [ "$got" = "$want" ]; then ok "SHARD_GRAD_OP: $got MB per rank reduce-scattered and all-gathered = 20 steps x 2 x the arena"
+if [ "$got" = "$want" ]; then ok "SHARD_GRAD_OP: $got MB per rank reduce-scattered and all-gathered = 10 steps x 2 x the arena, none on accumulation micro-batches"
 else fail "the collectives' bytes" "$got MB, $want expected"; fi
-$EMPI -np 2 cu2/emu/run --out rs --max-steps 10 >rs.log 2>&1
-$EMPI -np 2 cu2/emu/run --out rs --resume rs/last.safetensors --max-steps 20 >rs2.log 2>&1
-within "emulated: SHARD_GRAD_OP resumed at step 10 = uninterrupted (weights and optimizer state)" rs/last.safetensors rg2/last.safetensors
+$EMPI -np 2 cu2/emu/run --out rs --max-steps 5 >rs.log 2>&1
+$EMPI -np 2 cu2/emu/run --out rs --resume rs/last.safetensors --max-steps 10 >rs2.log 2>&1
+within "emulated: SHARD_GRAD_OP resumed at step 5 = uninterrupted (weights and optimizer state)" rs/last.safetensors rg2/last.safetensors
 
 # FULL_SHARD
 $EMPI -np 2 fs2/emu/run --out rf2 >rf2.log 2>&1
@@ -93,16 +94,14 @@ rsc=$(grep -c 'fsdp_nccl_unit_grads_ready([0-9]*);' fs2/model.cu)
 if [ "$gf" -eq 3 ] && [ "$gb" -eq 2 ] && [ "$rsc" -eq 3 ]; then
   ok "FULL_SHARD: model.cu gathers the 3 units in forward, 2 in backward (the first Linear's reads no parameter), reduce-scatters 3"
 else fail "FULL_SHARD's gathers" "$gf forward, $gb backward gathers, $rsc reduce-scatters"; fi
-$EMPI -np 2 fs2/emu/run --out rsf --max-steps 10 >rsf.log 2>&1
-$EMPI -np 2 fs2/emu/run --out rsf --resume rsf/last.safetensors --max-steps 20 >rsf2.log 2>&1
-within "emulated: FULL_SHARD resumed at step 10 = uninterrupted (weights and optimizer state)" rsf/last.safetensors rf2/last.safetensors
+$EMPI -np 2 fs2/emu/run --out rsf --max-steps 5 >rsf.log 2>&1
+$EMPI -np 2 fs2/emu/run --out rsf --resume rsf/last.safetensors --max-steps 10 >rsf2.log 2>&1
+within "emulated: FULL_SHARD resumed at step 5 = uninterrupted (weights and optimizer state)" rsf/last.safetensors rf2/last.safetensors
 
 SPEC=fs2.lua
 refused groups 's/weight_decay = 0.01 }/weight_decay = 0.01, decay_min_ndim = 2 }/' \
   "groups.lua:18: fsdp FULL_SHARD on the CUDA backend does not run parameter groups yet (its update runs over each rank's parts of the units); use sharding_strategy = 'SHARD_GRAD_OP', strategy = 'ddp', or --accelerator=cpu"
 refused mixed16 's/"32-true"/"16-mixed"/' \
   "mixed16.lua:9: fsdp FULL_SHARD on the CUDA backend does not run 16-mixed's loss scaling yet (its inf check over every unit's parts); use sharding_strategy = 'SHARD_GRAD_OP', strategy = 'ddp', or --accelerator=cpu"
-refused facc 's/batch_size = 8,/batch_size = 8, accumulate = 2,/' \
-  "facc.lua:16: fsdp FULL_SHARD on the CUDA backend does not accumulate gradients yet; use sharding_strategy = 'SHARD_GRAD_OP', strategy = 'ddp', or --accelerator=cpu"
 refused fbf16 's/"32-true"/"bf16-mixed"/' \
   "fbf16.lua:9: fsdp FULL_SHARD on the CUDA backend does not run bf16-mixed yet (its GEMMs' bf16 copy of the parameters is not sharded); use 32-true, bf16-true, 16-true, or sharding_strategy = 'SHARD_GRAD_OP'"
