@@ -462,6 +462,25 @@ ops_cuda.batch_norm = {
     end
     local scale = w and "ld_wt(c) * invstd" or "invstd"
     local shift = b and "ld_bs(c)" or "0.0f"
+    -- a training kernel's end, once mean, ss (the sum of squared deviations) and invstd are
+    -- known over `count` values: normalize, save, and move the running statistics
+    local function finish(count)
+      return [[const float scale = ]] .. scale .. ", shift = " .. shift .. [[;
+    ]] .. BLOCK .. [[ {
+        long long j = (i / S * C + c) * S + i % S;
+        st_y(j, so_bn_apply(ld_x(j), m, scale, shift));
+    }
+    if (threadIdx.x == 0) {
+        double f = momentum;
+        if (momentum < 0 && tracked) f = 1.0 / (double)*tracked;
+        if (save_mean) save_mean[c] = m;
+        if (save_invstd) save_invstd[c] = invstd;
+        // in the state's format (bf16-true, 16-true: widened, updated in float, rounded)
+        if (running_mean) running_mean[c] = state_narrow((float)((1 - f) * state_widen(running_mean[c]) + f * mean));
+        if (running_var) running_var[c] = state_narrow((float)((1 - f) * state_widen(running_var[c]) + f * (]] .. count ..
+        [[ > 1 ? ss / (]] .. count .. [[ - 1) : 0.0 / 0.0)));
+    }]]
+    end
     local sync = e.synced(n)
     local ops = train_ops()
     local k = (not sync or not a.track_running_stats) and e.kernel { kind = "batch_norm_train" .. (w and "_w" or "") .. (b and "_b" or ""), ops = ops,
@@ -474,20 +493,7 @@ ops_cuda.batch_norm = {
     ]] .. BLOCK .. [[ { double d = ld_x((i / S * C + c) * S + i % S) - mean; ss += d * d; }
     ss = block_sum(ss);
     const float invstd = (float)(1.0 / sqrt(ss / n + eps)), m = (float)mean;
-    const float scale = ]] .. scale .. ", shift = " .. shift .. [[;
-    ]] .. BLOCK .. [[ {
-        long long j = (i / S * C + c) * S + i % S;
-        st_y(j, so_bn_apply(ld_x(j), m, scale, shift));
-    }
-    if (threadIdx.x == 0) {
-        double f = momentum;
-        if (momentum < 0 && tracked) f = 1.0 / (double)*tracked;
-        if (save_mean) save_mean[c] = m;
-        if (save_invstd) save_invstd[c] = invstd;
-        // in the state's format (bf16-true, 16-true: widened, updated in float, rounded)
-        if (running_mean) running_mean[c] = state_narrow((float)((1 - f) * state_widen(running_mean[c]) + f * mean));
-        if (running_var) running_var[c] = state_narrow((float)((1 - f) * state_widen(running_var[c]) + f * (n > 1 ? ss / (n - 1) : 0.0 / 0.0)));
-    }]] }
+    ]] .. finish("n") }
     local count = by(e.batch(x), S)
     local momentum = a.momentum == false and -1 or a.momentum
     local function train_lines(sync)
@@ -524,19 +530,7 @@ ops_cuda.batch_norm = {
     double ss = sums[C + c] - sums[c] * mean;
     if (ss < 0) ss = 0;   // rounding: the variance is never negative
     const float invstd = (float)(1.0 / sqrt(ss / M + eps)), m = (float)mean;
-    const float scale = ]] .. scale .. ", shift = " .. shift .. [[;
-    ]] .. BLOCK .. [[ {
-        long long j = (i / S * C + c) * S + i % S;
-        st_y(j, so_bn_apply(ld_x(j), m, scale, shift));
-    }
-    if (threadIdx.x == 0) {
-        double f = momentum;
-        if (momentum < 0 && tracked) f = 1.0 / (double)*tracked;
-        if (save_mean) save_mean[c] = m;
-        if (save_invstd) save_invstd[c] = invstd;
-        if (running_mean) running_mean[c] = state_narrow((float)((1 - f) * state_widen(running_mean[c]) + f * mean));
-        if (running_var) running_var[c] = state_narrow((float)((1 - f) * state_widen(running_var[c]) + f * (M > 1 ? ss / (M - 1) : 0.0 / 0.0)));
-    }]] }
+    ]] .. finish("M") }
       end
       for _, l in ipairs(e.launch(kt, kops, args, { blocks = C })) do train[#train + 1] = l end
       return train

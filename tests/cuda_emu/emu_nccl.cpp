@@ -210,20 +210,10 @@ void run(void *arg) {
 
 extern "C" ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataType_t type, ncclRedOp_t op,
                                       ncclComm_t comm, cudaStream_t stream) {
-    if (type == ncclInt32 && (op == ncclMax || op == ncclSum)) {   // (a flag: FSDP's found_inf)
-        size_t bytes = count * 4;
-        emu_check_device(send, bytes, "ncclAllReduce send buffer");
-        emu_check_device(recv, bytes, "ncclAllReduce receive buffer");
-        job *j = new job{send, recv, count, type, op, comm, ALL_REDUCE, 0};
-        if (cudaLaunchHostFunc(stream, run, j) != cudaSuccess) {
-            delete j;
-            return refuse(ncclInvalidUsage, "ncclAllReduce: its stream refused the work (a capture?)");
-        }
-        return ncclSuccess;
-    }
-    if (type != ncclFloat32 && type != ncclFloat64 && type != ncclBfloat16 && type != ncclFloat16)
+    const bool flag = type == ncclInt32 && (op == ncclMax || op == ncclSum);   // (an int flag: FSDP's found_inf)
+    if (!flag && type != ncclFloat32 && type != ncclFloat64 && type != ncclBfloat16 && type != ncclFloat16)
         return refuse(ncclInvalidArgument, "ncclAllReduce: data type %d is not emulated", (int)type);
-    if (op != ncclSum && op != ncclAvg) return refuse(ncclInvalidArgument, "ncclAllReduce: reduction %d is not emulated", (int)op);
+    if (!flag && op != ncclSum && op != ncclAvg) return refuse(ncclInvalidArgument, "ncclAllReduce: reduction %d is not emulated", (int)op);
     if (count > (size_t)2147483647) return refuse(ncclInvalidArgument, "ncclAllReduce: more than 2^31 elements are not emulated");
     size_t bytes = count * type_size(type);
     emu_check_device(send, bytes, "ncclAllReduce send buffer");
