@@ -462,8 +462,8 @@ local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams, sharde
   local copy_kind = cf and ("_copy_" .. FMT[cf].code) or ""
   local copy_param = cf and ", so_u16 *__restrict__ copy" or ""
   local copy_stmt = cf and string.format("\n        copy[i] = so_narrow_%s(so_round_%s(pi));   // the compute copy", cf, cf) or ""
-  local copy_ptr = cf and (sharded and ", *copy = m->d_compute + fsdp_lo()" or ", *copy = m->d_compute") or ""
-  assert(not (cf and sharded == "FULL_SHARD"), "FULL_SHARD with a compute copy (refused in emit.program)")
+  local copy_ptr = cf and (sharded == "FULL_SHARD" and ", *copy = fsdp_nccl_compute_shard()" or sharded and ", *copy = m->d_compute + fsdp_lo()"
+    or ", *copy = m->d_compute") or ""
   local copy_arg = cf and ", &copy" or ""
   local skip_ptr = scaling and "&m->d_scaler->found_inf" or "NULL"
   local LOOP = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {\n"
@@ -1026,7 +1026,7 @@ end
 -- the update: model.cu), each rank's optimizer state its part of the arena on the device,
 -- and a checkpoint a full state dict (Fabric's default): the state's parts gathered on rank
 -- 0 (`opt_states`: their names), which writes them.
-local function ddp_blocks(l, loop, t, buckets, state_fmt, opt_states)
+local function ddp_blocks(l, loop, t, buckets, state_fmt, opt_states, cf)
   local s = l.strategy
   local fsdp = s.kind == "fsdp"
   local b = {}
@@ -1048,7 +1048,7 @@ local function ddp_blocks(l, loop, t, buckets, state_fmt, opt_states)
   local function upload(mm)
     return (string.format([==[
     if (fsdp_nccl_param_shard()) {   // FSDP FULL_SHARD, sharded: this rank's parts of the parameters
-        fsdp_nccl_keep_host(fsdp_nccl_param_shard(), sizeof(state_t), M.params);
+        fsdp_nccl_keep_params_host(M.params);
         ddp_nccl_memcpy(M.d_buffers, M.buffers, sizeof(state_t) * NUM_BUFFERS);
         ddp_nccl_memcpy(M.d_counters, M.counters, sizeof(int64_t) * NUM_COUNTERS);
     } else {
@@ -1064,7 +1064,7 @@ local function ddp_blocks(l, loop, t, buckets, state_fmt, opt_states)
     // FSDP (FULL_SHARD, %s): each unit cut into one part per rank;
     // this rank's parameters, averaged gradients and optimizer state are its parts (the
     // parameters once the run has its starting weights: resume_steps)
-    fsdp_nccl_init(m.d_params, m.d_grads, NULL, NUM_PARAMS, %s, sizeof(opt_t), m.stream);
+    fsdp_nccl_init(m.d_params, m.d_grads, COMPUTE_COPY ? m.d_compute : NULL, NUM_PARAMS, %s, sizeof(opt_t), m.stream);%s
     // the units: { first element, elements } of the parameter arena, each all-gathered into
     // m.d_params for the ops that read it, and where the backward writes its gradients in
     // m.d_grads (%d buffer%s of the largest unit's size), reduce-scattered from there
@@ -1080,9 +1080,11 @@ local function ddp_blocks(l, loop, t, buckets, state_fmt, opt_states)
                "parameters+gradients+optimizer %%.0f B, of which sharded %%.0f B\n",
                ddp_world(), ps + pg, ps, pg, gb, ps, %d * ss, ss, ps + pg + gb + ps + %d * ss, 2 * ps + %d * ss);
     }
-]==], util.c_comment(s.policy), fmt, st.grad_slots, st.grad_slots == 1 and "" or "s", table.concat(rows, "\n"), #rows,
+]==], util.c_comment(s.policy), fmt,
+      cf and string.format("\n    fsdp_nccl_set_compute(%s);   // the GEMMs' compute copy, sharded as the parameters", cf == "bf16" and "LC_BF16" or "LC_F16") or "",
+      st.grad_slots, st.grad_slots == 1 and "" or "s", table.concat(rows, "\n"), #rows,
       st.grad_slots * st.unit_max, k, k == 1 and "" or "s", k, k, k)
-    b.resume_steps = string.format("    fsdp_nccl_shard_params((void **)&m.d_params, (void **)&m.d_grads, %d);   // FSDP FULL_SHARD: from here on this rank holds its parts of the parameters\n",
+    b.resume_steps = string.format("    fsdp_nccl_shard_params((void **)&m.d_params, (void **)&m.d_grads, COMPUTE_COPY ? (void **)&m.d_compute : NULL, %d);   // FSDP FULL_SHARD: from here on this rank holds its parts of the parameters\n",
       st.grad_slots * st.unit_max) .. TRAIN_BLOCKS.resume_steps
     b.weights_to_device = upload("m->")
   elseif fsdp then
@@ -1636,11 +1638,6 @@ function emit.program(l)
       "runs over each rank's parts of the units); use sharding_strategy = 'SHARD_GRAD_OP', strategy = 'ddp', or --accelerator=cpu")
   end
   local sharded = fsdp and l.strategy.sharding
-  if sharded == "FULL_SHARD" and e.compute.fmt then
-    diag.fatal(not opts.precision and diag.key_where(sp.fabric.where, "precision") or sp.fabric.where, string.format("fsdp FULL_SHARD on the CUDA " ..
-      "backend does not run %s yet (its GEMMs' %s copy of the parameters is not sharded); use 32-true, bf16-true, 16-true, or sharding_strategy = 'SHARD_GRAD_OP'",
-      prec, e.compute.fmt))
-  end
   local opt_consts, opt_ops, opt_states, consts_type, consts_count = optimizer(sp, kernels, e, scratch, scaling, loop.opt_groups, st.nparams, sharded)
   e.begin(nil)
   local metrics_body = metrics(e, loss.node, kernels)
@@ -1825,7 +1822,7 @@ static double epoch_train_loss_over_ranks(Model *m, double sum, int64_t count) {
   t.device = device
   t.sample_fn = sample_fn(l)
   local blocks = TRAIN_BLOCKS
-  if ranks then blocks = ddp_blocks(l, loop, t, buckets, state_fmt, opt_states) end
+  if ranks then blocks = ddp_blocks(l, loop, t, buckets, state_fmt, opt_states, cf) end
   files["train.c"] = template.fill("templates/loop/train.c.in", t, false, blocks)
   -- the kernels, one file each, and the prelude they include, for inspection (the
   -- program carries its own copies)

@@ -118,20 +118,8 @@ function strategy.check(g, target)
       end
     end
   end
-  if target.backend == "cuda" then
-    -- the CUDA program's ranks: DDP and FSDP's SHARD_GRAD_OP over NCCL (runtime/ddp_nccl.h);
-    -- what it lacks yet, refused
-    local sh = kind == "fsdp" and (f.sharding_strategy or "FULL_SHARD") or nil
-    if sh then
-      -- the device's clip and GradScaler read the whole gradient arena, of which a rank averages only its part
-      local prec = target.precision or f.precision
-      if sh == "FULL_SHARD" and require("precision").SETTINGS[prec] and require("precision").SETTINGS[prec].loss_scaling then
-        diag.fatal(not target.precision and diag.key_where(f.where, "precision") or at,
-          string.format("fsdp FULL_SHARD on the CUDA backend does not run %s's loss scaling yet (its inf check over every unit's parts); " ..
-            "use sharding_strategy = 'SHARD_GRAD_OP', strategy = 'ddp', or --accelerator=cpu", prec))
-      end
-    end
-  end
+  -- (the CUDA program's ranks run ddp and both fsdp shardings over NCCL, runtime/ddp_nccl.h;
+  -- FULL_SHARD's parameter groups are refused where the update is emitted, gen/emit_cuda.lua)
 end
 
 -- The gradient arena's element (bytes) and runtime/collectives.h type under `settings`

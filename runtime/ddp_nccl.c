@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "scalar_ops.h"   /* the GEMMs' 16-bit compute copy, rounded as the device rounds it */
 #include "signals.h"
 
 double ddp_nccl_reduced_bytes = 0;
@@ -238,6 +239,8 @@ void ddp_nccl_sum(void *d_x, int n, void *stream) {
  * parameters', the averaged gradients' and each optimizer state buffer's (PyTorch FSDP's
  * flat parameters, one per unit). */
 static size_t *upart_, *uoff_, slen_, gathered_len_, part_max_;
+static char *cshard_;     /* the compute copy's shard (16-bit), beside the parameters' */
+static int cformat_;      /* its format: LC_BF16 or LC_F16 */
 static char *landing_;   /* accumulation: where a micro-batch's part lands before it is added */
 static void (*add_)(void *ctx, void *dst, const void *src, size_t n);
 static void *add_ctx_;
@@ -260,6 +263,9 @@ void fsdp_nccl_set_units(const fsdp_unit *units, int n) {
         if (upart_[u] > part_max_) part_max_ = upart_[u];
     }
 }
+
+void fsdp_nccl_set_compute(int format) { cformat_ = format; }
+void *fsdp_nccl_compute_shard(void) { return cshard_; }
 
 void fsdp_nccl_set_add(void (*add)(void *ctx, void *dst, const void *src, size_t n), void *ctx) {
     add_ = add; add_ctx_ = ctx;
@@ -286,14 +292,18 @@ static void *device_zeros(size_t bytes) {
     return p;
 }
 
-void fsdp_nccl_shard_params(void **d_params, void **d_grads, size_t grads_len) {
+void fsdp_nccl_shard_params(void **d_params, void **d_grads, void **d_compute, size_t grads_len) {
     pshard_ = device_zeros(slen_ * esize_);
     gshard_ = device_zeros(slen_ * esize_);
+    if (d_compute) cshard_ = device_zeros(slen_ * 2);
     for (int u = 0; u < nunits_; u++) {
         size_t lo, hi;
         my_part(u, &lo, &hi);
         cuda_check(cudaMemcpyAsync(pshard_ + uoff_[u] * esize_, (char *)*d_params + lo * esize_, (hi - lo) * esize_,
                                    cudaMemcpyDeviceToDevice, compute_), "cudaMemcpyAsync (FSDP shard)");
+        if (d_compute)
+            cuda_check(cudaMemcpyAsync(cshard_ + uoff_[u] * 2, (char *)*d_compute + lo * 2, (hi - lo) * 2,
+                                       cudaMemcpyDeviceToDevice, compute_), "cudaMemcpyAsync (FSDP shard)");
     }
     cuda_check(cudaStreamSynchronize(compute_), "cudaStreamSynchronize");
     /* the whole parameters and gradients are gone: a unit's at a time from here on (a
@@ -302,6 +312,10 @@ void fsdp_nccl_shard_params(void **d_params, void **d_grads, size_t grads_len) {
     cuda_check(cudaFree(*d_grads), "cudaFree");
     *d_params = fparams_ = device_zeros(gathered_len_ * esize_);
     *d_grads = ugrads_ = device_zeros((grads_len + (size_t)ddp_world()) * esize_);
+    if (d_compute) {   /* the GEMMs read a unit's 16-bit copy gathered as its parameters */
+        cuda_check(cudaFree(*d_compute), "cudaFree");
+        *d_compute = fcompute_ = device_zeros(gathered_len_ * 2);
+    }
     cuda_check(cudaStreamSynchronize(compute_), "cudaStreamSynchronize");
 }
 
@@ -309,6 +323,8 @@ void fsdp_nccl_gather_unit(int u) {
     cuda_check(cudaEventRecord(fready_, compute_), "cudaEventRecord");   /* the buffer's last readers queued */
     cuda_check(cudaStreamWaitEvent(nccl_, fready_, 0), "cudaStreamWaitEvent");
     nccl_check(ncclAllGather(pshard_ + uoff_[u] * esize_, fparams_, upart_[u], type_, comm_, nccl_), "ncclAllGather (a unit)");
+    if (cshard_)   /* (any 16-bit type: a copy) */
+        nccl_check(ncclAllGather(cshard_ + uoff_[u] * 2, fcompute_, upart_[u], ncclFloat16, comm_, nccl_), "ncclAllGather (a unit's compute copy)");
     cuda_check(cudaEventRecord(done_, nccl_), "cudaEventRecord");
     cuda_check(cudaStreamWaitEvent(compute_, done_, 0), "cudaStreamWaitEvent");   /* its ops read it */
     double bytes = (double)upart_[u] * (double)ddp_world() * (double)esize_;
@@ -385,4 +401,22 @@ void ddp_nccl_memcpy(void *dst, const void *src, size_t bytes) {
 void ddp_nccl_any(void *d_flag, void *stream) {
     if (ddp_world() <= 1) return;
     nccl_check(ncclAllReduce(d_flag, d_flag, 1, ncclInt32, ncclMax, comm_, (cudaStream_t)stream), "ncclAllReduce (found_inf)");
+}
+
+void fsdp_nccl_keep_params_host(const void *full) {
+    fsdp_nccl_keep_host(pshard_, esize_, full);
+    if (!cshard_) return;
+    /* the compute copy of this rank's parts, rounded from the (float32) parameters as the
+     * update's kernel rounds it */
+    so_u16 *mine = calloc(slen_ + 1, sizeof *mine);
+    if (!mine) ddp_die("out of memory");
+    const float *p = full;
+    for (int u = 0; u < nunits_; u++) {
+        size_t lo, hi;
+        my_part(u, &lo, &hi);
+        for (size_t i = lo; i < hi; i++)
+            mine[uoff_[u] + i - lo] = cformat_ == LC_BF16 ? so_narrow_bf16(so_round_bf16(p[i])) : so_narrow_f16(so_round_f16(p[i]));
+    }
+    cuda_check(cudaMemcpy(cshard_, mine, slen_ * 2, cudaMemcpyHostToDevice), "cudaMemcpy (a shard)");
+    free(mine);
 }

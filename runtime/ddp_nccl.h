@@ -88,7 +88,13 @@ void fsdp_nccl_gather_params(void);
  *              rank 0's host (every rank calls it); fsdp_nccl_keep_host(d_shard, esize,
  *              full) this rank's parts of whole ones on its device */
 void fsdp_nccl_set_units(const fsdp_unit *units, int n);
-void fsdp_nccl_shard_params(void **d_params, void **d_grads, size_t grads_len);
+/* (d_compute: the GEMMs' 16-bit copy of the float32 parameters, COMPUTE_COPY, else NULL:
+ * sharded and gathered as they are; its format set first with fsdp_nccl_set_compute) */
+void fsdp_nccl_set_compute(int format);
+void *fsdp_nccl_compute_shard(void);
+void fsdp_nccl_shard_params(void **d_params, void **d_grads, void **d_compute, size_t grads_len);
+/* the whole parameters on this rank's host: its parts on its device (and their compute copy) */
+void fsdp_nccl_keep_params_host(const void *full);
 /* under accumulation (a step of several micro-batches): add(ctx, dst, src, n) queues
  * dst[i] += src[i] (n elements of the gradients' type) on the compute stream, the model's
  * kernel; each micro-batch's reduce-scatter after a step's first lands beside the shard and
