@@ -2,6 +2,7 @@
 #include "ddp_nccl.h"
 
 #include <cuda_runtime.h>
+#include <math.h>
 #include <nccl.h>
 #include <stdint.h>
 #include <stdio.h>
