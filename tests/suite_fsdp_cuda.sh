@@ -5,7 +5,8 @@
 # ncclReduceScatter and ncclBroadcast over MPI, queued in stream order, so a missing event
 # wait gives wrong numbers).  tests/ddp/mlp.lua with AdamW, clip_grad_norm_ (max_norm 0.5:
 # the norm's chunk sums over every rank's part) and accumulate = 2, 20 micro-batches:
-#  - the real build (FULL_SHARD): nvcc -Werror, linked against the toolkit's libnccl.so.2 and MPI;
+#  - the real build (FULL_SHARD at bf16-mixed: its compute copy sharded too): nvcc -Werror,
+#    linked against the toolkit's libnccl.so.2 and MPI;
 #  - sharding_strategy = "SHARD_GRAD_OP": the gradients reduce-scattered in place after
 #    backward, each rank's optimizer updating its part of the arena with its part of the state
 #    (on the device), the parameters all-gathered in place after the step — 2 CUDA ranks × 8
@@ -47,9 +48,10 @@ sed "$SGO; s/\"cpu\"/\"cuda\"/; s/batch_size = 8,/batch_size = 16,/" "$SPEC" >cu
 sed "$FULL" "$SPEC" >cpuf.lua
 sed "$FULL; s/\"cpu\"/\"cuda\"/" "$SPEC" >fs2.lua
 
-if "$LOOM" build fs2.lua -o real >real.log 2>&1 && libs=$(ldd real/train) &&
+sed 's/"32-true"/"bf16-mixed"/' fs2.lua >real.lua
+if "$LOOM" build real.lua -o real >real.log 2>&1 && grep -q 'fsdp_nccl_set_compute(LC_BF16)' real/train.c && libs=$(ldd real/train) &&
    echo "$libs" | grep -q "libnccl.so.2 => $CUDA/lib" && echo "$libs" | grep -q "libmpi"; then
-  ok "real build (FULL_SHARD): nvcc -Werror, linked against $(echo "$libs" | grep -o 'libnccl.so.2 => [^ ]*') and libmpi"
+  ok "real build (FULL_SHARD, bf16-mixed): nvcc -Werror, linked against $(echo "$libs" | grep -o 'libnccl.so.2 => [^ ]*') and libmpi"
 else fail "real build links NCCL and MPI" "$(grep -m1 -E 'error|FAILED' real.log || ldd real/train 2>&1 | grep -E 'nccl|mpi')"; fi
 
 "$LOOM" build cpu2.lua -o cpu2 >cpu2.log 2>&1 && $MPI -np 2 ./cpu2/train --out rc2 >rc2.log 2>&1
