@@ -171,17 +171,6 @@ void fsdp_nccl_init(void *d_params, void *d_grads, void *d_compute, size_t numel
     fparams_ = d_params; fcompute_ = d_compute;
     fsdp_init_host(numel, esize_, state_esize);
     flen_ = fsdp_shard_len();
-    /* NCCL's collectives take equal parts: the arenas run on over their padding (model_alloc's
-     * 64 bytes past the end) to world × part elements */
-    size_t pad = flen_ * (size_t)ddp_world() - numel;
-    if (pad * esize_ > 64 || (d_compute && pad * 2 > 64)) {
-        char line[256];
-        snprintf(line, sizeof line, "fsdp: %d ranks cut %zu parameters into parts of %zu, past the arena's padding: use fewer ranks",
-                 ddp_world(), numel, flen_);
-        ddp_die(line);
-    }
-    cuda_check(cudaMemsetAsync(fparams_ + numel * esize_, 0, pad * esize_, compute_), "cudaMemsetAsync");
-    if (fcompute_) cuda_check(cudaMemsetAsync(fcompute_ + numel * 2, 0, pad * 2, compute_), "cudaMemsetAsync");
     cuda_check(cudaMalloc(&d_flag_, esize_), "cudaMalloc (the stop request)");
     cuda_check(cudaEventCreateWithFlags(&fready_, cudaEventDisableTiming), "cudaEventCreateWithFlags");
     flags_alloc(format);
@@ -190,11 +179,31 @@ void fsdp_nccl_init(void *d_params, void *d_grads, void *d_compute, size_t numel
 static const fsdp_unit *units_;
 static void unit_reduce(int u);
 
+/* SHARD_GRAD_OP: NCCL's collectives take equal parts, so the arenas run on over their
+ * padding (model_alloc's 64 bytes past the end) to world × part elements (checked at the
+ * first collective: FULL_SHARD cuts its units instead) */
+static void arena_padding(void) {
+    static int done;
+    if (done) return;
+    done = 1;
+    size_t numel = numel_;
+    size_t pad = flen_ * (size_t)ddp_world() - numel;
+    if (pad * esize_ > 64 || (fcompute_ && pad * 2 > 64)) {
+        char line[256];
+        snprintf(line, sizeof line, "fsdp: %d ranks cut %zu parameters into parts of %zu, past the arena's padding: use fewer ranks",
+                 ddp_world(), numel, flen_);
+        ddp_die(line);
+    }
+    cuda_check(cudaMemsetAsync(fparams_ + numel * esize_, 0, pad * esize_, compute_), "cudaMemsetAsync");
+    if (fcompute_) cuda_check(cudaMemsetAsync(fcompute_ + numel * 2, 0, pad * 2, compute_), "cudaMemsetAsync");
+}
+
 void fsdp_nccl_finish_grads(void) {
     if (units_) {   /* FULL_SHARD: every unit the backward did not reduce yet (then the stop request) */
         for (int u = 0; u < nunits_; u++) unit_reduce(u);
     }
     if (!syncing_) return;
+    if (!units_) arena_padding();
     const unsigned char *src = flag_src_ + (signals_stop_requested() ? esize_ : 0);
     cuda_check(cudaMemcpyAsync(d_flag_, src, esize_, cudaMemcpyHostToDevice, compute_), "cudaMemcpyAsync (stop request)");
     /* the NCCL stream starts when the compute stream has queued the backward */
@@ -212,6 +221,7 @@ void fsdp_nccl_finish_grads(void) {
 
 void fsdp_nccl_gather_params(void) {
     if (ddp_world() <= 1) return;
+    arena_padding();
     cuda_check(cudaEventRecord(fready_, compute_), "cudaEventRecord");   /* after the optimizer's update */
     cuda_check(cudaStreamWaitEvent(nccl_, fready_, 0), "cudaStreamWaitEvent");
     size_t at = (size_t)ddp_rank() * flen_;
