@@ -104,7 +104,9 @@ struct loader {
     // The ring since the thread started: batch k is in slot k % nslots.  filled is
     // written by the thread (release: the slot's contents come before it), freed by
     // the caller (release: its reads of the slot come before it).
-    _Atomic int64_t filled, freed;
+    _Atomic int64_t filled;
+    char apart[64];   // filled and freed on lines of their own: the two sides write them
+    _Atomic int64_t freed;
     int64_t taken;   // the caller's: batches taken (it holds batch taken - 1 while holding)
     int holding;
     int wake_at;     // free slots that wake a sleeping thread
