@@ -3,9 +3,11 @@
 // OpenMP's settings for a machine that is rarely idle, made before the OpenMP
 // runtime starts.  libgomp reads its environment when the program loads, before main,
 // so threads_setup sets what the user left unset and re-executes the program once:
-//  - GOMP_SPINCOUNT=10000 (unless it or OMP_WAIT_POLICY is set): a thread waiting at
-//    a barrier sleeps after ~10 µs instead of spinning ~0.3 s, so a team whose member
-//    lost its core to another process does not burn the other cores waiting for it;
+//  - GOMP_SPINCOUNT=1000 (unless it or OMP_WAIT_POLICY is set): a thread waiting at
+//    a barrier sleeps after ~10 µs (a `pause` is ~10 ns on this Xeon) instead of
+//    spinning ~3 ms (libgomp's 300000), so a team whose member lost its core to another
+//    process does not burn the other cores waiting for it (10000, ~100 µs, was measured
+//    slower on a loaded machine, issue 12);
 //  - OMP_NUM_THREADS (unless set): the cores this process may really use, the
 //    smaller of its affinity mask and its cgroups' CPU quota (v2 cpu.max, v1
 //    cpu.cfs_quota_us), rounded up.
