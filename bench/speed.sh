@@ -152,7 +152,10 @@ spin_start() {
     spinner=$!
     trap 'kill "$spinner" 2>/dev/null' EXIT
 }
-spin_stop() { [ -n "$spinner" ] && { kill "$spinner"; wait "$spinner" 2>/dev/null || true; trap - EXIT; spinner=""; }; }
+spin_stop() {
+    [ -z "$spinner" ] && return 0
+    kill "$spinner"; wait "$spinner" 2>/dev/null || true; trap - EXIT; spinner=""
+}
 if [ "$CONTEND" = 1 ]; then
     spin_start
     echo "== CONTEND=1: pid $spinner spins on a core during every run"
@@ -208,13 +211,14 @@ print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 for arg in sys.argv[2:]:
     name, rest = arg.split("=", 1)
     flops, B, target = rest.split(":")
+    tname = name.replace(".base", "")   # an older loom's rows: against the same PyTorch runs
     def stat(side):
-        rs = rows.get((side, name), []) or rows.get((side, name.removesuffix(".base")), [])
+        rs = rows.get((side, name), []) or rows.get((side, tname), [])
         med = [float(r["median_ms"]) for r in rs]
         rss = max(int(r["maxrss_kb"]) for r in rs) / 1024 if rs else float("nan")
         return (statistics.median(med) if med else float("nan"), min(med, default=float("nan")), max(med, default=float("nan")), rss)
     lm, llo, lhi, lrss = stat("loom")
-    builds = sorted({k[0] for k in rows if k[0].startswith("torch:") and k[1] == name})
+    builds = sorted({k[0] for k in rows if k[0].startswith("torch:") and k[1] == tname})
     per = {b.split(":")[1]: stat(b) for b in builds}
     best = min(per, key=lambda b: per[b][0]) if per else None
     tm, tlo, thi, trss = per[best] if best else stat("torch")
@@ -229,7 +233,7 @@ if slow:
         rs = rows.get((side, name), [])
         return statistics.median(float(r["median_ms"]) for r in rs) if rs else float("nan")
     def torch_best(name):
-        builds = sorted({k[0] for k in rows if k[0].startswith("torch:") and k[1] == name})
+        builds = sorted({k[0] for k in rows if k[0].startswith("torch:") and k[1] == tname})
         return min((med(b, name) for b in builds), default=float("nan"))
     print()
     print("| spec | loom ms quiet → contended | loom slowdown | torch ms quiet → contended | torch slowdown | loom no worse |")
