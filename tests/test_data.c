@@ -952,15 +952,19 @@ Test(loader, fashion_batches) {
 // ----------------------------------------------------------------------------
 // synthetic data
 
+// One field of each distribution, FOUR_K elements a sample.
+#define FOUR_K 4
+static const synth_field_spec four_dists[4] = {
+    {.name = "u", .dtype = DT_F32, .ndim = 1, .shape = {FOUR_K}, .dist = SYNTH_UNIFORM, .a = 2, .b = 5},
+    {.name = "n", .dtype = DT_F64, .ndim = 1, .shape = {FOUR_K}, .dist = SYNTH_NORMAL, .a = 1, .b = 2},
+    {.name = "b", .dtype = DT_U8, .ndim = 1, .shape = {FOUR_K}, .dist = SYNTH_BERNOULLI, .a = 0.3},
+    {.name = "r", .dtype = DT_I64, .ndim = 1, .shape = {FOUR_K}, .dist = SYNTH_RANDINT, .a = -3, .b = 7},
+};
+
 // A set that fits is generated at open; a larger one on each read: the same values.
 Test(synth, generated_up_front_or_per_read_alike) {
-    enum { N = 5000, K = 4 };
-    synth_field_spec f[4] = {
-        {.name = "u", .dtype = DT_F32, .ndim = 1, .shape = {K}, .dist = SYNTH_UNIFORM, .a = 2, .b = 5},
-        {.name = "n", .dtype = DT_F64, .ndim = 1, .shape = {K}, .dist = SYNTH_NORMAL, .a = 1, .b = 2},
-        {.name = "b", .dtype = DT_U8, .ndim = 1, .shape = {K}, .dist = SYNTH_BERNOULLI, .a = 0.3},
-        {.name = "r", .dtype = DT_I64, .ndim = 1, .shape = {K}, .dist = SYNTH_RANDINT, .a = -3, .b = 7},
-    };
+    enum { N = 5000 };
+    const synth_field_spec *f = four_dists;
     dataset mem, lazy;
     data_err err;
     cr_assert_eq(synth_open(f, 4, N, 7, &mem, &err), DATA_OK, "%s", err.msg);
@@ -1005,13 +1009,8 @@ Test(synth, deterministic_and_independent_of_n_and_other_fields) {
 }
 
 Test(synth, distributions) {
-    enum { N = 20000, K = 4 };
-    synth_field_spec f[4] = {
-        {.name = "u", .dtype = DT_F32, .ndim = 1, .shape = {K}, .dist = SYNTH_UNIFORM, .a = 2, .b = 5},
-        {.name = "n", .dtype = DT_F64, .ndim = 1, .shape = {K}, .dist = SYNTH_NORMAL, .a = 1, .b = 2},
-        {.name = "b", .dtype = DT_U8, .ndim = 1, .shape = {K}, .dist = SYNTH_BERNOULLI, .a = 0.3},
-        {.name = "r", .dtype = DT_I64, .ndim = 1, .shape = {K}, .dist = SYNTH_RANDINT, .a = -3, .b = 7},
-    };
+    enum { N = 20000, K = FOUR_K };
+    const synth_field_spec *f = four_dists;
     dataset ds;
     data_err err;
     cr_assert_eq(synth_open(f, 4, N, 2024, &ds, &err), DATA_OK, "%s", err.msg);
