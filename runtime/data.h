@@ -110,6 +110,11 @@ typedef struct {
 // Writes sample i (0 <= i < ds->n) of field f into out (field[f].nbytes bytes).
 // Never fails: the data is in memory (or synthetic); thread-safe (read-only).
 void dataset_get(const dataset *ds, int f, int64_t i, void *out);
+// 1 when every field's samples are in memory as they are read (dataset_get copies or
+// converts them), 0 when they are computed on each read (a large synthetic set).
+int dataset_in_memory(const dataset *ds);
+// Starts loading sample i's rows into the cache (a hint; nothing for computed samples).
+void dataset_prefetch(const dataset *ds, int64_t i);
 int dataset_field(const dataset *ds, const char *name);  // index of the field, or -1
 void dataset_free(dataset *ds);
 // A second reference to the same samples (the loader holds one).
@@ -295,6 +300,13 @@ int64_t sampler_shard(const int64_t *order, int64_t n, int num_replicas, int ran
 // ----------------------------------------------------------------------------
 // the loader
 
+// loader_opts.prefetch.  AUTO keeps the thread for batches that cost more than copying
+// memory (augmented images, synthetic samples too many to generate up front) and
+// assembles the others in loader_next, with the next batch's rows already on their way
+// to the cache: a thread of its own costs a tiny model more in hand-offs than the copy,
+// and takes a core from the training threads on a machine with none to spare (issue 12).
+enum { LOADER_PREFETCH_NONE, LOADER_PREFETCH_AUTO, LOADER_PREFETCH_ALWAYS };
+
 typedef struct {
     int64_t batch_size;
     int shuffle;          // reshuffle every epoch (sampler_permute(seed, epoch))
@@ -302,7 +314,7 @@ typedef struct {
     int drop_last;        // drop this rank's last, incomplete batch
     int num_replicas;     // 0 or 1: no sharding
     int rank;
-    int prefetch;         // assemble the next batch on a background thread
+    int prefetch;         // LOADER_PREFETCH_*: assemble the next batches on a background thread
     const augment_opts *augment;   // NULL, or the image augmentation (training data only)
 } loader_opts;
 
@@ -331,10 +343,11 @@ int loader_open(loader **out, const dataset *ds, const loader_opts *o, data_err 
 // Fills *b with the next batch (DATA_OK), or returns DATA_END once after an epoch's
 // last batch; the call after that starts the next epoch.  b's buffers belong to the
 // loader and stay valid until the next loader_next / loader_seek / loader_close.
-// With prefetch, the batch was assembled in the background and the one after it is
-// being assembled while the caller trains.
+// With a prefetch thread (loader_opts.prefetch), the batch was assembled in the
+// background and the ones after it are being assembled while the caller trains.
 int loader_next(loader *L, data_batch *b, data_err *err);
 int64_t loader_len(const loader *L);  // batches per epoch for this rank
+int loader_threaded(const loader *L);  // 1 when a prefetch thread assembles the batches
 loader_state loader_state_get(const loader *L);
 // Continues from s (saved by loader_state_get): the batches that follow are bit-for-bit
 // those the saved loader would have produced.  Refuses a state from another setup.

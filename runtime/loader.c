@@ -9,13 +9,21 @@
 // resume exact: the prefetch thread computes the same function ahead of time, and a
 // resumed loader computes it from the saved (e, b).
 //
-// Prefetch is a ring of slots (2 to LOADER_SLOTS, as many as fit in LOADER_RING_BYTES).
-// The caller holds one slot (the batch it is training on) while the thread fills the
-// others with the next batches; the next loader_next hands the held slot back and takes
-// the next filled one.  A full ring puts the thread to sleep until the caller has given
-// back half of it, and either side signals only a sleeping other: with small batches a
-// step costs a mutex, not a futex wake and a context switch (issue 12).
+// With LOADER_PREFETCH_AUTO, a dataset in memory without augmentation has no thread:
+// loader_next copies batch b's rows and starts batch b+1's on their way to the cache.
+// A prefetch thread fills a ring of slots (2 to LOADER_SLOTS, as many as fit in
+// LOADER_RING_BYTES: a small batch gets a deep ring).  The caller holds one slot (the
+// batch it is training on) while the thread fills the others with the next batches; the
+// next loader_next hands the held slot back and takes the next filled one.  The two sides
+// meet through two counters (batches filled, slots freed) read and written atomically:
+// a step that finds its batch ready costs no lock and no system call.  A full ring puts
+// the thread to sleep until the caller has given back a quarter of it (one wake-up per
+// quarter ring, not per step, and the woken thread has the other three quarters to catch
+// up in before the caller runs dry); a caller that finds its batch not ready spins
+// briefly, then sleeps until the thread has filled it.  Either side signals the other
+// only when it sleeps (issue 12).
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include "data_internal.h"
@@ -65,15 +73,14 @@ void image_augment(const augment_opts *a, int64_t C, int64_t H, int64_t W, uint6
 // ----------------------------------------------------------------------------
 // the loader
 
-enum { SLOT_FREE, SLOT_READY, SLOT_HELD };
-#define LOADER_SLOTS 8
+#define LOADER_SLOTS 256
 #define LOADER_RING_BYTES ((size_t)4 << 20)
+#define LOADER_SPIN 2000   // pause instructions a caller spins (a few µs) before it sleeps
 
 typedef struct {
     void *buf[DATA_MAX_FIELDS];  // field f: (batch_size, *field shape)
     int64_t *sample;             // (batch_size,) dataset indices
     int64_t size, epoch, index;
-    int state;                   // SLOT_*, under the mutex
 } slot;
 
 struct loader {
@@ -91,17 +98,34 @@ struct loader {
     int aug_field;
     float *aug_tmp;       // one image of scratch (only the producer augments)
     int64_t order_epoch;  // -1: none yet
+    int threaded;   // a prefetch thread fills the ring (else loader_next fills slot 0)
     int nslots;
     slot slots[LOADER_SLOTS];
-    int next_slot;  // the slot the caller takes next
-    int held;       // the slot the caller holds, or -1
-    // under the mutex: free slots, how many wake a sleeping thread, who sleeps
-    int nfree, wake_at, p_waiting, c_waiting;
-    int running, stop;
+    // The ring since the thread started: batch k is in slot k % nslots.  filled is
+    // written by the thread (release: the slot's contents come before it), freed by
+    // the caller (release: its reads of the slot come before it).
+    _Atomic int64_t filled;
+    char apart[64];   // filled and freed on lines of their own: the two sides write them
+    _Atomic int64_t freed;
+    int64_t taken;   // the caller's: batches taken (it holds batch taken - 1 while holding)
+    int holding;
+    int wake_at;     // free slots that wake a sleeping thread
+    // who sleeps on cv (set under the mutex; read by the other side without it)
+    _Atomic int p_waiting, c_waiting;
+    _Atomic int stop;
+    int running;
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
 };
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
 
 // Assembles batch `index` of epoch `epoch` into s.
 static void loader_fill(loader *L, slot *s, int64_t epoch, int64_t index) {
@@ -133,30 +157,40 @@ static void advance(const loader *L, int64_t *epoch, int64_t *batch) {
     if (++*batch >= L->nbatches) { *batch = 0; ++*epoch; }
 }
 
-// The prefetch thread: fill slot 0, 1, ..., nslots-1, 0, ... in batch order, each
-// once the caller has given it back, until told to stop.  The caller frees slots in
-// ring order, so the free ones start at w.
+// Wakes the other side, asleep on cv (the caller of this saw its flag set).
+static void wake(loader *L) {
+    pthread_mutex_lock(&L->mu);
+    pthread_cond_broadcast(&L->cv);
+    pthread_mutex_unlock(&L->mu);
+}
+
+// The prefetch thread: fill batch k into slot k % nslots, in batch order, once the
+// caller has freed that slot, until told to stop.  Sleeping and waking: each side sets
+// its flag, then reads the other's counter (both sequentially consistent), and the other
+// writes its counter, then reads the flag; so one of them sees the other, and the wake
+// takes the mutex the sleeper holds until it waits: no wake-up is lost.  The waker
+// clears the flag as it wakes (one wake per sleep, however late the sleeper runs), and
+// the sleeper sets it again before each wait.
 static void *loader_thread(void *arg) {
     loader *L = arg;
-    int w = 0;
-    pthread_mutex_lock(&L->mu);
-    for (;;) {
-        if (!L->stop && L->slots[w].state != SLOT_FREE) {
-            L->p_waiting = 1;   // the ring is full: sleep until half of it is free
-            while (!L->stop && (L->slots[w].state != SLOT_FREE || L->nfree < L->wake_at)) pthread_cond_wait(&L->cv, &L->mu);
-            L->p_waiting = 0;
+    int64_t k = 0;   // batches filled
+    while (!atomic_load(&L->stop)) {
+        if (k - atomic_load_explicit(&L->freed, memory_order_acquire) >= L->nslots) {
+            pthread_mutex_lock(&L->mu);   // the ring is full: sleep until a quarter of it is free
+            for (;;) {
+                atomic_store(&L->p_waiting, 1);   // (again after each wake: the waker cleared it)
+                if (atomic_load(&L->stop) || L->nslots - (k - atomic_load(&L->freed)) >= L->wake_at) break;
+                pthread_cond_wait(&L->cv, &L->mu);
+            }
+            atomic_store(&L->p_waiting, 0);
+            pthread_mutex_unlock(&L->mu);
+            continue;
         }
-        if (L->stop) break;
-        L->nfree--;
-        pthread_mutex_unlock(&L->mu);
-        loader_fill(L, &L->slots[w], L->p_epoch, L->p_batch);  // the slow part, unlocked
+        loader_fill(L, &L->slots[k % L->nslots], L->p_epoch, L->p_batch);
         advance(L, &L->p_epoch, &L->p_batch);
-        pthread_mutex_lock(&L->mu);
-        L->slots[w].state = SLOT_READY;
-        if (L->c_waiting) pthread_cond_broadcast(&L->cv);
-        w = (w + 1) % L->nslots;
+        atomic_store(&L->filled, ++k);
+        if (atomic_load(&L->c_waiting) && atomic_exchange(&L->c_waiting, 0)) wake(L);
     }
-    pthread_mutex_unlock(&L->mu);
     return NULL;
 }
 
@@ -165,14 +199,15 @@ static int loader_start(loader *L, data_err *err) {
     L->p_epoch = L->epoch;
     L->p_batch = L->batch;
     if (L->p_batch >= L->nbatches) { L->p_batch = 0; L->p_epoch++; }
-    for (int k = 0; k < L->nslots; k++) L->slots[k].state = SLOT_FREE;
-    L->next_slot = 0;
-    L->held = -1;
-    L->nfree = L->nslots;
-    L->wake_at = L->nslots / 2 > 1 ? L->nslots / 2 : 1;
-    L->p_waiting = L->c_waiting = 0;
-    if (!L->o.prefetch) return data_ok(err);
-    L->stop = 0;
+    atomic_store(&L->filled, 0);
+    atomic_store(&L->freed, 0);
+    L->taken = 0;
+    L->holding = 0;
+    L->wake_at = L->nslots / 4 > 1 ? L->nslots / 4 : 1;
+    atomic_store(&L->p_waiting, 0);
+    atomic_store(&L->c_waiting, 0);
+    if (!L->threaded) return data_ok(err);
+    atomic_store(&L->stop, 0);
     PTHREAD_CHECK(pthread_create(&L->thread, NULL, loader_thread, L));
     L->running = 1;
     return data_ok(err);
@@ -181,10 +216,8 @@ static int loader_start(loader *L, data_err *err) {
 // Stops and joins the prefetch thread (if any); the slots' contents are dropped.
 static void loader_stop(loader *L) {
     if (!L->running) return;
-    pthread_mutex_lock(&L->mu);
-    L->stop = 1;
-    pthread_cond_broadcast(&L->cv);
-    pthread_mutex_unlock(&L->mu);
+    atomic_store(&L->stop, 1);
+    wake(L);
     pthread_join(L->thread, NULL);
     L->running = 0;
 }
@@ -225,8 +258,10 @@ int loader_open(loader **out, const dataset *ds, const loader_opts *o, data_err 
         L->aug_field = f;
     }
     L->ds = dataset_ref(ds);
+    L->threaded = o->prefetch == LOADER_PREFETCH_ALWAYS ||
+                  (o->prefetch == LOADER_PREFETCH_AUTO && (L->aug_field >= 0 || !dataset_in_memory(ds)));
     L->nslots = 1;
-    if (o->prefetch) {   // a ring of up to LOADER_RING_BYTES, 2 slots at least
+    if (L->threaded) {   // a ring of up to LOADER_RING_BYTES, 2 slots at least
         size_t batch_bytes = sizeof(int64_t) * (size_t)o->batch_size;
         for (int f = 0; f < ds->nfields; f++) batch_bytes += ds->field[f].nbytes * (size_t)o->batch_size;
         size_t fit = LOADER_RING_BYTES / batch_bytes;
@@ -264,26 +299,39 @@ int loader_next(loader *L, data_batch *b, data_err *err) {
         return DATA_END;
     }
     slot *s;
-    if (!L->o.prefetch) {
+    if (!L->threaded) {
         s = &L->slots[0];
         loader_fill(L, s, L->epoch, L->batch);
+        if (L->o.prefetch && L->batch + 1 < L->nbatches) {
+            // the next batch's rows, fetched while the caller trains on this one
+            int64_t N = L->ds.n, B = L->o.batch_size, start = (L->batch + 1) * B;
+            int64_t end = start + B < L->per_rank ? start + B : L->per_rank;
+            for (int64_t p = start; p < end; p++) dataset_prefetch(&L->ds, L->order[(L->rank + p * L->R) % N]);
+        }
     } else {
-        pthread_mutex_lock(&L->mu);
-        if (L->held >= 0) {  // the caller is done with the previous batch: the thread may refill it
-            L->slots[L->held].state = SLOT_FREE;
-            L->nfree++;
-            if (L->p_waiting && L->nfree >= L->wake_at) pthread_cond_broadcast(&L->cv);
+        if (L->holding) {  // the caller is done with the previous batch: the thread may refill it
+            atomic_store(&L->freed, L->taken);
+            if (atomic_load(&L->p_waiting) && L->nslots - (atomic_load(&L->filled) - L->taken) >= L->wake_at &&
+                atomic_exchange(&L->p_waiting, 0))
+                wake(L);
         }
-        s = &L->slots[L->next_slot];
-        if (s->state != SLOT_READY) {
-            L->c_waiting = 1;
-            while (s->state != SLOT_READY) pthread_cond_wait(&L->cv, &L->mu);
-            L->c_waiting = 0;
+        if (atomic_load_explicit(&L->filled, memory_order_acquire) <= L->taken) {
+            // not ready: spin a few µs (the thread is usually about to publish it), then sleep
+            for (int i = 0; i < LOADER_SPIN && atomic_load_explicit(&L->filled, memory_order_acquire) <= L->taken; i++) cpu_relax();
+            if (atomic_load_explicit(&L->filled, memory_order_acquire) <= L->taken) {
+                pthread_mutex_lock(&L->mu);
+                for (;;) {
+                    atomic_store(&L->c_waiting, 1);
+                    if (atomic_load(&L->filled) > L->taken) break;
+                    pthread_cond_wait(&L->cv, &L->mu);
+                }
+                atomic_store(&L->c_waiting, 0);
+                pthread_mutex_unlock(&L->mu);
+            }
         }
-        s->state = SLOT_HELD;
-        L->held = L->next_slot;
-        L->next_slot = (L->next_slot + 1) % L->nslots;
-        pthread_mutex_unlock(&L->mu);
+        s = &L->slots[L->taken % L->nslots];
+        L->taken++;
+        L->holding = 1;
         if (s->epoch != L->epoch || s->index != L->batch)
             return data_fail(err, DATA_EINTERNAL, "%s:%d: prefetched batch %lld of epoch %lld, expected %lld of %lld (loom bug)", __FILE__, __LINE__,
                              (long long)s->index, (long long)s->epoch, (long long)L->batch, (long long)L->epoch);
@@ -301,6 +349,7 @@ int loader_next(loader *L, data_batch *b, data_err *err) {
 }
 
 int64_t loader_len(const loader *L) { return L->nbatches; }
+int loader_threaded(const loader *L) { return L->threaded; }
 
 loader_state loader_state_get(const loader *L) {
     loader_state s = {

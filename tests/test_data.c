@@ -808,7 +808,7 @@ Test(loader, sharded_batches_cover_the_epoch) {
     for (int r = 0; r < 3; r++) {
         loader *L;
         data_err err;
-        loader_opts o = {.batch_size = 3, .shuffle = 1, .seed = 9, .num_replicas = 3, .rank = r, .prefetch = r == 1};
+        loader_opts o = {.batch_size = 3, .shuffle = 1, .seed = 9, .num_replicas = 3, .rank = r, .prefetch = r};   // each LOADER_PREFETCH_*
         cr_assert_eq(loader_open(&L, &ds, &o, &err), DATA_OK);
         cr_assert_eq(loader_len(L), 3);  // ceil(23/3) = 8 per rank -> 3, 3, 2
         int64_t perm[23], shard[8], p = 0;
@@ -829,26 +829,58 @@ Test(loader, sharded_batches_cover_the_epoch) {
 Test(loader, prefetch_equals_synchronous) {
     dataset ds = small_synth(101, 3);
     for (int drop = 0; drop < 2; drop++) {
-        loader *A, *B;
-        data_err err;
-        loader_opts o = {.batch_size = 8, .shuffle = 1, .seed = 77, .drop_last = drop, .num_replicas = 2, .rank = 1};
-        cr_assert_eq(loader_open(&A, &ds, &o, &err), DATA_OK);
-        o.prefetch = 1;
-        cr_assert_eq(loader_open(&B, &ds, &o, &err), DATA_OK);
-        trace ta = run_loader(A, 4, INT64_MAX), tb = run_loader(B, 4, INT64_MAX);
-        cr_assert_eq(ta.len, tb.len);
-        cr_assert(memcmp(ta.buf, tb.buf, ta.len) == 0, "prefetched batches differ from synchronous ones");
-        free(ta.buf);
-        free(tb.buf);
-        loader_close(A);
-        loader_close(B);
+        // 60 epochs of 6-7 batches: the thread's ring (256 slots of these small batches)
+        // wraps, fills up and sleeps, and is woken, again and again
+        trace t[3];
+        for (int pf = LOADER_PREFETCH_NONE; pf <= LOADER_PREFETCH_ALWAYS; pf++) {
+            loader *L;
+            data_err err;
+            loader_opts o = {.batch_size = 8, .shuffle = 1, .seed = 77, .drop_last = drop, .num_replicas = 2, .rank = 1, .prefetch = pf};
+            cr_assert_eq(loader_open(&L, &ds, &o, &err), DATA_OK);
+            cr_assert_eq(loader_threaded(L), pf == LOADER_PREFETCH_ALWAYS);   // AUTO: in memory, no thread
+            t[pf] = run_loader(L, 60, INT64_MAX);
+            loader_close(L);
+        }
+        for (int pf = 1; pf < 3; pf++) {
+            cr_assert_eq(t[0].len, t[pf].len);
+            cr_assert(memcmp(t[0].buf, t[pf].buf, t[0].len) == 0, "prefetch %d's batches differ from synchronous ones", pf);
+        }
+        for (int pf = 0; pf < 3; pf++) free(t[pf].buf);
     }
     dataset_free(&ds);
 }
 
+// AUTO's thread: for samples computed on each read (a synthetic set too large to
+// generate up front) and augmented images; a dataset in memory has none.
+Test(loader, auto_prefetch_threads_only_costly_batches) {
+    synth_field_spec big = {.name = "x", .dtype = DT_F32, .ndim = 1, .shape = {32}, .dist = SYNTH_UNIFORM, .a = 0, .b = 1};
+    synth_field_spec img = {.name = "img", .dtype = DT_F32, .ndim = 3, .shape = {1, 4, 4}, .dist = SYNTH_UNIFORM, .a = 0, .b = 1};
+    dataset lazy, small;
+    data_err err;
+    cr_assert_eq(synth_open(&big, 1, 1 << 20, 1, &lazy, &err), DATA_OK, "%s", err.msg);   // 128 MiB: generated per read
+    cr_assert_eq(synth_open(&img, 1, 64, 1, &small, &err), DATA_OK, "%s", err.msg);
+    cr_assert_eq(dataset_in_memory(&lazy), 0);
+    cr_assert_eq(dataset_in_memory(&small), 1);
+    augment_opts aug = {.field = "img", .padding = 1};
+    const struct { dataset *ds; const augment_opts *aug; int threaded; } cases[] = {
+        { &lazy, NULL, 1 }, { &small, NULL, 0 }, { &small, &aug, 1 },
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        loader *L;
+        loader_opts o = {.batch_size = 4, .shuffle = 1, .seed = 3, .prefetch = LOADER_PREFETCH_AUTO, .augment = cases[c].aug};
+        cr_assert_eq(loader_open(&L, cases[c].ds, &o, &err), DATA_OK, "%s", err.msg);
+        cr_assert_eq(loader_threaded(L), cases[c].threaded, "case %zu", c);
+        data_batch b;
+        cr_assert_eq(loader_next(L, &b, &err), DATA_OK);
+        loader_close(L);
+    }
+    dataset_free(&lazy);
+    dataset_free(&small);
+}
+
 Test(loader, resume_mid_epoch_is_exact) {
     dataset ds = small_synth(50, 11);
-    for (int pf = 0; pf < 2; pf++) {
+    for (int pf = LOADER_PREFETCH_NONE; pf <= LOADER_PREFETCH_ALWAYS; pf++) {
         loader_opts o = {.batch_size = 6, .shuffle = 1, .seed = 5, .prefetch = pf};
         loader *A, *B;
         data_err err;
@@ -858,8 +890,8 @@ Test(loader, resume_mid_epoch_is_exact) {
         loader_state s = loader_state_get(A);
         cr_assert_eq(s.epoch, 1);
         cr_assert_eq(s.batch, 4);
-        // a fresh loader (the other prefetch mode, to show it does not matter) seeks to s
-        o.prefetch = !pf;
+        // a fresh loader (another prefetch mode, to show it does not matter) seeks to s
+        o.prefetch = (pf + 1) % 3;
         cr_assert_eq(loader_open(&B, &ds, &o, &err), DATA_OK);
         trace warm = run_loader(B, 100, 3);  // B has been used: seek must still be exact
         free(warm.buf);
@@ -884,7 +916,7 @@ Test(loader, close_while_prefetching) {
     for (int k = 0; k < 50; k++) {
         loader *L;
         data_err err;
-        loader_opts o = {.batch_size = 16, .shuffle = 1, .seed = (uint64_t)k, .prefetch = 1};
+        loader_opts o = {.batch_size = 16, .shuffle = 1, .seed = (uint64_t)k, .prefetch = LOADER_PREFETCH_ALWAYS};
         cr_assert_eq(loader_open(&L, &ds, &o, &err), DATA_OK);
         data_batch b;
         for (int j = 0; j < k % 4; j++) cr_assert_eq(loader_next(L, &b, &err), DATA_OK);
@@ -920,6 +952,36 @@ Test(loader, fashion_batches) {
 // ----------------------------------------------------------------------------
 // synthetic data
 
+// One field of each distribution, FOUR_K elements a sample.
+#define FOUR_K 4
+static const synth_field_spec four_dists[4] = {
+    {.name = "u", .dtype = DT_F32, .ndim = 1, .shape = {FOUR_K}, .dist = SYNTH_UNIFORM, .a = 2, .b = 5},
+    {.name = "n", .dtype = DT_F64, .ndim = 1, .shape = {FOUR_K}, .dist = SYNTH_NORMAL, .a = 1, .b = 2},
+    {.name = "b", .dtype = DT_U8, .ndim = 1, .shape = {FOUR_K}, .dist = SYNTH_BERNOULLI, .a = 0.3},
+    {.name = "r", .dtype = DT_I64, .ndim = 1, .shape = {FOUR_K}, .dist = SYNTH_RANDINT, .a = -3, .b = 7},
+};
+
+// A set that fits is generated at open; a larger one on each read: the same values.
+Test(synth, generated_up_front_or_per_read_alike) {
+    enum { N = 5000 };
+    const synth_field_spec *f = four_dists;
+    dataset mem, lazy;
+    data_err err;
+    cr_assert_eq(synth_open(f, 4, N, 7, &mem, &err), DATA_OK, "%s", err.msg);
+    cr_assert_eq(synth_open(f, 4, 1 << 20, 7, &lazy, &err), DATA_OK, "%s", err.msg);   // 84 MiB
+    cr_assert_eq(dataset_in_memory(&mem), 1);
+    cr_assert_eq(dataset_in_memory(&lazy), 0);
+    for (int64_t i = 0; i < N; i++)
+        for (int k = 0; k < 4; k++) {
+            char a[64], b[64];
+            dataset_get(&mem, k, i, a);
+            dataset_get(&lazy, k, i, b);
+            cr_assert_arr_eq(a, b, mem.field[k].nbytes, "field %s sample %lld", f[k].name, (long long)i);
+        }
+    dataset_free(&mem);
+    dataset_free(&lazy);
+}
+
 Test(synth, deterministic_and_independent_of_n_and_other_fields) {
     dataset a = small_synth(100, 42), b = small_synth(1000, 42), c = small_synth(100, 43);
     float xa[6], xb[6], xc[6];
@@ -947,13 +1009,8 @@ Test(synth, deterministic_and_independent_of_n_and_other_fields) {
 }
 
 Test(synth, distributions) {
-    enum { N = 20000, K = 4 };
-    synth_field_spec f[4] = {
-        {.name = "u", .dtype = DT_F32, .ndim = 1, .shape = {K}, .dist = SYNTH_UNIFORM, .a = 2, .b = 5},
-        {.name = "n", .dtype = DT_F64, .ndim = 1, .shape = {K}, .dist = SYNTH_NORMAL, .a = 1, .b = 2},
-        {.name = "b", .dtype = DT_U8, .ndim = 1, .shape = {K}, .dist = SYNTH_BERNOULLI, .a = 0.3},
-        {.name = "r", .dtype = DT_I64, .ndim = 1, .shape = {K}, .dist = SYNTH_RANDINT, .a = -3, .b = 7},
-    };
+    enum { N = 20000, K = FOUR_K };
+    const synth_field_spec *f = four_dists;
     dataset ds;
     data_err err;
     cr_assert_eq(synth_open(f, 4, N, 2024, &ds, &err), DATA_OK, "%s", err.msg);

@@ -51,6 +51,51 @@ Test(threads, affinity_of_one_core) {
     cr_expect_eq(threads_available("/nonexistent/cpu.max"), 1);
 }
 
+// A fake cgroup tree under /tmp: root/REL gets the file NAME holding TEXT.
+static char cg_root[64];
+static void cg_file(const char *rel, const char *name, const char *text) {
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/%s && printf '%%s' '%s' > %s/%s/%s", cg_root, rel, text, cg_root, rel, name);
+    cr_assert_eq(system(cmd), 0, "%s", cmd);
+}
+static void cg_setup(void) {
+    snprintf(cg_root, sizeof cg_root, "/tmp/loom_cgroup_%d", (int)getpid());
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s", cg_root, cg_root);
+    cr_assert_eq(system(cmd), 0);
+}
+static void cg_teardown(void) {
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", cg_root);
+    cr_assert_eq(system(cmd), 0);
+}
+static double quota_of(const char *proc_cgroup) {
+    cg_file(".", "self_cgroup", proc_cgroup);
+    char path[160];
+    snprintf(path, sizeof path, "%s/self_cgroup", cg_root);
+    return threads_cgroup_quota(path, cg_root);
+}
+
+Test(threads, cgroup_v2_quota_is_the_smallest_on_the_path, .init = cg_setup, .fini = cg_teardown) {
+    cg_file(".", "cpu.max", "300000 100000\n");   // the root: 3 cores
+    cg_file("x", "cpu.max", "max 100000\n");
+    cg_file("x/y", "cpu.max", "50000 100000\n");  // half a core, below
+    cr_expect_float_eq(quota_of("0::/x/y\n"), 0.5, 1e-12);
+    cr_expect_float_eq(quota_of("0::/x\n"), 3.0, 1e-12);
+    // a container's view: its own cgroup is the root, the path is the host's
+    cr_expect_float_eq(quota_of("0::/not/here\n"), 3.0, 1e-12);
+}
+
+Test(threads, cgroup_v1_cfs_quota, .init = cg_setup, .fini = cg_teardown) {
+    cg_file("cpu,cpuacct/a", "cpu.cfs_quota_us", "150000\n");
+    cg_file("cpu,cpuacct/a", "cpu.cfs_period_us", "100000\n");
+    cg_file("cpu,cpuacct/a/b", "cpu.cfs_quota_us", "-1\n");   // none of its own
+    cg_file("cpu,cpuacct/a/b", "cpu.cfs_period_us", "100000\n");
+    cr_expect_float_eq(quota_of("4:memory:/m\n3:cpu,cpuacct:/a/b\n0::/\n"), 1.5, 1e-12);
+    cr_expect_float_eq(quota_of("3:cpuacct,cpu:/c\n"), 0.0, 1e-12);   // mounted under another name: none found
+    cr_expect_float_eq(quota_of("4:memory:/m\n"), 0.0, 1e-12);          // no cpu controller
+}
+
 // threads_setup re-executes with the variables set; here the program it re-executes is
 // a shell that checks them, and reports through its exit status.
 static int setup_in_child(const char *spincount, const char *check) {
@@ -72,9 +117,29 @@ static int setup_in_child(const char *spincount, const char *check) {
 
 Test(threads, setup_sets_what_is_unset_and_reexecutes) {
     cr_expect_eq(setup_in_child(NULL,
-        "[ \"$GOMP_SPINCOUNT\" = 10000 ] && [ \"$OMP_NUM_THREADS\" -ge 1 ] && [ \"$LOOM_THREADS_SET\" = 1 ]"), 0);
+        "[ \"$GOMP_SPINCOUNT\" = 1000 ] && [ \"$OMP_NUM_THREADS\" -ge 1 ] && [ \"$LOOM_THREADS_SET\" = 1 ]"), 0);
     // the user's own spin count is kept
     cr_expect_eq(setup_in_child("300000", "[ \"$GOMP_SPINCOUNT\" = 300000 ] && [ \"$OMP_NUM_THREADS\" -ge 1 ]"), 0);
+}
+
+// `taskset -c 0 ./train`: the re-executed program runs one OpenMP thread
+Test(threads, setup_follows_a_one_core_affinity_mask) {
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(sched_getcpu(), &set);
+        if (sched_setaffinity(0, sizeof set, &set) != 0) _exit(98);
+        unsetenv("LOOM_THREADS_SET");
+        unsetenv("OMP_NUM_THREADS");
+        char *argv[] = { "sh", "-c", "[ \"$OMP_NUM_THREADS\" = 1 ]", NULL };
+        threads_setup_exec("/bin/sh", argv);
+        _exit(99);
+    }
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "OMP_NUM_THREADS is not 1 under a one-core mask (status %d)", status);
 }
 
 Test(threads, nothing_to_set_means_no_reexec) {
