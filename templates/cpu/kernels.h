@@ -282,6 +282,34 @@ static inline void k_run_plan(dnnl_primitive_t prim, const dnnl_memory_desc_t *a
     if (ms) dnnl_memory_destroy(ms);
 }
 
+// oneDNN's AVX-512 sgemm sums K in blocks of at most 384, each block's products (one
+// fused multiply-add chain from 0 per element) then added into C: 384 at a time while more
+// than 768 are left, then the rest halved (the larger half first) where more than 384.
+// The primitive path takes K in the same blocks, so both paths give the same bits
+// (tests/test_gemm_paths.c; on AVX2 CPUs oneDNN has no brgemm and every product is
+// sgemm's) and a program may choose its bound (K_F32_PRIM_MAX_WORK) without changing
+// its results: an exported library takes them all (templates/export/lib.c.in).
+// The elements of K the block starting with `rest` elements left takes:
+static inline int k_sgemm_kblock(int rest) {
+    return rest > 2 * 384 ? 384 : rest > 384 ? (rest + 1) / 2 : rest;
+}
+
+// A (M, n; rows lda apart) copied into this thread's buffer, rows n apart (NULL: out of
+// memory, recorded)
+static inline const float *k_dense_columns(const float *A, int lda, int M, int n) {
+    static _Thread_local float *buf;
+    static _Thread_local size_t cap;
+    size_t need = (size_t)M * n;
+    if (need > cap) {
+        float *grown = realloc(buf, sizeof(float) * need);
+        if (!grown) { K_FAIL_NOMEM("out of memory (%zu bytes of a GEMM operand's block)", sizeof(float) * need); return NULL; }
+        buf = grown;
+        cap = need;
+    }
+    for (int i = 0; i < M; i++) memcpy(buf + (size_t)i * n, A + (size_t)i * lda, sizeof(float) * n);
+    return buf;
+}
+
 // The float GEMM: a small product through its matmul primitive (above); a larger one
 // through oneDNN's sgemm, which JIT-compiles for the widest ISA the CPU has (AVX-512
 // where present, AVX2 otherwise; ONEDNN_MAX_CPU_ISA caps it), about twice OpenBLAS's
@@ -298,14 +326,28 @@ static inline void k_sgemm(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta, enum
     // (untransposed operands only: brgemm repacks a transposed operand at every call, which
     // costs a batch-1 linear layer 4x; sgemm's M = 1 product is a GEMV whose JIT is small)
     if (ta == CblasNoTrans && tb == CblasNoTrans && (double)M * N * K <= K_F32_PRIM_MAX_WORK) {
-        k_f32_plan key = { M, N, K, ta != CblasNoTrans, tb != CblasNoTrans, lda, ldb, ldc, alpha, beta, NULL, NULL,
-                           {0}, {0}, {0}, {0}, 0 };
-        const k_f32_plan *q = k_f32_plan_of(&key);
-        if (!q) return;   // recorded (K_FAIL)
-        if (q->prim) {
-            k_run_plan(q->prim, &q->a, &q->b, &q->c, &q->scratch, q->scratch_bytes, q->engine, A, B, C, "float", M, N, K);
-            return;
+        // K in sgemm's blocks (k_sgemm_kblock), a primitive each: the first pass finds (or
+        // makes) their plans, the second runs them, each block adding into C.  Where K
+        // takes more than one block, each block of A's columns is copied dense first
+        // (brgemm takes dense operands only; B's block of rows is dense already).
+        int have = 1;
+        for (int pass = 0; pass < 2 && have; pass++) {
+            for (int k0 = 0, kk; k0 < K; k0 += kk) {
+                kk = k_sgemm_kblock(K - k0);
+                const int split = kk < K;
+                k_f32_plan key = { M, N, kk, 0, 0, split ? kk : lda, ldb, ldc, alpha, k0 ? 1 : beta, NULL, NULL,
+                                   {0}, {0}, {0}, {0}, 0 };
+                const k_f32_plan *q = k_f32_plan_of(&key);
+                if (!q) return;   // recorded (K_FAIL)
+                if (!q->prim) { have = 0; break; }   // (only in the first pass: the table keeps its plans)
+                if (!pass) continue;
+                const float *a = split ? k_dense_columns(A + k0, lda, M, kk) : A;
+                if (!a) return;   // recorded (K_FAIL_NOMEM)
+                k_run_plan(q->prim, &q->a, &q->b, &q->c, &q->scratch, q->scratch_bytes, q->engine, a,
+                           B + (size_t)k0 * ldb, C, "float", M, N, kk);
+            }
         }
+        if (have) return;
     }
     if (dnnl_sgemm(ta == CblasNoTrans ? 'N' : 'T', tb == CblasNoTrans ? 'N' : 'T', M, N, K, alpha, A, lda, B, ldb,
                    beta, C, ldc) != dnnl_success) {
