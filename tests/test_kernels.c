@@ -1005,6 +1005,38 @@ Test(kernels16, bf16_gemm) {
                 bf16_gemm_case(shapes[i][0], shapes[i][1], shapes[i][2], t & 1, t >> 1, b == 2 ? 0.25f : 1, betas[b], seed++);
             }
 }
+// k_im2col against its definition, x[c, oh*SH - PH + kh*DH, ow*SW - PW + kw*DW] (0
+// outside), over random shapes: as wide as the input at stride 1 (one run per row,
+// padding on either side or none, dilated, taller or shorter than the input) and not
+Test(kernels, im2col_definition) {
+    uint64_t s = 11;
+    for (int it = 0; it < 400; it++) {
+        k_conv2d_dims d = { 1, gc_int(&s, 1, 3), gc_int(&s, 1, 9), gc_int(&s, 1, 9), 1, gc_int(&s, 1, 4), gc_int(&s, 1, 4),
+                            1, 1, gc_int(&s, 0, 3), gc_int(&s, 0, 3), gc_int(&s, 1, 2), gc_int(&s, 1, 2), 1, 0, 0 };
+        if (it % 3 == 2) { d.SH = gc_int(&s, 1, 3); d.SW = gc_int(&s, 1, 3); }
+        d.OH = (d.H + 2 * d.PH - d.DH * (d.KH - 1) - 1) / d.SH + 1 + gc_int(&s, -1, 1);   // (bottom padding implied)
+        d.OW = it % 3 == 2 ? (d.W + 2 * d.PW - d.DW * (d.KW - 1) - 1) / d.SW + 1 : d.W;
+        if (d.OH < 1 || d.OW < 1) continue;
+        const int rows = d.C * d.KH * d.KW, P = d.OH * d.OW;
+        float *x = malloc(sizeof(float) * d.C * d.H * d.W), *col = malloc(sizeof(float) * rows * P);
+        for (int i = 0; i < d.C * d.H * d.W; i++) x[i] = (float)(i + 1);
+        for (int i = 0; i < rows * P; i++) col[i] = -1;
+        k_im2col_f32(col, (size_t)P, x, d.C, &d);
+        for (int c = 0; c < d.C; c++)
+            for (int kh = 0; kh < d.KH; kh++)
+                for (int kw = 0; kw < d.KW; kw++)
+                    for (int oh = 0; oh < d.OH; oh++)
+                        for (int ow = 0; ow < d.OW; ow++) {
+                            int ih = oh * d.SH - d.PH + kh * d.DH, iw = ow * d.SW - d.PW + kw * d.DW;
+                            float want = ih >= 0 && ih < d.H && iw >= 0 && iw < d.W ? x[(c * d.H + ih) * d.W + iw] : 0;
+                            float got = col[(size_t)((c * d.KH + kh) * d.KW + kw) * P + oh * d.OW + ow];
+                            cr_assert_eq(got, want, "im2col C%d H%d W%d K%dx%d S%dx%d P%dx%d D%dx%d O%dx%d: [%d,%d,%d,%d,%d] = %g, want %g",
+                                         d.C, d.H, d.W, d.KH, d.KW, d.SH, d.SW, d.PH, d.PW, d.DH, d.DW, d.OH, d.OW, c, kh, kw, oh, ow, got, want);
+                        }
+        free(x); free(col);
+    }
+}
+
 // k_sgemm's two paths give the same bits: its matmul primitives (untransposed products
 // up to K_F32_PRIM_MAX_WORK) take K in oneDNN's sgemm's blocks (k_sgemm_kblock), so
 // k_sgemm equals dnnl_sgemm itself, K across one, two, three blocks and the halved tail,
