@@ -118,12 +118,14 @@ static inline int k_max_threads(void) { return omp_get_max_threads(); }
 // and kept: oneDNN's sgemm JIT-compiles every one of its AVX-512 GEMM kernels at its first
 // call (27 ms of CPU here: most of an exported library's start-up to its first output),
 // where a matmul primitive compiles only its shape's (brgemm, 0.1 to 0.6 ms) and runs
-// as fast or faster on such sizes.  Which path a product takes depends on its shape only
-// (the table has no limit: the same shape always gives the same bits), so the training
-// program and an exported library compute alike.  Up to this many multiply-adds (4M:
-// fashion_cnn's batch-1 convolutions; start-up 29 -> 10 ms.  32M also took paw's 7M to
-// 19M ones, start-up 32 -> 18 ms, but made unet's training step 8-10% slower, measured
-// alternating against sgemm: the primitive loses to sgemm on unet's 4M to 16M products):
+// as fast or faster on such sizes.  Both paths give the same bits (k_sgemm_kblock below),
+// and the table has no limit (a shape always takes the same path), so a program may
+// choose the bound: the training program's is 4M multiply-adds (fashion_cnn's batch-1
+// convolutions; 32M made unet's training step 8-10% slower, measured alternating
+// against sgemm: the primitive loses to sgemm on unet's 4M to 16M products, by 1.2-1.6x
+// on one thread where M is 16 or 32 and N 1K to 16K); an exported library's is 32M
+// (templates/export/lib.c.in: paw's batch-1 convolutions too, its first forward 28 ->
+// 8.5 ms of CPU).  Up to this many multiply-adds:
 #ifndef K_F32_PRIM_MAX_WORK
 #define K_F32_PRIM_MAX_WORK 4194304.0
 #endif
