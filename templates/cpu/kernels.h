@@ -312,6 +312,11 @@ static inline const float *k_dense_columns(const float *A, int lda, int M, int n
     return buf;
 }
 
+// Set once a product went through oneDNN's sgemm (not a GEMV: M and N above 1), whose
+// kernels are compiled from then on: an exported library's bound drops to the training
+// program's there (templates/export/lib.c.in; the same bits either way)
+static int k_sgemm_warm;
+
 // The float GEMM: a small product through its matmul primitive (above); a larger one
 // through oneDNN's sgemm, which JIT-compiles for the widest ISA the CPU has (AVX-512
 // where present, AVX2 otherwise; ONEDNN_MAX_CPU_ISA caps it), about twice OpenBLAS's
@@ -356,6 +361,7 @@ static inline void k_sgemm(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta, enum
         K_FAIL("oneDNN sgemm refused a %d x %d x %d product", M, N, K);
         return;
     }
+    if (M > 1 && N > 1) __atomic_store_n(&k_sgemm_warm, 1, __ATOMIC_RELAXED);
 }
 
 // Conv2d sizes.  inp (N, C, H, W), w (OC, C/G, KH, KW), b (OC), out (N, OC, OH, OW);
