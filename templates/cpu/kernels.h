@@ -288,9 +288,9 @@ static inline void k_run_plan(dnnl_primitive_t prim, const dnnl_memory_desc_t *a
 // fused multiply-add chain from 0 per element) then added into C: 384 at a time while more
 // than 768 are left, then the rest halved (the larger half first) where more than 384.
 // The primitive path takes K in the same blocks, so both paths give the same bits
-// (tests/test_gemm_paths.c; on AVX2 CPUs oneDNN has no brgemm and every product is
-// sgemm's) and a program may choose its bound (K_F32_PRIM_MAX_WORK) without changing
-// its results: an exported library takes them all (templates/export/lib.c.in).
+// (tests/test_kernels.c's sgemm_paths_same_bits; on AVX2 CPUs oneDNN 2.6 has no f32
+// brgemm and every product is sgemm's) and a program may choose its bound
+// (K_F32_PRIM_MAX_WORK) without changing its results (templates/export/lib.c.in's).
 // The elements of K the block starting with `rest` elements left takes:
 static inline int k_sgemm_kblock(int rest) {
     return rest > 2 * 384 ? 384 : rest > 384 ? (rest + 1) / 2 : rest;
