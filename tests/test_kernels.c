@@ -1005,6 +1005,73 @@ Test(kernels16, bf16_gemm) {
                 bf16_gemm_case(shapes[i][0], shapes[i][1], shapes[i][2], t & 1, t >> 1, b == 2 ? 0.25f : 1, betas[b], seed++);
             }
 }
+// k_im2col against its definition, x[c, oh*SH - PH + kh*DH, ow*SW - PW + kw*DW] (0
+// outside), over random shapes: as wide as the input at stride 1 (one run per row,
+// padding on either side or none, dilated, taller or shorter than the input) and not
+Test(kernels, im2col_definition) {
+    uint64_t s = 11;
+    for (int it = 0; it < 400; it++) {
+        k_conv2d_dims d = { 1, gc_int(&s, 1, 3), gc_int(&s, 1, 9), gc_int(&s, 1, 9), 1, gc_int(&s, 1, 4), gc_int(&s, 1, 4),
+                            1, 1, gc_int(&s, 0, 3), gc_int(&s, 0, 3), gc_int(&s, 1, 2), gc_int(&s, 1, 2), 1, 0, 0 };
+        if (it % 3 == 2) { d.SH = gc_int(&s, 1, 3); d.SW = gc_int(&s, 1, 3); }
+        d.OH = (d.H + 2 * d.PH - d.DH * (d.KH - 1) - 1) / d.SH + 1 + gc_int(&s, -1, 1);   // (bottom padding implied)
+        d.OW = it % 3 == 2 ? (d.W + 2 * d.PW - d.DW * (d.KW - 1) - 1) / d.SW + 1 : d.W;
+        if (d.OH < 1 || d.OW < 1) continue;
+        const int rows = d.C * d.KH * d.KW, P = d.OH * d.OW;
+        float *x = malloc(sizeof(float) * d.C * d.H * d.W), *col = malloc(sizeof(float) * rows * P);
+        for (int i = 0; i < d.C * d.H * d.W; i++) x[i] = (float)(i + 1);
+        for (int i = 0; i < rows * P; i++) col[i] = -1;
+        k_im2col_f32(col, (size_t)P, x, d.C, &d);
+        for (int c = 0; c < d.C; c++)
+            for (int kh = 0; kh < d.KH; kh++)
+                for (int kw = 0; kw < d.KW; kw++)
+                    for (int oh = 0; oh < d.OH; oh++)
+                        for (int ow = 0; ow < d.OW; ow++) {
+                            int ih = oh * d.SH - d.PH + kh * d.DH, iw = ow * d.SW - d.PW + kw * d.DW;
+                            float want = ih >= 0 && ih < d.H && iw >= 0 && iw < d.W ? x[(c * d.H + ih) * d.W + iw] : 0;
+                            float got = col[(size_t)((c * d.KH + kh) * d.KW + kw) * P + oh * d.OW + ow];
+                            cr_assert_eq(got, want, "im2col C%d H%d W%d K%dx%d S%dx%d P%dx%d D%dx%d O%dx%d: [%d,%d,%d,%d,%d] = %g, want %g",
+                                         d.C, d.H, d.W, d.KH, d.KW, d.SH, d.SW, d.PH, d.PW, d.DH, d.DW, d.OH, d.OW, c, kh, kw, oh, ow, got, want);
+                        }
+        free(x); free(col);
+    }
+}
+
+// k_sgemm's two paths give the same bits: its matmul primitives (untransposed products
+// up to K_F32_PRIM_MAX_WORK) take K in oneDNN's sgemm's blocks (k_sgemm_kblock), so
+// k_sgemm equals dnnl_sgemm itself, K across one, two, three blocks and the halved tail,
+// alpha and beta as the kernels pass them, leading dimensions past the sizes (an
+// exported library takes every product through the primitives, the training program
+// only small ones: its outputs equal the training program's because of this)
+Test(kernels, sgemm_paths_same_bits) {
+    const int Ks[] = { 1, 27, 288, 384, 385, 576, 768, 769, 777, 1152, 1700 };
+    const float alphas[] = { 1, 1, 0.37f }, betas[] = { 0, 1, 1 };
+    uint64_t s = 7;
+    for (int i = 0; i < (int)(sizeof Ks / sizeof Ks[0]); i++) {
+        for (int v = 0; v < 3; v++) {
+            int M = v == 2 ? 7 : 16, N = v == 1 ? 33 : 96, K = Ks[i], lda = K + v, ldb = N + 2 * v, ldc = N + v;
+            double *ra = gc_rand(&s, M * lda, -1, 1), *rb = gc_rand(&s, K * ldb, -1, 1), *rc = gc_rand(&s, M * ldc, -1, 1);
+            float *A = malloc(sizeof(float) * M * lda), *B = malloc(sizeof(float) * K * ldb);
+            float *C1 = malloc(sizeof(float) * M * ldc), *C2 = malloc(sizeof(float) * M * ldc);
+            for (int j = 0; j < M * lda; j++) A[j] = (float)ra[j];
+            for (int j = 0; j < K * ldb; j++) B[j] = (float)rb[j];
+            for (int j = 0; j < M * ldc; j++) C1[j] = C2[j] = (float)rc[j];
+            cr_assert((double)M * N * K <= K_F32_PRIM_MAX_WORK);
+            if (v == 0 && dnnl_get_effective_cpu_isa() >= dnnl_cpu_isa_avx512_core) {   // (elsewhere no brgemm: sgemm both)
+                k_f32_plan key = { M, N, k_sgemm_kblock(K), 0, 0, k_sgemm_kblock(K), ldb, ldc, alphas[v], betas[v], NULL, NULL,
+                                   {0}, {0}, {0}, {0}, 0 };
+                const k_f32_plan *q = k_f32_plan_of(&key);
+                cr_assert(q && q->prim, "%dx%dx%d: no matmul primitive, the test would compare sgemm with itself", M, N, K);
+            }
+            k_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, alphas[v], A, lda, B, ldb, betas[v], C1, ldc);
+            cr_assert(dnnl_sgemm('N', 'N', M, N, K, alphas[v], A, lda, B, ldb, betas[v], C2, ldc) == dnnl_success);
+            cr_assert(memcmp(C1, C2, sizeof(float) * M * ldc) == 0, "%dx%dx%d alpha %g beta %g: the primitive and sgemm differ",
+                      M, N, K, alphas[v], betas[v]);
+            free(ra); free(rb); free(rc); free(A); free(B); free(C1); free(C2);
+        }
+    }
+}
+
 // the bf16c layers: with bf16-valued operands they compute what the f32 ones do, up to
 // the order of the float sums
 Test(kernels16, bf16c_conv_and_linear_match_f32) {

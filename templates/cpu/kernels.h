@@ -118,12 +118,14 @@ static inline int k_max_threads(void) { return omp_get_max_threads(); }
 // and kept: oneDNN's sgemm JIT-compiles every one of its AVX-512 GEMM kernels at its first
 // call (27 ms of CPU here: most of an exported library's start-up to its first output),
 // where a matmul primitive compiles only its shape's (brgemm, 0.1 to 0.6 ms) and runs
-// as fast or faster on such sizes.  Which path a product takes depends on its shape only
-// (the table has no limit: the same shape always gives the same bits), so the training
-// program and an exported library compute alike.  Up to this many multiply-adds (4M:
-// fashion_cnn's batch-1 convolutions; start-up 29 -> 10 ms.  32M also took paw's 7M to
-// 19M ones, start-up 32 -> 18 ms, but made unet's training step 8-10% slower, measured
-// alternating against sgemm: the primitive loses to sgemm on unet's 4M to 16M products):
+// as fast or faster on such sizes.  Both paths give the same bits (k_sgemm_kblock below),
+// and the table has no limit (a shape always takes the same path), so a program may
+// choose the bound: the training program's is 4M multiply-adds (fashion_cnn's batch-1
+// convolutions; 32M made unet's training step 8-10% slower, measured alternating
+// against sgemm: the primitive loses to sgemm on unet's 4M to 16M products, by 1.2-1.6x
+// on one thread where M is 16 or 32 and N 1K to 16K); an exported library's is 32M
+// (templates/export/lib.c.in: paw's batch-1 convolutions too, its first forward 28 ->
+// 8.5 ms of CPU).  Up to this many multiply-adds:
 #ifndef K_F32_PRIM_MAX_WORK
 #define K_F32_PRIM_MAX_WORK 4194304.0
 #endif
@@ -282,6 +284,39 @@ static inline void k_run_plan(dnnl_primitive_t prim, const dnnl_memory_desc_t *a
     if (ms) dnnl_memory_destroy(ms);
 }
 
+// oneDNN's AVX-512 sgemm sums K in blocks of at most 384, each block's products (one
+// fused multiply-add chain from 0 per element) then added into C: 384 at a time while more
+// than 768 are left, then the rest halved (the larger half first) where more than 384.
+// The primitive path takes K in the same blocks, so both paths give the same bits
+// (tests/test_kernels.c's sgemm_paths_same_bits; on AVX2 CPUs oneDNN 2.6 has no f32
+// brgemm and every product is sgemm's) and a program may choose its bound
+// (K_F32_PRIM_MAX_WORK) without changing its results (templates/export/lib.c.in's).
+// The elements of K the block starting with `rest` elements left takes:
+static inline int k_sgemm_kblock(int rest) {
+    return rest > 2 * 384 ? 384 : rest > 384 ? (rest + 1) / 2 : rest;
+}
+
+// A (M, n; rows lda apart) copied into this thread's buffer, rows n apart (NULL: out of
+// memory, recorded)
+static inline const float *k_dense_columns(const float *A, int lda, int M, int n) {
+    static _Thread_local float *buf;
+    static _Thread_local size_t cap;
+    size_t need = (size_t)M * n;
+    if (need > cap) {
+        float *grown = realloc(buf, sizeof(float) * need);
+        if (!grown) { K_FAIL_NOMEM("out of memory (%zu bytes of a GEMM operand's block)", sizeof(float) * need); return NULL; }
+        buf = grown;
+        cap = need;
+    }
+    for (int i = 0; i < M; i++) memcpy(buf + (size_t)i * n, A + (size_t)i * lda, sizeof(float) * n);
+    return buf;
+}
+
+// Set once a product went through oneDNN's sgemm (not a GEMV: M and N above 1), whose
+// kernels are compiled from then on: an exported library's bound drops to the training
+// program's there (templates/export/lib.c.in; the same bits either way)
+static int k_sgemm_warm;
+
 // The float GEMM: a small product through its matmul primitive (above); a larger one
 // through oneDNN's sgemm, which JIT-compiles for the widest ISA the CPU has (AVX-512
 // where present, AVX2 otherwise; ONEDNN_MAX_CPU_ISA caps it), about twice OpenBLAS's
@@ -298,20 +333,35 @@ static inline void k_sgemm(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta, enum
     // (untransposed operands only: brgemm repacks a transposed operand at every call, which
     // costs a batch-1 linear layer 4x; sgemm's M = 1 product is a GEMV whose JIT is small)
     if (ta == CblasNoTrans && tb == CblasNoTrans && (double)M * N * K <= K_F32_PRIM_MAX_WORK) {
-        k_f32_plan key = { M, N, K, ta != CblasNoTrans, tb != CblasNoTrans, lda, ldb, ldc, alpha, beta, NULL, NULL,
-                           {0}, {0}, {0}, {0}, 0 };
-        const k_f32_plan *q = k_f32_plan_of(&key);
-        if (!q) return;   // recorded (K_FAIL)
-        if (q->prim) {
-            k_run_plan(q->prim, &q->a, &q->b, &q->c, &q->scratch, q->scratch_bytes, q->engine, A, B, C, "float", M, N, K);
-            return;
+        // K in sgemm's blocks (k_sgemm_kblock), a primitive each: the first pass finds (or
+        // makes) their plans, the second runs them, each block adding into C.  Where K
+        // takes more than one block, each block of A's columns is copied dense first
+        // (brgemm takes dense operands only; B's block of rows is dense already).
+        int have = 1;
+        for (int pass = 0; pass < 2 && have; pass++) {
+            for (int k0 = 0, kk; k0 < K; k0 += kk) {
+                kk = k_sgemm_kblock(K - k0);
+                const int split = kk < K;
+                k_f32_plan key = { M, N, kk, 0, 0, split ? kk : lda, ldb, ldc, alpha, k0 ? 1 : beta, NULL, NULL,
+                                   {0}, {0}, {0}, {0}, 0 };
+                const k_f32_plan *q = k_f32_plan_of(&key);
+                if (!q) return;   // recorded (K_FAIL)
+                if (!q->prim) { have = 0; break; }   // (only in the first pass: the table keeps its plans)
+                if (!pass) continue;
+                const float *a = split ? k_dense_columns(A + k0, lda, M, kk) : A;
+                if (!a) return;   // recorded (K_FAIL_NOMEM)
+                k_run_plan(q->prim, &q->a, &q->b, &q->c, &q->scratch, q->scratch_bytes, q->engine, a,
+                           B + (size_t)k0 * ldb, C, "float", M, N, kk);
+            }
         }
+        if (have) return;
     }
     if (dnnl_sgemm(ta == CblasNoTrans ? 'N' : 'T', tb == CblasNoTrans ? 'N' : 'T', M, N, K, alpha, A, lda, B, ldb,
                    beta, C, ldc) != dnnl_success) {
         K_FAIL("oneDNN sgemm refused a %d x %d x %d product", M, N, K);
         return;
     }
+    if (M > 1 && N > 1) __atomic_store_n(&k_sgemm_warm, 1, __ATOMIC_RELAXED);
 }
 
 // Conv2d sizes.  inp (N, C, H, W), w (OC, C/G, KH, KW), b (OC), out (N, OC, OH, OW);
