@@ -23,6 +23,7 @@
 //   linear     k_linear_{forward,backward}            conv2d  k_conv2d_{forward,backward}, k_conv2d_scratch
 //   pooling    k_max_pool2d_{forward,backward}        k_avg_pool2d_{forward,backward}
 //   norms      k_batch_norm_forward_{train,eval}, k_batch_norm_backward{,_eval}, k_layer_norm_{forward,backward}
+//              k_bn_relu_forward_{train,eval}, k_bn_relu_backward (batch norm + ReLU [+ 2x2 max pool] fused)
 //              k_batch_norm_sums, k_batch_norm_forward_synced, k_batch_norm_backward_{sums,synced} (SyncBatchNorm)
 //   embedding  k_embedding_{forward,backward}
 //   pointwise  k_{relu,sigmoid,tanh,silu,gelu,dropout}_{forward,backward}
