@@ -252,6 +252,24 @@ Test(kernels, bn_relu_chain) {
     }
 }
 
+// the chain's eval forward (running statistics) is the three kernels one after another,
+// with and without the pool, value for value
+Test(kernels, bn_relu_chain_eval) {
+    enum { N = 2, C = 3, H = 5, W = 6 };
+    float x[N * C * H * W], w[C] = { 0.7f, 1.2f, -0.9f }, b[C] = { 0.1f, -0.2f, 0.3f }, rm[C] = { 0.2f, -0.1f, 0 }, rv[C] = { 0.5f, 2, 1 };
+    float bn[N * C * H * W], y[N * C * H * W], want[N * C * H * W], got[N * C * H * W];
+    uint64_t s = 11;
+    for (int i = 0; i < N * C * H * W; i++) x[i] = (float)gc_unif(&s, -2, 2);
+    k_batch_norm_forward_eval_f32(bn, x, w, b, rm, rv, N, C, H * W, 1e-5f);
+    k_relu_forward_f32(y, bn, N * C * H * W);
+    k_bn_relu_forward_eval_f32(got, x, w, b, rm, rv, N, C, H, W, H, W, 0, 1e-5f);
+    for (int i = 0; i < N * C * H * W; i++) cr_assert(got[i] == y[i], "no pool [%d]: %g, want %g", i, got[i], y[i]);
+    k_pool2d_dims d = { N, C, H, W, 2, 2, 2, 2, 0, 0, 1, 1, H / 2, W / 2, 1 };
+    k_max_pool2d_forward_f32(want, NULL, y, &d);
+    k_bn_relu_forward_eval_f32(got, x, w, b, rm, rv, N, C, H, W, H / 2, W / 2, 1, 1e-5f);
+    for (int i = 0; i < N * C * (H / 2) * (W / 2); i++) cr_assert(got[i] == want[i], "pool [%d]: %g, want %g", i, got[i], want[i]);
+}
+
 #define BNE_BODY(S) k_batch_norm_forward_eval_##S(OUT, X[0], X[1], X[2], X[3], X[4], c->iv[0], c->iv[1], c->iv[2], 1e-5);
 GC_FWD(bne, BNE_BODY)
 static void bne_bwd(gc *c) {
