@@ -535,8 +535,10 @@ static inline size_t k_align64(size_t n) { return (n + 63) / 64 * 64; }
 // The threads split the batch: nb images each (the last fewer), each thread running the
 // single-threaded primitives of its slice's shape, one parallel region per pass (oneDNN's
 // own threading is a region per reorder and per pass: under load every region waits for
-// its slowest thread).  nt: the team, 0 when the direct kernels take no slice of `d`.
+// its slowest thread).  nt: the team, 0 when the direct kernels take no slice of `d`,
+// nor a batch smaller than the team (a batch-1 call: im2col's GEMMs use every thread).
 static inline int k_conv_direct_team(const k_conv2d_dims *d, int *nb) {
+    if (d->N < k_max_threads()) return 0;
     int nt = k_max_threads() < d->N ? k_max_threads() : d->N;
     if (nt < 1) nt = 1;
     *nb = (d->N + nt - 1) / nt;
