@@ -40,6 +40,33 @@ local function resolver(pp, is_alias, producer)
   end
 end
 
+-- What both passes know of a trace: producer[tensor] (its node), resolve (above),
+-- transparent(node) (a view or a folded cast), readers[resolved tensor] (the nodes reading
+-- it: all of them with `all`, else the non-transparent ones) and outputs[resolved tensor].
+local function facts(trace, pp, is_alias, all)
+  local producer = {}
+  for _, n in ipairs(trace.nodes) do producer[n.out] = n end
+  local resolve = resolver(pp, is_alias, producer)
+  local transparent = function(n) return is_alias(n) or (n.op == "cast" and pp.folded[n]) end
+  local readers = {}
+  for _, n in ipairs(trace.nodes) do
+    if all or not transparent(n) then
+      for i = 1, #n.inputs do
+        local r = resolve(n.inputs[i])
+        if r then
+          readers[r] = readers[r] or {}
+          readers[r][#readers[r] + 1] = n
+        end
+      end
+    end
+  end
+  local outputs = {}
+  for i = 1, (trace.outputs and trace.outputs.n or 0) do
+    if trace.outputs[i] then outputs[resolve(trace.outputs[i])] = true end
+  end
+  return producer, resolve, transparent, readers, outputs
+end
+
 fuse.bcast_strides = util.bcast_strides   -- the fused kernels' operand offsets
 -- does t cover every element of `out` once (no broadcast dims)?
 function fuse.full(t, out)
@@ -81,29 +108,10 @@ end
 -- opts: { no_fuse = bool }
 function fuse.plan(trace, pp, ad, is_alias, describe, tail_of, opts)
   opts = opts or {}
-  local producer = {}
-  for _, n in ipairs(trace.nodes) do producer[n.out] = n end
-  local resolve = resolver(pp, is_alias, producer)
-  local transparent = function(n) return is_alias(n) or (n.op == "cast" and pp.folded[n]) end
+  -- readers of each resolved tensor: non-transparent nodes reading it (through views)
+  local producer, resolve, transparent, readers, outputs = facts(trace, pp, is_alias, false)
   local index = {}
   for i, n in ipairs(trace.nodes) do index[n] = i end
-  -- readers of each resolved tensor: non-transparent nodes reading it (through views)
-  local readers = {}
-  for _, n in ipairs(trace.nodes) do
-    if not transparent(n) then
-      for i = 1, #n.inputs do
-        local r = resolve(n.inputs[i])
-        if r then
-          readers[r] = readers[r] or {}
-          readers[r][#readers[r] + 1] = n
-        end
-      end
-    end
-  end
-  local outputs = {}
-  for i = 1, (trace.outputs and trace.outputs.n or 0) do
-    if trace.outputs[i] then outputs[resolve(trace.outputs[i])] = true end
-  end
   local function needs_grad(t) return ad.needs_grad[t] end
   -- can n be in a multi-node group at all?
   local function fusable(n)
@@ -227,24 +235,8 @@ end
 -- backend's kernels for the head run the whole chain, forward and backward (at the
 -- head's backward: gen/plan.lua keeps the last output's gradient live until there).
 function fuse.chains(trace, pp, is_alias, follows)
-  local producer = {}
-  for _, n in ipairs(trace.nodes) do producer[n.out] = n end
-  local resolve = resolver(pp, is_alias, producer)
-  local transparent = function(n) return is_alias(n) or (n.op == "cast" and pp.folded[n]) end
-  local readers = {}   -- every node reading a tensor (resolved), views and casts included
-  for _, n in ipairs(trace.nodes) do
-    for i = 1, #n.inputs do
-      local r = resolve(n.inputs[i])
-      if r then
-        readers[r] = readers[r] or {}
-        readers[r][#readers[r] + 1] = n
-      end
-    end
-  end
-  local outputs = {}
-  for i = 1, (trace.outputs and trace.outputs.n or 0) do
-    if trace.outputs[i] then outputs[resolve(trace.outputs[i])] = true end
-  end
+  -- every node reading a tensor (resolved), views and casts included
+  local _, resolve, transparent, readers, outputs = facts(trace, pp, is_alias, true)
   local groups, group_of = {}, {}
   for _, n in ipairs(trace.nodes) do
     if not group_of[n] and not transparent(n) and not n.metric then
