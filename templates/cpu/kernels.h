@@ -347,6 +347,8 @@ typedef struct {
     k_conv2d_dims d;
     dnnl_engine_t engine;
     int ok;                                  // 0: im2col computes it
+    int bwd_tried, bwd_ok;                   // the backward's (k_conv_plan_backward)
+    dnnl_primitive_desc_t fpd;               // the forward's: the backward's hint
     dnnl_primitive_t fwd, bwd_d, bwd_w;      // the convolutions, blocked operands
     dnnl_primitive_t x_in, wf_in, wb_in, y_out, dy_in, dx_out, dx_add, dw_out, dw_add;   // reorders
     dnnl_memory_desc_t x, w, y, bias, xb, wf, wb, yb, dwb, scratch;
@@ -402,15 +404,17 @@ static inline dnnl_primitive_t k_dnnl_conv_prim(dnnl_engine_t engine, const void
     return prim;
 }
 
-// the plan of `d`'s shape (made under the lock the first time; ok = 0 where the direct
-// kernels do not take it); NULL when out of plans, memory or engine (im2col computes it)
-static inline const k_conv_plan *k_conv_plan_of(const k_conv2d_dims *d) {
+// the plan of `d`'s shape, its forward (made under the lock the first time; ok = 0 where
+// the direct kernels do not take it); NULL when out of plans, memory or engine (im2col
+// computes it).  Its backward is made by k_conv_plan_backward, on the first backward:
+// an inference program (loom export) references none of oneDNN's backward passes.
+static inline k_conv_plan *k_conv_plan_of(const k_conv2d_dims *d) {
     if (d->G != 1 || d->C < K_CONV_DIRECT_MIN || d->OC < K_CONV_DIRECT_MIN) return NULL;
     const int PRH = (d->OH - 1) * d->SH + (d->KH - 1) * d->DH + 1 - d->H - d->PH;
     const int PRW = (d->OW - 1) * d->SW + (d->KW - 1) * d->DW + 1 - d->W - d->PW;
     if (PRH < 0 || PRW < 0 || d->PH < 0 || d->PW < 0) return NULL;
     static k_conv_plans ps;
-    const k_conv_plan *found = NULL;
+    k_conv_plan *found = NULL;
     #pragma omp critical
     {
         for (int i = 0; i < ps.n && !found; i++)
@@ -428,8 +432,7 @@ static inline const k_conv_plan *k_conv_plan_of(const k_conv2d_dims *d) {
             dnnl_dims_t yd = { d->N, d->OC, d->OH, d->OW }, st = { d->SH, d->SW }, dil = { d->DH - 1, d->DW - 1 };
             dnnl_dims_t pl = { d->PH, d->PW }, pr = { PRH, PRW };
             dnnl_memory_desc_t xa, wa, ya;
-            dnnl_convolution_desc_t fd, bdd, bwd;
-            dnnl_primitive_desc_t fpd = NULL, bdpd = NULL, bwpd = NULL;
+            dnnl_convolution_desc_t fd;
             size_t scratch = 0;
             int ok = dnnl_memory_desc_init_by_tag(&q->x, 4, xd, dnnl_f32, dnnl_nchw) == dnnl_success
                 && dnnl_memory_desc_init_by_tag(&q->w, 4, wd, dnnl_f32, dnnl_oihw) == dnnl_success
@@ -440,53 +443,87 @@ static inline const k_conv_plan *k_conv_plan_of(const k_conv2d_dims *d) {
                 && dnnl_memory_desc_init_by_tag(&ya, 4, yd, dnnl_f32, dnnl_format_tag_any) == dnnl_success
                 && dnnl_dilated_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct,
                        &xa, &wa, &q->bias, &ya, st, dil, pl, pr) == dnnl_success
-                && dnnl_dilated_convolution_backward_data_desc_init(&bdd, dnnl_convolution_direct, &xa, &wa, &ya,
-                       st, dil, pl, pr) == dnnl_success
-                && dnnl_dilated_convolution_backward_weights_desc_init(&bwd, dnnl_convolution_direct, &xa, &wa, &q->bias,
-                       &ya, st, dil, pl, pr) == dnnl_success
-                && (q->fwd = k_dnnl_conv_prim(engine, &fd, NULL, &fpd, &scratch)) != NULL
-                && (q->bwd_d = k_dnnl_conv_prim(engine, &bdd, fpd, &bdpd, &scratch)) != NULL
-                && (q->bwd_w = k_dnnl_conv_prim(engine, &bwd, fpd, &bwpd, &scratch)) != NULL;
+                && (q->fwd = k_dnnl_conv_prim(engine, &fd, NULL, &q->fpd, &scratch)) != NULL;
             if (ok) {
-                q->xb = *dnnl_primitive_desc_query_md(fpd, dnnl_query_src_md, 0);
-                q->wf = *dnnl_primitive_desc_query_md(fpd, dnnl_query_weights_md, 0);
-                q->yb = *dnnl_primitive_desc_query_md(fpd, dnnl_query_dst_md, 0);
-                q->wb = *dnnl_primitive_desc_query_md(bdpd, dnnl_query_weights_md, 0);
-                q->dwb = *dnnl_primitive_desc_query_md(bwpd, dnnl_query_diff_weights_md, 0);
-                // the backward passes read and write the forward's layouts (one reorder each)
-                ok = dnnl_memory_desc_equal(&q->xb, dnnl_primitive_desc_query_md(bdpd, dnnl_query_diff_src_md, 0))
-                    && dnnl_memory_desc_equal(&q->yb, dnnl_primitive_desc_query_md(bdpd, dnnl_query_diff_dst_md, 0))
-                    && dnnl_memory_desc_equal(&q->xb, dnnl_primitive_desc_query_md(bwpd, dnnl_query_src_md, 0))
-                    && dnnl_memory_desc_equal(&q->yb, dnnl_primitive_desc_query_md(bwpd, dnnl_query_diff_dst_md, 0))
-                    && (q->x_in = k_dnnl_reorder(engine, &q->x, &q->xb, 0, &scratch)) != NULL
+                q->xb = *dnnl_primitive_desc_query_md(q->fpd, dnnl_query_src_md, 0);
+                q->wf = *dnnl_primitive_desc_query_md(q->fpd, dnnl_query_weights_md, 0);
+                q->yb = *dnnl_primitive_desc_query_md(q->fpd, dnnl_query_dst_md, 0);
+                ok = (q->x_in = k_dnnl_reorder(engine, &q->x, &q->xb, 0, &scratch)) != NULL
                     && (q->wf_in = k_dnnl_reorder(engine, &q->w, &q->wf, 0, &scratch)) != NULL
-                    && (q->wb_in = k_dnnl_reorder(engine, &q->w, &q->wb, 0, &scratch)) != NULL
-                    && (q->y_out = k_dnnl_reorder(engine, &q->yb, &q->y, 0, &scratch)) != NULL
-                    && (q->dy_in = k_dnnl_reorder(engine, &q->y, &q->yb, 0, &scratch)) != NULL
-                    && (q->dx_out = k_dnnl_reorder(engine, &q->xb, &q->x, 0, &scratch)) != NULL
-                    && (q->dx_add = k_dnnl_reorder(engine, &q->xb, &q->x, 1, &scratch)) != NULL
-                    && (q->dw_out = k_dnnl_reorder(engine, &q->dwb, &q->w, 0, &scratch)) != NULL
-                    && (q->dw_add = k_dnnl_reorder(engine, &q->dwb, &q->w, 1, &scratch)) != NULL;
+                    && (q->y_out = k_dnnl_reorder(engine, &q->yb, &q->y, 0, &scratch)) != NULL;
             }
             if (ok) {
                 q->nxb = dnnl_memory_desc_get_size(&q->xb);
                 q->nwf = dnnl_memory_desc_get_size(&q->wf);
-                q->nwb = dnnl_memory_desc_get_size(&q->wb);
                 q->nyb = dnnl_memory_desc_get_size(&q->yb);
-                q->ndwb = dnnl_memory_desc_get_size(&q->dwb);
                 q->nscratch = scratch;
                 dnnl_dims_t sd = { (dnnl_dim_t)(scratch ? scratch : 1) };
                 ok = dnnl_memory_desc_init_by_tag(&q->scratch, 1, sd, dnnl_u8, dnnl_x) == dnnl_success;
             }
-            if (fpd) dnnl_primitive_desc_destroy(fpd);
-            if (bdpd) dnnl_primitive_desc_destroy(bdpd);
-            if (bwpd) dnnl_primitive_desc_destroy(bwpd);
             q->ok = ok;   // (a refused shape keeps its plan: asked again, it is not retried)
             found = q;
             omp_set_num_threads(max_threads);
         }
     }
     return found && found->ok ? found : NULL;
+}
+
+// the plan of `d` with its backward (both gradients; made under the lock the first time,
+// in the forward's layouts); NULL where the direct kernels do not take it
+static inline const k_conv_plan *k_conv_plan_backward(const k_conv2d_dims *d) {
+    k_conv_plan *q = k_conv_plan_of(d);
+    if (!q) return NULL;
+    #pragma omp critical
+    if (!q->bwd_tried) {
+        q->bwd_tried = 1;
+        const int max_threads = omp_get_max_threads();
+        omp_set_num_threads(1);
+        const int PRH = (d->OH - 1) * d->SH + (d->KH - 1) * d->DH + 1 - d->H - d->PH;
+        const int PRW = (d->OW - 1) * d->SW + (d->KW - 1) * d->DW + 1 - d->W - d->PW;
+        dnnl_dims_t st = { d->SH, d->SW }, dil = { d->DH - 1, d->DW - 1 }, pl = { d->PH, d->PW }, pr = { PRH, PRW };
+        dnnl_dims_t xd = { d->N, d->C, d->H, d->W }, wd = { d->OC, d->C, d->KH, d->KW }, yd = { d->N, d->OC, d->OH, d->OW };
+        dnnl_memory_desc_t xa, wa, ya;
+        dnnl_convolution_desc_t bdd, bwd;
+        dnnl_primitive_desc_t bdpd = NULL, bwpd = NULL;
+        dnnl_engine_t engine = q->engine;
+        size_t scratch = q->nscratch;
+        int ok = dnnl_memory_desc_init_by_tag(&xa, 4, xd, dnnl_f32, dnnl_format_tag_any) == dnnl_success
+            && dnnl_memory_desc_init_by_tag(&wa, 4, wd, dnnl_f32, dnnl_format_tag_any) == dnnl_success
+            && dnnl_memory_desc_init_by_tag(&ya, 4, yd, dnnl_f32, dnnl_format_tag_any) == dnnl_success
+            && dnnl_dilated_convolution_backward_data_desc_init(&bdd, dnnl_convolution_direct, &xa, &wa, &ya,
+                   st, dil, pl, pr) == dnnl_success
+            && dnnl_dilated_convolution_backward_weights_desc_init(&bwd, dnnl_convolution_direct, &xa, &wa, &q->bias,
+                   &ya, st, dil, pl, pr) == dnnl_success
+            && (q->bwd_d = k_dnnl_conv_prim(engine, &bdd, q->fpd, &bdpd, &scratch)) != NULL
+            && (q->bwd_w = k_dnnl_conv_prim(engine, &bwd, q->fpd, &bwpd, &scratch)) != NULL;
+        if (ok) {
+            q->wb = *dnnl_primitive_desc_query_md(bdpd, dnnl_query_weights_md, 0);
+            q->dwb = *dnnl_primitive_desc_query_md(bwpd, dnnl_query_diff_weights_md, 0);
+            // the backward passes read and write the forward's layouts (one reorder each)
+            ok = dnnl_memory_desc_equal(&q->xb, dnnl_primitive_desc_query_md(bdpd, dnnl_query_diff_src_md, 0))
+                && dnnl_memory_desc_equal(&q->yb, dnnl_primitive_desc_query_md(bdpd, dnnl_query_diff_dst_md, 0))
+                && dnnl_memory_desc_equal(&q->xb, dnnl_primitive_desc_query_md(bwpd, dnnl_query_src_md, 0))
+                && dnnl_memory_desc_equal(&q->yb, dnnl_primitive_desc_query_md(bwpd, dnnl_query_diff_dst_md, 0))
+                && (q->wb_in = k_dnnl_reorder(engine, &q->w, &q->wb, 0, &scratch)) != NULL
+                && (q->dy_in = k_dnnl_reorder(engine, &q->y, &q->yb, 0, &scratch)) != NULL
+                && (q->dx_out = k_dnnl_reorder(engine, &q->xb, &q->x, 0, &scratch)) != NULL
+                && (q->dx_add = k_dnnl_reorder(engine, &q->xb, &q->x, 1, &scratch)) != NULL
+                && (q->dw_out = k_dnnl_reorder(engine, &q->dwb, &q->w, 0, &scratch)) != NULL
+                && (q->dw_add = k_dnnl_reorder(engine, &q->dwb, &q->w, 1, &scratch)) != NULL;
+        }
+        if (ok) {
+            q->nwb = dnnl_memory_desc_get_size(&q->wb);
+            q->ndwb = dnnl_memory_desc_get_size(&q->dwb);
+            dnnl_dims_t sd = { (dnnl_dim_t)(scratch ? scratch : 1) };
+            ok = dnnl_memory_desc_init_by_tag(&q->scratch, 1, sd, dnnl_u8, dnnl_x) == dnnl_success;
+            if (ok) q->nscratch = scratch;
+        }
+        if (bdpd) dnnl_primitive_desc_destroy(bdpd);
+        if (bwpd) dnnl_primitive_desc_destroy(bwpd);
+        q->bwd_ok = ok;
+        omp_set_num_threads(max_threads);
+    }
+    return q->bwd_ok ? q : NULL;
 }
 
 // this thread's workspace for the blocked operands: at least `bytes`, 64-byte aligned
@@ -539,7 +576,7 @@ static inline size_t k_align64(size_t n) { return (n + 63) / 64 * 64; }
 // own threading is a region per reorder and per pass: under load every region waits for
 // its slowest thread).  nt: the team, 0 when the direct kernels take no slice of `d`,
 // nor a batch smaller than the team (a batch-1 call: im2col's GEMMs use every thread).
-static inline int k_conv_direct_team(const k_conv2d_dims *d, int *nb) {
+static inline int k_conv_direct_team(const k_conv2d_dims *d, int *nb, int backward) {
     if (d->N < k_max_threads()) return 0;
     int nt = k_max_threads() < d->N ? k_max_threads() : d->N;
     if (nt < 1) nt = 1;
@@ -547,9 +584,9 @@ static inline int k_conv_direct_team(const k_conv2d_dims *d, int *nb) {
     nt = (d->N + *nb - 1) / *nb;
     k_conv2d_dims s = *d;
     s.N = *nb;
-    if (!k_conv_plan_of(&s)) return 0;
+    if (!(backward ? k_conv_plan_backward(&s) != NULL : k_conv_plan_of(&s) != NULL)) return 0;
     s.N = d->N - (nt - 1) * *nb;
-    return k_conv_plan_of(&s) ? nt : 0;
+    return (backward ? k_conv_plan_backward(&s) != NULL : k_conv_plan_of(&s) != NULL) ? nt : 0;
 }
 
 // images [n0, n0 + m) of k_conv2d_forward (f32, accumulate 0) through their plan
@@ -579,7 +616,7 @@ static inline void k_conv_direct_forward_slice(float *out, const float *inp, con
 // k_conv2d_forward (f32, accumulate 0) through the plans: 1 when done (or its failure
 // recorded), 0 when the shape has none (im2col computes it)
 static inline int k_conv_direct_forward(float *out, const float *inp, const float *w, const float *b, const k_conv2d_dims *d) {
-    int nb, nt = k_conv_direct_team(d, &nb);
+    int nb, nt = k_conv_direct_team(d, &nb, 0);
     if (!nt) return 0;
     if (nt == 1) { k_conv_direct_forward_slice(out, inp, w, b, d, 0, d->N); return 1; }
     #pragma omp parallel num_threads(nt) K_TEAM
@@ -596,7 +633,7 @@ static inline void k_conv_direct_backward_slice(float *dinp, float *dwt, float *
                                                 const float *w, const k_conv2d_dims *d, int n0, int m, int acc) {
     k_conv2d_dims sd = *d;
     sd.N = m;
-    const k_conv_plan *q = k_conv_plan_of(&sd);
+    const k_conv_plan *q = k_conv_plan_backward(&sd);
     if (!q) return;
     const size_t xo = (size_t)n0 * d->C * d->H * d->W;
     dout += (size_t)n0 * d->OC * d->OH * d->OW;
@@ -628,7 +665,7 @@ static inline void k_conv_direct_backward_slice(float *dinp, float *dwt, float *
 // threads' dw and db (k_conv2d_scratch covers them), added in thread order
 static inline int k_conv_direct_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
                                          float *scratch, const k_conv2d_dims *d, int acc, int pacc) {
-    int nb, nt = k_conv_direct_team(d, &nb);
+    int nb, nt = k_conv_direct_team(d, &nb, 1);
     if (!nt) return 0;
     const size_t nw = (size_t)d->OC * d->C * d->KH * d->KW, per = nw + d->OC;
     const int grads = dw || db;
