@@ -327,7 +327,7 @@ static inline void k_sgemm(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta, enum
 typedef struct { int N, C, H, W, OC, KH, KW, SH, SW, PH, PW, DH, DW, G, OH, OW; } k_conv2d_dims;
 
 // Float convolutions through oneDNN's direct JIT kernels (jit:avx512_core, jit:avx2, as
-// the CPU has; ONEDNN_MAX_CPU_ISA caps it) in its blocked layouts (nChw16c, ...), where
+// the CPU has AVX-512; ONEDNN_MAX_CPU_ISA=AVX2 leaves im2col) in its blocked layouts (nChw16c, ...), where
 // they beat im2col + GEMM (k_conv2d_forward's own path).  Measured per layer, reorders
 // included, best of 8-15 alternating runs on a loaded machine: fashion_cnn's 32->64 at
 // 14x14, batch 128, one thread: forward 15-22 ms against 26-32, backward 36-41 against
@@ -381,7 +381,10 @@ static inline dnnl_primitive_t k_dnnl_reorder(dnnl_engine_t engine, const dnnl_m
 }
 
 // a convolution pass's primitive from its descriptor (fwd_hint: the forward's, for the
-// backward ones), only where oneDNN's choice is a JIT kernel; NULL otherwise
+// backward ones), only where oneDNN's choice is an AVX-512 JIT kernel; NULL otherwise.
+// (Measured there only; with ONEDNN_MAX_CPU_ISA=AVX2 its jit:avx2 kernels' weight
+// gradients put fashion_cnn's Adam parity past its tolerance after a few steps, where
+// im2col's stay within it.)
 static inline dnnl_primitive_t k_dnnl_conv_prim(dnnl_engine_t engine, const void *desc, const_dnnl_primitive_desc_t fwd_hint,
                                                 dnnl_primitive_desc_t *pd_out, size_t *scratch) {
     dnnl_primitive_attr_t attr = NULL;
@@ -392,7 +395,7 @@ static inline dnnl_primitive_t k_dnnl_conv_prim(dnnl_engine_t engine, const void
         && dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success
         && dnnl_primitive_desc_create(&pd, desc, attr, engine, fwd_hint) == dnnl_success
         && dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success
-        && impl && strncmp(impl, "jit", 3) == 0) {
+        && impl && strncmp(impl, "jit:avx512", 10) == 0) {
         const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
         size_t n = smd ? dnnl_memory_desc_get_size(smd) : 0;
         if (n > *scratch) *scratch = n;
