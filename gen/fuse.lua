@@ -40,6 +40,33 @@ local function resolver(pp, is_alias, producer)
   end
 end
 
+-- What both passes know of a trace: producer[tensor] (its node), resolve (above),
+-- transparent(node) (a view or a folded cast), readers[resolved tensor] (the nodes reading
+-- it: all of them with `all`, else the non-transparent ones) and outputs[resolved tensor].
+local function facts(trace, pp, is_alias, all)
+  local producer = {}
+  for _, n in ipairs(trace.nodes) do producer[n.out] = n end
+  local resolve = resolver(pp, is_alias, producer)
+  local transparent = function(n) return is_alias(n) or (n.op == "cast" and pp.folded[n]) end
+  local readers = {}
+  for _, n in ipairs(trace.nodes) do
+    if all or not transparent(n) then
+      for i = 1, #n.inputs do
+        local r = resolve(n.inputs[i])
+        if r then
+          readers[r] = readers[r] or {}
+          readers[r][#readers[r] + 1] = n
+        end
+      end
+    end
+  end
+  local outputs = {}
+  for i = 1, (trace.outputs and trace.outputs.n or 0) do
+    if trace.outputs[i] then outputs[resolve(trace.outputs[i])] = true end
+  end
+  return producer, resolve, transparent, readers, outputs
+end
+
 fuse.bcast_strides = util.bcast_strides   -- the fused kernels' operand offsets
 -- does t cover every element of `out` once (no broadcast dims)?
 function fuse.full(t, out)
@@ -81,29 +108,10 @@ end
 -- opts: { no_fuse = bool }
 function fuse.plan(trace, pp, ad, is_alias, describe, tail_of, opts)
   opts = opts or {}
-  local producer = {}
-  for _, n in ipairs(trace.nodes) do producer[n.out] = n end
-  local resolve = resolver(pp, is_alias, producer)
-  local transparent = function(n) return is_alias(n) or (n.op == "cast" and pp.folded[n]) end
+  -- readers of each resolved tensor: non-transparent nodes reading it (through views)
+  local producer, resolve, transparent, readers, outputs = facts(trace, pp, is_alias, false)
   local index = {}
   for i, n in ipairs(trace.nodes) do index[n] = i end
-  -- readers of each resolved tensor: non-transparent nodes reading it (through views)
-  local readers = {}
-  for _, n in ipairs(trace.nodes) do
-    if not transparent(n) then
-      for i = 1, #n.inputs do
-        local r = resolve(n.inputs[i])
-        if r then
-          readers[r] = readers[r] or {}
-          readers[r][#readers[r] + 1] = n
-        end
-      end
-    end
-  end
-  local outputs = {}
-  for i = 1, (trace.outputs and trace.outputs.n or 0) do
-    if trace.outputs[i] then outputs[resolve(trace.outputs[i])] = true end
-  end
   local function needs_grad(t) return ad.needs_grad[t] end
   -- can n be in a multi-node group at all?
   local function fusable(n)
@@ -215,6 +223,46 @@ function fuse.plan(trace, pp, ad, is_alias, describe, tail_of, opts)
     end
   end
   return { groups = kept, group_of = group_of, resolve = resolve }
+end
+
+-- The C backend's chains: a producer whose kernel can run its readers' ops too, in one
+-- pass over memory (batch norm + ReLU [+ 2x2 max pool]).  `follows(head, members, q)`
+-- (ops_cpu's `chain` rule of the head's op) says whether q may join the chain
+-- head, members...; q must be the only reader of the chain's last output, read directly
+-- (no view, no cast), which is no output of the step.  Returns { groups, group_of,
+-- resolve } as fuse.plan, each group { kind = "chain", head, members, first = head,
+-- stored (the last member's output), register (the rest: never in memory) }; the
+-- backend's kernels for the head run the whole chain, forward and backward (at the
+-- head's backward: gen/plan.lua keeps the last output's gradient live until there).
+function fuse.chains(trace, pp, is_alias, follows)
+  -- every node reading a tensor (resolved), views and casts included
+  local _, resolve, transparent, readers, outputs = facts(trace, pp, is_alias, true)
+  local groups, group_of = {}, {}
+  for _, n in ipairs(trace.nodes) do
+    if not group_of[n] and not transparent(n) and not n.metric then
+      local members, cur = {}, n
+      while true do
+        local rs = readers[cur.out] or {}
+        local q = rs[1]
+        if #rs ~= 1 or outputs[cur.out] or q.metric or transparent(q) or q.inputs[1] ~= cur.out
+          or not follows(n, members, q) then break end
+        members[#members + 1] = q
+        cur = q
+      end
+      if #members > 0 then
+        local g = { kind = "chain", head = n, members = members, first = n, stored = {}, register = {} }
+        group_of[n] = g
+        for _, m in ipairs(members) do group_of[m] = g end
+        g.register[n.out] = true
+        for i, m in ipairs(members) do
+          if i < #members then g.register[m.out] = true end
+        end
+        g.stored[cur.out] = outputs[cur.out] and "an output of the step" or "read by the chain's reader"
+        groups[#groups + 1] = g
+      end
+    end
+  end
+  return { groups = groups, group_of = group_of, resolve = resolve }
 end
 
 -- a group's nodes in order: its producer (a tail's or an epilogue's), then its members

@@ -331,6 +331,14 @@ end
 
 kernels_c.context = context   -- (gen/user_step.lua's functions of a training_step)
 
+-- the C program's chain node is in (gen/fuse.lua's chains: its head's rules, ops_cpu's
+-- chain_forward/chain_backward, run the whole chain), or nil (the CUDA plan's groups
+-- are not the C kernels')
+function kernels_c.chain_of(l, node)
+  local g = l.fuse and l.fuse.group_of[node]
+  return g and g.kind == "chain" and g or nil
+end
+
 -- Before a backward op, the gradients it writes first but does not store (its kernel
 -- adds, or writes it twice, or through a conversion): zeroed there, for a batch of B
 -- (gen/plan.lua's reuse: the slot held another gradient before).
@@ -348,7 +356,8 @@ local function first_zero(l, e, node, lines)
     end
   end
   for _, x in ipairs(node.inputs) do add(x) end
-  add(node.out)
+  local chain = kernels_c.chain_of(l, node)
+  add(chain and chain.members[#chain.members].out or node.out)
   if #zero == 0 then return lines end
   table.insert(zero, 1, "// the gradients this op writes first, cleared (it adds into them)")
   for _, x in ipairs(lines) do zero[#zero + 1] = x end
@@ -381,7 +390,13 @@ function kernels_c.walk(l)
   for _, node in ipairs(trace.nodes) do
     if not pp.folded[node] then   -- a folded cast is a view, its conversion in a neighbour
       local lines
-      if not ops[node.op].alias then
+      local chain = kernels_c.chain_of(l, node)
+      if chain and chain.head ~= node then
+        lines = { string.format("// in %s's kernel (one pass with it)", chain.head.op) }
+      elseif chain then
+        ef.begin(node, "forward")
+        lines = ef.wrap(ops_cpu[node.op].chain_forward(ef, node, chain.members))
+      elseif not ops[node.op].alias then
         ef.begin(node, "forward")
         lines = ef.wrap(ops_cpu[node.op].forward(ef, node))
         if l.options.detect_anomaly then
@@ -411,10 +426,14 @@ function kernels_c.walk(l)
 
   local eb = context(l, ty)
   for _, node in ipairs(l.autodiff.backward) do
-    if not (ops[node.op].alias or pp.folded[node]) then
+    local chain = kernels_c.chain_of(l, node)
+    if chain and chain.head ~= node then
+      out.backward[#out.backward + 1] = { node = node, lines = { string.format("// in %s's backward kernel", chain.head.op) } }
+    elseif not (ops[node.op].alias or pp.folded[node]) then
       eb.begin(node, "backward")
       eb.stored = {}
-      local lines = eb.wrap(ops_cpu[node.op].backward(eb, node))
+      local lines = eb.wrap(chain and ops_cpu[node.op].chain_backward(eb, node, chain.members)
+                            or ops_cpu[node.op].backward(eb, node))
       lines = first_zero(l, eb, node, lines)
       if l.options.detect_anomaly then
         for _, x in ipairs(anomaly_lines(l, eb, node, "backward")) do lines[#lines + 1] = x end

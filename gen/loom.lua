@@ -40,7 +40,7 @@ options:
                           one process (no MPI)
   -n N                    launch: the number of ranks
   --compare-wrapper       explain: also count the casts a run-time wrapper (Fabric + autocast) would make
-  --no-fuse               CUDA: one kernel per op (no fused groups: gen/fuse.lua), to compare with the fused program
+  --no-fuse               one kernel per op (no fused groups or CPU chains: gen/fuse.lua), to compare with the fused program
   --gemm-attention        CUDA: attention as three GEMMs and the saved (L, S) matrix, not the fused (flash) kernels
   --no-compile            build: write the files only
   --debug                 build, export: compile with -O0 -g (for gdb; the generated code is the same)

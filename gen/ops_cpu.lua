@@ -189,6 +189,66 @@ ops_cpu.batch_norm = {
   end,
 }
 
+-- batch norm's chain (gen/fuse.lua's chains): ReLU, then a 2x2 max pool of stride 2,
+-- one kernel over memory (k_bn_relu_*): the normalized values and the ReLU's output
+-- before a pool are never stored.  In the compute type only (no conversions to fold in),
+-- and not SyncBatchNorm (its sums go over the ranks between the halves).
+function ops_cpu.batch_norm.chain(head, members, q, l)
+  local fmt, compute = l.pp.fmt, l.pp.settings.compute
+  for _, t in ipairs({ head.inputs[1], head.inputs[2], head.inputs[3], head.out, q.out }) do
+    if fmt[t] and fmt[t] ~= compute then return false end
+  end
+  if l.strategy and l.strategy.synced and l.strategy.synced[head] ~= nil then return false end
+  if #members == 0 then return q.op == "relu" end
+  if #members ~= 1 or q.op ~= "max_pool2d" or #q.out.shape ~= 4 then return false end
+  local a, x = q.attrs, q.inputs[1]
+  local dil = a.dilation or { 1, 1 }
+  for i = 1, 2 do
+    if a.kernel_size[i] ~= 2 or a.stride[i] ~= 2 or a.padding[i] ~= 0 or dil[i] ~= 1
+      or 2 * q.out.shape[2 + i] > x.shape[2 + i] then return false end
+  end
+  return true
+end
+
+-- the chain's sizes: N, C, H, W (the normalized input's), OH, OW (the chain's output),
+-- pool (0 or 1), and its last output (after ReLU or the pool)
+local function bn_chain(e, n, members)
+  local x, last = n.inputs[1], members[#members].out
+  local pool = members[2] ~= nil
+  local H = x.shape[3] or 1
+  local W = dims_after(x.shape, 4)
+  return x, last, pool, string.format("%s, %d, %d, %d, %d, %d, %d", e.batch(x), x.shape[2], H, W,
+    pool and last.shape[3] or H, pool and last.shape[4] or W, pool and 1 or 0)
+end
+
+function ops_cpu.batch_norm.chain_forward(e, n, members)
+  local x, last, pool, sizes = bn_chain(e, n, members)
+  local a = n.attrs
+  local w = n.inputs[2] and e.ptr(n.inputs[2]) or "NULL"
+  local b = n.inputs[3] and e.ptr(n.inputs[3]) or "NULL"
+  local momentum = a.momentum == false and e.lit(-1) or e.lit(a.momentum)
+  local argmax = pool and e.training_only(e.save(members[2], "argmax")) or "NULL"
+  local function train()
+    return { e.call("bn_relu_forward_train", e.ptr(last), argmax, e.save(n, "mean"), e.save(n, "invstd"),
+      e.state(n, "running_mean"), e.state(n, "running_var"), e.counter(n, "num_batches_tracked"),
+      e.ptr(x), w, b, sizes, e.lit(a.eps), momentum) }
+  end
+  if not a.track_running_stats then return train() end
+  return by_mode(e, train, function()
+    return { e.call("bn_relu_forward_eval", e.ptr(last), e.ptr(x), w, b,
+      e.state(n, "running_mean"), e.state(n, "running_var"), sizes, e.lit(a.eps)) }
+  end)
+end
+
+function ops_cpu.batch_norm.chain_backward(e, n, members)
+  local x, last, pool = bn_chain(e, n, members)
+  local S, P = dims_after(x.shape, 3), dims_after(last.shape, 3)
+  return { e.call("bn_relu_backward", e.grad(x), n.inputs[2] and e.grad(n.inputs[2]) or "NULL",
+    n.inputs[3] and e.grad(n.inputs[3]) or "NULL", e.grad(last), e.ptr(last),
+    pool and e.save(members[2], "argmax") or "NULL", e.ptr(x), n.inputs[2] and e.ptr(n.inputs[2]) or "NULL",
+    e.save(n, "mean"), e.save(n, "invstd"), e.batch(x), x.shape[2], S, P, e.acc(x), e.acc_params { n.inputs[2], n.inputs[3] }) }
+end
+
 ops_cpu.layer_norm = {
   forward = function(e, n)
     local x = n.inputs[1]

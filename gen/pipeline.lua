@@ -138,6 +138,8 @@ end
 --              loss backward, reuse (gradient slots shared by liveness) and first[node]
 --              (the gradients node writes first: { [root] = times it writes it })
 --   root(t)    the tensor whose storage t is (through views and folded casts)
+--   fuse       (the C program's loss backward) fuse.chains' groups: the ops that run as
+--              one kernel, forward and backward (the fuse stage's field on CUDA)
 local function plan_stage(l)
   local plan = require "plan"
   -- the C backend's loss backward writes each activation gradient first (no wholesale
@@ -145,11 +147,23 @@ local function plan_stage(l)
   -- backwards and the CUDA program zero the arena instead
   local ad = not l.inference and l.autodiff or nil
   local reuse = ad and l.backend == "cpu" and not ad.segments
+  -- the C program's chains (gen/fuse.lua's chains, ops_cpu's `chain` rules) run as one
+  -- kernel each, forward and backward: the gradient slots follow from them.  Not with
+  -- --no-fuse, nor --detect-anomaly (it checks every op's own output)
+  local fz
+  if reuse and not l.options.no_fuse and not l.options.detect_anomaly then
+    local ops_cpu = require "ops_cpu"
+    fz = require("fuse").chains(l.trace, l.pp, is_alias, function(head, members, q)
+      local rule = ops_cpu[head.op] and ops_cpu[head.op].chain
+      return rule ~= nil and rule(head, members, q, l) or false
+    end)
+  end
   local p = plan.activations(l.trace, ad, l.batch_max, l.pp,
-    { backend = l.backend, gemm_attention = l.options.gemm_attention, reuse = reuse })
+    { backend = l.backend, gemm_attention = l.options.gemm_attention, reuse = reuse, fused = fz })
   local function root(t) return plan.storage_root(p, t) end
   local s = l.strategy
-  return with(l, { state = plan.state(l.graph, s and s.unit_of, s and s.unit_of and { first = s.first, last = s.last }), plan = p, root = root })
+  return with(l, { state = plan.state(l.graph, s and s.unit_of, s and s.unit_of and { first = s.first, last = s.last }), plan = p, root = root,
+                   fuse = fz })
 end
 
 -- entries: the declared methods beside forward as the program's entry points (gen/entries.lua:
@@ -164,7 +178,8 @@ end
 
 -- fuse (CUDA only): elementwise chains and producers' tails as one kernel each
 -- (gen/fuse.lua; the CUDA backend says what fuses).  Adds
---   fuse       fuse.plan's groups (group_of[node], groups, resolve), or nil on the CPU
+--   fuse       fuse.plan's groups (group_of[node], groups, resolve); on the CPU the plan
+--              stage's chains (its gradient slots depend on them), or nil
 local function fuse_stage(l)
   if l.backend ~= "cuda" then return l end
   local describe, tail_of = require("emit_cuda").fusion_rules(l)
@@ -255,7 +270,7 @@ function dumps.entries(l)
   return table.concat(out, "\n") .. "\n"
 end
 function dumps.fuse(l)
-  if not l.fuse then return "fuse: none (the CPU program runs one kernel call per op)\n" end
+  if not l.fuse then return "fuse: none (the program runs one kernel call per op)\n" end
   return require("fuse").tsv(l.fuse, {})
 end
 function dumps.emit(result)

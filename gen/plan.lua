@@ -171,7 +171,7 @@ function plan.activations(trace, ad, batch_max, pp, target)
       end
     end
   end
-  if reuse and ad then plan.reuse_grads(p, trace, ad, pp, slot) end
+  if reuse and ad then plan.reuse_grads(p, trace, ad, pp, slot, target.fused) end
   return p
 end
 
@@ -180,7 +180,10 @@ end
 -- first writer (the backward of the first consumer to run) to its reader (its
 -- producer's backward).  First fit by offset among the slots live at a gradient's start,
 -- in order of start.  Views and folded casts write nothing of their own.
-function plan.reuse_grads(p, trace, ad, pp, slot_of)
+-- `fused` (gen/fuse.lua's chains): a chain's backward is one kernel, at its head's
+-- backward: the members' backwards write nothing, the chain's last output's gradient is
+-- read there, and its other gradients stay in registers (a slot live only there).
+function plan.reuse_grads(p, trace, ad, pp, slot_of, fused)
   local function root(t) return plan.storage_root(p, t) end
   local first, last = {}, {}
   local function touch(r, i, writer)
@@ -194,7 +197,10 @@ function plan.reuse_grads(p, trace, ad, pp, slot_of)
   p.first, p.param_first = {}, {}
   local param_seen = {}
   for i, node in ipairs(ad.backward) do
-    if not (ops[node.op].alias or pp.folded[node]) then
+    local chain = fused and fused.group_of[node]
+    if chain and chain.head ~= node then
+      -- a chain member: its backward runs in the head's kernel
+    elseif not (ops[node.op].alias or pp.folded[node]) then
       local writes, pwrites = {}, {}
       for k, x in ipairs(node.inputs) do
         if ad.grad_inputs[node][k] then
@@ -222,14 +228,24 @@ function plan.reuse_grads(p, trace, ad, pp, slot_of)
           p.param_first[node][r] = count
         end
       end
-      local r = root(node.out)
-      span[r] = span[r] or i   -- read before any write: the node zeroes it first
-      if p.grads[r] and not first[r] and r ~= loss then
-        first[r] = node
-        p.first[node] = p.first[node] or {}
-        p.first[node][r] = 0
+      local reads = { node.out }
+      if chain then   -- the chain's gradient read here: its last output's
+        reads[1] = chain.members[#chain.members].out
+        for _, m in ipairs({ node, table.unpack(chain.members, 1, #chain.members - 1) }) do
+          local r = root(m.out)
+          if p.grads[r] and not p.grads[r].source then span[r] = span[r] or i; touch(r, i) end
+        end
       end
-      touch(r, i)
+      for _, t in ipairs(reads) do
+        local r = root(t)
+        span[r] = span[r] or i   -- read before any write: the node zeroes it first
+        if p.grads[r] and not first[r] and r ~= loss then
+          first[r] = node
+          p.first[node] = p.first[node] or {}
+          p.first[node][r] = 0
+        end
+        touch(r, i)
+      end
     end
   end
   -- in order of start (then of the trace, for identical output), first fit by offset

@@ -71,6 +71,56 @@ static void conv_case(uint64_t seed, int pointwise) {
 Test(kernels, conv2d) { for (uint64_t seed = 1; seed <= 6; seed++) conv_case(seed, 0); }
 Test(kernels, conv2d_pointwise) { for (uint64_t seed = 1; seed <= SEEDS; seed++) conv_case(seed, 1); }
 
+// oneDNN's direct convolutions (kernels.h: float, both channel counts >= 16): the float
+// forward and both gradients (stored, then added: acc and pacc) against the f64 im2col
+// path, on batches the threads split unevenly, strided, dilated and "same"-padded
+static void conv_direct_case(int N, int C, int H, int OC, int K, int S, int P, int D, int extra) {
+    k_conv2d_dims d = { N, C, H, H + 1, OC, K, K, S, S, P, P, D, D, 1, 0, 0 };
+    d.OH = (H + 2 * P + extra - D * (K - 1) - 1) / S + 1;
+    d.OW = (H + 1 + 2 * P + extra - D * (K - 1) - 1) / S + 1;
+    // (the plain 3x3 takes them where oneDNN runs AVX-512; others, and every shape below it
+    // (ONEDNN_MAX_CPU_ISA=AVX2), fall back to im2col, as checked)
+    const int avx512 = (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core;
+    if (K == 3 && S == 1 && D == 1 && avx512) cr_assert(k_conv_plan_of(&d) != NULL, "no direct convolution for C%d OC%d K%d", C, OC, K);
+    if (!avx512) cr_assert(k_conv_plan_of(&d) == NULL, "a direct convolution below AVX-512");
+    size_t nx = (size_t)N * C * d.H * d.W, nw = (size_t)OC * C * K * K, ny = (size_t)N * OC * d.OH * d.OW;
+    uint64_t s = (uint64_t)N * 131 + C;
+    double *x = gc_rand(&s, nx, -1, 1), *w = gc_rand(&s, nw, -0.2, 0.2), *b = gc_rand(&s, OC, -1, 1), *dy = gc_rand(&s, ny, -1, 1);
+    double *y = calloc(ny, 8), *dx = calloc(nx, 8), *dw = calloc(nw, 8), *db = calloc(OC, 8);
+    double *scr = calloc(k_conv2d_scratch_f64(&d), 8);
+    k_conv2d_forward_f64(y, x, w, b, scr, &d);
+    k_conv2d_backward_f64(dx, dw, db, dy, x, w, scr, &d, 0, 0);
+    float *xf = malloc(nx * 4), *wf = malloc(nw * 4), *bf = malloc(OC * 4), *dyf = malloc(ny * 4);
+    float *yf = malloc(ny * 4), *dxf = malloc(nx * 4), *dwf = malloc(nw * 4), *dbf = malloc(OC * 4);
+    float *scrf = calloc(k_conv2d_scratch_f32(&d), 4);
+    for (size_t i = 0; i < nx; i++) xf[i] = (float)x[i];
+    for (size_t i = 0; i < nw; i++) wf[i] = (float)w[i];
+    for (int i = 0; i < OC; i++) bf[i] = (float)b[i];
+    for (size_t i = 0; i < ny; i++) dyf[i] = (float)dy[i];
+    k_conv2d_forward_f32(yf, xf, wf, bf, scrf, &d);
+    for (int pass = 1; pass <= 2; pass++) {   // 1: stores (acc, pacc 0); 2: adds the same again
+        k_conv2d_backward_f32(dxf, dwf, dbf, dyf, xf, wf, scrf, &d, pass - 1, pass - 1);
+        const struct { const char *name; const float *got; const double *want; size_t n; int times; } t[] = {
+            { "out", yf, y, ny, 1 }, { "dinp", dxf, dx, nx, pass }, { "dw", dwf, dw, nw, pass }, { "db", dbf, db, (size_t)OC, pass } };
+        for (int k = 0; k < 4; k++) {
+            double scale = 0, worst = 0;
+            for (size_t i = 0; i < t[k].n; i++) scale = fmax(scale, fabs(t[k].want[i]));
+            for (size_t i = 0; i < t[k].n; i++) worst = fmax(worst, fabs(t[k].got[i] - t[k].times * t[k].want[i]));
+            cr_assert(worst <= 1e-5 * t[k].times * fmax(scale, 1), "conv direct N%d C%d OC%d K%d S%d D%d pass %d: %s off by %g (scale %g)",
+                      N, C, OC, K, S, D, pass, t[k].name, worst, scale);
+        }
+    }
+    free(x); free(w); free(b); free(dy); free(y); free(dx); free(dw); free(db); free(scr);
+    free(xf); free(wf); free(bf); free(dyf); free(yf); free(dxf); free(dwf); free(dbf); free(scrf);
+}
+Test(kernels, conv2d_direct) {
+    conv_direct_case(5, 16, 9, 24, 3, 1, 1, 1, 0);
+    conv_direct_case(3, 32, 8, 16, 3, 2, 1, 1, 0);
+    conv_direct_case(4, 16, 10, 16, 3, 1, 2, 2, 0);
+    conv_direct_case(3, 16, 7, 32, 2, 1, 0, 1, 1);   // an even kernel, "same": one more padding at the end
+    conv_direct_case(1, 16, 6, 16, 1, 1, 0, 1, 0);
+}
+
 // ---------------------------------------------------------------------------- pooling
 // PyTorch's output size (ops.lua window_out)
 static int pool_out(int size, int k, int s, int p, int d, int ceil_mode) {
@@ -175,6 +225,55 @@ Test(kernels, batch_norm_train) {
         gc_check(c, "batch_norm (train)");
     }
 }
+// batch norm + ReLU [+ 2x2 max pool] as one kernel (gen/fuse.lua's CPU chains): the fused
+// backward against central differences of the fused forward, with and without the pool
+// (odd H and W: the last row and column are in no window); distinct inputs keep the
+// windows' maxima apart and the ReLU's inputs off 0
+#define BNR_BODY(S) k_bn_relu_forward_train_##S(OUT, c->iv[6] ? c->am : NULL, GC_SCR(0), GC_SCR(1), NULL, NULL, NULL, X[0], \
+    X[1], X[2], c->iv[0], c->iv[1], c->iv[2], c->iv[3], c->iv[4], c->iv[5], c->iv[6], 1e-5, 0.1);
+GC_FWD(bnr, BNR_BODY)
+static void bnr_bwd(gc *c) {   // (c->out, am, mean and invstd: the last forward's, at the unperturbed inputs)
+    k_bn_relu_backward_f64(c->g[0], c->g[1], c->g[2], c->w, c->out, c->iv[6] ? c->am : NULL, c->x[0], c->x[1],
+                           c->s64[0], c->s64[1], c->iv[0], c->iv[1], c->iv[2] * c->iv[3], c->iv[4] * c->iv[5], 1, 1);
+}
+Test(kernels, bn_relu_chain) {
+    for (uint64_t seed = 1; seed <= 4; seed++) {
+        uint64_t s = seed;
+        gc *c = gc_new();
+        int N = gc_int(&s, 2, 3), C = gc_int(&s, 1, 3), H = gc_int(&s, 2, 5), W = gc_int(&s, 2, 5), pool = seed % 2;
+        int OH = pool ? H / 2 : H, OW = pool ? W / 2 : W;
+        c->iv[0] = N; c->iv[1] = C; c->iv[2] = H; c->iv[3] = W; c->iv[4] = OH; c->iv[5] = OW; c->iv[6] = pool;
+        size_t n = (size_t)N * C * H * W, no = (size_t)N * C * OH * OW;
+        gc_input(c, gc_rand_distinct(&s, n), n, 1);
+        gc_input(c, gc_rand(&s, C, 0.5, 1.5), C, 1);
+        gc_input(c, gc_rand(&s, C, -0.3, 0.3), C, 1);
+        gc_output(c, &s, no);
+        gc_scratch(c, 0, C); gc_scratch(c, 1, C);
+        c->am = calloc(no, sizeof(int32_t));
+        c->fwd64 = bnr_fwd64; c->fwd32 = bnr_fwd32; c->bwd64 = bnr_bwd;
+        c->tol32 = 1e-4;   // as batch_norm_train
+        gc_check(c, pool ? "bn_relu_chain (pool)" : "bn_relu_chain");
+    }
+}
+
+// the chain's eval forward (running statistics) is the three kernels one after another,
+// with and without the pool, value for value
+Test(kernels, bn_relu_chain_eval) {
+    enum { N = 2, C = 3, H = 5, W = 6 };
+    float x[N * C * H * W], w[C] = { 0.7f, 1.2f, -0.9f }, b[C] = { 0.1f, -0.2f, 0.3f }, rm[C] = { 0.2f, -0.1f, 0 }, rv[C] = { 0.5f, 2, 1 };
+    float bn[N * C * H * W], y[N * C * H * W], want[N * C * H * W], got[N * C * H * W];
+    uint64_t s = 11;
+    for (int i = 0; i < N * C * H * W; i++) x[i] = (float)gc_unif(&s, -2, 2);
+    k_batch_norm_forward_eval_f32(bn, x, w, b, rm, rv, N, C, H * W, 1e-5f);
+    k_relu_forward_f32(y, bn, N * C * H * W);
+    k_bn_relu_forward_eval_f32(got, x, w, b, rm, rv, N, C, H, W, H, W, 0, 1e-5f);
+    for (int i = 0; i < N * C * H * W; i++) cr_assert(got[i] == y[i], "no pool [%d]: %g, want %g", i, got[i], y[i]);
+    k_pool2d_dims d = { N, C, H, W, 2, 2, 2, 2, 0, 0, 1, 1, H / 2, W / 2, 1 };
+    k_max_pool2d_forward_f32(want, NULL, y, &d);
+    k_bn_relu_forward_eval_f32(got, x, w, b, rm, rv, N, C, H, W, H / 2, W / 2, 1, 1e-5f);
+    for (int i = 0; i < N * C * (H / 2) * (W / 2); i++) cr_assert(got[i] == want[i], "pool [%d]: %g, want %g", i, got[i], want[i]);
+}
+
 #define BNE_BODY(S) k_batch_norm_forward_eval_##S(OUT, X[0], X[1], X[2], X[3], X[4], c->iv[0], c->iv[1], c->iv[2], 1e-5);
 GC_FWD(bne, BNE_BODY)
 static void bne_bwd(gc *c) {

@@ -23,6 +23,7 @@
 //   linear     k_linear_{forward,backward}            conv2d  k_conv2d_{forward,backward}, k_conv2d_scratch
 //   pooling    k_max_pool2d_{forward,backward}        k_avg_pool2d_{forward,backward}
 //   norms      k_batch_norm_forward_{train,eval}, k_batch_norm_backward{,_eval}, k_layer_norm_{forward,backward}
+//              k_bn_relu_forward_{train,eval}, k_bn_relu_backward (batch norm + ReLU [+ 2x2 max pool] fused)
 //              k_batch_norm_sums, k_batch_norm_forward_synced, k_batch_norm_backward_{sums,synced} (SyncBatchNorm)
 //   embedding  k_embedding_{forward,backward}
 //   pointwise  k_{relu,sigmoid,tanh,silu,gelu,dropout}_{forward,backward}
@@ -243,11 +244,8 @@ static inline const k_f32_plan *k_f32_plan_of(const k_f32_plan *key) {
     return found;
 }
 
-// C = op(A) op(B) through a plan's primitive, on this thread's stream and scratchpad (a
-// failure is recorded: K_FAIL)
-static inline void k_run_plan(dnnl_primitive_t prim, const dnnl_memory_desc_t *a, const dnnl_memory_desc_t *b,
-                             const dnnl_memory_desc_t *c, const dnnl_memory_desc_t *sd, size_t scratch_bytes,
-                             dnnl_engine_t engine, const void *A, const void *B, void *C, const char *what, int M, int N, int K) {
+// this thread's oneDNN stream on `engine`; NULL: none (recorded: K_FAIL)
+static inline dnnl_stream_t k_dnnl_stream(dnnl_engine_t engine) {
     static _Thread_local dnnl_stream_t stream;
     static _Thread_local dnnl_engine_t stream_engine;
     if (!stream || stream_engine != engine) {
@@ -256,9 +254,18 @@ static inline void k_run_plan(dnnl_primitive_t prim, const dnnl_memory_desc_t *a
         if (dnnl_stream_create(&stream, engine, dnnl_stream_default_flags) != dnnl_success) {
             stream = NULL;
             K_FAIL("oneDNN: no stream");
-            return;
         }
     }
+    return stream;
+}
+
+// C = op(A) op(B) through a plan's primitive, on this thread's stream and scratchpad (a
+// failure is recorded: K_FAIL)
+static inline void k_run_plan(dnnl_primitive_t prim, const dnnl_memory_desc_t *a, const dnnl_memory_desc_t *b,
+                             const dnnl_memory_desc_t *c, const dnnl_memory_desc_t *sd, size_t scratch_bytes,
+                             dnnl_engine_t engine, const void *A, const void *B, void *C, const char *what, int M, int N, int K) {
+    dnnl_stream_t stream = k_dnnl_stream(engine);
+    if (!stream) return;
     static _Thread_local void *scratch;
     static _Thread_local size_t scratch_cap;
     if (scratch_bytes > scratch_cap) {
@@ -368,6 +375,367 @@ static inline void k_sgemm(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta, enum
 // S = stride, P = top/left padding (bottom/right padding is implied by OH/OW, so
 // padding="same" with an even kernel works), D = dilation, G = groups.
 typedef struct { int N, C, H, W, OC, KH, KW, SH, SW, PH, PW, DH, DW, G, OH, OW; } k_conv2d_dims;
+
+// Float convolutions through oneDNN's direct JIT kernels (jit:avx512_core, jit:avx2, as
+// the CPU has AVX-512; ONEDNN_MAX_CPU_ISA=AVX2 leaves im2col) in its blocked layouts (nChw16c, ...), where
+// they beat im2col + GEMM (k_conv2d_forward's own path).  Measured per layer, reorders
+// included, best of 8-15 alternating runs on a loaded machine: fashion_cnn's 32->64 at
+// 14x14, batch 128, one thread: forward 15-22 ms against 26-32, backward 36-41 against
+// 62-71; resnet18's 64 to 512 channels at batch 16, two threads: 1.2-4x, but 512->512 at
+// 4x4 even in the backward.  At one input channel (a first layer) oneDNN's blocked
+// input gradient took 236 ms against 1.5 through a GEMM.  So only where both channel
+// counts are at least K_CONV_DIRECT_MIN, one group, padding inside the input, and oneDNN
+// has a JIT kernel for all three passes.  The program's tensors stay NCHW: each call
+// reorders its operands into the blocked layouts and its results back (a sum post-op where
+// a gradient is added).  A plan per shape, made on first use (a few ms) and kept; the
+// same shape always takes the same path (the same bits).
+#ifndef K_CONV_DIRECT_MIN
+#define K_CONV_DIRECT_MIN 16
+#endif
+#define K_CONV_PLANS 64
+typedef struct {
+    k_conv2d_dims d;
+    dnnl_engine_t engine;
+    int ok;                                  // 0: im2col computes it
+    int bwd_tried, bwd_ok;                   // the backward's (k_conv_plan_backward)
+    dnnl_primitive_desc_t fpd;               // the forward's: the backward's hint
+    dnnl_primitive_t fwd, bwd_d, bwd_w;      // the convolutions, blocked operands
+    dnnl_primitive_t x_in, wf_in, wb_in, y_out, dy_in, dx_out, dx_add, dw_out, dw_add;   // reorders
+    dnnl_memory_desc_t x, w, y, bias, xb, wf, wb, yb, dwb, scratch;
+    size_t nxb, nwf, nwb, nyb, ndwb, nscratch;   // bytes
+} k_conv_plan;
+typedef struct { int n; k_conv_plan plans[K_CONV_PLANS]; } k_conv_plans;
+
+// a reorder from -> to (adding into `to` with add); NULL where oneDNN has none
+static inline dnnl_primitive_t k_dnnl_reorder(dnnl_engine_t engine, const dnnl_memory_desc_t *from,
+                                              const dnnl_memory_desc_t *to, int add, size_t *scratch) {
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t post = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_t prim = NULL;
+    if (dnnl_primitive_attr_create(&attr) == dnnl_success
+        && dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success
+        && dnnl_post_ops_create(&post) == dnnl_success
+        && (!add || dnnl_post_ops_append_sum(post, 1.0f) == dnnl_success)
+        && dnnl_primitive_attr_set_post_ops(attr, post) == dnnl_success
+        && dnnl_reorder_primitive_desc_create(&pd, from, engine, to, engine, attr) == dnnl_success) {
+        const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        size_t n = smd ? dnnl_memory_desc_get_size(smd) : 0;
+        if (n > *scratch) *scratch = n;
+        if (dnnl_primitive_create(&prim, pd) != dnnl_success) prim = NULL;
+    }
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (post) dnnl_post_ops_destroy(post);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return prim;
+}
+
+// a convolution pass's primitive from its descriptor (fwd_hint: the forward's, for the
+// backward ones), only where oneDNN's choice is an AVX-512 JIT kernel; NULL otherwise.
+// (Measured there only; with ONEDNN_MAX_CPU_ISA=AVX2 its jit:avx2 kernels' weight
+// gradients put fashion_cnn's Adam parity past its tolerance after a few steps, where
+// im2col's stay within it.)
+static inline dnnl_primitive_t k_dnnl_conv_prim(dnnl_engine_t engine, const void *desc, const_dnnl_primitive_desc_t fwd_hint,
+                                                dnnl_primitive_desc_t *pd_out, size_t *scratch) {
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_t prim = NULL;
+    const char *impl = NULL;
+    if (dnnl_primitive_attr_create(&attr) == dnnl_success
+        && dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success
+        && dnnl_primitive_desc_create(&pd, desc, attr, engine, fwd_hint) == dnnl_success
+        && dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success
+        && impl && strncmp(impl, "jit:avx512", 10) == 0) {
+        const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        size_t n = smd ? dnnl_memory_desc_get_size(smd) : 0;
+        if (n > *scratch) *scratch = n;
+        if (dnnl_primitive_create(&prim, pd) != dnnl_success) prim = NULL;
+    }
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    if (prim) *pd_out = pd;
+    else if (pd) dnnl_primitive_desc_destroy(pd);
+    return prim;
+}
+
+// the plan of `d`'s shape, its forward (made under the lock the first time; ok = 0 where
+// the direct kernels do not take it); NULL when out of plans, memory or engine (im2col
+// computes it).  Its backward is made by k_conv_plan_backward, on the first backward:
+// an inference program (loom export) references none of oneDNN's backward passes.
+static inline k_conv_plan *k_conv_plan_of(const k_conv2d_dims *d) {
+    if (d->G != 1 || d->C < K_CONV_DIRECT_MIN || d->OC < K_CONV_DIRECT_MIN) return NULL;
+    const int PRH = (d->OH - 1) * d->SH + (d->KH - 1) * d->DH + 1 - d->H - d->PH;
+    const int PRW = (d->OW - 1) * d->SW + (d->KW - 1) * d->DW + 1 - d->W - d->PW;
+    if (PRH < 0 || PRW < 0 || d->PH < 0 || d->PW < 0) return NULL;
+    static k_conv_plans ps;
+    k_conv_plan *found = NULL;
+    #pragma omp critical
+    {
+        for (int i = 0; i < ps.n && !found; i++)
+            if (memcmp(&ps.plans[i].d, d, sizeof *d) == 0) found = &ps.plans[i];
+        dnnl_engine_t engine = !found && ps.n < K_CONV_PLANS ? k_dnnl_engine_locked() : NULL;
+        if (engine) {
+            // made for one thread: each thread of the caller's team runs them on its images
+            const int max_threads = omp_get_max_threads();
+            omp_set_num_threads(1);
+            k_conv_plan *q = &ps.plans[ps.n++];
+            memset(q, 0, sizeof *q);
+            q->d = *d;
+            q->engine = engine;
+            dnnl_dims_t xd = { d->N, d->C, d->H, d->W }, wd = { d->OC, d->C, d->KH, d->KW }, bd = { d->OC };
+            dnnl_dims_t yd = { d->N, d->OC, d->OH, d->OW }, st = { d->SH, d->SW }, dil = { d->DH - 1, d->DW - 1 };
+            dnnl_dims_t pl = { d->PH, d->PW }, pr = { PRH, PRW };
+            dnnl_memory_desc_t xa, wa, ya;
+            dnnl_convolution_desc_t fd;
+            size_t scratch = 0;
+            int ok = dnnl_memory_desc_init_by_tag(&q->x, 4, xd, dnnl_f32, dnnl_nchw) == dnnl_success
+                && dnnl_memory_desc_init_by_tag(&q->w, 4, wd, dnnl_f32, dnnl_oihw) == dnnl_success
+                && dnnl_memory_desc_init_by_tag(&q->y, 4, yd, dnnl_f32, dnnl_nchw) == dnnl_success
+                && dnnl_memory_desc_init_by_tag(&q->bias, 1, bd, dnnl_f32, dnnl_x) == dnnl_success
+                && dnnl_memory_desc_init_by_tag(&xa, 4, xd, dnnl_f32, dnnl_format_tag_any) == dnnl_success
+                && dnnl_memory_desc_init_by_tag(&wa, 4, wd, dnnl_f32, dnnl_format_tag_any) == dnnl_success
+                && dnnl_memory_desc_init_by_tag(&ya, 4, yd, dnnl_f32, dnnl_format_tag_any) == dnnl_success
+                && dnnl_dilated_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct,
+                       &xa, &wa, &q->bias, &ya, st, dil, pl, pr) == dnnl_success
+                && (q->fwd = k_dnnl_conv_prim(engine, &fd, NULL, &q->fpd, &scratch)) != NULL;
+            if (ok) {
+                q->xb = *dnnl_primitive_desc_query_md(q->fpd, dnnl_query_src_md, 0);
+                q->wf = *dnnl_primitive_desc_query_md(q->fpd, dnnl_query_weights_md, 0);
+                q->yb = *dnnl_primitive_desc_query_md(q->fpd, dnnl_query_dst_md, 0);
+                ok = (q->x_in = k_dnnl_reorder(engine, &q->x, &q->xb, 0, &scratch)) != NULL
+                    && (q->wf_in = k_dnnl_reorder(engine, &q->w, &q->wf, 0, &scratch)) != NULL
+                    && (q->y_out = k_dnnl_reorder(engine, &q->yb, &q->y, 0, &scratch)) != NULL;
+            }
+            if (ok) {
+                q->nxb = dnnl_memory_desc_get_size(&q->xb);
+                q->nwf = dnnl_memory_desc_get_size(&q->wf);
+                q->nyb = dnnl_memory_desc_get_size(&q->yb);
+                q->nscratch = scratch;
+                dnnl_dims_t sd = { (dnnl_dim_t)(scratch ? scratch : 1) };
+                ok = dnnl_memory_desc_init_by_tag(&q->scratch, 1, sd, dnnl_u8, dnnl_x) == dnnl_success;
+            }
+            q->ok = ok;   // (a refused shape keeps its plan: asked again, it is not retried)
+            found = q;
+            omp_set_num_threads(max_threads);
+        }
+    }
+    return found && found->ok ? found : NULL;
+}
+
+// the plan of `d` with its backward (both gradients; made under the lock the first time,
+// in the forward's layouts); NULL where the direct kernels do not take it
+static inline const k_conv_plan *k_conv_plan_backward(const k_conv2d_dims *d) {
+    k_conv_plan *q = k_conv_plan_of(d);
+    if (!q) return NULL;
+    #pragma omp critical
+    if (!q->bwd_tried) {
+        q->bwd_tried = 1;
+        const int max_threads = omp_get_max_threads();
+        omp_set_num_threads(1);
+        const int PRH = (d->OH - 1) * d->SH + (d->KH - 1) * d->DH + 1 - d->H - d->PH;
+        const int PRW = (d->OW - 1) * d->SW + (d->KW - 1) * d->DW + 1 - d->W - d->PW;
+        dnnl_dims_t st = { d->SH, d->SW }, dil = { d->DH - 1, d->DW - 1 }, pl = { d->PH, d->PW }, pr = { PRH, PRW };
+        dnnl_dims_t xd = { d->N, d->C, d->H, d->W }, wd = { d->OC, d->C, d->KH, d->KW }, yd = { d->N, d->OC, d->OH, d->OW };
+        dnnl_memory_desc_t xa, wa, ya;
+        dnnl_convolution_desc_t bdd, bwd;
+        dnnl_primitive_desc_t bdpd = NULL, bwpd = NULL;
+        dnnl_engine_t engine = q->engine;
+        size_t scratch = q->nscratch;
+        int ok = dnnl_memory_desc_init_by_tag(&xa, 4, xd, dnnl_f32, dnnl_format_tag_any) == dnnl_success
+            && dnnl_memory_desc_init_by_tag(&wa, 4, wd, dnnl_f32, dnnl_format_tag_any) == dnnl_success
+            && dnnl_memory_desc_init_by_tag(&ya, 4, yd, dnnl_f32, dnnl_format_tag_any) == dnnl_success
+            && dnnl_dilated_convolution_backward_data_desc_init(&bdd, dnnl_convolution_direct, &xa, &wa, &ya,
+                   st, dil, pl, pr) == dnnl_success
+            && dnnl_dilated_convolution_backward_weights_desc_init(&bwd, dnnl_convolution_direct, &xa, &wa, &q->bias,
+                   &ya, st, dil, pl, pr) == dnnl_success
+            && (q->bwd_d = k_dnnl_conv_prim(engine, &bdd, q->fpd, &bdpd, &scratch)) != NULL
+            && (q->bwd_w = k_dnnl_conv_prim(engine, &bwd, q->fpd, &bwpd, &scratch)) != NULL;
+        if (ok) {
+            q->wb = *dnnl_primitive_desc_query_md(bdpd, dnnl_query_weights_md, 0);
+            q->dwb = *dnnl_primitive_desc_query_md(bwpd, dnnl_query_diff_weights_md, 0);
+            // the backward passes read and write the forward's layouts (one reorder each)
+            ok = dnnl_memory_desc_equal(&q->xb, dnnl_primitive_desc_query_md(bdpd, dnnl_query_diff_src_md, 0))
+                && dnnl_memory_desc_equal(&q->yb, dnnl_primitive_desc_query_md(bdpd, dnnl_query_diff_dst_md, 0))
+                && dnnl_memory_desc_equal(&q->xb, dnnl_primitive_desc_query_md(bwpd, dnnl_query_src_md, 0))
+                && dnnl_memory_desc_equal(&q->yb, dnnl_primitive_desc_query_md(bwpd, dnnl_query_diff_dst_md, 0))
+                && (q->wb_in = k_dnnl_reorder(engine, &q->w, &q->wb, 0, &scratch)) != NULL
+                && (q->dy_in = k_dnnl_reorder(engine, &q->y, &q->yb, 0, &scratch)) != NULL
+                && (q->dx_out = k_dnnl_reorder(engine, &q->xb, &q->x, 0, &scratch)) != NULL
+                && (q->dx_add = k_dnnl_reorder(engine, &q->xb, &q->x, 1, &scratch)) != NULL
+                && (q->dw_out = k_dnnl_reorder(engine, &q->dwb, &q->w, 0, &scratch)) != NULL
+                && (q->dw_add = k_dnnl_reorder(engine, &q->dwb, &q->w, 1, &scratch)) != NULL;
+        }
+        if (ok) {
+            q->nwb = dnnl_memory_desc_get_size(&q->wb);
+            q->ndwb = dnnl_memory_desc_get_size(&q->dwb);
+            dnnl_dims_t sd = { (dnnl_dim_t)(scratch ? scratch : 1) };
+            ok = dnnl_memory_desc_init_by_tag(&q->scratch, 1, sd, dnnl_u8, dnnl_x) == dnnl_success;
+            if (ok) q->nscratch = scratch;
+        }
+        if (bdpd) dnnl_primitive_desc_destroy(bdpd);
+        if (bwpd) dnnl_primitive_desc_destroy(bwpd);
+        q->bwd_ok = ok;
+        omp_set_num_threads(max_threads);
+    }
+    return q->bwd_ok ? q : NULL;
+}
+
+// this thread's workspace for the blocked operands: at least `bytes`, 64-byte aligned
+// (NULL: out of memory, recorded)
+static inline char *k_conv_workspace(size_t bytes) {
+    static _Thread_local char *ws;
+    static _Thread_local size_t cap;
+    if (bytes > cap) {
+        free(ws);
+        ws = aligned_alloc(64, (bytes + 63) / 64 * 64);
+        cap = ws ? bytes : 0;
+        if (!ws) K_FAIL_NOMEM("out of memory (a convolution's workspace, %zu bytes)", bytes);
+    }
+    return ws;
+}
+
+// runs prim with (arg, memory desc, pointer) triples and the plan's scratchpad: 1, or 0
+// after a failure (recorded)
+static inline int k_conv_exec(const k_conv_plan *q, dnnl_primitive_t prim, void *scratch, int n, const int *arg,
+                              const dnnl_memory_desc_t *const *md, void *const *ptr) {
+    dnnl_stream_t stream = k_dnnl_stream(q->engine);
+    if (!stream) return 0;
+    dnnl_memory_t mem[8] = { NULL };
+    dnnl_exec_arg_t args[8];
+    int ok = 1;
+    for (int i = 0; i <= n && ok; i++) {
+        const dnnl_memory_desc_t *m = i < n ? md[i] : &q->scratch;
+        ok = dnnl_memory_create(&mem[i], m, q->engine, i < n ? ptr[i] : scratch) == dnnl_success;
+        args[i].arg = i < n ? arg[i] : DNNL_ARG_SCRATCHPAD;
+        args[i].memory = mem[i];
+    }
+    ok = ok && dnnl_primitive_execute(prim, stream, n + 1, args) == dnnl_success && dnnl_stream_wait(stream) == dnnl_success;
+    for (int i = 0; i <= n; i++) if (mem[i]) dnnl_memory_destroy(mem[i]);
+    if (!ok) K_FAIL("oneDNN: a convolution (%d -> %d channels, %dx%d) failed", q->d.C, q->d.OC, q->d.H, q->d.W);
+    return ok;
+}
+// a reorder of src (from) into dst (to) through r
+static inline int k_conv_reorder(const k_conv_plan *q, dnnl_primitive_t r, void *scratch, const dnnl_memory_desc_t *from,
+                                 const void *src, const dnnl_memory_desc_t *to, void *dst) {
+    const int arg[2] = { DNNL_ARG_FROM, DNNL_ARG_TO };
+    const dnnl_memory_desc_t *md[2] = { from, to };
+    void *const ptr[2] = { (void *)src, dst };
+    return k_conv_exec(q, r, scratch, 2, arg, md, ptr);
+}
+
+static inline size_t k_align64(size_t n) { return (n + 63) / 64 * 64; }
+
+// The threads split the batch: nb images each (the last fewer), each thread running the
+// single-threaded primitives of its slice's shape, one parallel region per pass (oneDNN's
+// own threading is a region per reorder and per pass: under load every region waits for
+// its slowest thread).  nt: the team, 0 when the direct kernels take no slice of `d`,
+// nor a batch smaller than the team (a batch-1 call: im2col's GEMMs use every thread).
+static inline int k_conv_direct_team(const k_conv2d_dims *d, int *nb, int backward) {
+    if (d->N < k_max_threads()) return 0;
+    int nt = k_max_threads() < d->N ? k_max_threads() : d->N;
+    if (nt < 1) nt = 1;
+    *nb = (d->N + nt - 1) / nt;
+    nt = (d->N + *nb - 1) / *nb;
+    k_conv2d_dims s = *d;
+    s.N = *nb;
+    if (!(backward ? k_conv_plan_backward(&s) != NULL : k_conv_plan_of(&s) != NULL)) return 0;
+    s.N = d->N - (nt - 1) * *nb;
+    return (backward ? k_conv_plan_backward(&s) != NULL : k_conv_plan_of(&s) != NULL) ? nt : 0;
+}
+
+// images [n0, n0 + m) of k_conv2d_forward (f32, accumulate 0) through their plan
+static inline void k_conv_direct_forward_slice(float *out, const float *inp, const float *w, const float *b,
+                                               const k_conv2d_dims *d, int n0, int m) {
+    k_conv2d_dims sd = *d;
+    sd.N = m;
+    const k_conv_plan *q = k_conv_plan_of(&sd);
+    if (!q) return;   // (made before the team: not reached)
+    inp += (size_t)n0 * d->C * d->H * d->W;
+    out += (size_t)n0 * d->OC * d->OH * d->OW;
+    const size_t ob = k_align64(q->nxb), ow = ob + k_align64(q->nwf), oz = ow + k_align64(q->nyb);
+    const size_t os = oz + k_align64((size_t)d->OC * sizeof(float));
+    char *ws = k_conv_workspace(os + q->nscratch);
+    if (!ws) return;
+    float *zero = (float *)(ws + oz);
+    if (!b) { memset(zero, 0, (size_t)d->OC * sizeof(float)); b = zero; }   // (the primitive has a bias)
+    const int arg[4] = { DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST };
+    const dnnl_memory_desc_t *md[4] = { &q->xb, &q->wf, &q->bias, &q->yb };
+    void *const ptr[4] = { ws, ws + ob, (void *)b, ws + ow };
+    (void)(k_conv_reorder(q, q->x_in, ws + os, &q->x, inp, &q->xb, ws)
+        && k_conv_reorder(q, q->wf_in, ws + os, &q->w, w, &q->wf, ws + ob)
+        && k_conv_exec(q, q->fwd, ws + os, 4, arg, md, ptr)
+        && k_conv_reorder(q, q->y_out, ws + os, &q->yb, ws + ow, &q->y, out));
+}
+
+// k_conv2d_forward (f32, accumulate 0) through the plans: 1 when done (or its failure
+// recorded), 0 when the shape has none (im2col computes it)
+static inline int k_conv_direct_forward(float *out, const float *inp, const float *w, const float *b, const k_conv2d_dims *d) {
+    int nb, nt = k_conv_direct_team(d, &nb, 0);
+    if (!nt) return 0;
+    if (nt == 1) { k_conv_direct_forward_slice(out, inp, w, b, d, 0, d->N); return 1; }
+    #pragma omp parallel num_threads(nt) K_TEAM
+    {
+        const int t = omp_get_thread_num(), n0 = t * nb;
+        k_conv_direct_forward_slice(out, inp, w, b, d, n0, d->N - n0 < nb ? d->N - n0 : nb);
+    }
+    return 1;
+}
+
+// images [n0, n0 + m) of k_conv2d_backward (f32) through their plan; dw and db: this
+// slice's own (dwt, dbt: stored), dinp its slice (added with acc)
+static inline void k_conv_direct_backward_slice(float *dinp, float *dwt, float *dbt, const float *dout, const float *inp,
+                                                const float *w, const k_conv2d_dims *d, int n0, int m, int acc) {
+    k_conv2d_dims sd = *d;
+    sd.N = m;
+    const k_conv_plan *q = k_conv_plan_backward(&sd);
+    if (!q) return;
+    const size_t xo = (size_t)n0 * d->C * d->H * d->W;
+    dout += (size_t)n0 * d->OC * d->OH * d->OW;
+    const size_t ox = k_align64(q->nyb), odw = ox + k_align64(q->nxb), owb = odw + k_align64(q->ndwb);
+    const size_t odx = owb + k_align64(q->nwb), os = odx + k_align64(q->nxb);
+    char *ws = k_conv_workspace(os + q->nscratch);
+    if (!ws) return;
+    void *sp = ws + os;
+    if (!k_conv_reorder(q, q->dy_in, sp, &q->y, dout, &q->yb, ws)) return;
+    if (dwt) {
+        const int arg[4] = { DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_BIAS };
+        const dnnl_memory_desc_t *md[4] = { &q->xb, &q->yb, &q->dwb, &q->bias };
+        void *const ptr[4] = { ws + ox, ws, ws + odw, dbt };
+        if (!(k_conv_reorder(q, q->x_in, sp, &q->x, inp + xo, &q->xb, ws + ox) && k_conv_exec(q, q->bwd_w, sp, 4, arg, md, ptr)
+              && k_conv_reorder(q, q->dw_out, sp, &q->dwb, ws + odw, &q->w, dwt)))
+            return;
+    }
+    if (dinp) {
+        const int arg[3] = { DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_SRC };
+        const dnnl_memory_desc_t *md[3] = { &q->yb, &q->wb, &q->xb };
+        void *const ptr[3] = { ws, ws + owb, ws + odx };
+        (void)(k_conv_reorder(q, q->wb_in, sp, &q->w, w, &q->wb, ws + owb)
+            && k_conv_exec(q, q->bwd_d, sp, 3, arg, md, ptr)
+            && k_conv_reorder(q, acc ? q->dx_add : q->dx_out, sp, &q->xb, ws + odx, &q->x, dinp + xo));
+    }
+}
+
+// k_conv2d_backward (f32) through the plans, as k_conv_direct_forward; scratch: the
+// threads' dw and db (k_conv2d_scratch covers them), added in thread order
+static inline int k_conv_direct_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
+                                         float *scratch, const k_conv2d_dims *d, int acc, int pacc) {
+    int nb, nt = k_conv_direct_team(d, &nb, 1);
+    if (!nt) return 0;
+    const size_t nw = (size_t)d->OC * d->C * d->KH * d->KW, per = nw + d->OC;
+    const int grads = dw || db;
+    #pragma omp parallel num_threads(nt) if (nt > 1) K_TEAM
+    {
+        const int t = omp_get_thread_num(), n0 = t * nb;
+        float *dwt = scratch + (size_t)t * per;
+        k_conv_direct_backward_slice(dinp, grads ? dwt : NULL, dwt + nw, dout, inp, w, d, n0, d->N - n0 < nb ? d->N - n0 : nb, acc);
+    }
+    for (int t = 0; t < nt && grads; t++) {
+        const float *dwt = scratch + (size_t)t * per, *dbt = dwt + nw;
+        const int put = t == 0 && !pacc;
+        if (dw) for (size_t i = 0; i < nw; i++) dw[i] = put ? dwt[i] : dw[i] + dwt[i];
+        if (db) for (int i = 0; i < d->OC; i++) db[i] = put ? dbt[i] : db[i] + dbt[i];
+    }
+    return 1;
+}
 
 // Pooling sizes.  inp (N, C, H, W), out (N, C, OH, OW).  OH/OW are given (they
 // encode ceil_mode); windows that run past the input are clipped.  DH/DW are used
@@ -607,7 +975,9 @@ static inline void k_sgemm_bf16(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta,
 #define K_EXP k_expf
 #define K_GEMM k_sgemm
 #define K_EPS_T 1.1920928955078125e-07
+#define K_CONV_DIRECT 1              /* kernels_nn.inc: float convolutions through k_conv_direct_* where they take them */
 #include "kernels_nn.inc"
+#undef K_CONV_DIRECT
 #include "kernels_pointwise.inc"
 #include "kernels_shape.inc"
 #include "kernels_loss.inc"

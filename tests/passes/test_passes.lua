@@ -394,4 +394,50 @@ test("fuse_no_fuse_leaves_every_group_a_singleton", function()
   for _, grp in ipairs(fz.groups) do eq(#fuse.nodes(grp), 1, "nodes of a group under no_fuse (" .. ops_of(grp) .. ")") end
 end)
 
+---------------------------------------------------------------------------- CPU chains
+-- gen/fuse.lua's chains with ops_cpu's rules, as the plan stage makes them
+local function cpu_chains(pp)
+  return fuse.chains(pp.trace, pp, cpu_alias, function(head, members, q)
+    local rule = ops_cpu[head.op] and ops_cpu[head.op].chain
+    return rule ~= nil and rule(head, members, q, { pp = pp }) or false
+  end)
+end
+local BN_RELU = [[
+  a = Linear(16, 8),
+  bn = BatchNorm1d(8),
+  head = Linear(8, 2),
+  forward = function(m, b) return m.head(relu(m.bn(m.a(b.x)))) end,]]
+
+test("cpu_chain_batch_norm_relu_is_one_group", function()
+  local pp, ad = lower(trace(BN_RELU), "32-true")
+  local fz = cpu_chains(pp)
+  local bn = node_at(pp.trace, "batch_norm", 4)
+  local grp = fz.group_of[bn]
+  check(grp, "batch_norm is in no chain")
+  eq(grp.kind, "chain", "its kind")
+  eq(ops_of(grp), "batch_norm+relu", "the chain")
+  check(grp.register[bn.out], "the normalized values are stored")
+  check(grp.stored[grp.members[1].out], "the ReLU's output (read by Linear head) is not stored")
+  -- the plan: the chain's backward (at batch_norm's) reads the ReLU's output gradient and
+  -- writes the Linear's: their slots must not overlap; the member's backward writes nothing
+  local p = plan.activations(pp.trace, ad, 16, pp, { backend = "cpu", reuse = true, fused = fz })
+  local dy, dx = p.grads[grp.members[1].out], p.grads[bn.inputs[1]]
+  check(dy.offset + dy.numel * 4 <= dx.offset or dx.offset + dx.numel * 4 <= dy.offset,
+    "the chain's output gradient [%d, +%d) overlaps its input's [%d, +%d)", dy.offset, dy.numel * 4, dx.offset, dx.numel * 4)
+  check(not p.first[grp.members[1]], "the ReLU's backward writes a gradient first")
+  check(p.first[bn] and p.first[bn][bn.inputs[1]] == 1, "the chain's backward does not store the Linear's gradient")
+end)
+
+test("cpu_chain_stops_at_a_second_reader_and_at_16_bit_formats", function()
+  local body = [[
+  a = Linear(16, 8),
+  bn = BatchNorm1d(8),
+  head = Linear(8, 2),
+  forward = function(m, b) local h = m.bn(m.a(b.x)) return m.head(relu(h) + h) end,]]
+  local pp = lower(trace(body), "32-true")
+  eq(#cpu_chains(pp).groups, 0, "chains with the normalized values read twice")
+  local pp16 = lower(trace(BN_RELU), "bf16-true")
+  eq(#cpu_chains(pp16).groups, 0, "chains at bf16-true (conversions in the chain)")
+end)
+
 unit.run()
