@@ -5,15 +5,16 @@ same token files, batch, optimizer, schedule and clipping as specs/tiny_gpt.lua:
   - training windows of T + 1 tokens at random offsets of the training file (loom draws
     every offset once per epoch in a seeded order, this draws them uniformly: the same
     distribution, not the same windows);
-  - AdamW(lr 1e-3, betas (0.9, 0.95), weight decay 0.1 on the >= 2-D parameters only);
+  - AdamW(lr 2e-3, betas (0.9, 0.95), weight decay 0.1 on the >= 2-D parameters only);
   - loom's WarmupCosine: lr = base * (s + 1) / warmup for s < warmup, then cosine from
-    base to min_lr over the rest of total_steps;
+    base to min_lr over the rest of total_steps (warmup 100, total 5000, min_lr 1e-4);
   - clip_grad_norm_(1.0);
   - validation: every non-overlapping window of the validation file, the mean loss per
     token, which for bytes is nats per byte.
 
     OPENBLAS_NUM_THREADS=1 /usr/bin/python3 bench/tiny_gpt_val.py data/kjv.bin data/kjv_val.bin --eval 200,2000
-Prints "torch step S val/loss X" at each step of --eval.
+Prints "torch step S val/loss X" at each step of --eval.  The defaults are the spec's;
+--lr, --weight-decay, --warmup, --total-steps and --min-lr follow a changed spec.
 """
 import argparse
 import math
@@ -72,7 +73,12 @@ def main():
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--total-steps", type=int, default=2000)
+    # specs/tiny_gpt.lua's optimizer and schedule (keep equal to the spec's)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--weight-decay", type=float, default=0.1)
+    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--total-steps", type=int, default=5000)
+    ap.add_argument("--min-lr", type=float, default=1e-4)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -82,13 +88,13 @@ def main():
     params = list(model.parameters())
     opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2]},
                              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
-                            lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
+                            lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
     g = torch.Generator().manual_seed(args.seed)
     evals = sorted(int(s) for s in args.eval.split(","))
     t0 = time.time()
     for step in range(evals[-1]):
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, 1e-3, 100, args.total_steps, 1e-4)
+            group["lr"] = lr_at(step, args.lr, args.warmup, args.total_steps, args.min_lr)
         offs = torch.randint(0, len(train) - T, (B,), generator=g).tolist()
         w = torch.stack([train[o:o + T + 1] for o in offs])
         opt.zero_grad()
