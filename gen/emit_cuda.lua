@@ -445,21 +445,32 @@ local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams)
   local groups_kind, globals, CONSTS, PICK = "", nil, "const %s c = *consts;\n    ", ""
   local count = ""
   if og then
-    local ends, gids = {}, {}
-    for i, r in ipairs(og.runs) do
-      ends[i] = tostring(r.finish == "NUM_PARAMS" and nparams or r.finish) .. "LL"
-      gids[i] = tostring(r.group.index)
+    -- the runs cover [0, NUM_PARAMS): the gaps between the groups' runs are the frozen
+    -- parameters' (train.freeze), run group FROZEN_RUN, which the kernel leaves as they are
+    local ends, gids, at = {}, {}, 0
+    local function run(finish, gid)
+      ends[#ends + 1] = tostring(finish) .. "LL"
+      gids[#gids + 1] = gid
+      at = finish
     end
-    assert(og.runs[1].begin == 0, "the groups' runs start at the first parameter")
-    groups_kind = "_groups" .. #og.groups
+    for _, r in ipairs(og.runs) do
+      if r.begin > at then run(r.begin, "FROZEN_RUN") end
+      run(r.finish == "NUM_PARAMS" and nparams or r.finish, tostring(r.group.index))
+    end
+    if at < nparams then run(nparams, "FROZEN_RUN") end
+    local frozen = table.concat(gids, " "):find("FROZEN_RUN", 1, true) ~= nil
+    groups_kind = "_groups" .. #og.groups .. (frozen and "_frozen" or "")
     count = string.format("[%d]", #og.groups)
     globals = {
       string.format("// the parameter groups' runs in layout order (gen/emit_train.lua): each run's end and group"),
       string.format("__constant__ long long opt_run_end[%d] = { %s };", #ends, table.concat(ends, ", ")),
       string.format("__constant__ unsigned char opt_run_group[%d] = { %s };", #gids, table.concat(gids, ", ")),
     }
+    if frozen then table.insert(globals, 2, "#define FROZEN_RUN 255   // a run of frozen parameters (train.freeze: requires_grad = False)") end
     CONSTS = "int r = 0;   // this thread's run: its indices only grow\n    "
-    PICK = "        while (i >= opt_run_end[r]) r++;\n        const %s c = consts[opt_run_group[r]];\n"
+    PICK = "        while (i >= opt_run_end[r]) r++;\n" ..
+      (frozen and "        if (opt_run_group[r] == FROZEN_RUN) continue;   // no update, no weight decay\n" or "") ..
+      "        const %s c = consts[opt_run_group[r]];\n"
   end
   -- host lines filling each group's constants: fill(lines, LR, wd, C) adds the lines for
   -- the constants at C (a pointer expression) from the lr LR (C) and weight decay wd
@@ -1302,10 +1313,6 @@ function emit.check(g, target)
   if sched and sched.kind == "ReduceLROnPlateau" then
     diag.error(sched.where, "ReduceLROnPlateau is not supported by the CUDA backend yet (its lr is run state the device step would read)")
   end
-  if sp.train and sp.train.freeze then
-    -- the device's update kernels run over every parameter (train.load_raw is host-side and runs)
-    diag.error(diag.key_where(sp.train.where, "freeze"), "train.freeze (frozen parameters) is not supported by the CUDA backend yet")
-  end
   diag.check()
 end
 
@@ -1593,9 +1600,6 @@ function emit.available(g, precision, devices, detect_anomaly)
   local opt = g.spec.train.optimizer
   if (opt.kind ~= "AdamW" and opt.kind ~= "Adam" and opt.kind ~= "SGD") or opt.args.amsgrad or (opt.args.maximize and opt.kind ~= "SGD") then
     return false, string.format("the CUDA backend does not run the %s optimizer yet", opt.kind)
-  end
-  if g.spec.train.freeze then
-    return false, "the CUDA backend does not run frozen parameters (train.freeze) yet"
   end
   return true
 end
