@@ -1309,10 +1309,6 @@ function emit.check(g, target)
     diag.fatal(g.step.where, "a training_step is not supported by the CUDA backend yet (the CPU program runs it: --accelerator=cpu)")
   end
   check_nodes_and_device(sp, g.loss.nodes, target)
-  local sched = sp.train and sp.train.scheduler
-  if sched and sched.kind == "ReduceLROnPlateau" then
-    diag.error(sched.where, "ReduceLROnPlateau is not supported by the CUDA backend yet (its lr is run state the device step would read)")
-  end
   diag.check()
 end
 
@@ -1536,6 +1532,18 @@ function emit.program(l)
   t.sample_fn = sample_fn(l)
   local blocks = TRAIN_BLOCKS
   if ddp then blocks = ddp_blocks(l, loop, t, buckets, state_fmt) end
+  local sched = sp.train.scheduler
+  if sched and sched.kind == "ReduceLROnPlateau" then
+    -- its lr is run state (rs.cb[0], stepped by the callbacks after each validation and
+    -- saved in checkpoints), sent with each step's constants as lr_at's would be
+    local mb, n = blocks.micro_batch:gsub("lr = lr_at%(opt%.steps, rs%.epoch, total_steps%);",
+      "lr = rs.cb[0];   // ReduceLROnPlateau's current lr (run state: gen/emit_train.lua's callbacks_code)")
+    assert(n == 1, "the step's lr")
+    local copy = {}
+    for k, v in pairs(blocks) do copy[k] = v end
+    copy.micro_batch = mb
+    blocks = copy
+  end
   files["train.c"] = template.fill("templates/loop/train.c.in", t, false, blocks)
   -- the kernels, one file each, and the prelude they include, for inspection (the
   -- program carries its own copies)

@@ -31,7 +31,9 @@
 #    (measured: at most 3.0e-8 at 32-true, 1.2e-4 for where at bf16-true);
 #  - freeze.lua (train.freeze: a frozen conv, BatchNorm, LayerNorm weight and bias under
 #    AdamW's decay and a parameter group) at 32-true (measured 8.2e-8) and bf16-mixed
-#    (the compute copy of frozen weights stays the uploaded one).
+#    (the compute copy of frozen weights stays the uploaded one); plateau.lua
+#    (ReduceLROnPlateau: its lr halved after each of 3 validations) at 32-true
+#    (measured 1.2e-7); both again with --cuda-graph, bit for bit the plain runs.
 # SKIPs without the CUDA toolkit (the emulator compiles kernels with NVRTC) or numpy.
 set -u
 cd "$(dirname "$0")/.."
@@ -64,10 +66,15 @@ CASES=("attention_ops tests/cuda_specs/attention_ops.lua 32-true 3 1e-5"
        "reduce tests/ops/reduce.lua 32-true 3 1e-5"
        "image tests/ops/image.lua 32-true 3 1e-5"
        "freeze tests/cuda_specs/freeze.lua 32-true 3 1e-5"
-       "freeze tests/cuda_specs/freeze.lua bf16-mixed 3 1e-3")
-echo "1..$((${#CASES[@]} + 1))"   # ops_emu_matches_cpu_NAME_PREC, ops_emu_flash_matches_gemm
+       "freeze tests/cuda_specs/freeze.lua bf16-mixed 3 1e-3"
+       "plateau tests/cuda_specs/plateau.lua 32-true 8 1e-5")
+# --cuda-graph: these cases' programs again with the step captured and replayed, against
+# their plain runs bit for bit (NAME PRECISION STEPS)
+GRAPH_CASES=("freeze 32-true 3" "plateau 32-true 8")
+echo "1..$((${#CASES[@]} + ${#GRAPH_CASES[@]} + 1))"   # ops_emu_matches_cpu_NAME_PREC, ops_emu_graph_NAME_PREC, ops_emu_flash_matches_gemm
 if [ ! -x "$CUDA/bin/nvcc" ] || ! "$PY" -c "import numpy" 2>/dev/null; then
   for c in "${CASES[@]}"; do set -- $c; echo "ok ops_emu_matches_cpu_$1_$3 # SKIP no CUDA toolkit or no numpy"; done
+  for c in "${GRAPH_CASES[@]}"; do set -- $c; echo "ok ops_emu_graph_$1_$2 # SKIP no CUDA toolkit or no numpy"; done
   echo "ok ops_emu_flash_matches_gemm # SKIP no CUDA toolkit or no numpy"
   exit 0
 fi
@@ -101,6 +108,20 @@ for c in "${CASES[@]}"; do
     echo "ok ops_emu_matches_cpu_${name}_$prec ($steps steps: $out; bound $bound)"
   else
     echo "not ok ops_emu_matches_cpu_${name}_$prec: $out (bound $bound)"
+  fi
+done
+
+for c in "${GRAPH_CASES[@]}"; do
+  set -- $c
+  d="$tmp/$1_$2"
+  if ! "$d/cuda/emu/run" --max-steps "$3" --seed 11 --out "$d/run_graph" --cuda-graph >"$d/graph.log" 2>&1; then
+    echo "not ok ops_emu_graph_$1_$2: $(tail -n 1 "$d/graph.log")"
+  elif ! grep -q "graph launches" "$d/graph.log" || grep -q "^--cuda-graph: 0 graph launches" "$d/graph.log"; then
+    echo "not ok ops_emu_graph_$1_$2: no graph was launched"
+  elif cmp -s "$d/run_graph/last.safetensors" "$d/run_cuda/last.safetensors"; then
+    echo "ok ops_emu_graph_$1_$2 ($3 steps, $(grep -o "[0-9]* graph launches" "$d/graph.log"): the plain run's checkpoint, bit for bit)"
+  else
+    echo "not ok ops_emu_graph_$1_$2: the checkpoint differs from the plain run's"
   fi
 done
 
