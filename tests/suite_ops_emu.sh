@@ -33,7 +33,11 @@
 #    AdamW's decay and a parameter group) at 32-true (measured 8.2e-8) and bf16-mixed
 #    (the compute copy of frozen weights stays the uploaded one); plateau.lua
 #    (ReduceLROnPlateau: its lr halved after each of 3 validations) at 32-true
-#    (measured 1.2e-7); both again with --cuda-graph, bit for bit the plain runs.
+#    (measured 1.2e-7); a spec's own training_step: gan_step.lua (two Adams over G and D,
+#    D stepped twice a step, detach, no_grad, randn, BatchNorm run several times a step)
+#    and vae_step.lua (SGD with momentum and decay, a method, randn_like) at 32-true
+#    (measured 1.1e-7 and 1.2e-7); freeze, plateau and gan_step again with --cuda-graph,
+#    bit for bit the plain runs.
 # SKIPs without the CUDA toolkit (the emulator compiles kernels with NVRTC) or numpy.
 set -u
 cd "$(dirname "$0")/.."
@@ -67,10 +71,12 @@ CASES=("attention_ops tests/cuda_specs/attention_ops.lua 32-true 3 1e-5"
        "image tests/ops/image.lua 32-true 3 1e-5"
        "freeze tests/cuda_specs/freeze.lua 32-true 3 1e-5"
        "freeze tests/cuda_specs/freeze.lua bf16-mixed 3 1e-3"
-       "plateau tests/cuda_specs/plateau.lua 32-true 8 1e-5")
+       "plateau tests/cuda_specs/plateau.lua 32-true 8 1e-5"
+       "gan_step tests/cuda_specs/gan_step.lua 32-true 3 1e-5"
+       "vae_step tests/cuda_specs/vae_step.lua 32-true 3 1e-5")
 # --cuda-graph: these cases' programs again with the step captured and replayed, against
 # their plain runs bit for bit (NAME PRECISION STEPS)
-GRAPH_CASES=("freeze 32-true 3" "plateau 32-true 8")
+GRAPH_CASES=("freeze 32-true 3" "plateau 32-true 8" "gan_step 32-true 3")
 echo "1..$((${#CASES[@]} + ${#GRAPH_CASES[@]} + 1))"   # ops_emu_matches_cpu_NAME_PREC, ops_emu_graph_NAME_PREC, ops_emu_flash_matches_gemm
 if [ ! -x "$CUDA/bin/nvcc" ] || ! "$PY" -c "import numpy" 2>/dev/null; then
   for c in "${CASES[@]}"; do set -- $c; echo "ok ops_emu_matches_cpu_$1_$3 # SKIP no CUDA toolkit or no numpy"; done
