@@ -810,6 +810,52 @@ local function block_threads(D)
 end
 local LN_CHUNKS = 64
 
+-- The weight (and bias) gradients of a norm over the last D elements of each row
+-- (LayerNorm, RMSNorm): a part kernel sums, per column, each of LN_CHUNKS chunks of the
+-- rows (dw's `term` of row r, column col, given g = dy; db's g), in double, into scratch;
+-- a second kernel adds the chunks in order (deterministic, no atomics).  `kind` names the
+-- kernels; `with_bias`: the op's bias sums are made (LayerNorm's, even when db is not needed);
+-- `stat_params` and `stats`: the saved row statistics `term` reads.
+local function norm_param_grads(e, kind, dy, x, dw, db, D, rows, stat_params, stats, term, with_bias)
+  local sums = with_bias and 2 or 1
+  -- part (sums, CHUNKS, D) doubles: chunk c's sums over its rows
+  local part = e.scratch(sums * LN_CHUNKS * D * 2, "f32")
+  local ops = { { "dy", dy, "r" }, { "x", e.val(x), "r" } }
+  local kp = e.kernel { kind = kind .. "_part", ops = ops,
+    params = "long long n, long long rows, int D, " .. stat_params .. ", double *part",
+    body = GRID .. [[ {
+        const int c = (int)(i / D), col = (int)(i % D);
+        const long long lo = rows * c / ]] .. LN_CHUNKS .. ", hi = rows * (c + 1) / " .. LN_CHUNKS .. [[;
+        double sw = 0]] .. (with_bias and ", sb = 0" or "") .. [[;
+        for (long long r = lo; r < hi; r++) {
+            const float g = ld_dy(r * D + col);
+            sw += ]] .. term .. [[;
+]] .. (with_bias and "            sb += g;\n" or "") .. [[
+        }
+        part[i] = sw;
+]] .. (with_bias and "        part[n + i] = sb;\n" or "") .. "    }" }
+  local args = { { "long long", LN_CHUNKS * D }, { "long long", rows }, { "int", D } }
+  for _, a in ipairs(stats) do args[#args + 1] = a end
+  args[#args + 1] = { "void *", part.ptr }
+  local lines = e.launch(kp, ops, args, { grid = LN_CHUNKS * D })
+  local fops = {}
+  if dw then fops[#fops + 1] = { "dw", dw, "a" } end
+  if db then fops[#fops + 1] = { "db", db, "a" } end
+  local body = { GRID .. " {", "        double sw = 0" .. (with_bias and ", sb = 0" or "") .. ";",
+    "        for (int c = 0; c < " .. LN_CHUNKS .. "; c++) " .. (with_bias and
+      ("{ sw += part[(long long)c * n + i]; sb += part[(long long)(" .. LN_CHUNKS .. " + c) * n + i]; }")
+      or "sw += part[(long long)c * n + i];") }
+  if dw then body[#body + 1] = "        acc_dw(i, (float)sw);" end
+  if db then body[#body + 1] = "        acc_db(i, (float)sb);" end
+  if not dw then body[#body + 1] = "        (void)sw;" end
+  if with_bias and not db then body[#body + 1] = "        (void)sb;" end
+  body[#body + 1] = "    }"
+  local kf = e.kernel { kind = kind .. (with_bias and ((dw and "_dw" or "") .. (db and "_db" or "")) or ""), ops = fops,
+    params = "long long n, const double *part", body = table.concat(body, "\n") }
+  for _, l in ipairs(e.launch(kf, fops, { { "long long", D }, { "void *", part.ptr } }, { grid = D })) do lines[#lines + 1] = l end
+  return lines
+end
+
 local function ln_layout(n)
   local x = n.inputs[1]
   local k = #n.attrs.normalized_shape
@@ -875,38 +921,8 @@ ops_cuda.layer_norm = {
         { grid = times(rows, T), threads = T }))
     end
     if dw or db then
-      -- part (2, CHUNKS, D) doubles: chunk c's sums of dy * xhat and of dy over its rows
-      local part = e.scratch(2 * LN_CHUNKS * D * 2, "f32")
-      local ops = { { "dy", dy, "r" }, { "x", e.val(x), "r" } }
-      local kp = e.kernel { kind = "layer_norm_grad_wb_part", ops = ops,
-        params = "long long n, long long rows, int D, const float *save_mean, const float *save_rstd, double *part",
-        body = GRID .. [[ {
-        const int c = (int)(i / D), col = (int)(i % D);
-        const long long lo = rows * c / ]] .. LN_CHUNKS .. ", hi = rows * (c + 1) / " .. LN_CHUNKS .. [[;
-        double sw = 0, sb = 0;
-        for (long long r = lo; r < hi; r++) {
-            const float g = ld_dy(r * D + col);
-            sw += so_ln_term(g, ld_x(r * D + col), save_mean[r], save_rstd[r]);
-            sb += g;
-        }
-        part[i] = sw;
-        part[n + i] = sb;
-    }]] }
-      add(e.launch(kp, ops, { { "long long", LN_CHUNKS * D }, { "long long", rows }, { "int", D }, stats[1], stats[2],
-        { "void *", part.ptr } }, { grid = LN_CHUNKS * D }))
-      local fops = {}
-      if dw then fops[#fops + 1] = { "dw", dw, "a" } end
-      if db then fops[#fops + 1] = { "db", db, "a" } end
-      local body = { GRID .. " {", "        double sw = 0, sb = 0;",
-        "        for (int c = 0; c < " .. LN_CHUNKS .. "; c++) { sw += part[(long long)c * n + i]; sb += part[(long long)(" .. LN_CHUNKS .. " + c) * n + i]; }" }
-      if dw then body[#body + 1] = "        acc_dw(i, (float)sw);" end
-      if db then body[#body + 1] = "        acc_db(i, (float)sb);" end
-      if not dw then body[#body + 1] = "        (void)sw;" end
-      if not db then body[#body + 1] = "        (void)sb;" end
-      body[#body + 1] = "    }"
-      local kf = e.kernel { kind = "layer_norm_grad_wb" .. (dw and "_dw" or "") .. (db and "_db" or ""), ops = fops,
-        params = "long long n, const double *part", body = table.concat(body, "\n") }
-      add(e.launch(kf, fops, { { "long long", D }, { "void *", part.ptr } }, { grid = D }))
+      add(norm_param_grads(e, "layer_norm_grad_wb", dy, x, dw, db, D, rows, "const float *save_mean, const float *save_rstd",
+        { stats[1], stats[2] }, "so_ln_term(g, ld_x(r * D + col), save_mean[r], save_rstd[r])", true))
     end
     return lines
   end,
@@ -2125,25 +2141,8 @@ ops_cuda.rms_norm = {
       add(e.launch(kern, ops, { { "long long", rows }, { "int", D }, rstd }, { grid = times(rows, T), threads = T }))
     end
     if dw then
-      -- part (CHUNKS, D) doubles: chunk c's sums of dy x rstd over its rows
-      local part = e.scratch(LN_CHUNKS * D * 2, "f32")
-      local ops = { { "dy", dy, "r" }, { "x", e.val(x), "r" } }
-      local kp = e.kernel { kind = "rms_norm_grad_w_part", ops = ops,
-        params = "long long n, long long rows, int D, const float *save_rstd, double *part",
-        body = GRID .. [[ {
-        const int c = (int)(i / D), col = (int)(i % D);
-        const long long lo = rows * c / ]] .. LN_CHUNKS .. ", hi = rows * (c + 1) / " .. LN_CHUNKS .. [[;
-        double sw = 0;
-        for (long long r = lo; r < hi; r++) sw += ld_dy(r * D + col) * ld_x(r * D + col) * save_rstd[r];
-        part[i] = sw;
-    }]] }
-      add(e.launch(kp, ops, { { "long long", LN_CHUNKS * D }, { "long long", rows }, { "int", D }, rstd, { "void *", part.ptr } },
-        { grid = LN_CHUNKS * D }))
-      local fops = { { "dw", dw, "a" } }
-      local kf = e.kernel { kind = "rms_norm_grad_w", ops = fops, params = "long long n, const double *part",
-        body = GRID .. " {\n        double sw = 0;\n        for (int c = 0; c < " .. LN_CHUNKS ..
-               "; c++) sw += part[(long long)c * n + i];\n        acc_dw(i, (float)sw);\n    }" }
-      add(e.launch(kf, fops, { { "long long", D }, { "void *", part.ptr } }, { grid = D }))
+      add(norm_param_grads(e, "rms_norm_grad_w", dy, x, dw, nil, D, rows, "const float *save_rstd", { rstd },
+        "g * ld_x(r * D + col) * save_rstd[r]", false))
     end
     return lines
   end,
