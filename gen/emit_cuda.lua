@@ -450,8 +450,9 @@ local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams, over)
   local groups_kind, globals, CONSTS, PICK = "", nil, "const %s c = *consts;\n    ", ""
   local count = ""
   if og then
-    -- the runs cover [0, NUM_PARAMS): the gaps between the groups' runs are the frozen
-    -- parameters' (train.freeze), run group FROZEN_RUN, which the kernel leaves as they are
+    -- the runs cover [0, NUM_PARAMS): the gaps between the groups' runs (train.freeze's
+    -- parameters; a training_step's other optimizers') are run group SKIP_RUN, which the
+    -- kernel leaves as they are
     local ends, gids, at = {}, {}, 0
     local function run(finish, gid)
       ends[#ends + 1] = tostring(finish) .. "LL"
@@ -459,22 +460,22 @@ local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams, over)
       at = finish
     end
     for _, r in ipairs(og.runs) do
-      if r.begin > at then run(r.begin, "FROZEN_RUN") end
+      if r.begin > at then run(r.begin, "SKIP_RUN") end
       run(r.finish == "NUM_PARAMS" and nparams or r.finish, tostring(r.group.index))
     end
-    if at < nparams then run(nparams, "FROZEN_RUN") end
-    local frozen = table.concat(gids, " "):find("FROZEN_RUN", 1, true) ~= nil
-    groups_kind = "_groups" .. #og.groups .. (frozen and "_frozen" or "")
+    if at < nparams then run(nparams, "SKIP_RUN") end
+    local skips = table.concat(gids, " "):find("SKIP_RUN", 1, true) ~= nil
+    groups_kind = "_groups" .. #og.groups .. (skips and "_skips" or "")
     count = string.format("[%d]", #og.groups)
     globals = {
       string.format("// the parameter groups' runs in layout order (gen/emit_train.lua): each run's end and group"),
       string.format("__constant__ long long opt_run_end[%d] = { %s };", #ends, table.concat(ends, ", ")),
       string.format("__constant__ unsigned char opt_run_group[%d] = { %s };", #gids, table.concat(gids, ", ")),
     }
-    if frozen then table.insert(globals, 2, "#define FROZEN_RUN 255   // a run of frozen parameters (train.freeze: requires_grad = False)") end
+    if skips then table.insert(globals, 2, "#define SKIP_RUN 255   // a run this update leaves as it is (frozen, or another optimizer's)") end
     CONSTS = "int r = 0;   // this thread's run: its indices only grow\n    "
     PICK = "        while (i >= opt_run_end[r]) r++;\n" ..
-      (frozen and "        if (opt_run_group[r] == FROZEN_RUN) continue;   // no update, no weight decay\n" or "") ..
+      (skips and "        if (opt_run_group[r] == SKIP_RUN) continue;   // no update, no weight decay\n" or "") ..
       "        const %s c = consts[opt_run_group[r]];\n"
   end
   -- host lines filling each group's constants: fill(lines, LR, wd, C) adds the lines for
@@ -551,7 +552,7 @@ local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams, over)
   local adamw = opt.kind == "AdamW"
   local host = {
     "    // " .. string.format("%s(lr=%s, betas=(%s, %s), eps=%s, weight_decay=%s%s)", opt.kind, a.lr, a.betas[1], a.betas[2], a.eps,
-      a.weight_decay or 0, og and (a.decay_min_ndim and string.format(", decay_min_ndim=%d", a.decay_min_ndim) or ", groups") or ""),
+      a.weight_decay or 0, (og and not over) and (a.decay_min_ndim and string.format(", decay_min_ndim=%d", a.decay_min_ndim) or ", groups") or ""),
     "    // bias corrections in double, as torch.optim computes them in Python; the constants",
     "    // rounded to float as the C backend's update rounds them",
     "    const double beta1 = mom;",
@@ -1245,7 +1246,7 @@ local STEP_BODY = [==[
 -- A training_step (gen/user_step.lua's segments) on the device, as the C program's
 -- model_user_step runs it: each forward run and each backward a function of launches
 -- (the ops unfused: gen/pipeline.lua's fuse stage), each optimizer's step its update
--- kernel over its own parameters' runs (the others' are FROZEN_RUN) with a set of
+-- kernel over its own parameters' runs (the others' are SKIP_RUN) with a set of
 -- constants per step call (step_consts.opt[j]: the optimizer's lr and its own count of
 -- updates, as optim.c's optimizer_step_NAME gets them), each zero_grad a memset of its
 -- runs.  Returns model.cu's functions, step_ops's block, optimizer_consts's body, the
@@ -1297,7 +1298,7 @@ local function user_step_code(l, e, kernels, scratch)
       local o, j = s.opt, nsteps
       nsteps = nsteps + 1
       count[o] = (count[o] or 0) + 1
-      -- the optimizer's runs, in one group (index 0 of its constants); the rest frozen
+      -- the optimizer's runs, in one group (index 0 of its constants); the rest SKIP_RUN
       local grp = { index = 0, ratio = 1.0, lr = o.opt.args.lr, weight_decay = o.opt.args.weight_decay or 0,
                     label = string.format("optimizer '%s'", o.name) }
       local runs = {}

@@ -89,8 +89,8 @@ fi
 
 # the CUDA program: the update kernel's runs leave features.2 .. features.3 (one run) as they are
 if (cd "$work" && "$LOOM" build "$spec" -o "$tmp/cuda" --accelerator=cuda --no-compile) >"$tmp/cuda.log" 2>&1 &&
-   grep -q 'opt_run_group\[3\] = { 0, FROZEN_RUN, 0 }' "$tmp"/cuda/kernels/adam*.cu &&
-   grep -q 'if (opt_run_group\[r\] == FROZEN_RUN) continue;' "$tmp"/cuda/kernels/adam*.cu; then
+   grep -q 'opt_run_group\[3\] = { 0, SKIP_RUN, 0 }' "$tmp"/cuda/kernels/adam*.cu &&
+   grep -q 'if (opt_run_group\[r\] == SKIP_RUN) continue;' "$tmp"/cuda/kernels/adam*.cu; then
   ok freeze_cuda
 else
   fail freeze_cuda "$(tail -1 "$tmp/cuda.log"); $(grep -h opt_run_group "$tmp"/cuda/kernels/adam*.cu 2>/dev/null | head -2 | tr '\n' ' ')"

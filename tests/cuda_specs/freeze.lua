@@ -1,7 +1,7 @@
 -- tests/cuda_specs/freeze.lua — train.freeze on the CUDA backend: a frozen conv (its
 -- input's gradient still flows to the conv below, which trains), frozen BatchNorm and
 -- LayerNorm affine parameters and a frozen bias, with AdamW's weight decay, which a
--- frozen parameter must not get either (the update kernel's FROZEN_RUN runs), and a
+-- frozen parameter must not get either (the update kernel's SKIP_RUN runs), and a
 -- parameter group.  tests/suite_ops_emu.sh runs it under the CUDA emulator against the
 -- CPU program.
 model "FreezeNet" {
