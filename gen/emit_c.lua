@@ -51,7 +51,7 @@ function emit.check(g, target)
   end
   check_supported(g.loss)
   emit.check_methods(g)
-  if g.step then require("user_step").check_cpu(g, target, precision) end
+  if g.step then require("user_step").check(g, target, precision, "cpu") end
 end
 
 -- A declared method other than forward that the training step does not call and that is

@@ -442,9 +442,14 @@ end
 -- arena, [fsdp_lo(), fsdp_hi()) of runtime/ddp.h, its state buffers that part's.
 -- Returns the host lines (optimizer_consts), the device lines (optimizer_ops), the
 -- state's names, the constants' type and the number of constant sets ("" for one, "[G]").
-local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams, sharded)
-  local opt = sp.train.optimizer
+-- `over` (a training_step's optimizer, user_step_code): { opt, kind (the kernel's name's
+-- suffix), index (its constants: step_consts.opt[index]) } instead of train.optimizer's.
+local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams, sharded, over)
+  local opt = over and over.opt or sp.train.optimizer
   local a = opt.args
+  local HC = over and string.format("(((step_consts *)m->h_consts)->opt + %d)", over.index) or "((step_consts *)m->h_consts)->opt"
+  local DC = over and string.format("((step_consts *)m->d_consts)->opt + %d", over.index) or "&((step_consts *)m->d_consts)->opt"
+  local suffix = over and over.kind or ""
   if (opt.kind ~= "AdamW" and opt.kind ~= "Adam" and opt.kind ~= "SGD") or a.amsgrad or (a.maximize and opt.kind ~= "SGD") then
     diag.fatal(opt.where or sp.train.where, string.format("the CUDA backend does not run the %s optimizer%s yet (SGD, Adam and AdamW)",
       opt.kind, a.amsgrad and " with amsgrad" or a.maximize and " with maximize" or ""))
@@ -472,24 +477,36 @@ local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams, sharde
   local groups_kind, globals, CONSTS, PICK = "", nil, "const %s c = *consts;\n    ", ""
   local count = ""
   if og then
-    local ends, gids = {}, {}
-    for i, r in ipairs(og.runs) do
-      ends[i] = tostring(r.finish == "NUM_PARAMS" and nparams or r.finish) .. "LL"
-      gids[i] = tostring(r.group.index)
+    -- the runs cover [0, NUM_PARAMS): the gaps between the groups' runs (train.freeze's
+    -- parameters; a training_step's other optimizers') are run group SKIP_RUN, which the
+    -- kernel leaves as they are
+    local ends, gids, at = {}, {}, 0
+    local function run(finish, gid)
+      ends[#ends + 1] = tostring(finish) .. "LL"
+      gids[#gids + 1] = gid
+      at = finish
     end
-    assert(og.runs[1].begin == 0, "the groups' runs start at the first parameter")
-    groups_kind = "_groups" .. #og.groups
+    for _, r in ipairs(og.runs) do
+      if r.begin > at then run(r.begin, "SKIP_RUN") end
+      run(r.finish == "NUM_PARAMS" and nparams or r.finish, tostring(r.group.index))
+    end
+    if at < nparams then run(nparams, "SKIP_RUN") end
+    local skips = table.concat(gids, " "):find("SKIP_RUN", 1, true) ~= nil
+    groups_kind = "_groups" .. #og.groups .. (skips and "_skips" or "")
     count = string.format("[%d]", #og.groups)
     globals = {
       string.format("// the parameter groups' runs in layout order (gen/emit_train.lua): each run's end and group"),
       string.format("__constant__ long long opt_run_end[%d] = { %s };", #ends, table.concat(ends, ", ")),
       string.format("__constant__ unsigned char opt_run_group[%d] = { %s };", #gids, table.concat(gids, ", ")),
     }
+    if skips then table.insert(globals, 2, "#define SKIP_RUN 255   // a run this update leaves as it is (frozen, or another optimizer's)") end
     CONSTS = "int r = 0;   // this thread's run: its indices only grow\n    "
-    PICK = "        while (i >= opt_run_end[r]) r++;\n        const %s c = consts[opt_run_group[r]];\n"
+    PICK = "        while (i >= opt_run_end[r]) r++;\n" ..
+      (skips and "        if (opt_run_group[r] == SKIP_RUN) continue;   // no update, no weight decay\n" or "") ..
+      "        const %s c = consts[opt_run_group[r]];\n"
     if sharded then   -- (SHARD_GRAD_OP: i counts from the rank's part, at `base` of the arena)
       groups_kind = groups_kind .. "_base"
-      PICK = "        while (i + base >= opt_run_end[r]) r++;\n        const %s c = consts[opt_run_group[r]];\n"
+      PICK = PICK:gsub("while %(i >= ", "while (i + base >= ")
     end
   end
   local based = og and sharded
@@ -500,7 +517,7 @@ local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams, sharde
   -- the constants at C (a pointer expression) from the lr LR (C) and weight decay wd
   local function each_group(lines, fill, ctype)
     if not og then
-      lines[#lines + 1] = string.format("    %s *c = &((step_consts *)m->h_consts)->opt;", ctype)
+      lines[#lines + 1] = string.format("    %s *c = &%s;", ctype, HC)
       fill(lines, "lr", a.weight_decay or 0, "c")
       return
     end
@@ -511,7 +528,7 @@ local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams, sharde
         or string.format("lr * %s", lit(gr.ratio))
       local body = {
         string.format("    const double lr_g = %s;", lrx),
-        string.format("    %s *c = &((step_consts *)m->h_consts)->opt[%d];", ctype, gr.index),
+        string.format("    %s *c = &%s[%d];", ctype, HC, gr.index),
       }
       fill(body, "lr_g", gr.weight_decay, "c")
       lines[#lines + 1] = string.format("    {   // group %d: lr %s, weight_decay %s: %s", gr.index, lit(gr.lr), lit(gr.weight_decay), gr.label)
@@ -522,7 +539,7 @@ local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams, sharde
   local ops = {}
   for _, l in ipairs(clip) do ops[#ops + 1] = l end
   if opt.kind == "SGD" then
-    local k = ctx.kernel { kind = "sgd" .. groups_kind .. copy_kind, ops = {}, globals = globals,
+    local k = ctx.kernel { kind = "sgd" .. groups_kind .. copy_kind .. suffix, ops = {}, globals = globals,
       params = "state_t *__restrict__ p, opt_t *__restrict__ buf, const state_t *__restrict__ g" .. copy_param ..
                ", long long n, const so_sgd_consts *consts, const int *skip" .. BASE_PARAM,
       -- each value widened to float, updated, and rounded once where it is stored (the
@@ -553,14 +570,14 @@ local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams, sharde
     for _, l in ipairs {
       string.format("    void *p = %s, *buf = %s, *g = %s%s;", PARAMS, hasmom and "o->d_momentum_buffer" or "NULL", GRADS, copy_ptr),
       hasmom and "" or "    (void)o;",
-      string.format("    void *consts = &((step_consts *)m->d_consts)->opt, *skip = %s;", skip_ptr),
+      string.format("    void *consts = %s, *skip = %s;", DC, skip_ptr),
       N,
       string.format("    void *args[] = { &p, &buf, &g%s, &n, &consts, &skip%s };", copy_arg, BASE_ARG),
       string.format("    lc_launch(&m->kernels[%d], lc_blocks(n, 256), 256, m->stream, args);", k),
     } do ops[#ops + 1] = l end
     return table.concat(host, "\n"), table.concat(ops, "\n"), hasmom and { "momentum_buffer" } or {}, "so_sgd_consts", count
   end
-  local k = ctx.kernel { kind = "adam" .. groups_kind .. copy_kind, ops = {}, globals = globals,
+  local k = ctx.kernel { kind = "adam" .. groups_kind .. copy_kind .. suffix, ops = {}, globals = globals,
     params = "state_t *__restrict__ p, opt_t *__restrict__ m, opt_t *__restrict__ v, const state_t *__restrict__ g" .. copy_param ..
              ", long long n, const so_adam_consts *consts, const int *skip" .. BASE_PARAM,
     body = SKIP .. string.format(CONSTS, "so_adam_consts") .. LOOP .. string.format(PICK, "so_adam_consts") ..
@@ -570,7 +587,7 @@ local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams, sharde
   local adamw = opt.kind == "AdamW"
   local host = {
     "    // " .. string.format("%s(lr=%s, betas=(%s, %s), eps=%s, weight_decay=%s%s)", opt.kind, a.lr, a.betas[1], a.betas[2], a.eps,
-      a.weight_decay or 0, og and (a.decay_min_ndim and string.format(", decay_min_ndim=%d", a.decay_min_ndim) or ", groups") or ""),
+      a.weight_decay or 0, (og and not over) and (a.decay_min_ndim and string.format(", decay_min_ndim=%d", a.decay_min_ndim) or ", groups") or ""),
     "    // bias corrections in double, as torch.optim computes them in Python; the constants",
     "    // rounded to float as the C backend's update rounds them",
     "    const double beta1 = mom;",
@@ -590,7 +607,7 @@ local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams, sharde
   end, "so_adam_consts")
   for _, l in ipairs {
     string.format("    void *p = %s, *mm = o->d_exp_avg, *v = o->d_exp_avg_sq, *g = %s%s;", PARAMS, GRADS, copy_ptr),
-    string.format("    void *consts = &((step_consts *)m->d_consts)->opt, *skip = %s;", skip_ptr),
+    string.format("    void *consts = %s, *skip = %s;", DC, skip_ptr),
     N,
     "    void *args[] = { &p, &mm, &v, &g" .. copy_arg .. ", &n, &consts, &skip" .. BASE_ARG .. " };",
     string.format("    lc_launch(&m->kernels[%d], lc_blocks(n, 256), 256, m->stream, args);", k),
@@ -1260,7 +1277,8 @@ end
 -- A node the step runs no code for: a view, or a cast folded into its neighbours.
 local function skipped(pp, node) return require("ops")[node.op].alias or pp.folded[node] end
 
--- The forward's launches, op by op (a fused group where its first member runs).
+-- The forward's launches, op by op (a fused group where its first member runs); the
+-- trace's nodes first..last (default: all of them).
 -- FSDP FULL_SHARD (gen/plan.lua's units): an op's launches read its parameters in the one
 -- buffer their unit is gathered into, so before an op that reads another unit than the
 -- one gathered last, that unit is all-gathered (in forward, and again from the first in
@@ -1292,11 +1310,12 @@ local function unit_gathers(l, e)
   end
 end
 
-local function forward_code(l, e)
+local function forward_code(l, e, first, last)
   local g, pp, fz, trace = l.graph, l.pp, l.fuse, l.trace
   local fwd = {}
   local gather = unit_gathers(l, e)
-  for _, node in ipairs(trace.nodes) do
+  for i = first or 1, last or #trace.nodes do
+    local node = trace.nodes[i]
     local rule = ops_cuda[node.op]
     local grp = fz.group_of[node]
     if not skipped(pp, node) and not (grp and node ~= (grp.head or grp.first)) then
@@ -1317,9 +1336,11 @@ local function forward_code(l, e)
 end
 
 -- The backward's launches: the loss's seed, then each op's backward in autodiff's order
--- (a fused group's where the earliest of its members' would run).
-local function backward_code(l, e, loss, scaling, buckets)
-  local g, pp, fz, ad = l.graph, l.pp, l.fuse, l.autodiff
+-- (a fused group's where the earliest of its members' would run).  `nodes`: the backward's
+-- (default autodiff's, the loss's; a training_step's backward gives its own).
+local function backward_code(l, e, loss, scaling, buckets, nodes)
+  local g, pp, fz = l.graph, l.pp, l.fuse
+  local order = nodes or l.autodiff.backward
   local bwd = {}
   e.begin(nil)
   local dl = e.grad(loss)
@@ -1335,7 +1356,7 @@ local function backward_code(l, e, loss, scaling, buckets)
   end
   -- a group's backward runs where the earliest of its pointwise members' would
   local bwd_at = {}
-  for _, node in ipairs(ad.backward) do
+  for _, node in ipairs(order) do
     local grp = fz.group_of[node]
     if grp and node ~= grp.head then bwd_at[grp] = node end
   end
@@ -1343,9 +1364,9 @@ local function backward_code(l, e, loss, scaling, buckets)
   -- launches that write its gradients (a fused group's backward runs at its last member's place)
   local ready_at = {}
   local index = {}
-  for k, node in ipairs(ad.backward) do index[node] = k end
+  for k, node in ipairs(order) do index[node] = k end
   local function place(k)
-    local node = ad.backward[k]
+    local node = order[k]
     local grp = fz.group_of[node]
     if grp and node ~= grp.head then return index[bwd_at[grp]] end
     return k
@@ -1377,7 +1398,7 @@ local function backward_code(l, e, loss, scaling, buckets)
       end
     end
   end
-  for k, node in ipairs(ad.backward) do
+  for k, node in ipairs(order) do
     local rule = ops_cuda[node.op]
     local grp = fz.group_of[node]
     if grp and node == grp.head then grp = nil end
@@ -1399,6 +1420,128 @@ local function backward_code(l, e, loss, scaling, buckets)
     end
   end
   return bwd
+end
+
+-- backward()'s start (templates/cuda/model.cu.in): the staged batch, the activation gradients zeroed
+local BACKWARD_PROLOGUE = [==[
+    BatchSlot *slot = &m->slots[m->slot];
+    const Batch *db = &slot->dev;
+    const int B = slot->B;
+    const int training = 1;
+    (void)db; (void)B; (void)training;]==]
+local DACT_ZERO = "LC_CHECK(cudaMemsetAsync(m->d_dacts, 0, (size_t)DACT_BYTES, STREAM(m->stream)));"
+
+-- step_ops's launches (templates/cuda/model.cu.in): forward, backward, and on a step's
+-- last micro-batch the update
+local STEP_BODY = [==[
+    forward_ops(m, 1);${user_metrics_step}${ddp_begin}
+    backward(m);
+    if (boundary) {${ddp_finish}
+        if (LOSS_SCALING) scaler_unscale_ops(m);
+        optimizer_ops(o, m);${ddp_after_step}
+        if (LOSS_SCALING) scaler_update_ops(m);
+        model_zero_grad(m);
+    }
+]==]
+
+-- A training_step (gen/user_step.lua's segments) on the device, as the C program's
+-- model_user_step runs it: each forward run and each backward a function of launches
+-- (the ops unfused: gen/pipeline.lua's fuse stage), each optimizer's step its update
+-- kernel over its own parameters' runs (the others' are SKIP_RUN) with a set of
+-- constants per step call (step_consts.opt[j]: the optimizer's lr and its own count of
+-- updates, as optim.c's optimizer_step_NAME gets them), each zero_grad a memset of its
+-- runs.  Returns model.cu's functions, step_ops's block, optimizer_consts's body, the
+-- state's names, the constants' type and count.
+local function user_step_code(l, e, kernels, scratch)
+  local us = require "user_step"
+  local g, sp, st, trace = l.graph, l.spec, l.state, l.trace
+  local segs = l.autodiff.segments
+  -- the step's operands a function's launches name (nvcc refuses a variable set and unused)
+  local function PROLOGUE(body)
+    local has = function(name) return body:find("%f[%w_]" .. name .. "%f[^%w_]") ~= nil end
+    local t = {}
+    if has("db") or has("B") then t[#t + 1] = "    BatchSlot *slot = &m->slots[m->slot];" end
+    if has("db") then t[#t + 1] = "    const Batch *db = &slot->dev;" end
+    if has("B") then t[#t + 1] = "    const int B = slot->B;" end
+    if has("training") then t[#t + 1] = "    const int training = 1;" end
+    return table.concat(t, "\n")
+  end
+  local funcs, calls, consts = {}, {}, {}
+  local per = us.steps_per(segs)
+  local count, nf, nb, states, ctype = {}, 0, 0, nil, nil
+  local runs_of, zeroes, zeroed = {}, {}, {}
+  for _, o in ipairs(g.step.optimizers) do
+    runs_of[o] = us.runs(st.params, o)
+    local z = {}
+    for _, r in ipairs(runs_of[o]) do
+      z[#z + 1] = string.format("    LC_CHECK(cudaMemsetAsync(m->d_grads + %d, 0, sizeof(state_t) * %d, STREAM(m->stream)));   // %s",
+        r.begin, r.finish - r.begin, r.names)
+    end
+    zeroes[o] = table.concat(z, "\n")
+  end
+  local nsteps = 0
+  for _, s in ipairs(segs) do
+    if s.kind == "forward" then
+      local fn = string.format("step_forward_%d", nf)
+      nf = nf + 1
+      local body = table.concat(forward_code(l, e, s.first, s.last), "\n")
+      funcs[#funcs + 1] = string.format("\n// the training_step's ops %d..%d, in the order the spec runs them\nstatic void %s(Model *m) {\n%s\n%s\n}",
+        s.first, s.last, fn, PROLOGUE(body), body)
+      calls[#calls + 1] = string.format("    %s(m);", fn)
+    elseif s.kind == "backward" then
+      local fn = string.format("step_backward_%d", nb)
+      nb = nb + 1
+      local body = table.concat(backward_code(l, e, s.loss, false, nil, s.nodes), "\n")
+      funcs[#funcs + 1] = string.format("\n// fabric.backward(loss) on line %d: %d ops; parameter gradients add up (zero_grad clears them)\n"
+        .. "static void %s(Model *m) {\n%s\n    %s\n%s\n}", s.where.line, #s.nodes, fn, PROLOGUE(body), DACT_ZERO, body)
+      calls[#calls + 1] = string.format("    %s(m);   // fabric.backward, line %d", fn, s.where.line)
+    elseif s.kind == "step" then
+      local o, j = s.opt, nsteps
+      nsteps = nsteps + 1
+      count[o] = (count[o] or 0) + 1
+      -- the optimizer's runs, in one group (index 0 of its constants); the rest SKIP_RUN
+      local grp = { index = 0, ratio = 1.0, lr = o.opt.args.lr, weight_decay = o.opt.args.weight_decay or 0,
+                    label = string.format("optimizer '%s'", o.name) }
+      local runs = {}
+      for _, r in ipairs(runs_of[o]) do runs[#runs + 1] = { begin = r.begin, finish = r.finish, group = grp } end
+      e.begin(nil)
+      local host, ops, names, ct = optimizer(sp, kernels, e, scratch, false, { groups = { grp }, runs = runs }, st.nparams, nil,
+        { opt = o.opt, kind = "_" .. o.name, index = j })
+      states, ctype = states or names, ct
+      local fn = string.format("step_update_%d", j)
+      funcs[#funcs + 1] = string.format("\n// %s:step() on line %d: the update of %s\nstatic void %s(Optimizer *o, Model *m) {\n%s\n}",
+        o.name, s.where.line, table.concat(o.params, ", "), fn, ops)
+      calls[#calls + 1] = string.format("    %s(o, m);   // %s:step(), line %d", fn, o.name, s.where.line)
+      local lit = function(v) return util.c_float(v, "") end
+      consts[#consts + 1] = table.concat({
+        string.format("    {   // %s:step() on line %d: its update %d of %d in each training step", o.name, s.where.line, count[o], per[o]),
+        string.format("        const double lr = %s, mom = %s;", lit(o.opt.args.lr), lit(us.momentum(o))),
+        string.format("        const int64_t step = train_step * %d + %d;   // the optimizer's own count of updates", per[o], count[o] - 1),
+        (host:gsub("([^\n]+)", "    %1")),
+        "    }",
+      }, "\n")
+    else
+      local fn = "zero_grad_" .. s.opt.name
+      if not zeroed[fn] then
+        zeroed[fn] = true
+        funcs[#funcs + 1] = string.format("\n// %s.zero_grad(): its parameters' gradients only\nstatic void %s(Model *m) {\n%s\n}", s.opt.name, fn, zeroes[s.opt])
+      end
+      calls[#calls + 1] = string.format("    %s(m);   // %s:zero_grad(), line %d", fn, s.opt.name, s.where.line)
+    end
+  end
+  calls[#calls + 1] = "    model_zero_grad(m);   // every gradient, for the next training step (the C program's loop does too)"
+  calls[#calls + 1] = "    (void)boundary;   // (no accumulation with a training_step)"
+  calls[#calls + 1] = "    // (the one-loss step's parts, unused here)"
+  calls[#calls + 1] = "    (void)backward; (void)optimizer_ops; (void)scaler_unscale_ops; (void)scaler_update_ops;"
+  return {
+    ops = "\n\n// ---------------------------------------------------------------------------\n" ..
+      string.format("// train.training_step (%s:%d) on the device: its parts, which step_ops runs in the spec's order\n",
+        util.c_comment(sp.file), g.step.where.line) .. table.concat(funcs, "\n"),
+    body = table.concat(calls, "\n") .. "\n",
+    consts = "    const int64_t train_step = step;   // the training steps so far\n    (void)lr; (void)mom;   // (each optimizer's own, below)\n" ..
+      table.concat(consts, "\n"),
+    states = states, ctype = ctype, count = string.format("[%d]", nsteps),
+  }
 end
 
 -- text as the lines of a C string literal
@@ -1524,18 +1667,8 @@ function emit.check(g, target)
     diag.fatal(not target.detect_anomaly and diag.key_where(sp.fabric.where, "detect_anomaly") or nil,
       "detect_anomaly is not supported by the CUDA backend yet (the CPU program has it: --accelerator=cpu)")
   end
-  if g.step then
-    diag.fatal(g.step.where, "a training_step is not supported by the CUDA backend yet (the CPU program runs it: --accelerator=cpu)")
-  end
+  if g.step then require("user_step").check(g, target, target.precision or sp.fabric.precision, "cuda") end
   check_nodes_and_device(sp, g.loss.nodes, target)
-  local sched = sp.train and sp.train.scheduler
-  if sched and sched.kind == "ReduceLROnPlateau" then
-    diag.error(sched.where, "ReduceLROnPlateau is not supported by the CUDA backend yet (its lr is run state the device step would read)")
-  end
-  if sp.train and sp.train.freeze then
-    -- the device's update kernels run over every parameter (train.load_raw is host-side and runs)
-    diag.error(diag.key_where(sp.train.where, "freeze"), "train.freeze (frozen parameters) is not supported by the CUDA backend yet")
-  end
   diag.check()
 end
 
@@ -1638,9 +1771,18 @@ function emit.program(l)
       "runs over each rank's parts of the units); use sharding_strategy = 'SHARD_GRAD_OP', strategy = 'ddp', or --accelerator=cpu")
   end
   local sharded = fsdp and l.strategy.sharding
-  local opt_consts, opt_ops, opt_states, consts_type, consts_count = optimizer(sp, kernels, e, scratch, scaling, loop.opt_groups, st.nparams, sharded)
+  local opt_consts, opt_ops, opt_states, consts_type, consts_count
+  local user = ad.segments and user_step_code(l, e, kernels, scratch)
+  if user then
+    -- a training_step: its optimizers' updates are step_update_J (optimizer_ops is unused)
+    opt_consts, opt_states, consts_type, consts_count = user.consts, user.states, user.ctype, user.count
+    opt_ops = "    (void)o; (void)m;   // (a training_step's optimizers step in its own order: step_update_J)"
+  else
+    opt_consts, opt_ops, opt_states, consts_type, consts_count = optimizer(sp, kernels, e, scratch, scaling, loop.opt_groups, st.nparams, sharded)
+  end
   e.begin(nil)
-  local metrics_body = metrics(e, loss.node, kernels)
+  -- (a training_step's loss has no accuracy: gen/pipeline.lua's assign)
+  local metrics_body = user and "    (void)m; (void)B; (void)correct; (void)count;" or metrics(e, loss.node, kernels)
   -- 16-mixed's GradScaler on the device: unscale_ (grads *= 1/scale, found_inf), and
   -- update() after the optimizer (which skips its update on found_inf)
   -- FSDP FULL_SHARD under accumulation: the kernel that adds a micro-batch's reduce-scattered
@@ -1718,7 +1860,8 @@ function emit.program(l)
   mc.init_body = init_lines(st, l.graph.inits)
   mc.forward_body = table.concat(fwd, "\n")
   mc.loss_ptr = lossv.ptr
-  mc.backward_body = table.concat(bwd, "\n")
+  mc.backward_body = user and "    (void)m;   // (a training_step's backwards are its step_backward_K)" or
+    (BACKWARD_PROLOGUE .. "\n    " .. DACT_ZERO .. "\n" .. table.concat(bwd, "\n"))
   mc.metrics_body = metrics_body
   mc.user_metrics_alloc, mc.user_metrics_free, mc.user_metrics_ops = um.alloc, um.free, um.ops
   mc.user_metrics_step, mc.user_metrics_fetch, mc.user_metrics_body = um.step, um.fetch, um.body
@@ -1770,7 +1913,11 @@ static void fsdp_accumulate(void *ctx, void *dst, const void *src, size_t n) {
     "    (void)m;   // FSDP FULL_SHARD: each reduce-scatter writes the gradient shard; each unit's buffer was zeroed after it"
     or "    LC_CHECK(cudaMemsetAsync(m->d_grads, 0, sizeof(state_t) * NUM_PARAMS, STREAM(m->stream)));"
   mc.ddp_after_step = sharded == "SHARD_GRAD_OP" and "\n        fsdp_nccl_gather_params();   // FSDP: every rank's updated part on every rank (and the next forward waits for it)" or ""
-  files["model.cu"] = template.fill("templates/cuda/model.cu.in", mc)
+  mc.user_step_ops = user and user.ops or ""
+  if user then   -- (its own step_body: no accumulation, ddp or train.log there)
+    mc.user_metrics_step, mc.ddp_begin, mc.ddp_finish, mc.ddp_after_step = nil, nil, nil, nil
+  end
+  files["model.cu"] = template.fill("templates/cuda/model.cu.in", mc, false, { step_body = user and user.body or STEP_BODY })
   -- the C loop's pieces this loop takes (it has its own step, scaler and summary)
   local t = pick(loop.train, { "model_name", "spec_file", "settings", "default_out", "data_desc", "open_data",
     "bind_batch", "optimizer_save", "optimizer_groups", "optimizer_load", "drop_last", "callback_init",
@@ -1823,6 +1970,18 @@ static double epoch_train_loss_over_ranks(Model *m, double sum, int64_t count) {
   t.sample_fn = sample_fn(l)
   local blocks = TRAIN_BLOCKS
   if ranks then blocks = ddp_blocks(l, loop, t, buckets, state_fmt, opt_states, cf) end
+  local sched = sp.train.scheduler
+  if sched and sched.kind == "ReduceLROnPlateau" then
+    -- its lr is run state (rs.cb[0], stepped by the callbacks after each validation and
+    -- saved in checkpoints), sent with each step's constants as lr_at's would be
+    local mb, n = blocks.micro_batch:gsub("lr = lr_at%(opt%.steps, rs%.epoch, total_steps%);",
+      "lr = rs.cb[0];   // ReduceLROnPlateau's current lr (run state: gen/emit_train.lua's callbacks_code)")
+    assert(n == 1, "the step's lr")
+    local copy = {}
+    for k, v in pairs(blocks) do copy[k] = v end
+    copy.micro_batch = mb
+    blocks = copy
+  end
   files["train.c"] = template.fill("templates/loop/train.c.in", t, false, blocks)
   -- the kernels, one file each, and the prelude they include, for inspection (the
   -- program carries its own copies)
@@ -1877,6 +2036,7 @@ function emit.available(g, precision, devices, detect_anomaly)
   if not emit.PRECISIONS[prec] then return false, string.format("the CUDA backend does not run precision '%s' yet", prec) end
   if not emit.cuda_home() then return false, "no CUDA toolkit (nvcc) in $CUDA_HOME or /usr/local/cuda" end
   if not g.loss then return false, "no training step" end
+  if g.step and prec ~= "32-true" then return false, "the CUDA backend runs a training_step at 32-true only" end
   local device, why = device_ordinal(g.spec, devices)
   if not device then return false, why end
   for _, node in ipairs(g.loss.nodes) do
@@ -1887,9 +2047,6 @@ function emit.available(g, precision, devices, detect_anomaly)
   local opt = g.spec.train.optimizer
   if (opt.kind ~= "AdamW" and opt.kind ~= "Adam" and opt.kind ~= "SGD") or opt.args.amsgrad or (opt.args.maximize and opt.kind ~= "SGD") then
     return false, string.format("the CUDA backend does not run the %s optimizer yet", opt.kind)
-  end
-  if g.spec.train.freeze then
-    return false, "the CUDA backend does not run frozen parameters (train.freeze) yet"
   end
   return true
 end

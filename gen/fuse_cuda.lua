@@ -19,21 +19,37 @@ local function hash(s)
   return string.format("%08x", h)
 end
 
+-- A size or stride as the kernel writes it: a number, or (a tensor whose batch dimension
+-- is not first) an expression of B, which the kernel knows as `bx` ("(n / 24)": its count
+-- over the elements of one batch row; "nb": a parameter)
+local function cx(v, bx)
+  if math.type(v) == "integer" then return tostring(v) end
+  assert(bx, "a fused kernel with a batch dimension inside a tensor knows B")
+  return "(" .. tostring(v):gsub("%f[%w_]B%f[^%w_]", bx) .. ")"
+end
 local function inner_of(shape, d)
-  local n = 1
-  for i = d + 1, #shape do n = n * shape[i] end
-  return n
+  local n, batched = 1, false
+  for i = d + 1, #shape do
+    if shape[i] == "B" then batched = true else n = n * shape[i] end
+  end
+  return batched and (n == 1 and "B" or "B * " .. n) or n
+end
+-- B in a kernel over `count` elements of a tensor of `shape` (nil: none there)
+local function b_of(shape)
+  local per, batched = 1, false
+  for _, d in ipairs(shape) do if d == "B" then batched = true else per = per * d end end
+  return batched and string.format("(n / %d)", per) or nil
 end
 -- the offset into t of element I of `out` (t broadcast to out's shape)
-local function offset_expr(t, out, I)
+local function offset_expr(t, out, I, bx)
   if fuse.full(t, out) then return I end
   local s = fuse.bcast_strides(t.shape, out.shape)
   local terms = {}
   for d = 1, #out.shape do
     if s[d] ~= 0 and out.shape[d] ~= 1 then
-      local inner = inner_of(out.shape, d)
-      local idx = d == 1 and string.format("%s / %d", I, inner) or string.format("%s / %d %% %d", I, inner, out.shape[d])
-      terms[#terms + 1] = s[d] == 1 and string.format("(%s)", idx) or string.format("(%s) * %d", idx, s[d])
+      local inner = cx(inner_of(out.shape, d), bx)
+      local idx = d == 1 and string.format("%s / %s", I, inner) or string.format("%s / %s %% %s", I, inner, cx(out.shape[d], bx))
+      terms[#terms + 1] = s[d] == 1 and string.format("(%s)", idx) or string.format("(%s) * %s", idx, cx(s[d], bx))
     end
   end
   return #terms == 0 and "0" or table.concat(terms, " + ")
@@ -70,7 +86,7 @@ local list_of = fuse.nodes
 -- the C expression of the head's value (tail groups).  Values kept in registers are
 -- rounded as a store and a load would round them, and passed on through so_keep (no
 -- FMA across ops), so fusing changes no arithmetic.
-local function forward_lines(e, g, fz, b, I, head_value)
+local function forward_lines(e, g, fz, b, I, head_value, bx)
   local R = fz.resolve
   local lines, reg = {}, {}
   if g.head then
@@ -88,7 +104,7 @@ local function forward_lines(e, g, fz, b, I, head_value)
       if reg[r] then
         x[k] = string.format("so_round_%s(%s)", e.val(t).V, reg[r])
       else
-        x[k] = string.format("ld_%s(%s)", b.operand("t" .. t.id, e.val(t), "r"), offset_expr(t, m.out, I))
+        x[k] = string.format("ld_%s(%s)", b.operand("t" .. t.id, e.val(t), "r"), offset_expr(t, m.out, I, bx))
       end
     end
     local ov = e.val(m.out)
@@ -116,7 +132,7 @@ end
 function fuse_cuda.group_forward(e, g, fz)
   local first = g.members[1]
   local b = builder()
-  local body = forward_lines(e, g, fz, b, "i")
+  local body = forward_lines(e, g, fz, b, "i", nil, b_of(first.out.shape))
   local keys = {}
   for _, m in ipairs(g.members) do keys[#keys + 1] = ops_cuda[m.op].pointwise(m).key end
   local params = "long long n" .. (#b.params > 0 and (", " .. table.concat(b.params, ", ")) or "")
@@ -155,6 +171,7 @@ function fuse_cuda.group_backward(e, g, fz)
   local R = fz.resolve
   local b = builder()
   local I = "i"
+  local bx = b_of(g.members[1].out.shape)   -- (the kernel runs over its elements)
   local lines, deferred = {}, {}
   local producer = {}          -- resolved tensor -> member index (0: the head)
   local list = list_of(g)
@@ -182,7 +199,7 @@ function fuse_cuda.group_backward(e, g, fz)
       for k, t in ipairs(m.inputs) do
         local rk = R(t)
         if producer[rk] then x[k] = string.format("so_round_%s(%s)", e.val(t).V, value(rk))
-        else x[k] = string.format("ld_%s(%s)", b.operand("t" .. t.id, e.val(t), "r"), offset_expr(t, m.out, I)) end
+        else x[k] = string.format("ld_%s(%s)", b.operand("t" .. t.id, e.val(t), "r"), offset_expr(t, m.out, I, bx)) end
       end
       local ov = e.val(m.out)
       lines[#lines + 1] = string.format("const float %s = so_keep(so_round_%s(so_round_%s(%s)));   /* %s, recomputed */", name, ov.S, ov.V,
@@ -207,7 +224,7 @@ function fuse_cuda.group_backward(e, g, fz)
         local t = m.inputs[k]
         local rk = R(t)
         if producer[rk] then return string.format("so_round_%s(%s)", e.val(t).V, value(rk)) end
-        return string.format("ld_%s(%s)", b.operand("t" .. t.id, e.val(t), "r"), offset_expr(t, m.out, I))
+        return string.format("ld_%s(%s)", b.operand("t" .. t.id, e.val(t), "r"), offset_expr(t, m.out, I, bx))
       end })
       local function y() return string.format("so_round_%s(%s)", e.val(m.out).V, value(r)) end
       for k, t in ipairs(m.inputs) do
@@ -268,7 +285,7 @@ function fuse_cuda.broadcast_grad(e, n, desc, k)
     if out.shape[d] == 1 then
       idx[d] = nil
     elseif s[d] ~= 0 then
-      idx[d] = string.format("(u / %d%s)", s[d], d == 1 and "" or string.format(" %% %d", out.shape[d]))
+      idx[d] = string.format("(u / %s%s)", cx(s[d], "nb"), d == 1 and "" or string.format(" %% %s", cx(out.shape[d], "nb")))
     else
       local v = "j" .. d
       idx[d] = v
@@ -278,7 +295,7 @@ function fuse_cuda.broadcast_grad(e, n, desc, k)
   local function offset(strides)
     local terms = {}
     for d = 1, #out.shape do
-      if idx[d] and strides[d] ~= 0 then terms[#terms + 1] = strides[d] == 1 and idx[d] or string.format("%s * %d", idx[d], strides[d]) end
+      if idx[d] and strides[d] ~= 0 then terms[#terms + 1] = strides[d] == 1 and idx[d] or string.format("%s * %s", idx[d], cx(strides[d], "nb")) end
     end
     return #terms == 0 and "0" or table.concat(terms, " + ")
   end

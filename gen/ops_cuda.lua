@@ -24,10 +24,15 @@ local ops_cuda = {}
 local operands = require "operands"
 local times, scaled, by = operands.times, operands.scaled, operands.by
 
+-- the elements of dims first.. of `shape`: a number, or a Size where B is among them (a
+-- tensor whose batch dimension is not first)
 local function dims_after(shape, first)
-  local n = 1
-  for i = first, #shape do n = n * shape[i] end
-  return n
+  return operands.count(shape, first, #shape, "(long long)B")
+end
+-- a * b for sizes: a number while both are
+local function mul(a, b)
+  if math.type(a) == "integer" and math.type(b) == "integer" then return a * b end
+  return scaled(a, b)
 end
 
 -- a float literal of CUDA C (infinity spelled as bits: NVRTC has no <math.h>)
@@ -777,7 +782,10 @@ ops_cuda.reshape = {}
 ops_cuda.detach = {}
 
 -- cat along `dim` (its layout is the op table's)
-local cat_layout = require("ops").cat.layout
+local function cat_layout(n)
+  local di = require("ops").cat.layout(n)
+  return di, dims_after(n.out.shape, di + 1)
+end
 ops_cuda.cat = {
   forward = function(e, n)
     local di, inner = cat_layout(n)
@@ -787,8 +795,8 @@ ops_cuda.cat = {
       local k = e.kernel { kind = "cat", ops = ops, params = "long long n, long long xd, long long od, long long off",
         body = GRID .. " {\n        long long o = i / xd, r = i % xd;\n        st_y(o * od + off + r, ld_x(i));\n    }" }
       local count = e.numel(x)
-      for _, l in ipairs(e.launch(k, ops, { { "long long", count }, { "long long", x.shape[di] * inner },
-          { "long long", n.out.shape[di] * inner }, { "long long", offset * inner } }, { grid = count })) do lines[#lines + 1] = l end
+      for _, l in ipairs(e.launch(k, ops, { { "long long", count }, { "long long", mul(x.shape[di], inner) },
+          { "long long", mul(n.out.shape[di], inner) }, { "long long", mul(offset, inner) } }, { grid = count })) do lines[#lines + 1] = l end
       offset = offset + x.shape[di]
     end
     return lines
@@ -802,8 +810,8 @@ ops_cuda.cat = {
         local k = e.kernel { kind = "cat_grad", ops = ops, params = "long long n, long long xd, long long od, long long off",
           body = GRID .. " {\n        long long o = i / xd, r = i % xd;\n        acc_dx(i, ld_dy(o * od + off + r));\n    }" }
         local count = e.numel(x)
-        for _, l in ipairs(e.launch(k, ops, { { "long long", count }, { "long long", x.shape[di] * inner },
-            { "long long", n.out.shape[di] * inner }, { "long long", offset * inner } }, { grid = count })) do lines[#lines + 1] = l end
+        for _, l in ipairs(e.launch(k, ops, { { "long long", count }, { "long long", mul(x.shape[di], inner) },
+            { "long long", mul(n.out.shape[di], inner) }, { "long long", mul(offset, inner) } }, { grid = count })) do lines[#lines + 1] = l end
       end
       offset = offset + x.shape[di]
     end
@@ -889,6 +897,52 @@ local function block_threads(D)
 end
 local LN_CHUNKS = 64
 
+-- The weight (and bias) gradients of a norm over the last D elements of each row
+-- (LayerNorm, RMSNorm): a part kernel sums, per column, each of LN_CHUNKS chunks of the
+-- rows (dw's `term` of row r, column col, given g = dy; db's g), in double, into scratch;
+-- a second kernel adds the chunks in order (deterministic, no atomics).  `kind` names the
+-- kernels; `with_bias`: the op's bias sums are made (LayerNorm's, even when db is not needed);
+-- `stat_params` and `stats`: the saved row statistics `term` reads.
+local function norm_param_grads(e, kind, dy, x, dw, db, D, rows, stat_params, stats, term, with_bias)
+  local sums = with_bias and 2 or 1
+  -- part (sums, CHUNKS, D) doubles: chunk c's sums over its rows
+  local part = e.scratch(sums * LN_CHUNKS * D * 2, "f32")
+  local ops = { { "dy", dy, "r" }, { "x", e.val(x), "r" } }
+  local kp = e.kernel { kind = kind .. "_part", ops = ops,
+    params = "long long n, long long rows, int D, " .. stat_params .. ", double *part",
+    body = GRID .. [[ {
+        const int c = (int)(i / D), col = (int)(i % D);
+        const long long lo = rows * c / ]] .. LN_CHUNKS .. ", hi = rows * (c + 1) / " .. LN_CHUNKS .. [[;
+        double sw = 0]] .. (with_bias and ", sb = 0" or "") .. [[;
+        for (long long r = lo; r < hi; r++) {
+            const float g = ld_dy(r * D + col);
+            sw += ]] .. term .. [[;
+]] .. (with_bias and "            sb += g;\n" or "") .. [[
+        }
+        part[i] = sw;
+]] .. (with_bias and "        part[n + i] = sb;\n" or "") .. "    }" }
+  local args = { { "long long", LN_CHUNKS * D }, { "long long", rows }, { "int", D } }
+  for _, a in ipairs(stats) do args[#args + 1] = a end
+  args[#args + 1] = { "void *", part.ptr }
+  local lines = e.launch(kp, ops, args, { grid = LN_CHUNKS * D })
+  local fops = {}
+  if dw then fops[#fops + 1] = { "dw", dw, "a" } end
+  if db then fops[#fops + 1] = { "db", db, "a" } end
+  local body = { GRID .. " {", "        double sw = 0" .. (with_bias and ", sb = 0" or "") .. ";",
+    "        for (int c = 0; c < " .. LN_CHUNKS .. "; c++) " .. (with_bias and
+      ("{ sw += part[(long long)c * n + i]; sb += part[(long long)(" .. LN_CHUNKS .. " + c) * n + i]; }")
+      or "sw += part[(long long)c * n + i];") }
+  if dw then body[#body + 1] = "        acc_dw(i, (float)sw);" end
+  if db then body[#body + 1] = "        acc_db(i, (float)sb);" end
+  if not dw then body[#body + 1] = "        (void)sw;" end
+  if with_bias and not db then body[#body + 1] = "        (void)sb;" end
+  body[#body + 1] = "    }"
+  local kf = e.kernel { kind = kind .. (with_bias and ((dw and "_dw" or "") .. (db and "_db" or "")) or ""), ops = fops,
+    params = "long long n, const double *part", body = table.concat(body, "\n") }
+  for _, l in ipairs(e.launch(kf, fops, { { "long long", D }, { "void *", part.ptr } }, { grid = D })) do lines[#lines + 1] = l end
+  return lines
+end
+
 local function ln_layout(n)
   local x = n.inputs[1]
   local k = #n.attrs.normalized_shape
@@ -954,38 +1008,8 @@ ops_cuda.layer_norm = {
         { grid = times(rows, T), threads = T }))
     end
     if dw or db then
-      -- part (2, CHUNKS, D) doubles: chunk c's sums of dy * xhat and of dy over its rows
-      local part = e.scratch(2 * LN_CHUNKS * D * 2, "f32")
-      local ops = { { "dy", dy, "r" }, { "x", e.val(x), "r" } }
-      local kp = e.kernel { kind = "layer_norm_grad_wb_part", ops = ops,
-        params = "long long n, long long rows, int D, const float *save_mean, const float *save_rstd, double *part",
-        body = GRID .. [[ {
-        const int c = (int)(i / D), col = (int)(i % D);
-        const long long lo = rows * c / ]] .. LN_CHUNKS .. ", hi = rows * (c + 1) / " .. LN_CHUNKS .. [[;
-        double sw = 0, sb = 0;
-        for (long long r = lo; r < hi; r++) {
-            const float g = ld_dy(r * D + col);
-            sw += so_ln_term(g, ld_x(r * D + col), save_mean[r], save_rstd[r]);
-            sb += g;
-        }
-        part[i] = sw;
-        part[n + i] = sb;
-    }]] }
-      add(e.launch(kp, ops, { { "long long", LN_CHUNKS * D }, { "long long", rows }, { "int", D }, stats[1], stats[2],
-        { "void *", part.ptr } }, { grid = LN_CHUNKS * D }))
-      local fops = {}
-      if dw then fops[#fops + 1] = { "dw", dw, "a" } end
-      if db then fops[#fops + 1] = { "db", db, "a" } end
-      local body = { GRID .. " {", "        double sw = 0, sb = 0;",
-        "        for (int c = 0; c < " .. LN_CHUNKS .. "; c++) { sw += part[(long long)c * n + i]; sb += part[(long long)(" .. LN_CHUNKS .. " + c) * n + i]; }" }
-      if dw then body[#body + 1] = "        acc_dw(i, (float)sw);" end
-      if db then body[#body + 1] = "        acc_db(i, (float)sb);" end
-      if not dw then body[#body + 1] = "        (void)sw;" end
-      if not db then body[#body + 1] = "        (void)sb;" end
-      body[#body + 1] = "    }"
-      local kf = e.kernel { kind = "layer_norm_grad_wb" .. (dw and "_dw" or "") .. (db and "_db" or ""), ops = fops,
-        params = "long long n, const double *part", body = table.concat(body, "\n") }
-      add(e.launch(kf, fops, { { "long long", D }, { "void *", part.ptr } }, { grid = D }))
+      add(norm_param_grads(e, "layer_norm_grad_wb", dy, x, dw, db, D, rows, "const float *save_mean, const float *save_rstd",
+        { stats[1], stats[2] }, "so_ln_term(g, ld_x(r * D + col), save_mean[r], save_rstd[r])", true))
     end
     return lines
   end,
@@ -1035,8 +1059,8 @@ ops_cuda.embedding = {
 -- column, the CPU's loops over D (float sums, in its order)
 
 local function softmax_layout(e, n)
-  local d, D, inner = require("ops").softmax.layout(n)
-  return e.outer(n.inputs[1], d), D, inner
+  local d, D = require("ops").softmax.layout(n)
+  return e.outer(n.inputs[1], d), D, dims_after(n.inputs[1].shape, d + 1)
 end
 local COLUMN = [[const long long base = i / INNER * D * INNER + i % INNER;
         float mx = -__int_as_float(0x7f800000);
@@ -1100,11 +1124,8 @@ end
 -- the output's sizes and, per output dim, the input's stride (B stands for the batch)
 local function permute_geometry(n, perm)
   local x = n.inputs[1]
-  local st, run = {}, 1
-  for i = #x.shape, 1, -1 do
-    st[i] = run
-    run = x.shape[i] == "B" and run or run * x.shape[i]
-  end
+  local st = {}
+  for i = #x.shape, 1, -1 do st[i] = dims_after(x.shape, i + 1) end
   local size, stride = {}, {}
   for j, p in ipairs(perm) do
     size[j] = x.shape[p + 1] == "B" and "B" or x.shape[p + 1]
@@ -1160,9 +1181,13 @@ ops_cuda.slice = {
 -- accumulators; else a float sum over D)
 
 local function reduce_layout(e, n)
-  local first, D, inner = require("ops").sum.layout(n)
+  local first, D = require("ops").sum.layout(n)
   if not first then return 1, e.numel(n.inputs[1]), 1 end
-  return e.outer(n.inputs[1], first), D, inner
+  local x = n.inputs[1]
+  -- (the reduced dims hold no B: ops.lua refuses that; INNER may name it)
+  local last = 0
+  for _, d in ipairs(n.attrs.dims) do last = math.max(last, norm(d, #x.shape) + 1) end
+  return e.outer(x, first), D, dims_after(x.shape, last + 1)
 end
 for _, name in ipairs { "sum", "mean" } do
   ops_cuda[name] = {
@@ -1396,9 +1421,13 @@ local INDEX = [[const long long bs[4] = { b0, b1, b2, b3 }, ss[4] = { s0, s1, s2
         for (int j = 3; j >= 0; j--) { mat += r % bs[j] * ss[j]; r /= bs[j]; }
         ]]
 
+-- a matrix dim as a size (B: a Size; a tensor whose batch dimension is not first)
+local function msize(v) return v == "B" and dims_after({ "B" }, 1) or v end
+-- a size's elements at the largest batch
+local function at_max(e, v) return math.type(v) == "integer" and v or v:at(e.count_max({ "B" })) end
 -- the operand expanded to one matrix per batch (nbat, size) in scratch, in format `fmt`
 local function expand(e, l, s, x, size, nbat, lines)
-  local out = e.scratch(e.count_max(l.bshape) * size, x.V)
+  local out = e.scratch(e.count_max(l.bshape) * at_max(e, size), x.V)
   local ops = { { "x", x, "r" }, { "y", out, "w" } }
   local args = { { "long long", times(nbat, size) }, { "long long", size } }
   for _, a in ipairs(index_args(l, s)) do args[#args + 1] = a end
@@ -1426,7 +1455,7 @@ ops_cuda.matmul = {
   forward = function(e, n)
     local l = require("ops").matmul.layout(n)
     local a, b = n.inputs[1], n.inputs[2]
-    local M, K, N = l.M, l.K, l.N
+    local M, K, N = msize(l.M), msize(l.K), msize(l.N)
     local nbat = prod(l.bshape)
     local ka, kb = batch_kind(l, l.sa), batch_kind(l, l.sb)
     if ka == "dense" and kb == "shared" then
@@ -1436,17 +1465,17 @@ ops_cuda.matmul = {
     local lines = {}
     local A, B = e.val(a), e.val(b)
     local nA, nB = e.numel(a), e.numel(b)
-    if ka == "broadcast" then A = expand(e, l, l.sa, A, M * K, nbat, lines); ka = "dense"; nA = times(nbat, M * K) end
-    if kb == "broadcast" then B = expand(e, l, l.sb, B, K * N, nbat, lines); kb = "dense"; nB = times(nbat, K * N) end
+    if ka == "broadcast" then A = expand(e, l, l.sa, A, mul(M, K), nbat, lines); ka = "dense"; nA = times(nbat, mul(M, K)) end
+    if kb == "broadcast" then B = expand(e, l, l.sb, B, mul(K, N), nbat, lines); kb = "dense"; nB = times(nbat, mul(K, N)) end
     for _, ln in ipairs(e.gemm { what = "matmul", ta = 0, tb = 0, M = M, N = N, K = K, A = A, B = B, C = e.val(n.out),
-        batch = nbat, sA = ka == "dense" and M * K or 0, sB = kb == "dense" and K * N or 0, sC = M * N,
+        batch = nbat, sA = ka == "dense" and mul(M, K) or 0, sB = kb == "dense" and mul(K, N) or 0, sC = mul(M, N),
         nA = nA, nB = nB, nC = e.numel(n.out) }) do lines[#lines + 1] = ln end
     return lines
   end,
   backward = function(e, n)
     local l = require("ops").matmul.layout(n)
     local a, b = n.inputs[1], n.inputs[2]
-    local M, K, N = l.M, l.K, l.N
+    local M, K, N = msize(l.M), msize(l.K), msize(l.N)
     local nbat = prod(l.bshape)
     local ka, kb = batch_kind(l, l.sa), batch_kind(l, l.sb)
     local dy, da, db = e.grad(n.out), e.grad(a), e.grad(b)
@@ -1460,8 +1489,8 @@ ops_cuda.matmul = {
     end
     local A, B = e.val(a), e.val(b)
     local nA, nB = e.numel(a), e.numel(b)
-    local sa = ka == "dense" and M * K or 0
-    local sb = kb == "dense" and K * N or 0
+    local sa = ka == "dense" and mul(M, K) or 0
+    local sb = kb == "dense" and mul(K, N) or 0
     local dyn = e.numel(n.out)
     -- the gradient of one operand: straight into it when dense, else per batch and summed
     local function grad_of(kind, s, grad, count, size, q)
@@ -1471,22 +1500,22 @@ ops_cuda.matmul = {
         add(e.gemm(q))
         return
       end
-      local per = e.scratch(e.count_max(l.bshape) * size, "f32")
+      local per = e.scratch(e.count_max(l.bshape) * at_max(e, size), "f32")
       q.C = per
       add(e.gemm(q))
       reduce_batches(e, l, s, per, grad, count, size, nbat, lines)
     end
     if da then   -- da[bi] (M, K) += dy[bi] (M, N) · b[bi]ᵀ
       local Bx, nBx, sbx = B, nB, sb
-      if kb == "broadcast" then Bx = expand(e, l, l.sb, B, K * N, nbat, lines); nBx = times(nbat, K * N); sbx = K * N end
-      grad_of(ka, l.sa, da, e.numel(a), M * K, { what = "matmul da", ta = 0, tb = 1, M = M, N = K, K = N, A = dy, B = Bx,
-        sA = M * N, sB = sbx, nA = dyn, nB = nBx })
+      if kb == "broadcast" then Bx = expand(e, l, l.sb, B, mul(K, N), nbat, lines); nBx = times(nbat, mul(K, N)); sbx = mul(K, N) end
+      grad_of(ka, l.sa, da, e.numel(a), mul(M, K), { what = "matmul da", ta = 0, tb = 1, M = M, N = K, K = N, A = dy, B = Bx,
+        sA = mul(M, N), sB = sbx, nA = dyn, nB = nBx })
     end
     if db then   -- db[bi] (K, N) += a[bi]ᵀ (K, M) · dy[bi] (M, N)
       local Ax, nAx, sax = A, nA, sa
-      if ka == "broadcast" then Ax = expand(e, l, l.sa, A, M * K, nbat, lines); nAx = times(nbat, M * K); sax = M * K end
-      grad_of(kb, l.sb, db, e.numel(b), K * N, { what = "matmul db", ta = 1, tb = 0, M = K, N = N, K = M, A = Ax, B = dy,
-        sA = sax, sB = M * N, nA = nAx, nB = dyn })
+      if ka == "broadcast" then Ax = expand(e, l, l.sa, A, mul(M, K), nbat, lines); nAx = times(nbat, mul(M, K)); sax = mul(M, K) end
+      grad_of(kb, l.sb, db, e.numel(b), mul(K, N), { what = "matmul db", ta = 1, tb = 0, M = K, N = N, K = M, A = Ax, B = dy,
+        sA = sax, sB = mul(M, N), nA = nAx, nB = dyn })
     end
     return lines
   end,
@@ -2199,25 +2228,8 @@ ops_cuda.rms_norm = {
       add(e.launch(kern, ops, { { "long long", rows }, { "int", D }, rstd }, { grid = times(rows, T), threads = T }))
     end
     if dw then
-      -- part (CHUNKS, D) doubles: chunk c's sums of dy x rstd over its rows
-      local part = e.scratch(LN_CHUNKS * D * 2, "f32")
-      local ops = { { "dy", dy, "r" }, { "x", e.val(x), "r" } }
-      local kp = e.kernel { kind = "rms_norm_grad_w_part", ops = ops,
-        params = "long long n, long long rows, int D, const float *save_rstd, double *part",
-        body = GRID .. [[ {
-        const int c = (int)(i / D), col = (int)(i % D);
-        const long long lo = rows * c / ]] .. LN_CHUNKS .. ", hi = rows * (c + 1) / " .. LN_CHUNKS .. [[;
-        double sw = 0;
-        for (long long r = lo; r < hi; r++) sw += ld_dy(r * D + col) * ld_x(r * D + col) * save_rstd[r];
-        part[i] = sw;
-    }]] }
-      add(e.launch(kp, ops, { { "long long", LN_CHUNKS * D }, { "long long", rows }, { "int", D }, rstd, { "void *", part.ptr } },
-        { grid = LN_CHUNKS * D }))
-      local fops = { { "dw", dw, "a" } }
-      local kf = e.kernel { kind = "rms_norm_grad_w", ops = fops, params = "long long n, const double *part",
-        body = GRID .. " {\n        double sw = 0;\n        for (int c = 0; c < " .. LN_CHUNKS ..
-               "; c++) sw += part[(long long)c * n + i];\n        acc_dw(i, (float)sw);\n    }" }
-      add(e.launch(kf, fops, { { "long long", D }, { "void *", part.ptr } }, { grid = D }))
+      add(norm_param_grads(e, "rms_norm_grad_w", dy, x, dw, nil, D, rows, "const float *save_rstd", { rstd },
+        "g * ld_x(r * D + col) * save_rstd[r]", false))
     end
     return lines
   end,
@@ -2649,9 +2661,12 @@ ops_cuda.step = step
 -- the spec line): nil, or why not
 ops_cuda.supported = function(node)
   local op = node.op
+  -- a tensor whose batch dimension is not first: the ops the op table marks batch_anywhere
+  -- take it (their sizes name B wherever it is); tensor.apply refuses the rest
   for _, x in pairs(node.inputs) do
-    -- (one message per spec line: an LSTM's initial states meet several such ops)
-    if require("ops").batch_dim_inside(x.shape) then return "a tensor whose batch dimension is not first", true end
+    if not require("ops")[op].batch_anywhere and require("ops").batch_dim_inside(x.shape) then
+      return "a tensor whose batch dimension is not first", true
+    end
   end
   if (op == "transpose" or op == "permute") and #node.inputs[1].shape > MAXDIM then
     return string.format("a %d-d tensor (at most %d dims)", #node.inputs[1].shape, MAXDIM)

@@ -184,7 +184,9 @@ local function fuse_stage(l)
   if l.backend ~= "cuda" then return l end
   local describe, tail_of = require("emit_cuda").fusion_rules(l)
   return with(l, { fuse = require("fuse").plan(l.trace, l.pp, l.autodiff, is_alias, describe, tail_of,
-                                              { no_fuse = l.options.no_fuse }) })
+                                              -- (a training_step's ops unfused: its
+                                              -- forward runs and backwards cut the chains)
+                                              { no_fuse = l.options.no_fuse or l.autodiff.segments ~= nil }) })
 end
 
 -- emit: the program's files ({ [name] = text }) and what the emitters counted for the

@@ -321,14 +321,16 @@ end
 ---------------------------------------------------------------------------
 -- The C backend
 
--- Refusals before any work (emit_c.check): what the user step does not do yet.
-function user_step.check_cpu(g, target, precision)
+-- Refusals before any work (emit_c.check, emit_cuda.check): what the user step does not
+-- do yet on `backend` ("cpu": 32-true and 64-true; "cuda": 32-true).
+function user_step.check(g, target, precision, backend)
   local sp, st = g.spec, g.step
   local tr = sp.train
   local where = st.where
-  if precision ~= "32-true" and precision ~= "64-true" then
-    diag.fatal(target.precision and where or sp.fabric.where, string.format("precision '%s' with a training_step is not supported yet "
-      .. "(32-true and 64-true are)", precision))
+  local cuda = backend == "cuda"
+  if precision ~= "32-true" and (cuda or precision ~= "64-true") then
+    diag.fatal(target.precision and where or sp.fabric.where, string.format("precision '%s' with a training_step is not supported %syet "
+      .. "(%s)", precision, cuda and "by the CUDA backend " or "", cuda and "32-true is" or "32-true and 64-true are"))
   end
   local function refuse(key, what)
     diag.fatal(diag.key_where(tr.where, key) or tr.where, what .. " with a training_step is not supported yet")
@@ -447,37 +449,55 @@ function user_step.model_c(l, forward_lines, node_comment)
   return table.concat(text), table.concat(protos, "\n"), wide
 end
 
+-- Optimizer `o`'s parameters in the layout (plan.lua's state.params) as runs of
+-- neighbours { begin, finish, names } (finish: the last one's end, without padding).
+function user_step.runs(params, o)
+  local mine = {}
+  for _, name in ipairs(o.params) do mine[name] = true end
+  local runs = {}
+  for i, p in ipairs(params) do
+    if mine[p.name] then
+      local last = runs[#runs]
+      local finish = p.offset + p.numel
+      if last and last.next_index == i then
+        last.finish, last.count, last.last, last.next_index = finish, last.count + 1, p.name, i + 1
+      else
+        runs[#runs + 1] = { begin = p.offset, finish = finish, first = p.name, last = p.name, count = 1, next_index = i + 1 }
+      end
+    end
+  end
+  for _, r in ipairs(runs) do
+    r.names = r.count == 1 and r.first or string.format("%s .. %s (%d tensors)", r.first, r.last, r.count)
+  end
+  return runs
+end
+
+-- Optimizer `o`'s momentum argument of the update (beta1, SGD's momentum; 0 without)
+function user_step.momentum(o)
+  local rule = require("optimizers").rule(o.opt.kind)
+  return rule.momentum and rule.momentum(o.opt.args) or 0.0
+end
+
+-- How many times each optimizer steps in one training step (segments' `step`s)
+function user_step.steps_per(segments)
+  local per = {}
+  for _, s in ipairs(segments) do
+    if s.kind == "step" then per[s.opt] = (per[s.opt] or 0) + 1 end
+  end
+  return per
+end
+
 -- optim.c's part: each optimizer's step over its own parameters and its zero_grad, and
 -- model_user_step (the step as the spec wrote it).  `code(opt, runs)`: emit_train's
 -- optimizer_code for `opt` restricted to `runs` ({ begin, finish, names }).
 function user_step.optim_c(l, code)
   local st, lit = l.state, function(v) return util.c_float(v, "") end
-  local steps_of = {}   -- optimizer → how many steps a training step takes
-  for _, s in ipairs(l.autodiff.segments) do
-    if s.kind == "step" then steps_of[s.opt] = (steps_of[s.opt] or 0) + 1 end
-  end
+  local steps_of = user_step.steps_per(l.autodiff.segments)   -- optimizer → its steps in a training step
   local text, protos = { "\n#include <string.h>   // memset: zero_grad\n" }, {}
   for _, o in ipairs(l.graph.step.optimizers) do
-    local mine = {}
-    for _, name in ipairs(o.params) do mine[name] = true end
-    local runs = {}
-    for i, p in ipairs(st.params) do
-      if mine[p.name] then
-        local last = runs[#runs]
-        local finish = p.offset + p.numel
-        if last and last.next_index == i then
-          last.finish, last.count, last.last, last.next_index = finish, last.count + 1, p.name, i + 1
-        else
-          runs[#runs + 1] = { begin = p.offset, finish = finish, first = p.name, last = p.name, count = 1, next_index = i + 1 }
-        end
-      end
-    end
-    for _, r in ipairs(runs) do
-      r.names = r.count == 1 and r.first or string.format("%s .. %s (%d tensors)", r.first, r.last, r.count)
-    end
+    local runs = user_step.runs(st.params, o)
     local c = code(o.opt, runs)
-    local rule = require("optimizers").rule(o.opt.kind)
-    local mom = rule.momentum and rule.momentum(o.opt.args) or 0.0
+    local mom = user_step.momentum(o)
     text[#text + 1] = string.format("\n// optimizer '%s' (spec line %d): %s, over %s\n"
       .. "static void optimizer_step_%s(Optimizer *o, Model *m, double lr, double mom, int64_t step) {\n%s\n}\n",
       o.name, o.where.line, c.desc, table.concat(o.params, ", "), o.name, c.step)

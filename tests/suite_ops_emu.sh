@@ -28,7 +28,20 @@
 #    32-true; reduce.lua (max over a dim, var/std, cosine_similarity, maximum/minimum/pow,
 #    smooth_l1/huber with a target that needs a gradient) and image.lua (GroupNorm,
 #    InstanceNorm2d, adaptive pooling, Upsample nearest/bilinear, kl_div) at 32-true
-#    (measured: at most 3.0e-8 at 32-true, 1.2e-4 for where at bf16-true).
+#    (measured: at most 3.0e-8 at 32-true, 1.2e-4 for where at bf16-true);
+#  - freeze.lua (train.freeze: a frozen conv, BatchNorm, LayerNorm weight and bias under
+#    AdamW's decay and a parameter group) at 32-true (measured 8.2e-8) and bf16-mixed
+#    (the compute copy of frozen weights stays the uploaded one); plateau.lua
+#    (ReduceLROnPlateau: its lr halved after each of 3 validations) at 32-true
+#    (measured 1.2e-7); a spec's own training_step: gan_step.lua (two Adams over G and D,
+#    D stepped twice a step, detach, no_grad, randn, BatchNorm run several times a step)
+#    and vae_step.lua (SGD with momentum and decay, a method, randn_like) at 32-true
+#    (measured 1.1e-7 and 1.2e-7); freeze, plateau and gan_step again with --cuda-graph,
+#    bit for bit the plain runs;
+#  - tensors whose batch dimension is not first: batch_inside.lua ((T, B, H) after a
+#    transpose: slice and cat along T, broadcasts through B, reductions before and after
+#    it, softmax over T, Linear, matmul with B as a matrix dim, where, permute) at 32-true
+#    (measured 7.5e-9).
 # SKIPs without the CUDA toolkit (the emulator compiles kernels with NVRTC) or numpy.
 set -u
 cd "$(dirname "$0")/.."
@@ -59,10 +72,20 @@ CASES=("attention_ops tests/cuda_specs/attention_ops.lua 32-true 3 1e-5"
        "act tests/ops/act.lua bf16-mixed 3 1e-3"
        "attn_mask tests/ops/attn_mask.lua 32-true 3 1e-5"
        "reduce tests/ops/reduce.lua 32-true 3 1e-5"
-       "image tests/ops/image.lua 32-true 3 1e-5")
-echo "1..$((${#CASES[@]} + 1))"   # ops_emu_matches_cpu_NAME_PREC, ops_emu_flash_matches_gemm
+       "image tests/ops/image.lua 32-true 3 1e-5"
+       "freeze tests/cuda_specs/freeze.lua 32-true 3 1e-5"
+       "freeze tests/cuda_specs/freeze.lua bf16-mixed 3 1e-3"
+       "plateau tests/cuda_specs/plateau.lua 32-true 8 1e-5"
+       "gan_step tests/cuda_specs/gan_step.lua 32-true 3 1e-5"
+       "vae_step tests/cuda_specs/vae_step.lua 32-true 3 1e-5"
+       "batch_inside tests/ops/batch_inside.lua 32-true 3 1e-5")
+# --cuda-graph: these cases' programs again with the step captured and replayed, against
+# their plain runs bit for bit (NAME PRECISION STEPS)
+GRAPH_CASES=("freeze 32-true 3" "plateau 32-true 8" "gan_step 32-true 3")
+echo "1..$((${#CASES[@]} + ${#GRAPH_CASES[@]} + 1))"   # ops_emu_matches_cpu_NAME_PREC, ops_emu_graph_NAME_PREC, ops_emu_flash_matches_gemm
 if [ ! -x "$CUDA/bin/nvcc" ] || ! "$PY" -c "import numpy" 2>/dev/null; then
   for c in "${CASES[@]}"; do set -- $c; echo "ok ops_emu_matches_cpu_$1_$3 # SKIP no CUDA toolkit or no numpy"; done
+  for c in "${GRAPH_CASES[@]}"; do set -- $c; echo "ok ops_emu_graph_$1_$2 # SKIP no CUDA toolkit or no numpy"; done
   echo "ok ops_emu_flash_matches_gemm # SKIP no CUDA toolkit or no numpy"
   exit 0
 fi
@@ -96,6 +119,20 @@ for c in "${CASES[@]}"; do
     echo "ok ops_emu_matches_cpu_${name}_$prec ($steps steps: $out; bound $bound)"
   else
     echo "not ok ops_emu_matches_cpu_${name}_$prec: $out (bound $bound)"
+  fi
+done
+
+for c in "${GRAPH_CASES[@]}"; do
+  set -- $c
+  d="$tmp/$1_$2"
+  if ! "$d/cuda/emu/run" --max-steps "$3" --seed 11 --out "$d/run_graph" --cuda-graph >"$d/graph.log" 2>&1; then
+    echo "not ok ops_emu_graph_$1_$2: $(tail -n 1 "$d/graph.log")"
+  elif ! grep -q "graph launches" "$d/graph.log" || grep -q "^--cuda-graph: 0 graph launches" "$d/graph.log"; then
+    echo "not ok ops_emu_graph_$1_$2: no graph was launched"
+  elif cmp -s "$d/run_graph/last.safetensors" "$d/run_cuda/last.safetensors"; then
+    echo "ok ops_emu_graph_$1_$2 ($3 steps, $(grep -o "[0-9]* graph launches" "$d/graph.log"): the plain run's checkpoint, bit for bit)"
+  else
+    echo "not ok ops_emu_graph_$1_$2: the checkpoint differs from the plain run's"
   fi
 done
 
