@@ -1586,41 +1586,33 @@ end
 -- [fsdp_lo(), fsdp_hi()); the host copy stays whole (a checkpoint's full tensors, gathered
 -- on rank 0 by ddp_blocks' save, each rank's part kept from them on resume).
 local function optimizer_state_code(opt_states, sharded)
+  -- where each state's device buffer lives, how long it is, and its copies to and from the
+  -- host's whole copy (%s: the state's name; `to_host`'s and `to_device`'s take it twice)
+  local layout = sharded == "FULL_SHARD" and {   -- (runtime/ddp_nccl.h: each unit's part, gathered whole on rank 0 for a checkpoint)
+    device = "on the device: FSDP FULL_SHARD, this rank's parts of the units",
+    len = "fsdp_nccl_shard_len() + 64",
+    to_host = "        fsdp_nccl_gather_host(o->d_%s, sizeof(opt_t), o->%s);   // every rank's parts, whole on rank 0's host",
+    to_device = "        fsdp_nccl_keep_host(o->d_%s, sizeof(opt_t), o->%s);   // this rank's parts of the whole tensors",
+  } or sharded and {
+    device = "on the device: FSDP, this rank's part [fsdp_lo(), fsdp_hi())",
+    len = "fsdp_shard_len() + 64",
+    to_host = "        LC_CHECK(cudaMemcpyAsync(o->%s + fsdp_lo(), o->d_%s, sizeof(opt_t) * (fsdp_hi() - fsdp_lo()), cudaMemcpyDeviceToHost, STREAM(m->stream)));",
+    to_device = "        LC_CHECK(cudaMemcpyAsync(o->d_%s, o->%s + fsdp_lo(), sizeof(opt_t) * (fsdp_hi() - fsdp_lo()), cudaMemcpyHostToDevice, STREAM(m->stream)));",
+  } or {
+    device = "on the device",
+    len = "NUM_PARAMS",
+    to_host = "        LC_CHECK(cudaMemcpyAsync(o->%s, o->d_%s, sizeof(opt_t) * NUM_PARAMS, cudaMemcpyDeviceToHost, STREAM(m->stream)));",
+    to_device = "        LC_CHECK(cudaMemcpyAsync(o->d_%s, o->%s, sizeof(opt_t) * NUM_PARAMS, cudaMemcpyHostToDevice, STREAM(m->stream)));",
+  }
   local opt_fields, opt_alloc, opt_copy_h, opt_copy_d, opt_free = {}, {}, {}, {}, {}
-  if sharded == "FULL_SHARD" then   -- (runtime/ddp_nccl.h: each unit's part, gathered whole on rank 0 for a checkpoint)
-    for _, s in ipairs(opt_states) do
-      opt_fields[#opt_fields + 1] = string.format("    opt_t *%s;     // NUM_PARAMS, laid out like the parameters (host copy, for checkpoints)", s)
-      opt_fields[#opt_fields + 1] = string.format("    opt_t *d_%s;   // on the device: FSDP FULL_SHARD, this rank's parts of the units", s)
-      opt_alloc[#opt_alloc + 1] = string.format("    LC_CHECK(cudaMallocHost((void **)&o->%s, sizeof(opt_t) * NUM_PARAMS));\n" ..
-        "    memset(o->%s, 0, sizeof(opt_t) * NUM_PARAMS);\n    LC_CHECK(cudaMalloc((void **)&o->d_%s, sizeof(opt_t) * fsdp_nccl_shard_len() + 64));\n" ..
-        "    LC_CHECK(cudaMemset(o->d_%s, 0, sizeof(opt_t) * fsdp_nccl_shard_len() + 64));", s, s, s, s)
-      opt_copy_h[#opt_copy_h + 1] = string.format("        fsdp_nccl_gather_host(o->d_%s, sizeof(opt_t), o->%s);   // every rank's parts, whole on rank 0's host", s, s)
-      opt_copy_d[#opt_copy_d + 1] = string.format("        fsdp_nccl_keep_host(o->d_%s, sizeof(opt_t), o->%s);   // this rank's parts of the whole tensors", s, s)
-      opt_free[#opt_free + 1] = string.format("    cudaFreeHost(o->%s); cudaFree(o->d_%s);", s, s)
-    end
-    return { fields = opt_fields, alloc = opt_alloc, to_host = opt_copy_h, to_device = opt_copy_d, free = opt_free }
-  end
-  if sharded then
-    for _, s in ipairs(opt_states) do
-      opt_fields[#opt_fields + 1] = string.format("    opt_t *%s;     // NUM_PARAMS, laid out like the parameters (host copy, for checkpoints)", s)
-      opt_fields[#opt_fields + 1] = string.format("    opt_t *d_%s;   // on the device: FSDP, this rank's part [fsdp_lo(), fsdp_hi())", s)
-      opt_alloc[#opt_alloc + 1] = string.format("    LC_CHECK(cudaMallocHost((void **)&o->%s, sizeof(opt_t) * NUM_PARAMS));\n" ..
-        "    memset(o->%s, 0, sizeof(opt_t) * NUM_PARAMS);\n    LC_CHECK(cudaMalloc((void **)&o->d_%s, sizeof(opt_t) * fsdp_shard_len() + 64));\n" ..
-        "    LC_CHECK(cudaMemset(o->d_%s, 0, sizeof(opt_t) * fsdp_shard_len() + 64));", s, s, s, s)
-      opt_copy_h[#opt_copy_h + 1] = string.format("        LC_CHECK(cudaMemcpyAsync(o->%s + fsdp_lo(), o->d_%s, sizeof(opt_t) * (fsdp_hi() - fsdp_lo()), cudaMemcpyDeviceToHost, STREAM(m->stream)));", s, s)
-      opt_copy_d[#opt_copy_d + 1] = string.format("        LC_CHECK(cudaMemcpyAsync(o->d_%s, o->%s + fsdp_lo(), sizeof(opt_t) * (fsdp_hi() - fsdp_lo()), cudaMemcpyHostToDevice, STREAM(m->stream)));", s, s)
-      opt_free[#opt_free + 1] = string.format("    cudaFreeHost(o->%s); cudaFree(o->d_%s);", s, s)
-    end
-    return { fields = opt_fields, alloc = opt_alloc, to_host = opt_copy_h, to_device = opt_copy_d, free = opt_free }
-  end
   for _, s in ipairs(opt_states) do
     opt_fields[#opt_fields + 1] = string.format("    opt_t *%s;     // NUM_PARAMS, laid out like the parameters (host copy, for checkpoints)", s)
-    opt_fields[#opt_fields + 1] = string.format("    opt_t *d_%s;   // on the device", s)
+    opt_fields[#opt_fields + 1] = string.format("    opt_t *d_%s;   // %s", s, layout.device)
     opt_alloc[#opt_alloc + 1] = string.format("    LC_CHECK(cudaMallocHost((void **)&o->%s, sizeof(opt_t) * NUM_PARAMS));\n" ..
-      "    memset(o->%s, 0, sizeof(opt_t) * NUM_PARAMS);\n    LC_CHECK(cudaMalloc((void **)&o->d_%s, sizeof(opt_t) * NUM_PARAMS));\n" ..
-      "    LC_CHECK(cudaMemset(o->d_%s, 0, sizeof(opt_t) * NUM_PARAMS));", s, s, s, s)
-    opt_copy_h[#opt_copy_h + 1] = string.format("        LC_CHECK(cudaMemcpyAsync(o->%s, o->d_%s, sizeof(opt_t) * NUM_PARAMS, cudaMemcpyDeviceToHost, STREAM(m->stream)));", s, s)
-    opt_copy_d[#opt_copy_d + 1] = string.format("        LC_CHECK(cudaMemcpyAsync(o->d_%s, o->%s, sizeof(opt_t) * NUM_PARAMS, cudaMemcpyHostToDevice, STREAM(m->stream)));", s, s)
+      "    memset(o->%s, 0, sizeof(opt_t) * NUM_PARAMS);\n    LC_CHECK(cudaMalloc((void **)&o->d_%s, sizeof(opt_t) * %s));\n" ..
+      "    LC_CHECK(cudaMemset(o->d_%s, 0, sizeof(opt_t) * %s));", s, s, s, layout.len, s, layout.len)
+    opt_copy_h[#opt_copy_h + 1] = string.format(layout.to_host, s, s)
+    opt_copy_d[#opt_copy_d + 1] = string.format(layout.to_device, s, s)
     opt_free[#opt_free + 1] = string.format("    cudaFreeHost(o->%s); cudaFree(o->d_%s);", s, s)
   end
   return { fields = opt_fields, alloc = opt_alloc, to_host = opt_copy_h, to_device = opt_copy_d, free = opt_free }
