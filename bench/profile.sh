@@ -11,8 +11,6 @@
 #   SPECS="fashion_mlp linear" bench/profile.sh
 #   SPECS="unet resnet18" THREADS_ONLY=1 bench/profile.sh   # only at THREADS threads
 #   SPECS=tiny_gpt bench/profile.sh      # after SPECS=tiny_gpt bench/speed.sh
-#   STEP_CLOCK=cpu THREADS=1 THREADS_ONLY=1 bench/profile.sh   # CPU time: on a loaded machine,
-#                                        # each op's work without the time others held the core
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS=${THREADS:-2}

@@ -877,8 +877,6 @@ function emit.program(l)
     model_name = l.graph.model_rec.class, spec_file = sp.file,
     cc = ddp and "mpicc\n# DDP: OpenMPI's compiler wrapper (runtime/collectives.c needs mpi.h and libmpi)" or "cc",
     extra_cflags = l.options.extra_cflags, extra_ldflags = l.options.extra_ldflags, data_ldlibs = data_rt.ldlibs,
-    -- (not -mprefer-vector-width=512: the tanh GELU's loops gained 20%, but the 2x2
-    -- max-pool's forward took 1.5x as long, fashion_cnn's step 5-10% more)
     opt_flags = l.options.debug and "-O0 -g -march=native" or "-O3 -march=native",
     objects = table.concat(objects, "\n"), object_list = table.concat(list, " "),
   })
