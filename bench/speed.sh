@@ -4,7 +4,8 @@
 # For each benchmarked spec, the same model, batch size, optimizer (the spec's: AdamW lr
 # 1e-3, weight decay 0.01 for the first four) and thread count on both sides:
 #   loom   bench/step_bench.c linked with the generated model.o/optim.o: forward +
-#          backward + clip_gradients + optimizer_step + zero_grad on a fixed batch
+#          backward + clip_gradients + optimizer_step + zero_grad on a fixed batch (a
+#          spec with its own train.training_step, dcgan and vae: model_user_step + zero_grad)
 #   torch  bench/torch_step.py: opt.zero_grad(); loss_fn(model(x), y).backward();
 #          opt.step(), torch.set_num_threads(THREADS), the OpenBLAS pool pinned to one
 #          thread through openblas_set_num_threads, once with each of Debian's OpenBLAS
@@ -12,7 +13,10 @@
 #          moves the libblas.so.3 alternative machine-wide); the faster is PyTorch's
 #          number, and the table names it.  Issue 18's families (resnet18, unet,
 #          vit_tiny, audio_conv1d) have no hand-written reference: PyTorch runs the
-#          module `loom build --emit torch` writes (its training_loss).
+#          module `loom build --emit torch` writes (its training_loss); dcgan and vae
+#          the spec's training_step written again in PyTorch on that module
+#          (tests/torch/family_parity.py's USER_STEPS: two Adams, D then G; the VAE's
+#          reparameterised ELBO).
 # Each process warms up, times every step on its own and reports the median.  The
 # sides run alternately (loom, torch-pthread, torch-openmp, loom, ...; ROUNDS rounds, a
 # fresh process each), so machine noise hits all; the table gives the median over
@@ -32,6 +36,7 @@
 #   ROUNDS=5 OMP_SWEEP=0 bench/speed.sh  # more rounds, no OpenMP sweep
 #   SPECS="fashion_cnn paw" BF16=1 bench/speed.sh
 #   SPECS="resnet18 vit_tiny" OMP_SWEEP=0 bench/speed.sh   # the two larger families (seconds a step)
+#   SPECS="dcgan vae" OMP_SWEEP=0 bench/speed.sh           # the specs with their own training_step
 #   CONTEND=1 OMP_SWEEP=0 bench/speed.sh
 #   CONTEND=alt OMP_SWEEP=0 SPECS="fashion_mlp tiny_transformer fashion_cnn" bench/speed.sh
 #   STEP_DIV=4 ROUNDS=2 bench/speed.sh   # a quick look: a quarter of the timed steps
@@ -83,6 +88,10 @@ spec_row_full() {
         audio_conv1d) echo "specs/audio_conv1d.lua 64 - 3 20 20 1" ;;
         char_lstm)   echo "specs/char_lstm.lua 32 - 3 20 15 1" ;;  # against its emitted model.py; the spec's Adam + clip
         llama)       echo "specs/llama.lua 16 - 3 20 15 1" ;;      # against its emitted model.py; the spec's AdamW groups + clip
+        # specs with their own train.training_step: loom's model_user_step against the step
+        # written again in PyTorch (tests/torch/family_parity.py's USER_STEPS) on the emitted module
+        dcgan)       echo "specs/dcgan.lua 128 - 2 10 10 1" ;;     # two Adams, D then G (BCE on logits)
+        vae)         echo "specs/vae.lua 128 - 3 20 20 1" ;;       # the reparameterised negative ELBO
         *) echo "speed.sh: unknown spec $1" >&2; exit 2 ;;
     esac
 }
@@ -137,8 +146,11 @@ run_torch() {   # variant blas-build
     [ "$variant" != "$name" ] && ac=(--autocast bf16)
     read -r spec B prec warm lsteps tsteps target <<<"$(spec_row "$name")"
     # a spec without a hand-written reference (tests/torch/models.py): the emitted module, the spec's optimizer
+    # (a spec with its own training_step: "step", the step family_parity.py writes again)
     case $name in fashion_mlp|fashion_cnn|paw|linear|tiny_gpt) ;;
-        *) ac+=(--emitted "$OUT/$name/gen" --optimizer "$(sed -n 's/^[[:space:]]*optimizer = \(.*[}]\),[[:space:]]*$/\1/p' "$spec")") ;;
+        *) if grep -q 'training_step' "$spec"; then ac+=(--emitted "$OUT/$name/gen" --optimizer step)
+           else ac+=(--emitted "$OUT/$name/gen" --optimizer "$(sed -n 's/^[[:space:]]*optimizer = \(.*[}]\),[[:space:]]*$/\1/p' "$spec")")
+           fi ;;
     esac
     LD_LIBRARY_PATH="$BLAS_DIR/openblas-$blas" OMP_NUM_THREADS="$THREADS" $PY bench/torch_step.py "$name" --batch "$B" \
         --warmup "$warm" --steps "$tsteps" --threads "$THREADS" "${ac[@]}"

@@ -1,6 +1,7 @@
 // step_bench: times one training step of a loom-generated model, the same step the
 // generated train.c runs: forward + backward + clip_gradients + optimizer_step +
-// zero_grad, on one fixed random batch (no data loading).  Generic over specs: it
+// zero_grad (a spec with its own train.training_step: model_user_step + zero_grad),
+// on one fixed random batch (no data loading).  Generic over specs: it
 // only uses the Model API of model.h / optim.h, and is compiled against a generated
 // directory and linked with its model.o and optim.o (the kernels are header-only):
 //
@@ -174,6 +175,11 @@ int main(int argc, char **argv) {
         if (s == warmup) prof_start(steps);
 #endif
         double t0 = now_ms();
+#ifdef LOOM_USER_STEP
+        // the spec's train.training_step: its forwards, backwards and optimizer steps
+        // in its own order, as train.c calls it
+        real loss = model_user_step(&m, &opt, &batch, B, s);
+#else
         real loss = model_forward(&m, &batch, B, 1);
         model_backward(&m, &batch, B, (real)1);
         PROF_MARK("step: clip_gradients");
@@ -181,6 +187,7 @@ int main(int argc, char **argv) {
         PROF_MARK("step: optimizer_step");
         double lr = lr_at(s, 0, total);
         optimizer_step(&opt, &m, lr, momentum_at(s, total), s);
+#endif
         PROF_MARK("step: zero_grad");
         model_zero_grad(&m);
         m.step = (uint64_t)(s + 1);

@@ -9,7 +9,10 @@ or "linear" (bench/specs/linear.lua: one Linear(10, 2), mse); with --emitted DIR
 `loom build --emit torch` directory) and --optimizer TEXT (the spec's optimizer line),
 any spec with a loss: the step is then model.training_loss(batch) of the emitted module,
 on a batch of model.h's fields (floats uniform in [0, 1), int fields uniform in [0, high)),
-with the spec's optimizer (tests/torch/parity.py's make_optimizer).  The step is
+with the spec's optimizer (tests/torch/parity.py's make_optimizer); --optimizer step: a
+spec with its own train.training_step (dcgan, vae), whose step is written again in PyTorch
+by tests/torch/family_parity.py's USER_STEPS (its optimizers, zero_grads, backwards and
+steps, on the emitted module; torch.randn draws PyTorch's own noise).  Otherwise the step is
     opt.zero_grad(); loss = loss_fn(model(x), y); loss.backward(); opt.step()
 with AdamW(lr=1e-3, weight_decay=0.01) (tiny_gpt: its spec's AdamW with two parameter
 groups and clip_grad_norm_(1.0) before the step), the model in train mode, on one fixed
@@ -37,7 +40,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "torch"))
 import models  # noqa: E402  (hand-written PyTorch equivalents of the specs)
-from family_parity import batch_fields  # noqa: E402  (imported before main sets the thread count: it sets 1)
+from family_parity import USER_STEPS, batch_fields  # noqa: E402  (imported before main sets the thread count: it sets 1)
 from parity import make_optimizer as spec_optimizer  # noqa: E402
 
 
@@ -112,7 +115,8 @@ def main():
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--emitted", help="a `loom build --emit torch` directory: time its module's training_loss")
-    ap.add_argument("--optimizer", help="with --emitted: the spec's optimizer, e.g. 'SGD { lr = 0.1, momentum = 0.9 }'")
+    ap.add_argument("--optimizer", help="with --emitted: the spec's optimizer, e.g. 'SGD { lr = 0.1, momentum = 0.9 }'; "
+                    "'step': the spec's own training_step (family_parity.py's USER_STEPS)")
     ap.add_argument("--autocast", choices=["bf16"], help="Fabric's bf16-mixed: inputs to bfloat16, "
                     "the forward under torch.autocast('cpu', torch.bfloat16), the output back to float32")
     args = ap.parse_args()
@@ -128,7 +132,13 @@ def main():
             raise SystemExit("torch_step.py: --emitted takes --optimizer, and no --autocast")
         model, batch = setup_emitted(args.emitted, args.batch, g)
         step_loss = lambda: model.training_loss(batch)   # noqa: E731  (the spec's loss, its forward included)
-        opt = spec_optimizer(model, args.optimizer)
+        if args.optimizer == "step":
+            if args.spec not in USER_STEPS:
+                raise SystemExit(f"torch_step.py: no PyTorch training_step for {args.spec!r} (tests/torch/family_parity.py's USER_STEPS)")
+            make_opts, user_step = USER_STEPS[args.spec]
+            opts = make_opts(model)
+        else:
+            opt = spec_optimizer(model, args.optimizer)
     else:
         model, xs, y, loss_fn = setup(args.spec, args.batch, g)
         step_loss = lambda: loss_fn(model(*xs), y)   # noqa: E731
@@ -136,10 +146,10 @@ def main():
     model.train()
     clip = {"tiny_gpt": 1.0, "llama": 1.0, "char_lstm": 5.0}.get(args.spec)   # the spec's clip by global norm
 
-    times = []
-    loss0 = lossN = float("nan")
-    for s in range(args.warmup + args.steps):
-        t0 = time.perf_counter()
+    def train_step():
+        """one training step; returns its loss"""
+        if args.optimizer == "step":   # the spec's own: its zero_grads, backwards and steps
+            return user_step(model, opts, batch)
         opt.zero_grad()
         if args.autocast:
             with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -151,6 +161,13 @@ def main():
         if clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
+        return loss
+
+    times = []
+    loss0 = lossN = float("nan")
+    for s in range(args.warmup + args.steps):
+        t0 = time.perf_counter()
+        loss = train_step()
         t1 = time.perf_counter()
         if s >= args.warmup:
             times.append((t1 - t0) * 1e3)
