@@ -153,7 +153,8 @@ def main():
         opt.zero_grad()
         if args.autocast:
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                out = model(*[x.to(torch.bfloat16) for x in xs])
+                # (floating inputs only, as Fabric's bf16-mixed converts them: token ids stay integers)
+                out = model(*[x.to(torch.bfloat16) if x.is_floating_point() else x for x in xs])
             loss = loss_fn(out.float(), y)
         else:
             loss = step_loss()

@@ -115,7 +115,7 @@ void threads_setup_exec(const char *exe, char **argv) {
     if (getenv("LOOM_THREADS_SET")) return;
     int changed = 0;
     if (!getenv("GOMP_SPINCOUNT") && !getenv("OMP_WAIT_POLICY")) {
-        setenv("GOMP_SPINCOUNT", "1000", 1);
+        setenv("GOMP_SPINCOUNT", "3000", 1);
         changed = 1;
     }
     if (!getenv("OMP_NUM_THREADS")) {

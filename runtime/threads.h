@@ -3,11 +3,13 @@
 // OpenMP's settings for a machine that is rarely idle, made before the OpenMP
 // runtime starts.  libgomp reads its environment when the program loads, before main,
 // so threads_setup sets what the user left unset and re-executes the program once:
-//  - GOMP_SPINCOUNT=1000 (unless it or OMP_WAIT_POLICY is set): a thread waiting at
-//    a barrier sleeps after ~10 µs (a `pause` is ~10 ns on this Xeon) instead of
+//  - GOMP_SPINCOUNT=3000 (unless it or OMP_WAIT_POLICY is set): a thread waiting at
+//    a barrier sleeps after ~30 µs (a `pause` is ~10 ns on this Xeon) instead of
 //    spinning ~3 ms (libgomp's 300000), so a team whose member lost its core to another
-//    process does not burn the other cores waiting for it (10000, ~100 µs, was measured
-//    slower on a loaded machine, issue 12);
+//    process does not burn the other cores waiting for it.  Measured on tiny_transformer
+//    (2 threads, step_bench medians, issue 12): quiet 1000 is 25% slower than 3000
+//    (11.1 ms against 8.7-9.1; 3000 = 10000 there), with one core busy 3000 24 ms,
+//    1000 18.7, 10000 29-39; fashion_cnn the same at all three;
 //  - OMP_NUM_THREADS (unless set): the cores this process may really use, the
 //    smaller of its affinity mask and its cgroups' CPU quota (v2 cpu.max, v1
 //    cpu.cfs_quota_us), rounded up.

@@ -117,7 +117,7 @@ static int setup_in_child(const char *spincount, const char *check) {
 
 Test(threads, setup_sets_what_is_unset_and_reexecutes) {
     cr_expect_eq(setup_in_child(NULL,
-        "[ \"$GOMP_SPINCOUNT\" = 1000 ] && [ \"$OMP_NUM_THREADS\" -ge 1 ] && [ \"$LOOM_THREADS_SET\" = 1 ]"), 0);
+        "[ \"$GOMP_SPINCOUNT\" = 3000 ] && [ \"$OMP_NUM_THREADS\" -ge 1 ] && [ \"$LOOM_THREADS_SET\" = 1 ]"), 0);
     // the user's own spin count is kept
     cr_expect_eq(setup_in_child("300000", "[ \"$GOMP_SPINCOUNT\" = 300000 ] && [ \"$OMP_NUM_THREADS\" -ge 1 ]"), 0);
 }
