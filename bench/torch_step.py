@@ -128,10 +128,17 @@ def main():
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1234)
     if args.emitted:
-        if args.autocast or not args.optimizer:
-            raise SystemExit("torch_step.py: --emitted takes --optimizer, and no --autocast")
+        if not args.optimizer or (args.autocast and args.optimizer == "step"):
+            raise SystemExit("torch_step.py: --emitted takes --optimizer, and --autocast not with --optimizer step")
         model, batch = setup_emitted(args.emitted, args.batch, g)
-        step_loss = lambda: model.training_loss(batch)   # noqa: E731  (the spec's loss, its forward included)
+
+        def step_loss():
+            """the spec's loss, its forward included; under --autocast all of it in the autocast
+            region (the module computes its own loss; autocast keeps losses and softmaxes in float)"""
+            if not args.autocast:
+                return model.training_loss(batch)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return model.training_loss(batch).float()
         if args.optimizer == "step":
             if args.spec not in USER_STEPS:
                 raise SystemExit(f"torch_step.py: no PyTorch training_step for {args.spec!r} (tests/torch/family_parity.py's USER_STEPS)")
@@ -151,7 +158,7 @@ def main():
         if args.optimizer == "step":   # the spec's own: its zero_grads, backwards and steps
             return user_step(model, opts, batch)
         opt.zero_grad()
-        if args.autocast:
+        if args.autocast and not args.emitted:
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 # (floating inputs only, as Fabric's bf16-mixed converts them: token ids stay integers)
                 out = model(*[x.to(torch.bfloat16) if x.is_floating_point() else x for x in xs])
