@@ -182,6 +182,27 @@ SO_FN float so_minimum_db(float g, float a, float b) { return b < a ? g : a == b
 SO_FN float so_pow_tensor(float a, float b) { return powf(a, b); }
 SO_FN float so_pow_tensor_da(float g, float a, float b) { return b == 0 ? 0 : g * b * powf(a, b - 1); }
 SO_FN float so_pow_tensor_db(float g, float a, float b) { return (a == 0 && b >= 0) ? 0 : g * powf(a, b) * logf(a); }
+// erf: templates/cpu/kernels.h's k_erff, the same arithmetic (there: why and how accurate)
+SO_FN float so_erf(float x) {
+    float a = fabsf(x), z = a * a;
+    float p = a + a * (0.1283791666373875f + z * (-0.3761263373486643f + z * (0.11283695491220992f
+              + z * (-0.026859398136328851f + z * (0.0052010320228708887f + z * (-0.00081427015811516481f
+              + z * 8.3700900076633737e-05f))))));
+    float b = a > 0.921875f ? (a < 4.5f ? a : 4.5f) : 0.921875f;
+    float w = 1 / b - 0.65f;
+    float g = 0.31540303370444833f + w * (0.37374750816973412f + w * (-0.16903213979309359f
+              + w * (0.045815370142677767f + w * (0.017862729959631306f + w * (-0.040690720221651502f
+              + w * (0.038553117240215547f + w * (-0.026622278890948099f + w * (0.0092976614137126098f
+              + w * (0.021411509936881328f + w * -0.030688770758467345f)))))))));
+    float y = -(b * b);
+    float n = (y * 1.4426950408889634f + 12582912.0f) - 12582912.0f;
+    float r = (y - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
+    float e = 1.0000000005541667f + r * (1.0000000363231931f + r * (0.4999999207980303f + r * (0.16666420169864485f
+              + r * (0.041668225572550954f + r * (0.00837481580328982f + r * 0.0013836845821370526f)))));
+    float t = a < 0.921875f ? p : 1 - e * so_bits_float((so_u32)((int)n + 127) << 23) * g;
+    t = so_bits_float(so_float_bits(t) | (so_float_bits(x) & 0x80000000u));
+    return x != x ? x + x : t;
+}
 // silu and gelu: the backward reads the input
 SO_FN float so_silu(float x) { return x / (1 + expf(-x)); }
 SO_FN float so_silu_grad(float dy, float x) {
@@ -189,9 +210,9 @@ SO_FN float so_silu_grad(float dy, float x) {
     return dy * s * (1 + x * (1 - s));
 }
 // gelu, exact: x/2 (1 + erf(x/sqrt 2));  d = Phi(x) + x phi(x)
-SO_FN float so_gelu(float x) { return 0.5f * x * (1 + erff(x * (float)0.7071067811865476)); }
+SO_FN float so_gelu(float x) { return 0.5f * x * (1 + so_erf(x * (float)0.7071067811865476)); }
 SO_FN float so_gelu_grad(float dy, float x) {
-    float cdf = 0.5f * (1 + erff(x * (float)0.7071067811865476));
+    float cdf = 0.5f * (1 + so_erf(x * (float)0.7071067811865476));
     float pdf = (float)0.3989422804014327 * expf(-0.5f * x * x);
     return dy * (cdf + x * pdf);
 }
