@@ -141,13 +141,13 @@ local function context(l, ty, read_only)
   function e.ptr(t)
     local base = storage(t)
     if t.dtype ~= "float" then return base end
-    local writes = e.phase == "forward" and e.node and t == e.node.out
+    local writes = e.phase == "forward" and e.node and t == e.out
     return widened(t, base, writes and "store" or "load", "value")
   end
   function e.grad(t)
     local base = grad_storage(t)
     if base == "NULL" then return base end
-    local reads = e.node and t == e.node.out
+    local reads = e.node and t == e.out
     return widened(t, base, reads and "load" or "accum", "grad")
   end
   -- whether the op's kernel adds into t's gradient ("1") or stores it ("0"): it stores
@@ -394,7 +394,7 @@ function kernels_c.walk(l)
       if chain and chain.head ~= node then
         lines = { string.format("// in %s's kernel (one pass with it)", chain.head.op) }
       elseif chain then
-        ef.begin(node, "forward")
+        ef.begin(node, "forward", chain.members[#chain.members].out)
         lines = ef.wrap(ops_cpu[node.op].chain_forward(ef, node, chain.members))
       elseif not ops[node.op].alias then
         ef.begin(node, "forward")
@@ -430,7 +430,7 @@ function kernels_c.walk(l)
     if chain and chain.head ~= node then
       out.backward[#out.backward + 1] = { node = node, lines = { string.format("// in %s's backward kernel", chain.head.op) } }
     elseif not (ops[node.op].alias or pp.folded[node]) then
-      eb.begin(node, "backward")
+      eb.begin(node, "backward", chain and chain.members[#chain.members].out)
       eb.stored = {}
       local lines = eb.wrap(chain and ops_cpu[node.op].chain_backward(eb, node, chain.members)
                             or ops_cpu[node.op].backward(eb, node))

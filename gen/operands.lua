@@ -10,7 +10,7 @@
 --                                   C expressions (or Sizes), the batch dim as hooks.batch;
 --                                   e.count_max(shape, from, to): a number, at the largest batch
 --   a float constant                e.lit(v)
---   the op being emitted            e.begin(node, phase); e.node, e.phase
+--   the op being emitted            e.begin(node, phase[, out]); e.node, e.phase, e.out
 --   the conversions of its operands e.record(t, what, how, formats): one row of the
 --                                   precision plan's table (e.operands)
 -- hooks (the backend's, passed explicitly; nothing is kept between calls):
@@ -162,8 +162,10 @@ function operands.context(l, hooks)
   end
   e.lit = hooks.literal
 
-  function e.begin(node, phase)
-    e.node, e.phase = node, phase
+  -- out: the tensor the op's kernels write in the forward (and whose gradient they read in
+  -- the backward): the node's output, or a chain's last (gen/fuse.lua's chains)
+  function e.begin(node, phase, out)
+    e.node, e.phase, e.out = node, phase, out or (node and node.out)
     if hooks.begin then hooks.begin(node, phase) end
   end
 

@@ -191,12 +191,18 @@ ops_cpu.batch_norm = {
 
 -- batch norm's chain (gen/fuse.lua's chains): ReLU, then a 2x2 max pool of stride 2,
 -- one kernel over memory (k_bn_relu_*): the normalized values and the ReLU's output
--- before a pool are never stored.  In the compute type only (no conversions to fold in),
--- and not SyncBatchNorm (its sums go over the ranks between the halves).
+-- before a pool are never stored.  Its input, its output and the chain's all in one
+-- format: the compute type, or the 16-bit one (the autocasts', bf16-true's), where the
+-- kernel rounds the normalized values to it as the unfused ops store them (`narrow`);
+-- the parameters in any (converted around the kernel as every operand).  Not
+-- SyncBatchNorm (its sums go over the ranks between the halves).
+local NARROW = { bf16 = 1, f16 = 2 }   -- k_bn_relu_*'s narrow
+local function chain_format(l, t) return l.pp.fmt[t] or l.pp.settings.compute end
 function ops_cpu.batch_norm.chain(head, members, q, l)
-  local fmt, compute = l.pp.fmt, l.pp.settings.compute
-  for _, t in ipairs({ head.inputs[1], head.inputs[2], head.inputs[3], head.out, q.out }) do
-    if fmt[t] and fmt[t] ~= compute then return false end
+  local act = chain_format(l, head.out)
+  if act ~= l.pp.settings.compute and not NARROW[act] then return false end
+  for _, t in ipairs({ head.inputs[1], head.out, q.out }) do
+    if chain_format(l, t) ~= act then return false end
   end
   if l.strategy and l.strategy.synced and l.strategy.synced[head] ~= nil then return false end
   if #members == 0 then return q.op == "relu" end
@@ -217,8 +223,8 @@ local function bn_chain(e, n, members)
   local pool = members[2] ~= nil
   local H = x.shape[3] or 1
   local W = dims_after(x.shape, 4)
-  return x, last, pool, string.format("%s, %d, %d, %d, %d, %d, %d", e.batch(x), x.shape[2], H, W,
-    pool and last.shape[3] or H, pool and last.shape[4] or W, pool and 1 or 0)
+  return x, last, pool, string.format("%s, %d, %d, %d, %d, %d, %d, %d", e.batch(x), x.shape[2], H, W,
+    pool and last.shape[3] or H, pool and last.shape[4] or W, pool and 1 or 0, NARROW[e.fmt(n.out)] or 0)
 end
 
 function ops_cpu.batch_norm.chain_forward(e, n, members)

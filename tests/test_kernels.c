@@ -73,19 +73,29 @@ Test(kernels, conv2d_pointwise) { for (uint64_t seed = 1; seed <= SEEDS; seed++)
 
 // oneDNN's direct convolutions (kernels.h: float, both channel counts >= 16): the float
 // forward and both gradients (stored, then added: acc and pacc) against the f64 im2col
-// path, on batches the threads split unevenly, strided, dilated and "same"-padded
-static void conv_direct_case(int N, int C, int H, int OC, int K, int S, int P, int D, int extra) {
+// path, on batches the threads split unevenly, strided, dilated and "same"-padded.
+// bf16: the bf16c kernels (bf16-mixed's) on operands that hold bf16 values, in bf16 where
+// the CPU has AVX512_BF16: the products are exact in float, so the same tolerance holds.
+static float bf16_of(double v) { return k_widen_bf16(k_narrow_bf16((float)v)); }
+static void conv_direct_case_at(int N, int C, int H, int OC, int K, int S, int P, int D, int extra, int bf16) {
     k_conv2d_dims d = { N, C, H, H + 1, OC, K, K, S, S, P, P, D, D, 1, 0, 0 };
     d.OH = (H + 2 * P + extra - D * (K - 1) - 1) / S + 1;
     d.OW = (H + 1 + 2 * P + extra - D * (K - 1) - 1) / S + 1;
     // (the plain 3x3 takes them where oneDNN runs AVX-512; others, and every shape below it
     // (ONEDNN_MAX_CPU_ISA=AVX2), fall back to im2col, as checked)
-    const int avx512 = (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core;
-    if (K == 3 && S == 1 && D == 1 && avx512) cr_assert(k_conv_plan_of(&d) != NULL, "no direct convolution for C%d OC%d K%d", C, OC, K);
-    if (!avx512) cr_assert(k_conv_plan_of(&d) == NULL, "a direct convolution below AVX-512");
+    const dnnl_cpu_isa_t need = bf16 ? dnnl_cpu_isa_avx512_core_bf16 : dnnl_cpu_isa_avx512_core;
+    const int avx512 = (dnnl_get_effective_cpu_isa() & need) == need;
+    if (K == 3 && S == 1 && D == 1 && avx512)
+        cr_assert(k_conv_plan_of(&d, bf16) != NULL, "no direct convolution for C%d OC%d K%d (bf16 %d)", C, OC, K, bf16);
+    if (!avx512) cr_assert(k_conv_plan_of(&d, bf16) == NULL, "a direct convolution below AVX-512 (bf16 %d)", bf16);
     size_t nx = (size_t)N * C * d.H * d.W, nw = (size_t)OC * C * K * K, ny = (size_t)N * OC * d.OH * d.OW;
     uint64_t s = (uint64_t)N * 131 + C;
     double *x = gc_rand(&s, nx, -1, 1), *w = gc_rand(&s, nw, -0.2, 0.2), *b = gc_rand(&s, OC, -1, 1), *dy = gc_rand(&s, ny, -1, 1);
+    if (bf16) {
+        for (size_t i = 0; i < nx; i++) x[i] = bf16_of(x[i]);
+        for (size_t i = 0; i < nw; i++) w[i] = bf16_of(w[i]);
+        for (size_t i = 0; i < ny; i++) dy[i] = bf16_of(dy[i]);
+    }
     double *y = calloc(ny, 8), *dx = calloc(nx, 8), *dw = calloc(nw, 8), *db = calloc(OC, 8);
     double *scr = calloc(k_conv2d_scratch_f64(&d), 8);
     k_conv2d_forward_f64(y, x, w, b, scr, &d);
@@ -97,21 +107,27 @@ static void conv_direct_case(int N, int C, int H, int OC, int K, int S, int P, i
     for (size_t i = 0; i < nw; i++) wf[i] = (float)w[i];
     for (int i = 0; i < OC; i++) bf[i] = (float)b[i];
     for (size_t i = 0; i < ny; i++) dyf[i] = (float)dy[i];
-    k_conv2d_forward_f32(yf, xf, wf, bf, scrf, &d);
+    if (bf16) k_conv2d_forward_bf16c(yf, xf, wf, bf, scrf, &d);
+    else k_conv2d_forward_f32(yf, xf, wf, bf, scrf, &d);
     for (int pass = 1; pass <= 2; pass++) {   // 1: stores (acc, pacc 0); 2: adds the same again
-        k_conv2d_backward_f32(dxf, dwf, dbf, dyf, xf, wf, scrf, &d, pass - 1, pass - 1);
+        if (bf16) k_conv2d_backward_bf16c(dxf, dwf, dbf, dyf, xf, wf, scrf, &d, pass - 1, pass - 1);
+        else k_conv2d_backward_f32(dxf, dwf, dbf, dyf, xf, wf, scrf, &d, pass - 1, pass - 1);
         const struct { const char *name; const float *got; const double *want; size_t n; int times; } t[] = {
             { "out", yf, y, ny, 1 }, { "dinp", dxf, dx, nx, pass }, { "dw", dwf, dw, nw, pass }, { "db", dbf, db, (size_t)OC, pass } };
         for (int k = 0; k < 4; k++) {
             double scale = 0, worst = 0;
             for (size_t i = 0; i < t[k].n; i++) scale = fmax(scale, fabs(t[k].want[i]));
             for (size_t i = 0; i < t[k].n; i++) worst = fmax(worst, fabs(t[k].got[i] - t[k].times * t[k].want[i]));
-            cr_assert(worst <= 1e-5 * t[k].times * fmax(scale, 1), "conv direct N%d C%d OC%d K%d S%d D%d pass %d: %s off by %g (scale %g)",
-                      N, C, OC, K, S, D, pass, t[k].name, worst, scale);
+            cr_assert(worst <= 1e-5 * t[k].times * fmax(scale, 1), "conv direct N%d C%d OC%d K%d S%d D%d bf16 %d pass %d: %s off by %g (scale %g)",
+                      N, C, OC, K, S, D, bf16, pass, t[k].name, worst, scale);
         }
     }
     free(x); free(w); free(b); free(dy); free(y); free(dx); free(dw); free(db); free(scr);
     free(xf); free(wf); free(bf); free(dyf); free(yf); free(dxf); free(dwf); free(dbf); free(scrf);
+}
+static void conv_direct_case(int N, int C, int H, int OC, int K, int S, int P, int D, int extra) {
+    conv_direct_case_at(N, C, H, OC, K, S, P, D, extra, 0);
+    conv_direct_case_at(N, C, H, OC, K, S, P, D, extra, 1);
 }
 Test(kernels, conv2d_direct) {
     conv_direct_case(5, 16, 9, 24, 3, 1, 1, 1, 0);
@@ -230,7 +246,7 @@ Test(kernels, batch_norm_train) {
 // (odd H and W: the last row and column are in no window); distinct inputs keep the
 // windows' maxima apart and the ReLU's inputs off 0
 #define BNR_BODY(S) k_bn_relu_forward_train_##S(OUT, c->iv[6] ? c->am : NULL, GC_SCR(0), GC_SCR(1), NULL, NULL, NULL, X[0], \
-    X[1], X[2], c->iv[0], c->iv[1], c->iv[2], c->iv[3], c->iv[4], c->iv[5], c->iv[6], 1e-5, 0.1);
+    X[1], X[2], c->iv[0], c->iv[1], c->iv[2], c->iv[3], c->iv[4], c->iv[5], c->iv[6], 0, 1e-5, 0.1);
 GC_FWD(bnr, BNR_BODY)
 static void bnr_bwd(gc *c) {   // (c->out, am, mean and invstd: the last forward's, at the unperturbed inputs)
     k_bn_relu_backward_f64(c->g[0], c->g[1], c->g[2], c->w, c->out, c->iv[6] ? c->am : NULL, c->x[0], c->x[1],
@@ -256,6 +272,38 @@ Test(kernels, bn_relu_chain) {
     }
 }
 
+// autocast's chain (16-bit tensors, narrow 1: bf16, 2: float16) is the three unfused ops
+// with each output rounded to 16 bits, bit for bit, argmax included: inputs whose values
+// differ below 16-bit precision make windows whose maxima tie only after rounding (the
+// unfused pool then takes the first; unrounded compares would take the largest)
+Test(kernels, bn_relu_chain_16bit) {
+    enum { N = 2, C = 3, H = 6, W = 8, S = H * W, P = (H / 2) * (W / 2) };
+    static float x[N * C * S], bn[N * C * S], y[N * C * S], want[N * C * P], got[N * C * P];
+    static int32_t am_want[N * C * P], am_got[N * C * P];
+    const float w[C] = { 0.7f, 1.2f, -0.9f }, b[C] = { 0.1f, -0.2f, 0.3f };
+    float mean[C], invstd[C];
+    uint64_t s = 5;
+    for (int i = 0; i < N * C * S; i++) x[i] = (float)(gc_int(&s, -3, 4) * 0.25) * (1 + (float)gc_int(&s, 0, 7) * 0x1p-13f);
+    for (int narrow = 1; narrow <= 2; narrow++) {
+        k_batch_norm_forward_train_f32(bn, mean, invstd, NULL, NULL, NULL, x, w, b, N, C, S, 1e-5f, 0.1f);
+        for (int i = 0; i < N * C * S; i++) bn[i] = narrow == 1 ? k_widen_bf16(k_narrow_bf16(bn[i])) : k_widen_f16(k_narrow_f16(bn[i]));
+        k_relu_forward_f32(y, bn, N * C * S);
+        k_pool2d_dims d = { N, C, H, W, 2, 2, 2, 2, 0, 0, 1, 1, H / 2, W / 2, 1 };
+        k_max_pool2d_forward_f32(want, am_want, y, &d);
+        k_bn_relu_forward_train_f32(got, am_got, mean, invstd, NULL, NULL, NULL, x, w, b, N, C, H, W, H / 2, W / 2, 1, narrow, 1e-5f, 0.1f);
+        int ties = 0;
+        for (int i = 0; i < N * C * P; i++) {
+            cr_assert(memcmp(&got[i], &want[i], sizeof(float)) == 0, "narrow %d [%d]: %a, want %a", narrow, i, got[i], want[i]);
+            cr_assert(am_got[i] == am_want[i], "narrow %d [%d]: argmax %d, want %d", narrow, i, am_got[i], am_want[i]);
+            const float *pl = y + (size_t)(i / P) * S;
+            int hits = 0;
+            for (int k = 0; k < 4; k++) hits += want[i] > 0 && pl[am_want[i] - am_want[i] % W % 2 - (am_want[i] / W % 2) * W + (k / 2) * W + k % 2] == want[i];
+            ties += hits > 1;
+        }
+        cr_assert(ties > 0, "narrow %d: no window tied after rounding (the case tests nothing)", narrow);
+    }
+}
+
 // the chain's eval forward (running statistics) is the three kernels one after another,
 // with and without the pool, value for value
 Test(kernels, bn_relu_chain_eval) {
@@ -266,11 +314,11 @@ Test(kernels, bn_relu_chain_eval) {
     for (int i = 0; i < N * C * H * W; i++) x[i] = (float)gc_unif(&s, -2, 2);
     k_batch_norm_forward_eval_f32(bn, x, w, b, rm, rv, N, C, H * W, 1e-5f);
     k_relu_forward_f32(y, bn, N * C * H * W);
-    k_bn_relu_forward_eval_f32(got, x, w, b, rm, rv, N, C, H, W, H, W, 0, 1e-5f);
+    k_bn_relu_forward_eval_f32(got, x, w, b, rm, rv, N, C, H, W, H, W, 0, 0, 1e-5f);
     for (int i = 0; i < N * C * H * W; i++) cr_assert(got[i] == y[i], "no pool [%d]: %g, want %g", i, got[i], y[i]);
     k_pool2d_dims d = { N, C, H, W, 2, 2, 2, 2, 0, 0, 1, 1, H / 2, W / 2, 1 };
     k_max_pool2d_forward_f32(want, NULL, y, &d);
-    k_bn_relu_forward_eval_f32(got, x, w, b, rm, rv, N, C, H, W, H / 2, W / 2, 1, 1e-5f);
+    k_bn_relu_forward_eval_f32(got, x, w, b, rm, rv, N, C, H, W, H / 2, W / 2, 1, 0, 1e-5f);
     for (int i = 0; i < N * C * (H / 2) * (W / 2); i++) cr_assert(got[i] == want[i], "pool [%d]: %g, want %g", i, got[i], want[i]);
 }
 

@@ -389,20 +389,27 @@ typedef struct { int N, C, H, W, OC, KH, KW, SH, SW, PH, PW, DH, DW, G, OH, OW; 
 // reorders its operands into the blocked layouts and its results back (a sum post-op where
 // a gradient is added).  A plan per shape, made on first use (a few ms) and kept; the
 // same shape always takes the same path (the same bits).
+//
+// The bf16c convolutions (bf16-mixed's and bf16-true's GEMM layers: float buffers that
+// hold bf16 values) take plans of their own in bf16 where the CPU multiplies bf16 itself
+// (AVX512_BF16): the reorders round the operands to bf16 (exact for values that are bf16
+// already, as k_bf16_pack is) into the blocked layouts, and the kernels sum in float and
+// write float (output, input and weight gradients), as autocast's oneDNN kernels do.
 #ifndef K_CONV_DIRECT_MIN
 #define K_CONV_DIRECT_MIN 16
 #endif
 #define K_CONV_PLANS 64
 typedef struct {
     k_conv2d_dims d;
+    int bf16;                                // the operands multiplied in bf16
     dnnl_engine_t engine;
     int ok;                                  // 0: im2col computes it
     int bwd_tried, bwd_ok;                   // the backward's (k_conv_plan_backward)
     dnnl_primitive_desc_t fpd;               // the forward's: the backward's hint
     dnnl_primitive_t fwd, bwd_d, bwd_w;      // the convolutions, blocked operands
     dnnl_primitive_t x_in, wf_in, wb_in, y_out, dy_in, dx_out, dx_add, dw_out, dw_add;   // reorders
-    dnnl_memory_desc_t x, w, y, bias, xb, wf, wb, yb, dwb, scratch;
-    size_t nxb, nwf, nwb, nyb, ndwb, nscratch;   // bytes
+    dnnl_memory_desc_t x, w, y, bias, xb, wf, wb, yb, dyb, dxb, dwb, scratch;   // dyb, dxb: the gradients'
+    size_t nxb, nwf, nwb, nyb, ndyb, ndxb, ndwb, nscratch;   // bytes
 } k_conv_plan;
 typedef struct { int n; k_conv_plan plans[K_CONV_PLANS]; } k_conv_plans;
 
@@ -431,7 +438,8 @@ static inline dnnl_primitive_t k_dnnl_reorder(dnnl_engine_t engine, const dnnl_m
 }
 
 // a convolution pass's primitive from its descriptor (fwd_hint: the forward's, for the
-// backward ones), only where oneDNN's choice is an AVX-512 JIT kernel; NULL otherwise.
+// backward ones), only where oneDNN's choice is an AVX-512 JIT kernel (jit:avx512_core,
+// jit_bf16:avx512_core_bf16); NULL otherwise.
 // (Measured there only; with ONEDNN_MAX_CPU_ISA=AVX2 its jit:avx2 kernels' weight
 // gradients put fashion_cnn's Adam parity past its tolerance after a few steps, where
 // im2col's stay within it.)
@@ -445,7 +453,7 @@ static inline dnnl_primitive_t k_dnnl_conv_prim(dnnl_engine_t engine, const void
         && dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success
         && dnnl_primitive_desc_create(&pd, desc, attr, engine, fwd_hint) == dnnl_success
         && dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success
-        && impl && strncmp(impl, "jit:avx512", 10) == 0) {
+        && impl && (strncmp(impl, "jit:avx512", 10) == 0 || strncmp(impl, "jit_bf16:avx512", 15) == 0)) {
         const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
         size_t n = smd ? dnnl_memory_desc_get_size(smd) : 0;
         if (n > *scratch) *scratch = n;
@@ -461,8 +469,10 @@ static inline dnnl_primitive_t k_dnnl_conv_prim(dnnl_engine_t engine, const void
 // the direct kernels do not take it); NULL when out of plans, memory or engine (im2col
 // computes it).  Its backward is made by k_conv_plan_backward, on the first backward:
 // an inference program (loom export) references none of oneDNN's backward passes.
-static inline k_conv_plan *k_conv_plan_of(const k_conv2d_dims *d) {
+static inline k_conv_plan *k_conv_plan_of(const k_conv2d_dims *d, int bf16) {
     if (d->G != 1 || d->C < K_CONV_DIRECT_MIN || d->OC < K_CONV_DIRECT_MIN) return NULL;
+    if (bf16 && (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core_bf16) != dnnl_cpu_isa_avx512_core_bf16)
+        return NULL;   // (oneDNN would emulate bf16 there: slower than im2col's bf16 GEMMs)
     const int PRH = (d->OH - 1) * d->SH + (d->KH - 1) * d->DH + 1 - d->H - d->PH;
     const int PRW = (d->OW - 1) * d->SW + (d->KW - 1) * d->DW + 1 - d->W - d->PW;
     if (PRH < 0 || PRW < 0 || d->PH < 0 || d->PW < 0) return NULL;
@@ -471,7 +481,7 @@ static inline k_conv_plan *k_conv_plan_of(const k_conv2d_dims *d) {
     #pragma omp critical
     {
         for (int i = 0; i < ps.n && !found; i++)
-            if (memcmp(&ps.plans[i].d, d, sizeof *d) == 0) found = &ps.plans[i];
+            if (memcmp(&ps.plans[i].d, d, sizeof *d) == 0 && ps.plans[i].bf16 == bf16) found = &ps.plans[i];
         dnnl_engine_t engine = !found && ps.n < K_CONV_PLANS ? k_dnnl_engine_locked() : NULL;
         if (engine) {
             // made for one thread: each thread of the caller's team runs them on its images
@@ -480,19 +490,21 @@ static inline k_conv_plan *k_conv_plan_of(const k_conv2d_dims *d) {
             k_conv_plan *q = &ps.plans[ps.n++];
             memset(q, 0, sizeof *q);
             q->d = *d;
+            q->bf16 = bf16;
             q->engine = engine;
             dnnl_dims_t xd = { d->N, d->C, d->H, d->W }, wd = { d->OC, d->C, d->KH, d->KW }, bd = { d->OC };
             dnnl_dims_t yd = { d->N, d->OC, d->OH, d->OW }, st = { d->SH, d->SW }, dil = { d->DH - 1, d->DW - 1 };
             dnnl_dims_t pl = { d->PH, d->PW }, pr = { PRH, PRW };
             dnnl_memory_desc_t xa, wa, ya;
             dnnl_convolution_desc_t fd;
+            const dnnl_data_type_t mul = bf16 ? dnnl_bf16 : dnnl_f32;   // the multiplied operands'
             size_t scratch = 0;
             int ok = dnnl_memory_desc_init_by_tag(&q->x, 4, xd, dnnl_f32, dnnl_nchw) == dnnl_success
                 && dnnl_memory_desc_init_by_tag(&q->w, 4, wd, dnnl_f32, dnnl_oihw) == dnnl_success
                 && dnnl_memory_desc_init_by_tag(&q->y, 4, yd, dnnl_f32, dnnl_nchw) == dnnl_success
                 && dnnl_memory_desc_init_by_tag(&q->bias, 1, bd, dnnl_f32, dnnl_x) == dnnl_success
-                && dnnl_memory_desc_init_by_tag(&xa, 4, xd, dnnl_f32, dnnl_format_tag_any) == dnnl_success
-                && dnnl_memory_desc_init_by_tag(&wa, 4, wd, dnnl_f32, dnnl_format_tag_any) == dnnl_success
+                && dnnl_memory_desc_init_by_tag(&xa, 4, xd, mul, dnnl_format_tag_any) == dnnl_success
+                && dnnl_memory_desc_init_by_tag(&wa, 4, wd, mul, dnnl_format_tag_any) == dnnl_success
                 && dnnl_memory_desc_init_by_tag(&ya, 4, yd, dnnl_f32, dnnl_format_tag_any) == dnnl_success
                 && dnnl_dilated_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct,
                        &xa, &wa, &q->bias, &ya, st, dil, pl, pr) == dnnl_success
@@ -523,8 +535,8 @@ static inline k_conv_plan *k_conv_plan_of(const k_conv2d_dims *d) {
 
 // the plan of `d` with its backward (both gradients; made under the lock the first time,
 // in the forward's layouts); NULL where the direct kernels do not take it
-static inline const k_conv_plan *k_conv_plan_backward(const k_conv2d_dims *d) {
-    k_conv_plan *q = k_conv_plan_of(d);
+static inline const k_conv_plan *k_conv_plan_backward(const k_conv2d_dims *d, int bf16) {
+    k_conv_plan *q = k_conv_plan_of(d, bf16);
     if (!q) return NULL;
     #pragma omp critical
     if (!q->bwd_tried) {
@@ -535,38 +547,45 @@ static inline const k_conv_plan *k_conv_plan_backward(const k_conv2d_dims *d) {
         const int PRW = (d->OW - 1) * d->SW + (d->KW - 1) * d->DW + 1 - d->W - d->PW;
         dnnl_dims_t st = { d->SH, d->SW }, dil = { d->DH - 1, d->DW - 1 }, pl = { d->PH, d->PW }, pr = { PRH, PRW };
         dnnl_dims_t xd = { d->N, d->C, d->H, d->W }, wd = { d->OC, d->C, d->KH, d->KW }, yd = { d->N, d->OC, d->OH, d->OW };
-        dnnl_memory_desc_t xa, wa, ya;
+        dnnl_memory_desc_t xa, wa, ya, dxa, dwa;
         dnnl_convolution_desc_t bdd, bwd;
+        const dnnl_data_type_t mul = bf16 ? dnnl_bf16 : dnnl_f32;
         dnnl_primitive_desc_t bdpd = NULL, bwpd = NULL;
         dnnl_engine_t engine = q->engine;
         size_t scratch = q->nscratch;
-        int ok = dnnl_memory_desc_init_by_tag(&xa, 4, xd, dnnl_f32, dnnl_format_tag_any) == dnnl_success
-            && dnnl_memory_desc_init_by_tag(&wa, 4, wd, dnnl_f32, dnnl_format_tag_any) == dnnl_success
-            && dnnl_memory_desc_init_by_tag(&ya, 4, yd, dnnl_f32, dnnl_format_tag_any) == dnnl_success
-            && dnnl_dilated_convolution_backward_data_desc_init(&bdd, dnnl_convolution_direct, &xa, &wa, &ya,
+        // (in bf16: the input and its gradient's sources in bf16, the gradients written in float)
+        int ok = dnnl_memory_desc_init_by_tag(&xa, 4, xd, mul, dnnl_format_tag_any) == dnnl_success
+            && dnnl_memory_desc_init_by_tag(&wa, 4, wd, mul, dnnl_format_tag_any) == dnnl_success
+            && dnnl_memory_desc_init_by_tag(&ya, 4, yd, mul, dnnl_format_tag_any) == dnnl_success
+            && dnnl_memory_desc_init_by_tag(&dxa, 4, xd, dnnl_f32, dnnl_format_tag_any) == dnnl_success
+            && dnnl_memory_desc_init_by_tag(&dwa, 4, wd, dnnl_f32, dnnl_format_tag_any) == dnnl_success
+            && dnnl_dilated_convolution_backward_data_desc_init(&bdd, dnnl_convolution_direct, &dxa, &wa, &ya,
                    st, dil, pl, pr) == dnnl_success
-            && dnnl_dilated_convolution_backward_weights_desc_init(&bwd, dnnl_convolution_direct, &xa, &wa, &q->bias,
+            && dnnl_dilated_convolution_backward_weights_desc_init(&bwd, dnnl_convolution_direct, &xa, &dwa, &q->bias,
                    &ya, st, dil, pl, pr) == dnnl_success
             && (q->bwd_d = k_dnnl_conv_prim(engine, &bdd, q->fpd, &bdpd, &scratch)) != NULL
             && (q->bwd_w = k_dnnl_conv_prim(engine, &bwd, q->fpd, &bwpd, &scratch)) != NULL;
         if (ok) {
             q->wb = *dnnl_primitive_desc_query_md(bdpd, dnnl_query_weights_md, 0);
             q->dwb = *dnnl_primitive_desc_query_md(bwpd, dnnl_query_diff_weights_md, 0);
-            // the backward passes read and write the forward's layouts (one reorder each)
-            ok = dnnl_memory_desc_equal(&q->xb, dnnl_primitive_desc_query_md(bdpd, dnnl_query_diff_src_md, 0))
-                && dnnl_memory_desc_equal(&q->yb, dnnl_primitive_desc_query_md(bdpd, dnnl_query_diff_dst_md, 0))
-                && dnnl_memory_desc_equal(&q->xb, dnnl_primitive_desc_query_md(bwpd, dnnl_query_src_md, 0))
-                && dnnl_memory_desc_equal(&q->yb, dnnl_primitive_desc_query_md(bwpd, dnnl_query_diff_dst_md, 0))
+            q->dyb = *dnnl_primitive_desc_query_md(bdpd, dnnl_query_diff_dst_md, 0);
+            q->dxb = *dnnl_primitive_desc_query_md(bdpd, dnnl_query_diff_src_md, 0);
+            // the weight gradient reads the input as the forward does and the output's
+            // gradient as the input gradient does (one reorder each)
+            ok = dnnl_memory_desc_equal(&q->xb, dnnl_primitive_desc_query_md(bwpd, dnnl_query_src_md, 0))
+                && dnnl_memory_desc_equal(&q->dyb, dnnl_primitive_desc_query_md(bwpd, dnnl_query_diff_dst_md, 0))
                 && (q->wb_in = k_dnnl_reorder(engine, &q->w, &q->wb, 0, &scratch)) != NULL
-                && (q->dy_in = k_dnnl_reorder(engine, &q->y, &q->yb, 0, &scratch)) != NULL
-                && (q->dx_out = k_dnnl_reorder(engine, &q->xb, &q->x, 0, &scratch)) != NULL
-                && (q->dx_add = k_dnnl_reorder(engine, &q->xb, &q->x, 1, &scratch)) != NULL
+                && (q->dy_in = k_dnnl_reorder(engine, &q->y, &q->dyb, 0, &scratch)) != NULL
+                && (q->dx_out = k_dnnl_reorder(engine, &q->dxb, &q->x, 0, &scratch)) != NULL
+                && (q->dx_add = k_dnnl_reorder(engine, &q->dxb, &q->x, 1, &scratch)) != NULL
                 && (q->dw_out = k_dnnl_reorder(engine, &q->dwb, &q->w, 0, &scratch)) != NULL
                 && (q->dw_add = k_dnnl_reorder(engine, &q->dwb, &q->w, 1, &scratch)) != NULL;
         }
         if (ok) {
             q->nwb = dnnl_memory_desc_get_size(&q->wb);
             q->ndwb = dnnl_memory_desc_get_size(&q->dwb);
+            q->ndyb = dnnl_memory_desc_get_size(&q->dyb);
+            q->ndxb = dnnl_memory_desc_get_size(&q->dxb);
             dnnl_dims_t sd = { (dnnl_dim_t)(scratch ? scratch : 1) };
             ok = dnnl_memory_desc_init_by_tag(&q->scratch, 1, sd, dnnl_u8, dnnl_x) == dnnl_success;
             if (ok) q->nscratch = scratch;
@@ -629,7 +648,7 @@ static inline size_t k_align64(size_t n) { return (n + 63) / 64 * 64; }
 // own threading is a region per reorder and per pass: under load every region waits for
 // its slowest thread).  nt: the team, 0 when the direct kernels take no slice of `d`,
 // nor a batch smaller than the team (a batch-1 call: im2col's GEMMs use every thread).
-static inline int k_conv_direct_team(const k_conv2d_dims *d, int *nb, int backward) {
+static inline int k_conv_direct_team(const k_conv2d_dims *d, int bf16, int *nb, int backward) {
     if (d->N < k_max_threads()) return 0;
     int nt = k_max_threads() < d->N ? k_max_threads() : d->N;
     if (nt < 1) nt = 1;
@@ -637,17 +656,17 @@ static inline int k_conv_direct_team(const k_conv2d_dims *d, int *nb, int backwa
     nt = (d->N + *nb - 1) / *nb;
     k_conv2d_dims s = *d;
     s.N = *nb;
-    if (!(backward ? k_conv_plan_backward(&s) != NULL : k_conv_plan_of(&s) != NULL)) return 0;
+    if (!(backward ? k_conv_plan_backward(&s, bf16) != NULL : k_conv_plan_of(&s, bf16) != NULL)) return 0;
     s.N = d->N - (nt - 1) * *nb;
-    return (backward ? k_conv_plan_backward(&s) != NULL : k_conv_plan_of(&s) != NULL) ? nt : 0;
+    return (backward ? k_conv_plan_backward(&s, bf16) != NULL : k_conv_plan_of(&s, bf16) != NULL) ? nt : 0;
 }
 
-// images [n0, n0 + m) of k_conv2d_forward (f32, accumulate 0) through their plan
+// images [n0, n0 + m) of k_conv2d_forward (f32 or bf16c, accumulate 0) through their plan
 static inline void k_conv_direct_forward_slice(float *out, const float *inp, const float *w, const float *b,
-                                               const k_conv2d_dims *d, int n0, int m) {
+                                               const k_conv2d_dims *d, int bf16, int n0, int m) {
     k_conv2d_dims sd = *d;
     sd.N = m;
-    const k_conv_plan *q = k_conv_plan_of(&sd);
+    const k_conv_plan *q = k_conv_plan_of(&sd, bf16);
     if (!q) return;   // (made before the team: not reached)
     inp += (size_t)n0 * d->C * d->H * d->W;
     out += (size_t)n0 * d->OC * d->OH * d->OW;
@@ -666,39 +685,40 @@ static inline void k_conv_direct_forward_slice(float *out, const float *inp, con
         && k_conv_reorder(q, q->y_out, ws + os, &q->yb, ws + ow, &q->y, out));
 }
 
-// k_conv2d_forward (f32, accumulate 0) through the plans: 1 when done (or its failure
-// recorded), 0 when the shape has none (im2col computes it)
-static inline int k_conv_direct_forward(float *out, const float *inp, const float *w, const float *b, const k_conv2d_dims *d) {
-    int nb, nt = k_conv_direct_team(d, &nb, 0);
+// k_conv2d_forward (f32, or bf16c with bf16; accumulate 0) through the plans: 1 when done
+// (or its failure recorded), 0 when the shape has none (im2col computes it)
+static inline int k_conv_direct_forward(float *out, const float *inp, const float *w, const float *b, const k_conv2d_dims *d,
+                                        int bf16) {
+    int nb, nt = k_conv_direct_team(d, bf16, &nb, 0);
     if (!nt) return 0;
-    if (nt == 1) { k_conv_direct_forward_slice(out, inp, w, b, d, 0, d->N); return 1; }
+    if (nt == 1) { k_conv_direct_forward_slice(out, inp, w, b, d, bf16, 0, d->N); return 1; }
     #pragma omp parallel num_threads(nt) K_TEAM
     {
         const int t = omp_get_thread_num(), n0 = t * nb;
-        k_conv_direct_forward_slice(out, inp, w, b, d, n0, d->N - n0 < nb ? d->N - n0 : nb);
+        k_conv_direct_forward_slice(out, inp, w, b, d, bf16, n0, d->N - n0 < nb ? d->N - n0 : nb);
     }
     return 1;
 }
 
-// images [n0, n0 + m) of k_conv2d_backward (f32) through their plan; dw and db: this
-// slice's own (dwt, dbt: stored), dinp its slice (added with acc)
+// images [n0, n0 + m) of k_conv2d_backward (f32 or bf16c) through their plan; dw and db:
+// this slice's own (dwt, dbt: stored), dinp its slice (added with acc)
 static inline void k_conv_direct_backward_slice(float *dinp, float *dwt, float *dbt, const float *dout, const float *inp,
-                                                const float *w, const k_conv2d_dims *d, int n0, int m, int acc) {
+                                                const float *w, const k_conv2d_dims *d, int bf16, int n0, int m, int acc) {
     k_conv2d_dims sd = *d;
     sd.N = m;
-    const k_conv_plan *q = k_conv_plan_backward(&sd);
+    const k_conv_plan *q = k_conv_plan_backward(&sd, bf16);
     if (!q) return;
     const size_t xo = (size_t)n0 * d->C * d->H * d->W;
     dout += (size_t)n0 * d->OC * d->OH * d->OW;
-    const size_t ox = k_align64(q->nyb), odw = ox + k_align64(q->nxb), owb = odw + k_align64(q->ndwb);
-    const size_t odx = owb + k_align64(q->nwb), os = odx + k_align64(q->nxb);
+    const size_t ox = k_align64(q->ndyb), odw = ox + k_align64(q->nxb), owb = odw + k_align64(q->ndwb);
+    const size_t odx = owb + k_align64(q->nwb), os = odx + k_align64(q->ndxb);
     char *ws = k_conv_workspace(os + q->nscratch);
     if (!ws) return;
     void *sp = ws + os;
-    if (!k_conv_reorder(q, q->dy_in, sp, &q->y, dout, &q->yb, ws)) return;
+    if (!k_conv_reorder(q, q->dy_in, sp, &q->y, dout, &q->dyb, ws)) return;
     if (dwt) {
         const int arg[4] = { DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_BIAS };
-        const dnnl_memory_desc_t *md[4] = { &q->xb, &q->yb, &q->dwb, &q->bias };
+        const dnnl_memory_desc_t *md[4] = { &q->xb, &q->dyb, &q->dwb, &q->bias };
         void *const ptr[4] = { ws + ox, ws, ws + odw, dbt };
         if (!(k_conv_reorder(q, q->x_in, sp, &q->x, inp + xo, &q->xb, ws + ox) && k_conv_exec(q, q->bwd_w, sp, 4, arg, md, ptr)
               && k_conv_reorder(q, q->dw_out, sp, &q->dwb, ws + odw, &q->w, dwt)))
@@ -706,19 +726,19 @@ static inline void k_conv_direct_backward_slice(float *dinp, float *dwt, float *
     }
     if (dinp) {
         const int arg[3] = { DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_SRC };
-        const dnnl_memory_desc_t *md[3] = { &q->yb, &q->wb, &q->xb };
+        const dnnl_memory_desc_t *md[3] = { &q->dyb, &q->wb, &q->dxb };
         void *const ptr[3] = { ws, ws + owb, ws + odx };
         (void)(k_conv_reorder(q, q->wb_in, sp, &q->w, w, &q->wb, ws + owb)
             && k_conv_exec(q, q->bwd_d, sp, 3, arg, md, ptr)
-            && k_conv_reorder(q, acc ? q->dx_add : q->dx_out, sp, &q->xb, ws + odx, &q->x, dinp + xo));
+            && k_conv_reorder(q, acc ? q->dx_add : q->dx_out, sp, &q->dxb, ws + odx, &q->x, dinp + xo));
     }
 }
 
-// k_conv2d_backward (f32) through the plans, as k_conv_direct_forward; scratch: the
-// threads' dw and db (k_conv2d_scratch covers them), added in thread order
+// k_conv2d_backward (f32, or bf16c with bf16) through the plans, as k_conv_direct_forward;
+// scratch: the threads' dw and db (k_conv2d_scratch covers them), added in thread order
 static inline int k_conv_direct_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
-                                         float *scratch, const k_conv2d_dims *d, int acc, int pacc) {
-    int nb, nt = k_conv_direct_team(d, &nb, 1);
+                                         float *scratch, const k_conv2d_dims *d, int bf16, int acc, int pacc) {
+    int nb, nt = k_conv_direct_team(d, bf16, &nb, 1);
     if (!nt) return 0;
     const size_t nw = (size_t)d->OC * d->C * d->KH * d->KW, per = nw + d->OC;
     const int grads = dw || db;
@@ -726,7 +746,7 @@ static inline int k_conv_direct_backward(float *dinp, float *dw, float *db, cons
     {
         const int t = omp_get_thread_num(), n0 = t * nb;
         float *dwt = scratch + (size_t)t * per;
-        k_conv_direct_backward_slice(dinp, grads ? dwt : NULL, dwt + nw, dout, inp, w, d, n0, d->N - n0 < nb ? d->N - n0 : nb, acc);
+        k_conv_direct_backward_slice(dinp, grads ? dwt : NULL, dwt + nw, dout, inp, w, d, bf16, n0, d->N - n0 < nb ? d->N - n0 : nb, acc);
     }
     for (int t = 0; t < nt && grads; t++) {
         const float *dwt = scratch + (size_t)t * per, *dbt = dwt + nw;
@@ -1006,7 +1026,7 @@ static inline void k_sgemm_bf16(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta,
 #define K_EXP k_expf
 #define K_GEMM k_sgemm
 #define K_EPS_T 1.1920928955078125e-07
-#define K_CONV_DIRECT 1              /* kernels_nn.inc: float convolutions through k_conv_direct_* where they take them */
+#define K_CONV_DIRECT 0              /* kernels_nn.inc: float convolutions through k_conv_direct_* where they take them */
 #include "kernels_nn.inc"
 #undef K_CONV_DIRECT
 #include "kernels_pointwise.inc"
@@ -1072,7 +1092,9 @@ static inline void k_sgemm_bf16(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta,
 #define K_EXP k_expf
 #define K_GEMM k_sgemm_bf16
 #define K_EPS_T 1.1920928955078125e-07
+#define K_CONV_DIRECT 1              /* kernels_nn.inc: through k_conv_direct_* in bf16 where they take them */
 #include "kernels_nn.inc"
+#undef K_CONV_DIRECT
 #include "kernels_shape.inc"
 #undef T
 #undef SFX
