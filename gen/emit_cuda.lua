@@ -439,9 +439,13 @@ end
 -- runs' ends and groups as a table in the kernel's source (__constant__): each thread
 -- walks the runs forward as its grid-stride index grows.
 -- `sharded` (fsdp's SHARD_GRAD_OP on NCCL): the kernel runs over this rank's part of the
--- arena, [fsdp_lo(), fsdp_hi()) of runtime/ddp.h, its state buffers that part's.
+-- arena, [fsdp_lo(), fsdp_hi()) of runtime/ddp.h, its state buffers that part's (the
+-- groups' runs found from the part's start); FULL_SHARD: over the rank's shard
+-- (runtime/ddp_nccl.h: its parts of the units), the groups' runs of that shard computed
+-- at start from the arena's and read from device memory.
 -- Returns the host lines (optimizer_consts), the device lines (optimizer_ops), the
--- state's names, the constants' type and the number of constant sets ("" for one, "[G]").
+-- state's names, the constants' type, the number of constant sets ("" for one, "[G]")
+-- and, for FULL_SHARD's groups, optimizer_alloc's lines that put the shard's runs on the device.
 -- `over` (a training_step's optimizer, user_step_code): { opt, kind (the kernel's name's
 -- suffix), index (its constants: step_consts.opt[index]) } instead of train.optimizer's.
 local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams, sharded, over)
@@ -475,6 +479,7 @@ local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams, sharde
   local SKIP = "if (skip && *skip) return;   // GradScaler found inf/nan gradients: the step is skipped\n    "
   -- the groups: each group's constants (`c`, a pointer into the array), the runs' table
   local groups_kind, globals, CONSTS, PICK = "", nil, "const %s c = *consts;\n    ", ""
+  local shard_runs   -- (FULL_SHARD's groups: optimizer_alloc's lines)
   local count = ""
   if og then
     -- the runs cover [0, NUM_PARAMS): the gaps between the groups' runs (train.freeze's
@@ -504,15 +509,38 @@ local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams, sharde
     PICK = "        while (i >= opt_run_end[r]) r++;\n" ..
       (skips and "        if (opt_run_group[r] == SKIP_RUN) continue;   // no update, no weight decay\n" or "") ..
       "        const %s c = consts[opt_run_group[r]];\n"
-    if sharded then   -- (SHARD_GRAD_OP: i counts from the rank's part, at `base` of the arena)
+    if sharded == "FULL_SHARD" then
+      -- (FULL_SHARD: the rank's shard is its part of every unit, one after another, a part
+      -- padded past its unit's end; the runs above, of the arena, become runs of the shard at
+      -- run time (the parts depend on the ranks: runtime/ddp_nccl.c's fsdp_nccl_shard_runs),
+      -- in device memory the kernel takes instead of its __constant__ table; the padding is
+      -- run group SKIP_RUN)
+      shard_runs = {
+        string.format("    // the parameter groups' runs of the arena (gen/emit_train.lua): each run's end and group (%s: none)", "255"),
+        string.format("    static const long long run_end[%d] = { %s };", #ends, table.concat(ends, ", ")),
+        string.format("    static const unsigned char run_group[%d] = { %s };", #gids, (table.concat(gids, ", "):gsub("SKIP_RUN", "255"))),
+        "    // as runs of this rank's shard (its part of each unit; a part's padding: no group), on the device",
+        string.format("    fsdp_nccl_shard_runs(run_end, run_group, %d, 255, &o->d_run_end, &o->d_run_group);", #ends),
+      }
+      globals = { "#define SKIP_RUN 255   // a run this update leaves as it is (a part's padding; frozen, or another optimizer's)" }
+      PICK = "        while (i >= opt_run_end[r]) r++;\n" ..
+        "        if (opt_run_group[r] == SKIP_RUN) continue;   // no update, no weight decay\n" ..
+        "        const %s c = consts[opt_run_group[r]];\n"
+      groups_kind = "_groups" .. #og.groups .. "_shard"
+    elseif sharded then   -- (SHARD_GRAD_OP: i counts from the rank's part, at `base` of the arena)
       groups_kind = groups_kind .. "_base"
       PICK = PICK:gsub("while %(i >= ", "while (i + base >= ")
     end
   end
-  local based = og and sharded
+  local based = og and sharded == "SHARD_GRAD_OP"
   -- (the base after the count line)
   if based then N = N .. "\n    long long base = (long long)fsdp_lo();   // FSDP: where the rank's part starts (the groups' runs)" end
   local BASE_PARAM, BASE_ARG = based and ", long long base" or "", based and ", &base" or ""
+  if shard_runs then
+    BASE_PARAM = ", const long long *__restrict__ opt_run_end, const unsigned char *__restrict__ opt_run_group"
+    BASE_ARG = ", &run_end, &run_group"
+    N = N .. "\n    void *run_end = o->d_run_end, *run_group = o->d_run_group;   // FSDP FULL_SHARD: the groups' runs of this rank's shard"
+  end
   -- host lines filling each group's constants: fill(lines, LR, wd, C) adds the lines for
   -- the constants at C (a pointer expression) from the lr LR (C) and weight decay wd
   local function each_group(lines, fill, ctype)
@@ -575,7 +603,7 @@ local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams, sharde
       string.format("    void *args[] = { &p, &buf, &g%s, &n, &consts, &skip%s };", copy_arg, BASE_ARG),
       string.format("    lc_launch(&m->kernels[%d], lc_blocks(n, 256), 256, m->stream, args);", k),
     } do ops[#ops + 1] = l end
-    return table.concat(host, "\n"), table.concat(ops, "\n"), hasmom and { "momentum_buffer" } or {}, "so_sgd_consts", count
+    return table.concat(host, "\n"), table.concat(ops, "\n"), hasmom and { "momentum_buffer" } or {}, "so_sgd_consts", count, shard_runs
   end
   local k = ctx.kernel { kind = "adam" .. groups_kind .. copy_kind .. suffix, ops = {}, globals = globals,
     params = "state_t *__restrict__ p, opt_t *__restrict__ m, opt_t *__restrict__ v, const state_t *__restrict__ g" .. copy_param ..
@@ -612,7 +640,7 @@ local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams, sharde
     "    void *args[] = { &p, &mm, &v, &g" .. copy_arg .. ", &n, &consts, &skip" .. BASE_ARG .. " };",
     string.format("    lc_launch(&m->kernels[%d], lc_blocks(n, 256), 256, m->stream, args);", k),
   } do ops[#ops + 1] = l end
-  return table.concat(host, "\n"), table.concat(ops, "\n"), { "exp_avg", "exp_avg_sq" }, "so_adam_consts", count
+  return table.concat(host, "\n"), table.concat(ops, "\n"), { "exp_avg", "exp_avg_sq" }, "so_adam_consts", count, shard_runs
 end
 
 -- Accuracy on the host from the loss's input (staged to f32 on the device) and the
@@ -1748,8 +1776,8 @@ function emit.program(l)
   assert(lossv.S == "f32", "the loss is stored in float")
   local scaling = require("precision").SETTINGS[prec].loss_scaling
   -- DDP over NCCL (gen/strategy.lua): the gradient buckets, in the arena's format;
-  -- fsdp (SHARD_GRAD_OP: gen/strategy.lua refuses FULL_SHARD here) the same ranks,
-  -- its gradients reduce-scattered and its parameters all-gathered instead
+  -- fsdp (SHARD_GRAD_OP and FULL_SHARD) the same ranks, its gradients reduce-scattered
+  -- and its parameters all-gathered instead
   local ddp = l.strategy and l.strategy.kind == "ddp"
   local fsdp = l.strategy and l.strategy.kind == "fsdp"
   local ranks = ddp or fsdp
@@ -1758,19 +1786,15 @@ function emit.program(l)
 
   local loop = require("emit_train").values(l)
   e.begin(nil)
-  if fsdp and l.strategy.sharding == "FULL_SHARD" and loop.opt_groups then
-    diag.fatal(sp.train.optimizer.where or sp.train.where, "fsdp FULL_SHARD on the CUDA backend does not run parameter groups yet (its update " ..
-      "runs over each rank's parts of the units); use sharding_strategy = 'SHARD_GRAD_OP', strategy = 'ddp', or --accelerator=cpu")
-  end
   local sharded = fsdp and l.strategy.sharding
-  local opt_consts, opt_ops, opt_states, consts_type, consts_count
+  local opt_consts, opt_ops, opt_states, consts_type, consts_count, shard_runs
   local user = ad.segments and user_step_code(l, e, kernels, scratch)
   if user then
     -- a training_step: its optimizers' updates are step_update_J (optimizer_ops is unused)
     opt_consts, opt_states, consts_type, consts_count = user.consts, user.states, user.ctype, user.count
     opt_ops = "    (void)o; (void)m;   // (a training_step's optimizers step in its own order: step_update_J)"
   else
-    opt_consts, opt_ops, opt_states, consts_type, consts_count = optimizer(sp, kernels, e, scratch, scaling, loop.opt_groups, st.nparams, sharded)
+    opt_consts, opt_ops, opt_states, consts_type, consts_count, shard_runs = optimizer(sp, kernels, e, scratch, scaling, loop.opt_groups, st.nparams, sharded)
   end
   e.begin(nil)
   -- (a training_step's loss has no accuracy: gen/pipeline.lua's assign)
@@ -1814,6 +1838,11 @@ function emit.program(l)
 
   local b = batch_code(l)
   local os_ = optimizer_state_code(opt_states, sharded)
+  if shard_runs then   -- FSDP FULL_SHARD's parameter groups: the runs of this rank's shard
+    os_.fields[#os_.fields + 1] = "    void *d_run_end, *d_run_group;   // FSDP FULL_SHARD: the groups' runs of this rank's shard (runtime/ddp_nccl.c)"
+    os_.alloc[#os_.alloc + 1] = table.concat(shard_runs, "\n")
+    os_.free[#os_.free + 1] = "    cudaFree(o->d_run_end); cudaFree(o->d_run_group);"
+  end
 
   local accel = opts.accelerator or "cuda"
   local loss_node = loss.node

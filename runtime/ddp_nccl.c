@@ -296,6 +296,40 @@ static void my_part(int u, size_t *lo, size_t *hi) {
     *hi = a + upart_[u] < end ? a + upart_[u] : end;
 }
 
+void fsdp_nccl_shard_runs(const long long *ends, const unsigned char *groups, int n, unsigned char skip, void **d_ends, void **d_groups) {
+    /* at most every arena run cut by each unit's part, plus a padding run per unit */
+    size_t cap = (size_t)n + 2 * (size_t)nunits_ + 1, k = 0;
+    long long *e = malloc(cap * sizeof *e);
+    unsigned char *gr = malloc(cap);
+    if (!e || !gr) ddp_die("out of memory");
+#define RUN(END, G)                                                                  \
+    do {                                                                             \
+        if (k > 0 && gr[k - 1] == (G)) e[k - 1] = (END);   /* the same group: one run */ \
+        else { e[k] = (END); gr[k] = (G); k++; }                                     \
+    } while (0)
+    for (int u = 0; u < nunits_; u++) {
+        size_t lo, hi;
+        my_part(u, &lo, &hi);
+        int r = 0;
+        for (size_t at = lo; at < hi;) {   /* the arena's runs over [lo, hi), at the shard's place */
+            while (r < n && (size_t)ends[r] <= at) r++;
+            if (r == n) ddp_die("fsdp: the parameter groups' runs end before the arena does");
+            size_t to = (size_t)ends[r] < hi ? (size_t)ends[r] : hi;
+            RUN((long long)(uoff_[u] + to - lo), groups[r]);
+            at = to;
+        }
+        if (hi - lo < upart_[u]) RUN((long long)(uoff_[u] + upart_[u]), skip);   /* the part's padding */
+    }
+#undef RUN
+    if (k == 0) { e[0] = 0; gr[0] = skip; k = 1; }   /* (no shard: the kernel reads one run) */
+    cuda_check(cudaMalloc(d_ends, k * sizeof *e), "cudaMalloc (FSDP groups)");
+    cuda_check(cudaMalloc(d_groups, k), "cudaMalloc (FSDP groups)");
+    cuda_check(cudaMemcpy(*d_ends, e, k * sizeof *e, cudaMemcpyHostToDevice), "cudaMemcpy (FSDP groups)");
+    cuda_check(cudaMemcpy(*d_groups, gr, k, cudaMemcpyHostToDevice), "cudaMemcpy (FSDP groups)");
+    free(e);
+    free(gr);
+}
+
 static void *device_zeros(size_t bytes) {
     void *p = NULL;
     cuda_check(cudaMalloc(&p, bytes + 64), "cudaMalloc (FSDP)");

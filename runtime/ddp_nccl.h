@@ -100,6 +100,12 @@ void fsdp_nccl_keep_params_host(const void *full);
  * kernel; each micro-batch's reduce-scatter after a step's first lands beside the shard and
  * is added into it (call before each backward) */
 void fsdp_nccl_set_add(void (*add)(void *ctx, void *dst, const void *src, size_t n), void *ctx);
+/* FULL_SHARD's parameter groups: n runs of the arena (ends[i]: run i's end, runs i - 1's
+ * end to it; groups[i]: its group) as runs of this rank's shard (its part of each unit,
+ * one after another; a part's padding past its unit's end in group `skip`), copied to the
+ * device (*d_ends: long long, *d_groups: unsigned char) for the update's kernel; after
+ * fsdp_nccl_set_units, outside any capture (it allocates) */
+void fsdp_nccl_shard_runs(const long long *ends, const unsigned char *groups, int n, unsigned char skip, void **d_ends, void **d_groups);
 size_t fsdp_nccl_shard_len(void);
 size_t fsdp_nccl_gathered_len(void);   /* the buffer a unit is gathered into (elements) */
 void *fsdp_nccl_param_shard(void);
