@@ -1082,9 +1082,12 @@ local function ddp_blocks(l, loop, t, buckets, state_fmt, opt_states, cf)
   local jit = TRAIN_BLOCKS.main_start:match("^(.-\n    }\n)")
   assert(jit and jit:find("--jit-check", 1, true))
   b.main_start = jit .. emit_c.ranks_start(s) .. string.format([==[
-    if (args.cuda_graph) ddp_die("--cuda-graph: the %s program queues NCCL's %s outside graphs (not captured yet); leave it out");
+    // --cuda-graph captures NCCL's collectives with the step: a graph's launch is a
+    // collective, so every rank must capture the same steps (NCCL's rule)
+    if (ddp_any(args.cuda_graph) != args.cuda_graph)
+        ddp_die("--cuda-graph: give it to every rank or to none (a graph's launch is one of NCCL's collectives)");
     ddp_nccl_init();   // this rank's GPU (its local rank's), NCCL's communicator from rank 0's id
-]==], fsdp and "fsdp" or "ddp", fsdp and "reduce-scatters and all-gathers" or "all-reduces")
+]==])
   local fmt = ({ f32 = "LC_F32", bf16 = "LC_BF16", f16 = "LC_F16" })[state_fmt]
   local setup
   local full = s.sharding == "FULL_SHARD"
@@ -1462,7 +1465,7 @@ local DACT_ZERO = "LC_CHECK(cudaMemsetAsync(m->d_dacts, 0, (size_t)DACT_BYTES, S
 -- step_ops's launches (templates/cuda/model.cu.in): forward, backward, and on a step's
 -- last micro-batch the update
 local STEP_BODY = [==[
-    forward_ops(m, 1);${user_metrics_step}${ddp_begin}
+    forward_ops(m, 1);${user_metrics_step}
     backward(m);
     if (boundary) {${ddp_finish}
         if (LOSS_SCALING) scaler_unscale_ops(m);
@@ -1861,6 +1864,10 @@ function emit.program(l)
     loss_scaling = require("precision").SETTINGS[prec].loss_scaling and 1 or 0,
     user_metrics_fields = um.fields, user_metrics_decl = um.decl, sample_h = sample.sample_h,
   }
+  -- --cuda-graph's graphs per batch slot: a kind of step each (model_train_step's key)
+  values.graph_kinds = accumulating and 4 or 2
+  values.graph_kinds_desc = accumulating and "the last micro-batch of a step | (its reduce-scatters add into the shard) << 1"
+    or "the last micro-batch of a step"
   local tf32, matmul_precision = tf32_of(sp)
   local metrics_count = count_at(x.shape, l.batch_max)
   local files = {}
@@ -1921,12 +1928,19 @@ static void fsdp_accumulate(void *ctx, void *dst, const void *src, size_t n) {
     lc_launch(&m->kernels[%d], lc_blocks(count, 256), 256, m->stream, args);
 }]==], ak)
   end
-  mc.ddp_begin = ranks and string.format("\n    ddp_nccl_begin_backward(boundary);   // %s: the step's last micro-batch %s its gradients (Fabric's no_backward_sync)",
+  -- DDP/FSDP: the host's choices for the step (which collectives it queues), made before it
+  -- is queued or its graph launched; --cuda-graph keys a graph by them (the kind of step:
+  -- the last micro-batch of a step, and under FULL_SHARD's accumulation whether its
+  -- reduce-scatters add into the shard) and counts a replay's collectives
+  mc.ddp_step_begin = ranks and string.format("\n    ddp_nccl_begin_backward(boundary);   // %s: the step's last micro-batch %s its gradients (Fabric's no_backward_sync)",
     fsdp and "FSDP" or "DDP", fsdp and "reduce-scatters" or "all-reduces") or ""
   if accumulating then
-    mc.ddp_begin = "\n    fsdp_nccl_set_add(fsdp_accumulate, m);   // FSDP FULL_SHARD: every micro-batch reduce-scatters, adding after a step's first" ..
+    mc.ddp_step_begin = "\n    fsdp_nccl_set_add(fsdp_accumulate, m);   // FSDP FULL_SHARD: every micro-batch reduce-scatters, adding after a step's first" ..
       "\n    ddp_nccl_begin_backward(boundary);   // (the next backward is a step's first after a boundary)"
   end
+  mc.graph_kind = accumulating and "boundary | fsdp_nccl_adding() << 1" or "boundary"
+  mc.graph_launched = ranks and "\n        ddp_nccl_graph_launched(*e);   // its collectives' bytes, for the summary" or ""
+  mc.graph_kinds = values.graph_kinds
   mc.ddp_finish = ddp and "\n        ddp_nccl_finish_grads();   // DDP: the compute stream waits for the NCCL stream: the gradients are the mean over ranks"
     or fsdp and "\n        fsdp_nccl_finish_grads();   // FSDP: reduce-scattered; this rank's part of the gradients is the mean over ranks"
     or ""
@@ -1936,7 +1950,7 @@ static void fsdp_accumulate(void *ctx, void *dst, const void *src, size_t n) {
   mc.ddp_after_step = sharded == "SHARD_GRAD_OP" and "\n        fsdp_nccl_gather_params();   // FSDP: every rank's updated part on every rank (and the next forward waits for it)" or ""
   mc.user_step_ops = user and user.ops or ""
   if user then   -- (its own step_body: no accumulation, ddp or train.log there)
-    mc.user_metrics_step, mc.ddp_begin, mc.ddp_finish, mc.ddp_after_step = nil, nil, nil, nil
+    mc.user_metrics_step, mc.ddp_finish, mc.ddp_after_step = nil, nil, nil
   end
   files["model.cu"] = template.fill("templates/cuda/model.cu.in", mc, false, { step_body = user and user.body or STEP_BODY })
   -- the C loop's pieces this loop takes (it has its own step, scaler and summary)
