@@ -439,9 +439,13 @@ end
 -- runs' ends and groups as a table in the kernel's source (__constant__): each thread
 -- walks the runs forward as its grid-stride index grows.
 -- `sharded` (fsdp's SHARD_GRAD_OP on NCCL): the kernel runs over this rank's part of the
--- arena, [fsdp_lo(), fsdp_hi()) of runtime/ddp.h, its state buffers that part's.
+-- arena, [fsdp_lo(), fsdp_hi()) of runtime/ddp.h, its state buffers that part's (the
+-- groups' runs found from the part's start); FULL_SHARD: over the rank's shard
+-- (runtime/ddp_nccl.h: its parts of the units), the groups' runs of that shard computed
+-- at start from the arena's and read from device memory.
 -- Returns the host lines (optimizer_consts), the device lines (optimizer_ops), the
--- state's names, the constants' type and the number of constant sets ("" for one, "[G]").
+-- state's names, the constants' type, the number of constant sets ("" for one, "[G]")
+-- and, for FULL_SHARD's groups, optimizer_alloc's lines that put the shard's runs on the device.
 -- `over` (a training_step's optimizer, user_step_code): { opt, kind (the kernel's name's
 -- suffix), index (its constants: step_consts.opt[index]) } instead of train.optimizer's.
 local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams, sharded, over)
@@ -475,6 +479,7 @@ local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams, sharde
   local SKIP = "if (skip && *skip) return;   // GradScaler found inf/nan gradients: the step is skipped\n    "
   -- the groups: each group's constants (`c`, a pointer into the array), the runs' table
   local groups_kind, globals, CONSTS, PICK = "", nil, "const %s c = *consts;\n    ", ""
+  local shard_runs   -- (FULL_SHARD's groups: optimizer_alloc's lines)
   local count = ""
   if og then
     -- the runs cover [0, NUM_PARAMS): the gaps between the groups' runs (train.freeze's
@@ -504,15 +509,38 @@ local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams, sharde
     PICK = "        while (i >= opt_run_end[r]) r++;\n" ..
       (skips and "        if (opt_run_group[r] == SKIP_RUN) continue;   // no update, no weight decay\n" or "") ..
       "        const %s c = consts[opt_run_group[r]];\n"
-    if sharded then   -- (SHARD_GRAD_OP: i counts from the rank's part, at `base` of the arena)
+    if sharded == "FULL_SHARD" then
+      -- (FULL_SHARD: the rank's shard is its part of every unit, one after another, a part
+      -- padded past its unit's end; the runs above, of the arena, become runs of the shard at
+      -- run time (the parts depend on the ranks: runtime/ddp_nccl.c's fsdp_nccl_shard_runs),
+      -- in device memory the kernel takes instead of its __constant__ table; the padding is
+      -- run group SKIP_RUN)
+      shard_runs = {
+        string.format("    // the parameter groups' runs of the arena (gen/emit_train.lua): each run's end and group (%s: none)", "255"),
+        string.format("    static const long long run_end[%d] = { %s };", #ends, table.concat(ends, ", ")),
+        string.format("    static const unsigned char run_group[%d] = { %s };", #gids, (table.concat(gids, ", "):gsub("SKIP_RUN", "255"))),
+        "    // as runs of this rank's shard (its part of each unit; a part's padding: no group), on the device",
+        string.format("    fsdp_nccl_shard_runs(run_end, run_group, %d, 255, &o->d_run_end, &o->d_run_group);", #ends),
+      }
+      globals = { "#define SKIP_RUN 255   // a run this update leaves as it is (a part's padding; frozen, or another optimizer's)" }
+      PICK = "        while (i >= opt_run_end[r]) r++;\n" ..
+        "        if (opt_run_group[r] == SKIP_RUN) continue;   // no update, no weight decay\n" ..
+        "        const %s c = consts[opt_run_group[r]];\n"
+      groups_kind = "_groups" .. #og.groups .. "_shard"
+    elseif sharded then   -- (SHARD_GRAD_OP: i counts from the rank's part, at `base` of the arena)
       groups_kind = groups_kind .. "_base"
       PICK = PICK:gsub("while %(i >= ", "while (i + base >= ")
     end
   end
-  local based = og and sharded
+  local based = og and sharded == "SHARD_GRAD_OP"
   -- (the base after the count line)
   if based then N = N .. "\n    long long base = (long long)fsdp_lo();   // FSDP: where the rank's part starts (the groups' runs)" end
   local BASE_PARAM, BASE_ARG = based and ", long long base" or "", based and ", &base" or ""
+  if shard_runs then
+    BASE_PARAM = ", const long long *__restrict__ opt_run_end, const unsigned char *__restrict__ opt_run_group"
+    BASE_ARG = ", &run_end, &run_group"
+    N = N .. "\n    void *run_end = o->d_run_end, *run_group = o->d_run_group;   // FSDP FULL_SHARD: the groups' runs of this rank's shard"
+  end
   -- host lines filling each group's constants: fill(lines, LR, wd, C) adds the lines for
   -- the constants at C (a pointer expression) from the lr LR (C) and weight decay wd
   local function each_group(lines, fill, ctype)
@@ -575,7 +603,7 @@ local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams, sharde
       string.format("    void *args[] = { &p, &buf, &g%s, &n, &consts, &skip%s };", copy_arg, BASE_ARG),
       string.format("    lc_launch(&m->kernels[%d], lc_blocks(n, 256), 256, m->stream, args);", k),
     } do ops[#ops + 1] = l end
-    return table.concat(host, "\n"), table.concat(ops, "\n"), hasmom and { "momentum_buffer" } or {}, "so_sgd_consts", count
+    return table.concat(host, "\n"), table.concat(ops, "\n"), hasmom and { "momentum_buffer" } or {}, "so_sgd_consts", count, shard_runs
   end
   local k = ctx.kernel { kind = "adam" .. groups_kind .. copy_kind .. suffix, ops = {}, globals = globals,
     params = "state_t *__restrict__ p, opt_t *__restrict__ m, opt_t *__restrict__ v, const state_t *__restrict__ g" .. copy_param ..
@@ -612,7 +640,7 @@ local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams, sharde
     "    void *args[] = { &p, &mm, &v, &g" .. copy_arg .. ", &n, &consts, &skip" .. BASE_ARG .. " };",
     string.format("    lc_launch(&m->kernels[%d], lc_blocks(n, 256), 256, m->stream, args);", k),
   } do ops[#ops + 1] = l end
-  return table.concat(host, "\n"), table.concat(ops, "\n"), { "exp_avg", "exp_avg_sq" }, "so_adam_consts", count
+  return table.concat(host, "\n"), table.concat(ops, "\n"), { "exp_avg", "exp_avg_sq" }, "so_adam_consts", count, shard_runs
 end
 
 -- Accuracy on the host from the loss's input (staged to f32 on the device) and the
@@ -1054,9 +1082,12 @@ local function ddp_blocks(l, loop, t, buckets, state_fmt, opt_states, cf)
   local jit = TRAIN_BLOCKS.main_start:match("^(.-\n    }\n)")
   assert(jit and jit:find("--jit-check", 1, true))
   b.main_start = jit .. emit_c.ranks_start(s) .. string.format([==[
-    if (args.cuda_graph) ddp_die("--cuda-graph: the %s program queues NCCL's %s outside graphs (not captured yet); leave it out");
+    // --cuda-graph captures NCCL's collectives with the step: a graph's launch is a
+    // collective, so every rank must capture the same steps (NCCL's rule)
+    if (ddp_any(args.cuda_graph) != args.cuda_graph)
+        ddp_die("--cuda-graph: give it to every rank or to none (a graph's launch is one of NCCL's collectives)");
     ddp_nccl_init();   // this rank's GPU (its local rank's), NCCL's communicator from rank 0's id
-]==], fsdp and "fsdp" or "ddp", fsdp and "reduce-scatters and all-gathers" or "all-reduces")
+]==])
   local fmt = ({ f32 = "LC_F32", bf16 = "LC_BF16", f16 = "LC_F16" })[state_fmt]
   local setup
   local full = s.sharding == "FULL_SHARD"
@@ -1434,7 +1465,7 @@ local DACT_ZERO = "LC_CHECK(cudaMemsetAsync(m->d_dacts, 0, (size_t)DACT_BYTES, S
 -- step_ops's launches (templates/cuda/model.cu.in): forward, backward, and on a step's
 -- last micro-batch the update
 local STEP_BODY = [==[
-    forward_ops(m, 1);${user_metrics_step}${ddp_begin}
+    forward_ops(m, 1);${user_metrics_step}
     backward(m);
     if (boundary) {${ddp_finish}
         if (LOSS_SCALING) scaler_unscale_ops(m);
@@ -1748,8 +1779,8 @@ function emit.program(l)
   assert(lossv.S == "f32", "the loss is stored in float")
   local scaling = require("precision").SETTINGS[prec].loss_scaling
   -- DDP over NCCL (gen/strategy.lua): the gradient buckets, in the arena's format;
-  -- fsdp (SHARD_GRAD_OP: gen/strategy.lua refuses FULL_SHARD here) the same ranks,
-  -- its gradients reduce-scattered and its parameters all-gathered instead
+  -- fsdp (SHARD_GRAD_OP and FULL_SHARD) the same ranks, its gradients reduce-scattered
+  -- and its parameters all-gathered instead
   local ddp = l.strategy and l.strategy.kind == "ddp"
   local fsdp = l.strategy and l.strategy.kind == "fsdp"
   local ranks = ddp or fsdp
@@ -1758,19 +1789,15 @@ function emit.program(l)
 
   local loop = require("emit_train").values(l)
   e.begin(nil)
-  if fsdp and l.strategy.sharding == "FULL_SHARD" and loop.opt_groups then
-    diag.fatal(sp.train.optimizer.where or sp.train.where, "fsdp FULL_SHARD on the CUDA backend does not run parameter groups yet (its update " ..
-      "runs over each rank's parts of the units); use sharding_strategy = 'SHARD_GRAD_OP', strategy = 'ddp', or --accelerator=cpu")
-  end
   local sharded = fsdp and l.strategy.sharding
-  local opt_consts, opt_ops, opt_states, consts_type, consts_count
+  local opt_consts, opt_ops, opt_states, consts_type, consts_count, shard_runs
   local user = ad.segments and user_step_code(l, e, kernels, scratch)
   if user then
     -- a training_step: its optimizers' updates are step_update_J (optimizer_ops is unused)
     opt_consts, opt_states, consts_type, consts_count = user.consts, user.states, user.ctype, user.count
     opt_ops = "    (void)o; (void)m;   // (a training_step's optimizers step in its own order: step_update_J)"
   else
-    opt_consts, opt_ops, opt_states, consts_type, consts_count = optimizer(sp, kernels, e, scratch, scaling, loop.opt_groups, st.nparams, sharded)
+    opt_consts, opt_ops, opt_states, consts_type, consts_count, shard_runs = optimizer(sp, kernels, e, scratch, scaling, loop.opt_groups, st.nparams, sharded)
   end
   e.begin(nil)
   -- (a training_step's loss has no accuracy: gen/pipeline.lua's assign)
@@ -1814,6 +1841,11 @@ function emit.program(l)
 
   local b = batch_code(l)
   local os_ = optimizer_state_code(opt_states, sharded)
+  if shard_runs then   -- FSDP FULL_SHARD's parameter groups: the runs of this rank's shard
+    os_.fields[#os_.fields + 1] = "    void *d_run_end, *d_run_group;   // FSDP FULL_SHARD: the groups' runs of this rank's shard (runtime/ddp_nccl.c)"
+    os_.alloc[#os_.alloc + 1] = table.concat(shard_runs, "\n")
+    os_.free[#os_.free + 1] = "    cudaFree(o->d_run_end); cudaFree(o->d_run_group);"
+  end
 
   local accel = opts.accelerator or "cuda"
   local loss_node = loss.node
@@ -1832,6 +1864,10 @@ function emit.program(l)
     loss_scaling = require("precision").SETTINGS[prec].loss_scaling and 1 or 0,
     user_metrics_fields = um.fields, user_metrics_decl = um.decl, sample_h = sample.sample_h,
   }
+  -- --cuda-graph's graphs per batch slot: a kind of step each (model_train_step's key)
+  values.graph_kinds = accumulating and 4 or 2
+  values.graph_kinds_desc = accumulating and "the last micro-batch of a step | (its reduce-scatters add into the shard) << 1"
+    or "the last micro-batch of a step"
   local tf32, matmul_precision = tf32_of(sp)
   local metrics_count = count_at(x.shape, l.batch_max)
   local files = {}
@@ -1892,12 +1928,19 @@ static void fsdp_accumulate(void *ctx, void *dst, const void *src, size_t n) {
     lc_launch(&m->kernels[%d], lc_blocks(count, 256), 256, m->stream, args);
 }]==], ak)
   end
-  mc.ddp_begin = ranks and string.format("\n    ddp_nccl_begin_backward(boundary);   // %s: the step's last micro-batch %s its gradients (Fabric's no_backward_sync)",
+  -- DDP/FSDP: the host's choices for the step (which collectives it queues), made before it
+  -- is queued or its graph launched; --cuda-graph keys a graph by them (the kind of step:
+  -- the last micro-batch of a step, and under FULL_SHARD's accumulation whether its
+  -- reduce-scatters add into the shard) and counts a replay's collectives
+  mc.ddp_step_begin = ranks and string.format("\n    ddp_nccl_begin_backward(boundary);   // %s: the step's last micro-batch %s its gradients (Fabric's no_backward_sync)",
     fsdp and "FSDP" or "DDP", fsdp and "reduce-scatters" or "all-reduces") or ""
   if accumulating then
-    mc.ddp_begin = "\n    fsdp_nccl_set_add(fsdp_accumulate, m);   // FSDP FULL_SHARD: every micro-batch reduce-scatters, adding after a step's first" ..
+    mc.ddp_step_begin = "\n    fsdp_nccl_set_add(fsdp_accumulate, m);   // FSDP FULL_SHARD: every micro-batch reduce-scatters, adding after a step's first" ..
       "\n    ddp_nccl_begin_backward(boundary);   // (the next backward is a step's first after a boundary)"
   end
+  mc.graph_kind = accumulating and "boundary | fsdp_nccl_adding() << 1" or "boundary"
+  mc.graph_launched = ranks and "\n        ddp_nccl_graph_launched(*e);   // its collectives' bytes, for the summary" or ""
+  mc.graph_kinds = values.graph_kinds
   mc.ddp_finish = ddp and "\n        ddp_nccl_finish_grads();   // DDP: the compute stream waits for the NCCL stream: the gradients are the mean over ranks"
     or fsdp and "\n        fsdp_nccl_finish_grads();   // FSDP: reduce-scattered; this rank's part of the gradients is the mean over ranks"
     or ""
@@ -1907,7 +1950,7 @@ static void fsdp_accumulate(void *ctx, void *dst, const void *src, size_t n) {
   mc.ddp_after_step = sharded == "SHARD_GRAD_OP" and "\n        fsdp_nccl_gather_params();   // FSDP: every rank's updated part on every rank (and the next forward waits for it)" or ""
   mc.user_step_ops = user and user.ops or ""
   if user then   -- (its own step_body: no accumulation, ddp or train.log there)
-    mc.user_metrics_step, mc.ddp_begin, mc.ddp_finish, mc.ddp_after_step = nil, nil, nil, nil
+    mc.user_metrics_step, mc.ddp_finish, mc.ddp_after_step = nil, nil, nil
   end
   files["model.cu"] = template.fill("templates/cuda/model.cu.in", mc, false, { step_body = user and user.body or STEP_BODY })
   -- the C loop's pieces this loop takes (it has its own step, scaler and summary)

@@ -118,8 +118,8 @@ function strategy.check(g, target)
       end
     end
   end
-  -- (the CUDA program's ranks run ddp and both fsdp shardings over NCCL, runtime/ddp_nccl.h;
-  -- FULL_SHARD's parameter groups are refused where the update is emitted, gen/emit_cuda.lua)
+  -- (the CUDA program's ranks run ddp and both fsdp shardings over NCCL, runtime/ddp_nccl.h,
+  -- parameter groups too: gen/emit_cuda.lua's optimizer)
 end
 
 -- The gradient arena's element (bytes) and runtime/collectives.h type under `settings`

@@ -25,8 +25,9 @@ static int nbuckets_, syncing_, stop_bucket_ = -1;
 static char *grads_;
 static size_t numel_, esize_;
 static ncclDataType_t type_;
-/* pinned: { 0, 1 } in the arena's format (the stop request's source), and the reduced flag */
-static unsigned char *flag_src_, *flag_out_;
+/* pinned: { 0, 1 } in the arena's format, the reduced flag, and this step's stop request
+ * (0 or 1, written by ddp_nccl_begin_backward: the source of the copy a graph replays) */
+static unsigned char *flag_src_, *flag_out_, *stop_src_;
 
 /* NCCL's failures: one line naming the rank and the call (runtime/ddp.h's ddp_die) */
 static void nccl_check(ncclResult_t rc, const char *what) {
@@ -90,19 +91,24 @@ void ddp_nccl_set_buckets(const ddp_bucket *b, int n, void *d_grads, size_t nume
 
 /* flag_src_ (0 and 1 in the arena's format) and flag_out_ */
 static void flags_alloc(int format) {
-    cuda_check(cudaMallocHost((void **)&flag_src_, 2 * esize_ + esize_), "cudaMallocHost");
-    memset(flag_src_, 0, 3 * esize_);
+    cuda_check(cudaMallocHost((void **)&flag_src_, 4 * esize_), "cudaMallocHost");
+    memset(flag_src_, 0, 4 * esize_);
     /* 1 in the arena's format: float, bfloat16, IEEE half */
     if (format == LC_F32) { float one = 1.0f; memcpy(flag_src_ + esize_, &one, sizeof one); }
     else { uint16_t one = format == LC_BF16 ? 0x3F80 : 0x3C00; memcpy(flag_src_ + esize_, &one, sizeof one); }
     flag_out_ = flag_src_ + 2 * esize_;
+    stop_src_ = flag_src_ + 3 * esize_;
 }
 
 static int nunits_;
+static void (*add_)(void *ctx, void *dst, const void *src, size_t n);   /* FULL_SHARD under accumulation */
 static unsigned char *udone_;   /* FULL_SHARD: the units reduce-scattered in this backward */
 /* FULL_SHARD under accumulation: this backward adds to the gradient shard (not a step's
  * first micro-batch), the last backward was a step's last */
 static int accum_, last_boundary_ = 1;
+
+/* the run's byte counts when this step began (a graph's capture: what its step adds) */
+static double mark_reduced_, mark_gathered_, mark_synced_;
 
 void ddp_nccl_begin_backward(int sync) {
     syncing_ = sync && ddp_world() > 1;
@@ -110,6 +116,37 @@ void ddp_nccl_begin_backward(int sync) {
     if (udone_) memset(udone_, 0, (size_t)nunits_);
     accum_ = !last_boundary_;
     last_boundary_ = sync;
+    /* this rank's stop request, read by the step's copy of it (queued or replayed): the
+     * previous step's copy has run (the host read its loss) */
+    if (stop_src_) memcpy(stop_src_, flag_src_ + (signals_stop_requested() ? esize_ : 0), esize_);
+    mark_reduced_ = ddp_nccl_reduced_bytes;
+    mark_gathered_ = fsdp_nccl_gathered_bytes;
+    mark_synced_ = ddp_nccl_synced_bytes;
+}
+
+int fsdp_nccl_adding(void) { return accum_ && add_ != NULL; }
+
+/* --cuda-graph: each graph's collectives' bytes, counted once as its capture queued them
+ * and again at each later launch */
+#define MAX_GRAPHS 16
+static struct { const void *graph; double reduced, gathered, synced; } graphs_[MAX_GRAPHS];
+static int ngraphs_;
+
+void ddp_nccl_graph_launched(const void *graph) {
+    for (int i = 0; i < ngraphs_; i++)
+        if (graphs_[i].graph == graph) {
+            ddp_nccl_reduced_bytes += graphs_[i].reduced;
+            fsdp_nccl_gathered_bytes += graphs_[i].gathered;
+            ddp_nccl_synced_bytes += graphs_[i].synced;
+            return;
+        }
+    if (ngraphs_ == MAX_GRAPHS) ddp_die("more CUDA graphs than the byte counts keep (runtime/ddp_nccl.c's MAX_GRAPHS)");
+    /* its capture, in this step: what the step queued since it began */
+    graphs_[ngraphs_].graph = graph;
+    graphs_[ngraphs_].reduced = ddp_nccl_reduced_bytes - mark_reduced_;
+    graphs_[ngraphs_].gathered = fsdp_nccl_gathered_bytes - mark_gathered_;
+    graphs_[ngraphs_].synced = ddp_nccl_synced_bytes - mark_synced_;
+    ngraphs_++;
 }
 
 void ddp_nccl_grad_ready(int bucket) {
@@ -117,8 +154,7 @@ void ddp_nccl_grad_ready(int bucket) {
     const ddp_bucket *b = &buckets_[bucket];
     size_t count = b->count;
     if (bucket == stop_bucket_) {   /* this rank's stop request, in the element after the arena */
-        const unsigned char *src = flag_src_ + (signals_stop_requested() ? esize_ : 0);
-        cuda_check(cudaMemcpyAsync(grads_ + numel_ * esize_, src, esize_, cudaMemcpyHostToDevice, compute_), "cudaMemcpyAsync (stop request)");
+        cuda_check(cudaMemcpyAsync(grads_ + numel_ * esize_, stop_src_, esize_, cudaMemcpyHostToDevice, compute_), "cudaMemcpyAsync (stop request)");
         count = numel_ + 1 - b->first;
     }
     /* the NCCL stream starts when the compute stream has queued the bucket's gradients */
@@ -204,8 +240,7 @@ void fsdp_nccl_finish_grads(void) {
     }
     if (!syncing_) return;
     if (!units_) arena_padding();
-    const unsigned char *src = flag_src_ + (signals_stop_requested() ? esize_ : 0);
-    cuda_check(cudaMemcpyAsync(d_flag_, src, esize_, cudaMemcpyHostToDevice, compute_), "cudaMemcpyAsync (stop request)");
+    cuda_check(cudaMemcpyAsync(d_flag_, stop_src_, esize_, cudaMemcpyHostToDevice, compute_), "cudaMemcpyAsync (stop request)");
     /* the NCCL stream starts when the compute stream has queued the backward */
     cuda_check(cudaEventRecord(fready_, compute_), "cudaEventRecord");
     cuda_check(cudaStreamWaitEvent(nccl_, fready_, 0), "cudaStreamWaitEvent");
@@ -253,7 +288,6 @@ static size_t *upart_, *uoff_, slen_, gathered_len_, part_max_;
 static char *cshard_;     /* the compute copy's shard (16-bit), beside the parameters' */
 static int cformat_;      /* its format: LC_BF16 or LC_F16 */
 static char *landing_;   /* accumulation: where a micro-batch's part lands before it is added */
-static void (*add_)(void *ctx, void *dst, const void *src, size_t n);
 static void *add_ctx_;
 static void *device_zeros(size_t bytes);
 static char *pshard_, *gshard_, *ugrads_;   /* on the device */
@@ -294,6 +328,40 @@ static void my_part(int u, size_t *lo, size_t *hi) {
     size_t a = un->first + upart_[u] * (size_t)ddp_rank(), end = un->first + un->count;
     *lo = a < end ? a : end;
     *hi = a + upart_[u] < end ? a + upart_[u] : end;
+}
+
+void fsdp_nccl_shard_runs(const long long *ends, const unsigned char *groups, int n, unsigned char skip, void **d_ends, void **d_groups) {
+    /* at most every arena run cut by each unit's part, plus a padding run per unit */
+    size_t cap = (size_t)n + 2 * (size_t)nunits_ + 1, k = 0;
+    long long *e = malloc(cap * sizeof *e);
+    unsigned char *gr = malloc(cap);
+    if (!e || !gr) ddp_die("out of memory");
+#define RUN(END, G)                                                                  \
+    do {                                                                             \
+        if (k > 0 && gr[k - 1] == (G)) e[k - 1] = (END);   /* the same group: one run */ \
+        else { e[k] = (END); gr[k] = (G); k++; }                                     \
+    } while (0)
+    for (int u = 0; u < nunits_; u++) {
+        size_t lo, hi;
+        my_part(u, &lo, &hi);
+        int r = 0;
+        for (size_t at = lo; at < hi;) {   /* the arena's runs over [lo, hi), at the shard's place */
+            while (r < n && (size_t)ends[r] <= at) r++;
+            if (r == n) ddp_die("fsdp: the parameter groups' runs end before the arena does");
+            size_t to = (size_t)ends[r] < hi ? (size_t)ends[r] : hi;
+            RUN((long long)(uoff_[u] + to - lo), groups[r]);
+            at = to;
+        }
+        if (hi - lo < upart_[u]) RUN((long long)(uoff_[u] + upart_[u]), skip);   /* the part's padding */
+    }
+#undef RUN
+    if (k == 0) { e[0] = 0; gr[0] = skip; k = 1; }   /* (no shard: the kernel reads one run) */
+    cuda_check(cudaMalloc(d_ends, k * sizeof *e), "cudaMalloc (FSDP groups)");
+    cuda_check(cudaMalloc(d_groups, k), "cudaMalloc (FSDP groups)");
+    cuda_check(cudaMemcpy(*d_ends, e, k * sizeof *e, cudaMemcpyHostToDevice), "cudaMemcpy (FSDP groups)");
+    cuda_check(cudaMemcpy(*d_groups, gr, k, cudaMemcpyHostToDevice), "cudaMemcpy (FSDP groups)");
+    free(e);
+    free(gr);
 }
 
 static void *device_zeros(size_t bytes) {

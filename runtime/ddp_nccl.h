@@ -10,17 +10,23 @@
  *   main:      ddp_init (runtime/ddp.h), then ddp_nccl_init(): this rank's GPU is its
  *              local rank (refused past the node's GPUs); the communicator over every rank
  *   setup:     ddp_nccl_set_buckets(table, n, d_grads, format, esize, compute stream)
- *   each step, queued on the compute stream (model.cu's step_ops):
- *              ddp_nccl_begin_backward(sync) before the backward (sync: the step's last
- *              micro-batch, else no all-reduce: Fabric's no_backward_sync);
+ *   each step: ddp_nccl_begin_backward(sync) on the host before the step is queued or its
+ *              graph launched (model.cu's model_train_step; sync: the step's last
+ *              micro-batch, else no all-reduce: Fabric's no_backward_sync); then, queued on
+ *              the compute stream (model.cu's step_ops, or captured into a graph by it):
  *              ddp_nccl_grad_ready(bucket) where the backward has queued a bucket's last
  *              gradient (the NCCL stream waits for that point, then all-reduces it);
  *              ddp_nccl_finish_grads() before the optimizer (any bucket not started, then
  *              the compute stream waits for the NCCL stream: the gradients are the mean)
  *   the stop request rides with the gradients: one more element after the arena's end
  *   (d_grads[numel], the bucket that ends last extended over the padding to it), 1 on a rank that has a stop
- *   signal when that bucket starts, so after the all-reduce every rank reads the same
- *   answer; ddp_nccl_stop_requested() after the step's loss was read. */
+ *   signal when its step began (copied from a pinned word ddp_nccl_begin_backward writes,
+ *   so a graph's replay copies each step's), so after the all-reduce every rank reads the
+ *   same answer; ddp_nccl_stop_requested() after the step's loss was read.
+ *   --cuda-graph: everything a step queues here may be captured (NCCL >= 2.9 captures its
+ *   collectives; the NCCL stream joins the capture through the compute stream's events and
+ *   is joined back by the compute stream's waits); the host's choices (which buckets, the
+ *   shard's landing) are made per kind of step, the graph's key (model.cu). */
 #ifndef LOOM_DDP_NCCL_H
 #define LOOM_DDP_NCCL_H
 #include <stddef.h>
@@ -32,6 +38,9 @@ void ddp_nccl_init(void);
  * numel + 1 elements (the last: the stop request) */
 void ddp_nccl_set_buckets(const ddp_bucket *buckets, int n, void *d_grads, size_t numel, int format, void *stream);
 void ddp_nccl_begin_backward(int sync);
+/* after each cudaGraphLaunch of a step (--cuda-graph): the bytes its collectives move,
+ * counted when `graph` was captured in this step, added again at each later launch */
+void ddp_nccl_graph_launched(const void *graph);
 void ddp_nccl_grad_ready(int bucket);
 void ddp_nccl_finish_grads(void);
 /* 1 on every rank when any rank had a stop signal as the step's gradients were reduced
@@ -100,6 +109,15 @@ void fsdp_nccl_keep_params_host(const void *full);
  * kernel; each micro-batch's reduce-scatter after a step's first lands beside the shard and
  * is added into it (call before each backward) */
 void fsdp_nccl_set_add(void (*add)(void *ctx, void *dst, const void *src, size_t n), void *ctx);
+/* after ddp_nccl_begin_backward: 1 when this backward adds its reduce-scattered parts into
+ * the gradient shard (a step's later micro-batch under accumulation): another graph */
+int fsdp_nccl_adding(void);
+/* FULL_SHARD's parameter groups: n runs of the arena (ends[i]: run i's end, runs i - 1's
+ * end to it; groups[i]: its group) as runs of this rank's shard (its part of each unit,
+ * one after another; a part's padding past its unit's end in group `skip`), copied to the
+ * device (*d_ends: long long, *d_groups: unsigned char) for the update's kernel; after
+ * fsdp_nccl_set_units, outside any capture (it allocates) */
+void fsdp_nccl_shard_runs(const long long *ends, const unsigned char *groups, int n, unsigned char skip, void **d_ends, void **d_groups);
 size_t fsdp_nccl_shard_len(void);
 size_t fsdp_nccl_gathered_len(void);   /* the buffer a unit is gathered into (elements) */
 void *fsdp_nccl_param_shard(void);

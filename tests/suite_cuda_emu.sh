@@ -87,7 +87,7 @@ MAIN+=("mlp_sgd_clipnorm_dropout @variants/mlp_sgd_clipnorm_dropout.lua 32-true"
        "tiny_gpt @variants/tiny_gpt.lua bf16-mixed")
 GRAPH=("${PRECS[@]}" bf16-true)   # emu_cuda_graph_fashion_mlp_PREC (after its comparison)
 RESUME=("${PRECS16[@]}")          # emu_resume_fashion_mlp_PREC
-CUBLASLT_CASES=27 RUNTIME_CASES=12   # the results tests/cuda_emu/test_cublaslt.cpp and test_runtime.cpp print
+CUBLASLT_CASES=27 RUNTIME_CASES=14   # the results tests/cuda_emu/test_cublaslt.cpp and test_runtime.cpp print
 names() {
   local c
   for c in "${CNN[@]}" "${MAIN[@]}"; do set -- $c; echo "emu_vs_cpu_$1_$3"; done

@@ -17,8 +17,14 @@
 #    gradients' all-reduce): exit 0, rank 0's checkpoint and line; resumed from it = an
 #    uninterrupted run;
 #  - a stopped rank (SIGSTOP) ends the job after --ddp-timeout, the other rank naming the wait;
+#  - --cuda-graph (runtime/ddp_nccl.h): the step captured with its all-reduces (NCCL's stream
+#    forked into the capture and joined back; the emulator replays the graph's nodes lazily,
+#    so a missing wait gives wrong numbers, and refuses a fork not joined back), one graph per
+#    batch slot and kind of micro-batch — bit for bit the ungraphed 2 ranks, the same bytes;
+#    a SIGTERM to rank 1 stops both after the same step (the stop request copied from a
+#    pinned word each step rewrites, so a replay carries it); sync_batchnorm too;
 #  - refused in one line naming the rank: more ranks on a node than GPUs (CUDA_EMU_DEVICES
-#    sets the emulated count: 2 for the runs above), --cuda-graph;
+#    sets the emulated count: 2 for the runs above), --cuda-graph given to one rank only;
 #  - sync_batchnorm (tests/ddp/bn.lua: BatchNorm2d and BatchNorm1d, SGD with momentum): each
 #    BatchNorm's per-channel sums all-reduced over NCCL in forward and backward — 2 CUDA
 #    ranks × 4 end with the weights and running statistics of 1 CUDA rank × 8 and of the
@@ -26,7 +32,7 @@
 set -u
 cd "$(dirname "$0")/.."
 . tests/tap.sh
-plan 15
+plan 18
 CUDA=${CUDA_HOME:-/usr/local/cuda}
 BASE=cpu2
 . tests/ddp/lib.sh
@@ -37,7 +43,7 @@ export CUDA_EMU_CACHE=${CUDA_EMU_CACHE:-$ROOT/build/cuda_emu_cache}
 export CUDA_EMU_DEVICES=2
 EMPI="$MPI -x CUDA_EMU_DEVICES=2"
 if [ ! -x "$CUDA/bin/nvcc" ] || ! command -v mpirun >/dev/null; then
-  for i in $(seq 15); do skip "CUDA ddp $i" "no CUDA toolkit ($CUDA/bin/nvcc) or no mpirun"; done
+  for i in $(seq 18); do skip "CUDA ddp $i" "no CUDA toolkit ($CUDA/bin/nvcc) or no mpirun"; done
   exit 0
 fi
 # the spec: 4 buckets, accumulate 2, train.log's three metrics
@@ -84,24 +90,27 @@ got=$(sed -n 's/^ddp: 2 ranks over NCCL; all-reduced \([0-9.]*\) MB.*/\1/p' rg2.
 if [ "$nb" -ge 3 ] && [ "$got" = "$want" ]; then ok "$nb all-reduces started inside backward; $got MB per rank = 10 steps, none on accumulation micro-batches"
 else fail "buckets in backward, no all-reduce on micro-steps" "$nb grad_ready calls; $got MB all-reduced, $want expected"; fi
 
-# a stop request on rank 1 alone: both ranks stop after the same step
-$EMPI -np 2 cu2/emu/run --out rs --epochs 200 --ddp-timeout 30 >rs.log 2>&1 &
-job=$!
-r1=""
-for _ in $(seq 100); do
-  sleep 0.2
-  for p in $(pgrep -f "cu2/emu/train --out rs"); do
-    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1' && r1=$p
+# a stop request on rank 1 alone: both ranks stop after the same step (stop_one OUT [FLAGS])
+stop_one() {
+  local out=$1; shift
+  $EMPI -np 2 cu2/emu/run --out $out --epochs 200 --ddp-timeout 30 "$@" >$out.log 2>&1 &
+  local job=$! r1="" rc p
+  for _ in $(seq 100); do
+    sleep 0.2
+    for p in $(pgrep -f "cu2/emu/train --out $out"); do
+      tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1' && r1=$p
+    done
+    [ -n "$r1" ] && grep -q 'epoch 1' $out.log 2>/dev/null && break
   done
-  [ -n "$r1" ] && grep -q 'epoch 1' rs.log 2>/dev/null && break
-done
-sleep 1
-[ -n "$r1" ] && kill -TERM "$r1"
-wait $job; rc=$?
-if [ $rc -eq 0 ] && [ -n "$r1" ] && grep -q '^stopped by signal after step [0-9]*; checkpoint' rs.log && [ -f rs/last.safetensors ] &&
-   ! grep -q 'trained 2000 steps' rs.log; then
-  ok "SIGTERM to rank 1 alone: both ranks stop after the same step, exit 0 ($(grep -o 'stopped by signal after step [0-9]*' rs.log))"
-else fail "a stop request on one rank" "rc $rc, rank 1 pid '$r1': $(grep -v '^epoch' rs.log | tail -2 | tr '\n' ' ')"; fi
+  sleep 1
+  [ -n "$r1" ] && kill -TERM "$r1"
+  wait $job; rc=$?
+  if [ $rc -eq 0 ] && [ -n "$r1" ] && grep -q '^stopped by signal after step [0-9]*; checkpoint' $out.log && [ -f $out/last.safetensors ] &&
+     ! grep -q 'trained 2000 steps' $out.log; then
+    ok "SIGTERM to rank 1 alone${1:+ ($*)}: both ranks stop after the same step, exit 0 ($(grep -o 'stopped by signal after step [0-9]*' $out.log))"
+  else fail "a stop request on one rank $*" "rc $rc, rank 1 pid '$r1': $(grep -v '^epoch' $out.log | tail -2 | tr '\n' ' ')"; fi
+}
+stop_one rs
 # resumed from that checkpoint (the batch read ahead of the stop is the resumed run's first)
 # = uninterrupted, 3 steps on
 k=$(sed -n 's/^stopped by signal after step \([0-9]*\);.*/\1/p' rs.log); k=${k:-0}
@@ -134,9 +143,23 @@ out=$($MPI -x CUDA_EMU_DEVICES=1 -np 2 cu2/emu/run --out r1g 2>&1); rc=$?
 if [ $rc -ne 0 ] && echo "$out" | grep -q '^rank 1: local rank 1, but 1 GPU visible on this node: each ddp rank needs a GPU of its own'; then
   ok "2 ranks on a node with 1 GPU: refused in one line ($(echo "$out" | grep -m1 '^rank 1' | cut -c1-80)...)"
 else fail "more ranks than GPUs refused" "rc $rc: $(echo "$out" | head -2)"; fi
-out=$($EMPI -np 2 cu2/emu/run --out rcg --cuda-graph 2>&1); rc=$?
-if [ $rc -ne 0 ] && echo "$out" | grep -q '^rank [01]: --cuda-graph: the ddp program queues NCCL'; then ok "--cuda-graph refused in one line ($(echo "$out" | grep -m1 '^rank'))"
-else fail "--cuda-graph refused" "rc $rc: $(echo "$out" | head -2)"; fi
+
+# --cuda-graph: the step captured with its NCCL all-reduces (each bucket's on NCCL's stream,
+# forked into the capture by the compute stream's event and joined back before the
+# optimizer), one graph per batch slot and kind of micro-batch (the accumulation micro-steps'
+# without collectives, no_backward_sync): bit for bit the ungraphed ranks, the same bytes
+$EMPI -np 2 cu2/emu/run --out rgg --cuda-graph >rgg.log 2>&1
+launches=$(sed -n 's/^--cuda-graph: \([0-9]*\) graph launches/\1/p' rgg.log)
+captured=$(sed -n 's/^--cuda-graph: \([0-9]*\) graphs captured/\1/p' rgg.log)
+bytes=$(grep '^ddp: 2 ranks over NCCL; all-reduced' rgg.log)
+if [ "${launches:-0}" -ge 10 ] && [ "${captured:-0}" -eq 2 ] && cmp -s rgg/last.safetensors rg2/last.safetensors &&
+   [ "$bytes" = "$(grep '^ddp: 2 ranks over NCCL; all-reduced' rg2.log)" ]; then
+  ok "emulated: --cuda-graph, 2 CUDA ranks (4 buckets, accumulate 2) = the ungraphed ranks bit for bit ($launches launches of $captured graphs; ${bytes#ddp: 2 ranks over NCCL; })"
+else fail "--cuda-graph over NCCL" "launches '$launches', captured '$captured', $(cmp rgg/last.safetensors rg2/last.safetensors 2>&1; grep -m1 -E 'cuda_emu|failed' rgg.log)"; fi
+stop_one rsg --cuda-graph
+out=$($EMPI -np 1 cu2/emu/run --out rcg --cuda-graph : -np 1 cu2/emu/run --out rcg 2>&1); rc=$?
+if [ $rc -ne 0 ] && echo "$out" | grep -q '^rank 1: --cuda-graph: give it to every rank or to none'; then ok "--cuda-graph on one rank only: refused in one line ($(echo "$out" | grep -m1 '^rank 1'))"
+else fail "--cuda-graph on one rank refused" "rc $rc: $(echo "$out" | head -2)"; fi
 
 # sync_batchnorm: the statistics (and backward's sums) over every rank's batch, over NCCL
 BN=$ROOT/tests/ddp/bn.lua
@@ -149,3 +172,8 @@ $EMPI -np 2 bng2/emu/run --out rbn2 >rbn2.log 2>&1
 bng1/emu/run --out rbn1 >rbn1.log 2>&1
 within "emulated: sync_batchnorm, 2 CUDA ranks x 4 = 1 CUDA rank x 8 (weights, running statistics)" rbn2/last.safetensors rbn1/last.safetensors
 within "emulated: sync_batchnorm, 2 CUDA ranks x 4 = the CPU's synced 2 ranks x 4" rbn2/last.safetensors rbnc/last.safetensors
+# --cuda-graph: the BatchNorms' sums all-reduced on the compute stream inside the graph
+$EMPI -np 2 bng2/emu/run --out rbng --cuda-graph >rbng.log 2>&1
+if grep -q '^--cuda-graph: [1-9][0-9]* graph launches' rbng.log && cmp -s rbng/last.safetensors rbn2/last.safetensors; then
+  ok "emulated: sync_batchnorm under --cuda-graph = the ungraphed ranks bit for bit ($(grep -o '^--cuda-graph: [0-9]* graph launches' rbng.log | cut -d' ' -f2) launches)"
+else fail "sync_batchnorm under --cuda-graph" "$(cmp rbng/last.safetensors rbn2/last.safetensors 2>&1; grep -m1 -E 'cuda_emu|failed' rbng.log)"; fi

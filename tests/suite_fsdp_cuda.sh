@@ -22,11 +22,19 @@
 #    program's FULL_SHARD 2 ranks and = 1 CUDA rank × 16 (weights and optimizer state); the
 #    sharded bytes on each device (parameters, gradients, optimizer state) are half a 1-rank
 #    run's; the gathers and reduce-scatters model.cu queues; resumed at step 5 = uninterrupted;
-#  - refused in one line: FULL_SHARD with parameter groups.
+#  - FULL_SHARD with parameter groups (net.2 at another lr and weight decay): the update's
+#    kernel walks the groups' runs of each rank's shard (runtime/ddp_nccl.c's
+#    fsdp_nccl_shard_runs: the arena's runs cut to the rank's parts of the units, a part's
+#    padding in no group) — 2 CUDA ranks = the CPU's FULL_SHARD 2 ranks and = 1 CUDA rank × 16;
+#  - --cuda-graph: SHARD_GRAD_OP and FULL_SHARD (with groups, accumulate 3) captured with their
+#    reduce-scatters and all-gathers, bit for bit the ungraphed ranks (the emulator replays a
+#    graph's nodes lazily: a missing event wait gives wrong numbers; a fork never joined back
+#    is refused), one graph per batch slot and kind of step (FULL_SHARD under accumulation:
+#    whether a micro-batch's reduce-scatters add into the shard is a kind of its own).
 set -u
 cd "$(dirname "$0")/.."
 . tests/tap.sh
-plan 13
+plan 16
 CUDA=${CUDA_HOME:-/usr/local/cuda}
 BASE=cpu2
 . tests/ddp/lib.sh
@@ -35,7 +43,7 @@ export CUDA_EMU_CACHE=${CUDA_EMU_CACHE:-$ROOT/build/cuda_emu_cache}
 export CUDA_EMU_DEVICES=2   # one emulated GPU per rank (exported too: -x reaches the first MPMD program only)
 EMPI="$MPI -x CUDA_EMU_DEVICES=2"
 if [ ! -x "$CUDA/bin/nvcc" ] || ! command -v mpirun >/dev/null; then
-  for i in $(seq 13); do skip "CUDA fsdp $i" "no CUDA toolkit ($CUDA/bin/nvcc) or no mpirun"; done
+  for i in $(seq 16); do skip "CUDA fsdp $i" "no CUDA toolkit ($CUDA/bin/nvcc) or no mpirun"; done
   exit 0
 fi
 # no train.log here (suite_ddp_cuda logs it over the CUDA ranks)
@@ -99,6 +107,36 @@ $EMPI -np 2 fs2/emu/run --out rsf --max-steps 5 >rsf.log 2>&1
 $EMPI -np 2 fs2/emu/run --out rsf --resume rsf/last.safetensors --max-steps 10 >rsf2.log 2>&1
 within "emulated: FULL_SHARD resumed at step 5 = uninterrupted (weights and optimizer state)" rsf/last.safetensors rf2/last.safetensors
 
-SPEC=fs2.lua
-refused groups 's/weight_decay = 0.01 }/weight_decay = 0.01, decay_min_ndim = 2 }/' \
-  "groups.lua:18: fsdp FULL_SHARD on the CUDA backend does not run parameter groups yet (its update runs over each rank's parts of the units); use sharding_strategy = 'SHARD_GRAD_OP', strategy = 'ddp', or --accelerator=cpu"
+# FULL_SHARD with parameter groups: net.2 at twice the lr and ten times the weight decay, the
+# runs of each rank's shard (its parts of the units, the last unit's padded) found at start;
+# accumulate 3 over 2 epochs of 20 micro-batches (a step's first micro-batch, its later ones,
+# and each epoch's leftover two: every kind of step --cuda-graph keys below)
+PGROUPS='s/AdamW { lr = 1e-2, weight_decay = 0.01 }/AdamW { lr = 1e-2, weight_decay = 0.01, groups = { { params = "^net%.2%.", lr = 0.02, weight_decay = 0.1 } } }/; s/accumulate = 2,/accumulate = 3,/; s/epochs = 1,/epochs = 2,/'
+sed "$PGROUPS" cpuf.lua >cpug.lua
+sed "$PGROUPS" fs2.lua >fsg.lua
+sed "$PGROUPS; s/batch_size = 8,/batch_size = 16,/" fs2.lua >fsg1.lua
+cp -a cpuf cpug && "$LOOM" build cpug.lua -o cpug >cpug.log 2>&1 && $MPI -np 2 ./cpug/train --out rcg >rcg.log 2>&1
+"$LOOM" build fsg.lua --no-compile -o fsg >fsg.log 2>&1 && "$EMU" fsg >>fsg.log 2>&1
+"$LOOM" build fsg1.lua --devices=1 --no-compile -o fsg1 >fsg1.log 2>&1 && "$EMU" fsg1 >>fsg1.log 2>&1
+$EMPI -np 2 fsg/emu/run --out rfg >rfg.log 2>&1
+fsg1/emu/run --out rfg1 >rfg1.log 2>&1
+if grep -q 'fsdp_nccl_shard_runs(run_end, run_group, 3, 255' fsg/model.cu; then
+  within "emulated: FULL_SHARD, 2 parameter groups (lr, weight_decay), 2 CUDA ranks x 8 = the CPU's FULL_SHARD 2 ranks x 8" rfg/last.safetensors rcg/last.safetensors
+else fail "FULL_SHARD's parameter groups" "no shard runs in fsg/model.cu: $(grep -m1 error fsg.log)"; fi
+within "emulated: FULL_SHARD, 2 parameter groups, 2 CUDA ranks x 8 = 1 CUDA rank x 16 (weights and optimizer state)" rfg/last.safetensors rfg1/last.safetensors
+
+# --cuda-graph: the step captured with its collectives (NCCL's stream forked into the capture
+# by the compute stream's events and joined back by its waits), one graph per batch slot and
+# kind of step: bit for bit the ungraphed ranks, the same bytes
+graphed() {   # graphed NAME PROGRAM PLAIN_RUN GRAPHS
+  local name=$1 prog=$2 plain=$3 want=$4 launches captured
+  $EMPI -np 2 $prog/emu/run --out $plain.g --cuda-graph >$plain.g.log 2>&1
+  launches=$(sed -n 's/^--cuda-graph: \([0-9]*\) graph launches/\1/p' $plain.g.log)
+  captured=$(sed -n 's/^--cuda-graph: \([0-9]*\) graphs captured/\1/p' $plain.g.log)
+  if [ "${launches:-0}" -ge 10 ] && [ "${captured:-0}" -eq "$want" ] && cmp -s $plain.g/last.safetensors $plain/last.safetensors &&
+     [ "$(grep '^fsdp: 2 ranks over NCCL' $plain.g.log)" = "$(grep '^fsdp: 2 ranks over NCCL' $plain.log)" ]; then
+    ok "emulated: --cuda-graph, $name = the ungraphed ranks bit for bit ($launches launches of $captured graphs, the same bytes)"
+  else fail "--cuda-graph, $name" "launches '$launches', captured '$captured', $(cmp $plain.g/last.safetensors $plain/last.safetensors 2>&1; grep -m1 -E 'cuda_emu|failed' $plain.g.log)"; fi
+}
+graphed "SHARD_GRAD_OP (accumulate 2)" cu2 rg2 2
+graphed "FULL_SHARD with groups (accumulate 3: 6 graphs, a step's first micro-batch and its later ones apart)" fsg rfg 6

@@ -6,7 +6,9 @@
 //
 // A collective is queued on its stream as a host function (cudaLaunchHostFunc, which the
 // emulator exports): it runs when the stream reaches it, after whatever the stream waits
-// for, so a missing event wait gives wrong numbers here as it would on a GPU.  Every rank
+// for, so a missing event wait gives wrong numbers here as it would on a GPU.  Queued on
+// a capturing stream (--cuda-graph), it is a host node of the graph, run at each replay
+// after the nodes it depends on.  Every rank
 // runs its collectives in the same order (the streams drain at the same program points
 // on every rank), on a communicator of their own (MPI_Comm_dup), so they never meet the
 // host's MPI collectives (runtime/collectives.c).  Sums are in float (double for F64),
@@ -97,6 +99,7 @@ struct job {
     ncclComm *comm;
     kind what;
     int root;
+    bool kept = false;   // captured into a graph: each replay runs it again (never freed)
 };
 
 size_t type_size(ncclDataType_t t) {
@@ -154,7 +157,7 @@ void run(void *arg) {
     if (j->type == ncclInt32) {   // (ALL_REDUCE: a max or sum of ints)
         if (j->send != j->recv) memcpy(j->recv, j->send, n * 4);
         mpi_check(MPI_Allreduce(MPI_IN_PLACE, j->recv, (int)n, MPI_INT, j->op == ncclMax ? MPI_MAX : MPI_SUM, j->comm->comm), "MPI_Allreduce");
-        delete j;
+        if (!j->kept) delete j;
         return;
     }
     if (j->what != ALL_REDUCE) {
@@ -167,7 +170,7 @@ void run(void *arg) {
             if (j->comm->rank == j->root && j->send != j->recv) memmove(j->recv, j->send, bytes);
             mpi_check(MPI_Bcast(j->recv, (int)bytes, MPI_BYTE, j->root, j->comm->comm), "MPI_Bcast");
         }
-        delete j;
+        if (!j->kept) delete j;
         return;
     }
     int size = j->comm->size;
@@ -204,9 +207,16 @@ void run(void *arg) {
         fprintf(stderr, "cuda_emu: nccl: ncclAllReduce: MPI_Allreduce failed (%d)\n", rc);
         abort();
     }
-    delete j;
+    if (!j->kept) delete j;
 }
 }   // namespace
+
+// a collective queued on a capturing stream is a node of the graph (NCCL >= 2.9 captures
+// its kernels): a host node here, run at each replay in the graph's order
+static bool captured(cudaStream_t stream) {
+    cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+    return cudaStreamIsCapturing(stream, &st) == cudaSuccess && st != cudaStreamCaptureStatusNone;
+}
 
 extern "C" ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataType_t type, ncclRedOp_t op,
                                       ncclComm_t comm, cudaStream_t stream) {
@@ -219,6 +229,7 @@ extern "C" ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count
     emu_check_device(send, bytes, "ncclAllReduce send buffer");
     emu_check_device(recv, bytes, "ncclAllReduce receive buffer");
     job *j = new job{send, recv, count, type, op, comm, ALL_REDUCE, 0};
+    j->kept = captured(stream);
     if (cudaLaunchHostFunc(stream, run, j) != cudaSuccess) {
         delete j;
         return refuse(ncclInvalidUsage, "ncclAllReduce: its stream refused the work (a capture?)");
@@ -234,6 +245,7 @@ static ncclResult_t queue(const char *name, job *j, size_t send_bytes, size_t re
     emu_check_device(j->send, send_bytes, what);
     snprintf(what, sizeof what, "%s receive buffer", name);
     emu_check_device(j->recv, recv_bytes, what);
+    j->kept = captured(stream);
     if (cudaLaunchHostFunc(stream, run, j) != cudaSuccess) {
         delete j;
         return refuse(ncclInvalidUsage, "%s: its stream refused the work (a capture?)", name);

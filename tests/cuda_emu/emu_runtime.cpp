@@ -10,13 +10,18 @@
 // host write into a pinned buffer a queued copy has not read yet, and a stream that uses
 // another stream's results without waiting for its event all give wrong numbers here,
 // as they may on a GPU.  Stream capture records (kernel parameters copied at capture time,
-// as CUDA does); cudaGraphLaunch replays.  Every pointer handed to a copy, a memset, a
+// as CUDA does) a graph of nodes and their dependencies (the node before on its stream, the
+// events it waited for); cudaGraphLaunch replays it as lazily as streams run: the origin
+// stream's nodes in order, each after the nodes it depends on, so a node of a forked
+// stream (NCCL's) runs only where a wait on its event needs it — a missing wait gives
+// wrong numbers inside a graph too.  Every pointer handed to a copy, a memset, a
 // kernel or a matmul is checked against the allocations it must lie in.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 #include <sys/mman.h>
 #include <ucontext.h>
 
+#include <algorithm>
 #include <cblas.h>
 #include <cmath>
 #include <cstdarg>
@@ -436,8 +441,18 @@ struct op {
     std::function<void()> run;
 };
 
-struct CUgraph_st { std::vector<op> ops; };
-struct CUgraphExec_st { std::vector<op> ops; };
+// a captured graph: its nodes in capture order, each node's dependencies (node indices:
+// what its stream had queued before it, and the events that stream waited for)
+struct CUgraph_st {
+    std::vector<op> ops;
+    std::vector<std::vector<int>> deps;
+    std::vector<int> last;   // the origin stream's frontier at the end of the capture
+};
+struct CUgraphExec_st {
+    std::vector<op> ops;
+    std::vector<std::vector<int>> deps;
+    std::vector<int> last;
+};
 struct CUstream_st {
     std::deque<op> queue;
     uint64_t issued = 0, done = 0;
@@ -445,12 +460,42 @@ struct CUstream_st {
     cudaGraph_t capture = nullptr;   // recording into this graph
     cudaStream_t capture_origin = nullptr;
     bool capture_invalid = false;
+    std::vector<int> frontier;       // in a capture: the nodes the stream's next node depends on
 };
 struct CUevent_st {
     cudaStream_t stream = nullptr;   // where it was last recorded (outside capture)
     uint64_t seq = 0;                // complete when stream->done reaches seq
     cudaGraph_t graph = nullptr;     // recorded inside this capture
+    std::vector<int> frontier;       // (in a capture) its stream's frontier when recorded
 };
+
+// a replay: the nodes `last` depends on, each after its own dependencies (depth first,
+// without recursion: a step is thousands of nodes), then any node nothing waited for
+static void replay(const std::vector<op> &ops, const std::vector<std::vector<int>> &deps, const std::vector<int> &last) {
+    std::vector<char> done(ops.size(), 0);
+    std::vector<std::pair<int, size_t>> stack;   // (node, the next of its dependencies to visit)
+    auto visit = [&](int root) {
+        if (done[(size_t)root]) return;
+        stack.push_back({root, 0});
+        while (!stack.empty()) {
+            auto &top = stack.back();
+            const std::vector<int> &d = deps[(size_t)top.first];
+            if (top.second < d.size()) {
+                int next = d[top.second++];
+                if (!done[(size_t)next]) stack.push_back({next, 0});
+                continue;
+            }
+            int n = top.first;
+            stack.pop_back();
+            if (done[(size_t)n]) continue;
+            done[(size_t)n] = 1;
+            op o = ops[(size_t)n];
+            o.run();
+        }
+    };
+    for (int n : last) visit(n);
+    for (size_t n = 0; n < ops.size(); n++) visit((int)n);
+}
 
 static CUstream_st legacy_stream;
 static std::vector<cudaStream_t> streams;   // created ones, for cudaDeviceSynchronize
@@ -486,7 +531,10 @@ static void drain_legacy(void) {
 static void enqueue(cudaStream_t s, op o) {
     s = resolve(s);
     if (s->capture) {
-        s->capture->ops.push_back(std::move(o));
+        cudaGraph_t g = s->capture;
+        g->ops.push_back(std::move(o));
+        g->deps.push_back(s->frontier);
+        s->frontier.assign(1, (int)g->ops.size() - 1);
         return;
     }
     // the legacy default stream waits for the blocking streams, and they for it
@@ -535,6 +583,7 @@ const char *cudaGetErrorString(cudaError_t e) {
     case cudaErrorGraphExecUpdateFailure: return "the graph update was not performed because it included changes which violated constraints specific to instantiated graph update";
     case cudaErrorIllegalState: return "the operation is not permitted in the current state";
     case cudaErrorCapturedEvent: return "operation not permitted on an event last recorded in a capturing stream";
+    case cudaErrorStreamCaptureUnjoined: return "capture sequence contains a fork that was not joined to the primary stream";
     default: return "cuda_emu: unknown error";
     }
 }
@@ -662,14 +711,10 @@ static cudaError_t memcpy_async(void *dst, const void *src, size_t n, cudaMemcpy
 }
 
 // a host function in stream order (the emulated NCCL's collectives, tests/cuda_emu/emu_nccl.cpp,
-// run as one when their stream reaches them); not inside a capture (not emulated)
+// run as one when their stream reaches them); captured, a host node that each replay runs
+// (with the same `data`: the caller keeps it alive as long as the graph)
 cudaError_t cudaLaunchHostFunc(cudaStream_t stream, cudaHostFn_t fn, void *data) {
-    if (resolve(stream)->capture) {
-        emu_note("cudaLaunchHostFunc during stream capture: not emulated; the capture is invalidated");
-        resolve(stream)->capture_invalid = true;
-        return set_error(cudaErrorStreamCaptureUnsupported);
-    }
-    enqueue(stream, op{OP_HOST, nullptr, [fn, data] { fn(data); }});
+    enqueue(stream, op{OP_HOST, (const void *)fn, [fn, data] { fn(data); }});
     return cudaSuccess;
 }
 // for the emulated NCCL: [p, p + n) must be device memory (one cuda_emu line and abort if not)
@@ -746,6 +791,7 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t stream) {
     if (s->capture) {
         e->graph = s->capture;
         e->stream = nullptr;
+        e->frontier = s->frontier;
         return cudaSuccess;
     }
     if (!s->nonblocking && s != &legacy_stream) drain(&legacy_stream, legacy_stream.issued);
@@ -776,13 +822,16 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t e, unsigned int
         return cudaSuccess;
     }
     if (e->graph) {
-        // an event of a capture: the waiting stream joins the capture (fork); the graph
-        // here is one sequence, so the order is already right
+        // an event of a capture: the waiting stream joins the capture (fork), or a stream
+        // in it depends on the event's point from here on (join)
         if (s->capture && s->capture != e->graph) return set_error(cudaErrorStreamCaptureIsolation);
         if (!s->capture) {
             s->capture = e->graph;
             s->capture_origin = nullptr;
-        }
+            s->frontier = e->frontier;
+        } else
+            for (int n : e->frontier)
+                if (std::find(s->frontier.begin(), s->frontier.end(), n) == s->frontier.end()) s->frontier.push_back(n);
         return cudaSuccess;
     }
     if (!e->stream) return cudaSuccess;   // never recorded: nothing to wait for
@@ -805,6 +854,7 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode) {
     s->capture = new CUgraph_st;
     s->capture_origin = s;
     s->capture_invalid = false;
+    s->frontier.clear();
     return cudaSuccess;
 }
 cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t *graph) {
@@ -816,14 +866,36 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t *graph) {
         if (o != s && o->capture == g) {
             invalid |= o->capture_invalid;
             o->capture = nullptr;   // joined streams leave the capture with it
+            o->frontier.clear();
         }
+    g->last = s->frontier;
     s->capture = nullptr;
     s->capture_origin = nullptr;
+    s->frontier.clear();
     if (invalid) {
         delete g;
         *graph = nullptr;
         return set_error(cudaErrorStreamCaptureInvalidated);
     }
+    // every node must lead to the origin stream's end: a stream forked into the capture
+    // and never joined back (the origin waiting for an event of it) is CUDA's error too
+    std::vector<char> reach(g->ops.size(), 0);
+    std::vector<int> todo = g->last;
+    while (!todo.empty()) {
+        int n = todo.back();
+        todo.pop_back();
+        if (reach[(size_t)n]) continue;
+        reach[(size_t)n] = 1;
+        for (int d : g->deps[(size_t)n]) todo.push_back(d);
+    }
+    for (size_t n = 0; n < g->ops.size(); n++)
+        if (!reach[n]) {
+            emu_note("cudaStreamEndCapture: node %zu of the capture (a forked stream's) is not joined back to the origin stream "
+                     "(cudaErrorStreamCaptureUnjoined)", n);
+            delete g;
+            *graph = nullptr;
+            return set_error(cudaErrorStreamCaptureUnjoined);
+        }
     *graph = g;
     return cudaSuccess;
 }
@@ -840,13 +912,15 @@ cudaError_t cudaGraphDestroy(cudaGraph_t g) {
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t *e, cudaGraph_t g, unsigned long long) {
     *e = new CUgraphExec_st;
     (*e)->ops = g->ops;
+    (*e)->deps = g->deps;
+    (*e)->last = g->last;
     return cudaSuccess;
 }
 cudaError_t cudaGraphExecUpdate(cudaGraphExec_t e, cudaGraph_t g, cudaGraphExecUpdateResultInfo *info) {
     // the same nodes of the same kinds (and the same kernels) in the same order: only
     // parameters change, which is what an update may do
     cudaGraphExecUpdateResult r = cudaGraphExecUpdateSuccess;
-    if (g->ops.size() != e->ops.size()) r = cudaGraphExecUpdateErrorTopologyChanged;
+    if (g->ops.size() != e->ops.size() || g->deps != e->deps || g->last != e->last) r = cudaGraphExecUpdateErrorTopologyChanged;
     else
         for (size_t i = 0; i < g->ops.size() && r == cudaGraphExecUpdateSuccess; i++)
             if (g->ops[i].kind != e->ops[i].kind) r = cudaGraphExecUpdateErrorNodeTypeChanged;
@@ -860,10 +934,8 @@ cudaError_t cudaGraphExecUpdate(cudaGraphExec_t e, cudaGraph_t g, cudaGraphExecU
     return cudaSuccess;
 }
 cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t stream) {
-    auto ops = std::make_shared<std::vector<op>>(e->ops);   // the exec may be updated before this runs
-    enqueue(stream, op{OP_GRAPH, nullptr, [ops] {
-                           for (op &o : *ops) o.run();
-                       }});
+    auto x = std::make_shared<CUgraphExec_st>(*e);   // the exec may be updated before this runs
+    enqueue(stream, op{OP_GRAPH, nullptr, [x] { replay(x->ops, x->deps, x->last); }});
     return cudaSuccess;
 }
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e) {

@@ -1,7 +1,8 @@
 // The emulated CUDA runtime's semantics that the comparisons with the CPU program rely
 // on, each shown on a small case: barriers and shuffles, lazy streams (a read before its
 // synchronisation sees stale data, a wait on an event orders two streams), capture that
-// records kernel parameters at capture time, graph update and replay, and the checks
+// records kernel parameters at capture time, graph update and replay (a forked stream
+// joined back; one not joined is an error), and the checks
 // that abort with one line (a copy against its direction, a host pointer given to a
 // kernel, a barrier after a divergent return).  Prints TAP lines.
 #include <cuda_runtime.h>
@@ -143,6 +144,45 @@ int main() {
     cudaStreamSynchronize(s);
     check(replayed == 2 && up == cudaSuccess && h[0] == 102, "emu_graph_capture_replay_update",
           std::to_string(replayed) + " " + std::to_string(h[0]));
+    // a stream forked into a capture (waiting for its event) and joined back (the origin
+    // waiting for the forked stream's): the graph orders the forked node after the fork
+    // point and before the join, and replays it lazily, where the join needs it
+    cudaMemset(d, 0, sizeof(float));
+    cudaEvent_t fork, join;
+    cudaEventCreateWithFlags(&fork, cudaEventDisableTiming);
+    cudaEventCreateWithFlags(&join, cudaEventDisableTiming);
+    float *d2;
+    cudaMalloc((void **)&d2, sizeof(float));
+    cudaMemset(d2, 0, sizeof(float));
+    void *a4[] = {&d2, &v, &one};   // v = 100
+    v = 1;
+    cudaGraph_t g4;
+    cudaGraphExec_t x4;
+    cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal);
+    launch("add_scalar", 1, 32, s, a3);                                            // d += 1 (origin)
+    cudaEventRecord(fork, s);
+    cudaStreamWaitEvent(t, fork, 0);                                               // t joins the capture
+    cudaMemcpyAsync(d2, d, sizeof(float), cudaMemcpyDeviceToDevice, t);           // d2 = d (forked)
+    cudaEventRecord(join, t);
+    cudaStreamWaitEvent(s, join, 0);                                               // joined back
+    launch("add_scalar", 1, 32, s, a4);                                            // d2 += 1 (origin, after the join)
+    cudaError_t fj = cudaStreamEndCapture(s, &g4);
+    cudaGraphInstantiate(&x4, g4, 0);
+    cudaGraphLaunch(x4, s);
+    cudaGraphLaunch(x4, s);
+    cudaMemcpyAsync(h, d2, sizeof(float), cudaMemcpyDeviceToHost, s);
+    cudaStreamSynchronize(s);
+    check(fj == cudaSuccess && h[0] == 3, "emu_graph_fork_join", std::to_string(h[0]) + " (d2 = d + 1 after 2 replays: 3)");
+    // a fork never joined back: cudaErrorStreamCaptureUnjoined, as CUDA's
+    cudaGraph_t g5;
+    cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal);
+    launch("add_scalar", 1, 32, s, a3);
+    cudaEventRecord(fork, s);
+    cudaStreamWaitEvent(t, fork, 0);
+    cudaMemcpyAsync(d2, d, sizeof(float), cudaMemcpyDeviceToDevice, t);
+    cudaError_t unjoined = cudaStreamEndCapture(s, &g5);
+    check(unjoined == cudaErrorStreamCaptureUnjoined, "emu_graph_unjoined_fork", cudaGetErrorString(unjoined));
+    (void)cudaGetLastError();
     // a synchronous call inside a capture fails and invalidates it
     cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal);
     cudaError_t m = cudaMalloc((void **)&sums, 4);
