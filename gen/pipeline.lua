@@ -65,7 +65,7 @@ local function assign(g, target)
   local prec = require "precision"
   local inference = target.inference == true
   local trace = inference and g.traces.forward or g.loss
-  local pp = prec.assign(trace, precision)
+  local pp = prec.assign(trace, precision, not inference and g.step and g.step.events or nil)
   local acc, loss_node
   if not inference and not g.step then   -- (a training_step's loss has no accuracy)
     loss_node = g.loss.outputs[1].node

@@ -82,7 +82,12 @@ local function arity(node)
 end
 
 -- Copies `trace` with casts inserted; returns the plan (pp) with pp.trace.
-function precision.assign(trace, name)
+-- `events` (a training_step's, gen/user_step.lua: each at a count of traced ops) scope
+-- the casts: a value cast before an event is cast again after it, as each of Fabric's
+-- module calls casts under its own autocast region.  A parameter's 16-bit copy made
+-- before an optimizer's step would be stale after it, and a backward would otherwise
+-- reach the cast a later one goes through again.
+function precision.assign(trace, name, events)
   local S = assert(SETTINGS[name], name)
   local pp = { name = name, settings = S, fmt = {}, casts = {}, link = {}, cast_of = {}, uses = {} }
   local fmt = pp.fmt
@@ -115,7 +120,11 @@ function precision.assign(trace, name)
   end
 
   for _, p in ipairs(trace.param_tensors or {}) do fmt[p] = S.state end
-  for _, node in ipairs(trace.nodes) do
+  local next_event = 1
+  for i, node in ipairs(trace.nodes) do
+    local crossed = false
+    while events and events[next_event] and events[next_event].at < i do next_event, crossed = next_event + 1, true end
+    if crossed then made = {} end
     local op = ops[node.op]
     local copy = {}
     for k, v in pairs(node) do copy[k] = v end
@@ -209,6 +218,9 @@ function precision.fold(pp, ad, is_alias)
   end
   local in_backward = {}
   for _, node in ipairs(ad.backward) do in_backward[node] = true end
+  for _, seg in ipairs(ad.segments or {}) do   -- a training_step's every backward
+    for _, node in ipairs(seg.nodes or {}) do in_backward[node] = true end
+  end
   local outputs = {}
   for i = 1, (trace.outputs and trace.outputs.n or 0) do outputs[trace.outputs[i]] = true end
 

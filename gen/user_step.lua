@@ -322,15 +322,22 @@ end
 -- The C backend
 
 -- Refusals before any work (emit_c.check, emit_cuda.check): what the user step does not
--- do yet on `backend` ("cpu": 32-true and 64-true; "cuda": 32-true).
+-- do yet on `backend` ("cpu": 32-true, 64-true and bf16-mixed; "cuda": 32-true).
+-- bf16-mixed: each call of the model in the step casts as Fabric's module call under
+-- autocast (gen/precision.lua, its casts scoped by the step's events); 16-mixed would
+-- need Fabric's GradScaler per optimizer (scale each backward, unscale and skip each
+-- step) and bf16-true/16-true are untested with a training_step: refused.
+local CPU_PRECISIONS = { ["32-true"] = true, ["64-true"] = true, ["bf16-mixed"] = true }
 function user_step.check(g, target, precision, backend)
   local sp, st = g.spec, g.step
   local tr = sp.train
   local where = st.where
   local cuda = backend == "cuda"
-  if precision ~= "32-true" and (cuda or precision ~= "64-true") then
+  if precision ~= "32-true" and (cuda or not CPU_PRECISIONS[precision]) then
     diag.fatal(target.precision and where or sp.fabric.where, string.format("precision '%s' with a training_step is not supported %syet "
-      .. "(%s)", precision, cuda and "by the CUDA backend " or "", cuda and "32-true is" or "32-true and 64-true are"))
+      .. "(%s)%s", precision, cuda and "by the CUDA backend " or "",
+      cuda and "32-true is; the CPU backend also runs 64-true and bf16-mixed" or "32-true, 64-true and bf16-mixed are",
+      precision == "16-mixed" and not cuda and ": 16-mixed needs a GradScaler for each optimizer" or ""))
   end
   local function refuse(key, what)
     diag.fatal(diag.key_where(tr.where, key) or tr.where, what .. " with a training_step is not supported yet")

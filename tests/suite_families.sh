@@ -12,7 +12,10 @@
 #    step's loss and the final parameters and running statistics within 1e-8.
 # The specs with their own training step (dcgan, vae: "step" below) have no one backward:
 # family_SPEC_print and family_SPEC_steps, the step written again in PyTorch on the
-# emitted module (tests/torch/family_parity.py's USER_STEPS).
+# emitted module (tests/torch/family_parity.py's USER_STEPS), and family_SPEC_bf16: the
+# spec built at bf16-mixed, one step against the same step under Fabric's bf16-mixed in
+# PyTorch (autocast around each call of the model; the returned loss, the gradients the
+# step leaves and the running statistics within bf16's tolerances, precision_parity.py's).
 # The specs are written at realistic sizes; the test overrides only the batch (B below)
 # and the number of steps.
 # A spec's `clip = { max_norm = N }` (char_lstm, llama) clips the reference's gradients
@@ -42,7 +45,7 @@ cases=(
 )
 [ -n "${FAMILY_SPECS:-}" ] && mapfile -t cases < <(for c in "${cases[@]}"; do [[ " $FAMILY_SPECS " == *" ${c%%|*} "* ]] && echo "$c"; done)
 # checks CASE: the results family_parity.py prints for it
-checks() { [[ $1 == *"|step" ]] && echo "print steps" || echo "print grad steps"; }
+checks() { [[ $1 == *"|step" ]] && echo "print bf16 steps" || echo "print grad steps"; }
 n=0
 for c in "${cases[@]}"; do set -- $(checks "$c"); n=$((n + $#)); done
 plan $((n + 3))   # + cuda_constant, cuda_expand, cuda_randn, below
@@ -68,21 +71,22 @@ for c in "${cases[@]}"; do
     [ -n "$opt" ] || { all "no 'optimizer = ...' line in $spec"; continue; }
   fi
   clip=$(sed -n 's/^[[:space:]]*clip = \(.*[}]\),[[:space:]]*$/\1/p' "$spec"); clip=${clip:--}
-  why=""
-  for prec in 32 64; do
-    dd=$d; [ $prec = 64 ] && dd=${d}_64
-    if ! "$LOOM" build "$d.lua" -o "$dd" --precision=$prec-true --devices=1 --no-compile --emit torch >"$dd.gen" 2>&1; then
+  why="" precs="32-true 64-true"; [ "$user" = step ] && precs="$precs bf16-mixed"
+  for prec in $precs; do
+    dd=$d; [ $prec = 64-true ] && dd=${d}_64; [ $prec = bf16-mixed ] && dd=${d}_bf16
+    if ! "$LOOM" build "$d.lua" -o "$dd" --precision=$prec --devices=1 --no-compile --emit torch >"$dd.gen" 2>&1; then
       why="loom build failed: $(tail -1 "$dd.gen")"; break
     fi
     if ! cc $CFLAGS -I"$dd" tests/harness/parity.c "$dd/model.c" "$dd/optim.c" "$rt"/*.o -o "$dd/parity" \
         -ldnnl -lopenblas -lz -lm >"$dd.cc" 2>&1; then
-      why="the $prec-true parity harness does not compile: $(grep -m1 error "$dd.cc")"; break
+      why="the $prec parity harness does not compile: $(grep -m1 error "$dd.cc")"; break
     fi
   done
   [ -z "$why" ] || { all "$why"; continue; }
   if ! "$LOOM" inspect "$spec" >"$d.inspect" 2>&1; then all "loom inspect failed: $(head -1 "$d.inspect")"; continue; fi
   sed '/^$/,$d' "$d.inspect" >"$d.print"
-  harness "family_$s" $(wc -w <<<"$want") "s/^ok /ok family_/; s/^not ok /not ok family_/" "$PY" tests/torch/family_parity.py "$s" "$d" "${d}_64" "$B" "$steps" "$opt" "$d.print" "$clip"
+  harness "family_$s" $(wc -w <<<"$want") "s/^ok /ok family_/; s/^not ok /not ok family_/" "$PY" tests/torch/family_parity.py "$s" "$d" "${d}_64" "$B" "$steps" "$opt" "$d.print" "$clip" \
+    "$([ "$user" = step ] && echo "${d}_bf16" || echo -)"
 done
 
 # tensor(...) (llama's rotary tables) on CUDA, in a spec of its own

@@ -19,7 +19,9 @@
 //   STEPS > 0: STEPS training steps on that one batch, as train.c takes them:
 //     forward, backward, clip_gradients, optimizer_step(lr_at, momentum_at), zero_grad;
 //     (every zero_grad finds the gradients NaN-poisoned: poison_grads)
-//     with a training_step (LOOM_USER_STEP), model_user_step and zero_grad, "loss" what it returns;
+//     with a training_step (LOOM_USER_STEP), model_user_step and zero_grad, "loss" what it returns,
+//     and "grad.<param>" the gradients the last step left (what its backwards added since
+//     each optimizer's zero_grad: PyTorch's .grad after the step);
 //     writes "loss" (shape [STEPS], the loss of each step's forward) and the final state.
 //     With LOSS_SCALING (16-mixed) the steps go through the GradScaler as in train.c
 //     (backward from loss × scale, unscale, skip on inf/nan); "scale" (shape [STEPS])
@@ -209,6 +211,14 @@ int main(int argc, char **argv) {
 #elif defined(LOOM_USER_STEP)
             // a training_step (gen/user_step.lua): the spec's own calls, as train.c runs them
             losses[s] = model_user_step(&m, &o, &batch, B, s);
+            // the gradients the last step leaves (PyTorch's .grad after it): "grad.<param>"
+            // (copied: the writer keeps a pointer, and poison_grads overwrites m.grads)
+            if (s == steps - 1) {
+                state_t *g = malloc(sizeof *g * NUM_PARAMS + 1);
+                if (!g) die("gradients", "out of memory");
+                memcpy(g, m.grads, sizeof *g * NUM_PARAMS);
+                add_group(&w, "grad.", model_param_info, NUM_PARAM_TENSORS, as_out(g, NUM_PARAMS), out_dtype());
+            }
 #else
             model_backward(&m, &batch, B, (real)1);
             clip_gradients(&m);

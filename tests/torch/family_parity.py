@@ -2,7 +2,7 @@
 """Parity of one model-family spec (specs/*.lua) with the PyTorch module that
 `loom build SPEC --emit torch` writes, driven by tests/suite_families.sh:
 
-    family_parity.py NAME DIR DIR64 B STEPS OPTIMIZER PRINT [CLIP]
+    family_parity.py NAME DIR DIR64 B STEPS OPTIMIZER PRINT [CLIP [DIRBF16]]
 
 torch.randn and the like (a spec's randn, randn_like, rand, rand_like) return the loom
 program's draws at each step (tests/torch/philox.py: Philox and Box-Muller written again
@@ -10,7 +10,9 @@ in Python, the streams read from model.c), so the two sides see the same noise.
 
 OPTIMIZER "step": the spec writes its own train.training_step, which USER_STEPS below
 writes again in PyTorch (its optimizers and its step, on the emitted module); the
-checks are then NAME_print and NAME_steps (a training step has no one backward).
+checks are then NAME_print and NAME_steps (a training step has no one backward), and
+with DIRBF16 (the spec built at bf16-mixed, with its parity harness) NAME_bf16: one
+step against PyTorch's with Fabric's bf16-mixed (check_bf16 says how).
 
 DIR holds `loom build SPEC --precision=32-true --emit torch --no-compile` of the spec
 (its scheduler taken out: the reference steps torch.optim at a constant lr) and
@@ -72,6 +74,66 @@ def vae_step(m, opts, b):
     return loss
 
 
+# bf16-mixed (NAME_bf16): Fabric's MixedPrecision around each call of the model the step
+# makes (m(b), m.D(x), m:encode(b), a submodule's call; loom's precision plan casts the
+# same way, gen/precision.lua): the call's float inputs to bfloat16 (convert_input), its
+# ops under torch.autocast("cpu", bfloat16), its float outputs back to float32
+# (convert_output); what the step computes between the calls (the losses) in float32.
+# PyTorch 1.13's CPU autocast leaves conv_transpose in float32 where PyTorch 2's (and
+# CUDA autocast) run it in bfloat16, as loom's op table does, and its CPU bfloat16
+# conv_transpose2d fails (it checks the channels as a convolution's): here it is the
+# bfloat16 op by hand, its operands rounded to bfloat16, the sums in float32, the result
+# rounded to bfloat16 (the gradients round at the same casts going back).
+def _to(x, dtype):
+    if torch.is_tensor(x):
+        return x.to(dtype) if x.is_floating_point() else x
+    if isinstance(x, dict):
+        return {k: _to(v, dtype) for k, v in x.items()}
+    if isinstance(x, (tuple, list)):
+        return type(x)(_to(v, dtype) for v in x)
+    return x
+
+
+def _conv_transpose2d_lowp(orig):
+    def f(x, w, b=None, *args, **kw):
+        if not torch.is_autocast_cpu_enabled():
+            return orig(x, w, b, *args, **kw)
+        bf = torch.get_autocast_cpu_dtype()
+        with torch.autocast("cpu", enabled=False):
+            low = lambda t: t.to(bf).float()   # noqa: E731
+            return orig(low(x), low(w), None if b is None else low(b), *args, **kw).to(bf)
+    return f
+
+
+def _autocast_call(f, args, by_hand=True):
+    saved = F.conv_transpose2d
+    if by_hand:
+        F.conv_transpose2d = _conv_transpose2d_lowp(saved)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = f(*_to(args, torch.bfloat16))
+    finally:
+        F.conv_transpose2d = saved
+    return _to(out, torch.float32)
+
+
+class FabricBF16:
+    """The model as a training step under Fabric's bf16-mixed sees it: every call (the
+    model's, a submodule's, a method's) through _autocast_call.  by_hand=False leaves
+    conv_transpose2d to this PyTorch's autocast (float32: bench/torch_step.py's timing)."""
+
+    def __init__(self, m, by_hand=True):
+        object.__setattr__(self, "_m", m)
+        object.__setattr__(self, "_by_hand", by_hand)
+
+    def __call__(self, *args):
+        return _autocast_call(self._m, args, self._by_hand)
+
+    def __getattr__(self, k):
+        v = getattr(self._m, k)
+        return (lambda *args: _autocast_call(v, args, self._by_hand)) if callable(v) else v
+
+
 # spec -> (its optimizers on the module, its training step)
 USER_STEPS = {
     "dcgan": (gan_optimizers, gan_step),
@@ -126,6 +188,61 @@ def torch_steps(name, cls, state, batch, steps, opt_text, clip, dtype, draws):
     return losses, {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+U = 2.0 ** -8   # bfloat16's unit roundoff: tests/torch/precision_parity.py's tolerances
+BF16_TOL, BF16_DEV_FACTOR = 4 * U, 0.5
+
+
+def user_step_once(name, cls, state, batch, draws, mixed):
+    """One training step of the spec's own step in float32, the model as Fabric's
+    bf16-mixed calls it when `mixed`: (its loss, {param: .grad after it}, state_dict)."""
+    model = cls()
+    model.load_state_dict(state, strict=True)
+    model.train()
+    make_opts, step = USER_STEPS[name]
+    opts = make_opts(model)
+    with draws.step(0):
+        loss = step(FabricBF16(model) if mixed else model, opts, batch)
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+    return loss.detach().reshape(1), grads, {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def check_bf16(name, dbf, work, B, cls, state, batch):
+    """NAME_bf16: the bf16-mixed program's training step (one, from the same weights and
+    batch) against the same step in PyTorch with Fabric's bf16-mixed (FabricBF16): its
+    returned loss, the gradients it leaves, the running statistics.  The tolerances are
+    tests/torch/precision_parity.py's: each tensor within 4u = 1.6e-2 of PyTorch's
+    (err = max|loom - torch| / max|torch|), and, where bf16 visibly changes it (the loss
+    always; others where PyTorch's float32 step is more than 4 x 4u away), closer to
+    PyTorch's bf16-mixed than PyTorch's float32 is (err <= 0.5 x dev): a program that
+    ignored the precision would sit at dev."""
+    try:
+        w = os.path.join(dbf, "work_bf16")
+        shutil.rmtree(w, ignore_errors=True)
+        shutil.copytree(work, w)
+        got = harness(dbf, w, B, 1)
+        draws = LoomDraws(0, os.path.join(dbf, "model.c"))
+        ref = user_step_once(name, cls, state, batch, draws, True)
+        f32 = user_step_once(name, cls, state, batch, draws, False)
+        rows = [("loss", got["loss"], ref[0], f32[0])]
+        rows += [("grad." + n, got["grad." + n], g, f32[1][n]) for n, g in ref[1].items()]
+        rows += [(n, got[n], t, f32[2][n]) for n, t in ref[2].items() if t.is_floating_point() and "running" in n]
+        bad, lines = 0, []
+        for n, c, t, t32 in rows:
+            err, dev = rel(c.reshape(t.shape), t), rel(t32, t)
+            ok = err <= BF16_TOL or err < 1e-6
+            if (n == "loss" or dev > 4 * BF16_TOL) and dev > 1e-6:
+                ok = ok and err <= BF16_DEV_FACTOR * dev
+            bad += not ok
+            lines.append("#   %s %-32s err %.2e  (PyTorch fp32 vs bf16-mixed %.2e)" % ("  ok" if ok else "FAIL", n, err, dev))
+        print("%s %s_bf16: one bf16-mixed step, %d tensors%s" % ("ok" if bad == 0 else "not ok", name, len(rows),
+                                                                 "" if bad == 0 else ", %d out of tolerance" % bad))
+        print("\n".join(lines))
+        return bad == 0
+    except Exception as e:   # noqa: BLE001 - a harness or reference that fails is a failed test
+        print("not ok %s_bf16: %s" % (name, e))
+        return False
+
+
 def verdict(name, rows):
     """rows: (tensor, err, tolerance); prints the TAP line and the rows as comments."""
     bad = [r for r in rows if not r[1] <= r[2]]
@@ -166,6 +283,7 @@ def check_grad(name, d, work, B, model, batch):
 def main():
     name, d, d64, B, steps, opt_text, printed = sys.argv[1:3] + [sys.argv[3], int(sys.argv[4]), int(sys.argv[5])] + sys.argv[6:8]
     clip_text = sys.argv[8] if len(sys.argv) > 8 else "-"
+    dbf = sys.argv[9] if len(sys.argv) > 9 and sys.argv[9] != "-" else None
     clip = parse_optimizer("clip " + clip_text)[1] if clip_text != "-" else {}
     spec = importlib.util.spec_from_file_location("emitted_" + name, os.path.join(d, "model.py"))
     mod = importlib.util.module_from_spec(spec)
@@ -203,6 +321,10 @@ def main():
     # one forward and backward from the same weights (a training step's backwards: NAME_steps)
     if opt_text != "step":
         ok &= check_grad(name, d, work, B, model, batch)
+
+    # a training step at bf16-mixed
+    if dbf:
+        ok &= check_bf16(name, dbf, work, B, cls, state, batch)
 
     # STEPS steps with the spec's optimizer
     try:
