@@ -178,7 +178,7 @@ int main(int argc, char **argv) {
 #ifdef LOOM_USER_STEP
         // the spec's train.training_step: its forwards, backwards and optimizer steps
         // in its own order, as train.c calls it
-        real loss = model_user_step(&m, &opt, &batch, B, s);
+        real loss = model_user_step(&m, &opt, &batch, B, s, 0, total);
 #else
         real loss = model_forward(&m, &batch, B, 1);
         model_backward(&m, &batch, B, (real)1);

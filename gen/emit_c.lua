@@ -845,7 +845,7 @@ function emit.program(l)
   for k, v in pairs(slots) do loop.train[k] = v end
   if loop.user_step then
     -- a training_step: the step is model_user_step (optim.c), the spec's calls in order
-    blocks = setmetatable({ forward = string.format("            real loss = model_user_step(&m, &opt, &batch, B, rs.step);   // train.training_step (%s:%d)\n",
+    blocks = setmetatable({ forward = string.format("            real loss = model_user_step(&m, &opt, &batch, B, rs.step, rs.epoch, total_steps);   // train.training_step (%s:%d)\n",
       sp.file, l.graph.step.where.line) }, { __index = blocks })
   end
   files["train.c"] = template.fill("templates/loop/train.c.in", loop.train, false, blocks)

@@ -1747,7 +1747,9 @@ function emit_train.values(l)
   if l.autodiff.segments then
     -- a training_step (gen/user_step.lua): each optimizer's step over its parameters
     local code, protos = require("user_step").optim_c(l, function(opt, runs)
-      return optimizer_code(k16, opt, ty.sfx, l.state.params, 0, g.frozen or {}, nil, runs)
+      local c = optimizer_code(k16, opt, ty.sfx, l.state.params, 0, g.frozen or {}, nil, runs)
+      c.lr_body, c.sched_desc = schedule_code(sp, opt)   -- train.scheduler on this optimizer's lr
+      return c
     end)
     values.user_step = { code = code, protos = protos }
     -- model_user_step (the loop's forward call, gen/emit_c.lua) runs the backwards and the

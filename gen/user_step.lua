@@ -339,12 +339,19 @@ function user_step.check(g, target, precision, backend)
       cuda and "32-true is; the CPU backend also runs 64-true and bf16-mixed" or "32-true, 64-true and bf16-mixed are",
       precision == "16-mixed" and not cuda and ": 16-mixed needs a GradScaler for each optimizer" or ""))
   end
-  local function refuse(key, what)
-    diag.fatal(diag.key_where(tr.where, key) or tr.where, what .. " with a training_step is not supported yet")
+  local function refuse(key, what, why)
+    diag.fatal(diag.key_where(tr.where, key) or tr.where, what .. " with a training_step is not supported yet" .. (why and (" (" .. why .. ")") or ""))
   end
   if tr.accumulate ~= 1 then refuse("accumulate", "accumulate") end
   if tr.clip then refuse("clip", "clip (fabric.clip_gradients)") end
-  if tr.scheduler then refuse("scheduler", "a scheduler") end
+  local sched = tr.scheduler
+  if sched and cuda then refuse("scheduler", "a scheduler", "by the CUDA backend; the CPU backend runs it") end
+  if sched and sched.kind == "ReduceLROnPlateau" then
+    refuse("scheduler", "ReduceLROnPlateau", "its lr is run state: each optimizer would need its own")
+  end
+  if sched and sched.kind == "OneCycleLR" and sched.args.cycle_momentum then
+    refuse("scheduler", "OneCycleLR's cycle_momentum", "give cycle_momentum = false")
+  end
   if tr.hooks then refuse("hooks", "hooks") end
   if target.detect_anomaly or sp.fabric.detect_anomaly then
     diag.fatal(not target.detect_anomaly and diag.key_where(sp.fabric.where, "detect_anomaly") or nil,
@@ -494,9 +501,16 @@ function user_step.steps_per(segments)
   return per
 end
 
--- optim.c's part: each optimizer's step over its own parameters and its zero_grad, and
--- model_user_step (the step as the spec wrote it).  `code(opt, runs)`: emit_train's
--- optimizer_code for `opt` restricted to `runs` ({ begin, finish, names }).
+-- optim.c's part: each optimizer's step over its own parameters and its zero_grad, its
+-- learning rate, and model_user_step (the step as the spec wrote it).  `code(opt, runs)`:
+-- emit_train's optimizer_code for `opt` restricted to `runs` ({ begin, finish, names }),
+-- with `lr_body`, `sched_desc`: its lr_at's body and description.
+--
+-- train.scheduler: each optimizer gets its own instance of the spec's scheduler, on its
+-- own lr (Fabric users with several optimizers make one scheduler per optimizer, and
+-- step each once per training step: a GAN's D and G decay alike from their own lrs; a
+-- scheduler's count is the training step, or the epoch with interval = "epoch").  An
+-- optimizer stepping twice in a training step takes one lr for both.
 function user_step.optim_c(l, code)
   local st, lit = l.state, function(v) return util.c_float(v, "") end
   local steps_of = user_step.steps_per(l.autodiff.segments)   -- optimizer → its steps in a training step
@@ -508,13 +522,15 @@ function user_step.optim_c(l, code)
     text[#text + 1] = string.format("\n// optimizer '%s' (spec line %d): %s, over %s\n"
       .. "static void optimizer_step_%s(Optimizer *o, Model *m, double lr, double mom, int64_t step) {\n%s\n}\n",
       o.name, o.where.line, c.desc, table.concat(o.params, ", "), o.name, c.step)
+    text[#text + 1] = string.format("\n// optimizer '%s''s learning rate at training step `step` (0-based) in epoch `epoch`: %s\n"
+      .. "static double lr_at_%s(int64_t step, int64_t epoch, int64_t total_steps) {\n%s\n}\n", o.name, c.sched_desc, o.name, c.lr_body)
     local zero = {}
     for _, r in ipairs(runs) do
       zero[#zero + 1] = string.format("    memset(m->grads + %d, 0, sizeof(state_t) * %d);   // %s", r.begin, r.finish - r.begin, r.names)
     end
     text[#text + 1] = string.format("\n// %s.zero_grad(): its parameters' gradients only\nstatic void zero_grad_%s(Model *m) {\n%s\n}\n",
       o.name, o.name, table.concat(zero, "\n"))
-    o.c_lr, o.c_mom, o.per_step = lit(o.opt.args.lr), lit(mom), steps_of[o] or 0
+    o.c_mom, o.per_step = lit(mom), steps_of[o] or 0
   end
   -- the step, in the spec's order
   local calls, count = {}, {}
@@ -528,17 +544,19 @@ function user_step.optim_c(l, code)
       count[o] = (count[o] or 0) + 1
       -- each optimizer's own count of updates (torch.optim's state['step'] - 1): a training
       -- step takes the same number every time
-      calls[#calls + 1] = string.format("    optimizer_step_%s(o, m, %s, %s, step * %d + %d);   // %s:step(), line %d",
-        o.name, o.c_lr, o.c_mom, o.per_step, count[o] - 1, o.name, s.where.line)
+      calls[#calls + 1] = string.format("    optimizer_step_%s(o, m, lr_at_%s(step, epoch, total_steps), %s, step * %d + %d);   // %s:step(), line %d",
+        o.name, o.name, o.c_mom, o.per_step, count[o] - 1, o.name, s.where.line)
     else
       calls[#calls + 1] = string.format("    zero_grad_%s(m);   // %s:zero_grad(), line %d", s.opt.name, s.opt.name, s.where.line)
     end
   end
   protos[#protos + 1] = "#define LOOM_USER_STEP 1   // the program's step is the spec's training_step"
   protos[#protos + 1] = "// train.training_step (gen/user_step.lua): one training step on a batch; returns the loss it returns"
-  protos[#protos + 1] = "real model_user_step(Model *m, Optimizer *o, const Batch *batch, int B, int64_t step);"
+  protos[#protos + 1] = "// (step: the training steps before it; epoch, total_steps: the schedule's, as lr_at's)"
+  protos[#protos + 1] = "real model_user_step(Model *m, Optimizer *o, const Batch *batch, int B, int64_t step, int64_t epoch, int64_t total_steps);"
   text[#text + 1] = string.format("\n// train.training_step (spec line %d), as straight-line calls in the spec's order\n"
-    .. "real model_user_step(Model *m, Optimizer *o, const Batch *batch, int B, int64_t step) {\n    m->step = (uint64_t)step;\n%s\n"
+    .. "real model_user_step(Model *m, Optimizer *o, const Batch *batch, int B, int64_t step, int64_t epoch, int64_t total_steps) {\n"
+    .. "    m->step = (uint64_t)step;\n    (void)epoch; (void)total_steps;\n%s\n"
     .. "    return step_result(m);\n}\n", l.graph.step.where.line, table.concat(calls, "\n"))
   return table.concat(text), table.concat(protos, "\n")
 end

@@ -9,6 +9,9 @@
 #    by tests/harness/parity.c (model_user_step) against the same step in PyTorch
 #    (tests/torch/step_parity.py) on the same weights and batch: every loss and every
 #    final parameter within 1e-4 (fp32) and 1e-9 (fp64) relative
+#  - step_dcgan_sched, step64_dcgan_sched: the same with train.scheduler (CosineAnnealingLR
+#    per step) and the two optimizers at different lrs: each optimizer its own scheduler
+#    on its own lr, stepped after every training step (torch's, one per optimizer)
 #  - loop_dcgan, loop64_dcgan: the generated program's own loop on that batch (Npy): its
 #    step-1 checkpoint continued 2 steps by PyTorch against its step-3 checkpoint
 #    (parameters and both optimizers' moments)
@@ -50,21 +53,29 @@ fails=(
   "optimizer_kinds|s/d = { Adam { lr = 2e-4, betas = {0.5, 0.999} }/d = { SGD { lr = 0.1 }/|dcgan|18: optimizer 'g' is Adam with state (exp_avg,exp_avg_sq|) but 'd' is SGD (|): a training_step's optimizers must be of one kind with the same state for now"
   "freeze|s/  max_steps = 3,/  max_steps = 3, freeze = { \"^D%.1%.\" },/|dcgan|38: freeze with a training_step is not supported yet"
   "accumulate|s/  max_steps = 3,/  max_steps = 3, accumulate = 2,/|dcgan|38: accumulate with a training_step is not supported yet"
+  "scheduler_plateau|s#  max_steps = 3,#  max_steps = 3, scheduler = ReduceLROnPlateau { monitor = \"val/loss\" },#|dcgan|38: ReduceLROnPlateau with a training_step is not supported yet (its lr is run state: each optimizer would need its own)"
+  "scheduler_onecycle|s/  max_steps = 3,/  max_steps = 3, scheduler = OneCycleLR { max_lr = 0.01 },/|dcgan|38: OneCycleLR's cycle_momentum with a training_step is not supported yet (give cycle_momentum = false)"
 )
-plan $((6 + 2 + 2 + 1 + ${#fails[@]} + 1))
+plan $((8 + 2 + 2 + 1 + ${#fails[@]} + 2))
 
 # (a), (b): parity with PyTorch
 if py_lacks torch numpy; then
-  for c in step_dcgan step64_dcgan step_vae step64_vae loop_dcgan loop64_dcgan; do no_torch "$c" "$PY has no torch or numpy"; done
+  for c in step_dcgan step64_dcgan step_vae step64_vae step_dcgan_sched step64_dcgan_sched loop_dcgan loop64_dcgan; do no_torch "$c" "$PY has no torch or numpy"; done
 else
   rt="$tmp/rt" rt_ok=1
   parity_runtime specs/fashion_mlp.lua || rt_ok=0
-  for c in dcgan vae; do
+  # the variants of tests/step/dcgan.lua (step_parity.py's VARIANTS says what each checks)
+  sed -e 's/g = { Adam { lr = 2e-4,/g = { Adam { lr = 1e-3,/' \
+      -e 's/^  max_steps = 3,/  max_steps = 3,\n  scheduler = CosineAnnealingLR { T_max = 4, eta_min = 1e-5, interval = "step" },/' \
+      tests/step/dcgan.lua >"$tmp/dcgan_sched.lua"
+  for c in dcgan vae dcgan_sched; do
     ok=$rt_ok why="the runtime does not build: $(tail -1 "$tmp/rt.gen" "$tmp/rt.cc" 2>/dev/null | tail -1)"
+    src=tests/step/$c.lua; [ -f "$src" ] || src=$tmp/$c.lua
+    if [ "$c" != "${c%_*}" ] && cmp -s "$src" "tests/step/${c%_*}.lua"; then ok=0 why="the sed no longer changes tests/step/${c%_*}.lua"; fi
     for p in 32 64; do
       d="$tmp/${c}_$p"
       [ $ok = 1 ] || continue
-      if ! "$LOOM" build "tests/step/$c.lua" -o "$d" --precision=$p-true --devices=1 --no-compile >"$d.gen" 2>&1; then
+      if ! "$LOOM" build "$src" -o "$d" --precision=$p-true --devices=1 --no-compile >"$d.gen" 2>&1; then
         ok=0 why="loom build failed: $(tail -1 "$d.gen")"
       elif ! cc $CFLAGS -I"$d" tests/harness/parity.c "$d/optim.c" "$d/model.c" "$rt"/*.o -o "$d/parity" \
              -ldnnl -lopenblas -lz -lm >"$d.cc" 2>&1; then
@@ -172,3 +183,8 @@ done
 err=$("$LOOM" build tests/step/dcgan.lua --accelerator=cuda --precision=bf16-mixed -o "$tmp/cuda" --no-compile 2>&1 >/dev/null); rc=$?
 want="tests/step/dcgan.lua:20: precision 'bf16-mixed' with a training_step is not supported by the CUDA backend yet (32-true is; the CPU backend also runs 64-true and bf16-mixed)"
 if [ $rc -eq 2 ] && [ "${err%%$'\n'*}" = "$want" ]; then ok step_fail/cuda; else fail step_fail/cuda "got ($rc) ${err%%$'\n'*}"; fi
+# and a scheduler, which the CPU backend runs
+sed 's/^  max_steps = 3,/  max_steps = 3, scheduler = StepLR { step_size = 1, gamma = 0.5 },/' tests/step/dcgan.lua >"$tmp/cuda_sched.lua"
+err=$("$LOOM" build "$tmp/cuda_sched.lua" --accelerator=cuda -o "$tmp/cuda" --no-compile 2>&1 >/dev/null); rc=$?
+want="$tmp/cuda_sched.lua:38: a scheduler with a training_step is not supported yet (by the CUDA backend; the CPU backend runs it)"
+if [ $rc -eq 2 ] && [ "${err%%$'\n'*}" = "$want" ]; then ok step_fail/cuda_scheduler; else fail step_fail/cuda_scheduler "got ($rc) ${err%%$'\n'*}"; fi

@@ -210,7 +210,7 @@ int main(int argc, char **argv) {
             scales[s] = o.scaler.scale;
 #elif defined(LOOM_USER_STEP)
             // a training_step (gen/user_step.lua): the spec's own calls, as train.c runs them
-            losses[s] = model_user_step(&m, &o, &batch, B, s);
+            losses[s] = model_user_step(&m, &o, &batch, B, s, 0, steps);
             // the gradients the last step leaves (PyTorch's .grad after it): "grad.<param>"
             // (copied: the writer keeps a pointer, and poison_grads overwrites m.grads)
             if (s == steps - 1) {

@@ -100,13 +100,33 @@ CASES = {
 }
 
 
+# variants of a case, made by tests/suite_step.sh with sed from tests/step/BASE.lua:
+# name -> (BASE, its optimizers, its schedulers on them or None)
+#  dcgan_sched: g's lr 1e-3 (d's 2e-4) and train.scheduler = CosineAnnealingLR { T_max = 4,
+#    eta_min = 1e-5, interval = "step" }: each optimizer its own instance on its own lr,
+#    each stepped once after every training step (gen/user_step.lua's optim_c)
+VARIANTS = {
+    "dcgan_sched": ("dcgan",
+                    lambda m: {"d": torch.optim.Adam(m.D.parameters(), lr=2e-4, betas=(0.5, 0.999)),
+                               "g": torch.optim.Adam(m.G.parameters(), lr=1e-3, betas=(0.5, 0.999))},
+                    lambda opts: [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=4, eta_min=1e-5) for o in opts.values()]),
+}
+for _v, (_base, _opts, _scheds) in VARIANTS.items():
+    CASES[_v] = (CASES[_base][0], _opts, CASES[_base][2], CASES[_base][3])
+
+
 def torch_run(case, state, batch, steps, dtype):
     make, make_opts, step, _ = CASES[case]
     m = make().to(dtype)
     m.load_state_dict({k: v.to(dtype) for k, v in state.items()})
     opts = make_opts(m)
+    scheds = VARIANTS[case][2](opts) if case in VARIANTS and VARIANTS[case][2] else []
     b = {k: v.to(dtype) for k, v in batch.items()}
-    losses = [step(m, opts, b).item() for _ in range(steps)]
+    losses = []
+    for _ in range(steps):
+        losses.append(step(m, opts, b).item())
+        for sc in scheds:
+            sc.step()
     return torch.tensor(losses, dtype=torch.float64), {k: v.detach() for k, v in m.state_dict().items()}
 
 
