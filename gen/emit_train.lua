@@ -1607,7 +1607,8 @@ function emit_train.values(l)
   -- (the CUDA program's state shards are on the device, its host copies whole: gen/emit_cuda.lua)
   local sharded = l.backend ~= "cuda" and l.strategy and l.strategy.kind == "fsdp" and l.strategy.sharding
   local o = optimizer_code(k16, tr.optimizer, ty.sfx, l.state.params, floor, g.frozen or {}, sharded)
-  local clip_norm = tr.clip ~= nil and tr.clip.max_norm ~= nil
+  -- (a training_step clips each optimizer's gradients on its own: no one norm to log)
+  local clip_norm = tr.clip ~= nil and tr.clip.max_norm ~= nil and not g.step
   local plateau = tr.scheduler and tr.scheduler.kind == "ReduceLROnPlateau"
   local sc = scaler_code(k16, ps.loss_scaling, clip_norm and l.backend ~= "cuda", function(step)
     if plateau then return "rs.cb[0]", "ReduceLROnPlateau's current lr: run state (callbacks_code)" end

@@ -343,7 +343,7 @@ function user_step.check(g, target, precision, backend)
     diag.fatal(diag.key_where(tr.where, key) or tr.where, what .. " with a training_step is not supported yet" .. (why and (" (" .. why .. ")") or ""))
   end
   if tr.accumulate ~= 1 then refuse("accumulate", "accumulate") end
-  if tr.clip then refuse("clip", "clip (fabric.clip_gradients)") end
+  if tr.clip and cuda then refuse("clip", "clip (fabric.clip_gradients)", "by the CUDA backend; the CPU backend runs it") end
   local sched = tr.scheduler
   if sched and cuda then refuse("scheduler", "a scheduler", "by the CUDA backend; the CPU backend runs it") end
   if sched and sched.kind == "ReduceLROnPlateau" then
@@ -492,6 +492,41 @@ function user_step.momentum(o)
   return rule.momentum and rule.momentum(o.opt.args) or 0.0
 end
 
+-- train.clip in a training_step: Fabric's clip_gradients(model, optimizer, ...) before
+-- each optimizer's step, over that optimizer's parameters (Fabric clips
+-- precision.main_params(optimizer)): torch.nn.utils.clip_grad_norm_ (the norm of all its
+-- gradients together, coef = max_norm / (norm + 1e-6), applied when below 1) or
+-- clip_grad_value_.  The sums in double, in layout order.  C of clip_<name>(m).
+local function clip_c(c, o, runs)
+  local lit = function(v) return util.c_float(v, "") end
+  local over = {}
+  for _, r in ipairs(runs) do over[#over + 1] = string.format("{ %d, %d }", r.begin, r.finish) end
+  local lines = {
+    string.format("    static const size_t runs[%d][2] = { %s };   // %s's parameters in the layout", #runs, table.concat(over, ", "), o.name),
+  }
+  local each = "    for (int r = 0; r < %d; r++) for (size_t i = runs[r][0]; i < runs[r][1]; i++) %s"
+  if c.clip_val then
+    lines[#lines + 1] = string.format("    const real v = %s;", lit(c.clip_val))
+    lines[#lines + 1] = string.format(each, #runs, "m->grads[i] = m->grads[i] > v ? v : (m->grads[i] < -v ? -v : m->grads[i]);")
+    return table.concat(lines, "\n"), string.format("clip_grad_value_(%s)", lit(c.clip_val))
+  end
+  lines[#lines + 1] = "    double total = 0;"
+  if c.norm_type == math.huge then
+    lines[#lines + 1] = string.format(each, #runs, "total = fmax(total, fabs((double)m->grads[i]));")
+  elseif c.norm_type == 2 then
+    lines[#lines + 1] = string.format(each, #runs, "total += (double)m->grads[i] * m->grads[i];")
+    lines[#lines + 1] = "    total = sqrt(total);"
+  else
+    lines[#lines + 1] = string.format(each, #runs, string.format("total += pow(fabs((double)m->grads[i]), %s);", lit(c.norm_type)))
+    lines[#lines + 1] = string.format("    total = pow(total, 1.0 / %s);", lit(c.norm_type))
+  end
+  lines[#lines + 1] = string.format("    const double coef = %s / (total + 1e-6);", lit(c.max_norm))
+  lines[#lines + 1] = "    if (coef >= 1) return;"
+  lines[#lines + 1] = string.format(each, #runs, "m->grads[i] *= (real)coef;")
+  return table.concat(lines, "\n"), string.format("clip_grad_norm_(max_norm=%s, norm_type=%s)", lit(c.max_norm),
+    c.norm_type == math.huge and "inf" or lit(c.norm_type))
+end
+
 -- How many times each optimizer steps in one training step (segments' `step`s)
 function user_step.steps_per(segments)
   local per = {}
@@ -514,7 +549,7 @@ end
 function user_step.optim_c(l, code)
   local st, lit = l.state, function(v) return util.c_float(v, "") end
   local steps_of = user_step.steps_per(l.autodiff.segments)   -- optimizer → its steps in a training step
-  local text, protos = { "\n#include <string.h>   // memset: zero_grad\n" }, {}
+  local text, protos = { "\n#include <math.h>     // sqrt, fabs: train.clip\n#include <string.h>   // memset: zero_grad\n" }, {}
   for _, o in ipairs(l.graph.step.optimizers) do
     local runs = user_step.runs(st.params, o)
     local c = code(o.opt, runs)
@@ -522,6 +557,13 @@ function user_step.optim_c(l, code)
     text[#text + 1] = string.format("\n// optimizer '%s' (spec line %d): %s, over %s\n"
       .. "static void optimizer_step_%s(Optimizer *o, Model *m, double lr, double mom, int64_t step) {\n%s\n}\n",
       o.name, o.where.line, c.desc, table.concat(o.params, ", "), o.name, c.step)
+    local clip = l.spec.train.clip
+    if clip then
+      assert(l.settings.state == "f32" or l.settings.state == "f64", "clip over 16-bit gradients")
+      local body, desc = clip_c(clip, o, runs)
+      text[#text + 1] = string.format("\n// train.clip before %s:step(), over its parameters only (fabric.clip_gradients(model, %s, ...)): %s\n"
+        .. "static void clip_%s(Model *m) {\n%s\n}\n", o.name, o.name, desc, o.name, body)
+    end
     text[#text + 1] = string.format("\n// optimizer '%s''s learning rate at training step `step` (0-based) in epoch `epoch`: %s\n"
       .. "static double lr_at_%s(int64_t step, int64_t epoch, int64_t total_steps) {\n%s\n}\n", o.name, c.sched_desc, o.name, c.lr_body)
     local zero = {}
@@ -544,6 +586,9 @@ function user_step.optim_c(l, code)
       count[o] = (count[o] or 0) + 1
       -- each optimizer's own count of updates (torch.optim's state['step'] - 1): a training
       -- step takes the same number every time
+      if l.spec.train.clip then
+        calls[#calls + 1] = string.format("    clip_%s(m);   // train.clip, over %s's parameters", o.name, o.name)
+      end
       calls[#calls + 1] = string.format("    optimizer_step_%s(o, m, lr_at_%s(step, epoch, total_steps), %s, step * %d + %d);   // %s:step(), line %d",
         o.name, o.name, o.c_mom, o.per_step, count[o] - 1, o.name, s.where.line)
     else

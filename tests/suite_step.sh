@@ -12,6 +12,10 @@
 #  - step_dcgan_sched, step64_dcgan_sched: the same with train.scheduler (CosineAnnealingLR
 #    per step) and the two optimizers at different lrs: each optimizer its own scheduler
 #    on its own lr, stepped after every training step (torch's, one per optimizer)
+#  - step_dcgan_clip, step64_dcgan_clip: train.clip (by norm) with two SGD optimizers:
+#    each optimizer's gradients clipped by their own norm before its step (Fabric's
+#    clip_gradients(model, opt, ...)); the reference counts that the clip acted;
+#    step_dcgan_clipval, step64_dcgan_clipval: the same by value (clip_val)
 #  - loop_dcgan, loop64_dcgan: the generated program's own loop on that batch (Npy): its
 #    step-1 checkpoint continued 2 steps by PyTorch against its step-3 checkpoint
 #    (parameters and both optimizers' moments)
@@ -56,11 +60,11 @@ fails=(
   "scheduler_plateau|s#  max_steps = 3,#  max_steps = 3, scheduler = ReduceLROnPlateau { monitor = \"val/loss\" },#|dcgan|38: ReduceLROnPlateau with a training_step is not supported yet (its lr is run state: each optimizer would need its own)"
   "scheduler_onecycle|s/  max_steps = 3,/  max_steps = 3, scheduler = OneCycleLR { max_lr = 0.01 },/|dcgan|38: OneCycleLR's cycle_momentum with a training_step is not supported yet (give cycle_momentum = false)"
 )
-plan $((8 + 2 + 2 + 1 + ${#fails[@]} + 2))
+plan $((12 + 2 + 2 + 1 + ${#fails[@]} + 3))
 
 # (a), (b): parity with PyTorch
 if py_lacks torch numpy; then
-  for c in step_dcgan step64_dcgan step_vae step64_vae step_dcgan_sched step64_dcgan_sched loop_dcgan loop64_dcgan; do no_torch "$c" "$PY has no torch or numpy"; done
+  for c in step_dcgan step64_dcgan step_vae step64_vae step_dcgan_sched step64_dcgan_sched step_dcgan_clip step64_dcgan_clip step_dcgan_clipval step64_dcgan_clipval loop_dcgan loop64_dcgan; do no_torch "$c" "$PY has no torch or numpy"; done
 else
   rt="$tmp/rt" rt_ok=1
   parity_runtime specs/fashion_mlp.lua || rt_ok=0
@@ -68,7 +72,10 @@ else
   sed -e 's/g = { Adam { lr = 2e-4,/g = { Adam { lr = 1e-3,/' \
       -e 's/^  max_steps = 3,/  max_steps = 3,\n  scheduler = CosineAnnealingLR { T_max = 4, eta_min = 1e-5, interval = "step" },/' \
       tests/step/dcgan.lua >"$tmp/dcgan_sched.lua"
-  for c in dcgan vae dcgan_sched; do
+  sed -e 's/Adam { lr = 2e-4, betas = {0.5, 0.999} }/SGD { lr = 0.05, momentum = 0.9 }/' \
+      -e 's/^  max_steps = 3,/  max_steps = 3,\n  clip = { max_norm = 0.05 },/' tests/step/dcgan.lua >"$tmp/dcgan_clip.lua"
+  sed 's/clip = { max_norm = 0.05 }/clip = { clip_val = 1e-3 }/' "$tmp/dcgan_clip.lua" >"$tmp/dcgan_clipval.lua"
+  for c in dcgan vae dcgan_sched dcgan_clip dcgan_clipval; do
     ok=$rt_ok why="the runtime does not build: $(tail -1 "$tmp/rt.gen" "$tmp/rt.cc" 2>/dev/null | tail -1)"
     src=tests/step/$c.lua; [ -f "$src" ] || src=$tmp/$c.lua
     if [ "$c" != "${c%_*}" ] && cmp -s "$src" "tests/step/${c%_*}.lua"; then ok=0 why="the sed no longer changes tests/step/${c%_*}.lua"; fi
@@ -183,7 +190,11 @@ done
 err=$("$LOOM" build tests/step/dcgan.lua --accelerator=cuda --precision=bf16-mixed -o "$tmp/cuda" --no-compile 2>&1 >/dev/null); rc=$?
 want="tests/step/dcgan.lua:20: precision 'bf16-mixed' with a training_step is not supported by the CUDA backend yet (32-true is; the CPU backend also runs 64-true and bf16-mixed)"
 if [ $rc -eq 2 ] && [ "${err%%$'\n'*}" = "$want" ]; then ok step_fail/cuda; else fail step_fail/cuda "got ($rc) ${err%%$'\n'*}"; fi
-# and a scheduler, which the CPU backend runs
+# and a scheduler or clip, which the CPU backend runs
+sed 's/^  max_steps = 3,/  max_steps = 3, clip = { clip_val = 0.1 },/' tests/step/dcgan.lua >"$tmp/cuda_clip.lua"
+err=$("$LOOM" build "$tmp/cuda_clip.lua" --accelerator=cuda -o "$tmp/cuda" --no-compile 2>&1 >/dev/null); rc=$?
+want="$tmp/cuda_clip.lua:38: clip (fabric.clip_gradients) with a training_step is not supported yet (by the CUDA backend; the CPU backend runs it)"
+if [ $rc -eq 2 ] && [ "${err%%$'\n'*}" = "$want" ]; then ok step_fail/cuda_clip; else fail step_fail/cuda_clip "got ($rc) ${err%%$'\n'*}"; fi
 sed 's/^  max_steps = 3,/  max_steps = 3, scheduler = StepLR { step_size = 1, gamma = 0.5 },/' tests/step/dcgan.lua >"$tmp/cuda_sched.lua"
 err=$("$LOOM" build "$tmp/cuda_sched.lua" --accelerator=cuda -o "$tmp/cuda" --no-compile 2>&1 >/dev/null); rc=$?
 want="$tmp/cuda_sched.lua:38: a scheduler with a training_step is not supported yet (by the CUDA backend; the CPU backend runs it)"

@@ -100,16 +100,52 @@ CASES = {
 }
 
 
+class ClippedStep:
+    """An optimizer whose step() first clips its own parameters' gradients: Fabric's
+    fabric.clip_gradients(model, opt, max_norm=N) before opt.step() (Fabric clips the
+    optimizer's parameters).  CLIPPED counts the steps where the clip acted."""
+    CLIPPED = [0, 0]
+
+    def __init__(self, opt, max_norm=None, clip_val=None):
+        self.opt, self.max_norm, self.clip_val = opt, max_norm, clip_val
+
+    def zero_grad(self):
+        self.opt.zero_grad()
+
+    def step(self):
+        params = [p for group in self.opt.param_groups for p in group["params"] if p.grad is not None]
+        if self.clip_val is not None:   # fabric.clip_gradients(model, opt, clip_val=V)
+            acted = any(p.grad.abs().max().item() > self.clip_val for p in params)
+            torch.nn.utils.clip_grad_value_(params, self.clip_val)
+        else:
+            acted = torch.nn.utils.clip_grad_norm_(params, self.max_norm).item() > self.max_norm
+        ClippedStep.CLIPPED[0] += int(acted)
+        ClippedStep.CLIPPED[1] += 1
+        self.opt.step()
+
+
 # variants of a case, made by tests/suite_step.sh with sed from tests/step/BASE.lua:
 # name -> (BASE, its optimizers, its schedulers on them or None)
 #  dcgan_sched: g's lr 1e-3 (d's 2e-4) and train.scheduler = CosineAnnealingLR { T_max = 4,
 #    eta_min = 1e-5, interval = "step" }: each optimizer its own instance on its own lr,
 #    each stepped once after every training step (gen/user_step.lua's optim_c)
+#  dcgan_clip: both optimizers SGD { lr = 0.05, momentum = 0.9 } (Adam's update would
+#    hardly see a gradient scaled as a whole) and train.clip = { max_norm = 0.05 }: each
+#    optimizer's gradients clipped by their own norm before its step
+#  dcgan_clipval: the same with train.clip = { clip_val = 1e-3 } (clip_grad_value_)
 VARIANTS = {
     "dcgan_sched": ("dcgan",
                     lambda m: {"d": torch.optim.Adam(m.D.parameters(), lr=2e-4, betas=(0.5, 0.999)),
                                "g": torch.optim.Adam(m.G.parameters(), lr=1e-3, betas=(0.5, 0.999))},
                     lambda opts: [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=4, eta_min=1e-5) for o in opts.values()]),
+    "dcgan_clip": ("dcgan",
+                   lambda m: {"d": ClippedStep(torch.optim.SGD(m.D.parameters(), lr=0.05, momentum=0.9), 0.05),
+                              "g": ClippedStep(torch.optim.SGD(m.G.parameters(), lr=0.05, momentum=0.9), 0.05)},
+                   None),
+    "dcgan_clipval": ("dcgan",
+                      lambda m: {"d": ClippedStep(torch.optim.SGD(m.D.parameters(), lr=0.05, momentum=0.9), clip_val=1e-3),
+                                 "g": ClippedStep(torch.optim.SGD(m.G.parameters(), lr=0.05, momentum=0.9), clip_val=1e-3)},
+                      None),
 }
 for _v, (_base, _opts, _scheds) in VARIANTS.items():
     CASES[_v] = (CASES[_base][0], _opts, CASES[_base][2], CASES[_base][3])
@@ -202,6 +238,11 @@ def main():
         msg = "%d steps: losses %s (torch %s); worst %.2e at %s (tolerance %.0e)" % (
             steps, ", ".join("%.6f" % x for x in got["loss"].tolist()), ", ".join("%.6f" % x for x in ref_losses.tolist()),
             worst, where, tol)
+        if case in ("dcgan_clip", "dcgan_clipval"):   # the clip must act, or this case checks nothing of it
+            msg += "; the clip acted in %d of %d optimizer steps" % tuple(ClippedStep.CLIPPED)
+            if ClippedStep.CLIPPED[0] == 0:
+                worst = float("inf")
+            ClippedStep.CLIPPED[:] = [0, 0]
         if worst <= tol:
             print("ok %s\n# %s" % (name, msg))
         else:
