@@ -878,13 +878,10 @@ function emit.program(l)
     cc = ddp and "mpicc\n# DDP: OpenMPI's compiler wrapper (runtime/collectives.c needs mpi.h and libmpi)" or "cc",
     extra_cflags = l.options.extra_cflags, extra_ldflags = l.options.extra_ldflags, data_ldlibs = data_rt.ldlibs,
     -- -fno-math-errno: sqrtf in the optimizers' loops (Adam's denominator) vectorises only
-    -- without errno (a call per element otherwise: AdamW took twice as long); sqrt is
-    -- correctly rounded either way, so the bits are the same.  -mprefer-vector-width=512:
-    -- 512-bit vectors where the CPU has them (GCC 12's -march=native keeps loops at 256
-    -- bits on AVX-512 CPUs; the tanh GELU's loops ran 1.9x faster at 512 here, one
-    -- thread); the same arithmetic per element, and no reduction is reordered by it
-    opt_flags = l.options.debug and "-O0 -g -march=native"
-      or "-O3 -march=native -mprefer-vector-width=512 -fno-math-errno",
+    -- without errno (a call per element otherwise: tiny_gpt's AdamW took 10.7 ms of CPU
+    -- a step, 2.5 without); sqrt is correctly rounded either way, so the bits are the same.
+    -- (-mprefer-vector-width=512 changed no op's time in tiny_gpt's step: not used)
+    opt_flags = l.options.debug and "-O0 -g -march=native" or "-O3 -march=native -fno-math-errno",
     objects = table.concat(objects, "\n"), object_list = table.concat(list, " "),
   })
   return { files = files, counted = counted }
