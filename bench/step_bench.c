@@ -14,7 +14,8 @@
 //
 // Prints one line:
 //   loom NAME B=.. threads=.. steps=.. median_ms=.. min_ms=.. mean_ms=.. maxrss_kb=.. loss0=.. lossN=..
-// Every step is timed on its own (CLOCK_MONOTONIC); the median is the number to use.
+// Every step is timed on its own (CLOCK_MONOTONIC; STEP_CLOCK=cpu: CPU time); the median
+// is the number to use.
 //
 // Built with -DSTEP_PROF and a model.c instrumented by bench/prof_model.py, it also
 // prints where the step's time goes, op by op (see bench/step_prof.h).
@@ -40,9 +41,16 @@
 // The Batch struct is NUM_BATCH_FIELDS pointers, in model_batch_info order.
 _Static_assert(sizeof(Batch) == NUM_BATCH_FIELDS * sizeof(void *), "Batch is not a plain list of pointers");
 
+// STEP_CLOCK=cpu: the process's CPU time instead (on a loaded machine at 1 thread, the
+// work without the time other processes held the core; at more threads it counts spinning)
 static double now_ms(void) {
+    static int clock_id = -1;
+    if (clock_id < 0) {
+        const char *c = getenv("STEP_CLOCK");
+        clock_id = c && strcmp(c, "cpu") == 0 ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC;
+    }
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(clock_id, &ts);
     return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
 }
 

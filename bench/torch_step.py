@@ -25,6 +25,8 @@ over the same cores.  OPENBLAS_NUM_THREADS does not reach the OpenMP build of Op
 (it sizes its pool from OpenMP), so the library torch really loaded is found in
 /proc/self/maps and pinned with openblas_set_num_threads(1); `blas=` names it
 (pthread or openmp: LD_LIBRARY_PATH picks either, bench/speed.sh runs both).
+STEP_CLOCK=cpu times each step by the process's CPU time, as bench/step_bench.c does (on
+a loaded machine at one thread: the work without the time other processes held the core).
 """
 import ctypes
 import argparse
@@ -175,10 +177,12 @@ def main():
 
     times = []
     loss0 = lossN = float("nan")
+    # STEP_CLOCK=cpu: the process's CPU time, as step_bench.c's (a loaded machine, one thread)
+    clock = time.process_time if os.environ.get("STEP_CLOCK") == "cpu" else time.perf_counter
     for s in range(args.warmup + args.steps):
-        t0 = time.perf_counter()
+        t0 = clock()
         loss = train_step()
-        t1 = time.perf_counter()
+        t1 = clock()
         if s >= args.warmup:
             times.append((t1 - t0) * 1e3)
         lossN = loss.item()   # after the clock: .item() is not part of the step

@@ -474,6 +474,11 @@ local function optimizer_code(k16, opt, sfx, params, floor, frozen, sharded, onl
   local groups, runs, skipped = param_groups(opt, params, frozen)
   if only then groups, runs = nil, only end
   local step = { string.format("    // %s", desc), "    (void)o; (void)mom; (void)step;   // not every rule reads them" }
+  -- the runs (parameter groups, a training_step's parameters) share one thread team, each
+  -- split over it without a barrier between them (they are disjoint): a team per run cost
+  -- a GPT's 34 runs a fork and a join each
+  local RUNS_LOOP = (k16.parallel and "    #pragma omp parallel\n" or "")
+    .. "    for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {"
   local LR, WD, decays
   if groups then
     decays = false
@@ -503,7 +508,7 @@ local function optimizer_code(k16, opt, sfx, params, floor, frozen, sharded, onl
         lit(r.group.ratio), lit(r.group.weight_decay), r.group.index, r.names)
     end
     step[#step + 1] = "    };"
-    step[#step + 1] = "    for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {"
+    step[#step + 1] = RUNS_LOOP
     if floor and floor ~= 0 then
       step[#step + 1] = string.format("    const double lr_g = %s + (lr - %s) * runs[r].lr_ratio;   // the schedule's floor stays",
         lit(floor), lit(floor))
@@ -537,9 +542,9 @@ local function optimizer_code(k16, opt, sfx, params, floor, frozen, sharded, onl
     step[#step + 1] = "    static const struct { size_t begin, end; } runs[] = {"
     for _, r in ipairs(only) do step[#step + 1] = string.format("        { %d, %d },   // %s", r.begin, r.finish, r.names) end
     step[#step + 1] = "    };"
-    step[#step + 1] = "    for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {"
+    step[#step + 1] = RUNS_LOOP
   end
-  step[#step + 1] = PAR_FOR
+  step[#step + 1] = (groups or only) and k16.parallel and "    #pragma omp for schedule(static) nowait" or PAR_FOR
   if sharded then
     step[#step + 1] = groups and "    for (size_t i = runs[r].begin > lo ? runs[r].begin : lo; i < (runs[r].end < hi ? runs[r].end : hi); i++) {"
       or "    for (size_t i = lo; i < hi; i++) {"

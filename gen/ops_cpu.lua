@@ -821,7 +821,8 @@ local function permute_rule(perm_of)
     end,
     backward = function(e, n)
       local lines, shape, perm = decl(e, n)
-      lines[#lines + 1] = e.call("permute_backward", e.grad(n.inputs[1]), e.grad(n.out), #n.inputs[1].shape, shape, perm)
+      lines[#lines + 1] = e.call("permute_backward", e.grad(n.inputs[1]), e.grad(n.out), #n.inputs[1].shape, shape, perm,
+        e.acc(n.inputs[1]))
       return lines
     end,
   }

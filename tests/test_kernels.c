@@ -473,10 +473,12 @@ static void sm_bwd(gc *c) {
     else k_softmax_backward_f64(c->g[0], c->w, c->out, c->iv[0], c->iv[1], c->iv[2]);
 }
 static void sm_case(int logp) {
-    for (uint64_t seed = 1; seed <= 4; seed++) {
+    for (uint64_t seed = 1; seed <= 6; seed++) {
         uint64_t s = seed;
         gc *c = gc_new();
         int O = gc_int(&s, 1, 3), D = gc_int(&s, 1, 6), In = seed <= 2 ? 1 : gc_int(&s, 2, 4);
+        if (seed == 5) O = 2, D = 37, In = 1;    // a row longer than the lanes, with a remainder
+        if (seed == 6) O = 2, D = 5, In = 70;    // columns in two blocks (K_SM_CB), the second partial
         c->iv[0] = O; c->iv[1] = D; c->iv[2] = In; c->iv[3] = logp;
         gc_input(c, gc_rand(&s, O * D * In, -3, 3), O * D * In, 1);
         gc_output(c, &s, O * D * In);
@@ -566,16 +568,22 @@ Test(kernels, div) { bin_case(3, "div"); }
 // permute: iv[0] ndim, iv[1..6] in_shape, iv[7..12] perm
 #define PERM_BODY(S) k_permute_forward_##S(OUT, X[0], c->iv[0], c->iv + 1, c->iv + 7);
 GC_FWD(perm, PERM_BODY)
-static void perm_bwd(gc *c) { if (c->g[0]) k_permute_backward_f64(c->g[0], c->w, c->iv[0], c->iv + 1, c->iv + 7); }
+static void perm_bwd(gc *c) { if (c->g[0]) k_permute_backward_f64(c->g[0], c->w, c->iv[0], c->iv + 1, c->iv + 7, 1); }
 Test(kernels, permute) {
-    for (uint64_t seed = 1; seed <= 5; seed++) {
+    // (seeds 6 and 7: dims past K_PERM_TILE, the input's last dim moved: whole and partial tiles)
+    const int big[2][2][4] = { { { 2, 37, 45, 0 }, { 0, 2, 1, 0 } }, { { 2, 3, 40, 35 }, { 0, 3, 1, 2 } } };
+    for (uint64_t seed = 1; seed <= 7; seed++) {
         uint64_t s = seed;
         gc *c = gc_new();
-        int nd = gc_int(&s, 1, 5);
+        int nd = seed <= 5 ? gc_int(&s, 1, 5) : 3 + (int)(seed - 6);
         size_t n = 1;
         c->iv[0] = nd;
-        for (int i = 0; i < nd; i++) { c->iv[1 + i] = gc_int(&s, 1, 3); n *= c->iv[1 + i]; c->iv[7 + i] = i; }
-        for (int i = nd - 1; i > 0; i--) { int j = gc_int(&s, 0, i); int t = c->iv[7 + i]; c->iv[7 + i] = c->iv[7 + j]; c->iv[7 + j] = t; }
+        for (int i = 0; i < nd; i++) {
+            c->iv[1 + i] = seed <= 5 ? gc_int(&s, 1, 3) : big[seed - 6][0][i];
+            n *= c->iv[1 + i];
+            c->iv[7 + i] = seed <= 5 ? i : big[seed - 6][1][i];
+        }
+        for (int i = nd - 1; seed <= 5 && i > 0; i--) { int j = gc_int(&s, 0, i); int t = c->iv[7 + i]; c->iv[7 + i] = c->iv[7 + j]; c->iv[7 + j] = t; }
         gc_input(c, gc_rand(&s, n, -1, 1), n, 1);
         gc_output(c, &s, n);
         c->fwd64 = perm_fwd64; c->fwd32 = perm_fwd32; c->bwd64 = perm_bwd;
@@ -589,8 +597,21 @@ Test(kernels, permute) {
     for (int a = 0; a < 2; a++) for (int b = 0; b < 4; b++) for (int k = 0; k < 3; k++)
         cr_assert_eq(y[(a * 4 + b) * 3 + k], x[(a * 3 + k) * 4 + b]);
     double dx[24] = {0};
-    k_transpose_backward_f64(dx, y, 3, shape, 1, 2);
+    k_transpose_backward_f64(dx, y, 3, shape, 1, 2, 1);
     for (int i = 0; i < 24; i++) cr_assert_eq(dx[i], x[i]);
+    // acc 0 stores (the gradient's first writer): over what the buffer held, row-wise and in tiles
+    for (int i = 0; i < 24; i++) dx[i] = 1e9;
+    k_transpose_backward_f64(dx, y, 3, shape, 1, 2, 0);
+    for (int i = 0; i < 24; i++) cr_assert_eq(dx[i], x[i]);
+    enum { TA = 3, TB = 37, TC = 45 };   // (3, 37, 45) -> (3, 45, 37): past K_PERM_TILE, the last dim moved
+    static float tx[TA * TB * TC], ty[TA * TB * TC], tg[TA * TB * TC];
+    const int tshape[3] = { TA, TB, TC };
+    for (int i = 0; i < TA * TB * TC; i++) { tx[i] = (float)i; tg[i] = -1; }
+    k_transpose_forward_f32(ty, tx, 3, tshape, 1, 2);
+    k_transpose_backward_f32(tg, ty, 3, tshape, 1, 2, 0);
+    for (int i = 0; i < TA * TB * TC; i++) cr_assert_eq(tg[i], tx[i], "tiled store at %d", i);
+    k_transpose_backward_f32(tg, ty, 3, tshape, 1, 2, 1);
+    for (int i = 0; i < TA * TB * TC; i++) cr_assert_eq(tg[i], 2 * tx[i], "tiled add at %d", i);
 }
 
 // slice: iv = OUTER, D, INNER, start, step, LEN
@@ -728,10 +749,11 @@ static void ce_bwd(gc *c) {
 }
 Test(kernels, cross_entropy) {
     for (int red = 0; red < 3; red++) {
-        for (uint64_t seed = 1; seed <= 4; seed++) {
+        for (uint64_t seed = 1; seed <= 5; seed++) {
             uint64_t s = seed * 5 + red;
             gc *c = gc_new();
             int N = gc_int(&s, 1, 4), C = gc_int(&s, 2, 5), S = seed <= 2 ? 1 : gc_int(&s, 2, 3);
+            if (seed == 5) N = 2, C = 19, S = 70;   // the log-softmax's column blocks (K_SM_CB), a partial one
             int ignore = seed == 3 ? 1 : -100;    // an ignore_index that is also a class
             int v[5] = { N, C, S, ignore, red };
             memcpy(c->iv, v, sizeof v);

@@ -102,6 +102,43 @@ Test(scalar_ops, erf_matches_and_is_accurate) {
     cr_assert(worst > 0.5, "the sweep reached %.2f ulp at most: did it run?", worst);
 }
 
+// exp (k_expf, so_exp: a polynomial and two power-of-two factors, not libm's): the same bits
+// on both sides over every 1031st float pattern and the edges; within 1.5 ulp of the
+// double exp where the result is normal, within one unit of the last place where it is
+// subnormal, 0 below -104, inf above the largest float's log, NaN in NaN out
+Test(scalar_ops, exp_matches_and_is_accurate) {
+    double worst = 0;
+    for (uint64_t v = 0; v <= 0xffffffffu + 1031ull; v += 1031) {
+        uint32_t u = v > 0xffffffffu ? 0x7f800000u ^ (uint32_t)(v & 1) << 31 : (uint32_t)v;
+        float x;
+        memcpy(&x, &u, 4);
+        float k = k_expf(x), s = so_exp(x);
+        cr_assert(same_bits(k, s), "exp %08x: kernel %a, scalar_ops %a", u, k, s);
+        if (isnan(x)) { cr_assert(isnan(k)); continue; }
+        double t = exp((double)x);
+        if (t > 0x1.fffffep127) { cr_assert(isinf(k) && k > 0, "exp(%a) = %a: overflow", x, k); continue; }
+        if (t < 0x1p-149 / 2) { cr_assert(k == 0 || k == 0x1p-149f, "exp(%a) = %a: underflow", x, k); continue; }
+        if (t < 0x1p-126) { cr_assert(fabs(k - t) <= 0x1p-149, "exp(%a) = %a, double %a: subnormal", x, k, t); continue; }
+        float tf = (float)t;
+        double ulp = nextafterf(tf, INFINITY) - tf;
+        double e = fabs(k - t) / ulp;
+        if (e > worst) worst = e;
+        cr_assert(e <= 1.5, "exp(%a) = %a, double %a: %.2f ulp", x, k, t, e);
+    }
+    const float edge[] = { 0.0f, -0.0f, 1e-45f, -1e-45f, 1.0f, -1.0f, 88.72f, 88.73f, 89.0f, -87.3f, -103.9f, -104.0f,
+                           -150.0f, 3.4028235e38f, -3.4028235e38f, INFINITY, -INFINITY };
+    for (size_t i = 0; i < sizeof edge / sizeof edge[0]; i++) {
+        float x = edge[i];
+        double t = exp((double)x);
+        cr_assert(same_bits(k_expf(x), so_exp(x)));
+        cr_assert(t > 0x1.fffffep127 ? isinf(k_expf(x)) : fabs(k_expf(x) - t) <= 0x1p-23 * t + 0x1p-149,
+                  "exp(%a) = %a, double %a", x, k_expf(x), t);
+    }
+    cr_assert(same_bits(so_exp(0.0f), 1.0f) && same_bits(so_exp(-INFINITY), 0.0f));
+    cr_assert(isnan(k_expf(NAN)) && isnan(so_exp(-NAN)));
+    cr_assert(worst > 0.5, "the sweep reached %.2f ulp at most: did it run?", worst);
+}
+
 // tanh (k_tanhf, so_tanh: a polynomial and exp arithmetic, not libm's): the same bits on
 // both sides and within 2 ulp of the double tanh, over every 1031st float pattern (all
 // exponents, both signs) and the edges: zeros, subnormals, the branch point, where it
@@ -307,6 +344,24 @@ Test(scalar_ops, losses_match_cpu_kernels) {
             float want = target[r] == -100 ? 0 : 0 + so_ce_grad(gm, logp[r * C + c], so_ce_q(c == target[r], 0.1f, C));
             cr_assert(same_bits(want, dl[r * C + c]), "cross entropy grad at %d,%d", r, c);
         }
+    // (N, C, S) logits, S > 1 (a language model's (B, V, T)): along S, sum reduction, no smoothing
+    enum { NB = 3, CS = 9, S = 21 };
+    static float lg3[NB * CS * S], lp3[NB * CS * S], dl3[NB * CS * S];
+    int64_t t3[NB * S];
+    for (int i = 0; i < NB * CS * S; i++) lg3[i] = uniform(-5, 5);
+    for (int i = 0; i < NB * S; i++) t3[i] = i % 5 == 2 ? -100 : (int64_t)(next_u32() % CS);
+    float sum, g3 = 0.625f;
+    k_cross_entropy_forward_f32(&sum, lp3, lg3, t3, NB, CS, S, -100, 0, K_REDUCTION_SUM);
+    memset(dl3, 0, sizeof dl3);
+    k_cross_entropy_backward_f32(dl3, &g3, lp3, lg3, t3, NB, CS, S, -100, 0, K_REDUCTION_SUM);
+    for (int n = 0; n < NB; n++)
+        for (int c = 0; c < CS; c++)
+            for (int s3 = 0; s3 < S; s3++) {
+                const int64_t t = t3[n * S + s3];
+                const int j = (n * CS + c) * S + s3;
+                float want = t == -100 ? 0 : 0 + so_ce_grad(g3, lp3[j], so_ce_q(c == t, 0, CS));
+                cr_assert(same_bits(want, dl3[j]), "cross entropy (N, C, S) grad at %d,%d,%d", n, c, s3);
+            }
 }
 
 Test(scalar_ops, batch_norm_matches_cpu_kernels) {
@@ -492,13 +547,17 @@ Test(scalar_ops, layer_norm_matches_cpu_kernels) {
     }
 }
 
-Test(scalar_ops, softmax_matches_cpu_kernels) {
-    enum { O = 3, D = 11, IN = 5 };
-    static float x[O * D * IN], y[O * D * IN], ly[O * D * IN], dy[O * D * IN], dx[O * D * IN], ldx[O * D * IN];
-    for (int i = 0; i < O * D * IN; i++) { x[i] = uniform(-6, 6); dy[i] = uniform(-1, 1); }
+// softmax and log_softmax over (O, D, IN): the kernels' maxima, sums along d in order
+// (the CUDA kernels' thread per column) and so_exp: rows (IN = 1, exponentials in
+// vectors), columns fewer than a block, and past one block of K_SM_CB columns
+static void check_softmax(int O, int D, int IN) {
+    const int n = O * D * IN;
+    float *x = malloc(sizeof(float) * 6 * n), *y = x + n, *ly = y + n, *dy = ly + n, *dx = dy + n, *ldx = dx + n;
+    for (int i = 0; i < n; i++) { x[i] = uniform(-6, 6); dy[i] = uniform(-1, 1); }
+    x[IN] = -INFINITY;   // a masked entry
     k_softmax_forward_f32(y, x, O, D, IN);
     k_log_softmax_forward_f32(ly, x, O, D, IN);
-    memset(dx, 0, sizeof dx); memset(ldx, 0, sizeof ldx);
+    memset(dx, 0, sizeof(float) * n); memset(ldx, 0, sizeof(float) * n);
     k_softmax_backward_f32(dx, dy, y, O, D, IN);
     k_log_softmax_backward_f32(ldx, dy, ly, O, D, IN);
     for (int o = 0; o < O; o++)
@@ -509,17 +568,23 @@ Test(scalar_ops, softmax_matches_cpu_kernels) {
             for (int d = 0; d < D; d++) { s += so_exp_shifted(x[base + d * IN], mx); ls += so_exp_shifted(x[base + d * IN], mx); }
             for (int d = 0; d < D; d++) {
                 const int j = base + d * IN;
-                cr_assert(same_bits(so_exp_shifted(x[j], mx) * (1 / s), y[j]), "softmax at %d", j);
-                cr_assert(same_bits(so_log_softmax(x[j], mx, ls), ly[j]), "log_softmax at %d", j);
+                cr_assert(same_bits(so_exp_shifted(x[j], mx) * (1 / s), y[j]), "softmax (%d, %d, %d) at %d", O, D, IN, j);
+                cr_assert(same_bits(so_log_softmax(x[j], mx, ls), ly[j]), "log_softmax (%d, %d, %d) at %d", O, D, IN, j);
                 gy += dy[j] * y[j];
                 gs += dy[j];
             }
             for (int d = 0; d < D; d++) {
                 const int j = base + d * IN;
-                cr_assert(same_bits(0 + so_softmax_grad(dy[j], y[j], gy), dx[j]), "softmax grad at %d", j);
-                cr_assert(same_bits(0 + so_log_softmax_grad(dy[j], ly[j], gs), ldx[j]), "log_softmax grad at %d", j);
+                cr_assert(same_bits(0 + so_softmax_grad(dy[j], y[j], gy), dx[j]), "softmax grad (%d, %d, %d) at %d", O, D, IN, j);
+                cr_assert(same_bits(0 + so_log_softmax_grad(dy[j], ly[j], gs), ldx[j]), "log_softmax grad (%d, %d, %d) at %d", O, D, IN, j);
             }
         }
+    free(x);
+}
+Test(scalar_ops, softmax_matches_cpu_kernels) {
+    check_softmax(3, 11, 5);
+    check_softmax(4, 300, 1);    // rows: lane maxima, exponentials in blocks of K_SM_CB
+    check_softmax(2, 13, K_SM_CB + 7);
 }
 
 Test(scalar_ops, avg_pool_divisor_matches_cpu_kernel) {

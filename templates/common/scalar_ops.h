@@ -203,6 +203,19 @@ SO_FN float so_erf(float x) {
     t = so_bits_float(so_float_bits(t) | (so_float_bits(x) & 0x80000000u));
     return x != x ? x + x : t;
 }
+// exp: templates/cpu/kernels.h's k_expf, the same arithmetic (there: why and how
+// accurate); the softmax family's and cross-entropy's exponentials (so_exp_shifted,
+// so_log_softmax_grad, so_ce_grad, so_ce_soft_grad), vectorised on the CPU
+SO_FN float so_exp(float x) {
+    float y = x > -104 ? (x < 89 ? x : 89) : -104;
+    float n = (y * 1.4426950408889634f + 12582912.0f) - 12582912.0f;
+    float r = (y - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
+    float e = 1.0000000005541667f + r * (1.0000000363231931f + r * (0.4999999207980303f + r * (0.16666420169864485f
+              + r * (0.041668225572550954f + r * (0.00837481580328982f + r * 0.0013836845821370526f)))));
+    int ni = (int)n, h = ni / 2;
+    e = e * so_bits_float((so_u32)(h + 127) << 23) * so_bits_float((so_u32)(ni - h + 127) << 23);
+    return x != x ? x + x : e;
+}
 // silu and gelu: the backward reads the input
 SO_FN float so_silu(float x) { return x / (1 + expf(-x)); }
 SO_FN float so_silu_grad(float dy, float x) {
@@ -262,7 +275,7 @@ SO_FN float so_bce_grad(float g, float p, float t) {
 }
 // cross entropy: the gradient of one logit from its log-probability lp and q, the
 // target's weight of its class ((1 - eps) * onehot + eps / C)
-SO_FN float so_ce_grad(float g, float lp, float q) { return g * (expf(lp) - q); }
+SO_FN float so_ce_grad(float g, float lp, float q) { return g * (so_exp(lp) - q); }
 SO_FN float so_ce_q(int is_target, float smoothing, int C) { return smoothing / C + (is_target ? 1 - smoothing : 0); }
 
 // ---------------------------------------------------------------------------
@@ -294,11 +307,11 @@ SO_FN float so_ln_grad(float dxhat, float x, float mean, float rstd, float m1, f
 }
 
 // softmax: exp(x - max); log_softmax: x - (max + log(sum exp(x - max)))
-SO_FN float so_exp_shifted(float x, float mx) { return expf(x - mx); }
+SO_FN float so_exp_shifted(float x, float mx) { return so_exp(x - mx); }
 SO_FN float so_log_softmax(float x, float mx, float sum) { return x - (mx + logf(sum)); }
 // backward: softmax dx = y * (dy - sum(dy * y));  log_softmax dx = dy - exp(y) * sum(dy)
 SO_FN float so_softmax_grad(float dy, float y, float s) { return y * (dy - s); }
-SO_FN float so_log_softmax_grad(float dy, float y, float s) { return dy - expf(y) * s; }
+SO_FN float so_log_softmax_grad(float dy, float y, float s) { return dy - so_exp(y) * s; }
 
 // avg_pool2d's divisor for the window starting at (hs, ws) (PyTorch: the window clipped to
 // the padded input with count_include_pad, else the number of real inputs in it)
@@ -319,7 +332,7 @@ SO_FN float so_loss_grad(float dloss, int mean, double count) { return mean ? (f
 // cross entropy with probability targets: q = (1 - eps) * t + eps / C, l = -sum q * logp,
 // dlogit = g * (softmax * sum(q) - q)
 SO_FN float so_ce_soft_q(float t, float smoothing, int C) { return (1 - smoothing) * t + smoothing / C; }
-SO_FN float so_ce_soft_grad(float g, float lp, float qsum, float q) { return g * (expf(lp) * qsum - q); }
+SO_FN float so_ce_soft_grad(float g, float lp, float qsum, float q) { return g * (so_exp(lp) * qsum - q); }
 // binary cross entropy on logits, stably: (1 - t) x + m + log(exp(-m) + exp(-x - m)), m = max(-x, 0)
 SO_FN float so_bce_logits(float x, float t) {
     const float m = x < 0 ? -x : 0;

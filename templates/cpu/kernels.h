@@ -850,8 +850,9 @@ static inline float k_erff(float x) {
     return x != x ? x + x : t.f;
 }
 
-// exp in float, vectorisable (libm's expf is a call per element; the attention softmax
-// takes it): e^x = 2^n e^r, n = round(x / ln2), |r| <= ln2/2, e^r k_tanhf's degree-6
+// exp in float, vectorisable (libm's expf is a call per element; the softmax family,
+// cross-entropy and the attention softmax take it; scalar_ops.h's so_exp is the same
+// arithmetic, tests/test_scalar_ops.c: bit for bit): e^x = 2^n e^r, n = round(x / ln2), |r| <= ln2/2, e^r k_tanhf's degree-6
 // polynomial; 2^n applied as two factors, so subnormal results come out right (within
 // one unit of the last subnormal place).  Within 1.33 ulp of exp over the normal range
 // (every 7th float checked); 0 below -104, inf above 88.73, NaN in NaN out.

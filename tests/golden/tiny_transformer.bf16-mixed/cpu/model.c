@@ -938,13 +938,10 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
     k_cross_entropy_backward_f32(d66, d67, s68_logp, a66, in_targets, B, 256, 64, -100, 0.0f, 1);
 
     // transpose  <- specs/tiny_transformer.lua:52  (backward)
-    // the gradients this op writes first, cleared (it adds into them)
-    memset(d65, 0, 2 * (size_t)(B * 16384));
     // operands converted between their storage and float around the kernel (precision plan)
-    memset(w67_0, 0, sizeof(real) * (size_t)(B * 16384));
     const int shape67[] = { B, 64, 256 }, perm67[] = { 0, 2, 1 };
-    k_permute_backward_f32(w67_0, d66, 3, shape67, perm67);
-    k_accum_bf16_from_bf16(d65, w67_0, B * 16384);
+    k_permute_backward_f32(w67_0, d66, 3, shape67, perm67, 0);
+    k_store_bf16_from_bf16(d65, w67_0, B * 16384);
 
     // matmul  <- specs/tiny_transformer.lua:38  (backward)
     // the gradients this op writes first, cleared (it adds into them)
@@ -965,7 +962,7 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
     // operands converted between their storage and float around the kernel (precision plan)
     k_load_bf16_as_bf16(w62_0, d85, 16384);
     const int shape62[] = { 256, 64 }, perm62[] = { 1, 0 };
-    k_permute_backward_f32(g_wte_weight, w62_0, 2, shape62, perm62);
+    k_permute_backward_f32(g_wte_weight, w62_0, 2, shape62, perm62, 1);
 
     // ln_f  <- specs/tiny_transformer.lua:34  LayerNorm(64)  (backward)
     // the gradients this op writes first, cleared (it adds into them)
@@ -1044,14 +1041,11 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
     k_accum_bf16_from_bf16(d72, w51_69632, 64);
 
     // transpose  <- specs/tiny_transformer.lua:22  (backward)
-    // the gradients this op writes first, cleared (it adds into them)
-    memset(d51, 0, 2 * (size_t)(B * 4096));
     // operands converted between their storage and float around the kernel (precision plan)
-    memset(w49_0, 0, sizeof(real) * (size_t)(B * 4096));
     k_load_bf16_as_bf16(w49_65536, d52, B * 4096);
     const int shape49[] = { B, 4, 64, 16 }, perm49[] = { 0, 2, 1, 3 };
-    k_permute_backward_f32(w49_0, w49_65536, 4, shape49, perm49);
-    k_accum_bf16_from_bf16(d51, w49_0, B * 4096);
+    k_permute_backward_f32(w49_0, w49_65536, 4, shape49, perm49, 0);
+    k_store_bf16_from_bf16(d51, w49_0, B * 4096);
 
     // scaled_dot_product_attention  <- specs/tiny_transformer.lua:21  (backward)
     // the gradients this op writes first, cleared (it adds into them)
@@ -1072,14 +1066,11 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
     k_accum_bf16_from_bf16(d50, w48_131072, B * 4096);
 
     // transpose  <- specs/tiny_transformer.lua:16  (backward)
-    // the gradients this op writes first, cleared (it adds into them)
-    memset(d48, 0, 2 * (size_t)(B * 4096));
     // operands converted between their storage and float around the kernel (precision plan)
-    memset(w47_0, 0, sizeof(real) * (size_t)(B * 4096));
     k_load_bf16_as_bf16(w47_65536, d50, B * 4096);
     const int shape47[] = { B, 64, 4, 16 }, perm47[] = { 0, 2, 1, 3 };
-    k_permute_backward_f32(w47_0, w47_65536, 4, shape47, perm47);
-    k_accum_bf16_from_bf16(d48, w47_0, B * 4096);
+    k_permute_backward_f32(w47_0, w47_65536, 4, shape47, perm47, 0);
+    k_store_bf16_from_bf16(d48, w47_0, B * 4096);
 
     // slice  <- specs/tiny_transformer.lua:20  (backward)
     // the gradients this op writes first, cleared (it adds into them)
@@ -1091,14 +1082,11 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
     k_accum_bf16_from_bf16(d41, w45_0, B * 12288);
 
     // transpose  <- specs/tiny_transformer.lua:16  (backward)
-    // the gradients this op writes first, cleared (it adds into them)
-    memset(d45, 0, 2 * (size_t)(B * 4096));
     // operands converted between their storage and float around the kernel (precision plan)
-    memset(w44_0, 0, sizeof(real) * (size_t)(B * 4096));
     k_load_bf16_as_bf16(w44_65536, d47, B * 4096);
     const int shape44[] = { B, 64, 4, 16 }, perm44[] = { 0, 2, 1, 3 };
-    k_permute_backward_f32(w44_0, w44_65536, 4, shape44, perm44);
-    k_accum_bf16_from_bf16(d45, w44_0, B * 4096);
+    k_permute_backward_f32(w44_0, w44_65536, 4, shape44, perm44, 0);
+    k_store_bf16_from_bf16(d45, w44_0, B * 4096);
 
     // slice  <- specs/tiny_transformer.lua:19  (backward)
     // operands converted between their storage and float around the kernel (precision plan)
@@ -1108,14 +1096,11 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
     k_accum_bf16_from_bf16(d41, w42_0, B * 12288);
 
     // transpose  <- specs/tiny_transformer.lua:16  (backward)
-    // the gradients this op writes first, cleared (it adds into them)
-    memset(d42, 0, 2 * (size_t)(B * 4096));
     // operands converted between their storage and float around the kernel (precision plan)
-    memset(w41_0, 0, sizeof(real) * (size_t)(B * 4096));
     k_load_bf16_as_bf16(w41_65536, d44, B * 4096);
     const int shape41[] = { B, 64, 4, 16 }, perm41[] = { 0, 2, 1, 3 };
-    k_permute_backward_f32(w41_0, w41_65536, 4, shape41, perm41);
-    k_accum_bf16_from_bf16(d42, w41_0, B * 4096);
+    k_permute_backward_f32(w41_0, w41_65536, 4, shape41, perm41, 0);
+    k_store_bf16_from_bf16(d42, w41_0, B * 4096);
 
     // slice  <- specs/tiny_transformer.lua:18  (backward)
     // operands converted between their storage and float around the kernel (precision plan)
@@ -1223,14 +1208,11 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
     k_accum_convert_bf16_f32(g_block_proj_weight, d71, 4096);
 
     // transpose  <- specs/tiny_transformer.lua:22  (backward)
-    // the gradients this op writes first, cleared (it adds into them)
-    memset(d22, 0, 2 * (size_t)(B * 4096));
     // operands converted between their storage and float around the kernel (precision plan)
-    memset(w18_0, 0, sizeof(real) * (size_t)(B * 4096));
     k_load_bf16_as_bf16(w18_65536, d23, B * 4096);
     const int shape18[] = { B, 4, 64, 16 }, perm18[] = { 0, 2, 1, 3 };
-    k_permute_backward_f32(w18_0, w18_65536, 4, shape18, perm18);
-    k_accum_bf16_from_bf16(d22, w18_0, B * 4096);
+    k_permute_backward_f32(w18_0, w18_65536, 4, shape18, perm18, 0);
+    k_store_bf16_from_bf16(d22, w18_0, B * 4096);
 
     // scaled_dot_product_attention  <- specs/tiny_transformer.lua:21  (backward)
     // the gradients this op writes first, cleared (it adds into them)
@@ -1251,14 +1233,11 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
     k_accum_bf16_from_bf16(d21, w17_131072, B * 4096);
 
     // transpose  <- specs/tiny_transformer.lua:16  (backward)
-    // the gradients this op writes first, cleared (it adds into them)
-    memset(d19, 0, 2 * (size_t)(B * 4096));
     // operands converted between their storage and float around the kernel (precision plan)
-    memset(w16_0, 0, sizeof(real) * (size_t)(B * 4096));
     k_load_bf16_as_bf16(w16_65536, d21, B * 4096);
     const int shape16[] = { B, 64, 4, 16 }, perm16[] = { 0, 2, 1, 3 };
-    k_permute_backward_f32(w16_0, w16_65536, 4, shape16, perm16);
-    k_accum_bf16_from_bf16(d19, w16_0, B * 4096);
+    k_permute_backward_f32(w16_0, w16_65536, 4, shape16, perm16, 0);
+    k_store_bf16_from_bf16(d19, w16_0, B * 4096);
 
     // slice  <- specs/tiny_transformer.lua:20  (backward)
     // the gradients this op writes first, cleared (it adds into them)
@@ -1270,14 +1249,11 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
     k_accum_bf16_from_bf16(d12, w14_0, B * 12288);
 
     // transpose  <- specs/tiny_transformer.lua:16  (backward)
-    // the gradients this op writes first, cleared (it adds into them)
-    memset(d16, 0, 2 * (size_t)(B * 4096));
     // operands converted between their storage and float around the kernel (precision plan)
-    memset(w13_0, 0, sizeof(real) * (size_t)(B * 4096));
     k_load_bf16_as_bf16(w13_65536, d18, B * 4096);
     const int shape13[] = { B, 64, 4, 16 }, perm13[] = { 0, 2, 1, 3 };
-    k_permute_backward_f32(w13_0, w13_65536, 4, shape13, perm13);
-    k_accum_bf16_from_bf16(d16, w13_0, B * 4096);
+    k_permute_backward_f32(w13_0, w13_65536, 4, shape13, perm13, 0);
+    k_store_bf16_from_bf16(d16, w13_0, B * 4096);
 
     // slice  <- specs/tiny_transformer.lua:19  (backward)
     // operands converted between their storage and float around the kernel (precision plan)
@@ -1287,14 +1263,11 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
     k_accum_bf16_from_bf16(d12, w11_0, B * 12288);
 
     // transpose  <- specs/tiny_transformer.lua:16  (backward)
-    // the gradients this op writes first, cleared (it adds into them)
-    memset(d13, 0, 2 * (size_t)(B * 4096));
     // operands converted between their storage and float around the kernel (precision plan)
-    memset(w10_0, 0, sizeof(real) * (size_t)(B * 4096));
     k_load_bf16_as_bf16(w10_65536, d15, B * 4096);
     const int shape10[] = { B, 64, 4, 16 }, perm10[] = { 0, 2, 1, 3 };
-    k_permute_backward_f32(w10_0, w10_65536, 4, shape10, perm10);
-    k_accum_bf16_from_bf16(d13, w10_0, B * 4096);
+    k_permute_backward_f32(w10_0, w10_65536, 4, shape10, perm10, 0);
+    k_store_bf16_from_bf16(d13, w10_0, B * 4096);
 
     // slice  <- specs/tiny_transformer.lua:18  (backward)
     // operands converted between their storage and float around the kernel (precision plan)
