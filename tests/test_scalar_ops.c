@@ -25,6 +25,14 @@ static int same_bits(float a, float b) {
     memcpy(&x, &a, 4); memcpy(&y, &b, 4);
     return x == y;
 }
+// the sweeps of the function tests: v runs over every 1031st bit pattern of a float
+// (all exponents, both signs), then two steps past the last: +inf and -inf
+static float sweep_float(uint64_t v, uint32_t *bits) {
+    *bits = v > 0xffffffffu ? 0x7f800000u ^ (uint32_t)(v & 1) << 31 : (uint32_t)v;
+    float x;
+    memcpy(&x, bits, 4);
+    return x;
+}
 #define N 4099
 
 Test(scalar_ops, bf16_matches_cpu_conversions) {
@@ -76,9 +84,8 @@ Test(scalar_ops, f16_matches_cpu_conversions) {
 Test(scalar_ops, erf_matches_and_is_accurate) {
     double worst = 0;
     for (uint64_t v = 0; v <= 0xffffffffu + 1031ull; v += 1031) {
-        uint32_t u = v > 0xffffffffu ? 0x7f800000u ^ (uint32_t)(v & 1) << 31 : (uint32_t)v;
-        float x;
-        memcpy(&x, &u, 4);
+        uint32_t u;
+        float x = sweep_float(v, &u);
         float k = k_erff(x), s = so_erf(x);
         cr_assert(same_bits(k, s), "erf %08x: kernel %a, scalar_ops %a", u, k, s);
         if (isnan(x)) { cr_assert(isnan(k)); continue; }
@@ -109,9 +116,8 @@ Test(scalar_ops, erf_matches_and_is_accurate) {
 Test(scalar_ops, exp_matches_and_is_accurate) {
     double worst = 0;
     for (uint64_t v = 0; v <= 0xffffffffu + 1031ull; v += 1031) {
-        uint32_t u = v > 0xffffffffu ? 0x7f800000u ^ (uint32_t)(v & 1) << 31 : (uint32_t)v;
-        float x;
-        memcpy(&x, &u, 4);
+        uint32_t u;
+        float x = sweep_float(v, &u);
         float k = k_expf(x), s = so_exp(x);
         cr_assert(same_bits(k, s), "exp %08x: kernel %a, scalar_ops %a", u, k, s);
         if (isnan(x)) { cr_assert(isnan(k)); continue; }
@@ -146,9 +152,8 @@ Test(scalar_ops, exp_matches_and_is_accurate) {
 Test(scalar_ops, tanh_matches_and_is_accurate) {
     double worst = 0;
     for (uint64_t v = 0; v <= 0xffffffffu + 1031ull; v += 1031) {
-        uint32_t u = v > 0xffffffffu ? 0x7f800000u ^ (uint32_t)(v & 1) << 31 : (uint32_t)v;
-        float x;
-        memcpy(&x, &u, 4);
+        uint32_t u;
+        float x = sweep_float(v, &u);
         float k = k_tanhf(x), s = so_tanh(x);
         cr_assert(same_bits(k, s), "tanh %08x: kernel %a, scalar_ops %a", u, k, s);
         if (isnan(x)) { cr_assert(isnan(k)); continue; }
