@@ -81,7 +81,9 @@ else fail "logged metrics over the CUDA ranks" "$d"; fi
 # MPMD form); every rank must still start from rank 0's, on its device too
 $MPI -np 1 ./cpu2/train --out rm --seed 11 : -np 1 ./cpu2/train --out rm --seed 12 >rm.log 2>&1
 $EMPI -np 1 cu2/emu/run --out gm --seed 11 : -np 1 cu2/emu/run --out gm --seed 12 >gm.log 2>&1
-within "emulated: rank 1 initialised with another seed starts from rank 0's parameters (= the CPU's ranks)" gm/last.safetensors rm/last.safetensors
+# (5e-5: after 20 AdamW micro-batches from seed 11's weights the two backends' summation
+# orders leave 1.26e-5 on net.2.weight; a rank that kept its own start would be O(1) off)
+within "emulated: rank 1 initialised with another seed starts from rank 0's parameters (= the CPU's ranks)" gm/last.safetensors rm/last.safetensors "" 5e-5
 # buckets inside backward, and only on a step's last micro-batch: 10 steps × (arena + 1) × 4 B
 nb=$(grep -c 'ddp_nccl_grad_ready([0-9]*);' cu2/model.cu)
 np=$(sed -n 's/^#define NUM_PARAMS \([0-9]*\).*/\1/p' cu2/model.h)
@@ -105,15 +107,18 @@ stop_one() {
   sleep 1
   [ -n "$r1" ] && kill -TERM "$r1"
   wait $job; rc=$?
-  if [ $rc -eq 0 ] && [ -n "$r1" ] && grep -q '^stopped by signal after step [0-9]*; checkpoint' $out.log && [ -f $out/last.safetensors ] &&
+  # (a signal that lands in a validation pass stops "during validation after step N": under
+  # --cuda-graph the steps are quick and validation takes most of an epoch)
+  if [ $rc -eq 0 ] && [ -n "$r1" ] && grep -qE '^stopped by signal (during validation )?after step [0-9]+; checkpoint' $out.log &&
+     [ -f $out/last.safetensors ] &&
      ! grep -q 'trained 2000 steps' $out.log; then
-    ok "SIGTERM to rank 1 alone${1:+ ($*)}: both ranks stop after the same step, exit 0 ($(grep -o 'stopped by signal after step [0-9]*' $out.log))"
+    ok "SIGTERM to rank 1 alone${1:+ ($*)}: both ranks stop after the same step, exit 0 ($(grep -oE 'stopped by signal (during validation )?after step [0-9]+' $out.log))"
   else fail "a stop request on one rank $*" "rc $rc, rank 1 pid '$r1': $(grep -v '^epoch' $out.log | tail -2 | tr '\n' ' ')"; fi
 }
 stop_one rs
 # resumed from that checkpoint (the batch read ahead of the stop is the resumed run's first)
 # = uninterrupted, 3 steps on
-k=$(sed -n 's/^stopped by signal after step \([0-9]*\);.*/\1/p' rs.log); k=${k:-0}
+k=$(sed -nE 's/^stopped by signal (during validation )?after step ([0-9]+);.*/\2/p' rs.log); k=${k:-0}
 $EMPI -np 2 cu2/emu/run --out rs --resume rs/last.safetensors --max-steps $((k + 3)) >rs2.log 2>&1
 $EMPI -np 2 cu2/emu/run --out ru --epochs 200 --max-steps $((k + 3)) >ru.log 2>&1
 within "resumed after the stop at step $k = uninterrupted (step $((k + 3)))" rs/last.safetensors ru/last.safetensors
