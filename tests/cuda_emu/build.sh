@@ -51,16 +51,23 @@ fi
 shared_headers=$(cat $(ls "$dir"/*.h | grep -v '/model\.h$') "$here"/*.h "$here/build.sh" | sha1sum | cut -c1-40)
 
 objs=""
-# edge OBJ RULE SRC [KEYFILE]: a build statement, or the object from the cache
+# edge OBJ RULE SRC [KEYFILE]: a build statement for an object the program links, or the
+# object from the cache
 edge() {
+  objs="$objs $1"
+  case $(basename "$3") in model.cu|train.c|"$main"|"${prog}_cli.c") echo "build $1: $2 $3"; return ;; esac
+  cached "$@"
+}
+# cached OUT RULE SRC [KEYFILE]: a build statement, or OUT from the cache (from_cache=1)
+cached() {
   local o=$1 rule=$2 src=$3 keyfile=${4:-$3} key
-  objs="$objs $o"
-  case $(basename "$src") in model.cu|train.c|"$main"|"${prog}_cli.c") echo "build $o: $rule $src"; return ;; esac
+  from_cache=0
   if [ -z "${CUDA_EMU_CACHE:-}" ]; then echo "build $o: $rule $src"; return; fi
   key=$( { echo "$rule $asan $opt $cuda${mpi_c:+ $mpi_c}"; cat "$keyfile"; echo "$shared_headers"; } | sha1sum | cut -c1-40)
   if [ -f "$CUDA_EMU_CACHE/$key.o" ]; then
     cp "$CUDA_EMU_CACHE/$key.o" "$out/$o"
     echo "# $o: from the cache ($key)"
+    from_cache=1
     return
   fi
   echo "build $o: $rule $src"
@@ -83,9 +90,9 @@ edge() {
   echo "rule cxx"
   echo "  command = g++ \$cxxflags -Wall -Wextra -c \$in -o \$out \$save"
   echo "rule driver"
-  echo "  command = g++ -std=c++17 $opt $san -Wall -Wextra -fPIC -shared -Wl,-soname,libcuda.so.1 -I$cuda/include \$in -o \$out"
+  echo "  command = g++ -std=c++17 $opt $san -Wall -Wextra -fPIC -shared -Wl,-soname,libcuda.so.1 -I$cuda/include \$in -o \$out \$save"
   echo "rule nccl"
-  echo "  command = g++ -std=c++17 $opt $san -Wall -Wextra -fPIC -shared -Wl,-soname,libnccl.so.2 -I$cuda/include -I$dir $mpi_c \$in -o \$out $mpi_l"
+  echo "  command = g++ -std=c++17 $opt $san -Wall -Wextra -fPIC -shared -Wl,-soname,libnccl.so.2 -I$cuda/include -I$dir $mpi_c \$in -o \$out $mpi_l \$save"
   echo "rule link"
   echo "  command = g++ $san -Wl,--dynamic-list=$here/exports.list \$in -o \$out -lopenblas -lz $data_libs $mpi_l -lpthread -ldl -lrt -lm"
   for f in "$dir"/*.c; do edge "obj/$(basename "${f%.c}").o" cc "$f"; done
@@ -101,9 +108,12 @@ edge() {
   done
   edge obj/emu_runtime.o cxx "$here/emu_runtime.cpp"
   echo "build $prog: link $objs${nccl:+ $nccl}"
-  echo "build libcuda.so.1: driver $here/emu_driver.cpp"
-  [ -n "$nccl" ] && echo "build libnccl.so.2: nccl $here/emu_nccl.cpp"
-  echo "default $prog libcuda.so.1"
+  # the driver and NCCL libraries are the same for every program (NCCL's reads DIR's
+  # runtime headers, which the key holds): from the cache too
+  cached libcuda.so.1 driver "$here/emu_driver.cpp"
+  [ "$from_cache" = 1 ] || echo "default libcuda.so.1"
+  [ -n "$nccl" ] && cached libnccl.so.2 nccl "$here/emu_nccl.cpp"
+  echo "default $prog"
 } >"$out/build.ninja"
 
 cat >"$out/run" <<EOF
