@@ -1338,7 +1338,7 @@ local function named_in_order(t)
   return names
 end
 
-nn.doc.Sequential = { summary = "applies its modules in order; named entries keep their names", torch = "torch.nn.Sequential",
+nn.doc.Sequential = { summary = "applies its modules in order; named entries keep their names; Sequential(a, b) as PyTorch writes it works too", torch = "torch.nn.Sequential",
   example = "Sequential { Linear(8, 16), ReLU(), Linear(16, 4) }", input = { 8 } }
 nn.doc.ModuleList = { summary = "a list of modules (indexed from 1 in Lua; PyTorch's names count from 0)",
   torch = "torch.nn.ModuleList", example = "ModuleList { Linear(8, 8), Linear(8, 8) }", input = { 8 },
@@ -1347,10 +1347,21 @@ nn.doc.ModuleDict = { summary = "named modules", torch = "torch.nn.ModuleDict",
   example = "ModuleDict { encode = Linear(8, 4), decode = Linear(4, 8) }", input = { 8 },
   apply = "return m.layer.decode(m.layer.encode(x))" }
 
+-- Sequential { a, b, name = c } (a table: named entries keep their names), or PyTorch's
+-- nn.Sequential(a, b, c): the modules as arguments
 function class.Sequential(items, ...)
   local where = diag.here()
-  if select("#", ...) > 0 or type(items) ~= "table" or nn.is_module(items) then
-    diag.fatal(where, "Sequential takes one table of modules: Sequential { Linear(4, 8), ReLU() }")
+  if nn.is_module(items) then
+    items = table.pack(items, ...)
+    for i = 1, items.n do
+      if not nn.is_module(items[i]) then
+        diag.fatal(where, string.format("Sequential: argument %d is not a module (got %s); Sequential(Linear(4, 8), ReLU()) "
+          .. "or Sequential { Linear(4, 8), ReLU() }", i, tensor.is(items[i]) and "a tensor" or type(items[i])))
+      end
+    end
+    items.n = nil
+  elseif select("#", ...) > 0 or type(items) ~= "table" then
+    diag.fatal(where, "Sequential takes modules, Sequential(Linear(4, 8), ReLU()), or one table of them: Sequential { Linear(4, 8), ReLU() }")
   end
   check_modules("Sequential", items)
   check_child_names("Sequential", items, where)

@@ -452,4 +452,17 @@ test("cpu_chain_in_16_bit_formats", function()
   end
 end)
 
+-- PyTorch's nn.Sequential(a, b, c) and the table form Sequential { a, b, c }: the same
+-- module, printed and named alike (net.0.weight, ...)
+test("spec_sequential_takes_modules_as_arguments", function()
+  local inspect = require "inspect"
+  local function text(net)
+    return inspect.text(trace("  net = " .. net .. ",\n  forward = function(m, b) return m.net(b.x) end,"))
+  end
+  local args = text("Sequential(Linear(16, 8), Tanh(), Linear(8, 2))")
+  eq(args, text("Sequential { Linear(16, 8), Tanh(), Linear(8, 2) }"), "the two forms")
+  check(args:find("(2): Linear(in_features=8, out_features=2, bias=True)", 1, true) and args:find("net.2.weight", 1, true),
+    "PyTorch's names: " .. args)
+end)
+
 unit.run()
