@@ -13,8 +13,10 @@ local init_lines, accuracy_lines = host_c.init_lines, host_c.accuracy_lines
 
 local emit = {}
 
--- Runtime and kernel files copied next to every generated C program.
+-- Runtime and kernel files copied next to every generated C program; the CPU kernels
+-- include scalar_ops.h (the per-element functions they share with the CUDA kernels).
 local RUNTIME_PREFIXES = { "runtime/", "templates/cpu/" }
+emit.SHARED_KERNEL_FILES = { "templates/common/scalar_ops.h" }
 -- the CUDA backend's runtime files (gen/emit_cuda.lua copies them), not the C program's
 local CUDA_ONLY = { ["runtime/nvrtc_cache.c"] = true, ["runtime/nvrtc_cache.h"] = true,
                     ["runtime/loom_cuda.cu"] = true, ["runtime/loom_cuda.h"] = true,
@@ -865,6 +867,7 @@ function emit.program(l)
       end
     end
   end
+  for _, path in ipairs(emit.SHARED_KERNEL_FILES) do files[path:match("([^/]+)$")] = template.source(path) end
   local objects, list = {}, {}
   for _, name in ipairs(util.sorted_keys(files)) do
     if name:match("%.c$") then

@@ -364,6 +364,7 @@ function emit.program(l)
   local loomc = require "loomc"
   for _, path in ipairs(RUNTIME) do files[path:match("([^/]+)$")] = template.source(path) end
   for _, path in ipairs(loomc.embedded_list("templates/cpu/")) do files[path:match("([^/]+)$")] = template.source(path) end
+  for _, path in ipairs(require("emit_c").SHARED_KERNEL_FILES) do files[path:match("([^/]+)$")] = template.source(path) end
   local o = l.options
   local march = o.march or "x86-64-v2"
   files["build.ninja"] = template.fill("templates/export/build.ninja.in", with({

@@ -78,16 +78,15 @@ Test(scalar_ops, f16_matches_cpu_conversions) {
     }
 }
 
-// erf (k_erff, so_erf: polynomials and exp arithmetic, not libm's): the same bits on both
-// sides and within 2 ulp of the double erf over every 1031st float pattern, and the edges:
+// erf (so_erf, the CPU kernels' and the CUDA kernels': polynomials and exp arithmetic, not
+// libm's): within 2 ulp of the double erf over every 1031st float pattern, and the edges:
 // zeros, subnormals, the branch point, the clamp, infinities, NaN
-Test(scalar_ops, erf_matches_and_is_accurate) {
+Test(scalar_ops, erf_is_accurate) {
     double worst = 0;
     for (uint64_t v = 0; v <= 0xffffffffu + 1031ull; v += 1031) {
         uint32_t u;
         float x = sweep_float(v, &u);
-        float k = k_erff(x), s = so_erf(x);
-        cr_assert(same_bits(k, s), "erf %08x: kernel %a, scalar_ops %a", u, k, s);
+        float k = so_erf(x);
         if (isnan(x)) { cr_assert(isnan(k)); continue; }
         double t = erf((double)x);
         float tf = (float)t;
@@ -102,24 +101,22 @@ Test(scalar_ops, erf_matches_and_is_accurate) {
     for (size_t i = 0; i < sizeof edge / sizeof edge[0]; i++) {
         float x = edge[i];
         double t = erf((double)x);
-        cr_assert(same_bits(k_erff(x), so_erf(x)));
-        cr_assert(fabs(k_erff(x) - t) <= 0x1p-23 * fabs(t) + 0x1p-149, "erf(%a) = %a, double %a", x, k_erff(x), t);
+        cr_assert(fabs(so_erf(x) - t) <= 0x1p-23 * fabs(t) + 0x1p-149, "erf(%a) = %a, double %a", x, so_erf(x), t);
     }
-    cr_assert(isnan(k_erff(NAN)) && isnan(so_erf(-NAN)));
+    cr_assert(isnan(so_erf(NAN)) && isnan(so_erf(-NAN)));
     cr_assert(worst > 0.5, "the sweep reached %.2f ulp at most: did it run?", worst);
 }
 
-// exp (k_expf, so_exp: a polynomial and two power-of-two factors, not libm's): the same bits
-// on both sides over every 1031st float pattern and the edges; within 1.5 ulp of the
+// exp (so_exp, the CPU kernels' and the CUDA kernels': a polynomial and two power-of-two
+// factors, not libm's), over every 1031st float pattern and the edges: within 1.5 ulp of the
 // double exp where the result is normal, within one unit of the last place where it is
 // subnormal, 0 below -104, inf above the largest float's log, NaN in NaN out
-Test(scalar_ops, exp_matches_and_is_accurate) {
+Test(scalar_ops, exp_is_accurate) {
     double worst = 0;
     for (uint64_t v = 0; v <= 0xffffffffu + 1031ull; v += 1031) {
         uint32_t u;
         float x = sweep_float(v, &u);
-        float k = k_expf(x), s = so_exp(x);
-        cr_assert(same_bits(k, s), "exp %08x: kernel %a, scalar_ops %a", u, k, s);
+        float k = so_exp(x);
         if (isnan(x)) { cr_assert(isnan(k)); continue; }
         double t = exp((double)x);
         if (t > 0x1.fffffep127) { cr_assert(isinf(k) && k > 0, "exp(%a) = %a: overflow", x, k); continue; }
@@ -136,26 +133,24 @@ Test(scalar_ops, exp_matches_and_is_accurate) {
     for (size_t i = 0; i < sizeof edge / sizeof edge[0]; i++) {
         float x = edge[i];
         double t = exp((double)x);
-        cr_assert(same_bits(k_expf(x), so_exp(x)));
-        cr_assert(t > 0x1.fffffep127 ? isinf(k_expf(x)) : fabs(k_expf(x) - t) <= 0x1p-23 * t + 0x1p-149,
-                  "exp(%a) = %a, double %a", x, k_expf(x), t);
+        cr_assert(t > 0x1.fffffep127 ? isinf(so_exp(x)) : fabs(so_exp(x) - t) <= 0x1p-23 * t + 0x1p-149,
+                  "exp(%a) = %a, double %a", x, so_exp(x), t);
     }
     cr_assert(same_bits(so_exp(0.0f), 1.0f) && same_bits(so_exp(-INFINITY), 0.0f));
-    cr_assert(isnan(k_expf(NAN)) && isnan(so_exp(-NAN)));
+    cr_assert(isnan(so_exp(NAN)) && isnan(so_exp(-NAN)));
     cr_assert(worst > 0.5, "the sweep reached %.2f ulp at most: did it run?", worst);
 }
 
-// tanh (k_tanhf, so_tanh: a polynomial and exp arithmetic, not libm's): the same bits on
-// both sides and within 2 ulp of the double tanh, over every 1031st float pattern (all
+// tanh (so_tanh, the CPU kernels' and the CUDA kernels': a polynomial and exp arithmetic,
+// not libm's): within 2 ulp of the double tanh, over every 1031st float pattern (all
 // exponents, both signs) and the edges: zeros, subnormals, the branch point, where it
 // rounds to 1, huge values, infinities, NaN
-Test(scalar_ops, tanh_matches_and_is_accurate) {
+Test(scalar_ops, tanh_is_accurate) {
     double worst = 0;
     for (uint64_t v = 0; v <= 0xffffffffu + 1031ull; v += 1031) {
         uint32_t u;
         float x = sweep_float(v, &u);
-        float k = k_tanhf(x), s = so_tanh(x);
-        cr_assert(same_bits(k, s), "tanh %08x: kernel %a, scalar_ops %a", u, k, s);
+        float k = so_tanh(x);
         if (isnan(x)) { cr_assert(isnan(k)); continue; }
         double t = tanh((double)x);
         float tf = (float)t;
@@ -169,11 +164,10 @@ Test(scalar_ops, tanh_matches_and_is_accurate) {
                            10.0f, 88.7f, 3.4028235e38f, -3.4028235e38f, INFINITY, -INFINITY };
     for (size_t i = 0; i < sizeof edge / sizeof edge[0]; i++) {
         float x = edge[i];
-        cr_assert(same_bits(k_tanhf(x), so_tanh(x)));
-        cr_assert(same_bits(k_tanhf(x), tanhf(x)) || fabs(k_tanhf(x) - tanh((double)x)) <= 0x1p-24 * fabs(tanh((double)x)),
-                  "tanh(%a) = %a, libm %a", x, k_tanhf(x), tanhf(x));
+        cr_assert(same_bits(so_tanh(x), tanhf(x)) || fabs(so_tanh(x) - tanh((double)x)) <= 0x1p-24 * fabs(tanh((double)x)),
+                  "tanh(%a) = %a, libm %a", x, so_tanh(x), tanhf(x));
     }
-    cr_assert(isnan(k_tanhf(NAN)) && isnan(so_tanh(-NAN)));
+    cr_assert(isnan(so_tanh(NAN)) && isnan(so_tanh(-NAN)));
     cr_assert(worst > 0.5, "the sweep reached %.2f ulp at most: did it run?", worst);
 }
 

@@ -75,6 +75,9 @@
 #include <immintrin.h>
 #endif
 #include "philox.h"
+// so_tanh, so_erf and so_exp (float tanh, erf and exp that vectorise, where libm's are a
+// call per element): the CUDA kernels' per-element arithmetic, written once for both
+#include "scalar_ops.h"
 
 #define K_REDUCTION_NONE 0
 #define K_REDUCTION_MEAN 1
@@ -797,79 +800,6 @@ static inline double k_clip_coef(double total_norm, double max_norm) {
     return coef < 1.0 ? coef : 1.0;
 }
 
-// tanh in float, vectorisable (libm's tanhf is a call per element, and the tanh GELU of a
-// GPT spent a quarter of its step there): |x| < 0.5493 (tanh < 1/2) an odd polynomial,
-// beyond it 1 - 2/(e^{2|x|} + 1) with e^y = 2^n e^r, |r| <= ln2/2, a polynomial in r.
-// Coefficients: relative minimax fits (degree 4 in x^2; degree 6 in r).  Within 1.54 ulp
-// of tanh on every float (libm's tanhf: 2.2); exact signs and zeros, +-1 from
-// |x| > 9.01 on (the argument clamped at 10, so no overflow), NaN in NaN out.
-// scalar_ops.h's so_tanh is the same arithmetic (tests/test_scalar_ops.c: bit for bit).
-static inline float k_tanhf(float x) {
-    union { float f; uint32_t u; } ax = { x }, sc, t;
-    float a = fabsf(x), z = a * a;
-    float p = a + a * z * (-0.3333331822510353f + z * (0.1333260846478368f + z * (-0.05385463649990026f
-              + z * (0.02108122300801763f + z * -0.006287718246235597f))));
-    float y = 2 * (a < 10 ? a : 10);
-    float n = (y * 1.4426950408889634f + 12582912.0f) - 12582912.0f;   // round to nearest (0x1.8p23)
-    float r = (y - n * 0.693145751953125f) - n * 1.428606765330187e-06f;  // ln2 in two parts
-    float e = 1.0000000005541667f + r * (1.0000000363231931f + r * (0.4999999207980303f + r * (0.16666420169864485f
-              + r * (0.041668225572550954f + r * (0.00837481580328982f + r * 0.0013836845821370526f)))));
-    sc.u = (uint32_t)((int32_t)n + 127) << 23;                          // 2^n, 0 <= n <= 29
-    t.f = a < 0.5493f ? p : 1 - 2 / (e * sc.f + 1);
-    t.u |= ax.u & 0x80000000u;                                          // t >= 0: the sign of x
-    return x != x ? x + x : t.f;
-}
-
-// erf in float, vectorisable (libm's erff is a call per element, and the exact GELU of
-// vit_tiny spent about 16% of its step there): |x| < 0.921875 x + x q(x^2), beyond it
-// 1 - e^{-x^2} g(1/x) with e^y as in k_tanhf (x clamped at 4.5, where erf rounds to 1).
-// Coefficients: relative fits (degree 6 in x^2, relative error 4e-10; degree 10 in
-// 1/x - 0.65, 8.5e-9).  Within 1.1 ulp of erf on the floats checked (libm's erff:
-// 0.97), odd, +-1 at +-inf, NaN in NaN out.  scalar_ops.h's so_erf is the same
-// arithmetic (tests/test_scalar_ops.c: bit for bit, and the accuracy).
-static inline float k_erff(float x) {
-    union { float f; uint32_t u; } ax = { x }, sc, t;
-    float a = fabsf(x), z = a * a;
-    float p = a + a * (0.1283791666373875f + z * (-0.3761263373486643f + z * (0.11283695491220992f
-              + z * (-0.026859398136328851f + z * (0.0052010320228708887f + z * (-0.00081427015811516481f
-              + z * 8.3700900076633737e-05f))))));
-    float b = a > 0.921875f ? (a < 4.5f ? a : 4.5f) : 0.921875f;
-    float w = 1 / b - 0.65f;
-    float g = 0.31540303370444833f + w * (0.37374750816973412f + w * (-0.16903213979309359f
-              + w * (0.045815370142677767f + w * (0.017862729959631306f + w * (-0.040690720221651502f
-              + w * (0.038553117240215547f + w * (-0.026622278890948099f + w * (0.0092976614137126098f
-              + w * (0.021411509936881328f + w * -0.030688770758467345f)))))))));
-    float y = -(b * b);
-    float n = (y * 1.4426950408889634f + 12582912.0f) - 12582912.0f;
-    float r = (y - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
-    float e = 1.0000000005541667f + r * (1.0000000363231931f + r * (0.4999999207980303f + r * (0.16666420169864485f
-              + r * (0.041668225572550954f + r * (0.00837481580328982f + r * 0.0013836845821370526f)))));
-    sc.u = (uint32_t)((int32_t)n + 127) << 23;                          // 2^n, -30 <= n <= -1
-    t.f = a < 0.921875f ? p : 1 - e * sc.f * g;
-    t.u |= ax.u & 0x80000000u;                                          // t >= 0: the sign of x
-    return x != x ? x + x : t.f;
-}
-
-// exp in float, vectorisable (libm's expf is a call per element; the softmax family,
-// cross-entropy and the attention softmax take it; scalar_ops.h's so_exp is the same
-// arithmetic, tests/test_scalar_ops.c: bit for bit): e^x = 2^n e^r, n = round(x / ln2), |r| <= ln2/2, e^r k_tanhf's degree-6
-// polynomial; 2^n applied as two factors, so subnormal results come out right (within
-// one unit of the last subnormal place).  Within 1.33 ulp of exp over the normal range
-// (every 7th float checked); 0 below -104, inf above 88.73, NaN in NaN out.
-static inline float k_expf(float x) {
-    union { float f; uint32_t u; } s1, s2;
-    float y = x > -104 ? (x < 89 ? x : 89) : -104;   // NaN: -104, corrected at the end
-    float n = (y * 1.4426950408889634f + 12582912.0f) - 12582912.0f;
-    float r = (y - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
-    float e = 1.0000000005541667f + r * (1.0000000363231931f + r * (0.4999999207980303f + r * (0.16666420169864485f
-              + r * (0.041668225572550954f + r * (0.00837481580328982f + r * 0.0013836845821370526f)))));
-    int32_t ni = (int32_t)n, h = ni / 2;
-    s1.u = (uint32_t)(h + 127) << 23;
-    s2.u = (uint32_t)(ni - h + 127) << 23;
-    e = e * s1.f * s2.f;
-    return x != x ? x + x : e;
-}
-
 // storage formats and conversions (bf16, f16): see kernels_cast.inc
 #include "kernels_cast.inc"
 
@@ -1022,9 +952,9 @@ static inline void k_sgemm_bf16(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta,
 #define T float
 #define SFX f32
 #define KM(fn) fn##f                 /* libm: KM(exp) is expf */
-#define K_TANH k_tanhf               /* above: vectorisable */
-#define K_ERF k_erff
-#define K_EXP k_expf
+#define K_TANH so_tanh               /* scalar_ops.h: vectorisable */
+#define K_ERF so_erf
+#define K_EXP so_exp
 #define K_GEMM k_sgemm
 #define K_EPS_T 1.1920928955078125e-07
 #define K_CONV_DIRECT 0              /* kernels_nn.inc: float convolutions through k_conv_direct_* where they take them */
@@ -1090,7 +1020,7 @@ static inline void k_sgemm_bf16(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta,
 #define T float
 #define SFX bf16c
 #define KM(fn) fn##f
-#define K_EXP k_expf
+#define K_EXP so_exp
 #define K_GEMM k_sgemm_bf16
 #define K_EPS_T 1.1920928955078125e-07
 #define K_CONV_DIRECT 1              /* kernels_nn.inc: through k_conv_direct_* in bf16 where they take them */
