@@ -32,6 +32,10 @@ function autodiff.differentiate(trace, frozen)
     local skip = ops[node.op].no_grad or node.metric or node.no_grad
     for i, x in ipairs(skip and {} or node.inputs) do
       if x.param and x.dtype == "float" and not frozen[x.param] then needs[x] = true end
+      local refused = needs[x] and ops[node.op].refused_grad and ops[node.op].refused_grad[i]
+      if refused then
+        require("diag").fatal(node.where, string.format("%s: %s computed from the parameters (one that needs a gradient) is not supported yet", node.op, refused))
+      end
       if needs[x] and input_differentiable(node, i) then
         if i == 2 and ops[node.op].no_target_grad then
           -- PyTorch would differentiate the target too; silently dropping it would be wrong

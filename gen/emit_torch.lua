@@ -355,11 +355,12 @@ local function statements(g, trace, input_expr, consts)
     elseif node.op == "kl_div" then
       expr = string.format("F.kl_div(%s, %s, reduction='%s', log_target=%s)", v(i[1]), v(i[2]), REDUCTION(a), pybool(a.log_target))
     elseif node.op == "nll_loss" then
-      expr = string.format("F.nll_loss(%s, %s, ignore_index=%d, reduction='%s')", v(i[1]), v(i[2]), a.ignore_index, REDUCTION(a))
+      expr = string.format("F.nll_loss(%s, %s, %signore_index=%d, reduction='%s')", v(i[1]), v(i[2]),
+        i[3] and "weight=" .. v(i[3]) .. ", " or "", a.ignore_index, REDUCTION(a))
     elseif node.op == "autoregress" then expr = v(i[1])   -- a sampling method's logits (its loop: generate below)
     elseif node.op == "cross_entropy" then
-      expr = string.format("F.cross_entropy(%s, %s, ignore_index=%d, label_smoothing=%s, reduction='%s')", v(i[1]), v(i[2]),
-        a.ignore_index, util.pyfloat(a.label_smoothing), REDUCTION(a))
+      expr = string.format("F.cross_entropy(%s, %s, %signore_index=%d, label_smoothing=%s, reduction='%s')", v(i[1]), v(i[2]),
+        i[3] and "weight=" .. v(i[3]) .. ", " or "", a.ignore_index, util.pyfloat(a.label_smoothing), REDUCTION(a))
     elseif node.op == "bce" then expr = string.format("F.binary_cross_entropy(%s, %s, reduction='%s')", v(i[1]), v(i[2]), REDUCTION(a))
     elseif node.op == "bce_with_logits" then expr = string.format("F.binary_cross_entropy_with_logits(%s, %s, reduction='%s')", v(i[1]), v(i[2]), REDUCTION(a))
     elseif node.op == "mse" then expr = string.format("F.mse_loss(%s, %s, reduction='%s')", v(i[1]), v(i[2]), REDUCTION(a))

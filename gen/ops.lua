@@ -673,12 +673,24 @@ local function reduced(node, shape)
   return {}
 end
 
+-- a loss's per-class weight (its third input, PyTorch's `weight`): C floats, no gradient
+local function class_weight(node, name, input, weight)
+  if not weight then return end
+  local si, sw = input.shape, weight.shape
+  local C = #si == 1 and si[1] or si[2]
+  if weight.dtype ~= "float" or #sw ~= 1 or sw[1] ~= C then
+    err(node, string.format("%s: weight must be a float tensor of one value per class, shape %s, gets %s %s",
+      name, util.shape_str({ C }), weight.dtype, util.shape_str(sw)))
+  end
+end
+
 ops.cross_entropy = {
-  arity = 2, precision = "fp32",
-  shape = function(node, input, target)
+  precision = "fp32", no_grad_inputs = { [3] = true }, refused_grad = { [3] = "a class weight" },
+  shape = function(node, input, target, weight)
     expect_float(node, input, "input (logits)")
     local si, st = input.shape, target.shape
     if #si < 1 then err(node, "cross_entropy: input must have a class dimension") end
+    class_weight(node, "cross_entropy", input, weight)
     if target.dtype == "int64" then
       -- class indices: input (N, C, d1...) and target (N, d1...), or input (C) and target ()
       local expect = {}
@@ -1097,14 +1109,15 @@ ops.kl_div.target_grad = true
 -- losses whose target may not need a gradient here: said at autodiff, one line
 for _, name in ipairs { "bce", "bce_with_logits", "cross_entropy" } do ops[name].no_target_grad = true end
 ops.nll_loss = {
-  arity = 2, precision = "fp32", no_grad_inputs = { [2] = true },
-  shape = function(node, input, target)
+  precision = "fp32", no_grad_inputs = { [2] = true, [3] = true }, refused_grad = { [3] = "a class weight" },
+  shape = function(node, input, target, weight)
     expect_float(node, input, "input (log-probabilities)")
     local si, st = input.shape, target.shape
     if target.dtype ~= "int64" then
       err(node, string.format("nll_loss expects class indices (a Tensor with dtype = 'int64') as target, gets %s", target.dtype))
     end
     if #si < 2 then err(node, string.format("nll_loss: input must be (N, C, ...), gets %s", util.shape_str(si))) end
+    class_weight(node, "nll_loss", input, weight)
     local expect = {}
     for i, d in ipairs(si) do if i ~= 2 then expect[#expect + 1] = d end end
     local ok = #st == #expect

@@ -556,16 +556,19 @@ for _, name in ipairs { "softmax", "log_softmax" } do
   }
 end
 
+-- a loss's per-class weight (PyTorch's `weight`, the node's third input), or NULL
+local function class_weight(e, n) return n.inputs[3] and e.ptr(n.inputs[3]) or "NULL" end
+
 ops_cpu.cross_entropy = {
   forward = function(e, n)
     local x, t, a = n.inputs[1], n.inputs[2], n.attrs
     local N, C = e.batch(x), x.shape[2]
     local S = dims_after(x.shape, 3)
     if t.dtype ~= "int64" then
-      return { e.call("cross_entropy_soft_forward", e.ptr(n.out), e.save(n, "logp"), e.ptr(x), e.ptr(t), N, C, S,
+      return { e.call("cross_entropy_soft_forward", e.ptr(n.out), e.save(n, "logp"), e.ptr(x), e.ptr(t), class_weight(e, n), N, C, S,
         e.lit(a.label_smoothing), REDUCTION[a.reduction]) }
     end
-    return { e.call("cross_entropy_forward", e.ptr(n.out), e.save(n, "logp"), e.ptr(x), e.ptr(t), N, C, S,
+    return { e.call("cross_entropy_forward", e.ptr(n.out), e.save(n, "logp"), e.ptr(x), e.ptr(t), class_weight(e, n), N, C, S,
       a.ignore_index, e.lit(a.label_smoothing), REDUCTION[a.reduction]) }
   end,
   backward = function(e, n)
@@ -573,11 +576,11 @@ ops_cpu.cross_entropy = {
     local N, C = e.batch(x), x.shape[2]
     local S = dims_after(x.shape, 3)
     if t.dtype ~= "int64" then
-      return { e.call("cross_entropy_soft_backward", e.grad(x), e.grad(n.out), e.save(n, "logp"), e.ptr(x), e.ptr(t), N, C, S,
-        e.lit(a.label_smoothing), REDUCTION[a.reduction]) }
+      return { e.call("cross_entropy_soft_backward", e.grad(x), e.grad(n.out), e.save(n, "logp"), e.ptr(x), e.ptr(t), class_weight(e, n),
+        N, C, S, e.lit(a.label_smoothing), REDUCTION[a.reduction]) }
     end
-    return { e.call("cross_entropy_backward", e.grad(x), e.grad(n.out), e.save(n, "logp"), e.ptr(x), e.ptr(t), N, C, S,
-      a.ignore_index, e.lit(a.label_smoothing), REDUCTION[a.reduction]) }
+    return { e.call("cross_entropy_backward", e.grad(x), e.grad(n.out), e.save(n, "logp"), e.ptr(x), e.ptr(t), class_weight(e, n),
+      N, C, S, a.ignore_index, e.lit(a.label_smoothing), REDUCTION[a.reduction]) }
   end,
 }
 
@@ -644,12 +647,12 @@ ops_cpu.accuracy = {
 ops_cpu.nll_loss = {
   forward = function(e, n)
     local x = n.inputs[1]
-    return { e.call("nll_loss_forward", e.ptr(n.out), e.ptr(x), e.ptr(n.inputs[2]), e.batch(x), x.shape[2], dims_after(x.shape, 3),
+    return { e.call("nll_loss_forward", e.ptr(n.out), e.ptr(x), e.ptr(n.inputs[2]), class_weight(e, n), e.batch(x), x.shape[2], dims_after(x.shape, 3),
       n.attrs.ignore_index, REDUCTION[n.attrs.reduction]) }
   end,
   backward = function(e, n)
     local x = n.inputs[1]
-    return { e.call("nll_loss_backward", e.grad(x), e.grad(n.out), e.ptr(n.inputs[2]), e.batch(x), x.shape[2], dims_after(x.shape, 3),
+    return { e.call("nll_loss_backward", e.grad(x), e.grad(n.out), e.ptr(n.inputs[2]), class_weight(e, n), e.batch(x), x.shape[2], dims_after(x.shape, 3),
       n.attrs.ignore_index, REDUCTION[n.attrs.reduction]) }
   end,
 }

@@ -2668,6 +2668,9 @@ ops_cuda.supported = function(node)
       return "a tensor whose batch dimension is not first", true
     end
   end
+  if (op == "cross_entropy" or op == "nll_loss") and node.inputs[3] then
+    return "the weight option (class weights; the CPU program has it: --accelerator=cpu)"
+  end
   if (op == "transpose" or op == "permute") and #node.inputs[1].shape > MAXDIM then
     return string.format("a %d-d tensor (at most %d dims)", #node.inputs[1].shape, MAXDIM)
   end

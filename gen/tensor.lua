@@ -579,19 +579,66 @@ local function loss_options(name, opts, allowed)
   return out
 end
 
+-- The inputs of a loss with PyTorch's per-class `weight` option (a float tensor of C
+-- values, e.g. tensor({1, 2, 0.5})): a third input, taken out of the options
+local function class_weighted(name, input, target, o)
+  local w = o.weight
+  o.weight = nil
+  if w == false then return { input, target } end
+  if not tensor.is(w) then
+    diag.fatal(nil, string.format("%s: weight must be a tensor of one value per class, e.g. tensor({1.0, 2.0, 0.5}); got %s", name, type(w)))
+  end
+  return { input, target, w }
+end
+
 function functional.cross_entropy(input, target, opts)
   check_tensor(input, "cross_entropy", 1); check_tensor(target, "cross_entropy", 2)
-  local o = loss_options("cross_entropy", opts, { ignore_index = -100, label_smoothing = 0.0 })
+  local o = loss_options("cross_entropy", opts, { ignore_index = -100, label_smoothing = 0.0, weight = false })
   if math.type(o.ignore_index) ~= "integer" then diag.fatal(nil, "cross_entropy: ignore_index must be an integer") end
   if type(o.label_smoothing) ~= "number" or o.label_smoothing < 0 or o.label_smoothing > 1 then
     diag.fatal(nil, "cross_entropy: label_smoothing must be a number in [0, 1]")
   end
-  return tensor.apply("cross_entropy", { input, target }, o)
+  return tensor.apply("cross_entropy", class_weighted("cross_entropy", input, target, o), o)
 end
-for _, name in ipairs { "bce", "bce_with_logits", "mse", "l1" } do
+for _, name in ipairs { "mse", "l1" } do
   functional[name] = function(input, target, opts)
     check_tensor(input, name, 1); check_tensor(target, name, 2)
     return tensor.apply(name, { input, target }, loss_options(name, opts, {}))
+  end
+end
+-- A tensor option of a pointwise loss (weight, pos_weight) must broadcast to the input's
+-- shape, as PyTorch's does
+local function broadcasts_to(name, what, w, input)
+  if not tensor.is(w) then diag.fatal(nil, string.format("%s: %s must be a tensor (e.g. tensor({2.0})), got %s", name, what, type(w))) end
+  local sw, si = w.shape, input.shape
+  local ok = #sw <= #si
+  for k = 0, #sw - 1 do
+    local a, b = sw[#sw - k], si[#si - k]
+    if ok and a ~= 1 and a ~= b then ok = false end
+  end
+  if not ok then
+    diag.fatal(nil, string.format("%s: %s of shape %s does not broadcast to the input's %s", name, what, util.shape_str(sw), util.shape_str(si)))
+  end
+end
+-- bce and bce_with_logits with PyTorch's `weight` (each element's loss times it, before
+-- the reduction) and bce_with_logits' `pos_weight` (the positive term's factor,
+-- (1 - t) x + (1 + (pos_weight - 1) t) softplus(-x)): the unweighted loss per element,
+-- written with the element-wise ops around it
+for _, name in ipairs { "bce", "bce_with_logits" } do
+  functional[name] = function(input, target, opts)
+    check_tensor(input, name, 1); check_tensor(target, name, 2)
+    local o = loss_options(name, opts, name == "bce" and { weight = false } or { weight = false, pos_weight = false })
+    local w, pw = o.weight, o.pos_weight
+    o.weight, o.pos_weight = nil, nil
+    if not w and not pw then return tensor.apply(name, { input, target }, o) end
+    if w then broadcasts_to(name, "weight", w, input) end
+    if pw then broadcasts_to(name, "pos_weight", pw, input) end
+    local l = tensor.apply(name, { input, target }, { reduction = "none" })
+    if pw then l = l + (pw - 1) * target * functional.softplus(-input) end
+    if w then l = l * w end
+    if o.reduction == "mean" then return functional.mean(l) end
+    if o.reduction == "sum" then return functional.sum(l) end
+    return l
   end
 end
 function functional.smooth_l1(input, target, opts)
@@ -609,9 +656,9 @@ function functional.huber(input, target, opts)
 end
 function functional.nll_loss(input, target, opts)
   check_tensor(input, "nll_loss", 1); check_tensor(target, "nll_loss", 2)
-  local o = loss_options("nll_loss", opts, { ignore_index = -100 })
+  local o = loss_options("nll_loss", opts, { ignore_index = -100, weight = false })
   if math.type(o.ignore_index) ~= "integer" then diag.fatal(nil, "nll_loss: ignore_index must be an integer") end
-  return tensor.apply("nll_loss", { input, target }, o)
+  return tensor.apply("nll_loss", class_weighted("nll_loss", input, target, o), o)
 end
 -- kl_div(input, target): 'batchmean' as well as PyTorch's other reductions
 function functional.kl_div(input, target, opts)
@@ -870,14 +917,14 @@ tensor.doc = {
   scaled_dot_product_attention = { "scaled_dot_product_attention(q, k, v, {is_causal=false, scale=nil})",
     "softmax(q kᵀ · scale [+ causal mask]) v, one fused op", torch = "torch.nn.functional.scaled_dot_product_attention",
     example = "scaled_dot_product_attention(x, x, x, {is_causal = true})", input = { 2, 6, 8 } },
-  cross_entropy = { "cross_entropy(logits, target, {reduction='mean', ignore_index=-100, label_smoothing=0})",
+  cross_entropy = { "cross_entropy(logits, target, {weight=nil, reduction='mean', ignore_index=-100, label_smoothing=0})",
     "the loss of class logits against integer targets; val/acc is the argmax's accuracy",
     torch = "torch.nn.functional.cross_entropy", example = "cross_entropy(m(b), b.target, {label_smoothing = 0.1})",
     target = "class" },
-  bce = { "bce(p, target, {reduction='mean'})", "binary cross-entropy of probabilities in [0, 1]; val/acc thresholds p at 0.5",
+  bce = { "bce(p, target, {weight=nil, reduction='mean'})", "binary cross-entropy of probabilities in [0, 1]; val/acc thresholds p at 0.5 (not with weight, which makes the loss element-wise ops around it: log accuracy(...) in train.log)",
     torch = "torch.nn.functional.binary_cross_entropy", example = "bce(sigmoid(m(b)), b.target)", target = "float" },
-  bce_with_logits = { "bce_with_logits(logits, target, {reduction='mean'})",
-    "binary cross-entropy of logits (sigmoid inside, stable); val/acc thresholds the logit at 0",
+  bce_with_logits = { "bce_with_logits(logits, target, {weight=nil, reduction='mean', pos_weight=nil})",
+    "binary cross-entropy of logits (sigmoid inside, stable); val/acc thresholds the logit at 0 (not with weight or pos_weight, which make the loss element-wise ops around it: log accuracy(...) in train.log)",
     torch = "torch.nn.functional.binary_cross_entropy_with_logits", example = "bce_with_logits(m(b), b.target)",
     target = "float" },
   mse = { "mse(input, target, {reduction='mean'})", "mean squared error (no val/acc)", torch = "torch.nn.functional.mse_loss",
@@ -922,7 +969,7 @@ tensor.doc = {
                 torch = "torch.nn.functional.smooth_l1_loss", example = "smooth_l1(m(b), b.target, {beta = 0.5})", target = "float" },
   huber = { "huber(input, target, {reduction='mean', delta=1.0})", "the Huber loss (quadratic below delta; no val/acc)",
             torch = "torch.nn.functional.huber_loss", example = "huber(m(b), b.target)", target = "float" },
-  nll_loss = { "nll_loss(logp, target, {reduction='mean', ignore_index=-100})",
+  nll_loss = { "nll_loss(logp, target, {weight=nil, reduction='mean', ignore_index=-100})",
                "the negative log-likelihood of log-probabilities and class indices; val/acc is the argmax's accuracy",
                torch = "torch.nn.functional.nll_loss", example = "nll_loss(log_softmax(m(b), 1), b.target)", target = "class" },
   kl_div = { "kl_div(logp, target, {reduction='mean', log_target=false})",

@@ -739,23 +739,25 @@ Test(kernels, scaled_dot_product_attention) {
 }
 
 // ---------------------------------------------------------------------------- losses
-// cross entropy: iv = N, C, S, ignore_index, reduction; dv[0] = label smoothing; s[0] = log-probs
-#define CE_BODY(S) k_cross_entropy_forward_##S(OUT, GC_SCR(0), X[0], c->idx, c->iv[0], c->iv[1], c->iv[2], c->iv[3], \
-    c->dv[0], c->iv[4]);
+// cross entropy: iv = N, C, S, ignore_index, reduction, weighted; dv[0] = label smoothing;
+// s[0] = log-probs; X[1]: the class weights (no gradient) where weighted
+#define CE_BODY(S) k_cross_entropy_forward_##S(OUT, GC_SCR(0), X[0], c->idx, c->iv[5] ? X[1] : NULL, c->iv[0], c->iv[1], \
+    c->iv[2], c->iv[3], c->dv[0], c->iv[4]);
 GC_FWD(ce, CE_BODY)
 static void ce_bwd(gc *c) {
-    if (c->g[0]) k_cross_entropy_backward_f64(c->g[0], c->w, c->s64[0], c->x[0], c->idx, c->iv[0], c->iv[1], c->iv[2],
-                                              c->iv[3], c->dv[0], c->iv[4]);
+    if (c->g[0]) k_cross_entropy_backward_f64(c->g[0], c->w, c->s64[0], c->x[0], c->idx, c->iv[5] ? c->x[1] : NULL, c->iv[0],
+                                              c->iv[1], c->iv[2], c->iv[3], c->dv[0], c->iv[4]);
 }
 Test(kernels, cross_entropy) {
     for (int red = 0; red < 3; red++) {
-        for (uint64_t seed = 1; seed <= 5; seed++) {
+        for (uint64_t seed = 1; seed <= 8; seed++) {
             uint64_t s = seed * 5 + red;
             gc *c = gc_new();
-            int N = gc_int(&s, 1, 4), C = gc_int(&s, 2, 5), S = seed <= 2 ? 1 : gc_int(&s, 2, 3);
+            int weighted = seed >= 6;             // PyTorch's weight: one factor per class
+            int N = gc_int(&s, 1, 4), C = gc_int(&s, 2, 5), S = seed <= 2 || seed == 6 ? 1 : gc_int(&s, 2, 3);
             if (seed == 5) N = 2, C = 19, S = 70;   // the log-softmax's column blocks (K_SM_CB), a partial one
-            int ignore = seed == 3 ? 1 : -100;    // an ignore_index that is also a class
-            int v[5] = { N, C, S, ignore, red };
+            int ignore = seed == 3 || seed == 7 ? 1 : -100;    // an ignore_index that is also a class
+            int v[6] = { N, C, S, ignore, red, weighted };
             memcpy(c->iv, v, sizeof v);
             c->dv[0] = seed % 2 ? 0.0 : 0.2;
             c->idx = malloc(N * S * sizeof(int64_t));
@@ -763,31 +765,36 @@ Test(kernels, cross_entropy) {
             c->idx[0] = gc_int(&s, 0, C - 1) == 1 ? 0 : 1 % C;
             if (ignore != -100) for (int i = 0; i < N * S; i++) if (c->idx[i] == -100) c->idx[i] = ignore;
             gc_input(c, gc_rand(&s, N * C * S, -2, 2), N * C * S, 1);
+            if (weighted) gc_input(c, gc_rand(&s, C, 0.1, 3), C, 0);
             gc_output(c, &s, red == 0 ? N * S : 1);
             gc_scratch(c, 0, N * C * S);
             c->fwd64 = ce_fwd64; c->fwd32 = ce_fwd32; c->bwd64 = ce_bwd;
-            gc_check(c, "cross_entropy");
+            gc_check(c, weighted ? "cross_entropy (weighted)" : "cross_entropy");
         }
     }
 }
-#define CES_BODY(S) k_cross_entropy_soft_forward_##S(OUT, GC_SCR(0), X[0], X[1], c->iv[0], c->iv[1], c->iv[2], c->dv[0], c->iv[4]);
+#define CES_BODY(S) k_cross_entropy_soft_forward_##S(OUT, GC_SCR(0), X[0], X[1], c->iv[5] ? X[2] : NULL, c->iv[0], c->iv[1], \
+    c->iv[2], c->dv[0], c->iv[4]);
 GC_FWD(ces, CES_BODY)
 static void ces_bwd(gc *c) {
-    if (c->g[0]) k_cross_entropy_soft_backward_f64(c->g[0], c->w, c->s64[0], c->x[0], c->x[1], c->iv[0], c->iv[1], c->iv[2],
-                                                   c->dv[0], c->iv[4]);
-    if (c->g[1]) k_cross_entropy_soft_target_backward_f64(c->g[1], c->w, c->s64[0], c->iv[0], c->iv[1], c->iv[2], c->dv[0], c->iv[4]);
+    if (c->g[0]) k_cross_entropy_soft_backward_f64(c->g[0], c->w, c->s64[0], c->x[0], c->x[1], c->iv[5] ? c->x[2] : NULL,
+                                                   c->iv[0], c->iv[1], c->iv[2], c->dv[0], c->iv[4]);
+    if (c->g[1]) k_cross_entropy_soft_target_backward_f64(c->g[1], c->w, c->s64[0], c->iv[5] ? c->x[2] : NULL, c->iv[0], c->iv[1],
+                                                          c->iv[2], c->dv[0], c->iv[4]);
 }
 Test(kernels, cross_entropy_soft) {
     for (int red = 0; red < 3; red++) {
-        for (uint64_t seed = 1; seed <= 3; seed++) {
+        for (uint64_t seed = 1; seed <= 5; seed++) {
             uint64_t s = seed * 5 + red;
             gc *c = gc_new();
-            int N = gc_int(&s, 1, 4), C = gc_int(&s, 2, 5), S = seed == 1 ? 1 : gc_int(&s, 2, 3);
-            int v[5] = { N, C, S, 0, red };
+            int weighted = seed >= 4;
+            int N = gc_int(&s, 1, 4), C = gc_int(&s, 2, 5), S = seed == 1 || seed == 4 ? 1 : gc_int(&s, 2, 3);
+            int v[6] = { N, C, S, 0, red, weighted };
             memcpy(c->iv, v, sizeof v);
-            c->dv[0] = seed == 2 ? 0.1 : 0.0;
+            c->dv[0] = seed == 2 || seed == 5 ? 0.1 : 0.0;
             gc_input(c, gc_rand(&s, N * C * S, -2, 2), N * C * S, 1);
             gc_input(c, gc_rand(&s, N * C * S, 0, 1), N * C * S, 1);
+            if (weighted) gc_input(c, gc_rand(&s, C, 0.1, 3), C, 0);
             gc_output(c, &s, red == 0 ? N * S : 1);
             gc_scratch(c, 0, N * C * S);
             c->fwd64 = ces_fwd64; c->fwd32 = ces_fwd32; c->bwd64 = ces_bwd;

@@ -197,8 +197,8 @@ Test(kernels_torch, cross_entropy_ignore_index_label_smoothing) {
                 char k[96];
                 snprintf(k, sizeof k, "ce.i%d.ls%d.%s", ii, ls, reds[red]);
                 double loss[12], logp[60], dlogits[60] = {0};
-                k_cross_entropy_forward_f64(loss, logp, logits, target, N, C, S, ignore, ls * 0.1, red);
-                k_cross_entropy_backward_f64(dlogits, reff("%s.dloss", k), logp, logits, target, N, C, S, ignore, ls * 0.1, red);
+                k_cross_entropy_forward_f64(loss, logp, logits, target, NULL, N, C, S, ignore, ls * 0.1, red);
+                k_cross_entropy_backward_f64(dlogits, reff("%s.dloss", k), logp, logits, target, NULL, N, C, S, ignore, ls * 0.1, red);
                 expect_close(k, loss, reff("%s.loss", k), red == 0 ? 12 : 1, TOL);
                 expect_close(k, dlogits, reff("%s.dlogits", k), 60, TOL);
             }
@@ -207,8 +207,8 @@ Test(kernels_torch, cross_entropy_ignore_index_label_smoothing) {
     const double *probs = ref("ces.target", NULL);
     for (int red = 0; red < 3; red++) {
         double loss[12], logp[60], dlogits[60] = {0};
-        k_cross_entropy_soft_forward_f64(loss, logp, logits, probs, N, C, S, 0.2, red);
-        k_cross_entropy_soft_backward_f64(dlogits, reff("ces.%s.dloss", reds[red]), logp, logits, probs, N, C, S, 0.2, red);
+        k_cross_entropy_soft_forward_f64(loss, logp, logits, probs, NULL, N, C, S, 0.2, red);
+        k_cross_entropy_soft_backward_f64(dlogits, reff("ces.%s.dloss", reds[red]), logp, logits, probs, NULL, N, C, S, 0.2, red);
         expect_close("cross_entropy (soft)", loss, reff("ces.%s.loss", reds[red]), red == 0 ? 12 : 1, TOL);
         expect_close("cross_entropy (soft) dlogits", dlogits, reff("ces.%s.dlogits", reds[red]), 60, TOL);
     }

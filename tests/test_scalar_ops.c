@@ -331,10 +331,10 @@ Test(scalar_ops, losses_match_cpu_kernels) {
     for (int i = 0; i < R * C; i++) logits[i] = uniform(-5, 5);
     for (int r = 0; r < R; r++) target[r] = r % 7 == 3 ? -100 : (int64_t)(next_u32() % C);
     float mean;
-    k_cross_entropy_forward_f32(&mean, logp, logits, target, R, C, 1, -100, 0.1f, K_REDUCTION_MEAN);
+    k_cross_entropy_forward_f32(&mean, logp, logits, target, NULL, R, C, 1, -100, 0.1f, K_REDUCTION_MEAN);
     memset(dl, 0, sizeof dl);
     float one = 1;
-    k_cross_entropy_backward_f32(dl, &one, logp, logits, target, R, C, 1, -100, 0.1f, K_REDUCTION_MEAN);
+    k_cross_entropy_backward_f32(dl, &one, logp, logits, target, NULL, R, C, 1, -100, 0.1f, K_REDUCTION_MEAN);
     double count = 0;
     for (int r = 0; r < R; r++) count += target[r] != -100;
     float gm = (float)(1.0 / count);
@@ -350,9 +350,9 @@ Test(scalar_ops, losses_match_cpu_kernels) {
     for (int i = 0; i < NB * CS * S; i++) lg3[i] = uniform(-5, 5);
     for (int i = 0; i < NB * S; i++) t3[i] = i % 5 == 2 ? -100 : (int64_t)(next_u32() % CS);
     float sum, g3 = 0.625f;
-    k_cross_entropy_forward_f32(&sum, lp3, lg3, t3, NB, CS, S, -100, 0, K_REDUCTION_SUM);
+    k_cross_entropy_forward_f32(&sum, lp3, lg3, t3, NULL, NB, CS, S, -100, 0, K_REDUCTION_SUM);
     memset(dl3, 0, sizeof dl3);
-    k_cross_entropy_backward_f32(dl3, &g3, lp3, lg3, t3, NB, CS, S, -100, 0, K_REDUCTION_SUM);
+    k_cross_entropy_backward_f32(dl3, &g3, lp3, lg3, t3, NULL, NB, CS, S, -100, 0, K_REDUCTION_SUM);
     for (int n = 0; n < NB; n++)
         for (int c = 0; c < CS; c++)
             for (int s3 = 0; s3 < S; s3++) {
@@ -638,9 +638,9 @@ Test(scalar_ops, more_losses_match_cpu_kernels) {
     static float logits[R * C], tg[R * C], logp[R * C], dl[R * C];
     for (int i = 0; i < R * C; i++) { logits[i] = uniform(-5, 5); tg[i] = uniform(0, 1); }
     float loss;
-    k_cross_entropy_soft_forward_f32(&loss, logp, logits, tg, R, C, 1, 0.1f, K_REDUCTION_MEAN);
+    k_cross_entropy_soft_forward_f32(&loss, logp, logits, tg, NULL, R, C, 1, 0.1f, K_REDUCTION_MEAN);
     memset(dl, 0, sizeof dl);
-    k_cross_entropy_soft_backward_f32(dl, &one, logp, logits, tg, R, C, 1, 0.1f, K_REDUCTION_MEAN);
+    k_cross_entropy_soft_backward_f32(dl, &one, logp, logits, tg, NULL, R, C, 1, 0.1f, K_REDUCTION_MEAN);
     double total = 0;
     for (int r = 0; r < R; r++) {
         float lr = 0, qsum = 0;

@@ -183,7 +183,7 @@ real model_forward(Model *m, const Batch *batch, int B, int training) {
 
     // cross_entropy  <- specs/fashion_mlp.lua:18
     // (B, 10), (B) -> ()
-    k_cross_entropy_forward_f32(a15, s7_logp, a14, in_label, B, 10, 1, -100, 0.0f, 1);
+    k_cross_entropy_forward_f32(a15, s7_logp, a14, in_label, NULL, B, 10, 1, -100, 0.0f, 1);
     return a15[0];
 }
 
@@ -217,7 +217,7 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
     // cross_entropy  <- specs/fashion_mlp.lua:18  (backward)
     // the gradients this op writes first, cleared (it adds into them)
     memset(d14, 0, 4 * (size_t)(B * 10));
-    k_cross_entropy_backward_f32(d14, d15, s7_logp, a14, in_label, B, 10, 1, -100, 0.0f, 1);
+    k_cross_entropy_backward_f32(d14, d15, s7_logp, a14, in_label, NULL, B, 10, 1, -100, 0.0f, 1);
 
     // net.5  <- specs/fashion_mlp.lua:8  Linear(128, 10)  (backward)
     k_linear_backward_f32(d11, g_net_5_weight, g_net_5_bias, d14, a11, p_net_5_weight, B, 128, 10, 0, gadd);

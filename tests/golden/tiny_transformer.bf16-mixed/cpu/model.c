@@ -690,7 +690,7 @@ real model_forward(Model *m, const Batch *batch, int B, int training) {
 
     // cross_entropy  <- specs/tiny_transformer.lua:52
     // (B, 256, 64), (B, 64) -> ()
-    k_cross_entropy_forward_f32(a67, s68_logp, a66, in_targets, B, 256, 64, -100, 0.0f, 1);
+    k_cross_entropy_forward_f32(a67, s68_logp, a66, in_targets, NULL, B, 256, 64, -100, 0.0f, 1);
     return a67[0];
 }
 
@@ -935,7 +935,7 @@ void model_backward(Model *m, const Batch *batch, int B, real dloss) {
     // cross_entropy  <- specs/tiny_transformer.lua:52  (backward)
     // the gradients this op writes first, cleared (it adds into them)
     memset(d66, 0, 4 * (size_t)(B * 16384));
-    k_cross_entropy_backward_f32(d66, d67, s68_logp, a66, in_targets, B, 256, 64, -100, 0.0f, 1);
+    k_cross_entropy_backward_f32(d66, d67, s68_logp, a66, in_targets, NULL, B, 256, 64, -100, 0.0f, 1);
 
     // transpose  <- specs/tiny_transformer.lua:52  (backward)
     // operands converted between their storage and float around the kernel (precision plan)
