@@ -1619,6 +1619,13 @@ function emit_train.values(l)
     if plateau then return "rs.cb[0]", "ReduceLROnPlateau's current lr: run state (callbacks_code)" end
     return string.format("lr_at(%s, rs.epoch, total_steps)", step)
   end, sharded)
+  if ps.loss_scaling and g.step then
+    -- a training_step's optimizers: each its own count of updates, one scaler for all
+    local us = require("user_step").scaler_state(l, SCALER)
+    sc.fields, sc.alloc, sc.save, sc.load = us.fields, us.alloc, us.save, us.load
+    sc.loop_vars = ""
+    sc.summary = "\n    if (opt.skipped || !args.quiet) printf(\"loss scale %g; %lld optimizer steps skipped for inf/nan gradients\\n\", (double)opt.scaler.scale, (long long)opt.skipped);"
+  end
   if ps.loss_scaling then
     -- the scaler and the count of updates taken live with the optimizer (saved with it)
     o.fields = (o.stateless and "" or (o.fields .. "\n")) .. join(sc.fields)

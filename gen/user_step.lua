@@ -77,7 +77,7 @@ local function resolve_optimizers(g, list)
         .. "must be of one kind with the same state for now", o.name, o.opt.kind, layout, rule0.name, rule0.kind, rule0.layout))
     end
     rule0 = rule0 or { kind = o.opt.kind, layout = layout, name = o.name }
-    local r = { name = o.name, opt = o.opt, params = params, where = o.opt.where }
+    local r = { name = o.name, index = #out + 1, opt = o.opt, params = params, where = o.opt.where }
     out[#out + 1] = r
     by_name[o.name] = r
   end
@@ -182,6 +182,15 @@ end
 --   { kind = "backward", loss, nodes (run order), params = { name = true }, where }
 --   { kind = "step" | "zero_grad", opt, where }
 function user_step.differentiate(trace, step, frozen)
+  frozen = frozen or {}
+  for _, o in ipairs(step.optimizers) do
+    local live = 0
+    for _, name in ipairs(o.params) do if not frozen[name] then live = live + 1 end end
+    if live == 0 then
+      diag.fatal(o.where, string.format("optimizer '%s' updates only parameters train.freeze freezes (%s): torch.optim would "
+        .. "step nothing; freeze fewer, or remove the optimizer and its calls", o.name, table.concat(o.params, ", ")))
+    end
+  end
   local ad = require("autodiff").differentiate(trace, frozen)
   local needs, grad_inputs = ad.needs_grad, ad.grad_inputs
   -- each trace node's position among the traced ops (a cast: its consumer's)
@@ -260,8 +269,10 @@ function user_step.differentiate(trace, step, frozen)
     else
       if e.kind == "step" then
         for _, name in ipairs(e.opt.params) do
+          if frozen[name] then goto continue end   -- (never updated)
           stepped[name] = stepped[name] or {}
           table.insert(stepped[name], { index = j, event = e })
+          ::continue::
         end
       end
       segments[#segments + 1] = { kind = e.kind, opt = e.opt, where = e.where }
@@ -292,7 +303,7 @@ function user_step.differentiate(trace, step, frozen)
       for _, name in ipairs(s.opt.params) do reached[name] = nil; zeroed[name] = true; carried[name] = nil end
     elseif s.kind == "step" then
       for _, name in ipairs(s.opt.params) do
-        if not reached[name] then
+        if not reached[name] and not frozen[name] then   -- (a frozen one has no gradient: torch.optim skips it)
           diag.fatal(s.where, string.format("%s:step() updates %s, which no fabric.backward reached since it was last zeroed: torch.optim would "
             .. "skip it on the first step (its grad is None) and not later; give the optimizer only what its backward reaches", s.opt.name, name))
         end
@@ -322,12 +333,13 @@ end
 -- The C backend
 
 -- Refusals before any work (emit_c.check, emit_cuda.check): what the user step does not
--- do yet on `backend` ("cpu": 32-true, 64-true and bf16-mixed; "cuda": 32-true).
--- bf16-mixed: each call of the model in the step casts as Fabric's module call under
--- autocast (gen/precision.lua, its casts scoped by the step's events); 16-mixed would
--- need Fabric's GradScaler per optimizer (scale each backward, unscale and skip each
--- step) and bf16-true/16-true are untested with a training_step: refused.
-local CPU_PRECISIONS = { ["32-true"] = true, ["64-true"] = true, ["bf16-mixed"] = true }
+-- do yet on `backend` ("cpu": 32-true, 64-true, bf16-mixed and 16-mixed; "cuda": 32-true).
+-- bf16-mixed and 16-mixed: each call of the model in the step casts as Fabric's module
+-- call under autocast (gen/precision.lua, its casts scoped by the step's events);
+-- 16-mixed adds Fabric's one GradScaler (optim_c: each backward scaled, each optimizer's
+-- step unscaled and skipped on inf/nan, the scale updated after it); bf16-true/16-true
+-- are untested with a training_step: refused.
+local CPU_PRECISIONS = { ["32-true"] = true, ["64-true"] = true, ["bf16-mixed"] = true, ["16-mixed"] = true }
 function user_step.check(g, target, precision, backend)
   local sp, st = g.spec, g.step
   local tr = sp.train
@@ -336,8 +348,8 @@ function user_step.check(g, target, precision, backend)
   if precision ~= "32-true" and (cuda or not CPU_PRECISIONS[precision]) then
     diag.fatal(target.precision and where or sp.fabric.where, string.format("precision '%s' with a training_step is not supported %syet "
       .. "(%s)%s", precision, cuda and "by the CUDA backend " or "",
-      cuda and "32-true is; the CPU backend also runs 64-true and bf16-mixed" or "32-true, 64-true and bf16-mixed are",
-      precision == "16-mixed" and not cuda and ": 16-mixed needs a GradScaler for each optimizer" or ""))
+      cuda and "32-true is; the CPU backend also runs 64-true, bf16-mixed and 16-mixed" or "32-true, 64-true, bf16-mixed and 16-mixed are",
+      ""))
   end
   local function refuse(key, what, why)
     diag.fatal(diag.key_where(tr.where, key) or tr.where, what .. " with a training_step is not supported yet" .. (why and (" (" .. why .. ")") or ""))
@@ -358,7 +370,7 @@ function user_step.check(g, target, precision, backend)
       "detect_anomaly with a training_step is not supported yet")
   end
   if tr.log then refuse("log", "train.log's metrics") end
-  if tr.freeze then refuse("freeze", "freeze") end
+  if tr.freeze and cuda then refuse("freeze", "freeze", "by the CUDA backend; the CPU backend runs it") end
   local devices = target.devices or sp.fabric.devices
   if type(devices) == "number" and devices > 1 then refuse("training_step", "several devices (ddp)") end
 end
@@ -464,10 +476,12 @@ function user_step.model_c(l, forward_lines, node_comment)
 end
 
 -- Optimizer `o`'s parameters in the layout (plan.lua's state.params) as runs of
--- neighbours { begin, finish, names } (finish: the last one's end, without padding).
-function user_step.runs(params, o)
+-- neighbours { begin, finish, names } (finish: the last one's end, without padding),
+-- without the `frozen` ones (train.freeze: requires_grad = False, so torch.optim, its
+-- zero_grad, clip_gradients and the GradScaler never see a gradient of theirs).
+function user_step.runs(params, o, frozen)
   local mine = {}
-  for _, name in ipairs(o.params) do mine[name] = true end
+  for _, name in ipairs(o.params) do mine[name] = not (frozen and frozen[name]) end
   local runs = {}
   for i, p in ipairs(params) do
     if mine[p.name] then
@@ -527,6 +541,42 @@ local function clip_c(c, o, runs)
     c.norm_type == math.huge and "inf" or lit(c.norm_type))
 end
 
+-- 16-mixed: what the Optimizer struct keeps for the GradScaler (lines of C for
+-- emit_train's optimizer fields, alloc, save, load): Fabric's one scaler (every
+-- optimizer's step updates it), each optimizer's count of updates taken (a skipped step
+-- does not count: Adam's bias correction reads it) and the steps skipped in this run.
+-- `S`: emit_train.SCALER.
+function user_step.scaler_state(l, S)
+  local opts = l.graph.step.optimizers
+  local names = {}
+  for _, o in ipairs(opts) do names[#names + 1] = o.name end
+  local r = {
+    fields = {
+      string.format("    int64_t steps[%d];     // each optimizer's updates taken (%s; torch's state['step']): skipped steps do not count",
+        #opts, table.concat(names, ", ")),
+      "    int64_t skipped;      // optimizer steps the loss scaler skipped in this run",
+      "    GradScaler scaler;    // 16-mixed's loss scale: Fabric's one GradScaler, updated after every optimizer's step",
+    },
+    alloc = { string.format("    for (int k = 0; k < %d; k++) o->steps[k] = 0;", #opts), "    o->skipped = 0;", "    scaler_init(&o->scaler);" },
+    save = {},
+    load = { "    double scale = 0;" },
+  }
+  local conds = {}
+  for _, o in ipairs(opts) do
+    r.save[#r.save + 1] = string.format("    ckpt_writer_set_meta_i64(&w, \"optimizer.%s.steps\", o->steps[%d]);", o.name, o.index - 1)
+    conds[#conds + 1] = string.format("ckpt_meta_get_i64_in(&f, \"optimizer.%s.steps\", 0, CKPT_MAX_COUNT, &o->steps[%d])", o.name, o.index - 1)
+  end
+  r.save[#r.save + 1] = "    ckpt_writer_set_meta_f64(&w, \"scaler.scale\", o->scaler.scale);"
+  r.save[#r.save + 1] = "    ckpt_writer_set_meta_i64(&w, \"scaler.growth_tracker\", o->scaler.growth_tracker);"
+  conds[#conds + 1] = "ckpt_meta_get_f64(&f, \"scaler.scale\", &scale)"
+  conds[#conds + 1] = string.format("ckpt_meta_get_i64_in(&f, \"scaler.growth_tracker\", 0, %d, &o->scaler.growth_tracker)", S.growth_interval)
+  r.load[#r.load + 1] = "    if (" .. table.concat(conds, " ||\n        ") .. ")"
+  r.load[#r.load + 1] = "        die(f.err);"
+  r.load[#r.load + 1] = "    if (!(scale > 0 && scale <= 3.4028234663852886e38)) { fprintf(stderr, \"%s: metadata 'scaler.scale' is %g, not a loss scale\\n\", path, scale); exit(1); }"
+  r.load[#r.load + 1] = "    o->scaler.scale = (float)scale;"
+  return r
+end
+
 -- How many times each optimizer steps in one training step (segments' `step`s)
 function user_step.steps_per(segments)
   local per = {}
@@ -549,14 +599,31 @@ end
 function user_step.optim_c(l, code)
   local st, lit = l.state, function(v) return util.c_float(v, "") end
   local steps_of = user_step.steps_per(l.autodiff.segments)   -- optimizer → its steps in a training step
+  local scaling = l.settings.loss_scaling   -- 16-mixed: Fabric's GradScaler around each backward and step
   local text, protos = { "\n#include <math.h>     // sqrt, fabs: train.clip\n#include <string.h>   // memset: zero_grad\n" }, {}
   for _, o in ipairs(l.graph.step.optimizers) do
-    local runs = user_step.runs(st.params, o)
+    local runs = user_step.runs(st.params, o, l.graph.frozen)
     local c = code(o.opt, runs)
     local mom = user_step.momentum(o)
     text[#text + 1] = string.format("\n// optimizer '%s' (spec line %d): %s, over %s\n"
       .. "static void optimizer_step_%s(Optimizer *o, Model *m, double lr, double mom, int64_t step) {\n%s\n}\n",
       o.name, o.where.line, c.desc, table.concat(o.params, ", "), o.name, c.step)
+    if scaling then
+      local over = {}
+      for _, r in ipairs(runs) do over[#over + 1] = string.format("{ %d, %d }", r.begin, r.finish) end
+      text[#text + 1] = string.format("\n// GradScaler.unscale_(%s) (scaler.step(%s)'s first half): its parameters' gradients times\n"
+        .. "// 1/scale; 1 when one of them is inf or NaN (found_inf: the step is skipped)\n"
+        .. "static int unscale_%s(const GradScaler *s, Model *m) {\n"
+        .. "    static const size_t runs[%d][2] = { %s };   // %s's parameters in the layout\n"
+        .. "    const real inv_scale = (real)(1.0 / (double)s->scale);   // scale.double().reciprocal().float()\n"
+        .. "    int found_inf = 0;\n"
+        .. "    for (int r = 0; r < %d; r++)\n"
+        .. "        for (size_t i = runs[r][0]; i < runs[r][1]; i++) {\n"
+        .. "            found_inf |= !isfinite(m->grads[i]);\n"
+        .. "            m->grads[i] *= inv_scale;\n"
+        .. "        }\n"
+        .. "    return found_inf;\n}\n", o.name, o.name, o.name, #runs, table.concat(over, ", "), o.name, #runs)
+    end
     local clip = l.spec.train.clip
     if clip then
       assert(l.settings.state == "f32" or l.settings.state == "f64", "clip over 16-bit gradients")
@@ -579,8 +646,29 @@ function user_step.optim_c(l, code)
   for _, s in ipairs(l.autodiff.segments) do
     if s.kind == "forward" then
       calls[#calls + 1] = string.format("    %s(m, batch, B, 1);", s.func)
+    elseif s.kind == "backward" and scaling then
+      calls[#calls + 1] = string.format("    %s(m, batch, B, (real)o->scaler.scale);   // fabric.backward, line %d: GradScaler.scale(loss), from loss × scale",
+        s.func, s.where.line)
     elseif s.kind == "backward" then
       calls[#calls + 1] = string.format("    %s(m, batch, B, (real)1);   // fabric.backward, line %d", s.func, s.where.line)
+    elseif s.kind == "step" and scaling then
+      -- Fabric's MixedPrecision.optimizer_step: scaler.step(opt) (unscale its gradients, or
+      -- fabric.clip_gradients did; skip the step on inf/nan), then scaler.update(): the
+      -- scale a later backward starts from is the one after this step's update.  Each
+      -- optimizer's count of updates is its own (a skipped step does not count).
+      local o = s.opt
+      calls[#calls + 1] = string.format("    {   // %s:step(), line %d, through the GradScaler", o.name, s.where.line)
+      calls[#calls + 1] = string.format("        int found_inf = unscale_%s(&o->scaler, m);", o.name)
+      if l.spec.train.clip then
+        calls[#calls + 1] = string.format("        clip_%s(m);   // train.clip, over %s's unscaled gradients (fabric.clip_gradients unscales first)", o.name, o.name)
+      end
+      calls[#calls + 1] = "        if (!found_inf) {"
+      calls[#calls + 1] = string.format("            optimizer_step_%s(o, m, lr_at_%s(step, epoch, total_steps), %s, o->steps[%d]);",
+        o.name, o.name, o.c_mom, o.index - 1)
+      calls[#calls + 1] = string.format("            o->steps[%d]++;", o.index - 1)
+      calls[#calls + 1] = string.format("        } else {\n            o->skipped++;   // inf/nan: %s's parameters and state stay\n        }", o.name)
+      calls[#calls + 1] = "        scaler_update(&o->scaler, found_inf);"
+      calls[#calls + 1] = "    }"
     elseif s.kind == "step" then
       local o = s.opt
       count[o] = (count[o] or 0) + 1
