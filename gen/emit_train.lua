@@ -1674,6 +1674,15 @@ function emit_train.values(l)
     momentum_desc = "constant"
   end
   -- the optimizer_step signature carries the momentum (OneCycleLR cycles it)
+  local metrics_block = #metrics > 0 and join {
+    string.format("            {   // %s on this micro-batch (the %s computed them)",
+      g.step and "the training_step's fabric.log metrics" or "train.log's metrics", g.step and "step" or "forward"),
+    "                double v[NUM_USER_METRICS];",
+    "                model_user_metrics(&m, &batch, B, v);",
+    "                metric_acc_add(&um_step, v, B);",
+    "                metric_acc_add(&um_epoch, v, B);",
+    "            }",
+  } .. "\n" or ""
   local values = {}
   values.train = {
     model_name = g.model_rec.class, spec_file = sp.file, settings = settings,
@@ -1686,14 +1695,7 @@ function emit_train.values(l)
     log_epoch = logs.log_epoch, callbacks = callbacks, log_test = logs.log_test, logger_close = logs.logger_close,
     checkpoint_logs = logs.checkpoint_logs,
     state_dtype = CKPT_DTYPE[ps.state], state_desc = state_desc,
-    backward = (#metrics > 0 and join {
-      "            {   // train.log's metrics on this micro-batch (the forward computed them)",
-      "                double v[NUM_USER_METRICS];",
-      "                model_user_metrics(&m, &batch, B, v);",
-      "                metric_acc_add(&um_step, v, B);",
-      "                metric_acc_add(&um_epoch, v, B);",
-      "            }",
-    } .. "\n" or "") .. sc.backward, step_block = sc.step,
+    backward = metrics_block .. sc.backward, step_block = sc.step,
     eval_metrics_init = #metrics > 0 and "\n    metric_acc_clear(&um_eval);   // train.log's metrics over this dataset" or "",
     eval_metrics_batch = #metrics > 0 and join {
       "",
@@ -1767,7 +1769,7 @@ function emit_train.values(l)
     values.user_step = { code = code, protos = protos }
     -- model_user_step (the loop's forward call, gen/emit_c.lua) runs the backwards and the
     -- optimizers' steps: the loop's own backward and step are not run
-    values.train.backward = "            // (train.training_step's fabric.backward calls ran in model_user_step)"
+    values.train.backward = metrics_block .. "            // (train.training_step's fabric.backward calls ran in model_user_step)"
     values.train.step_block = "            // (its optimizers stepped in model_user_step; lr below is the first optimizer's, for the logs)\n"
       .. "            double lr = lr_at(rs.step, rs.epoch, total_steps);"
   end

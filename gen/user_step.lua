@@ -86,7 +86,7 @@ end
 
 -- The `fabric` a training_step receives: backward, and the declared optimizers with
 -- step and zero_grad.  Every call appends an event at the current count of ops.
-local function fabric_object(events, by_name, names)
+local function fabric_object(events, by_name, names, logs)
   local function check_self(self, proxy, name, method)
     if self ~= proxy then
       diag.fatal(nil, string.format("call it with a colon: fabric.optimizers.%s:%s()", name, method))
@@ -127,12 +127,26 @@ local function fabric_object(events, by_name, names)
       end
       events[#events + 1] = { kind = "backward", loss = loss, at = tensor.node_count(), where = diag.here() }
     end,
+    -- Fabric's fabric.log(name, value) and fabric.log_dict({ name = value, ... }): a value
+    -- the step computes, logged as train.log's metrics are (user_step.metrics)
+    log = function(name, value)
+      logs[#logs + 1] = { name = name, value = value, where = diag.here() }
+    end,
+    log_dict = function(d)
+      if type(d) ~= "table" or tensor.is(d) then
+        diag.fatal(nil, string.format("fabric.log_dict takes a table { name = scalar tensor, ... }, got %s", tensor.is(d) and "a tensor" or type(d)))
+      end
+      local where, keys = diag.here(), {}
+      for k in pairs(d) do keys[#keys + 1] = k end
+      table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+      for _, k in ipairs(keys) do logs[#logs + 1] = { name = k, value = d[k], where = where } end
+    end,
   }
   return setmetatable({}, {
     __index = function(_, k)
       if fields[k] then return fields[k] end
-      diag.fatal(nil, string.format("fabric has no '%s' in a training_step (it has: backward, optimizers)%s", tostring(k),
-        util.did_you_mean(tostring(k), { "backward", "optimizers" })))
+      diag.fatal(nil, string.format("fabric has no '%s' in a training_step (it has: backward, optimizers, log, log_dict)%s", tostring(k),
+        util.did_you_mean(tostring(k), { "backward", "optimizers", "log", "log_dict" })))
     end,
     __newindex = function(_, k) diag.fatal(nil, string.format("cannot assign fabric.%s", tostring(k))) end,
   })
@@ -147,9 +161,9 @@ function user_step.trace(g, sp, run_trace, batch)
   local optimizers, by_name = resolve_optimizers(g, tr.optimizers)
   local names = {}
   for _, o in ipairs(optimizers) do names[#names + 1] = o.name end
-  local events = {}
+  local events, logs = {}, {}
   local holder = {}
-  local fabric = fabric_object(events, by_name, names)
+  local fabric = fabric_object(events, by_name, names, logs)
   local t = run_trace("training_step", function()
     holder.b = batch()
     return tr.training_step(fabric, sp.model, holder.b)
@@ -168,7 +182,56 @@ function user_step.trace(g, sp, run_trace, batch)
     diag.fatal(where, string.format("training_step returns the loss to log: a scalar tensor, got %s",
       tensor.is(out) and ("a tensor " .. util.shape_str(out.shape)) or type(out)))
   end
+  if #logs > 0 or next(tr.log_reduce or {}) then t.metrics = user_step.metrics(sp, logs) end
   return t, { events = events, optimizers = optimizers, by_name = by_name, where = where }
+end
+
+-- fabric.log / fabric.log_dict's values as train.log's metrics (gen/graph.lua's
+-- graph.metrics: { { name, tensor, reduce, where } } in name order): each a scalar float
+-- tensor of the step, read after model_user_step (and after validation's forward), logged
+-- as train/NAME, train/NAME_epoch, val/NAME and test/NAME, reduced by train.log_reduce.
+-- Unlike train.log's nodes, they are not marked `metric`: a logged loss is differentiated.
+function user_step.metrics(sp, logs)
+  local tr = sp.train
+  local builtin = "is a built-in metric"
+  local keys = { ["train/loss"] = builtin, ["train/loss_epoch"] = builtin, ["train/throughput"] = builtin,
+                 ["train/grad_norm"] = builtin, ["val/loss"] = builtin, ["test/loss"] = builtin }
+  local list, seen = {}, {}
+  for _, e in ipairs(logs) do
+    local name, v = e.name, e.value
+    if type(name) ~= "string" or not name:match("^[%a_][%w_]*$") then
+      diag.error(e.where, string.format("fabric.log: metric names are identifiers (letters, digits, _), got %s", tostring(name)))
+    elseif seen[name] then
+      diag.error(e.where, string.format("fabric.log: '%s' is logged twice in the step (first on line %d); log each name once",
+        name, seen[name].line))
+    elseif not tensor.is(v) or #v.shape ~= 0 or v.dtype ~= "float" then
+      diag.error(e.where, string.format("fabric.log: metric '%s' must be a scalar float tensor (use a reduction such as mean), got %s",
+        name, tensor.is(v) and ("a tensor " .. util.shape_str(v.shape)) or type(v)))
+    else
+      seen[name] = e.where
+      list[#list + 1] = { name = name, tensor = v, reduce = tr.log_reduce[name] or "mean", where = e.where }
+    end
+  end
+  table.sort(list, function(a, b) return a.name < b.name end)
+  for _, m in ipairs(list) do
+    for _, k in ipairs { "train/" .. m.name, "train/" .. m.name .. "_epoch", "val/" .. m.name, "test/" .. m.name } do
+      if keys[k] then
+        diag.error(m.where, string.format("fabric.log: metric '%s' would log %s, which %s; rename it", m.name, k, keys[k]))
+        break
+      end
+      keys[k] = "metric '" .. m.name .. "' logs too"
+    end
+  end
+  for name in pairs(tr.log_reduce) do
+    if not seen[name] then
+      local names = {}
+      for _, m in ipairs(list) do names[#names + 1] = m.name end
+      diag.error(diag.key_where(tr.where, "log_reduce") or tr.where,
+        string.format("log_reduce names '%s', which the training_step does not log%s", name, util.did_you_mean(name, names)))
+    end
+  end
+  diag.check()
+  return #list > 0 and list or nil
 end
 
 ---------------------------------------------------------------------------
@@ -354,7 +417,14 @@ function user_step.check(g, target, precision, backend)
   local function refuse(key, what, why)
     diag.fatal(diag.key_where(tr.where, key) or tr.where, what .. " with a training_step is not supported yet" .. (why and (" (" .. why .. ")") or ""))
   end
-  if tr.accumulate ~= 1 then refuse("accumulate", "accumulate") end
+  if tr.accumulate ~= 1 then
+    -- Fabric has no accumulation of its own: a Fabric step accumulates by stepping its
+    -- optimizers every N batches (fabric.no_backward_sync around the others), a choice
+    -- a step traced once into straight-line C cannot make per batch
+    diag.fatal(diag.key_where(tr.where, "accumulate") or tr.where, "accumulate with a training_step is not supported: the step is traced "
+      .. "once and runs whole on every batch, so it cannot step every N batches as a Fabric step with no_backward_sync does; "
+      .. "give batch_size = N × the micro-batch instead (the same update for a mean loss, BatchNorm aside)")
+  end
   if tr.clip and cuda then refuse("clip", "clip (fabric.clip_gradients)", "by the CUDA backend; the CPU backend runs it") end
   local sched = tr.scheduler
   if sched and cuda then refuse("scheduler", "a scheduler", "by the CUDA backend; the CPU backend runs it") end
@@ -369,7 +439,13 @@ function user_step.check(g, target, precision, backend)
     diag.fatal(not target.detect_anomaly and diag.key_where(sp.fabric.where, "detect_anomaly") or nil,
       "detect_anomaly with a training_step is not supported yet")
   end
-  if tr.log then refuse("log", "train.log's metrics") end
+  if tr.log then
+    diag.fatal(diag.key_where(tr.where, "log") or tr.where, "train.log with a training_step: log from the step itself, "
+      .. "as in Fabric: fabric.log_dict({ name = value, ... }) or fabric.log(name, value)")
+  end
+  if cuda and g.loss.metrics then
+    diag.fatal(g.loss.metrics[1].where, "fabric.log in a training_step is not supported yet by the CUDA backend (the CPU backend runs it)")
+  end
   if tr.freeze and cuda then refuse("freeze", "freeze", "by the CUDA backend; the CPU backend runs it") end
   local devices = target.devices or sp.fabric.devices
   if type(devices) == "number" and devices > 1 then refuse("training_step", "several devices (ddp)") end

@@ -35,6 +35,9 @@
 #    written by hand: SGD with clip and a scheduler, and d_loss × 4 so that d's float16
 #    gradients overflow and the scale must back off (scales after each step equal)
 #  - resume16_dcgan: the 16-mixed program (d skipping steps) 1 step + 3 resumed = 4 steps
+#  - log_dcgan: fabric.log_dict / fabric.log in the step (train.log's metrics): the program,
+#    started from PyTorch's weights (load_raw) on its batch, logs train/d_loss, train/d_real
+#    and train/g_loss every step; each equals the value PyTorch's step computes (1e-4)
 #  - step_fail/*: what is refused, one line at the spec's file:line (exit 2)
 set -u
 cd "$(dirname "$0")/.."
@@ -62,12 +65,17 @@ fails=(
   "precision_bf16true|s/precision = \"32-true\"/precision = \"bf16-true\"/|dcgan|11: precision 'bf16-true' with a training_step is not supported yet (32-true, 64-true, bf16-mixed and 16-mixed are)"
   "optimizer_groups|s/d = { Adam { lr = 2e-4, betas = {0.5, 0.999} }/d = { AdamW { lr = 2e-4, decay_min_ndim = 2 }/|dcgan|17: optimizer 'd': parameter groups (groups, decay_min_ndim) in a training_step's optimizer are not supported yet"
   "optimizer_kinds|s/d = { Adam { lr = 2e-4, betas = {0.5, 0.999} }/d = { SGD { lr = 0.1 }/|dcgan|18: optimizer 'g' is Adam with state (exp_avg,exp_avg_sq|) but 'd' is SGD (|): a training_step's optimizers must be of one kind with the same state for now"
+  "train_log|s/  max_steps = 3,/  max_steps = 3, log = function(m, b, out) return { x = mean(out) } end,/|dcgan|38: train.log with a training_step: log from the step itself, as in Fabric: fabric.log_dict({ name = value, ... }) or fabric.log(name, value)"
+  "log_twice|s/    return g_loss/    fabric.log(\"g\", g_loss); fabric.log(\"g\", d_loss)\n    return g_loss/|dcgan|36: fabric.log: 'g' is logged twice in the step (first on line 36); log each name once"
+  "log_not_scalar|s/    return g_loss/    fabric.log_dict({ fake = fake })\n    return g_loss/|dcgan|36: fabric.log: metric 'fake' must be a scalar float tensor (use a reduction such as mean), got a tensor (B, 1, 28, 28)"
+  "log_builtin|s/    return g_loss/    fabric.log(\"loss\", g_loss)\n    return g_loss/|dcgan|36: fabric.log: metric 'loss' would log train/loss, which is a built-in metric; rename it"
+  "log_reduce_unlogged|s/  max_steps = 3,/  max_steps = 3, log_reduce = { acc = \"max\" },/|dcgan|38: log_reduce names 'acc', which the training_step does not log"
   "freeze_whole_optimizer|s/  max_steps = 3,/  max_steps = 3, freeze = { \"^D%.\" },/|dcgan|17: optimizer 'd' updates only parameters train.freeze freezes (D.1.weight, D.1.bias, D.3.weight, D.3.bias): torch.optim would step nothing; freeze fewer, or remove the optimizer and its calls"
-  "accumulate|s/  max_steps = 3,/  max_steps = 3, accumulate = 2,/|dcgan|38: accumulate with a training_step is not supported yet"
+  "accumulate|s/  max_steps = 3,/  max_steps = 3, accumulate = 2,/|dcgan|38: accumulate with a training_step is not supported: the step is traced once and runs whole on every batch, so it cannot step every N batches as a Fabric step with no_backward_sync does; give batch_size = N × the micro-batch instead (the same update for a mean loss, BatchNorm aside)"
   "scheduler_plateau|s#  max_steps = 3,#  max_steps = 3, scheduler = ReduceLROnPlateau { monitor = \"val/loss\" },#|dcgan|38: ReduceLROnPlateau with a training_step is not supported yet (its lr is run state: each optimizer would need its own)"
   "scheduler_onecycle|s/  max_steps = 3,/  max_steps = 3, scheduler = OneCycleLR { max_lr = 0.01 },/|dcgan|38: OneCycleLR's cycle_momentum with a training_step is not supported yet (give cycle_momentum = false)"
 )
-plan $((14 + 2 + 2 + 1 + 2 + 1 + ${#fails[@]} + 4))
+plan $((14 + 2 + 2 + 1 + 2 + 1 + 1 + ${#fails[@]} + 5))
 
 # (a), (b): parity with PyTorch
 if py_lacks torch numpy; then
@@ -140,6 +148,22 @@ for c in dcgan16 dcgan16_overflow; do
     harness "step16_$c" 1 "" "$PY" tests/torch/step_parity.py f16 "$c" "$tmp/w16_$c" "$d/parity" 16 4
   fi
 done
+# fabric.log_dict / fabric.log in the step: metrics.csv's train/NAME against PyTorch's values
+W="$tmp/w_dcgan"
+sed -e "s|^  data = Synthetic .*|  data = Npy { fields = { image = \"$W/image.npy\", z = \"$W/z.npy\" } },|" \
+    -e "s|^  max_steps = 3,|  max_steps = 3, log_every_n_steps = 1, load_raw = { path = \"$W/weights.safetensors\" },|" \
+    -e 's/^    fabric.backward(d_loss)/    fabric.log_dict({ d_loss = d_loss, d_real = mean(d_real) })\n    fabric.backward(d_loss)/' \
+    -e 's/^    return g_loss/    fabric.log("g_loss", g_loss)\n    return g_loss/' tests/step/dcgan.lua >"$tmp/gan_log.lua"
+d="$tmp/log"
+if py_lacks torch numpy; then no_torch log_dcgan "$PY has no torch or numpy"
+elif [ ! -s "$W/z.npy" ]; then fail log_dcgan "no batch (see step_dcgan)"
+elif [ "$(grep -c 'fabric.log\|load_raw' "$tmp/gan_log.lua")" != 3 ]; then fail log_dcgan "tests/step/dcgan.lua no longer has the lines this test rewrites"
+elif ! "$LOOM" build "$tmp/gan_log.lua" -o "$d" >"$d.gen" 2>&1; then fail log_dcgan "loom build failed: $(tail -1 "$d.gen")"
+elif ! "$d/train" --max-steps 3 --out "$d/r" --quiet >"$d.out" 2>&1; then fail log_dcgan "the program failed: $(tail -1 "$d.out")"
+else
+  harness log_dcgan 1 "" "$PY" tests/torch/step_parity.py logged "$d/r/logs/lightning_logs/version_0/metrics.csv" "$W" 3
+fi
+
 # (c): finite differences in 64-true, each backward of the step
 for c in dcgan vae; do
   d="$tmp/${c}_gc"
@@ -249,3 +273,7 @@ sed 's/^  max_steps = 3,/  max_steps = 3, freeze = { "^D%.1%." },/' tests/step/d
 err=$("$LOOM" build "$tmp/cuda_freeze.lua" --accelerator=cuda -o "$tmp/cuda" --no-compile 2>&1 >/dev/null); rc=$?
 want="$tmp/cuda_freeze.lua:38: freeze with a training_step is not supported yet (by the CUDA backend; the CPU backend runs it)"
 if [ $rc -eq 2 ] && [ "${err%%$'\n'*}" = "$want" ]; then ok step_fail/cuda_freeze; else fail step_fail/cuda_freeze "got ($rc) ${err%%$'\n'*}"; fi
+sed 's/^    return g_loss/    fabric.log("g", g_loss)\n    return g_loss/' tests/step/dcgan.lua >"$tmp/cuda_log.lua"
+err=$("$LOOM" build "$tmp/cuda_log.lua" --accelerator=cuda -o "$tmp/cuda" --no-compile 2>&1 >/dev/null); rc=$?
+want="$tmp/cuda_log.lua:36: fabric.log in a training_step is not supported yet by the CUDA backend (the CPU backend runs it)"
+if [ $rc -eq 2 ] && [ "${err%%$'\n'*}" = "$want" ]; then ok step_fail/cuda_log; else fail step_fail/cuda_log "got ($rc) ${err%%$'\n'*}"; fi

@@ -4,6 +4,7 @@ against the same step written in PyTorch, on the same weights and batch.
     step_parity.py CASE WORK HARNESS32 HARNESS64 B STEPS
     step_parity.py loop CASE CKPT1 CKPT3 WORK 32|64   (the program's own loop: see loop())
     step_parity.py f16 CASE WORK HARNESS16 B STEPS    (16-mixed: see check16())
+    step_parity.py logged METRICS_CSV WORK STEPS      (fabric.log_dict: see logged())
 
 CASE is dcgan or vae (tests/step/CASE.lua; the modules below are the spec's, with
 PyTorch's parameter names).  PyTorch initialises the model (seed 0), writes
@@ -45,9 +46,10 @@ def gan_optimizers(m):
             "g": torch.optim.Adam(m.G.parameters(), lr=2e-4, betas=(0.5, 0.999))}
 
 
-def gan_step(m, opts, b, backward=lambda loss: loss.backward(), d_factor=1.0):
+def gan_step(m, opts, b, backward=lambda loss: loss.backward(), d_factor=1.0, log=None):
     """DCGAN's alternating updates, as the spec's training_step (`backward`: fabric.backward,
-    16-mixed's scaled one; `d_factor`: the overflow variant's factor on d_loss)"""
+    16-mixed's scaled one; `d_factor`: the overflow variant's factor on d_loss; `log`:
+    fabric.log_dict, the logged variant's)"""
     opt_d, opt_g = opts["d"], opts["g"]
     fake = m(b)
     opt_d.zero_grad()
@@ -57,10 +59,14 @@ def gan_step(m, opts, b, backward=lambda loss: loss.backward(), d_factor=1.0):
     d_loss = F.binary_cross_entropy_with_logits(d_real, ones) + F.binary_cross_entropy_with_logits(d_fake, zeros)
     if d_factor != 1.0:
         d_loss = d_loss * d_factor
+    if log:
+        log({"d_loss": d_loss.item(), "d_real": d_real.mean().item()})
     backward(d_loss)
     opt_d.step()
     opt_g.zero_grad()
     g_loss = F.binary_cross_entropy_with_logits(m.D(fake), ones)
+    if log:
+        log({"g_loss": g_loss.item()})
     backward(g_loss)
     opt_g.step()
     return g_loss
@@ -401,7 +407,40 @@ def loop(case, ckpt1, ckpt3, work, f64):
     return 0
 
 
+def logged(csv_path, work, steps):
+    """log_dcgan: the program of tests/step/dcgan.lua with fabric.log_dict({ d_loss = d_loss,
+    d_real = mean(d_real) }) before D's backward and fabric.log("g_loss", g_loss) before G's,
+    started from WORK's weights (train.load_raw) on WORK's batch (Npy), logging every step:
+    metrics.csv's train/d_loss, train/d_real and train/g_loss at each step against the
+    values PyTorch's step computes there, within 1e-4."""
+    import csv
+    torch.set_num_threads(1)
+    m = GAN()
+    m.load_state_dict(read_safetensors(os.path.join(work, "weights.safetensors")))
+    opts = gan_optimizers(m)
+    b = {n: torch.from_numpy(np.load(os.path.join(work, n + ".npy"))) for n in ("image", "z")}
+    ref = []
+    for _ in range(steps):
+        row = {}
+        gan_step(m, opts, b, log=row.update)
+        ref.append(row)
+    rows = [r for r in csv.DictReader(open(csv_path)) if r.get("train/d_loss")]
+    worst, where = 0.0, "-"
+    if [int(r["step"]) for r in rows] != list(range(1, steps + 1)):
+        worst, where = float("inf"), "the step rows are %s" % [r["step"] for r in rows]
+    for r, want in zip(rows, ref):
+        for k, v in want.items():
+            e = abs(float(r["train/" + k]) - v) / max(abs(v), 1e-12)
+            if e > worst:
+                worst, where = e, "train/%s at step %s (loom %s, torch %.7g)" % (k, r["step"], r["train/" + k], v)
+    msg = "%d steps, 3 metrics: worst %.2e at %s (tolerance 1e-04)" % (steps, worst, where)
+    print(("ok log_dcgan\n# %s" % msg) if worst <= 1e-4 else ("not ok log_dcgan: %s" % msg))
+    return 0
+
+
 def main():
+    if sys.argv[1] == "logged":   # step_parity.py logged METRICS_CSV WORK STEPS
+        return logged(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     if sys.argv[1] == "loop":
         torch.set_num_threads(1)
         return loop(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6] == "64")
