@@ -32,7 +32,7 @@
 #  - step16_dcgan16, step16_dcgan16_overflow: 16-mixed (Fabric's GradScaler: each backward
 #    from loss × scale, each optimizer's step unscaling its own gradients, skipped on inf/nan,
 #    the scale updated after it) against step_parity.py's float16 autocast and GradScaler
-#    written by hand: SGD with clip and a scheduler, and d_loss × 4 so that d's float16
+#    written by hand: SGD with clip, a scheduler and G.0 frozen, and d_loss × 4 so that d's float16
 #    gradients overflow and the scale must back off (scales after each step equal)
 #  - resume16_dcgan: the 16-mixed program (d skipping steps) 1 step + 3 resumed = 4 steps
 #  - log_dcgan: fabric.log_dict / fabric.log in the step (train.log's metrics): the program,
@@ -128,16 +128,16 @@ fi
 
 # 16-mixed: Fabric's GradScaler through the step (step_parity.py's check16, F16_VARIANTS)
 D16=(-e 's/Adam { lr = 2e-4, betas = {0.5, 0.999} }/SGD { lr = 0.05, momentum = 0.9 }/'
-     -e 's/^  max_steps = 3,/  max_steps = 3,\n  clip = { max_norm = 0.05 },\n  scheduler = CosineAnnealingLR { T_max = 4, eta_min = 1e-5, interval = "step" },/')
+     -e 's/^  max_steps = 3,/  max_steps = 3,\n  clip = { max_norm = 0.05 },\n  scheduler = CosineAnnealingLR { T_max = 4, eta_min = 1e-5, interval = "step" },\n  freeze = { "^G%.0%." },/')
 sed "${D16[@]}" tests/step/dcgan.lua >"$tmp/dcgan16.lua"
-sed -e 's/d = { SGD { lr = 0.05, momentum = 0.9 }/d = { SGD { lr = 1e-3, momentum = 0.9 }/' -e '/^  clip = /d' -e '/^  scheduler = /d' \
+sed -e 's/d = { SGD { lr = 0.05, momentum = 0.9 }/d = { SGD { lr = 1e-3, momentum = 0.9 }/' -e '/^  clip = /d' -e '/^  scheduler = /d' -e '/^  freeze = /d' \
     -e 's/local d_loss = bce_with_logits(d_real, ones) + bce_with_logits(d_fake, zeros)/local d_loss = (bce_with_logits(d_real, ones) + bce_with_logits(d_fake, zeros)) * 4/' \
     "$tmp/dcgan16.lua" >"$tmp/dcgan16_overflow.lua"
 for c in dcgan16 dcgan16_overflow; do
   d="$tmp/${c}_16"
   if py_lacks torch numpy; then no_torch "step16_$c" "$PY has no torch or numpy"
   elif [ $rt_ok = 0 ]; then fail "step16_$c" "the runtime does not build"
-  elif [ "$(grep -c 'SGD\|clip = \|scheduler = \|) \* 4$' "$tmp/$c.lua")" != "$([ $c = dcgan16 ] && echo 4 || echo 3)" ]; then
+  elif [ "$(grep -c 'SGD\|clip = \|scheduler = \|freeze = \|) \* 4$' "$tmp/$c.lua")" != "$([ $c = dcgan16 ] && echo 5 || echo 3)" ]; then
     fail "step16_$c" "the sed no longer changes tests/step/dcgan.lua as step_parity.py's F16_VARIANTS expects"
   elif ! "$LOOM" build "$tmp/$c.lua" -o "$d" --precision=16-mixed --devices=1 --no-compile >"$d.gen" 2>&1; then
     fail "step16_$c" "loom build failed: $(tail -1 "$d.gen")"

@@ -258,15 +258,16 @@ class ScaledStep:
 # update is proportional to the gradient, so the parameters' changes carry float16's
 # rounding (Adam's sign-like first steps would amplify one rounding tip into lr).
 #  dcgan16: both optimizers SGD { lr = 0.05, momentum = 0.9 }, train.clip = { max_norm =
-#    0.05 } (each optimizer's gradients unscaled, then clipped) and train.scheduler =
-#    CosineAnnealingLR { T_max = 4, eta_min = 1e-5, interval = "step" }
+#    0.05 } (each optimizer's gradients unscaled, then clipped), train.scheduler =
+#    CosineAnnealingLR { T_max = 4, eta_min = 1e-5, interval = "step" } and train.freeze =
+#    { "^G%.0%." } (G.0 without gradient, out of g's step, clip and unscale; unchanged)
 #  dcgan16_overflow: d's lr 1e-3 and d_loss times 4: at the scales 65536 and 32768 its
 #    float16 gradients overflow, so d's first two steps are skipped and the scale backs
 #    off to 16384, where they do not (g keeps stepping); the scale after each step must
 #    be PyTorch's
 F16_VARIANTS = {
-    "dcgan16": (0.05, 1.0, 0.05, True),
-    "dcgan16_overflow": (1e-3, 4.0, None, False),
+    "dcgan16": (0.05, 1.0, 0.05, True, "G.0"),
+    "dcgan16_overflow": (1e-3, 4.0, None, False, None),
 }
 
 
@@ -274,9 +275,11 @@ def torch_run16(case, state, batch, steps, half):
     """STEPS training steps of a 16-mixed variant in PyTorch: (losses, state_dict, the
     gradients the last step left, the Scaler).  half=False: the same step in float32,
     without autocast and scaler (how far float16 moves each tensor)."""
-    lr_d, factor, max_norm, sched = F16_VARIANTS[case]
+    lr_d, factor, max_norm, sched, frozen = F16_VARIANTS[case]
     m = GAN()
     m.load_state_dict(state)
+    if frozen:
+        m.get_submodule(frozen).requires_grad_(False)
     scaler = Scaler()
     opts = {"d": torch.optim.SGD(m.D.parameters(), lr=lr_d, momentum=0.9),
             "g": torch.optim.SGD(m.G.parameters(), lr=0.05, momentum=0.9)}
@@ -329,6 +332,12 @@ def check16(case, work, exe, B, steps, state, batch):
     bad, lines = [], []
     for n, c, t, t32 in rows:
         c = c.reshape(t.shape)
+        if n.startswith("delta.") and not bool(t.any()):   # a frozen parameter: exactly unchanged
+            ok = not bool(c.any())
+            if not ok:
+                bad.append(n)
+            lines.append("#   %s %-24s %s" % ("  ok" if ok else "FAIL", n, "unchanged (frozen)" if ok else "moved, frozen in PyTorch"))
+            continue
         fin = torch.isfinite(t)
         if not torch.equal(torch.isfinite(c), fin):   # inf/nan where PyTorch's are, and only there
             err = float("inf")
