@@ -1619,6 +1619,13 @@ function emit_train.values(l)
     if plateau then return "rs.cb[0]", "ReduceLROnPlateau's current lr: run state (callbacks_code)" end
     return string.format("lr_at(%s, rs.epoch, total_steps)", step)
   end, sharded)
+  if ps.loss_scaling and g.step then
+    -- a training_step's optimizers: each its own count of updates, one scaler for all
+    local us = require("user_step").scaler_state(l, SCALER)
+    sc.fields, sc.alloc, sc.save, sc.load = us.fields, us.alloc, us.save, us.load
+    sc.loop_vars = ""
+    sc.summary = "\n    if (opt.skipped || !args.quiet) printf(\"loss scale %g; %lld optimizer steps skipped for inf/nan gradients\\n\", (double)opt.scaler.scale, (long long)opt.skipped);"
+  end
   if ps.loss_scaling then
     -- the scaler and the count of updates taken live with the optimizer (saved with it)
     o.fields = (o.stateless and "" or (o.fields .. "\n")) .. join(sc.fields)
@@ -1667,6 +1674,15 @@ function emit_train.values(l)
     momentum_desc = "constant"
   end
   -- the optimizer_step signature carries the momentum (OneCycleLR cycles it)
+  local metrics_block = #metrics > 0 and join {
+    string.format("            {   // %s on this micro-batch (the %s computed them)",
+      g.step and "the training_step's fabric.log metrics" or "train.log's metrics", g.step and "step" or "forward"),
+    "                double v[NUM_USER_METRICS];",
+    "                model_user_metrics(&m, &batch, B, v);",
+    "                metric_acc_add(&um_step, v, B);",
+    "                metric_acc_add(&um_epoch, v, B);",
+    "            }",
+  } .. "\n" or ""
   local values = {}
   values.train = {
     model_name = g.model_rec.class, spec_file = sp.file, settings = settings,
@@ -1679,14 +1695,7 @@ function emit_train.values(l)
     log_epoch = logs.log_epoch, callbacks = callbacks, log_test = logs.log_test, logger_close = logs.logger_close,
     checkpoint_logs = logs.checkpoint_logs,
     state_dtype = CKPT_DTYPE[ps.state], state_desc = state_desc,
-    backward = (#metrics > 0 and join {
-      "            {   // train.log's metrics on this micro-batch (the forward computed them)",
-      "                double v[NUM_USER_METRICS];",
-      "                model_user_metrics(&m, &batch, B, v);",
-      "                metric_acc_add(&um_step, v, B);",
-      "                metric_acc_add(&um_epoch, v, B);",
-      "            }",
-    } .. "\n" or "") .. sc.backward, step_block = sc.step,
+    backward = metrics_block .. sc.backward, step_block = sc.step,
     eval_metrics_init = #metrics > 0 and "\n    metric_acc_clear(&um_eval);   // train.log's metrics over this dataset" or "",
     eval_metrics_batch = #metrics > 0 and join {
       "",
@@ -1760,7 +1769,7 @@ function emit_train.values(l)
     values.user_step = { code = code, protos = protos }
     -- model_user_step (the loop's forward call, gen/emit_c.lua) runs the backwards and the
     -- optimizers' steps: the loop's own backward and step are not run
-    values.train.backward = "            // (train.training_step's fabric.backward calls ran in model_user_step)"
+    values.train.backward = metrics_block .. "            // (train.training_step's fabric.backward calls ran in model_user_step)"
     values.train.step_block = "            // (its optimizers stepped in model_user_step; lr below is the first optimizer's, for the logs)\n"
       .. "            double lr = lr_at(rs.step, rs.epoch, total_steps);"
   end

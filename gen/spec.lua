@@ -1040,7 +1040,8 @@ local TRAIN_SCHEMA = {
   loss = { check_loss, nil, doc = "function(m, b) returning the loss of the model m on the batch b (or a training_step)" },
   optimizer = { setting_of("optimizer"), nil, doc = "SGD, Adam, AdamW, RMSprop, Adagrad, Adamax, NAdam or RAdam { ... } (with a loss)" },
   training_step = { checkers.func, nil, doc = "function(fabric, m, b): the step written out, as in a Fabric loop: fabric.backward(loss), "
-    .. "fabric.optimizers.NAME:step() and :zero_grad(), x:detach(), no_grad(function() ... end); returns the loss to log" },
+    .. "fabric.optimizers.NAME:step() and :zero_grad(), x:detach(), no_grad(function() ... end), fabric.log_dict({ name = value }) "
+    .. "and fabric.log(name, value) (logged as train.log's metrics); returns the loss to log" },
   optimizers = { check_optimizers, nil, doc = "a training_step's optimizers: { d = { Adam { ... }, params = \"D\" }, ... }, "
     .. "each updating the parameters of the model's named submodules" },
   scheduler = { setting_of("scheduler"), nil, doc = "StepLR, MultiStepLR, ExponentialLR, LinearLR, CosineAnnealingLR, LambdaLR, SequentialLR, ReduceLROnPlateau, WarmupCosine or OneCycleLR { ... }" },
@@ -1054,7 +1055,8 @@ local TRAIN_SCHEMA = {
   loggers = { list_of("logger"), {}, doc = "CSVLogger, TensorBoardLogger and MLFlowLogger { ... } (none: a CSVLogger)" },
   log_every_n_steps = { checkers.posint, 50, doc = "write a step row every N steps (Lightning's log_every_n_steps)" },
   log = { checkers.func, nil, doc = "function(m, b, out) returning { name = scalar tensor, ... }: your metrics, traced like the loss "
-    .. "(out: the model's output in the loss), logged as train/NAME each step row, train/NAME_epoch, val/NAME and test/NAME" },
+    .. "(out: the model's output in the loss), logged as train/NAME each step row, train/NAME_epoch, val/NAME and test/NAME "
+    .. "(with a training_step: fabric.log_dict in the step instead)" },
   log_reduce = { check_log_reduce, {}, doc = 'a train.log metric\'s reduction over an epoch\'s or a validation\'s batches: '
     .. '{ NAME = "mean" (the default, weighted by batch size) | "sum" | "max" }' },
   hooks = { setting_of("hooks"), nil, doc = "Hooks { ... }: your C functions called during the run" },

@@ -77,7 +77,7 @@ local function resolve_optimizers(g, list)
         .. "must be of one kind with the same state for now", o.name, o.opt.kind, layout, rule0.name, rule0.kind, rule0.layout))
     end
     rule0 = rule0 or { kind = o.opt.kind, layout = layout, name = o.name }
-    local r = { name = o.name, opt = o.opt, params = params, where = o.opt.where }
+    local r = { name = o.name, index = #out + 1, opt = o.opt, params = params, where = o.opt.where }
     out[#out + 1] = r
     by_name[o.name] = r
   end
@@ -86,7 +86,7 @@ end
 
 -- The `fabric` a training_step receives: backward, and the declared optimizers with
 -- step and zero_grad.  Every call appends an event at the current count of ops.
-local function fabric_object(events, by_name, names)
+local function fabric_object(events, by_name, names, logs)
   local function check_self(self, proxy, name, method)
     if self ~= proxy then
       diag.fatal(nil, string.format("call it with a colon: fabric.optimizers.%s:%s()", name, method))
@@ -127,12 +127,26 @@ local function fabric_object(events, by_name, names)
       end
       events[#events + 1] = { kind = "backward", loss = loss, at = tensor.node_count(), where = diag.here() }
     end,
+    -- Fabric's fabric.log(name, value) and fabric.log_dict({ name = value, ... }): a value
+    -- the step computes, logged as train.log's metrics are (user_step.metrics)
+    log = function(name, value)
+      logs[#logs + 1] = { name = name, value = value, where = diag.here() }
+    end,
+    log_dict = function(d)
+      if type(d) ~= "table" or tensor.is(d) then
+        diag.fatal(nil, string.format("fabric.log_dict takes a table { name = scalar tensor, ... }, got %s", tensor.is(d) and "a tensor" or type(d)))
+      end
+      local where, keys = diag.here(), {}
+      for k in pairs(d) do keys[#keys + 1] = k end
+      table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+      for _, k in ipairs(keys) do logs[#logs + 1] = { name = k, value = d[k], where = where } end
+    end,
   }
   return setmetatable({}, {
     __index = function(_, k)
       if fields[k] then return fields[k] end
-      diag.fatal(nil, string.format("fabric has no '%s' in a training_step (it has: backward, optimizers)%s", tostring(k),
-        util.did_you_mean(tostring(k), { "backward", "optimizers" })))
+      diag.fatal(nil, string.format("fabric has no '%s' in a training_step (it has: backward, optimizers, log, log_dict)%s", tostring(k),
+        util.did_you_mean(tostring(k), { "backward", "optimizers", "log", "log_dict" })))
     end,
     __newindex = function(_, k) diag.fatal(nil, string.format("cannot assign fabric.%s", tostring(k))) end,
   })
@@ -147,9 +161,9 @@ function user_step.trace(g, sp, run_trace, batch)
   local optimizers, by_name = resolve_optimizers(g, tr.optimizers)
   local names = {}
   for _, o in ipairs(optimizers) do names[#names + 1] = o.name end
-  local events = {}
+  local events, logs = {}, {}
   local holder = {}
-  local fabric = fabric_object(events, by_name, names)
+  local fabric = fabric_object(events, by_name, names, logs)
   local t = run_trace("training_step", function()
     holder.b = batch()
     return tr.training_step(fabric, sp.model, holder.b)
@@ -168,7 +182,56 @@ function user_step.trace(g, sp, run_trace, batch)
     diag.fatal(where, string.format("training_step returns the loss to log: a scalar tensor, got %s",
       tensor.is(out) and ("a tensor " .. util.shape_str(out.shape)) or type(out)))
   end
+  if #logs > 0 or next(tr.log_reduce or {}) then t.metrics = user_step.metrics(sp, logs) end
   return t, { events = events, optimizers = optimizers, by_name = by_name, where = where }
+end
+
+-- fabric.log / fabric.log_dict's values as train.log's metrics (gen/graph.lua's
+-- graph.metrics: { { name, tensor, reduce, where } } in name order): each a scalar float
+-- tensor of the step, read after model_user_step (and after validation's forward), logged
+-- as train/NAME, train/NAME_epoch, val/NAME and test/NAME, reduced by train.log_reduce.
+-- Unlike train.log's nodes, they are not marked `metric`: a logged loss is differentiated.
+function user_step.metrics(sp, logs)
+  local tr = sp.train
+  local builtin = "is a built-in metric"
+  local keys = { ["train/loss"] = builtin, ["train/loss_epoch"] = builtin, ["train/throughput"] = builtin,
+                 ["train/grad_norm"] = builtin, ["val/loss"] = builtin, ["test/loss"] = builtin }
+  local list, seen = {}, {}
+  for _, e in ipairs(logs) do
+    local name, v = e.name, e.value
+    if type(name) ~= "string" or not name:match("^[%a_][%w_]*$") then
+      diag.error(e.where, string.format("fabric.log: metric names are identifiers (letters, digits, _), got %s", tostring(name)))
+    elseif seen[name] then
+      diag.error(e.where, string.format("fabric.log: '%s' is logged twice in the step (first on line %d); log each name once",
+        name, seen[name].line))
+    elseif not tensor.is(v) or #v.shape ~= 0 or v.dtype ~= "float" then
+      diag.error(e.where, string.format("fabric.log: metric '%s' must be a scalar float tensor (use a reduction such as mean), got %s",
+        name, tensor.is(v) and ("a tensor " .. util.shape_str(v.shape)) or type(v)))
+    else
+      seen[name] = e.where
+      list[#list + 1] = { name = name, tensor = v, reduce = tr.log_reduce[name] or "mean", where = e.where }
+    end
+  end
+  table.sort(list, function(a, b) return a.name < b.name end)
+  for _, m in ipairs(list) do
+    for _, k in ipairs { "train/" .. m.name, "train/" .. m.name .. "_epoch", "val/" .. m.name, "test/" .. m.name } do
+      if keys[k] then
+        diag.error(m.where, string.format("fabric.log: metric '%s' would log %s, which %s; rename it", m.name, k, keys[k]))
+        break
+      end
+      keys[k] = "metric '" .. m.name .. "' logs too"
+    end
+  end
+  for name in pairs(tr.log_reduce) do
+    if not seen[name] then
+      local names = {}
+      for _, m in ipairs(list) do names[#names + 1] = m.name end
+      diag.error(diag.key_where(tr.where, "log_reduce") or tr.where,
+        string.format("log_reduce names '%s', which the training_step does not log%s", name, util.did_you_mean(name, names)))
+    end
+  end
+  diag.check()
+  return #list > 0 and list or nil
 end
 
 ---------------------------------------------------------------------------
@@ -182,6 +245,15 @@ end
 --   { kind = "backward", loss, nodes (run order), params = { name = true }, where }
 --   { kind = "step" | "zero_grad", opt, where }
 function user_step.differentiate(trace, step, frozen)
+  frozen = frozen or {}
+  for _, o in ipairs(step.optimizers) do
+    local live = 0
+    for _, name in ipairs(o.params) do if not frozen[name] then live = live + 1 end end
+    if live == 0 then
+      diag.fatal(o.where, string.format("optimizer '%s' updates only parameters train.freeze freezes (%s): torch.optim would "
+        .. "step nothing; freeze fewer, or remove the optimizer and its calls", o.name, table.concat(o.params, ", ")))
+    end
+  end
   local ad = require("autodiff").differentiate(trace, frozen)
   local needs, grad_inputs = ad.needs_grad, ad.grad_inputs
   -- each trace node's position among the traced ops (a cast: its consumer's)
@@ -260,8 +332,10 @@ function user_step.differentiate(trace, step, frozen)
     else
       if e.kind == "step" then
         for _, name in ipairs(e.opt.params) do
+          if frozen[name] then goto continue end   -- (never updated)
           stepped[name] = stepped[name] or {}
           table.insert(stepped[name], { index = j, event = e })
+          ::continue::
         end
       end
       segments[#segments + 1] = { kind = e.kind, opt = e.opt, where = e.where }
@@ -292,7 +366,7 @@ function user_step.differentiate(trace, step, frozen)
       for _, name in ipairs(s.opt.params) do reached[name] = nil; zeroed[name] = true; carried[name] = nil end
     elseif s.kind == "step" then
       for _, name in ipairs(s.opt.params) do
-        if not reached[name] then
+        if not reached[name] and not frozen[name] then   -- (a frozen one has no gradient: torch.optim skips it)
           diag.fatal(s.where, string.format("%s:step() updates %s, which no fabric.backward reached since it was last zeroed: torch.optim would "
             .. "skip it on the first step (its grad is None) and not later; give the optimizer only what its backward reaches", s.opt.name, name))
         end
@@ -322,12 +396,13 @@ end
 -- The C backend
 
 -- Refusals before any work (emit_c.check, emit_cuda.check): what the user step does not
--- do yet on `backend` ("cpu": 32-true, 64-true and bf16-mixed; "cuda": 32-true).
--- bf16-mixed: each call of the model in the step casts as Fabric's module call under
--- autocast (gen/precision.lua, its casts scoped by the step's events); 16-mixed would
--- need Fabric's GradScaler per optimizer (scale each backward, unscale and skip each
--- step) and bf16-true/16-true are untested with a training_step: refused.
-local CPU_PRECISIONS = { ["32-true"] = true, ["64-true"] = true, ["bf16-mixed"] = true }
+-- do yet on `backend` ("cpu": 32-true, 64-true, bf16-mixed and 16-mixed; "cuda": 32-true).
+-- bf16-mixed and 16-mixed: each call of the model in the step casts as Fabric's module
+-- call under autocast (gen/precision.lua, its casts scoped by the step's events);
+-- 16-mixed adds Fabric's one GradScaler (optim_c: each backward scaled, each optimizer's
+-- step unscaled and skipped on inf/nan, the scale updated after it); bf16-true/16-true
+-- are untested with a training_step: refused.
+local CPU_PRECISIONS = { ["32-true"] = true, ["64-true"] = true, ["bf16-mixed"] = true, ["16-mixed"] = true }
 function user_step.check(g, target, precision, backend)
   local sp, st = g.spec, g.step
   local tr = sp.train
@@ -336,13 +411,20 @@ function user_step.check(g, target, precision, backend)
   if precision ~= "32-true" and (cuda or not CPU_PRECISIONS[precision]) then
     diag.fatal(target.precision and where or sp.fabric.where, string.format("precision '%s' with a training_step is not supported %syet "
       .. "(%s)%s", precision, cuda and "by the CUDA backend " or "",
-      cuda and "32-true is; the CPU backend also runs 64-true and bf16-mixed" or "32-true, 64-true and bf16-mixed are",
-      precision == "16-mixed" and not cuda and ": 16-mixed needs a GradScaler for each optimizer" or ""))
+      cuda and "32-true is; the CPU backend also runs 64-true, bf16-mixed and 16-mixed" or "32-true, 64-true, bf16-mixed and 16-mixed are",
+      ""))
   end
   local function refuse(key, what, why)
     diag.fatal(diag.key_where(tr.where, key) or tr.where, what .. " with a training_step is not supported yet" .. (why and (" (" .. why .. ")") or ""))
   end
-  if tr.accumulate ~= 1 then refuse("accumulate", "accumulate") end
+  if tr.accumulate ~= 1 then
+    -- Fabric has no accumulation of its own: a Fabric step accumulates by stepping its
+    -- optimizers every N batches (fabric.no_backward_sync around the others), a choice
+    -- a step traced once into straight-line C cannot make per batch
+    diag.fatal(diag.key_where(tr.where, "accumulate") or tr.where, "accumulate with a training_step is not supported: the step is traced "
+      .. "once and runs whole on every batch, so it cannot step every N batches as a Fabric step with no_backward_sync does; "
+      .. "give batch_size = N × the micro-batch instead (the same update for a mean loss, BatchNorm aside)")
+  end
   if tr.clip and cuda then refuse("clip", "clip (fabric.clip_gradients)", "by the CUDA backend; the CPU backend runs it") end
   local sched = tr.scheduler
   if sched and cuda then refuse("scheduler", "a scheduler", "by the CUDA backend; the CPU backend runs it") end
@@ -357,8 +439,14 @@ function user_step.check(g, target, precision, backend)
     diag.fatal(not target.detect_anomaly and diag.key_where(sp.fabric.where, "detect_anomaly") or nil,
       "detect_anomaly with a training_step is not supported yet")
   end
-  if tr.log then refuse("log", "train.log's metrics") end
-  if tr.freeze then refuse("freeze", "freeze") end
+  if tr.log then
+    diag.fatal(diag.key_where(tr.where, "log") or tr.where, "train.log with a training_step: log from the step itself, "
+      .. "as in Fabric: fabric.log_dict({ name = value, ... }) or fabric.log(name, value)")
+  end
+  if cuda and g.loss.metrics then
+    diag.fatal(g.loss.metrics[1].where, "fabric.log in a training_step is not supported yet by the CUDA backend (the CPU backend runs it)")
+  end
+  if tr.freeze and cuda then refuse("freeze", "freeze", "by the CUDA backend; the CPU backend runs it") end
   local devices = target.devices or sp.fabric.devices
   if type(devices) == "number" and devices > 1 then refuse("training_step", "several devices (ddp)") end
 end
@@ -464,10 +552,12 @@ function user_step.model_c(l, forward_lines, node_comment)
 end
 
 -- Optimizer `o`'s parameters in the layout (plan.lua's state.params) as runs of
--- neighbours { begin, finish, names } (finish: the last one's end, without padding).
-function user_step.runs(params, o)
+-- neighbours { begin, finish, names } (finish: the last one's end, without padding),
+-- without the `frozen` ones (train.freeze: requires_grad = False, so torch.optim, its
+-- zero_grad, clip_gradients and the GradScaler never see a gradient of theirs).
+function user_step.runs(params, o, frozen)
   local mine = {}
-  for _, name in ipairs(o.params) do mine[name] = true end
+  for _, name in ipairs(o.params) do mine[name] = not (frozen and frozen[name]) end
   local runs = {}
   for i, p in ipairs(params) do
     if mine[p.name] then
@@ -527,6 +617,42 @@ local function clip_c(c, o, runs)
     c.norm_type == math.huge and "inf" or lit(c.norm_type))
 end
 
+-- 16-mixed: what the Optimizer struct keeps for the GradScaler (lines of C for
+-- emit_train's optimizer fields, alloc, save, load): Fabric's one scaler (every
+-- optimizer's step updates it), each optimizer's count of updates taken (a skipped step
+-- does not count: Adam's bias correction reads it) and the steps skipped in this run.
+-- `S`: emit_train.SCALER.
+function user_step.scaler_state(l, S)
+  local opts = l.graph.step.optimizers
+  local names = {}
+  for _, o in ipairs(opts) do names[#names + 1] = o.name end
+  local r = {
+    fields = {
+      string.format("    int64_t steps[%d];     // each optimizer's updates taken (%s; torch's state['step']): skipped steps do not count",
+        #opts, table.concat(names, ", ")),
+      "    int64_t skipped;      // optimizer steps the loss scaler skipped in this run",
+      "    GradScaler scaler;    // 16-mixed's loss scale: Fabric's one GradScaler, updated after every optimizer's step",
+    },
+    alloc = { string.format("    for (int k = 0; k < %d; k++) o->steps[k] = 0;", #opts), "    o->skipped = 0;", "    scaler_init(&o->scaler);" },
+    save = {},
+    load = { "    double scale = 0;" },
+  }
+  local conds = {}
+  for _, o in ipairs(opts) do
+    r.save[#r.save + 1] = string.format("    ckpt_writer_set_meta_i64(&w, \"optimizer.%s.steps\", o->steps[%d]);", o.name, o.index - 1)
+    conds[#conds + 1] = string.format("ckpt_meta_get_i64_in(&f, \"optimizer.%s.steps\", 0, CKPT_MAX_COUNT, &o->steps[%d])", o.name, o.index - 1)
+  end
+  r.save[#r.save + 1] = "    ckpt_writer_set_meta_f64(&w, \"scaler.scale\", o->scaler.scale);"
+  r.save[#r.save + 1] = "    ckpt_writer_set_meta_i64(&w, \"scaler.growth_tracker\", o->scaler.growth_tracker);"
+  conds[#conds + 1] = "ckpt_meta_get_f64(&f, \"scaler.scale\", &scale)"
+  conds[#conds + 1] = string.format("ckpt_meta_get_i64_in(&f, \"scaler.growth_tracker\", 0, %d, &o->scaler.growth_tracker)", S.growth_interval)
+  r.load[#r.load + 1] = "    if (" .. table.concat(conds, " ||\n        ") .. ")"
+  r.load[#r.load + 1] = "        die(f.err);"
+  r.load[#r.load + 1] = "    if (!(scale > 0 && scale <= 3.4028234663852886e38)) { fprintf(stderr, \"%s: metadata 'scaler.scale' is %g, not a loss scale\\n\", path, scale); exit(1); }"
+  r.load[#r.load + 1] = "    o->scaler.scale = (float)scale;"
+  return r
+end
+
 -- How many times each optimizer steps in one training step (segments' `step`s)
 function user_step.steps_per(segments)
   local per = {}
@@ -549,14 +675,31 @@ end
 function user_step.optim_c(l, code)
   local st, lit = l.state, function(v) return util.c_float(v, "") end
   local steps_of = user_step.steps_per(l.autodiff.segments)   -- optimizer → its steps in a training step
+  local scaling = l.settings.loss_scaling   -- 16-mixed: Fabric's GradScaler around each backward and step
   local text, protos = { "\n#include <math.h>     // sqrt, fabs: train.clip\n#include <string.h>   // memset: zero_grad\n" }, {}
   for _, o in ipairs(l.graph.step.optimizers) do
-    local runs = user_step.runs(st.params, o)
+    local runs = user_step.runs(st.params, o, l.graph.frozen)
     local c = code(o.opt, runs)
     local mom = user_step.momentum(o)
     text[#text + 1] = string.format("\n// optimizer '%s' (spec line %d): %s, over %s\n"
       .. "static void optimizer_step_%s(Optimizer *o, Model *m, double lr, double mom, int64_t step) {\n%s\n}\n",
       o.name, o.where.line, c.desc, table.concat(o.params, ", "), o.name, c.step)
+    if scaling then
+      local over = {}
+      for _, r in ipairs(runs) do over[#over + 1] = string.format("{ %d, %d }", r.begin, r.finish) end
+      text[#text + 1] = string.format("\n// GradScaler.unscale_(%s) (scaler.step(%s)'s first half): its parameters' gradients times\n"
+        .. "// 1/scale; 1 when one of them is inf or NaN (found_inf: the step is skipped)\n"
+        .. "static int unscale_%s(const GradScaler *s, Model *m) {\n"
+        .. "    static const size_t runs[%d][2] = { %s };   // %s's parameters in the layout\n"
+        .. "    const real inv_scale = (real)(1.0 / (double)s->scale);   // scale.double().reciprocal().float()\n"
+        .. "    int found_inf = 0;\n"
+        .. "    for (int r = 0; r < %d; r++)\n"
+        .. "        for (size_t i = runs[r][0]; i < runs[r][1]; i++) {\n"
+        .. "            found_inf |= !isfinite(m->grads[i]);\n"
+        .. "            m->grads[i] *= inv_scale;\n"
+        .. "        }\n"
+        .. "    return found_inf;\n}\n", o.name, o.name, o.name, #runs, table.concat(over, ", "), o.name, #runs)
+    end
     local clip = l.spec.train.clip
     if clip then
       assert(l.settings.state == "f32" or l.settings.state == "f64", "clip over 16-bit gradients")
@@ -579,8 +722,29 @@ function user_step.optim_c(l, code)
   for _, s in ipairs(l.autodiff.segments) do
     if s.kind == "forward" then
       calls[#calls + 1] = string.format("    %s(m, batch, B, 1);", s.func)
+    elseif s.kind == "backward" and scaling then
+      calls[#calls + 1] = string.format("    %s(m, batch, B, (real)o->scaler.scale);   // fabric.backward, line %d: GradScaler.scale(loss), from loss × scale",
+        s.func, s.where.line)
     elseif s.kind == "backward" then
       calls[#calls + 1] = string.format("    %s(m, batch, B, (real)1);   // fabric.backward, line %d", s.func, s.where.line)
+    elseif s.kind == "step" and scaling then
+      -- Fabric's MixedPrecision.optimizer_step: scaler.step(opt) (unscale its gradients, or
+      -- fabric.clip_gradients did; skip the step on inf/nan), then scaler.update(): the
+      -- scale a later backward starts from is the one after this step's update.  Each
+      -- optimizer's count of updates is its own (a skipped step does not count).
+      local o = s.opt
+      calls[#calls + 1] = string.format("    {   // %s:step(), line %d, through the GradScaler", o.name, s.where.line)
+      calls[#calls + 1] = string.format("        int found_inf = unscale_%s(&o->scaler, m);", o.name)
+      if l.spec.train.clip then
+        calls[#calls + 1] = string.format("        clip_%s(m);   // train.clip, over %s's unscaled gradients (fabric.clip_gradients unscales first)", o.name, o.name)
+      end
+      calls[#calls + 1] = "        if (!found_inf) {"
+      calls[#calls + 1] = string.format("            optimizer_step_%s(o, m, lr_at_%s(step, epoch, total_steps), %s, o->steps[%d]);",
+        o.name, o.name, o.c_mom, o.index - 1)
+      calls[#calls + 1] = string.format("            o->steps[%d]++;", o.index - 1)
+      calls[#calls + 1] = string.format("        } else {\n            o->skipped++;   // inf/nan: %s's parameters and state stay\n        }", o.name)
+      calls[#calls + 1] = "        scaler_update(&o->scaler, found_inf);"
+      calls[#calls + 1] = "    }"
     elseif s.kind == "step" then
       local o = s.opt
       count[o] = (count[o] or 0) + 1

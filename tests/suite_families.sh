@@ -15,7 +15,9 @@
 # emitted module (tests/torch/family_parity.py's USER_STEPS), and family_SPEC_bf16: the
 # spec built at bf16-mixed, one step against the same step under Fabric's bf16-mixed in
 # PyTorch (autocast around each call of the model; the returned loss, the gradients the
-# step leaves and the running statistics within bf16's tolerances, precision_parity.py's).
+# step leaves and the running statistics within bf16's tolerances, precision_parity.py's),
+# and family_SPEC_f16: the same at 16-mixed against Fabric's float16 autocast written by
+# hand and its GradScaler (the scale after the step equal too).
 # The specs are written at realistic sizes; the test overrides only the batch (B below)
 # and the number of steps.
 # A spec's `clip = { max_norm = N }` (char_lstm, llama) clips the reference's gradients
@@ -45,7 +47,7 @@ cases=(
 )
 [ -n "${FAMILY_SPECS:-}" ] && mapfile -t cases < <(for c in "${cases[@]}"; do [[ " $FAMILY_SPECS " == *" ${c%%|*} "* ]] && echo "$c"; done)
 # checks CASE: the results family_parity.py prints for it
-checks() { [[ $1 == *"|step" ]] && echo "print bf16 steps" || echo "print grad steps"; }
+checks() { [[ $1 == *"|step" ]] && echo "print bf16 f16 steps" || echo "print grad steps"; }
 n=0
 for c in "${cases[@]}"; do set -- $(checks "$c"); n=$((n + $#)); done
 plan $((n + 3))   # + cuda_constant, cuda_expand, cuda_randn, below
@@ -71,9 +73,9 @@ for c in "${cases[@]}"; do
     [ -n "$opt" ] || { all "no 'optimizer = ...' line in $spec"; continue; }
   fi
   clip=$(sed -n 's/^[[:space:]]*clip = \(.*[}]\),[[:space:]]*$/\1/p' "$spec"); clip=${clip:--}
-  why="" precs="32-true 64-true"; [ "$user" = step ] && precs="$precs bf16-mixed"
+  why="" precs="32-true 64-true"; [ "$user" = step ] && precs="$precs bf16-mixed 16-mixed"
   for prec in $precs; do
-    dd=$d; [ $prec = 64-true ] && dd=${d}_64; [ $prec = bf16-mixed ] && dd=${d}_bf16
+    dd=$d; [ $prec = 64-true ] && dd=${d}_64; [ $prec = bf16-mixed ] && dd=${d}_bf16; [ $prec = 16-mixed ] && dd=${d}_f16
     if ! "$LOOM" build "$d.lua" -o "$dd" --precision=$prec --devices=1 --no-compile --emit torch >"$dd.gen" 2>&1; then
       why="loom build failed: $(tail -1 "$dd.gen")"; break
     fi
@@ -86,7 +88,7 @@ for c in "${cases[@]}"; do
   if ! "$LOOM" inspect "$spec" >"$d.inspect" 2>&1; then all "loom inspect failed: $(head -1 "$d.inspect")"; continue; fi
   sed '/^$/,$d' "$d.inspect" >"$d.print"
   harness "family_$s" $(wc -w <<<"$want") "s/^ok /ok family_/; s/^not ok /not ok family_/" "$PY" tests/torch/family_parity.py "$s" "$d" "${d}_64" "$B" "$steps" "$opt" "$d.print" "$clip" \
-    "$([ "$user" = step ] && echo "${d}_bf16" || echo -)"
+    "$([ "$user" = step ] && echo "${d}_bf16" || echo -)" "$([ "$user" = step ] && echo "${d}_f16" || echo -)"
 done
 
 # tensor(...) (llama's rotary tables) on CUDA, in a spec of its own

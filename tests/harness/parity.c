@@ -24,8 +24,8 @@
 //     each optimizer's zero_grad: PyTorch's .grad after the step);
 //     writes "loss" (shape [STEPS], the loss of each step's forward) and the final state.
 //     With LOSS_SCALING (16-mixed) the steps go through the GradScaler as in train.c
-//     (backward from loss × scale, unscale, skip on inf/nan); "scale" (shape [STEPS])
-//     holds the scale after each step.
+//     (backward from loss × scale, unscale, skip on inf/nan; a training_step's in
+//     model_user_step); "scale" (shape [STEPS]) holds the scale after each step.
 #include "ckpt.h"
 #include "data.h"
 #include "model.h"
@@ -196,7 +196,19 @@ int main(int argc, char **argv) {
 #ifndef LOOM_USER_STEP
             losses[s] = model_forward(&m, &batch, B, 1);
 #endif
-#if LOSS_SCALING
+#if defined(LOOM_USER_STEP)
+            // a training_step (gen/user_step.lua): the spec's own calls, as train.c runs them
+            // (16-mixed: through its GradScaler, in model_user_step)
+            losses[s] = model_user_step(&m, &o, &batch, B, s, 0, steps);
+            // the gradients the last step leaves (PyTorch's .grad after it): "grad.<param>"
+            // (copied: the writer keeps a pointer, and poison_grads overwrites m.grads)
+            if (s == steps - 1) {
+                state_t *g = malloc(sizeof *g * NUM_PARAMS + 1);
+                if (!g) die("gradients", "out of memory");
+                memcpy(g, m.grads, sizeof *g * NUM_PARAMS);
+                add_group(&w, "grad.", model_param_info, NUM_PARAM_TENSORS, as_out(g, NUM_PARAMS), out_dtype());
+            }
+#elif LOSS_SCALING
             // as train.c: GradScaler's scaled backward, unscale, skip on inf/nan
             model_backward(&m, &batch, B, (real)o.scaler.scale);
             double lr = lr_at(o.steps, 0, steps);
@@ -207,23 +219,14 @@ int main(int argc, char **argv) {
                 o.steps++;
             }
             scaler_update(&o.scaler, found_inf);
-            scales[s] = o.scaler.scale;
-#elif defined(LOOM_USER_STEP)
-            // a training_step (gen/user_step.lua): the spec's own calls, as train.c runs them
-            losses[s] = model_user_step(&m, &o, &batch, B, s, 0, steps);
-            // the gradients the last step leaves (PyTorch's .grad after it): "grad.<param>"
-            // (copied: the writer keeps a pointer, and poison_grads overwrites m.grads)
-            if (s == steps - 1) {
-                state_t *g = malloc(sizeof *g * NUM_PARAMS + 1);
-                if (!g) die("gradients", "out of memory");
-                memcpy(g, m.grads, sizeof *g * NUM_PARAMS);
-                add_group(&w, "grad.", model_param_info, NUM_PARAM_TENSORS, as_out(g, NUM_PARAMS), out_dtype());
-            }
 #else
             model_backward(&m, &batch, B, (real)1);
             clip_gradients(&m);
             double lr = lr_at(s, 0, steps);
             optimizer_step(&o, &m, lr, momentum_at(s, steps), s);
+#endif
+#if LOSS_SCALING
+            scales[s] = o.scaler.scale;
 #endif
             poison_grads(&m);
             model_zero_grad(&m);

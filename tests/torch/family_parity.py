@@ -12,7 +12,8 @@ OPTIMIZER "step": the spec writes its own train.training_step, which USER_STEPS 
 writes again in PyTorch (its optimizers and its step, on the emitted module); the
 checks are then NAME_print and NAME_steps (a training step has no one backward), and
 with DIRBF16 (the spec built at bf16-mixed, with its parity harness) NAME_bf16: one
-step against PyTorch's with Fabric's bf16-mixed (check_bf16 says how).
+step against PyTorch's with Fabric's bf16-mixed (check_bf16 says how), and with DIR16
+(the spec at 16-mixed) NAME_f16: the same with float16 and its GradScaler (check_f16).
 
 DIR holds `loom build SPEC --precision=32-true --emit torch --no-compile` of the spec
 (its scheduler taken out: the reference steps torch.optim at a constant lr) and
@@ -59,8 +60,9 @@ import torch.nn.functional as F  # noqa: E402
 torch.set_num_threads(1)
 
 
-def vae_step(m, opts, b):
-    """specs/vae.lua's training_step: the negative ELBO, reparameterised with randn_like"""
+def vae_step(m, opts, b, backward=lambda loss: loss.backward()):
+    """specs/vae.lua's training_step: the negative ELBO, reparameterised with randn_like
+    (`backward`: fabric.backward, 16-mixed's scaled one)"""
     opt = opts["all"]
     opt.zero_grad()
     mu, logvar = m.encode(b)
@@ -69,7 +71,7 @@ def vae_step(m, opts, b):
     recon = F.binary_cross_entropy_with_logits(torch.flatten(logits, 1), torch.flatten(b["image"], 1)) * 784
     kl = torch.mean(torch.sum(1 + logvar - mu * mu - torch.exp(logvar), 1)) * -0.5
     loss = recon + kl
-    loss.backward()
+    backward(loss)
     opt.step()
     return loss
 
@@ -132,6 +134,64 @@ class FabricBF16:
     def __getattr__(self, k):
         v = getattr(self._m, k)
         return (lambda *args: _autocast_call(v, args, self._by_hand)) if callable(v) else v
+
+
+# 16-mixed (NAME_f16): Fabric's MixedPrecision("16-mixed") around each call of the model,
+# with float16 for bfloat16.  PyTorch 1.13 has no float16 autocast on the CPU, nor CPU
+# float16 kernels for convolutions, linear, BatchNorm or the activations, so each is
+# CUDA autocast's float16 rule by hand (as tests/torch/step_parity.py's GAN16): linear,
+# conv2d and conv_transpose2d take float16 operands, sum in float32 and round their
+# output to float16; BatchNorm, ReLU, LeakyReLU and Tanh compute a float16 input in
+# float32 and round their output (BatchNorm's statistics and affine in float32, as
+# cuDNN's); the call's float inputs go to float16 and its outputs back to float32.
+def _lowp16(orig):
+    def f(x, w, b=None, *args, **kw):
+        low = lambda t: t.half().float()   # noqa: E731
+        return orig(low(x), low(w), None if b is None else low(b), *args, **kw).half()
+    return f
+
+
+def _in_float16(orig):
+    def f(x, *args, **kw):
+        kw.pop("inplace", None)
+        if len(args) >= 2 and orig is _F_ORIG["leaky_relu"]:
+            args = args[:1]   # (negative_slope, inplace): out of place here
+        return orig(x.float(), *args, **kw).half() if x.dtype == torch.float16 else orig(x, *args, **kw)
+    return f
+
+
+_F_ORIG = {"linear": F.linear, "conv2d": F.conv2d, "conv_transpose2d": F.conv_transpose2d,
+           "batch_norm": F.batch_norm, "relu": F.relu, "leaky_relu": F.leaky_relu}
+
+
+def _f16_call(f, args):
+    saved_tanh = torch.tanh
+    for k in ("linear", "conv2d", "conv_transpose2d"):
+        setattr(F, k, _lowp16(_F_ORIG[k]))
+    for k in ("batch_norm", "relu", "leaky_relu"):
+        setattr(F, k, _in_float16(_F_ORIG[k]))
+    torch.tanh = lambda x: saved_tanh(x.float()).half() if x.dtype == torch.float16 else saved_tanh(x)
+    try:
+        out = f(*_to(args, torch.float16))
+    finally:
+        for k, v in _F_ORIG.items():
+            setattr(F, k, v)
+        torch.tanh = saved_tanh
+    return _to(out, torch.float32)
+
+
+class FabricF16:
+    """The model as a training step under Fabric's 16-mixed sees it: every call through _f16_call"""
+
+    def __init__(self, m):
+        object.__setattr__(self, "_m", m)
+
+    def __call__(self, *args):
+        return _f16_call(self._m, args)
+
+    def __getattr__(self, k):
+        v = getattr(self._m, k)
+        return (lambda *args: _f16_call(v, args)) if callable(v) else v
 
 
 # spec -> (its optimizers on the module, its training step)
@@ -215,6 +275,94 @@ def user_step_once(name, cls, state, batch, draws, mixed):
     return loss.detach().reshape(1), grads, {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+F16_U = 2.0 ** -11   # float16's unit roundoff
+F16_TOL = 8 * F16_U
+# steps of NAME_f16: vae's first two overflow at 65536 and 32768 (both skipped: the scale
+# backs off twice); dcgan's first overflows (D's step skipped, G's taken at 32768), and a
+# second step through its BatchNorms over batch 4 amplifies float16's roundings past any
+# fixed tolerance (5e-2 to 1e-1 on D's gradients, PyTorch's own fp32 distance 0.3 to 0.6)
+F16_STEPS = {"dcgan": 1, "vae": 2}
+# dcgan (BF16_ILL_CONDITIONED: BatchNorm over batch 4): within 0.75 of PyTorch's own
+# fp32-vs-16-mixed distance, as at bf16; its D gradients after the step hold G's backward
+# still scaled, which the float32 step has no counterpart of: within 4 x F16_TOL (bf16's
+# tolerance), measured 7.5e-3 (grad.D.2.weight, the convolution before D's BatchNorm)
+F16_ILL_FRACTION, F16_ILL_GRAD_TOL = 0.75, 32 * F16_U
+
+
+def check_f16(name, d16, work, B, cls, state, batch):
+    """NAME_f16: the 16-mixed program's F16_STEPS training steps (from the same weights and
+    batch) against the same steps in PyTorch under Fabric's 16-mixed (FabricF16, and
+    tests/torch/step_parity.py's Scaler: torch.cuda.amp.GradScaler's rules, each backward
+    from loss x scale, each optimizer's step unscaling its gradients and skipped on
+    inf/nan): the scale after each step equal (see F16_STEPS: both specs overflow at
+    65536, so the scaler skips and backs off); each returned loss, the gradients the last
+    step leaves and the running statistics within 8u = 3.9e-3 of PyTorch's (dcgan: see
+    F16_ILL_FRACTION); the losses closer to PyTorch's 16-mixed than its float32 steps are
+    (a program computing in float32 would sit there)."""
+    from step_parity import Scaler, ScaledStep
+    try:
+        w = os.path.join(d16, "work_f16")
+        shutil.rmtree(w, ignore_errors=True)
+        shutil.copytree(work, w)
+        got = harness(d16, w, B, F16_STEPS[name])
+        draws = LoomDraws(0, os.path.join(d16, "model.c"))
+        make_opts, step = USER_STEPS[name]
+        runs = {}
+        for mixed in (True, False):
+            b = batch
+            model = cls()
+            model.load_state_dict(state, strict=True)
+            model.train()
+            scaler = Scaler()
+            opts = make_opts(model)
+            if mixed:
+                opts = {k: ScaledStep(o, scaler) for k, o in opts.items()}
+            losses = []
+            for s in range(F16_STEPS[name]):
+                for o in opts.values():
+                    o.zero_grad()   # (the harness's loop zeroes every gradient after a step)
+                with draws.step(s):
+                    losses.append(step(FabricF16(model) if mixed else model, opts, b,
+                                       scaler.backward if mixed else (lambda L: L.backward())).detach().reshape(1))
+                scaler.scales.append(scaler.scale.item())
+            grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+            runs[mixed] = (torch.cat(losses), grads, {k: v.detach().clone() for k, v in model.state_dict().items()}, scaler)
+        ref, f32 = runs[True], runs[False]
+        rows = [("loss", got["loss"], ref[0], f32[0])]
+        rows += [("grad." + n, got["grad." + n], g, f32[1][n]) for n, g in ref[1].items()]
+        rows += [(n, got[n], t, f32[2][n]) for n, t in ref[2].items() if t.is_floating_point() and "running" in n]
+        bad, lines = 0, []
+        ill = name in BF16_ILL_CONDITIONED
+        for n, c, t, t32 in rows:
+            c = c.reshape(t.shape)
+            if not torch.equal(torch.isfinite(c), torch.isfinite(t)):
+                err = math.inf
+            else:
+                fin = torch.isfinite(t)
+                err = rel(c[fin], t[fin]) if fin.any() else 0.0
+            dev = rel(t32, t) if bool(torch.isfinite(t).all()) else math.inf
+            # a gradient the step leaves scaled (a GAN's D after G's backward) has no float32
+            # distance (the float32 step does not scale): ill-conditioned, bf16's tolerance
+            scaled = n.startswith("grad.") and not dev < 0.9
+            limit = F16_TOL if not ill else (F16_ILL_GRAD_TOL if scaled else max(F16_TOL, F16_ILL_FRACTION * dev))
+            ok = err <= limit or err < 1e-6
+            if n == "loss" and dev > 1e-6:
+                ok = ok and err <= BF16_DEV_FACTOR * dev
+            bad += not ok
+            lines.append("#   %s %-32s err %.2e  (PyTorch fp32 vs 16-mixed %.2e; limit %.1e)" % ("  ok" if ok else "FAIL", n, err, dev, limit))
+        scales = got["scale"].tolist()
+        lines.append("#   scale after each step: loom %s, torch %s (torch skipped %d optimizer steps)" % (scales, ref[3].scales, ref[3].skips))
+        if scales != ref[3].scales:
+            bad += 1
+        print("%s %s_f16: %d 16-mixed steps, %d tensors%s" % ("ok" if bad == 0 else "not ok", name, F16_STEPS[name], len(rows),
+                                                               "" if bad == 0 else ", %d out of tolerance" % bad))
+        print("\n".join(lines))
+        return bad == 0
+    except Exception as e:   # noqa: BLE001 - a harness or reference that fails is a failed test
+        print("not ok %s_f16: %s" % (name, e))
+        return False
+
+
 def check_bf16(name, dbf, work, B, cls, state, batch):
     """NAME_bf16: the bf16-mixed program's training step (one, from the same weights and
     batch) against the same step in PyTorch with Fabric's bf16-mixed (FabricBF16): its
@@ -294,6 +442,7 @@ def main():
     name, d, d64, B, steps, opt_text, printed = sys.argv[1:3] + [sys.argv[3], int(sys.argv[4]), int(sys.argv[5])] + sys.argv[6:8]
     clip_text = sys.argv[8] if len(sys.argv) > 8 else "-"
     dbf = sys.argv[9] if len(sys.argv) > 9 and sys.argv[9] != "-" else None
+    d16 = sys.argv[10] if len(sys.argv) > 10 and sys.argv[10] != "-" else None
     clip = parse_optimizer("clip " + clip_text)[1] if clip_text != "-" else {}
     spec = importlib.util.spec_from_file_location("emitted_" + name, os.path.join(d, "model.py"))
     mod = importlib.util.module_from_spec(spec)
@@ -335,6 +484,9 @@ def main():
     # a training step at bf16-mixed
     if dbf:
         ok &= check_bf16(name, dbf, work, B, cls, state, batch)
+    # and at 16-mixed
+    if d16:
+        ok &= check_f16(name, d16, work, B, cls, state, batch)
 
     # STEPS steps with the spec's optimizer
     try:
