@@ -137,6 +137,45 @@ Test(kernels, conv2d_direct) {
     conv_direct_case(1, 16, 6, 16, 1, 1, 0, 1, 0);
 }
 
+// One image on a team (kernels.h's k_conv_direct_oc_team): the output channels split
+// among the threads (48: a part of 32 and one of 16; 64: two of 32), each its own plan.
+// Within the f64 tolerance, and the bits of the one-thread plan's (oneDNN's direct
+// kernels sum each output in an order that does not depend on the channel count): a
+// batch-1 forward does not change with the threads.  With and without a bias.
+Test(kernels, conv2d_direct_one_image_split) {
+    if ((dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core) != dnnl_cpu_isa_avx512_core) return;   // (no direct kernels)
+    const int ocs[2] = { 48, 64 };
+    for (int k = 0; k < 2; k++) {
+        const int OC = ocs[k];
+        k_conv2d_dims d = { 1, 32, 14, 14, OC, 3, 3, 1, 1, 1, 1, 1, 1, 1, 14, 14 };
+        int per;
+        omp_set_num_threads(2);
+        cr_assert(k_conv_direct_oc_team(&d, 0, &per) == 2 && per == 32, "OC %d: not split in two parts of 32", OC);
+        size_t nx = (size_t)d.C * 14 * 14, nw = (size_t)OC * d.C * 9, ny = (size_t)OC * 14 * 14;
+        uint64_t s = 11 + (uint64_t)OC;
+        double *x = gc_rand(&s, nx, -1, 1), *w = gc_rand(&s, nw, -0.2, 0.2), *b = gc_rand(&s, OC, -1, 1);
+        double *y = calloc(ny, 8), *scr = calloc(k_conv2d_scratch_f64(&d), 8);
+        float *xf = malloc(nx * 4), *wf = malloc(nw * 4), *bf = malloc(OC * 4), *y2 = malloc(ny * 4), *y1 = malloc(ny * 4);
+        float *scrf = calloc(k_conv2d_scratch_f32(&d), 4);
+        for (size_t i = 0; i < nx; i++) xf[i] = (float)x[i];
+        for (size_t i = 0; i < nw; i++) wf[i] = (float)w[i];
+        for (int i = 0; i < OC; i++) bf[i] = (float)b[i];
+        for (int bias = 0; bias < 2; bias++) {
+            k_conv2d_forward_f64(y, x, w, bias ? b : NULL, scr, &d);
+            omp_set_num_threads(2);
+            k_conv2d_forward_f32(y2, xf, wf, bias ? bf : NULL, scrf, &d);
+            omp_set_num_threads(1);
+            k_conv2d_forward_f32(y1, xf, wf, bias ? bf : NULL, scrf, &d);
+            double worst = 0;
+            for (size_t i = 0; i < ny; i++) worst = fmax(worst, fabs(y2[i] - y[i]));
+            cr_assert(worst <= 1e-5 * 8, "OC %d bias %d: the split forward off by %g", OC, bias, worst);
+            cr_assert(memcmp(y1, y2, ny * 4) == 0, "OC %d bias %d: two threads' bits differ from one thread's", OC, bias);
+        }
+        omp_set_num_threads(2);
+        free(x); free(w); free(b); free(y); free(scr); free(xf); free(wf); free(bf); free(y2); free(y1); free(scrf);
+    }
+}
+
 // ---------------------------------------------------------------------------- pooling
 // PyTorch's output size (ops.lua window_out)
 static int pool_out(int size, int k, int s, int p, int d, int ceil_mode) {
