@@ -1245,6 +1245,34 @@ Test(kernels, im2col_definition) {
     }
 }
 
+// A small product outside a team runs through a plan made for one thread
+// (K_F32_ONE_THREAD_WORK); inside a team, the calling thread runs the team's plan: the
+// same bits (fashion_cnn's first convolution at batch 1, and one K block of 384).
+Test(kernels, sgemm_one_thread_plan_same_bits) {
+    const int shapes[2][3] = { { 32, 784, 9 }, { 16, 96, 384 } };
+    uint64_t s = 3;
+    omp_set_num_threads(2);
+    for (int i = 0; i < 2; i++) {
+        const int M = shapes[i][0], N = shapes[i][1], K = shapes[i][2];
+        cr_assert((double)M * N * K < K_F32_ONE_THREAD_WORK);
+        double *ra = gc_rand(&s, M * K, -1, 1), *rb = gc_rand(&s, K * N, -1, 1);
+        float *A = malloc(sizeof(float) * M * K), *B = malloc(sizeof(float) * K * N);
+        float *C1 = malloc(sizeof(float) * M * N), *C2 = malloc(sizeof(float) * M * N);
+        for (int j = 0; j < M * K; j++) A[j] = (float)ra[j];
+        for (int j = 0; j < K * N; j++) B[j] = (float)rb[j];
+        for (int j = 0; j < M * N; j++) C1[j] = C2[j] = 0.5f;
+        k_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1, A, K, B, N, 1, C1, N);
+        int teamed = 0;
+        #pragma omp parallel num_threads(2)
+        if (omp_get_thread_num() == 0) {
+            teamed = omp_in_parallel();
+            k_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1, A, K, B, N, 1, C2, N);
+        }
+        if (teamed) cr_assert(memcmp(C1, C2, sizeof(float) * M * N) == 0, "%dx%dx%d: one thread's plan differs from the team's", M, N, K);
+        free(ra); free(rb); free(A); free(B); free(C1); free(C2);
+    }
+}
+
 // k_sgemm's two paths give the same bits: its matmul primitives (untransposed products
 // up to K_F32_PRIM_MAX_WORK) take K in oneDNN's sgemm's blocks (k_sgemm_kblock), so
 // k_sgemm equals dnnl_sgemm itself, K across one, two, three blocks and the halved tail,
@@ -1266,7 +1294,8 @@ Test(kernels, sgemm_paths_same_bits) {
             for (int j = 0; j < M * ldc; j++) C1[j] = C2[j] = (float)rc[j];
             cr_assert((double)M * N * K <= K_F32_PRIM_MAX_WORK);
             if (v == 0 && dnnl_get_effective_cpu_isa() >= dnnl_cpu_isa_avx512_core) {   // (elsewhere no brgemm: sgemm both)
-                k_f32_plan key = { M, N, k_sgemm_kblock(K), 0, 0, k_sgemm_kblock(K), ldb, ldc, alphas[v], betas[v], NULL, NULL,
+                k_f32_plan key = { M, N, k_sgemm_kblock(K), 0, 0, k_sgemm_kblock(K), ldb, ldc,
+                                   (double)M * N * k_sgemm_kblock(K) < K_F32_ONE_THREAD_WORK, alphas[v], betas[v], NULL, NULL,
                                    {0}, {0}, {0}, {0}, 0 };
                 const k_f32_plan *q = k_f32_plan_of(&key);
                 cr_assert(q && q->prim, "%dx%dx%d: no matmul primitive, the test would compare sgemm with itself", M, N, K);
