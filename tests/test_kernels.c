@@ -176,6 +176,38 @@ Test(kernels, conv2d_direct_one_image_split) {
     }
 }
 
+// One image on a team where the direct kernels take none (3 input channels): its output
+// rows split among the threads in chunks (kernels_nn.inc's k_conv2d_forward_rows, here
+// 96x96 with 16 output channels: each thread's 48 rows as chunks of 25 and 23, padding at
+// both ends): within the f64
+// tolerance, and the bits of one thread's whole-image GEMM.  With and without a bias.
+Test(kernels, conv2d_one_image_rows) {
+    k_conv2d_dims d = { 1, 3, 96, 96, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 96, 96 };
+    size_t nx = 3 * 96 * 96, nw = 16 * 27, ny = 16 * 96 * 96;
+    uint64_t s = 29;
+    double *x = gc_rand(&s, nx, -1, 1), *w = gc_rand(&s, nw, -0.5, 0.5), *b = gc_rand(&s, 16, -1, 1);
+    double *y = calloc(ny, 8), *scr = calloc(k_conv2d_scratch_f64(&d), 8);
+    float *xf = malloc(nx * 4), *wf = malloc(nw * 4), *bf = malloc(16 * 4), *y2 = malloc(ny * 4), *y1 = malloc(ny * 4);
+    omp_set_num_threads(2);
+    float *scrf = calloc(k_conv2d_scratch_f32(&d), 4);
+    for (size_t i = 0; i < nx; i++) xf[i] = (float)x[i];
+    for (size_t i = 0; i < nw; i++) wf[i] = (float)w[i];
+    for (int i = 0; i < 16; i++) bf[i] = (float)b[i];
+    for (int bias = 0; bias < 2; bias++) {
+        omp_set_num_threads(2);
+        cr_assert(k_conv2d_forward_rows_f32(y2, xf, wf, bias ? bf : NULL, scrf, &d), "one image on two threads: not split by rows");
+        omp_set_num_threads(1);
+        k_conv2d_forward_f64(y, x, w, bias ? b : NULL, scr, &d);
+        k_conv2d_forward_f32(y1, xf, wf, bias ? bf : NULL, scrf, &d);
+        double worst = 0;
+        for (size_t i = 0; i < ny; i++) worst = fmax(worst, fabs(y2[i] - y[i]));
+        cr_assert(worst <= 1e-5 * 8, "bias %d: the rows' forward off by %g", bias, worst);
+        cr_assert(memcmp(y1, y2, ny * 4) == 0, "bias %d: two threads' rows differ from one thread's GEMM", bias);
+    }
+    omp_set_num_threads(2);
+    free(x); free(w); free(b); free(y); free(scr); free(xf); free(wf); free(bf); free(y2); free(y1); free(scrf);
+}
+
 // ---------------------------------------------------------------------------- pooling
 // PyTorch's output size (ops.lua window_out)
 static int pool_out(int size, int k, int s, int p, int d, int ceil_mode) {
