@@ -11,7 +11,7 @@ threads, run one of three ways:
 
 Prints what the exported CLI's --bench prints (startup_ms: from after `import torch` to
 the first batch-1 output, the module built, weights loaded and compiled; batch-1 latency
-percentiles; MAX_BATCH throughput; peak RSS), or `unsupported: why` (a module that does
+percentiles and CPU time per call (every thread's); MAX_BATCH throughput; peak RSS), or `unsupported: why` (a module that does
 not script).  Inputs are random, as the CLI's are.
 """
 import resource
@@ -53,11 +53,12 @@ def main():
         startup = time.perf_counter() - t0
         for _ in range(10):
             model(*one)
-        lat, start = [], time.perf_counter()
+        lat, start, cpu0 = [], time.perf_counter(), time.process_time()
         while time.perf_counter() - start < seconds / 2 or len(lat) < 20:
             a = time.perf_counter()
             model(*one)
             lat.append(time.perf_counter() - a)
+        cpu1 = (time.process_time() - cpu0) / len(lat)  # the process's CPU time (every thread's) per call
         lat.sort()
         model(*big)
         nb, start = 0, time.perf_counter()
@@ -69,6 +70,7 @@ def main():
     print("startup_ms %.3f" % (1e3 * startup))
     print("batch1_runs %d\nbatch1_p50_us %.1f\nbatch1_p90_us %.1f\nbatch1_p99_us %.1f" %
           (n, 1e6 * lat[n // 2], 1e6 * lat[int(0.9 * (n - 1))], 1e6 * lat[int(0.99 * (n - 1))]))
+    print("batch1_cpu_us %.1f" % (1e6 * cpu1))
     print("batch%d_samples_per_s %.1f" % (max_batch, tput))
     print("peak_rss_kib %d" % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 

@@ -233,8 +233,9 @@ function ops_cpu.batch_norm.chain_forward(e, n, members)
   local w = n.inputs[2] and e.ptr(n.inputs[2]) or "NULL"
   local b = n.inputs[3] and e.ptr(n.inputs[3]) or "NULL"
   local momentum = a.momentum == false and e.lit(-1) or e.lit(a.momentum)
-  local argmax = pool and e.training_only(e.save(members[2], "argmax")) or "NULL"
   local function train()
+    -- (asked here: an inference program, which has only eval's lines, declares no argmax)
+    local argmax = pool and e.training_only(e.save(members[2], "argmax")) or "NULL"
     return { e.call("bn_relu_forward_train", e.ptr(last), argmax, e.save(n, "mean"), e.save(n, "invstd"),
       e.state(n, "running_mean"), e.state(n, "running_var"), e.counter(n, "num_batches_tracked"),
       e.ptr(x), w, b, sizes, e.lit(a.eps), momentum) }

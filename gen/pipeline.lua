@@ -148,10 +148,12 @@ local function plan_stage(l)
   local ad = not l.inference and l.autodiff or nil
   local reuse = ad and l.backend == "cpu" and not ad.segments
   -- the C program's chains (gen/fuse.lua's chains, ops_cpu's `chain` rules) run as one
-  -- kernel each, forward and backward: the gradient slots follow from them.  Not with
+  -- kernel each, forward and backward: the gradient slots follow from them.  The CPU
+  -- export's forward runs them too (its eval-mode kernel, as the training program's
+  -- validation: the same bits, one pass over memory instead of three).  Not with
   -- --no-fuse, nor --detect-anomaly (it checks every op's own output)
   local fz
-  if reuse and not l.options.no_fuse and not l.options.detect_anomaly then
+  if (reuse or (l.inference and l.backend == "export")) and not l.options.no_fuse and not l.options.detect_anomaly then
     local ops_cpu = require "ops_cpu"
     fz = require("fuse").chains(l.trace, l.pp, is_alias, function(head, members, q)
       local rule = ops_cpu[head.op] and ops_cpu[head.op].chain

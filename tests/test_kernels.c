@@ -137,6 +137,77 @@ Test(kernels, conv2d_direct) {
     conv_direct_case(1, 16, 6, 16, 1, 1, 0, 1, 0);
 }
 
+// One image on a team (kernels.h's k_conv_direct_oc_team): the output channels split
+// among the threads (48: a part of 32 and one of 16; 64: two of 32), each its own plan.
+// Within the f64 tolerance, and the bits of the one-thread plan's (oneDNN's direct
+// kernels sum each output in an order that does not depend on the channel count): a
+// batch-1 forward does not change with the threads.  With and without a bias.
+Test(kernels, conv2d_direct_one_image_split) {
+    if ((dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core) != dnnl_cpu_isa_avx512_core) return;   // (no direct kernels)
+    const int ocs[2] = { 48, 64 };
+    for (int k = 0; k < 2; k++) {
+        const int OC = ocs[k];
+        k_conv2d_dims d = { 1, 32, 14, 14, OC, 3, 3, 1, 1, 1, 1, 1, 1, 1, 14, 14 };
+        int per;
+        omp_set_num_threads(2);
+        cr_assert(k_conv_direct_oc_team(&d, 0, &per) == 2 && per == 32, "OC %d: not split in two parts of 32", OC);
+        size_t nx = (size_t)d.C * 14 * 14, nw = (size_t)OC * d.C * 9, ny = (size_t)OC * 14 * 14;
+        uint64_t s = 11 + (uint64_t)OC;
+        double *x = gc_rand(&s, nx, -1, 1), *w = gc_rand(&s, nw, -0.2, 0.2), *b = gc_rand(&s, OC, -1, 1);
+        double *y = calloc(ny, 8), *scr = calloc(k_conv2d_scratch_f64(&d), 8);
+        float *xf = malloc(nx * 4), *wf = malloc(nw * 4), *bf = malloc(OC * 4), *y2 = malloc(ny * 4), *y1 = malloc(ny * 4);
+        float *scrf = calloc(k_conv2d_scratch_f32(&d), 4);
+        for (size_t i = 0; i < nx; i++) xf[i] = (float)x[i];
+        for (size_t i = 0; i < nw; i++) wf[i] = (float)w[i];
+        for (int i = 0; i < OC; i++) bf[i] = (float)b[i];
+        for (int bias = 0; bias < 2; bias++) {
+            k_conv2d_forward_f64(y, x, w, bias ? b : NULL, scr, &d);
+            omp_set_num_threads(2);
+            k_conv2d_forward_f32(y2, xf, wf, bias ? bf : NULL, scrf, &d);
+            omp_set_num_threads(1);
+            k_conv2d_forward_f32(y1, xf, wf, bias ? bf : NULL, scrf, &d);
+            double worst = 0;
+            for (size_t i = 0; i < ny; i++) worst = fmax(worst, fabs(y2[i] - y[i]));
+            cr_assert(worst <= 1e-5 * 8, "OC %d bias %d: the split forward off by %g", OC, bias, worst);
+            cr_assert(memcmp(y1, y2, ny * 4) == 0, "OC %d bias %d: two threads' bits differ from one thread's", OC, bias);
+        }
+        omp_set_num_threads(2);
+        free(x); free(w); free(b); free(y); free(scr); free(xf); free(wf); free(bf); free(y2); free(y1); free(scrf);
+    }
+}
+
+// One image on a team where the direct kernels take none (3 input channels): its output
+// rows split among the threads in chunks (kernels_nn.inc's k_conv2d_forward_rows, here
+// 96x96 with 16 output channels: each thread's 48 rows as chunks of 25 and 23, padding at
+// both ends): within the f64
+// tolerance, and the bits of one thread's whole-image GEMM.  With and without a bias.
+Test(kernels, conv2d_one_image_rows) {
+    k_conv2d_dims d = { 1, 3, 96, 96, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 96, 96 };
+    size_t nx = 3 * 96 * 96, nw = 16 * 27, ny = 16 * 96 * 96;
+    uint64_t s = 29;
+    double *x = gc_rand(&s, nx, -1, 1), *w = gc_rand(&s, nw, -0.5, 0.5), *b = gc_rand(&s, 16, -1, 1);
+    double *y = calloc(ny, 8), *scr = calloc(k_conv2d_scratch_f64(&d), 8);
+    float *xf = malloc(nx * 4), *wf = malloc(nw * 4), *bf = malloc(16 * 4), *y2 = malloc(ny * 4), *y1 = malloc(ny * 4);
+    omp_set_num_threads(2);
+    float *scrf = calloc(k_conv2d_scratch_f32(&d), 4);
+    for (size_t i = 0; i < nx; i++) xf[i] = (float)x[i];
+    for (size_t i = 0; i < nw; i++) wf[i] = (float)w[i];
+    for (int i = 0; i < 16; i++) bf[i] = (float)b[i];
+    for (int bias = 0; bias < 2; bias++) {
+        omp_set_num_threads(2);
+        cr_assert(k_conv2d_forward_rows_f32(y2, xf, wf, bias ? bf : NULL, scrf, &d), "one image on two threads: not split by rows");
+        omp_set_num_threads(1);
+        k_conv2d_forward_f64(y, x, w, bias ? b : NULL, scr, &d);
+        k_conv2d_forward_f32(y1, xf, wf, bias ? bf : NULL, scrf, &d);
+        double worst = 0;
+        for (size_t i = 0; i < ny; i++) worst = fmax(worst, fabs(y2[i] - y[i]));
+        cr_assert(worst <= 1e-5 * 8, "bias %d: the rows' forward off by %g", bias, worst);
+        cr_assert(memcmp(y1, y2, ny * 4) == 0, "bias %d: two threads' rows differ from one thread's GEMM", bias);
+    }
+    omp_set_num_threads(2);
+    free(x); free(w); free(b); free(y); free(scr); free(xf); free(wf); free(bf); free(y2); free(y1); free(scrf);
+}
+
 // ---------------------------------------------------------------------------- pooling
 // PyTorch's output size (ops.lua window_out)
 static int pool_out(int size, int k, int s, int p, int d, int ceil_mode) {
@@ -1213,6 +1284,34 @@ Test(kernels, im2col_definition) {
     }
 }
 
+// A small product outside a team runs through a plan made for one thread
+// (K_F32_ONE_THREAD_WORK); inside a team, the calling thread runs the team's plan: the
+// same bits (fashion_cnn's first convolution at batch 1, and one K block of 384).
+Test(kernels, sgemm_one_thread_plan_same_bits) {
+    const int shapes[2][3] = { { 32, 784, 9 }, { 16, 96, 384 } };
+    uint64_t s = 3;
+    omp_set_num_threads(2);
+    for (int i = 0; i < 2; i++) {
+        const int M = shapes[i][0], N = shapes[i][1], K = shapes[i][2];
+        cr_assert((double)M * N * K < K_F32_ONE_THREAD_WORK);
+        double *ra = gc_rand(&s, M * K, -1, 1), *rb = gc_rand(&s, K * N, -1, 1);
+        float *A = malloc(sizeof(float) * M * K), *B = malloc(sizeof(float) * K * N);
+        float *C1 = malloc(sizeof(float) * M * N), *C2 = malloc(sizeof(float) * M * N);
+        for (int j = 0; j < M * K; j++) A[j] = (float)ra[j];
+        for (int j = 0; j < K * N; j++) B[j] = (float)rb[j];
+        for (int j = 0; j < M * N; j++) C1[j] = C2[j] = 0.5f;
+        k_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1, A, K, B, N, 1, C1, N);
+        int teamed = 0;
+        #pragma omp parallel num_threads(2)
+        if (omp_get_thread_num() == 0) {
+            teamed = omp_in_parallel();
+            k_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1, A, K, B, N, 1, C2, N);
+        }
+        if (teamed) cr_assert(memcmp(C1, C2, sizeof(float) * M * N) == 0, "%dx%dx%d: one thread's plan differs from the team's", M, N, K);
+        free(ra); free(rb); free(A); free(B); free(C1); free(C2);
+    }
+}
+
 // k_sgemm's two paths give the same bits: its matmul primitives (untransposed products
 // up to K_F32_PRIM_MAX_WORK) take K in oneDNN's sgemm's blocks (k_sgemm_kblock), so
 // k_sgemm equals dnnl_sgemm itself, K across one, two, three blocks and the halved tail,
@@ -1234,7 +1333,8 @@ Test(kernels, sgemm_paths_same_bits) {
             for (int j = 0; j < M * ldc; j++) C1[j] = C2[j] = (float)rc[j];
             cr_assert((double)M * N * K <= K_F32_PRIM_MAX_WORK);
             if (v == 0 && dnnl_get_effective_cpu_isa() >= dnnl_cpu_isa_avx512_core) {   // (elsewhere no brgemm: sgemm both)
-                k_f32_plan key = { M, N, k_sgemm_kblock(K), 0, 0, k_sgemm_kblock(K), ldb, ldc, alphas[v], betas[v], NULL, NULL,
+                k_f32_plan key = { M, N, k_sgemm_kblock(K), 0, 0, k_sgemm_kblock(K), ldb, ldc,
+                                   (double)M * N * k_sgemm_kblock(K) < K_F32_ONE_THREAD_WORK, alphas[v], betas[v], NULL, NULL,
                                    {0}, {0}, {0}, {0}, 0 };
                 const k_f32_plan *q = k_f32_plan_of(&key);
                 cr_assert(q && q->prim, "%dx%dx%d: no matmul primitive, the test would compare sgemm with itself", M, N, K);

@@ -133,8 +133,18 @@ static inline int k_max_threads(void) { return omp_get_max_threads(); }
 #ifndef K_F32_PRIM_MAX_WORK
 #define K_F32_PRIM_MAX_WORK 4194304.0
 #endif
+// A product this small (multiply-adds) called outside a team runs on the calling thread
+// alone, through a plan made for one thread (`one`): the team's start and its threads
+// sharing the operands' cache lines cost more than they save there.  fashion_cnn's
+// first convolution at batch 1 (32 x 784 x 9), two threads on this 2-core VM, SCHED_FIFO:
+// 20 us through the team's plan, 8 on one thread.  (K in blocks of at most 384, as
+// below, leaves oneDNN no sum over K to split among threads: the same bits either way.)
+#ifndef K_F32_ONE_THREAD_WORK
+#define K_F32_ONE_THREAD_WORK 1048576.0
+#endif
 typedef struct {
     int M, N, K, ta, tb, lda, ldb, ldc;
+    int one;                           // made for one thread (k_sgemm outside a team, a small product)
     float alpha, beta;
     dnnl_engine_t engine;
     dnnl_primitive_t prim;             // NULL: no brgemm matmul for it (sgemm computes it)
@@ -156,7 +166,7 @@ static inline dnnl_engine_t k_dnnl_engine_locked(void) {
 }
 
 static inline size_t k_f32_plan_hash(const k_f32_plan *q) {
-    const int v[8] = { q->M, q->N, q->K, q->ta | q->tb << 1, q->lda, q->ldb, q->ldc, 0 };
+    const int v[8] = { q->M, q->N, q->K, q->ta | q->tb << 1 | q->one << 2, q->lda, q->ldb, q->ldc, 0 };
     uint64_t h = 1469598103934665603ull;
     for (int i = 0; i < 8; i++) h = (h ^ (uint32_t)v[i]) * 1099511628211ull;
     uint32_t ab[2];
@@ -167,7 +177,7 @@ static inline size_t k_f32_plan_hash(const k_f32_plan *q) {
 }
 static inline int k_f32_plan_same(const k_f32_plan *x, const k_f32_plan *y) {
     return x->M == y->M && x->N == y->N && x->K == y->K && x->ta == y->ta && x->tb == y->tb && x->lda == y->lda
-        && x->ldb == y->ldb && x->ldc == y->ldc && x->alpha == y->alpha && x->beta == y->beta;
+        && x->ldb == y->ldb && x->ldc == y->ldc && x->one == y->one && x->alpha == y->alpha && x->beta == y->beta;
 }
 
 // the primitive of `key`'s shape (made under the lock the first time); NULL when out of
@@ -203,6 +213,9 @@ static inline const k_f32_plan *k_f32_plan_of(const k_f32_plan *key) {
         if (q) {
             *q = *key;
             q->engine = engine;
+            // (oneDNN sizes a primitive's threads when it is made)
+            const int max_threads = omp_get_max_threads();
+            if (q->one) omp_set_num_threads(1);
             q->prim = NULL;
             q->scratch_bytes = 0;
             memset(&q->scratch, 0, sizeof q->scratch);
@@ -237,6 +250,7 @@ static inline const k_f32_plan *k_f32_plan_of(const k_f32_plan *key) {
             if (pd) dnnl_primitive_desc_destroy(pd);
             if (post) dnnl_post_ops_destroy(post);
             if (attr) dnnl_primitive_attr_destroy(attr);
+            omp_set_num_threads(max_threads);
             size_t i = k_f32_plan_hash(q) & (ps.cap - 1);
             while (ps.slots[i]) i = (i + 1) & (ps.cap - 1);
             ps.slots[i] = q;
@@ -348,11 +362,12 @@ static inline void k_sgemm(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta, enum
         // takes more than one block, each block of A's columns is copied dense first
         // (brgemm takes dense operands only; B's block of rows is dense already).
         int have = 1;
+        const int one = (double)M * N * K < K_F32_ONE_THREAD_WORK && !omp_in_parallel();
         for (int pass = 0; pass < 2 && have; pass++) {
             for (int k0 = 0, kk; k0 < K; k0 += kk) {
                 kk = k_sgemm_kblock(K - k0);
                 const int split = kk < K;
-                k_f32_plan key = { M, N, kk, 0, 0, split ? kk : lda, ldb, ldc, alpha, k0 ? 1 : beta, NULL, NULL,
+                k_f32_plan key = { M, N, kk, 0, 0, split ? kk : lda, ldb, ldc, one, alpha, k0 ? 1 : beta, NULL, NULL,
                                    {0}, {0}, {0}, {0}, 0 };
                 const k_f32_plan *q = k_f32_plan_of(&key);
                 if (!q) return;   // recorded (K_FAIL)
@@ -650,7 +665,8 @@ static inline size_t k_align64(size_t n) { return (n + 63) / 64 * 64; }
 // single-threaded primitives of its slice's shape, one parallel region per pass (oneDNN's
 // own threading is a region per reorder and per pass: under load every region waits for
 // its slowest thread).  nt: the team, 0 when the direct kernels take no slice of `d`,
-// nor a batch smaller than the team (a batch-1 call: im2col's GEMMs use every thread).
+// nor a batch smaller than the team (one image: k_conv_direct_oc_team splits its output
+// channels instead).
 static inline int k_conv_direct_team(const k_conv2d_dims *d, int bf16, int *nb, int backward) {
     if (d->N < k_max_threads()) return 0;
     int nt = k_max_threads() < d->N ? k_max_threads() : d->N;
@@ -688,10 +704,46 @@ static inline void k_conv_direct_forward_slice(float *out, const float *inp, con
         && k_conv_reorder(q, q->y_out, ws + os, &q->yb, ws + ow, &q->y, out));
 }
 
+// One image (a batch-1 call) on a team of nt > 1 threads: its output channels split
+// among them, `per` each (a multiple of 16, the blocked layouts' channel block; the last
+// thread the rest), each thread running the single-threaded plan of its part on the
+// whole input into its own planes (the image's output channels are contiguous).  One
+// parallel region and no reduction: measured on this 2-core VM (batch 1, two threads,
+// alternating, SCHED_FIFO), fashion_cnn's Conv2d(32, 64) at 14x14 took 87 us through
+// im2col + the two threads' GEMM against 47 on one thread; paw's Conv2d(64, 128) at 16x16
+// 175 us against 215.  Returns the team (0: the parts have no plans, im2col computes it).
+static inline int k_conv_direct_oc_team(const k_conv2d_dims *d, int bf16, int *per) {
+    const int threads = k_max_threads();
+    if (d->N != 1 || threads < 2 || omp_in_parallel()) return 0;
+    int p = (d->OC + 16 * threads - 1) / (16 * threads) * 16;
+    if (p < K_CONV_DIRECT_MIN) p = (K_CONV_DIRECT_MIN + 15) / 16 * 16;
+    const int nt = (d->OC + p - 1) / p;
+    if (nt < 2) return 0;
+    k_conv2d_dims s = *d;
+    s.OC = p;
+    if (!k_conv_plan_of(&s, bf16)) return 0;
+    s.OC = d->OC - (nt - 1) * p;
+    if (!k_conv_plan_of(&s, bf16)) return 0;
+    *per = p;
+    return nt;
+}
+
 // k_conv2d_forward (f32, or bf16c with bf16; accumulate 0) through the plans: 1 when done
 // (or its failure recorded), 0 when the shape has none (im2col computes it)
 static inline int k_conv_direct_forward(float *out, const float *inp, const float *w, const float *b, const k_conv2d_dims *d,
                                         int bf16) {
+    int per, nct = k_conv_direct_oc_team(d, bf16, &per);
+    if (nct) {
+        const size_t wper = (size_t)d->C * d->KH * d->KW, P = (size_t)d->OH * d->OW;
+        #pragma omp parallel num_threads(nct) K_TEAM
+        {
+            const int t = omp_get_thread_num(), oc0 = t * per;
+            k_conv2d_dims s = *d;
+            s.OC = d->OC - oc0 < per ? d->OC - oc0 : per;
+            k_conv_direct_forward_slice(out + (size_t)oc0 * P, inp, w + (size_t)oc0 * wper, b ? b + oc0 : NULL, &s, bf16, 0, 1);
+        }
+        return 1;
+    }
     int nb, nt = k_conv_direct_team(d, bf16, &nb, 0);
     if (!nt) return 0;
     if (nt == 1) { k_conv_direct_forward_slice(out, inp, w, b, d, bf16, 0, d->N); return 1; }
