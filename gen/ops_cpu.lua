@@ -227,6 +227,20 @@ local function bn_chain(e, n, members)
     pool and last.shape[3] or H, pool and last.shape[4] or W, pool and 1 or 0, NARROW[e.fmt(n.out)] or 0)
 end
 
+-- The chain's kernels over 16-bit storage (templates/cpu/kernels_chain.inc's _bf16): where
+-- the chain's format is one of these and each of its activation operands is stored and
+-- read in it (e.can_native), the kernel reads and writes them there itself; otherwise
+-- the float kernel over the widening arena.  Returns the format, or nil.
+local NATIVE = { bf16 = true }
+local function native_format(e, n, tensors)
+  local f = e.fmt(n.out)
+  if not NATIVE[f] then return nil end
+  for _, t in ipairs(tensors) do
+    if not e.can_native(t, f) then return nil end
+  end
+  return f
+end
+
 function ops_cpu.batch_norm.chain_forward(e, n, members)
   local x, last, pool, sizes = bn_chain(e, n, members)
   local a = n.attrs
@@ -234,25 +248,37 @@ function ops_cpu.batch_norm.chain_forward(e, n, members)
   local b = n.inputs[3] and e.ptr(n.inputs[3]) or "NULL"
   local momentum = a.momentum == false and e.lit(-1) or e.lit(a.momentum)
   local argmax = pool and e.training_only(e.save(members[2], "argmax")) or "NULL"
+  local f = native_format(e, n, { x, last })
+  local act = f and e.native or e.ptr
+  local call = f and function(k, ...) return e.call_native(f, k, ...) end or e.call
+  local out, inp = act(last), act(x)
   local function train()
-    return { e.call("bn_relu_forward_train", e.ptr(last), argmax, e.save(n, "mean"), e.save(n, "invstd"),
+    return { call("bn_relu_forward_train", out, argmax, e.save(n, "mean"), e.save(n, "invstd"),
       e.state(n, "running_mean"), e.state(n, "running_var"), e.counter(n, "num_batches_tracked"),
-      e.ptr(x), w, b, sizes, e.lit(a.eps), momentum) }
+      inp, w, b, sizes, e.lit(a.eps), momentum) }
   end
   if not a.track_running_stats then return train() end
   return by_mode(e, train, function()
-    return { e.call("bn_relu_forward_eval", e.ptr(last), e.ptr(x), w, b,
+    return { call("bn_relu_forward_eval", out, inp, w, b,
       e.state(n, "running_mean"), e.state(n, "running_var"), sizes, e.lit(a.eps)) }
   end)
 end
 
 function ops_cpu.batch_norm.chain_backward(e, n, members)
   local x, last, pool = bn_chain(e, n, members)
-  local S, P = dims_after(x.shape, 3), dims_after(last.shape, 3)
-  return { e.call("bn_relu_backward", e.grad(x), n.inputs[2] and e.grad(n.inputs[2]) or "NULL",
-    n.inputs[3] and e.grad(n.inputs[3]) or "NULL", e.grad(last), e.ptr(last),
-    pool and e.save(members[2], "argmax") or "NULL", e.ptr(x), n.inputs[2] and e.ptr(n.inputs[2]) or "NULL",
-    e.save(n, "mean"), e.save(n, "invstd"), e.batch(x), x.shape[2], S, P, e.acc(x), e.acc_params { n.inputs[2], n.inputs[3] }) }
+  local H, W = x.shape[3] or 1, dims_after(x.shape, 4)
+  local f = native_format(e, n, { x, last })
+  local act, grad = e.ptr, e.grad
+  local call = e.call
+  if f then
+    act, grad = e.native, e.native_grad
+    call = function(k, ...) return e.call_native(f, k, ...) end
+  end
+  return { call("bn_relu_backward", grad(x), n.inputs[2] and e.grad(n.inputs[2]) or "NULL",
+    n.inputs[3] and e.grad(n.inputs[3]) or "NULL", grad(last), act(last),
+    pool and e.save(members[2], "argmax") or "NULL", act(x), n.inputs[2] and e.ptr(n.inputs[2]) or "NULL",
+    e.save(n, "mean"), e.save(n, "invstd"), e.batch(x), x.shape[2], H, W,
+    pool and last.shape[3] or H, pool and last.shape[4] or W, e.acc(x), e.acc_params { n.inputs[2], n.inputs[3] }) }
 end
 
 ops_cpu.layer_norm = {

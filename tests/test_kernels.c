@@ -250,7 +250,7 @@ Test(kernels, batch_norm_train) {
 GC_FWD(bnr, BNR_BODY)
 static void bnr_bwd(gc *c) {   // (c->out, am, mean and invstd: the last forward's, at the unperturbed inputs)
     k_bn_relu_backward_f64(c->g[0], c->g[1], c->g[2], c->w, c->out, c->iv[6] ? c->am : NULL, c->x[0], c->x[1],
-                           c->s64[0], c->s64[1], c->iv[0], c->iv[1], c->iv[2] * c->iv[3], c->iv[4] * c->iv[5], 1, 1);
+                           c->s64[0], c->s64[1], c->iv[0], c->iv[1], c->iv[2], c->iv[3], c->iv[4], c->iv[5], 1, 1);
 }
 Test(kernels, bn_relu_chain) {
     for (uint64_t seed = 1; seed <= 4; seed++) {
@@ -320,6 +320,56 @@ Test(kernels, bn_relu_chain_eval) {
     k_max_pool2d_forward_f32(want, NULL, y, &d);
     k_bn_relu_forward_eval_f32(got, x, w, b, rm, rv, N, C, H, W, H / 2, W / 2, 1, 0, 1e-5f);
     for (int i = 0; i < N * C * (H / 2) * (W / 2); i++) cr_assert(got[i] == want[i], "pool [%d]: %g, want %g", i, got[i], want[i]);
+}
+
+// the chain over bf16 storage (k_bn_relu_*_bf16, what the precision plan's chains call
+// where every activation is stored as bf16) is the float kernel over widened operands
+// with the plan's conversions around it (k_load before; k_store, or k_accum where the
+// kernel adds into a gradient, after), bit for bit: outputs, argmax, statistics,
+// parameter gradients and the input's gradient, with and without the pool, odd sizes
+// (a last row and column in no window) included
+Test(kernels, bn_relu_chain_native) {
+    for (uint64_t seed = 1; seed <= 6; seed++) {
+        uint64_t s = seed * 7919;
+        const int N = gc_int(&s, 2, 4), C = gc_int(&s, 1, 4), H = gc_int(&s, 2, 9), W = gc_int(&s, 2, 9), pool = seed % 2;
+        const int OH = pool ? H / 2 : H, OW = pool ? W / 2 : W, acc = seed > 2;
+        const size_t n = (size_t)N * C * H * W, no = (size_t)N * C * OH * OW;
+        k_bf16 *x = malloc(n * 2), *y16 = malloc(no * 2), *dy = malloc(no * 2), *dx16 = malloc(n * 2), *dx0 = malloc(n * 2);
+        float *xf = malloc(n * 4), *yf = malloc(no * 4), *dyf = malloc(no * 4), *dxf = malloc(n * 4);
+        k_bf16 *want = malloc(no * 2), *dwant = malloc(n * 2);
+        int32_t *am16 = malloc(no * 4), *amf = malloc(no * 4);
+        float w[4], b[4], m16[4], i16[4], mf[4], iff[4], rm16[4] = { 0 }, rv16[4] = { 1, 1, 1, 1 }, rmf[4] = { 0 }, rvf[4] = { 1, 1, 1, 1 };
+        float dw16[4], db16[4], dwf[4], dbf[4];
+        for (int c = 0; c < C; c++) { w[c] = (float)gc_unif(&s, 0.5, 1.5) * (c % 2 ? -1 : 1); b[c] = (float)gc_unif(&s, -0.3, 0.3); }
+        for (size_t i = 0; i < n; i++) { x[i] = k_narrow_bf16((float)gc_unif(&s, -2, 2)); dx0[i] = k_narrow_bf16((float)gc_unif(&s, -1, 1)); }
+        for (size_t i = 0; i < no; i++) dy[i] = k_narrow_bf16((float)gc_unif(&s, -1, 1));
+        // forward (training)
+        k_bn_relu_forward_train_bf16(y16, pool ? am16 : NULL, m16, i16, rm16, rv16, NULL, x, w, b, N, C, H, W, OH, OW, pool, 1, 1e-5f, 0.1f);
+        k_load_bf16_as_bf16(xf, x, n);
+        k_bn_relu_forward_train_f32(yf, pool ? amf : NULL, mf, iff, rmf, rvf, NULL, xf, w, b, N, C, H, W, OH, OW, pool, 1, 1e-5f, 0.1f);
+        k_store_bf16_from_bf16(want, yf, no);
+        cr_assert(memcmp(y16, want, no * 2) == 0, "seed %d: the forward's output differs", (int)seed);
+        cr_assert(!pool || memcmp(am16, amf, no * 4) == 0, "seed %d: argmax differs", (int)seed);
+        cr_assert(memcmp(m16, mf, C * 4) == 0 && memcmp(i16, iff, C * 4) == 0, "seed %d: mean/invstd differ", (int)seed);
+        cr_assert(memcmp(rm16, rmf, C * 4) == 0 && memcmp(rv16, rvf, C * 4) == 0, "seed %d: running statistics differ", (int)seed);
+        // backward: acc 0 stores dinp, acc 1 adds into what dx0 holds
+        memcpy(dx16, dx0, n * 2);
+        k_bn_relu_backward_bf16(dx16, dw16, db16, dy, y16, pool ? am16 : NULL, x, w, m16, i16, N, C, H, W, OH, OW, acc, 0);
+        k_load_bf16_as_bf16(dyf, dy, no);
+        k_load_bf16_as_bf16(yf, y16, no);
+        k_bn_relu_backward_f32(dxf, dwf, dbf, dyf, yf, pool ? amf : NULL, xf, w, mf, iff, N, C, H, W, OH, OW, 0, 0);
+        memcpy(dwant, dx0, n * 2);
+        if (acc) k_accum_bf16_from_bf16(dwant, dxf, n); else k_store_bf16_from_bf16(dwant, dxf, n);
+        cr_assert(memcmp(dx16, dwant, n * 2) == 0, "seed %d (acc %d, pool %d): the input's gradient differs", (int)seed, acc, pool);
+        cr_assert(memcmp(dw16, dwf, C * 4) == 0 && memcmp(db16, dbf, C * 4) == 0, "seed %d: dw/db differ", (int)seed);
+        // eval
+        k_bn_relu_forward_eval_bf16(y16, x, w, b, rm16, rv16, N, C, H, W, OH, OW, pool, 1, 1e-5f);
+        k_bn_relu_forward_eval_f32(yf, xf, w, b, rmf, rvf, N, C, H, W, OH, OW, pool, 1, 1e-5f);
+        k_store_bf16_from_bf16(want, yf, no);
+        cr_assert(memcmp(y16, want, no * 2) == 0, "seed %d: the eval forward's output differs", (int)seed);
+        free(x); free(y16); free(dy); free(dx16); free(dx0); free(xf); free(yf); free(dyf); free(dxf); free(want); free(dwant);
+        free(am16); free(amf);
+    }
 }
 
 #define BNE_BODY(S) k_batch_norm_forward_eval_##S(OUT, X[0], X[1], X[2], X[3], X[4], c->iv[0], c->iv[1], c->iv[2], 1e-5);

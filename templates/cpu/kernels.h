@@ -6,6 +6,7 @@
 // + CBLAS (OpenBLAS: the double GEMMs of 64-true).
 // Copied next to every generated program together with its parts:
 //   kernels_nn.inc       linear, conv2d, max/avg pool, batch norm, layer norm, embedding
+//   kernels_chain.inc    batch norm + ReLU [+ 2x2 max pool] in one pass (also over bf16 storage)
 //   kernels_pointwise.inc activations, dropout, add/sub/mul/div (equal, scalar, row, broadcast)
 //   kernels_shape.inc    permute, slice, cat, sum/mean, softmax, log_softmax, matmul, attention
 //   kernels_loss.inc     cross entropy (class index and soft), bce, bce_with_logits, mse, l1
@@ -23,7 +24,8 @@
 //   linear     k_linear_{forward,backward}            conv2d  k_conv2d_{forward,backward}, k_conv2d_scratch
 //   pooling    k_max_pool2d_{forward,backward}        k_avg_pool2d_{forward,backward}
 //   norms      k_batch_norm_forward_{train,eval}, k_batch_norm_backward{,_eval}, k_layer_norm_{forward,backward}
-//              k_bn_relu_forward_{train,eval}, k_bn_relu_backward (batch norm + ReLU [+ 2x2 max pool] fused)
+//              k_bn_relu_forward_{train,eval}, k_bn_relu_backward (batch norm + ReLU [+ 2x2 max pool] fused;
+//              also _bf16: the activations in bf16 storage)
 //              k_batch_norm_sums, k_batch_norm_forward_synced, k_batch_norm_backward_{sums,synced} (SyncBatchNorm)
 //   embedding  k_embedding_{forward,backward}
 //   pointwise  k_{relu,sigmoid,tanh,silu,gelu,dropout}_{forward,backward}
@@ -1030,6 +1032,12 @@ static inline void k_sgemm_bf16(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta,
 #define K_CONV_DIRECT 0              /* kernels_nn.inc: float convolutions through k_conv_direct_* where they take them */
 #include "kernels_nn.inc"
 #undef K_CONV_DIRECT
+#define XT T                         /* kernels_chain.inc: the activations' storage, XLD/XST/XRND its conversions */
+#define XLD(x) (x)
+#define XST(v) (v)
+#define XRND(v) (v)
+#define XSTAGE 0
+#include "kernels_chain.inc"
 #include "kernels_pointwise.inc"
 #include "kernels_shape.inc"
 #include "kernels_loss.inc"
@@ -1058,6 +1066,12 @@ static inline void k_sgemm_bf16(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta,
 #define K_GEMM cblas_dgemm
 #define K_EPS_T 2.220446049250313e-16
 #include "kernels_nn.inc"
+#include "kernels_chain.inc"
+#undef XT
+#undef XLD
+#undef XST
+#undef XRND
+#undef XSTAGE
 #include "kernels_pointwise.inc"
 #include "kernels_shape.inc"
 #include "kernels_loss.inc"
@@ -1103,6 +1117,28 @@ static inline void k_sgemm_bf16(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta,
 #undef K_EXP
 #undef K_GEMM
 #undef K_EPS_T
+
+// batch norm + ReLU [+ 2x2 max pool] over activations in bf16 storage (float arithmetic):
+// k_bn_relu_forward_train_bf16, k_bn_relu_forward_eval_bf16, k_bn_relu_backward_bf16.
+// gen/ops_cpu.lua's chain rules call them where every activation operand of the chain
+// is stored and read as bf16 (no widening arena around the kernel).
+#define T float
+#define SFX bf16
+#define KM(fn) fn##f
+#define XT k_bf16
+#define XLD(x) k_widen_bf16(x)
+#define XST(v) k_narrow_bf16(v)
+#define XRND(v) k_round_bf16(v)
+#define XSTAGE 1                     /* row pairs staged in float (strided 16-bit loads do not vectorise) */
+#include "kernels_chain.inc"
+#undef XT
+#undef XLD
+#undef XST
+#undef XRND
+#undef XSTAGE
+#undef T
+#undef SFX
+#undef KM
 
 // the optimizer, clipping, unscaling and init kernels over 16-bit storage
 // ("bf16-true", "16-true"): k_adam_step_bf16, k_sgd_step_f16, ...  Float arithmetic,
