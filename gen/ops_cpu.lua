@@ -108,14 +108,40 @@ local function pool_dims(e, n)
     (a.count_include_pad == false) and 0 or 1)
 end
 
+-- The 2x2, stride-2 max pool over bf16 storage (templates/cpu/kernels.h's
+-- k_max_pool2d_*_bf16) where its input and output are stored and read as bf16: the bf16
+-- format, or nil (the float kernel over the widening arena)
+local function pool_native(e, n)
+  local x, a = n.inputs[1], n.attrs
+  if e.sfx ~= "f32" or e.fmt(n.out) ~= "bf16" or #x.shape ~= 4 then return nil end
+  local dil = a.dilation or { 1, 1 }
+  for i = 1, 2 do
+    if a.kernel_size[i] ~= 2 or a.stride[i] ~= 2 or a.padding[i] ~= 0 or dil[i] ~= 1
+      or 2 * n.out.shape[2 + i] > x.shape[2 + i] then return nil end
+  end
+  if not (e.can_native(x, "bf16") and e.can_native(n.out, "bf16")) then return nil end
+  return "bf16"
+end
+
 ops_cpu.max_pool2d = {
   forward = function(e, n)
     local d = e.local_name(n, "dims")
+    local f = pool_native(e, n)
+    if f then
+      return { string.format("const k_pool2d_dims %s = %s;", d, pool_dims(e, n)),
+        e.call_native(f, "max_pool2d_forward", e.native(n.out), e.training_only(e.save(n, "argmax")), e.native(n.inputs[1]), "&" .. d) }
+    end
     return { string.format("const k_pool2d_dims %s = %s;", d, pool_dims(e, n)),
       e.call("max_pool2d_forward", e.ptr(n.out), e.training_only(e.save(n, "argmax")), e.ptr(n.inputs[1]), "&" .. d) }
   end,
   backward = function(e, n)
     local d = e.local_name(n, "dims")
+    local f = pool_native(e, n)
+    if f then
+      return { string.format("const k_pool2d_dims %s = %s;", d, pool_dims(e, n)),
+        e.call_native(f, "max_pool2d_backward", e.native_grad(n.inputs[1]), e.native_grad(n.out), e.save(n, "argmax"), "&" .. d,
+          e.acc(n.inputs[1])) }
+    end
     return { string.format("const k_pool2d_dims %s = %s;", d, pool_dims(e, n)),
       e.call("max_pool2d_backward", e.grad(n.inputs[1]), e.grad(n.out), e.save(n, "argmax"), "&" .. d, e.acc(n.inputs[1])) }
   end,

@@ -372,6 +372,38 @@ Test(kernels, bn_relu_chain_native) {
     }
 }
 
+// the 2x2 max pool over bf16 storage is the float kernel over widened operands with the
+// plan's conversions around it, bit for bit: output, argmax (ties between bf16 values
+// included), the routed gradient stored (acc 0) or added (acc 1); odd sizes and a NaN
+Test(kernels, max_pool2d_native) {
+    for (uint64_t seed = 1; seed <= 4; seed++) {
+        uint64_t s = seed * 104729;
+        const int N = gc_int(&s, 1, 3), C = gc_int(&s, 1, 3), H = gc_int(&s, 2, 9), W = gc_int(&s, 2, 9), acc = seed % 2;
+        const int OH = H / 2, OW = W / 2;
+        const size_t n = (size_t)N * C * H * W, no = (size_t)N * C * OH * OW;
+        k_bf16 *x = malloc(n * 2), *y = malloc(no * 2), *want = malloc(no * 2), *dy = malloc(no * 2);
+        k_bf16 *dx = malloc(n * 2), *dwant = malloc(n * 2);
+        float *xf = malloc(n * 4), *yf = malloc(no * 4), *dyf = malloc(no * 4), *dxf = malloc(n * 4);
+        int32_t *am = malloc(no * 4), *amf = malloc(no * 4);
+        for (size_t i = 0; i < n; i++) { x[i] = k_narrow_bf16((float)gc_int(&s, -4, 4) * 0.5f); dx[i] = k_narrow_bf16((float)gc_unif(&s, -1, 1)); }
+        if (seed == 3) x[n / 2] = k_narrow_bf16(NAN);
+        for (size_t i = 0; i < no; i++) dy[i] = k_narrow_bf16((float)gc_unif(&s, -1, 1));
+        memcpy(dwant, dx, n * 2);
+        k_pool2d_dims d = { N, C, H, W, 2, 2, 2, 2, 0, 0, 1, 1, OH, OW, 1 };
+        k_max_pool2d_forward_bf16(y, am, x, &d);
+        k_load_bf16_as_bf16(xf, x, n);
+        k_max_pool2d_forward_f32(yf, amf, xf, &d);
+        k_store_bf16_from_bf16(want, yf, no);
+        cr_assert(memcmp(y, want, no * 2) == 0 && memcmp(am, amf, no * 4) == 0, "seed %d: the forward differs", (int)seed);
+        k_max_pool2d_backward_bf16(dx, dy, am, &d, acc);
+        k_load_bf16_as_bf16(dyf, dy, no);
+        k_max_pool2d_backward_f32(dxf, dyf, amf, &d, 0);
+        if (acc) k_accum_bf16_from_bf16(dwant, dxf, n); else k_store_bf16_from_bf16(dwant, dxf, n);
+        cr_assert(memcmp(dx, dwant, n * 2) == 0, "seed %d (acc %d): the input's gradient differs", (int)seed, acc);
+        free(x); free(y); free(want); free(dy); free(dx); free(dwant); free(xf); free(yf); free(dyf); free(dxf); free(am); free(amf);
+    }
+}
+
 #define BNE_BODY(S) k_batch_norm_forward_eval_##S(OUT, X[0], X[1], X[2], X[3], X[4], c->iv[0], c->iv[1], c->iv[2], 1e-5);
 GC_FWD(bne, BNE_BODY)
 static void bne_bwd(gc *c) {

@@ -23,6 +23,8 @@
 // The kernels (each as _f32 and _f64; T is float or double; "d" a dims struct below):
 //   linear     k_linear_{forward,backward}            conv2d  k_conv2d_{forward,backward}, k_conv2d_scratch
 //   pooling    k_max_pool2d_{forward,backward}        k_avg_pool2d_{forward,backward}
+//              k_max_pool2d_{forward,backward}_bf16 (2x2 windows over bf16 storage)
+//              (k_max_pool2d_{forward,backward}_bf16: 2x2 windows over bf16 storage)
 //   norms      k_batch_norm_forward_{train,eval}, k_batch_norm_backward{,_eval}, k_layer_norm_{forward,backward}
 //              k_bn_relu_forward_{train,eval}, k_bn_relu_backward (batch norm + ReLU [+ 2x2 max pool] fused;
 //              also _bf16: the activations in bf16 storage)
@@ -1139,6 +1141,58 @@ static inline void k_sgemm_bf16(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta,
 #undef T
 #undef SFX
 #undef KM
+
+// The 2x2, stride-2 max pool (k_max_pool2d_2x2_plane's windows) over bf16 storage:
+// k_max_pool2d_forward_bf16, k_max_pool2d_backward_bf16 (gen/ops_cpu.lua's max_pool2d,
+// where the input and output are stored and read as bf16 and the windows are that one).
+// Each plane is widened into this thread's float staging, pooled or routed by the float
+// kernel's own code, and the result stored: the float kernel over widened operands with
+// the precision plan's conversions around it, bit for bit, without the whole-tensor copies
+// (the maximum of bf16 values is one of them, stored exactly; a routed gradient is one
+// dout value or 0, added into the storage as k_accum_bf16_from_bf16 adds).
+static inline float *k_pool_stage_bf16(size_t n) {   // this thread's staging (NULL: out of memory, recorded)
+    static _Thread_local float *buf;
+    static _Thread_local size_t cap;
+    if (n > cap) {
+        float *grown = realloc(buf, n * sizeof(float));
+        if (!grown) { K_FAIL_NOMEM("out of memory (a pool's staging, %zu values)", n); return NULL; }
+        buf = grown;
+        cap = n;
+    }
+    return buf;
+}
+static inline void k_max_pool2d_forward_bf16(k_bf16 *out, int32_t *argmax, const k_bf16 *inp, const k_pool2d_dims *d) {
+    const int H = d->H, W = d->W, OH = d->OH, OW = d->OW;
+    const size_t S = (size_t)H * W, P = (size_t)OH * OW;
+    const int planes = d->N * d->C;
+    K_PARALLEL_FOR((size_t)planes * P > 16384,
+    for (int pl = 0; pl < planes; pl++) {
+        float *x = k_pool_stage_bf16(S + P);
+        if (!x) continue;
+        const k_bf16 *src = inp + (size_t)pl * S;
+        for (size_t s = 0; s < S; s++) x[s] = k_widen_bf16(src[s]);
+        k_max_pool2d_2x2_plane_f32(x + S, argmax ? argmax + (size_t)pl * P : NULL, x, W, OH, OW);
+        k_bf16 *o = out + (size_t)pl * P;
+        for (size_t p = 0; p < P; p++) o[p] = k_narrow_bf16(x[S + p]);
+    });
+}
+static inline void k_max_pool2d_backward_bf16(k_bf16 *dinp, const k_bf16 *dout, const int32_t *argmax, const k_pool2d_dims *d,
+                                              int acc) {
+    const size_t S = (size_t)d->H * d->W, P = (size_t)d->OH * d->OW;
+    const int planes = d->N * d->C;
+    K_PARALLEL_FOR((size_t)planes * P > 16384,
+    for (int pl = 0; pl < planes; pl++) {
+        float *g = k_pool_stage_bf16(S);
+        if (!g) continue;
+        const k_bf16 *dO = dout + (size_t)pl * P;
+        const int32_t *am = argmax + (size_t)pl * P;
+        k_bf16 *dx = dinp + (size_t)pl * S;
+        memset(g, 0, S * sizeof(float));
+        for (size_t p = 0; p < P; p++) g[am[p]] += k_widen_bf16(dO[p]);
+        if (acc) for (size_t s = 0; s < S; s++) dx[s] = k_narrow_bf16(k_widen_bf16(dx[s]) + g[s]);
+        else for (size_t s = 0; s < S; s++) dx[s] = k_narrow_bf16(g[s]);
+    });
+}
 
 // the optimizer, clipping, unscaling and init kernels over 16-bit storage
 // ("bf16-true", "16-true"): k_adam_step_bf16, k_sgd_step_f16, ...  Float arithmetic,
