@@ -78,6 +78,15 @@ local function conv_dims(e, n, batch)
     n.out.shape[3], n.out.shape[4])
 end
 
+-- A bf16c convolution whose input and output are stored and read as bf16 takes them in
+-- that storage (templates/cpu/kernels.h's k_conv2d_*_bf16s: no widening arena around the
+-- activations; the weights and bias as the bf16c kernels take them)
+local function conv_native(e, n)
+  local x = n.inputs[1]
+  if gemm_call(e, { x, n.inputs[2] }) == e.call then return false end
+  return e.can_native(x, "bf16") and e.can_native(n.out, "bf16")
+end
+
 ops_cpu.conv2d = {
   -- scratch depends on the thread count, so the program sizes it at start-up
   scratch = function(e, n)
@@ -86,12 +95,23 @@ ops_cpu.conv2d = {
   end,
   forward = function(e, n)
     local d = e.local_name(n, "dims")
+    if conv_native(e, n) then
+      return { string.format("const k_conv2d_dims %s = %s;", d, conv_dims(e, n)),
+        e.call_native("bf16s", "conv2d_forward", e.native(n.out), e.native(n.inputs[1]), e.ptr(n.inputs[2]),
+          n.inputs[3] and e.ptr(n.inputs[3]) or "NULL", e.scratch(), "&" .. d) }
+    end
     return { string.format("const k_conv2d_dims %s = %s;", d, conv_dims(e, n)),
       gemm_call(e, { n.inputs[1], n.inputs[2] })("conv2d_forward", e.ptr(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]),
         n.inputs[3] and e.ptr(n.inputs[3]) or "NULL", e.scratch(), "&" .. d) }
   end,
   backward = function(e, n)
     local d = e.local_name(n, "dims")
+    if conv_native(e, n) then
+      return { string.format("const k_conv2d_dims %s = %s;", d, conv_dims(e, n)),
+        e.call_native("bf16s", "conv2d_backward", e.native_grad(n.inputs[1]), e.grad(n.inputs[2]),
+          n.inputs[3] and e.grad(n.inputs[3]) or "NULL", e.native_grad(n.out), e.native(n.inputs[1]), e.ptr(n.inputs[2]),
+          e.scratch(), "&" .. d, e.acc(n.inputs[1]), e.acc_params { n.inputs[2], n.inputs[3] }) }
+    end
     return { string.format("const k_conv2d_dims %s = %s;", d, conv_dims(e, n)),
       gemm_call(e, { n.inputs[1], n.inputs[2] })("conv2d_backward", e.grad(n.inputs[1]), e.grad(n.inputs[2]),
         n.inputs[3] and e.grad(n.inputs[3]) or "NULL", e.grad(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]),

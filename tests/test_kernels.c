@@ -137,6 +137,48 @@ Test(kernels, conv2d_direct) {
     conv_direct_case(1, 16, 6, 16, 1, 1, 0, 1, 0);
 }
 
+// the bf16c convolutions over bf16 storage (k_conv2d_*_bf16s: oneDNN's direct kernels
+// reading and writing the bf16 storage where they take the shape, staging in float
+// elsewhere) are the bf16c kernels over widened operands with the plan's conversions
+// around them, bit for bit: output, dinp stored (acc 0) and added (acc 1), dw and db
+static void conv_native_case(int N, int C, int H, int OC) {
+    k_conv2d_dims d = { N, C, H, H, OC, 3, 3, 1, 1, 1, 1, 1, 1, 1, H, H };
+    const size_t nx = (size_t)N * C * H * H, nw = (size_t)OC * C * 9, ny = (size_t)N * OC * H * H;
+    uint64_t s = (uint64_t)N * 977 + C;
+    k_bf16 *x = malloc(nx * 2), *y = malloc(ny * 2), *dy = malloc(ny * 2), *dx = malloc(nx * 2), *want = malloc(ny * 2), *dwant = malloc(nx * 2);
+    float *w = malloc(nw * 4), *b = malloc(OC * 4), *xf = malloc(nx * 4), *yf = malloc(ny * 4), *dyf = malloc(ny * 4), *dxf = malloc(nx * 4);
+    float *dw = malloc(nw * 4), *db = malloc(OC * 4), *dwf = malloc(nw * 4), *dbf = malloc(OC * 4);
+    float *scr = calloc(k_conv2d_scratch_f32(&d), 4);
+    for (size_t i = 0; i < nx; i++) x[i] = k_narrow_bf16((float)gc_unif(&s, -1, 1));
+    for (size_t i = 0; i < ny; i++) dy[i] = k_narrow_bf16((float)gc_unif(&s, -1, 1));
+    for (size_t i = 0; i < nw; i++) w[i] = bf16_of(gc_unif(&s, -0.2, 0.2));
+    for (int i = 0; i < OC; i++) b[i] = bf16_of(gc_unif(&s, -1, 1));
+    k_conv2d_forward_bf16s(y, x, w, b, scr, &d);
+    k_load_bf16_as_bf16(xf, x, nx);
+    k_conv2d_forward_bf16c(yf, xf, w, b, scr, &d);
+    k_store_bf16_from_bf16(want, yf, ny);
+    cr_assert(memcmp(y, want, ny * 2) == 0, "conv bf16s N%d C%d OC%d: the output differs", N, C, OC);
+    k_load_bf16_as_bf16(dyf, dy, ny);
+    for (int acc = 0; acc <= 1; acc++) {
+        for (size_t i = 0; i < nx; i++) dx[i] = dwant[i] = k_narrow_bf16((float)gc_unif(&s, -1, 1));
+        k_conv2d_backward_bf16s(dx, dw, db, dy, x, w, scr, &d, acc, 0);
+        k_conv2d_backward_bf16c(dxf, dwf, dbf, dyf, xf, w, scr, &d, 0, 0);
+        if (acc) k_accum_bf16_from_bf16(dwant, dxf, nx); else k_store_bf16_from_bf16(dwant, dxf, nx);
+        cr_assert(memcmp(dx, dwant, nx * 2) == 0, "conv bf16s N%d C%d OC%d acc %d: dinp differs", N, C, OC, acc);
+        cr_assert(memcmp(dw, dwf, nw * 4) == 0 && memcmp(db, dbf, OC * 4) == 0, "conv bf16s N%d C%d OC%d: dw/db differ", N, C, OC);
+    }
+    free(x); free(y); free(dy); free(dx); free(want); free(dwant); free(w); free(b); free(xf); free(yf); free(dyf); free(dxf);
+    free(dw); free(db); free(dwf); free(dbf); free(scr);
+}
+Test(kernels, conv2d_native) {
+    conv_native_case(5, 16, 9, 32);   // oneDNN's direct kernels where the CPU has AVX512_BF16
+    conv_native_case(3, 3, 8, 16);    // im2col: staged
+    const k_conv2d_dims d = { 3, 16, 9, 9, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 9, 9 };   // (the first case's slice of 3 images)
+    const int bf16 = (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
+    const k_conv_plan *q = k_conv_plan_backward(&d, 1);
+    cr_assert(bf16 ? q && q->fwd16 && q->bwd16 : !q, "the direct kernels over bf16 storage: plan %p (AVX512_BF16 %d)", (void *)q, bf16);
+}
+
 // ---------------------------------------------------------------------------- pooling
 // PyTorch's output size (ops.lua window_out)
 static int pool_out(int size, int k, int s, int p, int d, int ceil_mode) {
