@@ -6,7 +6,8 @@
 -- gen/emit_c.lua writes model.c from the walk.  The walk's operand records are also
 -- the precision plan's conversions (precision_plan.tsv, which both programs carry):
 -- every float operand of a kernel in a format other than the compute type is converted
--- through the widening arena (m->wide) around the kernel.
+-- through the widening arena (m->wide) around the kernel, unless the op's rule calls a
+-- kernel over that 16-bit storage (e.native: recorded as a "native" operand).
 local util = require "util"
 local ops = require "ops"
 local ops_cpu = require "ops_cpu"

@@ -13,6 +13,9 @@
 --   e.counter(node, name)     an int64 counter (num_batches_tracked)
 --   e.numel(t) / e.rows(t, k) element count / count without the last k dims, as C expressions
 --   e.call(kernel, ...)       "k_<kernel>_<sfx>(args);"
+--   e.can_native(t, fmt)      t is stored and read in 16-bit fmt: a kernel over that storage may take it
+--   e.native(t) / e.native_grad(t)  its storage / its gradient's, typed in fmt (no widening arena)
+--   e.call_native(sfx, kernel, ...)  "k_<kernel>_<sfx>(args);" (a kernel over 16-bit storage)
 --   e.lit(x)                  a floating literal of the program's type
 --   e.rng_stream(node)        the Philox stream of this node at this step
 --   e.training() / e.training_only(x)  the step's training flag / x in training, NULL in eval
