@@ -6,7 +6,8 @@
 -- gen/emit_c.lua writes model.c from the walk.  The walk's operand records are also
 -- the precision plan's conversions (precision_plan.tsv, which both programs carry):
 -- every float operand of a kernel in a format other than the compute type is converted
--- through the widening arena (m->wide) around the kernel.
+-- through the widening arena (m->wide) around the kernel, unless the op's rule calls a
+-- kernel over that 16-bit storage (e.native: recorded as a "native" operand).
 local util = require "util"
 local ops = require "ops"
 local ops_cpu = require "ops_cpu"
@@ -35,12 +36,12 @@ local FORMATS = require("precision").FORMATS
 local function context(l, ty, read_only)
   local compute = l.pp.settings.compute
   local wide_used, wide_max = 0, 0
-  local pre, post, slots, accums = {}, {}, {}, {}
+  local pre, post, slots, accums, natives = {}, {}, {}, {}, {}
   local e = operands.context(l, {
     batch = "B",
     literal = function(v) return util.c_float(v, ty.lit_suffix) end,
     counter = function(offset) return string.format("&m->counters[%d]", offset) end,
-    begin = function() pre, post, slots, accums, wide_used = {}, {}, {}, {}, 0 end,
+    begin = function() pre, post, slots, accums, natives, wide_used = {}, {}, {}, {}, {}, 0 end,
   })
   e.T, e.sfx, e.decls, e.declared, e.units_read = ty.ctype, ty.sfx, {}, {}, {}
   -- an inference program (loom export): ops emit only their eval-mode code (ops_cpu's
@@ -128,6 +129,38 @@ local function context(l, ty, read_only)
     return name
   end
 
+  -- Operands a kernel takes in their 16-bit storage itself (a kernel instantiated over
+  -- that storage, e.g. templates/cpu/kernels_chain.inc's _bf16): no widening arena around
+  -- it.  e.can_native(t, fmt): t is stored in fmt and read as fmt (no value changes on
+  -- the way), so such a kernel computes what the float kernel over widened operands
+  -- computes.  A rule that finds every operand so calls e.native(t) / e.native_grad(t)
+  -- (the storage, typed in its format; recorded as the plan's "native" operands) and
+  -- e.call_native(fmt, kernel, ...) (k_<kernel>_<fmt>); e.acc then says whether that
+  -- kernel stores a gradient (its first writer) or adds it into the storage.
+  function e.can_native(t, fmt)
+    local c = e.chain(t)
+    return c[1] == fmt and (c[2] or fmt) == fmt
+  end
+  function e.native(t)
+    local base = storage(t)
+    local writes = e.phase == "forward" and e.node and t == e.out
+    e.record(t, "value", writes and "store" or "load").native = true
+    return base
+  end
+  function e.native_grad(t)
+    local base = grad_storage(t)
+    if base == "NULL" then return base end
+    local reads = e.node and t == e.out
+    e.record(t, "grad", reads and "load" or "accum").native = true
+    if not reads then natives[base] = true end
+    return base
+  end
+  function e.call_native(fmt, kernel, ...)
+    local args = table.pack(...)
+    for i = 1, args.n do args[i] = tostring(args[i]) end
+    return string.format("k_%s_%s(%s);", kernel, fmt, table.concat(args, ", ", 1, args.n))
+  end
+
   function e.wrap(lines)
     if #pre == 0 and #post == 0 then return lines end
     local out = { "// operands converted between their storage and float around the kernel (precision plan)" }
@@ -173,6 +206,13 @@ local function context(l, ty, read_only)
   function e.acc(t)
     local r = l.root(t)
     local first = e.node and l.plan.first and l.plan.first[e.node]
+    if natives[grad_storage(t)] then   -- a native 16-bit gradient: stored by its first writer
+      if first and first[r] == 1 then
+        e.stored[r] = true
+        return "0"
+      end
+      return "1"
+    end
     local c = e.chain(t)
     if first and first[r] == 1 and #c == 1 and c[1] == compute then
       e.stored[r] = true

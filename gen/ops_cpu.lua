@@ -13,6 +13,9 @@
 --   e.counter(node, name)     an int64 counter (num_batches_tracked)
 --   e.numel(t) / e.rows(t, k) element count / count without the last k dims, as C expressions
 --   e.call(kernel, ...)       "k_<kernel>_<sfx>(args);"
+--   e.can_native(t, fmt)      t is stored and read in 16-bit fmt: a kernel over that storage may take it
+--   e.native(t) / e.native_grad(t)  its storage / its gradient's, typed in fmt (no widening arena)
+--   e.call_native(sfx, kernel, ...)  "k_<kernel>_<sfx>(args);" (a kernel over 16-bit storage)
 --   e.lit(x)                  a floating literal of the program's type
 --   e.rng_stream(node)        the Philox stream of this node at this step
 --   e.training() / e.training_only(x)  the step's training flag / x in training, NULL in eval
@@ -78,6 +81,15 @@ local function conv_dims(e, n, batch)
     n.out.shape[3], n.out.shape[4])
 end
 
+-- A bf16c convolution whose input and output are stored and read as bf16 takes them in
+-- that storage (templates/cpu/kernels.h's k_conv2d_*_bf16s: no widening arena around the
+-- activations; the weights and bias as the bf16c kernels take them)
+local function conv_native(e, n)
+  local x = n.inputs[1]
+  if gemm_call(e, { x, n.inputs[2] }) == e.call then return false end
+  return e.can_native(x, "bf16") and e.can_native(n.out, "bf16")
+end
+
 ops_cpu.conv2d = {
   -- scratch depends on the thread count, so the program sizes it at start-up
   scratch = function(e, n)
@@ -86,12 +98,23 @@ ops_cpu.conv2d = {
   end,
   forward = function(e, n)
     local d = e.local_name(n, "dims")
+    if conv_native(e, n) then
+      return { string.format("const k_conv2d_dims %s = %s;", d, conv_dims(e, n)),
+        e.call_native("bf16s", "conv2d_forward", e.native(n.out), e.native(n.inputs[1]), e.ptr(n.inputs[2]),
+          n.inputs[3] and e.ptr(n.inputs[3]) or "NULL", e.scratch(), "&" .. d) }
+    end
     return { string.format("const k_conv2d_dims %s = %s;", d, conv_dims(e, n)),
       gemm_call(e, { n.inputs[1], n.inputs[2] })("conv2d_forward", e.ptr(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]),
         n.inputs[3] and e.ptr(n.inputs[3]) or "NULL", e.scratch(), "&" .. d) }
   end,
   backward = function(e, n)
     local d = e.local_name(n, "dims")
+    if conv_native(e, n) then
+      return { string.format("const k_conv2d_dims %s = %s;", d, conv_dims(e, n)),
+        e.call_native("bf16s", "conv2d_backward", e.native_grad(n.inputs[1]), e.grad(n.inputs[2]),
+          n.inputs[3] and e.grad(n.inputs[3]) or "NULL", e.native_grad(n.out), e.native(n.inputs[1]), e.ptr(n.inputs[2]),
+          e.scratch(), "&" .. d, e.acc(n.inputs[1]), e.acc_params { n.inputs[2], n.inputs[3] }) }
+    end
     return { string.format("const k_conv2d_dims %s = %s;", d, conv_dims(e, n)),
       gemm_call(e, { n.inputs[1], n.inputs[2] })("conv2d_backward", e.grad(n.inputs[1]), e.grad(n.inputs[2]),
         n.inputs[3] and e.grad(n.inputs[3]) or "NULL", e.grad(n.out), e.ptr(n.inputs[1]), e.ptr(n.inputs[2]),
@@ -108,14 +131,40 @@ local function pool_dims(e, n)
     (a.count_include_pad == false) and 0 or 1)
 end
 
+-- The 2x2, stride-2 max pool over bf16 storage (templates/cpu/kernels.h's
+-- k_max_pool2d_*_bf16) where its input and output are stored and read as bf16: the bf16
+-- format, or nil (the float kernel over the widening arena)
+local function pool_native(e, n)
+  local x, a = n.inputs[1], n.attrs
+  if e.sfx ~= "f32" or e.fmt(n.out) ~= "bf16" or #x.shape ~= 4 then return nil end
+  local dil = a.dilation or { 1, 1 }
+  for i = 1, 2 do
+    if a.kernel_size[i] ~= 2 or a.stride[i] ~= 2 or a.padding[i] ~= 0 or dil[i] ~= 1
+      or 2 * n.out.shape[2 + i] > x.shape[2 + i] then return nil end
+  end
+  if not (e.can_native(x, "bf16") and e.can_native(n.out, "bf16")) then return nil end
+  return "bf16"
+end
+
 ops_cpu.max_pool2d = {
   forward = function(e, n)
     local d = e.local_name(n, "dims")
+    local f = pool_native(e, n)
+    if f then
+      return { string.format("const k_pool2d_dims %s = %s;", d, pool_dims(e, n)),
+        e.call_native(f, "max_pool2d_forward", e.native(n.out), e.training_only(e.save(n, "argmax")), e.native(n.inputs[1]), "&" .. d) }
+    end
     return { string.format("const k_pool2d_dims %s = %s;", d, pool_dims(e, n)),
       e.call("max_pool2d_forward", e.ptr(n.out), e.training_only(e.save(n, "argmax")), e.ptr(n.inputs[1]), "&" .. d) }
   end,
   backward = function(e, n)
     local d = e.local_name(n, "dims")
+    local f = pool_native(e, n)
+    if f then
+      return { string.format("const k_pool2d_dims %s = %s;", d, pool_dims(e, n)),
+        e.call_native(f, "max_pool2d_backward", e.native_grad(n.inputs[1]), e.native_grad(n.out), e.save(n, "argmax"), "&" .. d,
+          e.acc(n.inputs[1])) }
+    end
     return { string.format("const k_pool2d_dims %s = %s;", d, pool_dims(e, n)),
       e.call("max_pool2d_backward", e.grad(n.inputs[1]), e.grad(n.out), e.save(n, "argmax"), "&" .. d, e.acc(n.inputs[1])) }
   end,
@@ -227,33 +276,59 @@ local function bn_chain(e, n, members)
     pool and last.shape[3] or H, pool and last.shape[4] or W, pool and 1 or 0, NARROW[e.fmt(n.out)] or 0)
 end
 
+-- The chain's kernels over 16-bit storage (templates/cpu/kernels_chain.inc's _bf16): where
+-- the chain's format is one of these and each of its activation operands is stored and
+-- read in it (e.can_native), the kernel reads and writes them there itself; otherwise
+-- the float kernel over the widening arena.  Returns the format, or nil.
+local NATIVE = { bf16 = true }
+local function native_format(e, n, tensors)
+  local f = e.fmt(n.out)
+  if not NATIVE[f] then return nil end
+  for _, t in ipairs(tensors) do
+    if not e.can_native(t, f) then return nil end
+  end
+  return f
+end
+
 function ops_cpu.batch_norm.chain_forward(e, n, members)
   local x, last, pool, sizes = bn_chain(e, n, members)
   local a = n.attrs
   local w = n.inputs[2] and e.ptr(n.inputs[2]) or "NULL"
   local b = n.inputs[3] and e.ptr(n.inputs[3]) or "NULL"
   local momentum = a.momentum == false and e.lit(-1) or e.lit(a.momentum)
+  local f = native_format(e, n, { x, last })
+  local act = f and e.native or e.ptr
+  local call = f and function(k, ...) return e.call_native(f, k, ...) end or e.call
+  local out, inp = act(last), act(x)
   local function train()
     -- (asked here: an inference program, which has only eval's lines, declares no argmax)
     local argmax = pool and e.training_only(e.save(members[2], "argmax")) or "NULL"
-    return { e.call("bn_relu_forward_train", e.ptr(last), argmax, e.save(n, "mean"), e.save(n, "invstd"),
+    return { call("bn_relu_forward_train", out, argmax, e.save(n, "mean"), e.save(n, "invstd"),
       e.state(n, "running_mean"), e.state(n, "running_var"), e.counter(n, "num_batches_tracked"),
-      e.ptr(x), w, b, sizes, e.lit(a.eps), momentum) }
+      inp, w, b, sizes, e.lit(a.eps), momentum) }
   end
   if not a.track_running_stats then return train() end
   return by_mode(e, train, function()
-    return { e.call("bn_relu_forward_eval", e.ptr(last), e.ptr(x), w, b,
+    return { call("bn_relu_forward_eval", out, inp, w, b,
       e.state(n, "running_mean"), e.state(n, "running_var"), sizes, e.lit(a.eps)) }
   end)
 end
 
 function ops_cpu.batch_norm.chain_backward(e, n, members)
   local x, last, pool = bn_chain(e, n, members)
-  local S, P = dims_after(x.shape, 3), dims_after(last.shape, 3)
-  return { e.call("bn_relu_backward", e.grad(x), n.inputs[2] and e.grad(n.inputs[2]) or "NULL",
-    n.inputs[3] and e.grad(n.inputs[3]) or "NULL", e.grad(last), e.ptr(last),
-    pool and e.save(members[2], "argmax") or "NULL", e.ptr(x), n.inputs[2] and e.ptr(n.inputs[2]) or "NULL",
-    e.save(n, "mean"), e.save(n, "invstd"), e.batch(x), x.shape[2], S, P, e.acc(x), e.acc_params { n.inputs[2], n.inputs[3] }) }
+  local H, W = x.shape[3] or 1, dims_after(x.shape, 4)
+  local f = native_format(e, n, { x, last })
+  local act, grad = e.ptr, e.grad
+  local call = e.call
+  if f then
+    act, grad = e.native, e.native_grad
+    call = function(k, ...) return e.call_native(f, k, ...) end
+  end
+  return { call("bn_relu_backward", grad(x), n.inputs[2] and e.grad(n.inputs[2]) or "NULL",
+    n.inputs[3] and e.grad(n.inputs[3]) or "NULL", grad(last), act(last),
+    pool and e.save(members[2], "argmax") or "NULL", act(x), n.inputs[2] and e.ptr(n.inputs[2]) or "NULL",
+    e.save(n, "mean"), e.save(n, "invstd"), e.batch(x), x.shape[2], H, W,
+    pool and last.shape[3] or H, pool and last.shape[4] or W, e.acc(x), e.acc_params { n.inputs[2], n.inputs[3] }) }
 end
 
 ops_cpu.layer_norm = {

@@ -298,6 +298,8 @@ precision.label = label
 --   tensor      ID  LABEL  SHAPE  FORMAT  STORED        (STORED: its own buffer, or "in tN")
 --   cast        FROM  TO  FATE  RULE  AT
 --   conversion  PHASE  OP  VALUE|GRAD|BUFFER  STORAGE  VIEW  HOW  ELEMENTS
+--   native      PHASE  OP  VALUE|GRAD  STORAGE  HOW  ELEMENTS   (a 16-bit operand the kernel
+--               reads or writes in its storage itself: gen/kernels_c.lua's e.native)
 function precision.plan_tsv(pp, operands, root)
   local S = pp.settings
   local lines = { string.format("# precision %s: compute %s, state %s, half %s", pp.name, S.compute, S.state, S.half or "-") }
@@ -320,7 +322,10 @@ function precision.plan_tsv(pp, operands, root)
   local compute = S.compute
   for _, list in ipairs(operands) do
     for _, cv in ipairs(list) do
-      if not (cv.storage == compute and cv.view == compute) then
+      if cv.native then   -- read or written in its 16-bit storage by the kernel itself: no conversion
+        lines[#lines + 1] = table.concat({ "native", cv.phase, cv.node and cv.node.op or "-", cv.what, cv.storage,
+          cv.how, tostring(cv.count) }, "\t")
+      elseif not (cv.storage == compute and cv.view == compute) then
         lines[#lines + 1] = table.concat({ "conversion", cv.phase, cv.node and cv.node.op or "-", cv.what, cv.storage,
           cv.view, cv.how, tostring(cv.count) }, "\t")
       end

@@ -465,7 +465,8 @@ local function traffic(l, counted)
       local sb = FORMATS[o.storage].bytes
       local moves = (o.how == "accum" or o.how == "update") and 2 or 1
       rows[kind][1] = rows[kind][1] + n * sb * moves
-      if o.storage ~= o.view then                       -- a folded cast: the value changes dtype
+      if o.native then                                  -- the kernel reads its 16-bit storage itself
+      elseif o.storage ~= o.view then                   -- a folded cast: the value changes dtype
         rows[kind][2] = rows[kind][2] + n * moves
       elseif o.storage ~= pp.settings.compute then      -- 16 bits widened to compute in
         rows[kind][3] = rows[kind][3] + n * moves

@@ -208,6 +208,48 @@ Test(kernels, conv2d_one_image_rows) {
     free(x); free(w); free(b); free(y); free(scr); free(xf); free(wf); free(bf); free(y2); free(y1); free(scrf);
 }
 
+// the bf16c convolutions over bf16 storage (k_conv2d_*_bf16s: oneDNN's direct kernels
+// reading and writing the bf16 storage where they take the shape, staging in float
+// elsewhere) are the bf16c kernels over widened operands with the plan's conversions
+// around them, bit for bit: output, dinp stored (acc 0) and added (acc 1), dw and db
+static void conv_native_case(int N, int C, int H, int OC) {
+    k_conv2d_dims d = { N, C, H, H, OC, 3, 3, 1, 1, 1, 1, 1, 1, 1, H, H };
+    const size_t nx = (size_t)N * C * H * H, nw = (size_t)OC * C * 9, ny = (size_t)N * OC * H * H;
+    uint64_t s = (uint64_t)N * 977 + C;
+    k_bf16 *x = malloc(nx * 2), *y = malloc(ny * 2), *dy = malloc(ny * 2), *dx = malloc(nx * 2), *want = malloc(ny * 2), *dwant = malloc(nx * 2);
+    float *w = malloc(nw * 4), *b = malloc(OC * 4), *xf = malloc(nx * 4), *yf = malloc(ny * 4), *dyf = malloc(ny * 4), *dxf = malloc(nx * 4);
+    float *dw = malloc(nw * 4), *db = malloc(OC * 4), *dwf = malloc(nw * 4), *dbf = malloc(OC * 4);
+    float *scr = calloc(k_conv2d_scratch_f32(&d), 4);
+    for (size_t i = 0; i < nx; i++) x[i] = k_narrow_bf16((float)gc_unif(&s, -1, 1));
+    for (size_t i = 0; i < ny; i++) dy[i] = k_narrow_bf16((float)gc_unif(&s, -1, 1));
+    for (size_t i = 0; i < nw; i++) w[i] = bf16_of(gc_unif(&s, -0.2, 0.2));
+    for (int i = 0; i < OC; i++) b[i] = bf16_of(gc_unif(&s, -1, 1));
+    k_conv2d_forward_bf16s(y, x, w, b, scr, &d);
+    k_load_bf16_as_bf16(xf, x, nx);
+    k_conv2d_forward_bf16c(yf, xf, w, b, scr, &d);
+    k_store_bf16_from_bf16(want, yf, ny);
+    cr_assert(memcmp(y, want, ny * 2) == 0, "conv bf16s N%d C%d OC%d: the output differs", N, C, OC);
+    k_load_bf16_as_bf16(dyf, dy, ny);
+    for (int acc = 0; acc <= 1; acc++) {
+        for (size_t i = 0; i < nx; i++) dx[i] = dwant[i] = k_narrow_bf16((float)gc_unif(&s, -1, 1));
+        k_conv2d_backward_bf16s(dx, dw, db, dy, x, w, scr, &d, acc, 0);
+        k_conv2d_backward_bf16c(dxf, dwf, dbf, dyf, xf, w, scr, &d, 0, 0);
+        if (acc) k_accum_bf16_from_bf16(dwant, dxf, nx); else k_store_bf16_from_bf16(dwant, dxf, nx);
+        cr_assert(memcmp(dx, dwant, nx * 2) == 0, "conv bf16s N%d C%d OC%d acc %d: dinp differs", N, C, OC, acc);
+        cr_assert(memcmp(dw, dwf, nw * 4) == 0 && memcmp(db, dbf, OC * 4) == 0, "conv bf16s N%d C%d OC%d: dw/db differ", N, C, OC);
+    }
+    free(x); free(y); free(dy); free(dx); free(want); free(dwant); free(w); free(b); free(xf); free(yf); free(dyf); free(dxf);
+    free(dw); free(db); free(dwf); free(dbf); free(scr);
+}
+Test(kernels, conv2d_native) {
+    conv_native_case(5, 16, 9, 32);   // oneDNN's direct kernels where the CPU has AVX512_BF16
+    conv_native_case(3, 3, 8, 16);    // im2col: staged
+    const k_conv2d_dims d = { 3, 16, 9, 9, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 9, 9 };   // (the first case's slice of 3 images)
+    const int bf16 = (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
+    const k_conv_plan *q = k_conv_plan_backward(&d, 1);
+    cr_assert(bf16 ? q && q->fwd16 && q->bwd16 : !q, "the direct kernels over bf16 storage: plan %p (AVX512_BF16 %d)", (void *)q, bf16);
+}
+
 // ---------------------------------------------------------------------------- pooling
 // PyTorch's output size (ops.lua window_out)
 static int pool_out(int size, int k, int s, int p, int d, int ceil_mode) {
@@ -321,7 +363,7 @@ Test(kernels, batch_norm_train) {
 GC_FWD(bnr, BNR_BODY)
 static void bnr_bwd(gc *c) {   // (c->out, am, mean and invstd: the last forward's, at the unperturbed inputs)
     k_bn_relu_backward_f64(c->g[0], c->g[1], c->g[2], c->w, c->out, c->iv[6] ? c->am : NULL, c->x[0], c->x[1],
-                           c->s64[0], c->s64[1], c->iv[0], c->iv[1], c->iv[2] * c->iv[3], c->iv[4] * c->iv[5], 1, 1);
+                           c->s64[0], c->s64[1], c->iv[0], c->iv[1], c->iv[2], c->iv[3], c->iv[4], c->iv[5], 1, 1);
 }
 Test(kernels, bn_relu_chain) {
     for (uint64_t seed = 1; seed <= 4; seed++) {
@@ -391,6 +433,88 @@ Test(kernels, bn_relu_chain_eval) {
     k_max_pool2d_forward_f32(want, NULL, y, &d);
     k_bn_relu_forward_eval_f32(got, x, w, b, rm, rv, N, C, H, W, H / 2, W / 2, 1, 0, 1e-5f);
     for (int i = 0; i < N * C * (H / 2) * (W / 2); i++) cr_assert(got[i] == want[i], "pool [%d]: %g, want %g", i, got[i], want[i]);
+}
+
+// the chain over bf16 storage (k_bn_relu_*_bf16, what the precision plan's chains call
+// where every activation is stored as bf16) is the float kernel over widened operands
+// with the plan's conversions around it (k_load before; k_store, or k_accum where the
+// kernel adds into a gradient, after), bit for bit: outputs, argmax, statistics,
+// parameter gradients and the input's gradient, with and without the pool, odd sizes
+// (a last row and column in no window) included
+Test(kernels, bn_relu_chain_native) {
+    for (uint64_t seed = 1; seed <= 6; seed++) {
+        uint64_t s = seed * 7919;
+        const int N = gc_int(&s, 2, 4), C = gc_int(&s, 1, 4), H = gc_int(&s, 2, 9), W = gc_int(&s, 2, 9), pool = seed % 2;
+        const int OH = pool ? H / 2 : H, OW = pool ? W / 2 : W, acc = seed > 2;
+        const size_t n = (size_t)N * C * H * W, no = (size_t)N * C * OH * OW;
+        k_bf16 *x = malloc(n * 2), *y16 = malloc(no * 2), *dy = malloc(no * 2), *dx16 = malloc(n * 2), *dx0 = malloc(n * 2);
+        float *xf = malloc(n * 4), *yf = malloc(no * 4), *dyf = malloc(no * 4), *dxf = malloc(n * 4);
+        k_bf16 *want = malloc(no * 2), *dwant = malloc(n * 2);
+        int32_t *am16 = malloc(no * 4), *amf = malloc(no * 4);
+        float w[4], b[4], m16[4], i16[4], mf[4], iff[4], rm16[4] = { 0 }, rv16[4] = { 1, 1, 1, 1 }, rmf[4] = { 0 }, rvf[4] = { 1, 1, 1, 1 };
+        float dw16[4], db16[4], dwf[4], dbf[4];
+        for (int c = 0; c < C; c++) { w[c] = (float)gc_unif(&s, 0.5, 1.5) * (c % 2 ? -1 : 1); b[c] = (float)gc_unif(&s, -0.3, 0.3); }
+        for (size_t i = 0; i < n; i++) { x[i] = k_narrow_bf16((float)gc_unif(&s, -2, 2)); dx0[i] = k_narrow_bf16((float)gc_unif(&s, -1, 1)); }
+        for (size_t i = 0; i < no; i++) dy[i] = k_narrow_bf16((float)gc_unif(&s, -1, 1));
+        // forward (training)
+        k_bn_relu_forward_train_bf16(y16, pool ? am16 : NULL, m16, i16, rm16, rv16, NULL, x, w, b, N, C, H, W, OH, OW, pool, 1, 1e-5f, 0.1f);
+        k_load_bf16_as_bf16(xf, x, n);
+        k_bn_relu_forward_train_f32(yf, pool ? amf : NULL, mf, iff, rmf, rvf, NULL, xf, w, b, N, C, H, W, OH, OW, pool, 1, 1e-5f, 0.1f);
+        k_store_bf16_from_bf16(want, yf, no);
+        cr_assert(memcmp(y16, want, no * 2) == 0, "seed %d: the forward's output differs", (int)seed);
+        cr_assert(!pool || memcmp(am16, amf, no * 4) == 0, "seed %d: argmax differs", (int)seed);
+        cr_assert(memcmp(m16, mf, C * 4) == 0 && memcmp(i16, iff, C * 4) == 0, "seed %d: mean/invstd differ", (int)seed);
+        cr_assert(memcmp(rm16, rmf, C * 4) == 0 && memcmp(rv16, rvf, C * 4) == 0, "seed %d: running statistics differ", (int)seed);
+        // backward: acc 0 stores dinp, acc 1 adds into what dx0 holds
+        memcpy(dx16, dx0, n * 2);
+        k_bn_relu_backward_bf16(dx16, dw16, db16, dy, y16, pool ? am16 : NULL, x, w, m16, i16, N, C, H, W, OH, OW, acc, 0);
+        k_load_bf16_as_bf16(dyf, dy, no);
+        k_load_bf16_as_bf16(yf, y16, no);
+        k_bn_relu_backward_f32(dxf, dwf, dbf, dyf, yf, pool ? amf : NULL, xf, w, mf, iff, N, C, H, W, OH, OW, 0, 0);
+        memcpy(dwant, dx0, n * 2);
+        if (acc) k_accum_bf16_from_bf16(dwant, dxf, n); else k_store_bf16_from_bf16(dwant, dxf, n);
+        cr_assert(memcmp(dx16, dwant, n * 2) == 0, "seed %d (acc %d, pool %d): the input's gradient differs", (int)seed, acc, pool);
+        cr_assert(memcmp(dw16, dwf, C * 4) == 0 && memcmp(db16, dbf, C * 4) == 0, "seed %d: dw/db differ", (int)seed);
+        // eval
+        k_bn_relu_forward_eval_bf16(y16, x, w, b, rm16, rv16, N, C, H, W, OH, OW, pool, 1, 1e-5f);
+        k_bn_relu_forward_eval_f32(yf, xf, w, b, rmf, rvf, N, C, H, W, OH, OW, pool, 1, 1e-5f);
+        k_store_bf16_from_bf16(want, yf, no);
+        cr_assert(memcmp(y16, want, no * 2) == 0, "seed %d: the eval forward's output differs", (int)seed);
+        free(x); free(y16); free(dy); free(dx16); free(dx0); free(xf); free(yf); free(dyf); free(dxf); free(want); free(dwant);
+        free(am16); free(amf);
+    }
+}
+
+// the 2x2 max pool over bf16 storage is the float kernel over widened operands with the
+// plan's conversions around it, bit for bit: output, argmax (ties between bf16 values
+// included), the routed gradient stored (acc 0) or added (acc 1); odd sizes and a NaN
+Test(kernels, max_pool2d_native) {
+    for (uint64_t seed = 1; seed <= 4; seed++) {
+        uint64_t s = seed * 104729;
+        const int N = gc_int(&s, 1, 3), C = gc_int(&s, 1, 3), H = gc_int(&s, 2, 9), W = gc_int(&s, 2, 9), acc = seed % 2;
+        const int OH = H / 2, OW = W / 2;
+        const size_t n = (size_t)N * C * H * W, no = (size_t)N * C * OH * OW;
+        k_bf16 *x = malloc(n * 2), *y = malloc(no * 2), *want = malloc(no * 2), *dy = malloc(no * 2);
+        k_bf16 *dx = malloc(n * 2), *dwant = malloc(n * 2);
+        float *xf = malloc(n * 4), *yf = malloc(no * 4), *dyf = malloc(no * 4), *dxf = malloc(n * 4);
+        int32_t *am = malloc(no * 4), *amf = malloc(no * 4);
+        for (size_t i = 0; i < n; i++) { x[i] = k_narrow_bf16((float)gc_int(&s, -4, 4) * 0.5f); dx[i] = k_narrow_bf16((float)gc_unif(&s, -1, 1)); }
+        if (seed == 3) x[n / 2] = k_narrow_bf16(NAN);
+        for (size_t i = 0; i < no; i++) dy[i] = k_narrow_bf16((float)gc_unif(&s, -1, 1));
+        memcpy(dwant, dx, n * 2);
+        k_pool2d_dims d = { N, C, H, W, 2, 2, 2, 2, 0, 0, 1, 1, OH, OW, 1 };
+        k_max_pool2d_forward_bf16(y, am, x, &d);
+        k_load_bf16_as_bf16(xf, x, n);
+        k_max_pool2d_forward_f32(yf, amf, xf, &d);
+        k_store_bf16_from_bf16(want, yf, no);
+        cr_assert(memcmp(y, want, no * 2) == 0 && memcmp(am, amf, no * 4) == 0, "seed %d: the forward differs", (int)seed);
+        k_max_pool2d_backward_bf16(dx, dy, am, &d, acc);
+        k_load_bf16_as_bf16(dyf, dy, no);
+        k_max_pool2d_backward_f32(dxf, dyf, amf, &d, 0);
+        if (acc) k_accum_bf16_from_bf16(dwant, dxf, n); else k_store_bf16_from_bf16(dwant, dxf, n);
+        cr_assert(memcmp(dx, dwant, n * 2) == 0, "seed %d (acc %d): the input's gradient differs", (int)seed, acc);
+        free(x); free(y); free(want); free(dy); free(dx); free(dwant); free(xf); free(yf); free(dyf); free(dxf); free(am); free(amf);
+    }
 }
 
 #define BNE_BODY(S) k_batch_norm_forward_eval_##S(OUT, X[0], X[1], X[2], X[3], X[4], c->iv[0], c->iv[1], c->iv[2], 1e-5);

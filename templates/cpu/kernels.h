@@ -6,6 +6,7 @@
 // + CBLAS (OpenBLAS: the double GEMMs of 64-true).
 // Copied next to every generated program together with its parts:
 //   kernels_nn.inc       linear, conv2d, max/avg pool, batch norm, layer norm, embedding
+//   kernels_chain.inc    batch norm + ReLU [+ 2x2 max pool] in one pass (also over bf16 storage)
 //   kernels_pointwise.inc activations, dropout, add/sub/mul/div (equal, scalar, row, broadcast)
 //   kernels_shape.inc    permute, slice, cat, sum/mean, softmax, log_softmax, matmul, attention
 //   kernels_loss.inc     cross entropy (class index and soft), bce, bce_with_logits, mse, l1
@@ -21,9 +22,13 @@
 //
 // The kernels (each as _f32 and _f64; T is float or double; "d" a dims struct below):
 //   linear     k_linear_{forward,backward}            conv2d  k_conv2d_{forward,backward}, k_conv2d_scratch
+//              (k_conv2d_{forward,backward}_bf16s: bf16c convolutions over bf16 storage)
 //   pooling    k_max_pool2d_{forward,backward}        k_avg_pool2d_{forward,backward}
+//              k_max_pool2d_{forward,backward}_bf16 (2x2 windows over bf16 storage)
+//              (k_max_pool2d_{forward,backward}_bf16: 2x2 windows over bf16 storage)
 //   norms      k_batch_norm_forward_{train,eval}, k_batch_norm_backward{,_eval}, k_layer_norm_{forward,backward}
-//              k_bn_relu_forward_{train,eval}, k_bn_relu_backward (batch norm + ReLU [+ 2x2 max pool] fused)
+//              k_bn_relu_forward_{train,eval}, k_bn_relu_backward (batch norm + ReLU [+ 2x2 max pool] fused;
+//              also _bf16: the activations in bf16 storage)
 //              k_batch_norm_sums, k_batch_norm_forward_synced, k_batch_norm_backward_{sums,synced} (SyncBatchNorm)
 //   embedding  k_embedding_{forward,backward}
 //   pointwise  k_{relu,sigmoid,tanh,silu,gelu,dropout}_{forward,backward}
@@ -427,6 +432,11 @@ typedef struct {
     dnnl_primitive_t fwd, bwd_d, bwd_w;      // the convolutions, blocked operands
     dnnl_primitive_t x_in, wf_in, wb_in, y_out, dy_in, dx_out, dx_add, dw_out, dw_add;   // reorders
     dnnl_memory_desc_t x, w, y, bias, xb, wf, wb, yb, dyb, dxb, dwb, scratch;   // dyb, dxb: the gradients'
+    // bf16 plans: the input, output and their gradients read and written in their own bf16
+    // NCHW storage too (k_conv2d_*_bf16s): fwd16, bwd16 where oneDNN has those reorders
+    int fwd16, bwd16;
+    dnnl_memory_desc_t x16, y16;
+    dnnl_primitive_t x16_in, y16_out, dy16_in, dx16_out;
     size_t nxb, nwf, nwb, nyb, ndyb, ndxb, ndwb, nscratch;   // bytes
 } k_conv_plan;
 typedef struct { int n; k_conv_plan plans[K_CONV_PLANS]; } k_conv_plans;
@@ -535,6 +545,11 @@ static inline k_conv_plan *k_conv_plan_of(const k_conv2d_dims *d, int bf16) {
                     && (q->wf_in = k_dnnl_reorder(engine, &q->w, &q->wf, 0, &scratch)) != NULL
                     && (q->y_out = k_dnnl_reorder(engine, &q->yb, &q->y, 0, &scratch)) != NULL;
             }
+            if (ok && bf16)   // (bf16 into the blocked bf16 source: exact; the float output rounded to nearest even)
+                q->fwd16 = dnnl_memory_desc_init_by_tag(&q->x16, 4, xd, dnnl_bf16, dnnl_nchw) == dnnl_success
+                    && dnnl_memory_desc_init_by_tag(&q->y16, 4, yd, dnnl_bf16, dnnl_nchw) == dnnl_success
+                    && (q->x16_in = k_dnnl_reorder(engine, &q->x16, &q->xb, 0, &scratch)) != NULL
+                    && (q->y16_out = k_dnnl_reorder(engine, &q->yb, &q->y16, 0, &scratch)) != NULL;
             if (ok) {
                 q->nxb = dnnl_memory_desc_get_size(&q->xb);
                 q->nwf = dnnl_memory_desc_get_size(&q->wf);
@@ -599,6 +614,9 @@ static inline const k_conv_plan *k_conv_plan_backward(const k_conv2d_dims *d, in
                 && (q->dw_out = k_dnnl_reorder(engine, &q->dwb, &q->w, 0, &scratch)) != NULL
                 && (q->dw_add = k_dnnl_reorder(engine, &q->dwb, &q->w, 1, &scratch)) != NULL;
         }
+        if (ok && q->fwd16)
+            q->bwd16 = (q->dy16_in = k_dnnl_reorder(engine, &q->y16, &q->dyb, 0, &scratch)) != NULL
+                && (q->dx16_out = k_dnnl_reorder(engine, &q->dxb, &q->x16, 0, &scratch)) != NULL;
         if (ok) {
             q->nwb = dnnl_memory_desc_get_size(&q->wb);
             q->ndwb = dnnl_memory_desc_get_size(&q->dwb);
@@ -667,7 +685,12 @@ static inline size_t k_align64(size_t n) { return (n + 63) / 64 * 64; }
 // its slowest thread).  nt: the team, 0 when the direct kernels take no slice of `d`,
 // nor a batch smaller than the team (one image: k_conv_direct_oc_team splits its output
 // channels instead).
-static inline int k_conv_direct_team(const k_conv2d_dims *d, int bf16, int *nb, int backward) {
+// (st16: the operands in their bf16 storage, k_conv2d_*_bf16s: the plans' fwd16/bwd16 too)
+static inline int k_conv_plan_takes(const k_conv2d_dims *s, int bf16, int backward, int st16) {
+    const k_conv_plan *q = backward ? k_conv_plan_backward(s, bf16) : k_conv_plan_of(s, bf16);
+    return q && (!st16 || (backward ? q->bwd16 : q->fwd16));
+}
+static inline int k_conv_direct_team(const k_conv2d_dims *d, int bf16, int *nb, int backward, int st16) {
     if (d->N < k_max_threads()) return 0;
     int nt = k_max_threads() < d->N ? k_max_threads() : d->N;
     if (nt < 1) nt = 1;
@@ -675,20 +698,22 @@ static inline int k_conv_direct_team(const k_conv2d_dims *d, int bf16, int *nb, 
     nt = (d->N + *nb - 1) / *nb;
     k_conv2d_dims s = *d;
     s.N = *nb;
-    if (!(backward ? k_conv_plan_backward(&s, bf16) != NULL : k_conv_plan_of(&s, bf16) != NULL)) return 0;
+    if (!k_conv_plan_takes(&s, bf16, backward, st16)) return 0;
     s.N = d->N - (nt - 1) * *nb;
-    return (backward ? k_conv_plan_backward(&s, bf16) != NULL : k_conv_plan_of(&s, bf16) != NULL) ? nt : 0;
+    return k_conv_plan_takes(&s, bf16, backward, st16) ? nt : 0;
 }
 
 // images [n0, n0 + m) of k_conv2d_forward (f32 or bf16c, accumulate 0) through their plan
-static inline void k_conv_direct_forward_slice(float *out, const float *inp, const float *w, const float *b,
-                                               const k_conv2d_dims *d, int bf16, int n0, int m) {
+// (st16: inp and out in bf16 storage, k_conv2d_forward_bf16s)
+static inline void k_conv_direct_forward_slice(void *out, const void *inp, const float *w, const float *b,
+                                               const k_conv2d_dims *d, int bf16, int n0, int m, int st16) {
     k_conv2d_dims sd = *d;
     sd.N = m;
     const k_conv_plan *q = k_conv_plan_of(&sd, bf16);
     if (!q) return;   // (made before the team: not reached)
-    inp += (size_t)n0 * d->C * d->H * d->W;
-    out += (size_t)n0 * d->OC * d->OH * d->OW;
+    const size_t es = st16 ? 2 : 4;
+    inp = (const char *)inp + (size_t)n0 * d->C * d->H * d->W * es;
+    out = (char *)out + (size_t)n0 * d->OC * d->OH * d->OW * es;
     const size_t ob = k_align64(q->nxb), ow = ob + k_align64(q->nwf), oz = ow + k_align64(q->nyb);
     const size_t os = oz + k_align64((size_t)d->OC * sizeof(float));
     char *ws = k_conv_workspace(os + q->nscratch);
@@ -698,10 +723,10 @@ static inline void k_conv_direct_forward_slice(float *out, const float *inp, con
     const int arg[4] = { DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST };
     const dnnl_memory_desc_t *md[4] = { &q->xb, &q->wf, &q->bias, &q->yb };
     void *const ptr[4] = { ws, ws + ob, (void *)b, ws + ow };
-    (void)(k_conv_reorder(q, q->x_in, ws + os, &q->x, inp, &q->xb, ws)
+    (void)(k_conv_reorder(q, st16 ? q->x16_in : q->x_in, ws + os, st16 ? &q->x16 : &q->x, inp, &q->xb, ws)
         && k_conv_reorder(q, q->wf_in, ws + os, &q->w, w, &q->wf, ws + ob)
         && k_conv_exec(q, q->fwd, ws + os, 4, arg, md, ptr)
-        && k_conv_reorder(q, q->y_out, ws + os, &q->yb, ws + ow, &q->y, out));
+        && k_conv_reorder(q, st16 ? q->y16_out : q->y_out, ws + os, &q->yb, ws + ow, st16 ? &q->y16 : &q->y, out));
 }
 
 // One image (a batch-1 call) on a team of nt > 1 threads: its output channels split
@@ -730,9 +755,11 @@ static inline int k_conv_direct_oc_team(const k_conv2d_dims *d, int bf16, int *p
 
 // k_conv2d_forward (f32, or bf16c with bf16; accumulate 0) through the plans: 1 when done
 // (or its failure recorded), 0 when the shape has none (im2col computes it)
-static inline int k_conv_direct_forward(float *out, const float *inp, const float *w, const float *b, const k_conv2d_dims *d,
-                                        int bf16) {
-    int per, nct = k_conv_direct_oc_team(d, bf16, &per);
+static inline int k_conv_direct_forward(void *out, const void *inp, const float *w, const float *b, const k_conv2d_dims *d,
+                                        int bf16, int st16) {
+    // one image over the team's output channels: float storage (the parts' plans are not
+    // asked for their bf16-storage reorders)
+    int per, nct = st16 ? 0 : k_conv_direct_oc_team(d, bf16, &per);
     if (nct) {
         const size_t wper = (size_t)d->C * d->KH * d->KW, P = (size_t)d->OH * d->OW;
         #pragma omp parallel num_threads(nct) K_TEAM
@@ -740,42 +767,49 @@ static inline int k_conv_direct_forward(float *out, const float *inp, const floa
             const int t = omp_get_thread_num(), oc0 = t * per;
             k_conv2d_dims s = *d;
             s.OC = d->OC - oc0 < per ? d->OC - oc0 : per;
-            k_conv_direct_forward_slice(out + (size_t)oc0 * P, inp, w + (size_t)oc0 * wper, b ? b + oc0 : NULL, &s, bf16, 0, 1);
+            k_conv_direct_forward_slice((float *)out + (size_t)oc0 * P, inp, w + (size_t)oc0 * wper, b ? b + oc0 : NULL, &s, bf16,
+                                        0, 1, 0);
         }
         return 1;
     }
-    int nb, nt = k_conv_direct_team(d, bf16, &nb, 0);
+    int nb, nt = k_conv_direct_team(d, bf16, &nb, 0, st16);
     if (!nt) return 0;
-    if (nt == 1) { k_conv_direct_forward_slice(out, inp, w, b, d, bf16, 0, d->N); return 1; }
+    if (nt == 1) { k_conv_direct_forward_slice(out, inp, w, b, d, bf16, 0, d->N, st16); return 1; }
     #pragma omp parallel num_threads(nt) K_TEAM
     {
         const int t = omp_get_thread_num(), n0 = t * nb;
-        k_conv_direct_forward_slice(out, inp, w, b, d, bf16, n0, d->N - n0 < nb ? d->N - n0 : nb);
+        k_conv_direct_forward_slice(out, inp, w, b, d, bf16, n0, d->N - n0 < nb ? d->N - n0 : nb, st16);
     }
     return 1;
 }
 
 // images [n0, n0 + m) of k_conv2d_backward (f32 or bf16c) through their plan; dw and db:
 // this slice's own (dwt, dbt: stored), dinp its slice (added with acc)
-static inline void k_conv_direct_backward_slice(float *dinp, float *dwt, float *dbt, const float *dout, const float *inp,
-                                                const float *w, const k_conv2d_dims *d, int bf16, int n0, int m, int acc) {
+// (st16: dinp, dout and inp in bf16 storage, k_conv2d_backward_bf16s; a dinp added into
+// (acc) comes out in float first and is added as k_accum_bf16_from_bf16 adds: k_conv_accum16)
+static inline void k_conv_accum16(uint16_t *dst, const float *src, size_t n);
+static inline void k_conv_direct_backward_slice(void *dinp, float *dwt, float *dbt, const void *dout, const void *inp,
+                                                const float *w, const k_conv2d_dims *d, int bf16, int n0, int m, int acc,
+                                                int st16) {
     k_conv2d_dims sd = *d;
     sd.N = m;
     const k_conv_plan *q = k_conv_plan_backward(&sd, bf16);
     if (!q) return;
-    const size_t xo = (size_t)n0 * d->C * d->H * d->W;
-    dout += (size_t)n0 * d->OC * d->OH * d->OW;
+    const size_t es = st16 ? 2 : 4, xo = (size_t)n0 * d->C * d->H * d->W * es;
+    dout = (const char *)dout + (size_t)n0 * d->OC * d->OH * d->OW * es;
     const size_t ox = k_align64(q->ndyb), odw = ox + k_align64(q->nxb), owb = odw + k_align64(q->ndwb);
     const size_t odx = owb + k_align64(q->nwb), os = odx + k_align64(q->ndxb);
-    char *ws = k_conv_workspace(os + q->nscratch);
+    const size_t nx = (size_t)m * d->C * d->H * d->W, of = os + k_align64(q->nscratch);   // (the float dinp of st16 && acc)
+    char *ws = k_conv_workspace(of + (st16 && acc && dinp ? nx * sizeof(float) : 0));
     if (!ws) return;
     void *sp = ws + os;
-    if (!k_conv_reorder(q, q->dy_in, sp, &q->y, dout, &q->dyb, ws)) return;
+    if (!k_conv_reorder(q, st16 ? q->dy16_in : q->dy_in, sp, st16 ? &q->y16 : &q->y, dout, &q->dyb, ws)) return;
     if (dwt) {
         const int arg[4] = { DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_BIAS };
         const dnnl_memory_desc_t *md[4] = { &q->xb, &q->dyb, &q->dwb, &q->bias };
         void *const ptr[4] = { ws + ox, ws, ws + odw, dbt };
-        if (!(k_conv_reorder(q, q->x_in, sp, &q->x, inp + xo, &q->xb, ws + ox) && k_conv_exec(q, q->bwd_w, sp, 4, arg, md, ptr)
+        if (!(k_conv_reorder(q, st16 ? q->x16_in : q->x_in, sp, st16 ? &q->x16 : &q->x, (const char *)inp + xo, &q->xb, ws + ox)
+              && k_conv_exec(q, q->bwd_w, sp, 4, arg, md, ptr)
               && k_conv_reorder(q, q->dw_out, sp, &q->dwb, ws + odw, &q->w, dwt)))
             return;
     }
@@ -783,17 +817,21 @@ static inline void k_conv_direct_backward_slice(float *dinp, float *dwt, float *
         const int arg[3] = { DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_SRC };
         const dnnl_memory_desc_t *md[3] = { &q->dyb, &q->wb, &q->dxb };
         void *const ptr[3] = { ws, ws + owb, ws + odx };
-        (void)(k_conv_reorder(q, q->wb_in, sp, &q->w, w, &q->wb, ws + owb)
-            && k_conv_exec(q, q->bwd_d, sp, 3, arg, md, ptr)
-            && k_conv_reorder(q, acc ? q->dx_add : q->dx_out, sp, &q->dxb, ws + odx, &q->x, dinp + xo));
+        if (!(k_conv_reorder(q, q->wb_in, sp, &q->w, w, &q->wb, ws + owb) && k_conv_exec(q, q->bwd_d, sp, 3, arg, md, ptr)))
+            return;
+        char *dx = (char *)dinp + xo;
+        if (!st16) (void)k_conv_reorder(q, acc ? q->dx_add : q->dx_out, sp, &q->dxb, ws + odx, &q->x, dx);
+        else if (!acc) (void)k_conv_reorder(q, q->dx16_out, sp, &q->dxb, ws + odx, &q->x16, dx);
+        else if (k_conv_reorder(q, q->dx_out, sp, &q->dxb, ws + odx, &q->x, ws + of))
+            k_conv_accum16((uint16_t *)(void *)dx, (const float *)(void *)(ws + of), nx);
     }
 }
 
 // k_conv2d_backward (f32, or bf16c with bf16) through the plans, as k_conv_direct_forward;
 // scratch: the threads' dw and db (k_conv2d_scratch covers them), added in thread order
-static inline int k_conv_direct_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
-                                         float *scratch, const k_conv2d_dims *d, int bf16, int acc, int pacc) {
-    int nb, nt = k_conv_direct_team(d, bf16, &nb, 1);
+static inline int k_conv_direct_backward(void *dinp, float *dw, float *db, const void *dout, const void *inp, const float *w,
+                                         float *scratch, const k_conv2d_dims *d, int bf16, int acc, int pacc, int st16) {
+    int nb, nt = k_conv_direct_team(d, bf16, &nb, 1, st16);
     if (!nt) return 0;
     const size_t nw = (size_t)d->OC * d->C * d->KH * d->KW, per = nw + d->OC;
     const int grads = dw || db;
@@ -801,7 +839,8 @@ static inline int k_conv_direct_backward(float *dinp, float *dw, float *db, cons
     {
         const int t = omp_get_thread_num(), n0 = t * nb;
         float *dwt = scratch + (size_t)t * per;
-        k_conv_direct_backward_slice(dinp, grads ? dwt : NULL, dwt + nw, dout, inp, w, d, bf16, n0, d->N - n0 < nb ? d->N - n0 : nb, acc);
+        k_conv_direct_backward_slice(dinp, grads ? dwt : NULL, dwt + nw, dout, inp, w, d, bf16, n0, d->N - n0 < nb ? d->N - n0 : nb, acc,
+                                     st16);
     }
     for (int t = 0; t < nt && grads; t++) {
         const float *dwt = scratch + (size_t)t * per, *dbt = dwt + nw;
@@ -1012,6 +1051,12 @@ static inline void k_sgemm_bf16(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta,
 #define K_CONV_DIRECT 0              /* kernels_nn.inc: float convolutions through k_conv_direct_* where they take them */
 #include "kernels_nn.inc"
 #undef K_CONV_DIRECT
+#define XT T                         /* kernels_chain.inc: the activations' storage, XLD/XST/XRND its conversions */
+#define XLD(x) (x)
+#define XST(v) (v)
+#define XRND(v) (v)
+#define XSTAGE 0
+#include "kernels_chain.inc"
 #include "kernels_pointwise.inc"
 #include "kernels_shape.inc"
 #include "kernels_loss.inc"
@@ -1040,6 +1085,12 @@ static inline void k_sgemm_bf16(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta,
 #define K_GEMM cblas_dgemm
 #define K_EPS_T 2.220446049250313e-16
 #include "kernels_nn.inc"
+#include "kernels_chain.inc"
+#undef XT
+#undef XLD
+#undef XST
+#undef XRND
+#undef XSTAGE
 #include "kernels_pointwise.inc"
 #include "kernels_shape.inc"
 #include "kernels_loss.inc"
@@ -1085,6 +1136,117 @@ static inline void k_sgemm_bf16(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta,
 #undef K_EXP
 #undef K_GEMM
 #undef K_EPS_T
+
+// batch norm + ReLU [+ 2x2 max pool] over activations in bf16 storage (float arithmetic):
+// k_bn_relu_forward_train_bf16, k_bn_relu_forward_eval_bf16, k_bn_relu_backward_bf16.
+// gen/ops_cpu.lua's chain rules call them where every activation operand of the chain
+// is stored and read as bf16 (no widening arena around the kernel).
+#define T float
+#define SFX bf16
+#define KM(fn) fn##f
+#define XT k_bf16
+#define XLD(x) k_widen_bf16(x)
+#define XST(v) k_narrow_bf16(v)
+#define XRND(v) k_round_bf16(v)
+#define XSTAGE 1                     /* row pairs staged in float (strided 16-bit loads do not vectorise) */
+#include "kernels_chain.inc"
+#undef XT
+#undef XLD
+#undef XST
+#undef XRND
+#undef XSTAGE
+#undef T
+#undef SFX
+#undef KM
+
+// The 2x2, stride-2 max pool (k_max_pool2d_2x2_plane's windows) over bf16 storage:
+// k_max_pool2d_forward_bf16, k_max_pool2d_backward_bf16 (gen/ops_cpu.lua's max_pool2d,
+// where the input and output are stored and read as bf16 and the windows are that one).
+// Each plane is widened into this thread's float staging, pooled or routed by the float
+// kernel's own code, and the result stored: the float kernel over widened operands with
+// the precision plan's conversions around it, bit for bit, without the whole-tensor copies
+// (the maximum of bf16 values is one of them, stored exactly; a routed gradient is one
+// dout value or 0, added into the storage as k_accum_bf16_from_bf16 adds).
+static inline float *k_stage_f32(size_t n) {   // this thread's staging (NULL: out of memory, recorded)
+    static _Thread_local float *buf;
+    static _Thread_local size_t cap;
+    if (n > cap) {
+        float *grown = realloc(buf, n * sizeof(float));
+        if (!grown) { K_FAIL_NOMEM("out of memory (16-bit operands staged in float, %zu values)", n); return NULL; }
+        buf = grown;
+        cap = n;
+    }
+    return buf;
+}
+static inline void k_max_pool2d_forward_bf16(k_bf16 *out, int32_t *argmax, const k_bf16 *inp, const k_pool2d_dims *d) {
+    const int H = d->H, W = d->W, OH = d->OH, OW = d->OW;
+    const size_t S = (size_t)H * W, P = (size_t)OH * OW;
+    const int planes = d->N * d->C;
+    K_PARALLEL_FOR((size_t)planes * P > 16384,
+    for (int pl = 0; pl < planes; pl++) {
+        float *x = k_stage_f32(S + P);
+        if (!x) continue;
+        const k_bf16 *src = inp + (size_t)pl * S;
+        for (size_t s = 0; s < S; s++) x[s] = k_widen_bf16(src[s]);
+        k_max_pool2d_2x2_plane_f32(x + S, argmax ? argmax + (size_t)pl * P : NULL, x, W, OH, OW);
+        k_bf16 *o = out + (size_t)pl * P;
+        for (size_t p = 0; p < P; p++) o[p] = k_narrow_bf16(x[S + p]);
+    });
+}
+static inline void k_max_pool2d_backward_bf16(k_bf16 *dinp, const k_bf16 *dout, const int32_t *argmax, const k_pool2d_dims *d,
+                                              int acc) {
+    const size_t S = (size_t)d->H * d->W, P = (size_t)d->OH * d->OW;
+    const int planes = d->N * d->C;
+    K_PARALLEL_FOR((size_t)planes * P > 16384,
+    for (int pl = 0; pl < planes; pl++) {
+        float *g = k_stage_f32(S);
+        if (!g) continue;
+        const k_bf16 *dO = dout + (size_t)pl * P;
+        const int32_t *am = argmax + (size_t)pl * P;
+        k_bf16 *dx = dinp + (size_t)pl * S;
+        memset(g, 0, S * sizeof(float));
+        for (size_t p = 0; p < P; p++) g[am[p]] += k_widen_bf16(dO[p]);
+        if (acc) for (size_t s = 0; s < S; s++) dx[s] = k_narrow_bf16(k_widen_bf16(dx[s]) + g[s]);
+        else for (size_t s = 0; s < S; s++) dx[s] = k_narrow_bf16(g[s]);
+    });
+}
+
+// The bf16c convolutions over bf16 storage (k_conv2d_forward_bf16s, k_conv2d_backward_bf16s:
+// the input, output and their gradients k_bf16; weights, bias and their gradients float
+// holding bf16 values, as the bf16c kernels take them).  gen/ops_cpu.lua's conv2d calls
+// them where those activations are stored and read as bf16.  oneDNN's direct kernels read
+// and write the bf16 storage through their reorders (k_conv_plan's fwd16/bwd16: the input
+// exact, the float results rounded to nearest even as k_store_bf16_from_bf16 rounds);
+// elsewhere (im2col: few channels, no AVX512_BF16) the operands are widened into this
+// thread's staging around the bf16c kernel.  Either way the bf16c kernel over widened
+// operands with the precision plan's conversions around it.
+static inline void k_conv_accum16(uint16_t *dst, const float *src, size_t n) {   // k_accum_bf16_from_bf16
+    for (size_t i = 0; i < n; i++) dst[i] = k_narrow_bf16(k_widen_bf16(dst[i]) + k_round_bf16(src[i]));
+}
+static inline void k_conv2d_forward_bf16s(k_bf16 *out, const k_bf16 *inp, const float *w, const float *b, float *scratch,
+                                          const k_conv2d_dims *d) {
+    if (k_conv_direct_forward(out, inp, w, b, d, 1, 1)) return;
+    const size_t nx = (size_t)d->N * d->C * d->H * d->W, ny = (size_t)d->N * d->OC * d->OH * d->OW;
+    float *x = k_stage_f32(nx + ny);
+    if (!x) return;
+    k_load_bf16_as_bf16(x, inp, nx);
+    k_conv2d_forward_bf16c(x + nx, x, w, b, scratch, d);
+    k_store_bf16_from_bf16(out, x + nx, ny);
+}
+// dinp stored (acc 0) or added into (acc 1); dw, db as k_conv2d_backward_bf16c's (pacc)
+static inline void k_conv2d_backward_bf16s(k_bf16 *dinp, float *dw, float *db, const k_bf16 *dout, const k_bf16 *inp, const float *w,
+                                           float *scratch, const k_conv2d_dims *d, int acc, int pacc) {
+    if (k_conv_direct_backward(dinp, dw, db, dout, inp, w, scratch, d, 1, acc, pacc, 1)) return;
+    const size_t nx = (size_t)d->N * d->C * d->H * d->W, ny = (size_t)d->N * d->OC * d->OH * d->OW;
+    float *x = k_stage_f32(2 * nx + ny);
+    if (!x) return;
+    float *dy = x + nx, *dx = dinp ? dy + ny : NULL;
+    k_load_bf16_as_bf16(x, inp, nx);
+    k_load_bf16_as_bf16(dy, dout, ny);
+    k_conv2d_backward_bf16c(dx, dw, db, dy, x, w, scratch, d, 0, pacc);
+    if (dinp && acc) k_accum_bf16_from_bf16(dinp, dx, nx);
+    else if (dinp) k_store_bf16_from_bf16(dinp, dx, nx);
+}
 
 // the optimizer, clipping, unscaling and init kernels over 16-bit storage
 // ("bf16-true", "16-true"): k_adam_step_bf16, k_sgd_step_f16, ...  Float arithmetic,

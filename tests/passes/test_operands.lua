@@ -91,18 +91,25 @@ test("walk_records_the_conversions_the_plan_lists", function()
   local l = lowered("bf16-mixed")
   local w = kernels_c.walk(l)
   local compute = l.settings.compute
-  local converted = 0
+  -- (a "native" operand: a kernel over its bf16 storage reads or writes it, no conversion)
+  local converted, native = 0, 0
   for _, list in ipairs(w.operands) do
     for _, rec in ipairs(list) do
-      if not (rec.storage == compute and rec.view == compute) then converted = converted + 1 end
+      if rec.native then
+        native = native + 1
+        eq(rec.storage .. "/" .. rec.view, "bf16/bf16", "a native operand's formats")
+      elseif not (rec.storage == compute and rec.view == compute) then converted = converted + 1 end
     end
   end
   check(converted > 0, "bf16-mixed converts no operand")
-  local rows = 0
+  check(native > 0, "no kernel reads its bf16 storage itself (fashion_cnn's chains and conv2d(32, 64) do)")
+  local rows, native_rows = 0, 0
   for line in kernels_c.precision_plan(l, w):gmatch("[^\n]+") do
     if line:match("^conversion\t") then rows = rows + 1 end
+    if line:match("^native\t") then native_rows = native_rows + 1 end
   end
   eq(rows, converted, "conversion rows of precision_plan.tsv")
+  eq(native_rows, native, "native rows of precision_plan.tsv")
   check(w.num_wide >= 16, "m->wide holds no converted operand")
   -- at 32-true nothing is converted
   local w32 = kernels_c.walk(lowered("32-true"))
