@@ -395,6 +395,21 @@ end
 -- ("mean", "sum", "max"), where } } in name order and marks those nodes `metric`.
 -- Every key the program logs for a metric (train/NAME, train/NAME_epoch, val/NAME,
 -- test/NAME) must differ from the built-in ones and from the other metrics'.
+-- The log keys each metric of `list` (sorted by name) writes, claimed in `keys` (key ->
+-- who logs it already): one that is taken is an error at the metric's line.  `who`:
+-- train.log, or fabric.log for a training_step's (gen/user_step.lua)
+function graph.claim_metric_keys(list, keys, who)
+  for _, m in ipairs(list) do
+    for _, k in ipairs { "train/" .. m.name, "train/" .. m.name .. "_epoch", "val/" .. m.name, "test/" .. m.name } do
+      if keys[k] then
+        diag.error(m.where, string.format("%s: metric '%s' would log %s, which %s; rename it", who, m.name, k, keys[k]))
+        break
+      end
+      keys[k] = "metric '" .. m.name .. "' logs too"
+    end
+  end
+end
+
 function graph.metrics(g, t, holder)
   local tr = g.spec.train
   local result = holder.metrics
@@ -424,15 +439,7 @@ function graph.metrics(g, t, holder)
     end
   end
   table.sort(list, function(a, b) return a.name < b.name end)
-  for _, m in ipairs(list) do
-    for _, k in ipairs { "train/" .. m.name, "train/" .. m.name .. "_epoch", "val/" .. m.name, "test/" .. m.name } do
-      if keys[k] then
-        diag.error(m.where, string.format("train.log: metric '%s' would log %s, which %s; rename it", m.name, k, keys[k]))
-        break
-      end
-      keys[k] = "metric '" .. m.name .. "' logs too"
-    end
-  end
+  graph.claim_metric_keys(list, keys, "train.log")
   for name in pairs(tr.log_reduce) do
     if result[name] == nil then
       local names = {}

@@ -213,15 +213,7 @@ function user_step.metrics(sp, logs)
     end
   end
   table.sort(list, function(a, b) return a.name < b.name end)
-  for _, m in ipairs(list) do
-    for _, k in ipairs { "train/" .. m.name, "train/" .. m.name .. "_epoch", "val/" .. m.name, "test/" .. m.name } do
-      if keys[k] then
-        diag.error(m.where, string.format("fabric.log: metric '%s' would log %s, which %s; rename it", m.name, k, keys[k]))
-        break
-      end
-      keys[k] = "metric '" .. m.name .. "' logs too"
-    end
-  end
+  require("graph").claim_metric_keys(list, keys, "fabric.log")
   for name in pairs(tr.log_reduce) do
     if not seen[name] then
       local names = {}
