@@ -33,6 +33,13 @@ local FORMATS = require("precision").FORMATS
 -- for gradients the op adds into, summed into the tensor's format after it.
 -- e.begin(node, phase) starts an op and e.wrap(lines) puts the conversions around
 -- its kernel calls.
+-- k_KERNEL_SFX(args...); (SFX: the compute type's f32/f64, or a storage format's bf16)
+local function kernel_call(kernel, sfx, ...)
+  local args = table.pack(...)
+  for i = 1, args.n do args[i] = tostring(args[i]) end
+  return string.format("k_%s_%s(%s);", kernel, sfx, table.concat(args, ", ", 1, args.n))
+end
+
 local function context(l, ty, read_only)
   local compute = l.pp.settings.compute
   local wide_used, wide_max = 0, 0
@@ -155,11 +162,7 @@ local function context(l, ty, read_only)
     if not reads then natives[base] = true end
     return base
   end
-  function e.call_native(fmt, kernel, ...)
-    local args = table.pack(...)
-    for i = 1, args.n do args[i] = tostring(args[i]) end
-    return string.format("k_%s_%s(%s);", kernel, fmt, table.concat(args, ", ", 1, args.n))
-  end
+  function e.call_native(fmt, kernel, ...) return kernel_call(kernel, fmt, ...) end
 
   function e.wrap(lines)
     if #pre == 0 and #post == 0 then return lines end
@@ -301,11 +304,7 @@ local function context(l, ty, read_only)
     -- training program, whose training step updates it; an inference program only reads it)
     return widened({ shape = s.entry.shape, dtype = "float" }, var, l.inference and "load" or "update", "buffer " .. full, { state })
   end
-  function e.call(kernel, ...)
-    local args = table.pack(...)
-    for i = 1, args.n do args[i] = tostring(args[i]) end
-    return string.format("k_%s_%s(%s);", kernel, ty.sfx, table.concat(args, ", ", 1, args.n))
-  end
+  function e.call(kernel, ...) return kernel_call(kernel, ty.sfx, ...) end
   -- SyncBatchNorm (e.synced: gen/operands.lua): the line that sums n doubles over the
   -- ranks (runtime/ddp.h)
   function e.ranks_sum(buf, n)
