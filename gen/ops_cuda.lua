@@ -825,15 +825,31 @@ ops_cuda.cat = {
 local REDUCTION = { none = 0, mean = 1, sum = 2 }   -- the CPU's K_REDUCTION_*
 local ce_soft_forward, ce_soft_backward   -- probability targets (below)
 
+-- PyTorch's class weights (a loss's third input, C values; the CPU's `weight`): the
+-- unweighted kernel's body with each weighted term rewritten (WEIGHTED: {plain text,
+-- weighted text} pairs, each of which must occur), read through the operand w, in a
+-- kernel of its own kind (KIND_w).  Without weights the kernel is the unweighted one.
+local function class_weighted(e, n, kind, ops, body, weighted)
+  local w = n.inputs[3]
+  if not w then return kind, body end
+  ops[#ops + 1] = { "w", e.val(w), "r" }
+  for _, r in ipairs(weighted) do
+    local at = body:find(r[1], 1, true)
+    assert(at, "class_weighted: '" .. r[1] .. "' is not in " .. kind .. "'s body")
+    body = body:sub(1, at - 1) .. r[2] .. body:sub(at + #r[1])
+  end
+  return kind .. "_w", body
+end
+
 ops_cuda.cross_entropy = {
   forward = function(e, n)
     if n.inputs[2].dtype ~= "int64" then return ce_soft_forward(e, n) end
     local x, t, a = n.inputs[1], n.inputs[2], n.attrs
     local C, S = x.shape[2], dims_after(x.shape, 3)
     local ops = { { "x", e.val(x), "r" }, { "loss", e.val(n.out), "w" } }
-    local k = e.kernel { kind = "cross_entropy", ops = ops,
-      params = "long long n, int C, long long S, const long long *target, float *logp, long long ignore, float eps, int reduction",
-      body = "double total = 0, count = 0;\n    " .. BLOCK .. [[ {
+    -- weighted (the CPU's k_cross_entropy_forward): w[y] on the target's term, w[c] on
+    -- smoothing's, the mean over the summed w[y] of the entries not ignored
+    local kind, body = class_weighted(e, n, "cross_entropy", ops, "double total = 0, count = 0;\n    " .. BLOCK .. [[ {
         const long long base = i / S * C * S + i % S;
         float mx = -__int_as_float(0x7f800000), se = 0;   // the CPU's log_softmax: float sums
         for (int c = 0; c < C; c++) { const float v = ld_x(base + c * S); if (v > mx) mx = v; }
@@ -856,7 +872,11 @@ ops_cuda.cross_entropy = {
     }
     total = block_sum(total);
     count = block_sum(count);
-    if (threadIdx.x == 0 && reduction != 0) st_loss(0, (float)(reduction == 1 ? total / count : total));]] }
+    if (threadIdx.x == 0 && reduction != 0) st_loss(0, (float)(reduction == 1 ? total / count : total));]],
+      { { "sum += lp;", "sum += ld_w(c) * lp;" }, { "l = -(1 - eps) * logp[", "l = -(1 - eps) * ld_w(y) * logp[" },
+        { "count += 1;", "count += ld_w(y);" } })
+    local k = e.kernel { kind = kind, ops = ops, body = body,
+      params = "long long n, int C, long long S, const long long *target, float *logp, long long ignore, float eps, int reduction" }
     return e.launch(k, ops, { { "long long", by(e.batch(x), S) }, { "int", C }, { "long long", S },
       { "void *", e.val(t).ptr }, { "void *", e.save(n, "logp") }, { "long long", a.ignore_index }, { "float", e.lit(a.label_smoothing) },
       { "int", REDUCTION[a.reduction] } }, { blocks = 1 })
@@ -866,10 +886,11 @@ ops_cuda.cross_entropy = {
     local x, t, a = n.inputs[1], n.inputs[2], n.attrs
     local C, S = x.shape[2], dims_after(x.shape, 3)
     local ops = { { "dl", e.grad(n.out), "r" }, { "dx", e.grad(x), "a" } }
-    local k = e.kernel { kind = "cross_entropy_grad", ops = ops,
-      params = "long long n, int C, long long S, const long long *target, const float *logp, long long ignore, float eps, int reduction",
-      body = "double count = 0;\n    " .. BLOCK .. " count += target[i] != ignore;\n    count = block_sum(count);\n" ..
-             "    const float g0 = reduction == 1 ? (float)(ld_dl(0) / count) : ld_dl(0);\n    " .. BLOCK .. [[ {
+    -- weighted (the CPU's k_cross_entropy_weighted_backward): g (softmax a - q) with
+    -- a = (1 - eps) w[y] + eps / C sum w and q = eps / C w[c] + (1 - eps) w[y] on y
+    local kind, body = class_weighted(e, n, "cross_entropy_grad", ops,
+      "double count = 0;\n    " .. BLOCK .. " count += target[i] != ignore;\n    count = block_sum(count);\n" ..
+      "    const float g0 = reduction == 1 ? (float)(ld_dl(0) / count) : ld_dl(0);\n    " .. BLOCK .. [[ {
         long long b = i / S, s = i % S, y = target[i];
         if (y == ignore) continue;
         const float g = reduction == 0 ? ld_dl(i) : g0;
@@ -877,7 +898,13 @@ ops_cuda.cross_entropy = {
             long long j = (b * C + c) * S + s;
             acc_dx(j, so_ce_grad(g, logp[j], so_ce_q(c == y, eps, C)));
         }
-    }]] }
+    }]], { { "count += target[i] != ignore;", "if (target[i] != ignore) count += ld_w(target[i]);" },
+           { "const float g0 =", "float wsum = 0;\n    for (int c = 0; c < C; c++) wsum += ld_w(c);\n    const float g0 =" },
+           { "const float g = reduction == 0 ? ld_dl(i) : g0;",
+             "const float g = reduction == 0 ? ld_dl(i) : g0, wt = (1 - eps) * ld_w(y), a = wt + eps / C * wsum;" },
+           { "so_ce_grad(g, logp[j], so_ce_q(c == y, eps, C))", "so_ce_soft_grad(g, logp[j], a, eps / C * ld_w(c) + (c == y ? wt : 0))" } })
+    local k = e.kernel { kind = kind, ops = ops, body = body,
+      params = "long long n, int C, long long S, const long long *target, const float *logp, long long ignore, float eps, int reduction" }
     return e.launch(k, ops, { { "long long", by(e.batch(x), S) }, { "int", C }, { "long long", S },
       { "void *", e.val(t).ptr }, { "void *", e.save(n, "logp") }, { "long long", a.ignore_index }, { "float", e.lit(a.label_smoothing) },
       { "int", REDUCTION[a.reduction] } }, { blocks = 1 })
@@ -1918,9 +1945,8 @@ ce_soft_forward = function(e, n)
   local x, t, a = n.inputs[1], n.inputs[2], n.attrs
   local C, S = x.shape[2], dims_after(x.shape, 3)
   local ops = { { "x", e.val(x), "r" }, { "t", e.val(t), "r" }, { "loss", e.val(n.out), "w" } }
-  local k = e.kernel { kind = "cross_entropy_soft", ops = ops,
-    params = "long long n, int C, long long S, float *logp, float eps, int reduction",
-    body = "double total = 0;\n    " .. BLOCK .. [[ {
+  -- weighted: each class's term times w[c] (the mean still over N·S, as PyTorch's)
+  local kind, body = class_weighted(e, n, "cross_entropy_soft", ops, "double total = 0;\n    " .. BLOCK .. [[ {
         const long long base = i / S * C * S + i % S;
         float mx = -__int_as_float(0x7f800000), s = 0, l = 0;
         for (int c = 0; c < C; c++) { const float v = ld_x(base + c * S); if (v > mx) mx = v; }
@@ -1934,7 +1960,9 @@ ce_soft_forward = function(e, n)
         total += l;
     }
     total = block_sum(total);
-    if (threadIdx.x == 0 && reduction != 0) st_loss(0, (float)(reduction == 1 ? total / n : total));]] }
+    if (threadIdx.x == 0 && reduction != 0) st_loss(0, (float)(reduction == 1 ? total / n : total));]],
+    { { "l -= so_ce_soft_q(", "l -= ld_w(c) * so_ce_soft_q(" } })
+  local k = e.kernel { kind = kind, ops = ops, body = body, params = "long long n, int C, long long S, float *logp, float eps, int reduction" }
   return e.launch(k, ops, { { "long long", by(e.batch(x), S) }, { "int", C }, { "long long", S },
     { "void *", e.save(n, "logp") }, { "float", e.lit(a.label_smoothing) }, { "int", REDUCTION[a.reduction] } }, { blocks = 1 })
 end
@@ -1944,13 +1972,14 @@ ce_soft_backward = function(e, n)
   local dx = e.grad(x)
   if not dx then return {} end
   local ops = { { "dl", e.grad(n.out), "r" }, { "t", e.val(t), "r" }, { "dx", dx, "a" } }
-  return pointwise(e, "cross_entropy_soft_grad", ops, [[const long long base = i / S * C * S + i % S;
+  local kind, body = class_weighted(e, n, "cross_entropy_soft_grad", ops, [[const long long base = i / S * C * S + i % S;
         const float g = reduction == 0 ? ld_dl(i) : so_loss_grad(ld_dl(0), reduction == 1, (double)n);
         float qsum = 0;
         for (int c = 0; c < C; c++) qsum += so_ce_soft_q(ld_t(base + c * S), eps, C);
         for (int c = 0; c < C; c++)
             acc_dx(base + c * S, so_ce_soft_grad(g, logp[base + c * S], qsum, so_ce_soft_q(ld_t(base + c * S), eps, C)));]],
-    by(e.batch(x), S), "int C, long long S, const float *logp, float eps, int reduction",
+    { { "qsum += so_ce_soft_q(", "qsum += ld_w(c) * so_ce_soft_q(" }, { "qsum, so_ce_soft_q(", "qsum, ld_w(c) * so_ce_soft_q(" } })
+  return pointwise(e, kind, ops, body, by(e.batch(x), S), "int C, long long S, const float *logp, float eps, int reduction",
     { { "int", C }, { "long long", S }, { "void *", e.save(n, "logp") }, { "float", e.lit(a.label_smoothing) }, { "int", REDUCTION[a.reduction] } })
 end
 
@@ -2139,9 +2168,7 @@ ops_cuda.nll_loss = {
     local x, t, a = n.inputs[1], n.inputs[2], n.attrs
     local C, S = x.shape[2], dims_after(x.shape, 3)
     local ops = { { "x", e.val(x), "r" }, { "loss", e.val(n.out), "w" } }
-    local k = e.kernel { kind = "nll_loss", ops = ops,
-      params = "long long n, int C, long long S, const long long *target, long long ignore, int reduction",
-      body = "double total = 0, count = 0;\n    " .. BLOCK .. [[ {
+    local kind, body = class_weighted(e, n, "nll_loss", ops, "double total = 0, count = 0;\n    " .. BLOCK .. [[ {
         const long long y = target[i];
         float l = 0;
         if (y != ignore) { l = -ld_x((i / S * C + y) * S + i % S); count += 1; }
@@ -2150,7 +2177,10 @@ ops_cuda.nll_loss = {
     }
     total = block_sum(total);
     count = block_sum(count);
-    if (threadIdx.x == 0 && reduction != 0) st_loss(0, (float)(reduction == 1 ? total / count : total));]] }
+    if (threadIdx.x == 0 && reduction != 0) st_loss(0, (float)(reduction == 1 ? total / count : total));]],
+      { { "l = -ld_x(", "l = -ld_w(y) * ld_x(" }, { "count += 1;", "count += ld_w(y);" } })
+    local k = e.kernel { kind = kind, ops = ops, body = body,
+      params = "long long n, int C, long long S, const long long *target, long long ignore, int reduction" }
     return e.launch(k, ops, { { "long long", by(e.batch(x), S) }, { "int", C }, { "long long", S },
       { "void *", e.val(t).ptr }, { "long long", a.ignore_index }, { "int", REDUCTION[a.reduction] } }, { blocks = 1 })
   end,
@@ -2160,14 +2190,16 @@ ops_cuda.nll_loss = {
     if not dx then return {} end
     local C, S = x.shape[2], dims_after(x.shape, 3)
     local ops = { { "dl", e.grad(n.out), "r" }, { "dx", dx, "a" } }
-    local k = e.kernel { kind = "nll_loss_grad", ops = ops,
-      params = "long long n, int C, long long S, const long long *target, long long ignore, int reduction",
-      body = "double count = 0;\n    " .. BLOCK .. " count += target[i] != ignore;\n    count = block_sum(count);\n" ..
-             "    const float g0 = reduction == 1 ? (float)(ld_dl(0) / count) : ld_dl(0);\n    " .. BLOCK .. [[ {
+    local kind, body = class_weighted(e, n, "nll_loss_grad", ops,
+      "double count = 0;\n    " .. BLOCK .. " count += target[i] != ignore;\n    count = block_sum(count);\n" ..
+      "    const float g0 = reduction == 1 ? (float)(ld_dl(0) / count) : ld_dl(0);\n    " .. BLOCK .. [[ {
         const long long y = target[i];
         if (y == ignore) continue;
         acc_dx((i / S * C + y) * S + i % S, -(reduction == 0 ? ld_dl(i) : g0));
-    }]] }
+    }]], { { "count += target[i] != ignore;", "if (target[i] != ignore) count += ld_w(target[i]);" },
+           { "-(reduction == 0 ? ld_dl(i) : g0)", "-((reduction == 0 ? ld_dl(i) : g0) * ld_w(y))" } })
+    local k = e.kernel { kind = kind, ops = ops, body = body,
+      params = "long long n, int C, long long S, const long long *target, long long ignore, int reduction" }
     return e.launch(k, ops, { { "long long", by(e.batch(x), S) }, { "int", C }, { "long long", S },
       { "void *", e.val(t).ptr }, { "long long", a.ignore_index }, { "int", REDUCTION[a.reduction] } }, { blocks = 1 })
   end,
@@ -2667,9 +2699,6 @@ ops_cuda.supported = function(node)
     if not require("ops")[op].batch_anywhere and require("ops").batch_dim_inside(x.shape) then
       return "a tensor whose batch dimension is not first", true
     end
-  end
-  if (op == "cross_entropy" or op == "nll_loss") and node.inputs[3] then
-    return "the weight option (class weights; the CPU program has it: --accelerator=cpu)"
   end
   if (op == "transpose" or op == "permute") and #node.inputs[1].shape > MAXDIM then
     return string.format("a %d-d tensor (at most %d dims)", #node.inputs[1].shape, MAXDIM)

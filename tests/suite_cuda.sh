@@ -16,8 +16,8 @@
 #    built at 32-true and bf16-mixed (the loss variants at one precision each) and their
 #    kernels checked the same way;
 #  - issue 18's ops (tests/cuda_specs/seq_ops.lua and tests/ops' convt, compare (with
-#    where), expand, act, image, reduce; conv_losses with smooth_l1/huber/kl_div) at one
-#    precision each, their kernels checked the same way;
+#    where), expand, act, image, reduce, class_weight; conv_losses with
+#    smooth_l1/huber/kl_div) at one precision each, their kernels checked the same way;
 #  - attention's fused kernels (tests/cuda_specs/flash_attention.lua: head dims 40/72,
 #    and 128 at bf16-mixed) and, past 128, the GEMM path's;
 #  - tiny_gpt at 32-true and bf16-mixed (AdamW's parameter groups: decay_min_ndim), and
@@ -81,6 +81,8 @@ CHECKS+=(
   "conv_smooth_kl|@variants/conv_smooth_kl.lua|32-true|smooth_l1_ff_ff_ff huber_grad_ff_ff_ff_ff kl_div_dt_ff_ff_ff_ff kl_div_none_ff_ff_ff"
   "image|tests/ops/image.lua|bf16-mixed|group_norm_w_b_ group_norm_grad_wb_dw_db_ upsample_ upsample_grad_"
   "reduce|tests/ops/reduce.lua|32-true|max_dim_ff_ff max_dim_grad_ff_ff var_ff_ff std_grad_ff_ff_ff_ff cosine_similarity_grad_a_"
+  # class weights: cross_entropy (index and probability targets) and nll_loss
+  "class_weight|tests/ops/class_weight.lua|bf16-mixed|cross_entropy_w_ cross_entropy_grad_w_ cross_entropy_soft_w_ cross_entropy_soft_grad_w_ nll_loss_w_ nll_loss_grad_w_"
   # attention's fused (flash) kernels at their tiles' edges, at the largest head dim they
   # take (128), and past it (144: the GEMM path's softmax kernels)
   "flash_attention|tests/cuda_specs/flash_attention.lua|32-true|flash_fwd_e40_v72_ff flash_fwd_e40_v72_causal_ff flash_bwd_dq_e40_v72_ff flash_bwd_dkv_e40_v72_causal_ff"
