@@ -58,6 +58,7 @@ typedef struct {
 typedef struct {
     char *path;
     unsigned char *map; size_t map_size;               // the whole file, read-only
+    int fd;                                            // the file, open until ckpt_close (-1: none)
     char *strings;                                     // names/metadata, decoded, owned
     ckpt_tensor *tensors; int ntensors;                // sorted by data offset
     ckpt_tensor **by_name;                             // sorted by name, for ckpt_find
