@@ -58,6 +58,7 @@ typedef struct {
 typedef struct {
     char *path;
     unsigned char *map; size_t map_size;               // the whole file, read-only
+    int fd;                                            // the file, open until ckpt_close (-1: none)
     char *strings;                                     // names/metadata, decoded, owned
     ckpt_tensor *tensors; int ntensors;                // sorted by data offset
     ckpt_tensor **by_name;                             // sorted by name, for ckpt_find
@@ -86,12 +87,13 @@ int ckpt_write(ckpt_writer *w, const char *path);
 
 // --- reading ---
 // Maps and validates the whole file: header JSON, dtypes, shapes against byte sizes,
-// offsets contiguous and inside the file. On failure f->err says why; call
-// ckpt_close either way.
+// offsets contiguous and inside the file; the file stays open (f->fd) until ckpt_close,
+// for ckpt_read_into's reads. On failure f->err says why; call ckpt_close either way.
 int ckpt_open(ckpt_file *f, const char *path);
 void ckpt_close(ckpt_file *f);
 const ckpt_tensor *ckpt_find(const ckpt_file *f, const char *name);   // NULL if absent
-// Copies tensor `name` into dst after checking that it exists with this dtype and shape.
+// Copies tensor `name` into dst (pread from f->fd) after checking that it exists with
+// this dtype and shape.
 int ckpt_read_into(ckpt_file *f, const char *name, ckpt_dtype dt, int ndim,
                    const int64_t *shape, void *dst);
 // Compares the checkpoint with the tensors a model expects (name, dtype, shape) and
