@@ -356,10 +356,14 @@ end
 -- [0, NUM_PARAMS) (alignment padding goes with the run before) except the frozen
 -- parameters' (`frozen[name]`, train.freeze: requires_grad = False, so torch.optim
 -- skips them: no update, no weight decay); nil when every parameter is in one group
--- with the optimizer's own settings.
-local function param_groups(opt, params, frozen)
+-- with the optimizer's own settings.  `mine` (a training_step's optimizer: { name,
+-- params (its spec's params, as text), set (its parameters' names) }): the groups are
+-- over its parameters only (the frozen ones left out), each run of neighbours in one
+-- group ending at its last parameter's end (another optimizer's parameters may follow);
+-- nil when they are all in the optimizer's own group.
+local function param_groups(opt, params, frozen, mine)
   local a = opt.args
-  local any_frozen = next(frozen) ~= nil
+  local any_frozen = next(frozen) ~= nil and not mine
   local groups = {}
   for i, gs in ipairs(a.groups or {}) do
     groups[i] = { lr = gs.lr or a.lr, weight_decay = gs.weight_decay or a.weight_decay, pattern = gs.params,
@@ -389,23 +393,41 @@ local function param_groups(opt, params, frozen)
     return default
   end
   local runs = {}
+  local prev   -- (mine: the index of the last parameter put in a run)
   for i, p in ipairs(params) do
-    local gr = group_of(p)
-    gr.used = gr.used + 1   -- (a group whose parameters are all frozen matched them: no error)
-    if frozen[p.name] then gr = FROZEN end
-    local last = runs[#runs]
-    local finish = params[i + 1] and params[i + 1].offset or nil
-    if last and last.group == gr then
-      last.finish, last.count = finish, last.count + 1
+    if mine and frozen[p.name] then
+      group_of(p).used = group_of(p).used + 1   -- (a group whose parameters are all frozen matched them: no error)
+    elseif mine and not mine.set[p.name] then
+      -- another optimizer's: no run goes across it
+    elseif mine then
+      local gr = group_of(p)
+      gr.used = gr.used + 1
+      local last = runs[#runs]
+      if last and last.group == gr and prev == i - 1 then
+        last.finish, last.count = p.offset + p.numel, last.count + 1
+      else
+        runs[#runs + 1] = { begin = p.offset, finish = p.offset + p.numel, group = gr, first = p.name, count = 1 }
+      end
+      runs[#runs].last, prev = p.name, i
     else
-      if last then last.finish = p.offset end
-      runs[#runs + 1] = { begin = p.offset, finish = finish, group = gr, first = p.name, count = 1 }
+      local gr = group_of(p)
+      gr.used = gr.used + 1   -- (a group whose parameters are all frozen matched them: no error)
+      if frozen[p.name] then gr = FROZEN end
+      local last = runs[#runs]
+      local finish = params[i + 1] and params[i + 1].offset or nil
+      if last and last.group == gr then
+        last.finish, last.count = finish, last.count + 1
+      else
+        if last then last.finish = p.offset end
+        runs[#runs + 1] = { begin = p.offset, finish = finish, group = gr, first = p.name, count = 1 }
+      end
+      runs[#runs].last = p.name
     end
-    runs[#runs].last = p.name
   end
   for _, gr in ipairs(groups) do
     if gr.pattern and gr.used == 0 then
-      diag.fatal(gr.where or opt.where, string.format("%s: %s matches no parameter of the model", opt.kind, gr.label))
+      diag.fatal(gr.where or opt.where, string.format("%s: %s matches no parameter of %s", opt.kind, gr.label,
+        mine and string.format("optimizer '%s' (its parameters: %s)", mine.name, mine.params) or "the model"))
     end
   end
   local kept, skipped = {}, {}
@@ -427,8 +449,9 @@ end
 -- FULL_SHARD the parameters too, fsdp_param_shard()); checkpoints hold the
 -- full tensors (the load keeps this rank's part; the save gathers them: emit_c.lua).
 -- `only`: runs { begin, finish, names } of the parameters it updates (a training_step's
--- optimizer, gen/user_step.lua), without parameter groups.
-local function optimizer_code(k16, opt, sfx, params, floor, frozen, sharded, only)
+-- optimizer, gen/user_step.lua) and `mine`, the optimizer (param_groups'): its
+-- parameter groups are over those only.
+local function optimizer_code(k16, opt, sfx, params, floor, frozen, sharded, only, mine)
   local STATE16, OPT16, PAR_FOR, LD, ST, LDO, STO = k16.STATE16, k16.OPT16, k16.PAR_FOR, k16.LD, k16.ST, k16.LDO, k16.STO
   local a = opt.args
   local rule = optimizers.rule(opt.kind)
@@ -471,8 +494,9 @@ local function optimizer_code(k16, opt, sfx, params, floor, frozen, sharded, onl
     alloc[1] = "    o->unused = 0;"
   end
   local desc = rule.desc(a, opt.kind)
-  local groups, runs, skipped = param_groups(opt, params, frozen)
-  if only then groups, runs = nil, only end
+  local groups, runs, skipped = param_groups(opt, params, frozen, only and mine)
+  if only and groups then only = nil   -- (the groups' runs are the optimizer's parameters)
+  elseif only then runs = only end
   local step = { string.format("    // %s", desc), "    (void)o; (void)mom; (void)step;   // not every rule reads them" }
   -- the runs (parameter groups, a training_step's parameters) share one thread team, each
   -- split over it without a barrier between them (they are disjoint): a team per run cost
@@ -1761,9 +1785,11 @@ function emit_train.values(l)
   end
   if l.autodiff.segments then
     -- a training_step (gen/user_step.lua): each optimizer's step over its parameters
-    local code, protos = require("user_step").optim_c(l, function(opt, runs)
-      local c = optimizer_code(k16, opt, ty.sfx, l.state.params, 0, g.frozen or {}, nil, runs)
-      c.lr_body, c.sched_desc = schedule_code(sp, opt)   -- train.scheduler on this optimizer's lr
+    local code, protos = require("user_step").optim_c(l, function(opt, runs, mine)
+      local lr_body, sched_desc, _, fl = schedule_code(sp, opt)   -- train.scheduler on this optimizer's lr
+      local c = optimizer_code(k16, opt, ty.sfx, l.state.params, fl, g.frozen or {}, nil, runs, mine)
+      c.lr_body, c.sched_desc = lr_body, sched_desc
+      c.LD, c.ST = k16.LD, k16.ST   -- (a gradient's load and store: train.clip's)
       return c
     end)
     values.user_step = { code = code, protos = protos }

@@ -367,6 +367,7 @@ local function anomaly_lines(l, e, node, phase)
   lines[#lines + 1] = "}"
   return lines
 end
+kernels_c.anomaly_lines = anomaly_lines   -- (a training_step's ops: gen/user_step.lua)
 
 kernels_c.context = context   -- (gen/user_step.lua's functions of a training_step)
 

@@ -139,7 +139,14 @@ function precision.assign(trace, name, events)
           fmt[x] = x.param and S.state or S.compute   -- data arrives in the program's compute type
         end
         if S.half then
-          if x.input and inside then x = cast(x, S.half, "convert_input: the model's float inputs", node) end
+          if x.input and inside then x = cast(x, S.half, "convert_input: the model's float inputs", node)
+          elseif events and not S.mixed and inside and not x.param and not produced_inside[x] then
+            -- a training_step's call of the model (or a submodule) at bf16-true/16-true is
+            -- Fabric's module call: HalfPrecision.convert_input takes a float tensor made
+            -- outside (a model's output after convert_output, a sum in the step) to the
+            -- half type (under *-mixed autocast casts at the ops that need it)
+            x = cast(x, S.half, "convert_input: a float tensor entering a call of the model", node)
+          end
           if produced_inside[x] and not inside and not x.param then
             x = cast(x, "f32", "convert_output: the model's outputs, in the default dtype", node)
           end

@@ -56,10 +56,6 @@ local function resolve_optimizers(g, list)
       end
     end
     local a = o.opt.args
-    if a.groups or ((a.decay_min_ndim or 0) > 0 and (a.weight_decay or 0) ~= 0) then
-      diag.fatal(o.opt.where, string.format("optimizer '%s': parameter groups (groups, decay_min_ndim) in a training_step's optimizer "
-        .. "are not supported yet", o.name))
-    end
     -- the optimizers share one Optimizer struct (state arrays laid out like the parameters,
     -- each optimizer's slice its own): their kinds and state layouts must agree
     local rule = require("optimizers").rule(o.opt.kind)
@@ -77,7 +73,7 @@ local function resolve_optimizers(g, list)
         .. "must be of one kind with the same state for now", o.name, o.opt.kind, layout, rule0.name, rule0.kind, rule0.layout))
     end
     rule0 = rule0 or { kind = o.opt.kind, layout = layout, name = o.name }
-    local r = { name = o.name, index = #out + 1, opt = o.opt, params = params, where = o.opt.where }
+    local r = { name = o.name, index = #out + 1, opt = o.opt, params = params, subs = o.params, where = o.opt.where }
     out[#out + 1] = r
     by_name[o.name] = r
   end
@@ -388,13 +384,16 @@ end
 -- The C backend
 
 -- Refusals before any work (emit_c.check, emit_cuda.check): what the user step does not
--- do yet on `backend` ("cpu": 32-true, 64-true, bf16-mixed and 16-mixed; "cuda": 32-true).
+-- do yet on `backend` ("cpu": every precision; "cuda": 32-true).
 -- bf16-mixed and 16-mixed: each call of the model in the step casts as Fabric's module
 -- call under autocast (gen/precision.lua, its casts scoped by the step's events);
 -- 16-mixed adds Fabric's one GradScaler (optim_c: each backward scaled, each optimizer's
--- step unscaled and skipped on inf/nan, the scale updated after it); bf16-true/16-true
--- are untested with a training_step: refused.
-local CPU_PRECISIONS = { ["32-true"] = true, ["64-true"] = true, ["bf16-mixed"] = true, ["16-mixed"] = true }
+-- step unscaled and skipped on inf/nan, the scale updated after it).  bf16-true and
+-- 16-true: Fabric's HalfPrecision, no scaler: parameters, gradients and optimizer state
+-- in 16 bits (16-true's moments float32, as the built-in step's), each call of the model
+-- taking its float inputs to the half type (convert_input, gen/precision.lua) and giving
+-- its outputs back in float32 (convert_output).  detect_anomaly: every op of the step.
+local CPU_PRECISIONS = { ["32-true"] = true, ["64-true"] = true, ["bf16-mixed"] = true, ["16-mixed"] = true, ["bf16-true"] = true, ["16-true"] = true }
 function user_step.check(g, target, precision, backend)
   local sp, st = g.spec, g.step
   local tr = sp.train
@@ -403,7 +402,8 @@ function user_step.check(g, target, precision, backend)
   if precision ~= "32-true" and (cuda or not CPU_PRECISIONS[precision]) then
     diag.fatal(target.precision and where or sp.fabric.where, string.format("precision '%s' with a training_step is not supported %syet "
       .. "(%s)%s", precision, cuda and "by the CUDA backend " or "",
-      cuda and "32-true is; the CPU backend also runs 64-true, bf16-mixed and 16-mixed" or "32-true, 64-true, bf16-mixed and 16-mixed are",
+      cuda and "32-true is; the CPU backend also runs 64-true, bf16-mixed, 16-mixed, bf16-true and 16-true"
+        or "32-true, 64-true, bf16-mixed, 16-mixed, bf16-true and 16-true are",
       ""))
   end
   local function refuse(key, what, why)
@@ -427,10 +427,6 @@ function user_step.check(g, target, precision, backend)
     refuse("scheduler", "OneCycleLR's cycle_momentum", "give cycle_momentum = false")
   end
   if tr.hooks then refuse("hooks", "hooks") end
-  if target.detect_anomaly or sp.fabric.detect_anomaly then
-    diag.fatal(not target.detect_anomaly and diag.key_where(sp.fabric.where, "detect_anomaly") or nil,
-      "detect_anomaly with a training_step is not supported yet")
-  end
   if tr.log then
     diag.fatal(diag.key_where(tr.where, "log") or tr.where, "train.log with a training_step: log from the step itself, "
       .. "as in Fabric: fabric.log_dict({ name = value, ... }) or fabric.log(name, value)")
@@ -439,6 +435,13 @@ function user_step.check(g, target, precision, backend)
     diag.fatal(g.loss.metrics[1].where, "fabric.log in a training_step is not supported yet by the CUDA backend (the CPU backend runs it)")
   end
   if tr.freeze and cuda then refuse("freeze", "freeze", "by the CUDA backend; the CPU backend runs it") end
+  for _, o in ipairs(cuda and st.optimizers or {}) do
+    local a = o.opt.args
+    if a.groups or ((a.decay_min_ndim or 0) > 0 and (a.weight_decay or 0) ~= 0) then
+      diag.fatal(o.where, string.format("optimizer '%s': parameter groups (groups, decay_min_ndim) in a training_step are not supported "
+        .. "by the CUDA backend yet (the CPU backend runs them)", o.name))
+    end
+  end
   local devices = target.devices or sp.fabric.devices
   if type(devices) == "number" and devices > 1 then refuse("training_step", "several devices (ddp)") end
 end
@@ -467,6 +470,9 @@ function user_step.model_c(l, forward_lines, node_comment)
           if not ops[node.op].alias then
             e.begin(node, "forward")
             lines = e.wrap(ops_cpu[node.op].forward(e, node))
+            if l.options.detect_anomaly then   -- (each op's output checked for NaN/Inf, as the built-in step's)
+              for _, x in ipairs(kernels_c.anomaly_lines(l, e, node, "forward")) do lines[#lines + 1] = x end
+            end
           end
           list[#list + 1] = { node = node, lines = lines }
         end
@@ -486,7 +492,11 @@ function user_step.model_c(l, forward_lines, node_comment)
           e.begin(node, "backward")
           lines[#lines + 1] = ""
           lines[#lines + 1] = node_comment(node, "  (backward)")
-          for _, x in ipairs(e.wrap(ops_cpu[node.op].backward(e, node))) do lines[#lines + 1] = "    " .. x end
+          local body = e.wrap(ops_cpu[node.op].backward(e, node))
+          if l.options.detect_anomaly then   -- (the gradients it added to checked for NaN/Inf)
+            for _, x in ipairs(kernels_c.anomaly_lines(l, e, node, "backward")) do body[#body + 1] = x end
+          end
+          for _, x in ipairs(body) do lines[#lines + 1] = "    " .. x end
         end
       end
       e.begin(nil, "result")
@@ -579,8 +589,11 @@ end
 -- precision.main_params(optimizer)): torch.nn.utils.clip_grad_norm_ (the norm of all its
 -- gradients together, coef = max_norm / (norm + 1e-6), applied when below 1) or
 -- clip_grad_value_.  The sums in double, in layout order.  C of clip_<name>(m).
-local function clip_c(c, o, runs)
+-- `LD(x)`, `ST(x)`: a gradient's load and store as C (16-bit gradients at bf16-true and
+-- 16-true: widened to float, the clipped value rounded back).
+local function clip_c(c, o, runs, LD, ST)
   local lit = function(v) return util.c_float(v, "") end
+  local G = LD("m->grads[i]")
   local over = {}
   for _, r in ipairs(runs) do over[#over + 1] = string.format("{ %d, %d }", r.begin, r.finish) end
   local lines = {
@@ -589,22 +602,23 @@ local function clip_c(c, o, runs)
   local each = "    for (int r = 0; r < %d; r++) for (size_t i = runs[r][0]; i < runs[r][1]; i++) %s"
   if c.clip_val then
     lines[#lines + 1] = string.format("    const real v = %s;", lit(c.clip_val))
-    lines[#lines + 1] = string.format(each, #runs, "m->grads[i] = m->grads[i] > v ? v : (m->grads[i] < -v ? -v : m->grads[i]);")
+    lines[#lines + 1] = string.format(each, #runs, string.format("{ const real g = %s; m->grads[i] = %s; }", G,
+      ST("g > v ? v : (g < -v ? -v : g)")))
     return table.concat(lines, "\n"), string.format("clip_grad_value_(%s)", lit(c.clip_val))
   end
   lines[#lines + 1] = "    double total = 0;"
   if c.norm_type == math.huge then
-    lines[#lines + 1] = string.format(each, #runs, "total = fmax(total, fabs((double)m->grads[i]));")
+    lines[#lines + 1] = string.format(each, #runs, string.format("total = fmax(total, fabs((double)%s));", G))
   elseif c.norm_type == 2 then
-    lines[#lines + 1] = string.format(each, #runs, "total += (double)m->grads[i] * m->grads[i];")
+    lines[#lines + 1] = string.format(each, #runs, string.format("{ const double g = %s; total += g * g; }", G))
     lines[#lines + 1] = "    total = sqrt(total);"
   else
-    lines[#lines + 1] = string.format(each, #runs, string.format("total += pow(fabs((double)m->grads[i]), %s);", lit(c.norm_type)))
+    lines[#lines + 1] = string.format(each, #runs, string.format("total += pow(fabs((double)%s), %s);", G, lit(c.norm_type)))
     lines[#lines + 1] = string.format("    total = pow(total, 1.0 / %s);", lit(c.norm_type))
   end
   lines[#lines + 1] = string.format("    const double coef = %s / (total + 1e-6);", lit(c.max_norm))
   lines[#lines + 1] = "    if (coef >= 1) return;"
-  lines[#lines + 1] = string.format(each, #runs, "m->grads[i] *= (real)coef;")
+  lines[#lines + 1] = string.format(each, #runs, string.format("m->grads[i] = %s;", ST(G .. " * (real)coef")))
   return table.concat(lines, "\n"), string.format("clip_grad_norm_(max_norm=%s, norm_type=%s)", lit(c.max_norm),
     c.norm_type == math.huge and "inf" or lit(c.norm_type))
 end
@@ -671,7 +685,9 @@ function user_step.optim_c(l, code)
   local text, protos = { "\n#include <math.h>     // sqrt, fabs: train.clip\n#include <string.h>   // memset: zero_grad\n" }, {}
   for _, o in ipairs(l.graph.step.optimizers) do
     local runs = user_step.runs(st.params, o, l.graph.frozen)
-    local c = code(o.opt, runs)
+    local set = {}
+    for _, name in ipairs(o.params) do set[name] = true end
+    local c = code(o.opt, runs, { name = o.name, params = '"' .. table.concat(o.subs, '", "') .. '"', set = set })
     local mom = user_step.momentum(o)
     text[#text + 1] = string.format("\n// optimizer '%s' (spec line %d): %s, over %s\n"
       .. "static void optimizer_step_%s(Optimizer *o, Model *m, double lr, double mom, int64_t step) {\n%s\n}\n",
@@ -694,8 +710,7 @@ function user_step.optim_c(l, code)
     end
     local clip = l.spec.train.clip
     if clip then
-      assert(l.settings.state == "f32" or l.settings.state == "f64", "clip over 16-bit gradients")
-      local body, desc = clip_c(clip, o, runs)
+      local body, desc = clip_c(clip, o, runs, c.LD, c.ST)
       text[#text + 1] = string.format("\n// train.clip before %s:step(), over its parameters only (fabric.clip_gradients(model, %s, ...)): %s\n"
         .. "static void clip_%s(Model *m) {\n%s\n}\n", o.name, o.name, desc, o.name, body)
     end

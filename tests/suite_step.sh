@@ -16,6 +16,10 @@
 #    each optimizer's gradients clipped by their own norm before its step (Fabric's
 #    clip_gradients(model, opt, ...)); the reference counts that the clip acted;
 #    step_dcgan_clipval, step64_dcgan_clipval: the same by value (clip_val)
+#  - step_dcgan_groups, step64_dcgan_groups: parameter groups in the step's optimizers (d's
+#    AdamW decay_min_ndim = 2, g's groups: no decay on biases, G.2.weight's own lr) under a
+#    CosineAnnealingLR per optimizer, against torch.optim's param_groups (which must move
+#    the weights: the same run without them differs by more than 10x the tolerance)
 #  - step_dcgan_freeze, step64_dcgan_freeze: train.freeze = { "^D%.1%." } (requires_grad =
 #    False): D.1 gets no gradient and keeps its starting bytes, the rest as torch's
 #  - loop_dcgan, loop64_dcgan: the generated program's own loop on that batch (Npy): its
@@ -38,6 +42,17 @@
 #  - log_dcgan: fabric.log_dict / fabric.log in the step (train.log's metrics): the program,
 #    started from PyTorch's weights (load_raw) on its batch, logs train/d_loss, train/d_real
 #    and train/g_loss every step; each equals the value PyTorch's step computes (1e-4)
+#  - steptrue_dcgan_true: bf16-true (Fabric's HalfPrecision: parameters, gradients and SGD's
+#    state in bfloat16, each call of the model converting its inputs to bfloat16 and its
+#    outputs to float32) against PyTorch's model .to(bfloat16) driven so (step_parity.py's
+#    check_true states the tolerance)
+#  - same_builtin_PREC, same_builtin_clip_PREC: bf16-true and 16-true (which PyTorch 1.13
+#    cannot compute on the CPU) against the built-in step: tests/step/mlp.lua's step and
+#    tests/step/mlp_builtin.lua's loss end with the same bytes, with clip by value too
+#  - resume16true_dcgan: 16-true with parameter groups and clip by norm, 2 + 2 resumed
+#    steps = 4 steps bit for bit
+#  - anomaly_step_forward, anomaly_step_backward: detect_anomaly (fabric's or
+#    --detect-anomaly) stops the step's program at the op that made NaN/Inf, with its line
 #  - step_fail/*: what is refused, one line at the spec's file:line (exit 2)
 set -u
 cd "$(dirname "$0")/.."
@@ -62,8 +77,7 @@ fails=(
   "gradients_carried|s/    opt_d:zero_grad()/    -- (no zero_grad)/|dcgan|30: d:step() would also use the gradient of D.1.weight left from the previous training step by the backward on line 34 (PyTorch keeps gradients until zero_grad): call fabric.optimizers.d:zero_grad() before this step's backward"
   "step_not_reached|s/    fabric.backward(g_loss)/    -- (no backward)/|dcgan|35: g:step() updates G.0.weight, which no fabric.backward reached since it was last zeroed: torch.optim would skip it on the first step (its grad is None) and not later; give the optimizer only what its backward reaches"
   "loss_and_step|s/  max_steps = 3,/  max_steps = 3, loss = function(m, b) return mean(m(b)) end,/|dcgan|38: train: give a training_step or a loss, not both (a training_step's optimizers are train.optimizers)"
-  "precision_bf16true|s/precision = \"32-true\"/precision = \"bf16-true\"/|dcgan|11: precision 'bf16-true' with a training_step is not supported yet (32-true, 64-true, bf16-mixed and 16-mixed are)"
-  "optimizer_groups|s/d = { Adam { lr = 2e-4, betas = {0.5, 0.999} }/d = { AdamW { lr = 2e-4, decay_min_ndim = 2 }/|dcgan|17: optimizer 'd': parameter groups (groups, decay_min_ndim) in a training_step's optimizer are not supported yet"
+  "group_not_mine|s/d = { Adam { lr = 2e-4, betas = {0.5, 0.999} }/d = { Adam { lr = 2e-4, groups = { { params = \"^G%.\", lr = 0.1 } } }/|dcgan|17: Adam: groups[1] (params = \"^G%.\") matches no parameter of optimizer 'd' (its parameters: \"D\")"
   "optimizer_kinds|s/d = { Adam { lr = 2e-4, betas = {0.5, 0.999} }/d = { SGD { lr = 0.1 }/|dcgan|18: optimizer 'g' is Adam with state (exp_avg,exp_avg_sq|) but 'd' is SGD (|): a training_step's optimizers must be of one kind with the same state for now"
   "train_log|s/  max_steps = 3,/  max_steps = 3, log = function(m, b, out) return { x = mean(out) } end,/|dcgan|38: train.log with a training_step: log from the step itself, as in Fabric: fabric.log_dict({ name = value, ... }) or fabric.log(name, value)"
   "log_twice|s/    return g_loss/    fabric.log(\"g\", g_loss); fabric.log(\"g\", d_loss)\n    return g_loss/|dcgan|36: fabric.log: 'g' is logged twice in the step (first on line 36); log each name once"
@@ -75,11 +89,11 @@ fails=(
   "scheduler_plateau|s#  max_steps = 3,#  max_steps = 3, scheduler = ReduceLROnPlateau { monitor = \"val/loss\" },#|dcgan|38: ReduceLROnPlateau with a training_step is not supported yet (its lr is run state: each optimizer would need its own)"
   "scheduler_onecycle|s/  max_steps = 3,/  max_steps = 3, scheduler = OneCycleLR { max_lr = 0.01 },/|dcgan|38: OneCycleLR's cycle_momentum with a training_step is not supported yet (give cycle_momentum = false)"
 )
-plan $((14 + 2 + 2 + 1 + 2 + 1 + 1 + ${#fails[@]} + 5))
+plan $((16 + 2 + 2 + 1 + 2 + 1 + 1 + ${#fails[@]} + 6 + 8))
 
 # (a), (b): parity with PyTorch
 if py_lacks torch numpy; then
-  for c in step_dcgan step64_dcgan step_vae step64_vae step_dcgan_sched step64_dcgan_sched step_dcgan_clip step64_dcgan_clip step_dcgan_clipval step64_dcgan_clipval step_dcgan_freeze step64_dcgan_freeze loop_dcgan loop64_dcgan; do no_torch "$c" "$PY has no torch or numpy"; done
+  for c in step_dcgan step64_dcgan step_vae step64_vae step_dcgan_sched step64_dcgan_sched step_dcgan_clip step64_dcgan_clip step_dcgan_clipval step64_dcgan_clipval step_dcgan_freeze step64_dcgan_freeze step_dcgan_groups step64_dcgan_groups loop_dcgan loop64_dcgan; do no_torch "$c" "$PY has no torch or numpy"; done
 else
   rt="$tmp/rt" rt_ok=1
   parity_runtime specs/fashion_mlp.lua || rt_ok=0
@@ -91,7 +105,11 @@ else
       -e 's/^  max_steps = 3,/  max_steps = 3,\n  clip = { max_norm = 0.05 },/' tests/step/dcgan.lua >"$tmp/dcgan_clip.lua"
   sed 's/clip = { max_norm = 0.05 }/clip = { clip_val = 1e-3 }/' "$tmp/dcgan_clip.lua" >"$tmp/dcgan_clipval.lua"
   sed 's/^  max_steps = 3,/  max_steps = 3,\n  freeze = { "^D%.1%." },/' tests/step/dcgan.lua >"$tmp/dcgan_freeze.lua"
-  for c in dcgan vae dcgan_sched dcgan_clip dcgan_clipval dcgan_freeze; do
+  sed -e 's/d = { Adam { lr = 2e-4, betas = {0.5, 0.999} }/d = { AdamW { lr = 1e-3, betas = {0.5, 0.999}, weight_decay = 0.5, decay_min_ndim = 2 }/' \
+      -e 's/g = { Adam { lr = 2e-4, betas = {0.5, 0.999} }/g = { AdamW { lr = 1e-3, betas = {0.5, 0.999}, weight_decay = 0.5,\n      groups = { { params = "%.bias$", weight_decay = 0 }, { params = "^G%.2%.weight$", lr = 5e-3 } } }/' \
+      -e 's/^  max_steps = 3,/  max_steps = 3,\n  scheduler = CosineAnnealingLR { T_max = 4, eta_min = 1e-5, interval = "step" },/' \
+      tests/step/dcgan.lua >"$tmp/dcgan_groups.lua"
+  for c in dcgan vae dcgan_sched dcgan_clip dcgan_clipval dcgan_freeze dcgan_groups; do
     ok=$rt_ok why="the runtime does not build: $(tail -1 "$tmp/rt.gen" "$tmp/rt.cc" 2>/dev/null | tail -1)"
     src=tests/step/$c.lua; [ -f "$src" ] || src=$tmp/$c.lua
     if [ "$c" != "${c%_*}" ] && cmp -s "$src" "tests/step/${c%_*}.lua"; then ok=0 why="the sed no longer changes tests/step/${c%_*}.lua"; fi
@@ -242,6 +260,80 @@ elif ! grep -q "^loss scale [0-9]*; [1-9][0-9]* optimizer steps skipped" "$d.res
 elif msg=$(same_tensors "$d/full/last.safetensors" "$d/resumed/last.safetensors"); then ok resume16_dcgan; echo "# $msg; $(grep -m1 '^loss scale' "$d.resume")"
 else fail resume16_dcgan "$msg"; fi
 
+# bf16-true: Fabric's HalfPrecision through the step (step_parity.py's check_true): the
+# parameters, gradients and SGD's state in bfloat16, each call of the model converting its
+# inputs to bfloat16 and its outputs to float32, the losses float32, no GradScaler
+sed 's/Adam { lr = 2e-4, betas = {0.5, 0.999} }/SGD { lr = 0.05 }/' tests/step/dcgan.lua >"$tmp/dcgan_true.lua"
+d="$tmp/dcgan_true_bf16"
+if py_lacks torch numpy; then no_torch steptrue_dcgan_true "$PY has no torch or numpy"
+elif [ $rt_ok = 0 ]; then fail steptrue_dcgan_true "the runtime does not build"
+elif [ "$(grep -c 'SGD { lr = 0.05 }' "$tmp/dcgan_true.lua")" != 2 ]; then
+  fail steptrue_dcgan_true "the sed no longer changes tests/step/dcgan.lua as step_parity.py's TRUE_VARIANTS expects"
+elif ! "$LOOM" build "$tmp/dcgan_true.lua" -o "$d" --precision=bf16-true --devices=1 --no-compile >"$d.gen" 2>&1; then
+  fail steptrue_dcgan_true "loom build failed: $(tail -1 "$d.gen")"
+elif ! cc $CFLAGS -I"$d" tests/harness/parity.c "$d/optim.c" "$d/model.c" "$rt"/*.o -o "$d/parity" -ldnnl -lopenblas -lz -lm >"$d.cc" 2>&1; then
+  fail steptrue_dcgan_true "the harness does not compile: $(grep -m1 error "$d.cc")"
+else
+  mkdir -p "$tmp/wtrue"
+  harness steptrue_dcgan_true 1 "" "$PY" tests/torch/step_parity.py true dcgan_true "$tmp/wtrue" "$d/parity" 16 3
+fi
+
+# bf16-true and 16-true against the built-in step (16-true has no PyTorch reference: 1.13
+# has no float16 CPU linear): tests/step/mlp.lua's training_step (zero_grad, backward,
+# step) and tests/step/mlp_builtin.lua's loss, each program's own loop for 6 steps, end
+# with the same bytes (parameters, Adam's moments); and so with train.clip by value (the
+# 16-bit gradients widened, clipped, rounded back), which must change them
+for p in bf16-true 16-true; do
+  for v in "" _clip; do
+    name=same_builtin${v}_$p ok=1
+    for s in mlp mlp_builtin; do
+      f="$tmp/$s$v.lua"
+      if [ -z "$v" ]; then cp "tests/step/$s.lua" "$f"; else sed 's/^  max_steps = 6,/  max_steps = 6,\n  clip = { clip_val = 0.05 },/' "tests/step/$s.lua" >"$f"; fi
+      d="$tmp/$s$v-$p"
+      if ! "$LOOM" build "$f" --precision=$p -o "$d" >"$d.gen" 2>&1; then fail "$name" "loom build of $s failed: $(tail -1 "$d.gen")"; ok=0; break
+      elif ! "$d/train" --out "$d/run" --quiet >"$d.out" 2>&1; then fail "$name" "$s's program failed: $(tail -1 "$d.out")"; ok=0; break; fi
+    done
+    [ $ok = 1 ] || continue
+    if ! msg=$(same_tensors "$tmp/mlp$v-$p/run/last.safetensors" "$tmp/mlp_builtin$v-$p/run/last.safetensors"); then fail "$name" "$msg"
+    elif [ -n "$v" ] && same_tensors "$tmp/mlp$v-$p/run/last.safetensors" "$tmp/mlp-$p/run/last.safetensors" >/dev/null; then
+      fail "$name" "the clip changed nothing (so this checks nothing of it)"
+    else ok "$name"; echo "# $msg"; fi
+  done
+done
+
+# 16-true's loop resumes bit for bit: two optimizers with parameter groups (16-bit
+# parameters and gradients, float32 moments), clip by norm over 16-bit gradients
+sed -e 's/precision = "32-true"/precision = "16-true"/' \
+    -e 's/d = { Adam { lr = 2e-4, betas = {0.5, 0.999} }/d = { AdamW { lr = 1e-3, betas = {0.5, 0.999}, weight_decay = 0.5, decay_min_ndim = 2 }/' \
+    -e 's/g = { Adam { lr = 2e-4, betas = {0.5, 0.999} }/g = { AdamW { lr = 1e-3, betas = {0.5, 0.999}, weight_decay = 0.5, groups = { { params = "%.bias$", weight_decay = 0 } } }/' \
+    -e 's/^  max_steps = 3,/  max_steps = 3, clip = { max_norm = 0.05 },/' tests/step/dcgan.lua >"$tmp/gan16true.lua"
+d="$tmp/resume16true"
+if [ "$(grep -c '16-true\|AdamW\|max_norm' "$tmp/gan16true.lua")" != 4 ]; then fail resume16true_dcgan "tests/step/dcgan.lua no longer has the lines this test rewrites"
+elif ! "$LOOM" build "$tmp/gan16true.lua" -o "$d" >"$d.gen" 2>&1; then fail resume16true_dcgan "loom build failed: $(tail -1 "$d.gen")"
+elif ! { "$d/train" --max-steps 4 --out "$d/full" --quiet && "$d/train" --max-steps 2 --out "$d/half" --quiet &&
+         "$d/train" --resume "$d/half/last.safetensors" --max-steps 4 --out "$d/resumed" --quiet; } >"$d.resume" 2>&1; then
+  fail resume16true_dcgan "a run failed: $(tail -1 "$d.resume")"
+elif msg=$(same_tensors "$d/full/last.safetensors" "$d/resumed/last.safetensors"); then ok resume16true_dcgan; echo "# $msg"
+else fail resume16true_dcgan "$msg"; fi
+
+# detect_anomaly in the step: every op's output (forward) and the gradients it adds to
+# (backward) checked for NaN/Inf, as the built-in step does; the program stops at the
+# first with the spec's line.  The backward case trains on without the check.
+anomaly() {   # NAME SED FLAGS WANT: the first line of stderr, after "FILE:"
+  local name=$1 f="$tmp/$1.lua" d="$tmp/$1" err
+  sed "$2" tests/step/dcgan.lua >"$f"
+  if ! "$LOOM" build "$f" $3 -o "$d" >"$d.gen" 2>&1; then fail "$name" "loom build failed: $(tail -1 "$d.gen")"; return; fi
+  err=$("$d/train" --max-steps 2 --out "$d/run" --quiet 2>&1 >/dev/null); local rc=$?
+  if [ $rc -ne 1 ] || [ "${err%%$'\n'*}" != "$f:$4" ]; then fail "$name" "expected exit 1 and '$f:$4', got ($rc) ${err%%$'\n'*}"; return; fi
+  if [ -z "$3" ]; then ok "$name"; return; fi
+  "$LOOM" build "$f" -o "$d.off" >"$d.gen" 2>&1 && "$d.off/train" --max-steps 2 --out "$d.off/run" --quiet >/dev/null 2>&1 \
+    && ok "$name" || fail "$name" "without detect_anomaly the program does not train on (so this case does not show the check)"
+}
+anomaly anomaly_step_forward 's/local d_real = m.D(b.image)/local d_real = m.D(log(b.image - 2))/; s/precision = "32-true"/precision = "32-true", detect_anomaly = true/' "" \
+  "25: error: detect_anomaly: forward of log made NaN (micro-batch 0): its output (B, 1, 28, 28) has 12544 non-finite of 12544 values, the first at 0"
+anomaly anomaly_step_backward 's/local g_loss = bce_with_logits(m.D(fake), ones)/local g_loss = bce_with_logits(m.D(fake), ones) + mean(sqrt(m.D(fake) * 0))/' --detect-anomaly \
+  "33: error: detect_anomaly: backward of sqrt made Inf (micro-batch 0): the gradient of input 1 (B, 1) has 16 non-finite of 16 values, the first at 0"
+
 # (d): refusals, one line at the spec's line
 mkdir -p "$tmp/fail"
 for c in "${fails[@]}"; do
@@ -258,7 +350,7 @@ done
 # the CUDA backend runs a training_step at 32-true (tests/suite_ops_emu.sh runs one under
 # the emulator against the CPU program) and refuses the other precisions
 err=$("$LOOM" build tests/step/dcgan.lua --accelerator=cuda --precision=bf16-mixed -o "$tmp/cuda" --no-compile 2>&1 >/dev/null); rc=$?
-want="tests/step/dcgan.lua:20: precision 'bf16-mixed' with a training_step is not supported by the CUDA backend yet (32-true is; the CPU backend also runs 64-true, bf16-mixed and 16-mixed)"
+want="tests/step/dcgan.lua:20: precision 'bf16-mixed' with a training_step is not supported by the CUDA backend yet (32-true is; the CPU backend also runs 64-true, bf16-mixed, 16-mixed, bf16-true and 16-true)"
 if [ $rc -eq 2 ] && [ "${err%%$'\n'*}" = "$want" ]; then ok step_fail/cuda; else fail step_fail/cuda "got ($rc) ${err%%$'\n'*}"; fi
 # and a scheduler or clip, which the CPU backend runs
 sed 's/^  max_steps = 3,/  max_steps = 3, clip = { clip_val = 0.1 },/' tests/step/dcgan.lua >"$tmp/cuda_clip.lua"
@@ -277,3 +369,7 @@ sed 's/^    return g_loss/    fabric.log("g", g_loss)\n    return g_loss/' tests
 err=$("$LOOM" build "$tmp/cuda_log.lua" --accelerator=cuda -o "$tmp/cuda" --no-compile 2>&1 >/dev/null); rc=$?
 want="$tmp/cuda_log.lua:36: fabric.log in a training_step is not supported yet by the CUDA backend (the CPU backend runs it)"
 if [ $rc -eq 2 ] && [ "${err%%$'\n'*}" = "$want" ]; then ok step_fail/cuda_log; else fail step_fail/cuda_log "got ($rc) ${err%%$'\n'*}"; fi
+sed 's/d = { Adam { lr = 2e-4, betas = {0.5, 0.999} }/d = { Adam { lr = 2e-4, groups = { { params = "%.bias$", lr = 1e-3 } } }/' tests/step/dcgan.lua >"$tmp/cuda_groups.lua"
+err=$("$LOOM" build "$tmp/cuda_groups.lua" --accelerator=cuda -o "$tmp/cuda" --no-compile 2>&1 >/dev/null); rc=$?
+want="$tmp/cuda_groups.lua:17: optimizer 'd': parameter groups (groups, decay_min_ndim) in a training_step are not supported by the CUDA backend yet (the CPU backend runs them)"
+if [ $rc -eq 2 ] && [ "${err%%$'\n'*}" = "$want" ]; then ok step_fail/cuda_groups; else fail step_fail/cuda_groups "got ($rc) ${err%%$'\n'*}"; fi

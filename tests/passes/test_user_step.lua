@@ -14,7 +14,7 @@ local test, eq = unit.test, unit.eq
 -- A two-submodule model (a, b: Linear(4, 4) each) trained by `step` (the body of
 -- training_step(fabric, m, b) with opt_a over a and opt_b over b): the graph and its
 -- segments after precision (32-true) and the user step's autodiff.
-local function lower(step)
+local function lower(step, prec)
   local path = os.tmpname()
   local f = assert(io.open(path, "w"))
   f:write('model "T" {\n  inputs = { x = Tensor{4} },\n  a = Linear(4, 4),\n  b = Linear(4, 4),\n',
@@ -28,8 +28,8 @@ local function lower(step)
   local ok, g = pcall(function() return graph.build(spec.load(path)) end)
   os.remove(path)
   if not ok then error(diag.is_failure(g) and g.text or g, 0) end
-  local pp = precision.assign(g.loss, "32-true")
-  return g, user_step.differentiate(pp.trace, g.step)
+  local pp = precision.assign(g.loss, prec or "32-true", prec and g.step.events)
+  return g, user_step.differentiate(pp.trace, g.step), pp
 end
 
 local function kinds(ad)
@@ -106,6 +106,26 @@ test("each_step_counts_its_own_updates", function()
   local steps = 0
   for _, s in ipairs(ad.segments) do if s.kind == "step" then steps = steps + 1; eq(s.opt.name, "opt_a", "the optimizer") end end
   eq(steps, 2, "opt_a's steps in one training step")
+end)
+
+-- bf16-true (Fabric's HalfPrecision): each call of the model takes the float tensors it
+-- is given to bfloat16 (convert_input), the batch's and one the step computed alike, and
+-- gives its outputs back in float32 (convert_output) for what the step computes
+test("bf16_true_converts_each_model_calls_inputs", function()
+  local _, _, pp = lower([[
+    oa:zero_grad(); ob:zero_grad()
+    local h = m.a(b.x) * 2
+    local l = mean(m.b(h:detach()))
+    fabric.backward(l)
+    ob:step()
+    return l]], "bf16-true")
+  local rules = {}
+  for _, c in ipairs(pp.casts) do rules[#rules + 1] = string.format("%s>%s %s", c.from, c.to, c.rule:match("^[^:]*")) end
+  eq(table.concat(rules, ", "), "f32>bf16 convert_input, bf16>f32 convert_output, f32>bf16 convert_input, bf16>f32 convert_output",
+    "b.x into m.a, m.a's output into the step's mul, the step's h into m.b, m.b's output into mean")
+  local mul
+  for _, node in ipairs(pp.trace.nodes) do if node.op == "mul" then mul = node end end
+  eq(pp.fmt[mul.out], "f32", "the step's own op computes in float32")
 end)
 
 unit.run()

@@ -4,6 +4,7 @@ against the same step written in PyTorch, on the same weights and batch.
     step_parity.py CASE WORK HARNESS32 HARNESS64 B STEPS
     step_parity.py loop CASE CKPT1 CKPT3 WORK 32|64   (the program's own loop: see loop())
     step_parity.py f16 CASE WORK HARNESS16 B STEPS    (16-mixed: see check16())
+    step_parity.py true CASE WORK HARNESS B STEPS     (bf16-true: see check_true())
     step_parity.py logged METRICS_CSV WORK STEPS      (fabric.log_dict: see logged())
 
 CASE is dcgan or vae (tests/step/CASE.lua; the modules below are the spec's, with
@@ -143,6 +144,11 @@ class ClippedStep:
 #    hardly see a gradient scaled as a whole) and train.clip = { max_norm = 0.05 }: each
 #    optimizer's gradients clipped by their own norm before its step
 #  dcgan_clipval: the same with train.clip = { clip_val = 1e-3 } (clip_grad_value_)
+#  dcgan_groups: parameter groups in a training_step's optimizers (both AdamW, lr 1e-3,
+#    weight_decay 0.5): d's decay_min_ndim = 2 (no decay on its biases), g's groups =
+#    { { params = "%.bias$", weight_decay = 0 }, { params = "^G%.2%.weight$", lr = 5e-3 } },
+#    and a CosineAnnealingLR (eta_min 1e-5) per optimizer, on each group's own lr; the
+#    reference must differ from the same run without groups by more than 10x the tolerance
 #  dcgan_freeze: train.freeze = { "^D%.1%." }: D.1's weight and bias requires_grad = False
 #    (no gradient; d's Adam skips them; the backwards still pass through them), and loom's
 #    D.1 after the steps must be the starting weights exactly
@@ -160,7 +166,33 @@ VARIANTS = {
                                  "g": ClippedStep(torch.optim.SGD(m.G.parameters(), lr=0.05, momentum=0.9), clip_val=1e-3)},
                       None),
     "dcgan_freeze": ("dcgan", lambda m: (m.D[1].requires_grad_(False), gan_optimizers(m))[1], None),
+    "dcgan_groups": ("dcgan", lambda m: groups_optimizers(m),
+                     lambda opts: [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=4, eta_min=1e-5) for o in opts.values()]),
 }
+
+
+def groups_optimizers(m, grouped=True):
+    """dcgan_groups' optimizers: torch.optim's param_groups as the spec's declare them
+    (grouped=False: every parameter in its optimizer's own group, which the case must
+    differ from, or it checks nothing of the groups)"""
+    def split(named, rules):
+        groups = [dict(r, params=[]) for r in rules] + [{"params": []}]
+        for name, p in named:
+            i = next((k for k, r in enumerate(rules) if r["match"](name)), len(rules))
+            groups[i]["params"].append(p)
+        for gr in groups:
+            gr.pop("match", None)
+        return [gr for gr in groups if gr["params"]]
+    if not grouped:
+        return {"d": torch.optim.AdamW(m.D.parameters(), lr=1e-3, betas=(0.5, 0.999), weight_decay=0.5),
+                "g": torch.optim.AdamW(m.G.parameters(), lr=1e-3, betas=(0.5, 0.999), weight_decay=0.5)}
+    # d: decay_min_ndim = 2 (nanoGPT's two groups: no decay on the 1-d biases)
+    d = split(m.D.named_parameters(prefix="D"), [{"match": lambda n: m.get_parameter(n).dim() < 2, "weight_decay": 0.0}])
+    # g: groups = { { params = "%.bias$", weight_decay = 0 }, { params = "^G%.2%.weight$", lr = 5e-3 } }
+    g = split(m.G.named_parameters(prefix="G"), [{"match": lambda n: n.endswith(".bias"), "weight_decay": 0.0},
+                                                  {"match": lambda n: n == "G.2.weight", "lr": 5e-3}])
+    return {"d": torch.optim.AdamW(d, lr=1e-3, betas=(0.5, 0.999), weight_decay=0.5),
+            "g": torch.optim.AdamW(g, lr=1e-3, betas=(0.5, 0.999), weight_decay=0.5)}
 for _v, (_base, _opts, _scheds) in VARIANTS.items():
     CASES[_v] = (CASES[_base][0], _opts, CASES[_base][2], CASES[_base][3])
 
@@ -363,6 +395,96 @@ def check16(case, work, exe, B, steps, state, batch):
     return 1 if bad else 0
 
 
+# bf16-true (steptrue_CASE): Fabric's HalfPrecision("bf16-true") around the same step: the
+# model converted to bfloat16 (convert_module), each call of it taking its float inputs to
+# bfloat16 (convert_input) and giving its outputs back in float32 (convert_output), the
+# losses float32 outside it, no GradScaler; torch.optim on the bfloat16 parameters (its
+# state zeros_like them: bfloat16).  16-true cannot be computed so: PyTorch 1.13 has no
+# float16 CPU kernels for linear (tests/suite_step.sh checks it against the built-in step
+# instead, bit for bit).
+class HalfCalls:
+    """A model at bf16-true as the training step calls it: m(b) and m.D(x) as Fabric's
+    module calls (convert_input, convert_output)"""
+    def __init__(self, m, dtype):
+        self.m, self.dtype = m, dtype
+
+    def __call__(self, b):
+        return self.m({k: v.to(self.dtype) for k, v in b.items()}).float()
+
+    def D(self, x):
+        return self.m.D(x.to(self.dtype)).float()
+
+
+# bf16-true variants (made by tests/suite_step.sh with sed from tests/step/dcgan.lua):
+#  dcgan_true: both optimizers SGD { lr = 0.05, momentum = 0.9 } (an update proportional
+#    to the gradient, large enough to move bfloat16 weights by several ulps a step)
+TRUE_VARIANTS = {"dcgan_true": lambda m: {"d": torch.optim.SGD(m.D.parameters(), lr=0.05),
+                                          "g": torch.optim.SGD(m.G.parameters(), lr=0.05)}}
+BF16_U = 2.0 ** -8   # bfloat16's unit roundoff
+
+
+def torch_run_true(case, state, batch, steps, dtype):
+    """STEPS steps of a bf16-true variant: dtype torch.bfloat16 as Fabric runs it, or
+    torch.float32 (the same step at 32-true: how far bfloat16 moves each tensor)"""
+    m = GAN().to(dtype)
+    m.load_state_dict({k: v.to(dtype) for k, v in state.items()})
+    opts = TRUE_VARIANTS[case](m)
+    calls = HalfCalls(m, dtype) if dtype != torch.float32 else m
+    losses = [gan_step(calls, opts, batch).item() for _ in range(steps)]
+    return torch.tensor(losses), {k: v.detach().float().clone() for k, v in m.state_dict().items()}
+
+
+def check_true(case, work, exe, B, steps, state, batch):
+    """steptrue_CASE: the bf16-true program's STEPS steps (tests/harness/parity.c) against
+    torch_run_true.  Both round the same values to bfloat16 at the same places (the
+    parameters, each op's output, the activation gradients), so they part only where a
+    float sum's order tips a rounding (PyTorch's GEMMs are oneDNN's blocked ones) or where
+    torch.optim rounds an intermediate (its bfloat16 momentum buffer: buf * 0.9 rounded,
+    then + grad rounded; loom rounds the buffer once), which the next steps carry on.  So:
+    each step's returned loss within 4u of PyTorch's bf16-true (u = 2^-8, relative) and
+    every parameter within 4u (max |loom - torch| / max |torch|, as
+    tests/torch/precision_parity.py); and bfloat16 must show: the losses closer to
+    PyTorch's bf16-true than its float32 run is (err <= 0.5 x dev), and the parameters,
+    element by element in ulps of bfloat16, on average within half the distance of that
+    float32 run (a program that kept float32 weights would sit at it)."""
+    name = "steptrue_" + case
+    r = subprocess.run([exe, work, str(B), str(steps)], capture_output=True, text=True)
+    if r.returncode != 0:
+        print("not ok %s: the harness exited %d: %s" % (name, r.returncode, (r.stderr or r.stdout).strip()))
+        return 1
+    got = read_safetensors(os.path.join(work, "out.safetensors"))
+    l16, s16 = torch_run_true(case, state, batch, steps, torch.bfloat16)
+    l32, s32 = torch_run_true(case, state, batch, steps, torch.float32)
+    bad, lines = [], []
+    err, dev = rel(got["loss"].float(), l16), rel(l32, l16)
+    ok = err <= 4 * BF16_U and err <= 0.5 * dev
+    if not ok:
+        bad.append("loss")
+    lines.append("#   %s %-12s err %.2e  (PyTorch fp32 vs bf16-true %.2e)  loom %s, torch %s" % (
+        "  ok" if ok else "FAIL", "loss", err, dev, " ".join("%.6f" % x for x in got["loss"].tolist()),
+        " ".join("%.6f" % x for x in l16.tolist())))
+    ulps, ulps32, count = 0.0, 0.0, 0
+    for n, t in s16.items():
+        c = got[n].float().reshape(t.shape)
+        err, dev = rel(c, t), rel(s32[n], t)
+        # bfloat16's ulp at |t|: 2^(e-8) for |t| in [2^(e-1), 2^e) (|t| at least 2^-8 x max|t|)
+        ulp = torch.frexp(t.abs().clamp_min(t.abs().max().item() * BF16_U))[1].float().sub(8).exp2()
+        u, u32 = ((c - t).abs() / ulp).sum().item(), ((s32[n] - t).abs() / ulp).sum().item()
+        ulps, ulps32, count = ulps + u, ulps32 + u32, count + t.numel()
+        ok = err <= 4 * BF16_U
+        if not ok:
+            bad.append(n)
+        lines.append("#   %s %-12s err %.2e  (PyTorch fp32 vs bf16-true %.2e); mean %.3f ulps of bfloat16 (fp32: %.3f)" % (
+            "  ok" if ok else "FAIL", n, err, dev, u / t.numel(), u32 / t.numel()))
+    if not ulps <= 0.5 * ulps32:
+        bad.append("the parameters as far from PyTorch's bf16-true as its fp32 run is")
+    lines.append("#   parameters: mean %.3f ulps of bfloat16 from PyTorch's bf16-true (its fp32 run: %.3f)" % (ulps / count, ulps32 / count))
+    print("%s %s: %d steps, %d tensors%s" % ("ok" if not bad else "not ok", name, steps, len(s16) + 1,
+                                             "" if not bad else "; out of tolerance: " + ", ".join(bad[:5])))
+    print("\n".join(lines))
+    return 1 if bad else 0
+
+
 def torch_run(case, state, batch, steps, dtype):
     make, make_opts, step, _ = CASES[case]
     m = make().to(dtype)
@@ -453,8 +575,8 @@ def main():
     if sys.argv[1] == "loop":
         torch.set_num_threads(1)
         return loop(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6] == "64")
-    f16 = sys.argv[1] == "f16"
-    if f16:   # step_parity.py f16 CASE WORK HARNESS16 B STEPS
+    f16 = sys.argv[1] in ("f16", "true")
+    if f16:   # step_parity.py f16|true CASE WORK HARNESS B STEPS
         case, work, h16, B, steps = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
     else:
         case, work, h32, h64, B, steps = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
@@ -469,6 +591,9 @@ def main():
         t = torch.rand((B,) + shape, generator=gen) if dist == "uniform" else torch.randn((B,) + shape, generator=gen)
         batch[name] = t
         np.save(os.path.join(work, name + ".npy"), t.numpy().astype(np.float32))
+    if f16 and sys.argv[1] == "true":
+        check_true(case, work, h16, B, steps, state, batch)
+        return 0
     if f16:
         check16(case, work, h16, B, steps, state, batch)
         return 0
@@ -495,6 +620,14 @@ def main():
             if ClippedStep.CLIPPED[0] == 0:
                 worst = float("inf")
             ClippedStep.CLIPPED[:] = [0, 0]
+        if case == "dcgan_groups":   # the groups must matter, or this case checks nothing of them
+            CASES["dcgan_plain"] = (CASES[case][0], lambda m: groups_optimizers(m, False), CASES[case][2], CASES[case][3])
+            VARIANTS["dcgan_plain"] = ("dcgan", None, VARIANTS[case][2])
+            _, plain = torch_run("dcgan_plain", state, batch, steps, dtype)
+            apart = max(rel(plain[k], v) for k, v in ref_state.items())
+            msg += "; without the groups PyTorch's weights move %.2e" % apart
+            if apart <= 10 * tol:
+                worst = float("inf")
         if case == "dcgan_freeze":   # the frozen layer exactly as it started
             moved = [k for k in ("D.1.weight", "D.1.bias") if not torch.equal(got[k].double(), state[k].double())]
             msg += "; frozen D.1 %s" % ("moved: " + ", ".join(moved) if moved else "unchanged")
