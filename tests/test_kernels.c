@@ -514,9 +514,11 @@ Test(kernels, bn_relu_chain_native) {
 // plan's conversions around it, bit for bit: output, argmax (ties between bf16 values
 // included), the routed gradient stored (acc 0) or added (acc 1); odd sizes and a NaN
 Test(kernels, max_pool2d_native) {
-    for (uint64_t seed = 1; seed <= 4; seed++) {
+    for (uint64_t seed = 1; seed <= 8; seed++) {
         uint64_t s = seed * 104729;
-        const int N = gc_int(&s, 1, 3), C = gc_int(&s, 1, 3), H = gc_int(&s, 2, 9), W = gc_int(&s, 2, 9), acc = seed % 2;
+        const int big = seed > 4;   // rows of 16 windows and more (the vectorised backward's steps and their tails)
+        const int N = gc_int(&s, 1, 3), C = gc_int(&s, 1, 3), H = gc_int(&s, 2, big ? 40 : 9), W = gc_int(&s, big ? 30 : 2, big ? 71 : 9);
+        const int acc = seed % 2;
         const int OH = H / 2, OW = W / 2;
         const size_t n = (size_t)N * C * H * W, no = (size_t)N * C * OH * OW;
         k_bf16 *x = malloc(n * 2), *y = malloc(no * 2), *want = malloc(no * 2), *dy = malloc(no * 2);
@@ -526,6 +528,7 @@ Test(kernels, max_pool2d_native) {
         for (size_t i = 0; i < n; i++) { x[i] = k_narrow_bf16((float)gc_int(&s, -4, 4) * 0.5f); dx[i] = k_narrow_bf16((float)gc_unif(&s, -1, 1)); }
         if (seed == 3) x[n / 2] = k_narrow_bf16(NAN);
         for (size_t i = 0; i < no; i++) dy[i] = k_narrow_bf16((float)gc_unif(&s, -1, 1));
+        if (big) { dy[0] = k_narrow_bf16(-0.0f); dy[no / 3] = k_narrow_bf16(NAN); dx[1] = k_narrow_bf16(-0.0f); }
         memcpy(dwant, dx, n * 2);
         k_pool2d_dims d = { N, C, H, W, 2, 2, 2, 2, 0, 0, 1, 1, OH, OW, 1 };
         k_max_pool2d_forward_bf16(y, am, x, &d);

@@ -1209,10 +1209,68 @@ static inline void k_max_pool2d_forward_bf16(k_bf16 *out, int32_t *argmax, const
         for (size_t p = 0; p < P; p++) o[p] = k_narrow_bf16(x[S + p]);
     });
 }
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+// one plane of the backward below without the staging, row pair by row pair, 16 windows a
+// step: each window's four positions get 0 + dout at its winner (argmax: one of them)
+// and 0 elsewhere, as the staging's cleared plane and the added winners hold, then each
+// value is stored (or added: acc) as the staging's are; positions in no window (an odd
+// last row or column) the same with 0
+static inline void k_pool_bwd_put16(k_bf16 *dst, __m512 g, __mmask16 k, int acc) {   // narrow(g) or narrow(widen(dst) + g)
+    if (acc) g = _mm512_add_ps(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, dst)), 16)), g);
+    // k_narrow_bf16: a NaN (dout's) quieted, a number rounded to nearest even
+    const __m512i u = _mm512_castps_si512(g), one = _mm512_set1_epi32(1);
+    const __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)),
+                                                         _mm512_and_si512(_mm512_srli_epi32(u, 16), one)), 16);
+    const __m512i q = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+    const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+    _mm256_mask_storeu_epi16(dst, k, _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, r, q)));
+}
+static inline void k_max_pool2d_backward_bf16_plane(k_bf16 *dx, const k_bf16 *dO, const int32_t *am, int H, int W, int OH, int OW,
+                                                    int acc) {
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    const __m512i two_j = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512 zero = _mm512_setzero_ps();
+    for (int oh = 0; oh < OH; oh++) {
+        k_bf16 *d0 = dx + (size_t)(2 * oh) * W, *d1 = d0 + W;
+        for (int j0 = 0; j0 < OW; j0 += 16) {
+            const int m = OW - j0 < 16 ? OW - j0 : 16, m2 = 2 * m;
+            const __mmask16 k = (__mmask16)((1u << m) - 1);
+            const __mmask16 klo = (__mmask16)(m2 >= 16 ? 0xffffu : (1u << m2) - 1);
+            const __mmask16 khi = (__mmask16)(m2 > 16 ? (1u << (m2 - 16)) - 1 : 0);
+            const size_t p = (size_t)oh * OW + j0;
+            const __m512 v = _mm512_add_ps(zero, _mm512_castsi512_ps(_mm512_slli_epi32(
+                _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, dO + p)), 16)));
+            const __m512i at = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(k, am + p),
+                                                _mm512_add_epi32(_mm512_set1_epi32(2 * oh * W + 2 * j0), two_j));
+            const __m512 e0 = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(at, _mm512_setzero_si512()), v);
+            const __m512 e1 = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(at, _mm512_set1_epi32(1)), v);
+            const __m512 f0 = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(at, _mm512_set1_epi32(W)), v);
+            const __m512 f1 = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(at, _mm512_set1_epi32(W + 1)), v);
+            k_pool_bwd_put16(d0 + 2 * j0, _mm512_permutex2var_ps(e0, lo, e1), klo, acc);
+            k_pool_bwd_put16(d0 + 2 * j0 + 16, _mm512_permutex2var_ps(e0, hi, e1), khi, acc);
+            k_pool_bwd_put16(d1 + 2 * j0, _mm512_permutex2var_ps(f0, lo, f1), klo, acc);
+            k_pool_bwd_put16(d1 + 2 * j0 + 16, _mm512_permutex2var_ps(f0, hi, f1), khi, acc);
+        }
+        for (int w = 2 * OW; w < W; w++) {   // (odd W: columns in no window)
+            d0[w] = acc ? k_narrow_bf16(k_widen_bf16(d0[w]) + 0.0f) : k_narrow_bf16(0.0f);
+            d1[w] = acc ? k_narrow_bf16(k_widen_bf16(d1[w]) + 0.0f) : k_narrow_bf16(0.0f);
+        }
+    }
+    for (size_t s = (size_t)(2 * OH) * W; s < (size_t)H * W; s++)   // (rows in no window)
+        dx[s] = acc ? k_narrow_bf16(k_widen_bf16(dx[s]) + 0.0f) : k_narrow_bf16(0.0f);
+}
+#endif
 static inline void k_max_pool2d_backward_bf16(k_bf16 *dinp, const k_bf16 *dout, const int32_t *argmax, const k_pool2d_dims *d,
                                               int acc) {
     const size_t S = (size_t)d->H * d->W, P = (size_t)d->OH * d->OW;
     const int planes = d->N * d->C;
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    K_PARALLEL_FOR((size_t)planes * P > 16384,
+    for (int pl = 0; pl < planes; pl++)
+        k_max_pool2d_backward_bf16_plane(dinp + (size_t)pl * S, dout + (size_t)pl * P, argmax + (size_t)pl * P, d->H, d->W,
+                                         d->OH, d->OW, acc););
+#else
     K_PARALLEL_FOR((size_t)planes * P > 16384,
     for (int pl = 0; pl < planes; pl++) {
         float *g = k_stage_f32(S);
@@ -1225,6 +1283,7 @@ static inline void k_max_pool2d_backward_bf16(k_bf16 *dinp, const k_bf16 *dout, 
         if (acc) for (size_t s = 0; s < S; s++) dx[s] = k_narrow_bf16(k_widen_bf16(dx[s]) + g[s]);
         else for (size_t s = 0; s < S; s++) dx[s] = k_narrow_bf16(g[s]);
     });
+#endif
 }
 
 // The bf16c convolutions over bf16 storage (k_conv2d_forward_bf16s, k_conv2d_backward_bf16s:
