@@ -83,11 +83,15 @@ end
 
 -- A bf16c convolution whose input and output are stored and read as bf16 takes them in
 -- that storage (templates/cpu/kernels.h's k_conv2d_*_bf16s: no widening arena around the
--- activations; the weights and bias as the bf16c kernels take them)
+-- activations; the weights and bias as the bf16c kernels take them): "bf16s".  One whose
+-- output is, but whose input is not (a first layer's float input, rounded to bf16 by the
+-- plan in the arena): "bf16o", the output and its gradient in their storage, the input
+-- and its gradient as the bf16c kernels take them.  nil: the bf16c kernel, all widened.
 local function conv_native(e, n)
   local x = n.inputs[1]
-  if gemm_call(e, { x, n.inputs[2] }) == e.call then return false end
-  return e.can_native(x, "bf16") and e.can_native(n.out, "bf16")
+  if gemm_call(e, { x, n.inputs[2] }) == e.call then return nil end
+  if not e.can_native(n.out, "bf16") then return nil end
+  return e.can_native(x, "bf16") and "bf16s" or "bf16o"
 end
 
 ops_cpu.conv2d = {
@@ -98,9 +102,11 @@ ops_cpu.conv2d = {
   end,
   forward = function(e, n)
     local d = e.local_name(n, "dims")
-    if conv_native(e, n) then
+    local f = conv_native(e, n)
+    if f then
+      local x = n.inputs[1]
       return { string.format("const k_conv2d_dims %s = %s;", d, conv_dims(e, n)),
-        e.call_native("bf16s", "conv2d_forward", e.native(n.out), e.native(n.inputs[1]), e.ptr(n.inputs[2]),
+        e.call_native(f, "conv2d_forward", e.native(n.out), f == "bf16s" and e.native(x) or e.ptr(x), e.ptr(n.inputs[2]),
           n.inputs[3] and e.ptr(n.inputs[3]) or "NULL", e.scratch(), "&" .. d) }
     end
     return { string.format("const k_conv2d_dims %s = %s;", d, conv_dims(e, n)),
@@ -109,11 +115,14 @@ ops_cpu.conv2d = {
   end,
   backward = function(e, n)
     local d = e.local_name(n, "dims")
-    if conv_native(e, n) then
+    local f = conv_native(e, n)
+    if f then
+      local x = n.inputs[1]
+      local s16 = f == "bf16s"
       return { string.format("const k_conv2d_dims %s = %s;", d, conv_dims(e, n)),
-        e.call_native("bf16s", "conv2d_backward", e.native_grad(n.inputs[1]), e.grad(n.inputs[2]),
-          n.inputs[3] and e.grad(n.inputs[3]) or "NULL", e.native_grad(n.out), e.native(n.inputs[1]), e.ptr(n.inputs[2]),
-          e.scratch(), "&" .. d, e.acc(n.inputs[1]), e.acc_params { n.inputs[2], n.inputs[3] }) }
+        e.call_native(f, "conv2d_backward", s16 and e.native_grad(x) or e.grad(x), e.grad(n.inputs[2]),
+          n.inputs[3] and e.grad(n.inputs[3]) or "NULL", e.native_grad(n.out), s16 and e.native(x) or e.ptr(x), e.ptr(n.inputs[2]),
+          e.scratch(), "&" .. d, e.acc(x), e.acc_params { n.inputs[2], n.inputs[3] }) }
     end
     return { string.format("const k_conv2d_dims %s = %s;", d, conv_dims(e, n)),
       gemm_call(e, { n.inputs[1], n.inputs[2] })("conv2d_backward", e.grad(n.inputs[1]), e.grad(n.inputs[2]),

@@ -210,8 +210,9 @@ Test(kernels, conv2d_one_image_rows) {
 
 // the bf16c convolutions over bf16 storage (k_conv2d_*_bf16s: oneDNN's direct kernels
 // reading and writing the bf16 storage where they take the shape, staging in float
-// elsewhere) are the bf16c kernels over widened operands with the plan's conversions
-// around them, bit for bit: output, dinp stored (acc 0) and added (acc 1), dw and db
+// elsewhere, chunk by chunk; _bf16o: a float input) are the bf16c kernels over widened
+// operands with the plan's conversions around them, bit for bit: output, dinp stored
+// (acc 0) and added (acc 1) or none (a first layer's), dw and db
 static void conv_native_case(int N, int C, int H, int OC) {
     k_conv2d_dims d = { N, C, H, H, OC, 3, 3, 1, 1, 1, 1, 1, 1, 1, H, H };
     const size_t nx = (size_t)N * C * H * H, nw = (size_t)OC * C * 9, ny = (size_t)N * OC * H * H;
@@ -238,12 +239,34 @@ static void conv_native_case(int N, int C, int H, int OC) {
         cr_assert(memcmp(dx, dwant, nx * 2) == 0, "conv bf16s N%d C%d OC%d acc %d: dinp differs", N, C, OC, acc);
         cr_assert(memcmp(dw, dwf, nw * 4) == 0 && memcmp(db, dbf, OC * 4) == 0, "conv bf16s N%d C%d OC%d: dw/db differ", N, C, OC);
     }
+    k_conv2d_backward_bf16s(NULL, dw, db, dy, x, w, scr, &d, 0, 0);   // a first layer's: no dinp
+    k_conv2d_backward_bf16c(NULL, dwf, dbf, dyf, xf, w, scr, &d, 0, 0);
+    cr_assert(memcmp(dw, dwf, nw * 4) == 0 && memcmp(db, dbf, OC * 4) == 0, "conv bf16s N%d C%d OC%d no dinp: dw/db differ", N, C, OC);
+    // _bf16o: the input and its gradient float (bf16 values), the output and its gradient bf16
+    memset(y, 0, ny * 2);
+    k_conv2d_forward_bf16o(y, xf, w, b, scr, &d);
+    cr_assert(memcmp(y, want, ny * 2) == 0, "conv bf16o N%d C%d OC%d: the output differs", N, C, OC);
+    for (int acc = 0; acc <= 1; acc++) {
+        float *dxo = malloc(nx * 4), *dxr = malloc(nx * 4);
+        for (size_t i = 0; i < nx; i++) dxo[i] = dxr[i] = (float)gc_unif(&s, -1, 1);
+        k_conv2d_backward_bf16o(dxo, dw, db, dy, xf, w, scr, &d, acc, 0);
+        k_conv2d_backward_bf16c(dxr, dwf, dbf, dyf, xf, w, scr, &d, acc, 0);
+        cr_assert(memcmp(dxo, dxr, nx * 4) == 0, "conv bf16o N%d C%d OC%d acc %d: dinp differs", N, C, OC, acc);
+        cr_assert(memcmp(dw, dwf, nw * 4) == 0 && memcmp(db, dbf, OC * 4) == 0, "conv bf16o N%d C%d OC%d: dw/db differ", N, C, OC);
+        free(dxo); free(dxr);
+    }
+    k_conv2d_backward_bf16o(NULL, dw, db, dy, xf, w, scr, &d, 0, 0);
+    k_conv2d_backward_bf16c(NULL, dwf, dbf, dyf, xf, w, scr, &d, 0, 0);
+    cr_assert(memcmp(dw, dwf, nw * 4) == 0 && memcmp(db, dbf, OC * 4) == 0, "conv bf16o N%d C%d OC%d no dinp: dw/db differ", N, C, OC);
     free(x); free(y); free(dy); free(dx); free(want); free(dwant); free(w); free(b); free(xf); free(yf); free(dyf); free(dxf);
     free(dw); free(db); free(dwf); free(dbf); free(scr);
 }
 Test(kernels, conv2d_native) {
     conv_native_case(5, 16, 9, 32);   // oneDNN's direct kernels where the CPU has AVX512_BF16
-    conv_native_case(3, 3, 8, 16);    // im2col: staged
+    conv_native_case(3, 3, 8, 16);    // im2col: staged, chunk by chunk
+    conv_native_case(7, 1, 12, 8);    // a first layer's one input channel, an image a chunk
+    conv_native_case(9, 3, 4, 16);    // small planes: several images a chunk (k_conv2d_chunk)
+    conv_native_case(1, 3, 8, 16);    // one image: staged whole
     const k_conv2d_dims d = { 3, 16, 9, 9, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 9, 9 };   // (the first case's slice of 3 images)
     const int bf16 = (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
     const k_conv_plan *q = k_conv_plan_backward(&d, 1);
@@ -442,9 +465,11 @@ Test(kernels, bn_relu_chain_eval) {
 // parameter gradients and the input's gradient, with and without the pool, odd sizes
 // (a last row and column in no window) included
 Test(kernels, bn_relu_chain_native) {
-    for (uint64_t seed = 1; seed <= 6; seed++) {
+    for (uint64_t seed = 1; seed <= 10; seed++) {
         uint64_t s = seed * 7919;
-        const int N = gc_int(&s, 2, 4), C = gc_int(&s, 1, 4), H = gc_int(&s, 2, 9), W = gc_int(&s, 2, 9), pool = seed % 2;
+        const int big = seed > 6;   // planes whose rows fill vectors (the staged and vectorised paths)
+        const int N = gc_int(&s, 2, 4), C = gc_int(&s, 1, 4), H = gc_int(&s, 2, big ? 40 : 9), W = gc_int(&s, big ? 17 : 2, big ? 40 : 9);
+        const int pool = big ? seed < 10 : seed % 2;
         const int OH = pool ? H / 2 : H, OW = pool ? W / 2 : W, acc = seed > 2;
         const size_t n = (size_t)N * C * H * W, no = (size_t)N * C * OH * OW;
         k_bf16 *x = malloc(n * 2), *y16 = malloc(no * 2), *dy = malloc(no * 2), *dx16 = malloc(n * 2), *dx0 = malloc(n * 2);
@@ -489,9 +514,11 @@ Test(kernels, bn_relu_chain_native) {
 // plan's conversions around it, bit for bit: output, argmax (ties between bf16 values
 // included), the routed gradient stored (acc 0) or added (acc 1); odd sizes and a NaN
 Test(kernels, max_pool2d_native) {
-    for (uint64_t seed = 1; seed <= 4; seed++) {
+    for (uint64_t seed = 1; seed <= 8; seed++) {
         uint64_t s = seed * 104729;
-        const int N = gc_int(&s, 1, 3), C = gc_int(&s, 1, 3), H = gc_int(&s, 2, 9), W = gc_int(&s, 2, 9), acc = seed % 2;
+        const int big = seed > 4;   // rows of 16 windows and more (the vectorised backward's steps and their tails)
+        const int N = gc_int(&s, 1, 3), C = gc_int(&s, 1, 3), H = gc_int(&s, 2, big ? 40 : 9), W = gc_int(&s, big ? 30 : 2, big ? 71 : 9);
+        const int acc = seed % 2;
         const int OH = H / 2, OW = W / 2;
         const size_t n = (size_t)N * C * H * W, no = (size_t)N * C * OH * OW;
         k_bf16 *x = malloc(n * 2), *y = malloc(no * 2), *want = malloc(no * 2), *dy = malloc(no * 2);
@@ -501,6 +528,7 @@ Test(kernels, max_pool2d_native) {
         for (size_t i = 0; i < n; i++) { x[i] = k_narrow_bf16((float)gc_int(&s, -4, 4) * 0.5f); dx[i] = k_narrow_bf16((float)gc_unif(&s, -1, 1)); }
         if (seed == 3) x[n / 2] = k_narrow_bf16(NAN);
         for (size_t i = 0; i < no; i++) dy[i] = k_narrow_bf16((float)gc_unif(&s, -1, 1));
+        if (big) { dy[0] = k_narrow_bf16(-0.0f); dy[no / 3] = k_narrow_bf16(NAN); dx[1] = k_narrow_bf16(-0.0f); }
         memcpy(dwant, dx, n * 2);
         k_pool2d_dims d = { N, C, H, W, 2, 2, 2, 2, 0, 0, 1, 1, OH, OW, 1 };
         k_max_pool2d_forward_bf16(y, am, x, &d);

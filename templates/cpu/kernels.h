@@ -22,7 +22,8 @@
 //
 // The kernels (each as _f32 and _f64; T is float or double; "d" a dims struct below):
 //   linear     k_linear_{forward,backward}            conv2d  k_conv2d_{forward,backward}, k_conv2d_scratch
-//              (k_conv2d_{forward,backward}_bf16s: bf16c convolutions over bf16 storage)
+//              (k_conv2d_{forward,backward}_bf16s: bf16c convolutions over bf16 storage;
+//              _bf16o: the output and its gradient in bf16 storage, the input float)
 //   pooling    k_max_pool2d_{forward,backward}        k_avg_pool2d_{forward,backward}
 //              k_max_pool2d_{forward,backward}_bf16 (2x2 windows over bf16 storage)
 //              (k_max_pool2d_{forward,backward}_bf16: 2x2 windows over bf16 storage)
@@ -1039,6 +1040,16 @@ static inline k_bf16 *k_bf16_pack(int slot, const float *x, int rows, int cols, 
     return buf[slot];
 }
 
+// x (rows, cols) with leading dimension ld -> dst (rows, cols) packed, each value rounded
+// to bf16 and kept in float (k_round_bf16: branch-free, the loop vectorises)
+static inline void k_bf16_round_rows(float *dst, const float *x, int rows, int cols, int ld) {
+    for (int r = 0; r < rows; r++) {
+        const float *src = x + (size_t)r * ld;
+        float *o = dst + (size_t)r * cols;
+        for (int j = 0; j < cols; j++) o[j] = k_round_bf16(src[j]);
+    }
+}
+
 // C (M, N) = alpha * op(A) @ op(B) + beta * C with op(A) and op(B) rounded to bf16
 static inline void k_sgemm_bf16(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb,
                                 int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
@@ -1046,25 +1057,30 @@ static inline void k_sgemm_bf16(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta,
     const int at = ta != CblasNoTrans, bt = tb != CblasNoTrans;
     const k_bf16_plan *q = order == CblasRowMajor && M > 0 && N > 0 && K > 0 && (double)M * N * K >= K_BF16_MIN_WORK
         ? k_bf16_plan_of(M, N, K, at, bt, ldc, alpha, beta) : NULL;
-    k_bf16 *a16 = k_bf16_pack(0, A, at ? K : M, at ? M : K, lda);
-    k_bf16 *b16 = a16 ? k_bf16_pack(1, B, bt ? N : K, bt ? K : N, ldb) : NULL;
-    if (!b16) return;   // out of memory (K_FAIL_NOMEM)
     if (!q || !q->prim) {
-        // the rounded operands back in float (the packs' own buffers are bf16): through k_sgemm
+        // the operands rounded to bf16 and kept in float (one pass each: what packing
+        // them and widening the packs gives), through k_sgemm
         static _Thread_local float *wide;
         static _Thread_local size_t wide_cap;
-        size_t na = (size_t)M * K, n = na + (size_t)K * N;
+        const size_t na = (size_t)M * K, n = na + (size_t)K * N;
+        if (M < 0 || N < 0 || K < 0 || n > PTRDIFF_MAX / sizeof(float)) {
+            K_FAIL_NOMEM("bf16 GEMM operands: %d x %d x %d", M, N, K);
+            return;
+        }
         if (n > wide_cap) {
             float *grown = realloc(wide, n * sizeof(float));
             if (!grown) { K_FAIL_NOMEM("out of memory (bf16 GEMM operands, %zu elements)", n); return; }
             wide = grown;
             wide_cap = n;
         }
-        for (size_t i = 0; i < na; i++) wide[i] = k_widen_bf16(a16[i]);
-        for (size_t i = 0; i < (size_t)K * N; i++) wide[na + i] = k_widen_bf16(b16[i]);
+        k_bf16_round_rows(wide, A, at ? K : M, at ? M : K, lda);
+        k_bf16_round_rows(wide + na, B, bt ? N : K, bt ? K : N, ldb);
         k_sgemm(order, ta, tb, M, N, K, alpha, wide, at ? M : K, wide + na, bt ? K : N, beta, C, ldc);
         return;
     }
+    k_bf16 *a16 = k_bf16_pack(0, A, at ? K : M, at ? M : K, lda);
+    k_bf16 *b16 = a16 ? k_bf16_pack(1, B, bt ? N : K, bt ? K : N, ldb) : NULL;
+    if (!b16) return;   // out of memory (K_FAIL_NOMEM)
     k_run_plan(q->prim, &q->a, &q->b, &q->c, &q->scratch, q->scratch_bytes, q->engine, a16, b16, C, "bf16", M, N, K);
 }
 
@@ -1226,10 +1242,68 @@ static inline void k_max_pool2d_forward_bf16(k_bf16 *out, int32_t *argmax, const
         for (size_t p = 0; p < P; p++) o[p] = k_narrow_bf16(x[S + p]);
     });
 }
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+// one plane of the backward below without the staging, row pair by row pair, 16 windows a
+// step: each window's four positions get 0 + dout at its winner (argmax: one of them)
+// and 0 elsewhere, as the staging's cleared plane and the added winners hold, then each
+// value is stored (or added: acc) as the staging's are; positions in no window (an odd
+// last row or column) the same with 0
+static inline void k_pool_bwd_put16(k_bf16 *dst, __m512 g, __mmask16 k, int acc) {   // narrow(g) or narrow(widen(dst) + g)
+    if (acc) g = _mm512_add_ps(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, dst)), 16)), g);
+    // k_narrow_bf16: a NaN (dout's) quieted, a number rounded to nearest even
+    const __m512i u = _mm512_castps_si512(g), one = _mm512_set1_epi32(1);
+    const __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)),
+                                                         _mm512_and_si512(_mm512_srli_epi32(u, 16), one)), 16);
+    const __m512i q = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+    const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+    _mm256_mask_storeu_epi16(dst, k, _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, r, q)));
+}
+static inline void k_max_pool2d_backward_bf16_plane(k_bf16 *dx, const k_bf16 *dO, const int32_t *am, int H, int W, int OH, int OW,
+                                                    int acc) {
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    const __m512i two_j = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512 zero = _mm512_setzero_ps();
+    for (int oh = 0; oh < OH; oh++) {
+        k_bf16 *d0 = dx + (size_t)(2 * oh) * W, *d1 = d0 + W;
+        for (int j0 = 0; j0 < OW; j0 += 16) {
+            const int m = OW - j0 < 16 ? OW - j0 : 16, m2 = 2 * m;
+            const __mmask16 k = (__mmask16)((1u << m) - 1);
+            const __mmask16 klo = (__mmask16)(m2 >= 16 ? 0xffffu : (1u << m2) - 1);
+            const __mmask16 khi = (__mmask16)(m2 > 16 ? (1u << (m2 - 16)) - 1 : 0);
+            const size_t p = (size_t)oh * OW + j0;
+            const __m512 v = _mm512_add_ps(zero, _mm512_castsi512_ps(_mm512_slli_epi32(
+                _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, dO + p)), 16)));
+            const __m512i at = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(k, am + p),
+                                                _mm512_add_epi32(_mm512_set1_epi32(2 * oh * W + 2 * j0), two_j));
+            const __m512 e0 = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(at, _mm512_setzero_si512()), v);
+            const __m512 e1 = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(at, _mm512_set1_epi32(1)), v);
+            const __m512 f0 = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(at, _mm512_set1_epi32(W)), v);
+            const __m512 f1 = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(at, _mm512_set1_epi32(W + 1)), v);
+            k_pool_bwd_put16(d0 + 2 * j0, _mm512_permutex2var_ps(e0, lo, e1), klo, acc);
+            k_pool_bwd_put16(d0 + 2 * j0 + 16, _mm512_permutex2var_ps(e0, hi, e1), khi, acc);
+            k_pool_bwd_put16(d1 + 2 * j0, _mm512_permutex2var_ps(f0, lo, f1), klo, acc);
+            k_pool_bwd_put16(d1 + 2 * j0 + 16, _mm512_permutex2var_ps(f0, hi, f1), khi, acc);
+        }
+        for (int w = 2 * OW; w < W; w++) {   // (odd W: columns in no window)
+            d0[w] = acc ? k_narrow_bf16(k_widen_bf16(d0[w]) + 0.0f) : k_narrow_bf16(0.0f);
+            d1[w] = acc ? k_narrow_bf16(k_widen_bf16(d1[w]) + 0.0f) : k_narrow_bf16(0.0f);
+        }
+    }
+    for (size_t s = (size_t)(2 * OH) * W; s < (size_t)H * W; s++)   // (rows in no window)
+        dx[s] = acc ? k_narrow_bf16(k_widen_bf16(dx[s]) + 0.0f) : k_narrow_bf16(0.0f);
+}
+#endif
 static inline void k_max_pool2d_backward_bf16(k_bf16 *dinp, const k_bf16 *dout, const int32_t *argmax, const k_pool2d_dims *d,
                                               int acc) {
     const size_t S = (size_t)d->H * d->W, P = (size_t)d->OH * d->OW;
     const int planes = d->N * d->C;
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    K_PARALLEL_FOR((size_t)planes * P > 16384,
+    for (int pl = 0; pl < planes; pl++)
+        k_max_pool2d_backward_bf16_plane(dinp + (size_t)pl * S, dout + (size_t)pl * P, argmax + (size_t)pl * P, d->H, d->W,
+                                         d->OH, d->OW, acc););
+#else
     K_PARALLEL_FOR((size_t)planes * P > 16384,
     for (int pl = 0; pl < planes; pl++) {
         float *g = k_stage_f32(S);
@@ -1242,6 +1316,7 @@ static inline void k_max_pool2d_backward_bf16(k_bf16 *dinp, const k_bf16 *dout, 
         if (acc) for (size_t s = 0; s < S; s++) dx[s] = k_narrow_bf16(k_widen_bf16(dx[s]) + g[s]);
         else for (size_t s = 0; s < S; s++) dx[s] = k_narrow_bf16(g[s]);
     });
+#endif
 }
 
 // The bf16c convolutions over bf16 storage (k_conv2d_forward_bf16s, k_conv2d_backward_bf16s:
@@ -1250,35 +1325,135 @@ static inline void k_max_pool2d_backward_bf16(k_bf16 *dinp, const k_bf16 *dout, 
 // them where those activations are stored and read as bf16.  oneDNN's direct kernels read
 // and write the bf16 storage through their reorders (k_conv_plan's fwd16/bwd16: the input
 // exact, the float results rounded to nearest even as k_store_bf16_from_bf16 rounds);
-// elsewhere (im2col: few channels, no AVX512_BF16) the operands are widened into this
-// thread's staging around the bf16c kernel.  Either way the bf16c kernel over widened
-// operands with the precision plan's conversions around it.
+// elsewhere (im2col: few channels, no AVX512_BF16) each thread widens its chunk of images
+// (k_conv2d_forward_impl_bf16c's and k_conv2d_backward_bf16c's chunks, the same team and
+// split) into its own float staging, runs the bf16c chunk there and stores the chunk's
+// results (a first layer's 32 planes of 28x28: 100 KB a chunk, in the core's cache,
+// where the whole batch staged was 13 MB through memory each way, +46 MB peak for paw).
+// Either way the bf16c kernel over widened operands with the precision plan's conversions
+// around it, bit for bit (tests/test_kernels.c: conv2d_native).
 static inline void k_conv_accum16(uint16_t *dst, const float *src, size_t n) {   // k_accum_bf16_from_bf16
     for (size_t i = 0; i < n; i++) dst[i] = k_narrow_bf16(k_widen_bf16(dst[i]) + k_round_bf16(src[i]));
 }
+static inline void k_conv_widen16(float *dst, const k_bf16 *src, size_t n) {   // k_load_bf16_as_bf16, on this thread
+    for (size_t i = 0; i < n; i++) dst[i] = k_widen_bf16(src[i]);
+}
+static inline void k_conv_store16(k_bf16 *dst, const float *src, size_t n) {   // k_store_bf16_from_bf16, on this thread
+    for (size_t i = 0; i < n; i++) dst[i] = k_narrow_bf16(src[i]);
+}
+// (in16 0: the input and its gradient float, holding bf16 values, as the bf16c kernels
+// take them: k_conv2d_*_bf16o, a first layer's float input rounded to bf16 by the plan)
+static inline void k_conv2d_forward_s16(k_bf16 *out, const void *inp, int in16, const float *w, const float *b, float *scratch,
+                                        const k_conv2d_dims *d) {
+    if (in16 && k_conv_direct_forward(out, inp, w, b, d, 1, 1)) return;
+    const size_t nx1 = (size_t)d->C * d->H * d->W, ny1 = (size_t)d->OC * d->OH * d->OW;
+    int nbd;
+    // staged whole: one image (k_conv2d_forward_rows may split it among the team), or a
+    // shape whose direct kernels take float storage only
+    if (d->N == 1 || k_conv_direct_team(d, 1, &nbd, 0, 0)) {
+        const size_t nx = in16 ? nx1 * d->N : 0, ny = ny1 * d->N;
+        float *x = k_stage_f32(nx + ny);
+        if (!x) return;
+        if (in16) k_load_bf16_as_bf16(x, inp, nx);
+        k_conv2d_forward_bf16c(x + nx, in16 ? x : inp, w, b, scratch, d);
+        k_store_bf16_from_bf16(out, x + nx, ny);
+        return;
+    }
+    // k_conv2d_forward_impl_bf16c's chunks
+    const size_t per_thread = k_conv2d_scratch_per_thread_bf16c(d);
+    const int Kc = d->C / d->G * d->KH * d->KW, P = d->OH * d->OW, nbmax = k_conv2d_chunk_bf16c(d);
+    const int nt = k_max_threads() < d->N ? k_max_threads() : d->N;
+    int nb = nt > 1 ? (d->N + nt - 1) / nt : nbmax;
+    if (nb > nbmax) nb = nbmax;
+    if (nb < 1) nb = 1;
+    const int nchunks = (d->N + nb - 1) / nb;
+    #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1) K_TEAM
+    for (int c = 0; c < nchunks; c++) {
+        float *col = scratch + (size_t)omp_get_thread_num() * per_thread;
+        const int n0 = c * nb, m = d->N - n0 < nb ? d->N - n0 : nb;
+        const size_t mx = in16 ? (size_t)m * nx1 : 0;
+        float *y = k_stage_f32(mx + (size_t)m * ny1);
+        if (!y) continue;
+        const float *x = (const float *)inp + (size_t)n0 * nx1;
+        if (in16) {
+            k_conv_widen16(y, (const k_bf16 *)inp + (size_t)n0 * nx1, mx);
+            x = y;
+            y += mx;
+        }
+        if (m == 1) k_conv2d_forward_image_bf16c(y, x, w, b, col, d, 0, 0);
+        else k_conv2d_forward_chunk_bf16c(y, x, w, b, col, col + (size_t)Kc * nbmax * P, d, 0, m, 0);
+        k_conv_store16(out + (size_t)n0 * ny1, y, (size_t)m * ny1);
+    }
+}
+// dinp (in16: bf16, else float) stored (acc 0) or added into (acc 1); dw, db as
+// k_conv2d_backward_bf16c's (pacc)
+static inline void k_conv2d_backward_s16(void *dinp, float *dw, float *db, const k_bf16 *dout, const void *inp, int in16,
+                                         const float *w, float *scratch, const k_conv2d_dims *d, int acc, int pacc) {
+    if (in16 && k_conv_direct_backward(dinp, dw, db, dout, inp, w, scratch, d, 1, acc, pacc, 1)) return;
+    const size_t nx1 = (size_t)d->C * d->H * d->W, ny1 = (size_t)d->OC * d->OH * d->OW;
+    int nbd;
+    if (k_conv_direct_team(d, 1, &nbd, 1, 0)) {   // the direct kernels over float storage: staged whole
+        const size_t nx = nx1 * d->N, ny = ny1 * d->N, nxs = in16 ? nx : 0;
+        float *x = k_stage_f32(2 * nxs + ny);
+        if (!x) return;
+        float *dy = x + nxs, *dx = dy + ny;
+        if (in16) k_load_bf16_as_bf16(x, inp, nx);
+        k_load_bf16_as_bf16(dy, dout, ny);
+        if (!in16) { k_conv2d_backward_bf16c(dinp, dw, db, dy, inp, w, scratch, d, acc, pacc); return; }
+        k_conv2d_backward_bf16c(dinp ? dx : NULL, dw, db, dy, x, w, scratch, d, 0, pacc);
+        if (dinp && acc) k_accum_bf16_from_bf16(dinp, dx, nx);
+        else if (dinp) k_store_bf16_from_bf16(dinp, dx, nx);
+        return;
+    }
+    const int Kc = d->C / d->G * d->KH * d->KW, P = d->OH * d->OW, OCg = d->OC / d->G;
+    const size_t per_thread = k_conv2d_scratch_per_thread_bf16c(d), nw = (size_t)d->OC * Kc;
+    const int nbmax = k_conv2d_chunk_bf16c(d);
+    int nb, nchunks;
+    const int nt = k_conv2d_backward_team_bf16c(d, &nb, &nchunks);
+    #pragma omp parallel num_threads(nt) K_TEAM
+    {
+        float *col = scratch + (size_t)omp_get_thread_num() * per_thread;
+        float *dOb = col + (size_t)Kc * nbmax * P;
+        float *dwt = dOb + (size_t)OCg * nbmax * P, *dbt = dwt + nw;
+        memset(dwt, 0, (nw + d->OC) * sizeof(float));
+        #pragma omp for schedule(static)
+        for (int c = 0; c < nchunks; c++) {
+            const int n0 = c * nb, m = d->N - n0 < nb ? d->N - n0 : nb;
+            const size_t mx = (size_t)m * nx1, my = (size_t)m * ny1, mxs = in16 ? mx : 0;
+            float *dy = k_stage_f32(mxs * (dinp ? 2 : 1) + my);
+            if (!dy) continue;
+            const float *x = (const float *)inp + (size_t)n0 * nx1;
+            float *dx = dinp && !in16 ? (float *)dinp + (size_t)n0 * nx1 : NULL;
+            if (in16) {
+                k_conv_widen16(dy, (const k_bf16 *)inp + (size_t)n0 * nx1, mx);
+                x = dy;
+                dy += mx;
+                if (dinp) dx = dy + my;
+            }
+            k_conv_widen16(dy, dout + (size_t)n0 * ny1, my);
+            k_conv2d_backward_chunk_bf16c(dx, dwt, dbt, dy, x, w, col, dOb, d, m, in16 ? 0 : acc, dw != NULL, db != NULL);
+            if (!in16 || !dinp) continue;
+            if (acc) k_conv_accum16((k_bf16 *)dinp + (size_t)n0 * nx1, dx, mx);
+            else k_conv_store16((k_bf16 *)dinp + (size_t)n0 * nx1, dx, mx);
+        }
+    }
+    k_conv2d_backward_sum_bf16c(dw, db, scratch, d, nt, pacc);
+}
 static inline void k_conv2d_forward_bf16s(k_bf16 *out, const k_bf16 *inp, const float *w, const float *b, float *scratch,
                                           const k_conv2d_dims *d) {
-    if (k_conv_direct_forward(out, inp, w, b, d, 1, 1)) return;
-    const size_t nx = (size_t)d->N * d->C * d->H * d->W, ny = (size_t)d->N * d->OC * d->OH * d->OW;
-    float *x = k_stage_f32(nx + ny);
-    if (!x) return;
-    k_load_bf16_as_bf16(x, inp, nx);
-    k_conv2d_forward_bf16c(x + nx, x, w, b, scratch, d);
-    k_store_bf16_from_bf16(out, x + nx, ny);
+    k_conv2d_forward_s16(out, inp, 1, w, b, scratch, d);
 }
-// dinp stored (acc 0) or added into (acc 1); dw, db as k_conv2d_backward_bf16c's (pacc)
 static inline void k_conv2d_backward_bf16s(k_bf16 *dinp, float *dw, float *db, const k_bf16 *dout, const k_bf16 *inp, const float *w,
                                            float *scratch, const k_conv2d_dims *d, int acc, int pacc) {
-    if (k_conv_direct_backward(dinp, dw, db, dout, inp, w, scratch, d, 1, acc, pacc, 1)) return;
-    const size_t nx = (size_t)d->N * d->C * d->H * d->W, ny = (size_t)d->N * d->OC * d->OH * d->OW;
-    float *x = k_stage_f32(2 * nx + ny);
-    if (!x) return;
-    float *dy = x + nx, *dx = dinp ? dy + ny : NULL;
-    k_load_bf16_as_bf16(x, inp, nx);
-    k_load_bf16_as_bf16(dy, dout, ny);
-    k_conv2d_backward_bf16c(dx, dw, db, dy, x, w, scratch, d, 0, pacc);
-    if (dinp && acc) k_accum_bf16_from_bf16(dinp, dx, nx);
-    else if (dinp) k_store_bf16_from_bf16(dinp, dx, nx);
+    k_conv2d_backward_s16(dinp, dw, db, dout, inp, 1, w, scratch, d, acc, pacc);
+}
+static inline void k_conv2d_forward_bf16o(k_bf16 *out, const float *inp, const float *w, const float *b, float *scratch,
+                                          const k_conv2d_dims *d) {
+    k_conv2d_forward_s16(out, inp, 0, w, b, scratch, d);
+}
+static inline void k_conv2d_backward_bf16o(float *dinp, float *dw, float *db, const k_bf16 *dout, const float *inp, const float *w,
+                                           float *scratch, const k_conv2d_dims *d, int acc, int pacc) {
+    k_conv2d_backward_s16(dinp, dw, db, dout, inp, 0, w, scratch, d, acc, pacc);
 }
 
 // the optimizer, clipping, unscaling and init kernels over 16-bit storage
