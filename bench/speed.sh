@@ -40,6 +40,11 @@
 #   CONTEND=1 OMP_SWEEP=0 bench/speed.sh
 #   CONTEND=alt OMP_SWEEP=0 SPECS="fashion_mlp tiny_transformer fashion_cnn" bench/speed.sh
 #   STEP_DIV=4 ROUNDS=2 bench/speed.sh   # a quick look: a quarter of the timed steps
+#   REUSE=1 STEP_CLOCK=cpu THREADS=1 SPECS=unet bench/speed.sh   # CPU time a step, with the programs built before
+# STEP_CLOCK=cpu: both sides time each step by the process's CPU time (step_bench.c and
+# torch_step.py read it); at THREADS=1 that is the work without the time other processes
+# held the core (at 2 threads it also counts OpenMP's spinning).  REUSE=1 keeps programs an
+# earlier run of this tree built (results.txt is overwritten: copy it first).
 #
 # Not part of `ninja test`: speed is measured here, never in tests.
 set -euo pipefail
@@ -54,6 +59,7 @@ BLAS_BUILDS=${BLAS_BUILDS:-"pthread openmp"}
 BLAS_DIR=/usr/lib/x86_64-linux-gnu
 OMP_ROUNDS=${OMP_ROUNDS:-2}
 BASE=${BASE:-}
+REUSE=${REUSE:-0}              # 1: skip generating and compiling a spec whose programs are already built
 SPECS=${SPECS:-"fashion_mlp fashion_cnn paw linear tiny_gpt unet audio_conv1d char_lstm llama"}
 STEP_DIV=${STEP_DIV:-1}        # divide the step counts (a quick look on a busy machine)
 PY=/usr/bin/python3            # Debian's python3-torch lives here only
@@ -115,6 +121,8 @@ for variant in $VARIANTS $BASES; do
     name=${variant%.base}; name=${name%.bf16}
     read -r spec B prec warm lsteps tsteps target <<<"$(spec_row "$name")"
     dir=$OUT/$variant
+    # REUSE=1: the programs an earlier run of this tree built (the build takes minutes on a loaded machine)
+    [ "$REUSE" = 1 ] && [ -x "$dir/step_bench" ] && [ -s "$dir/flops" ] && continue
     popt=(); [ "$prec" != - ] && popt=(--precision="$prec")
     [ "${variant%.base}" != "$name" ] && popt=(--precision=bf16-mixed)
     loom=build/loom; [ "$variant" != "${variant%.base}" ] && loom=$BASE
