@@ -222,12 +222,16 @@ print("%d tensors; differ: %s" % (len(a), ", ".join(diff[:5]) or "none"))
 sys.exit(1 if diff else 0)
 EOF2
 }
-if [ ! -x "$d/train" ]; then fail resume_dcgan "no program (see train_dcgan)"
-elif ! { "$d/train" --max-steps 4 --out "$d/full" --quiet && "$d/train" --max-steps 2 --out "$d/half" --quiet &&
+resumes() {   # NAME DIR: DIR/train's 4 steps equal 2, resumed to 4, bit for bit
+  local name=$1 d=$2 msg
+  if ! { "$d/train" --max-steps 4 --out "$d/full" --quiet && "$d/train" --max-steps 2 --out "$d/half" --quiet &&
          "$d/train" --resume "$d/half/last.safetensors" --max-steps 4 --out "$d/resumed" --quiet; } >"$d.resume" 2>&1; then
-  fail resume_dcgan "a run failed: $(tail -1 "$d.resume")"
-elif msg=$(same_tensors "$d/full/last.safetensors" "$d/resumed/last.safetensors"); then ok resume_dcgan; echo "# $msg"
-else fail resume_dcgan "$msg"; fi
+    fail "$name" "a run failed: $(tail -1 "$d.resume")"
+  elif msg=$(same_tensors "$d/full/last.safetensors" "$d/resumed/last.safetensors"); then ok "$name"; echo "# $msg"
+  else fail "$name" "$msg"; fi
+}
+if [ ! -x "$d/train" ]; then fail resume_dcgan "no program (see train_dcgan)"
+else resumes resume_dcgan "$d"; fi
 
 # the same with the program's own draws (randn in forward, randn_like in the step)
 sed -e 's|inputs = { z = Tensor{16} },|inputs = { image = Tensor{1, 28, 28} },|' \
@@ -238,11 +242,7 @@ d="$tmp/randn"
 if [ "$(grep -c 'randn' "$tmp/gan_randn.lua")" != 2 ] || grep -q 'b\.z' "$tmp/gan_randn.lua"; then
   fail resume_randn "tests/step/dcgan.lua no longer has the lines this test rewrites"
 elif ! "$LOOM" build "$tmp/gan_randn.lua" -o "$d" >"$d.gen" 2>&1; then fail resume_randn "loom build failed: $(tail -1 "$d.gen")"
-elif ! { "$d/train" --max-steps 4 --out "$d/full" --quiet && "$d/train" --max-steps 2 --out "$d/half" --quiet &&
-         "$d/train" --resume "$d/half/last.safetensors" --max-steps 4 --out "$d/resumed" --quiet; } >"$d.resume" 2>&1; then
-  fail resume_randn "a run failed: $(tail -1 "$d.resume")"
-elif msg=$(same_tensors "$d/full/last.safetensors" "$d/resumed/last.safetensors"); then ok resume_randn; echo "# $msg"
-else fail resume_randn "$msg"; fi
+else resumes resume_randn "$d"; fi
 
 # the program's loop at 16-mixed resumes bit-exactly: the scale, its growth tracker and
 # each optimizer's own count of updates (d skips its first steps, g does not: Adam's bias
@@ -310,11 +310,7 @@ sed -e 's/precision = "32-true"/precision = "16-true"/' \
 d="$tmp/resume16true"
 if [ "$(grep -c '16-true\|AdamW\|max_norm' "$tmp/gan16true.lua")" != 4 ]; then fail resume16true_dcgan "tests/step/dcgan.lua no longer has the lines this test rewrites"
 elif ! "$LOOM" build "$tmp/gan16true.lua" -o "$d" >"$d.gen" 2>&1; then fail resume16true_dcgan "loom build failed: $(tail -1 "$d.gen")"
-elif ! { "$d/train" --max-steps 4 --out "$d/full" --quiet && "$d/train" --max-steps 2 --out "$d/half" --quiet &&
-         "$d/train" --resume "$d/half/last.safetensors" --max-steps 4 --out "$d/resumed" --quiet; } >"$d.resume" 2>&1; then
-  fail resume16true_dcgan "a run failed: $(tail -1 "$d.resume")"
-elif msg=$(same_tensors "$d/full/last.safetensors" "$d/resumed/last.safetensors"); then ok resume16true_dcgan; echo "# $msg"
-else fail resume16true_dcgan "$msg"; fi
+else resumes resume16true_dcgan "$d"; fi
 
 # detect_anomaly in the step: every op's output (forward) and the gradients it adds to
 # (backward) checked for NaN/Inf, as the built-in step does; the program stops at the
