@@ -17,11 +17,10 @@ max |loom - torch| / max |torch| per tensor, within 1e-4 (fp32) and 1e-9 (fp64).
 Prints one TAP result per precision (step_CASE, step64_CASE).
 """
 import os
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from parity import read_safetensors, rel, write_safetensors  # noqa: E402  (exits 77 without torch)
+from parity import read_safetensors, rel, run_harness, write_safetensors  # noqa: E402  (exits 77 without torch)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -341,6 +340,15 @@ F16_U = 2.0 ** -11   # float16's unit roundoff
 F16_TOL = 8 * F16_U
 
 
+def harness_output(name, exe, work, B, steps):
+    """parity.run_harness's out.safetensors, or None after printing its failure as NAME's result"""
+    try:
+        return run_harness(exe, work, B, steps)
+    except RuntimeError as e:
+        print("not ok %s: %s" % (name, e))
+        return None
+
+
 def check16(case, work, exe, B, steps, state, batch):
     """step16_CASE: the 16-mixed program's STEPS steps (tests/harness/parity.c) against
     torch_run16: the scale after every step equal; each step's returned loss, the
@@ -351,11 +359,9 @@ def check16(case, work, exe, B, steps, state, batch):
     16-mixed than its float32 is (err <= 0.5 x dev): a program computing in float32, or
     not scaling, would sit at dev.  dcgan16_overflow must skip a step (and take one)."""
     name = "step16_" + case
-    r = subprocess.run([exe, work, str(B), str(steps)], capture_output=True, text=True)
-    if r.returncode != 0:
-        print("not ok %s: the harness exited %d: %s" % (name, r.returncode, (r.stderr or r.stdout).strip()))
+    got = harness_output(name, exe, work, B, steps)
+    if got is None:
         return 1
-    got = read_safetensors(os.path.join(work, "out.safetensors"))
     l16, s16, g16, scaler = torch_run16(case, state, batch, steps, True)
     l32, s32, g32, _ = torch_run16(case, state, batch, steps, False)
     rows = [("loss", got["loss"].float(), l16, l32)]
@@ -448,11 +454,9 @@ def check_true(case, work, exe, B, steps, state, batch):
     element by element in ulps of bfloat16, on average within half the distance of that
     float32 run (a program that kept float32 weights would sit at it)."""
     name = "steptrue_" + case
-    r = subprocess.run([exe, work, str(B), str(steps)], capture_output=True, text=True)
-    if r.returncode != 0:
-        print("not ok %s: the harness exited %d: %s" % (name, r.returncode, (r.stderr or r.stdout).strip()))
+    got = harness_output(name, exe, work, B, steps)
+    if got is None:
         return 1
-    got = read_safetensors(os.path.join(work, "out.safetensors"))
     l16, s16 = torch_run_true(case, state, batch, steps, torch.bfloat16)
     l32, s32 = torch_run_true(case, state, batch, steps, torch.float32)
     bad, lines = [], []
@@ -600,12 +604,10 @@ def main():
     failed = 0
     for label, exe, dtype, tol in (("step_", h32, torch.float32, TOL32), ("step64_", h64, torch.float64, TOL64)):
         name = label + case
-        r = subprocess.run([exe, work, str(B), str(steps)], capture_output=True, text=True)
-        if r.returncode != 0:
-            print("not ok %s: the harness exited %d: %s" % (name, r.returncode, (r.stderr or r.stdout).strip()))
+        got = harness_output(name, exe, work, B, steps)
+        if got is None:
             failed += 1
             continue
-        got = read_safetensors(os.path.join(work, "out.safetensors"))
         ref_losses, ref_state = torch_run(case, state, batch, steps, dtype)
         worst, where = rel(got["loss"], ref_losses), "loss"
         for k, v in ref_state.items():
