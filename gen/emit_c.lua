@@ -298,9 +298,11 @@ function emit.model(l)
   if not ef.uses_training then table.insert(ef.decls, "    (void)training;   // no op of this model behaves differently in training") end
   -- DDP (gen/strategy.lua): after the backward op that makes a bucket's last gradient
   -- final, that bucket's all-reduce starts; between ops, MPI advances the started ones
+  -- (a training_step's gradients are averaged before each optimizer's step instead: gen/user_step.lua)
   local ready = {}
   local ddp = l.strategy and l.strategy.kind == "ddp"
-  if ddp then
+  local in_backward = ddp and not l.strategy.averaged
+  if in_backward then
     local at = {}
     for k, node in ipairs(l.autodiff.backward) do at[node] = k end
     local by_k = {}
@@ -317,14 +319,14 @@ function emit.model(l)
     bwd[#bwd + 1] = ""
     bwd[#bwd + 1] = node_comment(g, op.node, "  (backward)")
     for _, x in ipairs(indent(op.lines)) do bwd[#bwd + 1] = x end
-    if ddp then
+    if in_backward then
       for _, i in ipairs(ready[op.node] or {}) do
         bwd[#bwd + 1] = string.format("    ddp_grad_ready(%d);   // DDP: bucket %d's gradients are final: its all-reduce starts", i, i)
       end
       bwd[#bwd + 1] = "    ddp_progress();"
     end
   end
-  if ddp then
+  if in_backward then
     table.insert(eb.decls, "    void ddp_grad_ready(int bucket), ddp_progress(void);   // runtime/ddp.h (DDP)")
   end
   if full_shard then
@@ -437,7 +439,7 @@ function emit.model(l)
     prediction_decls = table.concat(w.epred.decls, "\n"), prediction_ptr = w.prediction,
     -- (nothing when off: the file is byte for byte the one without detect_anomaly)
     -- DDP: one element after the gradients, the stop request that rides in their all-reduce (runtime/ddp.c)
-    grads_count = ddp and "(NUM_PARAMS + 1)" or "NUM_PARAMS",
+    grads_count = in_backward and "(NUM_PARAMS + 1)" or "NUM_PARAMS",
     anomaly_include = l.options.detect_anomaly and '\n#include "anomaly.h"   // detect_anomaly: NaN/Inf checks after every op' or "",
   })
   if step_c then
@@ -587,6 +589,24 @@ end
 function emit.ddp_blocks(l, loop)
   local b, values = rank_blocks(l, loop)
   local s = l.strategy
+  if s.averaged then
+    -- a training_step: model_user_step averages each optimizer's gradients before its step
+    -- (gen/user_step.lua, runtime/ddp.h's ddp_average_grads); the stop request is agreed
+    -- on after the step (emit_train's ranks_step: ddp_any)
+    b.model_setup = b.model_setup .. [==[
+    // DDP: every rank starts from rank 0's parameters and buffers (DDP's broadcast at wrap time);
+    // the training_step averages its optimizers' gradients before each step (model_user_step)
+    ddp_broadcast(m.params, sizeof(state_t) * NUM_PARAMS);
+    ddp_broadcast(m.buffers, sizeof(state_t) * NUM_BUFFERS);
+    ddp_broadcast(m.counters, sizeof(int64_t) * NUM_COUNTERS);
+]==]
+    b.save_from_device = "    if (ddp_rank() != 0) return;   // DDP: rank 0 writes the checkpoints (every rank holds the same state)\n"
+    b.summary_extra = [==[
+    if (!args.quiet) printf("ddp: %d ranks; all-reduced %.3f MB per rank in this run, %.2f s waiting for it before the steps\n",
+                            ddp_world(), ddp_reduced_bytes / 1e6, ddp_wait_seconds);
+]==]
+    return b, values
+  end
   local esize, lct = grad_type(l)
   local rows = emit.bucket_rows(require("strategy").buckets(l, esize))
   b.model_setup = b.model_setup .. string.format([==[

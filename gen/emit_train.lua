@@ -1202,7 +1202,8 @@ local DEFAULT_LOGGER = { kind = "CSVLogger", args = { root_dir = "logs", name = 
 local function gcd(a, b) while b ~= 0 do a, b = b, a % b end return a end
 
 -- `lr_columns`: the parameter groups' lr columns ({ key, value }, C), after lr-<Optimizer>; `metrics`: train.log's (g.loss.metrics)
--- `ranks`: "ddp" or "fsdp" (else false), whose logged values are reduced over the ranks (every rank computes them);
+-- `ranks`: "ddp", "ddp_step" (a training_step's ddp: no bucket carries the stop request) or "fsdp" (else false), whose
+-- logged values are reduced over the ranks (every rank computes them);
 -- `on_device`: the CUDA program, which adds train.log's values up on the device (gen/emit_cuda.lua)
 -- and reads the sums back into metric_acc
 local function logger_code(sp, has_accuracy, loss_scaling, hk, grad_norm, best, lr_columns, metrics, ranks, on_device)
@@ -1665,7 +1666,8 @@ function emit_train.values(l)
   -- (FSDP's FULL_SHARD holds no whole parameters either, but for the checkpoint rank 0 writes)
   local hooks = hooks_code(sp, l.backend == "cuda" or (l.strategy and l.strategy.sharding == "FULL_SHARD"), state_desc, CKPT_DTYPE[ps.state], has_accuracy)
   local logs = logger_code(sp, has_accuracy, ps.loss_scaling, hooks, clip_norm, best_ckpt,
-    group_lr_columns(tr.optimizer, o.groups_list, floor), metrics, l.strategy ~= nil and l.strategy.kind ~= "single" and l.strategy.kind, l.backend == "cuda")
+    group_lr_columns(tr.optimizer, o.groups_list, floor), metrics,
+    l.strategy ~= nil and l.strategy.kind ~= "single" and (l.strategy.averaged and "ddp_step" or l.strategy.kind), l.backend == "cuda")
   local mom = o.base_momentum and lit(o.base_momentum) or "0.0"
   local settings = join {
     string.format("#define DEFAULT_EPOCHS %d      // train.epochs (0: run until max_steps)", tr.epochs or 0),

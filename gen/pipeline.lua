@@ -115,7 +115,10 @@ end
 --              timeout, sync_batchnorm, synced[node] (sync_batchnorm's ops: the doubles
 --              their forward and backward sum over the ranks), last[param name] = the
 --              backward node index after which its gradient is final, fsdp = "NO_SHARD"
---              for fsdp's unsharded kind }; strategy.buckets(l, esize) cuts the gradient
+--              for fsdp's unsharded kind; with a training_step no `last` but
+--              averaged[step segment] = { [param name] = true }: what is averaged before
+--              that optimizer's step, strategy.step_buckets(l, seg, esize) in the layout };
+--              strategy.buckets(l, esize) cuts the gradient
 --              arena into buckets once the plan stage has laid it out; or { kind =
 --              "fsdp", sharding = "SHARD_GRAD_OP", devices, timeout, sync_batchnorm, synced };
 --              or { kind = "fsdp", sharding = "FULL_SHARD", devices, timeout,
@@ -240,8 +243,9 @@ function dumps.strategy(l)
       "(reduce-scatter after backward, all-gather of the parameters after the step); BatchNorm %s; timeout %s s\n",
       s.sharding, s.devices, l.backend == "cuda" and "MPI, the gradients and parameters over NCCL" or "MPI", s.devices, s.sync_batchnorm and "synced" or "local", tostring(s.timeout))
   end
-  return string.format("strategy: %s, %d ranks over %s; gradient buckets of about %s MB; BatchNorm %s; timeout %s s\n",
+  return string.format("strategy: %s, %d ranks over %s; %s of about %s MB; BatchNorm %s; timeout %s s\n",
     s.fsdp and ("fsdp " .. s.fsdp .. " (as ddp)") or "ddp", s.devices, l.backend == "cuda" and "MPI, the gradients over NCCL" or "MPI",
+    s.averaged and "the training_step's gradients averaged before each optimizer's step, in runs" or "gradient buckets",
     tostring(s.cap_mb), s.sync_batchnorm and "synced" or "local", tostring(s.timeout))
 end
 function dumps.plan(l)

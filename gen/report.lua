@@ -163,7 +163,31 @@ function report.collectives_section(l)
   local bcast = cuda and "| ncclBroadcast from rank 0 | parameters, buffers, counters (and a 16-bit compute copy of the parameters, where the precision keeps one) " ..
     "| once, at start, device to device (over MPI on the host after the best checkpoint is read for the test) | %s |"
     or "| broadcast from rank 0 | parameters, buffers, counters | once, at start (and after the best checkpoint is read for the test) | %s |"
-  if s.kind == "ddp" then
+  if s.kind == "ddp" and s.averaged then
+    -- a training_step (gen/user_step.lua): each optimizer's gradients averaged before its step
+    add(string.format("Strategy `%s` on %d ranks over %s, with the spec's training_step: every rank holds the whole model; " ..
+      "before each optimizer's step, the gradients of its parameters that the step's backwards changed since they were " ..
+      "last averaged are averaged (all-reduce, then divided by the world size), in runs of neighbouring parameters of at " ..
+      "most about %s MB (PyTorch DDP reduces them in each backward; the mean of a sum is the sum of the means).",
+      s.fsdp and ("fsdp, sharding_strategy " .. s.fsdp) or "ddp", s.devices, over, tostring(s.cap_mb)))
+    add("")
+    add("| collective | tensors | when | bytes |")
+    add("| --- | --- | --- | ---: |")
+    add(string.format(bcast, util.human_bytes(state_bytes)))
+    for _, seg in ipairs(l.autodiff.segments) do
+      if seg.kind == "step" then
+        for i, b in ipairs(require("strategy").step_buckets(l, seg, esize)) do
+          local names = #b.params == 1 and string.format("`%s`", b.params[1])
+            or string.format("%d tensors: `%s` … `%s`", #b.params, b.params[1], b.params[#b.params])
+          add(string.format("| all-reduce (avg), run %d | %s | before %s:step() (line %d) | %s |", i - 1, names, seg.opt.name,
+            seg.where.line, util.human_bytes(b.bytes)))
+          msgs[#msgs + 1] = { "all-reduce", b.bytes }
+        end
+      end
+    end
+    add("| all-reduce (sum) | the stop request | after each training step | 8 B |")
+    msgs[#msgs + 1] = { "all-reduce", 8 }
+  elseif s.kind == "ddp" then
     add(string.format("Strategy `%s` on %d ranks over %s: every rank holds the whole model; " ..
       "the gradients are averaged (all-reduce, then divided by the world size) in buckets of about %s MB, in reverse " ..
       "parameter order, each started inside backward as soon as its last gradient is final%s, so it overlaps the rest of " ..

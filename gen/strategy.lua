@@ -35,6 +35,13 @@
 -- the buckets whose last gradient the backward of `node` writes (the generated
 -- model_backward starts their all-reduce right there, so it overlaps the rest of
 -- backward).
+-- A training_step (gen/user_step.lua) under ddp has no `last`: its gradients are averaged
+-- in model_user_step, before each optimizer's step that reads them (PyTorch DDP reduces a
+-- wrapped module's gradients in each backward; averaging is linear, so reducing once what
+-- the backwards since the last reduction added, before the step, gives the step the same
+-- gradients): `averaged[segment]`, for each `step` segment, the names of that optimizer's
+-- parameters a backward changed since they were last averaged or zeroed (none: no
+-- collective); strategy.step_buckets cuts them once the layout is known.
 local diag = require "diag"
 local ops = require "ops"
 
@@ -118,6 +125,10 @@ function strategy.check(g, target)
       end
     end
   end
+  if g.step and kind == "fsdp" and (f.sharding_strategy or "FULL_SHARD") ~= "NO_SHARD" then
+    diag.fatal(at, string.format("fsdp (%s) with a training_step is not supported yet (its optimizers step sharded parameters); "
+      .. "use strategy = 'ddp' (or sharding_strategy = 'NO_SHARD'), or --devices=1", f.sharding_strategy or "FULL_SHARD"))
+  end
   -- (the CUDA program's ranks run ddp and both fsdp shardings over NCCL, runtime/ddp_nccl.h,
   -- parameter groups too: gen/emit_cuda.lua's optimizer)
 end
@@ -175,6 +186,29 @@ local function last_grads(l)
   return last, first
 end
 
+-- A training_step's averages (see the top): for each optimizer step segment, the set of
+-- its (unfrozen) parameters whose gradients a backward changed since the last average of
+-- them or their zero_grad.  The loop zeroes every gradient after the training step, so
+-- each step starts clean.
+local function step_averaged(segments, frozen)
+  local changed, out = {}, {}
+  for _, s in ipairs(segments) do
+    if s.kind == "backward" then
+      for name in pairs(s.params) do changed[name] = true end
+    elseif s.kind == "zero_grad" then
+      for _, name in ipairs(s.opt.params) do changed[name] = nil end
+    elseif s.kind == "step" then
+      local set = {}
+      for _, name in ipairs(s.opt.params) do
+        if changed[name] and not frozen[name] then set[name] = true end
+        changed[name] = nil
+      end
+      out[s] = set
+    end
+  end
+  return out
+end
+
 -- FULL_SHARD's unit of each parameter (a key: the wrapped module's name, "" for the
 -- root's): with no auto_wrap_policy, its top-level child module; with ModuleWrapPolicy's
 -- classes, the innermost module of one of them that holds it.
@@ -219,6 +253,11 @@ function strategy.plan(l, target)
   end
   -- ddp, and fsdp's NO_SHARD (PyTorch's FSDP without sharding is DDP)
   local cap = math.floor((f.bucket_cap_mb or 25) * 1024 * 1024)
+  if l.autodiff.segments then   -- a training_step: averaged before each optimizer's step
+    return { kind = "ddp", devices = n, bucket_bytes = cap, cap_mb = f.bucket_cap_mb or 25,
+             timeout = f.ddp_timeout or 300, sync_batchnorm = f.sync_batchnorm or false, synced = synced(l),
+             averaged = step_averaged(l.autodiff.segments, l.graph.frozen or {}), fsdp = kind == "fsdp" and f.sharding_strategy or nil }
+  end
   local last = last_grads(l)
   return { kind = "ddp", devices = n, bucket_bytes = cap, cap_mb = f.bucket_cap_mb or 25,
            timeout = f.ddp_timeout or 300, sync_batchnorm = f.sync_batchnorm or false, synced = synced(l),
@@ -246,6 +285,28 @@ function strategy.buckets(l, esize)
     local k = s.last[e.name]
     -- a parameter we cannot place in backward is final only at its end
     cur.ready = math.max(cur.ready, k or math.huge)
+  end
+  return out
+end
+
+-- A training_step's averages (`averaged`, above) in the layout: for step segment `seg`, its
+-- parameters as buckets of neighbours in layout order, each { first, last (elements),
+-- params, bytes }, cut at bucket_bytes (empty: nothing to average before that step).
+function strategy.step_buckets(l, seg, esize)
+  local set = l.strategy.averaged[seg]
+  local out, cur, next_index = {}, nil, nil
+  for i, e in ipairs(l.state.params) do
+    if set[e.name] then
+      local bytes = e.numel * esize
+      if not cur or next_index ~= i or (cur.bytes > 0 and cur.bytes + bytes > l.strategy.bucket_bytes) then
+        cur = { first = e.offset, last = e.offset, params = {}, bytes = 0 }
+        out[#out + 1] = cur
+      end
+      cur.last = e.offset + e.numel
+      cur.params[#cur.params + 1] = e.name
+      cur.bytes = cur.bytes + bytes
+      next_index = i + 1
+    end
   end
   return out
 end

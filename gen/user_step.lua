@@ -438,8 +438,10 @@ function user_step.check(g, target, precision, backend)
         .. "by the CUDA backend yet (the CPU backend runs them)", o.name))
     end
   end
-  local devices = target.devices or sp.fabric.devices
-  if type(devices) == "number" and devices > 1 then refuse("training_step", "several devices (ddp)") end
+  -- (ddp on the CPU: gen/strategy.lua's `averaged`; fsdp's sharding is refused by strategy.check)
+  if cuda and require("strategy").requested(sp, target) ~= "single" then
+    refuse("training_step", "several devices (ddp)", "by the CUDA backend; the CPU backend runs ddp")
+  end
 end
 
 -- model.c's functions of the step: step_forward_K and step_backward_K (each with the
@@ -720,9 +722,32 @@ function user_step.optim_c(l, code)
       o.name, o.name, table.concat(zero, "\n"))
     o.c_mom, o.per_step = lit(mom), steps_of[o] or 0
   end
-  -- the step, in the spec's order
+  -- DDP (gen/strategy.lua's `averaged`): before an optimizer's step (and its unscale and
+  -- clip, which read the gradients too), the mean over the ranks of its gradients that the
+  -- backwards changed since they were last averaged
   local calls, count = {}, {}
+  local ddp = l.strategy and l.strategy.kind == "ddp" and l.strategy.averaged
+  if ddp then text[1] = text[1] .. "#include \"ddp.h\"    // ddp_average_grads: DDP's mean over the ranks before each step\n" end
+  local function average(s)
+    if not ddp then return end
+    local strategy = require "strategy"
+    local esize, lct = strategy.grad_type(l.settings)
+    local rows = {}
+    for _, b in ipairs(strategy.step_buckets(l, s, esize)) do
+      rows[#rows + 1] = string.format("            { %d, %d },   // %s", b.first, b.last - b.first,
+        #b.params == 1 and b.params[1] or string.format("%s .. %s (%d tensors)", b.params[1], b.params[#b.params], #b.params))
+    end
+    if #rows == 0 then
+      calls[#calls + 1] = string.format("    // DDP: no gradient of %s's changed since it was averaged: no all-reduce before its step", s.opt.name)
+      return
+    end
+    calls[#calls + 1] = string.format("    {   // DDP: %s's gradients that changed since they were averaged, their mean over the ranks", s.opt.name)
+    calls[#calls + 1] = string.format("        static const ddp_bucket runs[%d] = {\n%s\n        };", #rows, table.concat(rows, "\n"))
+    calls[#calls + 1] = string.format("        ddp_average_grads(m->grads, runs, %d, %s);\n    }", #rows, lct)
+  end
+  -- the step, in the spec's order
   for _, s in ipairs(l.autodiff.segments) do
+    if s.kind == "step" then average(s) end
     if s.kind == "forward" then
       calls[#calls + 1] = string.format("    %s(m, batch, B, 1);", s.func)
     elseif s.kind == "backward" and scaling then

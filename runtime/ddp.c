@@ -195,6 +195,24 @@ void ddp_finish_grads(void) {
     syncing_ = 0;
 }
 
+void ddp_average_grads(void *grads, const ddp_bucket *runs, int n, lc_dtype t) {
+    if (world_ <= 1 || n <= 0) return;
+    if (n > MAX_BUCKETS) ddp_die("too many gradient runs to average (raise bucket_cap_mb)");
+    size_t esize = dtype_size(t);
+    double t0 = now();
+    arm("the gradients' all-reduce");
+    for (int i = 0; i < n; i++) {
+        check(lc_all_reduce_start((char *)grads + runs[i].first * esize, runs[i].count, t, LC_AVG, &pending_[i]));
+        ddp_reduced_bytes += (double)runs[i].count * esize;
+    }
+    for (int i = 0; i < n; i++) {
+        check(lc_wait(pending_[i]));
+        pending_[i] = NULL;
+    }
+    disarm();
+    ddp_wait_seconds += now() - t0;
+}
+
 void ddp_broadcast(void *buf, size_t bytes) {
     if (world_ <= 1) return;
     arm("a broadcast from rank 0");

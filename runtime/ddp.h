@@ -49,6 +49,11 @@ const char *ddp_private_dir(void);
 
 #ifndef LOOM_CUDA_H
 void ddp_set_buckets(const ddp_bucket *buckets, int n, void *grads, size_t numel, lc_dtype t);
+/* a training_step's (gen/user_step.lua), in place of the buckets: before an optimizer's
+ * step, the runs of the gradient arena `grads` (elements of type t) that the step's
+ * backwards changed since they were last averaged, each all-reduced to its mean over the
+ * ranks (all started, then waited for; counted in ddp_wait_seconds, ddp_reduced_bytes) */
+void ddp_average_grads(void *grads, const ddp_bucket *runs, int n, lc_dtype t);
 #endif
 void ddp_begin_backward(int sync);
 void ddp_grad_ready(int bucket);

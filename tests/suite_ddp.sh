@@ -26,12 +26,20 @@
 #    (2^-6, 2^-9; 1 rank × 8 is ~0.15 away).  (AdamW's first steps move each weight by
 #    ±lr whatever |g|, so a gradient near 0 whose 16-bit rounding flips its sign moves it
 #    by 2 lr: 1 rank × 16 against 1 rank × 2 × 8 accumulated differs as much there.)
+#  - the user's own training_step (gen/user_step.lua; each optimizer's gradients averaged
+#    before its step): tests/ddp/gan_step.lua (two Adams, D stepping twice, fabric.log) and
+#    tests/ddp/acc_step.lua (two backwards added up before one SGD step, clip by norm,
+#    validation) 2 ranks × 8 = 1 rank × 16 after an epoch of 10 steps (weights and optimizer
+#    state, logged values) within 1e-5 relative (measured: up to 1.1e-6); only what a step
+#    reads is reduced (G's backward's D gradients are not); the GAN with a BatchNorm1d in D
+#    under sync_batchnorm too; 5 steps + 5 resumed = 10; fsdp's sharding with a
+#    training_step refused in one line
 #  - refused in one line: fsdp's HYBRID_SHARD
 #    (CUDA ddp itself: tests/suite_ddp_cuda.sh).
 set -u
 cd "$(dirname "$0")/.."
 . tests/tap.sh
-plan 29
+plan 38
 BASE=two
 . tests/ddp/lib.sh
 MDIFF="python3 $ROOT/tests/ddp/metrics_diff.py"
@@ -157,6 +165,33 @@ else fail "a stop request on one rank" "rc $rc, rank 1 '$p': $(grep -v '^epoch' 
 
 # refused in one line, at the spec's line
 refused fsdp 's/"ddp", devices = 2 }/"fsdp", devices = 2, sharding_strategy = "HYBRID_SHARD" }/' "fsdp.lua:9: fsdp: sharding_strategy 'HYBRID_SHARD' is not implemented yet; write 'FULL_SHARD' (parameters, gradients and optimizer state sharded over the 2 ranks), 'SHARD_GRAD_OP' or 'NO_SHARD' (ddp)"
+
+# the user's own training_step: each optimizer's gradients that its backwards changed averaged
+# over the ranks before its step (model_user_step, runtime/ddp.c's ddp_average_grads)
+SPEC=$ROOT/tests/ddp/gan_step.lua variant gs1 's/batch_size = 8/batch_size = 16/' --devices=1 && ./gs1/train --out g1 --quiet >/dev/null 2>&1
+SPEC=$ROOT/tests/ddp/gan_step.lua variant gs2 's/x/x/' && $MPI -np 2 ./gs2/train --out g2 >g2.log 2>&1
+within "training_step (GAN: d twice, then g): 2 ranks x 8 = 1 rank x 16 (10 steps)" g2/last.safetensors g1/last.safetensors
+within "training_step (GAN): both Adams' state, 2 ranks x 8 = 1 rank x 16" g2/last.safetensors g1/last.safetensors optimizer.
+metricsof "training_step (GAN): fabric.log's values and the loss over the ranks = 1 rank x 16's" g2 g1
+# D: 577 elements, G: 816; per step d's twice and g's once (G's backward's D gradients, zeroed
+# before they are read, not reduced): 10 × (2 × 577 + 816) × 4 B = 0.0788 MB
+if [ "$(grep -c 'ddp_average_grads(m->grads' gs2/optim.c)" = 3 ] && grep -q 'all-reduced 0.079 MB per rank' g2.log; then
+  ok "training_step: 3 averages a step (before d, d, g's steps), only the gradients they read ($(grep -o 'all-reduced [0-9.]* MB' g2.log))"
+else fail "training_step's averages" "$(grep -c 'ddp_average_grads(m->grads' gs2/optim.c) calls; $(grep -o 'all-reduced.*' g2.log)"; fi
+$MPI -np 2 ./gs2/train --out gr --max-steps 5 --quiet >/dev/null 2>&1
+$MPI -np 2 ./gs2/train --out gr --resume gr/last.safetensors --max-steps 10 --quiet >/dev/null 2>&1
+within "training_step (GAN): 2 ranks resumed at step 5 = uninterrupted (weights)" gr/last.safetensors g2/last.safetensors ""
+SPEC=$ROOT/tests/ddp/acc_step.lua variant as1 's/batch_size = 8/batch_size = 16/' --devices=1 && ./as1/train --out t1 >t1.log 2>&1
+SPEC=$ROOT/tests/ddp/acc_step.lua variant as2 's/x/x/' && $MPI -np 2 ./as2/train --out t2 >t2.log 2>&1
+within "training_step (two backwards, one SGD step, clip by norm): 2 ranks x 8 = 1 rank x 16 (weights)" t2/last.safetensors t1/last.safetensors ""
+metricsof "training_step (two backwards): logged values and validation over the ranks = 1 rank x 16's" t2 t1
+# sync_batchnorm: D with a BatchNorm1d (after a Linear without bias: a bias under BatchNorm has a
+# zero gradient, whose rounding noise Adam would blow up to lr a step)
+BNS='s/D = Sequential { Linear(16, 32), LeakyReLU(0.2)/D = Sequential { Linear(16, 32, { bias = false }), BatchNorm1d(32), LeakyReLU(0.2)/; s/devices = 2 }/devices = 2, sync_batchnorm = true }/'
+SPEC=$ROOT/tests/ddp/gan_step.lua variant gb1 "$BNS; s/batch_size = 8/batch_size = 16/" --devices=1 && ./gb1/train --out gb1r --quiet >/dev/null 2>&1
+SPEC=$ROOT/tests/ddp/gan_step.lua variant gb2 "$BNS" && $MPI -np 2 ./gb2/train --out gb2r --quiet >/dev/null 2>&1
+within "training_step, sync_batchnorm (BatchNorm1d in D, run 4 times a step): 2 ranks x 8 = 1 rank x 16 (weights, running statistics)" gb2r/last.safetensors gb1r/last.safetensors
+SPEC=$ROOT/tests/ddp/gan_step.lua refused gs_fsdp 's/"ddp", devices = 2 }/"fsdp", devices = 2 }/' "gs_fsdp.lua:13: fsdp (FULL_SHARD) with a training_step is not supported yet (its optimizers step sharded parameters); use strategy = 'ddp' (or sharding_strategy = 'NO_SHARD'), or --devices=1"
 
 # sync_batchnorm on tests/ddp/bn.lua: the statistics over every rank's batch
 bn() {   # bn NAME SED [FLAGS]: tests/ddp/bn.lua through SED, built in NAME/

@@ -53,7 +53,8 @@
 #    steps = 4 steps bit for bit
 #  - anomaly_step_forward, anomaly_step_backward: detect_anomaly (fabric's or
 #    --detect-anomaly) stops the step's program at the op that made NaN/Inf, with its line
-#  - step_fail/*: what is refused, one line at the spec's file:line (exit 2)
+#  - step_fail/*: what is refused, one line at the spec's file:line (exit 2); among them
+#    several CUDA devices and fsdp's sharding (ddp on the CPU: tests/suite_ddp.sh)
 set -u
 cd "$(dirname "$0")/.."
 LOOM=${LOOM:-build/loom}
@@ -87,6 +88,8 @@ fails=(
   "freeze_whole_optimizer|s/  max_steps = 3,/  max_steps = 3, freeze = { \"^D%.\" },/|dcgan|17: optimizer 'd' updates only parameters train.freeze freezes (D.1.weight, D.1.bias, D.3.weight, D.3.bias): torch.optim would step nothing; freeze fewer, or remove the optimizer and its calls"
   "accumulate|s/  max_steps = 3,/  max_steps = 3, accumulate = 2,/|dcgan|38: accumulate with a training_step is not supported: the step is traced once and runs whole on every batch, so it cannot step every N batches as a Fabric step with no_backward_sync does; give batch_size = N × the micro-batch instead (the same update for a mean loss, BatchNorm aside)"
   "scheduler_plateau|s#  max_steps = 3,#  max_steps = 3, scheduler = ReduceLROnPlateau { monitor = \"val/loss\" },#|dcgan|38: ReduceLROnPlateau with a training_step is not supported yet (its lr is run state: each optimizer would need its own)"
+  "cuda_ddp|s/fabric { accelerator = \"cpu\", precision = \"32-true\" }/fabric { accelerator = \"cuda\", precision = \"32-true\", strategy = \"ddp\", devices = 2 }/|dcgan|20: several devices (ddp) with a training_step is not supported yet (by the CUDA backend; the CPU backend runs ddp)"
+  "fsdp|s/fabric { accelerator = \"cpu\", precision = \"32-true\" }/fabric { accelerator = \"cpu\", precision = \"32-true\", strategy = \"fsdp\", devices = 2, sharding_strategy = \"SHARD_GRAD_OP\" }/|dcgan|11: fsdp (SHARD_GRAD_OP) with a training_step is not supported yet (its optimizers step sharded parameters); use strategy = 'ddp' (or sharding_strategy = 'NO_SHARD'), or --devices=1"
   "scheduler_onecycle|s/  max_steps = 3,/  max_steps = 3, scheduler = OneCycleLR { max_lr = 0.01 },/|dcgan|38: OneCycleLR's cycle_momentum with a training_step is not supported yet (give cycle_momentum = false)"
 )
 plan $((16 + 2 + 2 + 1 + 2 + 1 + 1 + ${#fails[@]} + 6 + 8))
