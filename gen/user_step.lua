@@ -9,7 +9,10 @@
 -- what was recorded before it) and checks PyTorch's ordering rules; the C backend
 -- (`model_c`, `optim_c`) emits the forward between events, each backward, each
 -- optimizer's step over its own parameters and each zero_grad, as straight-line calls
--- in model_user_step, which the training loop runs once per batch.
+-- in model_user_step, which the training loop runs once per batch.  Under ddp (CPU) each
+-- rank runs the whole step on its shard, and before each optimizer's step the gradients
+-- of its parameters the step's backwards changed since they were last averaged are
+-- averaged over the ranks (gen/strategy.lua's `averaged`; runtime/ddp.h's ddp_average_grads).
 --
 -- PyTorch's semantics kept: gradients of parameters add up over backward calls until a
 -- zero_grad; an optimizer steps only its parameters; the forward after a step reads the
