@@ -1677,6 +1677,7 @@ local function user_step_code(l, e, kernels, scratch, scaling)
         util.c_comment(sp.file), g.step.where.line) .. table.concat(funcs, "\n"),
     body = table.concat(calls, "\n") .. "\n",
     consts = "    const int64_t train_step = step;   // the training steps so far\n    (void)lr; (void)mom;   // (each optimizer's own, below)\n" ..
+      (scaling and "    (void)train_step;   // (16-mixed: each optimizer's count of updates is its own, o->opt_steps)\n" or "") ..
       table.concat(consts, "\n"),
     states = states, ctype = ctype, count = string.format("[%d]", variants),
     ncalls = ncalls,
