@@ -1523,7 +1523,7 @@ local function user_step_code(l, e, kernels, scratch, scaling)
   local count, nf, nb, states, ctype = {}, 0, 0, nil, nil
   local runs_of, zeroes, zeroed = {}, {}, {}
   for _, o in ipairs(g.step.optimizers) do
-    runs_of[o] = us.runs(st.params, o)
+    runs_of[o] = us.runs(st.params, o, g.frozen)   -- (train.freeze's parameters: in no run, never updated, decayed or unscaled)
     local z = {}
     for _, r in ipairs(runs_of[o]) do
       z[#z + 1] = string.format("    LC_CHECK(cudaMemsetAsync(m->d_grads + %d, 0, sizeof(state_t) * %d, STREAM(m->stream)));   // %s",

@@ -385,8 +385,8 @@ end
 
 -- Refusals before any work (emit_c.check, emit_cuda.check): what the user step does not
 -- do yet on `backend` (either runs every precision the backend runs: the CUDA backend's
--- gen/emit_cuda.lua, 32-true, bf16-mixed, 16-mixed, bf16-true and 16-true; there
--- clip, a scheduler, freeze, fabric.log and parameter groups are refused).
+-- gen/emit_cuda.lua, 32-true, bf16-mixed, 16-mixed, bf16-true and 16-true, and
+-- train.freeze; there clip, a scheduler, fabric.log and parameter groups are refused).
 -- bf16-mixed and 16-mixed: each call of the model in the step casts as Fabric's module
 -- call under autocast (gen/precision.lua, its casts scoped by the step's events);
 -- 16-mixed adds Fabric's one GradScaler (optim_c: each backward scaled, each optimizer's
@@ -428,7 +428,6 @@ function user_step.check(g, target, precision, backend)
   if cuda and g.loss.metrics then
     diag.fatal(g.loss.metrics[1].where, "fabric.log in a training_step is not supported yet by the CUDA backend (the CPU backend runs it)")
   end
-  if tr.freeze and cuda then refuse("freeze", "freeze", "by the CUDA backend; the CPU backend runs it") end
   for _, o in ipairs(cuda and st.optimizers or {}) do
     local a = o.opt.args
     if a.groups or ((a.decay_min_ndim or 0) > 0 and (a.weight_decay or 0) ~= 0) then
