@@ -44,8 +44,9 @@
 #    skipped, the same loss scale and skips as the CPU's (checked), measured 2.0e-3 in
 #    D's exp_avg, which is 20 times larger (backwards not scaled: no skip, refused by the
 #    check); vae_step at bf16-mixed (measured 5.9e-4) and bf16-true (9.8e-4: one bf16 ulp
-#    of the momentum buffer); freeze, plateau and gan_step again with --cuda-graph,
-#    bit for bit the plain runs;
+#    of the momentum buffer); freeze, plateau, gan_step and gan_step_skips (the skips
+#    and the constants' choice on the device, replayed) again with --cuda-graph, bit for
+#    bit the plain runs;
 #  - tensors whose batch dimension is not first: batch_inside.lua ((T, B, H) after a
 #    transpose: slice and cat along T, broadcasts through B, reductions before and after
 #    it, softmax over T, Linear, matmul with B as a matrix dim, where, permute) at 32-true
@@ -98,7 +99,7 @@ CASES=("attention_ops tests/cuda_specs/attention_ops.lua 32-true 3 1e-5"
        "class_weight tests/ops/class_weight.lua bf16-mixed 3 1e-3")
 # --cuda-graph: these cases' programs again with the step captured and replayed, against
 # their plain runs bit for bit (NAME PRECISION STEPS)
-GRAPH_CASES=("freeze 32-true 3" "plateau 32-true 8" "gan_step 32-true 3")
+GRAPH_CASES=("freeze 32-true 3" "plateau 32-true 8" "gan_step 32-true 3" "gan_step_skips 16-mixed 3")
 echo "1..$((${#CASES[@]} + ${#GRAPH_CASES[@]} + 1))"   # ops_emu_matches_cpu_NAME_PREC, ops_emu_graph_NAME_PREC, ops_emu_flash_matches_gemm
 if [ ! -x "$CUDA/bin/nvcc" ] || ! "$PY" -c "import numpy" 2>/dev/null; then
   for c in "${CASES[@]}"; do set -- $c; echo "ok ops_emu_matches_cpu_$1_$3 # SKIP no CUDA toolkit or no numpy"; done
