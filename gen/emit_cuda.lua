@@ -447,11 +447,13 @@ end
 -- state's names, the constants' type, the number of constant sets ("" for one, "[G]")
 -- and, for FULL_SHARD's groups, optimizer_alloc's lines that put the shard's runs on the device.
 -- `over` (a training_step's optimizer, user_step_code): { opt, kind (the kernel's name's
--- suffix), index (its constants: step_consts.opt[index]) } instead of train.optimizer's.
+-- suffix), index (its constants: step_consts.opt[index]), host_index (optional: where the
+-- host lines fill them instead, a C expression: 16-mixed's variants) } instead of
+-- train.optimizer's.
 local function optimizer(sp, kernels, ctx, scratch, scaling, og, nparams, sharded, over)
   local opt = over and over.opt or sp.train.optimizer
   local a = opt.args
-  local HC = over and string.format("(((step_consts *)m->h_consts)->opt + %d)", over.index) or "((step_consts *)m->h_consts)->opt"
+  local HC = over and string.format("(((step_consts *)m->h_consts)->opt + %s)", over.host_index or over.index) or "((step_consts *)m->h_consts)->opt"
   local DC = over and string.format("((step_consts *)m->d_consts)->opt + %d", over.index) or "&((step_consts *)m->d_consts)->opt"
   local suffix = over and over.kind or ""
   if (opt.kind ~= "AdamW" and opt.kind ~= "Adam" and opt.kind ~= "SGD") or a.amsgrad or (a.maximize and opt.kind ~= "SGD") then
@@ -910,7 +912,7 @@ static void scaler_init(GradScaler *s) { s->scale = ${scaler_init_scale}; s->gro
             double lr = 0;
             if (boundary) {
                 lr = lr_at(opt.steps, rs.epoch, total_steps);
-                optimizer_consts(&m, lr, momentum_at(opt.steps, total_steps), opt.steps);
+                optimizer_consts(&m, &opt, lr, momentum_at(opt.steps, total_steps), opt.steps);
             }${user_metrics_queue}
             model_train_step(&m, &opt, boundary, ACCUMULATE);
             rs.batch = index + 1;
@@ -1475,6 +1477,15 @@ local STEP_BODY = [==[
     }
 ]==]
 
+-- 16-mixed's GradScaler.unscale_ as a kernel: n gradients (float32) at g times 1/scale,
+-- *found set when one is inf or NaN.  Returns its index.
+local function unscale_kernel(e)
+  return e.kernel { kind = "unscale", ops = {}, params = "float *__restrict__ g, int *found, const float *scale, long long n",
+    body = "const float inv_scale = (float)(1.0 / (double)*scale);   // scale.double().reciprocal().float()\n    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {\n" ..
+           "        float v = g[i];\n        if (!(fabsf(v) <= 3.402823466e38f)) atomicOr(found, 1);   // inf or NaN\n" ..
+           "        g[i] = v * inv_scale;\n    }" }
+end
+
 -- A training_step (gen/user_step.lua's segments) on the device, as the C program's
 -- model_user_step runs it: each forward run and each backward a function of launches
 -- (the ops unfused: gen/pipeline.lua's fuse stage), each optimizer's step its update
@@ -1483,7 +1494,17 @@ local STEP_BODY = [==[
 -- updates, as optim.c's optimizer_step_NAME gets them), each zero_grad a memset of its
 -- runs.  Returns model.cu's functions, step_ops's block, optimizer_consts's body, the
 -- state's names, the constants' type and count.
-local function user_step_code(l, e, kernels, scratch)
+-- 16-mixed (`scaling`): Fabric's one GradScaler, as the C program's optim.c: each
+-- backward seeded with the scale, each optimizer's step unscaling its own runs (found_inf
+-- over them), its update skipped on inf/nan, then the scale's update; each step call's
+-- found_inf kept in ScalerState.found_at[J], which the host reads with the loss
+-- (model_user_scaler_read: each optimizer's count of updates taken, o->opt_steps, and the
+-- skipped ones).  An optimizer's count at its first step call in a training step is the
+-- host's; at a later one it also counts the earlier calls that were taken, known only on
+-- the device: the host fills one set of constants per possible count (step_consts.opt past
+-- the calls' own) and the kernel consts_pick copies the one the earlier calls' found_at
+-- choose into the call's own before its update.
+local function user_step_code(l, e, kernels, scratch, scaling)
   local us = require "user_step"
   local g, sp, st, trace = l.graph, l.spec, l.state, l.trace
   local segs = l.autodiff.segments
@@ -1502,7 +1523,7 @@ local function user_step_code(l, e, kernels, scratch)
   local count, nf, nb, states, ctype = {}, 0, 0, nil, nil
   local runs_of, zeroes, zeroed = {}, {}, {}
   for _, o in ipairs(g.step.optimizers) do
-    runs_of[o] = us.runs(st.params, o)
+    runs_of[o] = us.runs(st.params, o, g.frozen)   -- (train.freeze's parameters: in no run, never updated, decayed or unscaled)
     local z = {}
     for _, r in ipairs(runs_of[o]) do
       z[#z + 1] = string.format("    LC_CHECK(cudaMemsetAsync(m->d_grads + %d, 0, sizeof(state_t) * %d, STREAM(m->stream)));   // %s",
@@ -1510,7 +1531,23 @@ local function user_step_code(l, e, kernels, scratch)
     end
     zeroes[o] = table.concat(z, "\n")
   end
-  local nsteps = 0
+  local nsteps, ncalls = 0, 0
+  for _, s in ipairs(segs) do if s.kind == "step" then ncalls = ncalls + 1 end end
+  local variants = ncalls   -- (16-mixed: the next free set of constants past the calls' own)
+  local calls_of = {}       -- optimizer → its step calls so far (their J)
+  local unscale = scaling and unscale_kernel(e)
+  local pick = scaling and e.kernel { kind = "consts_pick", ops = {},
+    params = "char *__restrict__ live, const char *__restrict__ sets, const int *found_at, unsigned long long earlier, int size",
+    body = table.concat({
+      "// a training_step's optimizer at its later step call under 16-mixed: its count of updates",
+      "    // is the host's plus its earlier calls in this step that the GradScaler did not skip",
+      "    if (threadIdx.x != 0 || blockIdx.x != 0) return;",
+      "    int t = 0;",
+      "    for (int i = 0; i < 64; i++) if ((earlier >> i) & 1ull) t += !found_at[i];",
+      "    for (int b = 0; b < size; b++) live[b] = sets[(long long)t * size + b];" }, "\n") }
+  if scaling and ncalls > 64 then
+    diag.fatal(g.step.where, string.format("a training_step with %d optimizer steps under 16-mixed: the CUDA backend takes at most 64", ncalls))
+  end
   for _, s in ipairs(segs) do
     if s.kind == "forward" then
       local fn = string.format("step_forward_%d", nf)
@@ -1522,7 +1559,7 @@ local function user_step_code(l, e, kernels, scratch)
     elseif s.kind == "backward" then
       local fn = string.format("step_backward_%d", nb)
       nb = nb + 1
-      local body = table.concat(backward_code(l, e, s.loss, false, nil, s.nodes), "\n")
+      local body = table.concat(backward_code(l, e, s.loss, scaling, nil, s.nodes), "\n")
       funcs[#funcs + 1] = string.format("\n// fabric.backward(loss) on line %d: %d ops; parameter gradients add up (zero_grad clears them)\n"
         .. "static void %s(Model *m) {\n%s\n    %s\n%s\n}", s.where.line, #s.nodes, fn, PROLOGUE(body), DACT_ZERO, body)
       calls[#calls + 1] = string.format("    %s(m);   // fabric.backward, line %d", fn, s.where.line)
@@ -1536,21 +1573,72 @@ local function user_step_code(l, e, kernels, scratch)
       local runs = {}
       for _, r in ipairs(runs_of[o]) do runs[#runs + 1] = { begin = r.begin, finish = r.finish, group = grp } end
       e.begin(nil)
-      local host, ops, names, ct = optimizer(sp, kernels, e, scratch, false, { groups = { grp }, runs = runs }, st.nparams, nil,
-        { opt = o.opt, kind = "_" .. o.name, index = j })
+      local earlier = calls_of[o] or {}
+      calls_of[o] = earlier
+      -- 16-mixed at a later call: its constants for each count the earlier calls may leave
+      local sets = scaling and #earlier > 0 and variants
+      local host, ops, names, ct = optimizer(sp, kernels, e, scratch, scaling, { groups = { grp }, runs = runs }, st.nparams, nil,
+        { opt = o.opt, kind = "_" .. o.name, index = j, host_index = sets and string.format("%d + t", sets) })
       states, ctype = states or names, ct
       local fn = string.format("step_update_%d", j)
-      funcs[#funcs + 1] = string.format("\n// %s:step() on line %d: the update of %s\nstatic void %s(Optimizer *o, Model *m) {\n%s\n}",
-        o.name, s.where.line, table.concat(o.params, ", "), fn, ops)
+      local body = {}
+      if scaling then
+        -- GradScaler.unscale_(opt): its own runs only (another optimizer's gradients stay scaled)
+        body[#body + 1] = string.format("    // GradScaler.unscale_(%s) (scaler.step's first half): its gradients times 1/scale, found_inf over them", o.name)
+        body[#body + 1] = "    LC_CHECK(cudaMemsetAsync(&m->d_scaler->found_inf, 0, sizeof(int32_t), STREAM(m->stream)));"
+        body[#body + 1] = "    void *found = &m->d_scaler->found_inf, *scale = &m->d_scaler->scale;"
+        for _, run in ipairs(runs_of[o]) do
+          body[#body + 1] = string.format("    {   // %s", run.names)
+          body[#body + 1] = string.format("        void *g = m->d_grads + %d;", run.begin)
+          body[#body + 1] = string.format("        long long n = %d;", run.finish - run.begin)
+          body[#body + 1] = "        void *args[] = { &g, &found, &scale, &n };"
+          body[#body + 1] = string.format("        lc_launch(&m->kernels[%d], lc_blocks(n, 256), 256, m->stream, args);", unscale)
+          body[#body + 1] = "    }"
+        end
+        if sets then
+          local mask = 0
+          for _, k in ipairs(earlier) do mask = mask | (1 << k) end
+          body[#body + 1] = string.format("    {   // %s's count of updates: the host's plus its earlier calls (%s) not skipped, choosing its constants",
+            o.name, table.concat(earlier, ", "))
+          body[#body + 1] = string.format("        void *live = ((step_consts *)m->d_consts)->opt + %d, *sets = ((step_consts *)m->d_consts)->opt + %d, *found_at = m->d_scaler->found_at;", j, sets)
+          body[#body + 1] = string.format("        unsigned long long earlier = 0x%xull;", mask)
+          body[#body + 1] = string.format("        int size = (int)sizeof(%s);", ct)
+          body[#body + 1] = "        void *args[] = { &live, &sets, &found_at, &earlier, &size };"
+          body[#body + 1] = string.format("        lc_launch(&m->kernels[%d], 1, 32, m->stream, args);", pick)
+          body[#body + 1] = "    }"
+        end
+      end
+      body[#body + 1] = ops
+      if scaling then
+        body[#body + 1] = string.format("    // this call's found_inf, for the host (model_user_scaler_read); then GradScaler.update()")
+        body[#body + 1] = string.format("    LC_CHECK(cudaMemcpyAsync(&m->d_scaler->found_at[%d], &m->d_scaler->found_inf, sizeof(int32_t), cudaMemcpyDeviceToDevice, STREAM(m->stream)));", j)
+        body[#body + 1] = "    scaler_update_ops(m);"
+      end
+      funcs[#funcs + 1] = string.format("\n// %s:step() on line %d: the update of %s%s\nstatic void %s(Optimizer *o, Model *m) {\n%s\n}",
+        o.name, s.where.line, table.concat(o.params, ", "), scaling and ", through the GradScaler" or "", fn, table.concat(body, "\n"))
       calls[#calls + 1] = string.format("    %s(o, m);   // %s:step(), line %d", fn, o.name, s.where.line)
       local lit = function(v) return util.c_float(v, "") end
-      consts[#consts + 1] = table.concat({
+      local k = o.index - 1
+      local head = {
         string.format("    {   // %s:step() on line %d: its update %d of %d in each training step", o.name, s.where.line, count[o], per[o]),
         string.format("        const double lr = %s, mom = %s;", lit(o.opt.args.lr), lit(us.momentum(o))),
-        string.format("        const int64_t step = train_step * %d + %d;   // the optimizer's own count of updates", per[o], count[o] - 1),
-        (host:gsub("([^\n]+)", "    %1")),
-        "    }",
-      }, "\n")
+      }
+      if not scaling then
+        head[#head + 1] = string.format("        const int64_t step = train_step * %d + %d;   // the optimizer's own count of updates", per[o], count[o] - 1)
+        head[#head + 1] = (host:gsub("([^\n]+)", "    %1"))
+      elseif not sets then
+        head[#head + 1] = string.format("        const int64_t step = o->opt_steps[%d];   // the optimizer's own count of updates (the GradScaler's skipped steps do not count)", k)
+        head[#head + 1] = (host:gsub("([^\n]+)", "    %1"))
+      else
+        head[#head + 1] = string.format("        for (int t = 0; t <= %d; t++) {   // its count: the host's plus the earlier calls taken (t of %d; consts_pick chooses)", #earlier, #earlier)
+        head[#head + 1] = string.format("            const int64_t step = o->opt_steps[%d] + t;", k)
+        head[#head + 1] = (host:gsub("([^\n]+)", "        %1"))
+        head[#head + 1] = "        }"
+        variants = variants + #earlier + 1
+      end
+      head[#head + 1] = "    }"
+      consts[#consts + 1] = table.concat(head, "\n")
+      earlier[#earlier + 1] = j
     else
       local fn = "zero_grad_" .. s.opt.name
       if not zeroed[fn] then
@@ -1559,6 +1647,25 @@ local function user_step_code(l, e, kernels, scratch)
       end
       calls[#calls + 1] = string.format("    %s(m);   // %s:zero_grad(), line %d", fn, s.opt.name, s.where.line)
     end
+  end
+  -- 16-mixed: after the step, each call's found_inf into the host's counts
+  local reads = {}
+  if scaling then
+    local j = 0
+    for _, s in ipairs(segs) do
+      if s.kind == "step" then
+        reads[#reads + 1] = string.format("    if (f[%d]) o->skipped++; else o->opt_steps[%d]++;   // %s:step(), line %d", j, s.opt.index - 1, s.opt.name, s.where.line)
+        j = j + 1
+      end
+    end
+    funcs[#funcs + 1] = table.concat({ "",
+      "// After model_loss_wait: the device's GradScaler into o->scaler, and each step call's",
+      "// found_inf: a skipped update counts in o->skipped, a taken one in its optimizer's o->opt_steps",
+      "void model_user_scaler_read(Model *m, Optimizer *o) {",
+      "    (void)model_scaler_read(m, &o->scaler);",
+      "    const int32_t *f = m->h_scaler->found_at;",
+      table.concat(reads, "\n"),
+      "}" }, "\n")
   end
   calls[#calls + 1] = "    model_zero_grad(m);   // every gradient, for the next training step (the C program's loop does too)"
   calls[#calls + 1] = "    (void)boundary;   // (no accumulation with a training_step)"
@@ -1570,8 +1677,10 @@ local function user_step_code(l, e, kernels, scratch)
         util.c_comment(sp.file), g.step.where.line) .. table.concat(funcs, "\n"),
     body = table.concat(calls, "\n") .. "\n",
     consts = "    const int64_t train_step = step;   // the training steps so far\n    (void)lr; (void)mom;   // (each optimizer's own, below)\n" ..
+      (scaling and "    (void)train_step;   // (16-mixed: each optimizer's count of updates is its own, o->opt_steps)\n" or "") ..
       table.concat(consts, "\n"),
-    states = states, ctype = ctype, count = string.format("[%d]", nsteps),
+    states = states, ctype = ctype, count = string.format("[%d]", variants),
+    ncalls = ncalls,
   }
 end
 
@@ -1791,7 +1900,7 @@ function emit.program(l)
   e.begin(nil)
   local sharded = fsdp and l.strategy.sharding
   local opt_consts, opt_ops, opt_states, consts_type, consts_count, shard_runs
-  local user = ad.segments and user_step_code(l, e, kernels, scratch)
+  local user = ad.segments and user_step_code(l, e, kernels, scratch, scaling)
   if user then
     -- a training_step: its optimizers' updates are step_update_J (optimizer_ops is unused)
     opt_consts, opt_states, consts_type, consts_count = user.consts, user.states, user.ctype, user.count
@@ -1810,10 +1919,7 @@ function emit.program(l)
   local ak = accumulating and e.kernel { kind = "fsdp_accumulate", ops = {}, params = "state_t *__restrict__ dst, const state_t *__restrict__ src, long long n",
     body = "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)\n" ..
            "        dst[i] = state_narrow(state_widen(dst[i]) + state_widen(src[i]));" }
-  local unscale = e.kernel { kind = "unscale", ops = {}, params = "float *__restrict__ g, int *found, const float *scale, long long n",
-    body = "const float inv_scale = (float)(1.0 / (double)*scale);   // scale.double().reciprocal().float()\n    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {\n" ..
-           "        float v = g[i];\n        if (!(fabsf(v) <= 3.402823466e38f)) atomicOr(found, 1);   // inf or NaN\n" ..
-           "        g[i] = v * inv_scale;\n    }" }
+  local unscale = unscale_kernel(e)
   local S = require("emit_train").SCALER
   local scaler_update = e.kernel { kind = "scaler_update", ops = {}, params = "float *scale, const int *found, long long *growth_tracker",
     body = table.concat({
@@ -1847,6 +1953,16 @@ function emit.program(l)
     os_.free[#os_.free + 1] = "    cudaFree(o->d_run_end); cudaFree(o->d_run_group);"
   end
 
+  -- 16-mixed with a training_step: each optimizer's count of updates and the skipped ones
+  -- on the host (with the Optimizer, saved in checkpoints as the C program's), each step
+  -- call's found_inf on the device (read back with the scaler)
+  local user_scaler = user and scaling
+  if user_scaler then
+    local us = require("user_step").scaler_state(l, require("emit_train").SCALER, "opt_steps")
+    for _, x in ipairs(us.count_fields) do os_.fields[#os_.fields + 1] = x end
+    for _, x in ipairs(us.count_alloc) do os_.alloc[#os_.alloc + 1] = x end
+  end
+
   local accel = opts.accelerator or "cuda"
   local loss_node = loss.node
   local x = loss_node.inputs[1]
@@ -1863,6 +1979,11 @@ function emit.program(l)
     optimizer_fields = table.concat(os_.fields, "\n"),
     loss_scaling = require("precision").SETTINGS[prec].loss_scaling and 1 or 0,
     user_metrics_fields = um.fields, user_metrics_decl = um.decl, sample_h = sample.sample_h,
+    scaler_state_extra = user_scaler and string.format(" int32_t found_at[%d];", user.ncalls) or "",
+    user_step_decl = user_scaler and table.concat({ "",
+      "// 16-mixed with a training_step: after model_loss_wait, the GradScaler into o->scaler and",
+      "// each optimizer step call's found_inf into o->opt_steps (taken) or o->skipped",
+      "void model_user_scaler_read(Model *m, Optimizer *o);" }, "\n") or "",
   }
   -- --cuda-graph's graphs per batch slot: a kind of step each (model_train_step's key)
   values.graph_kinds = accumulating and 4 or 2
@@ -2005,6 +2126,20 @@ static double epoch_train_loss_over_ranks(Model *m, double sum, int64_t count) {
   t.sample_fn = sample_fn(l)
   local blocks = TRAIN_BLOCKS
   if ranks then blocks = ddp_blocks(l, loop, t, buckets, state_fmt, opt_states, cf) end
+  if user_scaler then
+    -- a training_step under 16-mixed: opt.steps counts the training steps (its schedule's
+    -- and the constants' `step`), each optimizer its own updates (model_user_scaler_read)
+    local copy = {}
+    for k, v in pairs(blocks) do copy[k] = v end
+    local n1, n2
+    copy.micro_batch, n1 = copy.micro_batch:gsub("\n( *)if %(LOSS_SCALING && model_scaler_read%(&m, &opt%.scaler%)%) skipped%+%+;\n *else opt%.steps%+%+;",
+      "\n%1model_user_scaler_read(&m, &opt);   // the GradScaler, and each optimizer's updates taken or skipped (opt.skipped)\n" ..
+      "%1opt.steps++;   // the training steps")
+    copy.resume_steps, n2 = copy.resume_steps:gsub("if %(!LOSS_SCALING%) opt%.steps = rs%.step;[^\n]*",
+      "opt.steps = rs.step;   // the training steps (a training_step's optimizers count their own updates: opt.opt_steps)")
+    assert(n1 == 1 and n2 == 1, "the user step's scaler read")
+    blocks = copy
+  end
   local sched = sp.train.scheduler
   if sched and sched.kind == "ReduceLROnPlateau" then
     -- its lr is run state (rs.cb[0], stepped by the callbacks after each validation and
@@ -2071,7 +2206,6 @@ function emit.available(g, precision, devices, detect_anomaly)
   if not emit.PRECISIONS[prec] then return false, string.format("the CUDA backend does not run precision '%s' yet", prec) end
   if not emit.cuda_home() then return false, "no CUDA toolkit (nvcc) in $CUDA_HOME or /usr/local/cuda" end
   if not g.loss then return false, "no training step" end
-  if g.step and prec ~= "32-true" then return false, "the CUDA backend runs a training_step at 32-true only" end
   local device, why = device_ordinal(g.spec, devices)
   if not device then return false, why end
   for _, node in ipairs(g.loss.nodes) do

@@ -1646,7 +1646,7 @@ function emit_train.values(l)
   end, sharded)
   if ps.loss_scaling and g.step then
     -- a training_step's optimizers: each its own count of updates, one scaler for all
-    local us = require("user_step").scaler_state(l, SCALER)
+    local us = require("user_step").scaler_state(l, SCALER, l.backend == "cuda" and "opt_steps" or nil)
     sc.fields, sc.alloc, sc.save, sc.load = us.fields, us.alloc, us.save, us.load
     sc.loop_vars = ""
     sc.summary = "\n    if (opt.skipped || !args.quiet) printf(\"loss scale %g; %lld optimizer steps skipped for inf/nan gradients\\n\", (double)opt.scaler.scale, (long long)opt.skipped);"

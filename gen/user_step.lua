@@ -387,7 +387,9 @@ end
 -- The C backend
 
 -- Refusals before any work (emit_c.check, emit_cuda.check): what the user step does not
--- do yet on `backend` ("cpu": every precision; "cuda": 32-true).
+-- do yet on `backend` (either runs every precision the backend runs: the CUDA backend's
+-- gen/emit_cuda.lua, 32-true, bf16-mixed, 16-mixed, bf16-true and 16-true, and
+-- train.freeze; there clip, a scheduler, fabric.log and parameter groups are refused).
 -- bf16-mixed and 16-mixed: each call of the model in the step casts as Fabric's module
 -- call under autocast (gen/precision.lua, its casts scoped by the step's events);
 -- 16-mixed adds Fabric's one GradScaler (optim_c: each backward scaled, each optimizer's
@@ -401,10 +403,6 @@ function user_step.check(g, target, precision, backend)
   local tr = sp.train
   local where = st.where
   local cuda = backend == "cuda"
-  if cuda and precision ~= "32-true" then   -- (the CPU backend runs every precision spec.lua takes)
-    diag.fatal(target.precision and where or sp.fabric.where, string.format("precision '%s' with a training_step is not supported "
-      .. "by the CUDA backend yet (32-true is; the CPU backend also runs 64-true, bf16-mixed, 16-mixed, bf16-true and 16-true)", precision))
-  end
   local function refuse(key, what, why)
     diag.fatal(diag.key_where(tr.where, key) or tr.where, what .. " with a training_step is not supported yet" .. (why and (" (" .. why .. ")") or ""))
   end
@@ -433,7 +431,6 @@ function user_step.check(g, target, precision, backend)
   if cuda and g.loss.metrics then
     diag.fatal(g.loss.metrics[1].where, "fabric.log in a training_step is not supported yet by the CUDA backend (the CPU backend runs it)")
   end
-  if tr.freeze and cuda then refuse("freeze", "freeze", "by the CUDA backend; the CPU backend runs it") end
   for _, o in ipairs(cuda and st.optimizers or {}) do
     local a = o.opt.args
     if a.groups or ((a.decay_min_ndim or 0) > 0 and (a.weight_decay or 0) ~= 0) then
@@ -628,26 +625,31 @@ end
 -- emit_train's optimizer fields, alloc, save, load): Fabric's one scaler (every
 -- optimizer's step updates it), each optimizer's count of updates taken (a skipped step
 -- does not count: Adam's bias correction reads it) and the steps skipped in this run.
--- `S`: emit_train.SCALER.
-function user_step.scaler_state(l, S)
+-- `S`: emit_train.SCALER; `counts`: the name of the counts' array ("steps"; the CUDA
+-- program's Optimizer has a `steps` of its own, the training steps: "opt_steps"), whose
+-- fields without the scaler's are `count_fields` and `count_alloc`.
+function user_step.scaler_state(l, S, counts)
+  counts = counts or "steps"
   local opts = l.graph.step.optimizers
   local names = {}
   for _, o in ipairs(opts) do names[#names + 1] = o.name end
   local r = {
-    fields = {
-      string.format("    int64_t steps[%d];     // each optimizer's updates taken (%s; torch's state['step']): skipped steps do not count",
-        #opts, table.concat(names, ", ")),
+    count_fields = {
+      string.format("    int64_t %s[%d];     // each optimizer's updates taken (%s; torch's state['step']): skipped steps do not count",
+        counts, #opts, table.concat(names, ", ")),
       "    int64_t skipped;      // optimizer steps the loss scaler skipped in this run",
-      "    GradScaler scaler;    // 16-mixed's loss scale: Fabric's one GradScaler, updated after every optimizer's step",
     },
-    alloc = { string.format("    for (int k = 0; k < %d; k++) o->steps[k] = 0;", #opts), "    o->skipped = 0;", "    scaler_init(&o->scaler);" },
+    count_alloc = { string.format("    for (int k = 0; k < %d; k++) o->%s[k] = 0;", #opts, counts), "    o->skipped = 0;" },
     save = {},
     load = { "    double scale = 0;" },
   }
+  r.fields = { r.count_fields[1], r.count_fields[2],
+    "    GradScaler scaler;    // 16-mixed's loss scale: Fabric's one GradScaler, updated after every optimizer's step" }
+  r.alloc = { r.count_alloc[1], r.count_alloc[2], "    scaler_init(&o->scaler);" }
   local conds = {}
   for _, o in ipairs(opts) do
-    r.save[#r.save + 1] = string.format("    ckpt_writer_set_meta_i64(&w, \"optimizer.%s.steps\", o->steps[%d]);", o.name, o.index - 1)
-    conds[#conds + 1] = string.format("ckpt_meta_get_i64_in(&f, \"optimizer.%s.steps\", 0, CKPT_MAX_COUNT, &o->steps[%d])", o.name, o.index - 1)
+    r.save[#r.save + 1] = string.format("    ckpt_writer_set_meta_i64(&w, \"optimizer.%s.steps\", o->%s[%d]);", o.name, counts, o.index - 1)
+    conds[#conds + 1] = string.format("ckpt_meta_get_i64_in(&f, \"optimizer.%s.steps\", 0, CKPT_MAX_COUNT, &o->%s[%d])", o.name, counts, o.index - 1)
   end
   r.save[#r.save + 1] = "    ckpt_writer_set_meta_f64(&w, \"scaler.scale\", o->scaler.scale);"
   r.save[#r.save + 1] = "    ckpt_writer_set_meta_i64(&w, \"scaler.growth_tracker\", o->scaler.growth_tracker);"

@@ -20,6 +20,8 @@
 #    smooth_l1/huber/kl_div) at one precision each, their kernels checked the same way;
 #  - attention's fused kernels (tests/cuda_specs/flash_attention.lua: head dims 40/72,
 #    and 128 at bf16-mixed) and, past 128, the GEMM path's;
+#  - tests/cuda_specs/gan_step.lua's training_step at 16-mixed (the GradScaler per optimizer
+#    step, consts_pick);
 #  - tiny_gpt at 32-true and bf16-mixed (AdamW's parameter groups: decay_min_ndim), and
 #    bench/specs/gpt2_124m.lua (GPT-2 small's shape) at bf16-mixed;
 #  - the fuse pass (gen/fuse.lua): tests/fuse/chains.lua (every elementwise op in one
@@ -91,6 +93,9 @@ CHECKS+=(
   # tiny_gpt: AdamW's two parameter groups (decay_min_ndim) in one update kernel
   "tiny_gpt|specs/tiny_gpt.lua|32-true|adam_groups2"
   "tiny_gpt|specs/tiny_gpt.lua|bf16-mixed|adam_groups2_copy_b"
+  # a training_step under 16-mixed: its optimizers' updates through the one GradScaler, a
+  # later step call's constants chosen on the device (tests/suite_ops_emu.sh runs it)
+  "gan_step|tests/cuda_specs/gan_step.lua|16-mixed|consts_pick unscale scaler_update adam_groups1_skips_copy_h_d"
   # GPT-2 small's shape (bench/gpu_gpt2.sh times it on a GPU): generated and compiled only
   "gpt2_124m|bench/specs/gpt2_124m.lua|bf16-mixed|flash_fwd_e64_v64_causal_bb flash_bwd_dkv_e64_v64_causal_bb adam_groups2_copy_b"
 )

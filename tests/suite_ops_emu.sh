@@ -36,8 +36,17 @@
 #    (measured 1.2e-7); a spec's own training_step: gan_step.lua (two Adams over G and D,
 #    D stepped twice a step, detach, no_grad, randn, BatchNorm run several times a step)
 #    and vae_step.lua (SGD with momentum and decay, a method, randn_like) at 32-true
-#    (measured 1.1e-7 and 1.2e-7); freeze, plateau and gan_step again with --cuda-graph,
-#    bit for bit the plain runs;
+#    (measured 1.1e-7 and 1.2e-7); gan_step at 16-mixed (Fabric's one GradScaler: each
+#    optimizer's gradients unscaled, D's second update of a step taking the constants of
+#    the count its first left; measured 2.7e-4, in D's last bias's exp_avg, relative 3.6e-2
+#    of a sum that cancels; a consts_pick that always took the first count: 2.8e-2), and
+#    gan_step_skips (D's loss times 20, G's BatchNorm frozen) at 16-mixed: 4 of 9 updates
+#    skipped, the same loss scale and skips as the CPU's (checked), measured 2.0e-3 in
+#    D's exp_avg, which is 20 times larger (backwards not scaled: no skip, refused by the
+#    check); vae_step at bf16-mixed (measured 5.9e-4) and bf16-true (9.8e-4: one bf16 ulp
+#    of the momentum buffer); freeze, plateau, gan_step and gan_step_skips (the skips
+#    and the constants' choice on the device, replayed) again with --cuda-graph, bit for
+#    bit the plain runs;
 #  - tensors whose batch dimension is not first: batch_inside.lua ((T, B, H) after a
 #    transpose: slice and cat along T, broadcasts through B, reductions before and after
 #    it, softmax over T, Linear, matmul with B as a matrix dim, where, permute) at 32-true
@@ -81,12 +90,16 @@ CASES=("attention_ops tests/cuda_specs/attention_ops.lua 32-true 3 1e-5"
        "plateau tests/cuda_specs/plateau.lua 32-true 8 1e-5"
        "gan_step tests/cuda_specs/gan_step.lua 32-true 3 1e-5"
        "vae_step tests/cuda_specs/vae_step.lua 32-true 3 1e-5"
+       "gan_step tests/cuda_specs/gan_step.lua 16-mixed 3 1e-3"
+       "gan_step_skips @variants/gan_step_skips.lua 16-mixed 3 2e-2"
+       "vae_step tests/cuda_specs/vae_step.lua bf16-mixed 3 2e-3"
+       "vae_step tests/cuda_specs/vae_step.lua bf16-true 3 2e-3"
        "batch_inside tests/ops/batch_inside.lua 32-true 3 1e-5"
        "class_weight tests/ops/class_weight.lua 32-true 3 1e-5"
        "class_weight tests/ops/class_weight.lua bf16-mixed 3 1e-3")
 # --cuda-graph: these cases' programs again with the step captured and replayed, against
 # their plain runs bit for bit (NAME PRECISION STEPS)
-GRAPH_CASES=("freeze 32-true 3" "plateau 32-true 8" "gan_step 32-true 3")
+GRAPH_CASES=("freeze 32-true 3" "plateau 32-true 8" "gan_step 32-true 3" "gan_step_skips 16-mixed 3")
 echo "1..$((${#CASES[@]} + ${#GRAPH_CASES[@]} + 1))"   # ops_emu_matches_cpu_NAME_PREC, ops_emu_graph_NAME_PREC, ops_emu_flash_matches_gemm
 if [ ! -x "$CUDA/bin/nvcc" ] || ! "$PY" -c "import numpy" 2>/dev/null; then
   for c in "${CASES[@]}"; do set -- $c; echo "ok ops_emu_matches_cpu_$1_$3 # SKIP no CUDA toolkit or no numpy"; done
@@ -106,6 +119,10 @@ loss_variant conv_bce_logits "bce_with_logits(m(b), b.target)"
 loss_variant conv_mse_sum 'mse(m(b), b.target, { reduction = "sum" })'
 loss_variant conv_l1_none_mean 'mean(l1(m(b), b.target, { reduction = "none" }))'
 loss_variant conv_abs_amax '(function(y) return mean(abs(y - b.target)) + mean(amax(y, 1)) + 0.1 * max(abs(y)) end)(m(b))'
+# gan_step with D's loss times 20 (under 16-mixed its first steps overflow and are skipped)
+# and G's BatchNorm frozen
+sed -e 's/fabric.backward(bce_with_logits(d_real, ones) + bce_with_logits(d_fake, zeros))/fabric.backward((bce_with_logits(d_real, ones) + bce_with_logits(d_fake, zeros)) * 20)/' \
+    -e 's/^  max_steps = 20,/  freeze = { "^G%.1%." }, max_steps = 20,/' tests/cuda_specs/gan_step.lua >"$tmp/variants/gan_step_skips.lua"
 for c in "${CASES[@]}"; do
   set -- $c
   name=$1 spec=${2/#@/$tmp/} prec=$3 steps=$4 bound=$5 flags=${6:-}
@@ -120,8 +137,16 @@ for c in "${CASES[@]}"; do
      ! "$d/cpu/train" --max-steps "$steps" --seed 11 --out "$d/run_cpu" >>"$d/cpu.log" 2>&1; then
     echo "not ok ops_emu_matches_cpu_${name}_$prec: CPU program: $(tail -n 1 "$d/cpu.log")"; continue
   fi
+  # 16-mixed: the same loss scale and skipped steps as the CPU program's (the skips
+  # variant must skip some)
+  sc_cuda=$(grep "^loss scale" "$d/cuda.log") sc_cpu=$(grep "^loss scale" "$d/cpu.log")
+  if [ "$sc_cuda" != "$sc_cpu" ]; then
+    echo "not ok ops_emu_matches_cpu_${name}_$prec: the GradScaler differs: '$sc_cuda' against the CPU's '$sc_cpu'"; continue
+  elif [ "$name" = gan_step_skips ] && ! grep -q "; [1-9][0-9]* optimizer steps skipped" <<<"$sc_cuda"; then
+    echo "not ok ops_emu_matches_cpu_${name}_$prec: no step was skipped ('$sc_cuda')"; continue
+  fi
   if out=$("$PY" tests/fuse/compare_ckpt.py "$d/run_cuda/last.safetensors" "$d/run_cpu/last.safetensors" "$bound"); then
-    echo "ok ops_emu_matches_cpu_${name}_$prec ($steps steps: $out; bound $bound)"
+    echo "ok ops_emu_matches_cpu_${name}_$prec ($steps steps: $out; bound $bound${sc_cuda:+; $sc_cuda})"
   else
     echo "not ok ops_emu_matches_cpu_${name}_$prec: $out (bound $bound)"
   fi

@@ -1054,7 +1054,8 @@ static void step_ops(Model *m, Optimizer *o, int boundary) {
         LC_CHECK(cudaMemcpyAsync(m->h_scaler, m->d_scaler, sizeof(ScalerState), cudaMemcpyDeviceToHost, STREAM(m->stream)));
 }
 
-void optimizer_consts(Model *m, double lr, double mom, int64_t step) {
+void optimizer_consts(Model *m, const Optimizer *o, double lr, double mom, int64_t step) {
+    (void)o;
     // AdamW(lr=0.001, betas=(0.9, 0.999), eps=1e-08, weight_decay=0.01)
     // bias corrections in double, as torch.optim computes them in Python; the constants
     // rounded to float as the C backend's update rounds them

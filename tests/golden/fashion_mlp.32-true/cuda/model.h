@@ -161,8 +161,9 @@ void optimizer_upload(Optimizer *o, Model *m);
 double lr_at(int64_t step, int64_t epoch, int64_t total_steps);
 double momentum_at(int64_t step, int64_t total_steps);
 // The constants of the update the next step takes (the `step`-th, from 0), into the
-// step's constants: sent to the device by model_train_step
-void optimizer_consts(Model *m, double lr, double mom, int64_t step);
+// step's constants: sent to the device by model_train_step (`o`: a training_step's
+// optimizers' own counts of updates under 16-mixed)
+void optimizer_consts(Model *m, const Optimizer *o, double lr, double mom, int64_t step);
 
 // Sampling: the spec's entry point beside forward (gen/entries.lua), train's --sample.
 #define MODEL_HAS_SAMPLE 0

@@ -545,7 +545,7 @@ int main(int argc, char **argv) {
             double lr = 0;
             if (boundary) {
                 lr = lr_at(opt.steps, rs.epoch, total_steps);
-                optimizer_consts(&m, lr, momentum_at(opt.steps, total_steps), opt.steps);
+                optimizer_consts(&m, &opt, lr, momentum_at(opt.steps, total_steps), opt.steps);
             }
             model_train_step(&m, &opt, boundary, ACCUMULATE);
             rs.batch = index + 1;
