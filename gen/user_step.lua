@@ -389,7 +389,8 @@ end
 -- Refusals before any work (emit_c.check, emit_cuda.check): what the user step does not
 -- do yet on `backend` (either runs every precision the backend runs: the CUDA backend's
 -- gen/emit_cuda.lua, 32-true, bf16-mixed, 16-mixed, bf16-true and 16-true, and
--- train.freeze; there clip, a scheduler, fabric.log and parameter groups are refused).
+-- train.freeze; there clip, a scheduler, fabric.log, parameter groups and several devices
+-- are refused).
 -- bf16-mixed and 16-mixed: each call of the model in the step casts as Fabric's module
 -- call under autocast (gen/precision.lua, its casts scoped by the step's events);
 -- 16-mixed adds Fabric's one GradScaler (optim_c: each backward scaled, each optimizer's
