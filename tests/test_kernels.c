@@ -289,7 +289,9 @@ Test(kernels, nchw16_moves) {
         const int N = shapes[si][0], C = shapes[si][1], H = shapes[si][2], W = shapes[si][3];
         const size_t n = (size_t)N * C * H * W;
         uint16_t *a = malloc(n * 2), *want = malloc(n * 2), *got = malloc(n * 2), *back = malloc(n * 2);
-        for (size_t i = 0; i < n; i++) a[i] = (uint16_t)(i * 2654435761u >> 9);
+        // normal numbers (an ISA-capped oneDNN's simple reorder moves bf16 through float,
+        // which quiets NaNs and flushes subnormals; k_nchw16 moves every pattern as it is)
+        for (size_t i = 0; i < n; i++) a[i] = (uint16_t)(((i * 2654435761u >> 9) & 0xbfff) | 0x0080);
         dnnl_dims_t dims = { N, C, H, W };
         dnnl_memory_desc_t plain, blk;
         cr_assert(dnnl_memory_desc_init_by_tag(&plain, 4, dims, dnnl_bf16, dnnl_nchw) == dnnl_success
@@ -297,14 +299,15 @@ Test(kernels, nchw16_moves) {
         cr_assert(k_is_nchw16c_bf16(&blk, dims) && !k_is_nchw16c_bf16(&plain, dims));
         size_t scratch = 0;
         dnnl_primitive_t r = k_dnnl_reorder(eng, &plain, &blk, 0, &scratch);
-        cr_assert(r && scratch == 0);
+        cr_assert(r);
         k_conv_plan q;
         memset(&q, 0, sizeof q);
         q.engine = eng;
-        dnnl_dims_t one = { 1 };
-        cr_assert(dnnl_memory_desc_init_by_tag(&q.scratch, 1, one, dnnl_u8, dnnl_x) == dnnl_success);
-        char sp[64];
+        dnnl_dims_t sd = { (dnnl_dim_t)(scratch ? scratch : 1) };   // (its scratchpad: some ISAs' reorders take one)
+        cr_assert(dnnl_memory_desc_init_by_tag(&q.scratch, 1, sd, dnnl_u8, dnnl_x) == dnnl_success);
+        char *sp = malloc(scratch ? scratch : 1);
         cr_assert(k_conv_reorder(&q, r, sp, &plain, a, &blk, want));
+        free(sp);
         k_nchw16(got, a, (size_t)N * C / 16, (size_t)H * W, 1);
         cr_assert(memcmp(got, want, n * 2) == 0, "k_nchw16 to nChw16c differs at %dx%dx%dx%d", N, C, H, W);
         k_nchw16(back, got, (size_t)N * C / 16, (size_t)H * W, 0);
