@@ -271,6 +271,50 @@ Test(kernels, conv2d_native) {
     const int bf16 = (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
     const k_conv_plan *q = k_conv_plan_backward(&d, 1);
     cr_assert(bf16 ? q && q->fwd16 && q->bwd16 : !q, "the direct kernels over bf16 storage: plan %p (AVX512_BF16 %d)", (void *)q, bf16);
+    // (the first case's output and input gradient written in bf16 by the kernels, every move k_nchw16's)
+    cr_assert(!bf16 || (q->fwd_o16 && q->bwd_d16 && q->own_x16 && q->own_y16 && q->own_dy16 && q->own_dx16),
+              "the bf16-output passes and k_nchw16's moves: %d %d %d %d %d %d", !!q->fwd_o16, !!q->bwd_d16, q->own_x16,
+              q->own_y16, q->own_dy16, q->own_dx16);
+}
+
+// k_nchw16 both ways equals oneDNN's reorders between bf16 nchw and nChw16c: planes of
+// whole 16-value tiles, of a tile and a tail, and of a tail only
+Test(kernels, nchw16_moves) {
+    const int shapes[][4] = { { 2, 32, 8, 8 }, { 3, 16, 9, 9 }, { 1, 48, 5, 3 } };
+    dnnl_engine_t eng;
+    #pragma omp critical
+    eng = k_dnnl_engine_locked();
+    cr_assert(eng);
+    for (int si = 0; si < 3; si++) {
+        const int N = shapes[si][0], C = shapes[si][1], H = shapes[si][2], W = shapes[si][3];
+        const size_t n = (size_t)N * C * H * W;
+        uint16_t *a = malloc(n * 2), *want = malloc(n * 2), *got = malloc(n * 2), *back = malloc(n * 2);
+        // normal numbers (an ISA-capped oneDNN's simple reorder moves bf16 through float,
+        // which quiets NaNs and flushes subnormals; k_nchw16 moves every pattern as it is)
+        for (size_t i = 0; i < n; i++) a[i] = (uint16_t)(((i * 2654435761u >> 9) & 0xbfff) | 0x0080);
+        dnnl_dims_t dims = { N, C, H, W };
+        dnnl_memory_desc_t plain, blk;
+        cr_assert(dnnl_memory_desc_init_by_tag(&plain, 4, dims, dnnl_bf16, dnnl_nchw) == dnnl_success
+                  && dnnl_memory_desc_init_by_tag(&blk, 4, dims, dnnl_bf16, dnnl_nChw16c) == dnnl_success);
+        cr_assert(k_is_nchw16c_bf16(&blk, dims) && !k_is_nchw16c_bf16(&plain, dims));
+        size_t scratch = 0;
+        dnnl_primitive_t r = k_dnnl_reorder(eng, &plain, &blk, 0, &scratch);
+        cr_assert(r);
+        k_conv_plan q;
+        memset(&q, 0, sizeof q);
+        q.engine = eng;
+        dnnl_dims_t sd = { (dnnl_dim_t)(scratch ? scratch : 1) };   // (its scratchpad: some ISAs' reorders take one)
+        cr_assert(dnnl_memory_desc_init_by_tag(&q.scratch, 1, sd, dnnl_u8, dnnl_x) == dnnl_success);
+        char *sp = malloc(scratch ? scratch : 1);
+        cr_assert(k_conv_reorder(&q, r, sp, &plain, a, &blk, want));
+        free(sp);
+        k_nchw16(got, a, (size_t)N * C / 16, (size_t)H * W, 1);
+        cr_assert(memcmp(got, want, n * 2) == 0, "k_nchw16 to nChw16c differs at %dx%dx%dx%d", N, C, H, W);
+        k_nchw16(back, got, (size_t)N * C / 16, (size_t)H * W, 0);
+        cr_assert(memcmp(back, a, n * 2) == 0, "k_nchw16 from nChw16c differs at %dx%dx%dx%d", N, C, H, W);
+        dnnl_primitive_destroy(r);
+        free(a); free(want); free(got); free(back);
+    }
 }
 
 // ---------------------------------------------------------------------------- pooling

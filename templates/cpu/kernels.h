@@ -439,9 +439,90 @@ typedef struct {
     int fwd16, bwd16;
     dnnl_memory_desc_t x16, y16;
     dnnl_primitive_t x16_in, y16_out, dy16_in, dx16_out;
+    // and where oneDNN has them, the passes that write the output (fwd_o16) and the input
+    // gradient (bwd_d16) in bf16 themselves, into blocked layouts (yb16, dxb16) that a bf16 ->
+    // bf16 reorder takes to the NCHW storage: the float sums rounded to nearest even by the
+    // kernel's vcvtneps2bf16 as the float -> bf16 reorders round them, half the bytes moved
+    // (fashion_cnn's Conv2d(32, 64): its two float -> bf16 NCHW reorders were 2.3 ms each at
+    // one thread, the bf16 -> bf16 ones 0.7)
+    dnnl_primitive_t fwd_o16, bwd_d16, yb16_out, dxb16_out;
+    dnnl_memory_desc_t yb16, dxb16;
+    // which of the bf16 blocked operands are nChw16c over whole blocks of 16 channels, whose
+    // reorders from and to the bf16 NCHW storage k_nchw16 does (k_conv_move16)
+    int own_x16, own_y16, own_dy16, own_dx16;
     size_t nxb, nwf, nwb, nyb, ndyb, ndxb, ndwb, nscratch;   // bytes
 } k_conv_plan;
 typedef struct { int n; k_conv_plan plans[K_CONV_PLANS]; } k_conv_plans;
+
+// whether m is dims' bf16 nChw16c layout with no padded channels
+static inline int k_is_nchw16c_bf16(const dnnl_memory_desc_t *m, const dnnl_dims_t dims) {
+    dnnl_memory_desc_t b;
+    return dims[1] % 16 == 0 && dnnl_memory_desc_init_by_tag(&b, 4, dims, dnnl_bf16, dnnl_nChw16c) == dnnl_success
+        && dnnl_memory_desc_equal(&b, m);
+}
+
+// 16-bit values between NCHW and nChw16c (C a multiple of 16): nb = N * C / 16 blocks of
+// 16 planes of hw values, each a 16 x hw transpose (to: NCHW -> nChw16c).  oneDNN 2.6's
+// jit:uni reorders between them moved bf16 at 3 GB/s here (paw's 32 x 32 x 64 x 64 output:
+// 2.8 ms at one thread); these take 16 x 16 tiles through four rounds of AVX-512 word
+// permutes, three swapping a register index bit with a lane bit, the last also putting
+// the lane bits in order (the network is its own inverse: the same in both directions).
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#include <immintrin.h>
+// the permutes' word indices: stage st swaps register bit st with lane bit st + 1 (register
+// k of the tile holds its rows 2k and 2k + 1, lane e row bit 0 at bit 4 and the column
+// below); the last reads its lanes in the order that leaves lane e holding row e & 15 of
+// column 2k + (e >> 4)
+static inline void k_tr16x16_idx(uint16_t idx[3][2][32]) {
+    for (int st = 0; st < 3; st++)
+        for (int e = 0; e < 32; e++) {
+            const int f = st < 2 ? e : (((e & 1) << 4) | (e & 14) | (e >> 4)), j = 1 << (st + 1);
+            idx[st][0][e] = (uint16_t)(f & j ? 32 + (f & ~j) : f);
+            idx[st][1][e] = (uint16_t)(f & j ? 32 + f : (f | j));
+        }
+}
+static inline void k_tr16x16_w(__m512i z[8], const uint16_t idx[3][2][32]) {   // z[k]: rows 2k, 2k + 1 -> columns
+    for (int st = 0; st < 3; st++) {
+        const __m512i lo = _mm512_loadu_si512((const void *)idx[st][0]), hi = _mm512_loadu_si512((const void *)idx[st][1]);
+        const int b = 1 << st;
+        for (int k = 0; k < 8; k++) {
+            if (k & b) continue;
+            const __m512i a = z[k], c = z[k | b];
+            z[k] = _mm512_permutex2var_epi16(a, lo, c);
+            z[k | b] = _mm512_permutex2var_epi16(a, hi, c);
+        }
+    }
+}
+#endif
+static inline void k_nchw16(uint16_t *restrict dst, const uint16_t *restrict src, size_t nb, size_t hw, int to) {
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+    uint16_t idx[3][2][32];
+    k_tr16x16_idx(idx);
+#endif
+    for (size_t b = 0; b < nb; b++, src += 16 * hw, dst += 16 * hw) {
+        size_t p = 0;
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+        for (; p + 16 <= hw; p += 16) {
+            __m512i z[8];
+            for (int k = 0; k < 8; k++)
+                z[k] = to ? _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const void *)(src + 2 * k * hw + p))),
+                                                _mm256_loadu_si256((const void *)(src + (2 * k + 1) * hw + p)), 1)
+                          : _mm512_loadu_si512((const void *)(src + p * 16 + 32 * k));
+            k_tr16x16_w(z, idx);
+            for (int k = 0; k < 8; k++) {
+                if (to) { _mm512_storeu_si512((void *)(dst + p * 16 + 32 * k), z[k]); continue; }
+                _mm256_storeu_si256((void *)(dst + 2 * k * hw + p), _mm512_castsi512_si256(z[k]));
+                _mm256_storeu_si256((void *)(dst + (2 * k + 1) * hw + p), _mm512_extracti64x4_epi64(z[k], 1));
+            }
+        }
+#endif
+        for (; p < hw; p++)
+            for (int c = 0; c < 16; c++) {
+                if (to) dst[p * 16 + c] = src[c * hw + p];
+                else dst[c * hw + p] = src[p * 16 + c];
+            }
+    }
+}
 
 // a reorder from -> to (adding into `to` with add); NULL where oneDNN has none
 static inline dnnl_primitive_t k_dnnl_reorder(dnnl_engine_t engine, const dnnl_memory_desc_t *from,
@@ -552,6 +633,25 @@ static inline k_conv_plan *k_conv_plan_of(const k_conv2d_dims *d, int bf16) {
                     && dnnl_memory_desc_init_by_tag(&q->y16, 4, yd, dnnl_bf16, dnnl_nchw) == dnnl_success
                     && (q->x16_in = k_dnnl_reorder(engine, &q->x16, &q->xb, 0, &scratch)) != NULL
                     && (q->y16_out = k_dnnl_reorder(engine, &q->yb, &q->y16, 0, &scratch)) != NULL;
+            if (ok && q->fwd16) {   // (optional: y16_out where oneDNN has no such pass)
+                dnnl_memory_desc_t y16a;
+                dnnl_convolution_desc_t fd16;
+                dnnl_primitive_desc_t pd16 = NULL;
+                if (dnnl_memory_desc_init_by_tag(&y16a, 4, yd, dnnl_bf16, dnnl_format_tag_any) == dnnl_success
+                    && dnnl_dilated_convolution_forward_desc_init(&fd16, dnnl_forward_training, dnnl_convolution_direct,
+                           &xa, &wa, &q->bias, &y16a, st, dil, pl, pr) == dnnl_success
+                    && (q->fwd_o16 = k_dnnl_conv_prim(engine, &fd16, NULL, &pd16, &scratch)) != NULL) {
+                    q->yb16 = *dnnl_primitive_desc_query_md(pd16, dnnl_query_dst_md, 0);
+                    if (!dnnl_memory_desc_equal(&q->xb, dnnl_primitive_desc_query_md(pd16, dnnl_query_src_md, 0))
+                        || !dnnl_memory_desc_equal(&q->wf, dnnl_primitive_desc_query_md(pd16, dnnl_query_weights_md, 0))
+                        || dnnl_memory_desc_get_size(&q->yb16) > dnnl_memory_desc_get_size(&q->yb)
+                        || (q->yb16_out = k_dnnl_reorder(engine, &q->yb16, &q->y16, 0, &scratch)) == NULL)
+                        q->fwd_o16 = NULL;   // (the primitive kept: plans live as long as the program)
+                    dnnl_primitive_desc_destroy(pd16);
+                }
+                q->own_x16 = k_is_nchw16c_bf16(&q->xb, xd);
+                q->own_y16 = q->fwd_o16 && k_is_nchw16c_bf16(&q->yb16, yd);
+            }
             if (ok) {
                 q->nxb = dnnl_memory_desc_get_size(&q->xb);
                 q->nwf = dnnl_memory_desc_get_size(&q->wf);
@@ -619,6 +719,23 @@ static inline const k_conv_plan *k_conv_plan_backward(const k_conv2d_dims *d, in
         if (ok && q->fwd16)
             q->bwd16 = (q->dy16_in = k_dnnl_reorder(engine, &q->y16, &q->dyb, 0, &scratch)) != NULL
                 && (q->dx16_out = k_dnnl_reorder(engine, &q->dxb, &q->x16, 0, &scratch)) != NULL;
+        dnnl_memory_desc_t dx16a;
+        dnnl_convolution_desc_t bdd16;
+        dnnl_primitive_desc_t pd16 = NULL;
+        if (ok && q->bwd16 && dnnl_memory_desc_init_by_tag(&dx16a, 4, xd, dnnl_bf16, dnnl_format_tag_any) == dnnl_success
+            && dnnl_dilated_convolution_backward_data_desc_init(&bdd16, dnnl_convolution_direct, &dx16a, &wa, &ya,
+                   st, dil, pl, pr) == dnnl_success
+            && (q->bwd_d16 = k_dnnl_conv_prim(engine, &bdd16, q->fpd, &pd16, &scratch)) != NULL) {
+            q->dxb16 = *dnnl_primitive_desc_query_md(pd16, dnnl_query_diff_src_md, 0);
+            if (!dnnl_memory_desc_equal(&q->dyb, dnnl_primitive_desc_query_md(pd16, dnnl_query_diff_dst_md, 0))
+                || !dnnl_memory_desc_equal(&q->wb, dnnl_primitive_desc_query_md(pd16, dnnl_query_weights_md, 0))
+                || dnnl_memory_desc_get_size(&q->dxb16) > dnnl_memory_desc_get_size(&q->dxb)
+                || (q->dxb16_out = k_dnnl_reorder(engine, &q->dxb16, &q->x16, 0, &scratch)) == NULL)
+                q->bwd_d16 = NULL;
+            dnnl_primitive_desc_destroy(pd16);
+        }
+        q->own_dy16 = q->bwd16 && k_is_nchw16c_bf16(&q->dyb, yd);
+        q->own_dx16 = q->bwd_d16 && k_is_nchw16c_bf16(&q->dxb16, xd);
         if (ok) {
             q->nwb = dnnl_memory_desc_get_size(&q->wb);
             q->ndwb = dnnl_memory_desc_get_size(&q->dwb);
@@ -711,6 +828,16 @@ static inline int k_conv_reorder(const k_conv_plan *q, dnnl_primitive_t r, void 
     return k_conv_exec(q, r, scratch, 2, arg, md, ptr);
 }
 
+// a bf16 operand between its NCHW storage and the plan's layout: through k_nchw16 where
+// own (the layout nChw16c: nb blocks of 16 planes of hw values; to: into the blocked one),
+// through r otherwise
+static inline int k_conv_move16(const k_conv_plan *q, int own, int to, size_t nb, size_t hw, dnnl_primitive_t r, void *scratch,
+                                const dnnl_memory_desc_t *from, const void *src, const dnnl_memory_desc_t *dto, void *dst) {
+    if (!own) return k_conv_reorder(q, r, scratch, from, src, dto, dst);
+    k_nchw16((uint16_t *)dst, (const uint16_t *)src, nb, hw, to);
+    return 1;
+}
+
 static inline size_t k_align64(size_t n) { return (n + 63) / 64 * 64; }
 
 // The threads split the batch: nb images each (the last fewer), each thread running the
@@ -754,13 +881,18 @@ static inline void k_conv_direct_forward_slice(void *out, const void *inp, const
     if (!ws) return;
     float *zero = (float *)(ws + oz);
     if (!b) { memset(zero, 0, (size_t)d->OC * sizeof(float)); b = zero; }   // (the primitive has a bias)
+    const int o16 = st16 && q->fwd_o16;   // (the output in bf16 from the kernel)
+    const dnnl_memory_desc_t *yb = o16 ? &q->yb16 : &q->yb;
     const int arg[4] = { DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST };
-    const dnnl_memory_desc_t *md[4] = { &q->xb, &q->wf, &q->bias, &q->yb };
+    const dnnl_memory_desc_t *md[4] = { &q->xb, &q->wf, &q->bias, yb };
     void *const ptr[4] = { ws, ws + ob, (void *)b, ws + ow };
-    (void)(k_conv_reorder(q, st16 ? q->x16_in : q->x_in, ws + os, st16 ? &q->x16 : &q->x, inp, &q->xb, ws)
+    const size_t hx = (size_t)d->H * d->W, hy = (size_t)d->OH * d->OW;
+    (void)(k_conv_move16(q, st16 && q->own_x16, 1, (size_t)m * d->C / 16, hx, st16 ? q->x16_in : q->x_in, ws + os,
+                         st16 ? &q->x16 : &q->x, inp, &q->xb, ws)
         && k_conv_reorder(q, q->wf_in, ws + os, &q->w, w, &q->wf, ws + ob)
-        && k_conv_exec(q, q->fwd, ws + os, 4, arg, md, ptr)
-        && k_conv_reorder(q, st16 ? q->y16_out : q->y_out, ws + os, &q->yb, ws + ow, st16 ? &q->y16 : &q->y, out));
+        && k_conv_exec(q, o16 ? q->fwd_o16 : q->fwd, ws + os, 4, arg, md, ptr)
+        && k_conv_move16(q, o16 && q->own_y16, 0, (size_t)m * d->OC / 16, hy, o16 ? q->yb16_out : st16 ? q->y16_out : q->y_out,
+                         ws + os, yb, ws + ow, st16 ? &q->y16 : &q->y, out));
 }
 
 // One image (a batch-1 call) on a team of nt > 1 threads: its output channels split
@@ -837,24 +969,31 @@ static inline void k_conv_direct_backward_slice(void *dinp, float *dwt, float *d
     char *ws = k_conv_workspace(of + (st16 && acc && dinp ? nx * sizeof(float) : 0));
     if (!ws) return;
     void *sp = ws + os;
-    if (!k_conv_reorder(q, st16 ? q->dy16_in : q->dy_in, sp, st16 ? &q->y16 : &q->y, dout, &q->dyb, ws)) return;
+    const size_t hx = (size_t)d->H * d->W, hy = (size_t)d->OH * d->OW;
+    if (!k_conv_move16(q, st16 && q->own_dy16, 1, (size_t)m * d->OC / 16, hy, st16 ? q->dy16_in : q->dy_in, sp,
+                       st16 ? &q->y16 : &q->y, dout, &q->dyb, ws))
+        return;
     if (dwt) {
         const int arg[4] = { DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_BIAS };
         const dnnl_memory_desc_t *md[4] = { &q->xb, &q->dyb, &q->dwb, &q->bias };
         void *const ptr[4] = { ws + ox, ws, ws + odw, dbt };
-        if (!(k_conv_reorder(q, st16 ? q->x16_in : q->x_in, sp, st16 ? &q->x16 : &q->x, (const char *)inp + xo, &q->xb, ws + ox)
+        if (!(k_conv_move16(q, st16 && q->own_x16, 1, (size_t)m * d->C / 16, hx, st16 ? q->x16_in : q->x_in, sp,
+                            st16 ? &q->x16 : &q->x, (const char *)inp + xo, &q->xb, ws + ox)
               && k_conv_exec(q, q->bwd_w, sp, 4, arg, md, ptr)
               && k_conv_reorder(q, q->dw_out, sp, &q->dwb, ws + odw, &q->w, dwt)))
             return;
     }
     if (dinp) {
+        const int d16 = st16 && !acc && q->bwd_d16;   // (the input gradient in bf16 from the kernel)
         const int arg[3] = { DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_SRC };
-        const dnnl_memory_desc_t *md[3] = { &q->dyb, &q->wb, &q->dxb };
+        const dnnl_memory_desc_t *md[3] = { &q->dyb, &q->wb, d16 ? &q->dxb16 : &q->dxb };
         void *const ptr[3] = { ws, ws + owb, ws + odx };
-        if (!(k_conv_reorder(q, q->wb_in, sp, &q->w, w, &q->wb, ws + owb) && k_conv_exec(q, q->bwd_d, sp, 3, arg, md, ptr)))
+        if (!(k_conv_reorder(q, q->wb_in, sp, &q->w, w, &q->wb, ws + owb)
+              && k_conv_exec(q, d16 ? q->bwd_d16 : q->bwd_d, sp, 3, arg, md, ptr)))
             return;
         char *dx = (char *)dinp + xo;
-        if (!st16) (void)k_conv_reorder(q, acc ? q->dx_add : q->dx_out, sp, &q->dxb, ws + odx, &q->x, dx);
+        if (d16) (void)k_conv_move16(q, q->own_dx16, 0, (size_t)m * d->C / 16, hx, q->dxb16_out, sp, &q->dxb16, ws + odx, &q->x16, dx);
+        else if (!st16) (void)k_conv_reorder(q, acc ? q->dx_add : q->dx_out, sp, &q->dxb, ws + odx, &q->x, dx);
         else if (!acc) (void)k_conv_reorder(q, q->dx16_out, sp, &q->dxb, ws + odx, &q->x16, dx);
         else if (k_conv_reorder(q, q->dx_out, sp, &q->dxb, ws + odx, &q->x, ws + of))
             k_conv_accum16((uint16_t *)(void *)dx, (const float *)(void *)(ws + of), nx);
