@@ -27,6 +27,9 @@ if [ -z "${LOOM_COMPILER_LAUNCHER+set}" ] && command -v ccache >/dev/null; then
   export LOOM_COMPILER_LAUNCHER=ccache CCACHE_DIR=${CCACHE_DIR:-$PWD/build/ccache}
   # generated files are written just before they are compiled: hash them, not their times
   export CCACHE_SLOPPINESS=${CCACHE_SLOPPINESS:-include_file_mtime,include_file_ctime}
+  # and not the directory they are compiled in: ccache hashes it into nvcc's compiles,
+  # so the runtime's loom_cuda.cu (the same in every CUDA program) missed in each new one
+  export CCACHE_NOHASHDIR=${CCACHE_NOHASHDIR:-1}
 fi
 export CUDA_EMU_CACHE=${CUDA_EMU_CACHE:-$PWD/build/cuda_emu_cache}
 export LOOM_KERNEL_CACHE=${LOOM_KERNEL_CACHE:-$log/kernel_cache}

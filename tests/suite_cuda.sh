@@ -116,7 +116,8 @@ if [ ! -x "$CUDA/bin/nvcc" ]; then
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-export LOOM_KERNEL_CACHE="$tmp/kernel_cache"
+# the run's kernel cache (tests/run_all.sh: the emulated programs compile the same kernels)
+export LOOM_KERNEL_CACHE=${LOOM_KERNEL_CACHE:-$tmp/kernel_cache}
 has_gpu_dev=0
 if [ -e /dev/nvidiactl ] || ls /dev/nvidia0 >/dev/null 2>&1; then has_gpu_dev=1; fi
 

@@ -47,26 +47,32 @@ if [ -f "$dir/ddp_nccl.c" ]; then
   mpi_c=$(mpicc --showme:compile) mpi_l=$(mpicc --showme:link) nccl=libnccl.so.2
 fi
 # what every cached object depends on besides its source: the headers the runtime
-# ships into DIR (all but the generated model.h), the emulator's, and this script
-shared_headers=$(cat $(ls "$dir"/*.h | grep -v '/model\.h$') "$here"/*.h "$here/build.sh" | sha1sum | cut -c1-40)
+# ships into DIR (all but the generated model.h), the emulator's, this script, and the
+# flags; one hash, and one sha1sum over every source below: a program has a hundred
+# kernels, and a process per kernel and step was most of a cached build's time
+config=$( { echo "$asan $opt $cuda${mpi_c:+ $mpi_c}"; cat $(ls "$dir"/*.h | grep -v '/model\.h$') "$here"/*.h "$here/build.sh"; } |
+  sha1sum | cut -c1-20)
+declare -A sha=()
+while read -r h f; do sha[$f]=${h:0:20}; done < <(sha1sum "$dir"/*.c "$dir"/*.cu "$dir"/kernels/*.cu "$dir"/kernels/loom_prelude.h \
+  "$here/emu_runtime.cpp" "$here/emu_driver.cpp" "$here/emu_nccl.cpp" 2>/dev/null)
 
 objs=""
-# edge OBJ RULE SRC [KEYFILE]: a build statement for an object the program links, or the
-# object from the cache
+# edge OBJ RULE SRC [KEY]: a build statement for an object the program links, or the
+# cached object itself (linked from the cache, not copied)
 edge() {
-  objs="$objs $1"
-  case $(basename "$3") in model.cu|train.c|"$main"|"${prog}_cli.c") echo "build $1: $2 $3"; return ;; esac
+  case ${3##*/} in model.cu|train.c|"$main"|"${prog}_cli.c") objs="$objs $1"; echo "build $1: $2 $3"; return ;; esac
   cached "$@"
+  if [ "$from_cache" = 1 ]; then objs="$objs $CUDA_EMU_CACHE/$key.o"; else objs="$objs $1"; fi
 }
-# cached OUT RULE SRC [KEYFILE]: a build statement, or OUT from the cache (from_cache=1)
+# cached OUT RULE SRC [KEY]: a build statement (saving OUT to the cache), or from_cache=1
+# and $key, the cached file; KEY: what the object depends on besides the rule, the
+# flags and the shared headers (default: the source's hash)
 cached() {
-  local o=$1 rule=$2 src=$3 keyfile=${4:-$3} key
+  local o=$1 rule=$2 src=$3
+  key=$rule-${4:-${sha[$src]}}-$config
   from_cache=0
   if [ -z "${CUDA_EMU_CACHE:-}" ]; then echo "build $o: $rule $src"; return; fi
-  key=$( { echo "$rule $asan $opt $cuda${mpi_c:+ $mpi_c}"; cat "$keyfile"; echo "$shared_headers"; } | sha1sum | cut -c1-40)
   if [ -f "$CUDA_EMU_CACHE/$key.o" ]; then
-    cp "$CUDA_EMU_CACHE/$key.o" "$out/$o"
-    echo "# $o: from the cache ($key)"
     from_cache=1
     return
   fi
@@ -95,24 +101,26 @@ cached() {
   echo "  command = g++ -std=c++17 $opt $san -Wall -Wextra -fPIC -shared -Wl,-soname,libnccl.so.2 -I$cuda/include -I$dir $mpi_c \$in -o \$out $mpi_l \$save"
   echo "rule link"
   echo "  command = g++ $san -Wl,--dynamic-list=$here/exports.list \$in -o \$out -lopenblas -lz $data_libs $mpi_l -lpthread -ldl -lrt -lm"
-  for f in "$dir"/*.c; do edge "obj/$(basename "${f%.c}").o" cc "$f"; done
-  for f in "$dir"/*.cu; do edge "obj/$(basename "${f%.cu}").o" host_cu "$f"; done
+  for f in "$dir"/*.c; do b=${f##*/}; edge "obj/${b%.c}.o" cc "$f"; done
+  for f in "$dir"/*.cu; do b=${f##*/}; edge "obj/${b%.cu}.o" host_cu "$f"; done
   for f in "$dir"/kernels/*.cu; do
-    name=$(basename "${f%.cu}")
+    name=${f##*/}; name=${name%.cu}
     w=$out/obj/k_$name.cpp
-    printf '#include "kernels/%s.cu"\nEMU_KERNEL(%s)\n' "$name" "$name" >"$w.new"
-    if cmp -s "$w.new" "$w"; then rm "$w.new"; else mv "$w.new" "$w"; fi
-    # the wrapper names no directory: wrapper + source + the prelude it includes say it all
-    cat "$w" "$f" "$dir/kernels/loom_prelude.h" >"$out/obj/k_$name.key"
-    edge "obj/k_$name.o" kernel "$w" "$out/obj/k_$name.key"
+    # (the wrapper's text is its name's: written once)
+    [ -f "$w" ] || printf '#include "kernels/%s.cu"\nEMU_KERNEL(%s)\n' "$name" "$name" >"$w"
+    # the wrapper names no directory: the name, the source and the prelude it includes say it all
+    edge "obj/k_$name.o" kernel "$w" "$name-${sha[$f]}-${sha[$dir/kernels/loom_prelude.h]}"
   done
   edge obj/emu_runtime.o cxx "$here/emu_runtime.cpp"
   echo "build $prog: link $objs${nccl:+ $nccl}"
   # the driver and NCCL libraries are the same for every program (NCCL's reads DIR's
   # runtime headers, which the key holds): from the cache too
   cached libcuda.so.1 driver "$here/emu_driver.cpp"
-  [ "$from_cache" = 1 ] || echo "default libcuda.so.1"
-  [ -n "$nccl" ] && cached libnccl.so.2 nccl "$here/emu_nccl.cpp"
+  if [ "$from_cache" = 1 ]; then cp "$CUDA_EMU_CACHE/$key.o" "$out/libcuda.so.1"; else echo "default libcuda.so.1"; fi
+  if [ -n "$nccl" ]; then
+    cached libnccl.so.2 nccl "$here/emu_nccl.cpp"
+    [ "$from_cache" = 0 ] || cp "$CUDA_EMU_CACHE/$key.o" "$out/libnccl.so.2"
+  fi
   echo "default $prog"
 } >"$out/build.ninja"
 
