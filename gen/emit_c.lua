@@ -589,6 +589,18 @@ end
 function emit.ddp_blocks(l, loop)
   local b, values = rank_blocks(l, loop)
   local s = l.strategy
+  local broadcast = [==[
+    ddp_broadcast(m.params, sizeof(state_t) * NUM_PARAMS);
+    ddp_broadcast(m.buffers, sizeof(state_t) * NUM_BUFFERS);
+    ddp_broadcast(m.counters, sizeof(int64_t) * NUM_COUNTERS);
+]==]
+  b.save_from_device = "    if (ddp_rank() != 0) return;   // DDP: rank 0 writes the checkpoints (every rank holds the same state)\n"
+  local function summary(waiting)
+    return string.format([==[
+    if (!args.quiet) printf("ddp: %%d ranks; all-reduced %%.3f MB per rank in this run, %%.2f s waiting for it %s\n",
+                            ddp_world(), ddp_reduced_bytes / 1e6, ddp_wait_seconds);
+]==], waiting)
+  end
   if s.averaged then
     -- a training_step: model_user_step averages each optimizer's gradients before its step
     -- (gen/user_step.lua, runtime/ddp.h's ddp_average_grads); the stop request is agreed
@@ -596,15 +608,8 @@ function emit.ddp_blocks(l, loop)
     b.model_setup = b.model_setup .. [==[
     // DDP: every rank starts from rank 0's parameters and buffers (DDP's broadcast at wrap time);
     // the training_step averages its optimizers' gradients before each step (model_user_step)
-    ddp_broadcast(m.params, sizeof(state_t) * NUM_PARAMS);
-    ddp_broadcast(m.buffers, sizeof(state_t) * NUM_BUFFERS);
-    ddp_broadcast(m.counters, sizeof(int64_t) * NUM_COUNTERS);
-]==]
-    b.save_from_device = "    if (ddp_rank() != 0) return;   // DDP: rank 0 writes the checkpoints (every rank holds the same state)\n"
-    b.summary_extra = [==[
-    if (!args.quiet) printf("ddp: %d ranks; all-reduced %.3f MB per rank in this run, %.2f s waiting for it before the steps\n",
-                            ddp_world(), ddp_reduced_bytes / 1e6, ddp_wait_seconds);
-]==]
+]==] .. broadcast
+    b.summary_extra = summary("before the steps")
     return b, values
   end
   local esize, lct = grad_type(l)
@@ -617,21 +622,14 @@ function emit.ddp_blocks(l, loop)
     };
     ddp_set_buckets(buckets, %d, m.grads, NUM_PARAMS, %s);   // (m.grads[NUM_PARAMS]: the stop request, reduced with the bucket that ends last)
     // every rank starts from rank 0's parameters and buffers (DDP's broadcast at wrap time)
-    ddp_broadcast(m.params, sizeof(state_t) * NUM_PARAMS);
-    ddp_broadcast(m.buffers, sizeof(state_t) * NUM_BUFFERS);
-    ddp_broadcast(m.counters, sizeof(int64_t) * NUM_COUNTERS);
-]==], tostring(s.cap_mb), table.concat(rows, "\n"), #rows, lct)
-  b.save_from_device = "    if (ddp_rank() != 0) return;   // DDP: rank 0 writes the checkpoints (every rank holds the same state)\n"
+]==], tostring(s.cap_mb), table.concat(rows, "\n"), #rows, lct) .. broadcast
   b.grads_begin = [==[
             // DDP: the step's last micro-batch all-reduces its gradients; the others only accumulate
             // them (Fabric's no_backward_sync)
             ddp_begin_backward(in_step + 1 >= ACCUMULATE || db.index + 1 >= batches_per_epoch);
 ]==]
   b.grads_finish = "            ddp_finish_grads();   // the gradients are now the mean over ranks\n"
-  b.summary_extra = [==[
-    if (!args.quiet) printf("ddp: %d ranks; all-reduced %.3f MB per rank in this run, %.2f s waiting for it after backward\n",
-                            ddp_world(), ddp_reduced_bytes / 1e6, ddp_wait_seconds);
-]==]
+  b.summary_extra = summary("after backward")
   return b, values
 end
 
