@@ -71,9 +71,11 @@ run_suite() {
   } >"$out.line"
   cat "$out.line"   # one write per suite: the lanes' lines do not interleave
 }
-# Seconds a fresh full run took (2 cores), for the order when build/test_times.tsv is missing
-LONGEST=(tests/suite_cuda.sh:731 tests/suite_cuda_emu.sh:602 tests/suite_precision.sh:219
-  tests/suite_ops_emu.sh:198 tests/suite_fuse_emu.sh:128 tests/suite_train.sh:36)
+# Seconds a fresh full run took (2 cores, stop 36), for the order when build/test_times.tsv is missing
+# (as in CI's clean clone): the emulated suites first, beside suite_cuda
+LONGEST=(tests/suite_cuda.sh:727 tests/suite_ops_emu.sh:561 tests/suite_cuda_emu.sh:516
+  tests/suite_precision.sh:208 tests/suite_families.sh:169 tests/suite_ddp.sh:162 tests/suite_step.sh:152
+  tests/suite_fsdp.sh:132 tests/suite_fuse_emu.sh:84 tests/suite_train.sh:59)
 UNKNOWN_SECS=60
 times_file=build/test_times.tsv   # NAME WALL_SECONDS CPU_SECONDS, written after a full run
 estimate() {   # NAME: seconds expected
